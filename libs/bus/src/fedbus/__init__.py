@@ -1,0 +1,1 @@
+"""fedbus: one message-bus interface over memory://, amqp:// and pulsar://."""

@@ -1,0 +1,162 @@
+"""The message-bus interface every fedmq service talks through.
+
+One small, synchronous API over several brokers (memory://, amqp://, pulsar://). Adapters own
+acks, publisher confirms, retries, chunking and dead-lettering; handlers only ever see a
+`Delivery` (bytes plus string headers), never a pika or pulsar object.
+
+Delivery contract (docs/delivery.md has the long form):
+- `publish` returns only after the broker confirmed the message (persisted); it raises
+  `Unroutable` when nothing would receive it and the backend can tell (`capabilities`).
+- A subscription acks a message only after its handler returned. A handler that raises
+  `Reject` sends the message to the topic's dead-letter queue with the given reason at once;
+  any other exception requeues it, and after `max_deliveries` deliveries the message is
+  dead-lettered with the last error as its reason. A consumer that dies before acking gets the
+  message redelivered (at-least-once).
+- Payloads above the backend's `max_frame_bytes` are chunked transparently (manifest in
+  headers, reassembled before the handler runs); a message that can never be reassembled is
+  dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+# Header names the bus itself sets; adapters keep them when relaying.
+HEADER_DEAD_REASON = "x-fedmq-dead-reason"
+HEADER_ORIGINAL_TOPIC = "x-fedmq-original-topic"
+
+
+class BusError(Exception):
+    """Base class for bus failures a caller can act on."""
+
+
+class Unroutable(BusError):
+    """The broker could not route a mandatory publish: no queue is bound for the topic."""
+
+
+class PublishNotConfirmed(BusError):
+    """The broker nacked a publish or the confirm did not arrive in time."""
+
+
+class RequestTimeout(BusError):
+    """No reply arrived within the request's timeout."""
+
+
+class Reject(Exception):
+    """Raised by a handler: dead-letter this message now, with `reason`, and do not retry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; callers branch on these, never on the adapter's class."""
+
+    detects_unroutable: bool
+    """An unroutable publish raises `Unroutable` (RabbitMQ mandatory flag) instead of vanishing."""
+    persistent: bool
+    """Messages survive a broker restart once `publish` returned."""
+    native_delivery_limit: bool
+    """The broker itself counts deliveries and dead-letters past the limit."""
+    max_frame_bytes: int
+    """Bodies larger than this are chunked by the bus."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to publish."""
+
+    topic: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as a handler sees it."""
+
+    topic: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, str]
+    delivery_count: int
+    """1 on first delivery; grows with each redelivery."""
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+Handler = Callable[[Delivery], None]
+
+
+class Subscription(abc.ABC):
+    """A running consumer; `cancel` stops it after the in-flight message is finished or requeued."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None: ...
+
+
+class Bus(abc.ABC):
+    """The message bus. Topics are durable queues; publishing to a topic delivers to its queue."""
+
+    capabilities: Capabilities
+
+    @abc.abstractmethod
+    def declare(self, topic: str) -> None:
+        """Create the topic's durable queue and its dead-letter queue if they do not exist."""
+
+    @abc.abstractmethod
+    def publish(self, message: Message) -> None:
+        """Publish and return once the broker confirmed it (chunked if large)."""
+
+    def publish_many(self, messages: Iterable[Message]) -> None:
+        """Publish several messages, waiting for all confirms at the end (batched confirms)."""
+        for message in messages:
+            self.publish(message)
+
+    @abc.abstractmethod
+    def subscribe(
+        self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
+    ) -> Subscription:
+        """Consume `topic` on a background thread, acking after `handler` returns."""
+
+    @abc.abstractmethod
+    def request(
+        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        """Publish `body` to `topic` and wait for one reply; raises `RequestTimeout`."""
+
+    @abc.abstractmethod
+    def reply(
+        self, request: Delivery, body: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Answer a delivery that came from `request`."""
+
+    @abc.abstractmethod
+    def dead_letters(self, topic: str, *, limit: int = 100) -> list[Delivery]:
+        """Take up to `limit` messages off `topic`'s dead-letter queue (for operators and tests).
+
+        Each carries `HEADER_DEAD_REASON` and `HEADER_ORIGINAL_TOPIC`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Cancel subscriptions (in-flight messages finish or are requeued) and disconnect."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""fedmq: the command line, the standalone runner and the local multi-party launcher."""
