@@ -1,0 +1,75 @@
+"""Shared fixtures: real servers on loopback.
+
+The integration fixtures never skip: if RabbitMQ, Redis or PostgreSQL is unreachable the test
+errors with a message naming the server (scripts/ensure-services starts them). Override the
+addresses with FEDMQ_TEST_AMQP_URL, FEDMQ_TEST_REDIS_URL and FEDMQ_TEST_PG_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+AMQP_URL = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS_URL = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_URL = os.environ.get("FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _require(url: str, name: str, default_port: int) -> None:
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or default_port
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(
+            f"{name} is not reachable at {host}:{port} ({exc}); run scripts/ensure-services",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """URL of the real RabbitMQ (default vhost). Tests isolate themselves by unique topic names."""
+    _require(AMQP_URL, "RabbitMQ", 5672)
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    _require(REDIS_URL, "Redis", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    _require(PG_URL, "PostgreSQL", 5432)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"fedmq_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = pg_admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A topic / key prefix no other test (or earlier run) uses."""
+    return f"t{uuid.uuid4().hex[:10]}"
