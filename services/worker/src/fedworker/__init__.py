@@ -1,0 +1,1 @@
+"""fedworker: the worker service (python -m fedworker)."""
