@@ -1,1 +1,35 @@
 """fedbus: one message-bus interface over memory://, amqp:// and pulsar://."""
+
+from fedbus.bus import (
+    HEADER_DEAD_REASON,
+    HEADER_ORIGINAL_TOPIC,
+    Bus,
+    BusError,
+    Capabilities,
+    Delivery,
+    Handler,
+    Message,
+    PublishNotConfirmed,
+    Reject,
+    RequestTimeout,
+    Subscription,
+    Unroutable,
+)
+from fedbus.bus_factory import connect
+
+__all__ = [
+    "HEADER_DEAD_REASON",
+    "HEADER_ORIGINAL_TOPIC",
+    "Bus",
+    "BusError",
+    "Capabilities",
+    "Delivery",
+    "Handler",
+    "Message",
+    "PublishNotConfirmed",
+    "Reject",
+    "RequestTimeout",
+    "Subscription",
+    "Unroutable",
+    "connect",
+]

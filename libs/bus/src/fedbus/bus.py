@@ -146,6 +146,10 @@ class Bus(abc.ABC):
 
         Each carries `HEADER_DEAD_REASON` and `HEADER_ORIGINAL_TOPIC`."""
 
+    def delete(self, topic: str) -> None:
+        """Remove the topic's queue and dead-letter queue with their messages (tests, operators)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete topics")
+
     @abc.abstractmethod
     def close(self) -> None:
         """Cancel subscriptions (in-flight messages finish or are requeued) and disconnect."""

@@ -1,0 +1,111 @@
+"""One delivery, start to settlement: reassembly, handler, dead-lettering. Shared by adapters.
+
+An adapter turns a broker message into a `Delivery`, calls `settle`, and carries out the
+returned `Settlement` with its own primitives. Dead copies are published through the adapter's
+`dead_letter(topic, messages)`, which returns only once they are confirmed, so the original is
+acknowledged only after its copy is safe ("never lose it"). If `dead_letter` raises, the
+exception propagates and the adapter must requeue the original instead of acking it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from fedbus.bus import Delivery, Handler, Message
+from fedbus.chunk_store import ChunkSetInfo
+from fedbus.chunking import (
+    AlreadyDone,
+    Complete,
+    Invalid,
+    Reassembler,
+    Stored,
+    Whole,
+    dead_copy,
+    split,
+)
+from fedbus.handling import Ack, DeadLetter, Outcome, run_handler
+
+DeadLetterFn = Callable[[str, list[Message]], None]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    action: Literal["ack", "requeue", "hold"]
+    """ack or requeue this delivery; "hold": keep it unacked until its chunk set is finished."""
+    chunk_set: ChunkSetInfo | None = None
+    """For "hold": the set it belongs to. For "ack"/"requeue": a set that was finished now, so
+    deliveries held for it may be acked too."""
+
+
+def as_message(delivery: Delivery) -> Message:
+    return Message(
+        topic=delivery.topic,
+        body=delivery.body,
+        message_id=delivery.message_id,
+        headers=dict(delivery.headers),
+        reply_to=delivery.reply_to,
+        correlation_id=delivery.correlation_id,
+    )
+
+
+def settle(
+    delivery: Delivery,
+    handler: Handler,
+    *,
+    max_deliveries: int,
+    reassembler: Reassembler,
+    max_frame_bytes: int,
+    dead_letter: DeadLetterFn,
+) -> Settlement:
+    accepted = reassembler.accept(delivery)
+    if isinstance(accepted, Whole):
+        outcome = run_handler(handler, accepted.delivery, max_deliveries)
+        return _apply(outcome, accepted.delivery, None, reassembler, max_frame_bytes, dead_letter)
+    if isinstance(accepted, Stored):
+        if reassembler.store.durable:
+            return Settlement("ack")
+        return Settlement("hold", accepted.info)
+    if isinstance(accepted, AlreadyDone):
+        return Settlement("ack")
+    if isinstance(accepted, Invalid):
+        dead_letter(
+            delivery.topic,
+            [dead_copy(m, accepted.reason, delivery.topic) for m in accepted.messages],
+        )
+        if accepted.info is not None:
+            reassembler.finish(accepted.info)
+        return Settlement("ack", accepted.info)
+    assert isinstance(accepted, Complete)
+    outcome = run_handler(handler, accepted.delivery, max_deliveries)
+    return _apply(outcome, accepted.delivery, accepted, reassembler, max_frame_bytes, dead_letter)
+
+
+def _apply(
+    outcome: Outcome,
+    delivery: Delivery,
+    complete: Complete | None,
+    reassembler: Reassembler,
+    max_frame_bytes: int,
+    dead_letter: DeadLetterFn,
+) -> Settlement:
+    if isinstance(outcome, Ack):
+        if complete is not None:
+            reassembler.finish(complete.info)
+            return Settlement("ack", complete.info)
+        return Settlement("ack")
+    if isinstance(outcome, DeadLetter):
+        # A reassembled message is dead-lettered as chunks again: the DLQ has the same frame
+        # limit as the topic. dead_letters() reassembles them when drained.
+        copies = split(
+            dead_copy(as_message(delivery), outcome.reason, delivery.topic), max_frame_bytes
+        )
+        dead_letter(delivery.topic, copies)
+        if complete is not None:
+            reassembler.finish(complete.info)
+            return Settlement("ack", complete.info)
+        return Settlement("ack")
+    # Requeue: the chunks of a completed set stay stored; the redelivered last chunk completes
+    # the set again and the handler runs with the higher delivery count.
+    return Settlement("requeue")
