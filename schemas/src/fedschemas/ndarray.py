@@ -132,7 +132,7 @@ def _serialize(value: np.ndarray[Any, Any], info: core_schema.SerializationInfo)
     shape = list(arr.shape)
     name = wire_dtype_name(arr.dtype)
     if info.mode == "json":
-        data_b64 = base64.b64encode(arr.tobytes()).decode("ascii")
+        data_b64 = base64.urlsafe_b64encode(arr.tobytes()).decode("ascii")
         return {"data": data_b64, "dtype": name, "shape": shape}
     context = info.context
     if isinstance(context, Mapping) and context.get(CONTEXT_WIRE):
