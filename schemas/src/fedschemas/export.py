@@ -30,7 +30,7 @@ ENVELOPE_FILE = "envelope.v1.json"
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "json"
 
 
-def _wire_bytes(node: Any) -> Any:
+def _wire_bytes(node: Any) -> None:
     """pydantic describes bytes in their JSON (base64url) form; on the wire they are bin."""
     if isinstance(node, dict):
         if node.get("format") == "base64url":
@@ -40,11 +40,11 @@ def _wire_bytes(node: Any) -> Any:
     elif isinstance(node, list):
         for value in node:
             _wire_bytes(value)
-    return node
 
 
 def _payload_schema(type_name: str, version: int, model: type[Payload]) -> dict[str, Any]:
-    schema = _wire_bytes(model.model_json_schema(mode="validation"))
+    schema = model.model_json_schema(mode="validation")
+    _wire_bytes(schema)
     schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$id"] = f"fedmq:{type_name}.v{version}"
     schema["x-fedmq-type"] = type_name
@@ -53,7 +53,8 @@ def _payload_schema(type_name: str, version: int, model: type[Payload]) -> dict[
 
 
 def _envelope_schema() -> dict[str, Any]:
-    schema = _wire_bytes(Envelope.model_json_schema(mode="validation"))
+    schema = Envelope.model_json_schema(mode="validation")
+    _wire_bytes(schema)
     schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$id"] = f"fedmq:{ENVELOPE_FORMAT}"
     # The registry is part of the contract: adding a type changes this file.
