@@ -1,0 +1,359 @@
+"""The bus contract: one suite every adapter passes. Subclassed per adapter.
+
+Fixtures (override any of them in a subclass; `test_dedupe_contract.py` reuses them):
+- `bus_url`      str, abstract: where the adapter's broker is (memory://<unique>, amqp://...).
+- `bus_options`  dict of connect() options every bus in the test gets (default: {}).
+- `connect_bus`  callable(**options) -> Bus: a NEW connection to the same broker; options are
+                 merged over `bus_options`. Every bus it made is closed at teardown. Options all
+                 adapters accept: max_frame_bytes, reassembly_timeout, sweep_interval,
+                 drain_timeout.
+- `bus`          a connected Bus (connect_bus()).
+- `topic`        a fresh, declared topic name (from `unique_name`); deleted with its dead-letter
+                 queue at teardown.
+Hooks (plain methods):
+- `kill_consumer_mid_handler(connect_bus, topic)`: start a consumer of `topic`, wait until its
+  handler holds a message, then kill it without any chance to ack (a SIGKILLed process for real
+  brokers). Default: a memory-style abort through the subscription's `abort()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fedbus import (
+    HEADER_DEAD_REASON,
+    HEADER_ORIGINAL_TOPIC,
+    Bus,
+    Delivery,
+    Message,
+    Reject,
+    RequestTimeout,
+    Unroutable,
+    connect,
+)
+from fedbus.chunking import split
+
+ConnectBus = Callable[..., Bus]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def drain_dead_letters(bus: Bus, topic: str, expected: int, timeout: float = 10.0) -> list[Delivery]:
+    """Poll the dead-letter queue until `expected` deliveries (after regrouping) came out."""
+    found: list[Delivery] = []
+
+    def enough() -> bool:
+        found.extend(bus.dead_letters(topic))
+        return len(found) >= expected
+
+    wait_until(enough, timeout, f"{expected} dead letters on {topic}")
+    return found
+
+
+class Recorder:
+    """A handler that records deliveries and can be told to fail or block."""
+
+    def __init__(self, fail: Callable[[Delivery], None] | None = None) -> None:
+        self.deliveries: list[Delivery] = []
+        self._fail = fail
+        self._lock = threading.Lock()
+
+    def __call__(self, delivery: Delivery) -> None:
+        with self._lock:
+            self.deliveries.append(delivery)
+        if self._fail is not None:
+            self._fail(delivery)
+
+    @property
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [d.message_id for d in self.deliveries]
+
+
+class BusContract:
+    @pytest.fixture
+    def bus_url(self) -> str:
+        raise NotImplementedError("a BusContract subclass provides bus_url")
+
+    @pytest.fixture
+    def bus_options(self) -> dict[str, Any]:
+        return {}
+
+    @pytest.fixture
+    def connect_bus(self, bus_url: str, bus_options: dict[str, Any]) -> Iterator[ConnectBus]:
+        made: list[Bus] = []
+
+        def make(**options: Any) -> Bus:
+            bus = connect(bus_url, **{**bus_options, **options})
+            made.append(bus)
+            return bus
+
+        yield make
+        for bus in reversed(made):
+            bus.close()
+
+    @pytest.fixture
+    def bus(self, connect_bus: ConnectBus) -> Bus:
+        return connect_bus()
+
+    @pytest.fixture
+    def topic(self, connect_bus: ConnectBus, unique_name: str) -> Iterator[str]:
+        admin = connect_bus()
+        admin.declare(unique_name)
+        yield unique_name
+        admin.delete(unique_name)
+
+    def kill_consumer_mid_handler(self, connect_bus: ConnectBus, topic: str) -> None:
+        victim = connect_bus()
+        holding = threading.Event()
+        released = threading.Event()
+
+        def hold(delivery: Delivery) -> None:
+            holding.set()
+            released.wait(30)
+
+        sub = victim.subscribe(topic, hold)
+        assert holding.wait(10), "the doomed consumer never got the message"
+        sub.abort()  # type: ignore[attr-defined]
+        released.set()
+
+    # -- publish / consume -------------------------------------------------------------------
+
+    def test_handler_receives_body_headers_and_id_as_published(
+        self, bus: Bus, topic: str
+    ) -> None:
+        got = Recorder()
+        bus.subscribe(topic, got)
+
+        bus.publish(Message(topic, b"\x00payload\xff", "m-1", headers={"x-app": "v"}))
+
+        wait_until(lambda: len(got.deliveries) == 1, what="the delivery")
+        d = got.deliveries[0]
+        assert isinstance(d, Delivery)
+        assert (d.topic, d.body, d.message_id, d.delivery_count) == (topic, b"\x00payload\xff", "m-1", 1)
+        assert d.headers["x-app"] == "v"
+
+    def test_one_consumer_receives_messages_in_publish_order(self, bus: Bus, topic: str) -> None:
+        ids = [f"m-{i:03d}" for i in range(60)]
+        bus.publish_many(Message(topic, i.encode(), i) for i in ids[:30])
+        for i in ids[30:]:
+            bus.publish(Message(topic, i.encode(), i))
+        got = Recorder()
+
+        bus.subscribe(topic, got)
+
+        wait_until(lambda: len(got.deliveries) >= 60, what="60 deliveries")
+        assert got.ids == ids
+
+    def test_published_message_survives_publisher_close_and_reaches_new_connection(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        publisher = connect_bus()
+        publisher.publish(Message(topic, b"confirmed", "m-confirmed"))
+        publisher.close()
+        reader = connect_bus()
+        got = Recorder()
+
+        reader.subscribe(topic, got)
+
+        wait_until(lambda: len(got.deliveries) == 1, what="the confirmed message")
+        assert got.deliveries[0].body == b"confirmed"
+
+    def test_publish_to_undeclared_topic_raises_unroutable_where_detectable(
+        self, bus: Bus, unique_name: str
+    ) -> None:
+        if not bus.capabilities.detects_unroutable:
+            pytest.skip("this backend cannot detect an unroutable publish (capabilities say so)")
+        with pytest.raises(Unroutable):
+            bus.publish(Message(unique_name + "-nobody", b"lost?", "m-unroutable"))
+
+    # -- failures, redelivery, dead letters --------------------------------------------------
+
+    def test_message_is_redelivered_after_consumer_dies_before_ack(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        publisher = connect_bus()
+        publisher.publish(Message(topic, b"survive me", "m-redeliver"))
+
+        self.kill_consumer_mid_handler(connect_bus, topic)
+        survivor = connect_bus()
+        got = Recorder()
+        survivor.subscribe(topic, got)
+
+        wait_until(lambda: len(got.deliveries) >= 1, timeout=30, what="the redelivery")
+        d = got.deliveries[0]
+        assert (d.message_id, d.body) == ("m-redeliver", b"survive me")
+        assert d.delivery_count >= 2
+
+    def test_reject_dead_letters_at_once_with_reason(self, bus: Bus, topic: str) -> None:
+        def refuse(delivery: Delivery) -> None:
+            raise Reject("schema version 99 unknown")
+
+        got = Recorder(refuse)
+        bus.subscribe(topic, got, max_deliveries=5)
+
+        bus.publish(Message(topic, b"poison", "m-poison", headers={"x-app": "v"}))
+
+        dead = drain_dead_letters(bus, topic, 1)
+        assert len(got.deliveries) == 1
+        assert [(d.message_id, d.body) for d in dead] == [("m-poison", b"poison")]
+        assert dead[0].headers[HEADER_DEAD_REASON] == "schema version 99 unknown"
+        assert dead[0].headers[HEADER_ORIGINAL_TOPIC] == topic
+        assert dead[0].headers["x-app"] == "v"
+
+    def test_failing_handler_is_retried_then_dead_lettered_at_delivery_limit(
+        self, bus: Bus, topic: str
+    ) -> None:
+        def crash(delivery: Delivery) -> None:
+            raise RuntimeError("database unavailable")
+
+        got = Recorder(crash)
+        bus.subscribe(topic, got, max_deliveries=3)
+
+        bus.publish(Message(topic, b"flaky", "m-flaky"))
+
+        dead = drain_dead_letters(bus, topic, 1, timeout=30)
+        assert [d.delivery_count for d in got.deliveries] == [1, 2, 3]
+        assert dead[0].message_id == "m-flaky"
+        assert dead[0].headers[HEADER_DEAD_REASON] == (
+            "delivery limit (3) reached: RuntimeError: database unavailable"
+        )
+
+    def test_handler_that_recovers_acks_and_dead_letters_nothing(self, bus: Bus, topic: str) -> None:
+        def fail_first(delivery: Delivery) -> None:
+            if delivery.delivery_count == 1:
+                raise RuntimeError("transient")
+
+        got = Recorder(fail_first)
+        bus.subscribe(topic, got, max_deliveries=3)
+
+        bus.publish(Message(topic, b"x", "m-transient"))
+
+        wait_until(lambda: len(got.deliveries) >= 2, what="the retry")
+        time.sleep(0.3)
+        assert [d.delivery_count for d in got.deliveries] == [1, 2]
+        assert bus.dead_letters(topic) == []
+
+    def test_close_with_in_flight_message_requeues_it(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        consumer = connect_bus(drain_timeout=0.3)
+        holding, release = threading.Event(), threading.Event()
+
+        def slow(delivery: Delivery) -> None:
+            holding.set()
+            release.wait(30)
+
+        consumer.subscribe(topic, slow)
+        consumer.publish(Message(topic, b"in flight", "m-inflight"))
+        assert holding.wait(10)
+
+        consumer.close()
+        release.set()
+        got = Recorder()
+        connect_bus().subscribe(topic, got)
+
+        wait_until(lambda: len(got.deliveries) >= 1, timeout=30, what="the requeued message")
+        assert got.deliveries[0].message_id == "m-inflight"
+        assert got.deliveries[0].delivery_count >= 2
+
+    # -- large payloads -----------------------------------------------------------------------
+
+    def test_64_mib_payload_round_trips_as_one_delivery(self, bus: Bus, topic: str) -> None:
+        body = os.urandom(64 * 1024 * 1024)
+        got = Recorder()
+        bus.subscribe(topic, got)
+
+        bus.publish(Message(topic, body, "m-big", headers={"x-app": "v"}))
+
+        wait_until(lambda: len(got.deliveries) >= 1, timeout=120, what="the 64 MiB message")
+        d = got.deliveries[0]
+        assert d.message_id == "m-big"
+        assert hashlib.sha256(d.body).digest() == hashlib.sha256(body).digest()
+        assert dict(d.headers).get("x-app") == "v"
+        assert not any(k.startswith("x-fedmq-chunk") for k in d.headers)
+        time.sleep(0.2)
+        assert len(got.deliveries) == 1
+
+    def test_rejected_chunked_message_is_dead_lettered_whole(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        bus = connect_bus(max_frame_bytes=1024)
+        body = os.urandom(5000)
+
+        def refuse(delivery: Delivery) -> None:
+            raise Reject("not for us")
+
+        bus.subscribe(topic, Recorder(refuse))
+        bus.publish(Message(topic, body, "m-big-reject"))
+
+        dead = drain_dead_letters(bus, topic, 1)
+        assert [(d.message_id, d.body) for d in dead] == [("m-big-reject", body)]
+        assert dead[0].headers[HEADER_DEAD_REASON] == "not for us"
+
+    def test_chunk_set_that_never_completes_is_dead_lettered_with_reason(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        bus = connect_bus(max_frame_bytes=1024, reassembly_timeout=0.5, sweep_interval=0.1)
+        chunks = split(Message(topic, os.urandom(4000), "m-partial"), 1024)
+        assert len(chunks) == 4
+        got = Recorder()
+        bus.subscribe(topic, got)
+
+        bus.publish_many(chunks[:3])
+
+        dead = drain_dead_letters(bus, topic, 3, timeout=30)
+        assert got.deliveries == []
+        assert sorted(d.message_id for d in dead) == [f"m-partial:c{i}" for i in range(3)]
+        assert all(
+            d.headers[HEADER_DEAD_REASON].startswith("incomplete: 3 of 4 chunks after ")
+            for d in dead
+        )
+
+    def test_chunk_set_with_wrong_checksum_is_dead_lettered(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        bus = connect_bus(max_frame_bytes=1024)
+        chunks = split(Message(topic, os.urandom(3000), "m-corrupt"), 1024)
+        tampered = Message(topic, bytes(len(chunks[1].body)), chunks[1].message_id, chunks[1].headers)
+        got = Recorder()
+        bus.subscribe(topic, got)
+
+        bus.publish_many([chunks[0], tampered, chunks[2]])
+
+        dead = drain_dead_letters(bus, topic, 3)
+        assert got.deliveries == []
+        assert {d.headers[HEADER_DEAD_REASON] for d in dead} == {"checksum mismatch"}
+
+    # -- request / reply ----------------------------------------------------------------------
+
+    def test_request_gets_the_reply(self, connect_bus: ConnectBus, topic: str) -> None:
+        server = connect_bus()
+        server.subscribe(topic, lambda d: server.reply(d, d.body.upper(), headers={"x-by": "s"}))
+        client = connect_bus()
+
+        reply = client.request(topic, b"ping", timeout=10)
+
+        assert reply.body == b"PING"
+        assert reply.headers["x-by"] == "s"
+
+    def test_request_without_responder_times_out(self, bus: Bus, topic: str) -> None:
+        started = time.monotonic()
+
+        with pytest.raises(RequestTimeout):
+            bus.request(topic, b"anyone?", timeout=0.5)
+
+        assert time.monotonic() - started >= 0.5
