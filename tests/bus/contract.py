@@ -11,7 +11,7 @@ Fixtures (override any of them in a subclass; `test_dedupe_contract.py` reuses t
 - `topic`        a fresh, declared topic name (from `unique_name`); deleted with its dead-letter
                  queue at teardown.
 Hooks (plain methods):
-- `kill_consumer_mid_handler(connect_bus, topic)`: start a consumer of `topic`, wait until its
+- `kill_consumer_mid_handler(bus_url, connect_bus, topic)`: start a consumer of `topic`, wait until its
   handler holds a message, then kill it without any chance to ack (a SIGKILLed process for real
   brokers). Default: a memory-style abort through the subscription's `abort()`.
 """
@@ -116,7 +116,7 @@ class BusContract:
         yield unique_name
         admin.delete(unique_name)
 
-    def kill_consumer_mid_handler(self, connect_bus: ConnectBus, topic: str) -> None:
+    def kill_consumer_mid_handler(self, bus_url: str, connect_bus: ConnectBus, topic: str) -> None:
         victim = connect_bus()
         holding = threading.Event()
         released = threading.Event()
@@ -183,12 +183,12 @@ class BusContract:
     # -- failures, redelivery, dead letters --------------------------------------------------
 
     def test_message_is_redelivered_after_consumer_dies_before_ack(
-        self, connect_bus: ConnectBus, topic: str
+        self, bus_url: str, connect_bus: ConnectBus, topic: str
     ) -> None:
         publisher = connect_bus()
         publisher.publish(Message(topic, b"survive me", "m-redeliver"))
 
-        self.kill_consumer_mid_handler(connect_bus, topic)
+        self.kill_consumer_mid_handler(bus_url, connect_bus, topic)
         survivor = connect_bus()
         got = Recorder()
         survivor.subscribe(topic, got)

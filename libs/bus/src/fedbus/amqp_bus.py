@@ -1,0 +1,642 @@
+"""amqp:// and amqps:// — RabbitMQ through aio-pika on an internal event-loop thread.
+
+Topology (declare): one durable direct exchange (default "fedmq") and one durable direct
+dead-letter exchange ("fedmq.dlx"). Per topic a durable QUORUM queue named after the topic,
+bound with routing key = topic, with x-delivery-limit (the broker's backstop, a bit above any
+subscriber's max_deliveries), x-dead-letter-exchange = the DLX and at-least-once
+dead-lettering; and a quorum queue "<topic>.dlq" bound to the DLX with the same key.
+Request/reply uses RabbitMQ direct reply-to (`amq.rabbitmq.reply-to`), which is not a queue.
+
+Publishing: persistent (delivery_mode 2), mandatory, with publisher confirms; `publish`
+returns after the confirm and raises `Unroutable` on basic.return. The loop thread pipelines
+confirms, so concurrent publishers and `publish_many` do not wait for each other.
+
+Consuming: one channel per subscription with basic.qos = prefetch; deliveries are handed to a
+worker thread that runs the (synchronous, possibly slow) handler; acks and nacks go back to
+the loop thread. Dead copies are published to the DLX and confirmed before the original is
+acked. Connections are robust (aio-pika reconnects with backoff and re-declares; the first
+connect retries with tenacity); unacked deliveries of a lost connection are redelivered by
+the broker with a higher x-delivery-count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from fedbus.bus import (
+    HEADER_DEAD_REASON,
+    HEADER_ORIGINAL_TOPIC,
+    Bus,
+    BusError,
+    Capabilities,
+    Delivery,
+    Handler,
+    Message,
+    PublishNotConfirmed,
+    RequestTimeout,
+    Subscription,
+    Unroutable,
+)
+from fedbus.chunk_store import ChunkSetInfo, ChunkStore
+from fedbus.chunking import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_REASSEMBLY_TIMEOUT,
+    ChunkSweeper,
+    Reassembler,
+    regroup_dead_letters,
+    split,
+)
+from fedbus.dispatch import settle
+from fedbus.in_memory_chunk_store import InMemoryChunkStore
+
+log = structlog.get_logger("fedbus")
+
+T = TypeVar("T")
+DLQ_SUFFIX = ".dlq"
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# Errors after which a publish is retried on the (robust, reconnecting) connection.
+_TRANSIENT = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
+
+
+def _header_text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return None
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    # Quorum queues count returns (nack/requeue, consumer death) in x-delivery-count; it is
+    # absent on the first delivery.
+    raw = (message.headers or {}).get("x-delivery-count")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw + 1
+    return 2 if message.redelivered else 1
+
+
+def _to_delivery(topic: str, message: AbstractIncomingMessage) -> Delivery:
+    raw = message.headers or {}
+    headers = {k: t for k, v in raw.items() if (t := _header_text(v)) is not None}
+    headers.pop("x-delivery-count", None)
+    deaths: Any = raw.get("x-death")
+    if HEADER_DEAD_REASON not in headers and isinstance(deaths, list | tuple):
+        # Dead-lettered by the broker itself (x-delivery-limit backstop), not by the adapter.
+        first = deaths[0] if deaths and isinstance(deaths[0], Mapping) else {}
+        headers[HEADER_DEAD_REASON] = f"broker: {_header_text(first.get('reason')) or 'unknown'}"
+        headers[HEADER_ORIGINAL_TOPIC] = _header_text(first.get("queue")) or topic
+    return Delivery(
+        topic=topic,
+        body=message.body,
+        message_id=message.message_id or "",
+        headers=headers,
+        delivery_count=_delivery_count(message),
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+    )
+
+
+def _to_amqp(message: Message) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        headers=dict(message.headers),
+        message_id=message.message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+        content_type="application/octet-stream",
+    )
+
+
+class _AmqpSubscription(Subscription):
+    def __init__(
+        self, bus: AmqpBus, topic: str, handler: Handler, prefetch: int, max_deliveries: int
+    ) -> None:
+        self._bus = bus
+        self.topic = topic
+        self._handler = handler
+        self._prefetch = prefetch
+        self._max_deliveries = max_deliveries
+        self._inbox: queue.Queue[AbstractIncomingMessage | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._worker = threading.Thread(
+            target=self._work, name=f"fedbus-amqp-{topic}", daemon=True
+        )
+
+    async def start(self) -> None:
+        connection = self._bus._require_connection()
+        self._channel = await connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await self._bus._declare_on(self._channel, self.topic)
+        self._worker.start()
+        self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inbox.put(message)
+
+    def _work(self) -> None:
+        while True:
+            message = self._inbox.get()
+            if message is None:
+                return
+            if self._stopping.is_set():
+                continue  # left unacked: the broker requeues it when the channel closes
+            self._idle.clear()
+            try:
+                self._process(message)
+            finally:
+                self._idle.set()
+
+    def _process(self, message: AbstractIncomingMessage) -> None:
+        delivery = _to_delivery(self.topic, message)
+        try:
+            settlement = settle(
+                delivery,
+                self._handler,
+                max_deliveries=self._max_deliveries,
+                reassembler=self._bus._reassembler,
+                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
+                dead_letter=self._bus._dead_letter,
+            )
+        except Exception as exc:  # dead-lettering failed: the original must not be acked
+            log.error(
+                "bus_settle_failed",
+                topic=self.topic,
+                message_id=delivery.message_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self._bus._settle_async(message, ack=False)
+            return
+        if settlement.action == "hold":
+            assert settlement.chunk_set is not None
+            self._bus._hold(settlement.chunk_set, message)
+            return
+        self._bus._settle_async(message, ack=settlement.action == "ack")
+        if settlement.chunk_set is not None:
+            self._bus._release(settlement.chunk_set)
+
+    async def _stop_consuming(self) -> None:
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception as exc:
+                log.info("bus_cancel_failed", topic=self.topic, error=repr(exc))
+
+    async def _close_channel(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            try:
+                await self._channel.close()
+            except Exception as exc:
+                log.info("bus_channel_close_failed", topic=self.topic, error=repr(exc))
+
+    def cancel(self, drain_timeout: float | None = None) -> None:
+        """Stop consuming; let the in-flight handler finish (up to drain_timeout), then close
+        the channel so that every unacked delivery goes back to the queue."""
+        timeout = self._bus._drain_timeout if drain_timeout is None else drain_timeout
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._bus._call(self._stop_consuming())
+        if threading.current_thread() is not self._worker:
+            self._idle.wait(timeout)
+        # Give acks already scheduled by the worker a moment to reach the socket first.
+        self._bus._call(asyncio.sleep(0.01))
+        self._bus._call(self._close_channel())
+        self._inbox.put(None)
+
+
+class AmqpBus(Bus):
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AmqpBus:
+        return cls(url, **options)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = "fedmq",
+        dead_letter_exchange: str = "fedmq.dlx",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        broker_delivery_limit: int = 20,
+        confirm_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        connect_attempts: int = 5,
+        publish_attempts: int = 3,
+        drain_timeout: float = 10.0,
+        chunk_store: ChunkStore | None = None,
+        reassembly_timeout: float = DEFAULT_REASSEMBLY_TIMEOUT,
+        sweep_interval: float | None = None,
+    ) -> None:
+        self._url = url
+        self._exchange_name = exchange
+        self._dlx_name = dead_letter_exchange
+        self._broker_delivery_limit = broker_delivery_limit
+        self._confirm_timeout = confirm_timeout
+        self._connect_timeout = connect_timeout
+        self._connect_attempts = connect_attempts
+        self._publish_attempts = publish_attempts
+        self._drain_timeout = drain_timeout
+        self.capabilities = Capabilities(
+            detects_unroutable=True,
+            persistent=True,
+            native_delivery_limit=True,
+            max_frame_bytes=max_frame_bytes,
+        )
+        # Without a shared durable store, chunks are held unacked until their set completes,
+        # so a crashed consumer gets them all redelivered (see chunking / docs/bus.md).
+        self._chunk_store = chunk_store if chunk_store is not None else InMemoryChunkStore()
+        self._reassembler = Reassembler(self._chunk_store)
+        self._sweeper = ChunkSweeper(
+            self._chunk_store,
+            self._dead_letter,
+            reassembly_timeout=reassembly_timeout,
+            interval=sweep_interval,
+            on_finished=self._release,
+        )
+        self._held: dict[tuple[str, str], list[AbstractIncomingMessage]] = {}
+        self._held_lock = threading.Lock()
+        self._subscriptions: list[_AmqpSubscription] = []
+        self._pending_replies: dict[str, asyncio.Future[Delivery]] = {}
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dlx: AbstractExchange | None = None
+        self._reply_channel: AbstractChannel | None = None
+        self._reply_exchange: AbstractExchange | None = None
+        self._reply_lock: asyncio.Lock | None = None
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fedbus-amqp-io", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._call(self._connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    # -- loop plumbing ---------------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coro` on the IO loop and wait for it (never call from the loop thread)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def _require_connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BusError("not connected")
+        return self._connection
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("bus is closed")
+
+    async def _connect(self) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((*_TRANSIENT, OSError, TimeoutError)),
+            stop=stop_after_attempt(self._connect_attempts),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                self._connection = await aio_pika.connect_robust(
+                    self._url,
+                    timeout=self._connect_timeout,
+                    client_properties={"connection_name": "fedbus"},
+                )
+        connection = self._require_connection()
+        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange = await self._channel.declare_exchange(
+            self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._dlx = await self._channel.declare_exchange(
+            self._dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._reply_lock = asyncio.Lock()
+
+    # -- topology ----------------------------------------------------------------------------
+
+    def _queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self._broker_delivery_limit,
+            "x-dead-letter-exchange": self._dlx_name,
+            # at-least-once: the broker keeps a message until its dead copy is confirmed by
+            # the DLQ; it requires reject-publish overflow.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    async def _declare_on(self, channel: AbstractChannel, topic: str) -> AbstractQueue:
+        exchange = await channel.declare_exchange(
+            self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            self._dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        q = await channel.declare_queue(topic, durable=True, arguments=self._queue_arguments())
+        await q.bind(exchange, routing_key=topic)
+        dlq = await channel.declare_queue(
+            topic + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=topic)
+        return q
+
+    async def _declare(self, topic: str) -> None:
+        # A separate channel: a PRECONDITION_FAILED (queue exists with other arguments)
+        # closes the channel it happens on, and must not take the publish channel with it.
+        channel = await self._require_connection().channel(publisher_confirms=False)
+        try:
+            await self._declare_on(channel, topic)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    def declare(self, topic: str) -> None:
+        self._check_open()
+        self._call(self._declare(topic))
+
+    async def _delete(self, topic: str) -> None:
+        channel = await self._require_connection().channel(publisher_confirms=False)
+        try:
+            await channel.queue_delete(topic)
+            await channel.queue_delete(topic + DLQ_SUFFIX)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    def delete(self, topic: str) -> None:
+        self._check_open()
+        self._call(self._delete(topic))
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def _publish_one(
+        self, exchange: AbstractExchange, message: Message, routing_key: str, mandatory: bool
+    ) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(_TRANSIENT),
+            stop=stop_after_attempt(self._publish_attempts),
+            wait=wait_exponential(multiplier=0.1, max=2),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    await exchange.publish(
+                        _to_amqp(message),
+                        routing_key=routing_key,
+                        mandatory=mandatory,
+                        timeout=self._confirm_timeout,
+                    )
+                except aiormq.exceptions.PublishError as exc:
+                    raise Unroutable(
+                        f"no queue bound for {routing_key!r} on exchange {exchange.name!r}"
+                    ) from exc
+                except aiormq.exceptions.DeliveryError as exc:
+                    raise PublishNotConfirmed(f"broker nacked {message.message_id!r}") from exc
+                except TimeoutError as exc:
+                    raise PublishNotConfirmed(
+                        f"no confirm for {message.message_id!r} within {self._confirm_timeout} s"
+                    ) from exc
+
+    async def _publish_all(
+        self, exchange: AbstractExchange, messages: list[Message], *, by_topic: bool = True
+    ) -> None:
+        # All publishes are in flight at once; their confirms come back pipelined.
+        results = await asyncio.gather(
+            *(self._publish_one(exchange, m, m.topic, True) for m in messages),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _main_exchange(self) -> AbstractExchange:
+        if self._exchange is None:
+            raise BusError("not connected")
+        return self._exchange
+
+    def publish(self, message: Message) -> None:
+        self._check_open()
+        parts = split(message, self.capabilities.max_frame_bytes)
+        if len(parts) == 1:
+            self._call(self._publish_one(self._main_exchange(), message, message.topic, True))
+        else:
+            self._call(self._publish_all(self._main_exchange(), parts))
+
+    def publish_many(self, messages: Iterable[Message]) -> None:
+        self._check_open()
+        parts: list[Message] = []
+        for m in messages:
+            parts.extend(split(m, self.capabilities.max_frame_bytes))
+        if parts:
+            self._call(self._publish_all(self._main_exchange(), parts))
+
+    def _dead_letter(self, topic: str, messages: list[Message]) -> None:
+        """Publish dead copies to the DLX (routing key = original topic) and wait for confirms."""
+        if self._dlx is None:
+            raise BusError("not connected")
+        self._call(self._publish_all(self._dlx, messages))
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def _settle_async(self, message: AbstractIncomingMessage, *, ack: bool) -> None:
+        async def go() -> None:
+            try:
+                if ack:
+                    await message.ack()
+                else:
+                    await message.nack(requeue=True)
+            except Exception as exc:  # channel gone: the broker redelivers it anyway
+                log.info("bus_settle_dropped", message_id=message.message_id, error=repr(exc))
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(go()))
+
+    def _hold(self, info: ChunkSetInfo, message: AbstractIncomingMessage) -> None:
+        with self._held_lock:
+            self._held.setdefault((info.topic, info.message_id), []).append(message)
+
+    def _release(self, info: ChunkSetInfo) -> None:
+        with self._held_lock:
+            held = self._held.pop((info.topic, info.message_id), [])
+        for message in held:
+            self._settle_async(message, ack=True)
+
+    def subscribe(
+        self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
+    ) -> Subscription:
+        self._check_open()
+        if not 1 <= max_deliveries < self._broker_delivery_limit:
+            raise ValueError(
+                f"max_deliveries must be in [1, {self._broker_delivery_limit}): the broker's "
+                "x-delivery-limit is the backstop above it"
+            )
+        sub = _AmqpSubscription(self, topic, handler, prefetch, max_deliveries)
+        self._call(sub.start())
+        self._subscriptions.append(sub)
+        self._sweeper.start()
+        return sub
+
+    # -- request / reply ---------------------------------------------------------------------
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending_replies.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(_to_delivery(DIRECT_REPLY_TO, message))
+
+    async def _ensure_reply_channel(self) -> AbstractExchange:
+        assert self._reply_lock is not None
+        async with self._reply_lock:
+            if self._reply_exchange is None:
+                # Direct reply-to: consume the pseudo-queue with no_ack on a channel, then
+                # publish requests on that same channel with reply_to = amq.rabbitmq.reply-to.
+                channel = await self._require_connection().channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                reply_queue = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+                await reply_queue.consume(self._on_reply, no_ack=True)
+                self._reply_channel = channel
+                self._reply_exchange = await channel.get_exchange(
+                    self._exchange_name, ensure=False
+                )
+            return self._reply_exchange
+
+    async def _request(
+        self, topic: str, body: bytes, timeout: float, headers: Mapping[str, str]
+    ) -> Delivery:
+        exchange = await self._ensure_reply_channel()
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[Delivery] = self._loop.create_future()
+        self._pending_replies[correlation_id] = future
+        try:
+            request = Message(
+                topic=topic,
+                body=body,
+                message_id=correlation_id,
+                headers=dict(headers),
+                reply_to=DIRECT_REPLY_TO,
+                correlation_id=correlation_id,
+            )
+            await self._publish_all(exchange, split(request, self.capabilities.max_frame_bytes))
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise RequestTimeout(f"no reply on {topic!r} within {timeout} s") from None
+        finally:
+            self._pending_replies.pop(correlation_id, None)
+
+    def request(
+        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        self._check_open()
+        return self._call(self._request(topic, body, timeout, headers or {}))
+
+    def reply(
+        self, request: Delivery, body: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._check_open()
+        if request.reply_to is None:
+            raise ValueError("the delivery carries no reply_to: it did not come from request()")
+        if len(body) > self.capabilities.max_frame_bytes:
+            raise ValueError("replies travel over direct reply-to and cannot be chunked")
+        if self._channel is None:
+            raise BusError("not connected")
+        reply = Message(
+            topic=request.reply_to,
+            body=body,
+            message_id=uuid.uuid4().hex,
+            headers=dict(headers or {}),
+            correlation_id=request.correlation_id,
+        )
+        # Not mandatory: a requester that gave up has no reply-to consumer any more, and its
+        # reply is meant to vanish (same as memory://).
+        self._call(
+            self._publish_one(self._channel.default_exchange, reply, request.reply_to, False)
+        )
+
+    # -- operators ---------------------------------------------------------------------------
+
+    async def _drain_dlq(self, topic: str, limit: int) -> list[Delivery]:
+        channel = await self._require_connection().channel(publisher_confirms=False)
+        taken: list[Delivery] = []
+        try:
+            dlq = await channel.get_queue(topic + DLQ_SUFFIX, ensure=False)
+            last: AbstractIncomingMessage | None = None
+            while len(taken) < limit:
+                message = await dlq.get(no_ack=False, fail=False, timeout=10)
+                if message is None:
+                    break
+                taken.append(_to_delivery(topic + DLQ_SUFFIX, message))
+                last = message
+            if last is not None:
+                await last.ack(multiple=True)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return taken
+
+    def dead_letters(self, topic: str, *, limit: int = 100) -> list[Delivery]:
+        self._check_open()
+        return regroup_dead_letters(self._call(self._drain_dlq(topic, limit)))
+
+    def sweep_chunks(self) -> int:
+        """Dead-letter expired chunk sets now (the sweeper thread does this periodically)."""
+        return self._sweeper.sweep_once()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sweeper.stop()
+        for sub in self._subscriptions:
+            try:
+                sub.cancel()
+            except Exception as exc:
+                log.info("bus_subscription_cancel_failed", topic=sub.topic, error=repr(exc))
+        if self._connection is not None:
+            try:
+                self._call(self._connection.close(), timeout=10)
+            except Exception as exc:
+                log.info("bus_connection_close_failed", error=repr(exc))
+        self._stop_loop()
+        started = time.monotonic()
+        log.debug("bus_closed", url_scheme="amqp", took=time.monotonic() - started)

@@ -1,0 +1,184 @@
+"""amqp:// passes the bus contract against the real RabbitMQ, plus RabbitMQ-only promises.
+
+Never skipped: the `amqp_url` fixture fails the test when RabbitMQ is not reachable. Every
+topic a test declares is deleted (queue and DLQ) at teardown: tests share the default vhost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
+from tests.bus.contract import BusContract, ConnectBus, Recorder, drain_dead_letters, wait_until
+
+# A consumer in its own process, so that the test can really kill it (SIGKILL: no ack, no
+# clean close; the broker sees the TCP connection drop).
+_DOOMED_CONSUMER = textwrap.dedent(
+    """
+    import sys, time
+    from fedbus import connect
+    bus = connect(sys.argv[1])
+    def hold(delivery):
+        print("holding", delivery.message_id, flush=True)
+        time.sleep(600)
+    bus.subscribe(sys.argv[2], hold)
+    print("subscribed", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+class TestAmqpBus(BusContract):
+    @pytest.fixture
+    def bus_url(self, amqp_url: str) -> str:
+        return amqp_url
+
+    def kill_consumer_mid_handler(self, bus_url: str, connect_bus: ConnectBus, topic: str) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _DOOMED_CONSUMER, bus_url, topic],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if line.startswith("holding"):
+                    break
+                if not line and proc.poll() is not None:
+                    raise AssertionError("the doomed consumer exited before holding a message")
+            else:
+                raise AssertionError("the doomed consumer never got the message")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture
+def rabbit(amqp_url: str) -> Iterator[pika.BlockingConnection]:
+    """A plain pika connection to inspect what the adapter built on the broker."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def amqp_bus(amqp_url: str) -> Iterator[Bus]:
+    bus = connect(amqp_url)
+    yield bus
+    bus.close()
+
+
+def test_topic_is_a_durable_quorum_queue_with_delivery_limit_and_dead_letter_exchange(
+    amqp_bus: Bus, unique_name: str, rabbit: pika.BlockingConnection
+) -> None:
+    amqp_bus.declare(unique_name)
+    try:
+        channel = rabbit.channel()
+        # Re-declaring with exactly these arguments succeeds only if the queue has them:
+        # RabbitMQ closes the channel with PRECONDITION_FAILED on any difference.
+        channel.queue_declare(
+            unique_name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": 20,
+                "x-dead-letter-exchange": "fedmq.dlx",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+        channel.queue_declare(
+            unique_name + ".dlq", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        channel.basic_publish("fedmq", unique_name, b"via plain pika")
+        time.sleep(0.2)
+        method, _props, body = channel.basic_get(unique_name, auto_ack=True)
+        assert body == b"via plain pika"
+    finally:
+        amqp_bus.delete(unique_name)
+
+
+def test_published_message_is_persistent_on_the_broker(
+    amqp_bus: Bus, unique_name: str, rabbit: pika.BlockingConnection
+) -> None:
+    amqp_bus.declare(unique_name)
+    try:
+        amqp_bus.publish(Message(unique_name, b"keep me", "m-1", headers={"x-app": "v"}))
+
+        method, props, body = rabbit.channel().basic_get(unique_name, auto_ack=True)
+
+        assert body == b"keep me"
+        assert props.delivery_mode == 2
+        assert props.message_id == "m-1"
+        assert props.headers["x-app"] == "v"
+    finally:
+        amqp_bus.delete(unique_name)
+
+
+def test_broker_delivery_limit_dead_letters_when_consumers_keep_dying(
+    amqp_url: str, unique_name: str, rabbit: pika.BlockingConnection
+) -> None:
+    # The backstop for consumers that die before they can count: the broker's own
+    # x-delivery-limit moves the message to the DLQ (reason from x-death).
+    bus = connect(amqp_url, broker_delivery_limit=2)
+    bus.declare(unique_name)
+    try:
+        bus.publish(Message(unique_name, b"killer", "m-killer"))
+        channel = rabbit.channel()
+        for _ in range(3):
+            method = None
+            deadline = time.monotonic() + 10
+            while method is None and time.monotonic() < deadline:
+                method, _props, _body = channel.basic_get(unique_name, auto_ack=False)
+            if method is None:
+                break
+            channel.basic_nack(method.delivery_tag, requeue=True)
+
+        dead = drain_dead_letters(bus, unique_name, 1)
+
+        assert dead[0].message_id == "m-killer"
+        assert dead[0].headers[HEADER_DEAD_REASON] == "broker: delivery_limit"
+    finally:
+        bus.delete(unique_name)
+        bus.close()
+
+
+def test_max_deliveries_must_stay_below_the_broker_backstop(
+    amqp_bus: Bus, unique_name: str
+) -> None:
+    amqp_bus.declare(unique_name)
+    try:
+        with pytest.raises(ValueError, match="max_deliveries"):
+            amqp_bus.subscribe(unique_name, Recorder(), max_deliveries=20)
+    finally:
+        amqp_bus.delete(unique_name)
+
+
+def test_handler_sees_only_fedbus_types(amqp_bus: Bus, unique_name: str) -> None:
+    amqp_bus.declare(unique_name)
+    try:
+        got = Recorder()
+        amqp_bus.subscribe(unique_name, got)
+        amqp_bus.publish(Message(unique_name, b"x", "m-1", headers={"x-a": "1"}))
+        wait_until(lambda: len(got.deliveries) == 1)
+
+        d: Any = got.deliveries[0]
+
+        assert type(d.body) is bytes
+        assert all(type(k) is str and type(v) is str for k, v in d.headers.items())
+        assert "x-delivery-count" not in d.headers
+    finally:
+        amqp_bus.delete(unique_name)
