@@ -17,7 +17,11 @@ from pydantic import BaseModel, ValidationError
 
 from fedschemas.base import PartyRef, Payload
 from fedschemas.envelope import Envelope, make_message_id
-from fedschemas.errors import MalformedMessage, reason_from_validation_error
+from fedschemas.errors import (
+    MalformedMessage,
+    describe_msgpack_error,
+    reason_from_validation_error,
+)
 from fedschemas.ndarray import CONTEXT_MAX_ARRAY_BYTES, CONTEXT_WIRE, MAX_ARRAY_BYTES
 from fedschemas.registry import MESSAGE_TYPES, UPGRADES, current_version, payload_type
 
@@ -92,7 +96,9 @@ def decode_payload(
     try:
         data = msgpack.unpackb(env.payload, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise MalformedMessage(f"payload of {type_name!r} is not valid msgpack") from exc
+        raise MalformedMessage(
+            f"payload of {type_name!r} is not valid msgpack ({describe_msgpack_error(exc)})"
+        ) from exc
     if not isinstance(data, dict):
         raise MalformedMessage(f"payload of {type_name!r} must be a msgpack map")
     try:

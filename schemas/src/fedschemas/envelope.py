@@ -24,7 +24,11 @@ from fedschemas.base import (
     datetime_to_micros,
     micros_to_datetime,
 )
-from fedschemas.errors import MalformedMessage, reason_from_validation_error
+from fedschemas.errors import (
+    MalformedMessage,
+    describe_msgpack_error,
+    reason_from_validation_error,
+)
 from fedschemas.registry import MESSAGE_TYPES, is_readable, readable_versions
 
 MAX_ENVELOPE_BYTES: Final = 1 << 30
@@ -229,15 +233,10 @@ def decode_envelope(
     try:
         items = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise MalformedMessage(f"envelope is not valid msgpack ({_describe(exc)})") from exc
+        raise MalformedMessage(
+            f"envelope is not valid msgpack ({describe_msgpack_error(exc)})"
+        ) from exc
     return _from_items(items)
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, msgpack.ExtraData):
-        return "extra bytes after the message"
-    text = str(exc).split("\n", 1)[0]
-    return f"{type(exc).__name__}: {text}"[:120]
 
 
 def _from_items(items: Any) -> Envelope:
@@ -281,4 +280,4 @@ def _party(values: dict[str, Any], which: str) -> PartyRef:
     try:
         return PartyRef(party_id=values[f"{which}.party_id"], role=values[f"{which}.role"])
     except ValidationError as exc:
-        raise MalformedMessage(reason_from_validation_error(f"envelope {which}", exc)) from exc
+        raise MalformedMessage(reason_from_validation_error("envelope", exc, which)) from exc

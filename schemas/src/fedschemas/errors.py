@@ -8,6 +8,7 @@ dead-letters the message with that reason, so it must never contain payload cont
 
 from __future__ import annotations
 
+import msgpack
 from pydantic import ValidationError
 
 # Bound on how long a reason may grow: reasons travel in dead-letter headers.
@@ -24,7 +25,7 @@ class MalformedMessage(ValueError):
         self.reason = reason
 
 
-def reason_from_validation_error(what: str, exc: ValidationError) -> str:
+def reason_from_validation_error(what: str, exc: ValidationError, loc_prefix: str = "") -> str:
     """One sentence from a pydantic error: where the first problem is and what it is.
 
     pydantic's own messages can echo the offending input; only the location and the message
@@ -34,10 +35,31 @@ def reason_from_validation_error(what: str, exc: ValidationError) -> str:
     if not errors:  # pragma: no cover - pydantic always reports at least one error
         return f"invalid {what}"
     first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "(root)"
+    loc = ".".join(
+        [loc_prefix, *(str(part) for part in first["loc"])]
+        if loc_prefix
+        else [str(part) for part in first["loc"]]
+    )
     msg = str(first["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"invalid {what}: field '{loc}': {msg}{more}"
+    where = f"field '{loc}': " if loc else ""  # model-level checks have no field
+    return f"invalid {what}: {where}{msg}{more}"
+
+
+def describe_msgpack_error(exc: Exception) -> str:
+    """A few words on why msgpack refused some bytes (never the bytes themselves)."""
+    if isinstance(exc, msgpack.ExtraData):
+        return "extra bytes after the message"
+    if isinstance(exc, msgpack.exceptions.StackError):
+        return "nested too deeply"
+    if isinstance(exc, msgpack.exceptions.FormatError):
+        return "invalid msgpack type byte"
+    text = str(exc)
+    if "incomplete input" in text:
+        return "input ends early, truncated"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a string is not valid UTF-8"
+    return type(exc).__name__

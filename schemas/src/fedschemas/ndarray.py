@@ -80,8 +80,9 @@ def _normalize(value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     name = wire_dtype_name(value.dtype)
     if value.ndim > MAX_NDIM:
         raise ValueError(f"array has {value.ndim} dimensions, over the limit of {MAX_NDIM}")
-    # No copy when the array is already little-endian and C-contiguous.
-    return np.ascontiguousarray(value, dtype=ALLOWED_DTYPES[name])
+    # No copy when the array is already little-endian and C-contiguous. (Not
+    # np.ascontiguousarray: it turns a 0-d array into shape (1,).)
+    return value.astype(ALLOWED_DTYPES[name], order="C", copy=False)
 
 
 def _from_array(value: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any]:
