@@ -46,8 +46,10 @@ Security assumptions, and what is enforced:
   - Quantization (FixedPoint): values are clipped to [-clip, clip], scaled by 2^f
     and rounded; f is the largest with num_clients * (clip * 2^f + 1/2) < 2^(k-1),
     so the sum never wraps. Per coordinate the recovered sum differs from the sum of
-    the clipped inputs by at most |U3| * 2^-(f+1) (plus float64 rounding of the
-    result, relative 2^-53, which matters only for k = 64).
+    the clipped inputs by at most |U3| * (2^-(f+1) + clip * 2^-52), the second term
+    being float64 rounding of the result, which matters only for k = 64
+    (`FixedPoint.sum_error_bound`). With the defaults (k = 32, clip = 1) and 10
+    clients, f = 27: about 3.7e-8 per coordinate.
 """
 
 from __future__ import annotations
@@ -168,8 +170,13 @@ class FixedPoint:
         return float(2.0**-self.frac_bits)
 
     def sum_error_bound(self, summands: int) -> float:
-        """Max per-coordinate error of a dequantized sum of `summands` clipped inputs."""
-        return summands * 2.0 ** -(self.frac_bits + 1)
+        """Max per-coordinate error of a dequantized sum of `summands` clipped inputs.
+
+        Rounding each input to a multiple of 2^-f costs at most 2^-(f+1); turning the
+        integer sum into a float64 costs at most |sum| * 2^-53 <= summands * clip * 2^-53
+        (counted twice as margin; it only matters for k = 64).
+        """
+        return summands * (2.0 ** -(self.frac_bits + 1) + self.clip * 2.0**-52)
 
     def quantize(self, values: npt.ArrayLike) -> UIntArray:
         x = np.asarray(values, dtype=np.float64)
