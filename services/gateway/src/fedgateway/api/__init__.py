@@ -1,0 +1,1 @@
+"""The gateway's HTTP face: health, Prometheus metrics, and a small operator API."""

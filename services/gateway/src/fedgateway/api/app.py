@@ -1,0 +1,60 @@
+"""FastAPI app of the gateway: /healthz, /metrics, /api/v1/peers, /api/v1/replay/finished.
+
+The app reads the running gateway through the small `GatewayView` protocol, so it can be tested
+with any object that has these members."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Metrics(Protocol):
+    registry: CollectorRegistry
+
+
+class GatewayView(Protocol):
+    metrics: Any
+
+    def health(self) -> dict[str, Any]: ...
+
+    def finish_attempt(self, job_id: str, attempt: int | None) -> None: ...
+
+
+class FinishedCreate(BaseModel):
+    """Mark a job (attempt is None) or its attempts 0..attempt as finished: later messages
+    for them are refused as replays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=256)
+    attempt: int | None = Field(default=None, ge=0)
+
+
+def create_app(gateway: GatewayView) -> FastAPI:
+    app = FastAPI(title="fedmq gateway", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    def healthz(response: Response) -> dict[str, Any]:
+        health = gateway.health()
+        if health["status"] != "ok":
+            response.status_code = 503
+        return health
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/peers")
+    def peers() -> dict[str, Any]:
+        return {"data": gateway.health()["peers"]}
+
+    @app.post("/api/v1/replay/finished", status_code=204)
+    def finished(body: FinishedCreate) -> Response:
+        gateway.finish_attempt(body.job_id, body.attempt)
+        return Response(status_code=204)
+
+    return app

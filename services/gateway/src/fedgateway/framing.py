@@ -1,0 +1,165 @@
+"""The site link's wire format: length-prefixed frames over the TLS stream.
+
+Every frame is
+
+    u32 length (big-endian; counts the type byte and the body, not itself)
+    u8  type
+    body (length - 1 bytes)
+
+Frame types and bodies:
+
+    HELLO     (1)  msgpack map {"v": 1, "party": str, "certs": [PEM bytes...]} — the sender's
+                   party id and its certificates (current first, then earlier generations still
+                   valid), so the receiver learns every signing key it may see.
+    HELLO_OK  (2)  same layout, sent back by the accepting gateway.
+    DATA      (3)  u64 seq | u32 meta length | meta (msgpack map {"id": message id,
+                   "h": {bus header: value}}) | the encoded envelope bytes (to the frame's end).
+                   `seq` is per connection, chosen by the sender, strictly increasing.
+    ACK       (4)  n x u64 seq: these DATA frames were published into the receiver's broker and
+                   confirmed by it. Batched: one ACK frame covers many DATA frames.
+    REFUSED   (5)  u64 seq | UTF-8 reason: the receiver refused this DATA frame (bad signature,
+                   replay, ...); it will never be published, so the sender must not resend it.
+    GOODBYE   (6)  empty: the peer is shutting down; no new DATA will be taken on this connection.
+
+The envelope bytes travel untouched (they are what the signature covers, via
+fedschemas.canonical_bytes); the frame carries them without copying them into msgpack.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+_HEADER = struct.Struct(">IB")
+_SEQ = struct.Struct(">Q")
+_DATA_PREFIX = struct.Struct(">QI")
+HEADER_SIZE = _HEADER.size
+MAX_CONTROL_FRAME = 1 << 20
+"""Non-DATA frames are small; a larger one is a protocol error (bounded memory per peer)."""
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 1
+    HELLO_OK = 2
+    DATA = 3
+    ACK = 4
+    REFUSED = 5
+    GOODBYE = 6
+
+
+class ProtocolError(Exception):
+    """The peer broke the link protocol; the connection is closed."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    party_id: str
+    certificates: tuple[bytes, ...]
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class DataFrame:
+    seq: int
+    message_id: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def frame_header(frame_type: FrameType, body_length: int) -> bytes:
+    return _HEADER.pack(body_length + 1, frame_type)
+
+
+def parse_header(header: bytes, *, max_frame_bytes: int) -> tuple[FrameType, int]:
+    """Return (type, body length) of a frame header; refuse unknown types and oversize frames."""
+    length, raw_type = _HEADER.unpack(header)
+    try:
+        frame_type = FrameType(raw_type)
+    except ValueError:
+        raise ProtocolError(f"unknown frame type {raw_type}") from None
+    if length < 1:
+        raise ProtocolError("frame length 0")
+    limit = max_frame_bytes if frame_type is FrameType.DATA else MAX_CONTROL_FRAME
+    if length - 1 > limit:
+        raise ProtocolError(f"{frame_type.name} frame of {length - 1} bytes exceeds {limit}")
+    return frame_type, length - 1
+
+
+def encode_hello(hello: Hello) -> bytes:
+    packed: bytes = msgpack.packb(
+        {"v": hello.version, "party": hello.party_id, "certs": list(hello.certificates)},
+        use_bin_type=True,
+    )
+    return packed
+
+
+def decode_hello(body: bytes) -> Hello:
+    try:
+        data = msgpack.unpackb(body, raw=False)
+        version, party, certs = data["v"], data["party"], data["certs"]
+    except Exception as exc:
+        raise ProtocolError(f"malformed hello: {exc}") from None
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported link protocol version {version!r}")
+    if (
+        not isinstance(party, str)
+        or not isinstance(certs, list)
+        or not all(isinstance(c, bytes) for c in certs)
+    ):
+        raise ProtocolError("malformed hello: wrong field types")
+    return Hello(party_id=party, certificates=tuple(certs), version=version)
+
+
+def encode_data_prefix(seq: int, message_id: str, headers: Mapping[str, str]) -> bytes:
+    """Everything of a DATA body before the envelope bytes (sent separately: no copy)."""
+    meta: bytes = msgpack.packb({"id": message_id, "h": dict(headers)}, use_bin_type=True)
+    return _DATA_PREFIX.pack(seq, len(meta)) + meta
+
+
+def decode_data(body: bytes | memoryview) -> DataFrame:
+    view = memoryview(body)
+    if len(view) < _DATA_PREFIX.size:
+        raise ProtocolError("DATA frame too short")
+    seq, meta_len = _DATA_PREFIX.unpack_from(view)
+    start = _DATA_PREFIX.size
+    if start + meta_len > len(view):
+        raise ProtocolError("DATA meta runs past the frame")
+    try:
+        meta = msgpack.unpackb(view[start : start + meta_len], raw=False)
+        message_id, headers = meta["id"], meta["h"]
+    except Exception as exc:
+        raise ProtocolError(f"malformed DATA meta: {exc}") from None
+    if (
+        not isinstance(message_id, str)
+        or not isinstance(headers, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise ProtocolError("malformed DATA meta: wrong field types")
+    return DataFrame(
+        seq=seq, message_id=message_id, headers=headers, body=bytes(view[start + meta_len :])
+    )
+
+
+def encode_ack(seqs: Sequence[int]) -> bytes:
+    return struct.pack(f">{len(seqs)}Q", *seqs)
+
+
+def decode_ack(body: bytes) -> tuple[int, ...]:
+    if len(body) % 8:
+        raise ProtocolError("ACK body is not a whole number of u64")
+    return struct.unpack(f">{len(body) // 8}Q", body)
+
+
+def encode_refused(seq: int, reason: str) -> bytes:
+    return _SEQ.pack(seq) + reason.encode()[:1000]
+
+
+def decode_refused(body: bytes) -> tuple[int, str]:
+    if len(body) < 8:
+        raise ProtocolError("REFUSED frame too short")
+    return _SEQ.unpack_from(body)[0], body[8:].decode(errors="replace")

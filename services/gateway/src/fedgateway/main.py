@@ -1,0 +1,415 @@
+"""Wiring of one party's gateway: identity, link server, peer links, relay, HTTP, signals.
+
+`Gateway(settings).start()` runs everything on background threads (tests run several in one
+process); `main()` is `python -m fedgateway`: settings from the environment, logging and
+tracing set up, SIGTERM/SIGINT -> graceful stop, SIGHUP -> reload the identity after a key
+rotation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import ssl
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+import uvicorn
+from cryptography import x509
+from fedbus import Bus, connect
+from fedcommon.logging import configure_logging
+from fedcommon.tracing import configure_tracing
+
+from fedgateway.api.app import create_app
+from fedgateway.framing import Hello
+from fedgateway.link import (
+    ClientConnection,
+    FrameSender,
+    LinkLoop,
+    LinkServer,
+    PeerLink,
+    PeerRefused,
+    client_context,
+    open_client_connection,
+    server_context,
+)
+from fedgateway.metrics import GatewayMetrics
+from fedgateway.pki import CertificateRefused, PartyIdentity, PkiError
+from fedgateway.relay import OutboundRelay, RelayInboundSession, Signer
+from fedgateway.settings import GatewaySettings, load_settings
+from fedgateway.verify import (
+    FinishedAttempts,
+    InMemoryFinishedAttempts,
+    KeyRing,
+    SqlFinishedAttempts,
+    Verifier,
+)
+
+log = structlog.get_logger("fedgateway")
+
+FRAME_OVERHEAD = 64 << 10
+"""DATA frames carry an envelope plus seq, message id and bus headers: allow this much extra."""
+
+
+class _Identity:
+    """The current identity and everything derived from it, swapped atomically on reload."""
+
+    def __init__(self, identity: PartyIdentity) -> None:
+        self.identity = identity
+        self.server_context = server_context(identity)
+        self.client_context = client_context(identity)
+        self.hello = Hello(
+            party_id=identity.party_id,
+            certificates=(identity.certificate.pem, *(p.pem for p in identity.previous)),
+        )
+        self.signer = Signer(identity.signing_key, identity.key_id)
+        self.stamp = _identity_stamp(identity.directory)
+
+
+def _identity_stamp(directory: Path) -> tuple[float, ...]:
+    names = ("tls.cert.pem", "tls.key.pem", "signing.key.pem", "ca.cert.pem")
+    return tuple(
+        (directory / n).stat().st_mtime if (directory / n).exists() else 0.0 for n in names
+    )
+
+
+class Gateway:
+    """One party's gateway. Thread-based; `start` returns once the link port listens."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        bus: Bus | None = None,
+        finished: FinishedAttempts | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self._current = _Identity(PartyIdentity.load(settings.identity_dir))
+        self.party_id = self._current.identity.party_id
+        if self.party_id != settings.party_id:
+            raise PkiError(
+                f"identity in {settings.identity_dir} is party {self.party_id}, "
+                f"settings say party {settings.party_id}"
+            )
+        self._bus = bus
+        self._owns_bus = bus is None
+        self._finished = finished
+        self.keyring = KeyRing(self._current.identity.ca_cert, revoked=settings.revoked)
+        self._link_loop = LinkLoop(f"fedgateway-link-{self.party_id}")
+        self._max_frame_bytes = settings.max_envelope_bytes + FRAME_OVERHEAD
+        self._server: LinkServer | None = None
+        self._links: dict[str, PeerLink] = {}
+        self._relay: OutboundRelay | None = None
+        self._http: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.verifier: Verifier | None = None
+        self.link_port = 0
+        self.http_port = 0
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+
+    # --- identity --------------------------------------------------------------------------
+
+    @property
+    def ca_cert(self) -> x509.Certificate:
+        return self._current.identity.ca_cert
+
+    @property
+    def key_id(self) -> str:
+        return self._current.identity.key_id
+
+    def reload_identity(self) -> bool:
+        """Load the party directory again (after `fedmq pki install` of a rotated key).
+
+        New connections and new signatures use the new keys at once; the outbound connections
+        are re-opened so peers receive the new certificates in HELLO. A half-written directory
+        is refused and the old identity kept. Returns whether the identity changed."""
+        with self._reload_lock:
+            try:
+                new = _Identity(PartyIdentity.load(self.settings.identity_dir))
+            except (PkiError, OSError, ValueError, ssl.SSLError) as exc:
+                log.warning("identity_reload_refused", error=str(exc))
+                return False
+            if (
+                new.identity.certificate.fingerprint
+                == self._current.identity.certificate.fingerprint
+            ):
+                self._current = new if new.stamp != self._current.stamp else self._current
+                return False
+            old_key = self._current.identity.key_id
+            self._current = new
+            self.keyring.set_ca(new.identity.ca_cert)
+            log.info("identity_reloaded", old_key_id=old_key, key_id=new.identity.key_id)
+            for link in self._links.values():
+                link.reconnect()
+            return True
+
+    def _watch_identity(self) -> None:
+        interval = self.settings.identity_check_interval_s
+        while not self._watch_stop.wait(interval):
+            try:
+                if _identity_stamp(self.settings.identity_dir) != self._current.stamp:
+                    self.reload_identity()
+            except OSError:
+                continue
+
+    # --- InboundHandler (used by LinkServer on the loop thread) ---------------------------
+
+    def server_context(self) -> ssl.SSLContext:
+        return self._current.server_context
+
+    def local_hello(self) -> Hello:
+        return self._current.hello
+
+    def admit(self, peer_party: str, hello: Hello) -> None:
+        if peer_party not in self.settings.peers:
+            raise PeerRefused("unknown_party", f"party {peer_party} is not a configured peer")
+        learned = 0
+        for pem in hello.certificates:
+            try:
+                self.keyring.add_certificate(pem, party_id=peer_party)
+                learned += 1
+            except CertificateRefused as exc:
+                # One stale certificate (expired earlier generation) must not block the link;
+                # the current one is the TLS certificate, already verified by the handshake.
+                log.info("peer_certificate_ignored", peer_party=peer_party, reason=exc.reason)
+        if learned == 0:
+            raise PeerRefused("no_valid_certificate", "HELLO carried no usable certificate")
+
+    def open_session(self, peer_party: str, sender: FrameSender) -> RelayInboundSession:
+        assert self.verifier is not None and self._bus is not None
+        return RelayInboundSession(
+            peer_party=peer_party,
+            sender=sender,
+            verifier=self.verifier,
+            bus=self._bus,
+            metrics=self.metrics,
+            buffer_bytes=self.settings.inbound_buffer_bytes,
+        )
+
+    def connection_refused(
+        self, side: str, reason: str, detail: str, address: str, claimed_party: str | None
+    ) -> None:
+        self.metrics.connections_refused.labels(side, reason).inc()
+        log.warning(
+            "peer_refused",
+            side=side,
+            reason=reason,
+            detail=detail[:300],
+            address=address,
+            claimed_party=claimed_party,
+        )
+
+    def _link_state(self, party: str, up: bool) -> None:
+        self.metrics.link_up.labels(party).set(int(up))
+
+    # --- outbound connections -------------------------------------------------------------
+
+    async def _connect(self, peer_party: str, address: str) -> ClientConnection:
+        current = self._current
+        conn = await open_client_connection(
+            address,
+            context=current.client_context,
+            hello=current.hello,
+            expected_party=peer_party,
+            ca_cert=current.identity.ca_cert,
+            max_frame_bytes=self._max_frame_bytes,
+        )
+        for pem in conn.peer_hello.certificates:
+            try:
+                self.keyring.add_certificate(pem, party_id=peer_party)
+            except CertificateRefused:
+                continue
+        return conn
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _make_finished_store(self) -> FinishedAttempts:
+        url = self.settings.database_url.get_secret_value()
+        store: FinishedAttempts
+        if url:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            store = SqlFinishedAttempts(sa.create_engine(url, pool_pre_ping=True))
+        else:
+            store = InMemoryFinishedAttempts()
+        return store
+
+    def start(self) -> None:
+        s = self.settings
+        if self._bus is None:
+            self._bus = connect(s.bus_url.get_secret_value())
+        if self._finished is None:
+            self._finished = self._make_finished_store()
+        for job in s.finished_jobs:
+            self._finished.finish_job(job)
+        for job, attempt in s.finished_attempts.items():
+            self._finished.finish_attempt(job, attempt)
+        for party, peer in s.peers.items():
+            for path in peer.certificates:
+                try:
+                    self.keyring.add_certificate(path.read_bytes(), party_id=party)
+                except (CertificateRefused, OSError) as exc:
+                    log.warning("peer_certificate_ignored", peer_party=party, error=str(exc))
+        for topic in sorted(set(s.routes.values())):
+            self._bus.declare(topic)
+        self.verifier = Verifier(
+            party_id=self.party_id,
+            keyring=self.keyring,
+            finished=self._finished,
+            routes=s.routes,
+            clock_window=dt.timedelta(seconds=s.clock_window_s),
+            max_envelope_bytes=s.max_envelope_bytes,
+        )
+        self._link_loop.start()
+        self._server = LinkServer(
+            self._link_loop,
+            self,
+            s.listen_host,
+            s.listen_port,
+            max_frame_bytes=self._max_frame_bytes,
+        )
+        self.link_port = self._server.start()
+        for party, peer in s.peers.items():
+            self._links[party] = PeerLink(
+                self._link_loop,
+                party,
+                peer.address,
+                self._connect,
+                ack_timeout=s.ack_timeout_s,
+                on_refused=lambda reason, detail, address: self.connection_refused(
+                    "client", reason, detail, address, None
+                ),
+                on_state=partial(self._link_state, party),
+            )
+        self._relay = OutboundRelay(
+            self._bus,
+            self._links,
+            party_id=self.party_id,
+            signer=lambda: self._current.signer,
+            metrics=self.metrics,
+            window=s.relay_window,
+            max_deliveries=s.relay_max_deliveries,
+            max_envelope_bytes=s.max_envelope_bytes,
+        )
+        self._relay.start()
+        self._start_http()
+        if s.identity_check_interval_s > 0:
+            threading.Thread(
+                target=self._watch_identity, name="gw-identity-watch", daemon=True
+            ).start()
+        self.started.set()
+        log.info(
+            "gateway_started",
+            party_id=self.party_id,
+            link_port=self.link_port,
+            http_port=self.http_port,
+            peers=sorted(s.peers),
+            key_id=self.key_id,
+        )
+
+    def _start_http(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.http_host, self.settings.http_port))
+        sock.listen(64)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self), log_level="warning", lifespan="off", access_log=False
+        )
+        self._http = uvicorn.Server(config)
+        http = self._http
+        self._http_thread = threading.Thread(
+            target=lambda: http.run(sockets=[sock]), name="gw-http", daemon=True
+        )
+        self._http_thread.start()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "stopping"
+            if self.stopping.is_set()
+            else ("ok" if self.started.is_set() else "starting"),
+            "party_id": self.party_id,
+            "key_id": self.key_id,
+            "link_port": self.link_port,
+            "peers": {
+                p: {"address": link.address, "connected": link.connected}
+                for p, link in self._links.items()
+            },
+        }
+
+    def finish_attempt(self, job_id: str, attempt: int | None) -> None:
+        """Operator / scheduler hook: messages of this job (attempt) are refused from now on."""
+        assert self._finished is not None
+        if attempt is None:
+            self._finished.finish_job(job_id)
+        else:
+            self._finished.finish_attempt(job_id, attempt)
+        log.info("replay_guard_updated", job_id=job_id, attempt=attempt)
+
+    def stop(self) -> None:
+        """Graceful: stop taking work, let in-flight messages finish (ACKed) or go back to their
+        broker, then disconnect. Safe to call twice."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        log.info("gateway_stopping", party_id=self.party_id)
+        self._watch_stop.set()
+        grace = self.settings.shutdown_grace_s
+        if self._server is not None:
+            self._server.stop_accepting()
+            self._server.say_goodbye()
+        if self._relay is not None:
+            self._relay.stop()  # in-flight sends finish or are requeued at the source
+        for link in self._links.values():
+            link.stop()
+        if self._server is not None:
+            deadline = threading.Event()
+            waited = 0.0
+            while waited < grace and any(s.buffered_bytes for s in self._server.sessions()):  # type: ignore[attr-defined]
+                deadline.wait(0.05)
+                waited += 0.05
+            for session in self._server.sessions():
+                session.close()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_thread is not None:
+                self._http_thread.join(timeout=5)
+        if self._bus is not None and self._owns_bus:
+            self._bus.close()
+        self._link_loop.stop()
+        log.info("gateway_stopped", party_id=self.party_id)
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging("gateway", level=settings.log_level, json=settings.log_json)
+    configure_tracing("gateway", settings.party_id, otlp_endpoint=settings.otlp_endpoint)
+    gateway = Gateway(settings)
+    done = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(
+        signal.SIGHUP,
+        lambda _s, _f: threading.Thread(target=gateway.reload_identity, daemon=True).start(),
+    )
+    gateway.start()
+    while not done.wait(1.0):
+        pass
+    gateway.stop()
+    os._exit(0)  # daemon threads (bus IO, uvicorn) must not hold the exit

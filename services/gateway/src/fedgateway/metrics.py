@@ -1,0 +1,47 @@
+"""The gateway's Prometheus metrics, on a registry per gateway (several can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.refused = Counter(
+            "fedmq_gateway_refused",
+            "Messages refused on arrival (bad or missing signature, replay, ...), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "fedmq_gateway_connections_refused",
+            "Link connections refused (missing certificate, foreign CA, expired, wrong party...).",
+            ["side", "reason"],
+            registry=self.registry,
+        )
+        self.relayed = Counter(
+            "fedmq_gateway_relayed",
+            "Messages relayed: out = acked by the peer, in = published into the local broker.",
+            ["direction", "peer"],
+            registry=self.registry,
+        )
+        self.relayed_bytes = Counter(
+            "fedmq_gateway_relayed_bytes",
+            "Envelope bytes relayed, by direction and peer.",
+            ["direction", "peer"],
+            registry=self.registry,
+        )
+        self.link_up = Gauge(
+            "fedmq_gateway_link_up",
+            "1 while the outbound connection to the peer is up.",
+            ["peer"],
+            registry=self.registry,
+        )
+        self.relay_seconds = Histogram(
+            "fedmq_gateway_relay_seconds",
+            "From taking a message off out.<peer> to the peer's ACK (remote publish confirmed).",
+            ["peer"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )

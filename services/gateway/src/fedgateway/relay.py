@@ -1,0 +1,310 @@
+"""The relay: local broker -> link -> remote broker, acknowledged at the source only on confirm.
+
+Outbound (`OutboundRelay`): for each configured peer P, `window` consumers take messages off the
+local topic "out.<P>". Each decodes the envelope (malformed -> dead-lettered at the source),
+checks it is addressed to P and comes from this party, signs it with the party's signing key if
+it is unsigned (the gateway is the only process holding that key), and sends it over P's link.
+The handler returns — so the bus acks the source message — only when P's gateway ACKed, which it
+does only after its own broker confirmed the publish (like RabbitMQ Shovel's on-confirm mode).
+A REFUSED answer dead-letters the source message with the peer's reason.
+
+Inbound (`RelayInboundSession`): DATA frames from one authenticated peer go through the Verifier
+on one thread, are published in batches (publish_many: one wait for many confirms) on another,
+and are ACKed after the confirms. A crash anywhere before the ACK makes the sender resend;
+duplicates this creates carry the same message id and are dropped by the receiver's inbox.
+
+Chunked bus messages: the bus reassembles them before the handler runs, so the relay carries
+whole envelopes and the receiving bus chunks again if they exceed its frame size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+from fedbus import Bus, Delivery, Message, Reject, Subscription
+from fedcrypto.signing import SigningKey
+from fedschemas import MalformedMessage, canonical_bytes, decode_envelope, encode_envelope
+
+from fedgateway.framing import (
+    DataFrame,
+    FrameType,
+    ProtocolError,
+    decode_data,
+    encode_ack,
+    encode_refused,
+)
+from fedgateway.link import FrameSender, LinkStopped, MessageRefused, PeerLink
+from fedgateway.metrics import GatewayMetrics
+from fedgateway.verify import Refused, Verifier
+
+log = structlog.get_logger("fedgateway.relay")
+
+OUT_TOPIC_PREFIX = "out."
+
+
+def out_topic(peer_party: str) -> str:
+    return f"{OUT_TOPIC_PREFIX}{peer_party}"
+
+
+@dataclass(frozen=True)
+class Signer:
+    key: SigningKey
+    key_id: str
+
+
+class OutboundRelay:
+    """Consumes out.<peer> for every peer and sends each message over that peer's link."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        links: Mapping[str, PeerLink],
+        *,
+        party_id: str,
+        signer: Callable[[], Signer],
+        metrics: GatewayMetrics,
+        window: int,
+        max_deliveries: int,
+        max_envelope_bytes: int,
+    ) -> None:
+        self._bus = bus
+        self._links = dict(links)
+        self._party_id = party_id
+        self._signer = signer
+        self._metrics = metrics
+        self._window = window
+        self._max_deliveries = max_deliveries
+        self._max_envelope_bytes = max_envelope_bytes
+        self._subscriptions: list[Subscription] = []
+
+    def start(self) -> None:
+        for peer in self._links:
+            topic = out_topic(peer)
+            self._bus.declare(topic)
+            # `window` consumers, each with one message in flight: up to `window` unacked frames
+            # per peer on the link (pipelining), each acked at the source on its own confirm.
+            for _ in range(self._window):
+                self._subscriptions.append(
+                    self._bus.subscribe(
+                        topic,
+                        partial(self._handle, peer),
+                        prefetch=1,
+                        max_deliveries=self._max_deliveries,
+                    )
+                )
+            log.info("relay_consuming", topic=topic, window=self._window)
+
+    def stop(self) -> None:
+        """Stop taking messages; in-flight sends finish (ACKed) or go back to the broker."""
+        threads = [threading.Thread(target=s.cancel, daemon=True) for s in self._subscriptions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self._subscriptions.clear()
+
+    def _handle(self, peer: str, delivery: Delivery) -> None:
+        started = time.perf_counter()
+        try:
+            env = decode_envelope(delivery.body, max_bytes=self._max_envelope_bytes)
+        except MalformedMessage as exc:
+            log.warning(
+                "relay_malformed", peer=peer, message_id=delivery.message_id, reason=exc.reason
+            )
+            raise Reject(f"malformed envelope: {exc.reason}") from None
+        if env.destination.party_id != peer:
+            raise Reject(
+                f"envelope addressed to party {env.destination.party_id}, "
+                f"published to {out_topic(peer)}"
+            )
+        if env.source.party_id != self._party_id:
+            raise Reject(
+                f"envelope source party {env.source.party_id} is not this party "
+                f"({self._party_id}); the gateway relays only its own party's messages"
+            )
+        body = delivery.body
+        if env.signature is None:
+            signer = self._signer()
+            unsigned = env.model_copy(update={"signer_key_id": signer.key_id})
+            signature = signer.key.sign(canonical_bytes(unsigned))
+            body = encode_envelope(unsigned.model_copy(update={"signature": signature}))
+        try:
+            self._links[peer].send(delivery.message_id, delivery.headers, body)
+        except MessageRefused as exc:
+            log.warning(
+                "relay_refused_by_peer",
+                peer=peer,
+                message_id=delivery.message_id,
+                job_id=env.job_id,
+                reason=exc.reason,
+            )
+            raise Reject(f"refused by party {peer}: {exc.reason}") from None
+        except LinkStopped:
+            raise  # the bus requeues it; another gateway run sends it
+        self._metrics.relayed.labels("out", peer).inc()
+        self._metrics.relayed_bytes.labels("out", peer).inc(len(body))
+        self._metrics.relay_seconds.labels(peer).observe(time.perf_counter() - started)
+
+
+_CLOSE = object()
+
+
+class RelayInboundSession:
+    """The receiving half of one authenticated link connection."""
+
+    def __init__(
+        self,
+        *,
+        peer_party: str,
+        sender: FrameSender,
+        verifier: Verifier,
+        bus: Bus,
+        metrics: GatewayMetrics,
+        buffer_bytes: int,
+        max_batch: int = 256,
+        retry_interval: float = 0.5,
+    ) -> None:
+        self.peer_party = peer_party
+        self._sender = sender
+        self._verifier = verifier
+        self._bus = bus
+        self._metrics = metrics
+        self._buffer_bytes = buffer_bytes
+        self._max_batch = max_batch
+        self._retry_interval = retry_interval
+        self._buffered = 0
+        self._buffer_lock = threading.Lock()
+        self._room: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._verify_q: queue.Queue[object] = queue.Queue()
+        self._publish_q: queue.Queue[object] = queue.Queue()
+        self._closed = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._verify_loop, name=f"gw-verify-{peer_party}", daemon=True),
+            threading.Thread(
+                target=self._publish_loop, name=f"gw-publish-{peer_party}", daemon=True
+            ),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # loop thread ---------------------------------------------------------------------------
+
+    async def on_data(self, body: bytes) -> None:
+        if self._room is None:
+            self._loop = asyncio.get_running_loop()
+            self._room = asyncio.Event()
+        # Bounded memory per peer: wait while too many bytes are verified-but-unpublished.
+        while True:
+            with self._buffer_lock:
+                if self._buffered == 0 or self._buffered + len(body) <= self._buffer_bytes:
+                    self._buffered += len(body)
+                    break
+                self._room.clear()
+            await self._room.wait()
+        self._verify_q.put(body)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes taken off the link and not yet published and ACKed (0 = idle)."""
+        with self._buffer_lock:
+            return self._buffered
+
+    def close(self) -> None:
+        """Connection gone: frames not yet published are dropped (never ACKed: resent later)."""
+        self._closed.set()
+        self._verify_q.put(_CLOSE)
+
+    # worker threads ------------------------------------------------------------------------
+
+    def _release(self, nbytes: int) -> None:
+        with self._buffer_lock:
+            self._buffered -= nbytes
+        if self._loop is not None and self._room is not None:
+            self._loop.call_soon_threadsafe(self._room.set)
+
+    def _verify_loop(self) -> None:
+        while True:
+            item = self._verify_q.get()
+            if item is _CLOSE:
+                self._publish_q.put(_CLOSE)
+                return
+            assert isinstance(item, bytes)
+            try:
+                frame = decode_data(item)
+            except ProtocolError as exc:
+                log.warning("link_protocol_error", peer_party=self.peer_party, error=str(exc))
+                self._release(len(item))
+                self._sender.close()
+                continue
+            try:
+                accepted = self._verifier.check(
+                    frame.body, message_id=frame.message_id, peer_party=self.peer_party
+                )
+            except Refused as exc:
+                self._metrics.refused.labels(exc.reason).inc()
+                log.warning(
+                    "message_refused",
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    peer_party=self.peer_party,
+                    message_id=frame.message_id,
+                )
+                self._sender.send(FrameType.REFUSED, encode_refused(frame.seq, exc.reason))
+                self._release(len(item))
+                continue
+            self._publish_q.put((frame, accepted.topic, len(item)))
+
+    def _publish_loop(self) -> None:
+        while True:
+            first = self._publish_q.get()
+            if first is _CLOSE:
+                return
+            batch = [first]
+            closing = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._publish_q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _CLOSE:
+                    closing = True
+                    break
+                batch.append(item)
+            frames: list[tuple[DataFrame, str, int]] = batch  # type: ignore[assignment]
+            messages = [
+                Message(topic=topic, body=f.body, message_id=f.message_id, headers=f.headers)
+                for f, topic, _ in frames
+            ]
+            published = self._publish(messages)
+            nbytes = sum(n for _, _, n in frames)
+            if published:
+                self._sender.send(FrameType.ACK, encode_ack([f.seq for f, _, _ in frames]))
+                self._metrics.relayed.labels("in", self.peer_party).inc(len(frames))
+                self._metrics.relayed_bytes.labels("in", self.peer_party).inc(nbytes)
+            self._release(nbytes)
+            if closing:
+                return
+
+    def _publish(self, messages: list[Message]) -> bool:
+        """Publish and wait for the confirms, retrying while the connection lasts."""
+        while True:
+            try:
+                self._bus.publish_many(messages)
+                return True
+            except Exception as exc:  # broker down, nack, unroutable: keep the frames unacked
+                log.warning(
+                    "relay_publish_failed",
+                    peer_party=self.peer_party,
+                    count=len(messages),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                if self._closed.wait(self._retry_interval):
+                    return False

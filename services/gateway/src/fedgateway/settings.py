@@ -1,0 +1,94 @@
+"""The gateway's settings: FEDMQ_GATEWAY_* environment variables, or a JSON file named by
+FEDMQ_GATEWAY_SETTINGS_FILE (the local launcher writes one per party). Peers and routes are
+settings, so adding a party to the federation is a settings change, not a code change."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from fedcommon.settings import ServiceSettings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+DEFAULT_ROUTES: dict[str, str] = {
+    "demo.": "svc.worker",
+    "federation.": "svc.worker",
+    "job.": "svc.scheduler",
+    "task.": "svc.scheduler",
+    "audit.": "svc.audit",
+}
+"""Message-type prefix -> local topic where arriving messages are published (longest wins)."""
+
+SETTINGS_FILE_ENV = "FEDMQ_GATEWAY_SETTINGS_FILE"
+
+
+class PeerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str
+    """host:port of the peer gateway's link listener."""
+    certificates: list[Path] = Field(default_factory=list)
+    """Optional certificate files of the peer, learned before its first connection (e.g. to
+    verify messages signed by a key it no longer announces). Normally peers announce their own
+    certificates in the link HELLO and nothing is needed here."""
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("peer address must be host:port")
+        return value
+
+
+class GatewaySettings(ServiceSettings):
+    service_name: ClassVar[str] = "gateway"
+    model_config = SettingsConfigDict(
+        env_prefix="FEDMQ_GATEWAY_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        env_nested_delimiter="__",
+    )
+
+    identity_dir: Path = Path(".fedmq/identity")
+    """The party directory written by `fedmq pki make-party` / `install`."""
+    listen_host: str = "0.0.0.0"  # noqa: S104  # the link port faces other sites by design
+    listen_port: int = 7443
+    """The one link port (mutual TLS). 0 picks a free port (tests)."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8081
+    """/healthz and /metrics (and the operator API). 0 picks a free port."""
+    peers: dict[str, PeerSettings] = Field(default_factory=dict)
+    routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    clock_window_s: float = 600.0
+    """Messages whose created_at is further than this from our clock are refused as replays."""
+    finished_jobs: list[str] = Field(default_factory=list)
+    finished_attempts: dict[str, int] = Field(default_factory=dict)
+    """job id -> highest finished attempt (attempts up to it are refused)."""
+    revoked: list[str] = Field(default_factory=list)
+    """Revoked certificate fingerprints or signing key ids."""
+    relay_window: int = 32
+    """Unacked frames in flight per peer (consumers of out.<peer>)."""
+    relay_max_deliveries: int = 1000
+    """A source message requeued this often (gateway restarts) is dead-lettered."""
+    ack_timeout_s: float = 30.0
+    max_envelope_bytes: int = 1 << 30
+    inbound_buffer_bytes: int = 64 << 20
+    """Per peer: bytes taken off the link but not yet published (backpressure beyond this)."""
+    shutdown_grace_s: float = 10.0
+    identity_check_interval_s: float = 2.0
+    """How often the identity files are checked for a completed rotation (0 = only SIGHUP)."""
+
+
+def load_settings(**overrides: object) -> GatewaySettings:
+    """Settings from the environment, under a JSON file named by FEDMQ_GATEWAY_SETTINGS_FILE."""
+    data: dict[str, object] = {}
+    path = os.environ.get(SETTINGS_FILE_ENV)
+    if path:
+        data.update(json.loads(Path(path).read_text()))
+    data.update(overrides)
+    return GatewaySettings(**data)  # type: ignore[arg-type]
