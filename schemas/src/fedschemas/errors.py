@@ -35,11 +35,8 @@ def reason_from_validation_error(what: str, exc: ValidationError, loc_prefix: st
     if not errors:  # pragma: no cover - pydantic always reports at least one error
         return f"invalid {what}"
     first = errors[0]
-    loc = ".".join(
-        [loc_prefix, *(str(part) for part in first["loc"])]
-        if loc_prefix
-        else [str(part) for part in first["loc"]]
-    )
+    parts = [loc_prefix] if loc_prefix else []
+    loc = ".".join([*parts, *(str(part) for part in first["loc"])])
     msg = str(first["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

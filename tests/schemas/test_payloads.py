@@ -1,0 +1,172 @@
+"""Payload models through the wire: every registered type, determinism, optional fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import msgpack
+import numpy as np
+import pytest
+from fedschemas import (
+    MESSAGE_TYPES,
+    ControlHeartbeat,
+    DemoPing,
+    DemoPong,
+    Envelope,
+    FederationData,
+    PartyRef,
+    Payload,
+    canonical_bytes,
+    decode_envelope,
+    decode_payload,
+    encode_envelope,
+    encode_payload,
+    make_message_id,
+    new_envelope,
+    payload_type,
+)
+from pydantic import ValidationError
+
+AT = datetime(2026, 11, 22, 8, 0, 0, 1, tzinfo=UTC)
+
+# One valid example per registered type. A new type without an example fails
+# test_every_registered_type_has_an_example: add one here when you register a type.
+EXAMPLES: dict[str, Payload] = {
+    "demo.ping": DemoPing(text="ping", n=1),
+    "demo.pong": DemoPong(text="pong", n=-2),
+    "federation.data": FederationData(
+        kind="ciphertext_vector",
+        array=np.arange(12, dtype=np.uint64).reshape(3, 4),
+        blob=b"\x00\x01header",
+        blob_format="fedcrypto.paillier.v1",
+        meta={"exponent": -8, "count": 3, "scale": 0.5, "packed": False, "key": "9999-k1"},
+    ),
+    "control.heartbeat": ControlHeartbeat(party_id="10000", at=AT),
+}
+
+
+def test_every_registered_type_has_an_example() -> None:
+    assert set(EXAMPLES) == set(MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("type_name", sorted(EXAMPLES))
+def test_every_type_round_trips_through_an_envelope(
+    type_name: str, make_envelope: Callable[..., Envelope]
+) -> None:
+    # Prepare
+    original = EXAMPLES[type_name]
+    env = make_envelope(type=type_name, payload=encode_payload(original))
+
+    # Execute
+    received = decode_envelope(encode_envelope(env))
+    decoded = decode_payload(received)
+
+    # Assert
+    assert type(decoded) is type(original)
+    assert payload_type(type(decoded)) == type_name
+    for name in type(original).model_fields:
+        got, want = getattr(decoded, name), getattr(original, name)
+        if isinstance(want, np.ndarray):
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype
+        else:
+            assert got == want
+
+
+def test_payload_bytes_do_not_depend_on_dict_insertion_order() -> None:
+    forward = FederationData(kind="metric", meta={"auc": 0.91, "ks": 0.4, "n": 100})
+    backward = FederationData(kind="metric", meta={"n": 100, "ks": 0.4, "auc": 0.91})
+
+    assert encode_payload(forward) == encode_payload(backward)
+
+
+def test_unset_optional_fields_are_left_off_the_wire() -> None:
+    data = msgpack.unpackb(encode_payload(FederationData(kind="plain_control")), raw=False)
+
+    assert data == {"kind": "plain_control", "meta": {}}
+
+
+def test_meta_values_keep_their_types() -> None:
+    meta = {"flag": True, "count": 1, "ratio": 1.0, "name": "1"}
+    env_payload = encode_payload(FederationData(kind="metric", meta=meta))
+
+    decoded = FederationData.model_validate(msgpack.unpackb(env_payload, raw=False))
+
+    assert decoded.meta == meta
+    assert {k: type(v) for k, v in decoded.meta.items()} == {
+        "flag": bool,
+        "count": int,
+        "ratio": float,
+        "name": str,
+    }
+
+
+def test_blob_needs_a_declared_versioned_format() -> None:
+    with pytest.raises(ValidationError, match="blob and blob_format must be given together"):
+        FederationData(kind="public_key", blob=b"key")
+    with pytest.raises(ValidationError, match="blob_format"):
+        FederationData(kind="public_key", blob=b"key", blob_format="paillier")
+    assert FederationData(kind="public_key", blob=b"k", blob_format="fedcrypto.paillier_pk.v1")
+
+
+def test_heartbeat_times_are_normalised_to_utc() -> None:
+    paris = timezone(timedelta(hours=1))
+
+    beat = ControlHeartbeat(party_id="9999", at=AT.astimezone(paris))
+
+    assert beat.at == AT
+    assert beat.at.tzinfo == UTC
+
+
+def test_payload_models_refuse_extra_fields_and_are_frozen() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        DemoPing(text="a", n=1, extra=2)  # type: ignore[call-arg]
+    ping = DemoPing(text="a", n=1)
+    with pytest.raises(ValidationError, match="frozen"):
+        ping.n = 2  # type: ignore[misc]
+
+
+def test_new_envelope_fills_type_version_id_and_payload() -> None:
+    # Prepare
+    guest = PartyRef(party_id="9999", role="guest")
+    host = PartyRef(party_id="10000", role="host")
+    ping = DemoPing(text="hello", n=3)
+    ids = {"job_id": "job-1", "attempt": 0, "tag": "demo", "iteration": -1, "seq": 5}
+
+    # Execute
+    env = new_envelope(
+        ping,
+        component="demo_0",
+        task_id="job-1:demo_0",
+        source=guest,
+        destination=host,
+        created_at=AT,
+        **ids,  # type: ignore[arg-type]
+    )
+    again = new_envelope(
+        ping,
+        component="demo_0",
+        task_id="job-1:demo_0",
+        source=guest,
+        destination=host,
+        created_at=AT,
+        **ids,  # type: ignore[arg-type]
+    )
+
+    # Assert
+    assert env.type == "demo.ping"
+    assert env.schema_version == DemoPing.payload_version
+    assert env.message_id == make_message_id("job-1", "demo_0", 0, "demo", -1, 5, guest, host)
+    assert decode_payload(env, DemoPing) == ping
+    assert canonical_bytes(again) == canonical_bytes(env)
+
+
+def test_only_registered_payload_models_can_be_encoded() -> None:
+    class Stray(Payload):
+        x: int
+
+    with pytest.raises(KeyError, match="not a registered message type"):
+        encode_payload(Stray(x=1))
+    with pytest.raises(TypeError, match="not a payload model"):
+        encode_payload(PartyRef(party_id="1", role="host"))
