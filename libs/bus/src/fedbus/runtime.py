@@ -74,7 +74,7 @@ def _messaging_attributes(topic: str, envelope: Envelope) -> dict[str, str | int
 
 
 class EnvelopePublisher:
-    """Sends envelopes from one party (`source`) onto a bus."""
+    """Sends envelopes from one party (`source`; its role is the default for `envelope`)."""
 
     def __init__(
         self,
@@ -121,10 +121,12 @@ class EnvelopePublisher:
         )
 
     def _prepare(self, topic: str, envelope: Envelope) -> Message:
-        if envelope.source != self.source:
+        # The party is fixed per process; the role is per job (a party is guest in one job and
+        # host in another), so only the party is checked.
+        if envelope.source.party_id != self.source.party_id:
             raise ValueError(
-                f"envelope source {envelope.source.party_id}/{envelope.source.role} is not this "
-                f"publisher's party {self.source.party_id}/{self.source.role}"
+                f"envelope source party {envelope.source.party_id} is not this "
+                f"publisher's party {self.source.party_id}"
             )
         # Called inside the publish span: the traceparent names that span, so the handler's
         # span becomes its child. The signature (if any) covers the traceparent.

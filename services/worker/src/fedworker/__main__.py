@@ -1,0 +1,5 @@
+"""`python -m fedworker`."""
+
+from fedworker.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The worker's entry point: wiring, logging, tracing, and graceful shutdown.
+
+`python -m fedworker` reads WorkerSettings (FEDMQ_WORKER_*), configures JSON logs and tracing,
+connects the bus (fedbus.connect on bus_url), opens the inbox (SqlInbox on database_url, with a
+Redis cache when redis_url is set), creates the worker's tables, and consumes `topic`
+("svc.worker") with the handlers in handlers.py. SIGTERM or SIGINT stops consuming (the
+in-flight message finishes, or the broker requeues it), closes the bus and the database, flushes
+spans, and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import structlog
+from fedbus import Bus, connect
+from fedbus.inbox import Effect, Inbox
+from fedbus.inbox_factory import make_inbox
+from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
+from fedbus.sql_inbox import create_tables, make_engine
+from fedcommon.logging import configure_logging
+from fedcommon.tracing import configure_tracing
+from fedschemas import PartyRef
+from sqlalchemy.engine import Engine
+
+from fedworker.handlers import WorkerContext, bind_handlers, worker_metadata
+from fedworker.settings import WorkerSettings
+
+log = structlog.get_logger("fedworker")
+
+CRASH_EXIT_CODE = 86
+
+
+class CrashAfterCommit(Inbox):
+    """TEST ONLY: dies like a SIGKILLed process right after `message_id`'s transaction
+    committed, before the bus can ack it (the crash window the inbox exists for)."""
+
+    def __init__(self, inner: Inbox, message_id: str) -> None:
+        self._inner = inner
+        self._message_id = message_id
+
+    def process(self, message_id: str, effect: Effect) -> bool:
+        ran = self._inner.process(message_id, effect)
+        if ran and message_id == self._message_id:
+            log.warning("crash_hook_fired", message_id=message_id)
+            sys.stdout.flush()
+            os._exit(CRASH_EXIT_CODE)
+        return ran
+
+    def is_done(self, message_id: str) -> bool:
+        return self._inner.is_done(message_id)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class Worker:
+    """The wired service; `start` consumes, `stop` shuts down in order."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.engine: Engine = make_engine(settings.database_url.get_secret_value())
+        create_tables(worker_metadata, self.engine)
+        inbox = make_inbox(
+            self.engine,
+            redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+            redis_prefix=settings.inbox_redis_prefix,
+            redis_ttl=settings.redis_ttl_s,
+        )
+        if settings.crash_after_effect:
+            inbox = CrashAfterCommit(inbox, settings.crash_after_effect)
+        self.inbox = inbox
+        self.bus: Bus = connect(settings.bus_url.get_secret_value())
+        # The role is a default only: answers are sent as whatever role the request addressed.
+        self.publisher = EnvelopePublisher(
+            self.bus,
+            PartyRef(party_id=settings.party_id, role="host"),
+            max_envelope_bytes=settings.max_envelope_bytes,
+        )
+        ctx = WorkerContext(
+            party_id=settings.party_id, publisher=self.publisher, reply_topic=settings.reply_topic
+        )
+        self.consumer = EnvelopeConsumer(
+            self.bus,
+            settings.topic,
+            bind_handlers(ctx),
+            self.inbox,
+            max_envelope_bytes=settings.max_envelope_bytes,
+            prefetch=settings.prefetch,
+            max_deliveries=settings.max_deliveries,
+        )
+
+    def start(self) -> None:
+        # Declared up front so answers are kept even before anyone consumes them (publishing
+        # is mandatory: an undeclared reply topic would make every ping fail).
+        self.bus.declare(self.settings.reply_topic)
+        self.consumer.start()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+        self.bus.close()
+        self.inbox.close()
+        self.engine.dispose()
+
+
+def main() -> int:
+    settings = WorkerSettings()
+    configure_logging("worker", settings.log_level, settings.log_json)
+    provider = configure_tracing("worker", settings.party_id, otlp_endpoint=settings.otlp_endpoint)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker_stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    worker = Worker(settings)
+    worker.start()
+    log.info(
+        "worker_started",
+        party_id=settings.party_id,
+        topic=settings.topic,
+        pid=os.getpid(),
+        redis_cache=settings.redis_url is not None,
+    )
+    try:
+        # Wake up regularly: a signal handler runs only between bytecodes of the main thread.
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        worker.stop()
+        provider.shutdown()
+        log.info("worker_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""Duplicate suppression on every bus adapter: a message id's effect runs exactly once, whether
+the duplicate comes from a sender publishing the same id twice or from the broker redelivering
+a message whose consumer died after committing its effect but before acking it.
+
+Reuses the bus contract's fixtures (`bus_url`, `connect_bus`, `bus`, `topic`; see the top of
+tests/bus/contract.py) without re-running its tests; handlers are wrapped with
+`fedbus.inbox.deduplicating` over a SqlInbox whose effect rows are counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from fedbus import Bus, Delivery, Message
+from fedbus.inbox import InboxTransaction, deduplicating
+from fedbus.sql_inbox import SqlInbox, create_tables
+
+from tests.bus.contract import BusContract, ConnectBus, wait_until
+
+effects_metadata = sa.MetaData()
+effects_table = sa.Table(
+    "dedupe_effects",
+    effects_metadata,
+    # No unique constraint on message_id: a second effect would be a second row.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(255), nullable=False),
+)
+
+
+def write_effect(delivery: Delivery, tx: InboxTransaction) -> None:
+    tx.require_session().execute(sa.insert(effects_table), {"message_id": delivery.message_id})
+
+
+class Handled:
+    """Counts handler calls (deliveries), as opposed to effects (rows)."""
+
+    def __init__(self, inbox: SqlInbox) -> None:
+        self._inner = deduplicating(write_effect, inbox)
+        self.calls: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, delivery: Delivery) -> None:
+        self._inner(delivery)
+        with self._lock:
+            self.calls.append((delivery.message_id, delivery.delivery_count))
+
+
+class DedupeContract:
+    """Subclasses provide `bus_url`, `database_url` and `crash_after_commit`."""
+
+    @pytest.fixture
+    def database_url(self) -> str:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def inbox(self, database_url: str) -> Iterator[SqlInbox]:
+        inbox = SqlInbox(database_url)
+        create_tables(effects_metadata, inbox.engine)
+        yield inbox
+        inbox.close()
+
+    @staticmethod
+    def effects(inbox: SqlInbox) -> list[str]:
+        with inbox.engine.connect() as conn:
+            query = sa.select(effects_table.c.message_id).order_by(effects_table.c.id)
+            return list(conn.execute(query).scalars())
+
+    def crash_after_commit(
+        self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
+    ) -> None:
+        """Consume `topic` with the deduplicating handler; die after the first message's
+        inbox commit and before its ack."""
+        raise NotImplementedError
+
+    def test_same_id_published_twice_runs_the_effect_once(
+        self, connect_bus: ConnectBus, bus: Bus, topic: str, inbox: SqlInbox
+    ) -> None:
+        # Prepare
+        handled = Handled(inbox)
+        bus.subscribe(topic, handled)
+        # Execute: a sender resumed after a crash re-sends m-1 with the same deterministic id.
+        bus.publish(Message(topic, b"first", "m-1"))
+        bus.publish(Message(topic, b"first", "m-1"))
+        bus.publish(Message(topic, b"second", "m-2"))
+        # Assert: every delivery was handled (and acked), each effect happened once.
+        wait_until(lambda: len(handled.calls) == 3, timeout=30, what="three deliveries")
+        assert sorted(self.effects(inbox)) == ["m-1", "m-2"]
+        assert bus.dead_letters(topic) == []
+        late = Handled(inbox)
+        connect_bus().subscribe(topic, late)
+        time.sleep(0.5)
+        assert late.calls == []  # nothing left unacked on the broker
+
+    def test_redelivery_after_crash_between_effect_and_ack_is_dropped(
+        self,
+        bus_url: str,
+        connect_bus: ConnectBus,
+        topic: str,
+        inbox: SqlInbox,
+        database_url: str,
+    ) -> None:
+        # Prepare
+        connect_bus().publish(Message(topic, b"pay once", "m-crash"))
+        # Execute: the first consumer commits the effect and dies before acking.
+        self.crash_after_commit(bus_url, connect_bus, topic, database_url)
+        assert self.effects(inbox) == ["m-crash"]
+        survivor = Handled(inbox)
+        connect_bus().subscribe(topic, survivor)
+        # Assert: the broker redelivers it, the inbox drops it, the effect stays single.
+        wait_until(lambda: len(survivor.calls) == 1, timeout=30, what="the redelivery")
+        assert survivor.calls[0][0] == "m-crash"
+        assert survivor.calls[0][1] >= 2
+        assert self.effects(inbox) == ["m-crash"]
+
+    def test_two_consumers_and_duplicated_stream_give_one_effect_per_id(
+        self, connect_bus: ConnectBus, topic: str, inbox: SqlInbox
+    ) -> None:
+        # Prepare: two competing consumers (replicas) share one inbox database.
+        first, second = Handled(inbox), Handled(inbox)
+        connect_bus().subscribe(topic, first)
+        connect_bus().subscribe(topic, second)
+        ids = [f"m-{i:02d}" for i in range(20)]
+        # Execute: every message arrives twice.
+        connect_bus().publish_many(Message(topic, i.encode(), i) for i in ids + ids)
+        # Assert
+        wait_until(
+            lambda: len(first.calls) + len(second.calls) == 40, timeout=30, what="40 deliveries"
+        )
+        assert sorted(self.effects(inbox)) == ids
+
+
+class TestDedupeOnMemoryBus(DedupeContract):
+    bus_options = BusContract.bus_options
+    connect_bus = BusContract.connect_bus
+    bus = BusContract.bus
+    topic = BusContract.topic
+
+    @pytest.fixture
+    def bus_url(self, unique_name: str) -> str:
+        return f"memory://{unique_name}"
+
+    @pytest.fixture
+    def database_url(self, tmp_path) -> str:  # type: ignore[no-untyped-def]
+        return f"sqlite:///{tmp_path / 'inbox.db'}"
+
+    def crash_after_commit(
+        self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
+    ) -> None:
+        inbox = SqlInbox(database_url)
+        committed, never = threading.Event(), threading.Event()
+        dedupe = deduplicating(write_effect, inbox)
+
+        def commit_then_hang(delivery: Delivery) -> None:
+            dedupe(delivery)
+            committed.set()
+            never.wait(30)
+
+        sub = connect_bus().subscribe(topic, commit_then_hang)
+        assert committed.wait(10), "the doomed consumer never committed"
+        sub.abort()  # type: ignore[attr-defined]  # the in-process equivalent of SIGKILL
+        never.set()
+        inbox.close()
+
+
+# The doomed consumer for RabbitMQ: a real process, SIGKILLed after its inbox commit, so the
+# broker sees the connection drop with the delivery unacked.
+_DOOMED = textwrap.dedent(
+    """
+    import sys, time
+    import sqlalchemy as sa
+    from fedbus import connect
+    from fedbus.inbox import deduplicating
+    from fedbus.sql_inbox import SqlInbox
+    table = sa.Table("dedupe_effects", sa.MetaData(),
+                     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                     sa.Column("message_id", sa.String(255), nullable=False))
+    def effect(delivery, tx):
+        tx.session.execute(sa.insert(table), {"message_id": delivery.message_id})
+    dedupe = deduplicating(effect, SqlInbox(sys.argv[2]))
+    def handler(delivery):
+        dedupe(delivery)
+        print("committed", delivery.message_id, flush=True)
+        time.sleep(600)
+    connect(sys.argv[1]).subscribe(sys.argv[3], handler)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.integration
+class TestDedupeOnAmqpBus(DedupeContract):
+    bus_options = BusContract.bus_options
+    connect_bus = BusContract.connect_bus
+    bus = BusContract.bus
+    topic = BusContract.topic
+
+    @pytest.fixture
+    def bus_url(self, amqp_url: str) -> str:
+        return amqp_url
+
+    @pytest.fixture
+    def database_url(self, pg_url: str) -> str:
+        return pg_url
+
+    def crash_after_commit(
+        self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
+    ) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _DOOMED, bus_url, database_url, topic],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("committed"), f"doomed consumer said {line!r}"
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
