@@ -68,7 +68,11 @@ POS = {
     [
         (b"", "not valid msgpack"),
         (b"\xc1", "not valid msgpack"),  # 0xc1 is never used in msgpack
-        (b"GET / HTTP/1.1\r\n\r\n", "not valid msgpack"),
+        (b"GET / HTTP/1.1\r\n\r\n", "extra bytes after the message"),
+        (b"\x91" * 5000, "nested too deeply"),
+        (b"\xa2\xff\xfe", "not valid UTF-8"),
+        (b"\xdc\xff\xff", "a length is longer than the input"),
+        (b"\xd4\x01\x02", "must be a msgpack array, got ExtType"),
         (b"\x81\xa1a\x01", "must be a msgpack array, got dict"),
         (b"\xa5hello", "must be a msgpack array, got str"),
         (b"\x90", "no format string"),
@@ -80,6 +84,10 @@ POS = {
         "empty",
         "reserved-byte",
         "http",
+        "deep-nesting",
+        "bad-utf8",
+        "lying-length",
+        "ext-type",
         "map",
         "string",
         "empty-array",
@@ -96,7 +104,7 @@ def test_truncated_envelopes_are_refused(make_envelope: Callable[..., Envelope])
     data = encode_envelope(make_envelope())
 
     for cut in (1, 3, 20, len(data) // 2, len(data) - 1):
-        assert "not valid msgpack" in _refused(data[:cut])
+        assert "truncated" in _refused(data[:cut])
 
 
 def test_trailing_bytes_are_refused(make_envelope: Callable[..., Envelope]) -> None:

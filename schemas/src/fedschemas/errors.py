@@ -57,6 +57,8 @@ def describe_msgpack_error(exc: Exception) -> str:
     text = str(exc)
     if "incomplete input" in text:
         return "input ends early, truncated"
+    if "exceeds max_" in text:  # a length header larger than the remaining input
+        return "a length is longer than the input, truncated"
     if isinstance(exc, UnicodeDecodeError):
         return "a string is not valid UTF-8"
     return type(exc).__name__
