@@ -1,0 +1,114 @@
+"""Worker test helpers: run `python -m fedworker` as a real subprocess and read its JSON logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+
+class WorkerProcess:
+    """One `python -m fedworker` process; its stdout JSON lines are collected as they come."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FEDMQ_WORKER_")}
+        full_env.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fedworker"],
+            env=full_env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.raw.append(line)
+                if line.startswith("{"):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        self.lines.append(json.loads(line))
+
+    def events(self, name: str, **fields: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                line
+                for line in self.lines
+                if line.get("event") == name and all(line.get(k) == v for k, v in fields.items())
+            ]
+
+    def wait_for(self, name: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name, **fields)
+            if found:
+                return found[0]
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                found = self.events(name, **fields)
+                if found:
+                    return found[0]
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}) before logging {name}:\n"
+                    + "".join(self.raw[-30:])
+                )
+            time.sleep(0.05)
+        raise AssertionError(
+            f"worker did not log {name} in {timeout} s:\n" + "".join(self.raw[-30:])
+        )
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """start_worker(**settings) -> a running worker; keys are WorkerSettings field names."""
+    started: list[WorkerProcess] = []
+
+    def start(**settings: str) -> WorkerProcess:
+        env = {f"FEDMQ_WORKER_{k.upper()}": v for k, v in settings.items()}
+        env.setdefault("FEDMQ_WORKER_LOG_LEVEL", "INFO")
+        worker = WorkerProcess(env, tmp_path)
+        started.append(worker)
+        worker.wait_for("worker_started")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()

@@ -1,0 +1,137 @@
+"""The worker in-process on the memory bus: demo.ping is recorded once and answered once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fedbus import HEADER_DEAD_REASON, Bus, Delivery, connect
+from fedbus.runtime import EnvelopePublisher
+from fedschemas import DemoPong, PartyRef, decode_envelope, decode_payload
+from fedworker.handlers import pings_table
+from fedworker.main import Worker
+from fedworker.settings import WorkerSettings
+from pydantic import SecretStr
+
+from tests.runtime.helpers import GUEST, ping, wait_until
+
+
+@pytest.fixture
+def settings(unique_name: str, tmp_path: Path) -> WorkerSettings:
+    return WorkerSettings(
+        party_id="10000",
+        bus_url=SecretStr(f"memory://{unique_name}"),
+        database_url=SecretStr(f"sqlite:///{tmp_path / 'worker.db'}"),
+    )
+
+
+@pytest.fixture
+def worker(settings: WorkerSettings) -> Iterator[Worker]:
+    worker = Worker(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def client(settings: WorkerSettings) -> Iterator[Bus]:
+    bus = connect(settings.bus_url.get_secret_value())
+    yield bus
+    bus.close()
+
+
+class Replies:
+    def __init__(self) -> None:
+        self.items: list[Delivery] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, delivery: Delivery) -> None:
+        with self.lock:
+            self.items.append(delivery)
+
+
+def ping_rows(worker: Worker) -> list[tuple[str, int]]:
+    with worker.engine.connect() as conn:
+        query = sa.select(pings_table.c.message_id, pings_table.c.n)
+        return [(row.message_id, row.n) for row in conn.execute(query)]
+
+
+def test_ping_is_recorded_and_answered_with_pong(worker: Worker, client: Bus) -> None:
+    # Prepare
+    replies = Replies()
+    client.subscribe(worker.settings.reply_topic, replies)
+    sent = ping(seq=4, text="hi")
+    # Execute
+    EnvelopePublisher(client, GUEST).send(worker.settings.topic, sent)
+    # Assert
+    wait_until(lambda: len(replies.items) == 1, what="the pong")
+    pong = decode_envelope(replies.items[0].body)
+    assert decode_payload(pong, DemoPong) == DemoPong(text="hi", n=5)
+    assert pong.source == PartyRef(party_id="10000", role="host")
+    assert pong.destination == GUEST
+    assert (pong.job_id, pong.seq) == (sent.job_id, sent.seq)
+    assert ping_rows(worker) == [(sent.message_id, 4)]
+
+
+def test_duplicate_ping_is_recorded_and_answered_once(worker: Worker, client: Bus) -> None:
+    replies = Replies()
+    client.subscribe(worker.settings.reply_topic, replies)
+    publisher = EnvelopePublisher(client, GUEST)
+    sent = ping(seq=1)
+
+    publisher.send(worker.settings.topic, sent)
+    publisher.send(worker.settings.topic, sent)
+    publisher.send(worker.settings.topic, ping(seq=2))
+
+    wait_until(lambda: len(replies.items) == 2, what="two pongs")
+    wait_until(lambda: len(ping_rows(worker)) == 2, what="two rows")
+    assert sorted(n for _, n in ping_rows(worker)) == [1, 2]
+    pong_ids = [r.message_id for r in replies.items]
+    assert len(set(pong_ids)) == 2
+
+
+def test_pong_id_is_deterministic_from_the_ping(
+    settings: WorkerSettings, client: Bus, tmp_path: Path
+) -> None:
+    # Prepare: two workers with separate databases will answer the same ping in turn, as a
+    # worker that lost its state and re-ran would.
+    client.declare(settings.reply_topic)
+    replies = Replies()
+    client.subscribe(settings.reply_topic, replies)
+    # Execute
+    for expected, name in enumerate(("a", "b"), start=1):
+        db = SecretStr(f"sqlite:///{tmp_path / f'{name}.db'}")
+        w = Worker(settings.model_copy(update={"database_url": db}))
+        w.start()
+        EnvelopePublisher(client, GUEST).send(settings.topic, ping(seq=9))
+        wait_until(lambda n=expected: len(replies.items) == n, what=f"pong {expected}")
+        w.stop()
+    # Assert: the same id, so the receiver's inbox drops the second answer.
+    assert replies.items[0].message_id == replies.items[1].message_id
+
+
+def test_ping_for_another_party_is_dead_lettered(worker: Worker, client: Bus) -> None:
+    wrong = ping().model_copy(update={"destination": PartyRef(party_id="777", role="host")})
+
+    EnvelopePublisher(client, GUEST).send(worker.settings.topic, wrong)
+
+    found: list[Delivery] = []
+    wait_until(
+        lambda: bool(found.extend(client.dead_letters(worker.settings.topic)) or found),
+        what="the dead letter",
+    )
+    assert found[0].headers[HEADER_DEAD_REASON] == "addressed to party 777, this is party 10000"
+    assert ping_rows(worker) == []
+
+
+def test_crash_hook_is_refused_outside_development() -> None:
+    with pytest.raises(ValueError, match="test hook"):
+        WorkerSettings(
+            environment="production",
+            crash_after_effect="m-1",
+            bus_url=SecretStr("amqp://fed:long-secret@h/"),
+            database_url=SecretStr("postgresql://h/db"),
+        )
