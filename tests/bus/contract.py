@@ -11,9 +11,9 @@ Fixtures (override any of them in a subclass; `test_dedupe_contract.py` reuses t
 - `topic`        a fresh, declared topic name (from `unique_name`); deleted with its dead-letter
                  queue at teardown.
 Hooks (plain methods):
-- `kill_consumer_mid_handler(bus_url, connect_bus, topic)`: start a consumer of `topic`, wait until its
-  handler holds a message, then kill it without any chance to ack (a SIGKILLed process for real
-  brokers). Default: a memory-style abort through the subscription's `abort()`.
+- `kill_consumer_mid_handler(bus_url, connect_bus, topic)`: start a consumer of `topic`, wait
+  until its handler holds a message, then kill it without any chance to ack (a SIGKILLed
+  process for real brokers). Default: a memory-style abort through the subscription's `abort()`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from fedbus import (
     HEADER_DEAD_REASON,
     HEADER_ORIGINAL_TOPIC,
@@ -43,7 +42,9 @@ from fedbus.chunking import split
 ConnectBus = Callable[..., Bus]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -51,7 +52,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.02)
 
 
-def drain_dead_letters(bus: Bus, topic: str, expected: int, timeout: float = 10.0) -> list[Delivery]:
+def drain_dead_letters(
+    bus: Bus, topic: str, expected: int, timeout: float = 10.0
+) -> list[Delivery]:
     """Poll the dead-letter queue until `expected` deliveries (after regrouping) came out."""
     found: list[Delivery] = []
 
@@ -132,9 +135,7 @@ class BusContract:
 
     # -- publish / consume -------------------------------------------------------------------
 
-    def test_handler_receives_body_headers_and_id_as_published(
-        self, bus: Bus, topic: str
-    ) -> None:
+    def test_handler_receives_body_headers_and_id_as_published(self, bus: Bus, topic: str) -> None:
         got = Recorder()
         bus.subscribe(topic, got)
 
@@ -143,7 +144,12 @@ class BusContract:
         wait_until(lambda: len(got.deliveries) == 1, what="the delivery")
         d = got.deliveries[0]
         assert isinstance(d, Delivery)
-        assert (d.topic, d.body, d.message_id, d.delivery_count) == (topic, b"\x00payload\xff", "m-1", 1)
+        assert (d.topic, d.body, d.message_id, d.delivery_count) == (
+            topic,
+            b"\x00payload\xff",
+            "m-1",
+            1,
+        )
         assert d.headers["x-app"] == "v"
 
     def test_one_consumer_receives_messages_in_publish_order(self, bus: Bus, topic: str) -> None:
@@ -232,7 +238,9 @@ class BusContract:
             "delivery limit (3) reached: RuntimeError: database unavailable"
         )
 
-    def test_handler_that_recovers_acks_and_dead_letters_nothing(self, bus: Bus, topic: str) -> None:
+    def test_handler_that_recovers_acks_and_dead_letters_nothing(
+        self, bus: Bus, topic: str
+    ) -> None:
         def fail_first(delivery: Delivery) -> None:
             if delivery.delivery_count == 1:
                 raise RuntimeError("transient")
@@ -328,7 +336,9 @@ class BusContract:
     ) -> None:
         bus = connect_bus(max_frame_bytes=1024)
         chunks = split(Message(topic, os.urandom(3000), "m-corrupt"), 1024)
-        tampered = Message(topic, bytes(len(chunks[1].body)), chunks[1].message_id, chunks[1].headers)
+        tampered = Message(
+            topic, bytes(len(chunks[1].body)), chunks[1].message_id, chunks[1].headers
+        )
         got = Recorder()
         bus.subscribe(topic, got)
 

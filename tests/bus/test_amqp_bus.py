@@ -13,12 +13,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
-
 from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
+from fedbus.sql_chunk_store import SqlChunkStore
+
 from tests.bus.contract import BusContract, ConnectBus, Recorder, drain_dead_letters, wait_until
 
 # A consumer in its own process, so that the test can really kill it (SIGKILL: no ack, no
@@ -66,6 +68,43 @@ class TestAmqpBus(BusContract):
             proc.wait(10)
 
 
+class TestAmqpBusWithSqlChunkStore(TestAmqpBus):
+    """The same contract with a durable, shared chunk store: chunks are acked once stored."""
+
+    @pytest.fixture
+    def bus_options(self, tmp_path: Path) -> Iterator[dict[str, Any]]:
+        store = SqlChunkStore(f"sqlite:///{tmp_path / 'chunks.db'}")
+        yield {"chunk_store": store}
+        store.close()
+
+
+def test_chunks_spread_over_two_replicas_meet_in_the_shared_postgres_store(
+    amqp_url: str, pg_url: str, unique_name: str
+) -> None:
+    store = SqlChunkStore(pg_url)
+    replicas = [connect(amqp_url, max_frame_bytes=1024, chunk_store=store) for _ in range(2)]
+    replicas[0].declare(unique_name)
+    try:
+        got = Recorder()
+        # prefetch 1 on both: the broker alternates chunks between the two replicas.
+        for bus in replicas:
+            bus.subscribe(unique_name, got, prefetch=1)
+        body = os.urandom(40 * 1024)
+
+        replicas[0].publish(Message(unique_name, body, "m-spread"))
+
+        wait_until(lambda: len(got.deliveries) >= 1, timeout=30, what="the reassembled message")
+        assert got.deliveries[0].body == body
+        assert got.deliveries[0].message_id == "m-spread"
+        assert store.load(unique_name, "m-spread") == []
+        assert replicas[0].dead_letters(unique_name) == []
+    finally:
+        replicas[0].delete(unique_name)
+        for bus in replicas:
+            bus.close()
+        store.close()
+
+
 @pytest.fixture
 def rabbit(amqp_url: str) -> Iterator[pika.BlockingConnection]:
     """A plain pika connection to inspect what the adapter built on the broker."""
@@ -105,7 +144,7 @@ def test_topic_is_a_durable_quorum_queue_with_delivery_limit_and_dead_letter_exc
         )
         channel.basic_publish("fedmq", unique_name, b"via plain pika")
         time.sleep(0.2)
-        method, _props, body = channel.basic_get(unique_name, auto_ack=True)
+        _method, _props, body = channel.basic_get(unique_name, auto_ack=True)
         assert body == b"via plain pika"
     finally:
         amqp_bus.delete(unique_name)
@@ -118,7 +157,7 @@ def test_published_message_is_persistent_on_the_broker(
     try:
         amqp_bus.publish(Message(unique_name, b"keep me", "m-1", headers={"x-app": "v"}))
 
-        method, props, body = rabbit.channel().basic_get(unique_name, auto_ack=True)
+        _method, props, body = rabbit.channel().basic_get(unique_name, auto_ack=True)
 
         assert body == b"keep me"
         assert props.delivery_mode == 2

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from fedbus import Message, connect
 from fedbus.in_memory_bus import InMemoryBus
+
 from tests.bus.contract import BusContract, Recorder, wait_until
 
 

@@ -153,9 +153,7 @@ class _AmqpSubscription(Subscription):
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._worker = threading.Thread(
-            target=self._work, name=f"fedbus-amqp-{topic}", daemon=True
-        )
+        self._worker = threading.Thread(target=self._work, name=f"fedbus-amqp-{topic}", daemon=True)
 
     async def start(self) -> None:
         connection = self._bus._require_connection()
@@ -535,9 +533,7 @@ class AmqpBus(Bus):
                 reply_queue = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
                 await reply_queue.consume(self._on_reply, no_ack=True)
                 self._reply_channel = channel
-                self._reply_exchange = await channel.get_exchange(
-                    self._exchange_name, ensure=False
-                )
+                self._reply_exchange = await channel.get_exchange(self._exchange_name, ensure=False)
             return self._reply_exchange
 
     async def _request(

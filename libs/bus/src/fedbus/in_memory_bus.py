@@ -285,9 +285,7 @@ class InMemoryBus(Bus):
         self._check_open()
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be >= 1")
-        with self._broker.cond:
-            if topic not in self._broker.queues:
-                raise Unroutable(f"topic {topic!r} is not declared on memory://{self.name}")
+        self.declare(topic)  # like amqp://: subscribing makes sure the queue exists
         sub = _MemorySubscription(self, topic, handler, max_deliveries)
         self._subscriptions.append(sub)
         self._sweeper.start()
