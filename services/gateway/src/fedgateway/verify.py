@@ -282,7 +282,7 @@ class Verifier:
         if env.source.party_id != peer_party:
             raise Refused(
                 "source_mismatch",
-                f"envelope source is {env.source.party_id}, the link is authenticated as {peer_party}",
+                f"envelope source is {env.source.party_id}, the link is party {peer_party}",
             )
         if env.destination.party_id != self.party_id:
             raise Refused("wrong_destination", f"addressed to party {env.destination.party_id}")

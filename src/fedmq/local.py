@@ -1,0 +1,514 @@
+"""`fedmq local ...`: several parties' services as processes on one machine (development, tests).
+
+    fedmq local up --parties 9999,10000 [--dir .fedmq/local] [--services gateway,worker]
+    fedmq local status [--dir ...]
+    fedmq local down [--dir ...] [--purge]
+
+Per party it uses the local servers, isolated by name:
+- RabbitMQ: a vhost `<prefix>-<party>` (created with `rabbitmqctl add_vhost` and
+  `set_permissions` for the guest user; this needs rabbitmqctl on PATH and the right to use it,
+  i.e. root or the rabbitmq user — the launcher stops with a clear message otherwise);
+- Redis: database number 1 + the party's position in --parties (db 0 is left to others);
+- PostgreSQL: a database `<prefix>_<party>` created if missing (through --pg-admin-url).
+It generates the CA and the parties' keys and certificates on first use, through the same PKI
+functions as `fedmq pki`, then starts `python -m fedgateway` and `python -m fedworker` per party
+with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. `down` stops exactly
+the processes whose pid files it wrote (SIGTERM, then SIGKILL after a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DEFAULT_DIR = Path(".fedmq/local")
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672"
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
+DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SERVICES = ("gateway", "worker")
+_MODULES = {"gateway": "fedgateway", "worker": "fedworker"}
+STATE_FILE = "local.json"
+
+
+class LauncherError(Exception):
+    """The launcher cannot go on; the message says what is missing."""
+
+
+@dataclass
+class PartyPlan:
+    party_id: str
+    vhost: str
+    bus_url: str
+    redis_url: str
+    database: str
+    database_url: str
+    link_port: int
+    http_port: int
+
+
+@dataclass
+class LocalState:
+    root: str
+    federation: str
+    prefix: str
+    pg_admin_url: str
+    parties: dict[str, PartyPlan] = field(default_factory=dict)
+
+    def save(self) -> None:
+        data = asdict(self)
+        (Path(self.root) / STATE_FILE).write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, root: Path) -> LocalState:
+        path = Path(root) / STATE_FILE
+        if not path.exists():
+            raise LauncherError(f"nothing launched in {root} (no {STATE_FILE})")
+        data = json.loads(path.read_text())
+        parties = {p: PartyPlan(**v) for p, v in data.pop("parties").items()}
+        return cls(parties=parties, **data)
+
+    def party_dir(self, party: str) -> Path:
+        return Path(self.root) / party
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("rabbitmqctl")
+    if exe is None:
+        raise LauncherError(
+            "rabbitmqctl not found on PATH: the launcher creates one RabbitMQ vhost per party "
+            "with `rabbitmqctl add_vhost` and `set_permissions` (install rabbitmq-server, and "
+            "run as root or the rabbitmq user)"
+        )
+    result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise LauncherError(
+            f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[:500]}"
+        )
+    return result
+
+
+def existing_vhosts() -> set[str]:
+    out = _rabbitmqctl("list_vhosts", "--quiet", "--no-table-headers").stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def ensure_vhost(vhost: str, user: str = "guest") -> None:
+    """Create the vhost if missing and let `user` configure, write and read everything in it."""
+    if vhost not in existing_vhosts():
+        _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+
+
+def delete_vhost(vhost: str) -> None:
+    if vhost in existing_vhosts():
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def ensure_database(admin_url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if exists is None:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- planning ------------------------------------------------------------------------------
+
+
+def plan(
+    parties: list[str],
+    root: Path,
+    *,
+    prefix: str = "fedmq",
+    federation: str = "local",
+    amqp_url: str = DEFAULT_AMQP,
+    redis_url: str = DEFAULT_REDIS,
+    pg_admin_url: str = DEFAULT_PG_ADMIN,
+    base_port: int = 0,
+) -> LocalState:
+    """Names, URLs and ports for each party (base_port 0: free ports picked now)."""
+    if not parties or len(set(parties)) != len(parties):
+        raise LauncherError("--parties needs distinct party ids")
+    if len(parties) > 15:
+        raise LauncherError("at most 15 parties (one Redis database each, 1..15)")
+    if not re.fullmatch(r"[a-z0-9_-]{1,30}", prefix):
+        raise LauncherError("prefix must be 1..30 of a-z 0-9 _ -")
+    state = LocalState(
+        root=str(root), federation=federation, prefix=prefix, pg_admin_url=pg_admin_url
+    )
+    pg_base = pg_admin_url.rsplit("/", 1)[0]
+    for i, party in enumerate(parties):
+        vhost = f"{prefix}-{party}"
+        database = f"{prefix}_{party}".replace("-", "_")
+        state.parties[party] = PartyPlan(
+            party_id=party,
+            vhost=vhost,
+            bus_url=f"{amqp_url.rstrip('/')}/{vhost}",
+            redis_url=f"{redis_url.rstrip('/')}/{i + 1}",
+            database=database,
+            database_url=f"{pg_base}/{database}",
+            link_port=base_port + 2 * i if base_port else free_port(),
+            http_port=base_port + 2 * i + 1 if base_port else free_port(),
+        )
+    return state
+
+
+def prepare(state: LocalState) -> None:
+    """Create what each party needs (vhost, database, keys and certificate), if missing."""
+    from fedgateway import pki
+
+    root = Path(state.root)
+    root.mkdir(parents=True, exist_ok=True)
+    ca_dir = root / "ca"
+    if not (ca_dir / pki.CA_KEY).exists():
+        pki.init_ca(ca_dir, state.federation)
+    for party, p in state.parties.items():
+        ensure_vhost(p.vhost)
+        ensure_database(state.pg_admin_url, p.database)
+        pki.ensure_party(ca_dir, party, state.party_dir(party) / "identity")
+        _write_gateway_settings(state, party)
+    state.save()
+
+
+def gateway_settings(state: LocalState, party: str, **overrides: Any) -> dict[str, Any]:
+    p = state.parties[party]
+    data: dict[str, Any] = {
+        "party_id": party,
+        "bus_url": p.bus_url,
+        "database_url": p.database_url,
+        "identity_dir": str(state.party_dir(party) / "identity"),
+        "listen_host": "127.0.0.1",
+        "listen_port": p.link_port,
+        "http_host": "127.0.0.1",
+        "http_port": p.http_port,
+        "peers": {
+            other: {"address": f"127.0.0.1:{q.link_port}"}
+            for other, q in state.parties.items()
+            if other != party
+        },
+    }
+    data.update(overrides)
+    return data
+
+
+def _write_gateway_settings(state: LocalState, party: str, **overrides: Any) -> Path:
+    path = state.party_dir(party) / "gateway.json"
+    existing: dict[str, Any] = {}
+    if path.exists():
+        # Keep operator edits (routes, extra peers...) but refresh what the launcher owns.
+        existing = json.loads(path.read_text())
+    data = {**existing, **gateway_settings(state, party, **overrides)}
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def update_gateway_settings(state: LocalState, party: str, **overrides: Any) -> Path:
+    """Change a party's gateway settings file (takes effect at the gateway's next start)."""
+    return _write_gateway_settings(state, party, **overrides)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _pid_file(state: LocalState, party: str, service: str) -> Path:
+    return state.party_dir(party) / "run" / f"{service}.pid"
+
+
+def log_file(state: LocalState, party: str, service: str) -> Path:
+    return state.party_dir(party) / "logs" / f"{service}.log"
+
+
+def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
+    p = state.parties[party]
+    env = dict(os.environ)
+    if service == "gateway":
+        env["FEDMQ_GATEWAY_SETTINGS_FILE"] = str(state.party_dir(party) / "gateway.json")
+    else:
+        up = f"FEDMQ_{service.upper()}_"
+        env.update(
+            {
+                up + "PARTY_ID": party,
+                up + "BUS_URL": p.bus_url,
+                up + "DATABASE_URL": p.database_url,
+                up + "REDIS_URL": p.redis_url,
+            }
+        )
+    return env
+
+
+def _alive(pid: int, service: str) -> bool:
+    """True if `pid` runs and is still our service (not a recycled pid of something else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ")
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # zombie: exited, not yet reaped
+            return False
+    except (OSError, IndexError):
+        return False
+    return _MODULES[service].encode() in cmdline
+
+
+def read_pid(state: LocalState, party: str, service: str) -> int | None:
+    path = _pid_file(state, party, service)
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def start_service(state: LocalState, party: str, service: str) -> int:
+    """Start one service process of one party (if not already running); returns its pid."""
+    pid = read_pid(state, party, service)
+    if pid is not None and _alive(pid, service):
+        return pid
+    log_path = log_file(state, party, service)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(state, party, service).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", _MODULES[service]],
+            env=_service_env(state, party, service),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the launcher's terminal does not hit them
+        )
+    _pid_file(state, party, service).write_text(str(proc.pid))
+    return proc.pid
+
+
+def wait_healthy(state: LocalState, party: str, timeout: float = 30.0) -> None:
+    """Wait until the party's gateway answers /healthz with 200."""
+    url = f"http://127.0.0.1:{state.parties[party].http_port}/healthz"
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        pid = read_pid(state, party, "gateway")
+        if pid is None or not _alive(pid, "gateway"):
+            raise LauncherError(
+                f"gateway of party {party} exited; see {log_file(state, party, 'gateway')}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # loopback http
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise LauncherError(f"gateway of party {party} not healthy after {timeout} s: {last}")
+
+
+def stop_service(
+    state: LocalState, party: str, service: str, *, timeout: float = 15.0, kill: bool = False
+) -> bool:
+    """SIGTERM (or SIGKILL with kill=True) one service; SIGKILL after `timeout`. Returns whether
+    a process was running."""
+    pid = read_pid(state, party, service)
+    if pid is None:
+        return False
+    if not _alive(pid, service):
+        _pid_file(state, party, service).unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid, service) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if _alive(pid, service):
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid, service):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+    _pid_file(state, party, service).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def up(
+    parties: list[str],
+    root: Path = DEFAULT_DIR,
+    *,
+    services: tuple[str, ...] = SERVICES,
+    wait: bool = True,
+    **plan_options: Any,
+) -> LocalState:
+    """Prepare everything and start the services of every party."""
+    root = Path(root)
+    unknown = set(services) - set(SERVICES)
+    if unknown:
+        raise LauncherError(f"unknown services {sorted(unknown)}; known: {SERVICES}")
+    if (root / STATE_FILE).exists():
+        state = LocalState.load(root)
+        if sorted(state.parties) != sorted(parties):
+            raise LauncherError(
+                f"{root} already runs parties {sorted(state.parties)}; "
+                "`fedmq local down` first or use another --dir"
+            )
+    else:
+        state = plan(parties, root, **plan_options)
+    prepare(state)
+    for party in state.parties:
+        for service in services:
+            start_service(state, party, service)
+    if wait and "gateway" in services:
+        for party in state.parties:
+            wait_healthy(state, party)
+    return state
+
+
+def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False) -> list[str]:
+    """Stop every service this launcher started in `root`; with purge, also delete the parties'
+    vhosts and databases and the directory. Returns what was stopped."""
+    state = LocalState.load(root)
+    stopped = []
+    for party in state.parties:
+        for service in SERVICES:
+            if stop_service(state, party, service, timeout=timeout):
+                stopped.append(f"{service}@{party}")
+    if purge:
+        for p in state.parties.values():
+            delete_vhost(p.vhost)
+            drop_database(state.pg_admin_url, p.database)
+        shutil.rmtree(root, ignore_errors=True)
+    return stopped
+
+
+def status(root: Path = DEFAULT_DIR) -> list[dict[str, Any]]:
+    state = LocalState.load(root)
+    rows = []
+    for party, p in state.parties.items():
+        for service in SERVICES:
+            pid = read_pid(state, party, service)
+            rows.append(
+                {
+                    "party": party,
+                    "service": service,
+                    "pid": pid,
+                    "running": pid is not None and _alive(pid, service),
+                    "vhost": p.vhost,
+                    "link_port": p.link_port if service == "gateway" else None,
+                    "http_port": p.http_port if service == "gateway" else None,
+                }
+            )
+    return rows
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+local_app = typer.Typer(help="Run several parties' services locally.", no_args_is_help=True)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@local_app.command("up")
+def up_cmd(
+    parties: Annotated[str, typer.Option(help="Comma-separated party ids, e.g. 9999,10000.")],
+    directory: Annotated[Path, typer.Option("--dir", help="State, keys, logs.")] = DEFAULT_DIR,
+    services: Annotated[str, typer.Option(help="Which services per party.")] = ",".join(SERVICES),
+    base_port: Annotated[int, typer.Option(help="First port (0: pick free ports).")] = 17400,
+    prefix: Annotated[str, typer.Option(help="vhost / database name prefix.")] = "fedmq",
+    pg_admin_url: Annotated[
+        str, typer.Option(help="Where to create databases.")
+    ] = DEFAULT_PG_ADMIN,
+) -> None:
+    """Start a gateway and a worker per party against the local RabbitMQ, Redis, PostgreSQL."""
+    try:
+        state = up(
+            _split(parties),
+            directory,
+            services=tuple(_split(services)),
+            base_port=base_port,
+            prefix=prefix,
+            pg_admin_url=pg_admin_url,
+        )
+    except LauncherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for party, p in state.parties.items():
+        typer.echo(
+            f"party {party}: vhost {p.vhost}, link :{p.link_port}, "
+            f"http http://127.0.0.1:{p.http_port}/healthz, db {p.database}"
+        )
+
+
+@local_app.command("down")
+def down_cmd(
+    directory: Annotated[Path, typer.Option("--dir")] = DEFAULT_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 15.0,
+    purge: Annotated[bool, typer.Option(help="Also delete vhosts, databases, the dir.")] = False,
+) -> None:
+    """Stop everything `fedmq local up` started (SIGTERM, then SIGKILL after --timeout)."""
+    try:
+        stopped = down(directory, timeout=timeout, purge=purge)
+    except LauncherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+@local_app.command("status")
+def status_cmd(directory: Annotated[Path, typer.Option("--dir")] = DEFAULT_DIR) -> None:
+    """Show each launched service and whether it runs."""
+    try:
+        rows = status(directory)
+    except LauncherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for r in rows:
+        state = "running" if r["running"] else "stopped"
+        extra = f" link :{r['link_port']} http :{r['http_port']}" if r["link_port"] else ""
+        typer.echo(f"{r['party']:>8} {r['service']:<8} {state:<8} pid {r['pid']}{extra}")
