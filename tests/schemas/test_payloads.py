@@ -170,3 +170,23 @@ def test_only_registered_payload_models_can_be_encoded() -> None:
         encode_payload(Stray(x=1))
     with pytest.raises(TypeError, match="not a payload model"):
         encode_payload(PartyRef(party_id="1", role="host"))
+
+
+@pytest.mark.parametrize("type_name", sorted(EXAMPLES))
+def test_json_form_round_trips_for_logs_and_rest(type_name: str) -> None:
+    # The JSON form (base64 bytes, int-microsecond times) is for read-models and debugging;
+    # the wire is msgpack. Both must describe the same values.
+    original = EXAMPLES[type_name]
+
+    decoded = type(original).model_validate_json(original.model_dump_json())
+
+    assert encode_payload(decoded) == encode_payload(original)
+
+
+def test_envelope_json_form_round_trips(make_envelope: Callable[..., Envelope]) -> None:
+    env = make_envelope()
+
+    decoded = Envelope.model_validate_json(env.model_dump_json())
+
+    assert decoded == env
+    assert canonical_bytes(decoded) == canonical_bytes(env)

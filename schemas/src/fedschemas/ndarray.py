@@ -91,7 +91,7 @@ def _from_array(value: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any]
     return _normalize(value)
 
 
-def _from_wire(value: Mapping[Any, Any], limit: int) -> np.ndarray[Any, Any]:
+def _from_wire(value: Mapping[Any, Any], limit: int, *, json: bool) -> np.ndarray[Any, Any]:
     if set(value) != {"data", "dtype", "shape"}:
         raise ValueError("array must be a map with exactly the keys data, dtype, shape")
     dtype_name, shape, data = value["dtype"], value["shape"], value["data"]
@@ -104,6 +104,11 @@ def _from_wire(value: Mapping[Any, Any], limit: int) -> np.ndarray[Any, Any]:
         raise ValueError("array shape must be a list of non-negative integers")
     if len(shape) > MAX_NDIM:
         raise ValueError(f"array has {len(shape)} dimensions, over the limit of {MAX_NDIM}")
+    if json and isinstance(data, str):  # JSON form (debug dumps, REST): urlsafe base64
+        try:
+            data = base64.urlsafe_b64decode(data.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ValueError("array data is not valid base64") from exc
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError("array data must be binary")
     dtype = ALLOWED_DTYPES[dtype_name]
@@ -122,7 +127,7 @@ def _validate(value: Any, info: ValidationInfo) -> np.ndarray[Any, Any]:
     if isinstance(value, np.ndarray):
         return _from_array(value, limit)
     if isinstance(value, Mapping):
-        return _from_wire(value, limit)
+        return _from_wire(value, limit, json=info.mode == "json")
     raise ValueError(
         f"expected a numpy array or a {{data, dtype, shape}} map, got {type(value).__name__}"
     )
