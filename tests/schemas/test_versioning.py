@@ -12,6 +12,7 @@ from fedschemas import (
     MalformedMessage,
     Payload,
     Upgrade,
+    canonical_bytes,
     decode_envelope,
     decode_payload,
     encode_envelope,
@@ -157,3 +158,13 @@ def test_an_optional_field_added_within_a_version_reaches_older_readers_while_un
     assert received == Note(text="hi")
     with pytest.raises(MalformedMessage, match="field 'lang': Extra inputs"):
         decode_payload(make_envelope(type="test.note", payload=used))
+
+
+@pytest.mark.usefixtures("three_versions")
+def test_schema_version_is_covered_by_the_signed_bytes(
+    make_envelope: Callable[..., Envelope],
+) -> None:
+    v2 = make_envelope(type="test.sample", schema_version=2)
+    v3 = make_envelope(type="test.sample", schema_version=3)
+
+    assert canonical_bytes(v2) != canonical_bytes(v3)
