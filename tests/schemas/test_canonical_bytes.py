@@ -21,6 +21,7 @@ from fedschemas import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 GUEST = PartyRef(party_id="9999", role="guest")
 HOST = PartyRef(party_id="10000", role="host")
@@ -272,3 +273,16 @@ def test_any_valid_envelope_round_trips_with_identical_signed_bytes(
     # Assert
     assert decoded == env
     assert canonical_bytes(decoded) == canonical_bytes(env)
+
+
+def test_replace_revalidates_the_copy(make_envelope: Callable[..., Envelope]) -> None:
+    env = make_envelope(signature=None)
+
+    signed = env.replace(signature=b"\x05" * 64, signer_key_id="9999-k2")
+
+    assert signed.signature == b"\x05" * 64
+    assert env.signature is None
+    with pytest.raises(ValidationError, match="traceparent"):
+        env.replace(traceparent="not-a-trace")
+    with pytest.raises(ValidationError, match="signature"):
+        env.replace(signature=b"short")

@@ -99,6 +99,15 @@ class Envelope(WireModel):
     signer_key_id: Annotated[str | None, Field(pattern=SIGNER_KEY_ID_PATTERN)] = None
     payload: bytes
 
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes` applied and validated again.
+
+        Prefer this to `model_copy(update=...)`, which skips validation: a copy with, say, a
+        malformed traceparent would only be caught by the receiver.
+        """
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**fields, **changes})
+
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
