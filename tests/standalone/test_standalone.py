@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedmq.standalone import RecvTimeout, Standalone
 from fedschemas import FederationData
+
+from fedmq.standalone import RecvTimeout, Standalone
 
 
 def test_a_payload_sent_by_tag_arrives_at_the_other_party_and_is_logged(tmp_path: Path) -> None:
@@ -59,6 +60,7 @@ def test_the_same_message_sent_twice_is_filed_once(tmp_path: Path) -> None:
         fed.send(payload, to=host.ref, tag="after")
         host.federation("job-3", "demo").recv(frm=guest.ref, tag="after", timeout=10)
         import sqlalchemy as sa
+
         from fedmq.standalone import MailboxRow
 
         with host.engine.connect() as conn:
