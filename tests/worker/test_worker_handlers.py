@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from fedbus import HEADER_DEAD_REASON, Bus, Delivery, connect
 from fedbus.runtime import EnvelopePublisher
+from fedbus.sql_inbox import inbox_table
 from fedschemas import DemoPong, PartyRef, decode_envelope, decode_payload
 from fedworker.handlers import pings_table
 from fedworker.main import Worker
@@ -55,7 +56,7 @@ class Replies:
 
 def ping_rows(worker: Worker) -> list[tuple[str, int]]:
     with worker.engine.connect() as conn:
-        query = sa.select(pings_table.c.message_id, pings_table.c.n)
+        query = sa.select(pings_table.c.message_id, pings_table.c.n).order_by(pings_table.c.id)
         return [(row.message_id, row.n) for row in conn.execute(query)]
 
 
@@ -135,3 +136,38 @@ def test_crash_hook_is_refused_outside_development() -> None:
             bus_url=SecretStr("amqp://fed:long-secret@h/"),
             database_url=SecretStr("postgresql://h/db"),
         )
+
+
+@pytest.mark.integration
+def test_worker_with_redis_cache_records_done_markers_in_both(
+    settings: WorkerSettings, client: Bus, redis_url: str, unique_name: str
+) -> None:
+    # Prepare: the same worker, with the Redis cache in front of its SQL inbox.
+    import redis
+
+    prefix = f"fedmq:test:{unique_name}:"
+    worker = Worker(
+        settings.model_copy(update={"redis_url": SecretStr(redis_url), "redis_prefix": prefix})
+    )
+    worker.start()
+    cache = redis.Redis.from_url(redis_url)
+    sent = ping(seq=3)
+    try:
+        # Execute
+        publisher = EnvelopePublisher(client, GUEST)
+        publisher.send(settings.topic, sent)
+        publisher.send(settings.topic, sent)
+        # One consumer handles the queue in order: once the marker ping is in, so is the copy.
+        marker_ping = ping(seq=4)
+        publisher.send(settings.topic, marker_ping)
+        wait_until(lambda: len(ping_rows(worker)) >= 2, what="the rows")
+        # Assert: one effect; the marker is in SQL (the record) and in Redis (the cache).
+        assert ping_rows(worker) == [(sent.message_id, 3), (marker_ping.message_id, 4)]
+        assert cache.exists(prefix + sent.message_id) == 1
+        with worker.engine.connect() as conn:
+            marker = sa.select(inbox_table).where(inbox_table.c.message_id == sent.message_id)
+            assert conn.execute(marker).first() is not None
+    finally:
+        worker.stop()
+        cache.delete(prefix + sent.message_id, prefix + marker_ping.message_id)
+        cache.close()
