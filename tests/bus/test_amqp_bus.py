@@ -7,10 +7,6 @@ topic a test declares is deleted (queue and DLQ) at teardown: tests share the de
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,22 +17,13 @@ import pytest
 from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
 from fedbus.sql_chunk_store import SqlChunkStore
 
-from tests.bus.contract import BusContract, ConnectBus, Recorder, drain_dead_letters, wait_until
-
-# A consumer in its own process, so that the test can really kill it (SIGKILL: no ack, no
-# clean close; the broker sees the TCP connection drop).
-_DOOMED_CONSUMER = textwrap.dedent(
-    """
-    import sys, time
-    from fedbus import connect
-    bus = connect(sys.argv[1])
-    def hold(delivery):
-        print("holding", delivery.message_id, flush=True)
-        time.sleep(600)
-    bus.subscribe(sys.argv[2], hold)
-    print("subscribed", flush=True)
-    time.sleep(600)
-    """
+from tests.bus.contract import (
+    BusContract,
+    ConnectBus,
+    Recorder,
+    drain_dead_letters,
+    kill_subprocess_consumer_mid_handler,
+    wait_until,
 )
 
 
@@ -46,26 +33,7 @@ class TestAmqpBus(BusContract):
         return amqp_url
 
     def kill_consumer_mid_handler(self, bus_url: str, connect_bus: ConnectBus, topic: str) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _DOOMED_CONSUMER, bus_url, topic],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if line.startswith("holding"):
-                    break
-                if not line and proc.poll() is not None:
-                    raise AssertionError("the doomed consumer exited before holding a message")
-            else:
-                raise AssertionError("the doomed consumer never got the message")
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        kill_subprocess_consumer_mid_handler(bus_url, topic)
 
 
 class TestAmqpBusWithSqlChunkStore(TestAmqpBus):
@@ -96,7 +64,8 @@ def test_chunks_spread_over_two_replicas_meet_in_the_shared_postgres_store(
         wait_until(lambda: len(got.deliveries) >= 1, timeout=30, what="the reassembled message")
         assert got.deliveries[0].body == body
         assert got.deliveries[0].message_id == "m-spread"
-        assert store.load(unique_name, "m-spread") == []
+        # finish() runs right after the handler returns: the stored chunks go, then the ack.
+        wait_until(lambda: store.load(unique_name, "m-spread") == [], what="chunks deleted")
         assert replicas[0].dead_letters(unique_name) == []
     finally:
         replicas[0].delete(unique_name)
