@@ -162,3 +162,19 @@ def test_configure_tracing_installs_the_process_provider() -> None:
 
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["worker", "10000"]
+
+
+def test_otlp_export_is_wired_only_when_an_endpoint_is_given() -> None:
+    # Nothing listens on port 1: building the exporter must not connect (export is batched,
+    # later, off the message path), and a provider without an endpoint gets no processor.
+    with_otlp = make_tracer_provider("w", "1", otlp_endpoint="http://127.0.0.1:1/v1/traces")
+    without = make_tracer_provider("w", "1")
+
+    exporters = [
+        type(p.span_exporter).__name__
+        for p in with_otlp._active_span_processor._span_processors  # type: ignore[attr-defined]
+    ]
+    assert exporters == ["OTLPSpanExporter"]
+    assert without._active_span_processor._span_processors == ()  # type: ignore[attr-defined]
+    with_otlp.shutdown()
+    without.shutdown()
