@@ -1,0 +1,60 @@
+"""The ciphertext limb layout shared with libs/accel, and conversions to and from gmpy2.
+
+A vector of `count` residues modulo M is one C-contiguous ``<u8`` array of shape
+``(count, limbs)`` with ``limbs = ceil(bit_length(M) / 64)``; element i is
+``sum(data[i, k] << (64 * k))`` (limb 0 least significant). The same memory viewed as ``<u4``
+with shape ``(count, 2 * limbs)`` gives 32-bit limbs in the same order, which is what GPU
+kernels use. Conversions go through the little-endian byte string of each row, which is exactly
+the row's memory because limbs are little-endian and stored least significant first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+from numpy.typing import NDArray
+
+LimbArray = NDArray[np.uint64]
+
+LIMB_DTYPE = np.dtype("<u8")
+
+
+def limbs_for(modulus: int | mpz) -> int:
+    """Number of 64-bit limbs that hold any residue modulo `modulus`."""
+    return (int(gmpy2.bit_length(mpz(modulus) - 1)) + 63) // 64
+
+
+def to_mpz(data: LimbArray) -> list[mpz]:
+    """Rows of a limb array as gmpy2 integers."""
+    if data.dtype != LIMB_DTYPE or data.ndim != 2:
+        raise ValueError(f"expected a (count, limbs) array of <u8, got {data.dtype} {data.shape}")
+    arr = np.ascontiguousarray(data)
+    width = arr.shape[1] * 8
+    view = arr.data.cast("B")
+    from_bytes = mpz.from_bytes
+    return [from_bytes(view[i : i + width], "little") for i in range(0, len(view), width)]
+
+
+def from_mpz(values: Sequence[mpz | int], limbs: int) -> LimbArray:
+    """Pack non-negative integers below 2^(64*limbs) into a (count, limbs) limb array."""
+    width = limbs * 8
+    try:
+        raw = b"".join([mpz(v).to_bytes(width, "little") for v in values])
+    except OverflowError as exc:
+        raise ValueError(f"a value does not fit in {limbs} limbs") from exc
+    out = np.frombuffer(raw, dtype=LIMB_DTYPE).reshape(len(values), limbs)
+    return out.copy() if not out.flags.writeable else out
+
+
+def int_to_bytes(value: int | mpz) -> bytes:
+    """Minimal little-endian bytes of a non-negative integer (at least one byte)."""
+    v = mpz(value)
+    return bytes(v.to_bytes(max(1, (int(gmpy2.bit_length(v)) + 7) // 8), "little"))
+
+
+def int_from_bytes(raw: bytes) -> mpz:
+    """Inverse of `int_to_bytes`."""
+    return mpz.from_bytes(raw, "little")
