@@ -7,6 +7,7 @@ topic a test declares is deleted (queue and DLQ) at teardown: tests share the de
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +191,44 @@ def test_handler_sees_only_fedbus_types(amqp_bus: Bus, unique_name: str) -> None
         assert "x-delivery-count" not in d.headers
     finally:
         amqp_bus.delete(unique_name)
+
+
+def _close_connection_on_broker(connection_name: str) -> None:
+    """Have RabbitMQ itself drop the client's connection (as a broker restart or a cut link)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    pids = [line.split("\t")[0] for line in listing.splitlines() if connection_name in line]
+    assert pids, f"connection {connection_name} not found on the broker"
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "fedmq test: simulated outage"],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+
+
+@pytest.mark.slow
+def test_bus_reconnects_and_resumes_after_the_broker_drops_its_connection(
+    amqp_url: str, unique_name: str
+) -> None:
+    bus = connect(amqp_url)
+    bus.declare(unique_name)
+    try:
+        got = Recorder()
+        bus.subscribe(unique_name, got)
+        bus.publish(Message(unique_name, b"before", "m-before"))
+        wait_until(lambda: got.ids == ["m-before"], what="the first delivery")
+
+        _close_connection_on_broker(bus.connection_name)  # type: ignore[attr-defined]
+        bus.publish(Message(unique_name, b"after", "m-after"))
+
+        wait_until(lambda: "m-after" in got.ids, timeout=30, what="delivery after reconnect")
+    finally:
+        bus.delete(unique_name)
+        bus.close()

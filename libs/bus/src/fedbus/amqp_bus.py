@@ -43,6 +43,7 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
 )
 
@@ -253,20 +254,25 @@ class AmqpBus(Bus):
         confirm_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         connect_attempts: int = 5,
-        publish_attempts: int = 3,
+        publish_retry_window: float = 30.0,
+        reconnect_interval: float = 1.0,
         drain_timeout: float = 10.0,
         chunk_store: ChunkStore | None = None,
         reassembly_timeout: float = DEFAULT_REASSEMBLY_TIMEOUT,
         sweep_interval: float | None = None,
+        connection_name: str | None = None,
     ) -> None:
         self._url = url
+        # Shown in the broker's connection list; unique so operators (and tests) can find it.
+        self.connection_name = connection_name or f"fedbus-{uuid.uuid4().hex[:12]}"
         self._exchange_name = exchange
         self._dlx_name = dead_letter_exchange
         self._broker_delivery_limit = broker_delivery_limit
         self._confirm_timeout = confirm_timeout
         self._connect_timeout = connect_timeout
         self._connect_attempts = connect_attempts
-        self._publish_attempts = publish_attempts
+        self._publish_retry_window = publish_retry_window
+        self._reconnect_interval = reconnect_interval
         self._drain_timeout = drain_timeout
         self.capabilities = Capabilities(
             detects_unroutable=True,
@@ -339,7 +345,8 @@ class AmqpBus(Bus):
                 self._connection = await aio_pika.connect_robust(
                     self._url,
                     timeout=self._connect_timeout,
-                    client_properties={"connection_name": "fedbus"},
+                    client_properties={"connection_name": self.connection_name},
+                    reconnect_interval=self._reconnect_interval,
                 )
         connection = self._require_connection()
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -412,9 +419,12 @@ class AmqpBus(Bus):
         self, exchange: AbstractExchange, message: Message, routing_key: str, mandatory: bool
     ) -> None:
         async for attempt in AsyncRetrying(
+            # While the robust connection reconnects (and re-declares), keep retrying: the
+            # same message id published twice is a duplicate the receiver drops, a message
+            # never published is a loss.
             retry=retry_if_exception_type(_TRANSIENT),
-            stop=stop_after_attempt(self._publish_attempts),
-            wait=wait_exponential(multiplier=0.1, max=2),
+            stop=stop_after_delay(self._publish_retry_window),
+            wait=wait_exponential(multiplier=0.05, max=1),
             reraise=True,
         ):
             with attempt:
