@@ -279,8 +279,15 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
     return env
 
 
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes started by this Python process: polled so their exit status is collected."""
+
+
 def _alive(pid: int, service: str) -> bool:
     """True if `pid` runs and is still our service (not a recycled pid of something else)."""
+    child = _children.get(pid)
+    if child is not None:  # our own child: its exit status is authoritative
+        return child.poll() is None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ")
     except OSError:
@@ -320,6 +327,7 @@ def start_service(state: LocalState, party: str, service: str) -> int:
             start_new_session=True,  # a Ctrl-C in the launcher's terminal does not hit them
         )
     _pid_file(state, party, service).write_text(str(proc.pid))
+    _children[proc.pid] = proc
     return proc.pid
 
 
@@ -331,8 +339,13 @@ def wait_healthy(state: LocalState, party: str, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         pid = read_pid(state, party, "gateway")
         if pid is None or not _alive(pid, "gateway"):
+            path = log_file(state, party, "gateway")
+            tail = path.read_text(errors="replace").splitlines()[-15:] if path.exists() else []
+            child = _children.get(pid) if pid is not None else None
+            code = child.poll() if child is not None else None
             raise LauncherError(
-                f"gateway of party {party} exited; see {log_file(state, party, 'gateway')}"
+                f"gateway of party {party} exited (status {code}); see {path}; last lines:\n"
+                + "\n".join(tail)
             )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # loopback http

@@ -73,8 +73,9 @@ class GatewaySettings(ServiceSettings):
     """Revoked certificate fingerprints or signing key ids."""
     relay_window: int = 32
     """Unacked frames in flight per peer (consumers of out.<peer>)."""
-    relay_max_deliveries: int = 1000
-    """A source message requeued this often (gateway restarts) is dead-lettered."""
+    relay_max_deliveries: int = 15
+    """A source message requeued this often (gateway stops mid-send) is dead-lettered. Must stay
+    below the amqp bus's broker x-delivery-limit (20 by default)."""
     ack_timeout_s: float = 30.0
     max_envelope_bytes: int = 1 << 30
     inbound_buffer_bytes: int = 64 << 20

@@ -1,0 +1,295 @@
+"""Fixtures for the gateway tests: a two-party federation on the real RabbitMQ/PostgreSQL, run by
+the local launcher's functions (gateways as separate processes), a counting consumer with an
+SqlInbox at party 10000, and a publisher at party 9999.
+
+Each test module gets its own vhosts and databases (prefix `fedmqt<random>`), deleted at the
+end; each test gets freshly started gateways and empty queues.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fedbus import Bus, Delivery, Message, connect
+from fedbus.sql_inbox import SqlInbox
+from fedmq import local
+from fedschemas import DemoPing, Envelope, PartyRef, decode_envelope, encode_envelope, new_envelope
+
+SENDER, RECEIVER = "9999", "10000"
+SOURCE = PartyRef(party_id=SENDER, role="guest")
+DESTINATION = PartyRef(party_id=RECEIVER, role="host")
+TOPICS = ("out.9999", "out.10000", "svc.worker", "svc.scheduler", "svc.audit")
+
+
+@pytest.fixture(scope="module")
+def federation(
+    amqp_url: str, pg_admin_url: str, redis_url: str
+) -> Iterator[local.LocalState]:
+    """Two parties' vhosts, databases, CA, keys and certificates, gateway settings files."""
+    # Not tmp_path_factory: pytest prunes old numbered temp dirs of *other* concurrent runs,
+    # which would delete the identity directories under the running gateways.
+    root = Path(tempfile.mkdtemp(prefix="fedmq-gateway-test-"))
+    state = local.plan(
+        [SENDER, RECEIVER],
+        root,
+        prefix=f"fedmqt{uuid.uuid4().hex[:8]}",
+        federation="test",
+        amqp_url=amqp_url.rsplit("/", 1)[0],
+        redis_url=redis_url.rsplit("/", 1)[0],
+        pg_admin_url=pg_admin_url,
+    )
+    local.prepare(state)
+    try:
+        yield state
+    finally:
+        for party in state.parties:
+            local.stop_service(state, party, "gateway", timeout=5)
+        for p in state.parties.values():
+            local.delete_vhost(p.vhost)
+            local.drop_database(pg_admin_url, p.database)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Deployment:
+    """The running gateways of a test, with kill / restart by party."""
+
+    def __init__(self, state: local.LocalState) -> None:
+        self.state = state
+        self.buses: dict[str, Bus] = {}
+
+    def bus(self, party: str) -> Bus:
+        if party not in self.buses:
+            self.buses[party] = connect(self.state.parties[party].bus_url)
+        return self.buses[party]
+
+    def start(self, party: str) -> None:
+        local.start_service(self.state, party, "gateway")
+        local.wait_healthy(self.state, party, timeout=45)
+
+    def kill(self, party: str) -> None:
+        """SIGKILL: no graceful anything, like a crashed machine's process."""
+        assert local.stop_service(self.state, party, "gateway", kill=True)
+
+    def stop(self, party: str) -> None:
+        local.stop_service(self.state, party, "gateway", timeout=20)
+
+    def pid(self, party: str) -> int:
+        pid = local.read_pid(self.state, party, "gateway")
+        assert pid is not None
+        return pid
+
+    def log(self, party: str) -> list[dict[str, Any]]:
+        """The gateway's structlog events (JSON lines) so far."""
+        events = []
+        for line in local.log_file(self.state, party, "gateway").read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def http(self, party: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        url = f"http://127.0.0.1:{self.state.parties[party].http_port}{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310
+            url, data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            return bytes(resp.read())
+
+    def metric(self, party: str, name: str, **labels: str) -> float:
+        """Sum of a Prometheus sample over series whose labels include `labels`."""
+        total = 0.0
+        for line in self.http(party, "/metrics").decode().splitlines():
+            if not line.startswith(name):
+                continue
+            series, _, value = line.rpartition(" ")
+            if series.split("{")[0] != name:
+                continue
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def party_dir(self, party: str) -> Path:
+        return self.state.party_dir(party)
+
+
+@pytest.fixture
+def deployment(federation: local.LocalState) -> Iterator[Deployment]:
+    """Both gateways started fresh (receiver first), queues declared; stopped and cleaned after."""
+    d = Deployment(federation)
+    for party in (RECEIVER, SENDER):
+        for topic in TOPICS:
+            d.bus(party).declare(topic)
+    d.start(RECEIVER)
+    d.start(SENDER)
+    try:
+        yield d
+    finally:
+        for party in (SENDER, RECEIVER):
+            d.stop(party)
+        for party, bus in d.buses.items():
+            for topic in TOPICS:
+                bus.delete(topic)
+            bus.close()
+        del party
+
+
+def make_envelope(
+    seq: int,
+    *,
+    job_id: str = "job-1",
+    attempt: int = 0,
+    created_at: dt.datetime | None = None,
+    text: str = "ping",
+) -> Envelope:
+    return new_envelope(
+        DemoPing(text=text, n=seq),
+        job_id=job_id,
+        component="relay-test",
+        task_id="task-1",
+        attempt=attempt,
+        source=SOURCE,
+        destination=DESTINATION,
+        tag="ping",
+        iteration=-1,
+        seq=seq,
+        created_at=created_at or dt.datetime.now(dt.UTC),
+    )
+
+
+def as_message(env: Envelope) -> Message:
+    return Message(topic=f"out.{RECEIVER}", body=encode_envelope(env), message_id=env.message_id)
+
+
+@pytest.fixture
+def envelope() -> Callable[..., Envelope]:
+    return make_envelope
+
+
+@pytest.fixture
+def to_message() -> Callable[[Envelope], Message]:
+    return as_message
+
+
+class Sink:
+    """A handler at party 10000: records each message it handles in the same transaction as
+    the inbox's done marker (effectively-once), and counts effects and dropped duplicates."""
+
+    def __init__(self, bus: Bus, database_url: str, table: str) -> None:
+        self._inbox = SqlInbox(database_url)
+        self.engine = self._inbox.engine
+        self.table = sa.Table(
+            table,
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("message_id", sa.String(128), nullable=False),
+            sa.Column("signer_key_id", sa.String(128)),
+        )
+        self.table.metadata.create_all(self.engine)
+        self.duplicates = 0
+        self._lock = threading.Lock()
+        self._subs = [bus.subscribe("svc.worker", self._handle, prefetch=16) for _ in range(2)]
+
+    def _handle(self, delivery: Delivery) -> None:
+        env = decode_envelope(delivery.body)
+
+        def effect(tx: Any) -> None:
+            tx.require_session().execute(
+                self.table.insert().values(
+                    message_id=delivery.message_id, signer_key_id=env.signer_key_id
+                )
+            )
+
+        if not self._inbox.process(delivery.message_id, effect):
+            with self._lock:
+                self.duplicates += 1
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
+
+    def rows(self) -> list[tuple[str, str | None]]:
+        with self.engine.connect() as conn:
+            return [
+                (r.message_id, r.signer_key_id)
+                for r in conn.execute(sa.select(self.table.c.message_id, self.table.c.signer_key_id))
+            ]
+
+    def wait_for(self, n: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        count = self.count()
+        while count < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+            count = self.count()
+        return count
+
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.cancel()
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{self.table.name}"'))
+        self._inbox.close()
+
+
+@pytest.fixture
+def sink(deployment: Deployment, unique_name: str) -> Iterator[Sink]:
+    s = Sink(deployment.bus(RECEIVER), deployment.state.parties[RECEIVER].database_url,
+             f"effects_{unique_name}")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+class PacedPublisher:
+    """Publishes envelopes into party 9999's out.10000 in small batches on a thread, so that a
+    kill in the middle of the stream really lands in the middle."""
+
+    def __init__(self, bus: Bus, envelopes: list[Envelope], batch: int, interval: float) -> None:
+        self._bus = bus
+        self._envelopes = envelopes
+        self._batch = batch
+        self._interval = interval
+        self.published = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for i in range(0, len(self._envelopes), self._batch):
+                chunk = self._envelopes[i : i + self._batch]
+                self._bus.publish_many([as_message(e) for e in chunk])
+                self.published += len(chunk)
+                time.sleep(self._interval)
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> PacedPublisher:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "publisher did not finish"
+        assert self.error is None, f"publisher failed: {self.error!r}"
+
+
+@pytest.fixture
+def paced_publisher(deployment: Deployment) -> Callable[..., PacedPublisher]:
+    def make(envelopes: list[Envelope], batch: int = 25, interval: float = 0.05) -> PacedPublisher:
+        return PacedPublisher(deployment.bus(SENDER), envelopes, batch, interval).start()
+
+    return make
