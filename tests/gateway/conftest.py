@@ -24,8 +24,9 @@ import pytest
 import sqlalchemy as sa
 from fedbus import Bus, Delivery, Message, connect
 from fedbus.sql_inbox import SqlInbox
-from fedmq import local
 from fedschemas import DemoPing, Envelope, PartyRef, decode_envelope, encode_envelope, new_envelope
+
+from fedmq import local
 
 SENDER, RECEIVER = "9999", "10000"
 SOURCE = PartyRef(party_id=SENDER, role="guest")
@@ -34,9 +35,7 @@ TOPICS = ("out.9999", "out.10000", "svc.worker", "svc.scheduler", "svc.audit")
 
 
 @pytest.fixture(scope="module")
-def federation(
-    amqp_url: str, pg_admin_url: str, redis_url: str
-) -> Iterator[local.LocalState]:
+def federation(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[local.LocalState]:
     """Two parties' vhosts, databases, CA, keys and certificates, gateway settings files."""
     # Not tmp_path_factory: pytest prunes old numbered temp dirs of *other* concurrent runs,
     # which would delete the identity directories under the running gateways.
@@ -103,10 +102,10 @@ class Deployment:
     def http(self, party: str, path: str, body: dict[str, Any] | None = None) -> bytes:
         url = f"http://127.0.0.1:{self.state.parties[party].http_port}{path}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(  # noqa: S310
+        request = urllib.request.Request(
             url, data=data, headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return bytes(resp.read())
 
     def metric(self, party: str, name: str, **labels: str) -> float:
@@ -140,11 +139,10 @@ def deployment(federation: local.LocalState) -> Iterator[Deployment]:
     finally:
         for party in (SENDER, RECEIVER):
             d.stop(party)
-        for party, bus in d.buses.items():
+        for bus in d.buses.values():
             for topic in TOPICS:
                 bus.delete(topic)
             bus.close()
-        del party
 
 
 def make_envelope(
@@ -219,13 +217,17 @@ class Sink:
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
+            )
 
     def rows(self) -> list[tuple[str, str | None]]:
         with self.engine.connect() as conn:
             return [
                 (r.message_id, r.signer_key_id)
-                for r in conn.execute(sa.select(self.table.c.message_id, self.table.c.signer_key_id))
+                for r in conn.execute(
+                    sa.select(self.table.c.message_id, self.table.c.signer_key_id)
+                )
             ]
 
     def wait_for(self, n: int, timeout: float) -> int:
@@ -246,8 +248,11 @@ class Sink:
 
 @pytest.fixture
 def sink(deployment: Deployment, unique_name: str) -> Iterator[Sink]:
-    s = Sink(deployment.bus(RECEIVER), deployment.state.parties[RECEIVER].database_url,
-             f"effects_{unique_name}")
+    s = Sink(
+        deployment.bus(RECEIVER),
+        deployment.state.parties[RECEIVER].database_url,
+        f"effects_{unique_name}",
+    )
     try:
         yield s
     finally:
