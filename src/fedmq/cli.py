@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from fedmq.local import local_app
@@ -23,3 +26,41 @@ def version() -> None:
     from importlib.metadata import version as pkg_version
 
     typer.echo(pkg_version("fedmq"))
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="breast or default_credit")] = "breast",
+    key_bits: Annotated[int, typer.Option(help="Paillier key bits (>= 2048 outside tests)")] = 2048,
+    data_dir: Annotated[Path, typer.Option(help="folder with <dataset>_hetero_*.csv")] = REPO_ROOT
+    / "examples"
+    / "data",
+    workdir: Annotated[Path, typer.Option(help="where the parties' SQLite files go")] = Path(
+        ".fedmq/demo"
+    ),
+    log_level: Annotated[str, typer.Option(help="log level of the services (stderr)")] = "WARNING",
+) -> None:
+    """Run the standalone two-party exchange (guest + host in one process, in-memory brokers)."""
+    import sys
+
+    from fedcommon.logging import configure_logging
+    from rich.console import Console
+
+    configure_logging("fedmq-demo", level=log_level, json=False, stream=sys.stderr)
+
+    from fedmq.demo import print_result, run_demo
+    from fedmq.tables import TableError
+
+    console = Console()
+    try:
+        result = run_demo(data_dir, workdir, dataset=dataset, key_bits=key_bits, console=console)
+    except (TableError, FileNotFoundError) as exc:
+        console.print(f"[red]cannot read the example data:[/red] {exc}")
+        raise typer.Exit(2) from None
+    print_result(result, console)
+    if result.max_abs_error > 1e-6:
+        console.print("[red]the federated result does not match the plaintext computation[/red]")
+        raise typer.Exit(1)
