@@ -64,3 +64,7 @@ def demo(
     if result.max_abs_error > 1e-6:
         console.print("[red]the federated result does not match the plaintext computation[/red]")
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
