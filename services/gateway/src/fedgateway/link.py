@@ -30,7 +30,7 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from fedgateway.framing import (
@@ -600,7 +600,7 @@ class PeerLink:
             if conn is not None:
                 self._on_state(False)
             retrying = Retrying(
-                wait=wait_exponential_jitter(initial=0.05, max=5.0),
+                wait=wait_random_exponential(multiplier=0.05, max=5.0),
                 stop=lambda _state: self._stopped.is_set(),
                 sleep=self._sleep,
                 retry=retry_if_exception_type(

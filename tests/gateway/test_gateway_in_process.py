@@ -1,0 +1,224 @@
+"""Gateways wired in one process on memory:// buses (fast): signing on the way out, routing on the
+way in, a third party added by settings alone, the HTTP endpoints, and source-side refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from fedbus import HEADER_DEAD_REASON, Delivery, Message, connect
+from fedcrypto.signing import VerifyKey
+from fedgateway import pki
+from fedgateway.main import Gateway
+from fedgateway.settings import GatewaySettings, load_settings
+from fedschemas import DemoPing, PartyRef, canonical_bytes, decode_envelope, encode_envelope
+from fedschemas import new_envelope as make
+
+from fedmq.local import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Cluster:
+    """Gateways of several parties, each on its own memory:// broker, all peers of each other."""
+
+    def __init__(self, root, parties: list[str], name: str) -> None:
+        pki.init_ca(root / "ca", "t")
+        self.root = root
+        self.name = name
+        self.parties = parties
+        self.identities = {p: pki.ensure_party(root / "ca", p, root / p) for p in parties}
+        self.gateways: dict[str, Gateway] = {}
+
+    def bus_url(self, party: str) -> str:
+        return f"memory://{self.name}-{party}"
+
+    def start(self) -> None:
+        ports = {p: free_port() for p in self.parties}
+        for p in self.parties:
+            peers = {q: {"address": f"127.0.0.1:{ports[q]}"} for q in self.parties if q != p}
+            g = Gateway(self.settings(p, peers=peers, listen_port=ports[p]))
+            g.start()
+            self.gateways[p] = g
+
+    def settings(self, party: str, **overrides) -> GatewaySettings:
+        data = {
+            "party_id": party,
+            "bus_url": self.bus_url(party),
+            "database_url": f"sqlite:///{self.root / f'gw-{party}.db'}",
+            "identity_dir": str(self.root / party),
+            "listen_host": "127.0.0.1",
+            "listen_port": 0,
+            "http_port": 0,
+            "identity_check_interval_s": 0,
+            **overrides,
+        }
+        return GatewaySettings(**data)
+
+    def stop(self) -> None:
+        for g in self.gateways.values():
+            g.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, unique_name) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, ["9999", "10000", "10001"], unique_name)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _envelope(source: str, destination: str, seq: int = 0):
+    return make(
+        DemoPing(text="hello", n=seq),
+        job_id="job",
+        component="c",
+        task_id="t",
+        attempt=0,
+        source=PartyRef(party_id=source, role="guest"),
+        destination=PartyRef(party_id=destination, role="host"),
+        tag="ping",
+        iteration=-1,
+        seq=seq,
+        created_at=dt.datetime.now(dt.UTC),
+    )
+
+
+def _collect(bus_url: str, topic: str) -> tuple[list[Delivery], threading.Event]:
+    got: list[Delivery] = []
+    arrived = threading.Event()
+    bus = connect(bus_url)
+    bus.declare(topic)
+
+    def handle(d: Delivery) -> None:
+        got.append(d)
+        arrived.set()
+
+    bus.subscribe(topic, handle)
+    return got, arrived
+
+
+def test_the_sending_gateway_signs_and_the_receiving_gateway_routes_by_type(cluster):
+    # Prepare
+    got, arrived = _collect(cluster.bus_url("10000"), "svc.worker")
+    env = _envelope("9999", "10000")
+    sender_identity = cluster.identities["9999"]
+
+    # Execute
+    connect(cluster.bus_url("9999")).publish(
+        Message(
+            topic="out.10000",
+            body=encode_envelope(env),
+            message_id=env.message_id,
+            headers={"x-test": "kept"},
+        )
+    )
+
+    # Assert: one delivery, same id and headers, signed with 9999's key over canonical bytes.
+    assert arrived.wait(20)
+    received = decode_envelope(got[0].body)
+    assert got[0].message_id == env.message_id
+    assert got[0].headers.get("x-test") == "kept"
+    assert received.signer_key_id == sender_identity.key_id
+    VerifyKey.from_bytes(sender_identity.signing_key.verify_key().to_bytes()).verify(
+        canonical_bytes(received), received.signature
+    )
+    assert received.model_copy(update={"signature": None, "signer_key_id": None}) == env
+
+
+def test_a_third_party_is_reached_by_settings_alone(cluster):
+    # Prepare
+    got, arrived = _collect(cluster.bus_url("10001"), "svc.worker")
+    env = _envelope("9999", "10001")
+
+    # Execute
+    connect(cluster.bus_url("9999")).publish(
+        Message(topic="out.10001", body=encode_envelope(env), message_id=env.message_id)
+    )
+
+    # Assert
+    assert arrived.wait(20)
+    assert got[0].message_id == env.message_id
+
+
+def test_the_source_dead_letters_what_it_must_not_relay(cluster):
+    # Prepare
+    bus = connect(cluster.bus_url("9999"))
+    misaddressed = _envelope("9999", "10001")
+    impersonating = _envelope("10000", "10001")
+
+    # Execute
+    bus.publish(Message(topic="out.10000", body=b"\x00garbage", message_id="garbage-1"))
+    bus.publish(
+        Message(
+            topic="out.10000",
+            body=encode_envelope(misaddressed),
+            message_id=misaddressed.message_id,
+        )
+    )
+    bus.publish(
+        Message(
+            topic="out.10001",
+            body=encode_envelope(impersonating),
+            message_id=impersonating.message_id,
+        )
+    )
+    deadline = time.monotonic() + 10
+    reasons: dict[str, str] = {}
+    while len(reasons) < 3 and time.monotonic() < deadline:
+        for topic in ("out.10000", "out.10001"):
+            for d in bus.dead_letters(topic):
+                reasons[d.message_id] = d.headers[HEADER_DEAD_REASON]
+        time.sleep(0.05)
+
+    # Assert
+    assert reasons["garbage-1"].startswith("malformed envelope")
+    assert "addressed to party 10001" in reasons[misaddressed.message_id]
+    assert "source party 10000 is not this party" in reasons[impersonating.message_id]
+
+
+def test_health_and_metrics_endpoints_answer(cluster):
+    # Prepare
+    gateway = cluster.gateways["10000"]
+    base = f"http://127.0.0.1:{gateway.http_port}"
+
+    # Execute
+    with urllib.request.urlopen(base + "/healthz", timeout=5) as resp:
+        health = json.loads(resp.read())
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+
+    # Assert
+    assert health["status"] == "ok" and health["party_id"] == "10000"
+    assert set(health["peers"]) == {"9999", "10001"}
+    assert "fedmq_gateway_refused_total" in metrics or "fedmq_gateway_refused" in metrics
+
+
+def test_settings_come_from_a_json_file_named_in_the_environment(tmp_path, monkeypatch):
+    # Prepare
+    path = tmp_path / "gateway.json"
+    path.write_text(
+        json.dumps(
+            {
+                "party_id": "10001",
+                "peers": {"9999": {"address": "10.0.0.1:7443"}},
+                "routes": {"demo.": "svc.demo"},
+            }
+        )
+    )
+    monkeypatch.setenv("FEDMQ_GATEWAY_SETTINGS_FILE", str(path))
+
+    # Execute
+    settings = load_settings()
+
+    # Assert
+    assert settings.party_id == "10001"
+    assert settings.peers["9999"].address == "10.0.0.1:7443"
+    assert settings.routes == {"demo.": "svc.demo"}
