@@ -76,8 +76,11 @@ def _as_numeric(values: Any) -> NDArray[Any]:
     raise TypeError(f"cannot encode values of dtype {arr.dtype}; expected ints or floats")
 
 
-def _shrink(mantissas: list[int], shape: tuple[int, ...]) -> NDArray[Any]:
-    if not mantissas or max(abs(min(mantissas)), abs(max(mantissas))) < _INT64_SAFE:
+def _shrink(
+    mantissas: list[int], shape: tuple[int, ...], limit: int = _INT64_SAFE
+) -> NDArray[Any]:
+    """int64 when every value is below `limit` in magnitude, else an object array."""
+    if not mantissas or max(abs(min(mantissas)), abs(max(mantissas))) < limit:
         return np.array(mantissas, dtype=np.int64).reshape(shape)
     out = np.empty(len(mantissas), dtype=object)
     out[:] = mantissas
@@ -213,7 +216,7 @@ def decode(residues: list[mpz], exponent: int, n: mpz, max_int: int) -> NDArray[
             raise PaillierOverflowError("overflow detected in a decrypted value")
     if exponent >= 0:
         factor = BASE**exponent
-        return _shrink([v * factor for v in mants], (len(mants),))
+        return _shrink([v * factor for v in mants], (len(mants),), limit=1 << 63)
     big = max((abs(v) for v in mants), default=0) >= 1 << FLOAT_MANTISSA_BITS
     if not big:
         # |v| < 2^53 converts exactly; scaling by a power of two rounds once, correctly,

@@ -42,11 +42,11 @@ def from_mpz(values: Sequence[mpz | int], limbs: int) -> LimbArray:
     """Pack non-negative integers below 2^(64*limbs) into a (count, limbs) limb array."""
     width = limbs * 8
     try:
-        raw = b"".join([mpz(v).to_bytes(width, "little") for v in values])
+        # bytearray.join: one writable buffer that numpy adopts without another copy
+        raw = bytearray().join([mpz(v).to_bytes(width, "little") for v in values])
     except OverflowError as exc:
         raise ValueError(f"a value does not fit in {limbs} limbs") from exc
-    out = np.frombuffer(raw, dtype=LIMB_DTYPE).reshape(len(values), limbs)
-    return out.copy() if not out.flags.writeable else out
+    return np.frombuffer(raw, dtype=LIMB_DTYPE).reshape(len(values), limbs)
 
 
 def int_to_bytes(value: int | mpz) -> bytes:

@@ -21,10 +21,13 @@ T = TypeVar("T")
 
 _CHUNKS_PER_WORKER = 2
 _DEFAULT_CHUNKS = 8
+# Below this many elements per chunk, shipping arguments (a DJN table is 16 MiB) and
+# converting them costs more than the work saved.
+MIN_CHUNK = 64
 
 
 def chunk_bounds(
-    count: int, executor: Executor | None, chunk_size: int | None
+    count: int, executor: Executor | None, chunk_size: int | None, *, min_chunk: int = MIN_CHUNK
 ) -> list[tuple[int, int]]:
     """[lo, hi) ranges covering range(count): one range without an executor."""
     if count == 0:
@@ -34,7 +37,7 @@ def chunk_bounds(
             return [(0, count)]
         workers = getattr(executor, "_max_workers", None)
         chunks = workers * _CHUNKS_PER_WORKER if isinstance(workers, int) else _DEFAULT_CHUNKS
-        chunk_size = -(-count // max(1, chunks))
+        chunk_size = max(min_chunk, -(-count // max(1, chunks)))
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     return [(lo, min(count, lo + chunk_size)) for lo in range(0, count, chunk_size)]

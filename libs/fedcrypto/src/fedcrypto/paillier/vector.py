@@ -726,7 +726,7 @@ def _multiexp_columns(
         )
     parts = map_chunks(
         kernels.k_multiexp,
-        chunk_bounds(exps.shape[1], executor, chunk_size),
+        chunk_bounds(exps.shape[1], executor, chunk_size, min_chunk=1),
         lambda lo, hi: (n2_b, bases, inverse, np.ascontiguousarray(exps[:, lo:hi])),
         executor,
     )

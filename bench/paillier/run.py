@@ -1,0 +1,183 @@
+"""Paillier benchmark: fedcrypto against phe 1.5, same machine, same run, same 2048-bit key.
+
+    python bench/paillier/run.py            # 20,000 gradient-like floats (about two minutes)
+    python bench/paillier/run.py --n 2000   # quick run
+
+phe is timed on a subset (its encryption runs at about 100/s here) and both sides are reported
+as operations per second, so the ratio does not depend on the subset size. fedcrypto spreads
+batches over a ProcessPoolExecutor (--workers, default 2 = this machine's cores) where that
+helps; the pool is started and warmed before timing. Precomputation (DJN fixed-base tables,
+obfuscator pools) is timed separately and NOT included in the per-operation rates; the JSON
+says so per row. Results go to bench/paillier/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import phe
+
+import fedcrypto
+from fedcrypto import ObfuscatorPool, PackedEncoder, encrypted_dot, generate_keypair
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _warm(_: int) -> int:
+    return os.getpid()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=20_000, help="values per batch")
+    ap.add_argument("--phe-n", type=int, default=120, help="values phe encrypts/decrypts")
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rows", type=int, default=2000, help="rows of X in X.T @ [[d]]")
+    ap.add_argument("--cols", type=int, default=20, help="columns of X")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(7)
+    n = args.n
+    values = rng.uniform(-1.0, 1.0, n)
+    other = rng.uniform(-1.0, 1.0, n)
+
+    t_key, (pk, sk) = timed(lambda: generate_keypair(args.key_bits))
+    phe_pk, phe_sk = pk.to_phe(), sk.to_phe()
+    t_table, _ = timed(pk.precompute)
+    t_crt_tables, _ = timed(sk.precompute)
+
+    rows: list[dict[str, Any]] = []
+
+    def row(op: str, ours_s: float, ours_n: int, phe_s: float, phe_n: int, *, mode: str,
+            precomputation: str = "not included", note: str = "") -> None:
+        ours_rate = ours_n / ours_s
+        phe_rate = phe_n / phe_s
+        rows.append({
+            "op": op, "fedcrypto_ops_per_s": ours_rate, "phe_ops_per_s": phe_rate,
+            "ratio": ours_rate / phe_rate, "fedcrypto_count": ours_n, "phe_count": phe_n,
+            "mode": mode, "precomputation": precomputation, "note": note,
+        })
+        print(f"{op:<44} {ours_rate:>12,.0f} {phe_rate:>10,.1f} {ours_rate / phe_rate:>8.1f}x  {mode}",
+              flush=True)
+
+    print(f"{args.key_bits}-bit key, n={n}, workers={args.workers}; "
+          f"table build {t_table:.2f}s (public), {t_crt_tables:.2f}s (CRT)", flush=True)
+    print(f"{'operation':<44} {'fedcrypto/s':>12} {'phe/s':>10} {'ratio':>9}", flush=True)
+
+    with ProcessPoolExecutor(args.workers) as pool:
+        list(pool.map(_warm, range(args.workers * 2)))
+        ex: Executor = pool
+
+        # -- phe baselines (subset) ------------------------------------------------------------
+        k = min(args.phe_n, n)
+        t_phe_enc, phe_nums = timed(lambda: [phe_pk.encrypt(float(v)) for v in values[:k]])
+        phe_other = [phe_pk.encrypt(float(v)) for v in other[:k]]
+        t_phe_dec, _ = timed(lambda: [phe_sk.decrypt(c) for c in phe_nums])
+        reps = max(1, 2000 // k)
+        t_phe_add, _ = timed(lambda: [[a + b for a, b in zip(phe_nums, phe_other)]
+                                      for _ in range(reps)])
+        t_phe_mul, _ = timed(lambda: [c * 0.37 for c in phe_nums])
+
+        # -- encryption ------------------------------------------------------------------------
+        t, enc = timed(lambda: pk.encrypt(values, executor=ex))
+        row("encrypt, public key (DJN)", t, n, t_phe_enc, k, mode=f"{args.workers} procs",
+            precomputation=f"table not included (built once per key in {t_table:.2f}s)")
+        t, enc2 = timed(lambda: sk.encrypt(other, executor=ex))
+        row("encrypt, key holder (DJN + CRT)", t, n, t_phe_enc, k, mode=f"{args.workers} procs",
+            precomputation=f"tables not included (built once per key in {t_crt_tables:.2f}s)")
+        t_pool, opool = timed(lambda: ObfuscatorPool(sk, n, executor=ex))
+        t, _ = timed(lambda: sk.encrypt(values, pool=opool))
+        row("encrypt with a precomputed pool", t, n, t_phe_enc, k, mode="1 proc",
+            precomputation=f"pool not included (filled in {t_pool:.2f}s = {n / t_pool:,.0f}/s)")
+        m_tb = max(1, n // 10)
+        t, _ = timed(lambda: pk.encrypt(values[:m_tb], obfuscation="textbook", executor=ex))
+        row("encrypt, public key (textbook r^n)", t, m_tb, t_phe_enc, k,
+            mode=f"{args.workers} procs", note=f"on {m_tb} values")
+
+        # -- decryption ------------------------------------------------------------------------
+        t, dec = timed(lambda: sk.decrypt(enc, executor=ex))
+        assert np.array_equal(dec, values)
+        row("decrypt (CRT)", t, n, t_phe_dec, k, mode=f"{args.workers} procs")
+
+        # -- addition ----------------------------------------------------------------------------
+        t_ser, _ = timed(lambda: enc + enc2)
+        t_par, s = timed(lambda: enc.add(enc2, executor=ex))
+        best, mode = (t_par, f"{args.workers} procs") if t_par < t_ser else (t_ser, "1 proc")
+        row("add (encrypted + encrypted)", best, n, t_phe_add, reps * k, mode=mode,
+            note=f"1 proc {n / t_ser:,.0f}/s, {args.workers} procs {n / t_par:,.0f}/s")
+        assert np.allclose(sk.decrypt(s, executor=ex), values + other, atol=1e-12)
+
+        # -- scalar multiplication -------------------------------------------------------------
+        t, prod = timed(lambda: enc.mul(0.37, executor=ex))
+        row("multiply by scalar 0.37 (exact, as phe)", t, n, t_phe_mul, k,
+            mode=f"{args.workers} procs")
+        t, prod24 = timed(lambda: enc.mul(0.37, precision=2**-24, executor=ex))
+        row("multiply by scalar 0.37 (precision 2^-24)", t, n, t_phe_mul, k,
+            mode=f"{args.workers} procs", note="caller-chosen coarser scalar encoding")
+
+        # -- X.T @ [[d]] ---------------------------------------------------------------------------
+        m, c = args.rows, args.cols
+        x = rng.uniform(-1.0, 1.0, (m, c))
+        d = enc[:m]
+        t, g = timed(lambda: encrypted_dot(x, d, executor=ex))
+        err = np.max(np.abs(sk.decrypt(g) - x.T @ values[:m]))
+        sub_rows = max(1, min(m, 2000 // c))
+        phe_d = phe_nums[: min(k, sub_rows)]
+        sub_rows = len(phe_d)
+
+        def phe_dot() -> list[Any]:
+            out = []
+            for j in range(c):
+                acc = phe_d[0] * float(x[0, j])
+                for i in range(1, sub_rows):
+                    acc = acc + phe_d[i] * float(x[i, j])
+                out.append(acc)
+            return out
+
+        t_phe_dot, _ = timed(phe_dot)
+        row(f"X.T @ [[d]], X {m}x{c} (multiply-adds)", t, m * c, t_phe_dot, sub_rows * c,
+            mode=f"{args.workers} procs",
+            note=f"X quantised at 2^-24 relative; max abs error {err:.1e}; phe on {sub_rows} rows")
+
+        # -- packed encryption -----------------------------------------------------------------
+        encoder = PackedEncoder(pk, lo=-1.0, hi=1.0, precision=2**-24, planned_additions=2**16)
+        t, packed = timed(lambda: encoder.encrypt(sk, values.reshape(1, -1), executor=ex))
+        back = encoder.decrypt(sk, packed, executor=ex).ravel()
+        assert np.max(np.abs(back - values)) <= 2**-24
+        row(f"packed encrypt per value ({encoder.slots} x {encoder.slot_bits}-bit slots)", t, n,
+            t_phe_enc, k, mode=f"{args.workers} procs, key holder",
+            note="precision 2^-24, room for 2^16 additions per slot")
+
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "key_bits": args.key_bits, "n": n, "phe_subset": k, "workers": args.workers,
+        "phe_version": phe.__version__ if hasattr(phe, "__version__") else "1.5.0",
+        "fedcrypto_version": getattr(fedcrypto, "__version__", "0.1.0"),
+        "precomputation_s": {"keygen": t_key, "djn_table_public": t_table,
+                             "djn_tables_crt": t_crt_tables},
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
