@@ -23,10 +23,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import fedcrypto
 import numpy as np
 import phe
-
-import fedcrypto
 from fedcrypto import ObfuscatorPool, PackedEncoder, encrypted_dot, generate_keypair
 
 HERE = Path(__file__).resolve().parent
@@ -65,20 +64,43 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
 
-    def row(op: str, ours_s: float, ours_n: int, phe_s: float, phe_n: int, *, mode: str,
-            precomputation: str = "not included", note: str = "") -> None:
+    def row(
+        op: str,
+        ours_s: float,
+        ours_n: int,
+        phe_s: float,
+        phe_n: int,
+        *,
+        mode: str,
+        precomputation: str = "not included",
+        note: str = "",
+    ) -> None:
         ours_rate = ours_n / ours_s
         phe_rate = phe_n / phe_s
-        rows.append({
-            "op": op, "fedcrypto_ops_per_s": ours_rate, "phe_ops_per_s": phe_rate,
-            "ratio": ours_rate / phe_rate, "fedcrypto_count": ours_n, "phe_count": phe_n,
-            "mode": mode, "precomputation": precomputation, "note": note,
-        })
-        print(f"{op:<44} {ours_rate:>12,.0f} {phe_rate:>10,.1f} {ours_rate / phe_rate:>8.1f}x  {mode}",
-              flush=True)
+        rows.append(
+            {
+                "op": op,
+                "fedcrypto_ops_per_s": ours_rate,
+                "phe_ops_per_s": phe_rate,
+                "ratio": ours_rate / phe_rate,
+                "fedcrypto_count": ours_n,
+                "phe_count": phe_n,
+                "mode": mode,
+                "precomputation": precomputation,
+                "note": note,
+            }
+        )
+        print(
+            f"{op:<44} {ours_rate:>12,.0f} {phe_rate:>10,.1f} {ours_rate / phe_rate:>8.1f}x"
+            f"  {mode}",
+            flush=True,
+        )
 
-    print(f"{args.key_bits}-bit key, n={n}, workers={args.workers}; "
-          f"table build {t_table:.2f}s (public), {t_crt_tables:.2f}s (CRT)", flush=True)
+    print(
+        f"{args.key_bits}-bit key, n={n}, workers={args.workers}; "
+        f"table build {t_table:.2f}s (public), {t_crt_tables:.2f}s (CRT)",
+        flush=True,
+    )
     print(f"{'operation':<44} {'fedcrypto/s':>12} {'phe/s':>10} {'ratio':>9}", flush=True)
 
     with ProcessPoolExecutor(args.workers) as pool:
@@ -91,25 +113,54 @@ def main() -> None:
         phe_other = [phe_pk.encrypt(float(v)) for v in other[:k]]
         t_phe_dec, _ = timed(lambda: [phe_sk.decrypt(c) for c in phe_nums])
         reps = max(1, 2000 // k)
-        t_phe_add, _ = timed(lambda: [[a + b for a, b in zip(phe_nums, phe_other)]
-                                      for _ in range(reps)])
+        t_phe_add, _ = timed(
+            lambda: [[a + b for a, b in zip(phe_nums, phe_other, strict=True)] for _ in range(reps)]
+        )
         t_phe_mul, _ = timed(lambda: [c * 0.37 for c in phe_nums])
 
         # -- encryption ------------------------------------------------------------------------
         t, enc = timed(lambda: pk.encrypt(values, executor=ex))
-        row("encrypt, public key (DJN)", t, n, t_phe_enc, k, mode=f"{args.workers} procs",
-            precomputation=f"table not included (built once per key in {t_table:.2f}s)")
+        row(
+            "encrypt, public key (DJN)",
+            t,
+            n,
+            t_phe_enc,
+            k,
+            mode=f"{args.workers} procs",
+            precomputation=f"table not included (built once per key in {t_table:.2f}s)",
+        )
         t, enc2 = timed(lambda: sk.encrypt(other, executor=ex))
-        row("encrypt, key holder (DJN + CRT)", t, n, t_phe_enc, k, mode=f"{args.workers} procs",
-            precomputation=f"tables not included (built once per key in {t_crt_tables:.2f}s)")
+        row(
+            "encrypt, key holder (DJN + CRT)",
+            t,
+            n,
+            t_phe_enc,
+            k,
+            mode=f"{args.workers} procs",
+            precomputation=f"tables not included (built once per key in {t_crt_tables:.2f}s)",
+        )
         t_pool, opool = timed(lambda: ObfuscatorPool(sk, n, executor=ex))
         t, _ = timed(lambda: sk.encrypt(values, pool=opool))
-        row("encrypt with a precomputed pool", t, n, t_phe_enc, k, mode="1 proc",
-            precomputation=f"pool not included (filled in {t_pool:.2f}s = {n / t_pool:,.0f}/s)")
+        row(
+            "encrypt with a precomputed pool",
+            t,
+            n,
+            t_phe_enc,
+            k,
+            mode="1 proc",
+            precomputation=f"pool not included (filled in {t_pool:.2f}s = {n / t_pool:,.0f}/s)",
+        )
         m_tb = max(1, n // 10)
         t, _ = timed(lambda: pk.encrypt(values[:m_tb], obfuscation="textbook", executor=ex))
-        row("encrypt, public key (textbook r^n)", t, m_tb, t_phe_enc, k,
-            mode=f"{args.workers} procs", note=f"on {m_tb} values")
+        row(
+            "encrypt, public key (textbook r^n)",
+            t,
+            m_tb,
+            t_phe_enc,
+            k,
+            mode=f"{args.workers} procs",
+            note=f"on {m_tb} values",
+        )
 
         # -- decryption ------------------------------------------------------------------------
         t, dec = timed(lambda: sk.decrypt(enc, executor=ex))
@@ -120,17 +171,37 @@ def main() -> None:
         t_ser, _ = timed(lambda: enc + enc2)
         t_par, s = timed(lambda: enc.add(enc2, executor=ex))
         best, mode = (t_par, f"{args.workers} procs") if t_par < t_ser else (t_ser, "1 proc")
-        row("add (encrypted + encrypted)", best, n, t_phe_add, reps * k, mode=mode,
-            note=f"1 proc {n / t_ser:,.0f}/s, {args.workers} procs {n / t_par:,.0f}/s")
+        row(
+            "add (encrypted + encrypted)",
+            best,
+            n,
+            t_phe_add,
+            reps * k,
+            mode=mode,
+            note=f"1 proc {n / t_ser:,.0f}/s, {args.workers} procs {n / t_par:,.0f}/s",
+        )
         assert np.allclose(sk.decrypt(s, executor=ex), values + other, atol=1e-12)
 
         # -- scalar multiplication -------------------------------------------------------------
-        t, prod = timed(lambda: enc.mul(0.37, executor=ex))
-        row("multiply by scalar 0.37 (exact, as phe)", t, n, t_phe_mul, k,
-            mode=f"{args.workers} procs")
-        t, prod24 = timed(lambda: enc.mul(0.37, precision=2**-24, executor=ex))
-        row("multiply by scalar 0.37 (precision 2^-24)", t, n, t_phe_mul, k,
-            mode=f"{args.workers} procs", note="caller-chosen coarser scalar encoding")
+        t, _ = timed(lambda: enc.mul(0.37, executor=ex))
+        row(
+            "multiply by scalar 0.37 (exact, as phe)",
+            t,
+            n,
+            t_phe_mul,
+            k,
+            mode=f"{args.workers} procs",
+        )
+        t, _ = timed(lambda: enc.mul(0.37, precision=2**-24, executor=ex))
+        row(
+            "multiply by scalar 0.37 (precision 2^-24)",
+            t,
+            n,
+            t_phe_mul,
+            k,
+            mode=f"{args.workers} procs",
+            note="caller-chosen coarser scalar encoding",
+        )
 
         # -- X.T @ [[d]] ---------------------------------------------------------------------------
         m, c = args.rows, args.cols
@@ -152,27 +223,48 @@ def main() -> None:
             return out
 
         t_phe_dot, _ = timed(phe_dot)
-        row(f"X.T @ [[d]], X {m}x{c} (multiply-adds)", t, m * c, t_phe_dot, sub_rows * c,
+        row(
+            f"X.T @ [[d]], X {m}x{c} (multiply-adds)",
+            t,
+            m * c,
+            t_phe_dot,
+            sub_rows * c,
             mode=f"{args.workers} procs",
-            note=f"X quantised at 2^-24 relative; max abs error {err:.1e}; phe on {sub_rows} rows")
+            note=f"X quantised at 2^-24 relative; max abs error {err:.1e}; phe on {sub_rows} rows",
+        )
 
         # -- packed encryption -----------------------------------------------------------------
         encoder = PackedEncoder(pk, lo=-1.0, hi=1.0, precision=2**-24, planned_additions=2**16)
         t, packed = timed(lambda: encoder.encrypt(sk, values.reshape(1, -1), executor=ex))
         back = encoder.decrypt(sk, packed, executor=ex).ravel()
         assert np.max(np.abs(back - values)) <= 2**-24
-        row(f"packed encrypt per value ({encoder.slots} x {encoder.slot_bits}-bit slots)", t, n,
-            t_phe_enc, k, mode=f"{args.workers} procs, key holder",
-            note="precision 2^-24, room for 2^16 additions per slot")
+        row(
+            f"packed encrypt per value ({encoder.slots} x {encoder.slot_bits}-bit slots)",
+            t,
+            n,
+            t_phe_enc,
+            k,
+            mode=f"{args.workers} procs, key holder",
+            note="precision 2^-24, room for 2^16 additions per slot",
+        )
 
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
-        "key_bits": args.key_bits, "n": n, "phe_subset": k, "workers": args.workers,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "key_bits": args.key_bits,
+        "n": n,
+        "phe_subset": k,
+        "workers": args.workers,
         "phe_version": phe.__version__ if hasattr(phe, "__version__") else "1.5.0",
         "fedcrypto_version": getattr(fedcrypto, "__version__", "0.1.0"),
-        "precomputation_s": {"keygen": t_key, "djn_table_public": t_table,
-                             "djn_tables_crt": t_crt_tables},
+        "precomputation_s": {
+            "keygen": t_key,
+            "djn_table_public": t_table,
+            "djn_tables_crt": t_crt_tables,
+        },
         "rows": rows,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -27,7 +27,13 @@ PK, SK = generate_keypair(1024, insecure_allow_short=True)
 PHE_SK = SK.to_phe()
 OTHER_PK, OTHER_SK = generate_keypair(1024, insecure_allow_short=True)
 
-values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+# magnitudes in [1e-30, 1e6] (or zero): aligning exponents between such values cannot pass
+# max_int for a 1024-bit key; far smaller addends are covered by an explicit overflow test
+values = st.one_of(
+    st.just(0.0),
+    st.floats(min_value=1e-30, max_value=1e6),
+    st.floats(min_value=-1e6, max_value=-1e-30),
+)
 shapes = hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=5)
 
 
@@ -293,6 +299,15 @@ def test_operations_that_could_pass_max_int_raise_before_computing() -> None:
         a.decrease_exponent_to(-1)
     # the bound is conservative but not absurd: one more unit of headroom is fine
     np.testing.assert_array_equal(SK.decrypt(a + 1).astype(object), [big + 1, -big + 1])
+
+
+def test_a_tiny_addend_that_would_drag_the_exponent_past_max_int_raises() -> None:
+    # phe would align 274915 to the addend's exponent (about 16^-263) and wrap silently
+    a = PK.encrypt(np.array([274915.0]))
+
+    with pytest.raises(PaillierOverflowError):
+        a + 1e-300
+    np.testing.assert_array_equal(SK.decrypt(a.add(1e-300, precision=2**-20)), [274915.0])
 
 
 def test_mixing_keys_is_refused() -> None:

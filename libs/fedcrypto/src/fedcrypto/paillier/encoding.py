@@ -76,9 +76,7 @@ def _as_numeric(values: Any) -> NDArray[Any]:
     raise TypeError(f"cannot encode values of dtype {arr.dtype}; expected ints or floats")
 
 
-def _shrink(
-    mantissas: list[int], shape: tuple[int, ...], limit: int = _INT64_SAFE
-) -> NDArray[Any]:
+def _shrink(mantissas: list[int], shape: tuple[int, ...], limit: int = _INT64_SAFE) -> NDArray[Any]:
     """int64 when every value is below `limit` in magnitude, else an object array."""
     if not mantissas or max(abs(min(mantissas)), abs(max(mantissas))) < limit:
         return np.array(mantissas, dtype=np.int64).reshape(shape)

@@ -17,7 +17,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from .encoding import BASE
-from .errors import KeyMismatchError
+from .errors import KeyMismatchError, PaillierOverflowError
 from .keys import PublicKey
 from .limbs import from_mpz, to_mpz
 from .vector import EncryptedVector
@@ -48,9 +48,13 @@ def from_phe(
 ) -> EncryptedVector:
     """An EncryptedVector from phe EncryptedNumbers (all under one key).
 
-    phe does not record magnitudes, so unless `value_bound` (a bound on |value| the caller
-    knows) is given the vector's bound is max_int: it decrypts, but any operation that could
-    grow it is refused as a potential overflow.
+    phe does not record magnitudes, so `value_bound` (a bound on |value| the caller knows) is
+    what lets the vector be used safely:
+    - numbers with different exponents are aligned to the lowest one, which multiplies the
+      mantissas of the numbers with larger exponents by 16^d and could wrap around n; this is
+      only done when value_bound proves it cannot (else PaillierOverflowError);
+    - without value_bound the vector's bound is max_int: it decrypts, but any operation that
+      could grow it is refused as a potential overflow.
     """
     nums = list(numbers)
     if public_key is None:
@@ -63,6 +67,22 @@ def from_phe(
     if any(num.public_key.n != n for num in nums):
         raise KeyMismatchError("the phe numbers were encrypted under different keys")
     exponent = min((num.exponent for num in nums), default=0)
+    mixed = any(num.exponent != exponent for num in nums)
+    if value_bound is None:
+        if mixed:
+            raise PaillierOverflowError(
+                "aligning phe numbers with different exponents could overflow; pass value_bound"
+            )
+        bound = public_key.max_int
+    else:
+        if not (value_bound >= 0 and math.isfinite(value_bound)):
+            raise ValueError("value_bound must be a non-negative finite number")
+        scaled = Fraction(value_bound) * Fraction(BASE) ** (-exponent)
+        bound = math.ceil(scaled) + 1
+        if bound > public_key.max_int:
+            raise PaillierOverflowError(
+                f"values up to {value_bound} at exponent {exponent} exceed max_int"
+            )
     n2 = public_key.nsquare
     cts: list[mpz] = []
     for num in nums:
@@ -72,13 +92,6 @@ def from_phe(
         cts.append(c)
     if any(not 0 < c < n2 for c in cts):
         raise ValueError("a phe ciphertext is outside (0, n^2)")
-    if value_bound is None:
-        bound = public_key.max_int
-    else:
-        if not (value_bound >= 0 and math.isfinite(value_bound)):
-            raise ValueError("value_bound must be a non-negative finite number")
-        scaled = Fraction(value_bound) * Fraction(BASE) ** (-exponent)
-        bound = min(public_key.max_int, math.ceil(scaled) + 1)
     shape = (len(nums),) if shape is None else tuple(shape)
     return EncryptedVector.from_limbs(
         public_key, from_mpz(cts, public_key.limbs), exponent, shape, bound=bound

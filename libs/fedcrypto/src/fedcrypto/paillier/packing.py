@@ -281,7 +281,7 @@ class PackedEncryptedVector:
     def _check_budget(self, terms: NDArray[np.int64]) -> None:
         if terms.size and int(terms.max()) > self.encoder.planned_additions:
             raise PaillierOverflowError(
-                f"a slot would sum {int(terms.max())} values; the encoder plans for at most "
+                f"a slot would sum {int(terms.max())} values; the encoder was planned for at most "
                 f"{self.encoder.planned_additions}"
             )
 
