@@ -8,7 +8,8 @@ Per party it uses the local servers, isolated by name:
 - RabbitMQ: a vhost `<prefix>-<party>` (created with `rabbitmqctl add_vhost` and
   `set_permissions` for the guest user; this needs rabbitmqctl on PATH and the right to use it,
   i.e. root or the rabbitmq user — the launcher stops with a clear message otherwise);
-- Redis: database number 1 + the party's position in --parties (db 0 is left to others);
+- Redis: database number 1 + the party's position in --parties (db 0 is left to others), and
+  key prefix `<prefix>:<party>:` so separate launches never share cached state;
 - PostgreSQL: a database `<prefix>_<party>` created if missing (through --pg-admin-url).
 It generates the CA and the parties' keys and certificates on first use, through the same PKI
 functions as `fedmq pki`, then starts `python -m fedgateway` and `python -m fedworker` per party
