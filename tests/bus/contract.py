@@ -301,6 +301,9 @@ class BusContract:
         assert [d.delivery_count for d in got.deliveries] == [1, 2]
         assert bus.dead_letters(topic) == []
 
+    def test_dead_letters_of_an_unknown_topic_are_empty(self, bus: Bus, unique_name: str) -> None:
+        assert bus.dead_letters(unique_name + "-never-declared") == []
+
     def test_close_with_in_flight_message_requeues_it(
         self, connect_bus: ConnectBus, topic: str
     ) -> None:

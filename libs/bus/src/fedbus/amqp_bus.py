@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
@@ -663,7 +662,10 @@ class AmqpBus(Bus):
         channel = await self._require_connection().channel(publisher_confirms=False)
         taken: list[Delivery] = []
         try:
-            dlq = await channel.get_queue(topic + DLQ_SUFFIX, ensure=False)
+            try:
+                dlq = await channel.declare_queue(topic + DLQ_SUFFIX, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return []  # never declared: nothing was dead-lettered
             last: AbstractIncomingMessage | None = None
             while len(taken) < limit:
                 message = await dlq.get(no_ack=False, fail=False, timeout=10)
@@ -702,5 +704,4 @@ class AmqpBus(Bus):
             except Exception as exc:
                 log.info("bus_connection_close_failed", error=repr(exc))
         self._stop_loop()
-        started = time.monotonic()
-        log.debug("bus_closed", url_scheme="amqp", took=time.monotonic() - started)
+        log.debug("bus_closed", connection_name=self.connection_name)
