@@ -53,9 +53,7 @@ def test_up_runs_both_parties_end_to_end_and_down_stops_everything(
             Message(topic="out.10000", body=encode_envelope(ping), message_id=ping.message_id)
         )
         got_pong = ponged.wait(60)
-        pids = {
-            (p, s): local.read_pid(state, p, s) for p in state.parties for s in local.SERVICES
-        }
+        pids = {(p, s): local.read_pid(state, p, s) for p in state.parties for s in local.SERVICES}
         receiver.close()
         sender.close()
         # ...then down via the CLI.

@@ -26,19 +26,26 @@ def _assert_exactly_once(sink: Any, expected_ids: set[str]) -> None:
     assert set(handled) == expected_ids
 
 
-@pytest.mark.parametrize("victim", ["10000", "9999"], ids=["receiving", "sending"])
+@pytest.mark.parametrize(
+    ("victim", "graceful"),
+    [("10000", False), ("9999", False), ("9999", True)],
+    ids=["receiving-sigkill", "sending-sigkill", "sending-sigterm"],
+)
 def test_every_message_is_handled_exactly_once_when_a_gateway_is_killed_mid_stream(
-    victim, deployment, sink, envelope, paced_publisher
+    victim, graceful, deployment, sink, envelope, paced_publisher
 ):
     # Prepare
     envelopes = [envelope(i, job_id=f"kill-{victim}") for i in range(N)]
     expected = {e.message_id for e in envelopes}
 
-    # Execute: stream, SIGKILL the victim after a few hundred arrived, restart it.
+    # Execute: stream, SIGKILL (or SIGTERM) the victim after a few hundred arrived, restart it.
     publisher = paced_publisher(envelopes, batch=25, interval=0.05)
     assert sink.wait_for(250, timeout=40) >= 250
     handled_at_kill = sink.count()
-    deployment.kill(victim)
+    if graceful:
+        deployment.stop(victim)
+    else:
+        deployment.kill(victim)
     time.sleep(1.0)
     deployment.start(victim)
     publisher.join(timeout=40)
@@ -49,6 +56,8 @@ def test_every_message_is_handled_exactly_once_when_a_gateway_is_killed_mid_stre
     assert handled_at_kill < N, "the kill did not land in the middle of the stream"
     _assert_exactly_once(sink, expected)
     assert deployment.metric("10000", "fedmq_gateway_refused_total") == 0
+    if graceful:  # SIGTERM: in-flight sends finished or went back, then a clean exit
+        assert any(e.get("event") == "gateway_stopped" for e in deployment.log(victim))
 
 
 def test_a_key_rotation_mid_stream_loses_nothing_and_old_signatures_stay_valid(
