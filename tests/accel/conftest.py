@@ -8,7 +8,6 @@ from pathlib import Path
 
 import gmpy2
 import pytest
-
 from fedaccel.host_runtime import host_kernel_backend
 from fedaccel.kernel_backend import KernelBackend
 from fedaccel.numpy_backend import NumpyBackend

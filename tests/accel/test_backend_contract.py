@@ -12,14 +12,13 @@ import random
 
 import numpy as np
 import pytest
-from phe import paillier
-
 from fedaccel.backend import Backend
 from fedaccel.crt import crt_key
 from fedaccel.kernel_backend import KernelBackend
 from fedaccel.limbs import Limbs, from_limbs, limbs_for, to_limbs
 from fedaccel.numpy_backend import NumpyBackend
 from fedaccel.tables import build_fixed_base_table
+from phe import paillier
 
 from .conftest import Key
 

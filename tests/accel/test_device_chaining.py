@@ -11,7 +11,6 @@ import random
 
 import numpy as np
 import pytest
-
 from fedaccel.crt import crt_key
 from fedaccel.kernel_backend import KernelBackend
 from fedaccel.limbs import from_limbs, limbs_for, to_limbs

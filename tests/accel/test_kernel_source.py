@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from fedaccel.kernel_backend import KERNEL_SIGNATURES
 from fedaccel.kernels import HEADER, KERNEL_DIR, SOURCE, kernel_source
 from fedaccel.montgomery import KERNEL_WORDS
+
+from .nvrtc_check import find_nvrtc, nvrtc_compile
 
 _DECL = re.compile(r"FA_KERNEL\s+(fa_\w+)\s*\(([^)]*)\)", re.S)
 
@@ -91,3 +92,19 @@ def test_inlined_nvrtc_source_compiles_with_nvcc(tmp_path: Path) -> None:
     )
 
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_nvrtc() is None,
+                    reason="libnvrtc not found (set FEDACCEL_TEST_NVRTC or install "
+                           "nvidia-cuda-nvrtc-cu12)")
+@pytest.mark.parametrize("words", [16, 48])
+def test_nvrtc_accepts_the_source_as_cupy_rawmodule_passes_it(words: int) -> None:
+    lib = find_nvrtc()
+    assert lib is not None
+
+    rc, log = nvrtc_compile(lib, kernel_source(),
+                            ["-std=c++17", f"-DFA_LIMBS={words}", "-arch=compute_90"])
+
+    assert rc == 0, log
+    assert "warning" not in log.lower(), log

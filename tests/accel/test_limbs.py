@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fedaccel.limbs import (
     exponent_words,
     from_limbs,
@@ -15,6 +12,8 @@ from fedaccel.limbs import (
     to_limbs,
     words_to_limbs,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=40, deadline=None)

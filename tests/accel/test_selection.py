@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fedaccel import GpuUnavailableError, NumpyBackend, backend, gpu_status, select_backend
 
 
