@@ -15,7 +15,7 @@ from typing import Any
 
 import pika
 import pytest
-from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
+from fedbus import HEADER_DEAD_REASON, BrokerUnavailable, Bus, Message, connect
 from fedbus.sql_chunk_store import SqlChunkStore
 
 from tests.bus.contract import (
@@ -232,3 +232,8 @@ def test_bus_reconnects_and_resumes_after_the_broker_drops_its_connection(
     finally:
         bus.delete(unique_name)
         bus.close()
+
+
+def test_unreachable_broker_raises_broker_unavailable_not_a_client_library_error() -> None:
+    with pytest.raises(BrokerUnavailable, match="cannot connect"):
+        connect("amqp://guest:guest@127.0.0.1:1/", connect_timeout=1, connect_attempts=2)

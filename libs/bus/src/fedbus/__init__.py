@@ -3,6 +3,7 @@
 from fedbus.bus import (
     HEADER_DEAD_REASON,
     HEADER_ORIGINAL_TOPIC,
+    BrokerUnavailable,
     Bus,
     BusError,
     Capabilities,
@@ -20,6 +21,7 @@ from fedbus.bus_factory import connect
 __all__ = [
     "HEADER_DEAD_REASON",
     "HEADER_ORIGINAL_TOPIC",
+    "BrokerUnavailable",
     "Bus",
     "BusError",
     "Capabilities",

@@ -49,6 +49,7 @@ from tenacity import (
 from fedbus.bus import (
     HEADER_DEAD_REASON,
     HEADER_ORIGINAL_TOPIC,
+    BrokerUnavailable,
     Bus,
     BusError,
     Capabilities,
@@ -350,6 +351,9 @@ class AmqpBus(Bus):
         self._thread.start()
         try:
             self._call(self._connect())
+        except (*_TRANSIENT, OSError, TimeoutError) as exc:
+            self._stop_loop()
+            raise BrokerUnavailable(f"cannot connect to RabbitMQ: {exc}") from exc
         except BaseException:
             self._stop_loop()
             raise
@@ -492,17 +496,23 @@ class AmqpBus(Bus):
             return
         except _TRANSIENT as exc:
             log.warning("bus_publish_retrying", message_id=message.message_id, error=repr(exc))
-        async for attempt in AsyncRetrying(
-            # While the robust connection reconnects (and re-declares), keep retrying: the
-            # same message id published twice is a duplicate the receiver drops, a message
-            # never published is a loss.
-            retry=retry_if_exception_type(_TRANSIENT),
-            stop=stop_after_delay(self._publish_retry_window),
-            wait=wait_exponential(multiplier=0.05, max=1),
-            reraise=True,
-        ):
-            with attempt:
-                await self._publish_confirmed(target, message, routing_key, mandatory)
+        try:
+            async for attempt in AsyncRetrying(
+                # While the robust connection reconnects (and re-declares), keep retrying: the
+                # same message id published twice is a duplicate the receiver drops, a message
+                # never published is a loss.
+                retry=retry_if_exception_type(_TRANSIENT),
+                stop=stop_after_delay(self._publish_retry_window),
+                wait=wait_exponential(multiplier=0.05, max=1),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._publish_confirmed(target, message, routing_key, mandatory)
+        except _TRANSIENT as exc:
+            raise BrokerUnavailable(
+                f"publish of {message.message_id!r} gave up after "
+                f"{self._publish_retry_window} s: {exc}"
+            ) from exc
 
     async def _publish_all(self, target: _Target, messages: list[Message]) -> None:
         # All publishes are in flight at once; their confirms come back pipelined.

@@ -34,6 +34,10 @@ class BusError(Exception):
     """Base class for bus failures a caller can act on."""
 
 
+class BrokerUnavailable(BusError):
+    """The broker could not be reached (connect, or a publish after the retry window)."""
+
+
 class Unroutable(BusError):
     """The broker could not route a mandatory publish: no queue is bound for the topic."""
 
