@@ -6,7 +6,6 @@ mpz (one batch, inside one process) and know nothing about keys or encodings.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import gmpy2
@@ -113,7 +112,3 @@ def multi_exponentiate(
         if total is not None:
             acc = total if acc is None else acc * total % modulus
     return mpz(1) if acc is None else acc
-
-
-def ceil_log2(value: int) -> int:
-    return max(0, math.ceil(math.log2(value))) if value > 0 else 0

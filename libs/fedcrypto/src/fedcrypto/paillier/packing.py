@@ -50,18 +50,22 @@ class PackedEncoder:
         slots_per_ciphertext: int | None = None,
     ) -> None:
         self.public_key = public_key
-        self.lo = np.atleast_1d(np.asarray(lo, dtype=np.float64))
-        self.hi = np.atleast_1d(np.asarray(hi, dtype=np.float64))
-        if self.lo.ndim != 1 or (
-            self.hi.shape != self.lo.shape and self.hi.size != 1 and self.lo.size != 1
-        ):
+        try:
+            lo_arr, hi_arr = np.broadcast_arrays(
+                np.atleast_1d(np.asarray(lo, dtype=np.float64)),
+                np.atleast_1d(np.asarray(hi, dtype=np.float64)),
+            )
+        except ValueError as exc:
+            raise ValueError("lo and hi must be scalars or 1-D arrays of one length") from exc
+        if lo_arr.ndim != 1:
             raise ValueError("lo and hi must be scalars or 1-D arrays of one length")
-        if not (np.all(np.isfinite(self.lo)) and np.all(np.isfinite(self.hi))):
+        if not (np.all(np.isfinite(lo_arr)) and np.all(np.isfinite(hi_arr))):
             raise ValueError("lo and hi must be finite")
-        if np.any(
-            np.broadcast_to(self.hi, np.broadcast_shapes(self.lo.shape, self.hi.shape)) < self.lo
-        ):
+        if np.any(hi_arr < lo_arr):
             raise ValueError("hi must be at least lo")
+        # one (lo, hi) per field of a row, or a single pair for every field
+        self.lo = lo_arr.copy() if lo_arr.size > 1 else lo_arr[:1].copy()
+        self.hi = hi_arr.copy() if hi_arr.size > 1 else hi_arr[:1].copy()
         if not (precision > 0 and math.isfinite(precision)):
             raise ValueError("precision must be positive and finite")
         if planned_additions < 1:
