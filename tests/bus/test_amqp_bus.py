@@ -15,7 +15,7 @@ from typing import Any
 
 import pika
 import pytest
-from fedbus import HEADER_DEAD_REASON, BrokerUnavailable, Bus, Message, connect
+from fedbus import HEADER_DEAD_REASON, BrokerUnavailable, Bus, Delivery, Message, connect
 from fedbus.sql_chunk_store import SqlChunkStore
 
 from tests.bus.contract import (
@@ -237,3 +237,28 @@ def test_bus_reconnects_and_resumes_after_the_broker_drops_its_connection(
 def test_unreachable_broker_raises_broker_unavailable_not_a_client_library_error() -> None:
     with pytest.raises(BrokerUnavailable, match="cannot connect"):
         connect("amqp://guest:guest@127.0.0.1:1/", connect_timeout=1, connect_attempts=2)
+
+
+def test_delivery_limit_holds_even_when_the_broker_does_not_count_requeues(
+    amqp_bus: Bus, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Simulate a broker that only sets the redelivered flag (no x-delivery-count growth).
+    import fedbus.amqp_bus
+
+    monkeypatch.setattr(fedbus.amqp_bus, "_delivery_count", lambda m: 2 if m.redelivered else 1)
+    amqp_bus.declare(unique_name)
+    try:
+
+        def crash(delivery: Delivery) -> None:
+            raise RuntimeError("still broken")
+
+        got = Recorder(crash)
+        amqp_bus.subscribe(unique_name, got, max_deliveries=4)
+
+        amqp_bus.publish(Message(unique_name, b"x", "m-uncounted"))
+
+        dead = drain_dead_letters(amqp_bus, unique_name, 1, timeout=30)
+        assert [d.delivery_count for d in got.deliveries] == [1, 2, 3, 4]
+        assert dead[0].headers[HEADER_DEAD_REASON].startswith("delivery limit (4) reached")
+    finally:
+        amqp_bus.delete(unique_name)

@@ -25,7 +25,9 @@ import asyncio
 import queue
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aio_pika
@@ -80,6 +82,8 @@ DLQ_SUFFIX = ".dlq"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # Where a publish goes: the aio-pika channel that owns it and the exchange name.
 _Target = tuple[AbstractChannel, str]
+# How many message ids a subscription remembers its own requeue count for.
+_REQUEUE_MEMORY = 10_000
 # Errors after which a publish is retried on the (robust, reconnecting) connection.
 _TRANSIENT = (
     aiormq.exceptions.AMQPConnectionError,
@@ -155,6 +159,7 @@ class _AmqpSubscription(Subscription):
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._requeues: OrderedDict[str, int] = OrderedDict()  # worker thread only
         self._settled: list[tuple[AbstractIncomingMessage, bool]] = []
         self._settled_lock = threading.Lock()
         self._flush_scheduled = False
@@ -186,6 +191,12 @@ class _AmqpSubscription(Subscription):
 
     def _process(self, message: AbstractIncomingMessage) -> None:
         delivery = _to_delivery(self.topic, message)
+        # The broker's x-delivery-count is the shared count; this consumer's own tally of
+        # requeues is the floor, so a broker that did not count a nack-requeue (versions
+        # differ) still reaches max_deliveries instead of redelivering forever.
+        seen = self._requeues.get(delivery.message_id, 0) + 1
+        if seen > delivery.delivery_count:
+            delivery = replace(delivery, delivery_count=seen)
         try:
             settlement = settle(
                 delivery,
@@ -204,6 +215,13 @@ class _AmqpSubscription(Subscription):
             )
             self._settle(message, ack=False)
             return
+        if settlement.action == "requeue":
+            self._requeues[delivery.message_id] = delivery.delivery_count
+            self._requeues.move_to_end(delivery.message_id)
+            while len(self._requeues) > _REQUEUE_MEMORY:
+                self._requeues.popitem(last=False)
+        else:
+            self._requeues.pop(delivery.message_id, None)
         if settlement.action == "hold":
             assert settlement.chunk_set is not None
             self._bus._hold(settlement.chunk_set, message)
