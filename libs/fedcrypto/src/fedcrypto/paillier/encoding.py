@@ -91,14 +91,21 @@ def encode(
     *,
     precision: float | None = None,
     max_exponent: int | None = None,
+    exponent: int | None = None,
 ) -> Encoded:
-    """Encode an array (any shape) with one shared exponent. Raises on NaN/inf and overflow."""
+    """Encode an array (any shape) with one shared exponent. Raises on NaN/inf and overflow.
+
+    `exponent` forces the exponent (used where it is computed exactly rather than through
+    phe's floating-point log rule).
+    """
     arr = _as_numeric(values)
     shape = arr.shape
     is_float = arr.dtype.kind == "f"
     if is_float and not np.all(np.isfinite(arr)):
         raise ValueError("cannot encrypt NaN or infinite values")
-    if precision is not None:
+    if exponent is not None:
+        pass
+    elif precision is not None:
         exponent = exponent_for_precision(precision)
     elif is_float:
         max_abs = float(np.max(np.abs(arr))) if arr.size else 0.0

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from .obfuscation import ObfuscatorPool
 
 _VECTOR_FMT = "fedcrypto.paillier.vector"
-# Default quantisation of a plaintext matrix in matmul: 2^-24 of its largest magnitude.
-MATMUL_RELATIVE_PRECISION = 2.0**-24
+# Default quantisation of a plaintext matrix in matmul: a step of at most 2^-24 of the power
+# of two at or above its largest magnitude (so at most 2^-23 * max|X|).
+MATMUL_RELATIVE_BITS = 24
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -491,9 +492,10 @@ class EncryptedVector:
         """[[self]] @ X for a plaintext X: (m,) @ (m, k) -> (k,), (r, m) @ (m, k) -> (r, k).
 
         Each output is a multi-exponentiation prod_i c_i^(x_ij) (Pippenger buckets) over X
-        quantised to small integers: by default with precision 2^-24 * max|X| (integers exact),
-        or the caller's absolute `precision`. Negative entries use inverted ciphertexts. Work is
-        split over output columns for the executor.
+        quantised to small integers with one base-16 exponent: by default a step of at most
+        2^-24 * 2^ceil(log2 max|X|) (integers exact), or the caller's absolute `precision`.
+        Negative entries use inverted ciphertexts. Work is split over output columns for the
+        executor.
         """
         if isinstance(other, EncryptedVector):
             raise TypeError("cannot multiply two Paillier ciphertexts (only by plaintext)")
@@ -688,12 +690,16 @@ class EncryptedVector:
 
 
 def _quantize_matrix(x: NDArray[Any], max_int: int, precision: float | None) -> Encoded:
+    """X as small integers with one exponent (the caller's precision, or 2^-24 relative)."""
     arr = np.asarray(x)
+    exponent = None
     if precision is None and arr.dtype.kind == "f":
         finite = arr[np.isfinite(arr)]
         top = float(np.max(np.abs(finite))) if finite.size else 0.0
-        precision = top * MATMUL_RELATIVE_PRECISION if top > 0 else 1.0
-    encoded = encode(arr, max_int, precision=precision)
+        # step 16^e <= 2^-24 * 2^ceil(log2 max|X|), computed exactly (no float log): e.g.
+        # 24 + 1 bits per entry for X in [-1, 1]
+        exponent = math.floor((math.frexp(top)[1] - MATMUL_RELATIVE_BITS) / 4) if top else 0
+    encoded = encode(arr, max_int, precision=precision, exponent=exponent)
     if encoded.mantissas.dtype == object or max_abs_int(encoded.mantissas) >= 1 << 62:
         raise ValueError(
             "the quantised matrix needs entries below 2^62; choose a coarser precision"
