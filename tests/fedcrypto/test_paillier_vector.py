@@ -241,6 +241,7 @@ def test_matmul_operator_forms_agree() -> None:
     np.testing.assert_allclose(SK.decrypt(enc_w @ x), w @ x, atol=tol)
     np.testing.assert_allclose(SK.decrypt(x.T @ enc_w.T), x.T @ w.T, atol=tol)
     np.testing.assert_allclose(SK.decrypt(enc_d @ x[:, 0]), d @ x[:, 0], atol=tol)
+    np.testing.assert_array_equal(SK.decrypt(enc_d.matmul_plain_left(x)), SK.decrypt(x.T @ enc_d))
     assert (x.T @ enc_d).shape == (3,) and (enc_w @ x).shape == (2, 3)
 
 

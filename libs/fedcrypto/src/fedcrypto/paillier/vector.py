@@ -544,6 +544,19 @@ class EncryptedVector:
             return self.matmul(x.T, precision=precision, executor=executor, chunk_size=chunk_size)
         return self.T.matmul(x.T, precision=precision, executor=executor, chunk_size=chunk_size).T
 
+    def matmul_plain_left(
+        self,
+        x: Any,
+        *,
+        precision: float | None = None,
+        executor: Executor | None = None,
+        chunk_size: int | None = None,
+    ) -> EncryptedVector:
+        """X.T @ [[self]] for X (m, k) and self (m,): the same as encrypted_dot(X, self)."""
+        if self.ndim != 1:
+            raise ShapeMismatchError("matmul_plain_left expects a 1-D encrypted vector")
+        return self.matmul(x, precision=precision, executor=executor, chunk_size=chunk_size)
+
     def __matmul__(self, other: Any) -> EncryptedVector:
         if not _is_plain(other):
             return NotImplemented
