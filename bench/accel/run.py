@@ -27,7 +27,6 @@ from typing import Any
 
 import gmpy2
 import numpy as np
-
 from fedaccel import (
     NumpyBackend,
     build_fixed_base_table,

@@ -14,8 +14,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedaccel.crt import CrtKey
-from fedaccel.limbs import Limbs, Words, exponent_words, limbs_for, limbs_to_words, words_for
+from fedaccel.limbs import (
+    Limbs,
+    Words,
+    exponent_words,
+    from_limbs,
+    limbs_for,
+    limbs_to_words,
+    to_limbs,
+    words_for,
+)
 from fedaccel.montgomery import Modulus, kernel_words, modulus
+from fedaccel.reference import bit_length
 from fedaccel.tables import FixedBaseTable
 
 Exponents = int | NDArray[np.uint64]
@@ -64,11 +74,8 @@ def operand(data: Limbs, md: Modulus, what: str, rows: int | None = None) -> Wor
 def exponents(exps: Exponents, rows: int, max_bits: int | None = None) -> tuple[Words, bool]:
     """Exponent words and whether one row is shared; optionally bounds their bit length."""
     e, shared = exponent_words(exps, rows)
-    if max_bits is not None:
-        from fedaccel.reference import bit_length
-
-        if bit_length(e) > max_bits:
-            raise ValueError(f"exponents exceed the {max_bits} bits the table covers")
+    if max_bits is not None and bit_length(e) > max_bits:
+        raise ValueError(f"exponents exceed the {max_bits} bits the table covers")
     return e, shared
 
 
@@ -156,8 +163,6 @@ class Backend(ABC):
         p = self.multiexp(bases, pos, nsq)
         if not neg.any():
             return p
-        from fedaccel.limbs import from_limbs, to_limbs
-
         q = self.multiexp(bases, neg, nsq)
         q_inv = to_limbs([pow(v, -1, nsq) for v in from_limbs(q)], limbs_for(nsq))
         return self.mulmod(p, q_inv, nsq)

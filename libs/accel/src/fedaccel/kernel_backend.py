@@ -46,7 +46,7 @@ from fedaccel.limbs import (
     words_for,
     words_to_limbs,
 )
-from fedaccel.montgomery import Modulus
+from fedaccel.montgomery import Modulus, kernel_words
 from fedaccel.tables import FixedBaseTable
 
 FA_IN_MONT = 1
@@ -370,6 +370,4 @@ class KernelBackend(Backend):
 
 
 def _pack_words(width: int) -> int:
-    from fedaccel.montgomery import kernel_words
-
     return kernel_words(width)
