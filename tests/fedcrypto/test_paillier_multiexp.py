@@ -70,3 +70,19 @@ def test_multi_exponentiation_matches_the_naive_product(
 
 def test_window_choice_grows_with_the_number_of_bases() -> None:
     assert choose_window(10, 24) < choose_window(2000, 24) <= 12
+
+
+def test_batches_are_split_for_an_executor_only_when_chunks_are_worth_shipping() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fedcrypto.paillier.parallel import chunk_bounds
+
+    with ThreadPoolExecutor(2) as ex:
+        small = chunk_bounds(600, ex, None, min_chunk=1024)
+        large = chunk_bounds(5000, ex, None, min_chunk=1024)
+        forced = chunk_bounds(10, ex, 3)
+
+    assert chunk_bounds(5000, None, None) == [(0, 5000)]
+    assert small == [(0, 600)]
+    assert large == [(0, 1250), (1250, 2500), (2500, 3750), (3750, 5000)]
+    assert forced == [(0, 3), (3, 6), (6, 9), (9, 10)]

@@ -24,6 +24,7 @@ from .errors import CiphertextError
 from .fixed_base import FixedBaseTable
 from .limbs import LimbArray, from_mpz, int_from_bytes, limbs_for, to_mpz
 from .multiexp import batch_invert, multi_exponentiate
+from .parallel import TABLE_MIN_CHUNK
 
 # An obfuscation spec names how obfuscators r^n (or their DJN replacement) are made:
 #   ("djn", n, table, exponent_bits, window)            public key: hs^a mod n^2 from a table
@@ -37,6 +38,11 @@ ObfuscationSpec = tuple[Any, ...]
 def _crt_square(op: mpz, oq: mpz, p2: mpz, q2: mpz, p2_inv: mpz) -> mpz:
     """The residue mod p^2 q^2 that is op mod p^2 and oq mod q^2 (Garner)."""
     return op + p2 * ((oq - op) * p2_inv % q2)
+
+
+def min_chunk(spec: ObfuscationSpec) -> int:
+    """Smallest chunk worth shipping to a worker under `spec` (tables are big, r^n is slow)."""
+    return TABLE_MIN_CHUNK if spec[0] in ("djn", "djn_crt") else 8
 
 
 def randomness_bytes(spec: ObfuscationSpec) -> int:

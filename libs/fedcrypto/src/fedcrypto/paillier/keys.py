@@ -30,7 +30,7 @@ from .encoding import decode, encode, to_residues
 from .errors import KeyMismatchError
 from .fixed_base import FixedBaseTable
 from .limbs import LimbArray, int_from_bytes, int_to_bytes, limbs_for, to_mpz
-from .parallel import chunk_bounds, concat_limbs, map_chunks
+from .parallel import CHEAP_MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
 from .serialize import field, pack, unpack
 
 if TYPE_CHECKING:
@@ -417,7 +417,6 @@ def _encrypt_residues(
     chunk_size: int | None,
 ) -> LimbArray:
     count = plain.shape[0]
-    bounds = chunk_bounds(count, executor, chunk_size)
     n_b = public_key.n_bytes
     if not obfuscate or pool is not None:
         if pool is not None and not obfuscate:
@@ -429,13 +428,14 @@ def _encrypt_residues(
             obf = pool.take(count)
         parts = map_chunks(
             kernels.k_encrypt_with,
-            bounds,
+            chunk_bounds(count, executor, chunk_size, min_chunk=CHEAP_MIN_CHUNK),
             lambda lo, hi: (n_b, plain[lo:hi], None if obf is None else obf[lo:hi]),
             executor,
         )
         return concat_limbs(parts, public_key.limbs)
     spec = key.obfuscation_spec(obfuscation)
     rand = random_bytes(count, kernels.randomness_bytes(spec))
+    bounds = chunk_bounds(count, executor, chunk_size, min_chunk=kernels.min_chunk(spec))
     parts = map_chunks(
         kernels.k_encrypt, bounds, lambda lo, hi: (spec, plain[lo:hi], rand[lo:hi]), executor
     )

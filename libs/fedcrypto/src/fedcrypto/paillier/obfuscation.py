@@ -34,7 +34,7 @@ def make_obfuscators(
     rand = random_bytes(count, kernels.randomness_bytes(spec))
     parts = map_chunks(
         kernels.k_obfuscators,
-        chunk_bounds(count, executor, chunk_size),
+        chunk_bounds(count, executor, chunk_size, min_chunk=kernels.min_chunk(spec)),
         lambda lo, hi: (spec, rand[lo:hi]),
         executor,
     )

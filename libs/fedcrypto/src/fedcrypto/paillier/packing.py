@@ -28,7 +28,7 @@ from . import kernels
 from .errors import KeyMismatchError, PaillierOverflowError, ShapeMismatchError
 from .keys import Obfuscation, PrivateKey, PublicKey, random_bytes
 from .limbs import LIMB_DTYPE, LimbArray, from_mpz, int_from_bytes, to_mpz
-from .parallel import chunk_bounds, concat_limbs, map_chunks
+from .parallel import CHEAP_MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
 from .serialize import field, pack, unpack
 
 _PACKED_FMT = "fedcrypto.paillier.packed"
@@ -311,7 +311,7 @@ class PackedEncryptedVector:
         a, b = self.data, other.data
         parts = map_chunks(
             kernels.k_mul,
-            chunk_bounds(a.shape[0], executor, chunk_size),
+            chunk_bounds(a.shape[0], executor, chunk_size, min_chunk=CHEAP_MIN_CHUNK),
             lambda lo, hi: (n2_b, a[lo:hi], b[lo:hi]),
             executor,
         )
@@ -356,7 +356,9 @@ class PackedEncryptedVector:
             ).ravel()
             src = self.data[order]
             segs = outs * self.groups
-            bounds = chunk_bounds(segs, executor, chunk_size)
+            # chunks of whole runs, each worth at least CHEAP_MIN_CHUNK products
+            per_chunk = max(1, CHEAP_MIN_CHUNK // length)
+            bounds = chunk_bounds(segs, executor, chunk_size, min_chunk=per_chunk)
             n2_b = pk.nsquare_bytes
             parts = map_chunks(
                 kernels.k_prod_segments,
@@ -385,7 +387,7 @@ class PackedEncryptedVector:
         data = self.data
         parts = map_chunks(
             kernels.k_rerandomize,
-            chunk_bounds(data.shape[0], executor, chunk_size),
+            chunk_bounds(data.shape[0], executor, chunk_size, min_chunk=kernels.min_chunk(spec)),
             lambda lo, hi: (spec, data[lo:hi], rand[lo:hi]),
             executor,
         )

@@ -21,23 +21,35 @@ T = TypeVar("T")
 
 _CHUNKS_PER_WORKER = 2
 _DEFAULT_CHUNKS = 8
-# Below this many elements per chunk, shipping arguments (a DJN table is 16 MiB) and
-# converting them costs more than the work saved.
+# Below this many elements per chunk, shipping arguments and converting them costs more than
+# the work saved. Kernels that ship a fixed-base table (16 MiB, about 0.15 s to send and turn
+# back into gmpy2 integers) need far bigger chunks than element-wise ones.
 MIN_CHUNK = 64
+CHEAP_MIN_CHUNK = 2048  # kernels of one or a few products per element
+TABLE_MIN_CHUNK = 1024
 
 
 def chunk_bounds(
-    count: int, executor: Executor | None, chunk_size: int | None, *, min_chunk: int = MIN_CHUNK
+    count: int,
+    executor: Executor | None,
+    chunk_size: int | None,
+    *,
+    min_chunk: int = MIN_CHUNK,
 ) -> list[tuple[int, int]]:
-    """[lo, hi) ranges covering range(count): one range without an executor."""
+    """[lo, hi) ranges covering range(count): one range without an executor.
+
+    With an executor and no chunk_size: about two chunks per worker, but no more chunks than
+    count // min_chunk (one chunk means the work stays in the calling process).
+    """
     if count == 0:
         return []
     if chunk_size is None:
         if executor is None:
             return [(0, count)]
         workers = getattr(executor, "_max_workers", None)
-        chunks = workers * _CHUNKS_PER_WORKER if isinstance(workers, int) else _DEFAULT_CHUNKS
-        chunk_size = max(min_chunk, -(-count // max(1, chunks)))
+        wanted = workers * _CHUNKS_PER_WORKER if isinstance(workers, int) else _DEFAULT_CHUNKS
+        chunks = max(1, min(wanted, count // max(1, min_chunk)))
+        chunk_size = -(-count // chunks)
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     return [(lo, min(count, lo + chunk_size)) for lo in range(0, count, chunk_size)]

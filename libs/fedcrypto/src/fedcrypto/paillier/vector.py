@@ -28,7 +28,7 @@ from . import kernels
 from .encoding import BASE, Encoded, encode, magnitudes, max_abs_int, to_residues
 from .errors import KeyMismatchError, PaillierOverflowError, ShapeMismatchError
 from .limbs import LIMB_DTYPE, LimbArray, from_mpz, int_from_bytes, int_to_bytes, to_mpz
-from .parallel import chunk_bounds, concat_limbs, map_chunks
+from .parallel import CHEAP_MIN_CHUNK, MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
 from .serialize import field, pack, unpack
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .obfuscation import ObfuscatorPool
 
 _VECTOR_FMT = "fedcrypto.paillier.vector"
+# a few products per element: only worth another process in big chunks
+_CHEAP_KERNELS = (kernels.k_mul, kernels.k_add_plain, kernels.k_invert)
 # Default quantisation of a plaintext matrix in matmul: a step of at most 2^-24 of the power
 # of two at or above its largest magnitude (so at most 2^-23 * max|X|).
 MATMUL_RELATIVE_BITS = 24
@@ -184,8 +186,12 @@ class EncryptedVector:
         args: Any,
         executor: Executor | None,
         chunk_size: int | None,
+        min_chunk: int | None = None,
     ) -> LimbArray:
-        parts = map_chunks(fn, chunk_bounds(count, executor, chunk_size), args, executor)
+        if min_chunk is None:
+            min_chunk = CHEAP_MIN_CHUNK if fn in _CHEAP_KERNELS else MIN_CHUNK
+        bounds = chunk_bounds(count, executor, chunk_size, min_chunk=min_chunk)
+        parts = map_chunks(fn, bounds, args, executor)
         return concat_limbs(parts, self.public_key.limbs)
 
     def _pow_scalar(
@@ -458,7 +464,7 @@ class EncryptedVector:
             out = from_mpz([1] * groups, pk.limbs)  # 1 = Enc(0) with r = 1
             return self._like(out, out_shape, bound=0)
         total = groups * length
-        bounds = chunk_bounds(total, executor, chunk_size)
+        bounds = chunk_bounds(total, executor, chunk_size, min_chunk=CHEAP_MIN_CHUNK)
         plans = []
         for lo, hi in bounds:
             gids = list(range(lo // length, (hi - 1) // length + 1))
@@ -610,6 +616,7 @@ class EncryptedVector:
                 lambda lo, hi: (spec, data[lo:hi], rand[lo:hi]),
                 executor,
                 chunk_size,
+                kernels.min_chunk(spec),
             )
         return self._like(out, self.shape, obfuscated=True)
 
@@ -696,7 +703,7 @@ class EncryptedVector:
         data = self.data
         map_chunks(
             kernels.k_validate,
-            chunk_bounds(self.size, executor, chunk_size),
+            chunk_bounds(self.size, executor, chunk_size, min_chunk=CHEAP_MIN_CHUNK),
             lambda lo, hi: (n_b, data[lo:hi], lo),
             executor,
         )
@@ -737,7 +744,7 @@ def _multiexp_columns(
         inverse[needs_inverse] = concat_limbs(
             map_chunks(
                 kernels.k_invert,
-                chunk_bounds(len(sub), executor, None),
+                chunk_bounds(len(sub), executor, None, min_chunk=CHEAP_MIN_CHUNK),
                 lambda lo, hi: (n2_b, sub[lo:hi]),
                 executor,
             ),
