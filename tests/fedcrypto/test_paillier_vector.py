@@ -380,6 +380,9 @@ def test_truncated_or_foreign_bytes_are_refused() -> None:
         EncryptedVector.from_bytes(raw[:-8], PK)
     with pytest.raises(ValueError):
         EncryptedVector.from_bytes(PK.to_bytes(), PK)
+    for garbage in (b"", b"\xc1", raw[:5]):
+        with pytest.raises(ValueError, match="not a fedcrypto"):
+            EncryptedVector.from_bytes(garbage, PK)
 
 
 def test_storage_stays_within_one_and_a_half_times_the_raw_ciphertext_bytes() -> None:

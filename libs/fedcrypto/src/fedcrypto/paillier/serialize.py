@@ -20,14 +20,26 @@ def pack(fmt: str, fields: dict[str, Any], payload: bytes = b"") -> bytes:
 
 
 def unpack(raw: bytes | bytearray | memoryview, fmt: str) -> tuple[dict[str, Any], memoryview]:
-    """The header of `raw` (checked to be `fmt` version 1) and the payload after it."""
-    view = memoryview(raw)
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(view) + 1)
-    unpacker.feed(view)
-    try:
-        header = unpacker.unpack()
-    except (msgpack.OutOfData, ValueError, msgpack.ExtraData) as exc:
-        raise ValueError(f"not a {fmt} byte string: bad header") from exc
+    """The header of `raw` (checked to be `fmt` version 1) and the payload after it.
+
+    Only the header is fed to msgpack (in growing prefixes), so a large payload is neither
+    copied nor parsed; it is returned as a view.
+    """
+    view = memoryview(raw).cast("B")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True)
+    fed, step = 0, 1024
+    while True:
+        unpacker.feed(view[fed : fed + step])
+        fed = min(len(view), fed + step)
+        try:
+            header = unpacker.unpack()
+            break
+        except msgpack.OutOfData:
+            if fed >= len(view):
+                raise ValueError(f"not a {fmt} byte string: truncated header") from None
+            step *= 2
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise ValueError(f"not a {fmt} byte string: bad header") from exc
     if not isinstance(header, dict) or header.get("fmt") != fmt:
         raise ValueError(f"not a {fmt} byte string")
     if header.get("v") != FORMAT_VERSION:
