@@ -176,11 +176,10 @@ def k_pow(
     else:
         es = [mpz.from_bytes(row.tobytes(), "little") for row in exps]
         out = [gmpy2.powmod(x, e, n2) for x, e in zip(cs, es, strict=True)]
-    flip = (
-        np.flatnonzero(negate).tolist()
-        if negate.shape[0] > 1
-        else (list(range(len(out))) if bool(negate[0]) else [])
-    )
+    if negate.shape[0] == 1:  # one flag shared by every row
+        flip = list(range(len(out))) if bool(negate[0]) else []
+    else:
+        flip = np.flatnonzero(negate).tolist()
     if flip:
         try:
             inv = batch_invert([out[i] for i in flip], n2)
