@@ -26,6 +26,20 @@ from fedschemas import (
     new_envelope,
     payload_type,
 )
+from fedschemas.payloads import (
+    JobAccept,
+    JobPropose,
+    JobRefuse,
+    JobRerun,
+    JobStatus,
+    JobStop,
+    JobSubmit,
+    SchedulerRequest,
+    SchedulerResponse,
+    TaskCancel,
+    TaskRun,
+    TaskStatus,
+)
 from pydantic import ValidationError
 
 AT = datetime(2026, 11, 22, 8, 0, 0, 1, tzinfo=UTC)
@@ -43,6 +57,48 @@ EXAMPLES: dict[str, Payload] = {
         meta={"exponent": -8, "count": 3, "scale": 0.5, "packed": False, "key": "9999-k1"},
     ),
     "control.heartbeat": ControlHeartbeat(party_id="10000", at=AT),
+    "task.run": TaskRun(
+        job_id="job-1",
+        component="psi_0",
+        component_type="psi",
+        attempt=1,
+        role="guest",
+        party_id="9999",
+        parties={"guest": ["9999"], "host": ["10000", "10001"]},
+        params={"curve": "x25519", "bits": 256, "ratio": 0.5, "opts": [1, {"a": None}]},
+        inputs={"data": "reader_0.data"},
+        pipeline_yaml="name: p\n",
+    ),
+    "task.status": TaskStatus(
+        job_id="job-1",
+        component="psi_0",
+        attempt=1,
+        party_id="9999",
+        state="success",
+        progress=1.0,
+        outputs={"data": "job-1/psi_0/data"},
+    ),
+    "task.cancel": TaskCancel(job_id="job-1", component="psi_0", attempt=1, reason="stopped"),
+    "job.submit": JobSubmit(job_id="job-1", pipeline_yaml="name: p\n"),
+    "job.propose": JobPropose(job_id="job-1", initiator="9999", pipeline_yaml="name: p\n"),
+    "job.accept": JobAccept(job_id="job-1", party_id="10000"),
+    "job.refuse": JobRefuse(job_id="job-1", party_id="10000", reason="no grant for breast_host"),
+    "job.status": JobStatus(
+        job_id="job-1",
+        party_id="10000",
+        attempt=0,
+        state="running",
+        component="psi_0",
+        task_state="running",
+        progress=0.25,
+        at=AT,
+    ),
+    "job.stop": JobStop(job_id="job-1", attempt=0, state="failed", reason="party 10000 silent"),
+    "job.rerun": JobRerun(job_id="job-1", attempt=1, components=["psi_0", "eval_0"]),
+    "scheduler.request": SchedulerRequest(op="status", args={"job_id": "job-1"}),
+    "scheduler.response": SchedulerResponse(
+        op="status", ok=True, result={"job_id": "job-1", "state": "running", "attempt": 0}
+    ),
 }
 
 

@@ -8,9 +8,9 @@ optional fields defaulting to None; a breaking change is a new model with a high
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, JsonValue, model_validator
 
 from fedschemas.base import PartyId, Payload, Timestamp
 from fedschemas.ndarray import NDArray
@@ -74,3 +74,197 @@ class ControlHeartbeat(Payload):
 
     party_id: PartyId
     at: Timestamp
+
+
+# --- Job runtime (issue #5): scheduler <-> worker and scheduler <-> scheduler ----------------
+# docs/scheduler.md describes the flow. A job's attempt grows by one on each rerun; every id a
+# scheduler derives (message ids, task keys) includes it, so a rerun never collides with the
+# messages of an earlier attempt.
+
+JobState = Literal["waiting", "running", "success", "failed", "canceled"]
+"""State of a job or of one party's part of it."""
+
+TaskState = Literal["waiting", "running", "success", "failed", "canceled"]
+"""State of one component's task at one party, in one attempt."""
+
+TaskReport = Literal["running", "success", "failed", "canceled"]
+"""The states a worker reports; "waiting" is the scheduler's own (not yet sent)."""
+
+ROLE_NAME_PATTERN = r"^(guest|host|arbiter|local)$"
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+# "<component>.<output>", e.g. "reader_0.data".
+OUTPUT_REF_PATTERN = r"^[A-Za-z0-9_-]{1,128}\.[A-Za-z0-9_-]{1,128}$"
+
+ComponentName = Annotated[str, Field(pattern=NAME_PATTERN)]
+JobId = Annotated[str, Field(pattern=NAME_PATTERN)]
+Attempt = Annotated[int, Field(ge=0)]
+Reason = Annotated[str, Field(max_length=4096)]
+Progress = Annotated[float, Field(ge=0.0, le=1.0)]
+OutputRef = Annotated[str, Field(pattern=OUTPUT_REF_PATTERN)]
+
+
+class TaskRun(Payload):
+    """task.run: the scheduler asks its own worker to run this party's side of one component.
+
+    `parties` maps each role to its party ids (hosts may be several); `params` are the
+    component's parameters for `role` (common and per-role merged by the scheduler); `inputs`
+    maps an input name to "<component>.<output>" of an upstream component of the same job.
+    """
+
+    job_id: JobId
+    component: ComponentName
+    component_type: ComponentName
+    attempt: Attempt
+    role: Annotated[str, Field(pattern=ROLE_NAME_PATTERN)]
+    party_id: PartyId
+    parties: dict[str, list[PartyId]]
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    inputs: dict[str, OutputRef] = Field(default_factory=dict)
+    pipeline_yaml: str
+
+
+class TaskStatus(Payload):
+    """task.status: a worker tells its own scheduler how a task is doing.
+
+    `outputs` (on success) maps an output name to a reference the downstream worker
+    understands (a table name, a model id). `progress` is in [0, 1].
+    """
+
+    job_id: JobId
+    component: ComponentName
+    attempt: Attempt
+    party_id: PartyId
+    state: TaskReport
+    reason: Reason | None = None
+    progress: Progress | None = None
+    outputs: dict[str, str] | None = None
+
+
+class TaskCancel(Payload):
+    """task.cancel: the scheduler tells its own worker to stop a task (job stopped or failed)."""
+
+    job_id: JobId
+    component: ComponentName
+    attempt: Attempt
+    reason: Reason
+
+
+class JobSubmit(Payload):
+    """job.submit: a user (REST API, CLI, SDK) submits a pipeline to the local scheduler.
+
+    The submitter picks `job_id` (the API uses a fresh random id), so a resubmission after a
+    lost reply is recognised as the same job.
+    """
+
+    job_id: JobId
+    pipeline_yaml: str
+
+
+class JobPropose(Payload):
+    """job.propose: the initiator's scheduler asks another party's scheduler to take part."""
+
+    job_id: JobId
+    initiator: PartyId
+    pipeline_yaml: str
+
+
+class JobAccept(Payload):
+    """job.accept: a party agrees to run its part of a proposed job (its grants cover it)."""
+
+    job_id: JobId
+    party_id: PartyId
+
+
+class JobRefuse(Payload):
+    """job.refuse: a party declines a proposed job; `reason` says why (e.g. a missing grant).
+
+    The refusing party reads none of its data for the job.
+    """
+
+    job_id: JobId
+    party_id: PartyId
+    reason: Reason
+
+
+class JobStatus(Payload):
+    """job.status: one party's view of a job, sent between schedulers.
+
+    A participant sends it to the initiator when one of its tasks changes state (then
+    `component` and `task_state` are set) and as a heartbeat while the job runs (without
+    them). The initiator sends it to every participant when the job ends in success, so they
+    mark it too.
+    """
+
+    job_id: JobId
+    party_id: PartyId
+    attempt: Attempt
+    state: JobState
+    component: ComponentName | None = None
+    task_state: TaskState | None = None
+    reason: Reason | None = None
+    progress: Progress | None = None
+    at: Timestamp
+
+
+class JobStop(Payload):
+    """job.stop: the initiator tells every party to stop the job.
+
+    `state` is what the job ends as: "canceled" when a user stopped it, "failed" when a task
+    failed, a party refused or went silent (then `reason` names the party and the cause).
+    """
+
+    job_id: JobId
+    attempt: Attempt
+    state: Literal["failed", "canceled"]
+    reason: Reason
+
+
+class JobRerun(Payload):
+    """job.rerun: the initiator starts attempt `attempt` of a job at every party.
+
+    `components` are the components to run again (the failed or canceled ones and everything
+    downstream of them); the others keep their successful results from earlier attempts.
+    """
+
+    job_id: JobId
+    attempt: Attempt
+    components: list[ComponentName]
+
+
+SchedulerOp = Literal[
+    "submit",
+    "status",
+    "list_jobs",
+    "list_tasks",
+    "stop",
+    "rerun",
+    "grant_add",
+    "grant_list",
+]
+
+
+class SchedulerRequest(Payload):
+    """scheduler.request: a local command to the scheduler (request/reply on svc.scheduler.rpc).
+
+    `args` per op are listed in docs/scheduler.md (e.g. submit: {job_id, pipeline_yaml}).
+    """
+
+    op: SchedulerOp
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+SchedulerErrorKind = Literal["invalid", "not_found", "conflict", "internal"]
+
+
+class SchedulerResponse(Payload):
+    """scheduler.response: the answer to a scheduler.request.
+
+    `ok` with `result` (JSON-like, per op in docs/scheduler.md), or not `ok` with `error` (a
+    message for the user) and `error_kind`, which the REST API maps to 400, 404, 409 or 500.
+    """
+
+    op: SchedulerOp
+    ok: bool
+    result: JsonValue = None
+    error: Reason | None = None
+    error_kind: SchedulerErrorKind | None = None

@@ -14,7 +14,24 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from fedschemas.base import Payload
-from fedschemas.payloads import ControlHeartbeat, DemoPing, DemoPong, FederationData
+from fedschemas.payloads import (
+    ControlHeartbeat,
+    DemoPing,
+    DemoPong,
+    FederationData,
+    JobAccept,
+    JobPropose,
+    JobRefuse,
+    JobRerun,
+    JobStatus,
+    JobStop,
+    JobSubmit,
+    SchedulerRequest,
+    SchedulerResponse,
+    TaskCancel,
+    TaskRun,
+    TaskStatus,
+)
 
 # Type names: lower-case dotted, "<area>.<name>"; the area groups topics and audit rules.
 _MESSAGE_TYPES: dict[str, type[Payload]] = {
@@ -22,6 +39,18 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "demo.pong": DemoPong,
     "federation.data": FederationData,
     "control.heartbeat": ControlHeartbeat,
+    "task.run": TaskRun,
+    "task.status": TaskStatus,
+    "task.cancel": TaskCancel,
+    "job.submit": JobSubmit,
+    "job.propose": JobPropose,
+    "job.accept": JobAccept,
+    "job.refuse": JobRefuse,
+    "job.status": JobStatus,
+    "job.stop": JobStop,
+    "job.rerun": JobRerun,
+    "scheduler.request": SchedulerRequest,
+    "scheduler.response": SchedulerResponse,
 }
 
 MESSAGE_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_MESSAGE_TYPES)
