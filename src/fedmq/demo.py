@@ -115,16 +115,17 @@ def _host(
     # Mask: uniform noise much larger than the gradient, fresh per exchange, never sent.
     rng = np.random.default_rng(secrets.randbits(64))
     mask = rng.uniform(-1e3, 1e3, size=features.shape[1])
+    # Re-randomise before sending: a result of homomorphic operations is otherwise a
+    # deterministic function of [[d]], and the key holder could test guesses about X against it.
+    masked = (gradient + mask).obfuscate()
     fed.send(
-        FederationData(
-            kind="ciphertext_vector", blob=(gradient + mask).to_bytes(), blob_format=VECTOR_FORMAT
-        ),
+        FederationData(kind="ciphertext_vector", blob=masked.to_bytes(), blob_format=VECTOR_FORMAT),
         to=guest.ref,
         tag="encrypted_masked_gradient",
     )
-    masked = fed.recv(frm=guest.ref, tag="masked_gradient")
-    assert masked.array is not None
-    result["gradient"] = np.asarray(masked.array, dtype=np.float64) - mask
+    answer = fed.recv(frm=guest.ref, tag="masked_gradient")
+    assert answer.array is not None
+    result["gradient"] = np.asarray(answer.array, dtype=np.float64) - mask
     step("host: removed its mask: it now holds its own gradient")
 
 
