@@ -1,0 +1,529 @@
+"""Pipelines: the YAML a user submits, parsed and validated into a `Pipeline`.
+
+A pipeline names the parties by role (one guest, one or several hosts, an optional arbiter) and
+a DAG of components, each with a registered type, inputs ("<component>.<output>" of an upstream
+component) and parameters, common to all roles or per role (or per party, for one of several
+hosts). The same file runs unchanged in standalone mode and on the per-party stacks:
+
+    name: psi-eval
+    parties:
+      guest: "9999"            # the initiator unless `initiator:` names another party
+      host: ["10000"]          # a party id or a list of them
+      arbiter: null            # optional
+    components:
+      - name: reader_0
+        type: reader
+        params:
+          guest: {table: breast_guest}
+          host: {table: breast_host}
+      - name: psi_0
+        type: psi
+        inputs: {data: reader_0.data}
+      - name: eval_0
+        type: evaluation
+        inputs: {data: psi_0.data}
+        params:
+          common: {label_column: y}
+
+Parameters of a party's task are `common`, then its role's section, then its party id's section
+merged (later wins), and validated against the component type's params model for that role.
+A component runs at the parties whose role its type runs on (evaluation: guest only).
+
+Anything malformed raises `PipelineError` whose message names the problem and where: not YAML,
+an unknown key, a bad party id, a duplicate component, an unknown component type, an unknown or
+missing input, an input from a component that does not run at the same roles, a cycle, a
+parameter of the wrong type or out of range, params for a role that does not take part.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import yaml
+from pydantic import ValidationError
+
+from fedflow.components import REGISTRY, ComponentType
+
+ROLES: Final = ("guest", "host", "arbiter")
+NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+PARTY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+COMMON: Final = "common"
+
+_TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components"}
+_COMPONENT_KEYS: Final = {"name", "type", "inputs", "params"}
+_PARTY_KEYS: Final = {"guest", "host", "arbiter"}
+
+
+class PipelineError(ValueError):
+    """A pipeline that cannot run; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Parties:
+    """The parties of a job by role."""
+
+    guest: str
+    hosts: tuple[str, ...] = ()
+    arbiter: str | None = None
+
+    def by_role(self) -> dict[str, list[str]]:
+        """{"guest": [...], "host": [...], "arbiter": [...]} (arbiter only when present)."""
+        roles = {"guest": [self.guest], "host": list(self.hosts)}
+        if self.arbiter is not None:
+            roles["arbiter"] = [self.arbiter]
+        return roles
+
+    def of_role(self, role: str) -> list[str]:
+        return self.by_role().get(role, [])
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """An input's source: output `output` of upstream component `component`."""
+
+    component: str
+    output: str
+
+    def __str__(self) -> str:
+        return f"{self.component}.{self.output}"
+
+
+@dataclass(frozen=True)
+class PartyTask:
+    """One party's task for a component, in one role."""
+
+    party_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class TableUse:
+    """A table a party's reader reads for a pipeline, and what its data flows into."""
+
+    component: str
+    table: str
+    downstream_types: list[str]
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One component of a pipeline, validated."""
+
+    name: str
+    type: str
+    inputs: Mapping[str, InputRef]
+    params: Mapping[str, Mapping[str, Any]]
+    """The params sections as written (`common`, roles, party ids)."""
+    tasks: tuple[PartyTask, ...]
+    """Where it runs: (party, role) for every party whose role the type runs on."""
+    index: int
+    """Position in the file (ties in the topological order keep this order)."""
+    _resolved: Mapping[tuple[str, str], Mapping[str, Any]] = field(repr=False, compare=False)
+
+    @property
+    def component_type(self) -> ComponentType:
+        return REGISTRY[self.type]
+
+    @property
+    def upstream(self) -> list[str]:
+        return sorted({ref.component for ref in self.inputs.values()})
+
+    def inputs_as_strings(self) -> dict[str, str]:
+        return {name: str(ref) for name, ref in self.inputs.items()}
+
+    def roles_at(self, party_id: str) -> list[str]:
+        return [t.role for t in self.tasks if t.party_id == party_id]
+
+    def params_for(self, role: str, party_id: str) -> dict[str, Any]:
+        """The validated parameters of `party_id`'s task in `role` (defaults filled, JSON-like)."""
+        try:
+            return dict(self._resolved[(role, party_id)])
+        except KeyError:
+            raise PipelineError(
+                f"component {self.name} ({self.type}) does not run at party {party_id} as {role}"
+            ) from None
+
+
+def _fail(where: str, problem: str) -> PipelineError:
+    return PipelineError(f"{where}: {problem}" if where else problem)
+
+
+def _party_id(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _fail(where, f"a party id must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not PARTY_ID_PATTERN.match(text):
+        raise _fail(where, f"bad party id {text!r} (letters, digits, _ and -, up to 64)")
+    return text
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _fail(where, f"keys must be strings, got {key!r}")
+    return value
+
+
+def _unknown_keys(data: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    extra = sorted(set(data) - set(allowed))
+    if extra:
+        raise _fail(
+            where, f"unknown key(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _parse_parties(data: Any) -> Parties:
+    parties = _mapping(data, "parties")
+    _unknown_keys(parties, _PARTY_KEYS, "parties")
+    if parties.get("guest") is None:
+        raise _fail("parties", "a guest is required")
+    guest = _party_id(parties["guest"], "parties.guest")
+    raw_hosts = parties.get("host")
+    if raw_hosts is None:
+        raw_hosts = []
+    elif not isinstance(raw_hosts, list):
+        raw_hosts = [raw_hosts]
+    hosts = tuple(_party_id(h, f"parties.host[{i}]") for i, h in enumerate(raw_hosts))
+    arbiter = None
+    if parties.get("arbiter") is not None:
+        arbiter = _party_id(parties["arbiter"], "parties.arbiter")
+    if len(set(hosts)) != len(hosts):
+        raise _fail("parties.host", "a host is listed twice")
+    if guest in hosts:
+        raise _fail("parties", f"party {guest} cannot be both guest and host")
+    if arbiter is not None and arbiter in hosts:
+        raise _fail("parties", f"party {arbiter} cannot be both host and arbiter")
+    return Parties(guest=guest, hosts=hosts, arbiter=arbiter)
+
+
+def _validation_problem(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"]) or "params"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class _RawComponent:
+    name: str
+    type: ComponentType
+    inputs: dict[str, InputRef]
+    params: dict[str, dict[str, Any]]
+    index: int
+    where: str
+
+
+def _parse_component(entry: Any, index: int, names: set[str]) -> _RawComponent:
+    where = f"components[{index}]"
+    data = _mapping(entry, where)
+    _unknown_keys(data, _COMPONENT_KEYS, where)
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise _fail(where, f"bad or missing name {name!r} (letters, digits, _ and -, up to 128)")
+    where = f"component {name}"
+    if name in names:
+        raise _fail(where, "the name is used twice")
+    type_name = data.get("type")
+    if not isinstance(type_name, str) or type_name not in REGISTRY:
+        raise _fail(
+            where,
+            f"unknown component type {type_name!r} (known: {', '.join(sorted(REGISTRY))})",
+        )
+    ctype = REGISTRY[type_name]
+    inputs: dict[str, InputRef] = {}
+    for slot, ref in _mapping(data.get("inputs"), f"{where}.inputs").items():
+        if ctype.input(slot) is None:
+            declared = ", ".join(i.name for i in ctype.inputs) or "none"
+            raise _fail(where, f"{type_name} has no input {slot!r} (inputs: {declared})")
+        if not isinstance(ref, str) or ref.count(".") != 1:
+            raise _fail(where, f"input {slot!r} must be '<component>.<output>', got {ref!r}")
+        upstream, output = ref.split(".")
+        inputs[slot] = InputRef(upstream, output)
+    for spec in ctype.inputs:
+        if spec.required and spec.name not in inputs:
+            raise _fail(where, f"missing input {spec.name!r} ({type_name} needs it)")
+    params = {
+        section: dict(_mapping(values, f"{where}.params.{section}"))
+        for section, values in _mapping(data.get("params"), f"{where}.params").items()
+    }
+    return _RawComponent(name, ctype, inputs, params, index, where)
+
+
+def _resolve_params(
+    raw: _RawComponent, parties: Parties
+) -> tuple[tuple[PartyTask, ...], dict[tuple[str, str], dict[str, Any]]]:
+    ctype, where = raw.type, raw.where
+    tasks = tuple(PartyTask(party, role) for role in ctype.roles for party in parties.of_role(role))
+    running_roles = {t.role for t in tasks}
+    running_parties = {t.party_id for t in tasks}
+    for section in raw.params:
+        if section == COMMON:
+            continue
+        if section in ROLES:
+            if section not in ctype.roles:
+                raise _fail(
+                    where,
+                    f"params for {section}, but {ctype.name} runs only at {', '.join(ctype.roles)}",
+                )
+            if section not in running_roles:
+                raise _fail(where, f"params for {section}, but the pipeline has no {section}")
+        elif section not in running_parties:
+            raise _fail(
+                where,
+                f"params section {section!r} is neither common, a role, nor a party that runs "
+                f"{raw.name}",
+            )
+    resolved: dict[tuple[str, str], dict[str, Any]] = {}
+    for task in tasks:
+        merged = {
+            **raw.params.get(COMMON, {}),
+            **raw.params.get(task.role, {}),
+            **raw.params.get(task.party_id, {}),
+        }
+        model = ctype.params_model(task.role)
+        try:
+            value = model.model_validate(merged)
+        except ValidationError as exc:
+            raise _fail(
+                where, f"params for {task.role} {task.party_id}: {_validation_problem(exc)}"
+            ) from None
+        resolved[(task.role, task.party_id)] = value.model_dump(mode="json")
+    return tasks, resolved
+
+
+def _find_cycle(edges: Mapping[str, list[str]], nodes: Iterable[str]) -> list[str]:
+    """A cycle among `nodes` (each has an unresolved dependency), as a path a -> ... -> a."""
+    remaining = set(nodes)
+    for start in sorted(remaining):
+        path: list[str] = []
+        on_path: set[str] = set()
+        node = start
+        while node not in on_path:
+            path.append(node)
+            on_path.add(node)
+            node = next(d for d in sorted(edges[node]) if d in remaining)
+        return [*path[path.index(node) :], node]
+    return []
+
+
+class Pipeline:
+    """A validated pipeline. Build it with `from_yaml` (or `from_dict`)."""
+
+    def __init__(
+        self,
+        name: str,
+        parties: Parties,
+        components: Iterable[ComponentSpec],
+        *,
+        initiator: str | None = None,
+        description: str = "",
+        yaml_text: str | None = None,
+    ) -> None:
+        self.name = name
+        self.parties = parties
+        self.description = description
+        self.yaml_text = yaml_text
+        self._components = {c.name: c for c in components}
+        self._initiator = initiator or parties.guest
+        self._order = self._topological_order()
+
+    # --- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Pipeline:
+        """Parse and validate pipeline YAML; PipelineError naming the problem."""
+        if not isinstance(text, str):
+            raise PipelineError("a pipeline is YAML text")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise PipelineError(f"not valid YAML{at}: {problem}") from None
+        return cls.from_dict(data, yaml_text=text)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, yaml_text: str | None = None) -> Pipeline:
+        top = _mapping(data, "pipeline")
+        if not top:
+            raise PipelineError("pipeline: empty document")
+        _unknown_keys(top, _TOP_KEYS, "pipeline")
+        name = top.get("name")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise _fail("pipeline", f"bad or missing name {name!r}")
+        parties = _parse_parties(top.get("parties"))
+        initiator = None
+        if top.get("initiator") is not None:
+            initiator = _party_id(top["initiator"], "initiator")
+            if initiator not in {parties.guest, *parties.hosts, parties.arbiter}:
+                raise _fail("initiator", f"party {initiator} is not a party of the pipeline")
+        entries = top.get("components")
+        if not isinstance(entries, list) or not entries:
+            raise _fail("pipeline", "components must be a non-empty list")
+        raws: list[_RawComponent] = []
+        names: set[str] = set()
+        for index, entry in enumerate(entries):
+            raw = _parse_component(entry, index, names)
+            names.add(raw.name)
+            raws.append(raw)
+        specs: list[ComponentSpec] = []
+        by_name = {raw.name: raw for raw in raws}
+        for raw in raws:
+            tasks, resolved = _resolve_params(raw, parties)
+            for slot, ref in raw.inputs.items():
+                source = by_name.get(ref.component)
+                if source is None:
+                    raise _fail(raw.where, f"input {slot!r} names unknown component {ref}")
+                if source.name == raw.name:
+                    raise _fail(raw.where, f"input {slot!r} is its own output (a cycle)")
+                if ref.output not in source.type.outputs:
+                    outputs = ", ".join(source.type.outputs) or "none"
+                    raise _fail(
+                        raw.where,
+                        f"input {slot!r}: {source.name} ({source.type.name}) has no output "
+                        f"{ref.output!r} (outputs: {outputs})",
+                    )
+                source_roles = set(source.type.roles)
+                for task in tasks:
+                    if task.role not in source_roles:
+                        raise _fail(
+                            raw.where,
+                            f"input {slot!r}: {raw.name} runs at {task.role}, where "
+                            f"{source.name} ({source.type.name}) does not run",
+                        )
+            specs.append(
+                ComponentSpec(
+                    name=raw.name,
+                    type=raw.type.name,
+                    inputs=dict(raw.inputs),
+                    params={k: dict(v) for k, v in raw.params.items()},
+                    tasks=tasks,
+                    index=raw.index,
+                    _resolved=resolved,
+                )
+            )
+        description = top.get("description") or ""
+        if not isinstance(description, str):
+            raise _fail("pipeline", "description must be a string")
+        return cls(
+            name,
+            parties,
+            specs,
+            initiator=initiator,
+            description=description,
+            yaml_text=yaml_text,
+        )
+
+    def _topological_order(self) -> list[ComponentSpec]:
+        # Kahn's algorithm; among ready components, the one written first goes first, so the
+        # order is stable and follows the file wherever the DAG allows.
+        pending = {name: set(spec.upstream) for name, spec in self._components.items()}
+        order: list[ComponentSpec] = []
+        while pending:
+            ready = [name for name, deps in pending.items() if not deps]
+            if not ready:
+                edges = {name: sorted(deps) for name, deps in pending.items()}
+                cycle = _find_cycle(edges, pending)
+                raise PipelineError(f"the components form a cycle: {' -> '.join(cycle)}")
+            first = min(ready, key=lambda n: self._components[n].index)
+            order.append(self._components[first])
+            del pending[first]
+            for deps in pending.values():
+                deps.discard(first)
+        return order
+
+    # --- queries ---------------------------------------------------------------------------
+
+    @property
+    def initiator(self) -> str:
+        """The party that submits and drives the job (the guest unless `initiator:` says)."""
+        return self._initiator
+
+    def party_ids(self) -> list[str]:
+        """Every party of the pipeline, guest first, then hosts, then the arbiter."""
+        ids = [self.parties.guest, *self.parties.hosts]
+        if self.parties.arbiter is not None and self.parties.arbiter not in ids:
+            ids.append(self.parties.arbiter)
+        return ids
+
+    def roles_of(self, party_id: str) -> list[str]:
+        """The roles `party_id` plays ([] for a party not in the pipeline)."""
+        return [role for role, ids in self.parties.by_role().items() if party_id in ids]
+
+    def components_in_order(self) -> list[ComponentSpec]:
+        """Components in a topological order of the DAG (stable: ties keep file order)."""
+        return list(self._order)
+
+    def component(self, name: str) -> ComponentSpec:
+        try:
+            return self._components[name]
+        except KeyError:
+            raise PipelineError(f"no component {name!r} in pipeline {self.name}") from None
+
+    def task_parties(self, component: str) -> list[PartyTask]:
+        """Where `component` runs: one (party, role) per task."""
+        return list(self.component(component).tasks)
+
+    def tasks_for(self, party_id: str) -> list[tuple[ComponentSpec, str]]:
+        """(component, role) for every task `party_id` runs, in DAG order."""
+        return [(spec, role) for spec in self._order for role in spec.roles_at(party_id)]
+
+    def params_for(self, component: str, role: str, party_id: str) -> dict[str, Any]:
+        return self.component(component).params_for(role, party_id)
+
+    def downstream_of(self, component: str) -> list[str]:
+        """Every component fed (directly or not) by `component`, in DAG order."""
+        reached = {component}
+        found: list[str] = []
+        for spec in self._order:
+            if spec.name != component and reached.intersection(spec.upstream):
+                reached.add(spec.name)
+                found.append(spec.name)
+        return found
+
+    def tables_read_by(self, party_id: str) -> list[TableUse]:
+        """The tables `party_id`'s readers read, with the types of the components downstream
+        of each reader that run at `party_id` (what the party's grants must cover before it
+        accepts the job)."""
+        uses: list[TableUse] = []
+        for spec in self._order:
+            ctype = spec.component_type
+            if ctype.table_param is None:
+                continue
+            # Only components that run at this party use its data (evaluation at the guest
+            # sees the intersection of the guest's rows, none of the host's).
+            downstream: list[str] = []
+            for name in self.downstream_of(spec.name):
+                below = self._components[name]
+                if below.roles_at(party_id) and below.type not in downstream:
+                    downstream.append(below.type)
+            for role in spec.roles_at(party_id):
+                table = spec.params_for(role, party_id)[ctype.table_param]
+                uses.append(TableUse(spec.name, str(table), downstream))
+        return uses
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-like summary (for APIs and logs)."""
+        return {
+            "name": self.name,
+            "initiator": self.initiator,
+            "parties": self.parties.by_role(),
+            "components": [
+                {
+                    "name": spec.name,
+                    "type": spec.type,
+                    "inputs": spec.inputs_as_strings(),
+                    "tasks": [{"party_id": t.party_id, "role": t.role} for t in spec.tasks],
+                }
+                for spec in self._order
+            ],
+        }
