@@ -1,0 +1,1 @@
+"""fedscheduler: the scheduler service (python -m fedscheduler)."""

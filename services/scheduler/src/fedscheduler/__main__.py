@@ -1,0 +1,5 @@
+"""`python -m fedscheduler`."""
+
+from fedscheduler.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The scheduler's entry point: wiring, logging, tracing, HTTP, timer and graceful shutdown.
+
+`python -m fedscheduler` reads SchedulerSettings (FEDMQ_SCHEDULER_*), configures JSON logs and
+tracing, opens the database and migrates it to the latest revision (Alembic), connects the bus,
+and then runs
+- a consumer of `topic` (svc.scheduler) with the handlers in handlers.py, deduplicated by the
+  SQL inbox (a Redis cache in front when redis_url is set);
+- the RPC server on `rpc_topic` (rpc.py) for the REST API and the CLI;
+- the timer thread (timeouts.py): party silence, proposal timeouts, heartbeats;
+- /healthz and /metrics (Prometheus) on http_host:http_port.
+SIGTERM or SIGINT stops taking messages (the in-flight one finishes or goes back to the
+broker), stops the timer and the HTTP server, closes the bus and the database, and exits 0.
+
+`Scheduler(settings)` does the same on background threads, so tests run several in a process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from types import FrameType
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI, Response
+from fedbus import Bus, connect
+from fedbus.inbox_factory import make_inbox
+from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
+from fedcommon.logging import configure_logging
+from fedcommon.tracing import configure_tracing
+from fedschemas import PartyRef
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from fedscheduler.handlers import SchedulerContext, bind_handlers
+from fedscheduler.metrics import SchedulerMetrics
+from fedscheduler.rpc import RpcServer
+from fedscheduler.settings import SchedulerSettings
+from fedscheduler.store import open_database
+from fedscheduler.timeouts import Timer
+
+log = structlog.get_logger("fedscheduler")
+
+
+class Scheduler:
+    """The wired service; `start` runs it on background threads, `stop` shuts down in order."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        *,
+        bus: Bus | None = None,
+        metrics: SchedulerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or SchedulerMetrics()
+        self.engine, self.sessions = open_database(settings.database_url.get_secret_value())
+        self.inbox = make_inbox(
+            self.engine,
+            redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+            redis_prefix=settings.inbox_redis_prefix,
+            redis_ttl=settings.redis_ttl_s,
+        )
+        self._owns_bus = bus is None
+        self.bus: Bus = bus if bus is not None else connect(settings.bus_url.get_secret_value())
+        # The role is a default only: every message is built with the party's role in its job.
+        self.publisher = EnvelopePublisher(
+            self.bus,
+            PartyRef(party_id=settings.party_id, role="local"),
+            max_envelope_bytes=settings.max_envelope_bytes,
+        )
+        self.ctx = SchedulerContext(
+            party_id=settings.party_id,
+            publisher=self.publisher,
+            worker_topic=settings.worker_topic,
+            out_topic_prefix=settings.out_topic_prefix,
+            party_timeout_s=settings.party_timeout_s,
+            heartbeat_every_s=settings.heartbeat_every_s,
+            self_grants_implied=settings.self_grants_implied,
+            metrics=self.metrics,
+        )
+        self.consumer = EnvelopeConsumer(
+            self.bus,
+            settings.topic,
+            bind_handlers(self.ctx),
+            self.inbox,
+            max_envelope_bytes=settings.max_envelope_bytes,
+            prefetch=settings.prefetch,
+            max_deliveries=settings.max_deliveries,
+        )
+        self.rpc = RpcServer(self.bus, settings.rpc_topic, self.sessions, self.ctx)
+        self.timer = Timer(self.sessions, self.ctx, settings.timer_interval_s)
+        self.http_port = 0
+        self._http: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        # Declared up front: publishing is mandatory, so a follow-up to a topic nobody
+        # declared yet would fail the handler (the worker or gateway may start later).
+        self.bus.declare(self.settings.worker_topic)
+        self.consumer.start()
+        self.rpc.start()
+        self.timer.start()
+        if self.settings.http_port >= 0:
+            self._start_http()
+        self.started.set()
+        log.info(
+            "scheduler_started",
+            party_id=self.settings.party_id,
+            topic=self.settings.topic,
+            rpc_topic=self.settings.rpc_topic,
+            http_port=self.http_port,
+            party_timeout_s=self.settings.party_timeout_s,
+        )
+
+    def declare_party(self, party_id: str) -> None:
+        """Declare `out.<party>` (the gateway declares it too; tests without one need this)."""
+        self.bus.declare(self.settings.out_topic_prefix + party_id)
+
+    def health(self) -> dict[str, Any]:
+        if self.stopping.is_set():
+            status = "stopping"
+        else:
+            status = "ok" if self.started.is_set() else "starting"
+        return {"status": status, "party_id": self.settings.party_id}
+
+    def _start_http(self) -> None:
+        app = FastAPI(title="fedmq scheduler", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/healthz")
+        def healthz(response: Response) -> dict[str, Any]:
+            health = self.health()
+            if health["status"] != "ok":
+                response.status_code = 503
+            return health
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.http_host, self.settings.http_port))
+        sock.listen(64)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._http = uvicorn.Server(config)
+        http = self._http
+        self._http_thread = threading.Thread(
+            target=lambda: http.run(sockets=[sock]), name="scheduler-http", daemon=True
+        )
+        self._http_thread.start()
+
+    def stop(self) -> None:
+        """Graceful and idempotent: stop taking work, let the in-flight message finish."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.consumer.stop()
+        self.rpc.stop()
+        self.timer.stop()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_thread is not None:
+                self._http_thread.join(timeout=5)
+        if self._owns_bus:
+            self.bus.close()
+        self.inbox.close()
+        self.engine.dispose()
+        log.info("scheduler_stopped", party_id=self.settings.party_id)
+
+
+def main() -> int:
+    settings = SchedulerSettings()
+    configure_logging("scheduler", settings.log_level, settings.log_json)
+    provider = configure_tracing(
+        "scheduler", settings.party_id, otlp_endpoint=settings.otlp_endpoint
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("scheduler_stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    scheduler = Scheduler(settings)
+    scheduler.start()
+    log.info("scheduler_ready", pid=os.getpid())
+    try:
+        # Wake up regularly: a signal handler runs only between bytecodes of the main thread.
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        scheduler.stop()
+        provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

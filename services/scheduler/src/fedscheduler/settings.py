@@ -1,0 +1,66 @@
+"""Scheduler settings, read once in main.py from FEDMQ_SCHEDULER_* environment variables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fedcommon.settings import ServiceSettings
+from fedschemas import MAX_ENVELOPE_BYTES
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+
+class SchedulerSettings(ServiceSettings):
+    service_name: ClassVar[str] = "scheduler"
+    model_config = SettingsConfigDict(
+        env_prefix="FEDMQ_SCHEDULER_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    topic: str = "svc.scheduler"
+    """The scheduler's inbox: job.* from other parties (via the gateway), task.status from the
+    party's worker, job.submit from local users."""
+    rpc_topic: str = "svc.scheduler.rpc"
+    """Request/reply commands and read-models for the REST API and CLI (docs/scheduler.md)."""
+    worker_topic: str = "svc.worker"
+    """Where task.run and task.cancel go (the party's own workers)."""
+    out_topic_prefix: str = "out."
+    """`<prefix><party>` is drained by the gateway towards remote party <party>."""
+    party_timeout_s: float = Field(default=120.0, gt=0)
+    """The initiator fails a job when a party of it is silent this long (no heartbeat or status)
+    while it runs, or leaves a proposal unanswered this long. Longer than the link outages the
+    gateways ride out."""
+    heartbeat_interval_s: float = Field(default=0.0, ge=0)
+    """How often a party sends job.status heartbeats for its running jobs; 0: party_timeout_s/6
+    (several beats fit in one timeout, so one lost beat never fails a job)."""
+    timer_interval_s: float = Field(default=1.0, gt=0)
+    """Period of the timer thread that checks timeouts and sends heartbeats."""
+    self_grants_implied: bool = True
+    """A party's own tables may be read by jobs it initiates without a grant to itself (the
+    submitter is the owner). False: the initiator checks its grants to itself like anyone's."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8082
+    """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
+    max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
+    prefetch: int = Field(default=16, gt=0)
+    max_deliveries: int = Field(default=5, gt=0)
+    redis_prefix: str = ""
+    """Key prefix of cached done markers; empty: "fedmq:<party_id>:scheduler:inbox:"."""
+    redis_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits_the_timeout(self) -> SchedulerSettings:
+        if self.heartbeat_interval_s and self.heartbeat_interval_s * 2 > self.party_timeout_s:
+            raise ValueError(
+                "heartbeat_interval_s must be at most half of party_timeout_s, or a single "
+                "late beat fails the job"
+            )
+        return self
+
+    @property
+    def heartbeat_every_s(self) -> float:
+        return self.heartbeat_interval_s or self.party_timeout_s / 6
+
+    @property
+    def inbox_redis_prefix(self) -> str:
+        return self.redis_prefix or f"fedmq:{self.party_id}:scheduler:inbox:"

@@ -1,0 +1,214 @@
+"""Data access for the scheduler: the engine, sessions, rows by key, read-models as JSON.
+
+Handlers get a Session (the inbox's transaction, or one the RPC server or timer opens) and use
+these functions; nothing here commits. `lock_job` takes the job's row lock on PostgreSQL
+(SELECT ... FOR UPDATE) so the consumer thread and the timer thread never interleave their
+changes to one job; on SQLite every write transaction already holds the database's write lock
+from its first statement (BEGIN IMMEDIATE, fedbus.sql_inbox.make_engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from fedbus.sql_inbox import make_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from fedscheduler.migrations import upgrade_head
+from fedscheduler.models import SUCCESS, Grant, Job, JobParty, Task
+
+ANY_COMPONENT = "*"
+
+
+def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """The engine for `url` (SQLite file, in-memory, or PostgreSQL), migrated to head."""
+    engine = make_engine(url)
+    upgrade_head(engine)
+    return engine, sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def get_job(session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def lock_job(session: Session, job_id: str) -> Job | None:
+    """The job row, locked for this transaction (PostgreSQL); None if there is no such job."""
+    return session.scalars(
+        sa.select(Job)
+        .where(Job.job_id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def job_parties(session: Session, job_id: str) -> list[JobParty]:
+    return list(
+        session.scalars(
+            sa.select(JobParty).where(JobParty.job_id == job_id).order_by(JobParty.party_id)
+        )
+    )
+
+
+def job_party(session: Session, job_id: str, party_id: str) -> JobParty | None:
+    return session.get(JobParty, (job_id, party_id))
+
+
+def jobs_in_states(session: Session, states: Iterable[str]) -> list[str]:
+    return list(
+        session.scalars(
+            sa.select(Job.job_id).where(Job.state.in_(list(states))).order_by(Job.created_at)
+        )
+    )
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+def get_task(
+    session: Session, job_id: str, component: str, attempt: int, party_id: str
+) -> Task | None:
+    return session.get(Task, (job_id, component, attempt, party_id))
+
+
+def tasks_of(
+    session: Session,
+    job_id: str,
+    *,
+    attempt: int | None = None,
+    party_id: str | None = None,
+) -> list[Task]:
+    query = sa.select(Task).where(Task.job_id == job_id)
+    if attempt is not None:
+        query = query.where(Task.attempt == attempt)
+    if party_id is not None:
+        query = query.where(Task.party_id == party_id)
+    query = query.order_by(Task.attempt, Task.party_id, Task.component)
+    return list(session.scalars(query))
+
+
+def effective_tasks(session: Session, job_id: str) -> dict[tuple[str, str], Task]:
+    """(component, party) -> its row of the highest attempt: the state that counts now."""
+    latest: dict[tuple[str, str], Task] = {}
+    for task in tasks_of(session, job_id):
+        key = (task.component, task.party_id)
+        if key not in latest or task.attempt > latest[key].attempt:
+            latest[key] = task
+    return latest
+
+
+def all_succeeded(session: Session, job_id: str) -> bool:
+    tasks = effective_tasks(session, job_id)
+    return bool(tasks) and all(t.state == SUCCESS for t in tasks.values())
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+
+def add_grant(
+    session: Session, table: str, grantee: str, component_types: list[str], now: datetime
+) -> Grant:
+    """Grant `table` to `grantee` for `component_types`, adding to an existing grant."""
+    grant = session.scalars(
+        sa.select(Grant).where(Grant.table_name == table, Grant.grantee == grantee)
+    ).first()
+    if grant is None:
+        grant = Grant(
+            table_name=table,
+            grantee=grantee,
+            component_types=sorted(set(component_types)),
+            granted_at=now,
+        )
+        session.add(grant)
+    else:
+        grant.component_types = sorted(set(grant.component_types) | set(component_types))
+        grant.granted_at = now
+    session.flush()
+    return grant
+
+
+def grants(
+    session: Session, *, table: str | None = None, grantee: str | None = None
+) -> list[Grant]:
+    query = sa.select(Grant)
+    if table is not None:
+        query = query.where(Grant.table_name == table)
+    if grantee is not None:
+        query = query.where(Grant.grantee == grantee)
+    return list(session.scalars(query.order_by(Grant.table_name, Grant.grantee)))
+
+
+def granted_types(session: Session, table: str, grantee: str) -> set[str]:
+    return {t for g in grants(session, table=table, grantee=grantee) for t in g.component_types}
+
+
+# --- read-models (JSON-like, for scheduler.response) ----------------------------------------
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_view(session: Session, job: Job, *, party_id: str) -> dict[str, Any]:
+    parties = job_parties(session, job.job_id)
+    effective = effective_tasks(session, job.job_id)
+    done = sum(1 for t in effective.values() if t.state == SUCCESS)
+    return {
+        "job_id": job.job_id,
+        "state": job.state,
+        "attempt": job.attempt,
+        "initiator": job.initiator,
+        "is_initiator": job.initiator == party_id,
+        "reason": job.reason,
+        "created_at": _time(job.created_at),
+        "updated_at": _time(job.updated_at),
+        "ended_at": _time(job.ended_at),
+        "tasks_total": len(effective),
+        "tasks_succeeded": done,
+        "parties": [
+            {
+                "party_id": p.party_id,
+                "roles": p.roles.split(","),
+                "state": p.state,
+                "last_seen": _time(p.last_seen),
+                "reason": p.reason,
+            }
+            for p in parties
+        ],
+    }
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    return {
+        "job_id": task.job_id,
+        "component": task.component,
+        "component_type": task.component_type,
+        "attempt": task.attempt,
+        "party_id": task.party_id,
+        "state": task.state,
+        "reason": task.reason,
+        "progress": task.progress,
+        "outputs": task.outputs,
+        "started_at": _time(task.started_at),
+        "ended_at": _time(task.ended_at),
+        "updated_at": _time(task.updated_at),
+    }
+
+
+def grant_view(grant: Grant) -> dict[str, Any]:
+    return {
+        "table": grant.table_name,
+        "grantee": grant.grantee,
+        "component_types": list(grant.component_types),
+        "granted_at": _time(grant.granted_at),
+    }
