@@ -256,7 +256,10 @@ def submit_job(session: Session, ctx: SchedulerContext, job_id: str, pipeline_ya
     try:
         pipeline = Pipeline.from_yaml(pipeline_yaml)
     except PipelineError as exc:
-        raise CommandError("invalid", f"pipeline refused: {exc.message}") from exc
+        raise CommandError("invalid", f"pipeline refused: {exc}") from exc
+    unsupported = _one_task_per_party(pipeline)
+    if unsupported is not None:
+        raise CommandError("invalid", f"pipeline refused: {unsupported}")
     if pipeline.initiator != ctx.party_id:
         raise CommandError(
             "invalid",
@@ -320,7 +323,7 @@ def _start_job(session: Session, ctx: SchedulerContext, job: Job, pipeline: Pipe
     parties = store.job_parties(session, job.job_id)
     for party in parties:
         party.last_seen = now
-        _add_tasks(session, job, pipeline, [c.name for c in pipeline.components], party, now)
+        _add_tasks(session, job, pipeline, _all_components(pipeline), party, now)
     session.flush()
     for party in parties:
         if party.party_id != ctx.party_id:
@@ -351,8 +354,12 @@ def _add_tasks(
     party: JobParty,
     now: datetime,
 ) -> None:
-    types = {c.name: c.type for c in pipeline.components}
+    """Waiting rows of the current attempt for those of `components` that run at `party`
+    (a component runs only where its type's roles are played: evaluation at the guest)."""
     for name in components:
+        spec = pipeline.component(name)
+        if not spec.roles_at(party.party_id):
+            continue
         if store.get_task(session, job.job_id, name, job.attempt, party.party_id) is None:
             session.add(
                 Task(
@@ -360,12 +367,30 @@ def _add_tasks(
                     component=name,
                     attempt=job.attempt,
                     party_id=party.party_id,
-                    component_type=types[name],
+                    component_type=spec.type,
                     state=WAITING,
                     updated_at=now,
                     status_seq=0,
                 )
             )
+
+
+def _all_components(pipeline: Pipeline) -> list[str]:
+    return [spec.name for spec in pipeline.components_in_order()]
+
+
+def _one_task_per_party(pipeline: Pipeline) -> str | None:
+    """Why the scheduler cannot run `pipeline`, or None: a task is one component at one party
+    (task.status names no role), so a party may play only one role in each component."""
+    for spec in pipeline.components_in_order():
+        for party in pipeline.party_ids():
+            roles = spec.roles_at(party)
+            if len(roles) > 1:
+                return (
+                    f"party {party} would run component {spec.name} in several roles "
+                    f"({', '.join(roles)}); give each role its own party"
+                )
+    return None
 
 
 def _dispatch_ready(session: Session, ctx: SchedulerContext, job: Job, pipeline: Pipeline) -> None:
@@ -375,21 +400,19 @@ def _dispatch_ready(session: Session, ctx: SchedulerContext, job: Job, pipeline:
     re-run of this transaction after a crash sends the same message id, which the worker drops.
     """
     effective = store.effective_tasks(session, job.job_id)
-    me = store.job_party(session, job.job_id, ctx.party_id)
-    if me is None:
-        return
-    role = me.roles.split(",")[0]
     now = ctx.clock()
+    parties = pipeline.parties.by_role()
     for spec in pipeline.components_in_order():
         task = store.get_task(session, job.job_id, spec.name, job.attempt, ctx.party_id)
         if task is None or task.state != WAITING:
             continue
         ready = all(
             (up, ctx.party_id) in effective and effective[(up, ctx.party_id)].state == SUCCESS
-            for up in spec.upstream()
+            for up in spec.upstream
         )
         if not ready:
             continue
+        role = spec.roles_at(ctx.party_id)[0]
         _send_worker(
             session,
             ctx,
@@ -403,9 +426,9 @@ def _dispatch_ready(session: Session, ctx: SchedulerContext, job: Job, pipeline:
                 attempt=job.attempt,
                 role=role,
                 party_id=ctx.party_id,
-                parties={r: list(ids) for r, ids in pipeline.parties.items()},
-                params=spec.params_for(role),
-                inputs=dict(spec.inputs),
+                parties=parties,
+                params=spec.params_for(role, ctx.party_id),
+                inputs=spec.inputs_as_strings(),
                 pipeline_yaml=job.pipeline_yaml,
             ),
             tag=TAG_TASK_RUN,
@@ -616,7 +639,7 @@ def rerun_job(session: Session, ctx: SchedulerContext, job_id: str) -> Job:
     effective = store.effective_tasks(session, job_id)
     redo = {c for (c, _p), t in effective.items() if t.state != SUCCESS}
     for spec in pipeline.components_in_order():  # everything downstream of a rerun component
-        if set(spec.upstream()) & redo:
+        if set(spec.upstream) & redo:
             redo.add(spec.name)
     if not redo:
         raise CommandError("conflict", f"every component of job {job_id} already succeeded")
@@ -789,7 +812,7 @@ def handle_job_propose(
     try:
         pipeline = Pipeline.from_yaml(payload.pipeline_yaml)
     except PipelineError as exc:
-        problem = f"pipeline refused: {exc.message}"
+        problem = f"pipeline refused: {exc}"
     if pipeline is not None:
         if pipeline.initiator != payload.initiator:
             problem = (
@@ -798,6 +821,8 @@ def handle_job_propose(
             )
         elif ctx.party_id not in pipeline.party_ids():
             problem = f"party {ctx.party_id} is not a party of the pipeline"
+        elif (unsupported := _one_task_per_party(pipeline)) is not None:
+            problem = f"pipeline refused: {unsupported}"
         else:
             problem = grant_problem(session, ctx, pipeline, payload.initiator)
     now = ctx.clock()
@@ -949,7 +974,7 @@ def handle_job_status(
         pipeline = _parse(job)
         me = store.job_party(session, job.job_id, ctx.party_id)
         assert me is not None
-        _add_tasks(session, job, pipeline, [c.name for c in pipeline.components], me, now)
+        _add_tasks(session, job, pipeline, _all_components(pipeline), me, now)
         session.flush()
         log.info("job_started", job_id=job.job_id, attempt=job.attempt)
         _dispatch_ready(session, ctx, job, pipeline)
@@ -988,7 +1013,7 @@ def handle_job_rerun(
     if payload.attempt <= job.attempt:
         return
     pipeline = _parse(job)
-    known = {c.name for c in pipeline.components}
+    known = set(_all_components(pipeline))
     unknown = sorted(set(payload.components) - known)
     if unknown:
         raise Reject(f"job.rerun names components not in the pipeline: {', '.join(unknown)}")
