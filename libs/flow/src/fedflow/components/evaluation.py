@@ -3,15 +3,16 @@
 Runs at the guest only (it holds the labels; nothing is exchanged). Scores come from a column
 of the input table: `score_column` (a feature, e.g. a model's prediction joined to the data),
 by default the first feature column -- a trivial score that lets a reader + psi + evaluation
-pipeline run before any model component exists. `score_transform: sigmoid` maps raw scores to
-(0, 1). Labels are the table's label column (or `label_column`, which may name the label or a
-0/1 feature); a row is positive when its label equals `pos_label`. Rows whose score is missing
-are left out and counted (`skipped_rows`).
+pipeline run before any model component exists. Scores are multiplied by `score_scale` (-1 for
+a score that ranks negatives first), then `score_transform: sigmoid` maps them to (0, 1).
+Labels are the table's label column (or `label_column`, which may name the label or a 0/1
+feature); a row is positive when its label equals `pos_label`. Rows whose score is missing are
+left out and counted (`skipped_rows`).
 
-Metrics: auc (Mann-Whitney, ties counted half), ks (max of TPR - FPR over thresholds),
+Metrics: auc (Mann-Whitney, ties counted half), ks (max of |TPR - FPR| over thresholds),
 accuracy, precision and recall at `threshold`, and log loss when every score is in [0, 1].
 Curves: roc (FPR, TPR), ks (threshold, TPR - FPR) and pr (recall, precision), at most
-MAX_CURVE_POINTS points each.
+`curve_points` points each.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class EvaluationParams(ComponentParams):
     """The label column; None: the table's own label column."""
     score_column: str | None = None
     """The feature column holding scores; None: the first feature."""
+    score_scale: float = 1.0
+    """Scores are multiplied by this before the transform (-1 turns a score around)."""
     score_transform: Literal["identity", "sigmoid"] = "identity"
     threshold: float = 0.5
     pos_label: float = 1.0
@@ -104,7 +107,7 @@ def binary_metrics(
     tpr = np.r_[0.0, tp / positives] if positives else np.zeros(len(tp) + 1)
     fpr = np.r_[0.0, fp / negatives] if negatives else np.zeros(len(fp) + 1)
     gap = tpr - fpr
-    ks = float(gap.max())
+    ks = float(np.abs(gap).max())
     precision_at = tp / np.maximum(tp + fp, 1.0)
     recall_at = tp / positives if positives else np.zeros_like(tp)
     decided = scores >= threshold
@@ -144,6 +147,7 @@ def _scores(table: Table, params: EvaluationParams) -> Floats:
         scores = table.features[:, 0]
     else:
         raise TableError("evaluation: the input table has no feature column to use as score")
+    scores = scores * params.score_scale
     if params.score_transform == "sigmoid":
         scores = 1.0 / (1.0 + np.exp(-scores))
     return np.asarray(scores, dtype=np.float64)

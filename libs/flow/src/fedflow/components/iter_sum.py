@@ -1,10 +1,10 @@
 """iter_sum: a small iterative two-role component for testing cross-party resume.
 
 Each of `rounds` rounds, every host sends the guest a masked vector derived from its data and
-the round number -- (r + 1) * column means of its features + a fresh mask drawn from the host's
-RNG -- and the guest adds it to its running sum and acknowledges the round. At the end each host
-sends the sum of its masks, and the guest removes them: its result is
-sum_r (r + 1) * colmeans(host features), which depends only on the data and `rounds`, while
+the round number -- (r + 1) * column means of its squared features + a fresh mask drawn from
+the host's RNG -- and the guest adds it to its running sum and acknowledges the round. At the
+end each host sends the sum of its masks, and the guest removes them: its result is
+sum_r (r + 1) * colmeans(host features ** 2), which depends only on the data and `rounds`, while
 every intermediate value depends on the seeded RNG state -- so a resume that lost, repeated or
 re-drew anything shows up in the result.
 
@@ -86,7 +86,7 @@ ITER_SUM_PROTOCOL = Protocol(
 
 def _host(ctx: ComponentContext, params: IterSumParams) -> None:
     features = np.nan_to_num(ctx.input("data").features, nan=0.0)
-    base = features.sum(axis=0) / max(len(features), 1)
+    base = (features**2).sum(axis=0) / max(len(features), 1)
     ctx.federation.bind_dims(k=len(base))
     guest = ctx.parties["guest"][0]
     rng = np.random.default_rng(params.seed)

@@ -1,0 +1,117 @@
+"""CheckpointStore: the last checkpoint of each task, durable in SQL.
+
+One row per task (job, component, attempt, party, role): the iteration it completed and the
+state needed to continue from there, encoded by fedflow.statecodec (msgpack + numpy arrays, no
+pickle). `save` replaces the row in one transaction, so a crash leaves either the old
+checkpoint or the new one. A new attempt (a rerun) starts from nothing: its key differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from fedflow.db import flow_metadata
+from fedflow.statecodec import decode_state, encode_state
+from fedflow.task import TaskKey
+
+checkpoints_table = sa.Table(
+    "flow_checkpoints",
+    flow_metadata,
+    sa.Column("job_id", sa.String(256), primary_key=True),
+    sa.Column("component", sa.String(128), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("party_id", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("iteration", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    iteration: int
+    state: Any
+    saved_at: datetime
+
+
+def _where(key: TaskKey) -> sa.ColumnElement[bool]:
+    c = checkpoints_table.c
+    return sa.and_(
+        c.job_id == key.job_id,
+        c.component == key.component,
+        c.attempt == key.attempt,
+        c.party_id == key.party_id,
+        c.role == key.role,
+    )
+
+
+class CheckpointStore:
+    """Checkpoints of every task at this party."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def save(self, key: TaskKey, iteration: int, state: Any) -> None:
+        blob = encode_state(state)  # before the transaction: a bad state changes nothing
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(checkpoints_table).where(_where(key)))
+            conn.execute(
+                sa.insert(checkpoints_table),
+                {
+                    "job_id": key.job_id,
+                    "component": key.component,
+                    "attempt": key.attempt,
+                    "party_id": key.party_id,
+                    "role": key.role,
+                    "iteration": iteration,
+                    "state": blob,
+                    "saved_at": datetime.now(UTC),
+                },
+            )
+
+    def latest(self, key: TaskKey) -> Checkpoint | None:
+        query = sa.select(
+            checkpoints_table.c.iteration, checkpoints_table.c.state, checkpoints_table.c.saved_at
+        ).where(_where(key))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return Checkpoint(int(row.iteration), decode_state(row.state), row.saved_at)
+
+    def clear(self, key: TaskKey) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(checkpoints_table).where(_where(key)))
+
+
+class CheckpointScope:
+    """The checkpoint store as one task sees it (what a component's context holds)."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        key: TaskKey,
+        on_save: Callable[[int], None] | None = None,
+    ) -> None:
+        self._store = store
+        self.key = key
+        self._on_save = on_save
+
+    def save(self, iteration: int, state: Any) -> None:
+        """Record that `iteration` is complete; `state` is everything needed to go on."""
+        self._store.save(self.key, iteration, state)
+        if self._on_save is not None:
+            self._on_save(iteration)
+
+    def latest(self) -> Checkpoint | None:
+        return self._store.latest(self.key)
+
+    def clear(self) -> None:
+        self._store.clear(self.key)

@@ -1,0 +1,69 @@
+"""ComponentContext: everything a component's code may touch.
+
+Components are pure apart from their context: a Federation to talk to the other parties, the
+task's validated parameters and inputs, a checkpoint scope, a metrics writer, this party's
+table store (readers only), a cancellation flag and a progress callback. The same component
+code runs in the worker service and in standalone mode; only what fills the context differs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from fedflow.checkpoints import CheckpointScope
+from fedflow.federation import Federation, TaskCanceled
+from fedflow.metrics import MetricsWriter
+from fedflow.tables import Table, TableError, TableStore
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class ComponentContext:
+    job_id: str
+    component: str
+    component_type: str
+    attempt: int
+    party_id: str
+    role: str
+    parties: Mapping[str, list[str]]
+    params: Mapping[str, Any]
+    inputs: Mapping[str, Table]
+    federation: Federation
+    checkpoints: CheckpointScope
+    metrics: MetricsWriter
+    tables: TableStore | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[float], None] | None = None
+
+    def params_as(self, model: type[M]) -> M:
+        """The parameters as `model` (validated again: a context may be built by hand)."""
+        return model.model_validate(dict(self.params))
+
+    def input(self, name: str) -> Table:
+        try:
+            return self.inputs[name]
+        except KeyError:
+            have = ", ".join(sorted(self.inputs)) or "none"
+            raise KeyError(f"{self.component}: no input {name!r} (inputs: {have})") from None
+
+    def read_table(self, name: str) -> Table:
+        """This party's uploaded table `name` (counted as a read by the table store)."""
+        if self.tables is None:
+            raise TableError(f"{self.component}: no table store at party {self.party_id}")
+        if self.tables.get(name) is None:
+            raise TableError(f"party {self.party_id} has no table {name!r}")
+        return self.tables.read(name)
+
+    def check_canceled(self) -> None:
+        if self.cancel.is_set():
+            raise TaskCanceled(f"{self.job_id}/{self.component} at {self.party_id} was canceled")
+
+    def report_progress(self, fraction: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(min(max(float(fraction), 0.0), 1.0))

@@ -1,0 +1,218 @@
+"""MetricsWriter: a task's metrics (name, step, value) and curves, as SQL rows at its party.
+
+A metric is a float per (job, component, party, name, step); step -1 is a single value (e.g.
+"auc"), steps 0, 1, ... a series (a loss per iteration). Writing the same key again replaces
+the value, so a component that resumes and logs its last step again does not duplicate it. A
+curve is two float lists (x, y) with axis labels, stored as JSON; components keep them short
+(evaluation thins to ~1000 points). `MetricsReader` reads them back for APIs and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import sqlalchemy as sa
+from numpy.typing import ArrayLike
+from sqlalchemy.engine import Engine
+
+from fedflow.db import flow_metadata
+from fedflow.task import TaskKey
+
+SINGLE = -1
+
+metrics_table = sa.Table(
+    "flow_metrics",
+    flow_metadata,
+    sa.Column("job_id", sa.String(256), primary_key=True),
+    sa.Column("component", sa.String(128), primary_key=True),
+    sa.Column("party_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("step", sa.BigInteger, primary_key=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+curves_table = sa.Table(
+    "flow_curves",
+    flow_metadata,
+    sa.Column("job_id", sa.String(256), primary_key=True),
+    sa.Column("component", sa.String(128), primary_key=True),
+    sa.Column("party_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("x_label", sa.String(64), nullable=False),
+    sa.Column("y_label", sa.String(64), nullable=False),
+    sa.Column("points", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    job_id: str
+    component: str
+    party_id: str
+    name: str
+    step: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    job_id: str
+    component: str
+    party_id: str
+    name: str
+    x_label: str
+    y_label: str
+    x: list[float]
+    y: list[float]
+
+
+def _finite_or_none(value: float) -> float | None:
+    # NaN (e.g. AUC of a single-class set) is stored as NULL: not every database keeps NaN.
+    return value if math.isfinite(value) else None
+
+
+class MetricsWriter:
+    """Writes one task's metrics (what a component's context holds)."""
+
+    def __init__(self, engine: Engine, key: TaskKey) -> None:
+        self.engine = engine
+        self.key = key
+
+    def _key(self, table: sa.Table, name: str) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            table.c.job_id == self.key.job_id,
+            table.c.component == self.key.component,
+            table.c.party_id == self.key.party_id,
+            table.c.name == name,
+        )
+
+    def log(self, name: str, value: float, step: int = SINGLE) -> None:
+        """Record `value` for `name` (at `step` of a series; SINGLE for one value)."""
+        self.log_many([(name, value, step)])
+
+    def log_many(self, rows: Iterable[tuple[str, float, int]]) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            for name, value, step in rows:
+                conn.execute(
+                    sa.delete(metrics_table).where(
+                        self._key(metrics_table, name), metrics_table.c.step == step
+                    )
+                )
+                conn.execute(
+                    sa.insert(metrics_table),
+                    {
+                        "job_id": self.key.job_id,
+                        "component": self.key.component,
+                        "party_id": self.key.party_id,
+                        "name": name,
+                        "step": step,
+                        "value": _finite_or_none(float(value)),
+                        "attempt": self.key.attempt,
+                        "logged_at": now,
+                    },
+                )
+
+    def curve(
+        self, name: str, x: ArrayLike, y: ArrayLike, *, x_label: str = "x", y_label: str = "y"
+    ) -> None:
+        xs = np.asarray(x, dtype=np.float64).ravel()
+        ys = np.asarray(y, dtype=np.float64).ravel()
+        if xs.shape != ys.shape:
+            raise ValueError(f"curve {name!r}: {len(xs)} x values for {len(ys)} y values")
+        points = json.dumps(
+            {
+                "x": [_finite_or_none(v) for v in xs.tolist()],
+                "y": [_finite_or_none(v) for v in ys.tolist()],
+            }
+        )
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(curves_table).where(self._key(curves_table, name)))
+            conn.execute(
+                sa.insert(curves_table),
+                {
+                    "job_id": self.key.job_id,
+                    "component": self.key.component,
+                    "party_id": self.key.party_id,
+                    "name": name,
+                    "x_label": x_label,
+                    "y_label": y_label,
+                    "points": points,
+                    "attempt": self.key.attempt,
+                    "logged_at": datetime.now(UTC),
+                },
+            )
+
+
+class MetricsReader:
+    """Reads the metrics and curves of jobs at this party."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def metrics(
+        self, job_id: str, component: str | None = None, party_id: str | None = None
+    ) -> list[Metric]:
+        c = metrics_table.c
+        query = sa.select(metrics_table).where(c.job_id == job_id)
+        if component is not None:
+            query = query.where(c.component == component)
+        if party_id is not None:
+            query = query.where(c.party_id == party_id)
+        query = query.order_by(c.component, c.party_id, c.name, c.step)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Metric(
+                r.job_id,
+                r.component,
+                r.party_id,
+                r.name,
+                int(r.step),
+                float("nan") if r.value is None else float(r.value),
+            )
+            for r in rows
+        ]
+
+    def values(self, job_id: str, component: str, party_id: str | None = None) -> dict[str, float]:
+        """The single-value metrics of a component ({name: value})."""
+        return {
+            m.name: m.value for m in self.metrics(job_id, component, party_id) if m.step == SINGLE
+        }
+
+    def curves(
+        self, job_id: str, component: str | None = None, party_id: str | None = None
+    ) -> list[Curve]:
+        c = curves_table.c
+        query = sa.select(curves_table).where(c.job_id == job_id)
+        if component is not None:
+            query = query.where(c.component == component)
+        if party_id is not None:
+            query = query.where(c.party_id == party_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(c.component, c.party_id, c.name)).all()
+        out = []
+        for r in rows:
+            points = json.loads(r.points)
+            out.append(
+                Curve(
+                    r.job_id,
+                    r.component,
+                    r.party_id,
+                    r.name,
+                    r.x_label,
+                    r.y_label,
+                    [float("nan") if v is None else float(v) for v in points["x"]],
+                    [float("nan") if v is None else float(v) for v in points["y"]],
+                )
+            )
+        return out

@@ -1,0 +1,313 @@
+"""Standalone mode: every party of a pipeline in one process.
+
+`run_pipeline(pipeline, tables_by_party, workdir)` gives each party its own in-memory broker
+and SQLite database (`<workdir>/party-<id>.db`, tables under `<workdir>/party-<id>/tables`),
+links the brokers with a LocalRelay (which signs, verifies and records every crossing), uploads
+each party's tables into its own TableStore, and runs every party's tasks in DAG order, one
+thread per (party, role), with the same PartyRuntime, components and Federation as the worker
+service. If a task fails, the others are canceled and `StandaloneError` names the failed task.
+
+`tables_by_party` maps a party id to a folder of CSV files (table name = file name without
+.csv) or to a {table name: CSV path} mapping. Only the tables the party's readers name are
+uploaded. A CSV whose header has `label_column` ("y" by default) gets it as its label column.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from fedbus import Bus, connect
+from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
+from fedbus.sql_inbox import SqlInbox, make_engine
+from fedcrypto.signing import SigningKey
+from fedschemas import PartyRef
+
+from fedflow.bus_federation import INBOUND_TOPIC, FederationEndpoint
+from fedflow.federation import TaskCanceled
+from fedflow.local_relay import Crossing, CrossingLog, LocalRelay
+from fedflow.metrics import Curve, Metric, MetricsReader
+from fedflow.pipeline import Pipeline
+from fedflow.runner import PartyRuntime, TaskResult
+from fedflow.tables import Table, TableError, TableStore
+from fedflow.task import TaskSpec
+
+log = structlog.get_logger("fedflow.standalone")
+
+TableSource = Path | Mapping[str, Path]
+ProgressEvent = Callable[[str, str, str, str, float], None]
+"""on_event(state, party_id, role, component, progress): state is running/progress/success/
+failed/canceled."""
+
+
+class StandaloneError(RuntimeError):
+    """A standalone run failed; the message names the party, role and component."""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    party_id: str
+    role: str
+    component: str
+    state: str
+    outputs: dict[str, str]
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class StandaloneResult:
+    job_id: str
+    pipeline: str
+    workdir: Path
+    seconds: float
+    tasks: list[TaskRecord]
+    metrics: list[Metric]
+    curves: list[Curve]
+    crossings: list[Crossing]
+    _engines: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def metric(self, component: str, name: str, party_id: str | None = None) -> float:
+        found = [
+            m.value
+            for m in self.metrics
+            if m.component == component
+            and m.name == name
+            and m.step == -1
+            and (party_id is None or m.party_id == party_id)
+        ]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} values of metric {name!r} of {component}")
+        return found[0]
+
+    def curve(self, component: str, name: str, party_id: str | None = None) -> Curve:
+        for c in self.curves:
+            wanted = party_id is None or c.party_id == party_id
+            if c.component == component and c.name == name and wanted:
+                return c
+        raise KeyError(f"no curve {name!r} of {component}")
+
+    def output(self, party_id: str, role: str, component: str, name: str = "data") -> Table:
+        """An output table of a task, read back from the party's database."""
+        from fedflow.artifacts import ArtifactStore
+
+        engine = make_engine(self._engines[party_id])
+        try:
+            return ArtifactStore(engine).get(self.job_id, party_id, role, f"{component}.{name}")
+        finally:
+            engine.dispose()
+
+
+def _csv_files(source: TableSource) -> dict[str, Path]:
+    if isinstance(source, Mapping):
+        return {name: Path(path) for name, path in source.items()}
+    folder = Path(source)
+    if not folder.is_dir():
+        raise TableError(f"{folder} is not a folder of CSV tables")
+    return {path.stem: path for path in sorted(folder.glob("*.csv"))}
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
+class _PartyWorld:
+    """One party in standalone mode: broker, database, consumer, runtime."""
+
+    def __init__(self, party_id: str, bus: Bus, workdir: Path) -> None:
+        self.party_id = party_id
+        self.bus = bus
+        database = workdir / f"party-{party_id}.db"
+        for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+            stale.unlink(missing_ok=True)
+        self.database_url = f"sqlite:///{database}"
+        self.engine = make_engine(self.database_url)
+        publisher = EnvelopePublisher(bus, PartyRef(party_id=party_id, role="guest"))
+        self.endpoint = FederationEndpoint(party_id, bus, self.engine, publisher=publisher)
+        self.tables = TableStore(self.engine, workdir / f"party-{party_id}" / "tables")
+        self.runtime = PartyRuntime(self.endpoint, self.tables)
+        self.consumer = EnvelopeConsumer(
+            bus,
+            INBOUND_TOPIC,
+            self.endpoint.handlers(),
+            self.endpoint.answering(SqlInbox(self.engine)),
+        )
+
+    def close(self) -> None:
+        self.consumer.stop()
+        self.engine.dispose()
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    tables_by_party: Mapping[str, TableSource],
+    workdir: Path,
+    *,
+    job_id: str | None = None,
+    label_column: str | None = "y",
+    recv_timeout: float | None = 600.0,
+    on_event: ProgressEvent | None = None,
+) -> StandaloneResult:
+    """Run `pipeline` with every party in this process; raises StandaloneError on failure."""
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    job_id = job_id or f"standalone-{uuid.uuid4().hex[:12]}"
+    run = uuid.uuid4().hex[:8]
+    buses: dict[str, Bus] = {}
+    worlds: dict[str, _PartyWorld] = {}
+    crossings = CrossingLog()
+    relay: LocalRelay | None = None
+    records: list[TaskRecord] = []
+    metrics: list[Metric] = []
+    curves: list[Curve] = []
+    try:
+        for party_id in pipeline.party_ids():
+            # A fresh broker name per run keeps two runs in one process apart.
+            buses[party_id] = connect(f"memory://standalone-{run}-{party_id}")
+            worlds[party_id] = _PartyWorld(party_id, buses[party_id], workdir)
+        _upload_tables(pipeline, tables_by_party, worlds, label_column)
+        for world in worlds.values():
+            world.consumer.start()
+        relay = LocalRelay(buses, {p: SigningKey.generate() for p in buses}, crossings)
+        relay.start()
+        records = _run_tasks(pipeline, job_id, worlds, recv_timeout, on_event)
+        for world in worlds.values():
+            reader = MetricsReader(world.engine)
+            metrics += reader.metrics(job_id, party_id=world.party_id)
+            curves += reader.curves(job_id, party_id=world.party_id)
+    finally:
+        if relay is not None:
+            relay.stop()
+        for world in worlds.values():
+            world.close()
+        for bus in buses.values():
+            bus.close()
+    failed = [r for r in records if r.state == "failed"]
+    if failed:
+        first = failed[0]
+        raise StandaloneError(
+            f"{first.component} failed at party {first.party_id} ({first.role}): {first.error}"
+        )
+    return StandaloneResult(
+        job_id=job_id,
+        pipeline=pipeline.name,
+        workdir=workdir,
+        seconds=time.perf_counter() - started,
+        tasks=records,
+        metrics=metrics,
+        curves=curves,
+        crossings=crossings.snapshot(),
+        _engines={p: w.database_url for p, w in worlds.items()},
+    )
+
+
+def _upload_tables(
+    pipeline: Pipeline,
+    tables_by_party: Mapping[str, TableSource],
+    worlds: Mapping[str, _PartyWorld],
+    label_column: str | None,
+) -> None:
+    for party_id, world in worlds.items():
+        uses = pipeline.tables_read_by(party_id)
+        if not uses:
+            continue
+        if party_id not in tables_by_party:
+            raise TableError(f"no data given for party {party_id} (it reads {uses[0].table})")
+        files = _csv_files(tables_by_party[party_id])
+        for use in uses:
+            if world.tables.get(use.table) is not None:
+                continue
+            path = files.get(use.table)
+            if path is None:
+                known = ", ".join(sorted(files)) or "none"
+                raise TableError(f"party {party_id} has no table {use.table!r} (tables: {known})")
+            label = label_column if label_column in _header(path) else None
+            world.tables.upload(use.table, path, label_column=label)
+
+
+def _run_tasks(
+    pipeline: Pipeline,
+    job_id: str,
+    worlds: Mapping[str, _PartyWorld],
+    recv_timeout: float | None,
+    on_event: ProgressEvent | None,
+) -> list[TaskRecord]:
+    abort = threading.Event()
+    records: list[TaskRecord] = []
+    lock = threading.Lock()
+    parties = pipeline.parties.by_role()
+
+    def emit(state: str, party: str, role: str, component: str, progress: float) -> None:
+        if on_event is not None:
+            on_event(state, party, role, component, progress)
+
+    def run_party_role(party_id: str, role: str) -> None:
+        world = worlds[party_id]
+        for spec, task_role in pipeline.tasks_for(party_id):
+            if task_role != role:
+                continue
+            task = TaskSpec(
+                job_id=job_id,
+                component=spec.name,
+                component_type=spec.type,
+                attempt=0,
+                role=role,
+                party_id=party_id,
+                parties=parties,
+                params=spec.params_for(role, party_id),
+                inputs=spec.inputs_as_strings(),
+            )
+            began = time.perf_counter()
+            emit("running", party_id, role, spec.name, 0.0)
+            state, error, result = "success", None, TaskResult({})
+            try:
+                if abort.is_set():
+                    raise TaskCanceled("another task failed")
+                result = world.runtime.run_task(
+                    task,
+                    cancel=abort,
+                    recv_timeout=recv_timeout,
+                    on_progress=lambda f, c=spec.name: emit("progress", party_id, role, c, f),
+                )
+            except TaskCanceled as exc:
+                state, error = "canceled", str(exc)
+            except Exception as exc:  # reported in the record; the other parties are stopped
+                state, error = "failed", f"{type(exc).__name__}: {exc}"
+                log.warning("task_failed", party_id=party_id, component=spec.name, error=error)
+                abort.set()
+            world.runtime.finish(task.key)
+            record = TaskRecord(
+                party_id,
+                role,
+                spec.name,
+                state,
+                dict(result.outputs),
+                time.perf_counter() - began,
+                error,
+            )
+            with lock:
+                records.append(record)
+            emit(state, party_id, role, spec.name, 1.0)
+            if state != "success":
+                return
+
+    threads = [
+        threading.Thread(
+            target=run_party_role, args=(party_id, role), name=f"standalone-{party_id}-{role}"
+        )
+        for party_id in worlds
+        for role in pipeline.roles_of(party_id)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return records
