@@ -15,6 +15,7 @@ uploaded. A CSV whose header has `label_column` ("y" by default) gets it as its 
 from __future__ import annotations
 
 import csv
+import functools
 import threading
 import time
 import uuid
@@ -118,7 +119,7 @@ def _header(path: Path) -> list[str]:
         return [name.strip() for name in next(csv.reader(handle), [])]
 
 
-class _PartyWorld:
+class PartyWorld:
     """One party in standalone mode: broker, database, consumer, runtime."""
 
     def __init__(self, party_id: str, bus: Bus, workdir: Path) -> None:
@@ -144,6 +145,73 @@ class _PartyWorld:
         self.consumer.stop()
         self.engine.dispose()
 
+    def task(
+        self,
+        job_id: str,
+        component: str,
+        component_type: str,
+        role: str,
+        parties: Mapping[str, list[str]],
+        *,
+        params: Mapping[str, object] | None = None,
+        inputs: Mapping[str, str] | None = None,
+        attempt: int = 0,
+    ) -> TaskSpec:
+        """A TaskSpec for this party (tests and tools)."""
+        return TaskSpec(
+            job_id=job_id,
+            component=component,
+            component_type=component_type,
+            attempt=attempt,
+            role=role,
+            party_id=self.party_id,
+            parties=parties,
+            params=dict(params or {}),
+            inputs=dict(inputs or {}),
+        )
+
+
+class LocalWorld:
+    """Several parties in this process: a broker and SQLite file each, linked by a LocalRelay.
+
+    A context manager: entering starts every party's `svc.worker` consumer and the relay;
+    leaving stops them and closes the brokers (the databases stay in `workdir`).
+    """
+
+    def __init__(self, party_ids: list[str], workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        run = uuid.uuid4().hex[:8]
+        self.crossings = CrossingLog()
+        self.buses: dict[str, Bus] = {}
+        self.parties: dict[str, PartyWorld] = {}
+        try:
+            for party_id in party_ids:
+                # A fresh broker name per run keeps two runs in one process apart.
+                self.buses[party_id] = connect(f"memory://standalone-{run}-{party_id}")
+                self.parties[party_id] = PartyWorld(party_id, self.buses[party_id], workdir)
+        except BaseException:
+            self.close()
+            raise
+        keys = {p: SigningKey.generate() for p in self.buses}
+        self.relay = LocalRelay(self.buses, keys, self.crossings)
+
+    def __enter__(self) -> LocalWorld:
+        for world in self.parties.values():
+            world.consumer.start()
+        self.relay.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if hasattr(self, "relay"):
+            self.relay.stop()
+        for world in self.parties.values():
+            world.close()
+        for bus in self.buses.values():
+            bus.close()
+
 
 def run_pipeline(
     pipeline: Pipeline,
@@ -158,38 +226,17 @@ def run_pipeline(
     """Run `pipeline` with every party in this process; raises StandaloneError on failure."""
     started = time.perf_counter()
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     job_id = job_id or f"standalone-{uuid.uuid4().hex[:12]}"
-    run = uuid.uuid4().hex[:8]
-    buses: dict[str, Bus] = {}
-    worlds: dict[str, _PartyWorld] = {}
-    crossings = CrossingLog()
-    relay: LocalRelay | None = None
-    records: list[TaskRecord] = []
     metrics: list[Metric] = []
     curves: list[Curve] = []
-    try:
-        for party_id in pipeline.party_ids():
-            # A fresh broker name per run keeps two runs in one process apart.
-            buses[party_id] = connect(f"memory://standalone-{run}-{party_id}")
-            worlds[party_id] = _PartyWorld(party_id, buses[party_id], workdir)
-        _upload_tables(pipeline, tables_by_party, worlds, label_column)
-        for world in worlds.values():
-            world.consumer.start()
-        relay = LocalRelay(buses, {p: SigningKey.generate() for p in buses}, crossings)
-        relay.start()
-        records = _run_tasks(pipeline, job_id, worlds, recv_timeout, on_event)
-        for world in worlds.values():
-            reader = MetricsReader(world.engine)
-            metrics += reader.metrics(job_id, party_id=world.party_id)
-            curves += reader.curves(job_id, party_id=world.party_id)
-    finally:
-        if relay is not None:
-            relay.stop()
-        for world in worlds.values():
-            world.close()
-        for bus in buses.values():
-            bus.close()
+    with LocalWorld(pipeline.party_ids(), workdir) as world:
+        _upload_tables(pipeline, tables_by_party, world.parties, label_column)
+        records = _run_tasks(pipeline, job_id, world.parties, recv_timeout, on_event)
+        for party in world.parties.values():
+            reader = MetricsReader(party.engine)
+            metrics += reader.metrics(job_id, party_id=party.party_id)
+            curves += reader.curves(job_id, party_id=party.party_id)
+        engines = {p: w.database_url for p, w in world.parties.items()}
     failed = [r for r in records if r.state == "failed"]
     if failed:
         first = failed[0]
@@ -204,15 +251,15 @@ def run_pipeline(
         tasks=records,
         metrics=metrics,
         curves=curves,
-        crossings=crossings.snapshot(),
-        _engines={p: w.database_url for p, w in worlds.items()},
+        crossings=world.crossings.snapshot(),
+        _engines=engines,
     )
 
 
 def _upload_tables(
     pipeline: Pipeline,
     tables_by_party: Mapping[str, TableSource],
-    worlds: Mapping[str, _PartyWorld],
+    worlds: Mapping[str, PartyWorld],
     label_column: str | None,
 ) -> None:
     for party_id, world in worlds.items():
@@ -236,7 +283,7 @@ def _upload_tables(
 def _run_tasks(
     pipeline: Pipeline,
     job_id: str,
-    worlds: Mapping[str, _PartyWorld],
+    worlds: Mapping[str, PartyWorld],
     recv_timeout: float | None,
     on_event: ProgressEvent | None,
 ) -> list[TaskRecord]:
@@ -275,7 +322,7 @@ def _run_tasks(
                     task,
                     cancel=abort,
                     recv_timeout=recv_timeout,
-                    on_progress=lambda f, c=spec.name: emit("progress", party_id, role, c, f),
+                    on_progress=functools.partial(emit, "progress", party_id, role, spec.name),
                 )
             except TaskCanceled as exc:
                 state, error = "canceled", str(exc)
