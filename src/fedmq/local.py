@@ -12,8 +12,11 @@ Per party it uses the local servers, isolated by name:
   key prefix `<prefix>:<party>:` so separate launches never share cached state;
 - PostgreSQL: a database `<prefix>_<party>` created if missing (through --pg-admin-url).
 It generates the CA and the parties' keys and certificates on first use, through the same PKI
-functions as `fedmq pki`, then starts `python -m fedgateway` and `python -m fedworker` per party
-with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. `down` stops exactly
+functions as `fedmq pki`, then starts `python -m fedgateway`, `python -m fedworker` and
+`python -m fedscheduler` per party (the scheduler's /healthz and /metrics on a port of its own)
+with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
+variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
+party's scheduler. `down` stops exactly
 the processes whose pid files it wrote (SIGTERM, then SIGKILL after a timeout).
 """
 
@@ -41,8 +44,8 @@ DEFAULT_DIR = Path(".fedmq/local")
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672"
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SERVICES = ("gateway", "worker")
-_MODULES = {"gateway": "fedgateway", "worker": "fedworker"}
+SERVICES = ("gateway", "worker", "scheduler")
+_MODULES = {"gateway": "fedgateway", "worker": "fedworker", "scheduler": "fedscheduler"}
 STATE_FILE = "local.json"
 
 
@@ -60,6 +63,8 @@ class PartyPlan:
     database_url: str
     link_port: int
     http_port: int
+    scheduler_http_port: int = 0
+    """/healthz and /metrics of the party's scheduler (0 in state files written before it)."""
 
 
 @dataclass
@@ -193,6 +198,8 @@ def plan(
             database_url=f"{pg_base}/{database}",
             link_port=base_port + 2 * i if base_port else free_port(),
             http_port=base_port + 2 * i + 1 if base_port else free_port(),
+            # After the gateways' ports (15 parties at most: 30 ports from base_port).
+            scheduler_http_port=base_port + 30 + i if base_port else free_port(),
         )
     return state
 
@@ -275,8 +282,12 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
                 up + "BUS_URL": p.bus_url,
                 up + "DATABASE_URL": p.database_url,
                 up + "REDIS_URL": p.redis_url,
+                up + "REDIS_PREFIX": f"{state.prefix}:{party}:{service}:inbox:",
             }
         )
+        if service == "scheduler":
+            env[up + "HTTP_HOST"] = "127.0.0.1"
+            env[up + "HTTP_PORT"] = str(p.scheduler_http_port)
     return env
 
 
@@ -332,20 +343,27 @@ def start_service(state: LocalState, party: str, service: str) -> int:
     return proc.pid
 
 
-def wait_healthy(state: LocalState, party: str, timeout: float = 30.0) -> None:
-    """Wait until the party's gateway answers /healthz with 200."""
-    url = f"http://127.0.0.1:{state.parties[party].http_port}/healthz"
+def _http_port(state: LocalState, party: str, service: str) -> int:
+    p = state.parties[party]
+    return p.scheduler_http_port if service == "scheduler" else p.http_port
+
+
+def wait_healthy(
+    state: LocalState, party: str, timeout: float = 30.0, *, service: str = "gateway"
+) -> None:
+    """Wait until the party's gateway (or scheduler) answers /healthz with 200."""
+    url = f"http://127.0.0.1:{_http_port(state, party, service)}/healthz"
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
-        pid = read_pid(state, party, "gateway")
-        if pid is None or not _alive(pid, "gateway"):
-            path = log_file(state, party, "gateway")
+        pid = read_pid(state, party, service)
+        if pid is None or not _alive(pid, service):
+            path = log_file(state, party, service)
             tail = path.read_text(errors="replace").splitlines()[-15:] if path.exists() else []
             child = _children.get(pid) if pid is not None else None
             code = child.poll() if child is not None else None
             raise LauncherError(
-                f"gateway of party {party} exited (status {code}); see {path}; last lines:\n"
+                f"{service} of party {party} exited (status {code}); see {path}; last lines:\n"
                 + "\n".join(tail)
             )
         try:
@@ -355,7 +373,7 @@ def wait_healthy(state: LocalState, party: str, timeout: float = 30.0) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.2)
-    raise LauncherError(f"gateway of party {party} not healthy after {timeout} s: {last}")
+    raise LauncherError(f"{service} of party {party} not healthy after {timeout} s: {last}")
 
 
 def stop_service(
@@ -416,9 +434,11 @@ def up(
     for party in state.parties:
         for service in services:
             start_service(state, party, service)
-    if wait and "gateway" in services:
-        for party in state.parties:
-            wait_healthy(state, party)
+    if wait:
+        for service in ("gateway", "scheduler"):
+            if service in services:
+                for party in state.parties:
+                    wait_healthy(state, party, service=service)
     return state
 
 
@@ -453,7 +473,9 @@ def status(root: Path = DEFAULT_DIR) -> list[dict[str, Any]]:
                     "running": pid is not None and _alive(pid, service),
                     "vhost": p.vhost,
                     "link_port": p.link_port if service == "gateway" else None,
-                    "http_port": p.http_port if service == "gateway" else None,
+                    "http_port": _http_port(state, party, service)
+                    if service in ("gateway", "scheduler")
+                    else None,
                 }
             )
     return rows
@@ -479,7 +501,8 @@ def up_cmd(
         str, typer.Option(help="Where to create databases.")
     ] = DEFAULT_PG_ADMIN,
 ) -> None:
-    """Start a gateway and a worker per party against the local RabbitMQ, Redis, PostgreSQL."""
+    """Start a gateway, a worker and a scheduler per party against the local RabbitMQ, Redis and
+    PostgreSQL."""
     try:
         state = up(
             _split(parties),
@@ -495,7 +518,8 @@ def up_cmd(
     for party, p in state.parties.items():
         typer.echo(
             f"party {party}: vhost {p.vhost}, link :{p.link_port}, "
-            f"http http://127.0.0.1:{p.http_port}/healthz, db {p.database}"
+            f"http http://127.0.0.1:{p.http_port}/healthz, "
+            f"scheduler http://127.0.0.1:{p.scheduler_http_port}/healthz, db {p.database}"
         )
 
 
@@ -524,5 +548,6 @@ def status_cmd(directory: Annotated[Path, typer.Option("--dir")] = DEFAULT_DIR) 
         raise typer.Exit(1) from None
     for r in rows:
         state = "running" if r["running"] else "stopped"
-        extra = f" link :{r['link_port']} http :{r['http_port']}" if r["link_port"] else ""
+        extra = f" link :{r['link_port']}" if r["link_port"] else ""
+        extra += f" http :{r['http_port']}" if r["http_port"] else ""
         typer.echo(f"{r['party']:>8} {r['service']:<8} {state:<8} pid {r['pid']}{extra}")
