@@ -856,7 +856,7 @@ def handle_job_propose(
             JobParty(
                 job_id=payload.job_id,
                 party_id=payload.initiator,
-                roles="guest",
+                roles=",".join(pipeline.roles_of(payload.initiator)) if pipeline else "guest",
                 state=RUNNING,
             )
         )
