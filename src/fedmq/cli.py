@@ -9,10 +9,12 @@ import typer
 
 from fedmq.local import local_app
 from fedmq.pki_cli import pki_app
+from fedmq.standalone_cli import standalone_app
 
 app = typer.Typer(help="fedmq: federated learning over message brokers.", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
 app.add_typer(local_app, name="local")
+app.add_typer(standalone_app, name="standalone")
 
 
 @app.callback()
