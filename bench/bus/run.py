@@ -43,6 +43,8 @@ DEFAULT_PG = os.environ.get(
 )
 STAMP = struct.Struct(">Q")
 
+sys.path.insert(0, str(HERE))
+from cpu import CpuSnapshot, cpu_split  # noqa: E402  (bench/bus/cpu.py, next to this script)
 
 # -- publisher process -----------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    cpu_ms_per_msg: dict[str, float]
 
 
 class Recorder:
@@ -163,6 +166,7 @@ def run_phase(
     try:
         for c in consumers:
             c.subscribe(topic, handler, prefetch=args.prefetch)
+        cpu_before = CpuSnapshot.take()
         cmd = [
             sys.executable, __file__, "--publish",
             "--amqp-url", args.amqp_url, "--topic", topic, "--count", str(count),
@@ -177,6 +181,7 @@ def run_phase(
             raise RuntimeError(f"publish errors: {pub['errors']}")
         if not recorder.done.wait(args.timeout):
             raise RuntimeError(f"only {len(recorder.latencies_ns)} of {count} messages handled")
+        cpu = cpu_split(cpu_before, CpuSnapshot.take(), count)
     finally:
         for c in consumers:
             c.close()
@@ -198,6 +203,7 @@ def run_phase(
         p50_ms=round(percentile(lat, 0.50), 2),
         p99_ms=round(percentile(lat, 0.99), 2),
         max_ms=round(lat[-1] / 1e6, 2),
+        cpu_ms_per_msg=cpu,
     )
 
 
@@ -233,9 +239,11 @@ def bench_main(args: argparse.Namespace) -> None:
     try:
         for name, make in scenarios:
             results.append(run_phase(args, name, "burst", args.messages, 0.0, make))
-            print(f"  {name} burst: {results[-1].throughput:,.0f} msg/s", file=sys.stderr)
+            print(f"  {name} burst: {results[-1].throughput:,.0f} msg/s, CPU ms/msg "
+                  f"{results[-1].cpu_ms_per_msg}", file=sys.stderr)
             results.append(run_phase(args, name, "paced", args.paced_messages, args.rate, make))
-            print(f"  {name} paced: p99 {results[-1].p99_ms} ms", file=sys.stderr)
+            print(f"  {name} paced: p99 {results[-1].p99_ms} ms, CPU ms/msg "
+                  f"{results[-1].cpu_ms_per_msg}", file=sys.stderr)
     finally:
         inbox.close()
         with admin.connect() as conn:

@@ -15,12 +15,15 @@ Delivery contract (docs/delivery.md has the long form):
 - Payloads above the backend's `max_frame_bytes` are chunked transparently (manifest in
   headers, reassembled before the handler runs); a message that can never be reassembled is
   dead-lettered with its reason.
+- `subscribe_batched` adds an optional fast path: deliveries that are already waiting are
+  handed to a `BatchHandler` together (one database commit for all of them, one ack), with the
+  per-message handler as the fallback that keeps every promise above per message.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -100,6 +103,15 @@ class Delivery:
 
 Handler = Callable[[Delivery], None]
 
+BatchHandler = Callable[[Sequence[Delivery]], Sequence[Delivery]]
+"""Handles several deliveries as one unit; see `Bus.subscribe_batched`.
+
+Returns the deliveries (the very objects it was given) that it left for the per-message
+handler, e.g. ones it could not decode; every other delivery counts as handled and is acked.
+Raising means "none of this batch is settled": the bus then runs the per-message handler on
+each delivery, so whatever the batch handler did before raising must be safe to do again
+(rolled back, or made idempotent by the inbox's done markers)."""
+
 
 class Subscription(abc.ABC):
     """A running consumer; `cancel` stops it after the in-flight message is finished or requeued."""
@@ -131,6 +143,32 @@ class Bus(abc.ABC):
         self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
     ) -> Subscription:
         """Consume `topic` on a background thread, acking after `handler` returns."""
+
+    def subscribe_batched(
+        self,
+        topic: str,
+        handler: Handler,
+        batch_handler: BatchHandler,
+        *,
+        batch_size: int = 64,
+        batch_wait: float = 0.0,
+        prefetch: int = 64,
+        max_deliveries: int = 5,
+    ) -> Subscription:
+        """Consume `topic`, handing deliveries to `batch_handler` in groups.
+
+        A group is every delivery already waiting, up to `batch_size` (never more than
+        `prefetch`); with `batch_wait` > 0 a group that is not full waits up to that many
+        seconds for more. What the batch handler returns, or every delivery of the group if it
+        raises, goes through `handler` one by one with the usual outcomes (Reject, retries, the
+        delivery limit), so a poison message costs its group one fallback and is then retried
+        and dead-lettered on its own. Chunked (large) messages always go through `handler`.
+        A group is acked after the batch handler returned, in delivery order.
+
+        Adapters that cannot batch (this default) consume one delivery at a time with `handler`;
+        the outcome is the same, only slower.
+        """
+        return self.subscribe(topic, handler, prefetch=prefetch, max_deliveries=max_deliveries)
 
     @abc.abstractmethod
     def request(

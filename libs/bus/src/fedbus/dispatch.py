@@ -5,15 +5,21 @@ returned `Settlement` with its own primitives. Dead copies are published through
 `dead_letter(topic, messages)`, which returns only once they are confirmed, so the original is
 acknowledged only after its copy is safe ("never lose it"). If `dead_letter` raises, the
 exception propagates and the adapter must requeue the original instead of acking it.
+
+`settle_batch` does the same for a group of deliveries with a batch handler (see
+`Bus.subscribe_batched`): one settlement per delivery, in the group's order, so an adapter that
+coalesces acks (basic.ack multiple) can apply them in delivery order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fedbus.bus import Delivery, Handler, Message
+import structlog
+
+from fedbus.bus import BatchHandler, Delivery, Handler, Message
 from fedbus.chunk_store import ChunkSetInfo
 from fedbus.chunking import (
     AlreadyDone,
@@ -23,9 +29,12 @@ from fedbus.chunking import (
     Stored,
     Whole,
     dead_copy,
+    is_chunk,
     split,
 )
-from fedbus.handling import Ack, DeadLetter, Outcome, run_handler
+from fedbus.handling import Ack, DeadLetter, Outcome, describe_error, run_handler
+
+log = structlog.get_logger("fedbus")
 
 DeadLetterFn = Callable[[str, list[Message]], None]
 
@@ -80,6 +89,54 @@ def settle(
     assert isinstance(accepted, Complete)
     outcome = run_handler(handler, accepted.delivery, max_deliveries)
     return _apply(outcome, accepted.delivery, accepted, reassembler, max_frame_bytes, dead_letter)
+
+
+def settle_batch(
+    deliveries: Sequence[Delivery],
+    handler: Handler,
+    batch_handler: BatchHandler,
+    *,
+    max_deliveries: int,
+    reassembler: Reassembler,
+    max_frame_bytes: int,
+    dead_letter: DeadLetterFn,
+) -> list[Settlement]:
+    """Settle a group: whole messages through `batch_handler` at once, the rest one by one.
+
+    Returns one Settlement per delivery, aligned with `deliveries`. Chunks, the deliveries the
+    batch handler handed back, and the whole group when it raised go through `settle` (the
+    per-message path: reassembly, Reject, requeue, the delivery limit)."""
+    settlements: list[Settlement | None] = [None] * len(deliveries)
+    whole = [i for i, d in enumerate(deliveries) if not is_chunk(d.headers)]
+    if whole:
+        group = [deliveries[i] for i in whole]
+        try:
+            # Identity, not equality: two copies of one message in a group compare equal.
+            left = {id(d) for d in batch_handler(group)}
+        except Exception as exc:
+            log.info(
+                "bus_batch_fell_back",
+                topic=group[0].topic,
+                size=len(group),
+                error=describe_error(exc),
+            )
+        else:
+            for i in whole:
+                if id(deliveries[i]) not in left:
+                    settlements[i] = Settlement("ack")
+    return [
+        done
+        if done is not None
+        else settle(
+            delivery,
+            handler,
+            max_deliveries=max_deliveries,
+            reassembler=reassembler,
+            max_frame_bytes=max_frame_bytes,
+            dead_letter=dead_letter,
+        )
+        for delivery, done in zip(deliveries, settlements, strict=True)
+    ]
 
 
 def _apply(

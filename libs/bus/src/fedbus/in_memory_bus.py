@@ -6,13 +6,15 @@ contract as the real adapters: unroutable publishes raise, handlers ack by retur
 `Reject` and the delivery limit dead-letter to "<topic>.dlq" with a reason, large bodies are
 chunked and reassembled, request/reply works, and a cancelled or closed consumer's in-flight
 message is requeued with a higher delivery count. Nothing survives the process
-(capabilities.persistent is False). Consumers take one message at a time (prefetch 1).
+(capabilities.persistent is False). Consumers take one message at a time (prefetch 1), or with
+`subscribe_batched` up to `batch_size` waiting messages at once.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from fedbus.bus import (
+    BatchHandler,
     Bus,
     Capabilities,
     Delivery,
@@ -40,7 +43,7 @@ from fedbus.chunking import (
     regroup_dead_letters,
     split,
 )
-from fedbus.dispatch import settle
+from fedbus.dispatch import Settlement, settle, settle_batch
 from fedbus.in_memory_chunk_store import InMemoryChunkStore
 
 log = structlog.get_logger("fedbus")
@@ -101,6 +104,13 @@ def broker_for(name: str) -> _Broker:
         return broker
 
 
+@dataclass(frozen=True)
+class _Batching:
+    handler: BatchHandler
+    size: int
+    wait: float
+
+
 class _MemorySubscription(Subscription):
     def __init__(
         self,
@@ -108,14 +118,16 @@ class _MemorySubscription(Subscription):
         topic: str,
         handler: Handler,
         max_deliveries: int,
+        batching: _Batching | None = None,
     ) -> None:
         self._bus = bus
         self._broker = bus._broker
         self._topic = topic
         self._handler = handler
         self._max_deliveries = max_deliveries
+        self._batching = batching
         self._stopping = threading.Event()
-        self._inflight: _Entry | None = None
+        self._inflight: list[_Entry] = []
         self._idle = threading.Event()
         self._idle.set()
         self._thread = threading.Thread(
@@ -123,29 +135,49 @@ class _MemorySubscription(Subscription):
         )
         self._thread.start()
 
-    def _run(self) -> None:
+    def _take(self) -> list[_Entry] | None:
+        """The next message (or group of them) off the queue; None once stopping."""
+        size = self._batching.size if self._batching is not None else 1
         cond = self._broker.cond
-        while True:
-            with cond:
+        with cond:
+            q = self._broker.queues.get(self._topic)
+            while not self._stopping.is_set() and not q:
+                cond.wait(0.2)
                 q = self._broker.queues.get(self._topic)
-                while not self._stopping.is_set() and not q:
-                    cond.wait(0.2)
+            if self._batching is not None and self._batching.wait > 0:
+                deadline = time.monotonic() + self._batching.wait
+                while q is not None and len(q) < size and not self._stopping.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    cond.wait(remaining)
                     q = self._broker.queues.get(self._topic)
-                if self._stopping.is_set() or not q:
-                    return
-                entry = q.popleft()
-                self._inflight = entry
-                self._idle.clear()
+            if self._stopping.is_set() or not q:
+                return None
+            entries = [q.popleft() for _ in range(min(size, len(q)))]
+            self._inflight = entries
+            self._idle.clear()
+            return entries
+
+    def _run(self) -> None:
+        while True:
+            entries = self._take()
+            if entries is None:
+                return
             try:
-                self._process(entry)
+                if self._batching is None:
+                    self._process(entries[0])
+                else:
+                    self._process_group(entries, self._batching.handler)
             finally:
-                with cond:
-                    self._inflight = None
+                with self._broker.cond:
+                    self._inflight = []
                     self._idle.set()
 
-    def _process(self, entry: _Entry) -> None:
+    @staticmethod
+    def _delivery(entry: _Entry) -> Delivery:
         m = entry.message
-        delivery = Delivery(
+        return Delivery(
             topic=m.topic,
             body=m.body,
             message_id=m.message_id,
@@ -154,9 +186,12 @@ class _MemorySubscription(Subscription):
             reply_to=m.reply_to,
             correlation_id=m.correlation_id,
         )
+
+    def _process(self, entry: _Entry) -> None:
+        m = entry.message
         try:
             outcome = settle(
-                delivery,
+                self._delivery(entry),
                 self._handler,
                 max_deliveries=self._max_deliveries,
                 reassembler=self._bus._reassembler,
@@ -167,11 +202,34 @@ class _MemorySubscription(Subscription):
             log.error("bus_settle_failed", topic=m.topic, message_id=m.message_id, error=repr(exc))
             self._broker.requeue(entry)
             return
-        if outcome.action == "requeue":
-            self._broker.requeue(entry)
-        else:  # "hold" never happens: the broker's chunk store is durable for this process
-            with self._broker.cond:
-                entry.settled = True
+        self._apply([(entry, outcome)])
+
+    def _process_group(self, entries: list[_Entry], batch_handler: BatchHandler) -> None:
+        try:
+            outcomes = settle_batch(
+                [self._delivery(e) for e in entries],
+                self._handler,
+                batch_handler,
+                max_deliveries=self._max_deliveries,
+                reassembler=self._bus._reassembler,
+                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
+                dead_letter=self._bus._dead_letter,
+            )
+        except Exception as exc:  # dead-lettering failed: keep the messages
+            log.error("bus_settle_failed", topic=self._topic, size=len(entries), error=repr(exc))
+            for entry in reversed(entries):
+                self._broker.requeue(entry)
+            return
+        self._apply(list(zip(entries, outcomes, strict=True)))
+
+    def _apply(self, outcomes: list[tuple[_Entry, Settlement]]) -> None:
+        # Requeued entries go back to the head of the queue: last first keeps their order.
+        for entry, outcome in reversed(outcomes):
+            if outcome.action == "requeue":
+                self._broker.requeue(entry)
+            else:  # "hold" never happens: the broker's chunk store is durable for this process
+                with self._broker.cond:
+                    entry.settled = True
 
     def cancel(self, drain_timeout: float | None = None) -> None:
         """Stop taking messages; wait for the in-flight one, else requeue it (dead consumer)."""
@@ -183,14 +241,15 @@ class _MemorySubscription(Subscription):
             return
         if not self._idle.wait(timeout):
             self.abort()
-        self._thread.join(timeout=0.5 if self._inflight is not None else 5)
+        self._thread.join(timeout=0.5 if self._inflight else 5)
 
     def abort(self) -> None:
-        """Simulate a consumer that died: its unacked message goes back, its outcome is ignored."""
+        """Simulate a consumer that died: its unacked messages go back, their outcome is
+        ignored."""
         self._stopping.set()
         with self._broker.cond:
-            entry = self._inflight
-        if entry is not None:
+            entries = list(self._inflight)
+        for entry in reversed(entries):
             self._broker.requeue(entry)
 
 
@@ -287,6 +346,30 @@ class InMemoryBus(Bus):
             raise ValueError("max_deliveries must be >= 1")
         self.declare(topic)  # like amqp://: subscribing makes sure the queue exists
         sub = _MemorySubscription(self, topic, handler, max_deliveries)
+        self._subscriptions.append(sub)
+        self._sweeper.start()
+        return sub
+
+    def subscribe_batched(
+        self,
+        topic: str,
+        handler: Handler,
+        batch_handler: BatchHandler,
+        *,
+        batch_size: int = 64,
+        batch_wait: float = 0.0,
+        prefetch: int = 64,
+        max_deliveries: int = 5,
+    ) -> Subscription:
+        self._check_open()
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be >= 1")
+        if batch_size < 1 or batch_wait < 0:
+            raise ValueError("batch_size must be >= 1 and batch_wait >= 0")
+        self.declare(topic)
+        # prefetch bounds a group like on amqp://, where no more can be unacked at once.
+        batching = _Batching(batch_handler, min(batch_size, max(1, prefetch)), batch_wait)
+        sub = _MemorySubscription(self, topic, handler, max_deliveries, batching)
         self._subscriptions.append(sub)
         self._sweeper.start()
         return sub

@@ -14,6 +14,11 @@ idempotent by themselves, which deterministic message ids give: publish them ins
 (before the commit), so a crash re-runs the effect and re-publishes the SAME ids, which the
 receiver's inbox drops. Publishing after the commit could lose the reply forever.
 
+`process_batch` is group commit: several messages' effects and markers in ONE transaction, so a
+consumer that handles a burst pays one durable commit (one fsync) for all of it instead of one
+per message. The batch is all or nothing; a caller whose batch failed processes the same items
+one by one, which the markers make safe (see `process_batch`).
+
 Implementations: InMemoryInbox (tests, single process, no durability), SqlInbox (PostgreSQL in
 the stack, SQLite in the embedded default), RedisCachedInbox (a Redis cache of done markers in
 front of a SqlInbox; Redis is never the only record).
@@ -22,11 +27,12 @@ front of a SqlInbox; Redis is never the only record).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-from fedbus.bus import Delivery, Handler
+from fedbus.bus import BatchHandler, Delivery, Handler
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -56,6 +62,9 @@ class InboxTransaction:
 
 Effect = Callable[[InboxTransaction], None]
 
+BatchItem = tuple[str, Effect]
+"""(message_id, effect): one message of a `process_batch` call."""
+
 
 class Inbox(abc.ABC):
     """Done markers for message ids, committed with the handler's effect."""
@@ -68,6 +77,22 @@ class Inbox(abc.ABC):
         the id was already done (including by a concurrent duplicate that committed first). If
         `effect` raises, nothing is recorded and the exception propagates (the bus requeues).
         """
+
+    def process_batch(self, items: Sequence[BatchItem]) -> list[bool]:
+        """Run the effects of several messages and mark them done, in one transaction.
+
+        Returns, per item and in order, what `process` would: True when the effect ran, False
+        when the id was already done, by an earlier transaction or by an earlier item of the same
+        batch (the first occurrence of an id runs, later ones are dropped). Effects run in item
+        order and share the transaction (`InboxTransaction.session`).
+
+        If an effect raises, the exception propagates. Inboxes with real transactions
+        (SqlInbox) then record nothing of the batch. This default runs `process` per item, each
+        in its own transaction: the items before the failure stay done. Either way, processing
+        the same items again (one by one, as consumers do after a failed batch) runs every
+        effect exactly once overall.
+        """
+        return [self.process(message_id, effect) for message_id, effect in items]
 
     @abc.abstractmethod
     def is_done(self, message_id: str) -> bool:
@@ -88,5 +113,20 @@ def deduplicating(handler: TransactionalHandler, inbox: Inbox) -> Handler:
 
     def handle(delivery: Delivery) -> None:
         inbox.process(delivery.message_id, lambda tx: handler(delivery, tx))
+
+    return handle
+
+
+def deduplicating_batch(handler: TransactionalHandler, inbox: Inbox) -> BatchHandler:
+    """The batch counterpart of `deduplicating`, for `Bus.subscribe_batched`: the effects of a
+    whole group and their done markers commit in one transaction (`Inbox.process_batch`).
+
+    Pass `deduplicating(handler, inbox)` as the per-message handler next to it: it is what runs
+    when the batch raises (a handler failed, a deadlock was broken), one delivery at a time.
+    """
+
+    def handle(deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
+        inbox.process_batch([(d.message_id, partial(handler, d)) for d in deliveries])
+        return ()
 
     return handle
