@@ -3,6 +3,7 @@ stop, rerun. Memory buses and SQLite (fast); conftest.py has the federation harn
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -78,25 +79,34 @@ def test_a_component_starts_only_after_its_inputs_succeeded(
     wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-hold"), what="host psi_0")
 
     # Assert: eval_0 waits for psi_0; the job is running
+    def guest_view() -> dict[tuple[str, str], str]:
+        tasks = fed.client(GUEST).list_tasks("job-hold")
+        return {(t["component"], t["party_id"]): t["state"] for t in tasks}
+
+    wait_for(lambda: guest_view()[("psi_0", HOST)] == "success", what="host psi_0 reported")
+    assert guest_view()[("eval_0", GUEST)] == "waiting"
     assert "eval_0" not in fed.workers[GUEST].components_run("job-hold")
     assert fed.job(GUEST, "job-hold")["state"] == "running"
-    states = {
-        (t["component"], t["party_id"]): t["state"]
-        for t in fed.client(GUEST).list_tasks("job-hold")
-    }
-    assert states[("eval_0", GUEST)] == "waiting"
-    assert states[("psi_0", HOST)] == "success"
 
 
 def test_a_failed_task_at_a_party_fails_the_job_everywhere_with_that_partys_reason(
     federation_factory: Callable[..., Federation],
 ) -> None:
-    # Prepare: the host's psi fails; the guest's psi is held (it would wait for the host)
+    # Prepare: the guest's psi is held (it would wait for the host); the host's psi fails once
+    # the guest's has started
+    guest_psi_started = threading.Event()
+
     def host_psi_fails(run: TaskRun) -> tuple[str, str | None] | None:
-        return ("failed", "curve mismatch") if run.component == "psi_0" else ("success", None)
+        if run.component != "psi_0":
+            return ("success", None)
+        guest_psi_started.wait(10)
+        return ("failed", "curve mismatch")
 
     def guest_holds_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
+        if run.component != "psi_0":
+            return ("success", None)
+        guest_psi_started.set()
+        return None
 
     fed = federation_factory(scripts={HOST: host_psi_fails, GUEST: guest_holds_psi})
 
@@ -166,14 +176,18 @@ def test_only_the_initiator_stops_or_reruns_a_job(
 def test_rerun_starts_a_new_attempt_from_the_failed_component_and_keeps_earlier_successes(
     federation_factory: Callable[..., Federation],
 ) -> None:
-    # Prepare: the host's psi fails on the first attempt only
+    # Prepare: the host's psi fails on the first attempt only (once the guest's has started)
+    guest_psi_started = threading.Event()
+
     def host_psi_fails_once(run: TaskRun) -> tuple[str, str | None] | None:
         if run.component == "psi_0" and run.attempt == 0:
+            guest_psi_started.wait(10)
             return ("failed", "host ran out of memory")
         return ("success", None)
 
     def guest_psi_waits_on_first_attempt(run: TaskRun) -> tuple[str, str | None] | None:
         if run.component == "psi_0" and run.attempt == 0:
+            guest_psi_started.set()
             return None
         return ("success", None)
 
