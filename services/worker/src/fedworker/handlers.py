@@ -1,5 +1,12 @@
 """Worker message handlers: plain functions keyed by message type.
 
+- demo.ping: the two-party exchange demo (answers demo.pong);
+- task.run: records the task (fedworker.tasks) for the runner threads and acks at once;
+- task.cancel: records the cancellation, interrupts the task if it runs here, and reports a
+  task that had not started as canceled;
+- federation.data: files the envelope in the party's durable mailbox (fedflow), where the
+  running component receives it by tag and iteration.
+
 Each handler gets the decoded envelope, its typed payload and the inbox transaction; its
 database effect goes through `tx.session` so it commits together with the message's done
 marker. Follow-up messages are published inside the handler (before the commit) with
@@ -12,13 +19,23 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
 from fedbus import Reject
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
+from fedflow.task import TaskKey, TaskSpec
 from fedschemas import DemoPing, DemoPong, Envelope, Payload, new_envelope
+from fedschemas.payloads import TaskCancel, TaskRun
+
+from fedworker.tasks import CANCELED, QUEUED, record_task, request_cancel
+
+if TYPE_CHECKING:
+    from fedflow.bus_federation import FederationEndpoint
+
+    from fedworker.tasks import StatusReporter, TaskExecutor
 
 log = structlog.get_logger("fedworker")
 
@@ -46,6 +63,10 @@ class WorkerContext:
     party_id: str
     publisher: EnvelopePublisher
     reply_topic: str
+    endpoint: FederationEndpoint | None = None
+    """Federation plumbing (mailbox); None: this worker handles no federation data."""
+    executor: TaskExecutor | None = None
+    reporter: StatusReporter | None = None
 
 
 def handle_ping(
@@ -87,8 +108,86 @@ def handle_ping(
     log.info("ping_handled", n=payload.n, reply_message_id=pong.message_id)
 
 
+def _require_own_party(envelope: Envelope, party_id: str, ctx: WorkerContext) -> None:
+    # task.* come from this party's own scheduler only (the gateway routes "task." from
+    # remote parties to the scheduler, never here; a forged one is refused all the same).
+    if envelope.source.party_id != ctx.party_id or party_id != ctx.party_id:
+        raise Reject(
+            f"{envelope.type} from party {envelope.source.party_id} for party {party_id}; "
+            f"this is party {ctx.party_id}"
+        )
+
+
+def handle_task_run(
+    envelope: Envelope, payload: Payload, tx: InboxTransaction, *, ctx: WorkerContext
+) -> None:
+    """task.run: record the task for the runner threads (they report task.status)."""
+    if not isinstance(payload, TaskRun):
+        raise Reject(f"task.run handler got {type(payload).__name__}")
+    _require_own_party(envelope, payload.party_id, ctx)
+    if ctx.executor is None or ctx.reporter is None:
+        raise Reject("this worker runs no tasks")
+    spec = TaskSpec(
+        job_id=payload.job_id,
+        component=payload.component,
+        component_type=payload.component_type,
+        attempt=payload.attempt,
+        role=payload.role,
+        party_id=payload.party_id,
+        parties=payload.parties,
+        params=payload.params,
+        inputs=payload.inputs,
+    )
+    state = record_task(tx.require_session(), spec, payload.pipeline_yaml)
+    if state == CANCELED:
+        ctx.reporter.report(spec.key, CANCELED, reason="canceled before it started")
+    ctx.executor.wake()
+    log.info(
+        "task_recorded",
+        component=payload.component,
+        component_type=payload.component_type,
+        attempt=payload.attempt,
+        role=payload.role,
+        state=state,
+    )
+
+
+def handle_task_cancel(
+    envelope: Envelope, payload: Payload, tx: InboxTransaction, *, ctx: WorkerContext
+) -> None:
+    """task.cancel: stop the task (it reports canceled), or report a queued one canceled."""
+    if not isinstance(payload, TaskCancel):
+        raise Reject(f"task.cancel handler got {type(payload).__name__}")
+    _require_own_party(envelope, ctx.party_id, ctx)
+    found = request_cancel(
+        tx.require_session(), payload.job_id, payload.component, payload.attempt, payload.reason
+    )
+    for key, before in found:
+        if before == QUEUED and ctx.reporter is not None:
+            ctx.reporter.report(
+                TaskKey(key.job_id, key.component, key.attempt, ctx.party_id, key.role),
+                CANCELED,
+                reason=payload.reason,
+            )
+    if ctx.executor is not None:
+        ctx.executor.cancel_local(payload.job_id, payload.component, payload.attempt)
+    log.info("task_cancel_recorded", component=payload.component, tasks=len(found))
+
+
+def handle_federation_data(
+    envelope: Envelope, payload: Payload, tx: InboxTransaction, *, ctx: WorkerContext
+) -> None:
+    """federation.data: file it in the mailbox, committed with the done marker."""
+    if ctx.endpoint is None:
+        raise Reject("this worker runs no tasks")
+    ctx.endpoint.mailbox.file(envelope, payload, tx)
+
+
 HANDLERS = {
     "demo.ping": handle_ping,
+    "task.run": handle_task_run,
+    "task.cancel": handle_task_cancel,
+    "federation.data": handle_federation_data,
 }
 """Message type -> handler. Adding a message type the worker handles is one line here."""
 

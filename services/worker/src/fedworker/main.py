@@ -2,9 +2,12 @@
 
 `python -m fedworker` reads WorkerSettings (FEDMQ_WORKER_*), configures JSON logs and tracing,
 connects the bus (fedbus.connect on bus_url), opens the inbox (SqlInbox on database_url, with a
-Redis cache when redis_url is set), creates the worker's tables, and consumes `topic`
-("svc.worker") with the handlers in handlers.py. SIGTERM or SIGINT stops consuming (the
-in-flight message finishes, or the broker requeues it), closes the bus and the database, flushes
+Redis cache when redis_url is set, answering duplicates of federation data from the outbox),
+creates the worker's and fedflow's tables, consumes `topic` ("svc.worker") with the handlers in
+handlers.py, and starts the task runner threads (fedworker.tasks), which resume the tasks left
+running by a worker that died. SIGTERM or SIGINT stops consuming (the in-flight message
+finishes, or the broker requeues it), interrupts the running tasks and releases them for the
+next worker (no status is reported: they resume), closes the bus and the database, flushes
 spans, and exits 0.
 """
 
@@ -24,11 +27,15 @@ from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedbus.sql_inbox import create_tables, make_engine
 from fedcommon.logging import configure_logging
 from fedcommon.tracing import configure_tracing
+from fedflow.bus_federation import FederationEndpoint
+from fedflow.runner import PartyRuntime
+from fedflow.tables import TableStore
 from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
 
 from fedworker.handlers import WorkerContext, bind_handlers, worker_metadata
 from fedworker.settings import WorkerSettings
+from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
 
 log = structlog.get_logger("fedworker")
 
@@ -65,15 +72,13 @@ class Worker:
         self.settings = settings
         self.engine: Engine = make_engine(settings.database_url.get_secret_value())
         create_tables(worker_metadata, self.engine)
+        create_tables(tasks_metadata, self.engine)
         inbox = make_inbox(
             self.engine,
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
             redis_prefix=settings.inbox_redis_prefix,
             redis_ttl=settings.redis_ttl_s,
         )
-        if settings.crash_after_effect:
-            inbox = CrashAfterCommit(inbox, settings.crash_after_effect)
-        self.inbox = inbox
         self.bus: Bus = connect(settings.bus_url.get_secret_value())
         # The role is a default only: answers are sent as whatever role the request addressed.
         self.publisher = EnvelopePublisher(
@@ -81,8 +86,38 @@ class Worker:
             PartyRef(party_id=settings.party_id, role="host"),
             max_envelope_bytes=settings.max_envelope_bytes,
         )
+        self.endpoint = FederationEndpoint(
+            settings.party_id,
+            self.bus,
+            self.engine,
+            publisher=self.publisher,
+            inbound_topic=settings.topic,
+            outbound_prefix=settings.outbound_prefix,
+        )
+        inbox = self.endpoint.answering(inbox)
+        if settings.crash_after_effect:
+            inbox = CrashAfterCommit(inbox, settings.crash_after_effect)
+        self.inbox: Inbox = inbox
+        self.tables = TableStore(self.engine, settings.tables_dir)
+        self.runtime = PartyRuntime(self.endpoint, self.tables)
+        self.reporter = StatusReporter(self.publisher, settings.party_id, settings.scheduler_topic)
+        self.executor = TaskExecutor(
+            self.runtime,
+            self.engine,
+            self.reporter,
+            threads=settings.task_threads,
+            lease_s=settings.task_lease_s,
+            poll_s=settings.task_poll_s,
+            recv_timeout=settings.recv_timeout_s or None,
+            progress_interval_s=settings.progress_interval_s,
+        )
         ctx = WorkerContext(
-            party_id=settings.party_id, publisher=self.publisher, reply_topic=settings.reply_topic
+            party_id=settings.party_id,
+            publisher=self.publisher,
+            reply_topic=settings.reply_topic,
+            endpoint=self.endpoint,
+            executor=self.executor,
+            reporter=self.reporter,
         )
         self.consumer = EnvelopeConsumer(
             self.bus,
@@ -98,10 +133,13 @@ class Worker:
         # Declared up front so answers are kept even before anyone consumes them (publishing
         # is mandatory: an undeclared reply topic would make every ping fail).
         self.bus.declare(self.settings.reply_topic)
+        self.bus.declare(self.settings.scheduler_topic)
         self.consumer.start()
+        self.executor.start()
 
     def stop(self) -> None:
         self.consumer.stop()
+        self.executor.stop()
         self.bus.close()
         self.inbox.close()
         self.engine.dispose()

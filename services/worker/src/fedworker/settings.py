@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fedcommon.settings import ServiceSettings
 from fedschemas import MAX_ENVELOPE_BYTES
 from pydantic import Field, model_validator
@@ -18,6 +20,25 @@ class WorkerSettings(ServiceSettings):
     """The queue this worker consumes (shared by all replicas of the party's worker)."""
     reply_topic: str = "svc.worker.replies"
     """Where demo.pong answers go."""
+    scheduler_topic: str = "svc.scheduler"
+    """Where task.status reports go (this party's scheduler)."""
+    outbound_prefix: str = "out."
+    """Federation data for remote party P is published to <outbound_prefix><P> (the gateway
+    drains it)."""
+    data_dir: Path | None = None
+    """This party's uploaded tables (the TableStore's files); None: next to a SQLite database
+    ("<db>-tables"), else .fedmq/worker-<party>-tables."""
+    task_threads: int = Field(default=4, gt=0)
+    """Tasks this worker runs at the same time."""
+    task_lease_s: float = Field(default=15.0, gt=0)
+    """A running task's claim is renewed every third of this; a task whose claim expired (its
+    worker died) is resumed from its checkpoint by any worker of the party."""
+    task_poll_s: float = Field(default=0.5, gt=0)
+    recv_timeout_s: float = Field(default=0.0, ge=0)
+    """How long a task waits for a message; 0: until the task is canceled (only the scheduler
+    fails a job, after its party timeout)."""
+    progress_interval_s: float = Field(default=2.0, ge=0)
+    """At most one running task.status with progress per task per this many seconds."""
     max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
     prefetch: int = Field(default=64, gt=0)
     max_deliveries: int = Field(default=5, gt=0)
@@ -33,6 +54,16 @@ class WorkerSettings(ServiceSettings):
         if self.crash_after_effect and self.environment != "development":
             raise ValueError("crash_after_effect is a test hook, refused outside development")
         return self
+
+    @property
+    def tables_dir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir
+        url = self.database_url.get_secret_value()
+        if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            database = Path(url[len("sqlite:///") :])
+            return database.with_name(database.stem + "-tables")
+        return Path(".fedmq") / f"worker-{self.party_id}-tables"
 
     @property
     def inbox_redis_prefix(self) -> str:

@@ -1,0 +1,569 @@
+"""Task execution: the worker's record of its tasks, and the runner threads that run them.
+
+`task.run` (handlers.py) only records the task (`worker_tasks`, state "queued") in the inbox's
+transaction, so the broker message is acked at once: a component that runs for minutes never
+holds a delivery unacked. Runner threads (`TaskExecutor`) claim recorded tasks and run them
+through fedflow's PartyRuntime.
+
+Claims are leases, so any replica of the party's worker (they share the database) can run a
+task, and a task whose worker died is picked up again:
+  - claim: UPDATE ... SET state='running', claimed_by=<this process>, lease_until=now+lease
+    WHERE the row is still 'queued', or 'running' with an expired lease -- one conditional
+    UPDATE, so two replicas never claim the same task;
+  - a keeper thread renews the leases of the tasks this process runs every lease/3 and picks
+    up cancellation requests recorded by task.cancel (possibly consumed by another replica);
+  - a task whose lease expired (its process was killed) is claimed again and resumes from its
+    last checkpoint (fedflow's resume rule: re-sends its checkpoint iteration's messages with
+    the same ids). On start-up a worker also reclaims the tasks it held before a restart, as
+    soon as their leases expire.
+Graceful stop (SIGTERM) interrupts the running components and releases their leases without
+reporting anything, so the next worker resumes them; it does not fail the job.
+
+Status reports go to this party's scheduler as `task.status`, with deterministic ids: the tag
+names the state ("task.status.success", ...) and seq is 0 for the final states, so a report
+repeated after a crash has the same id and is dropped; "running" reports (start, resume,
+progress) count up in the task row. Each report is published inside the transaction that
+records the state it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from fedbus.runtime import EnvelopePublisher
+from fedflow.federation import TaskCanceled
+from fedflow.runner import PartyRuntime, TaskError
+from fedflow.task import TaskKey, TaskSpec
+from fedschemas import PartyRef, new_envelope
+from fedschemas.payloads import TaskStatus
+from sqlalchemy.engine import Connection, Engine
+
+log = structlog.get_logger("fedworker.tasks")
+
+QUEUED, RUNNING, SUCCESS, FAILED, CANCELED = "queued", "running", "success", "failed", "canceled"
+FINAL = (SUCCESS, FAILED, CANCELED)
+ANY_ROLE = "*"
+"""Role of a placeholder row: a task.cancel that arrived before its task.run."""
+MAX_REASON = 4000
+
+tasks_metadata = sa.MetaData()
+tasks_table = sa.Table(
+    "worker_tasks",
+    tasks_metadata,
+    sa.Column("job_id", sa.String(256), primary_key=True),
+    sa.Column("component", sa.String(128), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("component_type", sa.String(128), nullable=False),
+    sa.Column("parties", sa.Text, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("pipeline_yaml", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("outputs", sa.Text, nullable=True),
+    sa.Column("progress", sa.Float, nullable=True),
+    sa.Column("status_seq", sa.Integer, nullable=False, default=0),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+    sa.Column("cleaned", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _key_where(job_id: str, component: str, attempt: int, role: str) -> sa.ColumnElement[bool]:
+    c = tasks_table.c
+    return sa.and_(
+        c.job_id == job_id, c.component == component, c.attempt == attempt, c.role == role
+    )
+
+
+@dataclass
+class _Running:
+    key: TaskKey
+    cancel: threading.Event = field(default_factory=threading.Event)
+    last_progress: float = 0.0
+
+
+class StatusReporter:
+    """Publishes task.status to this party's scheduler (inside the caller's transaction)."""
+
+    def __init__(self, publisher: EnvelopePublisher, party_id: str, topic: str) -> None:
+        self.publisher = publisher
+        self.party_id = party_id
+        self.topic = topic
+
+    def report(
+        self,
+        key: TaskKey,
+        state: str,
+        *,
+        seq: int = 0,
+        reason: str | None = None,
+        progress: float | None = None,
+        outputs: dict[str, str] | None = None,
+    ) -> None:
+        role = key.role if key.role != ANY_ROLE else "local"
+        me = PartyRef(party_id=self.party_id, role=role)  # type: ignore[arg-type]
+        envelope = new_envelope(
+            TaskStatus(
+                job_id=key.job_id,
+                component=key.component,
+                attempt=key.attempt,
+                party_id=self.party_id,
+                state=state,  # type: ignore[arg-type]
+                reason=None if reason is None else reason[:MAX_REASON],
+                progress=progress,
+                outputs=outputs,
+            ),
+            job_id=key.job_id,
+            component=key.component,
+            task_id=key.task_id,
+            attempt=key.attempt,
+            source=me,
+            destination=me,
+            tag=f"task.status.{state}",
+            iteration=-1,
+            seq=seq,
+            created_at=_now(),
+        )
+        self.publisher.send(self.topic, envelope)
+
+
+def record_task(conn: Connection | Any, spec: TaskSpec, pipeline_yaml: str) -> str:
+    """Record a task.run (in the handler's transaction); returns the state it is in now.
+
+    A task already recorded keeps its state (task.run redelivered or re-sent); a task canceled
+    before it arrived is recorded as canceled.
+    """
+    c = tasks_table.c
+    existing = conn.execute(
+        sa.select(c.state).where(_key_where(spec.job_id, spec.component, spec.attempt, spec.role))
+    ).scalar_one_or_none()
+    if existing is not None:
+        return str(existing)
+    canceled_early = conn.execute(
+        sa.select(c.state).where(_key_where(spec.job_id, spec.component, spec.attempt, ANY_ROLE))
+    ).scalar_one_or_none()
+    state = CANCELED if canceled_early is not None else QUEUED
+    now = _now()
+    conn.execute(
+        sa.insert(tasks_table),
+        {
+            "job_id": spec.job_id,
+            "component": spec.component,
+            "attempt": spec.attempt,
+            "role": spec.role,
+            "component_type": spec.component_type,
+            "parties": json.dumps({r: list(p) for r, p in spec.parties.items()}),
+            "params": json.dumps(dict(spec.params)),
+            "inputs": json.dumps(dict(spec.inputs)),
+            "pipeline_yaml": pipeline_yaml,
+            "state": state,
+            "reason": "canceled before it started" if state == CANCELED else None,
+            "status_seq": 0,
+            "cancel_requested": state == CANCELED,
+            "runs": 0,
+            "cleaned": state == CANCELED,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return state
+
+
+def request_cancel(
+    conn: Connection | Any, job_id: str, component: str, attempt: int, reason: str
+) -> list[tuple[TaskKey, str]]:
+    """Record a task.cancel; returns (task, state before) for every matching task."""
+    c = tasks_table.c
+    rows = conn.execute(
+        sa.select(c.role, c.state).where(
+            c.job_id == job_id, c.component == component, c.attempt == attempt
+        )
+    ).all()
+    now = _now()
+    if not rows:
+        conn.execute(
+            sa.insert(tasks_table),
+            {
+                "job_id": job_id,
+                "component": component,
+                "attempt": attempt,
+                "role": ANY_ROLE,
+                "component_type": "",
+                "parties": "{}",
+                "params": "{}",
+                "inputs": "{}",
+                "pipeline_yaml": "",
+                "state": CANCELED,
+                "reason": reason,
+                "status_seq": 0,
+                "cancel_requested": True,
+                "runs": 0,
+                "cleaned": True,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        return []
+    found = []
+    for role, state in rows:
+        if role == ANY_ROLE:
+            continue
+        values: dict[str, Any] = {"cancel_requested": True, "reason": reason, "updated_at": now}
+        if state == QUEUED:
+            values.update(state=CANCELED, reason=reason, cleaned=True)
+        conn.execute(
+            sa.update(tasks_table)
+            .where(_key_where(job_id, component, attempt, role))
+            .values(**values)
+        )
+        found.append((TaskKey(job_id, component, attempt, "", role), state))
+    return found
+
+
+class TaskExecutor:
+    """Runner threads claiming and running this party's recorded tasks."""
+
+    def __init__(
+        self,
+        runtime: PartyRuntime,
+        engine: Engine,
+        reporter: StatusReporter,
+        *,
+        threads: int = 4,
+        lease_s: float = 15.0,
+        poll_s: float = 0.5,
+        recv_timeout: float | None = None,
+        progress_interval_s: float = 2.0,
+        instance_id: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self.reporter = reporter
+        self.party_id = runtime.party_id
+        self.threads = threads
+        self.lease = timedelta(seconds=lease_s)
+        self.poll_s = poll_s
+        self.recv_timeout = recv_timeout
+        self.progress_interval_s = progress_interval_s
+        self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._running: dict[tuple[str, str, int, str], _Running] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # --- control -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._cleanup_finished()
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._work, name=f"fedworker-task-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        keeper = threading.Thread(target=self._keep_leases, name="fedworker-leases", daemon=True)
+        keeper.start()
+        self._threads.append(keeper)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel_local(self, job_id: str, component: str, attempt: int) -> None:
+        """Interrupt matching tasks running in this process (task.cancel was recorded)."""
+        with self._lock:
+            for (job, comp, att, _role), running in self._running.items():
+                if (job, comp, att) == (job_id, component, attempt):
+                    running.cancel.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Interrupt running tasks and release their leases (no status: they resume later)."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            for running in self._running.values():
+                running.cancel.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.1))
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    def _claim(self) -> dict[str, Any] | None:
+        c = tasks_table.c
+        now = _now()
+        claimable = sa.or_(
+            c.state == QUEUED,
+            sa.and_(c.state == RUNNING, sa.or_(c.lease_until.is_(None), c.lease_until < now)),
+        )
+        with self.engine.begin() as conn:
+            candidates = conn.execute(
+                sa.select(c.job_id, c.component, c.attempt, c.role)
+                .where(claimable, c.role != ANY_ROLE)
+                .order_by(c.created_at)
+                .limit(8)
+            ).all()
+        for job_id, component, attempt, role in candidates:
+            with self.engine.begin() as conn:
+                claimed = conn.execute(
+                    sa.update(tasks_table)
+                    .where(_key_where(job_id, component, attempt, role), claimable)
+                    .values(
+                        state=RUNNING,
+                        claimed_by=self.instance_id,
+                        lease_until=now + self.lease,
+                        runs=c.runs + 1,
+                        updated_at=now,
+                    )
+                )
+                if claimed.rowcount != 1:
+                    continue  # another replica was faster
+                row = conn.execute(
+                    sa.select(tasks_table).where(_key_where(job_id, component, attempt, role))
+                ).one()
+                # The start (or resume) report commits with the claim.
+                key = TaskKey(job_id, component, attempt, self.party_id, role)
+                self._report_running(conn, key, row.status_seq, progress=row.progress or 0.0)
+            return dict(row._mapping)
+        return None
+
+    def _report_running(self, conn: Connection, key: TaskKey, seq: int, *, progress: float) -> None:
+        conn.execute(
+            sa.update(tasks_table)
+            .where(_key_where(key.job_id, key.component, key.attempt, key.role))
+            .values(status_seq=seq + 1, progress=progress)
+        )
+        self.reporter.report(key, RUNNING, seq=seq, progress=progress)
+
+    # --- running -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                row = self._claim()
+            except Exception as exc:  # the database or broker is away: try again later
+                log.warning("task_claim_failed", error=str(exc))
+                row = None
+            if row is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            self._run(row)
+
+    def _spec(self, row: dict[str, Any]) -> TaskSpec:
+        return TaskSpec(
+            job_id=row["job_id"],
+            component=row["component"],
+            component_type=row["component_type"],
+            attempt=row["attempt"],
+            role=row["role"],
+            party_id=self.party_id,
+            parties=json.loads(row["parties"]),
+            params=json.loads(row["params"]),
+            inputs=json.loads(row["inputs"]),
+        )
+
+    def _run(self, row: dict[str, Any]) -> None:
+        spec = self._spec(row)
+        key = spec.key
+        slot = (key.job_id, key.component, key.attempt, key.role)
+        if row["cancel_requested"]:
+            self._finish(key, CANCELED, reason=row["reason"] or "canceled")
+            return
+        running = _Running(key)
+        with self._lock:
+            self._running[slot] = running
+        log.info(
+            "task_started",
+            job_id=key.job_id,
+            component=key.component,
+            attempt=key.attempt,
+            role=key.role,
+            run=row["runs"],
+        )
+        try:
+            result = self.runtime.run_task(
+                spec,
+                cancel=running.cancel,
+                on_progress=lambda fraction: self._progress(running, fraction),
+                recv_timeout=self.recv_timeout,
+            )
+        except TaskCanceled:
+            if self._stopping.is_set() and not self._cancel_requested(key):
+                self._release(key)
+            else:
+                self._finish(key, CANCELED, reason=self._reason(key) or "canceled")
+        except TaskError as exc:
+            self._finish(key, FAILED, reason=str(exc))
+        except Exception as exc:  # the component failed: the scheduler fails the job
+            log.warning("task_failed", job_id=key.job_id, component=key.component, error=str(exc))
+            self._finish(key, FAILED, reason=f"{type(exc).__name__}: {exc}")
+        else:
+            self._finish(key, SUCCESS, outputs=result.outputs)
+        finally:
+            with self._lock:
+                self._running.pop(slot, None)
+
+    def _progress(self, running: _Running, fraction: float) -> None:
+        now = time.monotonic()
+        if now - running.last_progress < self.progress_interval_s and fraction < 1.0:
+            return
+        running.last_progress = now
+        key = running.key
+        try:
+            with self.engine.begin() as conn:
+                seq = conn.execute(
+                    sa.select(tasks_table.c.status_seq).where(
+                        _key_where(key.job_id, key.component, key.attempt, key.role)
+                    )
+                ).scalar_one()
+                self._report_running(conn, key, seq, progress=fraction)
+        except Exception as exc:  # progress is informative; the task goes on
+            log.warning("task_progress_report_failed", job_id=key.job_id, error=str(exc))
+
+    def _cancel_requested(self, key: TaskKey) -> bool:
+        with self.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.select(tasks_table.c.cancel_requested).where(
+                        _key_where(key.job_id, key.component, key.attempt, key.role)
+                    )
+                ).scalar_one_or_none()
+            )
+
+    def _reason(self, key: TaskKey) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(tasks_table.c.reason).where(
+                    _key_where(key.job_id, key.component, key.attempt, key.role)
+                )
+            ).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    def _release(self, key: TaskKey) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(tasks_table)
+                .where(_key_where(key.job_id, key.component, key.attempt, key.role))
+                .values(claimed_by=None, lease_until=None, updated_at=_now())
+            )
+        log.info("task_released", job_id=key.job_id, component=key.component, role=key.role)
+
+    def _finish(
+        self,
+        key: TaskKey,
+        state: str,
+        *,
+        reason: str | None = None,
+        outputs: dict[str, str] | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(tasks_table)
+                .where(_key_where(key.job_id, key.component, key.attempt, key.role))
+                .values(
+                    state=state,
+                    reason=None if reason is None else reason[:MAX_REASON],
+                    outputs=None if outputs is None else json.dumps(outputs),
+                    progress=1.0 if state == SUCCESS else None,
+                    claimed_by=None,
+                    lease_until=None,
+                    updated_at=_now(),
+                )
+            )
+            # Published before the commit: a crash after it re-runs the task to the same
+            # report (same id, dropped); a crash before it leaves the task to be resumed.
+            self.reporter.report(
+                key,
+                state,
+                reason=reason,
+                progress=1.0 if state == SUCCESS else None,
+                outputs=outputs if state == SUCCESS else None,
+            )
+        log.info(
+            "task_finished",
+            job_id=key.job_id,
+            component=key.component,
+            attempt=key.attempt,
+            role=key.role,
+            state=state,
+            reason=reason,
+        )
+        self._cleanup(key)
+
+    def _cleanup(self, key: TaskKey) -> None:
+        try:
+            self.runtime.finish(key)
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.update(tasks_table)
+                    .where(_key_where(key.job_id, key.component, key.attempt, key.role))
+                    .values(cleaned=True)
+                )
+        except Exception as exc:  # retried at the next start-up
+            log.warning("task_cleanup_failed", job_id=key.job_id, error=str(exc))
+
+    def _cleanup_finished(self) -> None:
+        """Finished tasks whose checkpoint/outbox/mailbox rows were not yet removed."""
+        c = tasks_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.job_id, c.component, c.attempt, c.role).where(
+                    c.state.in_(FINAL), c.cleaned.is_(False), c.role != ANY_ROLE
+                )
+            ).all()
+        for job_id, component, attempt, role in rows:
+            self._cleanup(TaskKey(job_id, component, attempt, self.party_id, role))
+
+    # --- leases ------------------------------------------------------------------------------
+
+    def _keep_leases(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not self._stopping.wait(interval):
+            with self._lock:
+                mine = list(self._running.values())
+            if not mine:
+                continue
+            try:
+                self._renew(mine)
+            except Exception as exc:  # the next round tries again; the lease has slack
+                log.warning("task_lease_renewal_failed", error=str(exc))
+
+    def _renew(self, mine: list[_Running]) -> None:
+        c = tasks_table.c
+        now = _now()
+        with self.engine.begin() as conn:
+            for running in mine:
+                key = running.key
+                where = _key_where(key.job_id, key.component, key.attempt, key.role)
+                conn.execute(
+                    sa.update(tasks_table)
+                    .where(where, c.claimed_by == self.instance_id)
+                    .values(lease_until=now + self.lease)
+                )
+                if conn.execute(sa.select(c.cancel_requested).where(where)).scalar_one_or_none():
+                    running.cancel.set()
+
+
+def task_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every task this party's workers know (operators and tests)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(tasks_table).order_by(tasks_table.c.created_at)).all()
+    return [dict(r._mapping) for r in rows]
