@@ -119,6 +119,56 @@ class InboxContract:
         assert sorted(results) == [False] * 5 + [True]
         assert counter.runs == ["dup"]
 
+    # -- process_batch (group commit) --------------------------------------------------------
+
+    def test_batch_runs_every_effect_in_order_and_marks_all_done(self, inbox: Inbox) -> None:
+        # Prepare
+        counter = Counter()
+        ids = ["c", "a", "b"]
+        # Execute
+        ran = inbox.process_batch([(m, counter.effect(m)) for m in ids])
+        # Assert
+        assert ran == [True, True, True]
+        assert counter.runs == ids
+        assert all(inbox.is_done(m) for m in ids)
+
+    def test_batch_drops_ids_already_done_and_repeats_within_the_batch(
+        self, inbox: Inbox
+    ) -> None:
+        counter = Counter()
+        inbox.process("a", counter.effect("a"))
+
+        ran = inbox.process_batch([(m, counter.effect(m)) for m in ["b", "a", "c", "b", "c"]])
+
+        assert ran == [True, False, True, False, False]
+        assert counter.runs == ["a", "b", "c"]
+
+    def test_empty_batch_does_nothing(self, inbox: Inbox) -> None:
+        assert inbox.process_batch([]) == []
+
+    def test_failed_batch_can_be_processed_again_one_by_one(self, inbox: Inbox) -> None:
+        # Prepare: the second effect fails the first time only (a transient error).
+        counter = Counter()
+        failures = ["once"]
+
+        def flaky(tx: InboxTransaction) -> None:
+            if failures:
+                failures.pop()
+                raise RuntimeError("transient")
+            counter.effect("b")(tx)
+
+        items = [("a", counter.effect("a")), ("b", flaky), ("c", counter.effect("c"))]
+        # Execute: the batch fails; the consumer then processes the same items one by one.
+        with pytest.raises(RuntimeError):
+            inbox.process_batch(items)
+        ran_again = [inbox.process(m, effect) for m, effect in items]
+        # Assert: the failed item and the one after it run now; afterwards all are done.
+        # (Whether "a" ran again depends on the inbox: the SQL batch rolled it back, the
+        # default per-item batch had committed it. The SQL tests count committed effects.)
+        assert ran_again[1:] == [True, True]
+        assert [inbox.process(m, effect) for m, effect in items] == [False] * 3
+        assert all(inbox.is_done(m) for m in "abc")
+
 
 class TestInMemoryInbox(InboxContract):
     @pytest.fixture
@@ -197,6 +247,84 @@ class SqlInboxContract(InboxContract):
 
         assert ran_again is False
         assert self.effect_rows(inbox) == ["m-1"]
+
+    def test_batch_effects_commit_with_their_markers(self, inbox: Inbox) -> None:
+        ran = inbox.process_batch([(m, self.write_effect()) for m in ["m-1", "m-2", "m-1"]])
+        again = inbox.process_batch([(m, self.write_effect()) for m in ["m-2", "m-3"]])
+
+        assert (ran, again) == ([True, True, False], [False, True])
+        assert sorted(self.effect_rows(inbox)) == ["m-1", "m-2", "m-3"]
+
+    def test_failed_batch_then_one_by_one_commits_each_effect_once(self, inbox: Inbox) -> None:
+        # Prepare: m-2's effect writes, then fails the first time only.
+        failures = ["once"]
+
+        def write_then_fail_once(tx: InboxTransaction) -> None:
+            self.write_effect()(tx)
+            if failures:
+                failures.pop()
+                raise RuntimeError("transient")
+
+        items = [
+            ("m-1", self.write_effect()),
+            ("m-2", write_then_fail_once),
+            ("m-3", self.write_effect()),
+        ]
+        # Execute: what a consumer does: the group fails, then each message alone.
+        with pytest.raises(RuntimeError):
+            inbox.process_batch(items)
+        for message_id, effect in items:
+            inbox.process(message_id, effect)
+        # Assert
+        assert sorted(self.effect_rows(inbox)) == ["m-1", "m-2", "m-3"]
+
+    def test_failed_batch_records_nothing_at_all(self, inbox: Inbox) -> None:
+        # Prepare: the last effect of the batch violates a unique constraint.
+        inbox.process("m-0", self.write_effect(tag="taken"))
+        items = [
+            ("m-1", self.write_effect(tag="one")),
+            ("m-2", self.write_effect(tag="two")),
+            ("m-3", self.write_effect(tag="taken")),
+        ]
+        # Execute
+        with pytest.raises(IntegrityError):
+            inbox.process_batch(items)
+        # Assert: one transaction: neither the good effects nor any marker were kept.
+        assert self.effect_rows(inbox) == ["m-0"]
+        assert not any(inbox.is_done(m) for m in ["m-1", "m-2", "m-3"])
+
+    def test_concurrent_overlapping_batches_run_each_effect_once(self, inbox: Inbox) -> None:
+        # Prepare: 4 consumers get overlapping groups in different orders (redeliveries to
+        # replicas), so their marker inserts contend on the same keys.
+        # Large groups in opposite orders make their marker INSERTs overlap in time: without a
+        # common lock order two of them would deadlock (and PostgreSQL abort one).
+        ids = [f"m-{i:03d}" for i in range(400)]
+        groups = [ids, ids[::-1], ids[1::2] + ids[0::2], ids[200:][::-1] + ids[:200]]
+        barrier = threading.Barrier(len(groups))
+        ran: list[str] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def consume(group: list[str]) -> None:
+            barrier.wait()
+            try:
+                results = inbox.process_batch([(m, self.write_effect()) for m in group])
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            with lock:
+                ran.extend(m for m, r in zip(group, results, strict=True) if r)
+
+        threads = [threading.Thread(target=consume, args=(g,)) for g in groups]
+        # Execute
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        # Assert: no deadlock aborted a batch, and every id's effect committed exactly once.
+        assert errors == []
+        assert sorted(ran) == ids
+        assert sorted(self.effect_rows(inbox)) == ids
 
 
 class TestSqlInboxOnSqlite(SqlInboxContract):
@@ -297,6 +425,37 @@ class TestRedisCachedInbox(SqlInboxContract):
         assert ran is False
         assert self.effect_rows(inbox) == ["m-1"]
         assert redis_client.exists(prefix + "m-1") == 1
+
+    def test_batch_caches_every_marker_after_commit(
+        self, inbox: Inbox, redis_client: redis.Redis, prefix: str
+    ) -> None:
+        inbox.process_batch([(m, self.write_effect()) for m in ["m-1", "m-2"]])
+
+        assert redis_client.exists(prefix + "m-1", prefix + "m-2") == 2
+
+    def test_batch_takes_cached_markers_from_redis_and_the_rest_from_sql(
+        self, inbox: Inbox
+    ) -> None:
+        # Prepare: m-1 is done and cached; its SQL marker is deleted behind the cache's back.
+        inbox.process("m-1", self.write_effect())
+        with self._sql(inbox).engine.begin() as conn:
+            conn.execute(sa.delete(inbox_table))
+        # Execute
+        ran = inbox.process_batch([(m, self.write_effect()) for m in ["m-1", "m-2"]])
+        # Assert: Redis answered for m-1 (its effect did not run again), SQL ran m-2.
+        assert ran == [False, True]
+        assert sorted(self.effect_rows(inbox)) == ["m-1", "m-2"]
+
+    def test_failed_batch_leaves_no_redis_keys(
+        self, inbox: Inbox, redis_client: redis.Redis, prefix: str
+    ) -> None:
+        def crash(tx: InboxTransaction) -> None:
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            inbox.process_batch([("m-1", self.write_effect()), ("m-2", crash)])
+
+        assert redis_client.exists(prefix + "m-1", prefix + "m-2") == 0
 
     def test_unreachable_redis_degrades_to_sql_only(self, database_url: str) -> None:
         # Prepare: a Redis URL where nothing listens (port 1 on loopback).
