@@ -239,7 +239,15 @@ def add_grant(
 
 
 def _parse(job: Job) -> Pipeline:
-    return Pipeline.from_yaml(job.pipeline_yaml)
+    return _parse_text(job.pipeline_yaml)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_text(text: str) -> Pipeline:
+    # Every task report of a running job needs the model; parsing and validating the YAML
+    # each time costs more than the rest of the handler. Pipelines are not changed after
+    # parsing, so one parse per text is shared.
+    return Pipeline.from_yaml(text)
 
 
 def submit_job(session: Session, ctx: SchedulerContext, job_id: str, pipeline_yaml: str) -> Job:
