@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import Executor
 
 import gmpy2
 import numpy as np
@@ -72,17 +73,39 @@ def test_window_choice_grows_with_the_number_of_bases() -> None:
     assert choose_window(10, 24) < choose_window(2000, 24) <= 12
 
 
-def test_batches_are_split_for_an_executor_only_when_chunks_are_worth_shipping() -> None:
+class _InlineProcessLikeExecutor(Executor):
+    """Stands for a process pool of two workers (runs inline; only the type and size matter)."""
+
+    _max_workers = 2
+
+
+def test_batches_are_split_for_a_process_executor_only_when_chunks_are_worth_shipping() -> None:
+    from fedcrypto.paillier.parallel import chunk_bounds
+
+    ex = _InlineProcessLikeExecutor()
+    small = chunk_bounds(600, ex, None, min_chunk=1024)
+    large = chunk_bounds(5000, ex, None, min_chunk=1024)
+    forced = chunk_bounds(10, ex, 3)
+
+    assert chunk_bounds(5000, None, None) == [(0, 5000)]
+    assert small == [(0, 600)]
+    assert large == [(0, 1256), (1256, 2512), (2512, 3768), (3768, 5000)]
+    assert forced == [(0, 3), (3, 6), (6, 9), (9, 10)]
+
+
+def test_thread_executor_gets_small_lane_aligned_chunks_several_per_worker() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from fedcrypto.paillier.parallel import chunk_bounds
+    from fedcrypto.paillier.parallel import LANES, THREAD_MIN_CHUNK, chunk_bounds
 
     with ThreadPoolExecutor(2) as ex:
         small = chunk_bounds(600, ex, None, min_chunk=1024)
         large = chunk_bounds(5000, ex, None, min_chunk=1024)
-        forced = chunk_bounds(10, ex, 3)
+        tiny = chunk_bounds(THREAD_MIN_CHUNK, ex, None, min_chunk=1024)
+        columns = chunk_bounds(20, ex, None, min_chunk=1)
 
-    assert chunk_bounds(5000, None, None) == [(0, 5000)]
-    assert small == [(0, 600)]
-    assert large == [(0, 1250), (1250, 2500), (2500, 3750), (3750, 5000)]
-    assert forced == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert small == [(0, 304), (304, 600)]  # worth splitting once nothing is shipped
+    assert len(large) == 8 and all(lo % LANES == 0 for lo, _ in large)
+    assert large[-1][1] == 5000
+    assert tiny == [(0, THREAD_MIN_CHUNK)]
+    assert [hi - lo for lo, hi in columns] == [3, 3, 3, 3, 3, 3, 2]  # no lane rounding

@@ -10,15 +10,30 @@ per exponentiation; the table costs 2^w * ceil(bits / w) residues of memory (16 
 
 Exponents are passed as little-endian byte strings (one row of a uint8 array per exponent) so
 that a batch crosses process boundaries as one ndarray.
+
+The entries are held as one limb array (the shared layout). With the C extension the table is
+built and used there; its AVX-512 engine reads a radix-2^52 copy of the entries
+(`native_table`, made once per table object, 20 MiB for a 2048-bit key). gmpy2 integers of the
+entries are made only when the gmpy2 path needs them.
 """
 
 from __future__ import annotations
 
+import gmpy2
 import numpy as np
 from gmpy2 import mpz
 from numpy.typing import NDArray
 
-from .limbs import LimbArray, from_mpz, int_from_bytes, int_to_bytes, limbs_for, to_mpz
+from .limbs import (
+    LimbArray,
+    from_mpz,
+    int_from_bytes,
+    int_to_bytes,
+    limbs_for,
+    native,
+    native_simd,
+    to_mpz,
+)
 
 
 def exponent_digits(exponents: NDArray[np.uint8], window: int) -> NDArray[np.int64]:
@@ -37,15 +52,29 @@ def exponent_digits(exponents: NDArray[np.uint8], window: int) -> NDArray[np.int
 class FixedBaseTable:
     """Precomputed powers of one base modulo one modulus for fast g^a with short a."""
 
-    def __init__(self, modulus: mpz, window: int, exponent_bits: int, entries: list[mpz]) -> None:
+    def __init__(
+        self,
+        modulus: mpz,
+        window: int,
+        exponent_bits: int,
+        entries: list[mpz] | None = None,
+        *,
+        array: LimbArray | None = None,
+    ) -> None:
         self.modulus = mpz(modulus)
         self.window = window
         self.exponent_bits = exponent_bits
         self.positions = -(-exponent_bits // window)
-        if len(entries) != self.positions << window:
+        size = self.positions << window
+        if entries is None and array is None:
+            raise ValueError("a table needs its entries")
+        if entries is not None and len(entries) != size:
+            raise ValueError("table size does not match window and exponent size")
+        if array is not None and array.shape != (size, limbs_for(self.modulus)):
             raise ValueError("table size does not match window and exponent size")
         self._entries = entries
-        self._array: LimbArray | None = None
+        self._array = array
+        self._native_table: NDArray[np.uint64] | None = None
 
     @classmethod
     def build(
@@ -59,8 +88,10 @@ class FixedBaseTable:
         mod = mpz(modulus)
         size = 1 << window
         positions = -(-exponent_bits // window)
-        entries: list[mpz] = []
         g = mpz(base) % mod
+        if native is not None:
+            return cls(mod, window, exponent_bits, array=_build_native(g, mod, positions, window))
+        entries: list[mpz] = []
         for _ in range(positions):
             row = [mpz(1), g]
             for _d in range(2, size):
@@ -81,7 +112,7 @@ class FixedBaseTable:
                 f"exponents must have shape (count, {self.exponent_bytes}), got {exponents.shape}"
             )
         digits = exponent_digits(exponents, self.window).tolist()
-        entries = self._entries
+        entries = self.entries()
         mod = self.modulus
         size = 1 << self.window
         offsets = range(0, self.positions * size, size)
@@ -95,19 +126,41 @@ class FixedBaseTable:
             out.append(mpz(1) if acc is None else acc)
         return out
 
+    def entries(self) -> list[mpz]:
+        """The entries as gmpy2 integers (made from the limb array on first use)."""
+        if self._entries is None:
+            assert self._array is not None
+            self._entries = to_mpz(self._array)
+        return self._entries
+
     def to_array(self) -> LimbArray:
         """The entries as a (positions * 2^window, limbs) limb array (cached)."""
         if self._array is None:
+            assert self._entries is not None
             self._array = from_mpz(self._entries, limbs_for(self.modulus))
         return self._array
+
+    def native_table(self) -> NDArray[np.uint64]:
+        """The entries in radix 2^52 for the extension's AVX-512 engine (cached).
+
+        Made in the calling thread before a batch is spread over workers, so threads share one
+        copy; a process worker makes its own from the pickled limb array.
+        """
+        if native is None or not native_simd:
+            raise RuntimeError("the AVX-512 engine of fedcrypto._native is not available")
+        if self._native_table is None:
+            mod_b = int_to_bytes(self.modulus)
+            raw = native.prepare_table(self.to_array(), limbs_for(self.modulus), mod_b)
+            self._native_table = np.frombuffer(raw, dtype=np.uint64).reshape(
+                self.positions << self.window, -1
+            )
+        return self._native_table
 
     @classmethod
     def from_array(
         cls, array: LimbArray, modulus: int | mpz, exponent_bits: int, window: int
     ) -> FixedBaseTable:
-        table = cls(mpz(modulus), window, exponent_bits, to_mpz(array))
-        table._array = array
-        return table
+        return cls(mpz(modulus), window, exponent_bits, array=array)
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Crossing into a worker process as one limb array (16 MiB for a 2048-bit key) is far
@@ -126,3 +179,25 @@ def _table_from_array(
     array: LimbArray, modulus: bytes, exponent_bits: int, window: int
 ) -> FixedBaseTable:
     return FixedBaseTable.from_array(array, int_from_bytes(modulus), exponent_bits, window)
+
+
+def _build_native(g: mpz, mod: mpz, positions: int, window: int) -> LimbArray:
+    """The table as limbs, row d of every position at once: T[i][d] = T[i][d-1] * T[i][1].
+
+    The position units g^(2^(w i)) come from repeated squaring; then each digit column is one
+    batched product over all positions (the extension multiplies them in parallel lanes).
+    """
+    assert native is not None
+    limbs = limbs_for(mod)
+    size = 1 << window
+    mod_b = int_to_bytes(mod)
+    units = [g]
+    for _ in range(positions - 1):
+        units.append(gmpy2.powmod(units[-1], size, mod))
+    # digit-major while building (each column contiguous), position-major in the result
+    table = np.empty((size, positions, limbs), dtype=np.uint64)
+    table[0] = from_mpz([1] * positions, limbs)
+    table[1] = from_mpz(units, limbs)
+    for d in range(2, size):
+        native.mulmod(table[d], table[d - 1], table[1], mod_b, limbs, native_simd)
+    return np.ascontiguousarray(table.transpose(1, 0, 2)).reshape(positions * size, limbs)

@@ -29,7 +29,7 @@ from . import kernels
 from .encoding import decode, encode, to_residues
 from .errors import KeyMismatchError
 from .fixed_base import FixedBaseTable
-from .limbs import LimbArray, int_from_bytes, int_to_bytes, limbs_for, to_mpz
+from .limbs import LimbArray, int_from_bytes, int_to_bytes, limbs_for, native_simd, to_mpz
 from .parallel import CHEAP_MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
 from .serialize import field, pack, unpack
 
@@ -59,6 +59,13 @@ def _random_prime(bits: int) -> mpz:
     # top two bits set: the product of two such primes has exactly 2 * bits bits
     candidate = mpz(secrets.randbits(bits)) | (mpz(3) << (bits - 2)) | 1
     return mpz(gmpy2.next_prime(candidate))
+
+
+def _prepare_native(table: FixedBaseTable) -> None:
+    # The extension's radix-2^52 copy, made here in the caller's thread so that the chunks of
+    # a batch running on a ThreadPoolExecutor share it instead of each making their own.
+    if native_simd:
+        table.native_table()
 
 
 def random_bytes(count: int, width: int) -> NDArray[np.uint8]:
@@ -125,6 +132,7 @@ class PublicKey:
         """How this key makes obfuscators, in the picklable form kernels take."""
         if obfuscation == "djn":
             table = self.precompute() if self._djn_table is None else self._djn_table
+            _prepare_native(table)
             return ("djn", self.n_bytes, table, self.djn_exponent_bits, table.window)
         if obfuscation == "textbook":
             return ("textbook", self.n_bytes)
@@ -249,6 +257,8 @@ class PrivateKey:
     def obfuscation_spec(self, obfuscation: Obfuscation = "djn") -> kernels.ObfuscationSpec:
         if obfuscation == "djn":
             tp, tq = self.precompute() if self._crt_tables is None else self._crt_tables
+            _prepare_native(tp)
+            _prepare_native(tq)
             return (
                 "djn_crt",
                 self._p_bytes,

@@ -6,6 +6,10 @@ A vector of `count` residues modulo M is one C-contiguous ``<u8`` array of shape
 with shape ``(count, 2 * limbs)`` gives 32-bit limbs in the same order, which is what GPU
 kernels use. Conversions go through the little-endian byte string of each row, which is exactly
 the row's memory because limbs are little-endian and stored least significant first.
+
+`native` is the optional C extension that computes on this layout directly (None where it was
+not built), and `native_simd` whether it runs its AVX-512 IFMA engine on this CPU. Both are
+fixed at import: facts about the installation, not state.
 """
 
 from __future__ import annotations
@@ -17,9 +21,28 @@ import numpy as np
 from gmpy2 import mpz
 from numpy.typing import NDArray
 
+try:
+    from .. import _native as native
+except ImportError:  # built without GMP headers or a compiler: gmpy2 does all the work
+    native = None  # type: ignore[assignment]
+
 LimbArray = NDArray[np.uint64]
 
 LIMB_DTYPE = np.dtype("<u8")
+
+native_simd: bool = native is not None and native.simd_supported()
+
+__all__ = [
+    "LIMB_DTYPE",
+    "LimbArray",
+    "from_mpz",
+    "int_from_bytes",
+    "int_to_bytes",
+    "limbs_for",
+    "native",
+    "native_simd",
+    "to_mpz",
+]
 
 
 def limbs_for(modulus: int | mpz) -> int:
@@ -32,6 +55,8 @@ def to_mpz(data: LimbArray) -> list[mpz]:
     if data.dtype != LIMB_DTYPE or data.ndim != 2:
         raise ValueError(f"expected a (count, limbs) array of <u8, got {data.dtype} {data.shape}")
     arr = np.ascontiguousarray(data)
+    if arr.size == 0:
+        return [mpz(0)] * arr.shape[0]
     width = arr.shape[1] * 8
     view = arr.data.cast("B")
     from_bytes = mpz.from_bytes

@@ -28,7 +28,15 @@ from . import kernels
 from .encoding import BASE, Encoded, encode, magnitudes, max_abs_int, to_residues
 from .errors import KeyMismatchError, PaillierOverflowError, ShapeMismatchError
 from .limbs import LIMB_DTYPE, LimbArray, from_mpz, int_from_bytes, int_to_bytes, to_mpz
-from .parallel import CHEAP_MIN_CHUNK, MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
+from .parallel import (
+    CHEAP_MIN_CHUNK,
+    MIN_CHUNK,
+    MULTIEXP_MIN_ROWS,
+    chunk_bounds,
+    concat_limbs,
+    map_chunks,
+    split_evenly,
+)
 from .serialize import field, pack, unpack
 
 if TYPE_CHECKING:
@@ -750,6 +758,32 @@ def _multiexp_columns(
             ),
             public_key.limbs,
         )
+    if kernels.native_available():
+        # The extension runs eight columns side by side in SIMD lanes, so the work is split
+        # over the bases instead (one chunk per worker: every chunk pays its own bucket
+        # folding), and the partial products are multiplied together.
+        rows = exps.shape[0]
+        if chunk_size is None:
+            row_bounds = split_evenly(rows, executor, min_part=MULTIEXP_MIN_ROWS)
+        else:
+            row_bounds = chunk_bounds(rows, executor, chunk_size)
+        partials = map_chunks(
+            kernels.k_multiexp,
+            row_bounds,
+            lambda lo, hi: (
+                n2_b,
+                bases[lo:hi],
+                None if inverse is None else inverse[lo:hi],
+                np.ascontiguousarray(exps[lo:hi]),
+            ),
+            executor,
+        )
+        if not partials:
+            return from_mpz([1] * exps.shape[1], public_key.limbs)
+        total = partials[0]
+        for part in partials[1:]:
+            total = kernels.k_mul(n2_b, total, part)
+        return total
     parts = map_chunks(
         kernels.k_multiexp,
         chunk_bounds(exps.shape[1], executor, chunk_size, min_chunk=1),
