@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fedbus.sql_inbox import SqlInbox
 from fedflow.bus_federation import BusFederation
 from fedflow.components import protocol_of
 from fedflow.federation import RecvTimeout, TaskCanceled
-from fedflow.mailbox import NondeterministicResend
+from fedflow.mailbox import AnsweringInbox, NondeterministicResend
 from fedflow.protocol import ProtocolGuard, ProtocolViolation
 from fedflow.standalone import LocalWorld
 from fedflow.task import TaskKey
@@ -159,3 +162,27 @@ def test_addressing_by_party_id_and_by_role_reach_the_same_party(world: LocalWor
         host.send(vector([3.0]), to="77", tag="masked_sum", iteration=1)
     with pytest.raises(ValueError, match="no party plays arbiter"):
         host.send(vector([3.0]), to="arbiter", tag="masked_sum", iteration=1)
+
+
+def test_the_answering_inbox_reports_every_dropped_duplicate_one_by_one_or_in_batches(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    duplicates: list[str] = []
+    inbox = AnsweringInbox(SqlInbox(f"sqlite:///{tmp_path / 'inbox.db'}"), duplicates.append)
+    effects: list[str] = []
+
+    def effect(name: str) -> Callable[[object], None]:
+        return lambda _tx: effects.append(name)
+
+    # Execute
+    assert inbox.process("m1", effect("m1")) is True
+    assert inbox.process("m1", effect("m1 again")) is False
+    ran = inbox.process_batch(
+        [("m2", effect("m2")), ("m1", effect("m1 third")), ("m2", effect("x"))]
+    )
+
+    # Assert
+    assert ran == [True, False, False]
+    assert effects == ["m1", "m2"]
+    assert duplicates == ["m1", "m1", "m2"]

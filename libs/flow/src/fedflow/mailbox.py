@@ -27,7 +27,7 @@ task's rows go when the task ends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from fedbus import Reject
-from fedbus.inbox import Effect, Inbox, InboxTransaction
+from fedbus.inbox import BatchItem, Effect, Inbox, InboxTransaction
 from fedschemas import Envelope, Payload, decode_envelope, encode_envelope
 from sqlalchemy.engine import Engine
 
@@ -335,11 +335,21 @@ class AnsweringInbox(Inbox):
     def process(self, message_id: str, effect: Effect) -> bool:
         ran = self.inner.process(message_id, effect)
         if not ran:
-            try:
-                self._on_duplicate(message_id)
-            except Exception as exc:  # an answer is best effort; the sender retries anyway
-                log.warning("duplicate_answer_failed", message_id=message_id, error=str(exc))
+            self._answer(message_id)
         return ran
+
+    def process_batch(self, items: Sequence[BatchItem]) -> list[bool]:
+        ran = self.inner.process_batch(items)
+        for (message_id, _), handled in zip(items, ran, strict=True):
+            if not handled:
+                self._answer(message_id)
+        return ran
+
+    def _answer(self, message_id: str) -> None:
+        try:
+            self._on_duplicate(message_id)
+        except Exception as exc:  # an answer is best effort; the sender retries anyway
+            log.warning("duplicate_answer_failed", message_id=message_id, error=str(exc))
 
     def is_done(self, message_id: str) -> bool:
         return self.inner.is_done(message_id)
