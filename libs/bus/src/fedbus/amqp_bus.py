@@ -400,8 +400,10 @@ class _AmqpSubscription(Subscription):
         self._bus._call(self._stop_consuming())
         if threading.current_thread() is not self._worker:
             self._idle.wait(timeout)
-        # Give acks already scheduled by the worker a moment to reach the socket first.
-        self._bus._call(asyncio.sleep(0.01))
+        # Send the acks the worker settled before closing: frames leave in the order they were
+        # queued, so they reach the broker ahead of the channel close (a flush already
+        # scheduled runs first; this one takes whatever is left).
+        self._bus._call(self._flush())
         self._bus._call(self._close_channel())
         self._inbox.put(None)
 
