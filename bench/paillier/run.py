@@ -6,11 +6,13 @@
 phe is timed on a subset (its encryption runs at about 100/s here) and both sides are reported
 as operations per second, so the ratio does not depend on the subset size. Each measurement is
 the best of --rounds runs with phe and fedcrypto interleaved, so that load from other processes
-on a shared machine hits both sides alike. fedcrypto spreads
-batches over a ProcessPoolExecutor (--workers, default 2 = this machine's cores) where that
-helps; the pool is started and warmed before timing. Precomputation (DJN fixed-base tables,
-obfuscator pools) is timed separately and NOT included in the per-operation rates; the JSON
-says so per row. Results go to bench/paillier/results.json.
+on a shared machine hits both sides alike. fedcrypto spreads batches over an executor
+(--workers, default 2 = this machine's cores): a ThreadPoolExecutor by default, which suits the
+C extension (it releases the GIL; nothing is pickled), or --executor process. The pool is
+started and warmed before timing. Precomputation (DJN fixed-base tables, obfuscator pools) is
+timed separately and NOT included in the per-operation rates; the JSON says so per row. The
+machine's load average is recorded before and after (the machine is shared). Results go to
+bench/paillier/results.json.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ import fedcrypto
 import numpy as np
 import phe
 from fedcrypto import ObfuscatorPool, PackedEncoder, encrypted_dot, generate_keypair
+from fedcrypto.paillier import kernels, native_available
+from fedcrypto.paillier.keys import random_bytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,6 +53,7 @@ def main() -> None:
     ap.add_argument("--phe-n", type=int, default=120, help="values phe encrypts/decrypts")
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--executor", choices=["thread", "process"], default="thread")
     ap.add_argument("--rows", type=int, default=2000, help="rows of X in X.T @ [[d]]")
     ap.add_argument("--cols", type=int, default=20, help="columns of X")
     ap.add_argument(
@@ -57,6 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()
     rng = np.random.default_rng(7)
     n = args.n
     values = rng.uniform(-1.0, 1.0, n)
@@ -101,9 +107,15 @@ def main() -> None:
             flush=True,
         )
 
+    engine = (
+        ("C extension, AVX-512 IFMA" if kernels.native_simd else "C extension, GMP")
+        if native_available()
+        else "gmpy2"
+    )
     print(
-        f"{args.key_bits}-bit key, n={n}, workers={args.workers}; "
-        f"table build {t_table:.2f}s (public), {t_crt_tables:.2f}s (CRT)",
+        f"{args.key_bits}-bit key, n={n}, {args.workers} {args.executor}s, kernels: {engine}; "
+        f"table build {t_table:.2f}s (public), {t_crt_tables:.2f}s (CRT); "
+        f"load {load_before[0]:.1f}",
         flush=True,
     )
     print(f"{'operation':<44} {'fedcrypto/s':>12} {'phe/s':>10} {'ratio':>9}", flush=True)
@@ -121,10 +133,12 @@ def main() -> None:
             best_ours = min(best_ours, t)
         return best_ours, best_phe, out
 
-    with ProcessPoolExecutor(args.workers) as pool:
+    pool_type = ThreadPoolExecutor if args.executor == "thread" else ProcessPoolExecutor
+    with pool_type(args.workers) as pool:
         list(pool.map(_warm, range(args.workers * 2)))
         ex: Executor = pool
-        procs = f"{args.workers} procs"
+        procs = f"{args.workers} {args.executor}s"
+        one = f"1 {args.executor}"
         k = min(args.phe_n, n)
         phe_nums = [phe_pk.encrypt(float(v)) for v in values[:k]]
         phe_other = [phe_pk.encrypt(float(v)) for v in other[:k]]
@@ -136,7 +150,7 @@ def main() -> None:
         few = min(n, 1000)  # single-process rates too, for a per-core comparison
 
         def per_core(ours_s: float, count: int, phe_s: float) -> str:
-            return f"1 proc: {count / ours_s:,.0f}/s = {count / ours_s / (k / phe_s):.2f}x phe"
+            return f"{one}: {count / ours_s:,.0f}/s = {count / ours_s / (k / phe_s):.2f}x phe"
 
         t1, t_phe_enc, _ = duel(lambda: pk.encrypt(values[:few]), phe_encrypt)
         t, t_phe, enc = duel(lambda: pk.encrypt(values, executor=ex), phe_encrypt)
@@ -173,7 +187,7 @@ def main() -> None:
             n,
             t_phe_enc,
             k,
-            mode="1 proc",
+            mode=one,
             precomputation=f"pool not included (filled at {n * rounds / t_pool:,.0f}/s)",
         )
         m_tb = max(1, n // 20)
@@ -210,7 +224,7 @@ def main() -> None:
         t_ser, t_phe, _ = duel(lambda: enc + enc2, phe_add)
         t_par, t_phe2, s = duel(lambda: enc.add(enc2, executor=ex), phe_add)
         t_phe = min(t_phe, t_phe2)
-        best, mode = (t_par, procs) if t_par < t_ser else (t_ser, "1 proc")
+        best, mode = (t_par, procs) if t_par < t_ser else (t_ser, one)
         row(
             "add (encrypted + encrypted)",
             best,
@@ -218,7 +232,7 @@ def main() -> None:
             t_phe,
             reps * k,
             mode=mode,
-            note=f"1 proc {n / t_ser:,.0f}/s, {args.workers} procs {n / t_par:,.0f}/s",
+            note=f"{one} {n / t_ser:,.0f}/s, {procs} {n / t_par:,.0f}/s",
         )
         assert np.allclose(sk.decrypt(s, executor=ex), values + other, atol=1e-12)
         t, t_phe, _ = duel(
@@ -289,6 +303,32 @@ def main() -> None:
             note="precision 2^-24, room for 2^16 additions per slot",
         )
 
+        # -- what one encryption costs inside the kernels (single thread) ------------------------
+        spec = pk.obfuscation_spec()
+        few_k = min(n, 2000)
+        r_pub = random_bytes(few_k, kernels.randomness_bytes(spec))
+        crt_spec = sk.obfuscation_spec()
+        t_fb = min(timed(lambda: kernels.k_obfuscators(spec, r_pub))[0] for _ in range(rounds))
+        t_fb_crt = min(
+            timed(lambda: kernels.k_obfuscators(crt_spec, r_pub))[0] for _ in range(rounds)
+        )
+        table = pk.precompute()
+        kernel_costs = {
+            "products_per_public_encryption": table.positions,
+            "products_per_key_holder_encryption": f"2 x {table.positions} at half size",
+            "ns_per_product_mod_n2": t_fb / (few_k * table.positions) * 1e9,
+            "ns_per_product_mod_p2_and_q2": t_fb_crt / (few_k * 2 * table.positions) * 1e9,
+            "note": "single thread, fixed-base obfuscators only (table gather included)",
+        }
+        print(
+            f"kernel: {kernel_costs['ns_per_product_mod_n2']:,.0f} ns per product mod n^2 "
+            f"({table.positions} per public-key encryption), "
+            f"{kernel_costs['ns_per_product_mod_p2_and_q2']:,.0f} ns mod p^2/q^2",
+            flush=True,
+        )
+
+    load_after = os.getloadavg()
+    print(f"load average before {load_before}, after {load_after}")
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -299,6 +339,11 @@ def main() -> None:
         "n": n,
         "phe_subset": k,
         "workers": args.workers,
+        "executor": args.executor,
+        "kernels": engine,
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+        "kernel_costs": kernel_costs,
         "phe_version": phe.__version__ if hasattr(phe, "__version__") else "1.5.0",
         "fedcrypto_version": getattr(fedcrypto, "__version__", "0.1.0"),
         "precomputation_s": {

@@ -29,6 +29,9 @@
 #if GMP_LIMB_BITS != 64 || GMP_NAIL_BITS != 0
 #error "fedcrypto._native needs 64-bit GMP limbs without nails"
 #endif
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "fedcrypto._native reads <u8 limb arrays as native words: little-endian hosts only"
+#endif
 
 typedef mp_limb_t limb;
 
@@ -99,7 +102,7 @@ typedef struct {
     uint64_t *one;    /* lanes of R mod M (Montgomery 1) */
     uint64_t *rr;     /* lanes of R^2 mod M (into Montgomery form) */
     uint64_t *unit;   /* lanes of 1 (out of Montgomery form) */
-    uint64_t *t;      /* scratch: 4k + 2 vectors */
+    uint64_t *t;      /* scratch: k + 1 vectors */
     limb *row;        /* scratch row, L + 2 limbs */
     mpz_t tmp;
 } m52_t;
@@ -188,7 +191,7 @@ static int m52_init(m52_t *c, mpz_srcptr M)
     c->one = alloc64(64 * (size_t)k);
     c->rr = alloc64(64 * (size_t)k);
     c->unit = alloc64(64 * (size_t)k);
-    c->t = alloc64(64 * (size_t)(4 * k + 2));
+    c->t = alloc64(64 * (size_t)(k + 1));
     c->row = alloc64(sizeof(limb) * (c->L + 2));
     if (!c->N || !c->one || !c->rr || !c->unit || !c->t || !c->row) {
         m52_free(c);
@@ -292,69 +295,6 @@ IFMA_FN static void m52_mul(const m52_t *c, uint64_t *r, const uint64_t *a, cons
     __m512i *R = (__m512i *)r;
     for (int j = 0; j < k; j++) {
         __m512i v = _mm512_add_epi64(t[j], cy);
-        R[j] = _mm512_and_si512(v, mask);
-        cy = _mm512_srli_epi64(v, 52);
-    }
-}
-
-/* r = a^2 / R mod M: the square's cross products once and doubled (k^2 - k products instead of
- * 2k^2), then word-by-word Montgomery reduction. The square is computed column by column
- * (product scanning) in registers, with independent accumulators for the low and high halves
- * so that consecutive products do not wait on each other. Columns stay below 2^62: at most 2k
- * cross terms, doubled, 2 diagonal terms and 2k reduction terms, each below 2^52, plus small
- * carries. */
-IFMA_FN static void m52_sqr(const m52_t *c, uint64_t *r, const uint64_t *a)
-{
-    const int k = c->k;
-    __m512i *p = (__m512i *)c->t; /* 2k columns */
-    const __m512i *A = (const __m512i *)a;
-    const __m512i z = _mm512_setzero_si512();
-    const __m512i ninv = _mm512_set1_epi64((long long)c->ninv);
-    const __m512i mask = _mm512_set1_epi64((long long)MASK52);
-    const uint64_t *N = c->N;
-    for (int s = 0; s < 2 * k; s++) {
-        /* low halves of a_i a_(s-i), i < s - i; high halves of a_i a_(s-1-i), i < s - 1 - i */
-        __m512i l0 = z, l1 = z, h0 = z, h1 = z;
-        int lo_start = s - k + 1 > 0 ? s - k + 1 : 0;
-        int i = lo_start;
-        for (; i + 1 < s - (i + 1); i += 2) {
-            l0 = _mm512_madd52lo_epu64(l0, A[i], A[s - i]);
-            l1 = _mm512_madd52lo_epu64(l1, A[i + 1], A[s - i - 1]);
-        }
-        for (; i < s - i; i++)
-            l0 = _mm512_madd52lo_epu64(l0, A[i], A[s - i]);
-        int t = s - 1;
-        int hi_start = t - k + 1 > 0 ? t - k + 1 : 0;
-        i = hi_start;
-        for (; i + 1 < t - (i + 1); i += 2) {
-            h0 = _mm512_madd52hi_epu64(h0, A[i], A[t - i]);
-            h1 = _mm512_madd52hi_epu64(h1, A[i + 1], A[t - i - 1]);
-        }
-        for (; t >= 0 && i < t - i; i++)
-            h0 = _mm512_madd52hi_epu64(h0, A[i], A[t - i]);
-        __m512i v = _mm512_add_epi64(_mm512_add_epi64(l0, l1), _mm512_add_epi64(h0, h1));
-        v = _mm512_add_epi64(v, v);
-        __m512i d = A[s >> 1];
-        p[s] = (s & 1) ? _mm512_madd52hi_epu64(v, d, d) : _mm512_madd52lo_epu64(v, d, d);
-    }
-    for (int i = 0; i < k; i++) {
-        __m512i pi = p[i];
-        __m512i n0 = _mm512_set1_epi64((long long)N[0]);
-        __m512i m = _mm512_madd52lo_epu64(z, pi, ninv);
-        pi = _mm512_madd52lo_epu64(pi, m, n0);
-        __m512i hb = _mm512_madd52hi_epu64(_mm512_srli_epi64(pi, 52), m, n0);
-        for (int j = 1; j < k; j++) {
-            __m512i nj = _mm512_set1_epi64((long long)N[j]);
-            __m512i v = _mm512_add_epi64(p[i + j], hb);
-            p[i + j] = _mm512_madd52lo_epu64(v, m, nj);
-            hb = _mm512_madd52hi_epu64(z, m, nj);
-        }
-        p[i + k] = _mm512_add_epi64(p[i + k], hb);
-    }
-    __m512i cy = z;
-    __m512i *R = (__m512i *)r;
-    for (int j = 0; j < k; j++) {
-        __m512i v = _mm512_add_epi64(p[k + j], cy);
         R[j] = _mm512_and_si512(v, mask);
         cy = _mm512_srli_epi64(v, 52);
     }
@@ -594,7 +534,7 @@ static fc_status k_powmod(limb *out, size_t L, const limb *base, size_t Lb, size
             for (size_t win = windows; win-- > 0;) {
                 if (win + 1 != windows)
                     for (int s = 0; s < w; s++)
-                        m52_sqr(&c, acc, acc);
+                        m52_mul(&c, acc, acc, acc); /* a dedicated square measured slower */
                 if (shared) {
                     unsigned d = digit_at(e[0], ew, win * (size_t)w, w);
                     if (win + 1 == windows)
@@ -1009,7 +949,7 @@ static fc_status k_multiexp(limb *out, size_t L, const limb *bases, const limb *
             for (size_t win = windows; win-- > 0;) {
                 if (win + 1 != windows)
                     for (int s = 0; s < w; s++)
-                        m52_sqr(&c, acc, acc);
+                        m52_mul(&c, acc, acc, acc); /* a dedicated square measured slower */
                 for (size_t d = 0; d < nb; d++)
                     memcpy(buckets + d * kv, c.one, 8 * kv);
                 for (size_t i = 0; i < m; i++) {
