@@ -240,6 +240,12 @@ SchedulerOp = Literal[
     "rerun",
     "grant_add",
     "grant_list",
+    # Added for the REST API (fedcontrol): tables in the party's TableStore, job metrics, logs.
+    "table_upload",
+    "table_get",
+    "table_list",
+    "metrics",
+    "logs",
 ]
 
 
