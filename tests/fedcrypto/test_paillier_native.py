@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -237,8 +237,7 @@ def test_extension_matches_python_integers_for_any_odd_modulus(
     from fedcrypto import _native
 
     rng = np.random.default_rng(seed)
-    modulus = int(rng.integers(0, 2**62)) | 1
-    modulus = (modulus << max(0, bits - 62)) | (1 << (bits - 1)) | 1
+    modulus = int.from_bytes(rng.bytes(bits // 8 + 1), "little") % 2**bits | 1 << (bits - 1) | 1
     limbs = limbs_for(modulus)
     top = 2 ** (64 * limbs)
     xs = [int.from_bytes(rng.bytes(8 * limbs), "little") % top for _ in range(count)]
@@ -348,6 +347,31 @@ def test_thread_pool_results_equal_serial_results() -> None:
     for name, value in serial.items():
         assert np.array_equal(threaded[name], value), name
     assert np.array_equal(decrypted, x)
+
+
+def test_encryption_is_the_same_serially_on_threads_and_on_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fedcrypto.paillier import keys
+
+    pk, sk = SMALL
+    monkeypatch.setattr(keys, "random_bytes", _seeded_random_bytes)
+    x = np.random.default_rng(9).uniform(-1, 1, 2100)
+
+    serial = sk.encrypt(x).data
+    with ThreadPoolExecutor(2) as threads:
+        threaded = sk.encrypt(x, executor=threads).data
+        public_threaded = pk.encrypt(x, executor=threads).data
+    with ProcessPoolExecutor(2) as processes:
+        shipped = sk.encrypt(x, executor=processes).data
+        public_shipped = pk.encrypt(x, executor=processes).data
+
+    assert np.array_equal(threaded, serial)
+    assert np.array_equal(shipped, serial)
+    assert np.array_equal(public_threaded, public_shipped)
+    assert np.array_equal(
+        sk.decrypt(EncryptedVector.from_limbs(pk, serial, sk.encrypt(x).exponent)), x
+    )
 
 
 @pytest.mark.slow
