@@ -333,6 +333,8 @@ def test_thread_pool_results_equal_serial_results() -> None:
             "mul": vec.mul(0.37, executor=ex).data,
             "neg": vec.neg(executor=ex).data,
             "dot": vec.matmul(xs, executor=ex).data,
+            "sum": vec.reshape(70, 10).sum(axis=0, executor=ex).data,
+            "total": vec.sum(executor=ex).data,
             "decrypt": sk.decrypt(vec, executor=ex),
         }
         decrypted = sk.decrypt(enc, executor=ex)
@@ -342,6 +344,8 @@ def test_thread_pool_results_equal_serial_results() -> None:
         "mul": vec.mul(0.37).data,
         "neg": vec.neg().data,
         "dot": vec.matmul(xs).data,
+        "sum": vec.reshape(70, 10).sum(axis=0).data,
+        "total": vec.sum().data,
         "decrypt": sk.decrypt(vec),
     }
     for name, value in serial.items():
