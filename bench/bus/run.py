@@ -1,22 +1,35 @@
 """Bus benchmark: throughput and publish-to-handler latency on RabbitMQ, with and without the
-inbox's done-marker transaction (SqlInbox on PostgreSQL).
+inbox's done-marker transaction (SqlInbox on PostgreSQL), per message and in groups.
 
-Messages are 1 KiB, persistent, published with confirms (fedbus amqp adapter). Publishers run
-in a separate process (several threads, each `publish` waits for its own confirm, confirms of
-different threads are pipelined); consumers run in this process, one subscription (channel and
-handler thread) each. Latency is measured from just before `publish` to the end of the handler
-(for the inbox scenario: after the marker's COMMIT), on the system-wide monotonic clock.
+Messages are 1 KiB, persistent, mandatory, published with confirms (fedbus amqp adapter) to a
+quorum queue. Publishers run in a separate process (`--publishers` threads, each publishing
+`--batch` messages per `publish_many` call and waiting for their confirms; the calls of
+different threads are pipelined); consumers run in this process, `--consumers` buses with one
+subscription (channel and handler thread) each. Latency is measured from just before the
+publish to the end of the handler (for the done-marker scenarios: after the COMMIT that holds
+the marker), on the system-wide monotonic clock.
 
-Each scenario runs twice:
+Scenarios (`--scenarios`, all by default):
+- bus: a handler that only records (the baseline: ratios are against it);
+- marker: `deduplicating(handler, inbox)`, one transaction (one commit) per message;
+- marker-batched: `subscribe_batched` with `deduplicating_batch`: every delivery already waiting
+  on a consumer, up to `--batch-size`, in one transaction (group commit), acked together;
+- envelopes-batched: the service path, `EnvelopeConsumer(batch_size=...)` with envelopes
+  (decode, spans, log context) and the SqlInbox; not in the default set.
+
+Each scenario runs in these modes:
 - burst: all messages as fast as the publishers can go -> throughput (msg/s, end to end);
   latencies here include queueing, since publishers outrun consumers by design;
-- paced: a fixed offered rate (default 5,000 msg/s) -> p50/p99 latency at that load.
+- paced@R: a fixed offered rate R (`--rates`, default 5,000 and 1,000 msg/s) -> p50/p99 latency
+  at that load. A paced row whose msg/s is below R was saturated: its latency is queueing.
 
-The baseline is the "bus" scenario of the same run; the table gives each scenario's ratio to it.
+Every row also carries the CPU milliseconds per message by component (bench/bus/cpu.py):
+this process (consumers), the publisher process, RabbitMQ, PostgreSQL and everything else on
+the machine, so a row that misses the target says where the CPU went.
 
-    .venv/bin/python bench/bus/run.py                      # 20,000 messages, defaults
-    .venv/bin/python bench/bus/run.py --messages 5000 --paced-messages 5000
-Results: printed table, and bench/bus/results.json.
+    .venv/bin/python bench/bus/run.py                         # defaults
+    .venv/bin/python bench/bus/run.py --messages 5000 --paced-messages 3000 --scenarios bus
+Results: printed table, and bench/bus/results.json (`--out`).
 """
 
 from __future__ import annotations
@@ -49,6 +62,29 @@ from cpu import CpuSnapshot, cpu_split  # noqa: E402  (bench/bus/cpu.py, next to
 # -- publisher process -----------------------------------------------------------------------
 
 
+def envelope_message(args: argparse.Namespace, index: int, k: int) -> Any:
+    """A demo.ping envelope of about `args.size` bytes whose `n` is the send time (ns)."""
+    from datetime import UTC, datetime
+
+    from fedbus import Message
+    from fedschemas import DemoPing, PartyRef, encode_envelope, new_envelope
+
+    envelope = new_envelope(
+        DemoPing(text="x" * max(0, args.size - 400), n=time.monotonic_ns()),
+        job_id=f"bench-{args.run_id}",
+        component="bench",
+        task_id=f"bench-{index}",
+        attempt=0,
+        source=PartyRef(party_id="9999", role="guest"),
+        destination=PartyRef(party_id="10000", role="host"),
+        tag="bench",
+        iteration=index,
+        seq=k,
+        created_at=datetime.now(UTC),
+    )
+    return Message(args.topic, encode_envelope(envelope), envelope.message_id)
+
+
 def publish_main(args: argparse.Namespace) -> None:
     """Child process: publish `count` messages from `threads` threads, optionally paced."""
     from fedbus import Message, connect
@@ -56,8 +92,9 @@ def publish_main(args: argparse.Namespace) -> None:
 
     configure_logging("bench-publisher", "WARNING", json=False, stream=sys.stderr)
     bus = connect(args.amqp_url)
-    per_thread = [args.count // args.threads + (i < args.count % args.threads)
-                  for i in range(args.threads)]
+    per_thread = [
+        args.count // args.threads + (i < args.count % args.threads) for i in range(args.threads)
+    ]
     padding = os.urandom(max(0, args.size - STAMP.size))
     interval = args.threads / args.rate if args.rate > 0 else 0.0
     errors: list[str] = []
@@ -72,14 +109,17 @@ def publish_main(args: argparse.Namespace) -> None:
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            messages = [
-                Message(
-                    args.topic,
-                    STAMP.pack(time.monotonic_ns()) + padding,
-                    f"{args.run_id}-{index}-{k}",
-                )
-                for k in range(k0, min(n, k0 + batch))
-            ]
+            if args.envelopes:
+                messages = [envelope_message(args, index, k) for k in range(k0, min(n, k0 + batch))]
+            else:
+                messages = [
+                    Message(
+                        args.topic,
+                        STAMP.pack(time.monotonic_ns()) + padding,
+                        f"{args.run_id}-{index}-{k}",
+                    )
+                    for k in range(k0, min(n, k0 + batch))
+                ]
             try:
                 if len(messages) == 1:
                     bus.publish(messages[0])
@@ -130,8 +170,11 @@ class Recorder:
         self.done = threading.Event()
 
     def record(self, body: bytes) -> None:
-        now = time.monotonic_ns()
         (sent,) = STAMP.unpack_from(body)
+        self.record_stamp(sent)
+
+    def record_stamp(self, sent: int) -> None:
+        now = time.monotonic_ns()
         with self.lock:
             self.latencies_ns.append(now - sent)
             self.first_sent = sent if self.first_sent is None else min(self.first_sent, sent)
@@ -147,13 +190,25 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[index] / 1e6
 
 
+Subscribe = Callable[[Any, str, Recorder], None]
+"""Starts one consumer of a topic on a bus, recording each message once it is handled."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    subscribe: Subscribe
+    envelopes: bool = False
+    """The publisher sends demo.ping envelopes instead of raw stamped bodies."""
+
+
 def run_phase(
     args: argparse.Namespace,
     scenario: str,
     mode: str,
     count: int,
     rate: float,
-    make_handler: Callable[[Recorder], Callable[[Any], None]],
+    scenario_def: Scenario,
 ) -> Result:
     from fedbus import connect
 
@@ -161,17 +216,32 @@ def run_phase(
     bus = connect(args.amqp_url)
     bus.declare(topic)
     recorder = Recorder(count)
-    handler = make_handler(recorder)
     consumers = [connect(args.amqp_url) for _ in range(args.consumers)]
     try:
         for c in consumers:
-            c.subscribe(topic, handler, prefetch=args.prefetch)
+            scenario_def.subscribe(c, topic, recorder)
         cpu_before = CpuSnapshot.take()
         cmd = [
-            sys.executable, __file__, "--publish",
-            "--amqp-url", args.amqp_url, "--topic", topic, "--count", str(count),
-            "--threads", str(args.publishers), "--size", str(args.size),
-            "--rate", str(rate), "--run-id", uuid.uuid4().hex[:8], "--batch", str(args.batch),
+            sys.executable,
+            __file__,
+            "--publish",
+            "--amqp-url",
+            args.amqp_url,
+            "--topic",
+            topic,
+            "--count",
+            str(count),
+            "--threads",
+            str(args.publishers),
+            "--size",
+            str(args.size),
+            "--rate",
+            str(rate),
+            "--run-id",
+            uuid.uuid4().hex[:8],
+            "--batch",
+            str(args.batch),
+            *(["--envelopes"] if scenario_def.envelopes else []),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
         if out.returncode != 0:
@@ -207,65 +277,147 @@ def run_phase(
     )
 
 
-def bench_main(args: argparse.Namespace) -> None:
-    import sqlalchemy as sa
-    from fedbus.inbox import deduplicating
-    from fedbus.sql_inbox import SqlInbox
-    from fedcommon.logging import configure_logging
+def make_scenarios(args: argparse.Namespace, inbox: Any) -> dict[str, Scenario]:
+    """name -> (description, subscribe) for every scenario this benchmark knows."""
+    from fedbus.inbox import deduplicating, deduplicating_batch
 
-    configure_logging("bench", "WARNING", json=False, stream=sys.stderr)
+    def nothing(delivery: Any, tx: Any) -> None:
+        """The effect is empty: what is measured is the done-marker transaction itself."""
 
-    def plain(recorder: Recorder) -> Callable[[Any], None]:
-        return lambda delivery: recorder.record(delivery.body)
+    def bus_only(bus: Any, topic: str, recorder: Recorder) -> None:
+        bus.subscribe(topic, lambda d: recorder.record(d.body), prefetch=args.prefetch)
 
-    db_name = f"fedmq_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
-    inbox = SqlInbox(args.pg_url.rsplit("/", 1)[0] + "/" + db_name)
-
-    def with_inbox(recorder: Recorder) -> Callable[[Any], None]:
-        # The effect is empty: what is measured is the done-marker transaction itself.
-        dedupe = deduplicating(lambda delivery, tx: None, inbox)
+    def marker(bus: Any, topic: str, recorder: Recorder) -> None:
+        dedupe = deduplicating(nothing, inbox)
 
         def handle(delivery: Any) -> None:
             dedupe(delivery)
             recorder.record(delivery.body)
 
-        return handle
+        bus.subscribe(topic, handle, prefetch=args.prefetch)
 
-    scenarios = [("bus", plain), ("bus + done marker (PostgreSQL)", with_inbox)]
+    def marker_batched(bus: Any, topic: str, recorder: Recorder) -> None:
+        one, group = deduplicating(nothing, inbox), deduplicating_batch(nothing, inbox)
+
+        def handle(delivery: Any) -> None:
+            one(delivery)
+            recorder.record(delivery.body)
+
+        def handle_group(deliveries: Any) -> Any:
+            left = group(deliveries)  # returns after the group's COMMIT
+            for delivery in deliveries:
+                recorder.record(delivery.body)
+            return left
+
+        bus.subscribe_batched(
+            topic,
+            handle,
+            handle_group,
+            batch_size=args.batch_size,
+            batch_wait=args.batch_wait,
+            prefetch=args.prefetch,
+        )
+
+    def envelopes_batched(bus: Any, topic: str, recorder: Recorder) -> None:
+        from fedbus.runtime import EnvelopeConsumer
+
+        def handler(envelope: Any, payload: Any, tx: Any) -> None:
+            tx.require_session()  # the effect would write through it
+            # Recorded inside the effect, just before the group's COMMIT.
+            recorder.record_stamp(payload.n)
+
+        EnvelopeConsumer(
+            bus,
+            topic,
+            {"demo.ping": handler},
+            inbox,
+            prefetch=args.prefetch,
+            batch_size=args.batch_size,
+            batch_wait=args.batch_wait,
+        ).start()
+
+    return {
+        "bus": Scenario("bus", bus_only),
+        "marker": Scenario("bus + done marker (PostgreSQL)", marker),
+        "marker-batched": Scenario("bus + done marker, batched (PostgreSQL)", marker_batched),
+        "envelopes-batched": Scenario(
+            "envelopes + done marker, batched", envelopes_batched, envelopes=True
+        ),
+    }
+
+
+def bench_main(args: argparse.Namespace) -> None:
+    import sqlalchemy as sa
+    from fedbus.sql_inbox import SqlInbox, make_engine
+    from fedcommon.logging import configure_logging
+
+    configure_logging("bench", "WARNING", json=False, stream=sys.stderr)
+    uptime_before = uptime()
+    db_name = f"fedmq_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
+    # One pooled connection per consumer thread: none is opened or closed mid-phase (that
+    # would cost time and hide a backend's CPU from the accounting).
+    engine = make_engine(
+        args.pg_url.rsplit("/", 1)[0] + "/" + db_name, pool_size=args.consumers + 2
+    )
+    inbox = SqlInbox(engine)
+    known = make_scenarios(args, inbox)
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in known]
+    if unknown or not chosen:
+        raise SystemExit(f"unknown scenarios {unknown}; known: {', '.join(known)}")
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
     results: list[Result] = []
     try:
-        for name, make in scenarios:
-            results.append(run_phase(args, name, "burst", args.messages, 0.0, make))
-            print(f"  {name} burst: {results[-1].throughput:,.0f} msg/s, CPU ms/msg "
-                  f"{results[-1].cpu_ms_per_msg}", file=sys.stderr)
-            results.append(run_phase(args, name, "paced", args.paced_messages, args.rate, make))
-            print(f"  {name} paced: p99 {results[-1].p99_ms} ms, CPU ms/msg "
-                  f"{results[-1].cpu_ms_per_msg}", file=sys.stderr)
+        for key in chosen:
+            scenario = known[key]
+            name = scenario.name
+            results.append(run_phase(args, name, "burst", args.messages, 0.0, scenario))
+            print(f"  {name} burst: {results[-1].throughput:,.0f} msg/s", file=sys.stderr)
+            for rate in rates:
+                mode = f"paced@{rate:g}"
+                results.append(run_phase(args, name, mode, args.paced_messages, rate, scenario))
+                print(f"  {name} {mode}: p99 {results[-1].p99_ms} ms", file=sys.stderr)
     finally:
         inbox.close()
+        engine.dispose()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
         admin.dispose()
+    report_results(args, results, uptime_before, uptime())
 
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return f"load average: {os.getloadavg()}"
+
+
+def report_results(
+    args: argparse.Namespace, results: list[Result], uptime_before: str, uptime_after: str
+) -> None:
     baseline = {r.mode: r for r in results if r.scenario == "bus"}
     header = (
-        f"{'scenario':32} {'mode':6} {'msgs':>7} {'offered':>8} {'msg/s':>9} {'vs bus':>7} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        f"{'scenario':40} {'mode':11} {'msgs':>6} {'msg/s':>7} {'vs bus':>6} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  CPU ms/msg: cons pub rmq pg other"
     )
     print(header)
     print("-" * len(header))
     rows = []
     for r in results:
-        ratio = r.throughput / baseline[r.mode].throughput
-        rows.append({**asdict(r), "throughput_vs_bus": round(ratio, 3)})
+        base = baseline.get(r.mode)
+        ratio = r.throughput / base.throughput if base is not None else None
+        rows.append({**asdict(r), "throughput_vs_bus": round(ratio, 3) if ratio else None})
+        c = r.cpu_ms_per_msg
         print(
-            f"{r.scenario:32} {r.mode:6} {r.messages:>7} "
-            f"{(f'{r.offered_rate:,.0f}' if r.offered_rate else 'max'):>8} "
-            f"{r.throughput:>9,.0f} {ratio:>7.2f} "
-            f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f}"
+            f"{r.scenario:40} {r.mode:11} {r.messages:>6} {r.throughput:>7,.0f} "
+            f"{(f'{ratio:.2f}' if ratio else '-'):>6} "
+            f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f}  "
+            f"{c['consumer']:.2f} {c['publisher']:.2f} {c['rabbitmq']:.2f} "
+            f"{c['postgres']:.2f} {c['other']:.2f}"
         )
     target = {"throughput_msg_s": 5000, "p99_ms": 20}
     report = {
@@ -274,40 +426,61 @@ def bench_main(args: argparse.Namespace) -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "load_avg_1m": os.getloadavg()[0],
+            "uptime_before": uptime_before,
+            "uptime_after": uptime_after,
         },
         "settings": {
             "message_bytes": args.size,
             "publishers": args.publishers,
+            "publish_batch": args.batch,
             "consumers": args.consumers,
             "prefetch": args.prefetch,
-            "publish_batch": args.batch,
-            "paced_rate": args.rate,
+            "batch_size": args.batch_size,
+            "batch_wait_s": args.batch_wait,
+            "paced_rates": args.rates,
         },
         "target": target,
         "results": rows,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {args.out}; targets: >= {target['throughput_msg_s']} msg/s, "
-          f"p99 <= {target['p99_ms']} ms (paced). A paced row whose msg/s is below its offered "
-          "rate was saturated: its latencies are queueing time.")
+    print(
+        f"\nwritten {args.out}; targets: >= {target['throughput_msg_s']} msg/s, "
+        f"p99 <= {target['p99_ms']} ms (paced). A paced row whose msg/s is below its offered "
+        "rate was saturated: its latencies are queueing time.\n"
+        f"before: {uptime_before}\nafter:  {uptime_after}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP)
     parser.add_argument("--pg-url", default=DEFAULT_PG)
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--paced-messages", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=5_000.0, help="paced offered msg/s")
-    parser.add_argument("--publishers", type=int, default=16)
-    parser.add_argument("--consumers", type=int, default=8)
-    parser.add_argument("--prefetch", type=int, default=256)
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--messages", type=int, default=20_000, help="per burst run")
+    parser.add_argument("--paced-messages", type=int, default=10_000, help="per paced run")
     parser.add_argument(
-        "--batch", type=int, default=1,
+        "--rates", default="5000,1000", help="offered msg/s of the paced runs, comma-separated"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="bus,marker,marker-batched",
+        help="comma-separated: bus, marker, marker-batched, envelopes-batched",
+    )
+    parser.add_argument("--publishers", type=int, default=8, help="publisher threads")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=20,
         help="messages per publish_many call per publisher thread (1: publish, one confirm each)",
     )
+    parser.add_argument("--consumers", type=int, default=2, help="consumer buses")
+    parser.add_argument("--prefetch", type=int, default=512)
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="group size of the batched scenarios"
+    )
+    parser.add_argument(
+        "--batch-wait", type=float, default=0.0, help="seconds a group waits to fill (batched)"
+    )
+    parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     # publisher-process arguments
@@ -316,6 +489,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--run-id", help=argparse.SUPPRESS)
+    parser.add_argument("--envelopes", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish:
         publish_main(args)
