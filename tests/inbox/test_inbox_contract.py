@@ -132,9 +132,7 @@ class InboxContract:
         assert counter.runs == ids
         assert all(inbox.is_done(m) for m in ids)
 
-    def test_batch_drops_ids_already_done_and_repeats_within_the_batch(
-        self, inbox: Inbox
-    ) -> None:
+    def test_batch_drops_ids_already_done_and_repeats_within_the_batch(self, inbox: Inbox) -> None:
         counter = Counter()
         inbox.process("a", counter.effect("a"))
 

@@ -359,21 +359,29 @@ class _AmqpSubscription(Subscription):
         # tag; a nack is sent before any later ack so that the multiple-ack cannot swallow it.
         coalesce = not self._bus._holding_any()
         pending_ack: AbstractIncomingMessage | None = None
-        try:
-            for message, ack in batch:
-                if ack and coalesce:
-                    pending_ack = message
-                    continue
-                if pending_ack is not None:
-                    await pending_ack.ack(multiple=True)
-                    pending_ack = None
-                if ack:
-                    await message.ack()
-                else:
-                    await message.nack(requeue=True)
+        for message, ack in batch:
+            if ack and coalesce:
+                pending_ack = message
+                continue
             if pending_ack is not None:
-                await pending_ack.ack(multiple=True)
-        except Exception as exc:  # channel gone: the broker redelivers what was not acked
+                await self._send_settlement(pending_ack, ack=True, multiple=True)
+                pending_ack = None
+            await self._send_settlement(message, ack=ack, multiple=False)
+        if pending_ack is not None:
+            await self._send_settlement(pending_ack, ack=True, multiple=True)
+
+    async def _send_settlement(
+        self, message: AbstractIncomingMessage, *, ack: bool, multiple: bool
+    ) -> None:
+        # One failure must not stop the rest: after a reconnect, a batch can hold deliveries
+        # of the dead channel (their ack fails; the broker redelivers them anyway) before
+        # deliveries of the new one, whose acks must still go out.
+        try:
+            if ack:
+                await message.ack(multiple=multiple)
+            else:
+                await message.nack(requeue=True)
+        except Exception as exc:
             log.info("bus_settle_dropped", topic=self.topic, error=repr(exc))
 
     async def _stop_consuming(self) -> None:

@@ -138,22 +138,25 @@ class _MemorySubscription(Subscription):
     def _take(self) -> list[_Entry] | None:
         """The next message (or group of them) off the queue; None once stopping."""
         size = self._batching.size if self._batching is not None else 1
+        wait = self._batching.wait if self._batching is not None else 0.0
         cond = self._broker.cond
         with cond:
-            q = self._broker.queues.get(self._topic)
-            while not self._stopping.is_set() and not q:
-                cond.wait(0.2)
+            while True:
                 q = self._broker.queues.get(self._topic)
-            if self._batching is not None and self._batching.wait > 0:
-                deadline = time.monotonic() + self._batching.wait
-                while q is not None and len(q) < size and not self._stopping.is_set():
+                while not self._stopping.is_set() and not q:
+                    cond.wait(0.2)
+                    q = self._broker.queues.get(self._topic)
+                deadline = time.monotonic() + wait
+                while q and len(q) < size and not self._stopping.is_set():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     cond.wait(remaining)
                     q = self._broker.queues.get(self._topic)
-            if self._stopping.is_set() or not q:
-                return None
+                if self._stopping.is_set():
+                    return None
+                if q:  # else the topic was deleted meanwhile: wait for it again
+                    break
             entries = [q.popleft() for _ in range(min(size, len(q)))]
             self._inflight = entries
             self._idle.clear()

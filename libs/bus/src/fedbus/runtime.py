@@ -343,9 +343,7 @@ class EnvelopeConsumer:
                     type=envelope.type,
                     delivery_count=delivery.delivery_count,
                 )
-        log.debug(
-            "message_batch_handled", topic=self.topic, size=len(parsed), ran=sum(ran), ms=ms
-        )
+        log.debug("message_batch_handled", topic=self.topic, size=len(parsed), ran=sum(ran), ms=ms)
         return left
 
     def _scoped_effect(
