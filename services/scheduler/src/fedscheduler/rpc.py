@@ -13,41 +13,60 @@ args (validated here, unknown args refused) and results (JSON-like) are in docs/
     rerun       {job_id}                            -> job view
     grant_add   {table, grantee, component_types}   -> grant view
     grant_list  {table?, grantee?}                  -> {data: [grant view], count}
+    logs        {job_id}                            -> {data: [event], count}
+    metrics     {job_id, component?, party_id?}     -> {data: [metric], count, curves: [curve]}
+    table_upload {name, csv_text, id_column?, label_column?, replace?, filename?} -> table view
+    table_get   {name}                              -> table view
+    table_list  {}                                  -> {data: [table view], count}
 
 Each request runs in one database transaction; the messages a command causes (proposals,
 task.run, job.stop...) are published inside it, as in the message handlers. `error_kind` is
 invalid (400), not_found (404), conflict (409) or internal (500).
 
-`SchedulerClient` is the requesting side for Python callers (CLI, SDK, tests); another service
-speaks the same protocol with fedschemas and fedbus alone (no import of this package).
+The data ops (table_*, metrics) work on the party's fedflow stores -- the TableStore the
+workers read and the metrics they write -- which live in the party's database next to the
+scheduler's tables (one database per party in the stack) and, for table files, in the
+workers' tables directory (`PartyData`). They run outside the scheduler's transaction: they
+change no scheduler row and send no message.
+
+`fedcontrol.SchedulerClient` is the requesting side for Python callers (REST API, CLI, tests;
+re-exported here); `fedcontrol.command_envelope` builds requests and replies alike.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
+import tempfile
+import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from fedbus import Bus, Delivery, Subscription
-from fedschemas import (
-    MalformedMessage,
-    PartyRef,
-    decode_envelope,
-    decode_payload,
-    encode_envelope,
-    new_envelope,
+from fedcontrol import (
+    RPC_COMPONENT,
+    SchedulerClient,
+    SchedulerCommandFailed,
+    SchedulerUnavailable,
+    command_envelope,
 )
+from fedflow.components import REGISTRY
+from fedflow.metrics import MetricsReader, curves_table, metrics_table
+from fedflow.tables import TABLE_NAME_PATTERN, TableError, TableInfo, TableStore
+from fedschemas import MalformedMessage, decode_envelope, decode_payload
 from fedschemas.payloads import (
     NAME_PATTERN,
     SchedulerErrorKind,
-    SchedulerOp,
     SchedulerRequest,
     SchedulerResponse,
 )
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from fedscheduler import store
@@ -59,11 +78,21 @@ from fedscheduler.handlers import (
     stop_job,
     submit_job,
 )
-from fedscheduler.models import Job
+from fedscheduler.models import FAILED, SUCCESS, TERMINAL, Job
 
 log = structlog.get_logger("fedscheduler.rpc")
 
-RPC_COMPONENT = "scheduler.rpc"
+__all__ = [
+    "OPS",
+    "RPC_COMPONENT",
+    "PartyData",
+    "RpcServer",
+    "SchedulerClient",
+    "SchedulerCommandFailed",
+    "SchedulerUnavailable",
+    "execute",
+    "new_job_id",
+]
 
 
 class _Args(BaseModel):
@@ -99,10 +128,45 @@ class GrantAddArgs(_Args):
     grantee: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     component_types: list[str] = Field(min_length=1)
 
+    @field_validator("component_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted({t for t in value if t != store.ANY_COMPONENT and t not in REGISTRY})
+        if unknown:
+            raise ValueError(
+                f"unknown component type(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(REGISTRY))}, or * for any)"
+            )
+        return value
+
 
 class GrantListArgs(_Args):
     table: str | None = None
     grantee: str | None = None
+
+
+class MetricsArgs(_Args):
+    job_id: str = Field(pattern=NAME_PATTERN)
+    component: str | None = Field(default=None, pattern=NAME_PATTERN)
+    party_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class TableUploadArgs(_Args):
+    name: str = Field(pattern=TABLE_NAME_PATTERN)
+    csv_text: str = Field(min_length=1)
+    id_column: str = Field(default="id", min_length=1, max_length=256)
+    label_column: str | None = Field(default=None, min_length=1, max_length=256)
+    replace: bool = False
+    filename: str | None = Field(default=None, max_length=256)
+    """The uploaded file's name, used in error messages instead of a temporary path."""
+
+
+class TableArgs(_Args):
+    name: str = Field(pattern=TABLE_NAME_PATTERN)
+
+
+class NoArgs(_Args):
+    pass
 
 
 def new_job_id(now: datetime) -> str:
@@ -170,6 +234,122 @@ def _grant_list(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValu
     return {"data": rows, "count": len(rows)}
 
 
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _logs(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
+    """The job's story from what this scheduler recorded: the job, each party's answer, every
+    task's start and end (with reasons), the job's end. The scheduler keeps states and their
+    times, not a separate event log, so each event here is one recorded transition; running
+    progress reports in between are not kept."""
+    args = JobArgs.model_validate(raw)
+    job = store.get_job(session, args.job_id)
+    if job is None:
+        raise CommandError("not_found", f"no job {args.job_id}")
+    events: list[dict[str, Any]] = []
+
+    def add(
+        when: datetime | None, level: str, event: str, message: str, **fields: JsonValue
+    ) -> None:
+        events.append(
+            {
+                "time": _time(when),
+                "level": level,
+                "event": event,
+                "job_id": job.job_id,
+                "component": None,
+                "party_id": None,
+                "attempt": None,
+                "state": None,
+                **fields,
+                "message": message,
+            }
+        )
+
+    parties = store.job_parties(session, job.job_id)
+    add(
+        job.created_at,
+        "info",
+        "job_created",
+        f"job {job.job_id} initiated by party {job.initiator} with parties "
+        + ", ".join(f"{p.party_id} ({p.roles})" for p in parties),
+        party_id=job.initiator,
+    )
+    for p in parties:
+        if p.party_id == job.initiator:
+            continue
+        if p.state == FAILED:
+            add(
+                p.last_seen or job.ended_at,
+                "error",
+                "party_failed",
+                f"party {p.party_id}: {p.reason or 'failed'}",
+                party_id=p.party_id,
+                state=p.state,
+            )
+        elif p.state != "waiting":
+            add(
+                p.last_seen,
+                "info",
+                "party_seen",
+                f"party {p.party_id} ({p.roles}) accepted the job; last heard of at this time",
+                party_id=p.party_id,
+                state=p.state,
+            )
+        else:
+            add(
+                None,
+                "warning",
+                "party_waiting",
+                f"party {p.party_id} has not answered the proposal",
+                party_id=p.party_id,
+                state=p.state,
+            )
+    for t in store.tasks_of(session, job.job_id):
+        where: dict[str, JsonValue] = {
+            "component": t.component,
+            "party_id": t.party_id,
+            "attempt": t.attempt,
+        }
+        if t.started_at is not None:
+            add(
+                t.started_at,
+                "info",
+                "task_started",
+                f"{t.component} ({t.component_type}) started at party {t.party_id}, "
+                f"attempt {t.attempt}",
+                state="running",
+                **where,
+            )
+        if t.state in TERMINAL:
+            level = "info" if t.state == SUCCESS else ("error" if t.state == FAILED else "warning")
+            reason = f": {t.reason}" if t.reason else ""
+            add(
+                t.ended_at or t.updated_at,
+                level,
+                f"task_{t.state}",
+                f"{t.component} at party {t.party_id}, attempt {t.attempt}: {t.state}{reason}",
+                state=t.state,
+                **where,
+            )
+    if job.state in TERMINAL:
+        level = "info" if job.state == SUCCESS else ("error" if job.state == FAILED else "warning")
+        reason = f": {job.reason}" if job.reason else ""
+        add(
+            job.ended_at or job.updated_at,
+            level,
+            f"job_{job.state}",
+            f"job {job.job_id} {job.state} (attempt {job.attempt}){reason}",
+            state=job.state,
+            attempt=job.attempt,
+        )
+    # Events without a time (an unanswered proposal) go last; the sort is stable otherwise.
+    events.sort(key=lambda e: (e["time"] is None, e["time"] or ""))
+    rows: list[JsonValue] = list(events)
+    return {"data": rows, "count": len(rows)}
+
+
 Op = Callable[[Session, SchedulerContext, dict[str, JsonValue]], JsonValue]
 
 OPS: dict[str, Op] = {
@@ -181,26 +361,188 @@ OPS: dict[str, Op] = {
     "rerun": _rerun,
     "grant_add": _grant_add,
     "grant_list": _grant_list,
+    "logs": _logs,
 }
 
 
+# --- the party's data: tables and metrics (fedflow's stores) ---------------------------------
+
+
+def default_tables_dir(database_url: str, party_id: str) -> Path:
+    """Where the party's workers keep table files by default: the same rule as
+    fedworker's `WorkerSettings.tables_dir` ("<db>-tables" next to a SQLite file, else
+    .fedmq/worker-<party>-tables), so an upload lands where the workers read."""
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and len(database_url) > len(prefix):
+        database = Path(database_url[len(prefix) :])
+        return database.with_name(database.stem + "-tables")
+    return Path(".fedmq") / f"worker-{party_id}-tables"
+
+
+@dataclass
+class PartyData:
+    """The party's fedflow stores, opened on first use (nothing is created before a data op)."""
+
+    engine: Engine
+    tables_dir: Path
+    _tables: TableStore | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @classmethod
+    def for_engine(cls, engine: Engine, party_id: str) -> PartyData:
+        url = engine.url.render_as_string(hide_password=False)
+        return cls(engine=engine, tables_dir=default_tables_dir(url, party_id))
+
+    @property
+    def tables(self) -> TableStore:
+        with self._lock:
+            if self._tables is None:
+                self._tables = TableStore(self.engine, self.tables_dir)
+            return self._tables
+
+    def has_metrics(self) -> bool:
+        inspector = sa.inspect(self.engine)
+        return inspector.has_table(metrics_table.name) and inspector.has_table(curves_table.name)
+
+
+def _number(value: float) -> float | None:
+    # JSON has no NaN: an undefined metric (e.g. AUC of one class) is null.
+    return value if math.isfinite(value) else None
+
+
+def table_view(info: TableInfo, reads: int) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "rows": info.rows,
+        "features": info.features,
+        "feature_names": list(info.feature_names),
+        "id_column": info.id_column,
+        "label_column": info.label_column,
+        "missing_values": info.missing_values,
+        "missing_by_column": dict(info.missing_by_column),
+        "sha256": info.sha256,
+        "uploaded_at": _time(info.uploaded_at),
+        "reads": reads,
+    }
+
+
+def _table_upload(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableUploadArgs.model_validate(raw)
+    tables = data.tables
+    if not args.replace and tables.get(args.name) is not None:
+        raise CommandError(
+            "conflict", f"table {args.name} exists (upload with replace to overwrite it)"
+        )
+    shown = args.filename or f"{args.name}.csv"
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=tables.data_dir) as tmp:
+        path = Path(tmp) / "upload.csv"
+        path.write_text(args.csv_text, encoding="utf-8")
+        try:
+            info = tables.upload(
+                args.name,
+                path,
+                id_column=args.id_column,
+                label_column=args.label_column,
+                replace=args.replace,
+            )
+        except TableError as exc:
+            # The messages name the file by its path: show the user's file name instead.
+            raise CommandError("invalid", str(exc).replace(str(path), shown)) from exc
+    log.info("table_uploaded", table=info.name, rows=info.rows, features=info.features)
+    return table_view(info, tables.reads(info.name))
+
+
+def _table_get(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableArgs.model_validate(raw)
+    info = data.tables.get(args.name)
+    if info is None:
+        raise CommandError("not_found", f"no table {args.name} at this party")
+    return table_view(info, data.tables.reads(info.name))
+
+
+def _table_list(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    NoArgs.model_validate(raw)
+    tables = data.tables
+    rows: list[JsonValue] = [table_view(info, tables.reads(info.name)) for info in tables.list()]
+    return {"data": rows, "count": len(rows)}
+
+
+DataOp = Callable[[PartyData, dict[str, JsonValue]], JsonValue]
+
+DATA_OPS: dict[str, DataOp] = {
+    "table_upload": _table_upload,
+    "table_get": _table_get,
+    "table_list": _table_list,
+}
+
+
+def _metrics(
+    sessions: sessionmaker[Session], data: PartyData, raw: dict[str, JsonValue]
+) -> JsonValue:
+    args = MetricsArgs.model_validate(raw)
+    with sessions() as session:
+        if store.get_job(session, args.job_id) is None:
+            raise CommandError("not_found", f"no job {args.job_id}")
+    if not data.has_metrics():  # no worker has written to this database yet
+        return {"data": [], "count": 0, "curves": []}
+    reader = MetricsReader(data.engine)
+    metrics: list[JsonValue] = [
+        {
+            "component": m.component,
+            "party_id": m.party_id,
+            "name": m.name,
+            "step": m.step,
+            "value": _number(m.value),
+        }
+        for m in reader.metrics(args.job_id, args.component, args.party_id)
+    ]
+    curves: list[JsonValue] = [
+        {
+            "component": c.component,
+            "party_id": c.party_id,
+            "name": c.name,
+            "x_label": c.x_label,
+            "y_label": c.y_label,
+            "x": [_number(v) for v in c.x],
+            "y": [_number(v) for v in c.y],
+        }
+        for c in reader.curves(args.job_id, args.component, args.party_id)
+    ]
+    return {"data": metrics, "count": len(metrics), "curves": curves}
+
+
+def _bad_arguments(exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
+    )
+    return f"bad arguments: {problems}"
+
+
 def execute(
-    sessions: sessionmaker[Session], ctx: SchedulerContext, request: SchedulerRequest
+    sessions: sessionmaker[Session],
+    ctx: SchedulerContext,
+    request: SchedulerRequest,
+    data: PartyData | None = None,
 ) -> SchedulerResponse:
-    """Run one command in one transaction; every failure becomes a response, never a raise."""
-    op = OPS[request.op]
+    """Run one command (scheduler ops in one transaction); every failure becomes a response,
+    never a raise."""
     try:
-        with sessions.begin() as session:
-            result = op(session, ctx, dict(request.args))
+        if request.op in OPS:
+            with sessions.begin() as session:
+                result = OPS[request.op](session, ctx, dict(request.args))
+        else:
+            if data is None:
+                raise CommandError("invalid", f"{request.op}: this scheduler serves no party data")
+            if request.op == "metrics":
+                result = _metrics(sessions, data, dict(request.args))
+            else:
+                result = DATA_OPS[request.op](data, dict(request.args))
     except CommandError as exc:
         outcome: SchedulerErrorKind = exc.kind
         response = SchedulerResponse(op=request.op, ok=False, error=exc.message, error_kind=outcome)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
-        )
         response = SchedulerResponse(
-            op=request.op, ok=False, error=f"bad arguments: {problems}", error_kind="invalid"
+            op=request.op, ok=False, error=_bad_arguments(exc), error_kind="invalid"
         )
     except Exception as exc:
         log.exception("rpc_failed", op=request.op)
@@ -216,28 +558,12 @@ def execute(
     return response
 
 
-def _envelope_bytes(payload: SchedulerRequest | SchedulerResponse, party_id: str, op: str) -> bytes:
-    me = PartyRef(party_id=party_id, role="local")
-    envelope = new_envelope(
-        payload,
-        job_id="",
-        component=RPC_COMPONENT,
-        task_id="",
-        attempt=0,
-        source=me,
-        destination=me,
-        tag=f"rpc.{op}",
-        iteration=-1,
-        # Requests are not deduplicated (each is answered once, to its own reply address);
-        # a random seq only keeps their message ids apart in logs and traces.
-        seq=secrets.randbits(62),
-        created_at=datetime.now(UTC),
-    )
-    return encode_envelope(envelope)
-
-
 class RpcServer:
-    """Answers scheduler.request envelopes on `topic` (one thread, in arrival order)."""
+    """Answers scheduler.request envelopes on `topic` (one thread, in arrival order).
+
+    `data` serves the table and metrics ops; by default the fedflow stores in the scheduler's
+    own database, with table files where the party's workers keep them (`default_tables_dir`).
+    """
 
     def __init__(
         self,
@@ -245,11 +571,17 @@ class RpcServer:
         topic: str,
         sessions: sessionmaker[Session],
         ctx: SchedulerContext,
+        *,
+        data: PartyData | None = None,
     ) -> None:
         self._bus = bus
         self._topic = topic
         self._sessions = sessions
         self._ctx = ctx
+        engine = sessions.kw.get("bind")
+        if data is None and isinstance(engine, Engine):
+            data = PartyData.for_engine(engine, ctx.party_id)
+        self._data = data
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
@@ -284,82 +616,16 @@ class RpcServer:
                 error_kind="invalid",
             )
         else:
-            response = execute(self._sessions, self._ctx, request)
-        self._bus.reply(delivery, _envelope_bytes(response, self._ctx.party_id, request.op))
-
-
-class SchedulerCommandFailed(Exception):
-    """The scheduler refused a command; `kind` is its error_kind."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-class SchedulerClient:
-    """Sends commands to the scheduler of `party_id` over `bus` and waits for the answer."""
-
-    def __init__(
-        self,
-        bus: Bus,
-        party_id: str,
-        *,
-        topic: str = "svc.scheduler.rpc",
-        timeout: float = 10.0,
-    ) -> None:
-        self._bus = bus
-        self._party_id = party_id
-        self._topic = topic
-        self._timeout = timeout
-
-    def call(self, op: SchedulerOp, **args: JsonValue) -> JsonValue:
-        """The op's result; SchedulerCommandFailed when refused, RequestTimeout on silence."""
-        body = _envelope_bytes(SchedulerRequest(op=op, args=args), self._party_id, op)
-        reply = self._bus.request(self._topic, body, timeout=self._timeout)
-        response = decode_payload(decode_envelope(reply.body), SchedulerResponse)
-        if not response.ok:
-            raise SchedulerCommandFailed(response.error_kind or "internal", response.error or "")
-        return response.result
-
-    def _dict(self, op: SchedulerOp, **args: JsonValue) -> dict[str, Any]:
-        result = self.call(op, **args)
-        assert isinstance(result, dict)
-        return result
-
-    def submit(self, pipeline_yaml: str, job_id: str | None = None) -> dict[str, Any]:
-        if job_id is None:
-            return self._dict("submit", pipeline_yaml=pipeline_yaml)
-        return self._dict("submit", pipeline_yaml=pipeline_yaml, job_id=job_id)
-
-    def status(self, job_id: str) -> dict[str, Any]:
-        return self._dict("status", job_id=job_id)
-
-    def list_jobs(self, state: str | None = None) -> list[dict[str, Any]]:
-        result = self._dict("list_jobs") if state is None else self._dict("list_jobs", state=state)
-        return list(result["data"])
-
-    def list_tasks(self, job_id: str, attempt: int | None = None) -> list[dict[str, Any]]:
-        if attempt is None:
-            result = self._dict("list_tasks", job_id=job_id)
-        else:
-            result = self._dict("list_tasks", job_id=job_id, attempt=attempt)
-        return list(result["data"])
-
-    def stop(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
-        if reason is None:
-            return self._dict("stop", job_id=job_id)
-        return self._dict("stop", job_id=job_id, reason=reason)
-
-    def rerun(self, job_id: str) -> dict[str, Any]:
-        return self._dict("rerun", job_id=job_id)
-
-    def grant_add(self, table: str, grantee: str, component_types: list[str]) -> dict[str, Any]:
-        types: list[JsonValue] = list(component_types)
-        return self._dict("grant_add", table=table, grantee=grantee, component_types=types)
-
-    def grant_list(self, table: str | None = None) -> list[dict[str, Any]]:
-        result = (
-            self._dict("grant_list") if table is None else self._dict("grant_list", table=table)
-        )
-        return list(result["data"])
+            response = execute(self._sessions, self._ctx, request, self._data)
+        body = command_envelope(response, self._ctx.party_id, request.op)
+        if len(body) > self._bus.capabilities.max_frame_bytes:
+            # Replies cannot be chunked (direct reply-to): say so instead of never answering.
+            log.warning("rpc_reply_too_large", op=request.op, size=len(body))
+            response = SchedulerResponse(
+                op=request.op,
+                ok=False,
+                error=f"the answer is too large ({len(body)} bytes): ask for less",
+                error_kind="invalid",
+            )
+            body = command_envelope(response, self._ctx.party_id, request.op)
+        self._bus.reply(delivery, body)
