@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from fedcommon.settings import ServiceSettings
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fedcommon.settings import ServiceSettings, is_placeholder_secret
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 DEFAULT_ROUTES: dict[str, str] = {
@@ -23,6 +23,10 @@ DEFAULT_ROUTES: dict[str, str] = {
 """Message-type prefix -> local topic where arriving messages are published (longest wins)."""
 
 SETTINGS_FILE_ENV = "FEDMQ_GATEWAY_SETTINGS_FILE"
+
+PLACEHOLDER_API_TOKEN = "changethis"  # noqa: S105  # a known placeholder, refused in production
+"""The development default of `api_tokens`: refused outside environment=development."""
+MIN_API_TOKEN_LENGTH = 16
 
 
 class PeerSettings(BaseModel):
@@ -83,6 +87,25 @@ class GatewaySettings(ServiceSettings):
     shutdown_grace_s: float = 10.0
     identity_check_interval_s: float = 2.0
     """How often the identity files are checked for a completed rotation (0 = only SIGHUP)."""
+    api_tokens: list[SecretStr] = Field(default_factory=lambda: [SecretStr(PLACEHOLDER_API_TOKEN)])
+    """Bearer tokens the REST API (/api/v1) accepts (`Authorization: Bearer <token>`); several
+    let a token be rotated without downtime; empty: every API request is refused. As JSON in
+    FEDMQ_GATEWAY_API_TOKENS, e.g. '["..."]'. Outside development each must be a real secret of
+    at least MIN_API_TOKEN_LENGTH characters (the placeholder default is refused)."""
+
+    @model_validator(mode="after")
+    def _real_api_tokens(self) -> GatewaySettings:
+        if self.environment == "development":
+            return self
+        for token in self.api_tokens:
+            value = token.get_secret_value()
+            if is_placeholder_secret(value) or len(value) < MIN_API_TOKEN_LENGTH:
+                raise ValueError(
+                    "api_tokens: a placeholder or short token (under "
+                    f"{MIN_API_TOKEN_LENGTH} characters) is refused outside "
+                    "environment=development"
+                )
+        return self
 
 
 def load_settings(**overrides: object) -> GatewaySettings:
