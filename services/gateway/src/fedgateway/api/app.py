@@ -1,4 +1,6 @@
-"""FastAPI app of the gateway: /healthz, /metrics, /api/v1/peers, /api/v1/replay/finished.
+"""FastAPI app of the gateway: /healthz, /metrics, /api/v1/peers, /api/v1/replay/finished, and
+the party's REST API (/api/v1/tables, /grants, /jobs: docs/api.md) with its OpenAPI document at
+/api/v1/openapi.json and interactive docs at /api/v1/docs.
 
 The app reads the running gateway through the small `GatewayView` protocol, so it can be tested
 with any object that has these members."""
@@ -10,6 +12,8 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+
+from fedgateway.api import deps, grants, jobs, tables
 
 
 class _Metrics(Protocol):
@@ -35,7 +39,15 @@ class FinishedCreate(BaseModel):
 
 
 def create_app(gateway: GatewayView) -> FastAPI:
-    app = FastAPI(title="fedmq gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="fedmq gateway",
+        openapi_url=f"{deps.API_PREFIX}/openapi.json",
+        docs_url=f"{deps.API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    deps.bind(app, gateway)
+    for router in (tables.router, grants.router, jobs.router):
+        app.include_router(router, prefix=deps.API_PREFIX)
 
     @app.get("/healthz")
     def healthz(response: Response) -> dict[str, Any]:

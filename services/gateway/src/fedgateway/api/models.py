@@ -1,0 +1,193 @@
+"""The REST API's models, a family per resource: `XCreate` (what a client sends), `XPublic` (what
+it gets back), `XsPublic {data, count}` (a list).
+
+Public models mirror the scheduler's read-models (docs/scheduler.md); they ignore fields they do
+not know, so a newer scheduler does not break an older gateway.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fedschemas.payloads import NAME_PATTERN
+from pydantic import BaseModel, ConfigDict, Field
+
+State = Literal["waiting", "running", "success", "failed", "canceled"]
+PARTY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+class TableCreate(BaseModel):
+    """Form fields of an upload (multipart/form-data, with the CSV as `file`; the form's other
+    parts, the file among them, are not fields of this model)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=NAME_PATTERN, description="the table's name in pipelines")
+    id_column: str = Field(default="id", min_length=1, max_length=256)
+    label_column: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="the label column, if the table has one (its values must all be present)",
+    )
+    replace: bool = Field(default=False, description="overwrite an existing table of that name")
+
+
+class TablePublic(_Out):
+    name: str
+    rows: int
+    features: int
+    feature_names: list[str]
+    id_column: str
+    label_column: str | None
+    missing_values: int
+    missing_by_column: dict[str, int]
+    sha256: str
+    uploaded_at: datetime
+    reads: int = Field(description="how many times a job's reader read the table")
+
+
+class TablesPublic(_Out):
+    data: list[TablePublic]
+    count: int
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+class GrantCreate(_In):
+    table: str = Field(pattern=NAME_PATTERN)
+    grantee: str = Field(pattern=PARTY_PATTERN, description="the party whose jobs may read it")
+    component_types: list[str] = Field(
+        min_length=1,
+        description='component types its data may flow into at this party, or ["*"] for any',
+    )
+
+
+class GrantPublic(_Out):
+    table: str
+    grantee: str
+    component_types: list[str]
+    granted_at: datetime
+
+
+class GrantsPublic(_Out):
+    data: list[GrantPublic]
+    count: int
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+class JobCreate(_In):
+    """A submission as JSON; the same can be sent as the raw YAML body (application/yaml)."""
+
+    pipeline_yaml: str = Field(min_length=1)
+    job_id: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class JobStop(_In):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class JobPartyPublic(_Out):
+    party_id: str
+    roles: list[str]
+    state: str
+    last_seen: datetime | None
+    reason: str | None
+
+
+class JobPublic(_Out):
+    job_id: str
+    state: State
+    attempt: int
+    initiator: str
+    is_initiator: bool
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    tasks_total: int
+    tasks_succeeded: int
+    parties: list[JobPartyPublic]
+
+
+class JobsPublic(_Out):
+    data: list[JobPublic]
+    count: int
+
+
+class TaskPublic(_Out):
+    job_id: str
+    component: str
+    component_type: str
+    attempt: int
+    party_id: str
+    state: State
+    reason: str | None
+    progress: float | None
+    outputs: dict[str, str] | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    updated_at: datetime
+
+
+class TasksPublic(_Out):
+    data: list[TaskPublic]
+    count: int
+
+
+class MetricPublic(_Out):
+    component: str
+    party_id: str
+    name: str
+    step: int = Field(description="-1 for a single value, 0, 1, ... for a series")
+    value: float | None = Field(description="null when undefined (e.g. AUC of one class)")
+
+
+class CurvePublic(_Out):
+    component: str
+    party_id: str
+    name: str
+    x_label: str
+    y_label: str
+    x: list[float | None]
+    y: list[float | None]
+
+
+class MetricsPublic(_Out):
+    """This party's metrics of the job (each party keeps its own)."""
+
+    data: list[MetricPublic]
+    count: int
+    curves: list[CurvePublic]
+
+
+class LogPublic(_Out):
+    time: datetime | None
+    level: Literal["info", "warning", "error"]
+    event: str
+    job_id: str
+    component: str | None
+    party_id: str | None
+    attempt: int | None
+    state: str | None
+    message: str
+
+
+class LogsPublic(_Out):
+    data: list[LogPublic]
+    count: int

@@ -1,0 +1,127 @@
+"""One party's control plane in one process: the gateway's REST API app (FastAPI TestClient),
+a real scheduler (`fedscheduler.main.Scheduler`) and a real worker (`fedworker.main.Worker`)
+sharing a SQLite database and an in-memory broker, as the party's services share PostgreSQL and
+RabbitMQ in the stack. Single-party pipelines (guest only) run to the end here; two-party runs
+are in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from fedgateway.api.app import create_app
+from fedgateway.metrics import GatewayMetrics
+from fedgateway.settings import GatewaySettings
+from fedscheduler.main import Scheduler
+from fedscheduler.settings import SchedulerSettings
+from fedworker.main import Worker
+from fedworker.settings import WorkerSettings
+from pydantic import SecretStr
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "examples" / "data"
+PARTY = "9999"
+TOKEN = "api-test-token-0123456789"
+
+GUEST_ONLY = """\
+name: guest-eval
+parties:
+  guest: "9999"
+  host: []
+components:
+  - name: reader_0
+    type: reader
+    params:
+      guest: {table: breast_hetero_guest}
+  - name: eval_0
+    type: evaluation
+    inputs: {data: reader_0.data}
+    params:
+      common: {label_column: y, score_column: x0, score_scale: -1.0, score_transform: sigmoid}
+"""
+
+
+class FakeGateway:
+    """What create_app reads of a running gateway (the link is not needed for the API)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "party_id": self.settings.party_id, "peers": {}}
+
+    def finish_attempt(self, job_id: str, attempt: int | None) -> None:
+        pass
+
+
+@dataclass
+class Party:
+    api: TestClient
+    scheduler: Scheduler
+    worker: Worker | None
+    database_url: str
+    headers: dict[str, str]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def party_factory(tmp_path: Path) -> Iterator[Callable[..., Party]]:
+    started: list[Party] = []
+
+    def make(*, worker: bool = True) -> Party:
+        bus_url = f"memory://api-{uuid.uuid4().hex[:10]}"
+        database_url = f"sqlite:///{tmp_path / 'party.db'}"
+        scheduler = Scheduler(
+            SchedulerSettings(
+                party_id=PARTY,
+                bus_url=SecretStr(bus_url),
+                database_url=SecretStr(database_url),
+                http_port=-1,
+                timer_interval_s=0.2,
+            )
+        )
+        scheduler.start()
+        runner: Worker | None = None
+        if worker:
+            runner = Worker(
+                WorkerSettings(
+                    party_id=PARTY,
+                    bus_url=SecretStr(bus_url),
+                    database_url=SecretStr(database_url),
+                    task_poll_s=0.05,
+                )
+            )
+            runner.start()
+        settings = GatewaySettings(
+            party_id=PARTY, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
+        )
+        client = TestClient(create_app(FakeGateway(settings)), raise_server_exceptions=False)
+        party = Party(client, scheduler, runner, database_url, {"Authorization": f"Bearer {TOKEN}"})
+        started.append(party)
+        return party
+
+    yield make
+    for party in started:
+        api = party.api.app.state.api  # type: ignore[attr-defined]
+        if api is not None:
+            api.close()
+        if party.worker is not None:
+            party.worker.stop()
+        party.scheduler.stop()
