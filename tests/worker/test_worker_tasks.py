@@ -40,6 +40,7 @@ class Party:
     bus: Bus
     statuses: list[TaskStatus]
     status_ids: list[str]
+    settings: WorkerSettings
 
 
 class Federation2:
@@ -65,7 +66,7 @@ class Federation2:
             )
             bus = connect(f"memory://{unique}-{party}")
             buses[party] = bus
-            state = Party(party, worker, bus, [], [])
+            state = Party(party, worker, bus, [], [], settings)
             bus.declare("svc.scheduler")
             bus.subscribe("svc.scheduler", self._collector(state))
             self.parties[party] = state
@@ -91,6 +92,13 @@ class Federation2:
         for party in self.parties.values():
             party.worker.stop()
             party.bus.close()
+
+    def restart(self, party: str) -> None:
+        """SIGTERM-like stop of a party's worker, then a new worker on the same database."""
+        state = self.parties[party]
+        state.worker.stop()
+        state.worker = Worker(state.settings)
+        state.worker.start()
 
     def send(self, party: str, payload: TaskRun | TaskCancel, component: str, tag: str) -> None:
         me = PartyRef(party_id=party, role="guest")
@@ -277,3 +285,42 @@ def test_a_cancel_before_the_task_arrives_cancels_it_on_arrival(fed2: Federation
     wait_until(lambda: fed2.final(GUEST, "reader_0") is not None, what="the canceled report")
     assert fed2.states(GUEST, "reader_0") == ["canceled"]
     assert fed2.parties[GUEST].worker.tables.reads(TABLES[GUEST]) == 0
+
+
+def test_a_gracefully_stopped_worker_releases_its_task_and_the_next_one_resumes_it(
+    unique_name: str, tmp_path: Path
+) -> None:
+    # Prepare: a short lease, so the released task is picked up quickly either way.
+    fed2 = Federation2(unique_name, tmp_path, task_lease_s=1.0, progress_interval_s=0.0)
+    fed2.start()
+    try:
+        readers = {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}}
+        fed2.run("job-g", "reader_0", "reader", readers, {})
+        fed2.wait_final("reader_0")
+        params = {"common": {"rounds": 24, "seed": 4, "round_delay_s": 0.1}}
+        fed2.run("job-g", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
+        wait_until(
+            lambda: any(
+                (s.progress or 0) >= 0.25
+                for s in fed2.parties[HOST].statuses
+                if s.component == "sum_0"
+            ),
+            what="a quarter of the rounds",
+        )
+
+        # Execute: the host's worker stops (SIGTERM path) and a new one starts.
+        fed2.restart(HOST)
+        ended = fed2.wait_final("sum_0", timeout=60)
+
+        # Assert: no canceled or failed report; success at both; the same result as rounds
+        # run without a stop (sum of r + 1 over 24 rounds, 20 features with mean square 1).
+        assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
+        assert "canceled" not in fed2.states(HOST, "sum_0")
+        values = MetricsReader(fed2.parties[GUEST].worker.engine).values("job-g", "sum_0")
+        assert values["result_sum"] == pytest.approx(300 * 20)
+        (row,) = [
+            r for r in task_rows(fed2.parties[HOST].worker.engine) if r["component"] == "sum_0"
+        ]
+        assert row["runs"] >= 2  # claimed again after the stop
+    finally:
+        fed2.stop()

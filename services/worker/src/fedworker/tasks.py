@@ -77,6 +77,7 @@ tasks_table = sa.Table(
     sa.Column("claimed_by", sa.String(64), nullable=True),
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("runs", sa.Integer, nullable=False, default=0),
+    # How many times the task was claimed (a resume after a crash or a stop is a new claim).
     sa.Column("cleaned", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -321,6 +322,8 @@ class TaskExecutor:
                 .limit(8)
             ).all()
         for job_id, component, attempt, role in candidates:
+            if self._stopping.is_set():
+                return None
             with self.engine.begin() as conn:
                 claimed = conn.execute(
                     sa.update(tasks_table)
@@ -383,6 +386,9 @@ class TaskExecutor:
     def _run(self, row: dict[str, Any]) -> None:
         spec = self._spec(row)
         key = spec.key
+        if self._stopping.is_set():  # claimed while stopping: leave it to the next worker
+            self._release(key)
+            return
         slot = (key.job_id, key.component, key.attempt, key.role)
         if row["cancel_requested"]:
             self._finish(key, CANCELED, reason=row["reason"] or "canceled")
@@ -390,6 +396,8 @@ class TaskExecutor:
         running = _Running(key)
         with self._lock:
             self._running[slot] = running
+            if self._stopping.is_set():
+                running.cancel.set()
         log.info(
             "task_started",
             job_id=key.job_id,

@@ -21,7 +21,6 @@ state and mask sum, the guest's running sums). Missing feature values count as 0
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,8 +111,8 @@ def _host(ctx: ComponentContext, params: IterSumParams) -> None:
         state: dict[str, Any] = {"rng": rng.bit_generator.state, "mask_total": mask_total}
         ctx.checkpoints.save(r, state)
         ctx.report_progress((r + 1) / params.rounds)
-        if params.round_delay_s:
-            time.sleep(params.round_delay_s)
+        if params.round_delay_s and ctx.cancel.wait(params.round_delay_s):
+            ctx.check_canceled()
     ctx.federation.send(
         FederationData(kind="aggregate", array=mask_total), to=guest, tag="mask_total"
     )
@@ -144,8 +143,8 @@ def _guest(ctx: ComponentContext, params: IterSumParams) -> None:
         ctx.checkpoints.save(r, {"sums": sums})
         ctx.metrics.log("masked_norm", float(sum(np.linalg.norm(v) for v in sums.values())), r)
         ctx.report_progress((r + 1) / params.rounds)
-        if params.round_delay_s:
-            time.sleep(params.round_delay_s)
+        if params.round_delay_s and ctx.cancel.wait(params.round_delay_s):
+            ctx.check_canceled()
     parts = []
     for host in hosts:
         total = ctx.federation.recv(frm=host, tag="mask_total")
