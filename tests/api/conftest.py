@@ -125,3 +125,29 @@ def party_factory(tmp_path: Path) -> Iterator[Callable[..., Party]]:
         if party.worker is not None:
             party.worker.stop()
         party.scheduler.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzz_party(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Party]:
+    """One party for every example of a hypothesis test (a fresh one each would be slow)."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    bus_url = f"memory://fuzz-{uuid.uuid4().hex[:10]}"
+    database_url = f"sqlite:///{tmp / 'party.db'}"
+    scheduler = Scheduler(
+        SchedulerSettings(
+            party_id=PARTY,
+            bus_url=SecretStr(bus_url),
+            database_url=SecretStr(database_url),
+            http_port=-1,
+        )
+    )
+    scheduler.start()
+    settings = GatewaySettings(
+        party_id=PARTY, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
+    )
+    client = TestClient(create_app(FakeGateway(settings)), raise_server_exceptions=False)
+    try:
+        yield Party(client, scheduler, None, database_url, {"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        client.app.state.api.close()  # type: ignore[attr-defined]
+        scheduler.stop()

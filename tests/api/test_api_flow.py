@@ -70,9 +70,7 @@ def test_a_job_runs_to_success_and_its_metrics_equal_a_standalone_run(
     metrics = party.api.get("/api/v1/jobs/job-api-1/metrics", headers=party.headers).json()
     logs = party.api.get("/api/v1/jobs/job-api-1/logs", headers=party.headers).json()
     table = party.api.get("/api/v1/tables/breast_hetero_guest", headers=party.headers).json()
-    reference = run_pipeline(
-        Pipeline.from_yaml(GUEST_ONLY), {PARTY: DATA}, tmp_path / "standalone"
-    )
+    reference = run_pipeline(Pipeline.from_yaml(GUEST_ONLY), {PARTY: DATA}, tmp_path / "standalone")
 
     assert submitted.status_code == 201, submitted.text
     assert done["state"] == "success", done
@@ -124,9 +122,7 @@ def test_a_job_is_stopped_then_rerun_as_a_new_attempt(
     assert rerun.json()["attempt"] == 1
     assert rerun.json()["state"] == "running"
     assert {t["component"] for t in tasks["data"]} == {"reader_0", "eval_0"}
-    assert any(
-        e["event"] == "task_canceled" and e["attempt"] == 0 for e in logs["data"]
-    ), logs
+    assert any(e["event"] == "task_canceled" and e["attempt"] == 0 for e in logs["data"]), logs
 
 
 def test_a_grant_is_recorded_and_listed(party_factory: Callable[..., Party]) -> None:
