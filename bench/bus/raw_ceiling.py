@@ -8,6 +8,7 @@ in flight, one consumer (this process) with `--prefetch` and one basic.ack(multi
 and its CPU split shows what RabbitMQ itself needs per message.
 
     .venv/bin/python bench/bus/raw_ceiling.py --messages 20000
+Results: printed, and bench/bus/raw_ceiling.json (`--out`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000, help="publishes in flight")
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--ack-every", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=HERE / "raw_ceiling.json")
     args = parser.parse_args()
 
     from fedbus import connect
@@ -126,17 +128,23 @@ def main() -> None:
     finally:
         admin.delete(topic)
         admin.close()
-    print(
-        json.dumps(
-            {
-                "messages": args.messages,
-                "seconds": round(elapsed, 3),
-                "throughput": round(args.messages / elapsed, 1),
-                "load_avg_1m": os.getloadavg()[0],
-                "cpu_ms_per_msg": cpu_split(before, after, args.messages),
-            }
-        )
-    )
+    report = {
+        "benchmark": "bench/bus/raw_ceiling.py",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {
+            "message_bytes": args.size,
+            "window": args.window,
+            "prefetch": args.prefetch,
+            "ack_every": args.ack_every,
+        },
+        "messages": args.messages,
+        "seconds": round(elapsed, 3),
+        "throughput": round(args.messages / elapsed, 1),
+        "load_avg": os.getloadavg(),
+        "cpu_ms_per_msg": cpu_split(before, after, args.messages),
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

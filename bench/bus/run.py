@@ -21,7 +21,9 @@ Each scenario runs in these modes:
 - burst: all messages as fast as the publishers can go -> throughput (msg/s, end to end);
   latencies here include queueing, since publishers outrun consumers by design;
 - paced@R: a fixed offered rate R (`--rates`, default 5,000 and 1,000 msg/s) -> p50/p99 latency
-  at that load. A paced row whose msg/s is below R was saturated: its latency is queueing.
+  at that load, from `--paced-publishers` threads staggered in time, each publishing about one
+  message per millisecond of load per call (`--paced-batch`). A paced row whose msg/s is below
+  R was saturated: its latency is queueing.
 
 Every row also carries the CPU milliseconds per message by component (bench/bus/cpu.py):
 this process (consumers), the publisher process, RabbitMQ, PostgreSQL and everything else on
@@ -100,9 +102,14 @@ def publish_main(args: argparse.Namespace) -> None:
     errors: list[str] = []
 
     batch = max(1, args.batch)
+    # Paced threads are staggered evenly over one batch period: started together, they would
+    # publish their batches at the same instants and the consumers would see bursts of
+    # threads x batch messages (queueing that is the benchmark's, not the bus's).
+    period = batch * interval
+    t0 = time.monotonic() + 0.05
 
     def run(index: int, n: int) -> None:
-        start = time.monotonic()
+        start = t0 + index * period / args.threads
         for k0 in range(0, n, batch):
             if interval:
                 due = start + k0 * interval
@@ -232,7 +239,7 @@ def run_phase(
             "--count",
             str(count),
             "--threads",
-            str(args.publishers),
+            str(args.publishers if not rate else args.paced_publishers),
             "--size",
             str(args.size),
             "--rate",
@@ -240,7 +247,7 @@ def run_phase(
             "--run-id",
             uuid.uuid4().hex[:8],
             "--batch",
-            str(args.batch),
+            str(args.batch if not rate else paced_batch(args, rate)),
             *(["--envelopes"] if scenario_def.envelopes else []),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -264,7 +271,7 @@ def run_phase(
         scenario=scenario,
         mode=mode,
         messages=count,
-        publishers=args.publishers,
+        publishers=args.publishers if not rate else args.paced_publishers,
         consumers=args.consumers,
         offered_rate=rate or None,
         seconds=round(seconds, 3),
@@ -275,6 +282,12 @@ def run_phase(
         max_ms=round(lat[-1] / 1e6, 2),
         cpu_ms_per_msg=cpu,
     )
+
+
+def paced_batch(args: argparse.Namespace, rate: float) -> int:
+    """Messages per publish_many call in a paced run: --paced-batch, or (0) about one per
+    millisecond of offered load, so no thread sends more than a few messages at once."""
+    return args.paced_batch if args.paced_batch > 0 else max(1, round(rate / 1000))
 
 
 def make_scenarios(args: argparse.Namespace, inbox: Any) -> dict[str, Scenario]:
@@ -433,6 +446,8 @@ def report_results(
             "message_bytes": args.size,
             "publishers": args.publishers,
             "publish_batch": args.batch,
+            "paced_publishers": args.paced_publishers,
+            "paced_batch": {r: paced_batch(args, float(r)) for r in args.rates.split(",")},
             "consumers": args.consumers,
             "prefetch": args.prefetch,
             "batch_size": args.batch_size,
@@ -471,6 +486,15 @@ def main() -> None:
         type=int,
         default=20,
         help="messages per publish_many call per publisher thread (1: publish, one confirm each)",
+    )
+    parser.add_argument(
+        "--paced-publishers", type=int, default=16, help="publisher threads of the paced runs"
+    )
+    parser.add_argument(
+        "--paced-batch",
+        type=int,
+        default=0,
+        help="messages per publish_many call in the paced runs (0: rate / 1000, at least 1)",
     )
     parser.add_argument("--consumers", type=int, default=2, help="consumer buses")
     parser.add_argument("--prefetch", type=int, default=512)
