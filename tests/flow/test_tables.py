@@ -113,3 +113,10 @@ def test_the_store_refuses_bad_uploads_and_reads(tmp_path: Path) -> None:
     with pytest.raises(TableError, match=r"u2\.csv:3: not a number"):
         store.upload("x", write(tmp_path, "id,a\n1,2\n2,z\n", "u2.csv"))
     assert store.get("x") is None
+
+
+def test_the_default_tables_folder_sits_next_to_a_sqlite_database() -> None:
+    from fedflow.tables import default_tables_dir
+
+    assert default_tables_dir("sqlite:////data/party.db", "9999") == Path("/data/party-tables")
+    assert default_tables_dir("postgresql://h/db", "9999") == Path(".fedmq/worker-9999-tables")

@@ -235,6 +235,21 @@ def read_table(
 
 # --- the store -------------------------------------------------------------------------------
 
+
+def default_tables_dir(database_url: str, party_id: str) -> Path:
+    """Where a party keeps its table files unless configured: "<db>-tables" next to a SQLite
+    database file, else .fedmq/worker-<party>-tables (relative to the working directory).
+
+    Every service of a party that opens its TableStore (the worker reads, the scheduler's
+    upload command writes) uses this rule, so an upload lands where the workers read.
+    """
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and len(database_url) > len(prefix):
+        database = Path(database_url[len(prefix) :])
+        return database.with_name(database.stem + "-tables")
+    return Path(".fedmq") / f"worker-{party_id}-tables"
+
+
 tables_metadata = sa.MetaData()
 tables_table = sa.Table(
     "flow_tables",

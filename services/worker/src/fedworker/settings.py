@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedcommon.settings import ServiceSettings
+from fedflow.tables import default_tables_dir
 from fedschemas import MAX_ENVELOPE_BYTES
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -59,11 +60,7 @@ class WorkerSettings(ServiceSettings):
     def tables_dir(self) -> Path:
         if self.data_dir is not None:
             return self.data_dir
-        url = self.database_url.get_secret_value()
-        if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-            database = Path(url[len("sqlite:///") :])
-            return database.with_name(database.stem + "-tables")
-        return Path(".fedmq") / f"worker-{self.party_id}-tables"
+        return default_tables_dir(self.database_url.get_secret_value(), self.party_id)
 
     @property
     def inbox_redis_prefix(self) -> str:
