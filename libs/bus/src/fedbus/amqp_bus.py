@@ -15,9 +15,10 @@ Consuming: one channel per subscription with basic.qos = prefetch; deliveries ar
 worker thread that runs the (synchronous, possibly slow) handler, a burst at a time; acks and
 nacks go back to the loop thread, coalesced into basic.ack(multiple). `subscribe_batched`
 gives the worker's waiting deliveries to a batch handler as one group (fedbus.dispatch).
-Dead copies are published to the DLX and confirmed before the original is acked. Connections are robust (aio-pika reconnects with backoff and re-declares; the first
-connect retries with tenacity); unacked deliveries of a lost connection are redelivered by
-the broker with a higher x-delivery-count.
+Dead copies are published to the DLX and confirmed before the original is acked. Connections
+are robust (aio-pika reconnects with backoff and re-declares; the first connect retries with
+tenacity); unacked deliveries of a lost connection are redelivered by the broker with a higher
+x-delivery-count.
 """
 
 from __future__ import annotations
