@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from fedmq.data_cli import data_app
+from fedmq.job_cli import job_app
 from fedmq.local import local_app
 from fedmq.pki_cli import pki_app
 from fedmq.standalone_cli import standalone_app
@@ -15,6 +17,8 @@ app = typer.Typer(help="fedmq: federated learning over message brokers.", no_arg
 app.add_typer(pki_app, name="pki")
 app.add_typer(local_app, name="local")
 app.add_typer(standalone_app, name="standalone")
+app.add_typer(data_app, name="data")
+app.add_typer(job_app, name="job")
 
 
 @app.callback()

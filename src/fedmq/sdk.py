@@ -303,7 +303,8 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job.model_validate(self._request("GET", f"/jobs/{job_id}"))
 
-    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        """Jobs this party knows of, newest first (`state`: one of JobState)."""
         return self._list(Job, "/jobs", state=state, limit=limit)
 
     def stop(self, job_id: str, reason: str | None = None) -> Job:

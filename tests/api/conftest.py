@@ -7,6 +7,9 @@ are in tests/e2e.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from fedgateway.api.app import create_app
 from fedgateway.metrics import GatewayMetrics
@@ -151,3 +155,22 @@ def fuzz_party(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Party]:
     finally:
         client.app.state.api.close()  # type: ignore[attr-defined]
         scheduler.stop()
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve `app` over real HTTP on a free loopback port (for the CLI); yields its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=10, what="the HTTP server")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()

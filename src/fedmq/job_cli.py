@@ -1,0 +1,307 @@
+"""`fedmq job ...`: submit and follow jobs through a party's REST API (fedmq.sdk).
+
+    fedmq job submit examples/pipelines/psi_eval.yaml --wait   # at the guest's gateway
+    fedmq job status JOB        fedmq job list [--state running]
+    fedmq job wait JOB          # progress bars per task until the job ends
+    fedmq job stop JOB [--reason TEXT]      fedmq job rerun JOB [--wait]
+    fedmq job tasks JOB         fedmq job metrics JOB [--component eval_0]
+    fedmq job logs JOB
+
+Connection options as in `fedmq data` (--url/--token or FEDMQ_API_URL/FEDMQ_API_TOKEN).
+Exit status: 0 done (a waited-for job succeeded), 1 the job failed or was canceled (its reason
+is printed), 2 the request was refused or the API unreachable, 124 `--timeout` passed first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from fedmq.data_cli import (
+    DEFAULT_URL,
+    ApiToken,
+    ApiUrl,
+    JsonFlag,
+    api_client,
+    console,
+    errors,
+    print_json,
+)
+from fedmq.sdk import Client, Job, Task
+
+job_app = typer.Typer(
+    help="Submit and follow jobs at a party (its REST API).", no_args_is_help=True
+)
+
+JobArg = Annotated[str, typer.Argument(help="the job id", metavar="JOB")]
+Timeout = Annotated[
+    float | None, typer.Option(help="give up waiting after this many seconds (exit 124)")
+]
+Poll = Annotated[float, typer.Option(help="seconds between polls")]
+
+STATE_STYLE = {
+    "waiting": "dim",
+    "running": "cyan",
+    "success": "green",
+    "failed": "red",
+    "canceled": "yellow",
+}
+
+
+def _state(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _print_job(job: Job) -> None:
+    console.print(
+        f"job [bold]{escape(job.job_id)}[/bold]: {_state(job.state)}, attempt {job.attempt}, "
+        f"{job.tasks_succeeded}/{job.tasks_total} tasks succeeded"
+    )
+    for party in job.parties:
+        reason = f": {escape(party.reason)}" if party.reason else ""
+        console.print(f"  party {party.party_id} ({', '.join(party.roles)}): {party.state}{reason}")
+    if job.reason:
+        console.print(f"  reason: {escape(job.reason)}")
+
+
+def wait_with_progress(api: Client, job_id: str, *, timeout: float | None, poll: float) -> Job:
+    """Poll until the job ends, showing a bar for the job and one per task with its state."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        overall = progress.add_task(f"job {escape(job_id)}", total=None, state="")
+        rows: dict[tuple[str, str, int], TaskID] = {}
+
+        def on_update(job: Job, tasks: list[Task]) -> None:
+            progress.update(
+                overall,
+                total=max(job.tasks_total, 1),
+                completed=job.tasks_succeeded,
+                state=_state(job.state),
+            )
+            for task in tasks:
+                key = (task.component, task.party_id, task.attempt)
+                if key not in rows:
+                    label = f"  {task.component:<14} {task.party_id}"
+                    if task.attempt:
+                        label += f" (attempt {task.attempt})"
+                    rows[key] = progress.add_task(escape(label), total=1.0, state="")
+                done = 1.0 if task.state == "success" else (task.progress or 0.0)
+                progress.update(rows[key], completed=done, state=_state(task.state))
+
+        try:
+            return api.wait(job_id, timeout=timeout, poll=poll, on_update=on_update)
+        except TimeoutError as exc:
+            errors.print(f"[yellow]{escape(str(exc))}[/yellow]")
+            raise typer.Exit(124) from None
+
+
+def _end(job: Job) -> None:
+    """Exit 0 for success; 1 with the reason for a failed or canceled job."""
+    if job.state == "success":
+        console.print(f"job {escape(job.job_id)} [green]succeeded[/green]")
+        return
+    errors.print(
+        f"[red]job {escape(job.job_id)} {job.state}:[/red] {escape(job.reason or 'no reason')}"
+    )
+    raise typer.Exit(1)
+
+
+@job_app.command("submit")
+def submit(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline YAML", metavar="PIPELINE")],
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    job_id: Annotated[str | None, typer.Option(help="job id (default: a fresh one)")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the job to its end")] = False,
+    timeout: Timeout = None,
+    poll: Poll = 1.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit PIPELINE at this party (the pipeline's guest)."""
+    try:
+        text = pipeline.read_text()
+    except OSError as exc:
+        errors.print(f"[red]cannot read {escape(str(pipeline))}:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    with api_client(url, token) as api:
+        job = api.submit(text, job_id=job_id)
+        if as_json and not wait:
+            print_json(job.model_dump(mode="json"))
+            return
+        console.print(f"submitted job [bold]{escape(job.job_id)}[/bold] ({job.state})")
+        if wait:
+            job = wait_with_progress(api, job.job_id, timeout=timeout, poll=poll)
+    if wait:
+        _end(job)
+
+
+@job_app.command("status")
+def status(
+    job_id: JobArg, url: ApiUrl = DEFAULT_URL, token: ApiToken = "", as_json: JsonFlag = False
+) -> None:
+    """A job's state, its parties and task counts."""
+    with api_client(url, token) as api:
+        job = api.job(job_id)
+    if as_json:
+        print_json(job.model_dump(mode="json"))
+    else:
+        _print_job(job)
+
+
+@job_app.command("list")
+def list_jobs(
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Jobs this party knows of, newest first."""
+    with api_client(url, token) as api:
+        jobs = api.jobs(state=state, limit=limit)
+    if as_json:
+        print_json([j.model_dump(mode="json") for j in jobs])
+        return
+    out = RichTable(title="Jobs")
+    for column in ("job", "state", "attempt", "initiator", "tasks", "created", "reason"):
+        out.add_column(column)
+    for j in jobs:
+        out.add_row(
+            j.job_id,
+            _state(j.state),
+            str(j.attempt),
+            j.initiator,
+            f"{j.tasks_succeeded}/{j.tasks_total}",
+            j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape((j.reason or "")[:80]),
+        )
+    console.print(out)
+
+
+@job_app.command("wait")
+def wait(
+    job_id: JobArg,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    timeout: Timeout = None,
+    poll: Poll = 1.0,
+) -> None:
+    """Follow a job with progress bars until it ends; exit 1 with the reason if it fails."""
+    with api_client(url, token) as api:
+        job = wait_with_progress(api, job_id, timeout=timeout, poll=poll)
+    _end(job)
+
+
+@job_app.command("stop")
+def stop(
+    job_id: JobArg,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    reason: Annotated[str | None, typer.Option(help="why (shown as the job's reason)")] = None,
+) -> None:
+    """Stop a running job at every party."""
+    with api_client(url, token) as api:
+        job = api.stop(job_id, reason)
+    _print_job(job)
+
+
+@job_app.command("rerun")
+def rerun(
+    job_id: JobArg,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    wait: Annotated[bool, typer.Option(help="follow the new attempt to its end")] = False,
+    timeout: Timeout = None,
+    poll: Poll = 1.0,
+) -> None:
+    """Run a failed or canceled job again from the components that did not succeed."""
+    with api_client(url, token) as api:
+        job = api.rerun(job_id)
+        console.print(f"job {escape(job.job_id)}: attempt {job.attempt} ({job.state})")
+        if wait:
+            job = wait_with_progress(api, job_id, timeout=timeout, poll=poll)
+    if wait:
+        _end(job)
+
+
+@job_app.command("tasks")
+def tasks(
+    job_id: JobArg,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    attempt: Annotated[int | None, typer.Option(help="only this attempt")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The job's tasks: one per component, party and attempt."""
+    with api_client(url, token) as api:
+        rows = api.tasks(job_id, attempt)
+    if as_json:
+        print_json([t.model_dump(mode="json") for t in rows])
+        return
+    out = RichTable(title=f"Tasks of job {escape(job_id)}")
+    for column in ("component", "type", "party", "attempt", "state", "progress", "reason"):
+        out.add_column(column)
+    for t in rows:
+        out.add_row(
+            t.component,
+            t.component_type,
+            t.party_id,
+            str(t.attempt),
+            _state(t.state),
+            "" if t.progress is None else f"{t.progress:.0%}",
+            escape((t.reason or "")[:100]),
+        )
+    console.print(out)
+
+
+@job_app.command("metrics")
+def metrics(
+    job_id: JobArg,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    component: Annotated[str | None, typer.Option(help="only this component")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """This party's metrics of the job (series are summarised by their last step)."""
+    with api_client(url, token) as api:
+        result = api.metrics(job_id, component)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    out = RichTable(title=f"Metrics of job {escape(job_id)}")
+    for column in ("component", "party", "metric", "step", "value"):
+        out.add_column(column, justify="right" if column in ("step", "value") else "left")
+    for m in result.data:
+        value = "undefined" if m.value is None else f"{m.value:.6g}"
+        out.add_row(m.component, m.party_id, m.name, "" if m.step == -1 else str(m.step), value)
+    console.print(out)
+    if result.curves:
+        names = ", ".join(f"{c.component}.{c.name} ({len(c.x)} points)" for c in result.curves)
+        console.print(f"curves: {escape(names)} (--json for the points)")
+
+
+@job_app.command("logs")
+def logs(
+    job_id: JobArg, url: ApiUrl = DEFAULT_URL, token: ApiToken = "", as_json: JsonFlag = False
+) -> None:
+    """The job's events as this party's scheduler recorded them, oldest first."""
+    with api_client(url, token) as api:
+        entries = api.logs(job_id)
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in entries])
+        return
+    colors = {"info": "white", "warning": "yellow", "error": "red"}
+    for e in entries:
+        when = e.time.strftime("%H:%M:%S.%f")[:-3] if e.time else "--:--:--.---"
+        console.print(f"{when} [{colors.get(e.level, 'white')}]{escape(e.message)}[/]")
