@@ -99,6 +99,15 @@ class Deployment:
                 continue
         return events
 
+    def tail(self, lines: int = 25) -> str:
+        """The end of both gateways' logs, for assertion messages."""
+        out = []
+        for party in self.state.parties:
+            path = local.log_file(self.state, party, "gateway")
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            out.append(f"--- gateway {party}:\n" + "\n".join(t[:300] for t in text))
+        return "\n".join(out)
+
     def http(self, party: str, path: str, body: dict[str, Any] | None = None) -> bytes:
         url = f"http://127.0.0.1:{self.state.parties[party].http_port}{path}"
         data = json.dumps(body).encode() if body is not None else None

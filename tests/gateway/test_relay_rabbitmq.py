@@ -40,7 +40,7 @@ def test_every_message_is_handled_exactly_once_when_a_gateway_is_killed_mid_stre
 
     # Execute: stream, SIGKILL (or SIGTERM) the victim after a few hundred arrived, restart it.
     publisher = paced_publisher(envelopes, batch=25, interval=0.05)
-    assert sink.wait_for(250, timeout=40) >= 250
+    assert sink.wait_for(250, timeout=40) >= 250, deployment.tail()
     handled_at_kill = sink.count()
     if graceful:
         deployment.stop(victim)
@@ -72,7 +72,7 @@ def test_a_key_rotation_mid_stream_loses_nothing_and_old_signatures_stay_valid(
     # Execute: rotate the sending party's keys (new keys + CSR, CA signs, install) mid-stream;
     # SIGHUP tells its gateway to reload at once (its file watch would within seconds anyway).
     publisher = paced_publisher(envelopes, batch=25, interval=0.05)
-    assert sink.wait_for(300, timeout=40) >= 300
+    assert sink.wait_for(300, timeout=40) >= 300, deployment.tail()
     new_cert = pki.rotate_with_local_ca(deployment.state.root + "/ca", identity_dir)
     os.kill(deployment.pid("9999"), signal.SIGHUP)
     publisher.join(timeout=40)

@@ -38,6 +38,20 @@ class GatewayMetrics:
             ["peer"],
             registry=self.registry,
         )
+        self.publish_seconds = Histogram(
+            "fedmq_gateway_publish_seconds",
+            "Inbound: publishing one batch into the local broker until all confirms arrived.",
+            ["peer"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.publish_batch = Histogram(
+            "fedmq_gateway_publish_batch_messages",
+            "Inbound: messages per publish batch (one wait for many confirms).",
+            ["peer"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.relay_seconds = Histogram(
             "fedmq_gateway_relay_seconds",
             "From taking a message off out.<peer> to the peer's ACK (remote publish confirmed).",

@@ -95,6 +95,8 @@ class OutboundRelay:
                     self._bus.subscribe(
                         topic,
                         partial(self._handle, peer),
+                        # 2: the next message waits locally while this one's ACK is awaited,
+                        # instead of one broker round trip between messages.
                         prefetch=1,
                         max_deliveries=self._max_deliveries,
                     )
@@ -157,7 +159,12 @@ _CLOSE = object()
 
 
 class RelayInboundSession:
-    """The receiving half of one authenticated link connection."""
+    """The receiving half of one authenticated link connection.
+
+    The loop thread queues raw DATA bodies; `workers` threads each take a batch of whatever is
+    queued, verify every frame (REFUSED for the bad ones), publish the good ones with one wait
+    for all their confirms, and ACK them. Several workers overlap: one waits for its confirms
+    while the next batch is verified and goes out (confirm latency, not CPU, bounds one)."""
 
     def __init__(
         self,
@@ -169,6 +176,7 @@ class RelayInboundSession:
         metrics: GatewayMetrics,
         buffer_bytes: int,
         max_batch: int = 256,
+        workers: int = 3,
         retry_interval: float = 0.5,
     ) -> None:
         self.peer_party = peer_party
@@ -182,15 +190,14 @@ class RelayInboundSession:
         self._buffered = 0
         self._buffer_lock = threading.Lock()
         self._room: asyncio.Event | None = None
+        self._waiting_for_room = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._verify_q: queue.Queue[object] = queue.Queue()
-        self._publish_q: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue()
         self._closed = threading.Event()
+        self._workers = workers
         self._threads = [
-            threading.Thread(target=self._verify_loop, name=f"gw-verify-{peer_party}", daemon=True),
-            threading.Thread(
-                target=self._publish_loop, name=f"gw-publish-{peer_party}", daemon=True
-            ),
+            threading.Thread(target=self._work, name=f"gw-inbound-{peer_party}", daemon=True)
+            for _ in range(workers)
         ]
         for t in self._threads:
             t.start()
@@ -201,15 +208,16 @@ class RelayInboundSession:
         if self._room is None:
             self._loop = asyncio.get_running_loop()
             self._room = asyncio.Event()
-        # Bounded memory per peer: wait while too many bytes are verified-but-unpublished.
+        # Bounded memory per peer: wait while too many bytes are taken but not yet ACKed.
         while True:
             with self._buffer_lock:
                 if self._buffered == 0 or self._buffered + len(body) <= self._buffer_bytes:
                     self._buffered += len(body)
                     break
                 self._room.clear()
+                self._waiting_for_room = True
             await self._room.wait()
-        self._verify_q.put(body)
+        self._queue.put(body)
 
     @property
     def buffered_bytes(self) -> int:
@@ -220,78 +228,86 @@ class RelayInboundSession:
     def close(self) -> None:
         """Connection gone: frames not yet published are dropped (never ACKed: resent later)."""
         self._closed.set()
-        self._verify_q.put(_CLOSE)
+        for _ in range(self._workers):
+            self._queue.put(_CLOSE)
 
     # worker threads ------------------------------------------------------------------------
 
     def _release(self, nbytes: int) -> None:
         with self._buffer_lock:
             self._buffered -= nbytes
-        if self._loop is not None and self._room is not None:
+            wake, self._waiting_for_room = self._waiting_for_room, False
+        if wake and self._loop is not None and self._room is not None:
             self._loop.call_soon_threadsafe(self._room.set)
 
-    def _verify_loop(self) -> None:
-        while True:
-            item = self._verify_q.get()
+    def _take_batch(self) -> tuple[list[bytes], bool]:
+        first = self._queue.get()
+        if first is _CLOSE:
+            return [], True
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
             if item is _CLOSE:
-                self._publish_q.put(_CLOSE)
-                return
-            assert isinstance(item, bytes)
-            try:
-                frame = decode_data(item)
-            except ProtocolError as exc:
-                log.warning("link_protocol_error", peer_party=self.peer_party, error=str(exc))
-                self._release(len(item))
-                self._sender.close()
-                continue
-            try:
-                accepted = self._verifier.check(
-                    frame.body, message_id=frame.message_id, peer_party=self.peer_party
-                )
-            except Refused as exc:
-                self._metrics.refused.labels(exc.reason).inc()
-                log.warning(
-                    "message_refused",
-                    reason=exc.reason,
-                    detail=exc.detail,
-                    peer_party=self.peer_party,
-                    message_id=frame.message_id,
-                )
-                self._sender.send(FrameType.REFUSED, encode_refused(frame.seq, exc.reason))
-                self._release(len(item))
-                continue
-            self._publish_q.put((frame, accepted.topic, len(item)))
+                return batch, True  # type: ignore[return-value]
+            batch.append(item)
+        return batch, False  # type: ignore[return-value]
 
-    def _publish_loop(self) -> None:
+    def _verify(self, raw: bytes) -> tuple[DataFrame, str] | None:
+        try:
+            frame = decode_data(raw)
+        except ProtocolError as exc:
+            log.warning("link_protocol_error", peer_party=self.peer_party, error=str(exc))
+            self._sender.close()
+            return None
+        try:
+            accepted = self._verifier.check(
+                frame.body, message_id=frame.message_id, peer_party=self.peer_party
+            )
+        except Refused as exc:
+            self._metrics.refused.labels(exc.reason).inc()
+            log.warning(
+                "message_refused",
+                reason=exc.reason,
+                detail=exc.detail,
+                peer_party=self.peer_party,
+                message_id=frame.message_id,
+            )
+            self._sender.send(FrameType.REFUSED, encode_refused(frame.seq, exc.reason))
+            return None
+        return frame, accepted.topic
+
+    def _work(self) -> None:
         while True:
-            first = self._publish_q.get()
-            if first is _CLOSE:
-                return
-            batch = [first]
-            closing = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._publish_q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _CLOSE:
-                    closing = True
-                    break
-                batch.append(item)
-            frames: list[tuple[DataFrame, str, int]] = batch  # type: ignore[assignment]
-            messages = [
-                Message(topic=topic, body=f.body, message_id=f.message_id, headers=f.headers)
-                for f, topic, _ in frames
-            ]
-            published = self._publish(messages)
-            nbytes = sum(n for _, _, n in frames)
-            if published:
-                self._sender.send(FrameType.ACK, encode_ack([f.seq for f, _, _ in frames]))
-                self._metrics.relayed.labels("in", self.peer_party).inc(len(frames))
-                self._metrics.relayed_bytes.labels("in", self.peer_party).inc(nbytes)
-            self._release(nbytes)
+            batch, closing = self._take_batch()
+            if batch:
+                self._handle_batch(batch)
             if closing:
                 return
+
+    def _handle_batch(self, batch: list[bytes]) -> None:
+        nbytes = sum(len(raw) for raw in batch)
+        accepted = [a for a in map(self._verify, batch) if a is not None]
+        if accepted:
+            messages = [
+                Message(topic=topic, body=f.body, message_id=f.message_id, headers=f.headers)
+                for f, topic in accepted
+            ]
+            started = time.perf_counter()
+            published = self._publish(messages)
+            self._metrics.publish_seconds.labels(self.peer_party).observe(
+                time.perf_counter() - started
+            )
+            self._metrics.publish_batch.labels(self.peer_party).observe(len(messages))
+            if published:
+                self._sender.send(FrameType.ACK, encode_ack([f.seq for f, _ in accepted]))
+                self._metrics.relayed.labels("in", self.peer_party).inc(len(accepted))
+                self._metrics.relayed_bytes.labels("in", self.peer_party).inc(
+                    sum(len(f.body) for f, _ in accepted)
+                )
+        self._release(nbytes)
 
     def _publish(self, messages: list[Message]) -> bool:
         """Publish and wait for the confirms, retrying while the connection lasts."""

@@ -75,8 +75,10 @@ class GatewaySettings(ServiceSettings):
     """job id -> highest finished attempt (attempts up to it are refused)."""
     revoked: list[str] = Field(default_factory=list)
     """Revoked certificate fingerprints or signing key ids."""
-    relay_window: int = 32
-    """Unacked frames in flight per peer (consumers of out.<peer>)."""
+    relay_window: int = 96
+    """Unacked frames in flight per peer (consumers of out.<peer>). Throughput per peer is about
+    window / (link round trip + remote publish-confirm latency): quorum-queue confirms take tens
+    of milliseconds on a loaded machine, so this is large."""
     relay_max_deliveries: int = 15
     """A source message requeued this often (gateway stops mid-send) is dead-lettered. Must stay
     below the amqp bus's broker x-delivery-limit (20 by default)."""
