@@ -10,8 +10,7 @@ Two implementations compute the same residues, bit for bit:
   batch over cores with nothing pickled. On CPUs with AVX-512 IFMA it multiplies eight residues
   at once in radix 2^52 Montgomery form; elsewhere it loops over GMP's mpz on row views;
 - gmpy2 (always available): a kernel converts its chunk to mpz once, loops in gmpy2, and
-  converts back once. Used where the extension is missing and for the kernels it does not
-  cover (sums, multi-exponentiation, validation).
+  converts back once. Used where the extension is missing, and for validation.
 `native_available()` tells whether the extension is in use.
 
 Paillier facts used throughout (g = n + 1):
