@@ -1,0 +1,157 @@
+"""Issue #5 end to end: two parties' gateways, schedulers and workers as separate processes
+(`fedmq local`: a RabbitMQ vhost, a PostgreSQL database and a Redis prefix per party), driven
+only through each party's REST API with the SDK, as a user would:
+
+(a) the PSI + evaluation pipeline (examples/pipelines/psi_eval.yaml, breast data) runs across
+    the two parties to success;
+(b) the same pipeline in standalone mode (fedflow.standalone, what `fedmq standalone run` runs)
+    gives the same result: the same intersection size at both parties and the same metrics;
+(c) a job whose host table is not granted fails with the host's reason, and the host's table
+    was read zero times.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fedflow.pipeline import Pipeline
+from fedflow.standalone import run_pipeline
+
+from fedmq import local
+from fedmq.sdk import Client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "examples" / "data"
+PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
+GUEST, HOST = "9999", "10000"
+TOKEN = f"e2e-{uuid.uuid4().hex}"
+EVAL_METRICS = ("auc", "ks", "accuracy", "precision", "recall", "log_loss", "rows")
+
+
+@dataclass
+class Stack:
+    state: local.LocalState
+    guest: Client
+    host: Client
+
+
+@pytest.fixture(scope="module")
+def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
+    """Both parties' services, started in a scratch directory (their cwd: the workers' and
+    schedulers' table files land under it), with an API token of our own."""
+    root = Path(tempfile.mkdtemp(prefix="fedmq-e2e-"))
+    saved_cwd, saved_env = Path.cwd(), dict(os.environ)
+    os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{TOKEN}"]'
+    os.chdir(root)
+    clients: list[Client] = []
+    try:
+        state = local.up(
+            [GUEST, HOST],
+            root / "local",
+            prefix=f"fedmqe{uuid.uuid4().hex[:8]}",
+            federation="e2e",
+            amqp_url=amqp_url.rsplit("/", 1)[0],
+            redis_url=redis_url.rsplit("/", 1)[0],
+            pg_admin_url=pg_admin_url,
+        )
+        for party in (GUEST, HOST):
+            local.wait_healthy(state, party, timeout=90)
+        guest = Client(f"http://127.0.0.1:{state.parties[GUEST].http_port}", TOKEN)
+        host = Client(f"http://127.0.0.1:{state.parties[HOST].http_port}", TOKEN)
+        clients += [guest, host]
+        yield Stack(state, guest, host)
+    finally:
+        for client in clients:
+            client.close()
+        if (root / "local" / local.STATE_FILE).exists():
+            local.down(root / "local", purge=True)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _upload_breast(stack: Stack) -> None:
+    stack.guest.upload_table(
+        "breast_hetero_guest", DATA / "breast_hetero_guest.csv", label_column="y", replace=True
+    )
+    stack.host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True)
+
+
+def test_psi_and_evaluation_across_two_parties_equal_the_standalone_run(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Prepare: each party uploads its half of the data; the host grants its table for psi
+    _upload_breast(stack)
+    stack.host.grant("breast_hetero_host", GUEST, ["psi"])
+    started = time.monotonic()
+
+    # Execute: submit at the guest, wait for the end; the same pipeline standalone
+    job = stack.guest.submit(PSI_EVAL, job_id=f"e2e-psi-{uuid.uuid4().hex[:6]}")
+    done = stack.guest.wait(job.job_id, timeout=90, poll=0.5)
+    took = time.monotonic() - started
+    guest_metrics = stack.guest.metrics(job.job_id)
+    host_metrics = stack.host.metrics(job.job_id)
+    host_view = stack.host.job(job.job_id)
+    standalone = run_pipeline(Pipeline.from_yaml(PSI_EVAL), {GUEST: DATA, HOST: DATA}, tmp_path)
+
+    # Assert (a): success at both parties, each party's tasks done
+    assert done.state == "success", (done.reason, stack.guest.logs(job.job_id))
+    assert done.tasks_succeeded == done.tasks_total == 5  # reader, psi at both; eval at guest
+    assert host_view.state == "success"
+    assert took < 90
+    # Assert (b): the same intersection at both parties and the same metrics as standalone
+    expected_size = standalone.metric("psi_0", "intersection_size", GUEST)
+    assert guest_metrics.value("psi_0", "intersection_size", GUEST) == expected_size
+    assert host_metrics.value("psi_0", "intersection_size", HOST) == expected_size
+    assert expected_size == 569  # every patient is on both sides of the breast split
+    for name in EVAL_METRICS:
+        assert guest_metrics.value("eval_0", name, GUEST) == pytest.approx(
+            standalone.metric("eval_0", name, GUEST), rel=1e-12, abs=1e-12
+        ), name
+    assert host_metrics.values("eval_0") == {}  # evaluation runs at the guest only
+    assert stack.host.table("breast_hetero_host").reads >= 1
+
+
+def test_a_job_refused_for_a_missing_grant_fails_with_the_hosts_reason_and_reads_nothing(
+    stack: Stack,
+) -> None:
+    # Prepare: the host has a table it granted to nobody; the pipeline reads it
+    stack.guest.upload_table(
+        "breast_hetero_guest", DATA / "breast_hetero_guest.csv", label_column="y", replace=True
+    )
+    stack.host.upload_table("breast_private", DATA / "breast_hetero_host.csv", replace=True)
+    pipeline = PSI_EVAL.replace(
+        "host: {table: breast_hetero_host}", "host: {table: breast_private}"
+    )
+    guest_reads_before = stack.guest.table("breast_hetero_guest").reads
+    started = time.monotonic()
+
+    # Execute
+    job = stack.guest.submit(pipeline, job_id=f"e2e-refused-{uuid.uuid4().hex[:6]}")
+    done = stack.guest.wait(job.job_id, timeout=60, poll=0.5)
+    took = time.monotonic() - started
+
+    # Assert: failed with the host's reason, nothing read at either party
+    assert done.state == "failed"
+    assert done.reason is not None
+    assert done.reason.startswith(f"party {HOST} refused the job: "), done.reason
+    assert "breast_private" in done.reason and f"not granted to party {GUEST}" in done.reason
+    host_party = next(p for p in done.parties if p.party_id == HOST)
+    assert host_party.state == "failed"
+    assert stack.host.table("breast_private").reads == 0
+    assert stack.guest.table("breast_hetero_guest").reads == guest_reads_before
+    assert all(t.state != "success" for t in stack.guest.tasks(job.job_id))
+    events = [e.event for e in stack.guest.logs(job.job_id)]
+    assert "party_failed" in events and events[-1] == "job_failed"
+    assert took < 90
