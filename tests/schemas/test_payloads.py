@@ -27,6 +27,8 @@ from fedschemas import (
     payload_type,
 )
 from fedschemas.payloads import (
+    CryptoJob,
+    CryptoResult,
     JobAccept,
     JobPropose,
     JobRefuse,
@@ -98,6 +100,16 @@ EXAMPLES: dict[str, Payload] = {
     "scheduler.request": SchedulerRequest(op="status", args={"job_id": "job-1"}),
     "scheduler.response": SchedulerResponse(
         op="status", ok=True, result={"job_id": "job-1", "state": "running", "attempt": 0}
+    ),
+    "crypto.job": CryptoJob(
+        job_id="3f2a9c",
+        function="fedcrypto.paillier.kernels:k_mul",
+        args=b"\x93\xc4\x01\x07",
+        args_format="fedflow.cryptopool.args.v1",
+        reply_topic="svc.crypto.reply.ab12",
+    ),
+    "crypto.result": CryptoResult(
+        job_id="3f2a9c", ok=False, error="CiphertextError: not invertible", error_kind="ciphertext"
     ),
 }
 

@@ -274,3 +274,49 @@ class SchedulerResponse(Payload):
     result: JsonValue = None
     error: Reason | None = None
     error_kind: SchedulerErrorKind | None = None
+
+
+# --- Crypto job pool (issue #5): a party's components <-> its worker replicas ---------------
+# docs/cryptopool.md describes the flow. These never cross sites: they travel on the party's
+# own local topic (svc.crypto) and the requesting executor's reply topic, because a job may
+# carry the private key's primes (CRT decryption, CRT obfuscators).
+
+CRYPTO_FUNCTION_PATTERN = r"^[a-z_][a-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+CRYPTO_JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+LOCAL_TOPIC_PATTERN = r"^[A-Za-z0-9_.:-]{1,255}$"
+
+CryptoErrorKind = Literal["refused", "invalid", "ciphertext", "value", "failed"]
+"""Why a crypto job did not produce a result: the function is not whitelisted ("refused"), its
+arguments could not be decoded ("invalid"), or the kernel raised (CiphertextError ->
+"ciphertext", ValueError -> "value", anything else -> "failed")."""
+
+
+class CryptoJob(Payload):
+    """crypto.job: one chunk of homomorphic work for any replica of the party's worker.
+
+    `function` names a whitelisted kernel as "module:qualname"; `args` is its argument tuple in
+    the msgpack layout `args_format` names (no pickle: bytes, ints, tuples, arrays as NDArray
+    maps, fixed-base tables by content hash and recipe). The result goes to `reply_topic`.
+    """
+
+    job_id: Annotated[str, Field(pattern=CRYPTO_JOB_ID_PATTERN)]
+    function: Annotated[str, Field(pattern=CRYPTO_FUNCTION_PATTERN, max_length=256)]
+    args: bytes
+    args_format: Annotated[str, Field(pattern=BLOB_FORMAT_PATTERN)]
+    reply_topic: Annotated[str, Field(pattern=LOCAL_TOPIC_PATTERN)]
+
+
+class CryptoResult(Payload):
+    """crypto.result: the answer to one crypto.job (by `job_id`).
+
+    `ok` with `result` (the kernel's return value in the layout `result_format` names), or not
+    `ok` with `error` and `error_kind`. A replica may answer a job twice (redelivery); the
+    requester keeps the first answer.
+    """
+
+    job_id: Annotated[str, Field(pattern=CRYPTO_JOB_ID_PATTERN)]
+    ok: bool
+    result: bytes | None = None
+    result_format: Annotated[str | None, Field(pattern=BLOB_FORMAT_PATTERN)] = None
+    error: Reason | None = None
+    error_kind: CryptoErrorKind | None = None

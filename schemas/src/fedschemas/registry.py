@@ -16,6 +16,8 @@ from types import MappingProxyType
 from fedschemas.base import Payload
 from fedschemas.payloads import (
     ControlHeartbeat,
+    CryptoJob,
+    CryptoResult,
     DemoPing,
     DemoPong,
     FederationData,
@@ -51,6 +53,8 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "job.rerun": JobRerun,
     "scheduler.request": SchedulerRequest,
     "scheduler.response": SchedulerResponse,
+    "crypto.job": CryptoJob,
+    "crypto.result": CryptoResult,
 }
 
 MESSAGE_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_MESSAGE_TYPES)
