@@ -292,8 +292,8 @@ def _logs(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) ->
             add(
                 p.last_seen,
                 "info",
-                "party_seen",
-                f"party {p.party_id} ({p.roles}) accepted the job; last heard of at this time",
+                "party_last_seen",
+                f"party {p.party_id} ({p.roles}) accepted the job; its last message came now",
                 party_id=p.party_id,
                 state=p.state,
             )
