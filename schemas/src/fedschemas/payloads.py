@@ -320,3 +320,5 @@ class CryptoResult(Payload):
     result_format: Annotated[str | None, Field(pattern=BLOB_FORMAT_PATTERN)] = None
     error: Reason | None = None
     error_kind: CryptoErrorKind | None = None
+    replica: Annotated[str | None, Field(pattern=CRYPTO_JOB_ID_PATTERN)] = None
+    """Which replica answered (for operators, and to see that work was shared)."""

@@ -2,7 +2,10 @@
 
 Components are pure apart from their context: a Federation to talk to the other parties, the
 task's validated parameters and inputs, a checkpoint scope, a metrics writer, this party's
-table store (readers only), a cancellation flag and a progress callback. The same component
+table store (readers only), a cancellation flag, a progress callback, and the executor that
+heavy homomorphic work passes to fedcrypto (`executor=ctx.executor`): this process's thread pool
+by default, the party's crypto job pool (fedflow.cryptopool.BusExecutor) when the worker is
+configured with crypto replicas. The same component
 code runs in the worker service and in standalone mode; only what fills the context differs.
 """
 
@@ -10,12 +13,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from fedflow.checkpoints import CheckpointScope
+from fedflow.cryptopool import local_executor
 from fedflow.federation import Federation, TaskCanceled
 from fedflow.metrics import MetricsWriter
 from fedflow.tables import Table, TableError, TableStore
@@ -40,6 +45,8 @@ class ComponentContext:
     tables: TableStore | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[float], None] | None = None
+    executor: Executor | None = field(default_factory=local_executor)
+    """Where fedcrypto runs its chunks; None: serially in the component's thread."""
 
     def params_as(self, model: type[M]) -> M:
         """The parameters as `model` (validated again: a context may be built by hand)."""

@@ -1,0 +1,247 @@
+"""BusExecutor on the in-memory bus with in-process CryptoReplicas: same results as serial."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from fedbus import Bus, connect
+from fedcrypto.paillier import CiphertextError, PrivateKey, PublicKey, generate_keypair
+from fedcrypto.paillier import kernels as paillier_kernels
+from fedcrypto.paillier.limbs import from_mpz
+from fedflow.cryptopool import (
+    KERNELS,
+    BusExecutor,
+    CryptoJobTimeout,
+    CryptoReplica,
+    NotWhitelisted,
+)
+from fedschemas import Envelope, PartyRef, encode_envelope, new_envelope
+from fedschemas.payloads import CryptoJob
+
+PARTY = "9999"
+TOPIC = "svc.crypto"
+
+
+@pytest.fixture(scope="module")
+def keypair() -> tuple[PublicKey, PrivateKey]:
+    return generate_keypair(512, insecure_allow_short=True)
+
+
+@pytest.fixture
+def bus(unique_name: str) -> Iterator[Bus]:
+    with connect(f"memory://{unique_name}") as b:
+        yield b
+
+
+@pytest.fixture
+def replicas(bus: Bus) -> Iterator[list[CryptoReplica]]:
+    started = [CryptoReplica(bus, PARTY, replica_id=f"r{i}") for i in range(2)]
+    for r in started:
+        r.start()
+    yield started
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture
+def pool(bus: Bus, replicas: list[CryptoReplica]) -> Iterator[BusExecutor]:
+    ex = BusExecutor(bus, PARTY, replicas=2, timeout_s=60)
+    yield ex
+    ex.shutdown()
+
+
+def test_every_whitelisted_name_is_a_fedcrypto_kernel() -> None:
+    assert KERNELS
+    for name, fn in KERNELS.items():
+        assert name.startswith("fedcrypto.paillier.kernels:k_")
+        assert getattr(paillier_kernels, name.split(":")[1]) is fn
+
+
+def test_encryption_on_replicas_decrypts_to_the_serial_encryption_plaintexts(
+    keypair: tuple[PublicKey, PrivateKey], pool: BusExecutor
+) -> None:
+    # Prepare: fresh randomness per call, so ciphertexts differ; plaintexts must not.
+    pk, sk = keypair
+    values = np.linspace(-50.0, 50.0, 300)
+    serial = pk.encrypt(values)
+
+    # Execute
+    pooled = pk.encrypt(values, executor=pool, chunk_size=64)
+
+    # Assert
+    assert pooled.data.shape == serial.data.shape
+    assert np.array_equal(sk.decrypt(pooled), sk.decrypt(serial))
+    assert sum(pool.answered_by.values()) == 5
+
+
+def test_same_randomness_gives_bit_identical_ciphertexts_on_replicas(
+    keypair: tuple[PublicKey, PrivateKey], pool: BusExecutor
+) -> None:
+    # Prepare: the DJN spec (with its 8-bit-window table) and fixed random bytes.
+    pk, _ = keypair
+    spec = pk.obfuscation_spec("djn")
+    plain = from_mpz(list(range(1, 201)), pk.plain_limbs)
+    rand = np.random.default_rng(7).integers(
+        0, 256, size=(200, paillier_kernels.randomness_bytes(spec)), dtype=np.uint8
+    )
+    serial = paillier_kernels.k_encrypt(spec, plain, rand)
+
+    # Execute: chunks go through the bus; the table travels as digest + recipe.
+    futures = [
+        pool.submit(paillier_kernels.k_encrypt, spec, plain[lo : lo + 50], rand[lo : lo + 50])
+        for lo in range(0, 200, 50)
+    ]
+    pooled = np.concatenate([f.result(timeout=60) for f in futures])
+
+    # Assert
+    assert np.array_equal(pooled, serial)
+
+
+def test_private_key_decryption_on_replicas_matches_serial(
+    keypair: tuple[PublicKey, PrivateKey], pool: BusExecutor
+) -> None:
+    pk, sk = keypair
+    enc = pk.encrypt(np.arange(-100, 100))
+
+    pooled = sk.decrypt_residues(enc.data, executor=pool, chunk_size=32)
+
+    assert np.array_equal(pooled, sk.decrypt_residues(enc.data))
+    assert np.array_equal(sk.decrypt(enc, executor=pool, chunk_size=32), np.arange(-100, 100))
+
+
+def test_xt_times_encrypted_vector_on_replicas_is_bit_identical_to_serial(
+    keypair: tuple[PublicKey, PrivateKey], pool: BusExecutor, replicas: list[CryptoReplica]
+) -> None:
+    # Prepare: X (m x k) with negative entries (inverted ciphertexts) and [[d]].
+    pk, sk = keypair
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 4))
+    d = pk.encrypt(rng.normal(size=600))
+
+    # Execute: X.T @ [[d]] as [[d]] @ X
+    pooled = d.matmul(x, executor=pool)
+    serial = d.matmul(x)
+
+    # Assert
+    assert np.array_equal(pooled.data, serial.data)
+    assert np.allclose(sk.decrypt(pooled), x.T @ sk.decrypt(d), atol=1e-6)
+    assert all(r.jobs_done > 0 for r in replicas)
+
+
+def test_a_kernel_error_reaches_the_caller_as_the_same_exception_type(
+    keypair: tuple[PublicKey, PrivateKey], pool: BusExecutor
+) -> None:
+    pk, _ = keypair
+    not_invertible = from_mpz([pk.n * 3], pk.limbs)  # shares the factor n with n^2
+
+    future = pool.submit(paillier_kernels.k_invert, pk.nsquare_bytes, not_invertible)
+
+    with pytest.raises(CiphertextError):
+        future.result(timeout=60)
+
+
+def test_a_function_outside_the_whitelist_is_refused_at_submit(pool: BusExecutor) -> None:
+    with pytest.raises(NotWhitelisted):
+        pool.submit(np.dot, np.ones(2), np.ones(2))  # type: ignore[arg-type]
+
+
+def _raw_job(bus: Bus, body: bytes) -> None:
+    from fedbus import Message
+
+    bus.publish(Message(topic=TOPIC, body=body, message_id=f"raw-{time.monotonic_ns()}"))
+
+
+def _job_envelope(job: CryptoJob, party: str = PARTY) -> Envelope:
+    ref = PartyRef(party_id=party, role="local")
+    return new_envelope(
+        job,
+        job_id="",
+        component="cryptopool",
+        task_id="",
+        attempt=0,
+        source=ref,
+        destination=ref,
+        tag=f"crypto.job.{job.job_id}",
+        iteration=-1,
+        seq=0,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _wait_dead(bus: Bus, count: int) -> list[str]:
+    reasons: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(reasons) < count and time.monotonic() < deadline:
+        reasons += [d.headers["x-fedmq-dead-reason"] for d in bus.dead_letters(TOPIC)]
+        time.sleep(0.05)
+    return reasons
+
+
+def test_a_job_naming_a_function_outside_the_whitelist_is_answered_refused_and_dead_lettered(
+    bus: Bus, pool: BusExecutor
+) -> None:
+    # Prepare: a job forged past the client-side check, naming os.system.
+    future = pool.submit(
+        paillier_kernels.k_mul, b"\x07", np.ones((1, 1), np.uint64), np.ones((1, 1), np.uint64)
+    )
+    future.result(timeout=60)
+    job = CryptoJob(
+        job_id="forged1",
+        function="os:system",
+        args=b"\x91\xa2ls",
+        args_format="fedflow.cryptopool.args.v1",
+        reply_topic=pool.reply_topic,
+    )
+
+    # Execute
+    _raw_job(bus, encode_envelope(_job_envelope(job)))
+
+    # Assert
+    reasons = _wait_dead(bus, 1)
+    assert len(reasons) == 1 and "not a whitelisted crypto kernel" in reasons[0]
+
+
+def test_garbage_crypto_jobs_are_dead_lettered_and_the_replicas_keep_serving(
+    bus: Bus, pool: BusExecutor, keypair: tuple[PublicKey, PrivateKey]
+) -> None:
+    # Prepare: bytes that are no envelope, and a job whose args are not valid msgpack.
+    bad_args = CryptoJob(
+        job_id="badargs",
+        function="fedcrypto.paillier.kernels:k_mul",
+        args=b"\xc1\xc1\xc1",
+        args_format="fedflow.cryptopool.args.v1",
+        reply_topic=pool.reply_topic,
+    )
+
+    # Execute
+    _raw_job(bus, b"not an envelope at all")
+    _raw_job(bus, encode_envelope(_job_envelope(bad_args)))
+
+    # Assert: both dead-lettered with a reason, and real work still completes.
+    reasons = _wait_dead(bus, 2)
+    assert len(reasons) == 2
+    assert any("msgpack" in r for r in reasons)
+    pk, sk = keypair
+    enc = pk.encrypt(np.arange(40), executor=pool, chunk_size=10)
+    assert np.array_equal(sk.decrypt(enc), np.arange(40))
+
+
+def test_a_chunk_nobody_serves_times_out(bus: Bus, keypair: tuple[PublicKey, PrivateKey]) -> None:
+    # Prepare: an executor on a topic no replica consumes.
+    pk, _ = keypair
+    ex = BusExecutor(bus, PARTY, topic="svc.crypto.nobody", timeout_s=0.3)
+    try:
+        a = from_mpz([2], pk.limbs)
+
+        # Execute
+        future = ex.submit(paillier_kernels.k_mul, pk.nsquare_bytes, a, a)
+
+        # Assert
+        with pytest.raises(CryptoJobTimeout):
+            future.result(timeout=10)
+    finally:
+        ex.shutdown()
