@@ -1,0 +1,58 @@
+"""fedcontrol's SchedulerClient: refusals carry their HTTP status, silence is
+SchedulerUnavailable naming the party, and a real scheduler answers the table ops."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from fedbus import connect
+from fedcontrol import SchedulerClient, SchedulerCommandFailed, SchedulerUnavailable
+
+from .conftest import DATA, Party
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [("invalid", 400), ("not_found", 404), ("conflict", 409), ("internal", 500), ("odd", 500)],
+)
+def test_a_refusal_maps_its_kind_to_an_http_status(kind: str, status: int) -> None:
+    assert SchedulerCommandFailed(kind, "why").http_status == status
+
+
+def test_no_scheduler_at_all_is_unavailable_naming_the_party() -> None:
+    bus = connect(f"memory://ctl-{uuid.uuid4().hex[:8]}")
+    try:
+        client = SchedulerClient(bus, "9999", timeout=0.3)
+        with pytest.raises(SchedulerUnavailable, match="scheduler of party 9999"):
+            client.list_jobs()  # nothing declared the topic: unroutable
+        bus.declare("svc.scheduler.rpc")
+        with pytest.raises(SchedulerUnavailable, match=r"within 0\.3 s"):
+            client.list_jobs()  # declared, nobody consumes: no answer
+    finally:
+        bus.close()
+
+
+def test_table_ops_store_in_the_store_the_worker_reads(
+    party_factory: Callable[..., Party],
+) -> None:
+    party = party_factory()
+    assert party.worker is not None
+    bus = connect(party.scheduler.settings.bus_url.get_secret_value())
+    client = SchedulerClient(bus, "9999")
+    try:
+        text = (DATA / "breast_hetero_host.csv").read_text()
+
+        stored = client.table_upload("host_half", text)
+        seen_by_worker = party.worker.tables.get("host_half")
+        listed = client.table_list()
+        with pytest.raises(SchedulerCommandFailed) as missing:
+            client.table_get("nope")
+
+        assert stored["rows"] == 569 and stored["label_column"] is None
+        assert seen_by_worker is not None and seen_by_worker.sha256 == stored["sha256"]
+        assert [t["name"] for t in listed] == ["host_half"]
+        assert missing.value.http_status == 404
+    finally:
+        bus.close()
