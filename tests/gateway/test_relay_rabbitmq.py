@@ -32,15 +32,20 @@ def _assert_exactly_once(sink: Any, expected_ids: set[str]) -> None:
     ids=["receiving-sigkill", "sending-sigkill", "sending-sigterm"],
 )
 def test_every_message_is_handled_exactly_once_when_a_gateway_is_killed_mid_stream(
-    victim, graceful, deployment, sink, envelope, paced_publisher
+    victim, graceful, deployment, sink, envelope, paced_publisher, unique_name
 ):
-    # Prepare
-    envelopes = [envelope(i, job_id=f"kill-{victim}") for i in range(N)]
+    # Prepare: a job id of its own (the receiver's inbox outlives one test: same ids would be
+    # dropped as duplicates of an earlier test's messages).
+    envelopes = [envelope(i, job_id=f"kill-{unique_name}") for i in range(N)]
     expected = {e.message_id for e in envelopes}
 
     # Execute: stream, SIGKILL (or SIGTERM) the victim after a few hundred arrived, restart it.
     publisher = paced_publisher(envelopes, batch=25, interval=0.05)
-    assert sink.wait_for(250, timeout=40) >= 250, deployment.tail()
+    assert sink.wait_for(250, timeout=40) >= 250, (
+        f"published {publisher.published}, error {publisher.error!r}, relayed out "
+        f"{deployment.metric('9999', 'fedmq_gateway_relayed_total')}, in "
+        f"{deployment.metric('10000', 'fedmq_gateway_relayed_total')}\n{deployment.tail()}"
+    )
     handled_at_kill = sink.count()
     if graceful:
         deployment.stop(victim)
@@ -61,12 +66,12 @@ def test_every_message_is_handled_exactly_once_when_a_gateway_is_killed_mid_stre
 
 
 def test_a_key_rotation_mid_stream_loses_nothing_and_old_signatures_stay_valid(
-    deployment, sink, envelope, to_message, paced_publisher
+    deployment, sink, envelope, to_message, paced_publisher, unique_name
 ):
     # Prepare
     identity_dir = deployment.party_dir("9999") / "identity"
     old = pki.PartyIdentity.load(identity_dir)
-    envelopes = [envelope(i, job_id="rotation") for i in range(N)]
+    envelopes = [envelope(i, job_id=f"rotation-{unique_name}") for i in range(N)]
     expected = {e.message_id for e in envelopes}
 
     # Execute: rotate the sending party's keys (new keys + CSR, CA signs, install) mid-stream;
@@ -77,7 +82,9 @@ def test_a_key_rotation_mid_stream_loses_nothing_and_old_signatures_stay_valid(
     os.kill(deployment.pid("9999"), signal.SIGHUP)
     publisher.join(timeout=40)
     # A message signed before the rotation by the old key, still in the queue afterwards.
-    late = envelope(N, job_id="rotation").model_copy(update={"signer_key_id": old.key_id})
+    late = envelope(N, job_id=f"rotation-{unique_name}").model_copy(
+        update={"signer_key_id": old.key_id}
+    )
     late = late.model_copy(update={"signature": old.signing_key.sign(canonical_bytes(late))})
     deployment.bus("9999").publish(to_message(late))
     expected.add(late.message_id)
