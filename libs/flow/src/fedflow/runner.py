@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +30,7 @@ from fedflow.bus_federation import FederationEndpoint
 from fedflow.checkpoints import CheckpointScope, CheckpointStore
 from fedflow.components import REGISTRY
 from fedflow.context import ComponentContext
+from fedflow.cryptopool import local_executor
 from fedflow.db import create_flow_tables
 from fedflow.metrics import MetricsWriter
 from fedflow.protocol import ProtocolGuard
@@ -53,8 +55,17 @@ class TaskResult:
 class PartyRuntime:
     """One party's task execution: endpoint, checkpoints, artifacts, metrics, tables."""
 
-    def __init__(self, endpoint: FederationEndpoint, tables: TableStore | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: FederationEndpoint,
+        tables: TableStore | None = None,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        """`executor`: where components' crypto chunks run (ctx.executor); None: this process's
+        shared thread pool (fedflow.cryptopool.local_executor)."""
         self.endpoint = endpoint
+        self.executor: Executor = executor if executor is not None else local_executor()
         self.engine = endpoint.engine
         self.tables = tables
         create_flow_tables(self.engine)
@@ -133,6 +144,7 @@ class PartyRuntime:
             tables=self.tables,
             cancel=cancel,
             on_progress=on_progress,
+            executor=self.executor,
         )
         outputs = ctype.run(ctx)
         unknown = sorted(set(outputs) - set(ctype.outputs))

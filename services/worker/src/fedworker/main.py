@@ -9,6 +9,11 @@ running by a worker that died. SIGTERM or SIGINT stops consuming (the in-flight 
 finishes, or the broker requeues it), interrupts the running tasks and releases them for the
 next worker (no status is reported: they resume), closes the bus and the database, flushes
 spans, and exits 0.
+
+Crypto job pool (fedworker.crypto): with `crypto_serve` the worker also serves crypto jobs
+from `crypto_topic`; with `crypto_replicas` > 0 its components' ctx.executor is a BusExecutor
+over the party's replicas; `crypto_only` runs a lightweight replica with no task queue and no
+database.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from fedbus.sql_inbox import create_tables, make_engine
 from fedcommon.logging import configure_logging
 from fedcommon.tracing import configure_tracing
 from fedflow.bus_federation import FederationEndpoint
+from fedflow.cryptopool import BusExecutor
 from fedflow.runner import PartyRuntime
 from fedflow.tables import TableStore
 from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
 
+from fedworker.crypto import CryptoWorker, make_executor, make_replica
 from fedworker.handlers import WorkerContext, bind_handlers, worker_metadata
 from fedworker.settings import WorkerSettings
 from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
@@ -99,7 +106,9 @@ class Worker:
             inbox = CrashAfterCommit(inbox, settings.crash_after_effect)
         self.inbox: Inbox = inbox
         self.tables = TableStore(self.engine, settings.tables_dir)
-        self.runtime = PartyRuntime(self.endpoint, self.tables)
+        self.crypto_replica = make_replica(self.bus, settings)
+        self.crypto_executor = make_executor(self.bus, settings)
+        self.runtime = PartyRuntime(self.endpoint, self.tables, executor=self.crypto_executor)
         self.reporter = StatusReporter(self.publisher, settings.party_id, settings.scheduler_topic)
         self.executor = TaskExecutor(
             self.runtime,
@@ -134,12 +143,18 @@ class Worker:
         # is mandatory: an undeclared reply topic would make every ping fail).
         self.bus.declare(self.settings.reply_topic)
         self.bus.declare(self.settings.scheduler_topic)
+        if self.crypto_replica is not None:
+            self.crypto_replica.start()
         self.consumer.start()
         self.executor.start()
 
     def stop(self) -> None:
         self.consumer.stop()
+        if self.crypto_replica is not None:
+            self.crypto_replica.stop()
         self.executor.stop()
+        if isinstance(self.crypto_executor, BusExecutor):
+            self.crypto_executor.shutdown(wait=False)
         self.bus.close()
         self.inbox.close()
         self.engine.dispose()
@@ -158,7 +173,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    worker = Worker(settings)
+    worker: Worker | CryptoWorker = (
+        CryptoWorker(settings) if settings.crypto_only else Worker(settings)
+    )
     worker.start()
     log.info(
         "worker_started",
@@ -166,6 +183,9 @@ def main() -> int:
         topic=settings.topic,
         pid=os.getpid(),
         redis_cache=settings.redis_url is not None,
+        crypto_serve=settings.crypto_serve or settings.crypto_only,
+        crypto_only=settings.crypto_only,
+        crypto_replicas=settings.crypto_replicas,
     )
     try:
         # Wake up regularly: a signal handler runs only between bytecodes of the main thread.

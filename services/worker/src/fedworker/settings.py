@@ -46,6 +46,22 @@ class WorkerSettings(ServiceSettings):
     redis_prefix: str = ""
     """Key prefix of cached done markers; empty: "fedmq:<party_id>:worker:inbox:"."""
     redis_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    crypto_serve: bool = False
+    """Serve crypto jobs from `crypto_topic`: this process is one replica of the party's crypto
+    job pool (fedflow.cryptopool), one chunk at a time (prefetch 1)."""
+    crypto_only: bool = False
+    """Run only a crypto replica: no task queue, no database (an extra replica for heavy
+    homomorphic work). Implies crypto_serve."""
+    crypto_topic: str = "svc.crypto"
+    """The party-local queue of crypto jobs (never relayed to other sites)."""
+    crypto_replicas: int = Field(default=0, ge=0)
+    """How many replicas serve `crypto_topic`. > 0: components get a BusExecutor over them as
+    ctx.executor; 0: this process's thread pool."""
+    crypto_chunks_per_replica: int = Field(default=2, gt=0)
+    """How finely a batch is cut per replica (more chunks: better balance, more messages)."""
+    crypto_timeout_s: float = Field(default=0.0, ge=0)
+    """A crypto chunk nobody answered within this many seconds fails; 0: wait (the broker
+    redelivers the chunks of a replica that died)."""
     crash_after_effect: str | None = None
     """TEST ONLY: exit abruptly right after the inbox transaction of this message id committed,
     before the ack (the crash test). Refused outside development."""
