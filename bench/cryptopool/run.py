@@ -121,6 +121,9 @@ def main() -> None:
             f"X.T@[[d]] {serial_mm:.2f} s"
         )
 
+        expected = x.T @ values
+        if not np.allclose(sk.decrypt(serial_grad), expected, atol=1e-4):
+            raise SystemExit("serial X.T@[[d]] does not decrypt to X.T @ d")
         best: dict[int, tuple[float, float]] = {}
         answered: dict[int, dict[str, int]] = {}
         for r in range(args.rounds):
@@ -128,8 +131,9 @@ def main() -> None:
                 pool = pools[k]
                 pool.answered_by.clear()
                 enc_s, mm_s, grad = crypto_job(pk, values, x, pool)
-                if not np.array_equal(grad.data, serial_grad.data):
-                    raise SystemExit(f"{k} replica(s): X.T@[[d]] differs from the serial result")
+                # Fresh randomness per encryption: compare plaintexts, not ciphertexts.
+                if not np.allclose(sk.decrypt(grad), expected, atol=1e-4):
+                    raise SystemExit(f"{k} replica(s): X.T@[[d]] does not decrypt to X.T @ d")
                 print(
                     f"round {r}: {k} replica(s): encrypt {enc_s:.2f} s, X.T@[[d]] {mm_s:.2f} s, "
                     f"total {enc_s + mm_s:.2f} s, chunks per replica {dict(pool.answered_by)}"
@@ -137,9 +141,6 @@ def main() -> None:
                 if k not in best or enc_s + mm_s < sum(best[k]):
                     best[k] = (enc_s, mm_s)
                     answered[k] = dict(pool.answered_by)
-        check = sk.decrypt(serial_grad)
-        if not np.allclose(check, x.T @ values, atol=1e-4):
-            raise SystemExit("X.T@[[d]] does not decrypt to X.T @ d")
         for k in (1, 2):
             enc_s, mm_s = best[k]
             rows[f"replicas_{k}"] = {
