@@ -478,6 +478,8 @@ class ClientConnection:
 
     def close(self) -> None:
         """Say GOODBYE and close; unacked frames fail with LinkDown."""
+        with self._lock:
+            self.draining = True  # no new submits from now on, even before the loop runs
 
         def close() -> None:
             if not self._writer.is_closing():
@@ -658,9 +660,9 @@ class PeerLink:
 
     def reconnect(self) -> None:
         """Close the current connection (after an identity change); the next send reconnects.
-        Unacked frames fail with LinkDown and their senders resend them on the new one."""
-        with self._connect_lock:
-            conn, self._conn = self._conn, None
+        Unacked frames fail with LinkDown and their senders resend them on the new one. Does
+        not wait: a link that is down and retrying picks up the new identity on its next try."""
+        conn = self._conn
         if conn is not None:
             conn.close()
 
