@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from fedgateway import framing
 from fedgateway.framing import FrameType, ProtocolError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_a_data_frame_round_trips_with_its_id_headers_and_untouched_body():
@@ -63,3 +65,21 @@ def test_a_hello_of_another_protocol_version_is_refused():
     raw = framing.encode_hello(framing.Hello(party_id="9999", certificates=(), version=2))
     with pytest.raises(ProtocolError, match="version"):
         framing.decode_hello(raw)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seq=st.integers(min_value=0, max_value=2**64 - 1),
+    message_id=st.text(max_size=64),
+    headers=st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=5),
+    body=st.binary(max_size=4096),
+)
+def test_any_data_frame_round_trips(seq, message_id, headers, body):
+    prefix = framing.encode_data_prefix(seq, message_id, headers)
+    frame = framing.decode_data(prefix + body)
+    assert (frame.seq, frame.message_id, dict(frame.headers), frame.body) == (
+        seq,
+        message_id,
+        headers,
+        body,
+    )
