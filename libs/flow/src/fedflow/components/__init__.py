@@ -10,12 +10,15 @@ from types import MappingProxyType
 
 from fedflow.components.base import ComponentParams, ComponentType, InputSpec, NoParams
 from fedflow.components.evaluation import EVALUATION
+from fedflow.components.hetero_lr import HETERO_LR, HETERO_LR_PREDICT
 from fedflow.components.iter_sum import ITER_SUM
 from fedflow.components.psi import PSI
 from fedflow.components.reader import READER
 from fedflow.protocol import Protocol, protocols_to_json
 
-_TYPES: dict[str, ComponentType] = {t.name: t for t in (READER, PSI, EVALUATION, ITER_SUM)}
+_TYPES: dict[str, ComponentType] = {
+    t.name: t for t in (READER, PSI, EVALUATION, ITER_SUM, HETERO_LR, HETERO_LR_PREDICT)
+}
 
 REGISTRY: Mapping[str, ComponentType] = MappingProxyType(_TYPES)
 """Component type name -> declaration (read-only view)."""

@@ -1,0 +1,715 @@
+"""hetero_lr / hetero_lr_predict: vertical logistic regression, guest + host, under Paillier.
+
+The guest holds the labels y in {0, 1} and features X_g (plus an intercept column); the host
+holds other features X_h of the same rows (aligned by an upstream psi). Each party has its OWN
+Paillier key pair; there is no third party. docs/hetero_lr.md states the protocol, what each
+party learns per iteration and why the minimum batch size is what it is.
+
+Training uses the Taylor approximation sigma(z) ~ 0.5 + z / 4 (z = u_g + u_h, u = X w), so the
+residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y. Per mini-batch (same rows at both
+parties: the permutation of epoch e is drawn from (seed, e)), iteration t:
+
+  order 1  guest -> host   residual              [[v]]_G                 (b, c) ciphertexts
+  order 1  host  -> guest  host_scores           [[u_h]]_H               (b, c)
+  order 2  host  -> guest  host_gradient         [[X_h^T d + R_h]]_G     (k_h, c)
+  order 2  guest -> host   guest_gradient        [[A^T u_h + R_g]]_H     (k_g2, c)
+           A = [X_g, y', u_g] (y' = 2y - 1): the guest's gradient term and two loss aggregates
+  order 3  guest -> host   host_gradient_masked  X_h^T d + R_h           (k_h, p) residue limbs
+  order 3  host  -> guest  guest_gradient_masked A^T u_h + R_g           (k_g2, p)
+  order 3  host  -> guest  host_score_sq         sum_i u_h,i^2           () aggregate
+  order 4  guest -> host   epoch_end             {"stop": bool}          (last batch of an epoch)
+
+Masks R are integers added to the fixed-point mantissas (not to floats): R is uniform over
+[0, 2^(bits(bound) + 80)), so a masked value hides the mantissa statistically (2^-80) and the
+owner recovers it exactly. Every ciphertext derived from the other party's ciphertexts is
+re-randomised (`obfuscate`) before it goes back to that party.
+
+Resume (docs/components.md): state = weights, keys, peer key, mask seed, epoch loss so far,
+iteration. Masks come from SHAKE-256(mask seed, tag, iteration), so a redone iteration re-sends
+the same plaintexts. Ciphertexts carry fresh encryption randomness, so before a ciphertext is
+first sent it is written into the checkpoint ("pending"), and a redone iteration re-sends those
+exact bytes (the outbox refuses a different payload under the same id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from fedcrypto import (
+    EncryptedVector,
+    PrivateKey,
+    PublicKey,
+    ShapeMismatchError,
+    encrypted_dot,
+    generate_keypair,
+)
+from fedcrypto.paillier.limbs import from_mpz, to_mpz
+from fedschemas import FederationData
+from numpy.typing import NDArray
+from pydantic import Field
+
+from fedflow.components.base import ComponentParams, ComponentType, InputSpec
+from fedflow.protocol import NONE, DecryptRule, MessageRule, Protocol
+from fedflow.tables import Table, TableError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from fedflow.context import ComponentContext
+
+Floats = NDArray[np.float64]
+
+MASK_BITS: Final = 80
+"""Statistical hiding of a masked mantissa: the mask has this many bits more than the bound."""
+INTERCEPT: Final = "intercept"
+KEY_FORMAT: Final = "fedcrypto.paillier.public_key.v1"
+LOG2: Final = math.log(2.0)
+
+
+def min_batch_size(k_guest: int, k_host: int) -> int:
+    """The smallest batch allowed: with b <= k + 3 a party could solve its views for the
+    other party's per-sample values (docs/hetero_lr.md); 4x that, and never below 64."""
+    return max(64, 4 * (max(k_guest, k_host) + 3))
+
+
+class HeteroLrParams(ComponentParams):
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=1024, ge=1)
+    """Rows per mini-batch (the last batch of an epoch takes the remainder); at least
+    min_batch_size(k_g, k_h), refused otherwise."""
+    learning_rate: float = Field(default=0.15, gt=0.0)
+    decay: float = Field(default=0.0, ge=0.0)
+    """Learning rate at iteration t: learning_rate / sqrt(1 + decay * t)."""
+    alpha: float = Field(default=0.01, ge=0.0)
+    """L2 penalty (alpha / 2) * ||w||^2 (the intercept is not penalised)."""
+    tol: float = Field(default=1e-4, ge=0.0)
+    """Early stopping: stop when the epoch's Taylor loss improves by less than this."""
+    early_stop: bool = True
+    seed: int = Field(default=0, ge=0)
+    """Seeds the batch order (both parties must use the same)."""
+    key_bits: int = Field(default=2048, ge=256, le=8192)
+    insecure_short_keys: bool = False
+    """Allow keys shorter than 2048 bits (tests only)."""
+
+
+class HeteroLrPredictParams(ComponentParams):
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+def _ct_rule(tag: str, sender: str, receiver: str, order: int, rows: str, what: str) -> MessageRule:
+    return MessageRule(
+        tag=tag,
+        sender=sender,  # type: ignore[arg-type]
+        receiver=receiver,  # type: ignore[arg-type]
+        kinds=("ciphertext_vector",),
+        per_iteration=True,
+        order=order,
+        shape=f"({rows}, c)",
+        dtypes=("uint64",),
+        decrypt=DecryptRule(by=receiver) if rows != "*" else None,  # type: ignore[arg-type]
+        description=what,
+    )
+
+
+def _masked_rule(tag: str, sender: str, receiver: str, rows: str, what: str) -> MessageRule:
+    return MessageRule(
+        tag=tag,
+        sender=sender,  # type: ignore[arg-type]
+        receiver=receiver,  # type: ignore[arg-type]
+        kinds=("masked_vector",),
+        per_iteration=True,
+        order=3,
+        shape=f"({rows}, p)",
+        dtypes=("uint64",),
+        description=what,
+    )
+
+
+HETERO_LR_PROTOCOL = Protocol(
+    component_type="hetero_lr",
+    description="vertical LR, Taylor sigmoid, two Paillier keys, integer masks, no arbiter",
+    dims={
+        "c": "64-bit limbs of one ciphertext (key bits / 32)",
+        "p": "64-bit limbs of one plaintext residue (key bits / 64)",
+        "k_h": "the host's feature count",
+        "k_g2": "the guest's feature count + 1 (intercept) + 2 (loss aggregates)",
+    },
+    messages=(
+        MessageRule(
+            tag="public_key",
+            sender="guest",
+            receiver="host",
+            kinds=("public_key",),
+            order=1,
+            shape=NONE,
+            blob_formats=(KEY_FORMAT,),
+            description="the guest's Paillier public key",
+        ),
+        MessageRule(
+            tag="public_key",
+            sender="host",
+            receiver="guest",
+            kinds=("public_key",),
+            order=1,
+            shape=NONE,
+            blob_formats=(KEY_FORMAT,),
+            description="the host's Paillier public key; meta: its feature count",
+        ),
+        _ct_rule("residual", "guest", "host", 1, "*", "[[u_g/4 + 0.5 - y]] under the guest key"),
+        _ct_rule("host_scores", "host", "guest", 1, "*", "[[u_h]] under the host key"),
+        _ct_rule("host_gradient", "host", "guest", 2, "k_h", "[[X_h^T d + R_h]], guest key"),
+        _ct_rule("guest_gradient", "guest", "host", 2, "k_g2", "[[A^T u_h + R_g]], host key"),
+        _masked_rule("host_gradient_masked", "guest", "host", "k_h", "X_h^T d + R_h"),
+        _masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
+        MessageRule(
+            tag="host_score_sq",
+            sender="host",
+            receiver="guest",
+            kinds=("aggregate",),
+            per_iteration=True,
+            order=3,
+            shape="()",
+            dtypes=("float64",),
+            description="sum of u_h^2 over the batch (for the Taylor loss)",
+        ),
+        MessageRule(
+            tag="epoch_end",
+            sender="guest",
+            receiver="host",
+            kinds=("plain_control",),
+            per_iteration=True,
+            order=4,
+            shape=NONE,
+            description="after an epoch's last batch: stop (early stopping) or go on",
+        ),
+    ),
+)
+
+HETERO_LR_PREDICT_PROTOCOL = Protocol(
+    component_type="hetero_lr_predict",
+    description="batch prediction: the host's partial scores to the guest (revealed)",
+    dims={"m": "rows to predict"},
+    messages=(
+        MessageRule(
+            tag="host_partial_scores",
+            sender="host",
+            receiver="guest",
+            kinds=("aggregate",),
+            order=1,
+            shape="(m,)",
+            dtypes=("float64",),
+            description="u_h = X_h w_h per row: REVEALS the host's partial scores",
+        ),
+    ),
+)
+
+
+# -- fixed-point masks ------------------------------------------------------------------------
+
+
+def _mask_ints(seed: bytes, tag: str, iteration: int, count: int, bits: int) -> list[int]:
+    """`count` integers uniform in [0, 2^bits), a deterministic function of (seed, tag, t)."""
+    width = (bits + 7) // 8
+    stream = hashlib.shake_256(
+        seed + tag.encode() + iteration.to_bytes(8, "little", signed=True)
+    ).digest(width * count)
+    excess = width * 8 - bits
+    return [
+        int.from_bytes(stream[i * width : (i + 1) * width], "little") >> excess
+        for i in range(count)
+    ]
+
+
+def _mask_bits(vec: EncryptedVector) -> int:
+    bits = vec.bound.bit_length() + MASK_BITS
+    if (1 << bits) + vec.bound > vec.public_key.max_int:
+        raise OverflowError("hetero_lr: the key is too short for the masked values")
+    return bits
+
+
+def _add_mask(vec: EncryptedVector, masks: list[int], executor: Executor | None) -> EncryptedVector:
+    """[[m + R]] (mantissas) re-randomised: safe to send to the key holder."""
+    pk = vec.public_key
+    plain = from_mpz(masks, pk.plain_limbs)
+    raw = pk.encrypt_residues(plain, obfuscate=False)  # combined, then obfuscated below
+    mask_vec = EncryptedVector(pk, raw, vec.exponent, vec.shape, bound=max(masks, default=0))
+    return (vec + mask_vec).obfuscate(executor=executor)
+
+
+def _unmask(residues: NDArray[np.uint64], masks: list[int], exponent: int, n: int) -> Floats:
+    """The floats m * 16^exponent from residues of m + R mod n."""
+    values = to_mpz(np.ascontiguousarray(residues, dtype="<u8"))
+    if len(values) != len(masks):
+        raise ValueError(f"hetero_lr: {len(values)} masked values for {len(masks)} masks")
+    half = n // 2
+    scale = Fraction(16) ** exponent
+    out = np.empty(len(masks), dtype=np.float64)
+    for i, (value, mask) in enumerate(zip(values, masks, strict=True)):
+        m = (int(value) - mask) % n
+        if m > half:
+            m -= n
+        out[i] = float(m * scale)
+    return out
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def ciphertext_payload(vec: EncryptedVector) -> FederationData:
+    """An encrypted vector as a (count, limbs) uint64 array; exponent and bound in meta."""
+    return FederationData(
+        kind="ciphertext_vector",
+        array=vec.data,
+        meta={"exponent": vec.exponent, "bound": format(vec.bound, "x")},
+    )
+
+
+def _ciphertexts(
+    payload: FederationData,
+    key: PublicKey,
+    what: str,
+    executor: Executor | None,
+    rows: int | None = None,
+) -> EncryptedVector:
+    """Check and wrap received ciphertexts: CiphertextError unless each is in (0, n^2);
+    ShapeMismatchError unless there are `rows` of them (when given)."""
+    if payload.array is None:
+        raise ValueError(f"hetero_lr: {what} carries no ciphertexts")
+    if rows is not None and payload.array.shape[0] != rows:
+        raise ShapeMismatchError(
+            f"hetero_lr: {what} has {payload.array.shape[0]} ciphertexts for a batch of {rows}"
+        )
+    exponent, bound = payload.meta.get("exponent"), payload.meta.get("bound")
+    if not isinstance(exponent, int) or not isinstance(bound, str):
+        raise ValueError(f"hetero_lr: {what} has no exponent/bound")
+    data = np.ascontiguousarray(payload.array, dtype="<u8")
+    try:
+        vec = EncryptedVector(key, data, exponent, (data.shape[0],), bound=int(bound, 16))
+        vec.validate(executor=executor)
+    except ValueError as exc:
+        raise type(exc)(f"hetero_lr: {what} refused: {exc}") from None
+    return vec
+
+
+def _key_payload(key: PublicKey, **meta: int) -> FederationData:
+    return FederationData(
+        kind="public_key", blob=key.to_bytes(), blob_format=KEY_FORMAT, meta=dict(meta)
+    )
+
+
+# -- shared training state --------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One party's side of a training run: what the checkpoint holds, and helpers."""
+
+    ctx: ComponentContext
+    params: HeteroLrParams
+    peer: str
+    x: Floats
+    private_key: PrivateKey
+    peer_key: PublicKey
+    mask_seed: bytes
+    weights: Floats
+    start: int = 0
+    state_extra: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, Any] = field(default_factory=dict)
+    pending_iteration: int = -2
+
+    @property
+    def executor(self) -> Executor | None:
+        return getattr(self.ctx, "executor", None)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "private_key": self.private_key.to_bytes(),
+            "peer_key": self.peer_key.to_bytes(),
+            "mask_seed": self.mask_seed,
+            "weights": self.weights,
+            "extra": self.state_extra,
+            "pending": self.pending,
+            "pending_iteration": self.pending_iteration,
+        }
+
+    def save(self, iteration: int) -> None:
+        self.pending, self.pending_iteration = {}, -2
+        self.ctx.checkpoints.save(iteration, self.state())
+
+    def send_ciphertexts(self, tag: str, iteration: int, make: Any) -> dict[str, Any]:
+        """Send the ciphertexts `make()` builds (it returns the vector and what unmasking the
+        answer needs), or the ones recorded for this iteration; returns that unmask info."""
+        entry = self.pending.get(tag) if self.pending_iteration == iteration else None
+        if entry is not None:
+            payload = FederationData(
+                kind="ciphertext_vector",
+                array=np.asarray(entry["array"], dtype=np.uint64),
+                meta=dict(entry["meta"]),
+            )
+            info = dict(entry["info"])
+        else:
+            vec, info = make()
+            payload = ciphertext_payload(vec)
+            if self.pending_iteration != iteration:
+                self.pending, self.pending_iteration = {}, iteration
+            self.pending[tag] = {"array": payload.array, "meta": payload.meta, "info": info}
+            # Recorded before it leaves: a redone iteration must re-send these very bytes.
+            self.ctx.checkpoints.save(iteration - 1, self.state())
+        self.ctx.federation.send(payload, to=self.peer, tag=tag, iteration=iteration)
+        return info
+
+    def recv(self, tag: str, iteration: int) -> FederationData:
+        return self.ctx.federation.recv(frm=self.peer, tag=tag, iteration=iteration)
+
+    def decrypt_for_peer(self, tag: str, iteration: int, answer: str) -> None:
+        """Decrypt the peer's masked ciphertexts under our key and send the residues back."""
+        vec = _ciphertexts(self.recv(tag, iteration), self.private_key.public_key, tag, None)
+        self.ctx.federation.authorize_decrypt(tag, iteration, frm=self.peer)
+        residues = self.private_key.decrypt_residues(vec.data, executor=self.executor)
+        self.ctx.federation.send(
+            FederationData(kind="masked_vector", array=np.ascontiguousarray(residues)),
+            to=self.peer,
+            tag=answer,
+            iteration=iteration,
+        )
+
+    def masked(
+        self, vec: EncryptedVector, tag: str, iteration: int
+    ) -> tuple[EncryptedVector, dict[str, Any]]:
+        """[[m + R]] for the peer to decrypt, and what `unmask` needs for its answer."""
+        bits = _mask_bits(vec)
+        masks = _mask_ints(self.mask_seed, tag, iteration, vec.size, bits)
+        info = {"exponent": vec.exponent, "bits": bits, "count": vec.size}
+        return _add_mask(vec, masks, self.executor), info
+
+    def unmask(
+        self, info: Mapping[str, Any], payload: FederationData, tag: str, iteration: int
+    ) -> Floats:
+        """Our values from the peer's decryption of [[m + R]] (residues modulo its n)."""
+        if payload.array is None:
+            raise ValueError(f"hetero_lr: the answer to {tag} carries no values")
+        masks = _mask_ints(self.mask_seed, tag, iteration, int(info["count"]), int(info["bits"]))
+        return _unmask(payload.array, masks, int(info["exponent"]), int(self.peer_key.n))
+
+
+def _features(table: Table) -> Floats:
+    return np.nan_to_num(np.asarray(table.features, dtype=np.float64), nan=0.0)
+
+
+def _batches(rows: int, batch_size: int, seed: int, epoch: int) -> list[NDArray[np.int64]]:
+    """The epoch's batches: a permutation from (seed, epoch), cut into batches of at least
+    `batch_size` rows (the remainder joins the last batch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(rows)
+    count = max(1, rows // batch_size)
+    return [np.asarray(part, dtype=np.int64) for part in np.array_split(order, count)]
+
+
+def _lr(params: HeteroLrParams, t: int) -> float:
+    return params.learning_rate / math.sqrt(1.0 + params.decay * t)
+
+
+def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peer: str) -> _Run:
+    """Keys (checkpointed before anything is sent), the key exchange, or the saved state."""
+    saved = ctx.checkpoints.latest()
+    short = params.insecure_short_keys
+    if saved is not None and "peer_key" in saved.state:
+        state = saved.state
+        run = _Run(
+            ctx,
+            params,
+            peer,
+            x,
+            PrivateKey.from_bytes(bytes(state["private_key"]), insecure_allow_short=short),
+            PublicKey.from_bytes(bytes(state["peer_key"]), insecure_allow_short=short),
+            bytes(state["mask_seed"]),
+            np.asarray(state["weights"], dtype=np.float64),
+            start=saved.iteration + 1,
+            state_extra=dict(state["extra"]),
+            pending=dict(state["pending"]),
+            pending_iteration=int(state["pending_iteration"]),
+        )
+        return run
+    if saved is not None:
+        private_key = PrivateKey.from_bytes(bytes(saved.state["keys"]), insecure_allow_short=short)
+        mask_seed = bytes(saved.state["mask_seed"])
+    else:
+        _, private_key = generate_keypair(params.key_bits, insecure_allow_short=short)
+        mask_seed = os.urandom(32)
+        # Before the first send: a restarted party must present the same key.
+        ctx.checkpoints.save(-1, {"keys": private_key.to_bytes(), "mask_seed": mask_seed})
+    public_key = private_key.public_key
+    private_key.precompute()
+    ctx.federation.bind_dims(c=public_key.limbs, p=public_key.plain_limbs)
+    ctx.federation.send(_key_payload(public_key, features=x.shape[1]), to=peer, tag="public_key")
+    got = ctx.federation.recv(frm=peer, tag="public_key")
+    if got.blob is None:
+        raise ValueError("hetero_lr: the peer's public key message is empty")
+    peer_key = PublicKey.from_bytes(got.blob, insecure_allow_short=short)
+    if peer_key.n_length < min(params.key_bits, 2048) and not short:
+        raise ValueError(f"hetero_lr: the peer's key has {peer_key.n_length} bits")
+    if peer_key.limbs != public_key.limbs:
+        raise ValueError("hetero_lr: both parties must use keys of the same length")
+    run = _Run(ctx, params, peer, x, private_key, peer_key, mask_seed, np.zeros(x.shape[1]))
+    run.state_extra["peer_features"] = int(got.meta.get("features", -1))
+    return run
+
+
+def _check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -> None:
+    smallest = min_batch_size(k_guest, k_host)
+    batch = min(params.batch_size, rows)
+    if batch < smallest:
+        raise ValueError(
+            f"hetero_lr: batch size {batch} is below the minimum {smallest} for "
+            f"{k_guest} guest and {k_host} host features (a smaller batch lets a party solve "
+            "for the other's per-sample values; see docs/hetero_lr.md)"
+        )
+
+
+# -- guest ------------------------------------------------------------------------------------
+
+
+def _guest(ctx: ComponentContext, params: HeteroLrParams) -> Mapping[str, Table]:
+    table = ctx.input("data")
+    if table.labels is None:
+        raise TableError("hetero_lr: the guest's input has no label column")
+    labels = np.asarray(table.labels, dtype=np.float64)
+    if not np.all((labels == 0.0) | (labels == 1.0)):
+        raise ValueError("hetero_lr: labels must be 0 or 1")
+    hosts = ctx.parties.get("host", [])
+    if len(hosts) != 1:
+        raise ValueError(f"hetero_lr: runs with exactly one host ({len(hosts)} given)")
+    x = np.hstack([_features(table), np.ones((table.rows, 1))])
+    k_g = x.shape[1]
+    run = _setup(ctx, params, x, hosts[0])
+    k_h = int(run.state_extra.get("peer_features", -1))
+    if k_h < 0:
+        raise ValueError("hetero_lr: the host did not say how many features it has")
+    _check_batch(params, table.rows, k_g, k_h)
+    ctx.federation.bind_dims(k_h=k_h, k_g2=k_g + 2)
+    penalty = np.r_[np.ones(k_g - 1), 0.0]  # no penalty on the intercept
+    batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
+    total = params.epochs * batches_per_epoch
+    extra = run.state_extra
+    loss_sum = float(extra.get("loss_sum", 0.0))
+    last_loss = extra.get("last_loss")
+    began = time.perf_counter()
+    t = run.start
+    while t < total and not extra.get("stopped", False):
+        ctx.check_canceled()
+        epoch, position = divmod(t, batches_per_epoch)
+        rows = _batches(table.rows, params.batch_size, params.seed, epoch)[position]
+        xb, yb = x[rows], labels[rows]
+        b = len(rows)
+        u_g = xb @ run.weights
+        v = 0.25 * u_g + 0.5 - yb
+        run.send_ciphertexts(
+            "residual",
+            t,
+            lambda v=v: (run.private_key.encrypt(v, executor=run.executor), {}),
+        )
+        u_h = _ciphertexts(run.recv("host_scores", t), run.peer_key, "host_scores", run.executor, b)
+        y_pm = 2.0 * yb - 1.0
+        design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
+
+        def guest_gradient(
+            design: Floats = design, u_h: EncryptedVector = u_h, t: int = t
+        ) -> tuple[EncryptedVector, dict[str, Any]]:
+            vec = encrypted_dot(design, u_h, executor=run.executor)
+            return run.masked(vec, "guest_gradient", t)
+
+        sent = run.send_ciphertexts("guest_gradient", t, guest_gradient)
+        run.decrypt_for_peer("host_gradient", t, "host_gradient_masked")
+        masked = run.recv("guest_gradient_masked", t)
+        s = run.unmask(sent, masked, "guest_gradient", t)
+        sq = run.recv("host_score_sq", t)
+        u_h_sq = float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0.0
+        gradient = (xb.T @ v + 0.25 * s[:k_g]) / b
+        loss_sum += (
+            b * LOG2
+            - 0.5 * (float(y_pm @ u_g) + s[k_g])
+            + (float(u_g @ u_g) + 2 * s[k_g + 1] + u_h_sq) / 8
+        )
+        run.weights = run.weights - _lr(params, t) * (
+            gradient + params.alpha * penalty * run.weights
+        )
+        if position == batches_per_epoch - 1:
+            loss = loss_sum / table.rows
+            ctx.metrics.log("loss", loss, epoch)
+            stop = bool(
+                params.early_stop
+                and last_loss is not None
+                and abs(float(last_loss) - loss) < params.tol
+            )
+            ctx.federation.send(
+                FederationData(kind="plain_control", meta={"stop": stop, "epoch": epoch}),
+                to=run.peer,
+                tag="epoch_end",
+                iteration=t,
+            )
+            last_loss, loss_sum = loss, 0.0
+            extra["stopped"] = stop
+            extra["epochs_done"] = epoch + 1
+        extra["loss_sum"], extra["last_loss"] = loss_sum, last_loss
+        run.save(t)
+        ctx.report_progress((t + 1) / total)
+        t += 1
+    ctx.metrics.log("iterations", float(t))
+    ctx.metrics.log("epochs", float(extra.get("epochs_done", 0)))
+    ctx.metrics.log("train_seconds", time.perf_counter() - began)
+    if last_loss is not None:
+        ctx.metrics.log("final_loss", float(last_loss))
+    return {"model": _model_table([*table.feature_names, INTERCEPT], run.weights)}
+
+
+def _model_table(names: list[str], weights: Floats) -> Table:
+    return Table(
+        ids=np.array(names, dtype=np.str_),
+        features=np.asarray(weights, dtype=np.float64).reshape(-1, 1),
+        feature_names=["weight"],
+        labels=None,
+    )
+
+
+# -- host -------------------------------------------------------------------------------------
+
+
+def _host(ctx: ComponentContext, params: HeteroLrParams) -> Mapping[str, Table]:
+    table = ctx.input("data")
+    guest = ctx.parties["guest"][0]
+    x = _features(table)
+    k_h = x.shape[1]
+    run = _setup(ctx, params, x, guest)
+    k_g = int(run.state_extra.get("peer_features", -1))
+    if k_g < 0:
+        raise ValueError("hetero_lr: the guest did not say how many weights it has")
+    _check_batch(params, table.rows, k_g, k_h)
+    ctx.federation.bind_dims(k_h=k_h, k_g2=k_g + 2)
+    batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
+    total = params.epochs * batches_per_epoch
+    extra = run.state_extra
+    t = run.start
+    while t < total and not extra.get("stopped", False):
+        ctx.check_canceled()
+        epoch, position = divmod(t, batches_per_epoch)
+        rows = _batches(table.rows, params.batch_size, params.seed, epoch)[position]
+        xb = x[rows]
+        b = len(rows)
+        u_h = xb @ run.weights
+        run.send_ciphertexts(
+            "host_scores",
+            t,
+            lambda u_h=u_h: (run.private_key.encrypt(u_h, executor=run.executor), {}),
+        )
+        v = _ciphertexts(run.recv("residual", t), run.peer_key, "residual", run.executor, b)
+
+        def host_gradient(
+            xb: Floats = xb, v: EncryptedVector = v, u_h: Floats = u_h, t: int = t
+        ) -> tuple[EncryptedVector, dict[str, Any]]:
+            vec = encrypted_dot(xb, v, executor=run.executor) + 0.25 * (xb.T @ u_h)
+            return run.masked(vec, "host_gradient", t)
+
+        sent = run.send_ciphertexts("host_gradient", t, host_gradient)
+        run.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked")
+        ctx.federation.send(
+            FederationData(kind="aggregate", array=np.array(float(u_h @ u_h))),
+            to=run.peer,
+            tag="host_score_sq",
+            iteration=t,
+        )
+        s = run.unmask(sent, run.recv("host_gradient_masked", t), "host_gradient", t)
+        gradient = s / b
+        run.weights = run.weights - _lr(params, t) * (gradient + params.alpha * run.weights)
+        if position == batches_per_epoch - 1:
+            control = run.recv("epoch_end", t)
+            extra["stopped"] = bool(control.meta.get("stop", False))
+        run.save(t)
+        ctx.report_progress((t + 1) / total)
+        t += 1
+    ctx.metrics.log("iterations", float(t))
+    return {"model": _model_table(list(table.feature_names), run.weights)}
+
+
+def run(ctx: ComponentContext) -> Mapping[str, Table]:
+    params = ctx.params_as(HeteroLrParams)
+    if ctx.role == "host":
+        return _host(ctx, params)
+    return _guest(ctx, params)
+
+
+# -- prediction -------------------------------------------------------------------------------
+
+
+def _weights_for(model: Table, names: list[str]) -> Floats:
+    position = {str(name): i for i, name in enumerate(model.ids.tolist())}
+    missing = [name for name in names if name not in position]
+    if missing:
+        raise TableError(f"hetero_lr_predict: the model has no weight for {missing[0]!r}")
+    weights = model.features[:, 0]
+    return np.array([weights[position[name]] for name in names], dtype=np.float64)
+
+
+def predict_run(ctx: ComponentContext) -> Mapping[str, Table]:
+    params = ctx.params_as(HeteroLrPredictParams)
+    table, model = ctx.input("data"), ctx.input("model")
+    x = _features(table)
+    if ctx.role == "host":
+        u_h = x @ _weights_for(model, list(table.feature_names))
+        ctx.federation.send(
+            FederationData(kind="aggregate", array=u_h),
+            to=ctx.parties["guest"][0],
+            tag="host_partial_scores",
+        )
+        return {}
+    weights = _weights_for(model, [*table.feature_names, INTERCEPT])
+    z = np.hstack([x, np.ones((table.rows, 1))]) @ weights
+    ctx.federation.bind_dims(m=table.rows)
+    for host, got in ctx.federation.recv_all(frm="host", tag="host_partial_scores").items():
+        if got.array is None:
+            raise ValueError(f"hetero_lr_predict: host {host} sent no scores")
+        z = z + np.asarray(got.array, dtype=np.float64)
+    score = 1.0 / (1.0 + np.exp(-z))
+    ctx.metrics.log("rows", float(table.rows))
+    ctx.metrics.log("positive_rate", float((score >= params.threshold).mean()))
+    return {
+        "data": Table(
+            ids=table.ids,
+            features=np.stack([score, (score >= params.threshold).astype(np.float64)], axis=1),
+            feature_names=["score", "predicted"],
+            labels=table.labels,
+            label_name=table.label_name,
+        )
+    }
+
+
+HETERO_LR = ComponentType(
+    name="hetero_lr",
+    description="vertical logistic regression under Paillier (guest + host, no arbiter)",
+    run=run,
+    roles=("guest", "host"),
+    params=HeteroLrParams,
+    inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
+    outputs=("model",),
+    protocol=HETERO_LR_PROTOCOL,
+)
+
+HETERO_LR_PREDICT = ComponentType(
+    name="hetero_lr_predict",
+    description="scores of a hetero_lr model: the guest gets sigmoid(u_g + u_h) per row",
+    run=predict_run,
+    roles=("guest", "host"),
+    params=HeteroLrPredictParams,
+    inputs=(
+        InputSpec("model", description="this party's part of a hetero_lr model"),
+        InputSpec("data", description="rows aligned across parties"),
+    ),
+    outputs=("data",),
+    protocol=HETERO_LR_PREDICT_PROTOCOL,
+)

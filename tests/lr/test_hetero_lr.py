@@ -1,0 +1,200 @@
+"""hetero_lr: the federated arithmetic equals plaintext Taylor SGD on the joined data, the
+model parts stay with their owners, small batches and short peers' keys are refused, and a
+host that sends a malformed gradient makes the job fail with a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fedcrypto import EncryptedVector
+from fedflow.components import REGISTRY, protocol_of
+from fedflow.components import hetero_lr as lr
+from fedflow.pipeline import Pipeline
+from fedflow.protocol import Protocol, ProtocolGuard, ProtocolViolation
+from fedflow.standalone import LocalWorld, StandaloneError, run_pipeline
+from fedschemas import FederationData
+
+from tests.lr.conftest import (
+    EXAMPLE_DATA,
+    GUEST,
+    HOST,
+    lr_tasks,
+    run_both,
+    synthetic,
+    taylor_sgd,
+    weights,
+)
+
+SMALL = {
+    "epochs": 3,
+    "batch_size": 64,
+    "learning_rate": 0.3,
+    "alpha": 0.05,
+    "seed": 3,
+    "key_bits": 512,
+    "insecure_short_keys": True,
+    "early_stop": False,
+}
+BREAST_PIPELINE = Path(__file__).resolve().parents[2] / "examples/pipelines/hetero_lr_breast.yaml"
+
+
+def breast_pipeline(**common: Any) -> Pipeline:
+    pipeline = Pipeline.from_yaml(BREAST_PIPELINE.read_text())
+    data = {
+        "name": pipeline.name,
+        "parties": {"guest": GUEST, "host": [HOST]},
+        "components": [
+            {
+                "name": "reader_0",
+                "type": "reader",
+                "params": {
+                    "guest": {"table": "breast_hetero_guest"},
+                    "host": {"table": "breast_hetero_host"},
+                },
+            },
+            {"name": "psi_0", "type": "psi", "inputs": {"data": "reader_0.data"}},
+            {
+                "name": "hetero_lr_0",
+                "type": "hetero_lr",
+                "inputs": {"data": "psi_0.data"},
+                "params": {"common": common},
+            },
+        ],
+    }
+    return Pipeline.from_dict(data)
+
+
+def test_federated_weights_equal_plaintext_taylor_sgd_on_the_joined_data(tmp_path: Path) -> None:
+    # Prepare
+    guest, host = synthetic(200, 3, 4, seed=5)
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        tasks = lr_tasks(world, "job-eq", guest, host, SMALL)
+
+        # Execute
+        g, h = run_both(world, tasks)
+
+        # Assert: each party holds only its own weights, equal to the plaintext computation
+        assert not g.error and not h.error, (g.error, h.error)
+        wg, wh = weights(world, "job-eq")
+    expected_g, expected_h = taylor_sgd(guest, host, SMALL)
+    assert wg.shape == (4,) and wh.shape == (4,)
+    np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
+    assert np.abs(wh).max() > 0.01  # the host really learnt something
+
+
+def test_nothing_per_sample_crosses_in_plaintext_during_training(tmp_path: Path) -> None:
+    # Prepare
+    guest, host = synthetic(200, 3, 4, seed=6)
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        tasks = lr_tasks(world, "job-x", guest, host, {**SMALL, "epochs": 1})
+
+        # Execute
+        g, h = run_both(world, tasks)
+        crossings = world.crossings.snapshot()
+
+    # Assert: per-sample-sized arrays crossed only as ciphertexts
+    assert not g.error and not h.error
+    kinds = {(c.tag, c.kind) for c in crossings}
+    assert ("residual", "ciphertext_vector") in kinds and (
+        "host_scores",
+        "ciphertext_vector",
+    ) in kinds
+    assert {k for t, k in kinds if t in ("host_gradient_masked", "guest_gradient_masked")} == {
+        "masked_vector"
+    }
+
+
+def test_a_batch_smaller_than_the_minimum_is_refused(tmp_path: Path) -> None:
+    # Prepare: breast has 11 guest weights and 20 host features: minimum 4 * 23 = 92
+    pipeline = breast_pipeline(batch_size=80, key_bits=512, insecure_short_keys=True)
+
+    # Execute / Assert
+    with pytest.raises(StandaloneError, match=r"batch size 80 is below the minimum 92"):
+        run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
+
+
+def _corrupt_host_gradient(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """The host's masked gradient is altered just before it is sent (a faulty or malicious
+    host); the host's own protocol guard is told to let it through."""
+    original_payload = lr.ciphertext_payload
+    original_check = ProtocolGuard.check_send
+
+    def payload(vec: EncryptedVector) -> FederationData:
+        sent = original_payload(vec)
+        if vec.shape == (20,):  # breast: the host's gradient has 20 entries
+            assert sent.array is not None
+            return FederationData(kind=sent.kind, array=change(sent.array.copy()), meta=sent.meta)
+        return sent
+
+    def check_send(self: ProtocolGuard, payload: FederationData, **kw: Any) -> Any:
+        if self.role == "host" and kw["tag"] == "host_gradient":
+            return self.protocol.rule("host_gradient", "host", "guest")
+        return original_check(self, payload, **kw)
+
+    monkeypatch.setattr(lr, "ciphertext_payload", payload)
+    monkeypatch.setattr(ProtocolGuard, "check_send", check_send)
+
+
+def test_a_host_gradient_of_the_wrong_shape_fails_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: one ciphertext too many
+    _corrupt_host_gradient(monkeypatch, lambda a: np.vstack([a, a[:1]]))
+    pipeline = breast_pipeline(epochs=1, batch_size=128, key_bits=512, insecure_short_keys=True)
+
+    # Execute / Assert
+    with pytest.raises(
+        StandaloneError,
+        match=r"hetero_lr_0 failed at party 9999 \(guest\): ProtocolViolation: .*"
+        r"'host_gradient'.*must have shape \(k_h, c\) with k_h = 20.*got \(21, 16\)",
+    ):
+        run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
+
+
+def test_a_host_ciphertext_outside_zero_to_n_squared_fails_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: one ciphertext replaced by 2^1024 - 1 >= n^2 for a 512-bit n
+    def out_of_range(a: np.ndarray) -> np.ndarray:
+        a[3, :] = np.iinfo(np.uint64).max
+        return a
+
+    _corrupt_host_gradient(monkeypatch, out_of_range)
+    pipeline = breast_pipeline(epochs=1, batch_size=128, key_bits=512, insecure_short_keys=True)
+
+    # Execute / Assert
+    with pytest.raises(
+        StandaloneError,
+        match=r"hetero_lr_0 failed at party 9999 \(guest\): CiphertextError: hetero_lr: "
+        r"host_gradient refused: .*\(0, n",
+    ):
+        run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
+
+
+def test_the_protocol_is_declared_with_named_dims_and_decrypt_rules() -> None:
+    # Execute
+    protocol = protocol_of("hetero_lr")
+    again = Protocol.from_json(protocol.to_json())
+
+    # Assert
+    assert again == protocol
+    assert {"hetero_lr", "hetero_lr_predict"} <= set(REGISTRY)
+    gradient = protocol.rule("host_gradient", "host", "guest")
+    assert gradient is not None and gradient.shape == "(k_h, c)"
+    assert gradient.decrypt is not None and gradient.decrypt.by == "guest"
+    residual = protocol.rule("residual", "guest", "host")
+    assert residual is not None and residual.decrypt is None  # the host never decrypts it
+    guard = ProtocolGuard(protocol, "guest")
+    guard.bind(k_h=3, c=16)
+    with pytest.raises(ProtocolViolation, match="shape"):
+        guard.check_accept(
+            FederationData(kind="ciphertext_vector", array=np.zeros((4, 16), dtype=np.uint64)),
+            from_role="host",
+            tag="host_gradient",
+            iteration=0,
+            seq=0,
+        )

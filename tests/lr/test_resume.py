@@ -1,0 +1,124 @@
+"""hetero_lr resumes: a party dying mid-training (after a checkpoint, or between a ciphertext
+send and its iteration's checkpoint) is started again and the job ends with the weights of an
+uninterrupted run with the same seed (within 1e-6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fedflow.standalone import LocalWorld
+
+from tests.lr.conftest import GUEST, HOST, lr_tasks, run_both, start, synthetic, weights
+
+PARAMS = {
+    "epochs": 3,
+    "batch_size": 64,
+    "learning_rate": 0.3,
+    "alpha": 0.05,
+    "seed": 9,
+    "key_bits": 512,
+    "insecure_short_keys": True,
+    "early_stop": False,
+}
+ITERATIONS = 9  # 200 rows, batches of 64 -> 3 per epoch
+
+
+class SimulatedCrash(Exception):
+    """Stands in for the process dying at this point."""
+
+
+@pytest.fixture(scope="module")
+def data() -> Any:
+    return synthetic(200, 3, 4, seed=7)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, data: Any) -> tuple[Any, Any]:
+    with LocalWorld([GUEST, HOST], tmp_path_factory.mktemp("ref")) as world:
+        g, h = run_both(world, lr_tasks(world, "job-ref", *data, PARAMS))
+        assert not g.error and not h.error, (g.error, h.error)
+        return weights(world, "job-ref")
+
+
+def crash_after(iteration: int) -> Callable[[float], None]:
+    def on_progress(fraction: float) -> None:
+        if round(fraction * ITERATIONS) == iteration + 1:
+            raise SimulatedCrash(f"after the checkpoint of iteration {iteration}")
+
+    return on_progress
+
+
+@pytest.mark.parametrize("party", ["guest", "host"])
+def test_a_party_dying_after_a_checkpoint_resumes_to_the_same_weights(
+    tmp_path: Path, party: str, data: Any, reference: tuple[Any, Any]
+) -> None:
+    with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
+        # Prepare
+        tasks = lr_tasks(world, "job-1", *data, PARAMS)
+        other = "host" if party == "guest" else "guest"
+        peer = start(world, tasks[other])
+
+        # Execute: dies after iteration 4's checkpoint (mid-epoch 1), then starts again
+        doomed = start(world, tasks[party], on_progress=crash_after(4))
+        doomed.join()
+        assert isinstance(doomed.error[0], SimulatedCrash)
+        again = start(world, tasks[party])
+        again.join()
+        peer.join()
+
+        # Assert
+        assert not again.error and not peer.error, (again.error, peer.error)
+        assert again.result[0].resumed_from == 4
+        wg, wh = weights(world, "job-1")
+    np.testing.assert_allclose(wg, reference[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, reference[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("party", "sends"), [("guest", 9), ("host", 7), ("host", 10)])
+def test_a_party_dying_between_a_send_and_its_checkpoint_resends_the_same_ciphertexts(
+    tmp_path: Path,
+    party: str,
+    sends: int,
+    data: Any,
+    reference: tuple[Any, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
+        # Prepare: the party dies right after its `sends`-th message was published, before that
+        # iteration's checkpoint: the guest's 9th is iteration 2's guest_gradient, the host's
+        # 7th iteration 1's host_gradient and its 10th iteration 2's host_scores (ciphertexts)
+        tasks = lr_tasks(world, "job-2", *data, PARAMS)
+        other = "host" if party == "guest" else "guest"
+        endpoint = world.parties[GUEST if party == "guest" else HOST].endpoint
+        original = endpoint.send_recorded
+        count = {"n": 0}
+
+        def send_then_die(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            count["n"] += 1
+            if count["n"] == sends:
+                monkeypatch.setattr(endpoint, "send_recorded", original)
+                raise SimulatedCrash(f"after send {sends}")
+
+        monkeypatch.setattr(endpoint, "send_recorded", send_then_die)
+        peer = start(world, tasks[other])
+
+        # Execute
+        doomed = start(world, tasks[party])
+        doomed.join()
+        assert isinstance(doomed.error[0], SimulatedCrash)
+        again = start(world, tasks[party])
+        again.join()
+        peer.join()
+
+        # Assert: the re-sent ciphertexts were the recorded ones (a different payload under
+        # the same id would have raised NondeterministicResend); same weights
+        assert not again.error and not peer.error, (again.error, peer.error)
+        assert again.result[0].resumed_from is not None
+        wg, wh = weights(world, "job-2")
+    np.testing.assert_allclose(wg, reference[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, reference[1], rtol=0, atol=1e-6)
