@@ -244,3 +244,28 @@ def test_a_chunk_nobody_serves_times_out(bus: Bus, keypair: tuple[PublicKey, Pri
             future.result(timeout=10)
     finally:
         ex.shutdown()
+
+
+def test_a_chunk_delivered_twice_is_answered_twice_and_the_second_answer_is_ignored(
+    keypair: tuple[PublicKey, PrivateKey], pool: BusExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: every crypto.job is published twice (what a redelivery looks like to replicas).
+    pk, sk = keypair
+    send = pool._publisher.send
+
+    def send_twice(topic: str, envelope: Envelope) -> None:
+        send(topic, envelope)
+        send(topic, envelope)
+
+    monkeypatch.setattr(pool._publisher, "send", send_twice)
+
+    # Execute
+    enc = pk.encrypt(np.arange(64), executor=pool, chunk_size=16)
+
+    # Assert: right results from the first answers; the 4 second answers counted and dropped.
+    assert np.array_equal(sk.decrypt(enc), np.arange(64))
+    deadline = time.monotonic() + 10
+    while pool.duplicates < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pool.duplicates == 4
+    assert sum(pool.answered_by.values()) == 4
