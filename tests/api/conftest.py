@@ -160,7 +160,9 @@ def fuzz_party(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Party]:
 @contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
     """Serve `app` over real HTTP on a free loopback port (for the CLI); yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says
+    # TCP; without it every keep-alive answer waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     port = sock.getsockname()[1]
