@@ -179,9 +179,9 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         "grant of an unknown type",
         "POST",
         "/api/v1/grants",
-        {"json": {"table": "t", "grantee": "1", "component_types": ["hetero_lr"]}},
+        {"json": {"table": "t", "grantee": "1", "component_types": ["no_such_type"]}},
         400,
-        "hetero_lr",
+        "no_such_type",
     ),
     (
         "grant to a bad party id",
@@ -376,8 +376,11 @@ def test_random_path_and_query_values_never_get_a_5xx(
 
     response = fuzz_party.api.request(method, path, headers=fuzz_party.headers)
 
-    assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
-    assert response.json().get("detail"), response.text
+    # Valid values (e.g. a grants query for table "0") are answered; nothing is a 5xx, and
+    # every refusal says why.
+    assert response.status_code < 500, (path, response.status_code, response.text)
+    if response.status_code >= 400:
+        assert response.json().get("detail"), response.text
 
 
 @settings(
