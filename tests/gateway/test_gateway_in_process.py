@@ -222,3 +222,37 @@ def test_settings_come_from_a_json_file_named_in_the_environment(tmp_path, monke
     assert settings.party_id == "10001"
     assert settings.peers["9999"].address == "10.0.0.1:7443"
     assert settings.routes == {"demo.": "svc.demo"}
+
+
+def test_a_server_presenting_another_partys_certificate_is_refused_by_the_client(cluster):
+    # Prepare: a second gateway of party 9999 whose "10000" address is really 10001's port.
+    impostor_port = cluster.gateways["10001"].link_port
+    gateway = Gateway(
+        cluster.settings(
+            "9999",
+            bus_url=f"memory://{cluster.name}-9999-b",
+            peers={"10000": {"address": f"127.0.0.1:{impostor_port}"}},
+        )
+    )
+    gateway.start()
+    try:
+        env = _envelope("9999", "10000")
+        bus = connect(f"memory://{cluster.name}-9999-b")
+
+        # Execute
+        bus.publish(
+            Message(topic="out.10000", body=encode_envelope(env), message_id=env.message_id)
+        )
+        deadline = time.monotonic() + 10
+        refused = 0.0
+        while refused == 0 and time.monotonic() < deadline:
+            refused = gateway.metrics.connections_refused.labels(
+                "client", "wrong_party"
+            )._value.get()
+            time.sleep(0.05)
+
+        # Assert: refused and counted; the message stays at the source, nothing was relayed.
+        assert refused >= 1
+        assert gateway.metrics.relayed.labels("out", "10000")._value.get() == 0
+    finally:
+        gateway.stop()

@@ -666,6 +666,11 @@ class PeerLink:
         if conn is not None:
             conn.close()
 
+    def stop_connecting(self) -> None:
+        """No new connections (a send waiting for one gives up with LinkStopped); frames on the
+        current connection still get their ACKs."""
+        self._stopped.set()
+
     def stop(self) -> None:
         """No new connections; the current one closes (unacked frames return to the broker)."""
         self._stopped.set()

@@ -369,8 +369,10 @@ class Gateway:
         if self._server is not None:
             self._server.stop_accepting()
             self._server.say_goodbye()
+        for link in self._links.values():
+            link.stop_connecting()  # sends waiting for a (re)connection give up: requeued
         if self._relay is not None:
-            self._relay.stop()  # in-flight sends finish or are requeued at the source
+            self._relay.stop()  # in-flight sends finish with their ACK or are requeued
         for link in self._links.values():
             link.stop()
         if self._server is not None:
