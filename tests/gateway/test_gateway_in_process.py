@@ -246,13 +246,19 @@ def test_a_server_presenting_another_partys_certificate_is_refused_by_the_client
         deadline = time.monotonic() + 10
         refused = 0.0
         while refused == 0 and time.monotonic() < deadline:
-            refused = gateway.metrics.connections_refused.labels(
-                "client", "wrong_party"
-            )._value.get()
+            refused = (
+                gateway.metrics.registry.get_sample_value(
+                    "fedmq_gateway_connections_refused_total",
+                    {"side": "client", "reason": "wrong_party"},
+                )
+                or 0.0
+            )
             time.sleep(0.05)
 
         # Assert: refused and counted; the message stays at the source, nothing was relayed.
         assert refused >= 1
-        assert gateway.metrics.relayed.labels("out", "10000")._value.get() == 0
+        assert not gateway.metrics.registry.get_sample_value(
+            "fedmq_gateway_relayed_total", {"direction": "out", "peer": "10000"}
+        )
     finally:
         gateway.stop()
