@@ -180,12 +180,12 @@ def run_rabbitmq(sizes: list[Scenario]) -> list[Result]:
         b = connect(state.parties["10000"].bus_url)
         for bus, topic in ((a, "out.10000"), (b, "svc.worker")):
             bus.declare(topic)
-        for n, size in sizes:
+        for n, size, rate in sizes:
             results.append(
-                _measure("rabbitmq", "direct", b, b, "svc.worker", "svc.worker", n, size)
+                _measure("rabbitmq", "direct", b, b, "svc.worker", "svc.worker", n, size, rate)
             )
             results.append(
-                _measure("rabbitmq", "gateways", a, b, "out.10000", "svc.worker", n, size)
+                _measure("rabbitmq", "gateways", a, b, "out.10000", "svc.worker", n, size, rate)
             )
         a.close()
         b.close()
