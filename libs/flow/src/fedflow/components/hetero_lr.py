@@ -38,6 +38,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final
@@ -61,8 +62,6 @@ from fedflow.protocol import NONE, DecryptRule, MessageRule, Protocol
 from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from fedflow.context import ComponentContext
 
 Floats = NDArray[np.float64]
@@ -95,6 +94,9 @@ class HeteroLrParams(ComponentParams):
     early_stop: bool = True
     seed: int = Field(default=0, ge=0)
     """Seeds the batch order (both parties must use the same)."""
+    threads: int = Field(default=2, ge=0, le=64)
+    """Threads for the Paillier batch work when the runtime provides no executor (the C
+    kernels release the GIL); 0: the task's own thread only."""
     key_bits: int = Field(default=2048, ge=256, le=8192)
     insecure_short_keys: bool = False
     """Allow keys shorter than 2048 bits (tests only)."""
@@ -325,9 +327,11 @@ class _Run:
     pending: dict[str, Any] = field(default_factory=dict)
     pending_iteration: int = -2
 
+    own_executor: Executor | None = None
+
     @property
     def executor(self) -> Executor | None:
-        return getattr(self.ctx, "executor", None)
+        return getattr(self.ctx, "executor", None) or self.own_executor
 
     def state(self) -> dict[str, Any]:
         return {
@@ -476,7 +480,9 @@ def _check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -
 # -- guest ------------------------------------------------------------------------------------
 
 
-def _guest(ctx: ComponentContext, params: HeteroLrParams) -> Mapping[str, Table]:
+def _guest(
+    ctx: ComponentContext, params: HeteroLrParams, pool: Executor | None
+) -> Mapping[str, Table]:
     table = ctx.input("data")
     if table.labels is None:
         raise TableError("hetero_lr: the guest's input has no label column")
@@ -488,7 +494,11 @@ def _guest(ctx: ComponentContext, params: HeteroLrParams) -> Mapping[str, Table]
         raise ValueError(f"hetero_lr: runs with exactly one host ({len(hosts)} given)")
     x = np.hstack([_features(table), np.ones((table.rows, 1))])
     k_g = x.shape[1]
+    setup_began = time.perf_counter()
     run = _setup(ctx, params, x, hosts[0])
+    run.own_executor = pool
+    # Key generation, fixed-base precomputation and the key exchange (or a checkpoint load).
+    ctx.metrics.log("setup_seconds", time.perf_counter() - setup_began)
     k_h = int(run.state_extra.get("peer_features", -1))
     if k_h < 0:
         raise ValueError("hetero_lr: the host did not say how many features it has")
@@ -581,12 +591,15 @@ def _model_table(names: list[str], weights: Floats) -> Table:
 # -- host -------------------------------------------------------------------------------------
 
 
-def _host(ctx: ComponentContext, params: HeteroLrParams) -> Mapping[str, Table]:
+def _host(
+    ctx: ComponentContext, params: HeteroLrParams, pool: Executor | None
+) -> Mapping[str, Table]:
     table = ctx.input("data")
     guest = ctx.parties["guest"][0]
     x = _features(table)
     k_h = x.shape[1]
     run = _setup(ctx, params, x, guest)
+    run.own_executor = pool
     k_g = int(run.state_extra.get("peer_features", -1))
     if k_g < 0:
         raise ValueError("hetero_lr: the guest did not say how many weights it has")
@@ -639,9 +652,11 @@ def _host(ctx: ComponentContext, params: HeteroLrParams) -> Mapping[str, Table]:
 
 def run(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroLrParams)
-    if ctx.role == "host":
-        return _host(ctx, params)
-    return _guest(ctx, params)
+    side = _host if ctx.role == "host" else _guest
+    if getattr(ctx, "executor", None) is not None or params.threads == 0:
+        return side(ctx, params, None)
+    with ThreadPoolExecutor(params.threads, thread_name_prefix="hetero-lr") as pool:
+        return side(ctx, params, pool)
 
 
 # -- prediction -------------------------------------------------------------------------------
