@@ -152,7 +152,7 @@ def main() -> None:
         "learning_rate": params["learning_rate"],
         "alpha": params["alpha"],
         "native_extension": native_available(),
-        "executor": "none (one thread per party)",
+        "threads_per_party": params.get("threads", 2),
         "seconds_total_pipeline": round(total, 2),
         "seconds_psi": round(marks["psi_0_end"] - marks["psi_0_start"], 2),
         "seconds_hetero_lr_task": round(lr_end - lr_start, 2),

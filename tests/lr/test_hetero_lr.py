@@ -12,6 +12,7 @@ import pytest
 from fedcrypto import EncryptedVector
 from fedflow.components import REGISTRY, protocol_of
 from fedflow.components import hetero_lr as lr
+from fedflow.metrics import MetricsReader
 from fedflow.pipeline import Pipeline
 from fedflow.protocol import Protocol, ProtocolGuard, ProtocolViolation
 from fedflow.standalone import LocalWorld, StandaloneError, run_pipeline
@@ -25,6 +26,7 @@ from tests.lr.conftest import (
     run_both,
     synthetic,
     taylor_sgd,
+    taylor_sgd_with_loss,
     weights,
 )
 
@@ -84,6 +86,52 @@ def test_federated_weights_equal_plaintext_taylor_sgd_on_the_joined_data(tmp_pat
     np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
     np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
     assert np.abs(wh).max() > 0.01  # the host really learnt something
+
+
+def test_the_epoch_loss_from_aggregates_equals_the_plaintext_taylor_loss(tmp_path: Path) -> None:
+    # Prepare
+    guest, host = synthetic(200, 3, 4, seed=8)
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        tasks = lr_tasks(world, "job-loss", guest, host, SMALL)
+
+        # Execute
+        g, h = run_both(world, tasks)
+
+        # Assert
+        assert not g.error and not h.error, (g.error, h.error)
+        reader = MetricsReader(world.parties[GUEST].engine)
+        series = sorted(
+            (m.step, m.value) for m in reader.metrics("job-loss", "lr_0") if m.name == "loss"
+        )
+    _, _, expected = taylor_sgd_with_loss(guest, host, SMALL)
+    assert [step for step, _ in series] == [0, 1, 2]
+    np.testing.assert_allclose([v for _, v in series], expected, rtol=0, atol=1e-6)
+    assert expected[2] < expected[0]
+
+
+def test_early_stopping_ends_both_parties_after_the_same_epoch(tmp_path: Path) -> None:
+    # Prepare: a tolerance no improvement can beat: stop after the second epoch
+    guest, host = synthetic(200, 3, 4, seed=9)
+    params = {**SMALL, "epochs": 5, "early_stop": True, "tol": 100.0}
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        tasks = lr_tasks(world, "job-stop", guest, host, params)
+
+        # Execute
+        g, h = run_both(world, tasks)
+
+        # Assert: 2 epochs of 3 batches at both parties, weights as after 2 plaintext epochs
+        assert not g.error and not h.error, (g.error, h.error)
+        iterations = {
+            party: MetricsReader(world.parties[party].engine).values("job-stop", "lr_0", party)[
+                "iterations"
+            ]
+            for party in (GUEST, HOST)
+        }
+        wg, wh = weights(world, "job-stop")
+    assert iterations == {GUEST: 6.0, HOST: 6.0}
+    expected_g, expected_h = taylor_sgd(guest, host, params, epochs_run=2)
+    np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
 
 
 def test_nothing_per_sample_crosses_in_plaintext_during_training(tmp_path: Path) -> None:

@@ -375,7 +375,9 @@ class _Run:
 
     def decrypt_for_peer(self, tag: str, iteration: int, answer: str) -> None:
         """Decrypt the peer's masked ciphertexts under our key and send the residues back."""
-        vec = _ciphertexts(self.recv(tag, iteration), self.private_key.public_key, tag, None)
+        vec = _ciphertexts(
+            self.recv(tag, iteration), self.private_key.public_key, tag, self.executor
+        )
         self.ctx.federation.authorize_decrypt(tag, iteration, frm=self.peer)
         residues = self.private_key.decrypt_residues(vec.data, executor=self.executor)
         self.ctx.federation.send(
