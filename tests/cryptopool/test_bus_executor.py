@@ -269,3 +269,56 @@ def test_a_chunk_delivered_twice_is_answered_twice_and_the_second_answer_is_igno
         time.sleep(0.02)
     assert pool.duplicates == 4
     assert sum(pool.answered_by.values()) == 4
+
+
+@pytest.fixture
+def small_frames(bus: Bus, replicas: list[CryptoReplica]) -> Iterator[BusExecutor]:
+    """An executor whose jobs must fit in 48 KiB: big chunks are cut into row slices."""
+    ex = BusExecutor(bus, PARTY, replicas=2, timeout_s=60, max_job_bytes=48 * 1024)
+    yield ex
+    ex.shutdown()
+
+
+def test_chunks_too_big_for_one_frame_are_cut_by_rows_with_results_identical_to_serial(
+    keypair: tuple[PublicKey, PrivateKey], small_frames: BusExecutor
+) -> None:
+    # Prepare: one chunk of each kind, each far over 48 KiB (128-byte ciphertexts here).
+    pk, sk = keypair
+    spec = pk.obfuscation_spec("djn")
+    plain = from_mpz(list(range(1, 1201)), pk.plain_limbs)
+    rand = np.random.default_rng(9).integers(
+        0, 256, size=(1200, paillier_kernels.randomness_bytes(spec)), dtype=np.uint8
+    )
+    x = np.random.default_rng(4).normal(size=(1200, 3))
+    enc = paillier_kernels.k_encrypt(spec, plain, rand)
+    d = pk.encrypt(np.random.default_rng(5).normal(size=1200))
+
+    def jobs() -> int:
+        return sum(small_frames.answered_by.values())
+
+    # Execute: a whole call handed to submit, and fedcrypto batches cut into 2 chunks each.
+    pooled_enc = small_frames.submit(paillier_kernels.k_encrypt, spec, plain, rand).result(60)
+    after_enc = jobs()
+    pooled_dec = sk.decrypt_residues(enc, executor=small_frames, chunk_size=600)
+    after_dec = jobs()
+    pooled_mm = d.matmul(x, executor=small_frames, chunk_size=600)
+    after_mm = jobs()
+
+    # Assert: bit-identical to the serial kernels; every call took more jobs than chunks.
+    assert np.array_equal(pooled_enc, enc)
+    assert np.array_equal(pooled_dec, sk.decrypt_residues(enc))
+    assert np.array_equal(pooled_mm.data, d.matmul(x).data)
+    assert after_enc > 1 and after_dec - after_enc > 2 and after_mm - after_dec > 2
+
+
+def test_a_cut_validation_names_the_bad_ciphertext_by_its_index_in_the_whole_batch(
+    keypair: tuple[PublicKey, PrivateKey], small_frames: BusExecutor
+) -> None:
+    pk, _ = keypair
+    data = pk.encrypt(np.arange(1000)).data.copy()
+    data[917] = 0  # outside (0, n^2)
+
+    future = small_frames.submit(paillier_kernels.k_validate, pk.n_bytes, data)
+
+    with pytest.raises(CiphertextError, match="ciphertext 917 "):
+        future.result(timeout=60)

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
@@ -69,6 +69,7 @@ from fedflow.cryptocodec import (
     decode,
     encode,
 )
+from fedflow.cryptosplit import combiner, split
 
 log = structlog.get_logger("fedflow.cryptopool")
 
@@ -289,6 +290,33 @@ class CryptoReplica:
             raise Reject(result.error or "refused")
 
 
+def _joined(parts: list[Future[Any]], combine: Callable[[Sequence[Any]], Any]) -> Future[Any]:
+    """One future for the row slices of a call: the combined result, or the first error."""
+    out: Future[Any] = Future()
+    out.set_running_or_notify_cancel()
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def one_done(_: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        for part in parts:
+            exc = part.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+        try:
+            out.set_result(combine([part.result() for part in parts]))
+        except Exception as exc:
+            out.set_exception(exc)
+
+    for part in parts:
+        part.add_done_callback(one_done)
+    return out
+
+
 @dataclass
 class _Pending:
     future: Future[Any]
@@ -317,6 +345,7 @@ class BusExecutor(Executor):
         chunks_per_replica: int = 2,
         timeout_s: float | None = None,
         job_id: str = "",
+        max_job_bytes: int | None = None,
         max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         if replicas < 1 or chunks_per_replica < 1:
@@ -325,6 +354,9 @@ class BusExecutor(Executor):
         self.party_id = party_id
         self.topic = topic
         self._max_workers = replicas * chunks_per_replica
+        # Room for a job's args (and its result) in one bus frame, leaving space for the
+        # envelope and headers.
+        self._budget = max_job_bytes or (bus.capabilities.max_frame_bytes * 3 // 4 - 16_384)
         self._timeout_s = timeout_s
         self._job_id = job_id
         self._max_envelope_bytes = max_envelope_bytes
@@ -358,9 +390,27 @@ class BusExecutor(Executor):
             raise NotWhitelisted(f"{name} is not a whitelisted crypto kernel")
         if kwargs:
             raise TypeError("crypto jobs take positional arguments only")
-        body = encode(tuple(args), self._tables)
+        call = tuple(args)
+        # No crypto message may need the bus's chunking (see fedflow.cryptosplit): cut big
+        # calls into row slices, each its own crypto.job, and join their results.
+        pieces = split(name, call, self._budget)
+        if pieces is None:
+            log.warning("crypto_job_too_large_ran_locally", function=name)
+            return local_executor().submit(fn, *args)
+        if len(pieces) == 1:
+            return self._publish(name, fn, call)
+        log.debug("crypto_job_split", function=name, pieces=len(pieces))
+        return _joined([self._publish(name, fn, p) for p in pieces], combiner(name, call))
+
+    def _publish(self, name: str, fn: Callable[..., Any], call: tuple[Any, ...]) -> Future[Any]:
+        body = encode(call, self._tables)
+        if len(body) > self._budget:
+            # The estimate in cryptosplit was too low for this call: never publish a job that
+            # the bus would chunk; run it here instead.
+            log.warning("crypto_job_too_large_ran_locally", function=name, bytes=len(body))
+            return local_executor().submit(fn, *call)
         chunk = uuid.uuid4().hex
-        future: Future[T] = Future()
+        future: Future[Any] = Future()
         future.set_running_or_notify_cancel()  # queued at the broker: it cannot be withdrawn
         deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
         with self._lock:
