@@ -13,7 +13,7 @@ Rules:
 - Only the kernels in `KERNELS` (fedcrypto.paillier.kernels, by "module:qualname") may be named.
   `submit` refuses any other function; a replica refuses (answers "refused" and dead-letters)
   a job naming one. Arguments and results travel in `fedflow.cryptocodec` (msgpack, no pickle).
-- No crypto message is chunked by the bus: a call too big for one frame is cut into row
+- No crypto job is chunked by the bus: a call too big for one frame is cut into row
   slices first (fedflow.cryptosplit), since prefetch-1 replicas could never reassemble one.
 - At-least-once: a replica acks a job only after it published the answer, so a replica killed
   mid-job leaves the job unacked and the broker redelivers it to another replica. Kernels are

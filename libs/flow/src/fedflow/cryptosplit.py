@@ -4,8 +4,9 @@ Why: a message above the bus's `max_frame_bytes` is chunked by the bus and reass
 consumer that stores its last piece, holding the earlier pieces unacked. Crypto replicas
 consume with prefetch 1 and keep their chunk stores in memory, so a chunked crypto.job would
 wait forever for a piece its replica can never receive (or whose pieces went to different
-replicas). So no crypto.job or crypto.result may need chunking: the BusExecutor cuts any kernel
-call whose arguments or result could exceed its byte budget into row slices first.
+replicas). So no crypto.job may need chunking: the BusExecutor cuts any kernel call whose
+arguments (or result, though the reply topic's single consumer could reassemble that) could
+exceed its byte budget into row slices first.
 
 All whitelisted kernels but one are row-wise: row i of the result depends only on row i of
 their array arguments (an array of one row, e.g. a shared exponent, is broadcast and sent
