@@ -197,8 +197,8 @@ def test_a_host_gradient_of_the_wrong_shape_fails_the_job(
     # Execute / Assert
     with pytest.raises(
         StandaloneError,
-        match=r"hetero_lr_0 failed at party 9999 \(guest\): ProtocolViolation: .*"
-        r"'host_gradient'.*must have shape \(k_h, c\) with k_h = 20.*got \(21, 16\)",
+        match=r"hetero_lr_0 failed at party 9999 \(guest\): ShapeMismatchError: hetero_lr: "
+        r"host_gradient from 10000 has 21 ciphertexts, expected 20",
     ):
         run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
 
@@ -218,7 +218,7 @@ def test_a_host_ciphertext_outside_zero_to_n_squared_fails_the_job(
     with pytest.raises(
         StandaloneError,
         match=r"hetero_lr_0 failed at party 9999 \(guest\): CiphertextError: hetero_lr: "
-        r"host_gradient refused: .*\(0, n",
+        r"host_gradient from 10000 refused: .*\(0, n",
     ):
         run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
 
@@ -232,17 +232,17 @@ def test_the_protocol_is_declared_with_named_dims_and_decrypt_rules() -> None:
     assert again == protocol
     assert {"hetero_lr", "hetero_lr_predict"} <= set(REGISTRY)
     gradient = protocol.rule("host_gradient", "host", "guest")
-    assert gradient is not None and gradient.shape == "(k_h, c)"
+    assert gradient is not None and gradient.shape == "(*, c)"  # rows checked per host
     assert gradient.decrypt is not None and gradient.decrypt.by == "guest"
     residual = protocol.rule("residual", "guest", "host")
     assert residual is not None and residual.decrypt is None  # the host never decrypts it
-    guard = ProtocolGuard(protocol, "guest")
-    guard.bind(k_h=3, c=16)
+    guard = ProtocolGuard(protocol, "host")
+    guard.bind(k_g2=3, c=16)
     with pytest.raises(ProtocolViolation, match="shape"):
         guard.check_accept(
             FederationData(kind="ciphertext_vector", array=np.zeros((4, 16), dtype=np.uint64)),
-            from_role="host",
-            tag="host_gradient",
+            from_role="guest",
+            tag="guest_gradient",
             iteration=0,
             seq=0,
         )

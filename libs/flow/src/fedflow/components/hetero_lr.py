@@ -6,7 +6,7 @@ Paillier key pair; there is no third party. docs/hetero_lr.md states the protoco
 party learns per iteration and why the minimum batch size is what it is.
 
 Training uses the Taylor approximation sigma(z) ~ 0.5 + z / 4 (z = u_g + u_h, u = X w), so the
-residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y. Per mini-batch (same rows at both
+residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y (u_h: the sum over hosts). Per mini-batch (same rows at both
 parties: the permutation of epoch e is drawn from (seed, e)), iteration t:
 
   order 1  guest -> host   residual              [[v]]_G                 (b, c) ciphertexts
@@ -18,6 +18,11 @@ parties: the permutation of epoch e is drawn from (seed, e)), iteration t:
   order 3  host  -> guest  guest_gradient_masked A^T u_h + R_g           (k_g2, p)
   order 3  host  -> guest  host_score_sq         sum_i u_h,i^2           () aggregate
   order 4  guest -> host   epoch_end             {"stop": bool}          (last batch of an epoch)
+
+With several hosts, each host also sends the others [[u_h / 4]]_G (`peer_scores`, order 1) and
+adds theirs to [[v]]_G, so its residual covers every host's scores; and sends the guest
+[[sum over the others of u_h . u_h' / 4]]_G (`host_cross`, order 2), the cross term of the loss.
+The guest runs the exchange above with each host under that host's key.
 
 Masks R are integers added to the fixed-point mantissas (not to floats): R is uniform over
 [0, 2^(bits(bound) + 80)), so a masked value hides the mantissa statistically (2^-80) and the
@@ -71,6 +76,10 @@ MASK_BITS: Final = 80
 INTERCEPT: Final = "intercept"
 KEY_FORMAT: Final = "fedcrypto.paillier.public_key.v1"
 LOG2: Final = math.log(2.0)
+MAX_HOSTS: Final = 16
+SHARED_PRECISION: Final = 2.0**-48
+"""With several hosts: the fixed precision of [[v]] and of the hosts' [[u_h / 4]] under the
+guest's key, so that a host adds them without re-scaling ciphertexts."""
 
 
 def min_batch_size(k_guest: int, k_host: int) -> int:
@@ -106,7 +115,17 @@ class HeteroLrPredictParams(ComponentParams):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
-def _ct_rule(tag: str, sender: str, receiver: str, order: int, rows: str, what: str) -> MessageRule:
+def _ct_rule(
+    tag: str,
+    sender: str,
+    receiver: str,
+    order: int,
+    rows: str,
+    what: str,
+    *,
+    decrypt: bool = True,
+    per_iteration_decrypts: int = 1,
+) -> MessageRule:
     return MessageRule(
         tag=tag,
         sender=sender,  # type: ignore[arg-type]
@@ -116,7 +135,11 @@ def _ct_rule(tag: str, sender: str, receiver: str, order: int, rows: str, what: 
         order=order,
         shape=f"({rows}, c)",
         dtypes=("uint64",),
-        decrypt=DecryptRule(by=receiver) if rows != "*" else None,  # type: ignore[arg-type]
+        decrypt=(
+            DecryptRule(by=receiver, max_per_iteration=per_iteration_decrypts)  # type: ignore[arg-type]
+            if decrypt
+            else None
+        ),
         description=what,
     )
 
@@ -141,7 +164,6 @@ HETERO_LR_PROTOCOL = Protocol(
     dims={
         "c": "64-bit limbs of one ciphertext (key bits / 32)",
         "p": "64-bit limbs of one plaintext residue (key bits / 64)",
-        "k_h": "the host's feature count",
         "k_g2": "the guest's feature count + 1 (intercept) + 2 (loss aggregates)",
     },
     messages=(
@@ -165,11 +187,41 @@ HETERO_LR_PROTOCOL = Protocol(
             blob_formats=(KEY_FORMAT,),
             description="the host's Paillier public key; meta: its feature count",
         ),
-        _ct_rule("residual", "guest", "host", 1, "*", "[[u_g/4 + 0.5 - y]] under the guest key"),
-        _ct_rule("host_scores", "host", "guest", 1, "*", "[[u_h]] under the host key"),
-        _ct_rule("host_gradient", "host", "guest", 2, "k_h", "[[X_h^T d + R_h]], guest key"),
+        _ct_rule(
+            "residual", "guest", "host", 1, "*", "[[u_g/4 + 0.5 - y]], guest key", decrypt=False
+        ),
+        _ct_rule("host_scores", "host", "guest", 1, "*", "[[u_h]], host key", decrypt=False),
+        _ct_rule(
+            "peer_scores",
+            "host",
+            "host",
+            1,
+            "*",
+            "several hosts: [[u_h / 4]] under the guest key, to the other hosts",
+            decrypt=False,
+        ),
+        # Rows: the sending host's feature count, checked against what it announced (a dim
+        # name would bind one count for all hosts).
+        _ct_rule(
+            "host_gradient",
+            "host",
+            "guest",
+            2,
+            "*",
+            "[[X_h^T d + R_h]], guest key",
+            per_iteration_decrypts=MAX_HOSTS,  # one per host (the guard counts per tag)
+        ),
         _ct_rule("guest_gradient", "guest", "host", 2, "k_g2", "[[A^T u_h + R_g]], host key"),
-        _masked_rule("host_gradient_masked", "guest", "host", "k_h", "X_h^T d + R_h"),
+        _ct_rule(
+            "host_cross",
+            "host",
+            "guest",
+            2,
+            "1",
+            "several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key",
+            per_iteration_decrypts=MAX_HOSTS,
+        ),
+        _masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T d + R_h"),
         _masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
         MessageRule(
             tag="host_score_sq",
@@ -287,7 +339,7 @@ def _ciphertexts(
         raise ValueError(f"hetero_lr: {what} carries no ciphertexts")
     if rows is not None and payload.array.shape[0] != rows:
         raise ShapeMismatchError(
-            f"hetero_lr: {what} has {payload.array.shape[0]} ciphertexts for a batch of {rows}"
+            f"hetero_lr: {what} has {payload.array.shape[0]} ciphertexts, expected {rows}"
         )
     exponent, bound = payload.meta.get("exponent"), payload.meta.get("bound")
     if not isinstance(exponent, int) or not isinstance(bound, str):
@@ -312,31 +364,36 @@ def _key_payload(key: PublicKey, **meta: int) -> FederationData:
 
 @dataclass
 class _Run:
-    """One party's side of a training run: what the checkpoint holds, and helpers."""
+    """One party's side of a training run: what the checkpoint holds, and helpers.
+
+    `peers` are the parties this one exchanges ciphertexts with (the guest: every host; a host:
+    the guest), each with its public key."""
 
     ctx: ComponentContext
     params: HeteroLrParams
-    peer: str
     x: Floats
     private_key: PrivateKey
-    peer_key: PublicKey
+    peer_keys: dict[str, PublicKey]
     mask_seed: bytes
     weights: Floats
     start: int = 0
     state_extra: dict[str, Any] = field(default_factory=dict)
     pending: dict[str, Any] = field(default_factory=dict)
     pending_iteration: int = -2
-
     own_executor: Executor | None = None
 
     @property
     def executor(self) -> Executor | None:
         return getattr(self.ctx, "executor", None) or self.own_executor
 
+    @property
+    def peers(self) -> list[str]:
+        return list(self.peer_keys)
+
     def state(self) -> dict[str, Any]:
         return {
             "private_key": self.private_key.to_bytes(),
-            "peer_key": self.peer_key.to_bytes(),
+            "peer_keys": {p: k.to_bytes() for p, k in self.peer_keys.items()},
             "mask_seed": self.mask_seed,
             "weights": self.weights,
             "extra": self.state_extra,
@@ -348,10 +405,14 @@ class _Run:
         self.pending, self.pending_iteration = {}, -2
         self.ctx.checkpoints.save(iteration, self.state())
 
-    def send_ciphertexts(self, tag: str, iteration: int, make: Any) -> dict[str, Any]:
+    def send_ciphertexts(
+        self, tag: str, iteration: int, make: Any, *, to: str, key: str | None = None
+    ) -> dict[str, Any]:
         """Send the ciphertexts `make()` builds (it returns the vector and what unmasking the
-        answer needs), or the ones recorded for this iteration; returns that unmask info."""
-        entry = self.pending.get(tag) if self.pending_iteration == iteration else None
+        answer needs), or the ones recorded for this iteration; returns that unmask info.
+        `to` is a party id or a role (every party of it); `key` names the recording."""
+        key = key or tag
+        entry = self.pending.get(key) if self.pending_iteration == iteration else None
         if entry is not None:
             payload = FederationData(
                 kind="ciphertext_vector",
@@ -364,25 +425,31 @@ class _Run:
             payload = ciphertext_payload(vec)
             if self.pending_iteration != iteration:
                 self.pending, self.pending_iteration = {}, iteration
-            self.pending[tag] = {"array": payload.array, "meta": payload.meta, "info": info}
+            self.pending[key] = {"array": payload.array, "meta": payload.meta, "info": info}
             # Recorded before it leaves: a redone iteration must re-send these very bytes.
             self.ctx.checkpoints.save(iteration - 1, self.state())
-        self.ctx.federation.send(payload, to=self.peer, tag=tag, iteration=iteration)
+        self.ctx.federation.send(payload, to=to, tag=tag, iteration=iteration)
         return info
 
-    def recv(self, tag: str, iteration: int) -> FederationData:
-        return self.ctx.federation.recv(frm=self.peer, tag=tag, iteration=iteration)
+    def recv(self, tag: str, iteration: int, frm: str) -> FederationData:
+        return self.ctx.federation.recv(frm=frm, tag=tag, iteration=iteration)
 
-    def decrypt_for_peer(self, tag: str, iteration: int, answer: str) -> None:
+    def decrypt_for_peer(
+        self, tag: str, iteration: int, answer: str, peer: str, rows: int | None = None
+    ) -> None:
         """Decrypt the peer's masked ciphertexts under our key and send the residues back."""
         vec = _ciphertexts(
-            self.recv(tag, iteration), self.private_key.public_key, tag, self.executor
+            self.recv(tag, iteration, peer),
+            self.private_key.public_key,
+            f"{tag} from {peer}",
+            self.executor,
+            rows,
         )
-        self.ctx.federation.authorize_decrypt(tag, iteration, frm=self.peer)
+        self.ctx.federation.authorize_decrypt(tag, iteration, frm=peer)
         residues = self.private_key.decrypt_residues(vec.data, executor=self.executor)
         self.ctx.federation.send(
             FederationData(kind="masked_vector", array=np.ascontiguousarray(residues)),
-            to=self.peer,
+            to=peer,
             tag=answer,
             iteration=iteration,
         )
@@ -397,13 +464,19 @@ class _Run:
         return _add_mask(vec, masks, self.executor), info
 
     def unmask(
-        self, info: Mapping[str, Any], payload: FederationData, tag: str, iteration: int
+        self,
+        info: Mapping[str, Any],
+        payload: FederationData,
+        tag: str,
+        iteration: int,
+        peer: str,
     ) -> Floats:
         """Our values from the peer's decryption of [[m + R]] (residues modulo its n)."""
         if payload.array is None:
             raise ValueError(f"hetero_lr: the answer to {tag} carries no values")
         masks = _mask_ints(self.mask_seed, tag, iteration, int(info["count"]), int(info["bits"]))
-        return _unmask(payload.array, masks, int(info["exponent"]), int(self.peer_key.n))
+        n = int(self.peer_keys[peer].n)
+        return _unmask(payload.array, masks, int(info["exponent"]), n)
 
 
 def _features(table: Table) -> Floats:
@@ -422,19 +495,21 @@ def _lr(params: HeteroLrParams, t: int) -> float:
     return params.learning_rate / math.sqrt(1.0 + params.decay * t)
 
 
-def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peer: str) -> _Run:
+def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list[str]) -> _Run:
     """Keys (checkpointed before anything is sent), the key exchange, or the saved state."""
     saved = ctx.checkpoints.latest()
     short = params.insecure_short_keys
-    if saved is not None and "peer_key" in saved.state:
+    if saved is not None and "peer_keys" in saved.state:
         state = saved.state
-        run = _Run(
+        return _Run(
             ctx,
             params,
-            peer,
             x,
             PrivateKey.from_bytes(bytes(state["private_key"]), insecure_allow_short=short),
-            PublicKey.from_bytes(bytes(state["peer_key"]), insecure_allow_short=short),
+            {
+                str(p): PublicKey.from_bytes(bytes(k), insecure_allow_short=short)
+                for p, k in state["peer_keys"].items()
+            },
             bytes(state["mask_seed"]),
             np.asarray(state["weights"], dtype=np.float64),
             start=saved.iteration + 1,
@@ -442,7 +517,6 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peer: str) 
             pending=dict(state["pending"]),
             pending_iteration=int(state["pending_iteration"]),
         )
-        return run
     if saved is not None:
         private_key = PrivateKey.from_bytes(bytes(saved.state["keys"]), insecure_allow_short=short)
         mask_seed = bytes(saved.state["mask_seed"])
@@ -454,17 +528,27 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peer: str) 
     public_key = private_key.public_key
     private_key.precompute()
     ctx.federation.bind_dims(c=public_key.limbs, p=public_key.plain_limbs)
-    ctx.federation.send(_key_payload(public_key, features=x.shape[1]), to=peer, tag="public_key")
-    got = ctx.federation.recv(frm=peer, tag="public_key")
-    if got.blob is None:
-        raise ValueError("hetero_lr: the peer's public key message is empty")
-    peer_key = PublicKey.from_bytes(got.blob, insecure_allow_short=short)
-    if peer_key.n_length < min(params.key_bits, 2048) and not short:
-        raise ValueError(f"hetero_lr: the peer's key has {peer_key.n_length} bits")
-    if peer_key.limbs != public_key.limbs:
-        raise ValueError("hetero_lr: both parties must use keys of the same length")
-    run = _Run(ctx, params, peer, x, private_key, peer_key, mask_seed, np.zeros(x.shape[1]))
-    run.state_extra["peer_features"] = int(got.meta.get("features", -1))
+    for peer in peers:
+        ctx.federation.send(
+            _key_payload(public_key, features=x.shape[1]), to=peer, tag="public_key"
+        )
+    peer_keys: dict[str, PublicKey] = {}
+    features: dict[str, int] = {}
+    for peer in peers:
+        got = ctx.federation.recv(frm=peer, tag="public_key")
+        if got.blob is None:
+            raise ValueError(f"hetero_lr: the public key message of {peer} is empty")
+        key = PublicKey.from_bytes(got.blob, insecure_allow_short=short)
+        if key.n_length < min(params.key_bits, 2048) and not short:
+            raise ValueError(f"hetero_lr: the key of {peer} has only {key.n_length} bits")
+        if key.limbs != public_key.limbs:
+            raise ValueError("hetero_lr: every party must use keys of the same length")
+        count = got.meta.get("features")
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"hetero_lr: {peer} did not say how many features it has")
+        peer_keys[peer], features[peer] = key, count
+    run = _Run(ctx, params, x, private_key, peer_keys, mask_seed, np.zeros(x.shape[1]))
+    run.state_extra["peer_features"] = features
     return run
 
 
@@ -479,6 +563,19 @@ def _check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -
         )
 
 
+def _encrypt_for(
+    run: _Run, values: Floats, *, key: PublicKey | None, shared: bool
+) -> tuple[EncryptedVector, dict[str, Any]]:
+    """Encrypt under our key (CRT) or `key`; `shared` fixes the exponent, so that vectors
+    from several parties add without re-scaling (several hosts)."""
+    precision = SHARED_PRECISION if shared else None
+    if key is None:
+        vec = run.private_key.encrypt(values, precision=precision, executor=run.executor)
+    else:
+        vec = key.encrypt(values, precision=precision, executor=run.executor)
+    return vec, {}
+
+
 # -- guest ------------------------------------------------------------------------------------
 
 
@@ -491,21 +588,20 @@ def _guest(
     labels = np.asarray(table.labels, dtype=np.float64)
     if not np.all((labels == 0.0) | (labels == 1.0)):
         raise ValueError("hetero_lr: labels must be 0 or 1")
-    hosts = ctx.parties.get("host", [])
-    if len(hosts) != 1:
-        raise ValueError(f"hetero_lr: runs with exactly one host ({len(hosts)} given)")
+    hosts = list(ctx.parties.get("host", []))
+    if not 1 <= len(hosts) <= MAX_HOSTS:
+        raise ValueError(f"hetero_lr: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
+    several = len(hosts) > 1
     x = np.hstack([_features(table), np.ones((table.rows, 1))])
     k_g = x.shape[1]
     setup_began = time.perf_counter()
-    run = _setup(ctx, params, x, hosts[0])
+    run = _setup(ctx, params, x, hosts)
     run.own_executor = pool
     # Key generation, fixed-base precomputation and the key exchange (or a checkpoint load).
     ctx.metrics.log("setup_seconds", time.perf_counter() - setup_began)
-    k_h = int(run.state_extra.get("peer_features", -1))
-    if k_h < 0:
-        raise ValueError("hetero_lr: the host did not say how many features it has")
-    _check_batch(params, table.rows, k_g, k_h)
-    ctx.federation.bind_dims(k_h=k_h, k_g2=k_g + 2)
+    k_hosts = {h: int(k) for h, k in run.state_extra["peer_features"].items()}
+    _check_batch(params, table.rows, k_g, max(k_hosts.values()))
+    ctx.federation.bind_dims(k_g2=k_g + 2)
     penalty = np.r_[np.ones(k_g - 1), 0.0]  # no penalty on the intercept
     batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
     total = params.epochs * batches_per_epoch
@@ -525,29 +621,55 @@ def _guest(
         run.send_ciphertexts(
             "residual",
             t,
-            lambda v=v: (run.private_key.encrypt(v, executor=run.executor), {}),
+            lambda v=v: _encrypt_for(run, v, key=None, shared=several),
+            to="host",
         )
-        u_h = _ciphertexts(run.recv("host_scores", t), run.peer_key, "host_scores", run.executor, b)
         y_pm = 2.0 * yb - 1.0
         design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
+        sent: dict[str, dict[str, Any]] = {}
+        for host in hosts:
+            u_h = _ciphertexts(
+                run.recv("host_scores", t, host),
+                run.peer_keys[host],
+                f"host_scores from {host}",
+                run.executor,
+                b,
+            )
 
-        def guest_gradient(
-            design: Floats = design, u_h: EncryptedVector = u_h, t: int = t
-        ) -> tuple[EncryptedVector, dict[str, Any]]:
-            vec = encrypted_dot(design, u_h, executor=run.executor)
-            return run.masked(vec, "guest_gradient", t)
+            def guest_gradient(
+                u_h: EncryptedVector = u_h, t: int = t, host: str = host, design: Floats = design
+            ) -> tuple[EncryptedVector, dict[str, Any]]:
+                vec = encrypted_dot(design, u_h, executor=run.executor)
+                return run.masked(vec, f"guest_gradient:{host}", t)
 
-        sent = run.send_ciphertexts("guest_gradient", t, guest_gradient)
-        run.decrypt_for_peer("host_gradient", t, "host_gradient_masked")
-        masked = run.recv("guest_gradient_masked", t)
-        s = run.unmask(sent, masked, "guest_gradient", t)
-        sq = run.recv("host_score_sq", t)
-        u_h_sq = float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0.0
-        gradient = (xb.T @ v + 0.25 * s[:k_g]) / b
+            sent[host] = run.send_ciphertexts(
+                "guest_gradient", t, guest_gradient, to=host, key=f"guest_gradient:{host}"
+            )
+        for host in hosts:
+            run.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
+        from_hosts = np.zeros(k_g + 2)
+        u_h_sq = 0.0
+        for host in hosts:
+            masked = run.recv("guest_gradient_masked", t, host)
+            from_hosts += run.unmask(sent[host], masked, f"guest_gradient:{host}", t, host)
+            sq = run.recv("host_score_sq", t, host)
+            u_h_sq += float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0
+            if several:
+                # sum over the other hosts h' of u_h . u_h' / 4, an aggregate for the loss
+                cross = _ciphertexts(
+                    run.recv("host_cross", t, host),
+                    run.private_key.public_key,
+                    f"host_cross from {host}",
+                    run.executor,
+                    1,
+                )
+                ctx.federation.authorize_decrypt("host_cross", t, frm=host)
+                u_h_sq += 4.0 * float(run.private_key.decrypt(cross)[0])
+        gradient = (xb.T @ v + 0.25 * from_hosts[:k_g]) / b
         loss_sum += (
             b * LOG2
-            - 0.5 * (float(y_pm @ u_g) + s[k_g])
-            + (float(u_g @ u_g) + 2 * s[k_g + 1] + u_h_sq) / 8
+            - 0.5 * (float(y_pm @ u_g) + from_hosts[k_g])
+            + (float(u_g @ u_g) + 2 * from_hosts[k_g + 1] + u_h_sq) / 8
         )
         run.weights = run.weights - _lr(params, t) * (
             gradient + params.alpha * penalty * run.weights
@@ -562,7 +684,7 @@ def _guest(
             )
             ctx.federation.send(
                 FederationData(kind="plain_control", meta={"stop": stop, "epoch": epoch}),
-                to=run.peer,
+                to="host",
                 tag="epoch_end",
                 iteration=t,
             )
@@ -598,15 +720,15 @@ def _host(
 ) -> Mapping[str, Table]:
     table = ctx.input("data")
     guest = ctx.parties["guest"][0]
+    others = [h for h in ctx.parties.get("host", []) if h != ctx.party_id]
     x = _features(table)
     k_h = x.shape[1]
-    run = _setup(ctx, params, x, guest)
+    run = _setup(ctx, params, x, [guest])
     run.own_executor = pool
-    k_g = int(run.state_extra.get("peer_features", -1))
-    if k_g < 0:
-        raise ValueError("hetero_lr: the guest did not say how many weights it has")
+    guest_key = run.peer_keys[guest]
+    k_g = int(run.state_extra["peer_features"][guest])
     _check_batch(params, table.rows, k_g, k_h)
-    ctx.federation.bind_dims(k_h=k_h, k_g2=k_g + 2)
+    ctx.federation.bind_dims(k_g2=k_g + 2)
     batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
     total = params.epochs * batches_per_epoch
     extra = run.state_extra
@@ -621,29 +743,63 @@ def _host(
         run.send_ciphertexts(
             "host_scores",
             t,
-            lambda u_h=u_h: (run.private_key.encrypt(u_h, executor=run.executor), {}),
+            lambda u_h=u_h: _encrypt_for(run, u_h, key=None, shared=False),
+            to=guest,
         )
-        v = _ciphertexts(run.recv("residual", t), run.peer_key, "residual", run.executor, b)
+        if others:
+            # [[u_h / 4]] under the guest's key: the other hosts add it to their residual.
+            run.send_ciphertexts(
+                "peer_scores",
+                t,
+                lambda u_h=u_h: _encrypt_for(run, 0.25 * u_h, key=guest_key, shared=True),
+                to="host",
+            )
+        what = f"residual from {guest}"
+        d = _ciphertexts(run.recv("residual", t, guest), guest_key, what, run.executor, b)
+        peer_scores = [
+            _ciphertexts(
+                run.recv("peer_scores", t, other),
+                guest_key,
+                f"peer_scores from {other}",
+                run.executor,
+                b,
+            )
+            for other in others
+        ]
+        for scores in peer_scores:
+            d = d + scores  # same exponent (SHARED_PRECISION): no re-scaling
 
         def host_gradient(
-            xb: Floats = xb, v: EncryptedVector = v, u_h: Floats = u_h, t: int = t
+            xb: Floats = xb, d: EncryptedVector = d, u_h: Floats = u_h, t: int = t
         ) -> tuple[EncryptedVector, dict[str, Any]]:
-            vec = encrypted_dot(xb, v, executor=run.executor) + 0.25 * (xb.T @ u_h)
+            vec = encrypted_dot(xb, d, executor=run.executor) + 0.25 * (xb.T @ u_h)
             return run.masked(vec, "host_gradient", t)
 
-        sent = run.send_ciphertexts("host_gradient", t, host_gradient)
-        run.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked")
+        sent = run.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
+        if others:
+
+            def host_cross(
+                u_h: Floats = u_h, peer_scores: list[EncryptedVector] = peer_scores
+            ) -> tuple[EncryptedVector, dict[str, Any]]:
+                total_cross = encrypted_dot(u_h[:, None], peer_scores[0])
+                for scores in peer_scores[1:]:
+                    total_cross = total_cross + encrypted_dot(u_h[:, None], scores)
+                # Sent to the key holder: re-randomised first.
+                return total_cross.obfuscate(executor=run.executor), {}
+
+            run.send_ciphertexts("host_cross", t, host_cross, to=guest)
+        run.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
         ctx.federation.send(
             FederationData(kind="aggregate", array=np.array(float(u_h @ u_h))),
-            to=run.peer,
+            to=guest,
             tag="host_score_sq",
             iteration=t,
         )
-        s = run.unmask(sent, run.recv("host_gradient_masked", t), "host_gradient", t)
-        gradient = s / b
+        answer = run.recv("host_gradient_masked", t, guest)
+        gradient = run.unmask(sent, answer, "host_gradient", t, guest) / b
         run.weights = run.weights - _lr(params, t) * (gradient + params.alpha * run.weights)
         if position == batches_per_epoch - 1:
-            control = run.recv("epoch_end", t)
+            control = run.recv("epoch_end", t, guest)
             extra["stopped"] = bool(control.meta.get("stop", False))
         run.save(t)
         ctx.report_progress((t + 1) / total)
