@@ -54,7 +54,8 @@ def test_two_replica_processes_share_a_large_job_and_match_the_serial_results(
     rng = np.random.default_rng(11)
     values = rng.normal(size=3000)
     x = rng.normal(size=(3000, 4))
-    pool = BusExecutor(bus, PARTY, topic=topic, replicas=2, timeout_s=240)
+    # Jobs of at most 256 KiB: X.T @ [[d]]'s four parts (about 800 KiB each) are cut further.
+    pool = BusExecutor(bus, PARTY, topic=topic, replicas=2, timeout_s=240, max_job_bytes=256 * 1024)
     try:
         # Execute: encrypt (12 chunks) and X.T @ [[d]] on the replicas.
         enc = pk.encrypt(values, executor=pool, chunk_size=250)
@@ -66,7 +67,7 @@ def test_two_replica_processes_share_a_large_job_and_match_the_serial_results(
     assert np.allclose(sk.decrypt(enc), values, atol=1e-9)
     assert np.array_equal(grad.data, enc.matmul(x).data)
     assert len(pool.answered_by) == 2, pool.answered_by
-    assert sum(pool.answered_by.values()) == 12 + 4
+    assert sum(pool.answered_by.values()) > 12 + 4
 
 
 def test_a_replica_killed_mid_job_leaves_its_chunk_to_the_other_and_the_job_completes(
