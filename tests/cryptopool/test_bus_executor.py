@@ -322,3 +322,23 @@ def test_a_cut_validation_names_the_bad_ciphertext_by_its_index_in_the_whole_bat
 
     with pytest.raises(CiphertextError, match="ciphertext 917 "):
         future.result(timeout=60)
+
+
+def test_a_job_from_another_party_is_dead_lettered_unrun(
+    bus: Bus, pool: BusExecutor, replicas: list[CryptoReplica]
+) -> None:
+    # Prepare: a well-formed job whose envelope says it comes from party 10000.
+    job = CryptoJob(
+        job_id="foreign1",
+        function="fedcrypto.paillier.kernels:k_mul",
+        args=b"\xc7\x00\x01",
+        args_format="fedflow.cryptopool.args.v1",
+        reply_topic=pool.reply_topic,
+    )
+
+    # Execute
+    _raw_job(bus, encode_envelope(_job_envelope(job, party="10000")))
+
+    # Assert
+    assert _wait_dead(bus, 1) == ["crypto.job from party 10000"]
+    assert sum(r.jobs_done for r in replicas) == 0
