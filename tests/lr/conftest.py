@@ -17,6 +17,8 @@ from fedflow.tables import Table, read_table
 from fedflow.task import TaskSpec
 from numpy.typing import NDArray
 
+from tests.worker.conftest import start_worker  # noqa: F401  (fixture of the RabbitMQ test)
+
 GUEST, HOST = "9999", "10000"
 PARTIES = {"guest": [GUEST], "host": [HOST]}
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
