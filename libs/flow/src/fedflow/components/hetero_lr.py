@@ -6,12 +6,13 @@ Paillier key pair; there is no third party. docs/hetero_lr.md states the protoco
 party learns per iteration and why the minimum batch size is what it is.
 
 Training uses the Taylor approximation sigma(z) ~ 0.5 + z / 4 (z = u_g + u_h, u = X w), so the
-residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y (u_h: the sum over hosts). Per mini-batch (same rows at both
-parties: the permutation of epoch e is drawn from (seed, e)), iteration t:
+residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y (u_h: the sum over hosts). Per
+mini-batch (the same rows at every party: the permutation of epoch e is drawn from (seed, e)),
+iteration t:
 
   order 1  guest -> host   residual              [[v]]_G                 (b, c) ciphertexts
   order 1  host  -> guest  host_scores           [[u_h]]_H               (b, c)
-  order 2  host  -> guest  host_gradient         [[X_h^T d + R_h]]_G     (k_h, c)
+  order 2  host  -> guest  host_gradient         [[X_h^T d + R_h]]_G     (k_h, c) k_h checked
   order 2  guest -> host   guest_gradient        [[A^T u_h + R_g]]_H     (k_g2, c)
            A = [X_g, y', u_g] (y' = 2y - 1): the guest's gradient term and two loss aggregates
   order 3  guest -> host   host_gradient_masked  X_h^T d + R_h           (k_h, p) residue limbs
