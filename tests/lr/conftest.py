@@ -81,6 +81,28 @@ def taylor_sgd_with_loss(
     return wg, wh, losses
 
 
+def sigmoid_sgd(guest: Table, host: Table, params: dict[str, Any]) -> tuple[Floats, Floats]:
+    """The same mini-batch SGD with the exact sigmoid (what reveal_host_scores computes)."""
+    assert guest.labels is not None
+    y = guest.labels
+    xg = np.hstack([guest.features, np.ones((guest.rows, 1))])
+    xh = host.features
+    wg, wh = np.zeros(xg.shape[1]), np.zeros(xh.shape[1])
+    penalty = np.r_[np.ones(xg.shape[1] - 1), 0.0]
+    alpha, lr0, decay = params.get("alpha", 0.01), params["learning_rate"], params.get("decay", 0)
+    t = 0
+    for epoch in range(params["epochs"]):
+        for rows in _batches(len(y), params["batch_size"], params.get("seed", 0), epoch):
+            z = xg[rows] @ wg + xh[rows] @ wh
+            d = 1 / (1 + np.exp(-z)) - y[rows]
+            lr = lr0 / np.sqrt(1 + decay * t)
+            gg, gh = xg[rows].T @ d / len(rows), xh[rows].T @ d / len(rows)
+            wg = wg - lr * (gg + alpha * penalty * wg)
+            wh = wh - lr * (gh + alpha * wh)
+            t += 1
+    return wg, wh
+
+
 @dataclass
 class Running:
     thread: threading.Thread

@@ -24,6 +24,7 @@ from tests.lr.conftest import (
     HOST,
     lr_tasks,
     run_both,
+    sigmoid_sgd,
     synthetic,
     taylor_sgd,
     taylor_sgd_with_loss,
@@ -134,6 +135,29 @@ def test_early_stopping_ends_both_parties_after_the_same_epoch(tmp_path: Path) -
     np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
 
 
+def test_reveal_host_scores_mode_trains_exact_sigmoid_sgd_and_says_what_crossed(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    guest, host = synthetic(200, 3, 4, seed=12)
+    params = {**SMALL, "reveal_host_scores": True}
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        tasks = lr_tasks(world, "job-rev", guest, host, params)
+
+        # Execute
+        g, h = run_both(world, tasks)
+        crossings = world.crossings.snapshot()
+
+        # Assert: the exact-sigmoid weights; the host's scores crossed in plaintext, labelled
+        assert not g.error and not h.error, (g.error, h.error)
+        wg, wh = weights(world, "job-rev")
+    expected_g, expected_h = sigmoid_sgd(guest, host, params)
+    np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
+    tags = {c.tag for c in crossings}
+    assert "host_scores_revealed" in tags and "host_scores" not in tags
+
+
 def test_nothing_per_sample_crosses_in_plaintext_during_training(tmp_path: Path) -> None:
     # Prepare
     guest, host = synthetic(200, 3, 4, seed=6)
@@ -151,6 +175,7 @@ def test_nothing_per_sample_crosses_in_plaintext_during_training(tmp_path: Path)
         "host_scores",
         "ciphertext_vector",
     ) in kinds
+    assert "host_scores_revealed" not in {t for t, _ in kinds}
     assert {k for t, k in kinds if t in ("host_gradient_masked", "guest_gradient_masked")} == {
         "masked_vector"
     }

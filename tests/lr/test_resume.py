@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from fedflow.standalone import LocalWorld
 
-from tests.lr.conftest import GUEST, HOST, lr_tasks, run_both, start, synthetic, weights
+from tests.lr.conftest import (
+    GUEST,
+    HOST,
+    lr_tasks,
+    run_both,
+    sigmoid_sgd,
+    start,
+    synthetic,
+    weights,
+)
 
 PARAMS = {
     "epochs": 3,
@@ -122,3 +131,44 @@ def test_a_party_dying_between_a_send_and_its_checkpoint_resends_the_same_cipher
         wg, wh = weights(world, "job-2")
     np.testing.assert_allclose(wg, reference[0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(wh, reference[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("party", "sends"), [("guest", 4), ("host", 5)])
+def test_reveal_mode_resumes_after_dying_between_a_ciphertext_send_and_its_checkpoint(
+    tmp_path: Path, party: str, sends: int, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
+        # Prepare: the guest's 4th send is iteration 1's [[d]], the host's 5th iteration 1's
+        # masked gradient
+        params = {**PARAMS, "reveal_host_scores": True}
+        tasks = lr_tasks(world, "job-r", *data, params)
+        other = "host" if party == "guest" else "guest"
+        endpoint = world.parties[GUEST if party == "guest" else HOST].endpoint
+        original = endpoint.send_recorded
+        count = {"n": 0}
+
+        def send_then_die(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            count["n"] += 1
+            if count["n"] == sends:
+                monkeypatch.setattr(endpoint, "send_recorded", original)
+                raise SimulatedCrash(f"after send {sends}")
+
+        monkeypatch.setattr(endpoint, "send_recorded", send_then_die)
+        peer = start(world, tasks[other])
+
+        # Execute
+        doomed = start(world, tasks[party])
+        doomed.join()
+        assert isinstance(doomed.error[0], SimulatedCrash)
+        again = start(world, tasks[party])
+        again.join()
+        peer.join()
+
+        # Assert
+        assert not again.error and not peer.error, (again.error, peer.error)
+        assert again.result[0].resumed_from == 0
+        wg, wh = weights(world, "job-r")
+    expected_g, expected_h = sigmoid_sgd(*data, params)
+    np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)

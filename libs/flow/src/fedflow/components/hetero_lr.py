@@ -104,6 +104,10 @@ class HeteroLrParams(ComponentParams):
     early_stop: bool = True
     seed: int = Field(default=0, ge=0)
     """Seeds the batch order (both parties must use the same)."""
+    reveal_host_scores: bool = False
+    """Faster, less private mode: each host sends the guest its per-sample partial scores u_h
+    in PLAINTEXT every iteration, so the guest uses the exact sigmoid and only the hosts'
+    gradients go through Paillier (docs/hetero_lr.md). Off by default."""
     threads: int = Field(default=2, ge=0, le=64)
     """Threads for the Paillier batch work when the runtime provides no executor (the C
     kernels release the GIL); 0: the task's own thread only."""
@@ -224,6 +228,17 @@ HETERO_LR_PROTOCOL = Protocol(
         ),
         _masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T d + R_h"),
         _masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
+        MessageRule(
+            tag="host_scores_revealed",
+            sender="host",
+            receiver="guest",
+            kinds=("aggregate",),
+            per_iteration=True,
+            order=1,
+            shape="(*,)",
+            dtypes=("float64",),
+            description="reveal_host_scores mode only: u_h per row, REVEALED to the guest",
+        ),
         MessageRule(
             tag="host_score_sq",
             sender="host",
@@ -618,60 +633,71 @@ def _guest(
         xb, yb = x[rows], labels[rows]
         b = len(rows)
         u_g = xb @ run.weights
-        v = 0.25 * u_g + 0.5 - yb
-        run.send_ciphertexts(
-            "residual",
-            t,
-            lambda v=v: _encrypt_for(run, v, key=None, shared=several),
-            to="host",
-        )
-        y_pm = 2.0 * yb - 1.0
-        design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
-        sent: dict[str, dict[str, Any]] = {}
-        for host in hosts:
-            u_h = _ciphertexts(
-                run.recv("host_scores", t, host),
-                run.peer_keys[host],
-                f"host_scores from {host}",
-                run.executor,
-                b,
+        if params.reveal_host_scores:
+            gradient, batch_loss = _guest_revealed(run, t, hosts, xb, yb, u_g, k_hosts)
+        else:
+            v = 0.25 * u_g + 0.5 - yb
+            run.send_ciphertexts(
+                "residual",
+                t,
+                lambda v=v: _encrypt_for(run, v, key=None, shared=several),
+                to="host",
             )
-
-            def guest_gradient(
-                u_h: EncryptedVector = u_h, t: int = t, host: str = host, design: Floats = design
-            ) -> tuple[EncryptedVector, dict[str, Any]]:
-                vec = encrypted_dot(design, u_h, executor=run.executor)
-                return run.masked(vec, f"guest_gradient:{host}", t)
-
-            sent[host] = run.send_ciphertexts(
-                "guest_gradient", t, guest_gradient, to=host, key=f"guest_gradient:{host}"
-            )
-        for host in hosts:
-            run.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
-        from_hosts = np.zeros(k_g + 2)
-        u_h_sq = 0.0
-        for host in hosts:
-            masked = run.recv("guest_gradient_masked", t, host)
-            from_hosts += run.unmask(sent[host], masked, f"guest_gradient:{host}", t, host)
-            sq = run.recv("host_score_sq", t, host)
-            u_h_sq += float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0
-            if several:
-                # sum over the other hosts h' of u_h . u_h' / 4, an aggregate for the loss
-                cross = _ciphertexts(
-                    run.recv("host_cross", t, host),
-                    run.private_key.public_key,
-                    f"host_cross from {host}",
+            y_pm = 2.0 * yb - 1.0
+            design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
+            sent: dict[str, dict[str, Any]] = {}
+            for host in hosts:
+                u_h = _ciphertexts(
+                    run.recv("host_scores", t, host),
+                    run.peer_keys[host],
+                    f"host_scores from {host}",
                     run.executor,
-                    1,
+                    b,
                 )
-                ctx.federation.authorize_decrypt("host_cross", t, frm=host)
-                u_h_sq += 4.0 * float(run.private_key.decrypt(cross)[0])
-        gradient = (xb.T @ v + 0.25 * from_hosts[:k_g]) / b
-        loss_sum += (
-            b * LOG2
-            - 0.5 * (float(y_pm @ u_g) + from_hosts[k_g])
-            + (float(u_g @ u_g) + 2 * from_hosts[k_g + 1] + u_h_sq) / 8
-        )
+
+                def guest_gradient(
+                    u_h: EncryptedVector = u_h,
+                    t: int = t,
+                    host: str = host,
+                    design: Floats = design,
+                ) -> tuple[EncryptedVector, dict[str, Any]]:
+                    vec = encrypted_dot(design, u_h, executor=run.executor)
+                    return run.masked(vec, f"guest_gradient:{host}", t)
+
+                sent[host] = run.send_ciphertexts(
+                    "guest_gradient", t, guest_gradient, to=host, key=f"guest_gradient:{host}"
+                )
+            for host in hosts:
+                run.decrypt_for_peer(
+                    "host_gradient", t, "host_gradient_masked", host, k_hosts[host]
+                )
+            from_hosts = np.zeros(k_g + 2)
+            u_h_sq = 0.0
+            for host in hosts:
+                masked = run.recv("guest_gradient_masked", t, host)
+                from_hosts += run.unmask(sent[host], masked, f"guest_gradient:{host}", t, host)
+                sq = run.recv("host_score_sq", t, host)
+                u_h_sq += (
+                    float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0
+                )
+                if several:
+                    # sum over the other hosts h' of u_h . u_h' / 4, an aggregate for the loss
+                    cross = _ciphertexts(
+                        run.recv("host_cross", t, host),
+                        run.private_key.public_key,
+                        f"host_cross from {host}",
+                        run.executor,
+                        1,
+                    )
+                    ctx.federation.authorize_decrypt("host_cross", t, frm=host)
+                    u_h_sq += 4.0 * float(run.private_key.decrypt(cross)[0])
+            gradient = (xb.T @ v + 0.25 * from_hosts[:k_g]) / b
+            batch_loss = (
+                b * LOG2
+                - 0.5 * (float(y_pm @ u_g) + from_hosts[k_g])
+                + (float(u_g @ u_g) + 2 * from_hosts[k_g + 1] + u_h_sq) / 8
+            )
+        loss_sum += batch_loss
         run.weights = run.weights - _lr(params, t) * (
             gradient + params.alpha * penalty * run.weights
         )
@@ -702,6 +728,37 @@ def _guest(
     if last_loss is not None:
         ctx.metrics.log("final_loss", float(last_loss))
     return {"model": _model_table([*table.feature_names, INTERCEPT], run.weights)}
+
+
+def _guest_revealed(
+    run: _Run,
+    t: int,
+    hosts: list[str],
+    xb: Floats,
+    yb: Floats,
+    u_g: Floats,
+    k_hosts: Mapping[str, int],
+) -> tuple[Floats, float]:
+    """One iteration with `reveal_host_scores`: the hosts' partial scores arrive in plaintext,
+    the residual is the exact sigmoid's, and only the hosts' gradients go through Paillier
+    (one key, the guest's). Returns the guest's gradient and the batch's log loss."""
+    b = len(yb)
+    z = u_g.copy()
+    for host in hosts:
+        got = run.recv("host_scores_revealed", t, host)
+        if got.array is None or got.array.shape != (b,):
+            raise ShapeMismatchError(f"hetero_lr: host_scores_revealed from {host} is not ({b},)")
+        z += np.asarray(got.array, dtype=np.float64)
+    p = 1.0 / (1.0 + np.exp(-z))
+    d = p - yb
+    run.send_ciphertexts(
+        "residual", t, lambda: _encrypt_for(run, d, key=None, shared=False), to="host"
+    )
+    for host in hosts:
+        run.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
+    # log(1 + exp(-y'z)), computed stably
+    loss = float(np.sum(np.logaddexp(0.0, -(2.0 * yb - 1.0) * z)))
+    return xb.T @ d / b, loss
 
 
 def _model_table(names: list[str], weights: Floats) -> Table:
@@ -741,6 +798,17 @@ def _host(
         xb = x[rows]
         b = len(rows)
         u_h = xb @ run.weights
+        if params.reveal_host_scores:
+            _host_revealed(run, t, guest, xb, u_h)
+            gradient = _host_revealed_gradient(run, t, guest, b)
+            run.weights = run.weights - _lr(params, t) * (gradient + params.alpha * run.weights)
+            if position == batches_per_epoch - 1:
+                control = run.recv("epoch_end", t, guest)
+                extra["stopped"] = bool(control.meta.get("stop", False))
+            run.save(t)
+            ctx.report_progress((t + 1) / total)
+            t += 1
+            continue
         run.send_ciphertexts(
             "host_scores",
             t,
@@ -807,6 +875,31 @@ def _host(
         t += 1
     ctx.metrics.log("iterations", float(t))
     return {"model": _model_table(list(table.feature_names), run.weights)}
+
+
+def _host_revealed(run: _Run, t: int, guest: str, xb: Floats, u_h: Floats) -> None:
+    """`reveal_host_scores`: send u_h in plaintext; answer [[d]] with [[X_h^T d + R_h]]."""
+    run.ctx.federation.send(
+        FederationData(kind="aggregate", array=u_h),
+        to=guest,
+        tag="host_scores_revealed",
+        iteration=t,
+    )
+    key = run.peer_keys[guest]
+    d = _ciphertexts(run.recv("residual", t, guest), key, "residual", run.executor, len(u_h))
+
+    def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
+        return run.masked(encrypted_dot(xb, d, executor=run.executor), "host_gradient", t)
+
+    run.state_extra["revealed_sent"] = run.send_ciphertexts(
+        "host_gradient", t, host_gradient, to=guest
+    )
+
+
+def _host_revealed_gradient(run: _Run, t: int, guest: str, b: int) -> Floats:
+    sent = run.state_extra.pop("revealed_sent")
+    answer = run.recv("host_gradient_masked", t, guest)
+    return run.unmask(sent, answer, "host_gradient", t, guest) / b
 
 
 def run(ctx: ComponentContext) -> Mapping[str, Table]:
