@@ -185,15 +185,25 @@ class _AmqpSubscription(Subscription):
         self._settled: list[tuple[AbstractIncomingMessage, bool]] = []
         self._settled_lock = threading.Lock()
         self._flush_scheduled = False
+        # One flush at a time (see _flush); created lazily on the loop thread.
+        self._flush_lock: asyncio.Lock | None = None
+        # Deliveries of this channel held for chunk reassembly whose own ack is not yet in
+        # aiormq's frame queue; while any is, a multiple-ack could cover it (under _settled_lock).
+        self._held_unsent = 0
         self._worker = threading.Thread(target=self._work, name=f"fedbus-amqp-{topic}", daemon=True)
 
     async def start(self) -> None:
         connection = self._bus._require_connection()
         self._channel = await connection.channel(publisher_confirms=False)
+        self._channel.close_callbacks.add(self._on_channel_closed)
         await self._channel.set_qos(prefetch_count=self._prefetch)
         self._queue = await self._bus._declare_on(self._channel, self.topic)
         self._worker.start()
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    def _on_channel_closed(self, _channel: object, exc: BaseException | None) -> None:
+        if not self._stopping.is_set():
+            self._bus._count_channel_close(self.topic, exc)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if not self._arrived:
@@ -330,7 +340,11 @@ class _AmqpSubscription(Subscription):
         for message, settlement in outcomes:
             if settlement.action == "hold":
                 assert settlement.chunk_set is not None
-                self._bus._hold(settlement.chunk_set, message)
+                # Counted before any later delivery is settled, so no flush that carries a
+                # later ack can miss it.
+                with self._settled_lock:
+                    self._held_unsent += 1
+                self._bus._hold(settlement.chunk_set, self, message)
                 continue
             to_settle.append((message, settlement.action == "ack"))
             if settlement.chunk_set is not None:
@@ -353,24 +367,49 @@ class _AmqpSubscription(Subscription):
         self._bus._loop.create_task(self._flush())
 
     async def _flush(self) -> None:
-        with self._settled_lock:
-            batch, self._settled = self._settled, []
-            self._flush_scheduled = False
-        # The worker settles deliveries in delivery order, so when nothing is held back for
-        # chunk reassembly, one basic.ack(multiple) up to the last ack covers every earlier
-        # tag; a nack is sent before any later ack so that the multiple-ack cannot swallow it.
-        coalesce = not self._bus._holding_any()
-        pending_ack: AbstractIncomingMessage | None = None
-        for message, ack in batch:
-            if ack and coalesce:
-                pending_ack = message
-                continue
+        # Flushes of one subscription never interleave. Each send awaits (aiormq's frame queue
+        # holds 10 frames; a put into a full queue waits and can be overtaken by a later put),
+        # so two flushes running at once could put a later basic.ack(multiple) on the wire
+        # ahead of an earlier flush's nack or ack: the multiple-ack settles those tags, the
+        # broker then gets a second settlement for one of them and closes the channel with
+        # PRECONDITION_FAILED "unknown delivery tag" (and acks still queued for the dead
+        # channel then hit CHANNEL_ERROR "expected 'channel.open'", closing the connection).
+        if self._flush_lock is None:
+            self._flush_lock = asyncio.Lock()
+        async with self._flush_lock:
+            with self._settled_lock:
+                batch, self._settled = self._settled, []
+                self._flush_scheduled = False
+                held_unsent = self._held_unsent
+            # The worker settles deliveries in delivery order and the flushes go out one after
+            # the other, so one basic.ack(multiple) up to the last ack covers only earlier
+            # tags that are settled already (or in this batch); a nack is sent before any
+            # later ack so that the multiple-ack cannot swallow it. A delivery held for chunk
+            # reassembly is acked on its own later: no coalescing while one's ack is unsent.
+            coalesce = held_unsent == 0
+            pending_ack: AbstractIncomingMessage | None = None
+            for message, ack in batch:
+                if ack and coalesce:
+                    pending_ack = message
+                    continue
+                if pending_ack is not None:
+                    await self._send_settlement(pending_ack, ack=True, multiple=True)
+                    pending_ack = None
+                await self._send_settlement(message, ack=ack, multiple=False)
             if pending_ack is not None:
                 await self._send_settlement(pending_ack, ack=True, multiple=True)
-                pending_ack = None
-            await self._send_settlement(message, ack=ack, multiple=False)
-        if pending_ack is not None:
-            await self._send_settlement(pending_ack, ack=True, multiple=True)
+
+    def _ack_held(self, message: AbstractIncomingMessage) -> None:
+        """Ack a delivery that was held for chunk reassembly (any thread)."""
+
+        async def go() -> None:
+            try:
+                await self._send_settlement(message, ack=True, multiple=False)
+            finally:  # its frame is queued (or its channel is gone): coalescing may resume
+                with self._settled_lock:
+                    self._held_unsent -= 1
+
+        self._bus._loop.call_soon_threadsafe(lambda: self._bus._loop.create_task(go()))
 
     async def _send_settlement(
         self, message: AbstractIncomingMessage, *, ack: bool, multiple: bool
@@ -471,7 +510,8 @@ class AmqpBus(Bus):
             interval=sweep_interval,
             on_finished=self._release,
         )
-        self._held: dict[tuple[str, str], list[AbstractIncomingMessage]] = {}
+        self._held: dict[tuple[str, str], list[tuple[_AmqpSubscription, AbstractIncomingMessage]]]
+        self._held = {}
         self._held_lock = threading.Lock()
         self._subscriptions: list[_AmqpSubscription] = []
         self._pending_replies: dict[str, asyncio.Future[Delivery]] = {}
@@ -482,6 +522,9 @@ class AmqpBus(Bus):
         self._reply_channel: AbstractChannel | None = None
         self._reply_lock: asyncio.Lock | None = None
         self._closed = False
+        # Health counters, written on the loop thread only (see `reconnects`, `channel_closes`).
+        self._reconnects = 0
+        self._channel_closes = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="fedbus-amqp-io", daemon=True
@@ -495,6 +538,27 @@ class AmqpBus(Bus):
         except BaseException:
             self._stop_loop()
             raise
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established after it was lost (0 when healthy)."""
+        return self._reconnects
+
+    @property
+    def channel_closes(self) -> int:
+        """Channels of this bus that the broker closed (a channel error such as PRECONDITION_FAILED,
+        or the connection going down) rather than `cancel`/`close`; each costs redeliveries."""
+        return self._channel_closes
+
+    def _count_channel_close(self, topic: str | None, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._channel_closes += 1
+        log.warning("bus_channel_closed", topic=topic, error=repr(exc))
+
+    def _on_reconnect(self, _connection: object) -> None:
+        self._reconnects += 1
+        log.warning("bus_reconnected", connection_name=self.connection_name)
 
     # -- loop plumbing ---------------------------------------------------------------------
 
@@ -531,7 +595,11 @@ class AmqpBus(Bus):
                     reconnect_interval=self._reconnect_interval,
                 )
         connection = self._require_connection()
+        connection.reconnect_callbacks.add(self._on_reconnect)
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel.close_callbacks.add(
+            lambda _channel, exc: self._count_channel_close(None, exc)
+        )
         self._exchange = await self._channel.declare_exchange(
             self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
         )
@@ -696,31 +764,18 @@ class AmqpBus(Bus):
 
     # -- consuming ---------------------------------------------------------------------------
 
-    def _settle_async(self, message: AbstractIncomingMessage, *, ack: bool) -> None:
-        async def go() -> None:
-            try:
-                if ack:
-                    await message.ack()
-                else:
-                    await message.nack(requeue=True)
-            except Exception as exc:  # channel gone: the broker redelivers it anyway
-                log.info("bus_settle_dropped", message_id=message.message_id, error=repr(exc))
-
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(go()))
-
-    def _hold(self, info: ChunkSetInfo, message: AbstractIncomingMessage) -> None:
+    def _hold(
+        self, info: ChunkSetInfo, owner: _AmqpSubscription, message: AbstractIncomingMessage
+    ) -> None:
         with self._held_lock:
-            self._held.setdefault((info.topic, info.message_id), []).append(message)
-
-    def _holding_any(self) -> bool:
-        with self._held_lock:
-            return bool(self._held)
+            self._held.setdefault((info.topic, info.message_id), []).append((owner, message))
 
     def _release(self, info: ChunkSetInfo) -> None:
         with self._held_lock:
             held = self._held.pop((info.topic, info.message_id), [])
-        for message in held:
-            self._settle_async(message, ack=True)
+        # Each chunk is acked by the subscription (channel) it was delivered on.
+        for owner, message in held:
+            owner._ack_held(message)
 
     def subscribe(
         self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
