@@ -275,3 +275,33 @@ def test_chunked_messages_held_for_reassembly_are_acked_without_channel_errors(
     finally:
         bus.delete(topic)
         bus.close()
+
+
+@pytest.mark.slow
+def test_health_counters_count_a_connection_the_broker_dropped(
+    amqp_url: str, topics: list[str]
+) -> None:
+    # Prepare: a consuming bus, so that a subscription channel dies with the connection.
+    from tests.bus.test_amqp_bus import _close_connection_on_broker
+
+    bus = AmqpBus(amqp_url)
+    topic = topics[0]
+    bus.declare(topic)
+    try:
+        got = TopicConsumer(topic, "plain")
+        bus.subscribe(topic, got.handle, prefetch=2)
+        bus.publish(Message(topic, b"0", message_id(topic, 0)))
+        wait_until(lambda: len(got.handled) == 1, what="the first delivery")
+        assert (bus.channel_closes, bus.reconnects) == (0, 0)
+
+        # Execute
+        _close_connection_on_broker(bus.connection_name)
+        bus.publish(Message(topic, b"1", message_id(topic, 1)))
+        wait_until(lambda: len(got.handled) == 2, timeout=30, what="delivery after reconnect")
+
+        # Assert: the counters the regression tests rely on do see an outage.
+        assert bus.reconnects >= 1
+        assert bus.channel_closes >= 1
+    finally:
+        bus.delete(topic)
+        bus.close()

@@ -13,7 +13,8 @@ confirms, so concurrent publishers and `publish_many` do not wait for each other
 
 Consuming: one channel per subscription with basic.qos = prefetch; deliveries are handed to a
 worker thread that runs the (synchronous, possibly slow) handler, a burst at a time; acks and
-nacks go back to the loop thread, coalesced into basic.ack(multiple). `subscribe_batched`
+nacks go back to the loop thread, coalesced into basic.ack(multiple), one flush at a time per
+subscription (so frames reach the broker in delivery order). `subscribe_batched`
 gives the worker's waiting deliveries to a batch handler as one group (fedbus.dispatch).
 Dead copies are published to the DLX and confirmed before the original is acked. Connections
 are robust (aio-pika reconnects with backoff and re-declares; the first connect retries with
