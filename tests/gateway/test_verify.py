@@ -25,7 +25,14 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 def federation(tmp_path_factory):
     root = tmp_path_factory.mktemp("pki")
     pki.init_ca(root / "ca", "t")
-    sender = pki.ensure_party(root / "ca", "9999", root / "9999")
+    # Issued explicitly valid from a day before NOW: NOW is fixed when the module is imported,
+    # which in a long run can be more than the CA's default back-dating before this fixture runs.
+    csr = pki.make_party("9999", root / "9999")
+    ca = pki.CertificateAuthority.load(root / "ca")
+    cert = root / "9999" / "issued.cert.pem"
+    cert.write_bytes(pki.sign_csr(ca, csr.read_bytes(), not_before=NOW - dt.timedelta(days=1)))
+    pki.install(root / "9999", cert, root / "ca" / pki.CA_CERT)
+    sender = pki.PartyIdentity.load(root / "9999")
     return root, sender
 
 
