@@ -123,8 +123,8 @@ READER = "  - {name: reader_0, type: reader, params: {common: {table: t}}}\n"
             r"component x: input 'data' is its own output",
         ),
         (
-            _with_components("  - {name: lr_0, type: hetero_lr}\n"),
-            r"component lr_0: unknown component type 'hetero_lr' \(known: ",
+            _with_components("  - {name: lr_0, type: secure_boost}\n"),
+            r"component lr_0: unknown component type 'secure_boost' \(known: ",
         ),
         (
             _with_components(READER + "  - {name: psi_0, type: psi}\n"),
