@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @app.command()
 def demo(
-    dataset: Annotated[str, typer.Option(help="breast or default_credit")] = "breast",
+    dataset: Annotated[str, typer.Option(help="breast or default_credit")] = "default_credit",
     key_bits: Annotated[int, typer.Option(help="Paillier key bits (>= 2048 outside tests)")] = 2048,
     data_dir: Annotated[Path, typer.Option(help="folder with <dataset>_hetero_*.csv")] = REPO_ROOT
     / "examples"
