@@ -12,12 +12,13 @@ from fedflow.components.base import ComponentParams, ComponentType, InputSpec, N
 from fedflow.components.evaluation import EVALUATION
 from fedflow.components.hetero_lr import HETERO_LR, HETERO_LR_PREDICT
 from fedflow.components.iter_sum import ITER_SUM
+from fedflow.components.noop import NOOP
 from fedflow.components.psi import PSI
 from fedflow.components.reader import READER
 from fedflow.protocol import Protocol, protocols_to_json
 
 _TYPES: dict[str, ComponentType] = {
-    t.name: t for t in (READER, PSI, EVALUATION, ITER_SUM, HETERO_LR, HETERO_LR_PREDICT)
+    t.name: t for t in (READER, PSI, EVALUATION, ITER_SUM, HETERO_LR, HETERO_LR_PREDICT, NOOP)
 }
 
 REGISTRY: Mapping[str, ComponentType] = MappingProxyType(_TYPES)
