@@ -103,15 +103,14 @@ def encode(
     is_float = arr.dtype.kind == "f"
     if is_float and not np.all(np.isfinite(arr)):
         raise ValueError("cannot encrypt NaN or infinite values")
-    if exponent is not None:
-        pass
-    elif precision is not None:
-        exponent = exponent_for_precision(precision)
-    elif is_float:
-        max_abs = float(np.max(np.abs(arr))) if arr.size else 0.0
-        exponent = float_exponent(max_abs)
-    else:
-        exponent = 0
+    if exponent is None:  # the caller's exponent wins; else from precision; else from the data
+        if precision is not None:
+            exponent = exponent_for_precision(precision)
+        elif is_float:
+            max_abs = float(np.max(np.abs(arr))) if arr.size else 0.0
+            exponent = float_exponent(max_abs)
+        else:
+            exponent = 0
     if max_exponent is not None:
         exponent = min(exponent, max_exponent)
 
