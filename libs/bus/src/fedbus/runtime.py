@@ -33,6 +33,11 @@ a group raises, the group's transaction rolls back and its envelopes are handled
 time, so a poison message is retried and dead-lettered on its own while the rest commit. Each
 envelope keeps its own "handle <type>" span and log context; in a group the span covers the
 handler, and the shared commit follows the last one.
+
+Metrics (optional: `metrics=BusMetrics(registry)`, None counts nothing): the publisher counts
+confirmed envelopes and their bytes per topic; the consumer counts envelopes handled (once,
+after the commit), duplicates dropped, dead letters by reason code (fedbus.metrics) and the
+handler's time per topic.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 from fedbus.bus import Bus, Delivery, Message, Reject, Subscription
 from fedbus.inbox import BatchItem, Effect, Inbox, InboxTransaction
+from fedbus.metrics import BusMetrics, DeadLetterReason
 
 log = structlog.get_logger("fedbus.runtime")
 
@@ -98,12 +104,14 @@ class EnvelopePublisher:
         *,
         tracer: Tracer | None = None,
         max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
+        metrics: BusMetrics | None = None,
     ) -> None:
         self.bus = bus
         self.source = source
         self._signer = signer
         self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._max_envelope_bytes = max_envelope_bytes
+        self._metrics = metrics
 
     def envelope(
         self,
@@ -157,11 +165,14 @@ class EnvelopePublisher:
             kind=SpanKind.PRODUCER,
             attributes=_messaging_attributes(topic, envelope),
         ):
-            self.bus.publish(self._prepare(topic, envelope))
+            message = self._prepare(topic, envelope)
+            self.bus.publish(message)
+        self._count_published(topic, [(envelope.type, message)])
 
     def send_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Publish several envelopes with batched confirms (each still gets its own span)."""
         messages = []
+        types = []
         for envelope in envelopes:
             with self._tracer.start_as_current_span(
                 f"publish {envelope.type}",
@@ -169,7 +180,17 @@ class EnvelopePublisher:
                 attributes=_messaging_attributes(topic, envelope),
             ):
                 messages.append(self._prepare(topic, envelope))
+                types.append(envelope.type)
         self.bus.publish_many(messages)
+        self._count_published(topic, list(zip(types, messages, strict=True)))
+
+    def _count_published(self, topic: str, sent: Sequence[tuple[str, Message]]) -> None:
+        # Only after the publish returned: the broker confirmed every one of them.
+        if self._metrics is None or not sent:
+            return
+        for message_type, _ in sent:
+            self._metrics.published.labels(topic, message_type).inc()
+        self._metrics.published_bytes.labels(topic).inc(sum(len(m.body) for _, m in sent))
 
 
 class EnvelopeConsumer:
@@ -188,6 +209,7 @@ class EnvelopeConsumer:
         max_deliveries: int = 5,
         batch_size: int = 1,
         batch_wait: float = 0.0,
+        metrics: BusMetrics | None = None,
     ) -> None:
         """`batch_size` > 1 turns on batch mode (module doc); keep `prefetch` at about twice
         `batch_size` so the next group is already delivered while one commits."""
@@ -203,6 +225,7 @@ class EnvelopeConsumer:
         self._max_deliveries = max_deliveries
         self.batch_size = batch_size
         self.batch_wait = batch_wait
+        self._metrics = metrics
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
@@ -241,7 +264,9 @@ class EnvelopeConsumer:
             self._subscription = None
             log.info("consumer_stopped", topic=self.topic)
 
-    def _dead_letter(self, delivery: Delivery, reason: str) -> Reject:
+    def _dead_letter(self, delivery: Delivery, code: DeadLetterReason, reason: str) -> Reject:
+        if self._metrics is not None:
+            self._metrics.dead_letter(self.topic, code)
         log.warning(
             "message_dead_lettered",
             topic=self.topic,
@@ -249,22 +274,29 @@ class EnvelopeConsumer:
             delivery_count=delivery.delivery_count,
             size=len(delivery.body),
             reason=reason,
+            code=code,
         )
         return Reject(reason)
 
-    def _parse(self, delivery: Delivery) -> tuple[Envelope, EnvelopeHandler, Payload] | str:
-        """The envelope, its handler and payload; or why the delivery must be dead-lettered."""
+    def _parse(
+        self, delivery: Delivery
+    ) -> tuple[Envelope, EnvelopeHandler, Payload] | tuple[DeadLetterReason, str]:
+        """The envelope, its handler and payload; or why the delivery must be dead-lettered
+        (a reason code for the metric and the reason for the log and the dead copy)."""
         try:
             envelope = decode_envelope(delivery.body, max_bytes=self._max_envelope_bytes)
         except MalformedMessage as exc:
-            return exc.reason
+            code: DeadLetterReason = (
+                "oversize" if len(delivery.body) > self._max_envelope_bytes else "malformed"
+            )
+            return code, exc.reason
         handler = self.handlers.get(envelope.type)
         if handler is None:
-            return f"no handler for message type {envelope.type!r} on {self.topic!r}"
+            return "no_handler", f"no handler for message type {envelope.type!r} on {self.topic!r}"
         try:
             payload = decode_payload(envelope)
         except MalformedMessage as exc:
-            return exc.reason
+            return "bad_payload", exc.reason
         return envelope, handler, payload
 
     @contextmanager
@@ -290,13 +322,21 @@ class EnvelopeConsumer:
     def handle(self, delivery: Delivery) -> None:
         """The bus handler: decode, trace, dedupe, dispatch. Returns -> the bus acks."""
         parsed = self._parse(delivery)
-        if isinstance(parsed, str):
-            raise self._dead_letter(delivery, parsed)
+        if isinstance(parsed[0], str):
+            code, reason = parsed
+            raise self._dead_letter(delivery, code, reason)
         envelope, handler, payload = parsed
         with self._message_scope(delivery, envelope) as span:
             started = time.perf_counter()
-            ran = self.inbox.process(envelope.message_id, lambda tx: handler(envelope, payload, tx))
+            try:
+                ran = self.inbox.process(
+                    envelope.message_id, lambda tx: handler(envelope, payload, tx)
+                )
+            except Exception as exc:
+                self._count_failure(delivery, exc)
+                raise
             span.set_attribute("fedmq.duplicate", not ran)
+            self._count_handled(envelope, ran, time.perf_counter() - started)
             if ran:
                 log.debug(
                     "message_handled",
@@ -311,6 +351,27 @@ class EnvelopeConsumer:
                     delivery_count=delivery.delivery_count,
                 )
 
+    def _count_handled(self, envelope: Envelope, ran: bool, seconds: float | None) -> None:
+        if self._metrics is None:
+            return
+        if ran:
+            self._metrics.received.labels(self.topic, envelope.type).inc()
+            if seconds is not None:
+                self._metrics.handler_seconds.labels(self.topic).observe(seconds)
+        else:
+            self._metrics.duplicates.labels(self.topic).inc()
+
+    def _count_failure(self, delivery: Delivery, exc: Exception) -> None:
+        """The bus dead-letters what a handler rejects, and what still fails at the delivery
+        limit (fedbus.handling.run_handler decides the same way); anything else is requeued
+        and counted when it finally settles."""
+        if self._metrics is None:
+            return
+        if isinstance(exc, Reject):
+            self._metrics.dead_letter(self.topic, "rejected")
+        elif delivery.delivery_count >= self._max_deliveries:
+            self._metrics.dead_letter(self.topic, "delivery_limit")
+
     def handle_batch(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
         """The bus's batch handler: every decodable envelope of the group through ONE
         `Inbox.process_batch` transaction. Returns the undecodable deliveries, which the bus
@@ -320,10 +381,11 @@ class EnvelopeConsumer:
         parsed: list[tuple[Delivery, Envelope, EnvelopeHandler, Payload]] = []
         for delivery in deliveries:
             result = self._parse(delivery)
-            if isinstance(result, str):
+            if isinstance(result[0], str):
                 left.append(delivery)
             else:
-                parsed.append((delivery, *result))
+                envelope, handler, payload = result
+                parsed.append((delivery, envelope, handler, payload))
         if not parsed:
             return left
         started = time.perf_counter()
@@ -334,6 +396,8 @@ class EnvelopeConsumer:
         ran = self.inbox.process_batch(items)
         ms = round((time.perf_counter() - started) * 1000, 3)
         for (delivery, envelope, _, _), handled in zip(parsed, ran, strict=True):
+            # Handler times were observed inside the effects; the group committed now.
+            self._count_handled(envelope, handled, None)
             if handled:
                 continue
             with self._message_scope(delivery, envelope) as span:
@@ -352,7 +416,12 @@ class EnvelopeConsumer:
         def effect(tx: InboxTransaction) -> None:
             with self._message_scope(delivery, envelope) as span:
                 span.set_attribute("fedmq.duplicate", False)
+                started = time.perf_counter()
                 handler(envelope, payload, tx)
+                if self._metrics is not None:
+                    self._metrics.handler_seconds.labels(self.topic).observe(
+                        time.perf_counter() - started
+                    )
                 log.debug(
                     "message_handled",
                     type=envelope.type,

@@ -1,0 +1,103 @@
+"""Prometheus metrics of the bus runtime (EnvelopePublisher / EnvelopeConsumer).
+
+One `BusMetrics` per service registry, shared by every publisher and consumer of that service.
+The registry is always passed in: several services share one process in tests, and the global
+default registry would make their counters collide.
+
+Labels stay bounded: `topic` is a topic name (svc.*, out.<peer>, the crypto topics), `type` a
+message type from fedschemas' registry, and `reason` one of the `DeadLetterReason` codes, never
+the free-text reason that goes to the log line and the dead copy's header.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+DeadLetterReason = Literal[
+    "oversize", "malformed", "no_handler", "bad_payload", "rejected", "delivery_limit"
+]
+"""Why the runtime dead-lettered an envelope:
+- oversize: the delivery is larger than the consumer's max_envelope_bytes;
+- malformed: the bytes do not decode to a valid envelope;
+- no_handler: a valid envelope of a type this consumer does not handle;
+- bad_payload: the payload does not decode to its type's model (or the type/version is unknown);
+- rejected: the handler raised `fedbus.Reject` (a message that can never succeed);
+- delivery_limit: the handler kept failing until the delivery limit."""
+
+DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
+    "oversize",
+    "malformed",
+    "no_handler",
+    "bad_payload",
+    "rejected",
+    "delivery_limit",
+)
+
+HANDLER_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Handlers range from a sub-millisecond insert to seconds of task bookkeeping."""
+
+
+class BusMetrics:
+    """The fedmq_bus_* series of one service (docs/metrics.md)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received = Counter(
+            "fedmq_bus_messages_received",
+            "Envelopes handed to a handler that committed (duplicates and dead letters excluded).",
+            ["topic", "type"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "fedmq_bus_messages_published",
+            "Envelopes published and confirmed by the broker.",
+            ["topic", "type"],
+            registry=registry,
+        )
+        self.published_bytes = Counter(
+            "fedmq_bus_published_bytes",
+            "Encoded envelope bytes published and confirmed by the broker.",
+            ["topic"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "fedmq_bus_messages_dead_lettered",
+            "Deliveries the runtime dead-lettered, by reason code.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "fedmq_bus_duplicates_dropped",
+            "Deliveries whose message id the inbox had already handled (dropped and acked).",
+            ["topic"],
+            registry=registry,
+        )
+        self.handler_seconds = Histogram(
+            "fedmq_bus_handler_seconds",
+            "Time from dispatch to commit of one envelope (batch mode: the handler alone; the "
+            "group's shared commit is not split among its envelopes).",
+            ["topic"],
+            buckets=HANDLER_BUCKETS,
+            registry=registry,
+        )
+
+    def dead_letter(self, topic: str, reason: DeadLetterReason) -> None:
+        self.dead_lettered.labels(topic, reason).inc()
