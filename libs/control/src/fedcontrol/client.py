@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from fedbus import Bus, BusError
+from fedcommon.tracing import get_tracer, inject_traceparent
 from fedschemas import (
     MalformedMessage,
     PartyRef,
@@ -38,10 +39,12 @@ from fedschemas.payloads import (
     SchedulerRequest,
     SchedulerResponse,
 )
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
 SCHEDULER_RPC_TOPIC: Final = "svc.scheduler.rpc"
 RPC_COMPONENT: Final = "scheduler.rpc"
+_TRACER = get_tracer("fedcontrol")
 
 HTTP_STATUS: Final[Mapping[SchedulerErrorKind, int]] = {
     "invalid": 400,
@@ -91,6 +94,9 @@ def command_envelope(
         # random seq only keeps their message ids apart in logs and traces.
         seq=secrets.randbits(62),
         created_at=datetime.now(UTC),
+        # A command joins the caller's trace (a REST call, a CLI command), so what the
+        # scheduler does for it -- proposals, task dispatch -- shows up under that call.
+        traceparent=inject_traceparent(),
     )
     return encode_envelope(envelope)
 
@@ -130,6 +136,24 @@ class SchedulerClient:
         self, op: SchedulerOp, *, timeout: float | None = None, **args: JsonValue
     ) -> JsonValue:
         """The op's result; SchedulerCommandFailed when refused, SchedulerUnavailable on silence."""
+        with _TRACER.start_as_current_span(f"rpc {op}", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("rpc.system", "fedmq")
+            span.set_attribute("rpc.method", op)
+            span.set_attribute("fedmq.party_id", self.party_id)
+            try:
+                return self._call(op, timeout, args)
+            except SchedulerCommandFailed as exc:
+                span.set_attribute("fedmq.error_kind", exc.kind)
+                if exc.kind == "internal":
+                    span.set_status(Status(StatusCode.ERROR, exc.message))
+                raise
+            except SchedulerUnavailable as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+
+    def _call(
+        self, op: SchedulerOp, timeout: float | None, args: dict[str, JsonValue]
+    ) -> JsonValue:
         body = command_envelope(SchedulerRequest(op=op, args=args), self.party_id, op)
         wait = self.timeout if timeout is None else timeout
         try:

@@ -446,6 +446,16 @@ def _dispatch_ready(session: Session, ctx: SchedulerContext, job: Job, pipeline:
         log.info("task_dispatched", job_id=job.job_id, component=spec.name, attempt=job.attempt)
 
 
+def _count_end(ctx: SchedulerContext, job: Job, state: str) -> None:
+    """Count a job reaching `state` here, and how long it took since this party created it
+    (a rerun counts again, from the original creation: what the user waited for)."""
+    ctx.metrics.jobs_ended.labels(state).inc()
+    ended = job.ended_at or ctx.clock()
+    ctx.metrics.job_duration.labels(state).observe(
+        max((ended - job.created_at).total_seconds(), 0.0)
+    )
+
+
 def _end_job(
     session: Session,
     ctx: SchedulerContext,
@@ -494,7 +504,7 @@ def _end_job(
                 tag=TAG_STOP,
                 attempt=job.attempt,
             )
-    ctx.metrics.jobs_ended.labels(state).inc()
+    _count_end(ctx, job, state)
     log.info("job_ended", job_id=job.job_id, state=state, attempt=job.attempt, reason=reason)
 
 
@@ -517,7 +527,7 @@ def _finish_success(session: Session, ctx: SchedulerContext, job: Job) -> None:
             tag=TAG_END,
             attempt=job.attempt,
         )
-    ctx.metrics.jobs_ended.labels(SUCCESS).inc()
+    _count_end(ctx, job, SUCCESS)
     log.info("job_ended", job_id=job.job_id, state=SUCCESS, attempt=job.attempt)
 
 
@@ -834,20 +844,19 @@ def handle_job_propose(
         else:
             problem = grant_problem(session, ctx, pipeline, payload.initiator)
     now = ctx.clock()
-    session.add(
-        Job(
-            job_id=payload.job_id,
-            initiator=payload.initiator,
-            pipeline_yaml=payload.pipeline_yaml,
-            state=FAILED if problem else WAITING,
-            attempt=0,
-            created_at=now,
-            updated_at=now,
-            ended_at=now if problem else None,
-            reason=f"refused: {problem}" if problem else None,
-            heartbeat_seq=0,
-        )
+    proposed = Job(
+        job_id=payload.job_id,
+        initiator=payload.initiator,
+        pipeline_yaml=payload.pipeline_yaml,
+        state=FAILED if problem else WAITING,
+        attempt=0,
+        created_at=now,
+        updated_at=now,
+        ended_at=now if problem else None,
+        reason=f"refused: {problem}" if problem else None,
+        heartbeat_seq=0,
     )
+    session.add(proposed)
     if pipeline is not None and problem is None:
         for party in pipeline.party_ids():
             session.add(
@@ -887,7 +896,7 @@ def handle_job_propose(
     else:
         answer = JobRefuse(job_id=payload.job_id, party_id=ctx.party_id, reason=problem[:4096])
         ctx.metrics.proposals.labels("refuse").inc()
-        ctx.metrics.jobs_ended.labels(FAILED).inc()
+        _count_end(ctx, proposed, FAILED)
         log.warning(
             "job_refused", job_id=payload.job_id, initiator=payload.initiator, reason=problem
         )
@@ -989,7 +998,7 @@ def handle_job_status(
     elif payload.state == SUCCESS and job.state == RUNNING:
         now = ctx.clock()
         job.state, job.reason, job.ended_at, job.updated_at = SUCCESS, None, now, now
-        ctx.metrics.jobs_ended.labels(SUCCESS).inc()
+        _count_end(ctx, job, SUCCESS)
         log.info("job_ended", job_id=job.job_id, state=SUCCESS, attempt=job.attempt)
 
 

@@ -23,6 +23,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 import uvicorn
 from fastapi import FastAPI, Response
@@ -36,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedscheduler.handlers import SchedulerContext, bind_handlers
 from fedscheduler.metrics import SchedulerMetrics
+from fedscheduler.models import TERMINAL, Job
 from fedscheduler.rpc import RpcServer
 from fedscheduler.settings import SchedulerSettings
 from fedscheduler.store import open_database
@@ -55,8 +57,9 @@ class Scheduler:
         metrics: SchedulerMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or SchedulerMetrics()
+        self.metrics = metrics or SchedulerMetrics(process=True)
         self.engine, self.sessions = open_database(settings.database_url.get_secret_value())
+        self.metrics.count_running_with(self._jobs_running)
         self.inbox = make_inbox(
             self.engine,
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
@@ -116,6 +119,17 @@ class Scheduler:
             http_port=self.http_port,
             party_timeout_s=self.settings.party_timeout_s,
         )
+
+    def _jobs_running(self) -> float:
+        try:
+            with self.sessions() as session:
+                count = session.scalar(
+                    sa.select(sa.func.count()).select_from(Job).where(Job.state.not_in(TERMINAL))
+                )
+        except Exception as exc:  # a scrape must not fail because the database is away
+            log.warning("jobs_running_unavailable", error=str(exc))
+            return float("nan")
+        return float(count or 0)
 
     def declare_party(self, party_id: str) -> None:
         """Declare `out.<party>` (the gateway declares it too; tests without one need this)."""

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+JOB_SECONDS_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+"""Jobs run from seconds (an empty pipeline) to hours (training on millions of rows)."""
 
 
 class SchedulerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
         self.registry = registry or CollectorRegistry()
+        if process:
+            # CPU and memory of this process (one per service; tests share a process, so off).
+            ProcessCollector(registry=self.registry)
         self.jobs_submitted = Counter(
             "fedmq_scheduler_jobs_submitted",
             "Jobs submitted at this party (it is their initiator).",
@@ -47,3 +55,20 @@ class SchedulerMetrics:
             ["op", "outcome"],
             registry=self.registry,
         )
+        self.job_duration = Histogram(
+            "fedmq_scheduler_job_duration_seconds",
+            "From a job's creation at this party to its final state, by that state.",
+            ["state"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs_running = Gauge(
+            "fedmq_scheduler_jobs_running",
+            "Jobs not yet in a final state at this party (read from the database at scrape time).",
+            registry=self.registry,
+        )
+
+    def count_running_with(self, count: Callable[[], float]) -> None:
+        """Read fedmq_scheduler_jobs_running from `count` at each scrape: the database is the
+        truth (a restarted scheduler has no in-memory count of the jobs it left running)."""
+        self.jobs_running.set_function(count)

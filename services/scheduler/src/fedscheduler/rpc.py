@@ -48,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from fedbus import Bus, Delivery, Subscription
+from fedcommon.tracing import get_tracer, span_from_remote
 from fedcontrol import (
     RPC_COMPONENT,
     SchedulerClient,
@@ -65,6 +66,7 @@ from fedschemas.payloads import (
     SchedulerRequest,
     SchedulerResponse,
 )
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,6 +82,7 @@ from fedscheduler.handlers import (
 )
 from fedscheduler.models import FAILED, SUCCESS, TERMINAL, Job
 
+_TRACER = get_tracer("fedscheduler.rpc")
 log = structlog.get_logger("fedscheduler.rpc")
 
 __all__ = [
@@ -608,16 +611,30 @@ class RpcServer:
         except MalformedMessage as exc:
             log.warning("rpc_malformed", reason=exc.reason)
             return  # nothing to answer to; the requester times out
-        if envelope.source.party_id != self._ctx.party_id:
-            response = SchedulerResponse(
-                op=request.op,
-                ok=False,
-                error=f"commands come from this party ({self._ctx.party_id}) only",
-                error_kind="invalid",
-            )
-        else:
-            response = execute(self._sessions, self._ctx, request, self._data)
-        body = command_envelope(response, self._ctx.party_id, request.op)
+        # The command's span is a child of the caller's (the REST call): everything the command
+        # sends -- proposals to other parties, task.run to workers -- carries this trace on.
+        with span_from_remote(
+            _TRACER, f"rpc {request.op}", envelope.traceparent, kind=SpanKind.SERVER
+        ) as span:
+            span.set_attribute("rpc.system", "fedmq")
+            span.set_attribute("rpc.method", request.op)
+            job_id = request.args.get("job_id")
+            if isinstance(job_id, str):
+                span.set_attribute("fedmq.job_id", job_id)
+            if envelope.source.party_id != self._ctx.party_id:
+                response = SchedulerResponse(
+                    op=request.op,
+                    ok=False,
+                    error=f"commands come from this party ({self._ctx.party_id}) only",
+                    error_kind="invalid",
+                )
+            else:
+                response = execute(self._sessions, self._ctx, request, self._data)
+            if isinstance(response.result, dict) and isinstance(response.result.get("job_id"), str):
+                span.set_attribute("fedmq.job_id", response.result["job_id"])
+            if response.error_kind:
+                span.set_attribute("fedmq.error_kind", response.error_kind)
+            body = command_envelope(response, self._ctx.party_id, request.op)
         if len(body) > self._bus.capabilities.max_frame_bytes:
             # Replies cannot be chunked (direct reply-to): say so instead of never answering.
             log.warning("rpc_reply_too_large", op=request.op, size=len(body))
