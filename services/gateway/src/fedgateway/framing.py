@@ -8,9 +8,11 @@ Every frame is
 
 Frame types and bodies:
 
-    HELLO     (1)  msgpack map {"v": 1, "party": str, "certs": [PEM bytes...]} — the sender's
-                   party id and its certificates (current first, then earlier generations still
-                   valid), so the receiver learns every signing key it may see.
+    HELLO     (1)  msgpack map {"v": 1, "party": str, "certs": [PEM bytes...],
+                   "features": [str...]} — the sender's party id and its certificates (current
+                   first, then earlier generations still valid), so the receiver learns every
+                   signing key it may see; "features" (optional) names the frame types beyond
+                   the first six that the sender understands ("ping").
     HELLO_OK  (2)  same layout, sent back by the accepting gateway.
     DATA      (3)  u64 seq | u32 meta length | meta (msgpack map {"id": message id,
                    "h": {bus header: value}}) | the encoded envelope bytes (to the frame's end).
@@ -20,6 +22,10 @@ Frame types and bodies:
     REFUSED   (5)  u64 seq | UTF-8 reason: the receiver refused this DATA frame (bad signature,
                    replay, ...); it will never be published, so the sender must not resend it.
     GOODBYE   (6)  empty: the peer is shutting down; no new DATA will be taken on this connection.
+    PING      (7)  u64 nonce: the client measures the link's round trip; sent only to a server
+                   whose HELLO_OK lists the "ping" feature (an older gateway would close the
+                   connection on an unknown frame type).
+    PONG      (8)  the PING's body, echoed by the server at once.
 
 The envelope bytes travel untouched (they are what the signature covers, via
 fedschemas.canonical_bytes); the frame carries them without copying them into msgpack.
@@ -39,6 +45,9 @@ _HEADER = struct.Struct(">IB")
 _SEQ = struct.Struct(">Q")
 _DATA_PREFIX = struct.Struct(">QI")
 HEADER_SIZE = _HEADER.size
+FEATURE_PING = "ping"
+FEATURES: tuple[str, ...] = (FEATURE_PING,)
+"""What this gateway announces in HELLO / HELLO_OK."""
 MAX_CONTROL_FRAME = 1 << 20
 """Non-DATA frames are small; a larger one is a protocol error (bounded memory per peer)."""
 
@@ -50,6 +59,8 @@ class FrameType(enum.IntEnum):
     ACK = 4
     REFUSED = 5
     GOODBYE = 6
+    PING = 7
+    PONG = 8
 
 
 class ProtocolError(Exception):
@@ -61,6 +72,7 @@ class Hello:
     party_id: str
     certificates: tuple[bytes, ...]
     version: int = PROTOCOL_VERSION
+    features: tuple[str, ...] = FEATURES
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,12 @@ def parse_header(header: bytes, *, max_frame_bytes: int) -> tuple[FrameType, int
 
 def encode_hello(hello: Hello) -> bytes:
     packed: bytes = msgpack.packb(
-        {"v": hello.version, "party": hello.party_id, "certs": list(hello.certificates)},
+        {
+            "v": hello.version,
+            "party": hello.party_id,
+            "certs": list(hello.certificates),
+            "features": list(hello.features),
+        },
         use_bin_type=True,
     )
     return packed
@@ -102,6 +119,8 @@ def decode_hello(body: bytes) -> Hello:
     try:
         data = msgpack.unpackb(body, raw=False)
         version, party, certs = data["v"], data["party"], data["certs"]
+        # Absent in an older gateway's HELLO: it understands none of the later frame types.
+        features = data.get("features", [])
     except Exception as exc:
         raise ProtocolError(f"malformed hello: {exc}") from None
     if version != PROTOCOL_VERSION:
@@ -110,9 +129,13 @@ def decode_hello(body: bytes) -> Hello:
         not isinstance(party, str)
         or not isinstance(certs, list)
         or not all(isinstance(c, bytes) for c in certs)
+        or not isinstance(features, list)
+        or not all(isinstance(f, str) for f in features)
     ):
         raise ProtocolError("malformed hello: wrong field types")
-    return Hello(party_id=party, certificates=tuple(certs), version=version)
+    return Hello(
+        party_id=party, certificates=tuple(certs), version=version, features=tuple(features)
+    )
 
 
 def encode_data_prefix(seq: int, message_id: str, headers: Mapping[str, str]) -> bytes:
@@ -157,6 +180,18 @@ def decode_ack(body: bytes) -> tuple[int, ...]:
 
 def encode_refused(seq: int, reason: str) -> bytes:
     return _SEQ.pack(seq) + reason.encode()[:1000]
+
+
+def encode_ping(nonce: int) -> bytes:
+    return _SEQ.pack(nonce)
+
+
+def decode_ping(body: bytes) -> int:
+    """The nonce of a PING or PONG body."""
+    if len(body) != _SEQ.size:
+        raise ProtocolError("PING/PONG body is not one u64")
+    nonce: int = _SEQ.unpack(body)[0]
+    return nonce
 
 
 def decode_refused(body: bytes) -> tuple[int, str]:

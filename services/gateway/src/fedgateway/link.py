@@ -10,6 +10,11 @@ Security assumptions (docs/gateway.md):
 - Every refusal (missing certificate, foreign CA, expired, wrong party, protocol breach) is logged
   as a structlog event and counted by the caller's metric.
 
+Round trip: a client whose server announced the "ping" feature sends a PING frame as soon as
+it is connected and then every `ping_interval` seconds; the server echoes it as a PONG from its
+read loop at once, and the client reports the elapsed time (`on_rtt`). That is the link's own
+latency (TLS, TCP, the two loops), apart from the broker confirms the relay's lag includes.
+
 Threads: all sockets live on one asyncio loop (`LinkLoop`) running on its own thread, so one
 TLS object is never used by two threads at once. Relay handler threads talk to it through
 `ClientConnection.submit` (thread-safe, returns a concurrent Future resolved by the peer's ACK).
@@ -21,6 +26,7 @@ import asyncio
 import concurrent.futures
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -34,15 +40,18 @@ from tenacity import (
 )
 
 from fedgateway.framing import (
+    FEATURE_PING,
     HEADER_SIZE,
     FrameType,
     Hello,
     ProtocolError,
     decode_ack,
     decode_hello,
+    decode_ping,
     decode_refused,
     encode_data_prefix,
     encode_hello,
+    encode_ping,
     frame_header,
     parse_header,
 )
@@ -54,6 +63,8 @@ T = TypeVar("T")
 
 HANDSHAKE_TIMEOUT = 10.0
 HELLO_TIMEOUT = 10.0
+MAX_PINGS_IN_FLIGHT = 8
+"""Unanswered PINGs remembered per connection (a silent server must not grow the table)."""
 # TLS 1.2 only: ECDHE key exchange (forward secrecy) and AEAD ciphers. TLS 1.3 suites are all
 # AEAD with (EC)DHE and are not affected by this string.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -335,6 +346,9 @@ class LinkServer:
                 frame_type, body = await read_frame(reader, self._max_frame_bytes)
                 if frame_type is FrameType.DATA:
                     await session.on_data(body)
+                elif frame_type is FrameType.PING:
+                    decode_ping(body)  # a malformed PING is a protocol error like any frame
+                    write_frame(writer, FrameType.PONG, body)
                 elif frame_type is FrameType.GOODBYE:
                     log.info("link_peer_goodbye", peer_party=cert_party)
                     break
@@ -376,6 +390,9 @@ class ClientConnection:
         peer_party: str,
         peer_hello: Hello,
         max_frame_bytes: int,
+        *,
+        ping_interval: float = 0.0,
+        on_rtt: Callable[[float], None] | None = None,
     ) -> None:
         self._loop = loop
         self._reader = reader
@@ -388,7 +405,13 @@ class ClientConnection:
         self._next_seq = 1
         self.closed = False
         self.draining = False
+        self._on_rtt = on_rtt
+        self._pings: dict[int, float] = {}  # nonce -> monotonic send time (loop thread only)
+        self._next_ping = 1
         self._reader_task = loop.create_task(self._read_loop())
+        self._ping_task: asyncio.Task[None] | None = None
+        if ping_interval > 0 and on_rtt is not None and FEATURE_PING in peer_hello.features:
+            self._ping_task = loop.create_task(self._ping_loop(ping_interval))
 
     @property
     def usable(self) -> bool:
@@ -435,6 +458,21 @@ class ClientConnection:
         if fut is not None and not fut.done():
             fut.set_result(result)
 
+    async def _ping_loop(self, interval: float) -> None:
+        while not self._writer.is_closing():
+            nonce = self._next_ping
+            self._next_ping += 1
+            if len(self._pings) >= MAX_PINGS_IN_FLIGHT:
+                del self._pings[min(self._pings)]
+            self._pings[nonce] = time.monotonic()
+            write_frame(self._writer, FrameType.PING, encode_ping(nonce))
+            await asyncio.sleep(interval)
+
+    def _pong(self, body: bytes) -> None:
+        sent = self._pings.pop(decode_ping(body), None)
+        if sent is not None and self._on_rtt is not None:
+            self._on_rtt(time.monotonic() - sent)
+
     async def _read_loop(self) -> None:
         error = "closed by peer"
         try:
@@ -443,6 +481,8 @@ class ClientConnection:
                 if frame_type is FrameType.ACK:
                     for seq in decode_ack(body):
                         self._resolve(seq, None)
+                elif frame_type is FrameType.PONG:
+                    self._pong(body)
                 elif frame_type is FrameType.REFUSED:
                     seq, reason = decode_refused(body)
                     self._resolve(seq, reason)
@@ -463,6 +503,8 @@ class ClientConnection:
         except asyncio.CancelledError:
             error = "cancelled"
         finally:
+            if self._ping_task is not None:
+                self._ping_task.cancel()
             with self._lock:
                 self.closed = True
                 pending, self._pending = self._pending, {}
@@ -497,8 +539,12 @@ async def open_client_connection(
     expected_party: str,
     ca_cert: x509.Certificate,
     max_frame_bytes: int,
+    ping_interval: float = 0.0,
+    on_rtt: Callable[[float], None] | None = None,
 ) -> ClientConnection:
-    """Connect, handshake, check the server is `expected_party`, exchange HELLOs."""
+    """Connect, handshake, check the server is `expected_party`, exchange HELLOs; then PING
+    every `ping_interval` seconds (0: never) if the server understands it, reporting each
+    round trip to `on_rtt`."""
     host, _, port = address.rpartition(":")
     try:
         reader, writer = await asyncio.wait_for(
@@ -537,7 +583,14 @@ async def open_client_connection(
         writer.close()
         raise
     return ClientConnection(
-        asyncio.get_running_loop(), reader, writer, expected_party, peer_hello, max_frame_bytes
+        asyncio.get_running_loop(),
+        reader,
+        writer,
+        expected_party,
+        peer_hello,
+        max_frame_bytes,
+        ping_interval=ping_interval,
+        on_rtt=on_rtt,
     )
 
 

@@ -25,6 +25,7 @@ from cryptography import x509
 from fedbus import Bus, connect
 from fedcommon.logging import configure_logging
 from fedcommon.tracing import configure_tracing
+from opentelemetry.trace import Tracer
 
 from fedgateway.api.app import create_app
 from fedgateway.framing import Hello
@@ -89,9 +90,12 @@ class Gateway:
         bus: Bus | None = None,
         finished: FinishedAttempts | None = None,
         metrics: GatewayMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: where the relay's spans go (default: the process's provider)."""
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
+        self._tracer = tracer
         self._current = _Identity(PartyIdentity.load(settings.identity_dir))
         self.party_id = self._current.identity.party_id
         if self.party_id != settings.party_id:
@@ -195,6 +199,7 @@ class Gateway:
             bus=self._bus,
             metrics=self.metrics,
             buffer_bytes=self.settings.inbound_buffer_bytes,
+            tracer=self._tracer,
         )
 
     def connection_refused(
@@ -224,6 +229,8 @@ class Gateway:
             expected_party=peer_party,
             ca_cert=current.identity.ca_cert,
             max_frame_bytes=self._max_frame_bytes,
+            ping_interval=self.settings.ping_interval_s,
+            on_rtt=self.metrics.link_rtt.labels(peer_party).observe,
         )
         for pem in conn.peer_hello.certificates:
             try:
@@ -301,6 +308,7 @@ class Gateway:
             window=s.relay_window,
             max_deliveries=s.relay_max_deliveries,
             max_envelope_bytes=s.max_envelope_bytes,
+            tracer=self._tracer,
         )
         self._relay.start()
         self._start_http()

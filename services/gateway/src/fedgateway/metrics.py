@@ -1,13 +1,25 @@
-"""The gateway's Prometheus metrics, on a registry per gateway (several can share a process)."""
+"""The gateway's Prometheus metrics, on a registry per gateway (several can share a process).
+
+Besides its own fedmq_gateway_* series the registry carries the REST API's fedmq_http_* series
+(fedcommon.http) and the process's CPU and memory (prometheus_client's ProcessCollector). The
+relay consumes and publishes raw bus messages, not through fedbus's EnvelopeConsumer, so it has
+no fedmq_bus_* series: fedmq_gateway_relayed_total{direction,peer} counts what it relays.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from fedcommon.http import HttpMetrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+"""From loopback (tens of microseconds) to a slow intercontinental link."""
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.http = HttpMetrics(self.registry)
+        ProcessCollector(registry=self.registry)
         self.refused = Counter(
             "fedmq_gateway_refused",
             "Messages refused on arrival (bad or missing signature, replay, ...), by reason.",
@@ -57,5 +69,12 @@ class GatewayMetrics:
             "From taking a message off out.<peer> to the peer's ACK (remote publish confirmed).",
             ["peer"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.link_rtt = Histogram(
+            "fedmq_gateway_link_rtt_seconds",
+            "Round trip of a PING frame on the outbound link to the peer (link-level latency).",
+            ["peer"],
+            buckets=RTT_BUCKETS,
             registry=self.registry,
         )

@@ -13,6 +13,12 @@ on one thread, are published in batches (publish_many: one wait for many confirm
 and are ACKed after the confirms. A crash anywhere before the ACK makes the sender resend;
 duplicates this creates carry the same message id and are dropped by the receiver's inbox.
 
+Traces: each relayed message gets a span, "relay out <type>" (PRODUCER) at the sending gateway
+and "relay in <type>" (CONSUMER) at the receiving one, whose parent is the envelope's
+traceparent. The gateway cannot stamp its own span into the envelope (the signature covers the
+traceparent), so both hang off the publisher's span, next to the handler's span at the other
+party: the trace shows when the message crossed each gateway.
+
 Chunked bus messages: the bus reassembles them before the handler runs, so the relay carries
 whole envelopes and the receiving bus chunks again if they exceed its frame size.
 """
@@ -29,8 +35,17 @@ from functools import partial
 
 import structlog
 from fedbus import Bus, Delivery, Message, Reject, Subscription
+from fedcommon.tracing import extract_context, span_from_remote
 from fedcrypto.signing import SigningKey
-from fedschemas import MalformedMessage, canonical_bytes, decode_envelope, encode_envelope
+from fedschemas import (
+    Envelope,
+    MalformedMessage,
+    canonical_bytes,
+    decode_envelope,
+    encode_envelope,
+)
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from fedgateway.framing import (
     DataFrame,
@@ -42,15 +57,30 @@ from fedgateway.framing import (
 )
 from fedgateway.link import FrameSender, LinkStopped, MessageRefused, PeerLink
 from fedgateway.metrics import GatewayMetrics
-from fedgateway.verify import Refused, Verifier
+from fedgateway.verify import Accepted, Refused, Verifier
 
 log = structlog.get_logger("fedgateway.relay")
 
 OUT_TOPIC_PREFIX = "out."
+TRACER_NAME = "fedmq.gateway"
 
 
 def out_topic(peer_party: str) -> str:
     return f"{OUT_TOPIC_PREFIX}{peer_party}"
+
+
+def _relay_attributes(envelope: Envelope, peer: str, direction: str) -> dict[str, str]:
+    return {
+        "messaging.system": "fedmq",
+        "messaging.message.id": envelope.message_id,
+        "fedmq.message_type": envelope.type,
+        "fedmq.job_id": envelope.job_id,
+        "fedmq.task_id": envelope.task_id,
+        "fedmq.source_party": envelope.source.party_id,
+        "fedmq.destination_party": envelope.destination.party_id,
+        "fedmq.peer": peer,
+        "fedmq.relay_direction": direction,
+    }
 
 
 @dataclass(frozen=True)
@@ -73,8 +103,10 @@ class OutboundRelay:
         window: int,
         max_deliveries: int,
         max_envelope_bytes: int,
+        tracer: Tracer | None = None,
     ) -> None:
         self._bus = bus
+        self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._links = dict(links)
         self._party_id = party_id
         self._signer = signer
@@ -121,6 +153,14 @@ class OutboundRelay:
                 "relay_malformed", peer=peer, message_id=delivery.message_id, reason=exc.reason
             )
             raise Reject(f"malformed envelope: {exc.reason}") from None
+        with span_from_remote(
+            self._tracer, f"relay out {env.type}", env.traceparent, kind=SpanKind.PRODUCER
+        ) as span:
+            span.set_attributes(_relay_attributes(env, peer, "out"))
+            span.set_attribute("messaging.delivery_count", delivery.delivery_count)
+            self._send(peer, delivery, env, started)
+
+    def _send(self, peer: str, delivery: Delivery, env: Envelope, started: float) -> None:
         if env.destination.party_id != peer:
             raise Reject(
                 f"envelope addressed to party {env.destination.party_id}, "
@@ -178,8 +218,10 @@ class RelayInboundSession:
         max_batch: int = 256,
         workers: int = 3,
         retry_interval: float = 0.5,
+        tracer: Tracer | None = None,
     ) -> None:
         self.peer_party = peer_party
+        self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._sender = sender
         self._verifier = verifier
         self._bus = bus
@@ -255,7 +297,7 @@ class RelayInboundSession:
             batch.append(item)
         return batch, False  # type: ignore[return-value]
 
-    def _verify(self, raw: bytes) -> tuple[DataFrame, str] | None:
+    def _verify(self, raw: bytes) -> tuple[DataFrame, Accepted] | None:
         try:
             frame = decode_data(raw)
         except ProtocolError as exc:
@@ -277,7 +319,18 @@ class RelayInboundSession:
             )
             self._sender.send(FrameType.REFUSED, encode_refused(frame.seq, exc.reason))
             return None
-        return frame, accepted.topic
+        return frame, accepted
+
+    def _open_span(self, accepted: Accepted) -> Span:
+        env = accepted.envelope
+        span = self._tracer.start_span(
+            f"relay in {env.type}",
+            context=extract_context(env.traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=_relay_attributes(env, self.peer_party, "in"),
+        )
+        span.set_attribute("messaging.destination.name", accepted.topic)
+        return span
 
     def _work(self) -> None:
         while True:
@@ -291,12 +344,18 @@ class RelayInboundSession:
         nbytes = sum(len(raw) for raw in batch)
         accepted = [a for a in map(self._verify, batch) if a is not None]
         if accepted:
+            # One span per message, from verified to published-and-confirmed (or given up).
+            spans = [self._open_span(a) for _, a in accepted]
             messages = [
-                Message(topic=topic, body=f.body, message_id=f.message_id, headers=f.headers)
-                for f, topic in accepted
+                Message(topic=a.topic, body=f.body, message_id=f.message_id, headers=f.headers)
+                for f, a in accepted
             ]
             started = time.perf_counter()
             published = self._publish(messages)
+            for span in spans:
+                if not published:
+                    span.set_status(Status(StatusCode.ERROR, "link closed before the publish"))
+                span.end()
             self._metrics.publish_seconds.labels(self.peer_party).observe(
                 time.perf_counter() - started
             )

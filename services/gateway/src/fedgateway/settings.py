@@ -83,6 +83,9 @@ class GatewaySettings(ServiceSettings):
     """A source message requeued this often (gateway stops mid-send) is dead-lettered. Must stay
     below the amqp bus's broker x-delivery-limit (20 by default)."""
     ack_timeout_s: float = 30.0
+    ping_interval_s: float = 5.0
+    """How often each outbound link sends a PING to measure its round trip
+    (fedmq_gateway_link_rtt_seconds); 0: never."""
     max_envelope_bytes: int = 1 << 30
     inbound_buffer_bytes: int = 64 << 20
     """Per peer: bytes taken off the link but not yet published (backpressure beyond this)."""

@@ -1,6 +1,7 @@
 """FastAPI app of the gateway: /healthz, /metrics, /api/v1/peers, /api/v1/replay/finished, and
 the party's REST API (/api/v1/tables, /grants, /jobs: docs/api.md) with its OpenAPI document at
-/api/v1/openapi.json and interactive docs at /api/v1/docs.
+/api/v1/openapi.json and interactive docs at /api/v1/docs. Every request is traced and counted
+(fedcommon.http).
 
 The app reads the running gateway through the small `GatewayView` protocol, so it can be tested
 with any object that has these members."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Response
+from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +48,13 @@ def create_app(gateway: GatewayView) -> FastAPI:
         redoc_url=None,
     )
     deps.bind(app, gateway)
+    # Every request: a SERVER span (current while the route runs, so the scheduler command a
+    # route sends joins the caller's trace) and fedmq_http_* by route template.
+    http_metrics = getattr(gateway.metrics, "http", None)
+    app.add_middleware(
+        HttpObservabilityMiddleware,
+        metrics=http_metrics if isinstance(http_metrics, HttpMetrics) else None,
+    )
     for router in (tables.router, grants.router, jobs.router):
         app.include_router(router, prefix=deps.API_PREFIX)
 

@@ -1,0 +1,194 @@
+"""Two gateways in one process (memory:// brokers, the real link over loopback TLS): the link's
+PING/PONG round trip is measured, each relayed message gets a "relay out" / "relay in" span under
+the publisher's span, and /metrics exports the process, HTTP and link series."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import pytest
+from fedbus import Delivery, connect
+from fedbus.runtime import EnvelopePublisher
+from fedcommon.tracing import make_tracer_provider
+from fedgateway import framing, pki
+from fedgateway.main import Gateway
+from fedgateway.settings import GatewaySettings
+from fedschemas import DemoPing, PartyRef, new_envelope
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
+
+from fedmq.local import free_port
+from tests.runtime.helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+SENDER, RECEIVER = "9999", "10000"
+
+
+@dataclass
+class Pair:
+    gateways: dict[str, Gateway]
+    exporter: InMemorySpanExporter
+    provider: TracerProvider
+    name: str
+
+    def bus_url(self, party: str) -> str:
+        return f"memory://{self.name}-{party}"
+
+
+@pytest.fixture
+def pair(tmp_path: Path, unique_name: str) -> Iterator[Pair]:
+    exporter = InMemorySpanExporter()
+    provider = make_tracer_provider("gateway-test", "test", exporter)
+    pki.init_ca(tmp_path / "ca", "t")
+    parties = [SENDER, RECEIVER]
+    for party in parties:
+        pki.ensure_party(tmp_path / "ca", party, tmp_path / party)
+    ports = {p: free_port() for p in parties}
+    gateways: dict[str, Gateway] = {}
+    try:
+        for party in (RECEIVER, SENDER):
+            settings = GatewaySettings(
+                party_id=party,
+                bus_url=f"memory://{unique_name}-{party}",  # type: ignore[arg-type]
+                database_url=f"sqlite:///{tmp_path / f'gw-{party}.db'}",  # type: ignore[arg-type]
+                identity_dir=tmp_path / party,
+                listen_host="127.0.0.1",
+                listen_port=ports[party],
+                http_port=0,
+                identity_check_interval_s=0,
+                ping_interval_s=0.05,
+                peers={q: {"address": f"127.0.0.1:{ports[q]}"} for q in parties if q != party},  # type: ignore[misc]
+            )
+            gateways[party] = Gateway(settings, tracer=provider.get_tracer("gateway-test"))
+            gateways[party].start()
+        yield Pair(gateways, exporter, provider, unique_name)
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+        provider.shutdown()
+
+
+def scrape(gateway: Gateway) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample of the gateway's /metrics, by sample name and sorted labels."""
+    url = f"http://127.0.0.1:{gateway.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[key] = sample.value
+    return samples
+
+
+def relay_one(pair: Pair) -> tuple[int, int, Delivery]:
+    """Publish one ping at the sender through its out.<receiver> topic, inside a span of our
+    own; return that span's (trace id, span id) and the delivery at the receiver."""
+    got: list[Delivery] = []
+    arrived = threading.Event()
+    receiver_bus = connect(pair.bus_url(RECEIVER))
+    receiver_bus.declare("svc.worker")
+
+    def handle(delivery: Delivery) -> None:
+        got.append(delivery)
+        arrived.set()
+
+    receiver_bus.subscribe("svc.worker", handle)
+    sender_bus = connect(pair.bus_url(SENDER))
+    tracer = pair.provider.get_tracer("test-publisher")
+    publisher = EnvelopePublisher(
+        sender_bus, PartyRef(party_id=SENDER, role="guest"), tracer=tracer
+    )
+    envelope = new_envelope(
+        DemoPing(text="hello", n=1),
+        job_id="job-1",
+        component="demo",
+        task_id="t",
+        attempt=0,
+        source=PartyRef(party_id=SENDER, role="guest"),
+        destination=PartyRef(party_id=RECEIVER, role="host"),
+        tag="ping",
+        iteration=-1,
+        seq=1,
+        created_at=dt.datetime.now(dt.UTC),
+    )
+    publisher.send(f"out.{RECEIVER}", envelope)
+    assert arrived.wait(20), "the ping never reached the receiver's svc.worker"
+    (publish,) = [s for s in pair.exporter.get_finished_spans() if s.name == "publish demo.ping"]
+    return publish.context.trace_id, publish.context.span_id, got[0]
+
+
+def test_each_relayed_message_has_relay_spans_under_the_publishers_span(pair: Pair) -> None:
+    # Execute
+    trace_id, publish_span_id, _ = relay_one(pair)
+    wait_until(
+        lambda: any(s.name == "relay in demo.ping" for s in pair.exporter.get_finished_spans()),
+        what="the receiving gateway's span",
+    )
+
+    # Assert: one span per gateway, each a child of the publish span, in the same trace
+    spans = {s.name: s for s in pair.exporter.get_finished_spans()}
+    out, inbound = spans["relay out demo.ping"], spans["relay in demo.ping"]
+    assert out.kind is SpanKind.PRODUCER and inbound.kind is SpanKind.CONSUMER
+    for span in (out, inbound):
+        assert span.context.trace_id == trace_id
+        assert span.parent is not None and span.parent.span_id == publish_span_id
+    assert out.attributes is not None and inbound.attributes is not None
+    assert out.attributes["fedmq.peer"] == RECEIVER
+    assert inbound.attributes["fedmq.peer"] == SENDER
+    assert inbound.attributes["messaging.destination.name"] == "svc.worker"
+    assert out.resource.attributes["service.name"] == "gateway-test"
+
+
+def test_the_link_rtt_is_measured_and_exported_with_process_and_http_metrics(pair: Pair) -> None:
+    # Prepare: the outbound link connects on its first message
+    relay_one(pair)
+    sender = pair.gateways[SENDER]
+
+    # Execute: pings go out every 50 ms; the first scrape is itself an HTTP request
+    wait_until(
+        lambda: (
+            scrape(sender)
+            .get("fedmq_gateway_link_rtt_seconds_count", {})
+            .get((("peer", RECEIVER),), 0.0)
+            >= 3
+        ),
+        what="three round trips",
+    )
+    samples = scrape(sender)
+
+    # Assert
+    rtt_sum = samples["fedmq_gateway_link_rtt_seconds_sum"][(("peer", RECEIVER),)]
+    rtt_count = samples["fedmq_gateway_link_rtt_seconds_count"][(("peer", RECEIVER),)]
+    assert 0 < rtt_sum / rtt_count < 1.0  # loopback: well under a second per round trip
+    assert samples["fedmq_gateway_relayed_total"][(("direction", "out"), ("peer", RECEIVER))] == 1
+    assert samples["process_resident_memory_bytes"][()] > 0
+    assert "process_cpu_seconds_total" in samples
+    scrapes = samples["fedmq_http_requests_total"][
+        (("method", "GET"), ("route", "/metrics"), ("status", "200"))
+    ]
+    assert scrapes >= 1
+    # The receiver answers pings but sends none of its own: it has no outbound link up.
+    assert not scrape(pair.gateways[RECEIVER]).get("fedmq_gateway_link_rtt_seconds_count")
+
+
+def test_a_hello_from_an_older_gateway_announces_no_ping_support() -> None:
+    # Prepare: a HELLO as gateways before PING/PONG wrote it (no "features" key)
+    old = msgpack.packb({"v": 1, "party": "9999", "certs": [b"pem"]}, use_bin_type=True)
+
+    # Execute
+    hello = framing.decode_hello(old)
+    new = framing.decode_hello(framing.encode_hello(framing.Hello("10000", (b"pem",))))
+
+    # Assert: the client sends PINGs only to servers that list the feature
+    assert hello.features == ()
+    assert framing.FEATURE_PING in new.features
