@@ -29,7 +29,9 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fedbus import Bus, connect
 from fedbus.inbox_factory import make_inbox
+from fedbus.metrics import BusMetrics
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
+from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from fedcommon.logging import configure_logging
 from fedcommon.tracing import configure_tracing
 from fedschemas import PartyRef
@@ -60,6 +62,8 @@ class Scheduler:
         self.metrics = metrics or SchedulerMetrics(process=True)
         self.engine, self.sessions = open_database(settings.database_url.get_secret_value())
         self.metrics.count_running_with(self._jobs_running)
+        self.http_metrics = HttpMetrics(self.metrics.registry)
+        self.bus_metrics = BusMetrics(self.metrics.registry)
         self.inbox = make_inbox(
             self.engine,
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
@@ -73,6 +77,7 @@ class Scheduler:
             self.bus,
             PartyRef(party_id=settings.party_id, role="local"),
             max_envelope_bytes=settings.max_envelope_bytes,
+            metrics=self.bus_metrics,
         )
         self.ctx = SchedulerContext(
             party_id=settings.party_id,
@@ -92,6 +97,7 @@ class Scheduler:
             max_envelope_bytes=settings.max_envelope_bytes,
             prefetch=settings.prefetch,
             max_deliveries=settings.max_deliveries,
+            metrics=self.bus_metrics,
         )
         self.rpc = RpcServer(self.bus, settings.rpc_topic, self.sessions, self.ctx)
         self.timer = Timer(self.sessions, self.ctx, settings.timer_interval_s)
@@ -144,6 +150,7 @@ class Scheduler:
 
     def _start_http(self) -> None:
         app = FastAPI(title="fedmq scheduler", docs_url=None, redoc_url=None, openapi_url=None)
+        app.add_middleware(HttpObservabilityMiddleware, metrics=self.http_metrics)
 
         @app.get("/healthz")
         def healthz(response: Response) -> dict[str, Any]:
