@@ -16,7 +16,8 @@ functions as `fedmq pki`, then starts `python -m fedgateway`, `python -m fedwork
 `python -m fedscheduler` per party (the scheduler's /healthz and /metrics on a port of its own)
 with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
 variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
-party's scheduler. `down` stops exactly
+party's scheduler; in a FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace
+collector per party). `down` stops exactly
 the processes whose pid files it wrote (SIGTERM, then SIGKILL after a timeout).
 """
 
@@ -272,6 +273,11 @@ def log_file(state: LocalState, party: str, service: str) -> Path:
 def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
     p = state.parties[party]
     env = dict(os.environ)
+    # An OTLP endpoint may name the party ("http://collector:4318/{party}/v1/traces"): each
+    # party exports its own spans to its own collector, as separate sites do.
+    for name, value in env.items():
+        if name.startswith("FEDMQ_") and name.endswith("_OTLP_ENDPOINT") and "{party}" in value:
+            env[name] = value.replace("{party}", party)
     if service == "gateway":
         env["FEDMQ_GATEWAY_SETTINGS_FILE"] = str(state.party_dir(party) / "gateway.json")
     else:
