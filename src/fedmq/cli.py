@@ -11,6 +11,7 @@ from fedmq.data_cli import data_app
 from fedmq.job_cli import job_app
 from fedmq.local import local_app
 from fedmq.pki_cli import pki_app
+from fedmq.site_cli import site_app
 from fedmq.standalone_cli import standalone_app
 
 app = typer.Typer(help="fedmq: federated learning over message brokers.", no_args_is_help=True)
@@ -19,6 +20,7 @@ app.add_typer(local_app, name="local")
 app.add_typer(standalone_app, name="standalone")
 app.add_typer(data_app, name="data")
 app.add_typer(job_app, name="job")
+app.add_typer(site_app, name="site")
 
 
 @app.callback()
