@@ -82,6 +82,8 @@ def start_replica(tmp_path: Path) -> Iterator[StartReplica]:
         env = {f"FEDMQ_WORKER_{k.upper()}": v for k, v in settings.items()}
         env.setdefault("FEDMQ_WORKER_LOG_LEVEL", "INFO")
         env.setdefault("FEDMQ_WORKER_CRYPTO_ONLY", "true")
+        # Several replicas run at once: no HTTP port unless a test asks for one.
+        env.setdefault("FEDMQ_WORKER_HTTP_PORT", "0")
         replica = ReplicaProcess(env, tmp_path)
         started.append(replica)
         replica.wait_for("crypto_replica_started")

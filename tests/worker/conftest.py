@@ -104,6 +104,8 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
     def start(**settings: str) -> WorkerProcess:
         env = {f"FEDMQ_WORKER_{k.upper()}": v for k, v in settings.items()}
         env.setdefault("FEDMQ_WORKER_LOG_LEVEL", "INFO")
+        # Several workers run at once: no HTTP port unless a test asks for one.
+        env.setdefault("FEDMQ_WORKER_HTTP_PORT", "0")
         worker = WorkerProcess(env, tmp_path)
         started.append(worker)
         worker.wait_for("worker_started")

@@ -5,21 +5,137 @@ A worker with `crypto_serve` runs a `fedflow.cryptopool.CryptoReplica` on `crypt
 queue, no database), which is how a party adds replicas for heavy homomorphic work. With
 `crypto_replicas` > 0 the worker's components get a `BusExecutor` over those replicas as
 ctx.executor; otherwise this process's thread pool.
+
+Metrics (with a WorkerMetrics): every crypto pool job this process runs — a crypto.job served by
+its replica, or a chunk run by its own thread pool — is timed in fedmq_crypto_job_seconds and
+its values counted in fedmq_crypto_ops_total, labelled with the operation (`KERNEL_OPS`) and the
+Paillier backend that really ran it (`crypto_backend`). Jobs sent to other replicas are counted
+where they run, not here.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Final, ParamSpec, TypeVar
 
 import structlog
 from fedbus import Bus, connect
-from fedflow.cryptopool import BusExecutor, CryptoReplica, local_executor
+from fedbus.inbox import InboxTransaction
+from fedcrypto.paillier import kernels
+from fedflow.cryptocodec import CodecError, decode
+from fedflow.cryptopool import BusExecutor, CryptoReplica, kernel_name, local_executor
+from fedschemas import Envelope, Payload
+from fedschemas.payloads import CryptoJob
 
+from fedworker.metrics import WorkerMetrics
 from fedworker.settings import WorkerSettings
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 log = structlog.get_logger("fedworker.crypto")
+
+
+KERNEL_OPS: Final[dict[str, tuple[str, int]]] = {
+    kernel_name(fn): spec
+    for fn, spec in (
+        (kernels.k_obfuscators, ("obfuscate", 1)),
+        (kernels.k_encrypt, ("encrypt", 1)),
+        (kernels.k_encrypt_with, ("encrypt", 1)),
+        (kernels.k_rerandomize, ("rerandomize", 1)),
+        (kernels.k_mul, ("add", 1)),
+        (kernels.k_add_plain, ("add", 1)),
+        (kernels.k_invert, ("negate", 1)),
+        (kernels.k_pow, ("scalar_mul", 1)),
+        (kernels.k_prod_segments, ("sum", 1)),
+        (kernels.k_multiexp, ("matvec", 3)),
+        (kernels.k_decrypt, ("decrypt", 2)),
+        (kernels.k_validate, ("validate", 1)),
+    )
+}
+"""Kernel name -> (op label, index of the argument whose rows are the values processed). k_mul
+multiplies ciphertexts, which adds their plaintexts; k_multiexp's values are the entries of its
+exponent matrix (one ciphertext-times-plaintext product each: X.T @ [[d]])."""
+
+
+def crypto_backend() -> str:
+    """The Paillier backend the kernels run on in this process: fedcrypto's C extension
+    ("native") when it was built, else gmpy2."""
+    return "native" if kernels.native_available() else "gmpy2"
+
+
+def kernel_values(name: str, args: tuple[Any, ...]) -> tuple[str, int] | None:
+    """(op, values processed) of a call of kernel `name`; None for a function that is not a
+    crypto kernel."""
+    spec = KERNEL_OPS.get(name)
+    if spec is None:
+        return None
+    op, index = spec
+    arg = args[index] if index < len(args) else None
+    shape = getattr(arg, "shape", None)
+    if not shape:
+        return op, 0
+    if op == "matvec":
+        return op, int(shape[0]) * (int(shape[1]) if len(shape) > 1 else 1)
+    return op, int(shape[0])
+
+
+class MeteredThreadPool(ThreadPoolExecutor):
+    """The worker's own thread pool for crypto chunks, recording each kernel call as a job.
+
+    A ThreadPoolExecutor itself, not a wrapper: fedcrypto sizes its chunks differently for one
+    (threads need no argument shipping), and that must not change because metrics are on."""
+
+    def __init__(self, metrics: WorkerMetrics, max_workers: int | None = None) -> None:
+        super().__init__(
+            max_workers=max_workers or os.cpu_count() or 2, thread_name_prefix="fedcrypto"
+        )
+        self._metrics = metrics
+        self._backend = crypto_backend()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        counted = kernel_values(kernel_name(fn), tuple(args))
+        if counted is None:
+            return super().submit(fn, *args, **kwargs)
+        op, values = counted
+        metrics, backend = self._metrics, self._backend
+
+        def timed() -> T:
+            started = time.perf_counter()
+            result = fn(*args, **kwargs)
+            metrics.crypto_job(op, backend, values, time.perf_counter() - started)
+            return result
+
+        return super().submit(timed)
+
+
+class MeteredCryptoReplica(CryptoReplica):
+    """A CryptoReplica that records each crypto.job it serves."""
+
+    def __init__(self, *args: Any, metrics: WorkerMetrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+        self._backend = crypto_backend()
+
+    def handle_job(self, envelope: Envelope, payload: Payload, tx: InboxTransaction) -> None:
+        started = time.perf_counter()
+        super().handle_job(envelope, payload, tx)  # raises Reject for a refused job: not counted
+        seconds = time.perf_counter() - started
+        if not isinstance(payload, CryptoJob):
+            return
+        try:
+            # Decoded a second time to count its values: cheap next to the kernel (arrays are
+            # one buffer each, and fixed-base tables come from the cache the job just filled).
+            args = decode(payload.args, self.tables.resolve)
+        except CodecError:
+            return
+        counted = kernel_values(payload.function, args if isinstance(args, tuple) else ())
+        if counted is not None:
+            self._metrics.crypto_job(counted[0], self._backend, counted[1], seconds)
 
 
 def replica_id(settings: WorkerSettings) -> str:
@@ -27,10 +143,22 @@ def replica_id(settings: WorkerSettings) -> str:
     return f"{settings.party_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def make_replica(bus: Bus, settings: WorkerSettings) -> CryptoReplica | None:
+def make_replica(
+    bus: Bus, settings: WorkerSettings, metrics: WorkerMetrics | None = None
+) -> CryptoReplica | None:
     """The crypto replica this worker runs, or None when it serves no crypto jobs."""
     if not (settings.crypto_serve or settings.crypto_only):
         return None
+    if metrics is not None:
+        return MeteredCryptoReplica(
+            bus,
+            settings.party_id,
+            topic=settings.crypto_topic,
+            replica_id=replica_id(settings),
+            max_deliveries=settings.max_deliveries,
+            max_envelope_bytes=settings.max_envelope_bytes,
+            metrics=metrics,
+        )
     return CryptoReplica(
         bus,
         settings.party_id,
@@ -41,10 +169,13 @@ def make_replica(bus: Bus, settings: WorkerSettings) -> CryptoReplica | None:
     )
 
 
-def make_executor(bus: Bus, settings: WorkerSettings) -> Executor:
-    """What components pass to fedcrypto: the crypto job pool, or the local thread pool."""
+def make_executor(
+    bus: Bus, settings: WorkerSettings, metrics: WorkerMetrics | None = None
+) -> Executor:
+    """What components pass to fedcrypto: the crypto job pool, or the local thread pool (the
+    worker's own, metered one when `metrics` is given)."""
     if settings.crypto_replicas == 0:
-        return local_executor()
+        return MeteredThreadPool(metrics) if metrics is not None else local_executor()
     return BusExecutor(
         bus,
         settings.party_id,
@@ -59,12 +190,16 @@ def make_executor(bus: Bus, settings: WorkerSettings) -> Executor:
 class CryptoWorker:
     """A crypto-only replica: the bus and a CryptoReplica, nothing else."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.bus: Bus = connect(settings.bus_url.get_secret_value())
-        replica = make_replica(self.bus, settings)
+        replica = make_replica(self.bus, settings, metrics)
         assert replica is not None
         self.replica = replica
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "party_id": self.settings.party_id, "crypto_only": True}
 
     def start(self) -> None:
         self.replica.start()

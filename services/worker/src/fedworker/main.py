@@ -14,6 +14,10 @@ Crypto job pool (fedworker.crypto): with `crypto_serve` the worker also serves c
 from `crypto_topic`; with `crypto_replicas` > 0 its components' ctx.executor is a BusExecutor
 over the party's replicas; `crypto_only` runs a lightweight replica with no task queue and no
 database.
+
+HTTP (`http_port`, 8083 by default; 0: none): main() serves /healthz and /metrics (Prometheus:
+the task, crypto, bus, HTTP and process series of fedworker.metrics) with uvicorn on a
+background thread, like the scheduler; every request is traced and counted (fedcommon.http).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 import structlog
 from fedbus import Bus, connect
@@ -39,8 +44,9 @@ from fedflow.tables import TableStore
 from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
 
-from fedworker.crypto import CryptoWorker, make_executor, make_replica
+from fedworker.crypto import CryptoWorker, MeteredThreadPool, make_executor, make_replica
 from fedworker.handlers import WorkerContext, bind_handlers, worker_metadata
+from fedworker.metrics import MetricsHttpServer, WorkerMetrics
 from fedworker.settings import WorkerSettings
 from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
 
@@ -75,8 +81,11 @@ class CrashAfterCommit(Inbox):
 class Worker:
     """The wired service; `start` consumes, `stop` shuts down in order."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self.started = threading.Event()
+        self.stopping = threading.Event()
         self.engine: Engine = make_engine(settings.database_url.get_secret_value())
         create_tables(worker_metadata, self.engine)
         create_tables(tasks_metadata, self.engine)
@@ -92,6 +101,7 @@ class Worker:
             self.bus,
             PartyRef(party_id=settings.party_id, role="host"),
             max_envelope_bytes=settings.max_envelope_bytes,
+            metrics=self.metrics.bus,
         )
         self.endpoint = FederationEndpoint(
             settings.party_id,
@@ -106,8 +116,8 @@ class Worker:
             inbox = CrashAfterCommit(inbox, settings.crash_after_effect)
         self.inbox: Inbox = inbox
         self.tables = TableStore(self.engine, settings.tables_dir)
-        self.crypto_replica = make_replica(self.bus, settings)
-        self.crypto_executor = make_executor(self.bus, settings)
+        self.crypto_replica = make_replica(self.bus, settings, self.metrics)
+        self.crypto_executor = make_executor(self.bus, settings, self.metrics)
         self.runtime = PartyRuntime(self.endpoint, self.tables, executor=self.crypto_executor)
         self.reporter = StatusReporter(self.publisher, settings.party_id, settings.scheduler_topic)
         self.executor = TaskExecutor(
@@ -119,6 +129,7 @@ class Worker:
             poll_s=settings.task_poll_s,
             recv_timeout=settings.recv_timeout_s or None,
             progress_interval_s=settings.progress_interval_s,
+            metrics=self.metrics,
         )
         ctx = WorkerContext(
             party_id=settings.party_id,
@@ -136,7 +147,15 @@ class Worker:
             max_envelope_bytes=settings.max_envelope_bytes,
             prefetch=settings.prefetch,
             max_deliveries=settings.max_deliveries,
+            metrics=self.metrics.bus,
         )
+
+    def health(self) -> dict[str, Any]:
+        if self.stopping.is_set():
+            status = "stopping"
+        else:
+            status = "ok" if self.started.is_set() else "starting"
+        return {"status": status, "party_id": self.settings.party_id}
 
     def start(self) -> None:
         # Declared up front so answers are kept even before anyone consumes them (publishing
@@ -147,13 +166,15 @@ class Worker:
             self.crypto_replica.start()
         self.consumer.start()
         self.executor.start()
+        self.started.set()
 
     def stop(self) -> None:
+        self.stopping.set()
         self.consumer.stop()
         if self.crypto_replica is not None:
             self.crypto_replica.stop()
         self.executor.stop()
-        if isinstance(self.crypto_executor, BusExecutor):
+        if isinstance(self.crypto_executor, BusExecutor | MeteredThreadPool):
             self.crypto_executor.shutdown(wait=False)
         self.bus.close()
         self.inbox.close()
@@ -173,10 +194,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    metrics = WorkerMetrics()
     worker: Worker | CryptoWorker = (
-        CryptoWorker(settings) if settings.crypto_only else Worker(settings)
+        CryptoWorker(settings, metrics) if settings.crypto_only else Worker(settings, metrics)
     )
     worker.start()
+    # The process's port, not the Worker's: tests run several Workers in one process.
+    http = None
+    if settings.http_port > 0:
+        http = MetricsHttpServer(settings.http_host, settings.http_port, metrics, worker.health)
+        http.start()
     log.info(
         "worker_started",
         party_id=settings.party_id,
@@ -186,12 +213,15 @@ def main() -> int:
         crypto_serve=settings.crypto_serve or settings.crypto_only,
         crypto_only=settings.crypto_only,
         crypto_replicas=settings.crypto_replicas,
+        http_port=http.port if http is not None else None,
     )
     try:
         # Wake up regularly: a signal handler runs only between bytecodes of the main thread.
         while not stopping.wait(0.5):
             pass
     finally:
+        if http is not None:
+            http.stop()
         worker.stop()
         provider.shutdown()
         log.info("worker_stopped")

@@ -62,6 +62,9 @@ class WorkerSettings(ServiceSettings):
     crypto_timeout_s: float = Field(default=0.0, ge=0)
     """A crypto chunk nobody answered within this many seconds fails; 0: wait (the broker
     redelivers the chunks of a replica that died)."""
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8083, ge=0, le=65535)
+    """/healthz and /metrics (Prometheus); 0 serves no HTTP."""
     crash_after_effect: str | None = None
     """TEST ONLY: exit abruptly right after the inbox transaction of this message id committed,
     before the ack (the crash test). Refused outside development."""
