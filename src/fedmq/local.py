@@ -13,7 +13,8 @@ Per party it uses the local servers, isolated by name:
 - PostgreSQL: a database `<prefix>_<party>` created if missing (through --pg-admin-url).
 It generates the CA and the parties' keys and certificates on first use, through the same PKI
 functions as `fedmq pki`, then starts `python -m fedgateway`, `python -m fedworker` and
-`python -m fedscheduler` per party (the scheduler's /healthz and /metrics on a port of its own)
+`python -m fedscheduler` per party (the scheduler's and the worker's /healthz and /metrics on
+ports of their own)
 with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
 variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
 party's scheduler; in a FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace
@@ -66,6 +67,9 @@ class PartyPlan:
     http_port: int
     scheduler_http_port: int = 0
     """/healthz and /metrics of the party's scheduler (0 in state files written before it)."""
+    worker_http_port: int = 0
+    """/healthz and /metrics of the party's worker (0 in state files written before it: the
+    worker then serves no HTTP)."""
 
 
 @dataclass
@@ -201,6 +205,8 @@ def plan(
             http_port=base_port + 2 * i + 1 if base_port else free_port(),
             # After the gateways' ports (15 parties at most: 30 ports from base_port).
             scheduler_http_port=base_port + 30 + i if base_port else free_port(),
+            # After the schedulers' 15.
+            worker_http_port=base_port + 45 + i if base_port else free_port(),
         )
     return state
 
@@ -291,9 +297,9 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
                 up + "REDIS_PREFIX": f"{state.prefix}:{party}:{service}:inbox:",
             }
         )
-        if service == "scheduler":
+        if service in ("scheduler", "worker"):
             env[up + "HTTP_HOST"] = "127.0.0.1"
-            env[up + "HTTP_PORT"] = str(p.scheduler_http_port)
+            env[up + "HTTP_PORT"] = str(_http_port(state, party, service))
     return env
 
 
@@ -350,14 +356,19 @@ def start_service(state: LocalState, party: str, service: str) -> int:
 
 
 def _http_port(state: LocalState, party: str, service: str) -> int:
+    """The service's /healthz and /metrics port (0: a worker launched before it had one)."""
     p = state.parties[party]
-    return p.scheduler_http_port if service == "scheduler" else p.http_port
+    if service == "scheduler":
+        return p.scheduler_http_port
+    if service == "worker":
+        return p.worker_http_port
+    return p.http_port
 
 
 def wait_healthy(
     state: LocalState, party: str, timeout: float = 30.0, *, service: str = "gateway"
 ) -> None:
-    """Wait until the party's gateway (or scheduler) answers /healthz with 200."""
+    """Wait until the party's gateway (or scheduler, or worker) answers /healthz with 200."""
     url = f"http://127.0.0.1:{_http_port(state, party, service)}/healthz"
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -441,10 +452,11 @@ def up(
         for service in services:
             start_service(state, party, service)
     if wait:
-        for service in ("gateway", "scheduler"):
+        for service in ("gateway", "scheduler", "worker"):
             if service in services:
                 for party in state.parties:
-                    wait_healthy(state, party, service=service)
+                    if _http_port(state, party, service):
+                        wait_healthy(state, party, service=service)
     return state
 
 
@@ -479,9 +491,7 @@ def status(root: Path = DEFAULT_DIR) -> list[dict[str, Any]]:
                     "running": pid is not None and _alive(pid, service),
                     "vhost": p.vhost,
                     "link_port": p.link_port if service == "gateway" else None,
-                    "http_port": _http_port(state, party, service)
-                    if service in ("gateway", "scheduler")
-                    else None,
+                    "http_port": _http_port(state, party, service) or None,
                 }
             )
     return rows
@@ -525,7 +535,8 @@ def up_cmd(
         typer.echo(
             f"party {party}: vhost {p.vhost}, link :{p.link_port}, "
             f"http http://127.0.0.1:{p.http_port}/healthz, "
-            f"scheduler http://127.0.0.1:{p.scheduler_http_port}/healthz, db {p.database}"
+            f"scheduler http://127.0.0.1:{p.scheduler_http_port}/healthz, "
+            f"worker http://127.0.0.1:{p.worker_http_port}/healthz, db {p.database}"
         )
 
 
