@@ -18,9 +18,9 @@ from .conftest import (
     FEDMQ_SERVICES,
     REPO,
     MissingVariable,
-    raw_compose,
     compose_config,
     load_compose,
+    raw_compose,
     read_env_file,
 )
 
