@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from fedcommon.tracing import inject_traceparent, make_tracer_provider
@@ -67,6 +67,19 @@ def served() -> Iterator[Served]:
     @app.get("/boom")
     def boom() -> None:
         raise RuntimeError("handler bug")
+
+    # As the gateway's REST API is built: routers with a prefix, included under /api/v2.
+    tables = APIRouter(prefix="/tables")
+
+    @tables.get("/{name}")
+    def table(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    @tables.post("", status_code=201)
+    def upload() -> dict[str, str]:
+        return {"state": "stored"}
+
+    app.include_router(tables, prefix="/api/v2")
 
     app.add_middleware(
         HttpObservabilityMiddleware,
@@ -151,3 +164,18 @@ def test_requests_are_counted_by_route_template_and_status(served: Served) -> No
     assert not any(route.endswith(("/a", "/b", "/missing")) for route in labels)
     boom = [s for s in served.exporter.get_finished_spans() if s.name == "GET /boom"]
     assert boom and boom[0].status.status_code is StatusCode.ERROR
+
+
+def test_routes_of_included_routers_are_labelled_with_their_whole_template(
+    served: Served,
+) -> None:
+    # Execute
+    served.client.get("/api/v2/tables/credit")
+    served.client.get("/api/v2/tables/breast")
+    served.client.post("/api/v2/tables")
+
+    # Assert
+    assert count(served, "GET", "/api/v2/tables/{name}", "200") == 2
+    assert count(served, "POST", "/api/v2/tables", "201") == 1
+    names = [s.name for s in served.exporter.get_finished_spans()]
+    assert names == ["GET /api/v2/tables/{name}"] * 2 + ["POST /api/v2/tables"]

@@ -83,16 +83,24 @@ class HttpMetrics:
 
 
 def route_template(scope: Scope) -> str | None:
-    """The template of the route the router matched (Starlette puts it in the scope)."""
+    """The template of the route the router matched (Starlette puts it in the scope).
+
+    FastAPI may leave a route of an included router there that knows only its own part of the
+    template ("/jobs/{job_id}" under include_router(prefix="/api/v1")); the part of the path in
+    front of what that route matches is then its prefix, taken literally (fedmq's router
+    prefixes have no parameters, so it stays bounded)."""
     route = scope.get("route")
-    if route is None:
-        return None
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(template, str) or not template:
         return None
-    # A route inside a mounted sub-application only knows its own part of the path.
-    root = scope.get("root_path") or ""
-    return f"{root}{template}" if root and not template.startswith(root) else template
+    regex = getattr(route, "path_regex", None)
+    path = str(scope.get("path", ""))
+    if regex is None or not path or regex.match(path):
+        return template
+    for cut in range(1, len(path)):
+        if path[cut] == "/" and regex.match(path[cut:]):
+            return path[:cut] + template
+    return template
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
