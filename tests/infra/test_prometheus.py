@@ -5,6 +5,7 @@ reads is one the services export."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.infra.metric_names import (
     REPO,
     metric_names,
     process_metric_names,
+    scraped_names,
     service_metric_names,
     unknown_names,
 )
@@ -111,6 +113,22 @@ def test_every_metric_an_alert_reads_is_exported() -> None:
     unknown = unknown_names(used, known)
 
     assert not unknown, f"alerts read metrics nobody exports: {unknown}; missing classes: {missing}"
+
+
+def test_every_rabbitmq_metric_an_alert_reads_exists() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 15692), timeout=2).close()
+    except OSError as exc:
+        pytest.skip(f"RabbitMQ's Prometheus endpoint 127.0.0.1:15692 is closed ({exc})")
+    used = {
+        name
+        for rule in alert_rules()
+        for name in metric_names(rule["expr"])
+        if name.startswith("rabbitmq_")
+    }
+
+    assert used, "the queue alert reads RabbitMQ's metrics"
+    assert unknown_names(used, scraped_names("http://127.0.0.1:15692/metrics/per-object")) == []
 
 
 def scrape_jobs() -> dict[str, dict[str, Any]]:
