@@ -26,6 +26,7 @@ import structlog
 from fedbus import Reject
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
+from fedcommon.tracing import inject_traceparent
 from fedflow.task import TaskKey, TaskSpec
 from fedschemas import DemoPing, DemoPong, Envelope, Payload, new_envelope
 from fedschemas.payloads import TaskCancel, TaskRun
@@ -139,7 +140,9 @@ def handle_task_run(
         inputs=payload.inputs,
     )
     session = tx.require_session()
-    state = record_task(session, spec, payload.pipeline_yaml)
+    # The current span is this handler's (EnvelopeConsumer opened it under the scheduler's
+    # task.run span): the runner thread starts the task's span under it.
+    state = record_task(session, spec, payload.pipeline_yaml, traceparent=inject_traceparent())
     if state == CANCELED:
         ctx.reporter.report(spec.key, CANCELED, reason="canceled before it started")
     # Wake the runner threads only once the task row is committed: woken earlier, they find

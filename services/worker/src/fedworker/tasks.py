@@ -35,19 +35,25 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import structlog
 from fedbus.runtime import EnvelopePublisher
+from fedcommon.tracing import get_tracer, span_from_remote
 from fedflow.federation import TaskCanceled
 from fedflow.runner import PartyRuntime, TaskError
 from fedflow.task import TaskKey, TaskSpec
 from fedschemas import PartyRef, new_envelope
 from fedschemas.payloads import TaskStatus
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.engine import Connection, Engine
 
+if TYPE_CHECKING:
+    from fedworker.metrics import WorkerMetrics
+
 log = structlog.get_logger("fedworker.tasks")
+_TRACER = get_tracer("fedworker.tasks")
 
 QUEUED, RUNNING, SUCCESS, FAILED, CANCELED = "queued", "running", "success", "failed", "canceled"
 FINAL = (SUCCESS, FAILED, CANCELED)
@@ -81,7 +87,26 @@ tasks_table = sa.Table(
     sa.Column("cleaned", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The W3C traceparent of the task.run handler: the task's span (and every message the
+    # component sends) joins the job's trace although it runs later, on a runner thread.
+    sa.Column("traceparent", sa.String(64), nullable=True),
 )
+_ADDED_COLUMNS = ("traceparent",)
+"""Columns added after the table's first release: `add_missing_columns` adds them to a
+database created before (the worker's tables are created by create_all, not migrated)."""
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Bring a worker_tasks table created by an older worker up to this version's columns."""
+    present = {col["name"] for col in sa.inspect(engine).get_columns(tasks_table.name)}
+    with engine.begin() as conn:
+        for name in _ADDED_COLUMNS:
+            if name in present:
+                continue
+            column = tasks_table.c[name]
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {tasks_table.name} ADD COLUMN {name} {kind}"))
+            log.info("worker_tasks_column_added", column=name)
 
 
 def _now() -> datetime:
@@ -147,11 +172,14 @@ class StatusReporter:
         self.publisher.send(self.topic, envelope)
 
 
-def record_task(conn: Connection | Any, spec: TaskSpec, pipeline_yaml: str) -> str:
+def record_task(
+    conn: Connection | Any, spec: TaskSpec, pipeline_yaml: str, *, traceparent: str | None = None
+) -> str:
     """Record a task.run (in the handler's transaction); returns the state it is in now.
 
     A task already recorded keeps its state (task.run redelivered or re-sent); a task canceled
-    before it arrived is recorded as canceled.
+    before it arrived is recorded as canceled. `traceparent` is the trace the task's span will
+    join when a runner thread runs it.
     """
     c = tasks_table.c
     existing = conn.execute(
@@ -184,6 +212,7 @@ def record_task(conn: Connection | Any, spec: TaskSpec, pipeline_yaml: str) -> s
             "cleaned": state == CANCELED,
             "created_at": now,
             "updated_at": now,
+            "traceparent": traceparent,
         },
     )
     return state
@@ -255,8 +284,10 @@ class TaskExecutor:
         recv_timeout: float | None = None,
         progress_interval_s: float = 2.0,
         instance_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.runtime = runtime
+        self.metrics = metrics
         self.engine = engine
         self.reporter = reporter
         self.party_id = runtime.party_id
@@ -271,6 +302,7 @@ class TaskExecutor:
         self._running: dict[tuple[str, str, int, str], _Running] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        add_missing_columns(engine)
 
     # --- control -----------------------------------------------------------------------------
 
@@ -385,6 +417,24 @@ class TaskExecutor:
 
     def _run(self, row: dict[str, Any]) -> None:
         spec = self._spec(row)
+        # The task's span hangs off the task.run handler's span (kept in the row): the job's
+        # trace goes on through the component and every message it sends.
+        with span_from_remote(
+            _TRACER,
+            f"task {spec.component_type}",
+            row.get("traceparent"),
+            kind=SpanKind.INTERNAL,
+        ) as span:
+            span.set_attribute("fedmq.job_id", spec.job_id)
+            span.set_attribute("fedmq.component", spec.component)
+            span.set_attribute("fedmq.component_type", spec.component_type)
+            span.set_attribute("fedmq.role", spec.role)
+            span.set_attribute("fedmq.attempt", spec.attempt)
+            span.set_attribute("fedmq.party_id", self.party_id)
+            span.set_attribute("fedmq.task_run", int(row["runs"]))
+            self._run_task(spec, row, span)
+
+    def _run_task(self, spec: TaskSpec, row: dict[str, Any], span: Span) -> None:
         key = spec.key
         if self._stopping.is_set():  # claimed while stopping: leave it to the next worker
             self._release(key)
@@ -406,6 +456,12 @@ class TaskExecutor:
             role=key.role,
             run=row["runs"],
         )
+        component_type = spec.component_type
+        if self.metrics is not None:
+            self.metrics.tasks_started.labels(component_type).inc()
+            self.metrics.tasks_running.inc()
+        started = time.monotonic()
+        state = "released"
         try:
             result = self.runtime.run_task(
                 spec,
@@ -417,17 +473,32 @@ class TaskExecutor:
             if self._stopping.is_set() and not self._cancel_requested(key):
                 self._release(key)
             else:
+                state = CANCELED
                 self._finish(key, CANCELED, reason=self._reason(key) or "canceled")
         except TaskError as exc:
+            state = FAILED
             self._finish(key, FAILED, reason=str(exc))
         except Exception as exc:  # the component failed: the scheduler fails the job
             log.warning("task_failed", job_id=key.job_id, component=key.component, error=str(exc))
+            state = FAILED
             self._finish(key, FAILED, reason=f"{type(exc).__name__}: {exc}")
         else:
+            state = SUCCESS
             self._finish(key, SUCCESS, outputs=result.outputs)
         finally:
             with self._lock:
                 self._running.pop(slot, None)
+            span.set_attribute("fedmq.task_state", state)
+            if state == FAILED:
+                span.set_status(Status(StatusCode.ERROR, "task failed"))
+            if self.metrics is not None:
+                self.metrics.tasks_running.dec()
+                # A released task (graceful stop) is not ended: it resumes elsewhere.
+                if state != "released":
+                    self.metrics.tasks_ended.labels(component_type, state).inc()
+                    self.metrics.task_duration.labels(component_type).observe(
+                        time.monotonic() - started
+                    )
 
     def _progress(self, running: _Running, fraction: float) -> None:
         now = time.monotonic()
