@@ -11,8 +11,7 @@ import yaml
 
 from fedmq import local
 from fedmq.site_cli import init_site
-
-from .conftest import (
+from tests.deploy.helpers import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     FEDMQ_SERVICES,

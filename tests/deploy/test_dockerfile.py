@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from .conftest import REPO
+from tests.deploy.helpers import REPO
 
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 LOCK = REPO / "requirements" / "lock.txt"

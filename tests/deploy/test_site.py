@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from fedmq.cli import app
 from fedmq.site_cli import SECRET_KEYS, read_env, sync_identity
-
-from .conftest import ENV_EXAMPLE, FEDMQ_SERVICES, compose_config, load_compose
+from tests.deploy.helpers import ENV_EXAMPLE, FEDMQ_SERVICES, compose_config, load_compose
 
 runner = CliRunner()
 

@@ -31,8 +31,7 @@ from fedgateway import pki
 from fedmq import local
 from fedmq.sdk import ApiError, Client
 from fedmq.site_cli import add_peer, init_site, install_cert, read_env, sync_identity
-
-from .conftest import FEDMQ_SERVICES, load_compose
+from tests.deploy.helpers import FEDMQ_SERVICES, load_compose
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
