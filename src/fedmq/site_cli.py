@@ -303,6 +303,13 @@ def sync_identity(source: Path, target: Path, uid: int, gid: int) -> list[str]:
             f"{source} has no installed certificate: run `fedmq site install-cert` with the "
             "certificate the federation CA issued, then start again"
         )
+    from fedgateway import pki
+
+    try:
+        # The gateway's own loader: keys and certificate match, the CA signed it, it is valid.
+        pki.PartyIdentity.load(source)
+    except (pki.PkiError, OSError, ValueError) as exc:
+        raise SiteError(f"the identity in {source} is not usable: {exc}") from None
     names = [n for n in IDENTITY_FILES if (source / n).exists()]
     previous = sorted(p.name for p in (source / "previous").glob("*.cert.pem"))
     target.mkdir(parents=True, exist_ok=True)

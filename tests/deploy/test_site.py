@@ -388,3 +388,33 @@ def test_sync_identity_without_a_certificate_says_to_install_one(tmp_path: Path)
     )
     assert done.exit_code == 1
     assert "install-cert" in done.output
+
+
+def test_sync_identity_refuses_keys_that_do_not_match_the_certificate(
+    tmp_path: Path, ca: pki.CertificateAuthority
+) -> None:
+    # Prepare: an installed site whose TLS key was then replaced by another one
+    site = tmp_path / "site"
+    init(site)
+    issue(ca, site / "identity" / "party.csr.pem", tmp_path / "own.pem")
+    pki.install(site / "identity", tmp_path / "own.pem", tmp_path / "ca" / "ca.cert.pem")
+    pki.make_party("10000", tmp_path / "other")
+    key = site / "identity" / "tls.key.pem"
+    key.write_bytes((tmp_path / "other" / "tls.key.pem").read_bytes())
+
+    # Execute
+    done = fedmq(
+        "site",
+        "sync-identity",
+        "--source",
+        str(site / "identity"),
+        "--target",
+        str(tmp_path / "volume"),
+        "--owner",
+        f"{os.getuid()}:{os.getgid()}",
+    )
+
+    # Assert: nothing copied for the gateway to trip over
+    assert done.exit_code == 1
+    assert "not usable" in done.output and "do not match" in done.output
+    assert not (tmp_path / "volume" / "tls.key.pem").exists()
