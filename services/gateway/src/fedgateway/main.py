@@ -404,7 +404,7 @@ class Gateway:
 def main() -> None:
     settings = load_settings()
     configure_logging("gateway", level=settings.log_level, json=settings.log_json)
-    configure_tracing("gateway", settings.party_id, otlp_endpoint=settings.otlp_endpoint)
+    provider = configure_tracing("gateway", settings.party_id, otlp_endpoint=settings.otlp_endpoint)
     gateway = Gateway(settings)
     done = threading.Event()
 
@@ -422,4 +422,6 @@ def main() -> None:
     while not done.wait(1.0):
         pass
     gateway.stop()
+    # os._exit skips atexit handlers, the span exporter's flush among them: flush first.
+    provider.shutdown()
     os._exit(0)  # daemon threads (bus IO, uvicorn) must not hold the exit

@@ -1,0 +1,266 @@
+"""Issue #7: one job, one trace, across parties — and each party exports only its own spans.
+
+Two parties' gateways, schedulers and workers run as separate processes (`fedmq local`), each
+exporting its spans over OTLP/HTTP, as in production, to its own party's collector: here one
+small OTLP receiver in the test process that files what arrives by the URL path
+(`/<party>/v1/traces`, the launcher puts the party into `{party}`). A PSI + evaluation job
+is submitted through the guest's REST API, and we check what a user would look for in Jaeger:
+
+- the REST call is the root of one trace holding the scheduling (the submit command, the
+  proposal handled at the host), the tasks at both parties, and the messages relayed by both
+  gateways, in both directions;
+- every span a party's collector received carries that party's resource: no span crosses a
+  site (only the trace context does, inside the signed envelope).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from fedmq import local
+from fedmq.sdk import Client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "examples" / "data"
+PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
+GUEST, HOST = "9999", "10000"
+TOKEN = f"trace-{uuid.uuid4().hex}"
+SERVICES = ("GATEWAY", "SCHEDULER", "WORKER")
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    collector: str
+    """The party whose collector got it (from the export URL)."""
+    service: str
+    party: str
+    """fedmq.party_id of the resource: the process that made the span."""
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, str]
+
+
+def _values(attributes: list[KeyValue]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kv in attributes:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = str(getattr(value, kind)) if kind else ""
+    return out
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP (protobuf) trace receiver: what a party's collector would get."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                parts = self.path.strip("/").split("/")
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if len(parts) != 3 or parts[1:] != ["v1", "traces"]:
+                    self.send_error(404)
+                    return
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.file(parts[0], request)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def file(self, collector: str, request: ExportTraceServiceRequest) -> None:
+        received = []
+        for resource_spans in request.resource_spans:
+            resource = _values(list(resource_spans.resource.attributes))
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    received.append(
+                        ReceivedSpan(
+                            collector=collector,
+                            service=resource.get("service.name", ""),
+                            party=resource.get("fedmq.party_id", ""),
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            attributes=_values(list(span.attributes)),
+                        )
+                    )
+        with self.lock:
+            self.spans.extend(received)
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class TracedRun:
+    job_id: str
+    state: str
+    spans: list[ReceivedSpan]
+
+
+@pytest.fixture(scope="module")
+def traced_run(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[TracedRun]:
+    """Both parties up with OTLP export to the receiver, one PSI + evaluation job run to its
+    end, then both parties stopped (a stopping service flushes its batched spans)."""
+    root = Path(tempfile.mkdtemp(prefix="fedmq-trace-"))
+    saved_cwd, saved_env = Path.cwd(), dict(os.environ)
+    clients: list[Client] = []
+    with OtlpReceiver() as receiver:
+        os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{TOKEN}"]'
+        for service in SERVICES:
+            os.environ[f"FEDMQ_{service}_OTLP_ENDPOINT"] = (
+                f"http://127.0.0.1:{receiver.port}/{{party}}/v1/traces"
+            )
+        os.chdir(root)
+        try:
+            state = local.up(
+                [GUEST, HOST],
+                root / "local",
+                prefix=f"fedmqt{uuid.uuid4().hex[:8]}",
+                federation="trace",
+                amqp_url=amqp_url.rsplit("/", 1)[0],
+                redis_url=redis_url.rsplit("/", 1)[0],
+                pg_admin_url=pg_admin_url,
+            )
+            for party in (GUEST, HOST):
+                local.wait_healthy(state, party, timeout=90)
+            guest = Client(f"http://127.0.0.1:{state.parties[GUEST].http_port}", TOKEN)
+            host = Client(f"http://127.0.0.1:{state.parties[HOST].http_port}", TOKEN)
+            clients += [guest, host]
+            guest.upload_table(
+                "breast_hetero_guest", DATA / "breast_hetero_guest.csv", replace=True
+            )
+            host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True)
+            host.grant("breast_hetero_host", GUEST, ["psi"])
+            job = guest.submit(PSI_EVAL, job_id=f"trace-{uuid.uuid4().hex[:6]}")
+            done = guest.wait(job.job_id, timeout=120, poll=0.5)
+            # Stopping flushes every process's span batch to its collector.
+            local.down(root / "local", purge=True)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _has_task_spans(receiver, job.job_id):
+                time.sleep(0.2)
+            with receiver.lock:
+                spans = list(receiver.spans)
+            yield TracedRun(job.job_id, done.state, spans)
+        finally:
+            for client in clients:
+                client.close()
+            if (root / "local" / local.STATE_FILE).exists():
+                local.down(root / "local", purge=True)
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _has_task_spans(receiver: OtlpReceiver, job_id: str) -> bool:
+    with receiver.lock:
+        parties = {
+            s.party
+            for s in receiver.spans
+            if s.name.startswith("task ") and s.attributes.get("fedmq.job_id") == job_id
+        }
+    return parties == {GUEST, HOST}
+
+
+def _job_trace(run: TracedRun) -> list[ReceivedSpan]:
+    """The spans of the trace whose root is the guest's REST call that submitted the job."""
+    submits = [
+        s
+        for s in run.spans
+        if s.service == "gateway"
+        and s.party == GUEST
+        and s.name.startswith("POST /api/v1/jobs")
+        and not s.parent_span_id
+    ]
+    assert submits, "no root span for the REST submit at the guest's gateway"
+    by_trace = {s.trace_id for s in submits}
+    traces = [[s for s in run.spans if s.trace_id == trace_id] for trace_id in sorted(by_trace)]
+    # The submit whose trace holds the job's tasks (a retried POST would be a second root).
+    for spans in traces:
+        if any(s.attributes.get("fedmq.job_id") == run.job_id for s in spans):
+            return spans
+    raise AssertionError(f"no REST submit trace mentions job {run.job_id}")
+
+
+def test_one_job_is_one_trace_from_the_rest_call_through_both_parties(
+    traced_run: TracedRun,
+) -> None:
+    # Prepare: the job ran to success; take the trace rooted at the REST call
+    assert traced_run.state == "success"
+    spans = _job_trace(traced_run)
+
+    # Execute: what each party's services contributed to that one trace
+    def at(party: str, service: str, prefix: str) -> list[ReceivedSpan]:
+        return [
+            s
+            for s in spans
+            if s.party == party and s.service == service and s.name.startswith(prefix)
+        ]
+
+    # Assert: the REST call, the scheduling at both parties, both parties' tasks, and the
+    # gateways relaying in both directions are all in it
+    assert at(GUEST, "scheduler", "rpc submit"), "the submit command is not under the REST call"
+    assert at(HOST, "scheduler", "handle job.propose"), "the host's proposal handling is missing"
+    for party in (GUEST, HOST):
+        tasks = {s.attributes.get("fedmq.component_type") for s in at(party, "worker", "task ")}
+        assert {"reader", "psi"} <= tasks, f"party {party}'s tasks are not in the trace: {tasks}"
+        assert at(party, "gateway", "relay out"), f"party {party}'s gateway sent nothing in it"
+        assert at(party, "gateway", "relay in"), f"party {party}'s gateway received nothing in it"
+    # Every span but the root has its parent in the trace: nothing hangs off a lost context.
+    ids = {s.span_id for s in spans}
+    orphans = [s.name for s in spans if s.parent_span_id and s.parent_span_id not in ids]
+    assert not orphans, f"spans whose parent never reached a collector: {orphans[:10]}"
+
+
+def test_each_party_exports_only_its_own_spans(traced_run: TracedRun) -> None:
+    # Prepare / Execute: what each party's collector received
+    by_collector: dict[str, set[str]] = {}
+    for span in traced_run.spans:
+        by_collector.setdefault(span.collector, set()).add(span.party)
+
+    # Assert: both collectors got spans, and only from their own party's processes
+    assert by_collector == {GUEST: {GUEST}, HOST: {HOST}}
