@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fedmq import local
 from fedmq.sdk import Client
+from tests.runtime.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -117,6 +118,17 @@ def scraped(stack: Stack) -> dict[tuple[str, str], Samples]:
     assert done.state == "success", (done.reason, stack.guest.logs(job.job_id))
     host_done = stack.host.wait(job.job_id, timeout=60, poll=0.5)
     assert host_done.state == "success"
+    # A worker reports a task's end before its runner thread records it: let them settle.
+    for party in (GUEST, HOST):
+        wait_until(
+            lambda party=party: (
+                total(  # type: ignore[misc]
+                    stack.scrape(party, "worker"), "fedmq_worker_tasks_running"
+                )
+                == 0
+            ),
+            what=f"party {party}'s worker idle",
+        )
     return {
         (party, service): stack.scrape(party, service)
         for party in (GUEST, HOST)
