@@ -30,6 +30,7 @@ PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
 GUEST, HOST = "9999", "10000"
 PEER = {GUEST: HOST, HOST: GUEST}
 TOKEN = f"metrics-{uuid.uuid4().hex}"
+RUNNING = "fedmq_worker_tasks_running"
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -121,12 +122,7 @@ def scraped(stack: Stack) -> dict[tuple[str, str], Samples]:
     # A worker reports a task's end before its runner thread records it: let them settle.
     for party in (GUEST, HOST):
         wait_until(
-            lambda party=party: (
-                total(  # type: ignore[misc]
-                    stack.scrape(party, "worker"), "fedmq_worker_tasks_running"
-                )
-                == 0
-            ),
+            lambda party=party: total(stack.scrape(party, "worker"), RUNNING) == 0,
             what=f"party {party}'s worker idle",
         )
     return {
