@@ -196,3 +196,17 @@ def test_a_hello_from_an_older_gateway_announces_no_ping_support() -> None:
     # Assert: the client sends PINGs only to servers that list the feature
     assert hello.features == ()
     assert framing.FEATURE_PING in new.features
+
+
+def test_a_configured_peer_is_reported_down_until_its_link_first_comes_up(pair: Pair) -> None:
+    # Prepare: no message sent yet, so no outbound link was ever opened
+    link_up = (("peer", RECEIVER),)
+
+    # Execute / Assert: the peer's series exists at 0 from the start (a missing series would
+    # never trip the link-down alert), then turns 1 once the link is up
+    assert scrape(pair.gateways[SENDER])["fedmq_gateway_link_up"][link_up] == 0
+    relay_one(pair)
+    wait_until(
+        lambda: scrape(pair.gateways[SENDER])["fedmq_gateway_link_up"][link_up] == 1,
+        what="the link to be reported up",
+    )

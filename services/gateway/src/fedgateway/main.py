@@ -288,6 +288,9 @@ class Gateway:
         )
         self.link_port = self._server.start()
         for party, peer in s.peers.items():
+            # Down until its first connection: a peer that never connects is a series at 0
+            # (what the link-down alert fires on), not a missing series (which never fires).
+            self._link_state(party, False)
             self._links[party] = PeerLink(
                 self._link_loop,
                 party,
