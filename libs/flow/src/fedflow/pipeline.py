@@ -22,6 +22,7 @@ hosts). The same file runs unchanged in standalone mode and on the per-party sta
       - name: eval_0
         type: evaluation
         inputs: {data: psi_0.data}
+        timeout_s: 600         # optional: the scheduler fails the job past this
         params:
           common: {label_column: y}
 
@@ -32,11 +33,13 @@ A component runs at the parties whose role its type runs on (evaluation: guest o
 Anything malformed raises `PipelineError` whose message names the problem and where: not YAML,
 an unknown key, a bad party id, a duplicate component, an unknown component type, an unknown or
 missing input, an input from a component that does not run at the same roles, a cycle, a
-parameter of the wrong type or out of range, params for a role that does not take part.
+parameter of the wrong type or out of range, params for a role that does not take part, a
+`timeout_s` that is not a positive number.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,7 +56,7 @@ PARTY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COMMON: Final = "common"
 
 _TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components"}
-_COMPONENT_KEYS: Final = {"name", "type", "inputs", "params"}
+_COMPONENT_KEYS: Final = {"name", "type", "inputs", "params", "timeout_s"}
 _PARTY_KEYS: Final = {"guest", "host", "arbiter"}
 
 
@@ -122,6 +125,9 @@ class ComponentSpec:
     index: int
     """Position in the file (ties in the topological order keep this order)."""
     _resolved: Mapping[tuple[str, str], Mapping[str, Any]] = field(repr=False, compare=False)
+    timeout_s: float | None = None
+    """How long a task of it may take before the scheduler fails the job; None: the
+    scheduler's default (its task_timeout_s setting)."""
 
     @property
     def component_type(self) -> ComponentType:
@@ -219,6 +225,7 @@ class _RawComponent:
     params: dict[str, dict[str, Any]]
     index: int
     where: str
+    timeout_s: float | None
 
 
 def _parse_component(entry: Any, index: int, names: set[str]) -> _RawComponent:
@@ -254,7 +261,19 @@ def _parse_component(entry: Any, index: int, names: set[str]) -> _RawComponent:
         section: dict(_mapping(values, f"{where}.params.{section}"))
         for section, values in _mapping(data.get("params"), f"{where}.params").items()
     }
-    return _RawComponent(name, ctype, inputs, params, index, where)
+    timeout_s = _timeout(data.get("timeout_s"), where)
+    return _RawComponent(name, ctype, inputs, params, index, where, timeout_s)
+
+
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    # bool is an int to Python; `timeout_s: yes` is a mistake, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(where, f"timeout_s must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise _fail(where, f"timeout_s must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _resolve_params(
@@ -409,6 +428,7 @@ class Pipeline:
                     tasks=tasks,
                     index=raw.index,
                     _resolved=resolved,
+                    timeout_s=raw.timeout_s,
                 )
             )
         description = top.get("description") or ""
