@@ -4,11 +4,13 @@ One row per task (job, component, attempt, party, role): the iteration it comple
 state needed to continue from there, encoded by fedflow.statecodec (msgpack + numpy arrays, no
 pickle). `save` replaces the row in one transaction, so a crash leaves either the old
 checkpoint or the new one. A new attempt (a rerun) starts from nothing: its key differs.
+Secrets a component must keep across a restart go in sealed (`CheckpointScope.seal`,
+fedflow.sealing), never in the clear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from fedflow.db import flow_metadata
+from fedflow.sealing import CheckpointSealer
 from fedflow.statecodec import decode_state, encode_state
 from fedflow.task import TaskKey
 
@@ -99,10 +102,14 @@ class CheckpointScope:
         store: CheckpointStore,
         key: TaskKey,
         on_save: Callable[[int], None] | None = None,
+        sealer: CheckpointSealer | None = None,
     ) -> None:
+        """`sealer`: the party's (PartyRuntime's); None: one private to this scope, so what it
+        seals opens only through this very scope."""
         self._store = store
         self.key = key
         self._on_save = on_save
+        self._sealer = sealer if sealer is not None else CheckpointSealer.in_memory()
 
     def save(self, iteration: int, state: Any) -> None:
         """Record that `iteration` is complete; `state` is everything needed to go on."""
@@ -112,6 +119,15 @@ class CheckpointScope:
 
     def latest(self) -> Checkpoint | None:
         return self._store.latest(self.key)
+
+    def seal(self, purpose: str, secret: bytes) -> dict[str, Any]:
+        """`secret` sealed for this task: what a component puts in its state instead of it."""
+        return self._sealer.seal(self.key, purpose, secret)
+
+    def open_sealed(self, purpose: str, sealed: Mapping[str, Any]) -> bytes:
+        """A secret `seal(purpose, ...)` sealed for this task (SealedStateError if it does not
+        open: another party secret, another process's in-memory one, or altered bytes)."""
+        return self._sealer.open(self.key, purpose, sealed)
 
     def clear(self) -> None:
         self._store.clear(self.key)

@@ -34,6 +34,7 @@ from fedflow.cryptopool import local_executor
 from fedflow.db import create_flow_tables
 from fedflow.metrics import MetricsWriter
 from fedflow.protocol import ProtocolGuard
+from fedflow.sealing import CheckpointSealer
 from fedflow.tables import TableStore
 from fedflow.task import TaskKey, TaskSpec
 
@@ -61,13 +62,17 @@ class PartyRuntime:
         tables: TableStore | None = None,
         *,
         executor: Executor | None = None,
+        sealer: CheckpointSealer | None = None,
     ) -> None:
         """`executor`: where components' crypto chunks run (ctx.executor); None: this process's
-        shared thread pool (fedflow.cryptopool.local_executor)."""
+        shared thread pool (fedflow.cryptopool.local_executor). `sealer`: seals the secrets
+        components keep in checkpoints (fedflow.sealing); None: a secret held by this runtime
+        only, so a task resumed by another process cannot open them."""
         self.endpoint = endpoint
         self.executor: Executor = executor if executor is not None else local_executor()
         self.engine = endpoint.engine
         self.tables = tables
+        self.sealer = sealer if sealer is not None else CheckpointSealer.in_memory()
         create_flow_tables(self.engine)
         self.checkpoints = CheckpointStore(self.engine)
         self.artifacts = ArtifactStore(self.engine)
@@ -139,7 +144,7 @@ class PartyRuntime:
             params=params.model_dump(mode="json"),
             inputs=inputs,
             federation=federation,
-            checkpoints=CheckpointScope(self.checkpoints, key, on_save=pruned),
+            checkpoints=CheckpointScope(self.checkpoints, key, on_save=pruned, sealer=self.sealer),
             metrics=MetricsWriter(self.engine, key),
             tables=self.tables,
             cancel=cancel,

@@ -30,11 +30,15 @@ Masks R are integers added to the fixed-point mantissas (not to floats): R is un
 owner recovers it exactly. Every ciphertext derived from the other party's ciphertexts is
 re-randomised (`obfuscate`) before it goes back to that party.
 
-Resume (docs/components.md): state = weights, keys, peer key, mask seed, epoch loss so far,
-iteration. Masks come from SHAKE-256(mask seed, tag, iteration), so a redone iteration re-sends
-the same plaintexts. Ciphertexts carry fresh encryption randomness, so before a ciphertext is
-first sent it is written into the checkpoint ("pending"), and a redone iteration re-sends those
-exact bytes (the outbox refuses a different payload under the same id).
+Resume (docs/components.md): state = weights, the peer keys, the party's secrets (its Paillier
+private key and mask seed) SEALED (fedflow.sealing: AES-GCM under a key derived from the
+party's checkpoint key, which is not in the database), epoch loss so far, iteration. The same
+key pair must come back on resume: the peer keeps encrypting under our public key and the
+pending ciphertexts below were made with it, so a fresh key pair would not do. Masks come
+from SHAKE-256(mask seed, tag, iteration), so a redone iteration re-sends the same plaintexts.
+Ciphertexts carry fresh encryption randomness, so before a ciphertext is first sent it is
+written into the checkpoint ("pending"), and a redone iteration re-sends those exact bytes (the
+outbox refuses a different payload under the same id).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from pydantic import Field
 
 from fedflow.components.base import ComponentParams, ComponentType, InputSpec
 from fedflow.protocol import NONE, DecryptRule, MessageRule, Protocol
+from fedflow.statecodec import decode_state, encode_state
 from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
@@ -76,6 +81,8 @@ MASK_BITS: Final = 80
 """Statistical hiding of a masked mantissa: the mask has this many bits more than the bound."""
 INTERCEPT: Final = "intercept"
 KEY_FORMAT: Final = "fedcrypto.paillier.public_key.v1"
+SECRETS_PURPOSE: Final = "hetero_lr.secrets"
+"""What the sealed secrets in a hetero_lr checkpoint are (binds the sealing key to it)."""
 LOG2: Final = math.log(2.0)
 MAX_HOSTS: Final = 16
 SHARED_PRECISION: Final = 2.0**-48
@@ -391,6 +398,8 @@ class _Run:
     private_key: PrivateKey
     peer_keys: dict[str, PublicKey]
     mask_seed: bytes
+    sealed_secrets: dict[str, Any]
+    """The private key and mask seed as the checkpoint holds them: sealed (fedflow.sealing)."""
     weights: Floats
     start: int = 0
     state_extra: dict[str, Any] = field(default_factory=dict)
@@ -407,10 +416,10 @@ class _Run:
         return list(self.peer_keys)
 
     def state(self) -> dict[str, Any]:
+        # No private key or mask seed in the clear: the checkpoint is a database row.
         return {
-            "private_key": self.private_key.to_bytes(),
+            "secrets": self.sealed_secrets,
             "peer_keys": {p: k.to_bytes() for p, k in self.peer_keys.items()},
-            "mask_seed": self.mask_seed,
             "weights": self.weights,
             "extra": self.state_extra,
             "pending": self.pending,
@@ -511,22 +520,51 @@ def _lr(params: HeteroLrParams, t: int) -> float:
     return params.learning_rate / math.sqrt(1.0 + params.decay * t)
 
 
+def _seal_secrets(
+    ctx: ComponentContext, private_key: PrivateKey, mask_seed: bytes
+) -> dict[str, Any]:
+    plain = encode_state({"private_key": private_key.to_bytes(), "mask_seed": mask_seed})
+    return ctx.checkpoints.seal(SECRETS_PURPOSE, plain)
+
+
+def _open_secrets(
+    ctx: ComponentContext, state: Mapping[str, Any], short: bool
+) -> tuple[PrivateKey, bytes, dict[str, Any]]:
+    """The private key, mask seed and sealed form from a checkpoint's state.
+
+    A checkpoint written before the secrets were sealed holds them in the clear ("keys" or
+    "private_key", and "mask_seed"): read once, then sealed, so the next save drops them."""
+    if "secrets" in state:
+        sealed = dict(state["secrets"])
+        secrets = decode_state(ctx.checkpoints.open_sealed(SECRETS_PURPOSE, sealed))
+        raw_key, mask_seed = bytes(secrets["private_key"]), bytes(secrets["mask_seed"])
+    else:
+        raw_key = bytes(state["private_key"] if "private_key" in state else state["keys"])
+        mask_seed = bytes(state["mask_seed"])
+        sealed = {}
+    private_key = PrivateKey.from_bytes(raw_key, insecure_allow_short=short)
+    return private_key, mask_seed, sealed or _seal_secrets(ctx, private_key, mask_seed)
+
+
 def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list[str]) -> _Run:
-    """Keys (checkpointed before anything is sent), the key exchange, or the saved state."""
+    """Keys (checkpointed, sealed, before anything is sent), the key exchange, or the saved
+    state."""
     saved = ctx.checkpoints.latest()
     short = params.insecure_short_keys
     if saved is not None and "peer_keys" in saved.state:
         state = saved.state
+        private_key, mask_seed, sealed = _open_secrets(ctx, state, short)
         return _Run(
             ctx,
             params,
             x,
-            PrivateKey.from_bytes(bytes(state["private_key"]), insecure_allow_short=short),
+            private_key,
             {
                 str(p): PublicKey.from_bytes(bytes(k), insecure_allow_short=short)
                 for p, k in state["peer_keys"].items()
             },
-            bytes(state["mask_seed"]),
+            mask_seed,
+            sealed,
             np.asarray(state["weights"], dtype=np.float64),
             start=saved.iteration + 1,
             state_extra=dict(state["extra"]),
@@ -534,13 +572,14 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list
             pending_iteration=int(state["pending_iteration"]),
         )
     if saved is not None:
-        private_key = PrivateKey.from_bytes(bytes(saved.state["keys"]), insecure_allow_short=short)
-        mask_seed = bytes(saved.state["mask_seed"])
+        private_key, mask_seed, sealed = _open_secrets(ctx, saved.state, short)
     else:
         _, private_key = generate_keypair(params.key_bits, insecure_allow_short=short)
         mask_seed = os.urandom(32)
-        # Before the first send: a restarted party must present the same key.
-        ctx.checkpoints.save(-1, {"keys": private_key.to_bytes(), "mask_seed": mask_seed})
+        sealed = _seal_secrets(ctx, private_key, mask_seed)
+        # Before the first send: a restarted party must present the same key (a new key pair
+        # would orphan whatever the peer encrypts under the public key it already has).
+        ctx.checkpoints.save(-1, {"secrets": sealed})
     public_key = private_key.public_key
     private_key.precompute()
     ctx.federation.bind_dims(c=public_key.limbs, p=public_key.plain_limbs)
@@ -563,7 +602,7 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"hetero_lr: {peer} did not say how many features it has")
         peer_keys[peer], features[peer] = key, count
-    run = _Run(ctx, params, x, private_key, peer_keys, mask_seed, np.zeros(x.shape[1]))
+    run = _Run(ctx, params, x, private_key, peer_keys, mask_seed, sealed, np.zeros(x.shape[1]))
     run.state_extra["peer_features"] = features
     return run
 
