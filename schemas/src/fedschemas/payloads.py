@@ -44,6 +44,9 @@ FederationDataKind = Literal[
     "id_set",
     "metric",
     "plain_control",
+    # One plaintext value per row: a party's partial linear predictor X_p w_p of its own
+    # features (hetero_lr_predict). Its own kind so that an audit sees per-row disclosures.
+    "partial_score",
 ]
 
 
@@ -246,6 +249,11 @@ SchedulerOp = Literal[
     "table_list",
     "metrics",
     "logs",
+    # Tables larger than one bus frame travel as an upload session (docs/scheduler.md).
+    "table_upload_begin",
+    "table_upload_part",
+    "table_upload_commit",
+    "table_upload_abort",
 ]
 
 
