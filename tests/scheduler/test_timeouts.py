@@ -94,12 +94,19 @@ def test_a_restarted_initiator_counts_silence_from_its_own_start(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job; the guest's scheduler is down for longer than the timeout while
-    # the host keeps sending heartbeats (they queue on the guest's broker)
+    # the host keeps sending heartbeats (they queue on the guest's broker). The host is more
+    # patient with its initiator than the outage lasts, or it would fail its side of the job.
     fed = federation_factory(
         scripts={GUEST: hold_psi, HOST: hold_psi},
+        start=(GUEST,),
         party_timeout_s=TIMEOUT_S,
         heartbeat_interval_s=0.2,
     )
+    unstarted = fed.schedulers[HOST]
+    unstarted.stop()
+    patient = unstarted.settings.model_copy(update={"party_timeout_s": 30.0})
+    fed.schedulers[HOST] = Scheduler(patient, bus=fed.buses[HOST])
+    fed.schedulers[HOST].start()
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-restart")
     wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-restart"))
     guest = fed.schedulers[GUEST]

@@ -18,9 +18,13 @@ The flow (docs/scheduler.md has the long form):
     parties -> job success, job.status(success) to all.
 
 Only the initiator's scheduler ends a job (fails it, cancels it, or declares it a success);
-the other parties follow its job.stop / job.status. Every remote message is checked against the
-job's parties: only the initiator may start, stop or rerun a job, and a party may only report
-for itself (the gateway has already verified who signed it).
+the other parties follow its job.stop / job.status. The one exception: a participant that has
+heard nothing of a job from its initiator for party_timeout_s fails its own side (the timer's
+`check_job`), since the initiator heartbeats to every party while a job is open.
+
+Every remote message is checked against the job's parties: only the initiator may start, stop
+or rerun a job, and a party may only report for itself (the gateway has already verified who
+signed it).
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ class SchedulerContext:
     out_topic_prefix: str = "out."
     party_timeout_s: float = 120.0
     heartbeat_every_s: float = 20.0
+    task_timeout_s: float = 0.0
+    """Default limit of a task's run time at the initiator; 0: none (settings.task_timeout_s)."""
     self_grants_implied: bool = True
     clock: Callable[[], datetime] = store.utcnow
     metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
@@ -688,70 +694,221 @@ def rerun_job(session: Session, ctx: SchedulerContext, job_id: str) -> Job:
 
 
 def check_job(session: Session, ctx: SchedulerContext, job_id: str) -> None:
-    """One timer pass over one job: at the initiator, fail it when a party is silent too long;
-    at a participant, send a heartbeat when one is due."""
+    """One timer pass over one open job: its timeouts, then a heartbeat when one is due.
+
+    At the initiator: fail the job when a party is silent too long, leaves the proposal
+    unanswered too long, or a task runs past its timeout; heartbeats go to every party that
+    accepted. At a participant: fail this party's side when the initiator is silent too long;
+    heartbeats go to the initiator while the job runs. Each side's heartbeats are what keep the
+    other side from timing it out, so a long but healthy job never ends here.
+    """
     job = store.lock_job(session, job_id)
     if job is None or job.state in TERMINAL:
         return
     now = ctx.clock()
-    timeout = ctx.party_timeout_s
     if job.initiator == ctx.party_id:
-        for party in _others(session, ctx, job_id):
-            if job.state == WAITING and party.state == WAITING:
-                since = max(job.created_at, ctx.started_at)
-                if (now - since).total_seconds() > timeout:
-                    party.state = FAILED
-                    party.reason = f"no answer to the proposal within {timeout:g} s"
-                    ctx.metrics.party_timeouts.labels("proposal").inc()
-                    _end_job(
-                        session,
-                        ctx,
-                        job,
-                        FAILED,
-                        f"party {party.party_id} did not answer the job proposal within "
-                        f"{timeout:g} s (party_timeout_s)",
-                    )
-                    return
-            elif job.state == RUNNING and party.state == RUNNING:
-                since = max(party.last_seen or job.updated_at, ctx.started_at)
-                silent = (now - since).total_seconds()
-                if silent > timeout:
-                    party.reason = f"silent for {silent:.0f} s"
-                    ctx.metrics.party_timeouts.labels("running").inc()
-                    _end_job(
-                        session,
-                        ctx,
-                        job,
-                        FAILED,
-                        f"party {party.party_id} sent nothing for {silent:.0f} s "
-                        f"(party_timeout_s={timeout:g}): its services may be down or its "
-                        "link cut",
-                    )
-                    return
-    elif job.state == RUNNING:
-        due = job.heartbeat_at is None or (
-            (now - job.heartbeat_at).total_seconds() >= ctx.heartbeat_every_s
+        if _fail_silent_party(session, ctx, job, now) or _fail_overdue_task(session, ctx, job, now):
+            return
+        recipients = [p.party_id for p in _others(session, ctx, job_id) if p.state == RUNNING]
+    else:
+        if _fail_silent_initiator(session, ctx, job, now):
+            return
+        # A participant that has only accepted stays quiet: the initiator times out the
+        # proposal by the answer, and the first heartbeat follows the start.
+        recipients = [job.initiator] if job.state == RUNNING else []
+    _send_heartbeats(session, ctx, job, recipients, now)
+
+
+def _fail_silent_party(session: Session, ctx: SchedulerContext, job: Job, now: datetime) -> bool:
+    """Initiator: end the job when a party left the proposal unanswered, or stopped talking
+    while the job runs, for longer than party_timeout_s; True when it did."""
+    timeout = ctx.party_timeout_s
+    for party in _others(session, ctx, job.job_id):
+        if job.state == WAITING and party.state == WAITING:
+            since = max(job.created_at, ctx.started_at)
+            if (now - since).total_seconds() > timeout:
+                party.state = FAILED
+                party.reason = f"no answer to the proposal within {timeout:g} s"
+                ctx.metrics.party_timeouts.labels("proposal").inc()
+                _end_job(
+                    session,
+                    ctx,
+                    job,
+                    FAILED,
+                    f"party {party.party_id} did not answer the job proposal within "
+                    f"{timeout:g} s (party_timeout_s)",
+                )
+                return True
+        elif job.state == RUNNING and party.state == RUNNING:
+            since = max(party.last_seen or job.updated_at, ctx.started_at)
+            silent = (now - since).total_seconds()
+            if silent > timeout:
+                party.reason = f"silent for {silent:.0f} s"
+                ctx.metrics.party_timeouts.labels("running").inc()
+                _end_job(
+                    session,
+                    ctx,
+                    job,
+                    FAILED,
+                    f"party {party.party_id} sent nothing for {silent:.0f} s "
+                    f"(party_timeout_s={timeout:g}): its services may be down or its "
+                    "link cut",
+                )
+                return True
+    return False
+
+
+def _fail_overdue_task(session: Session, ctx: SchedulerContext, job: Job, now: datetime) -> bool:
+    """Initiator: end the job when a task of the current attempt, at any party, has not
+    finished within its component's `timeout_s` (else task_timeout_s); True when it did.
+
+    The initiator keeps every party's task rows, but a participant reports a task only when
+    it ends or its progress moves, so a remote task's clock starts when its inputs had all
+    succeeded there (as reported here): a task whose worker never picked it up is overdue
+    too. Time is counted from this scheduler's start at the earliest: the reports of tasks
+    that ended while it was down may still be queued.
+    """
+    if job.state != RUNNING:
+        return False
+    pipeline = _parse(job)
+    effective = store.effective_tasks(session, job.job_id)
+    for task in store.tasks_of(session, job.job_id, attempt=job.attempt):
+        if task.state not in (WAITING, RUNNING):
+            continue
+        spec = pipeline.component(task.component)
+        limit = spec.timeout_s or ctx.task_timeout_s
+        if not limit:
+            continue
+        since = _task_clock_start(task, spec.upstream, effective)
+        if since is None:
+            continue
+        took = (now - max(since, ctx.started_at)).total_seconds()
+        if took <= limit:
+            continue
+        setting = "timeout_s in the pipeline" if spec.timeout_s else "task_timeout_s"
+        ctx.metrics.task_timeouts.inc()
+        log.warning(
+            "task_timed_out",
+            job_id=job.job_id,
+            component=task.component,
+            party_id=task.party_id,
+            limit_s=limit,
         )
-        if due:
-            job.heartbeat_seq += 1
-            job.heartbeat_at = now
-            _send_remote(
-                session,
-                ctx,
-                job_id,
-                job.initiator,
-                JobStatus(
-                    job_id=job_id,
-                    party_id=ctx.party_id,
-                    attempt=job.attempt,
-                    state=RUNNING,
-                    at=now,
-                ),
-                tag=TAG_HEARTBEAT,
+        _end_job(
+            session,
+            ctx,
+            job,
+            FAILED,
+            f"component {task.component} at party {task.party_id} did not finish within "
+            f"{limit:g} s ({setting}): it may hang",
+        )
+        return True
+    return False
+
+
+def _task_clock_start(
+    task: Task, upstream: list[str], effective: dict[tuple[str, str], Task]
+) -> datetime | None:
+    """When `task`'s time limit started to run: its start, or, for a task not known to have
+    started, when it became ready; None while it waits for inputs."""
+    if task.started_at is not None:
+        return task.started_at
+    ready_at = task.updated_at  # a waiting row's: when it was added (start or rerun)
+    for name in upstream:
+        up = effective.get((name, task.party_id))
+        if up is None or up.state != SUCCESS:
+            return None
+        ready_at = max(ready_at, up.ended_at or up.updated_at)
+    return ready_at
+
+
+def _fail_silent_initiator(
+    session: Session, ctx: SchedulerContext, job: Job, now: datetime
+) -> bool:
+    """Participant: end this party's side of the job when nothing of it has come from the
+    initiator for party_timeout_s (the initiator heartbeats while the job is open); True
+    when it did. Only the initiator could end the job otherwise, so a site that died for good
+    would leave the job, and the tasks holding resources here, running forever."""
+    timeout = ctx.party_timeout_s
+    initiator = store.job_party(session, job.job_id, job.initiator)
+    heard = initiator.last_seen if initiator is not None else None
+    since = max(heard or job.created_at, ctx.started_at)
+    silent = (now - since).total_seconds()
+    if silent <= timeout:
+        return False
+    reason = (
+        f"no word from initiator party {job.initiator} for {silent:.0f} s "
+        f"(party_timeout_s={timeout:g}): its services may be down or its link cut"
+    )
+    if initiator is not None:
+        initiator.reason = f"silent for {silent:.0f} s"
+    ctx.metrics.party_timeouts.labels("initiator").inc()
+    open_tasks = [
+        t
+        for t in store.tasks_of(session, job.job_id, attempt=job.attempt)
+        if t.party_id == ctx.party_id and t.state in (WAITING, RUNNING)
+    ]
+    _end_job(session, ctx, job, FAILED, reason)
+    # If the initiator is alive and only its messages are lost (or it comes back), these
+    # reports make it fail the job with this reason at once, not after a timeout of its own.
+    for task in open_tasks:
+        task.reason = reason
+        task.status_seq += 1
+        _send_remote(
+            session,
+            ctx,
+            job.job_id,
+            job.initiator,
+            JobStatus(
+                job_id=job.job_id,
+                party_id=ctx.party_id,
+                attempt=task.attempt,
+                state=FAILED,
+                component=task.component,
+                task_state=CANCELED,
+                reason=reason[:4096],
+                at=now,
+            ),
+            tag=TAG_STATUS,
+            attempt=task.attempt,
+            component=task.component,
+            seq=task.status_seq,
+        )
+    return True
+
+
+def _send_heartbeats(
+    session: Session, ctx: SchedulerContext, job: Job, recipients: list[str], now: datetime
+) -> None:
+    """A job.status heartbeat to each of `recipients` when one is due; one counter numbers
+    them per job (the destination tells the initiator's beats to different parties apart)."""
+    if not recipients:
+        return
+    due = job.heartbeat_at is None or (
+        (now - job.heartbeat_at).total_seconds() >= ctx.heartbeat_every_s
+    )
+    if not due:
+        return
+    job.heartbeat_seq += 1
+    job.heartbeat_at = now
+    for party_id in recipients:
+        _send_remote(
+            session,
+            ctx,
+            job.job_id,
+            party_id,
+            JobStatus(
+                job_id=job.job_id,
+                party_id=ctx.party_id,
                 attempt=job.attempt,
-                seq=job.heartbeat_seq,
-            )
-            ctx.metrics.heartbeats_sent.inc()
+                state=job.state,  # type: ignore[arg-type]  # always one of JobState's values
+                at=now,
+            ),
+            tag=TAG_HEARTBEAT,
+            attempt=job.attempt,
+            seq=job.heartbeat_seq,
+        )
+        ctx.metrics.heartbeats_sent.inc()
 
 
 # --- message handlers -----------------------------------------------------------------------
@@ -865,6 +1022,7 @@ def handle_job_propose(
                     party_id=party,
                     roles=",".join(pipeline.roles_of(party)),
                     state=RUNNING if party in (ctx.party_id, payload.initiator) else WAITING,
+                    last_seen=now if party == payload.initiator else None,
                 )
             )
     else:
@@ -875,6 +1033,7 @@ def handle_job_propose(
                 party_id=payload.initiator,
                 roles=",".join(pipeline.roles_of(payload.initiator)) if pipeline else "guest",
                 state=RUNNING,
+                last_seen=now,
             )
         )
         if ctx.party_id != payload.initiator:
@@ -901,6 +1060,14 @@ def handle_job_propose(
             "job_refused", job_id=payload.job_id, initiator=payload.initiator, reason=problem
         )
     _send_remote(session, ctx, payload.job_id, payload.initiator, answer, tag=TAG_ANSWER, attempt=0)
+
+
+def _heard_from_initiator(session: Session, ctx: SchedulerContext, job: Job) -> None:
+    """Participant: a message of `job` came from its initiator, so it is alive (any message
+    counts, of any attempt: the silence timeout is about the site, not the attempt)."""
+    initiator = store.job_party(session, job.job_id, job.initiator)
+    if initiator is not None:
+        initiator.last_seen = ctx.clock()
 
 
 def _initiator_party(
@@ -958,7 +1125,7 @@ def handle_job_status(
     envelope: Envelope, payload: Payload, tx: InboxTransaction, *, ctx: SchedulerContext
 ) -> None:
     """job.status: at the initiator, a party's report or heartbeat; at a participant, the
-    initiator's start (running) or end (success) of the job."""
+    initiator's start (running), end (success) or heartbeat (waiting or running) of the job."""
     _expect(payload, JobStatus)
     assert isinstance(payload, JobStatus)
     session = tx.require_session()
@@ -983,6 +1150,7 @@ def handle_job_status(
         raise Reject(
             f"only the initiator ({job.initiator}) sends job.status to party {ctx.party_id}"
         )
+    _heard_from_initiator(session, ctx, job)
     if payload.attempt != job.attempt:
         return
     if payload.state == RUNNING and job.state == WAITING:
@@ -1012,6 +1180,7 @@ def handle_job_stop(
     job = _locked_job(session, payload.job_id)
     if envelope.source.party_id != job.initiator or job.initiator == ctx.party_id:
         raise Reject(f"only the initiator ({job.initiator}) stops job {job.job_id}")
+    _heard_from_initiator(session, ctx, job)
     if job.state in TERMINAL or payload.attempt < job.attempt:
         return
     _end_job(session, ctx, job, payload.state, payload.reason)
@@ -1027,6 +1196,7 @@ def handle_job_rerun(
     job = _locked_job(session, payload.job_id)
     if envelope.source.party_id != job.initiator or job.initiator == ctx.party_id:
         raise Reject(f"only the initiator ({job.initiator}) reruns job {job.job_id}")
+    _heard_from_initiator(session, ctx, job)
     if payload.attempt <= job.attempt:
         return
     pipeline = _parse(job)

@@ -86,6 +86,7 @@ class Scheduler:
             out_topic_prefix=settings.out_topic_prefix,
             party_timeout_s=settings.party_timeout_s,
             heartbeat_every_s=settings.heartbeat_every_s,
+            task_timeout_s=settings.task_timeout_s,
             self_grants_implied=settings.self_grants_implied,
             metrics=self.metrics,
         )

@@ -40,13 +40,19 @@ class SchedulerMetrics:
         )
         self.party_timeouts = Counter(
             "fedmq_scheduler_party_timeouts",
-            "Jobs failed because a party stayed silent past party_timeout_s, by phase.",
+            "Jobs failed because a party stayed silent past party_timeout_s, by phase "
+            "(proposal, running: at the initiator; initiator: at a participant).",
             ["phase"],
             registry=self.registry,
         )
         self.heartbeats_sent = Counter(
             "fedmq_scheduler_heartbeats_sent",
-            "job.status heartbeats sent to initiators.",
+            "job.status heartbeats sent (participants to initiators and back).",
+            registry=self.registry,
+        )
+        self.task_timeouts = Counter(
+            "fedmq_scheduler_task_timeouts",
+            "Jobs failed at this initiator because a task ran past its timeout.",
             registry=self.registry,
         )
         self.rpc_requests = Counter(

@@ -27,11 +27,17 @@ class SchedulerSettings(ServiceSettings):
     """`<prefix><party>` is drained by the gateway towards remote party <party>."""
     party_timeout_s: float = Field(default=120.0, gt=0)
     """The initiator fails a job when a party of it is silent this long (no heartbeat or status)
-    while it runs, or leaves a proposal unanswered this long. Longer than the link outages the
-    gateways ride out."""
+    while it runs, or leaves a proposal unanswered this long; a participant fails its side of a
+    job when the initiator is silent this long. Longer than the link outages the gateways ride
+    out."""
     heartbeat_interval_s: float = Field(default=0.0, ge=0)
-    """How often a party sends job.status heartbeats for its running jobs; 0: party_timeout_s/6
-    (several beats fit in one timeout, so one lost beat never fails a job)."""
+    """How often a party sends job.status heartbeats for its open jobs (participants to the
+    initiator, the initiator to every participant); 0: party_timeout_s/6 (several beats fit in
+    one timeout, so one lost beat never fails a job)."""
+    task_timeout_s: float = Field(default=0.0, ge=0)
+    """The initiator fails a job when one of its tasks has not finished this long after it
+    started (or became ready to), unless the component sets its own `timeout_s` in the
+    pipeline; 0: no limit (a hanging component keeps its job running until stopped)."""
     timer_interval_s: float = Field(default=1.0, gt=0)
     """Period of the timer thread that checks timeouts and sends heartbeats."""
     self_grants_implied: bool = True

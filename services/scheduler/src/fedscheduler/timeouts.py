@@ -1,10 +1,12 @@
-"""The scheduler's timer thread: party silence and proposal timeouts, and heartbeats.
+"""The scheduler's timer thread: silence, proposal and task timeouts, and heartbeats.
 
 Every `interval` seconds it looks at the jobs that are waiting or running and runs
 `handlers.check_job` on each, one short transaction per job (the job's row lock is held only
 for that job). At the initiator that fails a job whose party stayed silent longer than
-party_timeout_s, naming the party; at a participant it sends the job.status heartbeat that keeps
-the initiator from doing so. A failing pass is logged and retried at the next tick.
+party_timeout_s, or whose task ran past its timeout, naming them; at a participant it fails
+its side of a job whose initiator stayed silent that long. Each side also sends the job.status
+heartbeats that keep the other from timing it out. A failing pass is logged and retried at the
+next tick.
 """
 
 from __future__ import annotations
