@@ -13,11 +13,20 @@ Failures a caller can act on:
   internal 500).
 - `SchedulerUnavailable`: nobody answered (no scheduler consuming the topic, broker down, or no
   reply within the timeout). A command may or may not have been carried out: every command is
-  idempotent by its key (job id, table name...), so retrying is safe.
+  idempotent by its key (job id, table name, upload id and part number...), so retrying is safe.
+
+Every command must fit in one bus frame (`Capabilities.max_frame_bytes`): the scheduler consumes
+its RPC topic one delivery at a time (prefetch 1), so a request the bus had to split into chunks
+could never be put back together -- the first chunk would be held unacknowledged while the
+broker withholds the rest, and every later command would queue behind it. The client refuses
+such a command before sending it; a large table travels as an upload session instead
+(`table_upload_begin`, `table_upload_part` per few MiB, `table_upload_commit`: `TableUpload`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -44,6 +53,11 @@ from pydantic import JsonValue
 
 SCHEDULER_RPC_TOPIC: Final = "svc.scheduler.rpc"
 RPC_COMPONENT: Final = "scheduler.rpc"
+UPLOAD_PART_BYTES: Final = 4 << 20
+"""Largest piece of CSV text (UTF-8 bytes) one table_upload_part carries: half the default
+frame, so the envelope around it always fits; smaller where the bus's frame is smaller."""
+PART_ATTEMPTS: Final = 3
+"""How often a part is sent before the upload gives up (a part is idempotent by its seq)."""
 _TRACER = get_tracer("fedcontrol")
 
 HTTP_STATUS: Final[Mapping[SchedulerErrorKind, int]] = {
@@ -136,12 +150,15 @@ class SchedulerClient:
         self, op: SchedulerOp, *, timeout: float | None = None, **args: JsonValue
     ) -> JsonValue:
         """The op's result; SchedulerCommandFailed when refused, SchedulerUnavailable on silence."""
+        return self._request(op, self._encode(op, args), timeout)
+
+    def _request(self, op: SchedulerOp, body: bytes, timeout: float | None) -> JsonValue:
         with _TRACER.start_as_current_span(f"rpc {op}", kind=SpanKind.CLIENT) as span:
             span.set_attribute("rpc.system", "fedmq")
             span.set_attribute("rpc.method", op)
             span.set_attribute("fedmq.party_id", self.party_id)
             try:
-                return self._call(op, timeout, args)
+                return self._send(op, body, timeout)
             except SchedulerCommandFailed as exc:
                 span.set_attribute("fedmq.error_kind", exc.kind)
                 if exc.kind == "internal":
@@ -151,10 +168,22 @@ class SchedulerClient:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise
 
-    def _call(
-        self, op: SchedulerOp, timeout: float | None, args: dict[str, JsonValue]
-    ) -> JsonValue:
-        body = command_envelope(SchedulerRequest(op=op, args=args), self.party_id, op)
+    @property
+    def max_command_bytes(self) -> int:
+        """The largest command (envelope bytes) that reaches the scheduler: one bus frame."""
+        return self._bus.capabilities.max_frame_bytes
+
+    def _encode(self, op: SchedulerOp, args: dict[str, JsonValue]) -> bytes:
+        return command_envelope(SchedulerRequest(op=op, args=args), self.party_id, op)
+
+    def _send(self, op: SchedulerOp, body: bytes, timeout: float | None) -> JsonValue:
+        if len(body) > self.max_command_bytes:
+            # Sent anyway, it would be chunked and stall the scheduler's RPC queue (module doc).
+            raise SchedulerCommandFailed(
+                "invalid",
+                f"the {op} command is {len(body)} bytes, over the bus frame of "
+                f"{self.max_command_bytes} bytes that a scheduler command must fit in",
+            )
         wait = self.timeout if timeout is None else timeout
         try:
             reply = self._bus.request(self.topic, body, timeout=wait)
@@ -174,10 +203,7 @@ class SchedulerClient:
     def _dict(
         self, op: SchedulerOp, *, timeout: float | None = None, **args: JsonValue
     ) -> dict[str, Any]:
-        result = self.call(op, timeout=timeout, **_args(**args))
-        if not isinstance(result, dict):
-            raise SchedulerUnavailable(f"unexpected answer from the scheduler to {op!r}")
-        return dict(result)
+        return _as_dict(op, self.call(op, timeout=timeout, **_args(**args)))
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -235,10 +261,10 @@ class SchedulerClient:
     ) -> dict[str, Any]:
         """Store `csv_text` as table `name` in the party's TableStore (the workers read it).
 
-        Parsing a large table takes a while: give a `timeout` longer than the default."""
-        return self._dict(
-            "table_upload",
-            timeout=timeout,
+        A text that fits in one command goes as one `table_upload`; a larger one as an upload
+        session (`table_upload_begin`). Parsing a large table takes a while: give a `timeout`
+        longer than the default (it applies to the command that parses)."""
+        args = _args(
             name=name,
             csv_text=csv_text,
             id_column=id_column,
@@ -246,9 +272,115 @@ class SchedulerClient:
             replace=replace,
             filename=filename,
         )
+        body = self._encode("table_upload", args)
+        if len(body) <= self.max_command_bytes:
+            return _as_dict("table_upload", self._request("table_upload", body, timeout))
+        upload = self.table_upload_begin(name=name, replace=replace)
+        try:
+            upload.send(csv_text)
+        except BaseException:
+            upload.abort()
+            raise
+        return upload.commit(
+            name,
+            id_column=id_column,
+            label_column=label_column,
+            replace=replace,
+            filename=filename,
+            timeout=timeout,
+        )
+
+    def table_upload_begin(self, *, name: str | None = None, replace: bool = False) -> TableUpload:
+        """Open an upload session at the scheduler. With `name`, a table that exists (and no
+        `replace`) is refused now (409), before any part travels."""
+        result = self._dict("table_upload_begin", name=name, replace=replace if name else None)
+        upload_id = result.get("upload_id")
+        if not isinstance(upload_id, str):
+            raise SchedulerUnavailable("unexpected answer from the scheduler: no upload_id")
+        return TableUpload(self, upload_id)
 
     def table_get(self, name: str) -> dict[str, Any]:
         return self._dict("table_get", name=name)
 
     def table_list(self) -> list[dict[str, Any]]:
         return _page(self._dict("table_list"))
+
+
+def _as_dict(op: str, result: JsonValue) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise SchedulerUnavailable(f"unexpected answer from the scheduler to {op!r}")
+    return dict(result)
+
+
+class TableUpload:
+    """One upload session at the scheduler: `send` CSV text in pieces, then `commit` (or
+    `abort`). Parts are numbered from 0 in the order sent; the scheduler keeps each under its
+    number, so a part sent twice (a retry after a lost answer) is stored once. `commit` names
+    the part count and the SHA-256 of the whole text, which the scheduler checks before it
+    parses. Not thread-safe: one sender per session."""
+
+    def __init__(self, client: SchedulerClient, upload_id: str) -> None:
+        self._client = client
+        self.upload_id = upload_id
+        self.parts = 0
+        self.size = 0
+        """UTF-8 bytes sent so far."""
+        self._digest = hashlib.sha256()
+
+    def send(self, text: str, *, timeout: float | None = None) -> None:
+        """Append `text` to the upload: one part per UPLOAD_PART_BYTES or less."""
+        step = max(1, min(UPLOAD_PART_BYTES, self._client.max_command_bytes // 2))
+        for start in range(0, len(text), step):
+            self._send_piece(text[start : start + step], timeout)
+
+    def _send_piece(self, piece: str, timeout: float | None) -> None:
+        args: dict[str, JsonValue] = {"upload_id": self.upload_id, "seq": self.parts, "data": piece}
+        body = self._client._encode("table_upload_part", args)
+        if len(body) > self._client.max_command_bytes and len(piece) > 1:
+            # Wide characters (up to 4 UTF-8 bytes each) made the part too large: halve it.
+            middle = len(piece) // 2
+            self._send_piece(piece[:middle], timeout)
+            self._send_piece(piece[middle:], timeout)
+            return
+        for attempt in range(1, PART_ATTEMPTS + 1):
+            try:
+                self._client._request("table_upload_part", body, timeout)
+                break
+            except SchedulerUnavailable:
+                # Safe to send again: the scheduler stores a part once per seq.
+                if attempt == PART_ATTEMPTS:
+                    raise
+        encoded = piece.encode("utf-8")
+        self._digest.update(encoded)
+        self.size += len(encoded)
+        self.parts += 1
+
+    def commit(
+        self,
+        name: str,
+        *,
+        id_column: str = "id",
+        label_column: str | None = None,
+        replace: bool = False,
+        filename: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Parse the uploaded text and store it as table `name` (as `table_upload` does)."""
+        return self._client._dict(
+            "table_upload_commit",
+            timeout=timeout,
+            upload_id=self.upload_id,
+            parts=self.parts,
+            sha256=self._digest.hexdigest(),
+            name=name,
+            id_column=id_column,
+            label_column=label_column,
+            replace=replace,
+            filename=filename,
+        )
+
+    def abort(self) -> None:
+        """Drop the session's parts now (best effort: the scheduler also drops abandoned
+        sessions after a while)."""
+        with contextlib.suppress(SchedulerCommandFailed, SchedulerUnavailable):
+            self._client.call("table_upload_abort", upload_id=self.upload_id)

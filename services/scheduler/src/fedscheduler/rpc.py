@@ -16,6 +16,11 @@ args (validated here, unknown args refused) and results (JSON-like) are in docs/
     logs        {job_id}                            -> {data: [event], count}
     metrics     {job_id, component?, party_id?}     -> {data: [metric], count, curves: [curve]}
     table_upload {name, csv_text, id_column?, label_column?, replace?, filename?} -> table view
+    table_upload_begin  {name?, replace?}           -> {upload_id, max_part_bytes, ...}
+    table_upload_part   {upload_id, seq, data}      -> {upload_id, seq, stored_bytes}
+    table_upload_commit {upload_id, parts, sha256?, name, id_column?, label_column?,
+                         replace?, filename?}       -> table view
+    table_upload_abort  {upload_id}                 -> {upload_id, aborted}
     table_get   {name}                              -> table view
     table_list  {}                                  -> {data: [table view], count}
 
@@ -29,16 +34,31 @@ scheduler's tables (one database per party in the stack) and, for table files, i
 workers' tables directory (`PartyData`). They run outside the scheduler's transaction: they
 change no scheduler row and send no message.
 
+A command must fit in one bus frame: this server consumes with prefetch 1, and a chunked request
+would hold its first chunk unacknowledged while the broker withholds the others -- no answer,
+and every later command stuck behind it. So a table larger than a frame travels as an upload
+session: `table_upload_begin` opens a staging directory `<tables dir>/.uploads/<upload_id>`,
+each `table_upload_part` stores its text as `part-<seq>` (a part sent again with the same text
+is a no-op, so a retry after a lost answer is harmless), and `table_upload_commit` joins parts
+0..parts-1, checks the SHA-256, and parses and stores the table exactly as `table_upload` does.
+Sessions idle for `PartyData.upload_ttl_s` are deleted at the next `table_upload_begin` and
+when the server starts.
+
 `fedcontrol.SchedulerClient` is the requesting side for Python callers (REST API, CLI, tests;
 re-exported here); `fedcontrol.command_envelope` builds requests and replies alike.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import secrets
+import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -162,6 +182,41 @@ class TableUploadArgs(_Args):
     replace: bool = False
     filename: str | None = Field(default=None, max_length=256)
     """The uploaded file's name, used in error messages instead of a temporary path."""
+
+
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
+"""Upload ids name staging directories: hex only, so an id can never be a path."""
+MAX_UPLOAD_BYTES = 256 << 20
+"""Largest table text an upload session accepts (UTF-8 bytes), the REST API's limit too."""
+MAX_UPLOAD_PARTS = 100_000
+
+
+class TableUploadBeginArgs(_Args):
+    name: str | None = Field(default=None, pattern=TABLE_NAME_PATTERN)
+    """When given, a table of that name (and no `replace`) is refused before any part."""
+    replace: bool = False
+
+
+class TableUploadPartArgs(_Args):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    seq: int = Field(ge=0, lt=MAX_UPLOAD_PARTS)
+    data: str = Field(min_length=1)
+
+
+class TableUploadCommitArgs(_Args):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    parts: int = Field(ge=1, le=MAX_UPLOAD_PARTS)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """Of the whole text (UTF-8): checked before parsing when given."""
+    name: str = Field(pattern=TABLE_NAME_PATTERN)
+    id_column: str = Field(default="id", min_length=1, max_length=256)
+    label_column: str | None = Field(default=None, min_length=1, max_length=256)
+    replace: bool = False
+    filename: str | None = Field(default=None, max_length=256)
+
+
+class TableUploadIdArgs(_Args):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
 
 
 class TableArgs(_Args):
@@ -388,6 +443,8 @@ class PartyData:
 
     engine: Engine
     tables_dir: Path
+    upload_ttl_s: float = 3600.0
+    """An upload session without a part for this long is abandoned: its staging is deleted."""
     _tables: TableStore | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -402,6 +459,12 @@ class PartyData:
             if self._tables is None:
                 self._tables = TableStore(self.engine, self.tables_dir)
             return self._tables
+
+    @property
+    def uploads_dir(self) -> Path:
+        # Inside the tables directory (same volume, so staging costs no copy across disks);
+        # the store only reads `<name>.npz` files, never this directory.
+        return self.tables_dir / ".uploads"
 
     def has_metrics(self) -> bool:
         inspector = sa.inspect(self.engine)
@@ -429,30 +492,220 @@ def table_view(info: TableInfo, reads: int) -> dict[str, Any]:
     }
 
 
+def _store_table(
+    tables: TableStore,
+    path: Path,
+    *,
+    name: str,
+    id_column: str,
+    label_column: str | None,
+    replace: bool,
+    shown: str,
+) -> TableInfo:
+    """Parse the CSV at `path` and store it as `name`; bad rows become one `invalid` refusal."""
+    try:
+        info = tables.upload(
+            name, path, id_column=id_column, label_column=label_column, replace=replace
+        )
+    except TableError as exc:
+        # The messages name the file by its path: show the user's file name instead.
+        raise CommandError("invalid", str(exc).replace(str(path), shown)) from exc
+    log.info("table_uploaded", table=info.name, rows=info.rows, features=info.features)
+    return info
+
+
+def _refuse_existing(tables: TableStore, name: str, replace: bool) -> None:
+    if not replace and tables.get(name) is not None:
+        raise CommandError("conflict", f"table {name} exists (upload with replace to overwrite it)")
+
+
 def _table_upload(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
     args = TableUploadArgs.model_validate(raw)
     tables = data.tables
-    if not args.replace and tables.get(args.name) is not None:
-        raise CommandError(
-            "conflict", f"table {args.name} exists (upload with replace to overwrite it)"
-        )
-    shown = args.filename or f"{args.name}.csv"
+    _refuse_existing(tables, args.name, args.replace)
     with tempfile.TemporaryDirectory(prefix="upload-", dir=tables.data_dir) as tmp:
         path = Path(tmp) / "upload.csv"
         path.write_text(args.csv_text, encoding="utf-8")
-        try:
-            info = tables.upload(
-                args.name,
-                path,
-                id_column=args.id_column,
-                label_column=args.label_column,
-                replace=args.replace,
-            )
-        except TableError as exc:
-            # The messages name the file by its path: show the user's file name instead.
-            raise CommandError("invalid", str(exc).replace(str(path), shown)) from exc
-    log.info("table_uploaded", table=info.name, rows=info.rows, features=info.features)
+        info = _store_table(
+            tables,
+            path,
+            name=args.name,
+            id_column=args.id_column,
+            label_column=args.label_column,
+            replace=args.replace,
+            shown=args.filename or f"{args.name}.csv",
+        )
     return table_view(info, tables.reads(info.name))
+
+
+# --- upload sessions: tables larger than one bus frame ---------------------------------------
+
+_COMMITTED = "committed.json"
+
+
+def sweep_uploads(data: PartyData, now: float | None = None) -> int:
+    """Delete upload sessions idle for longer than `data.upload_ttl_s`; how many went.
+
+    A session's idle time is its directory's mtime: storing a part (a rename into it) moves it.
+    """
+    root = data.uploads_dir
+    if not root.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - data.upload_ttl_s
+    swept = 0
+    for session in root.iterdir():
+        try:
+            idle = session.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if idle:
+            shutil.rmtree(session, ignore_errors=True)
+            swept += 1
+            log.info("table_upload_abandoned", upload_id=session.name)
+    return swept
+
+
+def _session(data: PartyData, upload_id: str) -> Path:
+    path = data.uploads_dir / upload_id
+    if not path.is_dir():
+        raise CommandError(
+            "not_found",
+            f"no upload {upload_id} (committed and expired, aborted, failed, or idle for "
+            f"over {data.upload_ttl_s:g} s): upload the file again",
+        )
+    return path
+
+
+def _part_path(session: Path, seq: int) -> Path:
+    return session / f"part-{seq:06d}"
+
+
+def _table_upload_begin(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableUploadBeginArgs.model_validate(raw)
+    sweep_uploads(data)
+    if args.name is not None:
+        _refuse_existing(data.tables, args.name, args.replace)
+    upload_id = secrets.token_hex(16)
+    (data.uploads_dir / upload_id).mkdir(parents=True)
+    log.info("table_upload_begun", upload_id=upload_id, table=args.name)
+    return {
+        "upload_id": upload_id,
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
+        "idle_timeout_s": data.upload_ttl_s,
+    }
+
+
+def _table_upload_part(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableUploadPartArgs.model_validate(raw)
+    session = _session(data, args.upload_id)
+    if (session / _COMMITTED).exists():
+        raise CommandError("conflict", f"upload {args.upload_id} is committed already")
+    content = args.data.encode("utf-8")
+    target = _part_path(session, args.seq)
+    others = sum(p.stat().st_size for p in session.glob("part-*") if p != target)
+    if target.exists():
+        if target.read_bytes() != content:
+            raise CommandError(
+                "conflict",
+                f"part {args.seq} of upload {args.upload_id} was sent before with other text",
+            )
+        os.utime(session)  # a retry is activity too
+        return {"upload_id": args.upload_id, "seq": args.seq, "stored_bytes": others + len(content)}
+    if others + len(content) > MAX_UPLOAD_BYTES:
+        raise CommandError(
+            "invalid",
+            f"upload {args.upload_id} is larger than {MAX_UPLOAD_BYTES >> 20} MiB",
+        )
+    # Write then rename: a crash mid-write leaves no half part that a retry would take as
+    # already stored (the retry then compares unequal and is refused).
+    partial = session / f".{target.name}.partial"
+    partial.write_bytes(content)
+    os.replace(partial, target)
+    return {"upload_id": args.upload_id, "seq": args.seq, "stored_bytes": others + len(content)}
+
+
+def _refuse_missing_parts(session: Path, count: int, upload_id: str) -> None:
+    missing = [seq for seq in range(count) if not _part_path(session, seq).exists()]
+    if missing:
+        shown = ", ".join(str(seq) for seq in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise CommandError(
+            "invalid", f"upload {upload_id}: part(s) {shown}{more} of {count} never arrived"
+        )
+
+
+def _join_parts(session: Path, count: int, upload_id: str) -> tuple[Path, str]:
+    """Parts 0..count-1 concatenated into one file (each part deleted once copied, so the
+    staging never holds the table twice); the file and the SHA-256 of its bytes."""
+    expected = [_part_path(session, seq) for seq in range(count)]
+    extra = sorted({p.name for p in session.glob("part-*")} - {p.name for p in expected})
+    if extra:
+        raise CommandError(
+            "invalid", f"upload {upload_id} has parts beyond the {count} committed: {extra[0]}"
+        )
+    joined = session / "upload.csv"
+    digest = hashlib.sha256()
+    with joined.open("wb") as out:
+        for part in expected:
+            content = part.read_bytes()
+            digest.update(content)
+            out.write(content)
+            part.unlink()
+    return joined, digest.hexdigest()
+
+
+def _table_upload_commit(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableUploadCommitArgs.model_validate(raw)
+    tables = data.tables
+    session = _session(data, args.upload_id)
+    committed = session / _COMMITTED
+    if committed.exists():
+        # A commit sent again after its answer was lost: answer it again, do not re-parse.
+        done = json.loads(committed.read_text())
+        info = tables.get(args.name)
+        if done.get("name") != args.name or info is None or info.sha256 != done.get("sha256"):
+            raise CommandError(
+                "conflict", f"upload {args.upload_id} was committed as table {done.get('name')}"
+            )
+        return table_view(info, tables.reads(info.name))
+    # Missing parts keep the session: the sender can still send them and commit again.
+    _refuse_missing_parts(session, args.parts, args.upload_id)
+    try:
+        _refuse_existing(tables, args.name, args.replace)
+        path, digest = _join_parts(session, args.parts, args.upload_id)
+        if args.sha256 is not None and digest != args.sha256:
+            raise CommandError(
+                "invalid",
+                f"upload {args.upload_id}: the parts do not add up to the text sent "
+                "(SHA-256 differs): upload the file again",
+            )
+        info = _store_table(
+            tables,
+            path,
+            name=args.name,
+            id_column=args.id_column,
+            label_column=args.label_column,
+            replace=args.replace,
+            shown=args.filename or f"{args.name}.csv",
+        )
+    except BaseException:
+        # The parts are spent (joined, or the upload cannot become this table): drop it all.
+        shutil.rmtree(session, ignore_errors=True)
+        raise
+    path.unlink()
+    committed.write_text(json.dumps({"name": info.name, "sha256": info.sha256}))
+    log.info("table_upload_committed", upload_id=args.upload_id, table=info.name, parts=args.parts)
+    return table_view(info, tables.reads(info.name))
+
+
+def _table_upload_abort(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableUploadIdArgs.model_validate(raw)
+    session = data.uploads_dir / args.upload_id
+    existed = session.is_dir()
+    shutil.rmtree(session, ignore_errors=True)
+    if existed:
+        log.info("table_upload_aborted", upload_id=args.upload_id)
+    return {"upload_id": args.upload_id, "aborted": existed}
 
 
 def _table_get(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
@@ -474,6 +727,10 @@ DataOp = Callable[[PartyData, dict[str, JsonValue]], JsonValue]
 
 DATA_OPS: dict[str, DataOp] = {
     "table_upload": _table_upload,
+    "table_upload_begin": _table_upload_begin,
+    "table_upload_part": _table_upload_part,
+    "table_upload_commit": _table_upload_commit,
+    "table_upload_abort": _table_upload_abort,
     "table_get": _table_get,
     "table_list": _table_list,
 }
@@ -588,6 +845,8 @@ class RpcServer:
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
+        if self._data is not None:
+            sweep_uploads(self._data)  # sessions a previous run left behind
         self._bus.declare(self._topic)
         # One delivery only: a request is answered once; a crash mid-request leaves the
         # requester to time out and retry (commands are idempotent by job id).
