@@ -156,6 +156,7 @@ def test_reveal_host_scores_mode_trains_exact_sigmoid_sgd_and_says_what_crossed(
     np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
     tags = {c.tag for c in crossings}
     assert "host_scores_revealed" in tags and "host_scores" not in tags
+    assert {c.kind for c in crossings if c.tag == "host_scores_revealed"} == {"partial_score"}
 
 
 def test_nothing_per_sample_crosses_in_plaintext_during_training(tmp_path: Path) -> None:

@@ -14,9 +14,16 @@ with a message naming the component type, the tag and the rule broken.
 
 Raw features or labels cannot leave a party by construction: the payload kinds
 (fedschemas.FederationData.kind) are only ciphertext_vector, masked_vector, public_key,
-aggregate, id_set, metric and plain_control -- there is no kind for plaintext data -- and every
-rule pins the shape of what it carries with named dimensions, so an n-sample float array sent as
-a "metric" (declared as a scalar) or as an "aggregate" (declared per feature) is refused.
+aggregate, id_set, metric, plain_control and partial_score -- there is no kind for plaintext
+features or labels -- and every rule pins the shape of what it carries with named dimensions,
+so an n-sample float array sent as a "metric" (declared as a scalar) or as an "aggregate"
+(declared per feature) is refused.
+
+`partial_score` is the one kind that carries a plaintext value per row: a party's partial
+linear predictor X_p w_p (its own features times its own weights), which the receiver learns
+row by row. A rule declaring it must say so with a one-dimensional shape (one value per row), so
+an audit listing the rules of this kind lists every per-row disclosure of every component;
+`aggregate` is for sums over rows (a shape per feature or a scalar), never per-row values.
 
 Shape rules: "any" (no constraint), "none" (no array allowed), or a tuple "(d1, d2, ...)" where
 each dim is an int literal, "*" (any length) or a name. A name is bound to a length the first
@@ -44,6 +51,7 @@ PayloadKind = Literal[
     "id_set",
     "metric",
     "plain_control",
+    "partial_score",
 ]
 PAYLOAD_KINDS: Final[tuple[str, ...]] = get_args(PayloadKind)
 
@@ -140,6 +148,13 @@ class MessageRule:
             raise ProtocolError(f"tag {self.tag!r}: max_seq must be >= -1")
         if self.decrypt is not None and "ciphertext_vector" not in self.kinds:
             raise ProtocolError(f"tag {self.tag!r}: a decrypt rule needs a ciphertext kind")
+        if "partial_score" in self.kinds and (
+            self.shape in (ANY, NONE) or len(parse_shape(self.shape) or ()) != 1
+        ):
+            raise ProtocolError(
+                f"tag {self.tag!r}: partial_score is one value per row, its shape must be "
+                f"one-dimensional, e.g. '(m,)' (got {self.shape!r})"
+            )
 
     @property
     def direction(self) -> str:

@@ -25,6 +25,13 @@ adds theirs to [[v]]_G, so its residual covers every host's scores; and sends th
 [[sum over the others of u_h . u_h' / 4]]_G (`host_cross`, order 2), the cross term of the loss.
 The guest runs the exchange above with each host under that host's key.
 
+Prediction (hetero_lr_predict), once per host:
+
+  host -> guest  host_partial_scores  u_h = X_h w_h per row   (m,) float64, kind partial_score
+
+in plaintext: the guest learns the host's partial score of every row it scores (it could derive
+it from the final scores it is meant to get, z - u_g); the host receives nothing.
+
 Masks R are integers added to the fixed-point mantissas (not to floats): R is uniform over
 [0, 2^(bits(bound) + 80)), so a masked value hides the mantissa statistically (2^-80) and the
 owner recovers it exactly. Every ciphertext derived from the other party's ciphertexts is
@@ -239,12 +246,15 @@ HETERO_LR_PROTOCOL = Protocol(
             tag="host_scores_revealed",
             sender="host",
             receiver="guest",
-            kinds=("aggregate",),
+            kinds=("partial_score",),
             per_iteration=True,
             order=1,
             shape="(*,)",
             dtypes=("float64",),
-            description="reveal_host_scores mode only: u_h per row, REVEALED to the guest",
+            description=(
+                "reveal_host_scores mode only: u_h = X_h w_h for each row of the batch, in "
+                "plaintext; the guest learns the host's partial score of every training row"
+            ),
         ),
         MessageRule(
             tag="host_score_sq",
@@ -272,18 +282,26 @@ HETERO_LR_PROTOCOL = Protocol(
 
 HETERO_LR_PREDICT_PROTOCOL = Protocol(
     component_type="hetero_lr_predict",
-    description="batch prediction: the host's partial scores to the guest (revealed)",
-    dims={"m": "rows to predict"},
+    description=(
+        "batch prediction, one message per host: the host's per-row partial scores u_h to the "
+        "guest in plaintext. The guest learns u_h for every row (and outputs sigmoid(u_g + sum "
+        "u_h)); the host learns nothing (it receives no message)"
+    ),
+    dims={"m": "rows to predict (the guest's row count; every host sends that many)"},
     messages=(
         MessageRule(
             tag="host_partial_scores",
             sender="host",
             receiver="guest",
-            kinds=("aggregate",),
+            kinds=("partial_score",),
             order=1,
             shape="(m,)",
             dtypes=("float64",),
-            description="u_h = X_h w_h per row: REVEALS the host's partial scores",
+            description=(
+                "u_h = X_h w_h for each row, in plaintext (per-row partial linear predictor of "
+                "the host's features under its weights): REVEALED to the guest, which could "
+                "compute it anyway from the scores it is meant to get"
+            ),
         ),
     ),
 )
@@ -919,7 +937,7 @@ def _host(
 def _host_revealed(run: _Run, t: int, guest: str, xb: Floats, u_h: Floats) -> None:
     """`reveal_host_scores`: send u_h in plaintext; answer [[d]] with [[X_h^T d + R_h]]."""
     run.ctx.federation.send(
-        FederationData(kind="aggregate", array=u_h),
+        FederationData(kind="partial_score", array=u_h),
         to=guest,
         tag="host_scores_revealed",
         iteration=t,
@@ -969,7 +987,7 @@ def predict_run(ctx: ComponentContext) -> Mapping[str, Table]:
     if ctx.role == "host":
         u_h = x @ _weights_for(model, list(table.feature_names))
         ctx.federation.send(
-            FederationData(kind="aggregate", array=u_h),
+            FederationData(kind="partial_score", array=u_h),
             to=ctx.parties["guest"][0],
             tag="host_partial_scores",
         )
