@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from fedbus import Bus, Delivery, Message, connect
 from fedbus.sql_inbox import SqlInbox
+from fedgateway.settings import PLACEHOLDER_API_TOKEN
 from fedschemas import DemoPing, Envelope, PartyRef, decode_envelope, encode_envelope, new_envelope
 
 from fedmq import local
@@ -111,8 +113,14 @@ class Deployment:
     def http(self, party: str, path: str, body: dict[str, Any] | None = None) -> bytes:
         url = f"http://127.0.0.1:{self.state.parties[party].http_port}{path}"
         data = json.dumps(body).encode() if body is not None else None
+        # /api/v1/* needs an API token: the launcher's gateways take theirs from the
+        # environment, else the development default.
+        tokens = json.loads(os.environ.get("FEDMQ_GATEWAY_API_TOKENS", "[]"))
+        token = tokens[0] if tokens else PLACEHOLDER_API_TOKEN
         request = urllib.request.Request(
-            url, data=data, headers={"Content-Type": "application/json"}
+            url,
+            data=data,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             return bytes(resp.read())

@@ -3,6 +3,11 @@ the party's REST API (/api/v1/tables, /grants, /jobs: docs/api.md) with its Open
 /api/v1/openapi.json and interactive docs at /api/v1/docs. Every request is traced and counted
 (fedcommon.http).
 
+Everything under /api/v1 needs an API token (`require_token`), the operator routes too: the
+peer list shows the federation's addresses and link states, and marking a job finished makes
+the gateway refuse its messages from then on. /healthz and /metrics stay open: container
+probes and Prometheus call them without credentials.
+
 The app reads the running gateway through the small `GatewayView` protocol, so it can be tested
 with any object that has these members."""
 
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,11 +74,13 @@ def create_app(gateway: GatewayView) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/v1/peers")
+    operator = [Depends(deps.require_token)]
+
+    @app.get(f"{deps.API_PREFIX}/peers", dependencies=operator)
     def peers() -> dict[str, Any]:
         return {"data": gateway.health()["peers"]}
 
-    @app.post("/api/v1/replay/finished", status_code=204)
+    @app.post(f"{deps.API_PREFIX}/replay/finished", status_code=204, dependencies=operator)
     def finished(body: FinishedCreate) -> Response:
         gateway.finish_attempt(body.job_id, body.attempt)
         return Response(status_code=204)
