@@ -50,6 +50,7 @@ class CsvText:
         self.done = False
         self.blank = True
         """Nothing but whitespace so far."""
+        self._text_seen = False
 
     async def read(self) -> str:
         """The next block's text ("" once done)."""
@@ -65,8 +66,6 @@ class CsvText:
             )
         # A short read is the end of the (spooled) file; an exact fit finds b"" next time.
         self.done = len(block) < self._block_bytes
-        if start == 0 and block.startswith(codecs.BOM_UTF8):
-            block, start = block[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
         # Bytes of a character cut by the block boundary wait in the decoder for the next block.
         pending = len(self._decoder.getstate()[0])
         try:
@@ -76,6 +75,9 @@ class CsvText:
                 status.HTTP_400_BAD_REQUEST,
                 f"the file is not UTF-8 text (byte {start - pending + exc.start}): upload a CSV",
             ) from None
+        if not self._text_seen and text:
+            self._text_seen = True
+            text = text.removeprefix("\ufeff")  # a BOM (Excel writes one) is not a column name
         if "\x00" in text:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "the file is binary, not a CSV")
         if self.blank and text.strip():

@@ -1,0 +1,227 @@
+"""Upload sessions of the scheduler's RPC (table_upload_begin/part/commit/abort) on the real
+RabbitMQ: a table larger than one bus frame, parts sent twice, parts missing, commits sent
+twice, abandoned and aborted sessions, and commands too large for one frame.
+
+The scheduler runs in this process on its own vhost and SQLite database; commands go through
+`SchedulerClient` as the REST API sends them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fedbus import Bus, connect
+from fedbus.chunking import DEFAULT_MAX_FRAME_BYTES
+from fedcontrol import SchedulerClient, SchedulerCommandFailed
+from fedscheduler import rpc
+from fedscheduler.main import Scheduler
+from fedscheduler.settings import SchedulerSettings
+from pydantic import SecretStr
+
+from fedmq import local
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+PARTY = "9999"
+
+
+@dataclass
+class RpcParty:
+    client: SchedulerClient
+    scheduler: Scheduler
+    uploads_dir: Path
+
+
+@pytest.fixture(scope="module")
+def party(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RpcParty]:
+    vhost = f"fedmqr{uuid.uuid4().hex[:8]}"
+    local.ensure_vhost(vhost)
+    bus_url = f"{amqp_url.rsplit('/', 1)[0]}/{vhost}"
+    tmp = tmp_path_factory.mktemp("rpc-uploads")
+    scheduler = Scheduler(
+        SchedulerSettings(
+            party_id=PARTY,
+            bus_url=SecretStr(bus_url),
+            database_url=SecretStr(f"sqlite:///{tmp / 'party.db'}"),
+            http_port=-1,
+        )
+    )
+    scheduler.start()
+    bus: Bus = connect(bus_url)
+    try:
+        yield RpcParty(
+            SchedulerClient(bus, PARTY, timeout=20), scheduler, tmp / "party-tables" / ".uploads"
+        )
+    finally:
+        bus.close()
+        scheduler.stop()
+        local.delete_vhost(vhost)
+
+
+def csv_text(rows: int, start: int = 0) -> str:
+    return "".join(f"r{i},{i % 7},{i % 11 / 3:.4f}\n" for i in range(start, start + rows))
+
+
+HEADER = "id,a,b\n"
+
+
+def test_a_table_larger_than_one_frame_is_stored_and_the_queue_keeps_answering(
+    party: RpcParty,
+) -> None:
+    # Prepare: ~20 MiB, the size that used to get no answer at all
+    text = HEADER + csv_text(1_250_000)
+    assert len(text) > 2 * DEFAULT_MAX_FRAME_BYTES
+
+    # Execute
+    stored = party.client.table_upload("twenty_mib", text, timeout=120)
+    started = time.monotonic()
+    listed = party.client.table_list()
+    answered_in = time.monotonic() - started
+
+    # Assert
+    assert stored["rows"] == 1_250_000 and stored["features"] == 2
+    assert stored["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert "twenty_mib" in [t["name"] for t in listed]
+    assert answered_in < 5
+
+
+def test_a_part_sent_twice_is_stored_once_and_a_changed_part_is_refused(
+    party: RpcParty,
+) -> None:
+    # Prepare
+    first, second = HEADER + csv_text(1000), csv_text(1000, start=1000)
+    upload = party.client.table_upload_begin(name="retried")
+    upload_id = upload.upload_id
+
+    # Execute: part 0 twice (an answer lost, the part sent again), then part 1
+    party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=first)
+    again = party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=first)
+    party.client.call("table_upload_part", upload_id=upload_id, seq=1, data=second)
+    with pytest.raises(SchedulerCommandFailed) as changed:
+        party.client.call("table_upload_part", upload_id=upload_id, seq=1, data=first)
+    stored = party.client.call(
+        "table_upload_commit",
+        upload_id=upload_id,
+        parts=2,
+        sha256=hashlib.sha256((first + second).encode()).hexdigest(),
+        name="retried",
+    )
+
+    # Assert
+    assert isinstance(again, dict) and again["stored_bytes"] == len(first)
+    assert changed.value.http_status == 409 and "other text" in changed.value.message
+    assert isinstance(stored, dict) and stored["rows"] == 2000
+
+
+def test_a_commit_with_a_missing_part_keeps_the_session_and_a_repeated_commit_answers_again(
+    party: RpcParty,
+) -> None:
+    # Prepare
+    parts = [HEADER + csv_text(10), csv_text(10, start=10), csv_text(10, start=20)]
+    digest = hashlib.sha256("".join(parts).encode()).hexdigest()
+    upload_id = party.client.table_upload_begin().upload_id
+    for seq in (0, 2):
+        party.client.call("table_upload_part", upload_id=upload_id, seq=seq, data=parts[seq])
+    commit = {"upload_id": upload_id, "parts": 3, "sha256": digest, "name": "gappy"}
+
+    # Execute
+    with pytest.raises(SchedulerCommandFailed) as gap:
+        party.client.call("table_upload_commit", **commit)
+    party.client.call("table_upload_part", upload_id=upload_id, seq=1, data=parts[1])
+    stored = party.client.call("table_upload_commit", **commit)
+    repeated = party.client.call("table_upload_commit", **commit)
+
+    # Assert
+    assert gap.value.http_status == 400 and "part(s) 1 of 3 never arrived" in gap.value.message
+    assert isinstance(stored, dict) and stored["rows"] == 30
+    assert repeated == stored
+    assert not list((party.uploads_dir / upload_id).glob("part-*"))
+
+
+def test_parts_that_do_not_add_up_to_the_digest_are_refused_and_dropped(
+    party: RpcParty,
+) -> None:
+    # Prepare
+    upload_id = party.client.table_upload_begin().upload_id
+    party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=HEADER + "r1,1,1\n")
+
+    # Execute
+    with pytest.raises(SchedulerCommandFailed) as mismatch:
+        party.client.call(
+            "table_upload_commit",
+            upload_id=upload_id,
+            parts=1,
+            sha256=hashlib.sha256(b"something else").hexdigest(),
+            name="mismatched",
+        )
+
+    # Assert
+    assert mismatch.value.http_status == 400 and "SHA-256" in mismatch.value.message
+    assert not (party.uploads_dir / upload_id).exists()
+    with pytest.raises(SchedulerCommandFailed) as gone:
+        party.client.table_get("mismatched")
+    assert gone.value.http_status == 404
+
+
+def test_an_abandoned_session_is_deleted_at_the_next_begin_and_an_aborted_one_at_once(
+    party: RpcParty,
+) -> None:
+    # Prepare: a session whose last part came two hours ago
+    old = party.client.table_upload_begin().upload_id
+    party.client.call("table_upload_part", upload_id=old, seq=0, data=HEADER)
+    two_hours_ago = time.time() - 7200
+    os.utime(party.uploads_dir / old, (two_hours_ago, two_hours_ago))
+    recent = party.client.table_upload_begin()
+    recent.send(HEADER)
+
+    # Execute
+    fresh = party.client.table_upload_begin().upload_id
+    recent.abort()
+
+    # Assert
+    assert not (party.uploads_dir / old).exists()
+    assert not (party.uploads_dir / recent.upload_id).exists()
+    assert (party.uploads_dir / fresh).is_dir()
+    with pytest.raises(SchedulerCommandFailed) as late:
+        party.client.call("table_upload_part", upload_id=old, seq=1, data="r1,1,1\n")
+    assert late.value.http_status == 404 and "upload the file again" in late.value.message
+
+
+def test_a_session_over_the_size_limit_is_refused_part_by_part(
+    party: RpcParty, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the scheduler runs in this process, so its limit can be lowered here
+    monkeypatch.setattr(rpc, "MAX_UPLOAD_BYTES", 1000)
+    upload_id = party.client.table_upload_begin().upload_id
+    party.client.call("table_upload_part", upload_id=upload_id, seq=0, data="x" * 600)
+
+    # Execute
+    with pytest.raises(SchedulerCommandFailed) as over:
+        party.client.call("table_upload_part", upload_id=upload_id, seq=1, data="x" * 600)
+
+    # Assert
+    assert over.value.http_status == 400 and "larger than" in over.value.message
+
+
+def test_a_command_over_one_frame_is_refused_before_it_is_sent(party: RpcParty) -> None:
+    # Prepare: a pipeline document larger than a frame (only tables have upload sessions)
+    huge = "# padding\n" * (DEFAULT_MAX_FRAME_BYTES // 10 + 1)
+
+    # Execute
+    started = time.monotonic()
+    with pytest.raises(SchedulerCommandFailed) as refused:
+        party.client.submit(huge)
+    took = time.monotonic() - started
+    listed = party.client.list_jobs()
+
+    # Assert: refused at once, and the scheduler's queue was never blocked by it
+    assert refused.value.http_status == 400 and "bus frame" in refused.value.message
+    assert took < 2
+    assert isinstance(listed, list)
