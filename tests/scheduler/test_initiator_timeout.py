@@ -139,3 +139,29 @@ def test_the_initiators_heartbeats_keep_a_long_job_alive_at_its_participants(
     assert len({e.message_id for e in beats}) == len(beats)
     assert fed.workers[HOST].cancels == []
     assert initiator_timeouts(fed, HOST) == 0.0
+
+
+THREE_PARTIES = PSI_EVAL.replace('host: ["10000"]', 'host: ["10000", "10001"]')
+
+
+def test_a_participant_waiting_for_the_start_fails_its_side_when_the_initiator_dies(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    # Prepare: the host accepted; the second host never answers, so the job waits at the host
+    fed = federation_factory(
+        (GUEST, HOST, "10001"),
+        start=(GUEST, HOST),
+        party_timeout_s=TIMEOUT_S,
+        heartbeat_interval_s=0.2,
+    )
+    fed.client(GUEST).submit(THREE_PARTIES, job_id="job-never-started")
+    fed.wait_state(HOST, "job-never-started", "waiting")
+
+    # Execute: the initiator's scheduler stops before it could time out the proposal
+    fed.schedulers[GUEST].stop()
+    failed = fed.wait_state(HOST, "job-never-started", "failed", timeout=10 * TIMEOUT_S)
+
+    # Assert
+    assert failed["reason"].startswith("no word from initiator party 9999 for ")
+    assert fed.workers[HOST].runs == []
+    assert initiator_timeouts(fed, HOST) == 1.0

@@ -771,6 +771,9 @@ def _fail_overdue_task(session: Session, ctx: SchedulerContext, job: Job, now: d
     if job.state != RUNNING:
         return False
     pipeline = _parse(job)
+    specs = pipeline.components_in_order()
+    if not ctx.task_timeout_s and all(spec.timeout_s is None for spec in specs):
+        return False  # no limit anywhere: spare the timer the task rows of every running job
     effective = store.effective_tasks(session, job.job_id)
     for task in store.tasks_of(session, job.job_id, attempt=job.attempt):
         if task.state not in (WAITING, RUNNING):
