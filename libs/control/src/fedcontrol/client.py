@@ -264,17 +264,19 @@ class SchedulerClient:
         A text that fits in one command goes as one `table_upload`; a larger one as an upload
         session (`table_upload_begin`). Parsing a large table takes a while: give a `timeout`
         longer than the default (it applies to the command that parses)."""
-        args = _args(
-            name=name,
-            csv_text=csv_text,
-            id_column=id_column,
-            label_column=label_column,
-            replace=replace,
-            filename=filename,
-        )
-        body = self._encode("table_upload", args)
-        if len(body) <= self.max_command_bytes:
-            return _as_dict("table_upload", self._request("table_upload", body, timeout))
+        # A text with more characters than a frame has bytes cannot fit: not worth encoding.
+        if len(csv_text) < self.max_command_bytes:
+            args = _args(
+                name=name,
+                csv_text=csv_text,
+                id_column=id_column,
+                label_column=label_column,
+                replace=replace,
+                filename=filename,
+            )
+            body = self._encode("table_upload", args)
+            if len(body) <= self.max_command_bytes:
+                return _as_dict("table_upload", self._request("table_upload", body, timeout))
         upload = self.table_upload_begin(name=name, replace=replace)
         try:
             upload.send(csv_text)

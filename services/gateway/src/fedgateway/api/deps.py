@@ -40,6 +40,9 @@ COMMAND_TIMEOUT_S = 15.0
 """How long a request waits for the scheduler's answer before 503."""
 UPLOAD_TIMEOUT_S = 300.0
 """Uploads are parsed and stored by the scheduler before it answers: large tables take a while."""
+UPLOAD_PART_TIMEOUT_S = 60.0
+"""One part of a large upload: quick to store, but it may queue behind another upload's parse
+(the scheduler answers one command at a time); a part that gets no answer is sent again."""
 
 
 class _HasSettings(Protocol):

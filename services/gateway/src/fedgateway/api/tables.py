@@ -22,6 +22,7 @@ from fedcontrol.client import UPLOAD_PART_BYTES, TableUpload
 from starlette.concurrency import run_in_threadpool
 
 from fedgateway.api.deps import (
+    UPLOAD_PART_TIMEOUT_S,
     UPLOAD_TIMEOUT_S,
     SchedulerDep,
     TableNamePath,
@@ -128,7 +129,7 @@ async def upload_table(
         text = first
         while text:
             with answering():
-                await run_in_threadpool(upload.send, text)
+                await run_in_threadpool(upload.send, text, timeout=UPLOAD_PART_TIMEOUT_S)
             text = await csv_text.read()
         if csv_text.blank:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "the file is empty")
