@@ -54,8 +54,9 @@ from pydantic import JsonValue
 SCHEDULER_RPC_TOPIC: Final = "svc.scheduler.rpc"
 RPC_COMPONENT: Final = "scheduler.rpc"
 UPLOAD_PART_BYTES: Final = 4 << 20
-"""Largest piece of CSV text (UTF-8 bytes) one table_upload_part carries: half the default
-frame, so the envelope around it always fits; smaller where the bus's frame is smaller."""
+"""Characters of CSV text one table_upload_part carries at most: half the default frame, so an
+ASCII part and its envelope fit with room to spare (less where the bus's frame is smaller; a
+part whose wide characters still overflow the frame is halved)."""
 PART_ATTEMPTS: Final = 3
 """How often a part is sent before the upload gives up (a part is idempotent by its seq)."""
 _TRACER = get_tracer("fedcontrol")
