@@ -616,8 +616,8 @@ def _table_upload_part(data: PartyData, raw: dict[str, JsonValue]) -> JsonValue:
             "invalid",
             f"upload {args.upload_id} is larger than {MAX_UPLOAD_BYTES >> 20} MiB",
         )
-    # Write then rename: a crash mid-write leaves no half part that a retry would take as
-    # already stored (the retry then compares unequal and is refused).
+    # Write then rename: a crash mid-write must not leave half a part under the part's name,
+    # or the sender's retry of it would compare unequal and be refused.
     partial = session / f".{target.name}.partial"
     partial.write_bytes(content)
     os.replace(partial, target)
