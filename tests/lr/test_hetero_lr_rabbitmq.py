@@ -1,12 +1,14 @@
 """hetero_lr across two parties as separate processes: each party's gateway (signed link) and
 worker on RabbitMQ (a vhost per party) and PostgreSQL (a database per party), set up by the
 local launcher's functions; the test plays both schedulers (task.run to each worker). The
-host's worker is SIGKILLed in the middle of training and started again: the job ends with the
+host's worker is SIGKILLed in the middle of training and started again (with the party's
+checkpoint key, which opens the sealed Paillier key in the checkpoint): the job ends with the
 weights of the same pipeline run uninterrupted in standalone mode (within 1e-6).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -40,6 +42,9 @@ PARTIES = {"guest": [GUEST], "host": [HOST]}
 DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 TABLES = {GUEST: "breast_hetero_guest", HOST: "breast_hetero_host"}
 JOB = "job-hetero-lr"
+# Each party's checkpoint key (FEDMQ_WORKER_CHECKPOINT_KEY): the restarted worker must open the
+# Paillier key its predecessor sealed into the checkpoint.
+CHECKPOINT_KEYS = {party: os.urandom(32).hex() for party in ROLES}
 LR_PARAMS = {"epochs": 6, "batch_size": 128, "learning_rate": 0.5, "alpha": 0.01, "seed": 2}
 PIPELINE = f"""
 name: hetero-lr-processes
@@ -184,6 +189,7 @@ def start_party_worker(
         task_poll_s="0.2",
         progress_interval_s="0",
         log_level="INFO",
+        checkpoint_key=CHECKPOINT_KEYS[party],
     )
 
 

@@ -40,6 +40,7 @@ from fedcommon.tracing import configure_tracing
 from fedflow.bus_federation import FederationEndpoint
 from fedflow.cryptopool import BusExecutor
 from fedflow.runner import PartyRuntime
+from fedflow.sealing import CheckpointSealer
 from fedflow.tables import TableStore
 from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
@@ -76,6 +77,17 @@ class CrashAfterCommit(Inbox):
 
     def close(self) -> None:
         self._inner.close()
+
+
+def checkpoint_sealer(settings: WorkerSettings) -> CheckpointSealer:
+    """What seals components' secrets in checkpoints: from `checkpoint_key`, or a secret of
+    this process only (then a task taken over after this process dies cannot resume)."""
+    if settings.checkpoint_key is None:
+        log.warning("checkpoint_key_unset", party_id=settings.party_id, resume="this_process_only")
+        return CheckpointSealer.in_memory()
+    sealer = CheckpointSealer(settings.checkpoint_key.get_secret_value().encode())
+    log.info("checkpoint_key_set", party_id=settings.party_id, fingerprint=sealer.fingerprint)
+    return sealer
 
 
 class Worker:
@@ -118,7 +130,12 @@ class Worker:
         self.tables = TableStore(self.engine, settings.tables_dir)
         self.crypto_replica = make_replica(self.bus, settings, self.metrics)
         self.crypto_executor = make_executor(self.bus, settings, self.metrics)
-        self.runtime = PartyRuntime(self.endpoint, self.tables, executor=self.crypto_executor)
+        self.runtime = PartyRuntime(
+            self.endpoint,
+            self.tables,
+            executor=self.crypto_executor,
+            sealer=checkpoint_sealer(settings),
+        )
         self.reporter = StatusReporter(self.publisher, settings.party_id, settings.scheduler_topic)
         self.executor = TaskExecutor(
             self.runtime,

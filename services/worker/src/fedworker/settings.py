@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedcommon.settings import ServiceSettings
+from fedflow.sealing import MIN_SECRET_BYTES
 from fedflow.tables import default_tables_dir
 from fedschemas import MAX_ENVELOPE_BYTES
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -65,9 +66,27 @@ class WorkerSettings(ServiceSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8083, ge=0, le=65535)
     """/healthz and /metrics (Prometheus); 0 serves no HTTP."""
+    checkpoint_key: SecretStr | None = None
+    """The party's secret (at least 32 characters, e.g. `openssl rand -hex 32`) from which a
+    key per task is derived to seal what components keep secret in checkpoints (hetero_lr's
+    Paillier private key and mask seed; fedflow.sealing): the same at every replica of the
+    party's worker, never stored in the database. None: a random secret per process, so a task
+    resumed by another process (its worker died) cannot open its sealed secrets and fails."""
     crash_after_effect: str | None = None
     """TEST ONLY: exit abruptly right after the inbox transaction of this message id committed,
     before the ack (the crash test). Refused outside development."""
+
+    @field_validator("checkpoint_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("checkpoint_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"checkpoint_key needs at least {MIN_SECRET_BYTES} characters")
+        return value
 
     @model_validator(mode="after")
     def _no_crash_hook_in_production(self) -> WorkerSettings:
