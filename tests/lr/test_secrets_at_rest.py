@@ -19,6 +19,8 @@ from fedflow.sealing import CheckpointSealer, SealedStateError
 from fedflow.standalone import LocalWorld
 from fedflow.statecodec import decode_state
 from fedflow.task import TaskKey
+from fedworker.main import checkpoint_sealer
+from fedworker.settings import WorkerSettings
 
 from tests.lr.conftest import GUEST, HOST, lr_tasks, start, synthetic, taylor_sgd, weights
 
@@ -215,3 +217,19 @@ def test_a_sealed_secret_opens_only_for_its_task_purpose_and_party_secret() -> N
 def test_a_short_checkpoint_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
         CheckpointSealer(b"changeme")
+
+
+def test_the_worker_seals_with_its_checkpoint_key_and_refuses_a_short_one() -> None:
+    # Prepare
+    secret = os.urandom(32).hex()
+
+    # Execute
+    keyed = checkpoint_sealer(WorkerSettings(checkpoint_key=secret))
+    unset = checkpoint_sealer(WorkerSettings(checkpoint_key=""))
+
+    # Assert: another replica (the same key) opens what the worker sealed; unset is ephemeral
+    sealed = keyed.seal(KEY, lr.SECRETS_PURPOSE, b"p and q")
+    assert CheckpointSealer(secret.encode()).open(KEY, lr.SECRETS_PURPOSE, sealed) == b"p and q"
+    assert not keyed.ephemeral and unset.ephemeral
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        WorkerSettings(checkpoint_key="changeme-but-longer")
