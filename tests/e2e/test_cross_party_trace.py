@@ -16,9 +16,6 @@ is submitted through the guest's REST API, and we check what a user would look f
 from __future__ import annotations
 
 import gzip
-import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -34,15 +31,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from fedmq import local
-from fedmq.sdk import Client
+from tests.local_stack import GUEST, HOST, two_parties
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
 PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
-GUEST, HOST = "9999", "10000"
 TOKEN = f"trace-{uuid.uuid4().hex}"
 SERVICES = ("GATEWAY", "SCHEDULER", "WORKER")
 
@@ -145,55 +140,33 @@ class TracedRun:
 def traced_run(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[TracedRun]:
     """Both parties up with OTLP export to the receiver, one PSI + evaluation job run to its
     end, then both parties stopped (a stopping service flushes its batched spans)."""
-    root = Path(tempfile.mkdtemp(prefix="fedmq-trace-"))
-    saved_cwd, saved_env = Path.cwd(), dict(os.environ)
-    clients: list[Client] = []
     with OtlpReceiver() as receiver:
-        os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{TOKEN}"]'
-        for service in SERVICES:
-            os.environ[f"FEDMQ_{service}_OTLP_ENDPOINT"] = (
-                f"http://127.0.0.1:{receiver.port}/{{party}}/v1/traces"
-            )
-        os.chdir(root)
-        try:
-            state = local.up(
-                [GUEST, HOST],
-                root / "local",
-                prefix=f"fedmqt{uuid.uuid4().hex[:8]}",
-                federation="trace",
-                amqp_url=amqp_url.rsplit("/", 1)[0],
-                redis_url=redis_url.rsplit("/", 1)[0],
-                pg_admin_url=pg_admin_url,
-            )
-            for party in (GUEST, HOST):
-                local.wait_healthy(state, party, timeout=90)
-            guest = Client(f"http://127.0.0.1:{state.parties[GUEST].http_port}", TOKEN)
-            host = Client(f"http://127.0.0.1:{state.parties[HOST].http_port}", TOKEN)
-            clients += [guest, host]
-            guest.upload_table(
+        endpoint = f"http://127.0.0.1:{receiver.port}/{{party}}/v1/traces"
+        with two_parties(
+            amqp_url=amqp_url,
+            redis_url=redis_url,
+            pg_admin_url=pg_admin_url,
+            token=TOKEN,
+            label="trace",
+            env={f"FEDMQ_{service}_OTLP_ENDPOINT": endpoint for service in SERVICES},
+        ) as stack:
+            stack.guest.upload_table(
                 "breast_hetero_guest", DATA / "breast_hetero_guest.csv", replace=True
             )
-            host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True)
-            host.grant("breast_hetero_host", GUEST, ["psi"])
-            job = guest.submit(PSI_EVAL, job_id=f"trace-{uuid.uuid4().hex[:6]}")
-            done = guest.wait(job.job_id, timeout=120, poll=0.5)
+            stack.host.upload_table(
+                "breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True
+            )
+            stack.host.grant("breast_hetero_host", GUEST, ["psi"])
+            job = stack.guest.submit(PSI_EVAL, job_id=f"trace-{uuid.uuid4().hex[:6]}")
+            done = stack.guest.wait(job.job_id, timeout=120, poll=0.5)
             # Stopping flushes every process's span batch to its collector.
-            local.down(root / "local", purge=True)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not _has_task_spans(receiver, job.job_id):
-                time.sleep(0.2)
-            with receiver.lock:
-                spans = list(receiver.spans)
-            yield TracedRun(job.job_id, done.state, spans)
-        finally:
-            for client in clients:
-                client.close()
-            if (root / "local" / local.STATE_FILE).exists():
-                local.down(root / "local", purge=True)
-            os.chdir(saved_cwd)
-            os.environ.clear()
-            os.environ.update(saved_env)
-            shutil.rmtree(root, ignore_errors=True)
+            stack.down()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _has_task_spans(receiver, job.job_id):
+            time.sleep(0.2)
+        with receiver.lock:
+            spans = list(receiver.spans)
+        yield TracedRun(job.job_id, done.state, spans)
 
 
 def _has_task_spans(receiver: OtlpReceiver, job_id: str) -> bool:

@@ -12,73 +12,37 @@ only through each party's REST API with the SDK, as a user would:
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from fedmq import local
-from fedmq.sdk import Client
+from tests.local_stack import GUEST, HOST, Stack, two_parties
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
 PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
-GUEST, HOST = "9999", "10000"
 TOKEN = f"e2e-{uuid.uuid4().hex}"
 EVAL_METRICS = ("auc", "ks", "accuracy", "precision", "recall", "log_loss", "rows")
 
 
-@dataclass
-class Stack:
-    state: local.LocalState
-    guest: Client
-    host: Client
-
-
 @pytest.fixture(scope="module")
 def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
-    """Both parties' services, started in a scratch directory (their cwd: the workers' and
-    schedulers' table files land under it), with an API token of our own."""
-    root = Path(tempfile.mkdtemp(prefix="fedmq-e2e-"))
-    saved_cwd, saved_env = Path.cwd(), dict(os.environ)
-    os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{TOKEN}"]'
-    os.chdir(root)
-    clients: list[Client] = []
-    try:
-        state = local.up(
-            [GUEST, HOST],
-            root / "local",
-            prefix=f"fedmqe{uuid.uuid4().hex[:8]}",
-            federation="e2e",
-            amqp_url=amqp_url.rsplit("/", 1)[0],
-            redis_url=redis_url.rsplit("/", 1)[0],
-            pg_admin_url=pg_admin_url,
-        )
-        for party in (GUEST, HOST):
-            local.wait_healthy(state, party, timeout=90)
-        guest = Client(f"http://127.0.0.1:{state.parties[GUEST].http_port}", TOKEN)
-        host = Client(f"http://127.0.0.1:{state.parties[HOST].http_port}", TOKEN)
-        clients += [guest, host]
-        yield Stack(state, guest, host)
-    finally:
-        for client in clients:
-            client.close()
-        if (root / "local" / local.STATE_FILE).exists():
-            local.down(root / "local", purge=True)
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        shutil.rmtree(root, ignore_errors=True)
+    """Both parties' services, started in a scratch directory, with an API token of our own."""
+    with two_parties(
+        amqp_url=amqp_url,
+        redis_url=redis_url,
+        pg_admin_url=pg_admin_url,
+        token=TOKEN,
+        label="e2e",
+    ) as stack:
+        yield stack
 
 
 def _upload_breast(stack: Stack) -> None:

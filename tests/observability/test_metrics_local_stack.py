@@ -6,20 +6,15 @@ series the dashboards read (docs/metrics.md) show the work that was done.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedmq import local
-from fedmq.sdk import Client
+from tests.local_stack import GUEST, HOST, Stack, two_parties
 from tests.runtime.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -27,7 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
 PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
-GUEST, HOST = "9999", "10000"
 PEER = {GUEST: HOST, HOST: GUEST}
 TOKEN = f"metrics-{uuid.uuid4().hex}"
 RUNNING = "fedmq_worker_tasks_running"
@@ -35,30 +29,16 @@ RUNNING = "fedmq_worker_tasks_running"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-@dataclass
-class Stack:
-    state: local.LocalState
-    guest: Client
-    host: Client
-
-    def port(self, party: str, service: str) -> int:
-        p = self.state.parties[party]
-        return {
-            "gateway": p.http_port,
-            "scheduler": p.scheduler_http_port,
-            "worker": p.worker_http_port,
-        }[service]
-
-    def scrape(self, party: str, service: str) -> Samples:
-        """Every sample of the service's /metrics, parsed as Prometheus parses it."""
-        url = f"http://127.0.0.1:{self.port(party, service)}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            text = resp.read().decode()
-        samples: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-        return samples
+def scrape(stack: Stack, party: str, service: str) -> Samples:
+    """Every sample of the service's /metrics, parsed as Prometheus parses it."""
+    url = f"http://127.0.0.1:{stack.http_port(party, service)}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
@@ -73,37 +53,15 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
     """Both parties' services in a scratch directory (their cwd), with an API token of ours."""
-    root = Path(tempfile.mkdtemp(prefix="fedmq-metrics-"))
-    saved_cwd, saved_env = Path.cwd(), dict(os.environ)
-    os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{TOKEN}"]'
-    os.chdir(root)
-    clients: list[Client] = []
-    try:
-        state = local.up(
-            [GUEST, HOST],
-            root / "local",
-            prefix=f"fedmqm{uuid.uuid4().hex[:8]}",
-            federation="metrics",
-            amqp_url=amqp_url.rsplit("/", 1)[0],
-            redis_url=redis_url.rsplit("/", 1)[0],
-            pg_admin_url=pg_admin_url,
-        )
-        for party in (GUEST, HOST):
-            local.wait_healthy(state, party, timeout=90)
-            local.wait_healthy(state, party, timeout=90, service="worker")
-        guest = Client(f"http://127.0.0.1:{state.parties[GUEST].http_port}", TOKEN)
-        host = Client(f"http://127.0.0.1:{state.parties[HOST].http_port}", TOKEN)
-        clients += [guest, host]
-        yield Stack(state, guest, host)
-    finally:
-        for client in clients:
-            client.close()
-        if (root / "local" / local.STATE_FILE).exists():
-            local.down(root / "local", purge=True)
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        shutil.rmtree(root, ignore_errors=True)
+    with two_parties(
+        amqp_url=amqp_url,
+        redis_url=redis_url,
+        pg_admin_url=pg_admin_url,
+        token=TOKEN,
+        label="metrics",
+        wait_for_workers=True,
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +80,11 @@ def scraped(stack: Stack) -> dict[tuple[str, str], Samples]:
     # A worker reports a task's end before its runner thread records it: let them settle.
     for party in (GUEST, HOST):
         wait_until(
-            lambda party=party: total(stack.scrape(party, "worker"), RUNNING) == 0,
+            lambda party=party: total(scrape(stack, party, "worker"), RUNNING) == 0,
             what=f"party {party}'s worker idle",
         )
     return {
-        (party, service): stack.scrape(party, service)
+        (party, service): scrape(stack, party, service)
         for party in (GUEST, HOST)
         for service in ("gateway", "scheduler", "worker")
     }
