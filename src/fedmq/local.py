@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -300,7 +301,21 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
         if service in ("scheduler", "worker"):
             env[up + "HTTP_HOST"] = "127.0.0.1"
             env[up + "HTTP_PORT"] = str(_http_port(state, party, service))
+        if service == "worker":
+            env.setdefault(up + "CHECKPOINT_KEY", checkpoint_key(state, party))
     return env
+
+
+def checkpoint_key(state: LocalState, party: str) -> str:
+    """The party's workers' shared checkpoint secret (created once, kept 0600 in its folder):
+    a worker restarted by `fedmq local` resumes tasks whose secrets the old one sealed."""
+    path = state.party_dir(party) / "checkpoint.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}

@@ -212,7 +212,8 @@ def test_the_manifests_settings_load_once_the_placeholders_are_replaced(
     so the refusal above is the placeholders' doing and nothing else."""
     for name, value in manifest_env().items():
         real = value.replace("changethis", "a-real-api-token-0123456789")
-        monkeypatch.setenv(name, real.replace("changeme", "s3cret-Pa55word"))
+        # (32+ characters: the workers' checkpoint key has a minimum length)
+        monkeypatch.setenv(name, real.replace("changeme", "s3cret-Pa55word-0123456789abcdef"))
 
     loaded = {prefix: cls() for prefix, cls in settings_classes().items()}
 

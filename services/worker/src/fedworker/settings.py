@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedcommon.settings import ServiceSettings
+from fedcommon.settings import ServiceSettings, is_placeholder_secret
 from fedflow.sealing import MIN_SECRET_BYTES
 from fedflow.tables import default_tables_dir
 from fedschemas import MAX_ENVELOPE_BYTES
@@ -70,8 +70,9 @@ class WorkerSettings(ServiceSettings):
     """The party's secret (at least 32 characters, e.g. `openssl rand -hex 32`) from which a
     key per task is derived to seal what components keep secret in checkpoints (hetero_lr's
     Paillier private key and mask seed; fedflow.sealing): the same at every replica of the
-    party's worker, never stored in the database. None: a random secret per process, so a task
-    resumed by another process (its worker died) cannot open its sealed secrets and fails."""
+    party's worker, never stored in the database. Required outside development. None (development
+    only): a random secret per process, so a task resumed by another process (its worker died)
+    cannot open its sealed secrets and fails."""
     crash_after_effect: str | None = None
     """TEST ONLY: exit abruptly right after the inbox transaction of this message id committed,
     before the ack (the crash test). Refused outside development."""
@@ -84,7 +85,9 @@ class WorkerSettings(ServiceSettings):
     @field_validator("checkpoint_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+        if value is None or is_placeholder_secret(value.get_secret_value()):
+            return value  # a placeholder is refused, by name, outside development
+        if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"checkpoint_key needs at least {MIN_SECRET_BYTES} characters")
         return value
 
@@ -92,6 +95,13 @@ class WorkerSettings(ServiceSettings):
     def _no_crash_hook_in_production(self) -> WorkerSettings:
         if self.crash_after_effect and self.environment != "development":
             raise ValueError("crash_after_effect is a test hook, refused outside development")
+        if self.checkpoint_key is None and self.environment != "development":
+            # Without it a task cannot resume on another replica after its worker died: the
+            # checkpoints exist precisely for that, so production does not start without it.
+            raise ValueError(
+                "checkpoint_key is required outside development (a shared secret of the party's "
+                "workers, e.g. `openssl rand -hex 32`; fedmq site init writes one)"
+            )
         return self
 
     @property
