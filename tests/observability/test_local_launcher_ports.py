@@ -57,3 +57,21 @@ def test_status_shows_the_worker_port_and_old_state_files_still_load(tmp_path: P
     assert new_rows["worker"]["http_port"] == 17445
     assert new_rows["scheduler"]["http_port"] == 17430
     assert new_rows["gateway"]["http_port"] == 17401
+
+
+def test_each_partys_workers_share_one_checkpoint_key_kept_private(tmp_path: Path) -> None:
+    # Prepare
+    state = local.plan(["9999", "10000"], tmp_path, base_port=17400)
+
+    # Execute: a worker's environment, twice (a restarted worker), for both parties
+    first = {p: local._service_env(state, p, "worker") for p in state.parties}
+    again = {p: local._service_env(state, p, "worker") for p in state.parties}
+
+    # Assert: stable per party (a restarted worker opens what the old one sealed), distinct
+    # between parties, long enough for the worker's settings, and in a file only we can read
+    keys = {p: env["FEDMQ_WORKER_CHECKPOINT_KEY"] for p, env in first.items()}
+    assert keys == {p: env["FEDMQ_WORKER_CHECKPOINT_KEY"] for p, env in again.items()}
+    assert keys["9999"] != keys["10000"]
+    assert all(len(key) >= 32 for key in keys.values())
+    assert (state.party_dir("9999") / "checkpoint.key").stat().st_mode & 0o077 == 0
+    assert "FEDMQ_WORKER_CHECKPOINT_KEY" not in local._service_env(state, "9999", "scheduler")
