@@ -4,7 +4,9 @@ metrics match direct computations; the standalone runner runs a whole pipeline."
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +177,47 @@ def test_a_table_a_party_does_not_have_is_named(tmp_path: Path) -> None:
     pipeline = Pipeline.from_yaml(EXAMPLE.read_text().replace("breast_hetero_host", "credit_x"))
     with pytest.raises(TableError, match=r"party 10000 has no table 'credit_x' \(tables: "):
         run_pipeline(pipeline, {"9999": EXAMPLE_DATA, "10000": EXAMPLE_DATA}, tmp_path)
+
+
+def test_psi_checkpoints_hold_its_secrets_sealed_never_in_the_clear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: record the secrets PSI draws, and every checkpoint state it saves
+    from fedflow.checkpoints import CheckpointStore
+    from fedflow.components import psi
+    from fedflow.statecodec import encode_state
+
+    drawn: list[bytes] = []
+
+    def recording_urandom(n: int) -> bytes:
+        value = os.urandom(n)
+        drawn.append(value)
+        return value
+
+    saved: list[bytes] = []
+    original_save = CheckpointStore.save
+
+    def save_and_copy(self: CheckpointStore, key: object, iteration: int, state: object) -> None:
+        saved.append(encode_state(state))
+        original_save(self, key, iteration, state)  # type: ignore[arg-type]
+
+    # Only psi's own draws: the module's `os` is swapped, not the os module everyone uses.
+    monkeypatch.setattr(psi, "os", types.SimpleNamespace(urandom=recording_urandom))
+    monkeypatch.setattr(CheckpointStore, "save", save_and_copy)
+    guest_ids = [f"u{i:04d}" for i in range(120)]
+    host_ids = [f"u{i:04d}" for i in range(60, 200)]
+
+    # Execute
+    with LocalWorld(["9999", "10000"], tmp_path / "w") as world:
+        tables = {
+            ("9999", "guest"): make_table(guest_ids, 2, seed=1),
+            ("10000", "host"): make_table(host_ids, 2, seed=2),
+        }
+        out = run_psi(world, tables, 64)
+
+    # Assert: the intersection is right, each party saved its secret once, sealed
+    assert out["9999"].ids.tolist() == sorted(set(guest_ids) & set(host_ids))
+    assert len(drawn) == 2 and len(saved) == 2
+    for state in saved:
+        for secret in drawn:
+            assert secret not in state and secret.hex().encode() not in state

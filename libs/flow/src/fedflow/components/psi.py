@@ -17,7 +17,8 @@ numbers, `meta["chunks"]` on every chunk):
   2. host  -> guest host_reblinded   (H(x)^a)^b, in the order received
   3. guest -> host  intersection_mask (several hosts only) bool per pairwise-intersection id
 
-Resume: the secrets are checkpointed before anything is sent, so a restarted party blinds to
+Resume: the secrets are checkpointed (sealed: fedflow.sealing, as hetero_lr's private key)
+before anything is sent, so a restarted party blinds to
 the same values and re-sends identical messages under the same ids (blinding is deterministic
 given the secret; the sort by value fixes the order). The runtime deletes the checkpoint, and
 with it the secrets, once the task's success is recorded.
@@ -133,18 +134,29 @@ def _pairwise(
     return sorted(str(i) for i in party.intersect(own_double, reblinded))
 
 
+SECRETS_PURPOSE = "psi.secrets"
+"""What the sealed secrets in a PSI checkpoint are (binds the sealing key to them)."""
+
+
 def run(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(PsiParams)
     data = ctx.input("data")
     ids = [str(i) for i in data.ids.tolist()]
     peers = ctx.parties.get("host", []) if ctx.role == "guest" else ctx.parties["guest"][:1]
     saved = ctx.checkpoints.latest()
-    if saved is not None:
+    if saved is not None and "sealed" in saved.state:
+        secrets = {
+            str(peer): ctx.checkpoints.open_sealed(SECRETS_PURPOSE, sealed)
+            for peer, sealed in saved.state["sealed"].items()
+        }
+    elif saved is not None:  # a checkpoint from before sealing: the secrets in the clear
         secrets = {str(k): bytes(v) for k, v in saved.state["secrets"].items()}
     else:
-        # Checkpointed before the first send: a restart must blind with the same secrets.
+        # Checkpointed before the first send: a restart must blind with the same secrets. They
+        # are stored sealed (fedflow.sealing), never in the clear in the party's database.
         secrets = {peer: os.urandom(32) for peer in peers}
-        ctx.checkpoints.save(0, {"secrets": secrets})
+        sealed = {peer: ctx.checkpoints.seal(SECRETS_PURPOSE, key) for peer, key in secrets.items()}
+        ctx.checkpoints.save(0, {"sealed": sealed})
     pairwise: dict[str, list[str]] = {}
     for n, peer in enumerate(peers):
         ctx.check_canceled()
