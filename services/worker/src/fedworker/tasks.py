@@ -124,7 +124,13 @@ def _key_where(job_id: str, component: str, attempt: int, role: str) -> sa.Colum
 class _Running:
     key: TaskKey
     cancel: threading.Event = field(default_factory=threading.Event)
-    last_progress: float = 0.0
+    # The claim reported "running" (with the task's progress so far): the interval between
+    # progress reports counts from there.
+    last_progress: float = field(default_factory=time.monotonic)
+    pending_progress: float | None = None
+    """The latest fraction held back by the interval; the lease keeper sends it later."""
+    report_lock: threading.Lock = field(default_factory=threading.Lock)
+    """One running report at a time per task (the runner thread's and the keeper's)."""
 
 
 class StatusReporter:
@@ -297,7 +303,9 @@ class TaskExecutor:
         self.recv_timeout = recv_timeout
         self.progress_interval_s = progress_interval_s
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._wake = threading.Event()
+        # One release per recorded task wakes ONE idle runner thread: an Event woke all of
+        # them, and each ran a claim (two transactions) for a task only one could get.
+        self._wake = threading.Semaphore(0)
         self._stopping = threading.Event()
         self._running: dict[tuple[str, str, int, str], _Running] = {}
         self._lock = threading.Lock()
@@ -317,7 +325,8 @@ class TaskExecutor:
         self._threads.append(keeper)
 
     def wake(self) -> None:
-        self._wake.set()
+        """A task was recorded (committed): one idle runner thread claims it now."""
+        self._wake.release()
 
     def cancel_local(self, job_id: str, component: str, attempt: int) -> None:
         """Interrupt matching tasks running in this process (task.cancel was recorded)."""
@@ -329,7 +338,7 @@ class TaskExecutor:
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt running tasks and release their leases (no status: they resume later)."""
         self._stopping.set()
-        self._wake.set()
+        self._wake.release(self.threads)
         with self._lock:
             for running in self._running.values():
                 running.cancel.set()
@@ -346,6 +355,8 @@ class TaskExecutor:
             c.state == QUEUED,
             sa.and_(c.state == RUNNING, sa.or_(c.lease_until.is_(None), c.lease_until < now)),
         )
+        # One transaction for the look and the claim: each claim is still a conditional
+        # UPDATE (the row must still be claimable), so two replicas never both get a task.
         with self.engine.begin() as conn:
             candidates = conn.execute(
                 sa.select(c.job_id, c.component, c.attempt, c.role)
@@ -353,11 +364,10 @@ class TaskExecutor:
                 .order_by(c.created_at)
                 .limit(8)
             ).all()
-        for job_id, component, attempt, role in candidates:
-            if self._stopping.is_set():
-                return None
-            with self.engine.begin() as conn:
-                claimed = conn.execute(
+            for job_id, component, attempt, role in candidates:
+                if self._stopping.is_set():
+                    return None
+                row = conn.execute(
                     sa.update(tasks_table)
                     .where(_key_where(job_id, component, attempt, role), claimable)
                     .values(
@@ -367,16 +377,20 @@ class TaskExecutor:
                         runs=c.runs + 1,
                         updated_at=now,
                     )
-                )
-                if claimed.rowcount != 1:
-                    continue  # another replica was faster
-                row = conn.execute(
-                    sa.select(tasks_table).where(_key_where(job_id, component, attempt, role))
-                ).one()
-                # The start (or resume) report commits with the claim.
+                    .returning(*tasks_table.c)
+                ).first()
+                if row is None:
+                    continue  # another replica (or runner thread) was faster
+                # The start (or resume) report commits with the claim; its span joins the
+                # job's trace (the task's span starts only once this commits).
                 key = TaskKey(job_id, component, attempt, self.party_id, role)
-                self._report_running(conn, key, row.status_seq, progress=row.progress or 0.0)
-            return dict(row._mapping)
+                with span_from_remote(
+                    _TRACER, "task claim", row.traceparent, kind=SpanKind.INTERNAL
+                ) as span:
+                    span.set_attribute("fedmq.job_id", job_id)
+                    span.set_attribute("fedmq.component", component)
+                    self._report_running(conn, key, row.status_seq, progress=row.progress or 0.0)
+                return dict(row._mapping)
         return None
 
     def _report_running(self, conn: Connection, key: TaskKey, seq: int, *, progress: float) -> None:
@@ -397,8 +411,7 @@ class TaskExecutor:
                 log.warning("task_claim_failed", error=str(exc))
                 row = None
             if row is None:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
+                self._wake.acquire(timeout=self.poll_s)
                 continue
             self._run(row)
 
@@ -463,12 +476,16 @@ class TaskExecutor:
         started = time.monotonic()
         state = "released"
         try:
-            result = self.runtime.run_task(
-                spec,
-                cancel=running.cancel,
-                on_progress=lambda fraction: self._progress(running, fraction),
-                recv_timeout=self.recv_timeout,
-            )
+            try:
+                result = self.runtime.run_task(
+                    spec,
+                    cancel=running.cancel,
+                    on_progress=lambda fraction: self._progress(running, fraction),
+                    recv_timeout=self.recv_timeout,
+                )
+            finally:
+                with running.report_lock:  # it ended: its final report says the rest
+                    running.pending_progress = None
         except TaskCanceled:
             if self._stopping.is_set() and not self._cancel_requested(key):
                 self._release(key)
@@ -501,10 +518,31 @@ class TaskExecutor:
                     )
 
     def _progress(self, running: _Running, fraction: float) -> None:
-        now = time.monotonic()
-        if now - running.last_progress < self.progress_interval_s and fraction < 1.0:
-            return
-        running.last_progress = now
+        # At most one report per interval, counted from the claim's report. A fraction held
+        # back is not lost: the lease keeper sends the latest one once the interval is over
+        # (a component that reports 1.0 and then works on still shows 1.0). A task that ends
+        # first has it in its final report, which the scheduler records with progress 1.0;
+        # sending 1.0 just before that cost a status message and a relay per task.
+        with running.report_lock:
+            if time.monotonic() - running.last_progress < self.progress_interval_s:
+                running.pending_progress = fraction
+                return
+            running.pending_progress = None
+            self._send_progress(running, fraction)
+
+    def _send_pending_progress(self, running: _Running) -> None:
+        """From the lease keeper: the fraction the interval held back, if it is over now."""
+        with running.report_lock:
+            fraction = running.pending_progress
+            if fraction is None:
+                return
+            if time.monotonic() - running.last_progress < self.progress_interval_s:
+                return
+            running.pending_progress = None
+            self._send_progress(running, fraction)
+
+    def _send_progress(self, running: _Running, fraction: float) -> None:
+        running.last_progress = time.monotonic()
         key = running.key
         try:
             with self.engine.begin() as conn:
@@ -624,6 +662,9 @@ class TaskExecutor:
                 self._renew(mine)
             except Exception as exc:  # the next round tries again; the lease has slack
                 log.warning("task_lease_renewal_failed", error=str(exc))
+            for running in mine:
+                if running.pending_progress is not None and not running.cancel.is_set():
+                    self._send_pending_progress(running)
 
     def _renew(self, mine: list[_Running]) -> None:
         c = tasks_table.c
