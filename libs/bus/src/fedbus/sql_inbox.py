@@ -29,6 +29,7 @@ fail, and WAL lets readers run alongside the writer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -56,6 +57,8 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 # Markers per INSERT statement in process_batch: 2 bind parameters each, far below SQLite's
 # and PostgreSQL's parameter limits, and big enough that a typical batch is one statement.
 MARKERS_PER_STATEMENT = 500
+PING_AFTER_IDLE_S = 2.0
+"""A pooled server connection idle longer than this is pinged before it is handed out."""
 
 
 def make_engine(url: str, **options: Any) -> Engine:
@@ -69,8 +72,11 @@ def make_engine(url: str, **options: Any) -> Engine:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        options.setdefault("pool_pre_ping", True)
-        return sa.create_engine(parsed, **options)
+        if "pool_pre_ping" in options:
+            return sa.create_engine(parsed, **options)
+        engine = sa.create_engine(parsed, **options)
+        _ping_when_idle(engine, PING_AFTER_IDLE_S)
+        return engine
 
     in_memory = parsed.database in (None, "", ":memory:")
     if in_memory:
@@ -97,6 +103,34 @@ def make_engine(url: str, **options: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Pessimistic disconnect handling for connections that sat idle in the pool.
+
+    pool_pre_ping pings on EVERY checkout: one more round trip per transaction, and a message
+    handler or task claim is a handful of them (about a tenth of a scheduler's handling
+    time). What the ping is for is a connection that went stale while idle (the server
+    restarted, an idle timeout cut it); one checked in a moment ago is pinged by the statement
+    it runs next. A ping that fails raises DisconnectionError, so the pool replaces the
+    connection (and every older one) and retries the checkout, as pool_pre_ping does; a
+    connection lost while busy fails that transaction, which its caller retries (the bus
+    requeues the message, a runner claims again).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["fedmq_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("fedmq_idle_since")
+        if since is None or time.monotonic() - since < idle_s:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def create_tables(metadata: sa.MetaData, engine: Engine) -> None:

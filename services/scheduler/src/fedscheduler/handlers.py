@@ -370,11 +370,20 @@ def _add_tasks(
 ) -> None:
     """Waiting rows of the current attempt for those of `components` that run at `party`
     (a component runs only where its type's roles are played: evaluation at the guest)."""
+    # One query for the rows that exist (a redelivered start or rerun): a lookup per component
+    # cost a SELECT and an autoflushed INSERT each, 2 round trips per task at every job start.
+    existing = {
+        task.component
+        for task in store.tasks_of(
+            session, job.job_id, attempt=job.attempt, party_id=party.party_id
+        )
+    }
     for name in components:
         spec = pipeline.component(name)
         if not spec.roles_at(party.party_id):
             continue
-        if store.get_task(session, job.job_id, name, job.attempt, party.party_id) is None:
+        if name not in existing:
+            existing.add(name)
             session.add(
                 Task(
                     job_id=job.job_id,
