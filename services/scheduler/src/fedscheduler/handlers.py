@@ -1256,6 +1256,11 @@ def handle_task_status(
     if task is None:
         return
     task.status_seq += 1
+    # The next task.run goes out first: it is this party's critical path (its worker starts
+    # now), the report to the initiator is not. Both are in this transaction either way.
+    if payload.state == SUCCESS and job.state == RUNNING and payload.attempt == job.attempt:
+        session.flush()
+        _dispatch_ready(session, ctx, job, _parse(job))
     _send_remote(
         session,
         ctx,
@@ -1277,9 +1282,6 @@ def handle_task_status(
         component=payload.component,
         seq=task.status_seq,
     )
-    if payload.state == SUCCESS and job.state == RUNNING and payload.attempt == job.attempt:
-        session.flush()
-        _dispatch_ready(session, ctx, job, _parse(job))
 
 
 HANDLERS: dict[str, Callable[..., None]] = {

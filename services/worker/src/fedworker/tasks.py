@@ -188,15 +188,20 @@ def record_task(
     join when a runner thread runs it.
     """
     c = tasks_table.c
-    existing = conn.execute(
-        sa.select(c.state).where(_key_where(spec.job_id, spec.component, spec.attempt, spec.role))
-    ).scalar_one_or_none()
-    if existing is not None:
-        return str(existing)
-    canceled_early = conn.execute(
-        sa.select(c.state).where(_key_where(spec.job_id, spec.component, spec.attempt, ANY_ROLE))
-    ).scalar_one_or_none()
-    state = CANCELED if canceled_early is not None else QUEUED
+    # One query for the task's row and a cancellation placeholder (role "*") for it.
+    states = dict(
+        conn.execute(
+            sa.select(c.role, c.state).where(
+                c.job_id == spec.job_id,
+                c.component == spec.component,
+                c.attempt == spec.attempt,
+                c.role.in_([spec.role, ANY_ROLE]),
+            )
+        ).all()
+    )
+    if spec.role in states:
+        return str(states[spec.role])
+    state = CANCELED if ANY_ROLE in states else QUEUED
     now = _now()
     conn.execute(
         sa.insert(tasks_table),
