@@ -50,9 +50,12 @@ outbox refuses a different payload under the same id).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -63,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 from fedcrypto import (
     EncryptedVector,
+    ObfuscatorPool,
     PrivateKey,
     PublicKey,
     ShapeMismatchError,
@@ -92,6 +96,10 @@ SECRETS_PURPOSE: Final = "hetero_lr.secrets"
 """What the sealed secrets in a hetero_lr checkpoint are (binds the sealing key to it)."""
 LOG2: Final = math.log(2.0)
 MAX_HOSTS: Final = 16
+OBFUSCATOR_WINDOW: Final = 10
+"""Fixed-base window of our key's DJN tables (mod p^2 and q^2): about 16% fewer products per
+obfuscator than the default 8 (measured 66 against 79 us at 2048 bits), for 52 MiB of tables
+instead of 16 MiB and 0.4 s instead of 0.1 s to build them once per run."""
 SHARED_PRECISION: Final = 2.0**-48
 """With several hosts: the fixed precision of [[v]] and of the hosts' [[u_h / 4]] under the
 guest's key, so that a host adds them without re-scaling ciphertexts."""
@@ -125,6 +133,10 @@ class HeteroLrParams(ComponentParams):
     threads: int = Field(default=2, ge=0, le=64)
     """Threads for the Paillier batch work when the runtime provides no executor (the C
     kernels release the GIL); 0: the task's own thread only."""
+    prefetch_threads: int = Field(default=1, ge=0, le=64)
+    """Low-priority threads that precompute the next batch's obfuscators (the plaintext-free
+    part of encryption) while the party waits for its peer, so that encrypting a batch costs
+    one product per value; 0: no precomputation (each encryption computes its own)."""
     key_bits: int = Field(default=2048, ge=256, le=8192)
     insecure_short_keys: bool = False
     """Allow keys shorter than 2048 bits (tests only)."""
@@ -424,6 +436,11 @@ class _Run:
     pending: dict[str, Any] = field(default_factory=dict)
     pending_iteration: int = -2
     own_executor: Executor | None = None
+    pool: ObfuscatorPool | None = None
+    """Obfuscators for encryptions under our own key, precomputed in the background."""
+    background: Executor | None = None
+    prefetch_count: int = 0
+    """How many encryptions under our own key one iteration makes (the pool's target)."""
 
     @property
     def executor(self) -> Executor | None:
@@ -432,6 +449,25 @@ class _Run:
     @property
     def peers(self) -> list[str]:
         return list(self.peer_keys)
+
+    def start_prefetch(self, background: Executor | None, per_iteration: int) -> None:
+        """Precompute obfuscators for our own key on `background` (None: never), topping the
+        pool up to `per_iteration` after every iteration's encryption."""
+        if background is None or per_iteration <= 0:
+            return
+        self.pool = ObfuscatorPool(self.private_key, refill=True, executor=self.executor)
+        self.background, self.prefetch_count = background, per_iteration
+        self.pool.prefetch(per_iteration, background)
+
+    def prefetch(self, more: bool) -> None:
+        """Ask for the next iteration's obfuscators (while we wait for the peer), if there
+        is a next iteration."""
+        if self.pool is not None and self.background is not None and more:
+            self.pool.prefetch(self.prefetch_count, self.background)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def state(self) -> dict[str, Any]:
         # No private key or mask seed in the clear: the checkpoint is a database row.
@@ -572,6 +608,7 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list
     if saved is not None and "peer_keys" in saved.state:
         state = saved.state
         private_key, mask_seed, sealed = _open_secrets(ctx, state, short)
+        private_key.precompute(OBFUSCATOR_WINDOW)
         return _Run(
             ctx,
             params,
@@ -599,7 +636,7 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list
         # would orphan whatever the peer encrypts under the public key it already has).
         ctx.checkpoints.save(-1, {"secrets": sealed})
     public_key = private_key.public_key
-    private_key.precompute()
+    private_key.precompute(OBFUSCATOR_WINDOW)
     ctx.federation.bind_dims(c=public_key.limbs, p=public_key.plain_limbs)
     for peer in peers:
         ctx.federation.send(
@@ -625,6 +662,11 @@ def _setup(ctx: ComponentContext, params: HeteroLrParams, x: Floats, peers: list
     return run
 
 
+def _largest_batch(rows: int, params: HeteroLrParams) -> int:
+    """Rows of the largest batch of an epoch (`_batches` cuts them almost evenly)."""
+    return -(-rows // max(1, rows // params.batch_size))
+
+
 def _check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -> None:
     smallest = min_batch_size(k_guest, k_host)
     batch = min(params.batch_size, rows)
@@ -643,7 +685,10 @@ def _encrypt_for(
     from several parties add without re-scaling (several hosts)."""
     precision = SHARED_PRECISION if shared else None
     if key is None:
-        vec = run.private_key.encrypt(values, precision=precision, executor=run.executor)
+        # Obfuscators from the pool (each used once) when precomputed, else made here.
+        vec = run.private_key.encrypt(
+            values, precision=precision, executor=run.executor, pool=run.pool
+        )
     else:
         vec = key.encrypt(values, precision=precision, executor=run.executor)
     return vec, {}
@@ -653,7 +698,10 @@ def _encrypt_for(
 
 
 def _guest(
-    ctx: ComponentContext, params: HeteroLrParams, pool: Executor | None
+    ctx: ComponentContext,
+    params: HeteroLrParams,
+    pool: Executor | None,
+    background: Executor | None,
 ) -> Mapping[str, Table]:
     table = ctx.input("data")
     if table.labels is None:
@@ -678,6 +726,8 @@ def _guest(
     penalty = np.r_[np.ones(k_g - 1), 0.0]  # no penalty on the intercept
     batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
     total = params.epochs * batches_per_epoch
+    # One encryption under our key per row of a batch (the residual), in either mode.
+    run.start_prefetch(background, _largest_batch(table.rows, params))
     extra = run.state_extra
     loss_sum = float(extra.get("loss_sum", 0.0))
     last_loss = extra.get("last_loss")
@@ -700,6 +750,7 @@ def _guest(
                 lambda v=v: _encrypt_for(run, v, key=None, shared=several),
                 to="host",
             )
+            run.prefetch(t + 1 < total)
             y_pm = 2.0 * yb - 1.0
             design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
             sent: dict[str, dict[str, Any]] = {}
@@ -784,6 +835,7 @@ def _guest(
     ctx.metrics.log("train_seconds", time.perf_counter() - began)
     if last_loss is not None:
         ctx.metrics.log("final_loss", float(last_loss))
+    run.close()
     return {"model": _model_table([*table.feature_names, INTERCEPT], run.weights)}
 
 
@@ -811,6 +863,7 @@ def _guest_revealed(
     run.send_ciphertexts(
         "residual", t, lambda: _encrypt_for(run, d, key=None, shared=False), to="host"
     )
+    run.prefetch(True)  # the pool is closed after the last iteration anyway
     for host in hosts:
         run.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
     # log(1 + exp(-y'z)), computed stably
@@ -831,7 +884,10 @@ def _model_table(names: list[str], weights: Floats) -> Table:
 
 
 def _host(
-    ctx: ComponentContext, params: HeteroLrParams, pool: Executor | None
+    ctx: ComponentContext,
+    params: HeteroLrParams,
+    pool: Executor | None,
+    background: Executor | None,
 ) -> Mapping[str, Table]:
     table = ctx.input("data")
     guest = ctx.parties["guest"][0]
@@ -846,6 +902,8 @@ def _host(
     ctx.federation.bind_dims(k_g2=k_g + 2)
     batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
     total = params.epochs * batches_per_epoch
+    if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
+        run.start_prefetch(background, _largest_batch(table.rows, params))
     extra = run.state_extra
     t = run.start
     while t < total and not extra.get("stopped", False):
@@ -872,6 +930,7 @@ def _host(
             lambda u_h=u_h: _encrypt_for(run, u_h, key=None, shared=False),
             to=guest,
         )
+        run.prefetch(t + 1 < total)
         if others:
             # [[u_h / 4]] under the guest's key: the other hosts add it to their residual.
             run.send_ciphertexts(
@@ -931,6 +990,7 @@ def _host(
         ctx.report_progress((t + 1) / total)
         t += 1
     ctx.metrics.log("iterations", float(t))
+    run.close()
     return {"model": _model_table(list(table.feature_names), run.weights)}
 
 
@@ -959,13 +1019,34 @@ def _host_revealed_gradient(run: _Run, t: int, guest: str, b: int) -> Floats:
     return run.unmask(sent, answer, "host_gradient", t, guest) / b
 
 
+def _lowest_priority() -> None:
+    """Thread initializer: the lowest CPU priority for this thread (Linux: nice is per
+    thread), so precomputation only takes a core that the protocol's own work leaves idle
+    and never slows the critical path; elsewhere the thread keeps the normal priority."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 def run(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroLrParams)
     side = _host if ctx.role == "host" else _guest
-    if getattr(ctx, "executor", None) is not None or params.threads == 0:
-        return side(ctx, params, None)
-    with ThreadPoolExecutor(params.threads, thread_name_prefix="hetero-lr") as pool:
-        return side(ctx, params, pool)
+    with contextlib.ExitStack() as stack:
+        background: ThreadPoolExecutor | None = None
+        if params.prefetch_threads > 0:
+            background = ThreadPoolExecutor(
+                params.prefetch_threads,
+                thread_name_prefix="hetero-lr-prefetch",
+                initializer=_lowest_priority,
+            )
+            # Queued precomputation is dropped, not finished, when the task ends or fails.
+            stack.callback(background.shutdown, wait=True, cancel_futures=True)
+        pool: ThreadPoolExecutor | None = None
+        if getattr(ctx, "executor", None) is None and params.threads > 0:
+            pool = stack.enter_context(
+                ThreadPoolExecutor(params.threads, thread_name_prefix="hetero-lr")
+            )
+        return side(ctx, params, pool, background)
 
 
 # -- prediction -------------------------------------------------------------------------------
