@@ -1,0 +1,102 @@
+"""hetero_lr precomputes the next batch's obfuscators in low-priority background threads: the
+weights stay those of plaintext Taylor SGD, every ciphertext sent is fresh, and with
+prefetch_threads=0 nothing is computed in the background."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fedcrypto import EncryptedVector
+from fedcrypto.paillier import obfuscation
+from fedflow.components import hetero_lr as lr
+from fedflow.standalone import LocalWorld
+from fedschemas import FederationData
+
+from tests.lr.conftest import GUEST, HOST, lr_tasks, run_both, synthetic, taylor_sgd, weights
+
+PARAMS = {
+    "epochs": 3,
+    "batch_size": 64,
+    "learning_rate": 0.3,
+    "alpha": 0.05,
+    "seed": 4,
+    "key_bits": 512,
+    "insecure_short_keys": True,
+    "early_stop": False,
+}
+
+
+class Spy:
+    """Records every ciphertext array the component sends and every background batch of
+    obfuscators (its size and the computing thread's nice value)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[np.ndarray] = []
+        self.background: list[tuple[int, int]] = []
+        payload, make = lr.ciphertext_payload, obfuscation.make_obfuscators
+
+        def recording_payload(vec: EncryptedVector) -> FederationData:
+            self.sent.append(vec.data.copy())
+            return payload(vec)
+
+        def recording_make(key: Any, count: int, **kwargs: Any) -> np.ndarray:
+            if threading.current_thread().name.startswith("hetero-lr-prefetch"):
+                nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+                self.background.append((count, nice))
+            return make(key, count, **kwargs)
+
+        monkeypatch.setattr(lr, "ciphertext_payload", recording_payload)
+        monkeypatch.setattr(obfuscation, "make_obfuscators", recording_make)
+
+
+def train(tmp_path: Path, job: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    guest, host = synthetic(200, 3, 4, seed=11)
+    with LocalWorld([GUEST, HOST], tmp_path / job) as world:
+        g, h = run_both(world, lr_tasks(world, job, guest, host, params))
+        assert not g.error and not h.error, (g.error, h.error)
+        return weights(world, job)
+
+
+def test_background_obfuscators_keep_the_weights_exact_and_every_ciphertext_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    spy = Spy(monkeypatch)
+
+    # Execute
+    wg, wh = train(tmp_path, "job-prefetch", {**PARAMS, "prefetch_threads": 1})
+
+    # Assert: the arithmetic is untouched
+    guest, host = synthetic(200, 3, 4, seed=11)
+    expected_g, expected_h = taylor_sgd(guest, host, PARAMS)
+    np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
+    # obfuscators were computed in the background, at the lowest priority on Linux
+    assert sum(count for count, _ in spy.background) > 0
+    if sys.platform.startswith("linux"):
+        assert {nice for _, nice in spy.background} == {19}
+    # and no ciphertext was ever sent twice (a reused obfuscator would repeat one for equal
+    # plaintexts; here every row of every message, both parties, all iterations is distinct)
+    rows = [row.tobytes() for sent in spy.sent for row in sent]
+    assert len(rows) > 9 * 64 * 2
+    assert len(set(rows)) == len(rows)
+
+
+def test_without_prefetch_threads_nothing_runs_in_the_background_and_the_weights_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = Spy(monkeypatch)
+
+    with_background = train(tmp_path, "job-on", {**PARAMS, "prefetch_threads": 2})
+    spy.background.clear()
+    without = train(tmp_path, "job-off", {**PARAMS, "prefetch_threads": 0})
+
+    assert spy.background == []
+    np.testing.assert_allclose(with_background[0], without[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(with_background[1], without[1], rtol=0, atol=1e-12)
