@@ -308,9 +308,11 @@ class TaskExecutor:
         self.recv_timeout = recv_timeout
         self.progress_interval_s = progress_interval_s
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # One release per recorded task wakes ONE idle runner thread: an Event woke all of
-        # them, and each ran a claim (two transactions) for a task only one could get.
-        self._wake = threading.Semaphore(0)
+        # Each recorded task wakes ONE idle runner thread: an Event woke all of them, and
+        # each ran a claim for a task only one could get. Wake-ups left for threads that are
+        # busy are capped at the thread count (a thread that finishes claims again anyway).
+        self._wake = threading.Condition()
+        self._wakes = 0
         self._stopping = threading.Event()
         self._running: dict[tuple[str, str, int, str], _Running] = {}
         self._lock = threading.Lock()
@@ -329,9 +331,18 @@ class TaskExecutor:
         keeper.start()
         self._threads.append(keeper)
 
-    def wake(self) -> None:
+    def wake(self, count: int = 1) -> None:
         """A task was recorded (committed): one idle runner thread claims it now."""
-        self._wake.release()
+        with self._wake:
+            self._wakes = min(self._wakes + count, self.threads)
+            self._wake.notify(count)
+
+    def _wait_for_work(self) -> None:
+        with self._wake:
+            if not self._wakes:
+                self._wake.wait(self.poll_s)
+            if self._wakes:
+                self._wakes -= 1
 
     def cancel_local(self, job_id: str, component: str, attempt: int) -> None:
         """Interrupt matching tasks running in this process (task.cancel was recorded)."""
@@ -343,7 +354,7 @@ class TaskExecutor:
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt running tasks and release their leases (no status: they resume later)."""
         self._stopping.set()
-        self._wake.release(self.threads)
+        self.wake(self.threads)
         with self._lock:
             for running in self._running.values():
                 running.cancel.set()
@@ -416,7 +427,7 @@ class TaskExecutor:
                 log.warning("task_claim_failed", error=str(exc))
                 row = None
             if row is None:
-                self._wake.acquire(timeout=self.poll_s)
+                self._wait_for_work()
                 continue
             self._run(row)
 
