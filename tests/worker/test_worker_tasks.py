@@ -324,3 +324,43 @@ def test_a_gracefully_stopped_worker_releases_its_task_and_the_next_one_resumes_
         assert row["runs"] >= 2  # claimed again after the stop
     finally:
         fed2.stop()
+
+
+def test_a_task_that_ends_at_once_reports_running_once_then_its_end(fed2: Federation2) -> None:
+    # Execute: noop reports progress 1.0 right after its start, within the progress interval
+    fed2.run("job-h", "noop_0", "noop", {}, {})
+    ended = fed2.wait_final("noop_0")
+
+    # Assert: the claim's running report and the success (which carries progress 1.0); no
+    # running report just before it
+    assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
+    assert fed2.states(GUEST, "noop_0") == ["running", "success"]
+    assert fed2.states(HOST, "noop_0") == ["running", "success"]
+    assert ended[HOST].progress == 1.0
+
+
+def test_progress_held_back_by_the_interval_is_reported_later(
+    unique_name: str, tmp_path: Path
+) -> None:
+    # Prepare: a 1 s progress interval; the lease keeper runs every 0.3 s
+    fed2 = Federation2(unique_name, tmp_path, task_lease_s=0.9, progress_interval_s=1.0)
+    fed2.start()
+    try:
+        readers = {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}}
+        fed2.run("job-i", "reader_0", "reader", readers, {})
+        fed2.wait_final("reader_0")
+
+        # Execute: one round reports 1.0 at once (inside the interval), then works 3 s on
+        params = {"common": {"rounds": 1, "seed": 2, "round_delay_s": 3.0}}
+        fed2.run("job-i", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
+        ended = fed2.wait_final("sum_0", timeout=60)
+
+        # Assert: the held-back 1.0 arrived while the task still ran, before its success
+        assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
+        with fed2.lock:
+            reports = [
+                (s.state, s.progress) for s in fed2.parties[HOST].statuses if s.component == "sum_0"
+            ]
+        assert reports == [("running", 0.0), ("running", 1.0), ("success", 1.0)]
+    finally:
+        fed2.stop()
