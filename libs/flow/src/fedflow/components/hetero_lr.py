@@ -96,6 +96,7 @@ SECRETS_PURPOSE: Final = "hetero_lr.secrets"
 """What the sealed secrets in a hetero_lr checkpoint are (binds the sealing key to it)."""
 LOG2: Final = math.log(2.0)
 MAX_HOSTS: Final = 16
+PREFETCH_ITERATIONS: Final = 2
 OBFUSCATOR_WINDOW: Final = 10
 """Fixed-base window of our key's DJN tables (mod p^2 and q^2): about 16% fewer products per
 obfuscator than the default 8 (measured 66 against 79 us at 2048 bits), for 52 MiB of tables
@@ -133,10 +134,11 @@ class HeteroLrParams(ComponentParams):
     threads: int = Field(default=2, ge=0, le=64)
     """Threads for the Paillier batch work when the runtime provides no executor (the C
     kernels release the GIL); 0: the task's own thread only."""
-    prefetch_threads: int = Field(default=1, ge=0, le=64)
-    """Low-priority threads that precompute the next batch's obfuscators (the plaintext-free
-    part of encryption) while the party waits for its peer, so that encrypting a batch costs
-    one product per value; 0: no precomputation (each encryption computes its own)."""
+    prefetch_threads: int = Field(default=2, ge=0, le=64)
+    """Lowest-priority threads that precompute the next batches' obfuscators (the
+    plaintext-free part of encryption) on cores the protocol leaves idle, e.g. while the party
+    waits for its peer, so that encrypting a batch costs one product per value; what is not
+    ready in time is computed on the spot. 0: no precomputation."""
     key_bits: int = Field(default=2048, ge=256, le=8192)
     insecure_short_keys: bool = False
     """Allow keys shorter than 2048 bits (tests only)."""
@@ -440,7 +442,7 @@ class _Run:
     """Obfuscators for encryptions under our own key, precomputed in the background."""
     background: Executor | None = None
     prefetch_count: int = 0
-    """How many encryptions under our own key one iteration makes (the pool's target)."""
+    """How many encryptions under our own key one iteration makes."""
 
     @property
     def executor(self) -> Executor | None:
@@ -450,20 +452,25 @@ class _Run:
     def peers(self) -> list[str]:
         return list(self.peer_keys)
 
-    def start_prefetch(self, background: Executor | None, per_iteration: int) -> None:
-        """Precompute obfuscators for our own key on `background` (None: never), topping the
-        pool up to `per_iteration` after every iteration's encryption."""
+    def start_prefetch(
+        self, background: Executor | None, per_iteration: int, iterations_left: int
+    ) -> None:
+        """Precompute obfuscators for our own key on `background` (None: never); `prefetch`
+        tops the pool up after every iteration's encryption."""
         if background is None or per_iteration <= 0:
             return
         self.pool = ObfuscatorPool(self.private_key, refill=True, executor=self.executor)
         self.background, self.prefetch_count = background, per_iteration
-        self.pool.prefetch(per_iteration, background)
+        self.prefetch(iterations_left)
 
-    def prefetch(self, more: bool) -> None:
-        """Ask for the next iteration's obfuscators (while we wait for the peer), if there
-        is a next iteration."""
-        if self.pool is not None and self.background is not None and more:
-            self.pool.prefetch(self.prefetch_count, self.background)
+    def prefetch(self, iterations_left: int) -> None:
+        """Ask for the obfuscators of the next PREFETCH_ITERATIONS iterations (no more than
+        are left), computed while we wait for the peer. Two, not one: the background threads
+        run only on idle cores, and what an idle stretch computes early is not computed later
+        on the critical path."""
+        if self.pool is not None and self.background is not None:
+            ahead = min(PREFETCH_ITERATIONS, max(0, iterations_left))
+            self.pool.prefetch(self.prefetch_count * ahead, self.background)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -727,7 +734,7 @@ def _guest(
     batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
     total = params.epochs * batches_per_epoch
     # One encryption under our key per row of a batch (the residual), in either mode.
-    run.start_prefetch(background, _largest_batch(table.rows, params))
+    run.start_prefetch(background, _largest_batch(table.rows, params), total - run.start)
     extra = run.state_extra
     loss_sum = float(extra.get("loss_sum", 0.0))
     last_loss = extra.get("last_loss")
@@ -741,7 +748,9 @@ def _guest(
         b = len(rows)
         u_g = xb @ run.weights
         if params.reveal_host_scores:
-            gradient, batch_loss = _guest_revealed(run, t, hosts, xb, yb, u_g, k_hosts)
+            gradient, batch_loss = _guest_revealed(
+                run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1
+            )
         else:
             v = 0.25 * u_g + 0.5 - yb
             run.send_ciphertexts(
@@ -750,7 +759,7 @@ def _guest(
                 lambda v=v: _encrypt_for(run, v, key=None, shared=several),
                 to="host",
             )
-            run.prefetch(t + 1 < total)
+            run.prefetch(total - t - 1)
             y_pm = 2.0 * yb - 1.0
             design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
             sent: dict[str, dict[str, Any]] = {}
@@ -847,6 +856,7 @@ def _guest_revealed(
     yb: Floats,
     u_g: Floats,
     k_hosts: Mapping[str, int],
+    iterations_left: int,
 ) -> tuple[Floats, float]:
     """One iteration with `reveal_host_scores`: the hosts' partial scores arrive in plaintext,
     the residual is the exact sigmoid's, and only the hosts' gradients go through Paillier
@@ -863,7 +873,7 @@ def _guest_revealed(
     run.send_ciphertexts(
         "residual", t, lambda: _encrypt_for(run, d, key=None, shared=False), to="host"
     )
-    run.prefetch(True)  # the pool is closed after the last iteration anyway
+    run.prefetch(iterations_left)
     for host in hosts:
         run.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
     # log(1 + exp(-y'z)), computed stably
@@ -903,7 +913,7 @@ def _host(
     batches_per_epoch = len(_batches(table.rows, params.batch_size, params.seed, 0))
     total = params.epochs * batches_per_epoch
     if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
-        run.start_prefetch(background, _largest_batch(table.rows, params))
+        run.start_prefetch(background, _largest_batch(table.rows, params), total - run.start)
     extra = run.state_extra
     t = run.start
     while t < total and not extra.get("stopped", False):
@@ -930,7 +940,7 @@ def _host(
             lambda u_h=u_h: _encrypt_for(run, u_h, key=None, shared=False),
             to=guest,
         )
-        run.prefetch(t + 1 < total)
+        run.prefetch(total - t - 1)
         if others:
             # [[u_h / 4]] under the guest's key: the other hosts add it to their residual.
             run.send_ciphertexts(
