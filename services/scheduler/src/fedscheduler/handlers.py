@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, get_args
 
+import sqlalchemy as sa
 import structlog
 from fedbus import Reject
 from fedbus.inbox import InboxTransaction
@@ -461,6 +462,21 @@ def _dispatch_ready(session: Session, ctx: SchedulerContext, job: Job, pipeline:
         log.info("task_dispatched", job_id=job.job_id, component=spec.name, attempt=job.attempt)
 
 
+def _all_succeeded(session: Session, job: Job) -> bool:
+    """store.all_succeeded, answered with one EXISTS while a task of the current attempt is
+    still open (every success of a running job asked, loading all its task rows each time).
+    Rows of the current attempt are the effective ones for their components: attempts only
+    go up."""
+    still_open = session.scalar(
+        sa.select(
+            sa.exists().where(
+                Task.job_id == job.job_id, Task.attempt == job.attempt, Task.state != SUCCESS
+            )
+        )
+    )
+    return not still_open and store.all_succeeded(session, job.job_id)
+
+
 def _count_end(ctx: SchedulerContext, job: Job, state: str) -> None:
     """Count a job reaching `state` here, and how long it took since this party created it
     (a rerun counts again, from the original creation: what the user waited for)."""
@@ -628,7 +644,7 @@ def _on_task_update(
         session.flush()
         if party_id == ctx.party_id:
             _dispatch_ready(session, ctx, job, _parse(job))
-        if store.all_succeeded(session, job.job_id):
+        if _all_succeeded(session, job):
             _finish_success(session, ctx, job)
 
 
@@ -1083,12 +1099,18 @@ def _heard_from_initiator(session: Session, ctx: SchedulerContext, job: Job) -> 
 
 
 def _initiator_party(
-    session: Session, ctx: SchedulerContext, envelope: Envelope, job_id: str, reporter: str
+    session: Session,
+    ctx: SchedulerContext,
+    envelope: Envelope,
+    job_id: str,
+    reporter: str,
+    locked: Job | None = None,
 ) -> tuple[Job, JobParty]:
-    """At the initiator: the job and the reporting party, checked; marks the party as heard."""
+    """At the initiator: the job and the reporting party, checked; marks the party as heard.
+    `locked`: the job, already locked in this transaction by the caller."""
     if reporter != envelope.source.party_id:
         raise Reject(f"party {envelope.source.party_id} may not report for party {reporter}")
-    job = _locked_job(session, job_id)
+    job = locked if locked is not None else _locked_job(session, job_id)
     if job.initiator != ctx.party_id:
         raise Reject(f"{envelope.type} for job {job_id}, which party {job.initiator} initiated")
     party = store.job_party(session, job_id, reporter)
@@ -1143,7 +1165,9 @@ def handle_job_status(
     session = tx.require_session()
     job = _locked_job(session, payload.job_id)
     if job.initiator == ctx.party_id:
-        job, _party = _initiator_party(session, ctx, envelope, payload.job_id, payload.party_id)
+        job, _party = _initiator_party(
+            session, ctx, envelope, payload.job_id, payload.party_id, locked=job
+        )
         if payload.component is not None and payload.task_state is not None:
             _on_task_update(
                 session,
