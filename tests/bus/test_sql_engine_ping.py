@@ -52,9 +52,7 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url: str) -> None:
     # Prepare: count the statements the server connection gets (the ping is one)
     engine = make_engine(pg_url, pool_size=1, max_overflow=0)
     statements: list[str] = []
-    sa.event.listen(
-        engine, "before_cursor_execute", lambda *args: statements.append(str(args[2]))
-    )
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(str(args[2])))
     pings: list[object] = []
     original = engine.dialect.do_ping
     engine.dialect.do_ping = lambda dbapi_connection: bool(  # type: ignore[method-assign]
