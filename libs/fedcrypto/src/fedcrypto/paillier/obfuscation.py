@@ -4,8 +4,10 @@ Precomputing obfuscators moves the expensive part of encryption (hs^a or r^n) of
 path: encrypting with a pool costs one short product per element. Using one obfuscator twice
 would leak the plaintext difference (c1 / c2 = (1 + n)^(m1 - m2)), so reuse is made impossible
 by construction: `take` copies rows out, overwrites them in the pool with zeros, and only ever
-moves a cursor forward; nothing else reads the pool's storage. Rows only ever enter the pool
-from the pool's own computation (fresh CSPRNG bytes per row): there is no way to put given
+moves a cursor forward; nothing else reads the pool's storage. The storage is the block being
+handed out (`_store`, read from `_cursor` on) and the blocks queued behind it, each an array
+that only the pool holds, so adding obfuscators never copies the pool. Rows only ever enter
+the pool from its own computation (fresh CSPRNG bytes per row): there is no way to put given
 obfuscators into it.
 
 `prefetch` computes more in the background on an executor the caller supplies (the library
@@ -16,6 +18,7 @@ All state changes happen under one lock, so `take` may run while background chun
 
 from __future__ import annotations
 
+import collections
 import functools
 import threading
 from concurrent.futures import Executor, Future
@@ -28,9 +31,10 @@ from .keys import Obfuscation, PrivateKey, PublicKey, random_bytes
 from .limbs import LimbArray
 from .parallel import chunk_bounds, concat_limbs, map_chunks
 
-PREFETCH_CHUNK = 64
-"""Obfuscators per background job (about 5 ms of one core at 2048 bits): small, so that a
-background thread holds a core only briefly when it runs at a low priority."""
+PREFETCH_CHUNK = 128
+"""Obfuscators per background job (about 10 ms of one core at 2048 bits): short, so that a
+background thread holds a core only briefly when it runs at a low priority, yet long next to
+the job's few Python steps (each one holds the GIL)."""
 
 
 def make_obfuscators(
@@ -84,6 +88,8 @@ class ObfuscatorPool:
             key, size, obfuscation=obfuscation, executor=executor, chunk_size=chunk_size
         )
         self._cursor = 0
+        self._queued: collections.deque[LimbArray] = collections.deque()
+        self._queued_rows = 0
         self._in_flight = 0  # obfuscators being computed in the background, not yet pooled
         self._jobs: set[Future[None]] = set()
         self._closed = False
@@ -92,7 +98,10 @@ class ObfuscatorPool:
     @property
     def remaining(self) -> int:
         with self._lock:
-            return int(self._store.shape[0]) - self._cursor
+            return self._available()
+
+    def _available(self) -> int:  # with the lock held
+        return int(self._store.shape[0]) - self._cursor + self._queued_rows
 
     @property
     def in_flight(self) -> int:
@@ -111,15 +120,25 @@ class ObfuscatorPool:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise RuntimeError("a background obfuscator job failed") from error
-            available = min(count, int(self._store.shape[0]) - self._cursor)
+            available = min(count, self._available())
             if available < count and not self.refill:
                 raise ObfuscatorPoolExhausted(
                     f"asked for {count} obfuscators, {available} left in the pool"
                 )
-            lo, hi = self._cursor, self._cursor + available
-            taken = self._store[lo:hi].copy()
-            self._store[lo:hi] = 0
-            self._cursor = hi
+            parts = []
+            wanted = available
+            while wanted:
+                if self._cursor == self._store.shape[0]:  # this block is used up: the next
+                    self._store = self._queued.popleft()
+                    self._queued_rows -= int(self._store.shape[0])
+                    self._cursor = 0
+                lo = self._cursor
+                hi = min(int(self._store.shape[0]), lo + wanted)
+                parts.append(self._store[lo:hi].copy())
+                self._store[lo:hi] = 0
+                self._cursor = hi
+                wanted -= hi - lo
+            taken = concat_limbs(parts, self.public_key.limbs)
         if available < count:
             # Not waiting for background jobs: they may run at a low priority; what they make
             # stays in the pool for the next take.
@@ -154,7 +173,7 @@ class ObfuscatorPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the obfuscator pool is closed")
-            have = int(self._store.shape[0]) - self._cursor + self._in_flight
+            have = self._available() + self._in_flight
             missing = max(0, target - have)
             self._in_flight += missing
         for lo in range(0, missing, chunk_size):
@@ -187,11 +206,8 @@ class ObfuscatorPool:
             if self._closed:
                 rows[:] = 0
                 return
-            old = self._store
-            self._store = np.ascontiguousarray(np.concatenate([old[self._cursor :], rows]))
-            # The rows were copied: the old storage must not keep a second copy around.
-            old[:] = 0
-            self._cursor = 0
+            self._queued.append(rows)
+            self._queued_rows += int(rows.shape[0])
 
     def close(self) -> None:
         """Cancel queued background jobs and wipe the pool; later takes compute (refill) or
@@ -201,6 +217,10 @@ class ObfuscatorPool:
             jobs = list(self._jobs)
             self._store[:] = 0
             self._cursor = int(self._store.shape[0])
+            for block in self._queued:
+                block[:] = 0
+            self._queued.clear()
+            self._queued_rows = 0
         for job in jobs:
             job.cancel()
 
