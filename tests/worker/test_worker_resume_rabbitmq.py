@@ -8,38 +8,33 @@ it resumes from its checkpoint and the job ends with the same result as an unint
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from fedbus import Bus, Delivery, connect
-from fedbus.runtime import EnvelopePublisher
 from fedbus.sql_inbox import make_engine
 from fedflow.metrics import MetricsReader
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
-from fedflow.tables import TableStore
-from fedschemas import PartyRef, decode_envelope, decode_payload, new_envelope
-from fedschemas.payloads import TaskRun, TaskStatus
 
 from fedmq import local
 from tests.runtime.helpers import wait_until
-from tests.worker.conftest import StartWorker, WorkerProcess
+from tests.worker.conftest import StartWorker
+from tests.worker.two_parties import (
+    DATA,
+    GUEST,
+    HOST,
+    ROLES,
+    TABLES,
+    Schedulers,
+    gateways,
+    start_party_worker,
+    upload_breast,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-GUEST, HOST = "9999", "10000"
-ROLES = {GUEST: "guest", HOST: "host"}
-PARTIES = {"guest": [GUEST], "host": [HOST]}
-DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
-TABLES = {GUEST: "breast_hetero_guest", HOST: "breast_hetero_host"}
 ROUNDS = 24
 SUM_PARAMS = {"rounds": ROUNDS, "seed": 7, "round_delay_s": 0.15}
 PIPELINE = f"""
@@ -62,116 +57,8 @@ components:
 @pytest.fixture(scope="module")
 def stack(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[local.LocalState]:
     """Both parties' vhosts, databases, PKI and running gateways."""
-    root = Path(tempfile.mkdtemp(prefix="fedmq-worker-resume-"))
-    state = local.plan(
-        [GUEST, HOST],
-        root,
-        prefix=f"fedmqw{uuid.uuid4().hex[:8]}",
-        federation="test",
-        amqp_url=amqp_url.rsplit("/", 1)[0],
-        redis_url=redis_url.rsplit("/", 1)[0],
-        pg_admin_url=pg_admin_url,
-    )
-    local.prepare(state)
-    try:
-        for party in (HOST, GUEST):
-            local.start_service(state, party, "gateway")
-        for party in (HOST, GUEST):
-            local.wait_healthy(state, party, timeout=90)
+    with gateways(amqp_url, pg_admin_url, redis_url, label="worker-resume") as state:
         yield state
-    finally:
-        for party in state.parties:
-            local.stop_service(state, party, "gateway", timeout=10)
-        for p in state.parties.values():
-            local.delete_vhost(p.vhost)
-            local.drop_database(pg_admin_url, p.database)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-class Schedulers:
-    """Plays each party's scheduler: sends task.run to its worker, collects task.status."""
-
-    def __init__(self, state: local.LocalState) -> None:
-        self.buses: dict[str, Bus] = {}
-        self.statuses: dict[str, list[TaskStatus]] = {GUEST: [], HOST: []}
-        self.lock = threading.Lock()
-        for party in ROLES:
-            bus = connect(state.parties[party].bus_url)
-            for topic in ("svc.worker", "svc.scheduler", f"out.{GUEST}", f"out.{HOST}"):
-                bus.declare(topic)
-            bus.subscribe("svc.scheduler", self._collector(party))
-            self.buses[party] = bus
-
-    def _collector(self, party: str) -> Any:
-        def collect(delivery: Delivery) -> None:
-            status = decode_payload(decode_envelope(delivery.body), TaskStatus)
-            with self.lock:
-                self.statuses[party].append(status)
-
-        return collect
-
-    def run(
-        self, component: str, ctype: str, params: dict[str, Any], inputs: dict[str, str]
-    ) -> None:
-        for party, role in ROLES.items():
-            me = PartyRef(party_id=party, role=role)  # type: ignore[arg-type]
-            payload = TaskRun(
-                job_id="job-resume",
-                component=component,
-                component_type=ctype,
-                attempt=0,
-                role=role,
-                party_id=party,
-                parties=PARTIES,
-                params=params.get(party, params),
-                inputs=inputs,
-                pipeline_yaml=PIPELINE,
-            )
-            envelope = new_envelope(
-                payload,
-                job_id="job-resume",
-                component=component,
-                task_id=f"job-resume.{component}",
-                attempt=0,
-                source=me,
-                destination=me,
-                tag="task.run",
-                iteration=-1,
-                seq=0,
-                created_at=datetime.now(UTC),
-            )
-            EnvelopePublisher(self.buses[party], me).send("svc.worker", envelope)
-
-    def of(self, party: str, component: str) -> list[TaskStatus]:
-        with self.lock:
-            return [s for s in self.statuses[party] if s.component == component]
-
-    def final(self, party: str, component: str) -> TaskStatus | None:
-        ended = [s for s in self.of(party, component) if s.state != "running"]
-        return ended[0] if ended else None
-
-    def progress(self, party: str, component: str) -> float:
-        return max((s.progress or 0.0 for s in self.of(party, component)), default=0.0)
-
-    def close(self) -> None:
-        for bus in self.buses.values():
-            bus.close()
-
-
-def start_party_worker(
-    start_worker: StartWorker, state: local.LocalState, party: str, tables_dir: Path
-) -> WorkerProcess:
-    plan = state.parties[party]
-    return start_worker(
-        party_id=party,
-        bus_url=plan.bus_url,
-        database_url=plan.database_url,
-        data_dir=str(tables_dir),
-        task_lease_s="3",
-        task_poll_s="0.2",
-        progress_interval_s="0",
-        log_level="INFO",
-    )
 
 
 def test_a_worker_killed_mid_run_resumes_and_the_job_ends_as_if_uninterrupted(
@@ -179,19 +66,11 @@ def test_a_worker_killed_mid_run_resumes_and_the_job_ends_as_if_uninterrupted(
 ) -> None:
     # Prepare: each party's table in its own store; both workers running.
     tables_dirs = {party: tmp_path / f"tables-{party}" for party in ROLES}
-    for party in ROLES:
-        engine = make_engine(stack.parties[party].database_url)
-        TableStore(engine, tables_dirs[party]).upload(
-            TABLES[party],
-            DATA / f"{TABLES[party]}.csv",
-            label_column="y" if party == GUEST else None,
-            replace=True,
-        )
-        engine.dispose()
+    upload_breast(stack, tables_dirs)
     workers = {
         party: start_party_worker(start_worker, stack, party, tables_dirs[party]) for party in ROLES
     }
-    schedulers = Schedulers(stack)
+    schedulers = Schedulers(stack, "job-resume", PIPELINE)
     try:
         schedulers.run(
             "reader_0",

@@ -1,0 +1,187 @@
+"""Two parties' gateways (signed link) on RabbitMQ and PostgreSQL, with the test playing both
+schedulers, for tests that run real worker processes across parties (resume after a kill).
+
+`gateways(...)` sets up what the local launcher would (a vhost and a database per party, the
+PKI, both gateways running) and removes it again; `Schedulers` sends task.run to each party's
+worker and collects the task.status reports, as the parties' schedulers would;
+`start_party_worker` starts a worker process of one party on its vhost and database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedbus import Bus, Delivery, connect
+from fedbus.runtime import EnvelopePublisher
+from fedbus.sql_inbox import make_engine
+from fedflow.tables import TableStore
+from fedschemas import PartyRef, decode_envelope, decode_payload, new_envelope
+from fedschemas.payloads import TaskRun, TaskStatus
+
+from fedmq import local
+from tests.runtime.helpers import wait_until
+from tests.worker.conftest import StartWorker, WorkerProcess
+
+GUEST, HOST = "9999", "10000"
+ROLES = {GUEST: "guest", HOST: "host"}
+PARTIES = {"guest": [GUEST], "host": [HOST]}
+DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
+TABLES = {GUEST: "breast_hetero_guest", HOST: "breast_hetero_host"}
+
+
+@contextmanager
+def gateways(
+    amqp_url: str, pg_admin_url: str, redis_url: str, *, label: str
+) -> Iterator[local.LocalState]:
+    """Both parties' vhosts, databases, PKI and running gateways."""
+    root = Path(tempfile.mkdtemp(prefix=f"fedmq-{label}-"))
+    state = local.plan(
+        [GUEST, HOST],
+        root,
+        prefix=f"fedmq{label[:1]}{uuid.uuid4().hex[:8]}",
+        federation="test",
+        amqp_url=amqp_url.rsplit("/", 1)[0],
+        redis_url=redis_url.rsplit("/", 1)[0],
+        pg_admin_url=pg_admin_url,
+    )
+    local.prepare(state)
+    try:
+        for party in (HOST, GUEST):
+            local.start_service(state, party, "gateway")
+        for party in (HOST, GUEST):
+            local.wait_healthy(state, party, timeout=90)
+        yield state
+    finally:
+        for party in state.parties:
+            local.stop_service(state, party, "gateway", timeout=10)
+        for p in state.parties.values():
+            local.delete_vhost(p.vhost)
+            local.drop_database(pg_admin_url, p.database)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def upload_breast(state: local.LocalState, tables_dirs: dict[str, Path]) -> None:
+    """Each party's half of the breast data, in its own table store."""
+    for party in ROLES:
+        engine = make_engine(state.parties[party].database_url)
+        TableStore(engine, tables_dirs[party]).upload(
+            TABLES[party],
+            DATA / f"{TABLES[party]}.csv",
+            label_column="y" if party == GUEST else None,
+            replace=True,
+        )
+        engine.dispose()
+
+
+class Schedulers:
+    """Plays each party's scheduler: sends task.run to its worker, collects task.status."""
+
+    def __init__(self, state: local.LocalState, job_id: str, pipeline_yaml: str) -> None:
+        self.job_id = job_id
+        self.pipeline_yaml = pipeline_yaml
+        self.buses: dict[str, Bus] = {}
+        self.statuses: dict[str, list[TaskStatus]] = {GUEST: [], HOST: []}
+        self.lock = threading.Lock()
+        for party in ROLES:
+            bus = connect(state.parties[party].bus_url)
+            for topic in ("svc.worker", "svc.scheduler", f"out.{GUEST}", f"out.{HOST}"):
+                bus.declare(topic)
+            bus.subscribe("svc.scheduler", self._collector(party))
+            self.buses[party] = bus
+
+    def _collector(self, party: str) -> Any:
+        def collect(delivery: Delivery) -> None:
+            status = decode_payload(decode_envelope(delivery.body), TaskStatus)
+            with self.lock:
+                self.statuses[party].append(status)
+
+        return collect
+
+    def run(
+        self, component: str, ctype: str, params: dict[str, Any], inputs: dict[str, str]
+    ) -> None:
+        """task.run of `component` to both parties' workers; `params` may be per party."""
+        for party, role in ROLES.items():
+            me = PartyRef(party_id=party, role=role)  # type: ignore[arg-type]
+            payload = TaskRun(
+                job_id=self.job_id,
+                component=component,
+                component_type=ctype,
+                attempt=0,
+                role=role,
+                party_id=party,
+                parties=PARTIES,
+                params=params.get(party, params),
+                inputs=inputs,
+                pipeline_yaml=self.pipeline_yaml,
+            )
+            envelope = new_envelope(
+                payload,
+                job_id=self.job_id,
+                component=component,
+                task_id=f"{self.job_id}.{component}",
+                attempt=0,
+                source=me,
+                destination=me,
+                tag="task.run",
+                iteration=-1,
+                seq=0,
+                created_at=datetime.now(UTC),
+            )
+            EnvelopePublisher(self.buses[party], me).send("svc.worker", envelope)
+
+    def of(self, party: str, component: str) -> list[TaskStatus]:
+        with self.lock:
+            return [s for s in self.statuses[party] if s.component == component]
+
+    def final(self, party: str, component: str) -> TaskStatus | None:
+        ended = [s for s in self.of(party, component) if s.state != "running"]
+        return ended[0] if ended else None
+
+    def progress(self, party: str, component: str) -> float:
+        return max((s.progress or 0.0 for s in self.of(party, component)), default=0.0)
+
+    def run_to_end(
+        self, component: str, ctype: str, params: dict[str, Any], inputs: dict[str, str]
+    ) -> None:
+        self.run(component, ctype, params, inputs)
+        wait_until(
+            lambda: all(self.final(p, component) is not None for p in ROLES),
+            timeout=120,
+            what=component,
+        )
+        assert [self.final(p, component).state for p in ROLES] == ["success", "success"]  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        for bus in self.buses.values():
+            bus.close()
+
+
+def start_party_worker(
+    launch: StartWorker,
+    state: local.LocalState,
+    party: str,
+    tables_dir: Path,
+    **settings: str,
+) -> WorkerProcess:
+    """A worker process of `party` on its vhost and database; `settings` add to its own."""
+    plan = state.parties[party]
+    return launch(
+        party_id=party,
+        bus_url=plan.bus_url,
+        database_url=plan.database_url,
+        data_dir=str(tables_dir),
+        task_lease_s="3",
+        task_poll_s="0.2",
+        progress_interval_s="0",
+        log_level="INFO",
+        **settings,
+    )
