@@ -116,6 +116,11 @@ def succeed(_run: TaskRun) -> tuple[str, str | None]:
     return ("success", None)
 
 
+def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
+    """Hold psi_0 (it runs until canceled); every other component succeeds."""
+    return None if run.component == "psi_0" else ("success", None)
+
+
 @dataclass
 class FakeWorker:
     party_id: str

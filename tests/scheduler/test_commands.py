@@ -12,9 +12,9 @@ from fedbus import HEADER_DEAD_REASON
 from fedbus.runtime import EnvelopePublisher
 from fedscheduler.rpc import SchedulerCommandFailed
 from fedschemas import PartyRef, Payload, new_envelope
-from fedschemas.payloads import JobStop, JobSubmit, TaskRun, TaskStatus
+from fedschemas.payloads import JobStop, JobSubmit, TaskStatus
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
 
 CYCLE = """\
 name: cycle
@@ -162,9 +162,6 @@ def test_a_party_may_not_stop_a_job_it_did_not_initiate(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job initiated by the guest
-    def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
-
     fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-guarded")
     fed.wait_state(HOST, "job-guarded", "running")
@@ -182,9 +179,6 @@ def test_a_party_may_not_stop_a_job_it_did_not_initiate(
 def test_task_status_from_another_party_is_refused(
     federation_factory: Callable[..., Federation],
 ) -> None:
-    def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
-
     fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-forged")
     fed.wait_state(HOST, "job-forged", "running")

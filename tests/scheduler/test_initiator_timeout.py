@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from fedbus import Bus
 from fedschemas import decode_payload
-from fedschemas.payloads import JobStatus, TaskRun
+from fedschemas.payloads import JobStatus
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, Relay, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, Relay, hold_psi, wait_for
 
 TIMEOUT_S = 1.0
 
@@ -28,10 +28,6 @@ class OneWayRelay(Relay):
         bus = self.buses[self.src]
         bus.declare(f"out.{self.dst}")
         self._subs.append(bus.subscribe(f"out.{self.dst}", self._forward(self.dst)))
-
-
-def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-    return None if run.component == "psi_0" else ("success", None)
 
 
 def initiator_timeouts(fed: Federation, party: str) -> float:

@@ -10,7 +10,7 @@ import pytest
 from fedscheduler.rpc import SchedulerCommandFailed
 from fedschemas.payloads import TaskRun
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
 
 
 def test_two_party_job_runs_every_component_in_dag_order_and_succeeds(
@@ -68,9 +68,6 @@ def test_a_component_starts_only_after_its_inputs_succeeded(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: the guest's worker holds psi_0 (reports running, never finishes)
-    def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
-
     fed = federation_factory(scripts={GUEST: hold_psi})
 
     # Execute
@@ -133,9 +130,6 @@ def test_stop_cancels_the_job_at_every_party_and_tells_their_workers(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: psi never finishes anywhere
-    def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
-
     fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-stop")
     for party in (GUEST, HOST):
@@ -159,9 +153,6 @@ def test_stop_cancels_the_job_at_every_party_and_tells_their_workers(
 def test_only_the_initiator_stops_or_reruns_a_job(
     federation_factory: Callable[..., Federation],
 ) -> None:
-    def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
-
     fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-own")
     fed.wait_state(HOST, "job-own", "running")
@@ -237,9 +228,6 @@ def test_repeated_success_reports_do_not_dispatch_a_component_twice(
 ) -> None:
     # Prepare: the guest's worker reports reader_0's success again with another message id
     # (e.g. a worker that crashed after reporting and reports again with a new sequence)
-    def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-        return None if run.component == "psi_0" else ("success", None)
-
     fed = federation_factory(scripts={GUEST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-dup")
     wait_for(lambda: "psi_0" in fed.workers[GUEST].components_run("job-dup"))

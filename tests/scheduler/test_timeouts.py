@@ -10,15 +10,10 @@ from collections.abc import Callable
 import pytest
 from fedscheduler.main import Scheduler
 from fedscheduler.rpc import SchedulerCommandFailed
-from fedschemas.payloads import TaskRun
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
 
 TIMEOUT_S = 1.0
-
-
-def hold_psi(run: TaskRun) -> tuple[str, str | None] | None:
-    return None if run.component == "psi_0" else ("success", None)
 
 
 def test_a_party_whose_services_stop_fails_the_job_after_the_timeout_naming_it(
