@@ -1,0 +1,99 @@
+"""The shared polling helper: it returns what it awaited, or fails naming it and the last value."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.polling import wait_for, wait_until
+
+
+def test_wait_for_returns_the_first_truthy_value_of_the_check() -> None:
+    # Prepare: a check that is empty twice, then answers.
+    answers = iter([[], [], ["row"]])
+
+    # Execute
+    value = wait_for(lambda: next(answers), timeout=5, interval=0)
+
+    # Assert
+    assert value == ["row"]
+
+
+def test_a_timeout_names_what_was_awaited_and_the_last_value_seen() -> None:
+    # Prepare: a list of finished tasks that stays empty, then a count that stays at zero.
+    counter = itertools.count()
+
+    # Execute
+    with pytest.raises(AssertionError) as failure:
+        wait_for(lambda: [] if next(counter) >= 0 else ["never"], 0.05, "job done")
+    message = str(failure.value)
+
+    # Assert
+    assert "job done" in message
+    assert "0.05 s" in message
+    assert "last value seen: []" in message
+
+
+def test_the_last_value_and_the_described_state_appear_in_the_failure() -> None:
+    # Prepare: a predicate that is False, with a state the reader would want to see.
+    statuses = iter(["queued", "running", "running", "running"] + ["failed"] * 1000)
+
+    # Execute
+    with pytest.raises(AssertionError) as failure:
+        wait_until(
+            lambda: next(statuses) == "succeeded",
+            0.05,
+            "the job to succeed",
+            describe=lambda: {"job": "j1", "status": "failed"},
+        )
+
+    # Assert
+    assert "the job to succeed" in str(failure.value)
+    assert "last value seen: False" in str(failure.value)
+    assert "'status': 'failed'" in str(failure.value)
+
+
+def test_exceptions_listed_in_retry_on_count_as_not_yet_and_are_reported_on_timeout() -> None:
+    # Prepare: a server that refuses twice, then answers.
+    attempts = iter([False, False, True])
+
+    def probe() -> str:
+        if not next(attempts):
+            raise ConnectionError("refused")
+        return "up"
+
+    # Execute / Assert: retried to success...
+    assert wait_for(probe, 5, "the server", interval=0, retry_on=(ConnectionError,)) == "up"
+
+    # ...and on timeout the last exception is the last value seen.
+    def never() -> str:
+        raise ConnectionError("still refused")
+
+    with pytest.raises(AssertionError, match="still refused"):
+        wait_for(never, 0.05, "the server", retry_on=(ConnectionError,))
+
+
+def test_an_exception_not_listed_in_retry_on_fails_at_once() -> None:
+    def broken() -> bool:
+        raise KeyError("no such job")
+
+    with pytest.raises(KeyError):
+        wait_until(broken, 30, "never reached")
+
+
+class _EmptyButLoud:
+    """Falsy, with a very long repr: what a big empty result object looks like to the helper."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "x" * 10_000
+
+
+def test_a_huge_last_value_is_shortened_in_the_message() -> None:
+    with pytest.raises(AssertionError) as failure:
+        wait_for(_EmptyButLoud, 0.01, "text")
+    assert "last value seen: xxx" in str(failure.value)
+    assert len(str(failure.value)) < 1_000
