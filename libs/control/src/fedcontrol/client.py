@@ -41,6 +41,7 @@ from fedschemas import (
     decode_payload,
     encode_envelope,
     new_envelope,
+    topics,
 )
 from fedschemas.payloads import (
     SchedulerErrorKind,
@@ -51,7 +52,7 @@ from fedschemas.payloads import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
-SCHEDULER_RPC_TOPIC: Final = "svc.scheduler.rpc"
+SCHEDULER_RPC_TOPIC: Final = topics.SCHEDULER_RPC
 RPC_COMPONENT: Final = "scheduler.rpc"
 UPLOAD_PART_BYTES: Final = 4 << 20
 """Characters of CSV text one table_upload_part carries at most: half the default frame, so an

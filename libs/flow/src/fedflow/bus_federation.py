@@ -32,6 +32,7 @@ from fedschemas import (
     decode_envelope,
     decode_payload,
     new_envelope,
+    topics,
 )
 from sqlalchemy.engine import Engine
 
@@ -42,8 +43,8 @@ from fedflow.task import TaskKey
 
 log = structlog.get_logger("fedflow.federation")
 
-INBOUND_TOPIC = "svc.worker"
-OUTBOUND_PREFIX = "out."
+INBOUND_TOPIC = topics.WORKER
+OUTBOUND_PREFIX = topics.OUT_PREFIX
 _MAX_PAUSE_S = 0.025
 
 

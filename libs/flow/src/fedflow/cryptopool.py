@@ -59,6 +59,7 @@ from fedschemas import (
     decode_envelope,
     decode_payload,
     new_envelope,
+    topics,
 )
 from fedschemas.payloads import CryptoErrorKind, CryptoJob, CryptoResult
 
@@ -78,7 +79,7 @@ log = structlog.get_logger("fedflow.cryptopool")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-CRYPTO_TOPIC: Final = "svc.crypto"
+CRYPTO_TOPIC: Final = topics.CRYPTO
 """The party-local queue of crypto jobs (shared by every replica that serves them)."""
 
 _KERNEL_NAMES: Final = (

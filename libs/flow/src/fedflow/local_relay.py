@@ -24,14 +24,15 @@ from fedschemas import (
     decode_envelope,
     decode_payload,
     encode_envelope,
+    topics,
 )
 
-INBOUND_TOPIC = "svc.worker"
+INBOUND_TOPIC = topics.WORKER
 
 
 def outbound_topic(party_id: str) -> str:
     """The local topic a party publishes to for remote party `party_id` (its gateway drains it)."""
-    return f"out.{party_id}"
+    return topics.out_topic(party_id)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from fedschemas import (
     canonical_bytes,
     decode_envelope,
     encode_envelope,
+    topics,
 )
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -61,7 +62,7 @@ from fedgateway.verify import Accepted, Refused, Verifier
 
 log = structlog.get_logger("fedgateway.relay")
 
-OUT_TOPIC_PREFIX = "out."
+OUT_TOPIC_PREFIX = topics.OUT_PREFIX
 TRACER_NAME = "fedmq.gateway"
 
 

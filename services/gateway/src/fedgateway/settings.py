@@ -10,16 +10,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from fedcommon.settings import ServiceSettings, is_placeholder_secret
+from fedschemas import topics
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-DEFAULT_ROUTES: dict[str, str] = {
-    "demo.": "svc.worker",
-    "federation.": "svc.worker",
-    "job.": "svc.scheduler",
-    "task.": "svc.scheduler",
-    "audit.": "svc.audit",
-}
+DEFAULT_ROUTES: dict[str, str] = dict(topics.GATEWAY_ROUTES)
 """Message-type prefix -> local topic where arriving messages are published (longest wins)."""
 
 SETTINGS_FILE_ENV = "FEDMQ_GATEWAY_SETTINGS_FILE"
