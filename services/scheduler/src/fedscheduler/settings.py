@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fedcommon.settings import ServiceSettings
-from fedschemas import MAX_ENVELOPE_BYTES
+from fedschemas import MAX_ENVELOPE_BYTES, topics
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -16,14 +16,14 @@ class SchedulerSettings(ServiceSettings):
         env_prefix="FEDMQ_SCHEDULER_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
-    topic: str = "svc.scheduler"
+    topic: str = topics.SCHEDULER
     """The scheduler's inbox: job.* from other parties (via the gateway), task.status from the
     party's worker, job.submit from local users."""
-    rpc_topic: str = "svc.scheduler.rpc"
+    rpc_topic: str = topics.SCHEDULER_RPC
     """Request/reply commands and read-models for the REST API and CLI (docs/scheduler.md)."""
-    worker_topic: str = "svc.worker"
+    worker_topic: str = topics.WORKER
     """Where task.run and task.cancel go (the party's own workers)."""
-    out_topic_prefix: str = "out."
+    out_topic_prefix: str = topics.OUT_PREFIX
     """`<prefix><party>` is drained by the gateway towards remote party <party>."""
     party_timeout_s: float = Field(default=120.0, gt=0)
     """The initiator fails a job when a party of it is silent this long (no heartbeat or status)

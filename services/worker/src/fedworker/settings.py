@@ -7,7 +7,7 @@ from pathlib import Path
 from fedcommon.settings import ServiceSettings, is_placeholder_secret
 from fedflow.sealing import MIN_SECRET_BYTES
 from fedflow.tables import default_tables_dir
-from fedschemas import MAX_ENVELOPE_BYTES
+from fedschemas import MAX_ENVELOPE_BYTES, topics
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -18,13 +18,13 @@ class WorkerSettings(ServiceSettings):
         env_prefix="FEDMQ_WORKER_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
-    topic: str = "svc.worker"
+    topic: str = topics.WORKER
     """The queue this worker consumes (shared by all replicas of the party's worker)."""
-    reply_topic: str = "svc.worker.replies"
+    reply_topic: str = topics.WORKER_REPLIES
     """Where demo.pong answers go."""
-    scheduler_topic: str = "svc.scheduler"
+    scheduler_topic: str = topics.SCHEDULER
     """Where task.status reports go (this party's scheduler)."""
-    outbound_prefix: str = "out."
+    outbound_prefix: str = topics.OUT_PREFIX
     """Federation data for remote party P is published to <outbound_prefix><P> (the gateway
     drains it)."""
     data_dir: Path | None = None
@@ -53,7 +53,7 @@ class WorkerSettings(ServiceSettings):
     crypto_only: bool = False
     """Run only a crypto replica: no task queue, no database (an extra replica for heavy
     homomorphic work). Implies crypto_serve."""
-    crypto_topic: str = "svc.crypto"
+    crypto_topic: str = topics.CRYPTO
     """The party-local queue of crypto jobs (never relayed to other sites)."""
     crypto_replicas: int = Field(default=0, ge=0)
     """How many replicas serve `crypto_topic`. > 0: components get a BusExecutor over them as
