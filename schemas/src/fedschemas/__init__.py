@@ -5,7 +5,17 @@ message types, the canonical bytes a signature covers, msgpack wire codecs witho
 and a numpy array field type. docs/wire.md is the long form.
 """
 
-from fedschemas.base import SCHEMA_VERSION, PartyRef, Payload, Role, Timestamp, WireModel
+from fedschemas.base import (
+    PARTY_ROLES,
+    ROLES,
+    SCHEMA_VERSION,
+    PartyRef,
+    PartyRole,
+    Payload,
+    Role,
+    Timestamp,
+    WireModel,
+)
 from fedschemas.codec import decode_payload, encode_payload, new_envelope
 from fedschemas.envelope import (
     ENVELOPE_FORMAT,
@@ -19,15 +29,25 @@ from fedschemas.envelope import (
 )
 from fedschemas.errors import MalformedMessage
 from fedschemas.ndarray import ALLOWED_DTYPES, MAX_ARRAY_BYTES, NDArray
-from fedschemas.payloads import ControlHeartbeat, DemoPing, DemoPong, FederationData
+from fedschemas.payloads import (
+    FEDERATION_DATA_KINDS,
+    ControlHeartbeat,
+    DemoPing,
+    DemoPong,
+    FederationData,
+    FederationDataKind,
+)
 from fedschemas.registry import MESSAGE_TYPES, UPGRADES, Upgrade, current_version, payload_type
 
 __all__ = [
     "ALLOWED_DTYPES",
     "ENVELOPE_FORMAT",
+    "FEDERATION_DATA_KINDS",
     "MAX_ARRAY_BYTES",
     "MAX_ENVELOPE_BYTES",
     "MESSAGE_TYPES",
+    "PARTY_ROLES",
+    "ROLES",
     "SCHEMA_VERSION",
     "UPGRADES",
     "ControlHeartbeat",
@@ -35,9 +55,11 @@ __all__ = [
     "DemoPong",
     "Envelope",
     "FederationData",
+    "FederationDataKind",
     "MalformedMessage",
     "NDArray",
     "PartyRef",
+    "PartyRole",
     "Payload",
     "Role",
     "Timestamp",

@@ -8,7 +8,7 @@ that travels as int microseconds since the Unix epoch. `PartyRef` names a party 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.functional_validators import PlainValidator
@@ -16,7 +16,13 @@ from pydantic.functional_validators import PlainValidator
 SCHEMA_VERSION: Final = 1
 """The version a message type starts at; each payload model states its own `payload_version`."""
 
-Role = Literal["guest", "host", "arbiter", "local"]
+PartyRole = Literal["guest", "host", "arbiter"]
+"""The roles a pipeline gives parties, and the roles a component's protocol names."""
+Role = Literal[PartyRole, "local"]
+"""A party's role in a message: one of PartyRole, or "local" for a party acting on its own
+(its scheduler and workers talking among themselves)."""
+PARTY_ROLES: Final[tuple[str, ...]] = get_args(PartyRole)
+ROLES: Final[tuple[str, ...]] = get_args(Role)
 
 PARTY_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 

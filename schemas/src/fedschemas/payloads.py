@@ -8,11 +8,11 @@ optional fields defaulting to None; a breaking change is a new model with a high
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Final, Literal, Self, get_args
 
 from pydantic import Field, JsonValue, model_validator
 
-from fedschemas.base import PartyId, Payload, Timestamp
+from fedschemas.base import ROLES, PartyId, Payload, Timestamp
 from fedschemas.ndarray import NDArray
 
 # A declared, versioned format for opaque bytes, e.g. "fedcrypto.paillier.v1": the receiver
@@ -48,6 +48,8 @@ FederationDataKind = Literal[
     # features (hetero_lr_predict). Its own kind so that an audit sees per-row disclosures.
     "partial_score",
 ]
+FEDERATION_DATA_KINDS: Final[tuple[str, ...]] = get_args(FederationDataKind)
+"""Every FederationData kind (what a component protocol may allow)."""
 
 
 class FederationData(Payload):
@@ -93,7 +95,7 @@ TaskState = Literal["waiting", "running", "success", "failed", "canceled"]
 TaskReport = Literal["running", "success", "failed", "canceled"]
 """The states a worker reports; "waiting" is the scheduler's own (not yet sent)."""
 
-ROLE_NAME_PATTERN = r"^(guest|host|arbiter|local)$"
+ROLE_NAME_PATTERN = rf"^({'|'.join(ROLES)})$"
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 # "<component>.<output>", e.g. "reader_0.data".
 OUTPUT_REF_PATTERN = r"^[A-Za-z0-9_-]{1,128}\.[A-Za-z0-9_-]{1,128}$"

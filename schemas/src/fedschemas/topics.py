@@ -78,7 +78,7 @@ AREAS: Mapping[str, Area] = MappingProxyType(_AREAS)
 
 
 def area_of(message_type: str) -> str:
-    """"job" for "job.status": the part of a type name before the first dot."""
+    """The area of a type name, the part before its first dot ("job" for "job.status")."""
     return message_type.partition(".")[0]
 
 

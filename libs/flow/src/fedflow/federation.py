@@ -19,11 +19,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 
-from fedschemas import FederationData, PartyRef
+from fedschemas import PARTY_ROLES, FederationData, PartyRef
 
 from fedflow.protocol import ProtocolGuard
 
-ROLE_NAMES = ("guest", "host", "arbiter")
+ROLE_NAMES = PARTY_ROLES
 
 
 class RecvTimeout(TimeoutError):

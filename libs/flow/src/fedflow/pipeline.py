@@ -46,18 +46,19 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import yaml
+from fedschemas import PARTY_ROLES
 from pydantic import ValidationError
 
 from fedflow.components import REGISTRY, ComponentType
 
-ROLES: Final = ("guest", "host", "arbiter")
+ROLES: Final = PARTY_ROLES
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PARTY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COMMON: Final = "common"
 
 _TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components"}
 _COMPONENT_KEYS: Final = {"name", "type", "inputs", "params", "timeout_s"}
-_PARTY_KEYS: Final = {"guest", "host", "arbiter"}
+_PARTY_KEYS: Final = set(PARTY_ROLES)
 
 
 class PipelineError(ValueError):

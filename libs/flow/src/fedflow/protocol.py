@@ -39,24 +39,22 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
-from fedschemas import FederationData
+from fedschemas import (
+    FEDERATION_DATA_KINDS,
+    PARTY_ROLES,
+    FederationData,
+    FederationDataKind,
+    PartyRole,
+)
 
-PayloadKind = Literal[
-    "ciphertext_vector",
-    "masked_vector",
-    "public_key",
-    "aggregate",
-    "id_set",
-    "metric",
-    "plain_control",
-    "partial_score",
-]
-PAYLOAD_KINDS: Final[tuple[str, ...]] = get_args(PayloadKind)
+# One definition each, in the wire contract: a protocol allows what FederationData can carry.
+PayloadKind = FederationDataKind
+PAYLOAD_KINDS: Final[tuple[str, ...]] = FEDERATION_DATA_KINDS
 
-ProtocolRole = Literal["guest", "host", "arbiter"]
-PROTOCOL_ROLES: Final[tuple[str, ...]] = get_args(ProtocolRole)
+ProtocolRole = PartyRole
+PROTOCOL_ROLES: Final[tuple[str, ...]] = PARTY_ROLES
 
 PROTOCOL_FORMAT: Final = "fedflow.protocol.v1"
 
