@@ -162,6 +162,7 @@ SIGNED_CHANGES: dict[str, Any] = {
     "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
     "signer_key_id": "9999-k2",
     "payload": encode_payload(DemoPing(text="hello", n=2)),
+    "deadline": CREATED + timedelta(seconds=1),
 }
 
 

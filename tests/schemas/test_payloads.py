@@ -30,12 +30,15 @@ from fedschemas.payloads import (
     CryptoJob,
     CryptoResult,
     JobAccept,
+    JobEnded,
     JobPropose,
     JobRefuse,
     JobRerun,
     JobStatus,
     JobStop,
     JobSubmit,
+    RemoteReply,
+    RemoteRequest,
     SchedulerRequest,
     SchedulerResponse,
     TaskCancel,
@@ -111,6 +114,9 @@ EXAMPLES: dict[str, Payload] = {
     "crypto.result": CryptoResult(
         job_id="3f2a9c", ok=False, error="CiphertextError: not invertible", error_kind="ciphertext"
     ),
+    "rpc.request": RemoteRequest(service="svc.serving", body=b"\x81\xa1x\x01"),
+    "rpc.reply": RemoteReply(request_id="5d0c1e", ok=False, error="timeout", error_kind="failed"),
+    "gateway.job_ended": JobEnded(job_id="job-1", attempt=0, state="success"),
 }
 
 

@@ -98,6 +98,10 @@ class Envelope(WireModel):
     ] = None
     signer_key_id: Annotated[str | None, Field(pattern=SIGNER_KEY_ID_PATTERN)] = None
     payload: bytes
+    deadline: Timestamp | None = None
+    """Optional (added within v1): after this instant the message is worthless and must be
+    dropped, never delivered late. Set on cross-site request/reply (rpc.*); None elsewhere,
+    and while None the envelope's bytes are exactly those of an envelope without the field."""
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` applied and validated again.
@@ -185,6 +189,9 @@ def chunk_message_id(message_id: str, index: int) -> str:
 
 
 def _fields(env: Envelope) -> list[Any]:
+    # `deadline` is appended only when set: envelopes without one keep the 18-element layout
+    # (and so their bytes and signatures) of every earlier build.
+    deadline = [] if env.deadline is None else [datetime_to_micros(env.deadline)]
     return [
         ENVELOPE_FORMAT,
         env.message_id,
@@ -204,21 +211,24 @@ def _fields(env: Envelope) -> list[Any]:
         env.traceparent,
         env.signer_key_id,
         env.payload,
+        *deadline,
     ]
 
 
 def canonical_bytes(env: Envelope) -> bytes:
     """The bytes a signature covers: every envelope field except `signature`, fixed layout.
 
-    A msgpack array of 18 elements (format string, then ENVELOPE_FIELDS in order) with
-    msgpack's shortest encodings; the result depends only on the field values, never on how
+    A msgpack array of 18 elements (format string, then ENVELOPE_FIELDS in order), 19 when the
+    optional `deadline` is set (appended after the payload), with msgpack's shortest
+    encodings; the result depends only on the field values, never on how
     the envelope was built. docs/wire.md gives the layout byte by byte.
     """
     return msgpack.packb(_fields(env), use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def encode_envelope(env: Envelope, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> bytes:
-    """Wire bytes: the canonical array with the signature (or nil) appended as element 19."""
+    """Wire bytes: the canonical array with the signature (or nil) appended as its last element
+    (element 19, or 20 with a deadline)."""
     data: bytes = msgpack.packb([*_fields(env), env.signature], use_bin_type=True)
     if len(data) > max_bytes:
         raise MalformedMessage(
@@ -228,6 +238,7 @@ def encode_envelope(env: Envelope, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> by
 
 
 _WIRE_LEN: Final = len(ENVELOPE_FIELDS) + 2  # format string + fields + signature
+_WIRE_LEN_WITH_DEADLINE: Final = _WIRE_LEN + 1  # ... + deadline before the signature
 
 
 def decode_envelope(
@@ -259,11 +270,26 @@ def _from_items(items: Any) -> Envelope:
                 f"unknown envelope format {items[0][:40]!r} (this build reads {ENVELOPE_FORMAT})"
             )
         raise MalformedMessage("not a fedmq envelope: wrong format string")
-    if len(items) != _WIRE_LEN:
+    # nil is not a valid deadline: an absent one is encoded by leaving the element out, so
+    # each envelope has exactly one encoding (canonical bytes stay canonical).
+    with_deadline = (
+        len(items) == _WIRE_LEN_WITH_DEADLINE
+        and isinstance(items[-2], int)
+        and not isinstance(items[-2], bool)
+    )
+    if len(items) != _WIRE_LEN and not with_deadline:
         raise MalformedMessage(
             f"envelope array has {len(items)} elements, {ENVELOPE_FORMAT} has {_WIRE_LEN}"
+            f" ({_WIRE_LEN_WITH_DEADLINE} with an int deadline before the signature)"
         )
-    values = dict(zip(ENVELOPE_FIELDS, items[1:-1], strict=True))
+    deadline: Any = None
+    if with_deadline:
+        deadline = items[-2]
+        try:
+            deadline = micros_to_datetime(deadline)
+        except OverflowError as exc:
+            raise MalformedMessage("invalid envelope: field 'deadline': out of range") from exc
+    values = dict(zip(ENVELOPE_FIELDS, items[1 : 1 + len(ENVELOPE_FIELDS)], strict=True))
     created_at = values["created_at"]
     if isinstance(created_at, int) and not isinstance(created_at, bool):
         try:
@@ -277,6 +303,7 @@ def _from_items(items: Any) -> Envelope:
         return Envelope(
             **fields,
             created_at=created_at,
+            deadline=deadline,
             source=_party(values, "source"),
             destination=_party(values, "destination"),
             signature=items[-1],

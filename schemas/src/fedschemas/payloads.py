@@ -332,3 +332,44 @@ class CryptoResult(Payload):
     error_kind: CryptoErrorKind | None = None
     replica: Annotated[str | None, Field(pattern=CRYPTO_JOB_ID_PATTERN)] = None
     """Which replica answered (for operators, and to see that work was shared)."""
+
+# --- Cross-site request/reply (issue #12): a service <-> a service of another party --------
+# Online calls through both gateways (docs/gateway.md, "Request/reply"). The envelope carries
+# the deadline; the gateways and the responder drop what arrives after it.
+
+SERVICE_TOPIC_PATTERN = r"^[A-Za-z0-9_.:-]{1,255}$"
+
+
+class RemoteRequest(Payload):
+    """rpc.request: a call to `service` (a topic at the destination party that its gateway
+    exposes to this party) with an opaque `body` the service defines."""
+
+    service: Annotated[str, Field(pattern=SERVICE_TOPIC_PATTERN)]
+    body: bytes
+
+
+RemoteErrorKind = Literal["refused", "unavailable", "failed"]
+"""Why a call has no answer body: the receiving gateway refused it ("refused": not exposed,
+bad signature, replay...), nothing answered it there ("unavailable"), or the service raised
+("failed")."""
+
+
+class RemoteReply(Payload):
+    """rpc.reply: the answer to the rpc.request whose message id is `request_id`: `ok` with
+    `body`, or not `ok` with `error` and `error_kind`."""
+
+    request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+    ok: bool
+    body: bytes = b""
+    error: Reason | None = None
+    error_kind: RemoteErrorKind | None = None
+
+
+class JobEnded(Payload):
+    """gateway.job_ended: this party's scheduler ended `attempt` of `job_id` (succeeded,
+    failed or canceled). Party-local, on svc.gateway: from then on the gateway refuses
+    cross-site messages of that attempt and earlier ones as replays."""
+
+    job_id: JobId
+    attempt: Attempt
+    state: Literal["success", "failed", "canceled"]

@@ -22,12 +22,15 @@ from fedschemas.payloads import (
     DemoPong,
     FederationData,
     JobAccept,
+    JobEnded,
     JobPropose,
     JobRefuse,
     JobRerun,
     JobStatus,
     JobStop,
     JobSubmit,
+    RemoteReply,
+    RemoteRequest,
     SchedulerRequest,
     SchedulerResponse,
     TaskCancel,
@@ -55,6 +58,9 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "scheduler.response": SchedulerResponse,
     "crypto.job": CryptoJob,
     "crypto.result": CryptoResult,
+    "rpc.request": RemoteRequest,
+    "rpc.reply": RemoteReply,
+    "gateway.job_ended": JobEnded,
 }
 
 MESSAGE_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_MESSAGE_TYPES)

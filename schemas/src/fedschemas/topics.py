@@ -34,6 +34,11 @@ CRYPTO: Final = "svc.crypto"
 """The party's pool of crypto replicas (crypto.job); never relayed to another party."""
 AUDIT: Final = "svc.audit"
 """The audit service's inbox (audit.* from peers)."""
+GATEWAY: Final = "svc.gateway"
+"""The gateway's own inbox: gateway.job_ended from the party's scheduler (replay guard)."""
+GATEWAY_RPC: Final = "svc.gateway.rpc"
+"""Request/reply: a service's calls to another party's service (rpc.request), which the
+party's gateway carries over the site link and answers with the remote rpc.reply."""
 OUT_PREFIX: Final = "out."
 """Prefix of the outbound topics: `out.<party>` holds what is bound for that party."""
 
@@ -71,6 +76,10 @@ _AREAS: dict[str, Area] = {
     "control": Area(SCHEDULER, cross_site=False),
     "scheduler": Area(SCHEDULER_RPC, cross_site=False),
     "crypto": Area(CRYPTO, cross_site=False),
+    # The gateway's own messages. rpc.* does cross sites, but only in the link's REQUEST and
+    # REPLY frames, never as relayed DATA: so no route, and the relay refuses them.
+    "gateway": Area(GATEWAY, cross_site=False),
+    "rpc": Area(GATEWAY_RPC, cross_site=False),
 }
 
 AREAS: Mapping[str, Area] = MappingProxyType(_AREAS)
@@ -102,5 +111,14 @@ GATEWAY_ROUTES: Mapping[str, str] = MappingProxyType(
 INBOUND_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(GATEWAY_ROUTES.values()))
 """The local topics a gateway publishes inbound messages on (it declares them at start)."""
 
-LOCAL_TOPICS: tuple[str, ...] = (WORKER, WORKER_REPLIES, SCHEDULER, SCHEDULER_RPC, CRYPTO, AUDIT)
+LOCAL_TOPICS: tuple[str, ...] = (
+    WORKER,
+    WORKER_REPLIES,
+    SCHEDULER,
+    SCHEDULER_RPC,
+    CRYPTO,
+    AUDIT,
+    GATEWAY,
+    GATEWAY_RPC,
+)
 """Every fixed topic name (the per-peer `out.<party>` topics come on top)."""
