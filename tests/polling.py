@@ -4,7 +4,8 @@ Tests that watch another thread, process or server cannot assert at once; they p
 wait goes through `wait_for` (or `wait_until` when the caller needs no value back), so that a
 timeout always fails the test the same way: an AssertionError naming what was awaited, how long
 the test waited, and the last value the check returned (or the exception it last raised), which
-is usually what tells a reader why the wait failed.
+is usually what tells a reader why the wait failed. `poll` is the same loop without the failure,
+for the few waits whose caller asserts afterwards with a better message of its own.
 """
 
 from __future__ import annotations
@@ -33,8 +34,37 @@ def _describe(value: object) -> str:
     return text
 
 
+def poll(
+    check: Callable[[], T | None],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.02,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T | object:
+    """Call `check` every `interval` s until it returns something truthy or `timeout` s pass;
+    return the last value (or the last exception of a `retry_on` type) without failing.
+
+    For waits whose caller asserts afterwards with a richer message than a timeout could give
+    (a log tail, a count to compare); everything else uses `wait_for`.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = _UNSET
+    while True:
+        try:
+            value = check()
+        except retry_on as exc:
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            return last
+        time.sleep(interval)
+
+
 def wait_for(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     timeout: float = 10.0,
     what: str = "condition",
     *,
@@ -50,20 +80,9 @@ def wait_for(
     `what`, the timeout and the last value `check` returned; `describe`, when given, is called
     then and its result is added, for waits whose check only says yes or no.
     """
-    deadline = time.monotonic() + timeout
-    last: object = _UNSET
-    while True:
-        try:
-            value = check()
-        except retry_on as exc:
-            last = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
+    last = poll(check, timeout, interval=interval, retry_on=retry_on)
+    if last and not isinstance(last, BaseException):
+        return last  # type: ignore[return-value]
     message = f"timed out after {timeout} s waiting for {what}; last value seen: {_describe(last)}"
     if describe is not None:
         message += f"; state: {_describe(describe())}"

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tests.polling import wait_for, wait_until
+from tests.polling import poll, wait_for, wait_until
 
 
 def test_wait_for_returns_the_first_truthy_value_of_the_check() -> None:
@@ -97,3 +97,20 @@ def test_a_huge_last_value_is_shortened_in_the_message() -> None:
         wait_for(_EmptyButLoud, 0.01, "text")
     assert "last value seen: xxx" in str(failure.value)
     assert len(str(failure.value)) < 1_000
+
+
+def test_poll_returns_the_last_value_instead_of_failing_when_time_runs_out() -> None:
+    # Prepare: a count that grows to 3 but is waited on for 5.
+    counts = iter([1, 2, 3] + [3] * 10_000)
+    seen: list[int] = []
+
+    def enough() -> bool:
+        seen.append(next(counts))
+        return seen[-1] >= 5
+
+    # Execute
+    last = poll(enough, 0.05, interval=0.001)
+
+    # Assert: no failure; the caller gets the last answer and asserts on its own terms.
+    assert last is False
+    assert seen[-1] == 3

@@ -10,7 +10,9 @@ import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from .conftest import DATA, GUEST_ONLY, PARTY, Party, wait_for
+from tests.polling import wait_for
+
+from .conftest import DATA, GUEST_ONLY, PARTY, Party
 
 GUEST_CSV = DATA / "breast_hetero_guest.csv"
 
@@ -103,7 +105,7 @@ def test_a_job_is_stopped_then_rerun_as_a_new_attempt(
         headers={**party.headers, "Content-Type": "application/yaml"},
         content=GUEST_ONLY.encode(),
     )
-    wait_for(lambda: job_state(party, "job-stop")["state"] == "running", what="running")
+    wait_for(lambda: job_state(party, "job-stop")["state"] == "running", timeout=20, what="running")
 
     stopped = party.api.post(
         "/api/v1/jobs/job-stop/stop", headers=party.headers, json={"reason": "enough"}

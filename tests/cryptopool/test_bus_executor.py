@@ -22,6 +22,8 @@ from fedflow.cryptopool import (
 from fedschemas import Envelope, PartyRef, encode_envelope, new_envelope
 from fedschemas.payloads import CryptoJob
 
+from tests.polling import poll
+
 PARTY = "9999"
 TOPIC = "svc.crypto"
 
@@ -173,11 +175,14 @@ def _job_envelope(job: CryptoJob, party: str = PARTY) -> Envelope:
 
 
 def _wait_dead(bus: Bus, count: int) -> list[str]:
+    """The dead-letter reasons on the job topic once `count` came out (or 10 s passed)."""
     reasons: list[str] = []
-    deadline = time.monotonic() + 10
-    while len(reasons) < count and time.monotonic() < deadline:
-        reasons += [d.headers["x-fedmq-dead-reason"] for d in bus.dead_letters(TOPIC)]
-        time.sleep(0.05)
+
+    def enough() -> bool:
+        reasons.extend(d.headers["x-fedmq-dead-reason"] for d in bus.dead_letters(TOPIC))
+        return len(reasons) >= count
+
+    poll(enough, 10, interval=0.05)
     return reasons
 
 
@@ -264,9 +269,7 @@ def test_a_chunk_delivered_twice_is_answered_twice_and_the_second_answer_is_igno
 
     # Assert: right results from the first answers; the 4 second answers counted and dropped.
     assert np.array_equal(sk.decrypt(enc), np.arange(64))
-    deadline = time.monotonic() + 10
-    while pool.duplicates < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll(lambda: pool.duplicates >= 4, 10)
     assert pool.duplicates == 4
     assert sum(pool.answered_by.values()) == 4
 

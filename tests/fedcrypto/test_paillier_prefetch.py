@@ -15,6 +15,8 @@ from fedcrypto.paillier import obfuscation as obfuscation_module
 from fedcrypto.paillier import vector as vector_module
 from fedcrypto.paillier.limbs import to_mpz
 
+from tests.polling import wait_until
+
 PK, SK = generate_keypair(1024, insecure_allow_short=True)
 X = np.linspace(-3.0, 3.0, 40)
 
@@ -23,27 +25,15 @@ def rows(array: np.ndarray) -> list[int]:
     return [int(c) for c in to_mpz(array)]
 
 
-def wait_until(predicate: object, timeout: float = 30.0) -> None:
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not predicate() and not done.is_set():  # type: ignore[operator]
-            done.wait(0.01)
-    finally:
-        deadline.cancel()
-    assert predicate(), "the pool did not fill in time"  # type: ignore[operator]
-
-
 def test_prefetch_fills_the_pool_in_the_background_up_to_the_target_and_no_further() -> None:
     with ThreadPoolExecutor(1) as background:
         pool = ObfuscatorPool(SK, refill=False)
 
         asked = pool.prefetch(100, background, chunk_size=16)
-        wait_until(lambda: pool.remaining == 100)
+        wait_until(lambda: pool.remaining == 100, 30, "the pool to fill to 100", interval=0.01)
         again = pool.prefetch(100, background)  # already there: nothing more is computed
         more = pool.prefetch(130, background, chunk_size=16)
-        wait_until(lambda: pool.remaining == 130)
+        wait_until(lambda: pool.remaining == 130, 30, "the pool to fill to 130", interval=0.01)
 
     assert (asked, again, more) == (100, 0, 30)
     assert pool.in_flight == 0
@@ -62,7 +52,7 @@ def test_obfuscators_taken_while_background_jobs_land_are_all_distinct() -> None
         # Execute
         for _ in range(30):
             taken += rows(pool.take(25))
-        wait_until(lambda: pool.in_flight == 0)
+        wait_until(lambda: pool.in_flight == 0, 30, "no refill in flight", interval=0.01)
     left = pool.remaining
     taken += rows(pool.take(left))
 

@@ -29,6 +29,7 @@ from fedgateway.settings import PLACEHOLDER_API_TOKEN
 from fedschemas import DemoPing, Envelope, PartyRef, decode_envelope, encode_envelope, new_envelope
 
 from fedmq import local
+from tests.polling import poll
 
 SENDER, RECEIVER = "9999", "10000"
 SOURCE = PartyRef(party_id=SENDER, role="guest")
@@ -248,12 +249,9 @@ class Sink:
             ]
 
     def wait_for(self, n: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        count = self.count()
-        while count < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-            count = self.count()
-        return count
+        """How many effects there are once `n` are in or `timeout` s passed (callers assert)."""
+        poll(lambda: self.count() >= n, timeout, interval=0.1)
+        return self.count()
 
     def close(self) -> None:
         for sub in self._subs:

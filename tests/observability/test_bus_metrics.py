@@ -17,7 +17,8 @@ from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedschemas import Envelope, Payload, encode_envelope
 from prometheus_client import CollectorRegistry
 
-from tests.runtime.helpers import GUEST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, ping
 
 
 class Handled:

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedmq.local import free_port
-from tests.runtime.helpers import wait_until
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

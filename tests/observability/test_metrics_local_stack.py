@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.local_stack import GUEST, HOST, Stack, two_parties
-from tests.runtime.helpers import wait_until
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 

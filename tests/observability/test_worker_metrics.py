@@ -22,7 +22,8 @@ from fedworker.metrics import WorkerMetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedmq.local import free_port
-from tests.runtime.helpers import GUEST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, ping
 from tests.worker.conftest import WorkerProcess
 
 PARTY = "9999"

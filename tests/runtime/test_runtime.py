@@ -29,7 +29,8 @@ from fedschemas import (
     encode_envelope,
 )
 
-from tests.runtime.helpers import GUEST, HOST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, HOST, ping
 
 
 class Handled:

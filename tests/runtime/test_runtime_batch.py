@@ -27,7 +27,8 @@ from fedcommon.tracing import make_tracer_provider
 from fedschemas import DemoPing, Envelope, Payload
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.runtime.helpers import GUEST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, ping
 
 rows_metadata = sa.MetaData()
 rows_table = sa.Table(

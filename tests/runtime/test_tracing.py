@@ -25,7 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.runtime.helpers import GUEST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, ping
 
 
 @pytest.fixture
@@ -113,7 +114,10 @@ def test_envelope_without_traceparent_starts_a_new_trace(
     bus: Bus, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     consumer = EnvelopeConsumer(
-        bus, "svc", {"demo.ping": lambda e, p, tx: None}, InMemoryInbox(),
+        bus,
+        "svc",
+        {"demo.ping": lambda e, p, tx: None},
+        InMemoryInbox(),
         tracer=provider.get_tracer("c"),
     )
     consumer.start()

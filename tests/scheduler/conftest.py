@@ -12,7 +12,6 @@ TableStore (so a test can count reads), and answers with task.status as its scri
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ from fedscheduler.rpc import SchedulerClient
 from fedscheduler.settings import SchedulerSettings
 from fedschemas import Envelope, PartyRef, decode_envelope, decode_payload, new_envelope
 from fedschemas.payloads import TaskCancel, TaskRun, TaskStatus
+
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DATA = REPO / "examples" / "data"
@@ -57,17 +58,6 @@ components:
 """
 
 ROUTES = {"job.": "svc.scheduler", "task.": "svc.scheduler"}
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Relay:
@@ -247,7 +237,7 @@ class Federation:
                 return None
             return view if view["state"] == state else None
 
-        return wait_for(check, timeout, f"job {job_id} {state} at party {party}")  # type: ignore[no-any-return]
+        return wait_for(check, timeout, f"job {job_id} {state} at party {party}")
 
 
 @pytest.fixture

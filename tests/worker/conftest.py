@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.polling import wait_for
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
@@ -59,24 +60,28 @@ class WorkerProcess:
             ]
 
     def wait_for(self, name: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The first `name` event with `fields`, once logged; fails at once if the worker exits."""
+
+        def logged() -> dict[str, Any] | None:
             found = self.events(name, **fields)
-            if found:
-                return found[0]
-            if self.proc.poll() is not None:
-                self._reader.join(2)
+            if not found and self.proc.poll() is not None:
+                self._reader.join(2)  # the last lines may still be in the pipe
                 found = self.events(name, **fields)
-                if found:
-                    return found[0]
-                raise AssertionError(
-                    f"worker exited ({self.proc.returncode}) before logging {name}:\n"
-                    + "".join(self.raw[-30:])
-                )
-            time.sleep(0.05)
-        raise AssertionError(
-            f"worker did not log {name} in {timeout} s:\n" + "".join(self.raw[-30:])
+                if not found:
+                    raise AssertionError(
+                        f"worker exited ({self.proc.returncode}) before logging {name}:\n"
+                        + self.tail()
+                    )
+            return found[0] if found else None
+
+        return wait_for(
+            logged, timeout, f"the worker to log {name}", interval=0.05, describe=self.tail
         )
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines the worker wrote, for failure messages."""
+        with self._lock:
+            return "".join(self.raw[-lines:])
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)

@@ -17,7 +17,8 @@ from fedworker.main import Worker
 from fedworker.settings import WorkerSettings
 from pydantic import SecretStr
 
-from tests.runtime.helpers import GUEST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, ping
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from fedschemas import DemoPong, decode_envelope, decode_payload, encode_envelop
 from fedworker.handlers import pings_table
 from fedworker.main import CRASH_EXIT_CODE
 
-from tests.runtime.helpers import GUEST, HOST, ping, wait_until
+from tests.polling import wait_until
+from tests.runtime.helpers import GUEST, HOST, ping
 from tests.worker.conftest import StartWorker
 
 pytestmark = pytest.mark.integration

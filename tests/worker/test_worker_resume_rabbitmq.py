@@ -19,7 +19,7 @@ from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
 from fedmq import local
-from tests.runtime.helpers import wait_until
+from tests.polling import wait_until
 from tests.worker.conftest import StartWorker
 from tests.worker.two_parties import (
     DATA,

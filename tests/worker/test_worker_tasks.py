@@ -24,7 +24,7 @@ from fedworker.settings import WorkerSettings
 from fedworker.tasks import task_rows
 from pydantic import SecretStr
 
-from tests.runtime.helpers import wait_until
+from tests.polling import wait_until
 
 GUEST, HOST = "9999", "10000"
 PARTIES = {"guest": [GUEST], "host": [HOST]}

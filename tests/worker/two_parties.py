@@ -27,7 +27,7 @@ from fedschemas import PartyRef, decode_envelope, decode_payload, new_envelope
 from fedschemas.payloads import TaskRun, TaskStatus
 
 from fedmq import local
-from tests.runtime.helpers import wait_until
+from tests.polling import wait_until
 from tests.worker.conftest import StartWorker, WorkerProcess
 
 GUEST, HOST = "9999", "10000"
