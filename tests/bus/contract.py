@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +38,8 @@ from fedbus import (
     connect,
 )
 from fedbus.chunking import split
+
+from tests.scripts import kill_after_line
 
 ConnectBus = Callable[..., Bus]
 
@@ -90,46 +88,11 @@ class Recorder:
             return [d.message_id for d in self.deliveries]
 
 
-# A consumer in its own process, so that a test can really kill it (SIGKILL: no ack, no clean
-# close; the broker sees the connection drop).
-_DOOMED_CONSUMER = textwrap.dedent(
-    """
-    import sys, time
-    from fedbus import connect
-    bus = connect(sys.argv[1])
-    def hold(delivery):
-        print("holding", delivery.message_id, flush=True)
-        time.sleep(600)
-    bus.subscribe(sys.argv[2], hold)
-    print("subscribed", flush=True)
-    time.sleep(600)
-    """
-)
-
-
 def kill_subprocess_consumer_mid_handler(bus_url: str, topic: str) -> None:
     """Run a consumer of `topic` in a child process and SIGKILL it while its handler holds a
-    message."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _DOOMED_CONSUMER, bus_url, topic],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("holding"):
-                break
-            if not line and proc.poll() is not None:
-                raise AssertionError("the doomed consumer exited before holding a message")
-        else:
-            raise AssertionError("the doomed consumer never got the message")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    message (no ack, no clean close; the broker sees the connection drop)."""
+    line = kill_after_line("doomed_consumer.py", bus_url, topic, marker="holding")
+    assert line, "the doomed consumer exited (or never got the message) before holding one"
 
 
 class BusContract:

@@ -11,10 +11,6 @@ acks gets the whole group redelivered, and every copy is dropped as a duplicate.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +22,7 @@ from fedbus.inbox import BatchItem, InboxTransaction, deduplicating, deduplicati
 from fedbus.sql_inbox import SqlInbox, create_tables
 
 from tests.bus.contract import BusContract, ConnectBus, Recorder, drain_dead_letters, wait_until
+from tests.scripts import kill_after_line
 
 
 class Groups:
@@ -340,35 +337,6 @@ class TestGroupCommitCrashOnMemoryBus(GroupCommitCrashContract):
         return committed[0]
 
 
-# The doomed consumer for RabbitMQ: a real process, SIGKILLed after its group's inbox commit,
-# so the broker sees the connection drop with the whole group unacked.
-_DOOMED = textwrap.dedent(
-    """
-    import sys, time
-    import sqlalchemy as sa
-    from fedbus import connect
-    from fedbus.inbox import deduplicating, deduplicating_batch
-    from fedbus.sql_inbox import SqlInbox
-    table = sa.Table("batch_effects", sa.MetaData(),
-                     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-                     sa.Column("message_id", sa.String(255), nullable=False))
-    def effect(delivery, tx):
-        tx.session.execute(sa.insert(table), {"message_id": delivery.message_id})
-    inbox = SqlInbox(sys.argv[2])
-    batch = deduplicating_batch(effect, inbox)
-    def commit_then_hang(deliveries):
-        batch(deliveries)
-        print("committed", len(deliveries), flush=True)
-        time.sleep(600)
-    # batch_wait: the whole queue (prefetch 64) arrives before the group is cut.
-    connect(sys.argv[1]).subscribe_batched(
-        sys.argv[3], deduplicating(effect, inbox), commit_then_hang,
-        batch_size=64, batch_wait=2.0, prefetch=64)
-    time.sleep(600)
-    """
-)
-
-
 @pytest.mark.integration
 class TestGroupCommitCrashOnAmqpBus(GroupCommitCrashContract):
     bus_options = BusContract.bus_options
@@ -387,17 +355,10 @@ class TestGroupCommitCrashOnAmqpBus(GroupCommitCrashContract):
     def crash_after_group_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> int:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _DOOMED, bus_url, database_url, topic],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        # A real process, SIGKILLed after its inbox commit: the broker sees the connection
+        # drop with what it delivered unacked.
+        line = kill_after_line(
+            "doomed_batch_dedupe_consumer.py", bus_url, database_url, topic, marker="committed"
         )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("committed"), f"doomed consumer said {line!r}"
-            return int(line.split()[1])
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        assert line.startswith("committed"), f"doomed consumer said {line!r}"
+        return int(line.split()[1])

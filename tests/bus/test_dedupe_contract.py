@@ -9,11 +9,6 @@ tests/bus/contract.py) without re-running its tests; handlers are wrapped with
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +20,7 @@ from fedbus.inbox import InboxTransaction, deduplicating
 from fedbus.sql_inbox import SqlInbox, create_tables
 
 from tests.bus.contract import BusContract, ConnectBus, wait_until
+from tests.scripts import kill_after_line
 
 effects_metadata = sa.MetaData()
 effects_table = sa.Table(
@@ -171,31 +167,6 @@ class TestDedupeOnMemoryBus(DedupeContract):
         inbox.close()
 
 
-# The doomed consumer for RabbitMQ: a real process, SIGKILLed after its inbox commit, so the
-# broker sees the connection drop with the delivery unacked.
-_DOOMED = textwrap.dedent(
-    """
-    import sys, time
-    import sqlalchemy as sa
-    from fedbus import connect
-    from fedbus.inbox import deduplicating
-    from fedbus.sql_inbox import SqlInbox
-    table = sa.Table("dedupe_effects", sa.MetaData(),
-                     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-                     sa.Column("message_id", sa.String(255), nullable=False))
-    def effect(delivery, tx):
-        tx.session.execute(sa.insert(table), {"message_id": delivery.message_id})
-    dedupe = deduplicating(effect, SqlInbox(sys.argv[2]))
-    def handler(delivery):
-        dedupe(delivery)
-        print("committed", delivery.message_id, flush=True)
-        time.sleep(600)
-    connect(sys.argv[1]).subscribe(sys.argv[3], handler)
-    time.sleep(600)
-    """
-)
-
-
 @pytest.mark.integration
 class TestDedupeOnAmqpBus(DedupeContract):
     bus_options = BusContract.bus_options
@@ -214,16 +185,9 @@ class TestDedupeOnAmqpBus(DedupeContract):
     def crash_after_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _DOOMED, bus_url, database_url, topic],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        # A real process, SIGKILLed after its inbox commit: the broker sees the connection
+        # drop with what it delivered unacked.
+        line = kill_after_line(
+            "doomed_dedupe_consumer.py", bus_url, database_url, topic, marker="committed"
         )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("committed"), f"doomed consumer said {line!r}"
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        assert line.startswith("committed"), f"doomed consumer said {line!r}"

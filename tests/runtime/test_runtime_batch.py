@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -29,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.polling import wait_until
 from tests.runtime.helpers import GUEST, ping
+from tests.scripts import kill_after_line
 
 rows_metadata = sa.MetaData()
 rows_table = sa.Table(
@@ -239,34 +235,6 @@ def test_each_envelope_of_a_group_gets_its_own_handle_span_under_its_publisher(
 
 # -- the crash window on real servers --------------------------------------------------------
 
-# A worker-like process consuming in batch mode that dies (SIGKILL from the test) right after
-# its first group's commit, before the bus can ack the group.
-_DOOMED = textwrap.dedent(
-    """
-    import sys, time
-    import sqlalchemy as sa
-    from fedbus import connect
-    from fedbus.runtime import EnvelopeConsumer
-    from fedbus.sql_inbox import SqlInbox
-    table = sa.Table("batch_rows", sa.MetaData(),
-                     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-                     sa.Column("message_id", sa.String(255), nullable=False),
-                     sa.Column("n", sa.Integer, nullable=False))
-    class CommitThenHang(SqlInbox):
-        def process_batch(self, items):
-            ran = super().process_batch(items)
-            print("committed", sum(ran), flush=True)
-            time.sleep(600)
-    def write_row(envelope, payload, tx):
-        tx.session.execute(sa.insert(table), {"message_id": envelope.message_id, "n": payload.n})
-    # batch_wait: the whole queue (prefetch 64) arrives before the group is cut.
-    EnvelopeConsumer(connect(sys.argv[1]), sys.argv[3], {"demo.ping": write_row},
-                     CommitThenHang(sys.argv[2]), batch_size=64, batch_wait=2.0,
-                     prefetch=64).start()
-    time.sleep(600)
-    """
-)
-
 
 @pytest.mark.integration
 def test_crash_between_group_commit_and_acks_redelivers_and_drops_every_envelope(
@@ -280,21 +248,11 @@ def test_crash_between_group_commit_and_acks_redelivers_and_drops_every_envelope
         sent = [ping(seq=i) for i in range(20)]
         EnvelopePublisher(bus, GUEST).send_many(unique_name, sent)
         # Execute: the first consumer commits all 20 in one transaction and is killed.
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _DOOMED, amqp_url, pg_url, unique_name],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        # (A worker-like consumer in batch mode, killed right after its first group's commit,
+        # before the bus can ack the group.)
+        line = kill_after_line(
+            "doomed_envelope_batch_consumer.py", amqp_url, pg_url, unique_name, marker="committed"
         )
-        try:
-            assert proc.stdout is not None
-            # Skip its log lines (structlog's default goes to stdout) up to the commit report.
-            line = proc.stdout.readline()
-            while line and not line.startswith("committed"):
-                line = proc.stdout.readline()
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
         assert line.split() == ["committed", "20"], f"doomed consumer said {line!r}"
         assert len(inbox.rows()) == 20
         handler_calls: list[str] = []

@@ -3,8 +3,6 @@ envelope (W3C traceparent) and the handler's span is the publish span's child.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -27,6 +25,7 @@ from opentelemetry.trace import SpanKind
 
 from tests.polling import wait_until
 from tests.runtime.helpers import GUEST, ping
+from tests.scripts import run_script
 
 
 @pytest.fixture
@@ -151,18 +150,7 @@ def test_no_traceparent_outside_a_span_and_garbage_extracts_to_nothing() -> None
 
 def test_configure_tracing_installs_the_process_provider() -> None:
     # In a fresh interpreter: OpenTelemetry allows setting the global provider once per process.
-    code = (
-        "from opentelemetry import trace\n"
-        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
-        "from fedcommon.tracing import configure_tracing, get_tracer\n"
-        "exp = InMemorySpanExporter()\n"
-        "provider = configure_tracing('worker', '10000', exp)\n"
-        "with get_tracer('x').start_as_current_span('s'): pass\n"
-        "(s,) = exp.get_finished_spans()\n"
-        "print(s.resource.attributes['service.name'], s.resource.attributes['fedmq.party_id'])\n"
-    )
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = run_script("configure_tracing.py")
 
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["worker", "10000"]
