@@ -12,7 +12,7 @@ from typing import Annotated, Final, Literal, Self, get_args
 
 from pydantic import Field, JsonValue, model_validator
 
-from fedschemas.base import ROLES, PartyId, Payload, Timestamp
+from fedschemas.base import ROLES, PartyId, Payload, Timestamp, WireModel
 from fedschemas.ndarray import NDArray
 
 # A declared, versioned format for opaque bytes, e.g. "fedcrypto.paillier.v1": the receiver
@@ -154,6 +154,53 @@ class TaskCancel(Payload):
     reason: Reason
 
 
+MetricName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class MetricValue(WireModel):
+    """One value a task logged: `step` -1 is a single value ("auc"), 0, 1, ... a series (a
+    loss per iteration). `value` None is an undefined value (NaN: AUC of a single class)."""
+
+    name: MetricName
+    step: Annotated[int, Field(ge=-1)]
+    value: float | None
+    logged_at: Timestamp
+
+
+class CurveValue(WireModel):
+    """One curve a task logged (ROC, PR, KS...): x and y of equal length, None where undefined."""
+
+    name: MetricName
+    x_label: Annotated[str, Field(max_length=64)]
+    y_label: Annotated[str, Field(max_length=64)]
+    x: list[float | None]
+    y: list[float | None]
+    logged_at: Timestamp
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Self:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"curve {self.name!r}: {len(self.x)} x values, {len(self.y)} y")
+        return self
+
+
+class TaskMetrics(Payload):
+    """task.metrics: a worker tells its own scheduler the metrics and curves a task logged.
+
+    The scheduler keeps the latest value per (job, component, party, name, step) -- by
+    `logged_at`, so a late or repeated message never overwrites a newer value -- and answers
+    its `metrics` command from them. A worker sends what is new while the task runs and all
+    of it once more before the task's final task.status.
+    """
+
+    job_id: JobId
+    component: ComponentName
+    attempt: Attempt
+    party_id: PartyId
+    metrics: list[MetricValue] = Field(default_factory=list)
+    curves: list[CurveValue] = Field(default_factory=list)
+
+
 class JobSubmit(Payload):
     """job.submit: a user (REST API, CLI, SDK) submits a pipeline to the local scheduler.
 
@@ -280,6 +327,41 @@ class SchedulerResponse(Payload):
     """
 
     op: SchedulerOp
+    ok: bool
+    result: JsonValue = None
+    error: Reason | None = None
+    error_kind: SchedulerErrorKind | None = None
+
+
+# --- Party data (issue #12): the REST API <-> the party's data service (its workers) ---------
+# The workers own the party's tables; a gateway's table routes are commands to them on the
+# local topic svc.data.rpc (request/reply), like the scheduler's commands (docs/api.md).
+
+DataOp = Literal[
+    "table_upload",
+    "table_get",
+    "table_list",
+    # Tables larger than one bus frame travel as an upload session (docs/api.md).
+    "table_upload_begin",
+    "table_upload_part",
+    "table_upload_commit",
+    "table_upload_abort",
+]
+
+
+class DataRequest(Payload):
+    """data.request: a local command to the party's data service (its workers), request/reply
+    on svc.data.rpc. `args` per op are listed in docs/api.md (e.g. table_get: {name})."""
+
+    op: DataOp
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class DataResponse(Payload):
+    """data.response: the answer to a data.request, in the form of scheduler.response (`ok`
+    with `result`, or `error` and `error_kind`, which the REST API maps to 400/404/409/500)."""
+
+    op: DataOp
     ok: bool
     result: JsonValue = None
     error: Reason | None = None

@@ -30,6 +30,9 @@ SCHEDULER: Final = "svc.scheduler"
 """The scheduler's commands: job.* and task.* from its own workers, API and peers."""
 SCHEDULER_RPC: Final = "svc.scheduler.rpc"
 """Request/reply between the REST API or CLI and the scheduler (scheduler.request/response)."""
+DATA_RPC: Final = "svc.data.rpc"
+"""Request/reply between the REST API and the party's data service, which its workers serve
+(data.request/response: the party's tables)."""
 CRYPTO: Final = "svc.crypto"
 """The party's pool of crypto replicas (crypto.job); never relayed to another party."""
 AUDIT: Final = "svc.audit"
@@ -75,6 +78,7 @@ _AREAS: dict[str, Area] = {
     # control.heartbeat is declared but never sent; it would be the scheduler's.
     "control": Area(SCHEDULER, cross_site=False),
     "scheduler": Area(SCHEDULER_RPC, cross_site=False),
+    "data": Area(DATA_RPC, cross_site=False),
     "crypto": Area(CRYPTO, cross_site=False),
     # The gateway's own messages. rpc.* does cross sites, but only in the link's REQUEST and
     # REPLY frames, never as relayed DATA: so no route, and the relay refuses them.
@@ -116,6 +120,7 @@ LOCAL_TOPICS: tuple[str, ...] = (
     WORKER_REPLIES,
     SCHEDULER,
     SCHEDULER_RPC,
+    DATA_RPC,
     CRYPTO,
     AUDIT,
     GATEWAY,
