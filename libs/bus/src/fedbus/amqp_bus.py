@@ -7,19 +7,26 @@ subscriber's max_deliveries), x-dead-letter-exchange = the DLX and at-least-once
 dead-lettering; and a quorum queue "<topic>.dlq" bound to the DLX with the same key.
 Request/reply uses RabbitMQ direct reply-to (`amq.rabbitmq.reply-to`), which is not a queue.
 
+Fan-out: a durable topic exchange ("fedmq.fanout"), bound to the main exchange once per
+declared topic (exchange-to-exchange, binding key = topic), so every message routed to a topic
+also reaches the topic exchange. Each fan-out subscription is a durable quorum queue
+"fedmq.fanout.<name>" (same delivery limit and at-least-once dead-lettering, dead-letter
+routing key = its own name, so broker-side dead letters land in its own "<queue>.dlq") bound
+to the topic exchange with each of its patterns. The broker copies messages while routing: a
+publisher's confirm covers the fan-out copies too (RabbitMQ confirms once every queue it routed
+to has the message), and nothing waits for a fan-out consumer.
+
 Publishing: persistent (delivery_mode 2), mandatory, with publisher confirms; `publish`
 returns after the confirm and raises `Unroutable` on basic.return. The loop thread pipelines
 confirms, so concurrent publishers and `publish_many` do not wait for each other.
 
-Consuming: one channel per subscription with basic.qos = prefetch; deliveries are handed to a
-worker thread that runs the (synchronous, possibly slow) handler, a burst at a time; acks and
-nacks go back to the loop thread, coalesced into basic.ack(multiple), one flush at a time per
-subscription (so frames reach the broker in delivery order). `subscribe_batched`
-gives the worker's waiting deliveries to a batch handler as one group (fedbus.dispatch).
-Dead copies are published to the DLX and confirmed before the original is acked. Connections
-are robust (aio-pika reconnects with backoff and re-declares; the first connect retries with
-tenacity); unacked deliveries of a lost connection are redelivered by the broker with a higher
-x-delivery-count.
+Consuming: one channel per subscription with basic.qos = prefetch; deliveries are handed to the
+subscription's worker thread (fedbus.broker_bus) in bursts; acks and nacks go back to the loop
+thread, coalesced into basic.ack(multiple), one flush at a time per subscription (so frames
+reach the broker in delivery order). Dead copies are published to the DLX and confirmed before
+the original is acked. Connections are robust (aio-pika reconnects with backoff and
+re-declares; the first connect retries with tenacity); unacked deliveries of a lost connection
+are redelivered by the broker with a higher x-delivery-count.
 """
 
 from __future__ import annotations
@@ -29,9 +36,8 @@ import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 import aio_pika
@@ -52,32 +58,21 @@ from tenacity import (
     wait_exponential,
 )
 
+from fedbus.broker_bus import BrokerBus, BrokerConsumer
 from fedbus.bus import (
     HEADER_DEAD_REASON,
     HEADER_ORIGINAL_TOPIC,
-    BatchHandler,
     BrokerUnavailable,
-    Bus,
     BusError,
     Capabilities,
     Delivery,
-    Handler,
     Message,
     PublishNotConfirmed,
-    RequestTimeout,
-    Subscription,
     Unroutable,
 )
-from fedbus.chunk_store import ChunkSetInfo, ChunkStore
-from fedbus.chunking import (
-    DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_REASSEMBLY_TIMEOUT,
-    ChunkSweeper,
-    Reassembler,
-    regroup_dead_letters,
-    split,
-)
-from fedbus.dispatch import Settlement, settle, settle_batch
+from fedbus.chunk_store import ChunkStore
+from fedbus.chunking import DEFAULT_MAX_FRAME_BYTES, DEFAULT_REASSEMBLY_TIMEOUT
+from fedbus.fanout import FANOUT_QUEUE_PREFIX, fanout_queue, normalize_patterns
 from fedbus.in_memory_chunk_store import InMemoryChunkStore
 
 log = structlog.get_logger("fedbus")
@@ -87,8 +82,6 @@ DLQ_SUFFIX = ".dlq"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # Where a publish goes: the aio-pika channel that owns it and the exchange name.
 _Target = tuple[AbstractChannel, str]
-# How many message ids a subscription remembers its own requeue count for.
-_REQUEUE_MEMORY = 10_000
 # Errors after which a publish is retried on the (robust, reconnecting) connection.
 _TRANSIENT = (
     aiormq.exceptions.AMQPConnectionError,
@@ -125,7 +118,13 @@ def _to_delivery(topic: str, message: AbstractIncomingMessage) -> Delivery:
         # Dead-lettered by the broker itself (x-delivery-limit backstop), not by the adapter.
         first = deaths[0] if deaths and isinstance(deaths[0], Mapping) else {}
         headers[HEADER_DEAD_REASON] = f"broker: {_header_text(first.get('reason')) or 'unknown'}"
-        headers[HEADER_ORIGINAL_TOPIC] = _header_text(first.get("queue")) or topic
+        died_in = _header_text(first.get("queue")) or topic
+        if died_in.startswith(FANOUT_QUEUE_PREFIX):
+            # A fan-out subscription's copy: its original topic is the routing key.
+            keys: Any = first.get("routing-keys")
+            if isinstance(keys, list | tuple) and keys:
+                died_in = _header_text(keys[0]) or died_in
+        headers[HEADER_ORIGINAL_TOPIC] = died_in
     return Delivery(
         topic=topic,
         body=message.body,
@@ -148,41 +147,34 @@ def _properties(message: Message) -> aiormq.spec.Basic.Properties:
     )
 
 
-@dataclass(frozen=True)
-class _Batching:
-    handler: BatchHandler
-    size: int
-    wait: float
+def _routing_key(message: AbstractIncomingMessage) -> str:
+    return message.routing_key or ""
 
 
-class _AmqpSubscription(Subscription):
+class _AmqpConsumer(BrokerConsumer):
+    """One subscription's channel: basic.consume with qos, ack coalescing, held chunks."""
+
     def __init__(
         self,
         bus: AmqpBus,
-        topic: str,
-        handler: Handler,
+        queue_name: str,
+        topic_of: Callable[[AbstractIncomingMessage], str],
         prefetch: int,
-        max_deliveries: int,
-        batching: _Batching | None = None,
     ) -> None:
         self._bus = bus
-        self.topic = topic
-        self._handler = handler
+        self.queue_name = queue_name
+        self._topic_of = topic_of
         self._prefetch = prefetch
-        self._max_deliveries = max_deliveries
-        self._batching = batching
         # Deliveries cross from the IO loop to the worker thread in bursts: the loop collects
         # what one socket read delivered and hands it over with one put, so the worker is woken
         # once per burst instead of once per message (the wake-up was ~15% of consumer CPU).
         self._inbox: queue.Queue[list[AbstractIncomingMessage] | None] = queue.Queue()
         self._arrived: list[AbstractIncomingMessage] = []  # loop thread only
+        self._pending: deque[AbstractIncomingMessage] = deque()  # worker thread only
         self._stopping = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._requeues: OrderedDict[str, int] = OrderedDict()  # worker thread only
         self._settled: list[tuple[AbstractIncomingMessage, bool]] = []
         self._settled_lock = threading.Lock()
         self._flush_scheduled = False
@@ -191,20 +183,18 @@ class _AmqpSubscription(Subscription):
         # Deliveries of this channel held for chunk reassembly whose own ack is not yet in
         # aiormq's frame queue; while any is, a multiple-ack could cover it (under _settled_lock).
         self._held_unsent = 0
-        self._worker = threading.Thread(target=self._work, name=f"fedbus-amqp-{topic}", daemon=True)
 
-    async def start(self) -> None:
+    async def start(self, declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]]) -> None:
         connection = self._bus._require_connection()
         self._channel = await connection.channel(publisher_confirms=False)
         self._channel.close_callbacks.add(self._on_channel_closed)
         await self._channel.set_qos(prefetch_count=self._prefetch)
-        self._queue = await self._bus._declare_on(self._channel, self.topic)
-        self._worker.start()
+        self._queue = await declare(self._channel)
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
 
     def _on_channel_closed(self, _channel: object, exc: BaseException | None) -> None:
         if not self._stopping.is_set():
-            self._bus._count_channel_close(self.topic, exc)
+            self._bus._count_channel_close(self.queue_name, exc)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if not self._arrived:
@@ -218,144 +208,43 @@ class _AmqpSubscription(Subscription):
 
     # -- worker thread -----------------------------------------------------------------------
 
-    def _work(self) -> None:
-        pending: deque[AbstractIncomingMessage] = deque()
-        while True:
-            if not pending:
-                burst = self._inbox.get()
-                if burst is None:
-                    return
-                pending.extend(burst)
+    def fetch(self, max_count: int, wait: float) -> list[Any] | None:
+        pending = self._pending
+        if not pending:
             if self._stopping.is_set():
-                # Left unacked: the broker requeues them when the channel closes.
-                pending.clear()
-                continue
-            self._idle.clear()
-            try:
-                if self._batching is None:
-                    while pending and not self._stopping.is_set():
-                        self._process(pending.popleft())
-                else:
-                    group = self._take_group(pending, self._batching)
-                    if group and not self._stopping.is_set():
-                        self._process_group(group, self._batching.handler)
-            finally:
-                self._idle.set()
+                return None
+            burst = self._inbox.get()
+            if burst is None or self._stopping.is_set():
+                return None  # what is left unacked goes back when the channel closes
+            pending.extend(burst)
+        if len(pending) < max_count:
+            self._top_up(max_count, wait)
+        return [pending.popleft() for _ in range(min(max_count, len(pending)))]
 
-    def _take_group(
-        self, pending: deque[AbstractIncomingMessage], batching: _Batching
-    ) -> list[AbstractIncomingMessage]:
-        """Up to `batching.size` deliveries: what is waiting, plus (with a batch wait) what
-        arrives within `batching.wait` seconds."""
-        deadline = time.monotonic() + batching.wait
-        while len(pending) < batching.size:
+    def _top_up(self, max_count: int, wait: float) -> None:
+        """Add what else is waiting, plus (with a wait) what arrives within `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while len(self._pending) < max_count:
             try:
                 burst = self._inbox.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    break
+                    return
                 try:
                     burst = self._inbox.get(timeout=remaining)
                 except queue.Empty:
-                    break
+                    return
             if burst is None:
-                self._inbox.put(None)  # seen again by _work once this group is done
-                break
-            pending.extend(burst)
-        return [pending.popleft() for _ in range(min(batching.size, len(pending)))]
+                self._inbox.put(None)  # seen again by the next fetch
+                return
+            self._pending.extend(burst)
 
-    def _delivery(self, message: AbstractIncomingMessage) -> Delivery:
-        delivery = _to_delivery(self.topic, message)
-        # The broker's x-delivery-count is the shared count; this consumer's own tally of
-        # requeues is the floor, so a broker that did not count a nack-requeue (versions
-        # differ) still reaches max_deliveries instead of redelivering forever.
-        seen = self._requeues.get(delivery.message_id, 0) + 1
-        if seen > delivery.delivery_count:
-            delivery = replace(delivery, delivery_count=seen)
-        return delivery
+    def delivery(self, raw: Any) -> Delivery:
+        message = cast(AbstractIncomingMessage, raw)
+        return _to_delivery(self._topic_of(message), message)
 
-    def _remember(self, delivery: Delivery, settlement: Settlement) -> None:
-        if settlement.action == "requeue":
-            self._requeues[delivery.message_id] = delivery.delivery_count
-            self._requeues.move_to_end(delivery.message_id)
-            while len(self._requeues) > _REQUEUE_MEMORY:
-                self._requeues.popitem(last=False)
-        elif self._requeues:
-            self._requeues.pop(delivery.message_id, None)
-
-    def _process(self, message: AbstractIncomingMessage) -> None:
-        delivery = self._delivery(message)
-        try:
-            settlement = settle(
-                delivery,
-                self._handler,
-                max_deliveries=self._max_deliveries,
-                reassembler=self._bus._reassembler,
-                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
-                dead_letter=self._bus._dead_letter,
-            )
-        except Exception as exc:  # dead-lettering failed: the original must not be acked
-            log.error(
-                "bus_settle_failed",
-                topic=self.topic,
-                message_id=delivery.message_id,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            self._settle([(message, False)])
-            return
-        self._remember(delivery, settlement)
-        self._apply([(message, settlement)])
-
-    def _process_group(
-        self, messages: list[AbstractIncomingMessage], batch_handler: BatchHandler
-    ) -> None:
-        deliveries = [self._delivery(m) for m in messages]
-        try:
-            settlements = settle_batch(
-                deliveries,
-                self._handler,
-                batch_handler,
-                max_deliveries=self._max_deliveries,
-                reassembler=self._bus._reassembler,
-                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
-                dead_letter=self._bus._dead_letter,
-            )
-        except Exception as exc:  # dead-lettering failed: none of the group may be acked
-            log.error(
-                "bus_settle_failed",
-                topic=self.topic,
-                size=len(messages),
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            self._settle([(m, False) for m in messages])
-            return
-        for delivery, settlement in zip(deliveries, settlements, strict=True):
-            self._remember(delivery, settlement)
-        self._apply(list(zip(messages, settlements, strict=True)))
-
-    def _apply(self, outcomes: list[tuple[AbstractIncomingMessage, Settlement]]) -> None:
-        """Carry out settlements, in delivery order (the ack coalescing relies on it)."""
-        to_settle: list[tuple[AbstractIncomingMessage, bool]] = []
-        released: list[ChunkSetInfo] = []
-        for message, settlement in outcomes:
-            if settlement.action == "hold":
-                assert settlement.chunk_set is not None
-                # Counted before any later delivery is settled, so no flush that carries a
-                # later ack can miss it.
-                with self._settled_lock:
-                    self._held_unsent += 1
-                self._bus._hold(settlement.chunk_set, self, message)
-                continue
-            to_settle.append((message, settlement.action == "ack"))
-            if settlement.chunk_set is not None:
-                released.append(settlement.chunk_set)
-        if to_settle:
-            self._settle(to_settle)
-        for info in released:
-            self._bus._release(info)
-
-    def _settle(self, settled: list[tuple[AbstractIncomingMessage, bool]]) -> None:
+    def settle(self, settled: list[tuple[Any, bool]]) -> None:
         """Queue acks/nacks for the loop thread; one flush carries all that piled up."""
         with self._settled_lock:
             self._settled.extend(settled)
@@ -363,6 +252,12 @@ class _AmqpSubscription(Subscription):
                 return
             self._flush_scheduled = True
         self._bus._loop.call_soon_threadsafe(self._schedule_flush)
+
+    def hold(self, raw: Any) -> None:
+        # Counted before any later delivery is settled, so no flush that carries a later ack
+        # can miss it.
+        with self._settled_lock:
+            self._held_unsent += 1
 
     def _schedule_flush(self) -> None:
         self._bus._loop.create_task(self._flush())
@@ -400,8 +295,9 @@ class _AmqpSubscription(Subscription):
             if pending_ack is not None:
                 await self._send_settlement(pending_ack, ack=True, multiple=True)
 
-    def _ack_held(self, message: AbstractIncomingMessage) -> None:
+    def ack_held(self, raw: Any) -> None:
         """Ack a delivery that was held for chunk reassembly (any thread)."""
+        message = cast(AbstractIncomingMessage, raw)
 
         async def go() -> None:
             try:
@@ -424,41 +320,39 @@ class _AmqpSubscription(Subscription):
             else:
                 await message.nack(requeue=True)
         except Exception as exc:
-            log.info("bus_settle_dropped", topic=self.topic, error=repr(exc))
+            log.info("bus_settle_dropped", topic=self.queue_name, error=repr(exc))
+
+    # -- stopping ----------------------------------------------------------------------------
 
     async def _stop_consuming(self) -> None:
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
             except Exception as exc:
-                log.info("bus_cancel_failed", topic=self.topic, error=repr(exc))
+                log.info("bus_cancel_failed", topic=self.queue_name, error=repr(exc))
 
     async def _close_channel(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             try:
                 await self._channel.close()
             except Exception as exc:
-                log.info("bus_channel_close_failed", topic=self.topic, error=repr(exc))
+                log.info("bus_channel_close_failed", topic=self.queue_name, error=repr(exc))
 
-    def cancel(self, drain_timeout: float | None = None) -> None:
-        """Stop consuming; let the in-flight handler finish (up to drain_timeout), then close
-        the channel so that every unacked delivery goes back to the queue."""
-        timeout = self._bus._drain_timeout if drain_timeout is None else drain_timeout
-        if self._stopping.is_set():
-            return
+    def stop(self) -> None:
         self._stopping.set()
         self._bus._call(self._stop_consuming())
-        if threading.current_thread() is not self._worker:
-            self._idle.wait(timeout)
+
+    def close(self) -> None:
         # Send the acks the worker settled before closing: frames leave in the order they were
         # queued, so they reach the broker ahead of the channel close (a flush already
-        # scheduled runs first; this one takes whatever is left).
+        # scheduled runs first; this one takes whatever is left). Closing the channel returns
+        # every unacked delivery to the queue.
         self._bus._call(self._flush())
         self._bus._call(self._close_channel())
         self._inbox.put(None)
 
 
-class AmqpBus(Bus):
+class AmqpBus(BrokerBus):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AmqpBus:
         return cls(url, **options)
@@ -469,6 +363,7 @@ class AmqpBus(Bus):
         *,
         exchange: str = "fedmq",
         dead_letter_exchange: str = "fedmq.dlx",
+        fanout_exchange: str = "fedmq.fanout",
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         broker_delivery_limit: int = 20,
         confirm_timeout: float = 30.0,
@@ -482,47 +377,39 @@ class AmqpBus(Bus):
         sweep_interval: float | None = None,
         connection_name: str | None = None,
     ) -> None:
+        # Without a shared durable store, chunks are held unacked until their set completes,
+        # so a crashed consumer gets them all redelivered (see chunking / docs/bus.md).
+        super().__init__(
+            capabilities=Capabilities(
+                detects_unroutable=True,
+                persistent=True,
+                native_delivery_limit=True,
+                max_frame_bytes=max_frame_bytes,
+            ),
+            chunk_store=chunk_store if chunk_store is not None else InMemoryChunkStore(),
+            reassembly_timeout=reassembly_timeout,
+            sweep_interval=sweep_interval,
+            drain_timeout=drain_timeout,
+            delivery_limit=broker_delivery_limit,
+        )
         self._url = url
         # Shown in the broker's connection list; unique so operators (and tests) can find it.
         self.connection_name = connection_name or f"fedbus-{uuid.uuid4().hex[:12]}"
         self._exchange_name = exchange
         self._dlx_name = dead_letter_exchange
+        self._fanout_name = fanout_exchange
         self._broker_delivery_limit = broker_delivery_limit
         self._confirm_timeout = confirm_timeout
         self._connect_timeout = connect_timeout
         self._connect_attempts = connect_attempts
         self._publish_retry_window = publish_retry_window
         self._reconnect_interval = reconnect_interval
-        self._drain_timeout = drain_timeout
-        self.capabilities = Capabilities(
-            detects_unroutable=True,
-            persistent=True,
-            native_delivery_limit=True,
-            max_frame_bytes=max_frame_bytes,
-        )
-        # Without a shared durable store, chunks are held unacked until their set completes,
-        # so a crashed consumer gets them all redelivered (see chunking / docs/bus.md).
-        self._chunk_store = chunk_store if chunk_store is not None else InMemoryChunkStore()
-        self._reassembler = Reassembler(self._chunk_store)
-        self._sweeper = ChunkSweeper(
-            self._chunk_store,
-            self._dead_letter,
-            reassembly_timeout=reassembly_timeout,
-            interval=sweep_interval,
-            on_finished=self._release,
-        )
-        self._held: dict[tuple[str, str], list[tuple[_AmqpSubscription, AbstractIncomingMessage]]]
-        self._held = {}
-        self._held_lock = threading.Lock()
-        self._subscriptions: list[_AmqpSubscription] = []
-        self._pending_replies: dict[str, asyncio.Future[Delivery]] = {}
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
         self._reply_channel: AbstractChannel | None = None
         self._reply_lock: asyncio.Lock | None = None
-        self._closed = False
         # Health counters, written on the loop thread only (see `reconnects`, `channel_closes`).
         self._reconnects = 0
         self._channel_closes = 0
@@ -577,10 +464,6 @@ class AmqpBus(Bus):
             raise BusError("not connected")
         return self._connection
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("bus is closed")
-
     async def _connect(self) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((*_TRANSIENT, OSError, TimeoutError)),
@@ -622,47 +505,100 @@ class AmqpBus(Bus):
             "x-overflow": "reject-publish",
         }
 
-    async def _declare_on(self, channel: AbstractChannel, topic: str) -> AbstractQueue:
+    async def _declare_exchanges(
+        self, channel: AbstractChannel
+    ) -> tuple[AbstractExchange, AbstractExchange, AbstractExchange]:
         exchange = await channel.declare_exchange(
             self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
         )
         dlx = await channel.declare_exchange(
             self._dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
         )
+        fanout = await channel.declare_exchange(
+            self._fanout_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        return exchange, dlx, fanout
+
+    async def _declare_on(self, channel: AbstractChannel, topic: str) -> AbstractQueue:
+        exchange, dlx, fanout = await self._declare_exchanges(channel)
         q = await channel.declare_queue(topic, durable=True, arguments=self._queue_arguments())
         await q.bind(exchange, routing_key=topic)
+        # Everything routed to the topic also reaches the fan-out exchange, where fan-out
+        # subscriptions' patterns pick it up; with none bound, the copy goes nowhere.
+        await fanout.bind(exchange, routing_key=topic)
         dlq = await channel.declare_queue(
             topic + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dlq.bind(dlx, routing_key=topic)
         return q
 
-    async def _declare(self, topic: str) -> None:
+    async def _declare_fanout_on(
+        self, channel: AbstractChannel, name: str, patterns: tuple[str, ...]
+    ) -> AbstractQueue:
+        queue_name = fanout_queue(name)
+        _exchange, dlx, fanout = await self._declare_exchanges(channel)
+        arguments = self._queue_arguments()
+        # Without it the broker's own dead letters would keep the topic as routing key and
+        # land in the topic's DLQ; the subscription's poison belongs in its own.
+        arguments["x-dead-letter-routing-key"] = queue_name
+        q = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
+        for pattern in patterns:
+            await q.bind(fanout, routing_key=pattern)
+        dlq = await channel.declare_queue(
+            queue_name + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=queue_name)
+        return q
+
+    async def _on_declare_channel(
+        self, declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]]
+    ) -> None:
         # A separate channel: a PRECONDITION_FAILED (queue exists with other arguments)
         # closes the channel it happens on, and must not take the publish channel with it.
         channel = await self._require_connection().channel(publisher_confirms=False)
         try:
-            await self._declare_on(channel, topic)
+            await declare(channel)
         finally:
             if not channel.is_closed:
                 await channel.close()
 
     def declare(self, topic: str) -> None:
         self._check_open()
-        self._call(self._declare(topic))
+        self._check_topic(topic)
+        self._call(self._on_declare_channel(lambda channel: self._declare_on(channel, topic)))
 
-    async def _delete(self, topic: str) -> None:
+    def declare_fanout(self, name: str, patterns: str | Iterable[str]) -> None:
+        self._check_open()
+        wanted = normalize_patterns(patterns)
+        self._call(
+            self._on_declare_channel(lambda channel: self._declare_fanout_on(channel, name, wanted))
+        )
+
+    async def _delete_queues(self, queue_name: str, unbind_topic: bool) -> None:
         channel = await self._require_connection().channel(publisher_confirms=False)
         try:
-            await channel.queue_delete(topic)
-            await channel.queue_delete(topic + DLQ_SUFFIX)
+            await channel.queue_delete(queue_name)
+            await channel.queue_delete(queue_name + DLQ_SUFFIX)
+            if unbind_topic:
+                # The topic's exchange-to-exchange binding: it would otherwise outlive the
+                # topic (harmless, but one per deleted test topic adds up).
+                underlay = await channel.get_underlay_channel()
+                await underlay.exchange_unbind(
+                    destination=self._fanout_name,
+                    source=self._exchange_name,
+                    routing_key=queue_name,
+                )
         finally:
             if not channel.is_closed:
                 await channel.close()
 
     def delete(self, topic: str) -> None:
         self._check_open()
-        self._call(self._delete(topic))
+        self._call(self._delete_queues(topic, True))
+
+    def delete_fanout(self, name: str) -> None:
+        self._check_open()
+        self._call(self._delete_queues(fanout_queue(name), False))
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -726,10 +662,16 @@ class AmqpBus(Bus):
                 f"{self._publish_retry_window} s: {exc}"
             ) from exc
 
-    async def _publish_all(self, target: _Target, messages: list[Message]) -> None:
+    async def _publish_all(
+        self, target: _Target, messages: list[Message], routing_key: str | None = None
+    ) -> None:
         # All publishes are in flight at once; their confirms come back pipelined.
+        # routing_key None: each message goes by its own topic.
         results = await asyncio.gather(
-            *(self._publish_one(target, m, m.topic, True) for m in messages),
+            *(
+                self._publish_one(target, m, m.topic if routing_key is None else routing_key, True)
+                for m in messages
+            ),
             return_exceptions=True,
         )
         for result in results:
@@ -741,90 +683,38 @@ class AmqpBus(Bus):
             raise BusError("not connected")
         return (self._channel, self._exchange_name)
 
-    def publish(self, message: Message) -> None:
-        self._check_open()
-        parts = split(message, self.capabilities.max_frame_bytes)
+    def _publish_parts(self, parts: list[Message]) -> None:
         if len(parts) == 1:
+            message = parts[0]
             self._call(self._publish_one(self._main_exchange(), message, message.topic, True))
         else:
             self._call(self._publish_all(self._main_exchange(), parts))
 
-    def publish_many(self, messages: Iterable[Message]) -> None:
-        self._check_open()
-        parts: list[Message] = []
-        for m in messages:
-            parts.extend(split(m, self.capabilities.max_frame_bytes))
-        if parts:
-            self._call(self._publish_all(self._main_exchange(), parts))
-
-    def _dead_letter(self, topic: str, messages: list[Message]) -> None:
-        """Publish dead copies to the DLX (routing key = original topic) and wait for confirms."""
+    def _dead_letter(self, queue: str, messages: list[Message]) -> None:
+        """Publish dead copies to the DLX (routing key = the queue) and wait for confirms."""
         if self._channel is None:
             raise BusError("not connected")
-        self._call(self._publish_all((self._channel, self._dlx_name), messages))
+        self._call(self._publish_all((self._channel, self._dlx_name), messages, queue))
 
     # -- consuming ---------------------------------------------------------------------------
 
-    def _hold(
-        self, info: ChunkSetInfo, owner: _AmqpSubscription, message: AbstractIncomingMessage
-    ) -> None:
-        with self._held_lock:
-            self._held.setdefault((info.topic, info.message_id), []).append((owner, message))
+    def _consume_topic(self, topic: str, prefetch: int) -> BrokerConsumer:
+        consumer = _AmqpConsumer(self, topic, lambda _message: topic, prefetch)
+        self._call(consumer.start(lambda channel: self._declare_on(channel, topic)))
+        return consumer
 
-    def _release(self, info: ChunkSetInfo) -> None:
-        with self._held_lock:
-            held = self._held.pop((info.topic, info.message_id), [])
-        # Each chunk is acked by the subscription (channel) it was delivered on.
-        for owner, message in held:
-            owner._ack_held(message)
-
-    def subscribe(
-        self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
-    ) -> Subscription:
-        return self._start_subscription(topic, handler, prefetch, max_deliveries, None)
-
-    def subscribe_batched(
-        self,
-        topic: str,
-        handler: Handler,
-        batch_handler: BatchHandler,
-        *,
-        batch_size: int = 64,
-        batch_wait: float = 0.0,
-        prefetch: int = 64,
-        max_deliveries: int = 5,
-    ) -> Subscription:
-        if batch_size < 1 or batch_wait < 0:
-            raise ValueError("batch_size must be >= 1 and batch_wait >= 0")
-        batching = _Batching(batch_handler, batch_size, batch_wait)
-        return self._start_subscription(topic, handler, prefetch, max_deliveries, batching)
-
-    def _start_subscription(
-        self,
-        topic: str,
-        handler: Handler,
-        prefetch: int,
-        max_deliveries: int,
-        batching: _Batching | None,
-    ) -> Subscription:
-        self._check_open()
-        if not 1 <= max_deliveries < self._broker_delivery_limit:
-            raise ValueError(
-                f"max_deliveries must be in [1, {self._broker_delivery_limit}): the broker's "
-                "x-delivery-limit is the backstop above it"
-            )
-        sub = _AmqpSubscription(self, topic, handler, prefetch, max_deliveries, batching)
-        self._call(sub.start())
-        self._subscriptions.append(sub)
-        self._sweeper.start()
-        return sub
+    def _consume_fanout(
+        self, name: str, patterns: tuple[str, ...], prefetch: int
+    ) -> BrokerConsumer:
+        # A fan-out copy keeps the routing key it was published with: its topic.
+        consumer = _AmqpConsumer(self, fanout_queue(name), _routing_key, prefetch)
+        self._call(consumer.start(lambda channel: self._declare_fanout_on(channel, name, patterns)))
+        return consumer
 
     # -- request / reply ---------------------------------------------------------------------
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending_replies.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(_to_delivery(DIRECT_REPLY_TO, message))
+        self._deliver_reply(_to_delivery(DIRECT_REPLY_TO, message))
 
     async def _ensure_reply_channel(self) -> _Target:
         assert self._reply_lock is not None
@@ -840,65 +730,31 @@ class AmqpBus(Bus):
                 self._reply_channel = channel
             return (self._reply_channel, self._exchange_name)
 
-    async def _request(
-        self, topic: str, body: bytes, timeout: float, headers: Mapping[str, str]
-    ) -> Delivery:
-        target = await self._ensure_reply_channel()
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[Delivery] = self._loop.create_future()
-        self._pending_replies[correlation_id] = future
-        try:
-            request = Message(
-                topic=topic,
-                body=body,
-                message_id=correlation_id,
-                headers=dict(headers),
-                reply_to=DIRECT_REPLY_TO,
-                correlation_id=correlation_id,
-            )
-            await self._publish_all(target, split(request, self.capabilities.max_frame_bytes))
-            try:
-                return await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                raise RequestTimeout(f"no reply on {topic!r} within {timeout} s") from None
-        finally:
-            self._pending_replies.pop(correlation_id, None)
+    def _reply_address(self) -> str:
+        self._call(self._ensure_reply_channel())
+        return DIRECT_REPLY_TO
 
-    def request(
-        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
-    ) -> Delivery:
-        self._check_open()
-        return self._call(self._request(topic, body, timeout, headers or {}))
+    def _publish_request(self, parts: list[Message]) -> None:
+        async def go() -> None:
+            await self._publish_all(await self._ensure_reply_channel(), parts)
 
-    def reply(
-        self, request: Delivery, body: bytes, *, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self._check_open()
-        if request.reply_to is None:
-            raise ValueError("the delivery carries no reply_to: it did not come from request()")
-        if len(body) > self.capabilities.max_frame_bytes:
-            raise ValueError("replies travel over direct reply-to and cannot be chunked")
+        self._call(go())
+
+    def _send_reply(self, reply_to: str, reply: Message) -> None:
         if self._channel is None:
             raise BusError("not connected")
-        reply = Message(
-            topic=request.reply_to,
-            body=body,
-            message_id=uuid.uuid4().hex,
-            headers=dict(headers or {}),
-            correlation_id=request.correlation_id,
-        )
         # Not mandatory: a requester that gave up has no reply-to consumer any more, and its
         # reply is meant to vanish (same as memory://).
-        self._call(self._publish_one((self._channel, ""), reply, request.reply_to, False))
+        self._call(self._publish_one((self._channel, ""), reply, reply_to, False))
 
     # -- operators ---------------------------------------------------------------------------
 
-    async def _drain_dlq(self, topic: str, limit: int) -> list[Delivery]:
+    async def _drain_dlq(self, queue_name: str, limit: int) -> list[Delivery]:
         channel = await self._require_connection().channel(publisher_confirms=False)
         taken: list[Delivery] = []
         try:
             try:
-                dlq = await channel.declare_queue(topic + DLQ_SUFFIX, passive=True)
+                dlq = await channel.declare_queue(queue_name + DLQ_SUFFIX, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return []  # never declared: nothing was dead-lettered
             last: AbstractIncomingMessage | None = None
@@ -906,7 +762,7 @@ class AmqpBus(Bus):
                 message = await dlq.get(no_ack=False, fail=False, timeout=10)
                 if message is None:
                     break
-                taken.append(_to_delivery(topic + DLQ_SUFFIX, message))
+                taken.append(_to_delivery(queue_name + DLQ_SUFFIX, message))
                 last = message
             if last is not None:
                 await last.ack(multiple=True)
@@ -915,24 +771,10 @@ class AmqpBus(Bus):
                 await channel.close()
         return taken
 
-    def dead_letters(self, topic: str, *, limit: int = 100) -> list[Delivery]:
-        self._check_open()
-        return regroup_dead_letters(self._call(self._drain_dlq(topic, limit)))
+    def _take_dead_letters(self, queue: str, limit: int) -> list[Delivery]:
+        return self._call(self._drain_dlq(queue, limit))
 
-    def sweep_chunks(self) -> int:
-        """Dead-letter expired chunk sets now (the sweeper thread does this periodically)."""
-        return self._sweeper.sweep_once()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._sweeper.stop()
-        for sub in self._subscriptions:
-            try:
-                sub.cancel()
-            except Exception as exc:
-                log.info("bus_subscription_cancel_failed", topic=sub.topic, error=repr(exc))
+    def _disconnect(self) -> None:
         if self._connection is not None:
             try:
                 self._call(self._connection.close(), timeout=10)

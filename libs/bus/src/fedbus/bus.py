@@ -18,6 +18,14 @@ Delivery contract (docs/delivery.md has the long form):
 - `subscribe_batched` adds an optional fast path: deliveries that are already waiting are
   handed to a `BatchHandler` together (one database commit for all of them, one ack), with the
   per-message handler as the fallback that keeps every promise above per message.
+- Fan-out (`declare_fanout`, `subscribe_fanout`): a named, durable subscription gets its own
+  copy of every message published on a topic that matches one of its patterns (AMQP topic
+  syntax, see fedbus.fanout), besides the topic's own consumers, with the same promises (ack
+  after the handler, delivery limit, dead-lettering to the subscription's own dead-letter queue,
+  chunked messages reassembled). Publishers never wait for a fan-out consumer.
+
+The adapters share one implementation of the consumer thread, batching, shutdown and
+request/reply (fedbus.broker_bus); each supplies only its broker's primitives.
 """
 
 from __future__ import annotations
@@ -191,6 +199,49 @@ class Bus(abc.ABC):
     def delete(self, topic: str) -> None:
         """Remove the topic's queue and dead-letter queue with their messages (tests, operators)."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete topics")
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def declare_fanout(self, name: str, patterns: str | Iterable[str]) -> None:
+        """Create the durable fan-out subscription `name` if it does not exist, and have it
+        receive a copy of every message published from now on to a topic matching one of
+        `patterns` ("out.*", "svc.#"; a single string is one pattern). Patterns add up: declaring
+        again with other patterns keeps the old ones (`delete_fanout` starts afresh).
+
+        Copies are kept while no consumer runs (durably where `capabilities.persistent`) and
+        never hold up a publish. Only topics that have their own queue (`declare`) are
+        published to at all; a fan-out subscription does not make a topic routable."""
+
+    @abc.abstractmethod
+    def subscribe_fanout(
+        self,
+        name: str,
+        patterns: str | Iterable[str],
+        handler: Handler,
+        *,
+        prefetch: int = 64,
+        max_deliveries: int = 5,
+        batch_handler: BatchHandler | None = None,
+        batch_size: int = 64,
+        batch_wait: float = 0.0,
+    ) -> Subscription:
+        """Declare the fan-out subscription (as `declare_fanout`) and consume it on a background
+        thread like `subscribe` (or `subscribe_batched` when `batch_handler` is given).
+
+        Each delivery's `topic` is the topic the message was published on. Several consumers of
+        one name share its copies (each copy goes to one of them); a handler failure, `Reject`
+        or the delivery limit dead-letters to the subscription's own dead-letter queue
+        (`fanout_dead_letters`), never to the topic's."""
+
+    @abc.abstractmethod
+    def fanout_dead_letters(self, name: str, *, limit: int = 100) -> list[Delivery]:
+        """Take up to `limit` messages off the fan-out subscription's dead-letter queue; each
+        carries `HEADER_DEAD_REASON` and, as `HEADER_ORIGINAL_TOPIC`, its published topic."""
+
+    def delete_fanout(self, name: str) -> None:
+        """Remove the fan-out subscription with its queue, dead-letter queue and patterns."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete fan-out subscriptions")
 
     @abc.abstractmethod
     def close(self) -> None:

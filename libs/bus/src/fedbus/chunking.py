@@ -201,11 +201,13 @@ class Reassembler:
         self.store = store
         self._clock = clock
 
-    def accept(self, delivery: Delivery) -> Accepted:
+    def accept(self, delivery: Delivery, *, queue: str | None = None) -> Accepted:
+        """`queue`: where the chunk was consumed from (default: its topic); sets are kept per
+        queue, so a topic's consumers and a fan-out subscription never share one."""
         if not is_chunk(delivery.headers):
             return Whole(delivery)
         try:
-            info = chunk_set_info(delivery.topic, delivery)
+            info = chunk_set_info(delivery.topic if queue is None else queue, delivery)
         except ValueError as exc:
             as_message = Message(
                 topic=delivery.topic,

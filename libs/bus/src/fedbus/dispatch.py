@@ -2,13 +2,19 @@
 
 An adapter turns a broker message into a `Delivery`, calls `settle`, and carries out the
 returned `Settlement` with its own primitives. Dead copies are published through the adapter's
-`dead_letter(topic, messages)`, which returns only once they are confirmed, so the original is
+`dead_letter(queue, messages)`, which returns only once they are confirmed, so the original is
 acknowledged only after its copy is safe ("never lose it"). If `dead_letter` raises, the
 exception propagates and the adapter must requeue the original instead of acking it.
 
 `settle_batch` does the same for a group of deliveries with a batch handler (see
 `Bus.subscribe_batched`): one settlement per delivery, in the group's order, so an adapter that
 coalesces acks (basic.ack multiple) can apply them in delivery order.
+
+`queue` names the queue a delivery was taken from. It is the delivery's topic for a topic's own
+consumers; a fan-out subscription's deliveries keep the topic they were published on, while
+their dead copies and their chunk sets belong to the subscription's queue (so a poison message
+there never lands in the topic's dead-letter queue, and two queues that both got the chunks of
+one message reassemble them apart even in one shared chunk store).
 """
 
 from __future__ import annotations
@@ -67,11 +73,15 @@ def settle(
     reassembler: Reassembler,
     max_frame_bytes: int,
     dead_letter: DeadLetterFn,
+    queue: str | None = None,
 ) -> Settlement:
-    accepted = reassembler.accept(delivery)
+    source = delivery.topic if queue is None else queue
+    accepted = reassembler.accept(delivery, queue=source)
     if isinstance(accepted, Whole):
         outcome = run_handler(handler, accepted.delivery, max_deliveries)
-        return _apply(outcome, accepted.delivery, None, reassembler, max_frame_bytes, dead_letter)
+        return _apply(
+            outcome, accepted.delivery, None, reassembler, max_frame_bytes, dead_letter, source
+        )
     if isinstance(accepted, Stored):
         if reassembler.store.durable:
             return Settlement("ack")
@@ -80,15 +90,16 @@ def settle(
         return Settlement("ack")
     if isinstance(accepted, Invalid):
         dead_letter(
-            delivery.topic,
-            [dead_copy(m, accepted.reason, delivery.topic) for m in accepted.messages],
+            source, [dead_copy(m, accepted.reason, delivery.topic) for m in accepted.messages]
         )
         if accepted.info is not None:
             reassembler.finish(accepted.info)
         return Settlement("ack", accepted.info)
     assert isinstance(accepted, Complete)
     outcome = run_handler(handler, accepted.delivery, max_deliveries)
-    return _apply(outcome, accepted.delivery, accepted, reassembler, max_frame_bytes, dead_letter)
+    return _apply(
+        outcome, accepted.delivery, accepted, reassembler, max_frame_bytes, dead_letter, source
+    )
 
 
 def settle_batch(
@@ -100,6 +111,7 @@ def settle_batch(
     reassembler: Reassembler,
     max_frame_bytes: int,
     dead_letter: DeadLetterFn,
+    queue: str | None = None,
 ) -> list[Settlement]:
     """Settle a group: whole messages through `batch_handler` at once, the rest one by one.
 
@@ -134,6 +146,7 @@ def settle_batch(
             reassembler=reassembler,
             max_frame_bytes=max_frame_bytes,
             dead_letter=dead_letter,
+            queue=queue,
         )
         for delivery, done in zip(deliveries, settlements, strict=True)
     ]
@@ -146,6 +159,7 @@ def _apply(
     reassembler: Reassembler,
     max_frame_bytes: int,
     dead_letter: DeadLetterFn,
+    queue: str,
 ) -> Settlement:
     if isinstance(outcome, Ack):
         if complete is not None:
@@ -158,7 +172,7 @@ def _apply(
         copies = split(
             dead_copy(as_message(delivery), outcome.reason, delivery.topic), max_frame_bytes
         )
-        dead_letter(delivery.topic, copies)
+        dead_letter(queue, copies)
         if complete is not None:
             reassembler.finish(complete.info)
             return Settlement("ack", complete.info)

@@ -3,9 +3,17 @@
 Topology: a bus topic T is persistent://<tenant>/<namespace>/T (tenant and namespace from the
 URL query, default public/default), consumed through one Shared subscription (default
 "fedmq") that `declare` creates at the earliest position, so messages published before any
-consumer exists are retained. Dead letters go to persistent://<tenant>/<namespace>/T-DLQ
+consumer exists are retained. Dead letters go to persistent://<tenant>/<namespace>/<queue>-DLQ
 (subscription "fedmq-dlq"), both the adapter's explicit copies (property
 x-fedmq-dead-reason) and the client's DeadLetterPolicy backstop.
+
+Fan-out: a fan-out subscription "audit" is a Shared (non-exclusive) subscription named
+"fedmq.fanout.audit" on every topic of the namespace whose name matches one of its patterns
+(a regex subscription; dead-letter topics, reply topics and fan-out dead-letter topics are
+never matched). Each subscription keeps its own backlog, so the copy is the broker's: a publish
+is persisted once and nothing waits for the fan-out consumer. Weaker than RabbitMQ: a topic
+created after the subscription is joined only when the client's pattern discovery finds it
+(`pattern_discovery_period`, seconds), from its earliest retained message.
 
 Semantics: `publish` returns when the broker has persisted the message (producer send);
 acks after the handler returns; a failed handler negative-acks (redelivery after
@@ -13,6 +21,7 @@ acks after the handler returns; a failed handler negative-acks (redelivery after
 that nobody consumes a topic, so an unroutable publish is not detected
 (capabilities.detects_unroutable is False). Request/reply uses a per-bus reply topic.
 `delete` unsubscribes (dropping the backlog); deleting the topic itself needs the admin API.
+The consumer thread, batching, shutdown and request/reply correlation are fedbus.broker_bus's.
 
 No Pulsar broker can be installed on the project's machines: this adapter's contract tests
 run only when PULSAR_URL is set.
@@ -20,9 +29,11 @@ run only when PULSAR_URL is set.
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -31,28 +42,19 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import pulsar
 import structlog
 
+from fedbus.broker_bus import BrokerBus, BrokerConsumer
 from fedbus.bus import (
     HEADER_DEAD_REASON,
     HEADER_ORIGINAL_TOPIC,
-    Bus,
     BusError,
     Capabilities,
     Delivery,
-    Handler,
     Message,
     PublishNotConfirmed,
-    RequestTimeout,
-    Subscription,
 )
 from fedbus.chunk_store import ChunkStore
-from fedbus.chunking import (
-    DEFAULT_REASSEMBLY_TIMEOUT,
-    ChunkSweeper,
-    Reassembler,
-    regroup_dead_letters,
-    split,
-)
-from fedbus.dispatch import settle
+from fedbus.chunking import DEFAULT_REASSEMBLY_TIMEOUT
+from fedbus.fanout import FANOUT_QUEUE_PREFIX, fanout_queue, normalize_patterns, pattern_regex
 from fedbus.in_memory_chunk_store import InMemoryChunkStore
 
 log = structlog.get_logger("fedbus")
@@ -60,6 +62,7 @@ log = structlog.get_logger("fedbus")
 # Pulsar's default maxMessageSize is 5 MiB; leave room for properties.
 DEFAULT_PULSAR_FRAME_BYTES = 4 * 1024 * 1024
 DLQ_SUFFIX = "-DLQ"
+REPLY_TOPIC_PREFIX = "fedmq-reply-"
 PROP_MESSAGE_ID = "x-fedmq-message-id"
 PROP_REPLY_TO = "x-fedmq-reply-to"
 PROP_CORRELATION_ID = "x-fedmq-correlation-id"
@@ -89,86 +92,79 @@ def _to_delivery(topic: str, msg: Any) -> Delivery:
     )
 
 
-class _PulsarSubscription(Subscription):
-    def __init__(
-        self, bus: PulsarBus, topic: str, handler: Handler, prefetch: int, max_deliveries: int
-    ) -> None:
-        self._bus = bus
-        self.topic = topic
-        self._handler = handler
-        self._max_deliveries = max_deliveries
-        self._consumer = bus._client.subscribe(
-            bus.full_topic(topic),
-            bus._subscription,
-            consumer_type=pulsar.ConsumerType.Shared,
-            receiver_queue_size=prefetch,
-            negative_ack_redelivery_delay_ms=int(bus._redelivery_delay * 1000),
-            initial_position=pulsar.InitialPosition.Earliest,
-            dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(
-                max_redeliver_count=bus._broker_delivery_limit,
-                dead_letter_topic=bus.full_topic(topic + DLQ_SUFFIX),
-            ),
-        )
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"fedbus-pulsar-{topic}", daemon=True
-        )
-        self._thread.start()
+def fanout_topics_regex(prefix: str, patterns: Iterable[str]) -> str:
+    """The regex subscription of a fan-out: full topic names under `prefix` whose short name
+    matches a pattern, leaving out the bus's own dead-letter, reply and fan-out topics."""
+    alternatives = "|".join(f"(?:{pattern_regex(p)})" for p in patterns)
+    excluded = (
+        f"(?!{re.escape(FANOUT_QUEUE_PREFIX)})(?!{re.escape(REPLY_TOPIC_PREFIX)})"
+        f"(?!.*{re.escape(DLQ_SUFFIX)}$)"
+    )
+    return f"{re.escape(prefix)}{excluded}(?:{alternatives})"
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+
+class _PulsarConsumer(BrokerConsumer):
+    def __init__(self, consumer: Any, queue: str, topic_of: Callable[[Any], str]) -> None:
+        self._consumer = consumer
+        self._queue = queue
+        self._topic_of = topic_of
+        self._stopping = threading.Event()
+
+    def _receive(self, timeout_ms: int) -> Any | None:
+        try:
+            return self._consumer.receive(timeout_millis=timeout_ms)
+        except pulsar.Timeout:
+            return None
+
+    def fetch(self, max_count: int, wait: float) -> list[Any] | None:
+        first: Any = None
+        while first is None:
+            if self._stopping.is_set():
+                return None
             try:
-                msg = self._consumer.receive(timeout_millis=200)
-            except pulsar.Timeout:
-                continue
+                first = self._receive(200)
             except Exception as exc:
                 if self._stopping.is_set():
-                    return
-                log.warning("bus_receive_failed", topic=self.topic, error=repr(exc))
-                continue
-            self._process(msg)
+                    return None
+                log.warning("bus_receive_failed", topic=self._queue, error=repr(exc))
+        got = [first]
+        deadline = time.monotonic() + wait
+        while len(got) < max_count:
+            # Pulsar has no "only what is already here": 1 ms stands for it.
+            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            msg = self._receive(remaining_ms)
+            if msg is None:
+                break
+            got.append(msg)
+        return got
 
-    def _process(self, msg: Any) -> None:
-        delivery = _to_delivery(self.topic, msg)
+    def delivery(self, raw: Any) -> Delivery:
+        return _to_delivery(self._topic_of(raw), raw)
+
+    def settle(self, settled: list[tuple[Any, bool]]) -> None:
+        for msg, ack in settled:
+            if ack:
+                self._consumer.acknowledge(msg)
+            else:
+                self._consumer.negative_acknowledge(msg)
+
+    def ack_held(self, raw: Any) -> None:
+        # The chunk store is shared and durable per bus config; Pulsar keeps held chunks
+        # unacked until the set finishes (see AmqpBus for the same rule).
         try:
-            settlement = settle(
-                delivery,
-                self._handler,
-                max_deliveries=self._max_deliveries,
-                reassembler=self._bus._reassembler,
-                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
-                dead_letter=self._bus._dead_letter,
-            )
+            self._consumer.acknowledge(raw)
         except Exception as exc:
-            log.error("bus_settle_failed", topic=self.topic, error=f"{type(exc).__name__}: {exc}")
-            self._consumer.negative_acknowledge(msg)
-            return
-        if settlement.action == "hold":
-            # The chunk store is shared and durable per bus config; Pulsar keeps held chunks
-            # unacked until the set finishes (see AmqpBus for the same rule).
-            assert settlement.chunk_set is not None
-            self._bus._hold(settlement.chunk_set, self._consumer, msg)
-            return
-        if settlement.action == "ack":
-            self._consumer.acknowledge(msg)
-        else:
-            self._consumer.negative_acknowledge(msg)
-        if settlement.chunk_set is not None:
-            self._bus._release(settlement.chunk_set)
+            log.info("bus_ack_dropped", topic=self._queue, error=repr(exc))
 
-    def cancel(self, drain_timeout: float | None = None) -> None:
-        timeout = self._bus._drain_timeout if drain_timeout is None else drain_timeout
+    def stop(self) -> None:
         self._stopping.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+
+    def close(self) -> None:
         # Closing the consumer returns its unacked messages to the subscription.
-        try:
-            self._consumer.close()
-        except Exception as exc:
-            log.info("bus_consumer_close_failed", topic=self.topic, error=repr(exc))
+        self._consumer.close()
 
 
-class PulsarBus(Bus):
+class PulsarBus(BrokerBus):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PulsarBus:
         """pulsar://host:6650?tenant=T&namespace=N (query names the tenant and namespace)."""
@@ -194,39 +190,33 @@ class PulsarBus(Bus):
         chunk_store: ChunkStore | None = None,
         reassembly_timeout: float = DEFAULT_REASSEMBLY_TIMEOUT,
         sweep_interval: float | None = None,
+        pattern_discovery_period: int = 30,
     ) -> None:
+        super().__init__(
+            capabilities=Capabilities(
+                detects_unroutable=False,
+                persistent=True,
+                native_delivery_limit=True,
+                max_frame_bytes=max_frame_bytes,
+            ),
+            chunk_store=chunk_store if chunk_store is not None else InMemoryChunkStore(),
+            reassembly_timeout=reassembly_timeout,
+            sweep_interval=sweep_interval,
+            drain_timeout=drain_timeout,
+            delivery_limit=broker_delivery_limit,
+        )
         self._prefix = f"persistent://{tenant}/{namespace}/"
         self._subscription = subscription
         self._broker_delivery_limit = broker_delivery_limit
         self._redelivery_delay = redelivery_delay
         self._send_timeout_ms = int(send_timeout * 1000)
-        self._drain_timeout = drain_timeout
-        self.capabilities = Capabilities(
-            detects_unroutable=False,
-            persistent=True,
-            native_delivery_limit=True,
-            max_frame_bytes=max_frame_bytes,
-        )
+        self._pattern_discovery_period = pattern_discovery_period
         self._client = pulsar.Client(service_url, operation_timeout_seconds=30)
         self._producers: dict[str, Any] = {}
         self._producers_lock = threading.Lock()
-        self._chunk_store = chunk_store if chunk_store is not None else InMemoryChunkStore()
-        self._reassembler = Reassembler(self._chunk_store)
-        self._sweeper = ChunkSweeper(
-            self._chunk_store,
-            self._dead_letter,
-            reassembly_timeout=reassembly_timeout,
-            interval=sweep_interval,
-            on_finished=self._release,
-        )
-        self._held: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
-        self._held_lock = threading.Lock()
-        self._subscriptions: list[_PulsarSubscription] = []
-        self._reply_topic = self.full_topic(f"fedmq-reply-{uuid.uuid4().hex}")
+        self._reply_topic = self.full_topic(f"{REPLY_TOPIC_PREFIX}{uuid.uuid4().hex}")
         self._reply_consumer: Any = None
-        self._pending: dict[str, Future[Delivery]] = {}
-        self._pending_lock = threading.Lock()
-        self._closed = False
+        self._reply_lock = threading.Lock()
 
     def full_topic(self, topic: str) -> str:
         return (
@@ -235,9 +225,8 @@ class PulsarBus(Bus):
             else self._prefix + topic
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("bus is closed")
+    def short_topic(self, full_topic: str) -> str:
+        return full_topic.removeprefix(self._prefix)
 
     def _producer(self, full_topic: str) -> Any:
         with self._producers_lock:
@@ -252,12 +241,18 @@ class PulsarBus(Bus):
                 self._producers[full_topic] = producer
             return producer
 
+    # -- topology ----------------------------------------------------------------------------
+
+    def _dlq_subscription(self) -> str:
+        return f"{self._subscription}-dlq"
+
     def declare(self, topic: str) -> None:
         self._check_open()
+        self._check_topic(topic)
         # Creating the durable subscriptions is what makes Pulsar retain messages for them.
         for name, sub in (
             (topic, self._subscription),
-            (topic + DLQ_SUFFIX, f"{self._subscription}-dlq"),
+            (topic + DLQ_SUFFIX, self._dlq_subscription()),
         ):
             consumer = self._client.subscribe(
                 self.full_topic(name),
@@ -267,22 +262,59 @@ class PulsarBus(Bus):
             )
             consumer.close()
 
+    def _fanout_subscribe(self, name: str, patterns: tuple[str, ...], **options: Any) -> Any:
+        return self._client.subscribe(
+            re.compile(fanout_topics_regex(self._prefix, patterns)),
+            fanout_queue(name),
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            pattern_auto_discovery_period=self._pattern_discovery_period,
+            **options,
+        )
+
+    def declare_fanout(self, name: str, patterns: str | Iterable[str]) -> None:
+        self._check_open()
+        wanted = normalize_patterns(patterns)
+        # Subscribing once creates the durable subscription on every matching topic there is.
+        self._fanout_subscribe(name, wanted).close()
+        dlq = self._client.subscribe(
+            self.full_topic(fanout_queue(name) + DLQ_SUFFIX),
+            self._dlq_subscription(),
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        dlq.close()
+
+    def _unsubscribe(self, full_topic: str, sub: str) -> None:
+        try:
+            consumer = self._client.subscribe(
+                full_topic, sub, consumer_type=pulsar.ConsumerType.Shared
+            )
+            consumer.unsubscribe()
+            consumer.close()
+        except Exception as exc:
+            log.info("bus_unsubscribe_failed", topic=full_topic, error=repr(exc))
+
     def delete(self, topic: str) -> None:
         self._check_open()
-        for name, sub in (
-            (topic, self._subscription),
-            (topic + DLQ_SUFFIX, f"{self._subscription}-dlq"),
-        ):
-            try:
-                consumer = self._client.subscribe(
-                    self.full_topic(name), sub, consumer_type=pulsar.ConsumerType.Shared
-                )
-                consumer.unsubscribe()
-                consumer.close()
-            except Exception as exc:
-                log.info("bus_unsubscribe_failed", topic=name, error=repr(exc))
+        self._unsubscribe(self.full_topic(topic), self._subscription)
+        self._unsubscribe(self.full_topic(topic + DLQ_SUFFIX), self._dlq_subscription())
 
-    def _send_all(self, full_topic_of: Any, messages: list[Message]) -> None:
+    def delete_fanout(self, name: str) -> None:
+        """Drops the subscription on the topics its patterns match today (with their backlog)."""
+        self._check_open()
+        queue = fanout_queue(name)
+        try:
+            consumer = self._fanout_subscribe(name, ("#",))
+            consumer.unsubscribe()
+            consumer.close()
+        except Exception as exc:
+            log.info("bus_unsubscribe_failed", topic=queue, error=repr(exc))
+        self._unsubscribe(self.full_topic(queue + DLQ_SUFFIX), self._dlq_subscription())
+
+    # -- primitives --------------------------------------------------------------------------
+
+    def _send_all(self, full_topic_of: Callable[[Message], str], messages: list[Message]) -> None:
         """Send every message asynchronously, then wait for all broker acks (pipelined)."""
         futures: list[Future[None]] = []
         for m in messages:
@@ -299,110 +331,44 @@ class PulsarBus(Bus):
         for f in futures:
             f.result(timeout=self._send_timeout_ms / 1000 + 5)
 
-    def publish(self, message: Message) -> None:
-        self._check_open()
-        parts = split(message, self.capabilities.max_frame_bytes)
+    def _publish_parts(self, parts: list[Message]) -> None:
         self._send_all(lambda m: self.full_topic(m.topic), parts)
 
-    def publish_many(self, messages: Iterable[Message]) -> None:
-        self._check_open()
-        parts: list[Message] = []
-        for m in messages:
-            parts.extend(split(m, self.capabilities.max_frame_bytes))
-        self._send_all(lambda m: self.full_topic(m.topic), parts)
+    def _dead_letter(self, queue: str, messages: list[Message]) -> None:
+        self._send_all(lambda _m: self.full_topic(queue + DLQ_SUFFIX), messages)
 
-    def _dead_letter(self, topic: str, messages: list[Message]) -> None:
-        self._send_all(lambda _m: self.full_topic(topic + DLQ_SUFFIX), messages)
+    def _consumer_options(self, queue: str, prefetch: int) -> dict[str, Any]:
+        return {
+            "consumer_type": pulsar.ConsumerType.Shared,
+            "receiver_queue_size": prefetch,
+            "negative_ack_redelivery_delay_ms": int(self._redelivery_delay * 1000),
+            "initial_position": pulsar.InitialPosition.Earliest,
+            "dead_letter_policy": pulsar.ConsumerDeadLetterPolicy(
+                max_redeliver_count=self._broker_delivery_limit,
+                dead_letter_topic=self.full_topic(queue + DLQ_SUFFIX),
+            ),
+        }
 
-    def _hold(self, info: Any, consumer: Any, msg: Any) -> None:
-        with self._held_lock:
-            self._held.setdefault((info.topic, info.message_id), []).append((consumer, msg))
-
-    def _release(self, info: Any) -> None:
-        with self._held_lock:
-            held = self._held.pop((info.topic, info.message_id), [])
-        for consumer, msg in held:
-            try:
-                consumer.acknowledge(msg)
-            except Exception as exc:
-                log.info("bus_ack_dropped", topic=info.topic, error=repr(exc))
-
-    def subscribe(
-        self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
-    ) -> Subscription:
-        self._check_open()
-        if not 1 <= max_deliveries < self._broker_delivery_limit:
-            raise ValueError(f"max_deliveries must be in [1, {self._broker_delivery_limit})")
-        sub = _PulsarSubscription(self, topic, handler, prefetch, max_deliveries)
-        self._subscriptions.append(sub)
-        self._sweeper.start()
-        return sub
-
-    def _on_reply(self, consumer: Any, msg: Any) -> None:
-        consumer.acknowledge(msg)
-        delivery = _to_delivery(self._reply_topic, msg)
-        with self._pending_lock:
-            future = self._pending.pop(delivery.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(delivery)
-
-    def request(
-        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
-    ) -> Delivery:
-        self._check_open()
-        with self._pending_lock:
-            if self._reply_consumer is None:
-                self._reply_consumer = self._client.subscribe(
-                    self._reply_topic,
-                    "fedmq-reply",
-                    consumer_type=pulsar.ConsumerType.Exclusive,
-                    message_listener=self._on_reply,
-                )
-        correlation_id = uuid.uuid4().hex
-        future: Future[Delivery] = Future()
-        with self._pending_lock:
-            self._pending[correlation_id] = future
-        try:
-            self.publish(
-                Message(
-                    topic=topic,
-                    body=body,
-                    message_id=correlation_id,
-                    headers=dict(headers or {}),
-                    reply_to=self._reply_topic,
-                    correlation_id=correlation_id,
-                )
-            )
-            try:
-                return future.result(timeout=timeout)
-            except TimeoutError:
-                raise RequestTimeout(f"no reply on {topic!r} within {timeout} s") from None
-        finally:
-            with self._pending_lock:
-                self._pending.pop(correlation_id, None)
-
-    def reply(
-        self, request: Delivery, body: bytes, *, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self._check_open()
-        if request.reply_to is None:
-            raise ValueError("the delivery carries no reply_to: it did not come from request()")
-        if len(body) > self.capabilities.max_frame_bytes:
-            raise ValueError("replies are not chunked: keep them under max_frame_bytes")
-        reply = Message(
-            topic=request.reply_to,
-            body=body,
-            message_id=uuid.uuid4().hex,
-            headers=dict(headers or {}),
-            correlation_id=request.correlation_id,
-        )
-        self._send_all(lambda m: m.topic, [reply])
-
-    def dead_letters(self, topic: str, *, limit: int = 100) -> list[Delivery]:
-        self._check_open()
+    def _consume_topic(self, topic: str, prefetch: int) -> BrokerConsumer:
         consumer = self._client.subscribe(
-            self.full_topic(topic + DLQ_SUFFIX),
-            f"{self._subscription}-dlq",
+            self.full_topic(topic), self._subscription, **self._consumer_options(topic, prefetch)
+        )
+        return _PulsarConsumer(consumer, topic, lambda _msg: topic)
+
+    def _consume_fanout(
+        self, name: str, patterns: tuple[str, ...], prefetch: int
+    ) -> BrokerConsumer:
+        queue = fanout_queue(name)
+        options = self._consumer_options(queue, prefetch)
+        del options["consumer_type"], options["initial_position"]
+        consumer = self._fanout_subscribe(name, patterns, **options)
+        # A fan-out copy's topic is the topic it was published on.
+        return _PulsarConsumer(consumer, queue, lambda msg: self.short_topic(msg.topic_name()))
+
+    def _take_dead_letters(self, queue: str, limit: int) -> list[Delivery]:
+        consumer = self._client.subscribe(
+            self.full_topic(queue + DLQ_SUFFIX),
+            self._dlq_subscription(),
             consumer_type=pulsar.ConsumerType.Shared,
             initial_position=pulsar.InitialPosition.Earliest,
         )
@@ -413,26 +379,40 @@ class PulsarBus(Bus):
                     msg = consumer.receive(timeout_millis=300)
                 except pulsar.Timeout:
                     break
-                delivery = _to_delivery(topic + DLQ_SUFFIX, msg)
+                delivery = _to_delivery(queue + DLQ_SUFFIX, msg)
                 if HEADER_DEAD_REASON not in delivery.headers:
                     # Moved by the client's DeadLetterPolicy (the backstop), not by the adapter.
                     headers = dict(delivery.headers)
                     headers[HEADER_DEAD_REASON] = "broker: delivery limit"
-                    headers[HEADER_ORIGINAL_TOPIC] = topic
+                    headers[HEADER_ORIGINAL_TOPIC] = queue
                     delivery = replace(delivery, headers=headers)
                 taken.append(delivery)
                 consumer.acknowledge(msg)
         finally:
             consumer.close()
-        return regroup_dead_letters(taken)
+        return taken
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._sweeper.stop()
-        for sub in self._subscriptions:
-            sub.cancel()
+    # -- request / reply ---------------------------------------------------------------------
+
+    def _on_reply(self, consumer: Any, msg: Any) -> None:
+        consumer.acknowledge(msg)
+        self._deliver_reply(_to_delivery(self._reply_topic, msg))
+
+    def _reply_address(self) -> str:
+        with self._reply_lock:
+            if self._reply_consumer is None:
+                self._reply_consumer = self._client.subscribe(
+                    self._reply_topic,
+                    "fedmq-reply",
+                    consumer_type=pulsar.ConsumerType.Exclusive,
+                    message_listener=self._on_reply,
+                )
+        return self._reply_topic
+
+    def _send_reply(self, reply_to: str, reply: Message) -> None:
+        self._send_all(lambda m: m.topic, [reply])
+
+    def _disconnect(self) -> None:
         try:
             self._client.close()
         except Exception as exc:
