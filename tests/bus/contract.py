@@ -10,6 +10,9 @@ Fixtures (override any of them in a subclass; `test_dedupe_contract.py` reuses t
 - `bus`          a connected Bus (connect_bus()).
 - `topic`        a fresh, declared topic name (from `unique_name`); deleted with its dead-letter
                  queue at teardown.
+- `fanout_topics` three fresh, declared topics "<unique>.out.p1", "<unique>.out.p1.deep" and
+                 "<unique>.svc" for the fan-out tests (deleted at teardown), and
+  `fanout_name`  callable(suffix) -> a fresh fan-out subscription name, deleted at teardown.
 Hooks (plain methods):
 - `kill_consumer_mid_handler(bus_url, connect_bus, topic)`: start a consumer of `topic`, wait
   until its handler holds a message, then kill it without any chance to ack (a SIGKILLed
@@ -39,19 +42,19 @@ from fedbus import (
 )
 from fedbus.chunking import split
 
+from tests.polling import wait_until
 from tests.scripts import kill_after_line
 
+__all__ = [
+    "BusContract",
+    "ConnectBus",
+    "Recorder",
+    "drain_dead_letters",
+    "drain_fanout_dead_letters",
+    "wait_until",
+]
+
 ConnectBus = Callable[..., Bus]
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def drain_dead_letters(
@@ -65,6 +68,20 @@ def drain_dead_letters(
         return len(found) >= expected
 
     wait_until(enough, timeout, f"{expected} dead letters on {topic}")
+    return found
+
+
+def drain_fanout_dead_letters(
+    bus: Bus, name: str, expected: int, timeout: float = 10.0
+) -> list[Delivery]:
+    """`drain_dead_letters` for a fan-out subscription's dead-letter queue."""
+    found: list[Delivery] = []
+
+    def enough() -> bool:
+        found.extend(bus.fanout_dead_letters(name))
+        return len(found) >= expected
+
+    wait_until(enough, timeout, f"{expected} dead letters on fan-out {name}")
     return found
 
 
@@ -127,6 +144,31 @@ class BusContract:
         admin.declare(unique_name)
         yield unique_name
         admin.delete(unique_name)
+
+    @pytest.fixture
+    def fanout_topics(self, connect_bus: ConnectBus, unique_name: str) -> Iterator[list[str]]:
+        admin = connect_bus()
+        names = [f"{unique_name}.out.p1", f"{unique_name}.out.p1.deep", f"{unique_name}.svc"]
+        for name in names:
+            admin.declare(name)
+        yield names
+        for name in names:
+            admin.delete(name)
+
+    @pytest.fixture
+    def fanout_name(
+        self, connect_bus: ConnectBus, unique_name: str
+    ) -> Iterator[Callable[[str], str]]:
+        made: list[str] = []
+
+        def make(suffix: str) -> str:
+            made.append(f"{unique_name}-{suffix}")
+            return made[-1]
+
+        yield make
+        admin = connect_bus()
+        for name in made:
+            admin.delete_fanout(name)
 
     def kill_consumer_mid_handler(self, bus_url: str, connect_bus: ConnectBus, topic: str) -> None:
         victim = connect_bus()
@@ -379,3 +421,162 @@ class BusContract:
             bus.request(topic, b"anyone?", timeout=0.5)
 
         assert time.monotonic() - started >= 0.5
+
+    # -- fan-out ------------------------------------------------------------------------------
+
+    def test_every_matching_fanout_subscription_gets_its_own_copy(
+        self,
+        bus: Bus,
+        fanout_topics: list[str],
+        fanout_name: Callable[[str], str],
+        unique_name: str,
+    ) -> None:
+        out_p1, deep, svc = fanout_topics
+        one_word = Recorder()  # "<u>.out.*": out.p1 only
+        everything = Recorder()  # "<u>.#": all three
+        svc_and_deep = Recorder()  # two patterns, "#" in the middle and a literal
+        own = Recorder()  # the topic's own consumer still gets its message
+        bus.subscribe_fanout(fanout_name("one"), f"{unique_name}.out.*", one_word)
+        bus.subscribe_fanout(fanout_name("all"), [f"{unique_name}.#"], everything)
+        bus.subscribe_fanout(
+            fanout_name("two"), [f"{unique_name}.#.deep", f"{unique_name}.svc"], svc_and_deep
+        )
+        bus.subscribe(out_p1, own)
+
+        bus.publish(Message(out_p1, b"to p1", "m-p1", headers={"x-app": "v"}))
+        bus.publish_many([Message(deep, b"deep", "m-deep"), Message(svc, b"svc", "m-svc")])
+
+        wait_until(lambda: len(everything.deliveries) == 3, what="three copies for '#'")
+        wait_until(lambda: len(svc_and_deep.deliveries) == 2, what="two copies for two patterns")
+        wait_until(lambda: own.ids == ["m-p1"], what="the topic's own delivery")
+        wait_until(lambda: one_word.ids == ["m-p1"], what="one copy for '*'")
+        time.sleep(0.3)  # room for a copy that should not come
+        assert one_word.ids == ["m-p1"]
+        assert sorted((d.topic, d.message_id) for d in everything.deliveries) == sorted(
+            [(out_p1, "m-p1"), (deep, "m-deep"), (svc, "m-svc")]
+        )
+        assert sorted(svc_and_deep.ids) == ["m-deep", "m-svc"]
+        copy = one_word.deliveries[0]
+        assert (copy.topic, copy.body, copy.delivery_count) == (out_p1, b"to p1", 1)
+        assert copy.headers["x-app"] == "v"
+
+    def test_fanout_copies_published_while_the_subscriber_was_down_arrive_after_restart(
+        self, connect_bus: ConnectBus, fanout_topics: list[str], fanout_name: Callable[[str], str]
+    ) -> None:
+        out_p1 = fanout_topics[0]
+        name = fanout_name("restart")
+        publisher = connect_bus()
+        first_life = connect_bus()
+        before = Recorder()
+        first_life.subscribe_fanout(name, out_p1, before)
+        publisher.publish(Message(out_p1, b"0", "m-0"))
+        wait_until(lambda: before.ids == ["m-0"], what="the copy before the restart")
+        first_life.close()
+
+        publisher.publish_many(Message(out_p1, str(i).encode(), f"m-{i}") for i in (1, 2, 3))
+        second_life = connect_bus()
+        after = Recorder()
+        second_life.subscribe_fanout(name, out_p1, after)
+
+        wait_until(lambda: len(after.deliveries) >= 3, timeout=30, what="the kept copies")
+        time.sleep(0.3)
+        assert after.ids == ["m-1", "m-2", "m-3"]
+
+    def test_poison_on_a_fanout_subscription_is_dead_lettered_there_and_the_topic_is_untouched(
+        self, bus: Bus, fanout_topics: list[str], fanout_name: Callable[[str], str]
+    ) -> None:
+        out_p1 = fanout_topics[0]
+        name = fanout_name("poison")
+
+        def picky(delivery: Delivery) -> None:
+            if delivery.body == b"poison":
+                raise Reject("audit cannot parse it")
+            if delivery.body == b"flaky":
+                raise RuntimeError("audit store down")
+
+        copies = Recorder(picky)
+        own = Recorder()
+        bus.subscribe_fanout(name, out_p1, copies, max_deliveries=2)
+        bus.subscribe(out_p1, own)
+
+        bus.publish_many(
+            [
+                Message(out_p1, b"poison", "m-poison", headers={"x-app": "v"}),
+                Message(out_p1, b"flaky", "m-flaky"),
+                Message(out_p1, b"fine", "m-fine"),
+            ]
+        )
+
+        dead = drain_fanout_dead_letters(bus, name, 2, timeout=30)
+        wait_until(lambda: len(own.deliveries) == 3, what="the topic's own three deliveries")
+        by_id = {d.message_id: d for d in dead}
+        assert sorted(by_id) == ["m-flaky", "m-poison"]
+        assert by_id["m-poison"].body == b"poison"
+        assert by_id["m-poison"].headers[HEADER_DEAD_REASON] == "audit cannot parse it"
+        assert by_id["m-poison"].headers[HEADER_ORIGINAL_TOPIC] == out_p1
+        assert by_id["m-poison"].headers["x-app"] == "v"
+        assert by_id["m-flaky"].headers[HEADER_DEAD_REASON] == (
+            "delivery limit (2) reached: RuntimeError: audit store down"
+        )
+        assert "m-fine" in copies.ids
+        assert sorted(own.ids) == ["m-fine", "m-flaky", "m-poison"]
+        assert all(d.delivery_count == 1 for d in own.deliveries)
+        assert bus.dead_letters(out_p1) == []
+
+    def test_fanout_subscription_without_consumer_neither_blocks_nor_fails_publishes(
+        self, connect_bus: ConnectBus, fanout_topics: list[str], fanout_name: Callable[[str], str]
+    ) -> None:
+        out_p1 = fanout_topics[0]
+        idle_name, stuck_name = fanout_name("idle"), fanout_name("stuck")
+        bus = connect_bus()
+        bus.declare_fanout(idle_name, out_p1)  # nobody consumes it
+        release = threading.Event()
+        stuck = Recorder(lambda d: release.wait(30) and None)
+        bus.subscribe_fanout(stuck_name, out_p1, stuck, prefetch=1)  # its handler hangs
+        own = Recorder()
+        bus.subscribe(out_p1, own)
+        ids = [f"m-{i:03d}" for i in range(200)]
+
+        try:
+            for i in ids[:100]:
+                bus.publish(Message(out_p1, i.encode(), i))
+            bus.publish_many(Message(out_p1, i.encode(), i) for i in ids[100:])
+
+            wait_until(lambda: len(own.deliveries) >= 200, timeout=30, what="200 deliveries")
+            assert not release.is_set() and len(stuck.deliveries) <= 2
+        finally:
+            release.set()
+        assert own.ids == ids
+        late = Recorder()
+        connect_bus().subscribe_fanout(idle_name, out_p1, late)
+        wait_until(lambda: len(late.deliveries) >= 200, timeout=30, what="the idle backlog")
+        assert late.ids == ids
+
+    def test_chunked_message_is_reassembled_whole_on_a_fanout_subscription(
+        self, connect_bus: ConnectBus, fanout_topics: list[str], fanout_name: Callable[[str], str]
+    ) -> None:
+        out_p1 = fanout_topics[0]
+        bus = connect_bus(max_frame_bytes=1024)
+        body = os.urandom(5000)
+        copies, own = Recorder(), Recorder()
+        bus.subscribe_fanout(fanout_name("big"), out_p1, copies)
+        bus.subscribe(out_p1, own)
+
+        bus.publish(Message(out_p1, body, "m-big", headers={"x-app": "v"}))
+
+        wait_until(lambda: len(copies.deliveries) >= 1, what="the reassembled copy")
+        wait_until(lambda: len(own.deliveries) >= 1, what="the reassembled original")
+        time.sleep(0.2)
+        for got in (copies, own):
+            assert [(d.message_id, d.body, d.topic) for d in got.deliveries] == [
+                ("m-big", body, out_p1)
+            ]
+            assert not any(k.startswith("x-fedmq-chunk") for k in got.deliveries[0].headers)
+
+    def test_fanout_names_and_patterns_are_checked(self, bus: Bus, unique_name: str) -> None:
+        with pytest.raises(ValueError, match="name"):
+            bus.declare_fanout("no spaces", "a.b")
+        with pytest.raises(ValueError, match="pattern"):
+            bus.declare_fanout(unique_name, "out.p*")
+        with pytest.raises(ValueError, match="pattern"):
+            bus.declare_fanout(unique_name, [])

@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
-from fedbus import HEADER_DEAD_REASON, BrokerUnavailable, Bus, Delivery, Message, connect
+from fedbus import (
+    HEADER_DEAD_REASON,
+    HEADER_ORIGINAL_TOPIC,
+    BrokerUnavailable,
+    Bus,
+    Delivery,
+    Message,
+    connect,
+)
 from fedbus.sql_chunk_store import SqlChunkStore
 
 from tests.bus.contract import (
@@ -23,9 +30,11 @@ from tests.bus.contract import (
     ConnectBus,
     Recorder,
     drain_dead_letters,
+    drain_fanout_dead_letters,
     kill_subprocess_consumer_mid_handler,
     wait_until,
 )
+from tests.bus.raw_amqp import RawAmqp
 
 
 class TestAmqpBus(BusContract):
@@ -76,9 +85,9 @@ def test_chunks_spread_over_two_replicas_meet_in_the_shared_postgres_store(
 
 
 @pytest.fixture
-def rabbit(amqp_url: str) -> Iterator[pika.BlockingConnection]:
-    """A plain pika connection to inspect what the adapter built on the broker."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+def rabbit(amqp_url: str) -> Iterator[RawAmqp]:
+    """A plain AMQP client to inspect what the adapter built on the broker."""
+    connection = RawAmqp(amqp_url)
     yield connection
     connection.close()
 
@@ -91,7 +100,7 @@ def amqp_bus(amqp_url: str) -> Iterator[Bus]:
 
 
 def test_topic_is_a_durable_quorum_queue_with_delivery_limit_and_dead_letter_exchange(
-    amqp_bus: Bus, unique_name: str, rabbit: pika.BlockingConnection
+    amqp_bus: Bus, unique_name: str, rabbit: RawAmqp
 ) -> None:
     amqp_bus.declare(unique_name)
     try:
@@ -112,16 +121,16 @@ def test_topic_is_a_durable_quorum_queue_with_delivery_limit_and_dead_letter_exc
         channel.queue_declare(
             unique_name + ".dlq", durable=True, arguments={"x-queue-type": "quorum"}
         )
-        channel.basic_publish("fedmq", unique_name, b"via plain pika")
+        channel.basic_publish("fedmq", unique_name, b"via a plain client")
         time.sleep(0.2)
         _method, _props, body = channel.basic_get(unique_name, auto_ack=True)
-        assert body == b"via plain pika"
+        assert body == b"via a plain client"
     finally:
         amqp_bus.delete(unique_name)
 
 
 def test_published_message_is_persistent_on_the_broker(
-    amqp_bus: Bus, unique_name: str, rabbit: pika.BlockingConnection
+    amqp_bus: Bus, unique_name: str, rabbit: RawAmqp
 ) -> None:
     amqp_bus.declare(unique_name)
     try:
@@ -138,7 +147,7 @@ def test_published_message_is_persistent_on_the_broker(
 
 
 def test_broker_delivery_limit_dead_letters_when_consumers_keep_dying(
-    amqp_url: str, unique_name: str, rabbit: pika.BlockingConnection
+    amqp_url: str, unique_name: str, rabbit: RawAmqp
 ) -> None:
     # The backstop for consumers that die before they can count: the broker's own
     # x-delivery-limit moves the message to the DLQ (reason from x-death).
@@ -162,6 +171,71 @@ def test_broker_delivery_limit_dead_letters_when_consumers_keep_dying(
         assert dead[0].headers[HEADER_DEAD_REASON] == "broker: delivery_limit"
     finally:
         bus.delete(unique_name)
+        bus.close()
+
+
+def test_fanout_subscription_is_a_quorum_queue_fed_through_the_topic_exchange(
+    amqp_bus: Bus, unique_name: str, rabbit: RawAmqp
+) -> None:
+    topic, name = f"{unique_name}.out.p1", f"{unique_name}-audit"
+    amqp_bus.declare(topic)
+    amqp_bus.declare_fanout(name, f"{unique_name}.out.*")
+    try:
+        queue = "fedmq.fanout." + name
+        # Re-declaring with exactly these arguments succeeds only if the queue has them.
+        rabbit.queue_declare(
+            queue,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": 20,
+                "x-dead-letter-exchange": "fedmq.dlx",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
+        rabbit.queue_declare(queue + ".dlq", durable=True, arguments={"x-queue-type": "quorum"})
+
+        # A plain publish to the main exchange reaches both the topic and the subscription.
+        rabbit.basic_publish("fedmq", topic, b"via a plain client")
+        time.sleep(0.2)
+
+        assert rabbit.basic_get(queue, auto_ack=True)[2] == b"via a plain client"
+        assert rabbit.basic_get(topic, auto_ack=True)[2] == b"via a plain client"
+    finally:
+        amqp_bus.delete_fanout(name)
+        amqp_bus.delete(topic)
+
+
+def test_broker_backstop_dead_letters_a_fanout_copy_to_the_subscriptions_own_queue(
+    amqp_url: str, unique_name: str, rabbit: RawAmqp
+) -> None:
+    topic, name = f"{unique_name}.out.p1", f"{unique_name}-audit"
+    bus = connect(amqp_url, broker_delivery_limit=2)
+    bus.declare(topic)
+    bus.declare_fanout(name, topic)
+    try:
+        bus.publish(Message(topic, b"killer", "m-killer"))
+        for _ in range(3):
+            method = None
+            deadline = time.monotonic() + 10
+            while method is None and time.monotonic() < deadline:
+                method, _props, _body = rabbit.basic_get("fedmq.fanout." + name, auto_ack=False)
+            if method is None:
+                break
+            rabbit.basic_nack(method.delivery_tag, requeue=True)
+
+        dead = drain_fanout_dead_letters(bus, name, 1)
+
+        assert dead[0].message_id == "m-killer"
+        assert dead[0].headers[HEADER_DEAD_REASON] == "broker: delivery_limit"
+        assert dead[0].headers[HEADER_ORIGINAL_TOPIC] == topic
+        assert bus.dead_letters(topic) == []
+        assert rabbit.basic_get(topic, auto_ack=True)[2] == b"killer"
+    finally:
+        bus.delete_fanout(name)
+        bus.delete(topic)
         bus.close()
 
 

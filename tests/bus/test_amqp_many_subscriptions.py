@@ -22,13 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import pika
 import pytest
 from aio_pika import IncomingMessage
 from fedbus import HEADER_DEAD_REASON, Delivery, Message, Reject
 from fedbus.amqp_bus import AmqpBus
 
 from tests.bus.contract import drain_dead_letters, wait_until
+from tests.bus.raw_amqp import RawAmqp
 
 TOPICS = 8
 PER_TOPIC = 60
@@ -117,9 +117,9 @@ def publish_concurrently(bus: AmqpBus, topics: list[str]) -> None:
 
 
 def queue_depth(amqp_url: str, topic: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection = RawAmqp(amqp_url)
     try:
-        declared = connection.channel().queue_declare(topic, passive=True)
+        declared = connection.queue_declare(topic, passive=True)
         return int(declared.method.message_count)
     finally:
         connection.close()
