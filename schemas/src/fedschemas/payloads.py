@@ -75,7 +75,10 @@ class FederationData(Payload):
 
 
 class ControlHeartbeat(Payload):
-    """control.heartbeat: a party says it is alive at `at`."""
+    """control.heartbeat: a party says it is alive at `at`.
+
+    Not sent by any fedmq service: a job's liveness travels as job.heartbeat. Kept
+    registered because a type is never removed within a version."""
 
     party_id: PartyId
     at: Timestamp
@@ -108,6 +111,16 @@ Progress = Annotated[float, Field(ge=0.0, le=1.0)]
 OutputRef = Annotated[str, Field(pattern=OUTPUT_REF_PATTERN)]
 
 
+def task_scope_id(job_id: str, component: str, party_id: str, role: str) -> str:
+    """The envelope's `task_id` of one party's task: "<job>/<component>/<party>/<role>".
+
+    The one format every sender uses (fedflow's TaskKey, the scheduler's task.run and task
+    reports); receivers file federation data by the component it names (job ids and component
+    names hold no "/"). Job-level messages belong to no task: their task_id is empty.
+    """
+    return f"{job_id}/{component}/{party_id}/{role}"
+
+
 class TaskRun(Payload):
     """task.run: the scheduler asks its own worker to run this party's side of one component.
 
@@ -126,6 +139,8 @@ class TaskRun(Payload):
     params: dict[str, JsonValue] = Field(default_factory=dict)
     inputs: dict[str, OutputRef] = Field(default_factory=dict)
     pipeline_yaml: str
+    """The pipeline as submitted. No worker reads it back (they only record it): a dead
+    field, required in this version, to be dropped by a version 2 of task.run."""
 
 
 class TaskStatus(Payload):
@@ -239,7 +254,11 @@ class JobRefuse(Payload):
 
 
 class JobStatus(Payload):
-    """job.status: one party's view of a job, sent between schedulers.
+    """job.status (superseded): one party's view of a job, sent between schedulers.
+
+    Its four meanings are now four types: job.start, job.end, job.heartbeat and
+    job.task_report (`split_job_status` maps an old message to its successor, and receivers
+    still accept it). Schedulers keep sending it until every party reads the successors.
 
     A participant sends it to the initiator when one of its tasks changes state (then
     `component` and `task_state` are set) and as a heartbeat while the job runs (without
@@ -256,6 +275,108 @@ class JobStatus(Payload):
     reason: Reason | None = None
     progress: Progress | None = None
     at: Timestamp
+
+
+class JobStart(Payload):
+    """job.start: the initiator tells a participant that every party accepted `attempt` 0 of
+    the job: it starts its tasks. (Before it, job.status with state "running".)"""
+
+    job_id: JobId
+    party_id: PartyId
+    attempt: Attempt
+    at: Timestamp
+
+
+class JobEnd(Payload):
+    """job.end: the initiator tells a participant that every task of every party succeeded.
+    (Before it, job.status with state "success".) Failures travel as job.stop."""
+
+    job_id: JobId
+    party_id: PartyId
+    attempt: Attempt
+    at: Timestamp
+
+
+class JobHeartbeat(Payload):
+    """job.heartbeat: a sign of life for a job while it is open, sent both ways (participant
+    to initiator while it runs there; initiator to every party that accepted). `state` is the
+    sender's: a participant that missed job.start starts on a "running" beat of the initiator.
+    This is the job heartbeat fedmq sends; control.heartbeat is not sent by any service."""
+
+    job_id: JobId
+    party_id: PartyId
+    attempt: Attempt
+    state: Literal["waiting", "running"]
+    at: Timestamp
+
+
+class JobTaskReport(Payload):
+    """job.task_report: a participant tells the initiator that its task of `component` in
+    `attempt` changed (`task_state`, with the worker's `reason` and `progress`)."""
+
+    job_id: JobId
+    party_id: PartyId
+    attempt: Attempt
+    component: ComponentName
+    task_state: TaskReport
+    reason: Reason | None = None
+    progress: Progress | None = None
+    at: Timestamp
+
+
+JobStatusSuccessor = JobStart | JobEnd | JobHeartbeat | JobTaskReport
+
+
+def split_job_status(old: JobStatus) -> JobStatusSuccessor:
+    """The one-meaning message an old job.status stood for (pure; registry.SUPERSEDED).
+
+    job.status carried four meanings, told apart by which fields were set: with `component`
+    and `task_state` a task report; with state "success" the end; otherwise a heartbeat (a
+    start was a "running" beat, and a participant handles both alike: it starts the job).
+    """
+    if old.component is not None and old.task_state is not None and old.task_state != "waiting":
+        return JobTaskReport(
+            job_id=old.job_id,
+            party_id=old.party_id,
+            attempt=old.attempt,
+            component=old.component,
+            task_state=old.task_state,
+            reason=old.reason,
+            progress=old.progress,
+            at=old.at,
+        )
+    if old.state == "success":
+        return JobEnd(job_id=old.job_id, party_id=old.party_id, attempt=old.attempt, at=old.at)
+    return JobHeartbeat(
+        job_id=old.job_id,
+        party_id=old.party_id,
+        attempt=old.attempt,
+        state="waiting" if old.state == "waiting" else "running",
+        at=old.at,
+    )
+
+
+def as_job_status(new: JobStatusSuccessor, job_state: JobState) -> JobStatus:
+    """The job.status a party of the previous version reads for `new` (pure). `job_state`
+    fills job.status's `state` for a task report (the sender's job state; ignored there)."""
+    if isinstance(new, JobTaskReport):
+        return JobStatus(
+            job_id=new.job_id,
+            party_id=new.party_id,
+            attempt=new.attempt,
+            state=job_state,
+            component=new.component,
+            task_state=new.task_state,
+            reason=new.reason,
+            progress=new.progress,
+            at=new.at,
+        )
+    state: JobState = new.state if isinstance(new, JobHeartbeat) else "running"
+    if isinstance(new, JobEnd):
+        state = "success"
+    return JobStatus(
+        job_id=new.job_id, party_id=new.party_id, attempt=new.attempt, state=state, at=new.at
+    )
 
 
 class JobStop(Payload):
@@ -414,6 +535,7 @@ class CryptoResult(Payload):
     error_kind: CryptoErrorKind | None = None
     replica: Annotated[str | None, Field(pattern=CRYPTO_JOB_ID_PATTERN)] = None
     """Which replica answered (for operators, and to see that work was shared)."""
+
 
 # --- Cross-site request/reply (issue #12): a service <-> a service of another party --------
 # Online calls through both gateways (docs/gateway.md, "Request/reply"). The envelope carries

@@ -24,13 +24,17 @@ from fedschemas.payloads import (
     DemoPong,
     FederationData,
     JobAccept,
+    JobEnd,
     JobEnded,
+    JobHeartbeat,
     JobPropose,
     JobRefuse,
     JobRerun,
+    JobStart,
     JobStatus,
     JobStop,
     JobSubmit,
+    JobTaskReport,
     RemoteReply,
     RemoteRequest,
     SchedulerRequest,
@@ -39,6 +43,7 @@ from fedschemas.payloads import (
     TaskMetrics,
     TaskRun,
     TaskStatus,
+    split_job_status,
 )
 
 # Type names: lower-case dotted, "<area>.<name>"; the area groups topics and audit rules.
@@ -55,7 +60,11 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "job.propose": JobPropose,
     "job.accept": JobAccept,
     "job.refuse": JobRefuse,
-    "job.status": JobStatus,
+    "job.status": JobStatus,  # superseded: SUPERSEDED below
+    "job.start": JobStart,
+    "job.end": JobEnd,
+    "job.heartbeat": JobHeartbeat,
+    "job.task_report": JobTaskReport,
     "job.stop": JobStop,
     "job.rerun": JobRerun,
     "scheduler.request": SchedulerRequest,
@@ -85,6 +94,20 @@ _UPGRADES: dict[tuple[str, int], Upgrade] = {}
 
 UPGRADES: Mapping[tuple[str, int], Upgrade] = MappingProxyType(_UPGRADES)
 """(type, old version) -> Upgrade (read-only view)."""
+
+
+_SUPERSEDED: dict[str, Callable[[Payload], Payload]] = {
+    "job.status": split_job_status,  # type: ignore[dict-item]  # takes a JobStatus
+}
+
+SUPERSEDED: Mapping[str, Callable[[Payload], Payload]] = MappingProxyType(_SUPERSEDED)
+"""Type -> pure function to the message type(s) that replaced it (read-only view).
+
+When one type carried several meanings, each meaning becomes a new type (only adding, as
+within a version), and the old type stays registered so the previous version's senders are
+still read: a receiver maps an old message to its successor with this function and handles
+only the successors. Senders keep sending the old type until every receiver reads the new
+ones ("upgrade readers before writers")."""
 
 
 def current_version(type_name: str) -> int:
