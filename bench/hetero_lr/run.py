@@ -37,7 +37,8 @@ import numpy as np
 import structlog
 import yaml
 from fedcrypto.paillier import native_available
-from fedflow.components.evaluation import binary_metrics
+from fedflow.components.evaluation.math import binary_metrics
+from fedflow.context import RuntimeOptions
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 from fedflow.tables import read_table
@@ -97,8 +98,10 @@ def run_mode(args: argparse.Namespace, reveal: bool) -> dict[str, Any]:
         params["batch_size"] = args.batch_size
     if args.key_bits < 2048:
         params["insecure_short_keys"] = True
+    # Threads are the party's runtime options (ctx.runtime), not pipeline params.
+    options = RuntimeOptions()
     if args.prefetch_threads is not None:
-        params["prefetch_threads"] = args.prefetch_threads
+        options = RuntimeOptions(prefetch_threads=args.prefetch_threads)
     rows = 30_000
     batches_per_epoch = max(1, rows // params["batch_size"])
     total_iterations = batches_per_epoch * args.epochs
@@ -132,6 +135,7 @@ def run_mode(args: argparse.Namespace, reveal: bool) -> dict[str, Any]:
             {"9999": DATA, "10000": DATA},
             Path(workdir),
             on_event=on_event,
+            options=options,
         )
     total = time.perf_counter() - started
     load_after = os.getloadavg()
@@ -160,8 +164,8 @@ def run_mode(args: argparse.Namespace, reveal: bool) -> dict[str, Any]:
         "learning_rate": params["learning_rate"],
         "decay": params.get("decay", 0.0),
         "alpha": params["alpha"],
-        "threads_per_party": params.get("threads", 2),
-        "prefetch_threads_per_party": params.get("prefetch_threads", 1),
+        "threads_per_party": options.threads,
+        "prefetch_threads_per_party": options.prefetch_threads,
         "seconds_total_pipeline": round(total, 2),
         "seconds_psi": round(marks["psi_0_end"] - marks["psi_0_start"], 2),
         "seconds_hetero_lr_task": round(lr_end - lr_start, 2),
@@ -193,7 +197,7 @@ def main() -> None:
         "--prefetch-threads",
         type=int,
         default=None,
-        help="hetero_lr prefetch_threads (default: the component's; 0: no precomputed obfuscators)",
+        help="prefetch threads per party (default: the runtime's; 0: no precomputed obfuscators)",
     )
     parser.add_argument(
         "--modes", default="default,reveal_host_scores", help="comma-separated protocol modes"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from fedflow.components.hetero_lr import _batches
+from fedflow.components.hetero_lr.math import batches
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 from numpy.typing import NDArray
@@ -63,7 +63,7 @@ class DemoResult:
 
 
 def _auc(labels: Floats, scores: Floats) -> float:
-    from fedflow.components.evaluation import binary_metrics
+    from fedflow.components.evaluation.math import binary_metrics
 
     return binary_metrics(labels == 1.0, scores, threshold=0.5, curve_points=2).auc
 
@@ -85,7 +85,7 @@ def sgd(
     lr0, decay = float(params.get("learning_rate", 0.15)), float(params.get("decay", 0.0))
     t = 0
     for epoch in range(epochs):
-        for rows in _batches(
+        for rows in batches(
             len(y), int(params.get("batch_size", 1024)), params.get("seed", 0), epoch
         ):
             z = x[rows] @ w

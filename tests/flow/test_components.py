@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedflow.components.evaluation import binary_metrics
+from fedflow.components.evaluation.math import binary_metrics
 from fedflow.pipeline import Pipeline
 from fedflow.runner import TaskResult
 from fedflow.standalone import LocalWorld, StandaloneError, run_pipeline
@@ -184,7 +184,7 @@ def test_psi_checkpoints_hold_its_secrets_sealed_never_in_the_clear(
 ) -> None:
     # Prepare: record the secrets PSI draws, and every checkpoint state it saves
     from fedflow.checkpoints import CheckpointStore
-    from fedflow.components import psi
+    from fedflow.components.psi import component as psi
     from fedflow.statecodec import encode_state
 
     drawn: list[bytes] = []

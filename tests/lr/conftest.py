@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fedflow.components.hetero_lr import _batches
+from fedflow.components.hetero_lr.math import reference_sgd
 from fedflow.runner import TaskResult
 from fedflow.standalone import LocalWorld
 from fedflow.tables import Table, read_table
@@ -56,50 +56,16 @@ def taylor_sgd_with_loss(
     guest: Table, host: Table, params: dict[str, Any], epochs_run: int | None = None
 ) -> tuple[Floats, Floats, list[float]]:
     """taylor_sgd, plus each epoch's mean Taylor loss log 2 - y'z/2 + z^2/8 (each batch's
-    loss taken before its update, as the protocol computes it)."""
+    loss taken before its update, as the protocol computes it): hetero_lr's public plaintext
+    reference (fedflow.components.hetero_lr.math.reference_sgd)."""
     assert guest.labels is not None
-    y = guest.labels
-    xg = np.hstack([guest.features, np.ones((guest.rows, 1))])
-    xh = host.features
-    wg, wh = np.zeros(xg.shape[1]), np.zeros(xh.shape[1])
-    penalty = np.r_[np.ones(xg.shape[1] - 1), 0.0]
-    alpha, lr0, decay = params.get("alpha", 0.01), params["learning_rate"], params.get("decay", 0)
-    losses: list[float] = []
-    t = 0
-    for epoch in range(epochs_run or params["epochs"]):
-        total = 0.0
-        for rows in _batches(len(y), params["batch_size"], params.get("seed", 0), epoch):
-            z = xg[rows] @ wg + xh[rows] @ wh
-            total += float(np.sum(np.log(2) - 0.5 * (2 * y[rows] - 1) * z + z**2 / 8))
-            d = 0.25 * z + 0.5 - y[rows]
-            lr = lr0 / np.sqrt(1 + decay * t)
-            gg, gh = xg[rows].T @ d / len(rows), xh[rows].T @ d / len(rows)
-            wg = wg - lr * (gg + alpha * penalty * wg)
-            wh = wh - lr * (gh + alpha * wh)
-            t += 1
-        losses.append(total / len(y))
-    return wg, wh, losses
+    return reference_sgd(guest.features, host.features, guest.labels, params, epochs=epochs_run)
 
 
 def sigmoid_sgd(guest: Table, host: Table, params: dict[str, Any]) -> tuple[Floats, Floats]:
     """The same mini-batch SGD with the exact sigmoid (what reveal_host_scores computes)."""
     assert guest.labels is not None
-    y = guest.labels
-    xg = np.hstack([guest.features, np.ones((guest.rows, 1))])
-    xh = host.features
-    wg, wh = np.zeros(xg.shape[1]), np.zeros(xh.shape[1])
-    penalty = np.r_[np.ones(xg.shape[1] - 1), 0.0]
-    alpha, lr0, decay = params.get("alpha", 0.01), params["learning_rate"], params.get("decay", 0)
-    t = 0
-    for epoch in range(params["epochs"]):
-        for rows in _batches(len(y), params["batch_size"], params.get("seed", 0), epoch):
-            z = xg[rows] @ wg + xh[rows] @ wh
-            d = 1 / (1 + np.exp(-z)) - y[rows]
-            lr = lr0 / np.sqrt(1 + decay * t)
-            gg, gh = xg[rows].T @ d / len(rows), xh[rows].T @ d / len(rows)
-            wg = wg - lr * (gg + alpha * penalty * wg)
-            wh = wh - lr * (gh + alpha * wh)
-            t += 1
+    wg, wh, _ = reference_sgd(guest.features, host.features, guest.labels, params, taylor=False)
     return wg, wh
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fedcrypto import EncryptedVector
 from fedflow.components import REGISTRY, protocol_of
-from fedflow.components import hetero_lr as lr
+from fedflow.kit import payloads
 from fedflow.metrics import MetricsReader
 from fedflow.pipeline import Pipeline
 from fedflow.protocol import Protocol, ProtocolGuard, ProtocolViolation
@@ -194,7 +194,7 @@ def test_a_batch_smaller_than_the_minimum_is_refused(tmp_path: Path) -> None:
 def _corrupt_host_gradient(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
     """The host's masked gradient is altered just before it is sent (a faulty or malicious
     host); the host's own protocol guard is told to let it through."""
-    original_payload = lr.ciphertext_payload
+    original_payload = payloads.ciphertext_payload
     original_check = ProtocolGuard.check_send
 
     def payload(vec: EncryptedVector) -> FederationData:
@@ -209,7 +209,7 @@ def _corrupt_host_gradient(monkeypatch: pytest.MonkeyPatch, change: Any) -> None
             return self.protocol.rule("host_gradient", "host", "guest")
         return original_check(self, payload, **kw)
 
-    monkeypatch.setattr(lr, "ciphertext_payload", payload)
+    monkeypatch.setattr(payloads, "ciphertext_payload", payload)
     monkeypatch.setattr(ProtocolGuard, "check_send", check_send)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedflow.components import hetero_lr as lr
+from fedflow.components.hetero_lr import protocol as lr
+from fedflow.components.hetero_lr import session
 from fedflow.protocol import MessageRule, ProtocolError, ProtocolGuard, ProtocolViolation
 from fedflow.standalone import LocalWorld
 from fedschemas import FederationData
@@ -24,8 +25,8 @@ def test_the_host_partial_scores_cross_as_partial_scores_and_give_the_joined_mod
     rng = np.random.default_rng(8)
     w_guest, w_host = rng.normal(size=4), rng.normal(size=4)  # the guest's with the intercept
     models = {
-        GUEST: lr._model_table([*guest.feature_names, lr.INTERCEPT], w_guest),
-        HOST: lr._model_table(list(host.feature_names), w_host),
+        GUEST: session.model_table([*guest.feature_names, session.INTERCEPT], w_guest),
+        HOST: session.model_table(list(host.feature_names), w_host),
     }
     with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
         tasks = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fedflow.components.evaluation import binary_metrics
+from fedflow.components.evaluation.math import binary_metrics
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 from sklearn.linear_model import LogisticRegression

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from fedcrypto import PrivateKey
-from fedflow.checkpoints import CheckpointStore, checkpoints_table
-from fedflow.components import hetero_lr as lr
+from fedflow.checkpoints import SEALED_KEY, CheckpointStore, checkpoints_table
+from fedflow.components.hetero_lr import session as lr
 from fedflow.sealing import CheckpointSealer, SealedStateError
 from fedflow.standalone import LocalWorld
 from fedflow.statecodec import decode_state
@@ -88,7 +88,9 @@ def party_secrets(world: LocalWorld, key: TaskKey) -> tuple[PrivateKey, bytes]:
     runtime = world.parties[key.party_id].runtime
     saved = CheckpointStore(runtime.engine).latest(key)
     assert saved is not None
-    opened = decode_state(runtime.sealer.open(key, lr.SECRETS_PURPOSE, saved.state["secrets"]))
+    opened = decode_state(
+        runtime.sealer.open(key, lr.SECRETS_PURPOSE, saved.state[SEALED_KEY][lr.SECRETS_PURPOSE])
+    )
     private_key = PrivateKey.from_bytes(opened["private_key"], insecure_allow_short=True)
     return private_key, bytes(opened["mask_seed"])
 

@@ -4,8 +4,9 @@ One row per task (job, component, attempt, party, role): the iteration it comple
 state needed to continue from there, encoded by fedflow.statecodec (msgpack + numpy arrays, no
 pickle). `save` replaces the row in one transaction, so a crash leaves either the old
 checkpoint or the new one. A new attempt (a rerun) starts from nothing: its key differs.
-Secrets a component must keep across a restart go in sealed (`CheckpointScope.seal`,
-fedflow.sealing), never in the clear.
+Secrets a component must keep across a restart go in sealed (`CheckpointScope.secret`,
+fedflow.sealing), never in the clear: under SEALED_KEY of every state the task saves once the
+secret exists, {purpose: sealed mapping}.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -22,6 +23,9 @@ from fedflow.db import flow_metadata
 from fedflow.sealing import CheckpointSealer
 from fedflow.statecodec import decode_state, encode_state
 from fedflow.task import TaskKey
+
+SEALED_KEY: Final = "sealed_secrets"
+"""Where a checkpoint's state keeps the task's sealed secrets (`CheckpointScope.secret`)."""
 
 checkpoints_table = sa.Table(
     "flow_checkpoints",
@@ -110,9 +114,14 @@ class CheckpointScope:
         self.key = key
         self._on_save = on_save
         self._sealer = sealer if sealer is not None else CheckpointSealer.in_memory()
+        self._secrets: dict[str, dict[str, Any]] = {}
+        """purpose -> sealed secret, written into every state saved (SEALED_KEY)."""
 
     def save(self, iteration: int, state: Any) -> None:
-        """Record that `iteration` is complete; `state` is everything needed to go on."""
+        """Record that `iteration` is complete; `state` is everything needed to go on (the
+        task's sealed secrets are added to a mapping state)."""
+        if self._secrets and isinstance(state, Mapping):
+            state = {**state, SEALED_KEY: dict(self._secrets)}
         self._store.save(self.key, iteration, state)
         if self._on_save is not None:
             self._on_save(iteration)
@@ -128,6 +137,42 @@ class CheckpointScope:
         """A secret `seal(purpose, ...)` sealed for this task (SealedStateError if it does not
         open: another party secret, another process's in-memory one, or altered bytes)."""
         return self._sealer.open(self.key, purpose, sealed)
+
+    def secret(
+        self,
+        purpose: str,
+        factory: Callable[[], bytes],
+        *,
+        legacy: Callable[[Mapping[str, Any]], bytes | None] | None = None,
+        iteration: int = -1,
+    ) -> bytes:
+        """The task's secret for `purpose` (ComponentContext.secret).
+
+        Found sealed in the latest checkpoint, it is opened (SealedStateError if it does not
+        open); else `legacy(state)` may read it from a checkpoint written in an older layout;
+        else `factory()` makes it and a checkpoint holding it sealed is saved at once (at the
+        latest checkpoint's iteration, or `iteration` when there is none): a restarted task
+        must present the same secret, e.g. the same key pair its peer already encrypts under."""
+        sealed = self._secrets.get(purpose)
+        if sealed is not None:
+            return self.open_sealed(purpose, sealed)
+        saved = self.latest()
+        state: Mapping[str, Any] = (
+            saved.state if saved is not None and isinstance(saved.state, Mapping) else {}
+        )
+        stored = state.get(SEALED_KEY) or {}
+        for name, found in stored.items():
+            self._secrets.setdefault(str(name), dict(found))
+        if purpose in self._secrets:
+            return self.open_sealed(purpose, self._secrets[purpose])
+        value = legacy(state) if legacy is not None and saved is not None else None
+        fresh = value is None
+        if value is None:
+            value = factory()
+        self._secrets[purpose] = self.seal(purpose, value)
+        if fresh:
+            self.save(saved.iteration if saved is not None else iteration, dict(state))
+        return value
 
     def clear(self) -> None:
         self._store.clear(self.key)

@@ -5,8 +5,10 @@ task's validated parameters and inputs, a checkpoint scope, a metrics writer, th
 table store (readers only), a cancellation flag, a progress callback, and the executor that
 heavy homomorphic work passes to fedcrypto (`executor=ctx.executor`): this process's thread pool
 by default, the party's crypto job pool (fedflow.cryptopool.BusExecutor) when the worker is
-configured with crypto replicas. The same component
-code runs in the worker service and in standalone mode; only what fills the context differs.
+configured with crypto replicas; the party's runtime options (`ctx.runtime`: how many threads
+and at what priority a component may use, the party's own decision, never a pipeline's); and
+sealed per-task secrets (`ctx.secret`). The same component code runs in the worker service
+and in standalone mode; only what fills the context differs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
@@ -26,6 +28,33 @@ from fedflow.metrics import MetricsWriter
 from fedflow.tables import Table, TableError, TableStore
 
 M = TypeVar("M", bound=BaseModel)
+
+LOWEST_NICE: Final = 19
+"""The lowest CPU priority on Linux (nice 19)."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How much of this party's CPU a component may take: set by the party (the worker's
+    settings, the standalone runner's options), never by a pipeline, since a pipeline is
+    written by whichever party initiates the job."""
+
+    threads: int = 2
+    """Threads for homomorphic batch work when the context has no executor (the C kernels
+    release the GIL); 0: the task's own thread only."""
+    prefetch_threads: int = 2
+    """Lowest-priority threads that precompute the plaintext-free part of encryptions under
+    the party's own key while it waits for its peer; 0: no precomputation."""
+    prefetch_nice: int = LOWEST_NICE
+    """CPU priority (nice, Linux) of the prefetch threads: the lowest by default, so they run
+    only on cores the protocol's own work leaves idle. On a machine busy with other processes
+    they get little CPU; what is not ready in time is computed on the spot."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threads <= 64 or not 0 <= self.prefetch_threads <= 64:
+            raise ValueError("threads and prefetch_threads must be in 0..64")
+        if not 0 <= self.prefetch_nice <= LOWEST_NICE:
+            raise ValueError(f"prefetch_nice must be in 0..{LOWEST_NICE}")
 
 
 @dataclass
@@ -47,6 +76,7 @@ class ComponentContext:
     on_progress: Callable[[float], None] | None = None
     executor: Executor | None = field(default_factory=local_executor)
     """Where fedcrypto runs its chunks; None: serially in the component's thread."""
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
     def params_as(self, model: type[M]) -> M:
         """The parameters as `model` (validated again: a context may be built by hand)."""
@@ -66,6 +96,20 @@ class ComponentContext:
         if self.tables.get(name) is None:
             raise TableError(f"party {self.party_id} has no table {name!r}")
         return self.tables.read(name)
+
+    def secret(
+        self,
+        purpose: str,
+        factory: Callable[[], bytes],
+        *,
+        legacy: Callable[[Mapping[str, Any]], bytes | None] | None = None,
+        iteration: int = -1,
+    ) -> bytes:
+        """This task's secret for `purpose`: the one a checkpoint holds (sealed, so a resumed
+        task gets the same one), else `factory()`, sealed into a checkpoint (at `iteration`)
+        before it is returned, so before anything derived from it is sent. Every later
+        checkpoint of the task keeps it, sealed (CheckpointScope.secret)."""
+        return self.checkpoints.secret(purpose, factory, legacy=legacy, iteration=iteration)
 
     def check_canceled(self) -> None:
         if self.cancel.is_set():

@@ -46,11 +46,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import yaml
-from fedschemas import PARTY_ROLES
 from pydantic import ValidationError
 
-from fedflow.components import REGISTRY, ComponentType
+from fedflow.components import CATALOGUE, ComponentDescriptor
+from fedflow.protocol import PROTOCOL_ROLES
 
+# Not fedschemas.PARTY_ROLES: importing fedschemas imports numpy, and this module is part of
+# the light descriptors the scheduler imports (fedflow.descriptors). tests/flow checks that
+# the two tuples are equal.
+PARTY_ROLES: Final = PROTOCOL_ROLES
 ROLES: Final = PARTY_ROLES
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PARTY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -131,8 +135,8 @@ class ComponentSpec:
     scheduler's default (its task_timeout_s setting)."""
 
     @property
-    def component_type(self) -> ComponentType:
-        return REGISTRY[self.type]
+    def component_type(self) -> ComponentDescriptor:
+        return CATALOGUE[self.type]
 
     @property
     def upstream(self) -> list[str]:
@@ -221,7 +225,7 @@ def _validation_problem(exc: ValidationError) -> str:
 @dataclass(frozen=True)
 class _RawComponent:
     name: str
-    type: ComponentType
+    type: ComponentDescriptor
     inputs: dict[str, InputRef]
     params: dict[str, dict[str, Any]]
     index: int
@@ -240,12 +244,12 @@ def _parse_component(entry: Any, index: int, names: set[str]) -> _RawComponent:
     if name in names:
         raise _fail(where, "the name is used twice")
     type_name = data.get("type")
-    if not isinstance(type_name, str) or type_name not in REGISTRY:
+    if not isinstance(type_name, str) or type_name not in CATALOGUE:
         raise _fail(
             where,
-            f"unknown component type {type_name!r} (known: {', '.join(sorted(REGISTRY))})",
+            f"unknown component type {type_name!r} (known: {', '.join(sorted(CATALOGUE))})",
         )
-    ctype = REGISTRY[type_name]
+    ctype = CATALOGUE[type_name]
     inputs: dict[str, InputRef] = {}
     for slot, ref in _mapping(data.get("inputs"), f"{where}.inputs").items():
         if ctype.input(slot) is None:

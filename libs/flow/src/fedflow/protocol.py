@@ -39,22 +39,29 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from fedschemas import (
-    FEDERATION_DATA_KINDS,
-    PARTY_ROLES,
-    FederationData,
-    FederationDataKind,
-    PartyRole,
-)
+if TYPE_CHECKING:
+    from fedschemas import FederationData
 
-# One definition each, in the wire contract: a protocol allows what FederationData can carry.
-PayloadKind = FederationDataKind
-PAYLOAD_KINDS: Final[tuple[str, ...]] = FEDERATION_DATA_KINDS
+# The wire contract (fedschemas.FederationDataKind, fedschemas.PartyRole) defines these too, but
+# this module is part of fedflow's light descriptors (fedflow.descriptors: no numpy), and
+# importing fedschemas imports numpy. tests/flow/test_descriptors.py checks that the two
+# definitions are equal, so they cannot drift apart.
+PayloadKind = Literal[
+    "ciphertext_vector",
+    "masked_vector",
+    "public_key",
+    "aggregate",
+    "id_set",
+    "metric",
+    "plain_control",
+    "partial_score",
+]
+PAYLOAD_KINDS: Final[tuple[str, ...]] = get_args(PayloadKind)
 
-ProtocolRole = PartyRole
-PROTOCOL_ROLES: Final[tuple[str, ...]] = PARTY_ROLES
+ProtocolRole = Literal["guest", "host", "arbiter"]
+PROTOCOL_ROLES: Final[tuple[str, ...]] = get_args(ProtocolRole)
 
 PROTOCOL_FORMAT: Final = "fedflow.protocol.v1"
 

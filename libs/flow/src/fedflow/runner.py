@@ -29,7 +29,7 @@ from fedflow.artifacts import ArtifactMissing, ArtifactStore
 from fedflow.bus_federation import FederationEndpoint
 from fedflow.checkpoints import CheckpointScope, CheckpointStore
 from fedflow.components import REGISTRY
-from fedflow.context import ComponentContext
+from fedflow.context import ComponentContext, RuntimeOptions
 from fedflow.cryptopool import local_executor
 from fedflow.db import create_flow_tables
 from fedflow.metrics import MetricsWriter
@@ -63,16 +63,19 @@ class PartyRuntime:
         *,
         executor: Executor | None = None,
         sealer: CheckpointSealer | None = None,
+        options: RuntimeOptions | None = None,
     ) -> None:
         """`executor`: where components' crypto chunks run (ctx.executor); None: this process's
         shared thread pool (fedflow.cryptopool.local_executor). `sealer`: seals the secrets
         components keep in checkpoints (fedflow.sealing); None: a secret held by this runtime
-        only, so a task resumed by another process cannot open them."""
+        only, so a task resumed by another process cannot open them. `options`: the threads and
+        priorities this party lets components use (ctx.runtime); None: the defaults."""
         self.endpoint = endpoint
         self.executor: Executor = executor if executor is not None else local_executor()
         self.engine = endpoint.engine
         self.tables = tables
         self.sealer = sealer if sealer is not None else CheckpointSealer.in_memory()
+        self.options = options if options is not None else RuntimeOptions()
         create_flow_tables(self.engine)
         self.checkpoints = CheckpointStore(self.engine)
         self.artifacts = ArtifactStore(self.engine)
@@ -150,6 +153,7 @@ class PartyRuntime:
             cancel=cancel,
             on_progress=on_progress,
             executor=self.executor,
+            runtime=self.options,
         )
         outputs = ctype.run(ctx)
         unknown = sorted(set(outputs) - set(ctype.outputs))

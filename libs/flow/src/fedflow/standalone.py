@@ -31,6 +31,7 @@ from fedcrypto.signing import SigningKey
 from fedschemas import PartyRef
 
 from fedflow.bus_federation import INBOUND_TOPIC, FederationEndpoint
+from fedflow.context import RuntimeOptions
 from fedflow.federation import TaskCanceled
 from fedflow.local_relay import Crossing, CrossingLog, LocalRelay
 from fedflow.metrics import Curve, Metric, MetricsReader
@@ -122,7 +123,9 @@ def _header(path: Path) -> list[str]:
 class PartyWorld:
     """One party in standalone mode: broker, database, consumer, runtime."""
 
-    def __init__(self, party_id: str, bus: Bus, workdir: Path) -> None:
+    def __init__(
+        self, party_id: str, bus: Bus, workdir: Path, options: RuntimeOptions | None = None
+    ) -> None:
         self.party_id = party_id
         self.bus = bus
         database = workdir / f"party-{party_id}.db"
@@ -133,7 +136,7 @@ class PartyWorld:
         publisher = EnvelopePublisher(bus, PartyRef(party_id=party_id, role="guest"))
         self.endpoint = FederationEndpoint(party_id, bus, self.engine, publisher=publisher)
         self.tables = TableStore(self.engine, workdir / f"party-{party_id}" / "tables")
-        self.runtime = PartyRuntime(self.endpoint, self.tables)
+        self.runtime = PartyRuntime(self.endpoint, self.tables, options=options)
         self.consumer = EnvelopeConsumer(
             bus,
             INBOUND_TOPIC,
@@ -178,7 +181,10 @@ class LocalWorld:
     leaving stops them and closes the brokers (the databases stay in `workdir`).
     """
 
-    def __init__(self, party_ids: list[str], workdir: Path) -> None:
+    def __init__(
+        self, party_ids: list[str], workdir: Path, options: RuntimeOptions | None = None
+    ) -> None:
+        """`options`: every party's runtime options (threads, priorities); None: defaults."""
         workdir.mkdir(parents=True, exist_ok=True)
         run = uuid.uuid4().hex[:8]
         self.crossings = CrossingLog()
@@ -188,7 +194,9 @@ class LocalWorld:
             for party_id in party_ids:
                 # A fresh broker name per run keeps two runs in one process apart.
                 self.buses[party_id] = connect(f"memory://standalone-{run}-{party_id}")
-                self.parties[party_id] = PartyWorld(party_id, self.buses[party_id], workdir)
+                self.parties[party_id] = PartyWorld(
+                    party_id, self.buses[party_id], workdir, options
+                )
         except BaseException:
             self.close()
             raise
@@ -222,14 +230,16 @@ def run_pipeline(
     label_column: str | None = "y",
     recv_timeout: float | None = 600.0,
     on_event: ProgressEvent | None = None,
+    options: RuntimeOptions | None = None,
 ) -> StandaloneResult:
-    """Run `pipeline` with every party in this process; raises StandaloneError on failure."""
+    """Run `pipeline` with every party in this process; raises StandaloneError on failure.
+    `options`: the threads and priorities every party lets components use (ctx.runtime)."""
     started = time.perf_counter()
     workdir = Path(workdir)
     job_id = job_id or f"standalone-{uuid.uuid4().hex[:12]}"
     metrics: list[Metric] = []
     curves: list[Curve] = []
-    with LocalWorld(pipeline.party_ids(), workdir) as world:
+    with LocalWorld(pipeline.party_ids(), workdir, options) as world:
         _upload_tables(pipeline, tables_by_party, world.parties, label_column)
         records = _run_tasks(pipeline, job_id, world.parties, recv_timeout, on_event)
         for party in world.parties.values():

@@ -35,7 +35,8 @@ from fedbus.sql_inbox import create_tables
 from numpy.typing import NDArray
 from sqlalchemy.engine import Engine
 
-TABLE_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,128}$"
+from fedflow.names import TABLE_NAME_PATTERN as TABLE_NAME_PATTERN
+
 MISSING_MARKERS: Final = frozenset({"", "NA", "N/A", "null", "NULL", "?"})
 MAX_REPORTED: Final = 20
 

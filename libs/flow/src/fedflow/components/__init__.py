@@ -1,56 +1,113 @@
-"""The component registry: component types by the name a pipeline's `type:` uses.
+"""The component catalogue, and the registry of their code, by the name a pipeline's `type:` uses.
 
-Adding a component is one module declaring a `ComponentType` and one line in `_TYPES`.
+Adding a component is one package under fedflow/components (its `__init__.py` declares a
+`ComponentDescriptor`: params, roles, inputs, outputs, protocol and where the code is) and one
+line in `_DESCRIPTORS` below; docs/components.md shows how.
+
+Importing this package is light (no numpy, fedcrypto or runtime): each package's `__init__`
+holds only declarations. `REGISTRY` imports a component's code the first time it is looked up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
-from fedflow.components.base import ComponentParams, ComponentType, InputSpec, NoParams
-from fedflow.components.evaluation import EVALUATION
-from fedflow.components.hetero_lr import HETERO_LR, HETERO_LR_PREDICT
-from fedflow.components.iter_sum import ITER_SUM
-from fedflow.components.noop import NOOP
-from fedflow.components.psi import PSI
-from fedflow.components.reader import READER
+from fedflow.components import evaluation, hetero_lr, iter_sum, noop, psi, reader
+from fedflow.components.base import (
+    ComponentDescriptor,
+    ComponentParams,
+    ComponentType,
+    InputSpec,
+    NoParams,
+    load,
+)
 from fedflow.protocol import Protocol, protocols_to_json
 
-_TYPES: dict[str, ComponentType] = {
-    t.name: t for t in (READER, PSI, EVALUATION, ITER_SUM, HETERO_LR, HETERO_LR_PREDICT, NOOP)
-}
+_DESCRIPTORS: tuple[ComponentDescriptor, ...] = (
+    reader.READER,
+    psi.PSI,
+    evaluation.EVALUATION,
+    iter_sum.ITER_SUM,
+    hetero_lr.HETERO_LR,
+    hetero_lr.HETERO_LR_PREDICT,
+    noop.NOOP,
+)
 
-REGISTRY: Mapping[str, ComponentType] = MappingProxyType(_TYPES)
-"""Component type name -> declaration (read-only view)."""
+CATALOGUE: Mapping[str, ComponentDescriptor] = MappingProxyType({d.name: d for d in _DESCRIPTORS})
+"""Component type name -> declaration (read-only; no code imported)."""
+
+COMPONENT_NAMES: frozenset[str] = frozenset(CATALOGUE)
 
 
-def component_type(name: str) -> ComponentType:
-    """The registered type `name`; KeyError naming the known types otherwise."""
+class _Registry(Mapping[str, ComponentType]):
+    """The catalogue with each component's code, imported at the first lookup of its name."""
+
+    def __init__(self, catalogue: Mapping[str, ComponentDescriptor]) -> None:
+        self._catalogue = catalogue
+        self._loaded: dict[str, ComponentType] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> ComponentType:
+        found = self._loaded.get(name)
+        if found is None:
+            descriptor = self._catalogue[name]
+            with self._lock:
+                found = self._loaded.get(name)
+                if found is None:
+                    found = self._loaded[name] = load(descriptor)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._catalogue)
+
+    def __len__(self) -> int:
+        return len(self._catalogue)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._catalogue
+
+
+REGISTRY: Mapping[str, ComponentType] = _Registry(CATALOGUE)
+"""Component type name -> declaration with its code (the task runner's view)."""
+
+
+def descriptor(name: str) -> ComponentDescriptor:
+    """The declared type `name`; KeyError naming the known types otherwise."""
     try:
-        return REGISTRY[name]
+        return CATALOGUE[name]
     except KeyError:
         raise KeyError(
-            f"unknown component type {name!r} (known: {', '.join(sorted(REGISTRY))})"
+            f"unknown component type {name!r} (known: {', '.join(sorted(CATALOGUE))})"
         ) from None
 
 
+def component_type(name: str) -> ComponentType:
+    """The registered type `name` with its code; KeyError naming the known types otherwise."""
+    return REGISTRY[descriptor(name).name]
+
+
 def protocol_of(name: str) -> Protocol:
-    return component_type(name).declared_protocol()
+    return descriptor(name).declared_protocol()
 
 
 def all_protocols_json() -> str:
     """Every registered component's protocol, one JSON document (for the audit service)."""
-    return protocols_to_json(t.declared_protocol() for t in REGISTRY.values())
+    return protocols_to_json(d.declared_protocol() for d in CATALOGUE.values())
 
 
 __all__ = [
+    "CATALOGUE",
+    "COMPONENT_NAMES",
     "REGISTRY",
+    "ComponentDescriptor",
     "ComponentParams",
     "ComponentType",
     "InputSpec",
     "NoParams",
     "all_protocols_json",
     "component_type",
+    "descriptor",
     "protocol_of",
 ]

@@ -1,16 +1,19 @@
-"""What a component type declares: parameters, roles, inputs, outputs, protocol, and its code.
+"""What a component type declares (parameters, roles, inputs, outputs, protocol) and its code.
 
-A component type is registered once (fedflow.components.REGISTRY) and looked up by its `name`
-(the `type:` of a pipeline component). The pipeline validator uses the declaration (params
-models, roles, inputs, outputs); the task runner calls `run(ctx)` for the party's role, which
-returns the component's outputs by name.
+A `ComponentDescriptor` is the declaration alone: light (pydantic and the standard library),
+so the scheduler and the pipeline validator read it without numpy, fedcrypto or the runtime
+(fedflow.descriptors). Its `entry` names where the code lives, "module:function" (one for
+every role) or {role: "module:function"}; the code is imported only when a task runs
+(`load`). A `ComponentType` is a descriptor with its code loaded: what the task runner calls,
+`run(ctx)`, which returns the component's outputs by name.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,7 +21,6 @@ from fedflow.protocol import Protocol
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext
-    from fedflow.tables import Table
 
 
 class ComponentParams(BaseModel):
@@ -31,7 +33,8 @@ class NoParams(ComponentParams):
     """For components without parameters."""
 
 
-RunFn = Callable[["ComponentContext"], Mapping[str, "Table"]]
+RunFn = Callable[["ComponentContext"], Mapping[str, Any]]
+"""A component's code: the context in, its outputs (fedflow.artifacts.Artifact) by name out."""
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,15 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class ComponentType:
-    """One registered component type."""
+class ComponentDescriptor:
+    """One component type as the pipeline validator and the scheduler see it (no code)."""
 
     name: str
     description: str
-    run: RunFn
     roles: tuple[str, ...]
     """Roles this component runs on; a party in another role has no task for it."""
+    entry: str | Mapping[str, str] = ""
+    """Where the code is: "package.module:function" for every role, or one per role."""
     params: type[ComponentParams] = NoParams
     role_params: Mapping[str, type[ComponentParams]] = field(default_factory=dict)
     """Per-role params models where a role takes different parameters than `params`."""
@@ -73,3 +77,42 @@ class ComponentType:
     def declared_protocol(self) -> Protocol:
         """The protocol (an empty one for components that exchange nothing)."""
         return self.protocol or Protocol(component_type=self.name)
+
+    def entry_for(self, role: str) -> str:
+        if isinstance(self.entry, str):
+            return self.entry
+        try:
+            return self.entry[role]
+        except KeyError:
+            raise KeyError(f"{self.name} has no code for role {role!r}") from None
+
+
+@dataclass(frozen=True)
+class ComponentType(ComponentDescriptor):
+    """A descriptor with its code: `run(ctx)` dispatches to the code of the context's role."""
+
+    code: Mapping[str, RunFn] = field(default_factory=dict)
+
+    def run(self, ctx: ComponentContext) -> Mapping[str, Any]:
+        try:
+            fn = self.code[ctx.role]
+        except KeyError:
+            raise KeyError(f"{self.name} does not run as {ctx.role!r}") from None
+        return fn(ctx)
+
+
+def _import(target: str) -> RunFn:
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise ValueError(f"component entry {target!r} is not 'package.module:function'")
+    fn = getattr(importlib.import_module(module), name)
+    if not callable(fn):
+        raise TypeError(f"component entry {target!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def load(descriptor: ComponentDescriptor) -> ComponentType:
+    """The descriptor with its code imported (the runtime's side of the catalogue)."""
+    declared = {f.name: getattr(descriptor, f.name) for f in fields(ComponentDescriptor)}
+    code = {role: _import(descriptor.entry_for(role)) for role in descriptor.roles}
+    return ComponentType(**declared, code=code)

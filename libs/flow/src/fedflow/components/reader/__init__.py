@@ -6,36 +6,21 @@ TableStore (the table never leaves the party). Exchanges no messages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
 from pydantic import Field
 
-from fedflow.components.base import ComponentParams, ComponentType
+from fedflow.components.base import ComponentDescriptor, ComponentParams
+from fedflow.names import TABLE_NAME_PATTERN
 from fedflow.protocol import Protocol
-from fedflow.tables import TABLE_NAME_PATTERN, Table
-
-if TYPE_CHECKING:
-    from fedflow.context import ComponentContext
 
 
 class ReaderParams(ComponentParams):
     table: str = Field(pattern=TABLE_NAME_PATTERN, description="name of an uploaded table")
 
 
-def run(ctx: ComponentContext) -> Mapping[str, Table]:
-    params = ctx.params_as(ReaderParams)
-    table = ctx.read_table(params.table)
-    ctx.metrics.log("rows", float(len(table.ids)))
-    ctx.metrics.log("features", float(table.features.shape[1]))
-    ctx.metrics.log("missing_values", float(table.missing_count))
-    return {"data": table}
-
-
-READER = ComponentType(
+READER = ComponentDescriptor(
     name="reader",
     description="this party's uploaded table",
-    run=run,
+    entry="fedflow.components.reader.component:run",
     roles=("guest", "host"),
     params=ReaderParams,
     outputs=("data",),

@@ -1,23 +1,4 @@
-"""iter_sum: a small iterative two-role component for testing cross-party resume.
-
-Each of `rounds` rounds, every host sends the guest a masked vector derived from its data and
-the round number -- (r + 1) * column means of its squared features + a fresh mask drawn from
-the host's RNG -- and the guest adds it to its running sum and acknowledges the round. At the
-end each host sends the sum of its masks, and the guest removes them: its result is
-sum_r (r + 1) * colmeans(host features ** 2), which depends only on the data and `rounds`, while
-every intermediate value depends on the seeded RNG state -- so a resume that lost, repeated or
-re-drew anything shows up in the result.
-
-Per round r (iteration r):
-  1. host  -> guest  masked_sum   masked_vector, shape (k,)   k = the host's feature count
-  2. guest -> host   ack          plain_control, no array, meta {"round": r}
-Once, after the last round:
-  1. host  -> guest  mask_total   aggregate, shape (k,)
-
-Checkpoints follow the resume rule (docs/components.md): a party saves iteration r only after
-all of round r's sends and receives, with everything its later sends depend on (the host's RNG
-state and mask sum, the guest's running sums). Missing feature values count as 0.
-"""
+"""iter_sum's code: the host's masked rounds, the guest's running sums (see the package)."""
 
 from __future__ import annotations
 
@@ -26,61 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fedschemas import FederationData
-from pydantic import Field
 
-from fedflow.components.base import ComponentParams, ComponentType, InputSpec
-from fedflow.protocol import NONE, MessageRule, Protocol
+from fedflow.components.iter_sum import IterSumParams
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext
-
-
-class IterSumParams(ComponentParams):
-    rounds: int = Field(default=5, ge=1, le=1_000_000)
-    seed: int = Field(default=0, ge=0)
-    round_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
-    """Pause after each round (tests use it to kill a party mid-run)."""
-
-
-ITER_SUM_PROTOCOL = Protocol(
-    component_type="iter_sum",
-    description="test component: masked per-round sums, host to guest",
-    dims={"k": "number of features at the sending host"},
-    messages=(
-        MessageRule(
-            tag="masked_sum",
-            sender="host",
-            receiver="guest",
-            kinds=("masked_vector",),
-            per_iteration=True,
-            order=1,
-            shape="(k,)",
-            dtypes=("float64",),
-            description="(r + 1) * column means + mask",
-        ),
-        MessageRule(
-            tag="ack",
-            sender="guest",
-            receiver="host",
-            kinds=("plain_control",),
-            per_iteration=True,
-            order=2,
-            shape=NONE,
-            description="the guest added round r",
-        ),
-        MessageRule(
-            tag="mask_total",
-            sender="host",
-            receiver="guest",
-            kinds=("aggregate",),
-            order=1,
-            shape="(k,)",
-            dtypes=("float64",),
-            description="the sum of the host's masks",
-        ),
-    ),
-)
 
 
 def _host(ctx: ComponentContext, params: IterSumParams) -> None:
@@ -168,14 +100,3 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
     else:
         _guest(ctx, params)
     return {}
-
-
-ITER_SUM = ComponentType(
-    name="iter_sum",
-    description="test component: N rounds of masked sums host -> guest, checkpointed per round",
-    run=run,
-    roles=("guest", "host"),
-    params=IterSumParams,
-    inputs=(InputSpec("data", description="the host's features (the guest's are unused)"),),
-    protocol=ITER_SUM_PROTOCOL,
-)

@@ -11,45 +11,18 @@ always returned; it holds nothing about the party's data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-from fedflow.components.base import ComponentType, InputSpec
+from fedflow.components.base import ComponentDescriptor, InputSpec
 from fedflow.protocol import Protocol
-from fedflow.tables import Table
-
-if TYPE_CHECKING:
-    from fedflow.context import ComponentContext
-
 
 NOOP_PROTOCOL = Protocol(
     component_type="noop",
     description="no messages: the component exchanges nothing",
 )
 
-
-def empty_table() -> Table:
-    """No rows, no features, no labels."""
-    return Table(
-        ids=np.array([], dtype=np.str_),
-        features=np.zeros((0, 0), dtype=np.float64),
-        feature_names=[],
-        labels=None,
-    )
-
-
-def run(ctx: ComponentContext) -> Mapping[str, Table]:
-    ctx.check_canceled()
-    ctx.report_progress(1.0)
-    return {"done": empty_table()}
-
-
-NOOP = ComponentType(
+NOOP = ComponentDescriptor(
     name="noop",
     description="does nothing (runtime overhead benchmarks); `after` orders it after another",
-    run=run,
+    entry="fedflow.components.noop.component:run",
     roles=("guest", "host"),
     inputs=(
         InputSpec(

@@ -1,0 +1,123 @@
+"""hetero_lr's arithmetic, numpy only (no IO, no crypto): batches, the update rule, the losses,
+and the plaintext reference of the whole protocol (what the tests and the demo compare with).
+
+Training uses the Taylor approximation sigma(z) ~ 0.5 + z / 4 around 0 (z = u_g + u_h), so
+the residual is d = z / 4 + 0.5 - y, which is linear in the parties' scores and can be formed
+under encryption; the Taylor loss per row is log 2 - y' z / 2 + z^2 / 8 (y' = 2y - 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+Floats = NDArray[np.float64]
+
+LOG2: Final = math.log(2.0)
+
+
+def min_batch_size(k_guest: int, k_host: int) -> int:
+    """The smallest batch allowed: with b <= k + 3 a party could solve its views for the
+    other party's per-sample values (docs/hetero_lr.md); 4x that, and never below 64."""
+    return max(64, 4 * (max(k_guest, k_host) + 3))
+
+
+def batches(rows: int, batch_size: int, seed: int, epoch: int) -> list[NDArray[np.int64]]:
+    """The epoch's batches: a permutation from (seed, epoch), cut into batches of at least
+    `batch_size` rows (the remainder joins the last batch). Every party computes the same."""
+    order = np.random.default_rng([seed, epoch]).permutation(rows)
+    count = max(1, rows // batch_size)
+    return [np.asarray(part, dtype=np.int64) for part in np.array_split(order, count)]
+
+
+def largest_batch(rows: int, batch_size: int) -> int:
+    """Rows of the largest batch of an epoch (`batches` cuts them almost evenly)."""
+    return -(-rows // max(1, rows // batch_size))
+
+
+def learning_rate(base: float, decay: float, t: int) -> float:
+    """The learning rate at iteration t: base / sqrt(1 + decay * t)."""
+    return base / math.sqrt(1.0 + decay * t)
+
+
+def sgd_step(
+    weights: Floats, gradient: Floats, rate: float, alpha: float, penalty: Floats | None = None
+) -> Floats:
+    """One step of L2-penalised SGD; `penalty` is 1 for a penalised weight, 0 for the
+    intercept (None: every weight penalised)."""
+    shrink = alpha * weights if penalty is None else alpha * penalty * weights
+    return np.asarray(weights - rate * (gradient + shrink), dtype=np.float64)
+
+
+def intercept_penalty(k: int) -> Floats:
+    """The guest's penalty mask: its k - 1 features penalised, the intercept (last) not."""
+    return np.append(np.ones(k - 1), 0.0)
+
+
+def with_intercept(features: Floats) -> Floats:
+    return np.hstack([features, np.ones((features.shape[0], 1))])
+
+
+def taylor_residual_part(u_g: Floats, y: Floats) -> Floats:
+    """The guest's part of the Taylor residual, v = u_g / 4 + 0.5 - y (d = v + u_h / 4)."""
+    return 0.25 * u_g + 0.5 - y
+
+
+def taylor_loss_from_aggregates(
+    b: int, y_dot_ug: float, y_dot_uh: float, ug_sq: float, ug_dot_uh: float, uh_sq: float
+) -> float:
+    """A batch's summed Taylor loss from the aggregates the guest learns: b log 2
+    - (y'.u_g + y'.u_h) / 2 + (u_g.u_g + 2 u_g.u_h + u_h.u_h) / 8."""
+    return b * LOG2 - 0.5 * (y_dot_ug + y_dot_uh) + (ug_sq + 2 * ug_dot_uh + uh_sq) / 8
+
+
+def logistic_loss(y: Floats, z: Floats) -> float:
+    """Summed log(1 + exp(-y'z)), computed stably."""
+    return float(np.sum(np.logaddexp(0.0, -(2.0 * y - 1.0) * z)))
+
+
+def sigmoid(z: Floats) -> Floats:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+# -- the plaintext reference ------------------------------------------------------------------
+
+
+def reference_sgd(
+    x_guest: Floats,
+    x_host: Floats,
+    y: Floats,
+    params: Mapping[str, Any],
+    *,
+    taylor: bool = True,
+    epochs: int | None = None,
+) -> tuple[Floats, Floats, list[float]]:
+    """The protocol's training on the joined data in plaintext, no early stopping: the same
+    batches, learning rates and penalties. Returns the guest's weights (its features, then
+    the intercept), the host's, and each epoch's mean Taylor loss (each batch's loss taken
+    before its update, as the protocol computes it). `taylor=False`: the exact sigmoid, what
+    reveal_host_scores computes. `x_host` may be the hosts' features side by side."""
+    xg = with_intercept(x_guest)
+    wg, wh = np.zeros(xg.shape[1]), np.zeros(x_host.shape[1])
+    penalty = intercept_penalty(xg.shape[1])
+    alpha, base = float(params.get("alpha", 0.01)), float(params["learning_rate"])
+    decay, seed = float(params.get("decay", 0.0)), int(params.get("seed", 0))
+    losses: list[float] = []
+    t = 0
+    for epoch in range(epochs or int(params["epochs"])):
+        total = 0.0
+        for rows in batches(len(y), int(params["batch_size"]), seed, epoch):
+            z = xg[rows] @ wg + x_host[rows] @ wh
+            total += float(np.sum(LOG2 - 0.5 * (2 * y[rows] - 1) * z + z**2 / 8))
+            d = 0.25 * z + 0.5 - y[rows] if taylor else sigmoid(z) - y[rows]
+            rate = learning_rate(base, decay, t)
+            gg, gh = xg[rows].T @ d / len(rows), x_host[rows].T @ d / len(rows)
+            wg = sgd_step(wg, gg, rate, alpha, penalty)
+            wh = sgd_step(wh, gh, rate, alpha)
+            t += 1
+        losses.append(total / len(y))
+    return wg, wh, losses

@@ -1,0 +1,64 @@
+"""hetero_lr's parameters (light: pydantic only, read by the pipeline validator)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from fedflow.components.base import ComponentParams
+
+RUNTIME_KNOBS = ("threads", "prefetch_threads")
+"""Parameters that used to size this party's thread pools. A party's CPU use is its own
+decision, not the pipeline's (written by whichever party initiates the job): they are now the
+worker's settings (FEDMQ_WORKER_COMPONENT_THREADS, FEDMQ_WORKER_PREFETCH_THREADS) and the
+standalone runner's options. A pipeline that still sets them stays valid; they are ignored."""
+
+
+class HeteroLrParams(ComponentParams):
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=1024, ge=1)
+    """Rows per mini-batch (the last batch of an epoch takes the remainder); at least
+    min_batch_size(k_g, k_h), refused otherwise."""
+    learning_rate: float = Field(default=0.15, gt=0.0)
+    decay: float = Field(default=0.0, ge=0.0)
+    """Learning rate at iteration t: learning_rate / sqrt(1 + decay * t)."""
+    alpha: float = Field(default=0.01, ge=0.0)
+    """L2 penalty (alpha / 2) * ||w||^2 (the intercept is not penalised)."""
+    tol: float = Field(default=1e-4, ge=0.0)
+    """Early stopping: stop when the epoch's Taylor loss improves by less than this."""
+    early_stop: bool = True
+    seed: int = Field(default=0, ge=0)
+    """Seeds the batch order (both parties must use the same)."""
+    reveal_host_scores: bool = False
+    """Faster, less private mode: each host sends the guest its per-sample partial scores u_h
+    in PLAINTEXT every iteration, so the guest uses the exact sigmoid and only the hosts'
+    gradients go through Paillier (docs/hetero_lr.md). Off by default."""
+    threads: int | None = Field(default=None, ge=0, le=64, deprecated=True)
+    """Deprecated, ignored: the party's runtime options (RUNTIME_KNOBS)."""
+    prefetch_threads: int | None = Field(default=None, ge=0, le=64, deprecated=True)
+    """Deprecated, ignored: the party's runtime options (RUNTIME_KNOBS)."""
+    key_bits: int = Field(default=2048, ge=256, le=8192)
+    insecure_short_keys: bool = False
+    """Allow keys shorter than 2048 bits (tests only)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_runtime_knobs(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [k for k in RUNTIME_KNOBS if data.get(k) is not None]
+            if given:
+                warnings.warn(
+                    f"hetero_lr params {', '.join(given)} are ignored: threads are the party's "
+                    "own setting (worker: FEDMQ_WORKER_COMPONENT_THREADS / "
+                    "FEDMQ_WORKER_PREFETCH_THREADS; standalone: --threads / "
+                    "--prefetch-threads); remove them from the pipeline",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        return data
+
+
+class HeteroLrPredictParams(ComponentParams):
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)

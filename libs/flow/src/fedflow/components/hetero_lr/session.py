@@ -1,0 +1,160 @@
+"""What hetero_lr's guest and host share: the checkpointed training state, keys and model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import structlog
+
+from fedflow.components.hetero_lr import math as lrmath
+from fedflow.components.hetero_lr.params import RUNTIME_KNOBS, HeteroLrParams
+from fedflow.kit.he import HeParty, encode_secrets, open_secrets
+from fedflow.kit.resume import Resumable
+from fedflow.tables import Table
+
+if TYPE_CHECKING:
+    from fedflow.context import ComponentContext
+
+log = structlog.get_logger("fedflow.components.hetero_lr")
+
+Floats = lrmath.Floats
+
+INTERCEPT: Final = "intercept"
+SECRETS_PURPOSE: Final = "hetero_lr.secrets"
+"""What the sealed secrets in a hetero_lr checkpoint are (binds the sealing key to them)."""
+SHARED_PRECISION: Final = 2.0**-48
+"""With several hosts: the fixed precision of [[v]] and of the hosts' [[u_h / 4]] under the
+guest's key, so that a host adds them without re-scaling ciphertexts."""
+
+
+def features(table: Table) -> Floats:
+    """The table's features, a missing value counted as 0."""
+    return np.nan_to_num(np.asarray(table.features, dtype=np.float64), nan=0.0)
+
+
+def model_table(names: list[str], weights: Floats) -> Table:
+    """A party's part of the model: one row per feature name, its weight."""
+    return Table(
+        ids=np.array(names, dtype=np.str_),
+        features=np.asarray(weights, dtype=np.float64).reshape(-1, 1),
+        feature_names=["weight"],
+        labels=None,
+    )
+
+
+def check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -> None:
+    smallest = lrmath.min_batch_size(k_guest, k_host)
+    batch = min(params.batch_size, rows)
+    if batch < smallest:
+        raise ValueError(
+            f"hetero_lr: batch size {batch} is below the minimum {smallest} for "
+            f"{k_guest} guest and {k_host} host features (a smaller batch lets a party solve "
+            "for the other's per-sample values; see docs/hetero_lr.md)"
+        )
+
+
+def _legacy_secrets(ctx: ComponentContext) -> Any:
+    """Reads the secrets of a checkpoint written before ctx.secret: sealed under "secrets",
+    or, older still, in the clear ("keys" or "private_key", and "mask_seed")."""
+
+    def read(state: Mapping[str, Any]) -> bytes | None:
+        if "secrets" in state:
+            return ctx.checkpoints.open_sealed(SECRETS_PURPOSE, dict(state["secrets"]))
+        raw = state.get("private_key", state.get("keys"))
+        if raw is None or "mask_seed" not in state:
+            return None
+        return encode_secrets(bytes(raw), bytes(state["mask_seed"]))
+
+    return read
+
+
+@dataclass
+class Training:
+    """One party's side of a training run: keys (HeParty), checkpointed state (Resumable)."""
+
+    ctx: ComponentContext
+    params: HeteroLrParams
+    he: HeParty
+    weights: Floats
+    start: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Role-specific state: peer_features, loss_sum, last_loss, stopped, epochs_done."""
+    resume: Resumable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resume = Resumable(self.ctx, self.state)
+
+    def state(self) -> dict[str, Any]:
+        # No private key or mask seed here: the checkpoint scope adds them, sealed.
+        return {
+            "peer_keys": self.he.peer_keys_state(),
+            "weights": self.weights,
+            "extra": self.extra,
+        }
+
+    def save(self, iteration: int) -> None:
+        self.resume.save(iteration)
+
+    def rate(self, t: int) -> float:
+        return lrmath.learning_rate(self.params.learning_rate, self.params.decay, t)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.extra.get("stopped", False))
+
+
+def start(
+    ctx: ComponentContext, x: Floats, peers: list[str], executor: Executor | None
+) -> Training:
+    """Keys (a sealed task secret, checkpointed before anything is sent), then the key
+    exchange with `peers`, or the state the last checkpoint holds."""
+    params = ctx.params_as(HeteroLrParams)
+    ignored = [k for k in RUNTIME_KNOBS if ctx.params.get(k) is not None]
+    if ignored:
+        log.warning(
+            "deprecated_params_ignored",
+            job_id=ctx.job_id,
+            component=ctx.component,
+            params=ignored,
+            use="the party's runtime options (worker settings, standalone options)",
+        )
+    short = params.insecure_short_keys
+    private_key, mask_seed = open_secrets(
+        ctx,
+        SECRETS_PURPOSE,
+        key_bits=params.key_bits,
+        insecure_short_keys=short,
+        legacy=_legacy_secrets(ctx),
+    )
+    he = HeParty(ctx, private_key, mask_seed, executor=executor)
+    saved = ctx.checkpoints.latest()
+    if saved is not None and "peer_keys" in saved.state:
+        state = saved.state
+        he.restore_peer_keys(state["peer_keys"], short)
+        run = Training(
+            ctx,
+            params,
+            he,
+            np.asarray(state["weights"], dtype=np.float64),
+            start=saved.iteration + 1,
+            extra=dict(state["extra"]),
+        )
+        run.resume = Resumable(ctx, run.state, state)
+        return run
+    metas = he.exchange_keys(
+        peers,
+        min_bits=min(params.key_bits, 2048),
+        insecure_short_keys=short,
+        features=x.shape[1],
+    )
+    counts: dict[str, int] = {}
+    for peer, meta in metas.items():
+        count = meta.get("features")
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"hetero_lr: {peer} did not say how many features it has")
+        counts[peer] = count
+    return Training(ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts})
