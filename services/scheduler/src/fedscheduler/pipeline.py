@@ -5,6 +5,6 @@ as submitted and parses it again where it needs the model (parsing is determinis
 
 from __future__ import annotations
 
-from fedflow.pipeline import ComponentSpec, Pipeline, PipelineError, TableUse
+from fedflow.descriptors import ComponentSpec, Pipeline, PipelineError, TableUse
 
 __all__ = ["ComponentSpec", "Pipeline", "PipelineError", "TableUse"]

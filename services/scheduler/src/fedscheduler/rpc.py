@@ -76,7 +76,7 @@ from fedcontrol import (
     SchedulerUnavailable,
     command_envelope,
 )
-from fedflow.components import REGISTRY
+from fedflow.descriptors import CATALOGUE
 from fedflow.metrics import MetricsReader, curves_table, metrics_table
 from fedflow.tables import TABLE_NAME_PATTERN, TableError, TableInfo, TableStore
 from fedschemas import MalformedMessage, decode_envelope, decode_payload
@@ -154,11 +154,11 @@ class GrantAddArgs(_Args):
     @field_validator("component_types")
     @classmethod
     def _known_types(cls, value: list[str]) -> list[str]:
-        unknown = sorted({t for t in value if t != store.ANY_COMPONENT and t not in REGISTRY})
+        unknown = sorted({t for t in value if t != store.ANY_COMPONENT and t not in CATALOGUE})
         if unknown:
             raise ValueError(
                 f"unknown component type(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(REGISTRY))}, or * for any)"
+                f"(known: {', '.join(sorted(CATALOGUE))}, or * for any)"
             )
         return value
 
