@@ -88,6 +88,7 @@ class Scheduler:
             heartbeat_every_s=settings.heartbeat_every_s,
             task_timeout_s=settings.task_timeout_s,
             self_grants_implied=settings.self_grants_implied,
+            legacy_job_status=settings.legacy_job_status,
             metrics=self.metrics,
         )
         self.consumer = EnvelopeConsumer(

@@ -41,6 +41,11 @@ class SchedulerSettings(ServiceSettings):
     timer_interval_s: float = Field(default=1.0, gt=0)
     """Period of the timer thread that checks timeouts and sends heartbeats."""
     self_grants_implied: bool = True
+    legacy_job_status: bool = True
+    """Send job.status for a job's start, end, heartbeats and task reports, as the previous
+    version did, so its schedulers read them; false: job.start, job.end, job.heartbeat and
+    job.task_report. Both are read either way. Turn it off once every party runs this version
+    (docs/scheduler.md, "Message types")."""
     """A party's own tables may be read by jobs it initiates without a grant to itself (the
     submitter is the owner). False: the initiator checks its grants to itself like anyone's."""
     http_host: str = "127.0.0.1"
