@@ -222,6 +222,11 @@ def run_phase(
     topic = f"bench.{uuid.uuid4().hex[:10]}"
     bus = connect(args.amqp_url)
     bus.declare(topic)
+    # Fan-out subscriptions on the topic that nobody consumes: each costs the broker one more
+    # quorum-queue copy per message; the publishers' confirms cover it.
+    fanouts = [f"bench-{topic[6:]}-{i}" for i in range(args.fanout_idle)]
+    for name in fanouts:
+        bus.declare_fanout(name, topic)
     recorder = Recorder(count)
     consumers = [connect(args.amqp_url) for _ in range(args.consumers)]
     try:
@@ -262,6 +267,8 @@ def run_phase(
     finally:
         for c in consumers:
             c.close()
+        for name in fanouts:
+            bus.delete_fanout(name)
         bus.delete(topic)
         bus.close()
     lat = sorted(recorder.latencies_ns)
@@ -452,6 +459,7 @@ def report_results(
             "prefetch": args.prefetch,
             "batch_size": args.batch_size,
             "batch_wait_s": args.batch_wait,
+            "fanout_idle": args.fanout_idle,
             "paced_rates": args.rates,
         },
         "target": target,
@@ -505,6 +513,12 @@ def main() -> None:
         "--batch-wait", type=float, default=0.0, help="seconds a group waits to fill (batched)"
     )
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument(
+        "--fanout-idle",
+        type=int,
+        default=0,
+        help="fan-out subscriptions on each phase's topic that nobody consumes (copies kept)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     # publisher-process arguments
