@@ -22,9 +22,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def test_up_runs_both_parties_end_to_end_and_down_stops_everything(
-    amqp_url, redis_url, pg_admin_url, envelope
+    amqp_url, redis_url, pg_admin_url, envelope, monkeypatch
 ):
-    # Prepare
+    # Prepare: the workers answer demo.ping only with their test hooks on (the launcher
+    # passes its environment on to the services).
+    monkeypatch.setenv("FEDMQ_WORKER_TEST_HOOKS", "true")
     root = Path(tempfile.mkdtemp(prefix="fedmq-local-test-"))
     prefix = f"fedmql{uuid.uuid4().hex[:8]}"
     runner = CliRunner()

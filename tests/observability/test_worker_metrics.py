@@ -131,6 +131,7 @@ def test_a_worker_process_serves_health_and_its_metrics(
             "FEDMQ_WORKER_DATABASE_URL": pg_url,
             "FEDMQ_WORKER_TOPIC": topics[0],
             "FEDMQ_WORKER_REPLY_TOPIC": topics[1],
+            "FEDMQ_WORKER_TEST_HOOKS": "true",  # demo.ping's handler
             "FEDMQ_WORKER_HTTP_PORT": str(port),
         },
         tmp_path,

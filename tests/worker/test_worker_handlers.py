@@ -12,12 +12,12 @@ from fedbus import HEADER_DEAD_REASON, Bus, Delivery, connect
 from fedbus.runtime import EnvelopePublisher
 from fedbus.sql_inbox import inbox_table
 from fedschemas import DemoPong, PartyRef, decode_envelope, decode_payload
-from fedworker.handlers import pings_table
 from fedworker.main import Worker
 from fedworker.settings import WorkerSettings
+from fedworker.testing import pings_table
 from pydantic import SecretStr
 
-from tests.polling import wait_until
+from tests.polling import wait_for, wait_until
 from tests.runtime.helpers import GUEST, ping
 
 
@@ -27,6 +27,7 @@ def settings(unique_name: str, tmp_path: Path) -> WorkerSettings:
         party_id="10000",
         bus_url=SecretStr(f"memory://{unique_name}"),
         database_url=SecretStr(f"sqlite:///{tmp_path / 'worker.db'}"),
+        test_hooks=True,  # demo.ping's handler (fedworker.testing)
     )
 
 
@@ -137,6 +138,49 @@ def test_crash_hook_is_refused_outside_development() -> None:
             bus_url=SecretStr("amqp://fed:long-secret@h/"),
             database_url=SecretStr("postgresql://h/db"),
         )
+
+
+PRODUCTION = {
+    "environment": "production",
+    "bus_url": SecretStr("amqp://fed:long-secret@h/"),
+    "database_url": SecretStr("postgresql://h/db"),
+    "checkpoint_key": SecretStr("k" * 40),
+}
+
+
+def test_test_hooks_are_refused_in_production() -> None:
+    WorkerSettings(**PRODUCTION)  # the same settings start without the hooks
+
+    with pytest.raises(ValueError, match="test_hooks loads test-only code, refused in production"):
+        WorkerSettings(**PRODUCTION, test_hooks=True)
+
+
+def test_the_crash_hook_needs_the_test_hooks_setting() -> None:
+    with pytest.raises(ValueError, match="needs test_hooks"):
+        WorkerSettings(crash_after_effect="m-1")
+
+
+def test_without_test_hooks_a_ping_is_dead_lettered_unanswered_and_leaves_no_table(
+    settings: WorkerSettings, client: Bus
+) -> None:
+    # Prepare: the production handler table (no test hooks), a listener on the reply topic.
+    plain = Worker(settings.model_copy(update={"test_hooks": False}))
+    plain.start()
+    client.declare(settings.reply_topic)
+    replies = Replies()
+    client.subscribe(settings.reply_topic, replies)
+    try:
+        # Execute
+        sent = ping(seq=5)
+        EnvelopePublisher(client, GUEST).send(settings.topic, sent)
+
+        # Assert: refused like any type the worker does not handle; no pong; no demo table.
+        dead = wait_for(lambda: client.dead_letters(settings.topic), what="the dead ping")
+        assert [d.message_id for d in dead] == [sent.message_id]
+        assert replies.items == []
+        assert "worker_pings" not in sa.inspect(plain.engine).get_table_names()
+    finally:
+        plain.stop()
 
 
 @pytest.mark.integration

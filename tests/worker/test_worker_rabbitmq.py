@@ -22,8 +22,7 @@ from fedbus import HEADER_DEAD_REASON, Bus, connect
 from fedbus.runtime import EnvelopePublisher
 from fedbus.sql_inbox import inbox_table
 from fedschemas import DemoPong, decode_envelope, decode_payload, encode_envelope, new_envelope
-from fedworker.handlers import pings_table
-from fedworker.main import CRASH_EXIT_CODE
+from fedworker.testing import CRASH_EXIT_CODE, pings_table
 
 from tests.polling import wait_until
 from tests.runtime.helpers import GUEST, HOST, ping
@@ -65,6 +64,7 @@ def worker_settings(amqp_url: str, pg_url: str, topics: tuple[str, str]) -> dict
         "database_url": pg_url,
         "topic": topics[0],
         "reply_topic": topics[1],
+        "test_hooks": "true",  # demo.ping's handler and the crash hook
     }
 
 

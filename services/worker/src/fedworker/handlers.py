@@ -1,6 +1,5 @@
 """Worker message handlers: plain functions keyed by message type.
 
-- demo.ping: the two-party exchange demo (answers demo.pong);
 - task.run: records the task (fedworker.tasks) for the runner threads and acks at once;
 - task.cancel: records the cancellation, interrupts the task if it runs here, and reports a
   task that had not started as canceled;
@@ -12,13 +11,15 @@ database effect goes through `tx.session` so it commits together with the messag
 marker. Follow-up messages are published inside the handler (before the commit) with
 deterministic ids: if the process dies before the commit, the redelivered message re-sends the
 same ids and the receivers drop the copies; publishing after the commit could lose them.
+
+demo.ping is not in this table: its handler is a test hook (fedworker.testing), bound only when
+the worker's `test_hooks` setting is on, never in production.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -28,7 +29,7 @@ from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
 from fedcommon.tracing import inject_traceparent
 from fedflow.task import TaskKey, TaskSpec
-from fedschemas import DemoPing, DemoPong, Envelope, Payload, new_envelope
+from fedschemas import Envelope, Payload
 from fedschemas.payloads import TaskCancel, TaskRun
 
 from fedworker.tasks import CANCELED, QUEUED, record_task, request_cancel
@@ -39,22 +40,6 @@ if TYPE_CHECKING:
     from fedworker.tasks import StatusReporter, TaskExecutor
 
 log = structlog.get_logger("fedworker")
-
-worker_metadata = sa.MetaData()
-
-pings_table = sa.Table(
-    "worker_pings",
-    worker_metadata,
-    # A surrogate key, not the message id: a second effect for the same message would show up
-    # as a second row (what the crash test checks), not be hidden by a unique violation.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.String(255), nullable=False, index=True),
-    sa.Column("job_id", sa.String(256), nullable=False),
-    sa.Column("source_party", sa.String(64), nullable=False),
-    sa.Column("n", sa.BigInteger, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -68,45 +53,6 @@ class WorkerContext:
     """Federation plumbing (mailbox); None: this worker handles no federation data."""
     executor: TaskExecutor | None = None
     reporter: StatusReporter | None = None
-
-
-def handle_ping(
-    envelope: Envelope, payload: Payload, tx: InboxTransaction, *, ctx: WorkerContext
-) -> None:
-    """demo.ping: record the ping, answer with demo.pong (n + 1) to the reply topic."""
-    if not isinstance(payload, DemoPing):  # the consumer dispatches by type; belt and braces
-        raise Reject(f"demo.ping handler got {type(payload).__name__}")
-    if envelope.destination.party_id != ctx.party_id:
-        raise Reject(
-            f"addressed to party {envelope.destination.party_id}, this is party {ctx.party_id}"
-        )
-    tx.require_session().execute(
-        sa.insert(pings_table),
-        {
-            "message_id": envelope.message_id,
-            "job_id": envelope.job_id,
-            "source_party": envelope.source.party_id,
-            "n": payload.n,
-            "text": payload.text,
-            "received_at": datetime.now(UTC),
-        },
-    )
-    # The answer's id derives from the ping's fields, so a re-run sends the same id.
-    pong = new_envelope(
-        DemoPong(text=payload.text, n=payload.n + 1),
-        job_id=envelope.job_id,
-        component="worker.demo",
-        task_id=envelope.task_id,
-        attempt=envelope.attempt,
-        source=envelope.destination,
-        destination=envelope.source,
-        tag=f"{envelope.tag}.pong",
-        iteration=envelope.iteration,
-        seq=envelope.seq,
-        created_at=datetime.now(UTC),
-    )
-    ctx.publisher.send(ctx.reply_topic, pong)
-    log.info("ping_handled", n=payload.n, reply_message_id=pong.message_id)
 
 
 def _require_own_party(envelope: Envelope, party_id: str, ctx: WorkerContext) -> None:
@@ -191,7 +137,6 @@ def handle_federation_data(
 
 
 HANDLERS = {
-    "demo.ping": handle_ping,
     "task.run": handle_task_run,
     "task.cancel": handle_task_cancel,
     "federation.data": handle_federation_data,
@@ -199,6 +144,12 @@ HANDLERS = {
 """Message type -> handler. Adding a message type the worker handles is one line here."""
 
 
-def bind_handlers(ctx: WorkerContext) -> dict[str, EnvelopeHandler]:
-    """The handlers with their context bound, as the EnvelopeConsumer wants them."""
-    return {name: functools.partial(handler, ctx=ctx) for name, handler in HANDLERS.items()}
+def bind_handlers(ctx: WorkerContext, *, test_hooks: bool = False) -> dict[str, EnvelopeHandler]:
+    """The handlers with their context bound, as the EnvelopeConsumer wants them; with
+    `test_hooks`, also the test-only ones (demo.ping)."""
+    table = dict(HANDLERS)
+    if test_hooks:
+        from fedworker.testing import TEST_HANDLERS  # test-only code, never loaded otherwise
+
+        table.update(TEST_HANDLERS)
+    return {name: functools.partial(handler, ctx=ctx) for name, handler in table.items()}

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from types import FrameType
 from typing import Any
 
 import structlog
 from fedbus import Bus, connect
-from fedbus.inbox import Effect, Inbox
+from fedbus.inbox import Inbox
 from fedbus.inbox_factory import make_inbox
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedbus.sql_inbox import create_tables, make_engine
@@ -46,37 +45,12 @@ from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
 
 from fedworker.crypto import CryptoWorker, MeteredThreadPool, make_executor, make_replica
-from fedworker.handlers import WorkerContext, bind_handlers, worker_metadata
+from fedworker.handlers import WorkerContext, bind_handlers
 from fedworker.metrics import MetricsHttpServer, WorkerMetrics
 from fedworker.settings import WorkerSettings
 from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
 
 log = structlog.get_logger("fedworker")
-
-CRASH_EXIT_CODE = 86
-
-
-class CrashAfterCommit(Inbox):
-    """TEST ONLY: dies like a SIGKILLed process right after `message_id`'s transaction
-    committed, before the bus can ack it (the crash window the inbox exists for)."""
-
-    def __init__(self, inner: Inbox, message_id: str) -> None:
-        self._inner = inner
-        self._message_id = message_id
-
-    def process(self, message_id: str, effect: Effect) -> bool:
-        ran = self._inner.process(message_id, effect)
-        if ran and message_id == self._message_id:
-            log.warning("crash_hook_fired", message_id=message_id)
-            sys.stdout.flush()
-            os._exit(CRASH_EXIT_CODE)
-        return ran
-
-    def is_done(self, message_id: str) -> bool:
-        return self._inner.is_done(message_id)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 def checkpoint_sealer(settings: WorkerSettings) -> CheckpointSealer:
@@ -99,7 +73,6 @@ class Worker:
         self.started = threading.Event()
         self.stopping = threading.Event()
         self.engine: Engine = make_engine(settings.database_url.get_secret_value())
-        create_tables(worker_metadata, self.engine)
         create_tables(tasks_metadata, self.engine)
         inbox = make_inbox(
             self.engine,
@@ -124,8 +97,12 @@ class Worker:
             outbound_prefix=settings.outbound_prefix,
         )
         inbox = self.endpoint.answering(inbox)
-        if settings.crash_after_effect:
-            inbox = CrashAfterCommit(inbox, settings.crash_after_effect)
+        if settings.test_hooks:
+            # Test-only code (demo.ping's table, the crash hook) is imported only here, when a
+            # test asked for it; the settings refuse test_hooks in production.
+            from fedworker import testing
+
+            inbox = testing.install(settings, self.engine, inbox)
         self.inbox: Inbox = inbox
         self.tables = TableStore(self.engine, settings.tables_dir)
         self.crypto_replica = make_replica(self.bus, settings, self.metrics)
@@ -135,7 +112,6 @@ class Worker:
             self.tables,
             executor=self.crypto_executor,
             sealer=checkpoint_sealer(settings),
-            options=settings.runtime_options,
         )
         self.reporter = StatusReporter(self.publisher, settings.party_id, settings.scheduler_topic)
         self.executor = TaskExecutor(
@@ -160,7 +136,7 @@ class Worker:
         self.consumer = EnvelopeConsumer(
             self.bus,
             settings.topic,
-            bind_handlers(ctx),
+            bind_handlers(ctx, test_hooks=settings.test_hooks),
             self.inbox,
             max_envelope_bytes=settings.max_envelope_bytes,
             prefetch=settings.prefetch,

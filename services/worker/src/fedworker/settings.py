@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedcommon.settings import ServiceSettings, is_placeholder_secret
-from fedflow.context import LOWEST_NICE, RuntimeOptions
 from fedflow.sealing import MIN_SECRET_BYTES
 from fedflow.tables import default_tables_dir
 from fedschemas import MAX_ENVELOPE_BYTES, topics
@@ -22,7 +21,7 @@ class WorkerSettings(ServiceSettings):
     topic: str = topics.WORKER
     """The queue this worker consumes (shared by all replicas of the party's worker)."""
     reply_topic: str = topics.WORKER_REPLIES
-    """Where demo.pong answers go."""
+    """Where demo.pong answers go (with `test_hooks`)."""
     scheduler_topic: str = topics.SCHEDULER
     """Where task.status reports go (this party's scheduler)."""
     outbound_prefix: str = topics.OUT_PREFIX
@@ -64,15 +63,6 @@ class WorkerSettings(ServiceSettings):
     crypto_timeout_s: float = Field(default=0.0, ge=0)
     """A crypto chunk nobody answered within this many seconds fails; 0: wait (the broker
     redelivers the chunks of a replica that died)."""
-    component_threads: int = Field(default=2, ge=0, le=64)
-    """Threads a component may use for homomorphic batch work when it has no crypto executor
-    (ctx.runtime.threads); 0: the task's own thread. The party's decision, never a pipeline's."""
-    prefetch_threads: int = Field(default=2, ge=0, le=64)
-    """Threads per task that precompute encryption obfuscators in the background while the
-    party waits for its peer (hetero_lr); 0: none."""
-    prefetch_nice: int = Field(default=LOWEST_NICE, ge=0, le=LOWEST_NICE)
-    """CPU priority (Linux nice) of those threads: the lowest by default, so they use only
-    cores the protocol leaves idle."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8083, ge=0, le=65535)
     """/healthz and /metrics (Prometheus); 0 serves no HTTP."""
@@ -83,9 +73,14 @@ class WorkerSettings(ServiceSettings):
     party's worker, never stored in the database. Required outside development. None (development
     only): a random secret per process, so a task resumed by another process (its worker died)
     cannot open its sealed secrets and fails."""
+    test_hooks: bool = False
+    """TEST ONLY (FEDMQ_WORKER_TEST_HOOKS): load fedworker.testing, the worker's test hooks:
+    the demo.ping handler (records the ping in worker_pings, answers demo.pong on `reply_topic`)
+    and `crash_after_effect`. Off, demo.ping has no handler here (it is dead-lettered like any
+    type the worker does not handle). Refused in production."""
     crash_after_effect: str | None = None
-    """TEST ONLY: exit abruptly right after the inbox transaction of this message id committed,
-    before the ack (the crash test). Refused outside development."""
+    """TEST ONLY, with `test_hooks`: exit abruptly right after the inbox transaction of this
+    message id committed, before the ack (the crash test). Refused outside development."""
 
     @field_validator("checkpoint_key", mode="before")
     @classmethod
@@ -102,9 +97,13 @@ class WorkerSettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
-    def _no_crash_hook_in_production(self) -> WorkerSettings:
+    def _no_test_hooks_in_production(self) -> WorkerSettings:
         if self.crash_after_effect and self.environment != "development":
             raise ValueError("crash_after_effect is a test hook, refused outside development")
+        if self.test_hooks and self.environment == "production":
+            raise ValueError("test_hooks loads test-only code, refused in production")
+        if self.crash_after_effect and not self.test_hooks:
+            raise ValueError("crash_after_effect is a test hook: it needs test_hooks=true")
         if self.checkpoint_key is None and self.environment != "development":
             # Without it a task cannot resume on another replica after its worker died: the
             # checkpoints exist precisely for that, so production does not start without it.
@@ -113,15 +112,6 @@ class WorkerSettings(ServiceSettings):
                 "workers, e.g. `openssl rand -hex 32`; fedmq site init writes one)"
             )
         return self
-
-    @property
-    def runtime_options(self) -> RuntimeOptions:
-        """What components of this party may use (ctx.runtime)."""
-        return RuntimeOptions(
-            threads=self.component_threads,
-            prefetch_threads=self.prefetch_threads,
-            prefetch_nice=self.prefetch_nice,
-        )
 
     @property
     def tables_dir(self) -> Path:
