@@ -112,6 +112,7 @@ class Worker:
             self.tables,
             executor=self.crypto_executor,
             sealer=checkpoint_sealer(settings),
+            options=settings.runtime_options,
         )
         self.reporter = StatusReporter(self.publisher, settings.party_id, settings.scheduler_topic)
         self.executor = TaskExecutor(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedcommon.settings import ServiceSettings, is_placeholder_secret
+from fedflow.context import LOWEST_NICE, RuntimeOptions
 from fedflow.sealing import MIN_SECRET_BYTES
 from fedflow.tables import default_tables_dir
 from fedschemas import MAX_ENVELOPE_BYTES, topics
@@ -63,6 +64,15 @@ class WorkerSettings(ServiceSettings):
     crypto_timeout_s: float = Field(default=0.0, ge=0)
     """A crypto chunk nobody answered within this many seconds fails; 0: wait (the broker
     redelivers the chunks of a replica that died)."""
+    component_threads: int = Field(default=2, ge=0, le=64)
+    """Threads a component may use for homomorphic batch work when it has no crypto executor
+    (ctx.runtime.threads); 0: the task's own thread. The party's decision, never a pipeline's."""
+    prefetch_threads: int = Field(default=2, ge=0, le=64)
+    """Threads per task that precompute encryption obfuscators in the background while the
+    party waits for its peer (hetero_lr); 0: none."""
+    prefetch_nice: int = Field(default=LOWEST_NICE, ge=0, le=LOWEST_NICE)
+    """CPU priority (Linux nice) of those threads: the lowest by default, so they use only
+    cores the protocol leaves idle."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8083, ge=0, le=65535)
     """/healthz and /metrics (Prometheus); 0 serves no HTTP."""
@@ -112,6 +122,15 @@ class WorkerSettings(ServiceSettings):
                 "workers, e.g. `openssl rand -hex 32`; fedmq site init writes one)"
             )
         return self
+
+    @property
+    def runtime_options(self) -> RuntimeOptions:
+        """What components of this party may use (ctx.runtime)."""
+        return RuntimeOptions(
+            threads=self.component_threads,
+            prefetch_threads=self.prefetch_threads,
+            prefetch_nice=self.prefetch_nice,
+        )
 
     @property
     def tables_dir(self) -> Path:
