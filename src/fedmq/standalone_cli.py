@@ -6,7 +6,9 @@
 Each party gets its own in-memory broker and SQLite file under --workdir, linked by an
 in-process relay that signs, verifies and records every crossing (fedflow.standalone). `--data
 PARTY=FOLDER` gives a party its CSV tables (table name = file name without .csv); `--data
-FOLDER` gives every party the same folder. Progress is shown per task while it runs; then the
+FOLDER` gives every party the same folder. `--threads`, `--prefetch-threads` and
+`--prefetch-nice` are the parties' runtime options (the threads a component may use; a
+pipeline's own thread params are ignored). Progress is shown per task while it runs; then the
 tasks, the metrics and what crossed between the parties are printed. Exit status: 0 on
 success, 1 when a task failed, 2 for a bad pipeline or missing data.
 """
@@ -61,12 +63,23 @@ def run(
     ] = "y",
     timeout: Annotated[float, typer.Option(help="seconds a party waits for a message")] = 600.0,
     log_level: Annotated[str, typer.Option(help="log level of the runtime (stderr)")] = "WARNING",
+    threads: Annotated[
+        int, typer.Option(min=0, max=64, help="threads per task for homomorphic batch work")
+    ] = 2,
+    prefetch_threads: Annotated[
+        int,
+        typer.Option(min=0, max=64, help="low-priority threads per task precomputing encryption"),
+    ] = 2,
+    prefetch_nice: Annotated[
+        int, typer.Option(min=0, max=19, help="CPU priority (nice) of the prefetch threads")
+    ] = 19,
 ) -> None:
     """Run PIPELINE with every party in this process."""
     from fedcommon.logging import configure_logging
 
     configure_logging("fedmq-standalone", level=log_level, json=False, stream=sys.stderr)
 
+    from fedflow.context import RuntimeOptions
     from fedflow.pipeline import Pipeline, PipelineError
     from fedflow.standalone import StandaloneError, run_pipeline
     from fedflow.tables import TableError
@@ -111,6 +124,7 @@ def run(
                 label_column=label_column,
                 recv_timeout=timeout,
                 on_event=on_event,
+                options=RuntimeOptions(threads, prefetch_threads, prefetch_nice),
             )
         except TableError as exc:
             console.print(f"[red]data problem:[/red] {escape(str(exc))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +58,38 @@ def test_a_failing_task_exits_1_naming_the_party(tmp_path: Path) -> None:
     done = fedmq(str(bad), "--data", "examples/data", "--workdir", str(tmp_path / "w"))
     assert done.returncode == 1
     assert "eval_0 failed at party 9999 (guest)" in " ".join(done.stdout.split())
+
+
+def test_the_runtime_options_reach_every_party_and_a_bad_one_is_refused(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # Prepare: the CLI in this process, with run_pipeline recording what it is given
+    from fedflow import standalone
+    from fedflow.context import RuntimeOptions
+    from typer.testing import CliRunner
+
+    from fedmq.standalone_cli import standalone_app
+
+    given: list[RuntimeOptions | None] = []
+    original = standalone.run_pipeline
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs.get("options"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(standalone, "run_pipeline", recording)
+    example = str(ROOT / "examples" / "pipelines" / "psi_eval.yaml")
+    data = str(ROOT / "examples" / "data")
+
+    # Execute
+    # (typer runs an app of one command without its name)
+    options = ["--threads", "3", "--prefetch-threads", "0", "--prefetch-nice", "10"]
+    ok = CliRunner().invoke(
+        standalone_app, [example, "--data", data, "--workdir", str(tmp_path), *options]
+    )
+    bad = CliRunner().invoke(standalone_app, [example, "--prefetch-nice", "20"])
+
+    # Assert
+    assert ok.exit_code == 0, ok.output
+    assert given == [RuntimeOptions(threads=3, prefetch_threads=0, prefetch_nice=10)]
+    assert bad.exit_code == 2 and "prefetch-nice" in bad.output
