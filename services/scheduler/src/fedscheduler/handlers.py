@@ -72,6 +72,7 @@ from fedscheduler.domain import (
 from fedscheduler.job_metrics import handle_task_metrics
 from fedscheduler.metrics import SchedulerMetrics
 from fedscheduler.pipeline import Pipeline, PipelineError
+from fedscheduler.queries import grant_view
 from fedscheduler.sql_job_repository import SqlJobRepository
 
 log = structlog.get_logger("fedscheduler")
@@ -298,7 +299,7 @@ def add_grant(
         raise CommandError("invalid", "a grant needs a table, a grantee and component types")
     grant = store.add_grant(session, table, grantee, component_types, ctx.clock())
     log.info("grant_added", table=table, grantee=grantee, component_types=component_types)
-    return store.grant_view(grant)
+    return grant_view(grant)
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ from fedscheduler.handlers import (
     stop_job,
     submit_job,
 )
-from fedscheduler.models import FAILED, SUCCESS, TERMINAL, Job
+from fedscheduler.models import Job
+from fedscheduler.queries import QUERIES, JobArgs, Query, job_view
 
 _TRACER = get_tracer("fedscheduler.rpc")
 log = structlog.get_logger("fedscheduler.rpc")
@@ -127,20 +128,6 @@ class SubmitArgs(_Args):
     job_id: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
-class JobArgs(_Args):
-    job_id: str = Field(pattern=NAME_PATTERN)
-
-
-class ListJobsArgs(_Args):
-    state: str | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
-
-
-class ListTasksArgs(_Args):
-    job_id: str = Field(pattern=NAME_PATTERN)
-    attempt: int | None = Field(default=None, ge=0)
-
-
 class StopArgs(_Args):
     job_id: str = Field(pattern=NAME_PATTERN)
     reason: str | None = Field(default=None, max_length=1000)
@@ -161,11 +148,6 @@ class GrantAddArgs(_Args):
                 f"(known: {', '.join(sorted(CATALOGUE))}, or * for any)"
             )
         return value
-
-
-class GrantListArgs(_Args):
-    table: str | None = None
-    grantee: str | None = None
 
 
 class MetricsArgs(_Args):
@@ -233,40 +215,18 @@ def new_job_id(now: datetime) -> str:
 
 
 def _job(session: Session, ctx: SchedulerContext, job: Job) -> dict[str, Any]:
-    return store.job_view(session, job, party_id=ctx.party_id)
+    return job_view(session, job, party_id=ctx.party_id)
+
+
+def _query(query: Query) -> Op:
+    """A read model as an op (queries need only this party's id, not the context)."""
+    return lambda session, ctx, raw: query(session, ctx.party_id, raw)
 
 
 def _submit(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
     args = SubmitArgs.model_validate(raw)
     job_id = args.job_id or new_job_id(ctx.clock())
     return _job(session, ctx, submit_job(session, ctx, job_id, args.pipeline_yaml))
-
-
-def _status(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
-    args = JobArgs.model_validate(raw)
-    job = store.get_job(session, args.job_id)
-    if job is None:
-        raise CommandError("not_found", f"no job {args.job_id}")
-    return _job(session, ctx, job)
-
-
-def _list_jobs(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
-    args = ListJobsArgs.model_validate(raw)
-    query = sa.select(Job).order_by(Job.created_at.desc()).limit(args.limit)
-    if args.state is not None:
-        query = query.where(Job.state == args.state)
-    jobs: list[JsonValue] = [_job(session, ctx, j) for j in session.scalars(query)]
-    return {"data": jobs, "count": len(jobs)}
-
-
-def _list_tasks(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
-    args = ListTasksArgs.model_validate(raw)
-    if store.get_job(session, args.job_id) is None:
-        raise CommandError("not_found", f"no job {args.job_id}")
-    tasks: list[JsonValue] = [
-        store.task_view(t) for t in store.tasks_of(session, args.job_id, attempt=args.attempt)
-    ]
-    return {"data": tasks, "count": len(tasks)}
 
 
 def _stop(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
@@ -284,142 +244,18 @@ def _grant_add(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue
     return add_grant(session, ctx, args.table, args.grantee, args.component_types)
 
 
-def _grant_list(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
-    args = GrantListArgs.model_validate(raw)
-    rows: list[JsonValue] = [
-        store.grant_view(g) for g in store.grants(session, table=args.table, grantee=args.grantee)
-    ]
-    return {"data": rows, "count": len(rows)}
-
-
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _logs(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
-    """The job's story from what this scheduler recorded: the job, each party's answer, every
-    task's start and end (with reasons), the job's end. The scheduler keeps states and their
-    times, not a separate event log, so each event here is one recorded transition; running
-    progress reports in between are not kept."""
-    args = JobArgs.model_validate(raw)
-    job = store.get_job(session, args.job_id)
-    if job is None:
-        raise CommandError("not_found", f"no job {args.job_id}")
-    events: list[dict[str, Any]] = []
-
-    def add(
-        when: datetime | None, level: str, event: str, message: str, **fields: JsonValue
-    ) -> None:
-        events.append(
-            {
-                "time": _time(when),
-                "level": level,
-                "event": event,
-                "job_id": job.job_id,
-                "component": None,
-                "party_id": None,
-                "attempt": None,
-                "state": None,
-                **fields,
-                "message": message,
-            }
-        )
-
-    parties = store.job_parties(session, job.job_id)
-    add(
-        job.created_at,
-        "info",
-        "job_created",
-        f"job {job.job_id} initiated by party {job.initiator} with parties "
-        + ", ".join(f"{p.party_id} ({p.roles})" for p in parties),
-        party_id=job.initiator,
-    )
-    for p in parties:
-        if p.party_id == job.initiator:
-            continue
-        if p.state == FAILED:
-            add(
-                p.last_seen or job.ended_at,
-                "error",
-                "party_failed",
-                f"party {p.party_id}: {p.reason or 'failed'}",
-                party_id=p.party_id,
-                state=p.state,
-            )
-        elif p.state != "waiting":
-            add(
-                p.last_seen,
-                "info",
-                "party_last_seen",
-                f"party {p.party_id} ({p.roles}) accepted the job; its last message came now",
-                party_id=p.party_id,
-                state=p.state,
-            )
-        else:
-            add(
-                None,
-                "warning",
-                "party_waiting",
-                f"party {p.party_id} has not answered the proposal",
-                party_id=p.party_id,
-                state=p.state,
-            )
-    for t in store.tasks_of(session, job.job_id):
-        where: dict[str, JsonValue] = {
-            "component": t.component,
-            "party_id": t.party_id,
-            "attempt": t.attempt,
-        }
-        if t.started_at is not None:
-            add(
-                t.started_at,
-                "info",
-                "task_started",
-                f"{t.component} ({t.component_type}) started at party {t.party_id}, "
-                f"attempt {t.attempt}",
-                state="running",
-                **where,
-            )
-        if t.state in TERMINAL:
-            level = "info" if t.state == SUCCESS else ("error" if t.state == FAILED else "warning")
-            reason = f": {t.reason}" if t.reason else ""
-            add(
-                t.ended_at or t.updated_at,
-                level,
-                f"task_{t.state}",
-                f"{t.component} at party {t.party_id}, attempt {t.attempt}: {t.state}{reason}",
-                state=t.state,
-                **where,
-            )
-    if job.state in TERMINAL:
-        level = "info" if job.state == SUCCESS else ("error" if job.state == FAILED else "warning")
-        reason = f": {job.reason}" if job.reason else ""
-        add(
-            job.ended_at or job.updated_at,
-            level,
-            f"job_{job.state}",
-            f"job {job.job_id} {job.state} (attempt {job.attempt}){reason}",
-            state=job.state,
-            attempt=job.attempt,
-        )
-    # Events without a time (an unanswered proposal) go last; the sort is stable otherwise.
-    events.sort(key=lambda e: (e["time"] is None, e["time"] or ""))
-    rows: list[JsonValue] = list(events)
-    return {"data": rows, "count": len(rows)}
 
 
 Op = Callable[[Session, SchedulerContext, dict[str, JsonValue]], JsonValue]
 
 OPS: dict[str, Op] = {
     "submit": _submit,
-    "status": _status,
-    "list_jobs": _list_jobs,
-    "list_tasks": _list_tasks,
     "stop": _stop,
     "rerun": _rerun,
     "grant_add": _grant_add,
-    "grant_list": _grant_list,
-    "logs": _logs,
+    **{name: _query(query) for name, query in QUERIES.items()},
 }
 
 

@@ -1,4 +1,5 @@
-"""Data access for the scheduler: the engine, sessions, rows by key, read-models as JSON.
+"""Data access for the scheduler: the engine, sessions, rows by key, grants (the read models
+are in queries.py, jobs as the domain sees them in sql_job_repository.py).
 
 Handlers get a Session (the inbox's transaction, or one the RPC server or timer opens) and use
 these functions; nothing here commits. `lock_job` takes the job's row lock on PostgreSQL
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from fedbus.sql_inbox import make_engine
@@ -150,65 +150,3 @@ def grants(
 
 def granted_types(session: Session, table: str, grantee: str) -> set[str]:
     return {t for g in grants(session, table=table, grantee=grantee) for t in g.component_types}
-
-
-# --- read-models (JSON-like, for scheduler.response) ----------------------------------------
-
-
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def job_view(session: Session, job: Job, *, party_id: str) -> dict[str, Any]:
-    parties = job_parties(session, job.job_id)
-    effective = effective_tasks(session, job.job_id)
-    done = sum(1 for t in effective.values() if t.state == SUCCESS)
-    return {
-        "job_id": job.job_id,
-        "state": job.state,
-        "attempt": job.attempt,
-        "initiator": job.initiator,
-        "is_initiator": job.initiator == party_id,
-        "reason": job.reason,
-        "created_at": _time(job.created_at),
-        "updated_at": _time(job.updated_at),
-        "ended_at": _time(job.ended_at),
-        "tasks_total": len(effective),
-        "tasks_succeeded": done,
-        "parties": [
-            {
-                "party_id": p.party_id,
-                "roles": p.roles.split(","),
-                "state": p.state,
-                "last_seen": _time(p.last_seen),
-                "reason": p.reason,
-            }
-            for p in parties
-        ],
-    }
-
-
-def task_view(task: Task) -> dict[str, Any]:
-    return {
-        "job_id": task.job_id,
-        "component": task.component,
-        "component_type": task.component_type,
-        "attempt": task.attempt,
-        "party_id": task.party_id,
-        "state": task.state,
-        "reason": task.reason,
-        "progress": task.progress,
-        "outputs": task.outputs,
-        "started_at": _time(task.started_at),
-        "ended_at": _time(task.ended_at),
-        "updated_at": _time(task.updated_at),
-    }
-
-
-def grant_view(grant: Grant) -> dict[str, Any]:
-    return {
-        "table": grant.table_name,
-        "grantee": grant.grantee,
-        "component_types": list(grant.component_types),
-        "granted_at": _time(grant.granted_at),
-    }
