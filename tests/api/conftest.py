@@ -1,8 +1,11 @@
 """One party's control plane in one process: the gateway's REST API app (FastAPI TestClient),
 a real scheduler (`fedscheduler.main.Scheduler`) and a real worker (`fedworker.main.Worker`)
-sharing a SQLite database and an in-memory broker, as the party's services share PostgreSQL and
-RabbitMQ in the stack. Single-party pipelines (guest only) run to the end here; two-party runs
-are in tests/e2e.
+sharing a SQLite database (the embedded default; `worker_database` gives the worker its own)
+and an in-memory broker, as the party's services share RabbitMQ in the stack. Single-party
+pipelines (guest only) run to the end here; two-party runs are in tests/e2e.
+
+A party made without a worker still has its data service (`DataOnly`: what a worker serves on
+svc.data.rpc, without the task runner), so its tables can be uploaded while no job runs.
 """
 
 from __future__ import annotations
@@ -19,12 +22,18 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from fedbus import Bus, connect
+from fedbus.sql_inbox import make_engine
+from fedflow.tables import TableStore, default_tables_dir
 from fedgateway.api.app import create_app
 from fedgateway.metrics import GatewayMetrics
 from fedgateway.settings import GatewaySettings
 from fedscheduler.main import Scheduler
 from fedscheduler.settings import SchedulerSettings
+from fedschemas import topics
+from fedworker.data import DataServer, PartyTables
 from fedworker.main import Worker
+from fedworker.metrics import WorkerMetrics
 from fedworker.settings import WorkerSettings
 from pydantic import SecretStr
 
@@ -67,6 +76,26 @@ class FakeGateway:
         pass
 
 
+class DataOnly:
+    """The party's data service (fedworker.data) on its own bus connection, with no task
+    runner: the tables of a party whose jobs must not run."""
+
+    def __init__(self, bus_url: str, database_url: str) -> None:
+        self.bus: Bus = connect(bus_url)
+        self.engine = make_engine(database_url)
+        self.tables = TableStore(self.engine, default_tables_dir(database_url, PARTY))
+        self.metrics = WorkerMetrics(process=False)
+        self.server = DataServer(
+            self.bus, topics.DATA_RPC, PARTY, PartyTables(self.tables), metrics=self.metrics
+        )
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.bus.close()
+        self.engine.dispose()
+
+
 @dataclass
 class Party:
     api: TestClient
@@ -74,15 +103,18 @@ class Party:
     worker: Worker | None
     database_url: str
     headers: dict[str, str]
+    data_only: DataOnly | None = None
 
 
 @pytest.fixture
 def party_factory(tmp_path: Path) -> Iterator[Callable[..., Party]]:
     started: list[Party] = []
 
-    def make(*, worker: bool = True) -> Party:
+    def make(*, worker: bool = True, worker_database: str | None = None) -> Party:
+        """`worker_database`: the worker's own SQLite file (default: the scheduler's)."""
         bus_url = f"memory://api-{uuid.uuid4().hex[:10]}"
         database_url = f"sqlite:///{tmp_path / 'party.db'}"
+        worker_url = f"sqlite:///{tmp_path / worker_database}" if worker_database else database_url
         scheduler = Scheduler(
             SchedulerSettings(
                 party_id=PARTY,
@@ -94,21 +126,31 @@ def party_factory(tmp_path: Path) -> Iterator[Callable[..., Party]]:
         )
         scheduler.start()
         runner: Worker | None = None
+        data_only: DataOnly | None = None
         if worker:
             runner = Worker(
                 WorkerSettings(
                     party_id=PARTY,
                     bus_url=SecretStr(bus_url),
-                    database_url=SecretStr(database_url),
+                    database_url=SecretStr(worker_url),
                     task_poll_s=0.05,
                 )
             )
             runner.start()
+        else:
+            data_only = DataOnly(bus_url, worker_url)
         settings = GatewaySettings(
             party_id=PARTY, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
         )
         client = TestClient(create_app(FakeGateway(settings)), raise_server_exceptions=False)
-        party = Party(client, scheduler, runner, database_url, {"Authorization": f"Bearer {TOKEN}"})
+        party = Party(
+            client,
+            scheduler,
+            runner,
+            database_url,
+            {"Authorization": f"Bearer {TOKEN}"},
+            data_only,
+        )
         started.append(party)
         return party
 
@@ -119,6 +161,8 @@ def party_factory(tmp_path: Path) -> Iterator[Callable[..., Party]]:
             api.close()
         if party.worker is not None:
             party.worker.stop()
+        if party.data_only is not None:
+            party.data_only.stop()
         party.scheduler.stop()
 
 
@@ -137,14 +181,18 @@ def fuzz_party(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Party]:
         )
     )
     scheduler.start()
+    data_only = DataOnly(bus_url, database_url)
     settings = GatewaySettings(
         party_id=PARTY, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
     )
     client = TestClient(create_app(FakeGateway(settings)), raise_server_exceptions=False)
     try:
-        yield Party(client, scheduler, None, database_url, {"Authorization": f"Bearer {TOKEN}"})
+        yield Party(
+            client, scheduler, None, database_url, {"Authorization": f"Bearer {TOKEN}"}, data_only
+        )
     finally:
         client.app.state.api.close()  # type: ignore[attr-defined]
+        data_only.stop()
         scheduler.stop()
 
 

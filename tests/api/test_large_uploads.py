@@ -2,9 +2,10 @@
 (8 MiB) is stored and described, bad rows far apart are all reported by line, the small-table
 path still sends one command, and the file-size limit answers 413.
 
-One party in this process: a real scheduler on its own vhost, the gateway's API app
-(TestClient) on the same vhost. Before upload sessions, a CSV over one frame was chunked by the
-bus and the scheduler's prefetch-1 RPC subscription never answered it (nor any later command).
+One party in this process: a real worker (which serves the party's tables, fedworker.data) on
+its own vhost, the gateway's API app (TestClient) on the same vhost. Before upload sessions, a
+CSV over one frame was chunked by the bus and the prefetch-1 RPC subscription that answers table
+commands never answered it (nor any later command).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from fedbus.chunking import DEFAULT_MAX_FRAME_BYTES
 from fedgateway.api import tables as tables_api
 from fedgateway.api.app import create_app
 from fedgateway.settings import GatewaySettings
-from fedscheduler.main import Scheduler
-from fedscheduler.settings import SchedulerSettings
+from fedworker.main import Worker
+from fedworker.metrics import WorkerMetrics
+from fedworker.settings import WorkerSettings
 from pydantic import SecretStr
 
 from fedmq import local
@@ -36,13 +38,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 @dataclass
 class RabbitParty:
     api: TestClient
-    scheduler: Scheduler
+    worker: Worker
     headers: dict[str, str]
     uploads_dir: Path
 
     def rpc_count(self, op: str, outcome: str = "ok") -> float:
-        value = self.scheduler.metrics.registry.get_sample_value(
-            "fedmq_scheduler_rpc_requests_total", {"op": op, "outcome": outcome}
+        value = self.worker.metrics.registry.get_sample_value(
+            "fedmq_worker_data_requests_total", {"op": op, "outcome": outcome}
         )
         return value or 0.0
 
@@ -59,15 +61,15 @@ def rabbit_party(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     local.ensure_vhost(vhost)
     bus_url = f"{amqp_url.rsplit('/', 1)[0]}/{vhost}"
     tmp = tmp_path_factory.mktemp("rabbit-party")
-    scheduler = Scheduler(
-        SchedulerSettings(
+    worker = Worker(
+        WorkerSettings(
             party_id=PARTY,
             bus_url=SecretStr(bus_url),
             database_url=SecretStr(f"sqlite:///{tmp / 'party.db'}"),
-            http_port=-1,
-        )
+        ),
+        WorkerMetrics(process=False),
     )
-    scheduler.start()
+    worker.start()
     settings = GatewaySettings(
         party_id=PARTY, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
     )
@@ -75,13 +77,13 @@ def rabbit_party(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         yield RabbitParty(
             client,
-            scheduler,
+            worker,
             {"Authorization": f"Bearer {TOKEN}"},
             tmp / "party-tables" / ".uploads",
         )
     finally:
         client.app.state.api.close()  # type: ignore[attr-defined]
-        scheduler.stop()
+        worker.stop()
         local.delete_vhost(vhost)
 
 

@@ -28,6 +28,8 @@ SCHEDULER_TABLES = {
     "scheduler_job_parties",
     "scheduler_tasks",
     "scheduler_grants",
+    "scheduler_job_metrics",
+    "scheduler_job_curves",
 }
 
 

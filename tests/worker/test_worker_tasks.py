@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from fedcrypto.signing import SigningKey
 from fedflow.local_relay import CrossingLog, LocalRelay
 from fedflow.metrics import MetricsReader
 from fedschemas import PartyRef, decode_envelope, decode_payload, new_envelope
-from fedschemas.payloads import TaskCancel, TaskRun, TaskStatus
+from fedschemas.payloads import TaskCancel, TaskMetrics, TaskRun, TaskStatus
 from fedworker.main import Worker
 from fedworker.settings import WorkerSettings
 from fedworker.tasks import task_rows
@@ -41,6 +41,9 @@ class Party:
     statuses: list[TaskStatus]
     status_ids: list[str]
     settings: WorkerSettings
+    metrics: list[TaskMetrics] = field(default_factory=list)
+    arrivals: list[str] = field(default_factory=list)
+    """Message types on the scheduler's topic, in arrival order."""
 
 
 class Federation2:
@@ -77,6 +80,10 @@ class Federation2:
         def collect(delivery: Delivery) -> None:
             envelope = decode_envelope(delivery.body)
             with self.lock:
+                party.arrivals.append(envelope.type)
+                if envelope.type == "task.metrics":
+                    party.metrics.append(decode_payload(envelope, TaskMetrics))
+                    return
                 party.status_ids.append(envelope.message_id)
                 party.statuses.append(decode_payload(envelope, TaskStatus))
 
@@ -171,6 +178,34 @@ def fed2(unique_name: str, tmp_path: Path) -> Iterator[Federation2]:
     f.start()
     yield f
     f.stop()
+
+
+def test_a_tasks_metrics_reach_the_scheduler_topic_before_its_final_status(
+    fed2: Federation2,
+) -> None:
+    # Execute: the reader logs rows, features and missing values at each party
+    fed2.run(
+        "job-m",
+        "reader_0",
+        "reader",
+        {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}},
+        {},
+    )
+    fed2.wait_final("reader_0")
+
+    # Assert: the scheduler gets the values its worker stored, as messages, and they come
+    # before the final status (a user who sees the task end sees its metrics)
+    guest = fed2.parties[GUEST]
+    with fed2.lock:
+        reports = [m for m in guest.metrics if m.component == "reader_0"]
+        arrivals = list(guest.arrivals)
+    sent = {(v.name, v.step): v.value for report in reports for v in report.metrics}
+    stored = MetricsReader(guest.worker.engine).values("job-m", "reader_0")
+    assert sent == {(name, -1): value for name, value in stored.items()}
+    assert sent[("rows", -1)] == 569
+    assert all(report.party_id == GUEST for report in reports)
+    assert arrivals.index("task.metrics") < len(arrivals) - 1
+    assert arrivals[-1] == "task.status"
 
 
 def test_tasks_run_in_order_and_report_success_with_outputs(fed2: Federation2) -> None:

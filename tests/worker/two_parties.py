@@ -99,7 +99,10 @@ class Schedulers:
 
     def _collector(self, party: str) -> Any:
         def collect(delivery: Delivery) -> None:
-            status = decode_payload(decode_envelope(delivery.body), TaskStatus)
+            envelope = decode_envelope(delivery.body)
+            if envelope.type != "task.status":
+                return  # task.metrics: the scheduler's read model, not a status
+            status = decode_payload(envelope, TaskStatus)
             with self.lock:
                 self.statuses[party].append(status)
 

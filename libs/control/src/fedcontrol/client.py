@@ -1,25 +1,31 @@
-"""The requesting side of a party's scheduler commands: request/reply on `svc.scheduler.rpc`.
+"""The requesting side of a party's local commands: request/reply over the party's bus.
 
-A command is an envelope (fedschemas) from this party, role `local`, whose payload is
-`scheduler.request {op, args}`; the scheduler answers on the request's reply address with
-`scheduler.response {op, ok, result, error, error_kind}` (docs/scheduler.md lists the ops, their
-arguments and results). `SchedulerClient` wraps that for Python callers: the gateway's REST API,
-the CLI's tests, the scheduler's own tests. The scheduler builds its replies with
-`command_envelope` from here too, so both sides share one definition of the wire form.
+Two services answer commands, each on its own topic, in the same form:
+- the scheduler (`svc.scheduler.rpc`): `scheduler.request {op, args}` answered by
+  `scheduler.response {op, ok, result, error, error_kind}` -- jobs, grants, job metrics and logs
+  (docs/scheduler.md lists the ops);
+- the party's data service, which its workers serve (`svc.data.rpc`): `data.request` answered
+  by `data.response` -- the party's tables and their upload sessions (docs/api.md).
 
-Failures a caller can act on:
-- `SchedulerCommandFailed`: the scheduler refused the command; `kind` is its error_kind and
-  `http_status` the REST status it maps to (invalid 400, not_found 404, conflict 409,
-  internal 500).
-- `SchedulerUnavailable`: nobody answered (no scheduler consuming the topic, broker down, or no
-  reply within the timeout). A command may or may not have been carried out: every command is
-  idempotent by its key (job id, table name, upload id and part number...), so retrying is safe.
+A command is an envelope (fedschemas) from this party, role `local`. `SchedulerClient` and
+`DataClient` wrap that for Python callers (the gateway's REST API, tests); the services build
+their replies with `command_envelope` from here too, so both sides share one wire form.
 
-Every command must fit in one bus frame (`Capabilities.max_frame_bytes`): the scheduler consumes
-its RPC topic one delivery at a time (prefetch 1), so a request the bus had to split into chunks
-could never be put back together -- the first chunk would be held unacknowledged while the
-broker withholds the rest, and every later command would queue behind it. The client refuses
-such a command before sending it; a large table travels as an upload session instead
+Failures a caller can act on (the scheduler's and the data service's share base classes, which
+the REST API catches):
+- `CommandFailed` (`SchedulerCommandFailed`, `DataCommandFailed`): the service refused the
+  command; `kind` is its error_kind and `http_status` the REST status it maps to (invalid 400,
+  not_found 404, conflict 409, internal 500).
+- `ServiceUnavailable` (`SchedulerUnavailable`, `DataUnavailable`): nobody answered (no
+  service consuming the topic, broker down, or no reply within the timeout). A command may or
+  may not have been carried out: every command is idempotent by its key (job id, table name,
+  upload id and part number...), so retrying is safe.
+
+Every command must fit in one bus frame (`Capabilities.max_frame_bytes`): both services consume
+their RPC topic one delivery at a time (prefetch 1), so a request the bus had to split into
+chunks could never be put back together -- the first chunk would be held unacknowledged while
+the broker withholds the rest, and every later command would queue behind it. The client
+refuses such a command before sending it; a large table travels as an upload session instead
 (`table_upload_begin`, `table_upload_part` per few MiB, `table_upload_commit`: `TableUpload`).
 """
 
@@ -30,7 +36,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from fedbus import Bus, BusError
 from fedcommon.tracing import get_tracer, inject_traceparent
@@ -44,6 +50,9 @@ from fedschemas import (
     topics,
 )
 from fedschemas.payloads import (
+    DataOp,
+    DataRequest,
+    DataResponse,
     SchedulerErrorKind,
     SchedulerOp,
     SchedulerRequest,
@@ -53,7 +62,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
 SCHEDULER_RPC_TOPIC: Final = topics.SCHEDULER_RPC
+DATA_RPC_TOPIC: Final = topics.DATA_RPC
 RPC_COMPONENT: Final = "scheduler.rpc"
+"""The envelope `component` of scheduler commands and answers."""
+DATA_RPC_COMPONENT: Final = "data.rpc"
+"""The envelope `component` of data commands and answers."""
 UPLOAD_PART_BYTES: Final = 4 << 20
 """Characters of CSV text one table_upload_part carries at most: half the default frame, so an
 ASCII part and its envelope fit with room to spare (less where the bus's frame is smaller; a
@@ -70,9 +83,11 @@ HTTP_STATUS: Final[Mapping[SchedulerErrorKind, int]] = {
 }
 """error_kind -> the HTTP status the REST API answers with."""
 
+Command = SchedulerRequest | SchedulerResponse | DataRequest | DataResponse
 
-class SchedulerCommandFailed(Exception):
-    """The scheduler refused a command; `kind` is its error_kind, `message` says why."""
+
+class CommandFailed(Exception):
+    """A service refused a command; `kind` is its error_kind, `message` says why."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -87,19 +102,34 @@ class SchedulerCommandFailed(Exception):
         return 500
 
 
-class SchedulerUnavailable(Exception):
-    """No answer from the scheduler: not running, broker unreachable, or too slow."""
+class ServiceUnavailable(Exception):
+    """No answer from a service: not running, broker unreachable, or too slow."""
 
 
-def command_envelope(
-    payload: SchedulerRequest | SchedulerResponse, party_id: str, op: str
-) -> bytes:
+class SchedulerCommandFailed(CommandFailed):
+    """The scheduler refused a command."""
+
+
+class SchedulerUnavailable(ServiceUnavailable):
+    """No answer from the scheduler."""
+
+
+class DataCommandFailed(CommandFailed):
+    """The data service refused a command (a bad CSV, a table that exists, no such table...)."""
+
+
+class DataUnavailable(ServiceUnavailable):
+    """No answer from the data service (no worker of the party is running)."""
+
+
+def command_envelope(payload: Command, party_id: str, op: str) -> bytes:
     """The envelope bytes of a command or its answer, from and to `party_id`'s role `local`."""
     me = PartyRef(party_id=party_id, role="local")
+    data = isinstance(payload, DataRequest | DataResponse)
     envelope = new_envelope(
         payload,
         job_id="",
-        component=RPC_COMPONENT,
+        component=DATA_RPC_COMPONENT if data else RPC_COMPONENT,
         task_id="",
         attempt=0,
         source=me,
@@ -111,29 +141,111 @@ def command_envelope(
         seq=secrets.randbits(62),
         created_at=datetime.now(UTC),
         # A command joins the caller's trace (a REST call, a CLI command), so what the
-        # scheduler does for it -- proposals, task dispatch -- shows up under that call.
+        # service does for it -- proposals, task dispatch -- shows up under that call.
         traceparent=inject_traceparent(),
     )
     return encode_envelope(envelope)
 
 
-def _page(result: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = result.get("data")
-    if not isinstance(rows, list):
-        raise SchedulerUnavailable("unexpected answer from the scheduler: no data list")
-    return [dict(row) for row in rows if isinstance(row, dict)]
-
-
 def _args(**args: JsonValue) -> dict[str, JsonValue]:
-    """The arguments that were given (None means "not given": the scheduler's default)."""
+    """The arguments that were given (None means "not given": the service's default)."""
     return {key: value for key, value in args.items() if value is not None}
 
 
-class SchedulerClient:
-    """Sends commands to the scheduler of `party_id` over `bus` and waits for each answer.
+class _CommandClient:
+    """What both clients share: encode a command, send it, wait for its answer, raise the
+    service's own failure classes. Safe to share between threads when the bus is (every
+    fedbus adapter's `request` is)."""
 
-    Safe to share between threads when the bus is (every fedbus adapter's `request` is).
-    """
+    service: ClassVar[str]
+    """How messages name the service ("the scheduler")."""
+    _request_model: ClassVar[type[SchedulerRequest] | type[DataRequest]]
+    _response_model: ClassVar[type[SchedulerResponse] | type[DataResponse]]
+    _failed: ClassVar[type[CommandFailed]]
+    _unavailable: ClassVar[type[ServiceUnavailable]]
+
+    def __init__(self, bus: Bus, party_id: str, *, topic: str, timeout: float = 10.0) -> None:
+        self._bus = bus
+        self.party_id = party_id
+        self.topic = topic
+        self.timeout = timeout
+
+    def call(self, op: str, *, timeout: float | None = None, **args: JsonValue) -> JsonValue:
+        """The op's result; CommandFailed when refused, ServiceUnavailable on silence."""
+        return self._request(op, self._encode(op, args), timeout)
+
+    @property
+    def max_command_bytes(self) -> int:
+        """The largest command (envelope bytes) that reaches the service: one bus frame."""
+        return self._bus.capabilities.max_frame_bytes
+
+    def _encode(self, op: str, args: dict[str, JsonValue]) -> bytes:
+        request = self._request_model.model_validate({"op": op, "args": args})
+        return command_envelope(request, self.party_id, op)
+
+    def _request(self, op: str, body: bytes, timeout: float | None) -> JsonValue:
+        with _TRACER.start_as_current_span(f"rpc {op}", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("rpc.system", "fedmq")
+            span.set_attribute("rpc.method", op)
+            span.set_attribute("fedmq.party_id", self.party_id)
+            try:
+                return self._send(op, body, timeout)
+            except CommandFailed as exc:
+                span.set_attribute("fedmq.error_kind", exc.kind)
+                if exc.kind == "internal":
+                    span.set_status(Status(StatusCode.ERROR, exc.message))
+                raise
+            except ServiceUnavailable as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+
+    def _send(self, op: str, body: bytes, timeout: float | None) -> JsonValue:
+        if len(body) > self.max_command_bytes:
+            # Sent anyway, it would be chunked and stall the service's RPC queue (module doc).
+            raise self._failed(
+                "invalid",
+                f"the {op} command is {len(body)} bytes, over the bus frame of "
+                f"{self.max_command_bytes} bytes that a command must fit in",
+            )
+        wait = self.timeout if timeout is None else timeout
+        try:
+            reply = self._bus.request(self.topic, body, timeout=wait)
+        except BusError as exc:
+            raise self._unavailable(
+                f"the {self.service} of party {self.party_id} did not answer {op!r} "
+                f"within {wait:g} s ({type(exc).__name__}): is it running?"
+            ) from exc
+        try:
+            response = decode_payload(decode_envelope(reply.body), self._response_model)
+        except MalformedMessage as exc:
+            raise self._unavailable(f"malformed answer from the {self.service}: {exc}") from exc
+        if not response.ok:
+            raise self._failed(response.error_kind or "internal", response.error or "")
+        return response.result
+
+    def _dict(self, op: str, *, timeout: float | None = None, **args: JsonValue) -> dict[str, Any]:
+        return self._as_dict(op, self.call(op, timeout=timeout, **_args(**args)))
+
+    def _as_dict(self, op: str, result: JsonValue) -> dict[str, Any]:
+        if not isinstance(result, dict):
+            raise self._unavailable(f"unexpected answer from the {self.service} to {op!r}")
+        return dict(result)
+
+    def _page(self, result: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = result.get("data")
+        if not isinstance(rows, list):
+            raise self._unavailable(f"unexpected answer from the {self.service}: no data list")
+        return [dict(row) for row in rows if isinstance(row, dict)]
+
+
+class SchedulerClient(_CommandClient):
+    """Sends commands to the scheduler of `party_id` over `bus` and waits for each answer."""
+
+    service = "scheduler"
+    _request_model = SchedulerRequest
+    _response_model = SchedulerResponse
+    _failed = SchedulerCommandFailed
+    _unavailable = SchedulerUnavailable
 
     def __init__(
         self,
@@ -143,69 +255,12 @@ class SchedulerClient:
         topic: str = SCHEDULER_RPC_TOPIC,
         timeout: float = 10.0,
     ) -> None:
-        self._bus = bus
-        self.party_id = party_id
-        self.topic = topic
-        self.timeout = timeout
+        super().__init__(bus, party_id, topic=topic, timeout=timeout)
 
-    def call(
+    def call(  # type: ignore[override]  # narrower: only the scheduler's ops
         self, op: SchedulerOp, *, timeout: float | None = None, **args: JsonValue
     ) -> JsonValue:
-        """The op's result; SchedulerCommandFailed when refused, SchedulerUnavailable on silence."""
-        return self._request(op, self._encode(op, args), timeout)
-
-    def _request(self, op: SchedulerOp, body: bytes, timeout: float | None) -> JsonValue:
-        with _TRACER.start_as_current_span(f"rpc {op}", kind=SpanKind.CLIENT) as span:
-            span.set_attribute("rpc.system", "fedmq")
-            span.set_attribute("rpc.method", op)
-            span.set_attribute("fedmq.party_id", self.party_id)
-            try:
-                return self._send(op, body, timeout)
-            except SchedulerCommandFailed as exc:
-                span.set_attribute("fedmq.error_kind", exc.kind)
-                if exc.kind == "internal":
-                    span.set_status(Status(StatusCode.ERROR, exc.message))
-                raise
-            except SchedulerUnavailable as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                raise
-
-    @property
-    def max_command_bytes(self) -> int:
-        """The largest command (envelope bytes) that reaches the scheduler: one bus frame."""
-        return self._bus.capabilities.max_frame_bytes
-
-    def _encode(self, op: SchedulerOp, args: dict[str, JsonValue]) -> bytes:
-        return command_envelope(SchedulerRequest(op=op, args=args), self.party_id, op)
-
-    def _send(self, op: SchedulerOp, body: bytes, timeout: float | None) -> JsonValue:
-        if len(body) > self.max_command_bytes:
-            # Sent anyway, it would be chunked and stall the scheduler's RPC queue (module doc).
-            raise SchedulerCommandFailed(
-                "invalid",
-                f"the {op} command is {len(body)} bytes, over the bus frame of "
-                f"{self.max_command_bytes} bytes that a scheduler command must fit in",
-            )
-        wait = self.timeout if timeout is None else timeout
-        try:
-            reply = self._bus.request(self.topic, body, timeout=wait)
-        except BusError as exc:
-            raise SchedulerUnavailable(
-                f"the scheduler of party {self.party_id} did not answer {op!r} "
-                f"within {wait:g} s ({type(exc).__name__}): is it running?"
-            ) from exc
-        try:
-            response = decode_payload(decode_envelope(reply.body), SchedulerResponse)
-        except MalformedMessage as exc:
-            raise SchedulerUnavailable(f"malformed answer from the scheduler: {exc}") from exc
-        if not response.ok:
-            raise SchedulerCommandFailed(response.error_kind or "internal", response.error or "")
-        return response.result
-
-    def _dict(
-        self, op: SchedulerOp, *, timeout: float | None = None, **args: JsonValue
-    ) -> dict[str, Any]:
-        return _as_dict(op, self.call(op, timeout=timeout, **_args(**args)))
+        return super().call(op, timeout=timeout, **args)
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -216,10 +271,10 @@ class SchedulerClient:
         return self._dict("status", job_id=job_id)
 
     def list_jobs(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return _page(self._dict("list_jobs", state=state, limit=limit))
+        return self._page(self._dict("list_jobs", state=state, limit=limit))
 
     def list_tasks(self, job_id: str, attempt: int | None = None) -> list[dict[str, Any]]:
-        return _page(self._dict("list_tasks", job_id=job_id, attempt=attempt))
+        return self._page(self._dict("list_tasks", job_id=job_id, attempt=attempt))
 
     def stop(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
         return self._dict("stop", job_id=job_id, reason=reason)
@@ -235,7 +290,7 @@ class SchedulerClient:
 
     def logs(self, job_id: str) -> list[dict[str, Any]]:
         """The job's and its tasks' events as this party's scheduler recorded them, in order."""
-        return _page(self._dict("logs", job_id=job_id))
+        return self._page(self._dict("logs", job_id=job_id))
 
     # --- grants ------------------------------------------------------------------------------
 
@@ -246,9 +301,32 @@ class SchedulerClient:
     def grant_list(
         self, table: str | None = None, grantee: str | None = None
     ) -> list[dict[str, Any]]:
-        return _page(self._dict("grant_list", table=table, grantee=grantee))
+        return self._page(self._dict("grant_list", table=table, grantee=grantee))
 
-    # --- tables ------------------------------------------------------------------------------
+
+class DataClient(_CommandClient):
+    """Sends table commands to the data service of `party_id` (any of its workers answers)."""
+
+    service = "data service"
+    _request_model = DataRequest
+    _response_model = DataResponse
+    _failed = DataCommandFailed
+    _unavailable = DataUnavailable
+
+    def __init__(
+        self,
+        bus: Bus,
+        party_id: str,
+        *,
+        topic: str = DATA_RPC_TOPIC,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(bus, party_id, topic=topic, timeout=timeout)
+
+    def call(  # type: ignore[override]  # narrower: only the data service's ops
+        self, op: DataOp, *, timeout: float | None = None, **args: JsonValue
+    ) -> JsonValue:
+        return super().call(op, timeout=timeout, **args)
 
     def table_upload(
         self,
@@ -261,7 +339,7 @@ class SchedulerClient:
         filename: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Store `csv_text` as table `name` in the party's TableStore (the workers read it).
+        """Store `csv_text` as table `name` in the party's TableStore (its workers read it).
 
         A text that fits in one command goes as one `table_upload`; a larger one as an upload
         session (`table_upload_begin`). Parsing a large table takes a while: give a `timeout`
@@ -278,7 +356,7 @@ class SchedulerClient:
             )
             body = self._encode("table_upload", args)
             if len(body) <= self.max_command_bytes:
-                return _as_dict("table_upload", self._request("table_upload", body, timeout))
+                return self._as_dict("table_upload", self._request("table_upload", body, timeout))
         upload = self.table_upload_begin(name=name, replace=replace)
         try:
             upload.send(csv_text)
@@ -295,35 +373,29 @@ class SchedulerClient:
         )
 
     def table_upload_begin(self, *, name: str | None = None, replace: bool = False) -> TableUpload:
-        """Open an upload session at the scheduler. With `name`, a table that exists (and no
-        `replace`) is refused now (409), before any part travels."""
+        """Open an upload session. With `name`, a table that exists (and no `replace`) is
+        refused now (409), before any part travels."""
         result = self._dict("table_upload_begin", name=name, replace=replace if name else None)
         upload_id = result.get("upload_id")
         if not isinstance(upload_id, str):
-            raise SchedulerUnavailable("unexpected answer from the scheduler: no upload_id")
+            raise DataUnavailable("unexpected answer from the data service: no upload_id")
         return TableUpload(self, upload_id)
 
     def table_get(self, name: str) -> dict[str, Any]:
         return self._dict("table_get", name=name)
 
     def table_list(self) -> list[dict[str, Any]]:
-        return _page(self._dict("table_list"))
-
-
-def _as_dict(op: str, result: JsonValue) -> dict[str, Any]:
-    if not isinstance(result, dict):
-        raise SchedulerUnavailable(f"unexpected answer from the scheduler to {op!r}")
-    return dict(result)
+        return self._page(self._dict("table_list"))
 
 
 class TableUpload:
-    """One upload session at the scheduler: `send` CSV text in pieces, then `commit` (or
-    `abort`). Parts are numbered from 0 in the order sent; the scheduler keeps each under its
+    """One upload session at the data service: `send` CSV text in pieces, then `commit` (or
+    `abort`). Parts are numbered from 0 in the order sent; the service keeps each under its
     number, so a part sent twice (a retry after a lost answer) is stored once. `commit` names
-    the part count and the SHA-256 of the whole text, which the scheduler checks before it
+    the part count and the SHA-256 of the whole text, which the service checks before it
     parses. Not thread-safe: one sender per session."""
 
-    def __init__(self, client: SchedulerClient, upload_id: str) -> None:
+    def __init__(self, client: DataClient, upload_id: str) -> None:
         self._client = client
         self.upload_id = upload_id
         self.parts = 0
@@ -350,8 +422,8 @@ class TableUpload:
             try:
                 self._client._request("table_upload_part", body, timeout)
                 break
-            except SchedulerUnavailable:
-                # Safe to send again: the scheduler stores a part once per seq.
+            except ServiceUnavailable:
+                # Safe to send again: the service stores a part once per seq.
                 if attempt == PART_ATTEMPTS:
                     raise
         encoded = piece.encode("utf-8")
@@ -384,7 +456,7 @@ class TableUpload:
         )
 
     def abort(self) -> None:
-        """Drop the session's parts now (best effort: the scheduler also drops abandoned
+        """Drop the session's parts now (best effort: the service also drops abandoned
         sessions after a while)."""
-        with contextlib.suppress(SchedulerCommandFailed, SchedulerUnavailable):
+        with contextlib.suppress(CommandFailed, ServiceUnavailable):
             self._client.call("table_upload_abort", upload_id=self.upload_id)

@@ -4,7 +4,9 @@ A metric is a float per (job, component, party, name, step); step -1 is a single
 "auc"), steps 0, 1, ... a series (a loss per iteration). Writing the same key again replaces
 the value, so a component that resumes and logs its last step again does not duplicate it. A
 curve is two float lists (x, y) with axis labels, stored as JSON; components keep them short
-(evaluation thins to ~1000 points). `MetricsReader` reads them back for APIs and tests.
+(evaluation thins to ~1000 points). `MetricsReader` (or `read_metrics` / `read_curves` on an
+open connection) reads them back: standalone runs and tests, and the worker, which sends them
+to its party's scheduler as task.metrics messages (the scheduler never reads these tables).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 import numpy as np
 import sqlalchemy as sa
 from numpy.typing import ArrayLike
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from fedflow.db import flow_metadata
 from fedflow.task import TaskKey
@@ -61,6 +63,8 @@ class Metric:
     name: str
     step: int
     value: float
+    logged_at: datetime | None = None
+    """When the value was written (None: not read from the store)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Curve:
     y_label: str
     x: list[float]
     y: list[float]
+    logged_at: datetime | None = None
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -153,6 +158,93 @@ class MetricsWriter:
             )
 
 
+def _aware(value: datetime) -> datetime:
+    # SQLite keeps no time zone: the values were written as UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _where(
+    table: sa.Table,
+    job_id: str,
+    component: str | None,
+    party_id: str | None,
+    since: datetime | None,
+) -> sa.ColumnElement[bool]:
+    c = table.c
+    conditions = [c.job_id == job_id]
+    if component is not None:
+        conditions.append(c.component == component)
+    if party_id is not None:
+        conditions.append(c.party_id == party_id)
+    if since is not None:
+        conditions.append(c.logged_at > since)
+    return sa.and_(*conditions)
+
+
+def read_metrics(
+    conn: Connection,
+    job_id: str,
+    component: str | None = None,
+    party_id: str | None = None,
+    *,
+    since: datetime | None = None,
+) -> list[Metric]:
+    """The metrics of a job (logged after `since` when given), on `conn` -- which may be the
+    caller's open transaction (the worker reads what it reports inside the report's)."""
+    c = metrics_table.c
+    query = (
+        sa.select(metrics_table)
+        .where(_where(metrics_table, job_id, component, party_id, since))
+        .order_by(c.component, c.party_id, c.name, c.step)
+    )
+    return [
+        Metric(
+            r.job_id,
+            r.component,
+            r.party_id,
+            r.name,
+            int(r.step),
+            float("nan") if r.value is None else float(r.value),
+            _aware(r.logged_at),
+        )
+        for r in conn.execute(query).all()
+    ]
+
+
+def read_curves(
+    conn: Connection,
+    job_id: str,
+    component: str | None = None,
+    party_id: str | None = None,
+    *,
+    since: datetime | None = None,
+) -> list[Curve]:
+    """The curves of a job (logged after `since` when given), on `conn`."""
+    c = curves_table.c
+    query = (
+        sa.select(curves_table)
+        .where(_where(curves_table, job_id, component, party_id, since))
+        .order_by(c.component, c.party_id, c.name)
+    )
+    out = []
+    for r in conn.execute(query).all():
+        points = json.loads(r.points)
+        out.append(
+            Curve(
+                r.job_id,
+                r.component,
+                r.party_id,
+                r.name,
+                r.x_label,
+                r.y_label,
+                [float("nan") if v is None else float(v) for v in points["x"]],
+                [float("nan") if v is None else float(v) for v in points["y"]],
+                _aware(r.logged_at),
+            )
+        )
+    return out
+
+
 class MetricsReader:
     """Reads the metrics and curves of jobs at this party."""
 
@@ -162,26 +254,8 @@ class MetricsReader:
     def metrics(
         self, job_id: str, component: str | None = None, party_id: str | None = None
     ) -> list[Metric]:
-        c = metrics_table.c
-        query = sa.select(metrics_table).where(c.job_id == job_id)
-        if component is not None:
-            query = query.where(c.component == component)
-        if party_id is not None:
-            query = query.where(c.party_id == party_id)
-        query = query.order_by(c.component, c.party_id, c.name, c.step)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            Metric(
-                r.job_id,
-                r.component,
-                r.party_id,
-                r.name,
-                int(r.step),
-                float("nan") if r.value is None else float(r.value),
-            )
-            for r in rows
-        ]
+            return read_metrics(conn, job_id, component, party_id)
 
     def values(self, job_id: str, component: str, party_id: str | None = None) -> dict[str, float]:
         """The single-value metrics of a component ({name: value})."""
@@ -192,27 +266,5 @@ class MetricsReader:
     def curves(
         self, job_id: str, component: str | None = None, party_id: str | None = None
     ) -> list[Curve]:
-        c = curves_table.c
-        query = sa.select(curves_table).where(c.job_id == job_id)
-        if component is not None:
-            query = query.where(c.component == component)
-        if party_id is not None:
-            query = query.where(c.party_id == party_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(c.component, c.party_id, c.name)).all()
-        out = []
-        for r in rows:
-            points = json.loads(r.points)
-            out.append(
-                Curve(
-                    r.job_id,
-                    r.component,
-                    r.party_id,
-                    r.name,
-                    r.x_label,
-                    r.y_label,
-                    [float("nan") if v is None else float(v) for v in points["x"]],
-                    [float("nan") if v is None else float(v) for v in points["y"]],
-                )
-            )
-        return out
+            return read_curves(conn, job_id, component, party_id)

@@ -4,8 +4,9 @@
 connects the bus (fedbus.connect on bus_url), opens the inbox (SqlInbox on database_url, with a
 Redis cache when redis_url is set, answering duplicates of federation data from the outbox),
 creates the worker's and fedflow's tables, consumes `topic` ("svc.worker") with the handlers in
-handlers.py, and starts the task runner threads (fedworker.tasks), which resume the tasks left
-running by a worker that died. SIGTERM or SIGINT stops consuming (the in-flight message
+handlers.py, answers the data service's table commands on `data_topic` (fedworker.data), and
+starts the task runner threads (fedworker.tasks), which resume the tasks left running by a
+worker that died. SIGTERM or SIGINT stops consuming (the in-flight message
 finishes, or the broker requeues it), interrupts the running tasks and releases them for the
 next worker (no status is reported: they resume), closes the bus and the database, flushes
 spans, and exits 0.
@@ -45,7 +46,9 @@ from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
 
 from fedworker.crypto import CryptoWorker, MeteredThreadPool, make_executor, make_replica
+from fedworker.data import DataServer, PartyTables
 from fedworker.handlers import WorkerContext, bind_handlers
+from fedworker.job_metrics import MetricsForwarder
 from fedworker.metrics import MetricsHttpServer, WorkerMetrics
 from fedworker.settings import WorkerSettings
 from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
@@ -105,6 +108,15 @@ class Worker:
             inbox = testing.install(settings, self.engine, inbox)
         self.inbox: Inbox = inbox
         self.tables = TableStore(self.engine, settings.tables_dir)
+        # The party's tables are the workers' own: any replica answers the data service's
+        # commands (upload, list, show) on data_topic (fedworker.data).
+        self.data = DataServer(
+            self.bus,
+            settings.data_topic,
+            settings.party_id,
+            PartyTables(self.tables, upload_ttl_s=settings.upload_ttl_s),
+            metrics=self.metrics,
+        )
         self.crypto_replica = make_replica(self.bus, settings, self.metrics)
         self.crypto_executor = make_executor(self.bus, settings, self.metrics)
         self.runtime = PartyRuntime(
@@ -125,6 +137,10 @@ class Worker:
             recv_timeout=settings.recv_timeout_s or None,
             progress_interval_s=settings.progress_interval_s,
             metrics=self.metrics,
+            # Metrics reach the scheduler as task.metrics messages (it reads no table of ours).
+            forwarder=MetricsForwarder(
+                self.engine, self.publisher, settings.party_id, settings.scheduler_topic
+            ),
         )
         ctx = WorkerContext(
             party_id=settings.party_id,
@@ -160,12 +176,14 @@ class Worker:
         if self.crypto_replica is not None:
             self.crypto_replica.start()
         self.consumer.start()
+        self.data.start()
         self.executor.start()
         self.started.set()
 
     def stop(self) -> None:
         self.stopping.set()
         self.consumer.stop()
+        self.data.stop()
         if self.crypto_replica is not None:
             self.crypto_replica.stop()
         self.executor.stop()

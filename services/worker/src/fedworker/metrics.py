@@ -1,10 +1,11 @@
 """The worker's Prometheus metrics, on a registry per worker (tests run several in a process),
 and `MetricsHttpServer`, which serves them at GET /metrics (with /healthz) on the worker's port.
 
-Besides the fedmq_worker_* task series (observed by the task runner, fedworker.tasks) and the
-fedmq_crypto_* series (observed around each crypto pool job, fedworker.crypto), the registry
-carries the bus runtime's fedmq_bus_* series of the worker's publisher and consumers, the HTTP
-server's fedmq_http_* series, and the process's CPU and memory.
+Besides the fedmq_worker_* task series (observed by the task runner, fedworker.tasks), the
+data service's fedmq_worker_data_requests_total (fedworker.data) and the fedmq_crypto_* series
+(observed around each crypto pool job, fedworker.crypto), the registry carries the bus
+runtime's fedmq_bus_* series of the worker's publisher and consumers, the HTTP server's
+fedmq_http_* series, and the process's CPU and memory.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class WorkerMetrics:
             "Time of one crypto pool job (one chunk of a batch), by operation and backend.",
             ["op", "backend"],
             buckets=CRYPTO_JOB_BUCKETS,
+            registry=self.registry,
+        )
+        self.data_requests = Counter(
+            "fedmq_worker_data_requests",
+            "Commands of the data service (tables) this worker answered, by op and outcome "
+            "(ok, or the error kind: invalid, not_found, conflict, internal).",
+            ["op", "outcome"],
             registry=self.registry,
         )
 

@@ -30,7 +30,13 @@ class WorkerSettings(ServiceSettings):
     drains it)."""
     data_dir: Path | None = None
     """This party's uploaded tables (the TableStore's files); None: next to a SQLite database
-    ("<db>-tables"), else .fedmq/worker-<party>-tables."""
+    ("<db>-tables"), else .fedmq/worker-<party>-tables. Every replica of the party's worker
+    must see the same directory (one volume): any of them stores an upload, any reads it."""
+    data_topic: str = topics.DATA_RPC
+    """Where this worker answers the data service's commands (tables: upload, list, show),
+    request/reply from the REST API; every replica consumes it (fedworker.data)."""
+    upload_ttl_s: float = Field(default=3600.0, gt=0)
+    """A table upload session with no part for this long is abandoned (its staging deleted)."""
     task_threads: int = Field(default=4, gt=0)
     """Tasks this worker runs at the same time."""
     task_lease_s: float = Field(default=15.0, gt=0)

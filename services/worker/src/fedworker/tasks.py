@@ -23,7 +23,9 @@ Status reports go to this party's scheduler as `task.status`, with deterministic
 names the state ("task.status.success", ...) and seq is 0 for the final states, so a report
 repeated after a crash has the same id and is dropped; "running" reports (start, resume,
 progress) count up in the task row. Each report is published inside the transaction that
-records the state it reports.
+records the state it reports. The metrics a task logged go to the scheduler as task.metrics
+(fedworker.job_metrics): every lease-keeper round while it runs, and all of them just before
+its final report.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.engine import Connection, Engine
 
 if TYPE_CHECKING:
+    from fedworker.job_metrics import MetricsForwarder
     from fedworker.metrics import WorkerMetrics
 
 log = structlog.get_logger("fedworker.tasks")
@@ -131,6 +134,8 @@ class _Running:
     """The latest fraction held back by the interval; the lease keeper sends it later."""
     report_lock: threading.Lock = field(default_factory=threading.Lock)
     """One running report at a time per task (the runner thread's and the keeper's)."""
+    metrics_since: datetime | None = None
+    """The newest logged_at of the metrics sent to the scheduler so far (fedworker.job_metrics)."""
 
 
 class StatusReporter:
@@ -296,9 +301,13 @@ class TaskExecutor:
         progress_interval_s: float = 2.0,
         instance_id: str | None = None,
         metrics: WorkerMetrics | None = None,
+        forwarder: MetricsForwarder | None = None,
     ) -> None:
+        """`forwarder` sends the tasks' metrics to the scheduler (while they run and before
+        their final report); None: they stay in this party's database only."""
         self.runtime = runtime
         self.metrics = metrics
+        self.forwarder = forwarder
         self.engine = engine
         self.reporter = reporter
         self.party_id = runtime.party_id
@@ -623,6 +632,10 @@ class TaskExecutor:
             )
             # Published before the commit: a crash after it re-runs the task to the same
             # report (same id, dropped); a crash before it leaves the task to be resumed.
+            # The metrics go first, on the same topic: once the scheduler sees the task end,
+            # it has every value the task logged.
+            if self.forwarder is not None:
+                self.forwarder.send_all(conn, key)
             self.reporter.report(
                 key,
                 state,
@@ -681,6 +694,17 @@ class TaskExecutor:
             for running in mine:
                 if running.pending_progress is not None and not running.cancel.is_set():
                     self._send_pending_progress(running)
+                self._forward_metrics(running)
+
+    def _forward_metrics(self, running: _Running) -> None:
+        """What the task logged since the last round, to the scheduler (a user watching a
+        running job sees its loss so far); the final report sends everything anyway."""
+        if self.forwarder is None:
+            return
+        try:
+            running.metrics_since = self.forwarder.send_new(running.key, running.metrics_since)
+        except Exception as exc:  # informative only: the next round or the final report sends
+            log.warning("task_metrics_send_failed", job_id=running.key.job_id, error=str(exc))
 
     def _renew(self, mine: list[_Running]) -> None:
         c = tasks_table.c

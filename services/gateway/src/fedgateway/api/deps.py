@@ -1,10 +1,11 @@
-"""What the REST API's routers depend on: the token check, the scheduler client, path and query
-parameter types, and the translation of command failures into HTTP answers.
+"""What the REST API's routers depend on: the token check, the scheduler and data clients, path
+and query parameter types, and the translation of command failures into HTTP answers.
 
-The API is a front for the party's scheduler commands (docs/scheduler.md, fedcontrol): each
-request becomes one command on the bus (request/reply on `svc.scheduler.rpc`), never a read
-of another service's database. The API opens its own bus connection on first use, apart from
-the relay's, so user traffic never queues behind site-to-site frames.
+The API is a front for the party's commands (fedcontrol): each request becomes one command on
+the bus, never a read of another service's database -- jobs, grants and job metrics go to the
+scheduler (request/reply on `svc.scheduler.rpc`, docs/scheduler.md), tables to the data service
+its workers serve (`svc.data.rpc`, docs/api.md). The API opens its own bus connection on first
+use, apart from the relay's, so user traffic never queues behind site-to-site frames.
 
 Authentication: `Authorization: Bearer <token>` against the gateway's `api_tokens` (constant-time
 comparison); a missing or wrong token is 401 before any command is sent.
@@ -23,10 +24,13 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fedbus import Bus, connect
 from fedcontrol import (
+    DATA_RPC_TOPIC,
     SCHEDULER_RPC_TOPIC,
+    CommandFailed,
+    DataClient,
     SchedulerClient,
-    SchedulerCommandFailed,
     SchedulerUnavailable,
+    ServiceUnavailable,
 )
 from fedschemas.payloads import NAME_PATTERN
 from pydantic import SecretStr
@@ -39,10 +43,10 @@ API_PREFIX = "/api/v1"
 COMMAND_TIMEOUT_S = 15.0
 """How long a request waits for the scheduler's answer before 503."""
 UPLOAD_TIMEOUT_S = 300.0
-"""Uploads are parsed and stored by the scheduler before it answers: large tables take a while."""
+"""Uploads are parsed and stored by a worker before it answers: large tables take a while."""
 UPLOAD_PART_TIMEOUT_S = 60.0
 """One part of a large upload: quick to store, but it may queue behind another upload's parse
-(the scheduler answers one command at a time); a part that gets no answer is sent again."""
+(each worker answers one command at a time); a part that gets no answer is sent again."""
 
 
 class _HasSettings(Protocol):
@@ -50,7 +54,8 @@ class _HasSettings(Protocol):
 
 
 class ApiContext:
-    """The API's view of its party: identity, accepted tokens, the scheduler client."""
+    """The API's view of its party: identity, accepted tokens, the scheduler and data clients
+    (one bus connection for both)."""
 
     def __init__(
         self,
@@ -59,15 +64,18 @@ class ApiContext:
         bus_factory: Callable[[], Bus],
         *,
         scheduler_topic: str = SCHEDULER_RPC_TOPIC,
+        data_topic: str = DATA_RPC_TOPIC,
         timeout: float = COMMAND_TIMEOUT_S,
     ) -> None:
         self.party_id = party_id
         self._tokens = [t.get_secret_value().encode() for t in tokens]
         self._bus_factory = bus_factory
         self._scheduler_topic = scheduler_topic
+        self._data_topic = data_topic
         self._timeout = timeout
         self._bus: Bus | None = None
         self._client: SchedulerClient | None = None
+        self._data: DataClient | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -87,27 +95,42 @@ class ApiContext:
         matches = [secrets.compare_digest(candidate, token) for token in self._tokens]
         return any(matches)
 
+    def _connected(self) -> Bus:
+        # Under self._lock.
+        if self._bus is None:
+            try:
+                self._bus = self._bus_factory()
+            except Exception as exc:
+                log.warning("api_bus_unavailable", error=type(exc).__name__)
+                raise SchedulerUnavailable(
+                    f"the API cannot reach party {self.party_id}'s broker ({type(exc).__name__})"
+                ) from exc
+        return self._bus
+
     def scheduler(self) -> SchedulerClient:
         with self._lock:
             if self._client is None:
-                try:
-                    self._bus = self._bus_factory()
-                except Exception as exc:
-                    log.warning("api_bus_unavailable", error=type(exc).__name__)
-                    raise SchedulerUnavailable(
-                        f"the API cannot reach party {self.party_id}'s broker "
-                        f"({type(exc).__name__})"
-                    ) from exc
                 self._client = SchedulerClient(
-                    self._bus, self.party_id, topic=self._scheduler_topic, timeout=self._timeout
+                    self._connected(),
+                    self.party_id,
+                    topic=self._scheduler_topic,
+                    timeout=self._timeout,
                 )
             return self._client
+
+    def data(self) -> DataClient:
+        with self._lock:
+            if self._data is None:
+                self._data = DataClient(
+                    self._connected(), self.party_id, topic=self._data_topic, timeout=self._timeout
+                )
+            return self._data
 
     def close(self) -> None:
         with self._lock:
             if self._bus is not None:
                 self._bus.close()
-            self._bus, self._client = None, None
+            self._bus, self._client, self._data = None, None, None
 
 
 def bind(app: FastAPI, gateway: Any) -> None:
@@ -161,17 +184,25 @@ def get_scheduler(api: ApiDep) -> SchedulerClient:
 
 SchedulerDep = Annotated[SchedulerClient, Depends(get_scheduler)]
 
+
+def get_data(api: ApiDep) -> DataClient:
+    with answering():
+        return api.data()
+
+
+DataDep = Annotated[DataClient, Depends(get_data)]
+
 JobIdPath = Annotated[str, Path(pattern=NAME_PATTERN, description="the job id")]
 TableNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="the table name")]
 
 
 @contextmanager
 def answering() -> Iterator[None]:
-    """Turn a scheduler's refusal into its HTTP status (400/404/409) with its reason, and
+    """Turn a service's refusal into its HTTP status (400/404/409) with its reason, and
     silence into 503."""
     try:
         yield
-    except SchedulerCommandFailed as exc:
+    except CommandFailed as exc:
         raise HTTPException(exc.http_status, exc.message) from None
-    except SchedulerUnavailable as exc:
+    except ServiceUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None

@@ -1,7 +1,8 @@
 """/api/v1/tables: upload a CSV table into this party's TableStore, list and inspect tables.
 
-An upload is a command to the party's scheduler, which parses the CSV (every bad row reported
-with its line) and stores it where the party's workers read it. A file that fits in one part
+An upload is a command to the party's data service, which its workers serve (fedworker.data):
+a worker parses the CSV (every bad row reported with its line) and stores it in the party's
+TableStore, where the workers read it. A file that fits in one part
 (`UPLOAD_PART_BYTES`, 4 MiB) travels as one `table_upload` command; a larger one, up to
 `MAX_UPLOAD_BYTES`, as an upload session: the file is read and checked (UTF-8, no NUL) part by
 part, each part one `table_upload_part` command, then `table_upload_commit` parses the whole
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from fedgateway.api.deps import (
     UPLOAD_PART_TIMEOUT_S,
     UPLOAD_TIMEOUT_S,
-    SchedulerDep,
+    DataDep,
     TableNamePath,
     answering,
     require_token,
@@ -32,7 +33,7 @@ from fedgateway.api.deps import (
 from fedgateway.api.models import TableCreate, TablePublic, TablesPublic
 
 MAX_UPLOAD_BYTES = 256 << 20
-"""Largest CSV accepted (it travels to the scheduler in parts of UPLOAD_PART_BYTES)."""
+"""Largest CSV accepted (it travels to the data service in parts of UPLOAD_PART_BYTES)."""
 
 router = APIRouter(prefix="/tables", tags=["tables"], dependencies=[Depends(require_token)])
 
@@ -97,7 +98,7 @@ class CsvText:
     },
 )
 async def upload_table(
-    scheduler: SchedulerDep,
+    data: DataDep,
     form: Annotated[TableCreate, Form()],
     file: Annotated[UploadFile, File(description="CSV: an id column, numeric features")],
 ) -> TablePublic:
@@ -110,7 +111,7 @@ async def upload_table(
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "the file is empty")
         with answering():
             result = await run_in_threadpool(
-                scheduler.table_upload,
+                data.table_upload,
                 form.name,
                 first,
                 id_column=form.id_column,
@@ -123,7 +124,7 @@ async def upload_table(
     with answering():
         # Names the table, so an existing one is refused before any part travels.
         upload: TableUpload = await run_in_threadpool(
-            scheduler.table_upload_begin, name=form.name, replace=form.replace
+            data.table_upload_begin, name=form.name, replace=form.replace
         )
     try:
         text = first
@@ -152,15 +153,15 @@ async def upload_table(
 
 
 @router.get("", response_model=TablesPublic)
-def list_tables(scheduler: SchedulerDep) -> TablesPublic:
+def list_tables(data: DataDep) -> TablesPublic:
     """The tables uploaded at this party."""
     with answering():
-        rows = scheduler.table_list()
+        rows = data.table_list()
     return TablesPublic.model_validate({"data": rows, "count": len(rows)})
 
 
 @router.get("/{name}", response_model=TablePublic, responses={404: {"description": "no table"}})
-def get_table(scheduler: SchedulerDep, name: TableNamePath) -> TablePublic:
+def get_table(data: DataDep, name: TableNamePath) -> TablePublic:
     """One table's catalogue entry, with how often jobs read it."""
     with answering():
-        return TablePublic.model_validate(scheduler.table_get(name))
+        return TablePublic.model_validate(data.table_get(name))

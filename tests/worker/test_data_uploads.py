@@ -1,9 +1,11 @@
-"""Upload sessions of the scheduler's RPC (table_upload_begin/part/commit/abort) on the real
+"""The party's data service (fedworker.data, served by its workers on svc.data.rpc) on the real
 RabbitMQ: a table larger than one bus frame, parts sent twice, parts missing, commits sent
-twice, abandoned and aborted sessions, and commands too large for one frame.
+twice, abandoned and aborted sessions, two replicas sharing one upload, and a commit another
+replica is still parsing.
 
-The scheduler runs in this process on its own vhost and SQLite database; commands go through
-`SchedulerClient` as the REST API sends them.
+The workers run in this process on their own vhost and one SQLite database (with its tables
+directory next to it, as replicas share them); commands go through `fedcontrol.DataClient` as
+the REST API sends them.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 import pytest
 from fedbus import Bus, connect
 from fedbus.chunking import DEFAULT_MAX_FRAME_BYTES
-from fedcontrol import SchedulerClient, SchedulerCommandFailed
-from fedscheduler import rpc
-from fedscheduler.main import Scheduler
-from fedscheduler.settings import SchedulerSettings
+from fedcontrol import DataClient, DataCommandFailed
+from fedworker import data
+from fedworker.main import Worker
+from fedworker.metrics import WorkerMetrics
+from fedworker.settings import WorkerSettings
 from pydantic import SecretStr
 
 from fedmq import local
@@ -33,35 +36,43 @@ PARTY = "9999"
 
 
 @dataclass
-class RpcParty:
-    client: SchedulerClient
-    scheduler: Scheduler
+class DataParty:
+    client: DataClient
+    workers: list[Worker]
     uploads_dir: Path
+
+    def answered(self, worker: Worker, op: str) -> float:
+        value = worker.metrics.registry.get_sample_value(
+            "fedmq_worker_data_requests_total", {"op": op, "outcome": "ok"}
+        )
+        return value or 0.0
 
 
 @pytest.fixture(scope="module")
-def party(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RpcParty]:
-    vhost = f"fedmqr{uuid.uuid4().hex[:8]}"
+def party(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataParty]:
+    vhost = f"fedmqd{uuid.uuid4().hex[:8]}"
     local.ensure_vhost(vhost)
     bus_url = f"{amqp_url.rsplit('/', 1)[0]}/{vhost}"
-    tmp = tmp_path_factory.mktemp("rpc-uploads")
-    scheduler = Scheduler(
-        SchedulerSettings(
-            party_id=PARTY,
-            bus_url=SecretStr(bus_url),
-            database_url=SecretStr(f"sqlite:///{tmp / 'party.db'}"),
-            http_port=-1,
-        )
+    tmp = tmp_path_factory.mktemp("data-uploads")
+    settings = WorkerSettings(
+        party_id=PARTY,
+        bus_url=SecretStr(bus_url),
+        database_url=SecretStr(f"sqlite:///{tmp / 'party.db'}"),
+        task_threads=1,
     )
-    scheduler.start()
+    # Two replicas of the party's worker: one database, one tables directory.
+    workers = [Worker(settings, WorkerMetrics(process=False)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
     bus: Bus = connect(bus_url)
     try:
-        yield RpcParty(
-            SchedulerClient(bus, PARTY, timeout=20), scheduler, tmp / "party-tables" / ".uploads"
+        yield DataParty(
+            DataClient(bus, PARTY, timeout=20), workers, tmp / "party-tables" / ".uploads"
         )
     finally:
         bus.close()
-        scheduler.stop()
+        for worker in workers:
+            worker.stop()
         local.delete_vhost(vhost)
 
 
@@ -73,7 +84,7 @@ HEADER = "id,a,b\n"
 
 
 def test_a_table_larger_than_one_frame_is_stored_and_the_queue_keeps_answering(
-    party: RpcParty,
+    party: DataParty,
 ) -> None:
     # Prepare: ~20 MiB, the size that used to get no answer at all
     text = HEADER + csv_text(1_250_000)
@@ -92,8 +103,29 @@ def test_a_table_larger_than_one_frame_is_stored_and_the_queue_keeps_answering(
     assert answered_in < 5
 
 
+def test_two_replicas_share_one_upload_and_either_serves_the_table(party: DataParty) -> None:
+    # Prepare: many small parts, so the broker hands some to each replica
+    before = [party.answered(w, "table_upload_part") for w in party.workers]
+    upload = party.client.table_upload_begin(name="shared")
+    pieces = [HEADER + csv_text(50)] + [csv_text(50, start=50 * i) for i in range(1, 40)]
+
+    # Execute
+    for piece in pieces:
+        upload.send(piece)
+    stored = upload.commit("shared")
+    seen = [w.tables.get("shared") for w in party.workers]
+
+    # Assert
+    after = [party.answered(w, "table_upload_part") for w in party.workers]
+    answered = [a - b for a, b in zip(after, before, strict=True)]
+    assert sum(answered) == len(pieces)
+    assert all(count > 0 for count in answered), answered
+    assert stored["rows"] == 2000
+    assert all(info is not None and info.sha256 == stored["sha256"] for info in seen)
+
+
 def test_a_part_sent_twice_is_stored_once_and_a_changed_part_is_refused(
-    party: RpcParty,
+    party: DataParty,
 ) -> None:
     # Prepare
     first, second = HEADER + csv_text(1000), csv_text(1000, start=1000)
@@ -104,7 +136,7 @@ def test_a_part_sent_twice_is_stored_once_and_a_changed_part_is_refused(
     party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=first)
     again = party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=first)
     party.client.call("table_upload_part", upload_id=upload_id, seq=1, data=second)
-    with pytest.raises(SchedulerCommandFailed) as changed:
+    with pytest.raises(DataCommandFailed) as changed:
         party.client.call("table_upload_part", upload_id=upload_id, seq=1, data=first)
     stored = party.client.call(
         "table_upload_commit",
@@ -121,7 +153,7 @@ def test_a_part_sent_twice_is_stored_once_and_a_changed_part_is_refused(
 
 
 def test_a_commit_with_a_missing_part_keeps_the_session_and_a_repeated_commit_answers_again(
-    party: RpcParty,
+    party: DataParty,
 ) -> None:
     # Prepare
     parts = [HEADER + csv_text(10), csv_text(10, start=10), csv_text(10, start=20)]
@@ -132,7 +164,7 @@ def test_a_commit_with_a_missing_part_keeps_the_session_and_a_repeated_commit_an
     commit = {"upload_id": upload_id, "parts": 3, "sha256": digest, "name": "gappy"}
 
     # Execute
-    with pytest.raises(SchedulerCommandFailed) as gap:
+    with pytest.raises(DataCommandFailed) as gap:
         party.client.call("table_upload_commit", **commit)
     party.client.call("table_upload_part", upload_id=upload_id, seq=1, data=parts[1])
     stored = party.client.call("table_upload_commit", **commit)
@@ -145,15 +177,38 @@ def test_a_commit_with_a_missing_part_keeps_the_session_and_a_repeated_commit_an
     assert not list((party.uploads_dir / upload_id).glob("part-*"))
 
 
+def test_a_commit_another_replica_is_parsing_is_refused_not_parsed_twice(
+    party: DataParty,
+) -> None:
+    # Prepare: a complete session whose commit another replica has begun (its lock file)
+    text = HEADER + csv_text(10)
+    upload_id = party.client.table_upload_begin().upload_id
+    party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=text)
+    (party.uploads_dir / upload_id / "committing.lock").touch()
+
+    # Execute
+    with pytest.raises(DataCommandFailed) as busy:
+        party.client.call(
+            "table_upload_commit", upload_id=upload_id, parts=1, name="being_committed"
+        )
+
+    # Assert
+    assert busy.value.http_status == 409 and "another worker" in busy.value.message
+    assert (party.uploads_dir / upload_id / "part-000000").exists()
+    with pytest.raises(DataCommandFailed) as absent:
+        party.client.table_get("being_committed")
+    assert absent.value.http_status == 404
+
+
 def test_parts_that_do_not_add_up_to_the_digest_are_refused_and_dropped(
-    party: RpcParty,
+    party: DataParty,
 ) -> None:
     # Prepare
     upload_id = party.client.table_upload_begin().upload_id
     party.client.call("table_upload_part", upload_id=upload_id, seq=0, data=HEADER + "r1,1,1\n")
 
     # Execute
-    with pytest.raises(SchedulerCommandFailed) as mismatch:
+    with pytest.raises(DataCommandFailed) as mismatch:
         party.client.call(
             "table_upload_commit",
             upload_id=upload_id,
@@ -165,13 +220,13 @@ def test_parts_that_do_not_add_up_to_the_digest_are_refused_and_dropped(
     # Assert
     assert mismatch.value.http_status == 400 and "SHA-256" in mismatch.value.message
     assert not (party.uploads_dir / upload_id).exists()
-    with pytest.raises(SchedulerCommandFailed) as gone:
+    with pytest.raises(DataCommandFailed) as gone:
         party.client.table_get("mismatched")
     assert gone.value.http_status == 404
 
 
 def test_an_abandoned_session_is_deleted_at_the_next_begin_and_an_aborted_one_at_once(
-    party: RpcParty,
+    party: DataParty,
 ) -> None:
     # Prepare: a session whose last part came two hours ago
     old = party.client.table_upload_begin().upload_id
@@ -189,39 +244,22 @@ def test_an_abandoned_session_is_deleted_at_the_next_begin_and_an_aborted_one_at
     assert not (party.uploads_dir / old).exists()
     assert not (party.uploads_dir / recent.upload_id).exists()
     assert (party.uploads_dir / fresh).is_dir()
-    with pytest.raises(SchedulerCommandFailed) as late:
+    with pytest.raises(DataCommandFailed) as late:
         party.client.call("table_upload_part", upload_id=old, seq=1, data="r1,1,1\n")
     assert late.value.http_status == 404 and "upload the file again" in late.value.message
 
 
 def test_a_session_over_the_size_limit_is_refused_part_by_part(
-    party: RpcParty, monkeypatch: pytest.MonkeyPatch
+    party: DataParty, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Prepare: the scheduler runs in this process, so its limit can be lowered here
-    monkeypatch.setattr(rpc, "MAX_UPLOAD_BYTES", 1000)
+    # Prepare: the workers run in this process, so their limit can be lowered here
+    monkeypatch.setattr(data, "MAX_UPLOAD_BYTES", 1000)
     upload_id = party.client.table_upload_begin().upload_id
     party.client.call("table_upload_part", upload_id=upload_id, seq=0, data="x" * 600)
 
     # Execute
-    with pytest.raises(SchedulerCommandFailed) as over:
+    with pytest.raises(DataCommandFailed) as over:
         party.client.call("table_upload_part", upload_id=upload_id, seq=1, data="x" * 600)
 
     # Assert
     assert over.value.http_status == 400 and "larger than" in over.value.message
-
-
-def test_a_command_over_one_frame_is_refused_before_it_is_sent(party: RpcParty) -> None:
-    # Prepare: a pipeline document larger than a frame (only tables have upload sessions)
-    huge = "# padding\n" * (DEFAULT_MAX_FRAME_BYTES // 10 + 1)
-
-    # Execute
-    started = time.monotonic()
-    with pytest.raises(SchedulerCommandFailed) as refused:
-        party.client.submit(huge)
-    took = time.monotonic() - started
-    listed = party.client.list_jobs()
-
-    # Assert: refused at once, and the scheduler's queue was never blocked by it
-    assert refused.value.http_status == 400 and "bus frame" in refused.value.message
-    assert took < 2
-    assert isinstance(listed, list)
