@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedschemas.payloads import task_scope_id
+
 
 @dataclass(frozen=True)
 class TaskKey:
@@ -21,7 +23,7 @@ class TaskKey:
     def task_id(self) -> str:
         """The envelope's task id, "<job>/<component>/<party>/<role>": receivers file
         federation data by the component it names (job ids and component names hold no "/")."""
-        return f"{self.job_id}/{self.component}/{self.party_id}/{self.role}"
+        return task_scope_id(self.job_id, self.component, self.party_id, self.role)
 
 
 @dataclass(frozen=True)
