@@ -129,3 +129,20 @@ def test_the_party_sets_the_prefetch_priority_and_a_pipeline_cannot_change_its_t
     assert spy.background, "the second run precomputed in the background"
     if sys.platform.startswith("linux"):
         assert {nice for _, nice in spy.background} == {5}
+
+
+def test_the_worker_takes_its_runtime_options_from_its_own_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fedworker.settings import WorkerSettings
+
+    monkeypatch.setenv("FEDMQ_WORKER_PREFETCH_THREADS", "0")
+    monkeypatch.setenv("FEDMQ_WORKER_PREFETCH_NICE", "7")
+    monkeypatch.setenv("FEDMQ_WORKER_COMPONENT_THREADS", "3")
+
+    options = WorkerSettings().runtime_options
+
+    assert options == RuntimeOptions(threads=3, prefetch_threads=0, prefetch_nice=7)
+    monkeypatch.setenv("FEDMQ_WORKER_PREFETCH_NICE", "20")
+    with pytest.raises(ValueError, match="prefetch_nice"):
+        WorkerSettings()

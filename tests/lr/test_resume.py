@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedflow.checkpoints import SEALED_KEY, CheckpointStore
+from fedflow.components.hetero_lr.session import SECRETS_PURPOSE
 from fedflow.standalone import LocalWorld
 
 from tests.lr.conftest import (
@@ -172,3 +174,34 @@ def test_reveal_mode_resumes_after_dying_between_a_ciphertext_send_and_its_check
     expected_g, expected_h = sigmoid_sgd(*data, params)
     np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
     np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_written_by_the_previous_version_resumes_to_the_same_weights(
+    tmp_path: Path, data: Any, reference: tuple[Any, Any]
+) -> None:
+    with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
+        # Prepare: the host dies after iteration 4's checkpoint, which is then rewritten in
+        # the layout of the version before the kit: its secrets sealed under "secrets"
+        tasks = lr_tasks(world, "job-old", *data, PARAMS)
+        peer = start(world, tasks["guest"])
+        doomed = start(world, tasks["host"], on_progress=crash_after(4))
+        doomed.join()
+        assert isinstance(doomed.error[0], SimulatedCrash)
+        store = CheckpointStore(world.parties[HOST].runtime.engine)
+        saved = store.latest(tasks["host"].key)
+        assert saved is not None
+        state = dict(saved.state)
+        state["secrets"] = state.pop(SEALED_KEY)[SECRETS_PURPOSE]
+        store.save(tasks["host"].key, saved.iteration, state)
+
+        # Execute
+        again = start(world, tasks["host"])
+        again.join()
+        peer.join()
+
+        # Assert: the same key came back (the guest's ciphertexts still open), same weights
+        assert not again.error and not peer.error, (again.error, peer.error)
+        assert again.result[0].resumed_from == 4
+        wg, wh = weights(world, "job-old")
+    np.testing.assert_allclose(wg, reference[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wh, reference[1], rtol=0, atol=1e-6)

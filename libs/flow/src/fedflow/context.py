@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
+from fedflow.artifacts import Artifact, ModelArtifact
 from fedflow.checkpoints import CheckpointScope
 from fedflow.cryptopool import local_executor
 from fedflow.federation import Federation, TaskCanceled
@@ -67,7 +68,7 @@ class ComponentContext:
     role: str
     parties: Mapping[str, list[str]]
     params: Mapping[str, Any]
-    inputs: Mapping[str, Table]
+    inputs: Mapping[str, Artifact]
     federation: Federation
     checkpoints: CheckpointScope
     metrics: MetricsWriter
@@ -83,6 +84,20 @@ class ComponentContext:
         return model.model_validate(dict(self.params))
 
     def input(self, name: str) -> Table:
+        """The table input `name` (TypeError if a model fills the slot: `model`)."""
+        found = self._input(name)
+        if not isinstance(found, Table):
+            raise TypeError(f"{self.component}: input {name!r} is a model, not a table")
+        return found
+
+    def model(self, name: str) -> ModelArtifact:
+        """The model input `name`: a JSON document plus arrays (fedflow.artifacts)."""
+        found = self._input(name)
+        if not isinstance(found, ModelArtifact):
+            raise TypeError(f"{self.component}: input {name!r} is a table, not a model")
+        return found
+
+    def _input(self, name: str) -> Artifact:
         try:
             return self.inputs[name]
         except KeyError:

@@ -112,7 +112,9 @@ class PartyRuntime:
                     raise TaskError(f"{spec.component}: missing input {slot.name!r}")
                 continue
             try:
-                inputs[slot.name] = self.artifacts.get(spec.job_id, self.party_id, spec.role, ref)
+                inputs[slot.name] = self.artifacts.get_artifact(
+                    spec.job_id, self.party_id, spec.role, ref
+                )
             except ArtifactMissing as exc:
                 raise TaskError(str(exc)) from None
         cancel = cancel or threading.Event()
