@@ -83,3 +83,32 @@ def test_any_data_frame_round_trips(seq, message_id, headers, body):
         headers,
         body,
     )
+
+
+@settings(max_examples=50, deadline=None)
+@given(rid=st.integers(min_value=0, max_value=2**64 - 1), body=st.binary(max_size=4096))
+def test_request_and_reply_frames_round_trip(rid, body):
+    assert framing.decode_request(framing.encode_request_prefix(rid) + body) == (rid, body)
+    for outcome in framing.ReplyOutcome:
+        raw = framing.encode_reply_prefix(rid, outcome) + body
+        assert framing.decode_reply(raw) == (rid, outcome, body)
+
+
+@pytest.mark.parametrize(
+    ("decode", "body"),
+    [
+        (framing.decode_request, b"\x00" * 7),
+        (framing.decode_reply, b"\x00" * 8),
+        (framing.decode_reply, b"\x00" * 8 + b"\x07"),  # no such outcome
+    ],
+    ids=["short-request", "short-reply", "unknown-outcome"],
+)
+def test_malformed_request_and_reply_frames_are_protocol_errors(decode, body):
+    with pytest.raises(ProtocolError):
+        decode(body)
+
+
+def test_the_rpc_feature_is_announced_and_its_frames_may_carry_an_envelope():
+    assert framing.FEATURE_RPC in framing.Hello(party_id="9999", certificates=()).features
+    header = framing.frame_header(FrameType.REPLY, 2 << 20)
+    assert framing.parse_header(header, max_frame_bytes=4 << 20) == (FrameType.REPLY, 2 << 20)

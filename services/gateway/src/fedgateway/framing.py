@@ -26,6 +26,15 @@ Frame types and bodies:
                    whose HELLO_OK lists the "ping" feature (an older gateway would close the
                    connection on an unknown frame type).
     PONG      (8)  the PING's body, echoed by the server at once.
+    REQUEST   (9)  u64 rid | the encoded envelope of an rpc.request (to the frame's end): a
+                   correlated call; `rid` is per connection, chosen by the client. Sent only to
+                   a server whose HELLO_OK lists the "rpc" feature. Never ACKed: the answer is
+                   one REPLY, or nothing when the request was dropped at its deadline.
+    REPLY     (10) u64 rid | u8 outcome | body: outcome 0 (REPLY_OK): body is the encoded
+                   envelope of the rpc.reply, signed by the server's party; 1 (REPLY_REFUSED):
+                   the server refused the request (verification, authorization), body is the
+                   UTF-8 reason; 2 (REPLY_FAILED): accepted but no answer can come (no local
+                   responder, its deadline passed there), body is the UTF-8 reason.
 
 The envelope bytes travel untouched (they are what the signature covers, via
 fedschemas.canonical_bytes); the frame carries them without copying them into msgpack.
@@ -45,8 +54,11 @@ _HEADER = struct.Struct(">IB")
 _SEQ = struct.Struct(">Q")
 _DATA_PREFIX = struct.Struct(">QI")
 HEADER_SIZE = _HEADER.size
+_REQUEST_PREFIX = struct.Struct(">Q")
+_REPLY_PREFIX = struct.Struct(">QB")
 FEATURE_PING = "ping"
-FEATURES: tuple[str, ...] = (FEATURE_PING,)
+FEATURE_RPC = "rpc"
+FEATURES: tuple[str, ...] = (FEATURE_PING, FEATURE_RPC)
 """What this gateway announces in HELLO / HELLO_OK."""
 MAX_CONTROL_FRAME = 1 << 20
 """Non-DATA frames are small; a larger one is a protocol error (bounded memory per peer)."""
@@ -61,6 +73,16 @@ class FrameType(enum.IntEnum):
     GOODBYE = 6
     PING = 7
     PONG = 8
+    REQUEST = 9
+    REPLY = 10
+
+
+class ReplyOutcome(enum.IntEnum):
+    """The second field of a REPLY frame."""
+
+    OK = 0
+    REFUSED = 1
+    FAILED = 2
 
 
 class ProtocolError(Exception):
@@ -96,7 +118,8 @@ def parse_header(header: bytes, *, max_frame_bytes: int) -> tuple[FrameType, int
         raise ProtocolError(f"unknown frame type {raw_type}") from None
     if length < 1:
         raise ProtocolError("frame length 0")
-    limit = max_frame_bytes if frame_type is FrameType.DATA else MAX_CONTROL_FRAME
+    carries_envelope = frame_type in (FrameType.DATA, FrameType.REQUEST, FrameType.REPLY)
+    limit = max_frame_bytes if carries_envelope else MAX_CONTROL_FRAME
     if length - 1 > limit:
         raise ProtocolError(f"{frame_type.name} frame of {length - 1} bytes exceeds {limit}")
     return frame_type, length - 1
@@ -198,3 +221,32 @@ def decode_refused(body: bytes) -> tuple[int, str]:
     if len(body) < 8:
         raise ProtocolError("REFUSED frame too short")
     return _SEQ.unpack_from(body)[0], body[8:].decode(errors="replace")
+
+
+def encode_request_prefix(rid: int) -> bytes:
+    """A REQUEST body before the envelope bytes (sent separately: no copy)."""
+    return _REQUEST_PREFIX.pack(rid)
+
+
+def decode_request(body: bytes) -> tuple[int, bytes]:
+    """(rid, envelope bytes) of a REQUEST body."""
+    if len(body) < _REQUEST_PREFIX.size:
+        raise ProtocolError("REQUEST frame too short")
+    rid: int = _REQUEST_PREFIX.unpack_from(body)[0]
+    return rid, body[_REQUEST_PREFIX.size :]
+
+
+def encode_reply_prefix(rid: int, outcome: ReplyOutcome) -> bytes:
+    return _REPLY_PREFIX.pack(rid, outcome)
+
+
+def decode_reply(body: bytes) -> tuple[int, ReplyOutcome, bytes]:
+    """(rid, outcome, envelope bytes or UTF-8 reason) of a REPLY body."""
+    if len(body) < _REPLY_PREFIX.size:
+        raise ProtocolError("REPLY frame too short")
+    rid, raw = _REPLY_PREFIX.unpack_from(body)
+    try:
+        outcome = ReplyOutcome(raw)
+    except ValueError:
+        raise ProtocolError(f"unknown REPLY outcome {raw}") from None
+    return rid, outcome, body[_REPLY_PREFIX.size :]

@@ -15,6 +15,11 @@ it is connected and then every `ping_interval` seconds; the server echoes it as 
 read loop at once, and the client reports the elapsed time (`on_rtt`). That is the link's own
 latency (TLS, TCP, the two loops), apart from the broker confirms the relay's lag includes.
 
+Request/reply: a client whose server announced the "rpc" feature may send REQUEST frames on
+the same connection as its DATA frames (`ClientConnection.submit_request`); each waits for its
+REPLY until its own deadline, after which it fails with TimeoutError and a late REPLY is
+ignored. The server hands REQUEST bodies to its handler's `on_request` without waiting.
+
 Threads: all sockets live on one asyncio loop (`LinkLoop`) running on its own thread, so one
 TLS object is never used by two threads at once. Relay handler threads talk to it through
 `ClientConnection.submit` (thread-safe, returns a concurrent Future resolved by the peer's ACK).
@@ -41,17 +46,21 @@ from tenacity import (
 
 from fedgateway.framing import (
     FEATURE_PING,
+    FEATURE_RPC,
     HEADER_SIZE,
     FrameType,
     Hello,
     ProtocolError,
+    ReplyOutcome,
     decode_ack,
     decode_hello,
     decode_ping,
     decode_refused,
+    decode_reply,
     encode_data_prefix,
     encode_hello,
     encode_ping,
+    encode_request_prefix,
     frame_header,
     parse_header,
 )
@@ -248,6 +257,10 @@ class InboundHandler(Protocol):
 
     def open_session(self, peer_party: str, sender: FrameSender) -> InboundSession: ...
 
+    def on_request(self, peer_party: str, sender: FrameSender, body: bytes) -> None:
+        """Take one REQUEST body (loop thread: hand it off, do not block); answer with a REPLY
+        frame through `sender`, or not at all when the request is dropped."""
+
     def connection_refused(
         self, side: str, reason: str, detail: str, address: str, claimed_party: str | None
     ) -> None: ...
@@ -336,9 +349,8 @@ class LinkServer:
                 )
             self._handler.admit(cert_party, hello)
             write_frame(writer, FrameType.HELLO_OK, encode_hello(self._handler.local_hello()))
-            session = self._handler.open_session(
-                cert_party, FrameSender(asyncio.get_running_loop(), writer)
-            )
+            sender = FrameSender(asyncio.get_running_loop(), writer)
+            session = self._handler.open_session(cert_party, sender)
             entry = (writer, session)
             self._sessions.add(entry)
             log.info("link_accepted", peer_party=cert_party, address=address)
@@ -346,6 +358,8 @@ class LinkServer:
                 frame_type, body = await read_frame(reader, self._max_frame_bytes)
                 if frame_type is FrameType.DATA:
                     await session.on_data(body)
+                elif frame_type is FrameType.REQUEST:
+                    self._handler.on_request(cert_party, sender, body)
                 elif frame_type is FrameType.PING:
                     decode_ping(body)  # a malformed PING is a protocol error like any frame
                     write_frame(writer, FrameType.PONG, body)
@@ -403,6 +417,9 @@ class ClientConnection:
         self._lock = threading.Lock()
         self._pending: dict[int, concurrent.futures.Future[str | None]] = {}
         self._next_seq = 1
+        # rid -> the REPLY's (outcome, body); entries leave on REPLY, deadline or close.
+        self._requests: dict[int, concurrent.futures.Future[tuple[ReplyOutcome, bytes]]] = {}
+        self._next_rid = 1
         self.closed = False
         self.draining = False
         self._on_rtt = on_rtt
@@ -416,6 +433,51 @@ class ClientConnection:
     @property
     def usable(self) -> bool:
         return not (self.closed or self.draining)
+
+    @property
+    def supports_rpc(self) -> bool:
+        """The server announced the "rpc" feature: REQUEST frames may be sent."""
+        return FEATURE_RPC in self.peer_hello.features
+
+    def submit_request(
+        self, body: bytes, timeout: float
+    ) -> concurrent.futures.Future[tuple[ReplyOutcome, bytes]]:
+        """Send one REQUEST frame; the future gives the REPLY's (outcome, body), raises
+        TimeoutError after `timeout` seconds (a later REPLY is ignored), or LinkDown if the
+        connection ends first."""
+        fut: concurrent.futures.Future[tuple[ReplyOutcome, bytes]] = concurrent.futures.Future()
+        with self._lock:
+            if not self.usable:
+                raise LinkDown("connection closed or draining")
+            rid = self._next_rid
+            self._next_rid += 1
+            self._requests[rid] = fut  # before the write: the REPLY may come back at once
+        prefix = encode_request_prefix(rid)
+
+        def write() -> None:
+            if self._writer.is_closing():
+                self._settle_request(rid, LinkDown("connection closed before the request"))
+                return
+            write_frame(self._writer, FrameType.REQUEST, prefix, body)
+            self._loop.call_later(
+                max(timeout, 0.0),
+                self._settle_request,
+                rid,
+                TimeoutError(f"no REPLY within {timeout:.3f} s"),
+            )
+
+        self._loop.call_soon_threadsafe(write)
+        return fut
+
+    def _settle_request(self, rid: int, result: tuple[ReplyOutcome, bytes] | Exception) -> None:
+        with self._lock:
+            fut = self._requests.pop(rid, None)
+        if fut is None or fut.done():
+            return  # answered already, or a REPLY after the deadline: dropped
+        if isinstance(result, Exception):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)
 
     @property
     def in_flight(self) -> int:
@@ -483,6 +545,9 @@ class ClientConnection:
                         self._resolve(seq, None)
                 elif frame_type is FrameType.PONG:
                     self._pong(body)
+                elif frame_type is FrameType.REPLY:
+                    rid, outcome, payload = decode_reply(body)
+                    self._settle_request(rid, (outcome, payload))
                 elif frame_type is FrameType.REFUSED:
                     seq, reason = decode_refused(body)
                     self._resolve(seq, reason)
@@ -508,9 +573,13 @@ class ClientConnection:
             with self._lock:
                 self.closed = True
                 pending, self._pending = self._pending, {}
+                requests, self._requests = self._requests, {}
             for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(LinkDown(error))
+            for request in requests.values():
+                if not request.done():
+                    request.set_exception(LinkDown(error))
             self._writer.close()
             log.info("link_down", peer_party=self.peer_party, error=error, unacked=len(pending))
 
@@ -683,6 +752,52 @@ class PeerLink:
             self._on_state(True)
             log.info("link_up", peer_party=self.peer_party, address=self.address)
             return conn
+
+    def connection_now(self, timeout: float) -> ClientConnection | None:
+        """The usable connection, or one attempt to open it within `timeout` seconds: for calls
+        with a deadline, which cannot wait out the relay's backoff. None when the peer cannot
+        be reached in time (down, refusing, or another thread is already retrying)."""
+        conn = self._conn
+        if conn is not None and conn.usable:
+            return conn
+        if self._stopped.is_set() or not self._connect_lock.acquire(timeout=max(timeout, 0.0)):
+            return None
+        try:
+            conn = self._conn
+            if conn is not None and conn.usable:
+                return conn
+            if conn is not None:
+                self._on_state(False)
+            opening = self._connector(self.peer_party, self.address)
+            attempt: concurrent.futures.Future[ClientConnection] = self._link_loop.submit(
+                opening  # type: ignore[arg-type]  # an Awaitable that is a coroutine
+            )
+            try:
+                conn = attempt.result(timeout=max(timeout, 0.001))
+            except (
+                OSError,
+                PeerRefused,
+                ProtocolError,
+                TimeoutError,
+                concurrent.futures.TimeoutError,
+            ) as exc:
+                attempt.cancel()
+                if isinstance(exc, PeerRefused):
+                    self._on_refused(exc.reason, exc.detail, self.address)
+                log.info(
+                    "link_connect_failed",
+                    peer_party=self.peer_party,
+                    address=self.address,
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=1,
+                )
+                return None
+            self._conn = conn
+            self._on_state(True)
+            log.info("link_up", peer_party=self.peer_party, address=self.address)
+            return conn
+        finally:
+            self._connect_lock.release()
 
     def send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Return once the peer ACKed; raise MessageRefused or LinkStopped."""

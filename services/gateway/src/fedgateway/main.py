@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from fedcommon.tracing import configure_tracing
 from opentelemetry.trace import Tracer
 
 from fedgateway.api.app import create_app
+from fedgateway.control import ControlConsumer
 from fedgateway.framing import Hello
 from fedgateway.link import (
     ClientConnection,
@@ -43,6 +45,7 @@ from fedgateway.link import (
 from fedgateway.metrics import GatewayMetrics
 from fedgateway.pki import CertificateRefused, PartyIdentity, PkiError
 from fedgateway.relay import OutboundRelay, RelayInboundSession, Signer
+from fedgateway.rpc import RpcCaller, RpcResponder
 from fedgateway.settings import GatewaySettings, load_settings
 from fedgateway.verify import (
     FinishedAttempts,
@@ -112,6 +115,10 @@ class Gateway:
         self._server: LinkServer | None = None
         self._links: dict[str, PeerLink] = {}
         self._relay: OutboundRelay | None = None
+        self._rpc_pool: ThreadPoolExecutor | None = None
+        self._rpc_caller: RpcCaller | None = None
+        self._rpc_responder: RpcResponder | None = None
+        self._control: ControlConsumer | None = None
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -202,6 +209,10 @@ class Gateway:
             tracer=self._tracer,
         )
 
+    def on_request(self, peer_party: str, sender: FrameSender, body: bytes) -> None:
+        assert self._rpc_responder is not None
+        self._rpc_responder.on_request(peer_party, sender, body)
+
     def connection_refused(
         self, side: str, reason: str, detail: str, address: str, claimed_party: str | None
     ) -> None:
@@ -278,6 +289,17 @@ class Gateway:
             clock_window=dt.timedelta(seconds=s.clock_window_s),
             max_envelope_bytes=s.max_envelope_bytes,
         )
+        self._rpc_pool = ThreadPoolExecutor(s.rpc_threads, thread_name_prefix="gw-rpc")
+        self._rpc_responder = RpcResponder(
+            self._bus,
+            party_id=self.party_id,
+            services={topic: frozenset(parties) for topic, parties in s.rpc_services.items()},
+            signer=lambda: self._current.signer,
+            verifier=self._require_verifier,
+            metrics=self.metrics,
+            executor=self._rpc_pool,
+            max_timeout_s=s.rpc_max_timeout_s,
+        )
         self._link_loop.start()
         self._server = LinkServer(
             self._link_loop,
@@ -314,6 +336,19 @@ class Gateway:
             tracer=self._tracer,
         )
         self._relay.start()
+        self._rpc_caller = RpcCaller(
+            self._bus,
+            self._links,
+            party_id=self.party_id,
+            signer=lambda: self._current.signer,
+            verifier=self._require_verifier,
+            metrics=self.metrics,
+            executor=self._rpc_pool,
+            max_envelope_bytes=s.max_envelope_bytes,
+        )
+        self._rpc_caller.start()
+        self._control = ControlConsumer(self._bus, self._finished, party_id=self.party_id)
+        self._control.start()
         self._start_http()
         if s.identity_check_interval_s > 0:
             threading.Thread(
@@ -359,6 +394,10 @@ class Gateway:
             },
         }
 
+    def _require_verifier(self) -> Verifier:
+        assert self.verifier is not None
+        return self.verifier
+
     def finish_attempt(self, job_id: str, attempt: int | None) -> None:
         """Operator / scheduler hook: messages of this job (attempt) are refused from now on."""
         assert self._finished is not None
@@ -384,6 +423,10 @@ class Gateway:
             link.stop_connecting()  # sends waiting for a (re)connection give up: requeued
         if self._relay is not None:
             self._relay.stop()  # in-flight sends finish with their ACK or are requeued
+        if self._rpc_caller is not None:
+            self._rpc_caller.stop()  # calls in flight get their reply or time out at the caller
+        if self._control is not None:
+            self._control.stop()
         for link in self._links.values():
             link.stop()
         if self._server is not None:
@@ -400,6 +443,8 @@ class Gateway:
                 self._http_thread.join(timeout=5)
         if self._bus is not None and self._owns_bus:
             self._bus.close()
+        if self._rpc_pool is not None:
+            self._rpc_pool.shutdown(wait=False, cancel_futures=True)
         self._link_loop.stop()
         log.info("gateway_stopped", party_id=self.party_id)
 

@@ -78,3 +78,26 @@ class GatewayMetrics:
             buckets=RTT_BUCKETS,
             registry=self.registry,
         )
+        self.rpc_calls = Counter(
+            "fedmq_gateway_rpc_calls",
+            "Cross-site calls by side (caller: this party's service called a peer; responder: a "
+            "peer called a service here), peer and outcome (ok, refused, failed, unavailable, "
+            "expired).",
+            ["side", "peer", "outcome"],
+            registry=self.registry,
+        )
+        self.rpc_expired = Counter(
+            "fedmq_gateway_rpc_expired",
+            "Requests or replies dropped because their deadline had passed (never delivered "
+            "late), by side and what was dropped (request, reply).",
+            ["side", "message"],
+            registry=self.registry,
+        )
+        self.rpc_seconds = Histogram(
+            "fedmq_gateway_rpc_seconds",
+            "Caller side: from taking a request off svc.gateway.rpc to handing its verified "
+            "reply to the caller.",
+            ["peer"],
+            buckets=RTT_BUCKETS,
+            registry=self.registry,
+        )

@@ -81,6 +81,15 @@ class GatewaySettings(ServiceSettings):
     ping_interval_s: float = 5.0
     """How often each outbound link sends a PING to measure its round trip
     (fedmq_gateway_link_rtt_seconds); 0: never."""
+    rpc_services: dict[str, list[str]] = Field(default_factory=dict)
+    """Request/reply: local service topic -> the peer parties that may call it ("*": every
+    configured peer). A call to a service not listed here is refused (`not_exposed`)."""
+    rpc_max_timeout_s: float = 60.0
+    """A call whose deadline lies further ahead is refused: it bounds how long a captured
+    request stays usable."""
+    rpc_threads: int = 32
+    """Threads that wait for local services' answers and verify peers' replies (calls in
+    flight beyond this wait for a thread)."""
     max_envelope_bytes: int = 1 << 30
     inbound_buffer_bytes: int = 64 << 20
     """Per peer: bytes taken off the link but not yet published (backpressure beyond this)."""

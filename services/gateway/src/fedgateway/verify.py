@@ -273,11 +273,20 @@ class Verifier:
 
     def check(self, body: bytes, *, message_id: str, peer_party: str) -> Accepted:
         """Accept a message from authenticated peer `peer_party`, or raise Refused."""
+        env = self.check_signed(body, message_id=message_id, peer_party=peer_party)
+        topic = route_for(env.type, self.routes)
+        if topic is None:
+            raise Refused("no_route", f"no route for message type {env.type}")
+        return Accepted(envelope=env, topic=topic)
+
+    def check_signed(self, body: bytes, *, message_id: str | None, peer_party: str) -> Envelope:
+        """Every check but the route (request/reply frames are not routed by type): the
+        envelope, or Refused. `message_id` None: the frame carries no separate id."""
         try:
             env = decode_envelope(body, max_bytes=self.max_envelope_bytes)
         except MalformedMessage as exc:
             raise Refused("malformed", exc.reason) from None
-        if env.message_id != message_id:
+        if message_id is not None and env.message_id != message_id:
             raise Refused("id_mismatch", "frame message id differs from the envelope's")
         if env.source.party_id != peer_party:
             raise Refused(
@@ -311,7 +320,8 @@ class Verifier:
                 f"created_at is {skew.total_seconds():.0f} s from now "
                 f"(window {self.clock_window.total_seconds():.0f} s)",
             )
-        job_done, highest = self.finished.status(env.job_id)
+        # Traffic outside any job (online calls) has no job to be finished.
+        job_done, highest = self.finished.status(env.job_id) if env.job_id else (False, -1)
         if job_done:
             raise Refused("finished_job", f"job {env.job_id} is finished")
         if env.attempt <= highest:
@@ -319,7 +329,4 @@ class Verifier:
                 "finished_attempt",
                 f"attempt {env.attempt} of job {env.job_id} is finished (up to {highest})",
             )
-        topic = route_for(env.type, self.routes)
-        if topic is None:
-            raise Refused("no_route", f"no route for message type {env.type}")
-        return Accepted(envelope=env, topic=topic)
+        return env
