@@ -33,10 +33,11 @@ import structlog
 from fedbus import Reject
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
-from fedschemas import Envelope, PartyRef, Payload, Role, new_envelope
+from fedschemas import Envelope, PartyRef, Payload, Role, new_envelope, topics
 from fedschemas.payloads import (
     JobAccept,
     JobEnd,
+    JobEnded,
     JobHeartbeat,
     JobPropose,
     JobRefuse,
@@ -235,6 +236,7 @@ def _count(job: Job, fact: Counted, ctx: SchedulerContext) -> None:
         log.info(
             "job_ended", job_id=job.job_id, state=fact.label, attempt=job.attempt, reason=job.reason
         )
+        _tell_gateway(job, fact.label, ctx)
     elif fact.name == "job_submitted":
         metrics.jobs_submitted.inc()
     elif fact.name == "proposal":
@@ -248,6 +250,28 @@ def _count(job: Job, fact: Counted, ctx: SchedulerContext) -> None:
         log.warning("task_timed_out", job_id=job.job_id, component=fact.label)
     elif fact.name == "heartbeat_sent":
         metrics.heartbeats_sent.inc()
+
+
+def _tell_gateway(job: Job, state: str, ctx: SchedulerContext) -> None:
+    """gateway.job_ended: the party's gateway refuses this attempt's cross-site messages from
+    now on (its replay guard). Same id for the same attempt, so a redelivery is a duplicate."""
+    me = PartyRef(party_id=ctx.party_id, role="local")
+    ended = JobEnded(job_id=job.job_id, attempt=job.attempt, state=state)  # type: ignore[arg-type]
+    envelope = new_envelope(
+        ended,
+        job_id=job.job_id,
+        component="scheduler",
+        task_id="",
+        attempt=job.attempt,
+        source=me,
+        destination=me,
+        tag="job_ended",
+        iteration=-1,
+        seq=0,
+        created_at=ctx.clock(),
+    )
+    ctx.publisher.bus.declare(topics.GATEWAY)  # the gateway may not have started yet
+    ctx.publisher.send(topics.GATEWAY, envelope)
 
 
 def _step(
