@@ -243,9 +243,9 @@ def test_volumes_hold_the_partys_state_and_identity_is_read_only(
     assert "identity:/var/lib/fedmq/identity:ro" in services["gateway"]["volumes"]
     assert "rabbitmq:/var/lib/rabbitmq" in services["rabbitmq"]["volumes"]
     assert "postgres:/var/lib/postgresql/data" in services["postgres"]["volumes"]
-    # Uploads (scheduler) and reads (workers) meet in one volume
-    for name in ("scheduler", "worker"):
-        assert "tables:/var/lib/fedmq/.fedmq" in services[name]["volumes"]
+    # The tables are the workers' alone: every replica stores uploads and reads them there
+    assert "tables:/var/lib/fedmq/.fedmq" in services["worker"]["volumes"]
+    assert "tables:/var/lib/fedmq/.fedmq" not in services["scheduler"].get("volumes", [])
 
 
 def test_bind_mounted_repository_files_exist() -> None:
