@@ -3,6 +3,7 @@ decryption by the other key holder, and model artifacts that are not tables."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,57 @@ def test_a_model_that_is_not_a_table_is_stored_and_read_back_as_a_document_and_a
         store.get("job-1", "9999", "guest", ref)
     with pytest.raises(TypeError, match="Python objects"):
         ModelArtifact({"x": 1}, {"bad": np.array([object()])}).to_bytes()
+
+
+def test_a_new_two_party_component_on_the_kit_is_one_package_and_one_registry_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: tests/flow/kit_example (the docs/components.md example) registered by hand, as
+    # its line in fedflow.components._DESCRIPTORS would; a host table X and a guest vector y
+    from fedflow import runner
+    from fedflow.components import REGISTRY
+    from fedflow.components.base import load
+    from fedflow.standalone import LocalWorld
+
+    from tests.flow.conftest import GUEST, HOST, PARTIES, make_table
+    from tests.flow.kit_example import MASKED_DOT
+
+    monkeypatch.setattr(runner, "REGISTRY", {**REGISTRY, "masked_dot": load(MASKED_DOT)})
+    ids = [f"r{i}" for i in range(40)]
+    guest_table, host_table = make_table(ids, 1, seed=1), make_table(ids, 3, seed=2)
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        specs = {}
+        for party, role, table in ((GUEST, "guest", guest_table), (HOST, "host", host_table)):
+            runtime = world.parties[party].runtime
+            runtime.artifacts.put("job-d", "src", party, role, "data", table, 0)
+            specs[role] = world.parties[party].task(
+                "job-d", "dot_0", "masked_dot", role, PARTIES, inputs={"data": "src.data"}
+            )
+
+        # Execute: both parties, each in its own thread
+        errors: list[BaseException] = []
+
+        def run(role: str, party: str) -> None:
+            try:
+                world.parties[party].runtime.run_task(specs[role], recv_timeout=60)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=run, args=(role, party))
+            for role, party in (("guest", GUEST), ("host", HOST))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        product = world.parties[HOST].runtime.artifacts.get("job-d", HOST, "host", "dot_0.data")
+        tags = {c.tag for c in world.crossings.snapshot() if c.message_type == "federation.data"}
+
+    # Assert: the host has X^T y (to the fixed-point precision of X); only the declared
+    # messages crossed
+    assert not errors, errors
+    assert guest_table.labels is not None
+    expected = host_table.features.T @ guest_table.labels
+    np.testing.assert_allclose(product.features[:, 0], expected, rtol=0, atol=1e-6)
+    assert tags == {"public_key", "encrypted_y", "product", "product_masked"}

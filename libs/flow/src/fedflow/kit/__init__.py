@@ -25,3 +25,10 @@ from typing import Final
 
 PAILLIER_KEY_FORMAT: Final = "fedcrypto.paillier.public_key.v1"
 """The blob format of a Paillier public key message (declared in protocols, checked on receipt)."""
+
+HE_DIMS: Final = {
+    "c": "64-bit limbs of one ciphertext (key bits / 32)",
+    "p": "64-bit limbs of one plaintext residue (key bits / 64)",
+}
+"""The protocol dims HeParty.exchange_keys binds: ciphertext shapes are "(rows, c)", masked
+answers "(rows, p)"."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from fedflow.kit import HE_DIMS
 from fedflow.kit import PAILLIER_KEY_FORMAT as KEY_FORMAT
 from fedflow.protocol import NONE, DecryptRule, MessageRule, Protocol
 
@@ -58,8 +59,7 @@ HETERO_LR_PROTOCOL = Protocol(
     component_type="hetero_lr",
     description="vertical LR, Taylor sigmoid, two Paillier keys, integer masks, no arbiter",
     dims={
-        "c": "64-bit limbs of one ciphertext (key bits / 32)",
-        "p": "64-bit limbs of one plaintext residue (key bits / 64)",
+        **HE_DIMS,
         "k_g2": "the guest's feature count + 1 (intercept) + 2 (loss aggregates)",
     },
     messages=(
