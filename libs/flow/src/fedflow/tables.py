@@ -7,7 +7,8 @@ deliberate gap). Every bad row is reported with its file and line number (the fi
 MAX_REPORTED in the message, all of them in `TableError.problems`); nothing is silently
 dropped or filled in.
 
-`TableStore(engine, data_dir)` keeps uploaded tables at the owning party only: the parsed
+`TableStore(engine, data_dir)` keeps uploaded tables at the owning party only, in its workers'
+hands (they store uploads and read tables; no other service opens it): the parsed
 arrays in `<data_dir>/<name>.npz` (numpy's format, loaded with allow_pickle=False) and a
 catalogue row in `flow_tables` (SQL: PostgreSQL in the stack, SQLite in the embedded default)
 with the table's shape, columns, missing-value count, the file's sha256 and a read counter,
@@ -241,8 +242,8 @@ def default_tables_dir(database_url: str, party_id: str) -> Path:
     """Where a party keeps its table files unless configured: "<db>-tables" next to a SQLite
     database file, else .fedmq/worker-<party>-tables (relative to the working directory).
 
-    Every service of a party that opens its TableStore (the worker reads, the scheduler's
-    upload command writes) uses this rule, so an upload lands where the workers read.
+    Every replica of a party's worker opens its TableStore with this rule (unless configured):
+    any of them stores an upload (the data service, fedworker.data) where all of them read.
     """
     prefix = "sqlite:///"
     if database_url.startswith(prefix) and len(database_url) > len(prefix):
