@@ -1,16 +1,15 @@
 """Wiring of one party's gateway: identity, link server, peer links, relay, HTTP, signals.
 
 `Gateway(settings).start()` runs everything on background threads (tests run several in one
-process); `main()` is `python -m fedgateway`: settings from the environment, logging and
-tracing set up, SIGTERM/SIGINT -> graceful stop, SIGHUP -> reload the identity after a key
-rotation.
+process); `main()` is `python -m fedgateway`: settings from the environment, run in the shared
+service shell (fedcommon.service.run_service: logging, tracing, SIGTERM/SIGINT -> graceful
+stop), SIGHUP -> reload the identity after a key rotation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import socket
 import ssl
 import threading
@@ -24,8 +23,7 @@ import structlog
 import uvicorn
 from cryptography import x509
 from fedbus import Bus, connect
-from fedcommon.logging import configure_logging
-from fedcommon.tracing import configure_tracing
+from fedcommon.service import run_service
 from opentelemetry.trace import Tracer
 
 from fedgateway.api.app import create_app
@@ -451,25 +449,19 @@ class Gateway:
 
 def main() -> None:
     settings = load_settings()
-    configure_logging("gateway", level=settings.log_level, json=settings.log_json)
-    provider = configure_tracing("gateway", settings.party_id, otlp_endpoint=settings.otlp_endpoint)
-    gateway = Gateway(settings)
-    done = threading.Event()
+    # The gateway serves /healthz and /metrics with its REST API, so the shell serves none.
+    gateway: Gateway | None = None
 
-    def on_stop(signum: int, _frame: object) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        done.set()
+    def build() -> Gateway:
+        nonlocal gateway
+        gateway = Gateway(settings)
+        return gateway
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(
-        signal.SIGHUP,
-        lambda _s, _f: threading.Thread(target=gateway.reload_identity, daemon=True).start(),
-    )
-    gateway.start()
-    while not done.wait(1.0):
-        pass
-    gateway.stop()
-    # os._exit skips atexit handlers, the span exporter's flush among them: flush first.
-    provider.shutdown()
-    os._exit(0)  # daemon threads (bus IO, uvicorn) must not hold the exit
+    def reload_identity() -> None:
+        if gateway is not None:
+            gateway.reload_identity()
+
+    code = run_service("gateway", settings, build, on_reload=reload_identity)
+    # run_service flushed the spans already; os._exit skips the atexit handlers, so nothing
+    # that needs them may come after it.
+    os._exit(code)  # daemon threads (bus IO, uvicorn) must not hold the exit

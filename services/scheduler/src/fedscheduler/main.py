@@ -1,13 +1,14 @@
 """The scheduler's entry point: wiring, logging, tracing, HTTP, timer and graceful shutdown.
 
-`python -m fedscheduler` reads SchedulerSettings (FEDMQ_SCHEDULER_*), configures JSON logs and
-tracing, opens the database and migrates it to the latest revision (Alembic), connects the bus,
-and then runs
+`python -m fedscheduler` reads SchedulerSettings (FEDMQ_SCHEDULER_*) and runs the scheduler in
+the shared service shell (fedcommon.service.run_service: JSON logs, tracing, signals). The
+scheduler opens the database and migrates it to the latest revision (Alembic), connects the
+bus, and then runs
 - a consumer of `topic` (svc.scheduler) with the handlers in handlers.py, deduplicated by the
   SQL inbox (a Redis cache in front when redis_url is set);
 - the RPC server on `rpc_topic` (rpc.py) for the REST API and the CLI;
 - the timer thread (timeouts.py): party silence, proposal timeouts, heartbeats;
-- /healthz and /metrics (Prometheus) on http_host:http_port.
+- /healthz and /metrics (Prometheus) on http_host:http_port (fedcommon.service's server).
 SIGTERM or SIGINT stops taking messages (the in-flight one finishes or goes back to the
 broker), stops the timer and the HTTP server, closes the bus and the database, and exits 0.
 
@@ -16,26 +17,18 @@ broker), stops the timer and the HTTP server, closes the bus and the database, a
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import threading
-from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-import uvicorn
-from fastapi import FastAPI, Response
 from fedbus import Bus, connect
 from fedbus.inbox_factory import make_inbox
 from fedbus.metrics import BusMetrics
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
-from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
-from fedcommon.logging import configure_logging
-from fedcommon.tracing import configure_tracing
+from fedcommon.http import HttpMetrics
+from fedcommon.service import HealthMetricsServer, run_service
 from fedschemas import PartyRef
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedscheduler.handlers import SchedulerContext, bind_handlers
 from fedscheduler.metrics import SchedulerMetrics
@@ -104,8 +97,7 @@ class Scheduler:
         self.rpc = RpcServer(self.bus, settings.rpc_topic, self.sessions, self.ctx)
         self.timer = Timer(self.sessions, self.ctx, settings.timer_interval_s)
         self.http_port = 0
-        self._http: uvicorn.Server | None = None
-        self._http_thread: threading.Thread | None = None
+        self._http: HealthMetricsServer | None = None
         self.started = threading.Event()
         self.stopping = threading.Event()
 
@@ -151,32 +143,15 @@ class Scheduler:
         return {"status": status, "party_id": self.settings.party_id}
 
     def _start_http(self) -> None:
-        app = FastAPI(title="fedmq scheduler", docs_url=None, redoc_url=None, openapi_url=None)
-        app.add_middleware(HttpObservabilityMiddleware, metrics=self.http_metrics)
-
-        @app.get("/healthz")
-        def healthz(response: Response) -> dict[str, Any]:
-            health = self.health()
-            if health["status"] != "ok":
-                response.status_code = 503
-            return health
-
-        @app.get("/metrics")
-        def metrics() -> Response:
-            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.http_host, self.settings.http_port))
-        sock.listen(64)
-        self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._http = uvicorn.Server(config)
-        http = self._http
-        self._http_thread = threading.Thread(
-            target=lambda: http.run(sockets=[sock]), name="scheduler-http", daemon=True
+        self._http = HealthMetricsServer(
+            self.settings.http_host,
+            self.settings.http_port,
+            health=self.health,
+            registry=self.metrics.registry,
+            http_metrics=self.http_metrics,
+            name="scheduler",
         )
-        self._http_thread.start()
+        self.http_port = self._http.start()
 
     def stop(self) -> None:
         """Graceful and idempotent: stop taking work, let the in-flight message finish."""
@@ -187,9 +162,7 @@ class Scheduler:
         self.rpc.stop()
         self.timer.stop()
         if self._http is not None:
-            self._http.should_exit = True
-            if self._http_thread is not None:
-                self._http_thread.join(timeout=5)
+            self._http.stop()
         if self._owns_bus:
             self.bus.close()
         self.inbox.close()
@@ -199,30 +172,11 @@ class Scheduler:
 
 def main() -> int:
     settings = SchedulerSettings()
-    configure_logging("scheduler", settings.log_level, settings.log_json)
-    provider = configure_tracing(
-        "scheduler", settings.party_id, otlp_endpoint=settings.otlp_endpoint
+    # The Scheduler serves its own /healthz and /metrics (http_port 0: a free port, for tests
+    # that run several in one process), so the shell serves none.
+    return run_service(
+        "scheduler", settings, lambda: Scheduler(settings), ready_event="scheduler_ready"
     )
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("scheduler_stopping", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    scheduler = Scheduler(settings)
-    scheduler.start()
-    log.info("scheduler_ready", pid=os.getpid())
-    try:
-        # Wake up regularly: a signal handler runs only between bytecodes of the main thread.
-        while not stopping.wait(0.5):
-            pass
-    finally:
-        scheduler.stop()
-        provider.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,17 +16,15 @@ from `crypto_topic`; with `crypto_replicas` > 0 its components' ctx.executor is 
 over the party's replicas; `crypto_only` runs a lightweight replica with no task queue and no
 database.
 
-HTTP (`http_port`, 8083 by default; 0: none): main() serves /healthz and /metrics (Prometheus:
-the task, crypto, bus, HTTP and process series of fedworker.metrics) with uvicorn on a
-background thread, like the scheduler; every request is traced and counted (fedcommon.http).
+HTTP (`http_port`, 8083 by default; 0: none): main() runs the worker in the shared service shell
+(fedcommon.service.run_service), which serves /healthz and /metrics (Prometheus: the task,
+crypto, bus, HTTP and process series of fedworker.metrics) on a background thread; every request
+is traced and counted (fedcommon.http).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -35,8 +33,7 @@ from fedbus.inbox import Inbox
 from fedbus.inbox_factory import make_inbox
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedbus.sql_inbox import create_tables, make_engine
-from fedcommon.logging import configure_logging
-from fedcommon.tracing import configure_tracing
+from fedcommon.service import HttpEndpoint, run_service
 from fedflow.bus_federation import FederationEndpoint
 from fedflow.cryptopool import BusExecutor
 from fedflow.runner import PartyRuntime
@@ -49,7 +46,7 @@ from fedworker.crypto import CryptoWorker, MeteredThreadPool, make_executor, mak
 from fedworker.data import DataServer, PartyTables
 from fedworker.handlers import WorkerContext, bind_handlers
 from fedworker.job_metrics import MetricsForwarder
-from fedworker.metrics import MetricsHttpServer, WorkerMetrics
+from fedworker.metrics import WorkerMetrics
 from fedworker.settings import WorkerSettings
 from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
 
@@ -196,49 +193,34 @@ class Worker:
 
 def main() -> int:
     settings = WorkerSettings()
-    configure_logging("worker", settings.log_level, settings.log_json)
-    provider = configure_tracing("worker", settings.party_id, otlp_endpoint=settings.otlp_endpoint)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("worker_stopping", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
     metrics = WorkerMetrics()
-    worker: Worker | CryptoWorker = (
-        CryptoWorker(settings, metrics) if settings.crypto_only else Worker(settings, metrics)
-    )
-    worker.start()
+
+    def build() -> Worker | CryptoWorker:
+        if settings.crypto_only:
+            return CryptoWorker(settings, metrics)
+        return Worker(settings, metrics)
+
     # The process's port, not the Worker's: tests run several Workers in one process.
-    http = None
-    if settings.http_port > 0:
-        http = MetricsHttpServer(settings.http_host, settings.http_port, metrics, worker.health)
-        http.start()
-    log.info(
-        "worker_started",
-        party_id=settings.party_id,
-        topic=settings.topic,
-        pid=os.getpid(),
-        redis_cache=settings.redis_url is not None,
-        crypto_serve=settings.crypto_serve or settings.crypto_only,
-        crypto_only=settings.crypto_only,
-        crypto_replicas=settings.crypto_replicas,
-        http_port=http.port if http is not None else None,
+    http = HttpEndpoint(settings.http_host, settings.http_port) if settings.http_port > 0 else None
+    code = run_service(
+        "worker",
+        settings,
+        build,
+        http=http,
+        registry=metrics.registry,
+        http_metrics=metrics.http,
+        ready_event="worker_started",
+        ready_fields=lambda: {
+            "party_id": settings.party_id,
+            "topic": settings.topic,
+            "redis_cache": settings.redis_url is not None,
+            "crypto_serve": settings.crypto_serve or settings.crypto_only,
+            "crypto_only": settings.crypto_only,
+            "crypto_replicas": settings.crypto_replicas,
+        },
     )
-    try:
-        # Wake up regularly: a signal handler runs only between bytecodes of the main thread.
-        while not stopping.wait(0.5):
-            pass
-    finally:
-        if http is not None:
-            http.stop()
-        worker.stop()
-        provider.shutdown()
-        log.info("worker_stopped")
-    return 0
+    log.info("worker_stopped")
+    return code
 
 
 if __name__ == "__main__":
