@@ -115,10 +115,14 @@ class MetricsForwarder:
     ) -> None:
         role = key.role if key.role != "*" else "local"
         me = PartyRef(party_id=self.party_id, role=role)  # type: ignore[arg-type]
-        parts: list[tuple[Sequence[Metric], Sequence[Curve]]] = [
-            (piece, ()) for piece in _pieces(metrics, METRICS_PER_MESSAGE)
-        ] + [((), piece) for piece in _pieces(curves, CURVES_PER_MESSAGE)]
-        for index, (some_metrics, some_curves) in enumerate(parts):
+        # Usually one message; a long series or many curves are spread over several, the
+        # i-th carrying the i-th slice of each.
+        metric_slices = list(_pieces(metrics, METRICS_PER_MESSAGE))
+        curve_slices = list(_pieces(curves, CURVES_PER_MESSAGE))
+        count = max(len(metric_slices), len(curve_slices))
+        for index in range(count):
+            some_metrics = metric_slices[index] if index < len(metric_slices) else ()
+            some_curves = curve_slices[index] if index < len(curve_slices) else ()
             payload = TaskMetrics(
                 job_id=key.job_id,
                 component=key.component,
