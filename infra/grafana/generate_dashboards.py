@@ -334,13 +334,18 @@ JOBS = Dashboard(
             ],
         ),
         Panel(
-            "Scheduler RPC requests",
-            "Local commands (REST API, CLI) the scheduler served per second, by op and outcome.",
+            "Local commands",
+            "Local commands (REST API, CLI) served per second, by op and outcome: the "
+            "scheduler's (jobs, grants, metrics) and the data service's (tables, its workers).",
             [
                 Target(
                     f"sum by (op, outcome) (rate(fedmq_scheduler_rpc_requests_total[{RATE}]))",
                     "{{op}} {{outcome}}",
-                )
+                ),
+                Target(
+                    f"sum by (op, outcome) (rate(fedmq_worker_data_requests_total[{RATE}]))",
+                    "{{op}} {{outcome}}",
+                ),
             ],
             unit="reqps",
         ),
