@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from fedschemas.payloads import (
     JobAccept,
@@ -46,7 +46,8 @@ from fedschemas.payloads import (
     TaskRun,
 )
 
-from fedscheduler.pipeline import Pipeline
+if TYPE_CHECKING:  # the domain only calls a pipeline's methods; parsing is the service's
+    from fedscheduler.pipeline import Pipeline
 
 WAITING: Final = "waiting"
 RUNNING: Final = "running"
@@ -558,7 +559,7 @@ def answer_proposal(
 
 
 Rule = Callable[[Job, "Event", Policy, datetime, "Pipelines"], list[Effect]]
-Pipelines = Callable[[Job], Pipeline]
+Pipelines = Callable[[Job], "Pipeline"]
 """Parses a job's pipeline (the service layer caches parses: they cost more than a step)."""
 
 

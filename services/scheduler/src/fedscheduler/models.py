@@ -14,18 +14,29 @@ attempt: a rerun adds rows only for the components it runs again.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-WAITING: Final = "waiting"
-RUNNING: Final = "running"
-SUCCESS: Final = "success"
-FAILED: Final = "failed"
-CANCELED: Final = "canceled"
-TERMINAL = frozenset({SUCCESS, FAILED, CANCELED})
+# The states are the domain's (one place); re-exported for the read side.
+from fedscheduler.domain import CANCELED, FAILED, RUNNING, SUCCESS, TERMINAL, WAITING
+
+__all__ = [
+    "CANCELED",
+    "FAILED",
+    "RUNNING",
+    "SUCCESS",
+    "TERMINAL",
+    "WAITING",
+    "Base",
+    "Grant",
+    "Job",
+    "JobParty",
+    "Task",
+    "UtcDateTime",
+]
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fedscheduler import models, store
-from fedscheduler.domain import Job, Party, Task, TaskKey
+from fedscheduler.domain import OPEN, Job, Party, Task, TaskKey
 from fedscheduler.job_repository import JobExists, JobRepository
 
 _JOB_FIELDS = (
@@ -136,7 +136,7 @@ class SqlJobRepository(JobRepository):
         return self._rows[job_id].job
 
     def open_job_ids(self) -> list[str]:
-        return store.jobs_in_states(self.session, ("waiting", "running"))
+        return store.jobs_in_states(self.session, OPEN)
 
 
 def _to_domain(rows: _Rows) -> Job:

@@ -1,12 +1,12 @@
 """The scheduler's timer thread: silence, proposal and task timeouts, and heartbeats.
 
 Every `interval` seconds it looks at the jobs that are waiting or running and runs
-`handlers.check_job` on each, one short transaction per job (the job's row lock is held only
-for that job). At the initiator that fails a job whose party stayed silent longer than
-party_timeout_s, or whose task ran past its timeout, naming them; at a participant it fails
-its side of a job whose initiator stayed silent that long. Each side also sends the job.status
-heartbeats that keep the other from timing it out. A failing pass is logged and retried at the
-next tick.
+`handlers.check_job` (the domain's Tick event) on each, one short transaction per job (the
+job's row lock is held only for that job). At the initiator that fails a job whose party
+stayed silent longer than party_timeout_s, or whose task ran past its timeout, naming them; at
+a participant it fails its side of a job whose initiator stayed silent that long. Each side
+also sends the heartbeats that keep the other from timing it out. A failing pass is logged and
+retried at the next tick.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import threading
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from fedscheduler import store
 from fedscheduler.handlers import SchedulerContext, check_job
-from fedscheduler.models import RUNNING, WAITING
+from fedscheduler.sql_job_repository import SqlJobRepository
 
 log = structlog.get_logger("fedscheduler.timer")
 
@@ -26,7 +25,7 @@ log = structlog.get_logger("fedscheduler.timer")
 def run_checks(sessions: sessionmaker[Session], ctx: SchedulerContext) -> int:
     """One pass over the open jobs; returns how many were checked."""
     with sessions.begin() as session:
-        job_ids = store.jobs_in_states(session, (WAITING, RUNNING))
+        job_ids = SqlJobRepository(session).open_job_ids()
     for job_id in job_ids:
         with sessions.begin() as session:
             check_job(session, ctx, job_id)
