@@ -454,7 +454,9 @@ def report_results(
             "publishers": args.publishers,
             "publish_batch": args.batch,
             "paced_publishers": args.paced_publishers,
-            "paced_batch": {r: paced_batch(args, float(r)) for r in args.rates.split(",")},
+            "paced_batch": {
+                r: paced_batch(args, float(r)) for r in args.rates.split(",") if r.strip()
+            },
             "consumers": args.consumers,
             "prefetch": args.prefetch,
             "batch_size": args.batch_size,

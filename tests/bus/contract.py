@@ -332,6 +332,29 @@ class BusContract:
         assert got.deliveries[0].message_id == "m-inflight"
         assert got.deliveries[0].delivery_count >= 2
 
+    def test_handler_that_cancels_its_own_subscription_still_acks_its_message(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        consumer = connect_bus()
+        subscriptions: list[Any] = []
+        handled = threading.Event()
+
+        def stop_after_one(delivery: Delivery) -> None:
+            subscriptions[0].cancel()
+            handled.set()
+
+        subscriptions.append(consumer.subscribe(topic, stop_after_one))
+        consumer.publish(Message(topic, b"first", "m-first"))
+        assert handled.wait(10)
+        consumer.publish(Message(topic, b"second", "m-second"))
+
+        got = Recorder()
+        connect_bus().subscribe(topic, got)
+
+        wait_until(lambda: "m-second" in got.ids, what="the message after the cancel")
+        time.sleep(0.3)
+        assert got.ids == ["m-second"]
+
     # -- large payloads -----------------------------------------------------------------------
 
     def test_64_mib_payload_round_trips_as_one_delivery(self, bus: Bus, topic: str) -> None:

@@ -340,9 +340,14 @@ class _AmqpConsumer(BrokerConsumer):
 
     def stop(self) -> None:
         self._stopping.set()
-        self._bus._call(self._stop_consuming())
+        if self._bus._loop.is_running():
+            self._bus._call(self._stop_consuming())
 
     def close(self) -> None:
+        if not self._bus._loop.is_running():
+            # The bus is closed already (its connection took the channel along).
+            self._inbox.put(None)
+            return
         # Send the acks the worker settled before closing: frames leave in the order they were
         # queued, so they reach the broker ahead of the channel close (a flush already
         # scheduled runs first; this one takes whatever is left). Closing the channel returns
