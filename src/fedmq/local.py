@@ -42,13 +42,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from fedcommon.service_registry import SERVICE_NAMES
+from fedcommon.service_registry import SERVICES as REGISTERED_SERVICES
 
 DEFAULT_DIR = Path(".fedmq/local")
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672"
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SERVICES = ("gateway", "worker", "scheduler")
-_MODULES = {"gateway": "fedgateway", "worker": "fedworker", "scheduler": "fedscheduler"}
+# The one list of services (fedcommon.service_registry), in the order they start.
+SERVICES = SERVICE_NAMES
+_MODULES = {spec.name: spec.module for spec in REGISTERED_SERVICES}
 STATE_FILE = "local.json"
 
 

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
+from fedcommon.service_registry import SERVICE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-FEDMQ_SERVICES = ("gateway", "scheduler", "worker")
+FEDMQ_SERVICES = SERVICE_NAMES
+"""The fedmq services, from the one registry (fedcommon.service_registry)."""
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fedcommon.service_registry import SERVICES
 
 from fedmq import local
 from fedmq.site_cli import init_site
@@ -23,7 +24,7 @@ from tests.deploy.helpers import (
     read_env_file,
 )
 
-SETTINGS_PREFIX = re.compile(r"^FEDMQ_(GATEWAY|SCHEDULER|WORKER)_(.+)$")
+SETTINGS_PREFIX = re.compile(rf"^FEDMQ_({'|'.join(n.upper() for n in FEDMQ_SERVICES)})_(.+)$")
 ONE_SHOTS = {"identity"}
 """Run to completion before the services start (depends_on: service_completed_successfully)."""
 NO_PROBE = {"otel-collector", "jaeger"}
@@ -31,11 +32,7 @@ NO_PROBE = {"otel-collector", "jaeger"}
 
 
 def settings_classes() -> dict[str, Any]:
-    from fedgateway.settings import GatewaySettings
-    from fedscheduler.settings import SchedulerSettings
-    from fedworker.settings import WorkerSettings
-
-    return {"GATEWAY": GatewaySettings, "SCHEDULER": SchedulerSettings, "WORKER": WorkerSettings}
+    return {spec.name.upper(): spec.settings_class() for spec in SERVICES}
 
 
 def unknown_settings(names: list[str]) -> list[str]:

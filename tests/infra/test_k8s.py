@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from fedcommon.service_registry import SERVICE_NAMES, SERVICES
 from pydantic_settings import BaseSettings
 
 from tests.infra.metric_names import REPO
@@ -25,7 +26,7 @@ KUSTOMIZATION = K8S / "kustomization.yaml"
 MANIFEST_FILES = sorted(p for p in K8S.glob("*.yaml") if p != KUSTOMIZATION)
 # The oldest Kubernetes still commonly run, and the newest the validator ships.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-FEDMQ_SERVICES = {"gateway", "scheduler", "worker"}
+FEDMQ_SERVICES = set(SERVICE_NAMES)
 LINK_PORT = 7443
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 
@@ -53,11 +54,7 @@ def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 def settings_classes() -> dict[str, type[BaseSettings]]:
     """env prefix -> the settings class that reads it."""
-    from fedgateway.settings import GatewaySettings
-    from fedscheduler.settings import SchedulerSettings
-    from fedworker.settings import WorkerSettings
-
-    classes: list[type[BaseSettings]] = [GatewaySettings, SchedulerSettings, WorkerSettings]
+    classes: list[type[BaseSettings]] = [spec.settings_class() for spec in SERVICES]
     return {str(cls.model_config["env_prefix"]): cls for cls in classes}
 
 
