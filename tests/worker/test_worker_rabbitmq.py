@@ -3,7 +3,7 @@
 - Crash between effect and ack: the worker dies (test hook: os._exit right after the inbox
   commit, before the ack); the broker redelivers the ping to the restarted worker, whose inbox
   drops it. The effect row exists exactly once and the queue ends empty.
-- Garbage: raw bytes published with a plain pika client straight into the worker's queue are
+- Garbage: raw bytes published with a plain AMQP client straight into the worker's queue are
   dead-lettered with a reason (x-fedmq-dead-reason on the DLQ) and logged; the worker keeps
   running and handles a valid ping sent afterwards. Also oversize, unknown type, unknown
   version, and a known type the worker has no handler for.
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgpack
-import pika
 import pytest
 import sqlalchemy as sa
 from fedbus import HEADER_DEAD_REASON, Bus, connect
@@ -24,6 +23,7 @@ from fedbus.sql_inbox import inbox_table
 from fedschemas import DemoPong, decode_envelope, decode_payload, encode_envelope, new_envelope
 from fedworker.testing import CRASH_EXIT_CODE, pings_table
 
+from tests.bus.raw_amqp import BasicProperties, RawAmqp
 from tests.polling import wait_until
 from tests.runtime.helpers import GUEST, HOST, ping
 from tests.worker.conftest import StartWorker
@@ -52,7 +52,7 @@ def client(amqp_url: str) -> Iterator[Bus]:
 
 @pytest.fixture
 def rabbit(amqp_url: str) -> Iterator[Any]:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection = RawAmqp(amqp_url)
     yield connection.channel()
     connection.close()
 
@@ -171,7 +171,7 @@ def test_garbage_in_the_queue_is_dead_lettered_with_reason_and_worker_keeps_runn
             exchange="",
             routing_key=topic,
             body=body,
-            properties=pika.BasicProperties(delivery_mode=2, message_id=f"raw-{name}"),
+            properties=BasicProperties(delivery_mode=2, message_id=f"raw-{name}"),
         )
     dead: list[tuple[Any, bytes]] = []
     wait_until(
