@@ -19,8 +19,8 @@ percentiles instead of silently lowering the rate).
 Modes: `rabbitmq` (default): two parties on the local RabbitMQ via the launcher (a vhost per
 party, gateways as separate processes); `memory`: both gateways in this process on memory://.
 
-    .venv/bin/python bench/gateway/rpc.py                       # closed 2000, open 1000/s x 5 s
-    .venv/bin/python bench/gateway/rpc.py --rate 500 --seconds 10 --mode memory
+    .venv/bin/python bench/gateway/rpc.py              # closed 2000; open 50/s, 1000/s x 5 s
+    .venv/bin/python bench/gateway/rpc.py --rates 500 --seconds 10 --mode memory
 Results: printed table, and bench/gateway/rpc_results.json.
 """
 
@@ -178,7 +178,7 @@ def measure(
     caller_bus: Bus,
     responder_bus: Bus,
     closed: int,
-    rate: float,
+    rates: list[float],
     seconds: float,
     pids: dict[str, int],
 ) -> list[Result]:
@@ -206,17 +206,25 @@ def measure(
     for fn in (direct, remote):  # warm up connections, channels and caches
         for _ in range(50):
             fn()
-    threads = max(16, int(rate * 0.05))
     pids = {"bench": os.getpid(), **pids}
 
     def cpu_now() -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
     for path, fn in (("direct", direct), ("gateways", remote)):
-        for load, run in (
-            ("closed", lambda fn=fn: closed_loop(fn, closed)),
-            (f"open {rate:g}/s", lambda fn=fn: open_loop(fn, rate, seconds, threads)),
-        ):
+        loads: list[tuple[str, Callable[[], tuple[list[float], int, float]]]] = [
+            ("closed", lambda fn=fn: closed_loop(fn, closed))
+        ]
+        for rate in rates:
+            # Enough threads for 50 ms of calls in flight at the offered rate.
+            threads = max(16, int(rate * 0.05))
+            loads.append(
+                (
+                    f"open {rate:g}/s",
+                    lambda fn=fn, rate=rate, threads=threads: open_loop(fn, rate, seconds, threads),
+                )
+            )
+        for load, run in loads:
             before = cpu_now()
             lat, errors, wall = run()
             cpu = {k: v - before[k] for k, v in cpu_now().items()}
@@ -227,7 +235,7 @@ def measure(
     return results
 
 
-def run_rabbitmq(closed: int, rate: float, seconds: float) -> list[Result]:
+def run_rabbitmq(closed: int, rates: list[float], seconds: float) -> list[Result]:
     from fedmq import local
 
     root = Path(tempfile.mkdtemp(prefix="fedmq-bench-rpc-"))
@@ -256,7 +264,7 @@ def run_rabbitmq(closed: int, rate: float, seconds: float) -> list[Result]:
             broker = broker_pid()
             if broker is not None:
                 pids["broker"] = broker
-            return measure("rabbitmq", a, b, closed, rate, seconds, pids)
+            return measure("rabbitmq", a, b, closed, rates, seconds, pids)
         finally:
             a.close()
             b.close()
@@ -266,7 +274,7 @@ def run_rabbitmq(closed: int, rate: float, seconds: float) -> list[Result]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_memory(closed: int, rate: float, seconds: float) -> list[Result]:
+def run_memory(closed: int, rates: list[float], seconds: float) -> list[Result]:
     from fedgateway import pki
     from fedgateway.main import Gateway
     from fedgateway.settings import GatewaySettings
@@ -300,7 +308,7 @@ def run_memory(closed: int, rate: float, seconds: float) -> list[Result]:
             gateways.append(g)
         a = connect(f"memory://{name}-{CALLER}")
         b = connect(f"memory://{name}-{RESPONDER}")
-        return measure("memory", a, b, closed, rate, seconds, {})
+        return measure("memory", a, b, closed, rates, seconds, {})
     finally:
         for g in gateways:
             g.stop()
@@ -321,7 +329,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("rabbitmq", "memory"), default="rabbitmq")
     parser.add_argument("--closed", type=int, default=2000, help="calls in the closed loop")
-    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop calls per second")
+    parser.add_argument(
+        "--rates",
+        default="50,1000",
+        help="open-loop offered rates, calls per second, comma-separated",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="open-loop duration")
     parser.add_argument("--out", type=Path, default=HERE / "rpc_results.json")
     args = parser.parse_args()
@@ -332,7 +344,8 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     run = run_rabbitmq if args.mode == "rabbitmq" else run_memory
-    results = run(args.closed, args.rate, args.seconds)
+    rates = [float(r) for r in args.rates.split(",") if r]
+    results = run(args.closed, rates, args.seconds)
     load_after = os.getloadavg()
     direct = {r.load: r for r in results if r.path == "direct"}
     for r in results:

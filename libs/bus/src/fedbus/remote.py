@@ -221,8 +221,13 @@ class RemoteCaller:
         if reply.ok:
             return reply.body
         error = _ERRORS.get(reply.error_kind or "failed", RemoteFailed)
-        where = "party " + envelope.source.party_id
-        raise error(f"call to {service} at party {party} {error.kind} ({where}): {reply.error}")
+        # The source says who found the problem: the peer's service or gateway, or this
+        # party's gateway (link down, refused locally).
+        found_by = envelope.source.party_id
+        raise error(
+            f"call to {service} at party {party}: {error.kind} "
+            f"(found by party {found_by}): {reply.error}"
+        )
 
 
 def remote_request(

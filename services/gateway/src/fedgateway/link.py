@@ -419,6 +419,7 @@ class ClientConnection:
         self._next_seq = 1
         # rid -> the REPLY's (outcome, body); entries leave on REPLY, deadline or close.
         self._requests: dict[int, concurrent.futures.Future[tuple[ReplyOutcome, bytes]]] = {}
+        self._request_timers: dict[int, asyncio.TimerHandle] = {}  # loop thread only
         self._next_rid = 1
         self.closed = False
         self.draining = False
@@ -459,7 +460,7 @@ class ClientConnection:
                 self._settle_request(rid, LinkDown("connection closed before the request"))
                 return
             write_frame(self._writer, FrameType.REQUEST, prefix, body)
-            self._loop.call_later(
+            self._request_timers[rid] = self._loop.call_later(
                 max(timeout, 0.0),
                 self._settle_request,
                 rid,
@@ -470,6 +471,10 @@ class ClientConnection:
         return fut
 
     def _settle_request(self, rid: int, result: tuple[ReplyOutcome, bytes] | Exception) -> None:
+        """Loop thread: the REPLY, the deadline or the connection's end, whichever is first."""
+        timer = self._request_timers.pop(rid, None)
+        if timer is not None:
+            timer.cancel()
         with self._lock:
             fut = self._requests.pop(rid, None)
         if fut is None or fut.done():
@@ -580,6 +585,9 @@ class ClientConnection:
             for request in requests.values():
                 if not request.done():
                     request.set_exception(LinkDown(error))
+            for timer in self._request_timers.values():
+                timer.cancel()
+            self._request_timers.clear()
             self._writer.close()
             log.info("link_down", peer_party=self.peer_party, error=error, unacked=len(pending))
 

@@ -328,7 +328,7 @@ class RpcResponder:
             sender.close()
             return
         try:
-            request = self._check(peer, body)
+            request, service = self._check(peer, body)
         except Refused as exc:
             self._metrics.refused.labels(exc.reason).inc()
             self._metrics.rpc_calls.labels("responder", peer, "refused").inc()
@@ -340,7 +340,6 @@ class RpcResponder:
         if remaining <= 0:
             self._expired(request, peer, "request")
             return
-        service = decode_payload(request, RemoteRequest).service
         try:
             answer = self._bus.request(service, body, timeout=remaining)
         except RequestTimeout:
@@ -351,8 +350,8 @@ class RpcResponder:
             log.warning("rpc_unavailable", peer_party=peer, service=service, error=str(exc))
             self._reply(sender, rid, ReplyOutcome.FAILED, f"{service} unavailable".encode())
             return
-        problem = self._answer_problem(answer, request)
-        if problem is not None:
+        reply, problem = self._answer(answer, request)
+        if reply is None or problem is not None:
             self._metrics.rpc_calls.labels("responder", peer, "failed").inc()
             log.warning("rpc_bad_answer", peer_party=peer, service=service, why=problem)
             self._reply(sender, rid, ReplyOutcome.FAILED, f"{service} answered badly".encode())
@@ -360,11 +359,11 @@ class RpcResponder:
         if self._clock() > request.deadline:
             self._expired(request, peer, "reply")
             return
-        reply = decode_envelope(answer.body)
         self._reply(sender, rid, ReplyOutcome.OK, _sign(reply, self._signer()))
         self._metrics.rpc_calls.labels("responder", peer, "ok").inc()
 
-    def _check(self, peer: str, body: bytes) -> Envelope:
+    def _check(self, peer: str, body: bytes) -> tuple[Envelope, str]:
+        """The verified request and the service it calls, or Refused."""
         request = self._verifier().check_signed(body, message_id=None, peer_party=peer)
         if request.type != "rpc.request":
             raise Refused("wrong_type", f"{request.type} in a REQUEST frame")
@@ -382,16 +381,17 @@ class RpcResponder:
         allowed = self._services.get(service)
         if allowed is None or not ("*" in allowed or peer in allowed):
             raise Refused("not_exposed", f"service {service} is not exposed to party {peer}")
-        return request
+        return request, service
 
-    def _answer_problem(self, answer: Delivery, request: Envelope) -> str | None:
+    def _answer(self, answer: Delivery, request: Envelope) -> tuple[Envelope | None, str | None]:
+        """The service's reply envelope and what is wrong with it (None: nothing)."""
         try:
             reply = decode_envelope(answer.body)
         except MalformedMessage as exc:
-            return exc.reason
+            return None, exc.reason
         if reply.source.party_id != self._party_id:
-            return f"source party {reply.source.party_id} is not this party"
-        return _reply_problem(reply, request)
+            return reply, f"source party {reply.source.party_id} is not this party"
+        return reply, _reply_problem(reply, request)
 
     def _reply(self, sender: FrameSender, rid: int, outcome: ReplyOutcome, body: bytes) -> None:
         sender.send(FrameType.REPLY, encode_reply_prefix(rid, outcome), body)
