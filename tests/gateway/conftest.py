@@ -11,12 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from fedschemas import DemoPing, Envelope, PartyRef, decode_envelope, encode_env
 
 from fedmq import local
 from tests.polling import poll
+from tests.relay_helpers import gateway_federation
 
 SENDER, RECEIVER = "9999", "10000"
 SOURCE = PartyRef(party_id=SENDER, role="guest")
@@ -40,28 +38,15 @@ TOPICS = ("out.9999", "out.10000", "svc.worker", "svc.scheduler", "svc.audit")
 @pytest.fixture(scope="module")
 def federation(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[local.LocalState]:
     """Two parties' vhosts, databases, CA, keys and certificates, gateway settings files."""
-    # Not tmp_path_factory: pytest prunes old numbered temp dirs of *other* concurrent runs,
-    # which would delete the identity directories under the running gateways.
-    root = Path(tempfile.mkdtemp(prefix="fedmq-gateway-test-"))
-    state = local.plan(
+    with gateway_federation(
         [SENDER, RECEIVER],
-        root,
-        prefix=f"fedmqt{uuid.uuid4().hex[:8]}",
-        federation="test",
-        amqp_url=amqp_url.rsplit("/", 1)[0],
-        redis_url=redis_url.rsplit("/", 1)[0],
+        amqp_url=amqp_url,
+        redis_url=redis_url,
         pg_admin_url=pg_admin_url,
-    )
-    local.prepare(state)
-    try:
+        label="gateway-test",
+        stop_timeout=5,
+    ) as state:
         yield state
-    finally:
-        for party in state.parties:
-            local.stop_service(state, party, "gateway", timeout=5)
-        for p in state.parties.values():
-            local.delete_vhost(p.vhost)
-            local.drop_database(pg_admin_url, p.database)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Deployment:

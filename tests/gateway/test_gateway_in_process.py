@@ -5,74 +5,27 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from fedbus import HEADER_DEAD_REASON, Delivery, Message, connect
+from fedbus import HEADER_DEAD_REASON, Message, connect
 from fedcrypto.signing import VerifyKey
-from fedgateway import pki
 from fedgateway.main import Gateway
-from fedgateway.settings import GatewaySettings, load_settings
+from fedgateway.settings import load_settings
 from fedschemas import DemoPing, PartyRef, canonical_bytes, decode_envelope, encode_envelope
 from fedschemas import new_envelope as make
 
-from fedmq.local import free_port
+from tests.relay_helpers import InProcessGateways, collect
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Cluster:
-    """Gateways of several parties, each on its own memory:// broker, all peers of each other."""
-
-    def __init__(self, root, parties: list[str], name: str) -> None:
-        pki.init_ca(root / "ca", "t")
-        self.root = root
-        self.name = name
-        self.parties = parties
-        self.identities = {p: pki.ensure_party(root / "ca", p, root / p) for p in parties}
-        self.gateways: dict[str, Gateway] = {}
-
-    def bus_url(self, party: str) -> str:
-        return f"memory://{self.name}-{party}"
-
-    def start(self) -> None:
-        ports = {p: free_port() for p in self.parties}
-        for p in self.parties:
-            peers = {q: {"address": f"127.0.0.1:{ports[q]}"} for q in self.parties if q != p}
-            g = Gateway(self.settings(p, peers=peers, listen_port=ports[p]))
-            g.start()
-            self.gateways[p] = g
-
-    def settings(self, party: str, **overrides) -> GatewaySettings:
-        data = {
-            "party_id": party,
-            "bus_url": self.bus_url(party),
-            "database_url": f"sqlite:///{self.root / f'gw-{party}.db'}",
-            "identity_dir": str(self.root / party),
-            "listen_host": "127.0.0.1",
-            "listen_port": 0,
-            "http_port": 0,
-            "identity_check_interval_s": 0,
-            **overrides,
-        }
-        return GatewaySettings(**data)
-
-    def stop(self) -> None:
-        for g in self.gateways.values():
-            g.stop()
-
-
 @pytest.fixture
-def cluster(tmp_path, unique_name) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, ["9999", "10000", "10001"], unique_name)
-    c.start()
-    try:
+def cluster(tmp_path, unique_name) -> Iterator[InProcessGateways]:
+    with InProcessGateways(tmp_path, ["9999", "10000", "10001"], unique_name) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def _envelope(source: str, destination: str, seq: int = 0):
@@ -91,23 +44,9 @@ def _envelope(source: str, destination: str, seq: int = 0):
     )
 
 
-def _collect(bus_url: str, topic: str) -> tuple[list[Delivery], threading.Event]:
-    got: list[Delivery] = []
-    arrived = threading.Event()
-    bus = connect(bus_url)
-    bus.declare(topic)
-
-    def handle(d: Delivery) -> None:
-        got.append(d)
-        arrived.set()
-
-    bus.subscribe(topic, handle)
-    return got, arrived
-
-
 def test_the_sending_gateway_signs_and_the_receiving_gateway_routes_by_type(cluster):
     # Prepare
-    got, arrived = _collect(cluster.bus_url("10000"), "svc.worker")
+    got, arrived = collect(cluster.bus_url("10000"), "svc.worker")
     env = _envelope("9999", "10000")
     sender_identity = cluster.identities["9999"]
 
@@ -135,7 +74,7 @@ def test_the_sending_gateway_signs_and_the_receiving_gateway_routes_by_type(clus
 
 def test_a_third_party_is_reached_by_settings_alone(cluster):
     # Prepare
-    got, arrived = _collect(cluster.bus_url("10001"), "svc.worker")
+    got, arrived = collect(cluster.bus_url("10001"), "svc.worker")
     env = _envelope("9999", "10001")
 
     # Execute

@@ -5,7 +5,6 @@ the publisher's span, and /metrics exports the process, HTTP and link series."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,17 +15,16 @@ import pytest
 from fedbus import Delivery, connect
 from fedbus.runtime import EnvelopePublisher
 from fedcommon.tracing import make_tracer_provider
-from fedgateway import framing, pki
+from fedgateway import framing
 from fedgateway.main import Gateway
-from fedgateway.settings import GatewaySettings
 from fedschemas import DemoPing, PartyRef, new_envelope
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedmq.local import free_port
 from tests.polling import wait_until
+from tests.relay_helpers import InProcessGateways, collect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,42 +36,27 @@ class Pair:
     gateways: dict[str, Gateway]
     exporter: InMemorySpanExporter
     provider: TracerProvider
-    name: str
+    relay: InProcessGateways
 
     def bus_url(self, party: str) -> str:
-        return f"memory://{self.name}-{party}"
+        return self.relay.bus_url(party)
 
 
 @pytest.fixture
 def pair(tmp_path: Path, unique_name: str) -> Iterator[Pair]:
     exporter = InMemorySpanExporter()
     provider = make_tracer_provider("gateway-test", "test", exporter)
-    pki.init_ca(tmp_path / "ca", "t")
-    parties = [SENDER, RECEIVER]
-    for party in parties:
-        pki.ensure_party(tmp_path / "ca", party, tmp_path / party)
-    ports = {p: free_port() for p in parties}
-    gateways: dict[str, Gateway] = {}
+    relay = InProcessGateways(
+        tmp_path,
+        [RECEIVER, SENDER],
+        unique_name,
+        gateway_options={"tracer": provider.get_tracer("gateway-test")},
+        ping_interval_s=0.05,
+    )
     try:
-        for party in (RECEIVER, SENDER):
-            settings = GatewaySettings(
-                party_id=party,
-                bus_url=f"memory://{unique_name}-{party}",  # type: ignore[arg-type]
-                database_url=f"sqlite:///{tmp_path / f'gw-{party}.db'}",  # type: ignore[arg-type]
-                identity_dir=tmp_path / party,
-                listen_host="127.0.0.1",
-                listen_port=ports[party],
-                http_port=0,
-                identity_check_interval_s=0,
-                ping_interval_s=0.05,
-                peers={q: {"address": f"127.0.0.1:{ports[q]}"} for q in parties if q != party},  # type: ignore[misc]
-            )
-            gateways[party] = Gateway(settings, tracer=provider.get_tracer("gateway-test"))
-            gateways[party].start()
-        yield Pair(gateways, exporter, provider, unique_name)
+        with relay:
+            yield Pair(relay.gateways, exporter, provider, relay)
     finally:
-        for gateway in gateways.values():
-            gateway.stop()
         provider.shutdown()
 
 
@@ -93,16 +76,7 @@ def scrape(gateway: Gateway) -> dict[str, dict[tuple[tuple[str, str], ...], floa
 def relay_one(pair: Pair) -> tuple[int, int, Delivery]:
     """Publish one ping at the sender through its out.<receiver> topic, inside a span of our
     own; return that span's (trace id, span id) and the delivery at the receiver."""
-    got: list[Delivery] = []
-    arrived = threading.Event()
-    receiver_bus = connect(pair.bus_url(RECEIVER))
-    receiver_bus.declare("svc.worker")
-
-    def handle(delivery: Delivery) -> None:
-        got.append(delivery)
-        arrived.set()
-
-    receiver_bus.subscribe("svc.worker", handle)
+    got, arrived = collect(pair.bus_url(RECEIVER), "svc.worker")
     sender_bus = connect(pair.bus_url(SENDER))
     tracer = pair.provider.get_tracer("test-publisher")
     publisher = EnvelopePublisher(

@@ -9,12 +9,8 @@ worker and collects the task.status reports, as the parties' schedulers would;
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +24,7 @@ from fedschemas.payloads import TaskRun, TaskStatus
 
 from fedmq import local
 from tests.polling import wait_until
+from tests.relay_helpers import gateway_federation
 from tests.worker.conftest import StartWorker, WorkerProcess
 
 GUEST, HOST = "9999", "10000"
@@ -37,35 +34,18 @@ DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 TABLES = {GUEST: "breast_hetero_guest", HOST: "breast_hetero_host"}
 
 
-@contextmanager
 def gateways(
     amqp_url: str, pg_admin_url: str, redis_url: str, *, label: str
-) -> Iterator[local.LocalState]:
+) -> AbstractContextManager[local.LocalState]:
     """Both parties' vhosts, databases, PKI and running gateways."""
-    root = Path(tempfile.mkdtemp(prefix=f"fedmq-{label}-"))
-    state = local.plan(
+    return gateway_federation(
         [GUEST, HOST],
-        root,
-        prefix=f"fedmq{label[:1]}{uuid.uuid4().hex[:8]}",
-        federation="test",
-        amqp_url=amqp_url.rsplit("/", 1)[0],
-        redis_url=redis_url.rsplit("/", 1)[0],
+        amqp_url=amqp_url,
+        redis_url=redis_url,
         pg_admin_url=pg_admin_url,
+        label=label,
+        start=True,
     )
-    local.prepare(state)
-    try:
-        for party in (HOST, GUEST):
-            local.start_service(state, party, "gateway")
-        for party in (HOST, GUEST):
-            local.wait_healthy(state, party, timeout=90)
-        yield state
-    finally:
-        for party in state.parties:
-            local.stop_service(state, party, "gateway", timeout=10)
-        for p in state.parties.values():
-            local.delete_vhost(p.vhost)
-            local.drop_database(pg_admin_url, p.database)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def upload_breast(state: local.LocalState, tables_dirs: dict[str, Path]) -> None:
