@@ -41,6 +41,7 @@ from fedgateway.link import (
     server_context,
 )
 from fedgateway.metrics import GatewayMetrics
+from fedgateway.migrations import MIGRATIONS
 from fedgateway.pki import CertificateRefused, PartyIdentity, PkiError
 from fedgateway.relay import OutboundRelay, RelayInboundSession, Signer
 from fedgateway.rpc import RpcCaller, RpcResponder
@@ -256,7 +257,9 @@ class Gateway:
         if url:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            store = SqlFinishedAttempts(sa.create_engine(url, pool_pre_ping=True))
+            engine = sa.create_engine(url, pool_pre_ping=True)
+            MIGRATIONS.upgrade_head(engine)
+            store = SqlFinishedAttempts(engine)
         else:
             store = InMemoryFinishedAttempts()
         return store

@@ -25,6 +25,7 @@ import structlog
 from fedbus import Bus, connect
 from fedbus.inbox_factory import make_inbox
 from fedbus.metrics import BusMetrics
+from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedcommon.http import HttpMetrics
 from fedcommon.service import HealthMetricsServer, run_service
@@ -54,6 +55,7 @@ class Scheduler:
         self.settings = settings
         self.metrics = metrics or SchedulerMetrics(process=True)
         self.engine, self.sessions = open_database(settings.database_url.get_secret_value())
+        BUS_MIGRATIONS.upgrade_head(self.engine)  # the inbox's table, before the inbox opens it
         self.metrics.count_running_with(self._jobs_running)
         self.http_metrics = HttpMetrics(self.metrics.registry)
         self.bus_metrics = BusMetrics(self.metrics.registry)

@@ -3,13 +3,13 @@
 `python -m fedworker` reads WorkerSettings (FEDMQ_WORKER_*), configures JSON logs and tracing,
 connects the bus (fedbus.connect on bus_url), opens the inbox (SqlInbox on database_url, with a
 Redis cache when redis_url is set, answering duplicates of federation data from the outbox),
-creates the worker's and fedflow's tables, consumes `topic` ("svc.worker") with the handlers in
-handlers.py, answers the data service's table commands on `data_topic` (fedworker.data), and
-starts the task runner threads (fedworker.tasks), which resume the tasks left running by a
-worker that died. SIGTERM or SIGINT stops consuming (the in-flight message
-finishes, or the broker requeues it), interrupts the running tasks and releases them for the
-next worker (no status is reported: they resume), closes the bus and the database, flushes
-spans, and exits 0.
+migrates the tables it uses (fedbus's, fedflow's and its own task queue, Alembic), consumes
+`topic` ("svc.worker") with the handlers in handlers.py, answers the data service's table
+commands on `data_topic` (fedworker.data), and starts the task runner threads
+(fedworker.tasks), which resume the tasks left running by a worker that died. SIGTERM or
+SIGINT stops consuming (the in-flight message finishes, or the broker requeues it),
+interrupts the running tasks and releases them for the next worker (no status is reported:
+they resume), closes the bus and the database, flushes spans, and exits 0.
 
 Crypto job pool (fedworker.crypto): with `crypto_serve` the worker also serves crypto jobs
 from `crypto_topic`; with `crypto_replicas` > 0 its components' ctx.executor is a BusExecutor
@@ -31,11 +31,14 @@ import structlog
 from fedbus import Bus, connect
 from fedbus.inbox import Inbox
 from fedbus.inbox_factory import make_inbox
+from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
-from fedbus.sql_inbox import create_tables, make_engine
+from fedbus.sql_inbox import make_engine
+from fedcommon.migrations import upgrade_all
 from fedcommon.service import HttpEndpoint, run_service
 from fedflow.bus_federation import FederationEndpoint
 from fedflow.cryptopool import BusExecutor
+from fedflow.migrations import MIGRATIONS as FLOW_MIGRATIONS
 from fedflow.runner import PartyRuntime
 from fedflow.sealing import CheckpointSealer
 from fedflow.tables import TableStore
@@ -47,10 +50,14 @@ from fedworker.data import DataServer, PartyTables
 from fedworker.handlers import WorkerContext, bind_handlers
 from fedworker.job_metrics import MetricsForwarder
 from fedworker.metrics import WorkerMetrics
+from fedworker.migrations import MIGRATIONS
 from fedworker.settings import WorkerSettings
-from fedworker.tasks import StatusReporter, TaskExecutor, tasks_metadata
+from fedworker.tasks import StatusReporter, TaskExecutor
 
 log = structlog.get_logger("fedworker")
+
+WORKER_MIGRATIONS = (BUS_MIGRATIONS, FLOW_MIGRATIONS, MIGRATIONS)
+"""The packages whose tables the worker uses: the inbox and chunks, fedflow's, its task queue."""
 
 
 def checkpoint_sealer(settings: WorkerSettings) -> CheckpointSealer:
@@ -73,7 +80,8 @@ class Worker:
         self.started = threading.Event()
         self.stopping = threading.Event()
         self.engine: Engine = make_engine(settings.database_url.get_secret_value())
-        create_tables(tasks_metadata, self.engine)
+        # Every table the worker uses, at its latest revision, before anything opens them.
+        upgrade_all(self.engine, WORKER_MIGRATIONS)
         inbox = make_inbox(
             self.engine,
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,

@@ -1,0 +1,12 @@
+"""Alembic migrations of fedflow's tables: mailbox, outbox, checkpoints, artifacts, metrics,
+curves, and the table store.
+
+Applied at the start of every service that uses these tables (fedcommon.migrations);
+a new revision goes in versions/ (`alembic revision` with script_location set to this folder,
+then upgrade and downgrade written by hand; the tables' definitions must match the result,
+which tests/deploy/test_migrations.py checks).
+"""
+
+from fedcommon.migrations import Migrations
+
+MIGRATIONS = Migrations(__file__, "fedflow")
