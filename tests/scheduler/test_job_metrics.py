@@ -62,7 +62,7 @@ def test_reported_metrics_are_served_and_the_newest_value_wins_whatever_the_orde
     # Prepare: a running job (its tasks held)
     fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-m")
-    fed.wait_state(GUEST, "job-m", "running")
+    fed.wait_state(GUEST, "job-m", "running", timeout=30)
     roc = CurveValue(
         name="roc",
         x_label="fpr",
@@ -86,10 +86,11 @@ def test_reported_metrics_are_served_and_the_newest_value_wins_whatever_the_orde
     send(fed, GUEST, GUEST, report(GUEST, ("auc", -1, 0.10, T0 + timedelta(seconds=1))), seq=3)
     wait_for(
         lambda: served(fed, GUEST).get(("auc", -1)) == 0.91,
+        timeout=30,
         what="the newest auc to be served",
     )
     send(fed, GUEST, GUEST, report(GUEST, ("loss", 2, 0.4, T0)), seq=4)
-    wait_for(lambda: ("loss", 2) in served(fed, GUEST), what="the third loss step")
+    wait_for(lambda: ("loss", 2) in served(fed, GUEST), 30, "the third loss step")
 
     # Assert
     result = fed.client(GUEST).metrics("job-m")
@@ -121,12 +122,12 @@ def test_task_metrics_from_another_party_are_dead_lettered_not_recorded(
     # Prepare
     fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
     fed.client(GUEST).submit(PSI_EVAL, job_id="job-m")
-    fed.wait_state(GUEST, "job-m", "running")
+    fed.wait_state(GUEST, "job-m", "running", timeout=30)
 
     # Execute: the host claims metrics at the guest's scheduler
     send(fed, GUEST, HOST, report(HOST, ("auc", -1, 1.0, T0)), seq=1)
 
     # Assert
-    dead = wait_for(lambda: fed.buses[GUEST].dead_letters("svc.scheduler"), what="dead letter")
+    dead = wait_for(lambda: fed.buses[GUEST].dead_letters("svc.scheduler"), 30, "dead letter")
     assert "must come from this party's worker (9999)" in dead[0].headers[HEADER_DEAD_REASON]
     assert served(fed, GUEST) == {}
