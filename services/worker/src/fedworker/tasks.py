@@ -94,22 +94,7 @@ tasks_table = sa.Table(
     # component sends) joins the job's trace although it runs later, on a runner thread.
     sa.Column("traceparent", sa.String(64), nullable=True),
 )
-_ADDED_COLUMNS = ("traceparent",)
-"""Columns added after the table's first release: `add_missing_columns` adds them to a
-database created before (the worker's tables are created by create_all, not migrated)."""
-
-
-def add_missing_columns(engine: Engine) -> None:
-    """Bring a worker_tasks table created by an older worker up to this version's columns."""
-    present = {col["name"] for col in sa.inspect(engine).get_columns(tasks_table.name)}
-    with engine.begin() as conn:
-        for name in _ADDED_COLUMNS:
-            if name in present:
-                continue
-            column = tasks_table.c[name]
-            kind = column.type.compile(dialect=engine.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {tasks_table.name} ADD COLUMN {name} {kind}"))
-            log.info("worker_tasks_column_added", column=name)
+# The table's revisions (a column added later included) are fedworker.migrations'.
 
 
 def _now() -> datetime:
@@ -326,7 +311,6 @@ class TaskExecutor:
         self._running: dict[tuple[str, str, int, str], _Running] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        add_missing_columns(engine)
 
     # --- control -----------------------------------------------------------------------------
 
