@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+import pytest
 from fedflow import descriptors
 from fedflow.components import REGISTRY
 from fedschemas import FederationData, PartyRef
@@ -70,3 +71,18 @@ def test_the_light_roles_and_payload_kinds_are_the_wire_contracts() -> None:
     wire_roles = set(get_args(PartyRef.model_fields["role"].annotation)) - {"local"}
     assert set(descriptors.PAYLOAD_KINDS) == set(wire_kinds)
     assert set(descriptors.PROTOCOL_ROLES) == wire_roles == set(descriptors.ROLES)
+
+
+def test_an_old_pipeline_with_thread_params_stays_valid_and_is_warned_about() -> None:
+    # Prepare: the breast example as written before threads became the party's settings
+    text = (EXAMPLES / "hetero_lr_breast.yaml").read_text()
+    old = text.replace("seed: 1}", "seed: 1, threads: 8, prefetch_threads: 4}")
+    assert old != text
+
+    # Execute
+    with pytest.warns(DeprecationWarning, match="threads, prefetch_threads are ignored"):
+        pipeline = descriptors.Pipeline.from_yaml(old)
+
+    # Assert: valid, the old params kept as written (a task still validates them)
+    params = pipeline.component("hetero_lr_0").params_for("guest", "9999")
+    assert params["threads"] == 8 and params["prefetch_threads"] == 4
