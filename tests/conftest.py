@@ -17,7 +17,9 @@ import pytest
 
 AMQP_URL = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS_URL = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-PG_URL = os.environ.get("FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get(
+    "FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _require(url: str, name: str, default_port: int) -> None:
@@ -73,3 +75,19 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
 def unique_name() -> str:
     """A topic / key prefix no other test (or earlier run) uses."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def worker_topics(amqp_url: str, unique_name: str) -> Iterator[tuple[str, str]]:
+    """A worker's queue and its reply queue on the real RabbitMQ, unique to the test, deleted
+    after it: (topic, reply_topic)."""
+    from fedbus import connect
+
+    topic, replies = f"{unique_name}.svc.worker", f"{unique_name}.svc.worker.replies"
+    admin = connect(amqp_url)
+    admin.declare(topic)
+    admin.declare(replies)
+    yield topic, replies
+    admin.delete(topic)
+    admin.delete(replies)
+    admin.close()

@@ -5,14 +5,20 @@ wait goes through `wait_for` (or `wait_until` when the caller needs no value bac
 timeout always fails the test the same way: an AssertionError naming what was awaited, how long
 the test waited, and the last value the check returned (or the exception it last raised), which
 is usually what tells a reader why the wait failed. `poll` is the same loop without the failure,
-for the few waits whose caller asserts afterwards with a better message of its own.
+for the few waits whose caller asserts afterwards with a better message of its own;
+`wait_for_dead_letters` is the wait most bus tests share.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+from fedbus import HEADER_DEAD_REASON
+
+if TYPE_CHECKING:
+    from fedbus import Bus, Delivery
 
 T = TypeVar("T")
 
@@ -107,3 +113,23 @@ def wait_until(
         retry_on=retry_on,
         describe=describe,
     )
+
+
+def wait_for_dead_letters(
+    bus: Bus, topic: str, count: int, timeout: float = 10.0
+) -> list[Delivery]:
+    """The dead letters of `topic` once at least `count` came out (each `dead_letters` call
+    takes what arrived since the last); fails naming the reasons seen so far otherwise."""
+    found: list[Delivery] = []
+
+    def enough() -> bool:
+        found.extend(bus.dead_letters(topic))
+        return len(found) >= count
+
+    wait_until(
+        enough,
+        timeout,
+        f"{count} dead letter(s) on {topic}",
+        describe=lambda: [d.headers.get(HEADER_DEAD_REASON) for d in found],
+    )
+    return found

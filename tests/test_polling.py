@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any, cast
 
 import pytest
+from fedbus import HEADER_DEAD_REASON, Delivery
 
-from tests.polling import poll, wait_for, wait_until
+from tests.polling import poll, wait_for, wait_for_dead_letters, wait_until
 
 
 def test_wait_for_returns_the_first_truthy_value_of_the_check() -> None:
@@ -114,3 +116,38 @@ def test_poll_returns_the_last_value_instead_of_failing_when_time_runs_out() -> 
     # Assert: no failure; the caller gets the last answer and asserts on its own terms.
     assert last is False
     assert seen[-1] == 3
+
+
+class _DeadLetterQueue:
+    """What wait_for_dead_letters reads of a bus: each call drains what arrived since the last."""
+
+    def __init__(self, batches: list[list[Delivery]]) -> None:
+        self.batches = batches
+
+    def dead_letters(self, topic: str) -> list[Delivery]:
+        return self.batches.pop(0) if self.batches else []
+
+
+def _dead(message_id: str, reason: str) -> Delivery:
+    return Delivery(
+        topic="svc",
+        body=b"",
+        message_id=message_id,
+        headers={HEADER_DEAD_REASON: reason},
+        delivery_count=1,
+    )
+
+
+def test_dead_letters_arriving_over_several_reads_are_all_returned() -> None:
+    queue = _DeadLetterQueue([[], [_dead("m1", "bad")], [], [_dead("m2", "worse")]])
+
+    found = wait_for_dead_letters(cast(Any, queue), "svc", 2, timeout=5)
+
+    assert [d.message_id for d in found] == ["m1", "m2"]
+
+
+def test_too_few_dead_letters_fail_naming_the_reasons_seen() -> None:
+    queue = _DeadLetterQueue([[_dead("m1", "addressed to party 777")]])
+
+    with pytest.raises(AssertionError, match=r"2 dead letter.*addressed to party 777"):
+        wait_for_dead_letters(cast(Any, queue), "svc", 2, timeout=0.05)

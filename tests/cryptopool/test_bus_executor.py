@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from fedbus import Bus, connect
+from fedbus import HEADER_DEAD_REASON, Bus, connect
 from fedcrypto.paillier import CiphertextError, PrivateKey, PublicKey, generate_keypair
 from fedcrypto.paillier import kernels as paillier_kernels
 from fedcrypto.paillier.limbs import from_mpz
@@ -22,7 +22,7 @@ from fedflow.cryptopool import (
 from fedschemas import Envelope, PartyRef, encode_envelope, new_envelope
 from fedschemas.payloads import CryptoJob
 
-from tests.polling import poll
+from tests.polling import poll, wait_for_dead_letters
 
 PARTY = "9999"
 TOPIC = "svc.crypto"
@@ -175,15 +175,8 @@ def _job_envelope(job: CryptoJob, party: str = PARTY) -> Envelope:
 
 
 def _wait_dead(bus: Bus, count: int) -> list[str]:
-    """The dead-letter reasons on the job topic once `count` came out (or 10 s passed)."""
-    reasons: list[str] = []
-
-    def enough() -> bool:
-        reasons.extend(d.headers["x-fedmq-dead-reason"] for d in bus.dead_letters(TOPIC))
-        return len(reasons) >= count
-
-    poll(enough, 10, interval=0.05)
-    return reasons
+    """The dead-letter reasons on the job topic once `count` came out."""
+    return [d.headers[HEADER_DEAD_REASON] for d in wait_for_dead_letters(bus, TOPIC, count)]
 
 
 def test_a_job_naming_a_function_outside_the_whitelist_is_answered_refused_and_dead_lettered(

@@ -4,7 +4,6 @@ the publisher's span, and /metrics exports the process, HTTP and link series."""
 
 from __future__ import annotations
 
-import datetime as dt
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from fedbus.runtime import EnvelopePublisher
 from fedcommon.tracing import make_tracer_provider
 from fedgateway import framing
 from fedgateway.main import Gateway
-from fedschemas import DemoPing, PartyRef, new_envelope
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -25,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.polling import wait_until
 from tests.relay_helpers import InProcessGateways, collect
+from tests.runtime.helpers import GUEST, ping
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,22 +78,8 @@ def relay_one(pair: Pair) -> tuple[int, int, Delivery]:
     got, arrived = collect(pair.bus_url(RECEIVER), "svc.worker")
     sender_bus = connect(pair.bus_url(SENDER))
     tracer = pair.provider.get_tracer("test-publisher")
-    publisher = EnvelopePublisher(
-        sender_bus, PartyRef(party_id=SENDER, role="guest"), tracer=tracer
-    )
-    envelope = new_envelope(
-        DemoPing(text="hello", n=1),
-        job_id="job-1",
-        component="demo",
-        task_id="t",
-        attempt=0,
-        source=PartyRef(party_id=SENDER, role="guest"),
-        destination=PartyRef(party_id=RECEIVER, role="host"),
-        tag="ping",
-        iteration=-1,
-        seq=1,
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    publisher = EnvelopePublisher(sender_bus, GUEST, tracer=tracer)
+    envelope = ping(seq=1)  # from the guest, SENDER, to the host, RECEIVER
     publisher.send(f"out.{RECEIVER}", envelope)
     assert arrived.wait(20), "the ping never reached the receiver's svc.worker"
     (publish,) = [s for s in pair.exporter.get_finished_spans() if s.name == "publish demo.ping"]

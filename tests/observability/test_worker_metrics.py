@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,18 +92,6 @@ def test_a_replica_counts_the_jobs_it_serves_from_the_bus(
     assert sample(metrics, "fedmq_crypto_job_seconds_count", op="encrypt", backend=BACKEND) == 4
 
 
-@pytest.fixture
-def topics(amqp_url: str, unique_name: str) -> Iterator[tuple[str, str]]:
-    topic, replies = f"{unique_name}.svc.worker", f"{unique_name}.svc.worker.replies"
-    admin = connect(amqp_url)
-    admin.declare(topic)
-    admin.declare(replies)
-    yield topic, replies
-    admin.delete(topic)
-    admin.delete(replies)
-    admin.close()
-
-
 def scrape(port: int, path: str) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
         return bytes(resp.read())
@@ -120,7 +107,7 @@ def series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @pytest.mark.integration
 def test_a_worker_process_serves_health_and_its_metrics(
-    amqp_url: str, pg_url: str, topics: tuple[str, str], tmp_path: Path
+    amqp_url: str, pg_url: str, worker_topics: tuple[str, str], tmp_path: Path
 ) -> None:
     # Prepare: a real worker process on RabbitMQ and PostgreSQL with an HTTP port
     port = free_port()
@@ -129,8 +116,8 @@ def test_a_worker_process_serves_health_and_its_metrics(
             "FEDMQ_WORKER_PARTY_ID": "10000",
             "FEDMQ_WORKER_BUS_URL": amqp_url,
             "FEDMQ_WORKER_DATABASE_URL": pg_url,
-            "FEDMQ_WORKER_TOPIC": topics[0],
-            "FEDMQ_WORKER_REPLY_TOPIC": topics[1],
+            "FEDMQ_WORKER_TOPIC": worker_topics[0],
+            "FEDMQ_WORKER_REPLY_TOPIC": worker_topics[1],
             "FEDMQ_WORKER_TEST_HOOKS": "true",  # demo.ping's handler
             "FEDMQ_WORKER_HTTP_PORT": str(port),
         },
@@ -142,14 +129,14 @@ def test_a_worker_process_serves_health_and_its_metrics(
         sent = ping(seq=1, text=f"hello {uuid.uuid4().hex[:6]}")
 
         # Execute: a ping the worker answers with a pong on the reply topic
-        EnvelopePublisher(client, GUEST).send(topics[0], sent)
+        EnvelopePublisher(client, GUEST).send(worker_topics[0], sent)
         worker.wait_for("ping_handled")
         health = json.loads(scrape(port, "/healthz"))
 
         def received() -> float:
             key = (
                 "fedmq_bus_messages_received_total",
-                (("topic", topics[0]), ("type", "demo.ping")),
+                (("topic", worker_topics[0]), ("type", "demo.ping")),
             )
             return series(scrape(port, "/metrics").decode()).get(key, 0.0)
 
@@ -164,10 +151,10 @@ def test_a_worker_process_serves_health_and_its_metrics(
     assert health == {"status": "ok", "party_id": "10000"}
     published = (
         "fedmq_bus_messages_published_total",
-        (("topic", topics[1]), ("type", "demo.pong")),
+        (("topic", worker_topics[1]), ("type", "demo.pong")),
     )
     assert samples[published] == 1
-    assert samples[("fedmq_bus_handler_seconds_count", (("topic", topics[0]),))] == 1
+    assert samples[("fedmq_bus_handler_seconds_count", (("topic", worker_topics[0]),))] == 1
     assert samples[("fedmq_worker_tasks_running", ())] == 0
     assert samples[("process_resident_memory_bytes", ())] > 0
     healthz = (

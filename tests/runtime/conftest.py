@@ -1,10 +1,41 @@
-"""Makes `tests.runtime.helpers` importable however pytest is started."""
+"""Fixtures of the runtime tests (a memory bus and a topic on it, captured JSON log lines); also
+makes `tests.runtime.helpers` importable however pytest is started."""
 
 from __future__ import annotations
 
+import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import structlog
+from fedbus import Bus, connect
+from fedcommon.logging import configure_logging
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+
+@pytest.fixture
+def bus(unique_name: str) -> Iterator[Bus]:
+    bus = connect(f"memory://{unique_name}")
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def topic(bus: Bus, unique_name: str) -> str:
+    name = f"{unique_name}.svc"
+    bus.declare(name)
+    return name
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """What the process logs during the test, as JSON lines (read them with helpers.events)."""
+    stream = io.StringIO()
+    configure_logging("test-runtime", "DEBUG", stream=stream)
+    yield stream
+    structlog.reset_defaults()

@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, datetime
 
-from fedschemas import DemoPing, Envelope, PartyRef, new_envelope
+from fedschemas import DemoPing, Envelope, PartyRef, Payload, new_envelope
 
 GUEST = PartyRef(party_id="9999", role="guest")
 HOST = PartyRef(party_id="10000", role="host")
 
 
-def ping(
-    seq: int = 0, text: str = "hello", *, source: PartyRef = GUEST, job_id: str = "job-1"
+def demo_envelope(
+    payload: Payload,
+    tag: str,
+    seq: int = 0,
+    *,
+    source: PartyRef = GUEST,
+    destination: PartyRef = HOST,
+    job_id: str = "job-1",
 ) -> Envelope:
+    """An envelope of the demo component (task-1, attempt 0) carrying `payload`."""
     return new_envelope(
-        DemoPing(text=text, n=seq),
+        payload,
         job_id=job_id,
         component="demo",
         task_id="task-1",
         attempt=0,
         source=source,
-        destination=HOST,
-        tag="demo.ping",
+        destination=destination,
+        tag=tag,
         iteration=-1,
         seq=seq,
         created_at=datetime.now(UTC),
     )
+
+
+def ping(
+    seq: int = 0, text: str = "hello", *, source: PartyRef = GUEST, job_id: str = "job-1"
+) -> Envelope:
+    """A demo.ping from `source` (the guest) to the host."""
+    return demo_envelope(DemoPing(text=text, n=seq), "demo.ping", seq, source=source, job_id=job_id)
+
+
+def events(stream: io.StringIO, name: str) -> list[dict[str, object]]:
+    """The JSON log lines of event `name` written to `stream` (the log_lines fixture)."""
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == name]

@@ -4,20 +4,17 @@ inbox, dead-lettering of malformed input with the consumer still running."""
 from __future__ import annotations
 
 import io
-import json
 import threading
-from collections.abc import Iterator
 
 import msgpack
 import pytest
 import sqlalchemy as sa
 import structlog
-from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
+from fedbus import HEADER_DEAD_REASON, Bus, Message
 from fedbus.in_memory_inbox import InMemoryInbox
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedbus.sql_inbox import SqlInbox, create_tables
-from fedcommon.logging import configure_logging
 from fedcommon.tracing import make_tracer_provider
 from fedcrypto.signing import SigningKey
 from fedschemas import (
@@ -29,8 +26,8 @@ from fedschemas import (
     encode_envelope,
 )
 
-from tests.polling import wait_until
-from tests.runtime.helpers import GUEST, HOST, ping
+from tests.polling import wait_for_dead_letters, wait_until
+from tests.runtime.helpers import GUEST, HOST, events, ping
 
 
 class Handled:
@@ -41,44 +38,6 @@ class Handled:
     def __call__(self, envelope: Envelope, payload: Payload, tx: InboxTransaction) -> None:
         with self.lock:
             self.items.append((envelope, payload))
-
-
-@pytest.fixture
-def bus(unique_name: str) -> Iterator[Bus]:
-    bus = connect(f"memory://{unique_name}")
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def topic(bus: Bus, unique_name: str) -> str:
-    name = f"{unique_name}.svc"
-    bus.declare(name)
-    return name
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("test-runtime", "DEBUG", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-
-
-def events(stream: io.StringIO, name: str) -> list[dict[str, object]]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("event") == name]
-
-
-def dead_letters(bus: Bus, topic: str, expected: int) -> list:  # type: ignore[type-arg]
-    found: list = []  # type: ignore[type-arg]
-
-    def enough() -> bool:
-        found.extend(bus.dead_letters(topic))
-        return len(found) >= expected
-
-    wait_until(enough, what=f"{expected} dead letters")
-    return found
 
 
 def test_handler_gets_the_typed_payload_of_its_message_type(bus: Bus, topic: str) -> None:
@@ -162,7 +121,7 @@ def test_undecodable_bytes_are_dead_lettered_with_reason_and_consumer_keeps_runn
     bus.publish(Message(topic, body, "raw-1"))
     EnvelopePublisher(bus, GUEST).send(topic, ping())
     # Assert
-    dead = dead_letters(bus, topic, 1)
+    dead = wait_for_dead_letters(bus, topic, 1)
     assert dead[0].headers[HEADER_DEAD_REASON].startswith(reason_start)
     wait_until(lambda: len(handled.items) == 1, what="the valid ping after the garbage")
     logged = events(log_lines, "message_dead_lettered")
@@ -178,7 +137,7 @@ def test_oversize_envelope_is_dead_lettered(bus: Bus, topic: str) -> None:
 
     EnvelopePublisher(bus, GUEST).send(topic, ping(text="x" * 4096))
 
-    dead = dead_letters(bus, topic, 1)
+    dead = wait_for_dead_letters(bus, topic, 1)
     assert "over the limit of 1024 bytes" in dead[0].headers[HEADER_DEAD_REASON]
     assert handled.items == []
 
@@ -192,7 +151,7 @@ def test_unknown_message_type_is_dead_lettered(bus: Bus, topic: str) -> None:
     # Execute
     bus.publish(Message(topic, msgpack.packb(items), "raw-unknown"))
     # Assert
-    dead = dead_letters(bus, topic, 1)
+    dead = wait_for_dead_letters(bus, topic, 1)
     assert "unknown message type 'demo.nonexistent'" in dead[0].headers[HEADER_DEAD_REASON]
     assert handled.items == []
 
@@ -202,7 +161,7 @@ def test_known_type_without_a_handler_here_is_dead_lettered(bus: Bus, topic: str
 
     EnvelopePublisher(bus, GUEST).send(topic, ping())
 
-    dead = dead_letters(bus, topic, 1)
+    dead = wait_for_dead_letters(bus, topic, 1)
     reason = dead[0].headers[HEADER_DEAD_REASON]
     assert reason == f"no handler for message type 'demo.ping' on {topic!r}"
 
@@ -214,7 +173,7 @@ def test_payload_that_does_not_match_its_type_is_dead_lettered(bus: Bus, topic: 
 
     bus.publish(Message(topic, encode_envelope(wrong), wrong.message_id))
 
-    dead = dead_letters(bus, topic, 1)
+    dead = wait_for_dead_letters(bus, topic, 1)
     assert dead[0].headers[HEADER_DEAD_REASON].startswith("invalid demo.ping payload")
     assert handled.items == []
 

@@ -6,24 +6,21 @@ On the memory bus, plus the crash window on real RabbitMQ and PostgreSQL (a kill
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
-import structlog
-from fedbus import HEADER_DEAD_REASON, Bus, Delivery, Message, connect
+from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
 from fedbus.inbox import BatchItem, InboxTransaction
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedbus.sql_inbox import SqlInbox, create_tables
-from fedcommon.logging import configure_logging
 from fedcommon.tracing import make_tracer_provider
 from fedschemas import DemoPing, Envelope, Payload
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.polling import wait_until
-from tests.runtime.helpers import GUEST, ping
+from tests.polling import wait_for_dead_letters, wait_until
+from tests.runtime.helpers import GUEST, events, ping
 from tests.scripts import kill_after_line
 
 rows_metadata = sa.MetaData()
@@ -63,37 +60,10 @@ def write_row(envelope: Envelope, payload: Payload, tx: InboxTransaction) -> Non
 
 
 @pytest.fixture
-def bus(unique_name: str) -> Iterator[Bus]:
-    bus = connect(f"memory://{unique_name}")
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def topic(bus: Bus, unique_name: str) -> str:
-    name = f"{unique_name}.svc"
-    bus.declare(name)
-    return name
-
-
-@pytest.fixture
 def inbox(tmp_path) -> Iterator[GroupInbox]:  # type: ignore[no-untyped-def]
     inbox = GroupInbox(f"sqlite:///{tmp_path / 'svc.db'}")
     yield inbox
     inbox.close()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("test-runtime", "DEBUG", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-
-
-def events(stream: io.StringIO, name: str) -> list[dict[str, object]]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("event") == name]
 
 
 def batched(bus: Bus, topic: str, inbox: GroupInbox, **options: object) -> EnvelopeConsumer:
@@ -148,9 +118,8 @@ def test_malformed_envelope_in_a_group_is_dead_lettered_alone(
     consumer = batched(bus, topic, inbox)
     # Assert: the garbage is dead-lettered with its reason and logged once; the rest commit.
     wait_until(lambda: len(inbox.rows()) == 2, what="the two valid pings")
-    dead: list[Delivery] = []
     # Dead-lettered after the group's commit, by the per-message fallback.
-    wait_until(lambda: bool(dead.extend(bus.dead_letters(topic)) or dead), what="the dead letter")
+    dead = wait_for_dead_letters(bus, topic, 1)
     assert [d.message_id for d in dead] == ["raw-garbage"]
     assert dead[0].headers[HEADER_DEAD_REASON].startswith("envelope is not valid msgpack")
     logged = events(log_lines, "message_dead_lettered")

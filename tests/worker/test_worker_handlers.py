@@ -17,7 +17,7 @@ from fedworker.settings import WorkerSettings
 from fedworker.testing import pings_table
 from pydantic import SecretStr
 
-from tests.polling import wait_for, wait_until
+from tests.polling import wait_for_dead_letters, wait_until
 from tests.runtime.helpers import GUEST, ping
 
 
@@ -121,11 +121,7 @@ def test_ping_for_another_party_is_dead_lettered(worker: Worker, client: Bus) ->
 
     EnvelopePublisher(client, GUEST).send(worker.settings.topic, wrong)
 
-    found: list[Delivery] = []
-    wait_until(
-        lambda: bool(found.extend(client.dead_letters(worker.settings.topic)) or found),
-        what="the dead letter",
-    )
+    found = wait_for_dead_letters(client, worker.settings.topic, 1)
     assert found[0].headers[HEADER_DEAD_REASON] == "addressed to party 777, this is party 10000"
     assert ping_rows(worker) == []
 
@@ -175,7 +171,7 @@ def test_without_test_hooks_a_ping_is_dead_lettered_unanswered_and_leaves_no_tab
         EnvelopePublisher(client, GUEST).send(settings.topic, sent)
 
         # Assert: refused like any type the worker does not handle; no pong; no demo table.
-        dead = wait_for(lambda: client.dead_letters(settings.topic), what="the dead ping")
+        dead = wait_for_dead_letters(client, settings.topic, 1)
         assert [d.message_id for d in dead] == [sent.message_id]
         assert replies.items == []
         assert "worker_pings" not in sa.inspect(plain.engine).get_table_names()

@@ -20,27 +20,15 @@ import sqlalchemy as sa
 from fedbus import HEADER_DEAD_REASON, Bus, connect
 from fedbus.runtime import EnvelopePublisher
 from fedbus.sql_inbox import inbox_table
-from fedschemas import DemoPong, decode_envelope, decode_payload, encode_envelope, new_envelope
+from fedschemas import DemoPong, decode_envelope, decode_payload, encode_envelope
 from fedworker.testing import CRASH_EXIT_CODE, pings_table
 
 from tests.bus.raw_amqp import BasicProperties, RawAmqp
 from tests.polling import wait_until
-from tests.runtime.helpers import GUEST, HOST, ping
+from tests.runtime.helpers import GUEST, demo_envelope, ping
 from tests.worker.conftest import StartWorker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def topics(amqp_url: str, unique_name: str) -> Iterator[tuple[str, str]]:
-    topic, replies = f"{unique_name}.svc.worker", f"{unique_name}.svc.worker.replies"
-    admin = connect(amqp_url)
-    admin.declare(topic)
-    admin.declare(replies)
-    yield topic, replies
-    admin.delete(topic)
-    admin.delete(replies)
-    admin.close()
 
 
 @pytest.fixture
@@ -57,13 +45,13 @@ def rabbit(amqp_url: str) -> Iterator[Any]:
     connection.close()
 
 
-def worker_settings(amqp_url: str, pg_url: str, topics: tuple[str, str]) -> dict[str, str]:
+def worker_settings(amqp_url: str, pg_url: str, worker_topics: tuple[str, str]) -> dict[str, str]:
     return {
         "party_id": "10000",
         "bus_url": amqp_url,
         "database_url": pg_url,
-        "topic": topics[0],
-        "reply_topic": topics[1],
+        "topic": worker_topics[0],
+        "reply_topic": worker_topics[1],
         "test_hooks": "true",  # demo.ping's handler and the crash hook
     }
 
@@ -95,15 +83,15 @@ def test_crash_after_effect_before_ack_is_redelivered_and_dropped_as_duplicate(
     start_worker: StartWorker,
     amqp_url: str,
     pg_url: str,
-    topics: tuple[str, str],
+    worker_topics: tuple[str, str],
     client: Bus,
     rabbit: Any,
 ) -> None:
     # Prepare: a worker told to die right after this ping's inbox commit.
-    topic, replies = topics
+    topic, replies = worker_topics
     sent = ping(seq=1, text="pay once")
     doomed = start_worker(
-        **worker_settings(amqp_url, pg_url, topics), crash_after_effect=sent.message_id
+        **worker_settings(amqp_url, pg_url, worker_topics), crash_after_effect=sent.message_id
     )
     # Execute 1: the ping is handled, committed, and the process dies before acking.
     EnvelopePublisher(client, GUEST).send(topic, sent)
@@ -114,7 +102,7 @@ def test_crash_after_effect_before_ack_is_redelivered_and_dropped_as_duplicate(
     wait_until(lambda: ready_count(rabbit, topic) == 1, timeout=30, what="the requeued ping")
 
     # Execute 2: restart; the redelivered ping meets its done marker.
-    survivor = start_worker(**worker_settings(amqp_url, pg_url, topics))
+    survivor = start_worker(**worker_settings(amqp_url, pg_url, worker_topics))
     dropped = survivor.wait_for("message_duplicate_dropped", message_id=sent.message_id)
     assert survivor.terminate() == 0
     # Assert 2: one effect, one answer, nothing left on the queue or dead-lettered.
@@ -138,26 +126,16 @@ def test_garbage_in_the_queue_is_dead_lettered_with_reason_and_worker_keeps_runn
     start_worker: StartWorker,
     amqp_url: str,
     pg_url: str,
-    topics: tuple[str, str],
+    worker_topics: tuple[str, str],
     client: Bus,
     rabbit: Any,
 ) -> None:
     # Prepare: a running worker with a small envelope limit (so "oversize" is cheap to send).
-    topic, replies = topics
-    worker = start_worker(**worker_settings(amqp_url, pg_url, topics), max_envelope_bytes="65536")
-    pong_for_worker = new_envelope(
-        DemoPong(text="nobody handles me here", n=0),
-        job_id="job-1",
-        component="demo",
-        task_id="task-1",
-        attempt=0,
-        source=GUEST,
-        destination=HOST,
-        tag="demo.pong",
-        iteration=-1,
-        seq=0,
-        created_at=ping().created_at,
+    topic, replies = worker_topics
+    worker = start_worker(
+        **worker_settings(amqp_url, pg_url, worker_topics), max_envelope_bytes="65536"
     )
+    pong_for_worker = demo_envelope(DemoPong(text="nobody handles me here", n=0), "demo.pong")
     bad = {
         "garbage": b"\x00\xffthis is not an envelope\xc1\xc1",
         "oversize": encode_envelope(ping(seq=51, text="x" * 100_000)),
