@@ -1,5 +1,5 @@
-"""The worker's Prometheus metrics, on a registry per worker (tests run several in a process),
-and `MetricsHttpServer`, which serves them at GET /metrics (with /healthz) on the worker's port.
+"""The worker's Prometheus metrics, on a registry per worker (tests run several in a process);
+the service shell (fedcommon.service) serves them at GET /metrics on the worker's port.
 
 Besides the fedmq_worker_* task series (observed by the task runner, fedworker.tasks), the
 data service's fedmq_worker_data_requests_total (fedworker.data) and the fedmq_crypto_* series
@@ -10,23 +10,16 @@ fedmq_http_* series, and the process's CPU and memory.
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-import uvicorn
-from fastapi import FastAPI, Response
 from fedbus.metrics import BusMetrics
-from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
+from fedcommon.http import HttpMetrics
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     ProcessCollector,
-    generate_latest,
 )
 
 TASK_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -96,57 +89,3 @@ class WorkerMetrics:
         """Record one crypto pool job."""
         self.crypto_ops.labels(op, backend).inc(values)
         self.crypto_job_seconds.labels(op, backend).observe(seconds)
-
-
-class MetricsHttpServer:
-    """/healthz and /metrics of one worker process, served by uvicorn on a daemon thread."""
-
-    def __init__(
-        self, host: str, port: int, metrics: WorkerMetrics, health: Callable[[], dict[str, Any]]
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._metrics = metrics
-        self._health = health
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def _app(self) -> FastAPI:
-        app = FastAPI(title="fedmq worker", docs_url=None, redoc_url=None, openapi_url=None)
-        app.add_middleware(HttpObservabilityMiddleware, metrics=self._metrics.http)
-
-        @app.get("/healthz")
-        def healthz(response: Response) -> dict[str, Any]:
-            health = self._health()
-            if health["status"] != "ok":
-                response.status_code = 503
-            return health
-
-        @app.get("/metrics")
-        def metrics() -> Response:
-            return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-        return app
-
-    def start(self) -> int:
-        """Listen (bound here, so a taken port fails the start) and serve; returns the port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        sock.listen(64)
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", access_log=False)
-        server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=lambda: server.run(sockets=[sock]), name="worker-http", daemon=True
-        )
-        self._thread.start()
-        return self.port
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = None
