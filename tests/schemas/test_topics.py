@@ -10,7 +10,6 @@ from fedschemas.topics import (
     area_of,
     crosses_sites,
     out_topic,
-    peer_of,
     topic_for,
 )
 
@@ -48,11 +47,8 @@ def test_wire_topic_names_stay_what_deployed_parties_use(message_type: str, topi
     assert topic_for(message_type) == topic
 
 
-def test_the_outbound_topic_names_its_peer_and_back() -> None:
+def test_the_outbound_topic_names_its_peer() -> None:
     assert out_topic("10000") == "out.10000"
-    assert peer_of(out_topic("10000")) == "10000"
-    assert peer_of("svc.worker") is None
-    assert peer_of("out.") is None
 
 
 def test_an_unknown_area_has_no_topic() -> None:

@@ -51,13 +51,6 @@ def out_topic(party_id: str) -> str:
     return f"{OUT_PREFIX}{party_id}"
 
 
-def peer_of(topic: str) -> str | None:
-    """The party an `out.<party>` topic is bound for; None for any other topic."""
-    if topic.startswith(OUT_PREFIX) and len(topic) > len(OUT_PREFIX):
-        return topic[len(OUT_PREFIX) :]
-    return None
-
-
 @dataclass(frozen=True)
 class Area:
     """Where the messages of one area go: the local topic that handles them, and whether a
@@ -111,19 +104,3 @@ GATEWAY_ROUTES: Mapping[str, str] = MappingProxyType(
 )
 """Message-type prefix -> local topic where a gateway publishes what arrives from a peer
 (the gateway's default `routes` setting; longest prefix wins)."""
-
-INBOUND_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(GATEWAY_ROUTES.values()))
-"""The local topics a gateway publishes inbound messages on (it declares them at start)."""
-
-LOCAL_TOPICS: tuple[str, ...] = (
-    WORKER,
-    WORKER_REPLIES,
-    SCHEDULER,
-    SCHEDULER_RPC,
-    DATA_RPC,
-    CRYPTO,
-    AUDIT,
-    GATEWAY,
-    GATEWAY_RPC,
-)
-"""Every fixed topic name (the per-peer `out.<party>` topics come on top)."""
