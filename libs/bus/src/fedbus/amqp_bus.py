@@ -524,17 +524,33 @@ class AmqpBus(BrokerBus):
         )
         return exchange, dlx, fanout
 
+    async def _declare_queue(
+        self,
+        channel: AbstractChannel,
+        name: str,
+        arguments: dict[str, Any],
+        bindings: list[tuple[AbstractExchange, str]],
+        dlx: AbstractExchange,
+    ) -> AbstractQueue:
+        """A quorum queue with its bindings, and its quorum DLQ "<name>.dlq" fed by the DLX
+        with routing key `name` (what `_dead_letter(name, ...)` publishes with)."""
+        q = await channel.declare_queue(name, durable=True, arguments=arguments)
+        for exchange, key in bindings:
+            await q.bind(exchange, routing_key=key)
+        dlq = await channel.declare_queue(
+            name + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=name)
+        return q
+
     async def _declare_on(self, channel: AbstractChannel, topic: str) -> AbstractQueue:
         exchange, dlx, fanout = await self._declare_exchanges(channel)
-        q = await channel.declare_queue(topic, durable=True, arguments=self._queue_arguments())
-        await q.bind(exchange, routing_key=topic)
+        q = await self._declare_queue(
+            channel, topic, self._queue_arguments(), [(exchange, topic)], dlx
+        )
         # Everything routed to the topic also reaches the fan-out exchange, where fan-out
         # subscriptions' patterns pick it up; with none bound, the copy goes nowhere.
         await fanout.bind(exchange, routing_key=topic)
-        dlq = await channel.declare_queue(
-            topic + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dlq.bind(dlx, routing_key=topic)
         return q
 
     async def _declare_fanout_on(
@@ -546,14 +562,9 @@ class AmqpBus(BrokerBus):
         # Without it the broker's own dead letters would keep the topic as routing key and
         # land in the topic's DLQ; the subscription's poison belongs in its own.
         arguments["x-dead-letter-routing-key"] = queue_name
-        q = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
-        for pattern in patterns:
-            await q.bind(fanout, routing_key=pattern)
-        dlq = await channel.declare_queue(
-            queue_name + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
+        return await self._declare_queue(
+            channel, queue_name, arguments, [(fanout, p) for p in patterns], dlx
         )
-        await dlq.bind(dlx, routing_key=queue_name)
-        return q
 
     async def _on_declare_channel(
         self, declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]]

@@ -86,6 +86,18 @@ class _Broker:
                 self.cond.notify_all()
 
 
+def _delivery_of(message: Message, delivery_count: int) -> Delivery:
+    return Delivery(
+        topic=message.topic,
+        body=message.body,
+        message_id=message.message_id,
+        headers=dict(message.headers),
+        delivery_count=delivery_count,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+    )
+
+
 _brokers: dict[str, _Broker] = {}
 _brokers_lock = threading.Lock()
 
@@ -129,17 +141,7 @@ class _MemoryConsumer(BrokerConsumer):
             return list(entries)
 
     def delivery(self, raw: Any) -> Delivery:
-        entry: _Entry = raw
-        m = entry.message
-        return Delivery(
-            topic=m.topic,
-            body=m.body,
-            message_id=m.message_id,
-            headers=dict(m.headers),
-            delivery_count=entry.delivery_count,
-            reply_to=m.reply_to,
-            correlation_id=m.correlation_id,
-        )
+        return _delivery_of(raw.message, raw.delivery_count)
 
     def settle(self, settled: list[tuple[Any, bool]]) -> None:
         # Requeued entries go back to the head of the queue: last first keeps their order.
@@ -267,17 +269,7 @@ class InMemoryBus(BrokerBus):
             dlq = self._broker.queues.get(queue + DLQ_SUFFIX)
             while dlq and len(taken) < limit:
                 e = dlq.popleft()
-                taken.append(
-                    Delivery(
-                        topic=e.message.topic,
-                        body=e.message.body,
-                        message_id=e.message.message_id,
-                        headers=dict(e.message.headers),
-                        delivery_count=e.delivery_count,
-                        reply_to=e.message.reply_to,
-                        correlation_id=e.message.correlation_id,
-                    )
-                )
+                taken.append(_delivery_of(e.message, e.delivery_count))
         return taken
 
     def _consume_topic(self, topic: str, prefetch: int) -> BrokerConsumer:
@@ -302,16 +294,7 @@ class InMemoryBus(BrokerBus):
             # Like RabbitMQ direct reply-to: the requester is gone; the reply has nowhere to go.
             log.info("bus_reply_dropped", topic=reply_to, message_id=reply.message_id)
             return
-        deliver(
-            Delivery(
-                topic=reply_to,
-                body=reply.body,
-                message_id=reply.message_id,
-                headers=dict(reply.headers),
-                delivery_count=1,
-                correlation_id=reply.correlation_id,
-            )
-        )
+        deliver(_delivery_of(reply, 1))
 
     def _disconnect(self) -> None:
         with self._broker.cond:
