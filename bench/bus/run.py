@@ -25,6 +25,9 @@ Each scenario runs in these modes:
   message per millisecond of load per call (`--paced-batch`). A paced row whose msg/s is below
   R was saturated: its latency is queueing.
 
+`--fanout-idle N` declares N fan-out subscriptions on each phase's topic that nobody consumes
+(the broker keeps a copy of every message for each): the cost of fan-out to publishers.
+
 Every row also carries the CPU milliseconds per message by component (bench/bus/cpu.py):
 this process (consumers), the publisher process, RabbitMQ, PostgreSQL and everything else on
 the machine, so a row that misses the target says where the CPU went.
