@@ -20,7 +20,6 @@ from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
 from fedmq import local
-from tests.polling import wait_until
 from tests.worker.conftest import StartWorker, WorkerProcess
 from tests.worker.two_parties import (
     DATA,
@@ -96,20 +95,16 @@ def test_hetero_lr_across_processes_survives_a_killed_worker_with_the_same_weigh
         schedulers.run_to_end("psi_0", "psi", {}, {"data": "reader_0.data"})
 
         # Execute: hetero_lr (2048-bit keys); SIGKILL the host's worker a third of the way in
-        schedulers.run("lr_0", "hetero_lr", LR_PARAMS, {"data": "psi_0.data"})
-        wait_until(
-            lambda: schedulers.progress(HOST, "lr_0") >= 0.3,
-            timeout=180,
-            what="a third of the iterations",
-        )
-        workers[HOST].kill()
-        killed_at = schedulers.progress(HOST, "lr_0")
-        assert killed_at < 1.0
-        restarted = start_party_worker(start_worker, stack, HOST, tables_dirs[HOST])
-        wait_until(
-            lambda: all(schedulers.final(p, "lr_0") is not None for p in ROLES),
-            timeout=300,
-            what="hetero_lr to end at both parties",
+        restarted = schedulers.run_killing_a_worker(
+            "lr_0",
+            "hetero_lr",
+            LR_PARAMS,
+            {"data": "psi_0.data"},
+            victim=workers[HOST],
+            party=HOST,
+            restart=lambda: start_party_worker(start_worker, stack, HOST, tables_dirs[HOST]),
+            kill_timeout=180,
+            end_timeout=300,
         )
 
         # Assert: both succeeded, the host resumed from a checkpoint, weights as uninterrupted

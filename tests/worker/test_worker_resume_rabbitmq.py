@@ -19,7 +19,6 @@ from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
 from fedmq import local
-from tests.polling import wait_until
 from tests.worker.conftest import StartWorker
 from tests.worker.two_parties import (
     DATA,
@@ -72,34 +71,24 @@ def test_a_worker_killed_mid_run_resumes_and_the_job_ends_as_if_uninterrupted(
     }
     schedulers = Schedulers(stack, "job-resume", PIPELINE)
     try:
-        schedulers.run(
+        schedulers.run_to_end(
             "reader_0",
             "reader",
             {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}},
             {},
         )
-        wait_until(
-            lambda: all(schedulers.final(p, "reader_0") is not None for p in ROLES),
-            timeout=60,
-            what="the readers",
-        )
-        assert [schedulers.final(p, "reader_0").state for p in ROLES] == ["success", "success"]  # type: ignore[union-attr]
 
         # Execute: iter_sum; SIGKILL the host's worker a third of the way; start it again.
-        schedulers.run("sum_0", "iter_sum", SUM_PARAMS, {"data": "reader_0.data"})
-        wait_until(
-            lambda: schedulers.progress(HOST, "sum_0") >= 0.3,
-            timeout=90,
-            what="a third of the rounds",
-        )
-        workers[HOST].kill()
-        killed_at = schedulers.progress(HOST, "sum_0")
-        assert killed_at < 1.0
-        restarted = start_party_worker(start_worker, stack, HOST, tables_dirs[HOST])
-        wait_until(
-            lambda: all(schedulers.final(p, "sum_0") is not None for p in ROLES),
-            timeout=120,
-            what="iter_sum to end at both parties",
+        restarted = schedulers.run_killing_a_worker(
+            "sum_0",
+            "iter_sum",
+            SUM_PARAMS,
+            {"data": "reader_0.data"},
+            victim=workers[HOST],
+            party=HOST,
+            restart=lambda: start_party_worker(start_worker, stack, HOST, tables_dirs[HOST]),
+            kill_timeout=90,
+            end_timeout=120,
         )
 
         # Assert: both succeeded; the host resumed from a checkpoint (not from round 0).

@@ -10,6 +10,7 @@ worker and collects the task.status reports, as the parties' schedulers would;
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,16 +133,49 @@ class Schedulers:
     def progress(self, party: str, component: str) -> float:
         return max((s.progress or 0.0 for s in self.of(party, component)), default=0.0)
 
+    def wait_end(self, component: str, timeout: float) -> None:
+        """Until `component` reported its final state at both parties."""
+        wait_until(
+            lambda: all(self.final(p, component) is not None for p in ROLES),
+            timeout=timeout,
+            what=f"{component} to end at both parties",
+        )
+
     def run_to_end(
         self, component: str, ctype: str, params: dict[str, Any], inputs: dict[str, str]
     ) -> None:
         self.run(component, ctype, params, inputs)
-        wait_until(
-            lambda: all(self.final(p, component) is not None for p in ROLES),
-            timeout=120,
-            what=component,
-        )
+        self.wait_end(component, timeout=120)
         assert [self.final(p, component).state for p in ROLES] == ["success", "success"]  # type: ignore[union-attr]
+
+    def run_killing_a_worker(
+        self,
+        component: str,
+        ctype: str,
+        params: dict[str, Any],
+        inputs: dict[str, str],
+        *,
+        victim: WorkerProcess,
+        party: str,
+        restart: Callable[[], WorkerProcess],
+        kill_timeout: float,
+        end_timeout: float,
+    ) -> WorkerProcess:
+        """Run `component`; SIGKILL `party`'s worker `victim` once the party reported a third of
+        the progress, start a new one with `restart`, and wait for the end at both parties.
+        Returns the restarted worker."""
+        self.run(component, ctype, params, inputs)
+        wait_until(
+            lambda: self.progress(party, component) >= 0.3,
+            timeout=kill_timeout,
+            what=f"a third of {component} at {party}",
+        )
+        victim.kill()
+        killed_at = self.progress(party, component)
+        assert killed_at < 1.0
+        restarted = restart()
+        self.wait_end(component, timeout=end_timeout)
+        return restarted
 
     def close(self) -> None:
         for bus in self.buses.values():
