@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.conftest import WorkerProcess
+from tests.worker.conftest import WorkerProcess, worker_processes
 
 # A crypto replica is a worker process (crypto_only): the same process wrapper and log reader.
 ReplicaProcess = WorkerProcess
@@ -18,19 +18,5 @@ StartReplica = Callable[..., ReplicaProcess]
 @pytest.fixture
 def start_replica(tmp_path: Path) -> Iterator[StartReplica]:
     """start_replica(**settings) -> a running crypto-only worker (WorkerSettings field names)."""
-    started: list[ReplicaProcess] = []
-
-    def start(**settings: str) -> ReplicaProcess:
-        env = {f"FEDMQ_WORKER_{k.upper()}": v for k, v in settings.items()}
-        env.setdefault("FEDMQ_WORKER_LOG_LEVEL", "INFO")
-        env.setdefault("FEDMQ_WORKER_CRYPTO_ONLY", "true")
-        # Several replicas run at once: no HTTP port unless a test asks for one.
-        env.setdefault("FEDMQ_WORKER_HTTP_PORT", "0")
-        replica = ReplicaProcess(env, tmp_path)
-        started.append(replica)
-        replica.wait_for("crypto_replica_started")
-        return replica
-
-    yield start
-    for replica in started:
-        replica.kill()
+    with worker_processes(tmp_path, "crypto_replica_started", crypto_only="true") as start:
+        yield start

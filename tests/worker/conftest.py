@@ -101,21 +101,31 @@ class WorkerProcess:
 StartWorker = Callable[..., WorkerProcess]
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
-    """start_worker(**settings) -> a running worker; keys are WorkerSettings field names."""
+@contextlib.contextmanager
+def worker_processes(cwd: Path, ready_event: str, **defaults: str) -> Iterator[StartWorker]:
+    """start(**settings) -> a worker process (keys are WorkerSettings field names, on top of
+    `defaults`) once it logged `ready_event`; every process started is killed on exit."""
     started: list[WorkerProcess] = []
 
     def start(**settings: str) -> WorkerProcess:
-        env = {f"FEDMQ_WORKER_{k.upper()}": v for k, v in settings.items()}
+        env = {f"FEDMQ_WORKER_{k.upper()}": v for k, v in {**defaults, **settings}.items()}
         env.setdefault("FEDMQ_WORKER_LOG_LEVEL", "INFO")
         # Several workers run at once: no HTTP port unless a test asks for one.
         env.setdefault("FEDMQ_WORKER_HTTP_PORT", "0")
-        worker = WorkerProcess(env, tmp_path)
+        worker = WorkerProcess(env, cwd)
         started.append(worker)
-        worker.wait_for("worker_started")
+        worker.wait_for(ready_event)
         return worker
 
-    yield start
-    for worker in started:
-        worker.kill()
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.kill()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """start_worker(**settings) -> a running worker; keys are WorkerSettings field names."""
+    with worker_processes(tmp_path, "worker_started") as start:
+        yield start
