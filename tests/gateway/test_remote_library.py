@@ -1,5 +1,6 @@
 """fedbus.remote's responder on the in-memory bus: answers within the deadline, reports a
-handler's exception as `failed`, and drops (never sends) what is past the deadline."""
+handler's exception as `failed`, drops (never sends) what is past the deadline, and runs the
+handler in a span under the caller's trace."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import uuid
 import pytest
 from fedbus import RequestTimeout, connect
 from fedbus.remote import RemoteCall, request_envelope, serve_remote_requests
+from fedcommon.tracing import inject_traceparent, make_tracer_provider
 from fedschemas import PartyRef, decode_envelope, decode_payload, encode_envelope
 from fedschemas.payloads import RemoteReply
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 CALLER = PartyRef(party_id="9999", role="local")
 HERE = PartyRef(party_id="10000", role="local")
@@ -73,3 +77,35 @@ def test_a_reply_ready_after_the_deadline_is_dropped_not_sent(bus) -> None:  # t
     with pytest.raises(RequestTimeout):
         bus.request(SERVICE, _request(b"x", 5.0), timeout=0.5)
     assert [c.body for c in late] == [b"x"]
+
+
+def test_the_handler_runs_in_a_span_under_the_callers_trace(bus) -> None:  # type: ignore[no-untyped-def]
+    # Prepare: the caller's span, whose context the request envelope carries.
+    exporter = InMemorySpanExporter()
+    provider = make_tracer_provider("test", "10000", exporter)
+    tracer = provider.get_tracer("test")
+    serve_remote_requests(bus, "10000", SERVICE, lambda call: b"ok", tracer=tracer)
+    now = dt.datetime.now(dt.UTC)
+    with tracer.start_as_current_span("caller") as caller:
+        request = request_envelope(
+            CALLER,
+            HERE,
+            SERVICE,
+            b"x",
+            deadline=now + dt.timedelta(seconds=5),
+            created_at=now,
+            traceparent=inject_traceparent(),
+        )
+
+    # Execute
+    bus.request(SERVICE, encode_envelope(request), timeout=5.0)
+    provider.force_flush()
+
+    # Assert
+    served = [s for s in exporter.get_finished_spans() if s.name == f"serve {SERVICE}"]
+    assert len(served) == 1
+    assert served[0].kind is SpanKind.SERVER
+    assert served[0].context.trace_id == caller.get_span_context().trace_id
+    assert served[0].parent is not None
+    assert served[0].parent.span_id == caller.get_span_context().span_id
+    provider.shutdown()

@@ -15,6 +15,10 @@ drops both (and counts them), and the caller raises `RemoteTimeout` rather than 
 answer. Deadlines are absolute UTC instants, so the parties' clocks must agree to well within
 the timeouts used (NTP).
 
+Traces: the caller's call is a CLIENT span whose context rides in the request envelope's
+`traceparent` (signed with it); the responder's handler runs in a SERVER span under it, so one
+trace shows the call from caller to service across both parties.
+
 Nothing here signs or verifies: only the gateways hold and check the parties' keys.
 """
 
@@ -27,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import structlog
+from fedcommon.tracing import inject_traceparent, span_from_remote
 from fedschemas import (
     Envelope,
     MalformedMessage,
@@ -39,11 +44,14 @@ from fedschemas import (
     topics,
 )
 from fedschemas.payloads import RemoteReply, RemoteRequest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from fedbus.bus import Bus, BusError, Delivery, Reject, RequestTimeout, Subscription
 
 log = structlog.get_logger("fedbus.remote")
 
+TRACER_NAME: Final = "fedmq.remote"
 RPC_COMPONENT: Final = "rpc"
 RPC_TAG: Final = "rpc"
 MAX_ERROR_CHARS: Final = 4096
@@ -108,6 +116,7 @@ def request_envelope(
     deadline: datetime,
     created_at: datetime,
     job_id: str = "",
+    traceparent: str | None = None,
 ) -> Envelope:
     """An rpc.request for `service` at `destination`, with a fresh id (calls are not resent)."""
     envelope = new_envelope(
@@ -123,7 +132,7 @@ def request_envelope(
         seq=0,
         created_at=created_at,
     )
-    return envelope.replace(message_id=uuid.uuid4().hex, deadline=deadline)
+    return envelope.replace(message_id=uuid.uuid4().hex, deadline=deadline, traceparent=traceparent)
 
 
 def reply_envelope(
@@ -166,8 +175,10 @@ class RemoteCaller:
         role: Role = "local",
         topic: str = topics.GATEWAY_RPC,
         clock: Clock = _utc_now,
+        tracer: Tracer | None = None,
     ) -> None:
         self._bus = bus
+        self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._source = PartyRef(party_id=party_id, role=role)
         self._topic = topic
         self._clock = clock
@@ -180,6 +191,14 @@ class RemoteCaller:
         RemoteFailed."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        with self._tracer.start_as_current_span(
+            f"call {service}",
+            kind=SpanKind.CLIENT,
+            attributes={"fedmq.destination_party": party, "fedmq.service": service},
+        ):
+            return self._call(party, service, body, timeout, job_id)
+
+    def _call(self, party: str, service: str, body: bytes, timeout: float, job_id: str) -> bytes:
         now = self._clock()
         deadline = now + timedelta(seconds=timeout)
         request = request_envelope(
@@ -190,6 +209,7 @@ class RemoteCaller:
             deadline=deadline,
             created_at=now,
             job_id=job_id,
+            traceparent=inject_traceparent(),
         )
         try:
             delivery = self._bus.request(self._topic, encode_envelope(request), timeout=timeout)
@@ -263,12 +283,14 @@ def serve_remote_requests(
     prefetch: int = 16,
     clock: Clock = _utc_now,
     on_expired: Callable[[RemoteCall], None] | None = None,
+    tracer: Tracer | None = None,
 ) -> Subscription:
     """Answer the calls other parties make to `service` (a local topic this party's gateway
     exposes to them, setting `rpc_services`). Declares the topic, consumes it, and replies
     through the bus; expired requests are dropped without running `handler`, and a reply
     ready only after the deadline is dropped too (both reported to `on_expired`)."""
     source = PartyRef(party_id=party_id, role=role)
+    spans = tracer or trace.get_tracer(TRACER_NAME)
 
     def expired(call: RemoteCall, stage: str) -> None:
         log.info(
@@ -301,10 +323,14 @@ def serve_remote_requests(
         if clock() > request.deadline:
             expired(call, "request")
             return
-        try:
-            reply = RemoteReply(request_id=request.message_id, ok=True, body=handler(call))
-        except Exception as exc:  # the handler's failure is the caller's answer, not a retry
-            reply = error_reply(request, "failed", f"{type(exc).__name__}: {exc}")
+        with span_from_remote(
+            spans, f"serve {service}", request.traceparent, kind=SpanKind.SERVER
+        ) as span:
+            span.set_attribute("fedmq.source_party", call.caller_party)
+            try:
+                reply = RemoteReply(request_id=request.message_id, ok=True, body=handler(call))
+            except Exception as exc:  # the handler's failure is the caller's answer, no retry
+                reply = error_reply(request, "failed", f"{type(exc).__name__}: {exc}")
         now = clock()
         if now > request.deadline:
             expired(call, "reply")

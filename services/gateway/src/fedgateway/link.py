@@ -761,6 +761,11 @@ class PeerLink:
             log.info("link_up", peer_party=self.peer_party, address=self.address)
             return conn
 
+    def usable_connection(self) -> ClientConnection | None:
+        """The current connection if it is up and taking frames; never connects."""
+        conn = self._conn
+        return conn if conn is not None and conn.usable else None
+
     def connection_now(self, timeout: float) -> ClientConnection | None:
         """The usable connection, or one attempt to open it within `timeout` seconds: for calls
         with a deadline, which cannot wait out the relay's backoff. None when the peer cannot

@@ -141,10 +141,10 @@ class RpcCaller:
             self._expired(request, peer, "request")
             return
         body = _sign(request, self._signer())
-        link = self._links[peer]
-        conn = link.connection_now(0.0)
-        if conn is None:
-            # Not connected: try to (re)connect within the deadline, off the consumer thread.
+        conn = self._links[peer].usable_connection()
+        if conn is None or not conn.supports_rpc:
+            # Not connected (or an old peer): connect within the deadline, or answer
+            # "unavailable", off the consumer thread.
             self._executor.submit(self._connect_and_send, delivery, request, body, started)
             return
         self._send(conn, delivery, request, body, remaining, started)
