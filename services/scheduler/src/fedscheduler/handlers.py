@@ -33,6 +33,7 @@ import structlog
 from fedbus import Reject
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
+from fedflow.policy import SecurityPolicy, pipeline_problem
 from fedschemas import Envelope, PartyRef, Payload, Role, new_envelope, topics
 from fedschemas.payloads import (
     JobAccept,
@@ -107,6 +108,9 @@ class SchedulerContext:
     task_timeout_s: float = 0.0
     """Default limit of a task's run time at the initiator; 0: none (settings.task_timeout_s)."""
     self_grants_implied: bool = True
+    security: SecurityPolicy = field(default_factory=SecurityPolicy)
+    """This party's security policy (fedflow.policy; settings.policy_file): checked before
+    it accepts a proposed job and before it submits one."""
     legacy_job_status: bool = True
     """Send job.status for starts, ends, heartbeats and task reports (parties of the
     previous version read no other); False: their own types (every party on this version)."""
@@ -305,7 +309,11 @@ def grant_problem(
     session: Session, ctx: SchedulerContext, pipeline: Pipeline, initiator: str
 ) -> str | None:
     """Why this party may not run its part of `pipeline` for `initiator`; None when it may.
-    Only grants are read here, never data."""
+    This party's security policy first (its own jobs too), then its grants. Only grants are
+    read here, never data."""
+    refused = pipeline_problem(ctx.security, pipeline, ctx.party_id)
+    if refused is not None:
+        return refused
     if initiator == ctx.party_id and ctx.self_grants_implied:
         return None
     return domain.grant_problem(

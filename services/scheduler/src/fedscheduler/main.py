@@ -29,6 +29,7 @@ from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
 from fedcommon.http import HttpMetrics
 from fedcommon.service import HealthMetricsServer, run_service
+from fedflow.policy import load_policy
 from fedschemas import PartyRef
 
 from fedscheduler.handlers import SchedulerContext, bind_handlers
@@ -83,6 +84,7 @@ class Scheduler:
             heartbeat_every_s=settings.heartbeat_every_s,
             task_timeout_s=settings.task_timeout_s,
             self_grants_implied=settings.self_grants_implied,
+            security=load_policy(settings.policy_file),
             legacy_job_status=settings.legacy_job_status,
             metrics=self.metrics,
         )

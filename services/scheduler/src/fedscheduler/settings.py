@@ -41,6 +41,11 @@ class SchedulerSettings(ServiceSettings):
     timer_interval_s: float = Field(default=1.0, gt=0)
     """Period of the timer thread that checks timeouts and sends heartbeats."""
     self_grants_implied: bool = True
+    policy_file: str = ""
+    """This party's security policy, YAML or JSON (fedflow.policy, docs/policy.md): the key
+    floor, revealing modes, components and parameter bounds it accepts in any job. Empty: the
+    secure defaults (2048-bit keys at least, no revealing mode). A named file that is missing
+    or invalid stops the scheduler at start-up."""
     legacy_job_status: bool = True
     """Send job.status for a job's start, end, heartbeats and task reports, as the previous
     version did, so its schedulers read them; false: job.start, job.end, job.heartbeat and

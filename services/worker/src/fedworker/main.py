@@ -39,6 +39,7 @@ from fedcommon.service import HttpEndpoint, run_service
 from fedflow.bus_federation import FederationEndpoint
 from fedflow.cryptopool import BusExecutor
 from fedflow.migrations import MIGRATIONS as FLOW_MIGRATIONS
+from fedflow.policy import load_policy
 from fedflow.runner import PartyRuntime
 from fedflow.sealing import CheckpointSealer
 from fedflow.tables import TableStore
@@ -142,6 +143,7 @@ class Worker:
             recv_timeout=settings.recv_timeout_s or None,
             progress_interval_s=settings.progress_interval_s,
             metrics=self.metrics,
+            policy=load_policy(settings.policy_file),
             # Metrics reach the scheduler as task.metrics messages (it reads no table of ours).
             forwarder=MetricsForwarder(
                 self.engine, self.publisher, settings.party_id, settings.scheduler_topic

@@ -79,6 +79,11 @@ class WorkerSettings(ServiceSettings):
     prefetch_nice: int = Field(default=LOWEST_NICE, ge=0, le=LOWEST_NICE)
     """CPU priority (Linux nice) of those threads: the lowest by default, so they use only
     cores the protocol leaves idle."""
+    policy_file: str = ""
+    """This party's security policy, YAML or JSON (fedflow.policy, docs/policy.md), checked
+    before every task runs (the scheduler checks it before accepting the job too); the same
+    file as the scheduler's. Empty: the secure defaults. A named file that is missing or
+    invalid stops the worker at start-up."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8083, ge=0, le=65535)
     """/healthz and /metrics (Prometheus); 0 serves no HTTP."""

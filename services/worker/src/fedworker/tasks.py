@@ -44,6 +44,7 @@ import structlog
 from fedbus.runtime import EnvelopePublisher
 from fedcommon.tracing import get_tracer, span_from_remote
 from fedflow.federation import TaskCanceled
+from fedflow.policy import SecurityPolicy, task_problem
 from fedflow.runner import PartyRuntime, TaskError
 from fedflow.task import TaskKey, TaskSpec
 from fedschemas import PartyRef, new_envelope
@@ -287,10 +288,13 @@ class TaskExecutor:
         instance_id: str | None = None,
         metrics: WorkerMetrics | None = None,
         forwarder: MetricsForwarder | None = None,
+        policy: SecurityPolicy | None = None,
     ) -> None:
         """`forwarder` sends the tasks' metrics to the scheduler (while they run and before
-        their final report); None: they stay in this party's database only."""
+        their final report); None: they stay in this party's database only. `policy` is this
+        party's security policy, checked before a task runs (None: the secure defaults)."""
         self.runtime = runtime
+        self.policy = policy if policy is not None else SecurityPolicy()
         self.metrics = metrics
         self.forwarder = forwarder
         self.engine = engine
@@ -486,6 +490,7 @@ class TaskExecutor:
         state = "released"
         try:
             try:
+                self._check_policy(spec)
                 result = self.runtime.run_task(
                     spec,
                     cancel=running.cancel,
@@ -525,6 +530,23 @@ class TaskExecutor:
                     self.metrics.task_duration.labels(component_type).observe(
                         time.monotonic() - started
                     )
+
+    def _check_policy(self, spec: TaskSpec) -> None:
+        # The scheduler checked the job against the same policy before accepting it; this
+        # is the last word, so a task.run that did not come through that check (another
+        # scheduler version, a forged message, a policy tightened since) runs nothing.
+        # A task.run names no initiator: initiator_may_set is the scheduler's check only.
+        problem = task_problem(
+            self.policy,
+            party_id=self.party_id,
+            component=spec.component,
+            component_type=spec.component_type,
+            role=spec.role,
+            params=spec.params,
+        )
+        if problem is not None:
+            log.warning("task_refused_by_policy", job_id=spec.job_id, reason=problem)
+            raise TaskError(problem)
 
     def _progress(self, running: _Running, fraction: float) -> None:
         # At most one report per interval, counted from the claim's report. A fraction held

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
 
 class ComponentParams(BaseModel):
-    """Base of every params model: unknown keys refused, no type coercion, immutable."""
+    """Base of every params model: unknown keys refused, no type coercion, immutable, and no
+    inf or nan in a float (`learning_rate: .inf` is refused at submission, not at run time)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class NoParams(ComponentParams):

@@ -9,6 +9,11 @@ from pydantic import Field, model_validator
 
 from fedflow.components.base import ComponentParams
 
+MIN_BATCH_SIZE = 64
+"""The floor of min_batch_size (math.py) whatever the feature counts: a pipeline asking for
+less is refused at submission, before any party reads its data."""
+SECURE_KEY_BITS = 2048
+
 RUNTIME_KNOBS = ("threads", "prefetch_threads")
 """Parameters that used to size this party's thread pools. A party's CPU use is its own
 decision, not the pipeline's (written by whichever party initiates the job): they are now the
@@ -18,9 +23,10 @@ standalone runner's options. A pipeline that still sets them stays valid; they a
 
 class HeteroLrParams(ComponentParams):
     epochs: int = Field(default=10, ge=1, le=10_000)
-    batch_size: int = Field(default=1024, ge=1)
+    batch_size: int = Field(default=1024, ge=MIN_BATCH_SIZE)
     """Rows per mini-batch (the last batch of an epoch takes the remainder); at least
-    min_batch_size(k_g, k_h), refused otherwise."""
+    min_batch_size(k_g, k_h), refused otherwise: below MIN_BATCH_SIZE already at submission,
+    the part that depends on the feature counts when the task starts."""
     learning_rate: float = Field(default=0.15, gt=0.0)
     decay: float = Field(default=0.0, ge=0.0)
     """Learning rate at iteration t: learning_rate / sqrt(1 + decay * t)."""
@@ -31,7 +37,14 @@ class HeteroLrParams(ComponentParams):
     early_stop: bool = True
     seed: int = Field(default=0, ge=0)
     """Seeds the batch order (both parties must use the same)."""
-    reveal_host_scores: bool = False
+    reveal_host_scores: bool = Field(
+        default=False,
+        json_schema_extra={
+            "policy": "reveals",
+            "reveals": "host",
+            "what": "the host's per-row partial scores go to the guest in plaintext",
+        },
+    )
     """Faster, less private mode: each host sends the guest its per-sample partial scores u_h
     in PLAINTEXT every iteration, so the guest uses the exact sigmoid and only the hosts'
     gradients go through Paillier (docs/hetero_lr.md). Off by default."""
@@ -39,9 +52,25 @@ class HeteroLrParams(ComponentParams):
     """Deprecated, ignored: the party's runtime options (RUNTIME_KNOBS)."""
     prefetch_threads: int | None = Field(default=None, ge=0, le=64, deprecated=True)
     """Deprecated, ignored: the party's runtime options (RUNTIME_KNOBS)."""
-    key_bits: int = Field(default=2048, ge=256, le=8192)
-    insecure_short_keys: bool = False
-    """Allow keys shorter than 2048 bits (tests only)."""
+    key_bits: int = Field(default=2048, ge=256, le=8192, json_schema_extra={"policy": "key_bits"})
+    """Every party's Paillier key length; each party's policy sets its own floor
+    (fedflow.policy, min_key_bits)."""
+    insecure_short_keys: bool = Field(
+        default=False, json_schema_extra={"policy": "insecure_short_keys"}
+    )
+    """Allow keys shorter than 2048 bits (tests only; refused unless the party's policy
+    allows it)."""
+
+    @model_validator(mode="after")
+    def _short_keys_are_explicit(self) -> HeteroLrParams:
+        # Caught at submission rather than when the first party generates its key.
+        if self.key_bits < SECURE_KEY_BITS and not self.insecure_short_keys:
+            raise ValueError(
+                f"key_bits {self.key_bits} is below {SECURE_KEY_BITS}: such keys are insecure "
+                "(set insecure_short_keys: true for tests, and the parties' policies must "
+                "allow it)"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

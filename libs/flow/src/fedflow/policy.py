@@ -1,0 +1,391 @@
+"""A party's security policy: the floor its own operator sets, checked before it runs anything.
+
+A pipeline is written by whichever party initiates the job, so its parameters are the
+initiator's choice. Some of them decide how well the OTHER parties are protected: the Paillier
+key length (hetero_lr's `key_bits`, `insecure_short_keys`) and modes that reveal more than the
+default protocol (hetero_lr's `reveal_host_scores` sends the host's per-row partial scores to
+the guest in plaintext). A party never takes those from the initiator on trust: its
+`SecurityPolicy` says what it accepts, and every party checks its own part of a job against it
+twice, in its scheduler before it accepts a proposed job (or submits one) and in its worker
+before a task runs.
+
+What a component's params mean for the policy is declared next to the params themselves, in the
+field's `json_schema_extra` (so a new component is covered without touching this module):
+
+    key_bits: int = Field(..., json_schema_extra={"policy": "key_bits"})
+    insecure_short_keys: bool = Field(False, json_schema_extra={"policy": "insecure_short_keys"})
+    reveal_host_scores: bool = Field(
+        False, json_schema_extra={"policy": "reveals", "reveals": "host", "what": "..."}
+    )
+
+The rules, each named in a refusal (`policy.<rule>: ... (party P's policy, <component>)`):
+
+    min_key_bits               every key-length param at least this (default 2048)
+    allow_insecure_short_keys  an `insecure_short_keys: true` param refused unless true
+    allowed_components         component types this party runs (default: all of them)
+    components.<type>.allow_revealing     revealing params this party accepts (default: none)
+    components.<type>.bounds.<param>      min / max of a numeric param
+    components.<type>.initiator_may_set   the params another party's pipeline may set for
+                                          this party (default: all); the rest keep defaults
+
+Light (pydantic, yaml and the descriptors): the scheduler imports it without numpy or fedcrypto.
+The functions are pure: the policy, the pipeline or task in, the violations out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
+
+from fedflow.components import CATALOGUE, ComponentDescriptor
+from fedflow.pipeline import Pipeline
+
+SECURE_KEY_BITS: Final = 2048
+"""The shortest Paillier key fedcrypto accepts without `insecure_allow_short`."""
+
+KEY_BITS: Final = "key_bits"
+SHORT_KEYS: Final = "insecure_short_keys"
+REVEALS: Final = "reveals"
+_MARKERS: Final = frozenset({KEY_BITS, SHORT_KEYS, REVEALS})
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be read or is not a valid policy; the message says why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Bounds(_Strict):
+    """Inclusive bounds of a numeric parameter (either may be left out)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class ComponentRules(_Strict):
+    """What this party accepts of one component type's parameters."""
+
+    allow_revealing: tuple[str, ...] = ()
+    """Revealing params (declared `"policy": "reveals"`) this party lets a pipeline turn on."""
+    bounds: dict[str, Bounds] = Field(default_factory=dict)
+    initiator_may_set: tuple[str, ...] | None = None
+    """Params a pipeline initiated by another party may give a value other than the default
+    for this party's task; None: any (the other rules still apply)."""
+
+
+class SecurityPolicy(_Strict):
+    """One party's security floor (docs/policy.md). The defaults are the secure ones."""
+
+    version: Literal[1] = 1
+    min_key_bits: int = Field(default=SECURE_KEY_BITS, ge=256, le=16384)
+    allow_insecure_short_keys: bool = False
+    allowed_components: tuple[str, ...] | None = None
+    """Component types this party runs; None: every type of the catalogue."""
+    components: dict[str, ComponentRules] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecurityPolicy:
+        if self.min_key_bits < SECURE_KEY_BITS and not self.allow_insecure_short_keys:
+            raise ValueError(
+                f"min_key_bits {self.min_key_bits} is below {SECURE_KEY_BITS}: such keys are "
+                "insecure; set allow_insecure_short_keys: true as well if that is meant (tests)"
+            )
+        for name in self.allowed_components or ():
+            _descriptor(name, "allowed_components")
+        for name, rules in self.components.items():
+            where = f"components.{name}"
+            ctype = _descriptor(name, where)
+            fields = _fields(ctype)
+            revealing = {p for p, marks in fields.items() if marks.get("policy") == REVEALS}
+            for param in rules.allow_revealing:
+                if param not in revealing:
+                    raise ValueError(
+                        f"{where}.allow_revealing: {param!r} is not a revealing parameter of "
+                        f"{name} (revealing: {', '.join(sorted(revealing)) or 'none'})"
+                    )
+            for param in [*rules.bounds, *(rules.initiator_may_set or ())]:
+                if param not in fields:
+                    raise ValueError(
+                        f"{where}: {name} has no parameter {param!r} "
+                        f"(parameters: {', '.join(sorted(fields)) or 'none'})"
+                    )
+        return self
+
+    def rules_for(self, component_type: str) -> ComponentRules:
+        return self.components.get(component_type) or ComponentRules()
+
+
+def _descriptor(name: str, where: str) -> ComponentDescriptor:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise ValueError(
+            f"{where}: unknown component type {name!r} (known: {', '.join(sorted(CATALOGUE))})"
+        ) from None
+
+
+def _fields(ctype: ComponentDescriptor) -> dict[str, dict[str, Any]]:
+    """Every parameter of the type (any role) with its policy markers ({} when none)."""
+    found: dict[str, dict[str, Any]] = {}
+    models = {ctype.params, *ctype.role_params.values()}
+    for model in models:
+        for name, info in model.model_fields.items():
+            extra = info.json_schema_extra
+            marks = dict(extra) if isinstance(extra, Mapping) else {}
+            if marks.get("policy") not in _MARKERS:
+                marks = {}
+            found.setdefault(name, marks)
+    return found
+
+
+@dataclass(frozen=True)
+class RevealingMode:
+    """A param that, when on, reveals more of the `reveals` role's data than the default."""
+
+    component_type: str
+    param: str
+    reveals: str
+    what: str
+
+
+def revealing_modes(component_type: str) -> list[RevealingMode]:
+    """The revealing modes a component type declares (for `fedmq site policy show`)."""
+    ctype = CATALOGUE[component_type]
+    return [
+        RevealingMode(
+            component_type,
+            param,
+            str(marks.get("reveals", "")),
+            str(marks.get("what", "reveals more than the default protocol")),
+        )
+        for param, marks in _fields(ctype).items()
+        if marks.get("policy") == REVEALS
+    ]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: `rule` is its path in the policy, `message` what the task asked."""
+
+    rule: str
+    message: str
+    party_id: str
+    component: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.message} ({self.party_id}'s policy, {self.component})"
+
+
+def _default(model_fields: Mapping[str, Any], param: str) -> Any:
+    info = model_fields.get(param)
+    if info is None or info.is_required():
+        return _REQUIRED
+    return to_jsonable_python(info.get_default(call_default_factory=True))
+
+
+_REQUIRED: Final = object()
+
+
+def check_task(
+    policy: SecurityPolicy,
+    *,
+    party_id: str,
+    component: str,
+    component_type: str,
+    role: str,
+    params: Mapping[str, Any],
+    initiator: str | None,
+) -> list[Violation]:
+    """What `party_id`'s policy refuses in its task `component` (of `component_type`, as
+    `role`) with the resolved `params` (defaults filled, as a pipeline gives them).
+
+    `initiator` is the party whose pipeline it is; None when unknown (the worker: a task.run
+    carries no initiator), which skips `initiator_may_set` only."""
+    found: list[Violation] = []
+
+    def refuse(rule: str, message: str) -> None:
+        found.append(Violation(rule, message, f"party {party_id}", component))
+
+    allowed = policy.allowed_components
+    if allowed is not None and component_type not in allowed:
+        refuse(
+            "policy.allowed_components",
+            f"component type {component_type} is not allowed "
+            f"(allowed: {', '.join(allowed) or 'none'})",
+        )
+        return found
+    ctype = CATALOGUE.get(component_type)
+    if ctype is None:  # the pipeline validator refuses it first; a task.run may not
+        refuse("policy.allowed_components", f"unknown component type {component_type!r}")
+        return found
+    rules = policy.rules_for(component_type)
+    fields = _fields(ctype)
+    for param, marks in fields.items():
+        value = params.get(param)
+        kind = marks.get("policy")
+        if kind == KEY_BITS and isinstance(value, int) and value < policy.min_key_bits:
+            refuse("policy.min_key_bits", f"{param} {value} < {policy.min_key_bits}")
+        elif kind == SHORT_KEYS and value is True and not policy.allow_insecure_short_keys:
+            refuse("policy.allow_insecure_short_keys", f"{param}: true is refused")
+        elif (
+            kind == REVEALS
+            and value is True
+            and param not in rules.allow_revealing
+            and marks.get("reveals", role) == role
+        ):
+            what = marks.get("what", "reveals more than the default protocol")
+            refuse(
+                f"policy.components.{component_type}.allow_revealing",
+                f"{param}: true ({what}) is not allowed",
+            )
+    for param, bounds in rules.bounds.items():
+        value = params.get(param)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        rule = f"policy.components.{component_type}.bounds.{param}"
+        if not math.isfinite(value):
+            refuse(rule, f"{param} {value} is not a finite number")
+        elif bounds.min is not None and value < bounds.min:
+            refuse(rule, f"{param} {value} < min {bounds.min:g}")
+        elif bounds.max is not None and value > bounds.max:
+            refuse(rule, f"{param} {value} > max {bounds.max:g}")
+    settable = rules.initiator_may_set
+    if settable is not None and initiator is not None and initiator != party_id:
+        model_fields = ctype.params_model(role).model_fields
+        # A param at its default is one the initiator did not choose (or chose harmlessly);
+        # the resolved params are all a worker sees, so both checks compare with the default.
+        chosen = [
+            param
+            for param, value in params.items()
+            if param not in settable and to_jsonable_python(value) != _default(model_fields, param)
+        ]
+        if chosen:
+            refuse(
+                f"policy.components.{component_type}.initiator_may_set",
+                f"party {initiator} may not set {', '.join(chosen)} for this party "
+                f"(it may set: {', '.join(settable) or 'nothing'})",
+            )
+    return found
+
+
+def check_pipeline(policy: SecurityPolicy, pipeline: Pipeline, party_id: str) -> list[Violation]:
+    """Every violation of `party_id`'s policy in its tasks of `pipeline`."""
+    found: list[Violation] = []
+    for spec, role in pipeline.tasks_for(party_id):
+        found += check_task(
+            policy,
+            party_id=party_id,
+            component=spec.name,
+            component_type=spec.type,
+            role=role,
+            params=spec.params_for(role, party_id),
+            initiator=pipeline.initiator,
+        )
+    return found
+
+
+def pipeline_problem(policy: SecurityPolicy, pipeline: Pipeline, party_id: str) -> str | None:
+    """Why `party_id`'s policy refuses its part of `pipeline` (every rule broken, "; "-joined);
+    None when it accepts it."""
+    found = check_pipeline(policy, pipeline, party_id)
+    return "; ".join(str(v) for v in found) or None
+
+
+def task_problem(
+    policy: SecurityPolicy,
+    *,
+    party_id: str,
+    component: str,
+    component_type: str,
+    role: str,
+    params: Mapping[str, Any],
+    initiator: str | None = None,
+) -> str | None:
+    """`pipeline_problem` for one task (what the worker checks before it runs one)."""
+    found = check_task(
+        policy,
+        party_id=party_id,
+        component=component,
+        component_type=component_type,
+        role=role,
+        params=params,
+        initiator=initiator,
+    )
+    return "; ".join(str(v) for v in found) or None
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def parse_policy(text: str, source: str = "policy") -> SecurityPolicy:
+    """A policy from YAML or JSON text (JSON is YAML); an empty document is the default."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML or JSON: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy is a mapping, got {type(data).__name__}")
+    try:
+        return SecurityPolicy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors()
+        )
+        raise PolicyError(f"{source}: {problems}") from None
+
+
+def load_policy(path: str | Path | None) -> SecurityPolicy:
+    """The policy in file `path` (YAML or JSON); the secure defaults when `path` is None or
+    empty. A path that does not exist is an error, not the defaults: an operator who named a
+    policy file meant it to apply."""
+    if path is None or str(path) == "":
+        return SecurityPolicy()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"policy file {file}: {exc.strerror or exc}") from None
+    return parse_policy(text, str(file))
+
+
+def policy_yaml(policy: SecurityPolicy) -> str:
+    """The policy as YAML (every rule, defaults included)."""
+    data = json.loads(policy.model_dump_json())
+    return str(yaml.safe_dump(data, sort_keys=False))
+
+
+__all__ = [
+    "SECURE_KEY_BITS",
+    "Bounds",
+    "ComponentRules",
+    "PolicyError",
+    "RevealingMode",
+    "SecurityPolicy",
+    "Violation",
+    "check_pipeline",
+    "check_task",
+    "load_policy",
+    "parse_policy",
+    "pipeline_problem",
+    "policy_yaml",
+    "revealing_modes",
+    "task_problem",
+]

@@ -1,0 +1,94 @@
+"""The policy at the worker, the last check before a task runs: a task.run its party's policy
+refuses fails with the rule as its reason and runs nothing; the same task runs where the
+policy allows it. Two parties' workers in-process (tests/worker's Federation2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fedflow.policy import SecurityPolicy
+from fedschemas.payloads import TaskStatus
+
+from tests.polling import wait_for
+from tests.worker.test_worker_tasks import GUEST, HOST, TABLES, Federation2
+
+from .conftest import PERMISSIVE
+
+LR = {"epochs": 1, "batch_size": 128, "learning_rate": 0.5, "seed": 1}
+SHORT = {"key_bits": 512, "insecure_short_keys": True}
+
+
+def run_lr(fed: Federation2, job: str, params: dict[str, Any]) -> None:
+    readers = {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}}
+    fed.run(job, "reader_0", "reader", readers, {})
+    fed.wait_final("reader_0")
+    fed.run(job, "psi_0", "psi", {}, {"data": "reader_0.data"})
+    fed.wait_final("psi_0")
+    fed.run(job, "lr_0", "hetero_lr", {"common": params}, {"data": "psi_0.data"})
+
+
+def host_final(fed: Federation2, component: str) -> TaskStatus:
+    # Only the host's end: the guest's side waits for a peer that refused.
+    return wait_for(lambda: fed.final(HOST, component), 60, f"{component} to end at the host")
+
+
+@pytest.fixture
+def make_fed(unique_name: str, tmp_path: Path) -> Iterator[Any]:
+    made: list[Federation2] = []
+
+    def make(guest: SecurityPolicy, host: SecurityPolicy) -> Federation2:
+        fed = Federation2(unique_name, tmp_path)
+        fed.parties[GUEST].worker.executor.policy = guest
+        fed.parties[HOST].worker.executor.policy = host
+        fed.start()
+        made.append(fed)
+        return fed
+
+    yield make
+    for fed in made:
+        fed.stop()
+
+
+def test_a_task_with_short_keys_fails_at_a_default_worker_naming_the_rule(make_fed: Any) -> None:
+    # Prepare: the guest allows short keys, the host keeps the defaults
+    fed = make_fed(PERMISSIVE, SecurityPolicy())
+
+    # Execute
+    run_lr(fed, "job-short", {**LR, "key_bits": 256, "insecure_short_keys": True})
+    host = host_final(fed, "lr_0")
+
+    # Assert: the host's task failed on its policy and never started the protocol
+    assert host.state == "failed"
+    assert host.reason is not None
+    assert host.reason.startswith(
+        "policy.min_key_bits: key_bits 256 < 2048 (party 10000's policy, lr_0)"
+    )
+    assert "policy.allow_insecure_short_keys" in host.reason
+    assert not {c.tag for c in fed.crossings.snapshot()} & {"public_key", "host_scores"}
+
+
+def test_a_revealing_task_fails_at_a_host_that_does_not_allow_it(make_fed: Any) -> None:
+    fed = make_fed(PERMISSIVE, PERMISSIVE.model_copy(update={"components": {}}))
+
+    run_lr(fed, "job-reveal", {**LR, **SHORT, "reveal_host_scores": True})
+    host = host_final(fed, "lr_0")
+
+    assert host.state == "failed"
+    assert host.reason == (
+        "policy.components.hetero_lr.allow_revealing: reveal_host_scores: true (the host's "
+        "per-row partial scores go to the guest in plaintext) is not allowed "
+        "(party 10000's policy, lr_0)"
+    )
+
+
+def test_the_same_task_runs_where_the_policy_allows_it(make_fed: Any) -> None:
+    fed = make_fed(PERMISSIVE, PERMISSIVE)
+
+    run_lr(fed, "job-ok", {**LR, **SHORT, "reveal_host_scores": True})
+    ended = fed.wait_final("lr_0", timeout=240)
+
+    assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
+    assert "host_scores_revealed" in {c.tag for c in fed.crossings.snapshot()}
