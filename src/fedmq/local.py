@@ -470,7 +470,7 @@ def up(
         for service in services:
             start_service(state, party, service)
     if wait:
-        for service in ("gateway", "scheduler", "worker"):
+        for service in SERVICES:
             if service in services:
                 for party in state.parties:
                     if _http_port(state, party, service):
