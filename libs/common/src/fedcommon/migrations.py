@@ -9,7 +9,9 @@ opens them (`upgrade_all`); there is no separate migrate step. On PostgreSQL an 
 per package serialises replicas and services that start at the same moment.
 
 A package's `migrations/__init__.py` is one line, `MIGRATIONS = Migrations(__file__, "...")`,
-and its `env.py` is `run_env(metadata)`. No alembic.ini is needed to apply them.
+and its `env.py` is `run_env(metadata)`. No alembic.ini is needed to apply them, nor to start a
+new revision: `python -c 'from fedworker.migrations import MIGRATIONS as M;
+print(M.new_revision("what changes"))'` writes the file to fill in.
 
 The libraries still create their tables with `create_all` when constructed on their own (the
 embedded SQLite default, in-memory test databases): it creates only missing tables, so after
@@ -69,6 +71,13 @@ class Migrations:
     def downgrade(self, engine: Engine, revision: str) -> None:
         """Go back to `revision` ("base": drop everything the migrations created)."""
         self._run(engine, "downgrade", revision)
+
+    def new_revision(self, message: str) -> Path:
+        """Write an empty revision after the head into versions/ (then write its upgrade and
+        downgrade by hand); returns its path."""
+        script = command.revision(self.config(), message=message)
+        assert script is not None and not isinstance(script, list)
+        return Path(script.path)
 
     def _run(self, engine: Engine, verb: str, revision: str) -> None:
         config = self.config()

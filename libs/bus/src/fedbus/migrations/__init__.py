@@ -1,8 +1,8 @@
 """Alembic migrations of fedbus's tables: the inbox's done markers and the chunk store.
 
 Applied at the start of every service that uses these tables (fedcommon.migrations);
-a new revision goes in versions/ (`alembic revision` with script_location set to this folder,
-then upgrade and downgrade written by hand; the tables' definitions must match the result,
+a new revision goes in versions/ (`MIGRATIONS.new_revision("...")` writes the file, then
+upgrade and downgrade are written by hand; the tables' definitions must match the result,
 which tests/deploy/test_migrations.py checks).
 """
 
