@@ -17,10 +17,12 @@ import re
 import sys
 from importlib import metadata
 
+from fedcommon.service_registry import SERVICES
 from packaging.requirements import Requirement
 
-# The repository's own distributions: installed from wheels built from the source tree.
-OWN = (
+# The repository's own distributions: installed from wheels built from the source tree. The
+# services' come from the one service registry.
+LIBRARIES = (
     "fedmq",
     "fedmq-schemas",
     "fedmq-common",
@@ -29,10 +31,8 @@ OWN = (
     "fedmq-accel",
     "fedmq-flow",
     "fedmq-control",
-    "fedmq-gateway",
-    "fedmq-scheduler",
-    "fedmq-worker",
 )
+OWN = LIBRARIES + tuple(s.distribution for s in SERVICES)
 # Runtime needs that no fedmq distribution declares as a plain dependency.
 EXTRA_ROOTS = ("psycopg[binary]",)
 

@@ -7,6 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from fedcommon.service_registry import SERVICES
 from packaging.requirements import Requirement
 
 from tests.deploy.helpers import REPO
@@ -23,9 +24,7 @@ FEDMQ_DISTRIBUTIONS = (
     "fedmq-accel",
     "fedmq-flow",
     "fedmq-control",
-    "fedmq-gateway",
-    "fedmq-scheduler",
-    "fedmq-worker",
+    *(s.distribution for s in SERVICES),
 )
 
 

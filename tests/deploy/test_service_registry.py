@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from fedcommon.service_registry import SERVICE_NAMES, SERVICES, ServiceSpec, ser
 
 from fedmq import local
 from tests.deploy.helpers import REPO, raw_compose
-from tests.deploy.test_dockerfile import DOCKERFILE, FEDMQ_DISTRIBUTIONS, stages
+from tests.deploy.test_dockerfile import DOCKERFILE, stages
 
 K8S = REPO / "infra" / "k8s"
 _FEDMQ_MODULE = re.compile(r"^fed[a-z]+$")
@@ -130,10 +131,11 @@ def test_the_launcher_starts_the_registered_services_with_their_modules() -> Non
 
 def test_each_registered_service_is_installed_and_its_settings_match() -> None:
     for spec in SERVICES:
-        # Its distribution is one of the image's and provides the module
-        assert spec.distribution in FEDMQ_DISTRIBUTIONS
-        assert (REPO / spec.source_dir).is_dir()
-        assert metadata.distribution(spec.distribution).read_text("top_level.txt") is not None
+        # Its package folder builds the distribution it names, which provides the module
+        project = tomllib.loads((REPO / spec.source_dir / "pyproject.toml").read_text())
+        assert project["project"]["name"] == spec.distribution
+        assert (REPO / spec.source_dir / "src" / spec.module / "__main__.py").is_file()
+        assert metadata.version(spec.distribution)
         # Its settings read its prefix and serve HTTP on the registered port by default
         settings = spec.settings_class()
         assert settings.model_config["env_prefix"] == spec.env_prefix
