@@ -4,6 +4,7 @@
     fedmq site install-cert --cert 10000.cert.pem --ca ca.cert.pem [--dir .]
     fedmq site add-peer --party 9999 --address peer.example:7443 [--cert 9999.cert.pem] [--dir .]
     fedmq site sync-identity --source ... --target ... --owner 10001:10001   (run by compose)
+    fedmq site policy init|show|check [--file policy.yaml]   (the party's security policy)
 
 A site folder holds what is this party's own, and nothing else:
     .env          compose's settings for the party (0600: it holds the secrets)
@@ -33,6 +34,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from fedflow.policy import SecurityPolicy
     from fedgateway.pki import PartyCertificate
 
 ENV_FILE = ".env"
@@ -454,3 +456,129 @@ def sync_identity_cmd(
     except (SiteError, OSError, ValueError) as exc:
         raise _fail(exc) from None
     _console.print(f"identity synced to {target}: {', '.join(copied)}")
+
+
+# --- fedmq site policy ---------------------------------------------------------------------
+
+policy_app = typer.Typer(
+    help="This party's security policy (docs/policy.md): the floor every job must meet here.",
+    no_args_is_help=True,
+)
+site_app.add_typer(policy_app, name="policy")
+
+POLICY_FILE = Path("policy.yaml")
+PolicyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        help="The policy file (YAML or JSON); the scheduler's and the worker's POLICY_FILE. "
+        "Left out: the secure defaults.",
+    ),
+]
+
+POLICY_TEMPLATE = """\
+# This party's security policy (docs/policy.md). Point both FEDMQ_SCHEDULER_POLICY_FILE and
+# FEDMQ_WORKER_POLICY_FILE at this file: the scheduler checks every job against it before
+# accepting (or submitting) it, the worker every task before running it. A refusal names the
+# rule, e.g. "policy.min_key_bits: key_bits 256 < 2048 (party 10000's policy, lr_0)".
+version: 1
+# Shortest Paillier key accepted in any job (key_bits params). Below 2048 needs
+# allow_insecure_short_keys: true as well (tests only).
+min_key_bits: 2048
+# Accept a pipeline's insecure_short_keys: true.
+allow_insecure_short_keys: false
+# Component types this party runs; null: all of them.
+allowed_components: null
+# Per component type:
+#   allow_revealing:   modes that reveal more of this party's data than the default
+#                      protocol, accepted here (default: none), e.g. [reveal_host_scores]
+#   bounds:            {param: {min: ..., max: ...}} for numeric params
+#   initiator_may_set: params another party's pipeline may change from their defaults for
+#                      this party (null: any)
+components: {}
+#  hetero_lr:
+#    allow_revealing: []
+#    bounds: {epochs: {max: 100}}
+#    initiator_may_set: [epochs, batch_size, learning_rate, decay, alpha, tol, early_stop, seed]
+"""
+
+
+def _policy(file: Path | None) -> SecurityPolicy:
+    from fedflow.policy import load_policy
+
+    return load_policy(file)
+
+
+@policy_app.command("show")
+def policy_show_cmd(file: PolicyFileOption = None) -> None:
+    """Print the policy in force (every rule, defaults filled in) and the revealing modes the
+    components declare."""
+    from fedflow.descriptors import COMPONENT_NAMES
+    from fedflow.policy import PolicyError, policy_yaml, revealing_modes
+
+    try:
+        policy = _policy(file)
+    except PolicyError as exc:
+        raise _fail(exc) from None
+    source = str(file) if file is not None else "the secure defaults (no file)"
+    _console.print(f"# policy: {source}", highlight=False)
+    _console.print(policy_yaml(policy), end="", highlight=False, markup=False)
+    modes = [m for name in sorted(COMPONENT_NAMES) for m in revealing_modes(name)]
+    for mode in modes:
+        allowed = mode.param in policy.rules_for(mode.component_type).allow_revealing
+        _console.print(
+            f"# {mode.component_type}.{mode.param} ({mode.what}, at the {mode.reveals}): "
+            f"{'allowed' if allowed else 'refused'}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@policy_app.command("check")
+def policy_check_cmd(
+    file: PolicyFileOption = None,
+    pipeline: Annotated[
+        Path | None, typer.Argument(help="A pipeline to check this party's part of.")
+    ] = None,
+    party: Annotated[
+        str | None, typer.Option(help="This party's id (needed with a pipeline).")
+    ] = None,
+) -> None:
+    """Check the policy file; with a pipeline, whether this party's policy accepts its part
+    (exit status 1 with the rules it breaks)."""
+    from fedflow.descriptors import Pipeline, PipelineError
+    from fedflow.policy import PolicyError, check_pipeline
+
+    try:
+        policy = _policy(file)
+        if pipeline is None:
+            _console.print(f"policy ok: {file or 'the secure defaults'}", highlight=False)
+            return
+        if party is None:
+            raise SiteError("--party is needed to check a pipeline (whose part of it?)")
+        parsed = Pipeline.from_yaml(pipeline.read_text(encoding="utf-8"))
+        if party not in parsed.party_ids():
+            raise SiteError(f"party {party} is not a party of {pipeline}")
+    except (PolicyError, PipelineError, SiteError, OSError) as exc:
+        raise _fail(exc) from None
+    violations = check_pipeline(policy, parsed, party)
+    if violations:
+        for violation in violations:
+            _errors.print(f"refused: {violation}", highlight=False, markup=False)
+        raise typer.Exit(code=1)
+    _console.print(f"accepted: party {party}'s part of {parsed.name}", highlight=False)
+
+
+@policy_app.command("init")
+def policy_init_cmd(
+    file: Annotated[Path, typer.Option("--file", help="Where to write it.")] = POLICY_FILE,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the secure default policy, commented, for the operator to edit."""
+    if file.exists() and not force:
+        raise _fail(SiteError(f"{file} exists (--force overwrites it)"))
+    file.write_text(POLICY_TEMPLATE, encoding="utf-8")
+    _console.print(f"[green]policy written[/green] to {file} (the secure defaults)")
+    _console.print(
+        f"set FEDMQ_SCHEDULER_POLICY_FILE and FEDMQ_WORKER_POLICY_FILE to {file.resolve()}"
+    )
