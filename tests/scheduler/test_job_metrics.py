@@ -1,16 +1,26 @@
 """The scheduler's read model of job metrics: what its worker sends as task.metrics is what
 the `metrics` command answers (the scheduler reads no table of the worker's); the newest value
-by logged_at wins whatever the order of arrival; a peer's task.metrics is dead-lettered."""
+by logged_at wins whatever the order of arrival; a peer's task.metrics is dead-lettered; what
+workers wrote to a shared database before the read model existed is copied once at upgrade."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from fedbus import HEADER_DEAD_REASON
 from fedbus.runtime import EnvelopePublisher
+from fedbus.sql_inbox import make_engine
+from fedflow.db import create_flow_tables
+from fedflow.metrics import MetricsWriter
+from fedflow.task import TaskKey
+from fedscheduler.job_metrics import metrics_view
+from fedscheduler.migrations import upgrade_head
 from fedschemas import PartyRef, new_envelope
 from fedschemas.payloads import CurveValue, MetricValue, TaskMetrics
+from sqlalchemy.orm import Session
 
 from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
 
@@ -131,3 +141,39 @@ def test_task_metrics_from_another_party_are_dead_lettered_not_recorded(
     dead = wait_for(lambda: fed.buses[GUEST].dead_letters("svc.scheduler"), 30, "dead letter")
     assert "must come from this party's worker (9999)" in dead[0].headers[HEADER_DEAD_REASON]
     assert served(fed, GUEST) == {}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'party.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_metrics_workers_wrote_to_a_shared_database_before_the_upgrade_are_still_served(
+    database_url: str,
+) -> None:
+    # Prepare: a party database where the worker logged a job's metrics before the read model
+    engine = make_engine(database_url)
+    try:
+        create_flow_tables(engine)
+        writer = MetricsWriter(engine, TaskKey("job-old", "eval_0", 0, GUEST, "guest"))
+        writer.log("auc", 0.93)
+        writer.log("loss", 0.4, 3)
+        writer.curve("roc", [0.0, 1.0], [0.0, 1.0], x_label="fpr", y_label="tpr")
+
+        # Execute: the scheduler of this version opens (migrates) the database
+        upgrade_head(engine)
+        with Session(engine) as session:
+            view = metrics_view(session, "job-old")
+    finally:
+        engine.dispose()
+
+    # Assert
+    assert [(m["name"], m["step"], m["value"]) for m in view["data"]] == [
+        ("auc", -1, 0.93),
+        ("loss", 3, 0.4),
+    ]
+    assert [(c["name"], c["x"], c["y"]) for c in view["curves"]] == [
+        ("roc", [0.0, 1.0], [0.0, 1.0])
+    ]
