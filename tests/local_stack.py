@@ -21,6 +21,10 @@ from fedmq import local
 from fedmq.sdk import Client
 
 GUEST, HOST = "9999", "10000"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "examples" / "data"
+PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
+"""The PSI + evaluation pipeline the end-to-end tests run on the breast data."""
 
 
 @dataclass
@@ -94,3 +98,16 @@ def two_parties(
         os.environ.clear()
         os.environ.update(saved_env)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def upload_breast(stack: Stack, *, guest_label: str | None = "y") -> None:
+    """Each party uploads its half of the breast data; the host grants its half to the guest
+    for psi (what PSI_EVAL needs)."""
+    stack.guest.upload_table(
+        "breast_hetero_guest",
+        DATA / "breast_hetero_guest.csv",
+        label_column=guest_label,
+        replace=True,
+    )
+    stack.host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True)
+    stack.host.grant("breast_hetero_host", GUEST, ["psi"])

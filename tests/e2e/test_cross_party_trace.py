@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -30,14 +29,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from tests.local_stack import GUEST, HOST, two_parties
+from tests.local_stack import GUEST, HOST, PSI_EVAL, two_parties, upload_breast
 from tests.polling import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "examples" / "data"
-PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
 TOKEN = f"trace-{uuid.uuid4().hex}"
 SERVICES = ("GATEWAY", "SCHEDULER", "WORKER")
 
@@ -150,13 +146,7 @@ def traced_run(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Tra
             label="trace",
             env={f"FEDMQ_{service}_OTLP_ENDPOINT": endpoint for service in SERVICES},
         ) as stack:
-            stack.guest.upload_table(
-                "breast_hetero_guest", DATA / "breast_hetero_guest.csv", replace=True
-            )
-            stack.host.upload_table(
-                "breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True
-            )
-            stack.host.grant("breast_hetero_host", GUEST, ["psi"])
+            upload_breast(stack, guest_label=None)
             job = stack.guest.submit(PSI_EVAL, job_id=f"trace-{uuid.uuid4().hex[:6]}")
             done = stack.guest.wait(job.job_id, timeout=120, poll=0.5)
             # Stopping flushes every process's span batch to its collector.

@@ -21,13 +21,10 @@ import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from tests.local_stack import GUEST, HOST, Stack, two_parties
+from tests.local_stack import DATA, GUEST, HOST, PSI_EVAL, Stack, two_parties, upload_breast
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "examples" / "data"
-PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
 TOKEN = f"e2e-{uuid.uuid4().hex}"
 EVAL_METRICS = ("auc", "ks", "accuracy", "precision", "recall", "log_loss", "rows")
 
@@ -45,19 +42,11 @@ def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
         yield stack
 
 
-def _upload_breast(stack: Stack) -> None:
-    stack.guest.upload_table(
-        "breast_hetero_guest", DATA / "breast_hetero_guest.csv", label_column="y", replace=True
-    )
-    stack.host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True)
-
-
 def test_psi_and_evaluation_across_two_parties_equal_the_standalone_run(
     stack: Stack, tmp_path: Path
 ) -> None:
     # Prepare: each party uploads its half of the data; the host grants its table for psi
-    _upload_breast(stack)
-    stack.host.grant("breast_hetero_host", GUEST, ["psi"])
+    upload_breast(stack)
     started = time.monotonic()
 
     # Execute: submit at the guest, wait for the end; the same pipeline standalone

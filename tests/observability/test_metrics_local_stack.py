@@ -9,19 +9,15 @@ from __future__ import annotations
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.local_stack import GUEST, HOST, Stack, two_parties
+from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, two_parties, upload_breast
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "examples" / "data"
-PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
 PEER = {GUEST: HOST, HOST: GUEST}
 TOKEN = f"metrics-{uuid.uuid4().hex}"
 RUNNING = "fedmq_worker_tasks_running"
@@ -67,11 +63,7 @@ def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def scraped(stack: Stack) -> dict[tuple[str, str], Samples]:
     """Run one PSI + evaluation job to success, then scrape every service of both parties."""
-    stack.guest.upload_table(
-        "breast_hetero_guest", DATA / "breast_hetero_guest.csv", label_column="y", replace=True
-    )
-    stack.host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True)
-    stack.host.grant("breast_hetero_host", GUEST, ["psi"])
+    upload_breast(stack)
     job = stack.guest.submit(PSI_EVAL, job_id=f"metrics-psi-{uuid.uuid4().hex[:6]}")
     done = stack.guest.wait(job.job_id, timeout=120, poll=0.5)
     assert done.state == "success", (done.reason, stack.guest.logs(job.job_id))
