@@ -134,7 +134,10 @@ def test_a_reply_after_its_deadline_is_dropped_and_counted_never_delivered(
         10,
     )
     # ...and party 9999's gateway dropped its wait for the REPLY and counted that too.
-    assert deployment.metric(SENDER, "fedmq_gateway_rpc_expired_total", side="caller") == 1
+    assert poll(
+        lambda: deployment.metric(SENDER, "fedmq_gateway_rpc_expired_total", side="caller") == 1,
+        10,
+    )
     logged = [e for e in deployment.log(RECEIVER) if e.get("event") == "rpc_expired"]
     assert [e["message"] for e in logged] == ["reply"]
 
