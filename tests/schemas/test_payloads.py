@@ -29,6 +29,9 @@ from fedschemas import (
 from fedschemas.payloads import (
     CryptoJob,
     CryptoResult,
+    CurveValue,
+    DataRequest,
+    DataResponse,
     JobAccept,
     JobEnd,
     JobEnded,
@@ -41,11 +44,13 @@ from fedschemas.payloads import (
     JobStop,
     JobSubmit,
     JobTaskReport,
+    MetricValue,
     RemoteReply,
     RemoteRequest,
     SchedulerRequest,
     SchedulerResponse,
     TaskCancel,
+    TaskMetrics,
     TaskRun,
     TaskStatus,
 )
@@ -88,6 +93,21 @@ EXAMPLES: dict[str, Payload] = {
         outputs={"data": "job-1/psi_0/data"},
     ),
     "task.cancel": TaskCancel(job_id="job-1", component="psi_0", attempt=1, reason="stopped"),
+    "task.metrics": TaskMetrics(
+        job_id="job-1",
+        component="eval_0",
+        attempt=0,
+        party_id="9999",
+        metrics=[
+            MetricValue(name="auc", step=-1, value=0.93, logged_at=AT),
+            MetricValue(name="loss", step=3, value=None, logged_at=AT),
+        ],
+        curves=[
+            CurveValue(
+                name="roc", x_label="fpr", y_label="tpr", x=[0.0, 1.0], y=[0.0, None], logged_at=AT
+            )
+        ],
+    ),
     "job.submit": JobSubmit(job_id="job-1", pipeline_yaml="name: p\n"),
     "job.propose": JobPropose(job_id="job-1", initiator="9999", pipeline_yaml="name: p\n"),
     "job.accept": JobAccept(job_id="job-1", party_id="10000"),
@@ -132,6 +152,10 @@ EXAMPLES: dict[str, Payload] = {
     ),
     "crypto.result": CryptoResult(
         job_id="3f2a9c", ok=False, error="CiphertextError: not invertible", error_kind="ciphertext"
+    ),
+    "data.request": DataRequest(op="table_get", args={"name": "breast_hetero_guest"}),
+    "data.response": DataResponse(
+        op="table_get", ok=False, error="no table x at this party", error_kind="not_found"
     ),
     "rpc.request": RemoteRequest(service="svc.serving", body=b"\x81\xa1x\x01"),
     "rpc.reply": RemoteReply(request_id="5d0c1e", ok=False, error="timeout", error_kind="failed"),
@@ -283,3 +307,8 @@ def test_envelope_json_form_round_trips(make_envelope: Callable[..., Envelope]) 
 
     assert decoded == env
     assert canonical_bytes(decoded) == canonical_bytes(env)
+
+
+def test_a_curve_with_more_x_than_y_values_is_refused() -> None:
+    with pytest.raises(ValidationError, match="2 x values, 1 y"):
+        CurveValue(name="roc", x_label="fpr", y_label="tpr", x=[0.0, 1.0], y=[0.0], logged_at=AT)
