@@ -281,8 +281,38 @@ def _timeout(value: Any, where: str) -> float | None:
     return float(value)
 
 
+def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]:
+    """Reader name -> {role: label values} that the components its data flows into declare
+    (`ComponentDescriptor.label_values`; several: the values all of them take)."""
+    children: dict[str, set[str]] = {raw.name: set() for raw in raws}
+    for raw in raws:
+        for ref in raw.inputs.values():
+            children.setdefault(ref.component, set()).add(raw.name)
+    by_name = {raw.name: raw for raw in raws}
+    rules: dict[str, dict[str, list[float]]] = {}
+    for raw in raws:
+        if raw.type.table_param is None:
+            continue
+        seen: set[str] = set()
+        todo = sorted(children[raw.name])
+        found: dict[str, set[float]] = {}
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in by_name:
+                continue
+            seen.add(name)
+            todo.extend(children.get(name, ()))
+            for role, values in by_name[name].type.label_values.items():
+                found[role] = found[role] & set(values) if role in found else set(values)
+        if found:
+            rules[raw.name] = {role: sorted(values) for role, values in found.items()}
+    return rules
+
+
 def _resolve_params(
-    raw: _RawComponent, parties: Parties
+    raw: _RawComponent,
+    parties: Parties,
+    label_values: Mapping[str, list[float]] | None = None,
 ) -> tuple[tuple[PartyTask, ...], dict[tuple[str, str], dict[str, Any]]]:
     ctype, where = raw.type, raw.where
     tasks = tuple(PartyTask(party, role) for role in ctype.roles for party in parties.of_role(role))
@@ -313,6 +343,10 @@ def _resolve_params(
             **raw.params.get(task.party_id, {}),
         }
         model = ctype.params_model(task.role)
+        # A reader learns the labels its downstream model takes (unless the pipeline says).
+        wanted = (label_values or {}).get(task.role)
+        if wanted is not None and "label_values" in model.model_fields:
+            merged.setdefault("label_values", wanted)
         try:
             value = model.model_validate(merged)
         except ValidationError as exc:
@@ -401,8 +435,9 @@ class Pipeline:
             raws.append(raw)
         specs: list[ComponentSpec] = []
         by_name = {raw.name: raw for raw in raws}
+        labels = _label_rules(raws)
         for raw in raws:
-            tasks, resolved = _resolve_params(raw, parties)
+            tasks, resolved = _resolve_params(raw, parties, labels.get(raw.name))
             for slot, ref in raw.inputs.items():
                 source = by_name.get(ref.component)
                 if source is None:

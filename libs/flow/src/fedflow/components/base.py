@@ -65,6 +65,10 @@ class ComponentDescriptor:
     protocol: Protocol | None = None
     table_param: str | None = None
     """The parameter naming a party table this component reads (readers), if any."""
+    label_values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    """Role -> the label values this component's model takes (hetero_lr: the guest's labels
+    are 0 or 1). The pipeline passes them to the readers whose data flows into it, which
+    refuse a table with other labels before anything leaves the party (before PSI)."""
 
     def params_model(self, role: str) -> type[ComponentParams]:
         return self.role_params.get(role, self.params)

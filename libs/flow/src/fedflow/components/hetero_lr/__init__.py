@@ -75,6 +75,7 @@ HETERO_LR = ComponentDescriptor(
     inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
     outputs=("model",),
     protocol=HETERO_LR_PROTOCOL,
+    label_values={"guest": (0.0, 1.0)},
 )
 
 HETERO_LR_PREDICT = ComponentDescriptor(

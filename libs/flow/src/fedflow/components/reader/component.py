@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from fedflow.components.reader import ReaderParams
 from fedflow.tables import Table
 
@@ -12,9 +14,32 @@ if TYPE_CHECKING:
     from fedflow.context import ComponentContext
 
 
+def check_labels(table: Table, name: str, allowed: list[float]) -> None:
+    """Refuse a table whose labels the model downstream cannot take (a clear error now rather
+    than a failure after PSI, or a model trained on the wrong target)."""
+    wanted = ", ".join(f"{v:g}" for v in sorted(allowed))
+    if table.labels is None:
+        raise ValueError(
+            f"table {name} has no label column, but the model its data flows into needs labels "
+            f"in {{{wanted}}}"
+        )
+    values, counts = np.unique(table.labels, return_counts=True)
+    bad = [
+        (v, c) for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v not in allowed
+    ]
+    if bad:
+        found = ", ".join(f"{v:g} ({c} rows)" for v, c in bad[:10])
+        raise ValueError(
+            f"table {name}: label column {table.label_name!r} has values outside {{{wanted}}}, "
+            f"which the model its data flows into needs: {found}"
+        )
+
+
 def run(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(ReaderParams)
     table = ctx.read_table(params.table)
+    if params.label_values is not None:
+        check_labels(table, params.table, params.label_values)
     ctx.metrics.log("rows", float(len(table.ids)))
     ctx.metrics.log("features", float(table.features.shape[1]))
     ctx.metrics.log("missing_values", float(table.missing_count))
