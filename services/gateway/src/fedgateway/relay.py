@@ -90,6 +90,14 @@ class Signer:
     key_id: str
 
 
+def sign_envelope(envelope: Envelope, signer: Signer) -> bytes:
+    """The wire bytes of `envelope` signed by this party: `signer_key_id` is set first, as it is
+    part of the signed canonical bytes."""
+    unsigned = envelope.model_copy(update={"signer_key_id": signer.key_id})
+    signature = signer.key.sign(canonical_bytes(unsigned))
+    return encode_envelope(unsigned.model_copy(update={"signature": signature}))
+
+
 class OutboundRelay:
     """Consumes out.<peer> for every peer and sends each message over that peer's link."""
 
@@ -174,10 +182,7 @@ class OutboundRelay:
             )
         body = delivery.body
         if env.signature is None:
-            signer = self._signer()
-            unsigned = env.model_copy(update={"signer_key_id": signer.key_id})
-            signature = signer.key.sign(canonical_bytes(unsigned))
-            body = encode_envelope(unsigned.model_copy(update={"signature": signature}))
+            body = sign_envelope(env, self._signer())
         try:
             self._links[peer].send(delivery.message_id, delivery.headers, body)
         except MessageRefused as exc:

@@ -42,7 +42,6 @@ from fedschemas import (
     Envelope,
     MalformedMessage,
     PartyRef,
-    canonical_bytes,
     decode_envelope,
     decode_payload,
     encode_envelope,
@@ -53,7 +52,7 @@ from fedschemas.payloads import RemoteReply, RemoteRequest
 from fedgateway.framing import FrameType, ReplyOutcome, decode_request, encode_reply_prefix
 from fedgateway.link import ClientConnection, FrameSender, LinkDown, PeerLink
 from fedgateway.metrics import GatewayMetrics
-from fedgateway.relay import Signer
+from fedgateway.relay import Signer, sign_envelope
 from fedgateway.verify import Refused, Verifier
 
 log = structlog.get_logger("fedgateway.rpc")
@@ -63,12 +62,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _sign(envelope: Envelope, signer: Signer) -> bytes:
-    unsigned = envelope.model_copy(update={"signer_key_id": signer.key_id})
-    signature = signer.key.sign(canonical_bytes(unsigned))
-    return encode_envelope(unsigned.model_copy(update={"signature": signature}))
 
 
 def _remaining(deadline: dt.datetime, now: dt.datetime) -> float:
@@ -140,7 +133,7 @@ class RpcCaller:
         if remaining <= 0:
             self._expired(request, peer, "request")
             return
-        body = _sign(request, self._signer())
+        body = sign_envelope(request, self._signer())
         conn = self._links[peer].usable_connection()
         if conn is None or not conn.supports_rpc:
             # Not connected (or an old peer): connect within the deadline, or answer
@@ -359,7 +352,7 @@ class RpcResponder:
         if self._clock() > request.deadline:
             self._expired(request, peer, "reply")
             return
-        self._reply(sender, rid, ReplyOutcome.OK, _sign(reply, self._signer()))
+        self._reply(sender, rid, ReplyOutcome.OK, sign_envelope(reply, self._signer()))
         self._metrics.rpc_calls.labels("responder", peer, "ok").inc()
 
     def _check(self, peer: str, body: bytes) -> tuple[Envelope, str]:
