@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from fedgateway import pki
 from fedgateway.framing import Hello
 from fedgateway.link import PeerRefused, open_client_connection
 from fedschemas import canonical_bytes
+
+from tests.polling import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -55,17 +56,15 @@ def _connect_as(deployment, claimed_party: str, cert: Path | None, key: Path | N
 
 
 def _refusal_logged(deployment, reason: str, timeout: float = 10.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = [
+    return poll(
+        lambda: [
             e
             for e in deployment.log("10000")
             if e.get("event") == "peer_refused" and e.get("reason") == reason
-        ]
-        if events:
-            return events
-        time.sleep(0.1)
-    return []
+        ],
+        timeout,
+        interval=0.1,
+    )
 
 
 def _party_with_own_ca(tmp_path: Path, party: str) -> pki.PartyIdentity:
@@ -131,11 +130,13 @@ def test_the_genuine_peer_certificate_is_accepted(deployment):
 
 def _dead_letter_reasons(bus, topic: str, want: int, timeout: float = 20.0) -> dict[str, str]:
     found: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while len(found) < want and time.monotonic() < deadline:
+
+    def enough() -> bool:
         for d in bus.dead_letters(topic):
             found[d.message_id] = d.headers.get(HEADER_DEAD_REASON, "")
-        time.sleep(0.2)
+        return len(found) >= want
+
+    poll(enough, timeout, interval=0.2)
     return found
 
 
