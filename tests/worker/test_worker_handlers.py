@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from tests.polling import wait_for_dead_letters, wait_until
 from tests.runtime.helpers import GUEST, ping
+from tests.scripts import run_script
 
 
 @pytest.fixture
@@ -154,6 +155,18 @@ def test_test_hooks_are_refused_in_production() -> None:
 def test_the_crash_hook_needs_the_test_hooks_setting() -> None:
     with pytest.raises(ValueError, match="needs test_hooks"):
         WorkerSettings(crash_after_effect="m-1")
+
+
+@pytest.mark.parametrize(("test_hooks", "expected"), [("false", "not loaded"), ("true", "loaded")])
+def test_the_test_only_module_is_imported_only_with_test_hooks(
+    tmp_path: Path, test_hooks: str, expected: str
+) -> None:
+    # Execute: a worker wired and started in a fresh interpreter (nothing imported before).
+    out = run_script("worker_test_hooks_loaded.py", f"sqlite:///{tmp_path / 'w.db'}", test_hooks)
+
+    # Assert
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == expected
 
 
 def test_without_test_hooks_a_ping_is_dead_lettered_unanswered_and_leaves_no_table(
