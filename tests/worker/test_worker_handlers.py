@@ -1,10 +1,12 @@
-"""The worker in-process on the memory bus: demo.ping is recorded once and answered once."""
+"""The worker in-process on the memory bus: with its test hooks, demo.ping is recorded once and
+answered once; without them the test-only code is not loaded and demo.ping is dead-lettered."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -137,7 +139,7 @@ def test_crash_hook_is_refused_outside_development() -> None:
         )
 
 
-PRODUCTION = {
+PRODUCTION: dict[str, Any] = {
     "environment": "production",
     "bus_url": SecretStr("amqp://fed:long-secret@h/"),
     "database_url": SecretStr("postgresql://h/db"),
