@@ -16,6 +16,12 @@ to the topic exchange with each of its patterns. The broker copies messages whil
 publisher's confirm covers the fan-out copies too (RabbitMQ confirms once every queue it routed
 to has the message), and nothing waits for a fan-out consumer.
 
+Publisher identity: every publish carries the AMQP user-id property set to the connection's
+user (the URL's user name; `stamp_user_id=False` turns it off), and RabbitMQ refuses a publish
+whose user-id differs from the authenticated user, so a consumer's `Delivery.publisher` is the
+broker-validated identity of whoever published it (None when the publisher did not set one).
+Dead copies the adapter publishes carry the dead-lettering consumer's user; replies too.
+
 Publishing: persistent (delivery_mode 2), mandatory, with publisher confirms; `publish`
 returns after the confirm and raises `Unroutable` on basic.return. The loop thread pipelines
 confirms, so concurrent publishers and `publish_many` do not wait for each other.
@@ -39,6 +45,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar, cast
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -133,10 +140,11 @@ def _to_delivery(topic: str, message: AbstractIncomingMessage) -> Delivery:
         delivery_count=_delivery_count(message),
         reply_to=message.reply_to,
         correlation_id=message.correlation_id,
+        publisher=message.user_id or None,
     )
 
 
-def _properties(message: Message) -> aiormq.spec.Basic.Properties:
+def _properties(message: Message, user_id: str | None) -> aiormq.spec.Basic.Properties:
     return aiormq.spec.Basic.Properties(
         headers=dict(message.headers),
         message_id=message.message_id,
@@ -144,7 +152,19 @@ def _properties(message: Message) -> aiormq.spec.Basic.Properties:
         reply_to=message.reply_to,
         correlation_id=message.correlation_id,
         content_type="application/octet-stream",
+        # Checked by RabbitMQ against the connection's user: what makes Delivery.publisher
+        # trustworthy for the receiver (docs/security.md).
+        user_id=user_id,
     )
+
+
+def url_user(url: str) -> str | None:
+    """The user name an amqp:// URL logs in with, None when it names none."""
+    try:
+        user = urlsplit(url).username
+    except ValueError:
+        return None
+    return unquote(user) if user else None
 
 
 def _routing_key(message: AbstractIncomingMessage) -> str:
@@ -381,6 +401,7 @@ class AmqpBus(BrokerBus):
         reassembly_timeout: float = DEFAULT_REASSEMBLY_TIMEOUT,
         sweep_interval: float | None = None,
         connection_name: str | None = None,
+        stamp_user_id: bool = True,
     ) -> None:
         # Without a shared durable store, chunks are held unacked until their set completes,
         # so a crashed consumer gets them all redelivered (see chunking / docs/bus.md).
@@ -398,6 +419,8 @@ class AmqpBus(BrokerBus):
             delivery_limit=broker_delivery_limit,
         )
         self._url = url
+        self.user_id: str | None = url_user(url) if stamp_user_id else None
+        """The user-id property stamped on every publish (the URL's user), or None."""
         # Shown in the broker's connection list; unique so operators (and tests) can find it.
         self.connection_name = connection_name or f"fedbus-{uuid.uuid4().hex[:12]}"
         self._exchange_name = exchange
@@ -633,7 +656,7 @@ class AmqpBus(BrokerBus):
                 message.body,
                 exchange=exchange_name,
                 routing_key=routing_key,
-                properties=_properties(message),
+                properties=_properties(message, self.user_id),
                 mandatory=mandatory,
                 timeout=self._confirm_timeout,
                 # Do not hold the channel lock until the frames reach the socket: the confirm

@@ -33,12 +33,14 @@ from typing import Any, ClassVar
 import structlog
 
 from fedbus.bus import (
+    HEADER_DEAD_REASON,
     BatchHandler,
     Bus,
     Capabilities,
     Delivery,
     Handler,
     Message,
+    RequestRejected,
     RequestTimeout,
     Subscription,
 )
@@ -107,10 +109,23 @@ class BrokerSubscription(Subscription):
         handler: Handler,
         max_deliveries: int,
         batching: Batching | None,
+        *,
+        prefetch: int = 1,
+        answers_requests: bool = True,
     ) -> None:
         self._bus = bus
         self.queue = queue
         self._consumer = consumer
+        # A held chunk takes one of the prefetch slots until its set completes: at most
+        # prefetch - 1 are held, so one slot always stays free for other messages (an orphan
+        # chunk must never stall the queue; on a prefetch-1 RPC queue nothing is held at all).
+        # A chunk past that budget is acked once stored: its set no longer survives a crash of
+        # this consumer (a lost set is dead-lettered by the sweeper, not silently dropped).
+        self._hold_budget = max(0, prefetch - 1)
+        self._held_here = 0
+        self._held_lock = threading.Lock()
+        # Fan-out copies are not the request: only the topic's own consumer answers it.
+        self._refuse = bus._refuse_request if answers_requests else None
         self._handler = handler
         self._max_deliveries = max_deliveries
         self._batching = batching
@@ -186,6 +201,7 @@ class BrokerSubscription(Subscription):
                 max_frame_bytes=self._bus.capabilities.max_frame_bytes,
                 dead_letter=self._bus._dead_letter,
                 queue=self.queue,
+                refuse=self._refuse,
             )
         except Exception as exc:  # dead-lettering failed: the original must not be acked
             log.error(
@@ -211,6 +227,7 @@ class BrokerSubscription(Subscription):
                 max_frame_bytes=self._bus.capabilities.max_frame_bytes,
                 dead_letter=self._bus._dead_letter,
                 queue=self.queue,
+                refuse=self._refuse,
             )
         except Exception as exc:  # dead-lettering failed: none of the group may be acked
             log.error(
@@ -232,8 +249,17 @@ class BrokerSubscription(Subscription):
         for raw, settlement in outcomes:
             if settlement.action == "hold":
                 assert settlement.chunk_set is not None
-                self._consumer.hold(raw)
-                self._bus._hold(settlement.chunk_set, self._consumer, raw)
+                if self._take_hold_slot():
+                    self._consumer.hold(raw)
+                    self._bus._hold(settlement.chunk_set, self, raw)
+                    continue
+                log.info(
+                    "bus_chunk_acked_unheld",
+                    topic=self.queue,
+                    message_id=settlement.chunk_set.message_id,
+                    held=self._hold_budget,
+                )
+                to_settle.append((raw, True))
                 continue
             to_settle.append((raw, settlement.action == "ack"))
             if settlement.chunk_set is not None:
@@ -243,7 +269,20 @@ class BrokerSubscription(Subscription):
         for info in released:
             self._bus._release(info)
 
+    def _take_hold_slot(self) -> bool:
+        with self._held_lock:
+            if self._held_here >= self._hold_budget:
+                return False
+            self._held_here += 1
+            return True
+
     # -- any thread --------------------------------------------------------------------------
+
+    def ack_held(self, raw: Any) -> None:
+        """Ack a delivery held for its chunk set, freeing its hold slot."""
+        with self._held_lock:
+            self._held_here -= 1
+        self._consumer.ack_held(raw)
 
     def _close_consumer(self) -> None:
         with self._close_lock:
@@ -307,7 +346,7 @@ class BrokerBus(Bus):
             on_finished=self._release,
             lock=sweep_lock,
         )
-        self._held: dict[tuple[str, str], list[tuple[BrokerConsumer, Any]]] = {}
+        self._held: dict[tuple[str, str], list[tuple[BrokerSubscription, Any]]] = {}
         self._held_lock = threading.Lock()
         self._subscriptions: list[BrokerSubscription] = []
         self._pending_replies: dict[str, Future[Delivery]] = {}
@@ -401,10 +440,22 @@ class BrokerBus(Bus):
         handler: Handler,
         max_deliveries: int,
         batching: Batching | None,
+        *,
+        prefetch: int,
+        answers_requests: bool,
     ) -> Subscription:
         self._check_open()
         self._check_max_deliveries(max_deliveries)
-        sub = BrokerSubscription(self, queue, open_consumer(), handler, max_deliveries, batching)
+        sub = BrokerSubscription(
+            self,
+            queue,
+            open_consumer(),
+            handler,
+            max_deliveries,
+            batching,
+            prefetch=prefetch,
+            answers_requests=answers_requests,
+        )
         sub.start()
         self._subscriptions.append(sub)
         self._sweeper.start()
@@ -414,7 +465,13 @@ class BrokerBus(Bus):
         self, topic: str, handler: Handler, *, prefetch: int = 64, max_deliveries: int = 5
     ) -> Subscription:
         return self._start(
-            topic, lambda: self._consume_topic(topic, prefetch), handler, max_deliveries, None
+            topic,
+            lambda: self._consume_topic(topic, prefetch),
+            handler,
+            max_deliveries,
+            None,
+            prefetch=prefetch,
+            answers_requests=True,
         )
 
     def subscribe_batched(
@@ -432,7 +489,13 @@ class BrokerBus(Bus):
         self._check_max_deliveries(max_deliveries)
         batching = self._batching(batch_handler, batch_size, batch_wait, prefetch)
         return self._start(
-            topic, lambda: self._consume_topic(topic, prefetch), handler, max_deliveries, batching
+            topic,
+            lambda: self._consume_topic(topic, prefetch),
+            handler,
+            max_deliveries,
+            batching,
+            prefetch=prefetch,
+            answers_requests=True,
         )
 
     def subscribe_fanout(
@@ -458,18 +521,32 @@ class BrokerBus(Bus):
             handler,
             max_deliveries,
             batching,
+            prefetch=prefetch,
+            answers_requests=False,
         )
 
-    def _hold(self, info: ChunkSetInfo, consumer: BrokerConsumer, raw: Any) -> None:
+    def _hold(self, info: ChunkSetInfo, holder: BrokerSubscription, raw: Any) -> None:
         with self._held_lock:
-            self._held.setdefault((info.topic, info.message_id), []).append((consumer, raw))
+            self._held.setdefault((info.topic, info.message_id), []).append((holder, raw))
 
     def _release(self, info: ChunkSetInfo) -> None:
         with self._held_lock:
             held = self._held.pop((info.topic, info.message_id), [])
         # Each chunk is acked by the consumer (channel) it was delivered on.
-        for consumer, raw in held:
-            consumer.ack_held(raw)
+        for holder, raw in held:
+            holder.ack_held(raw)
+
+    def _refuse_request(self, request: Delivery, reason: str) -> None:
+        """Answer a dead-lettered request with its reason: an empty reply whose
+        HEADER_DEAD_REASON makes the requester's `request` raise RequestRejected."""
+        try:
+            self.reply(request, b"", headers={HEADER_DEAD_REASON: reason[:1000]})
+        except Exception as exc:  # the dead copy is safe; the requester will time out
+            log.info(
+                "bus_refusal_not_sent",
+                message_id=request.message_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     # -- request / reply ---------------------------------------------------------------------
 
@@ -493,9 +570,13 @@ class BrokerBus(Bus):
             )
             self._publish_request(split(request, self.capabilities.max_frame_bytes))
             try:
-                return future.result(timeout)
+                answer = future.result(timeout)
             except TimeoutError:
                 raise RequestTimeout(f"no reply on {topic!r} within {timeout} s") from None
+            refused = answer.headers.get(HEADER_DEAD_REASON)
+            if refused is not None:
+                raise RequestRejected(f"{topic} refused the request: {refused}")
+            return answer
         finally:
             with self._replies_lock:
                 self._pending_replies.pop(correlation_id, None)

@@ -15,6 +15,13 @@ Delivery contract (docs/delivery.md has the long form):
 - Payloads above the backend's `max_frame_bytes` are chunked transparently (manifest in
   headers, reassembled before the handler runs); a message that can never be reassembled is
   dead-lettered with its reason.
+- A request (`reply_to` set) that is dead-lettered -- the handler raised `Reject`, it reached
+  the delivery limit, or its chunks are malformed -- is also answered with an empty reply
+  carrying `HEADER_DEAD_REASON`; `request` raises `RequestRejected` with that reason, so the
+  caller learns at once why instead of waiting for its timeout.
+- `Delivery.publisher` is who published the message as the broker vouches for it (amqp://:
+  the validated user-id property; memory://: the publishing bus's `identity`), None when the
+  broker cannot vouch (pulsar://, or a publisher that did not stamp it). docs/security.md.
 - `subscribe_batched` adds an optional fast path: deliveries that are already waiting are
   handed to a `BatchHandler` together (one database commit for all of them, one ack), with the
   per-message handler as the fallback that keeps every promise above per message.
@@ -59,6 +66,14 @@ class PublishNotConfirmed(BusError):
 
 class RequestTimeout(BusError):
     """No reply arrived within the request's timeout."""
+
+
+class RequestRejected(BusError):
+    """The responder dead-lettered the request; `reason` says why (see `Bus.request`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Reject(Exception):
@@ -107,6 +122,10 @@ class Delivery:
     """1 on first delivery; grows with each redelivery."""
     reply_to: str | None = None
     correlation_id: str | None = None
+    publisher: str | None = None
+    """The publisher's identity as the broker vouches for it (amqp://: the user-id property,
+    which RabbitMQ checks against the publishing connection's user; memory://: the publishing
+    bus's `identity`); None when the broker cannot vouch for one."""
 
 
 Handler = Callable[[Delivery], None]
@@ -182,7 +201,8 @@ class Bus(abc.ABC):
     def request(
         self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
     ) -> Delivery:
-        """Publish `body` to `topic` and wait for one reply; raises `RequestTimeout`."""
+        """Publish `body` to `topic` and wait for one reply; raises `RequestTimeout`, or
+        `RequestRejected` when the responder's bus dead-lettered the request."""
 
     @abc.abstractmethod
     def reply(

@@ -239,6 +239,9 @@ class Reassembler:
             delivery_count=delivery.delivery_count,
             reply_to=info.reply_to,
             correlation_id=info.correlation_id,
+            # The completing chunk's publisher (docs/security.md: chunks of one set are not
+            # checked to share one publisher).
+            publisher=delivery.publisher,
         )
         return Complete(whole, info)
 

@@ -43,6 +43,9 @@ from fedbus.handling import Ack, DeadLetter, Outcome, describe_error, run_handle
 log = structlog.get_logger("fedbus")
 
 DeadLetterFn = Callable[[str, list[Message]], None]
+RefuseFn = Callable[[Delivery, str], None]
+"""Answers a dead-lettered request (a delivery with reply_to) with the reason (any error is
+the callee's to log: the dead copy is safe already)."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,21 @@ def settle(
     max_frame_bytes: int,
     dead_letter: DeadLetterFn,
     queue: str | None = None,
+    refuse: RefuseFn | None = None,
 ) -> Settlement:
     source = delivery.topic if queue is None else queue
     accepted = reassembler.accept(delivery, queue=source)
     if isinstance(accepted, Whole):
         outcome = run_handler(handler, accepted.delivery, max_deliveries)
         return _apply(
-            outcome, accepted.delivery, None, reassembler, max_frame_bytes, dead_letter, source
+            outcome,
+            accepted.delivery,
+            None,
+            reassembler,
+            max_frame_bytes,
+            dead_letter,
+            source,
+            refuse,
         )
     if isinstance(accepted, Stored):
         if reassembler.store.durable:
@@ -94,11 +105,20 @@ def settle(
         )
         if accepted.info is not None:
             reassembler.finish(accepted.info)
+        if refuse is not None and delivery.reply_to is not None:
+            refuse(delivery, accepted.reason)
         return Settlement("ack", accepted.info)
     assert isinstance(accepted, Complete)
     outcome = run_handler(handler, accepted.delivery, max_deliveries)
     return _apply(
-        outcome, accepted.delivery, accepted, reassembler, max_frame_bytes, dead_letter, source
+        outcome,
+        accepted.delivery,
+        accepted,
+        reassembler,
+        max_frame_bytes,
+        dead_letter,
+        source,
+        refuse,
     )
 
 
@@ -112,6 +132,7 @@ def settle_batch(
     max_frame_bytes: int,
     dead_letter: DeadLetterFn,
     queue: str | None = None,
+    refuse: RefuseFn | None = None,
 ) -> list[Settlement]:
     """Settle a group: whole messages through `batch_handler` at once, the rest one by one.
 
@@ -147,6 +168,7 @@ def settle_batch(
             max_frame_bytes=max_frame_bytes,
             dead_letter=dead_letter,
             queue=queue,
+            refuse=refuse,
         )
         for delivery, done in zip(deliveries, settlements, strict=True)
     ]
@@ -160,6 +182,7 @@ def _apply(
     max_frame_bytes: int,
     dead_letter: DeadLetterFn,
     queue: str,
+    refuse: RefuseFn | None,
 ) -> Settlement:
     if isinstance(outcome, Ack):
         if complete is not None:
@@ -173,6 +196,8 @@ def _apply(
             dead_copy(as_message(delivery), outcome.reason, delivery.topic), max_frame_bytes
         )
         dead_letter(queue, copies)
+        if refuse is not None and delivery.reply_to is not None:
+            refuse(delivery, outcome.reason)
         if complete is not None:
             reassembler.finish(complete.info)
             return Settlement("ack", complete.info)

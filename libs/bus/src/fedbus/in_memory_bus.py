@@ -8,8 +8,11 @@ chunked and reassembled, request/reply works, fan-out subscriptions get a copy o
 message on a matching topic, and a cancelled or closed consumer's in-flight message is
 requeued with a higher delivery count. Nothing survives the process (capabilities.persistent is
 False). Consumers take one message at a time (prefetch 1), or with `subscribe_batched` up to
-`batch_size` waiting messages at once. The consumer thread, batching, shutdown and
-request/reply live in `fedbus.broker_bus`; this module is the broker.
+`batch_size` waiting messages at once. A bus may carry an `identity` (memory://USER@NAME or
+the `identity` option): its messages' `Delivery.publisher` is that identity, which the process
+vouches for itself (in-process, every publisher is trusted code); None without one. The
+consumer thread, batching, shutdown and request/reply live in `fedbus.broker_bus`; this module
+is the broker.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -42,6 +45,7 @@ class _Entry:
     delivery_count: int
     queue: str
     settled: bool = False
+    publisher: str | None = None
 
 
 class _Broker:
@@ -57,7 +61,7 @@ class _Broker:
         self.chunk_store = InMemoryChunkStore(durable=True)
         self.sweep_lock = threading.Lock()
 
-    def enqueue(self, messages: Iterable[Message]) -> None:
+    def enqueue(self, messages: Iterable[Message], publisher: str | None = None) -> None:
         with self.cond:
             for m in messages:
                 if m.topic not in self.queues:
@@ -65,13 +69,13 @@ class _Broker:
                         f"no queue bound for topic {m.topic!r} on memory://{self.name}"
                     )
             for m in messages:
-                self.queues[m.topic].append(_Entry(m, 1, m.topic))
+                self.queues[m.topic].append(_Entry(m, 1, m.topic, publisher=publisher))
                 # The copies are queued in the same step as the original: a subscription with
                 # no consumer only grows its queue, the publisher never waits on it.
                 for name, patterns in self.fanouts.items():
                     if matches(patterns, m.topic):
                         queue = fanout_queue(name)
-                        self.queues[queue].append(_Entry(m, 1, queue))
+                        self.queues[queue].append(_Entry(m, 1, queue, publisher=publisher))
             self.cond.notify_all()
 
     def requeue(self, entry: _Entry) -> None:
@@ -82,11 +86,18 @@ class _Broker:
             entry.settled = True
             q = self.queues.get(entry.queue)
             if q is not None:
-                q.appendleft(_Entry(entry.message, entry.delivery_count + 1, entry.queue))
+                q.appendleft(
+                    _Entry(
+                        entry.message,
+                        entry.delivery_count + 1,
+                        entry.queue,
+                        publisher=entry.publisher,
+                    )
+                )
                 self.cond.notify_all()
 
 
-def _delivery_of(message: Message, delivery_count: int) -> Delivery:
+def _delivery_of(message: Message, delivery_count: int, publisher: str | None = None) -> Delivery:
     return Delivery(
         topic=message.topic,
         body=message.body,
@@ -95,6 +106,7 @@ def _delivery_of(message: Message, delivery_count: int) -> Delivery:
         delivery_count=delivery_count,
         reply_to=message.reply_to,
         correlation_id=message.correlation_id,
+        publisher=publisher,
     )
 
 
@@ -141,7 +153,7 @@ class _MemoryConsumer(BrokerConsumer):
             return list(entries)
 
     def delivery(self, raw: Any) -> Delivery:
-        return _delivery_of(raw.message, raw.delivery_count)
+        return _delivery_of(raw.message, raw.delivery_count, raw.publisher)
 
     def settle(self, settled: list[tuple[Any, bool]]) -> None:
         # Requeued entries go back to the head of the queue: last first keeps their order.
@@ -175,9 +187,13 @@ class InMemoryBus(BrokerBus):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> InMemoryBus:
-        """memory://NAME: buses with the same NAME in one process share one broker."""
+        """memory://NAME: buses with the same NAME in one process share one broker;
+        memory://USER@NAME gives the bus the identity USER."""
         parsed = urlsplit(url)
-        name = parsed.netloc or parsed.path.strip("/") or "default"
+        user, _, authority = parsed.netloc.rpartition("@")
+        name = authority or parsed.path.strip("/") or "default"
+        if user and "identity" not in options:
+            options = {**options, "identity": unquote(user)}
         return cls(name, **options)
 
     def __init__(
@@ -188,8 +204,11 @@ class InMemoryBus(BrokerBus):
         reassembly_timeout: float = DEFAULT_REASSEMBLY_TIMEOUT,
         sweep_interval: float | None = None,
         drain_timeout: float = 10.0,
+        identity: str | None = None,
     ) -> None:
         self._broker = broker_for(name)
+        self.identity = identity
+        """What this bus's messages carry as `Delivery.publisher`."""
         super().__init__(
             capabilities=Capabilities(
                 detects_unroutable=True,
@@ -245,7 +264,7 @@ class InMemoryBus(BrokerBus):
     # -- primitives --------------------------------------------------------------------------
 
     def _publish_parts(self, parts: list[Message]) -> None:
-        self._broker.enqueue(parts)
+        self._broker.enqueue(parts, self.identity)
 
     def _dead_letter(self, queue: str, messages: list[Message]) -> None:
         dlq_name = queue + DLQ_SUFFIX
@@ -260,7 +279,7 @@ class InMemoryBus(BrokerBus):
                     reply_to=m.reply_to,
                     correlation_id=m.correlation_id,
                 )
-                dlq.append(_Entry(dead, 1, dlq_name))
+                dlq.append(_Entry(dead, 1, dlq_name, publisher=self.identity))
             self._broker.cond.notify_all()
 
     def _take_dead_letters(self, queue: str, limit: int) -> list[Delivery]:
@@ -269,7 +288,7 @@ class InMemoryBus(BrokerBus):
             dlq = self._broker.queues.get(queue + DLQ_SUFFIX)
             while dlq and len(taken) < limit:
                 e = dlq.popleft()
-                taken.append(_delivery_of(e.message, e.delivery_count))
+                taken.append(_delivery_of(e.message, e.delivery_count, e.publisher))
         return taken
 
     def _consume_topic(self, topic: str, prefetch: int) -> BrokerConsumer:
@@ -294,7 +313,7 @@ class InMemoryBus(BrokerBus):
             # Like RabbitMQ direct reply-to: the requester is gone; the reply has nowhere to go.
             log.info("bus_reply_dropped", topic=reply_to, message_id=reply.message_id)
             return
-        deliver(_delivery_of(reply, 1))
+        deliver(_delivery_of(reply, 1, self.identity))
 
     def _disconnect(self) -> None:
         with self._broker.cond:

@@ -16,13 +16,21 @@ from typing import Final, Literal
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 DeadLetterReason = Literal[
-    "oversize", "malformed", "no_handler", "bad_payload", "rejected", "delivery_limit"
+    "oversize",
+    "malformed",
+    "no_handler",
+    "bad_payload",
+    "untrusted_publisher",
+    "rejected",
+    "delivery_limit",
 ]
 """Why the runtime dead-lettered an envelope:
 - oversize: the delivery is larger than the consumer's max_envelope_bytes;
 - malformed: the bytes do not decode to a valid envelope;
 - no_handler: a valid envelope of a type this consumer does not handle;
 - bad_payload: the payload does not decode to its type's model (or the type/version is unknown);
+- untrusted_publisher: its source is another party but the broker does not vouch that the
+  party's gateway published it (fedbus.runtime.RemoteSourceGuard);
 - rejected: the handler raised `fedbus.Reject` (a message that can never succeed);
 - delivery_limit: the handler kept failing until the delivery limit."""
 
@@ -31,6 +39,7 @@ DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
     "malformed",
     "no_handler",
     "bad_payload",
+    "untrusted_publisher",
     "rejected",
     "delivery_limit",
 )

@@ -8,7 +8,10 @@ publishes it with the envelope's deterministic message id, returning once the br
   1. decodes the envelope and its payload; anything malformed (bad encoding, oversize, unknown
      type or version, a payload that does not match its type) or of a type this consumer has no
      handler for is logged as `message_dead_lettered` with its reason and rejected, so the bus
-     dead-letters it and the consumer keeps running;
+     dead-letters it and the consumer keeps running; so is, with a `guard`, an envelope whose
+     source is another party that the broker does not vouch the party's gateway published
+     (`RemoteSourceGuard`: only the gateway relays other parties' messages onto this broker,
+     so anything else claiming a remote source is forged -- docs/security.md);
   2. starts a "handle <type>" consumer span as a child of the publisher's span (the trace
      context rides in the envelope) and binds job_id, task_id, message_id and trace ids to
      every log line of the handler;
@@ -43,8 +46,9 @@ handler's time per topic.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -78,6 +82,31 @@ EnvelopeHandler = Callable[[Envelope, Payload, InboxTransaction], None]
 
 Signer = Callable[[Envelope], Envelope]
 """Returns the envelope with `signature` (and `signer_key_id`) set over canonical_bytes."""
+
+
+@dataclass(frozen=True)
+class RemoteSourceGuard:
+    """Who may put another party's envelopes on this party's broker: its gateway only.
+
+    `relays` are the broker identities (`Delivery.publisher`) of the party's gateway; an
+    envelope whose source party is not `party_id` is accepted only when the broker vouches that
+    one of them published it. Envelopes from the party itself are not checked here (every
+    local service publishes those)."""
+
+    party_id: str
+    relays: frozenset[str]
+
+    @classmethod
+    def of(cls, party_id: str, relays: Collection[str]) -> RemoteSourceGuard:
+        return cls(party_id, frozenset(relays))
+
+    def refusal(self, envelope: Envelope, publisher: str | None) -> str | None:
+        """Why the delivery must be dead-lettered, or None when it may be handled."""
+        source = envelope.source.party_id
+        if source == self.party_id or (publisher is not None and publisher in self.relays):
+            return None
+        by = "no broker-validated publisher" if publisher is None else f"published by {publisher!r}"
+        return f"remote source {source} not published by the gateway ({by})"
 
 
 def _messaging_attributes(topic: str, envelope: Envelope) -> dict[str, str | int]:
@@ -210,9 +239,11 @@ class EnvelopeConsumer:
         batch_size: int = 1,
         batch_wait: float = 0.0,
         metrics: BusMetrics | None = None,
+        guard: RemoteSourceGuard | None = None,
     ) -> None:
         """`batch_size` > 1 turns on batch mode (module doc); keep `prefetch` at about twice
-        `batch_size` so the next group is already delivered while one commits."""
+        `batch_size` so the next group is already delivered while one commits. `guard`: check
+        who published envelopes from other parties (None: no check)."""
         if batch_size < 1 or batch_wait < 0:
             raise ValueError("batch_size must be >= 1 and batch_wait >= 0")
         self.bus = bus
@@ -226,6 +257,7 @@ class EnvelopeConsumer:
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self._metrics = metrics
+        self._guard = guard
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
@@ -290,6 +322,10 @@ class EnvelopeConsumer:
                 "oversize" if len(delivery.body) > self._max_envelope_bytes else "malformed"
             )
             return code, exc.reason
+        if self._guard is not None:
+            refusal = self._guard.refusal(envelope, delivery.publisher)
+            if refusal is not None:
+                return "untrusted_publisher", refusal
         handler = self.handlers.get(envelope.type)
         if handler is None:
             return "no_handler", f"no handler for message type {envelope.type!r} on {self.topic!r}"

@@ -16,16 +16,18 @@ the REST API catches):
 - `CommandFailed` (`SchedulerCommandFailed`, `DataCommandFailed`): the service refused the
   command; `kind` is its error_kind and `http_status` the REST status it maps to (invalid 400,
   not_found 404, conflict 409, internal 500).
+  A command the service's bus dead-lettered as unreadable (a malformed request: the server
+  raises `fedbus.Reject`, the bus answers with the reason) is `CommandFailed` of kind invalid.
 - `ServiceUnavailable` (`SchedulerUnavailable`, `DataUnavailable`): nobody answered (no
   service consuming the topic, broker down, or no reply within the timeout). A command may or
   may not have been carried out: every command is idempotent by its key (job id, table name,
   upload id and part number...), so retrying is safe.
 
 Every command must fit in one bus frame (`Capabilities.max_frame_bytes`): both services consume
-their RPC topic one delivery at a time (prefetch 1), so a request the bus had to split into
-chunks could never be put back together -- the first chunk would be held unacknowledged while
-the broker withholds the rest, and every later command would queue behind it. The client
-refuses such a command before sending it; a large table travels as an upload session instead
+their RPC topic one delivery at a time (prefetch 1), where the bus holds no chunk back (an
+orphan chunk cannot stall the queue), so a chunked command's set would survive no restart of the
+service and an RPC handler is not meant for large bodies. The client refuses such a command
+before sending it; a large table travels as an upload session instead
 (`table_upload_begin`, `table_upload_part` per few MiB, `table_upload_commit`: `TableUpload`).
 """
 
@@ -38,7 +40,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
-from fedbus import Bus, BusError
+from fedbus import Bus, BusError, RequestRejected
 from fedcommon.tracing import get_tracer, inject_traceparent
 from fedschemas import (
     MalformedMessage,
@@ -210,6 +212,13 @@ class _CommandClient:
         wait = self.timeout if timeout is None else timeout
         try:
             reply = self._bus.request(self.topic, body, timeout=wait)
+        except RequestRejected as exc:
+            # The service's bus dead-lettered the command (it could not even read it): the
+            # reason is all there is to show, and sending it again would fail the same way.
+            raise self._failed(
+                "invalid",
+                f"the {self.service} of party {self.party_id} refused {op!r}: {exc.reason}",
+            ) from exc
         except BusError as exc:
             raise self._unavailable(
                 f"the {self.service} of party {self.party_id} did not answer {op!r} "
