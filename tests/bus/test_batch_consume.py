@@ -358,7 +358,13 @@ class TestGroupCommitCrashOnAmqpBus(GroupCommitCrashContract):
         # A real process, SIGKILLed after its inbox commit: the broker sees the connection
         # drop with what it delivered unacked.
         line = kill_after_line(
-            "doomed_batch_dedupe_consumer.py", bus_url, database_url, topic, marker="committed"
+            "doomed_dedupe_consumer.py",
+            bus_url,
+            database_url,
+            topic,
+            "batch_effects",
+            "batch",
+            marker="committed",
         )
         assert line.startswith("committed"), f"doomed consumer said {line!r}"
         return int(line.split()[1])

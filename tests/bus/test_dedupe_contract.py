@@ -188,6 +188,11 @@ class TestDedupeOnAmqpBus(DedupeContract):
         # A real process, SIGKILLed after its inbox commit: the broker sees the connection
         # drop with what it delivered unacked.
         line = kill_after_line(
-            "doomed_dedupe_consumer.py", bus_url, database_url, topic, marker="committed"
+            "doomed_dedupe_consumer.py",
+            bus_url,
+            database_url,
+            topic,
+            "dedupe_effects",
+            marker="committed",
         )
         assert line.startswith("committed"), f"doomed consumer said {line!r}"
