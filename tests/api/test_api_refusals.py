@@ -28,6 +28,12 @@ components:
 
 BAD_ROWS_CSV = b"id,y,x0\n1,0,0.5\n2,1,abc\n3,1\n4,,0.1\n"
 
+NOT_A_PEER = GUEST_ONLY.replace("host: []", 'host: ["10000"]').replace(
+    "guest: {table: breast_hetero_guest}",
+    "guest: {table: breast_hetero_guest}\n      host: {table: t}",
+)
+"""A pipeline whose host, party 10000, is no peer of this party (nothing drains out.10000)."""
+
 
 def csv_upload(name: str, content: bytes, **fields: str) -> dict[str, Any]:
     return {"data": {"name": name, **fields}, "files": {"file": ("t.csv", content, "text/csv")}}
@@ -45,6 +51,22 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("stop an unknown job", "POST", "/api/v1/jobs/nope/stop", {}, 404, "no job"),
     ("rerun an unknown job", "POST", "/api/v1/jobs/nope/rerun", {}, 404, "no job"),
     ("negative attempt", "GET", "/api/v1/jobs/x/tasks?attempt=-1", {}, 422, "greater"),
+    (
+        "attempt beyond the column's range",
+        "GET",
+        "/api/v1/jobs/x/tasks?attempt=19803954302",
+        {},
+        422,
+        "less than or equal to 2147483647",
+    ),
+    (
+        "a host that is not a peer",
+        "POST",
+        "/api/v1/jobs",
+        {"content": NOT_A_PEER.encode(), "headers": YAML},
+        409,
+        "party 10000 is not a peer of party 9999",
+    ),
     ("unknown state", "GET", "/api/v1/jobs?state=done", {}, 422, "state"),
     ("limit 0", "GET", "/api/v1/jobs?limit=0", {}, 422, "limit"),
     ("limit too big", "GET", "/api/v1/jobs?limit=100000", {}, 422, "limit"),
@@ -233,6 +255,42 @@ def test_a_bad_request_gets_a_4xx_with_its_reason(
 
     assert response.status_code == status, (what, response.text)
     assert reason in response.text, (what, response.text)
+
+
+def test_a_refused_submission_leaves_no_job_behind(party_factory: Callable[..., Party]) -> None:
+    party = party_factory(worker=False)
+
+    refused = party.api.post(
+        "/api/v1/jobs?job_id=to-nowhere",
+        content=NOT_A_PEER.encode(),
+        headers={**party.headers, **YAML},
+    )
+    job = party.api.get("/api/v1/jobs/to-nowhere", headers=party.headers)
+
+    assert refused.status_code == 409
+    assert job.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"x": 1}, ["body", "pipeline_yaml"]),
+        ({"pipeline_yaml": ""}, ["body", "pipeline_yaml"]),
+        ({"pipeline_yaml": GUEST_ONLY, "job_id": "a b"}, ["body", "job_id"]),
+    ],
+    ids=["missing", "empty", "bad job id"],
+)
+def test_a_422_on_submit_lists_its_problems_as_the_openapi_document_says(
+    party_factory: Callable[..., Party], body: dict[str, Any], loc: list[str]
+) -> None:
+    party = party_factory(worker=False)
+
+    response = party.api.post("/api/v1/jobs", json=body, headers=party.headers)
+
+    assert response.status_code == 422
+    problems = response.json()["detail"]
+    assert loc in [p["loc"] for p in problems]
+    assert all(isinstance(p["msg"], str) and isinstance(p["type"], str) for p in problems)
 
 
 def test_an_existing_table_is_a_conflict_unless_replaced(

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, get_args
 
 import structlog
-from fedbus import Reject
+from fedbus import Reject, Unroutable
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
 from fedflow.policy import SecurityPolicy, pipeline_problem
@@ -197,7 +197,19 @@ def _send_remote(job: Job, effect: ToParty, ctx: SchedulerContext, now: datetime
         seq=effect.seq,
         created_at=now,
     )
-    ctx.publisher.send(ctx.out_topic_prefix + effect.party_id, envelope)
+    try:
+        ctx.publisher.send(ctx.out_topic_prefix + effect.party_id, envelope)
+    except Unroutable as exc:
+        raise UnknownPeer(effect.party_id, str(exc)) from exc
+
+
+class UnknownPeer(Unroutable):
+    """Nothing takes messages for this party here: the gateway declares `out.<peer>` for each
+    peer in its settings, so the party is not one of them (or the gateway never started)."""
+
+    def __init__(self, party_id: str, detail: str) -> None:
+        super().__init__(detail)
+        self.party_id = party_id
 
 
 def _send_worker(job: Job, effect: ToWorker, ctx: SchedulerContext, now: datetime) -> None:
@@ -374,8 +386,16 @@ def submit_job(
         own_grant_problem=grant_problem(session, ctx, pipeline, ctx.party_id),
     )
     repo.add(job)
+    try:
+        _carry_out(job, effects, ctx, now)
+    except UnknownPeer as exc:
+        # The command's transaction rolls back: the job is not stored here.
+        raise CommandError(
+            "conflict",
+            f"pipeline refused: party {exc.party_id} is not a peer of party {ctx.party_id} "
+            f"(no route to it: add it to the gateway's peers, or check that the gateway runs)",
+        ) from exc
     log.info("job_submitted", job_id=job_id, parties=pipeline.party_ids())
-    _carry_out(job, effects, ctx, now)
     return repo.row(job_id)
 
 

@@ -8,6 +8,11 @@ peer list shows the federation's addresses and link states, and marking a job fi
 the gateway refuse its messages from then on. /healthz and /metrics stay open: container
 probes and Prometheus call them without credentials.
 
+`POST /api/v1/replay/finished` is an operator override only: the scheduler tells the gateway
+of every job end itself (gateway.job_ended). Closing a job that still runs would make the
+gateway refuse its messages and fail it minutes later for a misleading reason, so the route
+asks the party's scheduler first and answers 409 while the job (or that attempt) is open.
+
 The app reads the running gateway through the small `GatewayView` protocol, so it can be tested
 with any object that has these members."""
 
@@ -15,12 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI, HTTPException, Response, status
 from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
+from fedschemas.payloads import NAME_PATTERN
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedgateway.api import deps, grants, jobs, tables
+from fedgateway.api.models import MAX_ATTEMPT
 
 
 class _Metrics(Protocol):
@@ -41,8 +48,29 @@ class FinishedCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str = Field(min_length=1, max_length=256)
-    attempt: int | None = Field(default=None, ge=0)
+    job_id: str = Field(pattern=NAME_PATTERN, description="the job id, as the scheduler has it")
+    attempt: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ATTEMPT,
+        description="close attempts 0..attempt; null: the whole job",
+    )
+
+
+OPEN_STATES = frozenset({"waiting", "running"})
+
+
+def refuse_open_job(job: dict[str, Any], attempt: int | None) -> None:
+    """409 when closing (job_id, attempt) would refuse the messages of a job still open here:
+    the whole job or its current attempt. Earlier attempts of a running rerun may be closed."""
+    job_id, state, current = job.get("job_id"), job.get("state"), job.get("attempt", 0)
+    if state in OPEN_STATES and (attempt is None or attempt >= current):
+        what = "the job" if attempt is None else f"attempt {attempt}"
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job_id} is {state} (attempt {current}): closing {what} would refuse its "
+            f"messages and fail it; stop it first (POST /api/v1/jobs/{job_id}/stop)",
+        )
 
 
 def create_app(gateway: GatewayView) -> FastAPI:
@@ -76,12 +104,35 @@ def create_app(gateway: GatewayView) -> FastAPI:
 
     operator = [Depends(deps.require_token)]
 
-    @app.get(f"{deps.API_PREFIX}/peers", dependencies=operator)
+    @app.get(
+        f"{deps.API_PREFIX}/peers",
+        dependencies=operator,
+        tags=["operator"],
+        responses=deps.refusals(401),
+    )
     def peers() -> dict[str, Any]:
         return {"data": gateway.health()["peers"]}
 
-    @app.post(f"{deps.API_PREFIX}/replay/finished", status_code=204, dependencies=operator)
-    def finished(body: FinishedCreate) -> Response:
+    @app.post(
+        f"{deps.API_PREFIX}/replay/finished",
+        status_code=204,
+        dependencies=operator,
+        tags=["operator"],
+        responses=deps.refusals(
+            401, 409, 503, s409="the job (or that attempt) is still open at this party"
+        ),
+    )
+    def finished(body: FinishedCreate, scheduler: deps.SchedulerDep) -> Response:
+        """Operator override: refuse a job's (or its attempts') messages from now on. The
+        scheduler already does this at every job end; a job it does not know may be closed."""
+        try:
+            with deps.answering():  # no answer: 503, and nothing is closed
+                job = scheduler.status(body.job_id)
+        except HTTPException as exc:
+            if exc.status_code != status.HTTP_404_NOT_FOUND:
+                raise
+        else:
+            refuse_open_job(job, body.attempt)
         gateway.finish_attempt(body.job_id, body.attempt)
         return Response(status_code=204)
 

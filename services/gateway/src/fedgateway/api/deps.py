@@ -21,6 +21,7 @@ from typing import Annotated, Any, Protocol
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fedbus import Bus, connect
 from fedcontrol import (
@@ -33,8 +34,9 @@ from fedcontrol import (
     ServiceUnavailable,
 )
 from fedschemas.payloads import NAME_PATTERN
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from fedgateway.api.models import ErrorPublic
 from fedgateway.settings import PLACEHOLDER_API_TOKEN, GatewaySettings
 
 log = structlog.get_logger("fedgateway.api")
@@ -191,6 +193,42 @@ def get_data(api: ApiDep) -> DataClient:
 
 
 DataDep = Annotated[DataClient, Depends(get_data)]
+
+REFUSALS: dict[int, str] = {
+    400: "refused by the service: the detail names the problem",
+    401: "no API token, or a wrong one",
+    404: "no such resource",
+    409: "conflicts with the resource's state: the detail says how",
+    413: "the body is larger than the route accepts",
+    415: "a media type the route does not take",
+    503: "the party's service did not answer in time, or its broker is unreachable",
+}
+
+
+def refusals(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the refusals a route can answer, each with its {detail} body;
+    `described` ("s409"="ended, or not ours") replaces the generic description of a code."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        text = described.get(f"s{code}", REFUSALS[code])
+        out[code] = {"model": ErrorPublic, "description": text}
+    return out
+
+
+ROUTER_REFUSALS = refusals(401, 503)
+"""What every /api/v1 route may answer: 401 before anything is sent, 503 when nobody answers."""
+
+
+def unprocessable(exc: ValidationError, where: str = "body") -> RequestValidationError:
+    """A route's own validation failure as FastAPI's 422 (`{"detail": [{loc, msg, type}]}`,
+    as the OpenAPI document says), not a string detail."""
+    return RequestValidationError(
+        [
+            {"loc": [where, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False)
+        ]
+    )
+
 
 JobIdPath = Annotated[str, Path(pattern=NAME_PATTERN, description="the job id")]
 TableNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="the table name")]

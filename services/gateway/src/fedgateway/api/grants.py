@@ -12,17 +12,28 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 from fedschemas.payloads import NAME_PATTERN
 
-from fedgateway.api.deps import SchedulerDep, answering, require_token
+from fedgateway.api.deps import (
+    ROUTER_REFUSALS,
+    SchedulerDep,
+    answering,
+    refusals,
+    require_token,
+)
 from fedgateway.api.models import PARTY_PATTERN, GrantCreate, GrantPublic, GrantsPublic
 
-router = APIRouter(prefix="/grants", tags=["grants"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/grants",
+    tags=["grants"],
+    dependencies=[Depends(require_token)],
+    responses=ROUTER_REFUSALS,
+)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=GrantPublic,
-    responses={400: {"description": "unknown component type"}},
+    responses=refusals(400, s400="unknown component type"),
 )
 def add_grant(scheduler: SchedulerDep, body: GrantCreate) -> GrantPublic:
     """Grant a table to a party for component types (added to what it already has)."""

@@ -13,8 +13,17 @@ from fedschemas.payloads import NAME_PATTERN
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fedgateway.api.deps import JobIdPath, SchedulerDep, answering, require_token
+from fedgateway.api.deps import (
+    ROUTER_REFUSALS,
+    JobIdPath,
+    SchedulerDep,
+    answering,
+    refusals,
+    require_token,
+    unprocessable,
+)
 from fedgateway.api.models import (
+    MAX_ATTEMPT,
     PARTY_PATTERN,
     JobCreate,
     JobPublic,
@@ -29,7 +38,12 @@ from fedgateway.api.models import (
 MAX_PIPELINE_BYTES = 1 << 20
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    dependencies=[Depends(require_token)],
+    responses=ROUTER_REFUSALS,
+)
 
 _SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -42,12 +56,6 @@ _SUBMIT_BODY: dict[str, Any] = {
         },
     }
 }
-
-
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 async def _job_create(request: Request, job_id: str | None) -> JobCreate:
@@ -81,7 +89,7 @@ async def _job_create(request: Request, job_id: str | None) -> JobCreate:
             )
         return JobCreate(pipeline_yaml=text, job_id=job_id)
     except ValidationError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _problems(exc)) from None
+        raise unprocessable(exc) from None
 
 
 @router.post(
@@ -89,10 +97,14 @@ async def _job_create(request: Request, job_id: str | None) -> JobCreate:
     status_code=status.HTTP_201_CREATED,
     response_model=JobPublic,
     openapi_extra=_SUBMIT_BODY,
-    responses={
-        400: {"description": "the pipeline is malformed: the message names the problem"},
-        409: {"description": "the job id exists with another pipeline"},
-    },
+    responses=refusals(
+        400,
+        409,
+        413,
+        415,
+        s400="the pipeline is malformed or refused: the detail names the problem",
+        s409="the job id exists with another pipeline, or a party it names is not a peer",
+    ),
 )
 async def submit_job(
     request: Request,
@@ -121,7 +133,7 @@ def list_jobs(
     return JobsPublic.model_validate({"data": rows, "count": len(rows)})
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses={404: {"description": "no job"}})
+@router.get("/{job_id}", response_model=JobPublic, responses=refusals(404, s404="no job"))
 def get_job(scheduler: SchedulerDep, job_id: JobIdPath) -> JobPublic:
     """A job's state, its parties' answers and its task counts."""
     with answering():
@@ -131,7 +143,7 @@ def get_job(scheduler: SchedulerDep, job_id: JobIdPath) -> JobPublic:
 @router.post(
     "/{job_id}/stop",
     response_model=JobPublic,
-    responses={404: {"description": "no job"}, 409: {"description": "ended, or not ours"}},
+    responses=refusals(404, 409, s404="no job", s409="ended, or not ours"),
 )
 def stop_job(scheduler: SchedulerDep, job_id: JobIdPath, body: JobStop | None = None) -> JobPublic:
     """Stop a running job at every party (it becomes canceled)."""
@@ -143,7 +155,7 @@ def stop_job(scheduler: SchedulerDep, job_id: JobIdPath, body: JobStop | None = 
 @router.post(
     "/{job_id}/rerun",
     response_model=JobPublic,
-    responses={404: {"description": "no job"}, 409: {"description": "not failed or canceled"}},
+    responses=refusals(404, 409, s404="no job", s409="not failed or canceled, or not ours"),
 )
 def rerun_job(scheduler: SchedulerDep, job_id: JobIdPath) -> JobPublic:
     """A new attempt of a failed or canceled job from the components that did not succeed."""
@@ -151,11 +163,11 @@ def rerun_job(scheduler: SchedulerDep, job_id: JobIdPath) -> JobPublic:
         return JobPublic.model_validate(scheduler.rerun(job_id))
 
 
-@router.get("/{job_id}/tasks", response_model=TasksPublic)
+@router.get("/{job_id}/tasks", response_model=TasksPublic, responses=refusals(404, s404="no job"))
 def list_tasks(
     scheduler: SchedulerDep,
     job_id: JobIdPath,
-    attempt: Annotated[int | None, Query(ge=0)] = None,
+    attempt: Annotated[int | None, Query(ge=0, le=MAX_ATTEMPT)] = None,
 ) -> TasksPublic:
     """The job's tasks (one per component, party and attempt)."""
     with answering():
@@ -163,7 +175,9 @@ def list_tasks(
     return TasksPublic.model_validate({"data": rows, "count": len(rows)})
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+@router.get(
+    "/{job_id}/metrics", response_model=MetricsPublic, responses=refusals(404, s404="no job")
+)
 def get_metrics(
     scheduler: SchedulerDep,
     job_id: JobIdPath,
@@ -176,7 +190,7 @@ def get_metrics(
         return MetricsPublic.model_validate(scheduler.metrics(job_id, component, party_id))
 
 
-@router.get("/{job_id}/logs", response_model=LogsPublic)
+@router.get("/{job_id}/logs", response_model=LogsPublic, responses=refusals(404, s404="no job"))
 def get_logs(scheduler: SchedulerDep, job_id: JobIdPath) -> LogsPublic:
     """The job's events as this party's scheduler recorded them (created, answers, each task's
     start and end with its reason, the job's end), oldest first."""

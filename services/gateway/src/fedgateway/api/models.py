@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 State = Literal["waiting", "running", "success", "failed", "canceled"]
 PARTY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_ATTEMPT = 2**31 - 1
+"""The largest attempt number: the scheduler keeps attempts in an INTEGER column (32-bit in
+PostgreSQL), so a larger one is refused at the API (422) instead of failing in the database."""
 
 
 class _In(BaseModel):
@@ -23,6 +26,17 @@ class _In(BaseModel):
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ErrorPublic(_Out):
+    """Every refusal but a validation error (400, 401, 404, 409, 413, 415, 503): why, in words.
+    A 422 has FastAPI's format instead, `{"detail": [{"loc", "msg", "type"}]}`, whether the
+    framework or a route found the problem."""
+
+    detail: str
 
 
 # --- tables ------------------------------------------------------------------------------------

@@ -23,11 +23,13 @@ from fedcontrol.client import UPLOAD_PART_BYTES, TableUpload
 from starlette.concurrency import run_in_threadpool
 
 from fedgateway.api.deps import (
+    ROUTER_REFUSALS,
     UPLOAD_PART_TIMEOUT_S,
     UPLOAD_TIMEOUT_S,
     DataDep,
     TableNamePath,
     answering,
+    refusals,
     require_token,
 )
 from fedgateway.api.models import TableCreate, TablePublic, TablesPublic
@@ -35,7 +37,12 @@ from fedgateway.api.models import TableCreate, TablePublic, TablesPublic
 MAX_UPLOAD_BYTES = 256 << 20
 """Largest CSV accepted (it travels to the data service in parts of UPLOAD_PART_BYTES)."""
 
-router = APIRouter(prefix="/tables", tags=["tables"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/tables",
+    tags=["tables"],
+    dependencies=[Depends(require_token)],
+    responses=ROUTER_REFUSALS,
+)
 
 
 class CsvText:
@@ -91,11 +98,14 @@ class CsvText:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TablePublic,
-    responses={
-        400: {"description": "bad CSV: every bad row with its line number"},
-        409: {"description": "the table exists (upload with replace=true)"},
-        413: {"description": "the file is larger than the upload limit"},
-    },
+    responses=refusals(
+        400,
+        409,
+        413,
+        s400="bad CSV: every bad row with its line number",
+        s409="the table exists (upload with replace=true)",
+        s413="the file is larger than the upload limit",
+    ),
 )
 async def upload_table(
     data: DataDep,
@@ -160,7 +170,7 @@ def list_tables(data: DataDep) -> TablesPublic:
     return TablesPublic.model_validate({"data": rows, "count": len(rows)})
 
 
-@router.get("/{name}", response_model=TablePublic, responses={404: {"description": "no table"}})
+@router.get("/{name}", response_model=TablePublic, responses=refusals(404, s404="no table"))
 def get_table(data: DataDep, name: TableNamePath) -> TablePublic:
     """One table's catalogue entry, with how often jobs read it."""
     with answering():
