@@ -91,14 +91,28 @@ def create_app(gateway: GatewayView) -> FastAPI:
     for router in (tables.router, grants.router, jobs.router):
         app.include_router(router, prefix=deps.API_PREFIX)
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        tags=["probes"],
+        responses={503: {"description": "not ready: the body says which part is not"}},
+    )
     def healthz(response: Response) -> dict[str, Any]:
         health = gateway.health()
         if health["status"] != "ok":
             response.status_code = 503
         return health
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        tags=["probes"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -119,7 +133,12 @@ def create_app(gateway: GatewayView) -> FastAPI:
         dependencies=operator,
         tags=["operator"],
         responses=deps.refusals(
-            401, 409, 503, s409="the job (or that attempt) is still open at this party"
+            400,
+            401,
+            409,
+            503,
+            s400="the body is not JSON",
+            s409="the job (or that attempt) is still open at this party",
         ),
     )
     def finished(body: FinishedCreate, scheduler: deps.SchedulerDep) -> Response:

@@ -33,7 +33,7 @@ router = APIRouter(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=GrantPublic,
-    responses=refusals(400, s400="unknown component type"),
+    responses=refusals(400, s400="unknown component type, or the body is not JSON"),
 )
 def add_grant(scheduler: SchedulerDep, body: GrantCreate) -> GrantPublic:
     """Grant a table to a party for component types (added to what it already has)."""

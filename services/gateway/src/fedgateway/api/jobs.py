@@ -143,7 +143,9 @@ def get_job(scheduler: SchedulerDep, job_id: JobIdPath) -> JobPublic:
 @router.post(
     "/{job_id}/stop",
     response_model=JobPublic,
-    responses=refusals(404, 409, s404="no job", s409="ended, or not ours"),
+    responses=refusals(
+        400, 404, 409, s400="the body is not JSON", s404="no job", s409="ended, or not ours"
+    ),
 )
 def stop_job(scheduler: SchedulerDep, job_id: JobIdPath, body: JobStop | None = None) -> JobPublic:
     """Stop a running job at every party (it becomes canceled)."""
