@@ -7,7 +7,11 @@
 Per party it uses the local servers, isolated by name:
 - RabbitMQ: a vhost `<prefix>-<party>` (created with `rabbitmqctl add_vhost` and
   `set_permissions` for the guest user; this needs rabbitmqctl on PATH and the right to use it,
-  i.e. root or the rabbitmq user — the launcher stops with a clear message otherwise);
+  i.e. root or the rabbitmq user — the launcher stops with a clear message otherwise), and in
+  it one broker user per service, `<vhost>-<service>` (`broker_user`), with a random password
+  and permissions limited to the queues and exchanges that service uses
+  (`broker_permissions`); each service connects as its own user, so the user-id its messages
+  carry tells the gateway's relays from anything else (docs/security.md);
 - Redis: database number 1 + the party's position in --parties (db 0 is left to others), and
   key prefix `<prefix>:<party>:` so separate launches never share cached state;
 - PostgreSQL: a database `<prefix>_<party>` created if missing (through --pg-admin-url).
@@ -40,10 +44,12 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import typer
 from fedcommon.service_registry import SERVICE_NAMES
 from fedcommon.service_registry import SERVICES as REGISTERED_SERVICES
+from fedschemas import topics
 
 DEFAULT_DIR = Path(".fedmq/local")
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672"
@@ -74,6 +80,9 @@ class PartyPlan:
     worker_http_port: int = 0
     """/healthz and /metrics of the party's worker (0 in state files written before it: the
     worker then serves no HTTP)."""
+    broker_passwords: dict[str, str] = field(default_factory=dict)
+    """service -> the password of its broker user (empty in state files written before
+    them: the services then share `bus_url`'s user)."""
 
 
 @dataclass
@@ -136,6 +145,100 @@ def ensure_vhost(vhost: str, user: str = "guest") -> None:
 def delete_vhost(vhost: str) -> None:
     if vhost in existing_vhosts():
         _rabbitmqctl("delete_vhost", vhost)
+
+
+def broker_user(vhost: str, service: str) -> str:
+    """The broker user of `service` on a party's vhost. Services derive their gateway's user
+    from their own by this naming (fedbus.runtime.RemoteSourceGuard.for_service)."""
+    return f"{vhost}-{service}"
+
+
+def _names(*names: str) -> str:
+    return "|".join(re.escape(n) for n in names)
+
+
+# The exchanges every bus declares and publishes to (fedbus.amqp_bus), and the default exchange
+# that replies go through.
+_EXCHANGES = _names("fedmq", "fedmq.dlx", "fedmq.fanout")
+_REPLIES = _names("amq.default")
+_OUT = re.escape(topics.OUT_PREFIX) + r"[^.]+"
+# Queues a service declares: the ones it consumes and the ones it publishes to (declared so
+# that a publish before their consumer started is kept); each with its dead-letter queue.
+_DECLARES: dict[str, str] = {
+    "gateway": "|".join(
+        [
+            _OUT,
+            _names(
+                topics.GATEWAY, topics.GATEWAY_RPC, *sorted(set(topics.GATEWAY_ROUTES.values()))
+            ),
+        ]
+    ),
+    "scheduler": "|".join(
+        [_OUT, _names(topics.SCHEDULER, topics.SCHEDULER_RPC, topics.WORKER, topics.GATEWAY)]
+    ),
+    "worker": "|".join(
+        [
+            _OUT,
+            _names(topics.WORKER, topics.WORKER_REPLIES, topics.SCHEDULER, topics.DATA_RPC),
+            re.escape(topics.CRYPTO) + r"(\.reply\.[0-9a-f]+)?",
+        ]
+    ),
+}
+
+
+def broker_permissions(service: str) -> tuple[str, str, str]:
+    """RabbitMQ (configure, write, read) regexes of `service`'s broker user on its party's
+    vhost: configure, write (publish, bind) and read (consume, bind from) the bus's exchanges
+    and the queues it declares, write the default exchange (replies). Read covers every
+    declared queue, not only the consumed ones: RabbitMQ wants read on a queue declared with a
+    dead-letter exchange. Publishing is to one direct exchange, which RabbitMQ cannot restrict
+    per routing key, so what keeps a service's forged messages out is the broker-validated
+    user-id they carry (docs/security.md); these permissions keep each user off the queues of
+    services it does not talk to (the worker off svc.scheduler.rpc and svc.gateway*, the
+    scheduler off svc.data.rpc and svc.crypto*, the gateway off both RPC queues)."""
+    queues = rf"({_DECLARES[service]})(\.dlq)?"
+    return (
+        rf"^({_EXCHANGES}|{queues})$",
+        rf"^({_EXCHANGES}|{_REPLIES}|{queues})$",
+        rf"^({_EXCHANGES}|{queues})$",
+    )
+
+
+def existing_users() -> set[str]:
+    out = _rabbitmqctl("list_users", "--quiet", "--no-table-headers").stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def ensure_broker_user(vhost: str, service: str, password: str) -> str:
+    """Create (or reset) `service`'s broker user on `vhost` with its permissions there."""
+    user = broker_user(vhost, service)
+    if user in existing_users():
+        _rabbitmqctl("change_password", user, password)
+    else:
+        _rabbitmqctl("add_user", user, password)
+    _rabbitmqctl("set_permissions", "-p", vhost, user, *broker_permissions(service))
+    return user
+
+
+def delete_broker_users(vhost: str) -> None:
+    known = existing_users()
+    for service in SERVICES:
+        user = broker_user(vhost, service)
+        if user in known:
+            _rabbitmqctl("delete_user", user)
+
+
+def service_bus_url(state: LocalState, party: str, service: str) -> str:
+    """The bus URL `service` of `party` connects with: its own broker user where the launcher
+    made one, else the party's shared `bus_url`."""
+    p = state.parties[party]
+    password = p.broker_passwords.get(service)
+    if password is None:
+        return p.bus_url
+    parsed = urlsplit(p.bus_url)
+    host = parsed.netloc.rpartition("@")[2]
+    user = quote(broker_user(p.vhost, service), safe="")
+    return urlunsplit(parsed._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def ensure_database(admin_url: str, name: str) -> None:
@@ -211,6 +314,7 @@ def plan(
             scheduler_http_port=base_port + 30 + i if base_port else free_port(),
             # After the schedulers' 15.
             worker_http_port=base_port + 45 + i if base_port else free_port(),
+            broker_passwords={service: secrets.token_hex(24) for service in SERVICES},
         )
     return state
 
@@ -226,6 +330,8 @@ def prepare(state: LocalState) -> None:
         pki.init_ca(ca_dir, state.federation)
     for party, p in state.parties.items():
         ensure_vhost(p.vhost)
+        for service, password in p.broker_passwords.items():
+            ensure_broker_user(p.vhost, service, password)
         ensure_database(state.pg_admin_url, p.database)
         pki.ensure_party(ca_dir, party, state.party_dir(party) / "identity")
         _write_gateway_settings(state, party)
@@ -236,7 +342,7 @@ def gateway_settings(state: LocalState, party: str, **overrides: Any) -> dict[st
     p = state.parties[party]
     data: dict[str, Any] = {
         "party_id": party,
-        "bus_url": p.bus_url,
+        "bus_url": service_bus_url(state, party, "gateway"),
         "database_url": p.database_url,
         "identity_dir": str(state.party_dir(party) / "identity"),
         "listen_host": "127.0.0.1",
@@ -295,7 +401,7 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
         env.update(
             {
                 up + "PARTY_ID": party,
-                up + "BUS_URL": p.bus_url,
+                up + "BUS_URL": service_bus_url(state, party, service),
                 up + "DATABASE_URL": p.database_url,
                 up + "REDIS_URL": p.redis_url,
                 up + "REDIS_PREFIX": f"{state.prefix}:{party}:{service}:inbox:",
@@ -490,6 +596,7 @@ def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False
     if purge:
         for p in state.parties.values():
             delete_vhost(p.vhost)
+            delete_broker_users(p.vhost)
             drop_database(state.pg_admin_url, p.database)
         shutil.rmtree(root, ignore_errors=True)
     return stopped

@@ -17,7 +17,7 @@ from fedbus.bus import (
     Subscription,
     Unroutable,
 )
-from fedbus.bus_factory import connect
+from fedbus.bus_factory import connect, url_identity
 
 __all__ = [
     "HEADER_DEAD_REASON",
@@ -36,4 +36,5 @@ __all__ = [
     "Subscription",
     "Unroutable",
     "connect",
+    "url_identity",
 ]

@@ -45,7 +45,6 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar, cast
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -77,6 +76,7 @@ from fedbus.bus import (
     PublishNotConfirmed,
     Unroutable,
 )
+from fedbus.bus_factory import url_identity
 from fedbus.chunk_store import ChunkStore
 from fedbus.chunking import DEFAULT_MAX_FRAME_BYTES, DEFAULT_REASSEMBLY_TIMEOUT
 from fedbus.fanout import FANOUT_QUEUE_PREFIX, fanout_queue, normalize_patterns
@@ -156,15 +156,6 @@ def _properties(message: Message, user_id: str | None) -> aiormq.spec.Basic.Prop
         # trustworthy for the receiver (docs/security.md).
         user_id=user_id,
     )
-
-
-def url_user(url: str) -> str | None:
-    """The user name an amqp:// URL logs in with, None when it names none."""
-    try:
-        user = urlsplit(url).username
-    except ValueError:
-        return None
-    return unquote(user) if user else None
 
 
 def _routing_key(message: AbstractIncomingMessage) -> str:
@@ -419,7 +410,7 @@ class AmqpBus(BrokerBus):
             delivery_limit=broker_delivery_limit,
         )
         self._url = url
-        self.user_id: str | None = url_user(url) if stamp_user_id else None
+        self.user_id: str | None = url_identity(url) if stamp_user_id else None
         """The user-id property stamped on every publish (the URL's user), or None."""
         # Shown in the broker's connection list; unique so operators (and tests) can find it.
         self.connection_name = connection_name or f"fedbus-{uuid.uuid4().hex[:12]}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fedbus.bus import Bus
 
@@ -39,3 +39,13 @@ def connect(url: str, **options: Any) -> Bus:
     `options` go to the adapter (e.g. max_frame_bytes, reassembly_timeout, chunk_store)."""
     bus: Bus = adapter_for(url).from_url(url, **options)  # type: ignore[attr-defined]
     return bus
+
+
+def url_identity(url: str) -> str | None:
+    """The identity a bus URL connects as (amqp://USER:...@host, memory://USER@NAME), None
+    when it names none."""
+    try:
+        user = urlsplit(url).username
+    except ValueError:
+        return None
+    return unquote(user) if user else None

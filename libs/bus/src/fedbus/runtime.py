@@ -69,12 +69,15 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from fedbus.bus import Bus, Delivery, Message, Reject, Subscription
+from fedbus.bus_factory import url_identity
 from fedbus.inbox import BatchItem, Effect, Inbox, InboxTransaction
 from fedbus.metrics import BusMetrics, DeadLetterReason
 
 log = structlog.get_logger("fedbus.runtime")
 
 TRACER_NAME = "fedmq.bus"
+GATEWAY_SERVICE = "gateway"
+"""The service that relays other parties' messages onto a party's broker."""
 
 EnvelopeHandler = Callable[[Envelope, Payload, InboxTransaction], None]
 """A message handler: write the effect through `tx.session`; raise to retry; raise
@@ -99,6 +102,26 @@ class RemoteSourceGuard:
     @classmethod
     def of(cls, party_id: str, relays: Collection[str]) -> RemoteSourceGuard:
         return cls(party_id, frozenset(relays))
+
+    @classmethod
+    def for_service(
+        cls, party_id: str, bus_url: str, service: str, relays: Collection[str] = ()
+    ) -> RemoteSourceGuard | None:
+        """The guard of `service` on `bus_url`: `relays` when given, else derived from the
+        service's own broker user by the naming `fedmq local` uses (docs/security.md):
+        "<site>-<service>" trusts "<site>-gateway"; a user not named that way is shared by
+        every service of the site, which then trusts it (only publishes that carry a
+        broker-validated user-id pass). None -- no check -- when the URL names no user: the
+        bus cannot tell publishers apart (memory:// without an identity, pulsar://)."""
+        if relays:
+            return cls.of(party_id, relays)
+        user = url_identity(bus_url)
+        if user is None:
+            return None
+        suffix = f"-{service}"
+        if user.endswith(suffix) and len(user) > len(suffix):
+            return cls.of(party_id, {user[: -len(suffix)] + f"-{GATEWAY_SERVICE}"})
+        return cls.of(party_id, {user})
 
     def refusal(self, envelope: Envelope, publisher: str | None) -> str | None:
         """Why the delivery must be dead-lettered, or None when it may be handled."""

@@ -26,7 +26,7 @@ from fedbus import Bus, connect
 from fedbus.inbox_factory import make_inbox
 from fedbus.metrics import BusMetrics
 from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
-from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
+from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher, RemoteSourceGuard
 from fedcommon.http import HttpMetrics
 from fedcommon.service import HealthMetricsServer, run_service
 from fedflow.policy import load_policy
@@ -97,6 +97,12 @@ class Scheduler:
             prefetch=settings.prefetch,
             max_deliveries=settings.max_deliveries,
             metrics=self.bus_metrics,
+            guard=RemoteSourceGuard.for_service(
+                settings.party_id,
+                settings.bus_url.get_secret_value(),
+                settings.service_name,
+                settings.gateway_broker_users,
+            ),
         )
         self.rpc = RpcServer(self.bus, settings.rpc_topic, self.sessions, self.ctx)
         self.timer = Timer(self.sessions, self.ctx, settings.timer_interval_s)

@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from fedbus import Bus, Delivery, Subscription
+from fedbus import Bus, Delivery, Reject, Subscription
 from fedcommon.tracing import get_tracer, span_from_remote
 from fedcontrol import (
     RPC_COMPONENT,
@@ -275,13 +275,14 @@ class RpcServer:
     def _handle(self, delivery: Delivery) -> None:
         if delivery.reply_to is None:
             log.warning("rpc_without_reply_to", message_id=delivery.message_id)
-            return
+            raise Reject("a command without reply_to: nobody to answer")
         try:
             envelope = decode_envelope(delivery.body)
             request = decode_payload(envelope, SchedulerRequest)
         except MalformedMessage as exc:
             log.warning("rpc_malformed", reason=exc.reason)
-            return  # nothing to answer to; the requester times out
+            # Dead-lettered with the reason; the bus answers the requester with it.
+            raise Reject(f"malformed command: {exc.reason}") from exc
         # The command's span is a child of the caller's (the REST call): everything the command
         # sends -- proposals to other parties, task.run to workers -- carries this trace on.
         with span_from_remote(

@@ -57,6 +57,11 @@ class SchedulerSettings(ServiceSettings):
     http_port: int = 8082
     """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
     rpc_timeout_s: float = Field(default=10.0, gt=0)
+    gateway_broker_users: tuple[str, ...] = ()
+    """Broker users whose publishes may carry another party's envelopes (the party's gateway;
+    docs/security.md). Empty: derived from bus_url's user ("<site>-scheduler" trusts
+    "<site>-gateway"; any other user is taken as shared by the site's services); no check
+    when bus_url names no user."""
     max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
     prefetch: int = Field(default=16, gt=0)
     max_deliveries: int = Field(default=5, gt=0)

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
-from fedbus import Bus, Delivery, Subscription
+from fedbus import Bus, Delivery, Reject, Subscription
 from fedcommon.tracing import get_tracer, span_from_remote
 from fedcontrol import command_envelope
 from fedflow.tables import TABLE_NAME_PATTERN, TableError, TableInfo, TableStore
@@ -497,13 +497,14 @@ class DataServer:
     def _handle(self, delivery: Delivery) -> None:
         if delivery.reply_to is None:
             log.warning("data_command_without_reply_to", message_id=delivery.message_id)
-            return
+            raise Reject("a command without reply_to: nobody to answer")
         try:
             envelope = decode_envelope(delivery.body)
             request = decode_payload(envelope, DataRequest)
         except MalformedMessage as exc:
             log.warning("data_command_malformed", reason=exc.reason)
-            return  # nothing to answer to; the requester times out
+            # Dead-lettered with the reason; the bus answers the requester with it.
+            raise Reject(f"malformed command: {exc.reason}") from exc
         with span_from_remote(
             _TRACER, f"rpc {request.op}", envelope.traceparent, kind=SpanKind.SERVER
         ) as span:

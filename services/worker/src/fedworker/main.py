@@ -32,7 +32,7 @@ from fedbus import Bus, connect
 from fedbus.inbox import Inbox
 from fedbus.inbox_factory import make_inbox
 from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
-from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher
+from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher, RemoteSourceGuard
 from fedbus.sql_inbox import make_engine
 from fedcommon.migrations import upgrade_all
 from fedcommon.service import HttpEndpoint, run_service
@@ -166,6 +166,12 @@ class Worker:
             prefetch=settings.prefetch,
             max_deliveries=settings.max_deliveries,
             metrics=self.metrics.bus,
+            guard=RemoteSourceGuard.for_service(
+                settings.party_id,
+                settings.bus_url.get_secret_value(),
+                settings.service_name,
+                settings.gateway_broker_users,
+            ),
         )
 
     def health(self) -> dict[str, Any]:

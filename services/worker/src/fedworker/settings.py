@@ -48,6 +48,11 @@ class WorkerSettings(ServiceSettings):
     fails a job, after its party timeout)."""
     progress_interval_s: float = Field(default=2.0, ge=0)
     """At most one running task.status with progress per task per this many seconds."""
+    gateway_broker_users: tuple[str, ...] = ()
+    """Broker users whose publishes may carry another party's envelopes (the party's gateway;
+    docs/security.md). Empty: derived from bus_url's user ("<site>-worker" trusts
+    "<site>-gateway"; any other user is taken as shared by the site's services); no check
+    when bus_url names no user."""
     max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
     prefetch: int = Field(default=64, gt=0)
     max_deliveries: int = Field(default=5, gt=0)
