@@ -23,10 +23,19 @@ import sqlalchemy as sa
 from fedbus import Bus, Delivery, Message, connect
 from fedbus.sql_inbox import SqlInbox
 from fedgateway.settings import PLACEHOLDER_API_TOKEN
-from fedschemas import DemoPing, Envelope, PartyRef, decode_envelope, encode_envelope, new_envelope
+from fedschemas import (
+    DemoPing,
+    Envelope,
+    PartyRef,
+    decode_envelope,
+    encode_envelope,
+    new_envelope,
+    topics,
+)
+from fedschemas.payloads import JobEnded
 
 from fedmq import local
-from tests.polling import poll
+from tests.polling import poll, wait_until
 from tests.relay_helpers import gateway_federation
 
 SENDER, RECEIVER = "9999", "10000"
@@ -126,6 +135,35 @@ class Deployment:
 
     def party_dir(self, party: str) -> Path:
         return self.state.party_dir(party)
+
+    def end_attempt(self, party: str, job_id: str, attempt: int) -> None:
+        """What `party`'s scheduler does when a job attempt ends (gateway.job_ended on
+        svc.gateway); returns once its gateway has applied it to the replay guard."""
+        me = PartyRef(party_id=party, role="local")
+        ended = new_envelope(
+            JobEnded(job_id=job_id, attempt=attempt, state="failed"),
+            job_id=job_id,
+            component="scheduler",
+            task_id="",
+            attempt=attempt,
+            source=me,
+            destination=me,
+            tag="job_ended",
+            iteration=-1,
+            seq=0,
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        self.bus(party).publish(
+            Message(topic=topics.GATEWAY, body=encode_envelope(ended), message_id=ended.message_id)
+        )
+        wait_until(
+            lambda: any(
+                e.get("event") == "replay_guard_updated" and e.get("job_id") == job_id
+                for e in self.log(party)
+            ),
+            20,
+            f"gateway {party} applied gateway.job_ended of {job_id}",
+        )
 
 
 @pytest.fixture

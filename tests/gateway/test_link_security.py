@@ -152,7 +152,7 @@ def test_forged_signatures_and_replays_are_refused_logged_counted_and_dead_lette
     )
     stale = envelope(2, job_id=job, created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     finished_job = f"done-{uuid.uuid4().hex[:6]}"
-    deployment.http("10000", "/api/v1/replay/finished", {"job_id": finished_job, "attempt": 0})
+    deployment.end_attempt("10000", finished_job, 0)  # as party 10000's scheduler would
     replayed = envelope(3, job_id=finished_job, attempt=0)
     live = envelope(4, job_id=finished_job, attempt=1)  # the next attempt is not a replay
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fedbus import Delivery, Message
+from fedbus import Delivery
 from fedbus.remote import (
     RemoteCall,
     RemoteCaller,
@@ -28,8 +28,7 @@ from fedcrypto.signing import SigningKey
 from fedgateway import pki
 from fedgateway.framing import Hello, ReplyOutcome
 from fedgateway.link import LinkLoop, client_context, open_client_connection
-from fedschemas import PartyRef, canonical_bytes, encode_envelope, new_envelope, topics
-from fedschemas.payloads import JobEnded
+from fedschemas import PartyRef, canonical_bytes, encode_envelope, topics
 
 from fedmq import local
 from tests.gateway.conftest import RECEIVER, SENDER, Deployment
@@ -265,30 +264,7 @@ def test_the_gateway_learns_that_a_job_attempt_ended_from_the_schedulers_message
 ) -> None:
     # Prepare: party 10000's scheduler says attempt 0 of the job ended.
     job = f"job-{uuid.uuid4().hex[:6]}"
-    me = PartyRef(party_id=RECEIVER, role="local")
-    ended = new_envelope(
-        JobEnded(job_id=job, attempt=0, state="failed"),
-        job_id=job,
-        component="scheduler",
-        task_id="",
-        attempt=0,
-        source=me,
-        destination=me,
-        tag="job_ended",
-        iteration=-1,
-        seq=0,
-        created_at=dt.datetime.now(dt.UTC),
-    )
-    deployment.bus(RECEIVER).publish(
-        Message(topic=topics.GATEWAY, body=encode_envelope(ended), message_id=ended.message_id)
-    )
-    assert poll(
-        lambda: any(
-            e.get("event") == "replay_guard_updated" and e.get("job_id") == job
-            for e in deployment.log(RECEIVER)
-        ),
-        10,
-    )
+    deployment.end_attempt(RECEIVER, job, 0)
     replayed = envelope(1, job_id=job, attempt=0)
     rerun = envelope(2, job_id=job, attempt=1)
 
