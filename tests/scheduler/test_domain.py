@@ -309,3 +309,44 @@ def test_an_old_job_status_reads_as_the_message_it_stood_for() -> None:
     )
     assert as_job_status(JobStart(**base), "running") == JobStatus(state="running", **base)  # type: ignore[arg-type]
     assert as_job_status(end, "success") == JobStatus(state="success", **base)  # type: ignore[arg-type]
+
+
+def test_a_rerun_runs_again_what_did_not_succeed_and_what_follows_it() -> None:
+    # Prepare: reader_0 succeeded at both parties, psi_0 failed at the host
+    job = running_at_guest()
+    step(job, TaskReported(GUEST, GUEST, "reader_0", 0, "success", local=True), GUEST_POLICY, 5)
+    step(job, TaskReported(HOST, HOST, "reader_0", 0, "success"), GUEST_POLICY, 6)
+    step(job, TaskReported(HOST, HOST, "psi_0", 0, "failed", "oom"), GUEST_POLICY, 7)
+
+    # Execute
+    effects = step(job, domain.RerunRequested(), GUEST_POLICY, 8)
+
+    # Assert: attempt 1 of psi_0 and eval_0 only, told to the host; psi_0 starts at once
+    assert (job.state, job.attempt) == ("running", 1)
+    reruns = [e for e in effects if isinstance(e, ToParty) and e.tag == "job.rerun"]
+    assert [(e.party_id, e.payload.components) for e in reruns] == [(HOST, ["psi_0", "eval_0"])]
+    assert [e.payload.component for e in to_workers(effects, TaskRun)] == ["psi_0"]
+    assert sorted(c for (c, a, _p) in job.tasks if a == 1) == ["eval_0", "psi_0", "psi_0"]
+
+
+def test_commands_are_refused_where_they_cannot_apply() -> None:
+    # Prepare
+    running = running_at_guest()
+    at_host = running_at_host()
+
+    # Execute / Assert
+    with pytest.raises(domain.CommandError, match="only a failed or canceled job is rerun"):
+        step(running, domain.RerunRequested(), GUEST_POLICY, 5)
+    with pytest.raises(domain.CommandError, match="initiated by party 9999: stop it there"):
+        step(at_host, domain.StopRequested(), HOST_POLICY, 5)
+    step(running, domain.StopRequested("enough"), GUEST_POLICY, 6)
+    assert (running.state, running.reason) == ("canceled", "enough")
+    with pytest.raises(domain.CommandError, match="has already ended"):
+        step(running, domain.StopRequested(), GUEST_POLICY, 7)
+
+
+def test_a_stop_from_anyone_but_the_initiator_is_refused() -> None:
+    job = running_at_host()
+    with pytest.raises(domain.Refused, match=r"only the initiator \(9999\) stops job job-1"):
+        step(job, domain.StopOrdered("10001", 0, "failed", "forged"), HOST_POLICY, 5)
+    assert job.state == "running"
