@@ -36,6 +36,7 @@ from fedbus import (
     Delivery,
     Message,
     Reject,
+    RequestRejected,
     RequestTimeout,
     Unroutable,
     connect,
@@ -436,6 +437,45 @@ class BusContract:
 
         assert reply.body == b"PING"
         assert reply.headers["x-by"] == "s"
+
+    def test_a_request_the_responder_dead_letters_fails_at_once_with_the_reason(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        # Prepare: a responder that cannot read what it gets, on a one-at-a-time queue
+        server = connect_bus()
+
+        def unreadable(delivery: Delivery) -> None:
+            raise Reject("malformed command: not an envelope")
+
+        server.subscribe(topic, unreadable, prefetch=1, max_deliveries=1)
+        client = connect_bus()
+        started = time.monotonic()
+
+        # Execute
+        with pytest.raises(RequestRejected) as refused:
+            client.request(topic, b"\x00garbage", timeout=20)
+
+        # Assert: the caller learns why well before its timeout; the request is dead-lettered
+        assert "malformed command: not an envelope" in refused.value.reason
+        assert time.monotonic() - started < 10
+        (dead,) = drain_dead_letters(server, topic, 1)
+        assert dead.body == b"\x00garbage"
+        assert dead.headers[HEADER_DEAD_REASON] == "malformed command: not an envelope"
+
+    def test_a_request_that_keeps_failing_is_answered_with_the_last_error(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        server = connect_bus()
+
+        def broken(delivery: Delivery) -> None:
+            raise RuntimeError("database is gone")
+
+        server.subscribe(topic, broken, prefetch=1, max_deliveries=1)
+
+        with pytest.raises(RequestRejected, match="database is gone"):
+            connect_bus().request(topic, b"cmd", timeout=20)
+
+        assert len(drain_dead_letters(server, topic, 1)) == 1
 
     def test_request_without_responder_times_out(self, bus: Bus, topic: str) -> None:
         started = time.monotonic()
