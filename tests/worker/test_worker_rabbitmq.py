@@ -25,7 +25,7 @@ from fedworker.testing import CRASH_EXIT_CODE, pings_table
 
 from tests.bus.raw_amqp import BasicProperties, RawAmqp
 from tests.polling import wait_until
-from tests.runtime.helpers import GUEST, demo_envelope, ping
+from tests.runtime.helpers import GUEST, HOST, demo_envelope, ping
 from tests.worker.conftest import StartWorker
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,11 @@ def test_garbage_in_the_queue_is_dead_lettered_with_reason_and_worker_keeps_runn
     worker = start_worker(
         **worker_settings(amqp_url, pg_url, worker_topics), max_envelope_bytes="65536"
     )
-    pong_for_worker = demo_envelope(DemoPong(text="nobody handles me here", n=0), "demo.pong")
+    # From the worker's own party: a remote source would be refused before any handler lookup
+    # (only the gateway's broker user may publish those).
+    pong_for_worker = demo_envelope(
+        DemoPong(text="nobody handles me here", n=0), "demo.pong", source=HOST
+    )
     bad = {
         "garbage": b"\x00\xffthis is not an envelope\xc1\xc1",
         "oversize": encode_envelope(ping(seq=51, text="x" * 100_000)),
