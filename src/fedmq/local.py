@@ -2,6 +2,7 @@
 
     fedmq local up --parties 9999,10000 [--dir .fedmq/local] [--services gateway,worker]
     fedmq local status [--dir ...]
+    fedmq local restart SERVICE --party P [--dir ...]
     fedmq local down [--dir ...] [--purge]
 
 Per party it uses the local servers, isolated by name:
@@ -23,7 +24,11 @@ with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. FEDM
 variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
 party's scheduler; in a FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace
 collector per party). `down` stops exactly
-the processes whose pid files it wrote (SIGTERM, then SIGKILL after a timeout).
+the processes whose pid files it wrote (SIGTERM, then SIGKILL after a timeout); `restart` does
+that for one service of one party, starts it again and waits for its /healthz. Each party's
+workers keep its tables in <dir>/<party>/tables. `down --purge` also removes everything `up`
+created: the vhosts, the databases, the parties' Redis keys (every key under
+`<prefix>:<party>:`, the prefix their inboxes use), the table folders and <dir>.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ class PartyPlan:
     worker_http_port: int = 0
     """/healthz and /metrics of the party's worker (0 in state files written before it: the
     worker then serves no HTTP)."""
+    tables_dir: str = ""
+    """Where the party's workers keep its tables, an absolute path inside <dir> ("" in state
+    files written before it: the workers then used their default folder)."""
     broker_passwords: dict[str, str] = field(default_factory=dict)
     """service -> the password of its broker user (empty in state files written before
     them: the services then share `bus_url`'s user)."""
@@ -314,6 +322,9 @@ def plan(
             scheduler_http_port=base_port + 30 + i if base_port else free_port(),
             # After the schedulers' 15.
             worker_http_port=base_port + 45 + i if base_port else free_port(),
+            # Inside <dir>, so `down --purge` finds it (the worker's default for a PostgreSQL
+            # database is a folder relative to the working directory).
+            tables_dir=str((root / party / "tables").resolve()),
             broker_passwords={service: secrets.token_hex(24) for service in SERVICES},
         )
     return state
@@ -412,6 +423,8 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
             env[up + "HTTP_PORT"] = str(_http_port(state, party, service))
         if service == "worker":
             env.setdefault(up + "CHECKPOINT_KEY", checkpoint_key(state, party))
+            if p.tables_dir:
+                env[up + "DATA_DIR"] = p.tables_dir
     return env
 
 
@@ -549,6 +562,64 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def redis_key_prefix(state: LocalState, party: str) -> str:
+    """The prefix of every Redis key of `party`'s services (their inbox caches use
+    `<prefix>:<party>:<service>:inbox:`)."""
+    return f"{state.prefix}:{party}:"
+
+
+def delete_redis_keys(redis_url: str, key_prefix: str) -> int:
+    """Delete every key under `key_prefix` in the database of `redis_url`; how many."""
+    import redis
+
+    # SCAN's MATCH is a glob: escape its special characters so the prefix is taken literally.
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in key_prefix) + "*"
+    client = redis.Redis.from_url(redis_url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+def restart(
+    root: Path,
+    party: str,
+    service: str,
+    *,
+    timeout: float = 15.0,
+    kill: bool = False,
+    wait: bool = True,
+) -> tuple[int | None, int]:
+    """Stop one service of one party (SIGTERM, or SIGKILL with kill=True; SIGKILL after
+    `timeout`), start it again with the same settings and wait for its /healthz. Returns (the
+    old pid or None if it was not running, the new pid)."""
+    from fedcommon.service_registry import service as registered
+
+    state = LocalState.load(root)
+    try:
+        registered(service)
+    except KeyError as exc:
+        raise LauncherError(exc.args[0]) from None
+    if party not in state.parties:
+        raise LauncherError(f"no party {party} in {root}; launched: {', '.join(state.parties)}")
+    old = read_pid(state, party, service)
+    if not stop_service(state, party, service, timeout=timeout, kill=kill):
+        old = None
+    new = start_service(state, party, service)
+    if wait and _http_port(state, party, service):
+        wait_healthy(state, party, service=service)
+    return old, new
+
+
 def up(
     parties: list[str],
     root: Path = DEFAULT_DIR,
@@ -585,8 +656,9 @@ def up(
 
 
 def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False) -> list[str]:
-    """Stop every service this launcher started in `root`; with purge, also delete the parties'
-    vhosts and databases and the directory. Returns what was stopped."""
+    """Stop every service this launcher started in `root`; with purge, also delete what `up`
+    created: the parties' vhosts, databases, Redis keys and table folders, and the directory.
+    Returns what was stopped."""
     state = LocalState.load(root)
     stopped = []
     for party in state.parties:
@@ -594,8 +666,11 @@ def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False
             if stop_service(state, party, service, timeout=timeout):
                 stopped.append(f"{service}@{party}")
     if purge:
-        for p in state.parties.values():
+        for party, p in state.parties.items():
             delete_vhost(p.vhost)
+            delete_redis_keys(p.redis_url, redis_key_prefix(state, party))
+            if p.tables_dir:
+                shutil.rmtree(p.tables_dir, ignore_errors=True)
             delete_broker_users(p.vhost)
             drop_database(state.pg_admin_url, p.database)
         shutil.rmtree(root, ignore_errors=True)
@@ -669,7 +744,9 @@ def up_cmd(
 def down_cmd(
     directory: Annotated[Path, typer.Option("--dir")] = DEFAULT_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 15.0,
-    purge: Annotated[bool, typer.Option(help="Also delete vhosts, databases, the dir.")] = False,
+    purge: Annotated[
+        bool, typer.Option(help="Also delete vhosts, databases, Redis keys, tables, the dir.")
+    ] = False,
 ) -> None:
     """Stop everything `fedmq local up` started (SIGTERM, then SIGKILL after --timeout)."""
     try:
@@ -678,6 +755,24 @@ def down_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+@local_app.command("restart")
+def restart_cmd(
+    service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")],
+    party: Annotated[str, typer.Option(help="The party whose service restarts.")],
+    directory: Annotated[Path, typer.Option("--dir")] = DEFAULT_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 15.0,
+    kill: Annotated[bool, typer.Option(help="SIGKILL at once (a crash).")] = False,
+) -> None:
+    """Restart one service of one party (stop, start, wait for its /healthz)."""
+    try:
+        old, new = restart(directory, party, service, timeout=timeout, kill=kill)
+    except LauncherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    was = f"pid {old}" if old is not None else "not running"
+    typer.echo(f"restarted {service}@{party}: {was} -> pid {new}")
 
 
 @local_app.command("status")
