@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fedflow.policy import SecurityPolicy
+from fedflow.policy import PolicyError, SecurityPolicy
 from fedschemas.payloads import TaskStatus
+from fedworker.main import Worker
+from fedworker.settings import WorkerSettings
+from pydantic import SecretStr
 
 from tests.polling import wait_for
 from tests.worker.test_worker_tasks import GUEST, HOST, TABLES, Federation2
@@ -84,11 +87,30 @@ def test_a_revealing_task_fails_at_a_host_that_does_not_allow_it(make_fed: Any) 
     )
 
 
-def test_the_same_task_runs_where_the_policy_allows_it(make_fed: Any) -> None:
-    fed = make_fed(PERMISSIVE, PERMISSIVE)
-
-    run_lr(fed, "job-ok", {**LR, **SHORT, "reveal_host_scores": True})
-    ended = fed.wait_final("lr_0", timeout=240)
+def test_the_same_task_runs_where_the_policy_allows_it(
+    unique_name: str, tmp_path: Path, permissive_policy_file: Path
+) -> None:
+    # Prepare: both workers read the permissive policy from their settings (POLICY_FILE)
+    fed = Federation2(unique_name, tmp_path, policy_file=str(permissive_policy_file))
+    assert fed.parties[HOST].worker.executor.policy == PERMISSIVE
+    fed.start()
+    try:
+        run_lr(fed, "job-ok", {**LR, **SHORT, "reveal_host_scores": True})
+        ended = fed.wait_final("lr_0", timeout=240)
+    finally:
+        fed.stop()
 
     assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
     assert "host_scores_revealed" in {c.tag for c in fed.crossings.snapshot()}
+
+
+def test_a_worker_named_a_missing_policy_file_does_not_start(tmp_path: Path) -> None:
+    settings = WorkerSettings(
+        party_id=HOST,
+        bus_url=SecretStr("memory://policy-missing"),
+        database_url=SecretStr(f"sqlite:///{tmp_path / 'w.db'}"),
+        policy_file=str(tmp_path / "nope.yaml"),
+    )
+
+    with pytest.raises(PolicyError, match=r"nope\.yaml"):
+        Worker(settings)
