@@ -151,8 +151,10 @@ def ensure_vhost(vhost: str, user: str = "guest") -> None:
 
 
 def delete_vhost(vhost: str) -> None:
+    """Delete the vhost and the services' broker users made for it."""
     if vhost in existing_vhosts():
         _rabbitmqctl("delete_vhost", vhost)
+    delete_broker_users(vhost)
 
 
 def broker_user(vhost: str, service: str) -> str:
