@@ -23,6 +23,11 @@ that nobody consumes a topic, so an unroutable publish is not detected
 `delete` unsubscribes (dropping the backlog); deleting the topic itself needs the admin API.
 The consumer thread, batching, shutdown and request/reply correlation are fedbus.broker_bus's.
 
+Publisher identity: not carried. `Delivery.publisher` is always None (a producer's
+authentication role is not stamped on its messages), so the envelope runtime's remote-source
+guard is off on pulsar://; Pulsar's own answer would be per-topic produce authorization for
+per-service roles (docs/security.md), not built here.
+
 No Pulsar broker can be installed on the project's machines: this adapter's contract tests
 run only when PULSAR_URL is set.
 """
