@@ -16,6 +16,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fedmq import local
 from fedmq.sdk import Client
@@ -51,6 +54,26 @@ class Stack:
         """Stop both parties now (services flush their spans on the way out)."""
         if (self.local_dir / local.STATE_FILE).exists():
             local.down(self.local_dir, purge=True)
+
+
+def stack_fixture(label: str, **options: Any) -> Any:
+    """A module-scoped fixture (assign it to `stack`): both parties up for the module's tests,
+    with an API token of the module's own; `options` go to `two_parties`."""
+    token = f"{label}-{uuid.uuid4().hex}"
+
+    @pytest.fixture(scope="module")
+    def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
+        with two_parties(
+            amqp_url=amqp_url,
+            redis_url=redis_url,
+            pg_admin_url=pg_admin_url,
+            token=token,
+            label=label,
+            **options,
+        ) as running:
+            yield running
+
+    return stack
 
 
 @contextmanager

@@ -14,32 +14,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from tests.local_stack import DATA, GUEST, HOST, PSI_EVAL, Stack, two_parties, upload_breast
+from tests.local_stack import DATA, GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
-TOKEN = f"e2e-{uuid.uuid4().hex}"
 EVAL_METRICS = ("auc", "ks", "accuracy", "precision", "recall", "log_loss", "rows")
 
 
-@pytest.fixture(scope="module")
-def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
-    """Both parties' services, started in a scratch directory, with an API token of our own."""
-    with two_parties(
-        amqp_url=amqp_url,
-        redis_url=redis_url,
-        pg_admin_url=pg_admin_url,
-        token=TOKEN,
-        label="e2e",
-    ) as stack:
-        yield stack
+# Both parties' services, started in a scratch directory, with an API token of our own.
+stack = stack_fixture("e2e")
 
 
 def test_psi_and_evaluation_across_two_parties_equal_the_standalone_run(

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, two_parties, upload_breast
+from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 PEER = {GUEST: HOST, HOST: GUEST}
-TOKEN = f"metrics-{uuid.uuid4().hex}"
 RUNNING = "fedmq_worker_tasks_running"
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -46,18 +44,8 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     )
 
 
-@pytest.fixture(scope="module")
-def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
-    """Both parties' services in a scratch directory (their cwd), with an API token of ours."""
-    with two_parties(
-        amqp_url=amqp_url,
-        redis_url=redis_url,
-        pg_admin_url=pg_admin_url,
-        token=TOKEN,
-        label="metrics",
-        wait_for_workers=True,
-    ) as stack:
-        yield stack
+# Both parties' services in a scratch directory (their cwd), with an API token of ours.
+stack = stack_fixture("metrics", wait_for_workers=True)
 
 
 @pytest.fixture(scope="module")
