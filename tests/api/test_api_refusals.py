@@ -403,6 +403,67 @@ def test_the_openapi_document_describes_every_route_and_the_bearer_scheme(
     assert docs_page.status_code == 200
 
 
+INT32_MAX = 2**31 - 1
+
+
+def request_integers(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every integer a client can send (parameters and request bodies, $refs followed), with
+    where it is: ("POST /api/v1/replay/finished body.attempt", its schema)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(node: Any, where: str, seen: frozenset[str]) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, where, seen)
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref not in seen:
+            name = ref.rsplit("/", 1)[1]
+            walk(doc["components"]["schemas"][name], where, seen | {ref})
+        if node.get("type") == "integer":
+            found.append((where, node))
+        for key, value in node.get("properties", {}).items():
+            walk(value, f"{where}.{key}", seen)
+        for key in ("anyOf", "oneOf", "allOf", "items"):
+            if key in node:
+                walk(node[key], where, seen)
+
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            label = f"{method.upper()} {path}"
+            for parameter in operation.get("parameters", []):
+                walk(parameter["schema"], f"{label} {parameter['name']}", frozenset())
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                walk(media.get("schema", {}), f"{label} body", frozenset())
+    return found
+
+
+def test_every_integer_a_client_sends_is_bounded_to_a_32_bit_column(
+    party_factory: Callable[..., Party],
+) -> None:
+    # A value past what the scheduler's INTEGER columns hold used to reach PostgreSQL and come
+    # back as a 500 (DataError): each integer is refused at the API instead, as a 422.
+    party = party_factory(worker=False)
+    doc = party.api.get("/api/v1/openapi.json").json()
+
+    integers = request_integers(doc)
+    unbounded = [
+        where
+        for where, schema in integers
+        if "minimum" not in schema or schema.get("maximum", INT32_MAX + 1) > INT32_MAX
+    ]
+    beyond = party.api.get(f"/api/v1/jobs/x/tasks?attempt={INT32_MAX + 1}", headers=party.headers)
+
+    assert {where for where, _ in integers} >= {
+        "GET /api/v1/jobs limit",
+        "GET /api/v1/jobs/{job_id}/tasks attempt",
+        "POST /api/v1/replay/finished body.attempt",
+    }
+    assert unbounded == []
+    assert beyond.status_code == 422
+
+
 @settings(
     max_examples=40,
     deadline=None,
