@@ -44,7 +44,7 @@ def run_aggregation(
     silent_at_unmask: Collection[int] = (),
 ) -> AggregationResult:
     """All rounds in one process; clients in silent_at_X stop answering from round X on."""
-    clients = {u: SecAggClient(u, config) for u in inputs}
+    clients = clients_for(config, inputs)
     server = SecAggServer(config)
     gone: set[int] = set(silent_at_keys)
     for u, c in clients.items():
@@ -82,6 +82,21 @@ def within_bound(result: AggregationResult, expected: np.ndarray) -> bool:
 
 def config_for(n: int = 6, length: int = 200, **kwargs: object) -> SecAggConfig:
     return SecAggConfig(session=b"job-1/round-3", num_clients=n, vector_length=length, **kwargs)  # type: ignore[arg-type]
+
+
+def clients_for(config: SecAggConfig, ids: Collection[int]) -> dict[int, SecAggClient]:
+    return {u: SecAggClient(u, config) for u in ids}
+
+
+def shares_sent(config: SecAggConfig, clients: dict[int, SecAggClient]) -> SecAggServer:
+    """Rounds 0 and 1 with every client answering: keys advertised, shares sent (not yet routed)."""
+    server = SecAggServer(config)
+    for c in clients.values():
+        server.receive_keys(c.advertise_keys())
+    directory = server.key_directory()
+    for c in clients.values():
+        server.receive_shares(c.share_keys(directory))
+    return server
 
 
 # ------------------------------------------------------------------ correctness
@@ -166,13 +181,8 @@ def test_extreme_inputs_do_not_wrap_around() -> None:
 
 def test_masked_input_of_zeros_looks_uniform_and_differs_from_the_encoding() -> None:
     config = config_for(n=3, length=64_000)
-    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, (1, 2, 3))
+    server = shares_sent(config, clients)
     inboxes = server.route_shares()
 
     masked = clients[1].masked_input(inboxes[1], np.zeros(64_000)).masked
@@ -197,19 +207,14 @@ def test_same_input_is_masked_differently_each_session() -> None:
 
 def make_masked_single(x: np.ndarray) -> np.ndarray:
     config = config_for(n=2, length=x.size)
-    clients = {u: SecAggClient(u, config) for u in (1, 2)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, (1, 2))
+    server = shares_sent(config, clients)
     return clients[1].masked_input(server.route_shares()[1], x).masked
 
 
 def test_share_messages_do_not_contain_the_secrets() -> None:
     config = config_for(n=3, length=8)
-    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
+    clients = clients_for(config, (1, 2, 3))
     server = SecAggServer(config)
     for c in clients.values():
         server.receive_keys(c.advertise_keys())
@@ -267,13 +272,8 @@ def test_insecure_or_impossible_thresholds_are_refused(n: int, t: int) -> None:
 def masked_round(n: int = 6) -> tuple[SecAggConfig, dict[int, SecAggClient], SecAggServer]:
     """Run rounds 0-2 with every client; return them ready for unmasking."""
     config = config_for(n=n, length=16)
-    clients = {u: SecAggClient(u, config) for u in range(1, n + 1)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, range(1, n + 1))
+    server = shares_sent(config, clients)
     inboxes = server.route_shares()
     for u, c in clients.items():
         server.receive_masked_input(c.masked_input(inboxes[u], np.zeros(16)))
@@ -318,13 +318,8 @@ def test_request_with_fewer_than_t_survivors_is_refused() -> None:
 
 def test_server_request_never_overlaps() -> None:
     config = config_for(n=6, length=16)
-    clients = {u: SecAggClient(u, config) for u in range(1, 7)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, range(1, 7))
+    server = shares_sent(config, clients)
     inboxes = server.route_shares()
     for u in (1, 2, 3, 4):
         server.receive_masked_input(clients[u].masked_input(inboxes[u], np.zeros(16)))
@@ -341,13 +336,8 @@ def test_server_request_never_overlaps() -> None:
 
 def test_tampered_share_ciphertext_is_detected() -> None:
     config = config_for(n=3, length=4)
-    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, (1, 2, 3))
+    server = shares_sent(config, clients)
     inbox = server.route_shares()[1]
     blob = bytearray(inbox.ciphertexts[2])
     blob[-1] ^= 1
@@ -359,13 +349,8 @@ def test_tampered_share_ciphertext_is_detected() -> None:
 
 def test_shares_misrouted_to_another_client_do_not_decrypt() -> None:
     config = config_for(n=3, length=4)
-    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, (1, 2, 3))
+    server = shares_sent(config, clients)
     inboxes = server.route_shares()
     # Give client 1 the share that client 3 wrote for client 2, labelled as from 3.
     swapped = dataclasses.replace(
@@ -380,12 +365,7 @@ def test_client_with_a_different_config_cannot_read_shares() -> None:
     config = config_for(n=3, length=4)
     other = dataclasses.replace(config, session=b"another-job")
     clients = {1: SecAggClient(1, config), 2: SecAggClient(2, config), 3: SecAggClient(3, other)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    server = shares_sent(config, clients)
     inboxes = server.route_shares()
 
     with pytest.raises(SecAggError, match="another session"):
@@ -414,13 +394,8 @@ def test_corrupted_unmasking_share_is_detected() -> None:
 )
 def test_wrong_length_or_non_finite_input_is_refused(values: np.ndarray) -> None:
     config = config_for(n=3, length=16)
-    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
-    server = SecAggServer(config)
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, (1, 2, 3))
+    server = shares_sent(config, clients)
 
     with pytest.raises(SecAggError, match=r"shape|NaN"):
         clients[1].masked_input(server.route_shares()[1], values)
@@ -441,13 +416,8 @@ def test_server_refuses_bad_key_messages() -> None:
 
 def test_server_refuses_masked_input_of_wrong_shape_or_dtype() -> None:
     config = config_for(n=3, length=16)
-    server = SecAggServer(config)
-    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
-    for c in clients.values():
-        server.receive_keys(c.advertise_keys())
-    directory = server.key_directory()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(directory))
+    clients = clients_for(config, (1, 2, 3))
+    server = shares_sent(config, clients)
     server.route_shares()
 
     with pytest.raises(SecAggError, match="expected uint32"):
