@@ -12,6 +12,7 @@ TableStore (so a test can count reads), and answers with task.status as its scri
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -238,6 +239,28 @@ class Federation:
             return view if view["state"] == state else None
 
         return wait_for(check, timeout, f"job {job_id} {state} at party {party}")
+
+    def stop_site_until_failed(
+        self, stopped: str, watcher: str, job_id: str, timeout: float
+    ) -> tuple[dict[str, Any], float]:
+        """Stops `stopped`'s scheduler and worker (its site dies) and waits for the job to fail
+        at `watcher`: the failed job's view and the seconds from the stop to the failure."""
+        self.schedulers[stopped].stop()
+        self.workers[stopped].stop()
+        stopped_at = time.monotonic()
+        failed = self.wait_state(watcher, job_id, "failed", timeout=timeout)
+        return failed, time.monotonic() - stopped_at
+
+
+def held_psi_job(
+    federation_factory: Callable[..., Federation], job_id: str, **settings: Any
+) -> Federation:
+    """A federation (scheduler `settings` as given) running PSI_EVAL as `job_id`, submitted by
+    the guest, whose psi never finishes at either party; returns once the host runs psi_0."""
+    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi}, **settings)
+    fed.client(GUEST).submit(PSI_EVAL, job_id=job_id)
+    wait_for(lambda: "psi_0" in fed.workers[HOST].components_run(job_id))
+    return fed
 
 
 @pytest.fixture

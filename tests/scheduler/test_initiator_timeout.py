@@ -12,7 +12,7 @@ from fedbus import Bus
 from fedschemas import decode_payload
 from fedschemas.payloads import JobStatus
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, Relay, hold_psi, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, Relay, held_psi_job, wait_for
 
 TIMEOUT_S = 1.0
 
@@ -41,20 +41,12 @@ def test_a_participant_fails_its_side_when_the_initiator_goes_silent_naming_it(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job; psi never finishes at either party
-    fed = federation_factory(
-        scripts={GUEST: hold_psi, HOST: hold_psi},
-        party_timeout_s=TIMEOUT_S,
-        heartbeat_interval_s=0.2,
+    fed = held_psi_job(
+        federation_factory, "job-orphan", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
     )
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-orphan")
-    wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-orphan"))
 
     # Execute: the initiator's site dies (scheduler and worker)
-    fed.schedulers[GUEST].stop()
-    fed.workers[GUEST].stop()
-    stopped_at = time.monotonic()
-    failed = fed.wait_state(HOST, "job-orphan", "failed", timeout=10 * TIMEOUT_S)
-    took = time.monotonic() - stopped_at
+    failed, took = fed.stop_site_until_failed(GUEST, HOST, "job-orphan", timeout=10 * TIMEOUT_S)
 
     # Assert: failed after about the timeout, naming the initiator; its running task canceled
     assert failed["reason"].startswith("no word from initiator party 9999 for ")
@@ -73,13 +65,9 @@ def test_an_initiator_whose_messages_are_lost_learns_why_its_participant_gave_up
 ) -> None:
     # Prepare: a running job, then the link from the guest to the host breaks one way (the
     # guest's messages queue on its broker; the host's still arrive)
-    fed = federation_factory(
-        scripts={GUEST: hold_psi, HOST: hold_psi},
-        party_timeout_s=TIMEOUT_S,
-        heartbeat_interval_s=0.2,
+    fed = held_psi_job(
+        federation_factory, "job-one-way", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
     )
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-one-way")
-    wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-one-way"))
     fed.relay.stop()
     host_to_guest = OneWayRelay(fed.buses, HOST, GUEST)
     host_to_guest.start()
@@ -111,13 +99,9 @@ def test_the_initiators_heartbeats_keep_a_long_job_alive_at_its_participants(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: psi runs for longer than the timeout at both parties, both sites alive
-    fed = federation_factory(
-        scripts={GUEST: hold_psi, HOST: hold_psi},
-        party_timeout_s=TIMEOUT_S,
-        heartbeat_interval_s=0.2,
+    fed = held_psi_job(
+        federation_factory, "job-long-host", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
     )
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-long-host")
-    wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-long-host"))
 
     # Execute: three timeouts pass
     time.sleep(3 * TIMEOUT_S)

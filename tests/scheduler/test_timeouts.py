@@ -11,7 +11,7 @@ import pytest
 from fedscheduler.main import Scheduler
 from fedscheduler.rpc import SchedulerCommandFailed
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, held_psi_job, hold_psi, wait_for
 
 TIMEOUT_S = 1.0
 
@@ -20,20 +20,12 @@ def test_a_party_whose_services_stop_fails_the_job_after_the_timeout_naming_it(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job; psi never finishes at either party
-    fed = federation_factory(
-        scripts={GUEST: hold_psi, HOST: hold_psi},
-        party_timeout_s=TIMEOUT_S,
-        heartbeat_interval_s=0.2,
+    fed = held_psi_job(
+        federation_factory, "job-silent", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
     )
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-silent")
-    wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-silent"))
 
     # Execute: the host's scheduler and worker stop
-    fed.schedulers[HOST].stop()
-    fed.workers[HOST].stop()
-    stopped_at = time.monotonic()
-    failed = fed.wait_state(GUEST, "job-silent", "failed", timeout=10 * TIMEOUT_S)
-    took = time.monotonic() - stopped_at
+    failed, took = fed.stop_site_until_failed(HOST, GUEST, "job-silent", timeout=10 * TIMEOUT_S)
 
     # Assert
     assert failed["reason"].startswith("party 10000 sent nothing for ")
@@ -48,13 +40,9 @@ def test_heartbeats_keep_a_long_running_job_alive(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: psi runs for longer than the timeout at both parties, both schedulers alive
-    fed = federation_factory(
-        scripts={GUEST: hold_psi, HOST: hold_psi},
-        party_timeout_s=TIMEOUT_S,
-        heartbeat_interval_s=0.2,
+    fed = held_psi_job(
+        federation_factory, "job-long", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
     )
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-long")
-    wait_for(lambda: "psi_0" in fed.workers[HOST].components_run("job-long"))
 
     # Execute: three timeouts pass
     time.sleep(3 * TIMEOUT_S)
