@@ -52,6 +52,49 @@ def issue(ca: pki.CertificateAuthority, csr: Path, out: Path) -> Path:
     return out
 
 
+def install_cert(site: Path, cert: Path, ca_dir: Path) -> Any:
+    return fedmq(
+        "site",
+        "install-cert",
+        "--cert",
+        str(cert),
+        "--ca",
+        str(ca_dir / "ca.cert.pem"),
+        "--dir",
+        str(site),
+    )
+
+
+def add_peer(site: Path, party: str, address: str, cert: Path | None = None) -> Any:
+    with_cert = () if cert is None else ("--cert", str(cert))
+    return fedmq(
+        "site", "add-peer", "--party", party, "--address", address, *with_cert, "--dir", str(site)
+    )
+
+
+def sync_identity_cli(source: Path, target: Path) -> Any:
+    owner = f"{os.getuid()}:{os.getgid()}"
+    return fedmq(
+        "site",
+        "sync-identity",
+        "--source",
+        str(source),
+        "--target",
+        str(target),
+        "--owner",
+        owner,
+    )
+
+
+def installed_site(tmp_path: Path, ca: pki.CertificateAuthority) -> Path:
+    """A site of party 10000 with its certificate from `ca` installed."""
+    site = tmp_path / "site"
+    init(site)
+    issue(ca, site / "identity" / "party.csr.pem", tmp_path / "own.pem")
+    pki.install(site / "identity", tmp_path / "own.pem", tmp_path / "ca" / "ca.cert.pem")
+    return site
+
+
 def settings_from(env: dict[str, str], service: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The service's settings class built from exactly the environment compose gives it."""
     from fedgateway.settings import load_settings
@@ -141,9 +184,7 @@ def test_compose_hands_the_services_settings_they_accept(
     # Prepare: a site with a peer, the real compose tool's resolved configuration
     site = tmp_path / "site"
     init(site)
-    fedmq(
-        "site", "add-peer", "--party", "9999", "--address", "peer.example:7443", "--dir", str(site)
-    )
+    add_peer(site, "9999", "peer.example:7443")
     done = compose_config(site / ".env")
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
@@ -202,16 +243,7 @@ def test_install_cert_from_the_federation_ca(tmp_path: Path, ca: pki.Certificate
     cert = issue(ca, site / "identity" / "party.csr.pem", tmp_path / "10000.cert.pem")
 
     # Execute
-    done = fedmq(
-        "site",
-        "install-cert",
-        "--cert",
-        str(cert),
-        "--ca",
-        str(tmp_path / "ca" / "ca.cert.pem"),
-        "--dir",
-        str(site),
-    )
+    done = install_cert(site, cert, tmp_path / "ca")
 
     # Assert: the gateway can load the identity
     assert done.exit_code == 0, done.output
@@ -231,16 +263,7 @@ def test_install_cert_of_another_party_fails_clearly(
     cert = issue(ca, csr, tmp_path / "9999.cert.pem")
 
     # Execute
-    done = fedmq(
-        "site",
-        "install-cert",
-        "--cert",
-        str(cert),
-        "--ca",
-        str(tmp_path / "ca" / "ca.cert.pem"),
-        "--dir",
-        str(site),
-    )
+    done = install_cert(site, cert, tmp_path / "ca")
 
     # Assert: refused, saying whose certificate it is; nothing installed
     assert done.exit_code == 1
@@ -256,16 +279,7 @@ def test_install_cert_for_other_keys_of_the_same_party_fails(
     init(site)
     csr = pki.make_party("10000", tmp_path / "elsewhere")
     cert = issue(ca, csr, tmp_path / "wrong.cert.pem")
-    done = fedmq(
-        "site",
-        "install-cert",
-        "--cert",
-        str(cert),
-        "--ca",
-        str(tmp_path / "ca" / "ca.cert.pem"),
-        "--dir",
-        str(site),
-    )
+    done = install_cert(site, cert, tmp_path / "ca")
     assert done.exit_code == 1
     assert "matches neither" in done.output
 
@@ -277,25 +291,11 @@ def test_add_peer_checks_its_certificate_and_updates_the_env(
     tmp_path: Path, ca: pki.CertificateAuthority
 ) -> None:
     # Prepare: an installed site and a peer certified by the same CA
-    site = tmp_path / "site"
-    init(site)
-    issue(ca, site / "identity" / "party.csr.pem", tmp_path / "own.pem")
-    pki.install(site / "identity", tmp_path / "own.pem", tmp_path / "ca" / "ca.cert.pem")
+    site = installed_site(tmp_path, ca)
     peer_cert = issue(ca, pki.make_party("9999", tmp_path / "p"), tmp_path / "9999.cert.pem")
 
     # Execute
-    done = fedmq(
-        "site",
-        "add-peer",
-        "--party",
-        "9999",
-        "--address",
-        "peer.example:7443",
-        "--cert",
-        str(peer_cert),
-        "--dir",
-        str(site),
-    )
+    done = add_peer(site, "9999", "peer.example:7443", peer_cert)
 
     # Assert: the peer is in FEDMQ_PEERS in the gateway's format, its certificate kept
     assert done.exit_code == 0, done.output
@@ -313,41 +313,15 @@ def test_add_peer_checks_its_certificate_and_updates_the_env(
 def test_add_peer_refuses_a_certificate_of_a_foreign_ca_or_another_party(
     tmp_path: Path, ca: pki.CertificateAuthority
 ) -> None:
-    site = tmp_path / "site"
-    init(site)
-    issue(ca, site / "identity" / "party.csr.pem", tmp_path / "own.pem")
-    pki.install(site / "identity", tmp_path / "own.pem", tmp_path / "ca" / "ca.cert.pem")
+    site = installed_site(tmp_path, ca)
     pki.init_ca(tmp_path / "rogue", "rogue")
     rogue = pki.CertificateAuthority.load(tmp_path / "rogue")
     foreign = issue(rogue, pki.make_party("9999", tmp_path / "p"), tmp_path / "foreign.pem")
 
-    refused = fedmq(
-        "site",
-        "add-peer",
-        "--party",
-        "9999",
-        "--address",
-        "peer.example:7443",
-        "--cert",
-        str(foreign),
-        "--dir",
-        str(site),
-    )
-    wrong_party = fedmq(
-        "site",
-        "add-peer",
-        "--party",
-        "9998",
-        "--address",
-        "peer.example:7443",
-        "--cert",
-        str(issue(ca, tmp_path / "p" / "party.csr.pem", tmp_path / "p.pem")),
-        "--dir",
-        str(site),
-    )
-    itself = fedmq(
-        "site", "add-peer", "--party", "10000", "--address", "x.example:7443", "--dir", str(site)
-    )
+    refused = add_peer(site, "9999", "peer.example:7443", foreign)
+    cert_of_9999 = issue(ca, tmp_path / "p" / "party.csr.pem", tmp_path / "p.pem")
+    wrong_party = add_peer(site, "9998", "peer.example:7443", cert_of_9999)
+    itself = add_peer(site, "10000", "x.example:7443")
 
     assert refused.exit_code == 1 and "foreign_ca" in refused.output
     assert wrong_party.exit_code == 1 and "party 9999, not 9998" in wrong_party.output
@@ -361,10 +335,7 @@ def test_add_peer_refuses_a_certificate_of_a_foreign_ca_or_another_party(
 def test_sync_identity_copies_what_the_gateway_loads(
     tmp_path: Path, ca: pki.CertificateAuthority
 ) -> None:
-    site = tmp_path / "site"
-    init(site)
-    issue(ca, site / "identity" / "party.csr.pem", tmp_path / "own.pem")
-    pki.install(site / "identity", tmp_path / "own.pem", tmp_path / "ca" / "ca.cert.pem")
+    site = installed_site(tmp_path, ca)
 
     copied = sync_identity(site / "identity", tmp_path / "volume", os.getuid(), os.getgid())
 
@@ -376,16 +347,7 @@ def test_sync_identity_copies_what_the_gateway_loads(
 
 def test_sync_identity_without_a_certificate_says_to_install_one(tmp_path: Path) -> None:
     init(tmp_path / "site")
-    done = fedmq(
-        "site",
-        "sync-identity",
-        "--source",
-        str(tmp_path / "site" / "identity"),
-        "--target",
-        str(tmp_path / "volume"),
-        "--owner",
-        f"{os.getuid()}:{os.getgid()}",
-    )
+    done = sync_identity_cli(tmp_path / "site" / "identity", tmp_path / "volume")
     assert done.exit_code == 1
     assert "install-cert" in done.output
 
@@ -394,25 +356,13 @@ def test_sync_identity_refuses_keys_that_do_not_match_the_certificate(
     tmp_path: Path, ca: pki.CertificateAuthority
 ) -> None:
     # Prepare: an installed site whose TLS key was then replaced by another one
-    site = tmp_path / "site"
-    init(site)
-    issue(ca, site / "identity" / "party.csr.pem", tmp_path / "own.pem")
-    pki.install(site / "identity", tmp_path / "own.pem", tmp_path / "ca" / "ca.cert.pem")
+    site = installed_site(tmp_path, ca)
     pki.make_party("10000", tmp_path / "other")
     key = site / "identity" / "tls.key.pem"
     key.write_bytes((tmp_path / "other" / "tls.key.pem").read_bytes())
 
     # Execute
-    done = fedmq(
-        "site",
-        "sync-identity",
-        "--source",
-        str(site / "identity"),
-        "--target",
-        str(tmp_path / "volume"),
-        "--owner",
-        f"{os.getuid()}:{os.getgid()}",
-    )
+    done = sync_identity_cli(site / "identity", tmp_path / "volume")
 
     # Assert: nothing copied for the gateway to trip over
     assert done.exit_code == 1
