@@ -17,6 +17,10 @@ The libraries still create their tables with `create_all` when constructed on th
 embedded SQLite default, in-memory test databases): it creates only missing tables, so after
 the migrations ran it does nothing, and each package's first revision adopts tables that an
 older version created that way (it creates only the tables that are missing).
+
+A first revision declares its tables as a frozen `sa.Table` tuple of its own (never the
+package's live metadata: a later model change must come as a new revision, not silently alter
+what revision 0001 creates) and its body is `create_missing(*TABLES)` / `drop_tables(*TABLES)`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -123,3 +128,23 @@ def has_table(name: str) -> bool:
 def has_column(table: str, column: str) -> bool:
     """Inside a revision: whether `table` has `column`."""
     return any(c["name"] == column for c in sa.inspect(context.get_bind()).get_columns(table))
+
+
+def column(name: str, type_: sa.types.TypeEngine[Any], *, nullable: bool = False) -> sa.Column[Any]:
+    """A revision's column: NOT NULL unless said (what most columns of a hand-written revision
+    are)."""
+    return sa.Column(name, type_, nullable=nullable)
+
+
+def create_missing(*tables: sa.Table) -> None:
+    """Inside a first revision: create each of `tables`, with its indexes, unless it exists
+    already (an older version's create_all made it; it is adopted as it is)."""
+    for table in tables:
+        if not has_table(table.name):
+            table.create(op.get_bind())
+
+
+def drop_tables(*tables: sa.Table) -> None:
+    """Inside a revision's downgrade: drop `tables`, the last created first."""
+    for table in reversed(tables):
+        op.drop_table(table.name)

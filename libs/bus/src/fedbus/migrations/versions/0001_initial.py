@@ -1,7 +1,5 @@
-"""The inbox's done markers (fedmq_inbox) and the chunk store (fedmq_chunk_sets, fedmq_chunks).
-
-A database that an earlier version set up with create_all already has some of these tables:
-they are adopted as they are, and only the missing ones are created.
+"""The inbox's done markers (fedmq_inbox) and the chunk store (fedmq_chunk_sets, fedmq_chunks),
+adopted where an earlier version's create_all made them.
 
 Revision ID: 0001
 Revises:
@@ -11,56 +9,58 @@ Create Date: 2026-12-06
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
-from fedcommon.migrations import has_table
+from fedcommon.migrations import create_missing, drop_tables
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
+
+_META = sa.MetaData()
+
+
+def _text(name: str, length: int = 255, *, nullable: bool = False) -> sa.Column[str]:
+    return sa.Column(name, sa.String(length=length), nullable=nullable)
+
+
+# Frozen as this revision made them; later changes come as new revisions.
+TABLES = (
+    sa.Table(
+        "fedmq_chunk_sets",
+        _META,
+        _text("topic"),
+        _text("message_id"),
+        sa.Column("chunk_count", sa.Integer(), nullable=False),
+        sa.Column("total_bytes", sa.BigInteger(), nullable=False),
+        _text("sha256", 64),
+        sa.Column("headers", sa.Text(), nullable=False),
+        _text("reply_to", nullable=True),
+        _text("correlation_id", nullable=True),
+        sa.Column("first_seen", sa.Float(), nullable=False),
+        sa.Column("finished_at", sa.Float(), nullable=True),
+        sa.PrimaryKeyConstraint("topic", "message_id"),
+        sa.Index("ix_fedmq_chunk_sets_open", "finished_at", "first_seen"),
+    ),
+    sa.Table(
+        "fedmq_chunks",
+        _META,
+        _text("topic"),
+        _text("message_id"),
+        sa.Column("idx", sa.Integer(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("topic", "message_id", "idx"),
+    ),
+    sa.Table(
+        "fedmq_inbox",
+        _META,
+        _text("message_id"),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("message_id"),
+    ),
+)
 
 
 def upgrade() -> None:
-    if not has_table("fedmq_chunk_sets"):
-        op.create_table(
-            "fedmq_chunk_sets",
-            sa.Column("topic", sa.String(length=255), nullable=False),
-            sa.Column("message_id", sa.String(length=255), nullable=False),
-            sa.Column("chunk_count", sa.Integer(), nullable=False),
-            sa.Column("total_bytes", sa.BigInteger(), nullable=False),
-            sa.Column("sha256", sa.String(length=64), nullable=False),
-            sa.Column("headers", sa.Text(), nullable=False),
-            sa.Column("reply_to", sa.String(length=255), nullable=True),
-            sa.Column("correlation_id", sa.String(length=255), nullable=True),
-            sa.Column("first_seen", sa.Float(), nullable=False),
-            sa.Column("finished_at", sa.Float(), nullable=True),
-            sa.PrimaryKeyConstraint("topic", "message_id"),
-        )
-        op.create_index(
-            "ix_fedmq_chunk_sets_open",
-            "fedmq_chunk_sets",
-            ["finished_at", "first_seen"],
-            unique=False,
-        )
-    if not has_table("fedmq_chunks"):
-        op.create_table(
-            "fedmq_chunks",
-            sa.Column("topic", sa.String(length=255), nullable=False),
-            sa.Column("message_id", sa.String(length=255), nullable=False),
-            sa.Column("idx", sa.Integer(), nullable=False),
-            sa.Column("body", sa.LargeBinary(), nullable=False),
-            sa.PrimaryKeyConstraint("topic", "message_id", "idx"),
-        )
-    if not has_table("fedmq_inbox"):
-        op.create_table(
-            "fedmq_inbox",
-            sa.Column("message_id", sa.String(length=255), nullable=False),
-            sa.Column("done_at", sa.DateTime(timezone=True), nullable=False),
-            sa.PrimaryKeyConstraint("message_id"),
-        )
+    create_missing(*TABLES)
 
 
 def downgrade() -> None:
-    op.drop_table("fedmq_inbox")
-    op.drop_table("fedmq_chunks")
-    op.drop_table("fedmq_chunk_sets")
+    drop_tables(*TABLES)

@@ -1,7 +1,5 @@
-"""fedflow's tables (flow_*): mailbox, outbox, checkpoints, artifacts, metrics, curves, tables.
-
-A database that an earlier version set up with create_all already has some of these tables:
-they are adopted as they are, and only the missing ones are created.
+"""fedflow's tables (flow_*): mailbox, outbox, checkpoints, artifacts, metrics, curves, tables,
+adopted where an earlier version's create_all made them.
 
 Revision ID: 0001
 Revises:
@@ -10,145 +8,130 @@ Create Date: 2026-12-06
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
-from alembic import op
-from fedcommon.migrations import has_table
+from fedcommon.migrations import column, create_missing, drop_tables
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
+
+_META = sa.MetaData()
+
+# The fields several flow tables share (a task's key, a message's address), with the one type
+# each has everywhere; all are NOT NULL.
+_SHARED: dict[str, sa.types.TypeEngine[Any]] = {
+    "job_id": sa.String(length=256),
+    "component": sa.String(length=128),
+    "component_type": sa.String(length=128),
+    "attempt": sa.Integer(),
+    "party_id": sa.String(length=64),
+    "role": sa.String(length=16),
+    "name": sa.String(length=128),
+    "message_id": sa.String(length=255),
+    "tag": sa.String(length=256),
+    "iteration": sa.BigInteger(),
+    "seq": sa.BigInteger(),
+    "source_party": sa.String(length=64),
+    "source_role": sa.String(length=16),
+    "destination_party": sa.String(length=64),
+    "destination_role": sa.String(length=16),
+    "envelope": sa.LargeBinary(),
+}
+
+
+def _shared(*names: str) -> list[sa.Column[Any]]:
+    return [sa.Column(name, _SHARED[name], nullable=False) for name in names]
+
+
+def _time(name: str) -> sa.Column[Any]:
+    return column(name, sa.DateTime(timezone=True))
+
+
+# Frozen as this revision made them; later changes come as new revisions.
+TABLES = (
+    sa.Table(
+        "flow_artifacts",
+        _META,
+        *_shared("job_id", "component", "party_id", "role", "name", "attempt"),
+        column("kind", sa.String(length=32)),
+        column("data", sa.LargeBinary()),
+        _time("created_at"),
+        sa.PrimaryKeyConstraint("job_id", "component", "party_id", "role", "name"),
+    ),
+    sa.Table(
+        "flow_checkpoints",
+        _META,
+        *_shared("job_id", "component", "attempt", "party_id", "role", "iteration"),
+        column("state", sa.LargeBinary()),
+        _time("saved_at"),
+        sa.PrimaryKeyConstraint("job_id", "component", "attempt", "party_id", "role"),
+    ),
+    sa.Table(
+        "flow_curves",
+        _META,
+        *_shared("job_id", "component", "party_id", "name"),
+        column("x_label", sa.String(length=64)),
+        column("y_label", sa.String(length=64)),
+        column("points", sa.Text()),
+        *_shared("attempt"),
+        _time("logged_at"),
+        sa.PrimaryKeyConstraint("job_id", "component", "party_id", "name"),
+    ),
+    sa.Table(
+        "flow_mailbox",
+        _META,
+        *_shared("message_id", "job_id", "component", "attempt", "tag", "iteration", "seq"),
+        *_shared("source_party", "source_role", "destination_party", "destination_role"),
+        _time("received_at"),
+        *_shared("envelope"),
+        sa.PrimaryKeyConstraint("message_id"),
+        sa.Index("ix_flow_mailbox_lookup", "job_id", "component", "attempt", "tag", "iteration"),
+    ),
+    sa.Table(
+        "flow_metrics",
+        _META,
+        *_shared("job_id", "component", "party_id", "name"),
+        column("step", sa.BigInteger()),
+        column("value", sa.Float(), nullable=True),
+        *_shared("attempt"),
+        _time("logged_at"),
+        sa.PrimaryKeyConstraint("job_id", "component", "party_id", "name", "step"),
+    ),
+    sa.Table(
+        "flow_outbox",
+        _META,
+        *_shared("message_id", "job_id", "component", "component_type", "attempt", "party_id"),
+        *_shared("role", "destination_party", "destination_role", "tag", "iteration", "seq"),
+        column("msg_order", sa.Integer()),
+        column("topic", sa.String(length=256)),
+        *_shared("envelope"),
+        _time("sent_at"),
+        sa.PrimaryKeyConstraint("message_id"),
+        sa.Index("ix_flow_outbox_task", "job_id", "component", "attempt", "party_id", "iteration"),
+    ),
+    sa.Table(
+        "flow_tables",
+        _META,
+        *_shared("name"),
+        column("file", sa.String(length=1024)),
+        column("rows", sa.Integer()),
+        column("feature_names", sa.Text()),
+        column("id_column", sa.String(length=256)),
+        column("label_column", sa.String(length=256), nullable=True),
+        column("missing_values", sa.Integer()),
+        column("missing_by_column", sa.Text()),
+        column("sha256", sa.String(length=64)),
+        _time("uploaded_at"),
+        column("reads", sa.Integer()),
+        sa.PrimaryKeyConstraint("name"),
+    ),
+)
 
 
 def upgrade() -> None:
-    if not has_table("flow_artifacts"):
-        op.create_table(
-            "flow_artifacts",
-            sa.Column("job_id", sa.String(length=256), nullable=False),
-            sa.Column("component", sa.String(length=128), nullable=False),
-            sa.Column("party_id", sa.String(length=64), nullable=False),
-            sa.Column("role", sa.String(length=16), nullable=False),
-            sa.Column("name", sa.String(length=128), nullable=False),
-            sa.Column("attempt", sa.Integer(), nullable=False),
-            sa.Column("kind", sa.String(length=32), nullable=False),
-            sa.Column("data", sa.LargeBinary(), nullable=False),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-            sa.PrimaryKeyConstraint("job_id", "component", "party_id", "role", "name"),
-        )
-    if not has_table("flow_checkpoints"):
-        op.create_table(
-            "flow_checkpoints",
-            sa.Column("job_id", sa.String(length=256), nullable=False),
-            sa.Column("component", sa.String(length=128), nullable=False),
-            sa.Column("attempt", sa.Integer(), nullable=False),
-            sa.Column("party_id", sa.String(length=64), nullable=False),
-            sa.Column("role", sa.String(length=16), nullable=False),
-            sa.Column("iteration", sa.BigInteger(), nullable=False),
-            sa.Column("state", sa.LargeBinary(), nullable=False),
-            sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
-            sa.PrimaryKeyConstraint("job_id", "component", "attempt", "party_id", "role"),
-        )
-    if not has_table("flow_curves"):
-        op.create_table(
-            "flow_curves",
-            sa.Column("job_id", sa.String(length=256), nullable=False),
-            sa.Column("component", sa.String(length=128), nullable=False),
-            sa.Column("party_id", sa.String(length=64), nullable=False),
-            sa.Column("name", sa.String(length=128), nullable=False),
-            sa.Column("x_label", sa.String(length=64), nullable=False),
-            sa.Column("y_label", sa.String(length=64), nullable=False),
-            sa.Column("points", sa.Text(), nullable=False),
-            sa.Column("attempt", sa.Integer(), nullable=False),
-            sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
-            sa.PrimaryKeyConstraint("job_id", "component", "party_id", "name"),
-        )
-    if not has_table("flow_mailbox"):
-        op.create_table(
-            "flow_mailbox",
-            sa.Column("message_id", sa.String(length=255), nullable=False),
-            sa.Column("job_id", sa.String(length=256), nullable=False),
-            sa.Column("component", sa.String(length=128), nullable=False),
-            sa.Column("attempt", sa.Integer(), nullable=False),
-            sa.Column("tag", sa.String(length=256), nullable=False),
-            sa.Column("iteration", sa.BigInteger(), nullable=False),
-            sa.Column("seq", sa.BigInteger(), nullable=False),
-            sa.Column("source_party", sa.String(length=64), nullable=False),
-            sa.Column("source_role", sa.String(length=16), nullable=False),
-            sa.Column("destination_party", sa.String(length=64), nullable=False),
-            sa.Column("destination_role", sa.String(length=16), nullable=False),
-            sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("envelope", sa.LargeBinary(), nullable=False),
-            sa.PrimaryKeyConstraint("message_id"),
-        )
-        op.create_index(
-            "ix_flow_mailbox_lookup",
-            "flow_mailbox",
-            ["job_id", "component", "attempt", "tag", "iteration"],
-            unique=False,
-        )
-    if not has_table("flow_metrics"):
-        op.create_table(
-            "flow_metrics",
-            sa.Column("job_id", sa.String(length=256), nullable=False),
-            sa.Column("component", sa.String(length=128), nullable=False),
-            sa.Column("party_id", sa.String(length=64), nullable=False),
-            sa.Column("name", sa.String(length=128), nullable=False),
-            sa.Column("step", sa.BigInteger(), nullable=False),
-            sa.Column("value", sa.Float(), nullable=True),
-            sa.Column("attempt", sa.Integer(), nullable=False),
-            sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
-            sa.PrimaryKeyConstraint("job_id", "component", "party_id", "name", "step"),
-        )
-    if not has_table("flow_outbox"):
-        op.create_table(
-            "flow_outbox",
-            sa.Column("message_id", sa.String(length=255), nullable=False),
-            sa.Column("job_id", sa.String(length=256), nullable=False),
-            sa.Column("component", sa.String(length=128), nullable=False),
-            sa.Column("component_type", sa.String(length=128), nullable=False),
-            sa.Column("attempt", sa.Integer(), nullable=False),
-            sa.Column("party_id", sa.String(length=64), nullable=False),
-            sa.Column("role", sa.String(length=16), nullable=False),
-            sa.Column("destination_party", sa.String(length=64), nullable=False),
-            sa.Column("destination_role", sa.String(length=16), nullable=False),
-            sa.Column("tag", sa.String(length=256), nullable=False),
-            sa.Column("iteration", sa.BigInteger(), nullable=False),
-            sa.Column("seq", sa.BigInteger(), nullable=False),
-            sa.Column("msg_order", sa.Integer(), nullable=False),
-            sa.Column("topic", sa.String(length=256), nullable=False),
-            sa.Column("envelope", sa.LargeBinary(), nullable=False),
-            sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
-            sa.PrimaryKeyConstraint("message_id"),
-        )
-        op.create_index(
-            "ix_flow_outbox_task",
-            "flow_outbox",
-            ["job_id", "component", "attempt", "party_id", "iteration"],
-            unique=False,
-        )
-    if not has_table("flow_tables"):
-        op.create_table(
-            "flow_tables",
-            sa.Column("name", sa.String(length=128), nullable=False),
-            sa.Column("file", sa.String(length=1024), nullable=False),
-            sa.Column("rows", sa.Integer(), nullable=False),
-            sa.Column("feature_names", sa.Text(), nullable=False),
-            sa.Column("id_column", sa.String(length=256), nullable=False),
-            sa.Column("label_column", sa.String(length=256), nullable=True),
-            sa.Column("missing_values", sa.Integer(), nullable=False),
-            sa.Column("missing_by_column", sa.Text(), nullable=False),
-            sa.Column("sha256", sa.String(length=64), nullable=False),
-            sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("reads", sa.Integer(), nullable=False),
-            sa.PrimaryKeyConstraint("name"),
-        )
+    create_missing(*TABLES)
 
 
 def downgrade() -> None:
-    op.drop_table("flow_tables")
-    op.drop_table("flow_outbox")
-    op.drop_table("flow_metrics")
-    op.drop_table("flow_mailbox")
-    op.drop_table("flow_curves")
-    op.drop_table("flow_checkpoints")
-    op.drop_table("flow_artifacts")
+    drop_tables(*TABLES)

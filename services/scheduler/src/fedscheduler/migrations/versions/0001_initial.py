@@ -20,6 +20,16 @@ def _time(name: str, nullable: bool = False) -> sa.Column[object]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
+def _job_key() -> sa.Column[object]:
+    """The job a party or task row belongs to (goes with the job)."""
+    return sa.Column(
+        "job_id",
+        sa.String(128),
+        sa.ForeignKey("scheduler_jobs.job_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
 def upgrade() -> None:
     op.create_table(
         "scheduler_jobs",
@@ -38,12 +48,7 @@ def upgrade() -> None:
     op.create_index("ix_scheduler_jobs_state", "scheduler_jobs", ["state"])
     op.create_table(
         "scheduler_job_parties",
-        sa.Column(
-            "job_id",
-            sa.String(128),
-            sa.ForeignKey("scheduler_jobs.job_id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
+        _job_key(),
         sa.Column("party_id", sa.String(64), primary_key=True),
         sa.Column("roles", sa.String(64), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
@@ -52,12 +57,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "scheduler_tasks",
-        sa.Column(
-            "job_id",
-            sa.String(128),
-            sa.ForeignKey("scheduler_jobs.job_id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
+        _job_key(),
         sa.Column("component", sa.String(128), primary_key=True),
         sa.Column("attempt", sa.Integer, primary_key=True),
         sa.Column("party_id", sa.String(64), primary_key=True),
