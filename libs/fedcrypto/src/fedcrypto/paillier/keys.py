@@ -73,7 +73,97 @@ def random_bytes(count: int, width: int) -> NDArray[np.uint8]:
     return np.frombuffer(secrets.token_bytes(count * width), dtype=np.uint8).reshape(count, width)
 
 
-class PublicKey:
+class _EncryptingKey:
+    """encrypt and encrypt_residues, the same for both keys: what differs is where the
+    obfuscators come from (obfuscation_spec: from n^2 for the public key, by CRT modulo p^2
+    and q^2 for the private key, the key holder's fast path)."""
+
+    def _key_for_encryption(self) -> PublicKey:
+        raise NotImplementedError
+
+    def obfuscation_spec(self, obfuscation: Obfuscation = "djn") -> kernels.ObfuscationSpec:
+        raise NotImplementedError
+
+    def encrypt(
+        self,
+        values: Any,
+        *,
+        precision: float | None = None,
+        obfuscate: bool = True,
+        obfuscation: Obfuscation = "djn",
+        pool: ObfuscatorPool | None = None,
+        executor: Executor | None = None,
+        chunk_size: int | None = None,
+    ) -> EncryptedVector:
+        """Encrypt an array of any shape of ints or floats (one shared exponent).
+
+        obfuscate=False yields 1 + m n, which anyone can decrypt: see the docs for when that is
+        safe. `pool` supplies precomputed obfuscators (each used once). `executor` spreads the
+        work over the caller's workers in chunks of `chunk_size`.
+        """
+        from .vector import EncryptedVector
+
+        public_key = self._key_for_encryption()
+        encoded = encode(values, public_key.max_int, precision=precision)
+        plain = to_residues(encoded.mantissas, public_key.n, public_key.plain_limbs)
+        data = self.encrypt_residues(
+            plain,
+            obfuscate=obfuscate,
+            obfuscation=obfuscation,
+            pool=pool,
+            executor=executor,
+            chunk_size=chunk_size,
+        )
+        return EncryptedVector(
+            public_key,
+            data,
+            encoded.exponent,
+            encoded.mantissas.shape,
+            bound=encoded.bound,
+            obfuscated=obfuscate,
+        )
+
+    def encrypt_residues(
+        self,
+        plain: LimbArray,
+        *,
+        obfuscate: bool = True,
+        obfuscation: Obfuscation = "djn",
+        pool: ObfuscatorPool | None = None,
+        executor: Executor | None = None,
+        chunk_size: int | None = None,
+    ) -> LimbArray:
+        """Ciphertext limbs for plaintext residues in [0, n) given as limbs (no encoding)."""
+        public_key = self._key_for_encryption()
+        count = plain.shape[0]
+        n_b = public_key.n_bytes
+        if not obfuscate or pool is not None:
+            if pool is not None and not obfuscate:
+                raise ValueError(
+                    "a pool supplies obfuscators; it makes no sense with obfuscate=False"
+                )
+            obf = None
+            if pool is not None:
+                if pool.public_key != public_key:
+                    raise KeyMismatchError("the obfuscator pool belongs to a different key")
+                obf = pool.take(count)
+            parts = map_chunks(
+                kernels.k_encrypt_with,
+                chunk_bounds(count, executor, chunk_size, min_chunk=CHEAP_MIN_CHUNK),
+                lambda lo, hi: (n_b, plain[lo:hi], None if obf is None else obf[lo:hi]),
+                executor,
+            )
+            return concat_limbs(parts, public_key.limbs)
+        spec = self.obfuscation_spec(obfuscation)
+        rand = random_bytes(count, kernels.randomness_bytes(spec))
+        bounds = chunk_bounds(count, executor, chunk_size, min_chunk=kernels.min_chunk(spec))
+        parts = map_chunks(
+            kernels.k_encrypt, bounds, lambda lo, hi: (spec, plain[lo:hi], rand[lo:hi]), executor
+        )
+        return concat_limbs(parts, public_key.limbs)
+
+
+class PublicKey(_EncryptingKey):
     """A Paillier public key (n; g = n + 1 implicitly, as phe)."""
 
     def __init__(self, n: int | mpz, *, insecure_allow_short: bool = False) -> None:
@@ -102,6 +192,9 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"<PublicKey {self.n_length} bits {hex(hash(self) & 0xFFFFFFFFFF)}>"
+
+    def _key_for_encryption(self) -> PublicKey:
+        return self
 
     # -- DJN precomputation ------------------------------------------------------------------
 
@@ -138,44 +231,6 @@ class PublicKey:
             return ("textbook", self.n_bytes)
         raise ValueError(f"unknown obfuscation {obfuscation!r}; use 'djn' or 'textbook'")
 
-    # -- encryption ----------------------------------------------------------------------------
-
-    def encrypt(
-        self,
-        values: Any,
-        *,
-        precision: float | None = None,
-        obfuscate: bool = True,
-        obfuscation: Obfuscation = "djn",
-        pool: ObfuscatorPool | None = None,
-        executor: Executor | None = None,
-        chunk_size: int | None = None,
-    ) -> EncryptedVector:
-        """Encrypt an array of any shape of ints or floats (one shared exponent).
-
-        obfuscate=False yields 1 + m n, which anyone can decrypt: see the docs for when that is
-        safe. `pool` supplies precomputed obfuscators (each used once). `executor` spreads the
-        work over the caller's workers in chunks of `chunk_size`.
-        """
-        return _encrypt_values(
-            self, self, values, precision, obfuscate, obfuscation, pool, executor, chunk_size
-        )
-
-    def encrypt_residues(
-        self,
-        plain: LimbArray,
-        *,
-        obfuscate: bool = True,
-        obfuscation: Obfuscation = "djn",
-        pool: ObfuscatorPool | None = None,
-        executor: Executor | None = None,
-        chunk_size: int | None = None,
-    ) -> LimbArray:
-        """Ciphertext limbs for plaintext residues in [0, n) given as limbs (no encoding)."""
-        return _encrypt_residues(
-            self, self, plain, obfuscate, obfuscation, pool, executor, chunk_size
-        )
-
     # -- bytes and phe ---------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
@@ -206,7 +261,7 @@ class PublicKey:
         return phe.PaillierPublicKey(int(self.n))
 
 
-class PrivateKey:
+class PrivateKey(_EncryptingKey):
     """A Paillier private key (p < q) with CRT decryption and CRT encryption."""
 
     def __init__(self, public_key: PublicKey, p: int | mpz, q: int | mpz) -> None:
@@ -241,6 +296,9 @@ class PrivateKey:
     def __repr__(self) -> str:
         return f"<PrivateKey for {self.public_key!r}>"
 
+    def _key_for_encryption(self) -> PublicKey:
+        return self.public_key
+
     def precompute(self, window: int = DEFAULT_WINDOW) -> tuple[FixedBaseTable, FixedBaseTable]:
         """Fixed-base tables of the public key's DJN base modulo p^2 and q^2 (half size each)."""
         tables = self._crt_tables
@@ -271,44 +329,6 @@ class PrivateKey:
         if obfuscation == "textbook":
             return ("textbook_crt", self._p_bytes, self._q_bytes)
         raise ValueError(f"unknown obfuscation {obfuscation!r}; use 'djn' or 'textbook'")
-
-    def encrypt(
-        self,
-        values: Any,
-        *,
-        precision: float | None = None,
-        obfuscate: bool = True,
-        obfuscation: Obfuscation = "djn",
-        pool: ObfuscatorPool | None = None,
-        executor: Executor | None = None,
-        chunk_size: int | None = None,
-    ) -> EncryptedVector:
-        """As PublicKey.encrypt, with obfuscators computed by CRT (the key holder's fast path)."""
-        return _encrypt_values(
-            self.public_key,
-            self,
-            values,
-            precision,
-            obfuscate,
-            obfuscation,
-            pool,
-            executor,
-            chunk_size,
-        )
-
-    def encrypt_residues(
-        self,
-        plain: LimbArray,
-        *,
-        obfuscate: bool = True,
-        obfuscation: Obfuscation = "djn",
-        pool: ObfuscatorPool | None = None,
-        executor: Executor | None = None,
-        chunk_size: int | None = None,
-    ) -> LimbArray:
-        return _encrypt_residues(
-            self.public_key, self, plain, obfuscate, obfuscation, pool, executor, chunk_size
-        )
 
     def decrypt_residues(
         self, data: LimbArray, *, executor: Executor | None = None, chunk_size: int | None = None
@@ -386,67 +406,3 @@ def generate_keypair(
             break
     public = PublicKey(p * q, insecure_allow_short=insecure_allow_short)
     return public, PrivateKey(public, p, q)
-
-
-def _encrypt_values(
-    public_key: PublicKey,
-    key: PublicKey | PrivateKey,
-    values: Any,
-    precision: float | None,
-    obfuscate: bool,
-    obfuscation: Obfuscation,
-    pool: ObfuscatorPool | None,
-    executor: Executor | None,
-    chunk_size: int | None,
-) -> EncryptedVector:
-    from .vector import EncryptedVector
-
-    encoded = encode(values, public_key.max_int, precision=precision)
-    plain = to_residues(encoded.mantissas, public_key.n, public_key.plain_limbs)
-    data = _encrypt_residues(
-        public_key, key, plain, obfuscate, obfuscation, pool, executor, chunk_size
-    )
-    return EncryptedVector(
-        public_key,
-        data,
-        encoded.exponent,
-        encoded.mantissas.shape,
-        bound=encoded.bound,
-        obfuscated=obfuscate,
-    )
-
-
-def _encrypt_residues(
-    public_key: PublicKey,
-    key: PublicKey | PrivateKey,
-    plain: LimbArray,
-    obfuscate: bool,
-    obfuscation: Obfuscation,
-    pool: ObfuscatorPool | None,
-    executor: Executor | None,
-    chunk_size: int | None,
-) -> LimbArray:
-    count = plain.shape[0]
-    n_b = public_key.n_bytes
-    if not obfuscate or pool is not None:
-        if pool is not None and not obfuscate:
-            raise ValueError("a pool supplies obfuscators; it makes no sense with obfuscate=False")
-        obf = None
-        if pool is not None:
-            if pool.public_key != public_key:
-                raise KeyMismatchError("the obfuscator pool belongs to a different key")
-            obf = pool.take(count)
-        parts = map_chunks(
-            kernels.k_encrypt_with,
-            chunk_bounds(count, executor, chunk_size, min_chunk=CHEAP_MIN_CHUNK),
-            lambda lo, hi: (n_b, plain[lo:hi], None if obf is None else obf[lo:hi]),
-            executor,
-        )
-        return concat_limbs(parts, public_key.limbs)
-    spec = key.obfuscation_spec(obfuscation)
-    rand = random_bytes(count, kernels.randomness_bytes(spec))
-    bounds = chunk_bounds(count, executor, chunk_size, min_chunk=kernels.min_chunk(spec))
-    parts = map_chunks(
-        kernels.k_encrypt, bounds, lambda lo, hi: (spec, plain[lo:hi], rand[lo:hi]), executor
-    )
-    return concat_limbs(parts, public_key.limbs)
