@@ -271,6 +271,32 @@ def test_a_refused_submission_leaves_no_job_behind(party_factory: Callable[..., 
     assert job.status_code == 404
 
 
+def test_stopping_a_job_whose_peer_is_gone_is_a_409_naming_it(
+    party_factory: Callable[..., Party],
+) -> None:
+    # Prepare: a job proposed to party 10000 while it was a peer (its outbound topic existed),
+    # then the peer removed (nothing takes out.10000 any more).
+    party = party_factory(worker=False)
+    bus = party.scheduler.bus
+    bus.declare("out.10000")
+    submitted = party.api.post(
+        "/api/v1/jobs?job_id=peer-gone",
+        content=NOT_A_PEER.encode(),
+        headers={**party.headers, **YAML},
+    )
+    bus.delete("out.10000")
+
+    # Execute
+    stop = party.api.post("/api/v1/jobs/peer-gone/stop", headers=party.headers)
+    job = party.api.get("/api/v1/jobs/peer-gone", headers=party.headers)
+
+    # Assert
+    assert submitted.status_code == 201, submitted.text
+    assert stop.status_code == 409, stop.text
+    assert "party 10000 is not a peer of party 9999 any more" in stop.json()["detail"]
+    assert job.json()["state"] == submitted.json()["state"]
+
+
 @pytest.mark.parametrize(
     ("body", "loc"),
     [

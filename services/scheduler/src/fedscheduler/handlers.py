@@ -404,7 +404,16 @@ def _command(session: Session, ctx: SchedulerContext, job_id: str, event: Event)
     job = repo.get(job_id, lock=True)
     if job is None:
         raise CommandError("not_found", f"no job {job_id}")
-    _step(repo, job, event, ctx, ctx.clock())
+    try:
+        _step(repo, job, event, ctx, ctx.clock())
+    except UnknownPeer as exc:
+        # Rolled back with the command: the job stays as it was.
+        raise CommandError(
+            "conflict",
+            f"job {job_id}: party {exc.party_id} is not a peer of party {ctx.party_id} any "
+            "more (no route to it: add it back to the gateway's peers, or check that the "
+            "gateway runs)",
+        ) from exc
     return repo.row(job_id)
 
 
