@@ -25,8 +25,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table as RichTable
 
+from fedmq.cli_output import rich_table
 from fedmq.sdk import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8081"
@@ -139,14 +139,9 @@ def list_tables(url: ApiUrl = DEFAULT_URL, token: ApiToken = "", as_json: JsonFl
     if as_json:
         print_json([t.model_dump(mode="json") for t in tables])
         return
-    out = RichTable(title="Tables")
-    for column in ("name", "rows", "features", "label", "missing", "reads", "uploaded"):
-        out.add_column(
-            column,
-            justify="right" if column in ("rows", "features", "missing", "reads") else "left",
-        )
-    for t in tables:
-        out.add_row(
+    columns = ("name", "rows", "features", "label", "missing", "reads", "uploaded")
+    cells = [
+        (
             t.name,
             str(t.rows),
             str(t.features),
@@ -155,7 +150,10 @@ def list_tables(url: ApiUrl = DEFAULT_URL, token: ApiToken = "", as_json: JsonFl
             str(t.reads),
             t.uploaded_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    console.print(out)
+        for t in tables
+    ]
+    numbers = ("rows", "features", "missing", "reads")
+    console.print(rich_table("Tables", columns, cells, right=numbers))
 
 
 @data_app.command("grants")
@@ -171,14 +169,14 @@ def list_grants(
     if as_json:
         print_json([g.model_dump(mode="json") for g in grants])
         return
-    out = RichTable(title="Grants")
-    for column in ("table", "grantee", "component types", "granted"):
-        out.add_column(column)
-    for g in grants:
-        out.add_row(
+    columns = ("table", "grantee", "component types", "granted")
+    cells = [
+        (
             g.table,
             g.grantee,
             ", ".join(g.component_types),
             g.granted_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    console.print(out)
+        for g in grants
+    ]
+    console.print(rich_table("Grants", columns, cells))

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
+from fedmq.cli_output import CROSSED_COLUMNS, CROSSED_TITLE, rich_table
 from fedmq.tables import read_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -214,15 +215,11 @@ def run_demo(
 
 
 def _crossing_summary(result: DemoResult) -> RichTable:
-    table = RichTable(title="What crossed between the parties (signed, verified, recorded)")
-    for column in ("from", "to", "tag", "kind", "messages", "bytes"):
-        table.add_column(column, justify="right" if column in ("messages", "bytes") else "left")
     grouped: dict[tuple[str, str, str, str], list[int]] = {}
     for source, destination, tag, kind, size in result.crossings:
         grouped.setdefault((source, destination, tag, kind), []).append(size)
-    for (source, destination, tag, kind), sizes in grouped.items():
-        table.add_row(source, destination, tag, kind, f"{len(sizes):,}", f"{sum(sizes):,}")
-    return table
+    cells = [(*route, f"{len(sizes):,}", f"{sum(sizes):,}") for route, sizes in grouped.items()]
+    return rich_table(CROSSED_TITLE, CROSSED_COLUMNS, cells, right=("messages", "bytes"))
 
 
 def print_result(result: DemoResult, console: Console) -> None:

@@ -19,9 +19,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table as RichTable
+from rich.progress import TaskID
 
+from fedmq.cli_output import rich_table, task_progress
 from fedmq.data_cli import (
     DEFAULT_URL,
     ApiToken,
@@ -71,14 +71,7 @@ def _print_job(job: Job) -> None:
 
 def wait_with_progress(api: Client, job_id: str, *, timeout: float | None, poll: float) -> Job:
     """Poll until the job ends, showing a bar for the job and one per task with its state."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[state]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with task_progress(console) as progress:
         overall = progress.add_task(f"job {escape(job_id)}", total=None, state="")
         rows: dict[tuple[str, str, int], TaskID] = {}
 
@@ -173,11 +166,9 @@ def list_jobs(
     if as_json:
         print_json([j.model_dump(mode="json") for j in jobs])
         return
-    out = RichTable(title="Jobs")
-    for column in ("job", "state", "attempt", "initiator", "tasks", "created", "reason"):
-        out.add_column(column)
-    for j in jobs:
-        out.add_row(
+    columns = ("job", "state", "attempt", "initiator", "tasks", "created", "reason")
+    cells = [
+        (
             j.job_id,
             _state(j.state),
             str(j.attempt),
@@ -186,7 +177,9 @@ def list_jobs(
             j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             escape((j.reason or "")[:80]),
         )
-    console.print(out)
+        for j in jobs
+    ]
+    console.print(rich_table("Jobs", columns, cells))
 
 
 @job_app.command("wait")
@@ -249,11 +242,9 @@ def tasks(
     if as_json:
         print_json([t.model_dump(mode="json") for t in rows])
         return
-    out = RichTable(title=f"Tasks of job {escape(job_id)}")
-    for column in ("component", "type", "party", "attempt", "state", "progress", "reason"):
-        out.add_column(column)
-    for t in rows:
-        out.add_row(
+    columns = ("component", "type", "party", "attempt", "state", "progress", "reason")
+    cells = [
+        (
             t.component,
             t.component_type,
             t.party_id,
@@ -262,7 +253,9 @@ def tasks(
             "" if t.progress is None else f"{t.progress:.0%}",
             escape((t.reason or "")[:100]),
         )
-    console.print(out)
+        for t in rows
+    ]
+    console.print(rich_table(f"Tasks of job {escape(job_id)}", columns, cells))
 
 
 @job_app.command("metrics")
@@ -279,13 +272,19 @@ def metrics(
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
-    out = RichTable(title=f"Metrics of job {escape(job_id)}")
-    for column in ("component", "party", "metric", "step", "value"):
-        out.add_column(column, justify="right" if column in ("step", "value") else "left")
-    for m in result.data:
-        value = "undefined" if m.value is None else f"{m.value:.6g}"
-        out.add_row(m.component, m.party_id, m.name, "" if m.step == -1 else str(m.step), value)
-    console.print(out)
+    cells = [
+        (
+            m.component,
+            m.party_id,
+            m.name,
+            "" if m.step == -1 else str(m.step),
+            "undefined" if m.value is None else f"{m.value:.6g}",
+        )
+        for m in result.data
+    ]
+    columns = ("component", "party", "metric", "step", "value")
+    table = rich_table(f"Metrics of job {escape(job_id)}", columns, cells, right=("step", "value"))
+    console.print(table)
     if result.curves:
         names = ", ".join(f"{c.component}.{c.name} ({len(c.x)} points)" for c in result.curves)
         console.print(f"curves: {escape(names)} (--json for the points)")

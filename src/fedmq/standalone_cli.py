@@ -23,8 +23,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table as RichTable
+from rich.progress import TaskID
+
+from fedmq.cli_output import CROSSED_COLUMNS, CROSSED_TITLE, rich_table, task_progress
 
 standalone_app = typer.Typer(
     help="Run a pipeline with every party in this process (in-memory brokers, SQLite).",
@@ -92,15 +93,7 @@ def run(
         raise typer.Exit(2) from None
     tables = _parse_data(list(data or []), pipeline.party_ids())
     lock = threading.Lock()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[state]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with task_progress(console) as progress:
         bars: dict[tuple[str, str, str], TaskID] = {}
 
         def on_event(state: str, party: str, role: str, component: str, fraction: float) -> None:
@@ -133,23 +126,17 @@ def run(
             console.print(f"[red]job failed:[/red] {escape(str(exc))}")
             raise typer.Exit(1) from None
 
-    metrics = RichTable(title=f"Metrics of job {result.job_id}")
-    for column in ("component", "party", "metric", "value"):
-        metrics.add_column(column, justify="right" if column == "value" else "left")
-    for m in result.metrics:
-        if m.step == -1:
-            metrics.add_row(m.component, m.party_id, m.name, f"{m.value:.6g}")
-    console.print(metrics)
+    final = [
+        (m.component, m.party_id, m.name, f"{m.value:.6g}") for m in result.metrics if m.step == -1
+    ]
+    columns = ("component", "party", "metric", "value")
+    console.print(rich_table(f"Metrics of job {result.job_id}", columns, final, right=("value",)))
     crossed: dict[tuple[str, str, str, str], tuple[int, int]] = {}
     for c in result.crossings:
         count, size = crossed.get((c.source, c.destination, c.tag, c.kind), (0, 0))
         crossed[(c.source, c.destination, c.tag, c.kind)] = (count + 1, size + c.bytes)
-    table = RichTable(title="What crossed between the parties (signed, verified, recorded)")
-    for column in ("from", "to", "tag", "kind", "messages", "bytes"):
-        table.add_column(column, justify="right" if column in ("messages", "bytes") else "left")
-    for (source, destination, tag, kind), (count, size) in crossed.items():
-        table.add_row(source, destination, tag, kind, str(count), f"{size:,}")
-    console.print(table)
+    cells = [(*route, str(count), f"{size:,}") for route, (count, size) in crossed.items()]
+    console.print(rich_table(CROSSED_TITLE, CROSSED_COLUMNS, cells, right=("messages", "bytes")))
     console.print(
         f"pipeline {result.pipeline}: {len(result.tasks)} tasks succeeded in "
         f"{result.seconds:.2f} s; databases in {escape(str(result.workdir))}"
