@@ -104,7 +104,8 @@ def test_a_forged_job_stop_on_the_hosts_broker_is_dead_lettered_and_the_job_succ
 
     # Assert: the job was not stopped; both forgeries are dead-lettered with their reason
     assert done.state == "success", (done.reason, stack.host.logs(job.job_id))
-    assert stack.host.job(job.job_id).state == "success"
+    # the host hears of the end a moment after the guest
+    assert stack.host.wait(job.job_id, timeout=30, poll=0.5).state == "success"
     with AmqpBus(_url(stack, None)) as admin:
         dead = wait_for_dead_letters(admin, topics.SCHEDULER, 2, timeout=20)
     reasons = sorted(d.headers[HEADER_DEAD_REASON] for d in dead)
@@ -143,15 +144,13 @@ def test_a_service_user_cannot_publish_as_the_gateway_nor_read_the_schedulers_co
         raw.close()
 
 
-def test_an_orphan_chunk_and_garbage_on_the_rpc_queue_do_not_hold_up_the_api(
-    stack: Stack,
-) -> None:
-    # Prepare: one orphan 1 KiB chunk on svc.scheduler.rpc (a set of 2 that never completes)
+def _orphan_chunk(stack: Stack, topic: str) -> None:
+    """One 1 KiB chunk of a set of 2 that never completes."""
     raw = RawAmqp(_url(stack, "gateway"))
     try:
         raw.basic_publish(
             "fedmq",
-            topics.SCHEDULER_RPC,
+            topic,
             b"x" * 1024,
             BasicProperties(
                 message_id="orphan:c0",
@@ -167,9 +166,18 @@ def test_an_orphan_chunk_and_garbage_on_the_rpc_queue_do_not_hold_up_the_api(
     finally:
         raw.close()
 
-    # Execute / Assert: the REST API still answers at once
+
+def test_an_orphan_chunk_and_garbage_on_the_rpc_queue_do_not_hold_up_the_api(
+    stack: Stack,
+) -> None:
+    # Prepare: an orphan chunk on each command queue (the scheduler's, the data service's)
+    _orphan_chunk(stack, topics.SCHEDULER_RPC)
+    _orphan_chunk(stack, topics.DATA_RPC)
+
+    # Execute / Assert: the REST API still answers at once, for jobs and for tables
     started = time.monotonic()
     assert isinstance(stack.host.jobs(), list)
+    assert isinstance(stack.host.tables(), list)
     assert time.monotonic() - started < 5
 
     with AmqpBus(_url(stack, "gateway")) as bus:
@@ -184,6 +192,9 @@ def test_an_orphan_chunk_and_garbage_on_the_rpc_queue_do_not_hold_up_the_api(
             client._request("status", b"garbage", 20)  # past the encoder: as a broken client
         assert refused.value.http_status == 400
         assert "malformed command" in refused.value.message
+        # the data service (the host's workers) answers garbage the same way
+        with pytest.raises(RequestRejected, match="malformed command"):
+            bus.request(topics.DATA_RPC, b"\x00not an envelope", timeout=20)
         # garbage with no reply address: dead-lettered with its reason too
         bus.publish(Message(topic=topics.SCHEDULER_RPC, body=b"junk", message_id="junk"))
     with AmqpBus(_url(stack, None)) as admin:
