@@ -13,6 +13,8 @@ Private keys never leave the directory they were generated in (docs/pki.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,9 +23,14 @@ import typer
 pki_app = typer.Typer(help="Federation CA and party keys/certificates.", no_args_is_help=True)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=1)
+@contextmanager
+def _exit_1_on(*refusals: type[Exception]) -> Iterator[None]:
+    """One of `refusals` ends the command with status 1 and its message on stderr."""
+    try:
+        yield
+    except refusals as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 @pki_app.command("init-ca")
@@ -35,10 +42,8 @@ def init_ca(
     """Create the federation CA (its private key stays in --dir, mode 0600)."""
     from fedgateway import pki
 
-    try:
+    with _exit_1_on(pki.PkiError):
         cert = pki.init_ca(directory, federation, days=days)
-    except pki.PkiError as exc:
-        raise _fail(exc) from None
     typer.echo(f"CA certificate: {cert}")
 
 
@@ -53,10 +58,8 @@ def make_party(
     """Generate the party's TLS and signing keys locally and write a CSR for the CA."""
     from fedgateway import pki
 
-    try:
+    with _exit_1_on(pki.PkiError):
         csr = pki.make_party(party, directory, rotate=rotate)
-    except pki.PkiError as exc:
-        raise _fail(exc) from None
     typer.echo(f"CSR (send this to the CA operator): {csr}")
 
 
@@ -70,10 +73,8 @@ def sign(
     """CA side: check a CSR (party id, signing-key proof) and issue the certificate."""
     from fedgateway import pki
 
-    try:
+    with _exit_1_on(pki.PkiError):
         path = pki.sign_csr_file(ca, csr, out, days=days)
-    except pki.PkiError as exc:
-        raise _fail(exc) from None
     typer.echo(f"certificate: {path}")
 
 
@@ -86,10 +87,8 @@ def install(
     """Install the issued certificate (completes a rotation if it matches pending keys)."""
     from fedgateway import pki
 
-    try:
+    with _exit_1_on(pki.PkiError, OSError, ValueError):
         checked = pki.install(directory, cert, ca_cert)
-    except (pki.PkiError, OSError, ValueError) as exc:
-        raise _fail(exc) from None
     typer.echo(
         f"installed: party {checked.party_id}, signing key id {checked.key_id}, "
         f"valid until {checked.not_after:%Y-%m-%d}"
@@ -109,18 +108,14 @@ def show(
 
     data = cert.read_bytes()
     parsed = x509.load_pem_x509_certificate(data)
-    try:
+    with _exit_1_on(ValueError):
         party = pki.party_id_of(parsed)
         key = pki.key_id(pki.signing_key_of(parsed))
-    except ValueError as exc:
-        raise _fail(exc) from None
     typer.echo(
         f"party: {party}\nsigning key id: {key}\nfingerprint: {pki.cert_fingerprint(parsed)}"
     )
     typer.echo(f"valid: {parsed.not_valid_before_utc} .. {parsed.not_valid_after_utc}")
     if ca_cert is not None:
-        try:
+        with _exit_1_on(pki.CertificateRefused):
             pki.check_party_certificate(data, pki.load_certificate(ca_cert))
-        except pki.CertificateRefused as exc:
-            raise _fail(exc) from None
         typer.echo("checked against the CA: ok")
