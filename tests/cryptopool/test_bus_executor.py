@@ -11,7 +11,7 @@ import pytest
 from fedbus import HEADER_DEAD_REASON, Bus, connect
 from fedcrypto.paillier import CiphertextError, PrivateKey, PublicKey, generate_keypair
 from fedcrypto.paillier import kernels as paillier_kernels
-from fedcrypto.paillier.limbs import from_mpz
+from fedcrypto.paillier.limbs import LimbArray, from_mpz
 from fedflow.cryptopool import (
     KERNELS,
     BusExecutor,
@@ -56,6 +56,18 @@ def pool(bus: Bus, replicas: list[CryptoReplica]) -> Iterator[BusExecutor]:
     ex.shutdown()
 
 
+def djn_encryption_inputs(
+    pk: PublicKey, count: int, seed: int
+) -> tuple[paillier_kernels.ObfuscationSpec, LimbArray, np.ndarray]:
+    """k_encrypt's arguments for plaintexts 1..count: the DJN spec and fixed random bytes."""
+    spec = pk.obfuscation_spec("djn")
+    plain = from_mpz(list(range(1, count + 1)), pk.plain_limbs)
+    rand = np.random.default_rng(seed).integers(
+        0, 256, size=(count, paillier_kernels.randomness_bytes(spec)), dtype=np.uint8
+    )
+    return spec, plain, rand
+
+
 def test_every_whitelisted_name_is_a_fedcrypto_kernel() -> None:
     assert KERNELS
     for name, fn in KERNELS.items():
@@ -85,11 +97,7 @@ def test_same_randomness_gives_bit_identical_ciphertexts_on_replicas(
 ) -> None:
     # Prepare: the DJN spec (with its 8-bit-window table) and fixed random bytes.
     pk, _ = keypair
-    spec = pk.obfuscation_spec("djn")
-    plain = from_mpz(list(range(1, 201)), pk.plain_limbs)
-    rand = np.random.default_rng(7).integers(
-        0, 256, size=(200, paillier_kernels.randomness_bytes(spec)), dtype=np.uint8
-    )
+    spec, plain, rand = djn_encryption_inputs(pk, 200, seed=7)
     serial = paillier_kernels.k_encrypt(spec, plain, rand)
 
     # Execute: chunks go through the bus; the table travels as digest + recipe.
@@ -174,6 +182,18 @@ def _job_envelope(job: CryptoJob, party: str = PARTY) -> Envelope:
     )
 
 
+def _forged_job(job_id: str, function: str, args: bytes, reply_topic: str) -> bytes:
+    """An encoded crypto.job that skipped the executor's checks (as an attacker would send it)."""
+    job = CryptoJob(
+        job_id=job_id,
+        function=function,
+        args=args,
+        args_format="fedflow.cryptopool.args.v1",
+        reply_topic=reply_topic,
+    )
+    return encode_envelope(_job_envelope(job))
+
+
 def _wait_dead(bus: Bus, count: int) -> list[str]:
     """The dead-letter reasons on the job topic once `count` came out."""
     return [d.headers[HEADER_DEAD_REASON] for d in wait_for_dead_letters(bus, TOPIC, count)]
@@ -183,16 +203,10 @@ def test_a_job_naming_a_function_outside_the_whitelist_is_answered_refused_and_d
     bus: Bus, pool: BusExecutor
 ) -> None:
     # Prepare: a job forged past the client-side check, naming os.system.
-    job = CryptoJob(
-        job_id="forged1",
-        function="os:system",
-        args=b"\x91\xa2ls",
-        args_format="fedflow.cryptopool.args.v1",
-        reply_topic=pool.reply_topic,
-    )
+    job = _forged_job("forged1", "os:system", b"\x91\xa2ls", pool.reply_topic)
 
     # Execute
-    _raw_job(bus, encode_envelope(_job_envelope(job)))
+    _raw_job(bus, job)
 
     # Assert
     reasons = _wait_dead(bus, 1)
@@ -203,17 +217,13 @@ def test_garbage_crypto_jobs_are_dead_lettered_and_the_replicas_keep_serving(
     bus: Bus, pool: BusExecutor, keypair: tuple[PublicKey, PrivateKey]
 ) -> None:
     # Prepare: bytes that are no envelope, and a job whose args are not valid msgpack.
-    bad_args = CryptoJob(
-        job_id="badargs",
-        function="fedcrypto.paillier.kernels:k_mul",
-        args=b"\xc1\xc1\xc1",
-        args_format="fedflow.cryptopool.args.v1",
-        reply_topic=pool.reply_topic,
+    bad_args = _forged_job(
+        "badargs", "fedcrypto.paillier.kernels:k_mul", b"\xc1\xc1\xc1", pool.reply_topic
     )
 
     # Execute
     _raw_job(bus, b"not an envelope at all")
-    _raw_job(bus, encode_envelope(_job_envelope(bad_args)))
+    _raw_job(bus, bad_args)
 
     # Assert: both dead-lettered with a reason, and real work still completes.
     reasons = _wait_dead(bus, 2)
@@ -280,11 +290,7 @@ def test_chunks_too_big_for_one_frame_are_cut_by_rows_with_results_identical_to_
 ) -> None:
     # Prepare: one chunk of each kind, each far over 48 KiB (128-byte ciphertexts here).
     pk, sk = keypair
-    spec = pk.obfuscation_spec("djn")
-    plain = from_mpz(list(range(1, 1201)), pk.plain_limbs)
-    rand = np.random.default_rng(9).integers(
-        0, 256, size=(1200, paillier_kernels.randomness_bytes(spec)), dtype=np.uint8
-    )
+    spec, plain, rand = djn_encryption_inputs(pk, 1200, seed=9)
     x = np.random.default_rng(4).normal(size=(1200, 3))
     enc = paillier_kernels.k_encrypt(spec, plain, rand)
     d = pk.encrypt(np.random.default_rng(5).normal(size=1200))
