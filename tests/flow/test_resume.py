@@ -6,8 +6,6 @@ result as an uninterrupted run. The worker tests do the same with a real process
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,49 +13,24 @@ import numpy as np
 import pytest
 from fedflow.federation import TaskCanceled
 from fedflow.metrics import MetricsReader
-from fedflow.runner import TaskResult
 from fedflow.standalone import LocalWorld
 from fedflow.task import TaskSpec
 
 from tests.flow.conftest import GUEST, HOST, PARTIES, make_table, put_input
+from tests.flow.running import (
+    Running,
+    crash_after_sends,
+    crash_and_restart,
+    crash_on_progress,
+    start_task,
+)
 
 ROUNDS = 6
 PARAMS = {"rounds": ROUNDS, "seed": 11}
 
 
-class SimulatedCrash(Exception):
-    """Stands in for the process dying at this point."""
-
-
-@dataclass
-class Running:
-    thread: threading.Thread
-    cancel: threading.Event
-    result: list[TaskResult] = field(default_factory=list)
-    error: list[BaseException] = field(default_factory=list)
-
-    def join(self, timeout: float = 60) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "task did not finish"
-
-
 def start(world: LocalWorld, spec: TaskSpec, **kwargs: Any) -> Running:
-    cancel = threading.Event()
-    running: Running
-
-    def target() -> None:
-        try:
-            running.result.append(
-                world.parties[spec.party_id].runtime.run_task(
-                    spec, cancel=cancel, recv_timeout=30, **kwargs
-                )
-            )
-        except BaseException as exc:  # inspected by the test
-            running.error.append(exc)
-
-    running = Running(threading.Thread(target=target, daemon=True), cancel)
-    running.thread.start()
-    return running
+    return start_task(world, spec, recv_timeout=30, join_timeout=60, **kwargs)
 
 
 def specs(world: LocalWorld, job: str) -> dict[str, TaskSpec]:
@@ -91,34 +64,6 @@ def reference(tmp_path: Path) -> tuple[list[float], list[tuple[int, float]]]:
         return outcome(world, "job-ref")
 
 
-def crash_on_progress(after_round: int) -> Callable[[float], None]:
-    """Dies right after the checkpoint of round `after_round` (progress is reported after it)."""
-
-    def on_progress(fraction: float) -> None:
-        if round(fraction * ROUNDS) == after_round + 1:
-            raise SimulatedCrash(f"after the checkpoint of round {after_round}")
-
-    return on_progress
-
-
-def crash_after_sends(
-    world: LocalWorld, party: str, sends: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Dies right after the `sends`-th message was published, before its round's checkpoint."""
-    endpoint = world.parties[party].endpoint
-    original = endpoint.send_recorded
-    count = {"n": 0}
-
-    def send_then_die(*args: Any, **kwargs: Any) -> None:
-        original(*args, **kwargs)
-        count["n"] += 1
-        if count["n"] == sends:
-            monkeypatch.setattr(endpoint, "send_recorded", original)
-            raise SimulatedCrash(f"after send {sends}")
-
-    monkeypatch.setattr(endpoint, "send_recorded", send_then_die)
-
-
 @pytest.mark.parametrize("party", ["host", "guest"])
 def test_a_party_dying_after_a_checkpoint_resumes_and_the_result_is_unchanged(
     tmp_path: Path, party: str, reference: tuple[list[float], list[tuple[int, float]]]
@@ -126,19 +71,13 @@ def test_a_party_dying_after_a_checkpoint_resumes_and_the_result_is_unchanged(
     with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
         # Prepare
         tasks = specs(world, "job-1")
-        other = "guest" if party == "host" else "host"
-        peer = start(world, tasks[other])
 
         # Execute: the party dies after round 2's checkpoint, then is started again.
-        doomed = start(world, tasks[party], on_progress=crash_on_progress(2))
-        doomed.join()
-        assert isinstance(doomed.error[0], SimulatedCrash)
-        again = start(world, tasks[party])
-        again.join()
-        peer.join()
+        again, _ = crash_and_restart(
+            start, world, tasks, party, on_progress=crash_on_progress(2, ROUNDS)
+        )
 
         # Assert
-        assert not again.error and not peer.error, (again.error, peer.error)
         assert again.result[0].resumed_from == 2
         result, series = outcome(world, "job-1")
         np.testing.assert_allclose(result, reference[0], rtol=0, atol=1e-9)
@@ -157,21 +96,13 @@ def test_a_party_dying_between_a_send_and_its_checkpoint_resends_the_same_ids(
         # Prepare: the host's 4th send is round 3's masked_sum (the peer may already be ahead);
         # the guest's 3rd send is round 2's ack.
         tasks = specs(world, "job-2")
-        other = "guest" if party == "host" else "host"
-        peer = start(world, tasks[other])
         crash_after_sends(world, {"host": HOST, "guest": GUEST}[party], sends, monkeypatch)
 
         # Execute
-        doomed = start(world, tasks[party])
-        doomed.join()
-        assert isinstance(doomed.error[0], SimulatedCrash)
-        again = start(world, tasks[party])
-        again.join()
-        peer.join()
+        again, _ = crash_and_restart(start, world, tasks, party)
 
         # Assert: resumed from the round before the one it died in; nothing sent twice crossed
         # twice into a component (same ids, dropped by the inbox); same result.
-        assert not again.error and not peer.error, (again.error, peer.error)
         assert again.result[0].resumed_from == sends - 2
         result, series = outcome(world, "job-2")
         np.testing.assert_allclose(result, reference[0], rtol=0, atol=1e-9)

@@ -1,28 +1,39 @@
 """hetero_lr test helpers: a plaintext reference of the protocol's arithmetic, and tasks run
-party by party in this process (as tests/flow/test_resume.py does)."""
+party by party in this process (tests/flow/running.py)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fedflow.components.hetero_lr.math import reference_sgd
-from fedflow.runner import TaskResult
 from fedflow.standalone import LocalWorld
 from fedflow.tables import Table, read_table
 from fedflow.task import TaskSpec
 from numpy.typing import NDArray
 
+from tests.flow.running import Running, start_task
 from tests.worker.conftest import start_worker  # noqa: F401  (fixture of the RabbitMQ test)
 
 GUEST, HOST = "9999", "10000"
 PARTIES = {"guest": [GUEST], "host": [HOST]}
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 Floats = NDArray[np.float64]
+
+SHORT_KEY_PARAMS: dict[str, Any] = {
+    "epochs": 3,
+    "batch_size": 64,
+    "learning_rate": 0.3,
+    "alpha": 0.05,
+    "seed": 4,
+    "key_bits": 512,
+    "insecure_short_keys": True,
+    "early_stop": False,
+}
+"""hetero_lr params the protocol tests share: 3 epochs of batches of 64, without early stopping
+(so a run's iterations are known), 512-bit keys to keep them fast."""
 
 
 def breast() -> tuple[Table, Table]:
@@ -69,35 +80,8 @@ def sigmoid_sgd(guest: Table, host: Table, params: dict[str, Any]) -> tuple[Floa
     return wg, wh
 
 
-@dataclass
-class Running:
-    thread: threading.Thread
-    cancel: threading.Event
-    result: list[TaskResult] = field(default_factory=list)
-    error: list[BaseException] = field(default_factory=list)
-
-    def join(self, timeout: float = 300) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "task did not finish"
-
-
 def start(world: LocalWorld, spec: TaskSpec, **kwargs: Any) -> Running:
-    cancel = threading.Event()
-    running: Running
-
-    def target() -> None:
-        try:
-            running.result.append(
-                world.parties[spec.party_id].runtime.run_task(
-                    spec, cancel=cancel, recv_timeout=60, **kwargs
-                )
-            )
-        except BaseException as exc:  # inspected by the test
-            running.error.append(exc)
-
-    running = Running(threading.Thread(target=target, daemon=True), cancel)
-    running.thread.start()
-    return running
+    return start_task(world, spec, recv_timeout=60, join_timeout=300, **kwargs)
 
 
 def lr_tasks(

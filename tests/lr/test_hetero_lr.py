@@ -22,6 +22,7 @@ from tests.lr.conftest import (
     EXAMPLE_DATA,
     GUEST,
     HOST,
+    SHORT_KEY_PARAMS,
     lr_tasks,
     run_both,
     sigmoid_sgd,
@@ -31,16 +32,7 @@ from tests.lr.conftest import (
     weights,
 )
 
-SMALL = {
-    "epochs": 3,
-    "batch_size": 64,
-    "learning_rate": 0.3,
-    "alpha": 0.05,
-    "seed": 3,
-    "key_bits": 512,
-    "insecure_short_keys": True,
-    "early_stop": False,
-}
+SMALL = {**SHORT_KEY_PARAMS, "seed": 3}
 BREAST_PIPELINE = Path(__file__).resolve().parents[2] / "examples/pipelines/hetero_lr_breast.yaml"
 
 

@@ -20,18 +20,18 @@ from fedflow.kit import payloads
 from fedflow.standalone import LocalWorld
 from fedschemas import FederationData
 
-from tests.lr.conftest import GUEST, HOST, lr_tasks, run_both, synthetic, taylor_sgd, weights
+from tests.lr.conftest import (
+    GUEST,
+    HOST,
+    SHORT_KEY_PARAMS,
+    lr_tasks,
+    run_both,
+    synthetic,
+    taylor_sgd,
+    weights,
+)
 
-PARAMS = {
-    "epochs": 3,
-    "batch_size": 64,
-    "learning_rate": 0.3,
-    "alpha": 0.05,
-    "seed": 4,
-    "key_bits": 512,
-    "insecure_short_keys": True,
-    "early_stop": False,
-}
+PARAMS = SHORT_KEY_PARAMS
 
 
 class Spy:

@@ -14,9 +14,16 @@ from fedflow.checkpoints import SEALED_KEY, CheckpointStore
 from fedflow.components.hetero_lr.session import SECRETS_PURPOSE
 from fedflow.standalone import LocalWorld
 
+from tests.flow.running import (
+    SimulatedCrash,
+    crash_after_sends,
+    crash_and_restart,
+    crash_on_progress,
+)
 from tests.lr.conftest import (
     GUEST,
     HOST,
+    SHORT_KEY_PARAMS,
     lr_tasks,
     run_both,
     sigmoid_sgd,
@@ -25,21 +32,8 @@ from tests.lr.conftest import (
     weights,
 )
 
-PARAMS = {
-    "epochs": 3,
-    "batch_size": 64,
-    "learning_rate": 0.3,
-    "alpha": 0.05,
-    "seed": 9,
-    "key_bits": 512,
-    "insecure_short_keys": True,
-    "early_stop": False,
-}
+PARAMS = {**SHORT_KEY_PARAMS, "seed": 9}
 ITERATIONS = 9  # 200 rows, batches of 64 -> 3 per epoch
-
-
-class SimulatedCrash(Exception):
-    """Stands in for the process dying at this point."""
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +50,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, data: Any) -> tuple[Any,
 
 
 def crash_after(iteration: int) -> Callable[[float], None]:
-    def on_progress(fraction: float) -> None:
-        if round(fraction * ITERATIONS) == iteration + 1:
-            raise SimulatedCrash(f"after the checkpoint of iteration {iteration}")
-
-    return on_progress
+    return crash_on_progress(iteration, ITERATIONS, unit="iteration")
 
 
 @pytest.mark.parametrize("party", ["guest", "host"])
@@ -70,19 +60,11 @@ def test_a_party_dying_after_a_checkpoint_resumes_to_the_same_weights(
     with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
         # Prepare
         tasks = lr_tasks(world, "job-1", *data, PARAMS)
-        other = "host" if party == "guest" else "guest"
-        peer = start(world, tasks[other])
 
         # Execute: dies after iteration 4's checkpoint (mid-epoch 1), then starts again
-        doomed = start(world, tasks[party], on_progress=crash_after(4))
-        doomed.join()
-        assert isinstance(doomed.error[0], SimulatedCrash)
-        again = start(world, tasks[party])
-        again.join()
-        peer.join()
+        again, _ = crash_and_restart(start, world, tasks, party, on_progress=crash_after(4))
 
         # Assert
-        assert not again.error and not peer.error, (again.error, peer.error)
         assert again.result[0].resumed_from == 4
         wg, wh = weights(world, "job-1")
     np.testing.assert_allclose(wg, reference[0], rtol=0, atol=1e-6)
@@ -103,32 +85,13 @@ def test_a_party_dying_between_a_send_and_its_checkpoint_resends_the_same_cipher
         # iteration's checkpoint: the guest's 9th is iteration 2's guest_gradient, the host's
         # 7th iteration 1's host_gradient and its 10th iteration 2's host_scores (ciphertexts)
         tasks = lr_tasks(world, "job-2", *data, PARAMS)
-        other = "host" if party == "guest" else "guest"
-        endpoint = world.parties[GUEST if party == "guest" else HOST].endpoint
-        original = endpoint.send_recorded
-        count = {"n": 0}
-
-        def send_then_die(*args: Any, **kwargs: Any) -> None:
-            original(*args, **kwargs)
-            count["n"] += 1
-            if count["n"] == sends:
-                monkeypatch.setattr(endpoint, "send_recorded", original)
-                raise SimulatedCrash(f"after send {sends}")
-
-        monkeypatch.setattr(endpoint, "send_recorded", send_then_die)
-        peer = start(world, tasks[other])
+        crash_after_sends(world, GUEST if party == "guest" else HOST, sends, monkeypatch)
 
         # Execute
-        doomed = start(world, tasks[party])
-        doomed.join()
-        assert isinstance(doomed.error[0], SimulatedCrash)
-        again = start(world, tasks[party])
-        again.join()
-        peer.join()
+        again, _ = crash_and_restart(start, world, tasks, party)
 
         # Assert: the re-sent ciphertexts were the recorded ones (a different payload under
         # the same id would have raised NondeterministicResend); same weights
-        assert not again.error and not peer.error, (again.error, peer.error)
         assert again.result[0].resumed_from is not None
         wg, wh = weights(world, "job-2")
     np.testing.assert_allclose(wg, reference[0], rtol=0, atol=1e-6)
@@ -144,31 +107,12 @@ def test_reveal_mode_resumes_after_dying_between_a_ciphertext_send_and_its_check
         # masked gradient
         params = {**PARAMS, "reveal_host_scores": True}
         tasks = lr_tasks(world, "job-r", *data, params)
-        other = "host" if party == "guest" else "guest"
-        endpoint = world.parties[GUEST if party == "guest" else HOST].endpoint
-        original = endpoint.send_recorded
-        count = {"n": 0}
-
-        def send_then_die(*args: Any, **kwargs: Any) -> None:
-            original(*args, **kwargs)
-            count["n"] += 1
-            if count["n"] == sends:
-                monkeypatch.setattr(endpoint, "send_recorded", original)
-                raise SimulatedCrash(f"after send {sends}")
-
-        monkeypatch.setattr(endpoint, "send_recorded", send_then_die)
-        peer = start(world, tasks[other])
+        crash_after_sends(world, GUEST if party == "guest" else HOST, sends, monkeypatch)
 
         # Execute
-        doomed = start(world, tasks[party])
-        doomed.join()
-        assert isinstance(doomed.error[0], SimulatedCrash)
-        again = start(world, tasks[party])
-        again.join()
-        peer.join()
+        again, _ = crash_and_restart(start, world, tasks, party)
 
         # Assert
-        assert not again.error and not peer.error, (again.error, peer.error)
         assert again.result[0].resumed_from == 0
         wg, wh = weights(world, "job-r")
     expected_g, expected_h = sigmoid_sgd(*data, params)

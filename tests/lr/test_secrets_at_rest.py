@@ -22,18 +22,18 @@ from fedflow.task import TaskKey
 from fedworker.main import checkpoint_sealer
 from fedworker.settings import WorkerSettings
 
-from tests.lr.conftest import GUEST, HOST, lr_tasks, start, synthetic, taylor_sgd, weights
+from tests.lr.conftest import (
+    GUEST,
+    HOST,
+    SHORT_KEY_PARAMS,
+    lr_tasks,
+    start,
+    synthetic,
+    taylor_sgd,
+    weights,
+)
 
-PARAMS = {
-    "epochs": 3,
-    "batch_size": 64,
-    "learning_rate": 0.3,
-    "alpha": 0.05,
-    "seed": 4,
-    "key_bits": 512,
-    "insecure_short_keys": True,
-    "early_stop": False,
-}
+PARAMS = SHORT_KEY_PARAMS
 ITERATIONS = 9  # 200 rows, batches of 64 -> 3 per epoch
 PARTY_OF = {"guest": GUEST, "host": HOST}
 

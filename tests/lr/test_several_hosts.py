@@ -10,20 +10,19 @@ from fedflow.metrics import MetricsReader
 from fedflow.standalone import LocalWorld
 from fedflow.tables import Table
 
-from tests.lr.conftest import GUEST, HOST, Running, start, synthetic, taylor_sgd_with_loss
+from tests.lr.conftest import (
+    GUEST,
+    HOST,
+    SHORT_KEY_PARAMS,
+    Running,
+    start,
+    synthetic,
+    taylor_sgd_with_loss,
+)
 
 HOST2 = "10001"
 PARTIES = {"guest": [GUEST], "host": [HOST, HOST2]}
-PARAMS = {
-    "epochs": 3,
-    "batch_size": 64,
-    "learning_rate": 0.3,
-    "alpha": 0.05,
-    "seed": 4,
-    "key_bits": 512,
-    "insecure_short_keys": True,
-    "early_stop": False,
-}
+PARAMS = SHORT_KEY_PARAMS
 
 
 def _split(host: Table, columns: slice) -> Table:
