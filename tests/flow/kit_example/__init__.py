@@ -15,63 +15,18 @@ fedflow/components plus one line in `_DESCRIPTORS`; the test registers it by han
 from __future__ import annotations
 
 from fedflow.components.base import ComponentDescriptor, InputSpec, NoParams
-from fedflow.kit import HE_DIMS, PAILLIER_KEY_FORMAT
-from fedflow.protocol import DecryptRule, MessageRule, Protocol
+from fedflow.kit import HE_DIMS, ciphertext_rule, masked_rule, public_key_rules
+from fedflow.protocol import Protocol
 
 PROTOCOL = Protocol(
     component_type="masked_dot",
     description="X^T y across two parties: the host's X, the guest's y, masked decryption",
     dims={**HE_DIMS, "m": "rows", "k": "the host's feature count"},
     messages=(
-        MessageRule(
-            tag="public_key",
-            sender="guest",
-            receiver="host",
-            kinds=("public_key",),
-            order=1,
-            shape="none",
-            blob_formats=(PAILLIER_KEY_FORMAT,),
-        ),
-        MessageRule(
-            tag="public_key",
-            sender="host",
-            receiver="guest",
-            kinds=("public_key",),
-            order=1,
-            shape="none",
-            blob_formats=(PAILLIER_KEY_FORMAT,),
-        ),
-        MessageRule(
-            tag="encrypted_y",
-            sender="guest",
-            receiver="host",
-            kinds=("ciphertext_vector",),
-            per_iteration=True,
-            order=1,
-            shape="(m, c)",
-            dtypes=("uint64",),
-        ),
-        MessageRule(
-            tag="product",
-            sender="host",
-            receiver="guest",
-            kinds=("ciphertext_vector",),
-            per_iteration=True,
-            order=2,
-            shape="(k, c)",
-            dtypes=("uint64",),
-            decrypt=DecryptRule(by="guest"),
-        ),
-        MessageRule(
-            tag="product_masked",
-            sender="guest",
-            receiver="host",
-            kinds=("masked_vector",),
-            per_iteration=True,
-            order=3,
-            shape="(k, p)",
-            dtypes=("uint64",),
-        ),
+        *public_key_rules(),
+        ciphertext_rule("encrypted_y", "guest", "host", 1, "m", decrypt=False),
+        ciphertext_rule("product", "host", "guest", 2, "k"),
+        masked_rule("product_masked", "guest", "host", "k"),
     ),
 )
 

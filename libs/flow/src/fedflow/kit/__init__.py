@@ -16,12 +16,19 @@ the plaintext reference the tests use), `protocol.py` declares its messages, and
   fedflow.kit.threads    the thread pools the party's runtime options allow (ctx.runtime)
   fedflow.kit.loop       the iteration loop: cancellation, stop condition, progress
 
-Importing this package is light; its modules import fedcrypto and numpy.
+Importing this package is light (fedflow.descriptors may import it); its modules import fedcrypto
+and numpy. The package itself declares the messages HeParty sends in fixed forms, for a
+component's protocol.py: `public_key_rules()` (each party's Paillier public key, once),
+`ciphertext_rule` (ciphertexts as "(rows, c)" uint64 limbs once per iteration, decrypted by the
+receiver unless decrypt=False) and `masked_rule` (the masked answers of masked decryption,
+"(rows, p)" uint64 residues); a component spells out only its tags, roles, order and rows.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from fedflow.protocol import NONE, DecryptRule, MessageRule, ProtocolRole
 
 PAILLIER_KEY_FORMAT: Final = "fedcrypto.paillier.public_key.v1"
 """The blob format of a Paillier public key message (declared in protocols, checked on receipt)."""
@@ -32,3 +39,82 @@ HE_DIMS: Final = {
 }
 """The protocol dims HeParty.exchange_keys binds: ciphertext shapes are "(rows, c)", masked
 answers "(rows, p)"."""
+
+
+def public_key_rules(
+    guest_description: str = "", host_description: str = ""
+) -> tuple[MessageRule, MessageRule]:
+    """The key exchange of HeParty.exchange_keys: the guest's and the host's Paillier public
+    keys, each sent once (order 1) to the other, as a blob and no array."""
+    return (
+        _public_key_rule("guest", "host", guest_description),
+        _public_key_rule("host", "guest", host_description),
+    )
+
+
+def _public_key_rule(sender: ProtocolRole, receiver: ProtocolRole, description: str) -> MessageRule:
+    return MessageRule(
+        tag="public_key",
+        sender=sender,
+        receiver=receiver,
+        kinds=("public_key",),
+        order=1,
+        shape=NONE,
+        blob_formats=(PAILLIER_KEY_FORMAT,),
+        description=description,
+    )
+
+
+def ciphertext_rule(
+    tag: str,
+    sender: ProtocolRole,
+    receiver: ProtocolRole,
+    order: int,
+    rows: str,
+    description: str = "",
+    *,
+    decrypt: bool = True,
+    per_iteration_decrypts: int = 1,
+) -> MessageRule:
+    """Ciphertexts sent once per iteration, "(rows, c)" limbs. With `decrypt`, the receiver is
+    the key holder that decrypts them (masked decryption), at most `per_iteration_decrypts`
+    times an iteration; without, they are only computed on."""
+    return MessageRule(
+        tag=tag,
+        sender=sender,
+        receiver=receiver,
+        kinds=("ciphertext_vector",),
+        per_iteration=True,
+        order=order,
+        shape=f"({rows}, c)",
+        dtypes=("uint64",),
+        decrypt=(
+            DecryptRule(by=receiver, max_per_iteration=per_iteration_decrypts) if decrypt else None
+        ),
+        description=description,
+    )
+
+
+def masked_rule(
+    tag: str,
+    sender: ProtocolRole,
+    receiver: ProtocolRole,
+    rows: str,
+    description: str = "",
+    *,
+    order: int = 3,
+) -> MessageRule:
+    """The key holder's answer of masked decryption: the decrypted, still masked plaintext as
+    "(rows, p)" residues, once per iteration (by default order 3: after the ciphertext it
+    answers)."""
+    return MessageRule(
+        tag=tag,
+        sender=sender,
+        receiver=receiver,
+        kinds=("masked_vector",),
+        per_iteration=True,
+        order=order,
+        shape=f"({rows}, p)",
+        dtypes=("uint64",),
+        description=description,
+    )

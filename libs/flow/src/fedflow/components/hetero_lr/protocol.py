@@ -5,54 +5,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from fedflow.kit import HE_DIMS
-from fedflow.kit import PAILLIER_KEY_FORMAT as KEY_FORMAT
-from fedflow.protocol import NONE, DecryptRule, MessageRule, Protocol
+from fedflow.kit import HE_DIMS, ciphertext_rule, masked_rule, public_key_rules
+from fedflow.protocol import NONE, MessageRule, Protocol
 
 MAX_HOSTS: Final = 16
-
-
-def _ct_rule(
-    tag: str,
-    sender: str,
-    receiver: str,
-    order: int,
-    rows: str,
-    what: str,
-    *,
-    decrypt: bool = True,
-    per_iteration_decrypts: int = 1,
-) -> MessageRule:
-    return MessageRule(
-        tag=tag,
-        sender=sender,  # type: ignore[arg-type]
-        receiver=receiver,  # type: ignore[arg-type]
-        kinds=("ciphertext_vector",),
-        per_iteration=True,
-        order=order,
-        shape=f"({rows}, c)",
-        dtypes=("uint64",),
-        decrypt=(
-            DecryptRule(by=receiver, max_per_iteration=per_iteration_decrypts)  # type: ignore[arg-type]
-            if decrypt
-            else None
-        ),
-        description=what,
-    )
-
-
-def _masked_rule(tag: str, sender: str, receiver: str, rows: str, what: str) -> MessageRule:
-    return MessageRule(
-        tag=tag,
-        sender=sender,  # type: ignore[arg-type]
-        receiver=receiver,  # type: ignore[arg-type]
-        kinds=("masked_vector",),
-        per_iteration=True,
-        order=3,
-        shape=f"({rows}, p)",
-        dtypes=("uint64",),
-        description=what,
-    )
 
 
 HETERO_LR_PROTOCOL = Protocol(
@@ -63,31 +19,15 @@ HETERO_LR_PROTOCOL = Protocol(
         "k_g2": "the guest's feature count + 1 (intercept) + 2 (loss aggregates)",
     },
     messages=(
-        MessageRule(
-            tag="public_key",
-            sender="guest",
-            receiver="host",
-            kinds=("public_key",),
-            order=1,
-            shape=NONE,
-            blob_formats=(KEY_FORMAT,),
-            description="the guest's Paillier public key",
+        *public_key_rules(
+            "the guest's Paillier public key",
+            "the host's Paillier public key; meta: its feature count",
         ),
-        MessageRule(
-            tag="public_key",
-            sender="host",
-            receiver="guest",
-            kinds=("public_key",),
-            order=1,
-            shape=NONE,
-            blob_formats=(KEY_FORMAT,),
-            description="the host's Paillier public key; meta: its feature count",
-        ),
-        _ct_rule(
+        ciphertext_rule(
             "residual", "guest", "host", 1, "*", "[[u_g/4 + 0.5 - y]], guest key", decrypt=False
         ),
-        _ct_rule("host_scores", "host", "guest", 1, "*", "[[u_h]], host key", decrypt=False),
-        _ct_rule(
+        ciphertext_rule("host_scores", "host", "guest", 1, "*", "[[u_h]], host key", decrypt=False),
+        ciphertext_rule(
             "peer_scores",
             "host",
             "host",
@@ -98,7 +38,7 @@ HETERO_LR_PROTOCOL = Protocol(
         ),
         # Rows: the sending host's feature count, checked against what it announced (a dim
         # name would bind one count for all hosts).
-        _ct_rule(
+        ciphertext_rule(
             "host_gradient",
             "host",
             "guest",
@@ -107,8 +47,10 @@ HETERO_LR_PROTOCOL = Protocol(
             "[[X_h^T d + R_h]], guest key",
             per_iteration_decrypts=MAX_HOSTS,  # one per host (the guard counts per tag)
         ),
-        _ct_rule("guest_gradient", "guest", "host", 2, "k_g2", "[[A^T u_h + R_g]], host key"),
-        _ct_rule(
+        ciphertext_rule(
+            "guest_gradient", "guest", "host", 2, "k_g2", "[[A^T u_h + R_g]], host key"
+        ),
+        ciphertext_rule(
             "host_cross",
             "host",
             "guest",
@@ -117,8 +59,8 @@ HETERO_LR_PROTOCOL = Protocol(
             "several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key",
             per_iteration_decrypts=MAX_HOSTS,
         ),
-        _masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T d + R_h"),
-        _masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
+        masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T d + R_h"),
+        masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
         MessageRule(
             tag="host_scores_revealed",
             sender="host",
