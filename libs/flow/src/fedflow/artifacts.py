@@ -23,16 +23,13 @@ import sqlalchemy as sa
 from numpy.typing import NDArray
 from sqlalchemy.engine import Engine
 
-from fedflow.db import flow_metadata
+from fedflow.db import flow_metadata, task_columns
 from fedflow.tables import Table
 
 artifacts_table = sa.Table(
     "flow_artifacts",
     flow_metadata,
-    sa.Column("job_id", sa.String(256), primary_key=True),
-    sa.Column("component", sa.String(128), primary_key=True),
-    sa.Column("party_id", sa.String(64), primary_key=True),
-    sa.Column("role", sa.String(16), primary_key=True),
+    *task_columns("job_id", "component", "party_id", "role", primary_key=True),
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),

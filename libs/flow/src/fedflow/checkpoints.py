@@ -19,7 +19,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from fedflow.db import flow_metadata
+from fedflow.db import flow_metadata, task_columns, task_rows
 from fedflow.sealing import CheckpointSealer
 from fedflow.statecodec import decode_state, encode_state
 from fedflow.task import TaskKey
@@ -30,11 +30,7 @@ SEALED_KEY: Final = "sealed_secrets"
 checkpoints_table = sa.Table(
     "flow_checkpoints",
     flow_metadata,
-    sa.Column("job_id", sa.String(256), primary_key=True),
-    sa.Column("component", sa.String(128), primary_key=True),
-    sa.Column("attempt", sa.Integer, primary_key=True),
-    sa.Column("party_id", sa.String(64), primary_key=True),
-    sa.Column("role", sa.String(16), primary_key=True),
+    *task_columns("job_id", "component", "attempt", "party_id", "role", primary_key=True),
     sa.Column("iteration", sa.BigInteger, nullable=False),
     sa.Column("state", sa.LargeBinary, nullable=False),
     sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
@@ -48,17 +44,6 @@ class Checkpoint:
     saved_at: datetime
 
 
-def _where(key: TaskKey) -> sa.ColumnElement[bool]:
-    c = checkpoints_table.c
-    return sa.and_(
-        c.job_id == key.job_id,
-        c.component == key.component,
-        c.attempt == key.attempt,
-        c.party_id == key.party_id,
-        c.role == key.role,
-    )
-
-
 class CheckpointStore:
     """Checkpoints of every task at this party."""
 
@@ -68,7 +53,7 @@ class CheckpointStore:
     def save(self, key: TaskKey, iteration: int, state: Any) -> None:
         blob = encode_state(state)  # before the transaction: a bad state changes nothing
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(checkpoints_table).where(_where(key)))
+            conn.execute(sa.delete(checkpoints_table).where(task_rows(checkpoints_table, key)))
             conn.execute(
                 sa.insert(checkpoints_table),
                 {
@@ -86,7 +71,7 @@ class CheckpointStore:
     def latest(self, key: TaskKey) -> Checkpoint | None:
         query = sa.select(
             checkpoints_table.c.iteration, checkpoints_table.c.state, checkpoints_table.c.saved_at
-        ).where(_where(key))
+        ).where(task_rows(checkpoints_table, key))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
@@ -95,7 +80,7 @@ class CheckpointStore:
 
     def clear(self, key: TaskKey) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(checkpoints_table).where(_where(key)))
+            conn.execute(sa.delete(checkpoints_table).where(task_rows(checkpoints_table, key)))
 
 
 class CheckpointScope:

@@ -39,7 +39,7 @@ from fedbus.inbox import BatchItem, Effect, Inbox, InboxTransaction
 from fedschemas import Envelope, Payload, decode_envelope, encode_envelope
 from sqlalchemy.engine import Engine
 
-from fedflow.db import flow_metadata
+from fedflow.db import flow_metadata, task_columns, task_rows
 from fedflow.task import TaskKey
 
 log = structlog.get_logger("fedflow.mailbox")
@@ -48,9 +48,7 @@ mailbox_table = sa.Table(
     "flow_mailbox",
     flow_metadata,
     sa.Column("message_id", sa.String(255), primary_key=True),
-    sa.Column("job_id", sa.String(256), nullable=False),
-    sa.Column("component", sa.String(128), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
+    *task_columns("job_id", "component", "attempt", primary_key=False),
     sa.Column("tag", sa.String(256), nullable=False),
     sa.Column("iteration", sa.BigInteger, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
@@ -67,12 +65,9 @@ outbox_table = sa.Table(
     "flow_outbox",
     flow_metadata,
     sa.Column("message_id", sa.String(255), primary_key=True),
-    sa.Column("job_id", sa.String(256), nullable=False),
-    sa.Column("component", sa.String(128), nullable=False),
+    *task_columns("job_id", "component", primary_key=False),
     sa.Column("component_type", sa.String(128), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("party_id", sa.String(64), nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
+    *task_columns("attempt", "party_id", "role", primary_key=False),
     sa.Column("destination_party", sa.String(64), nullable=False),
     sa.Column("destination_role", sa.String(16), nullable=False),
     sa.Column("tag", sa.String(256), nullable=False),
@@ -116,17 +111,6 @@ class Recorded:
     envelope: bytes
     order: int
     component_type: str
-
-
-def _outbox_task(key: TaskKey) -> sa.ColumnElement[bool]:
-    c = outbox_table.c
-    return sa.and_(
-        c.job_id == key.job_id,
-        c.component == key.component,
-        c.attempt == key.attempt,
-        c.party_id == key.party_id,
-        c.role == key.role,
-    )
 
 
 def component_of(task_id: str) -> str | None:
@@ -284,7 +268,7 @@ class Outbox:
     ) -> list[Recorded]:
         c = outbox_table.c
         query = sa.select(c.message_id, c.topic, c.envelope, c.msg_order, c.component_type).where(
-            _outbox_task(key), c.iteration == iteration
+            task_rows(outbox_table, key), c.iteration == iteration
         )
         if destination_party is not None:
             query = query.where(c.destination_party == destination_party)
@@ -302,7 +286,7 @@ class Outbox:
         with self.engine.begin() as conn:
             gone = conn.execute(
                 sa.delete(outbox_table).where(
-                    _outbox_task(key),
+                    task_rows(outbox_table, key),
                     c.iteration >= 0,
                     c.iteration < before_iteration,
                 )
@@ -311,12 +295,12 @@ class Outbox:
 
     def purge(self, key: TaskKey) -> int:
         with self.engine.begin() as conn:
-            gone = conn.execute(sa.delete(outbox_table).where(_outbox_task(key)))
+            gone = conn.execute(sa.delete(outbox_table).where(task_rows(outbox_table, key)))
         return int(gone.rowcount)
 
     def component_type_of(self, key: TaskKey) -> str | None:
         c = outbox_table.c
-        query = sa.select(c.component_type).where(_outbox_task(key))
+        query = sa.select(c.component_type).where(task_rows(outbox_table, key))
         with self.engine.connect() as conn:
             return conn.execute(query.limit(1)).scalar_one_or_none()
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from numpy.typing import ArrayLike
 from sqlalchemy.engine import Connection, Engine
 
-from fedflow.db import flow_metadata
+from fedflow.db import flow_metadata, task_columns
 from fedflow.task import TaskKey
 
 SINGLE = -1
@@ -30,9 +30,7 @@ SINGLE = -1
 metrics_table = sa.Table(
     "flow_metrics",
     flow_metadata,
-    sa.Column("job_id", sa.String(256), primary_key=True),
-    sa.Column("component", sa.String(128), primary_key=True),
-    sa.Column("party_id", sa.String(64), primary_key=True),
+    *task_columns("job_id", "component", "party_id", primary_key=True),
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("step", sa.BigInteger, primary_key=True),
     sa.Column("value", sa.Float, nullable=True),
@@ -43,9 +41,7 @@ metrics_table = sa.Table(
 curves_table = sa.Table(
     "flow_curves",
     flow_metadata,
-    sa.Column("job_id", sa.String(256), primary_key=True),
-    sa.Column("component", sa.String(128), primary_key=True),
-    sa.Column("party_id", sa.String(64), primary_key=True),
+    *task_columns("job_id", "component", "party_id", primary_key=True),
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("x_label", sa.String(64), nullable=False),
     sa.Column("y_label", sa.String(64), nullable=False),
