@@ -104,67 +104,74 @@ def test_an_allowed_message_passes_and_binds_its_named_dimension() -> None:
     assert guard.bindings == {"k": 20}
 
 
+def send(
+    to_role: str = "host", tag: str = "masked_gradient", iteration: int = 0, seq: int = 0
+) -> dict[str, object]:
+    """check_send's arguments: the guest's first masked_gradient unless told otherwise."""
+    return {"to_role": to_role, "tag": tag, "iteration": iteration, "seq": seq}
+
+
 @pytest.mark.parametrize(
     ("role", "payload", "call", "message"),
     [
         (
             "guest",
             masked(np.zeros(3)),
-            {"to_role": "host", "tag": "raw_features", "iteration": 0, "seq": 0},
+            send(tag="raw_features"),
             r"tag 'raw_features' is not declared, refusing to send it \(declared tags: ",
         ),
         (
             "host",
             masked(np.zeros(3)),
-            {"to_role": "guest", "tag": "masked_gradient", "iteration": 0, "seq": 0},
+            send(to_role="guest"),
             r"declared guest -> host; refusing to send it host -> guest \(wrong direction",
         ),
         (
             "guest",
             masked(np.zeros(3)),
-            {"to_role": "arbiter", "tag": "masked_gradient", "iteration": 0, "seq": 0},
+            send(to_role="arbiter"),
             r"refusing to send it guest -> arbiter",
         ),
         (
             "guest",
             FederationData(kind="aggregate", array=np.zeros(3)),
-            {"to_role": "host", "tag": "masked_gradient", "iteration": 0, "seq": 0},
+            send(),
             r"allows kinds masked_vector; payload kind is 'aggregate'",
         ),
         (
             "guest",
             masked(np.zeros((3, 2))),
-            {"to_role": "host", "tag": "masked_gradient", "iteration": 0, "seq": 0},
+            send(),
             r"must have shape \(k,\); got an array of shape \(3, 2\)",
         ),
         (
             "guest",
             masked(np.zeros(3, dtype=np.int64)),
-            {"to_role": "host", "tag": "masked_gradient", "iteration": 0, "seq": 0},
+            send(),
             r"allows dtypes float64; got int64",
         ),
         (
             "guest",
             masked(np.zeros(3)),
-            {"to_role": "host", "tag": "masked_gradient", "iteration": -1, "seq": 0},
+            send(iteration=-1),
             r"is sent once per iteration; iteration -1 given",
         ),
         (
             "guest",
             FederationData(kind="metric", array=np.array(0.5)),
-            {"to_role": "host", "tag": "loss", "iteration": 3, "seq": 0},
+            send(tag="loss", iteration=3),
             r"is sent once, outside iterations; got iteration 3",
         ),
         (
             "guest",
             masked(np.zeros(3)),
-            {"to_role": "host", "tag": "masked_gradient", "iteration": 0, "seq": 1},
+            send(seq=1),
             r"allows seq 0..0, got 1",
         ),
         (
             "guest",
             cipher("fedcrypto.something_else.v1"),
-            {"to_role": "host", "tag": "enc_residuals", "iteration": 0, "seq": 5},
+            send(tag="enc_residuals", seq=5),
             r"allows blob formats fedcrypto.paillier_vector.v1; got 'fedcrypto.something_else.v1'",
         ),
         (
@@ -175,13 +182,13 @@ def test_an_allowed_message_passes_and_binds_its_named_dimension() -> None:
                 blob=b"x",
                 blob_format="fedcrypto.paillier_vector.v1",
             ),
-            {"to_role": "host", "tag": "enc_residuals", "iteration": 0, "seq": 0},
+            send(tag="enc_residuals"),
             r"carries no array; payload has one of shape \(4,\)",
         ),
         (
             "guest",
             FederationData(kind="masked_vector", array=np.zeros(3), blob=b"x", blob_format="a.v1"),
-            {"to_role": "host", "tag": "masked_gradient", "iteration": 0, "seq": 0},
+            send(),
             r"carries no opaque bytes; payload has a blob",
         ),
     ],
