@@ -19,99 +19,26 @@ Results go to bench/jobs/trace_results.json (the hop table) for docs/benchmarks.
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from run import GUEST, HOST, Stack, chain_pipeline, uptime
 
 HERE = Path(__file__).resolve().parent
+# The receiver is the one tests/e2e/test_cross_party_trace.py uses (from the repo root).
+sys.path.insert(0, str(HERE.parents[1]))
+from tests.otlp_receiver import OtlpReceiver as Receiver  # noqa: E402
+from tests.otlp_receiver import ReceivedSpan as Span  # noqa: E402
+
 SERVICES = ("GATEWAY", "SCHEDULER", "WORKER")
-
-
-@dataclass(frozen=True)
-class Span:
-    party: str
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent: str
-    start_ns: int
-    end_ns: int
-    attrs: dict[str, str]
-
-
-class Receiver:
-    """OTLP/HTTP protobuf trace receiver (what a collector would get), spans kept in memory."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                outer.file(request)
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def file(self, request: ExportTraceServiceRequest) -> None:
-        got = []
-        for rs in request.resource_spans:
-            res = {kv.key: kv.value.string_value for kv in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                for s in ss.spans:
-                    attrs = {}
-                    for kv in s.attributes:
-                        kind = kv.value.WhichOneof("value")
-                        attrs[kv.key] = str(getattr(kv.value, kind)) if kind else ""
-                    got.append(
-                        Span(
-                            party=res.get("fedmq.party_id", ""),
-                            service=res.get("service.name", ""),
-                            name=s.name,
-                            trace_id=s.trace_id.hex(),
-                            span_id=s.span_id.hex(),
-                            parent=s.parent_span_id.hex(),
-                            start_ns=s.start_time_unix_nano,
-                            end_ns=s.end_time_unix_nano,
-                            attrs=attrs,
-                        )
-                    )
-        with self.lock:
-            self.spans.extend(got)
 
 
 def label(s: Span) -> str:

@@ -15,114 +15,20 @@ is submitted through the guest's REST API, and we check what a user would look f
 
 from __future__ import annotations
 
-import gzip
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from tests.local_stack import GUEST, HOST, PSI_EVAL, two_parties, upload_breast
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.polling import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 TOKEN = f"trace-{uuid.uuid4().hex}"
 SERVICES = ("GATEWAY", "SCHEDULER", "WORKER")
-
-
-@dataclass(frozen=True)
-class ReceivedSpan:
-    collector: str
-    """The party whose collector got it (from the export URL)."""
-    service: str
-    party: str
-    """fedmq.party_id of the resource: the process that made the span."""
-    name: str
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    attributes: dict[str, str]
-
-
-def _values(attributes: list[KeyValue]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for kv in attributes:
-        value = kv.value
-        kind = value.WhichOneof("value")
-        out[kv.key] = str(getattr(value, kind)) if kind else ""
-    return out
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP (protobuf) trace receiver: what a party's collector would get."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReceivedSpan] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                parts = self.path.strip("/").split("/")
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                if len(parts) != 3 or parts[1:] != ["v1", "traces"]:
-                    self.send_error(404)
-                    return
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver.file(parts[0], request)
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def file(self, collector: str, request: ExportTraceServiceRequest) -> None:
-        received = []
-        for resource_spans in request.resource_spans:
-            resource = _values(list(resource_spans.resource.attributes))
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received.append(
-                        ReceivedSpan(
-                            collector=collector,
-                            service=resource.get("service.name", ""),
-                            party=resource.get("fedmq.party_id", ""),
-                            name=span.name,
-                            trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(),
-                            parent_span_id=span.parent_span_id.hex(),
-                            attributes=_values(list(span.attributes)),
-                        )
-                    )
-        with self.lock:
-            self.spans.extend(received)
-
-    def __enter__(self) -> OtlpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
@@ -163,7 +69,7 @@ def _has_task_spans(receiver: OtlpReceiver, job_id: str) -> bool:
         parties = {
             s.party
             for s in receiver.spans
-            if s.name.startswith("task ") and s.attributes.get("fedmq.job_id") == job_id
+            if s.name.startswith("task ") and s.attrs.get("fedmq.job_id") == job_id
         }
     return parties == {GUEST, HOST}
 
@@ -176,14 +82,14 @@ def _job_trace(run: TracedRun) -> list[ReceivedSpan]:
         if s.service == "gateway"
         and s.party == GUEST
         and s.name.startswith("POST /api/v1/jobs")
-        and not s.parent_span_id
+        and not s.parent
     ]
     assert submits, "no root span for the REST submit at the guest's gateway"
     by_trace = {s.trace_id for s in submits}
     traces = [[s for s in run.spans if s.trace_id == trace_id] for trace_id in sorted(by_trace)]
     # The submit whose trace holds the job's tasks (a retried POST would be a second root).
     for spans in traces:
-        if any(s.attributes.get("fedmq.job_id") == run.job_id for s in spans):
+        if any(s.attrs.get("fedmq.job_id") == run.job_id for s in spans):
             return spans
     raise AssertionError(f"no REST submit trace mentions job {run.job_id}")
 
@@ -208,13 +114,13 @@ def test_one_job_is_one_trace_from_the_rest_call_through_both_parties(
     assert at(GUEST, "scheduler", "rpc submit"), "the submit command is not under the REST call"
     assert at(HOST, "scheduler", "handle job.propose"), "the host's proposal handling is missing"
     for party in (GUEST, HOST):
-        tasks = {s.attributes.get("fedmq.component_type") for s in at(party, "worker", "task ")}
+        tasks = {s.attrs.get("fedmq.component_type") for s in at(party, "worker", "task ")}
         assert {"reader", "psi"} <= tasks, f"party {party}'s tasks are not in the trace: {tasks}"
         assert at(party, "gateway", "relay out"), f"party {party}'s gateway sent nothing in it"
         assert at(party, "gateway", "relay in"), f"party {party}'s gateway received nothing in it"
     # Every span but the root has its parent in the trace: nothing hangs off a lost context.
     ids = {s.span_id for s in spans}
-    orphans = [s.name for s in spans if s.parent_span_id and s.parent_span_id not in ids]
+    orphans = [s.name for s in spans if s.parent and s.parent not in ids]
     assert not orphans, f"spans whose parent never reached a collector: {orphans[:10]}"
 
 
