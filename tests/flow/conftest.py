@@ -7,12 +7,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedbus.sql_inbox import make_engine
+from fedflow.db import create_flow_tables
 from fedflow.standalone import LocalWorld
 from fedflow.tables import Table
+from fedflow.task import TaskKey
+from sqlalchemy.engine import Engine
 
 GUEST, HOST = "9999", "10000"
 PARTIES = {"guest": [GUEST], "host": [HOST]}
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
+KEY = TaskKey("job-1", "lr_0", 0, GUEST, "guest")
+"""A task's key, for tests of one party's stores."""
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    """One party's database (SQLite) with the flow_ tables."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'party.db'}")
+    create_flow_tables(engine)
+    return engine
 
 
 @pytest.fixture

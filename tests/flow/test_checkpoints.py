@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from fedbus.sql_inbox import make_engine
 from fedflow.checkpoints import CheckpointStore
-from fedflow.db import create_flow_tables
 from fedflow.metrics import MetricsReader, MetricsWriter
 from fedflow.statecodec import StateCodecError, decode_state, encode_state
 from fedflow.task import TaskKey
 from sqlalchemy.engine import Engine
 
-KEY = TaskKey("job-1", "lr_0", 0, "9999", "guest")
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'party.db'}")
-    create_flow_tables(engine)
-    return engine
+from tests.flow.conftest import KEY
 
 
 def test_state_with_arrays_rng_state_and_big_ints_round_trips() -> None:

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedbus.sql_inbox import make_engine
 from fedcrypto import generate_keypair
 from fedflow.artifacts import ArtifactStore, ModelArtifact
 from fedflow.checkpoints import SEALED_KEY, CheckpointScope, CheckpointStore
-from fedflow.db import create_flow_tables
 from fedflow.kit import masking
 from fedflow.sealing import CheckpointSealer
 from fedflow.statecodec import encode_state
-from fedflow.task import TaskKey
 from sqlalchemy.engine import Engine
 
-KEY = TaskKey("job-1", "lr_0", 0, "9999", "guest")
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'party.db'}")
-    create_flow_tables(engine)
-    return engine
+from tests.flow.conftest import KEY
 
 
 def test_a_task_secret_is_made_once_checkpointed_sealed_and_the_same_after_a_restart(
