@@ -105,9 +105,12 @@ def test_a_job_runs_across_two_party_processes_and_a_stopped_party_fails_the_nex
         # Execute 2: a job held in psi; the host's scheduler and gateway stop
         guest.submit(PSI_EVAL, job_id="held-1")
         wait_for(lambda: "psi_0" in workers[HOST].components_run("held-1"), timeout=60)
+        # The host goes silent when its scheduler is signalled (a graceful stop sends no more
+        # heartbeats), so the guest's party timeout runs from there, not from when both
+        # processes have finished exiting (seconds later on a loaded machine).
+        stopped_at = time.monotonic()
         local.stop_service(state, HOST, "scheduler")
         local.stop_service(state, HOST, "gateway")
-        stopped_at = time.monotonic()
         failed = wait_for(
             lambda: (v := guest.status("held-1"))["state"] == "failed" and v,
             timeout=PARTY_TIMEOUT_S + 30,
