@@ -252,13 +252,21 @@ class Federation:
         return failed, time.monotonic() - stopped_at
 
 
+def submit_held_psi(
+    federation_factory: Callable[..., Federation], job_id: str, **settings: Any
+) -> Federation:
+    """A federation (scheduler `settings` as given) where the guest submitted PSI_EVAL as
+    `job_id`, whose psi never finishes at either party."""
+    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi}, **settings)
+    fed.client(GUEST).submit(PSI_EVAL, job_id=job_id)
+    return fed
+
+
 def held_psi_job(
     federation_factory: Callable[..., Federation], job_id: str, **settings: Any
 ) -> Federation:
-    """A federation (scheduler `settings` as given) running PSI_EVAL as `job_id`, submitted by
-    the guest, whose psi never finishes at either party; returns once the host runs psi_0."""
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi}, **settings)
-    fed.client(GUEST).submit(PSI_EVAL, job_id=job_id)
+    """submit_held_psi, returning once the host runs psi_0."""
+    fed = submit_held_psi(federation_factory, job_id, **settings)
     wait_for(lambda: "psi_0" in fed.workers[HOST].components_run(job_id))
     return fed
 

@@ -14,7 +14,7 @@ from fedscheduler.rpc import SchedulerCommandFailed
 from fedschemas import PartyRef, Payload, new_envelope
 from fedschemas.payloads import JobStop, JobSubmit, TaskStatus
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, submit_held_psi, wait_for
 
 CYCLE = """\
 name: cycle
@@ -162,8 +162,7 @@ def test_a_party_may_not_stop_a_job_it_did_not_initiate(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job initiated by the guest
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-guarded")
+    fed = submit_held_psi(federation_factory, "job-guarded")
     fed.wait_state(HOST, "job-guarded", "running")
 
     # Execute: the host sends job.stop to the guest
@@ -179,8 +178,7 @@ def test_a_party_may_not_stop_a_job_it_did_not_initiate(
 def test_task_status_from_another_party_is_refused(
     federation_factory: Callable[..., Federation],
 ) -> None:
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-forged")
+    fed = submit_held_psi(federation_factory, "job-forged")
     fed.wait_state(HOST, "job-forged", "running")
 
     forged = TaskStatus(

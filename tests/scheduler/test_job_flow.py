@@ -10,7 +10,7 @@ import pytest
 from fedscheduler.rpc import SchedulerCommandFailed
 from fedschemas.payloads import TaskRun
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
+from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, submit_held_psi, wait_for
 
 
 def test_two_party_job_runs_every_component_in_dag_order_and_succeeds(
@@ -130,8 +130,7 @@ def test_stop_cancels_the_job_at_every_party_and_tells_their_workers(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: psi never finishes anywhere
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-stop")
+    fed = submit_held_psi(federation_factory, "job-stop")
     for party in (GUEST, HOST):
         wait_for(lambda p=party: "psi_0" in fed.workers[p].components_run("job-stop"))
 
@@ -153,8 +152,7 @@ def test_stop_cancels_the_job_at_every_party_and_tells_their_workers(
 def test_only_the_initiator_stops_or_reruns_a_job(
     federation_factory: Callable[..., Federation],
 ) -> None:
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-own")
+    fed = submit_held_psi(federation_factory, "job-own")
     fed.wait_state(HOST, "job-own", "running")
 
     with pytest.raises(SchedulerCommandFailed, match="initiated by party 9999: stop it there"):

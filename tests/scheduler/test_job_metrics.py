@@ -22,7 +22,7 @@ from fedschemas import PartyRef, new_envelope
 from fedschemas.payloads import CurveValue, MetricValue, TaskMetrics
 from sqlalchemy.orm import Session
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, hold_psi, wait_for
+from .conftest import GUEST, HOST, Federation, submit_held_psi, wait_for
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -70,8 +70,7 @@ def test_reported_metrics_are_served_and_the_newest_value_wins_whatever_the_orde
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job (its tasks held)
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-m")
+    fed = submit_held_psi(federation_factory, "job-m")
     fed.wait_state(GUEST, "job-m", "running", timeout=30)
     roc = CurveValue(
         name="roc",
@@ -130,8 +129,7 @@ def test_task_metrics_from_another_party_are_dead_lettered_not_recorded(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare
-    fed = federation_factory(scripts={GUEST: hold_psi, HOST: hold_psi})
-    fed.client(GUEST).submit(PSI_EVAL, job_id="job-m")
+    fed = submit_held_psi(federation_factory, "job-m")
     fed.wait_state(GUEST, "job-m", "running", timeout=30)
 
     # Execute: the host claims metrics at the guest's scheduler
