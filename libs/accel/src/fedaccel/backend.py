@@ -25,7 +25,7 @@ from fedaccel.limbs import (
     words_for,
 )
 from fedaccel.montgomery import Modulus, kernel_words, modulus
-from fedaccel.reference import bit_length
+from fedaccel.reference import MULTIEXP_WINDOW, bit_length
 from fedaccel.tables import FixedBaseTable
 
 Exponents = int | NDArray[np.uint64]
@@ -180,6 +180,31 @@ def check_pack_args(slots: NDArray[np.uint64], slot_bits: int, limbs: int) -> ND
     if slot_bits < 64 and np.any(arr >> np.uint64(slot_bits)):
         raise ValueError(f"a slot value does not fit in {slot_bits} bits")
     return np.ascontiguousarray(arr)
+
+
+def multiexp_exponents(exps: NDArray[np.uint64], k: int) -> tuple[NDArray[np.uint64], int]:
+    """A multiexp's exponents as a contiguous (k, f) uint64 array, checked against its k bases,
+    and the number of MULTIEXP_WINDOW-bit windows its largest entry needs."""
+    e = np.ascontiguousarray(exps, dtype=np.uint64)
+    if e.ndim != 2 or e.shape[0] != k or k == 0:
+        raise ValueError(f"exps must be (k, f) with k = {k} > 0, got {e.shape}")
+    nbits = int(e.max()).bit_length() if e.size else 0
+    return e, -(-nbits // MULTIEXP_WINDOW)
+
+
+def fixed_base_square(table: FixedBaseTable, n: int) -> int:
+    """n^2, once the table is checked to be one for n^2 (encryption with DJN obfuscators)."""
+    nsq = n * n
+    if table.modulus != nsq:
+        raise ValueError("the table is not for n^2 of this key")
+    return nsq
+
+
+def packed_words(packed: Limbs, slot_bits: int) -> Words:
+    """Packed plaintext limbs as u32 words, for unpacking into slots of slot_bits."""
+    if not 1 <= slot_bits <= 64:
+        raise ValueError("slot_bits must be between 1 and 64")
+    return np.ascontiguousarray(packed, dtype=np.uint64).view("<u4")
 
 
 def message_operand(m: Limbs, n: int, md: Modulus) -> Words:

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fedaccel import reference as ref
 from fedaccel.backend import (
     MULTIEXP_CHUNK,
     Backend,
@@ -31,9 +30,12 @@ from fedaccel.backend import (
     Exponents,
     check_pack_args,
     exponents,
+    fixed_base_square,
     kernel_modulus,
     message_operand,
+    multiexp_exponents,
     operand,
+    packed_words,
 )
 from fedaccel.crt import CrtKey
 from fedaccel.limbs import (
@@ -237,13 +239,9 @@ class KernelBackend(Backend):
                         exps: NDArray[np.uint64]) -> DeviceCiphertexts:
         """out[j] = prod_i bases[i]^exps[i, j]; exps (k, f) < 2^64 on the host."""
         md = kernel_modulus(bases.modulus)
-        e = np.ascontiguousarray(exps, dtype=np.uint64)
         k = bases.count
-        if e.ndim != 2 or e.shape[0] != k or k == 0:
-            raise ValueError(f"exps must be (k, f) with k = {k} > 0, got {e.shape}")
+        e, nwin = multiexp_exponents(exps, k)
         f = int(e.shape[1])
-        nbits = int(e.max()).bit_length() if e.size else 0
-        nwin = -(-nbits // ref.MULTIEXP_WINDOW)
         chunk = MULTIEXP_CHUNK
         nchunks = -(-k // chunk)
         blk, minv = self._block(md), np.uint32(md.minv)
@@ -278,10 +276,7 @@ class KernelBackend(Backend):
 
     def encrypt_fixed_base_device(self, m: Limbs, table: FixedBaseTable, exps: Exponents,
                                   n: int) -> DeviceCiphertexts:
-        nsq = n * n
-        if table.modulus != nsq:
-            raise ValueError("the table is not for n^2 of this key")
-        md = kernel_modulus(nsq)
+        md = kernel_modulus(fixed_base_square(table, n))
         msg = message_operand(m, n, md)
         rows = msg.shape[0]
         e, shared = exponents(exps, rows, max_bits=table.exp_bits)
@@ -355,10 +350,7 @@ class KernelBackend(Backend):
         return words_to_limbs(self.runner.to_host(out)[:, :width], limbs)
 
     def unpack(self, packed: Limbs, slot_bits: int, slots: int) -> NDArray[np.uint64]:
-        if not 1 <= slot_bits <= 64:
-            raise ValueError("slot_bits must be between 1 and 64")
-        arr = np.ascontiguousarray(packed, dtype=np.uint64)
-        w = arr.view("<u4")
+        w = packed_words(packed, slot_bits)
         kw = _pack_words(w.shape[1])
         padded = np.zeros((w.shape[0], kw), dtype=np.uint32)
         padded[:, : w.shape[1]] = w

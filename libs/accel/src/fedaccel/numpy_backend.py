@@ -18,9 +18,12 @@ from fedaccel.backend import (
     Exponents,
     check_pack_args,
     exponents,
+    fixed_base_square,
     kernel_modulus,
     message_operand,
+    multiexp_exponents,
     operand,
+    packed_words,
 )
 from fedaccel.crt import CrtKey
 from fedaccel.limbs import (
@@ -65,11 +68,7 @@ class NumpyBackend(Backend):
     def multiexp(self, bases: Limbs, exps: NDArray[np.uint64], mod: int) -> Limbs:
         md = kernel_modulus(mod)
         x = operand(bases, md, "bases")
-        e = np.ascontiguousarray(exps, dtype=np.uint64)
-        if e.ndim != 2 or e.shape[0] != x.shape[0] or x.shape[0] == 0:
-            raise ValueError(f"exps must be (k, f) with k = {x.shape[0]} > 0, got {e.shape}")
-        nbits = int(e.max()).bit_length() if e.size else 0
-        nwin = -(-nbits // ref.MULTIEXP_WINDOW)
+        e, nwin = multiexp_exponents(exps, x.shape[0])
         k, f = e.shape
         chunk = MULTIEXP_CHUNK
         part = ref.multiexp_partial(ref.to_mont(_u64(x), md), e, chunk, nwin, md)
@@ -90,9 +89,7 @@ class NumpyBackend(Backend):
 
     def encrypt_fixed_base(self, m: Limbs, table: FixedBaseTable, exps: Exponents,
                            n: int) -> Limbs:
-        nsq = n * n
-        if table.modulus != nsq:
-            raise ValueError("the table is not for n^2 of this key")
+        nsq = fixed_base_square(table, n)
         md = kernel_modulus(nsq)
         msg = message_operand(m, n, md)
         e, _ = exponents(exps, msg.shape[0], max_bits=table.exp_bits)
@@ -119,7 +116,4 @@ class NumpyBackend(Backend):
         return words_to_limbs(ref.pack(s, slot_bits, 2 * limbs), limbs)
 
     def unpack(self, packed: Limbs, slot_bits: int, slots: int) -> NDArray[np.uint64]:
-        arr = np.ascontiguousarray(packed, dtype=np.uint64)
-        if not 1 <= slot_bits <= 64:
-            raise ValueError("slot_bits must be between 1 and 64")
-        return ref.unpack(_u64(arr.view("<u4")), slots, slot_bits)
+        return ref.unpack(_u64(packed_words(packed, slot_bits)), slots, slot_bits)
