@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,7 +11,7 @@ from fedbus import Bus, connect
 from fedcrypto.paillier import PrivateKey, PublicKey, generate_keypair
 from fedflow.cryptopool import BusExecutor
 
-from tests.cryptopool.conftest import StartReplica
+from tests.cryptopool.conftest import ReplicaProcess, StartReplica
 
 PARTY = "9999"
 
@@ -36,21 +36,24 @@ def topic(bus: Bus, unique_name: str) -> Iterator[str]:
     bus.delete(name)
 
 
-def _replica_settings(amqp_url: str, topic: str) -> dict[str, str]:
-    return {"bus_url": amqp_url, "party_id": PARTY, "crypto_topic": topic}
+@pytest.fixture
+def replica_on_topic(
+    amqp_url: str, topic: str, start_replica: StartReplica
+) -> Callable[[], ReplicaProcess]:
+    """Starts one more crypto-only worker process of PARTY serving `topic`."""
+    return lambda: start_replica(bus_url=amqp_url, party_id=PARTY, crypto_topic=topic)
 
 
 def test_two_replica_processes_share_a_large_job_and_match_the_serial_results(
-    amqp_url: str,
     bus: Bus,
     topic: str,
-    start_replica: StartReplica,
+    replica_on_topic: Callable[[], ReplicaProcess],
     keypair: tuple[PublicKey, PrivateKey],
 ) -> None:
     # Prepare: two crypto-only worker processes on the same local topic.
     pk, sk = keypair
     for _ in range(2):
-        start_replica(**_replica_settings(amqp_url, topic))
+        replica_on_topic()
     rng = np.random.default_rng(11)
     values = rng.normal(size=3000)
     x = rng.normal(size=(3000, 4))
@@ -71,18 +74,17 @@ def test_two_replica_processes_share_a_large_job_and_match_the_serial_results(
 
 
 def test_a_replica_killed_mid_job_leaves_its_chunk_to_the_other_and_the_job_completes(
-    amqp_url: str,
     bus: Bus,
     topic: str,
-    start_replica: StartReplica,
+    replica_on_topic: Callable[[], ReplicaProcess],
     keypair: tuple[PublicKey, PrivateKey],
 ) -> None:
     # Prepare: 2048-bit CRT decryption in 16 chunks of 200 (a fraction of a second each).
     pk, sk = keypair
     values = np.arange(-1600, 1600)
     enc = pk.encrypt(values)
-    victim = start_replica(**_replica_settings(amqp_url, topic))
-    survivor = start_replica(**_replica_settings(amqp_url, topic))
+    victim = replica_on_topic()
+    survivor = replica_on_topic()
     pool = BusExecutor(bus, PARTY, topic=topic, replicas=2, timeout_s=240)
     try:
         with ThreadPoolExecutor(1) as caller:
