@@ -165,18 +165,32 @@ def _obfuscator_limbs(spec: ObfuscationSpec, rand: NDArray[np.uint8]) -> tuple[L
         return _native_crt(ops, oqs, p, q), p * q
     if kind == "textbook":
         n = int_from_bytes(spec[1])
-        rs = [mpz.from_bytes(row.tobytes(), "little") % (n - 1) + 1 for row in rand]
+        rs = _uniform_below(rand, n)
         return _native_powmod(from_mpz(rs, limbs_for(n)), n, n * n), n
     if kind == "textbook_crt":
         p, q = int_from_bytes(spec[1]), int_from_bytes(spec[2])
         p2, q2 = p * p, q * q
-        half = rand.shape[1] // 2
-        yp = [mpz.from_bytes(row[:half].tobytes(), "little") % (p2 - 1) + 1 for row in rand]
-        yq = [mpz.from_bytes(row[half:].tobytes(), "little") % (q2 - 1) + 1 for row in rand]
+        yp, yq = _uniform_crt_halves(rand, p2, q2)
         ops = _native_powmod(from_mpz(yp, limbs_for(p2)), p, p2)
         oqs = _native_powmod(from_mpz(yq, limbs_for(q2)), q, q2)
         return _native_crt(ops, oqs, p, q), p * q
     raise ValueError(f"unknown obfuscation {kind!r}")
+
+
+def _uniform_below(rand: NDArray[np.uint8], n: mpz) -> list[mpz]:
+    """One r in [1, n) per row of random bytes (textbook obfuscation's r^n).
+
+    Each row carries 128 more random bits than n: the reduction's bias is negligible.
+    """
+    return [mpz.from_bytes(row.tobytes(), "little") % (n - 1) + 1 for row in rand]
+
+
+def _uniform_crt_halves(rand: NDArray[np.uint8], p2: mpz, q2: mpz) -> tuple[list[mpz], list[mpz]]:
+    """One y in [1, p^2) from the first half of each row and one in [1, q^2) from the second."""
+    half = rand.shape[1] // 2
+    yp = [mpz.from_bytes(row[:half].tobytes(), "little") % (p2 - 1) + 1 for row in rand]
+    yq = [mpz.from_bytes(row[half:].tobytes(), "little") % (q2 - 1) + 1 for row in rand]
+    return yp, yq
 
 
 def _obfuscators(spec: ObfuscationSpec, rand: NDArray[np.uint8]) -> tuple[list[mpz], mpz]:
@@ -197,18 +211,15 @@ def _obfuscators(spec: ObfuscationSpec, rand: NDArray[np.uint8]) -> tuple[list[m
     if kind == "textbook":
         n = int_from_bytes(spec[1])
         n2 = n * n
-        # r uniform in [1, n): 128 extra random bits make the reduction bias negligible
-        rs = [mpz.from_bytes(row.tobytes(), "little") % (n - 1) + 1 for row in rand]
+        rs = _uniform_below(rand, n)
         return gmpy2.powmod_base_list(rs, n, n2), n
     if kind == "textbook_crt":
         p, q = int_from_bytes(spec[1]), int_from_bytes(spec[2])
         p2, q2 = p * p, q * q
-        half = rand.shape[1] // 2
         # The n-th residues mod p^2 are exactly the subgroup of order p - 1 (p < q, so
         # gcd(q, p - 1) = 1), i.e. the p-th powers: y^p for y uniform is r^n for r uniform,
         # at a 1024-bit exponent modulo p^2 instead of a 2048-bit one modulo n^2.
-        yp = [mpz.from_bytes(row[:half].tobytes(), "little") % (p2 - 1) + 1 for row in rand]
-        yq = [mpz.from_bytes(row[half:].tobytes(), "little") % (q2 - 1) + 1 for row in rand]
+        yp, yq = _uniform_crt_halves(rand, p2, q2)
         ops = gmpy2.powmod_base_list(yp, p, p2)
         oqs = gmpy2.powmod_base_list(yq, q, q2)
         p2_inv = gmpy2.invert(p2, q2)
