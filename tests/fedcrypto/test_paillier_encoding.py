@@ -9,12 +9,13 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import phe
 import pytest
-from fedcrypto import PaillierOverflowError, PrivateKey, PublicKey, generate_keypair
+from fedcrypto import PaillierOverflowError, PrivateKey, PublicKey
 from fedcrypto.paillier.encoding import decode, encode, float_exponent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PK, SK = generate_keypair(1024, insecure_allow_short=True)
+from tests.fedcrypto.paillier_keys import PK, SK
+
 PHE_PK = PK.to_phe()
 
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)

@@ -6,11 +6,12 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import phe
 import pytest
-from fedcrypto import KeyMismatchError, PaillierOverflowError, from_phe, generate_keypair, to_phe
+from fedcrypto import KeyMismatchError, PaillierOverflowError, from_phe, to_phe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PK, SK = generate_keypair(1024, insecure_allow_short=True)
+from tests.fedcrypto.paillier_keys import PK, SK
+
 PHE_PK, PHE_SK = PK.to_phe(), SK.to_phe()
 
 values = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False)

@@ -8,15 +8,22 @@ from fedcrypto import (
     KeyMismatchError,
     ObfuscatorPool,
     ObfuscatorPoolExhausted,
-    generate_keypair,
+    PrivateKey,
+    PublicKey,
     to_phe,
 )
 from fedcrypto.paillier.limbs import to_mpz
 
-PK, SK = generate_keypair(1024, insecure_allow_short=True)
+from tests.fedcrypto.paillier_keys import OTHER_PK, PK, SK
+
 PHE_SK = SK.to_phe()
-OTHER_PK, _ = generate_keypair(1024, insecure_allow_short=True)
 X = np.array([0.0, 1.0, -1.0, 0.375, 12345.678])
+
+
+@pytest.fixture(params=["public", "private"])
+def key(request: pytest.FixtureRequest) -> PublicKey | PrivateKey:
+    """The key that encrypts: the public key, or the key holder's private key (CRT)."""
+    return PK if request.param == "public" else SK
 
 
 def ciphertexts(vec: object) -> list[int]:
@@ -24,11 +31,9 @@ def ciphertexts(vec: object) -> list[int]:
 
 
 @pytest.mark.parametrize("obfuscation", ["djn", "textbook"])
-@pytest.mark.parametrize("holder", ["public", "private"])
 def test_every_obfuscation_mode_decrypts_with_fedcrypto_and_phe(
-    obfuscation: str, holder: str
+    obfuscation: str, key: PublicKey | PrivateKey
 ) -> None:
-    key = PK if holder == "public" else SK
 
     vec = key.encrypt(X, obfuscation=obfuscation)  # type: ignore[arg-type]
 
@@ -38,11 +43,9 @@ def test_every_obfuscation_mode_decrypts_with_fedcrypto_and_phe(
 
 
 @pytest.mark.parametrize("obfuscation", ["djn", "textbook"])
-@pytest.mark.parametrize("holder", ["public", "private"])
 def test_encrypting_the_same_values_twice_gives_unrelated_ciphertexts(
-    obfuscation: str, holder: str
+    obfuscation: str, key: PublicKey | PrivateKey
 ) -> None:
-    key = PK if holder == "public" else SK
     same = np.zeros(50)
 
     first = ciphertexts(key.encrypt(same, obfuscation=obfuscation))  # type: ignore[arg-type]

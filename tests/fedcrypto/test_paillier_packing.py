@@ -11,14 +11,13 @@ from fedcrypto import (
     PackedEncryptedVector,
     PaillierOverflowError,
     ShapeMismatchError,
-    generate_keypair,
 )
 from fedcrypto.paillier.limbs import from_mpz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PK, SK = generate_keypair(1024, insecure_allow_short=True)
-OTHER_PK, OTHER_SK = generate_keypair(1024, insecure_allow_short=True)
+from tests.fedcrypto.paillier_keys import OTHER_SK, PK, SK
+
 PRECISION = 2.0**-20
 GRAD = PackedEncoder(PK, lo=-1.0, hi=1.0, precision=PRECISION, planned_additions=1000)
 

@@ -9,15 +9,15 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from fedcrypto import ObfuscatorPool, encrypted_dot, generate_keypair
+from fedcrypto import ObfuscatorPool, encrypted_dot
 from fedcrypto.paillier import kernels
 from fedcrypto.paillier import obfuscation as obfuscation_module
 from fedcrypto.paillier import vector as vector_module
 from fedcrypto.paillier.limbs import to_mpz
 
+from tests.fedcrypto.paillier_keys import PK, SK
 from tests.polling import wait_until
 
-PK, SK = generate_keypair(1024, insecure_allow_short=True)
 X = np.linspace(-3.0, 3.0, 40)
 
 
