@@ -31,6 +31,8 @@ PARTIES = {"guest": [GUEST], "host": [HOST]}
 ROLES = {GUEST: "guest", HOST: "host"}
 DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 TABLES = {GUEST: "breast_hetero_guest", HOST: "breast_hetero_host"}
+READERS = {party: {"table": table} for party, table in TABLES.items()}
+"""reader_0's params: each party reads its own half of the breast data."""
 
 
 @dataclass
@@ -163,6 +165,11 @@ class Federation2:
                     return s
         return None
 
+    def run_readers(self, job: str) -> dict[str, TaskStatus]:
+        """reader_0 of each party's breast table, run to its end at both: the final reports."""
+        self.run(job, "reader_0", "reader", READERS, {})
+        return self.wait_final("reader_0")
+
     def wait_final(self, component: str, timeout: float = 60) -> dict[str, TaskStatus]:
         wait_until(
             lambda: all(self.final(p, component) is not None for p in ROLES),
@@ -184,14 +191,7 @@ def test_a_tasks_metrics_reach_the_scheduler_topic_before_its_final_status(
     fed2: Federation2,
 ) -> None:
     # Execute: the reader logs rows, features and missing values at each party
-    fed2.run(
-        "job-m",
-        "reader_0",
-        "reader",
-        {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}},
-        {},
-    )
-    fed2.wait_final("reader_0")
+    fed2.run_readers("job-m")
 
     # Assert: the scheduler gets the values its worker stored, as messages, and they come
     # before the final status (a user who sees the task end sees its metrics)
@@ -210,14 +210,7 @@ def test_a_tasks_metrics_reach_the_scheduler_topic_before_its_final_status(
 
 def test_tasks_run_in_order_and_report_success_with_outputs(fed2: Federation2) -> None:
     # Execute: reader, then iter_sum on its output, at both parties.
-    fed2.run(
-        "job-a",
-        "reader_0",
-        "reader",
-        {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}},
-        {},
-    )
-    readers = fed2.wait_final("reader_0")
+    readers = fed2.run_readers("job-a")
     fed2.run(
         "job-a",
         "sum_0",
@@ -245,9 +238,8 @@ def test_tasks_run_in_order_and_report_success_with_outputs(fed2: Federation2) -
 
 
 def test_a_task_run_delivered_twice_runs_once(fed2: Federation2) -> None:
-    params = {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}}
-    fed2.run("job-b", "reader_0", "reader", params, {})
-    fed2.run("job-b", "reader_0", "reader", params, {})  # same ids: dropped by the inbox
+    fed2.run("job-b", "reader_0", "reader", READERS, {})
+    fed2.run("job-b", "reader_0", "reader", READERS, {})  # same ids: dropped by the inbox
     fed2.wait_final("reader_0")
     time.sleep(0.5)
     assert fed2.states(GUEST, "reader_0").count("success") == 1
@@ -274,14 +266,7 @@ def test_bad_params_and_missing_inputs_fail_the_task_naming_the_problem(fed2: Fe
 
 def test_a_cancel_stops_a_running_task_which_reports_canceled(fed2: Federation2) -> None:
     # Prepare: readers done; iter_sum slow enough to be caught mid-run.
-    fed2.run(
-        "job-e",
-        "reader_0",
-        "reader",
-        {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}},
-        {},
-    )
-    fed2.wait_final("reader_0")
+    fed2.run_readers("job-e")
     fed2.run(
         "job-e",
         "sum_0",
@@ -329,9 +314,7 @@ def test_a_gracefully_stopped_worker_releases_its_task_and_the_next_one_resumes_
     fed2 = Federation2(unique_name, tmp_path, task_lease_s=1.0, progress_interval_s=0.0)
     fed2.start()
     try:
-        readers = {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}}
-        fed2.run("job-g", "reader_0", "reader", readers, {})
-        fed2.wait_final("reader_0")
+        fed2.run_readers("job-g")
         params = {"common": {"rounds": 24, "seed": 4, "round_delay_s": 0.1}}
         fed2.run("job-g", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
         wait_until(
@@ -381,9 +364,7 @@ def test_progress_held_back_by_the_interval_is_reported_later(
     fed2 = Federation2(unique_name, tmp_path, task_lease_s=0.9, progress_interval_s=1.0)
     fed2.start()
     try:
-        readers = {GUEST: {"table": TABLES[GUEST]}, HOST: {"table": TABLES[HOST]}}
-        fed2.run("job-i", "reader_0", "reader", readers, {})
-        fed2.wait_final("reader_0")
+        fed2.run_readers("job-i")
 
         # Execute: one round reports 1.0 at once (inside the interval), then works 3 s on
         params = {"common": {"rounds": 1, "seed": 2, "round_delay_s": 3.0}}
