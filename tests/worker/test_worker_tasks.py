@@ -180,11 +180,24 @@ class Federation2:
 
 
 @pytest.fixture
-def fed2(unique_name: str, tmp_path: Path) -> Iterator[Federation2]:
-    f = Federation2(unique_name, tmp_path)
-    f.start()
-    yield f
-    f.stop()
+def start_fed2(unique_name: str, tmp_path: Path) -> Iterator[Callable[..., Federation2]]:
+    """Starts both parties' workers with the given worker settings; stopped after the test."""
+    started: list[Federation2] = []
+
+    def start(**worker_settings: Any) -> Federation2:
+        f = Federation2(unique_name, tmp_path, **worker_settings)
+        f.start()
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.stop()
+
+
+@pytest.fixture
+def fed2(start_fed2: Callable[..., Federation2]) -> Federation2:
+    return start_fed2()
 
 
 def test_a_tasks_metrics_reach_the_scheduler_topic_before_its_final_status(
@@ -308,40 +321,32 @@ def test_a_cancel_before_the_task_arrives_cancels_it_on_arrival(fed2: Federation
 
 
 def test_a_gracefully_stopped_worker_releases_its_task_and_the_next_one_resumes_it(
-    unique_name: str, tmp_path: Path
+    start_fed2: Callable[..., Federation2],
 ) -> None:
     # Prepare: a short lease, so the released task is picked up quickly either way.
-    fed2 = Federation2(unique_name, tmp_path, task_lease_s=1.0, progress_interval_s=0.0)
-    fed2.start()
-    try:
-        fed2.run_readers("job-g")
-        params = {"common": {"rounds": 24, "seed": 4, "round_delay_s": 0.1}}
-        fed2.run("job-g", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
-        wait_until(
-            lambda: any(
-                (s.progress or 0) >= 0.25
-                for s in fed2.parties[HOST].statuses
-                if s.component == "sum_0"
-            ),
-            what="a quarter of the rounds",
-        )
+    fed2 = start_fed2(task_lease_s=1.0, progress_interval_s=0.0)
+    fed2.run_readers("job-g")
+    params = {"common": {"rounds": 24, "seed": 4, "round_delay_s": 0.1}}
+    fed2.run("job-g", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
+    wait_until(
+        lambda: any(
+            (s.progress or 0) >= 0.25 for s in fed2.parties[HOST].statuses if s.component == "sum_0"
+        ),
+        what="a quarter of the rounds",
+    )
 
-        # Execute: the host's worker stops (SIGTERM path) and a new one starts.
-        fed2.restart(HOST)
-        ended = fed2.wait_final("sum_0", timeout=60)
+    # Execute: the host's worker stops (SIGTERM path) and a new one starts.
+    fed2.restart(HOST)
+    ended = fed2.wait_final("sum_0", timeout=60)
 
-        # Assert: no canceled or failed report; success at both; the same result as rounds
-        # run without a stop (sum of r + 1 over 24 rounds, 20 features with mean square 1).
-        assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
-        assert "canceled" not in fed2.states(HOST, "sum_0")
-        values = MetricsReader(fed2.parties[GUEST].worker.engine).values("job-g", "sum_0")
-        assert values["result_sum"] == pytest.approx(300 * 20)
-        (row,) = [
-            r for r in task_rows(fed2.parties[HOST].worker.engine) if r["component"] == "sum_0"
-        ]
-        assert row["runs"] >= 2  # claimed again after the stop
-    finally:
-        fed2.stop()
+    # Assert: no canceled or failed report; success at both; the same result as rounds
+    # run without a stop (sum of r + 1 over 24 rounds, 20 features with mean square 1).
+    assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
+    assert "canceled" not in fed2.states(HOST, "sum_0")
+    values = MetricsReader(fed2.parties[GUEST].worker.engine).values("job-g", "sum_0")
+    assert values["result_sum"] == pytest.approx(300 * 20)
+    (row,) = [r for r in task_rows(fed2.parties[HOST].worker.engine) if r["component"] == "sum_0"]
+    assert row["runs"] >= 2  # claimed again after the stop
 
 
 def test_a_task_that_ends_at_once_reports_running_once_then_its_end(fed2: Federation2) -> None:
@@ -358,25 +363,21 @@ def test_a_task_that_ends_at_once_reports_running_once_then_its_end(fed2: Federa
 
 
 def test_progress_held_back_by_the_interval_is_reported_later(
-    unique_name: str, tmp_path: Path
+    start_fed2: Callable[..., Federation2],
 ) -> None:
     # Prepare: a 1 s progress interval; the lease keeper runs every 0.3 s
-    fed2 = Federation2(unique_name, tmp_path, task_lease_s=0.9, progress_interval_s=1.0)
-    fed2.start()
-    try:
-        fed2.run_readers("job-i")
+    fed2 = start_fed2(task_lease_s=0.9, progress_interval_s=1.0)
+    fed2.run_readers("job-i")
 
-        # Execute: one round reports 1.0 at once (inside the interval), then works 3 s on
-        params = {"common": {"rounds": 1, "seed": 2, "round_delay_s": 3.0}}
-        fed2.run("job-i", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
-        ended = fed2.wait_final("sum_0", timeout=60)
+    # Execute: one round reports 1.0 at once (inside the interval), then works 3 s on
+    params = {"common": {"rounds": 1, "seed": 2, "round_delay_s": 3.0}}
+    fed2.run("job-i", "sum_0", "iter_sum", params, {"data": "reader_0.data"})
+    ended = fed2.wait_final("sum_0", timeout=60)
 
-        # Assert: the held-back 1.0 arrived while the task still ran, before its success
-        assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
-        with fed2.lock:
-            reports = [
-                (s.state, s.progress) for s in fed2.parties[HOST].statuses if s.component == "sum_0"
-            ]
-        assert reports == [("running", 0.0), ("running", 1.0), ("success", 1.0)]
-    finally:
-        fed2.stop()
+    # Assert: the held-back 1.0 arrived while the task still ran, before its success
+    assert {p: s.state for p, s in ended.items()} == {GUEST: "success", HOST: "success"}
+    with fed2.lock:
+        reports = [
+            (s.state, s.progress) for s in fed2.parties[HOST].statuses if s.component == "sum_0"
+        ]
+    assert reports == [("running", 0.0), ("running", 1.0), ("success", 1.0)]
