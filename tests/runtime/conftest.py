@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from fedbus import Bus, connect
-from fedcommon.logging import configure_logging
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
@@ -35,7 +33,7 @@ def topic(bus: Bus, unique_name: str) -> str:
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
     """What the process logs during the test, as JSON lines (read them with helpers.events)."""
-    stream = io.StringIO()
-    configure_logging("test-runtime", "DEBUG", stream=stream)
-    yield stream
-    structlog.reset_defaults()
+    from tests.runtime.helpers import captured_log  # importable once the path above is set
+
+    with captured_log("test-runtime", "DEBUG") as stream:
+        yield stream

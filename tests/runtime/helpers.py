@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import structlog
+from fedcommon.logging import configure_logging
 from fedschemas import DemoPing, Envelope, PartyRef, Payload, new_envelope
 
 GUEST = PartyRef(party_id="9999", role="guest")
@@ -42,6 +46,18 @@ def ping(
 ) -> Envelope:
     """A demo.ping from `source` (the guest) to the host."""
     return demo_envelope(DemoPing(text=text, n=seq), "demo.ping", seq, source=source, job_id=job_id)
+
+
+@contextmanager
+def captured_log(service: str, level: str) -> Iterator[io.StringIO]:
+    """The process's JSON log lines (configure_logging) during the block; structlog's defaults
+    are back after it."""
+    stream = io.StringIO()
+    configure_logging(service, level, stream=stream)
+    try:
+        yield stream
+    finally:
+        structlog.reset_defaults()
 
 
 def events(stream: io.StringIO, name: str) -> list[dict[str, object]]:

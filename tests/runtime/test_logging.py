@@ -12,13 +12,13 @@ import pytest
 import structlog
 from fedcommon.logging import bind_message_context, configure_logging
 
+from tests.runtime.helpers import captured_log
+
 
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    configure_logging("worker", "INFO", stream=out)
-    yield out
-    structlog.reset_defaults()
+    with captured_log("worker", "INFO") as out:
+        yield out
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
