@@ -68,6 +68,14 @@ def _prepare_native(table: FixedBaseTable) -> None:
         table.native_table()
 
 
+def _key_header(raw: bytes | bytearray | memoryview, fmt: str, what: str) -> dict[str, Any]:
+    """The header of a serialized key; a key is the header alone, so trailing bytes are refused."""
+    header, rest = unpack(raw, fmt)
+    if len(rest):
+        raise ValueError(f"trailing bytes after a {what}")
+    return header
+
+
 def random_bytes(count: int, width: int) -> NDArray[np.uint8]:
     """count x width uniformly random bytes from the OS CSPRNG."""
     return np.frombuffer(secrets.token_bytes(count * width), dtype=np.uint8).reshape(count, width)
@@ -240,9 +248,7 @@ class PublicKey(_EncryptingKey):
     def from_bytes(
         cls, raw: bytes | bytearray | memoryview, *, insecure_allow_short: bool = False
     ) -> PublicKey:
-        header, rest = unpack(raw, _PUBLIC_FMT)
-        if len(rest):
-            raise ValueError("trailing bytes after a public key")
+        header = _key_header(raw, _PUBLIC_FMT, "public key")
         return cls(
             int_from_bytes(field(header, "n", bytes)), insecure_allow_short=insecure_allow_short
         )
@@ -371,9 +377,7 @@ class PrivateKey(_EncryptingKey):
     def from_bytes(
         cls, raw: bytes | bytearray | memoryview, *, insecure_allow_short: bool = False
     ) -> PrivateKey:
-        header, rest = unpack(raw, _PRIVATE_FMT)
-        if len(rest):
-            raise ValueError("trailing bytes after a private key")
+        header = _key_header(raw, _PRIVATE_FMT, "private key")
         p = int_from_bytes(field(header, "p", bytes))
         q = int_from_bytes(field(header, "q", bytes))
         return cls(PublicKey(p * q, insecure_allow_short=insecure_allow_short), p, q)
