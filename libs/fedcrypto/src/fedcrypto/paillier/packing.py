@@ -434,15 +434,8 @@ class PackedEncryptedVector:
             field(header, "slot_bits", int),
             field(header, "slots", int),
         )
-        mine = (
-            encoder.lo.tolist(),
-            encoder.hi.tolist(),
-            encoder.precision,
-            encoder.planned_additions,
-            encoder.slot_bits,
-            encoder.slots,
-        )
-        if params != mine:
+        # the encoder's parameters after n (checked above, as a key mismatch)
+        if params != encoder._params()[1:]:
             raise ValueError("the packed bytes were made with a different encoder")
         shape = tuple(field(header, "shape", list))
         width = field(header, "width", int)
