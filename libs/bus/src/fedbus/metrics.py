@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+from fedcommon.metrics import decade_buckets
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 DeadLetterReason = Literal[
@@ -44,23 +45,7 @@ DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
     "delivery_limit",
 )
 
-HANDLER_BUCKETS: Final = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+HANDLER_BUCKETS: Final = (0.0005, *decade_buckets(0.001, 10.0), 30.0)
 """Handlers range from a sub-millisecond insert to seconds of task bookkeeping."""
 
 

@@ -30,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from fedcommon.metrics import decade_buckets
 from fedcommon.tracing import extract_context
 
 Scope = MutableMapping[str, Any]
@@ -42,23 +43,7 @@ TRACER_NAME: Final = "fedmq.http"
 UNMATCHED_ROUTE: Final = "unmatched"
 OTHER_METHOD: Final = "OTHER"
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-REQUEST_BUCKETS: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    15.0,
-    60.0,
-    300.0,
-)
+REQUEST_BUCKETS: Final = (*decade_buckets(0.001, 5.0), 15.0, 60.0, 300.0)
 """From a /healthz answer to a table upload the scheduler parses before answering (minutes)."""
 
 

@@ -9,10 +9,14 @@ no fedmq_bus_* series: fedmq_gateway_relayed_total{direction,peer} counts what i
 from __future__ import annotations
 
 from fedcommon.http import HttpMetrics
+from fedcommon.metrics import decade_buckets
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+RTT_BUCKETS = decade_buckets(0.0001, 1.0)
 """From loopback (tens of microseconds) to a slow intercontinental link."""
+
+RELAY_BUCKETS = decade_buckets(0.001, 10.0)
+"""A publish batch's confirms, or a message's relay until the peer's ACK."""
 
 
 class GatewayMetrics:
@@ -54,7 +58,7 @@ class GatewayMetrics:
             "fedmq_gateway_publish_seconds",
             "Inbound: publishing one batch into the local broker until all confirms arrived.",
             ["peer"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=RELAY_BUCKETS,
             registry=self.registry,
         )
         self.publish_batch = Histogram(
@@ -68,7 +72,7 @@ class GatewayMetrics:
             "fedmq_gateway_relay_seconds",
             "From taking a message off out.<peer> to the peer's ACK (remote publish confirmed).",
             ["peer"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=RELAY_BUCKETS,
             registry=self.registry,
         )
         self.link_rtt = Histogram(
