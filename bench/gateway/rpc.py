@@ -45,11 +45,9 @@ from typing import Any
 
 from fedbus import Bus, Delivery, connect
 from fedbus.remote import RemoteCaller, RemoteCallError, serve_remote_requests
+from two_gateways import local_servers, memory_gateways
 
 HERE = Path(__file__).resolve().parent
-AMQP = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-PG = os.environ.get("FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CALLER, RESPONDER = "9999", "10000"
 SERVICE = "svc.bench.echo"
 DIRECT_TOPIC = "svc.bench.direct"
@@ -244,9 +242,7 @@ def run_rabbitmq(closed: int, rates: list[float], seconds: float) -> list[Result
         root,
         prefix=f"fedmqb{uuid.uuid4().hex[:6]}",
         federation="bench",
-        amqp_url=AMQP.rsplit("/", 1)[0],
-        redis_url=REDIS.rsplit("/", 1)[0],
-        pg_admin_url=PG,
+        **local_servers(),
     )
     try:
         local.prepare(state)
@@ -275,44 +271,10 @@ def run_rabbitmq(closed: int, rates: list[float], seconds: float) -> list[Result
 
 
 def run_memory(closed: int, rates: list[float], seconds: float) -> list[Result]:
-    from fedgateway import pki
-    from fedgateway.main import Gateway
-    from fedgateway.settings import GatewaySettings
-
-    from fedmq.local import free_port
-
-    root = Path(tempfile.mkdtemp(prefix="fedmq-bench-rpc-mem-"))
-    name = uuid.uuid4().hex[:6]
-    pki.init_ca(root / "ca", "bench")
-    ports = {p: free_port() for p in (CALLER, RESPONDER)}
-    gateways = []
-    try:
-        for party, peer in ((RESPONDER, CALLER), (CALLER, RESPONDER)):
-            pki.ensure_party(root / "ca", party, root / party)
-            g = Gateway(
-                GatewaySettings(
-                    party_id=party,
-                    bus_url=f"memory://{name}-{party}",
-                    database_url="",
-                    identity_dir=root / party,
-                    listen_host="127.0.0.1",
-                    listen_port=ports[party],
-                    http_port=0,
-                    peers={peer: {"address": f"127.0.0.1:{ports[peer]}"}},
-                    identity_check_interval_s=0,
-                    log_level="WARNING",
-                    rpc_services={SERVICE: [CALLER]},
-                )
-            )
-            g.start()
-            gateways.append(g)
-        a = connect(f"memory://{name}-{CALLER}")
-        b = connect(f"memory://{name}-{RESPONDER}")
+    with memory_gateways(
+        "fedmq-bench-rpc-mem-", CALLER, RESPONDER, rpc_services={SERVICE: [CALLER]}
+    ) as (a, b):
         return measure("memory", a, b, closed, rates, seconds, {})
-    finally:
-        for g in gateways:
-            g.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def print_row(r: Result) -> None:

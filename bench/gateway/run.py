@@ -40,11 +40,9 @@ from pathlib import Path
 
 from fedbus import Bus, Delivery, Message, connect
 from fedschemas import FederationData, PartyRef, encode_envelope, new_envelope
+from two_gateways import local_servers, memory_gateways
 
 HERE = Path(__file__).resolve().parent
-AMQP = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-PG = os.environ.get("FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SENT = "x-bench-sent"
 SRC = PartyRef(party_id="9999", role="guest")
 DST = PartyRef(party_id="10000", role="host")
@@ -172,9 +170,7 @@ def run_rabbitmq(sizes: list[Scenario]) -> list[Result]:
             services=("gateway",),
             prefix=f"fedmqb{uuid.uuid4().hex[:6]}",
             federation="bench",
-            amqp_url=AMQP.rsplit("/", 1)[0],
-            redis_url=REDIS.rsplit("/", 1)[0],
-            pg_admin_url=PG,
+            **local_servers(),
         )
         a = connect(state.parties["9999"].bus_url)
         b = connect(state.parties["10000"].bus_url)
@@ -197,38 +193,7 @@ def run_rabbitmq(sizes: list[Scenario]) -> list[Result]:
 
 
 def run_memory(sizes: list[Scenario]) -> list[Result]:
-    from fedgateway import pki
-    from fedgateway.main import Gateway
-    from fedgateway.settings import GatewaySettings
-
-    from fedmq.local import free_port
-
-    root = Path(tempfile.mkdtemp(prefix="fedmq-bench-gw-mem-"))
-    name = uuid.uuid4().hex[:6]
-    pki.init_ca(root / "ca", "bench")
-    ports = {p: free_port() for p in ("9999", "10000")}
-    gateways = []
-    try:
-        for party, peer in (("10000", "9999"), ("9999", "10000")):
-            pki.ensure_party(root / "ca", party, root / party)
-            g = Gateway(
-                GatewaySettings(
-                    party_id=party,
-                    bus_url=f"memory://{name}-{party}",
-                    database_url="",
-                    identity_dir=root / party,
-                    listen_host="127.0.0.1",
-                    listen_port=ports[party],
-                    http_port=0,
-                    peers={peer: {"address": f"127.0.0.1:{ports[peer]}"}},
-                    identity_check_interval_s=0,
-                    log_level="WARNING",
-                )
-            )
-            g.start()
-            gateways.append(g)
-        a = connect(f"memory://{name}-9999")
-        b = connect(f"memory://{name}-10000")
+    with memory_gateways("fedmq-bench-gw-mem-", "9999", "10000") as (a, b):
         b.declare("bench.direct")
         results = []
         for n, size, rate in sizes:
@@ -239,10 +204,6 @@ def run_memory(sizes: list[Scenario]) -> list[Result]:
                 _measure("memory", "gateways", a, b, "out.10000", "svc.worker", n, size, rate)
             )
         return results
-    finally:
-        for g in gateways:
-            g.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
