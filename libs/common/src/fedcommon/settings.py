@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "change_me"})
@@ -92,3 +92,19 @@ class ServiceSettings(BaseSettings):
                 f"(refused outside environment=development)"
             )
         return self
+
+
+class BusServiceSettings(ServiceSettings):
+    """Settings of a service that consumes envelopes from its party's broker (the scheduler, the
+    worker): who may carry other parties' envelopes, the delivery limit and the inbox's Redis
+    cache. Subclasses add their prefetch and envelope bound (their defaults differ)."""
+
+    gateway_broker_users: tuple[str, ...] = ()
+    """Broker users whose publishes may carry another party's envelopes (the party's gateway;
+    docs/security.md). Empty: derived from bus_url's user ("<site>-<service>" trusts
+    "<site>-gateway"; any other user is taken as shared by the site's services); no check
+    when bus_url names no user."""
+    max_deliveries: int = Field(default=5, gt=0)
+    redis_prefix: str = ""
+    """Key prefix of cached done markers; empty: "fedmq:<party_id>:<service>:inbox:"."""
+    redis_ttl_s: float = Field(default=24 * 3600.0, gt=0)

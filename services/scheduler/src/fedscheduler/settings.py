@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fedcommon.settings import ServiceSettings
+from fedcommon.settings import BusServiceSettings
 from fedschemas import MAX_ENVELOPE_BYTES, topics
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class SchedulerSettings(ServiceSettings):
+class SchedulerSettings(BusServiceSettings):
     service_name: ClassVar[str] = "scheduler"
     model_config = SettingsConfigDict(
         env_prefix="FEDMQ_SCHEDULER_", extra="ignore", frozen=True, hide_input_in_errors=True
@@ -57,17 +57,8 @@ class SchedulerSettings(ServiceSettings):
     http_port: int = 8082
     """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
     rpc_timeout_s: float = Field(default=10.0, gt=0)
-    gateway_broker_users: tuple[str, ...] = ()
-    """Broker users whose publishes may carry another party's envelopes (the party's gateway;
-    docs/security.md). Empty: derived from bus_url's user ("<site>-scheduler" trusts
-    "<site>-gateway"; any other user is taken as shared by the site's services); no check
-    when bus_url names no user."""
     max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
     prefetch: int = Field(default=16, gt=0)
-    max_deliveries: int = Field(default=5, gt=0)
-    redis_prefix: str = ""
-    """Key prefix of cached done markers; empty: "fedmq:<party_id>:scheduler:inbox:"."""
-    redis_ttl_s: float = Field(default=24 * 3600.0, gt=0)
 
     @model_validator(mode="after")
     def _heartbeat_fits_the_timeout(self) -> SchedulerSettings:

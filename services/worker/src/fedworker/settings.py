@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedcommon.settings import ServiceSettings, is_placeholder_secret
+from fedcommon.settings import BusServiceSettings, is_placeholder_secret
 from fedflow.context import LOWEST_NICE, RuntimeOptions
 from fedflow.sealing import MIN_SECRET_BYTES
 from fedflow.tables import default_tables_dir
@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class WorkerSettings(ServiceSettings):
+class WorkerSettings(BusServiceSettings):
     service_name = "worker"
     model_config = SettingsConfigDict(
         env_prefix="FEDMQ_WORKER_", extra="ignore", frozen=True, hide_input_in_errors=True
@@ -48,17 +48,8 @@ class WorkerSettings(ServiceSettings):
     fails a job, after its party timeout)."""
     progress_interval_s: float = Field(default=2.0, ge=0)
     """At most one running task.status with progress per task per this many seconds."""
-    gateway_broker_users: tuple[str, ...] = ()
-    """Broker users whose publishes may carry another party's envelopes (the party's gateway;
-    docs/security.md). Empty: derived from bus_url's user ("<site>-worker" trusts
-    "<site>-gateway"; any other user is taken as shared by the site's services); no check
-    when bus_url names no user."""
     max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
     prefetch: int = Field(default=64, gt=0)
-    max_deliveries: int = Field(default=5, gt=0)
-    redis_prefix: str = ""
-    """Key prefix of cached done markers; empty: "fedmq:<party_id>:worker:inbox:"."""
-    redis_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     crypto_serve: bool = False
     """Serve crypto jobs from `crypto_topic`: this process is one replica of the party's crypto
     job pool (fedflow.cryptopool), one chunk at a time (prefetch 1)."""
