@@ -61,6 +61,14 @@ class Service(Protocol):
     def health(self) -> Mapping[str, Any]: ...
 
 
+def lifecycle_status(started: threading.Event, stopping: threading.Event) -> str:
+    """A service's /healthz status from its start-up and shutdown events: "starting" until
+    start() finished, "ok" then, "stopping" once shutdown began (whatever start() reached)."""
+    if stopping.is_set():
+        return "stopping"
+    return "ok" if started.is_set() else "starting"
+
+
 @dataclass(frozen=True)
 class HttpEndpoint:
     """Where run_service serves /healthz and /metrics; port 0 picks a free one."""

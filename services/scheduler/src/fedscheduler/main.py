@@ -28,7 +28,7 @@ from fedbus.metrics import BusMetrics
 from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher, RemoteSourceGuard
 from fedcommon.http import HttpMetrics
-from fedcommon.service import HealthMetricsServer, run_service
+from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
 from fedflow.policy import load_policy
 from fedschemas import PartyRef
 
@@ -146,11 +146,10 @@ class Scheduler:
         self.bus.declare(self.settings.out_topic_prefix + party_id)
 
     def health(self) -> dict[str, Any]:
-        if self.stopping.is_set():
-            status = "stopping"
-        else:
-            status = "ok" if self.started.is_set() else "starting"
-        return {"status": status, "party_id": self.settings.party_id}
+        return {
+            "status": lifecycle_status(self.started, self.stopping),
+            "party_id": self.settings.party_id,
+        }
 
     def _start_http(self) -> None:
         self._http = HealthMetricsServer(

@@ -35,7 +35,7 @@ from fedbus.migrations import MIGRATIONS as BUS_MIGRATIONS
 from fedbus.runtime import EnvelopeConsumer, EnvelopePublisher, RemoteSourceGuard
 from fedbus.sql_inbox import make_engine
 from fedcommon.migrations import upgrade_all
-from fedcommon.service import HttpEndpoint, run_service
+from fedcommon.service import HttpEndpoint, lifecycle_status, run_service
 from fedflow.bus_federation import FederationEndpoint
 from fedflow.cryptopool import BusExecutor
 from fedflow.migrations import MIGRATIONS as FLOW_MIGRATIONS
@@ -175,11 +175,10 @@ class Worker:
         )
 
     def health(self) -> dict[str, Any]:
-        if self.stopping.is_set():
-            status = "stopping"
-        else:
-            status = "ok" if self.started.is_set() else "starting"
-        return {"status": status, "party_id": self.settings.party_id}
+        return {
+            "status": lifecycle_status(self.started, self.stopping),
+            "party_id": self.settings.party_id,
+        }
 
     def start(self) -> None:
         # Declared up front so answers are kept even before anyone consumes them (publishing
