@@ -189,11 +189,15 @@ def start_party_worker(
     tables_dir: Path,
     **settings: str,
 ) -> WorkerProcess:
-    """A worker process of `party` on its vhost and database; `settings` add to its own."""
+    """A worker process of `party` on its vhost and database; `settings` add to its own.
+
+    It connects as its own broker user, as `fedmq local` starts it: its guard then trusts the
+    party's gateway user, which publishes the other party's envelopes (on the shared user it
+    would trust only that user and dead-letter everything the gateway relays)."""
     plan = state.parties[party]
     return launch(
         party_id=party,
-        bus_url=plan.bus_url,
+        bus_url=local.service_bus_url(state, party, "worker"),
         database_url=plan.database_url,
         data_dir=str(tables_dir),
         task_lease_s="3",
