@@ -40,6 +40,14 @@ class Target:
     legend: str
 
 
+def p50_and_p95(histogram: str, by: str, legend: str, selector: str = "") -> list[Target]:
+    """A histogram's median and 95th percentile as two series, "p50 <legend>" and "p95 <legend>"."""
+    return [
+        Target(quantile(q, histogram, by, selector), f"{name} {legend}")
+        for q, name in ((0.5, "p50"), (0.95, "p95"))
+    ]
+
+
 @dataclass
 class Panel:
     title: str
@@ -244,14 +252,7 @@ JOBS = Dashboard(
         Panel(
             "Job duration p50 / p95",
             "From submit (or accept, at a participant) to the final state, by final state.",
-            [
-                Target(
-                    quantile(0.5, "fedmq_scheduler_job_duration_seconds", "state"), "p50 {{state}}"
-                ),
-                Target(
-                    quantile(0.95, "fedmq_scheduler_job_duration_seconds", "state"), "p95 {{state}}"
-                ),
-            ],
+            p50_and_p95("fedmq_scheduler_job_duration_seconds", "state", "{{state}}"),
             unit="s",
         ),
         Panel(
@@ -305,16 +306,7 @@ JOBS = Dashboard(
         Panel(
             "Task duration p50 / p95 by component",
             "Time one task takes in a worker (resumed tasks count from their resume).",
-            [
-                Target(
-                    quantile(0.5, "fedmq_worker_task_duration_seconds", "component", WORKER),
-                    "p50 {{component}}",
-                ),
-                Target(
-                    quantile(0.95, "fedmq_worker_task_duration_seconds", "component", WORKER),
-                    "p95 {{component}}",
-                ),
-            ],
+            p50_and_p95("fedmq_worker_task_duration_seconds", "component", "{{component}}", WORKER),
             unit="s",
         ),
         Panel(
@@ -497,10 +489,7 @@ LINK = Dashboard(
         Panel(
             "Relay lag p50 / p95 by peer",
             "From taking a message off out.<peer> to the peer's ACK (its broker confirmed).",
-            [
-                Target(quantile(0.5, "fedmq_gateway_relay_seconds", "peer", PEER), "p50 {{peer}}"),
-                Target(quantile(0.95, "fedmq_gateway_relay_seconds", "peer", PEER), "p95 {{peer}}"),
-            ],
+            p50_and_p95("fedmq_gateway_relay_seconds", "peer", "{{peer}}", PEER),
             unit="s",
         ),
         Panel(
@@ -588,20 +577,12 @@ CRYPTO = Dashboard(
         Panel(
             "Crypto pool job latency p50 / p95",
             "One job of the crypto pool (a chunk of a batch), by op and backend.",
-            [
-                Target(
-                    quantile(
-                        0.5, "fedmq_crypto_job_seconds", "op, backend", '{backend=~"$backend"}'
-                    ),
-                    "p50 {{op}} {{backend}}",
-                ),
-                Target(
-                    quantile(
-                        0.95, "fedmq_crypto_job_seconds", "op, backend", '{backend=~"$backend"}'
-                    ),
-                    "p95 {{op}} {{backend}}",
-                ),
-            ],
+            p50_and_p95(
+                "fedmq_crypto_job_seconds",
+                "op, backend",
+                "{{op}} {{backend}}",
+                '{backend=~"$backend"}',
+            ),
             unit="s",
         ),
         Panel(
@@ -677,26 +658,19 @@ HTTP = Dashboard(
             unit="reqps",
             width=24,
         ),
-        Panel(
-            "Latency p50 by route",
-            "Median request duration by route.",
-            [Target(quantile(0.5, "fedmq_http_request_seconds", "route", HTTP_SEL), "{{route}}")],
-            unit="s",
-            width=8,
-        ),
-        Panel(
-            "Latency p95 by route",
-            "95th percentile request duration by route.",
-            [Target(quantile(0.95, "fedmq_http_request_seconds", "route", HTTP_SEL), "{{route}}")],
-            unit="s",
-            width=8,
-        ),
-        Panel(
-            "Latency p99 by route",
-            "99th percentile request duration by route.",
-            [Target(quantile(0.99, "fedmq_http_request_seconds", "route", HTTP_SEL), "{{route}}")],
-            unit="s",
-            width=8,
+        *(
+            Panel(
+                f"Latency {name} by route",
+                f"{what} request duration by route.",
+                [Target(quantile(q, "fedmq_http_request_seconds", "route", HTTP_SEL), "{{route}}")],
+                unit="s",
+                width=8,
+            )
+            for q, name, what in (
+                (0.5, "p50", "Median"),
+                (0.95, "p95", "95th percentile"),
+                (0.99, "p99", "99th percentile"),
+            )
         ),
         Panel(
             "Server error ratio (5xx) by service",
