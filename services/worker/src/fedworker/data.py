@@ -170,22 +170,21 @@ def _view(tables: TableStore, info: TableInfo) -> dict[str, Any]:
 
 
 def _store_table(
-    tables: TableStore,
-    path: Path,
-    *,
-    name: str,
-    id_column: str,
-    label_column: str | None,
-    replace: bool,
-    shown: str,
+    tables: TableStore, path: Path, args: TableUploadArgs | TableUploadCommitArgs
 ) -> TableInfo:
-    """Parse the CSV at `path` and store it as `name`; bad rows become one `invalid` refusal."""
+    """Parse the CSV at `path` and store it as `args.name` (one-shot or committed upload); bad
+    rows become one `invalid` refusal."""
     try:
         info = tables.upload(
-            name, path, id_column=id_column, label_column=label_column, replace=replace
+            args.name,
+            path,
+            id_column=args.id_column,
+            label_column=args.label_column,
+            replace=args.replace,
         )
     except TableError as exc:
         # The messages name the file by its path: show the user's file name instead.
+        shown = args.filename or f"{args.name}.csv"
         raise DataCommandError("invalid", str(exc).replace(str(path), shown)) from exc
     log.info("table_uploaded", table=info.name, rows=info.rows, features=info.features)
     return info
@@ -205,15 +204,7 @@ def _table_upload(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
     with tempfile.TemporaryDirectory(prefix="upload-", dir=tables.data_dir) as tmp:
         path = Path(tmp) / "upload.csv"
         path.write_text(args.csv_text, encoding="utf-8")
-        info = _store_table(
-            tables,
-            path,
-            name=args.name,
-            id_column=args.id_column,
-            label_column=args.label_column,
-            replace=args.replace,
-            shown=args.filename or f"{args.name}.csv",
-        )
+        info = _store_table(tables, path, args)
     return _view(tables, info)
 
 
@@ -371,15 +362,7 @@ def _table_upload_commit(data: PartyTables, raw: dict[str, JsonValue]) -> JsonVa
                 f"upload {args.upload_id}: the parts do not add up to the text sent "
                 "(SHA-256 differs): upload the file again",
             )
-        info = _store_table(
-            tables,
-            path,
-            name=args.name,
-            id_column=args.id_column,
-            label_column=args.label_column,
-            replace=args.replace,
-            shown=args.filename or f"{args.name}.csv",
-        )
+        info = _store_table(tables, path, args)
     except BaseException:
         # The parts are spent (joined, or the upload cannot become this table): drop it all.
         shutil.rmtree(session, ignore_errors=True)
