@@ -127,9 +127,14 @@ def gateway_federation(
     start: bool = False,
     healthy_timeout: float = 90,
     stop_timeout: float = 10,
+    services: Sequence[str] = local.SERVICES,
 ) -> Iterator[local.LocalState]:
     """The parties' vhosts, databases, PKI and gateway settings, as `fedmq local` plans them;
     with `start`, their gateways running (the last party's first) and healthy.
+
+    `services`: those that get their own broker user (the others would connect as the
+    party's shared user). Each user costs several rabbitmqctl calls (an Erlang VM each, about a
+    second of CPU) at set-up and clean-up, so tests that run only gateways make only theirs.
 
     On exit every gateway is stopped, and the vhosts, databases and files are removed.
     """
@@ -145,6 +150,12 @@ def gateway_federation(
         redis_url=redis_url.rsplit("/", 1)[0],
         pg_admin_url=pg_admin_url,
     )
+    for p in state.parties.values():
+        p.broker_passwords = {
+            service: password
+            for service, password in p.broker_passwords.items()
+            if service in services
+        }
     local.prepare(state)
     try:
         if start:

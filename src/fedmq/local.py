@@ -219,10 +219,14 @@ def existing_users() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def ensure_broker_user(vhost: str, service: str, password: str) -> str:
-    """Create (or reset) `service`'s broker user on `vhost` with its permissions there."""
+def ensure_broker_user(
+    vhost: str, service: str, password: str, *, known: set[str] | None = None
+) -> str:
+    """Create (or reset) `service`'s broker user on `vhost` with its permissions there.
+    `known`: the broker's users if the caller listed them already (each rabbitmqctl call
+    starts an Erlang VM, about a second of CPU)."""
     user = broker_user(vhost, service)
-    if user in existing_users():
+    if user in (existing_users() if known is None else known):
         _rabbitmqctl("change_password", user, password)
     else:
         _rabbitmqctl("add_user", user, password)
@@ -343,8 +347,9 @@ def prepare(state: LocalState) -> None:
         pki.init_ca(ca_dir, state.federation)
     for party, p in state.parties.items():
         ensure_vhost(p.vhost)
+        known = existing_users() if p.broker_passwords else set()
         for service, password in p.broker_passwords.items():
-            ensure_broker_user(p.vhost, service, password)
+            ensure_broker_user(p.vhost, service, password, known=known)
         ensure_database(state.pg_admin_url, p.database)
         pki.ensure_party(ca_dir, party, state.party_dir(party) / "identity")
         _write_gateway_settings(state, party)

@@ -54,6 +54,7 @@ def federation(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[loc
         pg_admin_url=pg_admin_url,
         label="gateway-test",
         stop_timeout=5,
+        services=("gateway",),
     ) as state:
         yield state
 
@@ -299,20 +300,38 @@ def sink(deployment: Deployment, unique_name: str) -> Iterator[Sink]:
 
 class PacedPublisher:
     """Publishes envelopes into party 9999's out.10000 in small batches on a thread, so that a
-    kill in the middle of the stream really lands in the middle."""
+    kill in the middle of the stream really lands in the middle.
 
-    def __init__(self, bus: Bus, envelopes: list[Envelope], batch: int, interval: float) -> None:
+    `hold_at`: once that many are published, wait for `resume()` before the rest (a test that
+    must change something while part of the stream is still to come, however far the
+    receiving side lags behind the publisher)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        envelopes: list[Envelope],
+        batch: int,
+        interval: float,
+        hold_at: int | None = None,
+    ) -> None:
         self._bus = bus
         self._envelopes = envelopes
         self._batch = batch
         self._interval = interval
+        self._hold_at = hold_at
+        self._resumed = threading.Event()
         self.published = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def resume(self) -> None:
+        self._resumed.set()
+
     def _run(self) -> None:
         try:
             for i in range(0, len(self._envelopes), self._batch):
+                if self._hold_at is not None and i >= self._hold_at:
+                    self._resumed.wait(60)
                 chunk = self._envelopes[i : i + self._batch]
                 self._bus.publish_many([as_message(e) for e in chunk])
                 self.published += len(chunk)
@@ -332,7 +351,12 @@ class PacedPublisher:
 
 @pytest.fixture
 def paced_publisher(deployment: Deployment) -> Callable[..., PacedPublisher]:
-    def make(envelopes: list[Envelope], batch: int = 25, interval: float = 0.05) -> PacedPublisher:
-        return PacedPublisher(deployment.bus(SENDER), envelopes, batch, interval).start()
+    def make(
+        envelopes: list[Envelope],
+        batch: int = 25,
+        interval: float = 0.05,
+        hold_at: int | None = None,
+    ) -> PacedPublisher:
+        return PacedPublisher(deployment.bus(SENDER), envelopes, batch, interval, hold_at).start()
 
     return make

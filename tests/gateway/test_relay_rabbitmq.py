@@ -12,6 +12,8 @@ import pytest
 from fedgateway import pki
 from fedschemas import canonical_bytes
 
+from tests.polling import poll
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 
 N = 1000
@@ -76,10 +78,19 @@ def test_a_key_rotation_mid_stream_loses_nothing_and_old_signatures_stay_valid(
 
     # Execute: rotate the sending party's keys (new keys + CSR, CA signs, install) mid-stream;
     # SIGHUP tells its gateway to reload at once (its file watch would within seconds anyway).
-    publisher = paced_publisher(envelopes, batch=25, interval=0.05)
+    # The sending gateway signs a message when its relay takes it off the queue, and the sink
+    # lags the publisher by hundreds: the publisher holds its last 300 until the gateway has
+    # the new key, else on a loaded machine the whole stream could be signed before the
+    # rotation (one key id). Up to 400 are still in flight at the rotation.
+    publisher = paced_publisher(envelopes, batch=25, interval=0.05, hold_at=700)
     assert sink.wait_for(300, timeout=40) >= 300, deployment.tail()
     new_cert = pki.rotate_with_local_ca(deployment.state.root + "/ca", identity_dir)
     os.kill(deployment.pid("9999"), signal.SIGHUP)
+    poll(
+        lambda: any(e.get("event") == "identity_reloaded" for e in deployment.log("9999")),
+        20,
+    )
+    publisher.resume()
     publisher.join(timeout=40)
     # A message signed before the rotation by the old key, still in the queue afterwards.
     late = envelope(N, job_id=f"rotation-{unique_name}").model_copy(
