@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Final, ParamSpec, TypeVar
 
 import structlog
@@ -149,17 +150,10 @@ def make_replica(
     """The crypto replica this worker runs, or None when it serves no crypto jobs."""
     if not (settings.crypto_serve or settings.crypto_only):
         return None
-    if metrics is not None:
-        return MeteredCryptoReplica(
-            bus,
-            settings.party_id,
-            topic=settings.crypto_topic,
-            replica_id=replica_id(settings),
-            max_deliveries=settings.max_deliveries,
-            max_envelope_bytes=settings.max_envelope_bytes,
-            metrics=metrics,
-        )
-    return CryptoReplica(
+    make: Callable[..., CryptoReplica] = (
+        CryptoReplica if metrics is None else partial(MeteredCryptoReplica, metrics=metrics)
+    )
+    return make(
         bus,
         settings.party_id,
         topic=settings.crypto_topic,
