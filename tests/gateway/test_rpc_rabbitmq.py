@@ -32,7 +32,7 @@ from fedschemas import PartyRef, canonical_bytes, encode_envelope, topics
 
 from fedmq import local
 from tests.gateway.conftest import RECEIVER, SENDER, Deployment
-from tests.polling import poll
+from tests.polling import poll, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -86,12 +86,22 @@ def test_calls_cross_both_gateways_and_each_reply_returns_to_its_own_caller(
     # ...the service saw each call once, from party 9999, with the deadline it was sent with...
     assert sorted(c.body for c in echo) == sorted(bodies)
     assert {c.caller_party for c in echo} == {SENDER}
-    # ...and both gateways counted them.
-    assert deployment.metric(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200
-    assert (
-        deployment.metric(RECEIVER, "fedmq_gateway_rpc_calls_total", side="responder", outcome="ok")
-        == 200
+    # ...and both gateways counted them (a gateway counts a call after it passed the reply on,
+    # so the last few counts may land just after their callers returned).
+    wait_for(
+        lambda: deployment.metric(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200,
+        timeout=10,
+        what="the caller-side gateway to count 200 calls",
     )
+    wait_for(
+        lambda: deployment.metric(
+            RECEIVER, "fedmq_gateway_rpc_calls_total", side="responder", outcome="ok"
+        )
+        == 200,
+        timeout=10,
+        what="the responder-side gateway to count 200 calls",
+    )
+    assert deployment.metric(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200
 
 
 def test_a_reply_after_its_deadline_is_dropped_and_counted_never_delivered(
