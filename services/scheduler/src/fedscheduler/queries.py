@@ -153,6 +153,16 @@ def _grant_list(session: Session, party_id: str, raw: dict[str, JsonValue]) -> J
     return {"data": rows, "count": len(rows)}
 
 
+def _end_level(state: str) -> str:
+    """The log level of a job's or task's final state: success is news, failure an error,
+    anything else (canceled, timed out) a warning."""
+    return "info" if state == SUCCESS else ("error" if state == FAILED else "warning")
+
+
+def _reason_suffix(reason: str | None) -> str:
+    return f": {reason}" if reason else ""
+
+
 def _logs(session: Session, party_id: str, raw: dict[str, JsonValue]) -> JsonValue:
     """The job's story from what this scheduler recorded: the job, each party's answer, every
     task's start and end (with reasons), the job's end. The scheduler keeps states and their
@@ -238,24 +248,21 @@ def _logs(session: Session, party_id: str, raw: dict[str, JsonValue]) -> JsonVal
                 **where,
             )
         if t.state in TERMINAL:
-            level = "info" if t.state == SUCCESS else ("error" if t.state == FAILED else "warning")
-            reason = f": {t.reason}" if t.reason else ""
             add(
                 t.ended_at or t.updated_at,
-                level,
+                _end_level(t.state),
                 f"task_{t.state}",
-                f"{t.component} at party {t.party_id}, attempt {t.attempt}: {t.state}{reason}",
+                f"{t.component} at party {t.party_id}, attempt {t.attempt}: {t.state}"
+                + _reason_suffix(t.reason),
                 state=t.state,
                 **where,
             )
     if job.state in TERMINAL:
-        level = "info" if job.state == SUCCESS else ("error" if job.state == FAILED else "warning")
-        reason = f": {job.reason}" if job.reason else ""
         add(
             job.ended_at or job.updated_at,
-            level,
+            _end_level(job.state),
             f"job_{job.state}",
-            f"job {job.job_id} {job.state} (attempt {job.attempt}){reason}",
+            f"job {job.job_id} {job.state} (attempt {job.attempt})" + _reason_suffix(job.reason),
             state=job.state,
             attempt=job.attempt,
         )
