@@ -54,33 +54,25 @@ class GatewayMetrics:
             ["peer"],
             registry=self.registry,
         )
-        self.publish_seconds = Histogram(
+        self.publish_seconds = self._per_peer(
             "fedmq_gateway_publish_seconds",
             "Inbound: publishing one batch into the local broker until all confirms arrived.",
-            ["peer"],
-            buckets=RELAY_BUCKETS,
-            registry=self.registry,
+            RELAY_BUCKETS,
         )
-        self.publish_batch = Histogram(
+        self.publish_batch = self._per_peer(
             "fedmq_gateway_publish_batch_messages",
             "Inbound: messages per publish batch (one wait for many confirms).",
-            ["peer"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=self.registry,
+            (1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
-        self.relay_seconds = Histogram(
+        self.relay_seconds = self._per_peer(
             "fedmq_gateway_relay_seconds",
             "From taking a message off out.<peer> to the peer's ACK (remote publish confirmed).",
-            ["peer"],
-            buckets=RELAY_BUCKETS,
-            registry=self.registry,
+            RELAY_BUCKETS,
         )
-        self.link_rtt = Histogram(
+        self.link_rtt = self._per_peer(
             "fedmq_gateway_link_rtt_seconds",
             "Round trip of a PING frame on the outbound link to the peer (link-level latency).",
-            ["peer"],
-            buckets=RTT_BUCKETS,
-            registry=self.registry,
+            RTT_BUCKETS,
         )
         self.rpc_calls = Counter(
             "fedmq_gateway_rpc_calls",
@@ -97,11 +89,13 @@ class GatewayMetrics:
             ["side", "message"],
             registry=self.registry,
         )
-        self.rpc_seconds = Histogram(
+        self.rpc_seconds = self._per_peer(
             "fedmq_gateway_rpc_seconds",
             "Caller side: from taking a request off svc.gateway.rpc to handing its verified "
             "reply to the caller.",
-            ["peer"],
-            buckets=RTT_BUCKETS,
-            registry=self.registry,
+            RTT_BUCKETS,
         )
+
+    def _per_peer(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+        """A histogram labelled by peer party (the link's and the relay's timings)."""
+        return Histogram(name, documentation, ["peer"], buckets=buckets, registry=self.registry)
