@@ -201,6 +201,51 @@ class MessageRule:
         )
 
 
+def array_rule(
+    tag: str,
+    sender: ProtocolRole,
+    receiver: ProtocolRole,
+    kind: PayloadKind,
+    order: int,
+    shape: str,
+    description: str = "",
+    *,
+    per_iteration: bool = False,
+    dtype: str = "float64",
+    max_seq: int = 0,
+) -> MessageRule:
+    """A message that carries one array of one dtype (float64 unless said) and nothing else:
+    the common form of plaintext messages (aggregates, partial scores, masked vectors)."""
+    return MessageRule(
+        tag=tag,
+        sender=sender,
+        receiver=receiver,
+        kinds=(kind,),
+        per_iteration=per_iteration,
+        order=order,
+        shape=shape,
+        dtypes=(dtype,),
+        max_seq=max_seq,
+        description=description,
+    )
+
+
+def control_rule(
+    tag: str, sender: ProtocolRole, receiver: ProtocolRole, order: int, description: str = ""
+) -> MessageRule:
+    """A per-iteration plain_control message with no array (an acknowledgement, a stop/go)."""
+    return MessageRule(
+        tag=tag,
+        sender=sender,
+        receiver=receiver,
+        kinds=("plain_control",),
+        per_iteration=True,
+        order=order,
+        shape=NONE,
+        description=description,
+    )
+
+
 @dataclass(frozen=True)
 class Protocol:
     """The declared messages of one component type."""

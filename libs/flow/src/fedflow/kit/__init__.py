@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from fedflow.protocol import NONE, DecryptRule, MessageRule, ProtocolRole
+from fedflow.protocol import NONE, DecryptRule, MessageRule, ProtocolRole, array_rule
 
 PAILLIER_KEY_FORMAT: Final = "fedcrypto.paillier.public_key.v1"
 """The blob format of a Paillier public key message (declared in protocols, checked on receipt)."""
@@ -107,14 +107,14 @@ def masked_rule(
     """The key holder's answer of masked decryption: the decrypted, still masked plaintext as
     "(rows, p)" residues, once per iteration (by default order 3: after the ciphertext it
     answers)."""
-    return MessageRule(
-        tag=tag,
-        sender=sender,
-        receiver=receiver,
-        kinds=("masked_vector",),
+    return array_rule(
+        tag,
+        sender,
+        receiver,
+        "masked_vector",
+        order,
+        f"({rows}, p)",
+        description,
         per_iteration=True,
-        order=order,
-        shape=f"({rows}, p)",
-        dtypes=("uint64",),
-        description=description,
+        dtype="uint64",
     )

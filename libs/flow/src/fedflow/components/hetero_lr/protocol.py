@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 from fedflow.kit import HE_DIMS, ciphertext_rule, masked_rule, public_key_rules
-from fedflow.protocol import NONE, MessageRule, Protocol
+from fedflow.protocol import Protocol, array_rule, control_rule
 
 MAX_HOSTS: Final = 16
 
@@ -61,40 +61,33 @@ HETERO_LR_PROTOCOL = Protocol(
         ),
         masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T d + R_h"),
         masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
-        MessageRule(
-            tag="host_scores_revealed",
-            sender="host",
-            receiver="guest",
-            kinds=("partial_score",),
+        array_rule(
+            "host_scores_revealed",
+            "host",
+            "guest",
+            "partial_score",
+            1,
+            "(*,)",
+            "reveal_host_scores mode only: u_h = X_h w_h for each row of the batch, in "
+            "plaintext; the guest learns the host's partial score of every training row",
             per_iteration=True,
-            order=1,
-            shape="(*,)",
-            dtypes=("float64",),
-            description=(
-                "reveal_host_scores mode only: u_h = X_h w_h for each row of the batch, in "
-                "plaintext; the guest learns the host's partial score of every training row"
-            ),
         ),
-        MessageRule(
-            tag="host_score_sq",
-            sender="host",
-            receiver="guest",
-            kinds=("aggregate",),
+        array_rule(
+            "host_score_sq",
+            "host",
+            "guest",
+            "aggregate",
+            3,
+            "()",
+            "sum of u_h^2 over the batch (for the Taylor loss)",
             per_iteration=True,
-            order=3,
-            shape="()",
-            dtypes=("float64",),
-            description="sum of u_h^2 over the batch (for the Taylor loss)",
         ),
-        MessageRule(
-            tag="epoch_end",
-            sender="guest",
-            receiver="host",
-            kinds=("plain_control",),
-            per_iteration=True,
-            order=4,
-            shape=NONE,
-            description="after an epoch's last batch: stop (early stopping) or go on",
+        control_rule(
+            "epoch_end",
+            "guest",
+            "host",
+            4,
+            "after an epoch's last batch: stop (early stopping) or go on",
         ),
     ),
 )
@@ -108,19 +101,16 @@ HETERO_LR_PREDICT_PROTOCOL = Protocol(
     ),
     dims={"m": "rows to predict (the guest's row count; every host sends that many)"},
     messages=(
-        MessageRule(
-            tag="host_partial_scores",
-            sender="host",
-            receiver="guest",
-            kinds=("partial_score",),
-            order=1,
-            shape="(m,)",
-            dtypes=("float64",),
-            description=(
-                "u_h = X_h w_h for each row, in plaintext (per-row partial linear predictor of "
-                "the host's features under its weights): REVEALED to the guest, which could "
-                "compute it anyway from the scores it is meant to get"
-            ),
+        array_rule(
+            "host_partial_scores",
+            "host",
+            "guest",
+            "partial_score",
+            1,
+            "(m,)",
+            "u_h = X_h w_h for each row, in plaintext (per-row partial linear predictor of "
+            "the host's features under its weights): REVEALED to the guest, which could "
+            "compute it anyway from the scores it is meant to get",
         ),
     ),
 )

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec
-from fedflow.protocol import NONE, MessageRule, Protocol
+from fedflow.protocol import Protocol, array_rule, control_rule
 
 
 class IterSumParams(ComponentParams):
@@ -39,36 +39,19 @@ ITER_SUM_PROTOCOL = Protocol(
     description="test component: masked per-round sums, host to guest",
     dims={"k": "number of features at the sending host"},
     messages=(
-        MessageRule(
-            tag="masked_sum",
-            sender="host",
-            receiver="guest",
-            kinds=("masked_vector",),
+        array_rule(
+            "masked_sum",
+            "host",
+            "guest",
+            "masked_vector",
+            1,
+            "(k,)",
+            "(r + 1) * column means + mask",
             per_iteration=True,
-            order=1,
-            shape="(k,)",
-            dtypes=("float64",),
-            description="(r + 1) * column means + mask",
         ),
-        MessageRule(
-            tag="ack",
-            sender="guest",
-            receiver="host",
-            kinds=("plain_control",),
-            per_iteration=True,
-            order=2,
-            shape=NONE,
-            description="the guest added round r",
-        ),
-        MessageRule(
-            tag="mask_total",
-            sender="host",
-            receiver="guest",
-            kinds=("aggregate",),
-            order=1,
-            shape="(k,)",
-            dtypes=("float64",),
-            description="the sum of the host's masks",
+        control_rule("ack", "guest", "host", 2, "the guest added round r"),
+        array_rule(
+            "mask_total", "host", "guest", "aggregate", 1, "(k,)", "the sum of the host's masks"
         ),
     ),
 )

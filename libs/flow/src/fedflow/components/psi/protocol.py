@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Final
 
-from fedflow.protocol import UNBOUNDED_SEQ, MessageRule, Protocol
+from fedflow.protocol import UNBOUNDED_SEQ, MessageRule, Protocol, ProtocolRole, array_rule
 
 POINT_SIZE: Final = 32
 """Bytes of one Curve25519 point (fedcrypto.psi.POINT_SIZE; the code checks they agree)."""
 
 
-def _points_rule(tag: str, sender: str, receiver: str, order: int, what: str) -> MessageRule:
-    return MessageRule(
-        tag=tag,
-        sender=sender,  # type: ignore[arg-type]
-        receiver=receiver,  # type: ignore[arg-type]
-        kinds=("id_set",),
-        order=order,
-        shape=f"(*, {POINT_SIZE})",
-        dtypes=("uint8",),
+def _points_rule(
+    tag: str, sender: ProtocolRole, receiver: ProtocolRole, order: int, what: str
+) -> MessageRule:
+    return array_rule(
+        tag,
+        sender,
+        receiver,
+        "id_set",
+        order,
+        f"(*, {POINT_SIZE})",
+        what,
+        dtype="uint8",
         max_seq=UNBOUNDED_SEQ,
-        description=what,
     )
 
 
@@ -32,16 +34,16 @@ PSI_PROTOCOL = Protocol(
         _points_rule("host_blinded", "host", "guest", 1, "host's ids hashed and blinded"),
         _points_rule("guest_reblinded", "guest", "host", 2, "host's blinded ids, blinded again"),
         _points_rule("host_reblinded", "host", "guest", 2, "guest's blinded ids, blinded again"),
-        MessageRule(
-            tag="intersection_mask",
-            sender="guest",
-            receiver="host",
-            kinds=("id_set",),
-            order=3,
-            shape="(*,)",
-            dtypes=("bool",),
+        array_rule(
+            "intersection_mask",
+            "guest",
+            "host",
+            "id_set",
+            3,
+            "(*,)",
+            "several hosts: which pairwise-intersection ids are in the final one",
+            dtype="bool",
             max_seq=UNBOUNDED_SEQ,
-            description="several hosts: which pairwise-intersection ids are in the final one",
         ),
     ),
 )
