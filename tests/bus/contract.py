@@ -1,6 +1,7 @@
 """The bus contract: one suite every adapter passes. Subclassed per adapter.
 
-Fixtures (override any of them in a subclass; `test_dedupe_contract.py` reuses them):
+Fixtures (override any of them in a subclass; suites of other behaviour reuse them without the
+tests through `OnMemoryBus` / `OnAmqpBus`, which also give a `database_url`):
 - `bus_url`      str, abstract: where the adapter's broker is (memory://<unique>, amqp://...).
 - `bus_options`  dict of connect() options every bus in the test gets (default: {}).
 - `connect_bus`  callable(**options) -> Bus: a NEW connection to the same broker; options are
@@ -643,3 +644,37 @@ class BusContract:
             bus.declare_fanout(unique_name, "out.p*")
         with pytest.raises(ValueError, match="pattern"):
             bus.declare_fanout(unique_name, [])
+
+
+class BusFixtures:
+    """The contract's bus fixtures without its tests, for suites of another behaviour that run
+    on every adapter (dedupe, batched consume)."""
+
+    bus_options = BusContract.bus_options
+    connect_bus = BusContract.connect_bus
+    bus = BusContract.bus
+    topic = BusContract.topic
+
+
+class OnMemoryBus(BusFixtures):
+    """memory://, with a SQLite file where the suite needs a database (`database_url`)."""
+
+    @pytest.fixture
+    def bus_url(self, unique_name: str) -> str:
+        return f"memory://{unique_name}"
+
+    @pytest.fixture
+    def database_url(self, tmp_path) -> str:  # type: ignore[no-untyped-def]
+        return f"sqlite:///{tmp_path / 'inbox.db'}"
+
+
+class OnAmqpBus(BusFixtures):
+    """RabbitMQ, with PostgreSQL where the suite needs a database (`database_url`)."""
+
+    @pytest.fixture
+    def bus_url(self, amqp_url: str) -> str:
+        return amqp_url
+
+    @pytest.fixture
+    def database_url(self, pg_url: str) -> str:
+        return pg_url

@@ -21,7 +21,14 @@ from fedbus import HEADER_DEAD_REASON, Bus, Delivery, Message, Reject
 from fedbus.inbox import BatchItem, InboxTransaction, deduplicating, deduplicating_batch
 from fedbus.sql_inbox import SqlInbox, create_tables
 
-from tests.bus.contract import BusContract, ConnectBus, Recorder, drain_dead_letters, wait_until
+from tests.bus.contract import (
+    ConnectBus,
+    OnAmqpBus,
+    OnMemoryBus,
+    Recorder,
+    drain_dead_letters,
+    wait_until,
+)
 from tests.scripts import kill_after_line
 
 
@@ -186,27 +193,13 @@ class BatchContract:
         wait_until(lambda: groups.ids == ["m-small"], what="the small message")
 
 
-class TestBatchOnMemoryBus(BatchContract):
-    bus_options = BusContract.bus_options
-    connect_bus = BusContract.connect_bus
-    bus = BusContract.bus
-    topic = BusContract.topic
-
-    @pytest.fixture
-    def bus_url(self, unique_name: str) -> str:
-        return f"memory://{unique_name}"
+class TestBatchOnMemoryBus(OnMemoryBus, BatchContract):
+    pass
 
 
 @pytest.mark.integration
-class TestBatchOnAmqpBus(BatchContract):
-    bus_options = BusContract.bus_options
-    connect_bus = BusContract.connect_bus
-    bus = BusContract.bus
-    topic = BusContract.topic
-
-    @pytest.fixture
-    def bus_url(self, amqp_url: str) -> str:
-        return amqp_url
+class TestBatchOnAmqpBus(OnAmqpBus, BatchContract):
+    pass
 
 
 # -- the crash window of group commit --------------------------------------------------------
@@ -299,20 +292,7 @@ class GroupCommitCrashContract:
             inbox.close()
 
 
-class TestGroupCommitCrashOnMemoryBus(GroupCommitCrashContract):
-    bus_options = BusContract.bus_options
-    connect_bus = BusContract.connect_bus
-    bus = BusContract.bus
-    topic = BusContract.topic
-
-    @pytest.fixture
-    def bus_url(self, unique_name: str) -> str:
-        return f"memory://{unique_name}"
-
-    @pytest.fixture
-    def database_url(self, tmp_path) -> str:  # type: ignore[no-untyped-def]
-        return f"sqlite:///{tmp_path / 'inbox.db'}"
-
+class TestGroupCommitCrashOnMemoryBus(OnMemoryBus, GroupCommitCrashContract):
     def crash_after_group_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> int:
@@ -338,20 +318,7 @@ class TestGroupCommitCrashOnMemoryBus(GroupCommitCrashContract):
 
 
 @pytest.mark.integration
-class TestGroupCommitCrashOnAmqpBus(GroupCommitCrashContract):
-    bus_options = BusContract.bus_options
-    connect_bus = BusContract.connect_bus
-    bus = BusContract.bus
-    topic = BusContract.topic
-
-    @pytest.fixture
-    def bus_url(self, amqp_url: str) -> str:
-        return amqp_url
-
-    @pytest.fixture
-    def database_url(self, pg_url: str) -> str:
-        return pg_url
-
+class TestGroupCommitCrashOnAmqpBus(OnAmqpBus, GroupCommitCrashContract):
     def crash_after_group_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> int:

@@ -19,7 +19,7 @@ from fedbus import Bus, Delivery, Message
 from fedbus.inbox import InboxTransaction, deduplicating
 from fedbus.sql_inbox import SqlInbox, create_tables
 
-from tests.bus.contract import BusContract, ConnectBus, wait_until
+from tests.bus.contract import ConnectBus, OnAmqpBus, OnMemoryBus, wait_until
 from tests.scripts import kill_after_line
 
 effects_metadata = sa.MetaData()
@@ -134,20 +134,7 @@ class DedupeContract:
         assert sorted(self.effects(inbox)) == ids
 
 
-class TestDedupeOnMemoryBus(DedupeContract):
-    bus_options = BusContract.bus_options
-    connect_bus = BusContract.connect_bus
-    bus = BusContract.bus
-    topic = BusContract.topic
-
-    @pytest.fixture
-    def bus_url(self, unique_name: str) -> str:
-        return f"memory://{unique_name}"
-
-    @pytest.fixture
-    def database_url(self, tmp_path) -> str:  # type: ignore[no-untyped-def]
-        return f"sqlite:///{tmp_path / 'inbox.db'}"
-
+class TestDedupeOnMemoryBus(OnMemoryBus, DedupeContract):
     def crash_after_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> None:
@@ -168,20 +155,7 @@ class TestDedupeOnMemoryBus(DedupeContract):
 
 
 @pytest.mark.integration
-class TestDedupeOnAmqpBus(DedupeContract):
-    bus_options = BusContract.bus_options
-    connect_bus = BusContract.connect_bus
-    bus = BusContract.bus
-    topic = BusContract.topic
-
-    @pytest.fixture
-    def bus_url(self, amqp_url: str) -> str:
-        return amqp_url
-
-    @pytest.fixture
-    def database_url(self, pg_url: str) -> str:
-        return pg_url
-
+class TestDedupeOnAmqpBus(OnAmqpBus, DedupeContract):
     def crash_after_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> None:
