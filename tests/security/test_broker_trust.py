@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiormq
@@ -36,24 +35,12 @@ from fedschemas.payloads import JobStop
 
 from fedmq import local
 from tests.bus.raw_amqp import BasicProperties, RawAmqp
-from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, two_parties, upload_breast
+from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
 from tests.polling import wait_for_dead_letters, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-TOKEN = f"sec-{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
-    with two_parties(
-        amqp_url=amqp_url,
-        redis_url=redis_url,
-        pg_admin_url=pg_admin_url,
-        token=TOKEN,
-        label="sec",
-    ) as stack:
-        yield stack
+stack = stack_fixture("sec")
 
 
 def _url(stack: Stack, service: str | None) -> str:
