@@ -4,6 +4,7 @@ Commands travel over the bus (request/reply), never into a service's database:
 `SchedulerClient` sends the scheduler's (jobs, grants, job metrics and logs, on
 `svc.scheduler.rpc`), `DataClient` the data service's (tables, on `svc.data.rpc`, served by the
 party's workers). Refusals become exceptions that carry their HTTP status.
+fedcontrol.server.CommandServer is the serving side both servers share.
 """
 
 from fedcontrol.client import (

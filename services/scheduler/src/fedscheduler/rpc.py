@@ -42,24 +42,24 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from fedbus import Bus, Delivery, Reject, Subscription
-from fedcommon.tracing import get_tracer, span_from_remote
+from fedbus import Bus
+from fedcommon.tracing import get_tracer
 from fedcontrol import (
     RPC_COMPONENT,
     SchedulerClient,
     SchedulerCommandFailed,
     SchedulerUnavailable,
-    command_envelope,
 )
+from fedcontrol.server import CommandServer
 from fedflow.descriptors import CATALOGUE
-from fedschemas import MalformedMessage, decode_envelope, decode_payload, topics
+from fedschemas import topics
 from fedschemas.payloads import (
     NAME_PATTERN,
     SchedulerErrorKind,
     SchedulerRequest,
     SchedulerResponse,
 )
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -242,7 +242,7 @@ def execute(
     return response
 
 
-class RpcServer:
+class RpcServer(CommandServer[SchedulerRequest, SchedulerResponse]):
     """Answers scheduler.request envelopes on `topic` (one thread, in arrival order)."""
 
     def __init__(
@@ -252,69 +252,17 @@ class RpcServer:
         sessions: sessionmaker[Session],
         ctx: SchedulerContext,
     ) -> None:
-        self._bus = bus
-        self._topic = topic
+        super().__init__(
+            bus, topic, ctx.party_id, SchedulerRequest, SchedulerResponse, log=log, tracer=_TRACER
+        )
         self._sessions = sessions
         self._ctx = ctx
-        self._subscription: Subscription | None = None
 
-    def start(self) -> None:
-        self._bus.declare(self._topic)
-        # One delivery only: a request is answered once; a crash mid-request leaves the
-        # requester to time out and retry (commands are idempotent by job id).
-        self._subscription = self._bus.subscribe(
-            self._topic, self._handle, prefetch=1, max_deliveries=1
-        )
-        log.info("rpc_started", topic=self._topic)
-
-    def stop(self) -> None:
-        if self._subscription is not None:
-            self._subscription.cancel()
-            self._subscription = None
-
-    def _handle(self, delivery: Delivery) -> None:
-        if delivery.reply_to is None:
-            log.warning("rpc_without_reply_to", message_id=delivery.message_id)
-            raise Reject("a command without reply_to: nobody to answer")
-        try:
-            envelope = decode_envelope(delivery.body)
-            request = decode_payload(envelope, SchedulerRequest)
-        except MalformedMessage as exc:
-            log.warning("rpc_malformed", reason=exc.reason)
-            # Dead-lettered with the reason; the bus answers the requester with it.
-            raise Reject(f"malformed command: {exc.reason}") from exc
-        # The command's span is a child of the caller's (the REST call): everything the command
-        # sends -- proposals to other parties, task.run to workers -- carries this trace on.
-        with span_from_remote(
-            _TRACER, f"rpc {request.op}", envelope.traceparent, kind=SpanKind.SERVER
-        ) as span:
-            span.set_attribute("rpc.system", "fedmq")
-            span.set_attribute("rpc.method", request.op)
-            job_id = request.args.get("job_id")
-            if isinstance(job_id, str):
-                span.set_attribute("fedmq.job_id", job_id)
-            if envelope.source.party_id != self._ctx.party_id:
-                response = SchedulerResponse(
-                    op=request.op,
-                    ok=False,
-                    error=f"commands come from this party ({self._ctx.party_id}) only",
-                    error_kind="invalid",
-                )
-            else:
-                response = execute(self._sessions, self._ctx, request)
-            if isinstance(response.result, dict) and isinstance(response.result.get("job_id"), str):
-                span.set_attribute("fedmq.job_id", response.result["job_id"])
-            if response.error_kind:
-                span.set_attribute("fedmq.error_kind", response.error_kind)
-            body = command_envelope(response, self._ctx.party_id, request.op)
-        if len(body) > self._bus.capabilities.max_frame_bytes:
-            # Replies cannot be chunked (direct reply-to): say so instead of never answering.
-            log.warning("rpc_reply_too_large", op=request.op, size=len(body))
-            response = SchedulerResponse(
-                op=request.op,
-                ok=False,
-                error=f"the answer is too large ({len(body)} bytes): ask for less",
-                error_kind="invalid",
-            )
-            body = command_envelope(response, self._ctx.party_id, request.op)
-        self._bus.reply(delivery, body)
+    def answer(self, request: SchedulerRequest, span: Span) -> SchedulerResponse:
+        job_id = request.args.get("job_id")
+        if isinstance(job_id, str):
+            span.set_attribute("fedmq.job_id", job_id)
+        response = execute(self._sessions, self._ctx, request)
+        if isinstance(response.result, dict) and isinstance(response.result.get("job_id"), str):
+            span.set_attribute("fedmq.job_id", response.result["job_id"])
+        return response

@@ -50,13 +50,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
-from fedbus import Bus, Delivery, Reject, Subscription
-from fedcommon.tracing import get_tracer, span_from_remote
-from fedcontrol import command_envelope
+from fedbus import Bus
+from fedcommon.tracing import get_tracer
+from fedcontrol.server import CommandServer
 from fedflow.tables import TABLE_NAME_PATTERN, TableError, TableInfo, TableStore
-from fedschemas import MalformedMessage, decode_envelope, decode_payload
 from fedschemas.payloads import DataRequest, DataResponse, SchedulerErrorKind
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 if TYPE_CHECKING:
@@ -440,11 +439,16 @@ def execute(data: PartyTables, request: DataRequest) -> DataResponse:
     return DataResponse(op=request.op, ok=True, result=result)
 
 
-class DataServer:
+class DataServer(CommandServer[DataRequest, DataResponse]):
     """Answers data.request envelopes on `topic` (one at a time per replica, in arrival order).
 
     Every replica of the party's worker runs one on the same topic: the broker hands each
     command to one of them (module doc: what they must share)."""
+
+    started_event = "data_service_started"
+    no_reply_to_event = "data_command_without_reply_to"
+    malformed_event = "data_command_malformed"
+    too_large_event = "data_reply_too_large"
 
     def __init__(
         self,
@@ -455,66 +459,17 @@ class DataServer:
         *,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        self._bus = bus
-        self._topic = topic
-        self._party_id = party_id
+        super().__init__(bus, topic, party_id, DataRequest, DataResponse, log=log, tracer=_TRACER)
         self.data = data
         self._metrics = metrics
-        self._subscription: Subscription | None = None
 
     def start(self) -> None:
         sweep_uploads(self.data)  # sessions a previous run left behind
-        self._bus.declare(self._topic)
-        # One delivery only: a command is answered once; a crash mid-command leaves the
-        # requester to time out and retry (commands are idempotent by their keys).
-        self._subscription = self._bus.subscribe(
-            self._topic, self._handle, prefetch=1, max_deliveries=1
-        )
-        log.info("data_service_started", topic=self._topic)
+        super().start()
 
-    def stop(self) -> None:
-        if self._subscription is not None:
-            self._subscription.cancel()
-            self._subscription = None
+    def answer(self, request: DataRequest, span: Span) -> DataResponse:
+        return execute(self.data, request)
 
-    def _handle(self, delivery: Delivery) -> None:
-        if delivery.reply_to is None:
-            log.warning("data_command_without_reply_to", message_id=delivery.message_id)
-            raise Reject("a command without reply_to: nobody to answer")
-        try:
-            envelope = decode_envelope(delivery.body)
-            request = decode_payload(envelope, DataRequest)
-        except MalformedMessage as exc:
-            log.warning("data_command_malformed", reason=exc.reason)
-            # Dead-lettered with the reason; the bus answers the requester with it.
-            raise Reject(f"malformed command: {exc.reason}") from exc
-        with span_from_remote(
-            _TRACER, f"rpc {request.op}", envelope.traceparent, kind=SpanKind.SERVER
-        ) as span:
-            span.set_attribute("rpc.system", "fedmq")
-            span.set_attribute("rpc.method", request.op)
-            if envelope.source.party_id != self._party_id:
-                response = DataResponse(
-                    op=request.op,
-                    ok=False,
-                    error=f"commands come from this party ({self._party_id}) only",
-                    error_kind="invalid",
-                )
-            else:
-                response = execute(self.data, request)
-            if response.error_kind:
-                span.set_attribute("fedmq.error_kind", response.error_kind)
-            body = command_envelope(response, self._party_id, request.op)
+    def counted(self, request: DataRequest, response: DataResponse) -> None:
         if self._metrics is not None:
             self._metrics.data_requests.labels(request.op, response.error_kind or "ok").inc()
-        if len(body) > self._bus.capabilities.max_frame_bytes:
-            # Replies cannot be chunked (direct reply-to): say so instead of never answering.
-            log.warning("data_reply_too_large", op=request.op, size=len(body))
-            response = DataResponse(
-                op=request.op,
-                ok=False,
-                error=f"the answer is too large ({len(body)} bytes): ask for less",
-                error_kind="invalid",
-            )
-            body = command_envelope(response, self._party_id, request.op)
-        self._bus.reply(delivery, body)
