@@ -37,26 +37,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DATA = REPO / "examples" / "data"
 GUEST, HOST = "9999", "10000"
 
-PSI_EVAL = """\
-name: psi-eval
-parties:
-  guest: "9999"
-  host: ["10000"]
-components:
-  - name: reader_0
-    type: reader
-    params:
-      guest: {table: breast_hetero_guest}
-      host: {table: breast_hetero_host}
-  - name: psi_0
-    type: psi
-    inputs: {data: reader_0.data}
-  - name: eval_0
-    type: evaluation
-    inputs: {data: psi_0.data}
-    params:
-      common: {label_column: y, score_column: x0, score_transform: sigmoid}
-"""
+PSI_EVAL = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
+"""The example PSI + evaluation pipeline (the one tests/local_stack.py runs end to end)."""
 
 ROUTES = {"job.": "svc.scheduler", "task.": "svc.scheduler"}
 
