@@ -3,7 +3,8 @@ party by party in this process (tests/flow/running.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,18 @@ def weights(world: LocalWorld, job: str, component: str = "lr_0") -> tuple[Float
         model = world.parties[party].runtime.artifacts.get(job, party, role, f"{component}.model")
         got.append(model.features[:, 0].copy())
     return got[0], got[1]
+
+
+@contextmanager
+def trained(
+    tmp_path: Path, job: str, guest: Table, host: Table, params: dict[str, Any]
+) -> Iterator[LocalWorld]:
+    """A two-party world in which hetero_lr ran `params` on the tables as `job`'s lr_0, both
+    parties without error (asserted)."""
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        g, h = run_both(world, lr_tasks(world, job, guest, host, params))
+        assert not g.error and not h.error, (g.error, h.error)
+        yield world
 
 
 def run_both(

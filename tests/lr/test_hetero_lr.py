@@ -15,7 +15,7 @@ from fedflow.kit import payloads
 from fedflow.metrics import MetricsReader
 from fedflow.pipeline import Pipeline
 from fedflow.protocol import Protocol, ProtocolGuard, ProtocolViolation
-from fedflow.standalone import LocalWorld, StandaloneError, run_pipeline
+from fedflow.standalone import StandaloneError, run_pipeline
 from fedschemas import FederationData
 
 from tests.lr.conftest import (
@@ -23,12 +23,11 @@ from tests.lr.conftest import (
     GUEST,
     HOST,
     SHORT_KEY_PARAMS,
-    lr_tasks,
-    run_both,
     sigmoid_sgd,
     synthetic,
     taylor_sgd,
     taylor_sgd_with_loss,
+    trained,
     weights,
 )
 
@@ -65,15 +64,12 @@ def breast_pipeline(**common: Any) -> Pipeline:
 def test_federated_weights_equal_plaintext_taylor_sgd_on_the_joined_data(tmp_path: Path) -> None:
     # Prepare
     guest, host = synthetic(200, 3, 4, seed=5)
-    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
-        tasks = lr_tasks(world, "job-eq", guest, host, SMALL)
 
-        # Execute
-        g, h = run_both(world, tasks)
-
-        # Assert: each party holds only its own weights, equal to the plaintext computation
-        assert not g.error and not h.error, (g.error, h.error)
+    # Execute
+    with trained(tmp_path, "job-eq", guest, host, SMALL) as world:
         wg, wh = weights(world, "job-eq")
+
+    # Assert: each party holds only its own weights, equal to the plaintext computation
     expected_g, expected_h = taylor_sgd(guest, host, SMALL)
     assert wg.shape == (4,) and wh.shape == (4,)
     np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
@@ -84,18 +80,15 @@ def test_federated_weights_equal_plaintext_taylor_sgd_on_the_joined_data(tmp_pat
 def test_the_epoch_loss_from_aggregates_equals_the_plaintext_taylor_loss(tmp_path: Path) -> None:
     # Prepare
     guest, host = synthetic(200, 3, 4, seed=8)
-    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
-        tasks = lr_tasks(world, "job-loss", guest, host, SMALL)
 
-        # Execute
-        g, h = run_both(world, tasks)
-
-        # Assert
-        assert not g.error and not h.error, (g.error, h.error)
+    # Execute
+    with trained(tmp_path, "job-loss", guest, host, SMALL) as world:
         reader = MetricsReader(world.parties[GUEST].engine)
         series = sorted(
             (m.step, m.value) for m in reader.metrics("job-loss", "lr_0") if m.name == "loss"
         )
+
+    # Assert
     _, _, expected = taylor_sgd_with_loss(guest, host, SMALL)
     assert [step for step, _ in series] == [0, 1, 2]
     np.testing.assert_allclose([v for _, v in series], expected, rtol=0, atol=1e-6)
@@ -106,14 +99,9 @@ def test_early_stopping_ends_both_parties_after_the_same_epoch(tmp_path: Path) -
     # Prepare: a tolerance no improvement can beat: stop after the second epoch
     guest, host = synthetic(200, 3, 4, seed=9)
     params = {**SMALL, "epochs": 5, "early_stop": True, "tol": 100.0}
-    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
-        tasks = lr_tasks(world, "job-stop", guest, host, params)
 
-        # Execute
-        g, h = run_both(world, tasks)
-
-        # Assert: 2 epochs of 3 batches at both parties, weights as after 2 plaintext epochs
-        assert not g.error and not h.error, (g.error, h.error)
+    # Execute
+    with trained(tmp_path, "job-stop", guest, host, params) as world:
         iterations = {
             party: MetricsReader(world.parties[party].engine).values("job-stop", "lr_0", party)[
                 "iterations"
@@ -121,6 +109,8 @@ def test_early_stopping_ends_both_parties_after_the_same_epoch(tmp_path: Path) -
             for party in (GUEST, HOST)
         }
         wg, wh = weights(world, "job-stop")
+
+    # Assert: 2 epochs of 3 batches at both parties, weights as after 2 plaintext epochs
     assert iterations == {GUEST: 6.0, HOST: 6.0}
     expected_g, expected_h = taylor_sgd(guest, host, params, epochs_run=2)
     np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
@@ -133,16 +123,13 @@ def test_reveal_host_scores_mode_trains_exact_sigmoid_sgd_and_says_what_crossed(
     # Prepare
     guest, host = synthetic(200, 3, 4, seed=12)
     params = {**SMALL, "reveal_host_scores": True}
-    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
-        tasks = lr_tasks(world, "job-rev", guest, host, params)
 
-        # Execute
-        g, h = run_both(world, tasks)
+    # Execute
+    with trained(tmp_path, "job-rev", guest, host, params) as world:
         crossings = world.crossings.snapshot()
-
-        # Assert: the exact-sigmoid weights; the host's scores crossed in plaintext, labelled
-        assert not g.error and not h.error, (g.error, h.error)
         wg, wh = weights(world, "job-rev")
+
+    # Assert: the exact-sigmoid weights; the host's scores crossed in plaintext, labelled
     expected_g, expected_h = sigmoid_sgd(guest, host, params)
     np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
     np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
@@ -154,15 +141,12 @@ def test_reveal_host_scores_mode_trains_exact_sigmoid_sgd_and_says_what_crossed(
 def test_nothing_per_sample_crosses_in_plaintext_during_training(tmp_path: Path) -> None:
     # Prepare
     guest, host = synthetic(200, 3, 4, seed=6)
-    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
-        tasks = lr_tasks(world, "job-x", guest, host, {**SMALL, "epochs": 1})
 
-        # Execute
-        g, h = run_both(world, tasks)
+    # Execute (both parties without error: trained asserts it)
+    with trained(tmp_path, "job-x", guest, host, {**SMALL, "epochs": 1}) as world:
         crossings = world.crossings.snapshot()
 
     # Assert: per-sample-sized arrays crossed only as ciphertexts
-    assert not g.error and not h.error
     kinds = {(c.tag, c.kind) for c in crossings}
     assert ("residual", "ciphertext_vector") in kinds and (
         "host_scores",
