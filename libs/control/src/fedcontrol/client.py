@@ -165,11 +165,15 @@ class _CommandClient:
     _response_model: ClassVar[type[SchedulerResponse] | type[DataResponse]]
     _failed: ClassVar[type[CommandFailed]]
     _unavailable: ClassVar[type[ServiceUnavailable]]
+    default_topic: ClassVar[str]
+    """Where the service listens unless `topic` says otherwise."""
 
-    def __init__(self, bus: Bus, party_id: str, *, topic: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, bus: Bus, party_id: str, *, topic: str | None = None, timeout: float = 10.0
+    ) -> None:
         self._bus = bus
         self.party_id = party_id
-        self.topic = topic
+        self.topic = self.default_topic if topic is None else topic
         self.timeout = timeout
 
     def call(self, op: str, *, timeout: float | None = None, **args: JsonValue) -> JsonValue:
@@ -255,16 +259,7 @@ class SchedulerClient(_CommandClient):
     _response_model = SchedulerResponse
     _failed = SchedulerCommandFailed
     _unavailable = SchedulerUnavailable
-
-    def __init__(
-        self,
-        bus: Bus,
-        party_id: str,
-        *,
-        topic: str = SCHEDULER_RPC_TOPIC,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(bus, party_id, topic=topic, timeout=timeout)
+    default_topic = SCHEDULER_RPC_TOPIC
 
     def call(  # type: ignore[override]  # narrower: only the scheduler's ops
         self, op: SchedulerOp, *, timeout: float | None = None, **args: JsonValue
@@ -321,16 +316,7 @@ class DataClient(_CommandClient):
     _response_model = DataResponse
     _failed = DataCommandFailed
     _unavailable = DataUnavailable
-
-    def __init__(
-        self,
-        bus: Bus,
-        party_id: str,
-        *,
-        topic: str = DATA_RPC_TOPIC,
-        timeout: float = 10.0,
-    ) -> None:
-        super().__init__(bus, party_id, topic=topic, timeout=timeout)
+    default_topic = DATA_RPC_TOPIC
 
     def call(  # type: ignore[override]  # narrower: only the data service's ops
         self, op: DataOp, *, timeout: float | None = None, **args: JsonValue
