@@ -28,10 +28,11 @@ import structlog
 from fedbus.runtime import EnvelopePublisher
 from fedflow.metrics import Curve, Metric, read_curves, read_metrics
 from fedflow.task import TaskKey
-from fedschemas import PartyRef, new_envelope
 from fedschemas.base import datetime_to_micros
 from fedschemas.payloads import CurveValue, MetricValue, TaskMetrics
 from sqlalchemy.engine import Connection, Engine
+
+from fedworker.tasks import own_envelope
 
 log = structlog.get_logger("fedworker.job_metrics")
 
@@ -113,8 +114,6 @@ class MetricsForwarder:
     def _publish(
         self, key: TaskKey, metrics: list[Metric], curves: list[Curve], tag: str, seq: int
     ) -> None:
-        role = key.role if key.role != "*" else "local"
-        me = PartyRef(party_id=self.party_id, role=role)  # type: ignore[arg-type]
         # Usually one message; a long series or many curves are spread over several, the
         # i-th carrying the i-th slice of each.
         metric_slices = list(_pieces(metrics, METRICS_PER_MESSAGE))
@@ -131,20 +130,8 @@ class MetricsForwarder:
                 metrics=[_metric(m) for m in some_metrics],
                 curves=[_curve(c) for c in some_curves],
             )
-            envelope = new_envelope(
-                payload,
-                job_id=key.job_id,
-                component=key.component,
-                task_id=key.task_id,
-                attempt=key.attempt,
-                source=me,
-                destination=me,
-                tag=tag,
-                # The part's index: the parts of one send have ids of their own.
-                iteration=index,
-                seq=seq,
-                created_at=datetime.now(UTC),
-            )
+            # iteration: the part's index (the parts of one send have ids of their own).
+            envelope = own_envelope(payload, key, self.party_id, tag=tag, iteration=index, seq=seq)
             self.publisher.send(self.topic, envelope)
         log.debug(
             "task_metrics_sent",

@@ -47,7 +47,7 @@ from fedflow.federation import TaskCanceled
 from fedflow.policy import SecurityPolicy, task_problem
 from fedflow.runner import PartyRuntime, TaskError
 from fedflow.task import TaskKey, TaskSpec
-from fedschemas import PartyRef, new_envelope
+from fedschemas import Envelope, PartyRef, Payload, new_envelope
 from fedschemas.payloads import TaskStatus
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.engine import Connection, Engine
@@ -124,6 +124,28 @@ class _Running:
     """The newest logged_at of the metrics sent to the scheduler so far (fedworker.job_metrics)."""
 
 
+def own_envelope(
+    payload: Payload, key: TaskKey, party_id: str, *, tag: str, iteration: int, seq: int
+) -> Envelope:
+    """An envelope about `key`'s task from this party (`party_id`, in the task's role; "local"
+    for a task of every role) to itself: what the worker sends its own scheduler."""
+    role = key.role if key.role != ANY_ROLE else "local"
+    me = PartyRef(party_id=party_id, role=role)  # type: ignore[arg-type]
+    return new_envelope(
+        payload,
+        job_id=key.job_id,
+        component=key.component,
+        task_id=key.task_id,
+        attempt=key.attempt,
+        source=me,
+        destination=me,
+        tag=tag,
+        iteration=iteration,
+        seq=seq,
+        created_at=_now(),
+    )
+
+
 class StatusReporter:
     """Publishes task.status to this party's scheduler (inside the caller's transaction)."""
 
@@ -142,9 +164,7 @@ class StatusReporter:
         progress: float | None = None,
         outputs: dict[str, str] | None = None,
     ) -> None:
-        role = key.role if key.role != ANY_ROLE else "local"
-        me = PartyRef(party_id=self.party_id, role=role)  # type: ignore[arg-type]
-        envelope = new_envelope(
+        envelope = own_envelope(
             TaskStatus(
                 job_id=key.job_id,
                 component=key.component,
@@ -155,16 +175,11 @@ class StatusReporter:
                 progress=progress,
                 outputs=outputs,
             ),
-            job_id=key.job_id,
-            component=key.component,
-            task_id=key.task_id,
-            attempt=key.attempt,
-            source=me,
-            destination=me,
+            key,
+            self.party_id,
             tag=f"task.status.{state}",
             iteration=-1,
             seq=seq,
-            created_at=_now(),
         )
         self.publisher.send(self.topic, envelope)
 
