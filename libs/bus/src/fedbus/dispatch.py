@@ -81,12 +81,12 @@ def settle(
 ) -> Settlement:
     source = delivery.topic if queue is None else queue
     accepted = reassembler.accept(delivery, queue=source)
-    if isinstance(accepted, Whole):
+    if isinstance(accepted, Whole | Complete):
         outcome = run_handler(handler, accepted.delivery, max_deliveries)
         return _apply(
             outcome,
             accepted.delivery,
-            None,
+            accepted if isinstance(accepted, Complete) else None,
             reassembler,
             max_frame_bytes,
             dead_letter,
@@ -97,8 +97,6 @@ def settle(
         if reassembler.store.durable:
             return Settlement("ack")
         return Settlement("hold", accepted.info)
-    if isinstance(accepted, AlreadyDone):
-        return Settlement("ack")
     if isinstance(accepted, Invalid):
         dead_letter(
             source, [dead_copy(m, accepted.reason, delivery.topic) for m in accepted.messages]
@@ -108,18 +106,8 @@ def settle(
         if refuse is not None and delivery.reply_to is not None:
             refuse(delivery, accepted.reason)
         return Settlement("ack", accepted.info)
-    assert isinstance(accepted, Complete)
-    outcome = run_handler(handler, accepted.delivery, max_deliveries)
-    return _apply(
-        outcome,
-        accepted.delivery,
-        accepted,
-        reassembler,
-        max_frame_bytes,
-        dead_letter,
-        source,
-        refuse,
-    )
+    assert isinstance(accepted, AlreadyDone)
+    return Settlement("ack")
 
 
 def settle_batch(
@@ -185,10 +173,7 @@ def _apply(
     refuse: RefuseFn | None,
 ) -> Settlement:
     if isinstance(outcome, Ack):
-        if complete is not None:
-            reassembler.finish(complete.info)
-            return Settlement("ack", complete.info)
-        return Settlement("ack")
+        return _ack(complete, reassembler)
     if isinstance(outcome, DeadLetter):
         # A reassembled message is dead-lettered as chunks again: the DLQ has the same frame
         # limit as the topic. dead_letters() reassembles them when drained.
@@ -198,10 +183,15 @@ def _apply(
         dead_letter(queue, copies)
         if refuse is not None and delivery.reply_to is not None:
             refuse(delivery, outcome.reason)
-        if complete is not None:
-            reassembler.finish(complete.info)
-            return Settlement("ack", complete.info)
-        return Settlement("ack")
+        return _ack(complete, reassembler)
     # Requeue: the chunks of a completed set stay stored; the redelivered last chunk completes
     # the set again and the handler runs with the higher delivery count.
     return Settlement("requeue")
+
+
+def _ack(complete: Complete | None, reassembler: Reassembler) -> Settlement:
+    """Ack a handled (or dead-lettered) message; a reassembled one's set is finished first."""
+    if complete is not None:
+        reassembler.finish(complete.info)
+        return Settlement("ack", complete.info)
+    return Settlement("ack")
