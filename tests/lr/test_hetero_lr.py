@@ -4,6 +4,7 @@ host that sends a malformed gradient makes the job fail with a clear error."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,38 +190,45 @@ def _corrupt_host_gradient(monkeypatch: pytest.MonkeyPatch, change: Any) -> None
     monkeypatch.setattr(ProtocolGuard, "check_send", check_send)
 
 
-def test_a_host_gradient_of_the_wrong_shape_fails_the_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _one_ciphertext_too_many(a: np.ndarray) -> np.ndarray:
+    return np.vstack([a, a[:1]])
+
+
+def _one_ciphertext_out_of_range(a: np.ndarray) -> np.ndarray:
+    # 2^1024 - 1 >= n^2 for a 512-bit n
+    a[3, :] = np.iinfo(np.uint64).max
+    return a
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "failure"),
+    [
+        pytest.param(
+            _one_ciphertext_too_many,
+            r"ShapeMismatchError: hetero_lr: host_gradient from 10000 has 21 ciphertexts, "
+            r"expected 20",
+            id="wrong-shape",
+        ),
+        pytest.param(
+            _one_ciphertext_out_of_range,
+            r"CiphertextError: hetero_lr: host_gradient from 10000 refused: .*\(0, n",
+            id="outside-zero-to-n-squared",
+        ),
+    ],
+)
+def test_a_corrupt_host_gradient_fails_the_job(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    corrupt: Callable[[np.ndarray], np.ndarray],
+    failure: str,
 ) -> None:
-    # Prepare: one ciphertext too many
-    _corrupt_host_gradient(monkeypatch, lambda a: np.vstack([a, a[:1]]))
+    # Prepare
+    _corrupt_host_gradient(monkeypatch, corrupt)
     pipeline = breast_pipeline(epochs=1, batch_size=128, key_bits=512, insecure_short_keys=True)
 
     # Execute / Assert
     with pytest.raises(
-        StandaloneError,
-        match=r"hetero_lr_0 failed at party 9999 \(guest\): ShapeMismatchError: hetero_lr: "
-        r"host_gradient from 10000 has 21 ciphertexts, expected 20",
-    ):
-        run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
-
-
-def test_a_host_ciphertext_outside_zero_to_n_squared_fails_the_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Prepare: one ciphertext replaced by 2^1024 - 1 >= n^2 for a 512-bit n
-    def out_of_range(a: np.ndarray) -> np.ndarray:
-        a[3, :] = np.iinfo(np.uint64).max
-        return a
-
-    _corrupt_host_gradient(monkeypatch, out_of_range)
-    pipeline = breast_pipeline(epochs=1, batch_size=128, key_bits=512, insecure_short_keys=True)
-
-    # Execute / Assert
-    with pytest.raises(
-        StandaloneError,
-        match=r"hetero_lr_0 failed at party 9999 \(guest\): CiphertextError: hetero_lr: "
-        r"host_gradient from 10000 refused: .*\(0, n",
+        StandaloneError, match=r"hetero_lr_0 failed at party 9999 \(guest\): " + failure
     ):
         run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
 
