@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
@@ -34,6 +36,33 @@ def job_state(party: Party, job_id: str) -> dict:
     return response.json()
 
 
+def submit(party: Party, job_id: str, pipeline_yaml: str = GUEST_ONLY) -> httpx.Response:
+    """POST the pipeline as YAML under `job_id`; the raw response."""
+    return party.api.post(
+        f"/api/v1/jobs?job_id={job_id}",
+        headers={**party.headers, "Content-Type": "application/yaml"},
+        content=pipeline_yaml.encode(),
+    )
+
+
+def job_end(party: Party, job_id: str) -> dict[str, Any]:
+    """The job once it ended (success or failed), within a minute."""
+    return wait_for(
+        lambda: j if (j := job_state(party, job_id))["state"] in ("success", "failed") else None,
+        timeout=60,
+        what=f"{job_id} to end",
+    )
+
+
+def final_values(metrics: dict[str, Any], component: str) -> dict[str, float]:
+    """A component's final (step -1) metric values from GET .../metrics."""
+    return {
+        m["name"]: m["value"]
+        for m in metrics["data"]
+        if m["component"] == component and m["step"] == -1
+    }
+
+
 def test_an_uploaded_table_is_described_and_listed_with_zero_reads(
     party_factory: Callable[..., Party],
 ) -> None:
@@ -58,16 +87,8 @@ def test_a_job_runs_to_success_and_its_metrics_equal_a_standalone_run(
     party = party_factory()
     upload(party, "breast_hetero_guest", GUEST_CSV, label_column="y")
 
-    submitted = party.api.post(
-        "/api/v1/jobs?job_id=job-api-1",
-        headers={**party.headers, "Content-Type": "application/yaml"},
-        content=GUEST_ONLY.encode(),
-    )
-    done = wait_for(
-        lambda: (j := job_state(party, "job-api-1"))["state"] in ("success", "failed") and j,
-        timeout=60,
-        what="job-api-1 to end",
-    )
+    submitted = submit(party, "job-api-1")
+    done = job_end(party, "job-api-1")
     tasks = party.api.get("/api/v1/jobs/job-api-1/tasks", headers=party.headers).json()
     metrics = party.api.get("/api/v1/jobs/job-api-1/metrics", headers=party.headers).json()
     logs = party.api.get("/api/v1/jobs/job-api-1/logs", headers=party.headers).json()
@@ -81,11 +102,7 @@ def test_a_job_runs_to_success_and_its_metrics_equal_a_standalone_run(
         ("reader_0", "success"),
         ("eval_0", "success"),
     }
-    served = {
-        m["name"]: m["value"]
-        for m in metrics["data"]
-        if m["component"] == "eval_0" and m["step"] == -1
-    }
+    served = final_values(metrics, "eval_0")
     for name in ("auc", "ks", "accuracy", "precision", "recall", "rows"):
         assert served[name] == pytest.approx(reference.metric("eval_0", name), abs=1e-12), name
     assert {c["name"] for c in metrics["curves"]} >= {"roc", "ks", "pr"}
@@ -100,11 +117,7 @@ def test_a_job_is_stopped_then_rerun_as_a_new_attempt(
     party_factory: Callable[..., Party],
 ) -> None:
     party = party_factory(worker=False)  # nobody runs the tasks: the job stays running
-    party.api.post(
-        "/api/v1/jobs?job_id=job-stop",
-        headers={**party.headers, "Content-Type": "application/yaml"},
-        content=GUEST_ONLY.encode(),
-    )
+    submit(party, "job-stop")
     wait_for(lambda: job_state(party, "job-stop")["state"] == "running", timeout=20, what="running")
 
     stopped = party.api.post(

@@ -12,10 +12,8 @@ import pytest
 import sqlalchemy as sa
 from fedflow.metrics import MetricsReader
 
-from tests.polling import wait_for
-
-from .conftest import GUEST_ONLY, Party
-from .test_api_flow import GUEST_CSV, job_state, upload
+from .conftest import Party
+from .test_api_flow import GUEST_CSV, final_values, job_end, submit, upload
 
 
 def test_a_party_whose_worker_has_its_own_database_serves_tables_and_metrics(
@@ -27,16 +25,8 @@ def test_a_party_whose_worker_has_its_own_database_serves_tables_and_metrics(
     stored = upload(party, "breast_hetero_guest", GUEST_CSV, label_column="y")
 
     # Execute
-    party.api.post(
-        "/api/v1/jobs?job_id=job-split",
-        headers={**party.headers, "Content-Type": "application/yaml"},
-        content=GUEST_ONLY.encode(),
-    )
-    done = wait_for(
-        lambda: (j := job_state(party, "job-split"))["state"] in ("success", "failed") and j,
-        timeout=60,
-        what="job-split to end",
-    )
+    submit(party, "job-split")
+    done = job_end(party, "job-split")
     metrics = party.api.get("/api/v1/jobs/job-split/metrics", headers=party.headers).json()
     table = party.api.get("/api/v1/tables/breast_hetero_guest", headers=party.headers).json()
 
@@ -44,11 +34,7 @@ def test_a_party_whose_worker_has_its_own_database_serves_tables_and_metrics(
     assert done["state"] == "success", done
     assert table["sha256"] == stored["sha256"] and table["reads"] == 1
     worker_values = MetricsReader(party.worker.engine).values("job-split", "eval_0")
-    served = {
-        m["name"]: m["value"]
-        for m in metrics["data"]
-        if m["component"] == "eval_0" and m["step"] == -1
-    }
+    served = final_values(metrics, "eval_0")
     assert served.keys() == worker_values.keys()
     for name, value in worker_values.items():
         assert served[name] == pytest.approx(value, abs=1e-12), name
