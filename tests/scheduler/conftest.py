@@ -253,6 +253,17 @@ def held_psi_job(
     return fed
 
 
+PARTY_TIMEOUT_S = 1.0
+"""The party timeout of the timeout tests' federations (heartbeats every 0.2 s)."""
+
+
+def timed_psi_job(federation_factory: Callable[..., Federation], job_id: str) -> Federation:
+    """held_psi_job under a party timeout of PARTY_TIMEOUT_S, heartbeats every 0.2 s."""
+    return held_psi_job(
+        federation_factory, job_id, party_timeout_s=PARTY_TIMEOUT_S, heartbeat_interval_s=0.2
+    )
+
+
 @pytest.fixture
 def federation_factory(tmp_path: Path, unique_name: str) -> Iterator[Callable[..., Federation]]:
     made: list[Federation] = []

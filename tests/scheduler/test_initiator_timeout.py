@@ -12,9 +12,18 @@ from fedbus import Bus
 from fedschemas import decode_payload
 from fedschemas.payloads import JobStatus
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, Relay, held_psi_job, wait_for
+from .conftest import (
+    GUEST,
+    HOST,
+    PARTY_TIMEOUT_S,
+    PSI_EVAL,
+    Federation,
+    Relay,
+    timed_psi_job,
+    wait_for,
+)
 
-TIMEOUT_S = 1.0
+TIMEOUT_S = PARTY_TIMEOUT_S
 
 
 class OneWayRelay(Relay):
@@ -41,9 +50,7 @@ def test_a_participant_fails_its_side_when_the_initiator_goes_silent_naming_it(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job; psi never finishes at either party
-    fed = held_psi_job(
-        federation_factory, "job-orphan", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
-    )
+    fed = timed_psi_job(federation_factory, "job-orphan")
 
     # Execute: the initiator's site dies (scheduler and worker)
     failed, took = fed.stop_site_until_failed(GUEST, HOST, "job-orphan", timeout=10 * TIMEOUT_S)
@@ -65,9 +72,7 @@ def test_an_initiator_whose_messages_are_lost_learns_why_its_participant_gave_up
 ) -> None:
     # Prepare: a running job, then the link from the guest to the host breaks one way (the
     # guest's messages queue on its broker; the host's still arrive)
-    fed = held_psi_job(
-        federation_factory, "job-one-way", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
-    )
+    fed = timed_psi_job(federation_factory, "job-one-way")
     fed.relay.stop()
     host_to_guest = OneWayRelay(fed.buses, HOST, GUEST)
     host_to_guest.start()
@@ -99,9 +104,7 @@ def test_the_initiators_heartbeats_keep_a_long_job_alive_at_its_participants(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: psi runs for longer than the timeout at both parties, both sites alive
-    fed = held_psi_job(
-        federation_factory, "job-long-host", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
-    )
+    fed = timed_psi_job(federation_factory, "job-long-host")
 
     # Execute: three timeouts pass
     time.sleep(3 * TIMEOUT_S)

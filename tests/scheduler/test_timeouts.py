@@ -11,18 +11,25 @@ import pytest
 from fedscheduler.main import Scheduler
 from fedscheduler.rpc import SchedulerCommandFailed
 
-from .conftest import GUEST, HOST, PSI_EVAL, Federation, held_psi_job, hold_psi, wait_for
+from .conftest import (
+    GUEST,
+    HOST,
+    PARTY_TIMEOUT_S,
+    PSI_EVAL,
+    Federation,
+    hold_psi,
+    timed_psi_job,
+    wait_for,
+)
 
-TIMEOUT_S = 1.0
+TIMEOUT_S = PARTY_TIMEOUT_S
 
 
 def test_a_party_whose_services_stop_fails_the_job_after_the_timeout_naming_it(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: a running job; psi never finishes at either party
-    fed = held_psi_job(
-        federation_factory, "job-silent", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
-    )
+    fed = timed_psi_job(federation_factory, "job-silent")
 
     # Execute: the host's scheduler and worker stop
     failed, took = fed.stop_site_until_failed(HOST, GUEST, "job-silent", timeout=10 * TIMEOUT_S)
@@ -40,9 +47,7 @@ def test_heartbeats_keep_a_long_running_job_alive(
     federation_factory: Callable[..., Federation],
 ) -> None:
     # Prepare: psi runs for longer than the timeout at both parties, both schedulers alive
-    fed = held_psi_job(
-        federation_factory, "job-long", party_timeout_s=TIMEOUT_S, heartbeat_interval_s=0.2
-    )
+    fed = timed_psi_job(federation_factory, "job-long")
 
     # Execute: three timeouts pass
     time.sleep(3 * TIMEOUT_S)
