@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fedbus import (
     HEADER_DEAD_REASON,
     HEADER_ORIGINAL_TOPIC,
@@ -43,6 +44,7 @@ from fedbus import (
     connect,
 )
 from fedbus.chunking import split
+from fedbus.inbox import InboxTransaction
 
 from tests.polling import wait_until
 from tests.scripts import kill_after_line
@@ -105,6 +107,30 @@ class Recorder:
     def ids(self) -> list[str]:
         with self._lock:
             return [d.message_id for d in self.deliveries]
+
+
+class Effects:
+    """A table of handler effects, one row per run: no unique constraint on message_id, so a
+    second effect of one message would be a second row (the dedupe and batch suites count them).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.metadata = sa.MetaData()
+        self.table = sa.Table(
+            name,
+            self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("message_id", sa.String(255), nullable=False),
+        )
+
+    def write(self, delivery: Delivery, tx: InboxTransaction) -> None:
+        tx.require_session().execute(sa.insert(self.table), {"message_id": delivery.message_id})
+
+    def ids(self, engine: sa.Engine) -> list[str]:
+        """The message ids of the effects, in the order they were written."""
+        with engine.connect() as conn:
+            query = sa.select(self.table.c.message_id).order_by(self.table.c.id)
+            return list(conn.execute(query).scalars())
 
 
 def kill_subprocess_consumer_mid_handler(bus_url: str, topic: str) -> None:

@@ -18,11 +18,12 @@ from collections.abc import Sequence
 import pytest
 import sqlalchemy as sa
 from fedbus import HEADER_DEAD_REASON, Bus, Delivery, Message, Reject
-from fedbus.inbox import BatchItem, InboxTransaction, deduplicating, deduplicating_batch
+from fedbus.inbox import BatchItem, deduplicating, deduplicating_batch
 from fedbus.sql_inbox import SqlInbox, create_tables
 
 from tests.bus.contract import (
     ConnectBus,
+    Effects,
     OnAmqpBus,
     OnMemoryBus,
     Recorder,
@@ -204,18 +205,7 @@ class TestBatchOnAmqpBus(OnAmqpBus, BatchContract):
 
 # -- the crash window of group commit --------------------------------------------------------
 
-effects_metadata = sa.MetaData()
-effects_table = sa.Table(
-    "batch_effects",
-    effects_metadata,
-    # No unique constraint on message_id: a second effect would be a second row.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.String(255), nullable=False),
-)
-
-
-def write_effect(delivery: Delivery, tx: InboxTransaction) -> None:
-    tx.require_session().execute(sa.insert(effects_table), {"message_id": delivery.message_id})
+EFFECTS = Effects("batch_effects")
 
 
 class CountingInbox(SqlInbox):
@@ -253,9 +243,7 @@ class GroupCommitCrashContract:
     def effects(database_url: str) -> list[str]:
         engine = sa.create_engine(database_url)
         try:
-            with engine.connect() as conn:
-                query = sa.select(effects_table.c.message_id).order_by(effects_table.c.id)
-                return list(conn.execute(query).scalars())
+            return EFFECTS.ids(engine)
         finally:
             engine.dispose()
 
@@ -264,7 +252,7 @@ class GroupCommitCrashContract:
     ) -> None:
         # Prepare: the effects table exists; a group's worth of messages is queued.
         setup = SqlInbox(database_url)
-        create_tables(effects_metadata, setup.engine)
+        create_tables(EFFECTS.metadata, setup.engine)
         setup.close()
         ids = fill(connect_bus(), topic, self.GROUP)
         # Execute: the first consumer commits the whole group, then dies before acking.
@@ -276,8 +264,8 @@ class GroupCommitCrashContract:
             survivor = connect_bus()
             survivor.subscribe_batched(
                 topic,
-                deduplicating(write_effect, inbox),
-                deduplicating_batch(write_effect, inbox),
+                deduplicating(EFFECTS.write, inbox),
+                deduplicating_batch(EFFECTS.write, inbox),
                 batch_size=64,
             )
             # Assert: all of them come back, every one is dropped, every effect stays single.
@@ -297,7 +285,7 @@ class TestGroupCommitCrashOnMemoryBus(OnMemoryBus, GroupCommitCrashContract):
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
     ) -> int:
         inbox = SqlInbox(database_url)
-        batch = deduplicating_batch(write_effect, inbox)
+        batch = deduplicating_batch(EFFECTS.write, inbox)
         committed: list[int] = []
         never = threading.Event()
 
@@ -308,7 +296,7 @@ class TestGroupCommitCrashOnMemoryBus(OnMemoryBus, GroupCommitCrashContract):
             return ()
 
         sub = connect_bus().subscribe_batched(
-            topic, deduplicating(write_effect, inbox), commit_then_hang, batch_size=64
+            topic, deduplicating(EFFECTS.write, inbox), commit_then_hang, batch_size=64
         )
         wait_until(lambda: bool(committed), what="the doomed consumer's commit")
         sub.abort()  # type: ignore[attr-defined]  # the in-process equivalent of SIGKILL

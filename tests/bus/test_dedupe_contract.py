@@ -14,33 +14,21 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 from fedbus import Bus, Delivery, Message
-from fedbus.inbox import InboxTransaction, deduplicating
+from fedbus.inbox import deduplicating
 from fedbus.sql_inbox import SqlInbox, create_tables
 
-from tests.bus.contract import ConnectBus, OnAmqpBus, OnMemoryBus, wait_until
+from tests.bus.contract import ConnectBus, Effects, OnAmqpBus, OnMemoryBus, wait_until
 from tests.scripts import kill_after_line
 
-effects_metadata = sa.MetaData()
-effects_table = sa.Table(
-    "dedupe_effects",
-    effects_metadata,
-    # No unique constraint on message_id: a second effect would be a second row.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.String(255), nullable=False),
-)
-
-
-def write_effect(delivery: Delivery, tx: InboxTransaction) -> None:
-    tx.require_session().execute(sa.insert(effects_table), {"message_id": delivery.message_id})
+EFFECTS = Effects("dedupe_effects")
 
 
 class Handled:
     """Counts handler calls (deliveries), as opposed to effects (rows)."""
 
     def __init__(self, inbox: SqlInbox) -> None:
-        self._inner = deduplicating(write_effect, inbox)
+        self._inner = deduplicating(EFFECTS.write, inbox)
         self.calls: list[tuple[str, int]] = []
         self._lock = threading.Lock()
 
@@ -60,15 +48,13 @@ class DedupeContract:
     @pytest.fixture
     def inbox(self, database_url: str) -> Iterator[SqlInbox]:
         inbox = SqlInbox(database_url)
-        create_tables(effects_metadata, inbox.engine)
+        create_tables(EFFECTS.metadata, inbox.engine)
         yield inbox
         inbox.close()
 
     @staticmethod
     def effects(inbox: SqlInbox) -> list[str]:
-        with inbox.engine.connect() as conn:
-            query = sa.select(effects_table.c.message_id).order_by(effects_table.c.id)
-            return list(conn.execute(query).scalars())
+        return EFFECTS.ids(inbox.engine)
 
     def crash_after_commit(
         self, bus_url: str, connect_bus: ConnectBus, topic: str, database_url: str
@@ -140,7 +126,7 @@ class TestDedupeOnMemoryBus(OnMemoryBus, DedupeContract):
     ) -> None:
         inbox = SqlInbox(database_url)
         committed, never = threading.Event(), threading.Event()
-        dedupe = deduplicating(write_effect, inbox)
+        dedupe = deduplicating(EFFECTS.write, inbox)
 
         def commit_then_hang(delivery: Delivery) -> None:
             dedupe(delivery)
