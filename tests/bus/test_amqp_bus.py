@@ -146,6 +146,19 @@ def test_published_message_is_persistent_on_the_broker(
         amqp_bus.delete(unique_name)
 
 
+def requeue_unacked(rabbit: RawAmqp, queue: str, times: int = 3) -> None:
+    """Get `queue`'s message and put it back unacked, `times` times (as that many consumers
+    dying with it would: each counts toward the broker's x-delivery-limit)."""
+    for _ in range(times):
+        method = None
+        deadline = time.monotonic() + 10
+        while method is None and time.monotonic() < deadline:
+            method, _props, _body = rabbit.basic_get(queue, auto_ack=False)
+        if method is None:
+            break
+        rabbit.basic_nack(method.delivery_tag, requeue=True)
+
+
 def test_broker_delivery_limit_dead_letters_when_consumers_keep_dying(
     amqp_url: str, unique_name: str, rabbit: RawAmqp
 ) -> None:
@@ -155,15 +168,7 @@ def test_broker_delivery_limit_dead_letters_when_consumers_keep_dying(
     bus.declare(unique_name)
     try:
         bus.publish(Message(unique_name, b"killer", "m-killer"))
-        channel = rabbit.channel()
-        for _ in range(3):
-            method = None
-            deadline = time.monotonic() + 10
-            while method is None and time.monotonic() < deadline:
-                method, _props, _body = channel.basic_get(unique_name, auto_ack=False)
-            if method is None:
-                break
-            channel.basic_nack(method.delivery_tag, requeue=True)
+        requeue_unacked(rabbit.channel(), unique_name)
 
         dead = drain_dead_letters(bus, unique_name, 1)
 
@@ -217,14 +222,7 @@ def test_broker_backstop_dead_letters_a_fanout_copy_to_the_subscriptions_own_que
     bus.declare_fanout(name, topic)
     try:
         bus.publish(Message(topic, b"killer", "m-killer"))
-        for _ in range(3):
-            method = None
-            deadline = time.monotonic() + 10
-            while method is None and time.monotonic() < deadline:
-                method, _props, _body = rabbit.basic_get("fedmq.fanout." + name, auto_ack=False)
-            if method is None:
-                break
-            rabbit.basic_nack(method.delivery_tag, requeue=True)
+        requeue_unacked(rabbit, "fedmq.fanout." + name)
 
         dead = drain_fanout_dead_letters(bus, name, 1)
 
