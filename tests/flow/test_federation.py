@@ -29,9 +29,8 @@ JOB = "job-fed"
 def fed(world: LocalWorld, party: str, role: str, *, job: str = JOB) -> BusFederation:
     key = TaskKey(job, "sum_0", 0, party, role)
     guard = ProtocolGuard(protocol_of("iter_sum"), role)
-    return world.parties[party].endpoint.federation(
-        key, "iter_sum", PARTIES, guard, default_timeout=10
-    )
+    endpoint = world.parties[party].endpoint
+    return BusFederation(endpoint, key, "iter_sum", PARTIES, guard, default_timeout=10)
 
 
 def vector(values: list[float]) -> FederationData:

@@ -162,26 +162,6 @@ class FederationEndpoint:
         self.outbox.purge(key)
         self.mailbox.purge(key)
 
-    def federation(
-        self,
-        key: TaskKey,
-        component_type: str,
-        parties: dict[str, list[str]],
-        guard: ProtocolGuard,
-        *,
-        cancel: threading.Event | None = None,
-        default_timeout: float | None = None,
-    ) -> BusFederation:
-        return BusFederation(
-            self,
-            key,
-            component_type,
-            parties,
-            guard,
-            cancel=cancel,
-            default_timeout=default_timeout,
-        )
-
 
 class BusFederation(Federation):
     """One task's Federation over its party's FederationEndpoint."""

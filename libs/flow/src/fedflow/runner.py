@@ -26,7 +26,7 @@ import structlog
 from pydantic import ValidationError
 
 from fedflow.artifacts import ArtifactMissing, ArtifactStore
-from fedflow.bus_federation import FederationEndpoint
+from fedflow.bus_federation import BusFederation, FederationEndpoint
 from fedflow.checkpoints import CheckpointScope, CheckpointStore
 from fedflow.components import REGISTRY
 from fedflow.context import ComponentContext, RuntimeOptions
@@ -120,8 +120,14 @@ class PartyRuntime:
         cancel = cancel or threading.Event()
         guard = ProtocolGuard(ctype.declared_protocol(), spec.role)
         parties = {role: list(ids) for role, ids in spec.parties.items()}
-        federation = self.endpoint.federation(
-            key, ctype.name, parties, guard, cancel=cancel, default_timeout=recv_timeout
+        federation = BusFederation(
+            self.endpoint,
+            key,
+            ctype.name,
+            parties,
+            guard,
+            cancel=cancel,
+            default_timeout=recv_timeout,
         )
         latest = self.checkpoints.latest(key)
         resumed_from = None
