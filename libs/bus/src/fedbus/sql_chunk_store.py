@@ -23,11 +23,19 @@ from fedbus.chunk_store import ChunkSetInfo, ChunkStore, ExpiredSet, StoredChunk
 
 metadata = sa.MetaData()
 
+
+def _set_key() -> tuple[sa.Column[str], sa.Column[str]]:
+    """A chunk set is keyed by its topic and its message id (fresh columns per table)."""
+    return (
+        sa.Column("topic", sa.String(255), primary_key=True),
+        sa.Column("message_id", sa.String(255), primary_key=True),
+    )
+
+
 chunk_sets = sa.Table(
     "fedmq_chunk_sets",
     metadata,
-    sa.Column("topic", sa.String(255), primary_key=True),
-    sa.Column("message_id", sa.String(255), primary_key=True),
+    *_set_key(),
     sa.Column("chunk_count", sa.Integer, nullable=False),
     sa.Column("total_bytes", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
@@ -42,8 +50,7 @@ chunk_sets = sa.Table(
 chunks = sa.Table(
     "fedmq_chunks",
     metadata,
-    sa.Column("topic", sa.String(255), primary_key=True),
-    sa.Column("message_id", sa.String(255), primary_key=True),
+    *_set_key(),
     sa.Column("idx", sa.Integer, primary_key=True),
     sa.Column("body", sa.LargeBinary, nullable=False),
 )
