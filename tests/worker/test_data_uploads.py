@@ -83,6 +83,13 @@ def csv_text(rows: int, start: int = 0) -> str:
 HEADER = "id,a,b\n"
 
 
+def assert_no_table(party: DataParty, name: str) -> None:
+    """The party has no table `name`: the data service answers 404."""
+    with pytest.raises(DataCommandFailed) as absent:
+        party.client.table_get(name)
+    assert absent.value.http_status == 404
+
+
 def test_a_table_larger_than_one_frame_is_stored_and_the_queue_keeps_answering(
     party: DataParty,
 ) -> None:
@@ -195,9 +202,7 @@ def test_a_commit_another_replica_is_parsing_is_refused_not_parsed_twice(
     # Assert
     assert busy.value.http_status == 409 and "another worker" in busy.value.message
     assert (party.uploads_dir / upload_id / "part-000000").exists()
-    with pytest.raises(DataCommandFailed) as absent:
-        party.client.table_get("being_committed")
-    assert absent.value.http_status == 404
+    assert_no_table(party, "being_committed")
 
 
 def test_parts_that_do_not_add_up_to_the_digest_are_refused_and_dropped(
@@ -220,9 +225,7 @@ def test_parts_that_do_not_add_up_to_the_digest_are_refused_and_dropped(
     # Assert
     assert mismatch.value.http_status == 400 and "SHA-256" in mismatch.value.message
     assert not (party.uploads_dir / upload_id).exists()
-    with pytest.raises(DataCommandFailed) as gone:
-        party.client.table_get("mismatched")
-    assert gone.value.http_status == 404
+    assert_no_table(party, "mismatched")
 
 
 def test_an_abandoned_session_is_deleted_at_the_next_begin_and_an_aborted_one_at_once(
