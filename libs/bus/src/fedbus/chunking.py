@@ -136,6 +136,18 @@ def chunk_messages(info: ChunkSetInfo, chunks: Iterable[StoredChunk]) -> list[Me
     ]
 
 
+def as_message(delivery: Delivery) -> Message:
+    """The message a delivery carries, to publish again (dead copies, a malformed chunk)."""
+    return Message(
+        topic=delivery.topic,
+        body=delivery.body,
+        message_id=delivery.message_id,
+        headers=dict(delivery.headers),
+        reply_to=delivery.reply_to,
+        correlation_id=delivery.correlation_id,
+    )
+
+
 def dead_copy(message: Message, reason: str, original_topic: str) -> Message:
     """The copy of `message` that goes to the dead-letter queue, carrying why and from where."""
     headers = {**message.headers, HEADER_DEAD_REASON: reason, HEADER_ORIGINAL_TOPIC: original_topic}
@@ -209,15 +221,7 @@ class Reassembler:
         try:
             info = chunk_set_info(delivery.topic if queue is None else queue, delivery)
         except ValueError as exc:
-            as_message = Message(
-                topic=delivery.topic,
-                body=delivery.body,
-                message_id=delivery.message_id,
-                headers=dict(delivery.headers),
-                reply_to=delivery.reply_to,
-                correlation_id=delivery.correlation_id,
-            )
-            return Invalid(str(exc), None, [as_message])
+            return Invalid(str(exc), None, [as_message(delivery)])
         stored = self.store.put(info, chunk_index(delivery), delivery.body, now=self._clock())
         if stored < 0:
             return AlreadyDone()

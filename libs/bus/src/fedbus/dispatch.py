@@ -34,6 +34,7 @@ from fedbus.chunking import (
     Reassembler,
     Stored,
     Whole,
+    as_message,
     dead_copy,
     is_chunk,
     split,
@@ -55,17 +56,6 @@ class Settlement:
     chunk_set: ChunkSetInfo | None = None
     """For "hold": the set it belongs to. For "ack"/"requeue": a set that was finished now, so
     deliveries held for it may be acked too."""
-
-
-def as_message(delivery: Delivery) -> Message:
-    return Message(
-        topic=delivery.topic,
-        body=delivery.body,
-        message_id=delivery.message_id,
-        headers=dict(delivery.headers),
-        reply_to=delivery.reply_to,
-        correlation_id=delivery.correlation_id,
-    )
 
 
 def settle(
