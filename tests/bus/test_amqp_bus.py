@@ -36,6 +36,15 @@ from tests.bus.contract import (
 )
 from tests.bus.raw_amqp import RawAmqp
 
+TOPIC_QUEUE_ARGUMENTS: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-delivery-limit": 20,
+    "x-dead-letter-exchange": "fedmq.dlx",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+"""The arguments the adapter declares a topic's (and a fan-out subscription's) queue with."""
+
 
 class TestAmqpBus(BusContract):
     @pytest.fixture
@@ -110,13 +119,7 @@ def test_topic_is_a_durable_quorum_queue_with_delivery_limit_and_dead_letter_exc
         channel.queue_declare(
             unique_name,
             durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": 20,
-                "x-dead-letter-exchange": "fedmq.dlx",
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            },
+            arguments=TOPIC_QUEUE_ARGUMENTS,
         )
         channel.queue_declare(
             unique_name + ".dlq", durable=True, arguments={"x-queue-type": "quorum"}
@@ -191,14 +194,7 @@ def test_fanout_subscription_is_a_quorum_queue_fed_through_the_topic_exchange(
         rabbit.queue_declare(
             queue,
             durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": 20,
-                "x-dead-letter-exchange": "fedmq.dlx",
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-                "x-dead-letter-routing-key": queue,
-            },
+            arguments={**TOPIC_QUEUE_ARGUMENTS, "x-dead-letter-routing-key": queue},
         )
         rabbit.queue_declare(queue + ".dlq", durable=True, arguments={"x-queue-type": "quorum"})
 
