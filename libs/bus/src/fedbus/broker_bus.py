@@ -46,7 +46,7 @@ from fedbus.bus import (
 )
 from fedbus.chunk_store import ChunkSetInfo, ChunkStore
 from fedbus.chunking import ChunkSweeper, Reassembler, regroup_dead_letters, split
-from fedbus.dispatch import Settlement, settle, settle_batch
+from fedbus.dispatch import Settlement, SettleOptions, settle, settle_batch
 from fedbus.fanout import check_topic, fanout_queue, normalize_patterns
 
 log = structlog.get_logger("fedbus")
@@ -190,18 +190,23 @@ class BrokerSubscription(Subscription):
         elif self._requeues:
             self._requeues.pop(delivery.message_id, None)
 
+    def _settle_options(self) -> SettleOptions:
+        return SettleOptions(
+            max_deliveries=self._max_deliveries,
+            reassembler=self._bus._reassembler,
+            max_frame_bytes=self._bus.capabilities.max_frame_bytes,
+            dead_letter=self._bus._dead_letter,
+            queue=self.queue,
+            refuse=self._refuse,
+        )
+
     def _process(self, raw: Any) -> None:
         delivery = self._delivery(raw)
         try:
             settlement = settle(
                 delivery,
                 self._handler,
-                max_deliveries=self._max_deliveries,
-                reassembler=self._bus._reassembler,
-                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
-                dead_letter=self._bus._dead_letter,
-                queue=self.queue,
-                refuse=self._refuse,
+                **self._settle_options(),
             )
         except Exception as exc:  # dead-lettering failed: the original must not be acked
             log.error(
@@ -222,12 +227,7 @@ class BrokerSubscription(Subscription):
                 deliveries,
                 self._handler,
                 batch_handler,
-                max_deliveries=self._max_deliveries,
-                reassembler=self._bus._reassembler,
-                max_frame_bytes=self._bus.capabilities.max_frame_bytes,
-                dead_letter=self._bus._dead_letter,
-                queue=self.queue,
-                refuse=self._refuse,
+                **self._settle_options(),
             )
         except Exception as exc:  # dead-lettering failed: none of the group may be acked
             log.error(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 import structlog
 
@@ -45,6 +45,19 @@ log = structlog.get_logger("fedbus")
 
 DeadLetterFn = Callable[[str, list[Message]], None]
 RefuseFn = Callable[[Delivery, str], None]
+
+
+class SettleOptions(TypedDict):
+    """The keyword arguments of `settle` / `settle_batch` a consumer passes to every call."""
+
+    max_deliveries: int
+    reassembler: Reassembler
+    max_frame_bytes: int
+    dead_letter: DeadLetterFn
+    queue: str | None
+    refuse: RefuseFn | None
+
+
 """Answers a dead-lettered request (a delivery with reply_to) with the reason (any error is
 the callee's to log: the dead copy is safe already)."""
 
