@@ -141,6 +141,22 @@ def _decode_signing_ext(value: bytes) -> tuple[bytes, bytes]:
     return value[4:36], value[38:102]
 
 
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """Key usage of the CA's certificate (signs, certificates and CRLs too) or of a party's TLS
+    certificate (signs and agrees keys)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not ca,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def key_id(verify_key: VerifyKey) -> str:
     """The signing key's id carried in envelope.signer_key_id."""
     return verify_key.fingerprint()
@@ -312,17 +328,7 @@ def init_ca(ca_dir: Path, federation: str, *, days: int = 3650) -> Path:
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(ca=True),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -392,17 +398,7 @@ def sign_csr(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(ca=False),
             critical=True,
         )
         .add_extension(
