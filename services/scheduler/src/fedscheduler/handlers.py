@@ -304,8 +304,14 @@ def _on_message(
 ) -> None:
     """A message's step on its job, locked; a message the job's rules refuse is a dead
     letter with the reason."""
-    repo = SqlJobRepository(tx.require_session())
+    session = tx.require_session()
+    repo = SqlJobRepository(session)
     job = repo.get(job_id, lock=True)
+    if job is None:
+        # Its submit may not have committed yet (it publishes the proposal first, and the
+        # answer can be back before the commit): wait for that submit, then look again.
+        store.hold_job_creation(session, job_id)
+        job = repo.get(job_id, lock=True)
     if job is None:
         raise Reject(f"no job {job_id} at this party")
     try:
@@ -357,6 +363,9 @@ def submit_job(
     Submitting the same job id with the same pipeline again returns the existing job (a
     client retrying after a lost reply); with another pipeline it is a conflict.
     """
+    # Held until this command commits: a party's answer to the proposal published below waits
+    # for the job row instead of missing it (store.hold_job_creation).
+    store.hold_job_creation(session, job_id)
     repo = SqlJobRepository(session)
     existing = repo.get(job_id)
     if existing is not None:

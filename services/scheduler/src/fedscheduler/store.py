@@ -42,6 +42,26 @@ def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id)
 
 
+# Namespace of the scheduler's advisory locks (pg_advisory_xact_lock(namespace, key)).
+_CREATE_LOCK_NAMESPACE = 0x6A6F62  # "job"
+
+
+def hold_job_creation(session: Session, job_id: str) -> None:
+    """Serialize with any other transaction creating `job_id` (PostgreSQL: a transaction-scoped
+    advisory lock on the id; released at commit or rollback). A submit takes it before it
+    publishes its proposal, and a message about a job not found here takes it before looking
+    again: an answer that comes back before the submit committed (the proposal is published
+    inside the submit's transaction) waits for that commit instead of finding no job and being
+    dead-lettered. SQLite needs none: a write transaction holds the database's write lock from
+    its first statement, so the message's transaction cannot start before the submit ends."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:job_id))"),
+        {"namespace": _CREATE_LOCK_NAMESPACE, "job_id": job_id},
+    )
+
+
 def lock_job(session: Session, job_id: str) -> Job | None:
     """The job row, locked for this transaction (PostgreSQL); None if there is no such job."""
     return session.scalars(
