@@ -80,7 +80,6 @@ from fedbus.bus_factory import url_identity
 from fedbus.chunk_store import ChunkStore
 from fedbus.chunking import DEFAULT_MAX_FRAME_BYTES, DEFAULT_REASSEMBLY_TIMEOUT
 from fedbus.fanout import FANOUT_QUEUE_PREFIX, fanout_queue, normalize_patterns
-from fedbus.in_memory_chunk_store import InMemoryChunkStore
 
 log = structlog.get_logger("fedbus")
 
@@ -394,8 +393,6 @@ class AmqpBus(BrokerBus):
         connection_name: str | None = None,
         stamp_user_id: bool = True,
     ) -> None:
-        # Without a shared durable store, chunks are held unacked until their set completes,
-        # so a crashed consumer gets them all redelivered (see chunking / docs/bus.md).
         super().__init__(
             capabilities=Capabilities(
                 detects_unroutable=True,
@@ -403,7 +400,7 @@ class AmqpBus(BrokerBus):
                 native_delivery_limit=True,
                 max_frame_bytes=max_frame_bytes,
             ),
-            chunk_store=chunk_store if chunk_store is not None else InMemoryChunkStore(),
+            chunk_store=chunk_store,
             reassembly_timeout=reassembly_timeout,
             sweep_interval=sweep_interval,
             drain_timeout=drain_timeout,

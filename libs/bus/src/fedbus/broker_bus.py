@@ -48,6 +48,7 @@ from fedbus.chunk_store import ChunkSetInfo, ChunkStore
 from fedbus.chunking import ChunkSweeper, Reassembler, regroup_dead_letters, split
 from fedbus.dispatch import Settlement, SettleOptions, settle, settle_batch
 from fedbus.fanout import check_topic, fanout_queue, normalize_patterns
+from fedbus.in_memory_chunk_store import InMemoryChunkStore
 
 log = structlog.get_logger("fedbus")
 
@@ -326,7 +327,7 @@ class BrokerBus(Bus):
         self,
         *,
         capabilities: Capabilities,
-        chunk_store: ChunkStore,
+        chunk_store: ChunkStore | None,
         reassembly_timeout: float,
         sweep_interval: float | None,
         drain_timeout: float,
@@ -336,6 +337,9 @@ class BrokerBus(Bus):
         self.capabilities = capabilities
         self._drain_timeout = drain_timeout
         self._delivery_limit = delivery_limit
+        # Without a shared store, chunk parts live in this process (held unacked until their
+        # set completes, so a crashed consumer gets them all redelivered).
+        chunk_store = chunk_store if chunk_store is not None else InMemoryChunkStore()
         self._chunk_store = chunk_store
         self._reassembler = Reassembler(chunk_store)
         self._sweeper = ChunkSweeper(

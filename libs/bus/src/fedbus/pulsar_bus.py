@@ -60,7 +60,6 @@ from fedbus.bus import (
 from fedbus.chunk_store import ChunkStore
 from fedbus.chunking import DEFAULT_REASSEMBLY_TIMEOUT
 from fedbus.fanout import FANOUT_QUEUE_PREFIX, fanout_queue, normalize_patterns, pattern_regex
-from fedbus.in_memory_chunk_store import InMemoryChunkStore
 
 log = structlog.get_logger("fedbus")
 
@@ -204,7 +203,7 @@ class PulsarBus(BrokerBus):
                 native_delivery_limit=True,
                 max_frame_bytes=max_frame_bytes,
             ),
-            chunk_store=chunk_store if chunk_store is not None else InMemoryChunkStore(),
+            chunk_store=chunk_store,
             reassembly_timeout=reassembly_timeout,
             sweep_interval=sweep_interval,
             drain_timeout=drain_timeout,
