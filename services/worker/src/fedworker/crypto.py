@@ -7,10 +7,13 @@ queue, no database), which is how a party adds replicas for heavy homomorphic wo
 ctx.executor; otherwise this process's thread pool.
 
 Metrics (with a WorkerMetrics): every crypto pool job this process runs — a crypto.job served by
-its replica, or a chunk run by its own thread pool — is timed in fedmq_crypto_job_seconds and
-its values counted in fedmq_crypto_ops_total, labelled with the operation (`KERNEL_OPS`) and the
-Paillier backend that really ran it (`crypto_backend`). Jobs sent to other replicas are counted
-where they run, not here.
+its replica, a chunk run by its own thread pool, or a batch small enough that fedcrypto keeps it
+in the component's thread (`MeteredThreadPool.run_here`) — is timed in fedmq_crypto_job_seconds
+and its values counted in fedmq_crypto_ops_total, labelled with the operation (`KERNEL_OPS`) and
+the Paillier backend that really ran it (`crypto_backend`). Obfuscators precomputed on a
+component's prefetch threads are counted as `obfuscate` through `MeteredThreadPool.observe`
+(fedflow.kit.he). Jobs sent to other replicas are counted where they run, not here. Every
+(op, backend) series exists at 0 from the start, so the first job is an increase.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ multiplies ciphertexts, which adds their plaintexts; k_multiexp's values are the
 exponent matrix (one ciphertext-times-plaintext product each: X.T @ [[d]])."""
 
 
+CRYPTO_OPS: Final = tuple(sorted({op for op, _ in KERNEL_OPS.values()}))
+"""Every `op` label value, pre-created at 0 on a metered pool or replica."""
+
+
 def crypto_backend() -> str:
     """The Paillier backend the kernels run on in this process: fedcrypto's C extension
     ("native") when it was built, else gmpy2."""
@@ -85,6 +92,13 @@ def kernel_values(name: str, args: tuple[Any, ...]) -> tuple[str, int] | None:
     return op, int(shape[0])
 
 
+def precreate(metrics: WorkerMetrics, backend: str) -> None:
+    """Every op's series of `backend` at 0: increase() sees the first job (docs/metrics.md)."""
+    for op in CRYPTO_OPS:
+        metrics.crypto_ops.labels(op, backend)
+        metrics.crypto_job_seconds.labels(op, backend)
+
+
 class MeteredThreadPool(ThreadPoolExecutor):
     """The worker's own thread pool for crypto chunks, recording each kernel call as a job.
 
@@ -97,21 +111,36 @@ class MeteredThreadPool(ThreadPoolExecutor):
         )
         self._metrics = metrics
         self._backend = crypto_backend()
+        precreate(metrics, self._backend)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         counted = kernel_values(kernel_name(fn), tuple(args))
         if counted is None:
             return super().submit(fn, *args, **kwargs)
-        op, values = counted
-        metrics, backend = self._metrics, self._backend
+        return super().submit(partial(self._timed, counted, fn, *args, **kwargs))
 
-        def timed() -> T:
-            started = time.perf_counter()
-            result = fn(*args, **kwargs)
-            metrics.crypto_job(op, backend, values, time.perf_counter() - started)
-            return result
+    def run_here(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a kernel call in the calling thread, recorded as a job like a submitted one
+        (fedcrypto keeps a batch of one chunk in the caller's thread)."""
+        counted = kernel_values(kernel_name(fn), tuple(args))
+        if counted is None:
+            return fn(*args, **kwargs)
+        return self._timed(counted, fn, *args, **kwargs)
 
-        return super().submit(timed)
+    def observe(self, op: str, values: int, seconds: float) -> None:
+        """Record crypto work done outside this pool's kernel calls (a component's prefetch
+        threads making obfuscators) as one job of `op`."""
+        self._metrics.crypto_job(op, self._backend, values, seconds)
+
+    def _timed(
+        self, counted: tuple[str, int], fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self._metrics.crypto_job(
+            counted[0], self._backend, counted[1], time.perf_counter() - started
+        )
+        return result
 
 
 class MeteredCryptoReplica(CryptoReplica):
@@ -121,6 +150,7 @@ class MeteredCryptoReplica(CryptoReplica):
         super().__init__(*args, **kwargs)
         self._metrics = metrics
         self._backend = crypto_backend()
+        precreate(metrics, self._backend)
 
     def handle_job(self, envelope: Envelope, payload: Payload, tx: InboxTransaction) -> None:
         started = time.perf_counter()

@@ -96,8 +96,15 @@ def map_chunks(
     make_args: Callable[[int, int], tuple[Any, ...]],
     executor: Executor | None,
 ) -> list[T]:
-    """fn(*make_args(lo, hi)) for every chunk, in order, on the executor when one is given."""
+    """fn(*make_args(lo, hi)) for every chunk, in order, on the executor when one is given.
+
+    A chunk kept in the calling thread (one chunk only) still goes through the executor's
+    `run_here(fn, *args)` when it has one: an executor that observes the kernels it runs (the
+    worker's metered pool) then sees every kernel call, not only the batches it was handed."""
     if executor is None or len(bounds) <= 1:
+        run_here = getattr(executor, "run_here", None)
+        if run_here is not None:
+            return [run_here(fn, *make_args(lo, hi)) for lo, hi in bounds]
         return [fn(*make_args(lo, hi)) for lo, hi in bounds]
     futures = [executor.submit(fn, *make_args(lo, hi)) for lo, hi in bounds]
     return [f.result() for f in futures]

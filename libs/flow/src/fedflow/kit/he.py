@@ -12,15 +12,19 @@ Each party has its OWN key pair (no third party holds a key). What the kit does 
   masked decryption  `masked` ([[m + R]] to send to the key holder), `decrypt_for_peer` (the
               key holder's side: residues back), `unmask` (m from them); fedflow.kit.masking;
   checks      every received ciphertext vector is in (0, n^2) and of the expected length.
+  metrics     none of its own: an executor that records crypto work (the worker's metered pool,
+              fedworker.crypto) sees every kernel call through fedcrypto; the prefetch threads'
+              obfuscators are reported to its `observe` (`ObservedPrefetch`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 from fedcrypto import EncryptedVector, ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from fedflow.context import ComponentContext
 
 Floats = NDArray[np.float64]
+T = TypeVar("T")
 
 PREFETCH_ITERATIONS: Final = 2
 """Obfuscators are asked for this many iterations ahead. Two, not one: the background threads
@@ -72,6 +77,30 @@ def open_secrets(
 def encode_secrets(private_key_bytes: bytes, mask_seed: bytes) -> bytes:
     """The bytes `open_secrets` keeps sealed (for a legacy reader of older checkpoints)."""
     return encode_state({"private_key": private_key_bytes, "mask_seed": mask_seed})
+
+
+class ObservedPrefetch(Executor):
+    """The prefetch threads, each job timed and reported to `observe(op, values, seconds)` as
+    `obfuscate`: an ObfuscatorPool's background job makes as many obfuscators as its first
+    argument says (ObfuscatorPool.prefetch)."""
+
+    def __init__(self, inner: Executor, observe: Callable[[str, int, float], None]) -> None:
+        self._inner = inner
+        self._observe = observe
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        count = args[0] if args and isinstance(args[0], int) else 0
+
+        def timed() -> T:
+            started = time.perf_counter()
+            result = fn(*args, **kwargs)
+            self._observe("obfuscate", count, time.perf_counter() - started)
+            return result
+
+        return self._inner.submit(timed)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 @dataclass
@@ -150,6 +179,11 @@ class HeParty:
         tops the pool up after every iteration's encryption."""
         if background is None or per_iteration <= 0:
             return
+        observe = getattr(self.executor, "observe", None)
+        if observe is not None:
+            # The executor records crypto work (the worker's metered pool): what the prefetch
+            # threads compute is counted too, though it never passes through that executor.
+            background = ObservedPrefetch(background, observe)
         self.pool = ObfuscatorPool(self.private_key, refill=True, executor=self.executor)
         self.background, self.prefetch_count = background, per_iteration
         self.prefetch(iterations_left)

@@ -53,9 +53,11 @@ def add_mask(vec: EncryptedVector, masks: list[int], executor: Executor | None) 
     """[[m + R]] (mantissas) re-randomised: safe to send to the key holder."""
     pk = vec.public_key
     plain = from_mpz(masks, pk.plain_limbs)
-    raw = pk.encrypt_residues(plain, obfuscate=False)  # combined, then obfuscated below
+    # Combined, then obfuscated below. Every step gets the executor: it may record the work
+    # (the worker's metered pool), and a large vector is split over its threads.
+    raw = pk.encrypt_residues(plain, obfuscate=False, executor=executor)
     mask_vec = EncryptedVector(pk, raw, vec.exponent, vec.shape, bound=max(masks, default=0))
-    return (vec + mask_vec).obfuscate(executor=executor)
+    return vec.add(mask_vec, executor=executor).obfuscate(executor=executor)
 
 
 def unmask(
