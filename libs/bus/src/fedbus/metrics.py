@@ -7,6 +7,10 @@ default registry would make their counters collide.
 Labels stay bounded: `topic` is a topic name (svc.*, out.<peer>, the crypto topics), `type` a
 message type from fedschemas' registry, and `reason` one of the `DeadLetterReason` codes, never
 the free-text reason that goes to the log line and the dead copy's header.
+
+`consuming(topic)` creates a consumed topic's dead-letter (every reason) and duplicate series
+at 0: a series born at 1 on its first dead letter is invisible to increase() and rate(), so the
+first dead letter after a restart would fire no alert and show as 0 (issue #22).
 """
 
 from __future__ import annotations
@@ -92,6 +96,13 @@ class BusMetrics:
             buckets=HANDLER_BUCKETS,
             registry=registry,
         )
+
+    def consuming(self, topic: str) -> None:
+        """Create `topic`'s per-consumer series at 0 (EnvelopeConsumer calls it when built)."""
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(topic, reason)
+        self.duplicates.labels(topic)
+        self.handler_seconds.labels(topic)
 
     def dead_letter(self, topic: str, reason: DeadLetterReason) -> None:
         self.dead_lettered.labels(topic, reason).inc()

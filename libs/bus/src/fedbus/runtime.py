@@ -280,6 +280,8 @@ class EnvelopeConsumer:
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self._metrics = metrics
+        if metrics is not None:  # its series exist at 0 from start-up (fedbus.metrics)
+            metrics.consuming(topic)
         self._guard = guard
         self._subscription: Subscription | None = None
 

@@ -38,7 +38,7 @@ from fedscheduler.models import TERMINAL, Job
 from fedscheduler.rpc import RpcServer
 from fedscheduler.settings import SchedulerSettings
 from fedscheduler.store import open_database
-from fedscheduler.timeouts import Timer
+from fedscheduler.timeouts import Timer, job_age
 
 log = structlog.get_logger("fedscheduler")
 
@@ -58,6 +58,7 @@ class Scheduler:
         self.engine, self.sessions = open_database(settings.database_url.get_secret_value())
         BUS_MIGRATIONS.upgrade_head(self.engine)  # the inbox's table, before the inbox opens it
         self.metrics.count_running_with(self._jobs_running)
+        self.metrics.watch_job_age(self._job_age)
         self.http_metrics = HttpMetrics(self.metrics.registry)
         self.bus_metrics = BusMetrics(self.metrics.registry)
         self.inbox = make_inbox(
@@ -140,6 +141,13 @@ class Scheduler:
             log.warning("jobs_running_unavailable", error=str(exc))
             return float("nan")
         return float(count or 0)
+
+    def _job_age(self) -> tuple[float, float]:
+        try:
+            return job_age(self.sessions, self.ctx.clock, self.settings.job_expected_s)
+        except Exception as exc:  # a scrape must not fail because the database is away
+            log.warning("job_age_unavailable", error=str(exc))
+            return float("nan"), float("nan")
 
     def declare_party(self, party_id: str) -> None:
         """Declare `out.<party>` (the gateway declares it too; tests without one need this)."""

@@ -34,10 +34,17 @@ class SchedulerSettings(BusServiceSettings):
     """How often a party sends job.status heartbeats for its open jobs (participants to the
     initiator, the initiator to every participant); 0: party_timeout_s/6 (several beats fit in
     one timeout, so one lost beat never fails a job)."""
-    task_timeout_s: float = Field(default=0.0, ge=0)
+    task_timeout_s: float = Field(default=7200.0, ge=0)
     """The initiator fails a job when one of its tasks has not finished this long after it
     started (or became ready to), unless the component sets its own `timeout_s` in the
-    pipeline; 0: no limit (a hanging component keeps its job running until stopped)."""
+    pipeline. Two hours by default: a task whose worker is stopped or hung fails its job
+    instead of keeping it running for ever; give a longer component its own `timeout_s`.
+    0: no limit (a hanging component keeps its job running until stopped)."""
+    job_expected_s: float = Field(default=3600.0, gt=0)
+    """Expected duration of a pipeline that never succeeded at this party; one that did is
+    expected to take at most 3 times its longest of its last 10 successful runs (at least a
+    minute). A job open longer fires FedmqJobOverdue (fedscheduler.timeouts.job_age,
+    docs/observability.md); nothing is failed because of it."""
     timer_interval_s: float = Field(default=1.0, gt=0)
     """Period of the timer thread that checks timeouts and sends heartbeats."""
     self_grants_implied: bool = True

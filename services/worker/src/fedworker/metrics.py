@@ -6,6 +6,10 @@ data service's fedmq_worker_data_requests_total (fedworker.data) and the fedmq_c
 (observed around each crypto pool job, fedworker.crypto), the registry carries the bus
 runtime's fedmq_bus_* series of the worker's publisher and consumers, the HTTP server's
 fedmq_http_* series, and the process's CPU and memory.
+
+The task series exist at 0 for every component of fedflow's catalogue (and every final state)
+from start-up: a series born at 1 on its first task is invisible to rate() and increase(), so a
+component's first failure would fire no FedmqTasksFailing and show on no panel (issue #22).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Final
 
 from fedbus.metrics import BusMetrics
 from fedcommon.http import HttpMetrics
+from fedflow.components import COMPONENT_NAMES
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -26,6 +31,9 @@ TASK_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 60
 """A noop component ends in milliseconds; a hetero LR fit on a large table takes an hour."""
 CRYPTO_JOB_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 """One chunk of a batch: a few ciphertext additions up to thousands of encryptions."""
+TASK_END_STATES: Final = ("success", "failed", "canceled")
+"""The final states fedmq_worker_tasks_ended_total counts (a task released by a graceful stop
+is not ended: it resumes elsewhere)."""
 
 
 class WorkerMetrics:
@@ -84,6 +92,12 @@ class WorkerMetrics:
             ["op", "outcome"],
             registry=self.registry,
         )
+
+        for component in sorted(COMPONENT_NAMES):
+            self.tasks_started.labels(component)
+            self.task_duration.labels(component)
+            for state in TASK_END_STATES:
+                self.tasks_ended.labels(component, state)
 
     def crypto_job(self, op: str, backend: str, values: int, seconds: float) -> None:
         """Record one crypto pool job."""
