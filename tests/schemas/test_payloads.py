@@ -27,6 +27,7 @@ from fedschemas import (
     payload_type,
 )
 from fedschemas.payloads import (
+    AuditStop,
     CryptoJob,
     CryptoResult,
     CurveValue,
@@ -160,6 +161,14 @@ EXAMPLES: dict[str, Payload] = {
     "rpc.request": RemoteRequest(service="svc.serving", body=b"\x81\xa1x\x01"),
     "rpc.reply": RemoteReply(request_id="5d0c1e", ok=False, error="timeout", error_kind="failed"),
     "gateway.job_ended": JobEnded(job_id="job-1", attempt=0, state="success"),
+    "control.audit_stop": AuditStop(
+        job_id="job-1",
+        rule="data.key_width",
+        severity="critical",
+        party_id="10000",
+        message_id="5d0c1e",
+        detail="party 10000 announced a 2025-bit key",
+    ),
 }
 
 

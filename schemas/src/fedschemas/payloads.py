@@ -577,3 +577,21 @@ class JobEnded(Payload):
     job_id: JobId
     attempt: Attempt
     state: Literal["success", "failed", "canceled"]
+
+
+AuditSeverity = Literal["info", "warn", "critical"]
+
+
+class AuditStop(Payload):
+    """control.audit_stop: the party's audit service asks its own scheduler to stop a job
+    because a message broke a critical rule (services/audit, docs/audit.md). Party-local, on
+    svc.scheduler, signed by the audit's key: the scheduler acts only on a valid signature
+    from the key it is configured with, and stays the only one that fails jobs."""
+
+    job_id: JobId
+    rule: Annotated[str, Field(pattern=r"^[a-z_]+\.[a-z_]+$")]
+    severity: AuditSeverity
+    party_id: PartyId
+    """The party whose message broke the rule."""
+    message_id: Annotated[str, Field(max_length=160)]
+    detail: Reason

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from fedschemas.base import Payload
 from fedschemas.payloads import (
+    AuditStop,
     ControlHeartbeat,
     CryptoJob,
     CryptoResult,
@@ -76,6 +77,7 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "rpc.request": RemoteRequest,
     "rpc.reply": RemoteReply,
     "gateway.job_ended": JobEnded,
+    "control.audit_stop": AuditStop,
 }
 
 MESSAGE_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_MESSAGE_TYPES)
