@@ -92,6 +92,8 @@ class SchedulerMetrics:
             "Jobs not yet in a final state at this party (read from the database at scrape time).",
             registry=self.registry,
         )
+        self._job_age = _JobAgeCollector(lambda: (0.0, 0.0))  # no jobs until watch_job_age
+        self.registry.register(self._job_age)
         for state in FINAL_STATES:
             self.jobs_ended.labels(state)
             self.job_duration.labels(state)
@@ -104,7 +106,7 @@ class SchedulerMetrics:
         """Export fedmq_scheduler_job_age_seconds and fedmq_scheduler_job_expected_seconds,
         both from one call of `read` at each scrape: the database knows every open job, also
         those a restarted scheduler left running."""
-        self.registry.register(_JobAgeCollector(read))
+        self._job_age.read = read
 
     def count_running_with(self, count: Callable[[], float]) -> None:
         """Read fedmq_scheduler_jobs_running from `count` at each scrape: the database is the
@@ -116,13 +118,13 @@ class _JobAgeCollector(Collector):
     """The two job-age gauges from one read, so that they always describe the same job."""
 
     def __init__(self, read: Callable[[], JobAge]) -> None:
-        self._read = read
+        self.read = read
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # unchecked names: read() queries the database, never at registration
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        age, expected = self._read()
+        age, expected = self.read()
         yield GaugeMetricFamily(
             "fedmq_scheduler_job_age_seconds",
             "Age of the open job most past its expected duration (0: no open job); above "
