@@ -251,8 +251,15 @@ JOBS = Dashboard(
         ),
         Panel(
             "Job duration p50 / p95",
-            "From submit (or accept, at a participant) to the final state, by final state.",
-            p50_and_p95("fedmq_scheduler_job_duration_seconds", "state", "{{state}}"),
+            "From submit (or accept, at a participant) to the final state, by final state "
+            "(quantiles exist once a job ended in the window), and the open job furthest past "
+            "its pipeline's expected duration: its age and that duration (FedmqJobOverdue "
+            "fires while age is above expected).",
+            [
+                *p50_and_p95("fedmq_scheduler_job_duration_seconds", "state", "{{state}}"),
+                Target("max(fedmq_scheduler_job_age_seconds)", "open job age"),
+                Target("max(fedmq_scheduler_job_expected_seconds)", "open job expected"),
+            ],
             unit="s",
         ),
         Panel(
@@ -305,7 +312,8 @@ JOBS = Dashboard(
         ),
         Panel(
             "Task duration p50 / p95 by component",
-            "Time one task takes in a worker (resumed tasks count from their resume).",
+            "Time one task takes in a worker (resumed tasks count from their resume); a "
+            "component's quantiles exist once one of its tasks ended in the window.",
             p50_and_p95("fedmq_worker_task_duration_seconds", "component", "{{component}}", WORKER),
             unit="s",
         ),
@@ -345,6 +353,8 @@ JOBS = Dashboard(
 )
 
 BUS_SEL = '{job=~"$job", topic=~"$topic"}'
+SERVICE_QUEUES = 'queue=~"svc\\\\.(scheduler|scheduler\\\\.rpc|worker|data\\\\.rpc|gateway)"'
+"""The queues a service always consumes (FedmqServiceQueueNoConsumer's, alerts.yml)."""
 BUS = Dashboard(
     uid="fedmq-bus",
     title="fedmq / Bus",
@@ -441,6 +451,25 @@ BUS = Dashboard(
             "RabbitMQ unacked messages per queue",
             "Messages delivered to a consumer and not yet acknowledged (in flight).",
             [Target("sum by (queue) (rabbitmq_queue_messages_unacked)", "{{queue}}")],
+        ),
+        Panel(
+            "Dead-letter queue depth",
+            "Messages waiting in each dead-letter queue (<topic>.dlq; out.<peer>.dlq holds "
+            "what a peer refused). Not 0 fires FedmqDeadLetterQueueNotEmpty until emptied.",
+            [
+                Target(
+                    'sum by (queue) (rabbitmq_queue_messages{queue=~".+\\\\.dlq"})',
+                    "{{queue}}",
+                )
+            ],
+            thresholds=[(None, "green"), (1, "red")],
+        ),
+        Panel(
+            "Consumers per service queue",
+            "Consumers of each service's queue: 0 fires FedmqServiceQueueNoConsumer (the "
+            "service is down; its messages wait and jobs hang).",
+            [Target(f"sum by (queue) (rabbitmq_queue_consumers{{{SERVICE_QUEUES}}})", "{{queue}}")],
+            thresholds=[(None, "red"), (1, "green")],
         ),
     ],
 )
@@ -635,6 +664,20 @@ CRYPTO = Dashboard(
 )
 
 HTTP_SEL = '{job=~"$job", route=~"$route"}'
+
+
+def error_ratio(status: str, by: str) -> str:
+    """Share of requests answered with `status` (a regex), by `by`: 0, not "No data", when
+    there were requests and none of them with that status (the `or` fills the missing
+    numerator with 0 times the denominator's series)."""
+    requests = f'sum by ({by}) (rate(fedmq_http_requests_total{{job=~"$job"}}[{RATE}]))'
+    errors = (
+        f"sum by ({by}) "
+        f'(rate(fedmq_http_requests_total{{job=~"$job", status=~"{status}"}}[{RATE}]))'
+    )
+    return f"({errors} or {requests} * 0) / {requests}"
+
+
 HTTP = Dashboard(
     uid="fedmq-http",
     title="fedmq / HTTP",
@@ -675,30 +718,14 @@ HTTP = Dashboard(
         Panel(
             "Server error ratio (5xx) by service",
             "Share of requests answered with a 5xx status.",
-            [
-                Target(
-                    "sum by (job) "
-                    f'(rate(fedmq_http_requests_total{{job=~"$job", status=~"5.."}}[{RATE}]))'
-                    " / sum by (job) "
-                    f'(rate(fedmq_http_requests_total{{job=~"$job"}}[{RATE}]))',
-                    "{{job}}",
-                )
-            ],
+            [Target(error_ratio("5..", "job"), "{{job}}")],
             unit="percentunit",
         ),
         Panel(
             "Client error ratio (4xx) by route",
             "Share of requests refused as the client's fault: 401/403 are bad or missing API "
             "tokens, 422 malformed requests.",
-            [
-                Target(
-                    "sum by (route) "
-                    f'(rate(fedmq_http_requests_total{{job=~"$job", status=~"4.."}}[{RATE}]))'
-                    " / sum by (route) "
-                    f'(rate(fedmq_http_requests_total{{job=~"$job"}}[{RATE}]))',
-                    "{{route}}",
-                )
-            ],
+            [Target(error_ratio("4..", "route"), "{{route}}")],
             unit="percentunit",
         ),
     ],
