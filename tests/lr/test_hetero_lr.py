@@ -164,7 +164,7 @@ def test_a_batch_smaller_than_the_minimum_is_refused(tmp_path: Path) -> None:
     pipeline = breast_pipeline(batch_size=80, key_bits=512, insecure_short_keys=True)
 
     # Execute / Assert
-    with pytest.raises(StandaloneError, match=r"batch size 80 is below the minimum 92"):
+    with pytest.raises(StandaloneError, match=r"batch_size 80 is below the minimum 92"):
         run_pipeline(pipeline, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
 
 

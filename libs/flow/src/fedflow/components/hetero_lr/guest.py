@@ -14,7 +14,7 @@ from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, SHARED_PRECISION, Training
-from fedflow.kit.loop import iterations, timed
+from fedflow.kit.loop import LossWatch, iterations, timed
 from fedflow.kit.threads import crypto_threads
 from fedflow.tables import Table, TableError
 
@@ -34,7 +34,9 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
     hosts = list(ctx.parties.get("host", []))
     if not 1 <= len(hosts) <= MAX_HOSTS:
         raise ValueError(f"hetero_lr: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
-    x = lrmath.with_intercept(session.features(table))
+    own = session.features(table)
+    session.warn_unscaled(ctx, own, list(table.feature_names))
+    x = lrmath.with_intercept(own)
     with crypto_threads(ctx) as (executor, background):
         # Key generation, fixed-base precomputation and the key exchange (or a checkpoint load).
         with timed(ctx, "setup_seconds"):
@@ -68,6 +70,15 @@ def _train(
     he.start_prefetch(background, largest, total - run.start)
     loss_sum = float(extra.get("loss_sum", 0.0))
     last_loss = extra.get("last_loss")
+    watch = LossWatch.restore(
+        extra.get("watch"),
+        "hetero_lr",
+        session.advice(params),
+        tol=params.tol,
+        early_stop=params.early_stop,
+    )
+    if watch.last is None and last_loss is not None:  # a checkpoint from before the watch
+        watch.last = float(last_loss)
     done = run.start
     for t in iterations(ctx, run.start, total, lambda: run.stopped):
         epoch, position = divmod(t, per_epoch)
@@ -79,12 +90,14 @@ def _train(
         else:
             gradient, batch_loss = _taylor(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
         loss_sum += batch_loss
+        # Every iteration, before the step: a diverging model is stopped with a clear error
+        # while its numbers still fit a float (an epoch can be many orders of magnitude).
+        watch.batch(batch_loss / len(rows), epoch=epoch, iteration=t)
         run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha, penalty)
         if position == per_epoch - 1:
             loss = loss_sum / rows_total
             ctx.metrics.log("loss", loss, epoch)
-            improved = None if last_loss is None else abs(float(last_loss) - loss)
-            stop = bool(params.early_stop and improved is not None and improved < params.tol)
+            stop = watch.epoch(loss, epoch=epoch)
             ctx.federation.send(
                 FederationData(kind="plain_control", meta={"stop": stop, "epoch": epoch}),
                 to="host",
@@ -95,6 +108,7 @@ def _train(
             extra["stopped"] = stop
             extra["epochs_done"] = epoch + 1
         extra["loss_sum"], extra["last_loss"] = loss_sum, last_loss
+        extra["watch"] = watch.state()
         run.save(t)
         done = t + 1
     ctx.metrics.log("iterations", float(done))

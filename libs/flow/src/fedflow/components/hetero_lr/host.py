@@ -28,6 +28,7 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
     guest = ctx.parties["guest"][0]
     others = [h for h in ctx.parties.get("host", []) if h != ctx.party_id]
     x = session.features(table)
+    session.warn_unscaled(ctx, x, list(table.feature_names))
     with crypto_threads(ctx) as (executor, background):
         run = session.start(ctx, x, [guest], executor)
         try:

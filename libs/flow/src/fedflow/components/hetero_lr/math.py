@@ -18,6 +18,9 @@ from numpy.typing import NDArray
 Floats = NDArray[np.float64]
 
 LOG2: Final = math.log(2.0)
+SCALE_LIMIT: Final = 10.0
+"""A feature whose mean magnitude or standard deviation exceeds this is far from scale: the
+component warns (SGD's steps grow with the square of a feature's scale)."""
 
 
 def min_batch_size(k_guest: int, k_host: int) -> int:

@@ -46,14 +46,53 @@ def model_table(names: list[str], weights: Floats) -> Table:
     )
 
 
+def advice(params: HeteroLrParams, component: str = "hetero_lr") -> str:
+    """What to change when training diverges, in the pipeline's parameter names."""
+    return (
+        f"scale the features (a feature_scale component before {component}: each party's "
+        f"columns to mean 0 and standard deviation 1) or lower learning_rate (now "
+        f"{params.learning_rate:g})"
+    )
+
+
+def warn_unscaled(
+    ctx: ComponentContext, x: Floats, names: list[str], component: str = "hetero_lr"
+) -> None:
+    """A warning (log event and the metric `unscaled_features`) naming this party's columns
+    that are far from unit scale: such features make SGD's steps too large, and diverge."""
+    if x.shape[0] == 0:
+        return
+    mean = np.abs(np.mean(x, axis=0))
+    spread = np.std(x, axis=0)
+    far = [i for i in range(x.shape[1]) if max(mean[i], spread[i]) > lrmath.SCALE_LIMIT]
+    ctx.metrics.log("unscaled_features", float(len(far)))
+    if far:
+        log.warning(
+            "features_far_from_scale",
+            job_id=ctx.job_id,
+            component=ctx.component,
+            columns=[names[i] for i in far][:10],
+            count=len(far),
+            largest=float(max(max(mean[i], spread[i]) for i in far)),
+            advice=f"add a feature_scale component before {component}",
+        )
+
+
 def check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -> None:
     smallest = lrmath.min_batch_size(k_guest, k_host)
     batch = min(params.batch_size, rows)
     if batch < smallest:
         raise ValueError(
-            f"hetero_lr: batch size {batch} is below the minimum {smallest} for "
+            f"hetero_lr: batch_size {batch} is below the minimum {smallest} for "
             f"{k_guest} guest and {k_host} host features (a smaller batch lets a party solve "
             "for the other's per-sample values; see docs/hetero_lr.md)"
+        )
+    if params.batch_size > rows:
+        log.warning(
+            "batch_size_exceeds_rows",
+            batch_size=params.batch_size,
+            rows=rows,
+            effect="every iteration is one full pass over the rows (batch gradient descent)",
         )
 
 
