@@ -14,7 +14,16 @@ import threading
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
-from fedflow.components import evaluation, hetero_lr, iter_sum, noop, psi, reader
+from fedflow.components import (
+    evaluation,
+    feature_scale,
+    hetero_lr,
+    hetero_secureboost,
+    iter_sum,
+    noop,
+    psi,
+    reader,
+)
 from fedflow.components.base import (
     ComponentDescriptor,
     ComponentParams,
@@ -29,9 +38,12 @@ _DESCRIPTORS: tuple[ComponentDescriptor, ...] = (
     reader.READER,
     psi.PSI,
     evaluation.EVALUATION,
+    feature_scale.FEATURE_SCALE,
     iter_sum.ITER_SUM,
     hetero_lr.HETERO_LR,
     hetero_lr.HETERO_LR_PREDICT,
+    hetero_secureboost.HETERO_SECUREBOOST,
+    hetero_secureboost.HETERO_SECUREBOOST_PREDICT,
     noop.NOOP,
 )
 
