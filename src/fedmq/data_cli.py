@@ -4,6 +4,8 @@
     fedmq data upload examples/data/breast_hetero_host.csv            # table breast_hetero_host
     fedmq data upload guest.csv --name breast_hetero_guest --label-column y
     fedmq data grant breast_hetero_host --to 9999 --components psi
+    fedmq data grant breast_hetero_host --to 9999 --components psi,hetero_lr \
+        --param hetero_lr.learning_rate --param hetero_lr.epochs=1..50   # all it may set here
     fedmq data list            # tables: rows, features, missing values, reads
     fedmq data grants          # who may read what
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from fedflow.policy import parse_param_spec
 from rich.console import Console
 from rich.markup import escape
 
@@ -114,14 +117,32 @@ def grant(
     components: Annotated[
         str, typer.Option(help="component types its data may flow into, comma-separated; * any")
     ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="TYPE.PARAM: a param --to's pipelines may set for this party (the rest keep "
+            "their defaults), or TYPE.PARAM=MIN..MAX within bounds; repeat it",
+        ),
+    ] = None,
     url: ApiUrl = DEFAULT_URL,
     token: ApiToken = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Let jobs initiated by party --to read TABLE into these component types."""
     types = [c.strip() for c in components.split(",") if c.strip()]
+    try:
+        rules = parse_param_spec(param) if param else None
+    except ValueError as exc:
+        errors.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    params = (
+        {t: r.model_dump(mode="json", exclude_defaults=True) for t, r in rules.items()}
+        if rules
+        else None
+    )
     with api_client(url, token) as api:
-        granted = api.grant(table, to, types)
+        granted = api.grant(table, to, types, params)
     if as_json:
         print_json(granted.model_dump(mode="json"))
         return
@@ -129,6 +150,27 @@ def grant(
         f"table {escape(granted.table)} granted to party {escape(granted.grantee)} for "
         f"{escape(', '.join(granted.component_types))}"
     )
+    if granted.params:
+        console.print(f"its pipelines may set: {escape(params_text(granted.params))}")
+
+
+def params_text(params: dict[str, dict[str, Any]] | None) -> str:
+    """A grant's params as `TYPE.PARAM` / `TYPE.PARAM=MIN..MAX`, as --param takes them."""
+    if not params:
+        return "any (the policy decides)"
+    parts: list[str] = []
+    for ctype, rules in params.items():
+        bounds = rules.get("bounds") or {}
+        for name in rules.get("may_set") or []:
+            if name not in bounds:
+                parts.append(f"{ctype}.{name}")
+        for name, limits in bounds.items():
+            low = "" if limits.get("min") is None else f"{limits['min']:g}"
+            high = "" if limits.get("max") is None else f"{limits['max']:g}"
+            parts.append(f"{ctype}.{name}={low}..{high}")
+        if not parts or not parts[-1].startswith(f"{ctype}."):
+            parts.append(f"{ctype}: defaults only")
+    return ", ".join(parts)
 
 
 @data_app.command("list")
@@ -169,12 +211,13 @@ def list_grants(
     if as_json:
         print_json([g.model_dump(mode="json") for g in grants])
         return
-    columns = ("table", "grantee", "component types", "granted")
+    columns = ("table", "grantee", "component types", "params", "granted")
     cells = [
         (
             g.table,
             g.grantee,
             ", ".join(g.component_types),
+            params_text(g.params),
             g.granted_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
         for g in grants

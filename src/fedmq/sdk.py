@@ -75,6 +75,8 @@ class Grant(_Model):
     table: str
     grantee: str
     component_types: list[str]
+    params: dict[str, dict[str, Any]] | None = None
+    """{component type: {may_set, bounds}} its pipelines may set; None: the policy alone."""
     granted_at: datetime
 
 
@@ -272,9 +274,22 @@ class Client:
 
     # --- grants --------------------------------------------------------------------------------
 
-    def grant(self, table: str, grantee: str, component_types: list[str]) -> Grant:
-        """Let jobs initiated by `grantee` read `table` into these component types (or ["*"])."""
-        body = {"table": table, "grantee": grantee, "component_types": component_types}
+    def grant(
+        self,
+        table: str,
+        grantee: str,
+        component_types: list[str],
+        params: dict[str, Any] | None = None,
+    ) -> Grant:
+        """Let jobs initiated by `grantee` read `table` into these component types (or ["*"]);
+        `params` ({type: {may_set, bounds}}): the only params those jobs may set here."""
+        body: dict[str, Any] = {
+            "table": table,
+            "grantee": grantee,
+            "component_types": component_types,
+        }
+        if params is not None:
+            body["params"] = params
         return Grant.model_validate(self._request("POST", "/grants", json=body))
 
     def grants(self, table: str | None = None, grantee: str | None = None) -> list[Grant]:

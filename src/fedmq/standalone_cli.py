@@ -8,9 +8,12 @@ in-process relay that signs, verifies and records every crossing (fedflow.standa
 PARTY=FOLDER` gives a party its CSV tables (table name = file name without .csv); `--data
 FOLDER` gives every party the same folder. `--threads`, `--prefetch-threads` and
 `--prefetch-nice` are the parties' runtime options (the threads a component may use; a
-pipeline's own thread params are ignored). Progress is shown per task while it runs; then the
-tasks, the metrics and what crossed between the parties are printed. Exit status: 0 on
-success, 1 when a task failed, 2 for a bad pipeline or missing data.
+pipeline's own thread params are ignored). `--policy PARTY=FILE` gives a party its security
+policy (docs/policy.md); every party checks its part of the pipeline against its own (the
+secure defaults where none is given) before anything runs. Progress is shown per task while it
+runs; then the tasks, the metrics and what crossed between the parties are printed. Exit
+status: 0 on success, 1 when a task failed, 2 for a bad pipeline, a bad or refusing policy,
+or missing data.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,6 +29,9 @@ from rich.markup import escape
 from rich.progress import TaskID
 
 from fedmq.cli_output import CROSSED_COLUMNS, CROSSED_TITLE, rich_table, task_progress
+
+if TYPE_CHECKING:
+    from fedflow.policy import SecurityPolicy
 
 standalone_app = typer.Typer(
     help="Run a pipeline with every party in this process (in-memory brokers, SQLite).",
@@ -45,6 +51,22 @@ def _parse_data(values: list[str], parties: list[str]) -> dict[str, Path]:
             out[party] = Path(folder)
         else:
             out.update({p: Path(value) for p in parties if p not in out})
+    return out
+
+
+def _parse_policies(values: list[str], parties: list[str]) -> dict[str, SecurityPolicy]:
+    from fedflow.policy import load_policy
+
+    out: dict[str, SecurityPolicy] = {}
+    for value in values:
+        party, sep, file = value.partition("=")
+        if not sep or not file:
+            raise typer.BadParameter(f"--policy {value}: write PARTY=FILE")
+        if party not in parties:
+            raise typer.BadParameter(
+                f"--policy {value}: {party} is not a party of the pipeline ({', '.join(parties)})"
+            )
+        out[party] = load_policy(file)
     return out
 
 
@@ -74,6 +96,13 @@ def run(
     prefetch_nice: Annotated[
         int, typer.Option(min=0, max=19, help="CPU priority (nice) of the prefetch threads")
     ] = 19,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="PARTY=FILE: that party's security policy (default: the secure defaults)",
+        ),
+    ] = None,
 ) -> None:
     """Run PIPELINE with every party in this process."""
     from fedcommon.logging import configure_logging
@@ -82,7 +111,8 @@ def run(
 
     from fedflow.context import RuntimeOptions
     from fedflow.pipeline import Pipeline, PipelineError
-    from fedflow.standalone import StandaloneError, run_pipeline
+    from fedflow.policy import PolicyError
+    from fedflow.standalone import PolicyRefused, StandaloneError, check_policies, run_pipeline
     from fedflow.tables import TableError
 
     console = Console()
@@ -92,6 +122,12 @@ def run(
         console.print(f"[red]cannot use {escape(str(pipeline_file))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     tables = _parse_data(list(data or []), pipeline.party_ids())
+    try:
+        policies = _parse_policies(list(policy or []), pipeline.party_ids())
+        check_policies(pipeline, policies)
+    except (PolicyError, PolicyRefused) as exc:
+        console.print(f"[red]refused by policy:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     lock = threading.Lock()
     with task_progress(console) as progress:
         bars: dict[tuple[str, str, str], TaskID] = {}
@@ -118,6 +154,7 @@ def run(
                 recv_timeout=timeout,
                 on_event=on_event,
                 options=RuntimeOptions(threads, prefetch_threads, prefetch_nice),
+                policies=policies,
             )
         except TableError as exc:
             console.print(f"[red]data problem:[/red] {escape(str(exc))}")

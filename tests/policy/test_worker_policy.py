@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fedflow.policy import PolicyError, SecurityPolicy
-from fedschemas.payloads import TaskStatus
+from fedschemas.payloads import TaskRun, TaskStatus
 from fedworker.main import Worker
 from fedworker.settings import WorkerSettings
 from pydantic import SecretStr
@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from tests.polling import wait_for
 from tests.worker.test_worker_tasks import GUEST, HOST, TABLES, Federation2
 
-from .conftest import PERMISSIVE
+from .conftest import PERMISSIVE, hetero_lr_pipeline
 
 LR = {"epochs": 1, "batch_size": 128, "learning_rate": 0.5, "seed": 1}
 SHORT = {"key_bits": 512, "insecure_short_keys": True}
@@ -114,3 +114,61 @@ def test_a_worker_named_a_missing_policy_file_does_not_start(tmp_path: Path) -> 
 
     with pytest.raises(PolicyError, match=r"nope\.yaml"):
         Worker(settings)
+
+
+def send_lr_to_host(fed: Federation2, job: str, params: dict[str, Any], pipeline: str) -> None:
+    # Only the host's task: it is refused before the protocol starts, so no guest is needed.
+    fed.send(
+        HOST,
+        TaskRun(
+            job_id=job,
+            component="lr_0",
+            component_type="hetero_lr",
+            attempt=0,
+            role="host",
+            party_id=HOST,
+            parties={"guest": [GUEST], "host": [HOST]},
+            params=params,
+            inputs={"data": "psi_0.data"},
+            pipeline_yaml=pipeline,
+        ),
+        "lr_0",
+        "task.run",
+    )
+
+
+MAY_SET_EPOCHS = SecurityPolicy.model_validate(
+    {"components": {"hetero_lr": {"initiator_may_set": ["epochs", "batch_size", "seed"]}}}
+)
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "reason"),
+    [
+        (
+            hetero_lr_pipeline(),
+            "policy.components.hetero_lr.initiator_may_set: party 9999 may not set "
+            "learning_rate for this party (it may set: epochs, batch_size, seed) "
+            "(party 10000's policy, lr_0)",
+        ),
+        (
+            "name: forged",
+            "policy.components.hetero_lr.initiator_may_set: the task names no initiator, so "
+            "its params cannot be checked (party 10000's policy, lr_0)",
+        ),
+    ],
+    ids=["guests_pipeline", "unreadable_pipeline"],
+)
+def test_a_task_setting_params_the_initiator_may_not_set_fails_at_the_worker(
+    make_fed: Any, pipeline: str, reason: str
+) -> None:
+    # Prepare: the host lets other parties' pipelines set epochs, batch_size and seed only
+    fed = make_fed(SecurityPolicy(), MAY_SET_EPOCHS)
+
+    # Execute: a task.run (not through the host's scheduler) with learning_rate 0.5
+    send_lr_to_host(fed, "job-may-set", {**LR, "learning_rate": 0.5}, pipeline)
+    host = host_final(fed, "lr_0")
+
+    # Assert
+    assert host.state == "failed"
+    assert host.reason == reason

@@ -298,9 +298,19 @@ class SchedulerClient(_CommandClient):
 
     # --- grants ------------------------------------------------------------------------------
 
-    def grant_add(self, table: str, grantee: str, component_types: list[str]) -> dict[str, Any]:
+    def grant_add(
+        self,
+        table: str,
+        grantee: str,
+        component_types: list[str],
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Grant `table` to `grantee`; `params`: {component type: {may_set, bounds}} (None:
+        the grant names no params)."""
         types: list[JsonValue] = list(component_types)
-        return self._dict("grant_add", table=table, grantee=grantee, component_types=types)
+        return self._dict(
+            "grant_add", table=table, grantee=grantee, component_types=types, params=params
+        )
 
     def grant_list(
         self, table: str | None = None, grantee: str | None = None

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -187,9 +187,11 @@ class Violation:
     message: str
     party_id: str
     component: str
+    source: str = "policy"
+    """What set the rule: this party's "policy", or a "grant of table T"."""
 
     def __str__(self) -> str:
-        return f"{self.rule}: {self.message} ({self.party_id}'s policy, {self.component})"
+        return f"{self.rule}: {self.message} ({self.party_id}'s {self.source}, {self.component})"
 
 
 def _default(model_fields: Mapping[str, Any], param: str) -> Any:
@@ -215,8 +217,8 @@ def check_task(
     """What `party_id`'s policy refuses in its task `component` (of `component_type`, as
     `role`) with the resolved `params` (defaults filled, as a pipeline gives them).
 
-    `initiator` is the party whose pipeline it is; None when unknown (the worker: a task.run
-    carries no initiator), which skips `initiator_may_set` only."""
+    `initiator` is the party whose pipeline it is; None when unknown (a task.run whose
+    pipeline cannot be read), which `initiator_may_set`, where set, refuses."""
     found: list[Violation] = []
 
     def refuse(rule: str, message: str) -> None:
@@ -254,34 +256,58 @@ def check_task(
                 f"policy.components.{component_type}.allow_revealing",
                 f"{param}: true ({what}) is not allowed",
             )
-    for param, bounds in rules.bounds.items():
+    for param, problem in _out_of_bounds(rules.bounds, params):
+        refuse(f"policy.components.{component_type}.bounds.{param}", problem)
+    settable = rules.initiator_may_set
+    if settable is None or initiator == party_id:
+        return found
+    rule = f"policy.components.{component_type}.initiator_may_set"
+    if initiator is None:
+        # The worker reads the initiator from the pipeline its task.run carries; a task.run
+        # whose pipeline names none cannot show the params are this party's own choice.
+        refuse(rule, "the task names no initiator, so its params cannot be checked")
+        return found
+    chosen = _chosen(ctype, role, params, settable)
+    if chosen:
+        refuse(
+            rule,
+            f"party {initiator} may not set {', '.join(chosen)} for this party "
+            f"(it may set: {', '.join(settable) or 'nothing'})",
+        )
+    return found
+
+
+def _out_of_bounds(
+    bounds: Mapping[str, Bounds], params: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(param, what is wrong) for each numeric param of `params` outside its `bounds`."""
+    found: list[tuple[str, str]] = []
+    for param, limits in bounds.items():
         value = params.get(param)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        rule = f"policy.components.{component_type}.bounds.{param}"
         if not math.isfinite(value):
-            refuse(rule, f"{param} {value} is not a finite number")
-        elif bounds.min is not None and value < bounds.min:
-            refuse(rule, f"{param} {value} < min {bounds.min:g}")
-        elif bounds.max is not None and value > bounds.max:
-            refuse(rule, f"{param} {value} > max {bounds.max:g}")
-    settable = rules.initiator_may_set
-    if settable is not None and initiator is not None and initiator != party_id:
-        model_fields = ctype.params_model(role).model_fields
-        # A param at its default is one the initiator did not choose (or chose harmlessly);
-        # the resolved params are all a worker sees, so both checks compare with the default.
-        chosen = [
-            param
-            for param, value in params.items()
-            if param not in settable and to_jsonable_python(value) != _default(model_fields, param)
-        ]
-        if chosen:
-            refuse(
-                f"policy.components.{component_type}.initiator_may_set",
-                f"party {initiator} may not set {', '.join(chosen)} for this party "
-                f"(it may set: {', '.join(settable) or 'nothing'})",
-            )
+            found.append((param, f"{param} {value} is not a finite number"))
+        elif limits.min is not None and value < limits.min:
+            found.append((param, f"{param} {value} < min {limits.min:g}"))
+        elif limits.max is not None and value > limits.max:
+            found.append((param, f"{param} {value} > max {limits.max:g}"))
     return found
+
+
+def _chosen(
+    ctype: ComponentDescriptor, role: str, params: Mapping[str, Any], settable: Collection[str]
+) -> list[str]:
+    """The params outside `settable` that differ from their defaults.
+
+    A param at its default is one the initiator did not choose (or chose harmlessly); the
+    resolved params are all a worker sees, so every check compares with the default."""
+    model_fields = ctype.params_model(role).model_fields
+    return [
+        param
+        for param, value in params.items()
+        if param not in settable and to_jsonable_python(value) != _default(model_fields, param)
+    ]
 
 
 def check_pipeline(policy: SecurityPolicy, pipeline: Pipeline, party_id: str) -> list[Violation]:
@@ -330,6 +356,138 @@ def task_problem(
     return "; ".join(str(v) for v in found) or None
 
 
+# --- grants ---------------------------------------------------------------------------------
+
+
+class ParamGrant(_Strict):
+    """What a grant lets its grantee's pipelines set in this party's tasks of one component
+    type. A param not named here keeps its default; a named one stays within its bounds (a
+    param with bounds may be set, within them). The policy still applies on top."""
+
+    may_set: tuple[str, ...] = ()
+    bounds: dict[str, Bounds] = Field(default_factory=dict)
+
+    def settable(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.may_set, *self.bounds]))
+
+
+def parse_grant_params(raw: Mapping[str, Any] | None) -> dict[str, ParamGrant] | None:
+    """A grant's params ({component type: {may_set, bounds}}) validated against the catalogue;
+    None stays None (a grant that names no params: the policy alone decides)."""
+    if raw is None:
+        return None
+    found: dict[str, ParamGrant] = {}
+    for name, value in raw.items():
+        where = f"params.{name}"
+        fields = _fields(_descriptor(name, where))
+        try:
+            rules = ParamGrant.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(f"{where}: {_problems(exc)}") from None
+        unknown = [p for p in rules.settable() if p not in fields]
+        if unknown:
+            raise ValueError(
+                f"{where}: {name} has no parameter {', '.join(map(repr, unknown))} "
+                f"(parameters: {', '.join(sorted(fields)) or 'none'})"
+            )
+        found[name] = rules
+    return found
+
+
+def parse_param_spec(specs: list[str]) -> dict[str, ParamGrant]:
+    """`TYPE.PARAM` (may set it) or `TYPE.PARAM=MIN..MAX` (may set it within bounds, either
+    end left open: `=..100`, `=512..`), as `fedmq data grant --param` takes them."""
+    raw: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        target, _, limits = spec.partition("=")
+        ctype, dot, param = target.strip().partition(".")
+        if not dot or not ctype or not param:
+            raise ValueError(f"--param {spec!r}: write TYPE.PARAM or TYPE.PARAM=MIN..MAX")
+        entry = raw.setdefault(ctype, {"may_set": [], "bounds": {}})
+        if not limits:
+            entry["may_set"].append(param)
+            continue
+        low, dots, high = limits.partition("..")
+        if not dots:
+            raise ValueError(f"--param {spec!r}: bounds are MIN..MAX (either may be left out)")
+        try:
+            bounds = {
+                key: float(text)
+                for key, text in (("min", low.strip()), ("max", high.strip()))
+                if text
+            }
+        except ValueError:
+            raise ValueError(f"--param {spec!r}: bounds must be numbers") from None
+        entry["bounds"][param] = bounds
+    params = parse_grant_params(raw)
+    assert params is not None
+    return params
+
+
+def check_grant_params(
+    pipeline: Pipeline,
+    party_id: str,
+    grant_params: Callable[[str], Mapping[str, ParamGrant] | None],
+) -> list[Violation]:
+    """What the grants' params refuse in `party_id`'s part of `pipeline`.
+
+    `grant_params(table)` gives the params of the grant of `table` to the pipeline's
+    initiator (None: the grant names none). They apply to the reader of the table and every
+    task at this party its data flows into, for the component types they name; a type they
+    do not name is limited by the policy alone (a reader's `table` is always set)."""
+    found: list[Violation] = []
+    initiator = pipeline.initiator
+    if initiator == party_id:
+        return found
+    for use in pipeline.tables_read_by(party_id):
+        granted = grant_params(use.table)
+        if not granted:
+            continue
+        source = f"grant of table {use.table} to party {initiator}"
+        for name in [use.component, *pipeline.downstream_of(use.component)]:
+            spec = pipeline.component(name)
+            rules = granted.get(spec.type)
+            if rules is None:
+                continue
+            for role in spec.roles_at(party_id):
+                params = spec.params_for(role, party_id)
+                problems: list[tuple[str, str]] = []
+                chosen = _chosen(spec.component_type, role, params, rules.settable())
+                if chosen:
+                    problems.append(
+                        (
+                            f"grant.params.{spec.type}.may_set",
+                            f"party {initiator} may not set {', '.join(chosen)} (the grant "
+                            f"lets it set: {', '.join(rules.settable()) or 'nothing'})",
+                        )
+                    )
+                problems += [
+                    (f"grant.params.{spec.type}.bounds.{param}", problem)
+                    for param, problem in _out_of_bounds(rules.bounds, params)
+                ]
+                found += [
+                    Violation(rule, message, f"party {party_id}", name, source)
+                    for rule, message in problems
+                ]
+    return found
+
+
+def grant_params_problem(
+    pipeline: Pipeline,
+    party_id: str,
+    grant_params: Callable[[str], Mapping[str, ParamGrant] | None],
+) -> str | None:
+    """`check_grant_params` as one refusal ("; "-joined); None when the grants allow it."""
+    found = check_grant_params(pipeline, party_id, grant_params)
+    return "; ".join(dict.fromkeys(str(v) for v in found)) or None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 # --- files ----------------------------------------------------------------------------------
 
 
@@ -376,13 +534,18 @@ __all__ = [
     "SECURE_KEY_BITS",
     "Bounds",
     "ComponentRules",
+    "ParamGrant",
     "PolicyError",
     "RevealingMode",
     "SecurityPolicy",
     "Violation",
+    "check_grant_params",
     "check_pipeline",
     "check_task",
+    "grant_params_problem",
     "load_policy",
+    "parse_grant_params",
+    "parse_param_spec",
     "parse_policy",
     "pipeline_problem",
     "policy_yaml",

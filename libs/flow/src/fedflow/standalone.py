@@ -10,6 +10,11 @@ service. If a task fails, the others are canceled and `StandaloneError` names th
 `tables_by_party` maps a party id to a folder of CSV files (table name = file name without
 .csv) or to a {table name: CSV path} mapping. Only the tables the party's readers name are
 uploaded. A CSV whose header has `label_column` ("y" by default) gets it as its label column.
+
+`policies` maps a party id to its security policy (fedflow.policy); when given, every party
+checks its part of the pipeline against its own (the secure defaults where none is given)
+before any task runs, as its scheduler would, and `PolicyRefused` names each rule broken.
+None checks no policy (tests and benchmarks that run short keys for speed).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from fedflow.federation import TaskCanceled
 from fedflow.local_relay import Crossing, CrossingLog, LocalRelay
 from fedflow.metrics import Curve, Metric, MetricsReader
 from fedflow.pipeline import Pipeline
+from fedflow.policy import SecurityPolicy, pipeline_problem
 from fedflow.runner import PartyRuntime, TaskResult
 from fedflow.tables import Table, TableError, TableStore
 from fedflow.task import TaskSpec
@@ -231,9 +237,13 @@ def run_pipeline(
     recv_timeout: float | None = 600.0,
     on_event: ProgressEvent | None = None,
     options: RuntimeOptions | None = None,
+    policies: Mapping[str, SecurityPolicy] | None = None,
 ) -> StandaloneResult:
     """Run `pipeline` with every party in this process; raises StandaloneError on failure.
-    `options`: the threads and priorities every party lets components use (ctx.runtime)."""
+    `options`: the threads and priorities every party lets components use (ctx.runtime).
+    `policies`: each party's security policy, checked before anything runs (None: none)."""
+    if policies is not None:
+        check_policies(pipeline, policies)
     started = time.perf_counter()
     workdir = Path(workdir)
     job_id = job_id or f"standalone-{uuid.uuid4().hex[:12]}"
@@ -264,6 +274,26 @@ def run_pipeline(
         crossings=world.crossings.snapshot(),
         _engines=engines,
     )
+
+
+class PolicyRefused(StandaloneError):
+    """A party's policy refuses its part of the pipeline; nothing ran."""
+
+
+def check_policies(pipeline: Pipeline, policies: Mapping[str, SecurityPolicy]) -> None:
+    """Every party's part of `pipeline` against its own policy (the defaults where `policies`
+    has none); PolicyRefused naming each party that refuses and every rule it applies."""
+    refusals = [
+        f"party {party_id} refused the job: {problem}"
+        for party_id in pipeline.party_ids()
+        if (
+            problem := pipeline_problem(
+                policies.get(party_id, SecurityPolicy()), pipeline, party_id
+            )
+        )
+    ]
+    if refusals:
+        raise PolicyRefused("; ".join(refusals))
 
 
 def _upload_tables(

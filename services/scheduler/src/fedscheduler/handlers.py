@@ -33,7 +33,12 @@ import structlog
 from fedbus import Reject, Unroutable
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
-from fedflow.policy import SecurityPolicy, pipeline_problem
+from fedflow.policy import (
+    SecurityPolicy,
+    grant_params_problem,
+    parse_grant_params,
+    pipeline_problem,
+)
 from fedschemas import Envelope, PartyRef, Payload, Role, new_envelope, topics
 from fedschemas.payloads import (
     JobAccept,
@@ -334,21 +339,48 @@ def grant_problem(
         return refused
     if initiator == ctx.party_id and ctx.self_grants_implied:
         return None
-    return domain.grant_problem(
+    refused = domain.grant_problem(
         pipeline,
         ctx.party_id,
         initiator,
         lambda table, grantee: store.granted_types(session, table, grantee),
     )
+    if refused is not None:
+        return refused
+    return grant_params_problem(
+        pipeline,
+        ctx.party_id,
+        lambda table: parse_grant_params(store.granted_params(session, table, initiator)),
+    )
 
 
 def add_grant(
-    session: Session, ctx: SchedulerContext, table: str, grantee: str, component_types: list[str]
+    session: Session,
+    ctx: SchedulerContext,
+    table: str,
+    grantee: str,
+    component_types: list[str],
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if not table or not grantee or not component_types:
         raise CommandError("invalid", "a grant needs a table, a grantee and component types")
-    grant = store.add_grant(session, table, grantee, component_types, ctx.clock())
-    log.info("grant_added", table=table, grantee=grantee, component_types=component_types)
+    try:
+        checked = parse_grant_params(params)
+    except ValueError as exc:
+        raise CommandError("invalid", f"grant params refused: {exc}") from None
+    stored = (
+        {t: rules.model_dump(mode="json", exclude_defaults=True) for t, rules in checked.items()}
+        if checked
+        else None
+    )
+    grant = store.add_grant(session, table, grantee, component_types, ctx.clock(), stored)
+    log.info(
+        "grant_added",
+        table=table,
+        grantee=grantee,
+        component_types=component_types,
+        param_types=sorted(checked or ()),
+    )
     return grant_view(grant)
 
 

@@ -135,4 +135,7 @@ class Grant(Base):
     grantee: Mapped[str] = mapped_column(sa.String(64))
     component_types: Mapped[list[str]] = mapped_column(sa.JSON)
     """Component types the table's data may flow into; ["*"] for any."""
+    params: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    """{component type: {may_set, bounds}} the grantee's pipelines may set for this party
+    (fedflow.policy.ParamGrant); None: the grant names no params, the policy alone limits."""
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -107,6 +107,7 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "table": grant.table_name,
         "grantee": grant.grantee,
         "component_types": list(grant.component_types),
+        "params": grant.params,
         "granted_at": _time(grant.granted_at),
     }
 

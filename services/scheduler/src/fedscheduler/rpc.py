@@ -11,7 +11,7 @@ args (validated here, unknown args refused) and results (JSON-like) are in docs/
     list_tasks  {job_id, attempt?}                  -> {data: [task view], count}
     stop        {job_id, reason?}                   -> job view
     rerun       {job_id}                            -> job view
-    grant_add   {table, grantee, component_types}   -> grant view
+    grant_add   {table, grantee, component_types, params?} -> grant view
     grant_list  {table?, grantee?}                  -> {data: [grant view], count}
     logs        {job_id}                            -> {data: [event], count}
     metrics     {job_id, component?, party_id?}     -> {data: [metric], count, curves: [curve]}
@@ -109,6 +109,8 @@ class GrantAddArgs(_Args):
     table: str = Field(min_length=1, max_length=256)
     grantee: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     component_types: list[str] = Field(min_length=1)
+    params: dict[str, dict[str, JsonValue]] | None = None
+    """{component type: {may_set, bounds}} (fedflow.policy.ParamGrant); checked by add_grant."""
 
     @field_validator("component_types")
     @classmethod
@@ -160,7 +162,7 @@ def _rerun(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -
 
 def _grant_add(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:
     args = GrantAddArgs.model_validate(raw)
-    return add_grant(session, ctx, args.table, args.grantee, args.component_types)
+    return add_grant(session, ctx, args.table, args.grantee, args.component_types, args.params)
 
 
 def _metrics(session: Session, ctx: SchedulerContext, raw: dict[str, JsonValue]) -> JsonValue:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from fedbus.sql_inbox import make_engine
@@ -136,9 +137,17 @@ def all_succeeded(session: Session, job_id: str) -> bool:
 
 
 def add_grant(
-    session: Session, table: str, grantee: str, component_types: list[str], now: datetime
+    session: Session,
+    table: str,
+    grantee: str,
+    component_types: list[str],
+    now: datetime,
+    params: dict[str, Any] | None = None,
 ) -> Grant:
-    """Grant `table` to `grantee` for `component_types`, adding to an existing grant."""
+    """Grant `table` to `grantee` for `component_types`, adding to an existing grant.
+
+    `params` ({component type: {may_set, bounds}}) replace the grant's params of the types
+    they name; the grant's other types keep theirs."""
     grant = session.scalars(
         sa.select(Grant).where(Grant.table_name == table, Grant.grantee == grantee)
     ).first()
@@ -147,11 +156,14 @@ def add_grant(
             table_name=table,
             grantee=grantee,
             component_types=sorted(set(component_types)),
+            params=params or None,
             granted_at=now,
         )
         session.add(grant)
     else:
         grant.component_types = sorted(set(grant.component_types) | set(component_types))
+        if params:
+            grant.params = {**(grant.params or {}), **params}
         grant.granted_at = now
     session.flush()
     return grant
@@ -170,3 +182,11 @@ def grants(
 
 def granted_types(session: Session, table: str, grantee: str) -> set[str]:
     return {t for g in grants(session, table=table, grantee=grantee) for t in g.component_types}
+
+
+def granted_params(session: Session, table: str, grantee: str) -> dict[str, Any] | None:
+    """The params of the grant of `table` to `grantee` (None: it names none, or no grant)."""
+    merged: dict[str, Any] = {}
+    for grant in grants(session, table=table, grantee=grantee):
+        merged.update(grant.params or {})
+    return merged or None

@@ -44,6 +44,7 @@ import structlog
 from fedbus.runtime import EnvelopePublisher
 from fedcommon.tracing import get_tracer, span_from_remote
 from fedflow.federation import TaskCanceled
+from fedflow.pipeline import Pipeline, PipelineError
 from fedflow.policy import SecurityPolicy, task_problem
 from fedflow.runner import PartyRuntime, TaskError
 from fedflow.task import TaskKey, TaskSpec
@@ -505,7 +506,7 @@ class TaskExecutor:
         state = "released"
         try:
             try:
-                self._check_policy(spec)
+                self._check_policy(spec, row.get("pipeline_yaml") or "")
                 result = self.runtime.run_task(
                     spec,
                     cancel=running.cancel,
@@ -546,11 +547,18 @@ class TaskExecutor:
                         time.monotonic() - started
                     )
 
-    def _check_policy(self, spec: TaskSpec) -> None:
+    def _check_policy(self, spec: TaskSpec, pipeline_yaml: str) -> None:
         # The scheduler checked the job against the same policy before accepting it; this
         # is the last word, so a task.run that did not come through that check (another
         # scheduler version, a forged message, a policy tightened since) runs nothing.
-        # A task.run names no initiator: initiator_may_set is the scheduler's check only.
+        # The initiator is the pipeline's (task.run carries it); one that cannot be read
+        # leaves it unknown, which initiator_may_set, where the policy sets it, refuses.
+        initiator: str | None = self.party_id
+        if self.policy.rules_for(spec.component_type).initiator_may_set is not None:
+            try:
+                initiator = Pipeline.from_yaml(pipeline_yaml).initiator
+            except PipelineError:
+                initiator = None
         problem = task_problem(
             self.policy,
             party_id=self.party_id,
@@ -558,6 +566,7 @@ class TaskExecutor:
             component_type=spec.component_type,
             role=spec.role,
             params=spec.params,
+            initiator=initiator,
         )
         if problem is not None:
             log.warning("task_refused_by_policy", job_id=spec.job_id, reason=problem)

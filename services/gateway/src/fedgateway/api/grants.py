@@ -33,12 +33,18 @@ router = APIRouter(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=GrantPublic,
-    responses=refusals(400, s400="unknown component type, or the body is not JSON"),
+    responses=refusals(400, s400="unknown component type or parameter, or the body is not JSON"),
 )
 def add_grant(scheduler: SchedulerDep, body: GrantCreate) -> GrantPublic:
-    """Grant a table to a party for component types (added to what it already has)."""
+    """Grant a table to a party for component types (added to what it already has), and
+    optionally the params its pipelines may set for this party."""
+    params = (
+        {t: rules.model_dump(exclude_defaults=True) for t, rules in body.params.items()}
+        if body.params is not None
+        else None
+    )
     with answering():
-        grant = scheduler.grant_add(body.table, body.grantee, list(body.component_types))
+        grant = scheduler.grant_add(body.table, body.grantee, list(body.component_types), params)
     return GrantPublic.model_validate(grant)
 
 

@@ -81,6 +81,21 @@ class TablesPublic(_Out):
 # --- grants ------------------------------------------------------------------------------------
 
 
+class ParamBounds(_In):
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class ParamGrantIn(_In):
+    """What the grantee's pipelines may set in this party's tasks of one component type
+    (docs/policy.md, "Grants name the parameters they allow")."""
+
+    may_set: list[str] = Field(default_factory=list, description="params it may set")
+    bounds: dict[str, ParamBounds] = Field(
+        default_factory=dict, description="params it may set within inclusive bounds"
+    )
+
+
 class GrantCreate(_In):
     table: str = Field(pattern=NAME_PATTERN)
     grantee: str = Field(pattern=PARTY_PATTERN, description="the party whose jobs may read it")
@@ -88,12 +103,28 @@ class GrantCreate(_In):
         min_length=1,
         description='component types its data may flow into at this party, or ["*"] for any',
     )
+    params: dict[str, ParamGrantIn] | None = Field(
+        default=None,
+        description="per component type, the params the grantee may set (the rest keep their "
+        "defaults); replaces the grant's params of the types named; none: the policy alone",
+    )
+
+
+class ParamBoundsPublic(_Out):
+    min: float | None = None
+    max: float | None = None
+
+
+class ParamGrantPublic(_Out):
+    may_set: list[str] = Field(default_factory=list)
+    bounds: dict[str, ParamBoundsPublic] = Field(default_factory=dict)
 
 
 class GrantPublic(_Out):
     table: str
     grantee: str
     component_types: list[str]
+    params: dict[str, ParamGrantPublic] | None = None
     granted_at: datetime
 
 
