@@ -6,6 +6,7 @@
     fedmq job stop JOB [--reason TEXT]      fedmq job rerun JOB [--wait]
     fedmq job tasks JOB         fedmq job metrics JOB [--component eval_0]
     fedmq job logs JOB
+    fedmq job trace JOB [--dir .fedmq/local | --file spans.jsonl ...]   # span tree, no Jaeger
 
 Connection options as in `fedmq data` (--url/--token or FEDMQ_API_URL/FEDMQ_API_TOKEN).
 Exit status: 0 done (a waited-for job succeeded), 1 the job failed or was canceled (its reason
@@ -21,6 +22,7 @@ import typer
 from rich.markup import escape
 from rich.progress import TaskID
 
+from fedmq import local, trace_view
 from fedmq.cli_output import rich_table, task_progress
 from fedmq.data_cli import (
     DEFAULT_URL,
@@ -304,3 +306,41 @@ def logs(
     for e in entries:
         when = e.time.strftime("%H:%M:%S.%f")[:-3] if e.time else "--:--:--.---"
         console.print(f"{when} [{colors.get(e.level, 'white')}]{escape(e.message)}[/]")
+
+
+@job_app.command("trace")
+def trace(
+    job_id: JobArg,
+    directory: Annotated[
+        Path,
+        typer.Option("--dir", help="a `fedmq local` folder: reads <dir>/<party>/traces/*.jsonl"),
+    ] = local.DEFAULT_DIR,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--file",
+            help="a trace file (FEDMQ_<SERVICE>_TRACE_FILE's JSON lines, or an OpenTelemetry "
+            "Collector file exporter's output); repeatable; replaces --dir",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="show at most this many spans (0: all)")] = 500,
+) -> None:
+    """The job's spans as a tree: name, service@party and duration of each, read from trace
+    files (every party's, when they are on this machine)."""
+    paths = list(files) if files else trace_view.trace_files(directory)
+    if not paths:
+        console.print(f"[red]no trace files[/red] under {escape(str(directory))}/*/traces/")
+        raise typer.Exit(2)
+    try:
+        spans = trace_view.read_spans(paths)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read the spans:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    found = trace_view.job_spans(spans, job_id)
+    if not found:
+        console.print(
+            f"no spans of job {escape(job_id)} in {len(paths)} trace files "
+            f"({len(spans)} spans of other jobs or none)"
+        )
+        raise typer.Exit(1)
+    console.print(trace_view.render(trace_view.JobTrace(job_id, found), limit=limit))

@@ -20,7 +20,8 @@ It generates the CA and the parties' keys and certificates on first use, through
 functions as `fedmq pki`, then starts `python -m fedgateway`, `python -m fedworker` and
 `python -m fedscheduler` per party (the scheduler's and the worker's /healthz and /metrics on
 ports of their own)
-with their logs in <dir>/<party>/logs/ and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
+with their logs in <dir>/<party>/logs/, their spans in <dir>/<party>/traces/<service>.jsonl
+(`fedmq job trace JOB --dir <dir>`) and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
 variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
 party's scheduler; in a FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace
 collector per party). `down` stops exactly
@@ -404,9 +405,16 @@ def log_file(state: LocalState, party: str, service: str) -> Path:
     return state.party_dir(party) / "logs" / f"{service}.log"
 
 
+def trace_file(state: LocalState, party: str, service: str) -> Path:
+    """Where the party's service appends its spans (JSON lines): `fedmq job trace` reads them."""
+    return state.party_dir(party) / "traces" / f"{service}.jsonl"
+
+
 def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
     p = state.parties[party]
     env = dict(os.environ)
+    # A variable the caller set wins (an empty one turns the file off).
+    env.setdefault(f"FEDMQ_{service.upper()}_TRACE_FILE", str(trace_file(state, party, service)))
     # An OTLP endpoint may name the party ("http://collector:4318/{party}/v1/traces"): each
     # party exports its own spans to its own collector, as separate sites do.
     for name, value in env.items():

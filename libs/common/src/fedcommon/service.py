@@ -8,7 +8,10 @@
 service (its constructor connects), serves /healthz and /metrics when asked to, starts it, and
 waits for SIGTERM or SIGINT. Then it stops the service -- `stop()` must stop taking work and let
 the in-flight message finish (or go back to the broker) before it returns -- stops the HTTP
-server, flushes the spans, and returns the exit status (0). SIGHUP calls `on_reload` on a thread
+server, flushes the spans (waiting at most a couple of seconds for an unreachable collector,
+fedcommon.tracing), and returns the exit status (0). Failed span exports are counted in
+fedmq_trace_export_failures_total on the service's registry (`registry`, else the service's
+own `metrics.registry`). SIGHUP calls `on_reload` on a thread
 of its own (the gateway reloads its identity).
 
 A service is anything with `start()`, `stop()` and `health()`; `health()["status"]` is "ok"
@@ -41,7 +44,7 @@ from starlette.routing import Route
 from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from fedcommon.logging import configure_logging
 from fedcommon.settings import ServiceSettings
-from fedcommon.tracing import configure_tracing
+from fedcommon.tracing import configure_tracing, export_failures_counter
 
 log = structlog.get_logger("fedcommon.service")
 
@@ -174,6 +177,13 @@ def shutdown_signals(
             signal.signal(sig, handler)
 
 
+def _registry_of(service: Service) -> CollectorRegistry | None:
+    """The registry a service serves itself (every fedmq service keeps one as
+    `metrics.registry`), for the series the shell adds (fedmq_trace_export_failures_total)."""
+    registry = getattr(getattr(service, "metrics", None), "registry", None)
+    return registry if isinstance(registry, CollectorRegistry) else None
+
+
 def run_service(
     name: str,
     settings: ServiceSettings,
@@ -194,13 +204,23 @@ def run_service(
     says the service is started and its HTTP port answers (with `ready_fields()`, the pid and
     the port). Must be called from the main thread (signal handlers)."""
     configure_logging(name, settings.log_level, settings.log_json)
-    provider = configure_tracing(name, settings.party_id, otlp_endpoint=settings.otlp_endpoint)
+    export_failures = export_failures_counter()
+    provider = configure_tracing(
+        name,
+        settings.party_id,
+        otlp_endpoint=settings.otlp_endpoint,
+        trace_file=settings.trace_file,
+        export_failures=export_failures,
+    )
     stopping = stopping if stopping is not None else threading.Event()
     server: HealthMetricsServer | None = None
     service: Service | None = None
     try:
         with shutdown_signals(name, stopping, on_reload):
             service = build()
+            metrics_registry = registry if registry is not None else _registry_of(service)
+            if metrics_registry is not None:
+                metrics_registry.register(export_failures)
             if http is not None:
                 server = HealthMetricsServer(
                     http.host,

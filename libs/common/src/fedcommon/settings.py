@@ -62,6 +62,9 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     otlp_endpoint: str | None = None
     """OTLP/HTTP traces endpoint (e.g. http://otel-collector:4318/v1/traces); None: no export."""
+    trace_file: str | None = None
+    """Also append every span as a JSON line to this file (what `fedmq job trace` reads);
+    None: no file."""
     environment: Environment = "development"
 
     @model_validator(mode="before")
@@ -71,7 +74,7 @@ class ServiceSettings(BaseSettings):
             data = {**data, "database_url": default_database_url(cls.service_name)}
         return data
 
-    @field_validator("redis_url", "otlp_endpoint", mode="before")
+    @field_validator("redis_url", "otlp_endpoint", "trace_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         # FEDMQ_X_REDIS_URL= (set but empty) means "no Redis", not "a Redis with an empty URL".
