@@ -1,0 +1,5 @@
+"""`python -m fedaudit`."""
+
+from fedaudit.main import main
+
+raise SystemExit(main())

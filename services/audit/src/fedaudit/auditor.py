@@ -1,0 +1,169 @@
+"""The audit's pure core: a delivery becomes a record; a record (with its payload, live) runs
+through the rules, which keep a view per job.
+
+`Auditor.observe` is the same code live (with payloads: every rule) and post-hoc or after a
+restart (records only: every rule but the ciphertext and non-finite checks, which need values
+the log never keeps). No IO here: the handlers store what it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from fedschemas import Envelope, FederationData, Payload, canonical_bytes, topics
+
+from fedaudit.facts import component_of, facts_of
+from fedaudit.rules import algorithm, control, data
+from fedaudit.rules.catalogue import Finding
+from fedaudit.rules.state import AuditPolicy, JobView, Observation
+
+
+def direction_of(topic: str, envelope: Envelope, party_id: str) -> str:
+    """ "out" (leaves the party), "in" (came from a peer) or "local"."""
+    if topic.startswith(topics.OUT_PREFIX):
+        return "out"
+    if envelope.source.party_id != party_id:
+        return "in"
+    return "local"
+
+
+def signature_state(envelope: Envelope, direction: str) -> str:
+    """What the audit can say of the signature: the gateway signs what leaves and verified
+    what came in before publishing it (docs/gateway.md); here only its presence is recorded."""
+    if envelope.signature is None:
+        return "unsigned" if direction == "in" else "none"
+    return f"signed:{envelope.signer_key_id or '?'}"
+
+
+def make_record(
+    topic: str,
+    body: bytes,
+    envelope: Envelope,
+    payload: Payload | None,
+    party_id: str,
+    observed_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The record of one delivery, before it is numbered and chained (chain.ChainHead)."""
+    direction = direction_of(topic, envelope, party_id)
+    return {
+        "observed_at": (observed_at or datetime.now(UTC)).isoformat(timespec="microseconds"),
+        "topic": topic,
+        "direction": direction,
+        "message_id": envelope.message_id,
+        "type": envelope.type,
+        "job_id": envelope.job_id,
+        "component": component_of(envelope),
+        "tag": envelope.tag,
+        "iteration": envelope.iteration,
+        "seq_no": envelope.seq,
+        "source_party": envelope.source.party_id,
+        "source_role": envelope.source.role,
+        "destination_party": envelope.destination.party_id,
+        "destination_role": envelope.destination.role,
+        "size": len(body),
+        "payload_sha256": hashlib.sha256(envelope.payload).hexdigest(),
+        "envelope_sha256": hashlib.sha256(canonical_bytes(envelope)).hexdigest(),
+        "signature": signature_state(envelope, direction),
+        "facts": facts_of(envelope, payload),
+        "findings": [],
+    }
+
+
+class Auditor:
+    """The rules over a stream of observations, with a view per job."""
+
+    def __init__(self, policy: AuditPolicy) -> None:
+        self.policy = policy
+        self.jobs: dict[str, JobView] = {}
+
+    def view(self, job_id: str) -> JobView:
+        view = self.jobs.get(job_id)
+        if view is None:
+            view = self.jobs[job_id] = JobView(job_id)
+        return view
+
+    def observe(self, obs: Observation, now: float = 0.0) -> list[Finding]:
+        record = obs.record
+        kind = str(record["type"])
+        job_id = str(record["job_id"])
+        if not job_id:
+            return []
+        view = self.view(job_id)
+        if record["direction"] == "in":
+            view.last_heard[obs.sender] = now
+        found: list[Finding] = []
+        if record["direction"] == "in" and record["signature"] == "unsigned":
+            found.append(
+                self.policy.finding(
+                    "control.unsigned_inbound",
+                    obs.sender,
+                    f"{kind} from party {obs.sender} unsigned",
+                )
+            )
+        facts = obs.facts
+        if kind == "job.propose":
+            view.learn_pipeline(
+                str(facts.get("initiator", "")), str(facts.get("pipeline_yaml", ""))
+            )
+        elif kind == "task.run":
+            problem = view.learn_task(facts)
+            if problem is not None:
+                found.append(
+                    self.policy.finding("control.unknown_component", self.policy.party_id, problem)
+                )
+        elif kind in ("task.status", "job.task_report"):
+            found += control.check_transition(obs, view, self.policy)
+        elif kind in ("job.end", "job.stop"):
+            view.ended = True
+        elif kind == "federation.data":
+            found += self._federation(obs, view)
+        return found
+
+    def _federation(self, obs: Observation, view: JobView) -> list[Finding]:
+        policy = self.policy
+        if not view.known:
+            return [
+                policy.finding(
+                    "control.unknown_job",
+                    obs.sender,
+                    f"federation data of job {view.job_id}, which no proposal or task announced "
+                    "here",
+                )
+            ]
+        found = control.check_parties(obs, view, policy)
+        name = str(obs.record["component"])
+        cv = view.components.get(name)
+        if cv is None:
+            return [
+                *found,
+                policy.finding(
+                    "control.unknown_component",
+                    obs.sender,
+                    f"federation data for component {name!r}, which job {view.job_id}'s approved "
+                    "pipeline does not have",
+                ),
+            ]
+        if cv.protocol is None:
+            return found
+        rule, problems = algorithm.find_rule(obs, view, cv, policy)
+        if rule is None:
+            return found + problems
+        found += data.check_form(obs, rule, cv, policy)
+        if obs.facts.get("kind") == "public_key":
+            found += data.check_key(obs, view, cv, policy)
+        found += algorithm.check_steps(obs, rule, cv, policy)
+        if isinstance(obs.payload, FederationData):
+            if obs.payload.kind == "ciphertext_vector":
+                found += data.check_ciphertexts(obs, rule, view, cv, policy)
+            found += data.check_finite(obs, policy, cv.name)
+        return found
+
+    def silent(self, now: float) -> list[tuple[str, Finding]]:
+        """(job, finding) for each party of an open job silent too long."""
+        out: list[tuple[str, Finding]] = []
+        for job_id, view in self.jobs.items():
+            if not view.ended:
+                out += [(job_id, f) for f in control.silent_parties(view, self.policy, now)]
+        return out

@@ -1,0 +1,77 @@
+"""What the audit keeps of a message besides its envelope fields: small, JSON-able facts that
+let the rules run again over the recorded log (post-hoc audit) without the payload.
+
+Never payload plaintext and never keys: an array's kind, shape and dtype but not its values, a
+public key's width and SHA-256 fingerprint but not the key, ciphertext counts. A job proposal
+keeps its pipeline (parties, component types, parameters: what the parties agreed to run, no
+data); a task.run its component type, role and parties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fedschemas import Envelope, FederationData, Payload
+from fedschemas.payloads import JobPropose, JobTaskReport, TaskRun, TaskStatus
+
+PAILLIER_KEY_FORMAT = "fedcrypto.paillier.public_key.v1"
+
+
+def component_of(envelope: Envelope) -> str:
+    """The component a message belongs to: task ids read "<job>/<component>/<party>/<role>"."""
+    parts = envelope.task_id.split("/")
+    return parts[1] if len(parts) >= 2 else ""
+
+
+def key_modulus(blob: bytes) -> int:
+    """n of a serialized Paillier public key, whatever its width (ValueError if unreadable)."""
+    from fedcrypto.paillier.keys import PublicKey
+
+    return int(PublicKey.from_bytes(blob, insecure_allow_short=True).n)
+
+
+def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    if isinstance(payload, FederationData):
+        facts["kind"] = payload.kind
+        if payload.array is not None:
+            facts["shape"] = list(payload.array.shape)
+            facts["dtype"] = payload.array.dtype.name
+        if payload.blob_format is not None:
+            facts["blob_format"] = payload.blob_format
+        if payload.kind == "public_key" and payload.blob is not None:
+            facts["key_fp"] = hashlib.sha256(payload.blob).hexdigest()
+            try:
+                facts["key_bits"] = key_modulus(payload.blob).bit_length()
+            except ValueError:
+                facts["key_bits"] = 0
+    elif isinstance(payload, JobPropose):
+        facts.update(initiator=payload.initiator, pipeline_yaml=payload.pipeline_yaml)
+    elif isinstance(payload, TaskRun):
+        facts.update(
+            component=payload.component,
+            component_type=payload.component_type,
+            attempt=payload.attempt,
+            role=payload.role,
+            party_id=payload.party_id,
+            parties={role: list(ids) for role, ids in sorted(payload.parties.items())},
+            pipeline_yaml=payload.pipeline_yaml,
+        )
+    elif isinstance(payload, TaskStatus):
+        facts.update(
+            component=payload.component,
+            attempt=payload.attempt,
+            party_id=payload.party_id,
+            state=payload.state,
+        )
+    elif isinstance(payload, JobTaskReport):
+        facts.update(
+            component=payload.component,
+            attempt=payload.attempt,
+            party_id=payload.party_id,
+            state=payload.task_state,
+        )
+    elif payload is not None and hasattr(payload, "job_id") and hasattr(payload, "state"):
+        facts["state"] = str(payload.state)
+    return facts

@@ -1,0 +1,174 @@
+"""The audit's entry point: wiring, the fan-out consumer, the timer, HTTP and shutdown.
+
+`python -m fedaudit` reads AuditSettings (FEDMQ_AUDIT_*) and runs the audit in the shared
+service shell (fedcommon.service.run_service). It opens the database and migrates it (Alembic,
+fedaudit.migrations), loads the chain head and replays the log into the rules' job views,
+declares its durable fan-out subscription (so nothing published from then on is lost while it
+is down) and consumes it; a timer thread writes time-based checkpoints and reports silent
+parties; /healthz and /metrics are served on http_host:http_port.
+
+`Audit(settings)` does the same on background threads, so tests run several in a process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fedbus import Bus, Subscription, connect
+from fedbus.runtime import EnvelopePublisher
+from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
+from fedcrypto.signing import SigningKey
+from fedschemas import PartyRef, topics
+
+from fedaudit import handlers
+from fedaudit.auditor import Auditor
+from fedaudit.metrics import AuditMetrics
+from fedaudit.rules.state import AuditPolicy
+from fedaudit.settings import AuditSettings
+from fedaudit.store import open_engine
+
+log = structlog.get_logger("fedaudit")
+
+
+def load_signing_key(settings: AuditSettings) -> SigningKey:
+    """The configured key, else the key file (created 0600 on first use)."""
+    raw = settings.signing_key.get_secret_value().strip()
+    if raw:
+        try:
+            return SigningKey.from_bytes(bytes.fromhex(raw))
+        except ValueError as exc:
+            raise ValueError(f"FEDMQ_AUDIT_SIGNING_KEY is not 64 hex digits: {exc}") from None
+    path = Path(settings.key_file)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(SigningKey.generate().to_bytes().hex())
+    return SigningKey.from_bytes(bytes.fromhex(path.read_text().strip()))
+
+
+class Audit:
+    """The wired service; `start` runs it on background threads, `stop` shuts down in order."""
+
+    def __init__(
+        self,
+        settings: AuditSettings,
+        *,
+        bus: Bus | None = None,
+        metrics: AuditMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or AuditMetrics()
+        self.engine = open_engine(settings.database_url.get_secret_value())
+        self.key = load_signing_key(settings)
+        self._owns_bus = bus is None
+        self.bus: Bus = bus if bus is not None else connect(settings.bus_url.get_secret_value())
+        policy = AuditPolicy(
+            party_id=settings.party_id,
+            min_key_bits=settings.min_key_bits,
+            severities=dict(settings.severities),
+            silent_after_s=settings.silent_after_s,
+        )
+        self.ctx = handlers.AuditContext(
+            party_id=settings.party_id,
+            engine=self.engine,
+            auditor=Auditor(policy),
+            key=self.key,
+            publisher=EnvelopePublisher(
+                self.bus, PartyRef(party_id=settings.party_id, role="local")
+            ),
+            metrics=self.metrics,
+            checkpoint_every=settings.checkpoint_every,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+            stop_on_critical=settings.stop_on_critical,
+            alert=handlers.webhook(settings.alert_webhook_url)
+            if settings.alert_webhook_url
+            else None,
+        )
+        self._subscription: Subscription | None = None
+        self._timer: threading.Thread | None = None
+        self._http: HealthMetricsServer | None = None
+        self.http_port = 0
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+
+    @property
+    def public_key_hex(self) -> str:
+        return self.key.verify_key().to_bytes().hex()
+
+    def start(self) -> None:
+        handlers.load(self.ctx)
+        # The stop requests' topic, declared in case the scheduler has not started yet.
+        self.bus.declare(topics.SCHEDULER)
+        self.bus.declare_fanout(self.settings.fanout_name, self.settings.patterns)
+        self._subscription = self.bus.subscribe_fanout(
+            self.settings.fanout_name,
+            self.settings.patterns,
+            lambda delivery: handlers.handle_delivery(self.ctx, delivery),
+            prefetch=self.settings.prefetch,
+            max_deliveries=self.settings.max_deliveries,
+        )
+        self._timer = threading.Thread(target=self._tick, name="audit-timer", daemon=True)
+        self._timer.start()
+        if self.settings.http_port >= 0:
+            self._http = HealthMetricsServer(
+                self.settings.http_host,
+                self.settings.http_port,
+                health=self.health,
+                registry=self.metrics.registry,
+                name="audit",
+            )
+            self.http_port = self._http.start()
+        self.started.set()
+        log.info(
+            "audit_started",
+            party_id=self.settings.party_id,
+            patterns=list(self.settings.patterns),
+            http_port=self.http_port,
+            public_key=self.public_key_hex,
+        )
+
+    def _tick(self) -> None:
+        while not self.stopping.wait(self.settings.timer_interval_s):
+            try:
+                handlers.tick(self.ctx)
+            except Exception as exc:  # the database may be away for a moment
+                log.warning("audit_tick_failed", error=str(exc))
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": lifecycle_status(self.started, self.stopping),
+            "party_id": self.settings.party_id,
+            "chain_seq": self.ctx.head.seq,
+        }
+
+    def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self._subscription is not None:
+            self._subscription.cancel()
+        if self._timer is not None:
+            self._timer.join(timeout=5)
+        with self.ctx.lock:
+            if self.ctx.head.seq > self.ctx.last_checkpoint_seq:
+                handlers._checkpoint(self.ctx)
+        if self._http is not None:
+            self._http.stop()
+        if self._owns_bus:
+            self.bus.close()
+        self.engine.dispose()
+        log.info("audit_stopped", party_id=self.settings.party_id, seq=self.ctx.head.seq)
+
+
+def main() -> int:
+    settings = AuditSettings()
+    return run_service("audit", settings, lambda: Audit(settings), ready_event="audit_ready")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,9 @@
+"""Alembic environment: runs the audit's revisions on the connection `upgrade_head` passes."""
+
+from __future__ import annotations
+
+from fedcommon.migrations import run_env
+
+from fedaudit.models import metadata
+
+run_env(metadata)

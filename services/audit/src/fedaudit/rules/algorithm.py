@@ -1,0 +1,132 @@
+"""Algorithm-flow rules: the component's declared protocol (fedflow.protocol) run as a state
+machine per job and component, over sender, receiver, tag, order and iteration.
+
+- algorithm.undeclared: the tag is not declared for this sender's and receiver's roles;
+- algorithm.substitution: the tag is not this component's but another algorithm's;
+- algorithm.order: a per-iteration message for an iteration lower than one the same sender
+  already sent under that tag (a step replayed or sent out of order); a once-message sent again
+  with a new id; a masked answer (the key holder's reply to a decryption request) in an
+  iteration where no request was made to it;
+- algorithm.decrypt_budget: more decryption requests (ciphertexts whose rule names the receiver
+  as decrypting party) in one iteration than the rule's max_per_iteration at the key holder, or
+  more than one per sender and tag.
+"""
+
+from __future__ import annotations
+
+from fedflow.descriptors import MessageRule
+
+from fedaudit.rules.catalogue import Finding
+from fedaudit.rules.state import AuditPolicy, ComponentView, JobView, Observation, all_protocols
+
+
+def find_rule(
+    obs: Observation, view: JobView, cv: ComponentView, policy: AuditPolicy
+) -> tuple[MessageRule | None, list[Finding]]:
+    """The declared rule of the message, or the findings that say why there is none."""
+    assert cv.protocol is not None
+    tag = str(obs.record["tag"])
+    sender_role, receiver_role = str(obs.record["source_role"]), str(obs.record["destination_role"])
+    rule = cv.protocol.rule(tag, sender_role, receiver_role)
+    if rule is not None:
+        return rule, []
+    if cv.protocol.rules_for(tag):
+        directions = ", ".join(r.direction for r in cv.protocol.rules_for(tag))
+        detail = (
+            f"{cv.type} ({cv.name}) declares tag {tag!r} as {directions}, not "
+            f"{sender_role} -> {receiver_role}"
+        )
+        return None, [policy.finding("algorithm.undeclared", obs.sender, detail)]
+    others = sorted(p.component_type for p in all_protocols() if p.rules_for(tag))
+    if others:
+        detail = (
+            f"tag {tag!r} belongs to {', '.join(others)}, not to {cv.type} ({cv.name}): another "
+            "algorithm's message in this component"
+        )
+        return None, [policy.finding("algorithm.substitution", obs.sender, detail)]
+    detail = (
+        f"{cv.type} ({cv.name}) declares no tag {tag!r} (declared: {', '.join(cv.protocol.tags)})"
+    )
+    return None, [policy.finding("algorithm.undeclared", obs.sender, detail)]
+
+
+def check_steps(
+    obs: Observation, rule: MessageRule, cv: ComponentView, policy: AuditPolicy
+) -> list[Finding]:
+    record = obs.record
+    tag, iteration, seq = str(record["tag"]), int(record["iteration"]), int(record["seq_no"])
+    sender, receiver = obs.sender, obs.receiver
+    found: list[Finding] = []
+    if not rule.per_iteration:
+        key = (sender, receiver, tag, seq)
+        first = cv.once.setdefault(key, str(record["message_id"]))
+        if first != record["message_id"]:
+            found.append(
+                policy.finding(
+                    "algorithm.order",
+                    sender,
+                    f"{tag!r} is sent once per run of {cv.name}; party {sender} sent it again "
+                    "as another message",
+                )
+            )
+        return found
+    last = cv.last_iteration.get((sender, receiver, tag))
+    if last is not None and iteration < last and seq == 0:
+        found.append(
+            policy.finding(
+                "algorithm.order",
+                sender,
+                f"{tag!r} for iteration {iteration} after iteration {last}'s: a step out of order",
+            )
+        )
+    cv.last_iteration[(sender, receiver, tag)] = max(iteration, last if last is not None else -1)
+    if "masked_vector" in rule.kinds and not cv.asked.get((receiver, sender, iteration)):
+        found.append(
+            policy.finding(
+                "algorithm.order",
+                sender,
+                f"masked answer {tag!r} in iteration {iteration} without a decryption request "
+                f"from party {receiver} in that iteration",
+            )
+        )
+    if rule.decrypt is not None and seq == 0:
+        found += _count_decrypt(obs, rule, cv, policy)
+    return found
+
+
+def _count_decrypt(
+    obs: Observation, rule: MessageRule, cv: ComponentView, policy: AuditPolicy
+) -> list[Finding]:
+    assert rule.decrypt is not None
+    record = obs.record
+    tag, iteration, message_id = (
+        str(record["tag"]),
+        int(record["iteration"]),
+        str(record["message_id"]),
+    )
+    sender, receiver = obs.sender, obs.receiver
+    cv.asked.setdefault((sender, receiver, iteration), set()).add(tag)
+    at_holder = cv.decrypts.setdefault((tag, iteration, receiver), set())
+    by_sender = cv.decrypts_by.setdefault((tag, iteration, sender), set())
+    at_holder.add(message_id)
+    by_sender.add(message_id)
+    found: list[Finding] = []
+    if len(by_sender) > 1:
+        found.append(
+            policy.finding(
+                "algorithm.decrypt_budget",
+                sender,
+                f"party {sender} asked party {receiver} to decrypt {tag!r} {len(by_sender)} "
+                f"times in iteration {iteration}; the protocol allows one request per sender",
+            )
+        )
+    elif len(at_holder) > rule.decrypt.max_per_iteration:
+        found.append(
+            policy.finding(
+                "algorithm.decrypt_budget",
+                sender,
+                f"{len(at_holder)} decryptions of {tag!r} asked of party {receiver} in iteration "
+                f"{iteration}; the protocol allows {rule.decrypt.max_per_iteration}",
+            )
+        )
+    return found

@@ -1,0 +1,87 @@
+"""Control-flow rules: what the party approved, who may take part, task lifecycles, silence.
+
+- control.unknown_job: federation data of a job no proposal or task.run announced here (warn:
+  the audit may have been installed while the job ran);
+- control.unknown_component: federation data of a component the approved pipeline does not
+  have, or a task.run whose component type differs from the approved pipeline's (a swapped
+  algorithm);
+- control.foreign_party: a federation message whose sender or receiver is not a party of the
+  job, or claims a role the pipeline does not give it;
+- control.illegal_transition: a task (component, attempt, party) reported running or ended
+  again after it ended;
+- control.unsigned_inbound: a message from another party that carries no signature;
+- control.silent_party: no message from a party of a running job for silent_after_s (the
+  service's timer calls `silent_parties`).
+"""
+
+from __future__ import annotations
+
+from fedaudit.rules.catalogue import Finding
+from fedaudit.rules.state import AuditPolicy, JobView, Observation
+
+TERMINAL = frozenset({"success", "failed", "canceled"})
+
+
+def check_parties(obs: Observation, view: JobView, policy: AuditPolicy) -> list[Finding]:
+    record = obs.record
+    found: list[Finding] = []
+    for party, role, what in (
+        (obs.sender, str(record["source_role"]), "sender"),
+        (obs.receiver, str(record["destination_role"]), "receiver"),
+    ):
+        roles = view.roles.get(party)
+        if roles is None:
+            found.append(
+                policy.finding(
+                    "control.foreign_party",
+                    obs.sender,
+                    f"{what} party {party} is not a party of job {view.job_id}",
+                )
+            )
+        elif role not in roles:
+            found.append(
+                policy.finding(
+                    "control.foreign_party",
+                    obs.sender,
+                    f"{what} party {party} claims role {role!r} in job {view.job_id}; the "
+                    f"pipeline gives it {', '.join(sorted(roles))}",
+                )
+            )
+    return found[:1]
+
+
+def check_transition(obs: Observation, view: JobView, policy: AuditPolicy) -> list[Finding]:
+    facts = obs.facts
+    key = (str(facts.get("component")), int(facts.get("attempt", 0)), str(facts.get("party_id")))
+    state = str(facts.get("state"))
+    before = view.task_states.get(key)
+    view.task_states[key] = state
+    if before in TERMINAL and state != before:
+        return [
+            policy.finding(
+                "control.illegal_transition",
+                key[2],
+                f"task {key[0]} (attempt {key[1]}) of party {key[2]} went from {before} to {state}",
+            )
+        ]
+    return []
+
+
+def silent_parties(view: JobView, policy: AuditPolicy, now: float) -> list[Finding]:
+    """The peers of a running job not heard from for longer than silent_after_s (each once
+    per silence: hearing from the party again re-arms it)."""
+    found: list[Finding] = []
+    for party, heard in view.last_heard.items():
+        if party == policy.party_id or heard < 0:
+            continue
+        if now - heard > policy.silent_after_s:
+            found.append(
+                policy.finding(
+                    "control.silent_party",
+                    party,
+                    f"party {party} silent for {now - heard:.0f} s in job {view.job_id} "
+                    f"(silent_after_s={policy.silent_after_s:g})",
+                )
+            )
+            view.last_heard[party] = -1.0
+    return found

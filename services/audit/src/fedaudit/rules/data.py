@@ -1,0 +1,248 @@
+"""Data-flow rules: what a federation message carries, against its declared form and the keys
+of its job.
+
+- data.form: kind, blob format, array dtype and shape (named dims bound per sender on first
+  use, "c"/"p" checked against the announced keys' widths), seq and iteration, as the declared
+  MessageRule says (the same rule ProtocolGuard enforces inside the components);
+- data.key_*: a Paillier public key's width against this party's policy floor and the job's
+  declared key_bits, its readability, and its fingerprint pinned per job, component and party;
+- data.ciphertext_*: every ciphertext c of a ciphertext_vector in (0, n^2) for the key it is
+  under (the decrypting party's when the rule names one, else some key of the component), != 1,
+  coprime to every key's n, and never seen before in the job;
+- data.nonfinite: NaN or infinity in a floating-point array.
+Ciphertext and non-finite checks need the payload, so they run live only; the form and key
+checks run from the recorded facts too (post-hoc).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+from fedflow.descriptors import MessageRule
+from fedflow.protocol import NONE, UNBOUNDED_SEQ, parse_shape
+
+from fedaudit.facts import key_modulus
+from fedaudit.rules.catalogue import Finding
+from fedaudit.rules.state import AuditPolicy, ComponentView, JobView, Observation
+
+HE_DIMS = ("c", "p")
+
+
+def check_form(
+    obs: Observation, rule: MessageRule, cv: ComponentView, policy: AuditPolicy
+) -> list[Finding]:
+    facts, record = obs.facts, obs.record
+    where = f"{record['tag']!r} ({rule.direction}) of {cv.name}"
+    problems: list[str] = []
+    iteration, seq = int(record["iteration"]), int(record["seq_no"])
+    if rule.per_iteration and iteration < 0:
+        problems.append(f"{where} is per iteration; iteration {iteration} given")
+    if not rule.per_iteration and iteration != -1:
+        problems.append(f"{where} is sent once; iteration {iteration} given")
+    if rule.max_seq != UNBOUNDED_SEQ and not 0 <= seq <= rule.max_seq:
+        problems.append(f"{where} allows seq 0..{rule.max_seq}, got {seq}")
+    kind = facts.get("kind")
+    if kind not in rule.kinds:
+        problems.append(f"{where} allows kinds {', '.join(rule.kinds)}, got {kind!r}")
+    blob_format = facts.get("blob_format")
+    if blob_format is not None and blob_format not in rule.blob_formats:
+        problems.append(
+            f"{where} allows blob formats {list(rule.blob_formats)}, got {blob_format!r}"
+        )
+    shape = facts.get("shape")
+    if shape is not None:
+        problems += _shape_problems(
+            where, rule, [int(d) for d in shape], str(facts.get("dtype")), obs.sender, cv
+        )
+    return [policy.finding("data.form", obs.sender, p) for p in problems[:1]]
+
+
+def _shape_problems(
+    where: str, rule: MessageRule, shape: list[int], dtype: str, sender: str, cv: ComponentView
+) -> list[str]:
+    if rule.shape == NONE:
+        return [f"{where} carries no array; got one of shape {tuple(shape)}"]
+    if rule.dtypes and dtype not in rule.dtypes:
+        return [f"{where} allows dtypes {', '.join(rule.dtypes)}, got {dtype}"]
+    dims = parse_shape(rule.shape)
+    if dims is None:
+        return []
+    if len(dims) != len(shape):
+        return [f"{where} must have shape {rule.shape}, got {tuple(shape)}"]
+    for dim, length in zip(dims, shape, strict=True):
+        if dim == "*":
+            continue
+        if isinstance(dim, int):
+            if dim != length:
+                return [f"{where} must have shape {rule.shape}, got {tuple(shape)}"]
+            continue
+        if dim in HE_DIMS:
+            widths = _he_widths(cv, dim)
+            if widths and length not in widths:
+                return [
+                    f"{where}: {dim} = {length} limbs, but the component's keys give "
+                    f"{sorted(widths)}"
+                ]
+            continue
+        known = cv.dims.setdefault((sender, dim), length)
+        if known != length:
+            return [
+                f"{where} must have shape {rule.shape} with {dim} = {known}, got {tuple(shape)}"
+            ]
+    return []
+
+
+def _he_widths(cv: ComponentView, dim: str) -> set[int]:
+    # limbs of n^2 ("c") and of n ("p"), from each announced key's width
+    bits = set(cv.key_widths.values())
+    return {(2 * b + 63) // 64 if dim == "c" else (b + 63) // 64 for b in bits if b > 0}
+
+
+def check_key(
+    obs: Observation, view: JobView, cv: ComponentView, policy: AuditPolicy
+) -> list[Finding]:
+    facts, sender = obs.facts, obs.sender
+    bits, fingerprint = int(facts.get("key_bits", 0)), str(facts.get("key_fp", ""))
+    found: list[Finding] = []
+    if bits == 0:
+        return [
+            policy.finding(
+                "data.key_unreadable",
+                sender,
+                f"party {sender}'s public_key of {cv.name} is not a Paillier public key",
+            )
+        ]
+    pinned = cv.keys.setdefault(sender, fingerprint)
+    if pinned != fingerprint:
+        found.append(
+            policy.finding(
+                "data.key_changed",
+                sender,
+                f"party {sender} announced a second key for {cv.name} (fingerprint "
+                f"{fingerprint[:16]}, pinned {pinned[:16]})",
+            )
+        )
+    cv.key_widths[sender] = bits
+    declared = cv.key_bits.get(sender)
+    floor = policy.min_key_bits
+    if bits < floor:
+        found.append(
+            policy.finding(
+                "data.key_below_policy",
+                sender,
+                f"party {sender} announced a {bits}-bit key for {cv.name}; this party's floor "
+                f"is {floor} bits",
+            )
+        )
+    elif (declared is not None and bits != declared) or (declared is None and bits % 8):
+        want = (
+            f"the declared {declared} bits" if declared is not None else "a whole number of bytes"
+        )
+        found.append(
+            policy.finding(
+                "data.key_width",
+                sender,
+                f"party {sender} announced a {bits}-bit key for {cv.name}, not {want}",
+            )
+        )
+    payload = obs.payload
+    if payload is not None and payload.blob is not None:
+        with contextlib.suppress(ValueError):
+            cv.moduli[sender] = key_modulus(payload.blob)
+    return found
+
+
+def check_ciphertexts(
+    obs: Observation, rule: MessageRule, view: JobView, cv: ComponentView, policy: AuditPolicy
+) -> list[Finding]:
+    payload = obs.payload
+    if payload is None or payload.array is None or payload.array.ndim != 2:
+        return []
+    sender = obs.sender
+    if rule.decrypt is not None:
+        holder = obs.receiver
+        moduli = [cv.moduli[holder]] if holder in cv.moduli else []
+    else:
+        moduli = list(cv.moduli.values())
+    data = np.ascontiguousarray(payload.array, dtype="<u8")
+    width = data.shape[1] * 8
+    raw = data.tobytes()
+    values = [int.from_bytes(raw[i : i + width], "little") for i in range(0, len(raw), width)]
+    found: list[Finding] = []
+    tag = obs.record["tag"]
+    where = f"{tag!r} of {cv.name} (iteration {obs.record['iteration']})"
+    repeats = 0
+    message_id = str(obs.record["message_id"])
+    for i in range(0, len(raw), width):
+        digest = hashlib.blake2b(raw[i : i + width], digest_size=16).digest()
+        # Keyed by message: the same message seen again (a redelivery) repeats nothing.
+        if view.ciphertexts.setdefault(digest, message_id) != message_id:
+            repeats += 1
+    if repeats:
+        found.append(
+            policy.finding(
+                "data.ciphertext_repeated",
+                sender,
+                f"{where}: {repeats} ciphertext(s) already seen in job {view.job_id}",
+            )
+        )
+    if not moduli:
+        if not view.unchecked_reported:
+            view.unchecked_reported = True
+            found.append(
+                policy.finding(
+                    "data.ciphertext_unchecked",
+                    sender,
+                    f"{where}: no key of the component known yet",
+                )
+            )
+        return found
+    trivial = sum(1 for c in values if c == 1)
+    if trivial:
+        found.append(
+            policy.finding(
+                "data.ciphertext_trivial", sender, f"{where}: {trivial} ciphertext(s) equal to 1"
+            )
+        )
+    out_of_range = [c for c in values if not any(0 < c < n * n for n in moduli)]
+    if out_of_range:
+        found.append(
+            policy.finding(
+                "data.ciphertext_range",
+                sender,
+                f"{where}: {len(out_of_range)} ciphertext(s) outside (0, n^2)",
+            )
+        )
+    # A factor shared with any key's n: an honest ciphertext under one key shares none with
+    # another's n but with negligible probability, and one that does reveals that key.
+    not_coprime = sum(1 for c in values if c > 1 and any(math.gcd(c, n) != 1 for n in moduli))
+    if not_coprime:
+        found.append(
+            policy.finding(
+                "data.ciphertext_not_coprime",
+                sender,
+                f"{where}: {not_coprime} ciphertext(s) not coprime to n",
+            )
+        )
+    return found
+
+
+def check_finite(obs: Observation, policy: AuditPolicy, component: str) -> list[Finding]:
+    payload: Any = obs.payload
+    array = getattr(payload, "array", None)
+    if array is None or array.dtype.kind not in "fc":
+        return []
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if not bad:
+        return []
+    return [
+        policy.finding(
+            "data.nonfinite",
+            obs.sender,
+            f"{obs.record['tag']!r} of {component}: {bad} NaN or infinite value(s)",
+        )
+    ]

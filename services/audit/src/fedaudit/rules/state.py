@@ -1,0 +1,148 @@
+"""What the rules know about each job, built only from what the audit has seen (the job's
+proposal, this party's task.run messages, earlier messages of the job). The same view is
+rebuilt from the recorded log after a restart and by the post-hoc audit, so it holds facts,
+never payloads; the one exception is the set of ciphertext digests (repeats), which is
+in-memory only and starts empty again after a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedflow.descriptors import Pipeline, PipelineError, Protocol, protocol_of
+
+from fedaudit.rules.catalogue import RULES, Finding, Severity
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    """This party's settings for the rules."""
+
+    party_id: str
+    min_key_bits: int = 2048
+    severities: Mapping[str, Severity] = field(default_factory=dict)
+    """Operator overrides of rule severities (rule id -> severity)."""
+    silent_after_s: float = 120.0
+
+    def finding(self, rule_id: str, party: str, detail: str) -> Finding:
+        severity = self.severities.get(rule_id, RULES[rule_id].severity)
+        return Finding(rule_id, severity, detail, party)
+
+
+@dataclass
+class Observation:
+    """One recorded message: its record (envelope fields and facts) and, live, its payload."""
+
+    record: dict[str, Any]
+    payload: Any = None
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        facts: dict[str, Any] = self.record["facts"]
+        return facts
+
+    @property
+    def sender(self) -> str:
+        return str(self.record["source_party"])
+
+    @property
+    def receiver(self) -> str:
+        return str(self.record["destination_party"])
+
+
+@dataclass
+class ComponentView:
+    name: str
+    type: str
+    protocol: Protocol | None
+    key_bits: dict[str, int] = field(default_factory=dict)
+    """party -> the key length the pipeline gives it (its key_bits param), when it has one."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """party -> fingerprint of the Paillier key it announced (pinned)."""
+    key_widths: dict[str, int] = field(default_factory=dict)
+    """party -> the width in bits of the key it announced."""
+    moduli: dict[str, int] = field(default_factory=dict)
+    """party -> its key's n (live only; never stored)."""
+    dims: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(sender, dim name) -> the length first seen."""
+    last_iteration: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(sender, receiver, tag) -> the highest iteration seen."""
+    once: dict[tuple[str, str, str, int], str] = field(default_factory=dict)
+    """(sender, receiver, tag, seq) of a once-message -> its message id."""
+    asked: dict[tuple[str, str, int], set[str]] = field(default_factory=dict)
+    """(asker, key holder, iteration) -> tags of decryption requests seen."""
+    decrypts: dict[tuple[str, int, str], set[str]] = field(default_factory=dict)
+    """(tag, iteration, receiver) -> message ids of decryption requests."""
+    decrypts_by: dict[tuple[str, int, str], set[str]] = field(default_factory=dict)
+    """(tag, iteration, sender) -> message ids of decryption requests."""
+
+
+@dataclass
+class JobView:
+    job_id: str
+    initiator: str = ""
+    roles: dict[str, set[str]] = field(default_factory=dict)
+    """party -> its roles in the approved pipeline."""
+    components: dict[str, ComponentView] = field(default_factory=dict)
+    known: bool = False
+    """A proposal or a task.run of the job was seen (the rules know what was approved)."""
+    task_states: dict[tuple[str, int, str], str] = field(default_factory=dict)
+    last_heard: dict[str, float] = field(default_factory=dict)
+    ended: bool = False
+    ciphertexts: dict[bytes, str] = field(default_factory=dict)
+    """Digest of each ciphertext seen in the job -> the message that carried it first."""
+    unchecked_reported: bool = False
+
+    def learn_pipeline(self, initiator: str, pipeline_yaml: str) -> str | None:
+        """Take the approved pipeline in; the problem when it does not parse."""
+        try:
+            pipeline = Pipeline.from_yaml(pipeline_yaml)
+        except PipelineError as exc:
+            return str(exc)
+        self.initiator, self.known = initiator, True
+        for role, ids in pipeline.parties.by_role().items():
+            for party in ids:
+                self.roles.setdefault(party, set()).add(role)
+        for spec in pipeline.components_in_order():
+            view = self.component(spec.name, spec.type)
+            for task in spec.tasks:
+                params = spec.params_for(task.role, task.party_id)
+                bits = params.get("key_bits")
+                if isinstance(bits, int):
+                    view.key_bits[task.party_id] = bits
+        return None
+
+    def learn_task(self, facts: Mapping[str, Any]) -> str | None:
+        """A task.run of this party: its component must be the approved one; None if it is."""
+        if not self.known and facts.get("pipeline_yaml"):
+            self.learn_pipeline(str(facts.get("initiator", "")), str(facts["pipeline_yaml"]))
+        self.known = True
+        for role, ids in facts.get("parties", {}).items():
+            for party in ids:
+                self.roles.setdefault(party, set()).add(role)
+        name, ctype = str(facts.get("component", "")), str(facts.get("component_type", ""))
+        existing = self.components.get(name)
+        if existing is not None and existing.type != ctype:
+            return (
+                f"task.run runs component {name} as {ctype!r}; the approved pipeline has "
+                f"{existing.type!r}"
+            )
+        self.component(name, ctype)
+        return None
+
+    def component(self, name: str, ctype: str) -> ComponentView:
+        view = self.components.get(name)
+        if view is None:
+            try:
+                protocol: Protocol | None = protocol_of(ctype)
+            except KeyError:
+                protocol = None
+            view = self.components[name] = ComponentView(name, ctype, protocol)
+        return view
+
+
+def all_protocols() -> list[Protocol]:
+    from fedflow.descriptors import CATALOGUE
+
+    return [d.declared_protocol() for d in CATALOGUE.values()]

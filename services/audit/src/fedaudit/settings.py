@@ -1,0 +1,71 @@
+"""Audit settings, read once in main.py from FEDMQ_AUDIT_* environment variables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fedcommon.settings import BusServiceSettings
+from fedschemas import topics
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from fedaudit.rules.catalogue import RULES, SEVERITIES, Severity
+
+FANOUT_NAME = "audit"
+
+DEFAULT_PATTERNS: tuple[str, ...] = (
+    # What leaves the party: the gateway drains out.<peer>.
+    f"{topics.OUT_PREFIX}*",
+    # What comes in (the gateway publishes a peer's messages on its area's topic,
+    # fedschemas.topics.GATEWAY_ROUTES) and the party's own control events: the scheduler's
+    # task.run to the workers, the workers' task.status, job.* to and from the scheduler.
+    topics.WORKER,
+    topics.SCHEDULER,
+)
+
+
+class AuditSettings(BusServiceSettings):
+    service_name: ClassVar[str] = "audit"
+    model_config = SettingsConfigDict(
+        env_prefix="FEDMQ_AUDIT_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    """Topic patterns of the fan-out subscription (fedbus.fanout syntax)."""
+    fanout_name: str = FANOUT_NAME
+    signing_key: SecretStr = SecretStr("")
+    """The audit's Ed25519 private key, 64 hex digits (its raw 32 bytes): signs checkpoints and
+    stop requests; the scheduler's FEDMQ_SCHEDULER_AUDIT_PUBLIC_KEY is its public half. Empty:
+    a key file `key_file` (created 0600 on first start)."""
+    key_file: str = ".fedmq/audit.key"
+    checkpoint_every: int = Field(default=100, gt=0)
+    """A signed checkpoint after this many records..."""
+    checkpoint_interval_s: float = Field(default=10.0, gt=0)
+    """...or this many seconds after the first record it would cover, whichever comes first."""
+    stop_on_critical: bool = True
+    """Ask the scheduler to stop a job on a critical finding (false: alert only)."""
+    min_key_bits: int = Field(default=2048, ge=256)
+    """This party's floor for Paillier keys: its security policy's min_key_bits (a test
+    stack that runs short keys lowers both)."""
+    severities: dict[str, Severity] = Field(default_factory=dict)
+    """Operator overrides of rule severities, e.g. {"data.ciphertext_repeated": "warn"}."""
+    silent_after_s: float = Field(default=120.0, gt=0)
+    alert_webhook_url: str = ""
+    """Alertmanager-compatible receiver (POST <url> with a JSON list of alerts, as
+    Alertmanager's /api/v2/alerts takes); empty: none."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8084
+    """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
+    prefetch: int = Field(default=256, gt=0)
+    timer_interval_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("severities")
+    @classmethod
+    def _known_rules(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown audit rules {unknown}; known: {sorted(RULES)}")
+        bad = {k: v for k, v in value.items() if v not in SEVERITIES}
+        if bad:
+            raise ValueError(f"severities must be one of {SEVERITIES}: {bad}")
+        return value

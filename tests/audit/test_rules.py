@@ -1,0 +1,175 @@
+"""Each audit rule catches the malicious message it is about, and an honest run breaks none.
+
+The observing party is the guest (9999) of a two-party hetero_lr job with the host (10000);
+tests/audit/traffic.py builds the messages, honest or with one thing wrong, as the guest's
+audit receives them (what it sends on out.10000, what it receives on svc.worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+from fedaudit.auditor import Auditor, make_record
+from fedaudit.rules import RULES
+from fedaudit.rules.state import AuditPolicy, Observation
+from fedflow.descriptors import protocol_of
+from fedschemas import Envelope, FederationData, decode_envelope, decode_payload
+from fedschemas.payloads import TaskStatus
+
+from tests.audit.traffic import GUEST, HOST, KEY_BITS, Traffic, key_of, odd_key
+
+
+def observe(auditor: Auditor, traffic: Traffic, envelopes: Iterable[Envelope]) -> list[str]:
+    """Feed the envelopes as deliveries; the rule ids found above info, in order."""
+    found: list[str] = []
+    for envelope in envelopes:
+        delivery = traffic.delivery(envelope)
+        received = decode_envelope(delivery.body)
+        payload = decode_payload(received)
+        record = make_record(delivery.topic, delivery.body, received, payload, GUEST)
+        found += [
+            f.rule for f in auditor.observe(Observation(record, payload)) if f.severity != "info"
+        ]
+    return found
+
+
+@pytest.fixture
+def auditor() -> Auditor:
+    return Auditor(AuditPolicy(party_id=GUEST, min_key_bits=KEY_BITS))
+
+
+@pytest.fixture
+def traffic() -> Traffic:
+    return Traffic()
+
+
+def started(traffic: Traffic) -> list[Envelope]:
+    """Proposal, task.run and both keys: the honest start every case builds on."""
+    return traffic.honest(iterations=0)
+
+
+def test_an_honest_run_breaks_no_rule(auditor: Auditor, traffic: Traffic) -> None:
+    assert observe(auditor, traffic, traffic.honest(iterations=3)) == []
+
+
+def _status(traffic: Traffic, state: str) -> Envelope:
+    payload = TaskStatus(
+        job_id=traffic.job_id, component=traffic.component, attempt=0, party_id=GUEST, state=state
+    )
+    return traffic.envelope(payload, GUEST, GUEST, "task_status")
+
+
+def _key_2025(t: Traffic) -> list[Envelope]:
+    return [t.propose(), t.task_run(), t.public_key(HOST, odd_key(KEY_BITS + 1))]
+
+
+CASES = {
+    "data.key_below_policy": lambda t: [t.propose(), t.task_run(), t.public_key(HOST, odd_key(512))],
+    "data.key_width": _key_2025,
+    "data.key_unreadable": lambda t: [t.propose(), t.task_run(), t.public_key(HOST, b"\x00junk")],
+    "data.key_changed": lambda t: [*started(t), _second_key(t)],
+    "data.ciphertext_range": lambda t: [
+        *started(t),
+        t.ciphertexts("host_scores", HOST, 0, values=[int(key_of(HOST).nsquare) + 5] * 1),
+    ],
+    "data.ciphertext_trivial": lambda t: [
+        *started(t),
+        t.ciphertexts("host_scores", HOST, 0, values=[1]),
+    ],
+    "data.ciphertext_not_coprime": lambda t: [
+        *started(t),
+        t.ciphertexts("host_scores", HOST, 0, values=[int(key_of(HOST).n) * 3]),
+    ],
+    "data.ciphertext_repeated": lambda t: _repeated(t),
+    "data.form": lambda t: [
+        *started(t),
+        t.envelope(_float_array((3, 3)), HOST, GUEST, "host_score_sq", iteration=0),
+    ],
+    "data.nonfinite": lambda t: [*started(t), t.aggregate("host_score_sq", HOST, 0, float("nan"))],
+    "algorithm.undeclared": lambda t: [
+        *started(t),
+        t.ciphertexts("host_gradient", GUEST, 0, under=HOST),  # declared host -> guest only
+    ],
+    "algorithm.substitution": lambda t: [*started(t), _psi_message(t)],
+    "algorithm.order": lambda t: [
+        *started(t),
+        t.ciphertexts("host_scores", HOST, 3),
+        t.ciphertexts("host_scores", HOST, 1),
+    ],
+    "algorithm.decrypt_budget": lambda t: [
+        *started(t),
+        t.ciphertexts("residual", GUEST, 0),
+        t.ciphertexts("host_gradient", HOST, 0, under=GUEST),
+        _second_request(t),
+    ],
+    "control.unknown_job": lambda t: [t.public_key(HOST)],
+    "control.unknown_component": lambda t: [
+        t.propose(),
+        Traffic(component="hetero_lr_9").public_key(HOST),
+    ],
+    "control.foreign_party": lambda t: [
+        *started(t),
+        t.envelope(_float_array(()), "10001", GUEST, "host_score_sq", iteration=0),
+    ],
+    "control.illegal_transition": lambda t: [
+        t.propose(),
+        t.task_run(),
+        _status(t, "success"),
+        _status(t, "running"),
+    ],
+    "control.unsigned_inbound": lambda t: [t.propose(), _unsigned(t)],
+}
+
+
+def _float_array(shape: tuple[int, ...]) -> FederationData:
+    return FederationData(kind="aggregate", array=np.zeros(shape, dtype=np.float64))
+
+
+def _psi_message(t: Traffic) -> Envelope:
+    # One of psi's tags inside hetero_lr_0: another algorithm's message.
+    tag = protocol_of("psi").tags[0]
+    return t.envelope(FederationData(kind="id_set"), HOST, GUEST, tag)
+
+
+def _second_key(t: Traffic) -> Envelope:
+    # A second public_key from the host, as another message (attempt 1 gives another id).
+    env = t.public_key(HOST, odd_key(KEY_BITS))
+    return t.envelope(decode_payload(env), HOST, GUEST, "public_key", attempt=1)
+
+
+def _repeated(t: Traffic) -> list[Envelope]:
+    first = t.ciphertexts("host_scores", HOST, 0)
+    values = [int.from_bytes(bytes(row), "little") for row in decode_payload(first).array]
+    return [*started(t), first, t.ciphertexts("host_scores", HOST, 1, values=values)]
+
+
+def _second_request(t: Traffic) -> Envelope:
+    # Another host_gradient of iteration 0 from the same host, as another message (attempt 1).
+    env = t.ciphertexts("host_gradient", HOST, 0, under=GUEST)
+    return t.envelope(decode_payload(env), HOST, GUEST, "host_gradient", iteration=0, attempt=1)
+
+
+def _unsigned(t: Traffic) -> Envelope:
+    env = t.public_key(HOST)
+    t.unsigned.add(env.message_id)  # Traffic.delivery leaves it as the peer sent it
+    return env
+
+
+def test_every_rule_has_a_case() -> None:
+    checked_elsewhere = {"control.silent_party", "data.ciphertext_unchecked"}
+    assert set(CASES) | checked_elsewhere == set(RULES)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_each_rule_catches_its_malicious_message(
+    rule_id: str, auditor: Auditor, traffic: Traffic
+) -> None:
+    # Prepare
+    envelopes = CASES[rule_id](traffic)
+
+    # Execute
+    found = observe(auditor, traffic, envelopes)
+
+    # Assert: the rule fired, on the last message
+    assert rule_id in found, found
