@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
 from fedflow.components import (
+    data_split,
     evaluation,
     feature_scale,
     hetero_lr,
@@ -23,6 +24,7 @@ from fedflow.components import (
     noop,
     psi,
     reader,
+    statistics,
 )
 from fedflow.components.base import (
     ComponentDescriptor,
@@ -39,6 +41,8 @@ _DESCRIPTORS: tuple[ComponentDescriptor, ...] = (
     psi.PSI,
     evaluation.EVALUATION,
     feature_scale.FEATURE_SCALE,
+    data_split.DATA_SPLIT,
+    statistics.STATISTICS,
     iter_sum.ITER_SUM,
     hetero_lr.HETERO_LR,
     hetero_lr.HETERO_LR_PREDICT,
