@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 import numpy as np
@@ -319,8 +320,8 @@ def best_split(
     value = float(gains.flat[best])
     if not (value > params.gamma and value > MIN_GAIN):
         return None
-    feature, threshold, side = np.unravel_index(best, gains.shape)
-    return Split(value, int(feature), int(threshold), bool(side))
+    where = np.unravel_index(best, gains.shape)
+    return Split(value, int(where[0]), int(where[1]), bool(where[2]))
 
 
 def choose(candidates: Sequence[Split | None]) -> tuple[int, Split] | None:
@@ -393,7 +394,7 @@ class Tree:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, NDArray[np.generic]]) -> Tree:
-        return cls(**{name: np.asarray(arrays[name]) for name in TREE_ARRAYS})  # type: ignore[arg-type]
+        return cls(**{name: np.asarray(arrays[name]) for name in TREE_ARRAYS})
 
     def leaves(self, go_left: Callable[[int], NDArray[np.bool_]], rows: int) -> Ints:
         """The leaf (heap id) of every row; go_left(node) says which rows a split node sends
@@ -620,7 +621,7 @@ def fit(blocks: Sequence[Floats], y: Floats, params: HeteroSecureBoostParams) ->
     for index in range(params.total_trees):
         q, scale = tree_inputs(y, scores, params, index)
         tree = grow_tree(binned, q, scale, params, allowed_features(widths, params, index))
-        leaf = tree.leaves(lambda node, t=tree: _bins_left(t, node, binned, params), y.shape[0])
+        leaf = tree.leaves(partial(_bins_left, tree, binned=binned, params=params), y.shape[0])
         scores[:, index % params.trees_per_round] += tree.weight[leaf]
         model.trees.append(tree)
         if (index + 1) % params.trees_per_round == 0:

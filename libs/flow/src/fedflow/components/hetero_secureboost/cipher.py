@@ -1,0 +1,251 @@
+"""hetero_secureboost's ciphertext arithmetic: (g, h) packed into one plaintext per row,
+encrypted histograms at a host, several histogram cells compressed into one ciphertext, and
+the guest's decoding of them.
+
+Plaintext layout of one histogram cell (every row's plaintext is a cell of one row):
+
+    bits [0, c)              rows           (1 for a sampled row, 0 otherwise)
+    bits [c, c + f)          sum of q_h     (q_h in [0, 2^30])
+    bits [c + f, c + 2f)     sum of q_g     (q_g = round(g / 2^g_exp) + 2^30, in [0, 2^31))
+
+with c = bitlen(N) and f = bitlen(N) + 31 for N rows (math.field_bits): a cell summed over
+all N rows cannot carry out of its fields, and B = c + 2f bits hold a whole cell. A host's
+histogram cell is the product of the ciphertexts of the rows in that bin (Paillier adds the
+plaintexts). Before sending, the host compresses s = (bits(n) - 2) // B cells into one
+ciphertext by Horner's rule: C = prod_i E_i^(2^(i B)), i.e. the plaintext sum_i cell_i 2^(i B)
+< 2^(s B) <= n / 4, so nothing wraps modulo n; then it re-randomises C (the guest, which made
+every row's ciphertext, could otherwise test which products of them C is). The guest decrypts
+C once and cuts it into s cells.
+
+Only fedcrypto's whitelisted kernels run on the executor (k_prod_segments, k_pow, k_mul), so
+the party's crypto job pool (fedflow.cryptopool) may run them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from fedcrypto import CiphertextError, EncryptedVector, PaillierOverflowError, PublicKey
+from fedcrypto.paillier import kernels
+from fedcrypto.paillier.limbs import LIMB_DTYPE, LimbArray
+from fedcrypto.paillier.parallel import CHEAP_MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
+from numpy.typing import NDArray
+
+from fedflow.components.hetero_secureboost import math as sbmath
+
+Ints = sbmath.Ints
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """The bit layout of cells for N rows under a key of `key_bits` bits."""
+
+    rows: int
+    key_bits: int
+
+    @property
+    def fields(self) -> tuple[int, int]:
+        """(bits of the g and h fields, bits of the count field)."""
+        return sbmath.field_bits(self.rows)
+
+    @property
+    def cell_bits(self) -> int:
+        return sbmath.cell_bits(self.rows)
+
+    @property
+    def per_ciphertext(self) -> int:
+        per = (self.key_bits - 2) // self.cell_bits
+        if per < 1:
+            raise ValueError(
+                f"hetero_secureboost: a {self.key_bits}-bit key cannot hold a histogram cell of "
+                f"{self.cell_bits} bits ({self.rows} rows)"
+            )
+        return per
+
+    def ciphertexts(self, cells: int) -> int:
+        """Compressed ciphertexts that carry `cells` cells."""
+        return -(-cells // self.per_ciphertext)
+
+    def row_plaintexts(self, q: tuple[Ints, Ints, Ints], plain_limbs: int) -> LimbArray:
+        """One plaintext per row: rows | q_h << c | q_g << (c + f), as limbs."""
+        gh, count = self.fields
+        qg, qh, on = (np.asarray(v, dtype=np.int64) for v in q)
+        if qg.min(initial=0) < 0 or qh.min(initial=0) < 0:
+            raise ValueError("hetero_secureboost: quantised gradients must be non-negative")
+        width = plain_limbs * 8
+        raw = b"".join(
+            (int(c) | (int(h) << count) | (int(g) << (count + gh))).to_bytes(width, "little")
+            for g, h, c in zip(qg.tolist(), qh.tolist(), on.tolist(), strict=True)
+        )
+        return np.frombuffer(raw, dtype=LIMB_DTYPE).reshape(len(qg), plain_limbs).copy()
+
+    def cells(self, residues: LimbArray, cells: int, what: str) -> Ints:
+        """The guest's side: `cells` integer cells (cells, 3) out of decrypted compressed
+        plaintexts. Refuses (PaillierOverflowError) a plaintext with bits above its last cell
+        or a cell whose rows exceed N: such a histogram was not built as declared."""
+        gh, count = self.fields
+        per, bits = self.per_ciphertext, self.cell_bits
+        out = np.zeros((self.ciphertexts(cells) * per, 3), dtype=np.int64)
+        cell_mask, gh_mask, count_mask = (1 << bits) - 1, (1 << gh) - 1, (1 << count) - 1
+        for i, row in enumerate(np.ascontiguousarray(residues)):
+            value = int.from_bytes(row.tobytes(), "little")
+            if value >> (per * bits):
+                raise PaillierOverflowError(f"{what}: a plaintext has bits above its last cell")
+            for s in range(per):
+                cell = (value >> (s * bits)) & cell_mask
+                out[i * per + s] = (
+                    (cell >> (count + gh)) & gh_mask,
+                    (cell >> count) & gh_mask,
+                    cell & count_mask,
+                )
+        if out[:, 2].max(initial=0) > self.rows:
+            raise PaillierOverflowError(f"{what}: a cell counts more rows than there are")
+        if np.any(out[cells:]):
+            raise PaillierOverflowError(f"{what}: padding cells are not empty")
+        return out[:cells]
+
+
+def encrypted_histograms(
+    key: PublicKey,
+    rows: LimbArray,
+    bins: NDArray[np.uint16],
+    positions: NDArray[np.int32],
+    nodes: Ints,
+    max_bin: int,
+    executor: Executor | None,
+) -> LimbArray:
+    """The host's cells, (len(nodes) * k * (max_bin + 1), c): for each listed node, feature
+    and bin, the product of the ciphertexts of the node's rows in that bin."""
+    k = bins.shape[1]
+    width = max_bin + 1
+    slot = np.full(max(int(positions.max(initial=-1)) + 1, 1), -1, dtype=np.int64)
+    slot[nodes] = np.arange(len(nodes))
+    inside = np.flatnonzero(positions >= 0)
+    inside = inside[slot[positions[inside]] >= 0]
+    node_slot = slot[positions[inside]]
+    n2_b = key.nsquare_bytes
+    per_feature: list[LimbArray] = []
+    for f in range(k):
+        keys = node_slot * width + bins[inside, f].astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        products = segment_products(
+            n2_b, rows[inside[order]], keys[order], len(nodes) * width, key.limbs, executor
+        )
+        per_feature.append(products.reshape(len(nodes), width, key.limbs))
+    if not per_feature:
+        return np.zeros((0, key.limbs), dtype=LIMB_DTYPE)
+    # (nodes, k, width) cells, node-major: the order the guest reads them in
+    stacked = np.stack(per_feature, axis=1)
+    return np.ascontiguousarray(stacked.reshape(-1, key.limbs))
+
+
+def segment_products(
+    n2_b: bytes,
+    data: LimbArray,
+    segment: Ints,
+    segments: int,
+    limbs: int,
+    executor: Executor | None,
+) -> LimbArray:
+    """The product of each segment's ciphertexts ((segments, limbs); an empty segment gives
+    1, the empty cell), `data` sorted by `segment`. Pairwise rounds of k_mul: the same number
+    of products as a running product, but in batches (the vectorised kernel is several times
+    faster than k_prod_segments' one-by-one chain)."""
+    data, segment = np.ascontiguousarray(data), np.asarray(segment, dtype=np.int64)
+    while data.shape[0]:
+        starts = np.searchsorted(segment, segment, side="left")
+        rank = np.arange(segment.shape[0]) - starts
+        ends = np.searchsorted(segment, segment, side="right")
+        first = np.flatnonzero((rank % 2 == 0) & (np.arange(segment.shape[0]) + 1 < ends))
+        if first.size == 0:
+            break
+        single = np.flatnonzero((rank % 2 == 0) & (np.arange(segment.shape[0]) + 1 == ends))
+        a, b = data[first], data[first + 1]
+        products = concat_limbs(
+            map_chunks(
+                kernels.k_mul,
+                chunk_bounds(first.size, executor, None, min_chunk=CHEAP_MIN_CHUNK),
+                partial(_pair, n2_b, a, b),
+                executor,
+            ),
+            limbs,
+        )
+        merged = np.concatenate([segment[first], segment[single]])
+        order = np.argsort(merged, kind="stable")
+        data = np.ascontiguousarray(np.concatenate([products, data[single]])[order])
+        segment = merged[order]
+    out = np.zeros((segments, limbs), dtype=LIMB_DTYPE)
+    out[:, 0] = 1
+    out[segment] = data
+    return out
+
+
+def _pair(n2_b: bytes, a: LimbArray, b: LimbArray, lo: int, hi: int) -> tuple[Any, ...]:
+    return (n2_b, a[lo:hi], b[lo:hi])
+
+
+def _powers(
+    n2_b: bytes, a: LimbArray, exps: NDArray[np.uint8], keep: NDArray[np.bool_], lo: int, hi: int
+) -> tuple[Any, ...]:
+    return (n2_b, a[lo:hi], exps, keep)
+
+
+def compress(
+    key: PublicKey, cells: LimbArray, layout: CellLayout, executor: Executor | None
+) -> EncryptedVector:
+    """`cells` ciphertexts -> layout.ciphertexts(len) ciphertexts of `per_ciphertext` cells
+    each (Horner: acc = acc^(2^B) * E_i from the last cell down), re-randomised."""
+    per, count = layout.per_ciphertext, cells.shape[0]
+    groups = layout.ciphertexts(count)
+    padded = np.zeros((groups * per, key.limbs), dtype=LIMB_DTYPE)
+    padded[:, 0] = 1  # the ciphertext 1: an empty cell (0 with no randomness)
+    padded[:count] = cells
+    lanes = padded.reshape(groups, per, key.limbs)
+    n2_b = key.nsquare_bytes
+    shift = (1 << layout.cell_bits).to_bytes(layout.cell_bits // 8 + 1, "little")
+    exps = np.frombuffer(shift, dtype=np.uint8).reshape(1, -1)
+    keep = np.zeros(1, dtype=np.bool_)
+    acc = np.ascontiguousarray(lanes[:, per - 1])
+    for s in range(per - 2, -1, -1):
+        current = np.ascontiguousarray(lanes[:, s])
+        bounds = chunk_bounds(groups, executor, None, min_chunk=1)
+        acc = concat_limbs(
+            map_chunks(
+                kernels.k_pow,
+                bounds,
+                partial(_powers, n2_b, acc, exps, keep),
+                executor,
+            ),
+            key.limbs,
+        )
+        acc = concat_limbs(
+            map_chunks(
+                kernels.k_mul,
+                bounds,
+                partial(_pair, n2_b, acc, current),
+                executor,
+            ),
+            key.limbs,
+        )
+    vec = EncryptedVector.from_limbs(key, acc, 0, validate=False)
+    return vec.obfuscate(executor=executor)
+
+
+def check_positions(positions: NDArray[np.generic], rows: int, nodes: int, what: str) -> None:
+    """A positions vector from the guest: (rows,) node indexes in [-1, nodes)."""
+    if positions.shape != (rows,):
+        raise ValueError(f"{what}: expected {rows} positions, got shape {positions.shape}")
+    if positions.size and (positions.min() < -1 or positions.max() >= nodes):
+        raise ValueError(f"{what}: a position lies outside [-1, {nodes})")
+
+
+def check_ciphertext_rows(data: LimbArray, key: PublicKey, what: str) -> None:
+    """Every row ciphertext in (0, n^2) and coprime to n (CiphertextError otherwise)."""
+    try:
+        kernels.k_validate(key.n_bytes, data)
+    except CiphertextError as exc:
+        raise CiphertextError(f"{what} refused: {exc}") from None

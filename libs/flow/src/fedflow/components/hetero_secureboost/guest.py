@@ -1,0 +1,408 @@
+"""hetero_secureboost at the guest: orchestration only (the arithmetic is math.py and cipher.py,
+the crypto plumbing fedflow.kit). The exchange, step by step, is in the package docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from fedcrypto import EncryptedVector, ShapeMismatchError
+from fedschemas import FederationData
+from numpy.typing import NDArray
+
+from fedflow.artifacts import ModelArtifact
+from fedflow.components.hetero_secureboost import cipher
+from fedflow.components.hetero_secureboost import math as sbmath
+from fedflow.components.hetero_secureboost.params import HeteroSecureBoostParams
+from fedflow.components.hetero_secureboost.protocol import MAX_HOSTS
+from fedflow.kit import payloads
+from fedflow.kit.he import HeParty, open_secrets
+from fedflow.kit.loop import timed
+from fedflow.kit.resume import Resumable
+from fedflow.kit.threads import crypto_threads
+from fedflow.tables import TableError
+
+if TYPE_CHECKING:
+    from fedflow.context import ComponentContext
+
+SECRETS_PURPOSE: Final = "hetero_secureboost.secrets"
+Ints = sbmath.Ints
+
+
+def hosts_take_part(params: HeteroSecureBoostParams, tree: int) -> bool:
+    """complete_secure: the first round's trees use the guest's features only."""
+    return not (params.complete_secure and tree < params.trees_per_round)
+
+
+def split_id(split: sbmath.Split, max_bin: int) -> int:
+    """The id a host's candidate (feature, threshold bin) goes by in the splits message."""
+    return split.feature * max_bin + split.bin
+
+
+@dataclass
+class GuestRun:
+    """The guest's checkpointed state (`state()` is what a checkpoint holds)."""
+
+    host_features: dict[str, int]
+    scores: sbmath.Floats
+    trees: list[sbmath.Tree] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    tree: sbmath.Tree | None = None
+    level: sbmath.Level | None = None
+    leaf_of: Ints | None = None
+    parents: dict[str, Ints] = field(default_factory=dict)
+
+    def state(self) -> dict[str, Any]:
+        current: dict[str, Any] = {}
+        if self.tree is not None and self.level is not None and self.leaf_of is not None:
+            current = {
+                "tree": self.tree.arrays(),
+                "depth": self.level.depth,
+                "nodes": np.asarray(self.level.nodes, dtype=np.int64),
+                "positions": self.level.positions,
+                "leaf_of": self.leaf_of,
+                "parents": dict(self.parents),
+            }
+        return {
+            "host_features": dict(self.host_features),
+            "scores": self.scores,
+            "trees": [t.arrays() for t in self.trees],
+            "losses": list(self.losses),
+            "current": current,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> GuestRun:
+        run = cls(
+            host_features={str(k): int(v) for k, v in state["host_features"].items()},
+            scores=np.array(state["scores"], dtype=np.float64),
+            trees=[sbmath.Tree.from_arrays(dict(t)) for t in state["trees"]],
+            losses=[float(v) for v in state["losses"]],
+        )
+        current = state["current"]
+        if current:
+            run.tree = sbmath.Tree.from_arrays(dict(current["tree"]))
+            run.level = sbmath.Level(
+                int(current["depth"]),
+                [int(v) for v in np.asarray(current["nodes"]).tolist()],
+                np.array(current["positions"], dtype=np.int32),
+            )
+            run.leaf_of = np.array(current["leaf_of"], dtype=np.int64)
+            run.parents = {
+                str(k): np.array(v, dtype=np.int64) for k, v in current["parents"].items()
+            }
+        return run
+
+
+def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
+    params = ctx.params_as(HeteroSecureBoostParams)
+    table = ctx.input("data")
+    if table.labels is None:
+        raise TableError("hetero_secureboost: the guest's input has no label column")
+    y = np.asarray(table.labels, dtype=np.float64)
+    sbmath.check_labels(y, params)
+    hosts = list(ctx.parties.get("host", []))
+    if not 1 <= len(hosts) <= MAX_HOSTS:
+        raise ValueError(f"hetero_secureboost: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
+    x = np.asarray(table.features, dtype=np.float64)
+    cuts = sbmath.fit_cuts(x, params.max_bin)
+    bins = sbmath.bin_features(x, cuts, params.max_bin)
+    with crypto_threads(ctx) as (executor, background):
+        with timed(ctx, "setup_seconds"):
+            private_key, mask_seed = open_secrets(
+                ctx,
+                SECRETS_PURPOSE,
+                key_bits=params.key_bits,
+                insecure_short_keys=params.insecure_short_keys,
+            )
+            he = HeParty(ctx, private_key, mask_seed, executor=executor)
+            run, start = _start(ctx, he, y, hosts, params)
+        try:
+            trainer = _Trainer(ctx, params, he, run, bins, y, hosts)
+            left = sum(
+                hosts_take_part(params, t)
+                for t in range(start // params.max_depth, params.total_trees)
+            )
+            he.start_prefetch(background, len(y), left)
+            with timed(ctx, "train_seconds"):
+                trainer.train(start)
+        finally:
+            he.close()
+    return {"model": _model(params, table.feature_names, cuts, run, hosts, y)}
+
+
+def _start(
+    ctx: ComponentContext,
+    he: HeParty,
+    y: sbmath.Floats,
+    hosts: list[str],
+    params: HeteroSecureBoostParams,
+) -> tuple[GuestRun, int]:
+    """The state of the last checkpoint, or the key exchange and a fresh state."""
+    ctx.federation.bind_dims(c=he.public_key.limbs, p=he.public_key.plain_limbs, n=len(y))
+    saved = ctx.checkpoints.latest()
+    if saved is not None and "host_features" in saved.state:
+        return GuestRun.from_state(saved.state), saved.iteration + 1
+    ctx.federation.send(payloads.key_payload(he.public_key), to="host", tag="public_key")
+    counts: dict[str, int] = {}
+    for host in hosts:
+        meta = ctx.federation.recv(frm=host, tag="host_features").meta
+        count = meta.get("features")
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"hetero_secureboost: {host} did not say how many features it has")
+        counts[host] = count
+    return GuestRun(counts, sbmath.init_scores(y, params)), 0
+
+
+class _Trainer:
+    def __init__(
+        self,
+        ctx: ComponentContext,
+        params: HeteroSecureBoostParams,
+        he: HeParty,
+        run: GuestRun,
+        bins: sbmath.Bins,
+        y: sbmath.Floats,
+        hosts: list[str],
+    ) -> None:
+        self.ctx, self.params, self.he, self.run = ctx, params, he, run
+        self.bins, self.y, self.hosts = bins, y, hosts
+        self.layout = cipher.CellLayout(len(y), he.public_key.n_length)
+        self.snapshot = run.state()
+        self.resume = Resumable(ctx, lambda: self.snapshot, self._saved_resume())
+
+    def _saved_resume(self) -> Mapping[str, Any] | None:
+        saved = self.ctx.checkpoints.latest()
+        return saved.state if saved is not None and "pending" in saved.state else None
+
+    def save(self, iteration: int) -> None:
+        """Iteration `iteration` is complete (checkpointed), then reported as progress."""
+        self.snapshot = self.run.state()
+        self.resume.save(iteration)
+        levels = self.params.total_trees * self.params.max_depth
+        self.ctx.report_progress((iteration + 1) / levels)
+
+    def train(self, start: int) -> None:
+        params, depth_count = self.params, self.params.max_depth
+        for index in range(start // depth_count, params.total_trees):
+            first = start % depth_count if index == start // depth_count else 0
+            self.ctx.check_canceled()
+            self.grow(index, first)
+        self.ctx.metrics.log("trees", float(len(self.run.trees)))
+        if self.run.losses:
+            self.ctx.metrics.log("final_train_loss", self.run.losses[-1])
+
+    def grow(self, index: int, first: int) -> None:
+        params, run, rows = self.params, self.run, len(self.y)
+        q, scale = sbmath.tree_inputs(self.y, run.scores, params, index)
+        widths = [self.bins.shape[1], *(run.host_features[h] for h in self.hosts)]
+        allowed = sbmath.allowed_features(widths, params, index)
+        federated = hosts_take_part(params, index)
+        if first == 0 or run.tree is None:
+            run.tree, run.level = sbmath.Tree.empty(params.max_depth), sbmath.root_level(rows)
+            run.leaf_of, run.parents = np.zeros(rows, dtype=np.int64), {}
+        assert run.level is not None
+        for depth in range(first, params.max_depth):
+            iteration = index * params.max_depth + depth
+            if federated and depth == 0:
+                self.send_gh(iteration, q, index)
+            level = run.level
+            nodes = len(level.nodes)
+            totals = sbmath.node_totals(level.positions, nodes, q)
+            cells = [sbmath.histograms(self.bins, level.positions, nodes, q, params.max_bin)]
+            if federated:
+                self.ctx.federation.send(
+                    FederationData(
+                        kind="plain_control", array=level.positions, meta={"nodes": nodes}
+                    ),
+                    to="host",
+                    tag="positions",
+                    iteration=iteration,
+                )
+                cells += [self.host_cells(h, iteration, level) for h in self.hosts]
+            decisions = [
+                sbmath.choose(
+                    [
+                        sbmath.best_split(c[i], totals[i], scale, params, mask)
+                        for c, mask in zip(cells, allowed[: len(cells)], strict=True)
+                    ]
+                )
+                for i in range(nodes)
+            ]
+            go_left = self.split_rows(iteration, level, decisions, federated)
+            assert run.leaf_of is not None
+            split_at = [i for i, d in enumerate(decisions) if d is not None]
+            for i, node in enumerate(level.nodes):
+                if decisions[i] is None:
+                    run.leaf_of[level.positions == i] = node
+            run.parents = {h: c[split_at] for h, c in zip(self.hosts, cells[1:], strict=False)}
+            run.level = sbmath.next_level(
+                run.tree, level, totals, decisions, go_left, scale, params
+            )
+            last = depth == params.max_depth - 1 or not run.level.nodes
+            if last:
+                self.finish(index, q, scale)
+                self.save(index * params.max_depth + params.max_depth - 1)
+                return
+            self.save(iteration)
+
+    def send_gh(self, iteration: int, q: tuple[Ints, Ints, Ints], index: int) -> None:
+        he = self.he
+
+        def make() -> tuple[EncryptedVector, dict[str, Any]]:
+            plain = self.layout.row_plaintexts(q, he.public_key.plain_limbs)
+            data = he.private_key.encrypt_residues(plain, pool=he.pool, executor=he.executor)
+            return EncryptedVector.from_limbs(he.public_key, data, 0, validate=False), {}
+
+        self.resume.send_ciphertexts("gh", iteration, make, to="host")
+        later = sum(
+            hosts_take_part(self.params, t) for t in range(index + 1, self.params.total_trees)
+        )
+        he.prefetch(later)
+
+    def host_cells(self, host: str, iteration: int, level: sbmath.Level) -> Ints:
+        """The host's cells of every open node: decrypted, decoded, siblings subtracted."""
+        nodes, width = len(level.nodes), self.params.max_bin + 1
+        k = self.run.host_features[host]
+        direct = sbmath.direct_nodes(level.positions, nodes, level.depth)
+        count = len(direct) * k * width
+        what = f"hetero_secureboost: histograms from {host}"
+        vec = self.he.recv_ciphertexts(
+            "histograms", iteration, host, self.he.public_key, self.layout.ciphertexts(count)
+        )
+        self.ctx.federation.authorize_decrypt("histograms", iteration, frm=host)
+        residues = self.he.private_key.decrypt_residues(vec.data, executor=self.he.executor)
+        built = self.layout.cells(residues, count, what).reshape(len(direct), k, width, 3)
+        if level.depth == 0:
+            return built
+        parents = self.run.parents[host]
+        if parents.shape[0] != len(direct):
+            raise ShapeMismatchError(f"{what}: {len(direct)} nodes, {parents.shape[0]} parents")
+        return sbmath.subtract_siblings(parents, built, direct, nodes)
+
+    def split_rows(
+        self,
+        iteration: int,
+        level: sbmath.Level,
+        decisions: list[tuple[int, sbmath.Split] | None],
+        federated: bool,
+    ) -> NDArray[np.bool_]:
+        """Which rows each splitting node sends left: the guest's own splits from its bins,
+        a host's from its instance_split answer. Tells each host its won ids."""
+        params, tree = self.params, self.run.tree
+        assert tree is not None
+        go_left = np.zeros(len(self.y), dtype=np.bool_)
+        won: dict[int, list[int]] = {}
+        for i, decision in enumerate(decisions):
+            if decision is None:
+                continue
+            party, split = decision
+            node = level.nodes[i]
+            if party == 0:
+                at = level.positions == i
+                go_left[at] = sbmath.goes_left(
+                    self.bins[at, split.feature], split.bin, split.missing_left, params.max_bin
+                )
+                tree.feature[node], tree.bin[node] = split.feature, split.bin
+            else:
+                won.setdefault(party, []).append(i)
+        if not federated:
+            return go_left
+        next_nodes = 2 * sum(d is not None for d in decisions)
+        if level.depth + 1 >= params.max_depth:
+            next_nodes = 0
+        for party, host in enumerate(self.hosts, start=1):
+            table = np.full((len(level.nodes), 4), -1.0)
+            table[:, 0] = level.nodes
+            for i in won.get(party, []):
+                _, split = decisions[i]  # type: ignore[misc]
+                table[i, 1:] = (split_id(split, params.max_bin), split.missing_left, split.gain)
+            self.ctx.federation.send(
+                FederationData(kind="plain_control", array=table, meta={"next_nodes": next_nodes}),
+                to=host,
+                tag="splits",
+                iteration=iteration,
+            )
+        for party, indexes in won.items():
+            host = self.hosts[party - 1]
+            got = self.ctx.federation.recv(frm=host, tag="instance_split", iteration=iteration)
+            answer = None if got.array is None else np.asarray(got.array)
+            if answer is None or answer.shape != (len(self.y),):
+                raise ShapeMismatchError(
+                    f"hetero_secureboost: instance_split from {host} is not ({len(self.y)},)"
+                )
+            for i in indexes:
+                at = level.positions == i
+                if not np.all((answer[at] == 0) | (answer[at] == 1)):
+                    raise ValueError(
+                        f"hetero_secureboost: instance_split from {host} leaves rows of node "
+                        f"{level.nodes[i]} undecided"
+                    )
+                go_left[at] = answer[at] == 1
+        return go_left
+
+    def finish(self, index: int, q: tuple[Ints, Ints, Ints], scale: sbmath.GhScale) -> None:
+        """Leaves of the deepest level, the margins, the round's loss."""
+        run, params = self.run, self.params
+        assert run.tree is not None and run.level is not None and run.leaf_of is not None
+        if run.level.nodes:
+            totals = sbmath.node_totals(run.level.positions, len(run.level.nodes), q)
+            sbmath.finish_leaves(run.tree, run.level, totals, scale, params)
+            for i, node in enumerate(run.level.nodes):
+                run.leaf_of[run.level.positions == i] = node
+        run.scores[:, index % params.trees_per_round] += run.tree.weight[run.leaf_of]
+        run.trees.append(run.tree)
+        run.tree, run.level, run.leaf_of, run.parents = None, None, None, {}
+        if (index + 1) % params.trees_per_round == 0:
+            round_index = index // params.trees_per_round
+            run.losses.append(sbmath.loss(self.y, run.scores, params))
+            self.ctx.metrics.log("train_loss", run.losses[-1], round_index)
+
+
+def _model(
+    params: HeteroSecureBoostParams,
+    names: list[str],
+    cuts: list[sbmath.Floats],
+    run: GuestRun,
+    hosts: list[str],
+    y: sbmath.Floats,
+) -> ModelArtifact:
+    """The guest's part: every tree's structure and leaves, its own thresholds (as bin cuts),
+    its features' importance; a host's split appears as (party, node) only."""
+    count, gain = sbmath.feature_importance(run.trees, 0, len(names))
+    arrays: dict[str, Any] = {
+        f"trees/{name}": np.stack([getattr(t, name) for t in run.trees])
+        for name in sbmath.TREE_ARRAYS
+    }
+    arrays["cuts"] = np.concatenate(cuts) if cuts else np.zeros(0)
+    arrays["cut_counts"] = np.array([len(c) for c in cuts], dtype=np.int64)
+    arrays["importance_splits"], arrays["importance_gain"] = count, gain
+    document = {
+        "component": "hetero_secureboost",
+        "role": "guest",
+        "params": params.model_dump(mode="json"),
+        "base": float(sbmath.init_scores(y, params)[0, 0]) if len(y) else 0.0,
+        "feature_names": list(names),
+        "hosts": list(hosts),
+        "losses": list(run.losses),
+        "importance": {
+            name: {"splits": int(count[j]), "gain": float(gain[j])} for j, name in enumerate(names)
+        },
+        "trees": [t.describe() for t in run.trees],
+    }
+    return ModelArtifact(document=document, arrays=arrays)
+
+
+def model_from_artifact(artifact: ModelArtifact) -> tuple[sbmath.Model, list[sbmath.Floats]]:
+    """The guest's model (with its own cuts) back from its artifact."""
+    document, arrays = artifact.document, artifact.arrays
+    params = HeteroSecureBoostParams.model_validate(document["params"], strict=False)
+    stacked = {name: np.asarray(arrays[f"trees/{name}"]) for name in sbmath.TREE_ARRAYS}
+    total = stacked["kind"].shape[0]
+    trees = [sbmath.Tree.from_arrays({k: v[i] for k, v in stacked.items()}) for i in range(total)]
+    counts = np.asarray(arrays["cut_counts"], dtype=np.int64)
+    cuts = np.split(np.asarray(arrays["cuts"], dtype=np.float64), np.cumsum(counts)[:-1])
+    model = sbmath.Model(params, float(document["base"]), trees)
+    return model, list(cuts)

@@ -1,0 +1,226 @@
+"""hetero_secureboost at a host: orchestration only (the arithmetic is math.py and cipher.py,
+the crypto plumbing fedflow.kit). The exchange, step by step, is in the package docstring.
+
+A host never decrypts anything (it has no key): it multiplies the guest's ciphertexts per bin,
+keeps its bin edges and the thresholds of the splits it wins, and answers which way those
+splits send the rows of their nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fedcrypto import EncryptedVector, PublicKey
+from fedschemas import FederationData
+from numpy.typing import NDArray
+
+from fedflow.artifacts import ModelArtifact
+from fedflow.components.hetero_secureboost import cipher
+from fedflow.components.hetero_secureboost import math as sbmath
+from fedflow.components.hetero_secureboost.guest import hosts_take_part
+from fedflow.components.hetero_secureboost.params import SECURE_KEY_BITS, HeteroSecureBoostParams
+from fedflow.kit.resume import Resumable
+from fedflow.kit.threads import crypto_threads
+
+if TYPE_CHECKING:
+    from fedflow.context import ComponentContext
+
+SPLIT_FIELDS = ("tree", "node", "feature", "threshold", "missing_left", "gain")
+
+
+def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
+    params = ctx.params_as(HeteroSecureBoostParams)
+    table = ctx.input("data")
+    guest = ctx.parties["guest"][0]
+    x = np.asarray(table.features, dtype=np.float64)
+    cuts = sbmath.fit_cuts(x, params.max_bin)
+    bins = sbmath.bin_features(x, cuts, params.max_bin)
+    with crypto_threads(ctx) as (executor, _):
+        host = _Host(ctx, params, guest, bins, cuts, executor)
+        host.train()
+    return {"model": host.model(list(table.feature_names))}
+
+
+class _Host:
+    def __init__(
+        self,
+        ctx: ComponentContext,
+        params: HeteroSecureBoostParams,
+        guest: str,
+        bins: sbmath.Bins,
+        cuts: list[sbmath.Floats],
+        executor: Any,
+    ) -> None:
+        self.ctx, self.params, self.guest = ctx, params, guest
+        self.bins, self.cuts, self.executor = bins, cuts, executor
+        self.rows = bins.shape[0]
+        self.splits: dict[str, list[Any]] = {name: [] for name in SPLIT_FIELDS}
+        saved = ctx.checkpoints.latest()
+        self.start = 0
+        resumed = saved is not None and "guest_key" in saved.state
+        if resumed:
+            assert saved is not None
+            self.key = self._key(bytes(saved.state["guest_key"]))
+            self.splits = {name: list(saved.state["splits"][name]) for name in SPLIT_FIELDS}
+            self.start = saved.iteration + 1
+        else:
+            ctx.federation.send(
+                FederationData(kind="plain_control", meta={"features": int(bins.shape[1])}),
+                to=guest,
+                tag="host_features",
+            )
+            got = ctx.federation.recv(frm=guest, tag="public_key")
+            if got.blob is None:
+                raise ValueError("hetero_secureboost: the guest's public key message is empty")
+            self.key = self._key(got.blob)
+        ctx.federation.bind_dims(c=self.key.limbs, p=self.key.plain_limbs, n=self.rows)
+        self.layout = cipher.CellLayout(self.rows, self.key.n_length)
+        self.snapshot = self.state()
+        self.resume = Resumable(
+            ctx, lambda: self.snapshot, saved.state if resumed and saved is not None else None
+        )
+
+    def _key(self, blob: bytes) -> PublicKey:
+        short = self.params.insecure_short_keys
+        key = PublicKey.from_bytes(blob, insecure_allow_short=short)
+        if key.n_length < min(self.params.key_bits, SECURE_KEY_BITS) and not short:
+            raise ValueError(f"hetero_secureboost: the guest's key has only {key.n_length} bits")
+        return key
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "guest_key": self.key.to_bytes(),
+            "splits": {name: list(values) for name, values in self.splits.items()},
+        }
+
+    def save(self, iteration: int) -> None:
+        """Iteration `iteration` is complete (checkpointed), then reported as progress."""
+        self.snapshot = self.state()
+        self.resume.save(iteration)
+        levels = self.params.total_trees * self.params.max_depth
+        self.ctx.report_progress((iteration + 1) / levels)
+
+    def train(self) -> None:
+        depth_count = self.params.max_depth
+        for index in range(self.start // depth_count, self.params.total_trees):
+            self.ctx.check_canceled()
+            if hosts_take_part(self.params, index):
+                first = self.start % depth_count if index == self.start // depth_count else 0
+                self.grow(index, first)
+
+    def grow(self, index: int, first: int) -> None:
+        depth_count = self.params.max_depth
+        what = f"hetero_secureboost: gh of tree {index} from {self.guest}"
+        got = self.ctx.federation.recv(frm=self.guest, tag="gh", iteration=index * depth_count)
+        gh = _read(got, self.key, what, self.rows)
+        for depth in range(first, depth_count):
+            iteration = index * depth_count + depth
+            got = self.ctx.federation.recv(frm=self.guest, tag="positions", iteration=iteration)
+            nodes = got.meta.get("nodes")
+            if got.array is None or not isinstance(nodes, int) or nodes < 1:
+                raise ValueError("hetero_secureboost: positions without nodes from the guest")
+            positions = np.asarray(got.array, dtype=np.int32)
+            cipher.check_positions(positions, self.rows, nodes, "hetero_secureboost: positions")
+            direct = sbmath.direct_nodes(positions, nodes, depth)
+
+            def histograms(
+                positions: NDArray[np.int32] = positions, direct: sbmath.Ints = direct
+            ) -> tuple[EncryptedVector, dict[str, Any]]:
+                cells = cipher.encrypted_histograms(
+                    self.key, gh, self.bins, positions, direct, self.params.max_bin, self.executor
+                )
+                return cipher.compress(self.key, cells, self.layout, self.executor), {}
+
+            self.resume.send_ciphertexts("histograms", iteration, histograms, to=self.guest)
+            next_nodes = self.answer_splits(index, iteration, positions, nodes)
+            if next_nodes == 0 or depth == depth_count - 1:
+                self.save(index * depth_count + depth_count - 1)
+                return
+            self.save(iteration)
+
+    def answer_splits(
+        self, index: int, iteration: int, positions: NDArray[np.int32], nodes: int
+    ) -> int:
+        """Record the splits this host won and send which way they send their rows; returns
+        the next level's open node count."""
+        got = self.ctx.federation.recv(frm=self.guest, tag="splits", iteration=iteration)
+        table = None if got.array is None else np.asarray(got.array, dtype=np.float64)
+        next_nodes = got.meta.get("next_nodes")
+        if table is None or table.shape != (nodes, 4) or not isinstance(next_nodes, int):
+            raise ValueError(f"hetero_secureboost: splits from the guest are not ({nodes}, 4)")
+        max_bin = self.params.max_bin
+        answer = np.full(self.rows, -1, dtype=np.int8)
+        won = False
+        for i in np.flatnonzero(table[:, 1] >= 0).tolist():
+            ident = int(table[i, 1])
+            feature, threshold_bin = divmod(ident, max_bin)
+            if feature >= self.bins.shape[1] or threshold_bin >= len(self.cuts[feature]):
+                raise ValueError(f"hetero_secureboost: the guest chose an unknown split {ident}")
+            missing_left = bool(table[i, 2] > 0)
+            at = positions == i
+            answer[at] = sbmath.goes_left(
+                self.bins[at, feature], threshold_bin, missing_left, max_bin
+            )
+            for name, value in zip(
+                SPLIT_FIELDS,
+                (
+                    index,
+                    int(table[i, 0]),
+                    feature,
+                    float(self.cuts[feature][threshold_bin]),
+                    missing_left,
+                    float(table[i, 3]),
+                ),
+                strict=True,
+            ):
+                self.splits[name].append(value)
+            won = True
+        if won:
+            self.ctx.federation.send(
+                FederationData(kind="partial_score", array=answer),
+                to=self.guest,
+                tag="instance_split",
+                iteration=iteration,
+            )
+        return next_nodes
+
+    def model(self, names: list[str]) -> ModelArtifact:
+        """This host's part: the thresholds of its splits, by (tree, node), in that order,
+        and its features' importance (split count, total gain); nothing else."""
+        s = self.splits
+        k = len(names)
+        features = np.asarray(s["feature"], dtype=np.int64)
+        count = np.bincount(features, minlength=k)
+        gain = np.bincount(features, weights=np.asarray(s["gain"], dtype=np.float64), minlength=k)
+        return ModelArtifact(
+            document={
+                "component": "hetero_secureboost",
+                "role": "host",
+                "guest": self.guest,
+                "feature_names": names,
+                "max_bin": self.params.max_bin,
+                "importance": {
+                    name: {"splits": int(count[j]), "gain": float(gain[j])}
+                    for j, name in enumerate(names)
+                },
+            },
+            arrays={
+                "split_tree": np.asarray(s["tree"], dtype=np.int64),
+                "split_node": np.asarray(s["node"], dtype=np.int64),
+                "split_feature": features,
+                "split_threshold": np.asarray(s["threshold"], dtype=np.float64),
+                "split_missing_left": np.asarray(s["missing_left"], dtype=np.bool_),
+                "importance_splits": count,
+                "importance_gain": gain,
+            },
+        )
+
+
+def _read(got: FederationData, key: PublicKey, what: str, rows: int) -> NDArray[np.uint64]:
+    if got.array is None or got.array.shape != (rows, key.limbs):
+        shape = None if got.array is None else got.array.shape
+        raise ValueError(f"{what}: expected ({rows}, {key.limbs}) ciphertext limbs, got {shape}")
+    data = np.ascontiguousarray(got.array, dtype="<u8")
+    cipher.check_ciphertext_rows(data, key, what)
+    return data

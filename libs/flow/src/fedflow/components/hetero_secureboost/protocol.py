@@ -1,0 +1,120 @@
+"""hetero_secureboost's declared messages (light: read by the pipeline validator, the audit
+service and the protocol guard). The package docstring gives the exchange step by step.
+
+Iterations: tree t, depth d is iteration t * max_depth + d (d < max_depth).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fedflow.kit import HE_DIMS, ciphertext_rule, public_key_rules
+from fedflow.protocol import NONE, MessageRule, Protocol, array_rule
+
+MAX_HOSTS: Final = 16
+
+SECUREBOOST_DIMS: Final = {
+    **HE_DIMS,
+    "n": "rows of the training table (every party has the same rows in the same order)",
+}
+
+HETERO_SECUREBOOST_PROTOCOL = Protocol(
+    component_type="hetero_secureboost",
+    description=(
+        "vertical gradient-boosted trees (SecureBoost): the guest's Paillier key, (g, h) packed "
+        "one plaintext per row, encrypted per-bin histograms at the hosts, compressed several "
+        "cells per ciphertext; the guest picks every split and tells the winning host an id"
+    ),
+    dims=SECUREBOOST_DIMS,
+    messages=(
+        public_key_rules("the guest's Paillier public key")[0],
+        MessageRule(
+            tag="host_features",
+            sender="host",
+            receiver="guest",
+            kinds=("plain_control",),
+            order=1,
+            shape=NONE,
+            description="meta: the host's feature count (its histograms' shape)",
+        ),
+        ciphertext_rule(
+            "gh",
+            "guest",
+            "host",
+            1,
+            "n",
+            "[[q_g << (c + f) | q_h << c | 1]] per row, guest key (0 for an unsampled row); "
+            "sent at depth 0 of every tree the hosts take part in",
+            decrypt=False,
+        ),
+        array_rule(
+            "positions",
+            "guest",
+            "host",
+            "plain_control",
+            1,
+            "(n,)",
+            "each row's open node at this depth (-1: in a leaf); meta: nodes. The host learns "
+            "the instance space of every node, as in SecureBoost",
+            per_iteration=True,
+            dtype="int32",
+        ),
+        ciphertext_rule(
+            "histograms",
+            "host",
+            "guest",
+            2,
+            "*",
+            "the host's (g, h, rows) per node, feature and bin, compressed and re-randomised, "
+            "guest key; for each sibling pair only the smaller child (the guest subtracts)",
+            per_iteration_decrypts=MAX_HOSTS,
+        ),
+        array_rule(
+            "splits",
+            "guest",
+            "host",
+            "plain_control",
+            3,
+            "(*, 4)",
+            "per open node: [heap id, split id of this host or -1, missing goes left, gain]; "
+            "meta: next_nodes (0: the tree is complete)",
+            per_iteration=True,
+        ),
+        array_rule(
+            "instance_split",
+            "host",
+            "guest",
+            "partial_score",
+            4,
+            "(n,)",
+            "for the rows at the nodes this host won: 1 left, 0 right (-1 elsewhere); the "
+            "guest learns each such node's children's instance spaces",
+            per_iteration=True,
+            dtype="int8",
+        ),
+    ),
+)
+
+HETERO_SECUREBOOST_PREDICT_PROTOCOL = Protocol(
+    component_type="hetero_secureboost_predict",
+    description=(
+        "batch prediction, one message per host: for every row and every node the host splits, "
+        "which way the row goes (never the threshold); the guest walks the trees"
+    ),
+    # Each host sends rows x its own split count (checked by the guest): "*", not a named dim
+    # (which would bind one size for all hosts).
+    messages=(
+        array_rule(
+            "host_directions",
+            "host",
+            "guest",
+            "partial_score",
+            1,
+            "(*,)",
+            "rows x the host's split nodes; 1 = left, row-major (row, host node in (tree, "
+            "node) order): the guest learns, for every row, the side of each of the host's "
+            "split nodes",
+            dtype="uint8",
+        ),
+    ),
+)
