@@ -140,8 +140,17 @@ def test_the_link_rtt_is_measured_and_exported_with_process_and_http_metrics(pai
         (("method", "GET"), ("route", "/metrics"), ("status", "200"))
     ]
     assert scrapes >= 1
-    # The receiver answers pings but sends none of its own: it has no outbound link up.
-    assert not scrape(pair.gateways[RECEIVER]).get("fedmq_gateway_link_rtt_seconds_count")
+    # Each gateway keeps its own outbound link open from start-up (issue #22: an idle link is
+    # up), so the receiver measures its round trips to the sender too, without a message.
+    wait_until(
+        lambda: (
+            scrape(pair.gateways[RECEIVER])
+            .get("fedmq_gateway_link_rtt_seconds_count", {})
+            .get((("peer", SENDER),), 0.0)
+            >= 1
+        ),
+        what="a round trip measured by the receiver",
+    )
 
 
 def test_a_hello_from_an_older_gateway_announces_no_ping_support() -> None:
@@ -158,13 +167,24 @@ def test_a_hello_from_an_older_gateway_announces_no_ping_support() -> None:
 
 
 def test_a_configured_peer_is_reported_down_until_its_link_first_comes_up(pair: Pair) -> None:
-    # Prepare: no message sent yet, so no outbound link was ever opened
+    # Prepare: a second gateway of party 9999 whose peer 10000 address has nobody listening
+    lonely = Gateway(
+        pair.relay.settings(
+            SENDER,
+            bus_url=f"{pair.bus_url(SENDER)}-lonely",
+            peers={RECEIVER: {"address": "127.0.0.1:9"}},
+        )
+    )
     link_up = (("peer", RECEIVER),)
 
-    # Execute / Assert: the peer's series exists at 0 from the start (a missing series would
-    # never trip the link-down alert), then turns 1 once the link is up
-    assert scrape(pair.gateways[SENDER])["fedmq_gateway_link_up"][link_up] == 0
-    relay_one(pair)
+    # Execute / Assert: the unreachable peer's series exists at 0 (a missing series would
+    # never trip the link-down alert); the sender's link is up with no message sent, since
+    # each gateway opens its outbound links at start-up and keeps them open
+    lonely.start()
+    try:
+        assert scrape(lonely)["fedmq_gateway_link_up"][link_up] == 0
+    finally:
+        lonely.stop()
     wait_until(
         lambda: scrape(pair.gateways[SENDER])["fedmq_gateway_link_up"][link_up] == 1,
         what="the link to be reported up",

@@ -11,8 +11,10 @@ Frame types and bodies:
     HELLO     (1)  msgpack map {"v": 1, "party": str, "certs": [PEM bytes...],
                    "features": [str...]} — the sender's party id and its certificates (current
                    first, then earlier generations still valid), so the receiver learns every
-                   signing key it may see; "features" (optional) names the frame types beyond
-                   the first six that the sender understands ("ping").
+                   signing key it may see; "features" (optional) names what the sender
+                   understands beyond the first six frame types ("ping", "rpc", "keepalive");
+                   "keepalive_s" (optional float, only with "keepalive") is how often the
+                   sender, as a server, sends a frame on every connection at the least.
     HELLO_OK  (2)  same layout, sent back by the accepting gateway.
     DATA      (3)  u64 seq | u32 meta length | meta (msgpack map {"id": message id,
                    "h": {bus header: value}}) | the encoded envelope bytes (to the frame's end).
@@ -25,7 +27,14 @@ Frame types and bodies:
     PING      (7)  u64 nonce: the client measures the link's round trip; sent only to a server
                    whose HELLO_OK lists the "ping" feature (an older gateway would close the
                    connection on an unknown frame type).
-    PONG      (8)  the PING's body, echoed by the server at once.
+    PONG      (8)  the PING's body, echoed by the server at once. A server whose HELLO_OK lists
+                   "keepalive" also sends PONG with nonce 0 on its own every "keepalive_s"
+                   seconds, to a client whose HELLO lists "keepalive": a heartbeat written by
+                   the server's loop whether or not it is reading (it stops reading under
+                   backpressure, and a PING may wait behind a large DATA frame), so a client
+                   that hears nothing for a few heartbeats knows the connection is dead even
+                   though TCP has not noticed (docs/gateway.md, "Liveness"). Client PINGs
+                   never use nonce 0.
     REQUEST   (9)  u64 rid | the encoded envelope of an rpc.request (to the frame's end): a
                    correlated call; `rid` is per connection, chosen by the client. Sent only to
                    a server whose HELLO_OK lists the "rpc" feature. Never ACKed: the answer is
@@ -58,10 +67,15 @@ _REQUEST_PREFIX = struct.Struct(">Q")
 _REPLY_PREFIX = struct.Struct(">QB")
 FEATURE_PING = "ping"
 FEATURE_RPC = "rpc"
-FEATURES: tuple[str, ...] = (FEATURE_PING, FEATURE_RPC)
+FEATURE_KEEPALIVE = "keepalive"
+FEATURES: tuple[str, ...] = (FEATURE_PING, FEATURE_RPC, FEATURE_KEEPALIVE)
 """What this gateway announces in HELLO / HELLO_OK."""
 MAX_CONTROL_FRAME = 1 << 20
 """Non-DATA frames are small; a larger one is a protocol error (bounded memory per peer)."""
+MAX_KEEPALIVE_S = 3600.0
+"""A HELLO announcing rarer heartbeats than this is malformed (a client waits a few of them)."""
+HEARTBEAT_NONCE = 0
+"""The nonce of a server's unsolicited PONG (keepalive); a client's PINGs start at 1."""
 
 
 class FrameType(enum.IntEnum):
@@ -95,6 +109,8 @@ class Hello:
     certificates: tuple[bytes, ...]
     version: int = PROTOCOL_VERSION
     features: tuple[str, ...] = FEATURES
+    keepalive_s: float | None = None
+    """As a server: a frame goes to every client at least this often (None: no promise)."""
 
 
 @dataclass(frozen=True)
@@ -126,15 +142,15 @@ def parse_header(header: bytes, *, max_frame_bytes: int) -> tuple[FrameType, int
 
 
 def encode_hello(hello: Hello) -> bytes:
-    packed: bytes = msgpack.packb(
-        {
-            "v": hello.version,
-            "party": hello.party_id,
-            "certs": list(hello.certificates),
-            "features": list(hello.features),
-        },
-        use_bin_type=True,
-    )
+    fields: dict[str, object] = {
+        "v": hello.version,
+        "party": hello.party_id,
+        "certs": list(hello.certificates),
+        "features": list(hello.features),
+    }
+    if hello.keepalive_s is not None:
+        fields["keepalive_s"] = hello.keepalive_s
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
@@ -144,6 +160,7 @@ def decode_hello(body: bytes) -> Hello:
         version, party, certs = data["v"], data["party"], data["certs"]
         # Absent in an older gateway's HELLO: it understands none of the later frame types.
         features = data.get("features", [])
+        keepalive = data.get("keepalive_s")
     except Exception as exc:
         raise ProtocolError(f"malformed hello: {exc}") from None
     if version != PROTOCOL_VERSION:
@@ -156,8 +173,18 @@ def decode_hello(body: bytes) -> Hello:
         or not all(isinstance(f, str) for f in features)
     ):
         raise ProtocolError("malformed hello: wrong field types")
+    if keepalive is not None and (
+        isinstance(keepalive, bool)
+        or not isinstance(keepalive, int | float)
+        or not 0 < keepalive <= MAX_KEEPALIVE_S
+    ):
+        raise ProtocolError(f"malformed hello: keepalive_s {keepalive!r}")
     return Hello(
-        party_id=party, certificates=tuple(certs), version=version, features=tuple(features)
+        party_id=party,
+        certificates=tuple(certs),
+        version=version,
+        features=tuple(features),
+        keepalive_s=float(keepalive) if keepalive is not None else None,
     )
 
 

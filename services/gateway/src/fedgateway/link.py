@@ -15,6 +15,20 @@ it is connected and then every `ping_interval` seconds; the server echoes it as 
 read loop at once, and the client reports the elapsed time (`on_rtt`). That is the link's own
 latency (TLS, TCP, the two loops), apart from the broker confirms the relay's lag includes.
 
+Liveness: a server that announces "keepalive" in HELLO_OK writes a heartbeat (PONG, nonce 0)
+every `keepalive_s` to a client that announced it too, from a task of its own, so heartbeats go
+out while its read loop waits (backpressure) or reads a long frame. The client drops a
+connection on which it heard nothing for `dead_after` seconds (at least three heartbeats): a
+cut or blackholed path, or a peer whose process hangs, is noticed within that time although
+TCP would not say so for minutes. A client loop that was itself stalled (no CPU) does not count
+the stall as the peer's silence. `PeerLink` keeps one such connection open from start-up and
+reopens it when it drops, so the link's state (`on_state`) is true: up while a connection is
+open and answering, down from the moment it is not.
+
+Log context: link events are logged, and connections are opened, in an empty context
+(`_link_log`, `LinkLoop.submit`): a relay thread that happens to (re)open a connection while it
+handles some job's message must not lend that job's trace id or job id to the link's events.
+
 Request/reply: a client whose server announced the "rpc" feature may send REQUEST frames on
 the same connection as its DATA frames (`ClientConnection.submit_request`); each waits for its
 REPLY until its own deadline, after which it fails with TimeoutError and a late REPLY is
@@ -29,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import ssl
 import threading
 import time
@@ -45,9 +60,11 @@ from tenacity import (
 )
 
 from fedgateway.framing import (
+    FEATURE_KEEPALIVE,
     FEATURE_PING,
     FEATURE_RPC,
     HEADER_SIZE,
+    HEARTBEAT_NONCE,
     FrameType,
     Hello,
     ProtocolError,
@@ -74,6 +91,14 @@ HANDSHAKE_TIMEOUT = 10.0
 HELLO_TIMEOUT = 10.0
 MAX_PINGS_IN_FLIGHT = 8
 """Unanswered PINGs remembered per connection (a silent server must not grow the table)."""
+HEARTBEATS_BEFORE_DEAD = 3
+"""A client waits at least this many of the server's heartbeat intervals before it calls the
+connection dead, whatever its own `dead_after` says (a server may beat slower than expected)."""
+STALL_GRACE = 0.5
+"""After the client's own loop was stalled, it listens this long before judging the peer."""
+PROGRESS_CHUNK = 1 << 20
+"""A client reads long frames (REPLY) in pieces of this size: each piece counts as hearing the
+peer, so a large reply on a slow link is not mistaken for silence."""
 # TLS 1.2 only: ECDHE key exchange (forward secrecy) and AEAD ciphers. TLS 1.3 suites are all
 # AEAD with (EC)DHE and are not affected by this string.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -102,6 +127,22 @@ class MessageRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    PeerRefused,
+    ProtocolError,
+    TimeoutError,
+    concurrent.futures.TimeoutError,
+)
+"""What one failed connection attempt raises (the next attempt follows after a backoff)."""
+
+
+def _link_log(level: str, event: str, **fields: Any) -> None:
+    """Log a link event in an empty context: no trace id, job id or message id of whatever
+    message the calling thread happens to be handling."""
+    contextvars.Context().run(getattr(log, level), event, **fields)
 
 
 # --- TLS -----------------------------------------------------------------------------------
@@ -185,7 +226,9 @@ class LinkLoop:
         self._thread.start()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        """Run `coro` on the loop in an empty context: a connection opened on behalf of a relay
+        thread must not carry (and log) the trace of the message that thread was relaying."""
+        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return self.submit(coro).result(timeout)
@@ -200,11 +243,23 @@ class LinkLoop:
         self._thread.join(timeout=5)
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame_bytes: int) -> tuple[FrameType, bytes]:
+async def read_frame(
+    reader: asyncio.StreamReader,
+    max_frame_bytes: int,
+    progress: Callable[[], None] | None = None,
+) -> tuple[FrameType, bytes]:
+    """One frame. `progress` (if given) is called after each PROGRESS_CHUNK of a long body."""
     header = await reader.readexactly(HEADER_SIZE)
     frame_type, length = parse_header(header, max_frame_bytes=max_frame_bytes)
-    body = await reader.readexactly(length) if length else b""
-    return frame_type, body
+    if not length:
+        return frame_type, b""
+    if progress is None or length <= PROGRESS_CHUNK:
+        return frame_type, await reader.readexactly(length)
+    body = bytearray()
+    while len(body) < length:
+        body += await reader.readexactly(min(PROGRESS_CHUNK, length - len(body)))
+        progress()
+    return frame_type, bytes(body)
 
 
 def write_frame(writer: asyncio.StreamWriter, frame_type: FrameType, *parts: bytes) -> None:
@@ -322,6 +377,7 @@ class LinkServer:
         peer = writer.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
         claimed: str | None = None
+        heartbeat: asyncio.Task[None] | None = None
         session: InboundSession | None = None
         entry: tuple[asyncio.StreamWriter, InboundSession] | None = None
         try:
@@ -348,7 +404,12 @@ class LinkServer:
                     f"HELLO claims party {hello.party_id}, certificate is for party {cert_party}",
                 )
             self._handler.admit(cert_party, hello)
-            write_frame(writer, FrameType.HELLO_OK, encode_hello(self._handler.local_hello()))
+            local_hello = self._handler.local_hello()
+            write_frame(writer, FrameType.HELLO_OK, encode_hello(local_hello))
+            if local_hello.keepalive_s and FEATURE_KEEPALIVE in hello.features:
+                heartbeat = asyncio.get_running_loop().create_task(
+                    _heartbeat(writer, local_hello.keepalive_s)
+                )
             sender = FrameSender(asyncio.get_running_loop(), writer)
             session = self._handler.open_session(cert_party, sender)
             entry = (writer, session)
@@ -383,11 +444,22 @@ class LinkServer:
                     "link_closed", peer_party=claimed, address=address, error=type(exc).__name__
                 )
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             if entry is not None:
                 self._sessions.discard(entry)
             if session is not None:
                 session.close()
             writer.close()
+
+
+async def _heartbeat(writer: asyncio.StreamWriter, interval: float) -> None:
+    """Server side: a PONG with the heartbeat nonce every `interval` s until the connection
+    closes. Written from its own task, so it goes out while the read loop waits for room."""
+    body = encode_ping(HEARTBEAT_NONCE)
+    while not writer.is_closing():
+        write_frame(writer, FrameType.PONG, body)
+        await asyncio.sleep(interval)
 
 
 # --- client side ---------------------------------------------------------------------------
@@ -407,6 +479,7 @@ class ClientConnection:
         *,
         ping_interval: float = 0.0,
         on_rtt: Callable[[float], None] | None = None,
+        dead_after: float = 0.0,
     ) -> None:
         self._loop = loop
         self._reader = reader
@@ -423,17 +496,61 @@ class ClientConnection:
         self._next_rid = 1
         self.closed = False
         self.draining = False
+        self.close_reason = ""
+        """Why the connection ended (set when it does)."""
+        self._unusable = threading.Event()  # set once closed or draining
         self._on_rtt = on_rtt
         self._pings: dict[int, float] = {}  # nonce -> monotonic send time (loop thread only)
         self._next_ping = 1
+        self._last_heard = time.monotonic()  # loop thread only
+        self._silence_reason = ""
         self._reader_task = loop.create_task(self._read_loop())
         self._ping_task: asyncio.Task[None] | None = None
         if ping_interval > 0 and on_rtt is not None and FEATURE_PING in peer_hello.features:
             self._ping_task = loop.create_task(self._ping_loop(ping_interval))
+        self.dead_after = 0.0
+        """Seconds of silence after which this connection is dropped (0: never, the server
+        promised no heartbeats)."""
+        if dead_after > 0 and peer_hello.keepalive_s and FEATURE_KEEPALIVE in peer_hello.features:
+            self.dead_after = max(dead_after, HEARTBEATS_BEFORE_DEAD * peer_hello.keepalive_s)
+        self._watchdog_task: asyncio.Task[None] | None = None
+        if self.dead_after:
+            self._watchdog_task = loop.create_task(self._watchdog(self.dead_after))
 
     @property
     def usable(self) -> bool:
         return not (self.closed or self.draining)
+
+    def wait_unusable(self, timeout: float | None = None) -> bool:
+        """Block until the connection is closed or draining (True) or `timeout` passed."""
+        return self._unusable.wait(timeout)
+
+    def _heard(self) -> None:
+        self._last_heard = time.monotonic()
+
+    async def _watchdog(self, dead_after: float) -> None:
+        """Drop the connection after `dead_after` s without a frame from the server.
+
+        The watchdog runs on the same loop as the reader: if the loop itself did not run for a
+        while (CPU starvation, a long write), frames may be waiting unread, so after such a stall
+        it listens STALL_GRACE more before it judges the peer."""
+        tick = min(0.25, dead_after / 4)
+        expected = time.monotonic() + tick
+        listening_since = time.monotonic()
+        while not self._writer.is_closing():
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - expected > STALL_GRACE / 2:
+                listening_since = now  # our loop was stalled: not the peer's silence
+            expected = now + tick
+            silent = now - self._last_heard
+            if silent > dead_after and now - listening_since >= STALL_GRACE:
+                self._silence_reason = (
+                    f"silent: no frame from party {self.peer_party} for {silent:.1f} s "
+                    f"(dead after {dead_after:.1f} s)"
+                )
+                self._writer.transport.abort()
+                return
 
     @property
     def supports_rpc(self) -> bool:
@@ -536,7 +653,10 @@ class ClientConnection:
             await asyncio.sleep(interval)
 
     def _pong(self, body: bytes) -> None:
-        sent = self._pings.pop(decode_ping(body), None)
+        nonce = decode_ping(body)
+        if nonce == HEARTBEAT_NONCE:
+            return  # the server's heartbeat: hearing it is all it is for
+        sent = self._pings.pop(nonce, None)
         if sent is not None and self._on_rtt is not None:
             self._on_rtt(time.monotonic() - sent)
 
@@ -544,7 +664,10 @@ class ClientConnection:
         error = "closed by peer"
         try:
             while True:
-                frame_type, body = await read_frame(self._reader, self._max_frame_bytes)
+                frame_type, body = await read_frame(
+                    self._reader, self._max_frame_bytes, progress=self._heard
+                )
+                self._last_heard = time.monotonic()
                 if frame_type is FrameType.ACK:
                     for seq in decode_ack(body):
                         self._resolve(seq, None)
@@ -559,7 +682,9 @@ class ClientConnection:
                 elif frame_type is FrameType.GOODBYE:
                     with self._lock:
                         self.draining = True
-                    log.info("link_peer_draining", peer_party=self.peer_party)
+                    self.close_reason = "the peer said GOODBYE (shutting down)"
+                    self._unusable.set()
+                    _link_log("info", "link_peer_draining", peer_party=self.peer_party)
                 else:
                     raise ProtocolError(f"unexpected {frame_type.name} frame from a server")
         except (
@@ -573,8 +698,12 @@ class ClientConnection:
         except asyncio.CancelledError:
             error = "cancelled"
         finally:
+            if self._silence_reason:
+                error = self._silence_reason
             if self._ping_task is not None:
                 self._ping_task.cancel()
+            if self._watchdog_task is not None:
+                self._watchdog_task.cancel()
             with self._lock:
                 self.closed = True
                 pending, self._pending = self._pending, {}
@@ -589,7 +718,16 @@ class ClientConnection:
                 timer.cancel()
             self._request_timers.clear()
             self._writer.close()
-            log.info("link_down", peer_party=self.peer_party, error=error, unacked=len(pending))
+            if not self.draining or not self.close_reason:
+                self.close_reason = error
+            self._unusable.set()
+            _link_log(
+                "info",
+                "link_connection_closed",
+                peer_party=self.peer_party,
+                error=error,
+                unacked=len(pending),
+            )
 
     def abort(self) -> None:
         """Drop the connection now (e.g. ACK timeout); unacked frames fail with LinkDown."""
@@ -599,6 +737,8 @@ class ClientConnection:
         """Say GOODBYE and close; unacked frames fail with LinkDown."""
         with self._lock:
             self.draining = True  # no new submits from now on, even before the loop runs
+        self.close_reason = self.close_reason or "closed by this gateway"
+        self._unusable.set()
 
         def close() -> None:
             if not self._writer.is_closing():
@@ -618,10 +758,12 @@ async def open_client_connection(
     max_frame_bytes: int,
     ping_interval: float = 0.0,
     on_rtt: Callable[[float], None] | None = None,
+    dead_after: float = 0.0,
 ) -> ClientConnection:
     """Connect, handshake, check the server is `expected_party`, exchange HELLOs; then PING
     every `ping_interval` seconds (0: never) if the server understands it, reporting each
-    round trip to `on_rtt`."""
+    round trip to `on_rtt`, and drop the connection after `dead_after` seconds without a
+    frame from a server that promised heartbeats (0: never)."""
     host, _, port = address.rpartition(":")
     try:
         reader, writer = await asyncio.wait_for(
@@ -668,11 +810,18 @@ async def open_client_connection(
         max_frame_bytes,
         ping_interval=ping_interval,
         on_rtt=on_rtt,
+        dead_after=dead_after,
     )
 
 
 class PeerLink:
-    """The sending side towards one peer: reconnects with backoff, resends until ACKed.
+    """The sending side towards one peer: keeps a connection open, resends until ACKed.
+
+    From `start()` a supervisor thread keeps one connection to the peer open whether or not
+    there is anything to send (the server's heartbeats and our PINGs flow on it), opens it again
+    with backoff when it closes, drains or falls silent, and reports each change through
+    `on_state(up)`: up from HELLO_OK, down the moment the connection stops being usable. Only
+    the supervisor opens connections; senders wait for it.
 
     `send` blocks the calling relay thread until the peer's ACK (its broker confirmed the
     publish). Several relay threads sending at once share the connection: that is the window
@@ -696,128 +845,185 @@ class PeerLink:
         self._ack_timeout = ack_timeout
         self._on_refused = on_refused
         self._on_state = on_state
-        self._connect_lock = threading.Lock()
+        # Guards _conn, _failures and _supervisor; notified whenever the connection changes.
+        self._state = threading.Condition()
         self._conn: ClientConnection | None = None
+        self._failures = 0
+        """Failed attempts since the last connection came up (> 0: the peer is known down)."""
+        self._supervisor: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._wake = threading.Event()  # ends a backoff sleep early (stop)
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.usable
+        conn = self._conn
+        return conn is not None and conn.usable
 
-    def _connect_once(self) -> ClientConnection:
-        coro = self._connector(self.peer_party, self.address)
-        return self._link_loop.run(coro, timeout=HANDSHAKE_TIMEOUT + HELLO_TIMEOUT + 10)  # type: ignore[arg-type]
+    def start(self) -> None:
+        """Start keeping the connection open (idempotent)."""
+        with self._state:
+            if self._supervisor is not None or self._stopped.is_set():
+                return
+            self._supervisor = threading.Thread(
+                target=self._supervise, name=f"gw-link-{self.peer_party}", daemon=True
+            )
+        self._supervisor.start()
+
+    # --- the supervisor thread --------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn = self._open()
+            except Exception as exc:  # a bug, not a network error: keep the link alive
+                _link_log(
+                    "error", "link_supervisor_failed", peer_party=self.peer_party, error=repr(exc)
+                )
+                self._sleep(1.0)
+                continue
+            if conn is None:
+                return  # stopped while (re)connecting
+            conn.wait_unusable()
+            self._went_down(conn)
+
+    def _open(self) -> ClientConnection | None:
+        """Connect, retrying with exponential backoff and jitter (up to 5 s), until it works or
+        the link is stopped (None)."""
+        retrying = Retrying(
+            wait=wait_random_exponential(multiplier=0.05, max=5.0),
+            stop=lambda _state: self._stopped.is_set(),
+            sleep=self._sleep,
+            retry=retry_if_exception_type(CONNECT_ERRORS),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        conn: ClientConnection | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if self._stopped.is_set():
+                        return None
+                    conn = self._attempt()
+        except CONNECT_ERRORS:
+            return None
+        assert conn is not None
+        if self._stopped.is_set():
+            conn.close()
+            return None
+        self._came_up(conn)
+        return conn
+
+    def _attempt(self) -> ClientConnection:
+        """One connection attempt; a failure is counted (callers waiting on it learn it)."""
+        attempt: concurrent.futures.Future[ClientConnection] = self._link_loop.submit(
+            self._connector(self.peer_party, self.address)  # type: ignore[arg-type]
+        )
+        try:
+            return attempt.result(timeout=HANDSHAKE_TIMEOUT + HELLO_TIMEOUT + 10)
+        except BaseException:
+            attempt.cancel()
+            with self._state:
+                self._failures += 1
+                self._state.notify_all()
+            raise
+
+    def _came_up(self, conn: ClientConnection) -> None:
+        with self._state:
+            self._conn = conn
+            self._failures = 0
+            self._state.notify_all()
+        self._on_state(True)
+        _link_log(
+            "info",
+            "link_up",
+            peer_party=self.peer_party,
+            address=self.address,
+            dead_after_s=conn.dead_after or None,
+        )
+
+    def _went_down(self, conn: ClientConnection) -> None:
+        with self._state:
+            self._state.notify_all()
+        self._on_state(False)
+        if self._stopped.is_set():
+            _link_log("info", "link_closed", peer_party=self.peer_party, reason="stopping")
+        else:
+            _link_log(
+                "warning",
+                "link_down",
+                peer_party=self.peer_party,
+                address=self.address,
+                reason=conn.close_reason,
+            )
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, PeerRefused):
             self._on_refused(exc.reason, exc.detail, self.address)
-        else:
-            log.info(
-                "link_connect_failed",
-                peer_party=self.peer_party,
-                address=self.address,
-                error=f"{type(exc).__name__}: {exc}",
-                attempt=state.attempt_number,
-            )
+            return
+        n = state.attempt_number
+        # A peer down for hours must not fill the log: the 1st, 2nd, 4th, 8th... failure, then
+        # one a minute or so, at info; the others at debug.
+        level = "info" if n & (n - 1) == 0 or n % 12 == 0 else "debug"
+        _link_log(
+            level,
+            "link_connect_failed",
+            peer_party=self.peer_party,
+            address=self.address,
+            error=f"{type(exc).__name__}: {exc}",
+            attempt=n,
+        )
 
     def _sleep(self, seconds: float) -> None:
-        self._stopped.wait(seconds)
+        self._wake.wait(seconds)
 
-    def _connection(self) -> ClientConnection:
-        with self._connect_lock:
-            conn = self._conn
-            if conn is not None and conn.usable:
-                return conn
-            if conn is not None:
-                self._on_state(False)
-            retrying = Retrying(
-                wait=wait_random_exponential(multiplier=0.05, max=5.0),
-                stop=lambda _state: self._stopped.is_set(),
-                sleep=self._sleep,
-                retry=retry_if_exception_type(
-                    (
-                        OSError,
-                        PeerRefused,
-                        ProtocolError,
-                        TimeoutError,
-                        concurrent.futures.TimeoutError,
-                    )
-                ),
-                before_sleep=self._log_retry,
-                reraise=True,
-            )
-            try:
-                for attempt in retrying:
-                    with attempt:
-                        if self._stopped.is_set():
-                            raise LinkStopped(f"link to party {self.peer_party} stopped")
-                        conn = self._connect_once()
-            except (OSError, PeerRefused, ProtocolError, TimeoutError) as exc:
-                raise LinkStopped(f"link to party {self.peer_party} stopped ({exc})") from None
-            assert conn is not None
-            self._conn = conn
-            self._on_state(True)
-            log.info("link_up", peer_party=self.peer_party, address=self.address)
-            return conn
+    # --- senders ------------------------------------------------------------------------------
+
+    def _usable_or_wait(self) -> ClientConnection:
+        """The usable connection, waiting for the supervisor to open one; LinkStopped when the
+        link is stopped and no usable connection is left."""
+        if self._supervisor is None:
+            self.start()
+        with self._state:
+            while True:
+                conn = self._conn
+                if conn is not None and conn.usable:
+                    return conn
+                if self._stopped.is_set():
+                    raise LinkStopped(f"link to party {self.peer_party} stopped")
+                # Woken when a connection comes up or the link stops; the timeout re-checks a
+                # connection that went unusable without a notification yet.
+                self._state.wait(1.0)
 
     def usable_connection(self) -> ClientConnection | None:
-        """The current connection if it is up and taking frames; never connects."""
+        """The current connection if it is up and taking frames; never waits."""
         conn = self._conn
         return conn if conn is not None and conn.usable else None
 
     def connection_now(self, timeout: float) -> ClientConnection | None:
-        """The usable connection, or one attempt to open it within `timeout` seconds: for calls
-        with a deadline, which cannot wait out the relay's backoff. None when the peer cannot
-        be reached in time (down, refusing, or another thread is already retrying)."""
-        conn = self._conn
-        if conn is not None and conn.usable:
+        """The usable connection, for calls with a deadline, which cannot wait out the backoff:
+        None at once when the peer is known down (the last attempt to reach it failed; the
+        supervisor keeps trying), else the outcome of the attempt under way, within `timeout`."""
+        conn = self.usable_connection()
+        if conn is not None:
             return conn
-        if self._stopped.is_set() or not self._connect_lock.acquire(timeout=max(timeout, 0.0)):
-            return None
-        try:
-            conn = self._conn
-            if conn is not None and conn.usable:
-                return conn
-            if conn is not None:
-                self._on_state(False)
-            opening = self._connector(self.peer_party, self.address)
-            attempt: concurrent.futures.Future[ClientConnection] = self._link_loop.submit(
-                opening  # type: ignore[arg-type]  # an Awaitable that is a coroutine
-            )
-            try:
-                conn = attempt.result(timeout=max(timeout, 0.001))
-            except (
-                OSError,
-                PeerRefused,
-                ProtocolError,
-                TimeoutError,
-                concurrent.futures.TimeoutError,
-            ) as exc:
-                attempt.cancel()
-                if isinstance(exc, PeerRefused):
-                    self._on_refused(exc.reason, exc.detail, self.address)
-                log.info(
-                    "link_connect_failed",
-                    peer_party=self.peer_party,
-                    address=self.address,
-                    error=f"{type(exc).__name__}: {exc}",
-                    attempt=1,
-                )
-                return None
-            self._conn = conn
-            self._on_state(True)
-            log.info("link_up", peer_party=self.peer_party, address=self.address)
-            return conn
-        finally:
-            self._connect_lock.release()
+        if self._supervisor is None:
+            self.start()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._state:
+            while True:
+                conn = self._conn
+                if conn is not None and conn.usable:
+                    return conn
+                remaining = deadline - time.monotonic()
+                if self._failures or self._stopped.is_set() or remaining <= 0:
+                    return None
+                self._state.wait(min(remaining, 1.0))
 
     def send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Return once the peer ACKed; raise MessageRefused or LinkStopped."""
         while True:
-            if self._stopped.is_set() and not self.connected:
-                raise LinkStopped(f"link to party {self.peer_party} stopped")
-            conn = self._connection()
+            conn = self._usable_or_wait()
             try:
                 fut = conn.submit(message_id, headers, body)
             except LinkDown:
@@ -825,7 +1031,7 @@ class PeerLink:
             try:
                 result = fut.result(timeout=self._ack_timeout)
             except concurrent.futures.TimeoutError:
-                log.warning(
+                log.warning(  # about this message: its context (trace) belongs here
                     "link_ack_timeout",
                     peer_party=self.peer_party,
                     message_id=message_id,
@@ -840,9 +1046,10 @@ class PeerLink:
             return
 
     def reconnect(self) -> None:
-        """Close the current connection (after an identity change); the next send reconnects.
-        Unacked frames fail with LinkDown and their senders resend them on the new one. Does
-        not wait: a link that is down and retrying picks up the new identity on its next try."""
+        """Close the current connection (after an identity change); the supervisor opens a new
+        one. Unacked frames fail with LinkDown and their senders resend them on the new one.
+        Does not wait: a link that is down and retrying picks up the new identity on its next
+        try."""
         conn = self._conn
         if conn is not None:
             conn.close()
@@ -851,10 +1058,13 @@ class PeerLink:
         """No new connections (a send waiting for one gives up with LinkStopped); frames on the
         current connection still get their ACKs."""
         self._stopped.set()
+        self._wake.set()
+        with self._state:
+            self._state.notify_all()
 
     def stop(self) -> None:
         """No new connections; the current one closes (unacked frames return to the broker)."""
-        self._stopped.set()
+        self.stop_connecting()
         conn = self._conn
         if conn is not None:
             conn.close()

@@ -43,7 +43,7 @@ from fedgateway.link import (
 from fedgateway.metrics import GatewayMetrics
 from fedgateway.migrations import MIGRATIONS
 from fedgateway.pki import CertificateRefused, PartyIdentity, PkiError
-from fedgateway.relay import OutboundRelay, RelayInboundSession, Signer
+from fedgateway.relay import OutboundRelay, RelayInboundSession, RelayJobLog, Signer
 from fedgateway.rpc import RpcCaller, RpcResponder
 from fedgateway.settings import GatewaySettings, load_settings
 from fedgateway.verify import (
@@ -63,13 +63,14 @@ FRAME_OVERHEAD = 64 << 10
 class _Identity:
     """The current identity and everything derived from it, swapped atomically on reload."""
 
-    def __init__(self, identity: PartyIdentity) -> None:
+    def __init__(self, identity: PartyIdentity, keepalive_s: float) -> None:
         self.identity = identity
         self.server_context = server_context(identity)
         self.client_context = client_context(identity)
         self.hello = Hello(
             party_id=identity.party_id,
             certificates=(identity.certificate.pem, *(p.pem for p in identity.previous)),
+            keepalive_s=keepalive_s or None,
         )
         self.signer = Signer(identity.signing_key, identity.key_id)
         self.stamp = _identity_stamp(identity.directory)
@@ -98,7 +99,9 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self._tracer = tracer
-        self._current = _Identity(PartyIdentity.load(settings.identity_dir))
+        self._current = _Identity(
+            PartyIdentity.load(settings.identity_dir), settings.link_keepalive_s
+        )
         self.party_id = self._current.identity.party_id
         if self.party_id != settings.party_id:
             raise PkiError(
@@ -114,6 +117,7 @@ class Gateway:
         self._server: LinkServer | None = None
         self._links: dict[str, PeerLink] = {}
         self._relay: OutboundRelay | None = None
+        self._job_log = RelayJobLog()
         self._rpc_pool: ThreadPoolExecutor | None = None
         self._rpc_caller: RpcCaller | None = None
         self._rpc_responder: RpcResponder | None = None
@@ -146,7 +150,10 @@ class Gateway:
         is refused and the old identity kept. Returns whether the identity changed."""
         with self._reload_lock:
             try:
-                new = _Identity(PartyIdentity.load(self.settings.identity_dir))
+                new = _Identity(
+                    PartyIdentity.load(self.settings.identity_dir),
+                    self.settings.link_keepalive_s,
+                )
             except (PkiError, OSError, ValueError, ssl.SSLError) as exc:
                 log.warning("identity_reload_refused", error=str(exc))
                 return False
@@ -206,6 +213,7 @@ class Gateway:
             metrics=self.metrics,
             buffer_bytes=self.settings.inbound_buffer_bytes,
             tracer=self._tracer,
+            job_log=self._job_log,
         )
 
     def on_request(self, peer_party: str, sender: FrameSender, body: bytes) -> None:
@@ -226,7 +234,7 @@ class Gateway:
         )
 
     def _link_state(self, party: str, up: bool) -> None:
-        self.metrics.link_up.labels(party).set(int(up))
+        self.metrics.link_state(party, up)
 
     # --- outbound connections -------------------------------------------------------------
 
@@ -241,6 +249,7 @@ class Gateway:
             max_frame_bytes=self._max_frame_bytes,
             ping_interval=self.settings.ping_interval_s,
             on_rtt=self.metrics.link_rtt.labels(peer_party).observe,
+            dead_after=self.settings.link_dead_after_s,
         )
         for pem in conn.peer_hello.certificates:
             try:
@@ -274,6 +283,7 @@ class Gateway:
             self._finished.finish_job(job)
         for job, attempt in s.finished_attempts.items():
             self._finished.finish_attempt(job, attempt)
+        self.metrics.known_peers(s.peers)
         for party, peer in s.peers.items():
             for path in peer.certificates:
                 try:
@@ -313,7 +323,7 @@ class Gateway:
         for party, peer in s.peers.items():
             # Down until its first connection: a peer that never connects is a series at 0
             # (what the link-down alert fires on), not a missing series (which never fires).
-            self._link_state(party, False)
+            self.metrics.add_peer(party)
             self._links[party] = PeerLink(
                 self._link_loop,
                 party,
@@ -325,6 +335,8 @@ class Gateway:
                 ),
                 on_state=partial(self._link_state, party),
             )
+        for link in self._links.values():
+            link.start()  # open now and keep open: an idle healthy link is up (heartbeats)
         self._relay = OutboundRelay(
             self._bus,
             self._links,
@@ -335,6 +347,7 @@ class Gateway:
             max_deliveries=s.relay_max_deliveries,
             max_envelope_bytes=s.max_envelope_bytes,
             tracer=self._tracer,
+            job_log=self._job_log,
         )
         self._relay.start()
         self._rpc_caller = RpcCaller(

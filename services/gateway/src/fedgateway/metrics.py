@@ -8,15 +8,38 @@ no fedmq_bus_* series: fedmq_gateway_relayed_total{direction,peer} counts what i
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterable
+
 from fedcommon.http import HttpMetrics
 from fedcommon.metrics import decade_buckets
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RTT_BUCKETS = decade_buckets(0.0001, 1.0)
 """From loopback (tens of microseconds) to a slow intercontinental link."""
 
 RELAY_BUCKETS = decade_buckets(0.001, 10.0)
 """A publish batch's confirms, or a message's relay until the peer's ACK."""
+
+REFUSAL_REASONS = (
+    "malformed",
+    "id_mismatch",
+    "source_mismatch",
+    "wrong_destination",
+    "missing_signature",
+    "unknown_key",
+    "bad_signature",
+    "clock_window",
+    "finished_job",
+    "finished_attempt",
+    "no_route",
+)
+"""fedgateway.verify's refusal codes, whose fedmq_gateway_refused_total series exist at 0 from
+start-up: a series born at 1 is invisible to increase(), so the first forged message would fire
+no FedmqGatewaySignatureRefusals (issue #22)."""
 
 
 class GatewayMetrics:
@@ -30,6 +53,8 @@ class GatewayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason)
         self.connections_refused = Counter(
             "fedmq_gateway_connections_refused",
             "Link connections refused (missing certificate, foreign CA, expired, wrong party...).",
@@ -50,8 +75,29 @@ class GatewayMetrics:
         )
         self.link_up = Gauge(
             "fedmq_gateway_link_up",
-            "1 while the outbound connection to the peer is up.",
+            "1 while the outbound connection to the peer is open and answering (heartbeats).",
             ["peer"],
+            registry=self.registry,
+        )
+        self.link_reconnects = Counter(
+            "fedmq_gateway_link_reconnects",
+            "Outbound connections to the peer opened again after one was lost.",
+            ["peer"],
+            registry=self.registry,
+        )
+        self.link_outage = LinkOutage(self.registry)
+        self.peer_refused = Counter(
+            "fedmq_gateway_peer_refused",
+            "Messages this gateway relayed that the peer's gateway refused (REFUSED over the "
+            "link; each is dead-lettered to out.<peer>.dlq), by peer and the peer's reason.",
+            ["peer", "reason"],
+            registry=self.registry,
+        )
+        self.relay_dead_lettered = Counter(
+            "fedmq_gateway_relay_dead_lettered",
+            "Messages the outbound relay dead-lettered to out.<peer>.dlq, by peer and reason "
+            "(refused_by_peer, malformed, wrong_destination, wrong_source, delivery_limit).",
+            ["peer", "reason"],
             registry=self.registry,
         )
         self.publish_seconds = self._per_peer(
@@ -96,6 +142,101 @@ class GatewayMetrics:
             RTT_BUCKETS,
         )
 
+    def known_peers(self, peers: Iterable[str]) -> None:
+        """Create the per-peer counters at 0 for the peers of the settings (called at start)."""
+        for peer in peers:
+            for direction in ("in", "out"):
+                self.relayed.labels(direction, peer)
+                self.relayed_bytes.labels(direction, peer)
+
     def _per_peer(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
         """A histogram labelled by peer party (the link's and the relay's timings)."""
         return Histogram(name, documentation, ["peer"], buckets=buckets, registry=self.registry)
+
+    def add_peer(self, peer: str) -> None:
+        """A configured peer: its link is down until its first connection (a series at 0, which
+        the link-down alert sees, not a missing one), and its refusal counters exist at 0."""
+        self.link_state(peer, up=False)
+        self.link_reconnects.labels(peer)
+        for reason in REFUSAL_REASONS:
+            self.peer_refused.labels(peer, reason)
+        self.peer_refused.labels(peer, OTHER_REASON)
+        for reason in RELAY_DEAD_LETTER_REASONS:
+            self.relay_dead_lettered.labels(peer, reason)
+
+    def link_state(self, peer: str, up: bool) -> None:
+        """The outbound link to `peer` came up or went down (gauge, outage time, reconnects)."""
+        if up and self.link_outage.up(peer):
+            self.link_reconnects.labels(peer).inc()
+        if not up:
+            self.link_outage.down(peer)
+        self.link_up.labels(peer).set(int(up))
+
+    def count_peer_refusal(self, peer: str, reason: str) -> None:
+        """The peer refused a relayed message; an unknown reason (a newer peer's) is "other",
+        so a peer cannot grow this gateway's series."""
+        known = reason if reason in REFUSAL_REASONS else OTHER_REASON
+        self.peer_refused.labels(peer, known).inc()
+        self.relay_dead_lettered.labels(peer, "refused_by_peer").inc()
+
+
+OTHER_REASON = "other"
+RELAY_DEAD_LETTER_REASONS = (
+    "refused_by_peer",
+    "malformed",
+    "wrong_destination",
+    "wrong_source",
+    "delivery_limit",
+)
+"""Why the outbound relay dead-letters a message of out.<peer>: the peer refused it, it is not
+an envelope, it is addressed to another party, it comes from another party, or it could not be
+sent in relay_max_deliveries tries (the gateway stopped mid-send that often)."""
+
+
+class LinkOutage(Collector):
+    """fedmq_gateway_link_outage_seconds_total{peer}: seconds the outbound link to each peer has
+    been down since start-up, counted up to the moment of the scrape (a counter that moved only
+    when an outage ended would show nothing while one lasts). Start-up counts as down until the
+    first connection."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._total: dict[str, float] = {}
+        self._down_since: dict[str, float] = {}
+        self._ever_up: set[str] = set()
+        registry.register(self)
+
+    def down(self, peer: str) -> None:
+        with self._lock:
+            self._total.setdefault(peer, 0.0)
+            self._down_since.setdefault(peer, time.monotonic())
+
+    def up(self, peer: str) -> bool:
+        """Record the end of an outage; True if the peer's link had been up before."""
+        with self._lock:
+            since = self._down_since.pop(peer, None)
+            if since is not None:
+                self._total[peer] = self._total.get(peer, 0.0) + time.monotonic() - since
+            self._total.setdefault(peer, 0.0)
+            again = peer in self._ever_up
+            self._ever_up.add(peer)
+            return again
+
+    def seconds(self, peer: str) -> float:
+        with self._lock:
+            since = self._down_since.get(peer)
+            ongoing = time.monotonic() - since if since is not None else 0.0
+            return self._total.get(peer, 0.0) + ongoing
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "fedmq_gateway_link_outage_seconds",
+            "Seconds the outbound link to the peer was down (not connected, or connected but "
+            "silent), since the gateway started.",
+            labels=["peer"],
+        )
+        with self._lock:
+            peers = sorted(self._total)
+        for peer in peers:
+            family.add_metric([peer], self.seconds(peer))
+        return [family]

@@ -21,6 +21,13 @@ party: the trace shows when the message crossed each gateway.
 
 Chunked bus messages: the bus reassembles them before the handler runs, so the relay carries
 whole envelopes and the receiving bus chunks again if they exceed its frame size.
+
+Logs: every relayed message is a `relayed` event with its job id, task id and attempt, at info
+for the first message of a job in each direction and peer and at debug after that
+(`RelayJobLog`), so every job, successful ones included, leaves its id in the gateway's log at
+the default level without a line per message. Dead letters of out.<peer> are counted by reason
+(fedmq_gateway_relay_dead_lettered_total; the peer's own reasons in
+fedmq_gateway_peer_refused_total).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -68,6 +76,36 @@ TRACER_NAME = "fedmq.gateway"
 
 def out_topic(peer_party: str) -> str:
     return f"{OUT_TOPIC_PREFIX}{peer_party}"
+
+
+class RelayJobLog:
+    """The `relayed` log lines: info for the first message of each (direction, peer, job) among
+    the last `remember` such keys, debug for the others. Thread-safe."""
+
+    def __init__(self, remember: int = 4096) -> None:
+        self._remember = remember
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def relayed(self, direction: str, peer: str, envelope: Envelope, message_id: str) -> None:
+        key = (direction, peer, envelope.job_id)
+        with self._lock:
+            first = key not in self._seen
+            self._seen[key] = None
+            self._seen.move_to_end(key)
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+        (log.info if first else log.debug)(
+            "relayed",
+            direction=direction,
+            peer=peer,
+            job_id=envelope.job_id,
+            task_id=envelope.task_id or None,
+            attempt=envelope.attempt,
+            message_type=envelope.type,
+            message_id=message_id,
+            first_of_job=first,
+        )
 
 
 def _relay_attributes(envelope: Envelope, peer: str, direction: str) -> dict[str, str]:
@@ -113,9 +151,11 @@ class OutboundRelay:
         max_deliveries: int,
         max_envelope_bytes: int,
         tracer: Tracer | None = None,
+        job_log: RelayJobLog | None = None,
     ) -> None:
         self._bus = bus
         self._tracer = tracer or trace.get_tracer(TRACER_NAME)
+        self._job_log = job_log or RelayJobLog()
         self._links = dict(links)
         self._party_id = party_id
         self._signer = signer
@@ -154,6 +194,17 @@ class OutboundRelay:
         self._subscriptions.clear()
 
     def _handle(self, peer: str, delivery: Delivery) -> None:
+        try:
+            self._relay(peer, delivery)
+        except Reject:
+            raise  # counted where it was raised
+        except Exception:
+            # Requeued by the bus, or dead-lettered by it at the delivery limit: count that.
+            if delivery.delivery_count >= self._max_deliveries:
+                self._metrics.relay_dead_lettered.labels(peer, "delivery_limit").inc()
+            raise
+
+    def _relay(self, peer: str, delivery: Delivery) -> None:
         started = time.perf_counter()
         try:
             env = decode_envelope(delivery.body, max_bytes=self._max_envelope_bytes)
@@ -161,6 +212,7 @@ class OutboundRelay:
             log.warning(
                 "relay_malformed", peer=peer, message_id=delivery.message_id, reason=exc.reason
             )
+            self._metrics.relay_dead_lettered.labels(peer, "malformed").inc()
             raise Reject(f"malformed envelope: {exc.reason}") from None
         with span_from_remote(
             self._tracer, f"relay out {env.type}", env.traceparent, kind=SpanKind.PRODUCER
@@ -171,11 +223,13 @@ class OutboundRelay:
 
     def _send(self, peer: str, delivery: Delivery, env: Envelope, started: float) -> None:
         if env.destination.party_id != peer:
+            self._metrics.relay_dead_lettered.labels(peer, "wrong_destination").inc()
             raise Reject(
                 f"envelope addressed to party {env.destination.party_id}, "
                 f"published to {out_topic(peer)}"
             )
         if env.source.party_id != self._party_id:
+            self._metrics.relay_dead_lettered.labels(peer, "wrong_source").inc()
             raise Reject(
                 f"envelope source party {env.source.party_id} is not this party "
                 f"({self._party_id}); the gateway relays only its own party's messages"
@@ -191,11 +245,14 @@ class OutboundRelay:
                 peer=peer,
                 message_id=delivery.message_id,
                 job_id=env.job_id,
+                task_id=env.task_id or None,
                 reason=exc.reason,
             )
+            self._metrics.count_peer_refusal(peer, exc.reason)
             raise Reject(f"refused by party {peer}: {exc.reason}") from None
         except LinkStopped:
             raise  # the bus requeues it; another gateway run sends it
+        self._job_log.relayed("out", peer, env, delivery.message_id)
         self._metrics.relayed.labels("out", peer).inc()
         self._metrics.relayed_bytes.labels("out", peer).inc(len(body))
         self._metrics.relay_seconds.labels(peer).observe(time.perf_counter() - started)
@@ -225,9 +282,11 @@ class RelayInboundSession:
         workers: int = 3,
         retry_interval: float = 0.5,
         tracer: Tracer | None = None,
+        job_log: RelayJobLog | None = None,
     ) -> None:
         self.peer_party = peer_party
         self._tracer = tracer or trace.get_tracer(TRACER_NAME)
+        self._job_log = job_log or RelayJobLog()
         self._sender = sender
         self._verifier = verifier
         self._bus = bus
@@ -368,6 +427,11 @@ class RelayInboundSession:
             self._metrics.publish_batch.labels(self.peer_party).observe(len(messages))
             if published:
                 self._sender.send(FrameType.ACK, encode_ack([f.seq for f, _ in accepted]))
+                for (frame, verified), span in zip(accepted, spans, strict=True):
+                    with trace.use_span(span):  # the line carries its message's trace id
+                        self._job_log.relayed(
+                            "in", self.peer_party, verified.envelope, frame.message_id
+                        )
                 self._metrics.relayed.labels("in", self.peer_party).inc(len(accepted))
                 self._metrics.relayed_bytes.labels("in", self.peer_party).inc(
                     sum(len(f.body) for f, _ in accepted)

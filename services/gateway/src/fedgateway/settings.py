@@ -78,9 +78,16 @@ class GatewaySettings(ServiceSettings):
     """A source message requeued this often (gateway stops mid-send) is dead-lettered. Must stay
     below the amqp bus's broker x-delivery-limit (20 by default)."""
     ack_timeout_s: float = 30.0
-    ping_interval_s: float = 5.0
+    ping_interval_s: float = Field(default=5.0, ge=0)
     """How often each outbound link sends a PING to measure its round trip
     (fedmq_gateway_link_rtt_seconds); 0: never."""
+    link_keepalive_s: float = Field(default=0.5, ge=0, le=60)
+    """As a link server: a heartbeat frame goes to each connected peer this often, whether or
+    not the gateway is reading (announced in HELLO_OK; 0: none, peers cannot judge liveness)."""
+    link_dead_after_s: float = Field(default=2.5, ge=0)
+    """As a link client: an outbound connection on which nothing (heartbeat, PONG, ACK) arrived
+    for this long is dropped and the link reported down (at least 3 peer heartbeats; 0: never,
+    only the ACK timeout and TCP notice a dead link)."""
     rpc_services: dict[str, list[str]] = Field(default_factory=dict)
     """Request/reply: local service topic -> the peer parties that may call it ("*": every
     configured peer). A call to a service not listed here is refused (`not_exposed`)."""
