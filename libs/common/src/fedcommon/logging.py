@@ -7,6 +7,12 @@ event name, its fields, and whatever message context is bound (`job_id`, `task_i
 `span_id`, `message_id`). `trace_id`/`span_id` are taken from the current OpenTelemetry span when
 the caller did not bind them.
 
+Message context never outlives its message: a thread or asyncio task started inside
+`bind_message_context` (or a span) copies the context and would otherwise stamp every later
+line -- a link going down an hour later -- with that message's job and trace. So the bound
+fields are dropped once their `bind_message_context` block has ended, and an ended span lends
+no trace id; fields passed to the log call itself always stay.
+
 Logs carry events with fields, never payloads or keys: as a second line of defence, field names
 that usually hold such data (`payload`, `body`, `private_key`, `password`, ...) are replaced by
 "[redacted]" before rendering.
@@ -44,6 +50,32 @@ _REDACTED_FIELDS = frozenset(
 _REDACTED = "[redacted]"
 
 MESSAGE_CONTEXT_FIELDS = ("job_id", "task_id", "trace_id", "span_id", "message_id")
+_SCOPE = "_fedmq_message_scope"
+"""The context key of the open `bind_message_context` block that bound the message fields."""
+
+
+class _MessageScope:
+    """One `bind_message_context` block: open until the block ends."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+def _merge_message_context(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # structlog's merge_contextvars, except that fields bound by a block that has ended (seen
+    # from a context copied while it was open) are left out.
+    bound = structlog.contextvars.get_contextvars()
+    scope = bound.pop(_SCOPE, None)
+    if isinstance(scope, _MessageScope) and not scope.open:
+        for name in MESSAGE_CONTEXT_FIELDS:
+            bound.pop(name, None)
+    for name, value in bound.items():
+        event_dict.setdefault(name, value)
+    return event_dict
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -60,7 +92,10 @@ def _add_trace_ids(
     # Bound context wins: a consumer binds the trace id of the message it handles.
     if "trace_id" in event_dict and "span_id" in event_dict:
         return event_dict
-    ctx = trace.get_current_span().get_span_context()
+    span = trace.get_current_span()
+    if getattr(span, "end_time", None) is not None:
+        return event_dict  # ended: current only in a context copied while it ran (see above)
+    ctx = span.get_span_context()
     if ctx.is_valid:
         event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
         event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
@@ -88,7 +123,7 @@ def configure_logging(
     if numeric_level is None:
         raise ValueError(f"unknown log level {level!r}")
     shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        _merge_message_context,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
@@ -141,7 +176,12 @@ def get_logger(name: str | None = None) -> Any:
 @contextmanager
 def bind_message_context(**fields: str | int | None) -> Iterator[None]:
     """Bind message context (job_id, task_id, trace_id, span_id, message_id, ...) to every log
-    event emitted inside the block on this thread/task; `None` values are left out."""
-    present = {k: v for k, v in fields.items() if v is not None}
-    with structlog.contextvars.bound_contextvars(**present):
-        yield
+    event emitted inside the block on this thread/task; `None` values are left out. A thread or
+    task that copied the context inside the block stops carrying the fields when it ends."""
+    present: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    scope = _MessageScope()
+    try:
+        with structlog.contextvars.bound_contextvars(**present, **{_SCOPE: scope}):
+            yield
+    finally:
+        scope.open = False

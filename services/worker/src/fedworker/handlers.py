@@ -97,6 +97,8 @@ def handle_task_run(
     sa.event.listen(session, "after_commit", lambda _session: executor.wake(), once=True)
     log.info(
         "task_recorded",
+        job_id=spec.job_id,
+        task_id=spec.key.task_id,
         component=payload.component,
         component_type=payload.component_type,
         attempt=payload.attempt,
@@ -115,16 +117,19 @@ def handle_task_cancel(
     found = request_cancel(
         tx.require_session(), payload.job_id, payload.component, payload.attempt, payload.reason
     )
-    for key, before in found:
+    keys = [(TaskKey(k.job_id, k.component, k.attempt, ctx.party_id, k.role), b) for k, b in found]
+    for key, before in keys:
         if before == QUEUED and ctx.reporter is not None:
-            ctx.reporter.report(
-                TaskKey(key.job_id, key.component, key.attempt, ctx.party_id, key.role),
-                CANCELED,
-                reason=payload.reason,
-            )
+            ctx.reporter.report(key, CANCELED, reason=payload.reason)
     if ctx.executor is not None:
         ctx.executor.cancel_local(payload.job_id, payload.component, payload.attempt)
-    log.info("task_cancel_recorded", component=payload.component, tasks=len(found))
+    log.info(
+        "task_cancel_recorded",
+        job_id=payload.job_id,
+        component=payload.component,
+        tasks=len(found),
+        task_ids=[key.task_id for key, _ in keys],
+    )
 
 
 def handle_federation_data(

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 import structlog
 from fedbus.runtime import EnvelopePublisher
+from fedcommon.logging import bind_message_context
 from fedcommon.tracing import get_tracer, span_from_remote
 from fedflow.federation import TaskCanceled
 from fedflow.pipeline import Pipeline, PipelineError
@@ -461,12 +462,17 @@ class TaskExecutor:
         spec = self._spec(row)
         # The task's span hangs off the task.run handler's span (kept in the row): the job's
         # trace goes on through the component and every message it sends.
-        with span_from_remote(
-            _TRACER,
-            f"task {spec.component_type}",
-            row.get("traceparent"),
-            kind=SpanKind.INTERNAL,
-        ) as span:
+        # Every line logged while the task runs (the runner's, the component's, ours) names
+        # its job and task (fedschemas.task_scope_id), as a message's lines do.
+        with (
+            bind_message_context(job_id=spec.job_id, task_id=spec.key.task_id),
+            span_from_remote(
+                _TRACER,
+                f"task {spec.component_type}",
+                row.get("traceparent"),
+                kind=SpanKind.INTERNAL,
+            ) as span,
+        ):
             span.set_attribute("fedmq.job_id", spec.job_id)
             span.set_attribute("fedmq.component", spec.component)
             span.set_attribute("fedmq.component_type", spec.component_type)
@@ -493,6 +499,7 @@ class TaskExecutor:
         log.info(
             "task_started",
             job_id=key.job_id,
+            task_id=key.task_id,
             component=key.component,
             attempt=key.attempt,
             role=key.role,
@@ -526,7 +533,13 @@ class TaskExecutor:
             state = FAILED
             self._finish(key, FAILED, reason=str(exc))
         except Exception as exc:  # the component failed: the scheduler fails the job
-            log.warning("task_failed", job_id=key.job_id, component=key.component, error=str(exc))
+            log.warning(
+                "task_failed",
+                job_id=key.job_id,
+                task_id=key.task_id,
+                component=key.component,
+                error=str(exc),
+            )
             state = FAILED
             self._finish(key, FAILED, reason=f"{type(exc).__name__}: {exc}")
         else:
@@ -569,7 +582,12 @@ class TaskExecutor:
             initiator=initiator,
         )
         if problem is not None:
-            log.warning("task_refused_by_policy", job_id=spec.job_id, reason=problem)
+            log.warning(
+                "task_refused_by_policy",
+                job_id=spec.job_id,
+                task_id=spec.key.task_id,
+                reason=problem,
+            )
             raise TaskError(problem)
 
     def _progress(self, running: _Running, fraction: float) -> None:
@@ -608,7 +626,12 @@ class TaskExecutor:
                 ).scalar_one()
                 self._report_running(conn, key, seq, progress=fraction)
         except Exception as exc:  # progress is informative; the task goes on
-            log.warning("task_progress_report_failed", job_id=key.job_id, error=str(exc))
+            log.warning(
+                "task_progress_report_failed",
+                job_id=key.job_id,
+                task_id=key.task_id,
+                error=str(exc),
+            )
 
     def _cancel_requested(self, key: TaskKey) -> bool:
         with self.engine.connect() as conn:
@@ -636,7 +659,13 @@ class TaskExecutor:
                 .where(_key_where(key.job_id, key.component, key.attempt, key.role))
                 .values(claimed_by=None, lease_until=None, updated_at=_now())
             )
-        log.info("task_released", job_id=key.job_id, component=key.component, role=key.role)
+        log.info(
+            "task_released",
+            job_id=key.job_id,
+            task_id=key.task_id,
+            component=key.component,
+            role=key.role,
+        )
 
     def _finish(
         self,
@@ -673,9 +702,11 @@ class TaskExecutor:
                 progress=1.0 if state == SUCCESS else None,
                 outputs=outputs if state == SUCCESS else None,
             )
-        log.info(
+        # A failed task fails its job: an operator's look is needed (a canceled one was asked).
+        (log.warning if state == FAILED else log.info)(
             "task_finished",
             job_id=key.job_id,
+            task_id=key.task_id,
             component=key.component,
             attempt=key.attempt,
             role=key.role,
@@ -694,7 +725,9 @@ class TaskExecutor:
                     .values(cleaned=True)
                 )
         except Exception as exc:  # retried at the next start-up
-            log.warning("task_cleanup_failed", job_id=key.job_id, error=str(exc))
+            log.warning(
+                "task_cleanup_failed", job_id=key.job_id, task_id=key.task_id, error=str(exc)
+            )
 
     def _cleanup_finished(self) -> None:
         """Finished tasks whose checkpoint/outbox/mailbox rows were not yet removed."""
@@ -734,7 +767,12 @@ class TaskExecutor:
         try:
             running.metrics_since = self.forwarder.send_new(running.key, running.metrics_since)
         except Exception as exc:  # informative only: the next round or the final report sends
-            log.warning("task_metrics_send_failed", job_id=running.key.job_id, error=str(exc))
+            log.warning(
+                "task_metrics_send_failed",
+                job_id=running.key.job_id,
+                task_id=running.key.task_id,
+                error=str(exc),
+            )
 
     def _renew(self, mine: list[_Running]) -> None:
         c = tasks_table.c
