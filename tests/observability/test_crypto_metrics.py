@@ -8,9 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fedbus import connect
 from fedcrypto.paillier import generate_keypair
 from fedflow.standalone import LocalWorld
-from fedworker.crypto import CRYPTO_OPS, MeteredThreadPool, crypto_backend
+from fedworker.crypto import (
+    CRYPTO_OPS,
+    MeteredBusExecutor,
+    MeteredCryptoReplica,
+    MeteredThreadPool,
+    crypto_backend,
+)
 from fedworker.metrics import WorkerMetrics
 
 from tests.lr.conftest import GUEST, HOST, SHORT_KEY_PARAMS, breast, lr_tasks, run_both
@@ -62,6 +69,31 @@ def test_a_batch_kept_in_the_callers_thread_is_counted_once() -> None:
     assert np.allclose(decrypted, 2 * values)
     assert ops(metrics, "encrypt") == 200 and jobs(metrics, "encrypt") == 2
     assert ops(metrics, "decrypt") == 100 and jobs(metrics, "decrypt") == 1
+
+
+def test_with_crypto_replicas_each_value_is_counted_once_where_it_ran(unique_name: str) -> None:
+    # Prepare: the worker's executor over the bus and one replica, each with its own metrics
+    pk, sk = generate_keypair(512, insecure_allow_short=True)
+    sender, served = WorkerMetrics(process=False), WorkerMetrics(process=False)
+    bus = connect(f"memory://{unique_name}")
+    replica = MeteredCryptoReplica(bus, "9999", replica_id="r0", metrics=served)
+    replica.start()
+    executor = MeteredBusExecutor(bus, "9999", replicas=1, timeout_s=60, metrics=sender)
+    values = np.linspace(-1.0, 1.0, 200)
+
+    # Execute: a small batch (kept in the caller's thread), then one sent in four jobs
+    try:
+        small = pk.encrypt(values[:100], executor=executor)
+        large = pk.encrypt(values, executor=executor, chunk_size=50)
+    finally:
+        executor.shutdown()
+        replica.stop()
+        bus.close()
+
+    # Assert
+    assert np.allclose(sk.decrypt(small), values[:100]) and np.allclose(sk.decrypt(large), values)
+    assert ops(sender, "encrypt") == 100 and jobs(sender, "encrypt") == 1
+    assert ops(served, "encrypt") == 200 and jobs(served, "encrypt") == 4
 
 
 def test_a_hetero_lr_job_moves_the_crypto_counters_of_both_parties(tmp_path: Path) -> None:

@@ -6,14 +6,15 @@ queue, no database), which is how a party adds replicas for heavy homomorphic wo
 `crypto_replicas` > 0 the worker's components get a `BusExecutor` over those replicas as
 ctx.executor; otherwise this process's thread pool.
 
-Metrics (with a WorkerMetrics): every crypto pool job this process runs — a crypto.job served by
-its replica, a chunk run by its own thread pool, or a batch small enough that fedcrypto keeps it
-in the component's thread (`MeteredThreadPool.run_here`) — is timed in fedmq_crypto_job_seconds
-and its values counted in fedmq_crypto_ops_total, labelled with the operation (`KERNEL_OPS`) and
-the Paillier backend that really ran it (`crypto_backend`). Obfuscators precomputed on a
-component's prefetch threads are counted as `obfuscate` through `MeteredThreadPool.observe`
-(fedflow.kit.he). Jobs sent to other replicas are counted where they run, not here. Every
-(op, backend) series exists at 0 from the start, so the first job is an increase.
+Metrics (with a WorkerMetrics): every crypto pool job this process runs is timed in
+fedmq_crypto_job_seconds and its values counted in fedmq_crypto_ops_total, labelled with the
+operation (`KERNEL_OPS`) and the Paillier backend that really ran it (`crypto_backend`): a
+crypto.job served by its replica, a chunk run by its own thread pool, and a batch small enough
+that fedcrypto keeps it in the component's thread (the executor's `run_here`, with
+`MeteredThreadPool` or `MeteredBusExecutor`). Obfuscators precomputed on a component's prefetch
+threads are counted as `obfuscate` through the executor's `observe` (fedflow.kit.he). Jobs sent
+to other replicas are counted where they run, not here. Every (op, backend) series exists at 0
+from the start, so the first job is an increase.
 """
 
 from __future__ import annotations
@@ -99,6 +100,30 @@ def precreate(metrics: WorkerMetrics, backend: str) -> None:
         metrics.crypto_job_seconds.labels(op, backend)
 
 
+class CryptoRecorder:
+    """Records kernel calls and other crypto work of this process in WorkerMetrics."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+        self.backend = crypto_backend()
+        precreate(metrics, self.backend)
+
+    def timed(self, counted: tuple[str, int], fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        started = time.perf_counter()
+        result = fn(*args, **kw)
+        self.observe(counted[0], counted[1], time.perf_counter() - started)
+        return result
+
+    def run_here(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        counted = kernel_values(kernel_name(fn), tuple(args))
+        if counted is None:
+            return fn(*args, **kwargs)
+        return self.timed(counted, fn, *args, **kwargs)
+
+    def observe(self, op: str, values: int, seconds: float) -> None:
+        self.metrics.crypto_job(op, self.backend, values, seconds)
+
+
 class MeteredThreadPool(ThreadPoolExecutor):
     """The worker's own thread pool for crypto chunks, recording each kernel call as a job.
 
@@ -109,38 +134,39 @@ class MeteredThreadPool(ThreadPoolExecutor):
         super().__init__(
             max_workers=max_workers or os.cpu_count() or 2, thread_name_prefix="fedcrypto"
         )
-        self._metrics = metrics
-        self._backend = crypto_backend()
-        precreate(metrics, self._backend)
+        self._recorder = CryptoRecorder(metrics)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         counted = kernel_values(kernel_name(fn), tuple(args))
         if counted is None:
             return super().submit(fn, *args, **kwargs)
-        return super().submit(partial(self._timed, counted, fn, *args, **kwargs))
+        return super().submit(partial(self._recorder.timed, counted, fn, *args, **kwargs))
 
     def run_here(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a kernel call in the calling thread, recorded as a job like a submitted one
         (fedcrypto keeps a batch of one chunk in the caller's thread)."""
-        counted = kernel_values(kernel_name(fn), tuple(args))
-        if counted is None:
-            return fn(*args, **kwargs)
-        return self._timed(counted, fn, *args, **kwargs)
+        return self._recorder.run_here(fn, *args, **kwargs)
 
     def observe(self, op: str, values: int, seconds: float) -> None:
         """Record crypto work done outside this pool's kernel calls (a component's prefetch
         threads making obfuscators) as one job of `op`."""
-        self._metrics.crypto_job(op, self._backend, values, seconds)
+        self._recorder.observe(op, values, seconds)
 
-    def _timed(
-        self, counted: tuple[str, int], fn: Callable[..., T], *args: Any, **kwargs: Any
-    ) -> T:
-        started = time.perf_counter()
-        result = fn(*args, **kwargs)
-        self._metrics.crypto_job(
-            counted[0], self._backend, counted[1], time.perf_counter() - started
-        )
-        return result
+
+class MeteredBusExecutor(BusExecutor):
+    """The crypto job pool as components' executor, recording what runs in this process: the
+    chunks fedcrypto keeps in the component's thread and the prefetch threads' obfuscators
+    (jobs sent to the replicas are recorded by the replica that runs them)."""
+
+    def __init__(self, *args: Any, metrics: WorkerMetrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recorder = CryptoRecorder(metrics)
+
+    def run_here(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._recorder.run_here(fn, *args, **kwargs)
+
+    def observe(self, op: str, values: int, seconds: float) -> None:
+        self._recorder.observe(op, values, seconds)
 
 
 class MeteredCryptoReplica(CryptoReplica):
@@ -148,9 +174,7 @@ class MeteredCryptoReplica(CryptoReplica):
 
     def __init__(self, *args: Any, metrics: WorkerMetrics, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._metrics = metrics
-        self._backend = crypto_backend()
-        precreate(metrics, self._backend)
+        self._recorder = CryptoRecorder(metrics)
 
     def handle_job(self, envelope: Envelope, payload: Payload, tx: InboxTransaction) -> None:
         started = time.perf_counter()
@@ -166,7 +190,7 @@ class MeteredCryptoReplica(CryptoReplica):
             return
         counted = kernel_values(payload.function, args if isinstance(args, tuple) else ())
         if counted is not None:
-            self._metrics.crypto_job(counted[0], self._backend, counted[1], seconds)
+            self._recorder.observe(counted[0], counted[1], seconds)
 
 
 def replica_id(settings: WorkerSettings) -> str:
@@ -200,7 +224,10 @@ def make_executor(
     worker's own, metered one when `metrics` is given)."""
     if settings.crypto_replicas == 0:
         return MeteredThreadPool(metrics) if metrics is not None else local_executor()
-    return BusExecutor(
+    make: Callable[..., BusExecutor] = (
+        BusExecutor if metrics is None else partial(MeteredBusExecutor, metrics=metrics)
+    )
+    return make(
         bus,
         settings.party_id,
         topic=settings.crypto_topic,
