@@ -91,6 +91,7 @@ def test_every_event_has_a_rule_at_the_initiator_and_at_a_participant() -> None:
         domain.RerunOrdered,
         domain.StopRequested,
         domain.RerunRequested,
+        domain.AuditStopRequested,
         domain.Tick,
     ]
     assert {(e, side) for e in events for side in (True, False)} == set(domain.TRANSITIONS)

@@ -358,6 +358,17 @@ class StopRequested:
 
 
 @dataclass(frozen=True)
+class AuditStopRequested:
+    """Either side: this party's audit service found a critical rule broken in the job
+    (control.audit_stop, signature checked by the handler)."""
+
+    rule: str
+    party_id: str
+    message_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class RerunRequested:
     """Initiator: a user reruns the job."""
 
@@ -376,6 +387,7 @@ Event = (
     | RerunOrdered
     | StopRequested
     | RerunRequested
+    | AuditStopRequested
     | Tick
 )
 
@@ -762,6 +774,24 @@ def _on_stop_requested(
     return _end(job, policy, now, CANCELED, event.reason or "stopped by a user")
 
 
+def _on_audit_stop(
+    job: Job, event: Event, policy: Policy, now: datetime, pipeline_of: Pipelines
+) -> list[Effect]:
+    """The audit asks to stop the job: it fails here, at once. The initiator stops every
+    party (job.stop); a participant ends its side and reports its tasks failed to the
+    initiator, which then stops everyone. A job that has ended already stays as it is."""
+    assert isinstance(event, AuditStopRequested)
+    if job.state in TERMINAL:
+        return []
+    reason = (
+        f"stopped by the audit of party {policy.party_id}: rule {event.rule} broken by party "
+        f"{event.party_id} (message {event.message_id}): {event.detail}"
+    )
+    if job.initiator == policy.party_id:
+        return _end(job, policy, now, FAILED, reason)
+    return _end_and_tell_initiator(job, policy, now, FAILED, reason)
+
+
 def _not_here(what: str) -> Rule:
     def refuse(
         job: Job, event: Event, policy: Policy, now: datetime, pipeline_of: Pipelines
@@ -865,6 +895,8 @@ TRANSITIONS: dict[tuple[type[Event], bool], Rule] = {
     (StopRequested, False): _not_here("stop"),
     (RerunRequested, True): _on_rerun_requested,
     (RerunRequested, False): _not_here("rerun"),
+    (AuditStopRequested, True): _on_audit_stop,
+    (AuditStopRequested, False): _on_audit_stop,
     (Tick, True): _tick_at_initiator,
     (Tick, False): _tick_at_participant,
 }
@@ -1195,13 +1227,21 @@ def _fail_silent_initiator(job: Job, policy: Policy, now: datetime) -> list[Effe
     )
     if initiator is not None:
         initiator.reason = f"silent for {silent:.0f} s"
+    effects: list[Effect] = [Counted("party_timeout", "initiator")]
+    # If the initiator is alive and only its messages are lost (or it comes back), these
+    # reports make it fail the job with this reason at once, not after a timeout of its own.
+    return effects + _end_and_tell_initiator(job, policy, now, CANCELED, reason)
+
+
+def _end_and_tell_initiator(
+    job: Job, policy: Policy, now: datetime, task_state: str, reason: str
+) -> list[Effect]:
+    """Participant: end this party's side as failed, and report each of its open tasks to the
+    initiator as `task_state` with `reason` (the initiator then fails the job for everyone)."""
     open_tasks = [
         t for t in job.tasks_of(attempt=job.attempt, party_id=policy.party_id) if t.state in OPEN
     ]
-    effects: list[Effect] = [Counted("party_timeout", "initiator")]
-    effects += _end(job, policy, now, FAILED, reason)
-    # If the initiator is alive and only its messages are lost (or it comes back), these
-    # reports make it fail the job with this reason at once, not after a timeout of its own.
+    effects = _end(job, policy, now, FAILED, reason)
     for task in open_tasks:
         task.reason = reason
         task.status_seq += 1
@@ -1213,7 +1253,7 @@ def _fail_silent_initiator(job: Job, policy: Policy, now: datetime) -> list[Effe
                     party_id=policy.party_id,
                     attempt=task.attempt,
                     component=task.component,
-                    task_state=CANCELED,
+                    task_state=CANCELED if task_state == CANCELED else FAILED,
                     reason=reason[:MAX_REASON],
                     at=now,
                 ),

@@ -30,6 +30,8 @@ from datetime import datetime
 from typing import Any, get_args
 
 import structlog
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedbus import Reject, Unroutable
 from fedbus.inbox import InboxTransaction
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
@@ -39,8 +41,9 @@ from fedflow.policy import (
     parse_grant_params,
     pipeline_problem,
 )
-from fedschemas import Envelope, PartyRef, Payload, Role, new_envelope, topics
+from fedschemas import Envelope, PartyRef, Payload, Role, canonical_bytes, new_envelope, topics
 from fedschemas.payloads import (
+    AuditStop,
     JobAccept,
     JobEnd,
     JobEnded,
@@ -120,6 +123,9 @@ class SchedulerContext:
     """Send job.status for starts, ends, heartbeats and task reports (parties of the
     previous version read no other); False: their own types (every party on this version)."""
     clock: Callable[[], datetime] = store.utcnow
+    audit_key: Ed25519PublicKey | None = None
+    """The public key of this party's audit service (settings.audit_public_key): only
+    control.audit_stop requests it signed stop jobs; None: such requests are refused."""
     metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
     started_at: datetime = field(default_factory=store.utcnow)
     """When this scheduler started: silence is counted from here at the earliest, so a
@@ -651,6 +657,38 @@ def handle_job_stop(
     )
 
 
+def handle_audit_stop(
+    envelope: Envelope, payload: AuditStop, tx: InboxTransaction, *, ctx: SchedulerContext
+) -> None:
+    """control.audit_stop (from this party's audit service): a critical audit finding fails
+    the job at once. Only a request signed by the audit key this scheduler is configured with
+    counts: any local service can publish on svc.scheduler, only the audit holds that key."""
+    _require_local(envelope, ctx)
+    if ctx.audit_key is None:
+        raise Reject("control.audit_stop refused: no audit public key is configured here")
+    try:
+        ctx.audit_key.verify(envelope.signature or b"", canonical_bytes(envelope))
+    except InvalidSignature as exc:
+        raise Reject("control.audit_stop refused: not signed by this party's audit key") from exc
+    if payload.job_id != envelope.job_id:
+        raise Reject(f"control.audit_stop for job {payload.job_id} in an envelope of another job")
+    log.warning(
+        "audit_stop",
+        job_id=payload.job_id,
+        rule=payload.rule,
+        party=payload.party_id,
+        message_id=payload.message_id,
+    )
+    _on_message(
+        tx,
+        ctx,
+        payload.job_id,
+        lambda: domain.AuditStopRequested(
+            payload.rule, payload.party_id, payload.message_id, payload.detail
+        ),
+    )
+
+
 def handle_job_rerun(
     envelope: Envelope, payload: JobRerun, tx: InboxTransaction, *, ctx: SchedulerContext
 ) -> None:
@@ -703,6 +741,7 @@ HANDLERS: dict[type[Payload], Callable[..., None]] = {
     JobTaskReport: handle_job_task_report,
     JobStop: handle_job_stop,
     JobRerun: handle_job_rerun,
+    AuditStop: handle_audit_stop,
     TaskStatus: handle_task_status,
     TaskMetrics: handle_task_metrics,
 }

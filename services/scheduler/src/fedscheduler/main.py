@@ -87,6 +87,7 @@ class Scheduler:
             self_grants_implied=settings.self_grants_implied,
             security=load_policy(settings.policy_file),
             legacy_job_status=settings.legacy_job_status,
+            audit_key=settings.audit_key,
             metrics=self.metrics,
         )
         self.consumer = EnvelopeConsumer(

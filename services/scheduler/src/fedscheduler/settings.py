@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedcommon.settings import BusServiceSettings
 from fedschemas import MAX_ENVELOPE_BYTES, topics
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -66,6 +67,10 @@ class SchedulerSettings(BusServiceSettings):
     rpc_timeout_s: float = Field(default=10.0, gt=0)
     max_envelope_bytes: int = Field(default=MAX_ENVELOPE_BYTES, gt=0)
     prefetch: int = Field(default=16, gt=0)
+    audit_public_key: str = ""
+    """The party's audit service's Ed25519 public key, 64 hex digits (its raw 32 bytes): a
+    control.audit_stop it signed fails the job (docs/audit.md). Empty: audit stop requests are
+    refused (dead-lettered with the reason)."""
 
     @model_validator(mode="after")
     def _heartbeat_fits_the_timeout(self) -> SchedulerSettings:
@@ -76,6 +81,17 @@ class SchedulerSettings(BusServiceSettings):
             )
         return self
 
+    @field_validator("audit_public_key")
+    @classmethod
+    def _audit_key_is_a_key(cls, value: str) -> str:
+        if value.strip():
+            audit_verify_key(value)
+        return value.strip()
+
+    @property
+    def audit_key(self) -> Ed25519PublicKey | None:
+        return audit_verify_key(self.audit_public_key) if self.audit_public_key else None
+
     @property
     def heartbeat_every_s(self) -> float:
         return self.heartbeat_interval_s or self.party_timeout_s / 6
@@ -83,3 +99,13 @@ class SchedulerSettings(BusServiceSettings):
     @property
     def inbox_redis_prefix(self) -> str:
         return self.redis_prefix or f"fedmq:{self.party_id}:scheduler:inbox:"
+
+
+def audit_verify_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from 64 hex digits; ValueError naming the setting otherwise."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text.strip()))
+    except ValueError as exc:
+        raise ValueError(
+            f"audit_public_key must be 64 hex digits (an Ed25519 key): {exc}"
+        ) from None
