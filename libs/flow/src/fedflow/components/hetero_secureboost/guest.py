@@ -3,6 +3,7 @@ the crypto plumbing fedflow.kit). The exchange, step by step, is in the package 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -171,6 +172,8 @@ class _Trainer:
         self.bins, self.y, self.hosts = bins, y, hosts
         self.layout = cipher.CellLayout(len(y), he.public_key.n_length)
         self.snapshot = run.state()
+        self.seconds = {"encrypt_seconds": 0.0, "decrypt_seconds": 0.0}
+        """Time spent in this run's encryptions and decryptions (metrics)."""
         self.resume = Resumable(ctx, lambda: self.snapshot, self._saved_resume())
 
     def _saved_resume(self) -> Mapping[str, Any] | None:
@@ -191,6 +194,8 @@ class _Trainer:
             self.ctx.check_canceled()
             self.grow(index, first)
         self.ctx.metrics.log("trees", float(len(self.run.trees)))
+        for name, seconds in self.seconds.items():
+            self.ctx.metrics.log(name, seconds)
         if self.run.losses:
             self.ctx.metrics.log("final_train_loss", self.run.losses[-1])
 
@@ -252,8 +257,10 @@ class _Trainer:
         he = self.he
 
         def make() -> tuple[EncryptedVector, dict[str, Any]]:
+            began = time.perf_counter()
             plain = self.layout.row_plaintexts(q, he.public_key.plain_limbs)
             data = he.private_key.encrypt_residues(plain, pool=he.pool, executor=he.executor)
+            self.seconds["encrypt_seconds"] += time.perf_counter() - began
             return EncryptedVector.from_limbs(he.public_key, data, 0, validate=False), {}
 
         self.resume.send_ciphertexts("gh", iteration, make, to="host")
@@ -273,7 +280,9 @@ class _Trainer:
             "histograms", iteration, host, self.he.public_key, self.layout.ciphertexts(count)
         )
         self.ctx.federation.authorize_decrypt("histograms", iteration, frm=host)
+        began = time.perf_counter()
         residues = self.he.private_key.decrypt_residues(vec.data, executor=self.he.executor)
+        self.seconds["decrypt_seconds"] += time.perf_counter() - began
         built = self.layout.cells(residues, count, what).reshape(len(direct), k, width, 3)
         if level.depth == 0:
             return built

@@ -7,6 +7,7 @@ splits send the rows of their nodes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
     with crypto_threads(ctx) as (executor, _):
         host = _Host(ctx, params, guest, bins, cuts, executor)
         host.train()
+        for name, seconds in host.seconds.items():
+            ctx.metrics.log(name, seconds)
     return {"model": host.model(list(table.feature_names))}
 
 
@@ -56,6 +59,8 @@ class _Host:
         self.bins, self.cuts, self.executor = bins, cuts, executor
         self.rows = bins.shape[0]
         self.splits: dict[str, list[Any]] = {name: [] for name in SPLIT_FIELDS}
+        self.seconds = {"histogram_seconds": 0.0, "compress_seconds": 0.0}
+        """Time spent building and compressing encrypted histograms in this run (metrics)."""
         saved = ctx.checkpoints.latest()
         self.start = 0
         resumed = saved is not None and "guest_key" in saved.state
@@ -127,10 +132,15 @@ class _Host:
             def histograms(
                 positions: NDArray[np.int32] = positions, direct: sbmath.Ints = direct
             ) -> tuple[EncryptedVector, dict[str, Any]]:
+                began = time.perf_counter()
                 cells = cipher.encrypted_histograms(
                     self.key, gh, self.bins, positions, direct, self.params.max_bin, self.executor
                 )
-                return cipher.compress(self.key, cells, self.layout, self.executor), {}
+                self.seconds["histogram_seconds"] += time.perf_counter() - began
+                began = time.perf_counter()
+                packed = cipher.compress(self.key, cells, self.layout, self.executor)
+                self.seconds["compress_seconds"] += time.perf_counter() - began
+                return packed, {}
 
             self.resume.send_ciphertexts("histograms", iteration, histograms, to=self.guest)
             next_nodes = self.answer_splits(index, iteration, positions, nodes)
