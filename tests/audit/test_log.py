@@ -92,7 +92,6 @@ def test_the_verifier_names_each_updated_and_deleted_row(
     audited: tuple[Audit, Bus, Traffic],
 ) -> None:
     audit, _bus, _traffic = audited
-    with audit.engine.connect() as conn:
 
     # Execute: edit record 3 in place; delete record 6; give record 9 another (well-formed)
     # prev_hash; delete the log's tail from record 16 on (the last checkpoint signed 16)
