@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import ssl
 import threading
@@ -237,8 +238,20 @@ class LinkLoop:
         self.loop.call_soon_threadsafe(fn, *args)
 
     def stop(self) -> None:
-        if self.loop.is_closed():
+        """Cancel what still runs on the loop (readers, heartbeats, watchdogs: their `finally`
+        blocks close their connections), then stop it."""
+        if self.loop.is_closed() or not self._thread.is_alive():
             return
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
+
+        with contextlib.suppress(Exception):
+            self.submit(cancel_all()).result(timeout=2.0)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 
@@ -443,6 +456,11 @@ class LinkServer:
                 log.info(
                     "link_closed", peer_party=claimed, address=address, error=type(exc).__name__
                 )
+        except asyncio.CancelledError:
+            # The gateway is stopping (LinkLoop.stop). Not re-raised: Python 3.11's
+            # start_server callback calls exception() on the task and logs a cancelled one
+            # as an error.
+            log.info("link_closed", peer_party=claimed, address=address, error="stopping")
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
