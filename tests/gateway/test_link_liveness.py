@@ -20,9 +20,12 @@ import pytest
 from fedbus import HEADER_DEAD_REASON, Bus, Message, connect
 from fedbus.runtime import EnvelopePublisher
 from fedcommon.tracing import make_tracer_provider
+from fedcrypto.signing import SigningKey
 from fedgateway import framing
+from fedgateway.link import LinkStopped
 from fedgateway.main import Gateway
-from fedgateway.metrics import REFUSAL_REASONS, RELAY_DEAD_LETTER_REASONS
+from fedgateway.metrics import REFUSAL_REASONS, RELAY_DEAD_LETTER_REASONS, GatewayMetrics
+from fedgateway.relay import OutboundRelay, Signer
 from fedschemas import encode_envelope
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -276,6 +279,52 @@ def test_relayed_messages_the_peer_refuses_are_counted_by_reason_and_jobs_are_lo
     assert sorted(e["direction"] for e in relayed) == ["in", "out"]
     assert {e["task_id"] for e in relayed} == {"task-1"}
     assert all(e["level"] == "info" and e["first_of_job"] for e in relayed)
+
+
+class StoppedLink:
+    """A peer link that is stopping whenever asked to send (the gateway stops mid-send)."""
+
+    def send(self, message_id: str, headers: object, body: bytes) -> None:
+        raise LinkStopped("link to party 10000 stopped")
+
+
+def test_a_message_dead_lettered_at_its_delivery_limit_is_counted(unique_name: str) -> None:
+    # Prepare: the relay of party 9999 whose sends to 10000 always stop; 2 deliveries at most
+    bus = connect(f"memory://{unique_name}")
+    metrics = GatewayMetrics()
+    metrics.add_peer(RECEIVER)
+    relay = OutboundRelay(
+        bus,
+        {RECEIVER: StoppedLink()},  # type: ignore[dict-item]  # a PeerLink's send is all it uses
+        party_id=SENDER,
+        signer=lambda: Signer(SigningKey.generate(), "k1"),
+        metrics=metrics,
+        window=1,
+        max_deliveries=2,
+        max_envelope_bytes=1 << 20,
+    )
+    relay.start()
+    env = ping(1)
+
+    # Execute
+    try:
+        bus.publish(
+            Message(topic=f"out.{RECEIVER}", body=encode_envelope(env), message_id=env.message_id)
+        )
+        (dead,) = wait_for_dead_letters(bus, f"out.{RECEIVER}", 1)
+    finally:
+        relay.stop()
+        bus.close()
+
+    # Assert: the bus dead-lettered it at the limit, and the gateway counted exactly that
+    assert "delivery" in str(dead.headers.get(HEADER_DEAD_REASON))
+    assert (
+        metrics.registry.get_sample_value(
+            "fedmq_gateway_relay_dead_lettered_total",
+            {"peer": RECEIVER, "reason": "delivery_limit"},
+        )
+        == 1
+    )
 
 
 def test_a_hello_announces_the_servers_heartbeat_and_refuses_a_bogus_one() -> None:
