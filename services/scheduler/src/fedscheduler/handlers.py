@@ -260,7 +260,8 @@ def _count(job: Job, fact: Counted, ctx: SchedulerContext) -> None:
     if fact.name == "job_ended":
         metrics.jobs_ended.labels(fact.label).inc()
         metrics.job_duration.labels(fact.label).observe(fact.seconds)
-        log.info(
+        # A failed job needs an operator's look: warning, like task_timed_out.
+        (log.warning if fact.label == "failed" else log.info)(
             "job_ended", job_id=job.job_id, state=fact.label, attempt=job.attempt, reason=job.reason
         )
         _tell_gateway(job, fact.label, ctx)
