@@ -182,6 +182,28 @@ def test_an_idle_link_is_up_from_start_up_and_stays_up_while_the_peer_cannot_rea
     assert linked.link_up() == 1
 
 
+def test_a_sender_whose_own_loop_stalls_does_not_call_the_healthy_peer_dead(
+    linked: Linked,
+) -> None:
+    # Prepare
+    wait_until(lambda: linked.link_up() == 1, 15, "the link up")
+    dead_after = linked.sender.settings.link_dead_after_s
+    stalled = threading.Event()
+
+    def stall() -> None:  # runs on the sender's link loop: nothing else runs there meanwhile
+        threading.Event().wait(dead_after + 1.5)
+        stalled.set()
+
+    # Execute: the sender's loop does not run for longer than a silent link may last (CPU
+    # starvation); the receiver's heartbeats wait unread in the socket meanwhile
+    linked.sender._link_loop.call(stall)  # a test's look inside
+    wait_until(stalled.is_set, 30, "the stall to end")
+    stays_up(linked, 1.0)
+
+    # Assert: the stall was ours, not the peer's silence
+    assert linked.sample(linked.sender, "fedmq_gateway_link_reconnects_total", peer=RECEIVER) == 0
+
+
 def test_a_blackholed_link_goes_down_while_tcp_sees_nothing_and_comes_back_by_itself(
     linked: Linked,
 ) -> None:

@@ -551,18 +551,28 @@ class ClientConnection:
 
         The watchdog runs on the same loop as the reader: if the loop itself did not run for a
         while (CPU starvation, a long write), frames may be waiting unread, so after such a stall
-        it listens STALL_GRACE more before it judges the peer."""
+        it listens STALL_GRACE more before it judges the peer (but never past twice
+        `dead_after` of silence)."""
         tick = min(0.25, dead_after / 4)
         expected = time.monotonic() + tick
         listening_since = time.monotonic()
         while not self._writer.is_closing():
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if now - expected > STALL_GRACE / 2:
-                listening_since = now  # our loop was stalled: not the peer's silence
+            stalled = now - expected > STALL_GRACE / 2
             expected = now + tick
+            if stalled:
+                # Our loop did not run: what the peer sent may be unread. No verdict on this
+                # tick; the reader catches up first.
+                listening_since = now
+                continue
             silent = now - self._last_heard
-            if silent > dead_after and now - listening_since >= STALL_GRACE:
+            # Past twice the limit the verdict does not wait for STALL_GRACE of calm: sustained
+            # overload must not hide a dead peer for ever (the ACK timeout would be the only
+            # judge then).
+            if silent > dead_after and (
+                now - listening_since >= STALL_GRACE or silent > 2 * dead_after
+            ):
                 self._silence_reason = (
                     f"silent: no frame from party {self.peer_party} for {silent:.1f} s "
                     f"(dead after {dead_after:.1f} s)"
