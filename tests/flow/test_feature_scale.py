@@ -137,6 +137,12 @@ def test_hetero_lr_after_feature_scale_on_raw_columns_is_within_0_002_auc_of_skl
     federated_auc = result.metric("eval_0", "auc")
     print(f"federated {federated_auc:.5f} central {central_auc:.5f}")
     assert abs(federated_auc - central_auc) <= 0.002
+    # evaluation's binary extras, as series for the board
+    assert result.curve("eval_0", "lift").y[0] == result.metric("eval_0", "lift_top") > 1.0
+    assert result.curve("eval_0", "gain").y[-1] == 1.0
+    assert len(result.curve("eval_0", "f1_at").x) == 9
+    confusion = [result.metric("eval_0", name) for name in ("tp", "fp", "tn", "fn")]
+    assert sum(confusion) == result.metric("eval_0", "rows") == 569
     for party, role, table in ((GUEST, "guest", guest), (HOST, "host", host)):
         fitted = result.output(party, role, "scale_0", "data")
         reapplied = result.output(party, role, "scale_1", "data")

@@ -9,10 +9,21 @@ Labels are the table's label column (or `label_column`, which may name the label
 feature); a row is positive when its label equals `pos_label`. Rows whose score is missing are
 left out and counted (`skipped_rows`).
 
-Metrics: auc (Mann-Whitney, ties counted half), ks (max of |TPR - FPR| over thresholds),
-accuracy, precision and recall at `threshold`, and log loss when every score is in [0, 1].
-Curves: roc (FPR, TPR), ks (threshold, TPR - FPR) and pr (recall, precision), at most
-`curve_points` points each.
+`eval_type` picks the metrics (fedflow.components.evaluation.math; each checked against
+scikit-learn's in tests/flow/test_evaluation.py):
+
+binary (the default): auc (Mann-Whitney, ties counted half), ks (max of |TPR - FPR| over
+thresholds), accuracy, precision, recall and f1 at `threshold` with its confusion matrix (tp,
+fp, tn, fn), log loss when every score is in [0, 1], and the top bin's lift (`lift_top`).
+Curves: roc (FPR, TPR), ks (threshold, TPR - FPR), pr (recall, precision), at most
+`curve_points` points each; precision_at, recall_at, f1_at (threshold, value) at each of
+`thresholds`; gain and lift (population fraction, value) at `bins` quantiles of the ranking.
+
+regression: the score column is the prediction: rmse, mae, r2, explained_variance.
+
+multi: the score column is the predicted class: accuracy, macro_f1, micro_f1, and per class c
+`precision.<c>`, `recall.<c>`, `f1.<c>`, and the confusion matrix as `confusion.<true>.<pred>`
+(class values as %g).
 """
 
 from __future__ import annotations
@@ -38,11 +49,18 @@ class EvaluationParams(ComponentParams):
     threshold: float = 0.5
     pos_label: float = 1.0
     curve_points: int = Field(default=MAX_CURVE_POINTS, ge=2, le=100_001)
+    eval_type: Literal["binary", "regression", "multi"] = "binary"
+    thresholds: list[float] = Field(
+        default_factory=lambda: [i / 10 for i in range(1, 10)], min_length=1, max_length=1001
+    )
+    """binary: the thresholds of the precision_at / recall_at / f1_at curves."""
+    bins: int = Field(default=10, ge=1, le=1000)
+    """binary: the population quantiles of the gain and lift curves (10: deciles)."""
 
 
 EVALUATION = ComponentDescriptor(
     name="evaluation",
-    description="AUC, KS, accuracy, precision, recall (and log loss) of guest-held scores",
+    description="binary, regression or multi-class metrics of guest-held scores and labels",
     entry="fedflow.components.evaluation.component:run",
     roles=("guest",),
     params=EvaluationParams,

@@ -6,9 +6,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedflow.components.evaluation import EvaluationParams
-from fedflow.components.evaluation.math import Floats, binary_metrics
+from fedflow.components.evaluation.math import (
+    Floats,
+    at_thresholds,
+    binary_metrics,
+    gain_lift,
+    multiclass_metrics,
+    regression_metrics,
+)
 from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
@@ -41,15 +49,58 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
     table = ctx.input("data")
     labels, scores = _labels(table, params), _scores(table, params)
     usable = ~np.isnan(scores) & ~np.isnan(labels)
+    ctx.metrics.log("rows", float(usable.sum()))
+    ctx.metrics.log("skipped_rows", float((~usable).sum()))
+    labels, scores = labels[usable], scores[usable]
+    if params.eval_type == "regression":
+        _regression(ctx, labels, scores)
+    elif params.eval_type == "multi":
+        _multiclass(ctx, labels, scores)
+    else:
+        _binary(ctx, params, labels == params.pos_label, scores)
+    return {}
+
+
+def _regression(ctx: ComponentContext, labels: Floats, predicted: Floats) -> None:
+    found = regression_metrics(labels, predicted)
+    ctx.metrics.log_many(
+        [
+            ("rmse", found.rmse, -1),
+            ("mae", found.mae, -1),
+            ("r2", found.r2, -1),
+            ("explained_variance", found.explained_variance, -1),
+        ]
+    )
+
+
+def _multiclass(ctx: ComponentContext, labels: Floats, predicted: Floats) -> None:
+    found = multiclass_metrics(labels, predicted)
+    rows = [
+        ("accuracy", found.accuracy, -1),
+        ("macro_f1", found.macro_f1, -1),
+        ("micro_f1", found.micro_f1, -1),
+    ]
+    names = [f"{c:g}" for c in found.classes.tolist()]
+    for i, name in enumerate(names):
+        rows += [
+            (f"precision.{name}", float(found.precision[i]), -1),
+            (f"recall.{name}", float(found.recall[i]), -1),
+            (f"f1.{name}", float(found.f1[i]), -1),
+        ]
+        rows += [
+            (f"confusion.{name}.{other}", float(found.confusion[i, j]), -1)
+            for j, other in enumerate(names)
+        ]
+    ctx.metrics.log_many(rows)
+
+
+def _binary(
+    ctx: ComponentContext, params: EvaluationParams, positive: NDArray[np.bool_], scores: Floats
+) -> None:
     metrics = binary_metrics(
-        labels[usable] == params.pos_label,
-        scores[usable],
-        threshold=params.threshold,
-        curve_points=params.curve_points,
+        positive, scores, threshold=params.threshold, curve_points=params.curve_points
     )
     log = ctx.metrics.log
-    log("rows", float(usable.sum()))
-    log("skipped_rows", float((~usable).sum()))
     log("auc", metrics.auc)
     log("ks", metrics.ks)
     log("accuracy", metrics.accuracy)
@@ -61,4 +112,19 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
     thresholds, gap = metrics.ks_curve
     ctx.metrics.curve("ks", np.minimum(thresholds, 1e300), gap, x_label="threshold", y_label="ks")
     ctx.metrics.curve("pr", *metrics.pr, x_label="recall", y_label="precision")
-    return {}
+    at = at_thresholds(positive, scores, np.array([params.threshold]))
+    log("f1", float(at.f1[0]))
+    for name, value in (("tp", at.tp), ("fp", at.fp), ("tn", at.tn), ("fn", at.fn)):
+        log(name, float(value[0]))
+    table = at_thresholds(positive, scores, np.asarray(params.thresholds, dtype=np.float64))
+    for name, values in (
+        ("precision_at", table.precision),
+        ("recall_at", table.recall),
+        ("f1_at", table.f1),
+    ):
+        ctx.metrics.curve(name, table.thresholds, values, x_label="threshold", y_label=name[:-3])
+    if positive.any():
+        fractions, gain, lift = gain_lift(positive, scores, params.bins)
+        ctx.metrics.curve("gain", fractions, gain, x_label="population", y_label="gain")
+        ctx.metrics.curve("lift", fractions, lift, x_label="population", y_label="lift")
+        log("lift_top", float(lift[0]))

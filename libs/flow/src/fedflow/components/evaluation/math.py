@@ -1,5 +1,14 @@
-"""Binary-classification metrics (numpy only, no IO): AUC, KS, accuracy, precision, recall,
-log loss and the roc/ks/pr curves, as `binary_metrics` computes them."""
+"""Evaluation metrics (numpy only, no IO; tests/flow/test_evaluation.py checks each against
+scikit-learn's, which is a development tool kept out of the runtime images):
+
+- binary: AUC, KS, accuracy, precision, recall, log loss and the roc/ks/pr curves
+  (`binary_metrics`); F1 and the confusion matrix at a threshold, precision/recall/F1 at a list
+  of thresholds (`at_thresholds`); cumulative gain and lift by population quantile
+  (`gain_lift`);
+- regression: RMSE, MAE, R², explained variance (`regression_metrics`);
+- multi-class: accuracy, per-class precision and recall, macro and micro F1, the confusion
+  matrix (`multiclass_metrics`).
+"""
 
 from __future__ import annotations
 
@@ -90,4 +99,126 @@ def binary_metrics(
         roc=_thin(fpr, tpr, curve_points),
         ks_curve=_thin(np.r_[np.inf, thresholds], gap, curve_points),
         pr=_thin(recall_at, precision_at, curve_points),
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdMetrics:
+    """Precision, recall and F1 of "score >= threshold means positive", per threshold, and the
+    confusion counts (tp, fp, tn, fn)."""
+
+    thresholds: Floats
+    precision: Floats
+    recall: Floats
+    f1: Floats
+    tp: Floats
+    fp: Floats
+    tn: Floats
+    fn: Floats
+
+
+def _ratio(num: Floats, den: Floats) -> Floats:
+    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    return np.asarray(np.where(den > 0, num / np.maximum(den, 1), 0.0), dtype=np.float64)
+
+
+def at_thresholds(
+    labels: NDArray[np.bool_], scores: Floats, thresholds: Floats
+) -> ThresholdMetrics:
+    """The confusion counts and precision / recall / F1 at each threshold."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    decided = scores[None, :] >= t[:, None]
+    tp = (decided & labels[None, :]).sum(axis=1).astype(np.float64)
+    fp = (decided & ~labels[None, :]).sum(axis=1).astype(np.float64)
+    fn = float(labels.sum()) - tp
+    tn = float((~labels).sum()) - fp
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    return ThresholdMetrics(t, precision, recall, f1, tp, fp, tn, fn)
+
+
+def gain_lift(
+    labels: NDArray[np.bool_], scores: Floats, bins: int
+) -> tuple[Floats, Floats, Floats]:
+    """The population fractions k / bins (k = 1..bins), the cumulative gain at each (the share
+    of all positives among the top-scored fraction of rows) and the lift (gain / fraction).
+    Rows are ranked by score, highest first; ties keep their order."""
+    n, positives = len(labels), int(labels.sum())
+    if n == 0 or positives == 0:
+        raise ValueError("evaluation: gain and lift need rows with a positive label")
+    ranked = labels[np.argsort(-scores, kind="mergesort")]
+    found = np.cumsum(ranked)
+    fractions = np.arange(1, bins + 1) / bins
+    cut = np.ceil(fractions * n).astype(np.int64)
+    gain = found[cut - 1] / positives
+    return fractions, gain, gain / (cut / n)
+
+
+@dataclass(frozen=True)
+class RegressionMetrics:
+    rmse: float
+    mae: float
+    r2: float
+    explained_variance: float
+
+
+def regression_metrics(y: Floats, predicted: Floats) -> RegressionMetrics:
+    """RMSE, MAE, R² (1 - SS_res / SS_tot) and explained variance (1 - Var(y - p) / Var(y));
+    R² and explained variance are NaN for a constant y."""
+    if len(y) == 0:
+        raise ValueError("evaluation: no rows to evaluate")
+    error = predicted - y
+    variance = float(np.var(y))
+    ss_res = float(np.mean(error**2))
+    r2 = 1.0 - ss_res / variance if variance > 0 else float("nan")
+    explained = 1.0 - float(np.var(error)) / variance if variance > 0 else float("nan")
+    return RegressionMetrics(
+        rmse=float(np.sqrt(ss_res)),
+        mae=float(np.mean(np.abs(error))),
+        r2=r2,
+        explained_variance=explained,
+    )
+
+
+@dataclass(frozen=True)
+class MulticlassMetrics:
+    classes: Floats
+    accuracy: float
+    precision: Floats
+    """Per class, in the order of `classes`."""
+    recall: Floats
+    f1: Floats
+    macro_f1: float
+    micro_f1: float
+    confusion: NDArray[np.int64]
+    """confusion[i, j]: rows of true class i predicted as class j."""
+
+
+def multiclass_metrics(y: Floats, predicted: Floats) -> MulticlassMetrics:
+    """The metrics of predicted classes against true ones (both class values; the classes are
+    every value either holds, sorted)."""
+    if len(y) == 0:
+        raise ValueError("evaluation: no rows to evaluate")
+    classes = np.unique(np.concatenate([y, predicted]))
+    true_at = np.searchsorted(classes, y)
+    pred_at = np.searchsorted(classes, predicted)
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (true_at, pred_at), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    predicted_count = confusion.sum(axis=0).astype(np.float64)
+    true_count = confusion.sum(axis=1).astype(np.float64)
+    precision, recall = _ratio(tp, predicted_count), _ratio(tp, true_count)
+    f1 = _ratio(2 * tp, predicted_count + true_count)
+    accuracy = float(tp.sum() / len(y))
+    # Micro F1 counts every row once: with one predicted class per row it is the accuracy.
+    return MulticlassMetrics(
+        classes=classes,
+        accuracy=accuracy,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        macro_f1=float(f1.mean()),
+        micro_f1=accuracy,
+        confusion=confusion,
     )
