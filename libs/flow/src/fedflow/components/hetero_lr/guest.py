@@ -22,25 +22,42 @@ if TYPE_CHECKING:
     from fedflow.context import ComponentContext
 
 Floats = lrmath.Floats
+Objective = lrmath.Objective
 
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
-    table = ctx.input("data")
+    return train_with(ctx, lrmath.LOGISTIC)
+
+
+def _labels(table: Table, objective: Objective) -> Floats:
+    name = objective.name
     if table.labels is None:
-        raise TableError("hetero_lr: the guest's input has no label column")
+        raise TableError(f"{name}: the guest's input has no label column")
     labels = np.asarray(table.labels, dtype=np.float64)
-    if not np.all((labels == 0.0) | (labels == 1.0)):
-        raise ValueError("hetero_lr: labels must be 0 or 1")
+    if objective is lrmath.LOGISTIC:
+        bad = np.unique(labels[(labels != 0.0) & (labels != 1.0)])
+        if len(bad):
+            found = ", ".join(f"{v:g}" for v in bad[:10])
+            raise ValueError(f"{name}: labels must be 0 or 1, found {found}")
+    elif not np.all(np.isfinite(labels)):
+        raise ValueError(f"{name}: {int((~np.isfinite(labels)).sum())} labels are missing")
+    return labels
+
+
+def train_with(ctx: ComponentContext, objective: Objective) -> Mapping[str, Table]:
+    """The guest's training of `objective` (hetero_lr's, or hetero_linr's squared loss)."""
+    table = ctx.input("data")
+    labels = _labels(table, objective)
     hosts = list(ctx.parties.get("host", []))
     if not 1 <= len(hosts) <= MAX_HOSTS:
-        raise ValueError(f"hetero_lr: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
+        raise ValueError(f"{objective.name}: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
     own = session.features(table)
-    session.warn_unscaled(ctx, own, list(table.feature_names))
+    session.warn_unscaled(ctx, own, list(table.feature_names), objective.name)
     x = lrmath.with_intercept(own)
     with crypto_threads(ctx) as (executor, background):
         # Key generation, fixed-base precomputation and the key exchange (or a checkpoint load).
         with timed(ctx, "setup_seconds"):
-            run = session.start(ctx, x, hosts, executor)
+            run = session.start(ctx, x, hosts, executor, objective)
         try:
             with timed(ctx, "train_seconds"):
                 _train(ctx, run, x, labels, hosts, background)
@@ -57,10 +74,10 @@ def _train(
     hosts: list[str],
     background: Any,
 ) -> None:
-    params, he, extra = run.params, run.he, run.extra
+    params, he, extra, objective = run.params, run.he, run.extra, run.objective
     rows_total, k_g = x.shape
     k_hosts = {h: int(k) for h, k in extra["peer_features"].items()}
-    session.check_batch(params, rows_total, k_g, max(k_hosts.values()))
+    session.check_batch(params, rows_total, k_g, max(k_hosts.values()), objective.name)
     ctx.federation.bind_dims(k_g2=k_g + 2)
     penalty = lrmath.intercept_penalty(k_g)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
@@ -72,8 +89,8 @@ def _train(
     last_loss = extra.get("last_loss")
     watch = LossWatch.restore(
         extra.get("watch"),
-        "hetero_lr",
-        session.advice(params),
+        objective.name,
+        session.advice(params, objective.name),
         tol=params.tol,
         early_stop=params.early_stop,
     )
@@ -128,17 +145,21 @@ def _taylor(
     iterations_left: int,
 ) -> tuple[Floats, float]:
     """One iteration of the Taylor protocol; the guest's gradient and the batch's loss."""
-    he, ctx = run.he, run.ctx
+    he, ctx, objective = run.he, run.ctx, run.objective
     b, k_g = len(yb), xb.shape[1]
     several = len(hosts) > 1
-    v = lrmath.taylor_residual_part(u_g, yb)
+    v = objective.residual_part(u_g, yb)
     precision = SHARED_PRECISION if several else None
     run.resume.send_ciphertexts(
         "residual", t, lambda: (he.encrypt(v, precision=precision), {}), to="host"
     )
     he.prefetch(iterations_left)
-    y_pm = 2.0 * yb - 1.0
-    design = np.hstack([xb, y_pm[:, None], u_g[:, None]])
+    design = np.hstack([xb, objective.label_column(yb)[:, None], u_g[:, None]])
+    # encrypted_dot quantises a matrix on one grid (2^-24 of its largest entry): each column is
+    # first brought to magnitude <= 1 by a power of two (exact), so that small columns (the
+    # features) keep their precision next to large ones (hetero_linr's labels and u_g).
+    scales = lrmath.column_scales(design)
+    design = design / scales
     sent: dict[str, dict[str, Any]] = {}
     for host in hosts:
         u_h = he.recv_ciphertexts("host_scores", t, host, he.peer_keys[host], b)
@@ -158,25 +179,18 @@ def _taylor(
     from_hosts = np.zeros(k_g + 2)
     u_h_sq = 0.0
     for host in hosts:
-        from_hosts += he.unmask(
+        from_hosts += scales * he.unmask(
             sent[host], "guest_gradient_masked", t, host, f"guest_gradient:{host}"
         )
         sq = ctx.federation.recv(frm=host, tag="host_score_sq", iteration=t)
         u_h_sq += float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0
         if several:
-            # sum over the other hosts h' of u_h . u_h' / 4, an aggregate for the loss
+            # sum over the other hosts h' of u_h . (host_coef u_h'), an aggregate for the loss
             cross = he.recv_ciphertexts("host_cross", t, host, he.public_key, 1)
             ctx.federation.authorize_decrypt("host_cross", t, frm=host)
-            u_h_sq += 4.0 * float(he.private_key.decrypt(cross)[0])
-    gradient = (xb.T @ v + 0.25 * from_hosts[:k_g]) / b
-    loss = lrmath.taylor_loss_from_aggregates(
-        b,
-        float(y_pm @ u_g),
-        float(from_hosts[k_g]),
-        float(u_g @ u_g),
-        float(from_hosts[k_g + 1]),
-        u_h_sq,
-    )
+            u_h_sq += float(he.private_key.decrypt(cross)[0]) / objective.host_coef
+    gradient = (xb.T @ v + objective.host_coef * from_hosts[:k_g]) / b
+    loss = objective.batch_loss(yb, u_g, float(from_hosts[k_g]), float(from_hosts[k_g + 1]), u_h_sq)
     return gradient, loss
 
 

@@ -24,13 +24,18 @@ Floats = lrmath.Floats
 
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
+    return train_with(ctx, lrmath.LOGISTIC)
+
+
+def train_with(ctx: ComponentContext, objective: lrmath.Objective) -> Mapping[str, Table]:
+    """A host's training of `objective` (hetero_lr's, or hetero_linr's squared loss)."""
     table = ctx.input("data")
     guest = ctx.parties["guest"][0]
     others = [h for h in ctx.parties.get("host", []) if h != ctx.party_id]
     x = session.features(table)
-    session.warn_unscaled(ctx, x, list(table.feature_names))
+    session.warn_unscaled(ctx, x, list(table.feature_names), objective.name)
     with crypto_threads(ctx) as (executor, background):
-        run = session.start(ctx, x, [guest], executor)
+        run = session.start(ctx, x, [guest], executor, objective)
         try:
             _train(ctx, run, x, guest, others, background)
         finally:
@@ -49,7 +54,7 @@ def _train(
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_h = x.shape
     k_g = int(extra["peer_features"][guest])
-    session.check_batch(params, rows_total, k_g, k_h)
+    session.check_batch(params, rows_total, k_g, k_h, run.objective.name)
     ctx.federation.bind_dims(k_g2=k_g + 2)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
     total = params.epochs * per_epoch
@@ -85,17 +90,18 @@ def _taylor(
     iterations_left: int,
 ) -> Floats:
     """One iteration of the Taylor protocol; this host's gradient."""
-    he, ctx = run.he, run.ctx
+    he, ctx, coef = run.he, run.ctx, run.objective.host_coef
     b = len(u_h)
     guest_key = he.peer_keys[guest]
     run.resume.send_ciphertexts("host_scores", t, lambda: (he.encrypt(u_h), {}), to=guest)
     he.prefetch(iterations_left)
     if others:
-        # [[u_h / 4]] under the guest's key: the other hosts add it to their residual.
+        # [[host_coef u_h]] (hetero_lr: u_h / 4) under the guest's key: the other hosts add
+        # it to their residual.
         run.resume.send_ciphertexts(
             "peer_scores",
             t,
-            lambda: (he.encrypt(0.25 * u_h, key=guest_key, precision=SHARED_PRECISION), {}),
+            lambda: (he.encrypt(coef * u_h, key=guest_key, precision=SHARED_PRECISION), {}),
             to="host",
         )
     d = he.recv_ciphertexts("residual", t, guest, guest_key, b)
@@ -104,8 +110,8 @@ def _taylor(
         d = d + scores  # same exponent (SHARED_PRECISION): no re-scaling
 
     def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
-        # [[X_h^T d + R_h]]: X_h^T [[v]] plus the host's own X_h^T u_h / 4, masked
-        vec = encrypted_dot(xb, d, executor=he.executor) + 0.25 * (xb.T @ u_h)
+        # [[X_h^T d + R_h]]: X_h^T [[v]] plus the host's own host_coef X_h^T u_h, masked
+        vec = encrypted_dot(xb, d, executor=he.executor) + coef * (xb.T @ u_h)
         return he.masked(vec, "host_gradient", t)
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)

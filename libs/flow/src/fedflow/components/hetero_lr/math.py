@@ -9,7 +9,8 @@ under encryption; the Taylor loss per row is log 2 - y' z / 2 + z^2 / 8 (y' = 2y
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -65,6 +66,14 @@ def with_intercept(features: Floats) -> Floats:
     return np.hstack([features, np.ones((features.shape[0], 1))])
 
 
+def column_scales(matrix: Floats) -> Floats:
+    """Per column, the power of two 2^ceil(log2 max|column|) (1 for a zero column): dividing
+    by it is exact and leaves every entry in [-1, 1]."""
+    largest = np.max(np.abs(matrix), axis=0) if matrix.shape[0] else np.zeros(matrix.shape[1])
+    exponents = np.ceil(np.log2(np.where(largest > 0.0, largest, 1.0)))
+    return np.asarray(np.exp2(exponents), dtype=np.float64)
+
+
 def taylor_residual_part(u_g: Floats, y: Floats) -> Floats:
     """The guest's part of the Taylor residual, v = u_g / 4 + 0.5 - y (d = v + u_h / 4)."""
     return 0.25 * u_g + 0.5 - y
@@ -76,6 +85,58 @@ def taylor_loss_from_aggregates(
     """A batch's summed Taylor loss from the aggregates the guest learns: b log 2
     - (y'.u_g + y'.u_h) / 2 + (u_g.u_g + 2 u_g.u_h + u_h.u_h) / 8."""
     return b * LOG2 - 0.5 * (y_dot_ug + y_dot_uh) + (ug_sq + 2 * ug_dot_uh + uh_sq) / 8
+
+
+def squared_loss_from_aggregates(
+    y: Floats, u_g: Floats, y_dot_uh: float, ug_dot_uh: float, uh_sq: float
+) -> float:
+    """A batch's summed squared loss (z - y)^2 / 2 from what the guest holds and learns:
+    (|u_g - y|^2 + 2 u_g.u_h - 2 y.u_h + u_h.u_h) / 2."""
+    r = u_g - y
+    return 0.5 * (float(r @ r) + 2.0 * ug_dot_uh - 2.0 * y_dot_uh + uh_sq)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A model trained by hetero_lr's exchange: the residual is d = v + host_coef * u_h with
+    the guest's part v = residual_part(u_g, y), linear in the hosts' scores u_h, so a host
+    can form X_h^T [[d]] under encryption. The guest learns A^T u_h for A = [X_g,
+    label_column(y), u_g] and the hosts' sum of u_h^2, from which batch_loss gives the
+    batch's summed loss."""
+
+    name: str
+    host_coef: float
+    residual_part: Callable[[Floats, Floats], Floats]
+    label_column: Callable[[Floats], Floats]
+    batch_loss: Callable[[Floats, Floats, float, float, float], float]
+
+
+def _taylor_batch_loss(
+    y: Floats, u_g: Floats, y_dot_uh: float, ug_dot_uh: float, uh_sq: float
+) -> float:
+    y_pm = 2.0 * y - 1.0
+    return taylor_loss_from_aggregates(
+        len(y), float(y_pm @ u_g), y_dot_uh, float(u_g @ u_g), ug_dot_uh, uh_sq
+    )
+
+
+LOGISTIC: Final = Objective(
+    name="hetero_lr",
+    host_coef=0.25,
+    residual_part=taylor_residual_part,
+    label_column=lambda y: 2.0 * y - 1.0,
+    batch_loss=_taylor_batch_loss,
+)
+"""hetero_lr: the Taylor-approximated logistic loss (d = z / 4 + 0.5 - y)."""
+
+SQUARED: Final = Objective(
+    name="hetero_linr",
+    host_coef=1.0,
+    residual_part=lambda u_g, y: u_g - y,
+    label_column=lambda y: y,
+    batch_loss=squared_loss_from_aggregates,
+)
+"""hetero_linr: the squared loss (z - y)^2 / 2 (d = z - y), exact."""
 
 
 def logistic_loss(y: Floats, z: Floats) -> float:

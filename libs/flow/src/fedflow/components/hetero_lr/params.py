@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -87,6 +87,14 @@ class HeteroLrParams(ComponentParams):
                     stacklevel=2,
                 )
         return data
+
+
+class HeteroLinrParams(HeteroLrParams):
+    """hetero_linr's parameters: hetero_lr's, without reveal_host_scores (the squared loss's
+    residual is exact under encryption; there is nothing to trade privacy for). `tol` applies
+    to the mean squared loss (z - y)^2 / 2."""
+
+    reveal_host_scores: Literal[False] = False
 
 
 class HeteroLrPredictParams(ComponentParams):

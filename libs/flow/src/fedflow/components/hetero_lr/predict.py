@@ -18,19 +18,22 @@ if TYPE_CHECKING:
     from fedflow.context import ComponentContext
 
 
-def weights_for(model: Table, names: list[str]) -> lrmath.Floats:
+def weights_for(
+    model: Table, names: list[str], component: str = "hetero_lr_predict"
+) -> lrmath.Floats:
     """The model's weights in the order of `names` (TableError naming a missing one)."""
     position = {str(name): i for i, name in enumerate(model.ids.tolist())}
     missing = [name for name in names if name not in position]
     if missing:
-        raise TableError(f"hetero_lr_predict: the model has no weight for {missing[0]!r}")
+        raise TableError(f"{component}: the model has no weight for {missing[0]!r}")
     weights = model.features[:, 0]
     return np.array([weights[position[name]] for name in names], dtype=np.float64)
 
 
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
     table, model = ctx.input("data"), ctx.input("model")
-    u_h = session.features(table) @ weights_for(model, list(table.feature_names))
+    names = list(table.feature_names)
+    u_h = session.features(table) @ weights_for(model, names, ctx.component_type)
     ctx.federation.send(
         FederationData(kind="partial_score", array=u_h),
         to=ctx.parties["guest"][0],
@@ -39,17 +42,22 @@ def host(ctx: ComponentContext) -> Mapping[str, Table]:
     return {}
 
 
-def guest(ctx: ComponentContext) -> Mapping[str, Table]:
-    params = ctx.params_as(HeteroLrPredictParams)
-    table, model = ctx.input("data"), ctx.input("model")
-    weights = weights_for(model, [*table.feature_names, INTERCEPT])
+def linear_scores(ctx: ComponentContext, table: Table, model: Table) -> lrmath.Floats:
+    """The guest's u_g plus every host's partial scores, row by row: z = u_g + sum u_h."""
+    weights = weights_for(model, [*table.feature_names, INTERCEPT], ctx.component_type)
     z = lrmath.with_intercept(session.features(table)) @ weights
     ctx.federation.bind_dims(m=table.rows)
     for party, got in ctx.federation.recv_all(frm="host", tag="host_partial_scores").items():
         if got.array is None:
-            raise ValueError(f"hetero_lr_predict: host {party} sent no scores")
+            raise ValueError(f"{ctx.component_type}: host {party} sent no scores")
         z = z + np.asarray(got.array, dtype=np.float64)
-    score = lrmath.sigmoid(z)
+    return z
+
+
+def guest(ctx: ComponentContext) -> Mapping[str, Table]:
+    params = ctx.params_as(HeteroLrPredictParams)
+    table, model = ctx.input("data"), ctx.input("model")
+    score = lrmath.sigmoid(linear_scores(ctx, table, model))
     predicted = (score >= params.threshold).astype(np.float64)
     ctx.metrics.log("rows", float(table.rows))
     ctx.metrics.log("positive_rate", float(predicted.mean()))

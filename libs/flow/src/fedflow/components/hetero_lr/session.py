@@ -11,7 +11,11 @@ import numpy as np
 import structlog
 
 from fedflow.components.hetero_lr import math as lrmath
-from fedflow.components.hetero_lr.params import RUNTIME_KNOBS, HeteroLrParams
+from fedflow.components.hetero_lr.params import (
+    RUNTIME_KNOBS,
+    HeteroLinrParams,
+    HeteroLrParams,
+)
 from fedflow.kit.he import HeParty, encode_secrets, open_secrets
 from fedflow.kit.resume import Resumable
 from fedflow.tables import Table
@@ -26,6 +30,11 @@ Floats = lrmath.Floats
 INTERCEPT: Final = "intercept"
 SECRETS_PURPOSE: Final = "hetero_lr.secrets"
 """What the sealed secrets in a hetero_lr checkpoint are (binds the sealing key to them)."""
+PARAMS: Final[Mapping[str, type[HeteroLrParams]]] = {
+    "hetero_lr": HeteroLrParams,
+    "hetero_linr": HeteroLinrParams,
+}
+"""The params model of each objective's component (lrmath.Objective.name)."""
 SHARED_PRECISION: Final = 2.0**-48
 """With several hosts: the fixed precision of [[v]] and of the hosts' [[u_h / 4]] under the
 guest's key, so that a host adds them without re-scaling ciphertexts."""
@@ -78,12 +87,14 @@ def warn_unscaled(
         )
 
 
-def check_batch(params: HeteroLrParams, rows: int, k_guest: int, k_host: int) -> None:
+def check_batch(
+    params: HeteroLrParams, rows: int, k_guest: int, k_host: int, component: str = "hetero_lr"
+) -> None:
     smallest = lrmath.min_batch_size(k_guest, k_host)
     batch = min(params.batch_size, rows)
     if batch < smallest:
         raise ValueError(
-            f"hetero_lr: batch_size {batch} is below the minimum {smallest} for "
+            f"{component}: batch_size {batch} is below the minimum {smallest} for "
             f"{k_guest} guest and {k_host} host features (a smaller batch lets a party solve "
             "for the other's per-sample values; see docs/hetero_lr.md)"
         )
@@ -120,6 +131,7 @@ class Training:
     he: HeParty
     weights: Floats
     start: int = 0
+    objective: lrmath.Objective = lrmath.LOGISTIC
     extra: dict[str, Any] = field(default_factory=dict)
     """Role-specific state: peer_features, loss_sum, last_loss, stopped, epochs_done."""
     resume: Resumable = field(init=False)
@@ -147,11 +159,15 @@ class Training:
 
 
 def start(
-    ctx: ComponentContext, x: Floats, peers: list[str], executor: Executor | None
+    ctx: ComponentContext,
+    x: Floats,
+    peers: list[str],
+    executor: Executor | None,
+    objective: lrmath.Objective = lrmath.LOGISTIC,
 ) -> Training:
     """Keys (a sealed task secret, checkpointed before anything is sent), then the key
     exchange with `peers`, or the state the last checkpoint holds."""
-    params = ctx.params_as(HeteroLrParams)
+    params = ctx.params_as(PARAMS[objective.name])
     ignored = [k for k in RUNTIME_KNOBS if ctx.params.get(k) is not None]
     if ignored:
         log.warning(
@@ -164,10 +180,10 @@ def start(
     short = params.insecure_short_keys
     private_key, mask_seed = open_secrets(
         ctx,
-        SECRETS_PURPOSE,
+        f"{objective.name}.secrets",  # hetero_lr: SECRETS_PURPOSE
         key_bits=params.key_bits,
         insecure_short_keys=short,
-        legacy=_legacy_secrets(ctx),
+        legacy=_legacy_secrets(ctx) if objective is lrmath.LOGISTIC else None,
     )
     he = HeParty(ctx, private_key, mask_seed, executor=executor)
     saved = ctx.checkpoints.latest()
@@ -181,6 +197,7 @@ def start(
             np.asarray(state["weights"], dtype=np.float64),
             start=saved.iteration + 1,
             extra=dict(state["extra"]),
+            objective=objective,
         )
         run.resume = Resumable(ctx, run.state, state)
         return run
@@ -194,6 +211,8 @@ def start(
     for peer, meta in metas.items():
         count = meta.get("features")
         if not isinstance(count, int) or count < 1:
-            raise ValueError(f"hetero_lr: {peer} did not say how many features it has")
+            raise ValueError(f"{objective.name}: {peer} did not say how many features it has")
         counts[peer] = count
-    return Training(ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts})
+    return Training(
+        ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts}, objective=objective
+    )

@@ -1,0 +1,125 @@
+"""hetero_linr: vertical linear regression under Paillier, as good as scikit-learn's Ridge on the
+joined table, its weights those of the plaintext reference of its SGD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fedflow.components.hetero_linr.math import reference_sgd
+from fedflow.pipeline import Pipeline, PipelineError
+from fedflow.standalone import run_pipeline
+from fedflow.tables import Table
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import Ridge
+
+from tests.flow.test_feature_scale import write_csv
+
+GUEST, HOST = "9999", "10000"
+LINR_PARAMS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 128,
+    "learning_rate": 0.3,
+    "alpha": 0.01,
+    "seed": 0,
+    "early_stop": False,
+    "key_bits": 512,
+    "insecure_short_keys": True,
+}
+
+
+def diabetes() -> tuple[Table, Table]:
+    """scikit-learn's diabetes table split vertically: the guest the target and 4 columns, the
+    host the other 6."""
+    x, y = load_diabetes(return_X_y=True)
+    ids = np.array([f"p{i}" for i in range(len(y))], dtype=np.str_)
+    guest = Table(ids, x[:, :4].copy(), ["age", "sex", "bmi", "bp"], y.astype(np.float64), "y")
+    host = Table(ids, x[:, 4:].copy(), [f"s{i}" for i in range(1, 7)], None)
+    return guest, host
+
+
+def linr_pipeline(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "linr-diabetes",
+        "parties": {"guest": GUEST, "host": [HOST]},
+        "components": [
+            {
+                "name": "reader_0",
+                "type": "reader",
+                "params": {"guest": {"table": "d_guest"}, "host": {"table": "d_host"}},
+            },
+            {"name": "psi_0", "type": "psi", "inputs": {"data": "reader_0.data"}},
+            {"name": "scale_0", "type": "feature_scale", "inputs": {"data": "psi_0.data"}},
+            {
+                "name": "linr_0",
+                "type": "hetero_linr",
+                "inputs": {"data": "scale_0.data"},
+                "params": {"common": params},
+            },
+            {
+                "name": "predict_0",
+                "type": "hetero_linr_predict",
+                "inputs": {"model": "linr_0.model", "data": "scale_0.data"},
+            },
+            {
+                "name": "eval_0",
+                "type": "evaluation",
+                "inputs": {"data": "predict_0.data"},
+                "params": {"common": {"eval_type": "regression"}},
+            },
+        ],
+    }
+
+
+def test_the_regression_example_is_a_valid_pipeline() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples/pipelines/regression_linr.yaml"
+    pipeline = Pipeline.from_yaml(example.read_text())
+    assert [c.type for c in pipeline.components_in_order()][-3:] == [
+        "hetero_linr",
+        "hetero_linr_predict",
+        "evaluation",
+    ]
+
+
+def test_reveal_host_scores_is_refused_for_hetero_linr() -> None:
+    with pytest.raises(PipelineError, match="reveal_host_scores"):
+        Pipeline.from_dict(linr_pipeline({**LINR_PARAMS, "reveal_host_scores": True}))
+
+
+@pytest.mark.timeout(300)
+def test_hetero_linr_on_diabetes_is_within_1_percent_rmse_of_ridge(tmp_path: Path) -> None:
+    # Prepare: the tables as CSV files; Ridge on the standardized joined table with our L2
+    guest, host = diabetes()
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "d_guest.csv", guest)
+    write_csv(data / "d_host.csv", host)
+
+    # Execute
+    result = run_pipeline(
+        Pipeline.from_dict(linr_pipeline(LINR_PARAMS)), {GUEST: data, HOST: data}, tmp_path
+    )
+
+    # Assert: the rows in the order the parties used (psi sorts them by id)
+    predicted = result.output(GUEST, "guest", "predict_0", "data")
+    ordered = guest.align_to(predicted.ids)
+    assert ordered.labels is not None
+    y = ordered.labels
+    joined = np.hstack([ordered.features, host.align_to(predicted.ids).features])
+    joined = (joined - joined.mean(axis=0)) / joined.std(axis=0)
+    ridge = Ridge(alpha=LINR_PARAMS["alpha"] * len(y)).fit(joined, y)
+    ridge_rmse = float(np.sqrt(np.mean((ridge.predict(joined) - y) ** 2)))
+    rmse = float(np.sqrt(np.mean((predicted.column("prediction") - y) ** 2)))
+    print(f"hetero_linr rmse {rmse:.4f} ridge {ridge_rmse:.4f}")
+    assert rmse <= 1.01 * ridge_rmse
+    assert result.metric("eval_0", "rmse") == pytest.approx(rmse, rel=1e-12)
+    assert result.metric("eval_0", "r2") > 0.5
+    # The weights are the plaintext reference's (the protocol computes the exact residual)
+    wg, wh, losses = reference_sgd(joined[:, :4], joined[:, 4:], y, LINR_PARAMS)
+    guest_model = result.output(GUEST, "guest", "linr_0", "model")
+    host_model = result.output(HOST, "host", "linr_0", "model")
+    np.testing.assert_allclose(guest_model.features[:, 0], wg, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(host_model.features[:, 0], wh, rtol=0, atol=1e-6)
+    assert result.metric("linr_0", "final_loss", GUEST) == pytest.approx(losses[-1], rel=1e-8)
