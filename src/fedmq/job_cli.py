@@ -324,9 +324,10 @@ def trace(
         ),
     ] = None,
     limit: Annotated[int, typer.Option(help="show at most this many spans (0: all)")] = 500,
+    tree: Annotated[bool, typer.Option(help="draw a tree instead of the indented table")] = False,
 ) -> None:
-    """The job's spans as a tree: name, service@party and duration of each, read from trace
-    files (every party's, when they are on this machine)."""
+    """The job's spans as a tree: start, duration, service@party and name (indented under its
+    parent) of each, read from trace files (every party's, when they are on this machine)."""
     paths = list(files) if files else trace_view.trace_files(directory)
     if not paths:
         console.print(f"[red]no trace files[/red] under {escape(str(directory))}/*/traces/")
@@ -343,4 +344,6 @@ def trace(
             f"({len(spans)} spans of other jobs or none)"
         )
         raise typer.Exit(1)
-    console.print(trace_view.render(trace_view.JobTrace(job_id, found), limit=limit))
+    job = trace_view.JobTrace(job_id, found)
+    draw = trace_view.render_tree if tree else trace_view.render
+    console.print(draw(job, limit=limit))

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcommon.tracing import SpanLine, read_span_file
+from rich.console import Group
 from rich.markup import escape
+from rich.table import Table
 from rich.tree import Tree
 
 JOB_ATTRIBUTE = "fedmq.job_id"
@@ -68,11 +70,17 @@ class JobTrace:
         return [s for s in self.spans if (s.trace_id, s.parent_span_id) not in known]
 
     def children(self) -> dict[tuple[str, str], list[SpanLine]]:
+        """Each span's children (by trace and span id), in start order."""
         out: dict[tuple[str, str], list[SpanLine]] = defaultdict(list)
         for span in self.spans:
             if span.parent_span_id:
                 out[(span.trace_id, span.parent_span_id)].append(span)
         return out
+
+
+MAX_INDENT = 12
+"""Levels of indentation the table shows; deeper spans say their depth instead (a job's trace
+nests a message's hops 20 to 30 levels deep)."""
 
 
 def _duration(seconds: float) -> str:
@@ -81,32 +89,74 @@ def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def _label(span: SpanLine) -> str:
+def _where(span: SpanLine) -> str:
+    return f"{span.service}@{span.party}" if span.party else span.service
+
+
+def _name(span: SpanLine) -> str:
     style = "red" if span.status == "ERROR" else "bold"
-    where = f"{span.service}@{span.party}" if span.party else span.service
+    return f"[{style}]{escape(span.name)}[/{style}]"
+
+
+def _walk(job: JobTrace, limit: int) -> tuple[list[tuple[int, SpanLine]], int]:
+    """(depth, span) in tree order (roots by start, children under their parent by start),
+    at most `limit` (0: all); and how many were left out."""
+    children = job.children()
+    out: list[tuple[int, SpanLine]] = []
+    stack = [(0, root) for root in reversed(job.roots())]
+    while stack and (limit <= 0 or len(out) < limit):
+        depth, span = stack.pop()
+        out.append((depth, span))
+        for child in reversed(children.get((span.trace_id, span.span_id), [])):
+            stack.append((depth + 1, child))
+    return out, len(job.spans) - len(out)
+
+
+def _title(job: JobTrace) -> str:
     return (
-        f"[{style}]{escape(span.name)}[/{style}]  [cyan]{escape(where)}[/cyan]  "
-        f"[green]{_duration(span.seconds)}[/green]"
-    )
-
-
-def render(job: JobTrace, *, limit: int = 0) -> Tree:
-    """The span tree (roots in start order, children under their parent); with `limit` > 0,
-    at most that many spans, and a last line saying how many were left out."""
-    tree = Tree(
         f"job [bold]{escape(job.job_id)}[/bold]: {len(job.spans)} spans in {job.traces} "
-        f"traces; parties {', '.join(job.parties) or '-'}; "
+        f"trace{'' if job.traces == 1 else 's'}; parties {', '.join(job.parties) or '-'}; "
         f"services {', '.join(job.services) or '-'}"
     )
-    children = job.children()
-    shown = 0
-    stack: list[tuple[Tree, SpanLine]] = [(tree, root) for root in reversed(job.roots())]
-    while stack and (limit <= 0 or shown < limit):
-        parent, span = stack.pop()
-        node = parent.add(_label(span))
-        shown += 1
-        for child in reversed(children.get((span.trace_id, span.span_id), [])):
-            stack.append((node, child))
-    if shown < len(job.spans):
-        tree.add(f"[dim]... {len(job.spans) - shown} more spans (--limit 0 shows all)[/dim]")
+
+
+def render(job: JobTrace, *, limit: int = 0) -> Group:
+    """The span tree as a table: start (after the job's first span), duration, service@party,
+    and the span's name indented by its depth; with `limit` > 0, at most that many spans and a
+    last row saying how many were left out."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("start", justify="right", style="dim")
+    table.add_column("duration", justify="right", style="green")
+    table.add_column("where", style="cyan")
+    table.add_column("span")
+    first = job.spans[0].start_ns if job.spans else 0
+    rows, left_out = _walk(job, limit)
+    for depth, span in rows:
+        indent = "  " * min(depth, MAX_INDENT) + (
+            f"[dim]{depth}>[/dim] " if depth > MAX_INDENT else ""
+        )
+        table.add_row(
+            f"+{_duration((span.start_ns - first) / 1e9)}",
+            _duration(span.seconds),
+            escape(_where(span)),
+            indent + _name(span),
+        )
+    if left_out:
+        table.add_row("", "", "", f"[dim]... {left_out} more spans (--limit 0 shows all)[/dim]")
+    return Group(_title(job), table)
+
+
+def render_tree(job: JobTrace, *, limit: int = 0) -> Tree:
+    """The same as a rich Tree (readable for shallow traces)."""
+    tree = Tree(_title(job))
+    nodes: list[Tree] = [tree]
+    rows, left_out = _walk(job, limit)
+    for depth, span in rows:
+        del nodes[depth + 1 :]
+        where, took = escape(_where(span)), _duration(span.seconds)
+        nodes.append(
+            nodes[depth].add(f"{_name(span)}  [cyan]{where}[/cyan]  [green]{took}[/green]")
+        )
+    if left_out:
+        tree.add(f"[dim]... {left_out} more spans (--limit 0 shows all)[/dim]")
     return tree

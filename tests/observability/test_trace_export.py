@@ -181,6 +181,7 @@ def test_the_trace_view_reads_both_file_formats_and_nests_spans_under_their_pare
     result = CliRunner().invoke(
         app, ["job", "trace", "j1", "--file", str(ours), "--file", str(collector)]
     )
+    as_tree = CliRunner().invoke(app, ["job", "trace", "j1", "--file", str(ours), "--tree"])
     missing = CliRunner().invoke(app, ["job", "trace", "nope", "--file", str(ours)])
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("not json\n")
@@ -201,5 +202,6 @@ def test_the_trace_view_reads_both_file_formats_and_nests_spans_under_their_pare
     assert any(
         "relay in" in line and "gateway@10000" in line and "250.0 ms" in line for line in lines
     )
+    assert as_tree.exit_code == 0 and "└── task noop_0  worker@9999" in as_tree.output
     assert missing.exit_code == 1 and "no spans of job nope" in missing.output
     assert unreadable.exit_code == 2 and "line 1" in unreadable.output
