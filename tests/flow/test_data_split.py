@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from fedflow.components.data_split import DataSplitParams
 from fedflow.components.data_split.component import parts_of
 from fedflow.pipeline import Pipeline, PipelineError
@@ -103,3 +104,41 @@ def test_guest_and_host_hold_the_same_rows_in_each_part_and_nothing_crosses(
     assert result.metric("stats_0", "rows", HOST) == 341
     assert result.metric("stats_0", "columns", HOST) == 20
     assert result.metric("stats_0", "columns", GUEST) == 10
+
+
+SCORECARD = Path(__file__).resolve().parents[2] / "examples/pipelines/scorecard_credit.yaml"
+
+
+@pytest.mark.timeout(300)
+def test_the_scorecard_example_trains_on_train_rows_and_evaluates_unseen_validate_rows(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the example on breast instead of default_credit, short keys, few epochs
+    spec = yaml.safe_load(SCORECARD.read_text())
+    by_name = {c["name"]: c for c in spec["components"]}
+    by_name["reader_0"]["params"] = {
+        "guest": {"table": "breast_hetero_guest"},
+        "host": {"table": "breast_hetero_host"},
+    }
+    by_name["hetero_lr_0"]["params"]["common"].update(
+        epochs=3, batch_size=128, learning_rate=0.5, key_bits=512, insecure_short_keys=True
+    )
+
+    # Execute
+    result = run_pipeline(
+        Pipeline.from_dict(spec), {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path
+    )
+
+    # Assert: evaluated on the 114 validate rows only, none of which trained the model
+    train_ids = set(result.output(GUEST, "guest", "split_0", "train").ids.tolist())
+    scored = result.output(GUEST, "guest", "predict_validate", "data")
+    assert len(scored.ids) == result.metric("eval_validate", "rows") == 114
+    assert not train_ids & set(scored.ids.tolist())
+    assert result.metric("eval_validate", "auc") > 0.95
+    # The validate rows were scaled with the train rows' fit (not their own)
+    raw = result.output(HOST, "host", "split_0", "validate")
+    train = result.output(HOST, "host", "split_0", "train")
+    scaled = result.output(HOST, "host", "scale_validate", "data")
+    expected = (raw.features - train.features.mean(0)) / train.features.std(0)
+    np.testing.assert_allclose(scaled.features, expected, rtol=0, atol=1e-9)
+    assert result.metric("statistics_0", "rows", HOST) == 455
