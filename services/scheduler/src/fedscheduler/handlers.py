@@ -250,6 +250,7 @@ def _send_worker(job: Job, effect: ToWorker, ctx: SchedulerContext, now: datetim
         log.info(
             "task_dispatched",
             job_id=job.job_id,
+            task_id=envelope.task_id,
             component=payload.component,
             attempt=payload.attempt,
         )
