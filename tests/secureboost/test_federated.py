@@ -76,9 +76,13 @@ def _reference(result: StandaloneResult, parties: list[tuple[str, str]], params:
     return model, [np.asarray(b.features) for b in blocks]
 
 
-def test_breast_federated_model_equals_the_plaintext_reference(tmp_path: Path) -> None:
-    # Prepare: row and feature sampling, a leaf minimum, min_child_weight
+def test_breast_federated_model_with_sampling_equals_the_plaintext_reference(tmp_path: Path) -> None:
+    # Prepare: row sampling with GOSS on top, feature sampling, a leaf minimum,
+    # min_child_weight
     settings = {
+        "goss": True,
+        "goss_top_rate": 0.3,
+        "goss_other_rate": 0.3,
         "num_trees": 3,
         "max_depth": 3,
         "max_bin": 16,

@@ -590,9 +590,36 @@ def tree_inputs(
     """The quantised (g, h, count) of tree `index` and its scale."""
     cls = index % params.trees_per_round
     g, h = gradients(y, scores, params)
+    g, h = g[:, cls], h[:, cls]
     sample = sampled_rows(y.shape[0], params.subsample, params.seed, index)
-    scale = GhScale.of(g[sample, cls], h[sample, cls])
-    return scale.quantize(g[:, cls], h[:, cls], sample), scale
+    if params.goss:
+        sample, weight = goss_rows(g, sample, params, index)
+        g, h = g * weight, h * weight
+    scale = GhScale.of(g[sample], h[sample])
+    return scale.quantize(g, h, sample), scale
+
+
+def goss_rows(
+    g: Floats, sample: NDArray[np.bool_], params: HeteroSecureBoostParams, index: int
+) -> tuple[NDArray[np.bool_], Floats]:
+    """GOSS (Ke et al., 2017, LightGBM): of the rows `sample` allows, keep the top_rate share
+    with the largest |g| and draw other_rate of all of them from the rest (from (seed, tree)),
+    whose g and h count (1 - top_rate) / other_rate times. Returns the rows and the weights."""
+    candidates = np.flatnonzero(sample)
+    count = candidates.size
+    top = round(params.goss_top_rate * count)
+    other = round(params.goss_other_rate * count)
+    # stable order of |g| (ties: lower row first) so every party computes the same
+    order = candidates[np.argsort(-np.abs(g[candidates]), kind="stable")]
+    rest = order[top:]
+    drawn = np.random.default_rng([params.seed, index, 0x6055]).permutation(rest.size)[:other]
+    chosen = np.zeros_like(sample)
+    chosen[order[:top]] = True
+    chosen[rest[drawn]] = True
+    weight = np.ones(g.shape[0])
+    if other:
+        weight[rest[drawn]] = (1.0 - params.goss_top_rate) / params.goss_other_rate
+    return chosen, weight
 
 
 def allowed_features(

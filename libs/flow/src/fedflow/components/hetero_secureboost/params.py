@@ -42,6 +42,12 @@ class HeteroSecureBoostParams(ComponentParams):
     colsample: float = Field(default=1.0, gt=0.0, le=1.0)
     """Fraction of each party's features drawn for each tree (each party draws its own)."""
     seed: int = Field(default=0, ge=0)
+    goss: bool = False
+    """Gradient-based one-side sampling (LightGBM's GOSS) on top of `subsample`: each tree
+    learns from the goss_top_rate rows with the largest |g| and goss_other_rate of the rows
+    drawn from the rest (their g and h amplified by (1 - top) / other)."""
+    goss_top_rate: float = Field(default=0.2, gt=0.0, lt=1.0)
+    goss_other_rate: float = Field(default=0.1, gt=0.0, lt=1.0)
     complete_secure: bool = False
     """FATE's complete-secure mode: the first tree uses the guest's features only, so its
     leaves (which every later tree's gradients depend on) never reflect a host split."""
@@ -55,6 +61,8 @@ class HeteroSecureBoostParams(ComponentParams):
 
     @model_validator(mode="after")
     def _check(self) -> HeteroSecureBoostParams:
+        if self.goss and self.goss_top_rate + self.goss_other_rate > 1.0:
+            raise ValueError("goss_top_rate + goss_other_rate must be at most 1")
         if self.key_bits < SECURE_KEY_BITS and not self.insecure_short_keys:
             raise ValueError(
                 f"key_bits {self.key_bits} is below {SECURE_KEY_BITS}: such keys are insecure "
