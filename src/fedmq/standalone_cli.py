@@ -2,6 +2,8 @@
 
     fedmq standalone run examples/pipelines/psi_eval.yaml \
         --data 9999=examples/data --data 10000=examples/data
+    fedmq standalone metrics JOB [--component eval_0] [-o metrics.json]
+    fedmq standalone model JOB hetero_lr_0 [-o model.json]   # each party's part, as JSON
 
 Each party gets its own in-memory broker and SQLite file under --workdir, linked by an
 in-process relay that signs, verifies and records every crossing (fedflow.standalone). `--data
@@ -178,3 +180,57 @@ def run(
         f"pipeline {result.pipeline}: {len(result.tasks)} tasks succeeded in "
         f"{result.seconds:.2f} s; databases in {escape(str(result.workdir))}"
     )
+
+
+Workdir = Annotated[
+    Path, typer.Option(help="the --workdir of `fedmq standalone run` (its party-*.db files)")
+]
+Output = Annotated[
+    Path | None, typer.Option("--output", "-o", help="write the JSON here instead of stdout")
+]
+
+
+def _emit(document: dict[str, object], output: Path | None) -> None:
+    import json
+
+    text = json.dumps(document, indent=2, sort_keys=True)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        Console(stderr=True).print(f"wrote {escape(str(output))}")
+
+
+@standalone_app.command("metrics")
+def metrics(
+    job_id: Annotated[str, typer.Argument(help="the job id the run printed", metavar="JOB")],
+    component: Annotated[str | None, typer.Option(help="only this component")] = None,
+    workdir: Workdir = Path(".fedmq/standalone"),
+    output: Output = None,
+) -> None:
+    """Every party's metrics and curves of a standalone run's job, as JSON (fedmq.results)."""
+    from fedmq.results import NoResults, metrics_json
+
+    try:
+        _emit(metrics_json(workdir, job_id, component), output)
+    except NoResults as exc:
+        Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+
+
+@standalone_app.command("model")
+def model(
+    job_id: Annotated[str, typer.Argument(help="the job id the run printed", metavar="JOB")],
+    component: Annotated[str, typer.Argument(help="the component, e.g. hetero_lr_0")],
+    workdir: Workdir = Path(".fedmq/standalone"),
+    output: Output = None,
+) -> None:
+    """Each party's outputs of COMPONENT (its part of a model: weights by feature name, a
+    fitted scaling, a profile) as JSON (fedmq.results)."""
+    from fedmq.results import NoResults, model_json
+
+    try:
+        _emit(model_json(workdir, job_id, component), output)
+    except NoResults as exc:
+        Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
