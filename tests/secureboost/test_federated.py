@@ -76,7 +76,9 @@ def _reference(result: StandaloneResult, parties: list[tuple[str, str]], params:
     return model, [np.asarray(b.features) for b in blocks]
 
 
-def test_breast_federated_model_with_sampling_equals_the_plaintext_reference(tmp_path: Path) -> None:
+def test_breast_federated_model_with_sampling_equals_the_plaintext_reference(
+    tmp_path: Path,
+) -> None:
     # Prepare: row sampling with GOSS on top, feature sampling, a leaf minimum,
     # min_child_weight
     settings = {

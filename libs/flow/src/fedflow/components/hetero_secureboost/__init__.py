@@ -12,6 +12,8 @@ each party learns per node. Per tree t (iteration t * max_depth + d at depth d):
   order 2  host  -> guest  histograms       [[cells]] of its direct nodes, compressed
   order 3  guest -> host   splits           per node: the winning id of this host or -1
   order 4  host  -> guest  instance_split   left / right of the rows at the nodes it won
+  order 5  host  -> guest  validate_directions  (validate_data) its nodes' sides per row
+  order 6  guest -> host   boost_stop       (early stopping) at a round's end: stop or go on
 
 The guest builds its own histograms in plaintext, decrypts the hosts', subtracts (sibling =
 parent - child), evaluates every candidate of every party (math.best_split) and tells the
@@ -56,7 +58,15 @@ HETERO_SECUREBOOST = ComponentDescriptor(
     },
     roles=("guest", "host"),
     params=HeteroSecureBoostParams,
-    inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
+    inputs=(
+        InputSpec("data", description="rows aligned across parties (psi output)"),
+        InputSpec(
+            "validate_data",
+            required=False,
+            description="validation rows aligned across parties (e.g. data_split's validate): "
+            "per-round validate_loss and early stopping",
+        ),
+    ),
     outputs=("model",),
     protocol=HETERO_SECUREBOOST_PROTOCOL,
 )

@@ -54,6 +54,10 @@ class GuestRun:
     level: sbmath.Level | None = None
     leaf_of: Ints | None = None
     parents: dict[str, Ints] = field(default_factory=dict)
+    validate_scores: sbmath.Floats | None = None
+    validate_losses: list[float] = field(default_factory=list)
+    stopped: bool = False
+    """Early stopping: no more trees (the model was cut back to the best round)."""
 
     def state(self) -> dict[str, Any]:
         current: dict[str, Any] = {}
@@ -72,6 +76,9 @@ class GuestRun:
             "trees": [t.arrays() for t in self.trees],
             "losses": list(self.losses),
             "current": current,
+            "validate_scores": self.validate_scores,
+            "validate_losses": list(self.validate_losses),
+            "stopped": self.stopped,
         }
 
     @classmethod
@@ -82,6 +89,10 @@ class GuestRun:
             trees=[sbmath.Tree.from_arrays(dict(t)) for t in state["trees"]],
             losses=[float(v) for v in state["losses"]],
         )
+        if state.get("validate_scores") is not None:
+            run.validate_scores = np.array(state["validate_scores"], dtype=np.float64)
+        run.validate_losses = [float(v) for v in state.get("validate_losses", [])]
+        run.stopped = bool(state.get("stopped", False))
         current = state["current"]
         if current:
             run.tree = sbmath.Tree.from_arrays(dict(current["tree"]))
@@ -110,6 +121,7 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
     x = np.asarray(table.features, dtype=np.float64)
     cuts = sbmath.fit_cuts(x, params.max_bin)
     bins = sbmath.bin_features(x, cuts, params.max_bin)
+    validation = _validation(ctx, table.feature_names, cuts, params)
     with crypto_threads(ctx) as (executor, background):
         with timed(ctx, "setup_seconds"):
             private_key, mask_seed = open_secrets(
@@ -121,7 +133,7 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
             he = HeParty(ctx, private_key, mask_seed, executor=executor)
             run, start = _start(ctx, he, y, hosts, params)
         try:
-            trainer = _Trainer(ctx, params, he, run, bins, y, hosts)
+            trainer = _Trainer(ctx, params, he, run, bins, y, hosts, validation)
             left = sum(
                 hosts_take_part(params, t)
                 for t in range(start // params.max_depth, params.total_trees)
@@ -132,6 +144,31 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
         finally:
             he.close()
     return {"model": _model(params, table.feature_names, cuts, run, hosts, y)}
+
+
+Validation = tuple[sbmath.Bins, sbmath.Floats]
+
+
+def _validation(
+    ctx: ComponentContext,
+    names: list[str],
+    cuts: list[sbmath.Floats],
+    params: HeteroSecureBoostParams,
+) -> Validation | None:
+    """The validate_data input binned with the training cuts, and its labels (or None)."""
+    if "validate_data" not in ctx.inputs:
+        if params.early_stopping_rounds:
+            raise ValueError("hetero_secureboost: early_stopping_rounds needs validate_data")
+        return None
+    table = ctx.input("validate_data")
+    if table.labels is None or list(table.feature_names) != list(names):
+        raise TableError(
+            "hetero_secureboost: validate_data needs the label and the training features"
+        )
+    y = np.asarray(table.labels, dtype=np.float64)
+    sbmath.check_labels(y, params)
+    x = np.asarray(table.features, dtype=np.float64)
+    return sbmath.bin_features(x, cuts, params.max_bin), y
 
 
 def _start(
@@ -167,9 +204,13 @@ class _Trainer:
         bins: sbmath.Bins,
         y: sbmath.Floats,
         hosts: list[str],
+        validation: Validation | None,
     ) -> None:
         self.ctx, self.params, self.he, self.run = ctx, params, he, run
-        self.bins, self.y, self.hosts = bins, y, hosts
+        self.bins, self.y, self.hosts, self.validation = bins, y, hosts, validation
+        if validation is not None and run.validate_scores is None:
+            base = sbmath.init_scores(y, params)[0] if len(y) else 0.0
+            run.validate_scores = np.tile(base, (len(validation[1]), 1))
         self.layout = cipher.CellLayout(len(y), he.public_key.n_length)
         self.snapshot = run.state()
         self.seconds = {"encrypt_seconds": 0.0, "decrypt_seconds": 0.0}
@@ -191,6 +232,8 @@ class _Trainer:
         params, depth_count = self.params, self.params.max_depth
         for index in range(start // depth_count, params.total_trees):
             first = start % depth_count if index == start // depth_count else 0
+            if self.run.stopped:
+                break
             self.ctx.check_canceled()
             self.grow(index, first)
         self.ctx.metrics.log("trees", float(len(self.run.trees)))
@@ -248,8 +291,10 @@ class _Trainer:
             )
             last = depth == params.max_depth - 1 or not run.level.nodes
             if last:
+                final = index * params.max_depth + params.max_depth - 1
                 self.finish(index, q, scale)
-                self.save(index * params.max_depth + params.max_depth - 1)
+                self.validate(index, final, federated)
+                self.save(final)
                 return
             self.save(iteration)
 
@@ -369,6 +414,60 @@ class _Trainer:
             run.losses.append(sbmath.loss(self.y, run.scores, params))
             self.ctx.metrics.log("train_loss", run.losses[-1], round_index)
 
+    def validate(self, index: int, iteration: int, federated: bool) -> None:
+        """The finished tree on the validation rows (the hosts' sides of their nodes asked
+        for); at a round's end the validation loss and, with early stopping, stop or go on."""
+        if self.validation is None:
+            return
+        run, params = self.run, self.params
+        vbins, vy = self.validation
+        rows, tree = len(vy), run.trees[-1]
+        sides: dict[tuple[int, int], NDArray[np.bool_]] = {}
+        for party, host in enumerate(self.hosts if federated else [], start=1):
+            owned = np.flatnonzero((tree.kind == sbmath.SPLIT) & (tree.party == party)).tolist()
+            got = self.ctx.federation.recv(frm=host, tag="validate_directions", iteration=iteration)
+            if got.array is None or got.array.size != rows * len(owned):
+                raise ShapeMismatchError(
+                    f"hetero_secureboost: validate_directions from {host} must be "
+                    f"{rows} x {len(owned)}"
+                )
+            matrix = np.asarray(got.array).reshape(rows, len(owned)) == 1
+            sides.update({(party, node): matrix[:, s] for s, node in enumerate(owned)})
+
+        def go_left(node: int) -> NDArray[np.bool_]:
+            party = int(tree.party[node])
+            if party == 0:
+                column = vbins[:, int(tree.feature[node])]
+                left = bool(tree.missing_left[node])
+                return sbmath.goes_left(column, int(tree.bin[node]), left, params.max_bin)
+            return sides[(party, node)]
+
+        assert run.validate_scores is not None
+        leaf = tree.leaves(go_left, rows)
+        run.validate_scores[:, index % params.trees_per_round] += tree.weight[leaf]
+        if (index + 1) % params.trees_per_round:
+            return
+        round_index = index // params.trees_per_round
+        run.validate_losses.append(sbmath.loss(vy, run.validate_scores, params))
+        self.ctx.metrics.log("validate_loss", run.validate_losses[-1], round_index)
+        if not params.early_stopping_rounds:
+            return
+        best = int(np.argmin(run.validate_losses))
+        if round_index - best >= params.early_stopping_rounds:
+            run.stopped = True
+            del run.trees[(best + 1) * params.trees_per_round :]
+            self.ctx.metrics.log("best_round", float(best))
+        if federated:
+            keep = len(run.trees) if run.stopped else -1
+            self.ctx.federation.send(
+                FederationData(
+                    kind="plain_control", meta={"stop": run.stopped, "keep_trees": keep}
+                ),
+                to="host",
+                tag="boost_stop",
+                iteration=iteration,
+            )
+
 
 def _model(
     params: HeteroSecureBoostParams,
@@ -396,6 +495,7 @@ def _model(
         "feature_names": list(names),
         "hosts": list(hosts),
         "losses": list(run.losses),
+        "validate_losses": list(run.validate_losses),
         "importance": {
             name: {"splits": int(count[j]), "gain": float(gain[j])} for j, name in enumerate(names)
         },

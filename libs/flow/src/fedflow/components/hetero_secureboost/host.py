@@ -23,6 +23,7 @@ from fedflow.components.hetero_secureboost.guest import hosts_take_part
 from fedflow.components.hetero_secureboost.params import SECURE_KEY_BITS, HeteroSecureBoostParams
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
+from fedflow.tables import TableError
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext
@@ -37,8 +38,15 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
     x = np.asarray(table.features, dtype=np.float64)
     cuts = sbmath.fit_cuts(x, params.max_bin)
     bins = sbmath.bin_features(x, cuts, params.max_bin)
+    validate = None
+    if "validate_data" in ctx.inputs:
+        vtable = ctx.input("validate_data")
+        if list(vtable.feature_names) != list(table.feature_names):
+            raise TableError("hetero_secureboost: validate_data needs the training features")
+        validate = np.asarray(vtable.features, dtype=np.float64)
     with crypto_threads(ctx) as (executor, _):
         host = _Host(ctx, params, guest, bins, cuts, executor)
+        host.validate = validate
         host.train()
         for name, seconds in host.seconds.items():
             ctx.metrics.log(name, seconds)
@@ -59,6 +67,9 @@ class _Host:
         self.bins, self.cuts, self.executor = bins, cuts, executor
         self.rows = bins.shape[0]
         self.splits: dict[str, list[Any]] = {name: [] for name in SPLIT_FIELDS}
+        self.validate: sbmath.Floats | None = None
+        """validate_data's features: the sides of this host's nodes go to the guest."""
+        self.stopped = False
         self.seconds = {"histogram_seconds": 0.0, "compress_seconds": 0.0}
         """Time spent building and compressing encrypted histograms in this run (metrics)."""
         saved = ctx.checkpoints.latest()
@@ -68,6 +79,7 @@ class _Host:
             assert saved is not None
             self.key = self._key(bytes(saved.state["guest_key"]))
             self.splits = {name: list(saved.state["splits"][name]) for name in SPLIT_FIELDS}
+            self.stopped = bool(saved.state.get("stopped", False))
             self.start = saved.iteration + 1
         else:
             ctx.federation.send(
@@ -97,6 +109,7 @@ class _Host:
         return {
             "guest_key": self.key.to_bytes(),
             "splits": {name: list(values) for name, values in self.splits.items()},
+            "stopped": self.stopped,
         }
 
     def save(self, iteration: int) -> None:
@@ -109,6 +122,8 @@ class _Host:
     def train(self) -> None:
         depth_count = self.params.max_depth
         for index in range(self.start // depth_count, self.params.total_trees):
+            if self.stopped:
+                break
             self.ctx.check_canceled()
             if hosts_take_part(self.params, index):
                 first = self.start % depth_count if index == self.start // depth_count else 0
@@ -145,9 +160,42 @@ class _Host:
             self.resume.send_ciphertexts("histograms", iteration, histograms, to=self.guest)
             next_nodes = self.answer_splits(index, iteration, positions, nodes)
             if next_nodes == 0 or depth == depth_count - 1:
-                self.save(index * depth_count + depth_count - 1)
+                final = index * depth_count + depth_count - 1
+                self.end_tree(index, final)
+                self.save(final)
                 return
             self.save(iteration)
+
+    def end_tree(self, index: int, iteration: int) -> None:
+        """With validate_data: the sides of this tree's nodes of this host for every
+        validation row; with early stopping, at a round's end, the guest's stop or go."""
+        if self.validate is None:
+            return
+        mine = [i for i, t in enumerate(self.splits["tree"]) if t == index]
+        sides = np.zeros((self.validate.shape[0], len(mine)), dtype=np.uint8)
+        for column, i in enumerate(mine):
+            sides[:, column] = sbmath.threshold_left(
+                self.validate[:, self.splits["feature"][i]],
+                self.splits["threshold"][i],
+                self.splits["missing_left"][i],
+            )
+        self.ctx.federation.send(
+            FederationData(kind="partial_score", array=sides.ravel()),
+            to=self.guest,
+            tag="validate_directions",
+            iteration=iteration,
+        )
+        per_round = self.params.trees_per_round
+        if not self.params.early_stopping_rounds or (index + 1) % per_round:
+            return
+        got = self.ctx.federation.recv(frm=self.guest, tag="boost_stop", iteration=iteration)
+        if got.meta.get("stop"):
+            keep = got.meta.get("keep_trees")
+            if not isinstance(keep, int) or keep < 0:
+                raise ValueError("hetero_secureboost: boost_stop without keep_trees")
+            kept = [i for i, t in enumerate(self.splits["tree"]) if t < keep]
+            self.splits = {name: [v[i] for i in kept] for name, v in self.splits.items()}
+            self.stopped = True
 
     def answer_splits(
         self, index: int, iteration: int, positions: NDArray[np.int32], nodes: int

@@ -48,6 +48,9 @@ class HeteroSecureBoostParams(ComponentParams):
     drawn from the rest (their g and h amplified by (1 - top) / other)."""
     goss_top_rate: float = Field(default=0.2, gt=0.0, lt=1.0)
     goss_other_rate: float = Field(default=0.1, gt=0.0, lt=1.0)
+    early_stopping_rounds: int = Field(default=0, ge=0)
+    """Stop when the validation loss has not improved for this many rounds (0: never) and keep
+    the trees up to the best round; needs the `validate_data` input."""
     complete_secure: bool = False
     """FATE's complete-secure mode: the first tree uses the guest's features only, so its
     leaves (which every later tree's gradients depend on) never reflect a host split."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from fedflow.kit import HE_DIMS, ciphertext_rule, public_key_rules
-from fedflow.protocol import NONE, MessageRule, Protocol, array_rule
+from fedflow.protocol import NONE, MessageRule, Protocol, array_rule, control_rule
 
 MAX_HOSTS: Final = 16
 
@@ -91,6 +91,25 @@ HETERO_SECUREBOOST_PROTOCOL = Protocol(
             "guest learns each such node's children's instance spaces",
             per_iteration=True,
             dtype="int8",
+        ),
+        array_rule(
+            "validate_directions",
+            "host",
+            "guest",
+            "partial_score",
+            5,
+            "(*,)",
+            "with a validate_data input, at a tree's last iteration: for every validation row "
+            "and each node of that tree the host split, 1 = left (row-major)",
+            per_iteration=True,
+            dtype="uint8",
+        ),
+        control_rule(
+            "boost_stop",
+            "guest",
+            "host",
+            6,
+            "early stopping, at a round's last iteration: meta stop, keep_trees",
         ),
     ),
 )
