@@ -82,12 +82,11 @@ def test_the_runtime_options_reach_every_party_and_a_bad_one_is_refused(
     data = str(ROOT / "examples" / "data")
 
     # Execute
-    # (typer runs an app of one command without its name)
     options = ["--threads", "3", "--prefetch-threads", "0", "--prefetch-nice", "10"]
     ok = CliRunner().invoke(
-        standalone_app, [example, "--data", data, "--workdir", str(tmp_path), *options]
+        standalone_app, ["run", example, "--data", data, "--workdir", str(tmp_path), *options]
     )
-    bad = CliRunner().invoke(standalone_app, [example, "--prefetch-nice", "20"])
+    bad = CliRunner().invoke(standalone_app, ["run", example, "--prefetch-nice", "20"])
 
     # Assert
     assert ok.exit_code == 0, ok.output

@@ -20,7 +20,7 @@ DATA = str(ROOT / "examples" / "data")
 
 
 def standalone(*args: str) -> tuple[int, str]:
-    done = CliRunner().invoke(standalone_app, list(args), env={"COLUMNS": "400"})
+    done = CliRunner().invoke(standalone_app, ["run", *args], env={"COLUMNS": "400"})
     return done.exit_code, " ".join(done.output.split())
 
 
