@@ -32,6 +32,7 @@ from fedflow.components.base import (
     ComponentParams,
     ComponentType,
     InputSpec,
+    LabelRule,
     NoParams,
     load,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "ComponentParams",
     "ComponentType",
     "InputSpec",
+    "LabelRule",
     "NoParams",
     "all_protocols_json",
     "component_type",

@@ -11,9 +11,10 @@ every role) or {role: "module:function"}; the code is imported only when a task 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,6 +33,39 @@ class ComponentParams(BaseModel):
 
 class NoParams(ComponentParams):
     """For components without parameters."""
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """The labels a model takes at a role: "binary" (exactly the `values`, e.g. hetero_lr's 0
+    and 1), "classes" (class indices 0, 1, 2, ...: integers >= 0) or "numeric" (any finite
+    number: hetero_linr). `problem` judges a table's distinct label values against it (the
+    profile recorded at upload, or the values a component finds), before anything runs."""
+
+    kind: Literal["binary", "classes", "numeric"]
+    values: tuple[float, ...] = ()
+
+    def expected(self) -> str:
+        if self.kind == "binary":
+            return "labels " + " or ".join(f"{v:g}" for v in self.values)
+        if self.kind == "classes":
+            return "class labels 0, 1, 2, ... (integers >= 0)"
+        return "numeric labels (finite numbers)"
+
+    def problem(self, found: Iterable[float]) -> str | None:
+        """Why labels with the distinct values `found` do not fit, naming the values that do
+        not (up to 10); None when they fit."""
+        values = sorted({float(v) for v in found}, key=lambda v: (math.isnan(v), v))
+        if self.kind == "binary":
+            bad = [v for v in values if v not in self.values]
+        elif self.kind == "classes":
+            bad = [v for v in values if not (math.isfinite(v) and v >= 0 and v.is_integer())]
+        else:
+            bad = [v for v in values if not math.isfinite(v)]
+        if not bad:
+            return None
+        shown = ", ".join(f"{v:g}" for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        return f"takes {self.expected()}, found {shown}"
 
 
 RunFn = Callable[["ComponentContext"], Mapping[str, Any]]
@@ -69,6 +103,10 @@ class ComponentDescriptor:
     """Role -> the label values this component's model takes (hetero_lr: the guest's labels
     are 0 or 1). The pipeline passes them to the readers whose data flows into it, which
     refuse a table with other labels before anything leaves the party (before PSI)."""
+    labels: Mapping[str, LabelRule] = field(default_factory=dict)
+    """Role -> the labels this component's model takes there (kind: binary, classes or
+    numeric): what a pipeline check compares a table's recorded label values with, and what
+    the component itself checks when it starts."""
 
     def params_model(self, role: str) -> type[ComponentParams]:
         return self.role_params.get(role, self.params)

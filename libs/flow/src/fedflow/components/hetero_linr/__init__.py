@@ -32,7 +32,7 @@ plaintext reference the tests compare with).
 
 from __future__ import annotations
 
-from fedflow.components.base import ComponentDescriptor, InputSpec
+from fedflow.components.base import ComponentDescriptor, InputSpec, LabelRule
 from fedflow.components.hetero_lr.params import HeteroLinrParams, HeteroLrPredictParams
 from fedflow.components.hetero_lr.protocol import predict_protocol, training_protocol
 
@@ -59,6 +59,7 @@ HETERO_LINR = ComponentDescriptor(
     inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
     outputs=("model",),
     protocol=HETERO_LINR_PROTOCOL,
+    labels={"guest": LabelRule("numeric")},
 )
 
 HETERO_LINR_PREDICT = ComponentDescriptor(

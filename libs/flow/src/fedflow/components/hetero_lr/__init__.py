@@ -56,12 +56,15 @@ predict.py hetero_lr_predict.
 
 from __future__ import annotations
 
-from fedflow.components.base import ComponentDescriptor, InputSpec
+from fedflow.components.base import ComponentDescriptor, InputSpec, LabelRule
 from fedflow.components.hetero_lr.params import HeteroLrParams, HeteroLrPredictParams
 from fedflow.components.hetero_lr.protocol import (
     HETERO_LR_PREDICT_PROTOCOL,
     HETERO_LR_PROTOCOL,
 )
+
+BINARY_LABELS = LabelRule("binary", (0.0, 1.0))
+"""hetero_lr's guest labels: 0 or 1."""
 
 HETERO_LR = ComponentDescriptor(
     name="hetero_lr",
@@ -75,7 +78,8 @@ HETERO_LR = ComponentDescriptor(
     inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
     outputs=("model",),
     protocol=HETERO_LR_PROTOCOL,
-    label_values={"guest": (0.0, 1.0)},
+    label_values={"guest": BINARY_LABELS.values},
+    labels={"guest": BINARY_LABELS},
 )
 
 HETERO_LR_PREDICT = ComponentDescriptor(

@@ -10,6 +10,7 @@ import numpy as np
 from fedcrypto import EncryptedVector, ShapeMismatchError, encrypted_dot
 from fedschemas import FederationData
 
+from fedflow.components import CATALOGUE
 from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS
@@ -30,17 +31,14 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
 
 
 def _labels(table: Table, objective: Objective) -> Floats:
+    """The guest's labels, refused unless they fit the model's declared LabelRule."""
     name = objective.name
     if table.labels is None:
         raise TableError(f"{name}: the guest's input has no label column")
     labels = np.asarray(table.labels, dtype=np.float64)
-    if objective is lrmath.LOGISTIC:
-        bad = np.unique(labels[(labels != 0.0) & (labels != 1.0)])
-        if len(bad):
-            found = ", ".join(f"{v:g}" for v in bad[:10])
-            raise ValueError(f"{name}: labels must be 0 or 1, found {found}")
-    elif not np.all(np.isfinite(labels)):
-        raise ValueError(f"{name}: {int((~np.isfinite(labels)).sum())} labels are missing")
+    problem = CATALOGUE[name].labels["guest"].problem(np.unique(labels).tolist())
+    if problem is not None:
+        raise ValueError(f"{name} {problem} in label column {table.label_name!r}")
     return labels
 
 
