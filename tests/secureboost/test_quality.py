@@ -10,7 +10,7 @@ import pytest
 import xgboost as xgb
 from fedflow.components.hetero_secureboost import math as sb
 from fedflow.components.hetero_secureboost.params import HeteroSecureBoostParams
-from sklearn.datasets import load_diabetes, load_wine
+from sklearn.datasets import load_diabetes, load_digits
 from sklearn.metrics import roc_auc_score
 
 from tests.secureboost.data import example, xgboost_settings
@@ -57,12 +57,12 @@ def _vertical(x: np.ndarray) -> list[np.ndarray]:
     return [x[:, :half], x[:, half:]]
 
 
-def test_multiclass_wine_accuracy_is_within_1_percent_of_xgboost() -> None:
-    # Prepare
-    x, y = load_wine(return_X_y=True)
+def test_multiclass_digits_accuracy_is_within_1_percent_of_xgboost() -> None:
+    # Prepare: 10 classes, 3 rounds (accuracy still well below 1, so the comparison bites)
+    x, y = load_digits(return_X_y=True)
     y = y.astype(np.float64)
     params = HeteroSecureBoostParams(
-        objective="multi:softmax", num_class=3, num_trees=5, max_depth=3, max_bin=32, **SHORT
+        objective="multi:softmax", num_class=10, num_trees=3, max_depth=3, max_bin=32, **SHORT
     )
 
     # Execute
@@ -71,9 +71,9 @@ def test_multiclass_wine_accuracy_is_within_1_percent_of_xgboost() -> None:
     theirs = float(np.mean(np.argmax(_xgboost(x, y, params, base=0.5), axis=1) == y))
 
     # Assert
-    print(f"wine accuracy: ours {ours:.4f} xgboost {theirs:.4f}")
+    print(f"digits accuracy: ours {ours:.4f} xgboost {theirs:.4f}")
     assert abs(ours - theirs) <= 0.01 * theirs
-    assert len(model.trees) == 15  # one tree per class per round
+    assert len(model.trees) == 30  # one tree per class per round
 
 
 def test_regression_diabetes_rmse_is_within_1_percent_of_xgboost() -> None:
