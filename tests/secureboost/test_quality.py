@@ -26,7 +26,7 @@ def _xgboost(x: np.ndarray, y: np.ndarray, params: HeteroSecureBoostParams, base
 
 
 @pytest.mark.parametrize(
-    ("name", "trees"), [("breast", 5), ("default_credit", 5)], ids=["breast", "default_credit"]
+    ("name", "trees"), [("breast", 5), ("default_credit", 2)], ids=["breast", "default_credit"]
 )
 def test_binary_train_auc_is_within_0_005_of_xgboost_and_above_guest_only(
     name: str, trees: int
