@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 from fedflow.components.hetero_linr.math import reference_sgd
+from fedflow.metrics import MetricsReader
 from fedflow.pipeline import Pipeline, PipelineError
-from fedflow.standalone import run_pipeline
+from fedflow.standalone import LocalWorld, run_pipeline
 from fedflow.tables import Table
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
+from tests.flow.running import start_task
 from tests.flow.test_feature_scale import write_csv
 
 GUEST, HOST = "9999", "10000"
@@ -123,3 +125,55 @@ def test_hetero_linr_on_diabetes_is_within_1_percent_rmse_of_ridge(tmp_path: Pat
     np.testing.assert_allclose(guest_model.features[:, 0], wg, rtol=0, atol=1e-6)
     np.testing.assert_allclose(host_model.features[:, 0], wh, rtol=0, atol=1e-6)
     assert result.metric("linr_0", "final_loss", GUEST) == pytest.approx(losses[-1], rel=1e-8)
+
+
+def test_hetero_linr_with_two_hosts_trains_the_joined_model_and_its_loss(tmp_path: Path) -> None:
+    # Prepare: a numeric target of the guest's and both hosts' features; the host columns of
+    # one table split between two hosts
+    rng = np.random.default_rng(5)
+    rows, ids = 200, np.array([f"r{i}" for i in range(200)], dtype=np.str_)
+    xg, xh = rng.normal(size=(rows, 3)), rng.normal(size=(rows, 5))
+    y = 3.0 + xg @ [1.0, -2.0, 0.5] + xh @ [0.7, 0.0, -1.5, 2.0, 1.0] + rng.normal(size=rows)
+    guest = Table(ids, xg, ["g0", "g1", "g2"], y, "y")
+    hosts = {
+        "10000": Table(ids, xh[:, :2], ["h0", "h1"], None),
+        "10001": Table(ids, xh[:, 2:], ["h2", "h3", "h4"], None),
+    }
+    parties = {"guest": [GUEST], "host": list(hosts)}
+    params = {**LINR_PARAMS, "epochs": 3, "batch_size": 64, "learning_rate": 0.1}
+    with LocalWorld([GUEST, *hosts], tmp_path / "w") as world:
+        runs = []
+        for party, role, table in [(GUEST, "guest", guest)] + [
+            (p, "host", t) for p, t in hosts.items()
+        ]:
+            world.parties[party].runtime.artifacts.put("j", "src", party, role, "data", table, 0)
+            spec = world.parties[party].task(
+                "j",
+                "linr_0",
+                "hetero_linr",
+                role,
+                parties,
+                params=params,
+                inputs={"data": "src.data"},
+            )
+            runs.append((party, role, start_task(world, spec, recv_timeout=60, join_timeout=300)))
+
+        # Execute
+        for _, _, running in runs:
+            running.join()
+
+        # Assert: the plaintext reference on the joined table, weights and per-epoch loss
+        assert all(not r.error for _, _, r in runs), [r.error for _, _, r in runs]
+        got = {
+            party: world.parties[party].runtime.artifacts.get("j", party, role, "linr_0.model")
+            for party, role, _ in runs
+        }
+        reader = MetricsReader(world.parties[GUEST].engine)
+        losses = sorted(
+            (m.step, m.value) for m in reader.metrics("j", "linr_0") if m.name == "loss"
+        )
+    wg, wh, expected_loss = reference_sgd(xg, xh, y, params)
+    np.testing.assert_allclose(got[GUEST].features[:, 0], wg, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["10000"].features[:, 0], wh[:2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["10001"].features[:, 0], wh[2:], rtol=0, atol=1e-6)
+    np.testing.assert_allclose([v for _, v in losses], expected_loss, rtol=1e-7)
