@@ -1,6 +1,7 @@
 """hetero_secureboost with a validate_data input: the per-round validation loss is the
 reference model's on those rows, and early stopping keeps the trees up to the best round at
-every party (the guest's trees and the host's splits), equal to the reference cut there."""
+every party (the guest's trees and the host's splits), equal to the reference cut there;
+hetero_secureboost_predict then scores rows the model never saw as the reference does."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def _rows(table: Table, rows: np.ndarray) -> Table:
     )
 
 
-def test_early_stopping_keeps_the_best_rounds_at_every_party(tmp_path: Path) -> None:
+def test_early_stopping_keeps_the_best_rounds_and_predict_scores_unseen_rows(
+    tmp_path: Path,
+) -> None:
     # Prepare: breast, 60% to train, 40% to validate; an aggressive learning rate overfits
     guest, host = example("breast")
     order = np.random.default_rng(0).permutation(guest.rows)
@@ -72,6 +75,27 @@ def test_early_stopping_keeps_the_best_rounds_at_every_party(tmp_path: Path) -> 
         host_model = world.parties[HOST].runtime.artifacts.get_artifact(
             "job", HOST, "host", "boost_0.model"
         )
+        predicting = [
+            start_task(
+                world,
+                world.parties[party].task(
+                    "job",
+                    "predict_0",
+                    "hetero_secureboost_predict",
+                    role,
+                    parties,
+                    params={},
+                    inputs={"model": "boost_0.model", "data": "src.validate"},
+                ),
+                recv_timeout=60,
+                join_timeout=300,
+            )
+            for party, role in ((GUEST, "guest"), (HOST, "host"))
+        ]
+        for task in predicting:
+            task.join()
+        assert not any(task.error for task in predicting), [task.error for task in predicting]
+        scored = world.parties[GUEST].runtime.artifacts.get("job", GUEST, "guest", "predict_0.data")
 
     # Assert: stopped early, at the best validation round, as the reference cut there
     assert isinstance(got, ModelArtifact) and isinstance(host_model, ModelArtifact)
@@ -89,3 +113,5 @@ def test_early_stopping_keeps_the_best_rounds_at_every_party(tmp_path: Path) -> 
     held_out = [guest.features[validate], host.features[validate]]
     margins = reference.margins(held_out)
     assert losses[best] == sbmath.loss(guest.labels[validate], margins, params)
+    np.testing.assert_array_equal(scored.features[:, 0], reference.predict(held_out))
+    assert scored.ids.tolist() == guest.ids[validate].tolist()
