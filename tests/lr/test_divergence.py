@@ -13,8 +13,17 @@ from fedflow.metrics import MetricsReader
 from fedflow.standalone import LocalWorld
 from fedflow.tables import Table
 from sklearn.datasets import load_breast_cancer
+from structlog.testing import capture_logs
 
-from tests.lr.conftest import GUEST, HOST, SHORT_KEY_PARAMS, lr_tasks, start
+from tests.lr.conftest import (
+    GUEST,
+    HOST,
+    SHORT_KEY_PARAMS,
+    lr_tasks,
+    start,
+    synthetic,
+    trained,
+)
 
 ADVICE = "add a feature_scale component, or lower learning_rate"
 
@@ -99,3 +108,18 @@ def test_hetero_lr_on_unscaled_columns_stops_with_a_clear_error_before_any_overf
     # Both parties warned about their own unscaled columns (breast: areas, perimeters)
     assert guest_metrics["unscaled_features"] >= 1
     assert host_metrics["unscaled_features"] >= 1
+
+
+def test_a_batch_size_above_the_rows_is_warned_about_at_both_parties(tmp_path: Path) -> None:
+    # Prepare: 200 rows, batch_size 1000
+    guest, host = synthetic(200, 3, 3)
+    params = {**SHORT_KEY_PARAMS, "epochs": 1, "batch_size": 1000}
+
+    # Execute
+    with capture_logs() as logs, trained(tmp_path, "big-batch", guest, host, params):
+        pass
+
+    # Assert
+    warned = [e for e in logs if e["event"] == "batch_size_exceeds_rows"]
+    assert len(warned) == 2  # guest and host
+    assert {(e["batch_size"], e["rows"]) for e in warned} == {(1000, 200)}
