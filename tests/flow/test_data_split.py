@@ -135,6 +135,9 @@ def test_the_scorecard_example_trains_on_train_rows_and_evaluates_unseen_validat
     assert len(scored.ids) == result.metric("eval_validate", "rows") == 114
     assert not train_ids & set(scored.ids.tolist())
     assert result.metric("eval_validate", "auc") > 0.95
+    # Validate scores against the train scores: the same population, a small PSI
+    assert 0.0 <= result.metric("eval_validate", "psi") < 0.25
+    assert sum(result.curve("eval_validate", "psi_actual").y) == pytest.approx(1.0)
     # The validate rows were scaled with the train rows' fit (not their own)
     raw = result.output(HOST, "host", "split_0", "validate")
     train = result.output(HOST, "host", "split_0", "train")

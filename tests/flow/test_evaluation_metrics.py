@@ -1,7 +1,7 @@
 """evaluation's metrics equal scikit-learn's on the same labels and scores: binary (AUC, KS,
 precision / recall / F1 and the confusion matrix at thresholds, gain and lift), regression
 (RMSE, MAE, R², explained variance) and multi-class (accuracy, per-class precision and recall,
-macro and micro F1, the confusion matrix)."""
+macro and micro F1, the confusion matrix); and the PSI of scores against a reference set."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fedflow.components.evaluation.math import (
     binary_metrics,
     gain_lift,
     multiclass_metrics,
+    population_stability,
     regression_metrics,
 )
 from sklearn import metrics as sk
@@ -98,3 +99,22 @@ def test_multiclass_metrics_equal_sklearn() -> None:
     assert found.macro_f1 == pytest.approx(sk.f1_score(y, predicted, average="macro"))
     assert found.micro_f1 == pytest.approx(sk.f1_score(y, predicted, average="micro"))
     assert found.confusion.tolist() == sk.confusion_matrix(y, predicted).tolist()
+
+
+def test_population_stability_is_0_for_the_same_distribution_and_grows_with_a_shift() -> None:
+    # Prepare: a reference, a sample of the same distribution, and a shifted one
+    reference = RNG.random(10_000)
+    same, shifted = RNG.random(5_000), RNG.random(5_000) * 0.5 + 0.5
+
+    # Execute
+    stable = population_stability(reference, same, bins=10)
+    moved = population_stability(reference, shifted, bins=10)
+
+    # Assert: deciles of the reference; the shifted half leaves 5 bins (nearly) empty
+    np.testing.assert_allclose(stable.expected, 0.1, atol=1e-3)
+    assert stable.psi < 0.01
+    a = np.maximum(moved.actual, 1e-4)
+    e = np.maximum(moved.expected, 1e-4)
+    assert moved.psi == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
+    assert moved.psi > 1.0
+    assert moved.actual[:5].sum() < 0.01

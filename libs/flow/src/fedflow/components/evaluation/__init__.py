@@ -18,6 +18,9 @@ fp, tn, fn), log loss when every score is in [0, 1], and the top bin's lift (`li
 Curves: roc (FPR, TPR), ks (threshold, TPR - FPR), pr (recall, precision), at most
 `curve_points` points each; precision_at, recall_at, f1_at (threshold, value) at each of
 `thresholds`; gain and lift (population fraction, value) at `bins` quantiles of the ranking.
+With a `reference` input (e.g. the train rows' scores when `data` holds the validate rows'):
+`psi`, the population stability index of the scores against the reference's, over `bins`
+equal-frequency bins of the reference, and the curves psi_expected / psi_actual (bin, share).
 
 regression: the score column is the prediction: rmse, mae, r2, explained_variance.
 
@@ -64,6 +67,13 @@ EVALUATION = ComponentDescriptor(
     entry="fedflow.components.evaluation.component:run",
     roles=("guest",),
     params=EvaluationParams,
-    inputs=(InputSpec("data", description="a table with labels and a score column"),),
+    inputs=(
+        InputSpec("data", description="a table with labels and a score column"),
+        InputSpec(
+            "reference",
+            required=False,
+            description="binary: scores of other rows (e.g. train) to compute the PSI against",
+        ),
+    ),
     protocol=Protocol(component_type="evaluation", description="exchanges nothing"),
 )

@@ -15,6 +15,7 @@ from fedflow.components.evaluation.math import (
     binary_metrics,
     gain_lift,
     multiclass_metrics,
+    population_stability,
     regression_metrics,
 )
 from fedflow.tables import Table, TableError
@@ -58,7 +59,18 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
         _multiclass(ctx, labels, scores)
     else:
         _binary(ctx, params, labels == params.pos_label, scores)
+        if "reference" in ctx.inputs:
+            reference = _scores(ctx.input("reference"), params)
+            _stability(ctx, reference[~np.isnan(reference)], scores, params.bins)
     return {}
+
+
+def _stability(ctx: ComponentContext, reference: Floats, scores: Floats, bins: int) -> None:
+    found = population_stability(reference, scores, bins)
+    ctx.metrics.log("psi", found.psi)
+    index = np.arange(len(found.expected), dtype=np.float64)
+    ctx.metrics.curve("psi_expected", index, found.expected, x_label="bin", y_label="share")
+    ctx.metrics.curve("psi_actual", index, found.actual, x_label="bin", y_label="share")
 
 
 def _regression(ctx: ComponentContext, labels: Floats, predicted: Floats) -> None:

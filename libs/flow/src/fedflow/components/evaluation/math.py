@@ -4,7 +4,8 @@ scikit-learn's, which is a development tool kept out of the runtime images):
 - binary: AUC, KS, accuracy, precision, recall, log loss and the roc/ks/pr curves
   (`binary_metrics`); F1 and the confusion matrix at a threshold, precision/recall/F1 at a list
   of thresholds (`at_thresholds`); cumulative gain and lift by population quantile
-  (`gain_lift`);
+  (`gain_lift`); the population stability index of the scores against a reference set's,
+  e.g. validate against train (`population_stability`);
 - regression: RMSE, MAE, R², explained variance (`regression_metrics`);
 - multi-class: accuracy, per-class precision and recall, macro and micro F1, the confusion
   matrix (`multiclass_metrics`).
@@ -221,4 +222,40 @@ def multiclass_metrics(y: Floats, predicted: Floats) -> MulticlassMetrics:
         macro_f1=float(f1.mean()),
         micro_f1=accuracy,
         confusion=confusion,
+    )
+
+
+PSI_FLOOR = 1e-4
+"""A bin's share below this counts as this in the PSI (an empty bin would make it infinite)."""
+
+
+@dataclass(frozen=True)
+class Stability:
+    psi: float
+    edges: Floats
+    """The inner bin edges: the reference scores' quantiles 1/bins .. (bins-1)/bins."""
+    expected: Floats
+    """The reference's share of rows in each bin."""
+    actual: Floats
+
+
+def population_stability(reference: Floats, scores: Floats, bins: int) -> Stability:
+    """PSI = sum over bins of (a - e) ln(a / e), a and e the shares of `scores` and of
+    `reference` in each bin; the bins cut at the reference's quantiles (equal-frequency on the
+    reference; tied edges merge), a bin's share floored at PSI_FLOOR. Below 0.1 is usually read
+    as stable, above 0.25 as shifted."""
+    if len(reference) == 0 or len(scores) == 0:
+        raise ValueError("evaluation: PSI needs reference and scored rows")
+    edges = np.unique(np.quantile(reference, np.arange(1, bins) / bins))
+    expected = np.bincount(
+        np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1
+    )
+    actual = np.bincount(np.searchsorted(edges, scores, side="right"), minlength=len(edges) + 1)
+    e = np.maximum(expected / len(reference), PSI_FLOOR)
+    a = np.maximum(actual / len(scores), PSI_FLOOR)
+    return Stability(
+        psi=float(np.sum((a - e) * np.log(a / e))),
+        edges=np.asarray(edges, dtype=np.float64),
+        expected=np.asarray(expected / len(reference), dtype=np.float64),
+        actual=np.asarray(actual / len(scores), dtype=np.float64),
     )
