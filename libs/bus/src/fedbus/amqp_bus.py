@@ -38,6 +38,7 @@ are redelivered by the broker with a higher x-delivery-count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -155,6 +156,12 @@ def _properties(message: Message, user_id: str | None) -> aiormq.spec.Basic.Prop
         # trustworthy for the receiver (docs/security.md).
         user_id=user_id,
     )
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    """Close a channel no one uses any more; it may be closed or broken already."""
+    with contextlib.suppress(Exception):
+        await channel.close()
 
 
 def _routing_key(message: AbstractIncomingMessage) -> str:
@@ -462,6 +469,12 @@ class AmqpBus(BrokerBus):
 
     def _on_reconnect(self, _connection: object) -> None:
         self._reconnects += 1
+        # The robust connection restores declared queues' consumers, not the direct reply-to
+        # one (no queue): requests published on the restored reply channel would be refused
+        # for ever ("fast reply consumer does not exist"). The next request opens a new one.
+        stale, self._reply_channel = self._reply_channel, None
+        if stale is not None:
+            self._loop.create_task(_close_quietly(stale))
         log.warning("bus_reconnected", connection_name=self.connection_name)
 
     # -- loop plumbing ---------------------------------------------------------------------
