@@ -344,6 +344,11 @@ class TaskExecutor:
         keeper = threading.Thread(target=self._keep_leases, name="fedworker-leases", daemon=True)
         keeper.start()
         self._threads.append(keeper)
+        reporter = threading.Thread(
+            target=self._forward_while_running, name="fedworker-progress", daemon=True
+        )
+        reporter.start()
+        self._threads.append(reporter)
 
     def wake(self, count: int = 1) -> None:
         """A task was recorded (committed): one idle runner thread claims it now."""
@@ -744,6 +749,10 @@ class TaskExecutor:
     # --- leases ------------------------------------------------------------------------------
 
     def _keep_leases(self) -> None:
+        # Only the database here: a send on the bus blocks while the broker is away (it retries
+        # until the broker is back), and a lease not renewed meanwhile expires -- another
+        # runner thread then claims the task and runs it a second time beside the first (two
+        # runs saving the same checkpoint: UniqueViolation). Bus sends are _forward_while_running's.
         interval = self.lease.total_seconds() / 3
         while not self._stopping.wait(interval):
             with self._lock:
@@ -754,6 +763,14 @@ class TaskExecutor:
                 self._renew(mine)
             except Exception as exc:  # the next round tries again; the lease has slack
                 log.warning("task_lease_renewal_failed", error=str(exc))
+
+    def _forward_while_running(self) -> None:
+        """The running tasks' held-back progress and new metrics, to the scheduler, every
+        lease/3 (a thread of its own: a send may block while the broker is away)."""
+        interval = self.lease.total_seconds() / 3
+        while not self._stopping.wait(interval):
+            with self._lock:
+                mine = list(self._running.values())
             for running in mine:
                 if running.pending_progress is not None and not running.cancel.is_set():
                     self._send_pending_progress(running)
