@@ -12,7 +12,8 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
+from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, upload_breast
+from tests.observability.conftest import SharedStack
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -44,8 +45,11 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     )
 
 
-# Both parties' services in a scratch directory (their cwd), with an API token of ours.
-stack = stack_fixture("metrics", wait_for_workers=True)
+@pytest.fixture(scope="module")
+def stack(shared_stack: SharedStack) -> Stack:
+    """Both parties' services in a scratch directory (their cwd), shared with
+    test_prometheus_alerts (tests/observability/conftest.py)."""
+    return shared_stack.get()
 
 
 @pytest.fixture(scope="module")

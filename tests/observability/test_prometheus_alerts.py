@@ -33,7 +33,8 @@ from fedschemas import PartyRef, canonical_bytes, encode_envelope, new_envelope
 from fedschemas.payloads import DemoPing
 
 from fedmq import local
-from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
+from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, upload_breast
+from tests.observability.conftest import SHARED_STACK_ENV, SharedStack
 from tests.observability.prometheus_server import (
     INTERVAL_S,
     REPO,
@@ -47,10 +48,15 @@ from tests.polling import wait_for, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 FULL = os.environ.get("FEDMQ_MONITORING_FULL") == "1"
-PARTY_TIMEOUT_S = 40.0
-JOB_EXPECTED_S = 30.0
-"""A pipeline that never succeeded here is expected within 30 s (the healthy job takes far
-less); the hanging job is overdue then, and fails on its silent party 10 s later."""
+PARTY_TIMEOUT_S = float(SHARED_STACK_ENV["FEDMQ_SCHEDULER_PARTY_TIMEOUT_S"])
+JOB_EXPECTED_S = float(SHARED_STACK_ENV["FEDMQ_SCHEDULER_JOB_EXPECTED_S"])
+"""The stack's settings: a pipeline that never succeeded here is expected within 20 s (the
+healthy job takes a few seconds); the hanging job is overdue then, and fails on its silent
+party 10 s later."""
+QUICK_FOR_S = 30.0
+"""By default an alert whose `for` is longer (FedmqTargetDown's minute) is checked up to
+pending, its condition holding within the slack, not up to firing: the minute would add half
+to the test's run time. FEDMQ_MONITORING_FULL=1 waits for firing."""
 SLACK_S = 4 * INTERVAL_S + 20.0
 """Time to fire beyond an alert's `for`: two scrapes, two evaluations, a loaded host."""
 
@@ -73,14 +79,14 @@ TESTED_ALERTS = {
     "FedmqPartyTimeouts",
 }
 
-stack = stack_fixture(
-    "alerts",
-    wait_for_workers=True,
-    env={
-        "FEDMQ_SCHEDULER_PARTY_TIMEOUT_S": str(PARTY_TIMEOUT_S),
-        "FEDMQ_SCHEDULER_JOB_EXPECTED_S": str(JOB_EXPECTED_S),
-    },
-)
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: SharedStack) -> Iterator[Stack]:
+    """The stack test_metrics_local_stack uses too (tests/observability/conftest.py, whose env
+    sets PARTY_TIMEOUT_S and JOB_EXPECTED_S); stopped after this module, which restarts two of
+    its services."""
+    yield shared_stack.get()
+    shared_stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -188,11 +194,14 @@ def forged_envelope(stack: Stack) -> Message:
     )
 
 
-def firing_since(prometheus: Prometheus, start: float, alert: str, labels: dict[str, str]) -> float:
-    """The first time since `start` the alert with these labels was firing (inf: never)."""
+def firing_since(
+    prometheus: Prometheus, start: float, alert: str, labels: dict[str, str], states: str
+) -> float:
+    """The first time since `start` the alert with these labels was in one of `states` (a
+    regex: "firing", "pending|firing"); inf: never."""
     selector = ", ".join(f'{k}="{v}"' for k, v in {"alertname": alert, **labels}.items())
     series = prometheus.query_range(
-        f'ALERTS{{alertstate="firing", {selector}}}', start, time.time()
+        f'ALERTS{{alertstate=~"{states}", {selector}}}', start, time.time()
     )
     times = [float(t) for s in series for t, _ in s["values"]]
     return min(times) if times else float("inf")
@@ -304,29 +313,35 @@ def test_each_fault_fires_its_alert_in_time_and_recovery_resolves_it(
         moments["party_timeout"] = moments["stuck_job"] + PARTY_TIMEOUT_S
         delay = {"FedmqJobOverdue": JOB_EXPECTED_S}
 
+        def awaited(e: Expected) -> str:
+            rule_for = duration_s(rules[e.alert].get("for"))
+            return "firing" if FULL or rule_for <= QUICK_FOR_S else "pending|firing"
+
         def deadline(e: Expected) -> float:
             rule_for = duration_s(rules[e.alert].get("for"))
+            if awaited(e) != "firing":
+                rule_for = 0.0
             return moments[e.caused_at] + delay.get(e.alert, 0.0) + rule_for + SLACK_S
 
-        def late() -> list[str]:
-            return [
-                f"{e.alert}{e.labels}"
-                for e in expected
-                if firing_since(prometheus, moments[e.caused_at], e.alert, e.labels) > deadline(e)
-            ]
+        def reached(e: Expected) -> float:
+            return firing_since(prometheus, moments[e.caused_at], e.alert, e.labels, awaited(e))
 
-        # Assert 1: each alert fired within its documented time.
+        def late() -> list[str]:
+            return [f"{e.alert}{e.labels}" for e in expected if reached(e) > deadline(e)]
+
+        # Assert 1: each alert fired within its documented time (FedmqTargetDown: see
+        # QUICK_FOR_S).
         wait_until(
-            lambda: all(
-                firing_since(prometheus, moments[e.caused_at], e.alert, e.labels) < float("inf")
-                for e in expected
-            ),
+            lambda: all(reached(e) < float("inf") for e in expected),
             timeout=max(deadline(e) for e in expected) - time.time(),
             what="every alert firing",
             interval=1.0,
             describe=lambda: {"late": late(), "firing": prometheus.firing()},
         )
         assert late() == []
+        for e in expected:  # shown with -s: what docs/benchmarks.md records
+            took = reached(e) - moments[e.caused_at]
+            print(f"time to {awaited(e)}: {e.alert}{e.labels} {took:.1f} s")
 
         # Execute 4: recovery. The services come back; an operator takes the dead letters.
         local.start_service(state, HOST, "gateway")
