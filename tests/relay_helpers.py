@@ -133,8 +133,10 @@ def gateway_federation(
     with `start`, their gateways running (the last party's first) and healthy.
 
     `services`: those that get their own broker user (the others would connect as the
-    party's shared user). Each user costs several rabbitmqctl calls (an Erlang VM each, about a
-    second of CPU) at set-up and clean-up, so tests that run only gateways make only theirs.
+    party's shared user). Through the management API a user costs a few ms; where the launcher
+    falls back to rabbitmqctl (fedmq.rabbit_admin) it costs several calls (an Erlang VM each,
+    about a second of CPU) at set-up and clean-up, so tests that run only gateways make only
+    theirs.
 
     On exit every gateway is stopped, and the vhosts, databases and files are removed.
     """
@@ -168,6 +170,6 @@ def gateway_federation(
         for party in state.parties:
             local.stop_service(state, party, "gateway", timeout=stop_timeout)
         for p in state.parties.values():
-            local.delete_vhost(p.vhost)
+            local.delete_vhost(p.vhost, admin=local.broker_admin(p.bus_url))
             local.drop_database(pg_admin_url, p.database)
         shutil.rmtree(root, ignore_errors=True)

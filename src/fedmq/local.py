@@ -6,9 +6,11 @@
     fedmq local down [--dir ...] [--purge]
 
 Per party it uses the local servers, isolated by name:
-- RabbitMQ: a vhost `<prefix>-<party>` (created with `rabbitmqctl add_vhost` and
-  `set_permissions` for the guest user; this needs rabbitmqctl on PATH and the right to use it,
-  i.e. root or the rabbitmq user — the launcher stops with a clear message otherwise), and in
+- RabbitMQ: a vhost `<prefix>-<party>` (full permissions there for the guest user; made
+  through the management HTTP API on the AMQP URL's host (port FEDMQ_RABBIT_ADMIN_PORT, 15672)
+  when it serves that broker, else with rabbitmqctl, which needs to be on PATH and the right to
+  use it, i.e. root or the rabbitmq user — the launcher stops with a clear message otherwise;
+  FEDMQ_RABBIT_ADMIN_MODE=rabbitmqctl|http forces one: fedmq.rabbit_admin), and in
   it one broker user per service, `<vhost>-<service>` (`broker_user`), with a random password
   and permissions limited to the queues and exchanges that service uses
   (`broker_permissions`); each service connects as its own user, so the user-id its messages
@@ -47,6 +49,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,6 +60,8 @@ import typer
 from fedcommon.service_registry import SERVICE_NAMES
 from fedcommon.service_registry import SERVICES as REGISTERED_SERVICES
 from fedschemas import topics
+
+from fedmq.rabbit_admin import RabbitAdmin, RabbitAdminError, RabbitAdminSettings, open_admin
 
 DEFAULT_DIR = Path(".fedmq/local")
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672"
@@ -122,40 +128,53 @@ class LocalState:
 # --- servers -------------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("rabbitmqctl")
-    if exe is None:
-        raise LauncherError(
-            "rabbitmqctl not found on PATH: the launcher creates one RabbitMQ vhost per party "
-            "with `rabbitmqctl add_vhost` and `set_permissions` (install rabbitmq-server, and "
-            "run as root or the rabbitmq user)"
-        )
-    result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise LauncherError(
-            f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
-            f"{(result.stderr or result.stdout).strip()[:500]}"
-        )
-    return result
+_broker: ContextVar[str] = ContextVar("fedmq_local_broker", default=DEFAULT_AMQP)
+"""The broker the functions below administer when given no `admin`: prepare and down set it
+to the party's (its AMQP URL), so code that replaces these functions keeps their signatures."""
+_admins: dict[tuple[str, str, int], RabbitAdmin] = {}
 
 
-def existing_vhosts() -> set[str]:
-    out = _rabbitmqctl("list_vhosts", "--quiet", "--no-table-headers").stdout
-    return {line.strip() for line in out.splitlines() if line.strip()}
+def broker_admin(amqp_url: str | None = None) -> RabbitAdmin:
+    """The admin of the broker at `amqp_url` (default: the one prepare/down work on, else
+    DEFAULT_AMQP): the management HTTP API where it serves that broker, else rabbitmqctl
+    (fedmq.rabbit_admin; FEDMQ_RABBIT_ADMIN_MODE / _PORT choose). One per broker and
+    settings for the process, so the choice (and its log line) is made once."""
+    parsed = urlsplit(amqp_url or _broker.get())
+    root = urlunsplit(parsed._replace(path="", query="", fragment=""))
+    settings = RabbitAdminSettings()
+    key = (root, settings.mode, settings.port)
+    if key not in _admins:
+        _admins[key] = open_admin(root, settings)
+    return _admins[key]
 
 
-def ensure_vhost(vhost: str, user: str = "guest") -> None:
+@contextlib.contextmanager
+def _on_broker(amqp_url: str) -> Iterator[None]:
+    token = _broker.set(amqp_url)
+    try:
+        yield
+    finally:
+        _broker.reset(token)
+
+
+def existing_vhosts(admin: RabbitAdmin | None = None) -> set[str]:
+    return (admin or broker_admin()).list_vhosts()
+
+
+def ensure_vhost(vhost: str, user: str = "guest", *, admin: RabbitAdmin | None = None) -> None:
     """Create the vhost if missing and let `user` configure, write and read everything in it."""
-    if vhost not in existing_vhosts():
-        _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    admin = admin or broker_admin()
+    if vhost not in admin.list_vhosts():
+        admin.add_vhost(vhost)
+    admin.set_permissions(vhost, user, ".*", ".*", ".*")
 
 
-def delete_vhost(vhost: str) -> None:
+def delete_vhost(vhost: str, *, admin: RabbitAdmin | None = None) -> None:
     """Delete the vhost and the services' broker users made for it."""
-    if vhost in existing_vhosts():
-        _rabbitmqctl("delete_vhost", vhost)
-    delete_broker_users(vhost)
+    admin = admin or broker_admin()
+    if vhost in admin.list_vhosts():
+        admin.delete_vhost(vhost)
+    delete_broker_users(vhost, admin=admin)
 
 
 def broker_user(vhost: str, service: str) -> str:
@@ -215,32 +234,38 @@ def broker_permissions(service: str) -> tuple[str, str, str]:
     )
 
 
-def existing_users() -> set[str]:
-    out = _rabbitmqctl("list_users", "--quiet", "--no-table-headers").stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+def existing_users(admin: RabbitAdmin | None = None) -> set[str]:
+    return (admin or broker_admin()).list_users()
 
 
 def ensure_broker_user(
-    vhost: str, service: str, password: str, *, known: set[str] | None = None
+    vhost: str,
+    service: str,
+    password: str,
+    *,
+    known: set[str] | None = None,
+    admin: RabbitAdmin | None = None,
 ) -> str:
     """Create (or reset) `service`'s broker user on `vhost` with its permissions there.
-    `known`: the broker's users if the caller listed them already (each rabbitmqctl call
-    starts an Erlang VM, about a second of CPU)."""
+    `known`: the broker's users if the caller listed them already (through rabbitmqctl each
+    call starts an Erlang VM, about a second of CPU)."""
+    admin = admin or broker_admin()
     user = broker_user(vhost, service)
-    if user in (existing_users() if known is None else known):
-        _rabbitmqctl("change_password", user, password)
+    if user in (admin.list_users() if known is None else known):
+        admin.change_password(user, password)
     else:
-        _rabbitmqctl("add_user", user, password)
-    _rabbitmqctl("set_permissions", "-p", vhost, user, *broker_permissions(service))
+        admin.add_user(user, password)
+    admin.set_permissions(vhost, user, *broker_permissions(service))
     return user
 
 
-def delete_broker_users(vhost: str) -> None:
-    known = existing_users()
+def delete_broker_users(vhost: str, *, admin: RabbitAdmin | None = None) -> None:
+    admin = admin or broker_admin()
+    known = admin.list_users()
     for service in SERVICES:
         user = broker_user(vhost, service)
         if user in known:
-            _rabbitmqctl("delete_user", user)
+            admin.delete_user(user)
 
 
 def service_bus_url(state: LocalState, party: str, service: str) -> str:
@@ -347,10 +372,11 @@ def prepare(state: LocalState) -> None:
     if not (ca_dir / pki.CA_KEY).exists():
         pki.init_ca(ca_dir, state.federation)
     for party, p in state.parties.items():
-        ensure_vhost(p.vhost)
-        known = existing_users() if p.broker_passwords else set()
-        for service, password in p.broker_passwords.items():
-            ensure_broker_user(p.vhost, service, password, known=known)
+        with _on_broker(p.bus_url):
+            ensure_vhost(p.vhost)
+            known = existing_users() if p.broker_passwords else set()
+            for service, password in p.broker_passwords.items():
+                ensure_broker_user(p.vhost, service, password, known=known)
         ensure_database(state.pg_admin_url, p.database)
         pki.ensure_party(ca_dir, party, state.party_dir(party) / "identity")
         _write_gateway_settings(state, party)
@@ -682,11 +708,10 @@ def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False
                 stopped.append(f"{service}@{party}")
     if purge:
         for party, p in state.parties.items():
-            delete_vhost(p.vhost)
+            delete_vhost(p.vhost, admin=broker_admin(p.bus_url))  # and its broker users
             delete_redis_keys(p.redis_url, redis_key_prefix(state, party))
             if p.tables_dir:
                 shutil.rmtree(p.tables_dir, ignore_errors=True)
-            delete_broker_users(p.vhost)
             drop_database(state.pg_admin_url, p.database)
         shutil.rmtree(root, ignore_errors=True)
     return stopped
@@ -743,7 +768,7 @@ def up_cmd(
             prefix=prefix,
             pg_admin_url=pg_admin_url,
         )
-    except LauncherError as exc:
+    except (LauncherError, RabbitAdminError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for party, p in state.parties.items():
@@ -766,7 +791,7 @@ def down_cmd(
     """Stop everything `fedmq local up` started (SIGTERM, then SIGKILL after --timeout)."""
     try:
         stopped = down(directory, timeout=timeout, purge=purge)
-    except LauncherError as exc:
+    except (LauncherError, RabbitAdminError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo("stopped: " + (", ".join(stopped) or "nothing was running"))

@@ -82,8 +82,9 @@ def test_up_runs_both_parties_end_to_end_and_down_stops_everything(
 
 
 def test_up_says_clearly_that_it_needs_rabbitmqctl(tmp_path, monkeypatch):
-    # Prepare
-    monkeypatch.setenv("PATH", str(tmp_path))  # no rabbitmqctl anywhere
+    # Prepare: no management API (a closed port) and no rabbitmqctl anywhere
+    monkeypatch.setenv("FEDMQ_RABBIT_ADMIN_PORT", str(local.free_port()))
+    monkeypatch.setenv("PATH", str(tmp_path))
 
     # Execute
     result = CliRunner().invoke(
@@ -93,3 +94,4 @@ def test_up_says_clearly_that_it_needs_rabbitmqctl(tmp_path, monkeypatch):
     # Assert
     assert result.exit_code == 1
     assert "rabbitmqctl not found" in result.output
+    assert "the management API does not answer" in result.output
