@@ -21,6 +21,7 @@ from fedflow.components import (
     hetero_linr,
     hetero_lr,
     hetero_secureboost,
+    homo_lr,
     iter_sum,
     noop,
     psi,
@@ -52,6 +53,8 @@ _DESCRIPTORS: tuple[ComponentDescriptor, ...] = (
     hetero_linr.HETERO_LINR_PREDICT,
     hetero_secureboost.HETERO_SECUREBOOST,
     hetero_secureboost.HETERO_SECUREBOOST_PREDICT,
+    homo_lr.HOMO_LR,
+    homo_lr.HOMO_LR_PREDICT,
     noop.NOOP,
 )
 

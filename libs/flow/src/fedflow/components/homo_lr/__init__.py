@@ -1,0 +1,69 @@
+"""homo_lr / homo_lr_predict: horizontal logistic regression, FedAvg over secure aggregation.
+
+Every client (the guest and each host) holds its own rows with the same feature columns and a
+label 0/1. The guest is also the aggregator (docs/homo_lr.md). Round r (iteration r):
+
+  order 1  guest -> host  global_model      w_r (meta features: a digest of the guest's column
+                                            names, checked by each host in round 0; final)
+           every client trains local_epochs of SGD from w_r on its own rows and forms
+           x = (p (w_local - w_r), p loss(w_r), p), p = rows / 2^24 (math.py)
+  order 2  host -> guest  sa_keys           two fresh X25519 public keys (or: withdraw, reason)
+  order 3  guest -> host  sa_directory      U1's keys
+  order 4  host -> guest  sa_shares         encrypted Shamir shares for each other client
+  order 5  guest -> host  sa_routed         the shares addressed to this client
+  order 6  host -> guest  sa_masked         x quantised mod 2^64, plus self and pairwise masks
+  order 7  guest -> host  sa_unmask         survivors, dropped
+  order 8  host -> guest  sa_unmask_shares  shares of the survivors' seeds / dropped mask keys
+
+(fedcrypto.secagg, Bonawitz et al. 2017.) The guest recovers sum x over the survivors and sets
+w_{r+1} = w_r + sum p delta / sum p: FedAvg weighted by rows. A host not heard from within
+round_timeout_s at a step leaves the round (its masks are recovered from the others' shares)
+and is told so under the next tag ("excluded"), so it waits for the next round and joins it.
+After the last round (or early stopping on the aggregated loss) the guest sends the final
+model (final: true) and every client outputs the same model.
+
+Layout: this `__init__` (declarations, light), params.py, protocol.py, math.py (numpy only;
+the plaintext references), wire.py (secagg messages as FederationData), client.py (local
+training, the host's role), aggregator.py (the guest's role), predict.py.
+"""
+
+from __future__ import annotations
+
+from fedflow.components.base import ComponentDescriptor, InputSpec, LabelRule
+from fedflow.components.homo_lr.params import HomoLrParams, HomoLrPredictParams
+from fedflow.components.homo_lr.protocol import HOMO_LR_PREDICT_PROTOCOL, HOMO_LR_PROTOCOL
+
+BINARY_LABELS = LabelRule("binary", (0.0, 1.0))
+
+HOMO_LR = ComponentDescriptor(
+    name="homo_lr",
+    description=(
+        "horizontal logistic regression: FedAvg over secure aggregation (the guest aggregates, "
+        "every party is a client)"
+    ),
+    entry={
+        "guest": "fedflow.components.homo_lr.aggregator:train",
+        "host": "fedflow.components.homo_lr.client:train",
+    },
+    roles=("guest", "host"),
+    params=HomoLrParams,
+    inputs=(InputSpec("data", description="this client's own rows (same columns everywhere)"),),
+    outputs=("model",),
+    protocol=HOMO_LR_PROTOCOL,
+    label_values={"guest": BINARY_LABELS.values, "host": BINARY_LABELS.values},
+    labels={"guest": BINARY_LABELS, "host": BINARY_LABELS},
+)
+
+HOMO_LR_PREDICT = ComponentDescriptor(
+    name="homo_lr_predict",
+    description="scores of a homo_lr model: each party scores its own rows, nothing crosses",
+    entry="fedflow.components.homo_lr.predict:run",
+    roles=("guest", "host"),
+    params=HomoLrPredictParams,
+    inputs=(
+        InputSpec("model", description="the shared homo_lr model"),
+        InputSpec("data", description="this party's rows to score"),
+    ),
+    outputs=("data",),
+    protocol=HOMO_LR_PREDICT_PROTOCOL,
+)

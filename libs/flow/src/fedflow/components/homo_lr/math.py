@@ -1,0 +1,156 @@
+"""homo_lr's arithmetic, numpy only (no IO, no crypto): local training, the update each client
+contributes, FedAvg of the contributions, and the plaintext references the tests compare with
+(the federated run without secure aggregation, and one model trained on the pooled rows).
+
+The model is w = (w_1..w_k, intercept) for features in the same order at every client. A
+client's contribution to round r is the vector (length k + 3)
+
+    x = (p * (w_local - w_global), p * loss, p),   p = rows / ROW_SCALE
+
+where loss is the log loss of the global model w_global on the client's rows before it trains.
+Summed over the clients that complete the round, the sums give FedAvg weighted by sample
+counts (sum p * delta / sum p) and the sample-weighted mean loss (sum p * loss / sum p),
+whoever dropped out: the aggregator never needs any single client's row count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+Floats = NDArray[np.float64]
+
+ROW_SCALE: Final = float(2**24)
+"""p = rows / ROW_SCALE keeps every client's weight in (0, 1]: a client holds at most 2^24 rows
+(16.7 million). Public, the same at every party."""
+EXTRA: Final = 2
+"""Coordinates after the model delta: p * loss, p."""
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """What a client does with the global model each round (the params' training fields)."""
+
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    alpha: float
+    seed: int
+
+
+def sigmoid(z: Floats) -> Floats:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
+
+
+def with_intercept(x: Floats) -> Floats:
+    return np.hstack([x, np.ones((x.shape[0], 1))])
+
+
+def log_loss(weights: Floats, x1: Floats, y: Floats) -> float:
+    """Mean log loss of sigmoid(x1 @ w) against y in {0, 1} (x1 with its intercept column)."""
+    z = x1 @ weights
+    # log(1 + e^z) - y z, computed without overflow.
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def penalty_mask(k: int) -> Floats:
+    """1 for a feature weight, 0 for the intercept (not penalised)."""
+    mask = np.ones(k + 1)
+    mask[-1] = 0.0
+    return mask
+
+
+def local_sgd(
+    weights: Floats, x1: Floats, y: Floats, training: LocalTraining, stream: Sequence[int]
+) -> Floats:
+    """`training.local_epochs` epochs of mini-batch SGD on the exact log loss, from `weights`.
+
+    `stream` seeds the batch order (a client uses (seed, round, client id)), so the plaintext
+    reference replays a run exactly."""
+    w = np.array(weights, dtype=np.float64)
+    rows = x1.shape[0]
+    mask = penalty_mask(x1.shape[1] - 1)
+    for epoch in range(training.local_epochs):
+        order = np.random.default_rng([*stream, epoch]).permutation(rows)
+        for start in range(0, rows, training.batch_size):
+            batch = order[start : start + training.batch_size]
+            xb, yb = x1[batch], y[batch]
+            gradient = xb.T @ (sigmoid(xb @ w) - yb) / len(batch)
+            w -= training.learning_rate * (gradient + training.alpha * mask * w)
+    return w
+
+
+def contribution(global_weights: Floats, local_weights: Floats, loss: float, rows: int) -> Floats:
+    """The vector a client puts into the round's secure sum (module docstring)."""
+    p = rows / ROW_SCALE
+    return np.concatenate([p * (local_weights - global_weights), [p * loss, p]])
+
+
+def clip_norm(delta: Floats, bound: float | None) -> tuple[Floats, bool]:
+    """delta scaled down to L2 norm `bound` when it is longer (None: unchanged); and whether it
+    was clipped."""
+    if bound is None:
+        return delta, False
+    norm = float(np.linalg.norm(delta))
+    if norm <= bound:
+        return delta, False
+    return delta * (bound / norm), True
+
+
+def apply_sum(global_weights: Floats, total: Floats) -> tuple[Floats, float]:
+    """The next global model and the round's sample-weighted mean loss from the summed
+    contributions: FedAvg weighted by rows over the clients that completed the round."""
+    k1 = global_weights.shape[0]
+    weight = float(total[k1 + 1])
+    if not weight > 0:
+        raise ValueError("the round's sum has no sample weight: no client contributed")
+    return global_weights + total[:k1] / weight, float(total[k1]) / weight
+
+
+def update_problem(vector: Floats, length: int) -> str | None:
+    """Why a client's contribution cannot go into the sum (None: it can)."""
+    if vector.shape != (length,):
+        return f"update has shape {vector.shape}, the model needs ({length},)"
+    bad = int(np.count_nonzero(~np.isfinite(vector)))
+    if bad:
+        return f"update has {bad} NaN or infinite values (local training diverged?)"
+    return None
+
+
+def reference_fedavg(
+    parts: Sequence[tuple[Floats, Floats]],
+    training: LocalTraining,
+    rounds: int,
+    *,
+    clip: float | None = None,
+    skip: Sequence[tuple[int, int]] = (),
+) -> Floats:
+    """The federated run in plaintext: `parts` are the clients' (features, labels) in client-id
+    order (id 1 first); `skip` lists (round, client index) pairs that did not contribute."""
+    k1 = parts[0][0].shape[1] + 1
+    w = np.zeros(k1)
+    data = [(with_intercept(x), y) for x, y in parts]
+    for r in range(rounds):
+        total = np.zeros(k1 + EXTRA)
+        for i, (x1, y) in enumerate(data):
+            if (r, i) in skip:
+                continue
+            local = local_sgd(w, x1, y, training, (training.seed, r, i + 1))
+            delta, _ = clip_norm(local - w, clip)
+            total += contribution(w, w + delta, log_loss(w, x1, y), len(y))
+        w, _ = apply_sum(w, total)
+    return w
+
+
+def reference_pooled(x: Floats, y: Floats, training: LocalTraining, rounds: int) -> Floats:
+    """The same model trained on the pooled rows (rounds x local_epochs epochs), the
+    centralised baseline the federated model is compared with."""
+    w = np.zeros(x.shape[1] + 1)
+    x1 = with_intercept(x)
+    for r in range(rounds):
+        w = local_sgd(w, x1, y, training, (training.seed, r, 0))
+    return w

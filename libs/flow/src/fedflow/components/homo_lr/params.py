@@ -1,0 +1,37 @@
+"""homo_lr's parameters (light: pydantic only, read by the pipeline validator)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fedflow.components.base import ComponentParams
+
+
+class HomoLrParams(ComponentParams):
+    rounds: int = Field(default=10, ge=1, le=10_000)
+    """Aggregation rounds (each: every client trains locally, then one secure sum)."""
+    local_epochs: int = Field(default=1, ge=1, le=1_000)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=0.1, gt=0.0)
+    alpha: float = Field(default=0.0, ge=0.0)
+    """L2 penalty (alpha / 2) * ||w||^2 in every local step (the intercept is not penalised)."""
+    seed: int = Field(default=0, ge=0)
+    """Seeds each client's batch order: (seed, round, client id)."""
+    early_stop: bool = False
+    tol: float = Field(default=1e-4, ge=0.0)
+    """With early_stop: stop when the aggregated loss of the global model improves by less than
+    this from one round to the next."""
+    update_bound: float = Field(default=16.0, ge=1.0, le=2.0**20)
+    """Fixed-point range: every coordinate of a client's model delta (and its loss) is clipped
+    to [-update_bound, update_bound] before quantisation; clipped coordinates are counted
+    (metric clipped_coordinates). docs/homo_lr.md gives the precision this leaves."""
+    clip_norm: float | None = Field(default=None, gt=0.0)
+    """Scale each client's model delta down to this L2 norm when it is longer (works under
+    secure aggregation: each client clips its own update; counted as clipped_updates)."""
+    round_timeout_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
+    """How long the aggregator waits at each step of a round before it treats the clients it
+    has not heard from as dropped for that round."""
+
+
+class HomoLrPredictParams(ComponentParams):
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
