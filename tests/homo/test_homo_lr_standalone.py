@@ -1,0 +1,184 @@
+"""homo_lr end to end in standalone mode (every party in this process, every message through
+the signed LocalRelay and each party's protocol guard): quality against the pooled rows, a
+client that drops out mid-round, clients whose updates are NaN or of the wrong shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fedflow.bus_federation import BusFederation
+from fedflow.components.homo_lr import math as hmath
+from fedflow.pipeline import Pipeline
+from fedflow.standalone import StandaloneResult, run_pipeline
+from fedflow.tables import Table
+
+from tests.homo.conftest import EXAMPLE_DATA, auc_on, load, parts, pipeline, training
+
+CREDIT = ["default_credit_homo_guest", "default_credit_homo_host_1", "default_credit_homo_host_2"]
+BREAST_PARAMS: dict[str, Any] = {
+    "rounds": 3,
+    "local_epochs": 1,
+    "batch_size": 32,
+    "learning_rate": 0.1,
+    "alpha": 0.01,
+    "seed": 3,
+}
+
+
+def _run(
+    spec: dict[str, Any], tmp_path: Path, folders: dict[str, Path] | None = None
+) -> StandaloneResult:
+    parties = [spec["parties"]["guest"], *spec["parties"]["host"]]
+    data = folders or dict.fromkeys(parties, EXAMPLE_DATA)
+    return run_pipeline(Pipeline.from_dict(spec), data, tmp_path / "run")
+
+
+def _models(result: StandaloneResult, spec: dict[str, Any]) -> list[Table]:
+    guest, hosts = spec["parties"]["guest"], spec["parties"]["host"]
+    return [
+        result.output(guest, "guest", "homo_lr_0", "model"),
+        *(result.output(h, "host", "homo_lr_0", "model") for h in hosts),
+    ]
+
+
+def _steps(result: StandaloneResult, name: str) -> dict[int, float]:
+    return {
+        m.step: m.value
+        for m in result.metrics
+        if m.component == "homo_lr_0" and m.name == name and m.party_id == "9999" and m.step >= 0
+    }
+
+
+def _breast_three_clients(tmp_path: Path) -> tuple[dict[str, Path], list[Table]]:
+    """The breast guest's rows split in two clients (9999, 10000), the host's rows a third
+    (10001): each party its own folder."""
+    lines = (EXAMPLE_DATA / "breast_homo_guest.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    half = len(rows) // 2
+    folders = {}
+    for party, content in (("9999", rows[:half]), ("10000", rows[half:])):
+        folder = tmp_path / party
+        folder.mkdir()
+        (folder / "breast_part.csv").write_text("\n".join([header, *content]) + "\n")
+        (folder / "breast_homo_test.csv").write_text(
+            (EXAMPLE_DATA / "breast_homo_test.csv").read_text()
+        )
+        folders[party] = folder
+    folder = tmp_path / "10001"
+    folder.mkdir()
+    for name in ("breast_homo_host", "breast_homo_test"):
+        (folder / f"{name}.csv").write_text((EXAMPLE_DATA / f"{name}.csv").read_text())
+    (folder / "breast_part.csv").write_text((EXAMPLE_DATA / "breast_homo_host.csv").read_text())
+    folders["10001"] = folder
+    from fedflow.tables import read_table
+
+    tables = [read_table(folders[p] / "breast_part.csv") for p in ("9999", "10000", "10001")]
+    return folders, tables
+
+
+def test_default_credit_three_clients_match_pooled_training_and_beat_each_party_alone(
+    tmp_path: Path,
+) -> None:
+    # Prepare: three clients of 8,000 customers each; the references in plaintext
+    params = {"rounds": 5, "local_epochs": 2, "batch_size": 256, "learning_rate": 0.1, "seed": 0}
+    spec = pipeline(CREDIT, "default_credit_homo_test", params)
+    clients = [load(name) for name in CREDIT]
+    test = load("default_credit_homo_test")
+    fedavg = hmath.reference_fedavg(parts(clients), training(params), params["rounds"])
+    x = np.vstack([c.features for c in clients])
+    y = np.concatenate([p[1] for p in parts(clients)])
+    pooled_auc = auc_on(hmath.reference_pooled(x, y, training(params), params["rounds"]), test)
+    own_aucs = [
+        auc_on(hmath.reference_pooled(fx, fy, training(params), params["rounds"]), test)
+        for fx, fy in parts(clients)
+    ]
+
+    # Execute
+    result = _run(spec, tmp_path)
+
+    # Assert: one model at every party, FedAvg's (secure aggregation changes nothing that
+    # matters), as good as training on the pooled rows and better than any party alone
+    models = _models(result, spec)
+    for model in models:
+        assert model.ids.tolist() == [*clients[0].feature_names, "intercept"]
+        np.testing.assert_allclose(model.features[:, 0], fedavg, rtol=0, atol=1e-9)
+    federated_auc = result.metric("eval_0", "auc")
+    print(f"federated {federated_auc:.5f} pooled {pooled_auc:.5f} own {own_aucs}")
+    assert federated_auc == pytest.approx(auc_on(fedavg, test), abs=1e-9)
+    assert abs(federated_auc - pooled_auc) <= 0.005
+    assert federated_auc > max(own_aucs)
+    assert _steps(result, "clients") == dict.fromkeys(range(5), 3.0)
+    losses = _steps(result, "loss")
+    assert losses[4] < losses[0]
+
+
+def test_a_client_that_drops_out_mid_round_is_recovered_and_rejoins_the_next_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: three clients; client 3 (party 10001) shares its keys in round 1, then its
+    # masked input is lost (it went away mid-round); it is back for round 2
+    folders, tables = _breast_three_clients(tmp_path)
+    params = {**BREAST_PARAMS, "round_timeout_s": 5.0}
+    spec = pipeline(["breast_part"] * 3, "breast_homo_test", params)
+    test = load("breast_homo_test")
+    expected = hmath.reference_fedavg(parts(tables), training(params), 3, skip=[(1, 2)])
+    no_dropout = hmath.reference_fedavg(parts(tables), training(params), 3)
+    send = BusFederation.send
+
+    def lose_masked_input(self: BusFederation, payload: Any, **kw: Any) -> None:
+        if self.party_id == "10001" and kw["tag"] == "sa_masked" and kw["iteration"] == 1:
+            return
+        send(self, payload, **kw)
+
+    monkeypatch.setattr(BusFederation, "send", lose_masked_input)
+
+    # Execute
+    result = _run(spec, tmp_path, folders)
+
+    # Assert: round 1 completed with the two others (the dropped client's pairwise masks
+    # recovered from their shares), its sum exactly theirs; every party ends with that model
+    assert _steps(result, "dropped") == {0: 0.0, 1: 1.0, 2: 0.0}
+    assert _steps(result, "clients") == {0: 3.0, 1: 2.0, 2: 3.0}
+    for model in _models(result, spec):
+        np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+    assert abs(result.metric("eval_0", "auc") - auc_on(no_dropout, test)) <= 0.01
+
+
+def test_nan_or_wrong_shape_updates_sit_out_their_round_and_the_round_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: client 2's local training diverges to NaN in round 0; client 3 produces a
+    # model of the wrong length in round 1
+    folders, tables = _breast_three_clients(tmp_path)
+    spec = pipeline(["breast_part"] * 3, "breast_homo_test", BREAST_PARAMS)
+    expected = hmath.reference_fedavg(
+        parts(tables), training(BREAST_PARAMS), 3, skip=[(0, 1), (1, 2)]
+    )
+    local_sgd = hmath.local_sgd
+
+    def faulty(weights: Any, x1: Any, y: Any, train: Any, stream: Any) -> Any:
+        w = local_sgd(weights, x1, y, train, stream)
+        if tuple(stream[1:]) == (0, 2):
+            return np.full_like(w, np.nan)
+        if tuple(stream[1:]) == (1, 3):
+            return w[:-1]
+        return w
+
+    monkeypatch.setattr(hmath, "local_sgd", faulty)
+
+    # Execute
+    result = _run(spec, tmp_path, folders)
+
+    # Assert: each faulty client reports its rejected update; the rounds went on without it
+    rejected = {
+        (m.party_id, m.step)
+        for m in result.metrics
+        if m.component == "homo_lr_0" and m.name == "rejected_update"
+    }
+    assert rejected == {("10000", 0), ("10001", 1)}
+    assert _steps(result, "clients") == {0: 2.0, 1: 2.0, 2: 3.0}
+    for model in _models(result, spec):
+        np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
