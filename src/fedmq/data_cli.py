@@ -19,7 +19,7 @@ handling are shared with `fedmq job` (job_cli.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +28,14 @@ import typer
 from fedflow.policy import parse_param_spec
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from fedmq.cli_output import rich_table
 from fedmq.sdk import ApiError, Client
@@ -71,6 +79,34 @@ def api_client(url: str, token: str) -> Iterator[Client]:
         client.close()
 
 
+@contextmanager
+def upload_progress(quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar of the bytes sent (on stderr), then a spinner while the party parses and stores
+    the table; nothing with --json."""
+    if quiet:
+        yield None
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )
+    task = progress.add_task("sending", total=None)
+
+    def report(sent: int, size: int) -> None:
+        if sent >= size:
+            progress.update(task, description="parsing at the party", total=None, completed=0)
+        else:
+            progress.update(task, total=size, completed=sent)
+
+    with progress:
+        yield report
+
+
 def print_json(value: Any) -> None:
     console.print_json(json.dumps(value, default=str))
 
@@ -92,13 +128,14 @@ def upload(
     if not csv_file.is_file():
         errors.print(f"[red]no such file:[/red] {escape(str(csv_file))}")
         raise typer.Exit(2)
-    with api_client(url, token) as api:
+    with api_client(url, token) as api, upload_progress(as_json) as on_progress:
         table = api.upload_table(
             name or csv_file.stem,
             csv_file,
             id_column=id_column,
             label_column=label_column,
             replace=replace,
+            on_progress=on_progress,
         )
     if as_json:
         print_json(table.model_dump(mode="json"))

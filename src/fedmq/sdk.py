@@ -18,12 +18,13 @@ they do not know, so a newer server does not break an older SDK.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, Self, TypeVar
+from typing import IO, Any, Literal, Self, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -66,6 +67,9 @@ class Table(_Model):
     label_column: str | None
     missing_values: int
     missing_by_column: dict[str, int]
+    label_values: list[float] | None = None
+    """The distinct label values recorded at upload (None: no label column, too many values,
+    or a table stored before profiles were recorded)."""
     sha256: str
     uploaded_at: datetime
     reads: int
@@ -193,6 +197,36 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)
 
 
+class _ProgressReader(io.RawIOBase):
+    """A file read for an upload, reporting the bytes read so far (what has been sent)."""
+
+    def __init__(self, handle: IO[bytes], size: int, report: Callable[[int, int], None]) -> None:
+        self._handle = handle
+        self._size = size
+        self._report = report
+        self._done = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._done += len(data)
+        self._report(self._done, self._size)
+        return data
+
+    def fileno(self) -> int:  # the size of the body comes from the file itself
+        return self._handle.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._handle.seek(offset, whence)
+        self._done = position
+        return position
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
 class Client:
     """A party's REST API. `base_url` is the gateway's HTTP address (e.g.
     http://127.0.0.1:8081); `http` replaces the HTTP client (tests: a FastAPI TestClient)."""
@@ -252,19 +286,27 @@ class Client:
         label_column: str | None = None,
         replace: bool = False,
         filename: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> Table:
-        """Upload a CSV (a path, bytes or a binary file) as table `name` at this party."""
-        if isinstance(csv, str | Path):
-            path = Path(csv)
-            content: bytes | IO[bytes] = path.read_bytes()
-            filename = filename or path.name
-        else:
-            content = csv
+        """Upload a CSV (a path, bytes or a binary file) as table `name` at this party.
+
+        A path is streamed from the file (never read whole into memory); `on_progress(bytes
+        sent, file size)` is called as it goes. The answer comes once the party has parsed
+        and stored the table."""
         form: dict[str, str] = {"name": name, "id_column": id_column, "replace": str(replace)}
         if label_column is not None:
             form["label_column"] = label_column
-        files = {"file": (filename or f"{name}.csv", content, "text/csv")}
-        return Table.model_validate(self._request("POST", "/tables", data=form, files=files))
+        if not isinstance(csv, str | Path):
+            files = {"file": (filename or f"{name}.csv", csv, "text/csv")}
+            return Table.model_validate(self._request("POST", "/tables", data=form, files=files))
+        path = Path(csv)
+        with path.open("rb") as handle:
+            content: IO[bytes] = handle
+            if on_progress is not None:
+                reader = _ProgressReader(handle, path.stat().st_size, on_progress)
+                content = cast(IO[bytes], reader)  # a binary file, as httpx reads one
+            files = {"file": (filename or path.name, content, "text/csv")}
+            return Table.model_validate(self._request("POST", "/tables", data=form, files=files))
 
     def tables(self) -> list[Table]:
         return self._list(Table, "/tables")

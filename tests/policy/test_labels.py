@@ -1,15 +1,27 @@
-"""Label values are checked against the model before anything leaves a party: a reader whose
-data flows into hetero_lr refuses a guest table whose labels are not 0 or 1, before PSI."""
+"""Label values are checked against the model before anything leaves a party: the scheduler
+refuses, at submission, a job whose model does not fit the label values its worker recorded
+for the table at upload; and a reader whose data flows into hetero_lr refuses a guest table
+whose labels are not 0 or 1, before PSI (a table without a recorded profile)."""
 
 from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fedbus.runtime import EnvelopePublisher
 from fedflow.descriptors import Pipeline
 from fedflow.standalone import StandaloneError, run_pipeline
+from fedscheduler.rpc import SchedulerCommandFailed
+from fedscheduler.table_profiles import TableProfileRow
+from fedschemas import PartyRef, new_envelope
+from fedschemas.payloads import TableProfile
+
+from tests.polling import wait_until
+from tests.scheduler.conftest import Federation
 
 from .conftest import hetero_lr_pipeline
 
@@ -68,3 +80,75 @@ def test_the_reader_learns_the_labels_only_where_the_model_needs_them() -> None:
     assert lr.params_for("reader_0", "guest", GUEST)["label_values"] == [0.0, 1.0]
     assert "label_values" not in lr.params_for("reader_0", "host", HOST)
     assert psi_only.params_for("reader_0", "guest", GUEST) == {"table": "breast_hetero_guest"}
+
+
+# --- at submission: the scheduler's read model of the party's tables -------------------------
+
+
+def send_profile(fed: Federation, party: str, table: str, labels: list[float] | None) -> None:
+    """What the party's worker sends its scheduler when it stores `table`."""
+    me = PartyRef(party_id=party, role="local")
+    profile = TableProfile(
+        table=table,
+        party_id=party,
+        rows=569,
+        label_column="y" if labels is not None else None,
+        label_values=labels,
+        uploaded_at=datetime.now(UTC),
+    )
+    envelope = new_envelope(
+        profile,
+        job_id="",
+        component="data.tables",
+        task_id="",
+        attempt=0,
+        source=me,
+        destination=me,
+        tag=f"table.profile.{table}",
+        iteration=-1,
+        seq=1,
+        created_at=datetime.now(UTC),
+    )
+    EnvelopePublisher(fed.buses[party], me).send("svc.scheduler", envelope)
+
+
+def recorded(fed: Federation, party: str, table: str) -> bool:
+    with fed.schedulers[party].sessions() as session:
+        return session.get(TableProfileRow, table) is not None
+
+
+def test_a_job_whose_model_does_not_fit_the_recorded_labels_is_refused_at_submission(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    # Prepare: the guest's worker reported three label values for its table
+    fed = federation_factory(grants=[(HOST, "breast_hetero_host", GUEST, ["*"])])
+    send_profile(fed, GUEST, "breast_hetero_guest", [0.0, 1.0, 2.0])
+    wait_until(lambda: recorded(fed, GUEST, "breast_hetero_guest"), 30, "the profile")
+
+    # Execute
+    fed.client(GUEST).submit(hetero_lr_pipeline(), job_id="job-3-classes")
+    failed = fed.wait_state(GUEST, "job-3-classes", "failed")
+
+    # Assert: refused by the guest itself, naming the values found; nothing ran, and the
+    # host never heard of the job
+    assert failed["reason"] == (
+        "party 9999 refused the job: table breast_hetero_guest (read by reader_0): label "
+        "column 'y' has values outside {0, 1}, which the model its data flows into needs: 2"
+    )
+    assert fed.workers[GUEST].runs == [] and fed.workers[HOST].runs == []
+    with pytest.raises(SchedulerCommandFailed):
+        fed.job(HOST, "job-3-classes")
+
+
+def test_binary_labels_and_tables_without_a_profile_pass_the_submission_check(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    fed = federation_factory(grants=[(HOST, "breast_hetero_host", GUEST, ["*"])])
+    send_profile(fed, GUEST, "breast_hetero_guest", [0.0, 1.0])
+    send_profile(fed, HOST, "breast_hetero_host", None)  # the host's has no label: no model
+    wait_until(lambda: recorded(fed, HOST, "breast_hetero_host"), 30, "the host's profile")
+    wait_until(lambda: recorded(fed, GUEST, "breast_hetero_guest"), 30, "the profile")
+
+    fed.client(GUEST).submit(hetero_lr_pipeline(), job_id="job-binary")
+
+    fed.wait_state(GUEST, "job-binary", "success")

@@ -50,6 +50,7 @@ from fedschemas.payloads import (
     RemoteRequest,
     SchedulerRequest,
     SchedulerResponse,
+    TableProfile,
     TaskCancel,
     TaskMetrics,
     TaskRun,
@@ -108,6 +109,14 @@ EXAMPLES: dict[str, Payload] = {
                 name="roc", x_label="fpr", y_label="tpr", x=[0.0, 1.0], y=[0.0, None], logged_at=AT
             )
         ],
+    ),
+    "control.table_profile": TableProfile(
+        table="breast_hetero_guest",
+        party_id="9999",
+        rows=569,
+        label_column="y",
+        label_values=[0.0, 1.0],
+        uploaded_at=AT,
     ),
     "job.submit": JobSubmit(job_id="job-1", pipeline_yaml="name: p\n"),
     "job.propose": JobPropose(job_id="job-1", initiator="9999", pipeline_yaml="name: p\n"),

@@ -216,6 +216,23 @@ class TaskMetrics(Payload):
     curves: list[CurveValue] = Field(default_factory=list)
 
 
+class TableProfile(Payload):
+    """control.table_profile: a worker tells its own scheduler what a table it just stored
+    holds, so the scheduler can check a pipeline against the party's data before any
+    component runs (without reading the workers' tables). Party-local: never relayed.
+
+    `label_values`: the distinct label values, sorted (None: no label column, or more than
+    the worker lists). The scheduler keeps the profile with the newest `uploaded_at`.
+    """
+
+    table: Annotated[str, Field(pattern=NAME_PATTERN)]
+    party_id: PartyId
+    rows: Annotated[int, Field(ge=0)]
+    label_column: Annotated[str | None, Field(max_length=256)] = None
+    label_values: list[float] | None = None
+    uploaded_at: Timestamp
+
+
 class JobSubmit(Payload):
     """job.submit: a user (REST API, CLI, SDK) submits a pipeline to the local scheduler.
 
@@ -467,6 +484,8 @@ DataOp = Literal[
     "table_upload_part",
     "table_upload_commit",
     "table_upload_abort",
+    # A commit parsed off the command path reports through this (fedworker.data).
+    "table_upload_status",
 ]
 
 

@@ -36,7 +36,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -75,6 +76,9 @@ ASCII part and its envelope fit with room to spare (less where the bus's frame i
 part whose wide characters still overflow the frame is halved)."""
 PART_ATTEMPTS: Final = 3
 """How often a part is sent before the upload gives up (a part is idempotent by its seq)."""
+UPLOAD_WAIT_S: Final = 600.0
+"""How long TableUpload.commit waits for the service's parse unless told (a 200 MB CSV
+parses in about a minute on a loaded machine)."""
 _TRACER = get_tracer("fedcontrol")
 
 HTTP_STATUS: Final[Mapping[SchedulerErrorKind, int]] = {
@@ -406,6 +410,8 @@ class TableUpload:
         self.parts = 0
         self.size = 0
         """UTF-8 bytes sent so far."""
+        self.poll_s = 0.2
+        """How often `commit` asks how the parse is going."""
         self._digest = hashlib.sha256()
 
     def send(self, text: str, *, timeout: float | None = None) -> None:
@@ -445,11 +451,16 @@ class TableUpload:
         replace: bool = False,
         filename: str | None = None,
         timeout: float | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """Parse the uploaded text and store it as table `name` (as `table_upload` does)."""
-        return self._client._dict(
+        """Parse the uploaded text and store it as table `name` (as `table_upload` does).
+
+        The service parses it off its command path (`background`) and this polls
+        `table_upload_status` every `poll_s` until the table is stored, calling
+        `on_progress(bytes parsed, total)`; `timeout` bounds the whole wait (None: the
+        client's default per command, UPLOAD_WAIT_S in all)."""
+        result = self._client._dict(
             "table_upload_commit",
-            timeout=timeout,
             upload_id=self.upload_id,
             parts=self.parts,
             sha256=self._digest.hexdigest(),
@@ -458,7 +469,33 @@ class TableUpload:
             label_column=label_column,
             replace=replace,
             filename=filename,
+            background=True,
         )
+        if result.get("state") != "parsing":
+            return result  # a commit sent again after it was stored: the table
+        deadline = time.monotonic() + (timeout if timeout is not None else UPLOAD_WAIT_S)
+        while True:
+            status = self._client._dict("table_upload_status", upload_id=self.upload_id)
+            state = status.get("state")
+            if state == "committed":
+                table = status.get("table")
+                if not isinstance(table, dict):
+                    raise DataUnavailable("unexpected answer from the data service: no table")
+                return table
+            if state == "failed":
+                raise DataCommandFailed(
+                    str(status.get("error_kind") or "internal"), str(status.get("error") or "")
+                )
+            if on_progress is not None:
+                done, total = status.get("bytes_done"), status.get("bytes_total")
+                if isinstance(done, int) and isinstance(total, int):
+                    on_progress(done, total)
+            if time.monotonic() >= deadline:
+                raise DataUnavailable(
+                    f"upload {self.upload_id} was still parsing after the wait: ask for table "
+                    f"{name} later (table_get) instead of uploading it again"
+                )
+            time.sleep(self.poll_s)
 
     def abort(self) -> None:
         """Drop the session's parts now (best effort: the service also drops abandoned

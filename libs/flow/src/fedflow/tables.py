@@ -19,12 +19,10 @@ read nothing.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,6 +265,7 @@ tables_table = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reads", sa.Integer, nullable=False, default=0),
+    sa.Column("label_values", sa.Text, nullable=True),
 )
 
 
@@ -283,6 +282,10 @@ class TableInfo:
     sha256: str
     uploaded_at: datetime
     missing_by_column: dict[str, int] = field(default_factory=dict)
+    label_values: list[float] | None = None
+    """The label profile recorded at upload: the distinct label values, sorted (None: no
+    label column, more than fedflow.csv_import.MAX_LABEL_VALUES values, or a table stored
+    before profiles were recorded)."""
 
     @property
     def features(self) -> int:
@@ -300,6 +303,7 @@ def _info(row: sa.Row[Any]) -> TableInfo:
         missing_by_column=json.loads(row.missing_by_column),
         sha256=row.sha256,
         uploaded_at=row.uploaded_at,
+        label_values=json.loads(row.label_values) if row.label_values else None,
     )
 
 
@@ -327,22 +331,26 @@ class TableStore:
         id_column: str = "id",
         label_column: str | None = None,
         replace: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> TableInfo:
-        """Parse `csv_path` (TableError with every bad line) and store it as `name`."""
+        """Parse `csv_path` (TableError with every bad line) and store it as `name`.
+
+        The CSV is parsed as a stream in bounded memory (fedflow.csv_import: the same rules
+        and errors as read_table); `on_progress(bytes read, total)` is called as it goes."""
+        from fedflow.csv_import import import_csv
+
         target = self._file(name)
         if not replace and self.get(name) is not None:
             raise TableError(f"table {name!r} exists (upload with replace to overwrite it)")
-        table = read_table(
+        # Written whole then renamed into place: a reader never sees half a file.
+        table = import_csv(
             Path(csv_path),
+            target,
             id_column=id_column,
             label_column=label_column,
             require_label=label_column is not None,
+            on_progress=on_progress,
         )
-        digest = hashlib.sha256(Path(csv_path).read_bytes()).hexdigest()
-        # Write then rename: a reader never sees half a file.
-        partial = target.with_suffix(".npz.partial")
-        partial.write_bytes(table.to_bytes())
-        os.replace(partial, target)
         values = {
             "name": name,
             "file": target.name,
@@ -351,10 +359,11 @@ class TableStore:
             "id_column": id_column,
             "label_column": table.label_name,
             "missing_values": table.missing_count,
-            "missing_by_column": json.dumps(table.missing_by_column()),
-            "sha256": digest,
+            "missing_by_column": json.dumps(table.missing_by_column),
+            "sha256": table.sha256,
             "uploaded_at": datetime.now(UTC),
             "reads": 0,
+            "label_values": None if table.label_values is None else json.dumps(table.label_values),
         }
         with self.engine.begin() as conn:
             conn.execute(sa.delete(tables_table).where(tables_table.c.name == name))

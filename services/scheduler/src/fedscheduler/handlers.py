@@ -55,6 +55,7 @@ from fedschemas.payloads import (
     JobStop,
     JobSubmit,
     JobTaskReport,
+    TableProfile,
     TaskMetrics,
     TaskRun,
     TaskStatus,
@@ -84,6 +85,7 @@ from fedscheduler.metrics import SchedulerMetrics
 from fedscheduler.pipeline import Pipeline, PipelineError
 from fedscheduler.queries import grant_view
 from fedscheduler.sql_job_repository import SqlJobRepository
+from fedscheduler.table_profiles import handle_table_profile, label_problem, profile_of
 
 log = structlog.get_logger("fedscheduler")
 
@@ -340,9 +342,13 @@ def grant_problem(
     session: Session, ctx: SchedulerContext, pipeline: Pipeline, initiator: str
 ) -> str | None:
     """Why this party may not run its part of `pipeline` for `initiator`; None when it may.
-    This party's security policy first (its own jobs too), then its grants. Only grants are
-    read here, never data."""
+    This party's security policy first (its own jobs too), then the label profiles of its
+    tables, then its grants. Only grants and profiles are read here, never data."""
     refused = pipeline_problem(ctx.security, pipeline, ctx.party_id)
+    if refused is not None:
+        return refused
+    # The labels its tables hold (as its workers reported them) against the models.
+    refused = label_problem(pipeline, ctx.party_id, profile_of(session))
     if refused is not None:
         return refused
     if initiator == ctx.party_id and ctx.self_grants_implied:
@@ -746,6 +752,7 @@ HANDLERS: dict[type[Payload], Callable[..., None]] = {
     AuditStop: handle_audit_stop,
     TaskStatus: handle_task_status,
     TaskMetrics: handle_task_metrics,
+    TableProfile: handle_table_profile,
 }
 """Payload class -> handler. Adding a message the scheduler handles is one line here; the
 consumer decodes each type into its class, so a handler gets the class it is listed for."""

@@ -12,6 +12,8 @@ error_kind}. Ops and their args (validated here, unknown args refused):
     table_upload_commit {upload_id, parts, sha256?, name, id_column?, label_column?,
                          replace?, filename?}       -> table view
     table_upload_abort  {upload_id}                 -> {upload_id, aborted}
+    table_upload_status {upload_id}                 -> {upload_id, state, bytes_done?,
+                         bytes_total?, table? (committed), error?, error_kind? (failed)}
     table_get   {name}                              -> table view
     table_list  {}                                  -> {data: [table view], count}
 
@@ -33,6 +35,15 @@ and its tables directory (one volume). Staging lives in that directory, so a par
 replica is seen by the next; a part is written then renamed, so none is ever seen half
 written. A commit holds a lock file in its session (created exclusively), so a commit sent
 again while another replica still parses it is refused (409) instead of parsing twice.
+
+Off the command path: a commit with `background: true` (what fedcontrol's TableUpload sends)
+is answered at once ({upload_id, state: "parsing"}) and parsed on the replica's one parser
+thread; the sender polls `table_upload_status` (any replica answers it from the session's
+`status.json`: parsing with bytes done of total, then committed with the table, or failed with
+the refusal). So a large upload never holds this service's queue: `table_get`, `table_list` and
+other uploads' parts are answered while it parses. The parse itself is a stream
+(fedflow.csv_import: memory bounded whatever the file's size). Only a one-shot `table_upload`
+(one part, at most 4 MiB) is still parsed on the command path.
 """
 
 from __future__ import annotations
@@ -43,18 +54,23 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from fedbus import Bus
+from fedbus.runtime import EnvelopePublisher
 from fedcommon.tracing import get_tracer
 from fedcontrol.server import CommandServer
 from fedflow.tables import TABLE_NAME_PATTERN, TableError, TableInfo, TableStore
-from fedschemas.payloads import DataRequest, DataResponse, SchedulerErrorKind
+from fedschemas import PartyRef, new_envelope
+from fedschemas.payloads import DataRequest, DataResponse, SchedulerErrorKind, TableProfile
 from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -71,6 +87,9 @@ MAX_UPLOAD_BYTES: Final = 256 << 20
 MAX_UPLOAD_PARTS: Final = 100_000
 _COMMITTED: Final = "committed.json"
 _COMMITTING: Final = "committing.lock"
+_STATUS: Final = "status.json"
+PROFILE_COMPONENT: Final = "data.tables"
+"""The envelope `component` of control.table_profile."""
 
 
 class DataCommandError(Exception):
@@ -118,6 +137,9 @@ class TableUploadCommitArgs(_Args):
     label_column: str | None = Field(default=None, min_length=1, max_length=256)
     replace: bool = False
     filename: str | None = Field(default=None, max_length=256)
+    background: bool = False
+    """Answer at once ({upload_id, state: "parsing"}) and parse off the command path; the
+    sender follows it with `table_upload_status`. False: parse, then answer the table."""
 
 
 class TableUploadIdArgs(_Args):
@@ -139,6 +161,27 @@ class PartyTables:
     tables: TableStore
     upload_ttl_s: float = 3600.0
     """An upload session without a part for this long is abandoned: its staging is deleted."""
+    status_interval_s: float = 0.5
+    """How often a background commit writes its progress (`table_upload_status`)."""
+    on_stored: Callable[[TableInfo], None] | None = None
+    """Called with each table stored (main.py: its profile goes to the party's scheduler)."""
+    _parser: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _parser_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def parse_off_the_command_path(self, work: Callable[[], None]) -> None:
+        """Run `work` on this replica's one parser thread: commits wait for each other there,
+        never in front of a command, and one parse at a time bounds the memory it takes."""
+        with self._parser_lock:
+            if self._parser is None:
+                self._parser = ThreadPoolExecutor(1, thread_name_prefix="table-parser")
+            parser = self._parser
+        parser.submit(work)
+
+    def close(self) -> None:
+        with self._parser_lock:
+            parser, self._parser = self._parser, None
+        if parser is not None:
+            parser.shutdown(wait=True, cancel_futures=False)
 
     @property
     def uploads_dir(self) -> Path:
@@ -158,6 +201,7 @@ def table_view(info: TableInfo, reads: int) -> dict[str, Any]:
         "label_column": info.label_column,
         "missing_values": info.missing_values,
         "missing_by_column": dict(info.missing_by_column),
+        "label_values": info.label_values,
         "sha256": info.sha256,
         "uploaded_at": info.uploaded_at.isoformat(),
         "reads": reads,
@@ -169,7 +213,10 @@ def _view(tables: TableStore, info: TableInfo) -> dict[str, Any]:
 
 
 def _store_table(
-    tables: TableStore, path: Path, args: TableUploadArgs | TableUploadCommitArgs
+    tables: TableStore,
+    path: Path,
+    args: TableUploadArgs | TableUploadCommitArgs,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> TableInfo:
     """Parse the CSV at `path` and store it as `args.name` (one-shot or committed upload); bad
     rows become one `invalid` refusal."""
@@ -180,6 +227,7 @@ def _store_table(
             id_column=args.id_column,
             label_column=args.label_column,
             replace=args.replace,
+            on_progress=on_progress,
         )
     except TableError as exc:
         # The messages name the file by its path: show the user's file name instead.
@@ -204,6 +252,7 @@ def _table_upload(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
         path = Path(tmp) / "upload.csv"
         path.write_text(args.csv_text, encoding="utf-8")
         info = _store_table(tables, path, args)
+    _stored(data, info)
     return _view(tables, info)
 
 
@@ -352,6 +401,22 @@ def _table_upload_commit(data: PartyTables, raw: dict[str, JsonValue]) -> JsonVa
             "conflict",
             f"upload {args.upload_id} is being committed by another worker: wait for its answer",
         ) from None
+    if not args.background:
+        return _view(tables, _commit(data, session, args))
+    _write_status(session, {"state": "parsing", "bytes_done": 0, "bytes_total": 0})
+    data.parse_off_the_command_path(lambda: _commit_in_background(data, session, args))
+    log.info("table_upload_parsing", upload_id=args.upload_id, table=args.name)
+    return {"upload_id": args.upload_id, "state": "parsing"}
+
+
+def _commit(
+    data: PartyTables,
+    session: Path,
+    args: TableUploadCommitArgs,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TableInfo:
+    """Join, check and parse a session holding its commit lock; the table stored."""
+    tables = data.tables
     try:
         _refuse_existing(tables, args.name, args.replace)
         path, digest = _join_parts(session, args.parts, args.upload_id)
@@ -361,15 +426,121 @@ def _table_upload_commit(data: PartyTables, raw: dict[str, JsonValue]) -> JsonVa
                 f"upload {args.upload_id}: the parts do not add up to the text sent "
                 "(SHA-256 differs): upload the file again",
             )
-        info = _store_table(tables, path, args)
+        info = _store_table(tables, path, args, on_progress)
     except BaseException:
-        # The parts are spent (joined, or the upload cannot become this table): drop it all.
-        shutil.rmtree(session, ignore_errors=True)
+        # The parts are spent (joined, or the upload cannot become this table): drop it all,
+        # but for the status a background commit's sender is reading (the sweep takes it).
+        if on_progress is None:
+            shutil.rmtree(session, ignore_errors=True)
+        else:
+            for leftover in session.iterdir():
+                if leftover.name != _STATUS:
+                    leftover.unlink(missing_ok=True)
         raise
     path.unlink()
-    committed.write_text(json.dumps({"name": info.name, "sha256": info.sha256}))
+    (session / _COMMITTED).write_text(json.dumps({"name": info.name, "sha256": info.sha256}))
     log.info("table_upload_committed", upload_id=args.upload_id, table=info.name, parts=args.parts)
-    return _view(tables, info)
+    _stored(data, info)
+    return info
+
+
+def _stored(data: PartyTables, info: TableInfo) -> None:
+    if data.on_stored is None:
+        return
+    try:
+        data.on_stored(info)
+    except Exception:  # the table is stored; the scheduler's check falls back to the reader's
+        log.exception("table_profile_not_sent", table=info.name)
+
+
+def profile_sender(
+    publisher: EnvelopePublisher, party_id: str, topic: str
+) -> Callable[[TableInfo], None]:
+    """`PartyTables.on_stored` that tells this party's scheduler what a table holds
+    (control.table_profile: rows and label values, never data)."""
+
+    def send(info: TableInfo) -> None:
+        me = PartyRef(party_id=party_id, role="local")
+        profile = TableProfile(
+            table=info.name,
+            party_id=party_id,
+            rows=info.rows,
+            label_column=info.label_column,
+            label_values=info.label_values,
+            # SQLite gives the stored UTC time back without its zone.
+            uploaded_at=info.uploaded_at.replace(tzinfo=info.uploaded_at.tzinfo or UTC),
+        )
+        envelope = new_envelope(
+            profile,
+            job_id="",
+            component=PROFILE_COMPONENT,
+            task_id="",
+            attempt=0,
+            source=me,
+            destination=me,
+            tag=f"table.profile.{info.name}",
+            iteration=-1,
+            seq=time.time_ns(),  # one message per upload (the inbox dedupes by id)
+            created_at=datetime.now(UTC),
+        )
+        publisher.send(topic, envelope)
+
+    return send
+
+
+def _commit_in_background(data: PartyTables, session: Path, args: TableUploadCommitArgs) -> None:
+    """`_commit` on the parser thread, its progress and outcome in the session's status file
+    (any replica answers `table_upload_status` from it: the staging is shared)."""
+    last = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= data.status_interval_s:
+            last = now
+            _write_status(session, {"state": "parsing", "bytes_done": done, "bytes_total": total})
+
+    try:
+        info = _commit(data, session, args, progress)
+    except DataCommandError as exc:
+        outcome: dict[str, Any] = {"state": "failed", "error": exc.message, "error_kind": exc.kind}
+    except Exception as exc:
+        log.exception("table_upload_failed", upload_id=args.upload_id)
+        outcome = {
+            "state": "failed",
+            "error": f"internal error ({type(exc).__name__})",
+            "error_kind": "internal",
+        }
+    else:
+        outcome = {"state": "committed", "name": info.name}
+    # A failed commit removed the session's parts; its status stays, for the sender to read,
+    # until the idle sweep.
+    _write_status(session, outcome)
+
+
+def _write_status(session: Path, status: dict[str, Any]) -> None:
+    # Write then rename: a replica answering table_upload_status never reads half a file.
+    partial = session / f".{_STATUS}.{secrets.token_hex(4)}.partial"
+    partial.write_text(json.dumps(status))
+    os.replace(partial, session / _STATUS)
+
+
+def _table_upload_status(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
+    args = TableUploadIdArgs.model_validate(raw)
+    session = _session(data, args.upload_id)
+    try:
+        status = json.loads((session / _STATUS).read_text())
+    except FileNotFoundError:
+        raise DataCommandError(
+            "not_found", f"upload {args.upload_id} has no background commit"
+        ) from None
+    answer: dict[str, JsonValue] = {"upload_id": args.upload_id, **status}
+    if status["state"] == "committed":
+        info = data.tables.get(status["name"])
+        if info is None:
+            raise DataCommandError("not_found", f"table {status['name']} is gone")
+        answer["table"] = _view(data.tables, info)
+    return answer
 
 
 def _table_upload_abort(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
@@ -405,6 +576,7 @@ DATA_OPS: dict[str, DataOpHandler] = {
     "table_upload_part": _table_upload_part,
     "table_upload_commit": _table_upload_commit,
     "table_upload_abort": _table_upload_abort,
+    "table_upload_status": _table_upload_status,
     "table_get": _table_get,
     "table_list": _table_list,
 }
@@ -466,6 +638,10 @@ class DataServer(CommandServer[DataRequest, DataResponse]):
     def start(self) -> None:
         sweep_uploads(self.data)  # sessions a previous run left behind
         super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.data.close()  # a parse under way finishes (its status file says how)
 
     def answer(self, request: DataRequest, span: Span) -> DataResponse:
         return execute(self.data, request)

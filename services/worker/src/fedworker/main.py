@@ -47,7 +47,7 @@ from fedschemas import PartyRef
 from sqlalchemy.engine import Engine
 
 from fedworker.crypto import CryptoWorker, MeteredThreadPool, make_executor, make_replica
-from fedworker.data import DataServer, PartyTables
+from fedworker.data import DataServer, PartyTables, profile_sender
 from fedworker.handlers import WorkerContext, bind_handlers
 from fedworker.job_metrics import MetricsForwarder
 from fedworker.metrics import WorkerMetrics
@@ -120,7 +120,15 @@ class Worker:
             self.bus,
             settings.data_topic,
             settings.party_id,
-            PartyTables(self.tables, upload_ttl_s=settings.upload_ttl_s),
+            PartyTables(
+                self.tables,
+                upload_ttl_s=settings.upload_ttl_s,
+                # Each table's label profile goes to the scheduler, which checks pipelines
+                # against it before anything runs (it reads no table of ours).
+                on_stored=profile_sender(
+                    self.publisher, settings.party_id, settings.scheduler_topic
+                ),
+            ),
             metrics=self.metrics,
         )
         self.crypto_replica = make_replica(self.bus, settings, self.metrics)

@@ -68,6 +68,11 @@ class TablePublic(_Out):
     label_column: str | None
     missing_values: int
     missing_by_column: dict[str, int]
+    label_values: list[float] | None = Field(
+        default=None,
+        description="the label profile recorded at upload: the distinct label values (null: no "
+        "label column, over 64 values, or a table stored before profiles were recorded)",
+    )
     sha256: str
     uploaded_at: datetime
     reads: int = Field(description="how many times a job's reader read the table")
