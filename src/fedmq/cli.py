@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from fedmq.audit_cli import audit_app
 from fedmq.data_cli import data_app
 from fedmq.job_cli import job_app
 from fedmq.local import local_app
@@ -21,6 +22,7 @@ app.add_typer(standalone_app, name="standalone")
 app.add_typer(data_app, name="data")
 app.add_typer(job_app, name="job")
 app.add_typer(site_app, name="site")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback()

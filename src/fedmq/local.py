@@ -92,6 +92,9 @@ class PartyPlan:
     worker_http_port: int = 0
     """/healthz and /metrics of the party's worker (0 in state files written before it: the
     worker then serves no HTTP)."""
+    audit_http_port: int = 0
+    """/healthz and /metrics of the party's audit service (0 in state files written before
+    it)."""
     tables_dir: str = ""
     """Where the party's workers keep its tables, an absolute path inside <dir> ("" in state
     files written before it: the workers then used their default folder)."""
@@ -213,6 +216,9 @@ _DECLARES: dict[str, str] = {
             re.escape(topics.CRYPTO) + r"(\.reply\.[0-9a-f]+)?",
         ]
     ),
+    # Its fan-out queue (fedaudit.settings.FANOUT_NAME), its read models' queue and the
+    # scheduler's, where its stop requests go.
+    "audit": _names("fedmq.fanout.audit", topics.AUDIT_RPC, topics.SCHEDULER),
 }
 
 
@@ -354,6 +360,8 @@ def plan(
             scheduler_http_port=base_port + 30 + i if base_port else free_port(),
             # After the schedulers' 15.
             worker_http_port=base_port + 45 + i if base_port else free_port(),
+            # After the workers' 15.
+            audit_http_port=base_port + 60 + i if base_port else free_port(),
             # Inside <dir>, so `down --purge` finds it (the worker's default for a PostgreSQL
             # database is a folder relative to the working directory).
             tables_dir=str((root / party / "tables").resolve()),
@@ -459,9 +467,13 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
                 up + "REDIS_PREFIX": f"{state.prefix}:{party}:{service}:inbox:",
             }
         )
-        if service in ("scheduler", "worker"):
+        if service in ("scheduler", "worker", "audit"):
             env[up + "HTTP_HOST"] = "127.0.0.1"
             env[up + "HTTP_PORT"] = str(_http_port(state, party, service))
+        if service == "audit":
+            env[up + "SIGNING_KEY"] = audit_key(state, party)[0]
+        if service == "scheduler":
+            env[up + "AUDIT_PUBLIC_KEY"] = audit_key(state, party)[1]
         if service == "worker":
             env.setdefault(up + "CHECKPOINT_KEY", checkpoint_key(state, party))
             if p.tables_dir:
@@ -479,6 +491,23 @@ def checkpoint_key(state: LocalState, party: str) -> str:
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def audit_key(state: LocalState, party: str) -> tuple[str, str]:
+    """The party's audit signing key (created once, kept 0600 in its folder), as hex of its
+    private and its public half: the audit signs checkpoints and stop requests with it, the
+    scheduler acts only on stop requests it signed."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = state.party_dir(party) / "audit.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(Ed25519PrivateKey.generate().private_bytes_raw().hex())
+    private = path.read_text().strip()
+    public = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(private)).public_key()
+    return private, public.public_bytes_raw().hex()
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -540,6 +569,8 @@ def _http_port(state: LocalState, party: str, service: str) -> int:
         return p.scheduler_http_port
     if service == "worker":
         return p.worker_http_port
+    if service == "audit":
+        return p.audit_http_port
     return p.http_port
 
 

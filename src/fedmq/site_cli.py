@@ -95,6 +95,7 @@ def env_values(
             "FEDMQ_IMAGE": "fedmq:0.1.0",
             "FEDMQ_WORKERS": "1",
             "FEDMQ_TASK_THREADS": "4",
+    values["FEDMQ_AUDIT_SIGNING_KEY"], values["FEDMQ_AUDIT_PUBLIC_KEY"] = _audit_key_pair()
             "FEDMQ_LINK_PORT": link_address.rpartition(":")[2],
             "FEDMQ_API_PORT": "8081",
             "GRAFANA_PORT": "3000",
@@ -112,6 +113,14 @@ def env_values(
 
 def _format_value(value: str) -> str:
     # Single quotes: compose (v1's python-dotenv and v2's parser alike) takes the value
+def _audit_key_pair() -> tuple[str, str]:
+    """A fresh Ed25519 key for the audit service, hex of its private and public halves."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes_raw().hex(), key.public_key().public_bytes_raw().hex()
+
+
     # literally, so JSON's double quotes and braces survive without escaping.
     if value and not re.fullmatch(r"[A-Za-z0-9_./:@+-]*", value):
         if "'" in value:

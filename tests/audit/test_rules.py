@@ -65,13 +65,20 @@ def _key_2025(t: Traffic) -> list[Envelope]:
 
 
 CASES = {
-    "data.key_below_policy": lambda t: [t.propose(), t.task_run(), t.public_key(HOST, odd_key(512))],
+    "data.key_below_policy": lambda t: [
+        t.propose(),
+        t.task_run(),
+        t.public_key(HOST, odd_key(512)),
+    ],
     "data.key_width": _key_2025,
     "data.key_unreadable": lambda t: [t.propose(), t.task_run(), t.public_key(HOST, b"\x00junk")],
     "data.key_changed": lambda t: [*started(t), _second_key(t)],
     "data.ciphertext_range": lambda t: [
         *started(t),
-        t.ciphertexts("host_scores", HOST, 0, values=[int(key_of(HOST).nsquare) + 5] * 1),
+        # at or above n^2 of either party's key (host_scores may be under either, for the audit)
+        t.ciphertexts(
+            "host_scores", HOST, 0, values=[max(int(key_of(p).nsquare) for p in (GUEST, HOST)) + 5]
+        ),
     ],
     "data.ciphertext_trivial": lambda t: [
         *started(t),

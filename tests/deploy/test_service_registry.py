@@ -193,15 +193,15 @@ def test_a_dockerfile_that_forgets_a_service_is_caught() -> None:
 
     # Assert
     assert "Dockerfile: FEDMQ_PACKAGES lacks ./services/worker" in problems
-    assert any(p.startswith("Dockerfile: EXPOSE [7443, 8081, 8082]") for p in problems)
+    assert any(p.startswith("Dockerfile: EXPOSE [7443, 8081, 8082, 8084]") for p in problems)
 
 
 def test_an_unknown_service_name_says_which_exist() -> None:
     try:
-        service("audit")
+        service("serving")
     except KeyError as exc:
-        assert "gateway, worker, scheduler" in str(exc)
+        assert "gateway, worker, scheduler, audit" in str(exc)
     else:
-        raise AssertionError("service('audit') should not exist yet")
+        raise AssertionError("service('serving') should not exist yet")
     assert isinstance(service("worker"), ServiceSpec)
     assert Path(service("worker").source_dir).name == "worker"

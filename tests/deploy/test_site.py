@@ -97,9 +97,8 @@ def installed_site(tmp_path: Path, ca: pki.CertificateAuthority) -> Path:
 
 def settings_from(env: dict[str, str], service: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The service's settings class built from exactly the environment compose gives it."""
+    from fedcommon.service_registry import service as registered
     from fedgateway.settings import load_settings
-    from fedscheduler.settings import SchedulerSettings
-    from fedworker.settings import WorkerSettings
 
     for key in list(os.environ):
         if key.startswith("FEDMQ_"):
@@ -108,7 +107,7 @@ def settings_from(env: dict[str, str], service: str, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(key, str(value))
     if service == "gateway":
         return load_settings()
-    return {"scheduler": SchedulerSettings, "worker": WorkerSettings}[service]()
+    return registered(service).settings_class()()
 
 
 # --- init --------------------------------------------------------------------------------------
@@ -158,7 +157,8 @@ def test_the_generated_env_is_accepted_by_every_service_in_production(
         # Assert: production, no placeholder refused, real connections named
         assert settings.environment == "production"
         assert settings.party_id == "10000"
-        assert settings.bus_url.get_secret_value().startswith("amqp://fedmq:")
+        # each service as its own broker user (fedmq site broker-users makes them)
+        assert settings.bus_url.get_secret_value().startswith(f"amqp://fedmq-{name}:")
         assert settings.database_url.get_secret_value().startswith("postgresql+psycopg://")
         assert settings.otlp_endpoint is None
     gateway = settings_from(services["gateway"]["environment"], "gateway", monkeypatch)

@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedcommon.service_registry import SERVICE_NAMES, SERVICES
 from pydantic_settings import BaseSettings
 
@@ -207,7 +208,15 @@ def test_the_manifests_settings_load_once_the_placeholders_are_replaced(
 ) -> None:
     """With real secrets the same environment is valid settings (peers JSON, token list, ...),
     so the refusal above is the placeholders' doing and nothing else."""
+    audit_key = Ed25519PrivateKey.generate()
+    hex_keys = {  # the audit's key pair is hex, not a password
+        "FEDMQ_AUDIT_SIGNING_KEY": audit_key.private_bytes_raw().hex(),
+        "FEDMQ_SCHEDULER_AUDIT_PUBLIC_KEY": audit_key.public_key().public_bytes_raw().hex(),
+    }
     for name, value in manifest_env().items():
+        if name in hex_keys:
+            monkeypatch.setenv(name, hex_keys[name])
+            continue
         real = value.replace("changethis", "a-real-api-token-0123456789")
         # (32+ characters: the workers' checkpoint key has a minimum length)
         monkeypatch.setenv(name, real.replace("changeme", "s3cret-Pa55word-0123456789abcdef"))

@@ -84,6 +84,14 @@ SERVICES: Final[tuple[ServiceSpec, ...]] = (
         settings="fedscheduler.settings:SchedulerSettings",
         http_port=8082,
     ),
+    ServiceSpec(
+        name="audit",
+        module="fedaudit",
+        distribution="fedmq-audit",
+        source_dir="./services/audit",
+        settings="fedaudit.settings:AuditSettings",
+        http_port=8084,
+    ),
 )
 
 SERVICE_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in SERVICES)

@@ -165,7 +165,7 @@ def request_stop(ctx: AuditContext, envelope: Envelope, finding: Finding) -> Non
         attempt=envelope.attempt,
         tag="audit_stop",
     )
-    ctx.publisher.send(topics.SCHEDULER, sign_stop(stop, ctx.key))
+    ctx.publisher.send(topics.SCHEDULER, stop)  # signed by the publisher's signer
     ctx.metrics.stop_requests.inc()
     log.warning(
         "audit_stop_requested",
@@ -192,6 +192,13 @@ def _checkpoint(ctx: AuditContext) -> None:
     ctx.last_checkpoint_seq = ctx.head.seq
     ctx.first_unsigned_at = None
     ctx.metrics.checkpoints.inc()
+
+
+def final_checkpoint(ctx: AuditContext) -> None:
+    """On a graceful stop: sign what the last checkpoint does not cover."""
+    with ctx.lock:
+        if ctx.head.seq > ctx.last_checkpoint_seq:
+            _checkpoint(ctx)
 
 
 def tick(ctx: AuditContext) -> None:

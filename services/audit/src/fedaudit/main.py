@@ -27,6 +27,7 @@ from fedschemas import PartyRef, topics
 from fedaudit import handlers
 from fedaudit.auditor import Auditor
 from fedaudit.metrics import AuditMetrics
+from fedaudit.rpc import AuditRpc
 from fedaudit.rules.state import AuditPolicy
 from fedaudit.settings import AuditSettings
 from fedaudit.store import open_engine
@@ -65,6 +66,11 @@ class Audit:
         self.metrics = metrics or AuditMetrics()
         self.engine = open_engine(settings.database_url.get_secret_value())
         self.key = load_signing_key(settings)
+        if settings.public_key and settings.public_key.strip().lower() != self.public_key_hex:
+            raise ValueError(
+                "FEDMQ_AUDIT_PUBLIC_KEY does not match the audit's signing key: the scheduler "
+                "would refuse every stop request it signs"
+            )
         self._owns_bus = bus is None
         self.bus: Bus = bus if bus is not None else connect(settings.bus_url.get_secret_value())
         policy = AuditPolicy(
@@ -73,13 +79,18 @@ class Audit:
             severities=dict(settings.severities),
             silent_after_s=settings.silent_after_s,
         )
+        self.rpc = AuditRpc(self.bus, self.engine, policy, self.public_key_hex)
         self.ctx = handlers.AuditContext(
             party_id=settings.party_id,
             engine=self.engine,
             auditor=Auditor(policy),
             key=self.key,
+            # Signed last, after the publisher stamped the trace context (the signature covers
+            # it): the scheduler acts only on stop requests this key signed.
             publisher=EnvelopePublisher(
-                self.bus, PartyRef(party_id=settings.party_id, role="local")
+                self.bus,
+                PartyRef(party_id=settings.party_id, role="local"),
+                signer=lambda envelope: handlers.sign_stop(envelope, self.key),
             ),
             metrics=self.metrics,
             checkpoint_every=settings.checkpoint_every,
@@ -112,6 +123,7 @@ class Audit:
             prefetch=self.settings.prefetch,
             max_deliveries=self.settings.max_deliveries,
         )
+        self.rpc.start()
         self._timer = threading.Thread(target=self._tick, name="audit-timer", daemon=True)
         self._timer.start()
         if self.settings.http_port >= 0:
@@ -152,11 +164,13 @@ class Audit:
         self.stopping.set()
         if self._subscription is not None:
             self._subscription.cancel()
+        self.rpc.stop()
         if self._timer is not None:
             self._timer.join(timeout=5)
-        with self.ctx.lock:
-            if self.ctx.head.seq > self.ctx.last_checkpoint_seq:
-                handlers._checkpoint(self.ctx)
+        try:
+            handlers.final_checkpoint(self.ctx)
+        except Exception as exc:  # the database may be gone; the next start signs instead
+            log.warning("audit_final_checkpoint_failed", error=str(exc))
         if self._http is not None:
             self._http.stop()
         if self._owns_bus:

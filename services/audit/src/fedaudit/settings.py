@@ -37,6 +37,10 @@ class AuditSettings(BusServiceSettings):
     """The audit's Ed25519 private key, 64 hex digits (its raw 32 bytes): signs checkpoints and
     stop requests; the scheduler's FEDMQ_SCHEDULER_AUDIT_PUBLIC_KEY is its public half. Empty:
     a key file `key_file` (created 0600 on first start)."""
+    public_key: str = ""
+    """Optional: the public half of signing_key (64 hex digits), as the scheduler is given it;
+    the audit refuses to start when its key does not match it (a mismatched pair would have
+    every stop request refused)."""
     key_file: str = ".fedmq/audit.key"
     checkpoint_every: int = Field(default=100, gt=0)
     """A signed checkpoint after this many records..."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fedcommon.settings import BusServiceSettings
+from fedcommon.settings import BusServiceSettings, is_placeholder_secret
 from fedschemas import MAX_ENVELOPE_BYTES, topics
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -84,13 +84,25 @@ class SchedulerSettings(BusServiceSettings):
     @field_validator("audit_public_key")
     @classmethod
     def _audit_key_is_a_key(cls, value: str) -> str:
-        if value.strip():
+        # A placeholder ("changeme") is left to _no_placeholder_audit_key, which names it.
+        if value.strip() and not is_placeholder_secret(value):
             audit_verify_key(value)
         return value.strip()
 
+    @model_validator(mode="after")
+    def _no_placeholder_audit_key(self) -> SchedulerSettings:
+        key = self.audit_public_key
+        if key and is_placeholder_secret(key) and self.environment != "development":
+            raise ValueError(
+                "placeholder secret in audit_public_key: set the audit's public key "
+                "(refused outside environment=development)"
+            )
+        return self
+
     @property
     def audit_key(self) -> Ed25519PublicKey | None:
-        return audit_verify_key(self.audit_public_key) if self.audit_public_key else None
+        key = self.audit_public_key
+        return audit_verify_key(key) if key and not is_placeholder_secret(key) else None
 
     @property
     def heartbeat_every_s(self) -> float:

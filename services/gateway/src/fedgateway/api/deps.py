@@ -120,6 +120,12 @@ class ApiContext:
                 )
             return self._client
 
+    def bus(self) -> Bus:
+        """The API's bus connection, for party-local services without a fedcontrol client
+        (the audit's read models: api/audit.py)."""
+        with self._lock:
+            return self._connected()
+
     def data(self) -> DataClient:
         with self._lock:
             if self._data is None:
