@@ -1,0 +1,187 @@
+"""homo_lr's pieces without the runtime: FedAvg's arithmetic, the update checks, the wire
+formats through a whole secure-aggregation round with a dropout, and the aggregator taking out
+a host whose masked input is malformed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from fedcrypto.secagg import SecAggClient, SecAggConfig, SecAggError, SecAggServer
+from fedflow.components.homo_lr import math as hmath
+from fedflow.components.homo_lr import wire
+from fedflow.components.homo_lr.aggregator import Round, RoundFailed
+from fedschemas import FederationData
+
+
+def test_summed_contributions_give_the_row_weighted_average_of_the_local_models() -> None:
+    # Prepare: three clients' local models and row counts
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=4)
+    local = [rng.normal(size=4) for _ in range(3)]
+    rows = [100, 300, 600]
+    losses = [0.5, 0.7, 0.2]
+
+    # Execute
+    total = sum(
+        hmath.contribution(w, lw, loss, n) for lw, loss, n in zip(local, losses, rows, strict=True)
+    )
+    new, loss = hmath.apply_sum(w, np.asarray(total))
+
+    # Assert
+    expected = sum(n * lw for lw, n in zip(local, rows, strict=True)) / sum(rows)
+    np.testing.assert_allclose(new, expected, rtol=0, atol=1e-12)
+    assert loss == pytest.approx((100 * 0.5 + 300 * 0.7 + 600 * 0.2) / 1000)
+
+
+def test_an_update_with_nan_or_the_wrong_shape_is_named_as_such() -> None:
+    assert hmath.update_problem(np.zeros(5), 5) is None
+    assert "NaN" in str(hmath.update_problem(np.array([0.0, np.nan, np.inf]), 3))
+    assert "shape (4,)" in str(hmath.update_problem(np.zeros(4), 5))
+    with pytest.raises(ValueError, match="no sample weight"):
+        hmath.apply_sum(np.zeros(2), np.zeros(4))
+
+
+def test_norm_clipping_scales_long_updates_only() -> None:
+    short, clipped = hmath.clip_norm(np.array([0.3, 0.4]), 1.0)
+    assert not clipped and short.tolist() == [0.3, 0.4]
+    long, clipped = hmath.clip_norm(np.array([3.0, 4.0]), 1.0)
+    assert clipped
+    np.testing.assert_allclose(long, [0.6, 0.8])
+
+
+def test_a_secure_sum_through_the_wire_formats_recovers_a_client_that_drops() -> None:
+    # Prepare: three clients; every message goes through its FederationData form and back
+    config = SecAggConfig(session=b"test", num_clients=3, vector_length=5, modulus_bits=64, clip=16)
+    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
+    values = {u: np.linspace(-1, 1, 5) * u for u in (1, 2, 3)}
+    server = SecAggServer(config)
+
+    def through(payload: FederationData) -> FederationData:
+        return FederationData.model_validate_json(payload.model_dump_json())
+
+    # Execute: client 3 shares its keys, then drops before its masked input
+    for u, c in clients.items():
+        server.receive_keys(wire.read_keys(u, through(wire.keys_payload(c.advertise_keys()))))
+    directory = wire.read_directory(through(wire.directory_payload(server.key_directory())))
+    for u, c in clients.items():
+        shares = c.share_keys(directory)
+        server.receive_shares(wire.read_shares(u, through(wire.shares_payload(shares))))
+    routed = server.route_shares()
+    for u in (1, 2):
+        got = wire.read_routed(u, through(wire.shares_payload(routed[u])))
+        masked = clients[u].masked_input(got, values[u])
+        server.receive_masked_input(wire.read_masked(u, through(wire.masked_payload(masked))))
+    request = wire.read_unmask_request(
+        through(wire.unmask_request_payload(server.unmask_request()))
+    )
+    for u in (1, 2):
+        answer = clients[u].unmask(request)
+        server.receive_unmasking(wire.read_unmask(u, through(wire.unmask_payload(answer))))
+    result = server.result()
+
+    # Assert
+    assert request.survivors == (1, 2) and request.dropped == (3,)
+    np.testing.assert_allclose(result.sum, values[1] + values[2], rtol=0, atol=result.max_abs_error)
+
+
+@pytest.mark.parametrize(
+    ("reader", "payload", "message"),
+    [
+        (
+            wire.read_keys,
+            FederationData(kind="public_key", blob=b"x" * 10, blob_format="secagg.x25519_pair.v1"),
+            "10 bytes",
+        ),
+        (
+            wire.read_shares,
+            FederationData(
+                kind="ciphertext_vector", blob=b"\x00\x00\x00\x02", blob_format="secagg.shares.v1"
+            ),
+            "truncated",
+        ),
+        (
+            wire.read_unmask,
+            FederationData(
+                kind="masked_vector", blob=b"\x00\x00\x00\x05", blob_format="secagg.unmask.v1"
+            ),
+            "truncated",
+        ),
+        (
+            wire.read_keys,
+            FederationData(kind="public_key", blob=b"x" * 64, blob_format="secagg.shares.v1"),
+            "x25519_pair",
+        ),
+    ],
+)
+def test_malformed_secure_aggregation_messages_are_refused(
+    reader: Any, payload: FederationData, message: str
+) -> None:
+    with pytest.raises(SecAggError, match=message):
+        reader(2, payload)
+
+
+class _Federation:
+    """Answers recv from canned payloads; records sends."""
+
+    def __init__(self, payloads: dict[tuple[str, str], FederationData]) -> None:
+        self.payloads = payloads
+        self.sent: list[tuple[str, str, FederationData]] = []
+
+    def recv(self, *, frm: str, tag: str, iteration: int, timeout: float) -> FederationData:
+        return self.payloads[(frm, tag)]
+
+    def send(self, payload: FederationData, *, to: str, tag: str, iteration: int) -> None:
+        self.sent.append((to, tag, payload))
+
+
+def test_the_aggregator_takes_out_a_host_whose_masked_input_has_the_wrong_shape() -> None:
+    # Prepare: a round at the aggregator with its own client (1) and two hosts, through the
+    # key and share steps; host 3's masked vector is one coordinate short
+    config = SecAggConfig(session=b"t", num_clients=3, vector_length=4, modulus_bits=64, clip=16)
+    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
+    fed = _Federation({})
+    rnd = Round(SimpleNamespace(federation=fed), 0, config, {2: "10000", 3: "10001"}, clients[1])  # type: ignore[arg-type]
+    for c in clients.values():
+        rnd.server.receive_keys(c.advertise_keys())
+    directory = rnd.server.key_directory()
+    for c in clients.values():
+        rnd.server.receive_shares(c.share_keys(directory))
+    routed = rnd.server.route_shares()
+    masked = {u: clients[u].masked_input(routed[u], np.full(4, 0.25)) for u in (1, 2, 3)}
+    rnd.server.receive_masked_input(masked[1])
+    fed.payloads = {
+        ("10000", "sa_masked"): wire.masked_payload(masked[2]),
+        ("10001", "sa_masked"): FederationData(kind="masked_vector", array=masked[3].masked[:3]),
+    }
+
+    # Execute
+    rnd.feed(rnd.collect("sa_masked", 1.0, wire.read_masked), rnd.server.receive_masked_input)
+    request = rnd.close(rnd.server.unmask_request)
+    rnd.send_next("sa_unmask", lambda _: wire.unmask_request_payload(request))
+
+    # Assert: host 3 is out with the reason and told so; its masks are removed with the
+    # others' shares, and the sum is the two others'
+    assert list(rnd.hosts) == [2]
+    assert "expected uint64(4,)" in rnd.dropped[3][1]
+    assert request.survivors == (1, 2) and request.dropped == (3,)
+    assert [(to, p.meta.get("excluded")) for to, _, p in fed.sent] == [
+        ("10001", True),
+        ("10000", None),
+    ]
+    for u in (1, 2):
+        rnd.server.receive_unmasking(clients[u].unmask(request))
+    np.testing.assert_allclose(rnd.server.result().sum, np.full(4, 0.5), atol=1e-12)
+
+
+def test_a_round_with_too_few_clients_fails_naming_who_dropped_and_why() -> None:
+    config = SecAggConfig(session=b"t", num_clients=3, vector_length=4, modulus_bits=64, clip=16)
+    fed = _Federation({})
+    rnd = Round(SimpleNamespace(federation=fed), 4, config, {2: "10000", 3: "10001"}, None)  # type: ignore[arg-type]
+    rnd.leave(3, "no sa_keys within 5 s")
+    rnd.server.receive_keys(SecAggClient(2, config).advertise_keys())
+
+    with pytest.raises(RoundFailed, match=r"round 4: .*client 3 \(10001\): no sa_keys within 5 s"):
+        rnd.close(rnd.server.key_directory)
