@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from fedflow.bus_federation import BusFederation
 from fedflow.components.homo_lr import math as hmath
 from fedflow.pipeline import Pipeline
@@ -17,6 +18,7 @@ from fedflow.tables import Table
 
 from tests.homo.conftest import EXAMPLE_DATA, auc_on, load, parts, pipeline, training
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples/pipelines/homo_lr.yaml"
 CREDIT = ["default_credit_homo_guest", "default_credit_homo_host_1", "default_credit_homo_host_2"]
 BREAST_PARAMS: dict[str, Any] = {
     "rounds": 3,
@@ -182,3 +184,47 @@ def test_nan_or_wrong_shape_updates_sit_out_their_round_and_the_round_goes_on(
     assert _steps(result, "clients") == {0: 2.0, 1: 2.0, 2: 3.0}
     for model in _models(result, spec):
         np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+
+
+def test_the_breast_example_is_as_good_as_pooled_training(tmp_path: Path) -> None:
+    # Prepare: examples/pipelines/homo_lr.yaml as it is (two parties)
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    (lr,) = [c for c in spec["components"] if c["type"] == "homo_lr"]
+    params = lr["params"]["common"]
+    clients = [load("breast_homo_guest"), load("breast_homo_host")]
+    x = np.vstack([c.features for c in clients])
+    y = np.concatenate([p[1] for p in parts(clients)])
+    pooled = hmath.reference_pooled(x, y, training(params), params["rounds"])
+
+    # Execute
+    result = _run(spec, tmp_path)
+
+    # Assert
+    federated_auc = result.metric("eval_0", "auc")
+    pooled_auc = auc_on(pooled, load("breast_homo_test"))
+    print(f"breast: federated {federated_auc:.5f} pooled {pooled_auc:.5f}")
+    assert abs(federated_auc - pooled_auc) <= 0.005
+
+
+def test_norm_clipping_and_early_stopping_on_the_aggregated_loss(tmp_path: Path) -> None:
+    # Prepare: every update clipped to norm 0.05; stop once the loss improves by < 0.02
+    params = {**BREAST_PARAMS, "rounds": 20, "clip_norm": 0.05, "early_stop": True, "tol": 0.02}
+    spec = pipeline(["breast_homo_guest", "breast_homo_host"], "breast_homo_test", params)
+    clients = [load("breast_homo_guest"), load("breast_homo_host")]
+
+    # Execute
+    result = _run(spec, tmp_path)
+
+    # Assert: stopped at the first round whose loss improved by less than tol, with the
+    # clipped FedAvg model of the rounds run
+    losses = _steps(result, "loss")
+    ran = int(result.metric("homo_lr_0", "rounds", "9999"))
+    assert 2 <= ran < 20 and sorted(losses) == list(range(ran))
+    gains = [losses[r - 1] - losses[r] for r in range(1, ran)]
+    assert all(g >= 0.02 for g in gains[:-1]) and gains[-1] < 0.02
+    assert result.metric("homo_lr_0", "rounds", "10000") == ran
+    expected = hmath.reference_fedavg(parts(clients), training(params), ran, clip=0.05)
+    for model in _models(result, spec):
+        np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+    clipped = [m for m in result.metrics if m.name == "clipped_update" and m.value == 1.0]
+    assert len(clipped) == 2 * ran  # both clients' updates, every round
