@@ -46,6 +46,11 @@ PEERS_MOUNT = "/etc/fedmq/peers"
 SECRET_KEYS = (
     "POSTGRES_PASSWORD",
     "RABBITMQ_PASSWORD",
+    # One broker user per service (`fedmq site broker-users`, fedmq.broker_users).
+    "RABBITMQ_GATEWAY_PASSWORD",
+    "RABBITMQ_SCHEDULER_PASSWORD",
+    "RABBITMQ_WORKER_PASSWORD",
+    "RABBITMQ_AUDIT_PASSWORD",
     "REDIS_PASSWORD",
     "FEDMQ_API_TOKEN",
     "FEDMQ_CHECKPOINT_KEY",
@@ -450,6 +455,42 @@ def add_peer_cmd(
     checked = " (certificate checked against the federation CA)" if "certificates" in entry else ""
     _console.print(f"[green]peer {party}[/green] at {address}{checked}")
     _console.print("apply with: docker compose up -d gateway")
+
+
+@site_app.command("broker-users")
+def broker_users_cmd(
+    api: Annotated[
+        str, typer.Option(help="the broker's management API (its admin user's base URL)")
+    ] = "http://rabbitmq:15672",
+    vhost: Annotated[str, typer.Option(help="the party's vhost")] = "fedmq",
+    admin_user: Annotated[
+        str, typer.Option(envvar="RABBITMQ_ADMIN_USER", help="the broker's admin user")
+    ] = "fedmq",
+    admin_password: Annotated[
+        str,
+        typer.Option(envvar="RABBITMQ_PASSWORD", help="its password", show_default=False),
+    ] = "",
+) -> None:
+    """Create one broker user per service with only its own permissions (as `fedmq local`
+    does); the passwords come from RABBITMQ_<SERVICE>_PASSWORD. Compose and Kubernetes run it
+    once before the services start."""
+    import httpx
+
+    from fedmq.broker_users import (
+        BROKER_SERVICES,
+        BrokerUsersError,
+        apply_broker_users,
+        password_key,
+    )
+
+    passwords = {service: os.environ.get(password_key(service), "") for service in BROKER_SERVICES}
+    with httpx.Client(base_url=api, auth=(admin_user, admin_password), timeout=10.0) as client:
+        try:
+            users = apply_broker_users(client, vhost, passwords)
+        except (BrokerUsersError, httpx.HTTPError) as exc:
+            raise _fail(exc) from None
+    for user in users:
+        _console.print(f"broker user {user.name}: {user.service}'s permissions on vhost {vhost}")
 
 
 @site_app.command("sync-identity", hidden=True)

@@ -25,7 +25,7 @@ from tests.deploy.helpers import (
 )
 
 SETTINGS_PREFIX = re.compile(rf"^FEDMQ_({'|'.join(n.upper() for n in FEDMQ_SERVICES)})_(.+)$")
-ONE_SHOTS = {"identity"}
+ONE_SHOTS = {"identity", "broker-users"}
 """Run to completion before the services start (depends_on: service_completed_successfully)."""
 NO_PROBE = {"otel-collector", "jaeger"}
 """Distroless images with nothing to probe with; the file says so next to `disable: true`."""
@@ -176,7 +176,7 @@ def test_the_servers_and_internal_services_sit_on_the_internal_network_only(
     config = load_compose(example_env)
     assert config["networks"]["backend"]["internal"] is True
     for name, service in config["services"].items():
-        if name in ONE_SHOTS:
+        if name == "identity":  # copies files only; broker-users talks to the broker
             assert service["network_mode"] == "none"
         elif published(service) or name == "gateway":
             assert set(service["networks"]) == {"backend", "edge"}, name
@@ -217,9 +217,15 @@ def test_dependencies_wait_for_health_or_completion(example_env: dict[str, str])
                 else "service_healthy"
             )
             assert spec["condition"] == expected, (name, dep)
-    assert set(services["gateway"]["depends_on"]) == {"identity", "rabbitmq", "postgres"}
+    assert set(services["gateway"]["depends_on"]) == {
+        "identity",
+        "broker-users",
+        "rabbitmq",
+        "postgres",
+    }
     for name in ("scheduler", "worker"):
-        assert set(services[name]["depends_on"]) == {"rabbitmq", "postgres", "redis"}
+        expected = {"broker-users", "rabbitmq", "postgres", "redis"}
+        assert set(services[name]["depends_on"]) == expected
 
 
 def test_images_are_pinned(example_env: dict[str, str]) -> None:
