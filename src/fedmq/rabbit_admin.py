@@ -100,7 +100,9 @@ class HttpRabbitAdmin(RabbitAdmin):
         self, base_url: str, username: str, password: str, *, timeout_s: float = 30.0
     ) -> None:
         self.base_url = base_url
-        self._client = httpx.Client(base_url=base_url, auth=(username, password), timeout=timeout_s)
+        # A short connect timeout: a closed or filtered port means "fall back", not a wait.
+        timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
+        self._client = httpx.Client(base_url=base_url, auth=(username, password), timeout=timeout)
 
     def _request(
         self, method: str, path: str, *, ok: tuple[int, ...], body: dict[str, Any] | None = None
