@@ -45,9 +45,12 @@ from tests.observability.prometheus_server import (
 )
 from tests.polling import wait_for, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
-
 FULL = os.environ.get("FEDMQ_MONITORING_FULL") == "1"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(1800 if FULL else 600),  # FULL waits 15 min for the event alerts
+]
 PARTY_TIMEOUT_S = float(SHARED_STACK_ENV["FEDMQ_SCHEDULER_PARTY_TIMEOUT_S"])
 JOB_EXPECTED_S = float(SHARED_STACK_ENV["FEDMQ_SCHEDULER_JOB_EXPECTED_S"])
 """The stack's settings: a pipeline that never succeeded here is expected within 20 s (the
