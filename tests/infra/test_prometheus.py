@@ -50,7 +50,7 @@ def test_promtool_accepts_the_config_and_its_rule_files() -> None:
     result = promtool("check", "config", str(CONFIG))
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 rule files found" in result.stdout
+    assert "2 rule files found" in result.stdout  # alerts.yml and audit.yml
 
 
 def test_promtool_accepts_the_alert_rules() -> None:
@@ -143,7 +143,7 @@ def test_party_is_an_external_label() -> None:
     config = load(CONFIG)
 
     assert config["global"]["external_labels"] == {"party": "${FEDMQ_PARTY_ID}"}
-    assert config["rule_files"] == ["alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml", "audit.yml"]
 
 
 def test_scrape_ports_are_the_services_http_ports() -> None:
