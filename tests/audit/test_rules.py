@@ -180,3 +180,11 @@ def test_each_rule_catches_its_malicious_message(
 
     # Assert: the rule fired, on the last message
     assert rule_id in found, found
+
+
+def test_every_rule_has_its_section_in_the_docs() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "audit.md").read_text()
+    for rule_id, rule in RULES.items():
+        assert f"### {rule_id} ({rule.severity})" in docs, rule_id
