@@ -452,7 +452,10 @@ class Pipeline:
                         f"{ref.output!r} (outputs: {outputs})",
                     )
                 source_roles = set(source.type.roles)
+                slot_spec = raw.type.input(slot)
                 for task in tasks:
+                    if slot_spec is not None and not slot_spec.taken_at(task.role):
+                        continue
                     if task.role not in source_roles:
                         raise _fail(
                             raw.where,

@@ -106,6 +106,8 @@ class PartyRuntime:
             raise TaskError(f"{spec.component} ({ctype.name}) params: {exc}") from None
         inputs = {}
         for slot in ctype.inputs:
+            if not slot.taken_at(spec.role):
+                continue
             ref = spec.inputs.get(slot.name)
             if ref is None:
                 if slot.required:

@@ -79,6 +79,12 @@ class InputSpec:
     name: str
     required: bool = True
     description: str = ""
+    roles: tuple[str, ...] = ()
+    """The roles that take this input; () every role of the component (an aggregator role
+    with no data of its own, e.g. homo_lr's arbiter, takes none)."""
+
+    def taken_at(self, role: str) -> bool:
+        return not self.roles or role in self.roles
 
 
 @dataclass(frozen=True)
