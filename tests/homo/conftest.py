@@ -13,14 +13,18 @@ EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 
 
 def pipeline(
-    tables: list[str], test_table: str, params: dict[str, Any], name: str = "homo-lr-test"
+    tables: list[str],
+    test_table: str,
+    params: dict[str, Any],
+    name: str = "homo-lr-test",
+    arbiter: str | None = None,
 ) -> dict[str, Any]:
     """reader -> homo_lr -> reader(test) -> homo_lr_predict -> evaluation, with the client
     i reading tables[i] (party 9999 is the guest and aggregator, then 10000, 10001, ...)."""
     parties = [str(9999 + i) for i in range(len(tables))]
     return {
         "name": name,
-        "parties": {"guest": parties[0], "host": parties[1:]},
+        "parties": {"guest": parties[0], "host": parties[1:], "arbiter": arbiter},
         "components": [
             {
                 "name": "reader_0",

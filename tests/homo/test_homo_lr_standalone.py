@@ -228,3 +228,32 @@ def test_norm_clipping_and_early_stopping_on_the_aggregated_loss(tmp_path: Path)
         np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
     clipped = [m for m in result.metrics if m.name == "clipped_update" and m.value == 1.0]
     assert len(clipped) == 2 * ran  # both clients' updates, every round
+
+
+@pytest.mark.parametrize("arbiter", ["8888", "9999"], ids=["own_party", "the_guests_party"])
+def test_an_arbiter_named_in_the_pipeline_aggregates_and_every_client_gets_fedavgs_model(
+    tmp_path: Path, arbiter: str
+) -> None:
+    # Prepare: three clients; the arbiter (no data) is a party of its own, or the guest's
+    # party in a second role
+    folders, tables = _breast_three_clients(tmp_path)
+    spec = pipeline(["breast_part"] * 3, "breast_homo_test", BREAST_PARAMS, arbiter=arbiter)
+    expected = hmath.reference_fedavg(parts(tables), training(BREAST_PARAMS), 3)
+
+    # Execute
+    result = _run(spec, tmp_path, folders)
+
+    # Assert: the arbiter ran the rounds with all three clients; the guest was a client
+    arbiter_clients = {
+        m.step: m.value
+        for m in result.metrics
+        if m.name == "clients" and m.party_id == arbiter and m.step >= 0
+    }
+    assert arbiter_clients == {0: 3.0, 1: 3.0, 2: 3.0}
+    tasks = {(t.party_id, t.role) for t in result.tasks if t.component == "homo_lr_0"}
+    assert (arbiter, "arbiter") in tasks
+    for model in _models(result, spec):
+        np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+    if arbiter == "8888":  # the guest's masked vectors crossed to the arbiter
+        sent = {(c.source, c.destination) for c in result.crossings if c.tag == "sa_masked"}
+        assert sent == {("9999", "8888"), ("10000", "8888"), ("10001", "8888")}

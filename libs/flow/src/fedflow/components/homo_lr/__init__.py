@@ -1,7 +1,9 @@
 """homo_lr / homo_lr_predict: horizontal logistic regression, FedAvg over secure aggregation.
 
 Every client (the guest and each host) holds its own rows with the same feature columns and a
-label 0/1. The guest is also the aggregator (docs/homo_lr.md). Round r (iteration r):
+label 0/1. The aggregator is the arbiter when the pipeline names one (it has no data: the guest
+tells it the model's length, `model_shape`), else the guest, which is then also a client
+(docs/homo_lr.md). Round r (iteration r), with the guest aggregating:
 
   order 1  guest -> host  global_model      w_r (meta features: a digest of the guest's column
                                             names, checked by each host in round 0; final)
@@ -38,16 +40,23 @@ BINARY_LABELS = LabelRule("binary", (0.0, 1.0))
 HOMO_LR = ComponentDescriptor(
     name="homo_lr",
     description=(
-        "horizontal logistic regression: FedAvg over secure aggregation (the guest aggregates, "
-        "every party is a client)"
+        "horizontal logistic regression: FedAvg over secure aggregation (the arbiter aggregates "
+        "when the pipeline names one, else the guest; guest and hosts are the clients)"
     ),
     entry={
-        "guest": "fedflow.components.homo_lr.aggregator:train",
+        "guest": "fedflow.components.homo_lr.aggregator:guest",
         "host": "fedflow.components.homo_lr.client:train",
+        "arbiter": "fedflow.components.homo_lr.aggregator:train",
     },
-    roles=("guest", "host"),
+    roles=("guest", "host", "arbiter"),
     params=HomoLrParams,
-    inputs=(InputSpec("data", description="this client's own rows (same columns everywhere)"),),
+    inputs=(
+        InputSpec(
+            "data",
+            description="this client's own rows (same columns everywhere)",
+            roles=("guest", "host"),
+        ),
+    ),
     outputs=("model",),
     protocol=HOMO_LR_PROTOCOL,
     label_values={"guest": BINARY_LABELS.values, "host": BINARY_LABELS.values},

@@ -1,5 +1,6 @@
-"""The guest: the aggregator of every round, and a client (its own contribution goes into the
-secure sum in-process, through the same SecAggClient state machine as a host's)."""
+"""The aggregator of every round: the arbiter when the pipeline names one, else the guest, which
+is then also a client (its own contribution goes into the secure sum in-process, through the
+same SecAggClient state machine as a host's)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from fedflow.components.homo_lr import wire
 from fedflow.components.homo_lr.client import (
     LocalClient,
     UpdateRejected,
+    aggregator_role,
     client_ids,
     features_digest,
     model_table,
     secagg_config,
 )
+from fedflow.components.homo_lr.client import train as client_train
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.federation import RecvTimeout
 from fedflow.protocol import ProtocolViolation
@@ -55,7 +58,7 @@ class Round:
     ctx: ComponentContext
     r: int
     config: SecAggConfig
-    hosts: dict[int, str]  # client id -> party id, the hosts still in this round
+    hosts: dict[int, str]  # client id -> how to address it, the remote clients still in
     own: SecAggClient | None
     server: SecAggServer = field(init=False)
     dropped: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (party, why)
@@ -169,36 +172,52 @@ def secure_sum(rnd: Round, own_vector: hmath.Floats | None, timeout: float) -> A
     return rnd.close(server.result)
 
 
+def guest(ctx: ComponentContext) -> Mapping[str, Table]:
+    """The guest's role: a client when the pipeline names an arbiter, else the aggregator."""
+    if aggregator_role(ctx.parties) == "arbiter":
+        return client_train(ctx)
+    return train(ctx)
+
+
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
+    """The aggregator's rounds (the arbiter's role; the guest's without an arbiter)."""
     params = ctx.params_as(HomoLrParams)
-    me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params)
-    hosts = {cid: party for party, cid in client_ids(ctx.parties).items() if cid != GUEST_ID}
     fed = ctx.federation
-    fed.bind_dims(d=me.model_length, v=me.contribution_length)
-    digest = features_digest(me.names)
-    weights = np.zeros(me.model_length)
+    ids = client_ids(ctx.parties)
+    me: LocalClient | None = None
+    if ctx.role == "arbiter":
+        shape = fed.recv(frm="guest", tag="model_shape")
+        model_length, digest = int(shape.meta["features"]) + 1, str(shape.meta["digest"])
+        guest_party = ctx.parties["guest"][0]
+        # The guest by role: its party may also be the arbiter's.
+        remote = {cid: "guest" if p == guest_party else p for p, cid in ids.items()}
+    else:
+        me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params)
+        model_length, digest = me.model_length, features_digest(me.names)
+        remote = {cid: p for p, cid in ids.items() if cid != GUEST_ID}
+    length = model_length + hmath.EXTRA
+    fed.bind_dims(d=model_length, v=length)
+    weights = np.zeros(model_length)
     best = np.inf
     r = 0
     while r < params.rounds:
         ctx.check_canceled()
-        fed.send(
-            FederationData(kind="aggregate", array=weights, meta={"features": digest}),
-            to="host",
-            tag="global_model",
-            iteration=r,
-        )
-        config = secagg_config(ctx, params, r, me.contribution_length)
-        own_vector: hmath.Floats | None
-        try:
-            own_vector, facts = me.contribution(weights, r)
-            for name, value in facts.items():
-                ctx.metrics.log(name, value, step=r)
-            own: SecAggClient | None = SecAggClient(GUEST_ID, config)
-        except UpdateRejected as exc:
-            log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
-            ctx.metrics.log("rejected_update", 1.0, step=r)
-            own_vector, own = None, None
-        rnd = Round(ctx, r, config, dict(hosts), own)
+        start = FederationData(kind="aggregate", array=weights, meta={"features": digest})
+        for target in remote.values():
+            fed.send(start, to=target, tag="global_model", iteration=r)
+        config = secagg_config(ctx, params, r, length)
+        own_vector: hmath.Floats | None = None
+        own: SecAggClient | None = None
+        if me is not None:
+            try:
+                own_vector, facts = me.contribution(weights, r)
+                for name, value in facts.items():
+                    ctx.metrics.log(name, value, step=r)
+                own = SecAggClient(GUEST_ID, config)
+            except UpdateRejected as exc:
+                log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
+                ctx.metrics.log("rejected_update", 1.0, step=r)
+        rnd = Round(ctx, r, config, dict(remote), own)
         result = secure_sum(rnd, own_vector, params.round_timeout_s)
         weights, loss = hmath.apply_sum(weights, result.sum)
         ctx.metrics.log("loss", loss, step=r)
@@ -217,11 +236,12 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
         if params.early_stop and best - loss < params.tol:
             break
         best = min(best, loss)
-    fed.send(
-        FederationData(kind="aggregate", array=weights, meta={"features": digest, "final": True}),
-        to="host",
-        tag="global_model",
-        iteration=r,
+    final = FederationData(
+        kind="aggregate", array=weights, meta={"features": digest, "final": True}
     )
+    for target in remote.values():
+        fed.send(final, to=target, tag="global_model", iteration=r)
     ctx.metrics.log("rounds", float(r))
+    if me is None:
+        return {}  # the arbiter has no column names; the clients keep the model
     return {"model": model_table(me.names, weights)}

@@ -1,5 +1,6 @@
-"""A homo_lr client: local training on its own rows, its contribution to each round, and the
-host's side of the secure-aggregation round (the guest runs its own client in-process,
+"""A homo_lr client: local training on its own rows, its contribution to each round, and a
+client's side of the secure-aggregation round over the federation (a host's; the guest's when
+the arbiter aggregates; when the guest aggregates it runs its own client in-process,
 aggregator.py)."""
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def client_ids(parties: Mapping[str, list[str]]) -> dict[str, int]:
     """Secure-aggregation ids: the guest is 1, the hosts 2.. in the pipeline's order."""
     ordered = [*parties["guest"], *parties.get("host", [])]
     return {party: i + 1 for i, party in enumerate(ordered)}
+
+
+def aggregator_role(parties: Mapping[str, list[str]]) -> str:
+    """The arbiter aggregates when the pipeline names one; else the guest."""
+    return "arbiter" if parties.get("arbiter") else "guest"
 
 
 def secagg_config(ctx: ComponentContext, params: HomoLrParams, r: int, length: int) -> SecAggConfig:
@@ -134,18 +140,22 @@ def _excluded(payload: FederationData) -> bool:
 
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
-    """A host: train on its rows each round and join the round's secure sum."""
+    """A client (a host; the guest too when the arbiter aggregates): train on its rows each
+    round and join the round's secure sum."""
     params = ctx.params_as(HomoLrParams)
     ids = client_ids(ctx.parties)
     me = LocalClient.from_table(ctx.input("data"), ids[ctx.party_id], params)
-    guest = ctx.parties["guest"][0]
+    agg = aggregator_role(ctx.parties)
     fed = ctx.federation
     fed.bind_dims(d=me.model_length, v=me.contribution_length)
+    if ctx.role == "guest":  # the arbiter has no data: it learns the model's length from us
+        shape = wire.control(features=len(me.names), digest=features_digest(me.names))
+        fed.send(shape, to=agg, tag="model_shape")
     rejected = 0
     r = 0
     while True:
         ctx.check_canceled()
-        start = fed.recv(frm=guest, tag="global_model", iteration=r)
+        start = fed.recv(frm=agg, tag="global_model", iteration=r)
         if r == 0 and start.meta.get("features") != features_digest(me.names):
             raise TableError(
                 "homo_lr: this party's feature columns differ from the guest's (every client "
@@ -160,12 +170,13 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
             rejected += 1
             log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
             ctx.metrics.log("rejected_update", 1.0, step=r)
-            fed.send(wire.control(withdraw=str(exc)), to=guest, tag="sa_keys", iteration=r)
+            fed.send(wire.control(withdraw=str(exc)), to=agg, tag="sa_keys", iteration=r)
             r += 1
             continue
         for name, value in facts.items():
             ctx.metrics.log(name, value, step=r)
-        _secure_round(ctx, secagg_config(ctx, params, r, me.contribution_length), me, vector, r)
+        config = secagg_config(ctx, params, r, me.contribution_length)
+        _secure_round(ctx, agg, config, me, vector, r)
         ctx.report_progress(min(1.0, (r + 1) / params.rounds))
         r += 1
     ctx.metrics.log("rounds", float(r))
@@ -174,11 +185,16 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
 
 
 def _secure_round(
-    ctx: ComponentContext, config: SecAggConfig, me: LocalClient, vector: hmath.Floats, r: int
+    ctx: ComponentContext,
+    guest: str,
+    config: SecAggConfig,
+    me: LocalClient,
+    vector: hmath.Floats,
+    r: int,
 ) -> None:
-    """Bonawitz rounds 0-2 and 4 with the aggregator; returns early when it says this client
-    is out of the round (it dropped, or was too late)."""
-    fed, guest = ctx.federation, ctx.parties["guest"][0]
+    """Bonawitz rounds 0-2 and 4 with the aggregator (`guest`: its role); returns early when it
+    says this client is out of the round (it dropped, or was too late)."""
+    fed = ctx.federation
     client = SecAggClient(me.client_id, config)
     fed.send(wire.keys_payload(client.advertise_keys()), to=guest, tag="sa_keys", iteration=r)
     got = fed.recv(frm=guest, tag="sa_directory", iteration=r)

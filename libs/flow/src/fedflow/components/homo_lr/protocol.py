@@ -1,8 +1,9 @@
 """homo_lr's declared messages (light: read by the pipeline validator, the audit service and
 the protocol guard). The package docstring gives the round step by step.
 
-The aggregator is the guest's task (it is also a client: its own contribution goes into the
-sum in-process); the hosts are the other clients. Every message of round r has iteration r.
+The aggregator is the arbiter when the pipeline names one (then the guest and the hosts are
+the clients), else the guest's task (also a client: its own contribution goes into the sum
+in-process). Every message of round r has iteration r.
 """
 
 from __future__ import annotations
@@ -39,32 +40,24 @@ def _blob_rule(
     )
 
 
-HOMO_LR_PROTOCOL = Protocol(
-    component_type="homo_lr",
-    description=(
-        "horizontal LR, FedAvg over Bonawitz secure aggregation (fedcrypto.secagg): the "
-        "aggregator (the guest) learns only the sum of the clients' weighted updates, their "
-        "weighted loss and their total weight per round, and who took part"
-    ),
-    dims={
-        "d": "model length: the features + 1 (intercept)",
-        "v": "a client's contribution: d + 2 (weighted loss, weight)",
-    },
-    messages=(
+def _round_messages(agg: ProtocolRole, client: ProtocolRole) -> tuple[MessageRule, ...]:
+    """One round's messages between the aggregator role and one client role."""
+    return (
         array_rule(
             "global_model",
-            "guest",
-            "host",
+            agg,
+            client,
             "aggregate",
             1,
             "(d,)",
-            "the global model at the start of round r (meta final: the last one, no round follows)",
+            "the global model at the start of round r (meta final: the last one, no round "
+            "follows; features: a digest of the column names)",
             per_iteration=True,
         ),
         _blob_rule(
             "sa_keys",
-            "host",
-            "guest",
+            client,
+            agg,
             ("public_key", "plain_control"),
             2,
             KEYS_FORMAT,
@@ -73,8 +66,8 @@ HOMO_LR_PROTOCOL = Protocol(
         ),
         _blob_rule(
             "sa_directory",
-            "guest",
-            "host",
+            agg,
+            client,
             ("public_key", "plain_control"),
             3,
             DIRECTORY_FORMAT,
@@ -82,8 +75,8 @@ HOMO_LR_PROTOCOL = Protocol(
         ),
         _blob_rule(
             "sa_shares",
-            "host",
-            "guest",
+            client,
+            agg,
             ("ciphertext_vector",),
             4,
             SHARES_FORMAT,
@@ -92,8 +85,8 @@ HOMO_LR_PROTOCOL = Protocol(
         ),
         _blob_rule(
             "sa_routed",
-            "guest",
-            "host",
+            agg,
+            client,
             ("ciphertext_vector", "plain_control"),
             5,
             SHARES_FORMAT,
@@ -101,8 +94,8 @@ HOMO_LR_PROTOCOL = Protocol(
         ),
         array_rule(
             "sa_masked",
-            "host",
-            "guest",
+            client,
+            agg,
             "masked_vector",
             6,
             "(v,)",
@@ -112,8 +105,8 @@ HOMO_LR_PROTOCOL = Protocol(
         ),
         MessageRule(
             tag="sa_unmask",
-            sender="guest",
-            receiver="host",
+            sender=agg,
+            receiver=client,
             kinds=("plain_control",),
             per_iteration=True,
             order=7,
@@ -122,13 +115,42 @@ HOMO_LR_PROTOCOL = Protocol(
         ),
         _blob_rule(
             "sa_unmask_shares",
-            "host",
-            "guest",
+            client,
+            agg,
             ("masked_vector",),
             8,
             UNMASK_FORMAT,
             "this client's Shamir shares of the survivors' self-mask seeds and of the dropped "
             "clients' mask keys (never both for one client)",
+        ),
+    )
+
+
+HOMO_LR_PROTOCOL = Protocol(
+    component_type="homo_lr",
+    description=(
+        "horizontal LR, FedAvg over Bonawitz secure aggregation (fedcrypto.secagg): the "
+        "aggregator (the arbiter when the pipeline names one, else the guest) learns only the "
+        "sum of the clients' weighted updates, their weighted loss and their total weight per "
+        "round, and who took part"
+    ),
+    dims={
+        "d": "model length: the features + 1 (intercept)",
+        "v": "a client's contribution: d + 2 (weighted loss, weight)",
+    },
+    messages=(
+        *_round_messages("guest", "host"),
+        *_round_messages("arbiter", "guest"),
+        *_round_messages("arbiter", "host"),
+        MessageRule(
+            tag="model_shape",
+            sender="guest",
+            receiver="arbiter",
+            kinds=("plain_control",),
+            order=0,
+            shape=NONE,
+            description="with an arbiter (which has no data): meta features (the column "
+            "count) and digest (of the column names), once before round 0",
         ),
     ),
 )
