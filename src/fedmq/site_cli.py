@@ -95,12 +95,12 @@ def env_values(
         "FEDMQ_PEERS": "{}",
     }
     values.update({key: secrets.token_urlsafe(SECRET_BYTES) for key in SECRET_KEYS})
+    values["FEDMQ_AUDIT_SIGNING_KEY"], values["FEDMQ_AUDIT_PUBLIC_KEY"] = _audit_key_pair()
     values.update(
         {
             "FEDMQ_IMAGE": "fedmq:0.1.0",
             "FEDMQ_WORKERS": "1",
             "FEDMQ_TASK_THREADS": "4",
-    values["FEDMQ_AUDIT_SIGNING_KEY"], values["FEDMQ_AUDIT_PUBLIC_KEY"] = _audit_key_pair()
             "FEDMQ_LINK_PORT": link_address.rpartition(":")[2],
             "FEDMQ_API_PORT": "8081",
             "GRAFANA_PORT": "3000",
@@ -113,11 +113,6 @@ def env_values(
     return values
 
 
-# --- .env reading and writing ---------------------------------------------------------------
-
-
-def _format_value(value: str) -> str:
-    # Single quotes: compose (v1's python-dotenv and v2's parser alike) takes the value
 def _audit_key_pair() -> tuple[str, str]:
     """A fresh Ed25519 key for the audit service, hex of its private and public halves."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -126,6 +121,11 @@ def _audit_key_pair() -> tuple[str, str]:
     return key.private_bytes_raw().hex(), key.public_key().public_bytes_raw().hex()
 
 
+# --- .env reading and writing ---------------------------------------------------------------
+
+
+def _format_value(value: str) -> str:
+    # Single quotes: compose (v1's python-dotenv and v2's parser alike) takes the value
     # literally, so JSON's double quotes and braces survive without escaping.
     if value and not re.fullmatch(r"[A-Za-z0-9_./:@+-]*", value):
         if "'" in value:
