@@ -731,7 +731,69 @@ HTTP = Dashboard(
     ],
 )
 
-DASHBOARDS = [JOBS, BUS, LINK, CRYPTO, HTTP]
+AUDIT = Dashboard(
+    uid="fedmq-audit",
+    title="fedmq / Audit",
+    description="The audit service (docs/audit.md): messages recorded, findings by rule and "
+    "severity, stop requests, lag behind the traffic, the hash chain and its checkpoints.",
+    filename="audit.json",
+    panels=[
+        Panel(
+            "Messages audited / s by direction and type",
+            "Messages recorded in the audit log per second: out (to a peer), in (from a "
+            "peer), local (the party's control traffic).",
+            [
+                Target(
+                    f"sum by (direction, type) (rate(fedmq_audit_messages_total[{RATE}]))",
+                    "{{direction}} {{type}}",
+                )
+            ],
+            unit="ops",
+            width=24,
+        ),
+        Panel(
+            "Findings by rule and severity",
+            "Rules broken in the window (critical ones stopped their job).",
+            [
+                Target(
+                    f"sum by (rule, severity) (increase(fedmq_audit_findings_total[{RATE}]))",
+                    "{{rule}} ({{severity}})",
+                )
+            ],
+        ),
+        Panel(
+            "Stop requests",
+            "Jobs the audit asked the scheduler to stop (critical findings) in the window.",
+            [Target(f"sum(increase(fedmq_audit_stop_requests_total[{RATE}]))", "stop requests")],
+        ),
+        Panel(
+            "Audit lag p50 / p95",
+            "From a message's creation (its envelope's created_at) to its record in the log.",
+            p50_and_p95("fedmq_audit_lag_seconds", "instance", "{{instance}}"),
+            unit="s",
+        ),
+        Panel(
+            "Last lag",
+            "Seconds from the last recorded message's creation to its record: high while the "
+            "audit catches up after an outage (FedmqAuditLagging after 5 min above 30 s).",
+            [Target("max by (instance) (fedmq_audit_last_lag_seconds)", "{{instance}}")],
+            unit="s",
+        ),
+        Panel(
+            "Chain length and checkpoints",
+            "The last record's seq, and signed checkpoints written in the window.",
+            [
+                Target("max by (instance) (fedmq_audit_chain_seq)", "seq {{instance}}"),
+                Target(
+                    f"sum by (instance) (increase(fedmq_audit_checkpoints_total[{RATE}]))",
+                    "checkpoints {{instance}}",
+                ),
+            ],
+        ),
+    ],
+)
+
+DASHBOARDS = [JOBS, BUS, LINK, CRYPTO, HTTP, AUDIT]
 
 
 def rendered() -> dict[str, str]:

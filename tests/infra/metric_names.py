@@ -115,6 +115,7 @@ SERVICE_METRIC_CLASSES: tuple[tuple[str, str], ...] = (
     ("fedgateway.metrics", "GatewayMetrics"),
     ("fedscheduler.metrics", "SchedulerMetrics"),
     ("fedworker.metrics", "WorkerMetrics"),
+    ("fedaudit.metrics", "AuditMetrics"),
     ("fedbus.metrics", "BusMetrics"),
     ("fedcommon.http", "HttpMetrics"),
 )

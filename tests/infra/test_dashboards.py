@@ -41,6 +41,7 @@ EXPECTED_TITLES = {
     "fedmq / Site link",
     "fedmq / Crypto",
     "fedmq / HTTP",
+    "fedmq / Audit",
 }
 
 
@@ -128,7 +129,7 @@ def fedmq_metric_problems(dashboard: dict[str, Any], exported: set[str]) -> list
     return [f"{name} (in {sorted(used[name])})" for name in unknown_names(used, exported)]
 
 
-def test_the_five_dashboards_exist() -> None:
+def test_the_six_dashboards_exist() -> None:
     titles = {load_dashboard(path)["title"] for path in DASHBOARD_FILES}
 
     assert titles == EXPECTED_TITLES
