@@ -13,7 +13,7 @@ import yaml
 from fedflow.bus_federation import BusFederation
 from fedflow.components.homo_lr import math as hmath
 from fedflow.pipeline import Pipeline
-from fedflow.standalone import StandaloneResult, run_pipeline
+from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
 from fedflow.tables import Table
 
 from tests.homo.conftest import EXAMPLE_DATA, auc_on, load, parts, pipeline, training
@@ -256,3 +256,18 @@ def test_an_arbiter_named_in_the_pipeline_aggregates_and_every_client_gets_fedav
     # The guest's masked vectors crossed to the arbiter, as the hosts' did
     sent = {(c.source, c.destination) for c in result.crossings if c.tag == "sa_masked"}
     assert sent == {("9999", "8888"), ("10000", "8888"), ("10001", "8888")}
+
+
+def test_a_client_whose_columns_differ_from_the_guests_fails_naming_its_columns(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the host's file with two columns swapped
+    folders, _ = _breast_three_clients(tmp_path)
+    host = folders["10000"] / "breast_part.csv"
+    rows = [line.split(",") for line in host.read_text().splitlines()]
+    host.write_text("\n".join(",".join([*r[:2], r[3], r[2], *r[4:]]) for r in rows) + "\n")
+    spec = pipeline(["breast_part"] * 3, "breast_homo_test", {**BREAST_PARAMS, "rounds": 1})
+
+    # Execute / Assert
+    with pytest.raises(StandaloneError, match=r"10000.*feature columns differ.*here: x1, x0, x2"):
+        _run(spec, tmp_path, folders)
