@@ -1,0 +1,260 @@
+"""The fault suite's fixtures: servers of its own, the undisturbed result, and a job run with a
+fault in its middle.
+
+Every fault test runs the same job through two parties' real processes (`fedmq local`, driven
+through the guest's REST API): the breast tables' reader and iter_sum, whose host sends a
+masked vector per round and whose guest adds them up (a checkpoint per round at each party).
+That job shows both halves of "nothing lost, nothing applied twice": a round lost never ends
+the job, and a round applied twice changes the guest's running sums -- its per-round series
+`masked_norm` and its final `result` curve would differ from the undisturbed run's. The
+undisturbed result is computed once per session (`undisturbed`), in standalone mode with the
+same seed: the two-party run equals it (tests/e2e, tests/worker), so any difference is the
+fault's.
+
+FEDMQ_FAULTS_FULL=1 runs the long variants (docs/reliability.md says which).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from fedbus import HEADER_DEAD_REASON, connect
+from fedflow.pipeline import Pipeline
+from fedflow.standalone import run_pipeline
+from fedschemas import decode_envelope
+
+from fedmq import local
+from tests.faults.servers import OwnPostgres, OwnRabbitMQ, OwnRedis, scratch
+from tests.faults.stack import FaultStack, fault_stack
+from tests.local_stack import DATA, GUEST, HOST, Stack
+from tests.polling import wait_for
+
+FULL = os.environ.get("FEDMQ_FAULTS_FULL") == "1"
+ROUNDS = 14
+FAULT_AT_ROUND = 4
+"""The fault strikes once the guest has logged this many rounds (of ROUNDS)."""
+PIPELINE = f"""
+name: fault
+parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
+components:
+  - name: reader_0
+    type: reader
+    params:
+      guest: {{table: breast_hetero_guest}}
+      host: {{table: breast_hetero_host}}
+  - name: sum_0
+    type: iter_sum
+    inputs: {{data: reader_0.data}}
+    params:
+      common: {{rounds: {ROUNDS}, seed: 11, round_delay_s: 0.3}}
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the guest learns from the job: its per-round series and its final sums."""
+
+    series: list[tuple[int, float]]
+    result: list[float]
+
+
+@pytest.fixture(scope="session")
+def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Result:
+    """The job's result without any fault (standalone, same data and seed), once a session."""
+    unhurried = PIPELINE.replace("round_delay_s: 0.3", "round_delay_s: 0.0")  # same result
+    run = run_pipeline(
+        Pipeline.from_yaml(unhurried),
+        {GUEST: DATA, HOST: DATA},
+        tmp_path_factory.mktemp("undisturbed"),
+    )
+    series = sorted(
+        (m.step, m.value)
+        for m in run.metrics
+        if m.component == "sum_0" and m.name == "masked_norm" and m.value is not None
+    )
+    assert len(series) == ROUNDS
+    return Result(series, [float(y) for y in run.curve("sum_0", "result").y if y is not None])
+
+
+# --- servers of the suite's own ------------------------------------------------------------
+
+
+@pytest.fixture(scope="package")
+def own_rabbitmq() -> Iterator[OwnRabbitMQ]:
+    """A RabbitMQ node of the suite's own (ports, data dir), that a test may kill -9."""
+    server = OwnRabbitMQ(scratch("rabbitmq"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="package")
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A PostgreSQL cluster of the suite's own (initdb in a scratch dir, its own port)."""
+    server = OwnPostgres(scratch("postgres"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="package")
+def own_redis() -> Iterator[OwnRedis]:
+    """A redis-server of the suite's own, without persistence."""
+    server = OwnRedis(scratch("redis"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="package")
+def stack(
+    own_rabbitmq: OwnRabbitMQ, own_postgres: OwnPostgres, own_redis: OwnRedis
+) -> Iterator[FaultStack]:
+    """Both parties' services on the suite's own servers, a fault proxy on each site link."""
+    with fault_stack(own_rabbitmq, own_postgres, own_redis) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _link_healed_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").heal_link()
+
+
+# --- one job with a fault in its middle -----------------------------------------------------
+
+
+@dataclass
+class Disturbed:
+    job_id: str
+    state: str
+    reason: str | None
+    seconds: float
+    """From submission to the job's end, as the guest saw it."""
+
+
+def rounds_done(stack: Stack, job_id: str) -> int:
+    """How many rounds the guest has logged (its scheduler's read model of task.metrics)."""
+    data = stack.guest.metrics(job_id, component="sum_0").data
+    return sum(1 for m in data if m.name == "masked_norm")
+
+
+def run_with_fault(
+    stack: Stack,
+    fault: Callable[[], None],
+    *,
+    label: str,
+    at_round: int = FAULT_AT_ROUND,
+    timeout: float = 240.0,
+) -> Disturbed:
+    """Submit the job at the guest, call `fault()` once `at_round` rounds are done, wait for
+    the job's end at the guest (through whatever the fault left of the REST API)."""
+    job_id = f"fault-{label}-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    stack.guest.submit(PIPELINE, job_id=job_id)
+    done_before = wait_for(
+        lambda: (n := rounds_done(stack, job_id)) >= at_round and n,
+        timeout=120,
+        interval=0.2,
+        what=f"{at_round} rounds of {job_id} before the fault",
+    )
+    assert done_before < ROUNDS, "the job ended before the fault could strike"
+    fault()
+    job = wait_for(
+        lambda: _ended(stack, job_id),
+        timeout=timeout,
+        interval=0.5,
+        what=f"the end of {job_id} after the fault",
+        retry_on=(Exception,),
+    )
+    return Disturbed(job_id, job.state, job.reason, time.monotonic() - started)
+
+
+def _ended(stack: Stack, job_id: str):
+    job = stack.guest.job(job_id)
+    return job if job.ended else None
+
+
+def assert_as_undisturbed(stack: Stack, run: Disturbed, undisturbed: Result) -> None:
+    """Nothing lost, nothing applied twice: the job succeeded at both parties, every task once,
+    and the guest's per-round series and final sums equal the undisturbed run's."""
+    assert run.state == "success", (run.reason, _log_tail(stack, run.job_id))
+    assert stack.host.job(run.job_id).state == "success"
+    for client in (stack.guest, stack.host):
+        tasks = client.tasks(run.job_id)
+        assert tasks and all(t.state == "success" for t in tasks), [
+            (t.component, t.state) for t in tasks
+        ]
+    metrics = stack.guest.metrics(run.job_id, component="sum_0")
+    series = sorted((m.step, m.value) for m in metrics.data if m.name == "masked_norm")
+    steps = [step for step, _ in series]
+    assert steps == list(range(ROUNDS)), f"rounds logged: {steps}"
+    np.testing.assert_allclose(
+        [v for _, v in series], [v for _, v in undisturbed.series], rtol=1e-12
+    )
+    (curve,) = [c for c in metrics.curves if c.name == "result"]
+    np.testing.assert_allclose(curve.y, undisturbed.result, rtol=0, atol=1e-9)
+
+
+def _log_tail(stack: Stack, job_id: str) -> list[str]:
+    try:
+        return [f"{e.event} {e.party_id} {e.message}" for e in stack.guest.logs(job_id)][-15:]
+    except Exception as exc:
+        return [repr(exc)]
+
+
+def dead_letters(stack: FaultStack, *job_ids: str) -> dict[str, list[str]]:
+    """Take what waits in each party's dead-letter queues and return the jobs' messages among
+    them: {"party/topic": ["job type: reason"]}. A message of the job that went there was lost to
+    it. (Taking them all leaves the next test a clean slate.)"""
+    found: dict[str, list[str]] = {}
+    for party, p in stack.state.parties.items():
+        # Every dead-letter queue, whatever its count: rabbitmqctl's message counts of quorum
+        # queues lag by seconds.
+        out = stack.rabbitmq.rabbitmqctl(
+            "list_queues", "-p", p.vhost, "name", "--quiet", "--no-table-headers"
+        )
+        topics = [
+            name.strip().removesuffix(".dlq")
+            for name in out.splitlines()
+            if name.strip().endswith(".dlq")
+        ]
+        bus = connect(p.bus_url)
+        try:
+            for topic in topics:
+                for dead in bus.dead_letters(topic):
+                    try:
+                        envelope = decode_envelope(dead.body)
+                    except Exception:  # not an envelope: not one of the job's messages
+                        continue
+                    if envelope.job_id in job_ids:
+                        reason = dead.headers.get(HEADER_DEAD_REASON)
+                        found.setdefault(f"{party}/{topic}", []).append(
+                            f"{envelope.job_id} {envelope.type}: {reason}"
+                        )
+        finally:
+            bus.close()
+    return found
+
+
+def log_lines(stack: Stack, needles: tuple[str, ...], service: str = "gateway") -> list[str]:
+    """Lines of both parties' `service` logs (every process so far) holding any of `needles`."""
+    found = []
+    for party in stack.state.parties:
+        path = local.log_file(stack.state, party, service)
+        text = path.read_text(errors="replace") if path.exists() else ""
+        found += [line for line in text.splitlines() if any(n in line for n in needles)]
+    return found
