@@ -195,6 +195,13 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
         me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params)
         model_length, digest = me.model_length, features_digest(me.names)
         remote = {cid: p for p, cid in ids.items() if cid != GUEST_ID}
+    if me is not None and len(remote) == 1:
+        # The guest subtracts its own contribution from the sum: the host's is left.
+        log.warning(
+            "single_host_update_visible",
+            reason="with one host and the guest aggregating, the guest learns the host's "
+            "update; name an arbiter and use three clients or more to hide single updates",
+        )
     length = model_length + hmath.EXTRA
     fed.bind_dims(d=model_length, v=length)
     weights = np.zeros(model_length)
