@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -83,43 +83,112 @@ def load(ctx: AuditContext) -> None:
     log.info("audit_log_loaded", seq=ctx.head.seq, checkpoint=ctx.last_checkpoint_seq)
 
 
-def handle_delivery(ctx: AuditContext, delivery: Delivery) -> None:
+@dataclass
+class _Recorded:
+    """One message recorded by this call: what to do once its transaction committed."""
+
+    record: dict[str, Any]
+    envelope: Envelope
+    found: list[Finding]
+    stop: Finding | None
+
+
+def _decode(delivery: Delivery) -> tuple[Envelope, Any]:
+    """The envelope and its payload (None when the payload does not decode: the message is
+    recorded with its hashes, and the rules see no payload facts)."""
+    envelope = decode_envelope(delivery.body)
     try:
-        envelope = decode_envelope(delivery.body)
+        return envelope, decode_payload(envelope)
+    except MalformedMessage:
+        return envelope, None
+
+
+def handle_delivery(ctx: AuditContext, delivery: Delivery) -> None:
+    """One delivery (the subscription's per-message path): record it, then act on it."""
+    try:
+        decoded = _decode(delivery)
     except MalformedMessage as exc:
         ctx.metrics.unreadable.inc()
         raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
-    try:
-        payload = decode_payload(envelope)
-    except MalformedMessage:
-        payload = None  # recorded with its hashes; the rules see no payload facts
+    _act(ctx, _record(ctx, [(delivery, *decoded)]))
+
+
+def handle_batch(ctx: AuditContext, deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """A group of deliveries in one transaction (group commit: one fsync for the group). The
+    ones that do not decode go back to handle_delivery, which dead-letters each with its
+    reason; if anything here raises, the bus runs handle_delivery on every one of them."""
+    leftovers: list[Delivery] = []
+    items = []
+    for delivery in deliveries:
+        try:
+            items.append((delivery, *_decode(delivery)))
+        except MalformedMessage:
+            leftovers.append(delivery)
+    _act(ctx, _record(ctx, items))
+    return leftovers
+
+
+def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) -> list[_Recorded]:
+    """Rules, chain and one transaction for `items`, in order; a message already recorded
+    (a redelivery) is skipped. The chain head moves only once the transaction committed."""
+    done: list[_Recorded] = []
     with ctx.lock:
         with ctx.engine.connect() as conn:
-            if store.is_recorded(conn, delivery.topic, envelope.message_id):
-                ctx.metrics.duplicates.inc()
-                return
+            seen = {
+                (d.topic, e.message_id)
+                for d, e, _ in items
+                if store.is_recorded(conn, d.topic, e.message_id)
+            }
         now = ctx.clock()
-        record = make_record(delivery.topic, delivery.body, envelope, payload, ctx.party_id)
-        found = ctx.auditor.observe(Observation(record, payload), now)
-        record["findings"] = [f.to_dict() for f in found]
         head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
-        head.extend(record, ctx.party_id)
-        critical = [f for f in found if f.severity == "critical"]
-        stop = bool(critical) and ctx.stop_on_critical and envelope.job_id not in ctx.stopped
+        stopping = set(ctx.stopped)
+        # Heads to sign: one every checkpoint_every records, also inside a group.
+        due: list[ChainHead] = []
+        last_signed = ctx.last_checkpoint_seq
+        for delivery, envelope, payload in items:
+            if (delivery.topic, envelope.message_id) in seen:
+                ctx.metrics.duplicates.inc()
+                continue
+            seen.add((delivery.topic, envelope.message_id))
+            record = make_record(delivery.topic, delivery.body, envelope, payload, ctx.party_id)
+            found = ctx.auditor.observe(Observation(record, payload), now)
+            record["findings"] = [f.to_dict() for f in found]
+            head.extend(record, ctx.party_id)
+            if head.seq - last_signed >= ctx.checkpoint_every:
+                due.append(ChainHead(head.seq, head.hash, dict(head.peers)))
+                last_signed = head.seq
+            critical = [f for f in found if f.severity == "critical"]
+            stop = None
+            if critical and ctx.stop_on_critical and envelope.job_id not in stopping:
+                stop = critical[0]
+                stopping.add(envelope.job_id)
+            done.append(_Recorded(record, envelope, found, stop))
+        if not done:
+            return done
         with ctx.engine.begin() as conn:
-            store.append(conn, record, stop)
+            for item in done:
+                store.append(conn, item.record, item.stop is not None)
+        for signed in due:
+            _checkpoint(ctx, signed)
+        # The head moves last: whoever reads it sees its checkpoints written already.
         ctx.head = head
-        if ctx.first_unsigned_at is None:
+        if ctx.last_checkpoint_seq == head.seq:
+            ctx.first_unsigned_at = None
+        elif ctx.first_unsigned_at is None:
             ctx.first_unsigned_at = now
-        _count(ctx, record, envelope, found, now)
-        if head.seq - ctx.last_checkpoint_seq >= ctx.checkpoint_every:
-            _checkpoint(ctx)
-    if stop:
-        ctx.stopped.add(envelope.job_id)
-        request_stop(ctx, envelope, critical[0])
-    if found and ctx.alert is not None:
-        alerts = [_alert(ctx, record, f) for f in found if f.severity != "info"]
-        if alerts:
+        for item in done:
+            _count(ctx, item.record, item.envelope, item.found, now)
+    return done
+
+
+def _act(ctx: AuditContext, done: Sequence[_Recorded]) -> None:
+    """After the commit: stop requests for critical findings, alerts for the others."""
+    for item in done:
+        if item.stop is not None:
+            ctx.stopped.add(item.envelope.job_id)
+            request_stop(ctx, item.envelope, item.stop)
+        alerts = [_alert(ctx, item.record, f) for f in item.found if f.severity != "info"]
+        if alerts and ctx.alert is not None:
             ctx.alert(alerts)
 
 
@@ -183,14 +252,16 @@ def sign_stop(envelope: Envelope, key: SigningKey) -> Envelope:
     return unsigned.model_copy(update={"signature": key.sign(canonical_bytes(unsigned))})
 
 
-def _checkpoint(ctx: AuditContext) -> None:
-    """Sign the head (caller holds the lock)."""
+def _checkpoint(ctx: AuditContext, head: ChainHead | None = None) -> None:
+    """Sign `head` (default: the current one; the caller holds the lock)."""
+    head = head or ctx.head
     at = datetime.fromtimestamp(ctx.clock(), UTC).isoformat(timespec="microseconds")
-    body = checkpoint_body(ctx.party_id, ctx.head, at, ctx.key.verify_key())
+    body = checkpoint_body(ctx.party_id, head, at, ctx.key.verify_key())
     with ctx.engine.begin() as conn:
         store.add_checkpoint(conn, body, sign_checkpoint(body, ctx.key))
-    ctx.last_checkpoint_seq = ctx.head.seq
-    ctx.first_unsigned_at = None
+    ctx.last_checkpoint_seq = head.seq
+    if head.seq >= ctx.head.seq:
+        ctx.first_unsigned_at = None
     ctx.metrics.checkpoints.inc()
 
 

@@ -122,6 +122,8 @@ class Audit:
             lambda delivery: handlers.handle_delivery(self.ctx, delivery),
             prefetch=self.settings.prefetch,
             max_deliveries=self.settings.max_deliveries,
+            batch_handler=lambda group: handlers.handle_batch(self.ctx, group),
+            batch_size=self.settings.batch_size,
         )
         self.rpc.start()
         self._timer = threading.Thread(target=self._tick, name="audit-timer", daemon=True)

@@ -61,6 +61,9 @@ class AuditSettings(BusServiceSettings):
     http_port: int = 8084
     """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
     prefetch: int = Field(default=256, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    """Deliveries recorded in one transaction when they are already waiting (group commit;
+    nothing waits for a group to fill)."""
     timer_interval_s: float = Field(default=1.0, gt=0)
 
     @field_validator("severities")

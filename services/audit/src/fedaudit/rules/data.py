@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 from typing import Any
 
 import numpy as np
+from fedcrypto.paillier.limbs import to_mpz
 from fedflow.descriptors import MessageRule
 from fedflow.protocol import NONE, UNBOUNDED_SEQ, parse_shape
+from gmpy2 import gcd, mpz
 
 from fedaudit.facts import key_modulus
 from fedaudit.rules.catalogue import Finding
@@ -171,7 +172,7 @@ def check_ciphertexts(
     data = np.ascontiguousarray(payload.array, dtype="<u8")
     width = data.shape[1] * 8
     raw = data.tobytes()
-    values = [int.from_bytes(raw[i : i + width], "little") for i in range(0, len(raw), width)]
+    values = to_mpz(data)  # gmpy2 integers: the range and gcd checks below are the hot path
     found: list[Finding] = []
     tag = obs.record["tag"]
     where = f"{tag!r} of {cv.name} (iteration {obs.record['iteration']})"
@@ -208,7 +209,8 @@ def check_ciphertexts(
                 "data.ciphertext_trivial", sender, f"{where}: {trivial} ciphertext(s) equal to 1"
             )
         )
-    out_of_range = [c for c in values if not any(0 < c < n * n for n in moduli)]
+    squares = [mpz(n) * mpz(n) for n in moduli]
+    out_of_range = [c for c in values if not any(0 < c < n2 for n2 in squares)]
     if out_of_range:
         found.append(
             policy.finding(
@@ -219,7 +221,8 @@ def check_ciphertexts(
         )
     # A factor shared with any key's n: an honest ciphertext under one key shares none with
     # another's n but with negligible probability, and one that does reveals that key.
-    not_coprime = sum(1 for c in values if c > 1 and any(math.gcd(c, n) != 1 for n in moduli))
+    ns = [mpz(n) for n in moduli]
+    not_coprime = sum(1 for c in values if c > 1 and any(gcd(c, n) != 1 for n in ns))
     if not_coprime:
         found.append(
             policy.finding(

@@ -1,0 +1,283 @@
+"""Audit throughput and lag, and a hetero_lr job's wall time with the audit on and off.
+
+    .venv/bin/python bench/audit/run.py throughput [--messages 2000] [--rows 128]
+    .venv/bin/python bench/audit/run.py job [--epochs 2]
+
+throughput: real RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database). A "peer" publishes
+N federation.data messages (hetero_lr ciphertext vectors: `rows` 2048-bit ciphertexts, 64 KiB
+at 128 rows) on out.<peer> as fast as its confirms allow, first with no audit subscription
+(baseline), then with the audit's fan-out subscription declared and the audit service running.
+Reported: the publisher's rate in both runs (does the fan-out slow the relay?), the audit's
+drain rate (records/s, from its first to its last record), and the lag from each message's
+creation to its record (p50, p95, max).
+
+job: the local two-party stack (`fedmq local up`, separate processes, RabbitMQ, PostgreSQL) on
+the breast data, psi + hetero_lr, once with every service (audit included) and once without
+the audit, in the same run; reported: job wall time (submit to success) and the ratio.
+
+Not a test: results go to docs/benchmarks.md (issue #13's section) by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+AMQP = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+PG = os.environ.get("FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+GUEST, HOST = "9999", "10000"
+
+
+def _messages(count: int, rows: int) -> list[Any]:
+    """A job's proposal, the guest's 2048-bit public key, then `count` residual messages of
+    `rows` ciphertexts each (uniform residues mod n^2: what fresh encryptions look like to the
+    audit, which checks range, 1, gcd and repeats on every one)."""
+    import random
+
+    from fedcrypto.paillier.keys import generate_keypair
+    from fedcrypto.paillier.limbs import from_mpz
+    from fedschemas import FederationData, PartyRef, encode_envelope, new_envelope
+    from fedschemas.payloads import JobPropose, task_scope_id
+
+    from tests.audit.traffic import PIPELINE
+
+    key = generate_keypair(2048)[0]
+    nsquare = int(key.nsquare)
+    draw = random.Random(0)
+    job = f"bench-{uuid.uuid4().hex[:8]}"
+    guest, host = PartyRef(party_id=GUEST, role="guest"), PartyRef(party_id=HOST, role="host")
+    pipeline = PIPELINE.replace("key_bits: 1024, insecure_short_keys: true", "key_bits: 2048")
+    scope = {"job_id": job, "attempt": 0, "source": guest, "destination": host, "seq": 0}
+    out = [
+        new_envelope(
+            JobPropose(job_id=job, initiator=GUEST, pipeline_yaml=pipeline),
+            component="job",
+            task_id="",
+            tag="propose",
+            iteration=-1,
+            created_at=datetime.now(UTC),
+            **scope,
+        ),
+        new_envelope(
+            FederationData(
+                kind="public_key",
+                blob=key.to_bytes(),
+                blob_format="fedcrypto.paillier.public_key.v1",
+            ),
+            component="hetero_lr_0",
+            task_id=task_scope_id(job, "hetero_lr_0", GUEST, "guest"),
+            tag="public_key",
+            iteration=-1,
+            created_at=datetime.now(UTC),
+            **scope,
+        ),
+    ]
+    for i in range(count):
+        data = from_mpz([draw.randrange(2, nsquare) for _ in range(rows)], key.limbs)
+        env = new_envelope(
+            FederationData(
+                kind="ciphertext_vector", array=data, meta={"exponent": 0, "bound": "ff"}
+            ),
+            component="hetero_lr_0",
+            task_id=task_scope_id(job, "hetero_lr_0", GUEST, "guest"),
+            tag="residual",
+            iteration=i,
+            created_at=datetime.now(UTC),
+            **scope,
+        )
+        out.append(env)
+    return [(e, encode_envelope(e)) for e in out]
+
+
+def _publish(bus: Any, topic: str, messages: list[Any]) -> float:
+    """Publish in groups of 50 (confirms pipelined); each group's envelopes stamped now, so
+    the lag counts from the publish, not from when the bench built them."""
+    from fedbus import Message
+    from fedschemas import encode_envelope
+
+    started = time.perf_counter()
+    for i in range(0, len(messages), 50):
+        now = datetime.now(UTC)
+        stamped = [env.replace(created_at=now) for env, _body in messages[i : i + 50]]
+        bus.publish_many([Message(topic, encode_envelope(e), e.message_id) for e in stamped])
+    return time.perf_counter() - started
+
+
+def throughput(count: int, rows: int) -> dict[str, Any]:
+    import sqlalchemy as sa
+    from fedbus import Message, connect
+    from fedcrypto.signing import SigningKey
+
+    from fedmq import local
+
+    vhost = f"bench-audit-{uuid.uuid4().hex[:8]}"
+    local.ensure_vhost(vhost)
+    url = f"{AMQP.rsplit('/', 1)[0]}/{vhost}"
+    db = f"bench_audit_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    db_url = f"{PG.rsplit('/', 1)[0]}/{db}"
+    topic = f"out.{HOST}"
+    try:
+        built = _messages(count, rows)
+        prelude, messages = built[:2], built[2:]
+        size = len(messages[0][1])
+        with connect(url) as bus:
+            bus.declare(topic)
+            baseline = _publish(bus, topic, messages)
+            bus.delete(topic)
+            bus.declare(topic)
+            port = local.free_port()
+            env = {
+                **os.environ,
+                "FEDMQ_AUDIT_PARTY_ID": GUEST,
+                "FEDMQ_AUDIT_BUS_URL": url,
+                "FEDMQ_AUDIT_DATABASE_URL": db_url,
+                "FEDMQ_AUDIT_SIGNING_KEY": SigningKey.generate().to_bytes().hex(),
+                "FEDMQ_AUDIT_HTTP_PORT": str(port),
+                "FEDMQ_AUDIT_LOG_LEVEL": "ERROR",
+                "FEDMQ_AUDIT_PATTERNS": json.dumps([topic]),
+            }
+            # Its own process, as in production: the publisher here is the relay's stand-in.
+            audit = subprocess.Popen([sys.executable, "-m", "fedaudit"], env=env)
+            try:
+                _get(port, "/healthz", timeout=60)
+                bus.publish_many([Message(topic, body, e.message_id) for e, body in prelude])
+                audited = _publish(bus, topic, messages)
+                deadline = time.monotonic() + 900
+                total = len(messages) + len(prelude)
+                while time.monotonic() < deadline:
+                    if json.loads(_get(port, "/healthz"))["chain_seq"] >= total:
+                        break
+                    time.sleep(0.2)
+                samples = _lag_quantiles(_get(port, "/metrics"))
+                with sa.create_engine(db_url).connect() as conn:
+                    rows_ = conn.execute(
+                        sa.text("SELECT observed_at FROM audit_records ORDER BY seq")
+                    ).all()[len(prelude) :]
+            finally:
+                audit.terminate()
+                audit.wait(30)
+        first = datetime.fromisoformat(rows_[0][0])
+        last = datetime.fromisoformat(rows_[-1][0])
+        drain_s = (last - first).total_seconds() or 1e-9
+        return {
+            "messages": count,
+            "message_bytes": size,
+            "publish_rate_no_audit": round(count / baseline, 1),
+            "publish_rate_with_audit": round(count / audited, 1),
+            "publish_ratio": round(baseline / audited, 3),
+            "audit_records_per_s": round(len(rows_) / drain_s, 1),
+            "audit_MB_per_s": round(len(rows_) * size / drain_s / 1e6, 2),
+            **samples,
+        }
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        local.delete_vhost(vhost)
+
+
+def _get(port: int, path: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                return str(answer.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _lag_quantiles(exposition: str) -> dict[str, float]:
+    """p50/p95 upper bucket bounds of the audit's lag histogram, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        float(s.labels["le"]): s.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "fedmq_audit_lag_seconds"
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    }
+    total = samples[float("inf")]
+    out = {}
+    for q in (0.5, 0.95):
+        bound = next(le for le, n in sorted(samples.items()) if n >= q * total)
+        out[f"lag_p{int(q * 100)}_le_s"] = bound
+    return out
+
+
+def job(epochs: int) -> dict[str, Any]:
+    from fedmq import local as launcher
+    from tests.audit.test_stack import pipeline
+    from tests.local_stack import two_parties, upload_breast
+
+    times: dict[str, float] = {}
+    token = "bench-" + uuid.uuid4().hex
+    redis = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    without = ("gateway", "worker", "scheduler")
+    for label, services in (("with_audit", None), ("without_audit", without)):
+        original = launcher.up
+        if services is not None:  # two_parties calls local.up: start the others only
+
+            def up_without(*a: Any, _o: Any = original, _s: Any = services, **k: Any) -> Any:
+                return _o(*a, services=_s, **k)
+
+            launcher.up = up_without
+        try:
+            with two_parties(
+                amqp_url=AMQP,
+                redis_url=redis,
+                pg_admin_url=PG,
+                token=token,
+                label=f"b{label[:1]}",
+            ) as stack:
+                upload_breast(stack)
+                stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
+                started = time.perf_counter()
+                submitted = stack.guest.submit(pipeline(epochs), job_id=f"bench-{label}")
+                ended = stack.guest.wait(submitted.job_id, timeout=900, poll=0.5)
+                times[label] = time.perf_counter() - started
+                assert ended.state == "success", ended.reason
+        finally:
+            launcher.up = original
+    return {
+        "epochs": epochs,
+        "job_s_with_audit": round(times["with_audit"], 2),
+        "job_s_without_audit": round(times["without_audit"], 2),
+        "overhead": round(times["with_audit"] / times["without_audit"] - 1, 4),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("throughput", "job"))
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    run = {
+        "throughput": lambda: throughput(args.messages, args.rows),
+        "job": lambda: job(args.epochs),
+    }
+    result = run[args.what]()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
