@@ -75,6 +75,16 @@ from fedbus.metrics import BusMetrics, DeadLetterReason
 
 log = structlog.get_logger("fedbus.runtime")
 
+STORE_WAIT_S = 30.0
+"""How long a consumer waits for its unreachable inbox database before requeueing anyway."""
+
+
+def _store_unreachable(exc: BaseException) -> bool:
+    """A database connection failure (SQLAlchemy's OperationalError or DisconnectionError,
+    by name: the memory inbox needs no SQLAlchemy), not a failure of the message itself."""
+    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("sqlalchemy")}
+    return bool(names & {"OperationalError", "DisconnectionError"})
+
 TRACER_NAME = "fedmq.bus"
 GATEWAY_SERVICE = "gateway"
 """The service that relays other parties' messages onto a party's broker."""
@@ -394,6 +404,8 @@ class EnvelopeConsumer:
                     envelope.message_id, lambda tx: handler(envelope, payload, tx)
                 )
             except Exception as exc:
+                if _store_unreachable(exc):
+                    self._await_store(envelope.message_id)
                 self._count_failure(delivery, exc)
                 raise
             span.set_attribute("fedmq.duplicate", not ran)
@@ -411,6 +423,24 @@ class EnvelopeConsumer:
                     type=envelope.type,
                     delivery_count=delivery.delivery_count,
                 )
+
+    def _await_store(self, message_id: str) -> None:
+        """The inbox's database is away (restarting, failing over): wait until it answers, up
+        to STORE_WAIT_S, before the message goes back to the broker. Every message needs the
+        database, so waiting holds nothing up; redelivering at once would spend the message's
+        max_deliveries within a second and dead-letter it for an outage, not for itself."""
+        deadline = time.monotonic() + STORE_WAIT_S
+        delay = 0.2
+        while time.monotonic() < deadline:
+            try:
+                self.inbox.is_done(message_id)
+                return
+            except Exception as exc:
+                if not _store_unreachable(exc):
+                    return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        log.warning("inbox_store_unreachable", topic=self.topic, waited_s=STORE_WAIT_S)
 
     def _count_handled(self, envelope: Envelope, ran: bool, seconds: float | None) -> None:
         if self._metrics is None:
