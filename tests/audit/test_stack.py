@@ -93,7 +93,7 @@ def test_an_honest_job_with_its_audit_killed_midway_breaks_no_rule_and_loses_not
 ) -> None:
     stack, state = ready, ready.state
     # Prepare: an honest job, and the guest's audit SIGKILLed once federation data flows
-    job = stack.guest.submit(pipeline(epochs=2), job_id="audit-clean")
+    job = stack.guest.submit(pipeline(epochs=1), job_id="audit-clean")
     wait_for(
         lambda: len(crossed(stack, GUEST, job.job_id, "out")) >= 2 or None,
         timeout=300,

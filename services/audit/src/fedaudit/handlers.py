@@ -134,11 +134,7 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
     done: list[_Recorded] = []
     with ctx.lock:
         with ctx.engine.connect() as conn:
-            seen = {
-                (d.topic, e.message_id)
-                for d, e, _ in items
-                if store.is_recorded(conn, d.topic, e.message_id)
-            }
+            seen = store.recorded_among(conn, ((d.topic, e.message_id) for d, e, _ in items))
         now = ctx.clock()
         head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
         stopping = set(ctx.stopped)

@@ -4,7 +4,7 @@ them back for the chain head, restarts, queries and exports. Nothing here decide
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,6 +48,19 @@ def is_recorded(conn: Connection, topic: str, message_id: str) -> bool:
         ).first()
         is not None
     )
+
+
+def recorded_among(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (topic, message id) pairs are recorded already (one query)."""
+    wanted = set(keys)
+    if not wanted:
+        return set()
+    # (topic, message_id) IN (...): the unique index on the pair answers it
+    pair = sa.tuple_(records.c.topic, records.c.message_id)
+    rows = conn.execute(
+        sa.select(records.c.topic, records.c.message_id).where(pair.in_(sorted(wanted)))
+    )
+    return {(str(r.topic), str(r.message_id)) for r in rows} & wanted
 
 
 def append(conn: Connection, record: dict[str, Any], stop_requested: bool) -> None:
