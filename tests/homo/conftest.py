@@ -18,11 +18,14 @@ def pipeline(
     params: dict[str, Any],
     name: str = "homo-lr-test",
     arbiter: str | None = None,
+    *,
+    score: bool = True,
 ) -> dict[str, Any]:
-    """reader -> homo_lr -> reader(test) -> homo_lr_predict -> evaluation, with the client
-    i reading tables[i] (party 9999 is the guest and aggregator, then 10000, 10001, ...)."""
+    """reader -> homo_lr -> reader(test) -> homo_lr_predict -> evaluation (score=False: the
+    first two), with the client i reading tables[i] (party 9999 is the guest, then 10000,
+    10001, ...)."""
     parties = [str(9999 + i) for i in range(len(tables))]
-    return {
+    spec: dict[str, Any] = {
         "name": name,
         "parties": {"guest": parties[0], "host": parties[1:], "arbiter": arbiter},
         "components": [
@@ -51,6 +54,9 @@ def pipeline(
             },
         ],
     }
+    if not score:  # training only: the test scores the model itself
+        spec["components"] = spec["components"][:2]
+    return spec
 
 
 def training(params: dict[str, Any]) -> hmath.LocalTraining:

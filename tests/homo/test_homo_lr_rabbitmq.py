@@ -5,6 +5,7 @@ secure-aggregation message crosses the gateways; both parties end with FedAvg's 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,15 @@ from tests.worker.conftest import StartWorker
 from tests.worker.conftest import start_worker as start_worker
 from tests.worker.two_parties import GUEST, HOST, ROLES, Schedulers, gateways, start_party_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+# About 25 s on a quiet machine and over 60 s under CI's load, beyond issue #16's share of CI
+# time next to the standalone tests: FEDMQ_HOMO_FULL=1 runs it (as FEDMQ_FAULTS_FULL does).
+FULL = os.environ.get("FEDMQ_HOMO_FULL") == "1"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not FULL, reason="FEDMQ_HOMO_FULL=1 runs it"),
+]
 
 JOB = "job-homo-lr"
 TABLES = {GUEST: "breast_homo_guest", HOST: "breast_homo_host"}

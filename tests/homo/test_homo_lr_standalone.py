@@ -86,7 +86,7 @@ def test_default_credit_three_clients_match_pooled_training_and_beat_each_party_
 ) -> None:
     # Prepare: three clients of 8,000 customers each; the references in plaintext
     params = {"rounds": 5, "local_epochs": 2, "batch_size": 256, "learning_rate": 0.1, "seed": 0}
-    spec = pipeline(CREDIT, "default_credit_homo_test", params)
+    spec = pipeline(CREDIT, "default_credit_homo_test", params, score=False)
     clients = [load(name) for name in CREDIT]
     test = load("default_credit_homo_test")
     fedavg = hmath.reference_fedavg(parts(clients), training(params), params["rounds"])
@@ -107,9 +107,8 @@ def test_default_credit_three_clients_match_pooled_training_and_beat_each_party_
     for model in models:
         assert model.ids.tolist() == [*clients[0].feature_names, "intercept"]
         np.testing.assert_allclose(model.features[:, 0], fedavg, rtol=0, atol=1e-9)
-    federated_auc = result.metric("eval_0", "auc")
+    federated_auc = auc_on(models[0].features[:, 0], test)
     print(f"federated {federated_auc:.5f} pooled {pooled_auc:.5f} own {own_aucs}")
-    assert federated_auc == pytest.approx(auc_on(fedavg, test), abs=1e-9)
     assert abs(federated_auc - pooled_auc) <= 0.005
     assert federated_auc > max(own_aucs)
     assert _steps(result, "clients") == dict.fromkeys(range(5), 3.0)
