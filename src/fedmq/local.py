@@ -607,14 +607,27 @@ def stop_service(
 ) -> bool:
     """SIGTERM (or SIGKILL with kill=True) one service; SIGKILL after `timeout`. Returns whether
     a process was running."""
-    pid = read_pid(state, party, service)
+    pid = _signal_service(state, party, service, signal.SIGKILL if kill else signal.SIGTERM)
     if pid is None:
         return False
+    _wait_stopped(state, party, service, pid, time.monotonic() + timeout)
+    return True
+
+
+def _signal_service(state: LocalState, party: str, service: str, sig: int) -> int | None:
+    """Send `sig` to the service if it runs; its pid, or None (a stale pid file is removed)."""
+    pid = read_pid(state, party, service)
+    if pid is None:
+        return None
     if not _alive(pid, service):
         _pid_file(state, party, service).unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+        return None
+    os.kill(pid, sig)
+    return pid
+
+
+def _wait_stopped(state: LocalState, party: str, service: str, pid: int, deadline: float) -> None:
+    """Wait for the signalled service to exit, SIGKILL it at `deadline`; remove its pid file."""
     while _alive(pid, service) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.05)
@@ -625,7 +638,6 @@ def stop_service(
             time.sleep(0.05)
     _reap(pid)
     _pid_file(state, party, service).unlink(missing_ok=True)
-    return True
 
 
 def _reap(pid: int) -> None:
@@ -732,11 +744,18 @@ def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False
     created: the parties' vhosts, databases, Redis keys and table folders, and the directory.
     Returns what was stopped."""
     state = LocalState.load(root)
-    stopped = []
-    for party in state.parties:
-        for service in SERVICES:
-            if stop_service(state, party, service, timeout=timeout):
-                stopped.append(f"{service}@{party}")
+    # SIGTERM to every service first, then wait for them together: their shutdowns (a flush
+    # and a broker close, a second or more each under load) overlap instead of adding up.
+    signalled = [
+        (party, service, pid)
+        for party in state.parties
+        for service in SERVICES
+        if (pid := _signal_service(state, party, service, signal.SIGTERM)) is not None
+    ]
+    deadline = time.monotonic() + timeout
+    for party, service, pid in signalled:
+        _wait_stopped(state, party, service, pid, deadline)
+    stopped = [f"{service}@{party}" for party, service, _ in signalled]
     if purge:
         for party, p in state.parties.items():
             delete_vhost(p.vhost, admin=broker_admin(p.bus_url))  # and its broker users
