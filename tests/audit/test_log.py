@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -128,3 +129,28 @@ def test_a_rehashed_edit_shows_as_a_broken_link(audited: tuple[Audit, Bus, Traff
 
     assert any(p.startswith("broken link at record 6") for p in problems), problems
     assert any(p.startswith("checkpoint at record 8 does not match") for p in problems)
+
+
+def test_fedmq_audit_verify_names_the_problem_and_fails(
+    audited: tuple[Audit, Bus, Traffic], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from fedmq.cli import app
+
+    audit, _bus, _traffic = audited
+    export = tmp_path / "audit.jsonl"
+
+    def run() -> Any:
+        with audit.engine.connect() as conn:
+            export.write_text("\n".join(export_lines(conn, GUEST, audit.public_key_hex)))
+        return CliRunner().invoke(app, ["audit", "verify", str(export)])
+
+    intact = run()
+    tamper(audit, "DELETE FROM audit_records WHERE seq = 2")
+    broken = run()
+
+    assert intact.exit_code == 0, intact.output
+    assert "18 records of party 9999, 4 signed checkpoints, chain intact" in intact.output
+    assert broken.exit_code == 1
+    assert "record 2 missing (gap before record 3)" in broken.output
