@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 from fedaudit.auditor import Auditor, make_record
-from fedaudit.rules import RULES
+from fedaudit.rules import RULES, Finding
 from fedaudit.rules.state import AuditPolicy, Observation
 from fedflow.descriptors import protocol_of
 from fedschemas import Envelope, FederationData, decode_envelope, decode_payload
@@ -20,18 +20,23 @@ from fedschemas.payloads import TaskStatus
 from tests.audit.traffic import GUEST, HOST, KEY_BITS, Traffic, key_of, odd_key
 
 
-def observe(auditor: Auditor, traffic: Traffic, envelopes: Iterable[Envelope]) -> list[str]:
-    """Feed the envelopes as deliveries; the rule ids found above info, in order."""
-    found: list[str] = []
+def findings(
+    auditor: Auditor, traffic: Traffic, envelopes: Iterable[Envelope], now: float = 0.0
+) -> list[Finding]:
+    """Feed the envelopes to the auditor as the guest's deliveries; every finding, in order."""
+    found: list[Finding] = []
     for envelope in envelopes:
         delivery = traffic.delivery(envelope)
         received = decode_envelope(delivery.body)
         payload = decode_payload(received)
         record = make_record(delivery.topic, delivery.body, received, payload, GUEST)
-        found += [
-            f.rule for f in auditor.observe(Observation(record, payload)) if f.severity != "info"
-        ]
+        found += auditor.observe(Observation(record, payload), now)
     return found
+
+
+def observe(auditor: Auditor, traffic: Traffic, envelopes: Iterable[Envelope]) -> list[str]:
+    """The rule ids found above info, in order."""
+    return [f.rule for f in findings(auditor, traffic, envelopes) if f.severity != "info"]
 
 
 @pytest.fixture
@@ -164,8 +169,34 @@ def _unsigned(t: Traffic) -> Envelope:
 
 
 def test_every_rule_has_a_case() -> None:
-    checked_elsewhere = {"control.silent_party", "data.ciphertext_unchecked"}
-    assert set(CASES) | checked_elsewhere == set(RULES)
+    checked_below = {"control.silent_party", "data.ciphertext_unchecked"}
+    assert set(CASES) | checked_below == set(RULES)
+
+
+def test_a_peer_silent_longer_than_the_interval_is_reported_once(traffic: Traffic) -> None:
+    # Prepare: the host was last heard at t=100 s
+    auditor = Auditor(AuditPolicy(party_id=GUEST, min_key_bits=KEY_BITS, silent_after_s=30))
+    findings(auditor, traffic, started(traffic), now=100.0)
+
+    # Execute
+    early, late, again = auditor.silent(120.0), auditor.silent(131.0), auditor.silent(200.0)
+
+    # Assert
+    assert early == []
+    assert [(job, f.rule, f.party) for job, f in late] == [
+        (traffic.job_id, "control.silent_party", HOST)
+    ]
+    assert again == []  # once per silence
+
+
+def test_ciphertexts_before_any_key_are_recorded_as_unchecked(
+    auditor: Auditor, traffic: Traffic
+) -> None:
+    envelopes = [traffic.propose(), traffic.task_run(), traffic.ciphertexts("host_scores", HOST, 0)]
+
+    found = [f.rule for f in findings(auditor, traffic, envelopes)]
+
+    assert found == ["data.ciphertext_unchecked"]  # info: recorded, no alert, no stop
 
 
 @pytest.mark.parametrize("rule_id", sorted(CASES))
