@@ -89,6 +89,9 @@ def fault_stack(
     saved_cwd, saved_env = Path.cwd(), dict(os.environ)
     os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{token}"]'
     os.environ["RABBITMQ_NODENAME"] = rabbitmq.node  # any rabbitmqctl the launcher still runs
+    # Each round's progress reaches the scheduler (not one report per 2 s): a test sees the
+    # job mid-run and strikes then.
+    os.environ["FEDMQ_WORKER_PROGRESS_INTERVAL_S"] = "0"
     os.chdir(root)
     proxies: dict[str, FaultProxy] = {}
     clients: list[Client] = []
@@ -143,7 +146,7 @@ def fault_stack(
         for client in clients:
             client.close()
         if (root / "local" / local.STATE_FILE).exists():
-            local.down(root / "local", timeout=5)
+            local.down(root / "local", timeout=3)
         keep = os.environ.get("FEDMQ_FAULTS_KEEP_LOGS")  # a folder: the services' logs go there
         if keep:
             for party in PARTIES:
