@@ -390,6 +390,14 @@ class TaskExecutor:
             c.state == QUEUED,
             sa.and_(c.state == RUNNING, sa.or_(c.lease_until.is_(None), c.lease_until < now)),
         )
+        # A task this process still runs is never claimed again here, even when its lease
+        # lapsed (the database was away longer than the lease): a second run beside the first
+        # would save the same checkpoints.
+        with self._lock:
+            mine = {
+                (r.key.job_id, r.key.component, r.key.attempt, r.key.role)
+                for r in self._running.values()
+            }
         # One transaction for the look and the claim: each claim is still a conditional
         # UPDATE (the row must still be claimable), so two replicas never both get a task.
         with self.engine.begin() as conn:
@@ -402,6 +410,8 @@ class TaskExecutor:
             for job_id, component, attempt, role in candidates:
                 if self._stopping.is_set():
                     return None
+                if (job_id, component, attempt, role) in mine:
+                    continue
                 row = conn.execute(
                     sa.update(tasks_table)
                     .where(_key_where(job_id, component, attempt, role), claimable)
