@@ -109,12 +109,19 @@ class Prometheus:
 
 
 def scrape_config(state: local.LocalState) -> dict[str, Any]:
-    """Every party's gateway, scheduler and worker, and RabbitMQ for the parties' vhosts."""
-    jobs: dict[str, list[str]] = {"gateway": [], "scheduler": [], "worker": []}
+    """Every party's services (gateway, scheduler, worker, and the audit service where `fedmq
+    local` runs one), and RabbitMQ for the parties' vhosts."""
+    jobs: dict[str, list[str]] = {}
     for plan in state.parties.values():
-        jobs["gateway"].append(f"127.0.0.1:{plan.http_port}")
-        jobs["scheduler"].append(f"127.0.0.1:{plan.scheduler_http_port}")
-        jobs["worker"].append(f"127.0.0.1:{plan.worker_http_port}")
+        ports = {
+            "gateway": plan.http_port,
+            "scheduler": plan.scheduler_http_port,
+            "worker": plan.worker_http_port,
+            "audit": plan.audit_http_port,
+        }
+        for job, port in ports.items():
+            if port:
+                jobs.setdefault(job, []).append(f"127.0.0.1:{port}")
     return {
         "global": {
             "scrape_interval": f"{INTERVAL_S}s",
@@ -143,6 +150,14 @@ def scrape_config(state: local.LocalState) -> dict[str, Any]:
             },
         ],
     }
+
+
+def scrape_target_count(state: local.LocalState) -> int:
+    return sum(
+        len(group["targets"])
+        for job in scrape_config(state)["scrape_configs"]
+        for group in job["static_configs"]
+    )
 
 
 @contextmanager

@@ -42,6 +42,7 @@ from tests.observability.prometheus_server import (
     duration_s,
     repository_alert_rules,
     running_prometheus,
+    scrape_target_count,
 )
 from tests.polling import wait_for, wait_until
 
@@ -67,6 +68,8 @@ EVENT_ONLY = {
     "fedmq_crypto_": "a PSI job runs no Paillier operation; the crypto series appear with the "
     "first crypto pool job (a hetero_lr job)",
     "fedmq_gateway_connections_refused_total": "a refused TLS connection; a healthy stack has none",
+    "fedmq_audit_findings_total": "an audit rule's finding; a healthy job has none, and "
+    "fedaudit.metrics creates a rule's series at its first finding",
 }
 """Dashboard expressions that may be empty during a healthy PSI job, by a metric they read."""
 
@@ -95,8 +98,14 @@ def stack(shared_stack: SharedStack) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def prometheus(stack: Stack) -> Iterator[Prometheus]:
     with running_prometheus(stack.state) as server:
-        # Every target answered once: 3 services x 2 parties + RabbitMQ.
-        wait_until(lambda: server.targets_up() == 7, timeout=30, what="all 7 targets up")
+        # Every target answered once (each party's services, RabbitMQ).
+        configured = scrape_target_count(stack.state)
+        wait_until(
+            lambda: server.targets_up() == configured,
+            timeout=30,
+            what=f"all {configured} targets up",
+            interval=0.5,
+        )
         yield server
 
 
