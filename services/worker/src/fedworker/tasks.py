@@ -111,6 +111,18 @@ def _key_where(job_id: str, component: str, attempt: int, role: str) -> sa.Colum
     )
 
 
+def _database_unreachable(exc: BaseException) -> bool:
+    """A database connection failure (SQLAlchemy's OperationalError or DisconnectionError),
+    anywhere in the exception's chain: the task's own code did nothing wrong."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        names = {c.__name__ for c in type(seen).__mro__ if c.__module__.startswith("sqlalchemy")}
+        if names & {"OperationalError", "DisconnectionError"}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass
 class _Running:
     key: TaskKey
@@ -547,7 +559,21 @@ class TaskExecutor:
         except TaskError as exc:
             state = FAILED
             self._finish(key, FAILED, reason=str(exc))
-        except Exception as exc:  # the component failed: the scheduler fails the job
+        except Exception as exc:
+            if _database_unreachable(exc) and not running.cancel.is_set():
+                # The party's database went away mid-run (a restart, a failover): not the
+                # component's failure, and nothing can be recorded now. The task stays
+                # claimed; its lease lapses and a runner claims it again once the database
+                # is back, and it resumes from its last checkpoint.
+                log.warning(
+                    "task_interrupted_by_database",
+                    job_id=key.job_id,
+                    task_id=key.task_id,
+                    component=key.component,
+                    error=str(exc)[:300],
+                )
+                return
+            # The component failed: the scheduler fails the job.
             log.warning(
                 "task_failed",
                 job_id=key.job_id,
