@@ -219,3 +219,25 @@ def test_every_rule_has_its_section_in_the_docs() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "audit.md").read_text()
     for rule_id, rule in RULES.items():
         assert f"### {rule_id} ({rule.severity})" in docs, rule_id
+
+
+@pytest.mark.parametrize(
+    ("component_type", "tag", "sender", "receiver", "is_answer"),
+    [
+        ("hetero_lr", "host_gradient_masked", "guest", "host", True),
+        ("hetero_lr", "guest_gradient_masked", "host", "guest", True),
+        ("iter_sum", "masked_sum", "host", "guest", False),
+        ("homo_lr", "sa_masked", "host", "arbiter", False),
+    ],
+)
+def test_only_a_key_holders_reply_to_a_decryption_request_counts_as_a_masked_answer(
+    component_type: str, tag: str, sender: str, receiver: str, is_answer: bool
+) -> None:
+    # iter_sum's masked sums and homo_lr's secure-aggregation inputs are masked vectors sent
+    # unasked; treating them as answers stopped every clean iter_sum job (algorithm.order).
+    from fedaudit.rules.algorithm import _answers_decryption
+
+    protocol = protocol_of(component_type)
+    rule = protocol.rule(tag, sender, receiver)
+    assert rule is not None and "masked_vector" in rule.kinds
+    assert _answers_decryption(protocol, rule) is is_answer

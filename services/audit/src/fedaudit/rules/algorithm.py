@@ -14,7 +14,7 @@ machine per job and component, over sender, receiver, tag, order and iteration.
 
 from __future__ import annotations
 
-from fedflow.descriptors import MessageRule
+from fedflow.descriptors import MessageRule, Protocol
 
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import AuditPolicy, ComponentView, JobView, Observation, all_protocols
@@ -80,7 +80,11 @@ def check_steps(
             )
         )
     cv.last_iteration[(sender, receiver, tag)] = max(iteration, last if last is not None else -1)
-    if "masked_vector" in rule.kinds and not cv.asked.get((receiver, sender, iteration)):
+    if (
+        "masked_vector" in rule.kinds
+        and _answers_decryption(cv.protocol, rule)
+        and not cv.asked.get((receiver, sender, iteration))
+    ):
         found.append(
             policy.finding(
                 "algorithm.order",
@@ -92,6 +96,20 @@ def check_steps(
     if rule.decrypt is not None and seq == 0:
         found += _count_decrypt(obs, rule, cv, policy)
     return found
+
+
+def _answers_decryption(protocol: Protocol | None, rule: MessageRule) -> bool:
+    """Whether a masked vector under `rule` is the key holder's answer to a decryption request:
+    the protocol declares ciphertexts that the rule's receiver sends for the rule's sender to
+    decrypt. Components whose masked vectors are sent unasked (iter_sum's masked sums,
+    homo_lr's secure-aggregation inputs) declare no such request, and their masked vectors
+    are not answers."""
+    if protocol is None:
+        return False
+    return any(
+        r.decrypt is not None and r.decrypt.by == rule.sender and r.sender == rule.receiver
+        for r in protocol.messages
+    )
 
 
 def _count_decrypt(
