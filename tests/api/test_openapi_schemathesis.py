@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fedaudit.main import Audit
+from fedaudit.settings import AuditSettings
 from fedbus import Bus, connect
 from fedbus.sql_inbox import make_engine
 from fedflow.tables import TableStore
@@ -88,6 +90,17 @@ class GatewayUnderTest:
             metrics=WorkerMetrics(process=False),
         )
         self.data.start()
+        # The audit service answers /api/v1/audit/... (its read models on svc.audit.rpc).
+        self.audit = Audit(
+            AuditSettings(
+                party_id=party,
+                bus_url=SecretStr(bus_url),
+                database_url=SecretStr(database_url),
+                http_port=-1,
+                key_file=str(tmp / f"audit-{party}.key"),
+            )
+        )
+        self.audit.start()
         settings = GatewaySettings(
             party_id=party, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
         )
@@ -98,6 +111,7 @@ class GatewayUnderTest:
         if api is not None:
             api.close()
         self.data.stop()
+        self.audit.stop()
         self.scheduler.stop()
         self.admin.close()
         self.engine.dispose()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fedbus import BusError
 from fedcontrol import ServiceUnavailable
 from fedschemas import topics
@@ -29,6 +31,8 @@ from fedgateway.api.deps import (
 )
 
 AUDIT_TIMEOUT_S = 15.0
+MAX_SEQ = 2**31 - 1
+"""Every integer the API takes is bounded to a 32-bit column's range (tests/api)."""
 
 router = APIRouter(
     prefix="/audit",
@@ -36,6 +40,31 @@ router = APIRouter(
     dependencies=[Depends(require_token)],
     responses=ROUTER_REFUSALS,
 )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not declare: a misspelt `limt=5` would
+    otherwise be ignored silently and the caller get the default page."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [
+                {"loc": ["query", name], "msg": "unknown query parameter", "type": "extra"}
+                for name in unknown
+            ],
+        )
 
 
 def ask_audit(api: ApiDep, request: dict[str, Any]) -> Any:
@@ -55,11 +84,11 @@ def ask_audit(api: ApiDep, request: dict[str, Any]) -> Any:
     return answer["data"]
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get("/jobs/{job_id}/events", dependencies=[Depends(refuse_unknown_query)])
 def events(
     api: ApiDep,
     job_id: JobIdPath,
-    after: Annotated[int, Query(ge=0, description="records after this seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="records after this seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """What crossed for the job: one record per message (envelope fields, hashes, facts and
@@ -68,7 +97,7 @@ def events(
     return {"data": data, "count": len(data)}
 
 
-@router.get("/alerts")
+@router.get("/alerts", dependencies=[Depends(refuse_unknown_query)])
 def alerts(
     api: ApiDep,
     job_id: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
