@@ -64,9 +64,9 @@ def _rewrite(
     up = f"FEDMQ_{name.upper()}_"
     env = {key: str(value) for key, value in environment.items()}
     # The connection URLs compose builds from .env, checked, then pointed at loopback servers
-    assert env[up + "BUS_URL"] == (
-        f"amqp://fedmq:{site_env['RABBITMQ_PASSWORD']}@rabbitmq:5672/fedmq"
-    )
+    # Each service connects as its own broker user (docs/security.md).
+    password = site_env[f"RABBITMQ_{name.upper()}_PASSWORD"]
+    assert env[up + "BUS_URL"] == f"amqp://fedmq-{name}:{password}@rabbitmq:5672/fedmq"
     env[up + "BUS_URL"] = bus_url
     assert env[up + "DATABASE_URL"] == (
         f"postgresql+psycopg://fedmq:{site_env['POSTGRES_PASSWORD']}@postgres:5432/fedmq"
@@ -100,7 +100,7 @@ def _health(compose: dict[str, Any], name: str, port: int) -> subprocess.Complet
     return subprocess.run(args, capture_output=True, text=True, timeout=10)
 
 
-_COMPOSE_PORTS = {"gateway": 8081, "scheduler": 8082, "worker": 8083}
+_COMPOSE_PORTS = {"gateway": 8081, "scheduler": 8082, "worker": 8083, "audit": 8084}
 
 
 @pytest.fixture
