@@ -103,6 +103,16 @@ class OwnServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
+        # Every process of the group gone, not only the one we started: PostgreSQL's backends
+        # outlive a killed postmaster for a moment, and a restart while one still holds the
+        # shared memory block refuses to start ("pre-existing shared memory block").
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
         while _listening(self.port):  # a forked child may hold the socket a moment longer
             time.sleep(0.1)
 
