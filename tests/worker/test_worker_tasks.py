@@ -349,7 +349,13 @@ def test_a_gracefully_stopped_worker_releases_its_task_and_the_next_one_resumes_
     assert row["runs"] >= 2  # claimed again after the stop
 
 
-def test_a_task_that_ends_at_once_reports_running_once_then_its_end(fed2: Federation2) -> None:
+def test_a_task_that_ends_at_once_reports_running_once_then_its_end(
+    start_fed2: Callable[..., Federation2],
+) -> None:
+    # Prepare: an interval no loaded machine outlasts between a noop's start and its end (with
+    # the default 2 s, a slow end let the held-back 1.0 go out as a second running report)
+    fed2 = start_fed2(progress_interval_s=60.0)
+
     # Execute: noop reports progress 1.0 right after its start, within the progress interval
     fed2.run("job-h", "noop_0", "noop", {}, {})
     ended = fed2.wait_final("noop_0")
