@@ -41,7 +41,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
-from fedflow.tables import MAX_REPORTED, MISSING_MARKERS, TableError
+from fedflow.tables import MISSING_MARKERS, TableError, bad_rows, read_header
 
 CHUNK_ROWS: Final = 8192
 """Rows held as Python objects at once (a few MB for tables of tens of features)."""
@@ -175,22 +175,9 @@ def _parse(
 ) -> ImportedTable:
     problems: list[tuple[int, str]] = []
     reader = csv.reader(text)
-    try:
-        header = [name.strip() for name in next(reader)]
-    except StopIteration:
-        raise TableError(f"{path}: empty file, expected a header line", [(0, "empty")]) from None
-    if id_column not in header:
-        raise TableError(f"{path}:1: no {id_column!r} column in the header", [(1, "no id")])
-    if require_label and label_column not in header:
-        raise TableError(
-            f"{path}:1: no label column {label_column!r} in the header", [(1, "no label")]
-        )
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise TableError(f"{path}:1: repeated column name(s) {', '.join(duplicated)}")
-    id_at = header.index(id_column)
-    label_at = header.index(label_column) if label_column in header else None
-    feature_at = [i for i in range(len(header)) if i not in (id_at, label_at)]
+    header, id_at, label_at, feature_at = read_header(
+        reader, path, id_column, label_column, require_label
+    )
     width = len(feature_at)
     missing = np.zeros(width, dtype=np.int64)
     label_values: set[float] | None = set() if label_at is not None else None
@@ -250,10 +237,7 @@ def _parse(
     flush()
     problems = _with_duplicates(sorted(problems, key=lambda item: item[0]), spill)
     if problems:
-        shown = "; ".join(f"{path}:{line}: {text_}" for line, text_ in problems[:MAX_REPORTED])
-        more = len(problems) - MAX_REPORTED
-        suffix = f" (and {more} more bad rows)" if more > 0 else ""
-        raise TableError(f"{len(problems)} bad row(s): {shown}{suffix}", problems)
+        raise bad_rows(path, problems)
     if rows == 0:
         raise TableError(f"{path}: no data rows", [(0, "no data rows")])
     names = [header[i] for i in feature_at]

@@ -22,7 +22,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +146,43 @@ def _parse_value(text: str) -> float:
     return value
 
 
+
+def read_header(
+    reader: Iterator[list[str]],
+    path: str | Path,
+    id_column: str,
+    label_column: str | None,
+    require_label: bool,
+) -> tuple[list[str], int, int | None, list[int]]:
+    """A CSV's header, checked: (names, id index, label index or None, feature indices).
+    Shared by read_table and the streaming import (fedflow.csv_import), so both refuse the
+    same headers with the same messages."""
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise TableError(f"{path}: empty file, expected a header line", [(0, "empty")]) from None
+    if id_column not in header:
+        raise TableError(f"{path}:1: no {id_column!r} column in the header", [(1, "no id")])
+    if require_label and label_column not in header:
+        raise TableError(
+            f"{path}:1: no label column {label_column!r} in the header", [(1, "no label")]
+        )
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise TableError(f"{path}:1: repeated column name(s) {', '.join(duplicated)}")
+    id_at = header.index(id_column)
+    label_at = header.index(label_column) if label_column in header else None
+    feature_at = [i for i in range(len(header)) if i not in (id_at, label_at)]
+    return header, id_at, label_at, feature_at
+
+
+def bad_rows(path: str | Path, problems: list[tuple[int, str]]) -> TableError:
+    """The error for a table with bad rows: the first MAX_REPORTED named, the rest counted."""
+    shown = "; ".join(f"{path}:{line}: {text}" for line, text in problems[:MAX_REPORTED])
+    more = len(problems) - MAX_REPORTED
+    suffix = f" (and {more} more bad rows)" if more > 0 else ""
+    return TableError(f"{len(problems)} bad row(s): {shown}{suffix}", problems)
+
 def read_table(
     path: Path,
     *,
@@ -162,24 +199,9 @@ def read_table(
     problems: list[tuple[int, str]] = []
     with Path(path).open(newline="") as handle:
         reader = csv.reader(handle)
-        try:
-            header = [name.strip() for name in next(reader)]
-        except StopIteration:
-            raise TableError(
-                f"{path}: empty file, expected a header line", [(0, "empty")]
-            ) from None
-        if id_column not in header:
-            raise TableError(f"{path}:1: no {id_column!r} column in the header", [(1, "no id")])
-        if require_label and label_column not in header:
-            raise TableError(
-                f"{path}:1: no label column {label_column!r} in the header", [(1, "no label")]
-            )
-        duplicated = sorted({name for name in header if header.count(name) > 1})
-        if duplicated:
-            raise TableError(f"{path}:1: repeated column name(s) {', '.join(duplicated)}")
-        id_at = header.index(id_column)
-        label_at = header.index(label_column) if label_column in header else None
-        feature_at = [i for i in range(len(header)) if i not in (id_at, label_at)]
+        header, id_at, label_at, feature_at = read_header(
+            reader, path, id_column, label_column, require_label
+        )
         ids: list[str] = []
         rows: list[list[float]] = []
         labels: list[float] = []
@@ -218,10 +240,7 @@ def read_table(
             rows.append(values)
             labels.append(label)
     if problems:
-        shown = "; ".join(f"{path}:{line}: {text}" for line, text in problems[:MAX_REPORTED])
-        more = len(problems) - MAX_REPORTED
-        suffix = f" (and {more} more bad rows)" if more > 0 else ""
-        raise TableError(f"{len(problems)} bad row(s): {shown}{suffix}", problems)
+        raise bad_rows(path, problems)
     if not ids:
         raise TableError(f"{path}: no data rows", [(0, "no data rows")])
     return Table(
