@@ -105,14 +105,18 @@ class ComponentDescriptor:
     protocol: Protocol | None = None
     table_param: str | None = None
     """The parameter naming a party table this component reads (readers), if any."""
-    label_values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    """Role -> the label values this component's model takes (hetero_lr: the guest's labels
-    are 0 or 1). The pipeline passes them to the readers whose data flows into it, which
-    refuse a table with other labels before anything leaves the party (before PSI)."""
     labels: Mapping[str, LabelRule] = field(default_factory=dict)
     """Role -> the labels this component's model takes there (kind: binary, classes or
     numeric): what a pipeline check compares a table's recorded label values with, and what
     the component itself checks when it starts."""
+
+    @property
+    def label_values(self) -> Mapping[str, tuple[float, ...]]:
+        """Role -> the exact label values where `labels` names binary ones (hetero_lr: the
+        guest's are 0 or 1). The pipeline passes them to the readers whose data flows into
+        it, which refuse a table with other labels before anything leaves the party (before
+        PSI)."""
+        return {role: rule.values for role, rule in self.labels.items() if rule.kind == "binary"}
 
     def params_model(self, role: str) -> type[ComponentParams]:
         return self.role_params.get(role, self.params)

@@ -78,7 +78,6 @@ HETERO_LR = ComponentDescriptor(
     inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
     outputs=("model",),
     protocol=HETERO_LR_PROTOCOL,
-    label_values={"guest": BINARY_LABELS.values},
     labels={"guest": BINARY_LABELS},
 )
 

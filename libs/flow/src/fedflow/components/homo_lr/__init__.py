@@ -59,7 +59,6 @@ HOMO_LR = ComponentDescriptor(
     ),
     outputs=("model",),
     protocol=HOMO_LR_PROTOCOL,
-    label_values={"guest": BINARY_LABELS.values, "host": BINARY_LABELS.values},
     labels={"guest": BINARY_LABELS, "host": BINARY_LABELS},
 )
 
