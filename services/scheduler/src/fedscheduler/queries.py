@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from fedflow.pipeline import Pipeline, PipelineError
 from fedschemas.payloads import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy.orm import Session
@@ -124,7 +125,29 @@ def _status(session: Session, party_id: str, raw: dict[str, JsonValue]) -> JsonV
     job = store.get_job(session, args.job_id)
     if job is None:
         raise CommandError("not_found", f"no job {args.job_id}")
-    return _job(session, party_id, job)
+    view = _job(session, party_id, job)
+    view["components"] = pipeline_components(job.pipeline_yaml)
+    return view
+
+
+def pipeline_components(pipeline_yaml: str) -> list[dict[str, Any]] | None:
+    """The job's pipeline as a DAG for its views (the board draws it): each component's name,
+    type, inputs ("upstream.output" per slot) and params as written, in run order. Only the
+    single-job `status` carries it (one YAML parse); None if the stored pipeline no longer
+    parses (a component type this version does not know)."""
+    try:
+        pipeline = Pipeline.from_yaml(pipeline_yaml)
+    except PipelineError:
+        return None
+    return [
+        {
+            "name": c.name,
+            "type": c.type,
+            "inputs": {slot: str(ref) for slot, ref in c.inputs.items()},
+            "params": {section: dict(values) for section, values in c.params.items()},
+        }
+        for c in pipeline.components_in_order()
+    ]
 
 
 def _list_jobs(session: Session, party_id: str, raw: dict[str, JsonValue]) -> JsonValue:
