@@ -8,7 +8,7 @@ not know, so a newer scheduler does not break an older gateway.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fedschemas.payloads import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict, Field
@@ -160,6 +160,16 @@ class JobPartyPublic(_Out):
     reason: str | None
 
 
+class ComponentPublic(_Out):
+    """One component of the job's pipeline (the DAG's node): inputs map a slot to
+    "upstream.output"; params are the pipeline's sections as written (common, roles, parties)."""
+
+    name: str
+    type: str
+    inputs: dict[str, str]
+    params: dict[str, dict[str, Any]]
+
+
 class JobPublic(_Out):
     job_id: str
     state: State
@@ -173,6 +183,11 @@ class JobPublic(_Out):
     tasks_total: int
     tasks_succeeded: int
     parties: list[JobPartyPublic]
+    components: list[ComponentPublic] | None = Field(
+        default=None,
+        description="the pipeline's components in run order (GET /jobs/{job_id} only; null in "
+        "lists)",
+    )
 
 
 class JobsPublic(_Out):
