@@ -26,6 +26,7 @@ from fedschemas import (
     new_envelope,
     payload_type,
 )
+from fedschemas.audit_payloads import AuditCheckpoint
 from fedschemas.payloads import (
     AuditStop,
     CryptoJob,
@@ -177,6 +178,13 @@ EXAMPLES: dict[str, Payload] = {
         party_id="10000",
         message_id="5d0c1e",
         detail="party 10000 announced a 2025-bit key",
+    ),
+    "audit.checkpoint": AuditCheckpoint(
+        party_id="9999",
+        body='{"format":"fedmq.audit.checkpoint.v1","seq":4}',
+        signature="ab" * 64,
+        statement='{"job_id":"job-1","sent":[3,"00"]}',
+        statement_signature="cd" * 64,
     ),
 }
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from fedschemas.audit_payloads import AuditCheckpoint
 from fedschemas.base import Payload
 from fedschemas.payloads import (
     AuditStop,
@@ -80,6 +81,7 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "rpc.reply": RemoteReply,
     "gateway.job_ended": JobEnded,
     "control.audit_stop": AuditStop,
+    "audit.checkpoint": AuditCheckpoint,
 }
 
 MESSAGE_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_MESSAGE_TYPES)
