@@ -216,9 +216,12 @@ _DECLARES: dict[str, str] = {
             re.escape(topics.CRYPTO) + r"(\.reply\.[0-9a-f]+)?",
         ]
     ),
-    # Its fan-out queue (fedaudit.settings.FANOUT_NAME), its read models' queue and the
-    # scheduler's, where its stop requests go.
-    "audit": _names("fedmq.fanout.audit", topics.AUDIT_RPC, topics.SCHEDULER),
+    # Its fan-out queue (fedaudit.settings.FANOUT_NAME), its read models' queue, the
+    # scheduler's, where its stop requests go, its inbox (peers' checkpoints) and out.<peer>
+    # (its own checkpoints to the peers).
+    "audit": "|".join(
+        [_OUT, _names("fedmq.fanout.audit", topics.AUDIT, topics.AUDIT_RPC, topics.SCHEDULER)]
+    ),
 }
 
 
