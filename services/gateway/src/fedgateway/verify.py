@@ -122,6 +122,13 @@ class KeyRing:
         with self._lock:
             return sorted(self._keys.get(party_id, {}))
 
+    def certificates(self, party_id: str) -> list[TrustedKey]:
+        """What is known of `party_id`'s certificates (key id, expiry, fingerprint), newest
+        expiry first: the board's site page shows their expiry dates."""
+        with self._lock:
+            keys = list(self._keys.get(party_id, {}).values())
+        return sorted(keys, key=lambda k: k.not_after, reverse=True)
+
 
 # --- finished jobs and attempts --------------------------------------------------------------
 
