@@ -158,7 +158,8 @@ def test_the_aggregator_takes_out_a_host_whose_masked_input_has_the_wrong_shape(
     }
 
     # Execute
-    rnd.feed(rnd.collect("sa_masked", 1.0, wire.read_masked), rnd.server.receive_masked_input)
+    got = rnd.collect("sa_masked", 1.0, wire.read_masked)
+    rnd.feed(got, rnd.server.receive_masked_input, "sa_masked")
     request = rnd.close(rnd.server.unmask_request)
     rnd.send_next("sa_unmask", lambda _: wire.unmask_request_payload(request))
 
@@ -180,7 +181,7 @@ def test_a_round_with_too_few_clients_fails_naming_who_dropped_and_why() -> None
     config = SecAggConfig(session=b"t", num_clients=3, vector_length=4, modulus_bits=64, clip=16)
     fed = _Federation({})
     rnd = Round(SimpleNamespace(federation=fed), 4, config, {2: "10000", 3: "10001"}, None)  # type: ignore[arg-type]
-    rnd.leave(3, "no sa_keys within 5 s")
+    rnd.leave(3, "no sa_keys within 5 s", "sa_keys")
     rnd.server.receive_keys(SecAggClient(2, config).advertise_keys())
 
     with pytest.raises(RoundFailed, match=r"round 4: .*client 3 \(10001\): no sa_keys within 5 s"):

@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import structlog
 from fedcrypto.secagg import (
+    AdvertiseKeys,
     AggregationResult,
+    EncryptedShares,
+    KeyDirectory,
     SecAggClient,
     SecAggConfig,
     SecAggError,
@@ -21,14 +24,16 @@ from fedcrypto.secagg import (
 from fedschemas import FederationData
 
 from fedflow.components.homo_lr import math as hmath
-from fedflow.components.homo_lr import wire
+from fedflow.components.homo_lr import resume, wire
 from fedflow.components.homo_lr.client import (
     LocalClient,
     UpdateRejected,
     aggregator_role,
+    check_layout,
     client_ids,
     features_digest,
     model_table,
+    own_keys,
     secagg_config,
 )
 from fedflow.components.homo_lr.client import train as client_train
@@ -60,12 +65,41 @@ class Round:
     config: SecAggConfig
     hosts: dict[int, str]  # client id -> how to address it, the remote clients still in
     own: SecAggClient | None
+    keep: Callable[[dict[str, Any]], None] = lambda _: None
+    """Checkpoints the round's state (`state()`) before each message the aggregator sends."""
+    recorded: Mapping[int, tuple[str, str, str]] = field(default_factory=dict)
+    """From a checkpoint of this round: the clients dropped then, id -> (party, why, at which
+    step): a restarted aggregator drops them at the same step, so it re-sends the same bytes."""
+    own_state: dict[str, Any] | None = None
+    """The guest's own client's checkpointed state (resume.py); None: none yet."""
+    own_sent: EncryptedShares | None = None
     server: SecAggServer = field(init=False)
-    dropped: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (party, why)
+    dropped: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # (party, why, tag)
     told: set[int] = field(default_factory=set)  # dropped hosts told they are out
 
     def __post_init__(self) -> None:
         self.server = SecAggServer(self.config)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "dropped": {str(c): list(v) for c, v in self.dropped.items()},
+            "own": self.own_state,
+        }
+
+    def own_keys(self) -> AdvertiseKeys:
+        assert self.own is not None
+        if self.own_state is None:
+            msg = self.own.advertise_keys()
+            self.own_state = resume.snapshot(self.own, self.ctx.checkpoints)
+            return msg
+        return own_keys(self.own)
+
+    def own_shares(self, directory: KeyDirectory) -> EncryptedShares:
+        assert self.own is not None
+        if self.own_sent is None:
+            self.own_sent = self.own.share_keys(directory)
+            self.own_state = resume.snapshot(self.own, self.ctx.checkpoints, self.own_sent)
+        return self.own_sent
 
     def collect(
         self, tag: str, timeout: float, read: Callable[[int, FederationData], T]
@@ -75,6 +109,10 @@ class Round:
         deadline = time.monotonic() + timeout
         got: dict[int, T] = {}
         for cid, party in list(self.hosts.items()):
+            before = self.recorded.get(cid)
+            if before is not None and before[2] == tag:
+                self.leave(cid, before[1], tag)  # as the run before the restart decided
+                continue
             try:
                 payload = self.ctx.federation.recv(
                     frm=party,
@@ -84,21 +122,23 @@ class Round:
                 )
                 got[cid] = read(cid, payload)
             except RecvTimeout:
-                self.leave(cid, f"no {tag} within {timeout:g} s")
+                self.leave(cid, f"no {tag} within {timeout:g} s", tag)
             except (ProtocolViolation, SecAggError, UpdateRejected) as exc:
-                self.leave(cid, f"{tag}: {exc}")
+                self.leave(cid, f"{tag}: {exc}", tag)
         return got
 
-    def leave(self, cid: int, why: str) -> None:
+    def leave(self, cid: int, why: str, tag: str) -> None:
         party = self.hosts.pop(cid)
-        self.dropped[cid] = (party, why)
+        self.dropped[cid] = (party, why, tag)
         log.warning("client_dropped", round=self.r, party_id=party, client=cid, reason=why)
 
     def send_next(self, tag: str, payload_for: Callable[[int], FederationData]) -> None:
         """The round's next message to every host still in it; every host that left since the
         last step is told it is out of the round under the same tag, so that a host that is
-        alive but was too late never waits for a message that will not come."""
-        for cid, (party, _) in self.dropped.items():
+        alive but was too late never waits for a message that will not come. Checkpointed
+        first: who dropped decides what is sent."""
+        self.keep(self.state())
+        for cid, (party, _, _) in self.dropped.items():
             if cid not in self.told:
                 self.told.add(cid)
                 self.ctx.federation.send(
@@ -107,13 +147,13 @@ class Round:
         for cid, party in self.hosts.items():
             self.ctx.federation.send(payload_for(cid), to=party, tag=tag, iteration=self.r)
 
-    def feed(self, got: Mapping[int, T], receive: Callable[[T], None]) -> None:
+    def feed(self, got: Mapping[int, T], receive: Callable[[T], None], tag: str) -> None:
         """Hand what was collected to the server; a message it refuses takes its sender out."""
         for cid, msg in got.items():
             try:
                 receive(msg)
             except SecAggError as exc:
-                self.leave(cid, str(exc))
+                self.leave(cid, str(exc), tag)
 
     def close(self, close: Callable[[], T]) -> T:
         """Close a step of the server; too few clients left fails the round, saying who
@@ -123,7 +163,7 @@ class Round:
         except SecAggError as exc:
             why = "; ".join(
                 f"client {c} ({party}): {reason}"
-                for c, (party, reason) in sorted(self.dropped.items())
+                for c, (party, reason, _) in sorted(self.dropped.items())
             )
             raise RoundFailed(
                 f"homo_lr round {self.r}: {exc}; dropped: {why or 'none'} (at most a third of "
@@ -143,16 +183,17 @@ def secure_sum(rnd: Round, own_vector: hmath.Floats | None, timeout: float) -> A
 
     # Round 0: keys (a host that withdraws says so instead).
     if own is not None:
-        server.receive_keys(own.advertise_keys())
+        server.receive_keys(rnd.own_keys())
     keys = rnd.collect("sa_keys", timeout, lambda c, p: wire.read_keys(c, _withdrawn(c, p)))
-    rnd.feed(keys, server.receive_keys)
+    rnd.feed(keys, server.receive_keys, "sa_keys")
     directory = rnd.close(server.key_directory)
     rnd.send_next("sa_directory", lambda _: wire.directory_payload(directory))
 
     # Round 1: encrypted shares, routed (the aggregator cannot open them).
     if own is not None:
-        server.receive_shares(own.share_keys(directory))
-    rnd.feed(rnd.collect("sa_shares", timeout, wire.read_shares), server.receive_shares)
+        server.receive_shares(rnd.own_shares(directory))
+    shares = rnd.collect("sa_shares", timeout, wire.read_shares)
+    rnd.feed(shares, server.receive_shares, "sa_shares")
     routed = rnd.close(server.route_shares)
     rnd.send_next("sa_routed", lambda cid: wire.shares_payload(routed[cid]))
 
@@ -160,7 +201,7 @@ def secure_sum(rnd: Round, own_vector: hmath.Floats | None, timeout: float) -> A
     if own is not None and own_vector is not None:
         server.receive_masked_input(own.masked_input(routed[GUEST_ID], own_vector))
     masked = rnd.collect("sa_masked", timeout, wire.read_masked)
-    rnd.feed(masked, server.receive_masked_input)
+    rnd.feed(masked, server.receive_masked_input, "sa_masked")
     request = rnd.close(server.unmask_request)
     rnd.send_next("sa_unmask", lambda _: wire.unmask_request_payload(request))
 
@@ -168,7 +209,7 @@ def secure_sum(rnd: Round, own_vector: hmath.Floats | None, timeout: float) -> A
     if own is not None:
         server.receive_unmasking(own.unmask(request))
     answers = rnd.collect("sa_unmask_shares", timeout, wire.read_unmask)
-    rnd.feed(answers, server.receive_unmasking)
+    rnd.feed(answers, server.receive_unmasking, "sa_unmask_shares")
     return rnd.close(server.result)
 
 
@@ -180,10 +221,16 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
 
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
-    """The aggregator's rounds (the arbiter's role; the guest's without an arbiter)."""
+    """The aggregator's rounds (the arbiter's role; the guest's without an arbiter).
+
+    Checkpoints: after round r (iteration r) the model, the server optimizer's moments and the
+    early-stopping state; within round r (at r - 1), before each message it sends, who has
+    dropped at which step and the guest's own client's secure-aggregation state, so that a
+    restarted aggregator redoes the round from its mailbox and sends the same bytes."""
     params = ctx.params_as(HomoLrParams)
     fed = ctx.federation
     ids = client_ids(ctx.parties)
+    check_layout(ctx, params)
     me: LocalClient | None = None
     if ctx.role == "arbiter":
         shape = fed.recv(frm="guest", tag="model_shape")
@@ -204,10 +251,33 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
         )
     length = model_length + hmath.EXTRA
     fed.bind_dims(d=model_length, v=length)
-    weights = np.zeros(model_length)
-    best = np.inf
-    r = 0
-    while r < params.rounds:
+    rule = hmath.ServerRule(
+        params.server_optimizer,
+        params.server_learning_rate,
+        params.server_beta1,
+        params.server_beta2,
+        params.server_tau,
+    )
+    saved = ctx.checkpoints.latest()
+    state: dict[str, Any] = dict(saved.state) if saved is not None else {}
+    weights = np.asarray(state.get("weights", np.zeros(model_length)), dtype=np.float64)
+    moments = {k: np.asarray(v, dtype=np.float64) for k, v in state.get("moments", {}).items()}
+    moments = moments or rule.initial(model_length)
+    best = float(state.get("best", np.inf))
+    stopped = bool(state.get("stopped", False))
+    r = int(state.get("next", 0))
+    pending: Mapping[str, Any] | None = state.get("round")
+
+    def boundary() -> dict[str, Any]:
+        return {
+            "next": r,
+            "weights": weights,
+            "moments": moments,
+            "best": best,
+            "stopped": stopped,
+        }
+
+    while r < params.rounds and not stopped:
         ctx.check_canceled()
         start = FederationData(kind="aggregate", array=weights, meta={"features": digest})
         for target in remote.values():
@@ -215,18 +285,43 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
         config = secagg_config(ctx, params, r, length)
         own_vector: hmath.Floats | None = None
         own: SecAggClient | None = None
+        own_state: dict[str, Any] | None = None
+        own_sent = None
+        if pending is not None and pending.get("own") is not None:
+            own_state = dict(pending["own"])
+            own, own_sent = resume.restore(own_state, config, ctx.checkpoints)
         if me is not None:
             try:
                 own_vector, facts = me.contribution(weights, r)
                 for name, value in facts.items():
                     ctx.metrics.log(name, value, step=r)
-                own = SecAggClient(GUEST_ID, config)
+                own = own or SecAggClient(GUEST_ID, config)
             except UpdateRejected as exc:
                 log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
                 ctx.metrics.log("rejected_update", 1.0, step=r)
-        rnd = Round(ctx, r, config, dict(remote), own)
+                own = None
+        recorded = {
+            int(c): (str(v[0]), str(v[1]), str(v[2]))
+            for c, v in (pending or {}).get("dropped", {}).items()
+        }
+
+        def keep(mid: dict[str, Any], r: int = r) -> None:
+            ctx.checkpoints.save(r - 1, {**boundary(), "round": mid})
+
+        rnd = Round(
+            ctx,
+            r,
+            config,
+            dict(remote),
+            own,
+            keep=keep,
+            recorded=recorded,
+            own_state=own_state,
+            own_sent=own_sent,
+        )
         result = secure_sum(rnd, own_vector, params.round_timeout_s)
-        weights, loss = hmath.apply_sum(weights, result.sum)
+        delta, loss = hmath.average(weights, result.sum)
+        weights, moments = rule.step(weights, delta, moments)
         ctx.metrics.log("loss", loss, step=r)
         ctx.metrics.log("clients", float(len(result.survivors)), step=r)
         ctx.metrics.log("dropped", float(len(rnd.dropped)), step=r)
@@ -238,11 +333,12 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
             survivors=list(result.survivors),
             dropped=sorted(rnd.dropped),
         )
-        ctx.report_progress((r + 1) / params.rounds)
         r += 1
-        if params.early_stop and best - loss < params.tol:
-            break
+        stopped = params.early_stop and best - loss < params.tol
         best = min(best, loss)
+        pending = None
+        ctx.checkpoints.save(r - 1, boundary())
+        ctx.report_progress(r / params.rounds)
     final = FederationData(
         kind="aggregate", array=weights, meta={"features": digest, "final": True}
     )

@@ -6,17 +6,17 @@ aggregator.py)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import structlog
-from fedcrypto.secagg import SecAggClient, SecAggConfig, SecAggError
+from fedcrypto.secagg import AdvertiseKeys, SecAggClient, SecAggConfig, SecAggError, UnmaskRefused
 from fedschemas import FederationData
 
 from fedflow.components.homo_lr import math as hmath
-from fedflow.components.homo_lr import wire
+from fedflow.components.homo_lr import resume, wire
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.tables import Table, TableError
 
@@ -53,6 +53,38 @@ def secagg_config(ctx: ComponentContext, params: HomoLrParams, r: int, length: i
         vector_length=length,
         modulus_bits=MODULUS_BITS,
         clip=params.update_bound,
+    )
+
+
+def hidden_among(parties: Mapping[str, list[str]], survivors: int, guest_survived: bool) -> int:
+    """How many client updates the aggregator learns only as one sum: every survivor's, less
+    the guest's own when the guest aggregates (it subtracts its own)."""
+    if aggregator_role(parties) == "guest" and guest_survived:
+        return survivors - 1
+    return survivors
+
+
+def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
+    """Refuse, before anything is sent, a layout where the aggregator would learn fewer
+    updates summed together than this party's `min_summed_updates`."""
+    clients = len(client_ids(ctx.parties))
+    hidden = hidden_among(ctx.parties, clients, guest_survived=True)
+    if hidden < params.min_summed_updates:
+        raise ValueError(
+            f"homo_lr: min_summed_updates is {params.min_summed_updates} at party "
+            f"{ctx.party_id}, but the aggregator ({aggregator_role(ctx.parties)}) would learn "
+            f"{hidden} client update(s) summed together (with the guest aggregating for one "
+            "host it learns that host's update exactly): name an arbiter or add clients"
+        )
+
+
+def own_keys(client: SecAggClient) -> AdvertiseKeys:
+    """The client's AdvertiseKeys (advertise_keys' message, also once a client restored from a
+    checkpoint is past that step): a function of its private keys."""
+    return AdvertiseKeys(
+        client.client_id,
+        client._c_key.public_key().public_bytes_raw(),
+        client._s_key.public_key().public_bytes_raw(),
     )
 
 
@@ -141,18 +173,24 @@ def _excluded(payload: FederationData) -> bool:
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
     """A client (a host; the guest too when the arbiter aggregates): train on its rows each
-    round and join the round's secure sum."""
+    round and join the round's secure sum. Checkpoints: after each round (iteration r), and
+    within round r (at r - 1) its secure-aggregation state before the messages that depend on
+    its randomness leave (resume.py), so a restarted task re-sends the same bytes."""
     params = ctx.params_as(HomoLrParams)
     ids = client_ids(ctx.parties)
     me = LocalClient.from_table(ctx.input("data"), ids[ctx.party_id], params)
+    check_layout(ctx, params)
     agg = aggregator_role(ctx.parties)
     fed = ctx.federation
     fed.bind_dims(d=me.model_length, v=me.contribution_length)
-    if ctx.role == "guest":  # the arbiter has no data: it learns the model's length from us
+    saved = ctx.checkpoints.latest()
+    state: dict[str, Any] = dict(saved.state) if saved is not None else {}
+    r = int(state.get("next", 0))
+    rejected = int(state.get("rejected", 0))
+    pending = state.get("round")
+    if ctx.role == "guest" and saved is None:  # the arbiter has no data: it learns the length
         shape = wire.control(features=len(me.names), digest=features_digest(me.names))
         fed.send(shape, to=agg, tag="model_shape")
-    rejected = 0
-    r = 0
     while True:
         ctx.check_canceled()
         start = fed.recv(frm=agg, tag="global_model", iteration=r)
@@ -171,14 +209,20 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
             log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
             ctx.metrics.log("rejected_update", 1.0, step=r)
             fed.send(wire.control(withdraw=str(exc)), to=agg, tag="sa_keys", iteration=r)
-            r += 1
-            continue
-        for name, value in facts.items():
-            ctx.metrics.log(name, value, step=r)
-        config = secagg_config(ctx, params, r, me.contribution_length)
-        _secure_round(ctx, agg, config, me, vector, r)
-        ctx.report_progress(min(1.0, (r + 1) / params.rounds))
+        else:
+            for name, value in facts.items():
+                ctx.metrics.log(name, value, step=r)
+            config = secagg_config(ctx, params, r, me.contribution_length)
+            mid = pending if isinstance(pending, Mapping) else None
+
+            def keep(snap: dict[str, Any], r: int = r, rejected: int = rejected) -> None:
+                ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected, "round": snap})
+
+            _secure_round(ctx, agg, config, me, vector, r, mid, keep)
+        pending = None
         r += 1
+        ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected})
+        ctx.report_progress(min(1.0, r / params.rounds))
     ctx.metrics.log("rounds", float(r))
     ctx.metrics.log("rejected_updates", float(rejected))
     return {"model": model_table(me.names, weights)}
@@ -191,17 +235,29 @@ def _secure_round(
     me: LocalClient,
     vector: hmath.Floats,
     r: int,
+    saved: Mapping[str, Any] | None,
+    keep: Callable[[dict[str, Any]], None],
 ) -> None:
     """Bonawitz rounds 0-2 and 4 with the aggregator (`guest`: its role); returns early when it
-    says this client is out of the round (it dropped, or was too late)."""
+    says this client is out of the round (it dropped, or was too late). `saved`: the client's
+    state from a checkpoint of this round (a restarted task); `keep` checkpoints it."""
     fed = ctx.federation
-    client = SecAggClient(me.client_id, config)
-    fed.send(wire.keys_payload(client.advertise_keys()), to=guest, tag="sa_keys", iteration=r)
+    params = ctx.params_as(HomoLrParams)
+    sent = None
+    if saved is not None:
+        client, sent = resume.restore(saved, config, ctx.checkpoints)
+    else:
+        client = SecAggClient(me.client_id, config)
+        client.advertise_keys()
+        keep(resume.snapshot(client, ctx.checkpoints))
+    fed.send(wire.keys_payload(own_keys(client)), to=guest, tag="sa_keys", iteration=r)
     got = fed.recv(frm=guest, tag="sa_directory", iteration=r)
     if _excluded(got):
         return
-    shares = client.share_keys(wire.read_directory(got))
-    fed.send(wire.shares_payload(shares), to=guest, tag="sa_shares", iteration=r)
+    if sent is None:
+        sent = client.share_keys(wire.read_directory(got))
+        keep(resume.snapshot(client, ctx.checkpoints, sent))
+    fed.send(wire.shares_payload(sent), to=guest, tag="sa_shares", iteration=r)
     got = fed.recv(frm=guest, tag="sa_routed", iteration=r)
     if _excluded(got):
         return
@@ -213,5 +269,13 @@ def _secure_round(
     got = fed.recv(frm=guest, tag="sa_unmask", iteration=r)
     if _excluded(got):
         return
-    answer = client.unmask(wire.read_unmask_request(got))
+    request = wire.read_unmask_request(got)
+    hidden = hidden_among(ctx.parties, len(request.survivors), 1 in request.survivors)
+    if hidden < params.min_summed_updates:
+        raise UnmaskRefused(
+            f"homo_lr round {r}: the aggregator would learn {hidden} update(s) summed together "
+            f"(survivors {list(request.survivors)}), fewer than this party's "
+            f"min_summed_updates {params.min_summed_updates}: this client does not unmask"
+        )
+    answer = client.unmask(request)
     fed.send(wire.unmask_payload(answer), to=guest, tag="sa_unmask_shares", iteration=r)

@@ -40,6 +40,8 @@ class LocalTraining:
     learning_rate: float
     alpha: float
     seed: int
+    proximal_mu: float = 0.0
+    """FedProx: (mu / 2) * ||w - w_global||^2 added to every local step's objective."""
 
 
 def sigmoid(z: Floats) -> Floats:
@@ -72,15 +74,19 @@ def local_sgd(
     `stream` seeds the batch order (a client uses (seed, round, client id)), so the plaintext
     reference replays a run exactly."""
     w = np.array(weights, dtype=np.float64)
+    anchor = np.array(weights, dtype=np.float64)
     rows = x1.shape[0]
     mask = penalty_mask(x1.shape[1] - 1)
+    mu = training.proximal_mu
     for epoch in range(training.local_epochs):
         order = np.random.default_rng([*stream, epoch]).permutation(rows)
         for start in range(0, rows, training.batch_size):
             batch = order[start : start + training.batch_size]
             xb, yb = x1[batch], y[batch]
-            gradient = xb.T @ (sigmoid(xb @ w) - yb) / len(batch)
-            w -= training.learning_rate * (gradient + training.alpha * mask * w)
+            gradient = xb.T @ (sigmoid(xb @ w) - yb) / len(batch) + training.alpha * mask * w
+            if mu:
+                gradient = gradient + mu * (w - anchor)
+            w -= training.learning_rate * gradient
     return w
 
 
@@ -101,14 +107,56 @@ def clip_norm(delta: Floats, bound: float | None) -> tuple[Floats, bool]:
     return delta * (bound / norm), True
 
 
-def apply_sum(global_weights: Floats, total: Floats) -> tuple[Floats, float]:
-    """The next global model and the round's sample-weighted mean loss from the summed
-    contributions: FedAvg weighted by rows over the clients that completed the round."""
+def average(global_weights: Floats, total: Floats) -> tuple[Floats, float]:
+    """The row-weighted mean model delta and the round's sample-weighted mean loss from the
+    summed contributions of the clients that completed the round."""
     k1 = global_weights.shape[0]
     weight = float(total[k1 + 1])
     if not weight > 0:
         raise ValueError("the round's sum has no sample weight: no client contributed")
-    return global_weights + total[:k1] / weight, float(total[k1]) / weight
+    return total[:k1] / weight, float(total[k1]) / weight
+
+
+def apply_sum(global_weights: Floats, total: Floats) -> tuple[Floats, float]:
+    """The next global model (FedAvg weighted by rows over the clients that completed the
+    round) and the round's sample-weighted mean loss."""
+    delta, loss = average(global_weights, total)
+    return global_weights + delta, loss
+
+
+@dataclass(frozen=True)
+class ServerRule:
+    """How the aggregator turns the round's mean delta into the next global model (Reddi et
+    al., "Adaptive Federated Optimization", ICLR 2021): `sgd` w + lr * delta (lr 1: FedAvg);
+    `adam` / `yogi` keep moments m, v of the deltas (state, checkpointed)."""
+
+    name: str = "sgd"
+    learning_rate: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+
+    def initial(self, k1: int) -> dict[str, Floats]:
+        if self.name == "sgd":
+            return {}
+        return {"m": np.zeros(k1), "v": np.full(k1, self.tau**2)}
+
+    def step(
+        self, weights: Floats, delta: Floats, state: dict[str, Floats]
+    ) -> tuple[Floats, dict[str, Floats]]:
+        if self.name == "sgd":
+            if self.learning_rate == 1.0:
+                return weights + delta, state
+            return weights + self.learning_rate * delta, state
+        m = self.beta1 * state["m"] + (1.0 - self.beta1) * delta
+        square = delta * delta
+        if self.name == "adam":
+            v = self.beta2 * state["v"] + (1.0 - self.beta2) * square
+        elif self.name == "yogi":
+            v = state["v"] - (1.0 - self.beta2) * square * np.sign(state["v"] - square)
+        else:
+            raise ValueError(f"unknown server optimizer {self.name!r} (sgd, adam, yogi)")
+        return weights + self.learning_rate * m / (np.sqrt(v) + self.tau), {"m": m, "v": v}
 
 
 def update_problem(vector: Floats, length: int) -> str | None:
@@ -128,11 +176,15 @@ def reference_fedavg(
     *,
     clip: float | None = None,
     skip: Sequence[tuple[int, int]] = (),
+    server: ServerRule | None = None,
 ) -> Floats:
     """The federated run in plaintext: `parts` are the clients' (features, labels) in client-id
-    order (id 1 first); `skip` lists (round, client index) pairs that did not contribute."""
+    order (id 1 first); `skip` lists (round, client index) pairs that did not contribute;
+    `server` the aggregator's rule (None: FedAvg)."""
     k1 = parts[0][0].shape[1] + 1
     w = np.zeros(k1)
+    rule = server or ServerRule()
+    state = rule.initial(k1)
     data = [(with_intercept(x), y) for x, y in parts]
     for r in range(rounds):
         total = np.zeros(k1 + EXTRA)
@@ -142,7 +194,8 @@ def reference_fedavg(
             local = local_sgd(w, x1, y, training, (training.seed, r, i + 1))
             delta, _ = clip_norm(local - w, clip)
             total += contribution(w, w + delta, log_loss(w, x1, y), len(y))
-        w, _ = apply_sum(w, total)
+        mean, _ = average(w, total)
+        w, state = rule.step(w, mean, state)
     return w
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from fedflow.components.base import ComponentParams
@@ -28,6 +30,23 @@ class HomoLrParams(ComponentParams):
     clip_norm: float | None = Field(default=None, gt=0.0)
     """Scale each client's model delta down to this L2 norm when it is longer (works under
     secure aggregation: each client clips its own update; counted as clipped_updates)."""
+    proximal_mu: float = Field(default=0.0, ge=0.0)
+    """FedProx (Li et al. 2020): every local step also minimises (mu / 2) ||w - w_global||^2,
+    which keeps a client's model near the round's global model (0: plain local SGD)."""
+    server_optimizer: Literal["sgd", "adam", "yogi"] = "sgd"
+    """How the aggregator applies the round's mean update (Reddi et al. 2021): sgd
+    w + server_learning_rate * delta (1.0: FedAvg); adam / yogi: FedAdam / FedYogi."""
+    server_learning_rate: float = Field(default=1.0, gt=0.0)
+    server_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    server_beta2: float = Field(default=0.99, ge=0.0, lt=1.0)
+    server_tau: float = Field(default=1e-3, gt=0.0)
+    """FedAdam / FedYogi's adaptivity (the second moment starts at tau^2)."""
+    min_summed_updates: int = Field(default=1, ge=1, le=10_000)
+    """The fewest other clients' updates the aggregator may learn only as a sum with a client's
+    own. The guest aggregating for one host learns that host's update exactly (1), so a host
+    that must not be exposed asks for 2 or more (its policy: components.homo_lr.bounds.
+    min_summed_updates.min); the job then refuses that layout at start, and every client
+    refuses to unmask a round whose survivors would sum fewer updates (docs/homo_lr.md)."""
     round_timeout_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
     """How long the aggregator waits at each step of a round before it treats the clients it
     has not heard from as dropped for that round."""
