@@ -1,0 +1,347 @@
+"""/api/v1/serving: online prediction with the party's published models, and their lifecycle
+(docs/serving.md).
+
+Each request is one JSON request/reply with the party's serving service on the party-local
+topic `svc.serving.rpc`; the API never reads the serving tables. The serving service answers
+with the HTTP status to give (404 unknown service, 422 features that do not fit the model, 429
+rate limit, 503 a host that did not answer, naming it), passed through here; 503 also when the
+serving service itself does not answer.
+
+    POST   /api/v1/serving/{service_id}/predict          one row: {id, features}
+    POST   /api/v1/serving/{service_id}/predict/batch    {rows: [...]} (at most 10,000)
+    GET    /api/v1/serving/{service_id}/schema           the features the service takes
+    GET    /api/v1/serving/services                      bound services
+    POST   /api/v1/serving/services                      bind {service_id, name, version, fallback}
+    GET    /api/v1/serving/services/{service_id}
+    POST   /api/v1/serving/services/{service_id}/canary  {version | null, percent}
+    POST   /api/v1/serving/services/{service_id}/switch  {version}
+    POST   /api/v1/serving/services/{service_id}/rollback
+    DELETE /api/v1/serving/services/{service_id}         unbind (drains in-flight requests)
+    GET    /api/v1/serving/models                        published models (?name=)
+    POST   /api/v1/serving/models                        publish {job_id, name, component}
+    GET    /api/v1/serving/models/{name}/{version}       (?owner_party= at a host)
+    POST   /api/v1/serving/models/{name}/{version}/accept   a host's operator accepts
+    DELETE /api/v1/serving/models/{name}/{version}
+    GET    /api/v1/serving/events                        the lifecycle log (?service_id=)
+    POST   /api/v1/serving/features                      a host loads a table as its features
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi.security import HTTPAuthorizationCredentials
+from fedbus import BusError
+from fedcontrol import ServiceUnavailable
+from fedschemas.payloads import NAME_PATTERN
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedgateway.api.deps import ROUTER_REFUSALS, ApiDep, bearer, refusals, require_token
+
+SERVING_RPC_TOPIC = "svc.serving.rpc"
+"""fedserving.handlers.RPC_TOPIC (the API imports no service package)."""
+CONTROL_TIMEOUT_S = 60.0
+"""Publishing asks every host; unbinding waits for in-flight requests."""
+PREDICT_MARGIN_S = 2.0
+DEFAULT_PREDICT_TIMEOUT_S = 0.5
+MAX_BATCH_ROWS = 10_000
+MAX_VERSION = 2**31 - 1
+
+router = APIRouter(
+    prefix="/serving",
+    tags=["serving"],
+    dependencies=[Depends(require_token)],
+    responses=ROUTER_REFUSALS,
+)
+
+ServiceIdPath = Annotated[str, Path(pattern=NAME_PATTERN, description="the service id")]
+ModelNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="the model's name")]
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="the model's version")]
+Feature = float | None
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRow(_In):
+    id: str = Field(min_length=1, max_length=256, description="the row's id at every party")
+    features: dict[str, Feature] = Field(
+        description="the guest's features by name (GET .../schema lists them); null = missing"
+    )
+
+
+class PredictCreate(PredictRow):
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=30, description="deadline of the hosts' answers (default 0.5 s)"
+    )
+
+
+class BatchCreate(_In):
+    rows: list[PredictRow] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
+    timeout_s: float | None = Field(default=None, gt=0, le=30)
+
+
+class BindCreate(_In):
+    service_id: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1, le=MAX_VERSION)
+    fallback: Literal["refuse", "guest_only"] = Field(
+        default="refuse",
+        description="when a host does not answer: refuse (503) or score with the guest's part",
+    )
+
+
+class CanaryCreate(_In):
+    version: int | None = Field(ge=1, le=MAX_VERSION, description="null: no canary")
+    percent: float = Field(ge=0, le=100, description="share of request keys the canary serves")
+
+
+class SwitchCreate(_In):
+    version: int = Field(ge=1, le=MAX_VERSION)
+
+
+class PublishCreate(_In):
+    job_id: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN)
+    component: str = Field(default="hetero_lr_0", pattern=NAME_PATTERN)
+    guest_only: bool = Field(
+        default=False, description="publish the guest's part alone (no host is asked)"
+    )
+
+
+class FeaturesCreate(_In):
+    table: str = Field(pattern=NAME_PATTERN, description="the table whose rows become features")
+
+
+def caller_of(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The caller's identity for rate limits and metrics: a digest of its token (never the
+    token itself)."""
+    token = credentials.credentials if credentials is not None else ""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+CallerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def ask_serving(api: ApiDep, op: str, timeout: float = CONTROL_TIMEOUT_S, **args: Any) -> Any:
+    """The serving service's answer's data; its refusal's status, or 503 when it is silent."""
+    try:
+        reply = api.bus().request(
+            SERVING_RPC_TOPIC, json.dumps({"op": op, "args": args}).encode(), timeout=timeout
+        )
+    except (BusError, ServiceUnavailable, OSError) as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"party {api.party_id}'s serving service did not answer ({type(exc).__name__})",
+        ) from None
+    answer = json.loads(reply.body)
+    if answer.get("ok"):
+        return answer["data"]
+    code = int(answer.get("status", 400))
+    error = str(answer.get("error"))
+    if code == status.HTTP_422_UNPROCESSABLE_ENTITY:
+        raise HTTPException(code, [{"loc": ["body"], "msg": error, "type": "value_error"}])
+    raise HTTPException(code, error)
+
+
+PREDICT_REFUSALS = refusals(
+    404,
+    429,
+    503,
+    s404="no such service (or it is being unbound), or a host has no features for the id: "
+    "the detail names the party and the id",
+    s429="the caller's rate limit (rows per second), or a host's",
+    s503="a host did not answer within the deadline (the detail names it), or the serving "
+    "service is down",
+)
+
+
+def _predict(
+    api: ApiDep, service_id: str, rows: list[dict[str, Any]], caller: str, timeout: float | None
+) -> dict[str, Any]:
+    wait = (timeout or DEFAULT_PREDICT_TIMEOUT_S) + PREDICT_MARGIN_S
+    result: dict[str, Any] = ask_serving(
+        api, "predict", wait, service_id=service_id, rows=rows, caller=caller, timeout_s=timeout
+    )
+    return result
+
+
+@router.post("/{service_id}/predict", responses=PREDICT_REFUSALS)
+def predict(
+    api: ApiDep, service_id: ServiceIdPath, body: PredictCreate, credentials: CallerDep
+) -> dict[str, Any]:
+    """Score one row: the guest's part from the given features, each host's from its own
+    features for the id. Answers {id, score, version, model, fallback}."""
+    row = {"id": body.id, "features": body.features}
+    result = _predict(api, service_id, [row], caller_of(credentials), body.timeout_s)
+    return {**result["results"][0], "model": result["model"], "fallback": result["fallback"]}
+
+
+@router.post("/{service_id}/predict/batch", responses=PREDICT_REFUSALS)
+def predict_batch(
+    api: ApiDep, service_id: ServiceIdPath, body: BatchCreate, credentials: CallerDep
+) -> dict[str, Any]:
+    """Score up to 10,000 rows in one request (one call to each host)."""
+    rows = [{"id": r.id, "features": r.features} for r in body.rows]
+    result = _predict(api, service_id, rows, caller_of(credentials), body.timeout_s)
+    return {**result, "count": len(result["results"])}
+
+
+@router.get("/{service_id}/schema", responses=refusals(404))
+def schema(api: ApiDep, service_id: ServiceIdPath) -> dict[str, Any]:
+    """The request body the service takes: a JSON schema naming its features."""
+    service = ask_serving(api, "service_show", service_id=service_id)
+    names = list(service["feature_names"])
+    return {
+        "service_id": service_id,
+        "model": service["model_name"],
+        "version": service["version"],
+        "feature_names": names,
+        "request_schema": {
+            "type": "object",
+            "required": ["id", "features"],
+            "properties": {
+                "id": {"type": "string"},
+                "features": {
+                    "type": "object",
+                    "required": names,
+                    "additionalProperties": False,
+                    "properties": {n: {"type": ["number", "null"]} for n in names},
+                },
+            },
+        },
+    }
+
+
+@router.get("/services")
+def services(api: ApiDep) -> dict[str, Any]:
+    result: dict[str, Any] = ask_serving(api, "service_list")
+    return result
+
+
+@router.post("/services", status_code=201, responses=refusals(404, 409))
+def bind(api: ApiDep, body: BindCreate) -> dict[str, Any]:
+    """Bind a service id to a model version every host has accepted."""
+    result: dict[str, Any] = ask_serving(api, "service_bind", **body.model_dump())
+    return result
+
+
+@router.get("/services/{service_id}", responses=refusals(404))
+def service(api: ApiDep, service_id: ServiceIdPath) -> dict[str, Any]:
+    result: dict[str, Any] = ask_serving(api, "service_show", service_id=service_id)
+    return result
+
+
+@router.post("/services/{service_id}/canary", responses=refusals(404, 409))
+def canary(api: ApiDep, service_id: ServiceIdPath, body: CanaryCreate) -> dict[str, Any]:
+    """Serve `percent` of request keys (sticky: a key keeps its version) with `version`."""
+    result: dict[str, Any] = ask_serving(
+        api, "service_canary", service_id=service_id, **body.model_dump()
+    )
+    return result
+
+
+@router.post("/services/{service_id}/switch", responses=refusals(404, 409))
+def switch(api: ApiDep, service_id: ServiceIdPath, body: SwitchCreate) -> dict[str, Any]:
+    """Serve every request with `version` from now on; in-flight requests finish on theirs."""
+    result: dict[str, Any] = ask_serving(
+        api, "service_switch", service_id=service_id, version=body.version
+    )
+    return result
+
+
+@router.post("/services/{service_id}/rollback", responses=refusals(404, 409))
+def rollback(api: ApiDep, service_id: ServiceIdPath) -> dict[str, Any]:
+    """Drop the canary, or return to the version served before the last switch."""
+    result: dict[str, Any] = ask_serving(api, "service_rollback", service_id=service_id)
+    return result
+
+
+@router.delete("/services/{service_id}", responses=refusals(404))
+def unbind(
+    api: ApiDep,
+    service_id: ServiceIdPath,
+    drain_timeout_s: Annotated[float, Query(gt=0, le=50)] = 30.0,
+) -> dict[str, Any]:
+    """Refuse new requests for the service, wait for those in flight, remove it."""
+    result: dict[str, Any] = ask_serving(
+        api, "service_unbind", service_id=service_id, drain_timeout_s=drain_timeout_s
+    )
+    return result
+
+
+@router.get("/models")
+def models(
+    api: ApiDep, name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = ask_serving(api, "model_list", name=name)
+    return result
+
+
+@router.post("/models", status_code=201, responses=refusals(404, 409, 503))
+def publish(api: ApiDep, body: PublishCreate) -> dict[str, Any]:
+    """Publish a job's hetero_lr model under `name` (the next version); each host holding a
+    part is asked to accept it (its policy, or its operator later)."""
+    result: dict[str, Any] = ask_serving(api, "model_publish", **body.model_dump())
+    return result
+
+
+OwnerQuery = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+@router.get("/models/{name}/{version}", responses=refusals(404))
+def model(
+    api: ApiDep, name: ModelNamePath, version: VersionPath, owner_party: OwnerQuery = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = ask_serving(
+        api, "model_show", name=name, version=version, owner_party=owner_party
+    )
+    return result
+
+
+@router.post("/models/{name}/{version}/accept", responses=refusals(404))
+def accept(
+    api: ApiDep, name: ModelNamePath, version: VersionPath, owner_party: OwnerQuery = None
+) -> dict[str, Any]:
+    """A host's operator accepts a guest's published model (its policy left it pending)."""
+    if owner_party is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [{"loc": ["query", "owner_party"], "msg": "required", "type": "missing"}],
+        )
+    result: dict[str, Any] = ask_serving(
+        api, "model_accept", name=name, version=version, owner_party=owner_party
+    )
+    return result
+
+
+@router.delete("/models/{name}/{version}", responses=refusals(404, 409))
+def delete_model(
+    api: ApiDep, name: ModelNamePath, version: VersionPath, owner_party: OwnerQuery = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = ask_serving(
+        api, "model_delete", name=name, version=version, owner_party=owner_party
+    )
+    return result
+
+
+@router.get("/events")
+def events(
+    api: ApiDep,
+    service_id: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Every publish, accept, delete, bind, canary, switch, rollback and unbind, in order."""
+    result: dict[str, Any] = ask_serving(api, "events", service_id=service_id, limit=limit)
+    return result
+
+
+@router.post("/features", responses=refusals(404))
+def load_features(api: ApiDep, body: FeaturesCreate) -> dict[str, Any]:
+    """A host loads one of its tables into its online feature cache (Redis)."""
+    result: dict[str, Any] = ask_serving(api, "features_load", table=body.table)
+    return result

@@ -1,0 +1,1 @@
+"""fedserving: online inference of published models at one party (docs/serving.md)."""

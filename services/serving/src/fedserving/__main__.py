@@ -1,0 +1,5 @@
+"""`python -m fedserving`."""
+
+from fedserving.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,673 @@
+"""What the serving service does with each request: the registry's lifecycle, the guest's
+prediction and the host's partial scores.
+
+Two entry points, both JSON in, JSON out (`{"ok": true, "data": ...}` or `{"ok": false,
+"status": <HTTP status>, "error": "..."}`):
+
+- `Serving.local(request)`: the party's own callers (the gateway's REST API, `fedmq serving`)
+  on the party-local topic `svc.serving.rpc`: publish, list, show, accept, delete models; bind,
+  canary, switch, rollback, unbind services; predict; load the feature table.
+- `Serving.remote(caller_party, body)`: another party's serving service, through both gateways
+  (request/reply with a deadline, docs/gateway.md): `propose` (a guest publishes a model whose
+  host part is here), `state` (is it accepted), `partial` (this host's partial scores for ids).
+
+Nothing here touches the bus: calls to other parties go through the `call` function given
+(fedbus.remote.RemoteCaller.call in the service), so tests can wire parties in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+from fedbus.remote import RemoteCallError, RemoteRefused, RemoteTimeout
+from fedflow.artifacts import ArtifactMissing, ArtifactStore
+from fedflow.components.hetero_lr.session import INTERCEPT
+from fedflow.tables import Table, TableError, TableStore
+
+from fedserving import scoring
+from fedserving.features import FeaturesMissing, FeatureStore, NoFeatureSource, RateLimiter
+from fedserving.metrics import ServingMetrics
+from fedserving.registry import (
+    DRAINING,
+    PARTIAL,
+    PENDING,
+    READY,
+    Binding,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    now,
+)
+
+log = structlog.get_logger("fedserving")
+
+SERVICE_TOPIC = "svc.serving"
+"""Where other parties' calls arrive (the gateway's rpc_services must expose it to them)."""
+RPC_TOPIC = "svc.serving.rpc"
+"""Party-local request/reply of the REST API and the CLI (never relayed)."""
+PROPOSE_TIMEOUT_S = 15.0
+ALGORITHM = "hetero_lr"
+
+RemoteCall = Callable[[str, str, bytes, float], bytes]
+"""(party, service topic, body, timeout) -> reply body; raises fedbus.remote errors."""
+JobParties = Callable[[str], dict[str, list[str]]]
+"""job id -> {party: roles} (the party's scheduler)."""
+
+
+class Refused(Exception):
+    """A request answered with an HTTP status and a message."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+def bucket(service_id: str, key: str) -> float:
+    """A request key's place in 0..100 for the canary split: the same key always lands in the
+    same place (sticky), and keys spread evenly."""
+    digest = hashlib.sha256(f"{service_id}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def route(binding: Binding, key: str) -> int:
+    """The model version that serves `key` under `binding`."""
+    canary = binding.canary_version
+    if canary is not None and bucket(binding.service_id, key) < binding.canary_percent:
+        return canary
+    return binding.version
+
+
+def model_weights(table: Table, component: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """A hetero_lr model output's feature names and weights (one row per feature name)."""
+    if list(table.feature_names) != ["weight"]:
+        raise Refused(
+            422, f"{component}.model is not a hetero_lr model (columns {list(table.feature_names)})"
+        )
+    names = tuple(str(name) for name in table.ids.tolist())
+    return names, np.asarray(table.features[:, 0], dtype=np.float64)
+
+
+@dataclass
+class Inflight:
+    """Requests being served per service id (what an unbind waits for)."""
+
+    counts: dict[str, int]
+    lock: threading.Condition
+
+    @classmethod
+    def new(cls) -> Inflight:
+        return cls(defaultdict(int), threading.Condition())
+
+    @contextmanager
+    def held(self, service_id: str) -> Iterator[None]:
+        with self.lock:
+            self.counts[service_id] += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.counts[service_id] -= 1
+                self.lock.notify_all()
+
+    def wait_idle(self, service_id: str, timeout: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: self.counts[service_id] <= 0, timeout)
+
+
+class Serving:
+    def __init__(
+        self,
+        party_id: str,
+        registry: Registry,
+        *,
+        features: FeatureStore,
+        limiter: RateLimiter,
+        call: RemoteCall,
+        artifacts: ArtifactStore,
+        tables: TableStore | None,
+        job_parties: JobParties,
+        metrics: ServingMetrics,
+        accept_models_from: tuple[str, ...] = (),
+        host_timeout_s: float = 0.5,
+        rate_limit_rows_per_s: int = 5000,
+        host_rate_limit_rows_per_s: int = 200_000,
+        max_batch_rows: int = 10_000,
+        binding_refresh_s: float = 1.0,
+        pool_threads: int = 16,
+    ) -> None:
+        self.party_id = party_id
+        self.registry = registry
+        self.features = features
+        self.limiter = limiter
+        self.call = call
+        self.artifacts = artifacts
+        self.tables = tables
+        self.job_parties = job_parties
+        self.metrics = metrics
+        self.accept_models_from = accept_models_from
+        self.host_timeout_s = host_timeout_s
+        self.rate_limit = rate_limit_rows_per_s
+        self.host_rate_limit = host_rate_limit_rows_per_s
+        self.max_batch_rows = max_batch_rows
+        self.refresh_s = binding_refresh_s
+        self.inflight = Inflight.new()
+        self._bindings: dict[str, tuple[float, Binding | None]] = {}
+        self._models: dict[tuple[str, str, int], tuple[float, ModelVersion]] = {}
+        self._cache_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(pool_threads, thread_name_prefix="serving-hosts")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def local(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        handler = self._LOCAL_OPS.get(str(op))
+        if handler is None:
+            return _refusal(400, f"unknown op {op!r}; known: {sorted(self._LOCAL_OPS)}")
+        return self._answer(lambda: handler(self, dict(request.get("args") or {})))
+
+    def remote(self, caller_party: str, body: bytes) -> bytes:
+        def run() -> Any:
+            request = json.loads(body)
+            op = request.get("op")
+            if op == "partial":
+                return self._partial(caller_party, request)
+            if op == "propose":
+                return self._propose_here(caller_party, request)
+            if op == "state":
+                model = self.registry.model(
+                    str(request["name"]), int(request["version"]), caller_party
+                )
+                return {"state": model.state}
+            raise Refused(400, f"unknown remote op {op!r}")
+
+        return json.dumps(self._answer(run)).encode()
+
+    @staticmethod
+    def _answer(run: Callable[[], Any]) -> dict[str, Any]:
+        try:
+            return {"ok": True, "data": run()}
+        except Refused as exc:
+            return _refusal(exc.status, exc.message, **exc.extra)
+        except RegistryError as exc:
+            return _refusal(exc.status, exc.message)
+        except (KeyError, TypeError, ValueError) as exc:
+            return _refusal(400, f"bad request: {type(exc).__name__}: {exc}")
+
+    # -- models ---------------------------------------------------------------------------
+
+    def _publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        job_id, name = str(args["job_id"]), str(args["name"])
+        component = str(args.get("component") or "hetero_lr_0")
+        guest_only = bool(args.get("guest_only", False))
+        try:
+            table = self.artifacts.get(job_id, self.party_id, "guest", f"{component}.model")
+        except ArtifactMissing as exc:
+            raise Refused(404, str(exc)) from None
+        except TypeError as exc:
+            raise Refused(422, str(exc)) from None
+        names, weights = model_weights(table, component)
+        if INTERCEPT not in names:
+            raise Refused(422, f"{component}.model is a host part, not the guest's")
+        hosts: list[str] = []
+        if not guest_only:
+            parties = self.job_parties(job_id)
+            hosts = sorted(p for p, roles in parties.items() if "host" in roles)
+        version = self.registry.next_version(name)
+        states = {host: self._propose(host, name, version, job_id, component) for host in hosts}
+        state = READY if all(s == READY for s in states.values()) else PARTIAL
+        model = ModelVersion(
+            owner_party=self.party_id,
+            name=name,
+            version=version,
+            algorithm=ALGORITHM,
+            role="guest",
+            job_id=job_id,
+            component=component,
+            state=state,
+            feature_names=names,
+            weights=weights,
+            hosts=states,
+            created_at=now(),
+        )
+        self.registry.add_model(model, guest_only=guest_only)
+        log.info("model_published", name=name, version=version, job_id=job_id, hosts=states)
+        return model.view()
+
+    def _propose(self, host: str, name: str, version: int, job_id: str, component: str) -> str:
+        body = {
+            "op": "propose",
+            "name": name,
+            "version": version,
+            "job_id": job_id,
+            "component": component,
+        }
+        try:
+            answer = json.loads(
+                self.call(host, SERVICE_TOPIC, json.dumps(body).encode(), PROPOSE_TIMEOUT_S)
+            )
+        except RemoteCallError as exc:
+            return f"unreachable: {exc}"
+        if not answer.get("ok"):
+            return f"refused: {answer.get('error')}"
+        return str(answer["data"]["state"])
+
+    def _propose_here(self, guest: str, request: dict[str, Any]) -> dict[str, Any]:
+        job_id, component = str(request["job_id"]), str(request["component"])
+        try:
+            table = self.artifacts.get(job_id, self.party_id, "host", f"{component}.model")
+        except ArtifactMissing:
+            raise Refused(
+                404, f"party {self.party_id} holds no host part of {component} in job {job_id}"
+            ) from None
+        names, weights = model_weights(table, component)
+        accepted = "*" in self.accept_models_from or guest in self.accept_models_from
+        model = ModelVersion(
+            owner_party=guest,
+            name=str(request["name"]),
+            version=int(request["version"]),
+            algorithm=ALGORITHM,
+            role="host",
+            job_id=job_id,
+            component=component,
+            state=READY if accepted else PENDING,
+            feature_names=names,
+            weights=weights,
+            created_at=now(),
+        )
+        self.registry.add_model(model, action="propose", proposed_by=guest)
+        return {"state": model.state, "features": len(names)}
+
+    def _refresh_hosts(self, model: ModelVersion) -> ModelVersion:
+        """Ask each host that had not accepted yet whether it has now."""
+        if model.state != PARTIAL:
+            return model
+        states = dict(model.hosts)
+        for host, state in model.hosts.items():
+            if state == READY:
+                continue
+            try:
+                answer = json.loads(
+                    self.call(
+                        host,
+                        SERVICE_TOPIC,
+                        json.dumps(
+                            {"op": "state", "name": model.name, "version": model.version}
+                        ).encode(),
+                        PROPOSE_TIMEOUT_S,
+                    )
+                )
+            except RemoteCallError:
+                continue
+            if answer.get("ok"):
+                states[host] = str(answer["data"]["state"])
+        if states != model.hosts:
+            state = READY if all(s == READY for s in states.values()) else PARTIAL
+            self.registry.set_model_state(
+                model.name, model.version, state, hosts=states, action="hosts_accepted"
+            )
+            return self.registry.model(model.name, model.version)
+        return model
+
+    def _list_models(self, args: dict[str, Any]) -> dict[str, Any]:
+        found = [m.view() for m in self.registry.models(args.get("name"))]
+        return {"data": found, "count": len(found)}
+
+    def _show(self, args: dict[str, Any]) -> dict[str, Any]:
+        owner = args.get("owner_party")
+        model = self.registry.model(str(args["name"]), int(args["version"]), owner)
+        if model.owner_party == self.party_id:
+            model = self._refresh_hosts(model)
+        return model.view()
+
+    def _accept(self, args: dict[str, Any]) -> dict[str, Any]:
+        owner = str(args["owner_party"])
+        self.registry.set_model_state(
+            str(args["name"]), int(args["version"]), READY, owner_party=owner
+        )
+        return self.registry.model(str(args["name"]), int(args["version"]), owner).view()
+
+    def _delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        owner = args.get("owner_party")
+        self.registry.delete_model(str(args["name"]), int(args["version"]), owner)
+        with self._cache_lock:
+            self._models.clear()
+        return {"deleted": True}
+
+    # -- services -------------------------------------------------------------------------
+
+    def _binding(self, service_id: str) -> Binding | None:
+        with self._cache_lock:
+            cached = self._bindings.get(service_id)
+        if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
+            return cached[1]
+        found = self.registry.binding(service_id)
+        with self._cache_lock:
+            self._bindings[service_id] = (time.monotonic(), found)
+        return found
+
+    def _set_binding(self, binding: Binding | None, service_id: str) -> None:
+        with self._cache_lock:
+            self._bindings[service_id] = (time.monotonic(), binding)
+
+    def _model(self, owner: str, name: str, version: int) -> ModelVersion:
+        key = (owner, name, version)
+        with self._cache_lock:
+            cached = self._models.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
+            return cached[1]
+        model = self.registry.model(name, version, owner)
+        with self._cache_lock:
+            self._models[key] = (time.monotonic(), model)
+        return model
+
+    def _bind(self, args: dict[str, Any]) -> dict[str, Any]:
+        service_id = str(args["service_id"])
+        binding = self.registry.bind(
+            service_id,
+            str(args["name"]),
+            int(args["version"]),
+            str(args.get("fallback") or "refuse"),
+        )
+        self._set_binding(binding, service_id)
+        return self._service_view(binding)
+
+    def _canary(self, args: dict[str, Any]) -> dict[str, Any]:
+        service_id = str(args["service_id"])
+        version = args.get("version")
+        binding = self.registry.canary(
+            service_id, None if version is None else int(version), float(args.get("percent", 0))
+        )
+        self._set_binding(binding, service_id)
+        return self._service_view(binding)
+
+    def _switch(self, args: dict[str, Any]) -> dict[str, Any]:
+        service_id = str(args["service_id"])
+        binding = self.registry.switch(service_id, int(args["version"]))
+        self._set_binding(binding, service_id)
+        return self._service_view(binding)
+
+    def _rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        service_id = str(args["service_id"])
+        binding = self.registry.rollback(service_id)
+        self._set_binding(binding, service_id)
+        return self._service_view(binding)
+
+    def _unbind(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Stop taking requests for the service, wait for the ones in flight, then remove it."""
+        service_id = str(args["service_id"])
+        timeout = float(args.get("drain_timeout_s", 30.0))
+        binding = self.registry.set_draining(service_id)
+        self._set_binding(binding, service_id)
+        started = time.monotonic()
+        drained = self.inflight.wait_idle(service_id, timeout)
+        self.registry.remove(
+            service_id, drained=drained, drain_seconds=round(time.monotonic() - started, 3)
+        )
+        self._set_binding(None, service_id)
+        return {"service_id": service_id, "unbound": True, "drained": drained}
+
+    def _service_view(self, binding: Binding) -> dict[str, Any]:
+        model = self._model(self.party_id, binding.model_name, binding.version)
+        return {
+            **binding.view(),
+            "feature_names": scoring.guest_features(model.feature_names),
+            "hosts": sorted(model.hosts),
+            "in_flight": self.inflight.counts.get(binding.service_id, 0),
+        }
+
+    def _services(self, args: dict[str, Any]) -> dict[str, Any]:
+        found = [self._service_view(b) for b in self.registry.bindings()]
+        return {"data": found, "count": len(found)}
+
+    def _service(self, args: dict[str, Any]) -> dict[str, Any]:
+        service_id = str(args["service_id"])
+        binding = self.registry.binding(service_id)
+        if binding is None:
+            raise Refused(404, f"no service {service_id} at party {self.party_id}")
+        return self._service_view(binding)
+
+    def _events(self, args: dict[str, Any]) -> dict[str, Any]:
+        found = self.registry.events(args.get("service_id"), int(args.get("limit", 1000)))
+        return {"data": found, "count": len(found)}
+
+    # -- features (host) ------------------------------------------------------------------
+
+    def _load_features(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = str(args["table"])
+        if self.tables is None:
+            raise Refused(503, "this serving service has no table store configured")
+        try:
+            table = self.tables.read(name)
+        except TableError as exc:
+            raise Refused(404, str(exc)) from None
+        rows = self.features.load(name, table)
+        log.info("features_loaded", table=name, rows=rows)
+        return {"table": name, "rows": rows, "columns": list(table.feature_names)}
+
+    # -- prediction (guest) ---------------------------------------------------------------
+
+    def _predict(self, args: dict[str, Any]) -> dict[str, Any]:
+        service_id = str(args["service_id"])
+        rows = args["rows"]
+        caller = str(args.get("caller") or "anonymous")
+        timeout = min(float(args.get("timeout_s") or self.host_timeout_s), 30.0)
+        if not isinstance(rows, list) or not rows:
+            raise Refused(422, "rows must be a non-empty list")
+        if len(rows) > self.max_batch_rows:
+            raise Refused(422, f"at most {self.max_batch_rows} rows per request, got {len(rows)}")
+        binding = self._binding(service_id)
+        if binding is None:
+            raise Refused(404, f"no service {service_id} at party {self.party_id}")
+        if binding.state == DRAINING:
+            raise Refused(404, f"service {service_id} is being unbound")
+        with self.inflight.held(service_id):
+            return self._score(binding, rows, caller, timeout)
+
+    def _score(
+        self, binding: Binding, rows: list[Any], caller: str, timeout: float
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        ids: list[str] = []
+        features: list[Mapping[str, Any]] = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str | int):
+                raise Refused(422, f"row {i}: needs an id and features")
+            if not isinstance(row.get("features"), dict):
+                raise Refused(422, f"row {i}: features must be an object of name: number")
+            ids.append(str(row["id"]))
+            features.append(row["features"])
+        if not self.limiter.allow(f"caller:{caller}", len(rows), self.rate_limit):
+            self.metrics.rate_limited.labels("caller").inc()
+            raise Refused(429, f"rate limit: at most {self.rate_limit} rows per second per caller")
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, key in enumerate(ids):
+            groups[route(binding, key)].append(i)
+        score = np.empty(len(rows), dtype=np.float64)
+        version_of = np.empty(len(rows), dtype=np.int64)
+        fallback = False
+        for version, positions in groups.items():
+            labels = (binding.service_id, str(version))
+            try:
+                model = self._model(self.party_id, binding.model_name, version)
+                z, used_fallback = self._linear(
+                    binding,
+                    model,
+                    [ids[i] for i in positions],
+                    [features[i] for i in positions],
+                    timeout,
+                )
+            except Refused as exc:
+                self.metrics.requests.labels(*labels, self.party_id, _outcome(exc.status)).inc()
+                raise
+            fallback = fallback or used_fallback
+            score[positions] = scoring.scores(z)
+            version_of[positions] = version
+            self.metrics.requests.labels(
+                *labels, self.party_id, "fallback" if used_fallback else "ok"
+            ).inc()
+            self.metrics.rows.labels(*labels).inc(len(positions))
+            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+        return {
+            "service_id": binding.service_id,
+            "model": binding.model_name,
+            "fallback": fallback,
+            "results": [
+                {"id": ids[i], "score": float(score[i]), "version": int(version_of[i])}
+                for i in range(len(ids))
+            ],
+        }
+
+    def _linear(
+        self,
+        binding: Binding,
+        model: ModelVersion,
+        ids: list[str],
+        rows: list[Mapping[str, Any]],
+        timeout: float,
+    ) -> tuple[np.ndarray, bool]:
+        try:
+            x = scoring.guest_matrix(rows, model.feature_names)
+        except scoring.FeatureError as exc:
+            raise Refused(422, str(exc)) from None
+        z = scoring.guest_linear(x, model.weights)
+        hosts = sorted(model.hosts)
+        if not hosts:
+            return z, False
+        body = json.dumps(
+            {"op": "partial", "name": model.name, "version": model.version, "ids": ids}
+        ).encode()
+        labels = (binding.service_id, str(model.version))
+        if len(hosts) == 1:
+            answers = [self._host_scores(hosts[0], body, timeout, labels)]
+        else:
+            answers = list(
+                self._pool.map(lambda host: self._host_scores(host, body, timeout, labels), hosts)
+            )
+        silent = [a for a in answers if isinstance(a, Refused)]
+        if silent:
+            first = silent[0]
+            if first.status == 503 and binding.fallback == "guest_only":
+                return z, True
+            raise first
+        for partial in answers:
+            assert not isinstance(partial, Refused)
+            z = z + partial
+        return z, False
+
+    def _host_scores(
+        self, host: str, body: bytes, timeout: float, labels: tuple[str, str]
+    ) -> np.ndarray | Refused:
+        started = time.perf_counter()
+        try:
+            reply = self.call(host, SERVICE_TOPIC, body, timeout)
+        except RemoteTimeout as exc:
+            self.metrics.requests.labels(*labels, host, "timeout").inc()
+            return Refused(
+                503,
+                f"host party {host} did not answer within {timeout:.3f} s ({exc.kind})",
+                party=host,
+            )
+        except RemoteRefused as exc:
+            self.metrics.requests.labels(*labels, host, "refused").inc()
+            return Refused(503, f"host party {host} refused the call: {exc}", party=host)
+        except RemoteCallError as exc:
+            self.metrics.requests.labels(*labels, host, "failed").inc()
+            return Refused(503, f"host party {host} failed: {exc}", party=host)
+        finally:
+            self.metrics.host_call_seconds.labels(host).observe(time.perf_counter() - started)
+        answer = json.loads(reply)
+        if not answer.get("ok"):
+            status = int(answer.get("status", 502))
+            self.metrics.requests.labels(*labels, host, _outcome(status)).inc()
+            extra = {k: answer[k] for k in ("ids",) if k in answer}
+            return Refused(status, f"host party {host}: {answer.get('error')}", party=host, **extra)
+        self.metrics.requests.labels(*labels, host, "ok").inc()
+        return np.asarray(answer["data"]["scores"], dtype=np.float64)
+
+    # -- partial scores (host) ------------------------------------------------------------
+
+    def _partial(self, guest: str, request: dict[str, Any]) -> dict[str, Any]:
+        name, version = str(request["name"]), int(request["version"])
+        ids = [str(i) for i in request["ids"]]
+        label = f"{name}:{version}"
+        try:
+            model = self._model(guest, name, version)
+        except RegistryError as exc:
+            self.metrics.partial_requests.labels(guest, label, "unknown_model").inc()
+            raise Refused(409, exc.message) from None
+        if model.state != READY:
+            self.metrics.partial_requests.labels(guest, label, "not_accepted").inc()
+            raise Refused(
+                409, f"model {name} version {version} is {model.state} at party {self.party_id}"
+            )
+        if not self.limiter.allow(f"party:{guest}", len(ids), self.host_rate_limit):
+            self.metrics.rate_limited.labels("party").inc()
+            self.metrics.partial_requests.labels(guest, label, "rate_limited").inc()
+            raise Refused(
+                429,
+                f"rate limit of party {self.party_id}: at most "
+                f"{self.host_rate_limit} rows per second per guest",
+            )
+        try:
+            x = self.features.rows(ids, model.feature_names)
+        except FeaturesMissing as exc:
+            self.metrics.partial_requests.labels(guest, label, "not_found").inc()
+            raise Refused(
+                404,
+                f"party {self.party_id} has no features for id {exc.ids[0]!r}"
+                + (f" (and {len(exc.ids) - 1} more)" if len(exc.ids) > 1 else ""),
+                ids=exc.ids[:100],
+            ) from None
+        except (NoFeatureSource, KeyError) as exc:
+            self.metrics.partial_requests.labels(guest, label, "no_features").inc()
+            raise Refused(503, f"party {self.party_id}: {exc}") from None
+        u = scoring.host_linear(x, model.weights)
+        self.metrics.partial_requests.labels(guest, label, "ok").inc()
+        self.metrics.partial_rows.labels(guest).inc(len(ids))
+        return {"scores": u.tolist()}
+
+    _LOCAL_OPS: dict[str, Callable[[Serving, dict[str, Any]], Any]] = {
+        "model_publish": _publish,
+        "model_list": _list_models,
+        "model_show": _show,
+        "model_accept": _accept,
+        "model_delete": _delete,
+        "service_bind": _bind,
+        "service_canary": _canary,
+        "service_switch": _switch,
+        "service_rollback": _rollback,
+        "service_unbind": _unbind,
+        "service_list": _services,
+        "service_show": _service,
+        "events": _events,
+        "features_load": _load_features,
+        "predict": _predict,
+    }
+
+
+def _outcome(status: int) -> str:
+    return {
+        404: "not_found",
+        409: "conflict",
+        422: "bad_features",
+        429: "rate_limited",
+        503: "unavailable",
+    }.get(status, "error")
+
+
+def _refusal(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {"ok": False, "status": status, "error": message, **extra}

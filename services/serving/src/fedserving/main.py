@@ -1,0 +1,150 @@
+"""The serving service's entry point: wiring, the bus consumers, HTTP and shutdown.
+
+`python -m fedserving` reads ServingSettings (FEDMQ_SERVING_*) and runs in the shared service
+shell (fedcommon.service.run_service). It opens the party's database and migrates the
+registry's tables (fedserving.migrations), reads model outputs through fedflow's ArtifactStore
+and tables through its TableStore (the party's database and tables folder, which its workers
+write), keeps the online features and the rate-limit counters in Redis, and consumes:
+
+- `svc.serving.rpc` (party-local): the REST API's and the CLI's requests (fedserving.handlers);
+- `svc.serving`: other parties' calls through the gateways (fedbus.remote), answered within
+  their deadline.
+
+Each topic is consumed by `threads` subscriptions, so that many requests are served at once.
+`Service(settings)` does the same on background threads, so tests run several in a process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+from fedbus import Bus, Delivery, Subscription, connect
+from fedbus.remote import RemoteCall, RemoteCaller, serve_remote_requests
+from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
+from fedcontrol import SchedulerClient
+from fedflow.artifacts import ArtifactStore
+from fedflow.tables import TableStore
+
+from fedserving.features import FeatureStore, RateLimiter
+from fedserving.handlers import RPC_TOPIC, SERVICE_TOPIC, Refused, Serving
+from fedserving.metrics import ServingMetrics
+from fedserving.registry import Registry, open_engine
+from fedserving.settings import ServingSettings
+
+log = structlog.get_logger("fedserving")
+
+
+class Service:
+    """The wired service; `start` runs it on background threads, `stop` shuts down in order."""
+
+    def __init__(self, settings: ServingSettings, *, metrics: ServingMetrics | None = None) -> None:
+        if settings.redis_url is None:
+            raise ValueError("FEDMQ_SERVING_REDIS_URL is required (the online feature cache)")
+        self.settings = settings
+        self.metrics = metrics or ServingMetrics()
+        self.engine = open_engine(settings.database_url.get_secret_value())
+        self.redis = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        prefix = settings.redis_prefix or f"fedmq:{settings.party_id}:serving:"
+        self.bus: Bus = connect(settings.bus_url.get_secret_value())
+        caller = RemoteCaller(self.bus, settings.party_id)
+        scheduler = SchedulerClient(self.bus, settings.party_id)
+
+        def job_parties(job_id: str) -> dict[str, list[str]]:
+            try:
+                job = scheduler.status(job_id)
+            except Exception as exc:
+                raise Refused(
+                    503,
+                    f"party {settings.party_id}'s scheduler did not tell the job's parties: {exc}",
+                ) from None
+            return {str(p["party_id"]): list(p["roles"]) for p in job.get("parties", [])}
+
+        self.serving = Serving(
+            settings.party_id,
+            Registry(self.engine, settings.party_id),
+            features=FeatureStore(self.redis, prefix),
+            limiter=RateLimiter(self.redis, prefix),
+            call=lambda party, service, body, timeout: caller.call(party, service, body, timeout),
+            artifacts=ArtifactStore(self.engine),
+            tables=TableStore(self.engine, Path(settings.tables_dir)),
+            job_parties=job_parties,
+            metrics=self.metrics,
+            accept_models_from=settings.accept_models_from,
+            host_timeout_s=settings.host_timeout_s,
+            rate_limit_rows_per_s=settings.rate_limit_rows_per_s,
+            host_rate_limit_rows_per_s=settings.host_rate_limit_rows_per_s,
+            max_batch_rows=settings.max_batch_rows,
+            binding_refresh_s=settings.binding_refresh_s,
+        )
+        self._subscriptions: list[Subscription] = []
+        self._http: HealthMetricsServer | None = None
+        self.http_port = 0
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+
+    def _local(self, delivery: Delivery) -> None:
+        try:
+            request = json.loads(delivery.body)
+            answer = self.serving.local(request)
+        except ValueError as exc:
+            answer = {"ok": False, "status": 400, "error": f"bad request: {exc}"}
+        if delivery.reply_to:
+            self.bus.reply(delivery, json.dumps(answer).encode())
+
+    def _remote(self, call: RemoteCall) -> bytes:
+        return self.serving.remote(call.caller_party, call.body)
+
+    def start(self) -> None:
+        self.bus.declare(RPC_TOPIC)
+        for _ in range(self.settings.threads):
+            self._subscriptions.append(self.bus.subscribe(RPC_TOPIC, self._local, prefetch=2))
+            self._subscriptions.append(
+                serve_remote_requests(
+                    self.bus, self.settings.party_id, SERVICE_TOPIC, self._remote, prefetch=2
+                )
+            )
+        if self.settings.http_port >= 0:
+            self._http = HealthMetricsServer(
+                self.settings.http_host,
+                self.settings.http_port,
+                health=self.health,
+                registry=self.metrics.registry,
+                name="serving",
+            )
+            self.http_port = self._http.start()
+        self.started.set()
+        log.info("serving_started", party_id=self.settings.party_id, http_port=self.http_port)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": lifecycle_status(self.started, self.stopping),
+            "party_id": self.settings.party_id,
+        }
+
+    def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        for subscription in self._subscriptions:
+            subscription.cancel()
+        self.serving.close()
+        if self._http is not None:
+            self._http.stop()
+        self.bus.close()
+        self.redis.close()
+        self.engine.dispose()
+        log.info("serving_stopped", party_id=self.settings.party_id)
+
+
+def main() -> int:
+    settings = ServingSettings()
+    return run_service("serving", settings, lambda: Service(settings), ready_event="serving_ready")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Prometheus series of the serving service (the Grafana serving dashboard reads them).
+
+Guest side, per request: fedmq_serving_requests_total{service, version, party, outcome} counts
+the request's outcome at the guest (party = the guest) and each host call's outcome (party = the
+host); fedmq_serving_request_seconds{service, version} is the whole request inside the service;
+fedmq_serving_host_call_seconds{party} one call to a host; fedmq_serving_rows_total{service,
+version} rows scored. Host side: fedmq_serving_partial_requests_total{caller_party, model,
+outcome} and fedmq_serving_partial_rows_total{caller_party}, so a guest scoring rows en masse
+(to fit the host's weights) shows per calling party. fedmq_serving_rate_limited_total{kind}:
+refused by the per-caller (guest) or per-party (host) limit.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class ServingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "fedmq_serving_requests",
+            "Prediction requests by service, model version, party and outcome",
+            ["service", "version", "party", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "fedmq_serving_request_seconds",
+            "Prediction request time inside the guest's serving service",
+            ["service", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.host_call_seconds = Histogram(
+            "fedmq_serving_host_call_seconds",
+            "One call to a host for its partial scores, through both gateways",
+            ["party"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rows = Counter("fedmq_serving_rows", "Rows scored", ["service", "version"], registry=r)
+        self.partial_requests = Counter(
+            "fedmq_serving_partial_requests",
+            "Host: partial-score requests by calling party, model and outcome",
+            ["caller_party", "model", "outcome"],
+            registry=r,
+        )
+        self.partial_rows = Counter(
+            "fedmq_serving_partial_rows",
+            "Host: rows scored for a calling party",
+            ["caller_party"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "fedmq_serving_rate_limited",
+            "Requests refused by a rate limit (kind: caller at the guest, party at the host)",
+            ["kind"],
+            registry=r,
+        )

@@ -1,0 +1,42 @@
+"""Serving settings, read once in main.py from FEDMQ_SERVING_* environment variables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fedcommon.settings import ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class ServingSettings(ServiceSettings):
+    service_name: ClassVar[str] = "serving"
+    model_config = SettingsConfigDict(
+        env_prefix="FEDMQ_SERVING_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    tables_dir: str = ".fedmq/tables"
+    """Where the party's workers keep its tables (the worker's FEDMQ_WORKER_DATA_DIR): a host
+    loads its online features from one of them."""
+    redis_prefix: str = ""
+    """Key prefix of the feature cache and the rate-limit counters; empty:
+    "fedmq:<party_id>:serving:"."""
+    accept_models_from: tuple[str, ...] = ()
+    """The host's policy: guests whose model publications are accepted at once ("*": any
+    peer). Others stay `pending` until the operator accepts them (`fedmq model accept`)."""
+    host_timeout_s: float = Field(default=0.5, gt=0, le=60)
+    """Default deadline of one call to a host for its partial scores (a request may ask for
+    less)."""
+    rate_limit_rows_per_s: int = Field(default=5000, gt=0)
+    """Guest: rows one caller (API token) may score per second, over all services."""
+    host_rate_limit_rows_per_s: int = Field(default=200_000, gt=0)
+    """Host: rows one guest party may ask partial scores for per second."""
+    max_batch_rows: int = Field(default=10_000, gt=0)
+    binding_refresh_s: float = Field(default=1.0, ge=0)
+    """How stale a replica's cached service bindings may be (another replica's switch shows
+    within this); 0: read the database on every request."""
+    threads: int = Field(default=16, gt=0)
+    """Requests served in parallel (bus prefetch of the serving topics)."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8085
+    """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
