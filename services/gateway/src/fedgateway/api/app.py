@@ -26,7 +26,7 @@ from fedschemas.payloads import NAME_PATTERN
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedgateway.api import audit, deps, grants, jobs, tables
+from fedgateway.api import audit, deps, grants, jobs, serving, tables
 from fedgateway.api.models import MAX_ATTEMPT
 
 
@@ -88,7 +88,7 @@ def create_app(gateway: GatewayView) -> FastAPI:
         HttpObservabilityMiddleware,
         metrics=http_metrics if isinstance(http_metrics, HttpMetrics) else None,
     )
-    for router in (tables.router, grants.router, jobs.router, audit.router):
+    for router in (tables.router, grants.router, jobs.router, audit.router, serving.router):
         app.include_router(router, prefix=deps.API_PREFIX)
 
     @app.get(
