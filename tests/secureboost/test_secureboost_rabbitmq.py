@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +21,10 @@ from fedflow.components.hetero_secureboost import math as sbmath
 from fedflow.components.hetero_secureboost.params import HeteroSecureBoostParams
 
 from fedmq import local
+from tests.relay_helpers import gateway_federation
 from tests.secureboost.data import example
 from tests.worker.conftest import StartWorker, WorkerProcess
-from tests.worker.two_parties import (
-    GUEST,
-    HOST,
-    ROLES,
-    TABLES,
-    Schedulers,
-    gateways,
-    upload_breast,
-)
+from tests.worker.two_parties import GUEST, HOST, ROLES, TABLES, Schedulers, upload_breast
 from tests.worker.two_parties import start_party_worker as start_worker_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -63,7 +57,17 @@ components:
 
 @pytest.fixture(scope="module")
 def stack(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[local.LocalState]:
-    with gateways(amqp_url, pg_admin_url, redis_url, label="secureboost") as state:
+    """Both parties' gateways; broker users for the services this test runs only (the
+    gateway and the worker), not for every service `fedmq local` would start."""
+    with gateway_federation(
+        [GUEST, HOST],
+        amqp_url=amqp_url,
+        redis_url=redis_url,
+        pg_admin_url=pg_admin_url,
+        label="secureboost",
+        start=True,
+        services=("gateway", "worker"),
+    ) as state:
         yield state
 
 
@@ -87,9 +91,12 @@ def test_secureboost_across_processes_survives_a_killed_worker_with_the_referenc
     # Prepare: each party's table in its own store; both workers; reader and psi done
     tables_dirs = {party: tmp_path / f"tables-{party}" for party in ROLES}
     upload_breast(stack, tables_dirs)
-    workers = {
-        party: start_party_worker(start_worker, stack, party, tables_dirs[party]) for party in ROLES
-    }
+    with ThreadPoolExecutor(len(ROLES)) as pool:  # both start at once (each waits for ready)
+        started = {
+            party: pool.submit(start_party_worker, start_worker, stack, party, tables_dirs[party])
+            for party in ROLES
+        }
+        workers = {party: future.result() for party, future in started.items()}
     schedulers = Schedulers(stack, JOB, PIPELINE)
     try:
         schedulers.run_to_end(
