@@ -12,6 +12,7 @@ from fedmq.data_cli import data_app
 from fedmq.job_cli import job_app
 from fedmq.local import local_app
 from fedmq.pki_cli import pki_app
+from fedmq.serving_cli import model_app, serving_app
 from fedmq.site_cli import site_app
 from fedmq.standalone_cli import standalone_app
 
@@ -23,6 +24,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(job_app, name="job")
 app.add_typer(site_app, name="site")
 app.add_typer(audit_app, name="audit")
+app.add_typer(model_app, name="model")
+app.add_typer(serving_app, name="serving")
 
 
 @app.callback()
