@@ -40,6 +40,7 @@ from fedschemas.payloads import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedgateway.api.deps import ROUTER_REFUSALS, ApiDep, bearer, refusals, require_token
+from fedgateway.api.models import ErrorPublic
 
 SERVING_RPC_TOPIC = "svc.serving.rpc"
 """fedserving.handlers.RPC_TOPIC (the API imports no service package)."""
@@ -148,16 +149,20 @@ def ask_serving(api: ApiDep, op: str, timeout: float = CONTROL_TIMEOUT_S, **args
     raise HTTPException(code, error)
 
 
-PREDICT_REFUSALS = refusals(
-    404,
-    429,
-    503,
-    s404="no such service (or it is being unbound), or a host has no features for the id: "
-    "the detail names the party and the id",
-    s429="the caller's rate limit (rows per second), or a host's",
-    s503="a host did not answer within the deadline (the detail names it), or the serving "
-    "service is down",
-)
+PREDICT_REFUSALS: dict[int | str, dict[str, Any]] = {
+    **refusals(
+        404,
+        503,
+        s404="no such service (or it is being unbound), or a host has no features for the "
+        "id: the detail names the party and the id",
+        s503="a host did not answer within the deadline (the detail names it), or the serving "
+        "service is down",
+    ),
+    429: {
+        "model": ErrorPublic,
+        "description": "the caller's rate limit (rows per second), or a host's",
+    },
+}
 
 
 def _predict(
