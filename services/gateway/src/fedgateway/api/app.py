@@ -26,6 +26,7 @@ from fedschemas.payloads import NAME_PATTERN
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedgateway import board
 from fedgateway.api import audit, deps, grants, jobs, serving, tables
 from fedgateway.api.models import MAX_ATTEMPT
 
@@ -90,6 +91,7 @@ def create_app(gateway: GatewayView) -> FastAPI:
     )
     for router in (tables.router, grants.router, jobs.router, audit.router, serving.router):
         app.include_router(router, prefix=deps.API_PREFIX)
+    board.mount(app, gateway)  # /board pages and /api/v1/board (docs/board.md)
 
     @app.get(
         "/healthz",
