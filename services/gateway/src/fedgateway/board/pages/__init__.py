@@ -1,0 +1,1 @@
+"""The board's pages: one module each, declaring `PAGE` (fedgateway.board.registry)."""
