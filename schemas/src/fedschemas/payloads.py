@@ -105,7 +105,11 @@ OUTPUT_REF_PATTERN = r"^[A-Za-z0-9_-]{1,128}\.[A-Za-z0-9_-]{1,128}$"
 
 ComponentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 JobId = Annotated[str, Field(pattern=NAME_PATTERN)]
-Attempt = Annotated[int, Field(ge=0)]
+MAX_ATTEMPT: Final = 2**31 - 1
+"""The highest attempt number any message may carry: every service stores attempts in a 32-bit
+integer column (scheduler, worker, flow tables), so a larger one could only fail there, late and
+obscurely (issue #21: a task.run with attempt 2**40 broke the worker's database insert)."""
+Attempt = Annotated[int, Field(ge=0, le=MAX_ATTEMPT)]
 Reason = Annotated[str, Field(max_length=4096)]
 Progress = Annotated[float, Field(ge=0.0, le=1.0)]
 OutputRef = Annotated[str, Field(pattern=OUTPUT_REF_PATTERN)]

@@ -30,7 +30,7 @@ from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
 from fedcommon.tracing import inject_traceparent
 from fedflow.task import TaskKey, TaskSpec
 from fedschemas import Envelope, Payload
-from fedschemas.payloads import TaskCancel, TaskRun
+from fedschemas.payloads import MAX_ATTEMPT, TaskCancel, TaskRun
 
 from fedworker.tasks import CANCELED, QUEUED, record_task, request_cancel
 
@@ -65,6 +65,17 @@ def _require_own_party(envelope: Envelope, party_id: str, ctx: WorkerContext) ->
         )
 
 
+def _require_storable_attempt(envelope: Envelope, attempt: int) -> None:
+    # The payload model bounds it already (fedschemas.payloads.MAX_ATTEMPT); checked again here,
+    # before any row is written, because the task tables' attempt column is a 32-bit integer: an
+    # attempt past it must be refused with its reason, not fail the insert (issue #21).
+    if not 0 <= attempt <= MAX_ATTEMPT:
+        raise Reject(
+            f"{envelope.type}: attempt {attempt} is out of range (0..{MAX_ATTEMPT}); "
+            "the worker stores attempts as 32-bit integers"
+        )
+
+
 def handle_task_run(
     envelope: Envelope, payload: Payload, tx: InboxTransaction, *, ctx: WorkerContext
 ) -> None:
@@ -72,6 +83,7 @@ def handle_task_run(
     if not isinstance(payload, TaskRun):
         raise Reject(f"task.run handler got {type(payload).__name__}")
     _require_own_party(envelope, payload.party_id, ctx)
+    _require_storable_attempt(envelope, payload.attempt)
     if ctx.executor is None or ctx.reporter is None:
         raise Reject("this worker runs no tasks")
     spec = TaskSpec(
@@ -114,6 +126,7 @@ def handle_task_cancel(
     if not isinstance(payload, TaskCancel):
         raise Reject(f"task.cancel handler got {type(payload).__name__}")
     _require_own_party(envelope, ctx.party_id, ctx)
+    _require_storable_attempt(envelope, payload.attempt)
     found = request_cancel(
         tx.require_session(), payload.job_id, payload.component, payload.attempt, payload.reason
     )
