@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedflow.bus_federation import BusFederation
 from fedflow.checkpoints import SEALED_KEY, CheckpointStore
 from fedflow.components.homo_lr import math as hmath
 from fedflow.components.homo_lr import resume
@@ -22,6 +23,7 @@ from fedflow.task import TaskKey, TaskSpec
 from tests.flow.conftest import GUEST, HOST, PARTIES, make_table
 from tests.flow.running import (
     Running,
+    SimulatedCrash,
     crash_after_sends,
     crash_and_restart,
     crash_on_progress,
@@ -30,6 +32,7 @@ from tests.flow.running import (
 from tests.homo.conftest import training
 
 ROUNDS = 3
+INPUTS = {"data": "src.data"}
 PARAMS: dict[str, Any] = {
     "rounds": ROUNDS,
     "batch_size": 16,
@@ -149,3 +152,62 @@ def test_the_mid_round_checkpoint_keeps_the_clients_secrets_sealed(
     assert mid["phase"] == "shared" and set(mid["sealed"]) and SEALED_KEY not in mid
     assert set(mid) == {"phase", "client_id", "directory", "sent", "sealed"}
     assert resume.PURPOSE == "homo_lr.secagg_client"
+
+
+def test_a_restarted_aggregator_drops_the_clients_it_had_dropped_even_if_they_are_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: three clients; client 3's masked input of round 1 is held back past the
+    # aggregator's timeout (it drops client 3 and unmasks without it), then the aggregator dies
+    # right after its unmasking request; client 3's masked input arrives before the restart
+    third = "10001"
+    parties = {"guest": [GUEST], "host": [HOST, third]}
+    params = {**PARAMS, "round_timeout_s": 1.5}
+    data = [*tables(), make_table([f"t-{i}" for i in range(48)], 3, seed=3)]
+    held: list[tuple[BusFederation, Any, dict[str, Any]]] = []
+    send = BusFederation.send
+
+    def hold_back(self: BusFederation, payload: Any, **kw: Any) -> None:
+        if self.party_id == third and kw["tag"] == "sa_masked" and kw["iteration"] == 1:
+            held.append((self, payload, kw))
+            return
+        send(self, payload, **kw)
+
+    monkeypatch.setattr(BusFederation, "send", hold_back)
+    with LocalWorld([GUEST, HOST, third], tmp_path / "run") as world:
+        roles = ((GUEST, "guest"), (HOST, "host"), (third, "host"))
+        specs = {}
+        for (party, role), table in zip(roles, data, strict=True):
+            runtime = world.parties[party].runtime
+            runtime.artifacts.put("job-4", "src", party, role, "data", table, 0)
+            specs[party] = world.parties[party].task(
+                "job-4", "homo_0", "homo_lr", role, parties, params=params, inputs=INPUTS
+            )
+        # The guest's sends per round: two of each message (one per host); in round 1 its 15th
+        # and 16th are the unmasking request and client 3's exclusion.
+        crash_after_sends(world, GUEST, 16, monkeypatch)
+        hosts = [start(world, specs[HOST]), start(world, specs[third])]
+        crashed = start(world, specs[GUEST])
+        crashed.join()
+        assert isinstance(crashed.error[0], SimulatedCrash)
+
+        # Execute: the late masked input lands in the aggregator's mailbox; it restarts
+        for fed, payload, kw in held:
+            send(fed, payload, **kw)
+        again = start(world, specs[GUEST])
+        again.join()
+        for h in hosts:
+            h.join()
+
+        # Assert: client 3 is out of round 1 as before the crash (including it now would have
+        # re-sent another unmasking request under the same id); FedAvg without it in round 1
+        assert not again.error and not any(h.error for h in hosts), again.error
+        assert again.result[0].resumed_from == 0
+        got = [
+            world.parties[p].runtime.artifacts.get("job-4", p, r, "homo_0.model").features[:, 0]
+            for p, r in roles
+        ]
+    parts = [(t.features, t.labels) for t in data]
+    reference = hmath.reference_fedavg(parts, training(params), ROUNDS, skip=[(1, 2)])  # type: ignore[arg-type]
+    for model in got:
+        np.testing.assert_allclose(model, reference, rtol=0, atol=1e-9)
