@@ -120,10 +120,8 @@ def to_model(
     elif woe is not None:
         arrays["woe"] = woe
     if host_stats is not None:
-        document["host_iv"] = {
-            party: {host_name(party, i): s.iv for i, s in enumerate(found)}
-            for party, found in host_stats.items()
-        }
+        # A list per host (in the host's binning order; names are host_name(party, i)).
+        document["host_iv"] = {party: [s.iv for s in found] for party, found in host_stats.items()}
         for party, found in host_stats.items():
             slots = binning.bin_num + 1
             arrays[f"host_{party}_events"] = np.array([s.events for s in found]).reshape(-1, slots)
