@@ -7,6 +7,9 @@ offline verification of an exported log.
     fedmq audit export -o audit.jsonl   the whole log (JSON lines) for `verify`
     fedmq audit verify audit.jsonl      offline: broken links, altered or missing records,
                                         checkpoints that do not match (needs no server)
+    fedmq audit verify mine.jsonl --peer theirs.jsonl
+                                        also: the peer's checkpoints this party holds against
+                                        the peer's log, and what crossed, in both logs
 
 Connection options as in `fedmq data` (--url/--token or FEDMQ_API_URL/FEDMQ_API_TOKEN).
 Exit status: 0 fine, 1 `verify` found problems or `report` a broken chain or critical findings,
@@ -167,21 +170,46 @@ def export(
 @audit_app.command("verify")
 def verify(
     export_file: Annotated[Path, typer.Argument(help="an export (fedmq audit export)")],
+    peer: Annotated[
+        Path | None,
+        typer.Option(
+            "--peer",
+            help="the peer party's export: check the peer's checkpoints this log holds against "
+            "it, and that what crossed between the two is in both",
+        ),
+    ] = None,
 ) -> None:
     """Check an exported log offline; exit 1 naming every problem found."""
-    from fedaudit.verify import parse_export, verify_export
+    from fedaudit.verify import Export, Problem, parse_export, verify_export, verify_pair
 
-    try:
-        export = parse_export(export_file.read_text().splitlines())
-    except (OSError, ValueError) as exc:
-        errors.print(f"[red]cannot read {escape(str(export_file))}:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    def read(path: Path) -> Export:
+        try:
+            return parse_export(path.read_text().splitlines())
+        except (OSError, ValueError) as exc:
+            errors.print(f"[red]cannot read {escape(str(path))}:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+
+    export = read(export_file)
     problems = verify_export(export)
+    theirs = read(peer) if peer is not None else None
+    if theirs is not None:
+        problems += [
+            Problem(p.kind, p.seq, f"party {theirs.party_id}'s export: {p}")
+            for p in verify_export(theirs)
+        ]
+        problems += verify_pair(export, theirs)
     if not problems:
         console.print(
             f"[green]ok[/green]: {len(export.records)} records of party {export.party_id}, "
             f"{len(export.checkpoints)} signed checkpoints, chain intact"
         )
+        if theirs is not None:
+            held = sum(1 for c in export.peer_checkpoints if c.get("peer") == theirs.party_id)
+            console.print(
+                f"[green]ok[/green]: party {theirs.party_id}'s log ({len(theirs.records)} "
+                f"records) matches the {held} checkpoints of it held here, and what crossed "
+                "between the two is in both logs"
+            )
         return
     for problem in problems:
         console.print(f"[red]{problem.kind}[/red]: {escape(str(problem))}")

@@ -33,6 +33,7 @@ def audited(pg_url: str, unique_name: str, tmp_path: Path) -> Iterator[tuple[Aud
         signing_key=SigningKey.generate().to_bytes().hex(),
         min_key_bits=KEY_BITS,
         checkpoint_every=4,
+        peer_checkpoint_interval_s=3600,  # none sent to the peer: the log holds the job only
         http_port=-1,
         log_json=False,
     )

@@ -15,6 +15,7 @@ from typing import Any
 from fedschemas import Envelope, FederationData, Payload, canonical_bytes, topics
 
 from fedaudit.facts import component_of, facts_of
+from fedaudit.peers import content_sha256
 from fedaudit.rules import algorithm, control, data
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import AuditPolicy, JobView, Observation
@@ -47,6 +48,13 @@ def make_record(
 ) -> dict[str, Any]:
     """The record of one delivery, before it is numbered and chained (chain.ChainHead)."""
     direction = direction_of(topic, envelope, party_id)
+    facts = facts_of(envelope, payload)
+    envelope_sha256 = hashlib.sha256(canonical_bytes(envelope)).hexdigest()
+    if direction != "local":
+        # What the other end's record of this message carries too (fedaudit.peers).
+        facts["content_sha256"] = (
+            envelope_sha256 if envelope.signer_key_id is None else content_sha256(envelope)
+        )
     return {
         "observed_at": (observed_at or datetime.now(UTC)).isoformat(timespec="microseconds"),
         "topic": topic,
@@ -64,9 +72,9 @@ def make_record(
         "destination_role": envelope.destination.role,
         "size": len(body),
         "payload_sha256": hashlib.sha256(envelope.payload).hexdigest(),
-        "envelope_sha256": hashlib.sha256(canonical_bytes(envelope)).hexdigest(),
+        "envelope_sha256": envelope_sha256,
         "signature": signature_state(envelope, direction),
-        "facts": facts_of(envelope, payload),
+        "facts": facts,
         "findings": [],
     }
 

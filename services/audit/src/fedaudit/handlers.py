@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from fedbus import Delivery, Reject
-from fedbus.runtime import EnvelopePublisher
+from fedbus.runtime import EnvelopePublisher, RemoteSourceGuard
 from fedcrypto.signing import SigningKey
 from fedschemas import (
     Envelope,
@@ -34,12 +34,13 @@ from fedschemas import (
     decode_payload,
     topics,
 )
+from fedschemas.audit_payloads import AuditCheckpoint
 from fedschemas.payloads import AuditStop
 from sqlalchemy.engine import Engine
 
-from fedaudit import store
+from fedaudit import peers, store
 from fedaudit.auditor import Auditor, make_record
-from fedaudit.chain import ChainHead, checkpoint_body, sign_checkpoint
+from fedaudit.chain import ChainHead, canonical_json, checkpoint_body, sign_checkpoint
 from fedaudit.metrics import AuditMetrics
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import Observation
@@ -66,6 +67,21 @@ class AuditContext:
     first_unsigned_at: float | None = None
     stopped: set[str] = field(default_factory=set)
     """Jobs this audit already asked to stop (one request per job)."""
+    peer_publisher: EnvelopePublisher | None = None
+    """Sends checkpoints to peers (unsigned: the party's gateway signs what leaves); None:
+    none are sent."""
+    peer_keys: dict[str, str] = field(default_factory=dict)
+    peer_interval_s: float = 10.0
+    peer_states: dict[str, peers.PeerState] = field(default_factory=dict)
+    latest: tuple[dict[str, Any], str] | None = None
+    """The last checkpoint written (body, signature)."""
+    sent_to: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """peer -> (when, its digest in the checkpoint last sent to it)."""
+    stated: set[str] = field(default_factory=set)
+    """Jobs whose end this audit announced to the peers (one statement per job)."""
+    pending: list[tuple[peers.PeerCheckpoint, int, float]] = field(default_factory=list)
+    """Peers' statements of jobs not ended here yet: (checkpoint, its record's seq, since)."""
+    pending_for_s: float = 600.0
 
 
 def load(ctx: AuditContext) -> None:
@@ -73,14 +89,29 @@ def load(ctx: AuditContext) -> None:
     with ctx.engine.connect() as conn:
         ctx.head = store.load_head(conn, ctx.party_id)
         ctx.last_checkpoint_seq = store.last_checkpoint_seq(conn)
+        ctx.latest = store.latest_checkpoint(conn)
         for record in store.iter_records(conn):
             ctx.auditor.observe(Observation(record))
             if any(f["severity"] == "critical" for f in record["findings"]):
                 ctx.stopped.add(str(record["job_id"]))
+            if record["type"] in JOB_ENDS:
+                ctx.stated.add(str(record["job_id"]))
+        for peer, key, seq, head in store.iter_peer_heads(conn):
+            state = ctx.peer_states.setdefault(peer, peers.PeerState())
+            state.key = state.key or key
+            state.heads.setdefault(seq, head)
+        open_jobs = {j for j, v in ctx.auditor.jobs.items() if not v.ended}
+        for job_id, message_id, digests in store.iter_digests(conn, open_jobs):
+            seen = ctx.auditor.jobs[job_id].ciphertexts
+            for i in range(0, len(digests), 16):
+                seen.setdefault(digests[i : i + 16], message_id)
     if ctx.head.seq > ctx.last_checkpoint_seq:
         ctx.first_unsigned_at = ctx.clock()
     ctx.metrics.chain_seq.set(ctx.head.seq)
     log.info("audit_log_loaded", seq=ctx.head.seq, checkpoint=ctx.last_checkpoint_seq)
+
+
+JOB_ENDS = ("job.end", "job.stop")
 
 
 @dataclass
@@ -91,6 +122,10 @@ class _Recorded:
     envelope: Envelope
     found: list[Finding]
     stop: Finding | None
+    peer: peers.PeerCheckpoint | None = None
+    deferred: bool = False
+    """The peer's statement is to be compared once the job ends here (compare_pending)."""
+    digests: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def _decode(delivery: Delivery) -> tuple[Envelope, Any]:
@@ -111,6 +146,23 @@ def handle_delivery(ctx: AuditContext, delivery: Delivery) -> None:
         ctx.metrics.unreadable.inc()
         raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
     _act(ctx, _record(ctx, [(delivery, *decoded)]))
+
+
+def handle_inbox(ctx: AuditContext, guard: RemoteSourceGuard | None, delivery: Delivery) -> None:
+    """One delivery of the audit's inbox (svc.audit: the peers' checkpoints, which only the
+    party's gateway may publish): dead-lettered with the reason if another service put it
+    there, else recorded and checked like the fan-out's."""
+    try:
+        envelope, payload = _decode(delivery)
+    except MalformedMessage as exc:
+        ctx.metrics.unreadable.inc()
+        raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
+    refusal = guard.refusal(envelope, delivery.publisher) if guard is not None else None
+    if refusal is not None:
+        raise Reject(f"audit inbox: {refusal}")
+    if not isinstance(payload, AuditCheckpoint):
+        raise Reject(f"audit inbox takes audit.checkpoint, not {envelope.type}")
+    _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
 
 
 def handle_batch(ctx: AuditContext, deliveries: Sequence[Delivery]) -> list[Delivery]:
@@ -148,6 +200,17 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
             seen.add((delivery.topic, envelope.message_id))
             record = make_record(delivery.topic, delivery.body, envelope, payload, ctx.party_id)
             found = ctx.auditor.observe(Observation(record, payload), now)
+            got, deferred = None, False
+            if isinstance(payload, AuditCheckpoint) and record["direction"] == "in":
+                got, deferred = _peer_checkpoint(ctx, payload, envelope.source.party_id)
+                found += peer_findings(ctx, got)
+                record["facts"]["checkpoint"] = {
+                    "seq": got.body.get("seq"),
+                    "head_hash": got.body.get("head_hash"),
+                    "job_id": got.job_id,
+                }
+            view = ctx.auditor.jobs.get(envelope.job_id)
+            digests = view.take_unsaved() if view is not None else []
             record["findings"] = [f.to_dict() for f in found]
             head.extend(record, ctx.party_id)
             if head.seq - last_signed >= ctx.checkpoint_every:
@@ -158,12 +221,19 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
             if critical and ctx.stop_on_critical and envelope.job_id not in stopping:
                 stop = critical[0]
                 stopping.add(envelope.job_id)
-            done.append(_Recorded(record, envelope, found, stop))
+            done.append(_Recorded(record, envelope, found, stop, got, deferred, digests))
         if not done:
             return done
         with ctx.engine.begin() as conn:
             for item in done:
                 store.append(conn, item.record, item.stop is not None)
+                job_id = str(item.record["job_id"])
+                if item.digests:
+                    store.add_digests(conn, job_id, item.digests)
+                if item.record["type"] in JOB_ENDS:
+                    store.forget_digests(conn, job_id)
+                if item.peer is not None:
+                    store.add_peer_checkpoint(conn, item.peer, item.envelope, item.record["seq"])
         for signed in due:
             _checkpoint(ctx, signed)
         # The head moves last: whoever reads it sees its checkpoints written already.
@@ -174,12 +244,22 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
             ctx.first_unsigned_at = now
         for item in done:
             _count(ctx, item.record, item.envelope, item.found, now)
+            if item.deferred and item.peer is not None:
+                ctx.pending.append((item.peer, int(item.record["seq"]), now))
     return done
 
 
 def _act(ctx: AuditContext, done: Sequence[_Recorded]) -> None:
-    """After the commit: stop requests for critical findings, alerts for the others."""
+    """After the commit: stop requests for critical findings, alerts for the others, and the
+    job's statement to its peers when it ended."""
     for item in done:
+        job_id = str(item.record["job_id"])
+        if item.record["type"] in JOB_ENDS and job_id and job_id not in ctx.stated:
+            ctx.stated.add(job_id)
+            try:
+                announce_job_end(ctx, job_id)
+            except Exception as exc:  # the link or the broker away: the log has it all anyway
+                log.warning("audit_job_statement_failed", job_id=job_id, error=str(exc))
         if item.stop is not None:
             ctx.stopped.add(item.envelope.job_id)
             request_stop(ctx, item.envelope, item.stop)
@@ -253,8 +333,10 @@ def _checkpoint(ctx: AuditContext, head: ChainHead | None = None) -> None:
     head = head or ctx.head
     at = datetime.fromtimestamp(ctx.clock(), UTC).isoformat(timespec="microseconds")
     body = checkpoint_body(ctx.party_id, head, at, ctx.key.verify_key())
+    signature = sign_checkpoint(body, ctx.key)
     with ctx.engine.begin() as conn:
-        store.add_checkpoint(conn, body, sign_checkpoint(body, ctx.key))
+        store.add_checkpoint(conn, body, signature)
+    ctx.latest = (body, signature)
     ctx.last_checkpoint_seq = head.seq
     if head.seq >= ctx.head.seq:
         ctx.first_unsigned_at = None
@@ -279,6 +361,10 @@ def tick(ctx: AuditContext) -> None:
         if due and ctx.head.seq > ctx.last_checkpoint_seq:
             _checkpoint(ctx)
         silent = ctx.auditor.silent(now)
+        latest = ctx.latest
+    if latest is not None:
+        send_checkpoint(ctx, latest, now)
+    compare_pending(ctx, now)
     for job_id, finding in silent:
         ctx.metrics.findings.labels(finding.rule, finding.severity).inc()
         log.warning(
@@ -326,3 +412,157 @@ def webhook(url: str) -> Callable[[list[dict[str, Any]]], None]:
         threading.Thread(target=send, name="audit-webhook", daemon=True).start()
 
     return post
+
+
+# --- peer checkpoints (fedaudit.peers) ---------------------------------------------------------
+
+
+def _peer_checkpoint(
+    ctx: AuditContext, payload: AuditCheckpoint, sender: str
+) -> tuple[peers.PeerCheckpoint, bool]:
+    """Check a peer's checkpoint as it is recorded; compare its job statement with this log
+    when the job ended here too; else (True) the timer compares it later (compare_pending)."""
+    state = ctx.peer_states.setdefault(sender, peers.PeerState())
+    got = peers.check(payload, sender, state, ctx.peer_keys.get(sender))
+    if got.statement is None or got.problems:
+        return got, False
+    view = ctx.auditor.jobs.get(got.job_id)
+    if view is not None and view.ended:
+        got.disagreements.extend(_disagreements(ctx, got))
+        return got, False
+    return got, True
+
+
+def peer_findings(ctx: AuditContext, got: peers.PeerCheckpoint) -> list[Finding]:
+    policy = ctx.auditor.policy
+    return [policy.finding("control.peer_checkpoint", got.peer, p) for p in got.problems] + [
+        policy.finding("control.peer_log_disagrees", got.peer, p) for p in got.disagreements
+    ]
+
+
+def _disagreements(ctx: AuditContext, got: peers.PeerCheckpoint) -> list[str]:
+    assert got.statement is not None
+    with ctx.engine.connect() as conn:
+        records = list(store.iter_records(conn, job_id=got.job_id))
+    sent, received = peers.job_traffic(records, got.peer)
+    mine = peers.statement(ctx.party_id, got.peer, got.job_id, ctx.head.seq, sent, received)
+    return peers.compare(mine, got.statement)
+
+
+def compare_pending(ctx: AuditContext, now: float) -> None:
+    """The peers' statements of jobs that have ended here since they came (or never will)."""
+    if not ctx.pending:
+        return
+    with ctx.lock:
+        keep: list[tuple[peers.PeerCheckpoint, int, float]] = []
+        for got, seq, since in ctx.pending:
+            view = ctx.auditor.jobs.get(got.job_id)
+            if view is not None and view.ended:
+                problems = _disagreements(ctx, got)
+            elif now - since > ctx.pending_for_s:
+                problems = [
+                    f"messages of job {got.job_id}: party {got.peer} says it ended, and it did "
+                    f"not end here within {ctx.pending_for_s:g} s"
+                ]
+            else:
+                keep.append((got, seq, since))
+                continue
+            _late_findings(ctx, got, seq, problems)
+        ctx.pending = keep
+
+
+def _late_findings(
+    ctx: AuditContext, got: peers.PeerCheckpoint, seq: int, problems: list[str]
+) -> None:
+    """Findings of a comparison made after the statement's record was chained: kept in the
+    findings index under that record (and alerted), not in the chained record itself."""
+    found = [
+        ctx.auditor.policy.finding("control.peer_log_disagrees", got.peer, p) for p in problems
+    ]
+    record = {"seq": seq, "job_id": got.job_id, "message_id": f"statement of {got.peer}"}
+    record["observed_at"] = datetime.fromtimestamp(ctx.clock(), UTC).isoformat()
+    with ctx.engine.begin() as conn:
+        store.settle_peer_statement(conn, seq, "; ".join(problems))
+        for finding in found:
+            store.add_finding(conn, record, finding.to_dict())
+    for finding in found:
+        ctx.metrics.findings.labels(finding.rule, finding.severity).inc()
+        log.warning(
+            "audit_finding",
+            rule=finding.rule,
+            severity=finding.severity,
+            party=finding.party,
+            job_id=got.job_id,
+            detail=finding.detail,
+        )
+    alerts = [_alert(ctx, record, f) for f in found if f.severity != "info"]
+    if alerts and ctx.alert is not None:
+        ctx.alert(alerts)
+
+
+def _send(ctx: AuditContext, peer: str, message: AuditCheckpoint, tag: str, seq: int) -> None:
+    publisher = ctx.peer_publisher
+    if publisher is None:
+        return
+    envelope = publisher.envelope(
+        message,
+        destination=PartyRef(party_id=peer, role="local"),
+        job_id="",
+        component="audit",
+        task_id="",
+        attempt=0,
+        tag=tag,
+        seq=seq,
+    )
+    topic = topics.out_topic(peer)
+    publisher.bus.declare(topic)
+    publisher.send(topic, envelope)
+
+
+def send_checkpoint(ctx: AuditContext, latest: tuple[dict[str, Any], str], now: float) -> None:
+    """The latest checkpoint to each peer whose traffic moved since the last one it got, at most
+    one per peer_interval_s."""
+    body, signature = latest
+    for peer, digest in body.get("peer_digests", {}).items():
+        # The first one waits an interval too (from the audit's start: sent_to is seeded).
+        when, sent = ctx.sent_to.setdefault(peer, (now, ""))
+        if sent == digest or now - when < ctx.peer_interval_s:
+            continue
+        message = AuditCheckpoint(
+            party_id=ctx.party_id, body=canonical_json(body).decode(), signature=signature
+        )
+        try:
+            _send(ctx, peer, message, peers.CHECKPOINT_TAG, int(body["seq"]))
+        except Exception as exc:  # the broker away for a moment: the next tick sends it
+            log.warning("audit_checkpoint_send_failed", peer=peer, error=str(exc))
+            continue
+        ctx.sent_to[peer] = (now, digest)
+
+
+def announce_job_end(ctx: AuditContext, job_id: str) -> None:
+    """A checkpoint of the log as it stands at the job's end, with the job's traffic with each
+    peer, signed, to that peer."""
+    view = ctx.auditor.jobs.get(job_id)
+    if view is None or ctx.peer_publisher is None:
+        return
+    with ctx.lock:
+        if ctx.head.seq > ctx.last_checkpoint_seq or ctx.latest is None:
+            _checkpoint(ctx)
+        assert ctx.latest is not None
+        body, signature = ctx.latest
+        with ctx.engine.connect() as conn:
+            records = list(store.iter_records(conn, job_id=job_id))
+    now = ctx.clock()
+    for peer in sorted(set(view.roles) - {ctx.party_id}):
+        sent, received = peers.job_traffic(records, peer)
+        stated = peers.statement(ctx.party_id, peer, job_id, int(body["seq"]), sent, received)
+        message = AuditCheckpoint(
+            party_id=ctx.party_id,
+            body=canonical_json(body).decode(),
+            signature=signature,
+            statement=canonical_json(stated).decode(),
+            statement_signature=peers.sign(stated, ctx.key),
+        )
+        _send(ctx, peer, message, peers.JOB_END_TAG_PREFIX + job_id, int(body["seq"]))
+        ctx.sent_to[peer] = (now, str(body.get("peer_digests", {}).get(peer, "")))
+        log.info("audit_job_statement_sent", job_id=job_id, peer=peer, seq=body["seq"])

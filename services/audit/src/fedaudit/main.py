@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from fedbus import Bus, Subscription, connect
-from fedbus.runtime import EnvelopePublisher
+from fedbus.runtime import EnvelopePublisher, RemoteSourceGuard
 from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
 from fedcrypto.signing import SigningKey
 from fedschemas import PartyRef, topics
@@ -78,6 +78,7 @@ class Audit:
             min_key_bits=settings.min_key_bits,
             severities=dict(settings.severities),
             silent_after_s=settings.silent_after_s,
+            repeat_memory=settings.repeat_memory,
         )
         self.rpc = AuditRpc(self.bus, self.engine, policy, self.public_key_hex)
         self.ctx = handlers.AuditContext(
@@ -99,8 +100,16 @@ class Audit:
             alert=handlers.webhook(settings.alert_webhook_url)
             if settings.alert_webhook_url
             else None,
+            # Unsigned: the party's gateway signs what leaves; the checkpoint inside carries
+            # the audit's own signature.
+            peer_publisher=EnvelopePublisher(
+                self.bus, PartyRef(party_id=settings.party_id, role="local")
+            ),
+            peer_keys=dict(settings.peer_keys),
+            peer_interval_s=settings.peer_checkpoint_interval_s,
         )
         self._subscription: Subscription | None = None
+        self._inbox: Subscription | None = None
         self._timer: threading.Thread | None = None
         self._http: HealthMetricsServer | None = None
         self.http_port = 0
@@ -124,6 +133,20 @@ class Audit:
             max_deliveries=self.settings.max_deliveries,
             batch_handler=lambda group: handlers.handle_batch(self.ctx, group),
             batch_size=self.settings.batch_size,
+        )
+        # Peers' checkpoints (audit.* from the gateway): recorded and checked like the fan-out's.
+        self.bus.declare(topics.AUDIT)
+        # Only the party's gateway may put a peer's message there (docs/security.md).
+        guard = RemoteSourceGuard.for_service(
+            self.settings.party_id,
+            self.settings.bus_url.get_secret_value(),
+            self.settings.service_name,
+            self.settings.gateway_broker_users,
+        )
+        self._inbox = self.bus.subscribe(
+            topics.AUDIT,
+            lambda delivery: handlers.handle_inbox(self.ctx, guard, delivery),
+            max_deliveries=self.settings.max_deliveries,
         )
         self.rpc.start()
         self._timer = threading.Thread(target=self._tick, name="audit-timer", daemon=True)
@@ -164,8 +187,9 @@ class Audit:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        if self._subscription is not None:
-            self._subscription.cancel()
+        for subscription in (self._subscription, self._inbox):
+            if subscription is not None:
+                subscription.cancel()
         self.rpc.stop()
         if self._timer is not None:
             self._timer.join(timeout=5)

@@ -54,6 +54,16 @@ class AuditSettings(BusServiceSettings):
     severities: dict[str, Severity] = Field(default_factory=dict)
     """Operator overrides of rule severities, e.g. {"data.ciphertext_repeated": "warn"}."""
     silent_after_s: float = Field(default=120.0, gt=0)
+    peer_keys: dict[str, str] = Field(default_factory=dict)
+    """Peers' audit public keys (party id -> 64 hex digits), which their checkpoints must be
+    signed with; a peer not listed is pinned at its first checkpoint (trust on first use)."""
+    peer_checkpoint_interval_s: float = Field(default=10.0, gt=0)
+    """At most one checkpoint sent to a peer per this many seconds (and one at each job's end),
+    only when the traffic with that peer moved."""
+    repeat_memory: int = Field(default=1_000_000, ge=0)
+    """Ciphertext digests remembered per open job (data.ciphertext_repeated), kept in the
+    database so a restart forgets none; past this many a job's new ciphertexts are checked
+    against the remembered ones but not remembered themselves."""
     alert_webhook_url: str = ""
     """Alertmanager-compatible receiver (POST <url> with a JSON list of alerts, as
     Alertmanager's /api/v2/alerts takes); empty: none."""
@@ -65,6 +75,14 @@ class AuditSettings(BusServiceSettings):
     """Deliveries recorded in one transaction when they are already waiting (group commit;
     nothing waits for a group to fill)."""
     timer_interval_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("peer_keys")
+    @classmethod
+    def _hex_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(p for p, k in value.items() if len(k) != 64 or k.strip("0123456789abcdef"))
+        if bad:
+            raise ValueError(f"peer audit keys must be 64 lower-case hex digits: {bad}")
+        return value
 
     @field_validator("severities")
     @classmethod

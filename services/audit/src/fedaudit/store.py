@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from fedbus.sql_inbox import make_engine
@@ -13,8 +13,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from fedaudit.chain import GENESIS, ChainHead, canonical_json, peer_digest, peer_of
 from fedaudit.migrations import MIGRATIONS
-from fedaudit.models import checkpoints, findings, records
+from fedaudit.models import (
+    checkpoints,
+    ciphertext_digests,
+    findings,
+    peer_checkpoints,
+    records,
+)
 from fedaudit.verify import EXPORT_FORMAT
+
+if TYPE_CHECKING:
+    from fedschemas import Envelope
+
+    from fedaudit.peers import PeerCheckpoint
 
 _JSON_FIELDS = ("facts", "findings")
 
@@ -67,19 +78,123 @@ def append(conn: Connection, record: dict[str, Any], stop_requested: bool) -> No
     """Insert one chained record and its findings (inside the caller's transaction)."""
     conn.execute(records.insert().values(**_row(record)))
     for finding in record["findings"]:
-        conn.execute(
-            findings.insert().values(
-                record_seq=record["seq"],
-                job_id=record["job_id"],
-                rule=finding["rule"],
-                severity=finding["severity"],
-                party=finding["party"],
-                message_id=record["message_id"],
-                detail=finding["detail"],
-                at=record["observed_at"],
-                stop_requested=stop_requested and finding["severity"] == "critical",
-            )
+        add_finding(conn, record, finding, stop_requested and finding["severity"] == "critical")
+
+
+def add_finding(
+    conn: Connection, record: dict[str, Any], finding: dict[str, str], stop: bool = False
+) -> None:
+    # A peer's job statement is a message of no job; its findings are the job's.
+    job_id = record["job_id"] or (record.get("facts") or {}).get("checkpoint", {}).get("job_id", "")
+    conn.execute(
+        findings.insert().values(
+            record_seq=record["seq"],
+            job_id=job_id,
+            rule=finding["rule"],
+            severity=finding["severity"],
+            party=finding["party"],
+            message_id=record["message_id"],
+            detail=finding["detail"],
+            at=record["observed_at"],
+            stop_requested=stop,
         )
+    )
+
+
+def add_digests(conn: Connection, job_id: str, digests: Sequence[tuple[str, bytes]]) -> None:
+    """The ciphertext digests a message added to its job's memory (data.ciphertext_repeated)."""
+    conn.execute(
+        ciphertext_digests.insert(),
+        [{"job_id": job_id, "message_id": m, "digests": d} for m, d in digests],
+    )
+
+
+def forget_digests(conn: Connection, job_id: str) -> None:
+    conn.execute(ciphertext_digests.delete().where(ciphertext_digests.c.job_id == job_id))
+
+
+def iter_digests(conn: Connection, job_ids: Iterable[str]) -> Iterator[tuple[str, str, bytes]]:
+    wanted = sorted(set(job_ids))
+    if not wanted:
+        return
+    query = (
+        sa.select(ciphertext_digests)
+        .where(ciphertext_digests.c.job_id.in_(wanted))
+        .order_by(ciphertext_digests.c.id)
+    )
+    for row in conn.execute(query):
+        yield str(row.job_id), str(row.message_id), bytes(row.digests)
+
+
+def add_peer_checkpoint(
+    conn: Connection,
+    got: PeerCheckpoint,
+    envelope: Envelope,
+    record_seq: int,
+) -> None:
+    payload_fields = _checkpoint_fields(envelope)
+    conn.execute(
+        peer_checkpoints.insert().values(
+            peer=got.peer,
+            seq=int(got.body.get("seq", -1)),
+            head_hash=str(got.body.get("head_hash", ""))[:64],
+            job_id=got.job_id,
+            record_seq=record_seq,
+            problem="; ".join(got.problems + got.disagreements),
+            **payload_fields,
+        )
+    )
+
+
+def _checkpoint_fields(envelope: Envelope) -> dict[str, Any]:
+    from fedschemas import decode_payload
+    from fedschemas.audit_payloads import AuditCheckpoint
+
+    payload = decode_payload(envelope, AuditCheckpoint)
+    return {
+        "body": payload.body,
+        "signature": payload.signature,
+        "statement": payload.statement,
+        "statement_signature": payload.statement_signature,
+    }
+
+
+def settle_peer_statement(conn: Connection, record_seq: int, problem: str) -> None:
+    """The comparison of a statement made after it was recorded ('' : it agreed)."""
+    conn.execute(
+        peer_checkpoints.update()
+        .where(peer_checkpoints.c.record_seq == record_seq)
+        .values(problem=problem)
+    )
+
+
+def iter_peer_heads(conn: Connection) -> Iterator[tuple[str, str, int, str]]:
+    """(peer, its audit key, seq, head hash) of every peer checkpoint that verified."""
+    query = (
+        sa.select(peer_checkpoints.c.peer, peer_checkpoints.c.body)
+        .where(peer_checkpoints.c.problem == "")
+        .order_by(peer_checkpoints.c.id)
+    )
+    for row in conn.execute(query):
+        body = json.loads(row.body)
+        yield str(row.peer), str(body["public_key"]), int(body["seq"]), str(body["head_hash"])
+
+
+def peer_checkpoint_lines(conn: Connection) -> Iterator[dict[str, Any]]:
+    for row in conn.execute(sa.select(peer_checkpoints).order_by(peer_checkpoints.c.id)):
+        yield {
+            "peer": row.peer,
+            "body": row.body,
+            "signature": row.signature,
+            "statement": row.statement,
+            "statement_signature": row.statement_signature,
+            "problem": row.problem,
+        }
+
+
+def latest_checkpoint(conn: Connection) -> tuple[dict[str, Any], str] | None:
+    row = conn.execute(sa.select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)).first()
+    return None if row is None else (json.loads(row.body), str(row.signature))
 
 
 def add_checkpoint(conn: Connection, body: dict[str, Any], signature: str) -> None:
@@ -98,6 +213,7 @@ def load_head(conn: Connection, party_id: str) -> ChainHead:
     """The chain head as stored: last seq and hash, and the peer digests recomputed."""
     head = ChainHead()
     cols = (
+        records.c.type,
         records.c.seq,
         records.c.hash,
         records.c.direction,
@@ -148,3 +264,5 @@ def export_lines(conn: Connection, party_id: str, public_key: str) -> Iterator[s
             {"checkpoint": {"body": json.loads(row.body), "signature": row.signature}},
             sort_keys=True,
         )
+    for item in peer_checkpoint_lines(conn):
+        yield json.dumps({"peer_checkpoint": item}, sort_keys=True)

@@ -15,13 +15,23 @@ every record's hash from its contents and the chain from the genesis value, and 
 
 What it cannot see: records appended after the last checkpoint and then deleted, if no later
 record or checkpoint refers to them (so checkpoints are frequent: every N records or T seconds).
+
+With the peer's export as well (`verify_pair`, `fedmq audit verify mine --peer theirs`) it
+also names
+
+- a checkpoint of the peer held in this party's log (the peer sent it: fedaudit.peers) that the
+  peer's export does not reproduce: its head hash differs from what the peer's records
+  recompute to (the peer rewrote its log after signing it), its records are missing, or it is
+  not signed by the key of the peer's export;
+- a message that crossed between the two, by job, in one log and not in the other (matched by
+  facts.content_sha256, the same at both ends).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fedcrypto.signing import VerifyKey
@@ -56,6 +66,8 @@ class Export:
     public_key: str
     records: list[dict[str, Any]]
     checkpoints: list[dict[str, Any]]
+    peer_checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """The peers' checkpoints this party received and kept."""
 
 
 def parse_export(lines: Iterable[str]) -> Export:
@@ -63,6 +75,7 @@ def parse_export(lines: Iterable[str]) -> Export:
     header: Mapping[str, Any] | None = None
     records: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
+    peer_checkpoints: list[dict[str, Any]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -78,11 +91,15 @@ def parse_export(lines: Iterable[str]) -> Export:
             records.append(item["record"])
         elif isinstance(item, dict) and "checkpoint" in item:
             checkpoints.append(item["checkpoint"])
+        elif isinstance(item, dict) and "peer_checkpoint" in item:
+            peer_checkpoints.append(item["peer_checkpoint"])
         else:
             raise ValueError(f"line {number}: neither a record nor a checkpoint")
     if header is None:
         raise ValueError("empty export")
-    return Export(str(header["party_id"]), str(header["public_key"]), records, checkpoints)
+    return Export(
+        str(header["party_id"]), str(header["public_key"]), records, checkpoints, peer_checkpoints
+    )
 
 
 def verify_export(export: Export) -> list[Problem]:
@@ -190,3 +207,95 @@ def _check_checkpoint(
             )
         ]
     return []
+
+
+def _chain_heads(records: Iterable[Mapping[str, Any]]) -> dict[int, str]:
+    """seq -> the chain hash the records recompute to at that seq (from the genesis)."""
+    heads: dict[int, str] = {}
+    running = GENESIS
+    for record in records:
+        try:
+            running = record_hash(running, record)
+        except (KeyError, ValueError):
+            break
+        heads[int(record.get("seq", -1))] = running
+    return heads
+
+
+def verify_pair(mine: Export, theirs: Export) -> list[Problem]:
+    """What the two parties' exports disagree on (each export on its own: verify_export)."""
+    me, peer = mine.party_id, theirs.party_id
+    problems: list[Problem] = []
+    try:
+        their_key = VerifyKey.from_bytes(bytes.fromhex(theirs.public_key))
+    except ValueError as exc:
+        return [Problem("malformed", 0, f"{peer}'s export's public key is unusable: {exc}")]
+    heads = _chain_heads(theirs.records)
+    last = max(heads, default=0)
+    for held in mine.peer_checkpoints:
+        if held.get("peer") != peer:
+            continue
+        try:
+            body = json.loads(str(held["body"]))
+            seq = int(body["seq"])
+        except (KeyError, ValueError, TypeError):
+            problems.append(Problem("malformed", 0, f"a checkpoint of {peer} held by {me}: bad"))
+            continue
+        where = f"{peer}'s checkpoint at record {seq} (held by {me})"
+        if body.get("public_key") != theirs.public_key or not checkpoint_signature_ok(
+            body, str(held.get("signature", "")), their_key
+        ):
+            problems.append(
+                Problem(
+                    "peer_checkpoint",
+                    seq,
+                    f"{where} is not signed by the key of {peer}'s export",
+                )
+            )
+        elif seq > last:
+            problems.append(
+                Problem(
+                    "peer_missing",
+                    seq,
+                    f"{where}: records {last + 1}..{seq} missing from {peer}'s export",
+                )
+            )
+        elif heads.get(seq) != body.get("head_hash"):
+            problems.append(
+                Problem(
+                    "peer_disagrees",
+                    seq,
+                    f"{where} does not match {peer}'s records: its log was changed after it "
+                    "signed the checkpoint",
+                )
+            )
+    problems += _traffic(mine, theirs) + _traffic(theirs, mine)
+    return sorted(problems, key=lambda p: (p.seq, p.kind, p.message))
+
+
+def _traffic(sender: Export, receiver: Export) -> list[Problem]:
+    """Messages `sender` logged as sent to `receiver` that `receiver` did not log as received."""
+    from fedaudit.peers import crossing_hash
+
+    src, dst = sender.party_id, receiver.party_id
+    got = {
+        crossing_hash(r)
+        for r in receiver.records
+        if r["direction"] == "in" and r["source_party"] == src
+    }
+    problems: list[Problem] = []
+    for record in sender.records:
+        if record["direction"] != "out" or record["destination_party"] != dst:
+            continue
+        if str(record["type"]).startswith("audit.") or crossing_hash(record) in got:
+            continue
+        problems.append(
+            Problem(
+                "peer_disagrees",
+                int(record["seq"]),
+                f"message {record['message_id']} ({record['type']}, job {record['job_id']}) "
+                f"sent by {src} to {dst} (its record {record['seq']}) is not in {dst}'s log as "
+                "received",
+            )
+        )
+    return problems

@@ -171,6 +171,19 @@ _RULES = (
         "a message from another party without a signature",
     ),
     Rule(
+        "control.peer_checkpoint",
+        "control",
+        "warn",
+        "a peer's checkpoint that is not its own, not signed by its audit key, or that signs "
+        "another chain head at a record it signed before",
+    ),
+    Rule(
+        "control.peer_log_disagrees",
+        "control",
+        "warn",
+        "a peer's signed statement of a job's traffic that differs from this party's log of it",
+    ),
+    Rule(
         "control.silent_party",
         "control",
         "warn",

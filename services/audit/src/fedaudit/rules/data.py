@@ -178,11 +178,20 @@ def check_ciphertexts(
     where = f"{tag!r} of {cv.name} (iteration {obs.record['iteration']})"
     repeats = 0
     message_id = str(obs.record["message_id"])
+    seen, room = view.ciphertexts, policy.repeat_memory - len(view.ciphertexts)
+    new: list[bytes] = []
     for i in range(0, len(raw), width):
         digest = hashlib.blake2b(raw[i : i + width], digest_size=16).digest()
+        first = seen.get(digest)
         # Keyed by message: the same message seen again (a redelivery) repeats nothing.
-        if view.ciphertexts.setdefault(digest, message_id) != message_id:
+        if first is None:
+            if len(new) < room:
+                seen[digest] = message_id
+                new.append(digest)
+        elif first != message_id:
             repeats += 1
+    if new:
+        view.unsaved.append((message_id, b"".join(new)))
     if repeats:
         found.append(
             policy.finding(

@@ -1,8 +1,8 @@
 """What the rules know about each job, built only from what the audit has seen (the job's
 proposal, this party's task.run messages, earlier messages of the job). The same view is
 rebuilt from the recorded log after a restart and by the post-hoc audit, so it holds facts,
-never payloads; the one exception is the set of ciphertext digests (repeats), which is
-in-memory only and starts empty again after a restart."""
+never payloads; the one exception is the set of ciphertext digests (repeats), which the
+handlers keep in their own table for the open jobs and load back after a restart."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class AuditPolicy:
     severities: Mapping[str, Severity] = field(default_factory=dict)
     """Operator overrides of rule severities (rule id -> severity)."""
     silent_after_s: float = 120.0
+    repeat_memory: int = 1_000_000
+    """Ciphertext digests remembered per job (data.ciphertext_repeated)."""
 
     def finding(self, rule_id: str, party: str, detail: str) -> Finding:
         severity = self.severities.get(rule_id, RULES[rule_id].severity)
@@ -92,7 +94,13 @@ class JobView:
     ended: bool = False
     ciphertexts: dict[bytes, str] = field(default_factory=dict)
     """Digest of each ciphertext seen in the job -> the message that carried it first."""
+    unsaved: list[tuple[str, bytes]] = field(default_factory=list)
+    """(message id, its new digests concatenated) not yet in the database."""
     unchecked_reported: bool = False
+
+    def take_unsaved(self) -> list[tuple[str, bytes]]:
+        taken, self.unsaved = self.unsaved, []
+        return taken
 
     def learn_pipeline(self, initiator: str, pipeline_yaml: str) -> str | None:
         """Take the approved pipeline in; the problem when it does not parse."""
