@@ -116,20 +116,30 @@ def test_breast_federated_model_with_sampling_equals_the_plaintext_reference(
     host_nodes = guest_model.arrays["trees/party"] == 1
     assert np.all(guest_model.arrays["trees/feature"][host_nodes] == -1)
     host_model = model_of(result, HOST, "host", "boost_0")
-    trees = host_model.arrays["split_tree"]
-    nodes = host_model.arrays["split_node"]
+    assert_host_splits_are_the_reference_s(host_model, 1, reference)
+    assert host_model.document["feature_names"] == [f"x{i}" for i in range(20)]
+    assert result.metric("boost_0", "trees") == 3.0
+
+
+def assert_host_splits_are_the_reference_s(
+    host_model: ModelArtifact, party: int, reference: Any
+) -> None:
+    """The host's split table holds exactly the reference's splits of that party: its own
+    feature indexes (mapped back from the shuffled slots the guest saw) and thresholds."""
+    expected = sum(
+        int(np.sum((t.kind == sbmath.SPLIT) & (t.party == party))) for t in reference.trees
+    )
+    assert host_model.arrays["split_tree"].size == expected > 0
     for t, node, feature, threshold in zip(
-        trees,
-        nodes,
+        host_model.arrays["split_tree"],
+        host_model.arrays["split_node"],
         host_model.arrays["split_feature"],
         host_model.arrays["split_threshold"],
         strict=True,
     ):
         tree = reference.trees[t]
-        assert tree.party[node] == 1 and tree.feature[node] == feature
-        assert threshold == reference.cuts[1][feature][tree.bin[node]]
-    assert host_model.document["feature_names"] == [f"x{i}" for i in range(20)]
-    assert result.metric("boost_0", "trees") == 3.0
+        assert tree.party[node] == party and tree.feature[node] == feature
+        assert threshold == reference.cuts[party][feature][tree.bin[node]]
 
 
 def _write(folder: Path, name: str, ids: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -153,6 +163,10 @@ def test_two_hosts_multiclass_with_missing_values_and_complete_secure_equal_the_
     x = rng.normal(size=(rows, 9))
     y = np.digitize(x[:, 0] + x[:, 4] - x[:, 7] + 0.3 * rng.normal(size=rows), [-0.7, 0.7])
     x[rng.random(x.shape) < 0.1] = np.nan
+    # the first host's third feature is a copy of its second: every split on one ties with
+    # the other, and the host (which shows its features to the guest in a secret shuffled
+    # order) must take the first in its own order, as the reference does
+    x[:, 5] = x[:, 4]
     ids = np.array([f"r{i:04d}" for i in range(rows)])
     _write(tmp_path / GUEST, "g", ids, x[:, :3], y.astype(np.float64))
     _write(tmp_path / HOST, "h", ids, x[:, 3:6], None)  # each host its own folder
@@ -181,6 +195,14 @@ def test_two_hosts_multiclass_with_missing_values_and_complete_secure_equal_the_
     parties = np.stack([t.party for t in reference.trees])
     assert set(parties[:3].ravel()) <= {-1, 0}  # the first round: guest features only
     assert {1, 2} <= set(parties[3:].ravel())  # later rounds: both hosts split
+    assert_host_splits_are_the_reference_s(model_of(result, HOST, "host", "boost_0"), 1, reference)
+    assert_host_splits_are_the_reference_s(model_of(result, HOST2, "host", "boost_0"), 2, reference)
+    tied = [
+        (t.feature[node], t.bin[node])
+        for t in reference.trees
+        for node in np.flatnonzero((t.kind == sbmath.SPLIT) & (t.party == 1))
+    ]
+    assert any(feature == 1 for feature, _ in tied)  # splits on the duplicated feature
 
 
 def _corrupt_histograms(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
@@ -249,3 +271,27 @@ def test_the_protocol_declares_who_decrypts_and_what_is_revealed() -> None:
     assert gh is not None and gh.decrypt is None  # the host has no key
     split = protocol.rule("instance_split", "host", "guest")
     assert split is not None and split.kinds == ("partial_score",)  # a per-row disclosure
+
+
+def test_a_host_shows_its_features_in_a_secret_order_per_tree() -> None:
+    # Prepare: a host's 20 features, 12 of them drawn by colsample for one tree
+    key, other_key = bytes(range(16)), bytes(range(1, 17))
+    every = np.ones(20, dtype=np.bool_)
+    drawn = sbmath.sampled_features(20, 0.6, 0, 3, 1)
+
+    # Execute
+    orders = [sbmath.host_feature_order(key, tree, every) for tree in range(4)]
+    again = sbmath.host_feature_order(key, 2, every)  # a resumed host: the same key
+    sampled = sbmath.host_feature_order(key, 3, drawn)
+
+    # Assert: each order is a permutation of the features it may use, different per tree and
+    # per key, the same for the same key and tree; short keys are refused
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(20))
+        assert order.tolist() != list(range(20))
+    assert len({tuple(o.tolist()) for o in orders}) == 4
+    np.testing.assert_array_equal(again, orders[2])
+    assert sbmath.host_feature_order(other_key, 2, every).tolist() != orders[2].tolist()
+    assert sorted(sampled.tolist()) == np.flatnonzero(drawn).tolist() and sampled.size == 12
+    with pytest.raises(ValueError, match="16 bytes"):
+        sbmath.host_feature_order(b"short", 0, every)

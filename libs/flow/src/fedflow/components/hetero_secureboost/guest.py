@@ -3,6 +3,7 @@ the crypto plumbing fedflow.kit). The exchange, step by step, is in the package 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,8 +39,17 @@ def hosts_take_part(params: HeteroSecureBoostParams, tree: int) -> bool:
 
 
 def split_id(split: sbmath.Split, max_bin: int) -> int:
-    """The id a host's candidate (feature, threshold bin) goes by in the splits message."""
+    """The id a host's candidate (slot, threshold bin) goes by in the splits message; the
+    slot is the candidate's place in the host's secret order of its features for the tree
+    (math.host_feature_order), not the feature's index."""
     return split.feature * max_bin + split.bin
+
+
+def host_slots(params: HeteroSecureBoostParams, tree: int, party: int, features: int) -> int:
+    """How many features (slots) host `party` (1: the first) shows in tree `tree`'s
+    histograms: those colsample draws for it, whose indexes only the host knows."""
+    drawn = sbmath.sampled_features(features, params.colsample, params.seed, tree, party)
+    return int(drawn.sum())
 
 
 @dataclass
@@ -245,8 +255,15 @@ class _Trainer:
     def grow(self, index: int, first: int) -> None:
         params, run, rows = self.params, self.run, len(self.y)
         q, scale = sbmath.tree_inputs(self.y, run.scores, params, index)
-        widths = [self.bins.shape[1], *(run.host_features[h] for h in self.hosts)]
-        allowed = sbmath.allowed_features(widths, params, index)
+        slots = [
+            host_slots(params, index, party, run.host_features[h])
+            for party, h in enumerate(self.hosts, start=1)
+        ]
+        # the guest's own draw; every slot a host shows is one it may split on
+        allowed = [
+            sbmath.allowed_features([self.bins.shape[1]], params, index)[0],
+            *(np.ones(k, dtype=np.bool_) for k in slots),
+        ]
         federated = hosts_take_part(params, index)
         if first == 0 or run.tree is None:
             run.tree, run.level = sbmath.Tree.empty(params.max_depth), sbmath.root_level(rows)
@@ -269,7 +286,10 @@ class _Trainer:
                     tag="positions",
                     iteration=iteration,
                 )
-                cells += [self.host_cells(h, iteration, level) for h in self.hosts]
+                cells += [
+                    self.host_cells(h, iteration, level, k)
+                    for h, k in zip(self.hosts, slots, strict=True)
+                ]
             decisions = [
                 sbmath.choose(
                     [
@@ -279,7 +299,12 @@ class _Trainer:
                 )
                 for i in range(nodes)
             ]
-            go_left = self.split_rows(iteration, level, decisions, federated)
+            ties = {
+                i: sbmath.tied_splits(cells[d[0]][i], totals[i], scale, params, allowed[d[0]], d[1])
+                for i, d in enumerate(decisions)
+                if d is not None and d[0] > 0
+            }
+            go_left = self.split_rows(iteration, level, decisions, federated, ties)
             assert run.leaf_of is not None
             split_at = [i for i, d in enumerate(decisions) if d is not None]
             for i, node in enumerate(level.nodes):
@@ -314,10 +339,10 @@ class _Trainer:
         )
         he.prefetch(later)
 
-    def host_cells(self, host: str, iteration: int, level: sbmath.Level) -> Ints:
-        """The host's cells of every open node: decrypted, decoded, siblings subtracted."""
+    def host_cells(self, host: str, iteration: int, level: sbmath.Level, k: int) -> Ints:
+        """The host's cells of every open node (`k` slots each): decrypted, decoded, siblings
+        subtracted."""
         nodes, width = len(level.nodes), self.params.max_bin + 1
-        k = self.run.host_features[host]
         direct = sbmath.direct_nodes(level.positions, nodes, level.depth)
         count = len(direct) * k * width
         what = f"hetero_secureboost: histograms from {host}"
@@ -342,9 +367,11 @@ class _Trainer:
         level: sbmath.Level,
         decisions: list[tuple[int, sbmath.Split] | None],
         federated: bool,
+        ties: dict[int, list[sbmath.Split]],
     ) -> NDArray[np.bool_]:
         """Which rows each splitting node sends left: the guest's own splits from its bins,
-        a host's from its instance_split answer. Tells each host its won ids."""
+        a host's from its instance_split answer. Tells each host its won ids; where several
+        of a host's slots tie (`ties`), the host picks one and `decisions` is updated."""
         params, tree = self.params, self.run.tree
         assert tree is not None
         go_left = np.zeros(len(self.y), dtype=np.bool_)
@@ -370,11 +397,19 @@ class _Trainer:
         for party, host in enumerate(self.hosts, start=1):
             table = np.full((len(level.nodes), 4), -1.0)
             table[:, 0] = level.nodes
+            tied: dict[str, list[list[int]]] = {}
             for i in won.get(party, []):
                 _, split = decisions[i]  # type: ignore[misc]
                 table[i, 1:] = (split_id(split, params.max_bin), split.missing_left, split.gain)
+                if len(ties.get(i, [])) > 1:
+                    tied[str(i)] = [
+                        [split_id(t, params.max_bin), int(t.missing_left)] for t in ties[i]
+                    ]
+            meta: dict[str, Any] = {"next_nodes": next_nodes}
+            if tied:
+                meta["ties"] = json.dumps(tied, separators=(",", ":"))
             self.ctx.federation.send(
-                FederationData(kind="plain_control", array=table, meta={"next_nodes": next_nodes}),
+                FederationData(kind="plain_control", array=table, meta=meta),
                 to=host,
                 tag="splits",
                 iteration=iteration,
@@ -387,7 +422,16 @@ class _Trainer:
                 raise ShapeMismatchError(
                     f"hetero_secureboost: instance_split from {host} is not ({len(self.y)},)"
                 )
+            chosen = _chosen(got.meta.get("chosen"), host)
             for i in indexes:
+                if str(i) in chosen or len(ties.get(i, [])) > 1:
+                    pick = chosen.get(str(i))
+                    if not isinstance(pick, int) or not 0 <= pick < len(ties.get(i, [])):
+                        raise ValueError(
+                            f"hetero_secureboost: {host} did not pick one of the tied splits "
+                            f"of node {level.nodes[i]}"
+                        )
+                    decisions[i] = (party, ties[i][pick])
                 at = level.positions == i
                 if not np.all((answer[at] == 0) | (answer[at] == 1)):
                     raise ValueError(
@@ -467,6 +511,19 @@ class _Trainer:
                 tag="boost_stop",
                 iteration=iteration,
             )
+
+
+def _chosen(text: object, host: str) -> dict[str, object]:
+    """instance_split's meta 'chosen' (JSON: node index -> the tied candidate taken)."""
+    if text is None:
+        return {}
+    try:
+        chosen = json.loads(str(text))
+    except ValueError:
+        chosen = None
+    if not isinstance(chosen, dict):
+        raise ValueError(f"hetero_secureboost: {host}'s chosen splits are not a JSON object")
+    return chosen
 
 
 def _model(

@@ -7,6 +7,8 @@ splits send the rows of their nodes."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -66,6 +68,12 @@ class _Host:
         self.ctx, self.params, self.guest = ctx, params, guest
         self.bins, self.cuts, self.executor = bins, cuts, executor
         self.rows = bins.shape[0]
+        hosts = list(ctx.parties.get("host", []))
+        self.party = hosts.index(ctx.party_id) + 1 if ctx.party_id in hosts else 1
+        """This host's party index in the guest's order (1: the first host): colsample's
+        draw of its features for each tree."""
+        self.shuffle_key = secrets.token_bytes(16)
+        """The secret of the order the guest sees this host's features in (never sent)."""
         self.splits: dict[str, list[Any]] = {name: [] for name in SPLIT_FIELDS}
         self.validate: sbmath.Floats | None = None
         """validate_data's features: the sides of this host's nodes go to the guest."""
@@ -80,6 +88,7 @@ class _Host:
             self.key = self._key(bytes(saved.state["guest_key"]))
             self.splits = {name: list(saved.state["splits"][name]) for name in SPLIT_FIELDS}
             self.stopped = bool(saved.state.get("stopped", False))
+            self.shuffle_key = bytes(saved.state["shuffle_key"])
             self.start = saved.iteration + 1
         else:
             ctx.federation.send(
@@ -110,6 +119,7 @@ class _Host:
             "guest_key": self.key.to_bytes(),
             "splits": {name: list(values) for name, values in self.splits.items()},
             "stopped": self.stopped,
+            "shuffle_key": self.shuffle_key,
         }
 
     def save(self, iteration: int) -> None:
@@ -134,6 +144,12 @@ class _Host:
         what = f"hetero_secureboost: gh of tree {index} from {self.guest}"
         got = self.ctx.federation.recv(frm=self.guest, tag="gh", iteration=index * depth_count)
         gh = _read(got, self.key, what, self.rows)
+        k = self.bins.shape[1]
+        allowed = sbmath.sampled_features(
+            k, self.params.colsample, self.params.seed, index, self.party
+        )
+        order = sbmath.host_feature_order(self.shuffle_key, index, allowed)
+        shown = np.ascontiguousarray(self.bins[:, order])  # the guest's slot j: feature order[j]
         for depth in range(first, depth_count):
             iteration = index * depth_count + depth
             got = self.ctx.federation.recv(frm=self.guest, tag="positions", iteration=iteration)
@@ -149,7 +165,7 @@ class _Host:
             ) -> tuple[EncryptedVector, dict[str, Any]]:
                 began = time.perf_counter()
                 cells = cipher.encrypted_histograms(
-                    self.key, gh, self.bins, positions, direct, self.params.max_bin, self.executor
+                    self.key, gh, shown, positions, direct, self.params.max_bin, self.executor
                 )
                 self.seconds["histogram_seconds"] += time.perf_counter() - began
                 began = time.perf_counter()
@@ -158,7 +174,7 @@ class _Host:
                 return packed, {}
 
             self.resume.send_ciphertexts("histograms", iteration, histograms, to=self.guest)
-            next_nodes = self.answer_splits(index, iteration, positions, nodes)
+            next_nodes = self.answer_splits(index, iteration, positions, nodes, order)
             if next_nodes == 0 or depth == depth_count - 1:
                 final = index * depth_count + depth_count - 1
                 self.end_tree(index, final)
@@ -198,24 +214,47 @@ class _Host:
             self.stopped = True
 
     def answer_splits(
-        self, index: int, iteration: int, positions: NDArray[np.int32], nodes: int
+        self,
+        index: int,
+        iteration: int,
+        positions: NDArray[np.int32],
+        nodes: int,
+        order: sbmath.Ints,
     ) -> int:
         """Record the splits this host won and send which way they send their rows; returns
-        the next level's open node count."""
+        the next level's open node count. Split ids name a slot of `order` (the shuffled
+        features the guest saw) and a bin; where the guest lists tied candidates of several
+        slots, the host takes the first in its own feature order (the reference's choice)
+        and says which."""
         got = self.ctx.federation.recv(frm=self.guest, tag="splits", iteration=iteration)
         table = None if got.array is None else np.asarray(got.array, dtype=np.float64)
         next_nodes = got.meta.get("next_nodes")
         if table is None or table.shape != (nodes, 4) or not isinstance(next_nodes, int):
             raise ValueError(f"hetero_secureboost: splits from the guest are not ({nodes}, 4)")
+        ties = _ties(got.meta.get("ties"))
         max_bin = self.params.max_bin
         answer = np.full(self.rows, -1, dtype=np.int8)
         won = False
-        for i in np.flatnonzero(table[:, 1] >= 0).tolist():
-            ident = int(table[i, 1])
-            feature, threshold_bin = divmod(ident, max_bin)
-            if feature >= self.bins.shape[1] or threshold_bin >= len(self.cuts[feature]):
+        chosen: dict[str, int] = {}
+
+        def candidate(ident: int, left: bool) -> tuple[int, int, bool]:
+            slot, threshold_bin = divmod(int(ident), max_bin)
+            if not 0 <= slot < len(order) or threshold_bin >= len(self.cuts[order[slot]]):
                 raise ValueError(f"hetero_secureboost: the guest chose an unknown split {ident}")
-            missing_left = bool(table[i, 2] > 0)
+            return int(order[slot]), threshold_bin, bool(left)
+
+        for i in np.flatnonzero(table[:, 1] >= 0).tolist():
+            feature, threshold_bin, missing_left = candidate(int(table[i, 1]), table[i, 2] > 0)
+            listed = ties.get(str(i))
+            if listed is not None:
+                if not isinstance(listed, list) or not all(
+                    isinstance(c, list) and len(c) == 2 for c in listed
+                ):
+                    raise ValueError(f"hetero_secureboost: tied splits of node {i} malformed")
+                options = [candidate(int(c[0]), bool(c[1])) for c in listed]
+                pick = min(range(len(options)), key=lambda j: options[j])
+                chosen[str(i)] = pick
+                feature, threshold_bin, missing_left = options[pick]
             at = positions == i
             answer[at] = sbmath.goes_left(
                 self.bins[at, feature], threshold_bin, missing_left, max_bin
@@ -236,7 +275,11 @@ class _Host:
             won = True
         if won:
             self.ctx.federation.send(
-                FederationData(kind="partial_score", array=answer),
+                FederationData(
+                    kind="partial_score",
+                    array=answer,
+                    meta={"chosen": json.dumps(chosen, separators=(",", ":"))} if chosen else {},
+                ),
                 to=self.guest,
                 tag="instance_split",
                 iteration=iteration,
@@ -273,6 +316,19 @@ class _Host:
                 "importance_gain": gain,
             },
         )
+
+
+def _ties(text: object) -> dict[str, Any]:
+    """splits' meta 'ties' (JSON: node index -> [[split id, missing left], ...])."""
+    if text is None:
+        return {}
+    try:
+        ties = json.loads(str(text))
+    except ValueError:
+        ties = None
+    if not isinstance(ties, dict):
+        raise ValueError("hetero_secureboost: the guest's tied splits are not a JSON object")
+    return ties
 
 
 def _read(got: FederationData, key: PublicKey, what: str, rows: int) -> NDArray[np.uint64]:

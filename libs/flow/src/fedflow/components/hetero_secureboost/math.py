@@ -285,19 +285,17 @@ def _score(g: Floats, h: Floats, reg_lambda: float) -> Floats:
         return np.where(h + reg_lambda > 0, g * g / (h + reg_lambda), 0.0)
 
 
-def best_split(
+def split_gains(
     cells: Ints,
     total: Ints,
     scale: GhScale,
     params: HeteroSecureBoostParams,
     allowed: NDArray[np.bool_],
-) -> Split | None:
-    """The best split of one node over one party's features (cells (k, max_bin + 1, 3)), or
-    None. Candidates in the order feature, threshold bin, missing right then missing left:
-    the first of equal gains wins."""
+) -> Floats:
+    """The gain of every candidate of one node over one party's features (cells (k, max_bin
+    + 1, 3)): (k, max_bin - 1, 2) for (feature, threshold bin, missing right / left); an
+    invalid candidate (a child too light or too small, a feature not allowed) is -inf."""
     k = cells.shape[0]
-    if k == 0 or not np.any(allowed):
-        return None
     g, h, c = scale.values(cells)
     gt, ht, ct = scale.values(total)
     missing = (g[:, -1:], h[:, -1:], c[:, -1:])
@@ -316,12 +314,62 @@ def best_split(
             & allowed[:, None]
         )
         gains[:, :, side] = np.where(valid, gain, -np.inf)
+    return gains
+
+
+def best_split(
+    cells: Ints,
+    total: Ints,
+    scale: GhScale,
+    params: HeteroSecureBoostParams,
+    allowed: NDArray[np.bool_],
+) -> Split | None:
+    """The best split of one node over one party's features (cells (k, max_bin + 1, 3)), or
+    None. Candidates in the order feature, threshold bin, missing right then missing left:
+    the first of equal gains wins."""
+    if cells.shape[0] == 0 or not np.any(allowed):
+        return None
+    gains = split_gains(cells, total, scale, params, allowed)
     best = int(np.argmax(gains))
     value = float(gains.flat[best])
     if not (value > params.gamma and value > MIN_GAIN):
         return None
     where = np.unravel_index(best, gains.shape)
     return Split(value, int(where[0]), int(where[1]), bool(where[2]))
+
+
+def tied_splits(
+    cells: Ints,
+    total: Ints,
+    scale: GhScale,
+    params: HeteroSecureBoostParams,
+    allowed: NDArray[np.bool_],
+    best: Split,
+) -> list[Split]:
+    """Every feature's first candidate (bin, then missing right / left) whose gain equals
+    `best`'s, in feature order: the candidates a host whose features the guest sees in a
+    shuffled order must choose among (its first in its own order is the reference's)."""
+    gains = split_gains(cells, total, scale, params, allowed)
+    out: list[Split] = []
+    for feature in range(gains.shape[0]):
+        equal = np.flatnonzero(gains[feature].ravel() == best.gain)
+        if equal.size:
+            b, side = np.unravel_index(int(equal[0]), gains.shape[1:])
+            out.append(Split(best.gain, feature, int(b), bool(side)))
+    return out
+
+
+def host_feature_order(key: bytes, tree: int, allowed: NDArray[np.bool_]) -> Ints:
+    """A host's features tree `tree` may split on, in the order it shows them to the guest:
+    a permutation drawn from the host's secret `key` (never sent) and the tree. The guest
+    sees slot j, not the feature order[j]: it cannot tell which of the host's features a
+    split uses. One order per tree (not per node): the guest subtracts a child's
+    histogram from its parent's, so both must list the features alike."""
+    if len(key) < 16:
+        raise ValueError("hetero_secureboost: a host's shuffle key needs at least 16 bytes")
+    seed = [int.from_bytes(key, "little"), tree, 0x5B0F]
+    features = np.flatnonzero(allowed).astype(np.int64)
+    return features[np.random.default_rng(seed).permutation(features.size)]
 
 
 def choose(candidates: Sequence[Split | None]) -> tuple[int, Split] | None:

@@ -77,7 +77,9 @@ HETERO_SECUREBOOST_PROTOCOL = Protocol(
             3,
             "(*, 4)",
             "per open node: [heap id, split id of this host or -1, missing goes left, gain]; "
-            "meta: next_nodes (0: the tree is complete)",
+            "a split id is slot * max_bin + bin, the slot an opaque place in the host's secret "
+            "per-tree order of its features; meta: next_nodes (0: the tree is complete), ties "
+            "(JSON, only where several slots of the winner tie: node -> [[id, missing left]])",
             per_iteration=True,
         ),
         array_rule(
@@ -88,7 +90,8 @@ HETERO_SECUREBOOST_PROTOCOL = Protocol(
             4,
             "(n,)",
             "for the rows at the nodes this host won: 1 left, 0 right (-1 elsewhere); the "
-            "guest learns each such node's children's instance spaces",
+            "guest learns each such node's children's instance spaces; meta: chosen (JSON, "
+            "node -> the tied candidate the host took, first in its own feature order)",
             per_iteration=True,
             dtype="int8",
         ),
