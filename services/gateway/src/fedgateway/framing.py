@@ -44,6 +44,20 @@ Frame types and bodies:
                    the server refused the request (verification, authorization), body is the
                    UTF-8 reason; 2 (REPLY_FAILED): accepted but no answer can come (no local
                    responder, its deadline passed there), body is the UTF-8 reason.
+    STRIPE    (11) u64 xid | u32 index | u32 count | u64 total | chunk bytes: piece `index` of
+                   `count` of a large DATA body of `total` bytes, striped by the client across
+                   its parallel connections to the same server (docs/wan.md). `xid` names the
+                   transfer (random, chosen by the client); chunks are `total / count` bytes
+                   rounded up, the last one shorter. The server keeps the chunks per peer party
+                   (not per connection), so a connection that resets loses nothing it ACKed.
+                   Sent only to a server whose HELLO_OK lists the "stripe" feature.
+    STRIPE_ACK (12) n x (u64 xid | u32 index): the server holds these chunks; they are never
+                   sent again, whichever connection carries the rest.
+    A DATA frame whose meta has "x": [xid, total] carries no envelope bytes: its body is the
+    striped transfer `xid`, whose every chunk the server has ACKed. The server answers it like
+    any DATA (ACK or REFUSED); REFUSED with the reason STRIPE_MISSING means it no longer holds
+    the transfer (expired, evicted, or already delivered before an ACK was lost): the client
+    stripes the body again (a duplicate the receiver's inbox drops).
 
 The envelope bytes travel untouched (they are what the signature covers, via
 fedschemas.canonical_bytes); the frame carries them without copying them into msgpack.
@@ -65,10 +79,14 @@ _DATA_PREFIX = struct.Struct(">QI")
 HEADER_SIZE = _HEADER.size
 _REQUEST_PREFIX = struct.Struct(">Q")
 _REPLY_PREFIX = struct.Struct(">QB")
+_STRIPE_PREFIX = struct.Struct(">QIIQ")
+STRIPE_PREFIX_SIZE = _STRIPE_PREFIX.size
+_STRIPE_ACK = struct.Struct(">QI")
 FEATURE_PING = "ping"
 FEATURE_RPC = "rpc"
 FEATURE_KEEPALIVE = "keepalive"
-FEATURES: tuple[str, ...] = (FEATURE_PING, FEATURE_RPC, FEATURE_KEEPALIVE)
+FEATURE_STRIPE = "stripe"
+FEATURES: tuple[str, ...] = (FEATURE_PING, FEATURE_RPC, FEATURE_KEEPALIVE, FEATURE_STRIPE)
 """What this gateway announces in HELLO / HELLO_OK."""
 MAX_CONTROL_FRAME = 1 << 20
 """Non-DATA frames are small; a larger one is a protocol error (bounded memory per peer)."""
@@ -76,6 +94,9 @@ MAX_KEEPALIVE_S = 3600.0
 """A HELLO announcing rarer heartbeats than this is malformed (a client waits a few of them)."""
 HEARTBEAT_NONCE = 0
 """The nonce of a server's unsolicited PONG (keepalive); a client's PINGs start at 1."""
+STRIPE_MISSING = "stripe_missing"
+"""REFUSED reason: the server does not hold the striped transfer a DATA frame names (resend)."""
+MAX_STRIPE_CHUNKS = 1 << 20
 
 
 class FrameType(enum.IntEnum):
@@ -89,6 +110,8 @@ class FrameType(enum.IntEnum):
     PONG = 8
     REQUEST = 9
     REPLY = 10
+    STRIPE = 11
+    STRIPE_ACK = 12
 
 
 class ReplyOutcome(enum.IntEnum):
@@ -119,6 +142,8 @@ class DataFrame:
     message_id: str
     headers: Mapping[str, str]
     body: bytes
+    stripe: tuple[int, int] | None = None
+    """(xid, total) of the striped transfer that is this frame's body (the body is then empty)."""
 
 
 def frame_header(frame_type: FrameType, body_length: int) -> bytes:
@@ -134,7 +159,12 @@ def parse_header(header: bytes, *, max_frame_bytes: int) -> tuple[FrameType, int
         raise ProtocolError(f"unknown frame type {raw_type}") from None
     if length < 1:
         raise ProtocolError("frame length 0")
-    carries_envelope = frame_type in (FrameType.DATA, FrameType.REQUEST, FrameType.REPLY)
+    carries_envelope = frame_type in (
+        FrameType.DATA,
+        FrameType.REQUEST,
+        FrameType.REPLY,
+        FrameType.STRIPE,
+    )
     limit = max_frame_bytes if carries_envelope else MAX_CONTROL_FRAME
     if length - 1 > limit:
         raise ProtocolError(f"{frame_type.name} frame of {length - 1} bytes exceeds {limit}")
@@ -188,10 +218,33 @@ def decode_hello(body: bytes) -> Hello:
     )
 
 
-def encode_data_prefix(seq: int, message_id: str, headers: Mapping[str, str]) -> bytes:
+def encode_data_prefix(
+    seq: int,
+    message_id: str,
+    headers: Mapping[str, str],
+    stripe: tuple[int, int] | None = None,
+) -> bytes:
     """Everything of a DATA body before the envelope bytes (sent separately: no copy)."""
-    meta: bytes = msgpack.packb({"id": message_id, "h": dict(headers)}, use_bin_type=True)
+    fields: dict[str, object] = {"id": message_id, "h": dict(headers)}
+    if stripe is not None:
+        fields["x"] = list(stripe)
+    meta: bytes = msgpack.packb(fields, use_bin_type=True)
     return _DATA_PREFIX.pack(seq, len(meta)) + meta
+
+
+def stripe_ref_of(body: bytes) -> tuple[int, str, dict[str, str], tuple[int, int]] | None:
+    """(seq, message id, headers, (xid, total)) of a DATA body that names a striped transfer;
+    None for an ordinary DATA body (read without copying its envelope bytes)."""
+    view = memoryview(body)
+    if len(view) < _DATA_PREFIX.size:
+        raise ProtocolError("DATA frame too short")
+    _, meta_len = _DATA_PREFIX.unpack_from(view)
+    if len(view) != _DATA_PREFIX.size + meta_len:
+        return None  # envelope bytes follow the meta: not a reference
+    frame = decode_data(view)
+    if frame.stripe is None:
+        return None
+    return frame.seq, frame.message_id, dict(frame.headers), frame.stripe
 
 
 def decode_data(body: bytes | memoryview) -> DataFrame:
@@ -205,6 +258,7 @@ def decode_data(body: bytes | memoryview) -> DataFrame:
     try:
         meta = msgpack.unpackb(view[start : start + meta_len], raw=False)
         message_id, headers = meta["id"], meta["h"]
+        stripe = meta.get("x")
     except Exception as exc:
         raise ProtocolError(f"malformed DATA meta: {exc}") from None
     if (
@@ -213,8 +267,22 @@ def decode_data(body: bytes | memoryview) -> DataFrame:
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise ProtocolError("malformed DATA meta: wrong field types")
+    ref: tuple[int, int] | None = None
+    if stripe is not None:
+        if (
+            not isinstance(stripe, list)
+            or len(stripe) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in stripe)
+            or len(view) != start + meta_len
+        ):
+            raise ProtocolError("malformed DATA meta: bad stripe reference")
+        ref = (stripe[0], stripe[1])
     return DataFrame(
-        seq=seq, message_id=message_id, headers=headers, body=bytes(view[start + meta_len :])
+        seq=seq,
+        message_id=message_id,
+        headers=headers,
+        body=bytes(view[start + meta_len :]),
+        stripe=ref,
     )
 
 
@@ -277,3 +345,50 @@ def decode_reply(body: bytes) -> tuple[int, ReplyOutcome, bytes]:
     except ValueError:
         raise ProtocolError(f"unknown REPLY outcome {raw}") from None
     return rid, outcome, body[_REPLY_PREFIX.size :]
+
+
+@dataclass(frozen=True)
+class StripeChunk:
+    xid: int
+    index: int
+    count: int
+    total: int
+    data: bytes
+
+
+def stripe_chunk_bytes(total: int, count: int) -> int:
+    """The size of every chunk but the last of a transfer of `total` bytes in `count`."""
+    return -(-total // count)
+
+
+def encode_stripe_prefix(xid: int, index: int, count: int, total: int) -> bytes:
+    """A STRIPE body before the chunk bytes (sent separately: no copy)."""
+    return _STRIPE_PREFIX.pack(xid, index, count, total)
+
+
+def decode_stripe(body: bytes, *, max_total: int) -> StripeChunk:
+    """One STRIPE body, checked: the chunk has the size its index implies, the transfer is no
+    larger than `max_total`, and it has no more than MAX_STRIPE_CHUNKS chunks."""
+    if len(body) < _STRIPE_PREFIX.size:
+        raise ProtocolError("STRIPE frame too short")
+    xid, index, count, total = _STRIPE_PREFIX.unpack_from(body)
+    if not 0 < count <= MAX_STRIPE_CHUNKS or index >= count or total > max_total or total < count:
+        raise ProtocolError(f"bad STRIPE header: index {index} of {count}, total {total}")
+    size = stripe_chunk_bytes(total, count)
+    expected = size if index < count - 1 else total - size * (count - 1)
+    data = body[_STRIPE_PREFIX.size :]
+    if expected <= 0 or len(data) != expected:
+        raise ProtocolError(f"STRIPE chunk {index} has {len(data)} bytes, expected {expected}")
+    return StripeChunk(xid=xid, index=index, count=count, total=total, data=bytes(data))
+
+
+def encode_stripe_ack(chunks: Sequence[tuple[int, int]]) -> bytes:
+    return b"".join(_STRIPE_ACK.pack(xid, index) for xid, index in chunks)
+
+
+def decode_stripe_ack(body: bytes) -> list[tuple[int, int]]:
+    if len(body) % _STRIPE_ACK.size:
+        raise ProtocolError("STRIPE_ACK body is not a whole number of (u64, u32)")
+    return [
+        _STRIPE_ACK.unpack_from(body, off) for off in range(0, len(body), _STRIPE_ACK.size)
+    ]

@@ -45,6 +45,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import secrets
+import socket
 import ssl
 import threading
 import time
@@ -64,25 +66,49 @@ from fedgateway.framing import (
     FEATURE_KEEPALIVE,
     FEATURE_PING,
     FEATURE_RPC,
+    FEATURE_STRIPE,
     HEADER_SIZE,
     HEARTBEAT_NONCE,
+    STRIPE_MISSING,
     FrameType,
     Hello,
     ProtocolError,
     ReplyOutcome,
+    StripeChunk,
     decode_ack,
     decode_hello,
     decode_ping,
     decode_refused,
     decode_reply,
+    decode_stripe,
+    decode_stripe_ack,
     encode_data_prefix,
     encode_hello,
     encode_ping,
+    encode_refused,
     encode_request_prefix,
+    encode_stripe_ack,
     frame_header,
     parse_header,
+    stripe_ref_of,
 )
 from fedgateway.pki import CertificateRefused, PartyIdentity, check_party_certificate
+from fedgateway.stripe import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_STALL_AFTER,
+    DEFAULT_STREAM_WINDOW,
+    StripeStore,
+    StripeTransfer,
+    TransferStopped,
+)
+from fedgateway.transport import (
+    TcpInfo,
+    TransportOptions,
+    client_socket,
+    enter_netns,
+    listening_socket,
+    tcp_info,
+)
 
 log = structlog.get_logger("fedgateway.link")
 
@@ -215,16 +241,35 @@ def peer_party_of(ssl_object: Any, ca_cert: x509.Certificate) -> str:
 class LinkLoop:
     """One asyncio event loop on a daemon thread, shared by every link connection."""
 
-    def __init__(self, name: str = "fedgateway-link") -> None:
+    def __init__(self, name: str = "fedgateway-link", *, netns: str = "") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._netns = netns
+        self._entered = threading.Event()
+        self._netns_error: BaseException | None = None
 
     def _run(self) -> None:
+        if self._netns:
+            # Every socket of the link (listening, accepted, outbound) is made on this thread,
+            # so it lives in this namespace; the gateway's other threads stay where they are.
+            try:
+                enter_netns(self._netns)
+            except BaseException as exc:
+                self._netns_error = exc
+                self._entered.set()
+                return
+        self._entered.set()
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
     def start(self) -> None:
+        """Start the loop thread; raise if it cannot enter its network namespace."""
         self._thread.start()
+        self._entered.wait()
+        if self._netns_error is not None:
+            raise OSError(
+                f"link loop cannot enter network namespace {self._netns!r}: {self._netns_error}"
+            ) from self._netns_error
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run `coro` on the loop in an empty context: a connection opened on behalf of a relay
@@ -348,19 +393,33 @@ class LinkServer:
         port: int,
         *,
         max_frame_bytes: int,
+        transport: TransportOptions | None = None,
+        stripe_store_bytes: int = 0,
     ) -> None:
         self._link_loop = link_loop
         self._handler = handler
         self._host = host
         self._port = port
         self._max_frame_bytes = max_frame_bytes
+        self._transport = transport or TransportOptions()
+        self._stripe_store_bytes = stripe_store_bytes or 2 * max_frame_bytes
+        self._stripes: dict[str, StripeStore] = {}
+        """Peer party -> its striped transfers (shared by all of its connections)."""
         self._server: asyncio.Server | None = None
         self._sessions: set[tuple[asyncio.StreamWriter, InboundSession]] = set()
         self.port = port
 
+    def stripe_store(self, peer_party: str) -> StripeStore:
+        store = self._stripes.get(peer_party)
+        if store is None:
+            store = self._stripes[peer_party] = StripeStore(self._stripe_store_bytes)
+        return store
+
     def start(self) -> int:
         async def start() -> asyncio.Server:
-            return await asyncio.start_server(self._serve, self._host, self._port)
+            # made on the loop thread: in the link's network namespace, with its TCP options
+            sock = listening_socket(self._host, self._port, self._transport)
+            return await asyncio.start_server(self._serve, sock=sock)
 
         self._server = self._link_loop.run(start(), timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -428,10 +487,24 @@ class LinkServer:
             entry = (writer, session)
             self._sessions.add(entry)
             log.info("link_accepted", peer_party=cert_party, address=address)
+            stripes = self.stripe_store(cert_party)
             while True:
                 frame_type, body = await read_frame(reader, self._max_frame_bytes)
                 if frame_type is FrameType.DATA:
+                    ref = stripe_ref_of(body)
+                    if ref is not None:
+                        whole = self._striped_body(stripes, ref)
+                        if whole is None:
+                            write_frame(
+                                writer, FrameType.REFUSED, encode_refused(ref[0], STRIPE_MISSING)
+                            )
+                            continue
+                        body = whole
                     await session.on_data(body)
+                elif frame_type is FrameType.STRIPE:
+                    chunk = decode_stripe(body, max_total=self._max_frame_bytes)
+                    del body
+                    self._take_chunk(stripes, chunk, writer)
                 elif frame_type is FrameType.REQUEST:
                     self._handler.on_request(cert_party, sender, body)
                 elif frame_type is FrameType.PING:
@@ -469,6 +542,27 @@ class LinkServer:
             if session is not None:
                 session.close()
             writer.close()
+
+
+    @staticmethod
+    def _take_chunk(
+        stripes: StripeStore, chunk: StripeChunk, writer: asyncio.StreamWriter
+    ) -> None:
+        if not stripes.add(chunk):
+            raise ProtocolError(f"STRIPE chunk contradicts transfer {chunk.xid:x}")
+        write_frame(writer, FrameType.STRIPE_ACK, encode_stripe_ack([(chunk.xid, chunk.index)]))
+
+    @staticmethod
+    def _striped_body(
+        stripes: StripeStore, ref: tuple[int, str, dict[str, str], tuple[int, int]]
+    ) -> bytes | None:
+        """The DATA body a striped transfer stands for (as if it had come in one frame)."""
+        seq, message_id, headers, (xid, total) = ref
+        payload = stripes.take(xid, total)
+        if payload is None:
+            _link_log("info", "link_stripe_missing", xid=xid, message_id=message_id)
+            return None
+        return encode_data_prefix(seq, message_id, headers) + payload
 
 
 async def _heartbeat(writer: asyncio.StreamWriter, interval: float) -> None:
@@ -534,6 +628,28 @@ class ClientConnection:
         self._watchdog_task: asyncio.Task[None] | None = None
         if self.dead_after:
             self._watchdog_task = loop.create_task(self._watchdog(self.dead_after))
+        # Striping (loop thread only): chunk bytes written and not yet ACKed on this
+        # connection, when it last ACKed one, and where its STRIPE_ACKs go.
+        self.stripe_in_flight = 0
+        self.stripe_last_progress = time.monotonic()
+        self.stripe_sink: Callable[[ClientConnection, int, int], None] | None = None
+
+    @property
+    def supports_stripe(self) -> bool:
+        """The server announced the "stripe" feature: STRIPE frames may be sent."""
+        return FEATURE_STRIPE in self.peer_hello.features
+
+    def write_stripe(self, prefix: bytes, chunk: memoryview) -> bool:
+        """Loop thread: queue one STRIPE frame; False if the connection is closing."""
+        if self._writer.is_closing() or not self.usable:
+            return False
+        write_frame(self._writer, FrameType.STRIPE, prefix, chunk)  # type: ignore[arg-type]
+        return True
+
+    def tcp_info(self) -> TcpInfo | None:
+        """The kernel's view of this connection (RTT, retransmissions, bytes in flight)."""
+        sock = self._writer.get_extra_info("socket")
+        return tcp_info(sock) if sock is not None else None
 
     @property
     def usable(self) -> bool:
@@ -635,10 +751,16 @@ class ClientConnection:
             return len(self._pending)
 
     def submit(
-        self, message_id: str, headers: Mapping[str, str], body: bytes
+        self,
+        message_id: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        stripe: tuple[int, int] | None = None,
     ) -> concurrent.futures.Future[str | None]:
         """Send one DATA frame; the future gives None on ACK or the reason on REFUSED, and
-        raises LinkDown if the connection ends first."""
+        raises LinkDown if the connection ends first. With `stripe` (xid, total) the frame
+        names a striped transfer the server ACKed whole, and `body` is empty."""
         prefix_cache: list[bytes] = []
         fut: concurrent.futures.Future[str | None] = concurrent.futures.Future()
         with self._lock:
@@ -647,7 +769,7 @@ class ClientConnection:
             seq = self._next_seq
             self._next_seq += 1
             self._pending[seq] = fut  # before the write: the ACK may come back at once
-        prefix_cache.append(encode_data_prefix(seq, message_id, headers))
+        prefix_cache.append(encode_data_prefix(seq, message_id, headers, stripe))
 
         def write() -> None:
             if self._writer.is_closing():
@@ -701,6 +823,11 @@ class ClientConnection:
                         self._resolve(seq, None)
                 elif frame_type is FrameType.PONG:
                     self._pong(body)
+                elif frame_type is FrameType.STRIPE_ACK:
+                    sink = self.stripe_sink
+                    for xid, index in decode_stripe_ack(body):
+                        if sink is not None:
+                            sink(self, xid, index)
                 elif frame_type is FrameType.REPLY:
                     rid, outcome, payload = decode_reply(body)
                     self._settle_request(rid, (outcome, payload))
@@ -787,23 +914,35 @@ async def open_client_connection(
     ping_interval: float = 0.0,
     on_rtt: Callable[[float], None] | None = None,
     dead_after: float = 0.0,
+    transport: TransportOptions | None = None,
 ) -> ClientConnection:
     """Connect, handshake, check the server is `expected_party`, exchange HELLOs; then PING
     every `ping_interval` seconds (0: never) if the server understands it, reporting each
     round trip to `on_rtt`, and drop the connection after `dead_after` seconds without a
     frame from a server that promised heartbeats (0: never)."""
     host, _, port = address.rpartition(":")
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                host,
-                int(port),
-                ssl=context,
-                server_hostname=host,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            ),
-            HANDSHAKE_TIMEOUT + 5,
+    host = host.strip("[]")
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # Our own socket: congestion control and buffers are set before the SYN (the window
+        # scale is fixed then); made on the loop thread, so in the link's network namespace.
+        loop = asyncio.get_running_loop()
+        info = await loop.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        sock = client_socket(str(info[0][4][0]), transport or TransportOptions())
+        try:
+            await loop.sock_connect(sock, info[0][4])
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(
+            sock=sock,
+            ssl=context,
+            server_hostname=host,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
         )
+
+    try:
+        reader, writer = await asyncio.wait_for(connect(), HANDSHAKE_TIMEOUT + 5)
     except ssl.SSLError as exc:
         raise PeerRefused(classify_tls_error(exc), str(exc)) from None
     try:
@@ -853,7 +992,13 @@ class PeerLink:
 
     `send` blocks the calling relay thread until the peer's ACK (its broker confirmed the
     publish). Several relay threads sending at once share the connection: that is the window
-    of unacked frames, so throughput does not wait on one round trip per message."""
+    of unacked frames, so throughput does not wait on one round trip per message.
+
+    With `streams` > 1 it keeps that many connections to the peer (the first is the one above:
+    its state is the link's state; the others are kept open the same way, quietly). Bodies of
+    at least `stripe_bytes` (0: none) are striped across every usable connection whose server
+    understands it (stripe.py, docs/wan.md); smaller ones go on the first connection as before,
+    so their order on the wire is what it was with one connection."""
 
     def __init__(
         self,
@@ -865,7 +1010,15 @@ class PeerLink:
         ack_timeout: float,
         on_refused: Callable[[str, str, str], None],
         on_state: Callable[[bool], None] = lambda up: None,
+        streams: int = 1,
+        stripe_bytes: int = 0,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        stream_window: int = DEFAULT_STREAM_WINDOW,
+        stall_after: float = DEFAULT_STALL_AFTER,
+        _transfers: dict[int, StripeTransfer] | None = None,
     ) -> None:
+        if streams < 1:
+            raise ValueError(f"streams must be at least 1, got {streams}")
         self._link_loop = link_loop
         self.peer_party = peer_party
         self.address = address
@@ -881,6 +1034,25 @@ class PeerLink:
         self._supervisor: threading.Thread | None = None
         self._stopped = threading.Event()
         self._wake = threading.Event()  # ends a backoff sleep early (stop)
+        self._stripe_bytes = stripe_bytes
+        self._chunk_bytes = chunk_bytes
+        self._stream_window = stream_window
+        self._stall_after = stall_after
+        # xid -> transfer under way (loop thread), shared with the extra streams' links
+        self._transfers: dict[int, StripeTransfer] = {} if _transfers is None else _transfers
+        self._extra = [
+            PeerLink(
+                link_loop,
+                peer_party,
+                address,
+                connector,
+                ack_timeout=ack_timeout,
+                on_refused=on_refused,
+                _transfers=self._transfers,
+            )
+            for _ in range(streams - 1)
+        ]
+        self.stripe_stats = {"transfers": 0, "chunks_sent": 0, "rerouted": 0, "restriped": 0}
 
     @property
     def connected(self) -> bool:
@@ -896,6 +1068,17 @@ class PeerLink:
                 target=self._supervise, name=f"gw-link-{self.peer_party}", daemon=True
             )
         self._supervisor.start()
+        for extra in self._extra:
+            extra.start()
+
+    def connections(self) -> list[ClientConnection]:
+        """Every usable connection to the peer (the first stream first)."""
+        links = [self, *self._extra]
+        return [c for c in (link.usable_connection() for link in links) if c is not None]
+
+    @property
+    def streams_up(self) -> int:
+        return len(self.connections())
 
     # --- the supervisor thread --------------------------------------------------------------
 
@@ -956,6 +1139,7 @@ class PeerLink:
             raise
 
     def _came_up(self, conn: ClientConnection) -> None:
+        conn.stripe_sink = self._stripe_acked
         with self._state:
             self._conn = conn
             self._failures = 0
@@ -1048,12 +1232,79 @@ class PeerLink:
                     return None
                 self._state.wait(min(remaining, 1.0))
 
+    def _stripe_acked(self, conn: ClientConnection, xid: int, index: int) -> None:
+        transfer = self._transfers.get(xid)  # loop thread
+        if transfer is not None:
+            transfer.acked(conn, index)
+
+    def _striped(self, conn: ClientConnection, body: bytes) -> bool:
+        return bool(self._stripe_bytes) and len(body) >= self._stripe_bytes and (
+            conn.supports_stripe
+        )
+
+    def _stripe(self, transfer: StripeTransfer) -> None:
+        """Relay thread: until the peer holds every chunk of `transfer` (LinkStopped if the
+        link stops first). A spell without any ACK longer than the ACK timeout drops the
+        connections that had chunks in flight, as an ACK timeout does, and goes on."""
+
+        def streams() -> list[ClientConnection]:
+            return [c for c in self.connections() if c.supports_stripe]
+
+        async def run() -> None:
+            self._transfers[transfer.xid] = transfer
+            try:
+                await transfer.run(
+                    streams, idle_timeout=self._ack_timeout, stopped=self._stopped.is_set
+                )
+            finally:
+                self._transfers.pop(transfer.xid, None)
+                transfer.release()
+
+        while not transfer.done:
+            try:
+                self._link_loop.run(run())
+            except TransferStopped:
+                raise LinkStopped(f"link to party {self.peer_party} stopped") from None
+            except TimeoutError:
+                log.warning(
+                    "link_stripe_timeout",
+                    peer_party=self.peer_party,
+                    xid=transfer.xid,
+                    acked=transfer.acked_count,
+                    chunks=transfer.count,
+                )
+                for conn in streams():
+                    if conn.stripe_in_flight:
+                        conn.abort()
+                self._usable_or_wait()
+
     def send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Return once the peer ACKed; raise MessageRefused or LinkStopped."""
+        transfer: StripeTransfer | None = None
         while True:
             conn = self._usable_or_wait()
+            stripe: tuple[int, int] | None = None
+            if self._striped(conn, body):
+                if transfer is None:
+                    transfer = StripeTransfer(
+                        secrets.randbits(63),
+                        body,
+                        chunk_bytes=self._chunk_bytes,
+                        stream_window=self._stream_window,
+                        stall_after=self._stall_after,
+                    )
+                    self.stripe_stats["transfers"] += 1
+                self._stripe(transfer)
+                self.stripe_stats["chunks_sent"] += transfer.chunks_sent
+                self.stripe_stats["rerouted"] += transfer.rerouted
+                transfer.chunks_sent = transfer.rerouted = 0
+                stripe = (transfer.xid, transfer.total)
+                conn = self._usable_or_wait()
             try:
-                fut = conn.submit(message_id, headers, body)
+                if stripe is not None:
+                    fut = conn.submit(message_id, headers, b"", stripe=stripe)
+                else:
+                    fut = conn.submit(message_id, headers, body)
             except LinkDown:
                 continue
             try:
@@ -1069,6 +1320,12 @@ class PeerLink:
                 continue
             except LinkDown:
                 continue
+            if result == STRIPE_MISSING and stripe is not None:
+                # the peer no longer holds the transfer (expired, evicted, or delivered before
+                # an ACK was lost): stripe it again under a new id
+                self.stripe_stats["restriped"] += 1
+                transfer = None
+                continue
             if result is not None:
                 raise MessageRefused(result)
             return
@@ -1081,6 +1338,8 @@ class PeerLink:
         conn = self._conn
         if conn is not None:
             conn.close()
+        for extra in self._extra:
+            extra.reconnect()
 
     def stop_connecting(self) -> None:
         """No new connections (a send waiting for one gives up with LinkStopped); frames on the
@@ -1089,6 +1348,8 @@ class PeerLink:
         self._wake.set()
         with self._state:
             self._state.notify_all()
+        for extra in self._extra:
+            extra.stop_connecting()
 
     def stop(self) -> None:
         """No new connections; the current one closes (unacked frames return to the broker)."""
@@ -1096,3 +1357,5 @@ class PeerLink:
         conn = self._conn
         if conn is not None:
             conn.close()
+        for extra in self._extra:
+            extra.stop()
