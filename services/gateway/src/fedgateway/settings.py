@@ -88,6 +88,22 @@ class GatewaySettings(ServiceSettings):
     """As a link client: an outbound connection on which nothing (heartbeat, PONG, ACK) arrived
     for this long is dropped and the link reported down (at least 3 peer heartbeats; 0: never,
     only the ACK timeout and TCP notice a dead link)."""
+    link_netns: str = ""
+    """Network namespace (as made by `ip netns add`) the link's sockets live in; "" for the
+    gateway's own. The broker, database and HTTP stay in the gateway's namespace (docs/wan.md)."""
+    link_congestion: str = "bbr"
+    """TCP congestion control of the link's sockets ("" keeps the kernel's default); BBR keeps
+    its rate on a lossy WAN where CUBIC collapses (docs/wan.md)."""
+    link_buffer_bytes: int = Field(default=0, ge=0)
+    """Send/receive buffer per link socket: the path's bandwidth-delay product (e.g. 1 Gbit/s x
+    80 ms = 10 MB); 0: kernel autotuning."""
+    link_streams: int = Field(default=1, ge=1, le=64)
+    """TLS connections kept open per peer; large bodies are striped across all of them."""
+    link_stripe_bytes: int = Field(default=8 << 20, ge=0)
+    """Bodies at least this large are striped in chunks ACKed one by one (0: never)."""
+    link_stall_after_s: float = Field(default=5.0, gt=0)
+    """A link stream with striped chunks in flight and no chunk ACKed for this long is routed
+    around."""
     rpc_services: dict[str, list[str]] = Field(default_factory=dict)
     """Request/reply: local service topic -> the peer parties that may call it ("*": every
     configured peer). A call to a service not listed here is refused (`not_exposed`)."""
