@@ -46,6 +46,7 @@ from fedgateway.pki import CertificateRefused, PartyIdentity, PkiError
 from fedgateway.relay import OutboundRelay, RelayInboundSession, RelayJobLog, Signer
 from fedgateway.rpc import RpcCaller, RpcResponder
 from fedgateway.settings import GatewaySettings, load_settings
+from fedgateway.transport import TransportOptions
 from fedgateway.verify import (
     FinishedAttempts,
     InMemoryFinishedAttempts,
@@ -112,7 +113,10 @@ class Gateway:
         self._owns_bus = bus is None
         self._finished = finished
         self.keyring = KeyRing(self._current.identity.ca_cert, revoked=settings.revoked)
-        self._link_loop = LinkLoop(f"fedgateway-link-{self.party_id}")
+        self._link_loop = LinkLoop(f"fedgateway-link-{self.party_id}", netns=settings.link_netns)
+        self._transport = TransportOptions(
+            congestion=settings.link_congestion, buffer_bytes=settings.link_buffer_bytes
+        )
         self._max_frame_bytes = settings.max_envelope_bytes + FRAME_OVERHEAD
         self._server: LinkServer | None = None
         self._links: dict[str, PeerLink] = {}
@@ -250,6 +254,7 @@ class Gateway:
             ping_interval=self.settings.ping_interval_s,
             on_rtt=self.metrics.link_rtt.labels(peer_party).observe,
             dead_after=self.settings.link_dead_after_s,
+            transport=self._transport,
         )
         for pem in conn.peer_hello.certificates:
             try:
@@ -318,6 +323,7 @@ class Gateway:
             s.listen_host,
             s.listen_port,
             max_frame_bytes=self._max_frame_bytes,
+            transport=self._transport,
         )
         self.link_port = self._server.start()
         for party, peer in s.peers.items():
@@ -334,6 +340,9 @@ class Gateway:
                     "client", reason, detail, address, None
                 ),
                 on_state=partial(self._link_state, party),
+                streams=s.link_streams,
+                stripe_bytes=s.link_stripe_bytes,
+                stall_after=s.link_stall_after_s,
             )
         for link in self._links.values():
             link.start()  # open now and keep open: an idle healthy link is up (heartbeats)
