@@ -35,6 +35,10 @@ an unknown key, a bad party id, a duplicate component, an unknown component type
 missing input, an input from a component that does not run at the same roles, a cycle, a
 parameter of the wrong type or out of range, params for a role that does not take part, a
 `timeout_s` that is not a positive number.
+
+An optional `audit: {severities: {data.ciphertext_repeated: warn}}` asks each party's audit to
+give rules these severities (each party's operator bounds what a pipeline may set:
+docs/audit.md, "Severities").
 """
 
 from __future__ import annotations
@@ -60,7 +64,10 @@ NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PARTY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COMMON: Final = "common"
 
-_TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components"}
+_TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components", "audit"}
+_AUDIT_KEYS: Final = {"severities"}
+AUDIT_SEVERITIES: Final = ("info", "warn", "critical")
+_RULE_ID: Final = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _COMPONENT_KEYS: Final = {"name", "type", "inputs", "params", "timeout_s"}
 _PARTY_KEYS: Final = set(PARTY_ROLES)
 
@@ -188,6 +195,25 @@ def _unknown_keys(data: Mapping[str, Any], allowed: Iterable[str], where: str) -
         raise _fail(
             where, f"unknown key(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
         )
+
+
+def _parse_audit(data: Any) -> dict[str, str]:
+    """`audit: {severities: {rule id: info|warn|critical}}` (which rules exist is the audit's
+    business: it names an unknown one)."""
+    if data is None:
+        return {}
+    audit = _mapping(data, "audit")
+    _unknown_keys(audit, _AUDIT_KEYS, "audit")
+    severities = _mapping(audit.get("severities") or {}, "audit.severities")
+    for rule, severity in severities.items():
+        if not _RULE_ID.match(rule):
+            raise _fail("audit.severities", f"bad rule id {rule!r} (like data.key_width)")
+        if severity not in AUDIT_SEVERITIES:
+            raise _fail(
+                "audit.severities",
+                f"{rule}: severity must be one of {', '.join(AUDIT_SEVERITIES)}, got {severity!r}",
+            )
+    return dict(severities)
 
 
 def _parse_parties(data: Any) -> Parties:
@@ -384,8 +410,13 @@ class Pipeline:
         initiator: str | None = None,
         description: str = "",
         yaml_text: str | None = None,
+        audit_severities: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.audit_severities = dict(audit_severities or {})
+        """The severities the pipeline asks each party's audit to give rules (`audit:
+        severities:`); each party's audit applies them within its operator's limits
+        (docs/audit.md), so a pipeline cannot switch another party's checks off."""
         self.parties = parties
         self.description = description
         self.yaml_text = yaml_text
@@ -484,6 +515,7 @@ class Pipeline:
             initiator=initiator,
             description=description,
             yaml_text=yaml_text,
+            audit_severities=_parse_audit(top.get("audit")),
         )
 
     def _topological_order(self) -> list[ComponentSpec]:
