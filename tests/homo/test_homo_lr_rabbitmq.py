@@ -1,7 +1,13 @@
 """homo_lr across two parties as separate processes: each party's gateway (signed link) and
 worker on RabbitMQ (a vhost per party) and PostgreSQL (a database per party), set up by the
 local launcher's functions; the test plays both schedulers (task.run to each worker). Every
-secure-aggregation message crosses the gateways; both parties end with FedAvg's model."""
+secure-aggregation message crosses the gateways. A party's worker is SIGKILLed mid-job and
+started again: its task resumes from its checkpoint (mid-round state included) and both parties
+end with FedAvg's model, the model of an uninterrupted run with the same seed.
+
+By default the guest's worker is killed (the aggregator, and a client too); with
+FEDMQ_HOMO_FULL=1 the host's as well.
+"""
 
 from __future__ import annotations
 
@@ -14,27 +20,28 @@ import pytest
 from fedbus.sql_inbox import make_engine
 from fedflow.artifacts import ArtifactStore
 from fedflow.components.homo_lr import math as hmath
-from fedflow.tables import TableStore
+from fedflow.db import create_flow_tables
 
 from fedmq import local
-from tests.homo.conftest import EXAMPLE_DATA, load, parts, training
+from tests.homo.conftest import load, parts, training
 from tests.worker.conftest import StartWorker
 from tests.worker.conftest import start_worker as start_worker
 from tests.worker.two_parties import GUEST, HOST, ROLES, Schedulers, gateways, start_party_worker
 
-# About 25 s on a quiet machine and over 60 s under CI's load, beyond issue #16's share of CI
-# time next to the standalone tests: FEDMQ_HOMO_FULL=1 runs it (as FEDMQ_FAULTS_FULL does).
 FULL = os.environ.get("FEDMQ_HOMO_FULL") == "1"
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(not FULL, reason="FEDMQ_HOMO_FULL=1 runs it"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 JOB = "job-homo-lr"
 TABLES = {GUEST: "breast_homo_guest", HOST: "breast_homo_host"}
-PARAMS = {"rounds": 2, "batch_size": 32, "learning_rate": 0.1, "alpha": 0.01, "seed": 5}
+ROUNDS = 4
+PARAMS = {
+    "rounds": ROUNDS,
+    "batch_size": 32,
+    "learning_rate": 0.1,
+    "alpha": 0.01,
+    "seed": 5,
+    "round_timeout_s": 120.0,
+}
 PIPELINE = f"""
 name: homo-lr-processes
 parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
@@ -48,7 +55,7 @@ components:
     type: homo_lr
     inputs: {{data: reader_0.data}}
     params:
-      common: {{rounds: 2, batch_size: 32, learning_rate: 0.1, alpha: 0.01, seed: 5}}
+      common: {{rounds: {ROUNDS}, batch_size: 32, learning_rate: 0.1, alpha: 0.01, seed: 5}}
 """
 
 
@@ -58,34 +65,55 @@ def stack(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[local.Lo
         yield state
 
 
-def test_homo_lr_across_processes_gives_both_parties_fedavgs_model(
-    stack: local.LocalState, start_worker: StartWorker, tmp_path: Path
+@pytest.mark.parametrize(
+    "victim",
+    [
+        GUEST,
+        pytest.param(HOST, marks=pytest.mark.skipif(not FULL, reason="FEDMQ_HOMO_FULL=1 runs it")),
+    ],
+)
+def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
+    stack: local.LocalState, start_worker: StartWorker, tmp_path: Path, victim: str
 ) -> None:
-    # Prepare: each party's rows (with labels) in its own store; both workers; the reader done
+    # Prepare: each party's rows (with labels) stored as its reader's output, as a finished
+    # reader_0 would leave them (the reader itself is tested elsewhere); both workers
+    job = f"{JOB}-{victim}"
     tables_dirs = {party: tmp_path / f"tables-{party}" for party in ROLES}
-    for party in ROLES:
+    for party, role in ROLES.items():
         engine = make_engine(stack.parties[party].database_url)
-        TableStore(engine, tables_dirs[party]).upload(
-            TABLES[party], EXAMPLE_DATA / f"{TABLES[party]}.csv", label_column="y", replace=True
-        )
+        create_flow_tables(engine)
+        ArtifactStore(engine).put(job, "reader_0", party, role, "data", load(TABLES[party]), 0)
         engine.dispose()
-    for party in ROLES:
-        start_party_worker(start_worker, stack, party, tables_dirs[party])
-    schedulers = Schedulers(stack, JOB, PIPELINE)
+    workers = {
+        party: start_party_worker(start_worker, stack, party, tables_dirs[party]) for party in ROLES
+    }
+    schedulers = Schedulers(stack, job, PIPELINE)
     expected = hmath.reference_fedavg(
-        parts([load(TABLES[GUEST]), load(TABLES[HOST])]), training(PARAMS), PARAMS["rounds"]
+        parts([load(TABLES[GUEST]), load(TABLES[HOST])]), training(PARAMS), ROUNDS
     )
     try:
-        schedulers.run_to_end("reader_0", "reader", {p: {"table": TABLES[p]} for p in ROLES}, {})
+        # Execute: SIGKILL the victim's worker once it reported a third of the rounds
+        restarted = schedulers.run_killing_a_worker(
+            "homo_lr_0",
+            "homo_lr",
+            PARAMS,
+            {"data": "reader_0.data"},
+            victim=workers[victim],
+            party=victim,
+            restart=lambda: start_party_worker(start_worker, stack, victim, tables_dirs[victim]),
+            kill_timeout=120,
+            end_timeout=240,
+        )
 
-        # Execute
-        schedulers.run_to_end("homo_lr_0", "homo_lr", PARAMS, {"data": "reader_0.data"})
-
-        # Assert
+        # Assert: both succeeded, the victim resumed from a checkpoint, FedAvg's model at both
+        assert [schedulers.final(p, "homo_lr_0").state for p in ROLES] == ["success"] * 2  # type: ignore[union-attr]
+        resumed = restarted.wait_for("task_resuming", timeout=5)
+        assert resumed["component"] == "homo_lr_0" and resumed["iteration"] >= 0
         for party, role in ROLES.items():
             engine = make_engine(stack.parties[party].database_url)
-            model = ArtifactStore(engine).get(JOB, party, role, "homo_lr_0.model")
+            model = ArtifactStore(engine).get(job, party, role, "homo_lr_0.model")
             engine.dispose()
             np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+        assert restarted.terminate() == 0
     finally:
         schedulers.close()
