@@ -243,3 +243,42 @@ def test_only_a_key_holders_reply_to_a_decryption_request_counts_as_a_masked_ans
     rule = protocol.rule(tag, sender, receiver)
     assert rule is not None and "masked_vector" in rule.kinds
     assert _answers_decryption(protocol, rule) is is_answer
+
+
+def test_a_pipeline_sets_severities_only_within_the_operators_limits(traffic: Traffic) -> None:
+    # Prepare: the operator lets pipelines lower repeats to warn, nothing else; the pipeline
+    # lowers repeats and key widths and raises unsigned messages
+    from tests.audit.traffic import PIPELINE
+
+    pipeline = PIPELINE + (
+        "audit:\n  severities: {data.ciphertext_repeated: warn, data.key_width: info,"
+        " control.unsigned_inbound: critical}\n"
+    )
+    auditor = Auditor(
+        AuditPolicy(
+            party_id=GUEST,
+            min_key_bits=KEY_BITS,
+            pipeline_floors={"data.ciphertext_repeated": "warn"},
+        )
+    )
+    repeated = _repeated(traffic)[len(started(traffic)) :]
+
+    # Execute
+    found = findings(
+        auditor,
+        traffic,
+        [
+            traffic.propose(pipeline),
+            traffic.task_run(),
+            traffic.public_key(GUEST),
+            traffic.public_key(HOST, odd_key(KEY_BITS + 1)),
+            *repeated,
+            _unsigned(traffic),
+        ],
+    )
+
+    # Assert
+    severity = {f.rule: f.severity for f in found}
+    assert severity["data.ciphertext_repeated"] == "warn"  # lowered: allowed
+    assert severity["data.key_width"] == "critical"  # lowered below its floor: refused
+    assert severity["control.unsigned_inbound"] == "critical"  # raised: always allowed

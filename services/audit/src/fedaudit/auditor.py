@@ -9,6 +9,7 @@ the log never keeps). No IO here: the handlers store what it returns.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +94,17 @@ class Auditor:
         return view
 
     def observe(self, obs: Observation, now: float = 0.0) -> list[Finding]:
+        found = self._observe(obs, now)
+        view = self.jobs.get(str(obs.record["job_id"]))
+        if not found or view is None or not view.asked_severities:
+            return found
+        # The pipeline's severities, within this party's limits (AuditPolicy.bounded).
+        severities = self.policy.bounded(view.asked_severities)
+        return [
+            replace(f, severity=severities[f.rule]) if f.rule in severities else f for f in found
+        ]
+
+    def _observe(self, obs: Observation, now: float) -> list[Finding]:
         record = obs.record
         kind = str(record["type"])
         job_id = str(record["job_id"])

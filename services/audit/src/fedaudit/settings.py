@@ -53,6 +53,9 @@ class AuditSettings(BusServiceSettings):
     stack that runs short keys lowers both)."""
     severities: dict[str, Severity] = Field(default_factory=dict)
     """Operator overrides of rule severities, e.g. {"data.ciphertext_repeated": "warn"}."""
+    pipeline_floors: dict[str, Severity] = Field(default_factory=dict)
+    """How low a pipeline's `audit: severities:` may set each rule, e.g.
+    {"data.ciphertext_repeated": "warn"}; a rule not listed may only be raised by a pipeline."""
     silent_after_s: float = Field(default=120.0, gt=0)
     peer_keys: dict[str, str] = Field(default_factory=dict)
     """Peers' audit public keys (party id -> 64 hex digits), which their checkpoints must be
@@ -84,7 +87,7 @@ class AuditSettings(BusServiceSettings):
             raise ValueError(f"peer audit keys must be 64 lower-case hex digits: {bad}")
         return value
 
-    @field_validator("severities")
+    @field_validator("severities", "pipeline_floors")
     @classmethod
     def _known_rules(cls, value: dict[str, str]) -> dict[str, str]:
         unknown = sorted(set(value) - set(RULES))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from fedflow.descriptors import Pipeline, PipelineError, Protocol, protocol_of
 
-from fedaudit.rules.catalogue import RULES, Finding, Severity
+from fedaudit.rules.catalogue import RULES, SEVERITIES, Finding, Severity
+
+RANK: Final[Mapping[str, int]] = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,26 @@ class AuditPolicy:
     silent_after_s: float = 120.0
     repeat_memory: int = 1_000_000
     """Ciphertext digests remembered per job (data.ciphertext_repeated)."""
+    pipeline_floors: Mapping[str, Severity] = field(default_factory=dict)
+    """The lowest severity a pipeline may give each rule (rule id -> severity); a rule not
+    listed may only be raised by a pipeline, never lowered below the operator's severity."""
+
+    def severity(self, rule_id: str) -> Severity:
+        return self.severities.get(rule_id, RULES[rule_id].severity)
 
     def finding(self, rule_id: str, party: str, detail: str) -> Finding:
-        severity = self.severities.get(rule_id, RULES[rule_id].severity)
-        return Finding(rule_id, severity, detail, party)
+        return Finding(rule_id, self.severity(rule_id), detail, party)
+
+    def bounded(self, asked: Mapping[str, str]) -> dict[str, Severity]:
+        """A pipeline's `audit: severities:` within this party's limits: each rule gets the
+        severity asked, or its floor when the pipeline asks for less (unknown rules ignored)."""
+        out: dict[str, Severity] = {}
+        for rule_id, severity in asked.items():
+            if rule_id not in RULES or severity not in RANK:
+                continue
+            floor = self.pipeline_floors.get(rule_id, self.severity(rule_id))
+            out[rule_id] = severity if RANK[severity] >= RANK[floor] else floor  # type: ignore[assignment]
+        return out
 
 
 @dataclass
@@ -97,6 +115,8 @@ class JobView:
     unsaved: list[tuple[str, bytes]] = field(default_factory=list)
     """(message id, its new digests concatenated) not yet in the database."""
     unchecked_reported: bool = False
+    asked_severities: dict[str, str] = field(default_factory=dict)
+    """What the approved pipeline's `audit: severities:` asks (bounded by AuditPolicy)."""
 
     def take_unsaved(self) -> list[tuple[str, bytes]]:
         taken, self.unsaved = self.unsaved, []
@@ -109,6 +129,7 @@ class JobView:
         except PipelineError as exc:
             return str(exc)
         self.initiator, self.known = initiator, True
+        self.asked_severities = dict(pipeline.audit_severities)
         for role, ids in pipeline.parties.by_role().items():
             for party in ids:
                 self.roles.setdefault(party, set()).add(role)
