@@ -39,6 +39,8 @@ EVENTS_PAGE = 10_000
 """Audit records asked for per request (the audit's own maximum)."""
 MAX_EVENTS = 200_000
 """A job's crossed table reads at most this many records (20 pages); `truncated` says so."""
+CROSSING = frozenset({"in", "out"})
+"""Audit record directions that crossed a site boundary (the rest are "local")."""
 STATES_BY_PRIORITY = ("failed", "canceled", "running", "waiting", "success")
 """A component's state over its parties' tasks: the first of these that any task is in."""
 
@@ -111,6 +113,9 @@ class CrossedPublic(_Out):
     data: list[CrossedRowPublic]
     count: int
     records: int = Field(description="audit records read")
+    local_records: int = Field(
+        description="of which stayed inside this party (direction local): not in the table"
+    )
     truncated: bool
 
 
@@ -272,14 +277,18 @@ def job_charts(scheduler: SchedulerClient, job_id: str) -> ChartsPublic:
 
 def job_crossed(api: ApiContext, job_id: str) -> CrossedPublic:
     """What crossed between this party and its peers for the job, per tag and direction, from
-    this party's audit log (every message its gateway relayed, both ways)."""
+    this party's audit log (every message its gateway relayed, both ways; the records of
+    messages that stayed inside the party are only counted)."""
     rows: dict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    after, read, truncated = 0, 0, False
+    after, read, local, truncated = 0, 0, 0, False
     while True:
         page = ask_audit(
             api, {"op": "events", "job_id": job_id, "after": after, "limit": EVENTS_PAGE}
         )
         for record in page:
+            if record["direction"] not in CROSSING:
+                local += 1
+                continue
             out = record["direction"] == "out"
             peer = record["destination_party"] if out else record["source_party"]
             key = (
@@ -316,6 +325,7 @@ def job_crossed(api: ApiContext, job_id: str) -> CrossedPublic:
         data=data,
         count=len(data),
         records=read,
+        local_records=local,
         truncated=truncated,
     )
 

@@ -14,7 +14,6 @@ from fedcontrol import SchedulerClient
 from starlette.concurrency import run_in_threadpool
 
 from fedgateway.api.deps import answering
-from fedgateway.api.models import State
 from fedgateway.board.auth import BoardUser
 from fedgateway.board.registry import Page
 
@@ -27,7 +26,9 @@ KEEPALIVE_S = 15.0
 LIMIT = 100
 
 router = APIRouter()
-StateQuery = Annotated[State | None, Query()]
+StateQuery = Annotated[
+    str, Query(pattern="^(|waiting|running|success|failed|canceled)$", description="empty: any")
+]
 SearchQuery = Annotated[str, Query(max_length=128)]
 
 
@@ -43,9 +44,9 @@ def matching(jobs: list[dict[str, Any]], q: str) -> list[dict[str, Any]]:
     ]
 
 
-def jobs_rows(scheduler: SchedulerClient, state: str | None, q: str) -> list[dict[str, Any]]:
+def jobs_rows(scheduler: SchedulerClient, state: str, q: str) -> list[dict[str, Any]]:
     with answering():
-        jobs = scheduler.list_jobs(state=state, limit=LIMIT)
+        jobs = scheduler.list_jobs(state=state or None, limit=LIMIT)
     return matching(jobs, q)
 
 
@@ -57,12 +58,12 @@ def _rows_html(jobs: list[dict[str, Any]]) -> str:
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(
-    request: Request, api: BoardUser, state: StateQuery = None, q: SearchQuery = ""
+    request: Request, api: BoardUser, state: StateQuery = "", q: SearchQuery = ""
 ) -> HTMLResponse:
     from fedgateway.board import render
 
     jobs = jobs_rows(api.scheduler(), state, q)
-    return render(request, "jobs.html", active="jobs", jobs=jobs, state=state or "", q=q)
+    return render(request, "jobs.html", active="jobs", jobs=jobs, state=state, q=q)
 
 
 def sse(event: str, html: str) -> str:
@@ -73,7 +74,7 @@ def sse(event: str, html: str) -> str:
 
 @router.get("/jobs/stream")
 async def jobs_stream(
-    request: Request, api: BoardUser, state: StateQuery = None, q: SearchQuery = ""
+    request: Request, api: BoardUser, state: StateQuery = "", q: SearchQuery = ""
 ) -> StreamingResponse:
     """`jobs` events with the table's rows whenever they change (checked every second)."""
     scheduler = await run_in_threadpool(api.scheduler)
