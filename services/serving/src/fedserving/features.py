@@ -104,7 +104,8 @@ class FeatureStore:
 
 class RateLimiter:
     """Fixed one-second windows in Redis, shared by the service's replicas: `allow(key, n)`
-    adds n to the key's count in this second and says whether it stays within the limit."""
+    adds n to the key's count in this second and says whether it stays within the limit. A
+    refused request gives its n back, so it does not eat the caller's next requests' share."""
 
     def __init__(self, client: redis.Redis[bytes], prefix: str) -> None:
         self.redis = client
@@ -117,4 +118,7 @@ class RateLimiter:
         pipe.incrby(name, n)
         pipe.expire(name, 3)
         count, _ = pipe.execute()
-        return int(count) <= limit
+        if int(count) <= limit:
+            return True
+        self.redis.decrby(name, n)
+        return False

@@ -399,7 +399,7 @@ class Registry:
                 model_name=current.model_name,
                 version=event_version,
                 before=current.view(),
-                **values,
+                changes=values,
             )
         return self._must(service_id)
 
