@@ -45,8 +45,8 @@ def test_cross_correlations_equal_numpys_on_the_joined_table(tmp_path: Path) -> 
     # Prepare
     guest, host = tables()
     with np.errstate(invalid="ignore", divide="ignore"):
-        expected = np.corrcoef(np.hstack([guest.features, host.features]), rowvar=False)
-    expected = np.nan_to_num(expected, nan=0.0)  # the constant column: 0
+        raw = np.corrcoef(np.hstack([guest.features, host.features]), rowvar=False)
+    expected: np.ndarray = np.where(np.isnan(raw), 0.0, raw)  # the constant column: 0
 
     # Execute
     out = run(tmp_path, guest, host, share_with_host=True)
