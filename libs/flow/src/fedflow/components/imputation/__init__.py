@@ -7,7 +7,7 @@ value is the mean or the median of its present values, or `constant`; values lis
 filled by its mean or median: refused, naming it (use method: constant). Labels and ids pass
 through. Outputs: `data` (no missing value left in the imputed columns) and `model` (columns,
 fill values, missing_values); with a `model` input it fits nothing and applies that model.
-Metrics: `imputed_values`, `imputed_columns`, `rows`. docs/imputation.md.
+Metrics: `imputed_values`, `imputed_columns`, `rows`. docs/preprocessing.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ categories c_1 < ... < c_k (its distinct present values) becomes k columns `<col
 hetero_feature_binning transform: bin). Applying a model to rows with a category it has not
 seen: all 0 (`handle_unknown: ignore`) or an error naming the column and value (`error`).
 Outputs: `data`, `model` (columns and their categories); with a `model` input nothing is fitted.
-Metrics: `encoded_columns`, `new_columns`, `unknown_values`. docs/onehot.md.
+Metrics: `encoded_columns`, `new_columns`, `unknown_values`. docs/preprocessing.md.
 """
 
 from __future__ import annotations
