@@ -793,7 +793,102 @@ AUDIT = Dashboard(
     ],
 )
 
-DASHBOARDS = [JOBS, BUS, LINK, CRYPTO, HTTP, AUDIT]
+SERVING = Dashboard(
+    uid="fedmq-serving",
+    title="fedmq / Serving",
+    description="Online prediction (docs/serving.md): requests per second, latency percentiles "
+    "and errors by cause, by service and model version; each host's answers; rows asked per "
+    "calling party at a host (mass queries that could fit the host's weights show here).",
+    filename="serving.json",
+    variables=[
+        Variable("service", "service", "label_values(fedmq_serving_requests_total, service)")
+    ],
+    panels=[
+        Panel(
+            "Requests / s by service and version",
+            "Prediction requests answered at the guest, per second, by outcome (ok, fallback: "
+            "scored by the guest alone while a host was silent).",
+            [
+                Target(
+                    "sum by (service, version, outcome) (rate(fedmq_serving_requests_total"
+                    f'{{service=~"$service", outcome=~"ok|fallback"}}[{RATE}]))',
+                    "{{service}} v{{version}} {{outcome}}",
+                )
+            ],
+            unit="reqps",
+            width=24,
+        ),
+        Panel(
+            "Latency p50 / p95 by service and version",
+            "A request inside the guest's serving service: its own part, the hosts' calls "
+            "through both gateways, the sigmoid.",
+            p50_and_p95(
+                "fedmq_serving_request_seconds",
+                "service, version",
+                "{{service}} v{{version}}",
+                '{service=~"$service"}',
+            ),
+            unit="s",
+        ),
+        Panel(
+            "Latency p99 by service",
+            "The slowest 1% of requests (the issue's target: 15 ms at 500 requests/s).",
+            [
+                Target(
+                    quantile(
+                        0.99, "fedmq_serving_request_seconds", "service", '{service=~"$service"}'
+                    ),
+                    "p99 {{service}}",
+                )
+            ],
+            unit="s",
+        ),
+        Panel(
+            "Errors by cause and party",
+            "Refused or failed requests per second: unavailable (a host did not answer in "
+            "time), not_found (unknown service, or an id a host has no features for), "
+            "bad_features, rate_limited; party = where it happened.",
+            [
+                Target(
+                    "sum by (party, outcome) (rate(fedmq_serving_requests_total"
+                    f'{{service=~"$service", outcome!~"ok|fallback"}}[{RATE}]))',
+                    "{{party}} {{outcome}}",
+                )
+            ],
+            unit="reqps",
+        ),
+        Panel(
+            "Host call latency p50 / p95",
+            "One call for a host's partial scores, through both gateways and back.",
+            p50_and_p95("fedmq_serving_host_call_seconds", "party", "{{party}}"),
+            unit="s",
+        ),
+        Panel(
+            "Rows asked per calling party (host)",
+            "Rows a host scored for each guest, per second: a guest extracting the host's "
+            "weights by mass queries shows as a step here.",
+            [
+                Target(
+                    f"sum by (caller_party) (rate(fedmq_serving_partial_rows_total[{RATE}]))",
+                    "{{caller_party}}",
+                )
+            ],
+            unit="ops",
+        ),
+        Panel(
+            "Rate-limited requests",
+            "Refused by the per-caller limit (guest) or the per-party limit (host).",
+            [
+                Target(
+                    f"sum by (kind) (increase(fedmq_serving_rate_limited_total[{RATE}]))",
+                    "{{kind}}",
+                )
+            ],
+        ),
+    ],
+)
+
+DASHBOARDS = [JOBS, BUS, LINK, CRYPTO, HTTP, AUDIT, SERVING]
 
 
 def rendered() -> dict[str, str]:
