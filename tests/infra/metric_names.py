@@ -116,6 +116,7 @@ SERVICE_METRIC_CLASSES: tuple[tuple[str, str], ...] = (
     ("fedscheduler.metrics", "SchedulerMetrics"),
     ("fedworker.metrics", "WorkerMetrics"),
     ("fedaudit.metrics", "AuditMetrics"),
+    ("fedserving.metrics", "ServingMetrics"),
     ("fedbus.metrics", "BusMetrics"),
     ("fedcommon.http", "HttpMetrics"),
 )

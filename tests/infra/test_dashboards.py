@@ -42,6 +42,7 @@ EXPECTED_TITLES = {
     "fedmq / Crypto",
     "fedmq / HTTP",
     "fedmq / Audit",
+    "fedmq / Serving",
 }
 
 
@@ -129,7 +130,7 @@ def fedmq_metric_problems(dashboard: dict[str, Any], exported: set[str]) -> list
     return [f"{name} (in {sorted(used[name])})" for name in unknown_names(used, exported)]
 
 
-def test_the_six_dashboards_exist() -> None:
+def test_the_seven_dashboards_exist() -> None:
     titles = {load_dashboard(path)["title"] for path in DASHBOARD_FILES}
 
     assert titles == EXPECTED_TITLES
