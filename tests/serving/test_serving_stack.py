@@ -217,7 +217,7 @@ def test_bad_requests_are_refused_with_their_reason(parties: Parties, service: s
 def test_canary_is_sticky_and_switch_and_rollback_fail_no_request(
     parties: Parties, service: str
 ) -> None:
-    ids = sorted(parties.offline)[:16]
+    ids = sorted(parties.offline)[:8]
     failures: list[str] = []
     served: list[int] = []
     stop = threading.Event()
