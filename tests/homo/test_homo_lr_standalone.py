@@ -4,6 +4,7 @@ client that drops out mid-round, clients whose updates are NaN or of the wrong s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +271,40 @@ def test_a_client_whose_columns_differ_from_the_guests_fails_naming_its_columns(
     # Execute / Assert
     with pytest.raises(StandaloneError, match=r"10000.*feature columns differ.*here: x1, x0, x2"):
         _run(spec, tmp_path, folders)
+
+
+def test_fedprox_with_fedyogi_on_the_server_gives_the_reference_model(tmp_path: Path) -> None:
+    # Prepare: the proximal term at every client, FedYogi at the aggregator
+    params = {
+        **BREAST_PARAMS,
+        "proximal_mu": 0.1,
+        "server_optimizer": "yogi",
+        "server_learning_rate": 0.05,
+    }
+    spec = pipeline(["breast_homo_guest", "breast_homo_host"], "breast_homo_test", params)
+    clients = [load("breast_homo_guest"), load("breast_homo_host")]
+    rule = hmath.ServerRule("yogi", learning_rate=0.05)
+    local = replace(training(params), proximal_mu=0.1)
+    expected = hmath.reference_fedavg(parts(clients), local, 3, server=rule)
+    plain = hmath.reference_fedavg(parts(clients), training(params), 3)
+
+    # Execute
+    result = _run(spec, tmp_path)
+
+    # Assert: the reference of these options, not FedAvg's model
+    for model in _models(result, spec):
+        np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+    assert float(np.max(np.abs(expected - plain))) > 1e-3
+    assert result.metric("eval_0", "auc") > 0.95
+
+
+def test_a_host_asking_for_two_summed_updates_refuses_the_guest_aggregating_for_it_alone(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the guest aggregates for one host; the host's own params ask for 2
+    spec = pipeline(["breast_homo_guest", "breast_homo_host"], "breast_homo_test", BREAST_PARAMS)
+    spec["components"][1]["params"]["10000"] = {"min_summed_updates": 2}
+
+    # Execute / Assert: the host fails before it sends anything, naming the way out
+    with pytest.raises(StandaloneError, match=r"10000.*min_summed_updates is 2.*name an arbiter"):
+        _run(spec, tmp_path)

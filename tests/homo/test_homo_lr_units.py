@@ -4,15 +4,28 @@ a host whose masked input is malformed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from fedcrypto.secagg import SecAggClient, SecAggConfig, SecAggError, SecAggServer
+from fedcrypto.secagg import (
+    SecAggClient,
+    SecAggConfig,
+    SecAggError,
+    SecAggServer,
+    UnmaskRefused,
+    UnmaskRequest,
+)
+from fedflow.checkpoints import CheckpointScope
 from fedflow.components.homo_lr import math as hmath
-from fedflow.components.homo_lr import wire
+from fedflow.components.homo_lr import resume, wire
 from fedflow.components.homo_lr.aggregator import Round, RoundFailed
+from fedflow.components.homo_lr.client import check_layout, check_unmask
+from fedflow.components.homo_lr.params import HomoLrParams
+from fedflow.policy import Bounds, ComponentRules, SecurityPolicy, check_task
+from fedflow.task import TaskKey
 from fedschemas import FederationData
 
 
@@ -186,3 +199,111 @@ def test_a_round_with_too_few_clients_fails_naming_who_dropped_and_why() -> None
 
     with pytest.raises(RoundFailed, match=r"round 4: .*client 3 \(10001\): no sa_keys within 5 s"):
         rnd.close(rnd.server.key_directory)
+
+
+def test_fedprox_keeps_local_training_nearer_the_global_model() -> None:
+    # Prepare: one client's rows and a starting model
+    rng = np.random.default_rng(3)
+    x1 = hmath.with_intercept(rng.normal(size=(64, 3)))
+    y = (rng.random(64) > 0.5).astype(np.float64)
+    w = rng.normal(size=4)
+    plain = hmath.LocalTraining(3, 8, 0.3, 0.0, 0)
+
+    # Execute
+    steps = {
+        mu: hmath.local_sgd(w, x1, y, replace(plain, proximal_mu=mu), (0, 0, 1))
+        for mu in (0.0, 0.5, 2.0)
+    }
+
+    # Assert: a larger mu, a smaller step away from w; mu 0 is plain SGD
+    moved = {mu: float(np.linalg.norm(local - w)) for mu, local in steps.items()}
+    assert moved[2.0] < moved[0.5] < moved[0.0]
+    np.testing.assert_array_equal(steps[0.0], hmath.local_sgd(w, x1, y, plain, (0, 0, 1)))
+
+
+def test_server_optimizers_follow_fedavg_fedadam_and_fedyogi() -> None:
+    w, delta = np.array([1.0, -2.0]), np.array([0.5, -0.25])
+    fedavg, _ = hmath.ServerRule().step(w, delta, {})
+    np.testing.assert_array_equal(fedavg, w + delta)
+    for name in ("adam", "yogi"):
+        rule = hmath.ServerRule(name, learning_rate=0.1, beta1=0.9, beta2=0.99, tau=1e-3)
+        state = rule.initial(2)
+        new, state = rule.step(w, delta, state)
+        m = 0.1 * delta
+        # Adam decays v0 = tau^2 by beta2; with v0 < delta^2 Yogi's v grows by (1 - beta2) delta^2
+        v = (0.99 if name == "adam" else 1.0) * 1e-6 + 0.01 * delta**2
+        np.testing.assert_allclose(state["m"], m, rtol=1e-15)
+        np.testing.assert_allclose(state["v"], v, rtol=1e-15)
+        np.testing.assert_allclose(new, w + 0.1 * m / (np.sqrt(v) + 1e-3), rtol=1e-15)
+    # Yogi's v shrinks only by (1 - beta2) delta^2 when v exceeds delta^2 (Adam's decays by beta2)
+    rule = hmath.ServerRule("yogi", beta2=0.99)
+    _, after = rule.step(w, np.array([0.1, 0.1]), {"m": np.zeros(2), "v": np.ones(2)})
+    np.testing.assert_allclose(after["v"], 1.0 - 0.01 * 0.01)
+
+
+def test_a_client_refuses_to_unmask_a_round_that_would_expose_too_few_updates() -> None:
+    guest_aggregates = {"guest": ["9999"], "host": ["10000", "10001"]}
+    arbiter = {**guest_aggregates, "arbiter": ["8888"]}
+    three = UnmaskRequest(survivors=(1, 2, 3), dropped=())
+    two = UnmaskRequest(survivors=(1, 2), dropped=(3,))
+    check_unmask(guest_aggregates, three, 2, 0)  # the guest learns hosts 2 and 3 summed
+    check_unmask(arbiter, two, 2, 0)  # an arbiter learns clients 1 and 2 summed
+    with pytest.raises(UnmaskRefused, match=r"round 5: .* 1 update\(s\) .* min_summed_updates 2"):
+        check_unmask(guest_aggregates, two, 2, 5)  # the guest subtracts its own: host 2 alone
+
+
+def test_a_partys_policy_can_refuse_the_guest_learning_its_update() -> None:
+    # A host's policy asks for min_summed_updates >= 2; a job that keeps the default 1 is
+    # refused by the policy check (the component then refuses a layout with one host, below)
+    policy = SecurityPolicy(
+        components={"homo_lr": ComponentRules(bounds={"min_summed_updates": Bounds(min=2)})}
+    )
+    found = check_task(
+        policy,
+        party_id="10000",
+        component="homo_lr_0",
+        component_type="homo_lr",
+        role="host",
+        params=HomoLrParams().model_dump(),
+        initiator="9999",
+    )
+    assert [v.rule for v in found] == ["policy.components.homo_lr.bounds.min_summed_updates"]
+    ctx = SimpleNamespace(parties={"guest": ["9999"], "host": ["10000"]}, party_id="10000")
+    with pytest.raises(ValueError, match=r"min_summed_updates is 2 at party 10000.*learn 1 "):
+        check_layout(ctx, HomoLrParams(min_summed_updates=2))  # type: ignore[arg-type]
+    ctx.parties["arbiter"] = ["8888"]
+    check_layout(ctx, HomoLrParams(min_summed_updates=2))  # type: ignore[arg-type]
+
+
+def test_a_client_snapshot_restores_through_a_whole_aggregation() -> None:
+    # Prepare: three clients; client 2 is checkpointed after its keys (phase advertised) and
+    # client 3 after its shares (phase shared), each then replaced by its restored copy
+    config = SecAggConfig(session=b"r", num_clients=3, vector_length=3, modulus_bits=64, clip=16)
+    scope = CheckpointScope(_MemoryStore(), TaskKey("j", "c", 0, "p", "host"))  # type: ignore[arg-type]
+    clients = {u: SecAggClient(u, config) for u in (1, 2, 3)}
+    server = SecAggServer(config)
+    for c in clients.values():
+        server.receive_keys(c.advertise_keys())
+    clients[2], none = resume.restore(resume.snapshot(clients[2], scope), config, scope)
+    directory = server.key_directory()
+    sent = {u: c.share_keys(directory) for u, c in clients.items()}
+    clients[3], again = resume.restore(resume.snapshot(clients[3], scope, sent[3]), config, scope)
+    for u in (1, 2, 3):
+        server.receive_shares(sent[u])
+    routed = server.route_shares()
+
+    # Execute
+    for u, c in clients.items():
+        server.receive_masked_input(c.masked_input(routed[u], np.full(3, 0.5 * u)))
+    request = server.unmask_request()
+    for c in clients.values():
+        server.receive_unmasking(c.unmask(request))
+
+    # Assert: the restored clients' masks cancel as the originals' would
+    assert none is None and again == sent[3]
+    np.testing.assert_allclose(server.result().sum, np.full(3, 3.0), atol=1e-12)
+
+
+class _MemoryStore:
+    def save(self, key: Any, iteration: int, state: Any) -> None:
+        pass

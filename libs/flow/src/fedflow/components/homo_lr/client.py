@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import structlog
-from fedcrypto.secagg import AdvertiseKeys, SecAggClient, SecAggConfig, SecAggError, UnmaskRefused
+from fedcrypto.secagg import (
+    AdvertiseKeys,
+    SecAggClient,
+    SecAggConfig,
+    SecAggError,
+    UnmaskRefused,
+    UnmaskRequest,
+)
 from fedschemas import FederationData
 
 from fedflow.components.homo_lr import math as hmath
@@ -75,6 +82,20 @@ def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
             f"{ctx.party_id}, but the aggregator ({aggregator_role(ctx.parties)}) would learn "
             f"{hidden} client update(s) summed together (with the guest aggregating for one "
             "host it learns that host's update exactly): name an arbiter or add clients"
+        )
+
+
+def check_unmask(
+    parties: Mapping[str, list[str]], request: UnmaskRequest, min_summed: int, r: int
+) -> None:
+    """UnmaskRefused when answering `request` would let the aggregator learn fewer than
+    `min_summed` updates summed together (too many clients dropped out of the round)."""
+    hidden = hidden_among(parties, len(request.survivors), 1 in request.survivors)
+    if hidden < min_summed:
+        raise UnmaskRefused(
+            f"homo_lr round {r}: the aggregator would learn {hidden} update(s) summed together "
+            f"(survivors {list(request.survivors)}), fewer than this party's "
+            f"min_summed_updates {min_summed}: this client does not unmask"
         )
 
 
@@ -146,7 +167,7 @@ class LocalClient:
         UpdateRejected when it is not a valid update (the client then sits the round out)."""
         p = self.params
         training = hmath.LocalTraining(
-            p.local_epochs, p.batch_size, p.learning_rate, p.alpha, p.seed
+            p.local_epochs, p.batch_size, p.learning_rate, p.alpha, p.seed, p.proximal_mu
         )
         loss = hmath.log_loss(weights, self.x1, self.y)
         local = hmath.local_sgd(weights, self.x1, self.y, training, (p.seed, r, self.client_id))
@@ -270,12 +291,6 @@ def _secure_round(
     if _excluded(got):
         return
     request = wire.read_unmask_request(got)
-    hidden = hidden_among(ctx.parties, len(request.survivors), 1 in request.survivors)
-    if hidden < params.min_summed_updates:
-        raise UnmaskRefused(
-            f"homo_lr round {r}: the aggregator would learn {hidden} update(s) summed together "
-            f"(survivors {list(request.survivors)}), fewer than this party's "
-            f"min_summed_updates {params.min_summed_updates}: this client does not unmask"
-        )
+    check_unmask(ctx.parties, request, params.min_summed_updates, r)
     answer = client.unmask(request)
     fed.send(wire.unmask_payload(answer), to=guest, tag="sa_unmask_shares", iteration=r)
