@@ -54,7 +54,8 @@ stop_stage() {
 start_stage() {
   local one_way_us
   one_way_us=$(awk -v r="$rtt_ms" 'BEGIN { printf "%d", r * 500 }')
-  "$state/wanemu" "$ns_a" "$ns_b" "$dev" "$one_way_us" 2>>"$state/wanemu.log" &
+  # detached from the caller's stdout/stderr (a caller capturing them would wait for it)
+  "$state/wanemu" "$ns_a" "$ns_b" "$dev" "$one_way_us" </dev/null >/dev/null 2>>"$state/wanemu.log" &
   echo $! >"$state/wanemu.pid"
   sleep 0.2
   kill -0 "$(cat "$state/wanemu.pid")" 2>/dev/null || { echo "wan.sh: wanemu failed: $(tail -1 "$state/wanemu.log")" >&2; exit 1; }
