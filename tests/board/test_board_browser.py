@@ -271,6 +271,12 @@ def test_data_audit_and_site_pages_show_this_partys_read_models(
     assert [p["party_id"] for p in site["peers"]] == [HOST]
     page.screenshot(path=str(shots / "site.png"))
 
+    # The serving page is there (the gateway has the serving API); the local stack runs no
+    # serving service, so it says so instead of hanging or failing
+    page.goto(f"{base}/board/serving")
+    assert page.get_by_role("heading", level=1).inner_text() == "Models & serving"
+    assert page.locator("#serving-error").count() == 1 or page.locator("table.models").count()
+
     # The host's board shows the grant it gave, to its own logged-in user
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     host_page = login(context, stack.host.base_url, TOKEN)

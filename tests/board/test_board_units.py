@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fedgateway import board
 from fedgateway.api.board_data import charts_from, dag_from
-from fedgateway.board import auth, dag_svg, registry
+from fedgateway.board import auth, dag_svg, registry, views
 
 STATIC = Path(board.__file__).parent / "static"
 
@@ -58,8 +58,22 @@ def test_a_session_ends_at_logout_and_after_its_lifetime() -> None:
 
 
 def test_the_registry_finds_every_page_and_panel() -> None:
-    assert [p.slug for p in registry.pages() if p.nav] == ["jobs", "data", "audit", "site"]
+    assert [p.slug for p in registry.pages() if p.nav] == [
+        "jobs",
+        "data",
+        "serving",
+        "audit",
+        "site",
+    ]
     assert [p.slug for p in registry.panels()] == ["params", "log", "metrics", "charts", "crossed"]
+
+
+def test_times_from_read_models_are_shown_whatever_their_form() -> None:
+    assert views.short_time("2026-12-07T01:02:03+00:00") == "2026-12-07 01:02:03 UTC"
+    assert views.short_time(0) == "1970-01-01 00:00:00 UTC"
+    assert views.short_time("yesterday") == "yesterday"
+    assert views.duration("2026-12-07T01:00:00", "2026-12-07T02:03:04") == "1h 03m"
+    assert views.duration("2026-12-07T01:00:00", "2026-12-07T01:00:09") == "9s"
 
 
 def job(components: list[dict[str, object]]) -> dict[str, object]:

@@ -22,14 +22,23 @@ def optional(read: Callable[[], T]) -> tuple[T | None, str | None]:
         raise
 
 
-def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
-    if value is None:
+def parse_time(value: str | float | dt.datetime | None) -> dt.datetime | None:
+    """A read model's time: ISO 8601 text, a datetime or epoch seconds; None if none of these."""
+    if value is None or value == "":
         return None
-    when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    try:
+        if isinstance(value, dt.datetime):
+            when = value
+        elif isinstance(value, int | float):
+            when = dt.datetime.fromtimestamp(value, dt.UTC)
+        else:
+            when = dt.datetime.fromisoformat(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
-def duration(start: str | dt.datetime | None, end: str | dt.datetime | None) -> str:
+def duration(start: str | float | dt.datetime | None, end: str | float | dt.datetime | None) -> str:
     """ "1h 02m", "3m 07s", "12s" from start to end (or to now while it runs)."""
     begun = parse_time(start)
     if begun is None:
@@ -45,9 +54,11 @@ def duration(start: str | dt.datetime | None, end: str | dt.datetime | None) -> 
     return f"{secs}s"
 
 
-def short_time(value: str | dt.datetime | None) -> str:
+def short_time(value: str | float | dt.datetime | None) -> str:
     when = parse_time(value)
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when is not None else ""
+    if when is None:
+        return "" if value is None else str(value)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def size(n: int) -> str:
