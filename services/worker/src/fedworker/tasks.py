@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import structlog
+from fedbus import BrokerUnavailable
 from fedbus.runtime import EnvelopePublisher
 from fedcommon.logging import bind_message_context
 from fedcommon.tracing import get_tracer, span_from_remote
@@ -118,6 +119,18 @@ def _database_unreachable(exc: BaseException) -> bool:
     while seen is not None:
         names = {c.__name__ for c in type(seen).__mro__ if c.__module__.startswith("sqlalchemy")}
         if names & {"OperationalError", "DisconnectionError"}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _broker_unreachable(exc: BaseException) -> bool:
+    """The party's broker could not be reached for longer than a send's retry window
+    (fedbus.BrokerUnavailable anywhere in the chain: a broker restart under load takes more
+    than the 30 s window): not the component's failure either."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BrokerUnavailable):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -560,13 +573,21 @@ class TaskExecutor:
             state = FAILED
             self._finish(key, FAILED, reason=str(exc))
         except Exception as exc:
-            if _database_unreachable(exc) and not running.cancel.is_set():
-                # The party's database went away mid-run (a restart, a failover): not the
-                # component's failure, and nothing can be recorded now. The task stays
-                # claimed; its lease lapses and a runner claims it again once the database
-                # is back, and it resumes from its last checkpoint.
+            lost = (
+                "database"
+                if _database_unreachable(exc)
+                else "broker"
+                if _broker_unreachable(exc)
+                else None
+            )
+            if lost is not None and not running.cancel.is_set():
+                # The party's database or broker went away mid-run (a restart, a failover):
+                # not the component's failure, and (database) nothing can be recorded now. The
+                # task stays claimed; its lease lapses and a runner claims it again, and it
+                # resumes from its last checkpoint, re-sending what it had sent after it with
+                # the same message ids (the receivers drop the copies).
                 log.warning(
-                    "task_interrupted_by_database",
+                    f"task_interrupted_by_{lost}",
                     job_id=key.job_id,
                     task_id=key.task_id,
                     component=key.component,
