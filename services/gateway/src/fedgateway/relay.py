@@ -1,12 +1,27 @@
 """The relay: local broker -> link -> remote broker, acknowledged at the source only on confirm.
 
-Outbound (`OutboundRelay`): for each configured peer P, `window` consumers take messages off the
-local topic "out.<P>". Each decodes the envelope (malformed -> dead-lettered at the source),
-checks it is addressed to P and comes from this party, signs it with the party's signing key if
-it is unsigned (the gateway is the only process holding that key), and sends it over P's link.
-The handler returns — so the bus acks the source message — only when P's gateway ACKed, which it
-does only after its own broker confirmed the publish (like RabbitMQ Shovel's on-confirm mode).
-A REFUSED answer dead-letters the source message with the peer's reason.
+Outbound (`OutboundRelay`): for each configured peer P, ONE consumer with prefetch `window`
+takes messages off the local topic "out.<P>" in groups (whatever is waiting, up to `window`).
+Each message of a group is decoded (malformed -> dead-lettered at the source), checked to be
+addressed to P and to come from this party, signed with the party's signing key if it is
+unsigned (the gateway is the only process holding that key), and sent over P's link; the
+group's messages are sent side by side (`window` sender threads per peer), so up to `window`
+frames are unacknowledged on the link at once. A message is acked at the source only when P's
+gateway ACKed it, which it does only after its own broker confirmed the publish (like RabbitMQ
+Shovel's on-confirm mode). A REFUSED answer dead-letters the source message with the peer's
+reason.
+
+Why one consumer, not `window` consumers of one message each (issue #21): out.<P> is a quorum
+queue whose x-delivery-limit (20) counts every return of a message, and when the broker node is
+killed and restarts, the queue learns one by one that the consumers of the old connection are
+gone. A message returned by the first dead consumer was handed straight to another consumer not
+yet known dead, returned again, and so on: with 96 consumers a message in flight at the crash
+hopped through 20 dead ones during the node's recovery and was dead-lettered before the relay
+ever saw it again (reproduced: a job.status on out.<peer>, no redelivery reached the handler).
+With one consumer per peer a crash returns each in-flight message once (+1 to its count, as for
+any consumer death), so a message is dead-lettered by the broker only after 20 deaths of its
+consumer while it was in flight -- a message that keeps killing the gateway, what the limit is
+for -- never by one outage.
 
 Inbound (`RelayInboundSession`): DATA frames from one authenticated peer go through the Verifier
 on one thread, are published in batches (publish_many: one wait for many confirms) on another,
@@ -37,7 +52,8 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -164,24 +180,32 @@ class OutboundRelay:
         self._max_deliveries = max_deliveries
         self._max_envelope_bytes = max_envelope_bytes
         self._subscriptions: list[Subscription] = []
+        self._senders: dict[str, ThreadPoolExecutor] = {}
+        # Refusals found while handling a group, by delivery (identity): the bus hands those
+        # deliveries to the per-message handler, which raises the same Reject without sending
+        # the message again.
+        self._refusals: dict[int, Reject] = {}
+        self._refusals_lock = threading.Lock()
 
     def start(self) -> None:
         for peer in self._links:
             topic = out_topic(peer)
             self._bus.declare(topic)
-            # `window` consumers, each with one message in flight: up to `window` unacked frames
-            # per peer on the link (pipelining), each acked at the source on its own confirm.
-            for _ in range(self._window):
-                self._subscriptions.append(
-                    self._bus.subscribe(
-                        topic,
-                        partial(self._handle, peer),
-                        # 2: the next message waits locally while this one's ACK is awaited,
-                        # instead of one broker round trip between messages.
-                        prefetch=1,
-                        max_deliveries=self._max_deliveries,
-                    )
+            self._senders[peer] = ThreadPoolExecutor(
+                self._window, thread_name_prefix=f"gw-relay-{peer}"
+            )
+            # One consumer per peer (see the module's docstring: many consumers let a broker
+            # restart burn a message's delivery limit); `window` messages in flight at most.
+            self._subscriptions.append(
+                self._bus.subscribe_batched(
+                    topic,
+                    partial(self._handle, peer),
+                    partial(self._handle_group, peer),
+                    batch_size=self._window,
+                    prefetch=self._window,
+                    max_deliveries=self._max_deliveries,
                 )
+            )
             log.info("relay_consuming", topic=topic, window=self._window)
 
     def stop(self) -> None:
@@ -192,8 +216,30 @@ class OutboundRelay:
         for t in threads:
             t.join()
         self._subscriptions.clear()
+        for sender in self._senders.values():
+            sender.shutdown(wait=False)
+        self._senders.clear()
+
+    def _handle_group(self, peer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Send a group side by side; return the deliveries that were not relayed (refused,
+        or failed: the bus runs `_handle` on each, which dead-letters or requeues it)."""
+        futures = [(d, self._senders[peer].submit(self._relay, peer, d)) for d in deliveries]
+        left: list[Delivery] = []
+        for delivery, future in futures:
+            exc = future.exception()
+            if exc is None:
+                continue
+            if isinstance(exc, Reject):
+                with self._refusals_lock:
+                    self._refusals[id(delivery)] = exc
+            left.append(delivery)
+        return left
 
     def _handle(self, peer: str, delivery: Delivery) -> None:
+        with self._refusals_lock:
+            refused = self._refusals.pop(id(delivery), None)
+        if refused is not None:
+            raise refused  # counted where it was raised, in the group
         try:
             self._relay(peer, delivery)
         except Reject:
@@ -206,6 +252,13 @@ class OutboundRelay:
 
     def _relay(self, peer: str, delivery: Delivery) -> None:
         started = time.perf_counter()
+        if delivery.delivery_count > 1:
+            log.info(
+                "relay_redelivered",
+                peer=peer,
+                message_id=delivery.message_id,
+                delivery_count=delivery.delivery_count,
+            )
         try:
             env = decode_envelope(delivery.body, max_bytes=self._max_envelope_bytes)
         except MalformedMessage as exc:
