@@ -1,0 +1,243 @@
+"""homo_lr's aggregation cost: secure aggregation against plain FedAvg, same run.
+
+    .venv/bin/python bench/homo/run.py [--params 100000] [--clients 3,10] [--repeat 3]
+
+One aggregation round of a model of `--params` parameters for n clients, in this process:
+every message homo_lr sends is built as it is on the wire (homo_lr.wire's FederationData in a
+fedschemas envelope, encoded) and decoded again at its receiver, and the aggregator's arithmetic
+runs as in the component. Local training is left out: it is the same with and without secure
+aggregation. Three ways, measured in the same run:
+
+  plain     FedAvg without secure aggregation: each client sends its float64 contribution
+            (homo_lr.math.contribution, d + 2 values), the aggregator sums them
+  secagg    homo_lr's round: fedcrypto.secagg (keys, encrypted shares, masked input mod 2^64,
+            unmasking), every client in
+  dropout   the same with a third of the clients (floor n / 3) leaving after sharing their keys:
+            the aggregator recovers their pairwise masks from the others' shares
+
+Reported per way: the clients' compute (each client's own steps; they run in parallel in a
+real job, so the mean per client is what a round waits for), the aggregator's compute, the
+round's critical path (the slowest client + the aggregator, no network), and the bytes each
+client sends and receives per round (encoded envelopes, before signing and TLS) against the
+plain update. Bonawitz et al. report a 1.73x expansion of the data a client sends for 2^10
+clients and 2^20 16-bit values; homo_lr sends 64-bit fixed point (as the plain update's
+float64), so its expansion is the share and key messages over the masked vector. Results go to
+bench/homo/results.json (and docs/benchmarks.md by hand, with `uptime`'s load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from fedcrypto.secagg import SecAggClient, SecAggConfig, SecAggServer
+from fedflow.components.homo_lr import math as hmath
+from fedflow.components.homo_lr import wire
+from fedschemas import FederationData, PartyRef, decode_envelope, decode_payload, new_envelope
+from fedschemas.envelope import encode_envelope
+
+T = TypeVar("T")
+AGG = PartyRef(party_id="9999", role="guest")
+
+
+def wire_trip(
+    payload: FederationData, tag: str, frm: int, to: int, counter: dict[str, int]
+) -> FederationData:
+    """`payload` encoded in an envelope as it crosses, decoded at the receiver; its bytes
+    counted against the sender (frm, 0 = the aggregator) and the receiver."""
+    src = AGG if frm == 0 else PartyRef(party_id=str(10000 + frm), role="host")
+    dst = AGG if to == 0 else PartyRef(party_id=str(10000 + to), role="host")
+    envelope = new_envelope(
+        payload,
+        job_id="bench-homo",
+        component="homo_lr_0",
+        task_id="bench-homo/homo_lr_0",
+        attempt=0,
+        source=src,
+        destination=dst,
+        tag=tag,
+        iteration=0,
+        seq=0,
+        created_at=datetime.now(UTC),
+    )
+    raw = encode_envelope(envelope, max_bytes=1 << 30)
+    if frm:
+        counter[f"sent_{frm}"] = counter.get(f"sent_{frm}", 0) + len(raw)
+    if to:
+        counter[f"received_{to}"] = counter.get(f"received_{to}", 0) + len(raw)
+    return decode_payload(decode_envelope(raw, max_bytes=1 << 30), FederationData)
+
+
+class Clock:
+    """Seconds spent per actor (0: the aggregator, u: client u)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[int, float] = {}
+
+    def run(self, actor: int, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        out = fn()
+        self.spent[actor] = self.spent.get(actor, 0.0) + time.perf_counter() - start
+        return out
+
+
+def contributions(n: int, params: int) -> dict[int, hmath.Floats]:
+    rng = np.random.default_rng(0)
+    w = np.zeros(params)
+    return {
+        u: hmath.contribution(w, rng.normal(scale=0.01, size=params), 0.6, 1000 + u)
+        for u in range(1, n + 1)
+    }
+
+
+def plain_round(n: int, params: int) -> tuple[Clock, dict[str, int], hmath.Floats]:
+    clock, counter = Clock(), {}
+    xs = contributions(n, params)
+    total = np.zeros(params + hmath.EXTRA)
+    for u, x in xs.items():
+        payload = clock.run(u, lambda x=x: FederationData(kind="aggregate", array=x))
+        got = clock.run(0, lambda u=u, p=payload: wire_trip(p, "update", u, 0, counter))
+        clock.run(0, lambda g=got: total.__iadd__(np.asarray(g.array)))
+    w = np.zeros(params)
+    model = clock.run(0, lambda: hmath.apply_sum(w, total)[0])
+    for u in xs:  # the next global model goes back to each client
+        clock.run(
+            u,
+            lambda u=u: wire_trip(
+                FederationData(kind="aggregate", array=model), "global_model", 0, u, counter
+            ),
+        )
+    return clock, counter, total
+
+
+def secure_round(n: int, params: int, drop: int) -> tuple[Clock, dict[str, int], hmath.Floats]:
+    """One homo_lr round over fedcrypto.secagg; clients n - drop + 1 .. n leave after their
+    shares (before their masked input)."""
+    clock, counter = Clock(), {}
+    xs = contributions(n, params)
+    config = SecAggConfig(
+        session=b"bench",
+        num_clients=n,
+        vector_length=params + hmath.EXTRA,
+        modulus_bits=64,
+        clip=16,
+    )
+    server = SecAggServer(config)
+    clients = {u: clock.run(u, lambda u=u: SecAggClient(u, config)) for u in xs}
+    staying = [u for u in xs if u <= n - drop]
+    w = np.zeros(params)
+    for u in xs:  # the global model, as in the plain round
+        clock.run(
+            u,
+            lambda u=u: wire_trip(
+                FederationData(kind="aggregate", array=w), "global_model", 0, u, counter
+            ),
+        )
+    for u, c in clients.items():
+        p = clock.run(u, lambda c=c: wire.keys_payload(c.advertise_keys()))
+        got = clock.run(0, lambda u=u, p=p: wire_trip(p, "sa_keys", u, 0, counter))
+        clock.run(0, lambda u=u, g=got: server.receive_keys(wire.read_keys(u, g)))
+    directory = clock.run(0, lambda: wire.directory_payload(server.key_directory()))
+    for u, c in clients.items():
+        got = clock.run(u, lambda u=u: wire_trip(directory, "sa_directory", 0, u, counter))
+        p = clock.run(
+            u, lambda c=c, g=got: wire.shares_payload(c.share_keys(wire.read_directory(g)))
+        )
+        got = clock.run(0, lambda u=u, p=p: wire_trip(p, "sa_shares", u, 0, counter))
+        clock.run(0, lambda u=u, g=got: server.receive_shares(wire.read_shares(u, g)))
+    routed = clock.run(0, server.route_shares)
+    for u in staying:
+        p = clock.run(0, lambda u=u: wire.shares_payload(routed[u]))
+        got = clock.run(u, lambda u=u, p=p: wire_trip(p, "sa_routed", 0, u, counter))
+        masked = clock.run(
+            u,
+            lambda u=u, g=got: wire.masked_payload(
+                clients[u].masked_input(wire.read_routed(u, g), xs[u])
+            ),
+        )
+        got = clock.run(0, lambda u=u, p=masked: wire_trip(p, "sa_masked", u, 0, counter))
+        clock.run(0, lambda u=u, g=got: server.receive_masked_input(wire.read_masked(u, g)))
+    request = clock.run(0, server.unmask_request)
+    payload = wire.unmask_request_payload(request)
+    for u in staying:
+        got = clock.run(u, lambda u=u: wire_trip(payload, "sa_unmask", 0, u, counter))
+        p = clock.run(
+            u,
+            lambda u=u, g=got: wire.unmask_payload(clients[u].unmask(wire.read_unmask_request(g))),
+        )
+        got = clock.run(0, lambda u=u, p=p: wire_trip(p, "sa_unmask_shares", u, 0, counter))
+        clock.run(0, lambda u=u, g=got: server.receive_unmasking(wire.read_unmask(u, g)))
+    result = clock.run(0, server.result)
+    clock.run(0, lambda: hmath.apply_sum(w, result.sum))
+    expected = sum(xs[u] for u in staying)
+    assert np.allclose(result.sum, expected, atol=1e-9), "the secure sum is wrong"
+    return clock, counter, result.sum
+
+
+def summarise(clock: Clock, counter: dict[str, int], n: int) -> dict[str, float]:
+    clients = [clock.spent.get(u, 0.0) for u in range(1, n + 1)]
+    sent = [counter.get(f"sent_{u}", 0) for u in range(1, n + 1)]
+    received = [counter.get(f"received_{u}", 0) for u in range(1, n + 1)]
+    return {
+        "client_s_mean": float(np.mean(clients)),
+        "client_s_max": float(np.max(clients)),
+        "aggregator_s": clock.spent.get(0, 0.0),
+        "critical_path_s": float(np.max(clients)) + clock.spent.get(0, 0.0),
+        "sent_bytes_per_client": float(np.max(sent)),
+        "received_bytes_per_client": float(np.max(received)),
+    }
+
+
+def best_of(
+    repeat: int, run: Callable[[], tuple[Clock, dict[str, int], Any]], n: int
+) -> dict[str, float]:
+    rows = [summarise(*run()[:2], n) for _ in range(repeat)]
+    return min(rows, key=lambda r: r["critical_path_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=int, default=100_000)
+    parser.add_argument("--clients", default="3,10")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results.json"))
+    args = parser.parse_args()
+    out: dict[str, Any] = {
+        "params": args.params,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "rows": [],
+    }
+    for n in (int(v) for v in args.clients.split(",")):
+        plain = best_of(args.repeat, lambda n=n: plain_round(n, args.params), n)
+        secure = best_of(args.repeat, lambda n=n: secure_round(n, args.params, 0), n)
+        dropout = best_of(args.repeat, lambda n=n: secure_round(n, args.params, n // 3), n)
+        for way, row in (("plain", plain), ("secagg", secure), (f"dropout {n // 3}", dropout)):
+            row = {"clients": n, "way": way, **row}
+            row["critical_path_vs_plain"] = row["critical_path_s"] / plain["critical_path_s"]
+            row["sent_vs_plain"] = row["sent_bytes_per_client"] / plain["sent_bytes_per_client"]
+            out["rows"].append(row)
+            ms = {k: row[k] * 1e3 for k in ("client_s_mean", "aggregator_s", "critical_path_s")}
+            mb = {k: row[k] / 1e6 for k in ("sent_bytes_per_client", "received_bytes_per_client")}
+            print(
+                f"n={n:<3} {way:<10} client {ms['client_s_mean']:8.1f} ms  aggregator "
+                f"{ms['aggregator_s']:8.1f} ms  path {ms['critical_path_s']:8.1f} ms "
+                f"({row['critical_path_vs_plain']:.2f}x)  sent {mb['sent_bytes_per_client']:.3f} "
+                f"MB ({row['sent_vs_plain']:.3f}x) recv {mb['received_bytes_per_client']:.3f} MB"
+            )
+    out["load_after"] = os.getloadavg()
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"load {out['load_before']} -> {out['load_after']}")
+
+
+if __name__ == "__main__":
+    main()
