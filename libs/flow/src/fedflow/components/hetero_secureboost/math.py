@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedflow.components.hetero_secureboost.params import HeteroSecureBoostParams
+from fedflow.components.hetero_secureboost.sketch import sketch_cuts
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -67,8 +68,20 @@ def quantile_cuts(column: Floats, max_bin: int) -> Floats:
     return np.unique(cuts[cuts > distinct[0]]).astype(np.float64)
 
 
-def fit_cuts(x: Floats, max_bin: int) -> list[Floats]:
-    return [quantile_cuts(x[:, j], max_bin) for j in range(x.shape[1])]
+SKETCH_ROWS: Final = 1 << 21
+"""Columns of more rows than this are binned from a mergeable quantile sketch (sketch.py) of
+pieces of SKETCH_PIECE rows, not sorted whole."""
+SKETCH_PIECE: Final = 1 << 20
+
+
+def fit_cuts(x: Floats, max_bin: int, sketch_rows: int = SKETCH_ROWS) -> list[Floats]:
+    """Every column's cut points: exact quantiles (quantile_cuts) up to `sketch_rows` rows,
+    a mergeable sketch's above (exact too while a column has few distinct values)."""
+    if x.shape[0] <= sketch_rows:
+        return [quantile_cuts(x[:, j], max_bin) for j in range(x.shape[1])]
+    piece = min(SKETCH_PIECE, sketch_rows)
+    starts = range(0, x.shape[0], piece)
+    return [sketch_cuts((x[s : s + piece, j] for s in starts), max_bin) for j in range(x.shape[1])]
 
 
 def bin_features(x: Floats, cuts: Sequence[Floats], max_bin: int) -> Bins:
