@@ -55,39 +55,42 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def pipeline(params: dict[str, Any]) -> Pipeline:
-    return Pipeline.from_dict(
-        {
-            "name": "bench-secureboost",
-            "parties": {"guest": "9999", "host": ["10000"]},
-            "components": [
-                {
-                    "name": "reader_0",
-                    "type": "reader",
-                    "params": {
-                        "guest": {"table": "default_credit_hetero_guest"},
-                        "host": {"table": "default_credit_hetero_host"},
-                    },
+    return Pipeline.from_dict(pipeline_spec(params))
+
+
+def pipeline_spec(params: dict[str, Any]) -> dict[str, Any]:
+    """reader -> hetero_secureboost -> hetero_secureboost_predict -> evaluation, as a dict."""
+    return {
+        "name": "bench-secureboost",
+        "parties": {"guest": "9999", "host": ["10000"]},
+        "components": [
+            {
+                "name": "reader_0",
+                "type": "reader",
+                "params": {
+                    "guest": {"table": "default_credit_hetero_guest"},
+                    "host": {"table": "default_credit_hetero_host"},
                 },
-                {
-                    "name": "boost_0",
-                    "type": "hetero_secureboost",
-                    "inputs": {"data": "reader_0.data"},
-                    "params": {"common": params},
-                },
-                {
-                    "name": "predict_0",
-                    "type": "hetero_secureboost_predict",
-                    "inputs": {"model": "boost_0.model", "data": "reader_0.data"},
-                },
-                {
-                    "name": "eval_0",
-                    "type": "evaluation",
-                    "inputs": {"data": "predict_0.data"},
-                    "params": {"common": {"score_column": "score"}},
-                },
-            ],
-        }
-    )
+            },
+            {
+                "name": "boost_0",
+                "type": "hetero_secureboost",
+                "inputs": {"data": "reader_0.data"},
+                "params": {"common": params},
+            },
+            {
+                "name": "predict_0",
+                "type": "hetero_secureboost_predict",
+                "inputs": {"model": "boost_0.model", "data": "reader_0.data"},
+            },
+            {
+                "name": "eval_0",
+                "type": "evaluation",
+                "inputs": {"data": "predict_0.data"},
+                "params": {"common": {"score_column": "score"}},
+            },
+        ],
+    }
 
 
 def baselines(params: HeteroSecureBoostParams) -> dict[str, Any]:
@@ -165,9 +168,7 @@ def run_depth(depth: int, args: argparse.Namespace) -> dict[str, Any]:
         # where the time goes (summed over the trees; the parties partly wait on each other)
         "guest_encrypt_seconds": round(result.metric("boost_0", "encrypt_seconds", "9999"), 2),
         "guest_decrypt_seconds": round(result.metric("boost_0", "decrypt_seconds", "9999"), 2),
-        "host_histogram_seconds": round(
-            result.metric("boost_0", "histogram_seconds", "10000"), 2
-        ),
+        "host_histogram_seconds": round(result.metric("boost_0", "histogram_seconds", "10000"), 2),
         "host_compress_seconds": round(result.metric("boost_0", "compress_seconds", "10000"), 2),
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in load_after],
