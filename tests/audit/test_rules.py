@@ -169,7 +169,7 @@ def _unsigned(t: Traffic) -> Envelope:
 
 
 def test_every_rule_has_a_case() -> None:
-    checked_below = {"control.silent_party", "data.ciphertext_unchecked"}
+    checked_below = {"control.silent_party", "control.service_silent", "data.ciphertext_unchecked"}
     checked_in_test_peers = {"control.peer_checkpoint", "control.peer_log_disagrees"}
     checked_below |= checked_in_test_peers
     assert set(CASES) | checked_below == set(RULES)
@@ -282,3 +282,82 @@ def test_a_pipeline_sets_severities_only_within_the_operators_limits(traffic: Tr
     assert severity["data.ciphertext_repeated"] == "warn"  # lowered: allowed
     assert severity["data.key_width"] == "critical"  # lowered below its floor: refused
     assert severity["control.unsigned_inbound"] == "critical"  # raised: always allowed
+
+
+def _heartbeat(traffic: Traffic) -> Envelope:
+    from datetime import UTC, datetime
+
+    from fedschemas.payloads import JobHeartbeat
+
+    beat = JobHeartbeat(
+        job_id=traffic.job_id, party_id=GUEST, attempt=0, state="running", at=datetime.now(UTC)
+    )
+    return traffic.envelope(beat, GUEST, HOST, "heartbeat", component="job")
+
+
+def test_this_partys_services_silent_in_a_running_job_are_reported_once(traffic: Traffic) -> None:
+    # Prepare: at t=100 s the guest's scheduler beat, its worker reported its task running,
+    # and its gateway delivered the host's key
+    auditor = Auditor(AuditPolicy(party_id=GUEST, min_key_bits=KEY_BITS, service_silent_after_s=60))
+    findings(
+        auditor,
+        traffic,
+        [
+            traffic.propose(),
+            traffic.task_run(),
+            _status(traffic, "running"),
+            _heartbeat(traffic),
+            traffic.public_key(HOST),
+        ],
+        now=100.0,
+    )
+
+    # Execute
+    early, late, again = auditor.silent(150.0), auditor.silent(161.0), auditor.silent(200.0)
+
+    # Assert
+    assert [f.rule for _, f in early] == []
+    silent = sorted(
+        f.detail.split(" showed")[0] for _, f in late if f.rule == "control.service_silent"
+    )
+    assert silent == [
+        "this party's gateway",
+        "this party's scheduler",
+        "this party's worker",
+    ]
+    assert [f for _, f in again if f.rule == "control.service_silent"] == []
+
+
+def test_workers_are_not_expected_to_speak_once_this_partys_task_ended(traffic: Traffic) -> None:
+    auditor = Auditor(AuditPolicy(party_id=GUEST, min_key_bits=KEY_BITS, service_silent_after_s=60))
+    envelopes = [traffic.propose(), traffic.task_run(), _status(traffic, "running")]
+    findings(auditor, traffic, envelopes, now=100.0)
+    findings(auditor, traffic, [_status(traffic, "success")], now=101.0)
+
+    late = auditor.silent(200.0)
+
+    assert [f for _, f in late if f.rule == "control.service_silent"] == []
+
+
+def test_the_schedulers_legacy_job_status_is_read_as_its_successor(
+    auditor: Auditor, traffic: Traffic
+) -> None:
+    # The schedulers still send job.status by default (legacy_job_status): its "success" is
+    # the job's end, its beats are the scheduler's heartbeats
+    from datetime import UTC, datetime
+
+    from fedschemas.payloads import JobStatus
+
+    def status(state: str) -> Envelope:
+        payload = JobStatus(
+            job_id=traffic.job_id, party_id=GUEST, attempt=0, state=state, at=datetime.now(UTC)
+        )
+        return traffic.envelope(payload, GUEST, HOST, f"status-{state}", component="job")
+
+    findings(auditor, traffic, [traffic.propose(), status("running")], now=5.0)
+    view = auditor.jobs[traffic.job_id]
+    assert view.service_seen.get("scheduler") == 5.0 and not view.ended
+
+    findings(auditor, traffic, [status("success")], now=6.0)
+
+    assert view.ended

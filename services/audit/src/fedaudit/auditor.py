@@ -15,7 +15,7 @@ from typing import Any
 
 from fedschemas import Envelope, FederationData, Payload, canonical_bytes, topics
 
-from fedaudit.facts import component_of, facts_of
+from fedaudit.facts import component_of, facts_of, kind_of
 from fedaudit.peers import content_sha256
 from fedaudit.rules import algorithm, control, data
 from fedaudit.rules.catalogue import Finding
@@ -106,13 +106,16 @@ class Auditor:
 
     def _observe(self, obs: Observation, now: float) -> list[Finding]:
         record = obs.record
-        kind = str(record["type"])
+        kind = kind_of(record)
         job_id = str(record["job_id"])
         if not job_id:
             return []
         view = self.view(job_id)
         if record["direction"] == "in":
             view.last_heard[obs.sender] = now
+        service = control.service_of(record, self.policy.party_id)
+        if service is not None and now:
+            view.service_seen[service] = now
         found: list[Finding] = []
         if record["direction"] == "in" and record["signature"] == "unsigned":
             found.append(
@@ -186,4 +189,5 @@ class Auditor:
         for job_id, view in self.jobs.items():
             if not view.ended:
                 out += [(job_id, f) for f in control.silent_parties(view, self.policy, now)]
+                out += [(job_id, f) for f in control.silent_services(view, self.policy, now)]
         return out

@@ -12,8 +12,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fedschemas import Envelope, FederationData, Payload
-from fedschemas.payloads import JobPropose, JobTaskReport, TaskRun, TaskStatus
+from fedschemas import MESSAGE_TYPES, Envelope, FederationData, Payload
+from fedschemas.payloads import JobPropose, JobStatus, JobTaskReport, TaskRun, TaskStatus
+from fedschemas.registry import SUPERSEDED
+
+_TYPE_OF = {model: name for name, model in MESSAGE_TYPES.items()}
+
+
+def kind_of(record: dict[str, Any]) -> str:
+    """A record's message type as the rules read it: a superseded type (job.status, which the
+    schedulers still send by default) as the type its meaning has now (job.end, ...)."""
+    return str(record["facts"].get("successor") or record["type"])
+
 
 PAILLIER_KEY_FORMAT = "fedcrypto.paillier.public_key.v1"
 
@@ -33,6 +43,10 @@ def key_modulus(blob: bytes) -> int:
 
 def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
     facts: dict[str, Any] = {}
+    if isinstance(payload, JobStatus):
+        successor = SUPERSEDED[envelope.type](payload)
+        facts["successor"] = _TYPE_OF[type(successor)]
+        payload = successor
     if isinstance(payload, FederationData):
         facts["kind"] = payload.kind
         if payload.array is not None:

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from fedaudit import peers, store
 from fedaudit.auditor import Auditor, make_record
 from fedaudit.chain import ChainHead, canonical_json, checkpoint_body, sign_checkpoint
+from fedaudit.facts import kind_of
 from fedaudit.metrics import AuditMetrics
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import Observation
@@ -94,7 +95,7 @@ def load(ctx: AuditContext) -> None:
             ctx.auditor.observe(Observation(record))
             if any(f["severity"] == "critical" for f in record["findings"]):
                 ctx.stopped.add(str(record["job_id"]))
-            if record["type"] in JOB_ENDS:
+            if kind_of(record) in JOB_ENDS:
                 ctx.stated.add(str(record["job_id"]))
         for peer, key, seq, head in store.iter_peer_heads(conn):
             state = ctx.peer_states.setdefault(peer, peers.PeerState())
@@ -230,7 +231,7 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
                 job_id = str(item.record["job_id"])
                 if item.digests:
                     store.add_digests(conn, job_id, item.digests)
-                if item.record["type"] in JOB_ENDS:
+                if kind_of(item.record) in JOB_ENDS:
                     store.forget_digests(conn, job_id)
                 if item.peer is not None:
                     store.add_peer_checkpoint(conn, item.peer, item.envelope, item.record["seq"])
@@ -254,7 +255,7 @@ def _act(ctx: AuditContext, done: Sequence[_Recorded]) -> None:
     job's statement to its peers when it ended."""
     for item in done:
         job_id = str(item.record["job_id"])
-        if item.record["type"] in JOB_ENDS and job_id and job_id not in ctx.stated:
+        if kind_of(item.record) in JOB_ENDS and job_id and job_id not in ctx.stated:
             ctx.stated.add(job_id)
             try:
                 announce_job_end(ctx, job_id)

@@ -79,6 +79,7 @@ class Audit:
             severities=dict(settings.severities),
             silent_after_s=settings.silent_after_s,
             repeat_memory=settings.repeat_memory,
+            service_silent_after_s=settings.service_silent_after_s,
             pipeline_floors=dict(settings.pipeline_floors),
         )
         self.rpc = AuditRpc(self.bus, self.engine, policy, self.public_key_hex)

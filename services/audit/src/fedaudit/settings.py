@@ -57,6 +57,9 @@ class AuditSettings(BusServiceSettings):
     """How low a pipeline's `audit: severities:` may set each rule, e.g.
     {"data.ciphertext_repeated": "warn"}; a rule not listed may only be raised by a pipeline."""
     silent_after_s: float = Field(default=120.0, gt=0)
+    service_silent_after_s: float = Field(default=300.0, gt=0)
+    """How long this party's scheduler (heartbeats every 20 s by default), workers or gateway
+    may show no life in a running job before control.service_silent."""
     peer_keys: dict[str, str] = Field(default_factory=dict)
     """Peers' audit public keys (party id -> 64 hex digits), which their checkpoints must be
     signed with; a peer not listed is pinned at its first checkpoint (trust on first use)."""

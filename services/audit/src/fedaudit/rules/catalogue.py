@@ -184,6 +184,13 @@ _RULES = (
         "a peer's signed statement of a job's traffic that differs from this party's log of it",
     ),
     Rule(
+        "control.service_silent",
+        "control",
+        "warn",
+        "this party's scheduler, workers or gateway silent in a running job for longer than "
+        "the service silence interval",
+    ),
+    Rule(
         "control.silent_party",
         "control",
         "warn",

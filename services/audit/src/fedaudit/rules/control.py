@@ -11,11 +11,19 @@
   again after it ended;
 - control.unsigned_inbound: a message from another party that carries no signature;
 - control.silent_party: no message from a party of a running job for silent_after_s (the
-  service's timer calls `silent_parties`).
+  service's timer calls `silent_parties`);
+- control.service_silent: one of this party's own services stopped showing life in a running
+  job for service_silent_after_s: the scheduler (its job.heartbeat to the peers), the workers
+  (their task.status and the federation data they send, while a task of this party runs), the
+  gateway (what it delivers from the peers). Armed by the service's first sign of life in the
+  job, so a job where a service never spoke is not reported (`silent_services`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from fedaudit.facts import kind_of
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import AuditPolicy, JobView, Observation
 
@@ -65,6 +73,45 @@ def check_transition(obs: Observation, view: JobView, policy: AuditPolicy) -> li
             )
         ]
     return []
+
+
+def service_of(record: dict[str, Any], party_id: str) -> str | None:
+    """Which of this party's services a record shows alive, if any."""
+    kind, direction = kind_of(record), str(record["direction"])
+    if direction == "in":
+        return "gateway"  # it verified and published what a peer sent
+    if record["source_party"] != party_id:
+        return None
+    if kind == "job.heartbeat":
+        return "scheduler"
+    if kind == "task.status" or (kind == "federation.data" and direction == "out"):
+        return "worker"
+    return None
+
+
+def silent_services(view: JobView, policy: AuditPolicy, now: float) -> list[Finding]:
+    """This party's services silent in a running job for longer than service_silent_after_s
+    (each once per silence). The workers only while a task of this party runs."""
+    me = policy.party_id
+    running = any(
+        party == me and state not in TERMINAL for (_, _, party), state in view.task_states.items()
+    )
+    found: list[Finding] = []
+    for service, seen in view.service_seen.items():
+        if seen < 0 or (service == "worker" and not running):
+            continue
+        if now - seen > policy.service_silent_after_s:
+            found.append(
+                policy.finding(
+                    "control.service_silent",
+                    me,
+                    f"this party's {service} showed no life in job {view.job_id} for "
+                    f"{now - seen:.0f} s (service_silent_after_s="
+                    f"{policy.service_silent_after_s:g})",
+                )
+            )
+            view.service_seen[service] = -1.0
+    return found
 
 
 def silent_parties(view: JobView, policy: AuditPolicy, now: float) -> list[Finding]:

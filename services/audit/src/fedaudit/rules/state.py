@@ -26,6 +26,7 @@ class AuditPolicy:
     severities: Mapping[str, Severity] = field(default_factory=dict)
     """Operator overrides of rule severities (rule id -> severity)."""
     silent_after_s: float = 120.0
+    service_silent_after_s: float = 300.0
     repeat_memory: int = 1_000_000
     """Ciphertext digests remembered per job (data.ciphertext_repeated)."""
     pipeline_floors: Mapping[str, Severity] = field(default_factory=dict)
@@ -109,6 +110,9 @@ class JobView:
     """A proposal or a task.run of the job was seen (the rules know what was approved)."""
     task_states: dict[tuple[str, int, str], str] = field(default_factory=dict)
     last_heard: dict[str, float] = field(default_factory=dict)
+    service_seen: dict[str, float] = field(default_factory=dict)
+    """This party's service ("scheduler", "worker", "gateway") -> when it last showed life in
+    the job (-1: reported silent; re-armed by its next sign of life)."""
     ended: bool = False
     ciphertexts: dict[bytes, str] = field(default_factory=dict)
     """Digest of each ciphertext seen in the job -> the message that carried it first."""
