@@ -223,12 +223,16 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
         ctx.federation.bind_dims(m=table.rows)
         ctx.federation.send(payloads.key_payload(key.public_key), to="host", tag="public_key")
         resume = _resumable(ctx)
-        resume.send_ciphertexts(
-            "encrypted_labels",
-            0,
-            lambda: (key.encrypt(labels.astype(np.int64), executor=executor), {}),
-            to="host",
-        )
+        for party in hosts:
+            # Fresh ciphertexts per host: no two hosts hold the same ciphertext (the audit
+            # refuses a ciphertext seen twice in a job).
+            resume.send_ciphertexts(
+                "encrypted_labels",
+                0,
+                lambda: (key.encrypt(labels.astype(np.int64), executor=executor), {}),
+                to=party,
+                key=f"encrypted_labels.{party}",
+            )
         per_column = params.bin_num + 1
         for party in hosts:
             got = ctx.federation.recv(frm=party, tag="bin_counts", iteration=0)

@@ -86,17 +86,20 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
         resume = Resumable(
             ctx, dict, saved.state if saved is not None and "pending" in saved.state else None
         )
-        resume.send_ciphertexts(
-            "encrypted_z",
-            0,
-            lambda: (
-                key.encrypt(
-                    np.ascontiguousarray(z.T).ravel(), precision=PRECISION, executor=executor
+        for party in hosts:
+            # Fresh ciphertexts per host (no ciphertext is sent twice in a job).
+            resume.send_ciphertexts(
+                "encrypted_z",
+                0,
+                lambda: (
+                    key.encrypt(
+                        np.ascontiguousarray(z.T).ravel(), precision=PRECISION, executor=executor
+                    ),
+                    {},
                 ),
-                {},
-            ),
-            to="host",
-        )
+                to=party,
+                key=f"encrypted_z.{party}",
+            )
         host_names: dict[str, list[str]] = {}
         for party in hosts:
             got = ctx.federation.recv(frm=party, tag="cross", iteration=0)
