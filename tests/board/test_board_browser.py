@@ -183,6 +183,9 @@ def test_the_job_page_shows_every_component_succeeded_with_the_jobs_numbers(
     assert len(roc["x"]) > 10
     auc = page.inner_text('#component-eval_0 tr[data-metric="auc"] td.num')
     assert float(auc) == pytest.approx(metrics_value(metrics, "eval_0", "auc"), rel=1e-5)
+    for cell in ("tp", "fp", "tn", "fn"):
+        shown = page.inner_text(f'#component-eval_0 table.confusion td[data-cell="{cell}"]')
+        assert int(shown) == metrics_value(metrics, "eval_0", cell), cell
     page.screenshot(path=str(shots / "job.png"))
     page.locator("#component-hetero_lr_0 .panel-charts").screenshot(
         path=str(shots / "job-loss.png")
@@ -231,22 +234,26 @@ def metrics_value(metrics: dict[str, Any], component: str, name: str) -> float:
 
 
 def test_the_job_page_fits_a_narrow_window(
-    stack: Stack, browser: Any, job_id: str, shots: Path
+    stack: Stack, guest_page: Any, job_id: str, shots: Path
 ) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844})
-    page = login(context, stack.guest.base_url, TOKEN)
-    page.goto(f"{stack.guest.base_url}/board/jobs/{job_id}")
-    page.wait_for_selector(".plot[data-points]")
-    # Wide content (the DAG, tables) scrolls in its own box; the page itself does not
-    too_wide = page.evaluate(
-        """() => [...document.querySelectorAll('main *')]
-            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
-                         && !e.closest('.table-wrap, .dag-wrap, table, pre'))
-            .map(e => e.tagName + '.' + e.className).slice(0, 10)"""
-    )
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), too_wide
-    page.screenshot(path=str(shots / "job-narrow.png"))
-    context.close()
+    page = guest_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(f"{stack.guest.base_url}/board/jobs/{job_id}")
+        page.wait_for_selector(".plot[data-points]")
+        too_wide = page.evaluate(
+            """() => [...document.querySelectorAll('main *')]
+                .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                             && !e.closest('.table-wrap, .dag-wrap, table, pre'))
+                .map(e => e.tagName + '.' + e.className).slice(0, 10)"""
+        )
+        # Wide content (the DAG, tables) scrolls in its own box; the page itself does not
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (
+            too_wide
+        )
+        page.screenshot(path=str(shots / "job-narrow.png"))
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def test_data_audit_and_site_pages_show_this_partys_read_models(

@@ -65,7 +65,14 @@ def test_the_registry_finds_every_page_and_panel() -> None:
         "audit",
         "site",
     ]
-    assert [p.slug for p in registry.panels()] == ["params", "log", "metrics", "charts", "crossed"]
+    assert [p.slug for p in registry.panels()] == [
+        "params",
+        "log",
+        "metrics",
+        "confusion",
+        "charts",
+        "crossed",
+    ]
 
 
 def test_times_from_read_models_are_shown_whatever_their_form() -> None:
