@@ -361,3 +361,59 @@ def test_the_schedulers_legacy_job_status_is_read_as_its_successor(
     findings(auditor, traffic, [status("success")], now=6.0)
 
     assert view.ended
+
+
+HARNESS = {
+    "key_1024": ("public_key", -1, "data.key_below_policy"),
+    "key_2025": ("public_key", -1, "data.key_width"),
+    "ciphertext_out_of_range": ("host_scores", 0, "data.ciphertext_range"),
+    "ciphertext_one": ("host_scores", 0, "data.ciphertext_trivial"),
+    "ciphertext_not_coprime": ("host_scores", 0, "data.ciphertext_not_coprime"),
+    "nan": ("host_score_sq", 0, "data.nonfinite"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(HARNESS))
+def test_the_services_malicious_party_harness_is_caught_with_its_rule(
+    attack: str, traffic: Traffic
+) -> None:
+    # Prepare: the attack as fedaudit.test_hooks builds it, from the host, after an honest start
+    from fedaudit import test_hooks
+    from fedschemas import PartyRef
+
+    # (a 2048-bit floor for the short key; the pipeline's 1024-bit keys for the others)
+    floor = 2048 if attack == "key_1024" else KEY_BITS
+    auditor = Auditor(AuditPolicy(party_id=GUEST, min_key_bits=floor))
+    tag, iteration, rule_id = HARNESS[attack]
+    key = max((key_of(p) for p in (GUEST, HOST)), key=lambda k: int(k.nsquare))
+    envelope = test_hooks.forged(
+        test_hooks.ATTACKS[attack](key=key),
+        job_id=traffic.job_id,
+        component=traffic.component,
+        sender=PartyRef(party_id=HOST, role="host"),
+        receiver=PartyRef(party_id=GUEST, role="guest"),
+        tag=tag,
+        iteration=iteration,
+        attempt=1,
+    )
+    honest = [traffic.propose(), traffic.task_run()]
+    if tag != "public_key":
+        honest += [traffic.public_key(GUEST), traffic.public_key(HOST)]
+
+    # Execute
+    found = observe(auditor, traffic, [*honest, envelope])
+
+    # Assert
+    assert rule_id in found, found
+
+
+def test_the_harness_is_off_unless_explicitly_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedaudit import test_hooks
+
+    monkeypatch.delenv(test_hooks.ENABLE_VARIABLE)
+    with pytest.raises(test_hooks.HooksDisabled, match="FEDMQ_AUDIT_TEST_HOOKS=1"):
+        test_hooks.odd_key(2025)
+    monkeypatch.setenv(test_hooks.ENABLE_VARIABLE, "1")
+    monkeypatch.setenv("FEDMQ_ENVIRONMENT", "production")
+    with pytest.raises(test_hooks.HooksDisabled):
+        test_hooks.nan_aggregate()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+from fedaudit import test_hooks
 from fedbus import Delivery
 from fedcrypto.paillier.keys import PublicKey, generate_keypair
 from fedcrypto.paillier.limbs import from_mpz
@@ -63,9 +64,9 @@ def key_of(party: str) -> PublicKey:
 
 
 def odd_key(bits: int) -> bytes:
-    """A serialized 'public key' of exactly `bits` bits (what a cheating party announces)."""
-    n = (1 << (bits - 1)) | 0xF1 | 1
-    return PublicKey(n, insecure_allow_short=True).to_bytes()
+    """A serialized 'public key' of exactly `bits` bits (what a cheating party announces):
+    the service's own harness (fedaudit.test_hooks; tests/audit/conftest.py enables it)."""
+    return test_hooks.odd_key(bits)
 
 
 @dataclass
