@@ -5,6 +5,7 @@ services, through its REST API (/api/v1/serving; docs/serving.md).
     fedmq model list [--name N]            fedmq model show N VERSION [--owner P]
     fedmq model accept N VERSION --owner P (a host's operator)
     fedmq model delete N VERSION [--owner P]
+    fedmq model export N VERSION -o credit-1.json   fedmq model import credit-1.json
     fedmq serving bind SERVICE N VERSION [--fallback refuse|guest_only]
     fedmq serving canary SERVICE VERSION --percent 10     (VERSION 0: no canary)
     fedmq serving switch SERVICE VERSION   fedmq serving rollback SERVICE
@@ -18,6 +19,8 @@ Exit status: 0 fine, 2 the request was refused or the API unreachable.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -162,6 +165,37 @@ def delete(
     params = {"owner_party": owner} if owner else {}
     call(url, token, "DELETE", f"/models/{name}/{version}", params=params)
     console.print(f"deleted {escape(name)} version {version}")
+
+
+@model_app.command("export")
+def export(
+    name: NameArg,
+    version: VersionArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the file")],
+    owner: Owner = None,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+) -> None:
+    """This party's part of a model version as a signed file."""
+    params = {"owner_party": owner} if owner else {}
+    document = call(url, token, "GET", f"/models/{name}/{version}/export", params=params)
+    output.write_text(json.dumps(document, indent=2) + "\n")
+    console.print(f"wrote {escape(str(output))} (signed by {document['public_key'][:16]}...)")
+
+
+@model_app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="a file `fedmq model export` wrote")],
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+) -> None:
+    """Add a model version from a signed export (its key must be trusted here)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        errors.print(f"[red]cannot read {escape(str(path))}:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _print_model(call(url, token, "POST", "/models/import", json={"document": document}))
 
 
 @serving_app.command("bind")

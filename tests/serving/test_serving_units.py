@@ -51,6 +51,7 @@ class Wire:
 def party(
     wire: Wire, party_id: str, tmp: Path, client: redis.Redis[bytes], **options: Any
 ) -> Serving:
+    tmp.mkdir(parents=True, exist_ok=True)
     engine = open_engine(f"sqlite:///{tmp / f'{party_id}.db'}")
     create_flow_tables(engine)
     store = ArtifactStore(engine)
@@ -226,3 +227,29 @@ def test_switch_and_rollback_move_between_versions_and_every_action_is_recorded(
     published = [e for e in ok(guest, "events")["data"] if e["action"] == "publish"]
     assert [e["version"] for e in published] == [1, 2]
     assert json.dumps(events)  # plain JSON for the API
+
+
+def test_an_exported_model_imports_where_its_key_is_trusted_and_nowhere_else(
+    two: tuple[Wire, Serving, Serving], tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    _, guest, host = two
+    host.accept_models_from = ("*",)
+    ok(guest, "model_publish", job_id=JOB, name="credit")
+    document = ok(guest, "model_export", name="credit", version=1)
+    # Prepare: a new deployment of the guest that trusts the old one's key, and one that does not
+    key = document["public_key"]
+    trusting = party(Wire(), GUEST, tmp_path / "new", client, import_trusted_keys=(key,))
+    stranger = party(Wire(), GUEST, tmp_path / "other", client)
+
+    imported = ok(trusting, "model_import", document=document)
+    assert imported["name"] == "credit" and "weights" not in imported
+    copy = trusting.registry.model("credit", 1)
+    assert copy.weights.tobytes() == W_GUEST.tobytes()  # bit for bit
+    assert copy.state == "ready" and copy.hosts == {HOST: "ready"}
+    assert refused(trusting, "model_import", document=document)[0] == 409
+    status, error = refused(stranger, "model_import", document=document)
+    assert status == 422 and "does not trust" in error
+    tampered = json.loads(json.dumps(document))
+    tampered["model"]["weights"][0] = 0.75
+    status, error = refused(trusting, "model_import", document=tampered)
+    assert status == 422 and "does not verify" in error

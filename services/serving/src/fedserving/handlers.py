@@ -31,11 +31,13 @@ from typing import Any
 import numpy as np
 import structlog
 from fedbus.remote import RemoteCallError, RemoteRefused, RemoteTimeout
+from fedcrypto.signing import SigningKey
 from fedflow.artifacts import ArtifactMissing, ArtifactStore
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.tables import Table, TableError, TableStore
 
 from fedserving import scoring
+from fedserving.exports import ExportRefused, export_model, import_model
 from fedserving.features import FeaturesMissing, FeatureStore, NoFeatureSource, RateLimiter
 from fedserving.metrics import ServingMetrics
 from fedserving.registry import (
@@ -145,6 +147,8 @@ class Serving:
         max_batch_rows: int = 10_000,
         binding_refresh_s: float = 1.0,
         pool_threads: int = 16,
+        signing_key: SigningKey | None = None,
+        import_trusted_keys: tuple[str, ...] = (),
     ) -> None:
         self.party_id = party_id
         self.registry = registry
@@ -161,6 +165,9 @@ class Serving:
         self.host_rate_limit = host_rate_limit_rows_per_s
         self.max_batch_rows = max_batch_rows
         self.refresh_s = binding_refresh_s
+        self.key = signing_key or SigningKey.generate()
+        self.trusted = {k.strip().lower() for k in import_trusted_keys}
+        self.trusted.add(self.key.verify_key().to_bytes().hex())
         self.inflight = Inflight.new()
         self._bindings: dict[str, tuple[float, Binding | None]] = {}
         self._models: dict[tuple[str, str, int], tuple[float, ModelVersion]] = {}
@@ -346,6 +353,20 @@ class Serving:
         with self._cache_lock:
             self._models.clear()
         return {"deleted": True}
+
+    def _export(self, args: dict[str, Any]) -> dict[str, Any]:
+        model = self.registry.model(
+            str(args["name"]), int(args["version"]), args.get("owner_party")
+        )
+        return export_model(model, self.party_id, self.key)
+
+    def _import(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            model = import_model(args["document"], self.trusted)
+        except ExportRefused as exc:
+            raise Refused(422, str(exc)) from None
+        self.registry.add_model(model, action="import", signed_by=args["document"]["public_key"])
+        return model.view()
 
     # -- services -------------------------------------------------------------------------
 
@@ -646,6 +667,8 @@ class Serving:
         "model_show": _show,
         "model_accept": _accept,
         "model_delete": _delete,
+        "model_export": _export,
+        "model_import": _import,
         "service_bind": _bind,
         "service_canary": _canary,
         "service_switch": _switch,

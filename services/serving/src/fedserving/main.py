@@ -30,6 +30,7 @@ from fedcontrol import SchedulerClient
 from fedflow.artifacts import ArtifactStore
 from fedflow.tables import TableStore
 
+from fedserving.exports import load_key
 from fedserving.features import FeatureStore, RateLimiter
 from fedserving.handlers import RPC_TOPIC, SERVICE_TOPIC, Refused, Serving
 from fedserving.metrics import ServingMetrics
@@ -80,6 +81,8 @@ class Service:
             host_rate_limit_rows_per_s=settings.host_rate_limit_rows_per_s,
             max_batch_rows=settings.max_batch_rows,
             binding_refresh_s=settings.binding_refresh_s,
+            signing_key=load_key(settings.signing_key.get_secret_value(), settings.key_file),
+            import_trusted_keys=settings.import_trusted_keys,
         )
         self._subscriptions: list[Subscription] = []
         self._http: HealthMetricsServer | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fedcommon.settings import ServiceSettings
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
@@ -37,6 +37,11 @@ class ServingSettings(ServiceSettings):
     within this); 0: read the database on every request."""
     threads: int = Field(default=16, gt=0)
     """Requests served in parallel (bus prefetch of the serving topics)."""
+    signing_key: SecretStr = SecretStr("")
+    """Ed25519 private key (64 hex digits) that signs model exports; empty: `key_file`."""
+    key_file: str = ".fedmq/serving.key"
+    import_trusted_keys: tuple[str, ...] = ()
+    """Public keys (hex) whose model exports this party imports, besides its own."""
     http_host: str = "127.0.0.1"
     http_port: int = 8085
     """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""

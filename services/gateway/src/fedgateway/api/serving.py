@@ -22,6 +22,8 @@ serving service itself does not answer.
     GET    /api/v1/serving/models/{name}/{version}       (?owner_party= at a host)
     POST   /api/v1/serving/models/{name}/{version}/accept   a host's operator accepts
     DELETE /api/v1/serving/models/{name}/{version}
+    GET    /api/v1/serving/models/{name}/{version}/export   this party's part, a signed file
+    POST   /api/v1/serving/models/import             {document}: a signed export
     GET    /api/v1/serving/events                        the lifecycle log (?service_id=)
     POST   /api/v1/serving/features                      a host loads a table as its features
 """
@@ -111,6 +113,13 @@ class PublishCreate(_In):
     component: str = Field(default="hetero_lr_0", pattern=NAME_PATTERN)
     guest_only: bool = Field(
         default=False, description="publish the guest's part alone (no host is asked)"
+    )
+
+
+class ImportCreate(_In):
+    document: dict[str, Any] = Field(
+        description="a model export (GET .../export), signed by this party's serving service "
+        "or by a key in its import_trusted_keys"
     )
 
 
@@ -331,6 +340,25 @@ def delete_model(
     result: dict[str, Any] = ask_serving(
         api, "model_delete", name=name, version=version, owner_party=owner_party
     )
+    return result
+
+
+@router.get("/models/{name}/{version}/export", responses=refusals(404))
+def export_model(
+    api: ApiDep, name: ModelNamePath, version: VersionPath, owner_party: OwnerQuery = None
+) -> dict[str, Any]:
+    """This party's part of a model version as a signed JSON document (docs/serving.md)."""
+    result: dict[str, Any] = ask_serving(
+        api, "model_export", name=name, version=version, owner_party=owner_party
+    )
+    return result
+
+
+@router.post("/models/import", status_code=201, responses=refusals(409))
+def import_model(api: ApiDep, body: ImportCreate) -> dict[str, Any]:
+    """Add a model version from a signed export (422 when the signature does not verify or
+    its key is not trusted here; 409 when the version exists)."""
+    result: dict[str, Any] = ask_serving(api, "model_import", document=body.document)
     return result
 
 
