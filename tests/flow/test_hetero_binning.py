@@ -4,6 +4,7 @@ model applied to new rows, and clear errors."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ import pytest
 from fedflow.artifacts import ModelArtifact
 from fedflow.components.hetero_feature_binning import math as bmath
 from fedflow.pipeline import Pipeline, PipelineError
+from fedflow.standalone import LocalWorld
 from fedflow.tables import Table
 from sklearn.datasets import load_breast_cancer
 
 from tests.flow.modelling_runs import GUEST, Outcome, run_component
+from tests.flow.running import crash_after_sends, crash_and_restart, start_task
 
 HOST, HOST2 = "10000", "10001"
 KEYS: dict[str, Any] = {"key_bits": 512, "insecure_short_keys": True}
@@ -242,3 +245,42 @@ def test_split_points_are_values_of_the_column_and_no_bin_is_empty() -> None:
     assert points.tolist() == [0.0, 1.0, 2.0]
     assert slots.tolist() == [0, 0, 0, 1, 2, 2, 4, 3]
     assert bmath.split_points(np.array([5.0, 5.0, np.nan]), "quantile", 4).size == 0
+
+
+@pytest.mark.parametrize(("party", "sends"), [("guest", 2), ("host", 2)])
+def test_a_party_that_dies_after_a_send_resumes_with_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, party: str, sends: int
+) -> None:
+    # Prepare: the guest dies right after [[y]] left (its 2nd send), or the host right after
+    # its re-randomised bin sums left (its 2nd send), before anything else is recorded
+    guest, host, y = breast(seed=6)
+    parties = {"guest": [GUEST], "host": [HOST]}
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        tasks = {}
+        for who, role, table in ((GUEST, "guest", guest), (HOST, "host", host)):
+            world.parties[who].runtime.artifacts.put("j", "src", who, role, "data", table, 0)
+            tasks[role] = world.parties[who].task(
+                "j",
+                "b_0",
+                "hetero_feature_binning",
+                role,
+                parties,
+                params={**KEYS, "bin_num": 5},
+                inputs={"data": "src.data"},
+            )
+        crash_after_sends(world, GUEST if party == "guest" else HOST, sends, monkeypatch)
+
+        # Execute: the task dies and is started again; both finish
+        crash_and_restart(
+            partial(start_task, recv_timeout=60, join_timeout=120), world, tasks, party
+        )
+
+        # Assert: the host IVs are the plaintext ones (the resend carried the same bytes:
+        # a different payload under the same message id is refused by the outbox)
+        model = world.parties[GUEST].runtime.artifacts.get_artifact(
+            "j", GUEST, "guest", "b_0.model"
+        )
+    assert isinstance(model, ModelArtifact)
+    for i in range(12):
+        _, iv = reference_woe_iv(host.features[:, i], y, "quantile", 5)
+        assert model.document["host_iv"][HOST][i] == pytest.approx(iv, abs=1e-9)
