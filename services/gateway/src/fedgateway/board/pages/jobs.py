@@ -78,12 +78,15 @@ async def jobs_stream(
 ) -> StreamingResponse:
     """`jobs` events with the table's rows whenever they change (checked every second)."""
     scheduler = await run_in_threadpool(api.scheduler)
+    # The running gateway's stop event: a stream ends within a tick of the gateway stopping,
+    # so an open page never holds up its shutdown.
+    stopping = getattr(getattr(request.app.state, "gateway", None), "stopping", None)
 
     async def events() -> AsyncIterator[str]:
         started = last_sent = time.monotonic()
         previous = None
         while time.monotonic() - started < STREAM_MAX_S:
-            if await request.is_disconnected():
+            if await request.is_disconnected() or (stopping is not None and stopping.is_set()):
                 return
             try:
                 jobs = await run_in_threadpool(jobs_rows, scheduler, state, q)
