@@ -6,10 +6,12 @@ breast data is published twice: the two-party model (service `risk`: the guest's
 host's partial score through both gateways) and the guest's part alone (service `floor`, the
 floor: the same REST and bus path without the cross-site call), measured in the same run.
 
-Per rate (200, 500, 1000 requests/s; one row per request) and service: an open loop sends at
-the rate for --seconds and measures each request from its scheduled send time (so a client that
-falls behind counts its queueing as latency: no coordinated omission), giving throughput
-achieved, p50, p99 and errors. Then one batch of 10,000 rows through /predict/batch.
+First one client sends 200 requests one after the other (the latency of a request when nothing
+queues). Then per rate (200, 500, 1000 requests/s; one row per request) and service: an open
+loop sends at the rate for --seconds and measures each request from its scheduled send time
+(so a client that falls behind counts its queueing as latency: no coordinated omission),
+giving throughput achieved, p50, p99 and errors. Then a batch of 10,000 rows through
+/predict/batch, three times.
 
     .venv/bin/python -m bench.serving.run [--seconds 10] [--rates 200,500,1000]
 
@@ -121,6 +123,29 @@ def open_loop(
     }
 
 
+def closed_loop(
+    url: str, headers: dict[str, str], rows: list[dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """One client, one request at a time: the latency of a request when nothing queues."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    with httpx.Client(headers=headers, timeout=10) as client:
+        for i in range(n):
+            started = time.perf_counter()
+            code = str(client.post(url, json=rows[i % len(rows)]).status_code)
+            if code == "200":
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors[code] = errors.get(code, 0) + 1
+    return {
+        "requests": n,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "per_s": round(len(latencies) / sum(latencies), 1) if latencies else 0.0,
+        "errors": errors,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -187,6 +212,12 @@ def main() -> None:
             # warm-up: connections, caches
             for service in ("risk", "floor"):
                 open_loop(f"{api}/{service}/predict", headers, rows, 50, 2, args.workers)
+            sequential = {}
+            for service in ("floor", "risk"):
+                sequential[service] = closed_loop(f"{api}/{service}/predict", headers, rows, 200)
+                sequential[service]["load"] = os.getloadavg()[0]
+                print(service, "one client", json.dumps(sequential[service]), flush=True)
+            result["one_client"] = sequential
             runs = []
             for rate in rates:
                 for service in ("floor", "risk"):
@@ -200,18 +231,18 @@ def main() -> None:
             result["single_row"] = runs
             batch = [rows[i % len(rows)] for i in range(10_000)]
             for service in ("floor", "risk"):
-                times = []
+                times: list[float | str] = []
                 for _ in range(3):
                     started = time.perf_counter()
                     response = httpx.post(
                         f"{api}/{service}/predict/batch",
                         headers=headers,
-                        json={"rows": batch},
+                        json={"rows": batch, "timeout_s": 20},
                         timeout=120,
                     )
-                    response.raise_for_status()
-                    times.append(time.perf_counter() - started)
-                result[f"batch_10k_{service}_s"] = [round(t, 3) for t in times]
+                    took = round(time.perf_counter() - started, 3)
+                    times.append(took if response.status_code == 200 else response.text[:200])
+                result[f"batch_10k_{service}_s"] = times
                 print(service, "batch 10k", times, flush=True)
             result["guest_serving_metrics"] = [
                 line

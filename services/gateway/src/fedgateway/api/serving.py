@@ -50,6 +50,8 @@ CONTROL_TIMEOUT_S = 60.0
 """Publishing asks every host; unbinding waits for in-flight requests."""
 PREDICT_MARGIN_S = 2.0
 DEFAULT_PREDICT_TIMEOUT_S = 0.5
+DEFAULT_BATCH_TIMEOUT_S = 5.0
+"""A batch's hosts look up and score up to 10,000 rows: a longer default deadline."""
 MAX_BATCH_ROWS = 10_000
 MAX_VERSION = 2**31 - 1
 
@@ -85,7 +87,9 @@ class PredictCreate(PredictRow):
 
 class BatchCreate(_In):
     rows: list[PredictRow] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    timeout_s: float | None = Field(default=None, gt=0, le=30)
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=30, description="deadline of the hosts' answers (default 5 s)"
+    )
 
 
 class BindCreate(_In):
@@ -201,7 +205,8 @@ def predict_batch(
 ) -> dict[str, Any]:
     """Score up to 10,000 rows in one request (one call to each host)."""
     rows = [{"id": r.id, "features": r.features} for r in body.rows]
-    result = _predict(api, service_id, rows, caller_of(credentials), body.timeout_s)
+    timeout = body.timeout_s or DEFAULT_BATCH_TIMEOUT_S
+    result = _predict(api, service_id, rows, caller_of(credentials), timeout)
     return {**result, "count": len(result["results"])}
 
 
