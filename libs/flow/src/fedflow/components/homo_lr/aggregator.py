@@ -32,12 +32,11 @@ from fedflow.components.homo_lr.client import (
     check_layout,
     client_ids,
     features_digest,
-    model_table,
     own_keys,
     secagg_config,
 )
 from fedflow.components.homo_lr.client import train as client_train
-from fedflow.components.homo_lr.params import HomoLrParams
+from fedflow.components.homo_lr.learner import LOGISTIC, Learner
 from fedflow.federation import RecvTimeout
 from fedflow.protocol import ProtocolViolation
 from fedflow.tables import Table
@@ -213,34 +212,34 @@ def secure_sum(rnd: Round, own_vector: hmath.Floats | None, timeout: float) -> A
     return rnd.close(server.result)
 
 
-def guest(ctx: ComponentContext) -> Mapping[str, Table]:
+def guest(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Table]:
     """The guest's role: a client when the pipeline names an arbiter, else the aggregator."""
     if aggregator_role(ctx.parties) == "arbiter":
-        return client_train(ctx)
-    return train(ctx)
+        return client_train(ctx, learner)
+    return train(ctx, learner)
 
 
-def train(ctx: ComponentContext) -> Mapping[str, Table]:
+def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Table]:
     """The aggregator's rounds (the arbiter's role; the guest's without an arbiter).
 
     Checkpoints: after round r (iteration r) the model, the server optimizer's moments and the
     early-stopping state; within round r (at r - 1), before each message it sends, who has
     dropped at which step and the guest's own client's secure-aggregation state, so that a
     restarted aggregator redoes the round from its mailbox and sends the same bytes."""
-    params = ctx.params_as(HomoLrParams)
+    params = ctx.params_as(learner.params_type)
     fed = ctx.federation
     ids = client_ids(ctx.parties)
     check_layout(ctx, params)
     me: LocalClient | None = None
     if ctx.role == "arbiter":
         shape = fed.recv(frm="guest", tag="model_shape")
-        model_length, digest = int(shape.meta["features"]) + 1, str(shape.meta["digest"])
+        features, digest = int(shape.meta["features"]), str(shape.meta["digest"])
         guest_party = ctx.parties["guest"][0]
         # The guest by role: its party may also be the arbiter's.
         remote = {cid: "guest" if p == guest_party else p for p, cid in ids.items()}
     else:
-        me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params)
-        model_length, digest = me.model_length, features_digest(me.names)
+        me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params, learner)
+        features, digest = len(me.names), features_digest(me.names)
         remote = {cid: p for p, cid in ids.items() if cid != GUEST_ID}
     if me is not None and len(remote) == 1:
         # The guest subtracts its own contribution from the sum: the host's is left.
@@ -249,6 +248,7 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
             reason="with one host and the guest aggregating, the guest learns the host's "
             "update; name an arbiter and use three clients or more to hide single updates",
         )
+    model_length = learner.length(features, params)
     length = model_length + hmath.EXTRA
     fed.bind_dims(d=model_length, v=length)
     rule = hmath.ServerRule(
@@ -260,7 +260,8 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
     )
     saved = ctx.checkpoints.latest()
     state: dict[str, Any] = dict(saved.state) if saved is not None else {}
-    weights = np.asarray(state.get("weights", np.zeros(model_length)), dtype=np.float64)
+    start_model = state["weights"] if "weights" in state else learner.initial(features, params)
+    weights = np.asarray(start_model, dtype=np.float64)
     moments = {k: np.asarray(v, dtype=np.float64) for k, v in state.get("moments", {}).items()}
     moments = moments or rule.initial(model_length)
     best = float(state.get("best", np.inf))
@@ -347,4 +348,4 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
     ctx.metrics.log("rounds", float(r))
     if me is None:
         return {}  # the arbiter has no column names; the clients keep the model
-    return {"model": model_table(me.names, weights)}
+    return {"model": learner.table(me.names, weights, params)}

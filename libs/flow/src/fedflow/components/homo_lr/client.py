@@ -24,6 +24,7 @@ from fedschemas import FederationData
 
 from fedflow.components.homo_lr import math as hmath
 from fedflow.components.homo_lr import resume, wire
+from fedflow.components.homo_lr.learner import LOGISTIC, Learner
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.tables import Table, TableError
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fedflow.components.homo_lr")
 
-INTERCEPT: Final = "intercept"
 MODULUS_BITS: Final = 64
 
 
@@ -115,13 +115,8 @@ def features_digest(names: list[str]) -> str:
 
 
 def model_table(names: list[str], weights: hmath.Floats) -> Table:
-    """The shared model: one row per feature name (then the intercept), its weight."""
-    return Table(
-        ids=np.array([*names, INTERCEPT], dtype=np.str_),
-        features=np.asarray(weights, dtype=np.float64).reshape(-1, 1),
-        feature_names=["weight"],
-        labels=None,
-    )
+    """homo_lr's shared model: one row per feature name (then the intercept), its weight."""
+    return LOGISTIC.table(names, weights, HomoLrParams())
 
 
 @dataclass
@@ -133,18 +128,22 @@ class LocalClient:
     x1: hmath.Floats
     y: hmath.Floats
     params: HomoLrParams
+    learner: Learner = LOGISTIC
 
     @classmethod
-    def from_table(cls, table: Table, client_id: int, params: HomoLrParams) -> LocalClient:
+    def from_table(
+        cls, table: Table, client_id: int, params: HomoLrParams, learner: Learner = LOGISTIC
+    ) -> LocalClient:
+        name = learner.name
         if table.labels is None:
-            raise TableError("homo_lr: every client needs labels (0 or 1); this table has none")
+            raise TableError(f"{name}: every client needs labels (0 or 1); this table has none")
         bad = np.unique(table.labels[(table.labels != 0.0) & (table.labels != 1.0)])
         if bad.size:
-            raise TableError(f"homo_lr takes labels 0 or 1, found {bad[:5].tolist()}")
+            raise TableError(f"{name} takes labels 0 or 1, found {bad[:5].tolist()}")
         if table.rows == 0:
-            raise TableError("homo_lr: this client has no rows")
+            raise TableError(f"{name}: this client has no rows")
         if table.rows > hmath.ROW_SCALE:
-            raise TableError(f"homo_lr: a client holds at most {int(hmath.ROW_SCALE)} rows")
+            raise TableError(f"{name}: a client holds at most {int(hmath.ROW_SCALE)} rows")
         x = np.nan_to_num(np.asarray(table.features, dtype=np.float64), nan=0.0)
         return cls(
             client_id,
@@ -152,11 +151,12 @@ class LocalClient:
             hmath.with_intercept(x),
             np.asarray(table.labels, dtype=np.float64),
             params,
+            learner,
         )
 
     @property
     def model_length(self) -> int:
-        return int(self.x1.shape[1])
+        return self.learner.length(len(self.names), self.params)
 
     @property
     def contribution_length(self) -> int:
@@ -169,8 +169,9 @@ class LocalClient:
         training = hmath.LocalTraining(
             p.local_epochs, p.batch_size, p.learning_rate, p.alpha, p.seed, p.proximal_mu
         )
-        loss = hmath.log_loss(weights, self.x1, self.y)
-        local = hmath.local_sgd(weights, self.x1, self.y, training, (p.seed, r, self.client_id))
+        loss = self.learner.loss(weights, self.x1, self.y)
+        stream = (p.seed, r, self.client_id)
+        local = self.learner.train(weights, self.x1, self.y, training, stream, p)
         if np.shape(local) != weights.shape:
             raise UpdateRejected(
                 f"update has shape {np.shape(local)}, the model needs {weights.shape}"
@@ -192,14 +193,14 @@ def _excluded(payload: FederationData) -> bool:
     return bool(payload.meta.get("excluded", False))
 
 
-def train(ctx: ComponentContext) -> Mapping[str, Table]:
+def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Table]:
     """A client (a host; the guest too when the arbiter aggregates): train on its rows each
     round and join the round's secure sum. Checkpoints: after each round (iteration r), and
     within round r (at r - 1) its secure-aggregation state before the messages that depend on
     its randomness leave (resume.py), so a restarted task re-sends the same bytes."""
-    params = ctx.params_as(HomoLrParams)
+    params = ctx.params_as(learner.params_type)
     ids = client_ids(ctx.parties)
-    me = LocalClient.from_table(ctx.input("data"), ids[ctx.party_id], params)
+    me = LocalClient.from_table(ctx.input("data"), ids[ctx.party_id], params, learner)
     check_layout(ctx, params)
     agg = aggregator_role(ctx.parties)
     fed = ctx.federation
@@ -217,8 +218,8 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
         start = fed.recv(frm=agg, tag="global_model", iteration=r)
         if r == 0 and start.meta.get("features") != features_digest(me.names):
             raise TableError(
-                "homo_lr: this party's feature columns differ from the guest's (every client "
-                f"needs the same columns in the same order; here: {', '.join(me.names)})"
+                f"{learner.name}: this party's feature columns differ from the guest's (every "
+                f"client needs the same columns in the same order; here: {', '.join(me.names)})"
             )
         weights = np.asarray(start.array, dtype=np.float64)
         if start.meta.get("final"):
@@ -246,7 +247,7 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
         ctx.report_progress(min(1.0, r / params.rounds))
     ctx.metrics.log("rounds", float(r))
     ctx.metrics.log("rejected_updates", float(rejected))
-    return {"model": model_table(me.names, weights)}
+    return {"model": learner.table(me.names, weights, params)}
 
 
 def _secure_round(
@@ -263,7 +264,7 @@ def _secure_round(
     says this client is out of the round (it dropped, or was too late). `saved`: the client's
     state from a checkpoint of this round (a restarted task); `keep` checkpoints it."""
     fed = ctx.federation
-    params = ctx.params_as(HomoLrParams)
+    params = ctx.params_as(me.learner.params_type)
     sent = None
     if saved is not None:
         client, sent = resume.restore(saved, config, ctx.checkpoints)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedflow.components.homo_lr import math as hmath
-from fedflow.components.homo_lr.client import INTERCEPT
+from fedflow.components.homo_lr.learner import INTERCEPT
 from fedflow.components.homo_lr.params import HomoLrPredictParams
 from fedflow.tables import Table, TableError
 
