@@ -624,6 +624,8 @@ class Serving:
     def _partial(self, guest: str, request: dict[str, Any]) -> dict[str, Any]:
         name, version = str(request["name"]), int(request["version"])
         ids = [str(i) for i in request["ids"]]
+        if not 0 < len(ids) <= self.max_batch_rows:
+            raise Refused(422, f"between 1 and {self.max_batch_rows} ids per request")
         label = f"{name}:{version}"
         try:
             model = self._model(guest, name, version)
