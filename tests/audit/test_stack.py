@@ -5,19 +5,18 @@ a message a party's worker should never send stops the job at both parties."""
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from fedaudit.verify import parse_export, verify_export
-from fedbus import Message, connect
-from fedschemas import FederationData, PartyRef, encode_envelope, new_envelope, topics
-from fedschemas.payloads import task_scope_id
+from fedaudit import test_hooks
+from fedaudit.verify import Export, parse_export, verify_export, verify_pair
+from fedbus import connect
+from fedschemas import PartyRef
 
 from fedmq import local
-from tests.audit.traffic import odd_key
 from tests.local_stack import GUEST, HOST, Stack, stack_fixture, upload_breast
 from tests.polling import wait_for
 
@@ -123,6 +122,30 @@ def test_an_honest_job_with_its_audit_killed_midway_breaks_no_rule_and_loses_not
     report = audit_api(stack, GUEST, f"/jobs/{job.job_id}/report")
     assert report["chain_ok"], report["chain_problems"]
     assert verify_export(parse_export(audit_api(stack, GUEST, "/export").splitlines())) == []
+    # Each party's audit received the other's signed statement of the job through the two
+    # gateways, and it agrees with its own log; the two exports agree with each other
+    exports = {
+        party: wait_for(
+            lambda p=party: statement_held(audit_api(stack, p, "/export"), job.job_id),
+            timeout=60,
+            describe=lambda: tail_logs(state),
+        )
+        for party in (GUEST, HOST)
+    }
+    for export in exports.values():
+        held = [c for c in export.peer_checkpoints if c["statement"]]
+        assert [c["problem"] for c in held] == [""], held
+    assert verify_pair(exports[GUEST], exports[HOST]) == []
+    assert verify_pair(exports[HOST], exports[GUEST]) == []
+
+
+def statement_held(text: str, job_id: str) -> Export | None:
+    """The export if it holds the peer's statement of `job_id`."""
+    export = parse_export(text.splitlines())
+    for held in export.peer_checkpoints:
+        if held["statement"] and json.loads(held["statement"])["job_id"] == job_id:
+            return export
+    return None
 
 
 def test_a_key_of_the_wrong_width_from_the_host_stops_the_job_at_both_parties(
@@ -133,29 +156,20 @@ def test_a_key_of_the_wrong_width_from_the_host_stops_the_job_at_both_parties(
     # The host's real key is in: the cheat below comes on top of an honest exchange
     wait_for(lambda: crossed(stack, GUEST, job.job_id, "in", "public_key") or None, timeout=300)
 
-    # Execute: the host's worker (its broker user) announces a 2049-bit key for hetero_lr
-    envelope = new_envelope(
-        FederationData(
-            kind="public_key",
-            blob=odd_key(2049),
-            blob_format="fedcrypto.paillier.public_key.v1",
-        ),
+    # Execute: the host's worker (its broker user) announces a 2049-bit key for hetero_lr,
+    # through the service's malicious-party harness
+    envelope = test_hooks.forged(
+        test_hooks.ATTACKS["key_2049"](),
         job_id=job.job_id,
         component="hetero_lr_0",
-        task_id=task_scope_id(job.job_id, "hetero_lr_0", HOST, "host"),
-        attempt=9,  # another message id than the real key's
-        source=PartyRef(party_id=HOST, role="host"),
-        destination=PartyRef(party_id=GUEST, role="guest"),
+        sender=PartyRef(party_id=HOST, role="host"),
+        receiver=PartyRef(party_id=GUEST, role="guest"),
         tag="public_key",
-        iteration=-1,
-        seq=0,
-        created_at=datetime.now(UTC),
+        attempt=9,  # another message id than the real key's
     )
     with connect(local.service_bus_url(state, HOST, "worker")) as bus:
         sent = time.monotonic()
-        bus.publish(
-            Message(topics.out_topic(GUEST), encode_envelope(envelope), envelope.message_id)
-        )
+        test_hooks.inject(bus, envelope)
     ended = stack.guest.wait(job.job_id, timeout=60, poll=0.2)
     took = time.monotonic() - sent
 
