@@ -226,13 +226,14 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
         if not done:
             return done
         with ctx.engine.begin() as conn:
+            store.append_many(conn, [(item.record, item.stop is not None) for item in done])
+            store.add_digests(
+                conn,
+                [(str(i.record["job_id"]), m, d) for i in done for m, d in i.digests],
+            )
             for item in done:
-                store.append(conn, item.record, item.stop is not None)
-                job_id = str(item.record["job_id"])
-                if item.digests:
-                    store.add_digests(conn, job_id, item.digests)
                 if kind_of(item.record) in JOB_ENDS:
-                    store.forget_digests(conn, job_id)
+                    store.forget_digests(conn, str(item.record["job_id"]))
                 if item.peer is not None:
                     store.add_peer_checkpoint(conn, item.peer, item.envelope, item.record["seq"])
         for signed in due:

@@ -76,37 +76,54 @@ def recorded_among(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tup
 
 def append(conn: Connection, record: dict[str, Any], stop_requested: bool) -> None:
     """Insert one chained record and its findings (inside the caller's transaction)."""
-    conn.execute(records.insert().values(**_row(record)))
-    for finding in record["findings"]:
-        add_finding(conn, record, finding, stop_requested and finding["severity"] == "critical")
+    append_many(conn, [(record, stop_requested)])
+
+
+def append_many(conn: Connection, items: Sequence[tuple[dict[str, Any], bool]]) -> None:
+    """Insert a group's chained records and their findings: one executemany per table (the
+    driver pipelines it), not a round trip per row."""
+    if not items:
+        return
+    conn.execute(records.insert(), [_row(record) for record, _ in items])
+    rows = [
+        _finding_row(record, finding, stop and finding["severity"] == "critical")
+        for record, stop in items
+        for finding in record["findings"]
+    ]
+    if rows:
+        conn.execute(findings.insert(), rows)
+
+
+def _finding_row(record: dict[str, Any], finding: dict[str, str], stop: bool) -> dict[str, Any]:
+    # A peer's job statement is a message of no job; its findings are the job's.
+    job_id = record["job_id"] or (record.get("facts") or {}).get("checkpoint", {}).get("job_id", "")
+    return {
+        "record_seq": record["seq"],
+        "job_id": job_id,
+        "rule": finding["rule"],
+        "severity": finding["severity"],
+        "party": finding["party"],
+        "message_id": record["message_id"],
+        "detail": finding["detail"],
+        "at": record["observed_at"],
+        "stop_requested": stop,
+    }
 
 
 def add_finding(
     conn: Connection, record: dict[str, Any], finding: dict[str, str], stop: bool = False
 ) -> None:
-    # A peer's job statement is a message of no job; its findings are the job's.
-    job_id = record["job_id"] or (record.get("facts") or {}).get("checkpoint", {}).get("job_id", "")
-    conn.execute(
-        findings.insert().values(
-            record_seq=record["seq"],
-            job_id=job_id,
-            rule=finding["rule"],
-            severity=finding["severity"],
-            party=finding["party"],
-            message_id=record["message_id"],
-            detail=finding["detail"],
-            at=record["observed_at"],
-            stop_requested=stop,
+    conn.execute(findings.insert(), [_finding_row(record, finding, stop)])
+
+
+def add_digests(conn: Connection, rows: Sequence[tuple[str, str, bytes]]) -> None:
+    """(job, message id, digests): what messages added to their job's memory of ciphertexts
+    (data.ciphertext_repeated), in one executemany."""
+    if rows:
+        conn.execute(
+            ciphertext_digests.insert(),
+            [{"job_id": j, "message_id": m, "digests": d} for j, m, d in rows],
         )
-    )
-
-
-def add_digests(conn: Connection, job_id: str, digests: Sequence[tuple[str, bytes]]) -> None:
-    """The ciphertext digests a message added to its job's memory (data.ciphertext_repeated)."""
-    conn.execute(
-        ciphertext_digests.insert(),
-        [{"job_id": job_id, "message_id": m, "digests": d} for m, d in digests],
-    )
 
 
 def forget_digests(conn: Connection, job_id: str) -> None:

@@ -231,7 +231,11 @@ def check_ciphertexts(
     # A factor shared with any key's n: an honest ciphertext under one key shares none with
     # another's n but with negligible probability, and one that does reveals that key.
     ns = [mpz(n) for n in moduli]
-    not_coprime = sum(1 for c in values if c > 1 and any(gcd(c, n) != 1 for n in ns))
+    not_coprime = (
+        sum(1 for c in values if c > 1 and any(gcd(c, n) != 1 for n in ns))
+        if any(_shares_factor(values, n) for n in ns)
+        else 0
+    )
     if not_coprime:
         found.append(
             policy.finding(
@@ -241,6 +245,16 @@ def check_ciphertexts(
             )
         )
     return found
+
+
+def _shares_factor(values: list[Any], n: Any) -> bool:
+    """Whether any value shares a factor with n: gcd(prod c mod n, n) != 1 exactly when one
+    does, so one gcd and a modular product replace a gcd per ciphertext (the common, honest
+    case; the caller counts the culprits only when there are some)."""
+    product = mpz(1)
+    for c in values:
+        product = product * c % n
+    return bool(gcd(product, n) != 1)
 
 
 def check_finite(obs: Observation, policy: AuditPolicy, component: str) -> list[Finding]:
