@@ -126,34 +126,40 @@ def _round_messages(agg: ProtocolRole, client: ProtocolRole) -> tuple[MessageRul
     )
 
 
-HOMO_LR_PROTOCOL = Protocol(
-    component_type="homo_lr",
-    description=(
-        "horizontal LR, FedAvg over Bonawitz secure aggregation (fedcrypto.secagg): the "
-        "aggregator (the arbiter when the pipeline names one, else the guest) learns only the "
-        "sum of the clients' weighted updates, their weighted loss and their total weight per "
-        "round, and who took part"
-    ),
-    dims={
-        "d": "model length: the features + 1 (intercept)",
-        "v": "a client's contribution: d + 2 (weighted loss, weight)",
-    },
-    messages=(
-        *_round_messages("guest", "host"),
-        *_round_messages("arbiter", "guest"),
-        *_round_messages("arbiter", "host"),
-        MessageRule(
-            tag="model_shape",
-            sender="guest",
-            receiver="arbiter",
-            kinds=("plain_control",),
-            order=0,
-            shape=NONE,
-            description="with an arbiter (which has no data): meta features (the column "
-            "count) and digest (of the column names), once before round 0",
+def secagg_protocol(component_type: str, model: str) -> Protocol:
+    """The rounds of a horizontal model over secure aggregation (homo_lr; homo_nn reuses them):
+    `model` names what the parameter vector is."""
+    return Protocol(
+        component_type=component_type,
+        description=(
+            f"horizontal {model}, FedAvg over Bonawitz secure aggregation (fedcrypto.secagg): "
+            "the aggregator (the arbiter when the pipeline names one, else the guest) learns "
+            "only the sum of the clients' weighted updates, their weighted loss and their "
+            "total weight per round, and who took part"
         ),
-    ),
-)
+        dims={
+            "d": f"model length: the parameters of the {model}",
+            "v": "a client's contribution: d + 2 (weighted loss, weight)",
+        },
+        messages=(
+            *_round_messages("guest", "host"),
+            *_round_messages("arbiter", "guest"),
+            *_round_messages("arbiter", "host"),
+            MessageRule(
+                tag="model_shape",
+                sender="guest",
+                receiver="arbiter",
+                kinds=("plain_control",),
+                order=0,
+                shape=NONE,
+                description="with an arbiter (which has no data): meta features (the column "
+                "count) and digest (of the column names), once before round 0",
+            ),
+        ),
+    )
+
+
+HOMO_LR_PROTOCOL = secagg_protocol("homo_lr", "logistic regression (features + 1 intercept)")
 
 HOMO_LR_PREDICT_PROTOCOL = Protocol(
     component_type="homo_lr_predict",
