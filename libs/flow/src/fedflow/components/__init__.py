@@ -25,8 +25,10 @@ from fedflow.components import (
     hetero_pearson,
     hetero_secureboost,
     homo_lr,
+    homo_nn,
     imputation,
     iter_sum,
+    label_transform,
     noop,
     onehot,
     psi,
@@ -56,6 +58,7 @@ _DESCRIPTORS: tuple[ComponentDescriptor, ...] = (
     hetero_pearson.HETERO_PEARSON,
     imputation.IMPUTATION,
     onehot.ONEHOT,
+    label_transform.LABEL_TRANSFORM,
     iter_sum.ITER_SUM,
     hetero_lr.HETERO_LR,
     hetero_lr.HETERO_LR_PREDICT,
@@ -65,6 +68,8 @@ _DESCRIPTORS: tuple[ComponentDescriptor, ...] = (
     hetero_secureboost.HETERO_SECUREBOOST_PREDICT,
     homo_lr.HOMO_LR,
     homo_lr.HOMO_LR_PREDICT,
+    homo_nn.HOMO_NN,
+    homo_nn.HOMO_NN_PREDICT,
     noop.NOOP,
 )
 
