@@ -1,7 +1,8 @@
 """Audit throughput and lag, and a hetero_lr job's wall time with the audit on and off.
 
     .venv/bin/python bench/audit/run.py throughput [--messages 2000] [--rows 128]
-    .venv/bin/python bench/audit/run.py job [--epochs 2]
+    .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit]
+    .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
 
 throughput: real RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database). A "peer" publishes
 N federation.data messages (hetero_lr ciphertext vectors: `rows` 2048-bit ciphertexts, 64 KiB
@@ -10,6 +11,12 @@ at 128 rows) on out.<peer> as fast as its confirms allow, first with no audit su
 Reported: the publisher's rate in both runs (does the fan-out slow the relay?), the audit's
 drain rate (records/s, from its first to its last record), and the lag from each message's
 creation to its record (p50, p95, max).
+
+record: the audit's own recording path in-process (no broker): decode, rules, chain, one
+transaction per group of 64 on PostgreSQL (a fresh database), as messages/s. With
+--baseline-src (a directory holding another version's `fedaudit` package, e.g. from
+`git archive <commit> services/audit/src/fedaudit | tar -x -C DIR`), the same messages go
+through that version and this one alternately, twice each, in one run.
 
 job: the local two-party stack (`fedmq local up`, separate processes, RabbitMQ, PostgreSQL) on
 the breast data, psi + hetero_lr, once with every service (audit included) and once without
@@ -40,6 +47,25 @@ PG = os.environ.get("FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.
 GUEST, HOST = "9999", "10000"
 
 
+BENCH_PIPELINE = f"""\
+name: audit-bench
+parties:
+  guest: "{GUEST}"
+  host: ["{HOST}"]
+components:
+  - name: reader_0
+    type: reader
+    params:
+      guest: {{table: breast_hetero_guest}}
+      host: {{table: breast_hetero_host}}
+  - name: hetero_lr_0
+    type: hetero_lr
+    inputs: {{data: reader_0.data}}
+    params:
+      common: {{epochs: 1, key_bits: 2048}}
+"""
+
+
 def _messages(count: int, rows: int) -> list[Any]:
     """A job's proposal, the guest's 2048-bit public key, then `count` residual messages of
     `rows` ciphertexts each (uniform residues mod n^2: what fresh encryptions look like to the
@@ -51,14 +77,12 @@ def _messages(count: int, rows: int) -> list[Any]:
     from fedschemas import FederationData, PartyRef, encode_envelope, new_envelope
     from fedschemas.payloads import JobPropose, task_scope_id
 
-    from tests.audit.traffic import PIPELINE
-
     key = generate_keypair(2048)[0]
     nsquare = int(key.nsquare)
     draw = random.Random(0)
     job = f"bench-{uuid.uuid4().hex[:8]}"
     guest, host = PartyRef(party_id=GUEST, role="guest"), PartyRef(party_id=HOST, role="host")
-    pipeline = PIPELINE.replace("key_bits: 1024, insecure_short_keys: true", "key_bits: 2048")
+    pipeline = BENCH_PIPELINE
     scope = {"job_id": job, "attempt": 0, "source": guest, "destination": host, "seq": 0}
     out = [
         new_envelope(
@@ -221,7 +245,117 @@ def _lag_quantiles(exposition: str) -> dict[str, float]:
     return out
 
 
-def job(epochs: int) -> dict[str, Any]:
+def record(count: int, rows: int) -> dict[str, Any]:
+    """Messages/s through fedaudit.handlers.handle_batch (groups of 64) on PostgreSQL."""
+    import sqlalchemy as sa
+    from fedaudit import handlers
+    from fedaudit.main import Audit
+    from fedaudit.settings import AuditSettings
+    from fedbus import Delivery, connect
+    from fedcrypto.signing import SigningKey
+
+    db = f"bench_audit_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    audit = None
+    try:
+        built = _messages(count, rows)
+        settings = AuditSettings(
+            party_id=GUEST,
+            bus_url="memory://unused",
+            database_url=f"{PG.rsplit('/', 1)[0]}/{db}",
+            signing_key=SigningKey.generate().to_bytes().hex(),
+            http_port=-1,
+            log_json=False,
+        )
+        audit = Audit(settings, bus=connect(f"memory://bench-{db}"))
+        handlers.load(audit.ctx)
+        deliveries = [
+            Delivery(
+                topic=f"out.{HOST}", body=b, message_id=e.message_id, headers={}, delivery_count=1
+            )
+            for e, b in built
+        ]
+        handlers.handle_batch(audit.ctx, deliveries[:2])
+        started = time.perf_counter()
+        for i in range(2, len(deliveries), 64):
+            handlers.handle_batch(audit.ctx, deliveries[i : i + 64])
+        took = time.perf_counter() - started
+        return {
+            "fedaudit": str(Path(handlers.__file__).parent),
+            "messages": count,
+            "rows": rows,
+            "messages_per_s": round(count / took, 1),
+        }
+    finally:
+        if audit is not None:
+            audit.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+
+
+def record_ab(count: int, rows: int, baseline_src: str) -> dict[str, Any]:
+    """record() of the baseline version and of this one, alternately, twice each."""
+    runs: dict[str, list[float]] = {"baseline": [], "current": []}
+    for _ in range(2):
+        for label, src in (("baseline", baseline_src), ("current", "")):
+            env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
+            out = subprocess.run(
+                [sys.executable, __file__, "record", "--messages", str(count), "--rows", str(rows)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            result = json.loads(out[out.index("{") :])
+            if label == "baseline" and not result["fedaudit"].startswith(src):
+                raise RuntimeError(f"the baseline ran {result['fedaudit']}, not {src}")
+            runs[label].append(result["messages_per_s"])
+    return {
+        "messages": count,
+        "rows": rows,
+        "baseline_messages_per_s": runs["baseline"],
+        "current_messages_per_s": runs["current"],
+        "ratio": round(sum(runs["current"]) / sum(runs["baseline"]), 2),
+    }
+
+
+CREDIT_PIPELINE = """
+name: audit-bench-credit
+parties: {{guest: "{guest}", host: ["{host}"]}}
+components:
+  - name: reader_0
+    type: reader
+    params:
+      guest: {{table: default_credit_hetero_guest}}
+      host: {{table: default_credit_hetero_host}}
+  - name: psi_0
+    type: psi
+    inputs: {{data: reader_0.data}}
+  - name: hetero_lr_0
+    type: hetero_lr
+    inputs: {{data: psi_0.data}}
+    params:
+      common: {{epochs: {epochs}, batch_size: 2000, learning_rate: 1.0, seed: 0}}
+"""
+
+
+def _upload_credit(stack: Any) -> None:
+    data = REPO / "examples" / "data"
+    stack.guest.upload_table(
+        "default_credit_hetero_guest",
+        data / "default_credit_hetero_guest.csv",
+        label_column="y",
+        replace=True,
+    )
+    stack.host.upload_table(
+        "default_credit_hetero_host", data / "default_credit_hetero_host.csv", replace=True
+    )
+    stack.host.grant("default_credit_hetero_host", GUEST, ["psi", "hetero_lr"])
+
+
+def job(epochs: int, data: str = "breast") -> dict[str, Any]:
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
@@ -246,16 +380,22 @@ def job(epochs: int) -> dict[str, Any]:
                 token=token,
                 label=f"b{label[:1]}",
             ) as stack:
-                upload_breast(stack)
-                stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
+                if data == "default_credit":
+                    _upload_credit(stack)
+                    text = CREDIT_PIPELINE.format(guest=GUEST, host=HOST, epochs=epochs)
+                else:
+                    upload_breast(stack)
+                    stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
+                    text = pipeline(epochs)
                 started = time.perf_counter()
-                submitted = stack.guest.submit(pipeline(epochs), job_id=f"bench-{label}")
+                submitted = stack.guest.submit(text, job_id=f"bench-{label}")
                 ended = stack.guest.wait(submitted.job_id, timeout=900, poll=0.5)
                 times[label] = time.perf_counter() - started
                 assert ended.state == "success", ended.reason
         finally:
             launcher.up = original
     return {
+        "data": data,
         "epochs": epochs,
         "job_s_with_audit": round(times["with_audit"], 2),
         "job_s_without_audit": round(times["without_audit"], 2),
@@ -265,14 +405,21 @@ def job(epochs: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("throughput", "job"))
+    parser.add_argument("what", choices=("throughput", "job", "record"))
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--data", choices=("breast", "default_credit"), default="breast")
+    parser.add_argument("--baseline-src", default="")
     args = parser.parse_args()
     run = {
         "throughput": lambda: throughput(args.messages, args.rows),
-        "job": lambda: job(args.epochs),
+        "job": lambda: job(args.epochs, args.data),
+        "record": lambda: (
+            record_ab(args.messages, args.rows, args.baseline_src)
+            if args.baseline_src
+            else record(args.messages, args.rows)
+        ),
     }
     result = run[args.what]()
     print(json.dumps(result, indent=2))
