@@ -82,8 +82,8 @@ def test_iv_of_every_column_equals_the_plaintext_computation_on_the_joined_table
     # Prepare
     guest, host, y = breast()
 
-    # Execute
-    out = run(tmp_path, guest, {HOST: host}, method=method, bin_num=6)
+    # Execute (the host's output as bin indices)
+    out = run(tmp_path, guest, {HOST: host}, method=method, bin_num=6, transform="bin")
 
     # Assert: IV and WOE of the guest's own and the host's columns, to 1e-9
     assert not out.errors, out.errors
@@ -111,6 +111,13 @@ def test_iv_of_every_column_equals_the_plaintext_computation_on_the_joined_table
     assert isinstance(host_model, ModelArtifact)
     assert host_model.document["columns"] == host.feature_names
     assert "woe" not in host_model.arrays and "iv" not in host_model.document
+    # The host's table holds bin indices, missing values in their own bin (6)
+    data = out.outputs[HOST]["data"]
+    assert isinstance(data, Table)
+    missing = np.isnan(host.features)
+    assert np.all(data.features[missing] == 6.0)
+    assert np.all((data.features[~missing] >= 0) & (data.features[~missing] <= 5))
+    assert np.all(data.features[:, 5][~missing[:, 5]] == 0.0)  # constant column: one bin
     to_host = {(c.tag, c.kind) for c in out.crossings if c.destination == HOST}
     assert {t for t, _ in to_host} >= {"public_key", "encrypted_labels"}
     assert all(k in ("ciphertext_vector", "public_key") for t, k in to_host if t != "task.status")
@@ -161,20 +168,6 @@ def test_two_hosts_transforms_and_the_model_applied_to_new_rows(tmp_path: Path) 
         assert isinstance(got, Table) and isinstance(fitted, Table)
         np.testing.assert_array_equal(got.features, fitted.features[:50])
     assert not [c for c in applied.crossings if c.message_type == "federation.data"]
-
-
-def test_bin_transform_gives_bin_indices_and_missing_values_their_own_bin(tmp_path: Path) -> None:
-    guest, host, _ = breast(seed=5)
-
-    out = run(tmp_path, guest, {HOST: host}, bin_num=4, transform="bin")
-
-    assert not out.errors, out.errors
-    data = out.outputs[HOST]["data"]
-    assert isinstance(data, Table)
-    missing = np.isnan(host.features)
-    assert np.all(data.features[missing] == 4.0)
-    assert np.all((data.features[~missing] >= 0) & (data.features[~missing] <= 3))
-    assert np.all(data.features[:, 5][~missing[:, 5]] == 0.0)  # constant column: one bin
 
 
 def test_single_class_labels_are_refused_with_a_clear_error(tmp_path: Path) -> None:
