@@ -123,6 +123,9 @@ HEARTBEATS_BEFORE_DEAD = 3
 connection dead, whatever its own `dead_after` says (a server may beat slower than expected)."""
 STALL_GRACE = 0.5
 """After the client's own loop was stalled, it listens this long before judging the peer."""
+READ_BUFFER = 4 << 20
+"""A connection's StreamReader pauses the socket beyond twice this (asyncio's default, 64 KiB,
+would pause and resume it every 128 KiB of a 1 MiB STRIPE frame on a fast path)."""
 PROGRESS_CHUNK = 1 << 20
 """A client reads long frames (REPLY) in pieces of this size: each piece counts as hearing the
 peer, so a large reply on a slow link is not mistaken for silence."""
@@ -419,7 +422,7 @@ class LinkServer:
         async def start() -> asyncio.Server:
             # made on the loop thread: in the link's network namespace, with its TCP options
             sock = listening_socket(self._host, self._port, self._transport)
-            return await asyncio.start_server(self._serve, sock=sock)
+            return await asyncio.start_server(self._serve, sock=sock, limit=READ_BUFFER)
 
         self._server = self._link_loop.run(start(), timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -936,6 +939,7 @@ async def open_client_connection(
             raise
         return await asyncio.open_connection(
             sock=sock,
+            limit=READ_BUFFER,
             ssl=context,
             server_hostname=host,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
