@@ -173,6 +173,11 @@ def test_each_party_holds_the_others_signed_checkpoints_and_both_logs_agree(
     )
     assert result.exit_code == 0, result.output
     assert "what crossed between the two is in both logs" in result.output
+    # ...and counted: one statement sent each way, the peer's checkpoints all ok
+    metrics = pair.audits[GUEST].metrics
+    assert metrics.peer_checkpoints_sent.labels(HOST)._value.get() >= 1
+    assert metrics.peer_checkpoints.labels(HOST, "ok")._value.get() >= 1
+    assert metrics.peer_checkpoints.labels(HOST, "problem")._value.get() == 0
     # ...and the live comparison broke no rule at either party
     for party in (GUEST, HOST):
         with pair.audits[party].engine.connect() as conn:

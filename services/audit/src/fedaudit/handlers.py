@@ -246,6 +246,9 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
             ctx.first_unsigned_at = now
         for item in done:
             _count(ctx, item.record, item.envelope, item.found, now)
+            if item.peer is not None:
+                result = "problem" if item.peer.problems or item.peer.disagreements else "ok"
+                ctx.metrics.peer_checkpoints.labels(item.peer.peer, result).inc()
             if item.deferred and item.peer is not None:
                 ctx.pending.append((item.peer, int(item.record["seq"]), now))
     return done
@@ -519,6 +522,7 @@ def _send(ctx: AuditContext, peer: str, message: AuditCheckpoint, tag: str, seq:
     topic = topics.out_topic(peer)
     publisher.bus.declare(topic)
     publisher.send(topic, envelope)
+    ctx.metrics.peer_checkpoints_sent.labels(peer).inc()
 
 
 def send_checkpoint(ctx: AuditContext, latest: tuple[dict[str, Any], str], now: float) -> None:

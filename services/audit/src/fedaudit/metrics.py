@@ -51,6 +51,19 @@ class AuditMetrics:
             "Signed checkpoints written.",
             registry=self.registry,
         )
+        self.peer_checkpoints = Counter(
+            "fedmq_audit_peer_checkpoints_total",
+            "Peers' checkpoints received, by peer and result (ok, or problem: see the "
+            "control.peer_* findings).",
+            ["peer", "result"],
+            registry=self.registry,
+        )
+        self.peer_checkpoints_sent = Counter(
+            "fedmq_audit_peer_checkpoints_sent_total",
+            "Checkpoints (and job statements) this audit sent to a peer.",
+            ["peer"],
+            registry=self.registry,
+        )
         self.unreadable = Counter(
             "fedmq_audit_unreadable_total",
             "Deliveries the audit could not decode (dead-lettered on its fan-out).",
