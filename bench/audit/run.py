@@ -1,6 +1,6 @@
 """Audit throughput and lag, and a hetero_lr job's wall time with the audit on and off.
 
-    .venv/bin/python bench/audit/run.py throughput [--messages 2000] [--rows 128]
+    .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
 
@@ -10,7 +10,8 @@ at 128 rows) on out.<peer> as fast as its confirms allow, first with no audit su
 (baseline), then with the audit's fan-out subscription declared and the audit service running.
 Reported: the publisher's rate in both runs (does the fan-out slow the relay?), the audit's
 drain rate (records/s, from its first to its last record), and the lag from each message's
-creation to its record (p50, p95, max).
+creation to its record (p50, p95, max). With --baseline-src, the audit process of that
+version and of this checkout run alternately, twice each, in one run.
 
 record: the audit's own recording path in-process (no broker): decode, rules, chain, one
 transaction per group of 64 on PostgreSQL (a fresh database), as messages/s. With
@@ -139,7 +140,8 @@ def _publish(bus: Any, topic: str, messages: list[Any]) -> float:
     return time.perf_counter() - started
 
 
-def throughput(count: int, rows: int) -> dict[str, Any]:
+def throughput(count: int, rows: int, audit_src: str = "") -> dict[str, Any]:
+    """`audit_src`: run the audit process from that directory's fedaudit (another version)."""
     import sqlalchemy as sa
     from fedbus import Message, connect
     from fedcrypto.signing import SigningKey
@@ -175,6 +177,8 @@ def throughput(count: int, rows: int) -> dict[str, Any]:
                 "FEDMQ_AUDIT_LOG_LEVEL": "ERROR",
                 "FEDMQ_AUDIT_PATTERNS": json.dumps([topic]),
             }
+            if audit_src:
+                env["PYTHONPATH"] = audit_src
             # Its own process, as in production: the publisher here is the relay's stand-in.
             audit = subprocess.Popen([sys.executable, "-m", "fedaudit"], env=env)
             try:
@@ -199,6 +203,7 @@ def throughput(count: int, rows: int) -> dict[str, Any]:
         last = datetime.fromisoformat(rows_[-1][0])
         drain_s = (last - first).total_seconds() or 1e-9
         return {
+            "audit": audit_src or "this checkout",
             "messages": count,
             "message_bytes": size,
             "publish_rate_no_audit": round(count / baseline, 1),
@@ -413,7 +418,14 @@ def main() -> int:
     parser.add_argument("--baseline-src", default="")
     args = parser.parse_args()
     run = {
-        "throughput": lambda: throughput(args.messages, args.rows),
+        "throughput": lambda: (
+            [
+                throughput(args.messages, args.rows, src)
+                for src in (args.baseline_src, "", args.baseline_src, "")
+            ]
+            if args.baseline_src
+            else throughput(args.messages, args.rows)
+        ),
         "job": lambda: job(args.epochs, args.data),
         "record": lambda: (
             record_ab(args.messages, args.rows, args.baseline_src)
