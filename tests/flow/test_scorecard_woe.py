@@ -50,3 +50,6 @@ def test_the_woe_scorecard_example_selects_by_iv_and_scores_validate_rows(tmp_pa
     assert len(scored.ids) == result.metric("eval_validate", "rows") == 114
     assert result.metric("eval_validate", "auc") > 0.95
     assert result.metric("binning_train", "iv.host_10000_0", GUEST) > 0.0
+    # The board's WOE curves: one point per non-empty bin of each column, host's included
+    curve = result.curve("binning_train", "woe.host_10000_0", GUEST)
+    assert 2 <= len(curve.y) <= 11 and all(v is not None for v in curve.y)

@@ -195,6 +195,13 @@ def _labels(table: Table) -> bmath.Floats:
     return np.asarray(table.labels, dtype=np.float64)
 
 
+def _woe_curve(ctx: ComponentContext, column: str, stats: bmath.WoeIv) -> None:
+    """The WOE of each non-empty slot of a column, for the board (x: slot, the last one is
+    the missing values')."""
+    used = np.flatnonzero(stats.events + stats.nonevents > 0)
+    ctx.metrics.curve(f"woe.{column}", used, stats.woe[used], x_label="bin", y_label="woe")
+
+
 def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
     params = ctx.params_as(HeteroFeatureBinningParams)
     table = ctx.input("data")
@@ -210,6 +217,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
             params.adjustment_factor,
         )
         ctx.metrics.log(f"iv.{column}", stats[column].iv)
+        _woe_curve(ctx, column, stats[column])
     hosts = list(ctx.parties.get("host", []))
     host_stats: dict[str, list[bmath.WoeIv]] = {}
     with crypto_threads(ctx) as (executor, _):
@@ -268,6 +276,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
             host_stats[party] = found
             for i, s in enumerate(found):
                 ctx.metrics.log(f"iv.{host_name(party, i)}", s.iv)
+                _woe_curve(ctx, host_name(party, i), s)
             if params.reveal_woe_to_host:
                 woe = np.concatenate([s.woe for s in found]).astype(np.float64)
                 ctx.federation.send(
