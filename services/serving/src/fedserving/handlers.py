@@ -35,6 +35,7 @@ from fedcrypto.signing import SigningKey
 from fedflow.artifacts import ArtifactMissing, ArtifactStore
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.tables import Table, TableError, TableStore
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from fedserving import scoring
 from fedserving.exports import ExportRefused, export_model, import_model
@@ -213,6 +214,19 @@ class Serving:
             return _refusal(exc.status, exc.message)
         except (KeyError, TypeError, ValueError) as exc:
             return _refusal(400, f"bad request: {type(exc).__name__}: {exc}")
+        except ProgrammingError as exc:
+            # The workers' tables (job outputs, the table catalogue) are not in the party's
+            # database yet: nothing was trained or uploaded here.
+            log.warning("serving_tables_missing", error=str(exc.orig))
+            return _refusal(404, "no job outputs or tables at this party yet")
+        except SQLAlchemyError as exc:
+            log.warning("serving_database_error", error=type(exc).__name__)
+            return _refusal(503, f"the party's database did not answer ({type(exc).__name__})")
+        except Exception:
+            # Answered, never redelivered: a request that breaks the service would otherwise
+            # be retried until the bus dead-letters it, and its caller wait for nothing.
+            log.exception("serving_request_failed")
+            return _refusal(500, "internal error in the serving service")
 
     # -- models ---------------------------------------------------------------------------
 

@@ -59,7 +59,8 @@ router = APIRouter(
     prefix="/serving",
     tags=["serving"],
     dependencies=[Depends(require_token)],
-    responses=ROUTER_REFUSALS,
+    # 400: a body that is not JSON, or a request the serving service cannot read.
+    responses={**ROUTER_REFUSALS, **refusals(400)},
 )
 
 ServiceIdPath = Annotated[str, Path(pattern=NAME_PATTERN, description="the service id")]
@@ -157,7 +158,7 @@ def ask_serving(api: ApiDep, op: str, timeout: float = CONTROL_TIMEOUT_S, **args
         return answer["data"]
     code = int(answer.get("status", 400))
     error = str(answer.get("error"))
-    if code == status.HTTP_422_UNPROCESSABLE_ENTITY:
+    if code == 422:
         raise HTTPException(code, [{"loc": ["body"], "msg": error, "type": "value_error"}])
     raise HTTPException(code, error)
 
@@ -329,7 +330,7 @@ def accept(
     """A host's operator accepts a guest's published model (its policy left it pending)."""
     if owner_party is None:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             [{"loc": ["query", "owner_party"], "msg": "required", "type": "missing"}],
         )
     result: dict[str, Any] = ask_serving(
