@@ -262,6 +262,8 @@ def test_data_audit_and_site_pages_show_this_partys_read_models(
     page, base = guest_page, stack.guest.base_url
     page.goto(f"{base}/board/data")
     assert page.inner_text('tr[data-table="breast_hetero_guest"] td.num >> nth=0') == "569"
+    page.click("text=Profile of breast_hetero_guest")
+    assert page.is_visible('tr.profile th:text-is("x0")')
     page.screenshot(path=str(shots / "data.png"), full_page=True)
     page.goto(f"{base}/board/audit?job_id={job_id}")
     assert page.inner_text("#chain-status").startswith("Hash chain: verifies")
@@ -290,6 +292,7 @@ def test_data_audit_and_site_pages_show_this_partys_read_models(
     host_page.goto(f"{stack.host.base_url}/board/data")
     grants = host_page.inner_text("table.grants tbody")
     assert "breast_hetero_host" in grants and GUEST in grants and "hetero_lr_predict" in grants
+    host_page.screenshot(path=str(shots / "data-host.png"))
     context.close()
 
 
