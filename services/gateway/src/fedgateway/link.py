@@ -123,6 +123,9 @@ HEARTBEATS_BEFORE_DEAD = 3
 connection dead, whatever its own `dead_after` says (a server may beat slower than expected)."""
 STALL_GRACE = 0.5
 """After the client's own loop was stalled, it listens this long before judging the peer."""
+MAX_STRIPED_TRANSFERS = 2
+"""Bodies a PeerLink stripes at once (the others wait): one keeps every stream busy, a second
+fills the pause while the first one's DATA frame is answered; the server's store holds both."""
 READ_BUFFER = 4 << 20
 """A connection's StreamReader pauses the socket beyond twice this (asyncio's default, 64 KiB,
 would pause and resume it every 128 KiB of a 1 MiB STRIPE frame on a fast path)."""
@@ -405,7 +408,11 @@ class LinkServer:
         self._port = port
         self._max_frame_bytes = max_frame_bytes
         self._transport = transport or TransportOptions()
-        self._stripe_store_bytes = stripe_store_bytes or 2 * max_frame_bytes
+        # A client stripes at most MAX_STRIPED_TRANSFERS bodies at once, each no larger than a
+        # frame; the third frame's worth is room for what abandoned transfers leave until they
+        # expire. Beyond it the oldest transfer is dropped (its client stripes it again).
+        room = (MAX_STRIPED_TRANSFERS + 1) * max_frame_bytes
+        self._stripe_store_bytes = stripe_store_bytes or room
         self._stripes: dict[str, StripeStore] = {}
         """Peer party -> its striped transfers (shared by all of its connections)."""
         self._server: asyncio.Server | None = None
@@ -1057,6 +1064,7 @@ class PeerLink:
             for _ in range(streams - 1)
         ]
         self.stripe_stats = {"transfers": 0, "chunks_sent": 0, "rerouted": 0, "restriped": 0}
+        self._stripe_slots = threading.BoundedSemaphore(MAX_STRIPED_TRANSFERS)
 
     @property
     def connected(self) -> bool:
@@ -1084,6 +1092,11 @@ class PeerLink:
     def streams_up(self) -> int:
         return len(self.connections())
 
+    def tcp_infos(self) -> list[TcpInfo]:
+        """TCP_INFO of every usable stream to the peer (for metrics; any thread)."""
+        infos = (conn.tcp_info() for conn in self.connections())
+        return [info for info in infos if info is not None]
+
     # --- the supervisor thread --------------------------------------------------------------
 
     def _supervise(self) -> None:
@@ -1091,6 +1104,8 @@ class PeerLink:
             try:
                 conn = self._open()
             except Exception as exc:  # a bug, not a network error: keep the link alive
+                if self._stopped.is_set():
+                    return  # the attempt was cancelled by the loop stopping
                 _link_log(
                     "error", "link_supervisor_failed", peer_party=self.peer_party, error=repr(exc)
                 )
@@ -1284,6 +1299,19 @@ class PeerLink:
 
     def send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Return once the peer ACKed; raise MessageRefused or LinkStopped."""
+        if self._stripe_bytes and len(body) >= self._stripe_bytes:
+            # the peer's store is sized for MAX_STRIPED_TRANSFERS bodies at once
+            while not self._stripe_slots.acquire(timeout=1.0):
+                if self._stopped.is_set():
+                    raise LinkStopped(f"link to party {self.peer_party} stopped")
+            try:
+                self._send(message_id, headers, body)
+            finally:
+                self._stripe_slots.release()
+        else:
+            self._send(message_id, headers, body)
+
+    def _send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
         transfer: StripeTransfer | None = None
         while True:
             conn = self._usable_or_wait()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from fedcommon.http import HttpMetrics
 from fedcommon.metrics import decade_buckets
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from fedgateway.transport import TcpInfo
 
 RTT_BUCKETS = decade_buckets(0.0001, 1.0)
 """From loopback (tens of microseconds) to a slow intercontinental link."""
@@ -86,6 +88,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.link_outage = LinkOutage(self.registry)
+        self.link_transport = LinkTransport(self.registry)
         self.peer_refused = Counter(
             "fedmq_gateway_peer_refused",
             "Messages this gateway relayed that the peer's gateway refused (REFUSED over the "
@@ -240,3 +243,47 @@ class LinkOutage(Collector):
         for peer in peers:
             family.add_metric([peer], self.seconds(peer))
         return [family]
+
+
+class LinkTransport(Collector):
+    """Per peer, read on each scrape from the kernel's TCP_INFO of the link's open streams
+    (docs/wan.md): how many are up, the largest smoothed RTT, the bytes in flight, and the
+    segments retransmitted. The retransmission count is summed over the open streams' lives:
+    it drops when a stream is replaced, which rate() and increase() treat as a counter reset."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._sources: dict[str, Callable[[], Sequence[TcpInfo]]] = {}
+        registry.register(self)
+
+    def watch(self, peer: str, source: Callable[[], Sequence[TcpInfo]]) -> None:
+        """`source` gives the TCP_INFO of each open stream to `peer` (any thread)."""
+        self._sources[peer] = source
+
+    def collect(self) -> list[Metric]:
+        streams = GaugeMetricFamily(
+            "fedmq_gateway_link_streams_up",
+            "Link TLS streams to the peer that are open and usable.",
+            labels=["peer"],
+        )
+        rtt = GaugeMetricFamily(
+            "fedmq_gateway_link_tcp_rtt_seconds",
+            "The kernel's smoothed round trip of the link's streams (the largest).",
+            labels=["peer"],
+        )
+        in_flight = GaugeMetricFamily(
+            "fedmq_gateway_link_bytes_in_flight",
+            "Bytes sent on the link's streams and not yet acknowledged by the peer's TCP.",
+            labels=["peer"],
+        )
+        retransmits = CounterMetricFamily(
+            "fedmq_gateway_link_tcp_retransmits",
+            "TCP segments retransmitted on the link's open streams (over their lives).",
+            labels=["peer"],
+        )
+        for peer, source in list(self._sources.items()):
+            infos = list(source())
+            streams.add_metric([peer], len(infos))
+            rtt.add_metric([peer], max((i.rtt_s for i in infos), default=0.0))
+            in_flight.add_metric([peer], sum(i.bytes_in_flight for i in infos))
+            retransmits.add_metric([peer], sum(i.retransmits_total for i in infos))
+        return [streams, rtt, in_flight, retransmits]
