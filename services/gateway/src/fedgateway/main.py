@@ -344,6 +344,8 @@ class Gateway:
                 stripe_bytes=s.link_stripe_bytes,
                 stall_after=s.link_stall_after_s,
             )
+        for party, link in self._links.items():
+            self.metrics.link_transport.watch(party, link.tcp_infos)
         for link in self._links.values():
             link.start()  # open now and keep open: an idle healthy link is up (heartbeats)
         self._relay = OutboundRelay(
