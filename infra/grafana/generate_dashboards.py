@@ -528,6 +528,31 @@ LINK = Dashboard(
             unit="s",
         ),
         Panel(
+            "Link streams up by peer",
+            "Open TLS streams per peer (link_streams; large bodies are striped across them).",
+            [Target(f"max by (peer) (fedmq_gateway_link_streams_up{PEER})", "{{peer}}")],
+        ),
+        Panel(
+            "Link TCP RTT and retransmissions by peer",
+            "The kernel's smoothed RTT of the link's streams (TCP_INFO), and TCP segments "
+            "retransmitted per second: loss on the path.",
+            [
+                Target(f"max by (peer) (fedmq_gateway_link_tcp_rtt_seconds{PEER})", "{{peer}} rtt"),
+                Target(
+                    "sum by (peer) "
+                    f"(rate(fedmq_gateway_link_tcp_retransmits_total{PEER}[{RATE}]))",
+                    "{{peer}} retransmits/s",
+                ),
+            ],
+        ),
+        Panel(
+            "Link bytes in flight by peer",
+            "Sent on the link's streams and not yet acknowledged by the peer's TCP: near the "
+            "bandwidth-delay product when the link is busy.",
+            [Target(f"sum by (peer) (fedmq_gateway_link_bytes_in_flight{PEER})", "{{peer}}")],
+            unit="bytes",
+        ),
+        Panel(
             "Inbound publish latency p95 by peer",
             "Publishing a batch from a peer into the local broker until confirmed.",
             [Target(quantile(0.95, "fedmq_gateway_publish_seconds", "peer", PEER), "{{peer}}")],
