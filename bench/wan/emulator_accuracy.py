@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import sys
@@ -123,6 +124,8 @@ def main() -> None:
     why = missing_requirements()
     if why is not None:
         sys.exit(why)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the emulator is taken down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {os.cpu_count()} cpus, {platform.release()}",

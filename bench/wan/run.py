@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import socket
 import ssl
 import sys
@@ -376,6 +377,8 @@ def main() -> None:
     why = missing_requirements()
     if why is not None:
         sys.exit(why)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the emulator is taken down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     points = POINTS
     if args.points:
         points = tuple(

@@ -117,7 +117,12 @@ def test_messages_and_a_large_payload_cross_a_lossy_wan_with_resets_exactly_once
 ) -> None:
     # Prepare: a handler at the receiver behind an inbox (as the services run), counting what
     # it applied and what the bus delivered
-    wait_until(lambda: pair.sender._links[RECEIVER].streams_up == 4, 30, "four streams up")
+    up = pair.sender.metrics.registry.get_sample_value
+    wait_until(
+        lambda: up("fedmq_gateway_link_streams_up", {"peer": RECEIVER}) == 4,
+        30,
+        "four streams up (fedmq_gateway_link_streams_up)",
+    )
     inbox = InMemoryInbox()
     applied: Counter[str] = Counter()
     delivered: Counter[str] = Counter()
@@ -167,6 +172,9 @@ def test_messages_and_a_large_payload_cross_a_lossy_wan_with_resets_exactly_once
     assert got.message_id == large.message_id
     assert decode_payload(got).text == large_text  # type: ignore[attr-defined]
     assert resetter.resets >= 2, f"only {resetter.resets} resets in {elapsed:.1f} s"
+    sample = pair.sender.metrics.registry.get_sample_value
+    assert sample("fedmq_gateway_link_tcp_rtt_seconds", {"peer": RECEIVER}) >= 0.075
+    assert sample("fedmq_gateway_link_tcp_retransmits_total", {"peer": RECEIVER}) > 0  # 1% loss
     stats = pair.sender._links[RECEIVER].stripe_stats
     assert stats["transfers"] >= 5
     print(
