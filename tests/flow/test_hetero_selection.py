@@ -14,7 +14,7 @@ from fedflow.pipeline import Pipeline, PipelineError
 from fedflow.tables import Table
 
 from tests.flow.modelling_runs import GUEST, Outcome, run_component
-from tests.flow.test_hetero_binning import HOST, KEYS, breast, reference_woe_iv
+from tests.flow.test_hetero_binning import HOST, HOST2, KEYS, breast, reference_woe_iv
 
 
 def select(tmp_path: Path, inputs: dict[str, dict[str, Any]], **params: Any) -> Outcome:
@@ -179,3 +179,41 @@ def test_bad_params_are_refused_when_the_pipeline_is_read(
     }
     with pytest.raises(PipelineError, match=message):
         Pipeline.from_dict(spec)
+
+
+def test_top_k_over_the_guest_and_two_hosts_tells_each_host_only_its_own_columns(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the host columns split over two hosts, binned; the plaintext IV ranking
+    guest, host, y = breast(seed=8)
+    hosts = {
+        HOST: Table(host.ids, host.features[:, :6].copy(), host.feature_names[:6], None),
+        HOST2: Table(host.ids, host.features[:, 6:].copy(), host.feature_names[6:], None),
+    }
+    binning = run_component(
+        tmp_path / "bin",
+        "hetero_feature_binning",
+        {GUEST: {"data": guest}} | {p: {"data": t} for p, t in hosts.items()},
+        {**KEYS, "bin_num": 4},
+    )
+    assert not binning.errors, binning.errors
+    tables = {GUEST: guest, **hosts}
+    ivs = {
+        n: reference_woe_iv(t.features[:, i], y, "quantile", 4)[1]
+        for t in tables.values()
+        for i, n in enumerate(t.feature_names)
+    }
+    top = set(sorted(ivs, key=lambda n: -ivs[n])[:9])
+
+    # Execute
+    out = select(
+        tmp_path / "sel",
+        {p: {"data": t, "binning": binning.outputs[p]["model"]} for p, t in tables.items()},
+        iv_top_k=9,
+    )
+
+    # Assert: the union of what each party kept is the plaintext top 9; one mask per host
+    assert not out.errors, out.errors
+    assert set().union(*(kept(out, p) for p in tables)) == top
+    masks = [(c.destination, c.tag) for c in out.crossings if c.message_type == "federation.data"]
+    assert sorted(masks) == [(HOST, "kept_by_iv"), (HOST2, "kept_by_iv")]
