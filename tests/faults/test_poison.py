@@ -4,8 +4,11 @@ dead-lettered with the last error as its reason, while the job on the same queue
 ends as if nothing had happened.
 
 The poison is real, not a test handler: a task.run from the party's own scheduler (as far as
-the envelope says) whose attempt number fits the schema (any int >= 0) but not the worker's
-tasks table (a PostgreSQL integer), so recording it raises a DataError on every delivery.
+the envelope says) whose `pipeline_yaml` holds a NUL character, which the schema allows (any
+string) but a PostgreSQL text column refuses, so recording it raises a DataError on every
+delivery. (It used to be an attempt of 2**40, past the worker's 32-bit column; such an attempt
+is now refused when the payload is decoded, dead-lettered at its first delivery: issue #21,
+tests/worker/test_attempt_bounds.py.)
 The broker's own x-delivery-limit (20) stays the backstop for consumers that die before they
 count (tests/bus/test_amqp_bus.py::
 test_broker_delivery_limit_dead_letters_when_consumers_keep_dying).
@@ -43,7 +46,7 @@ MAX_DELIVERIES = 5
 def publish_poison(stack: FaultStack, job_id: str) -> str:
     """The poison task.run on the host's svc.worker; its message id."""
     me = PartyRef(party_id=HOST, role="host")
-    attempt = 2**40  # a valid Attempt (int >= 0) that no PostgreSQL integer column holds
+    attempt = 0
     payload = TaskRun(
         job_id=job_id,
         component="poison_0",
@@ -54,7 +57,8 @@ def publish_poison(stack: FaultStack, job_id: str) -> str:
         parties={"guest": [GUEST], "host": [HOST]},
         params={},
         inputs={},
-        pipeline_yaml=PIPELINE,
+        # Valid text for the schema; PostgreSQL refuses it on every insert.
+        pipeline_yaml=PIPELINE + "\x00",
     )
     envelope = new_envelope(
         payload,
@@ -112,6 +116,6 @@ def test_a_poison_message_is_dead_lettered_after_exactly_n_deliveries_and_the_jo
     assert list(dead) == [f"{HOST}/svc.worker"], dead  # the poison, nothing of the job
     (reason,) = dead[f"{HOST}/svc.worker"]
     assert reason.startswith(f"{poison_job} task.run: delivery limit ({MAX_DELIVERIES}) reached: ")
-    assert "DataError" in reason or "out of range" in reason, reason
+    assert "DataError" in reason and "NUL" in reason, reason
     # ... and the job beside it is the undisturbed one
     assert_as_undisturbed(stack, run, undisturbed)
