@@ -28,6 +28,8 @@ from fedgateway.settings import GatewaySettings
 from fedscheduler.main import Scheduler
 from fedscheduler.settings import SchedulerSettings
 from fedschemas import topics
+from fedserving.main import Service as ServingService
+from fedserving.settings import ServingSettings
 from fedworker.data import DataServer, PartyTables
 from fedworker.metrics import WorkerMetrics
 from hypothesis import HealthCheck, given, seed, settings
@@ -63,7 +65,9 @@ EXAMPLES_PER_ROUTE = 12
 class GatewayUnderTest:
     """One party: scheduler and data service on the real servers, the API app over them."""
 
-    def __init__(self, party: str, amqp_url: str, database_url: str, tmp: Path) -> None:
+    def __init__(
+        self, party: str, amqp_url: str, database_url: str, tmp: Path, redis_url: str
+    ) -> None:
         self.vhost = f"fedmqs{uuid.uuid4().hex[:8]}-{party}"
         local.ensure_vhost(self.vhost)
         bus_url = f"{amqp_url.rsplit('/', 1)[0]}/{self.vhost}"
@@ -101,6 +105,21 @@ class GatewayUnderTest:
             )
         )
         self.audit.start()
+        # The serving service answers /api/v1/serving/... (svc.serving.rpc; docs/serving.md).
+        self.serving = ServingService(
+            ServingSettings(
+                party_id=party,
+                bus_url=SecretStr(bus_url),
+                database_url=SecretStr(database_url),
+                redis_url=SecretStr(redis_url),
+                redis_prefix=f"{self.vhost}:serving:",
+                tables_dir=str(tmp / f"tables-{party}"),
+                key_file=str(tmp / f"serving-{party}.key"),
+                http_port=-1,
+                threads=2,
+            )
+        )
+        self.serving.start()
         settings = GatewaySettings(
             party_id=party, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
         )
@@ -112,6 +131,7 @@ class GatewayUnderTest:
             api.close()
         self.data.stop()
         self.audit.stop()
+        self.serving.stop()
         self.scheduler.stop()
         self.admin.close()
         self.engine.dispose()
@@ -123,6 +143,7 @@ def gateway(
     request: pytest.FixtureRequest,
     amqp_url: str,
     pg_admin_url: str,
+    redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayUnderTest]:
     party: str = request.param
@@ -133,6 +154,7 @@ def gateway(
         amqp_url,
         f"{pg_admin_url.rsplit('/', 1)[0]}/{database}",
         tmp_path_factory.mktemp(f"fuzz-{party}"),
+        redis_url,
     )
     try:
         yield under_test
