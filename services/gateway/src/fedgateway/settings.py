@@ -71,7 +71,8 @@ class GatewaySettings(ServiceSettings):
     revoked: list[str] = Field(default_factory=list)
     """Revoked certificate fingerprints or signing key ids."""
     relay_window: int = 96
-    """Unacked frames in flight per peer (consumers of out.<peer>). Throughput per peer is about
+    """Unacked frames in flight per peer (the prefetch of the ONE consumer of out.<peer> and the
+    number of its sender threads: fedgateway.relay says why one). Throughput per peer is about
     window / (link round trip + remote publish-confirm latency): quorum-queue confirms take tens
     of milliseconds on a loaded machine, so this is large."""
     relay_max_deliveries: int = 15
