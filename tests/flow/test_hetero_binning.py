@@ -277,3 +277,16 @@ def test_a_party_that_dies_after_a_send_resumes_with_the_same_bytes(
     for i in range(12):
         _, iv = reference_woe_iv(host.features[:, i], y, "quantile", 5)
         assert model.document["host_iv"][HOST][i] == pytest.approx(iv, abs=1e-9)
+
+
+def test_a_guest_without_hosts_bins_its_own_columns_and_sends_nothing(tmp_path: Path) -> None:
+    guest, _, y = breast(seed=2)
+
+    out = run_component(tmp_path, "hetero_feature_binning", {GUEST: {"data": guest}}, KEYS)
+
+    assert not out.errors, out.errors
+    model = out.outputs[GUEST]["model"]
+    assert isinstance(model, ModelArtifact)
+    _, iv = reference_woe_iv(guest.features[:, 0], y, "quantile", 10)
+    assert model.document["iv"]["g0"] == pytest.approx(iv, abs=1e-9)
+    assert not [c for c in out.crossings if c.message_type == "federation.data"]

@@ -95,3 +95,14 @@ def test_a_short_key_needs_insecure_short_keys() -> None:
 
     with pytest.raises(ValueError, match="insecure_short_keys"):
         HeteroPearsonParams.model_validate({"key_bits": 512})
+
+
+def test_a_guest_without_hosts_gets_its_own_correlations(tmp_path: Path) -> None:
+    guest, _ = tables()
+
+    out = run_component(tmp_path, "hetero_pearson", {GUEST: {"data": guest}}, KEYS)
+
+    assert not out.errors, out.errors
+    expected = np.corrcoef(guest.features, rowvar=False)
+    np.testing.assert_allclose(model(out, GUEST).arrays["local"], expected, atol=1e-12)
+    assert not [c for c in out.crossings if c.message_type == "federation.data"]

@@ -220,71 +220,72 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
         _woe_curve(ctx, column, stats[column])
     hosts = list(ctx.parties.get("host", []))
     host_stats: dict[str, list[bmath.WoeIv]] = {}
-    with crypto_threads(ctx) as (executor, _):
-        key, _seed = open_secrets(
-            ctx,
-            "hetero_feature_binning.secrets",
-            key_bits=params.key_bits,
-            insecure_short_keys=params.insecure_short_keys,
-        )
-        ctx.federation.bind_dims(c=key.public_key.limbs, p=key.public_key.plain_limbs)
-        ctx.federation.bind_dims(m=table.rows)
-        ctx.federation.send(payloads.key_payload(key.public_key), to="host", tag="public_key")
-        resume = _resumable(ctx)
-        for party in hosts:
-            # Fresh ciphertexts per host: no two hosts hold the same ciphertext (the audit
-            # refuses a ciphertext seen twice in a job).
-            resume.send_ciphertexts(
-                "encrypted_labels",
-                0,
-                lambda: (key.encrypt(labels.astype(np.int64), executor=executor), {}),
-                to=party,
-                key=f"encrypted_labels.{party}",
+    if hosts:  # a guest alone bins and evaluates its own columns
+        with crypto_threads(ctx) as (executor, _):
+            key, _seed = open_secrets(
+                ctx,
+                "hetero_feature_binning.secrets",
+                key_bits=params.key_bits,
+                insecure_short_keys=params.insecure_short_keys,
             )
-        per_column = params.bin_num + 1
-        for party in hosts:
-            got = ctx.federation.recv(frm=party, tag="bin_counts", iteration=0)
-            counts = got.array
-            if counts is None or counts.ndim != 1 or counts.size % per_column:
-                raise ValueError(
-                    f"{NAME}: bin_counts from {party} do not fit {per_column} slots per column "
-                    "(do both parties use the same bin_num?)"
-                )
-            if bool(got.meta.get("reveal_woe")) != params.reveal_woe_to_host:
-                raise ValueError(
-                    f"{NAME}: reveal_woe_to_host differs between the guest and host {party} "
-                    "(set it in the params' common section)"
-                )
-            vec = payloads.read_ciphertexts(
-                ctx.federation.recv(frm=party, tag="bin_events", iteration=0),
-                key.public_key,
-                f"{NAME}: bin_events from {party}",
-                executor,
-                counts.size,
-            )
-            ctx.federation.authorize_decrypt("bin_events", 0, frm=party)
-            events = np.rint(np.asarray(key.decrypt(vec, executor=executor), dtype=np.float64))
-            counts = np.asarray(counts, dtype=np.float64)
-            if np.any(events < 0) or np.any(events > counts) or np.any(counts < 0):
-                raise ValueError(f"{NAME}: the bin sums of {party} are not counts of its rows")
-            found = [
-                bmath.woe_iv(e, n - e, params.adjustment_factor)
-                for e, n in zip(
-                    events.reshape(-1, per_column), counts.reshape(-1, per_column), strict=True
-                )
-            ]
-            host_stats[party] = found
-            for i, s in enumerate(found):
-                ctx.metrics.log(f"iv.{host_name(party, i)}", s.iv)
-                _woe_curve(ctx, host_name(party, i), s)
-            if params.reveal_woe_to_host:
-                woe = np.concatenate([s.woe for s in found]).astype(np.float64)
-                ctx.federation.send(
-                    FederationData(kind="aggregate", array=woe),
+            ctx.federation.bind_dims(c=key.public_key.limbs, p=key.public_key.plain_limbs)
+            ctx.federation.bind_dims(m=table.rows)
+            ctx.federation.send(payloads.key_payload(key.public_key), to="host", tag="public_key")
+            resume = _resumable(ctx)
+            for party in hosts:
+                # Fresh ciphertexts per host: no two hosts hold the same ciphertext (the audit
+                # refuses a ciphertext seen twice in a job).
+                resume.send_ciphertexts(
+                    "encrypted_labels",
+                    0,
+                    lambda: (key.encrypt(labels.astype(np.int64), executor=executor), {}),
                     to=party,
-                    tag="host_woe",
-                    iteration=0,
+                    key=f"encrypted_labels.{party}",
                 )
+            per_column = params.bin_num + 1
+            for party in hosts:
+                got = ctx.federation.recv(frm=party, tag="bin_counts", iteration=0)
+                counts = got.array
+                if counts is None or counts.ndim != 1 or counts.size % per_column:
+                    raise ValueError(
+                        f"{NAME}: bin_counts from {party} do not fit {per_column} slots per column "
+                        "(do both parties use the same bin_num?)"
+                    )
+                if bool(got.meta.get("reveal_woe")) != params.reveal_woe_to_host:
+                    raise ValueError(
+                        f"{NAME}: reveal_woe_to_host differs between the guest and host {party} "
+                        "(set it in the params' common section)"
+                    )
+                vec = payloads.read_ciphertexts(
+                    ctx.federation.recv(frm=party, tag="bin_events", iteration=0),
+                    key.public_key,
+                    f"{NAME}: bin_events from {party}",
+                    executor,
+                    counts.size,
+                )
+                ctx.federation.authorize_decrypt("bin_events", 0, frm=party)
+                events = np.rint(np.asarray(key.decrypt(vec, executor=executor), dtype=np.float64))
+                counts = np.asarray(counts, dtype=np.float64)
+                if np.any(events < 0) or np.any(events > counts) or np.any(counts < 0):
+                    raise ValueError(f"{NAME}: the bin sums of {party} are not counts of its rows")
+                found = [
+                    bmath.woe_iv(e, n - e, params.adjustment_factor)
+                    for e, n in zip(
+                        events.reshape(-1, per_column), counts.reshape(-1, per_column), strict=True
+                    )
+                ]
+                host_stats[party] = found
+                for i, s in enumerate(found):
+                    ctx.metrics.log(f"iv.{host_name(party, i)}", s.iv)
+                    _woe_curve(ctx, host_name(party, i), s)
+                if params.reveal_woe_to_host:
+                    woe = np.concatenate([s.woe for s in found]).astype(np.float64)
+                    ctx.federation.send(
+                        FederationData(kind="aggregate", array=woe),
+                        to=party,
+                        tag="host_woe",
+                        iteration=0,
+                    )
     woe_matrix = np.array([stats[c].woe for c in binning.columns]).reshape(len(stats), -1)
     ctx.metrics.log("binned_columns", float(len(binning.columns)))
     ctx.metrics.log("rows", float(table.rows))

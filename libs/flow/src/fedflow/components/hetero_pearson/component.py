@@ -71,57 +71,62 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
     model = local_model(columns, z, constant)
     k, m = len(columns), table.rows
     hosts = list(ctx.parties.get("host", []))
-    with crypto_threads(ctx) as (executor, _):
-        key, _seed = open_secrets(
-            ctx,
-            "hetero_pearson.secrets",
-            key_bits=params.key_bits,
-            insecure_short_keys=params.insecure_short_keys,
-        )
-        ctx.federation.bind_dims(c=key.public_key.limbs, p=key.public_key.plain_limbs)
-        ctx.federation.send(
-            payloads.key_payload(key.public_key, columns=k, rows=m), to="host", tag="public_key"
-        )
-        saved = ctx.checkpoints.latest()
-        resume = Resumable(
-            ctx, dict, saved.state if saved is not None and "pending" in saved.state else None
-        )
-        for party in hosts:
-            # Fresh ciphertexts per host (no ciphertext is sent twice in a job).
-            resume.send_ciphertexts(
-                "encrypted_z",
-                0,
-                lambda: (
-                    key.encrypt(
-                        np.ascontiguousarray(z.T).ravel(), precision=PRECISION, executor=executor
+    if hosts:  # a guest alone has only its own correlations
+        with crypto_threads(ctx) as (executor, _):
+            key, _seed = open_secrets(
+                ctx,
+                "hetero_pearson.secrets",
+                key_bits=params.key_bits,
+                insecure_short_keys=params.insecure_short_keys,
+            )
+            ctx.federation.bind_dims(c=key.public_key.limbs, p=key.public_key.plain_limbs)
+            ctx.federation.send(
+                payloads.key_payload(key.public_key, columns=k, rows=m), to="host", tag="public_key"
+            )
+            saved = ctx.checkpoints.latest()
+            resume = Resumable(
+                ctx, dict, saved.state if saved is not None and "pending" in saved.state else None
+            )
+            for party in hosts:
+                # Fresh ciphertexts per host (no ciphertext is sent twice in a job).
+                resume.send_ciphertexts(
+                    "encrypted_z",
+                    0,
+                    lambda: (
+                        key.encrypt(
+                            np.ascontiguousarray(z.T).ravel(),
+                            precision=PRECISION,
+                            executor=executor,
+                        ),
+                        {},
                     ),
-                    {},
-                ),
-                to=party,
-                key=f"encrypted_z.{party}",
-            )
-        host_names: dict[str, list[str]] = {}
-        for party in hosts:
-            got = ctx.federation.recv(frm=party, tag="cross", iteration=0)
-            if got.array is None or got.array.shape[0] % k:
-                raise ValueError(f"{NAME}: the cross products of {party} do not fit {k} columns")
-            vec = payloads.read_ciphertexts(
-                got, key.public_key, f"{NAME}: cross from {party}", executor
-            )
-            ctx.federation.authorize_decrypt("cross", 0, frm=party)
-            cross = np.asarray(key.decrypt(vec, executor=executor), dtype=np.float64)
-            matrix = cross.reshape(k, -1) / m
-            model["arrays"][f"cross_{party}"] = matrix
-            host_names[party] = [f"host_{party}_{i}" for i in range(matrix.shape[1])]
-            ctx.metrics.log(f"max_abs_cross.{party}", float(np.abs(matrix).max(initial=0.0)))
-            if params.share_with_host:
-                ctx.federation.send(
-                    FederationData(kind="aggregate", array=np.ascontiguousarray(matrix)),
                     to=party,
-                    tag="correlation",
-                    iteration=0,
+                    key=f"encrypted_z.{party}",
                 )
-        model["document"]["host_columns"] = host_names
+            host_names: dict[str, list[str]] = {}
+            for party in hosts:
+                got = ctx.federation.recv(frm=party, tag="cross", iteration=0)
+                if got.array is None or got.array.shape[0] % k:
+                    raise ValueError(
+                        f"{NAME}: the cross products of {party} do not fit {k} columns"
+                    )
+                vec = payloads.read_ciphertexts(
+                    got, key.public_key, f"{NAME}: cross from {party}", executor
+                )
+                ctx.federation.authorize_decrypt("cross", 0, frm=party)
+                cross = np.asarray(key.decrypt(vec, executor=executor), dtype=np.float64)
+                matrix = cross.reshape(k, -1) / m
+                model["arrays"][f"cross_{party}"] = matrix
+                host_names[party] = [f"host_{party}_{i}" for i in range(matrix.shape[1])]
+                ctx.metrics.log(f"max_abs_cross.{party}", float(np.abs(matrix).max(initial=0.0)))
+                if params.share_with_host:
+                    ctx.federation.send(
+                        FederationData(kind="aggregate", array=np.ascontiguousarray(matrix)),
+                        to=party,
+                        tag="correlation",
+                        iteration=0,
+                    )
+            model["document"]["host_columns"] = host_names
     ctx.metrics.log("rows", float(m))
     ctx.metrics.log("columns", float(k))
     return {"model": ModelArtifact(document=model["document"], arrays=model["arrays"])}
