@@ -282,7 +282,8 @@ def test_data_audit_and_site_pages_show_this_partys_read_models(
 
     # The serving page is there (the gateway has the serving API); the local stack runs no
     # serving service, so it says so instead of hanging or failing
-    page.goto(f"{base}/board/serving")
+    page.get_by_role("navigation").get_by_role("link", name="Models & serving").click()
+    page.wait_for_load_state()
     assert page.get_by_role("heading", level=1).inner_text() == "Models & serving"
     assert page.locator("#serving-error").count() == 1 or page.locator("table.models").count()
 

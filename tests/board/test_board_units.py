@@ -75,6 +75,17 @@ def test_the_registry_finds_every_page_and_panel() -> None:
     ]
 
 
+def test_the_serving_page_is_offered_where_the_gateway_has_the_serving_api() -> None:
+    from fastapi import APIRouter, FastAPI
+    from fedgateway.api import serving
+    from fedgateway.board.pages.serving import has_serving_api
+
+    with_api, without = FastAPI(), FastAPI()
+    with_api.include_router(serving.router, prefix="/api/v1")
+    without.include_router(APIRouter(prefix="/other"), prefix="/api/v1")
+    assert has_serving_api(with_api) and not has_serving_api(without)
+
+
 def test_times_from_read_models_are_shown_whatever_their_form() -> None:
     assert views.short_time("2026-12-07T01:02:03+00:00") == "2026-12-07 01:02:03 UTC"
     assert views.short_time(0) == "1970-01-01 00:00:00 UTC"

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
+from starlette.routing import NoMatchFound
 
 from fedgateway.board import views
 from fedgateway.board.auth import BoardUser
@@ -23,7 +24,12 @@ router = APIRouter()
 
 
 def has_serving_api(app: FastAPI) -> bool:
-    return any(getattr(r, "path", "").startswith("/api/v1/serving/") for r in app.routes)
+    """Whether the app serves GET /api/v1/serving/services (its route is named `services`;
+    included routers are not listed route by route in `app.routes`)."""
+    try:
+        return str(app.url_path_for("services")).startswith("/api/v1/serving/")
+    except NoMatchFound:
+        return False
 
 
 @router.get("/serving", response_class=HTMLResponse)
