@@ -249,8 +249,18 @@ def test_a_checkpoint_signed_by_another_key_or_forking_the_chain_is_reported() -
     forked = check(message(key, 3, "cc" * 32), HOST, state, None)
     foreign = check(message(key, 5, "dd" * 32), GUEST, state, None)
 
+    addressed = AuditCheckpoint(
+        **{
+            **message(key, 6, "ee" * 32).model_dump(),
+            "statement": '{"format":"fedmq.audit.traffic.v1","party_id":"10000","peer":"10001"}',
+            "statement_signature": "00" * 64,
+        }
+    )
+    misaddressed = check(addressed, HOST, state, None, GUEST)
+
     assert first.problems == []
     assert "not its pinned key" in swapped.problems[0]
+    assert "statement of job" in misaddressed.problems[0]
     assert "two different chain heads at record 3" in forked.problems[0]
     assert "arrived from party 9999" in foreign.problems[0]
 

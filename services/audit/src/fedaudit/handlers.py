@@ -428,7 +428,7 @@ def _peer_checkpoint(
     """Check a peer's checkpoint as it is recorded; compare its job statement with this log
     when the job ended here too; else (True) the timer compares it later (compare_pending)."""
     state = ctx.peer_states.setdefault(sender, peers.PeerState())
-    got = peers.check(payload, sender, state, ctx.peer_keys.get(sender))
+    got = peers.check(payload, sender, state, ctx.peer_keys.get(sender), ctx.party_id)
     if got.statement is None or got.problems:
         return got, False
     view = ctx.auditor.jobs.get(got.job_id)

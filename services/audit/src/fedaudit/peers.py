@@ -56,7 +56,7 @@ def set_digest(hashes: Iterable[str]) -> str:
 
 def crossing_hash(record: Mapping[str, Any]) -> str:
     facts = record.get("facts") or {}
-    return str(facts.get("content_sha256") or record["envelope_sha256"])
+    return str(facts.get("content_sha256") or record.get("envelope_sha256", ""))
 
 
 def job_traffic(
@@ -145,12 +145,39 @@ class PeerCheckpoint:
     """Where its statement differs from this party's log (control.peer_log_disagrees)."""
 
 
+_STATEMENT_FIELDS: Final = {
+    "format": str,
+    "party_id": str,
+    "peer": str,
+    "job_id": str,
+    "seq": int,
+    "sent": int,
+    "sent_digest": str,
+    "received": int,
+    "received_digest": str,
+}
+
+
+def _statement_ok(body: Any, sender: str, receiver: str | None) -> bool:
+    return (
+        isinstance(body, dict)
+        and all(isinstance(body.get(k), t) for k, t in _STATEMENT_FIELDS.items())
+        and body["format"] == STATEMENT_FORMAT
+        and body["party_id"] == sender
+        and (receiver is None or body["peer"] == receiver)
+    )
+
+
 def check(
-    payload: AuditCheckpoint, sender: str, state: PeerState, configured_key: str | None
+    payload: AuditCheckpoint,
+    sender: str,
+    state: PeerState,
+    configured_key: str | None,
+    receiver: str | None = None,
 ) -> PeerCheckpoint:
     """Check a peer's checkpoint: its own, signed by its audit key, consistent with the earlier
-    ones (no other head hash at a seq already signed), and its statement signed too. Updates
-    `state` (pins the key, keeps the head)."""
+    ones (no other head hash at a seq already signed), and its statement signed too, well
+    formed and addressed to `receiver`. Updates `state` (pins the key, keeps the head)."""
     problems: list[str] = []
     try:
         body = json.loads(payload.body)
@@ -180,9 +207,7 @@ def check(
     ):
         problems.append(f"party {sender}'s checkpoint at {body.get('seq')}: bad signature")
     if statement_body is not None and (
-        not isinstance(statement_body, dict)
-        or statement_body.get("format") != STATEMENT_FORMAT
-        or statement_body.get("party_id") != sender
+        not _statement_ok(statement_body, sender, receiver)
         or payload.statement_signature is None
         or not signature_ok(payload.statement or "", payload.statement_signature, verify_key)
     ):

@@ -281,19 +281,20 @@ def _traffic(sender: Export, receiver: Export) -> list[Problem]:
     got = {
         crossing_hash(r)
         for r in receiver.records
-        if r["direction"] == "in" and r["source_party"] == src
+        if r.get("direction") == "in" and r.get("source_party") == src
     }
     problems: list[Problem] = []
     for record in sender.records:
-        if record["direction"] != "out" or record["destination_party"] != dst:
+        if record.get("direction") != "out" or record.get("destination_party") != dst:
             continue
-        if str(record["type"]).startswith("audit.") or crossing_hash(record) in got:
+        if str(record.get("type")).startswith("audit.") or crossing_hash(record) in got:
             continue
         problems.append(
             Problem(
                 "peer_disagrees",
-                int(record["seq"]),
-                f"message {record['message_id']} ({record['type']}, job {record['job_id']}) "
+                int(record.get("seq", -1)),
+                f"message {record.get('message_id')} ({record.get('type')}, job "
+                f"{record.get('job_id')}) "
                 f"sent by {src} to {dst} (its record {record['seq']}) is not in {dst}'s log as "
                 "received",
             )
