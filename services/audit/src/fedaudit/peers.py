@@ -184,7 +184,13 @@ def check(
         statement_body = json.loads(payload.statement) if payload.statement else None
     except ValueError as exc:
         return PeerCheckpoint(sender, {}, "", None, [f"checkpoint of {sender} is not JSON: {exc}"])
-    if not isinstance(body, dict) or body.get("format") != CHECKPOINT_FORMAT:
+    if (
+        not isinstance(body, dict)
+        or body.get("format") != CHECKPOINT_FORMAT
+        or not isinstance(body.get("seq"), int)
+        or not isinstance(body.get("head_hash"), str)
+        or not isinstance(body.get("public_key"), str)
+    ):
         return PeerCheckpoint(sender, {}, "", None, [f"checkpoint of {sender} is not one"])
     job_id = str(statement_body.get("job_id", "")) if isinstance(statement_body, dict) else ""
     if body.get("party_id") != sender or payload.party_id != sender:
