@@ -121,3 +121,22 @@ def test_a_stalled_stream_is_routed_around() -> None:
     assert set(stuck) <= set(fast.written)
     assert transfer.done
     assert slow.written == stuck  # no new chunk for the stalled stream
+
+
+def test_a_transfer_paused_after_a_timeout_resends_every_unacknowledged_chunk() -> (
+    None
+):
+    transfer = StripeTransfer(4, b"r" * 5000, chunk_bytes=1000, stream_window=3000)
+    first = FakeStream()
+    transfer.step([first], time.monotonic())
+    transfer.acked(first, first.written[0])  # type: ignore[arg-type]
+    # Execute: the run ends (no ACK in time), the streams are replaced, the run resumes
+    transfer.release()
+    assert first.stripe_in_flight == 0
+    second = FakeStream()
+    while not transfer.done:
+        transfer.step([second], time.monotonic())
+        for index in list(second.written):
+            transfer.acked(second, index)  # type: ignore[arg-type]
+    # Assert: everything but the one ACKed chunk went out again, once
+    assert sorted(second.written) == [1, 2, 3, 4]

@@ -287,12 +287,14 @@ class StripeTransfer:
                 await asyncio.wait_for(self._wake.wait(), 0.1)
 
     def release(self) -> None:
-        """The transfer is over (done or abandoned): its chunks leave the streams' windows."""
+        """The transfer stops running (done, or paused after a timeout): its chunks leave the
+        streams' windows, and every chunk not ACKed yet is queued for when it runs again."""
         for stream, on_stream in self._in_flight.items():
             stream.stripe_in_flight -= sum(on_stream.values())
             on_stream.clear()
         self._in_flight.clear()
         self._moved.clear()
+        self._todo = deque(i for i in range(self.count) if not self._acked[i])
 
 
 class TransferStopped(Exception):
