@@ -11,13 +11,16 @@ each party learns per node. Per tree t (iteration t * max_depth + d at depth d):
   order 1  guest -> host   positions        each row's open node at depth d (-1: in a leaf)
   order 2  host  -> guest  histograms       [[cells]] of its direct nodes, compressed
   order 3  guest -> host   splits           per node: the winning id of this host or -1
+                                            (slot * max_bin + bin; meta ties if slots tie)
   order 4  host  -> guest  instance_split   left / right of the rows at the nodes it won
   order 5  host  -> guest  validate_directions  (validate_data) its nodes' sides per row
   order 6  guest -> host   boost_stop       (early stopping) at a round's end: stop or go on
 
 The guest builds its own histograms in plaintext, decrypts the hosts', subtracts (sibling =
 parent - child), evaluates every candidate of every party (math.best_split) and tells the
-winner. At depth max_depth the open nodes are leaves; the guest computes their weights and the
+winner. A host lists its features in a secret order per tree (math.host_feature_order), so
+the guest knows a host's split by an opaque slot only; on tied slots the host picks.
+At depth max_depth the open nodes are leaves; the guest computes their weights and the
 next tree's gradients. With complete_secure the first round uses the guest's features only
 (nothing is sent). A level with no open node ends the tree early (positions with nodes 0).
 
@@ -33,8 +36,9 @@ fresh randomness, so they are recorded in the checkpoint before they leave
 from its durable mailbox.
 
 Layout: this `__init__` declares the two component types (light); params.py, protocol.py the
-declarations; math.py the arithmetic and the plaintext reference; cipher.py the ciphertext
-arithmetic; guest.py, host.py the orchestration; predict.py hetero_secureboost_predict.
+declarations; math.py the arithmetic and the plaintext reference; sketch.py the mergeable
+quantile sketch; cipher.py the ciphertext arithmetic; guest.py, host.py the orchestration;
+predict.py hetero_secureboost_predict.
 """
 
 from __future__ import annotations
