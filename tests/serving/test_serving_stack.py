@@ -25,7 +25,7 @@ from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 stack = stack_fixture("serving", env=SERVING_RPC_ENV)
-GUEST_RATE_LIMIT = 2000
+GUEST_RATE_LIMIT = 5000
 PIPELINE = f"""
 name: serving-hetero-lr
 parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
@@ -42,7 +42,7 @@ components:
     type: hetero_lr
     inputs: {{data: psi_0.data}}
     params:
-      common: {{epochs: 1, batch_size: 128, learning_rate: 0.5, seed: 1}}
+      common: {{epochs: 1, batch_size: 1024, learning_rate: 0.5, seed: 1}}
   - name: predict_0
     type: hetero_lr_predict
     inputs: {{model: hetero_lr_0.model, data: psi_0.data}}
@@ -287,7 +287,10 @@ def test_unbind_waits_for_requests_in_flight_then_refuses_new_ones(
     parties: Parties, service: str
 ) -> None:
     ids = sorted(parties.offline)
-    rows = [{"id": i, "features": parties.rows[i]} for i in ids]
+    # A batch large enough to be seen in flight (the ids repeated), under the caller's limit
+    rows = [
+        {"id": ids[i % len(ids)], "features": parties.rows[ids[i % len(ids)]]} for i in range(4000)
+    ]
     results: list[int] = []
     batch = threading.Thread(
         target=lambda: results.append(
@@ -295,7 +298,10 @@ def test_unbind_waits_for_requests_in_flight_then_refuses_new_ones(
         )
     )
     batch.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 20
+    while parties.ok(GUEST, "GET", f"/services/{service}")["in_flight"] == 0:
+        assert batch.is_alive() and time.monotonic() < deadline, "the batch was never in flight"
+        time.sleep(0.005)
     unbound = parties.ok(GUEST, "DELETE", f"/services/{service}")
     batch.join()
     assert unbound["drained"] is True and results == [200]
