@@ -8,6 +8,7 @@ view, and a job's story (`logs`) told from the recorded transitions.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -144,7 +145,8 @@ def pipeline_components(pipeline_yaml: str) -> list[dict[str, Any]] | None:
             "name": c.name,
             "type": c.type,
             "inputs": {slot: str(ref) for slot, ref in c.inputs.items()},
-            "params": {section: dict(values) for section, values in c.params.items()},
+            # As JSON: a YAML value JSON lacks (an unquoted date) becomes its text.
+            "params": json.loads(json.dumps(dict(c.params), default=str)),
         }
         for c in pipeline.components_in_order()
     ]
