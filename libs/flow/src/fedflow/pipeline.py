@@ -309,7 +309,10 @@ def _timeout(value: Any, where: str) -> float | None:
 
 def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]:
     """Reader name -> {role: label values} that the components its data flows into declare
-    (`ComponentDescriptor.label_values`; several: the values all of them take)."""
+    (`ComponentDescriptor.label_values`; several: the values all of them take). Below a
+    component that remaps labels at a role (`ComponentDescriptor.remaps_labels`:
+    label_transform) the models' rules at that role are not the reader's: the walk stops
+    applying them there."""
     children: dict[str, set[str]] = {raw.name: set() for raw in raws}
     for raw in raws:
         for ref in raw.inputs.values():
@@ -319,16 +322,20 @@ def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]
     for raw in raws:
         if raw.type.table_param is None:
             continue
-        seen: set[str] = set()
-        todo = sorted(children[raw.name])
+        seen: set[tuple[str, frozenset[str]]] = set()
+        todo = [(child, frozenset[str]()) for child in sorted(children[raw.name])]
         found: dict[str, set[float]] = {}
         while todo:
-            name = todo.pop()
-            if name in seen or name not in by_name:
+            name, remapped = todo.pop()
+            if (name, remapped) in seen or name not in by_name:
                 continue
-            seen.add(name)
-            todo.extend(children.get(name, ()))
-            for role, values in by_name[name].type.label_values.items():
+            seen.add((name, remapped))
+            ctype = by_name[name].type
+            below = remapped | frozenset(ctype.remaps_labels)
+            todo.extend((child, below) for child in children.get(name, ()))
+            for role, values in ctype.label_values.items():
+                if role in remapped:
+                    continue
                 found[role] = found[role] & set(values) if role in found else set(values)
         if found:
             rules[raw.name] = {role: sorted(values) for role, values in found.items()}

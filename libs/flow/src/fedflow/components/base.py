@@ -109,6 +109,11 @@ class ComponentDescriptor:
     """Role -> the labels this component's model takes there (kind: binary, classes or
     numeric): what a pipeline check compares a table's recorded label values with, and what
     the component itself checks when it starts."""
+    remaps_labels: tuple[str, ...] = ()
+    """Roles where this component's output labels are its own mapping of its input's
+    (label_transform at the guest): the labels a model downstream of it takes say nothing
+    about the table upstream, so the pipeline's label check (`fedflow.pipeline`) stops here
+    and the model checks the mapped labels when it starts."""
 
     @property
     def label_values(self) -> Mapping[str, tuple[float, ...]]:
