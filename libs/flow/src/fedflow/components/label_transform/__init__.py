@@ -10,8 +10,10 @@ is fitted. Outputs: `data`, `model` (`values` and their `classes`). Metrics: `cl
 `rows_in_class.<k>`. docs/preprocessing.md.
 
 Readers check labels against the models downstream of them before PSI (binary models declare
-their values): a label_transform in front of a binary model does not change what its reader
-accepts, so use it in front of models taking classes (LabelRule "classes") or numbers.
+their values). label_transform declares that it remaps the guest's labels
+(`remaps_labels`): the rules of the models below it do not reach the reader above it, and the
+model checks the mapped labels when it starts (raw labels 1 and 2 -> label_transform ->
+hetero_lr trains on 0 and 1).
 """
 
 from __future__ import annotations
@@ -62,4 +64,5 @@ LABEL_TRANSFORM = ComponentDescriptor(
     ),
     outputs=("data", "model"),
     protocol=Protocol(component_type="label_transform", description="exchanges nothing"),
+    remaps_labels=("guest",),
 )
