@@ -153,3 +153,22 @@ def test_series_are_ordered_by_step_and_curves_kept_as_written() -> None:
         ("lr.1.loss", [0.0, 1.0], [0.7, 0.5]),
         ("ev.1.roc", [0.0, 1.0], [0.0, 1.0]),
     ]
+
+
+def test_the_schedulers_status_carries_the_pipeline_in_run_order() -> None:
+    from fedscheduler.queries import pipeline_components
+
+    from tests.local_stack import REPO
+
+    text = (REPO / "examples" / "pipelines" / "hetero_lr_breast.yaml").read_text()
+    components = pipeline_components(text)
+    assert components is not None
+    assert [(c["name"], c["inputs"]) for c in components] == [
+        ("reader_0", {}),
+        ("psi_0", {"data": "reader_0.data"}),
+        ("hetero_lr_0", {"data": "psi_0.data"}),
+        ("predict_0", {"model": "hetero_lr_0.model", "data": "psi_0.data"}),
+        ("eval_0", {"data": "predict_0.data"}),
+    ]
+    assert components[2]["params"]["common"]["epochs"] == 30
+    assert pipeline_components("name: [unclosed") is None
