@@ -360,16 +360,22 @@ def _upload_credit(stack: Any) -> None:
     stack.host.grant("default_credit_hetero_host", GUEST, ["psi", "hetero_lr"])
 
 
-def job(epochs: int, data: str = "breast") -> dict[str, Any]:
+def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
+    """`repeat` rounds; the second and every even round run without the audit first (ABBA), so
+    a load that drifts during the run does not favour one setting."""
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
 
-    times: dict[str, float] = {}
+    times: dict[str, list[float]] = {"with_audit": [], "without_audit": []}
     token = "bench-" + uuid.uuid4().hex
     redis = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     without = ("gateway", "worker", "scheduler")
-    for label, services in (("with_audit", None), ("without_audit", without)):
+    settings: list[tuple[str, Any]] = []
+    for round_ in range(repeat):
+        pair = [("with_audit", None), ("without_audit", without)]
+        settings += pair if round_ % 2 == 0 else pair[::-1]
+    for label, services in settings:
         original = launcher.up
         if services is not None:  # two_parties calls local.up: start the others only
 
@@ -395,16 +401,16 @@ def job(epochs: int, data: str = "breast") -> dict[str, Any]:
                 started = time.perf_counter()
                 submitted = stack.guest.submit(text, job_id=f"bench-{label}")
                 ended = stack.guest.wait(submitted.job_id, timeout=900, poll=0.5)
-                times[label] = time.perf_counter() - started
+                times[label].append(round(time.perf_counter() - started, 2))
                 assert ended.state == "success", ended.reason
         finally:
             launcher.up = original
     return {
         "data": data,
         "epochs": epochs,
-        "job_s_with_audit": round(times["with_audit"], 2),
-        "job_s_without_audit": round(times["without_audit"], 2),
-        "overhead": round(times["with_audit"] / times["without_audit"] - 1, 4),
+        "job_s_with_audit": times["with_audit"],
+        "job_s_without_audit": times["without_audit"],
+        "overhead": round(sum(times["with_audit"]) / sum(times["without_audit"]) - 1, 4),
     }
 
 
@@ -416,6 +422,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data", choices=("breast", "default_credit"), default="breast")
     parser.add_argument("--baseline-src", default="")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     run = {
         "throughput": lambda: (
@@ -426,7 +433,7 @@ def main() -> int:
             if args.baseline_src
             else throughput(args.messages, args.rows)
         ),
-        "job": lambda: job(args.epochs, args.data),
+        "job": lambda: job(args.epochs, args.data, args.repeat),
         "record": lambda: (
             record_ab(args.messages, args.rows, args.baseline_src)
             if args.baseline_src
