@@ -234,6 +234,7 @@ def run_pipeline(
     *,
     job_id: str | None = None,
     label_column: str | None = "y",
+    id_column: str = "id",
     recv_timeout: float | None = 600.0,
     on_event: ProgressEvent | None = None,
     options: RuntimeOptions | None = None,
@@ -241,7 +242,9 @@ def run_pipeline(
 ) -> StandaloneResult:
     """Run `pipeline` with every party in this process; raises StandaloneError on failure.
     `options`: the threads and priorities every party lets components use (ctx.runtime).
-    `policies`: each party's security policy, checked before anything runs (None: none)."""
+    `policies`: each party's security policy, checked before anything runs (None: none).
+    `id_column`: the CSV column of the row ids (every table); `label_column`: the label's,
+    where a table has it."""
     if policies is not None:
         check_policies(pipeline, policies)
     started = time.perf_counter()
@@ -250,7 +253,7 @@ def run_pipeline(
     metrics: list[Metric] = []
     curves: list[Curve] = []
     with LocalWorld(pipeline.party_ids(), workdir, options) as world:
-        _upload_tables(pipeline, tables_by_party, world.parties, label_column)
+        _upload_tables(pipeline, tables_by_party, world.parties, label_column, id_column)
         records = _run_tasks(pipeline, job_id, world.parties, recv_timeout, on_event)
         for party in world.parties.values():
             reader = MetricsReader(party.engine)
@@ -301,6 +304,7 @@ def _upload_tables(
     tables_by_party: Mapping[str, TableSource],
     worlds: Mapping[str, PartyWorld],
     label_column: str | None,
+    id_column: str = "id",
 ) -> None:
     for party_id, world in worlds.items():
         uses = pipeline.tables_read_by(party_id)
@@ -317,7 +321,7 @@ def _upload_tables(
                 known = ", ".join(sorted(files)) or "none"
                 raise TableError(f"party {party_id} has no table {use.table!r} (tables: {known})")
             label = label_column if label_column in _header(path) else None
-            world.tables.upload(use.table, path, label_column=label)
+            world.tables.upload(use.table, path, id_column=id_column, label_column=label)
 
 
 def _run_tasks(
