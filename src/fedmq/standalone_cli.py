@@ -86,6 +86,9 @@ def run(
     label_column: Annotated[
         str, typer.Option(help="a CSV column of this name is the table's label")
     ] = "y",
+    id_column: Annotated[
+        str, typer.Option(help="the CSV column of the row ids (as `fedmq data upload`)")
+    ] = "id",
     timeout: Annotated[float, typer.Option(help="seconds a party waits for a message")] = 600.0,
     log_level: Annotated[str, typer.Option(help="log level of the runtime (stderr)")] = "WARNING",
     threads: Annotated[
@@ -153,6 +156,7 @@ def run(
                 workdir,
                 job_id=job_id,
                 label_column=label_column,
+                id_column=id_column,
                 recv_timeout=timeout,
                 on_event=on_event,
                 options=RuntimeOptions(threads, prefetch_threads, prefetch_nice),
