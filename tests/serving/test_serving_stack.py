@@ -8,6 +8,7 @@ naming it; bad requests are refused with the right status."""
 from __future__ import annotations
 
 import csv
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ import numpy as np
 import pytest
 from fedbus.sql_inbox import make_engine
 from fedflow.artifacts import ArtifactStore
+from typer.testing import CliRunner
 
+from fedmq.cli import app
 from tests.local_stack import DATA, GUEST, HOST, Stack, stack_fixture, upload_breast
 from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
 
@@ -87,8 +90,10 @@ def parties(stack: Stack) -> Iterator[Parties]:
     guest = ServingProcess(stack.state, GUEST, logs, rate_limit_rows_per_s=str(GUEST_RATE_LIMIT))
     host = ServingProcess(stack.state, HOST, logs, accept_models_from='["*"]')
     try:
-        guest.start()
-        host.start()
+        guest.launch()  # both start their imports at once
+        host.launch()
+        guest.wait_healthy()
+        host.wait_healthy()
         ready = Parties(stack, guest, host)
         upload_breast(stack)
         stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr", "hetero_lr_predict"])
@@ -149,6 +154,17 @@ def test_each_party_holds_its_own_part_of_the_published_model(
     # Each holds only its own weights: 10 + intercept at the guest, 20 at the host
     assert len(guest_model["feature_names"]) == 11 and len(host_model["feature_names"]) == 20
     assert "weights" not in guest_model and "weights" not in host_model
+    # The CLI shows the same registry
+    token = parties.stack.guest._headers["Authorization"].split()[1]
+    listed = CliRunner().invoke(
+        app,
+        ["model", "list", "--url", parties.stack.guest.base_url, "--token", token, "--json"],
+    )
+    assert listed.exit_code == 0, listed.output
+    assert [(m["name"], m["version"]) for m in json.loads(listed.output)["data"]] == [
+        ("credit", 1),
+        ("credit", 2),
+    ]
     schema = parties.ok(GUEST, "GET", f"/{service}/schema")
     assert schema["feature_names"] == [f"x{i}" for i in range(10)]
 
