@@ -232,10 +232,21 @@ def _log_tail(stack: Stack, job_id: str) -> list[str]:
         return [repr(exc)]
 
 
+STALE_REFUSAL = ": finished_attempt"
+"""The end of a dead letter's reason when the peer's gateway refused the message because the
+job's attempt had already ended there (its replay guard). Such a message reached the peer after
+the peer stopped needing it -- seen once: the host's gateway, killed as the job ended, held back
+a job.status its scheduler sent meanwhile (a heartbeat or status report, after the host's task
+report had already reached the guest) until after the guest had ended the job. It is not a
+loss when the job ended as undisturbed at both parties, which every test asserts;
+`dead_letters` leaves it out (docs/reliability.md, "Known and not fixed")."""
+
+
 def dead_letters(stack: FaultStack, *job_ids: str) -> dict[str, list[str]]:
     """Take what waits in each party's dead-letter queues and return the jobs' messages among
     them: {"party/topic": ["job type: reason"]}. A message of the job that went there was lost to
-    it. (Taking them all leaves the next test a clean slate.)"""
+    it, except one the peer refused as arriving after the job's end (STALE_REFUSAL). (Taking them
+    all leaves the next test a clean slate.)"""
     found: dict[str, list[str]] = {}
     for party, p in stack.state.parties.items():
         # Every topic a job's messages travel (by name: rabbitmqctl costs seconds a call, and
@@ -250,8 +261,8 @@ def dead_letters(stack: FaultStack, *job_ids: str) -> dict[str, list[str]]:
                         envelope = decode_envelope(dead.body)
                     except Exception:  # not an envelope: not one of the job's messages
                         continue
-                    if envelope.job_id in job_ids:
-                        reason = dead.headers.get(HEADER_DEAD_REASON)
+                    reason = dead.headers.get(HEADER_DEAD_REASON)
+                    if envelope.job_id in job_ids and not (reason or "").endswith(STALE_REFUSAL):
                         found.setdefault(f"{party}/{topic}", []).append(
                             f"{envelope.job_id} {envelope.type}: {reason}"
                         )
