@@ -8,6 +8,7 @@ view, and a job's story (`logs`) told from the recorded transitions.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -134,22 +135,33 @@ def _status(session: Session, party_id: str, raw: dict[str, JsonValue]) -> JsonV
 def pipeline_components(pipeline_yaml: str) -> list[dict[str, Any]] | None:
     """The job's pipeline as a DAG for its views (the board draws it): each component's name,
     type, inputs ("upstream.output" per slot) and params as written, in run order. Only the
-    single-job `status` carries it (one YAML parse); None if the stored pipeline no longer
-    parses (a component type this version does not know)."""
+    single-job `status` carries it; None if the stored pipeline no longer parses (a component
+    type this version does not know)."""
+    parsed = _pipeline_components_json(pipeline_yaml)
+    return None if parsed is None else list(json.loads(parsed))
+
+
+@functools.lru_cache(maxsize=64)
+def _pipeline_components_json(pipeline_yaml: str) -> str | None:
+    # Cached by the pipeline's text: a client following a job asks for its status every
+    # fraction of a second, and parsing the pipeline costs milliseconds each time.
     try:
         pipeline = Pipeline.from_yaml(pipeline_yaml)
     except PipelineError:
         return None
-    return [
-        {
-            "name": c.name,
-            "type": c.type,
-            "inputs": {slot: str(ref) for slot, ref in c.inputs.items()},
-            # As JSON: a YAML value JSON lacks (an unquoted date) becomes its text.
-            "params": json.loads(json.dumps(dict(c.params), default=str)),
-        }
-        for c in pipeline.components_in_order()
-    ]
+    return json.dumps(
+        [
+            {
+                "name": c.name,
+                "type": c.type,
+                "inputs": {slot: str(ref) for slot, ref in c.inputs.items()},
+                "params": dict(c.params),
+            }
+            for c in pipeline.components_in_order()
+        ],
+        # A YAML value JSON lacks (an unquoted date) becomes its text.
+        default=str,
+    )
 
 
 def _list_jobs(session: Session, party_id: str, raw: dict[str, JsonValue]) -> JsonValue:
