@@ -38,7 +38,8 @@ class ServingSettings(ServiceSettings):
     threads: int = Field(default=16, gt=0)
     """Requests served in parallel (bus prefetch of the serving topics)."""
     signing_key: SecretStr = SecretStr("")
-    """Ed25519 private key (64 hex digits) that signs model exports; empty: `key_file`."""
+    """Ed25519 private key (64 hex digits) that signs model exports; empty: `key_file`
+    (development only: like every secret, it must be set when environment=production)."""
     key_file: str = ".fedmq/serving.key"
     import_trusted_keys: tuple[str, ...] = ()
     """Public keys (hex) whose model exports this party imports, besides its own."""
