@@ -271,6 +271,9 @@ def test_a_partys_policy_can_refuse_the_guest_learning_its_update() -> None:
     ctx = SimpleNamespace(parties={"guest": ["9999"], "host": ["10000"]}, party_id="10000")
     with pytest.raises(ValueError, match=r"min_summed_updates is 2 at party 10000.*learn 1 "):
         check_layout(ctx, HomoLrParams(min_summed_updates=2))  # type: ignore[arg-type]
+    ctx.parties["arbiter"] = ["10000"]  # the host's own party aggregating: it subtracts its own
+    with pytest.raises(ValueError, match=r"would learn 1 client"):
+        check_layout(ctx, HomoLrParams(min_summed_updates=2))  # type: ignore[arg-type]
     ctx.parties["arbiter"] = ["8888"]
     check_layout(ctx, HomoLrParams(min_summed_updates=2))  # type: ignore[arg-type]
 

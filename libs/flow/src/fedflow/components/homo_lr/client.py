@@ -6,7 +6,7 @@ aggregator.py)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -63,25 +63,27 @@ def secagg_config(ctx: ComponentContext, params: HomoLrParams, r: int, length: i
     )
 
 
-def hidden_among(parties: Mapping[str, list[str]], survivors: int, guest_survived: bool) -> int:
+def hidden_among(parties: Mapping[str, list[str]], survivors: Collection[int]) -> int:
     """How many client updates the aggregator learns only as one sum: every survivor's, less
-    the guest's own when the guest aggregates (it subtracts its own)."""
-    if aggregator_role(parties) == "guest" and guest_survived:
-        return survivors - 1
-    return survivors
+    its own party's when that party is also a client that survived (the guest aggregating, or
+    an arbiter played by a client's party): it subtracts its own."""
+    aggregator = (parties.get("arbiter") or parties["guest"])[0]
+    own = client_ids(parties).get(aggregator)
+    return len(survivors) - (1 if own in survivors else 0)
 
 
 def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
     """Refuse, before anything is sent, a layout where the aggregator would learn fewer
     updates summed together than this party's `min_summed_updates`."""
     clients = len(client_ids(ctx.parties))
-    hidden = hidden_among(ctx.parties, clients, guest_survived=True)
+    hidden = hidden_among(ctx.parties, range(1, clients + 1))
     if hidden < params.min_summed_updates:
         raise ValueError(
             f"homo_lr: min_summed_updates is {params.min_summed_updates} at party "
             f"{ctx.party_id}, but the aggregator ({aggregator_role(ctx.parties)}) would learn "
             f"{hidden} client update(s) summed together (with the guest aggregating for one "
-            "host it learns that host's update exactly): name an arbiter or add clients"
+            "host it learns that host's update exactly): name an arbiter of its own party, or "
+            "add clients"
         )
 
 
@@ -90,7 +92,7 @@ def check_unmask(
 ) -> None:
     """UnmaskRefused when answering `request` would let the aggregator learn fewer than
     `min_summed` updates summed together (too many clients dropped out of the round)."""
-    hidden = hidden_among(parties, len(request.survivors), 1 in request.survivors)
+    hidden = hidden_among(parties, request.survivors)
     if hidden < min_summed:
         raise UnmaskRefused(
             f"homo_lr round {r}: the aggregator would learn {hidden} update(s) summed together "
