@@ -24,9 +24,15 @@ and is told so under the next tag ("excluded"), so it waits for the next round a
 After the last round (or early stopping on the aggregated loss) the guest sends the final
 model (final: true) and every client outputs the same model.
 
+Checkpoints after every round and within a round (a client's secure-aggregation state sealed,
+resume.py; the aggregator's dropout decisions), so a restarted task re-sends the same bytes.
+Options: FedProx (proximal_mu), FedAdam / FedYogi (server_optimizer), norm clipping,
+min_summed_updates (docs/homo_lr.md).
+
 Layout: this `__init__` (declarations, light), params.py, protocol.py, math.py (numpy only;
-the plaintext references), wire.py (secagg messages as FederationData), client.py (local
-training, the host's role), aggregator.py (the guest's role), predict.py.
+the plaintext references), wire.py (secagg messages as FederationData), learner.py (the model
+as the rounds see it: homo_lr's logistic regression; homo_nn's network is another), client.py
+(local training, the host's role), aggregator.py (the guest's role), resume.py, predict.py.
 """
 
 from __future__ import annotations
