@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fedbus.sql_inbox import make_engine
-from fedcrypto import EncryptedVector, PublicKey
+from fedcrypto import EncryptedVector, PaillierOverflowError, PublicKey, generate_keypair
 from fedflow.artifacts import ArtifactStore, ModelArtifact
 from fedflow.components import REGISTRY, protocol_of
 from fedflow.components.hetero_secureboost import cipher
@@ -295,3 +295,39 @@ def test_a_host_shows_its_features_in_a_secret_order_per_tree() -> None:
     assert sorted(sampled.tolist()) == np.flatnonzero(drawn).tolist() and sampled.size == 12
     with pytest.raises(ValueError, match="16 bytes"):
         sbmath.host_feature_order(b"short", 0, every)
+
+
+def test_a_host_leaves_out_each_most_frequent_bin_and_the_guest_restores_it_exactly() -> None:
+    # Prepare: 300 rows (80% sampled) at two nodes, a feature with a dominant value
+    public, private = generate_keypair(512, insecure_allow_short=True)
+    rng = np.random.default_rng(0)
+    rows, max_bin = 300, 8
+    layout = cipher.CellLayout(rows, 512)
+    on = (rng.random(rows) < 0.8).astype(np.int64)
+    q = (rng.integers(0, 2**31, rows) * on, rng.integers(0, 2**30, rows) * on, on)
+    x = rng.normal(size=(rows, 3))
+    x[:, 1] = np.where(rng.random(rows) < 0.6, 0.0, x[:, 1])
+    bins = sbmath.bin_features(x, sbmath.fit_cuts(x, max_bin), max_bin)
+    positions = rng.integers(-1, 2, rows).astype(np.int32)
+    gh = private.encrypt_residues(layout.row_plaintexts(q, public.plain_limbs))
+    marker = layout.marker_ciphertext(public)
+
+    # Execute: the host's cells (2 nodes x 3 features left out), compressed, decrypted
+    cells = cipher.encrypted_histograms(
+        public, gh, bins, positions, np.array([0, 1]), max_bin, None, marker=marker
+    )
+    packed = cipher.compress(public, cells, layout, None)
+    residues = private.decrypt_residues(packed.data)
+    built = layout.cells(residues, cells.shape[0], "h").reshape(2, 3, max_bin + 1, 3)
+    totals = sbmath.node_totals(positions, 2, q)
+    restored = cipher.restore_left_out(built, totals, layout.marker_h, "h")
+
+    # Assert: six cells were marked, and restoring gives the plaintext histograms exactly
+    assert int(np.sum(built[..., 1] == layout.marker_h)) == 6
+    np.testing.assert_array_equal(restored, sbmath.histograms(bins, positions, 2, q, max_bin))
+    forged = built.copy()
+    forged[0, 0, 0, 1] |= layout.marker_h  # the marker's bit on a cell with rows
+    with pytest.raises(PaillierOverflowError, match="not marked as declared"):
+        cipher.restore_left_out(forged, totals, layout.marker_h, "h")
+    with pytest.raises(PaillierOverflowError, match="more than its total"):
+        cipher.restore_left_out(built, totals // 2, layout.marker_h, "h")

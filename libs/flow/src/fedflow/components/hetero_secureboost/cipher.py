@@ -83,6 +83,26 @@ class CellLayout:
         )
         return np.frombuffer(raw, dtype=LIMB_DTYPE).reshape(len(qg), plain_limbs).copy()
 
+    @property
+    def marker_h(self) -> int:
+        """The h field of the cell a host leaves out (encrypted_histograms): its top bit
+        alone, which no honest sum reaches (N rows of q_h <= 2^30 stay below 2^(c + 30))."""
+        gh, _ = self.fields
+        return 1 << (gh - 1)
+
+    @property
+    def marker(self) -> int:
+        """That cell's plaintext: marker_h in the h field, g and rows 0."""
+        return self.marker_h << self.fields[1]
+
+    def marker_ciphertext(self, key: PublicKey) -> LimbArray:
+        """Enc(marker) without randomness, 1 + marker * n (the host re-randomises what it
+        sends after compressing), as one row of limbs."""
+        value = 1 + self.marker * key.n
+        return np.frombuffer(value.to_bytes(key.limbs * 8, "little"), dtype=LIMB_DTYPE).reshape(
+            1, key.limbs
+        )
+
     def cells(self, residues: LimbArray, cells: int, what: str) -> Ints:
         """The guest's side: `cells` integer cells (cells, 3) out of decrypted compressed
         plaintexts. Refuses (PaillierOverflowError) a plaintext with bits above its last cell
@@ -117,9 +137,16 @@ def encrypted_histograms(
     nodes: Ints,
     max_bin: int,
     executor: Executor | None,
+    marker: LimbArray | None = None,
 ) -> LimbArray:
     """The host's cells, (len(nodes) * k * (max_bin + 1), c): for each listed node, feature
-    and bin, the product of the ciphertexts of the node's rows in that bin."""
+    and bin, the product of the ciphertexts of the node's rows in that bin.
+
+    With `marker` (CellLayout.marker_ciphertext), the most frequent bin of each node and
+    feature is left out (LightGBM's most-frequent-bin trick): its cell is the marker, and the
+    guest, which knows each node's totals, puts back total - the other cells. A feature with
+    a dominant value (default_credit's host: 44% of rows in one bin, on average) costs that
+    much fewer products."""
     k = bins.shape[1]
     width = max_bin + 1
     slot = np.full(max(int(positions.max(initial=-1)) + 1, 1), -1, dtype=np.int64)
@@ -131,10 +158,20 @@ def encrypted_histograms(
     per_feature: list[LimbArray] = []
     for f in range(k):
         keys = node_slot * width + bins[inside, f].astype(np.int64)
+        chosen, skipped = inside, np.zeros(0, dtype=np.int64)
+        if marker is not None:
+            counts = np.bincount(keys, minlength=len(nodes) * width).reshape(len(nodes), width)
+            top = np.argmax(counts, axis=1)  # ties: the lowest bin
+            skipped = np.flatnonzero(counts[np.arange(len(nodes)), top] > 0)
+            skipped = skipped * width + top[skipped]
+            kept = ~np.isin(keys, skipped)
+            chosen, keys = inside[kept], keys[kept]
         order = np.argsort(keys, kind="stable")
         products = segment_products(
-            n2_b, rows[inside[order]], keys[order], len(nodes) * width, key.limbs, executor
+            n2_b, rows[chosen[order]], keys[order], len(nodes) * width, key.limbs, executor
         )
+        if marker is not None and skipped.size:
+            products[skipped] = marker
         per_feature.append(products.reshape(len(nodes), width, key.limbs))
     if not per_feature:
         return np.zeros((0, key.limbs), dtype=LIMB_DTYPE)
@@ -233,6 +270,29 @@ def compress(
         )
     vec = EncryptedVector.from_limbs(key, acc, 0, validate=False)
     return vec.obfuscate(executor=executor)
+
+
+def restore_left_out(built: Ints, totals: Ints, marker_h: int, what: str) -> Ints:
+    """The guest's side of the most-frequent-bin trick: `built` (nodes, k, bins, 3) decoded
+    cells, `totals` (nodes, 3) each node's sums. In each (node, feature) at most one cell may
+    be the marker (h = marker_h, g = rows = 0); it becomes the node's total minus the other
+    cells. Anything else carrying the marker's bit, two markers, or a restored cell below 0
+    is refused (PaillierOverflowError: not a histogram built as declared)."""
+    out = np.array(built, dtype=np.int64, copy=True)
+    flagged = (out[..., 1] & marker_h) != 0
+    exact = flagged & (out[..., 1] == marker_h) & (out[..., 0] == 0) & (out[..., 2] == 0)
+    if np.any(flagged & ~exact) or np.any(exact.sum(axis=2) > 1):
+        raise PaillierOverflowError(f"{what}: a cell left out is not marked as declared")
+    node, feature, bin_ = np.nonzero(exact)
+    if node.size == 0:
+        return out
+    out[node, feature, bin_] = 0
+    rest = out.sum(axis=2)  # (nodes, k, 3) without the left-out cells
+    restored = totals[node] - rest[node, feature]
+    if np.any(restored < 0):
+        raise PaillierOverflowError(f"{what}: the cells of a node add up to more than its total")
+    out[node, feature, bin_] = restored
+    return out
 
 
 def check_positions(positions: NDArray[np.generic], rows: int, nodes: int, what: str) -> None:

@@ -287,7 +287,7 @@ class _Trainer:
                     iteration=iteration,
                 )
                 cells += [
-                    self.host_cells(h, iteration, level, k)
+                    self.host_cells(h, iteration, level, k, totals)
                     for h, k in zip(self.hosts, slots, strict=True)
                 ]
             decisions = [
@@ -339,9 +339,11 @@ class _Trainer:
         )
         he.prefetch(later)
 
-    def host_cells(self, host: str, iteration: int, level: sbmath.Level, k: int) -> Ints:
-        """The host's cells of every open node (`k` slots each): decrypted, decoded, siblings
-        subtracted."""
+    def host_cells(
+        self, host: str, iteration: int, level: sbmath.Level, k: int, totals: Ints
+    ) -> Ints:
+        """The host's cells of every open node (`k` slots each): decrypted, decoded, the
+        cells it left out restored from the nodes' `totals`, siblings subtracted."""
         nodes, width = len(level.nodes), self.params.max_bin + 1
         direct = sbmath.direct_nodes(level.positions, nodes, level.depth)
         count = len(direct) * k * width
@@ -354,6 +356,7 @@ class _Trainer:
         residues = self.he.private_key.decrypt_residues(vec.data, executor=self.he.executor)
         self.seconds["decrypt_seconds"] += time.perf_counter() - began
         built = self.layout.cells(residues, count, what).reshape(len(direct), k, width, 3)
+        built = cipher.restore_left_out(built, totals[direct], self.layout.marker_h, what)
         if level.depth == 0:
             return built
         parents = self.run.parents[host]

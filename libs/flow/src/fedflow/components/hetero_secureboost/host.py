@@ -102,6 +102,7 @@ class _Host:
             self.key = self._key(got.blob)
         ctx.federation.bind_dims(c=self.key.limbs, p=self.key.plain_limbs, n=self.rows)
         self.layout = cipher.CellLayout(self.rows, self.key.n_length)
+        self.marker = self.layout.marker_ciphertext(self.key)
         self.snapshot = self.state()
         self.resume = Resumable(
             ctx, lambda: self.snapshot, saved.state if resumed and saved is not None else None
@@ -165,7 +166,14 @@ class _Host:
             ) -> tuple[EncryptedVector, dict[str, Any]]:
                 began = time.perf_counter()
                 cells = cipher.encrypted_histograms(
-                    self.key, gh, shown, positions, direct, self.params.max_bin, self.executor
+                    self.key,
+                    gh,
+                    shown,
+                    positions,
+                    direct,
+                    self.params.max_bin,
+                    self.executor,
+                    marker=self.marker,
                 )
                 self.seconds["histogram_seconds"] += time.perf_counter() - began
                 began = time.perf_counter()
