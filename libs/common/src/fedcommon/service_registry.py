@@ -92,6 +92,14 @@ SERVICES: Final[tuple[ServiceSpec, ...]] = (
         settings="fedaudit.settings:AuditSettings",
         http_port=8084,
     ),
+    ServiceSpec(
+        name="serving",
+        module="fedserving",
+        distribution="fedmq-serving",
+        source_dir="./services/serving",
+        settings="fedserving.settings:ServingSettings",
+        http_port=8085,
+    ),
 )
 
 SERVICE_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in SERVICES)
