@@ -66,7 +66,9 @@ HETERO_SECUREBOOST_PROTOCOL = Protocol(
             2,
             "*",
             "the host's (g, h, rows) per node, feature and bin, compressed and re-randomised, "
-            "guest key; for each sibling pair only the smaller child (the guest subtracts)",
+            "guest key; for each sibling pair only the smaller child (the guest subtracts); "
+            "each node's most frequent bin per feature left out as a marker cell (the guest "
+            "restores it from the node's total)",
             per_iteration_decrypts=MAX_HOSTS,
         ),
         array_rule(
