@@ -121,8 +121,20 @@ def job_id(stack: Stack, guest_page: Any, shots: Path) -> str:
     job = stack.guest.submit(PIPELINE, job_id=f"board-{uuid.uuid4().hex[:6]}")
     row = f'tr[data-job-id="{job.job_id}"]'
     page.wait_for_selector(row, timeout=60_000)
+    # The job's own page, opened while it runs, follows it too (its DAG polls while it runs)
+    job_page = page.context.new_page()
+    job_page.goto(f"{stack.guest.base_url}/board/jobs/{job.job_id}")
+    opened_at = job_page.get_attribute("#dag-live", "data-job-state")
+    job_page.evaluate("window.__notReloaded = true")
     page.wait_for_selector(f'{row}[data-state="success"]', timeout=240_000)
     assert page.evaluate("window.__notReloaded === true"), "the jobs page reloaded itself"
+    assert opened_at in ("waiting", "running"), opened_at
+    job_page.wait_for_selector('#dag-live[data-job-state="success"]', timeout=30_000)
+    states = job_page.eval_on_selector_all(
+        "svg.dag .dag-node", "els => els.map(e => e.dataset.state)"
+    )
+    assert set(states) == {"success"} and job_page.evaluate("window.__notReloaded === true")
+    job_page.close()
     ended = stack.guest.wait(job.job_id, timeout=30)
     assert ended.state == "success", ended.reason
     page.screenshot(path=str(shots / "jobs.png"))

@@ -65,10 +65,31 @@ def job_page(request: Request, api: BoardUser, job_id: JobIdPath) -> HTMLRespons
         job=job,
         dag=dag,
         svg=dag_svg.layout(dag),
+        live=job["state"] in LIVE_STATES,
         sections=sections,
         job_panels=job_panels,
         charts_json=charts.model_dump(mode="json"),
     )
+
+
+LIVE_STATES = frozenset({"waiting", "running"})
+
+
+@router.get("/jobs/{job_id}/live-dag", response_class=HTMLResponse)
+def live_dag(request: Request, api: BoardUser, job_id: JobIdPath) -> HTMLResponse:
+    """The DAG alone, for the job page to poll while the job runs (htmx swaps it in; the
+    answer for an ended job carries no trigger, so the polling stops)."""
+    from fedgateway.board import SECURITY_HEADERS, templates
+
+    scheduler = api.scheduler()
+    with answering():
+        job = scheduler.status(job_id)
+        tasks = scheduler.list_tasks(job_id)
+    dag = board_data.dag_from(job, tasks)
+    html = templates.get_template("_dag_live.html").render(
+        job=job, dag=dag, svg=dag_svg.layout(dag), live=job["state"] in LIVE_STATES
+    )
+    return HTMLResponse(html, headers=SECURITY_HEADERS)
 
 
 PAGE = Page(slug="job", title="Job", router=router, order=11, nav=False)
