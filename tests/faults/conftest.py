@@ -30,6 +30,7 @@ from fedflow.standalone import run_pipeline
 from fedschemas import decode_envelope, topics
 
 from fedmq import local
+from fedmq.sdk import Client, Job
 from tests.faults.servers import OwnPostgres, OwnRabbitMQ, OwnRedis, scratch
 from tests.faults.stack import FaultStack, fault_stack
 from tests.local_stack import DATA, GUEST, HOST, Stack
@@ -204,11 +205,25 @@ def _ended(stack: Stack, job_id: str):
     return job if job.ended else None
 
 
+def _ended_at(client: Client, job_id: str) -> Job | None:
+    job = client.job(job_id)
+    return job if job.ended else None
+
+
 def assert_as_undisturbed(stack: Stack, run: Disturbed, undisturbed: Result) -> None:
     """Nothing lost, nothing applied twice: the job succeeded at both parties, every task once,
     and the guest's per-round series and final sums equal the undisturbed run's."""
     assert run.state == "success", (run.reason, _log_tail(stack, run.job_id))
-    assert stack.host.job(run.job_id).state == "success"
+    # The host learns the end from the guest (job.end through both gateways): a fault that hit
+    # the host's gateway as the job ended delays it by the link's reconnection.
+    host_job = wait_for(
+        lambda: _ended_at(stack.host, run.job_id),
+        timeout=60,
+        interval=0.2,
+        what=f"the host's end of {run.job_id}",
+        retry_on=(Exception,),
+    )
+    assert host_job.state == "success"
     for client in (stack.guest, stack.host):
         tasks = client.tasks(run.job_id)
         assert tasks and all(t.state == "success" for t in tasks), [
