@@ -51,6 +51,7 @@ SECRET_KEYS = (
     "RABBITMQ_SCHEDULER_PASSWORD",
     "RABBITMQ_WORKER_PASSWORD",
     "RABBITMQ_AUDIT_PASSWORD",
+    "RABBITMQ_SERVING_PASSWORD",
     "REDIS_PASSWORD",
     "FEDMQ_API_TOKEN",
     "FEDMQ_CHECKPOINT_KEY",
@@ -96,6 +97,8 @@ def env_values(
     }
     values.update({key: secrets.token_urlsafe(SECRET_BYTES) for key in SECRET_KEYS})
     values["FEDMQ_AUDIT_SIGNING_KEY"], values["FEDMQ_AUDIT_PUBLIC_KEY"] = _audit_key_pair()
+    # The serving service signs model exports with a key of its own (docs/serving.md).
+    values["FEDMQ_SERVING_SIGNING_KEY"] = _audit_key_pair()[0]
     values.update(
         {
             "FEDMQ_IMAGE": "fedmq:0.1.0",
