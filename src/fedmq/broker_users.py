@@ -26,7 +26,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from fedmq.local import broker_permissions, broker_user
 
-BROKER_SERVICES = ("gateway", "scheduler", "worker", "audit")
+BROKER_SERVICES = ("gateway", "scheduler", "worker", "audit", "serving")
 """The services of a site that connect to its broker, each as its own user."""
 
 
