@@ -193,15 +193,17 @@ def test_a_dockerfile_that_forgets_a_service_is_caught() -> None:
 
     # Assert
     assert "Dockerfile: FEDMQ_PACKAGES lacks ./services/worker" in problems
-    assert any(p.startswith("Dockerfile: EXPOSE [7443, 8081, 8082, 8084]") for p in problems)
+    assert any(
+        p.startswith("Dockerfile: EXPOSE [7443, 8081, 8082, 8084, 8085]") for p in problems
+    )
 
 
 def test_an_unknown_service_name_says_which_exist() -> None:
     try:
-        service("serving")
+        service("predictor")
     except KeyError as exc:
-        assert "gateway, worker, scheduler, audit" in str(exc)
+        assert "gateway, worker, scheduler, audit, serving" in str(exc)
     else:
-        raise AssertionError("service('serving') should not exist yet")
+        raise AssertionError("service('predictor') should not exist")
     assert isinstance(service("worker"), ServiceSpec)
     assert Path(service("worker").source_dir).name == "worker"
