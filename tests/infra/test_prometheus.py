@@ -149,6 +149,7 @@ def test_party_is_an_external_label() -> None:
 def test_scrape_ports_are_the_services_http_ports() -> None:
     from fedgateway.settings import GatewaySettings
     from fedscheduler.settings import SchedulerSettings
+    from fedserving.settings import ServingSettings
     from fedworker.settings import WorkerSettings
 
     jobs = scrape_jobs()
@@ -159,6 +160,9 @@ def test_scrape_ports_are_the_services_http_ports() -> None:
     ]
     assert static_targets(jobs["scheduler"]) == [
         f"scheduler:{SchedulerSettings.model_fields['http_port'].default}"
+    ]
+    assert static_targets(jobs["serving"]) == [
+        f"serving:{ServingSettings.model_fields['http_port'].default}"
     ]
     # Every worker replica: DNS A records of the service name, at the worker's port.
     (worker_sd,) = jobs["worker"]["dns_sd_configs"]
@@ -204,6 +208,7 @@ def test_compose_services_listen_where_prometheus_scrapes() -> None:
         "gateway": ("FEDMQ_GATEWAY_", static_targets(jobs["gateway"])[0].split(":")[1]),
         "scheduler": ("FEDMQ_SCHEDULER_", static_targets(jobs["scheduler"])[0].split(":")[1]),
         "worker": ("FEDMQ_WORKER_", str(jobs["worker"]["dns_sd_configs"][0]["port"])),
+        "serving": ("FEDMQ_SERVING_", static_targets(jobs["serving"])[0].split(":")[1]),
     }
     for service, (prefix, port) in expected.items():
         env = services[service]["environment"]
