@@ -490,6 +490,10 @@ DataOp = Literal[
     "table_upload_abort",
     # A commit parsed off the command path reports through this (fedworker.data).
     "table_upload_status",
+    # A finished job's outputs at this party (fedworker.job_outputs): models, and tables a
+    # page of rows at a time (`fedmq job model|data`).
+    "job_outputs",
+    "job_output_rows",
 ]
 
 
