@@ -568,6 +568,18 @@ def _table_list(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
     return {"data": rows, "count": len(rows)}
 
 
+def _job_outputs(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
+    from fedworker.job_outputs import job_outputs  # it imports this module's errors
+
+    return job_outputs(data, raw)
+
+
+def _job_output_rows(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
+    from fedworker.job_outputs import job_output_rows
+
+    return job_output_rows(data, raw)
+
+
 DataOpHandler = Callable[[PartyTables, dict[str, JsonValue]], JsonValue]
 
 DATA_OPS: dict[str, DataOpHandler] = {
@@ -579,6 +591,8 @@ DATA_OPS: dict[str, DataOpHandler] = {
     "table_upload_status": _table_upload_status,
     "table_get": _table_get,
     "table_list": _table_list,
+    "job_outputs": _job_outputs,
+    "job_output_rows": _job_output_rows,
 }
 """Op -> handler; every op of fedschemas' DataOp has one (tests/worker checks)."""
 
