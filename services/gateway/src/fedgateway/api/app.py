@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedgateway import board
-from fedgateway.api import audit, deps, grants, jobs, serving, tables
+from fedgateway.api import audit, deps, grants, job_outputs, jobs, serving, tables
 from fedgateway.api.models import MAX_ATTEMPT
 
 
@@ -89,7 +89,8 @@ def create_app(gateway: GatewayView) -> FastAPI:
         HttpObservabilityMiddleware,
         metrics=http_metrics if isinstance(http_metrics, HttpMetrics) else None,
     )
-    for router in (tables.router, grants.router, jobs.router, audit.router, serving.router):
+    routers = (tables, grants, jobs, job_outputs, audit, serving)
+    for router in (module.router for module in routers):
         app.include_router(router, prefix=deps.API_PREFIX)
     board.mount(app, gateway)  # /board pages and /api/v1/board (docs/board.md)
 
