@@ -383,6 +383,31 @@ class Client:
     def logs(self, job_id: str) -> list[LogEntry]:
         return self._list(LogEntry, f"/jobs/{job_id}/logs")
 
+    def outputs(self, job_id: str, component: str | None = None) -> dict[str, Any]:
+        """This party's outputs of the job (of one component): models with their documents and
+        arrays, weights as {name: weight}, data tables by shape (rows: `output_rows`)."""
+        query = {"component": component} if component else {}
+        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id}/outputs", params=query)
+        return result
+
+    def output_rows(
+        self,
+        job_id: str,
+        component: str,
+        output: str = "data",
+        *,
+        role: str | None = None,
+        offset: int = 0,
+        limit: int = 1000,
+    ) -> dict[str, Any]:
+        """Rows [offset, offset + limit) of an output table (ids, columns, features, labels)."""
+        query: dict[str, Any] = {"offset": offset, "limit": limit}
+        if role:
+            query["role"] = role
+        path = f"/jobs/{job_id}/outputs/{component}/{output}"
+        result: dict[str, Any] = self._request("GET", path, params=query)
+        return result
+
     def wait(
         self,
         job_id: str,
