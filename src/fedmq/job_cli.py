@@ -6,6 +6,8 @@
     fedmq job stop JOB [--reason TEXT]      fedmq job rerun JOB [--wait]
     fedmq job tasks JOB         fedmq job metrics JOB [--component eval_0]
     fedmq job logs JOB
+    fedmq job model JOB [--component lr_0] [--output model.json]   # this party's models, JSON
+    fedmq job data JOB --component psi_0 [--name data] [--output rows.csv]   # a table as CSV
     fedmq job trace JOB [--dir .fedmq/local | --file spans.jsonl ...]   # span tree, no Jaeger
 
 Connection options as in `fedmq data` (--url/--token or FEDMQ_API_URL/FEDMQ_API_TOKEN).
@@ -15,8 +17,12 @@ is printed), 2 the request was refused or the API unreachable, 124 `--timeout` p
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -347,3 +353,80 @@ def trace(
     job = trace_view.JobTrace(job_id, found)
     draw = trace_view.render_tree if tree else trace_view.render
     console.print(draw(job, limit=limit))
+
+
+OutputFile = Annotated[
+    Path | None, typer.Option("--output", "-o", help="write to this file instead of stdout")
+]
+
+
+def _write_or_print(text: str, output: Path | None, what: str) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        errors.print(f"[red]cannot write {escape(str(output))}:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"{what} written to {escape(str(output))}")
+
+
+@job_app.command("model")
+def model(
+    job_id: JobArg,
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    component: Annotated[str | None, typer.Option(help="only this component")] = None,
+    output: OutputFile = None,
+) -> None:
+    """This party's outputs of a job as JSON: each model (document and arrays), each weights
+    table as {name: weight}, each data table by its shape (`fedmq job data` exports its rows)."""
+    with api_client(url, token) as api:
+        found = api.outputs(job_id, component)
+    text = json.dumps(found, indent=2, sort_keys=True) + "\n"
+    _write_or_print(text, output, f"{found.get('count', 0)} outputs of job {job_id}")
+
+
+def _write_rows(out: IO[str], page: dict[str, Any], header: bool) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    label = page.get("label_name")
+    if header:
+        writer.writerow(["id", *page["columns"], *([label] if label else [])])
+    labels = page.get("labels")
+    for i, (row_id, values) in enumerate(zip(page["ids"], page["features"], strict=True)):
+        cells = ["" if v is None else repr(float(v)) for v in values]
+        if label:
+            y = labels[i] if labels is not None else None
+            cells.append("" if y is None else repr(float(y)))
+        writer.writerow([row_id, *cells])
+
+
+@job_app.command("data")
+def data(
+    job_id: JobArg,
+    component: Annotated[str, typer.Option(help="the component whose output table to export")],
+    url: ApiUrl = DEFAULT_URL,
+    token: ApiToken = "",
+    name: Annotated[str, typer.Option(help="the output's name")] = "data",
+    role: Annotated[
+        str | None, typer.Option(help="the role, where this party ran the component as several")
+    ] = None,
+    page_rows: Annotated[int, typer.Option(min=1, max=5000, help="rows per request")] = 1000,
+    output: OutputFile = None,
+) -> None:
+    """A job's output table at this party as CSV (id, the columns, the label if any), fetched a
+    page of rows at a time."""
+    buffer = io.StringIO()
+    offset, total = 0, None
+    with api_client(url, token) as api:
+        while total is None or offset < total:
+            page = api.output_rows(
+                job_id, component, name, role=role, offset=offset, limit=page_rows
+            )
+            total = int(page["rows"])
+            _write_rows(buffer, page, header=offset == 0)
+            if not page["ids"]:
+                break
+            offset += len(page["ids"])
+    _write_or_print(buffer.getvalue(), output, f"{total} rows of {component}.{name}")
