@@ -34,6 +34,13 @@ the same connection as its DATA frames (`ClientConnection.submit_request`); each
 REPLY until its own deadline, after which it fails with TimeoutError and a late REPLY is
 ignored. The server hands REQUEST bodies to its handler's `on_request` without waiting.
 
+WAN (docs/wan.md): every link socket is made by this module with the gateway's
+`TransportOptions` (BBR, buffers sized to the bandwidth-delay product; transport.py), on the
+loop thread, which may live in its own network namespace (`LinkLoop(netns=...)`). A PeerLink
+may keep several connections to its peer and stripe large bodies across them (stripe.py);
+the server keeps striped chunks per peer party, so they outlive the connection that brought
+them.
+
 Threads: all sockets live on one asyncio loop (`LinkLoop`) running on its own thread, so one
 TLS object is never used by two threads at once. Relay handler threads talk to it through
 `ClientConnection.submit` (thread-safe, returns a concurrent Future resolved by the peer's ACK).
