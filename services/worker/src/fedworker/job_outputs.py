@@ -52,7 +52,7 @@ class JobOutputRowsArgs(_Args):
     output: str = Field(default="data", pattern=OUTPUT_PATTERN)
     role: str | None = Field(default=None, pattern=r"^(guest|host|arbiter)$")
     """Needed only where this party ran the component in more than one role."""
-    offset: int = Field(default=0, ge=0, le=2**62)
+    offset: int = Field(default=0, ge=0, le=2**31 - 1)
     limit: int = Field(default=1000, ge=1, le=MAX_ROWS_PER_PAGE)
 
 

@@ -60,7 +60,7 @@ def output_rows(
     component: ComponentPath,
     output: OutputPath,
     role: Annotated[str | None, Query(pattern=r"^(guest|host|arbiter)$")] = None,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_PAGE)] = 1000,
 ) -> dict[str, Any]:
     """Rows [offset, offset + limit) of an output table: ids, columns, features, labels."""
