@@ -1,6 +1,7 @@
 """`fedmq local ...`: several parties' services as processes on one machine (development, tests).
 
     fedmq local up --parties 9999,10000 [--dir .fedmq/local] [--services gateway,worker]
+                   [--without serving]
     fedmq local status [--dir ...]
     fedmq local restart SERVICE --party P [--dir ...]
     fedmq local down [--dir ...] [--purge]
@@ -19,10 +20,11 @@ Per party it uses the local servers, isolated by name:
   key prefix `<prefix>:<party>:` so separate launches never share cached state;
 - PostgreSQL: a database `<prefix>_<party>` created if missing (through --pg-admin-url).
 It generates the CA and the parties' keys and certificates on first use, through the same PKI
-functions as `fedmq pki`, then starts `python -m fedgateway`, `python -m fedworker` and
-`python -m fedscheduler` per party (the scheduler's and the worker's /healthz and /metrics on
-ports of their own)
-with their logs in <dir>/<party>/logs/, their spans in <dir>/<party>/traces/<service>.jsonl
+functions as `fedmq pki`, then starts every registered service per party
+(fedcommon.service_registry: gateway, worker, scheduler, audit, serving; `--services` /
+`--without` pick fewer), the non-gateway services' /healthz and /metrics on ports of their
+own (each gateway exposes `svc.serving` to the other parties, `rpc_services`, so a guest's
+serving service reaches its hosts'), with their logs in <dir>/<party>/logs/, their spans in <dir>/<party>/traces/<service>.jsonl
 (`fedmq job trace JOB --dir <dir>`) and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
 variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
 party's scheduler; in a FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace
@@ -94,6 +96,9 @@ class PartyPlan:
     worker then serves no HTTP)."""
     audit_http_port: int = 0
     """/healthz and /metrics of the party's audit service (0 in state files written before
+    it)."""
+    serving_http_port: int = 0
+    """/healthz and /metrics of the party's serving service (0 in state files written before
     it)."""
     tables_dir: str = ""
     """Where the party's workers keep its tables, an absolute path inside <dir> ("" in state
@@ -221,6 +226,15 @@ _DECLARES: dict[str, str] = {
     # (its own checkpoints to the peers).
     "audit": "|".join(
         [_OUT, _names("fedmq.fanout.audit", topics.AUDIT, topics.AUDIT_RPC, topics.SCHEDULER)]
+    ),
+    # Its own topics (fedserving.handlers: peers' calls through the gateway, the REST API's
+    # and the CLI's), the scheduler's RPC (which parties a published job had) and the
+    # gateway's RPC (its calls to the hosts' serving services, fedbus.remote).
+    "serving": "|".join(
+        [
+            _OUT,
+            _names("svc.serving", "svc.serving.rpc", topics.SCHEDULER_RPC, topics.GATEWAY_RPC),
+        ]
     ),
 }
 
@@ -365,6 +379,8 @@ def plan(
             worker_http_port=base_port + 45 + i if base_port else free_port(),
             # After the workers' 15.
             audit_http_port=base_port + 60 + i if base_port else free_port(),
+            # After the audits' 15.
+            serving_http_port=base_port + 75 + i if base_port else free_port(),
             # Inside <dir>, so `down --purge` finds it (the worker's default for a PostgreSQL
             # database is a folder relative to the working directory).
             tables_dir=str((root / party / "tables").resolve()),
@@ -410,6 +426,9 @@ def gateway_settings(state: LocalState, party: str, **overrides: Any) -> dict[st
             for other, q in state.parties.items()
             if other != party
         },
+        # The peers may call this party's serving service (request/reply through both
+        # gateways: the guest's serving asks each host's for its partial scores).
+        "rpc_services": {"svc.serving": sorted(o for o in state.parties if o != party)},
     }
     data.update(overrides)
     return data
@@ -422,6 +441,8 @@ def _write_gateway_settings(state: LocalState, party: str, **overrides: Any) -> 
         # Keep operator edits (routes, extra peers...) but refresh what the launcher owns.
         existing = json.loads(path.read_text())
     data = {**existing, **gateway_settings(state, party, **overrides)}
+    # Other services an operator exposed stay exposed beside the launcher's.
+    data["rpc_services"] = {**existing.get("rpc_services", {}), **data["rpc_services"]}
     path.write_text(json.dumps(data, indent=2))
     return path
 
@@ -470,11 +491,18 @@ def _service_env(state: LocalState, party: str, service: str) -> dict[str, str]:
                 up + "REDIS_PREFIX": f"{state.prefix}:{party}:{service}:inbox:",
             }
         )
-        if service in ("scheduler", "worker", "audit"):
+        if service in ("scheduler", "worker", "audit", "serving"):
             env[up + "HTTP_HOST"] = "127.0.0.1"
             env[up + "HTTP_PORT"] = str(_http_port(state, party, service))
         if service == "audit":
             env[up + "SIGNING_KEY"] = audit_key(state, party)[0]
+        if service == "serving":
+            # Its feature cache and rate-limit counters under the party's Redis prefix; the
+            # party's tables are the workers'; its export key in the party's folder.
+            env[up + "REDIS_PREFIX"] = f"{state.prefix}:{party}:serving:"
+            env.setdefault(up + "KEY_FILE", str((state.party_dir(party) / "serving.key").resolve()))
+            if p.tables_dir:
+                env[up + "TABLES_DIR"] = p.tables_dir
         if service == "scheduler":
             env[up + "AUDIT_PUBLIC_KEY"] = audit_key(state, party)[1]
         if service == "worker":
@@ -574,6 +602,8 @@ def _http_port(state: LocalState, party: str, service: str) -> int:
         return p.worker_http_port
     if service == "audit":
         return p.audit_http_port
+    if service == "serving":
+        return p.serving_http_port
     return p.http_port
 
 
@@ -742,6 +772,15 @@ def up(
     return state
 
 
+def without_services(services: tuple[str, ...], without: list[str]) -> tuple[str, ...]:
+    """`services` less those in `without` (`fedmq local up --without serving`: a stack that
+    needs no online serving saves its processes)."""
+    unknown = set(without) - set(SERVICES)
+    if unknown:
+        raise LauncherError(f"unknown services {sorted(unknown)}; known: {SERVICES}")
+    return tuple(s for s in services if s not in without)
+
+
 def down(root: Path = DEFAULT_DIR, *, timeout: float = 15.0, purge: bool = False) -> list[str]:
     """Stop every service this launcher started in `root`; with purge, also delete what `up`
     created: the parties' vhosts, databases, Redis keys and table folders, and the directory.
@@ -804,6 +843,9 @@ def up_cmd(
     parties: Annotated[str, typer.Option(help="Comma-separated party ids, e.g. 9999,10000.")],
     directory: Annotated[Path, typer.Option("--dir", help="State, keys, logs.")] = DEFAULT_DIR,
     services: Annotated[str, typer.Option(help="Which services per party.")] = ",".join(SERVICES),
+    without: Annotated[
+        str, typer.Option(help="Services not to start, e.g. serving (comma-separated).")
+    ] = "",
     base_port: Annotated[int, typer.Option(help="First port (0: pick free ports).")] = 17400,
     prefix: Annotated[str, typer.Option(help="vhost / database name prefix.")] = "fedmq",
     pg_admin_url: Annotated[
@@ -816,7 +858,7 @@ def up_cmd(
         state = up(
             _split(parties),
             directory,
-            services=tuple(_split(services)),
+            services=without_services(tuple(_split(services)), _split(without)),
             base_port=base_port,
             prefix=prefix,
             pg_admin_url=pg_admin_url,
@@ -829,7 +871,8 @@ def up_cmd(
             f"party {party}: vhost {p.vhost}, link :{p.link_port}, "
             f"http http://127.0.0.1:{p.http_port}/healthz, "
             f"scheduler http://127.0.0.1:{p.scheduler_http_port}/healthz, "
-            f"worker http://127.0.0.1:{p.worker_http_port}/healthz, db {p.database}"
+            f"worker http://127.0.0.1:{p.worker_http_port}/healthz, "
+            f"serving http://127.0.0.1:{p.serving_http_port}/healthz, db {p.database}"
         )
 
 
