@@ -48,6 +48,8 @@ class Stack:
             "gateway": p.http_port,
             "scheduler": p.scheduler_http_port,
             "worker": p.worker_http_port,
+            "audit": p.audit_http_port,
+            "serving": p.serving_http_port,
         }[service]
 
     def down(self) -> None:
@@ -86,8 +88,11 @@ def two_parties(
     label: str,
     env: Mapping[str, str] | None = None,
     wait_for_workers: bool = False,
+    serving: bool = False,
 ) -> Iterator[Stack]:
-    """Both parties up and healthy; `env` is added to the services' environment."""
+    """Both parties up and healthy; `env` is added to the services' environment. Without
+    `serving` the parties run every service but the serving service (`fedmq local up
+    --without serving`: two processes fewer for the tests that serve no model)."""
     root = Path(tempfile.mkdtemp(prefix=f"fedmq-{label}-"))
     saved_cwd, saved_env = Path.cwd(), dict(os.environ)
     os.environ["FEDMQ_GATEWAY_API_TOKENS"] = f'["{token}"]'
@@ -103,6 +108,7 @@ def two_parties(
             amqp_url=amqp_url.rsplit("/", 1)[0],
             redis_url=redis_url.rsplit("/", 1)[0],
             pg_admin_url=pg_admin_url,
+            services=local.without_services(local.SERVICES, [] if serving else ["serving"]),
         )
         for party in (GUEST, HOST):
             local.wait_healthy(state, party, timeout=90)
