@@ -1,6 +1,9 @@
-"""The serving service of each party as a process beside the local two-party stack
-(tests/local_stack.py): the parties' gateways expose `svc.serving` to their peer, and each
-party's serving service runs on the party's vhost, database, Redis and tables folder."""
+"""The serving service of each party on the local two-party stack (tests/local_stack.py).
+
+`fedmq local up` starts it with the rest of each party (`two_parties(serving=True)`) and makes
+each gateway expose `svc.serving` to its peer; `LaunchedServing` kills and restarts the one
+the launcher started. `ServingProcess` runs one by hand beside a stack launched without it,
+with settings of its own per party (bench/serving)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,39 @@ import httpx
 from fedmq import local
 
 SERVING_RPC_ENV = {"FEDMQ_GATEWAY_RPC_SERVICES": json.dumps({"svc.serving": ["*"]})}
-"""Both gateways let their peer call svc.serving (what the gateway's rpc_services says)."""
+"""Both gateways let their peer call svc.serving (the launcher's gateway settings say so
+already; kept for callers that pass it)."""
+
+
+class LaunchedServing:
+    """The serving service `fedmq local` started for one party: kill it, start it again."""
+
+    def __init__(self, state: local.LocalState, party: str) -> None:
+        self.state, self.party = state, party
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.state.parties[self.party].serving_http_port}"
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): the launcher's pid file goes with it."""
+        assert local.stop_service(self.state, self.party, "serving", kill=True), "not running"
+
+    def start(self, timeout: float = 60.0) -> None:
+        local.start_service(self.state, self.party, "serving")
+        local.wait_healthy(self.state, self.party, timeout, service="serving")
+
+    def stop(self) -> None:
+        local.stop_service(self.state, self.party, "serving")
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return local.log_file(self.state, self.party, "serving").read_text()[-chars:]
+        except OSError:
+            return ""
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
 
 
 class ServingProcess:

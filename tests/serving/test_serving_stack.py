@@ -11,7 +11,6 @@ import csv
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,12 +22,21 @@ from typer.testing import CliRunner
 
 from fedmq.cli import app
 from tests.local_stack import DATA, GUEST, HOST, Stack, stack_fixture, upload_breast
-from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
+from tests.serving.stack import LaunchedServing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-stack = stack_fixture("serving", env=SERVING_RPC_ENV)
 GUEST_RATE_LIMIT = 5000
+# `fedmq local up` with the serving service (both gateways expose svc.serving); the host
+# accepts the guest's model publications at once.
+stack = stack_fixture(
+    "serving",
+    serving=True,
+    env={
+        "FEDMQ_SERVING_ACCEPT_MODELS_FROM": '["*"]',
+        "FEDMQ_SERVING_RATE_LIMIT_ROWS_PER_S": str(GUEST_RATE_LIMIT),
+    },
+)
 PIPELINE = f"""
 name: serving-hetero-lr
 parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
@@ -53,7 +61,7 @@ components:
 
 
 class Parties:
-    def __init__(self, stack: Stack, guest: ServingProcess, host: ServingProcess) -> None:
+    def __init__(self, stack: Stack, guest: LaunchedServing, host: LaunchedServing) -> None:
         self.stack, self.guest, self.host = stack, guest, host
         self.job_id = ""
         self.offline: dict[str, float] = {}
@@ -85,40 +93,29 @@ def guest_rows() -> dict[str, dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def parties(stack: Stack) -> Iterator[Parties]:
-    logs = stack.root
-    guest = ServingProcess(stack.state, GUEST, logs, rate_limit_rows_per_s=str(GUEST_RATE_LIMIT))
-    host = ServingProcess(stack.state, HOST, logs, accept_models_from='["*"]')
+def parties(stack: Stack) -> Parties:
+    guest, host = LaunchedServing(stack.state, GUEST), LaunchedServing(stack.state, HOST)
+    ready = Parties(stack, guest, host)
+    upload_breast(stack)
+    stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr", "hetero_lr_predict"])
+    job = stack.guest.submit(PIPELINE, job_id="serving-train")
+    ended = stack.guest.wait(job.job_id, timeout=400)
+    assert ended.state == "success", ended.reason
+    ready.job_id = job.job_id
+    # The job's own offline scores, at the guest (its predict_0 output)
+    engine = make_engine(stack.state.parties[GUEST].database_url)
     try:
-        guest.launch()  # both start their imports at once
-        host.launch()
-        guest.wait_healthy()
-        host.wait_healthy()
-        ready = Parties(stack, guest, host)
-        upload_breast(stack)
-        stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr", "hetero_lr_predict"])
-        job = stack.guest.submit(PIPELINE, job_id="serving-train")
-        ended = stack.guest.wait(job.job_id, timeout=400)
-        assert ended.state == "success", ended.reason
-        ready.job_id = job.job_id
-        # The job's own offline scores, at the guest (its predict_0 output)
-        engine = make_engine(stack.state.parties[GUEST].database_url)
-        try:
-            table = ArtifactStore(engine).get(job.job_id, GUEST, "guest", "predict_0.data")
-        finally:
-            engine.dispose()
-        score = table.feature_names.index("score")
-        ready.offline = {
-            str(i): float(s)
-            for i, s in zip(table.ids.tolist(), table.features[:, score], strict=True)
-        }
-        ready.rows = guest_rows()
-        loaded = ready.ok(HOST, "POST", "/features", json={"table": "breast_hetero_host"})
-        assert loaded["rows"] == 569
-        yield ready
+        table = ArtifactStore(engine).get(job.job_id, GUEST, "guest", "predict_0.data")
     finally:
-        for process in (guest, host):
-            process.stop()
+        engine.dispose()
+    score = table.feature_names.index("score")
+    ready.offline = {
+        str(i): float(s) for i, s in zip(table.ids.tolist(), table.features[:, score], strict=True)
+    }
+    ready.rows = guest_rows()
+    loaded = ready.ok(HOST, "POST", "/features", json={"table": "breast_hetero_host"})
+    assert loaded["rows"] == 569
+    return ready
 
 
 @pytest.fixture(scope="module")
