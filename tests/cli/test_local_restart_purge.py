@@ -41,6 +41,8 @@ def launched(
         amqp_url=amqp_url.rsplit("/", 1)[0],
         redis_url=redis_url.rsplit("/", 1)[0],
         pg_admin_url=pg_admin_url,
+        # No model is served here: the serving service's process is left out.
+        services=local.without_services(local.SERVICES, ["serving"]),
     )
     try:
         yield state
