@@ -4,6 +4,7 @@ both gateways; `down` stops everything it started."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -56,6 +57,10 @@ def test_up_runs_both_parties_end_to_end_and_down_stops_everything(
         )
         got_pong = ponged.wait(60)
         pids = {(p, s): local.read_pid(state, p, s) for p in state.parties for s in local.SERVICES}
+        exposed = {
+            p: json.loads((state.party_dir(p) / "gateway.json").read_text())["rpc_services"]
+            for p in state.parties
+        }
         receiver.close()
         sender.close()
         # ...then down via the CLI.
@@ -64,6 +69,9 @@ def test_up_runs_both_parties_end_to_end_and_down_stops_everything(
         # Assert
         assert status.exit_code == 0, status.output
         assert status.output.count("running") == 2 * len(local.SERVICES), status.output
+        assert "serving" in local.SERVICES and "serving" in status.output
+        # Each gateway lets the other party call its serving service (online prediction)
+        assert exposed == {"9999": {"svc.serving": ["10000"]}, "10000": {"svc.serving": ["9999"]}}
         assert got_pong, "no demo.pong from party 10000's worker"
         pong = decode_payload(decode_envelope(pongs[0].body), DemoPong)
         assert (pong.text, pong.n) == ("ping", 8)  # the worker answers n + 1
@@ -95,3 +103,18 @@ def test_up_says_clearly_that_it_needs_rabbitmqctl(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "rabbitmqctl not found" in result.output
     assert "the management API does not answer" in result.output
+
+
+def test_up_without_an_unknown_service_says_which_exist_and_starts_nothing(tmp_path):
+    root = tmp_path / "local"
+    result = CliRunner().invoke(
+        app, ["local", "up", "--parties", "9999", "--dir", str(root), "--without", "servin"]
+    )
+    assert result.exit_code == 1
+    assert "unknown services ['servin']" in result.output and "serving" in result.output
+    assert not root.exists()
+    assert local.without_services(local.SERVICES, ["serving", "audit"]) == (
+        "gateway",
+        "worker",
+        "scheduler",
+    )
