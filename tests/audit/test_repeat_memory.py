@@ -49,7 +49,7 @@ def feed(audit: Audit, bus: Bus, traffic: Traffic, envelopes: list[Envelope]) ->
         d = traffic.delivery(envelope)
         bus.publish(Message(d.topic, d.body, d.message_id))
     want = audit.ctx.head.seq + len(envelopes)
-    wait_for(lambda: audit.ctx.head.seq >= want or None, timeout=10)
+    wait_for(lambda: audit.ctx.head.seq >= want or None, timeout=30)
 
 
 def digest_rows(audit: Audit) -> int:
