@@ -150,6 +150,16 @@ def report(
             if rows:
                 heads = ["seq", "rule", "severity", "party", "detail"]
                 console.print(rich_table(title, heads, rows))
+        for held in body.get("peer_statements", []):
+            verdict = (
+                "[green]agrees[/green]"
+                if held["agrees"]
+                else f"[red]disagrees[/red]: {escape(held['problem'])}"
+            )
+            console.print(
+                f"party {held['peer']}'s signed statement of the job (its record "
+                f"{held['peer_seq']}): {verdict}"
+            )
     critical = any(f["severity"] == "critical" for f in body["findings_live"])
     if not body["chain_ok"] or critical:
         raise typer.Exit(1)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from fedaudit.chain import record_hash, sign_checkpoint
 from fedaudit.main import Audit
 from fedaudit.peers import PeerState, check
+from fedaudit.report import job_report
 from fedaudit.settings import AuditSettings
 from fedaudit.store import export_lines
 from fedaudit.verify import Export, parse_export, verify_export, verify_pair
@@ -173,6 +174,24 @@ def test_each_party_holds_the_others_signed_checkpoints_and_both_logs_agree(
     )
     assert result.exit_code == 0, result.output
     assert "what crossed between the two is in both logs" in result.output
+    # ...and the post-hoc report of the job shows the peer's statement, agreeing
+    with pair.audits[HOST].engine.connect() as conn:
+        host = pair.audits[HOST]
+        report = job_report(conn, host.ctx.auditor.policy, job_id, host.public_key_hex)
+    assert [(s["peer"], s["agrees"]) for s in report["peer_statements"]] == [(GUEST, True)]
+    # ...as `fedmq audit report JOB` prints it (the API's answer is that report)
+    import fedmq.audit_cli as audit_cli
+
+    class Answer:
+        def json(self) -> object:
+            return report
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(audit_cli, "_get", lambda *_a, **_k: Answer())
+        printed = CliRunner().invoke(app, ["audit", "report", job_id, "--token", "t"])
+    assert printed.exit_code == 0, printed.output
+    assert f"party {GUEST}'s signed statement of the job" in printed.output
+    assert "agrees" in printed.output
     # ...and counted: one statement sent each way, the peer's checkpoints all ok
     metrics = pair.audits[GUEST].metrics
     assert metrics.peer_checkpoints_sent.labels(HOST)._value.get() >= 1

@@ -3,7 +3,8 @@
 The replay uses only what the log keeps (envelope fields and facts), so it repeats every rule
 but the ciphertext and non-finite checks, which needed the payload's values; their live results
 are in the records. The report lists what crossed (per type, direction and peer, with bytes),
-the findings recorded live, the findings of the replay, and whether the whole chain verifies.
+the findings recorded live, the findings of the replay, whether the whole chain verifies, and
+the peers' signed statements of the job's traffic with whether each agreed with this log.
 """
 
 from __future__ import annotations
@@ -58,4 +59,7 @@ def job_report(
         "findings_post_hoc": replayed,
         "chain_ok": not problems,
         "chain_problems": [str(p) for p in problems],
+        # The peers' signed statements of the job's traffic, and whether each agreed with
+        # this log (fedaudit.peers; a statement still being compared shows agrees=True).
+        "peer_statements": store.peer_statements(conn, job_id),
     }

@@ -209,6 +209,32 @@ def peer_checkpoint_lines(conn: Connection) -> Iterator[dict[str, Any]]:
         }
 
 
+def peer_statements(conn: Connection, job_id: str) -> list[dict[str, Any]]:
+    """The peers' signed statements of `job_id` this party holds, with what their check said."""
+    query = (
+        sa.select(
+            peer_checkpoints.c.peer,
+            peer_checkpoints.c.seq,
+            peer_checkpoints.c.record_seq,
+            peer_checkpoints.c.statement,
+            peer_checkpoints.c.problem,
+        )
+        .where(peer_checkpoints.c.job_id == job_id)
+        .order_by(peer_checkpoints.c.id)
+    )
+    return [
+        {
+            "peer": row.peer,
+            "peer_seq": row.seq,
+            "record_seq": row.record_seq,
+            "statement": json.loads(row.statement) if row.statement else None,
+            "agrees": row.problem == "",
+            "problem": row.problem,
+        }
+        for row in conn.execute(query)
+    ]
+
+
 def latest_checkpoint(conn: Connection) -> tuple[dict[str, Any], str] | None:
     row = conn.execute(sa.select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)).first()
     return None if row is None else (json.loads(row.body), str(row.signature))
