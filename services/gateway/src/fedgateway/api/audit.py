@@ -109,8 +109,9 @@ def alerts(
 
 @router.get("/jobs/{job_id}/report", responses=refusals(400))
 def report(api: ApiDep, job_id: JobIdPath) -> dict[str, Any]:
-    """The post-hoc audit of a job: its rules re-run over the recorded log, its traffic, and
-    whether the chain verifies."""
+    """The post-hoc audit of a job: its rules re-run over the recorded log, its traffic,
+    whether the chain verifies, and the peers' signed statements of the job's traffic with
+    whether each agreed with this party's log."""
     result: dict[str, Any] = ask_audit(api, {"op": "report", "job_id": job_id})
     return result
 
