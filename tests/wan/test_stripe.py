@@ -123,9 +123,7 @@ def test_a_stalled_stream_is_routed_around() -> None:
     assert slow.written == stuck  # no new chunk for the stalled stream
 
 
-def test_a_transfer_paused_after_a_timeout_resends_every_unacknowledged_chunk() -> (
-    None
-):
+def test_a_transfer_paused_after_a_timeout_resends_every_unacknowledged_chunk() -> None:
     transfer = StripeTransfer(4, b"r" * 5000, chunk_bytes=1000, stream_window=3000)
     first = FakeStream()
     transfer.step([first], time.monotonic())

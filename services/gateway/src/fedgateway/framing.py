@@ -389,6 +389,4 @@ def encode_stripe_ack(chunks: Sequence[tuple[int, int]]) -> bytes:
 def decode_stripe_ack(body: bytes) -> list[tuple[int, int]]:
     if len(body) % _STRIPE_ACK.size:
         raise ProtocolError("STRIPE_ACK body is not a whole number of (u64, u32)")
-    return [
-        _STRIPE_ACK.unpack_from(body, off) for off in range(0, len(body), _STRIPE_ACK.size)
-    ]
+    return [_STRIPE_ACK.unpack_from(body, off) for off in range(0, len(body), _STRIPE_ACK.size)]

@@ -560,11 +560,8 @@ class LinkServer:
                 session.close()
             writer.close()
 
-
     @staticmethod
-    def _take_chunk(
-        stripes: StripeStore, chunk: StripeChunk, writer: asyncio.StreamWriter
-    ) -> None:
+    def _take_chunk(stripes: StripeStore, chunk: StripeChunk, writer: asyncio.StreamWriter) -> None:
         if not stripes.add(chunk):
             raise ProtocolError(f"STRIPE chunk contradicts transfer {chunk.xid:x}")
         write_frame(writer, FrameType.STRIPE_ACK, encode_stripe_ack([(chunk.xid, chunk.index)]))
@@ -1264,9 +1261,7 @@ class PeerLink:
             transfer.acked(conn, index)
 
     def _striped(self, conn: ClientConnection, body: bytes) -> bool:
-        return bool(self._stripe_bytes) and len(body) >= self._stripe_bytes and (
-            conn.supports_stripe
-        )
+        return bool(self._stripe_bytes) and len(body) >= self._stripe_bytes and conn.supports_stripe
 
     def _stripe(self, transfer: StripeTransfer) -> None:
         """Relay thread: until the peer holds every chunk of `transfer` (LinkStopped if the
