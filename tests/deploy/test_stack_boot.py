@@ -60,6 +60,7 @@ def _rewrite(
     identity: Path,
     peers: Path,
     ports: dict[str, int],
+    workdir: Path,
 ) -> dict[str, str]:
     up = f"FEDMQ_{name.upper()}_"
     env = {key: str(value) for key, value in environment.items()}
@@ -83,6 +84,10 @@ def _rewrite(
         env[up + "LISTEN_HOST"] = "127.0.0.1"
         env[up + "LISTEN_PORT"] = str(ports["link"])
         env[up + "PEERS"] = env[up + "PEERS"].replace("/etc/fedmq/peers", str(peers))
+    if name == "serving":
+        # The workers' tables, in the `tables` volume (mounted on <WORKDIR>/.fedmq)
+        assert env[up + "TABLES_DIR"] == f"{WORKDIR}/.fedmq/worker-{PARTY}-tables"
+        env[up + "TABLES_DIR"] = env[up + "TABLES_DIR"].replace(WORKDIR, str(workdir))
     return env
 
 
@@ -100,7 +105,13 @@ def _health(compose: dict[str, Any], name: str, port: int) -> subprocess.Complet
     return subprocess.run(args, capture_output=True, text=True, timeout=10)
 
 
-_COMPOSE_PORTS = {"gateway": 8081, "scheduler": 8082, "worker": 8083, "audit": 8084}
+_COMPOSE_PORTS = {
+    "gateway": 8081,
+    "scheduler": 8082,
+    "worker": 8083,
+    "audit": 8084,
+    "serving": 8085,
+}
 
 
 @pytest.fixture
@@ -143,6 +154,7 @@ def booted(tmp_path: Path, amqp_url: str, redis_url: str, pg_url: str) -> Iterat
                 identity=volume,
                 peers=site / "peers",
                 ports=ports,
+                workdir=workdir,
             )
             command = service["command"]
             assert command[0] == "python"
