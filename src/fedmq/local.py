@@ -22,18 +22,18 @@ Per party it uses the local servers, isolated by name:
 It generates the CA and the parties' keys and certificates on first use, through the same PKI
 functions as `fedmq pki`, then starts every registered service per party
 (fedcommon.service_registry: gateway, worker, scheduler, audit, serving; `--services` /
-`--without` pick fewer), the non-gateway services' /healthz and /metrics on ports of their
-own (each gateway exposes `svc.serving` to the other parties, `rpc_services`, so a guest's
-serving service reaches its hosts'), with their logs in <dir>/<party>/logs/, their spans in <dir>/<party>/traces/<service>.jsonl
-(`fedmq job trace JOB --dir <dir>`) and pid files in <dir>/<party>/run/. FEDMQ_SCHEDULER_*
-variables in the launcher's environment (e.g. FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every
-party's scheduler; in a FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace
-collector per party). `down` stops exactly
-the processes whose pid files it wrote (SIGTERM, then SIGKILL after a timeout); `restart` does
-that for one service of one party, starts it again and waits for its /healthz. Each party's
-workers keep its tables in <dir>/<party>/tables. `down --purge` also removes everything `up`
-created: the vhosts, the databases, the parties' Redis keys (every key under
-`<prefix>:<party>:`, the prefix their inboxes use), the table folders and <dir>.
+`--without` pick fewer), the non-gateway services' /healthz and /metrics on ports of their own
+(each gateway exposes `svc.serving` to the other parties, `rpc_services`, so a guest's serving
+service reaches its hosts'), with their logs in <dir>/<party>/logs/, their spans in
+<dir>/<party>/traces/<service>.jsonl (`fedmq job trace JOB --dir <dir>`) and pid files in
+<dir>/<party>/run/. FEDMQ_SCHEDULER_* variables in the launcher's environment (e.g.
+FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every party's scheduler; in a
+FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace collector per party).
+`down` stops exactly the processes whose pid files it wrote (SIGTERM, then SIGKILL after a
+timeout); `restart` does that for one service of one party, starts it again and waits for its
+/healthz. Each party's workers keep its tables in <dir>/<party>/tables. `down --purge` also
+removes everything `up` created: the vhosts, the databases, the parties' Redis keys (every key
+under `<prefix>:<party>:`, the prefix their inboxes use), the table folders and <dir>.
 """
 
 from __future__ import annotations
@@ -441,8 +441,10 @@ def _write_gateway_settings(state: LocalState, party: str, **overrides: Any) -> 
         # Keep operator edits (routes, extra peers...) but refresh what the launcher owns.
         existing = json.loads(path.read_text())
     data = {**existing, **gateway_settings(state, party, **overrides)}
-    # Other services an operator exposed stay exposed beside the launcher's.
-    data["rpc_services"] = {**existing.get("rpc_services", {}), **data["rpc_services"]}
+    if "rpc_services" not in overrides:
+        # Other services an operator exposed stay exposed beside the launcher's svc.serving
+        # (an explicit rpc_services override is taken as it is).
+        data["rpc_services"] = {**existing.get("rpc_services", {}), **data["rpc_services"]}
     path.write_text(json.dumps(data, indent=2))
     return path
 
