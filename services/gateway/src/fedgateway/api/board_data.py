@@ -11,6 +11,8 @@ own view (links, round trips, certificates) -- never from a database.
                                               and curves (ROC, KS, PR, gain, lift...)
     GET /api/v1/board/jobs/{job_id}/crossed   messages and bytes per tag, direction and peer
     GET /api/v1/board/site                    peers, link state, round trip, certificate expiry
+    GET /api/v1/board/jobs/{job_id}/binning/{component}   bins, counts, WOE, IV (board_models)
+    GET /api/v1/board/jobs/{job_id}/trees/{component}     SecureBoost trees, importance
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fedcontrol import SchedulerClient
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedgateway.api import board_models
 from fedgateway.api.audit import ask_audit, refuse_unknown_query
 from fedgateway.api.deps import (
     ROUTER_REFUSALS,
@@ -457,3 +460,7 @@ def crossed(api: ApiDep, job_id: JobIdPath) -> CrossedPublic:
 def site(request: Request) -> SitePublic:
     """Peers, link state, the links' mean round trip and certificate expiry dates."""
     return site_view(gateway_of(request))
+
+
+# The model panels' read models (binning tables, SecureBoost trees) live in their own module.
+router.include_router(board_models.router)
