@@ -115,7 +115,6 @@ class HostSplitPublic(_Out):
     feature: str
     threshold: float
     missing_left: bool
-    gain: float | None
 
 
 class ImportancePublic(_Out):
@@ -408,7 +407,6 @@ def _host_splits(entry: dict[str, Any]) -> list[HostSplitPublic]:
             feature=names[int(feature)],
             threshold=float(threshold),
             missing_left=bool(left),
-            gain=None,
         )
         for k, (tree, node, feature, threshold, left) in enumerate(ordered, start=1)
     ]

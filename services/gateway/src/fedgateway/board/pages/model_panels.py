@@ -28,9 +28,9 @@ def _fragment(template: str, **context: Any) -> HTMLResponse:
 
 
 def _error(exc: HTTPException) -> str:
-    if exc.status_code in (404, 409, 503):
-        return f"Not available: {exc.detail}"
-    raise exc
+    """A refusal as a sentence in the panel (htmx does not swap an error answer in, so the
+    panel would stay "Loading..." for good)."""
+    return f"Not available ({exc.status_code}): {exc.detail}"
 
 
 @router.get("/jobs/{job_id}/binning/{component}", response_class=HTMLResponse)
