@@ -1,0 +1,42 @@
+"""hetero_poisson_predict at the guest: exposure * exp(u_g + u_h) per row (the host runs
+hetero_lr_predict's host code: it sends its partial scores)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedflow.components.hetero_lr import math as lrmath
+from fedflow.components.hetero_lr.predict import weights_for
+from fedflow.components.hetero_lr.session import INTERCEPT
+from fedflow.components.hetero_poisson import HeteroPoissonPredictParams
+from fedflow.components.hetero_poisson.train import split_exposure
+from fedflow.tables import Table
+
+if TYPE_CHECKING:
+    from fedflow.context import ComponentContext
+
+
+def guest(ctx: ComponentContext) -> Mapping[str, Table]:
+    params = ctx.params_as(HeteroPoissonPredictParams)
+    table, model = ctx.input("data"), ctx.input("model")
+    x, names, exposure = split_exposure(table, params.exposure)
+    z = lrmath.with_intercept(x) @ weights_for(model, [*names, INTERCEPT], ctx.component_type)
+    ctx.federation.bind_dims(m=table.rows)
+    for party, got in ctx.federation.recv_all(frm="host", tag="host_partial_scores").items():
+        if got.array is None:
+            raise ValueError(f"{ctx.component_type}: host {party} sent no scores")
+        z = z + np.asarray(got.array, dtype=np.float64)
+    prediction = exposure * np.exp(np.minimum(z, 700.0))
+    ctx.metrics.log("rows", float(table.rows))
+    return {
+        "data": Table(
+            ids=table.ids,
+            features=prediction.reshape(-1, 1),
+            feature_names=["prediction"],
+            labels=table.labels,
+            label_name=table.label_name,
+        )
+    }

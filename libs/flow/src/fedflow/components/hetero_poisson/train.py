@@ -1,0 +1,296 @@
+"""hetero_poisson's training at the guest and at the host (the exchange is in the package
+docstring; the keys, masks and checkpoints are hetero_lr's kit: HeParty, Resumable)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fedcrypto import EncryptedVector, encrypted_dot
+from fedschemas import FederationData
+
+from fedflow.components import CATALOGUE
+from fedflow.components.hetero_lr import math as lrmath
+from fedflow.components.hetero_lr import session
+from fedflow.components.hetero_lr.session import INTERCEPT, Training
+from fedflow.components.hetero_poisson import HeteroPoissonParams
+from fedflow.components.hetero_poisson import math as pmath
+from fedflow.kit.he import HeParty, open_secrets
+from fedflow.kit.loop import LossWatch, iterations, timed
+from fedflow.kit.resume import Resumable
+from fedflow.kit.threads import crypto_threads
+from fedflow.tables import Table, TableError
+
+if TYPE_CHECKING:
+    from fedflow.context import ComponentContext
+
+NAME = "hetero_poisson"
+Floats = lrmath.Floats
+
+
+def split_exposure(table: Table, column: str | None) -> tuple[Floats, list[str], Floats]:
+    """The guest's features without the exposure column, their names, and the exposure
+    (ones without a column), refused unless > 0."""
+    x, names = session.features(table), list(table.feature_names)
+    if column is None:
+        return x, names, np.ones(table.rows)
+    if column not in names:
+        raise TableError(f"{NAME}: exposure column {column!r} is not in the guest's table")
+    i = names.index(column)
+    exposure = np.asarray(table.features, dtype=np.float64)[:, i]
+    pmath.check_exposure(exposure, column, NAME)
+    return np.delete(x, i, axis=1), names[:i] + names[i + 1 :], exposure
+
+
+def _labels(table: Table) -> Floats:
+    if table.labels is None:
+        raise TableError(f"{NAME}: the guest's input has no label column")
+    labels = np.asarray(table.labels, dtype=np.float64)
+    problem = CATALOGUE[NAME].labels["guest"].problem(np.unique(labels).tolist())
+    if problem is not None:
+        raise ValueError(
+            f"{NAME} takes counts (non-negative integers) as labels, found "
+            f"{problem.split('found ', 1)[-1]} in label column {table.label_name!r}"
+        )
+    return labels
+
+
+def _start(
+    ctx: ComponentContext, x: Floats, peers: list[str], executor: Executor | None
+) -> Training:
+    """Keys (a sealed task secret), then the key exchange, or the last checkpoint's state."""
+    params = ctx.params_as(HeteroPoissonParams)
+    short = params.insecure_short_keys
+    private_key, mask_seed = open_secrets(
+        ctx, f"{NAME}.secrets", key_bits=params.key_bits, insecure_short_keys=short
+    )
+    he = HeParty(ctx, private_key, mask_seed, executor=executor)
+    saved = ctx.checkpoints.latest()
+    if saved is not None and "peer_keys" in saved.state:
+        state = saved.state
+        he.restore_peer_keys(state["peer_keys"], short)
+        run = Training(
+            ctx,
+            params,
+            he,
+            np.asarray(state["weights"], dtype=np.float64),
+            start=saved.iteration + 1,
+            extra=dict(state["extra"]),
+        )
+        run.resume = Resumable(ctx, run.state, state)
+        return run
+    metas = he.exchange_keys(
+        peers, min_bits=min(params.key_bits, 2048), insecure_short_keys=short, features=x.shape[1]
+    )
+    counts: dict[str, int] = {}
+    for peer, meta in metas.items():
+        count = meta.get("features")
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"{NAME}: {peer} did not say how many features it has")
+        counts[peer] = count
+    return Training(ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts})
+
+
+# -- guest --------------------------------------------------------------------------------------
+
+
+def guest(ctx: ComponentContext) -> Mapping[str, Table]:
+    params = ctx.params_as(HeteroPoissonParams)
+    table = ctx.input("data")
+    labels = _labels(table)
+    hosts = list(ctx.parties.get("host", []))
+    if len(hosts) != 1:
+        raise ValueError(f"{NAME}: needs exactly 1 host ({len(hosts)} given)")
+    own, names, exposure = split_exposure(table, params.exposure)
+    session.warn_unscaled(ctx, own, names, NAME)
+    x = lrmath.with_intercept(own)
+    with crypto_threads(ctx) as (executor, background):
+        with timed(ctx, "setup_seconds"):
+            run = _start(ctx, x, hosts, executor)
+        if run.start == 0:
+            run.weights[-1] = pmath.start_intercept(labels, exposure)
+        try:
+            with timed(ctx, "train_seconds"):
+                _guest_train(ctx, run, x, labels, np.log(exposure), hosts[0], background)
+        finally:
+            run.he.close()
+    return {"model": session.model_table([*names, INTERCEPT], run.weights)}
+
+
+def _guest_train(
+    ctx: ComponentContext,
+    run: Training,
+    x: Floats,
+    labels: Floats,
+    log_e: Floats,
+    host: str,
+    background: Any,
+) -> None:
+    params, he, extra = run.params, run.he, run.extra
+    rows_total, k_g = x.shape
+    k_h = int(extra["peer_features"][host])
+    session.check_batch(params, rows_total, k_g, k_h, NAME)
+    ctx.federation.bind_dims(k_g1=k_g)
+    penalty = lrmath.intercept_penalty(k_g)
+    per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
+    total = params.epochs * per_epoch
+    largest = lrmath.largest_batch(rows_total, params.batch_size)
+    he.start_prefetch(background, 2 * largest, total - run.start)  # [[c]] and [[y]]
+    loss_sum, last_loss = float(extra.get("loss_sum", 0.0)), extra.get("last_loss")
+    watch = LossWatch.restore(
+        extra.get("watch"),
+        NAME,
+        session.advice(params, NAME),
+        tol=params.tol,
+        early_stop=params.early_stop,
+    )
+    done = run.start
+    for t in iterations(ctx, run.start, total, lambda: run.stopped):
+        epoch, position = divmod(t, per_epoch)
+        rows = lrmath.batches(rows_total, params.batch_size, params.seed, epoch)[position]
+        xb, yb = x[rows], labels[rows]
+        log_c = xb @ run.weights + log_e[rows]
+        if not np.all(log_c < pmath.EXP_LIMIT):
+            # exp() would overflow: the model diverged (a clear error, before any inf)
+            watch.batch(float("inf"), epoch=epoch, iteration=t)
+        gradient, batch_loss = _guest_iteration(run, t, host, xb, yb, log_c, k_h, total - t - 1)
+        loss_sum += batch_loss
+        watch.batch(batch_loss / len(rows), epoch=epoch, iteration=t)
+        run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha, penalty)
+        if position == per_epoch - 1:
+            loss = loss_sum / rows_total
+            ctx.metrics.log("loss", loss, epoch)
+            stop = watch.epoch(loss, epoch=epoch)
+            ctx.federation.send(
+                FederationData(kind="plain_control", meta={"stop": stop, "epoch": epoch}),
+                to="host",
+                tag="epoch_end",
+                iteration=t,
+            )
+            last_loss, loss_sum = loss, 0.0
+            extra["stopped"], extra["epochs_done"] = stop, epoch + 1
+        extra["loss_sum"], extra["last_loss"], extra["watch"] = loss_sum, last_loss, watch.state()
+        run.save(t)
+        done = t + 1
+    ctx.metrics.log("iterations", float(done))
+    ctx.metrics.log("epochs", float(extra.get("epochs_done", 0)))
+    if last_loss is not None:
+        ctx.metrics.log("final_loss", float(last_loss))
+
+
+def _guest_iteration(
+    run: Training,
+    t: int,
+    host: str,
+    xb: Floats,
+    yb: Floats,
+    log_c: Floats,
+    k_h: int,
+    iterations_left: int,
+) -> tuple[Floats, float]:
+    """One iteration; the guest's gradient and the batch's summed half deviance."""
+    he, ctx = run.he, run.ctx
+    b = len(yb)
+    c = np.exp(log_c)
+    run.resume.send_ciphertexts("guest_rate", t, lambda: (he.encrypt(c), {}), to=host)
+    run.resume.send_ciphertexts("labels", t, lambda: (he.encrypt(yb), {}), to=host)
+    he.prefetch(iterations_left)
+    # (c X_g)^T [[r]] = X_g^T [[mu]]; each column brought to magnitude <= 1 by a power of two
+    # (exact) first, as hetero_lr does, so that encrypted_dot's one grid keeps every column's
+    # precision.
+    design = xb * c[:, None]
+    scales = lrmath.column_scales(design)
+    design = design / scales
+    r = he.recv_ciphertexts("host_rate", t, host, he.peer_keys[host], b)
+
+    def guest_gradient(r: EncryptedVector = r) -> tuple[EncryptedVector, dict[str, Any]]:
+        return he.masked(encrypted_dot(design, r, executor=he.executor), "guest_gradient", t)
+
+    sent = run.resume.send_ciphertexts("guest_gradient", t, guest_gradient, to=host)
+    he.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_h)
+    score = he.recv_ciphertexts("label_score", t, host, he.public_key, 1)
+    ctx.federation.authorize_decrypt("label_score", t, frm=host)
+    y_dot_uh = float(he.private_key.decrypt(score)[0])
+    x_mu = scales * he.unmask(sent, "guest_gradient_masked", t, host, "guest_gradient")
+    gradient = (x_mu - xb.T @ yb) / b
+    return gradient, pmath.batch_loss(yb, log_c, y_dot_uh, float(x_mu[-1]))
+
+
+# -- host ---------------------------------------------------------------------------------------
+
+
+def host(ctx: ComponentContext) -> Mapping[str, Table]:
+    table = ctx.input("data")
+    guest_id = ctx.parties["guest"][0]
+    x = session.features(table)
+    session.warn_unscaled(ctx, x, list(table.feature_names), NAME)
+    with crypto_threads(ctx) as (executor, background):
+        run = _start(ctx, x, [guest_id], executor)
+        try:
+            _host_train(ctx, run, x, guest_id, background)
+        finally:
+            run.he.close()
+    return {"model": session.model_table(list(table.feature_names), run.weights)}
+
+
+def _host_train(
+    ctx: ComponentContext, run: Training, x: Floats, guest_id: str, background: Any
+) -> None:
+    params, he, extra = run.params, run.he, run.extra
+    rows_total, k_h = x.shape
+    k_g = int(extra["peer_features"][guest_id])
+    session.check_batch(params, rows_total, k_g, k_h, NAME)
+    ctx.federation.bind_dims(k_g1=k_g)
+    per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
+    total = params.epochs * per_epoch
+    he.start_prefetch(background, lrmath.largest_batch(rows_total, params.batch_size), total)
+    done = run.start
+    for t in iterations(ctx, run.start, total, lambda: run.stopped):
+        epoch, position = divmod(t, per_epoch)
+        rows = lrmath.batches(rows_total, params.batch_size, params.seed, epoch)[position]
+        gradient = _host_iteration(run, t, guest_id, x[rows], total - t - 1)
+        run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha)
+        if position == per_epoch - 1:
+            control = ctx.federation.recv(frm=guest_id, tag="epoch_end", iteration=t)
+            extra["stopped"] = bool(control.meta.get("stop", False))
+        run.save(t)
+        done = t + 1
+    ctx.metrics.log("iterations", float(done))
+
+
+def _host_iteration(
+    run: Training, t: int, guest_id: str, xb: Floats, iterations_left: int
+) -> Floats:
+    """One iteration; this host's gradient X_h^T (mu - y) / b."""
+    he = run.he
+    b = xb.shape[0]
+    u_h = xb @ run.weights
+    if not np.all(u_h < pmath.EXP_LIMIT):
+        raise ValueError(
+            f"{NAME} diverged at iteration {t}: the host's scores overflow exp(); "
+            f"{session.advice(run.params, NAME)}"
+        )
+    r = np.exp(u_h)
+    run.resume.send_ciphertexts("host_rate", t, lambda: (he.encrypt(r), {}), to=guest_id)
+    he.prefetch(iterations_left)
+    guest_key = he.peer_keys[guest_id]
+    c = he.recv_ciphertexts("guest_rate", t, guest_id, guest_key, b)
+    y = he.recv_ciphertexts("labels", t, guest_id, guest_key, b)
+
+    def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
+        # [[mu - y]] = r [[c]] - [[y]], then X_h^T [[mu - y]] + R_h
+        d = c.mul(r, executor=he.executor) - y
+        return he.masked(encrypted_dot(xb, d, executor=he.executor), "host_gradient", t)
+
+    sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest_id)
+
+    def label_score() -> tuple[EncryptedVector, dict[str, Any]]:
+        # Sent to the key holder: re-randomised first.
+        return encrypted_dot(u_h[:, None], y).obfuscate(executor=he.executor), {}
+
+    run.resume.send_ciphertexts("label_score", t, label_score, to=guest_id)
+    he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest_id)
+    masked = he.unmask(sent, "host_gradient_masked", t, guest_id, "host_gradient")
+    return np.asarray(masked / b, dtype=np.float64)
