@@ -329,3 +329,19 @@ def test_refusals_wrong_token_missing_component_and_wrong_model_kind(
     fragment = guest.get(f"/board/jobs/{run.job_id}/binning/boost_0", headers=AUTH)
     assert fragment.status_code == 200 and "Not available" in fragment.text
     assert guest.get(f"{api}/binning/bad%20name", headers=AUTH).status_code == 422
+
+
+def test_the_iv_summary_lists_every_feature_with_an_iv_highest_first(
+    run: StandaloneResult, clients: dict[str, TestClient]
+) -> None:
+    got = (
+        clients[GUEST]
+        .get(f"/api/v1/board/jobs/{run.job_id}/binning/binning_0", headers=AUTH)
+        .json()
+    )
+    html = clients[GUEST].get(f"/board/jobs/{run.job_id}/binning/binning_0", headers=AUTH).text
+    summary = html.split('class="iv-summary"', 1)[1].split("</table>", 1)[0]
+    listed = [row.split('"', 1)[0] for row in summary.split('data-iv-feature="')[1:]]
+    expected = sorted(got["features"], key=lambda f: -f["iv"])
+    assert listed == [f["name"] for f in expected]
+    assert {f["owner"] for f in expected} == {GUEST, HOST}

@@ -174,7 +174,7 @@ def model_output(outputs: dict[str, Any], component: str, kind: str) -> dict[str
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.6g}"
+    return f"{value + 0.0:.6g}"  # + 0.0: no "-0"
 
 
 def _bins(
