@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fedflow.components.hetero_poisson.math import reference_sgd
 from fedflow.pipeline import Pipeline
-from fedflow.standalone import run_pipeline
+from fedflow.standalone import StandaloneError, run_pipeline
 from fedflow.tables import Table
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import PoissonRegressor
@@ -120,3 +120,55 @@ def test_hetero_poisson_is_within_1_percent_deviance_of_sklearn(tmp_path: Path) 
     np.testing.assert_allclose(host_model.features[:, 0], wh, rtol=0, atol=1e-6)
     assert result.metric("poisson_0", "final_loss", GUEST) == pytest.approx(losses[-1], rel=1e-7)
     assert dev <= 1.01 * sk_dev
+
+
+def small_tables(labels: np.ndarray, exposure: np.ndarray) -> tuple[Table, Table]:
+    rng = np.random.default_rng(3)
+    rows = len(labels)
+    ids = np.array([f"r{i}" for i in range(rows)], dtype=np.str_)
+    xg = np.hstack([rng.normal(size=(rows, 2)), exposure[:, None]])
+    guest = Table(ids, xg, ["g0", "g1", "exposure"], labels, "y")
+    host = Table(ids, rng.normal(size=(rows, 2)), ["h0", "h1"], None)
+    return guest, host
+
+
+SMALL = {**PARAMS, "epochs": 1, "batch_size": 64}
+
+
+@pytest.mark.parametrize(
+    ("labels", "found"),
+    [(-1.0, "-1"), (2.5, "2.5")],
+    ids=["negative", "not-an-integer"],
+)
+def test_labels_that_are_not_counts_are_refused(tmp_path: Path, labels: float, found: str) -> None:
+    # Prepare: counts but one row's label
+    y = np.random.default_rng(1).poisson(2.0, 80).astype(np.float64)
+    y[5] = labels
+    guest, host = small_tables(y, np.ones(80))
+
+    # Execute / Assert
+    with pytest.raises(StandaloneError, match=rf"hetero_poisson.*(integers >= 0|counts).*{found}"):
+        run(tmp_path, guest, host, SMALL)
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0])
+def test_an_exposure_that_is_not_positive_is_refused(tmp_path: Path, bad: float) -> None:
+    # Prepare
+    exposure = np.ones(80)
+    exposure[7] = bad
+    guest, host = small_tables(np.ones(80), exposure)
+
+    # Execute / Assert
+    with pytest.raises(StandaloneError, match=r"exposure column 'exposure' must be > 0"):
+        run(tmp_path, guest, host, SMALL)
+
+
+def test_a_diverging_run_stops_with_advice(tmp_path: Path) -> None:
+    # Prepare: unscaled features (a column in the thousands) and a large learning rate
+    y = np.random.default_rng(1).poisson(2.0, 80).astype(np.float64)
+    guest, host = small_tables(y, np.ones(80))
+    guest.features[:, 0] *= 1000.0
+
+    # Execute / Assert
+    with pytest.raises(StandaloneError, match=r"hetero_poisson diverged.*scale the features"):
+        run(tmp_path, guest, host, {**SMALL, "epochs": 3, "learning_rate": 5.0})
