@@ -9,7 +9,10 @@ split details."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -345,3 +348,47 @@ def test_the_iv_summary_lists_every_feature_with_an_iv_highest_first(
     expected = sorted(got["features"], key=lambda f: -f["iv"])
     assert listed == [f["name"] for f in expected]
     assert {f["owner"] for f in expected} == {GUEST, HOST}
+
+
+SHOTS = (
+    ("binning", "binning_0", GUEST, "panel-binning.png", 1100),
+    ("trees", "boost_0", GUEST, "panel-trees.png", 900),
+    ("trees", "boost_0", HOST, "panel-trees-host.png", 700),
+)
+
+
+def test_screenshots_of_the_panels_when_asked(
+    run: StandaloneResult, clients: dict[str, TestClient], tmp_path: Path
+) -> None:
+    """With FEDMQ_BOARD_SCREENSHOTS=docs/board: each fragment in the board's stylesheet, shot by
+    Debian's chromium at 1280 px (the job page's frame is not drawn: no scheduler here).
+    Without it, only the fragments' pages are written (the shots cost about 2 s each)."""
+    target = os.environ.get("FEDMQ_BOARD_SCREENSHOTS")
+    css = Path(board.__file__).parent / "static" / "board.css"
+    for kind, component, party, name, height in SHOTS:
+        fragment = clients[party].get(f"/board/jobs/{run.job_id}/{kind}/{component}", headers=AUTH)
+        assert fragment.status_code == 200 and "Not available" not in fragment.text
+        page = tmp_path / f"{name}.html"
+        page.write_text(
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="stylesheet" '
+            f'href="{css.as_uri()}"></head><body><main id="main"><div class="panel">'
+            f"<h3>{component} at party {party}</h3>{fragment.text}</div></main></body></html>"
+        )
+        if target:
+            shot = Path(target).resolve() / name
+            subprocess.run(
+                [
+                    "chromium",
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--hide-scrollbars",
+                    f"--window-size=1280,{height}",
+                    f"--screenshot={shot}",
+                    page.as_uri(),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            assert shot.stat().st_size > 10_000
