@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -228,14 +229,18 @@ def test_a_message_missing_from_one_log_is_named_live_and_by_the_verifier(pair: 
     # the proposal and the two keys)
     job_id = run_job(pair, host_misses=3)
 
-    # Assert: the host's audit reports that the guest's statement disagrees with its log
-    with pair.audits[HOST].engine.connect() as conn:
-        found = conn.execute(
-            sa.text("SELECT rule, party, detail FROM audit_findings WHERE job_id = :j"),
-            {"j": job_id},
-        ).all()
-    disagree = [f for f in found if f.rule == "control.peer_log_disagrees"]
-    assert disagree and disagree[0].party == GUEST
+    # Assert: the host's audit reports that the guest's statement disagrees with its log (at
+    # once, or by its timer when the statement came before the job's end there)
+    def disagreements() -> list[Any] | None:
+        with pair.audits[HOST].engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT rule, party, detail FROM audit_findings WHERE job_id = :j"),
+                {"j": job_id},
+            ).all()
+        return [f for f in found if f.rule == "control.peer_log_disagrees"] or None
+
+    disagree = wait_for(disagreements, timeout=30)
+    assert disagree[0].party == GUEST
     assert f"sent by {GUEST} to {HOST}" in disagree[0].detail
     # ...and the verifier names the missing message
     problems = verify_pair(pair.export(GUEST), pair.export(HOST))
@@ -301,3 +306,33 @@ def rewrite(export: Export, *, seq: int, key: SigningKey) -> Export:
         body["head_hash"] = heads[int(body["seq"])]
         checkpoints.append({"body": body, "signature": sign_checkpoint(body, key)})
     return Export(export.party_id, export.public_key, records, checkpoints, [])
+
+
+def test_a_checkpoint_goes_to_a_peer_once_per_interval_and_only_when_its_traffic_moved(
+    pair: Pair,
+) -> None:
+    # Prepare: the guest recorded the start of a job with the host and signed its head
+    from fedaudit import handlers
+
+    traffic = Traffic()
+    guest = pair.audits[GUEST]
+    sent = traffic.honest(iterations=0)
+    pair.feed(GUEST, sent)
+    wait_for(lambda: guest.ctx.head.seq >= len(sent) or None, timeout=30)
+    handlers.final_checkpoint(guest.ctx)
+    assert guest.ctx.latest is not None
+    now = guest.ctx.clock() + 1000  # past the interval, whatever the timer did
+    signed = guest.ctx.head.seq
+
+    # Execute: the timer's step three times at the same moment
+    for _ in range(3):
+        handlers.send_checkpoint(guest.ctx, guest.ctx.latest, now)
+
+    # Assert: the host got and kept that one checkpoint (no statement: no job ended)
+    def plain_held() -> list[dict[str, object]] | None:
+        rows = [r for r in pair.held(HOST) if r["job_id"] == "" and r["seq"] == signed]
+        return rows or None
+
+    held = wait_for(plain_held, timeout=30)
+    assert [r["problem"] for r in held] == [""]
+    assert guest.metrics.peer_checkpoints_sent.labels(HOST)._value.get() == 1

@@ -78,6 +78,9 @@ class AuditContext:
     """The last checkpoint written (body, signature)."""
     sent_to: dict[str, tuple[float, str]] = field(default_factory=dict)
     """peer -> (when, its digest in the checkpoint last sent to it)."""
+    started_at: float = 0.0
+    """When this audit loaded its log: the first checkpoint to a peer waits an interval."""
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
     stated: set[str] = field(default_factory=set)
     """Jobs whose end this audit announced to the peers (one statement per job)."""
     pending: list[tuple[peers.PeerCheckpoint, int, float]] = field(default_factory=list)
@@ -108,6 +111,7 @@ def load(ctx: AuditContext) -> None:
                 seen.setdefault(digests[i : i + 16], message_id)
     if ctx.head.seq > ctx.last_checkpoint_seq:
         ctx.first_unsigned_at = ctx.clock()
+    ctx.started_at = ctx.clock()
     ctx.metrics.chain_seq.set(ctx.head.seq)
     log.info("audit_log_loaded", seq=ctx.head.seq, checkpoint=ctx.last_checkpoint_seq)
 
@@ -529,20 +533,21 @@ def send_checkpoint(ctx: AuditContext, latest: tuple[dict[str, Any], str], now: 
     """The latest checkpoint to each peer whose traffic moved since the last one it got, at most
     one per peer_interval_s."""
     body, signature = latest
-    for peer, digest in body.get("peer_digests", {}).items():
-        # The first one waits an interval too (from the audit's start: sent_to is seeded).
-        when, sent = ctx.sent_to.setdefault(peer, (now, ""))
-        if sent == digest or now - when < ctx.peer_interval_s:
-            continue
-        message = AuditCheckpoint(
-            party_id=ctx.party_id, body=canonical_json(body).decode(), signature=signature
-        )
-        try:
-            _send(ctx, peer, message, peers.CHECKPOINT_TAG, int(body["seq"]))
-        except Exception as exc:  # the broker away for a moment: the next tick sends it
-            log.warning("audit_checkpoint_send_failed", peer=peer, error=str(exc))
-            continue
-        ctx.sent_to[peer] = (now, digest)
+    with ctx.send_lock:  # the timer and a job's end may both send
+        for peer, digest in body.get("peer_digests", {}).items():
+            # The first one waits an interval too, from the audit's start.
+            when, sent = ctx.sent_to.get(peer, (ctx.started_at, ""))
+            if sent == digest or now - when < ctx.peer_interval_s:
+                continue
+            message = AuditCheckpoint(
+                party_id=ctx.party_id, body=canonical_json(body).decode(), signature=signature
+            )
+            try:
+                _send(ctx, peer, message, peers.CHECKPOINT_TAG, int(body["seq"]))
+            except Exception as exc:  # the broker away for a moment: the next tick sends it
+                log.warning("audit_checkpoint_send_failed", peer=peer, error=str(exc))
+                continue
+            ctx.sent_to[peer] = (now, digest)
 
 
 def announce_job_end(ctx: AuditContext, job_id: str) -> None:
@@ -569,6 +574,7 @@ def announce_job_end(ctx: AuditContext, job_id: str) -> None:
             statement=canonical_json(stated).decode(),
             statement_signature=peers.sign(stated, ctx.key),
         )
-        _send(ctx, peer, message, peers.JOB_END_TAG_PREFIX + job_id, int(body["seq"]))
-        ctx.sent_to[peer] = (now, str(body.get("peer_digests", {}).get(peer, "")))
+        with ctx.send_lock:
+            _send(ctx, peer, message, peers.JOB_END_TAG_PREFIX + job_id, int(body["seq"]))
+            ctx.sent_to[peer] = (now, str(body.get("peer_digests", {}).get(peer, "")))
         log.info("audit_job_statement_sent", job_id=job_id, peer=peer, seq=body["seq"])
