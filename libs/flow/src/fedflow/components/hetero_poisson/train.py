@@ -245,7 +245,8 @@ def _host_train(
     ctx.federation.bind_dims(k_g1=k_g)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
     total = params.epochs * per_epoch
-    he.start_prefetch(background, lrmath.largest_batch(rows_total, params.batch_size), total)
+    largest = lrmath.largest_batch(rows_total, params.batch_size)
+    he.start_prefetch(background, largest, total - run.start)
     done = run.start
     for t in iterations(ctx, run.start, total, lambda: run.stopped):
         epoch, position = divmod(t, per_epoch)
