@@ -33,9 +33,9 @@ from fedgateway.api.deps import ApiContext, ApiDep, JobIdPath, answering, refusa
 BINNING_TYPE = "hetero_feature_binning"
 BOOST_TYPE = "hetero_secureboost"
 
-NODE_W, NODE_H = 150, 52
+NODE_W, NODE_H = 134, 52
 """A tree node's box in the drawing (px)."""
-GAP_X, GAP_Y, PAD = 12, 36, 8
+GAP_X, GAP_Y, PAD = 8, 36, 8
 
 ComponentPath = Annotated[str, Path(pattern=NAME_PATTERN, description="the component's name")]
 
