@@ -392,3 +392,12 @@ def test_screenshots_of_the_panels_when_asked(
                 timeout=60,
             )
             assert shot.stat().st_size > 10_000
+
+
+def test_a_misspelt_query_parameter_is_refused_not_ignored(
+    run: StandaloneResult, clients: dict[str, TestClient]
+) -> None:
+    answer = clients[GUEST].get(
+        f"/api/v1/board/jobs/{run.job_id}/trees/boost_0?compnent=x", headers=AUTH
+    )
+    assert answer.status_code == 422 and "compnent" in answer.text

@@ -24,10 +24,11 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, status
 from fedschemas.payloads import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict
 
+from fedgateway.api.audit import refuse_unknown_query
 from fedgateway.api.deps import ApiContext, ApiDep, JobIdPath, answering, refusals
 
 BINNING_TYPE = "hetero_feature_binning"
@@ -461,7 +462,8 @@ router = APIRouter()
 @router.get(
     "/jobs/{job_id}/binning/{component}",
     response_model=BinningPublic,
-    responses=refusals(404, 409, s404="no such job or component, or no model output"),
+    dependencies=[Depends(refuse_unknown_query)],
+    responses=refusals(400, 404, 409, s404="no such job or component, or no model output"),
 )
 def binning(api: ApiDep, job_id: JobIdPath, component: ComponentPath) -> BinningPublic:
     """A hetero_feature_binning component's bins, counts, WOE and IV at this party."""
@@ -471,7 +473,8 @@ def binning(api: ApiDep, job_id: JobIdPath, component: ComponentPath) -> Binning
 @router.get(
     "/jobs/{job_id}/trees/{component}",
     response_model=TreesPublic,
-    responses=refusals(404, 409, s404="no such job or component, or no model output"),
+    dependencies=[Depends(refuse_unknown_query)],
+    responses=refusals(400, 404, 409, s404="no such job or component, or no model output"),
 )
 def trees(api: ApiDep, job_id: JobIdPath, component: ComponentPath) -> TreesPublic:
     """A hetero_secureboost component's trees (this party's own split details only) and
