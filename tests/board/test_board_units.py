@@ -70,7 +70,9 @@ def test_the_registry_finds_every_page_and_panel() -> None:
         "log",
         "metrics",
         "confusion",
+        "binning",
         "charts",
+        "trees",
         "crossed",
     ]
 

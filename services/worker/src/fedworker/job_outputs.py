@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from fedflow.artifacts import ArtifactStore, ModelArtifact, artifacts_table
@@ -58,6 +58,18 @@ class JobOutputRowsArgs(_Args):
 
 def _number(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _finite(value: Any) -> JsonValue:
+    """JSON has no NaN or infinity: a model's padded arrays (a binning model pads its split
+    points with NaN) and any non-finite number come back as null."""
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    return cast(JsonValue, value)
 
 
 def _is_weights(table: Table) -> bool:
@@ -110,8 +122,8 @@ def _describe(store: ArtifactStore, row: Any, job_id: str) -> dict[str, JsonValu
     }
     if isinstance(found, ModelArtifact):
         entry["kind"] = "model"
-        entry["document"] = json.loads(json.dumps(dict(found.document)))
-        entry["arrays"] = {name: array.tolist() for name, array in found.arrays.items()}
+        entry["document"] = _finite(json.loads(json.dumps(dict(found.document))))
+        entry["arrays"] = {name: _finite(array.tolist()) for name, array in found.arrays.items()}
     elif _is_weights(found):
         entry["kind"] = "weights"
         names = [str(i) for i in found.ids.tolist()]
