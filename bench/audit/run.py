@@ -370,17 +370,17 @@ def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
     times: dict[str, list[float]] = {"with_audit": [], "without_audit": []}
     token = "bench-" + uuid.uuid4().hex
     redis = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    without = ("gateway", "worker", "scheduler")
-    settings: list[tuple[str, Any]] = []
+    settings: list[tuple[str, bool]] = []
     for round_ in range(repeat):
-        pair = [("with_audit", None), ("without_audit", without)]
+        pair = [("with_audit", True), ("without_audit", False)]
         settings += pair if round_ % 2 == 0 else pair[::-1]
-    for label, services in settings:
+    for label, audit_on in settings:
         original = launcher.up
-        if services is not None:  # two_parties calls local.up: start the others only
+        if not audit_on:  # two_parties calls local.up: the same services but the audit
 
-            def up_without(*a: Any, _o: Any = original, _s: Any = services, **k: Any) -> Any:
-                return _o(*a, services=_s, **k)
+            def up_without(*a: Any, _o: Any = original, **k: Any) -> Any:
+                chosen = k.pop("services", None) or launcher.SERVICES
+                return _o(*a, services=tuple(s for s in chosen if s != "audit"), **k)
 
             launcher.up = up_without
         try:
