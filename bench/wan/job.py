@@ -115,13 +115,30 @@ def _link_settings(state: Any, mode: str, wan: WanEmulator, rtt_ms: float) -> di
     }
 
 
-def _link_up(port: int, peer: str) -> bool:
+def _gauge(port: int, name: str, peer: str) -> float | None:
+    """A per-peer sample from a gateway's /metrics (None: not there)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     for line in text.splitlines():
-        if line.startswith("fedmq_gateway_link_up{") and f'peer="{peer}"' in line:
-            return float(line.rsplit(" ", 1)[1]) == 1.0
-    return False
+        if line.startswith(name + "{") and f'peer="{peer}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _link_up(port: int, peer: str) -> bool:
+    return _gauge(port, "fedmq_gateway_link_up", peer) == 1.0
+
+
+def _link_tcp(stack: Any) -> dict[str, float | None]:
+    """The guest's link to the host as the kernel sees it (TCP_INFO of the open streams): the
+    proof that the link crossed the emulator (RTT) and met its loss (retransmissions)."""
+    port = stack.http_port(GUEST, "gateway")
+    return {
+        "link_rtt_ms": round(
+            (_gauge(port, "fedmq_gateway_link_tcp_rtt_seconds", HOST) or 0) * 1e3, 1
+        ),
+        "link_retransmits": _gauge(port, "fedmq_gateway_link_tcp_retransmits_total", HOST),
+    }
 
 
 def _switch(stack: Any, mode: str, wan: WanEmulator, rtt_ms: float) -> None:
@@ -176,7 +193,7 @@ def run(data: str, epochs: int, rounds: int, rtt_ms: float, loss_pct: float) -> 
                 if ended.state != "success":
                     raise RuntimeError(f"{mode} job {ended.state}: {ended.reason}")
                 times[mode].append(took)
-                runs.append({"mode": mode, "job_s": took, "load_before": load})
+                runs.append({"mode": mode, "job_s": took, "load_before": load, **_link_tcp(stack)})
                 print(json.dumps(runs[-1]), flush=True)
     finally:
         wan.down()
