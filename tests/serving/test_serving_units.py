@@ -6,6 +6,7 @@ lifecycle rules and the failure answers that the stack test does not reach."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -253,3 +254,93 @@ def test_an_exported_model_imports_where_its_key_is_trusted_and_nowhere_else(
     tampered["model"]["weights"][0] = 0.75
     status, error = refused(trusting, "model_import", document=tampered)
     assert status == 422 and "does not verify" in error
+
+
+class CountingRegistry:
+    """A registry that counts the reads a request path makes (the database behind it)."""
+
+    def __init__(self, inner: Registry) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.inner, name)
+        if name in ("binding", "model"):
+            self.reads += 1
+        return found
+
+
+def test_a_replica_answers_from_its_cache_and_sees_another_replica_s_switch(
+    two: tuple[Wire, Serving, Serving],
+) -> None:
+    wire, guest, host = two
+    host.accept_models_from = ("*",)
+    for _ in range(2):
+        ok(guest, "model_publish", job_id=JOB, name="credit")
+    ok(guest, "service_bind", service_id="s", name="credit", version=1)
+    counting = CountingRegistry(guest.registry)
+    replica = Serving(
+        GUEST,
+        counting,  # type: ignore[arg-type]
+        features=guest.features,
+        limiter=guest.limiter,
+        call=wire.caller(GUEST),
+        artifacts=guest.artifacts,
+        tables=None,
+        job_parties=guest.job_parties,
+        metrics=ServingMetrics(),
+        rate_limit_rows_per_s=10_000,
+        binding_refresh_s=3600,
+    )
+
+    def served() -> int:
+        return int(ok(replica, "predict", service_id="s", rows=rows("a"))["results"][0]["version"])
+
+    # Known binding and model: requests read no database
+    assert [served() for _ in range(20)] == [1] * 20
+    assert counting.reads == 2  # the binding and the model, once each
+
+    # Another replica switches: this one answers its known version until it refreshes...
+    ok(guest, "service_switch", service_id="s", version=2)
+    assert served() == 1
+    # ...then one background read brings the switch, requests meanwhile still answered
+    replica.refresh_s = 0.01
+    deadline = time.monotonic() + 10
+    versions = []
+    while time.monotonic() < deadline and (not versions or versions[-1] != 2):
+        versions.append(served())
+        time.sleep(0.02)
+    assert versions[-1] == 2
+
+    # Its own switch is seen by its next request, not after a refresh
+    replica.refresh_s = 3600
+    ok(replica, "service_switch", service_id="s", version=1)
+    assert served() == 1
+    replica.close()
+
+
+def test_rate_limit_leases_never_grant_more_than_the_limit_over_replicas(
+    client: redis.Redis[bytes],
+) -> None:
+    prefix = f"fedmq-test-{uuid.uuid4().hex[:8]}:"
+    replicas = [RateLimiter(client, prefix), RateLimiter(client, prefix)]
+    for _ in range(5):
+        # one second's window (retried when the loop crossed into the next second)
+        time.sleep(1 - time.time() % 1 + 0.01)
+        window = int(time.time())
+        granted = sum(
+            n for i in range(150) for n in [1 + i % 3] if replicas[i % 2].allow("k", n, 200)
+        )
+        if int(time.time()) == window:
+            break
+    else:
+        pytest.fail("could not stay inside one second's window")
+    # each replica spends its leases; together at most the limit, and close to it (a few
+    # rows of each unspent lease are lost)
+    assert 200 - 8 <= granted <= 200
+    # the rows counted in Redis never pass the limit either (refusals gave theirs back)
+    assert int(client.get(f"{prefix}rl:k:{window}") or 0) <= 200
+    # a request larger than the limit is refused, and a small one still fits next second
+    time.sleep(1 - time.time() % 1 + 0.01)
+    assert not replicas[0].allow("k", 201, 200)
+    assert replicas[0].allow("k", 200, 200)

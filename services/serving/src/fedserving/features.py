@@ -15,6 +15,7 @@ features.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,23 +103,58 @@ class FeatureStore:
         return matrix[:, [position[name] for name in names]]
 
 
+LEASE_SHARE = 50
+"""A limiter takes a key's rows from Redis in leases of limit/LEASE_SHARE rows (at least the
+request's own), so most requests count locally without a Redis round trip."""
+
+
+@dataclass
+class _Lease:
+    window: int
+    left: int
+
+
 class RateLimiter:
     """Fixed one-second windows in Redis, shared by the service's replicas: `allow(key, n)`
     adds n to the key's count in this second and says whether it stays within the limit. A
-    refused request gives its n back, so it does not eat the caller's next requests' share."""
+    refused request gives its n back, so it does not eat the caller's next requests' share.
+
+    Each process reserves rows in leases (`LEASE_SHARE`): a lease's rows count against the
+    limit in Redis when taken, and the process spends them locally in the same second. The
+    rows granted in a second never pass the limit, over all replicas; a replica's unspent lease
+    rows are lost to the others for the rest of that second (at most limit/LEASE_SHARE each)."""
 
     def __init__(self, client: redis.Redis[bytes], prefix: str) -> None:
         self.redis = client
         self.prefix = prefix
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
 
     def allow(self, key: str, n: int, limit: int) -> bool:
         window = int(time.time())
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and lease.window == window and lease.left >= n:
+                lease.left -= n
+                return True
+        want = max(n, limit // LEASE_SHARE)
         name = f"{self.prefix}rl:{key}:{window}"
         pipe = self.redis.pipeline(transaction=False)
-        pipe.incrby(name, n)
+        pipe.incrby(name, want)
         pipe.expire(name, 3)
         count, _ = pipe.execute()
-        if int(count) <= limit:
-            return True
-        self.redis.decrby(name, n)
-        return False
+        over = max(0, int(count) - limit)
+        got = want - over
+        if got < n:
+            # not enough left in this second: give back all of it
+            self.redis.decrby(name, want)
+            return False
+        if over:
+            self.redis.decrby(name, over)
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and lease.window == window:
+                lease.left += got - n
+            else:
+                self._leases[key] = _Lease(window, got - n)
+        return True

@@ -172,11 +172,14 @@ class Serving:
         self.inflight = Inflight.new()
         self._bindings: dict[str, tuple[float, Binding | None]] = {}
         self._models: dict[tuple[str, str, int], tuple[float, ModelVersion]] = {}
+        self._generation: dict[Any, int] = defaultdict(int)
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(pool_threads, thread_name_prefix="serving-hosts")
+        self._refresher = ThreadPoolExecutor(1, thread_name_prefix="serving-refresh")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._refresher.shutdown(wait=False, cancel_futures=True)
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -340,6 +343,7 @@ class Serving:
             self.registry.set_model_state(
                 model.name, model.version, state, hosts=states, action="hosts_accepted"
             )
+            self._forget_models()
             return self.registry.model(model.name, model.version)
         return model
 
@@ -359,13 +363,13 @@ class Serving:
         self.registry.set_model_state(
             str(args["name"]), int(args["version"]), READY, owner_party=owner
         )
+        self._forget_models()
         return self.registry.model(str(args["name"]), int(args["version"]), owner).view()
 
     def _delete(self, args: dict[str, Any]) -> dict[str, Any]:
         owner = args.get("owner_party")
         self.registry.delete_model(str(args["name"]), int(args["version"]), owner)
-        with self._cache_lock:
-            self._models.clear()
+        self._forget_models()
         return {"deleted": True}
 
     def _export(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -384,29 +388,74 @@ class Serving:
 
     # -- services -------------------------------------------------------------------------
 
+    def _cached(
+        self, cache: dict[Any, tuple[float, Any]], key: Any, load: Callable[[], Any]
+    ) -> Any:
+        """The cached value of `key`, read with `load` when unknown. A value older than
+        refresh_s is still answered (a request never waits for the database once the value is
+        known) while one background read replaces it; a value this process changed itself
+        (bind, switch, accept, delete) is replaced at once. refresh_s = 0: read every time."""
+        tag = (id(cache), key)
+        with self._cache_lock:
+            cached = cache.get(key)
+            if cached is not None and self.refresh_s > 0:
+                at, value = cached
+                if time.monotonic() - at >= self.refresh_s:
+                    # this thread refreshes; the others keep answering the known value
+                    cache[key] = (time.monotonic(), value)
+                    self._refresher.submit(self._refresh, cache, key, load, self._generation[tag])
+                return value
+            generation = self._generation[tag]
+        value = load()
+        with self._cache_lock:
+            if self._generation[tag] == generation:
+                cache[key] = (time.monotonic(), value)
+        return value
+
+    def _refresh(
+        self,
+        cache: dict[Any, tuple[float, Any]],
+        key: Any,
+        load: Callable[[], Any],
+        generation: int,
+    ) -> None:
+        tag = (id(cache), key)
+        try:
+            value = load()
+        except RegistryError:
+            # gone (deleted elsewhere): the next request reads, and answers the error
+            with self._cache_lock:
+                if self._generation[tag] == generation:
+                    cache.pop(key, None)
+            return
+        except Exception as exc:
+            log.warning("serving_refresh_failed", key=str(key), error=type(exc).__name__)
+            return
+        with self._cache_lock:
+            if self._generation[tag] == generation:
+                cache[key] = (time.monotonic(), value)
+
     def _binding(self, service_id: str) -> Binding | None:
-        with self._cache_lock:
-            cached = self._bindings.get(service_id)
-        if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
-            return cached[1]
-        found = self.registry.binding(service_id)
-        with self._cache_lock:
-            self._bindings[service_id] = (time.monotonic(), found)
+        found: Binding | None = self._cached(
+            self._bindings, service_id, lambda: self.registry.binding(service_id)
+        )
         return found
 
     def _set_binding(self, binding: Binding | None, service_id: str) -> None:
         with self._cache_lock:
+            self._generation[(id(self._bindings), service_id)] += 1
             self._bindings[service_id] = (time.monotonic(), binding)
 
+    def _forget_models(self) -> None:
+        with self._cache_lock:
+            for key in self._models:
+                self._generation[(id(self._models), key)] += 1
+            self._models.clear()
+
     def _model(self, owner: str, name: str, version: int) -> ModelVersion:
-        key = (owner, name, version)
-        with self._cache_lock:
-            cached = self._models.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
-            return cached[1]
-        model = self.registry.model(name, version, owner)
-        with self._cache_lock:
-            self._models[key] = (time.monotonic(), model)
+        model: ModelVersion = self._cached(
+            self._models, (owner, name, version), lambda: self.registry.model(name, version, owner)
+        )
         return model
 
     def _bind(self, args: dict[str, Any]) -> dict[str, Any]:
