@@ -15,9 +15,8 @@ link changes, by their settings file and a restart of both gateways:
 Both settings use the link docs/wan.md recommends for a WAN (`link_streams` 4,
 `link_buffer_bytes` = 1 Gbit/s x RTT, BBR), so the path is the only difference. The order is
 loopback, wan, wan, loopback (`--rounds 2`), so a load that drifts does not favour one side.
-The gateways restart when the mode changes; the first job after a restart was the slower one
-in the runs here, so `--restart-each` restarts them before every run (each run then starts
-alike).
+The gateways restart when the mode changes; `--restart-each` restarts them before every run
+as well, so every job starts on freshly connected links.
 
     .venv/bin/python bench/wan/job.py --data default_credit --epochs 1
 Results: printed, and bench/wan/job_results.json. Needs root, gcc, iproute2, iptables.
