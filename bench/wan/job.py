@@ -158,6 +158,18 @@ def _switch(stack: Any, mode: str, wan: WanEmulator, rtt_ms: float) -> None:
             time.sleep(0.5)
 
 
+def _keep_logs(stack: Any, where: Path) -> None:
+    """Copy every service's log to `where` before the stack is torn down."""
+    import shutil
+
+    where.mkdir(parents=True, exist_ok=True)
+    for party in (GUEST, HOST):
+        for service in local.SERVICES:
+            source = local.log_file(stack.state, party, service)
+            if source.exists():
+                shutil.copy(source, where / f"{party}-{service}.log")
+
+
 def run(
     data: str,
     epochs: int,
@@ -165,6 +177,7 @@ def run(
     rtt_ms: float,
     loss_pct: float,
     restart_each: bool = False,
+    keep_logs: str = "",
 ) -> dict[str, Any]:
     why = missing_requirements()
     if why is not None:
@@ -204,6 +217,8 @@ def run(
                 times[mode].append(took)
                 runs.append({"mode": mode, "job_s": took, "load_before": load, **_link_tcp(stack)})
                 print(json.dumps(runs[-1]), flush=True)
+            if keep_logs:
+                _keep_logs(stack, Path(keep_logs))
     finally:
         wan.down()
     return {
@@ -237,9 +252,18 @@ def main() -> int:
         action="store_true",
         help="restart both gateways before every run, not only when the mode changes",
     )
+    parser.add_argument("--keep-logs", default="", help="copy the services' logs to this folder")
     parser.add_argument("--out", default=str(Path(__file__).with_name("job_results.json")))
     args = parser.parse_args()
-    result = run(args.data, args.epochs, args.rounds, args.rtt_ms, args.loss_pct, args.restart_each)
+    result = run(
+        args.data,
+        args.epochs,
+        args.rounds,
+        args.rtt_ms,
+        args.loss_pct,
+        args.restart_each,
+        args.keep_logs,
+    )
     print(json.dumps(result, indent=2))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
