@@ -70,6 +70,8 @@ EVENT_ONLY = {
     "fedmq_gateway_connections_refused_total": "a refused TLS connection; a healthy stack has none",
     "fedmq_audit_findings_total": "an audit rule's finding; a healthy job has none, and "
     "fedaudit.metrics creates a rule's series at its first finding",
+    "fedmq_serving_": "a prediction request to a bound model; a training job sends none (the "
+    "serving stack tests drive these series)",
 }
 """Dashboard expressions that may be empty during a healthy PSI job, by a metric they read."""
 

@@ -241,7 +241,12 @@ def test_tasks_run_in_order_and_report_success_with_outputs(fed2: Federation2) -
     engine = fed2.parties[GUEST].worker.engine
     assert MetricsReader(engine).values("job-a", "sum_0")["result_sum"] == pytest.approx(20 * 10)
     assert {c.tag for c in fed2.crossings.snapshot()} == {"masked_sum", "ack", "mask_total"}
-    # The task rows, the reads, and the cleanup after success.
+    # The task rows, the reads, and the cleanup after success (it follows the final report).
+    wait_until(
+        lambda: all(r["cleaned"] for r in task_rows(engine)),
+        timeout=30,
+        what="the finished tasks' cleanup",
+    )
     rows = task_rows(engine)
     assert [(r["component"], r["state"], r["cleaned"]) for r in rows] == [
         ("reader_0", "success", True),
