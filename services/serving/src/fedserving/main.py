@@ -28,6 +28,7 @@ from fedbus.remote import RemoteCall, RemoteCaller, serve_remote_requests
 from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
 from fedcontrol import SchedulerClient
 from fedflow.artifacts import ArtifactStore
+from fedflow.migrations import MIGRATIONS as FLOW_MIGRATIONS
 from fedflow.tables import TableStore
 
 from fedserving.exports import load_key
@@ -49,6 +50,11 @@ class Service:
         self.settings = settings
         self.metrics = metrics or ServingMetrics()
         self.engine = open_engine(settings.database_url.get_secret_value())
+        # fedflow's tables (the party's table catalogue, the jobs' model outputs) through
+        # fedflow's migrations, under the advisory lock the worker's start-up takes too: the
+        # two start together on one database, and a plain create_all here raced the worker's
+        # Alembic run (a unique violation on pg_type, seen booting the compose stack).
+        FLOW_MIGRATIONS.upgrade_head(self.engine)
         self.redis = redis.Redis.from_url(settings.redis_url.get_secret_value())
         prefix = settings.redis_prefix or f"fedmq:{settings.party_id}:serving:"
         self.bus: Bus = connect(settings.bus_url.get_secret_value())
