@@ -26,7 +26,16 @@ import typer
 from rich.markup import escape
 
 from fedmq.cli_output import rich_table
-from fedmq.data_cli import DEFAULT_URL, ApiToken, ApiUrl, JsonFlag, console, errors, print_json
+from fedmq.data_cli import (
+    DEFAULT_URL,
+    ApiToken,
+    ApiUrl,
+    JsonFlag,
+    api_request,
+    console,
+    errors,
+    print_json,
+)
 
 audit_app = typer.Typer(
     help="The party's audit log: events, alerts, reports, offline verification.",
@@ -37,28 +46,8 @@ JobArg = Annotated[str, typer.Argument(help="the job id", metavar="JOB")]
 
 
 def _get(url: str, token: str, path: str, **params: Any) -> httpx.Response:
-    if not token:
-        errors.print("[red]no API token:[/red] pass --token or set FEDMQ_API_TOKEN")
-        raise typer.Exit(2)
     query = {k: v for k, v in params.items() if v is not None}
-    try:
-        response = httpx.get(
-            f"{url.rstrip('/')}/api/v1/audit{path}",
-            params=query,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60.0,
-        )
-    except httpx.HTTPError as exc:
-        errors.print(f"[red]refused (no answer):[/red] cannot reach {escape(url)}: {exc}")
-        raise typer.Exit(2) from None
-    if response.status_code >= 400:
-        try:
-            detail = str(response.json().get("detail"))
-        except ValueError:
-            detail = response.text
-        errors.print(f"[red]refused ({response.status_code}):[/red] {escape(detail)}")
-        raise typer.Exit(2)
-    return response
+    return api_request(url, token, "GET", f"/audit{path}", timeout=60.0, params=query)
 
 
 def _findings(record: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from fedflow.policy import parse_param_spec
 from rich.console import Console
@@ -77,6 +78,36 @@ def api_client(url: str, token: str) -> Iterator[Client]:
         raise typer.Exit(2) from None
     finally:
         client.close()
+
+
+def api_request(
+    url: str, token: str, method: str, path: str, *, timeout: float, **kwargs: Any
+) -> httpx.Response:
+    """One request to the party's REST API at `path` (under /api/v1) for the commands that
+    speak to a router the SDK's Client does not wrap (audit, serving); no token, no answer or
+    a refusal ends the command with status 2 and the server's reason."""
+    if not token:
+        errors.print("[red]no API token:[/red] pass --token or set FEDMQ_API_TOKEN")
+        raise typer.Exit(2)
+    try:
+        response = httpx.request(
+            method,
+            f"{url.rstrip('/')}/api/v1{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            **kwargs,
+        )
+    except httpx.HTTPError as exc:
+        errors.print(f"[red]refused (no answer):[/red] cannot reach {escape(url)}: {exc}")
+        raise typer.Exit(2) from None
+    if response.status_code >= 400:
+        try:
+            detail = str(response.json().get("detail"))
+        except ValueError:
+            detail = response.text
+        errors.print(f"[red]refused ({response.status_code}):[/red] {escape(detail)}")
+        raise typer.Exit(2)
+    return response
 
 
 @contextmanager

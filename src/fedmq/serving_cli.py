@@ -23,12 +23,20 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.markup import escape
 
 from fedmq.cli_output import rich_table
-from fedmq.data_cli import DEFAULT_URL, ApiToken, ApiUrl, JsonFlag, console, errors, print_json
+from fedmq.data_cli import (
+    DEFAULT_URL,
+    ApiToken,
+    ApiUrl,
+    JsonFlag,
+    api_request,
+    console,
+    errors,
+    print_json,
+)
 
 model_app = typer.Typer(
     help="Published models: publish, list, show, accept, delete.", no_args_is_help=True
@@ -45,28 +53,7 @@ Owner = Annotated[str | None, typer.Option("--owner", help="the publishing guest
 
 
 def call(url: str, token: str, method: str, path: str, **kwargs: Any) -> Any:
-    if not token:
-        errors.print("[red]no API token:[/red] pass --token or set FEDMQ_API_TOKEN")
-        raise typer.Exit(2)
-    try:
-        response = httpx.request(
-            method,
-            f"{url.rstrip('/')}/api/v1/serving{path}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=90.0,
-            **kwargs,
-        )
-    except httpx.HTTPError as exc:
-        errors.print(f"[red]refused (no answer):[/red] cannot reach {escape(url)}: {exc}")
-        raise typer.Exit(2) from None
-    if response.status_code >= 400:
-        try:
-            detail = str(response.json().get("detail"))
-        except ValueError:
-            detail = response.text
-        errors.print(f"[red]refused ({response.status_code}):[/red] {escape(detail)}")
-        raise typer.Exit(2)
-    return response.json()
+    return api_request(url, token, method, f"/serving{path}", timeout=90.0, **kwargs).json()
 
 
 def _print_model(model: dict[str, Any]) -> None:
