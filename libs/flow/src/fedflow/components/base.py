@@ -14,11 +14,22 @@ import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fedflow.protocol import Protocol
+
+
+def _distinct_columns(columns: list[str] | None) -> list[str] | None:
+    if columns is not None and len(set(columns)) != len(columns):
+        raise ValueError("columns names a column twice")
+    return columns
+
+
+OwnColumns = Annotated[list[str] | None, Field(min_length=1), AfterValidator(_distinct_columns)]
+"""A parameter naming some of this party's own columns, each once (None: every feature
+column)."""
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext

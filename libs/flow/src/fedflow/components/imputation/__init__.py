@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec
+from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec, OwnColumns
 from fedflow.protocol import Protocol
 
 
@@ -24,17 +24,10 @@ class ImputationParams(ComponentParams):
     method: Literal["mean", "median", "constant"] = "mean"
     constant: float = 0.0
     """The fill value of method: constant."""
-    columns: list[str] | None = Field(default=None, min_length=1)
+    columns: OwnColumns = None
     """This party's columns to impute; None: every feature column."""
     missing_values: list[float] = Field(default_factory=list, max_length=100)
     """Values that mean "missing" besides an empty field (e.g. -999)."""
-
-    @field_validator("columns")
-    @classmethod
-    def _distinct(cls, columns: list[str] | None) -> list[str] | None:
-        if columns is not None and len(set(columns)) != len(columns):
-            raise ValueError("columns names a column twice")
-        return columns
 
 
 IMPUTATION = ComponentDescriptor(

@@ -15,24 +15,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec
+from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec, OwnColumns
 from fedflow.protocol import Protocol
 
 
 class OnehotParams(ComponentParams):
-    columns: list[str] | None = Field(default=None, min_length=1)
+    columns: OwnColumns = None
     """This party's columns to encode; None: every feature column."""
     max_categories: int = Field(default=32, ge=2, le=1000)
     handle_unknown: Literal["ignore", "error"] = "ignore"
-
-    @field_validator("columns")
-    @classmethod
-    def _distinct(cls, columns: list[str] | None) -> list[str] | None:
-        if columns is not None and len(set(columns)) != len(columns):
-            raise ValueError("columns names a column twice")
-        return columns
 
 
 ONEHOT = ComponentDescriptor(
