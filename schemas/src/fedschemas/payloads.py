@@ -162,6 +162,11 @@ class TaskStatus(Payload):
     reason: Reason | None = None
     progress: Progress | None = None
     outputs: dict[str, str] | None = None
+    component_version: Annotated[str, Field(max_length=64)] | None = None
+    """The release of the component code the worker runs (on "running" reports)."""
+    code_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """SHA-256 of the component's source as the worker loaded it (fedflow.code_identity), on
+    "running" reports: what this party's audit compares with the code its operator approved."""
 
 
 class TaskCancel(Payload):
