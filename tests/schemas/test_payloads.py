@@ -57,6 +57,7 @@ from fedschemas.payloads import (
     TaskRun,
     TaskStatus,
 )
+from fedschemas.serving_payloads import ServingEvent
 from pydantic import ValidationError
 
 AT = datetime(2026, 11, 22, 8, 0, 0, 1, tzinfo=UTC)
@@ -185,6 +186,16 @@ EXAMPLES: dict[str, Payload] = {
         signature="ab" * 64,
         statement='{"job_id":"job-1","sent":[3,"00"]}',
         statement_signature="cd" * 64,
+    ),
+    "serving.event": ServingEvent(
+        party_id="9999",
+        event_id=7,
+        at=AT,
+        action="switch",
+        service_id="risk",
+        model_name="credit",
+        version=2,
+        detail='{"before":{"version":1}}',
     ),
 }
 

@@ -48,6 +48,7 @@ from fedschemas.payloads import (
     TaskStatus,
     split_job_status,
 )
+from fedschemas.serving_payloads import ServingEvent
 
 # Type names: lower-case dotted, "<area>.<name>"; the area groups topics and audit rules.
 _MESSAGE_TYPES: dict[str, type[Payload]] = {
@@ -82,6 +83,7 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "gateway.job_ended": JobEnded,
     "control.audit_stop": AuditStop,
     "audit.checkpoint": AuditCheckpoint,
+    "serving.event": ServingEvent,
 }
 
 MESSAGE_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_MESSAGE_TYPES)

@@ -40,11 +40,25 @@ AUDIT: Final = "svc.audit"
 AUDIT_RPC: Final = "svc.audit.rpc"
 """Request/reply between the REST API or CLI and the audit service (its read models, JSON;
 party-local, never relayed: docs/audit.md)."""
+SERVING: Final = "svc.serving"
+"""The serving service's calls from other parties (through the gateways' request/reply: the
+gateway's rpc_services exposes it to its peers)."""
+SERVING_RPC: Final = "svc.serving.rpc"
+"""Request/reply between the REST API or CLI and the serving service (party-local)."""
+SERVING_EVENTS: Final = "svc.serving.events"
+"""The serving service's lifecycle events (serving.event) to its own party's audit service,
+which consumes this topic; never relayed to another party."""
 GATEWAY: Final = "svc.gateway"
 """The gateway's own inbox: gateway.job_ended from the party's scheduler (replay guard)."""
 GATEWAY_RPC: Final = "svc.gateway.rpc"
 """Request/reply: a service's calls to another party's service (rpc.request), which the
 party's gateway carries over the site link and answers with the remote rpc.reply."""
+TRANSIENT: Final = frozenset({SERVING, SERVING_RPC, GATEWAY_RPC})
+"""Request/reply topics of online serving, whose queues hold nothing worth keeping: each
+request has a deadline of at most the gateway's rpc_max_timeout_s, its caller gives up at that
+deadline, and nothing resends it, so a copy that survived a broker restart would only be
+dropped as expired. Broker adapters may keep them in memory (RabbitMQ: a non-durable classic
+queue instead of a quorum queue; docs/serving.md, "Latency")."""
 OUT_PREFIX: Final = "out."
 """Prefix of the outbound topics: `out.<party>` holds what is bound for that party."""
 
@@ -76,6 +90,7 @@ _AREAS: dict[str, Area] = {
     "scheduler": Area(SCHEDULER_RPC, cross_site=False),
     "data": Area(DATA_RPC, cross_site=False),
     "crypto": Area(CRYPTO, cross_site=False),
+    "serving": Area(SERVING_EVENTS, cross_site=False),
     # The gateway's own messages. rpc.* does cross sites, but only in the link's REQUEST and
     # REPLY frames, never as relayed DATA: so no route, and the relay refuses them.
     "gateway": Area(GATEWAY, cross_site=False),
