@@ -500,3 +500,58 @@ def test_expand_mask_is_deterministic_and_key_dependent() -> None:
     assert not np.array_equal(a, c)
     with pytest.raises(SecAggError, match="32 bytes"):
         expand_mask(b"short", 10, np.uint32)
+
+
+def test_clients_restored_from_their_exported_state_complete_the_aggregation() -> None:
+    # Prepare: 5 clients; client 2 is exported after its keys, client 3 after its shares
+    config = config_for(5)
+    inputs = make_inputs(5, 200)
+    clients = clients_for(config, inputs)
+    server = SecAggServer(config)
+    for c in clients.values():
+        server.receive_keys(c.advertise_keys())
+    clients[2] = SecAggClient.from_state(clients[2].export_state(), config)
+    directory = server.key_directory()
+    for c in clients.values():
+        server.receive_shares(c.share_keys(directory))
+    exported = clients[3].export_state()
+    clients[3] = SecAggClient.from_state(exported, config)
+
+    # Execute: the rest of the round with the restored clients
+    inboxes = server.route_shares()
+    for u, c in clients.items():
+        server.receive_masked_input(c.masked_input(inboxes[u], inputs[u]))
+    request = server.unmask_request()
+    for c in clients.values():
+        server.receive_unmasking(c.unmask(request))
+
+    # Assert: the masks cancel as the originals' would; the state carries only public keys
+    assert within_bound(server.result(), clipped_sum(inputs, range(1, 6), config.clip))
+    assert exported.phase == "shared" and len(exported.secret) == exported.secret_size()
+    assert set(exported.directory) == set(range(1, 6))
+
+
+def test_exporting_or_restoring_a_client_state_in_a_wrong_shape_is_refused() -> None:
+    # Prepare
+    config = config_for(3)
+    fresh = SecAggClient(1, config)
+    advertised = SecAggClient(1, config)
+    advertised.advertise_keys()
+    state = advertised.export_state()
+    other_keys = SecAggClient(2, config).advertise_keys()
+
+    # Execute / Assert
+    with pytest.raises(SecAggError, match="not in 'new'"):
+        fresh.export_state()
+    with pytest.raises(SecAggError, match="secret bytes"):
+        SecAggClient.from_state(dataclasses.replace(state, secret=state.secret[:-1]), config)
+    with pytest.raises(SecAggError, match="cannot be restored"):
+        SecAggClient.from_state(dataclasses.replace(state, phase="masked"), config)
+    shared = dataclasses.replace(
+        state,
+        phase="shared",
+        secret=state.secret + bytes(66),
+        directory={1: (other_keys.c_public, other_keys.s_public)},
+    )
+    with pytest.raises(SecAggError, match="own keys"):
+        SecAggClient.from_state(shared, config)

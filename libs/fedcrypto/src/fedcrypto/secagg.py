@@ -81,6 +81,7 @@ from fedcrypto.shamir import (
 __all__ = [
     "AdvertiseKeys",
     "AggregationResult",
+    "ClientState",
     "EncryptedShares",
     "FixedPoint",
     "KeyDirectory",
@@ -371,6 +372,34 @@ def _need(count: int, config: SecAggConfig, what: str) -> None:
 # ---------------------------------------------------------------- client
 
 
+@dataclass(frozen=True)
+class ClientState:
+    """A client's resumable state after advertise_keys ("advertised") or share_keys ("shared").
+
+    A caller that must re-send a round's messages byte for byte after a crash saves this
+    before the message that depends on it leaves, and rebuilds the client with
+    `SecAggClient.from_state`. What comes later in a round (masked input, unmasking answer)
+    is a deterministic function of this state and the messages received.
+
+    `secret` must be kept confidential (seal it before storing it). Byte layout:
+      c_u^SK (32) || s_u^SK (32) || self-mask seed b_u (32)
+      [shared only] || y of this client's own share of s_u^SK (33) || y of its share of b_u (33)
+    `directory` is the key directory the client accepted (empty while advertised); it holds
+    only public keys.
+    """
+
+    client_id: int
+    phase: str
+    secret: bytes
+    directory: Mapping[int, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    PHASES = ("advertised", "shared")
+
+    def secret_size(self) -> int:
+        """The length `secret` must have in this state's phase."""
+        return 3 * KEY_SIZE + (2 * SHARE_VALUE_SIZE if self.phase == "shared" else 0)
+
+
 class SecAggClient:
     """One client's side of one aggregation. Call the four methods in order, once each."""
 
@@ -385,6 +414,58 @@ class SecAggClient:
         # Shares this client holds: owner v -> (share of s_v^SK, share of b_v).
         self._held: dict[int, tuple[Share, Share]] = {}
         self._u2: frozenset[int] = frozenset()
+
+    def export_state(self) -> ClientState:
+        """This client's state after advertise_keys or share_keys (ClientState), to resume
+        from; refused in any other phase (later phases follow deterministically)."""
+        if self._phase not in ClientState.PHASES:
+            raise SecAggError(
+                f"a client's state is exported after its keys or shares, not in {self._phase!r}"
+            )
+        secret = self._c_key.private_bytes_raw() + self._s_key.private_bytes_raw()
+        secret += self._self_seed
+        if self._phase == "advertised":
+            return ClientState(self.client_id, self._phase, secret)
+        s_share, b_share = self._held[self.client_id]
+        secret += s_share.y_bytes() + b_share.y_bytes()
+        return ClientState(self.client_id, self._phase, secret, dict(self._directory))
+
+    @classmethod
+    def from_state(cls, state: ClientState, config: SecAggConfig) -> SecAggClient:
+        """The client `export_state` returned, in the same phase, for the same config."""
+        if state.phase not in ClientState.PHASES:
+            raise SecAggError(f"a client state in phase {state.phase!r} cannot be restored")
+        if len(state.secret) != state.secret_size():
+            raise SecAggError(
+                f"a client state in phase {state.phase!r} has {len(state.secret)} secret "
+                f"bytes, expected {state.secret_size()}"
+            )
+        client = cls(state.client_id, config)
+        secret = state.secret
+        client._c_key = X25519PrivateKey.from_private_bytes(secret[:KEY_SIZE])
+        client._s_key = X25519PrivateKey.from_private_bytes(secret[KEY_SIZE : 2 * KEY_SIZE])
+        client._self_seed = secret[2 * KEY_SIZE : 3 * KEY_SIZE]
+        client._phase = state.phase
+        if state.phase == "advertised":
+            return client
+        me = client.client_id
+        own = (
+            client._c_key.public_key().public_bytes_raw(),
+            client._s_key.public_key().public_bytes_raw(),
+        )
+        directory = {
+            _check_id(v, config, "directory id"): (bytes(c), bytes(s))
+            for v, (c, s) in state.directory.items()
+        }
+        if directory.get(me) != own:
+            raise SecAggError("a restored key directory does not list this client's own keys")
+        at = 3 * KEY_SIZE
+        client._held[me] = (
+            Share.from_y_bytes(me, secret[at : at + SHARE_VALUE_SIZE]),
+            Share.from_y_bytes(me, secret[at + SHARE_VALUE_SIZE :]),
+        )
+        client._directory = directory
+        return client
 
     def _step(self, expected: str, after: str, name: str) -> None:
         if self._phase != expected:

@@ -13,9 +13,9 @@ polynomials and encrypts the shares under fresh AES-GCM nonces. So a client chec
 The private keys, seed and shares go in sealed (ComponentContext.checkpoints.seal: AES-GCM
 under the party's checkpoint key, never in the clear in the database). What comes later in the
 round (the masked input, the unmasking answer) is a deterministic function of this state and
-the messages received, which the durable mailbox gives back. fedcrypto's SecAggClient has no
-export of its state, so `snapshot` / `restore` read and set its attributes; the unit tests
-round-trip a snapshot through a whole aggregation, so a change there fails them.
+the messages received, which the durable mailbox gives back. The state is fedcrypto's own
+export (`SecAggClient.export_state` / `from_state`); this module only seals its secret part
+and stores the rest as JSON.
 """
 
 from __future__ import annotations
@@ -23,16 +23,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from fedcrypto.secagg import KEY_SIZE, EncryptedShares, SecAggClient, SecAggConfig, SecAggError
-from fedcrypto.shamir import SHARE_VALUE_SIZE, Share
+from fedcrypto.secagg import (
+    ClientState,
+    EncryptedShares,
+    SecAggClient,
+    SecAggConfig,
+    SecAggError,
+)
 
 if TYPE_CHECKING:
     from fedflow.checkpoints import CheckpointScope
 
 PURPOSE: Final = "homo_lr.secagg_client"
 """What the sealed secrets in a homo_lr checkpoint are (binds the sealing key to them)."""
-_PHASES: Final = ("advertised", "shared")
 
 
 def snapshot(
@@ -40,20 +43,14 @@ def snapshot(
 ) -> dict[str, Any]:
     """The client's state after advertise_keys (phase advertised) or share_keys (phase shared,
     with the EncryptedShares it is about to send), its secrets sealed."""
-    phase = client._phase
-    if phase not in _PHASES:
-        raise SecAggError(f"a client is checkpointed after its keys or shares, not in {phase!r}")
-    secret = client._c_key.private_bytes_raw() + client._s_key.private_bytes_raw()
-    secret += client._self_seed
-    state: dict[str, Any] = {"phase": phase, "client_id": client.client_id}
-    if phase == "shared":
-        s_share, b_share = client._held[client.client_id]
-        secret += s_share.y_bytes() + b_share.y_bytes()
-        state["directory"] = {str(v): [c, s] for v, (c, s) in client._directory.items()}
+    exported = client.export_state()
+    state: dict[str, Any] = {"phase": exported.phase, "client_id": exported.client_id}
+    if exported.phase == "shared":
+        state["directory"] = {str(v): [c, s] for v, (c, s) in exported.directory.items()}
         if sent is None:
             raise SecAggError("a client checkpointed after share_keys needs the shares it sends")
         state["sent"] = {str(v): blob for v, blob in sent.ciphertexts.items()}
-    state["sealed"] = scope.seal(PURPOSE, secret)
+    state["sealed"] = scope.seal(PURPOSE, exported.secret)
     return state
 
 
@@ -61,26 +58,20 @@ def restore(
     state: Mapping[str, Any], config: SecAggConfig, scope: CheckpointScope
 ) -> tuple[SecAggClient, EncryptedShares | None]:
     """The client `snapshot` saved, in the same phase, and the shares it sent (phase shared)."""
-    client = SecAggClient(int(state["client_id"]), config)
-    secret = scope.open_sealed(PURPOSE, dict(state["sealed"]))
     phase = str(state["phase"])
-    need = 3 * KEY_SIZE + (2 * SHARE_VALUE_SIZE if phase == "shared" else 0)
-    if phase not in _PHASES or len(secret) != need:
-        raise SecAggError(f"homo_lr checkpoint: a client state in phase {phase!r} is malformed")
-    client._c_key = X25519PrivateKey.from_private_bytes(secret[:KEY_SIZE])
-    client._s_key = X25519PrivateKey.from_private_bytes(secret[KEY_SIZE : 2 * KEY_SIZE])
-    client._self_seed = secret[2 * KEY_SIZE : 3 * KEY_SIZE]
-    client._phase = phase
-    if phase == "advertised":
+    directory = {
+        int(v): (bytes(pair[0]), bytes(pair[1]))
+        for v, pair in dict(state.get("directory", {})).items()
+    }
+    exported = ClientState(
+        int(state["client_id"]), phase, scope.open_sealed(PURPOSE, dict(state["sealed"])), directory
+    )
+    try:
+        client = SecAggClient.from_state(exported, config)
+    except SecAggError as exc:
+        raise SecAggError(f"homo_lr checkpoint: {exc}") from None
+    if phase != "shared":
         return client, None
     me = client.client_id
-    at = 3 * KEY_SIZE
-    client._held[me] = (
-        Share.from_y_bytes(me, secret[at : at + SHARE_VALUE_SIZE]),
-        Share.from_y_bytes(me, secret[at + SHARE_VALUE_SIZE :]),
-    )
-    client._directory = {
-        int(v): (bytes(pair[0]), bytes(pair[1])) for v, pair in dict(state["directory"]).items()
-    }
     sent = EncryptedShares(me, {int(v): bytes(b) for v, b in dict(state["sent"]).items()})
     return client, sent
