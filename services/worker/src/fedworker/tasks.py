@@ -45,6 +45,7 @@ from fedbus import BrokerUnavailable
 from fedbus.runtime import EnvelopePublisher
 from fedcommon.logging import bind_message_context
 from fedcommon.tracing import get_tracer, span_from_remote
+from fedflow.code_identity import ComponentCode, component_code
 from fedflow.federation import TaskCanceled
 from fedflow.pipeline import Pipeline, PipelineError
 from fedflow.policy import SecurityPolicy, task_problem
@@ -190,6 +191,7 @@ class StatusReporter:
         reason: str | None = None,
         progress: float | None = None,
         outputs: dict[str, str] | None = None,
+        code: ComponentCode | None = None,
     ) -> None:
         envelope = own_envelope(
             TaskStatus(
@@ -201,6 +203,8 @@ class StatusReporter:
                 reason=None if reason is None else reason[:MAX_REASON],
                 progress=progress,
                 outputs=outputs,
+                component_version=None if code is None else code.version,
+                code_sha256=None if code is None else code.sha256,
             ),
             key,
             self.party_id,
@@ -459,17 +463,39 @@ class TaskExecutor:
                 ) as span:
                     span.set_attribute("fedmq.job_id", job_id)
                     span.set_attribute("fedmq.component", component)
-                    self._report_running(conn, key, row.status_seq, progress=row.progress or 0.0)
+                    self._report_running(
+                        conn,
+                        key,
+                        row.status_seq,
+                        progress=row.progress or 0.0,
+                        component_type=row.component_type,
+                    )
                 return dict(row._mapping)
         return None
 
-    def _report_running(self, conn: Connection, key: TaskKey, seq: int, *, progress: float) -> None:
+    def _report_running(
+        self,
+        conn: Connection,
+        key: TaskKey,
+        seq: int,
+        *,
+        progress: float,
+        component_type: str | None = None,
+    ) -> None:
+        """A running report; the claim's (with `component_type`) says which code runs it, for
+        this party's audit (control.component_code)."""
         conn.execute(
             sa.update(tasks_table)
             .where(_key_where(key.job_id, key.component, key.attempt, key.role))
             .values(status_seq=seq + 1, progress=progress)
         )
-        self.reporter.report(key, RUNNING, seq=seq, progress=progress)
+        code = None
+        if component_type is not None:
+            try:
+                code = component_code(component_type)
+            except (KeyError, LookupError, OSError):
+                code = None  # an unknown type fails when it runs; the audit sees no hash
+        self.reporter.report(key, RUNNING, seq=seq, progress=progress, code=code)
 
     # --- running -----------------------------------------------------------------------------
 
