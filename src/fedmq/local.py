@@ -222,18 +222,34 @@ _DECLARES: dict[str, str] = {
         ]
     ),
     # Its fan-out queue (fedaudit.settings.FANOUT_NAME), its read models' queue, the
-    # scheduler's, where its stop requests go, its inbox (peers' checkpoints) and out.<peer>
-    # (its own checkpoints to the peers).
+    # scheduler's, where its stop requests go, its inbox (peers' checkpoints), out.<peer>
+    # (its own checkpoints to the peers) and the serving service's lifecycle events.
     "audit": "|".join(
-        [_OUT, _names("fedmq.fanout.audit", topics.AUDIT, topics.AUDIT_RPC, topics.SCHEDULER)]
+        [
+            _OUT,
+            _names(
+                "fedmq.fanout.audit",
+                topics.AUDIT,
+                topics.AUDIT_RPC,
+                topics.SCHEDULER,
+                topics.SERVING_EVENTS,
+            ),
+        ]
     ),
     # Its own topics (fedserving.handlers: peers' calls through the gateway, the REST API's
     # and the CLI's), the scheduler's RPC (which parties a published job had) and the
-    # gateway's RPC (its calls to the hosts' serving services, fedbus.remote).
+    # gateway's RPC (its calls to the hosts' serving services, fedbus.remote) and its lifecycle
+    # events to the party's audit.
     "serving": "|".join(
         [
             _OUT,
-            _names("svc.serving", "svc.serving.rpc", topics.SCHEDULER_RPC, topics.GATEWAY_RPC),
+            _names(
+                topics.SERVING,
+                topics.SERVING_RPC,
+                topics.SCHEDULER_RPC,
+                topics.GATEWAY_RPC,
+                topics.SERVING_EVENTS,
+            ),
         ]
     ),
 }

@@ -15,6 +15,7 @@ from typing import Any
 from fedschemas import MESSAGE_TYPES, Envelope, FederationData, Payload
 from fedschemas.payloads import JobPropose, JobStatus, JobTaskReport, TaskRun, TaskStatus
 from fedschemas.registry import SUPERSEDED
+from fedschemas.serving_payloads import ServingEvent
 
 _TYPE_OF = {model: name for name, model in MESSAGE_TYPES.items()}
 
@@ -85,6 +86,17 @@ def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
             attempt=payload.attempt,
             party_id=payload.party_id,
             state=payload.task_state,
+        )
+    elif isinstance(payload, ServingEvent):
+        # The registry's record of the change: names, versions and parties, no weights.
+        facts.update(
+            serving_action=payload.action,
+            serving_event_id=payload.event_id,
+            service_id=payload.service_id,
+            model_name=payload.model_name,
+            version=payload.version,
+            owner_party=payload.owner_party,
+            detail=payload.detail,
         )
     elif payload is not None and hasattr(payload, "job_id") and hasattr(payload, "state"):
         facts["state"] = str(payload.state)

@@ -36,6 +36,7 @@ from fedschemas import (
 )
 from fedschemas.audit_payloads import AuditCheckpoint
 from fedschemas.payloads import AuditStop
+from fedschemas.serving_payloads import ServingEvent
 from sqlalchemy.engine import Engine
 
 from fedaudit import peers, store
@@ -167,6 +168,26 @@ def handle_inbox(ctx: AuditContext, guard: RemoteSourceGuard | None, delivery: D
         raise Reject(f"audit inbox: {refusal}")
     if not isinstance(payload, AuditCheckpoint):
         raise Reject(f"audit inbox takes audit.checkpoint, not {envelope.type}")
+    _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
+
+
+def handle_serving_event(ctx: AuditContext, delivery: Delivery) -> None:
+    """One delivery of svc.serving.events: the party's own serving service's lifecycle events
+    (publish, bind, switch, rollback, unbind...), recorded in the chain like the fan-out's
+    (one record per message id: the serving service may send an event twice). Anything else,
+    or an event claiming another party, is dead-lettered with the reason."""
+    try:
+        envelope, payload = _decode(delivery)
+    except MalformedMessage as exc:
+        ctx.metrics.unreadable.inc()
+        raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
+    if not isinstance(payload, ServingEvent):
+        raise Reject(f"{delivery.topic} takes serving.event, not {envelope.type}")
+    if envelope.source.party_id != ctx.party_id or payload.party_id != ctx.party_id:
+        raise Reject(
+            f"serving.event from party {envelope.source.party_id} on party {ctx.party_id}'s "
+            "own serving topic"
+        )
     _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
 
 

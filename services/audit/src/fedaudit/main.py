@@ -112,6 +112,7 @@ class Audit:
         )
         self._subscription: Subscription | None = None
         self._inbox: Subscription | None = None
+        self._serving: Subscription | None = None
         self._timer: threading.Thread | None = None
         self._http: HealthMetricsServer | None = None
         self.http_port = 0
@@ -148,6 +149,13 @@ class Audit:
         self._inbox = self.bus.subscribe(
             topics.AUDIT,
             lambda delivery: handlers.handle_inbox(self.ctx, guard, delivery),
+            max_deliveries=self.settings.max_deliveries,
+        )
+        # The party's serving service's lifecycle events (serving.event, party-local).
+        self.bus.declare(topics.SERVING_EVENTS)
+        self._serving = self.bus.subscribe(
+            topics.SERVING_EVENTS,
+            lambda delivery: handlers.handle_serving_event(self.ctx, delivery),
             max_deliveries=self.settings.max_deliveries,
         )
         self.rpc.start()
@@ -189,7 +197,7 @@ class Audit:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        for subscription in (self._subscription, self._inbox):
+        for subscription in (self._subscription, self._inbox, self._serving):
             if subscription is not None:
                 subscription.cancel()
         self.rpc.stop()

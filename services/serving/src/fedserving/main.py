@@ -25,12 +25,15 @@ import redis
 import structlog
 from fedbus import Bus, Delivery, Subscription, connect
 from fedbus.remote import RemoteCall, RemoteCaller, serve_remote_requests
+from fedbus.runtime import EnvelopePublisher
 from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
 from fedcontrol import SchedulerClient
 from fedflow.artifacts import ArtifactStore
 from fedflow.migrations import MIGRATIONS as FLOW_MIGRATIONS
 from fedflow.tables import TableStore
+from fedschemas import PartyRef, topics
 
+from fedserving.audit_events import AuditForwarder
 from fedserving.exports import load_key
 from fedserving.features import FeatureStore, RateLimiter
 from fedserving.handlers import RPC_TOPIC, SERVICE_TOPIC, Refused, Serving
@@ -71,9 +74,16 @@ class Service:
                 ) from None
             return {str(p["party_id"]): list(p["roles"]) for p in job.get("parties", [])}
 
+        registry = Registry(self.engine, settings.party_id)
+        # Lifecycle events to the party's audit (an outbox, woken by each committed action).
+        self.forwarder = AuditForwarder(
+            registry,
+            EnvelopePublisher(self.bus, PartyRef(party_id=settings.party_id, role="local")),
+        )
+        registry.on_events = self.forwarder.wake
         self.serving = Serving(
             settings.party_id,
-            Registry(self.engine, settings.party_id),
+            registry,
             features=FeatureStore(self.redis, prefix),
             limiter=RateLimiter(self.redis, prefix),
             call=lambda party, service, body, timeout: caller.call(party, service, body, timeout),
@@ -110,6 +120,8 @@ class Service:
 
     def start(self) -> None:
         self.bus.declare(RPC_TOPIC)
+        self.bus.declare(topics.SERVING_EVENTS)
+        self.forwarder.start()
         for _ in range(self.settings.threads):
             self._subscriptions.append(self.bus.subscribe(RPC_TOPIC, self._local, prefetch=2))
             self._subscriptions.append(
@@ -142,6 +154,7 @@ class Service:
         for subscription in self._subscriptions:
             subscription.cancel()
         self.serving.close()
+        self.forwarder.stop()
         if self._http is not None:
             self._http.stop()
         self.bus.close()

@@ -6,7 +6,8 @@
 - `serving_services`: a service id bound to a model's version, with an optional canary version
   and percentage, the version a rollback returns to, and the fallback when a host is silent.
 - `serving_events`: every lifecycle action (publish, accept, delete, bind, canary, switch,
-  rollback, unbind), append-only.
+  rollback, unbind), append-only; `audited` says the party's audit service has it (the
+  serving service forwards each event as a serving.event, fedserving.audit_events).
 """
 
 from __future__ import annotations
@@ -58,4 +59,5 @@ events_table = sa.Table(
     sa.Column("model_name", sa.String(128), nullable=False),
     sa.Column("version", sa.Integer, nullable=True),
     sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("audited", sa.Boolean, nullable=False, server_default=sa.false()),
 )

@@ -8,7 +8,7 @@ log never misses an action that took effect.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,14 +142,21 @@ def _binding(row: Any) -> Binding:
 
 
 class Registry:
-    def __init__(self, engine: Engine, party_id: str) -> None:
+    def __init__(
+        self, engine: Engine, party_id: str, *, on_events: Callable[[], None] | None = None
+    ) -> None:
+        """`on_events`: called after each transaction that wrote events has committed (the
+        audit forwarder's wake-up; fedserving.audit_events)."""
         self.engine = engine
         self.party_id = party_id
+        self.on_events = on_events
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+        if self.on_events is not None:
+            self.on_events()
 
     def _event(
         self,
@@ -486,3 +493,18 @@ class Registry:
                 {**dict(row._mapping), "detail": json.loads(row.detail)}
                 for row in conn.execute(query)
             ]
+
+    def unaudited_events(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The oldest events the party's audit does not have yet (raw rows: detail as stored)."""
+        e = events_table.c
+        query = sa.select(events_table).where(e.audited.is_(False)).order_by(e.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def mark_audited(self, event_ids: list[int]) -> None:
+        if not event_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(events_table).where(events_table.c.id.in_(event_ids)).values(audited=True)
+            )
