@@ -6,6 +6,11 @@ bound with routing key = topic, with x-delivery-limit (the broker's backstop, a 
 subscriber's max_deliveries), x-dead-letter-exchange = the DLX and at-least-once
 dead-lettering; and a quorum queue "<topic>.dlq" bound to the DLX with the same key.
 Request/reply uses RabbitMQ direct reply-to (`amq.rabbitmq.reply-to`), which is not a queue.
+Transient topics (`transient_topics`, default fedschemas.topics.TRANSIENT: online serving's
+request/reply topics, whose requests are worthless past their deadline) get a non-durable
+CLASSIC queue instead (same bindings and dead-letter exchange, no delivery limit, messages
+kept in memory: no Raft round or fsync before the publisher's confirm). Where such a topic's
+queue already exists as declared before (a quorum queue), it is used as it is.
 
 Fan-out: a durable topic exchange ("fedmq.fanout"), bound to the main exchange once per
 declared topic (exchange-to-exchange, binding key = topic), so every message routed to a topic
@@ -57,6 +62,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from fedschemas import topics as _topics
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -399,6 +405,7 @@ class AmqpBus(BrokerBus):
         sweep_interval: float | None = None,
         connection_name: str | None = None,
         stamp_user_id: bool = True,
+        transient_topics: Iterable[str] | None = None,
     ) -> None:
         super().__init__(
             capabilities=Capabilities(
@@ -422,6 +429,10 @@ class AmqpBus(BrokerBus):
         self._dlx_name = dead_letter_exchange
         self._fanout_name = fanout_exchange
         self._broker_delivery_limit = broker_delivery_limit
+        self.transient_topics: frozenset[str] = (
+            _topics.TRANSIENT if transient_topics is None else frozenset(transient_topics)
+        )
+        """Topics whose queue is a non-durable classic queue (see the module docstring)."""
         self._confirm_timeout = confirm_timeout
         self._connect_timeout = connect_timeout
         self._connect_attempts = connect_attempts
@@ -567,11 +578,48 @@ class AmqpBus(BrokerBus):
         await dlq.bind(dlx, routing_key=name)
         return q
 
+    async def _declare_transient(
+        self,
+        channel: AbstractChannel,
+        topic: str,
+        exchange: AbstractExchange,
+        dlx: AbstractExchange,
+    ) -> AbstractQueue:
+        """A transient topic's queue: non-durable classic, or the queue already there."""
+        probe = await self._require_connection().channel(publisher_confirms=False)
+        try:
+            await probe.declare_queue(topic, passive=True)
+            exists = True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            exists = False
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        if exists:
+            # Maybe a durable quorum queue from before the topic became transient: declaring
+            # it with other arguments would close the channel (PRECONDITION_FAILED).
+            q = await channel.declare_queue(topic, passive=True)
+        else:
+            q = await channel.declare_queue(
+                topic,
+                durable=False,
+                arguments={"x-queue-type": "classic", "x-dead-letter-exchange": self._dlx_name},
+            )
+        await q.bind(exchange, routing_key=topic)
+        dlq = await channel.declare_queue(
+            topic + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=topic)
+        return q
+
     async def _declare_on(self, channel: AbstractChannel, topic: str) -> AbstractQueue:
         exchange, dlx, fanout = await self._declare_exchanges(channel)
-        q = await self._declare_queue(
-            channel, topic, self._queue_arguments(), [(exchange, topic)], dlx
-        )
+        if topic in self.transient_topics:
+            q = await self._declare_transient(channel, topic, exchange, dlx)
+        else:
+            q = await self._declare_queue(
+                channel, topic, self._queue_arguments(), [(exchange, topic)], dlx
+            )
         # Everything routed to the topic also reaches the fan-out exchange, where fan-out
         # subscriptions' patterns pick it up; with none bound, the copy goes nowhere.
         await fanout.bind(exchange, routing_key=topic)
