@@ -1,12 +1,19 @@
 """The host's online feature source: one of its tables loaded into Redis (the design brief's
 feature cache), and the Redis counters of the rate limits.
 
-Layout (prefix = the service's redis_prefix):
-- `<prefix>f:<table>:<id>`: the row's features, float64 little-endian, in the table's column
-  order (NaN = missing);
-- `<prefix>f:<table>:@columns`: the table's column names (JSON);
-- `<prefix>f:@current`: the table lookups read. Loading writes the new table's keys first and
-  moves `@current` last, so a reload never shows a half-loaded table.
+Layout (prefix = the service's redis_prefix; a *generation* is `<table>@<sha256[:16]>`, one
+upload of the table):
+- `<prefix>f:<generation>:<id>`: the row's features, float64 little-endian, in the table's
+  column order (NaN = missing);
+- `<prefix>f:<generation>:@columns`: the table's column names (JSON);
+- `<prefix>f:<generation>:@source`: the table's name and the catalogue's sha256 of its data;
+- `<prefix>f:@current`: the generation lookups read. Loading writes the new generation's keys
+  first and moves `@current` last, so a reload never shows a half-loaded table; the previous
+  generation's keys are deleted `RETIRE_AFTER_S` later (a replica's cached pointer, at most a
+  second old, still finds them meanwhile).
+
+A re-uploaded table is picked up by `FeatureRefresher`: it compares the catalogue's sha256 of
+the loaded table with the one it was loaded from, and loads the new upload as a new generation.
 
 Only the host's serving service reads these keys; its answers hold partial scores, never the
 features.
@@ -17,16 +24,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import redis
-from fedflow.tables import Table
+import structlog
+from fedflow.tables import Table, TableInfo
 
 from fedserving.scoring import Floats
 
+log = structlog.get_logger("fedserving")
+
 LOAD_BATCH = 5000
+RETIRE_AFTER_S = 5.0
+"""How long a replaced generation's keys stay readable (replicas cache @current for 1 s)."""
 
 
 class FeaturesMissing(LookupError):
@@ -42,10 +55,26 @@ class NoFeatureSource(LookupError):
     """No table is loaded (-> 503: the host is not ready to serve)."""
 
 
+class FeatureSource(Protocol):
+    """Where a host's serving service reads its online features: `rows(ids, names)` gives the
+    features `names` of `ids` (rows in the order of ids; NaN = missing), raising
+    FeaturesMissing for ids it has no row for, NoFeatureSource when it cannot answer, KeyError
+    for a feature it does not hold. FeatureStore (a table in Redis) and
+    fedserving.http_features.HttpFeatureSource (the host's own HTTP service) are the two."""
+
+    def rows(self, ids: Sequence[str], names: Sequence[str]) -> Floats: ...
+
+
 @dataclass(frozen=True)
 class Loaded:
     table: str
+    """The generation's key namespace (`<table>@<sha>`; a bare table name if loaded before
+    generations existed)."""
     columns: tuple[str, ...]
+
+
+def generation_of(name: str, sha256: str) -> str:
+    return f"{name}@{sha256[:16]}" if sha256 else name
 
 
 class FeatureStore:
@@ -57,19 +86,62 @@ class FeatureStore:
     def _key(self, table: str, row_id: str) -> str:
         return f"{self.prefix}f:{table}:{row_id}"
 
-    def load(self, name: str, table: Table) -> int:
-        """Put every row of `table` under `name` and make it the current source."""
+    def load(self, name: str, table: Table, sha256: str = "") -> int:
+        """Put every row of `table` (the catalogue's table `name`, whose data has `sha256`) in
+        a new generation and make it the current source; the previous generation's keys are
+        deleted RETIRE_AFTER_S later."""
+        generation = generation_of(name, sha256)
         features = np.ascontiguousarray(table.features, dtype="<f8")
         ids = [str(i) for i in table.ids.tolist()]
         for start in range(0, len(ids), LOAD_BATCH):
             pipe = self.redis.pipeline(transaction=False)
             for i in range(start, min(start + LOAD_BATCH, len(ids))):
-                pipe.set(self._key(name, ids[i]), features[i].tobytes())
+                pipe.set(self._key(generation, ids[i]), features[i].tobytes())
             pipe.execute()
-        self.redis.set(self._key(name, "@columns"), json.dumps(list(table.feature_names)))
-        self.redis.set(f"{self.prefix}f:@current", name)
+        self.redis.set(self._key(generation, "@columns"), json.dumps(list(table.feature_names)))
+        self.redis.set(
+            self._key(generation, "@source"), json.dumps({"table": name, "sha256": sha256})
+        )
+        previous = self.redis.getset(f"{self.prefix}f:@current", generation)
         self._cache = (0.0, None)
+        old = previous.decode() if isinstance(previous, bytes) else previous
+        if old and old != generation:
+            timer = threading.Timer(RETIRE_AFTER_S, self._retire, args=(old,))
+            timer.daemon = True
+            timer.start()
         return len(ids)
+
+    def _retire(self, generation: str) -> None:
+        """Delete a replaced generation's keys (unless it became current again meanwhile)."""
+        current = self.redis.get(f"{self.prefix}f:@current")
+        if current is not None and current.decode() == generation:
+            return
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            for key in self.redis.scan_iter(match=self._key(generation, "*"), count=1000):
+                batch.append(key)
+                if len(batch) >= LOAD_BATCH:
+                    deleted += int(self.redis.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self.redis.unlink(*batch))
+        except redis.RedisError as exc:
+            log.warning("features_retire_failed", generation=generation, error=str(exc))
+            return
+        log.info("features_retired", generation=generation, keys=deleted)
+
+    def source(self) -> tuple[str, str] | None:
+        """The current generation's (table name, sha256 of its data); None when none is loaded
+        or it was loaded before sources were recorded."""
+        current = self.redis.get(f"{self.prefix}f:@current")
+        if current is None:
+            return None
+        raw = self.redis.get(self._key(current.decode(), "@source"))
+        if raw is None:
+            return None
+        found = json.loads(raw)
+        return str(found["table"]), str(found["sha256"])
 
     def current(self, max_age_s: float = 1.0) -> Loaded:
         at, loaded = self._cache
@@ -101,6 +173,68 @@ class FeatureStore:
         width = len(loaded.columns)
         matrix = np.frombuffer(b"".join(raw), dtype="<f8").reshape(len(ids), width)  # type: ignore[arg-type]
         return matrix[:, [position[name] for name in names]]
+
+
+class FeatureRefresher:
+    """Reloads the current feature table when it was uploaded again (its catalogue sha256
+    changed): every `interval_s`, one catalogue read and two Redis reads when nothing changed.
+    Several replicas may notice the same upload; a Redis lock lets one of them load it."""
+
+    def __init__(
+        self,
+        features: FeatureStore,
+        info: Callable[[str], TableInfo | None],
+        read: Callable[[str], Table],
+        *,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.features = features
+        self.info = info
+        self.read = read
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval_s <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="serving-features", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def refresh(self) -> str | None:
+        """Reload the current table if its upload changed; the new generation, or None."""
+        source = self.features.source()
+        if source is None:
+            return None
+        name, loaded_sha = source
+        info = self.info(name)
+        if info is None or info.sha256 == loaded_sha:
+            return None  # deleted from the catalogue: keep serving what is loaded
+        lock = f"{self.features.prefix}f:@reloading"
+        if not self.features.redis.set(lock, b"1", nx=True, ex=120):
+            return None  # another replica loads it
+        try:
+            # The catalogue row first, then the data: a re-upload in between leaves the data
+            # newer than the recorded sha, and the next pass loads it again (never the reverse).
+            table = self.read(name)
+            rows = self.features.load(name, table, info.sha256)
+        finally:
+            self.features.redis.delete(lock)
+        generation = generation_of(name, info.sha256)
+        log.info("features_reloaded", table=name, generation=generation, rows=rows)
+        return generation
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # Redis, the database or the tables folder away a moment
+                log.warning("features_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 LEASE_SHARE = 50

@@ -39,7 +39,13 @@ from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from fedserving import scoring
 from fedserving.exports import ExportRefused, export_model, import_model
-from fedserving.features import FeaturesMissing, FeatureStore, NoFeatureSource, RateLimiter
+from fedserving.features import (
+    FeaturesMissing,
+    FeatureSource,
+    FeatureStore,
+    NoFeatureSource,
+    RateLimiter,
+)
 from fedserving.metrics import ServingMetrics
 from fedserving.registry import (
     DRAINING,
@@ -150,10 +156,14 @@ class Serving:
         pool_threads: int = 16,
         signing_key: SigningKey | None = None,
         import_trusted_keys: tuple[str, ...] = (),
+        lookup: FeatureSource | None = None,
     ) -> None:
+        """`lookup`: where a host reads its online features (default: `features`, the table
+        loaded into Redis; the HTTP feature-lookup adapter when configured)."""
         self.party_id = party_id
         self.registry = registry
         self.features = features
+        self.lookup: FeatureSource = lookup if lookup is not None else features
         self.limiter = limiter
         self.call = call
         self.artifacts = artifacts
@@ -532,13 +542,20 @@ class Serving:
 
     def _load_features(self, args: dict[str, Any]) -> dict[str, Any]:
         name = str(args["table"])
+        if self.lookup is not self.features:
+            raise Refused(
+                409,
+                f"party {self.party_id} reads its online features from its feature service "
+                "(feature_source = http), not from a loaded table",
+            )
         if self.tables is None:
             raise Refused(503, "this serving service has no table store configured")
         try:
+            info = self.tables.get(name)
             table = self.tables.read(name)
         except TableError as exc:
             raise Refused(404, str(exc)) from None
-        rows = self.features.load(name, table)
+        rows = self.features.load(name, table, info.sha256 if info is not None else "")
         log.info("features_loaded", table=name, rows=rows)
         return {"table": name, "rows": rows, "columns": list(table.feature_names)}
 
@@ -709,7 +726,7 @@ class Serving:
                 f"{self.host_rate_limit} rows per second per guest",
             )
         try:
-            x = self.features.rows(ids, model.feature_names)
+            x = self.lookup.rows(ids, model.feature_names)
         except FeaturesMissing as exc:
             self.metrics.partial_requests.labels(guest, label, "not_found").inc()
             raise Refused(

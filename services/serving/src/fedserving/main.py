@@ -35,8 +35,9 @@ from fedschemas import PartyRef, topics
 
 from fedserving.audit_events import AuditForwarder
 from fedserving.exports import load_key
-from fedserving.features import FeatureStore, RateLimiter
+from fedserving.features import FeatureRefresher, FeatureSource, FeatureStore, RateLimiter
 from fedserving.handlers import RPC_TOPIC, SERVICE_TOPIC, Refused, Serving
+from fedserving.http_features import HttpFeatureSource
 from fedserving.metrics import ServingMetrics
 from fedserving.registry import Registry, open_engine
 from fedserving.settings import ServingSettings
@@ -81,14 +82,32 @@ class Service:
             EnvelopePublisher(self.bus, PartyRef(party_id=settings.party_id, role="local")),
         )
         registry.on_events = self.forwarder.wake
+        features = FeatureStore(self.redis, prefix)
+        tables = TableStore(self.engine, Path(settings.tables_dir))
+        # A re-uploaded feature table is loaded again (its catalogue sha256 changed).
+        self.refresher = FeatureRefresher(
+            features, tables.get, tables.read, interval_s=settings.feature_refresh_s
+        )
+        self.http_features: HttpFeatureSource | None = None
+        lookup: FeatureSource = features
+        if settings.feature_source == "http":
+            self.http_features = HttpFeatureSource(
+                settings.feature_http_url,
+                timeout_s=settings.feature_http_timeout_s,
+                retries=settings.feature_http_retries,
+                deadline_s=settings.feature_http_deadline_s,
+                headers={k: v.get_secret_value() for k, v in settings.feature_http_headers.items()},
+            )
+            lookup = self.http_features
         self.serving = Serving(
             settings.party_id,
             registry,
-            features=FeatureStore(self.redis, prefix),
+            lookup=lookup,
+            features=features,
             limiter=RateLimiter(self.redis, prefix),
             call=lambda party, service, body, timeout: caller.call(party, service, body, timeout),
             artifacts=ArtifactStore(self.engine),
-            tables=TableStore(self.engine, Path(settings.tables_dir)),
+            tables=tables,
             job_parties=job_parties,
             metrics=self.metrics,
             accept_models_from=settings.accept_models_from,
@@ -122,6 +141,8 @@ class Service:
         self.bus.declare(RPC_TOPIC)
         self.bus.declare(topics.SERVING_EVENTS)
         self.forwarder.start()
+        if self.http_features is None:
+            self.refresher.start()
         for _ in range(self.settings.threads):
             self._subscriptions.append(self.bus.subscribe(RPC_TOPIC, self._local, prefetch=2))
             self._subscriptions.append(
@@ -155,6 +176,9 @@ class Service:
             subscription.cancel()
         self.serving.close()
         self.forwarder.stop()
+        self.refresher.stop()
+        if self.http_features is not None:
+            self.http_features.close()
         if self._http is not None:
             self._http.stop()
         self.bus.close()

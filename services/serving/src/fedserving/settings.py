@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from fedcommon.settings import ServiceSettings
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -43,6 +43,34 @@ class ServingSettings(ServiceSettings):
     key_file: str = ".fedmq/serving.key"
     import_trusted_keys: tuple[str, ...] = ()
     """Public keys (hex) whose model exports this party imports, besides its own."""
+    feature_source: Literal["table", "http"] = "table"
+    """Where a host reads its online features: "table" (one of its tables loaded into Redis,
+    `fedmq serving features TABLE`) or "http" (its own feature service, feature_http_url)."""
+    feature_refresh_s: float = Field(default=5.0, ge=0)
+    """How often the loaded table is compared with the catalogue: a re-uploaded table is
+    loaded again (0: never)."""
+    feature_http_url: str = ""
+    """The host's feature service (POST {"ids", "features"} -> {"rows": {id: {name: value}}},
+    docs/serving.md); required with feature_source = http."""
+    feature_http_timeout_s: float = Field(default=0.15, gt=0, le=30)
+    """One attempt's timeout."""
+    feature_http_retries: int = Field(default=2, ge=0, le=10)
+    """More attempts after a connection error, a timeout or a 5xx answer."""
+    feature_http_deadline_s: float = Field(default=0.35, gt=0, le=60)
+    """All attempts of one lookup together (keep it under the guests' host_timeout_s)."""
+    feature_http_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Headers sent to the feature service (e.g. its API token); never logged."""
     http_host: str = "127.0.0.1"
     http_port: int = 8085
     """/healthz and /metrics. 0 picks a free port; -1 serves no HTTP (tests)."""
+
+    @model_validator(mode="after")
+    def _http_source_has_url(self) -> ServingSettings:
+        if self.feature_source == "http" and not self.feature_http_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                "FEDMQ_SERVING_FEATURE_SOURCE=http needs FEDMQ_SERVING_FEATURE_HTTP_URL "
+                "(an http:// or https:// URL of the party's feature service)"
+            )
+        return self
