@@ -1,6 +1,6 @@
-"""hetero_poisson: vertical Poisson regression under Paillier, as good as scikit-learn's
-PoissonRegressor on the joined table, its weights those of the plaintext reference of its SGD;
-bad labels and exposures refused with a clear error."""
+"""hetero_poisson: vertical Poisson regression under Paillier, with one host or two, as good as
+scikit-learn's PoissonRegressor on the joined table, its weights those of the plaintext
+reference of its SGD; bad labels and exposures refused with a clear error."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import PoissonRegressor
 from sklearn.metrics import mean_poisson_deviance
 
+from tests.flow.modelling_runs import Outcome, run_component
 from tests.flow.test_feature_scale import write_csv
 
-GUEST, HOST = "9999", "10000"
+GUEST, HOST, HOST2 = "9999", "10000", "10001"
 PARAMS: dict[str, Any] = {
     "epochs": 15,
     "batch_size": 128,
@@ -88,13 +89,93 @@ def run(tmp_path: Path, guest: Table, host: Table, params: dict[str, Any]) -> An
     return run_pipeline(pipeline, {GUEST: data, HOST: data}, tmp_path, recv_timeout=60)
 
 
+def train_and_predict(tmp_path: Path, guest: Table, hosts: dict[str, Table]) -> Outcome:
+    """hetero_poisson then hetero_poisson_predict on the training rows, at the guest and each
+    host (the tables as a psi would have left them: the same rows in the same order)."""
+    trained = run_component(
+        tmp_path / "train",
+        "hetero_poisson",
+        {GUEST: {"data": guest}} | {p: {"data": t} for p, t in hosts.items()},
+        PARAMS,
+        timeout=120,
+    )
+    assert not trained.errors, trained.errors
+    inputs = {GUEST: {"data": guest, "model": trained.outputs[GUEST]["model"]}} | {
+        p: {"data": t, "model": trained.outputs[p]["model"]} for p, t in hosts.items()
+    }
+    predicted = run_component(
+        tmp_path / "predict",
+        "hetero_poisson_predict",
+        inputs,
+        party_params={GUEST: {"exposure": "exposure"}},
+    )
+    assert not predicted.errors, predicted.errors
+    trained.outputs[GUEST]["data"] = predicted.outputs[GUEST]["data"]
+    return trained
+
+
 @pytest.mark.timeout(300)
-def test_hetero_poisson_is_within_1_percent_deviance_of_sklearn(tmp_path: Path) -> None:
-    # Prepare
-    guest, host, _ = poisson_diabetes()
+def test_with_two_hosts_it_is_within_1_percent_deviance_of_sklearn(tmp_path: Path) -> None:
+    # Prepare: the host's 6 columns split between two hosts
+    guest, host, exposure = poisson_diabetes()
+    hosts = {
+        HOST: Table(host.ids, host.features[:, :3].copy(), host.feature_names[:3], None),
+        HOST2: Table(host.ids, host.features[:, 3:].copy(), host.feature_names[3:], None),
+    }
 
     # Execute
-    result = run(tmp_path, guest, host, PARAMS)
+    result = train_and_predict(tmp_path, guest, hosts)
+
+    # Assert: the deviance of scikit-learn's fit on the joined table
+    assert guest.labels is not None
+    y, xg, xh = guest.labels, guest.features[:, :4], host.features
+    joined = np.hstack([xg, xh])
+    # PoissonRegressor on rates y / e weighted by e: its objective is (1 / 2 sum e) sum dev +
+    # alpha' / 2 |w|^2, ours (1 / 2n) sum dev + alpha / 2 |w|^2: alpha' = alpha n / sum e
+    alpha = PARAMS["alpha"] * len(y) / exposure.sum()
+    sk = PoissonRegressor(alpha=alpha, max_iter=1000).fit(joined, y / exposure, exposure)
+    sk_dev = mean_poisson_deviance(y, exposure * sk.predict(joined))
+    predicted = result.outputs[GUEST]["data"]
+    assert isinstance(predicted, Table)
+    dev = mean_poisson_deviance(y, predicted.column("prediction"))
+    print(f"hetero_poisson (2 hosts) mean deviance {dev:.5f} PoissonRegressor {sk_dev:.5f}")
+    assert dev <= 1.01 * sk_dev
+    # The weights are the plaintext reference's on the joined table (the exact residual)
+    wg, wh, losses = reference_sgd(xg, xh, y, PARAMS, exposure)
+    models = {p: result.outputs[p]["model"] for p in (GUEST, HOST, HOST2)}
+    assert all(isinstance(m, Table) for m in models.values())
+    np.testing.assert_allclose(models[GUEST].features[:, 0], wg, rtol=0, atol=1e-6)  # type: ignore[union-attr]
+    np.testing.assert_allclose(models[HOST].features[:, 0], wh[:3], rtol=0, atol=1e-6)  # type: ignore[union-attr]
+    np.testing.assert_allclose(models[HOST2].features[:, 0], wh[3:], rtol=0, atol=1e-6)  # type: ignore[union-attr]
+    assert result.metrics[GUEST]["final_loss"] == pytest.approx(losses[-1], rel=1e-7)
+    # The rates travel along the chain 10000 -> 10001 -> guest; [[mu]] under the guest's key
+    # goes from the last host to the other, never to the guest
+    crossed = {(c.tag, c.source, c.destination) for c in result.crossings}
+    assert {
+        ("guest_rate", GUEST, HOST),
+        ("rate_chain", HOST, HOST2),
+        ("guest_rate_chain", HOST, HOST2),
+        ("host_rate", HOST2, GUEST),
+        ("rate_product", HOST2, HOST),
+        ("guest_gradient", GUEST, HOST),
+    } <= crossed
+    assert not {(tag, dst) for tag, _, dst in crossed if dst == GUEST} & {
+        ("rate_product", GUEST),
+        ("guest_rate_chain", GUEST),
+        ("rate_chain", GUEST),
+    }
+
+
+@pytest.mark.timeout(300)
+def test_with_one_host_through_reader_and_psi_it_trains_the_reference_model(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    guest, host, _ = poisson_diabetes()
+    params = {**PARAMS, "epochs": 3}
+
+    # Execute
+    result = run(tmp_path, guest, host, params)
 
     # Assert: the rows in the order the parties used (psi sorts them by id)
     predicted = result.output(GUEST, "guest", "predict_0", "data")
@@ -103,23 +184,17 @@ def test_hetero_poisson_is_within_1_percent_deviance_of_sklearn(tmp_path: Path) 
     y, exposure = ordered.labels, ordered.column("exposure")
     xg = ordered.features[:, :4]
     xh = host.align_to(predicted.ids).features
-    joined = np.hstack([xg, xh])
-    # PoissonRegressor on rates y / e weighted by e: its objective is (1 / 2 sum e) sum dev +
-    # alpha' / 2 |w|^2, ours (1 / 2n) sum dev + alpha / 2 |w|^2: alpha' = alpha n / sum e
-    alpha = PARAMS["alpha"] * len(y) / exposure.sum()
-    sk = PoissonRegressor(alpha=alpha, max_iter=1000).fit(joined, y / exposure, exposure)
-    sk_dev = mean_poisson_deviance(y, exposure * sk.predict(joined))
-    dev = mean_poisson_deviance(y, predicted.column("prediction"))
-    print(f"hetero_poisson mean deviance {dev:.5f} PoissonRegressor {sk_dev:.5f}")
-    # The weights are the plaintext reference's (the protocol computes the exact residual)
-    wg, wh, losses = reference_sgd(xg, xh, y, PARAMS, exposure)
+    wg, wh, losses = reference_sgd(xg, xh, y, params, exposure)
     guest_model = result.output(GUEST, "guest", "poisson_0", "model")
     host_model = result.output(HOST, "host", "poisson_0", "model")
     assert guest_model.ids.tolist() == ["age", "sex", "bmi", "bp", "intercept"]
     np.testing.assert_allclose(guest_model.features[:, 0], wg, rtol=0, atol=1e-6)
     np.testing.assert_allclose(host_model.features[:, 0], wh, rtol=0, atol=1e-6)
     assert result.metric("poisson_0", "final_loss", GUEST) == pytest.approx(losses[-1], rel=1e-7)
-    assert dev <= 1.01 * sk_dev
+    # The prediction is the trained model's: e exp(u_g + u_h) with its weights
+    u = np.hstack([xg, np.ones((len(y), 1))]) @ guest_model.features[:, 0]
+    mu = exposure * np.exp(u + xh @ host_model.features[:, 0])
+    np.testing.assert_allclose(predicted.column("prediction"), mu, rtol=1e-9)
 
 
 def small_tables(labels: np.ndarray, exposure: np.ndarray) -> tuple[Table, Table]:

@@ -1,30 +1,38 @@
 """hetero_poisson / hetero_poisson_predict: vertical Poisson regression (log link), one guest
-and one host, under Paillier, with an optional exposure column at the guest.
+and one or more hosts, under Paillier, with an optional exposure column at the guest.
 
 The guest holds the count label y, its features X_g (plus an intercept) and, optionally, an
-exposure column e (> 0, not a feature); the host holds other features X_h of the same rows
+exposure column e (> 0, not a feature); each host j holds other features X_j of the same rows
 (aligned by an upstream psi). Each party has its own Paillier key pair; there is no third
-party. The model is mu = e * exp(u_g + u_h) (u = X w), trained by mini-batch SGD on the half
-mean Poisson deviance plus (alpha/2) |w|^2 (the intercept not penalised): scikit-learn's
+party. The model is mu = e * exp(u_g + sum_j u_j) (u = X w), trained by mini-batch SGD on the
+half mean Poisson deviance plus (alpha/2) |w|^2 (the intercept not penalised): scikit-learn's
 PoissonRegressor(alpha) on the joined table. Per mini-batch, c = e * exp(u_g) at the guest,
-r = exp(u_h) at the host, mu = c * r:
+r_j = exp(u_j) at host j, mu = c * r_1 * ... * r_m. The hosts H_1 .. H_m are taken in the job's
+order; H_1 is the key host (its key carries the chain of the hosts' rates to the guest), H_m
+the last:
 
-  order 1  guest -> host   guest_rate     [[c]]_G                     (b, c)
-  order 1  guest -> host   labels         [[y]]_G                     (b, c)
-  order 1  host  -> guest  host_rate      [[r]]_H                     (b, c)
-  order 2  host  -> guest  host_gradient  [[X_h^T (r [[c]] - [[y]]) + R_h]]_G
-  order 2  host  -> guest  label_score    [[y . u_h]]_G (one ciphertext, re-randomised)
-  order 2  guest -> host   guest_gradient [[(c X_g)^T r + R_g]]_H
-  order 3  masked answers (host_gradient_masked, guest_gradient_masked)
+  order 1  guest -> H_1    guest_rate        [[c]]_G                              (b, c)
+  order 1  guest -> hosts  labels            [[y]]_G                              (b, c)
+  order 1  H_j -> H_j+1    rate_chain        [[r_1 .. r_j]]_H1, re-randomised     (b, c)
+  order 1  H_j -> H_j+1    guest_rate_chain  [[c r_1 .. r_j]]_G, re-randomised    (b, c)
+  order 1  H_m -> guest    host_rate         [[r_1 .. r_m]]_H1 (one host: [[r]]_H)
+  order 2  H_m -> hosts    rate_product      [[mu]]_G, re-randomised (several hosts)
+  order 2  host  -> guest  host_gradient     [[X_j^T (mu - y) + R_j]]_G  (each host)
+  order 2  host  -> guest  label_score       [[y . u_j]]_G (one ciphertext, re-randomised)
+  order 2  guest -> H_1    guest_gradient    [[(c X_g)^T (r_1 .. r_m) + R_g]]_H1
+  order 3  masked answers (host_gradient_masked to each host, guest_gradient_masked from H_1)
   order 4  guest -> host   epoch_end
 
-What each learns (docs/hetero_poisson.md): the host its gradient X_h^T (mu - y) per batch; the
-guest its gradient's term X_g^T mu (which includes sum mu, the intercept's) and y . u_h per
-batch. Neither sees the other's per-row values: c, y and r only travel encrypted under their
-owner's key, so exp(u_h) is hidden from the guest and exp(u_g), e, y from the host.
+With one host this is the two-party exchange (no chain messages). What each learns
+(docs/hetero_poisson.md): a host its gradient X_j^T (mu - y) per batch; the guest its gradient's
+term X_g^T mu (which includes sum mu, the intercept's) and y . u_j per host and batch. Neither
+sees another's per-row values: c and y only travel under the guest's key and never come back to
+it, the rates r_j only under the key host's key (the guest holds their product encrypted, and
+H_1 decrypts only the guest's masked gradient), so exp(u_j) is hidden from the guest and from
+the other hosts, and exp(u_g), e, y from the hosts (semi-honest parties that do not collude).
 
 Prediction (hetero_poisson_predict) is hetero_lr_predict's exchange: each host sends its
-per-row partial scores u_h in plaintext; the guest outputs `prediction` = e * exp(u_g + u_h).
+per-row partial scores u_j in plaintext; the guest outputs `prediction` = e * exp(u_g + sum u_j).
 """
 
 from __future__ import annotations
@@ -33,9 +41,15 @@ from pydantic import Field
 
 from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec, LabelRule
 from fedflow.components.hetero_lr.params import HeteroLinrParams
-from fedflow.components.hetero_lr.protocol import predict_protocol
-from fedflow.kit import HE_DIMS, ciphertext_rule, masked_rule, public_key_rules
-from fedflow.protocol import Protocol, control_rule
+from fedflow.components.hetero_lr.protocol import MAX_HOSTS, predict_protocol
+from fedflow.kit import (
+    HE_DIMS,
+    PAILLIER_KEY_FORMAT,
+    ciphertext_rule,
+    masked_rule,
+    public_key_rules,
+)
+from fedflow.protocol import NONE, MessageRule, Protocol, control_rule
 
 
 class HeteroPoissonParams(HeteroLinrParams):
@@ -53,30 +67,107 @@ class HeteroPoissonPredictParams(ComponentParams):
 
 HETERO_POISSON_PROTOCOL = Protocol(
     component_type="hetero_poisson",
-    description="vertical Poisson regression (log link), two Paillier keys, integer masks, "
-    "one host, no arbiter",
+    description="vertical Poisson regression (log link), a Paillier key per party, integer "
+    "masks, one or more hosts (their rates multiplied along a chain), no arbiter",
     dims={**HE_DIMS, "k_g1": "the guest's feature count + 1 (intercept)"},
     messages=(
         *public_key_rules(
             "the guest's Paillier public key",
             "the host's Paillier public key; meta: its feature count",
         ),
-        ciphertext_rule(
-            "guest_rate", "guest", "host", 1, "*", "[[e exp(u_g)]], guest key", decrypt=False
+        MessageRule(
+            tag="public_key",
+            sender="host",
+            receiver="host",
+            kinds=("public_key",),
+            order=1,
+            shape=NONE,
+            blob_formats=(PAILLIER_KEY_FORMAT,),
+            description="several hosts: each host's public key to the others (the key "
+            "host's encrypts the rate chain); meta: its feature count",
         ),
-        ciphertext_rule("labels", "guest", "host", 1, "*", "[[y]], guest key", decrypt=False),
         ciphertext_rule(
-            "host_rate", "host", "guest", 1, "*", "[[exp(u_h)]], host key", decrypt=False
+            "guest_rate",
+            "guest",
+            "host",
+            1,
+            "*",
+            "[[e exp(u_g)]], guest key, to the key host",
+            decrypt=False,
         ),
         ciphertext_rule(
-            "host_gradient", "host", "guest", 2, "*", "[[X_h^T (mu - y) + R_h]], guest key"
+            "labels", "guest", "host", 1, "*", "[[y]], guest key, to every host", decrypt=False
         ),
-        ciphertext_rule("label_score", "host", "guest", 2, "1", "[[y . u_h]], guest key"),
         ciphertext_rule(
-            "guest_gradient", "guest", "host", 2, "k_g1", "[[X_g^T mu + R_g]], host key"
+            "rate_chain",
+            "host",
+            "host",
+            1,
+            "*",
+            "several hosts: [[r_1 .. r_j]] under the key host's key, re-randomised, to the "
+            "next host",
+            decrypt=False,
+        ),
+        ciphertext_rule(
+            "guest_rate_chain",
+            "host",
+            "host",
+            1,
+            "*",
+            "several hosts: [[c r_1 .. r_j]] under the guest's key, re-randomised, to the next "
+            "host",
+            decrypt=False,
+        ),
+        ciphertext_rule(
+            "host_rate",
+            "host",
+            "guest",
+            1,
+            "*",
+            "[[r_1 .. r_m]] under the key host's key, from the last host (one host: [[exp(u_h)]])",
+            decrypt=False,
+        ),
+        ciphertext_rule(
+            "rate_product",
+            "host",
+            "host",
+            2,
+            "*",
+            "several hosts: [[mu]] under the guest's key, re-randomised, from the last host to "
+            "the others",
+            decrypt=False,
+        ),
+        # Rows: each host's feature count, checked against what it announced.
+        ciphertext_rule(
+            "host_gradient",
+            "host",
+            "guest",
+            2,
+            "*",
+            "[[X_h^T (mu - y) + R_h]], guest key",
+            per_iteration_decrypts=MAX_HOSTS,  # one per host (the guard counts per tag)
+        ),
+        ciphertext_rule(
+            "label_score",
+            "host",
+            "guest",
+            2,
+            "1",
+            "[[y . u_h]], guest key",
+            per_iteration_decrypts=MAX_HOSTS,
+        ),
+        ciphertext_rule(
+            "guest_gradient",
+            "guest",
+            "host",
+            2,
+            "k_g1",
+            "[[X_g^T mu + R_g]], key host's key, to the key host",
         ),
         masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T (mu - y) + R_h"),
-        masked_rule("guest_gradient_masked", "host", "guest", "k_g1", "X_g^T mu + R_g"),
+        masked_rule(
+            "guest_gradient_masked", "host", "guest", "k_g1", "X_g^T mu + R_g (the key host)"
+        ),
         control_rule(
             "epoch_end",
             "guest",
@@ -89,7 +180,7 @@ HETERO_POISSON_PROTOCOL = Protocol(
 
 HETERO_POISSON = ComponentDescriptor(
     name="hetero_poisson",
-    description="vertical Poisson regression (log link, exposure) under Paillier (guest + host)",
+    description="vertical Poisson regression (log link, exposure) under Paillier (guest + hosts)",
     entry={
         "guest": "fedflow.components.hetero_poisson.train:guest",
         "host": "fedflow.components.hetero_poisson.train:host",

@@ -1,19 +1,21 @@
-"""hetero_poisson's training at the guest and at the host (the exchange is in the package
+"""hetero_poisson's training at the guest and at the hosts (the exchange is in the package
 docstring; the keys, masks and checkpoints are hetero_lr's kit: HeParty, Resumable)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fedcrypto import EncryptedVector, encrypted_dot
+from fedcrypto import EncryptedVector, PublicKey, encrypted_dot
 from fedschemas import FederationData
 
 from fedflow.components import CATALOGUE
 from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
+from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, Training
 from fedflow.components.hetero_poisson import HeteroPoissonParams
 from fedflow.components.hetero_poisson import math as pmath
@@ -93,6 +95,43 @@ def _start(
     return Training(ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts})
 
 
+@dataclass(frozen=True)
+class Chain:
+    """The hosts in the order the rates are multiplied (the job's host list, the same at every
+    party): the first host's key carries the chain [[r_1 ... r_j]] that ends at the guest, the
+    guest's key the chain [[c r_1 ... r_j]] that ends at the last host as [[mu]]."""
+
+    hosts: tuple[str, ...]
+
+    @property
+    def key_host(self) -> str:
+        return self.hosts[0]
+
+    @property
+    def last(self) -> str:
+        return self.hosts[-1]
+
+    def position(self, host: str) -> int:
+        return self.hosts.index(host)
+
+    def next_of(self, host: str) -> str | None:
+        i = self.position(host)
+        return self.hosts[i + 1] if i + 1 < len(self.hosts) else None
+
+    def previous_of(self, host: str) -> str | None:
+        i = self.position(host)
+        return self.hosts[i - 1] if i > 0 else None
+
+
+def _chain(ctx: ComponentContext) -> Chain:
+    hosts = tuple(ctx.parties.get("host", []))
+    if not 1 <= len(hosts) <= MAX_HOSTS:
+        raise ValueError(f"{NAME}: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
+    if len(set(hosts)) != len(hosts):
+        raise ValueError(f"{NAME}: a host is named twice ({', '.join(hosts)})")
+    return Chain(hosts)
+
+
 # -- guest --------------------------------------------------------------------------------------
 
 
@@ -100,20 +139,18 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroPoissonParams)
     table = ctx.input("data")
     labels = _labels(table)
-    hosts = list(ctx.parties.get("host", []))
-    if len(hosts) != 1:
-        raise ValueError(f"{NAME}: needs exactly 1 host ({len(hosts)} given)")
+    chain = _chain(ctx)
     own, names, exposure = split_exposure(table, params.exposure)
     session.warn_unscaled(ctx, own, names, NAME)
     x = lrmath.with_intercept(own)
     with crypto_threads(ctx) as (executor, background):
         with timed(ctx, "setup_seconds"):
-            run = _start(ctx, x, hosts, executor)
+            run = _start(ctx, x, list(chain.hosts), executor)
         if run.start == 0:
             run.weights[-1] = pmath.start_intercept(labels, exposure)
         try:
             with timed(ctx, "train_seconds"):
-                _guest_train(ctx, run, x, labels, np.log(exposure), hosts[0], background)
+                _guest_train(ctx, run, x, labels, np.log(exposure), chain, background)
         finally:
             run.he.close()
     return {"model": session.model_table([*names, INTERCEPT], run.weights)}
@@ -125,13 +162,13 @@ def _guest_train(
     x: Floats,
     labels: Floats,
     log_e: Floats,
-    host: str,
+    chain: Chain,
     background: Any,
 ) -> None:
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_g = x.shape
-    k_h = int(extra["peer_features"][host])
-    session.check_batch(params, rows_total, k_g, k_h, NAME)
+    k_hosts = {h: int(extra["peer_features"][h]) for h in chain.hosts}
+    session.check_batch(params, rows_total, k_g, max(k_hosts.values()), NAME)
     ctx.federation.bind_dims(k_g1=k_g)
     penalty = lrmath.intercept_penalty(k_g)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
@@ -155,7 +192,9 @@ def _guest_train(
         if not np.all(log_c < pmath.EXP_LIMIT):
             # exp() would overflow: the model diverged (a clear error, before any inf)
             watch.batch(float("inf"), epoch=epoch, iteration=t)
-        gradient, batch_loss = _guest_iteration(run, t, host, xb, yb, log_c, k_h, total - t - 1)
+        gradient, batch_loss = _guest_iteration(
+            run, t, chain, xb, yb, log_c, k_hosts, total - t - 1
+        )
         loss_sum += batch_loss
         watch.batch(batch_loss / len(rows), epoch=epoch, iteration=t)
         run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha, penalty)
@@ -183,19 +222,19 @@ def _guest_train(
 def _guest_iteration(
     run: Training,
     t: int,
-    host: str,
+    chain: Chain,
     xb: Floats,
     yb: Floats,
     log_c: Floats,
-    k_h: int,
+    k_hosts: Mapping[str, int],
     iterations_left: int,
 ) -> tuple[Floats, float]:
     """One iteration; the guest's gradient and the batch's summed half deviance."""
     he, ctx = run.he, run.ctx
     b = len(yb)
     c = np.exp(log_c)
-    run.resume.send_ciphertexts("guest_rate", t, lambda: (he.encrypt(c), {}), to=host)
-    run.resume.send_ciphertexts("labels", t, lambda: (he.encrypt(yb), {}), to=host)
+    run.resume.send_ciphertexts("guest_rate", t, lambda: (he.encrypt(c), {}), to=chain.key_host)
+    run.resume.send_ciphertexts("labels", t, lambda: (he.encrypt(yb), {}), to="host")
     he.prefetch(iterations_left)
     # (c X_g)^T [[r]] = X_g^T [[mu]]; each column brought to magnitude <= 1 by a power of two
     # (exact) first, as hetero_lr does, so that encrypted_dot's one grid keeps every column's
@@ -203,17 +242,20 @@ def _guest_iteration(
     design = xb * c[:, None]
     scales = lrmath.column_scales(design)
     design = design / scales
-    r = he.recv_ciphertexts("host_rate", t, host, he.peer_keys[host], b)
+    # [[r_1 ... r_m]] under the key host's key, from the last host of the chain
+    r = he.recv_ciphertexts("host_rate", t, chain.last, he.peer_keys[chain.key_host], b)
 
     def guest_gradient(r: EncryptedVector = r) -> tuple[EncryptedVector, dict[str, Any]]:
         return he.masked(encrypted_dot(design, r, executor=he.executor), "guest_gradient", t)
 
-    sent = run.resume.send_ciphertexts("guest_gradient", t, guest_gradient, to=host)
-    he.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_h)
-    score = he.recv_ciphertexts("label_score", t, host, he.public_key, 1)
-    ctx.federation.authorize_decrypt("label_score", t, frm=host)
-    y_dot_uh = float(he.private_key.decrypt(score)[0])
-    x_mu = scales * he.unmask(sent, "guest_gradient_masked", t, host, "guest_gradient")
+    sent = run.resume.send_ciphertexts("guest_gradient", t, guest_gradient, to=chain.key_host)
+    y_dot_uh = 0.0
+    for host in chain.hosts:
+        he.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
+        score = he.recv_ciphertexts("label_score", t, host, he.public_key, 1)
+        ctx.federation.authorize_decrypt("label_score", t, frm=host)
+        y_dot_uh += float(he.private_key.decrypt(score)[0])
+    x_mu = scales * he.unmask(sent, "guest_gradient_masked", t, chain.key_host, "guest_gradient")
     gradient = (x_mu - xb.T @ yb) / b
     return gradient, pmath.batch_loss(yb, log_c, y_dot_uh, float(x_mu[-1]))
 
@@ -224,34 +266,47 @@ def _guest_iteration(
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
     table = ctx.input("data")
     guest_id = ctx.parties["guest"][0]
+    chain = _chain(ctx)
     x = session.features(table)
     session.warn_unscaled(ctx, x, list(table.feature_names), NAME)
+    # Every host exchanges keys with the guest and with the other hosts: the key host's public
+    # key encrypts the rate chain the others multiply into.
+    peers = [guest_id, *(h for h in chain.hosts if h != ctx.party_id)]
     with crypto_threads(ctx) as (executor, background):
-        run = _start(ctx, x, [guest_id], executor)
+        run = _start(ctx, x, peers, executor)
         try:
-            _host_train(ctx, run, x, guest_id, background)
+            _host_train(ctx, run, x, guest_id, chain, background)
         finally:
             run.he.close()
     return {"model": session.model_table(list(table.feature_names), run.weights)}
 
 
 def _host_train(
-    ctx: ComponentContext, run: Training, x: Floats, guest_id: str, background: Any
+    ctx: ComponentContext,
+    run: Training,
+    x: Floats,
+    guest_id: str,
+    chain: Chain,
+    background: Any,
 ) -> None:
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_h = x.shape
-    k_g = int(extra["peer_features"][guest_id])
-    session.check_batch(params, rows_total, k_g, k_h, NAME)
+    counts = {p: int(k) for p, k in extra["peer_features"].items()}
+    k_g = counts[guest_id]
+    widest_host = max([k_h, *(k for p, k in counts.items() if p != guest_id)])
+    session.check_batch(params, rows_total, k_g, widest_host, NAME)
     ctx.federation.bind_dims(k_g1=k_g)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
     total = params.epochs * per_epoch
     largest = lrmath.largest_batch(rows_total, params.batch_size)
-    he.start_prefetch(background, largest, total - run.start)
+    # Only the key host encrypts under its own key (the first link of the rate chain).
+    if ctx.party_id == chain.key_host:
+        he.start_prefetch(background, largest, total - run.start)
     done = run.start
     for t in iterations(ctx, run.start, total, lambda: run.stopped):
         epoch, position = divmod(t, per_epoch)
         rows = lrmath.batches(rows_total, params.batch_size, params.seed, epoch)[position]
-        gradient = _host_iteration(run, t, guest_id, x[rows], total - t - 1)
+        gradient = _host_iteration(run, t, guest_id, chain, x[rows], total - t - 1)
         run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha)
         if position == per_epoch - 1:
             control = ctx.federation.recv(frm=guest_id, tag="epoch_end", iteration=t)
@@ -261,11 +316,25 @@ def _host_train(
     ctx.metrics.log("iterations", float(done))
 
 
+def _times(
+    run: Training, vec: EncryptedVector, factor: Floats
+) -> tuple[EncryptedVector, dict[str, Any]]:
+    """[[v * factor]] re-randomised: a party that saw [[v]] must not find `factor` by comparing
+    [[v]]^factor with it (a small exponent is a feasible discrete logarithm)."""
+    executor = run.he.executor
+    return vec.mul(factor, executor=executor).obfuscate(executor=executor), {}
+
+
 def _host_iteration(
-    run: Training, t: int, guest_id: str, xb: Floats, iterations_left: int
+    run: Training,
+    t: int,
+    guest_id: str,
+    chain: Chain,
+    xb: Floats,
+    iterations_left: int,
 ) -> Floats:
     """One iteration; this host's gradient X_h^T (mu - y) / b."""
-    he = run.he
+    he, me = run.he, run.ctx.party_id
     b = xb.shape[0]
     u_h = xb @ run.weights
     if not np.all(u_h < pmath.EXP_LIMIT):
@@ -274,15 +343,43 @@ def _host_iteration(
             f"{session.advice(run.params, NAME)}"
         )
     r = np.exp(u_h)
-    run.resume.send_ciphertexts("host_rate", t, lambda: (he.encrypt(r), {}), to=guest_id)
-    he.prefetch(iterations_left)
     guest_key = he.peer_keys[guest_id]
-    c = he.recv_ciphertexts("guest_rate", t, guest_id, guest_key, b)
+    previous, following = chain.previous_of(me), chain.next_of(me)
+    # 1. The rate chain under the key host's key: [[r_1 ... r_j]] goes on to the next host,
+    #    the last link ([[r_1 ... r_m]]) to the guest.
+    rate_to, rate_tag = (guest_id, "host_rate") if following is None else (following, "rate_chain")
+    if previous is None:
+        run.resume.send_ciphertexts(rate_tag, t, lambda: (he.encrypt(r), {}), to=rate_to)
+        he.prefetch(iterations_left)
+    else:
+        key: PublicKey = he.peer_keys[chain.key_host]
+        before = he.recv_ciphertexts("rate_chain", t, previous, key, b)
+        run.resume.send_ciphertexts(rate_tag, t, lambda: _times(run, before, r), to=rate_to)
+    # 2. The guest's chain: [[c r_1 ... r_j]] under the guest's key; the last host's product is
+    #    [[mu]], which it sends to the other hosts.
+    if previous is None:
+        rated = he.recv_ciphertexts("guest_rate", t, guest_id, guest_key, b)
+    else:
+        rated = he.recv_ciphertexts("guest_rate_chain", t, previous, guest_key, b)
+    if following is not None:
+        run.resume.send_ciphertexts(
+            "guest_rate_chain", t, lambda: _times(run, rated, r), to=following
+        )
+        mu = he.recv_ciphertexts("rate_product", t, chain.last, guest_key, b)
+    else:
+        mu = rated.mul(r, executor=he.executor)
+        if len(chain.hosts) > 1:
+            run.resume.send_ciphertexts(
+                "rate_product",
+                t,
+                lambda: (mu.obfuscate(executor=he.executor), {}),
+                to="host",
+            )
     y = he.recv_ciphertexts("labels", t, guest_id, guest_key, b)
 
     def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
-        # [[mu - y]] = r [[c]] - [[y]], then X_h^T [[mu - y]] + R_h
-        d = c.mul(r, executor=he.executor) - y
+        # [[mu - y]], then X_h^T [[mu - y]] + R_h
+        d = mu - y
         return he.masked(encrypted_dot(xb, d, executor=he.executor), "host_gradient", t)
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest_id)
@@ -292,6 +389,7 @@ def _host_iteration(
         return encrypted_dot(u_h[:, None], y).obfuscate(executor=he.executor), {}
 
     run.resume.send_ciphertexts("label_score", t, label_score, to=guest_id)
-    he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest_id)
+    if me == chain.key_host:
+        he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest_id)
     masked = he.unmask(sent, "host_gradient_masked", t, guest_id, "host_gradient")
     return np.asarray(masked / b, dtype=np.float64)
