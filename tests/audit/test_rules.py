@@ -7,12 +7,16 @@ audit receives them (what it sends on out.10000, what it receives on svc.worker)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fedaudit.auditor import Auditor, make_record
 from fedaudit.rules import RULES, Finding
 from fedaudit.rules.state import AuditPolicy, Observation
+from fedflow import code_identity
+from fedflow.code_identity import component_code
 from fedflow.descriptors import protocol_of
 from fedschemas import Envelope, FederationData, decode_envelope, decode_payload
 from fedschemas.payloads import TaskStatus
@@ -39,9 +43,24 @@ def observe(auditor: Auditor, traffic: Traffic, envelopes: Iterable[Envelope]) -
     return [f.rule for f in findings(auditor, traffic, envelopes) if f.severity != "info"]
 
 
+HETERO_LR_CODE = component_code("hetero_lr")
+
+
+def approving(**settings: Any) -> AuditPolicy:
+    """The guest's policy, approving the hetero_lr code in this checkout (as the service's
+    main does by default: the code the audit is deployed with)."""
+    defaults: dict[str, Any] = {
+        "party_id": GUEST,
+        "min_key_bits": KEY_BITS,
+        "approved_code": {"hetero_lr": (HETERO_LR_CODE.sha256,)},
+        "approved_versions": (HETERO_LR_CODE.version,),
+    }
+    return AuditPolicy(**{**defaults, **settings})
+
+
 @pytest.fixture
 def auditor() -> Auditor:
-    return Auditor(AuditPolicy(party_id=GUEST, min_key_bits=KEY_BITS))
+    return Auditor(approving())
 
 
 @pytest.fixture
@@ -58,11 +77,21 @@ def test_an_honest_run_breaks_no_rule(auditor: Auditor, traffic: Traffic) -> Non
     assert observe(auditor, traffic, traffic.honest(iterations=3)) == []
 
 
-def _status(traffic: Traffic, state: str) -> Envelope:
+def _status(traffic: Traffic, state: str, **code: str) -> Envelope:
     payload = TaskStatus(
-        job_id=traffic.job_id, component=traffic.component, attempt=0, party_id=GUEST, state=state
+        job_id=traffic.job_id,
+        component=traffic.component,
+        attempt=0,
+        party_id=GUEST,
+        state=state,  # type: ignore[arg-type]
+        **code,  # type: ignore[arg-type]
     )
     return traffic.envelope(payload, GUEST, GUEST, "task_status")
+
+
+def _running(traffic: Traffic, sha256: str, version: str = HETERO_LR_CODE.version) -> Envelope:
+    """This party's worker claims the task, saying which code it runs."""
+    return _status(traffic, "running", code_sha256=sha256, component_version=version)
 
 
 def _key_2025(t: Traffic) -> list[Envelope]:
@@ -131,6 +160,8 @@ CASES = {
         _status(t, "running"),
     ],
     "control.unsigned_inbound": lambda t: [t.propose(), _unsigned(t)],
+    "control.component_code": lambda t: [t.propose(), t.task_run(), _running(t, "ab" * 32)],
+    "control.component_unreported": lambda t: [t.propose(), t.task_run(), _status(t, "running")],
 }
 
 
@@ -166,6 +197,66 @@ def _unsigned(t: Traffic) -> Envelope:
     env = t.public_key(HOST)
     t.unsigned.add(env.message_id)  # Traffic.delivery leaves it as the peer sent it
     return env
+
+
+def test_a_worker_running_the_approved_code_breaks_no_rule(traffic: Traffic) -> None:
+    # Prepare: the approved release is this checkout's; a second policy approves only 9.9
+    honest = [traffic.propose(), traffic.task_run(), _running(traffic, HETERO_LR_CODE.sha256)]
+    other_release = Auditor(approving(approved_versions=("9.9",)))
+
+    # Execute
+    found = observe(Auditor(approving()), traffic, honest)
+    old = findings(
+        other_release, Traffic(), [*honest[:2], _running(traffic, HETERO_LR_CODE.sha256)]
+    )
+
+    # Assert: the same code under a release the party did not approve is caught, naming both
+    assert found == []
+    assert [f.rule for f in old] == ["control.component_code"]
+    assert f"release {HETERO_LR_CODE.version!r}" in old[0].detail and "9.9" in old[0].detail
+
+
+def test_a_tasks_later_running_reports_need_not_repeat_its_code(
+    auditor: Auditor, traffic: Traffic
+) -> None:
+    # The claim says which code runs; progress reports after it carry none
+    envelopes = [
+        traffic.propose(),
+        traffic.task_run(),
+        _running(traffic, HETERO_LR_CODE.sha256),
+        _status(traffic, "running"),
+        _status(traffic, "running"),
+    ]
+
+    assert observe(auditor, traffic, envelopes) == []
+
+
+def test_the_code_hash_covers_every_file_of_the_components_package() -> None:
+    # Prepare: the files hetero_lr's hash covers, as the worker reads them
+    files = code_identity.code_files("hetero_lr")
+    contents = {rel: path.read_bytes() for rel, path in files.items()}
+    entries = code_identity.entries("hetero_lr")
+
+    # Execute: one byte more in one file, a file more, another entry
+    edited = {
+        **contents,
+        "fedflow/components/hetero_lr/math.py": contents["fedflow/components/hetero_lr/math.py"]
+        + b"#",
+    }
+    added = {**contents, "fedflow/components/hetero_lr/extra.py": b""}
+    elsewhere = [e.replace("guest", "host") for e in entries]
+
+    # Assert: the package's every module is covered, and each change moves the hash
+    assert {"guest.py", "host.py", "math.py", "protocol.py"} <= {Path(r).name for r in files}
+    base = code_identity.digest(entries, contents)
+    changed = {
+        code_identity.digest(entries, edited),
+        code_identity.digest(entries, added),
+        code_identity.digest(elsewhere, contents),
+    }
+    assert len(changed) == 3 and base not in changed
+    # hetero_lr and its predict component share a package, not a hash (the entries differ)
+    assert component_code("hetero_lr_predict").sha256 != HETERO_LR_CODE.sha256
 
 
 def test_every_rule_has_a_case() -> None:

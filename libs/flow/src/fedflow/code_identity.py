@@ -64,22 +64,38 @@ def _sources(module: str) -> list[Path]:
     return [Path(spec.origin)]
 
 
+def entries(component_type: str) -> list[str]:
+    """The type's code entries ("package.module:function"), one per distinct role entry."""
+    descriptor = CATALOGUE[component_type]
+    return sorted({descriptor.entry_for(role) for role in descriptor.roles})
+
+
+def code_files(component_type: str) -> dict[str, Path]:
+    """Relative path (from fedflow's parent directory) -> file, of every source file the hash
+    covers."""
+    files: dict[str, Path] = {}
+    for entry in entries(component_type):
+        for path in _sources(entry.partition(":")[0]):
+            files.setdefault(_relative(path), path)
+    return files
+
+
+def digest(entry_list: list[str], contents: dict[str, bytes]) -> str:
+    """The code hash of these entries and files (layout in the module docstring)."""
+    h = hashlib.sha256(DOMAIN)
+    for entry in entry_list:
+        h.update(entry.encode() + b"\0")
+    for rel in sorted(contents):
+        content = contents[rel]
+        h.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
+    return h.hexdigest()
+
+
 @cache
 def component_code(component_type: str) -> ComponentCode:
     """The release and source hash of a component type of the catalogue (KeyError if unknown)."""
-    descriptor = CATALOGUE[component_type]
-    entries = sorted({descriptor.entry_for(role) for role in descriptor.roles})
-    digest = hashlib.sha256(DOMAIN)
-    files: dict[str, Path] = {}
-    for entry in entries:
-        digest.update(entry.encode() + b"\0")
-        module = entry.partition(":")[0]
-        for path in _sources(module):
-            files.setdefault(_relative(path), path)
-    for rel in sorted(files):
-        content = files[rel].read_bytes()
-        digest.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
-    return ComponentCode(component_type, release(), digest.hexdigest())
+    contents = {rel: path.read_bytes() for rel, path in code_files(component_type).items()}
+    return ComponentCode(component_type, release(), digest(entries(component_type), contents))
 
 
 def _relative(path: Path) -> str:

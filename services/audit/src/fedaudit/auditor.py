@@ -137,6 +137,8 @@ class Auditor:
                     self.policy.finding("control.unknown_component", self.policy.party_id, problem)
                 )
         elif kind in ("task.status", "job.task_report"):
+            if kind == "task.status":
+                found += control.check_code(obs, view, self.policy)
             found += control.check_transition(obs, view, self.policy)
         elif kind in ("job.end", "job.stop"):
             view.ended = True

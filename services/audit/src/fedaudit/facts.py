@@ -80,6 +80,10 @@ def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
             party_id=payload.party_id,
             state=payload.state,
         )
+        if payload.code_sha256 is not None:
+            facts["code_sha256"] = payload.code_sha256
+        if payload.component_version is not None:
+            facts["component_version"] = payload.component_version
     elif isinstance(payload, JobTaskReport):
         facts.update(
             component=payload.component,

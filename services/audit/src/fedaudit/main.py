@@ -22,6 +22,8 @@ from fedbus import Bus, Subscription, connect
 from fedbus.runtime import EnvelopePublisher, RemoteSourceGuard
 from fedcommon.service import HealthMetricsServer, lifecycle_status, run_service
 from fedcrypto.signing import SigningKey
+from fedflow.code_identity import component_code, release
+from fedflow.descriptors import CATALOGUE
 from fedschemas import PartyRef, topics
 
 from fedaudit import handlers
@@ -33,6 +35,15 @@ from fedaudit.settings import AuditSettings
 from fedaudit.store import open_engine
 
 log = structlog.get_logger("fedaudit")
+
+
+def approved_code(settings: AuditSettings) -> dict[str, tuple[str, ...]]:
+    """Every component type's approved code hashes: the operator's list, else the hash of the
+    code this audit is deployed with (the party's own release of the components)."""
+    return {
+        ctype: tuple(settings.approved_code.get(ctype, ())) or (component_code(ctype).sha256,)
+        for ctype in CATALOGUE
+    }
 
 
 def load_signing_key(settings: AuditSettings) -> SigningKey:
@@ -81,6 +92,8 @@ class Audit:
             repeat_memory=settings.repeat_memory,
             service_silent_after_s=settings.service_silent_after_s,
             pipeline_floors=dict(settings.pipeline_floors),
+            approved_code=approved_code(settings),
+            approved_versions=tuple(settings.approved_versions) or (release(),),
         )
         self.rpc = AuditRpc(self.bus, self.engine, policy, self.public_key_hex)
         self.ctx = handlers.AuditContext(

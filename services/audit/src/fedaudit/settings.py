@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from fedaudit.rules.catalogue import RULES, SEVERITIES, Severity
 
 FANOUT_NAME = "audit"
+_HEX = "0123456789abcdef"
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
     # What leaves the party: the gateway drains out.<peer>.
@@ -70,6 +71,13 @@ class AuditSettings(BusServiceSettings):
     """Ciphertext digests remembered per open job (data.ciphertext_repeated), kept in the
     database so a restart forgets none; past this many a job's new ciphertexts are checked
     against the remembered ones but not remembered themselves."""
+    approved_code: dict[str, list[str]] = Field(default_factory=dict)
+    """Component type -> the SHA-256s of its code this party approved (`python -m
+    fedflow.code_identity` prints them); a type not listed: the code this audit is deployed
+    with (control.component_code)."""
+    approved_versions: list[str] = Field(default_factory=list)
+    """Component releases this party approved; empty: the release this audit is deployed
+    with."""
     alert_webhook_url: str = ""
     """Alertmanager-compatible receiver (POST <url> with a JSON list of alerts, as
     Alertmanager's /api/v2/alerts takes); empty: none."""
@@ -88,6 +96,21 @@ class AuditSettings(BusServiceSettings):
         bad = sorted(p for p, k in value.items() if len(k) != 64 or k.strip("0123456789abcdef"))
         if bad:
             raise ValueError(f"peer audit keys must be 64 lower-case hex digits: {bad}")
+        return value
+
+    @field_validator("approved_code")
+    @classmethod
+    def _code_hashes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from fedflow.descriptors import CATALOGUE
+
+        unknown = sorted(set(value) - set(CATALOGUE))
+        if unknown:
+            raise ValueError(f"approved_code: unknown component types {unknown}")
+        bad = sorted(
+            t for t, hashes in value.items() for h in hashes if len(h) != 64 or h.strip(_HEX)
+        )
+        if bad:
+            raise ValueError(f"approved_code: hashes must be 64 lower-case hex digits: {bad}")
         return value
 
     @field_validator("severities", "pipeline_floors")

@@ -153,6 +153,19 @@ _RULES = (
         "traffic or a task for a component, or component type, the approved pipeline does not have",
     ),
     Rule(
+        "control.component_code",
+        "control",
+        "critical",
+        "this party's worker running a component whose code hash or release is not the one "
+        "this party approved",
+    ),
+    Rule(
+        "control.component_unreported",
+        "control",
+        "warn",
+        "this party's worker starting a task without saying which code it runs",
+    ),
+    Rule(
         "control.foreign_party",
         "control",
         "critical",

@@ -5,6 +5,10 @@
 - control.unknown_component: federation data of a component the approved pipeline does not
   have, or a task.run whose component type differs from the approved pipeline's (a swapped
   algorithm);
+- control.component_code: this party's worker starts a task (task.status "running" at its
+  claim) with code whose SHA-256 or release is not what this party approved;
+- control.component_unreported: ...or without saying which code it runs (warn: the hash is the
+  worker's own word, so a worker that omits it is no worse than one that lies);
 - control.foreign_party: a federation message whose sender or receiver is not a party of the
   job, or claims a role the pipeline does not give it;
 - control.illegal_transition: a task (component, attempt, party) reported running or ended
@@ -56,6 +60,41 @@ def check_parties(obs: Observation, view: JobView, policy: AuditPolicy) -> list[
                 )
             )
     return found[:1]
+
+
+def check_code(obs: Observation, view: JobView, policy: AuditPolicy) -> list[Finding]:
+    """A running report of this party's worker against the code this party approved. The
+    worker's claim report carries the code's hash and release; later progress reports of the
+    same task carry none, so only a task's first report must say which code runs it."""
+    facts = obs.facts
+    if facts.get("state") != "running" or obs.sender != policy.party_id:
+        return []
+    name, attempt = str(facts.get("component")), int(facts.get("attempt", 0))
+    cv = view.components.get(name)
+    approved = policy.approved_code.get(cv.type) if cv is not None else None
+    if cv is None or approved is None:
+        return []
+    code, version = facts.get("code_sha256"), facts.get("component_version")
+    first = (name, attempt, str(facts.get("party_id"))) not in view.task_states
+    where = f"task {name} (attempt {attempt}, {cv.type}) of job {view.job_id}"
+    if code is None:
+        if not first:
+            return []
+        detail = f"{where}: this party's worker started it without saying which code it runs"
+        return [policy.finding("control.component_unreported", policy.party_id, detail)]
+    if code not in approved:
+        problem = (
+            f"{where} runs code {str(code)[:16]}..., which this party did not approve "
+            f"(approved: {', '.join(h[:16] + '...' for h in approved) or 'none'})"
+        )
+    elif policy.approved_versions and version not in policy.approved_versions:
+        problem = (
+            f"{where} runs release {version!r}; this party approved "
+            f"{', '.join(policy.approved_versions)}"
+        )
+    else:
+        return []
+    return [policy.finding("control.component_code", policy.party_id, problem)]
 
 
 def check_transition(obs: Observation, view: JobView, policy: AuditPolicy) -> list[Finding]:

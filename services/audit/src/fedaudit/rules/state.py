@@ -33,6 +33,13 @@ class AuditPolicy:
     """The lowest severity a pipeline may give each rule (rule id -> severity); a rule not
     listed may only be raised by a pipeline, never lowered below the operator's severity."""
 
+    approved_code: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Component type -> the code SHA-256s this party approved (control.component_code; main
+    fills every type of the catalogue: the operator's list, else the audit's own code). A type
+    missing here is not checked."""
+    approved_versions: tuple[str, ...] = ()
+    """Component releases this party approved (empty: not checked)."""
+
     def severity(self, rule_id: str) -> Severity:
         return self.severities.get(rule_id, RULES[rule_id].severity)
 
