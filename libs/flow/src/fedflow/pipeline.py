@@ -333,8 +333,12 @@ def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]
             ctype = by_name[name].type
             below = remapped | frozenset(ctype.remaps_labels)
             todo.extend((child, below) for child in children.get(name, ()))
-            for role, values in ctype.label_values.items():
-                if role in remapped:
+            given = by_name[name].params
+            for role in ctype.labels:
+                # The role's params may change its rule (hetero_lr's multi_class).
+                task_params = {**given.get(COMMON, {}), **given.get(role, {})}
+                values = ctype.label_values_for(task_params, role).get(role)
+                if role in remapped or values is None:
                     continue
                 found[role] = found[role] & set(values) if role in found else set(values)
         if found:

@@ -125,6 +125,10 @@ class ComponentDescriptor:
     (label_transform at the guest): the labels a model downstream of it takes say nothing
     about the table upstream, so the pipeline's label check (`fedflow.pipeline`) stops here
     and the model checks the mapped labels when it starts."""
+    labels_by_param: tuple[tuple[str, Any, Mapping[str, LabelRule]], ...] = ()
+    """(param, value, rules): where the task's param `param` equals `value`, `rules` replace
+    `labels` at their roles (hetero_lr with multi_class: true takes class labels). The first
+    that matches wins."""
 
     @property
     def label_values(self) -> Mapping[str, tuple[float, ...]]:
@@ -132,7 +136,24 @@ class ComponentDescriptor:
         guest's are 0 or 1). The pipeline passes them to the readers whose data flows into
         it, which refuse a table with other labels before anything leaves the party (before
         PSI)."""
-        return {role: rule.values for role, rule in self.labels.items() if rule.kind == "binary"}
+        return self.label_values_for({})
+
+    def labels_for(self, params: Mapping[str, Any]) -> Mapping[str, LabelRule]:
+        """`labels` as the task's params (one role's, resolved) change them."""
+        for name, value, rules in self.labels_by_param:
+            if params.get(name) == value:
+                return {**self.labels, **rules}
+        return self.labels
+
+    def label_values_for(
+        self, params: Mapping[str, Any], role: str | None = None
+    ) -> Mapping[str, tuple[float, ...]]:
+        """label_values under the params `params` (of `role`, or of every role)."""
+        return {
+            r: rule.values
+            for r, rule in self.labels_for(params).items()
+            if rule.kind == "binary" and (role is None or r == role)
+        }
 
     def params_model(self, role: str) -> type[ComponentParams]:
         return self.role_params.get(role, self.params)
