@@ -10,6 +10,7 @@ serving service itself does not answer.
     POST   /api/v1/serving/{service_id}/predict          one row: {id, features}
     POST   /api/v1/serving/{service_id}/predict/batch    {rows: [...]} (at most 10,000)
     GET    /api/v1/serving/{service_id}/schema           the features the service takes
+    GET    /api/v1/serving/openapi.json                  OpenAPI of every bound service, by feature
     GET    /api/v1/serving/services                      bound services
     POST   /api/v1/serving/services                      bind {service_id, name, version, fallback}
     GET    /api/v1/serving/services/{service_id}
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedgateway.api.deps import ROUTER_REFUSALS, ApiDep, bearer, refusals, require_token
 from fedgateway.api.models import ErrorPublic
+from fedgateway.api.serving_openapi import features_schema, serving_openapi
 
 SERVING_RPC_TOPIC = "svc.serving.rpc"
 """fedserving.handlers.RPC_TOPIC (the API imports no service package)."""
@@ -226,15 +228,18 @@ def schema(api: ApiDep, service_id: ServiceIdPath) -> dict[str, Any]:
             "required": ["id", "features"],
             "properties": {
                 "id": {"type": "string"},
-                "features": {
-                    "type": "object",
-                    "required": names,
-                    "additionalProperties": False,
-                    "properties": {n: {"type": ["number", "null"]} for n in names},
-                },
+                "features": features_schema(names),
             },
         },
     }
+
+
+@router.get("/openapi.json")
+def openapi(api: ApiDep) -> dict[str, Any]:
+    """An OpenAPI 3.1 document of the bound services: per service id, its predict and batch
+    paths with request schemas naming its features (built from the current bindings)."""
+    found = ask_serving(api, "service_list")
+    return serving_openapi(api.party_id, found["data"])
 
 
 @router.get("/services")
