@@ -22,7 +22,25 @@ from tests.polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-stack = stack_fixture("audit")
+UNAPPROVED = "ab" * 32
+"""The only statistics code both parties' audits approve: not the code their workers run."""
+stack = stack_fixture(
+    "audit", env={"FEDMQ_AUDIT_APPROVED_CODE": json.dumps({"statistics": [UNAPPROVED]})}
+)
+
+STATISTICS = f"""
+name: audit-statistics
+parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
+components:
+  - name: reader_0
+    type: reader
+    params:
+      guest: {{table: breast_hetero_guest}}
+      host: {{table: breast_hetero_host}}
+  - name: statistics_0
+    type: statistics
+    inputs: {{data: reader_0.data}}
+"""
 
 
 def pipeline(epochs: int) -> str:
@@ -83,7 +101,7 @@ def tail_logs(state: local.LocalState) -> str:
 @pytest.fixture(scope="module")
 def ready(stack: Stack) -> Stack:
     upload_breast(stack)
-    stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
+    stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr", "statistics"])
     return stack
 
 
@@ -182,3 +200,27 @@ def test_a_key_of_the_wrong_width_from_the_host_stops_the_job_at_both_parties(
     alerts = audit_api(stack, GUEST, "/alerts", job_id=job.job_id)["data"]
     assert {a["rule"] for a in alerts} >= {"data.key_width"}
     print(f"injected -> failed at the guest in {took:.2f} s (poll 0.2 s)")
+
+
+def test_a_component_whose_code_is_not_the_approved_one_stops_the_job_at_both_parties(
+    ready: Stack,
+) -> None:
+    # Prepare: both audits approve only UNAPPROVED as statistics' code (the module's stack),
+    # so each party's worker runs code its party did not approve, as a swapped module would
+    stack = ready
+
+    # Execute
+    job = stack.guest.submit(STATISTICS, job_id="audit-code")
+    ended = stack.guest.wait(job.job_id, timeout=120, poll=0.2)
+
+    # Assert: stopped at both parties by an audit, naming the rule; the worker's report that
+    # broke it is in the log with the hash it ran
+    assert ended.state == "failed"
+    assert "rule control.component_code" in (ended.reason or ""), ended.reason
+    assert stack.host.wait(job.job_id, timeout=60, poll=0.2).state == "failed"
+    alerts = audit_api(stack, GUEST, "/alerts", job_id=job.job_id)["data"]
+    assert [a["rule"] for a in alerts] == ["control.component_code"]
+    events = audit_api(stack, GUEST, f"/jobs/{job.job_id}/events", limit=10_000)["data"]
+    claims = [e for e in events if e["type"] == "task.status" and "code_sha256" in e["facts"]]
+    ran = {e["facts"]["code_sha256"] for e in claims if e["component"] == "statistics_0"}
+    assert ran and UNAPPROVED not in ran
