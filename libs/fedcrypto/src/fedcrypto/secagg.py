@@ -467,6 +467,26 @@ class SecAggClient:
         client._directory = directory
         return client
 
+    def own_keys(self) -> AdvertiseKeys:
+        """The AdvertiseKeys this client sends in round 0 (also after it was restored from a
+        state exported past that step): a function of its private keys."""
+        return AdvertiseKeys(
+            self.client_id,
+            self._c_key.public_key().public_bytes_raw(),
+            self._s_key.public_key().public_bytes_raw(),
+        )
+
+    def derive_secret(self, label: bytes) -> bytes:
+        """A 32-byte key for the caller's own use in this session (e.g. seeding noise that must
+        be unpredictable to the server and the same after a restore): HKDF of c_u^SK, which
+        never leaves the client (only s_u^SK and b_u are ever Shamir-shared), bound to `label`
+        and to the session and config."""
+        if not label:
+            raise SecAggError("derive_secret needs a label naming what the key is for")
+        info = b"caller-secret/" + label + b"/" + self.config.context() + _ID.pack(self.client_id)
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info)
+        return hkdf.derive(self._c_key.private_bytes_raw())
+
     def _step(self, expected: str, after: str, name: str) -> None:
         if self._phase != expected:
             raise SecAggError(f"{name}() called in phase {self._phase!r}, needs {expected!r}")

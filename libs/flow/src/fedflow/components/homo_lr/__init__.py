@@ -27,12 +27,13 @@ model (final: true) and every client outputs the same model.
 Checkpoints after every round and within a round (a client's secure-aggregation state sealed,
 resume.py; the aggregator's dropout decisions), so a restarted task re-sends the same bytes.
 Options: FedProx (proximal_mu), FedAdam / FedYogi (server_optimizer), norm clipping,
-min_summed_updates (docs/homo_lr.md).
+client-side differential privacy (dp_noise_multiplier: clipped update plus Gaussian noise
+before masking, epsilon reported per round; privacy.py), min_summed_updates (docs/homo_lr.md).
 
 Layout: this `__init__` (declarations, light), params.py, protocol.py, math.py (numpy only;
 the plaintext references), wire.py (secagg messages as FederationData), learner.py (the model
 as the rounds see it: homo_lr's logistic regression; homo_nn's network is another), client.py
-(local training, the host's role), aggregator.py (the guest's role), resume.py, predict.py.
+(local training, the host's role), aggregator.py (the guest's role), resume.py, privacy.py, predict.py.
 """
 
 from __future__ import annotations

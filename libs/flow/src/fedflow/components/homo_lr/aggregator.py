@@ -24,7 +24,7 @@ from fedcrypto.secagg import (
 from fedschemas import FederationData
 
 from fedflow.components.homo_lr import math as hmath
-from fedflow.components.homo_lr import resume, wire
+from fedflow.components.homo_lr import privacy, resume, wire
 from fedflow.components.homo_lr.client import (
     LocalClient,
     UpdateRejected,
@@ -32,7 +32,6 @@ from fedflow.components.homo_lr.client import (
     check_layout,
     client_ids,
     features_digest,
-    own_keys,
     secagg_config,
 )
 from fedflow.components.homo_lr.client import train as client_train
@@ -91,7 +90,7 @@ class Round:
             msg = self.own.advertise_keys()
             self.own_state = resume.snapshot(self.own, self.ctx.checkpoints)
             return msg
-        return own_keys(self.own)
+        return self.own.own_keys()
 
     def own_shares(self, directory: KeyDirectory) -> EncryptedShares:
         assert self.own is not None
@@ -268,6 +267,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
     stopped = bool(state.get("stopped", False))
     r = int(state.get("next", 0))
     pending: Mapping[str, Any] | None = state.get("round")
+    dp = privacy.settings(params)
 
     def boundary() -> dict[str, Any]:
         return {
@@ -297,6 +297,8 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
                 for name, value in facts.items():
                     ctx.metrics.log(name, value, step=r)
                 own = own or SecAggClient(GUEST_ID, config)
+                if dp is not None:
+                    own_vector = dp.apply(own_vector, own)
             except UpdateRejected as exc:
                 log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
                 ctx.metrics.log("rejected_update", 1.0, step=r)
@@ -323,7 +325,10 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
         result = secure_sum(rnd, own_vector, params.round_timeout_s)
         delta, loss = hmath.average(weights, result.sum)
         weights, moments = rule.step(weights, delta, moments)
-        ctx.metrics.log("loss", loss, step=r)
+        if dp is None:
+            ctx.metrics.log("loss", loss, step=r)
+        else:  # the clients withheld their loss; epsilon of a client in every round so far
+            ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1), step=r)
         ctx.metrics.log("clients", float(len(result.survivors)), step=r)
         ctx.metrics.log("dropped", float(len(rnd.dropped)), step=r)
         ctx.metrics.log("sum_error_bound", result.max_abs_error, step=r)

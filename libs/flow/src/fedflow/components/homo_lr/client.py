@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import structlog
 from fedcrypto.secagg import (
-    AdvertiseKeys,
     SecAggClient,
     SecAggConfig,
     SecAggError,
@@ -23,7 +22,7 @@ from fedcrypto.secagg import (
 from fedschemas import FederationData
 
 from fedflow.components.homo_lr import math as hmath
-from fedflow.components.homo_lr import resume, wire
+from fedflow.components.homo_lr import privacy, resume, wire
 from fedflow.components.homo_lr.learner import LOGISTIC, Learner
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.tables import Table, TableError
@@ -99,16 +98,6 @@ def check_unmask(
             f"(survivors {list(request.survivors)}), fewer than this party's "
             f"min_summed_updates {min_summed}: this client does not unmask"
         )
-
-
-def own_keys(client: SecAggClient) -> AdvertiseKeys:
-    """The client's AdvertiseKeys (advertise_keys' message, also once a client restored from a
-    checkpoint is past that step): a function of its private keys."""
-    return AdvertiseKeys(
-        client.client_id,
-        client._c_key.public_key().public_bytes_raw(),
-        client._s_key.public_key().public_bytes_raw(),
-    )
 
 
 def features_digest(names: list[str]) -> str:
@@ -236,6 +225,9 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
         else:
             for name, value in facts.items():
                 ctx.metrics.log(name, value, step=r)
+            dp = privacy.settings(params)
+            if dp is not None:  # counts every round this client contributed to (r - rejected)
+                ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1 - rejected), step=r)
             config = secagg_config(ctx, params, r, me.contribution_length)
             mid = pending if isinstance(pending, Mapping) else None
 
@@ -274,7 +266,7 @@ def _secure_round(
         client = SecAggClient(me.client_id, config)
         client.advertise_keys()
         keep(resume.snapshot(client, ctx.checkpoints))
-    fed.send(wire.keys_payload(own_keys(client)), to=guest, tag="sa_keys", iteration=r)
+    fed.send(wire.keys_payload(client.own_keys()), to=guest, tag="sa_keys", iteration=r)
     got = fed.recv(frm=guest, tag="sa_directory", iteration=r)
     if _excluded(got):
         return
@@ -285,6 +277,9 @@ def _secure_round(
     got = fed.recv(frm=guest, tag="sa_routed", iteration=r)
     if _excluded(got):
         return
+    dp = privacy.settings(params)
+    if dp is not None:  # noise before masking, keyed by this round's client secret
+        vector = dp.apply(vector, client)
     try:
         masked = client.masked_input(wire.read_routed(me.client_id, got), vector)
     except SecAggError as exc:

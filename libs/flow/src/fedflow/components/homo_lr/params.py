@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fedflow.components.base import ComponentParams
 
@@ -50,6 +50,28 @@ class HomoLrParams(ComponentParams):
     round_timeout_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
     """How long the aggregator waits at each step of a round before it treats the clients it
     has not heard from as dropped for that round."""
+    dp_noise_multiplier: float = Field(default=0.0, ge=0.0, le=1_000.0)
+    """Differential privacy (0: off): each client adds Gaussian noise of standard deviation
+    dp_noise_multiplier * clip_norm to its clipped model delta before masking it (privacy.py;
+    needs clip_norm; the loss is then not sent, so no early stopping). The metric dp_epsilon
+    is the client-level epsilon at dp_delta after each round (Renyi DP accountant)."""
+    dp_delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    """The delta at which dp_epsilon is reported."""
+
+    @model_validator(mode="after")
+    def _dp_needs_clipping(self) -> HomoLrParams:
+        if self.dp_noise_multiplier > 0.0:
+            if self.clip_norm is None:
+                raise ValueError(
+                    "dp_noise_multiplier needs clip_norm: the noise is scaled to the clipping "
+                    "bound, which is what bounds a client's influence"
+                )
+            if self.early_stop:
+                raise ValueError(
+                    "dp_noise_multiplier and early_stop do not go together: with differential "
+                    "privacy the clients do not send their loss, which early stopping needs"
+                )
+        return self
 
 
 class HomoLrPredictParams(ComponentParams):
