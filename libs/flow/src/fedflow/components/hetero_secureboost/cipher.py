@@ -129,6 +129,13 @@ class CellLayout:
         return out[:cells]
 
 
+HISTOGRAM_BATCH_BYTES = 64 << 20
+"""Ciphertexts gathered for one segment_products call (several features' rows at once): big
+batches keep every round of pairwise products above the executor's chunk size (both threads
+and the crypto job pool get work from all features, not one feature's shrinking rounds),
+bounded so that a large table never holds a copy of more than this at a time."""
+
+
 def encrypted_histograms(
     key: PublicKey,
     rows: LimbArray,
@@ -138,6 +145,7 @@ def encrypted_histograms(
     max_bin: int,
     executor: Executor | None,
     marker: LimbArray | None = None,
+    batch_bytes: int = HISTOGRAM_BATCH_BYTES,
 ) -> LimbArray:
     """The host's cells, (len(nodes) * k * (max_bin + 1), c): for each listed node, feature
     and bin, the product of the ciphertexts of the node's rows in that bin.
@@ -146,38 +154,66 @@ def encrypted_histograms(
     feature is left out (LightGBM's most-frequent-bin trick): its cell is the marker, and the
     guest, which knows each node's totals, puts back total - the other cells. A feature with
     a dominant value (default_credit's host: 44% of rows in one bin, on average) costs that
-    much fewer products."""
+    much fewer products.
+
+    Features are multiplied in batches of about `batch_bytes` of gathered ciphertexts: one
+    segment space (feature, node, bin) per batch, one round of pairwise products for all of
+    them (cipher.segment_products), so the rounds stay wide enough to chunk."""
     k = bins.shape[1]
     width = max_bin + 1
+    per_feature = len(nodes) * width
     slot = np.full(max(int(positions.max(initial=-1)) + 1, 1), -1, dtype=np.int64)
     slot[nodes] = np.arange(len(nodes))
     inside = np.flatnonzero(positions >= 0)
     inside = inside[slot[positions[inside]] >= 0]
     node_slot = slot[positions[inside]]
     n2_b = key.nsquare_bytes
-    per_feature: list[LimbArray] = []
+    out = np.zeros((len(nodes), k, width, key.limbs), dtype=LIMB_DTYPE)
+    row_bytes = key.limbs * 8
+    batch: list[tuple[int, Ints, Ints, Ints]] = []  # (feature, rows, keys, skipped cells)
+    gathered = 0
+
+    def flush() -> None:
+        nonlocal gathered
+        if not batch:
+            return
+        first = batch[0][0]
+        segment = np.concatenate([(f - first) * per_feature + keys for f, _, keys, _ in batch])
+        chosen = np.concatenate([chosen for _, chosen, _, _ in batch])
+        order = np.argsort(segment, kind="stable")
+        products = segment_products(
+            n2_b,
+            rows[chosen[order]],
+            segment[order],
+            len(batch) * per_feature,
+            key.limbs,
+            executor,
+        )
+        if marker is not None:
+            for f, _, _, skipped in batch:
+                products[(f - first) * per_feature + skipped] = marker
+        cells = products.reshape(len(batch), len(nodes), width, key.limbs)
+        out[:, first : first + len(batch)] = cells.transpose(1, 0, 2, 3)
+        batch.clear()
+        gathered = 0
+
     for f in range(k):
         keys = node_slot * width + bins[inside, f].astype(np.int64)
         chosen, skipped = inside, np.zeros(0, dtype=np.int64)
         if marker is not None:
-            counts = np.bincount(keys, minlength=len(nodes) * width).reshape(len(nodes), width)
+            counts = np.bincount(keys, minlength=per_feature).reshape(len(nodes), width)
             top = np.argmax(counts, axis=1)  # ties: the lowest bin
             skipped = np.flatnonzero(counts[np.arange(len(nodes)), top] > 0)
             skipped = skipped * width + top[skipped]
             kept = ~np.isin(keys, skipped)
             chosen, keys = inside[kept], keys[kept]
-        order = np.argsort(keys, kind="stable")
-        products = segment_products(
-            n2_b, rows[chosen[order]], keys[order], len(nodes) * width, key.limbs, executor
-        )
-        if marker is not None and skipped.size:
-            products[skipped] = marker
-        per_feature.append(products.reshape(len(nodes), width, key.limbs))
-    if not per_feature:
-        return np.zeros((0, key.limbs), dtype=LIMB_DTYPE)
+        if batch and gathered + chosen.size * row_bytes > batch_bytes:
+            flush()
+        batch.append((f, chosen, keys, skipped))
+        gathered += chosen.size * row_bytes
+    flush()
     # (nodes, k, width) cells, node-major: the order the guest reads them in
-    stacked = np.stack(per_feature, axis=1)
-    return np.ascontiguousarray(stacked.reshape(-1, key.limbs))
+    return np.ascontiguousarray(out.reshape(-1, key.limbs))
 
 
 def segment_products(
