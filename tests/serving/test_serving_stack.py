@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from fedmq.cli import app
 from tests.local_stack import DATA, GUEST, HOST, Stack, stack_fixture, upload_breast
+from tests.polling import wait_for
 from tests.serving.stack import LaunchedServing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -272,6 +273,36 @@ def test_canary_is_sticky_and_switch_and_rollback_fail_no_request(
         for e in parties.ok(GUEST, "GET", "/events", params={"service_id": service})["data"]
     ]
     assert actions == ["bind", "canary", "switch", "rollback"]
+
+
+def serving_events_in_audit(parties: Parties, party: str) -> list[str]:
+    """The serving.event actions in `party`'s audit log, in log order (its export)."""
+    client = parties.stack.guest if party == GUEST else parties.stack.host
+    response = httpx.get(
+        f"{client.base_url}/api/v1/audit/export", headers=client._headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    records = [json.loads(line).get("record") for line in response.text.splitlines()[1:]]
+    return [r["facts"]["serving_action"] for r in records if r and r["type"] == "serving.event"]
+
+
+def test_lifecycle_events_reach_each_partys_audit_and_openapi_names_the_features(
+    parties: Parties, service: str
+) -> None:
+    # The guest's publishes, bind, canary, switch and rollback; the host's two proposals
+    guest_actions = ["publish", "publish", "bind", "canary", "switch", "rollback"]
+    wait_for(
+        lambda: serving_events_in_audit(parties, GUEST)[:6] == guest_actions or None,
+        timeout=20,
+        what="the guest's serving events in its audit log",
+        describe=lambda: serving_events_in_audit(parties, GUEST),
+    )
+    assert serving_events_in_audit(parties, HOST)[:2] == ["propose", "propose"]
+    # The per-service OpenAPI document requires exactly the guest's features
+    doc = parties.ok(GUEST, "GET", "/openapi.json")
+    features = doc["components"]["schemas"][f"{service}.Features"]
+    assert sorted(features["required"]) == sorted(next(iter(parties.rows.values())))
+    assert f"/api/v1/serving/{service}/predict/batch" in doc["paths"]
 
 
 def test_a_killed_host_gives_503_naming_it_and_serving_resumes_when_it_returns(
