@@ -33,7 +33,8 @@ before masking, epsilon reported per round; privacy.py), min_summed_updates (doc
 Layout: this `__init__` (declarations, light), params.py, protocol.py, math.py (numpy only;
 the plaintext references), wire.py (secagg messages as FederationData), learner.py (the model
 as the rounds see it: homo_lr's logistic regression; homo_nn's network is another), client.py
-(local training, the host's role), aggregator.py (the guest's role), resume.py, privacy.py, predict.py.
+(local training, the host's role), aggregator.py (the guest's role), resume.py, privacy.py,
+predict.py.
 """
 
 from __future__ import annotations
