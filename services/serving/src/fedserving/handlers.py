@@ -38,6 +38,7 @@ from fedflow.tables import Table, TableError, TableStore
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from fedserving import scoring
+from fedserving.coalesce import HostCalls
 from fedserving.exports import ExportRefused, export_model, import_model
 from fedserving.features import (
     FeaturesMissing,
@@ -154,6 +155,7 @@ class Serving:
         max_batch_rows: int = 10_000,
         binding_refresh_s: float = 1.0,
         pool_threads: int = 16,
+        host_call_concurrency: int = 2,
         signing_key: SigningKey | None = None,
         import_trusted_keys: tuple[str, ...] = (),
         lookup: FeatureSource | None = None,
@@ -185,6 +187,13 @@ class Serving:
         self._generation: dict[Any, int] = defaultdict(int)
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(pool_threads, thread_name_prefix="serving-hosts")
+        # Concurrent requests' calls to a host share one call (fedserving.coalesce).
+        self.host_calls = HostCalls(
+            lambda host, body, timeout: self.call(host, SERVICE_TOPIC, body, timeout),
+            concurrency=host_call_concurrency,
+            max_rows=max_batch_rows,
+            on_call=lambda host, rows: self.metrics.host_calls.labels(host).inc(),
+        )
         self._refresher = ThreadPoolExecutor(1, thread_name_prefix="serving-refresh")
 
     def close(self) -> None:
@@ -205,7 +214,13 @@ class Serving:
             request = json.loads(body)
             op = request.get("op")
             if op == "partial":
-                return self._partial(caller_party, request)
+                started = time.perf_counter()
+                try:
+                    return self._partial(caller_party, request)
+                finally:
+                    self.metrics.partial_seconds.labels(caller_party).observe(
+                        time.perf_counter() - started
+                    )
             if op == "propose":
                 return self._propose_here(caller_party, request)
             if op == "state":
@@ -648,15 +663,14 @@ class Serving:
         hosts = sorted(model.hosts)
         if not hosts:
             return z, False
-        body = json.dumps(
-            {"op": "partial", "name": model.name, "version": model.version, "ids": ids}
-        ).encode()
         labels = (binding.service_id, str(model.version))
         if len(hosts) == 1:
-            answers = [self._host_scores(hosts[0], body, timeout, labels)]
+            answers = [self._host_scores(hosts[0], model, ids, timeout, labels)]
         else:
             answers = list(
-                self._pool.map(lambda host: self._host_scores(host, body, timeout, labels), hosts)
+                self._pool.map(
+                    lambda host: self._host_scores(host, model, ids, timeout, labels), hosts
+                )
             )
         silent = [a for a in answers if isinstance(a, Refused)]
         if silent:
@@ -670,11 +684,16 @@ class Serving:
         return z, False
 
     def _host_scores(
-        self, host: str, body: bytes, timeout: float, labels: tuple[str, str]
+        self,
+        host: str,
+        model: ModelVersion,
+        ids: list[str],
+        timeout: float,
+        labels: tuple[str, str],
     ) -> np.ndarray | Refused:
         started = time.perf_counter()
         try:
-            reply = self.call(host, SERVICE_TOPIC, body, timeout)
+            answer = self.host_calls.partial(host, model.name, model.version, ids, timeout)
         except RemoteTimeout as exc:
             self.metrics.requests.labels(*labels, host, "timeout").inc()
             return Refused(
@@ -690,7 +709,6 @@ class Serving:
             return Refused(503, f"host party {host} failed: {exc}", party=host)
         finally:
             self.metrics.host_call_seconds.labels(host).observe(time.perf_counter() - started)
-        answer = json.loads(reply)
         if not answer.get("ok"):
             status = int(answer.get("status", 502))
             self.metrics.requests.labels(*labels, host, _outcome(status)).inc()

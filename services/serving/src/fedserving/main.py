@@ -115,6 +115,7 @@ class Service:
             rate_limit_rows_per_s=settings.rate_limit_rows_per_s,
             host_rate_limit_rows_per_s=settings.host_rate_limit_rows_per_s,
             max_batch_rows=settings.max_batch_rows,
+            host_call_concurrency=settings.host_call_concurrency,
             binding_refresh_s=settings.binding_refresh_s,
             signing_key=load_key(settings.signing_key.get_secret_value(), settings.key_file),
             import_trusted_keys=settings.import_trusted_keys,

@@ -3,9 +3,12 @@
 Guest side, per request: fedmq_serving_requests_total{service, version, party, outcome} counts
 the request's outcome at the guest (party = the guest) and each host call's outcome (party = the
 host); fedmq_serving_request_seconds{service, version} is the whole request inside the service;
-fedmq_serving_host_call_seconds{party} one call to a host; fedmq_serving_rows_total{service,
+fedmq_serving_host_call_seconds{party} a request's wait for a host's answer,
+fedmq_serving_host_calls_total{party} the calls actually sent (concurrent requests share one);
+fedmq_serving_rows_total{service,
 version} rows scored. Host side: fedmq_serving_partial_requests_total{caller_party, model,
-outcome} and fedmq_serving_partial_rows_total{caller_party}, so a guest scoring rows en masse
+outcome}, fedmq_serving_partial_seconds{caller_party} and
+fedmq_serving_partial_rows_total{caller_party}, so a guest scoring rows en masse
 (to fit the host's weights) shows per calling party. fedmq_serving_rate_limited_total{kind}:
 refused by the per-caller (guest) or per-party (host) limit.
 """
@@ -54,6 +57,19 @@ class ServingMetrics:
             "fedmq_serving_host_call_seconds",
             "One call to a host for its partial scores, through both gateways",
             ["party"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.host_calls = Counter(
+            "fedmq_serving_host_calls",
+            "Calls sent to a host (concurrent requests share one: fedserving.coalesce)",
+            ["party"],
+            registry=r,
+        )
+        self.partial_seconds = Histogram(
+            "fedmq_serving_partial_seconds",
+            "Host: one partial-score request inside the service (lookup and scoring)",
+            ["caller_party"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -37,6 +37,9 @@ class ServingSettings(ServiceSettings):
     within this); 0: read the database on every request."""
     threads: int = Field(default=16, gt=0)
     """Requests served in parallel (bus prefetch of the serving topics)."""
+    host_call_concurrency: int = Field(default=2, ge=0, le=64)
+    """Guest: calls in flight per (host, model version); requests that arrive meanwhile wait
+    and go together as the next call (fedserving.coalesce). 0: one call per request."""
     signing_key: SecretStr = SecretStr("")
     """Ed25519 private key (64 hex digits) that signs model exports; empty: `key_file`
     (development only: like every secret, it must be set when environment=production)."""
