@@ -48,7 +48,13 @@ sys.path.insert(0, str(REPO))  # tests.wan.emulator, tests.relay_helpers
 
 from fedbus import Delivery, Message, connect  # noqa: E402
 from fedgateway import link, pki  # noqa: E402
-from fedgateway.framing import FrameType, Hello, decode_data, encode_ack  # noqa: E402
+from fedgateway.framing import (  # noqa: E402
+    DataFrame,
+    FrameType,
+    Hello,
+    decode_data,
+    encode_ack,
+)
 from fedgateway.main import Gateway  # noqa: E402
 from fedgateway.transport import (  # noqa: E402
     SO_RCVBUFFORCE,
@@ -167,8 +173,8 @@ class _Sink:
         on_body = self._on_body
 
         class Session:
-            async def on_data(self, body: bytes) -> None:
-                frame = decode_data(body)
+            async def on_data(self, body: bytes | DataFrame) -> None:
+                frame = body if isinstance(body, DataFrame) else decode_data(body)
                 on_body(len(frame.body))
                 sender.send(FrameType.ACK, encode_ack([frame.seq]))
 

@@ -53,6 +53,11 @@ Frame types and bodies:
                    Sent only to a server whose HELLO_OK lists the "stripe" feature.
     STRIPE_ACK (12) n x (u64 xid | u32 index): the server holds these chunks; they are never
                    sent again, whichever connection carries the rest.
+    A DATA frame whose meta has "z": n (sent only to a server whose HELLO_OK lists the "zstd"
+    feature) carries its envelope bytes (or names a striped transfer of them) compressed as one
+    zstd frame that decompresses to exactly n bytes; n is at most the frame limit, so the server
+    knows the memory it needs before decompressing. Compressed or not, the envelope bytes that
+    come out are what the signature covers.
     A DATA frame whose meta has "x": [xid, total] carries no envelope bytes: its body is the
     striped transfer `xid`, whose every chunk the server has ACKed. The server answers it like
     any DATA (ACK or REFUSED); REFUSED with the reason STRIPE_MISSING means it no longer holds
@@ -86,7 +91,14 @@ FEATURE_PING = "ping"
 FEATURE_RPC = "rpc"
 FEATURE_KEEPALIVE = "keepalive"
 FEATURE_STRIPE = "stripe"
-FEATURES: tuple[str, ...] = (FEATURE_PING, FEATURE_RPC, FEATURE_KEEPALIVE, FEATURE_STRIPE)
+FEATURE_ZSTD = "zstd"
+FEATURES: tuple[str, ...] = (
+    FEATURE_PING,
+    FEATURE_RPC,
+    FEATURE_KEEPALIVE,
+    FEATURE_STRIPE,
+    FEATURE_ZSTD,
+)
 """What this gateway announces in HELLO / HELLO_OK."""
 MAX_CONTROL_FRAME = 1 << 20
 """Non-DATA frames are small; a larger one is a protocol error (bounded memory per peer)."""
@@ -144,6 +156,8 @@ class DataFrame:
     body: bytes
     stripe: tuple[int, int] | None = None
     """(xid, total) of the striped transfer that is this frame's body (the body is then empty)."""
+    raw_size: int | None = None
+    """The body (or the striped transfer) is zstd-compressed; this is its decompressed size."""
 
 
 def frame_header(frame_type: FrameType, body_length: int) -> bytes:
@@ -223,18 +237,21 @@ def encode_data_prefix(
     message_id: str,
     headers: Mapping[str, str],
     stripe: tuple[int, int] | None = None,
+    raw_size: int | None = None,
 ) -> bytes:
     """Everything of a DATA body before the envelope bytes (sent separately: no copy)."""
     fields: dict[str, object] = {"id": message_id, "h": dict(headers)}
     if stripe is not None:
         fields["x"] = list(stripe)
+    if raw_size is not None:
+        fields["z"] = raw_size
     meta: bytes = msgpack.packb(fields, use_bin_type=True)
     return _DATA_PREFIX.pack(seq, len(meta)) + meta
 
 
-def stripe_ref_of(body: bytes) -> tuple[int, str, dict[str, str], tuple[int, int]] | None:
-    """(seq, message id, headers, (xid, total)) of a DATA body that names a striped transfer;
-    None for an ordinary DATA body (read without copying its envelope bytes)."""
+def stripe_ref_of(body: bytes) -> DataFrame | None:
+    """The decoded DATA frame if `body` names a striped transfer (its `stripe` is set, its
+    body empty); None for an ordinary DATA body (read without copying its envelope bytes)."""
     view = memoryview(body)
     if len(view) < _DATA_PREFIX.size:
         raise ProtocolError("DATA frame too short")
@@ -242,9 +259,28 @@ def stripe_ref_of(body: bytes) -> tuple[int, str, dict[str, str], tuple[int, int
     if len(view) != _DATA_PREFIX.size + meta_len:
         return None  # envelope bytes follow the meta: not a reference
     frame = decode_data(view)
-    if frame.stripe is None:
-        return None
-    return frame.seq, frame.message_id, dict(frame.headers), frame.stripe
+    return frame if frame.stripe is not None else None
+
+
+def held_size(body: bytes | DataFrame) -> int:
+    """The memory a DATA frame needs at the receiver: its length, or for a compressed body the
+    size it decompresses to (read from the meta only; a malformed meta counts as its length,
+    decode_data refuses it later)."""
+    if isinstance(body, DataFrame):
+        return max(len(body.body), body.raw_size or 0)
+    view = memoryview(body)
+    if len(view) < _DATA_PREFIX.size:
+        return len(view)
+    _, meta_len = _DATA_PREFIX.unpack_from(view)
+    try:
+        raw_size = msgpack.unpackb(
+            view[_DATA_PREFIX.size : _DATA_PREFIX.size + meta_len], raw=False
+        ).get("z")
+    except Exception:
+        return len(view)
+    if isinstance(raw_size, int) and not isinstance(raw_size, bool) and raw_size > len(view):
+        return raw_size
+    return len(view)
 
 
 def decode_data(body: bytes | memoryview) -> DataFrame:
@@ -259,6 +295,7 @@ def decode_data(body: bytes | memoryview) -> DataFrame:
         meta = msgpack.unpackb(view[start : start + meta_len], raw=False)
         message_id, headers = meta["id"], meta["h"]
         stripe = meta.get("x")
+        raw_size = meta.get("z")
     except Exception as exc:
         raise ProtocolError(f"malformed DATA meta: {exc}") from None
     if (
@@ -277,12 +314,17 @@ def decode_data(body: bytes | memoryview) -> DataFrame:
         ):
             raise ProtocolError("malformed DATA meta: bad stripe reference")
         ref = (stripe[0], stripe[1])
+    if raw_size is not None and (
+        not isinstance(raw_size, int) or isinstance(raw_size, bool) or raw_size <= 0
+    ):
+        raise ProtocolError(f"malformed DATA meta: bad decompressed size {raw_size!r}")
     return DataFrame(
         seq=seq,
         message_id=message_id,
         headers=headers,
         body=bytes(view[start + meta_len :]),
         stripe=ref,
+        raw_size=raw_size,
     )
 
 
@@ -353,7 +395,8 @@ class StripeChunk:
     index: int
     count: int
     total: int
-    data: bytes
+    data: bytes | memoryview
+    """A view into the frame it came in (not copied: the store joins the chunks once)."""
 
 
 def stripe_chunk_bytes(total: int, count: int) -> int:
@@ -376,10 +419,10 @@ def decode_stripe(body: bytes, *, max_total: int) -> StripeChunk:
         raise ProtocolError(f"bad STRIPE header: index {index} of {count}, total {total}")
     size = stripe_chunk_bytes(total, count)
     expected = size if index < count - 1 else total - size * (count - 1)
-    data = body[_STRIPE_PREFIX.size :]
+    data = memoryview(body)[_STRIPE_PREFIX.size :]
     if expected <= 0 or len(data) != expected:
         raise ProtocolError(f"STRIPE chunk {index} has {len(data)} bytes, expected {expected}")
-    return StripeChunk(xid=xid, index=index, count=count, total=total, data=bytes(data))
+    return StripeChunk(xid=xid, index=index, count=count, total=total, data=data)
 
 
 def encode_stripe_ack(chunks: Sequence[tuple[int, int]]) -> bytes:

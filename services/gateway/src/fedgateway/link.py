@@ -52,6 +52,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import secrets
 import socket
 import ssl
@@ -69,14 +70,17 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from fedgateway import compression
 from fedgateway.framing import (
     FEATURE_KEEPALIVE,
     FEATURE_PING,
     FEATURE_RPC,
     FEATURE_STRIPE,
+    FEATURE_ZSTD,
     HEADER_SIZE,
     HEARTBEAT_NONCE,
     STRIPE_MISSING,
+    DataFrame,
     FrameType,
     Hello,
     ProtocolError,
@@ -366,8 +370,9 @@ class FrameSender:
 class InboundSession(Protocol):
     """The receiving half of one authenticated connection (implemented by the relay)."""
 
-    async def on_data(self, body: bytes) -> None:
-        """Take one DATA body; may wait (backpressure), must not block the loop."""
+    async def on_data(self, body: bytes | DataFrame) -> None:
+        """Take one DATA frame: its raw body, or decoded (the reassembled body of a striped
+        one); may wait (backpressure), must not block the loop."""
 
     def close(self) -> None:
         """The connection ended: finish or drop in-flight work (unacked frames are resent)."""
@@ -509,15 +514,16 @@ class LinkServer:
                 frame_type, body = await read_frame(reader, self._max_frame_bytes)
                 if frame_type is FrameType.DATA:
                     ref = stripe_ref_of(body)
-                    if ref is not None:
-                        whole = self._striped_body(stripes, ref)
-                        if whole is None:
-                            write_frame(
-                                writer, FrameType.REFUSED, encode_refused(ref[0], STRIPE_MISSING)
-                            )
-                            continue
-                        body = whole
-                    await session.on_data(body)
+                    if ref is None:
+                        await session.on_data(body)
+                        continue
+                    whole = self._striped_body(stripes, ref)
+                    if whole is None:
+                        write_frame(
+                            writer, FrameType.REFUSED, encode_refused(ref.seq, STRIPE_MISSING)
+                        )
+                        continue
+                    await session.on_data(whole)
                 elif frame_type is FrameType.STRIPE:
                     chunk = decode_stripe(body, max_total=self._max_frame_bytes)
                     del body
@@ -567,16 +573,16 @@ class LinkServer:
         write_frame(writer, FrameType.STRIPE_ACK, encode_stripe_ack([(chunk.xid, chunk.index)]))
 
     @staticmethod
-    def _striped_body(
-        stripes: StripeStore, ref: tuple[int, str, dict[str, str], tuple[int, int]]
-    ) -> bytes | None:
-        """The DATA body a striped transfer stands for (as if it had come in one frame)."""
-        seq, message_id, headers, (xid, total) = ref
+    def _striped_body(stripes: StripeStore, ref: DataFrame) -> DataFrame | None:
+        """The DATA frame a striped transfer stands for (as if it had come in one frame; handed
+        on decoded, so its body is not copied behind a prefix and out again)."""
+        assert ref.stripe is not None
+        xid, total = ref.stripe
         payload = stripes.take(xid, total)
         if payload is None:
-            _link_log("info", "link_stripe_missing", xid=xid, message_id=message_id)
+            _link_log("info", "link_stripe_missing", xid=xid, message_id=ref.message_id)
             return None
-        return encode_data_prefix(seq, message_id, headers) + payload
+        return dataclasses.replace(ref, body=payload, stripe=None)
 
 
 async def _heartbeat(writer: asyncio.StreamWriter, interval: float) -> None:
@@ -647,11 +653,20 @@ class ClientConnection:
         self.stripe_in_flight = 0
         self.stripe_last_progress = time.monotonic()
         self.stripe_sink: Callable[[ClientConnection, int, int], None] | None = None
+        # Retransmissions (metrics): the most TCP_INFO showed, and who to tell when the
+        # connection ends (before it stops being listed, so a peer's total never drops).
+        self.retransmits_seen = 0
+        self.on_closed: Callable[[ClientConnection], None] | None = None
 
     @property
     def supports_stripe(self) -> bool:
         """The server announced the "stripe" feature: STRIPE frames may be sent."""
         return FEATURE_STRIPE in self.peer_hello.features
+
+    @property
+    def supports_zstd(self) -> bool:
+        """The server announced the "zstd" feature: DATA bodies may be compressed."""
+        return FEATURE_ZSTD in self.peer_hello.features
 
     def write_stripe(self, prefix: bytes, chunk: memoryview) -> bool:
         """Loop thread: queue one STRIPE frame; False if the connection is closing."""
@@ -663,7 +678,10 @@ class ClientConnection:
     def tcp_info(self) -> TcpInfo | None:
         """The kernel's view of this connection (RTT, retransmissions, bytes in flight)."""
         sock = self._writer.get_extra_info("socket")
-        return tcp_info(sock) if sock is not None else None
+        info = tcp_info(sock) if sock is not None and sock.fileno() >= 0 else None
+        if info is not None:
+            self.retransmits_seen = max(self.retransmits_seen, info.retransmits_total)
+        return info
 
     @property
     def usable(self) -> bool:
@@ -771,10 +789,12 @@ class ClientConnection:
         body: bytes,
         *,
         stripe: tuple[int, int] | None = None,
+        raw_size: int | None = None,
     ) -> concurrent.futures.Future[str | None]:
         """Send one DATA frame; the future gives None on ACK or the reason on REFUSED, and
         raises LinkDown if the connection ends first. With `stripe` (xid, total) the frame
-        names a striped transfer the server ACKed whole, and `body` is empty."""
+        names a striped transfer the server ACKed whole, and `body` is empty. With `raw_size`
+        the body (or transfer) is zstd-compressed from that many bytes."""
         prefix_cache: list[bytes] = []
         fut: concurrent.futures.Future[str | None] = concurrent.futures.Future()
         with self._lock:
@@ -783,7 +803,7 @@ class ClientConnection:
             seq = self._next_seq
             self._next_seq += 1
             self._pending[seq] = fut  # before the write: the ACK may come back at once
-        prefix_cache.append(encode_data_prefix(seq, message_id, headers, stripe))
+        prefix_cache.append(encode_data_prefix(seq, message_id, headers, stripe, raw_size))
 
         def write() -> None:
             if self._writer.is_closing():
@@ -873,6 +893,9 @@ class ClientConnection:
                 self._ping_task.cancel()
             if self._watchdog_task is not None:
                 self._watchdog_task.cancel()
+            self.tcp_info()  # the last count of retransmissions, while the socket is open
+            if self.on_closed is not None:
+                self.on_closed(self)
             with self._lock:
                 self.closed = True
                 pending, self._pending = self._pending, {}
@@ -1030,6 +1053,7 @@ class PeerLink:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         stall_after: float = DEFAULT_STALL_AFTER,
+        compress_level: int = 0,
         _transfers: dict[int, StripeTransfer] | None = None,
     ) -> None:
         if streams < 1:
@@ -1053,6 +1077,7 @@ class PeerLink:
         self._chunk_bytes = chunk_bytes
         self._stream_window = stream_window
         self._stall_after = stall_after
+        self._compress_level = compress_level
         # xid -> transfer under way (loop thread), shared with the extra streams' links
         self._transfers: dict[int, StripeTransfer] = {} if _transfers is None else _transfers
         self._extra = [
@@ -1068,6 +1093,14 @@ class PeerLink:
             for _ in range(streams - 1)
         ]
         self.stripe_stats = {"transfers": 0, "chunks_sent": 0, "rerouted": 0, "restriped": 0}
+        # Retransmissions of this stream's connections: those that ended (their last count)
+        # and those open (read live); a connection moves from one to the other under the lock.
+        self._retransmits_lock = threading.Lock()
+        self._retransmits_ended = 0
+        self._live: set[ClientConnection] = set()
+        # bodies of at least compression.MIN_BYTES: compressed or sent as they were, and bytes
+        # before / after compression of the compressed ones (any relay thread; approximate)
+        self.compress_stats = {"compressed": 0, "skipped": 0, "raw_bytes": 0, "sent_bytes": 0}
         self._stripe_slots = threading.BoundedSemaphore(MAX_STRIPED_TRANSFERS)
 
     @property
@@ -1100,6 +1133,26 @@ class PeerLink:
         """TCP_INFO of every usable stream to the peer (for metrics; any thread)."""
         infos = (conn.tcp_info() for conn in self.connections())
         return [info for info in infos if info is not None]
+
+    def retransmits_total(self) -> int:
+        """TCP segments retransmitted to the peer since this link started, over every stream
+        and every connection each stream had (any thread). Never decreases: a connection's
+        count is added to the ended ones before it leaves the open ones."""
+        total = 0
+        for link in (self, *self._extra):
+            with link._retransmits_lock:
+                total += link._retransmits_ended
+                for conn in link._live:
+                    conn.tcp_info()
+                    total += conn.retransmits_seen
+        return total
+
+    def _connection_ended(self, conn: ClientConnection) -> None:
+        """A connection's read loop ended (loop thread), or the supervisor saw it go down."""
+        with self._retransmits_lock:
+            if conn in self._live:
+                self._live.discard(conn)
+                self._retransmits_ended += conn.retransmits_seen
 
     # --- the supervisor thread --------------------------------------------------------------
 
@@ -1163,6 +1216,9 @@ class PeerLink:
 
     def _came_up(self, conn: ClientConnection) -> None:
         conn.stripe_sink = self._stripe_acked
+        with self._retransmits_lock:
+            self._live.add(conn)
+        conn.on_closed = self._connection_ended
         with self._state:
             self._conn = conn
             self._failures = 0
@@ -1177,6 +1233,7 @@ class PeerLink:
         )
 
     def _went_down(self, conn: ClientConnection) -> None:
+        self._connection_ended(conn)  # if it ended before its on_closed was set
         with self._state:
             self._state.notify_all()
         self._on_state(False)
@@ -1299,27 +1356,55 @@ class PeerLink:
                         conn.abort()
                 self._usable_or_wait()
 
+    def _compressed(self, body: bytes) -> bytes | None:
+        """`body` zstd-compressed when this link compresses and it pays (compression.py)."""
+        if not self._compress_level or len(body) < compression.MIN_BYTES:
+            return None
+        conn = self.usable_connection()
+        if conn is not None and not conn.supports_zstd:
+            return None
+        packed = compression.compress_if_worth(body, self._compress_level)
+        if packed is None:
+            self.compress_stats["skipped"] += 1
+        else:
+            self.compress_stats["compressed"] += 1
+            self.compress_stats["raw_bytes"] += len(body)
+            self.compress_stats["sent_bytes"] += len(packed)
+        return packed
+
     def send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Return once the peer ACKed; raise MessageRefused or LinkStopped."""
-        if self._stripe_bytes and len(body) >= self._stripe_bytes:
+        packed = self._compressed(body)
+        if self._stripe_bytes and len(packed if packed is not None else body) >= self._stripe_bytes:
             # the peer's store is sized for MAX_STRIPED_TRANSFERS bodies at once
             while not self._stripe_slots.acquire(timeout=1.0):
                 if self._stopped.is_set():
                     raise LinkStopped(f"link to party {self.peer_party} stopped")
             try:
-                self._send(message_id, headers, body)
+                self._send(message_id, headers, body, packed)
             finally:
                 self._stripe_slots.release()
         else:
-            self._send(message_id, headers, body)
+            self._send(message_id, headers, body, packed)
 
-    def _send(self, message_id: str, headers: Mapping[str, str], body: bytes) -> None:
+    def _send(
+        self, message_id: str, headers: Mapping[str, str], plain: bytes, packed: bytes | None
+    ) -> None:
         transfer: StripeTransfer | None = None
+        transfer_zstd = False
         while True:
             conn = self._usable_or_wait()
+            # Compressed only to a server that decompresses (a peer replaced by an older
+            # gateway between two tries gets the plain bytes, striped afresh).
+            body, raw_size = plain, None
+            if packed is not None and conn.supports_zstd:
+                body, raw_size = packed, len(plain)
+            if transfer is not None and transfer_zstd != (raw_size is not None):
+                transfer = None
             stripe: tuple[int, int] | None = None
             if self._striped(conn, body):
                 if transfer is None:
+                    transfer_zstd = raw_size is not None
                     transfer = StripeTransfer(
                         secrets.randbits(63),
                         body,
@@ -1336,9 +1421,9 @@ class PeerLink:
                 conn = self._usable_or_wait()
             try:
                 if stripe is not None:
-                    fut = conn.submit(message_id, headers, b"", stripe=stripe)
+                    fut = conn.submit(message_id, headers, b"", stripe=stripe, raw_size=raw_size)
                 else:
-                    fut = conn.submit(message_id, headers, body)
+                    fut = conn.submit(message_id, headers, body, raw_size=raw_size)
             except LinkDown:
                 continue
             try:

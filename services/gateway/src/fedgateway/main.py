@@ -343,9 +343,10 @@ class Gateway:
                 streams=s.link_streams,
                 stripe_bytes=s.link_stripe_bytes,
                 stall_after=s.link_stall_after_s,
+                compress_level=s.link_compress_level,
             )
         for party, link in self._links.items():
-            self.metrics.link_transport.watch(party, link.tcp_infos)
+            self.metrics.link_transport.watch(party, link.tcp_infos, link.retransmits_total)
         for link in self._links.values():
             link.start()  # open now and keep open: an idle healthy link is up (heartbeats)
         self._relay = OutboundRelay(

@@ -248,16 +248,19 @@ class LinkOutage(Collector):
 class LinkTransport(Collector):
     """Per peer, read on each scrape from the kernel's TCP_INFO of the link's open streams
     (docs/wan.md): how many are up, the largest smoothed RTT, the bytes in flight, and the
-    segments retransmitted. The retransmission count is summed over the open streams' lives:
-    it drops when a stream is replaced, which rate() and increase() treat as a counter reset."""
+    segments retransmitted since the gateway started: every stream's count, the replaced ones'
+    included (their last count is kept when they close), so the counter never drops."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._sources: dict[str, Callable[[], Sequence[TcpInfo]]] = {}
+        self._sources: dict[str, tuple[Callable[[], Sequence[TcpInfo]], Callable[[], int]]] = {}
         registry.register(self)
 
-    def watch(self, peer: str, source: Callable[[], Sequence[TcpInfo]]) -> None:
-        """`source` gives the TCP_INFO of each open stream to `peer` (any thread)."""
-        self._sources[peer] = source
+    def watch(
+        self, peer: str, source: Callable[[], Sequence[TcpInfo]], retransmits: Callable[[], int]
+    ) -> None:
+        """`source` gives the TCP_INFO of each open stream to `peer`, `retransmits` the
+        segments retransmitted to it so far, over all streams ever open (any thread)."""
+        self._sources[peer] = (source, retransmits)
 
     def collect(self) -> list[Metric]:
         streams = GaugeMetricFamily(
@@ -277,13 +280,14 @@ class LinkTransport(Collector):
         )
         retransmits = CounterMetricFamily(
             "fedmq_gateway_link_tcp_retransmits",
-            "TCP segments retransmitted on the link's open streams (over their lives).",
+            "TCP segments retransmitted on the link's streams since the gateway started "
+            "(streams that were replaced included).",
             labels=["peer"],
         )
-        for peer, source in list(self._sources.items()):
+        for peer, (source, retransmitted) in list(self._sources.items()):
             infos = list(source())
             streams.add_metric([peer], len(infos))
             rtt.add_metric([peer], max((i.rtt_s for i in infos), default=0.0))
             in_flight.add_metric([peer], sum(i.bytes_in_flight for i in infos))
-            retransmits.add_metric([peer], sum(i.retransmits_total for i in infos))
+            retransmits.add_metric([peer], retransmitted())
         return [streams, rtt, in_flight, retransmits]

@@ -105,6 +105,10 @@ class GatewaySettings(ServiceSettings):
     link_stall_after_s: float = Field(default=5.0, gt=0)
     """A link stream with striped chunks in flight and no chunk ACKed for this long is routed
     around."""
+    link_compress_level: int = Field(default=1, ge=0, le=19)
+    """zstd level of DATA bodies sent to a peer that announced "zstd", when samples of a body
+    show it compresses (ciphertexts do not, and are sent as they are); 0: never compress
+    (docs/wan.md, "Compression")."""
     rpc_services: dict[str, list[str]] = Field(default_factory=dict)
     """Request/reply: local service topic -> the peer parties that may call it ("*": every
     configured peer). A call to a service not listed here is refused (`not_exposed`)."""

@@ -53,7 +53,8 @@ STORE_TTL_S = 600.0
 class _Assembly:
     count: int
     total: int
-    chunks: dict[int, bytes] = field(default_factory=dict)
+    chunks: dict[int, bytes | memoryview] = field(default_factory=dict)
+    """Views into the STRIPE frames they came in: joined once, when the transfer is taken."""
     held: int = 0
     touched: float = 0.0
 
@@ -89,7 +90,7 @@ class StripeStore:
 
     def take(self, xid: int, total: int) -> bytes | None:
         """The whole body of transfer `xid`, if every chunk is here and it is `total` bytes long
-        (removed from the store); None otherwise."""
+        (removed from the store); None otherwise. The body's one copy is made here."""
         assembly = self._transfers.get(xid)
         if assembly is None or assembly.total != total or len(assembly.chunks) != assembly.count:
             return None

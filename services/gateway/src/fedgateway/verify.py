@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography import x509
 from fedcrypto.signing import BadSignature, VerifyKey
-from fedschemas import Envelope, MalformedMessage, canonical_bytes, decode_envelope
+from fedschemas import Envelope, MalformedMessage, decode_envelope
 
+from fedgateway.envelope_bytes import canonical_of_wire
 from fedgateway.pki import CertificateRefused, PartyCertificate, check_party_certificate
 
 
@@ -311,7 +312,7 @@ class Verifier:
                 "unknown_key",
                 f"no live certified key {env.signer_key_id or '(any)'} for party {peer_party}",
             )
-        signed = canonical_bytes(env)
+        signed = canonical_of_wire(body, env)  # canonical_bytes(env), without re-packing
         for key in keys:
             try:
                 key.verify(signed, env.signature)
