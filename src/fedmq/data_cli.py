@@ -172,6 +172,9 @@ def upload(
         print_json(table.model_dump(mode="json"))
         return
     label = f", label {table.label_column}" if table.label_column else ""
+    if table.label_classes:
+        classes = ", ".join(f"{k} = {name}" for k, name in enumerate(table.label_classes))
+        label += f" (text: classes {classes})"
     console.print(
         f"table [bold]{escape(table.name)}[/bold]: {table.rows} rows, {table.features} "
         f"features{escape(label)}, {table.missing_values} missing values"

@@ -70,6 +70,8 @@ class Table(_Model):
     label_values: list[float] | None = None
     """The distinct label values recorded at upload (None: no label column, too many values,
     or a table stored before profiles were recorded)."""
+    label_classes: list[str] | None = None
+    """A text label column's class names, class k's at index k (None: numeric labels)."""
     sha256: str
     uploaded_at: datetime
     reads: int

@@ -187,3 +187,40 @@ def test_a_refused_background_commit_reports_every_bad_line(
     assert refused.value.http_status == 400
     assert "bad_rows.csv:3: not a number" in str(refused.value)
     assert "bad_rows.csv:4: id 'r1' already on line 2" in str(refused.value)
+
+
+def test_an_upload_with_text_labels_records_their_classes_and_refuses_a_mixed_column(
+    data_process: DataProcess,
+) -> None:
+    # Prepare: class names as labels (the breast table's, as a data team would write them)
+    client = data_process.client
+    rows = "".join(
+        f"p{i},{x:.3f},{('benign', 'malignant')[i % 3 == 0]}\n"
+        for i, x in enumerate(np.linspace(0.0, 1.0, 30))
+    )
+    upload = client.table_upload_begin(name="diagnosis")
+    upload.send("id,x,diagnosis\n" + rows)
+
+    # Execute
+    table = upload.commit("diagnosis", label_column="diagnosis")
+
+    # Assert: classes 0 and 1 in the sorted order of the names, recorded in the catalogue
+    assert table["label_classes"] == ["benign", "malignant"]
+    assert table["label_values"] == [0.0, 1.0]
+    assert client.table_get("diagnosis")["label_classes"] == ["benign", "malignant"]
+    told = wait_for(
+        lambda: [p for p in data_process.profiles if p.table == "diagnosis"],
+        30,
+        "the table's profile at the scheduler",
+    )
+    assert told[0].label_values == [0.0, 1.0]
+
+    # and a label column of numbers and text is refused, naming a line of each
+    mixed = client.table_upload_begin(name="mixed")
+    mixed.send("id,x,y\nr1,1,0\nr2,2,1\nr3,3,yes\n")
+    with pytest.raises(DataCommandFailed) as refused:
+        mixed.commit("mixed", label_column="y")
+    assert refused.value.http_status == 400
+    assert "label column 'y' mixes numbers (line 2: '0') and text (line 4: 'yes')" in str(
+        refused.value
+    )

@@ -17,9 +17,12 @@ line N".
 
 The npz layout (numpy's format, ZIP_STORED, no pickle): ids `<U{longest}`, features float64
 (rows x features, C order), feature_names `<U`, and, with a label column, labels float64 and
-label_name. The label profile (`ImportedTable.label_values`: the distinct label values, up to
-`MAX_LABEL_VALUES`) is what the catalogue records so a pipeline can be checked against the
-labels before any component runs.
+label_name, and for text labels label_classes (`<U`, class k's name at index k; the labels are
+then the classes 0 .. K-1, fedflow.tables.LabelColumn: the spilled labels are provisional codes,
+mapped to the sorted names' classes as they are copied into the npz). The label profile
+(`ImportedTable.label_values`: the distinct label values, up to `MAX_LABEL_VALUES`, and
+`label_classes`) is what the catalogue records so a pipeline can be checked against the labels
+before any component runs.
 """
 
 from __future__ import annotations
@@ -41,13 +44,21 @@ import numpy as np
 from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
-from fedflow.tables import MISSING_MARKERS, TableError, bad_rows, read_header
+from fedflow.tables import (
+    MISSING_MARKERS,
+    LabelColumn,
+    MissingLabel,
+    TableError,
+    bad_rows,
+    read_header,
+)
 
 CHUNK_ROWS: Final = 8192
 """Rows held as Python objects at once (a few MB for tables of tens of features)."""
 MAX_LABEL_VALUES: Final = 64
 """Distinct label values the profile lists; a label with more is recorded as "more"."""
 COPY_BLOCK: Final = 4 << 20
+NON_FINITE: Final = "NaN or infinite value (leave the field empty for a missing value)"
 
 Progress = Callable[[int, int], None]
 """on_progress(bytes read, total bytes): called after each chunk."""
@@ -67,6 +78,10 @@ class ImportedTable:
     """The distinct label values, sorted; None without a label column or with more than
     MAX_LABEL_VALUES of them."""
     bytes_read: int = 0
+    label_classes: list[str] | None = None
+    """Text labels: the class names (class k's at index k); None for numeric labels."""
+    label_remap: NDArray[np.float64] | None = field(default=None, repr=False, compare=False)
+    """Text labels: provisional code (as spilled) -> class."""
 
 
 def _parse_value(text: str) -> float:
@@ -181,6 +196,7 @@ def _parse(
     width = len(feature_at)
     missing = np.zeros(width, dtype=np.int64)
     label_values: set[float] | None = set() if label_at is not None else None
+    label_reader = LabelColumn(label_column)
     rows = 0
     ids: list[str] = []
     hashes: list[int] = []
@@ -203,7 +219,7 @@ def _parse(
         ids.clear()
         hashes.clear()
         lines.clear()
-        block, labels, found = _convert(pending, feature_at, label_at, label_column)
+        block, labels, found = _convert(pending, feature_at, label_at, label_reader)
         pending.clear()
         problems.extend(found)
         if not problems:  # a refused table keeps being checked, not kept
@@ -241,8 +257,11 @@ def _parse(
     if rows == 0:
         raise TableError(f"{path}: no data rows", [(0, "no data rows")])
     names = [header[i] for i in feature_at]
+    classes, remap = label_reader.finish(path)
     profile = None
-    if label_values is not None and len(label_values) <= MAX_LABEL_VALUES:
+    if classes is not None:
+        profile = [float(k) for k in range(len(classes))]
+    elif label_values is not None and len(label_values) <= MAX_LABEL_VALUES:
         profile = sorted(label_values)
     return ImportedTable(
         rows=rows,
@@ -253,6 +272,8 @@ def _parse(
         sha256=text.digest.hexdigest(),
         label_values=profile,
         bytes_read=text.bytes_read,
+        label_classes=classes,
+        label_remap=remap,
     )
 
 
@@ -260,13 +281,14 @@ def _convert(
     pending: list[tuple[int, list[str]]],
     feature_at: list[int],
     label_at: int | None,
-    label_column: str | None,
+    label_reader: LabelColumn,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[tuple[int, str]]]:
     """The features and labels of a chunk's rows (line, fields), and the problems of the rows
     left out. A row of plain numbers takes the fast path (float on each field; a NaN or
     infinite literal shows in the row's sum); any other row (a missing value, text, NaN or
     infinity) is parsed value by value as read_table does, which says what is wrong. float
-    strips as _parse_value does, so both paths agree on every value they accept."""
+    strips as _parse_value does, so both paths agree on every value they accept. The label is
+    read_table's too (LabelColumn: a number, or a text label's class), after the features."""
     count, width = len(pending), len(feature_at)
     features = np.empty((count, width), dtype=np.float64)
     labels = np.zeros(count, dtype=np.float64)
@@ -275,43 +297,44 @@ def _convert(
     for i, (line, row) in enumerate(pending):
         try:
             values = [float(row[j]) for j in feature_at]
-            label = float(row[label_at]) if label_at is not None else 0.0
-            if not math.isfinite(sum(values) + label):
+            if not math.isfinite(sum(values)):
                 raise ValueError
             features[i] = values
-            labels[i] = label
+            problem = None
         except ValueError:
-            problem = _parse_row(row, feature_at, label_at, label_column, features[i], labels, i)
-            if problem is not None:
-                problems.append((line, problem))
-                kept[i] = False
+            problem = _parse_features(row, feature_at, features[i])
+        if problem is None and label_at is not None:
+            problem = _read_label(label_reader, row[label_at], line, labels, i)
+        if problem is not None:
+            problems.append((line, problem))
+            kept[i] = False
     if not kept.all():
         return features[kept], labels[kept], problems
     return features, labels, problems
 
 
-def _parse_row(
-    row: list[str],
-    feature_at: list[int],
-    label_at: int | None,
-    label_column: str | None,
-    into: NDArray[np.float64],
-    labels: NDArray[np.float64],
-    at: int,
-) -> str | None:
-    """One row value by value into `into` and `labels[at]`, as read_table parses it; what is
-    wrong with it, or None."""
+def _parse_features(row: list[str], feature_at: list[int], into: NDArray[np.float64]) -> str | None:
+    """One row's features value by value into `into`, as read_table parses them; what is wrong
+    with them, or None."""
     try:
         into[:] = [_parse_value(row[i]) for i in feature_at]
-        if label_at is not None:
-            label = _parse_value(row[label_at])
-            if math.isnan(label):
-                return f"missing label in column {label_column!r}"
-            labels[at] = label
     except OverflowError:
-        return "NaN or infinite value (leave the field empty for a missing value)"
+        return NON_FINITE
     except ValueError as exc:
         return f"not a number ({exc})"
+    return None
+
+
+def _read_label(
+    reader: LabelColumn, text: str, line: int, labels: NDArray[np.float64], at: int
+) -> str | None:
+    """The row's label into `labels[at]`; what is wrong with it, or None."""
+    try:
+        labels[at] = reader.read(text, line)
+    except MissingLabel as exc:
+        return str(exc)
+    except OverflowError:
+        return NON_FINITE
     return None
 
 
@@ -371,8 +394,11 @@ def _write_npz(target: Path, spill: _Spill, table: ImportedTable) -> None:
         if table.label_name is not None:
             with npz.open("labels.npy", "w", force_zip64=True) as out:
                 _header(out, np.dtype("<f8"), (rows,))
-                _copy(spill.root / "labels.f8", out)
+                _copy(spill.root / "labels.f8", out, table.label_remap)
             _small(npz, "label_name.npy", np.asarray([table.label_name], dtype=np.str_))
+            if table.label_classes is not None:
+                classes = np.asarray(table.label_classes, dtype=np.str_)
+                _small(npz, "label_classes.npy", classes)
 
 
 def _header(out: IO[bytes], dtype: np.dtype[np.generic], shape: tuple[int, ...]) -> None:
@@ -382,9 +408,16 @@ def _header(out: IO[bytes], dtype: np.dtype[np.generic], shape: tuple[int, ...])
     )
 
 
-def _copy(source: Path, out: IO[bytes]) -> None:
+def _copy(source: Path, out: IO[bytes], remap: NDArray[np.float64] | None = None) -> None:
+    """The spilled float64s of `source` into `out`; with `remap`, each value v (a provisional
+    class code) written as remap[v]."""
     with source.open("rb") as data:
-        shutil.copyfileobj(data, out, COPY_BLOCK)
+        if remap is None:
+            shutil.copyfileobj(data, out, COPY_BLOCK)
+            return
+        while block := data.read(COPY_BLOCK):
+            codes = np.frombuffer(block, dtype="<f8").astype(np.int64)
+            out.write(remap[codes].astype("<f8").tobytes())
 
 
 def _small(npz: zipfile.ZipFile, name: str, array: NDArray[np.str_]) -> None:

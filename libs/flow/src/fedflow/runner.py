@@ -35,7 +35,7 @@ from fedflow.db import create_flow_tables
 from fedflow.metrics import MetricsWriter
 from fedflow.protocol import ProtocolGuard
 from fedflow.sealing import CheckpointSealer
-from fedflow.tables import TableStore
+from fedflow.tables import TableStore, carry_label_classes
 from fedflow.task import TaskKey, TaskSpec
 
 log = structlog.get_logger("fedflow.runner")
@@ -166,6 +166,8 @@ class PartyRuntime:
             runtime=self.options,
         )
         outputs = ctype.run(ctx)
+        if spec.role not in ctype.remaps_labels:
+            outputs = carry_label_classes(outputs, inputs)
         unknown = sorted(set(outputs) - set(ctype.outputs))
         if unknown:
             raise TaskError(f"{ctype.name} returned undeclared outputs {unknown}")

@@ -1,11 +1,14 @@
 """A party's tables: CSV parsing with errors by line, and the TableStore that keeps them.
 
-A table is an id column, an optional label column and numeric features. Missing feature values
-are allowed: an empty field or one of MISSING_MARKERS becomes NaN and is counted (per column
-and in all); a literal "nan"/"inf" is refused as a value (it is more likely a bug upstream than a
-deliberate gap). Every bad row is reported with its file and line number (the first
-MAX_REPORTED in the message, all of them in `TableError.problems`); nothing is silently
-dropped or filled in.
+A table is an id column, an optional label column and numeric features. The label column holds
+numbers, or text naming classes ("yes"/"no", "setosa"/...): text labels become classes 0 .. K-1
+in the sorted order of their names (`Table.label_classes` keeps the names, the catalogue records
+them), and a column that mixes numbers and text, or names more than MAX_LABEL_CLASSES classes,
+is refused. Missing feature values are allowed: an empty field or one of MISSING_MARKERS
+becomes NaN and is counted (per column and in all); a literal "nan"/"inf" is refused as a value
+(it is more likely a bug upstream than a deliberate gap). Every bad row is reported with its
+file and line number (the first MAX_REPORTED in the message, all of them in
+`TableError.problems`); nothing is silently dropped or filled in.
 
 `TableStore(engine, data_dir)` keeps uploaded tables at the owning party only, in its workers'
 hands (they store uploads and read tables; no other service opens it): the parsed
@@ -19,14 +22,15 @@ read nothing.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -36,8 +40,14 @@ from sqlalchemy.engine import Engine
 
 from fedflow.names import TABLE_NAME_PATTERN as TABLE_NAME_PATTERN
 
+T = TypeVar("T")
+
 MISSING_MARKERS: Final = frozenset({"", "NA", "N/A", "null", "NULL", "?"})
 MAX_REPORTED: Final = 20
+MAX_LABEL_CLASSES: Final = 64
+"""Distinct text labels a table may have: text labels name classes, and a model of more classes
+than this is not a classification anyone means (an id or a free-text column taken as the label
+is the likely mistake)."""
 
 
 class TableError(ValueError):
@@ -58,6 +68,9 @@ class Table:
     feature_names: list[str]
     labels: NDArray[np.float64] | None
     label_name: str | None = None
+    label_classes: list[str] | None = None
+    """Text labels: the class names, class k's at index k (the labels are 0 .. K-1); None for
+    numeric labels. They follow the label column through the pipeline (fedflow.runtime)."""
 
     def __post_init__(self) -> None:
         rows = len(self.ids)
@@ -68,6 +81,16 @@ class Table:
             )
         if self.labels is not None and self.labels.shape != (rows,):
             raise TableError(f"labels of shape {self.labels.shape} for {rows} ids")
+        if self.label_classes is not None and self.labels is None:
+            raise TableError("label classes without labels")
+
+    def class_name(self, value: float) -> str:
+        """The label value as the table's data wrote it: its class name for text labels."""
+        if self.label_classes is not None and float(value).is_integer():
+            code = int(value)
+            if 0 <= code < len(self.label_classes):
+                return self.label_classes[code]
+        return format(float(value), "g")
 
     @property
     def rows(self) -> int:
@@ -106,6 +129,7 @@ class Table:
             feature_names=list(self.feature_names),
             labels=None if self.labels is None else self.labels[rows],
             label_name=self.label_name,
+            label_classes=self.label_classes,
         )
 
     def to_bytes(self) -> bytes:
@@ -119,6 +143,8 @@ class Table:
         if self.labels is not None:
             arrays["labels"] = self.labels
             arrays["label_name"] = np.asarray([self.label_name or ""], dtype=np.str_)
+            if self.label_classes is not None:
+                arrays["label_classes"] = np.asarray(self.label_classes, dtype=np.str_)
         np.savez(out, **arrays)
         return out.getvalue()
 
@@ -132,6 +158,11 @@ class Table:
                 feature_names=[str(n) for n in npz["feature_names"].tolist()],
                 labels=npz["labels"].astype(np.float64) if has_labels else None,
                 label_name=(str(npz["label_name"][0]) or None) if has_labels else None,
+                label_classes=(
+                    [str(n) for n in npz["label_classes"].tolist()]
+                    if "label_classes" in npz.files
+                    else None
+                ),
             )
 
 
@@ -145,6 +176,109 @@ def _parse_value(text: str) -> float:
         raise OverflowError(stripped)
     return value
 
+
+class MissingLabel(ValueError):
+    """A row without a label (an empty field or a missing marker in the label column)."""
+
+
+class LabelColumn:
+    """One table's label values as they are read: numbers, or text naming classes.
+
+    `read` returns a number as it is, and a text label as a provisional class code (the order
+    the names were first seen); `finish` checks the column as a whole (not both numbers and
+    text, at most MAX_LABEL_CLASSES names) and gives the final mapping: the names sorted, class
+    k the k-th. Used by read_table and the streaming import (fedflow.csv_import), so both map
+    the same names to the same classes and refuse the same columns with the same messages."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+        self._codes: dict[str, int] = {}
+        self._more = 0
+        """Distinct names past MAX_LABEL_CLASSES (counted, not kept)."""
+        self._first_number: tuple[int, str] | None = None
+        self._first_text: tuple[int, str] | None = None
+
+    def read(self, text: str, line: int) -> float:
+        """The label of line `line`: a number, or a text label's provisional class code.
+        MissingLabel (its message the row's problem) for a missing label; OverflowError for a
+        NaN or infinite literal."""
+        stripped = text.strip()
+        if stripped in MISSING_MARKERS:
+            raise MissingLabel(f"missing label in column {self.name!r}")
+        try:
+            value = float(stripped)
+        except ValueError:
+            return self._text(stripped, line)
+        if not math.isfinite(value):
+            raise OverflowError(stripped)
+        if self._first_number is None:
+            self._first_number = (line, stripped)
+        return value
+
+    def _text(self, name: str, line: int) -> float:
+        if self._first_text is None:
+            self._first_text = (line, name)
+        code = self._codes.get(name)
+        if code is None:
+            if len(self._codes) >= MAX_LABEL_CLASSES:
+                self._more += 1  # the column is refused at the end; keep no more names
+                return -1.0
+            code = self._codes[name] = len(self._codes)
+        return float(code)
+
+    def finish(self, path: str | Path) -> tuple[list[str] | None, NDArray[np.float64] | None]:
+        """(class names, provisional code -> class) for text labels, (None, None) for numbers;
+        TableError for a column of both, or of too many names."""
+        if self._first_text is None:
+            return None, None
+        if self._first_number is not None:
+            (n_line, number), (t_line, text) = self._first_number, self._first_text
+            raise TableError(
+                f"{path}: label column {self.name!r} mixes numbers (line {n_line}: {number!r}) "
+                f"and text (line {t_line}: {text!r}); a label column holds numbers or class "
+                "names, not both",
+                [(0, "label mixes numbers and text")],
+            )
+        if self._more:
+            raise TableError(
+                f"{path}: label column {self.name!r} names more than {MAX_LABEL_CLASSES} "
+                f"classes (at least {MAX_LABEL_CLASSES + self._more} distinct text values); "
+                "text labels name classes: is it the right column? A numeric target must be "
+                "written as numbers",
+                [(0, "too many label classes")],
+            )
+        names = sorted(self._codes)
+        remap = np.empty(len(names), dtype=np.float64)
+        for final, name in enumerate(names):
+            remap[self._codes[name]] = final
+        return names, remap
+
+
+def carry_label_classes(outputs: Mapping[str, T], inputs: Mapping[str, Any]) -> dict[str, T]:
+    """`outputs` with the class names of a text label column carried over: an output Table
+    whose labels are an input's label column (the same name, values among its classes) and
+    that names no classes gets that input's. So the names follow the labels through every
+    component (psi, split, scaling, predictions, ...) without each having to copy them; the
+    runner skips it where a component remaps the labels (label_transform)."""
+    named = {
+        table.label_name: table.label_classes
+        for table in inputs.values()
+        if isinstance(table, Table) and table.label_classes is not None
+    }
+    if not named:
+        return dict(outputs)
+    carried: dict[str, T] = {}
+    for key, out in outputs.items():
+        if isinstance(out, Table) and out.labels is not None and out.label_classes is None:
+            classes = named.get(out.label_name)
+            if classes is not None and _are_codes(out.labels, len(classes)):
+                out = cast(T, dataclasses.replace(out, label_classes=list(classes)))
+        carried[key] = out
+    return carried
+
+
+def _are_codes(labels: NDArray[np.float64], classes: int) -> bool:
+    return bool(np.all((labels >= 0) & (labels < classes) & (labels == np.floor(labels))))
 
 
 def read_header(
@@ -183,6 +317,7 @@ def bad_rows(path: str | Path, problems: list[tuple[int, str]]) -> TableError:
     suffix = f" (and {more} more bad rows)" if more > 0 else ""
     return TableError(f"{len(problems)} bad row(s): {shown}{suffix}", problems)
 
+
 def read_table(
     path: Path,
     *,
@@ -205,6 +340,7 @@ def read_table(
         ids: list[str] = []
         rows: list[list[float]] = []
         labels: list[float] = []
+        label_reader = LabelColumn(label_column)
         seen: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
             if not row:
@@ -222,16 +358,14 @@ def read_table(
             seen[key] = line
             try:
                 values = [_parse_value(row[i]) for i in feature_at]
-                label = 0.0
-                if label_at is not None:
-                    label = _parse_value(row[label_at])
-                    if math.isnan(label):
-                        problems.append((line, f"missing label in column {label_column!r}"))
-                        continue
+                label = 0.0 if label_at is None else label_reader.read(row[label_at], line)
             except OverflowError:
                 problems.append(
                     (line, "NaN or infinite value (leave the field empty for a missing value)")
                 )
+                continue
+            except MissingLabel as exc:
+                problems.append((line, str(exc)))
                 continue
             except ValueError as exc:
                 problems.append((line, f"not a number ({exc})"))
@@ -243,12 +377,17 @@ def read_table(
         raise bad_rows(path, problems)
     if not ids:
         raise TableError(f"{path}: no data rows", [(0, "no data rows")])
+    classes, remap = label_reader.finish(path)
+    label_array = np.array(labels, dtype=np.float64)
+    if remap is not None:
+        label_array = remap[label_array.astype(np.int64)]
     return Table(
         ids=np.array(ids, dtype=np.str_),
         features=np.array(rows, dtype=np.float64).reshape(len(ids), len(feature_at)),
         feature_names=[header[i] for i in feature_at],
-        labels=np.array(labels, dtype=np.float64) if label_at is not None else None,
+        labels=label_array if label_at is not None else None,
         label_name=label_column if label_at is not None else None,
+        label_classes=classes,
     )
 
 
@@ -285,6 +424,7 @@ tables_table = sa.Table(
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reads", sa.Integer, nullable=False, default=0),
     sa.Column("label_values", sa.Text, nullable=True),
+    sa.Column("label_classes", sa.Text, nullable=True),
 )
 
 
@@ -305,6 +445,9 @@ class TableInfo:
     """The label profile recorded at upload: the distinct label values, sorted (None: no
     label column, more than fedflow.csv_import.MAX_LABEL_VALUES values, or a table stored
     before profiles were recorded)."""
+    label_classes: list[str] | None = None
+    """Text labels: the class names recorded at upload, class k's at index k (label_values are
+    then 0 .. K-1); None for numeric labels."""
 
     @property
     def features(self) -> int:
@@ -323,6 +466,7 @@ def _info(row: sa.Row[Any]) -> TableInfo:
         sha256=row.sha256,
         uploaded_at=row.uploaded_at,
         label_values=json.loads(row.label_values) if row.label_values else None,
+        label_classes=json.loads(row.label_classes) if row.label_classes else None,
     )
 
 
@@ -383,6 +527,9 @@ class TableStore:
             "uploaded_at": datetime.now(UTC),
             "reads": 0,
             "label_values": None if table.label_values is None else json.dumps(table.label_values),
+            "label_classes": (
+                None if table.label_classes is None else json.dumps(table.label_classes)
+            ),
         }
         with self.engine.begin() as conn:
             conn.execute(sa.delete(tables_table).where(tables_table.c.name == name))

@@ -202,6 +202,7 @@ def table_view(info: TableInfo, reads: int) -> dict[str, Any]:
         "missing_values": info.missing_values,
         "missing_by_column": dict(info.missing_by_column),
         "label_values": info.label_values,
+        "label_classes": info.label_classes,
         "sha256": info.sha256,
         "uploaded_at": info.uploaded_at.isoformat(),
         "reads": reads,

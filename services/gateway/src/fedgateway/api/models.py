@@ -73,6 +73,11 @@ class TablePublic(_Out):
         description="the label profile recorded at upload: the distinct label values (null: no "
         "label column, over 64 values, or a table stored before profiles were recorded)",
     )
+    label_classes: list[str] | None = Field(
+        default=None,
+        description="a text label column's class names, class k's at index k (its "
+        "label_values are then 0 .. K-1, the names sorted); null for numeric labels",
+    )
     sha256: str
     uploaded_at: datetime
     reads: int = Field(description="how many times a job's reader read the table")

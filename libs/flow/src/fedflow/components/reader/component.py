@@ -28,11 +28,18 @@ def check_labels(table: Table, name: str, allowed: list[float]) -> None:
         (v, c) for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v not in allowed
     ]
     if bad:
-        found = ", ".join(f"{v:g} ({c} rows)" for v, c in bad[:10])
+        found = ", ".join(_value(table, v) + f" ({c} rows)" for v, c in bad[:10])
         raise ValueError(
             f"table {name}: label column {table.label_name!r} has values outside {{{wanted}}}, "
             f"which the model its data flows into needs: {found}"
         )
+
+
+def _value(table: Table, value: float) -> str:
+    """A label value as the data wrote it: a text label's class with its name."""
+    if table.label_classes is None:
+        return f"{value:g}"
+    return f"{value:g} = {table.class_name(value)!r}"
 
 
 def run(ctx: ComponentContext) -> Mapping[str, Table]:
