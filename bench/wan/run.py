@@ -174,7 +174,7 @@ class _Sink:
 
         class Session:
             async def on_data(self, body: bytes | DataFrame) -> None:
-                frame = body if isinstance(body, DataFrame) else decode_data(body)
+                frame = body.whole() if isinstance(body, DataFrame) else decode_data(body)
                 on_body(len(frame.body))
                 sender.send(FrameType.ACK, encode_ack([frame.seq]))
 

@@ -44,7 +44,7 @@ def test_the_store_reassembles_a_body_from_chunks_in_any_order_and_ignores_repea
     for index in (2, 0, 2, 1):
         assert store.add(decode_stripe(chunk_frame(7, index, 3, body), max_total=1 << 20))
     assert store.take(7, len(body) + 1) is None  # a reference with another size gets nothing
-    assert store.take(7, len(body)) == body
+    assert b"".join(store.take(7, len(body)) or ()) == body
     assert store.take(7, len(body)) is None  # delivered once: gone
     assert store.held_bytes == 0
 
@@ -58,7 +58,7 @@ def test_the_store_refuses_contradicting_chunks_and_evicts_the_oldest_transfer_w
     for index in range(3):
         store.add(decode_stripe(chunk_frame(2, index, 3, body), max_total=1 << 20))
     assert store.take(1, len(body)) is None  # evicted: the client will be told to resend
-    assert store.take(2, len(body)) == body
+    assert b"".join(store.take(2, len(body)) or ()) == body
 
 
 @pytest.mark.parametrize(

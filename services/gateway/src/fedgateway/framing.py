@@ -70,6 +70,7 @@ fedschemas.canonical_bytes); the frame carries them without copying them into ms
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import struct
 from collections.abc import Mapping, Sequence
@@ -158,6 +159,15 @@ class DataFrame:
     """(xid, total) of the striped transfer that is this frame's body (the body is then empty)."""
     raw_size: int | None = None
     """The body (or the striped transfer) is zstd-compressed; this is its decompressed size."""
+    pieces: tuple[bytes | memoryview, ...] | None = None
+    """The body still in the pieces it was striped in (then `body` is empty): joined by
+    `whole()` on the thread that needs it, not on the link's loop."""
+
+    def whole(self) -> DataFrame:
+        """This frame with its body in one piece."""
+        if self.pieces is None:
+            return self
+        return dataclasses.replace(self, body=b"".join(self.pieces), pieces=None)
 
 
 def frame_header(frame_type: FrameType, body_length: int) -> bytes:
@@ -267,7 +277,8 @@ def held_size(body: bytes | DataFrame) -> int:
     size it decompresses to (read from the meta only; a malformed meta counts as its length,
     decode_data refuses it later)."""
     if isinstance(body, DataFrame):
-        return max(len(body.body), body.raw_size or 0)
+        held = len(body.body) + sum(len(p) for p in body.pieces or ())
+        return max(held, body.raw_size or 0)
     view = memoryview(body)
     if len(view) < _DATA_PREFIX.size:
         return len(view)

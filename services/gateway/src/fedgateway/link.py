@@ -578,11 +578,11 @@ class LinkServer:
         on decoded, so its body is not copied behind a prefix and out again)."""
         assert ref.stripe is not None
         xid, total = ref.stripe
-        payload = stripes.take(xid, total)
-        if payload is None:
+        pieces = stripes.take(xid, total)
+        if pieces is None:
             _link_log("info", "link_stripe_missing", xid=xid, message_id=ref.message_id)
             return None
-        return dataclasses.replace(ref, body=payload, stripe=None)
+        return dataclasses.replace(ref, pieces=pieces, stripe=None)
 
 
 async def _heartbeat(writer: asyncio.StreamWriter, interval: float) -> None:

@@ -422,7 +422,7 @@ class RelayInboundSession:
 
     def _verify(self, raw: bytes | DataFrame) -> tuple[DataFrame, Accepted] | None:
         try:
-            frame = raw if isinstance(raw, DataFrame) else decode_data(raw)
+            frame = raw.whole() if isinstance(raw, DataFrame) else decode_data(raw)
         except ProtocolError as exc:
             log.warning("link_protocol_error", peer_party=self.peer_party, error=str(exc))
             self._sender.close()

@@ -88,15 +88,16 @@ class StripeStore:
             self._evict(keep=chunk.xid)
         return True
 
-    def take(self, xid: int, total: int) -> bytes | None:
-        """The whole body of transfer `xid`, if every chunk is here and it is `total` bytes long
-        (removed from the store); None otherwise. The body's one copy is made here."""
+    def take(self, xid: int, total: int) -> tuple[bytes | memoryview, ...] | None:
+        """The chunks of transfer `xid` in order, if every one is here and they are `total`
+        bytes long (removed from the store); None otherwise. Not joined here: the link's loop
+        thread calls this, and the copy is better made by the thread that reads the body."""
         assembly = self._transfers.get(xid)
         if assembly is None or assembly.total != total or len(assembly.chunks) != assembly.count:
             return None
         del self._transfers[xid]
         self.held_bytes -= assembly.held
-        return b"".join(assembly.chunks[i] for i in range(assembly.count))
+        return tuple(assembly.chunks[i] for i in range(assembly.count))
 
     def _drop(self, xid: int, why: str) -> None:
         assembly = self._transfers.pop(xid)
