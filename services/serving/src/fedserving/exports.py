@@ -12,6 +12,7 @@ float64, so an imported model scores bit for bit as the exported one.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -54,7 +55,15 @@ def export_model(model: ModelVersion, party_id: str, key: SigningKey) -> dict[st
     document: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "party_id": party_id,
-        "model": {**model.view(), "weights": [float(w) for w in model.weights]},
+        "model": {
+            **model.view(),
+            "weights": [float(w) for w in model.weights],
+            **(
+                {"artifact": base64.b64encode(model.artifact).decode()}
+                if model.artifact is not None
+                else {}
+            ),
+        },
         "public_key": key.verify_key().to_bytes().hex(),
     }
     document["signature"] = key.sign(_canonical(document)).hex()
@@ -91,4 +100,5 @@ def import_model(document: Any, trusted: set[str]) -> ModelVersion:
         weights=np.array([float(w) for w in m["weights"]], dtype=np.float64),
         hosts={str(k): str(v) for k, v in dict(m.get("hosts", {})).items()},
         created_at=str(m.get("created_at", "")),
+        artifact=base64.b64decode(str(m["artifact"]), validate=True) if "artifact" in m else None,
     )

@@ -32,12 +32,12 @@ import numpy as np
 import structlog
 from fedbus.remote import RemoteCallError, RemoteRefused, RemoteTimeout
 from fedcrypto.signing import SigningKey
-from fedflow.artifacts import ArtifactMissing, ArtifactStore
+from fedflow.artifacts import ArtifactMissing, ArtifactStore, ModelArtifact
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.tables import Table, TableError, TableStore
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
-from fedserving import scoring
+from fedserving import scoring, secureboost
 from fedserving.coalesce import HostCalls
 from fedserving.exports import ExportRefused, export_model, import_model
 from fedserving.features import (
@@ -106,6 +106,27 @@ def model_weights(table: Table, component: str) -> tuple[tuple[str, ...], np.nda
         )
     names = tuple(str(name) for name in table.ids.tolist())
     return names, np.asarray(table.features[:, 0], dtype=np.float64)
+
+
+def model_part(
+    found: Table | ModelArtifact, component: str, role: str
+) -> tuple[str, tuple[str, ...], np.ndarray, bytes | None]:
+    """A job's model output as this party's part: (algorithm, feature names, hetero_lr
+    weights, a tree model's artifact bytes); 422 for a model this service cannot serve."""
+    if isinstance(found, ModelArtifact):
+        if not secureboost.is_secureboost(found):
+            raise Refused(
+                422, f"{component}.model is a {found.document.get('component')} model, not served"
+            )
+        try:
+            names = secureboost.check_part(found, role)
+        except secureboost.BoostError as exc:
+            raise Refused(422, f"{component}.model: {exc}") from None
+        return secureboost.ALGORITHM, names, np.zeros(0), found.to_bytes()
+    names, weights = model_weights(found, component)
+    if (role == "guest") != (INTERCEPT in names):
+        raise Refused(422, f"{component}.model is not the {role}'s part of a hetero_lr model")
+    return ALGORITHM, names, weights, None
 
 
 @dataclass
@@ -263,14 +284,14 @@ class Serving:
         component = str(args.get("component") or "hetero_lr_0")
         guest_only = bool(args.get("guest_only", False))
         try:
-            table = self.artifacts.get(job_id, self.party_id, "guest", f"{component}.model")
+            found = self.artifacts.get_artifact(
+                job_id, self.party_id, "guest", f"{component}.model"
+            )
         except ArtifactMissing as exc:
             raise Refused(404, str(exc)) from None
-        except TypeError as exc:
-            raise Refused(422, str(exc)) from None
-        names, weights = model_weights(table, component)
-        if INTERCEPT not in names:
-            raise Refused(422, f"{component}.model is a host part, not the guest's")
+        algorithm, names, weights, artifact = model_part(found, component, "guest")
+        if artifact is not None and guest_only:
+            raise Refused(422, "a hetero_secureboost model needs its hosts' splits: no guest_only")
         hosts: list[str] = []
         if not guest_only:
             parties = self.job_parties(job_id)
@@ -282,13 +303,14 @@ class Serving:
             owner_party=self.party_id,
             name=name,
             version=version,
-            algorithm=ALGORITHM,
+            algorithm=algorithm,
             role="guest",
             job_id=job_id,
             component=component,
             state=state,
             feature_names=names,
             weights=weights,
+            artifact=artifact,
             hosts=states,
             created_at=now(),
         )
@@ -317,24 +339,25 @@ class Serving:
     def _propose_here(self, guest: str, request: dict[str, Any]) -> dict[str, Any]:
         job_id, component = str(request["job_id"]), str(request["component"])
         try:
-            table = self.artifacts.get(job_id, self.party_id, "host", f"{component}.model")
+            found = self.artifacts.get_artifact(job_id, self.party_id, "host", f"{component}.model")
         except ArtifactMissing:
             raise Refused(
                 404, f"party {self.party_id} holds no host part of {component} in job {job_id}"
             ) from None
-        names, weights = model_weights(table, component)
+        algorithm, names, weights, artifact = model_part(found, component, "host")
         accepted = "*" in self.accept_models_from or guest in self.accept_models_from
         model = ModelVersion(
             owner_party=guest,
             name=str(request["name"]),
             version=int(request["version"]),
-            algorithm=ALGORITHM,
+            algorithm=algorithm,
             role="host",
             job_id=job_id,
             component=component,
             state=READY if accepted else PENDING,
             feature_names=names,
             weights=weights,
+            artifact=artifact,
             created_at=now(),
         )
         self.registry.add_model(model, action="propose", proposed_by=guest)
@@ -619,7 +642,8 @@ class Serving:
             labels = (binding.service_id, str(version))
             try:
                 model = self._model(self.party_id, binding.model_name, version)
-                z, used_fallback = self._linear(
+                score_of = self._boost if model.artifact is not None else self._linear
+                z, used_fallback = score_of(
                     binding,
                     model,
                     [ids[i] for i in positions],
@@ -630,7 +654,8 @@ class Serving:
                 self.metrics.requests.labels(*labels, self.party_id, _outcome(exc.status)).inc()
                 raise
             fallback = fallback or used_fallback
-            score[positions] = scoring.scores(z)
+            # a tree model's scorer gives scores; hetero_lr's the linear predictor
+            score[positions] = z if model.artifact is not None else scoring.scores(z)
             version_of[positions] = version
             self.metrics.requests.labels(
                 *labels, self.party_id, "fallback" if used_fallback else "ok"
@@ -717,6 +742,70 @@ class Serving:
         self.metrics.requests.labels(*labels, host, "ok").inc()
         return np.asarray(answer["data"]["scores"], dtype=np.float64)
 
+    def _boost(
+        self,
+        binding: Binding,
+        model: ModelVersion,
+        ids: list[str],
+        rows: list[Mapping[str, Any]],
+        timeout: float,
+    ) -> tuple[np.ndarray, bool]:
+        """A hetero_secureboost version's scores: each host's split directions for the ids, the
+        trees walked here (fedserving.secureboost). No guest-only fallback: the trees need
+        every host's nodes."""
+        assert model.artifact is not None
+        try:
+            x = scoring.guest_matrix(rows, model.feature_names)
+        except scoring.FeatureError as exc:
+            raise Refused(422, str(exc)) from None
+        body = json.dumps(
+            {"op": "partial", "name": model.name, "version": model.version, "ids": ids}
+        ).encode()
+        labels = (binding.service_id, str(model.version))
+        hosts = secureboost.guest_hosts(model.artifact)
+        answers = list(
+            self._pool.map(lambda host: self._host_answer(host, body, timeout, labels), hosts)
+        )
+        directions: dict[str, dict[str, Any]] = {}
+        for host, answer in zip(hosts, answers, strict=True):
+            if isinstance(answer, Refused):
+                raise answer
+            directions[host] = answer
+        try:
+            found = secureboost.guest_scores(model.artifact, x, directions)
+        except (secureboost.BoostError, KeyError, ValueError) as exc:
+            raise Refused(502, f"a host's split directions do not fit the model: {exc}") from None
+        return found, False
+
+    def _host_answer(
+        self, host: str, body: bytes, timeout: float, labels: tuple[str, str]
+    ) -> dict[str, Any] | Refused:
+        """One host's answer's data (a tree model's directions), or the refusal to give."""
+        started = time.perf_counter()
+        try:
+            reply = self.call(host, SERVICE_TOPIC, body, timeout)
+        except RemoteTimeout as exc:
+            self.metrics.requests.labels(*labels, host, "timeout").inc()
+            return Refused(
+                503,
+                f"host party {host} did not answer within {timeout:.3f} s ({exc.kind})",
+                party=host,
+            )
+        except RemoteCallError as exc:
+            self.metrics.requests.labels(*labels, host, "failed").inc()
+            return Refused(503, f"host party {host} failed: {exc}", party=host)
+        finally:
+            self.metrics.host_call_seconds.labels(host).observe(time.perf_counter() - started)
+        answer = json.loads(reply)
+        if not answer.get("ok"):
+            status = int(answer.get("status", 502))
+            self.metrics.requests.labels(*labels, host, _outcome(status)).inc()
+            extra = {k: answer[k] for k in ("ids",) if k in answer}
+            return Refused(status, f"host party {host}: {answer.get('error')}", party=host, **extra)
+        self.metrics.requests.labels(*labels, host, "ok").inc()
+        data: dict[str, Any] = answer["data"]
+        return data
+
     # -- partial scores (host) ------------------------------------------------------------
 
     def _partial(self, guest: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -756,10 +845,14 @@ class Serving:
         except (NoFeatureSource, KeyError) as exc:
             self.metrics.partial_requests.labels(guest, label, "no_features").inc()
             raise Refused(503, f"party {self.party_id}: {exc}") from None
-        u = scoring.host_linear(x, model.weights)
+        answer: dict[str, Any]
+        if model.artifact is not None:  # a tree model: which way each of its nodes sends a row
+            answer = secureboost.pack_directions(secureboost.host_directions(model.artifact, x))
+        else:
+            answer = {"scores": scoring.host_linear(x, model.weights).tolist()}
         self.metrics.partial_requests.labels(guest, label, "ok").inc()
         self.metrics.partial_rows.labels(guest).inc(len(ids))
-        return {"scores": u.tolist()}
+        return answer
 
     _LOCAL_OPS: dict[str, Callable[[Serving, dict[str, Any]], Any]] = {
         "model_publish": _publish,

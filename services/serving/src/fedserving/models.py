@@ -1,7 +1,8 @@
 """The serving registry's tables (PostgreSQL; SQLite standalone). Migrations: fedserving.migrations.
 
 - `serving_models`: one row per published model version at this party: its own part of the
-  model (feature names and weights, float64 bytes), who published it (`owner_party`, the
+  model (feature names and weights, float64 bytes; a tree model's part as its fedflow
+  ModelArtifact bytes in `artifact`), who published it (`owner_party`, the
   guest), the job and component it came from, and its state here.
 - `serving_services`: a service id bound to a model's version, with an optional canary version
   and percentage, the version a rollback returns to, and the fallback when a host is silent.
@@ -32,6 +33,7 @@ models_table = sa.Table(
     sa.Column("weights", sa.LargeBinary, nullable=False),
     sa.Column("hosts", sa.Text, nullable=False),
     sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("artifact", sa.LargeBinary, nullable=True),
     sa.UniqueConstraint("owner_party", "name", "version", name="uq_serving_models_version"),
 )
 

@@ -65,6 +65,9 @@ class ModelVersion:
     weights: NDArray[np.float64]
     hosts: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
+    artifact: bytes | None = None
+    """A tree model's part (fedflow ModelArtifact bytes; fedserving.secureboost); None for
+    hetero_lr, whose part is `weights`."""
 
     def view(self) -> dict[str, Any]:
         return {
@@ -124,6 +127,7 @@ def _model(row: Any) -> ModelVersion:
         weights=np.frombuffer(row.weights, dtype="<f8").copy(),
         hosts=json.loads(row.hosts),
         created_at=row.created_at,
+        artifact=row.artifact,
     )
 
 
@@ -222,6 +226,7 @@ class Registry:
                     weights=weights,
                     hosts=json.dumps(model.hosts, sort_keys=True),
                     created_at=model.created_at or now(),
+                    artifact=model.artifact,
                 )
             )
             self._event(
