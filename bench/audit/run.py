@@ -3,6 +3,7 @@
     .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
+        [--direction out|in]
 
 throughput: real RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database). A "peer" publishes
 N federation.data messages (hetero_lr ciphertext vectors: `rows` 2048-bit ciphertexts, 64 KiB
@@ -250,8 +251,10 @@ def _lag_quantiles(exposition: str) -> dict[str, float]:
     return out
 
 
-def record(count: int, rows: int) -> dict[str, Any]:
-    """Messages/s through fedaudit.handlers.handle_batch (groups of 64) on PostgreSQL."""
+def record(count: int, rows: int, direction: str = "out") -> dict[str, Any]:
+    """Messages/s through fedaudit.handlers.handle_batch (groups of 64) on PostgreSQL, at the
+    guest as it sends them (`direction` "out", on out.10000) or at the host as it receives
+    them ("in", on svc.worker, signed as the host's gateway publishes them)."""
     import sqlalchemy as sa
     from fedaudit import handlers
     from fedaudit.main import Audit
@@ -266,8 +269,17 @@ def record(count: int, rows: int) -> dict[str, Any]:
     audit = None
     try:
         built = _messages(count, rows)
+        observer, topic = (GUEST, f"out.{HOST}") if direction == "out" else (HOST, "svc.worker")
+        if direction == "in":
+            from fedschemas import encode_envelope
+
+            peer_key = SigningKey.generate()
+            built = [
+                (signed, encode_envelope(signed))
+                for signed in (handlers.sign_stop(e, peer_key) for e, _ in built)
+            ]
         settings = AuditSettings(
-            party_id=GUEST,
+            party_id=observer,
             bus_url="memory://unused",
             database_url=f"{PG.rsplit('/', 1)[0]}/{db}",
             signing_key=SigningKey.generate().to_bytes().hex(),
@@ -277,9 +289,7 @@ def record(count: int, rows: int) -> dict[str, Any]:
         audit = Audit(settings, bus=connect(f"memory://bench-{db}"))
         handlers.load(audit.ctx)
         deliveries = [
-            Delivery(
-                topic=f"out.{HOST}", body=b, message_id=e.message_id, headers={}, delivery_count=1
-            )
+            Delivery(topic=topic, body=b, message_id=e.message_id, headers={}, delivery_count=1)
             for e, b in built
         ]
         handlers.handle_batch(audit.ctx, deliveries[:2])
@@ -291,6 +301,7 @@ def record(count: int, rows: int) -> dict[str, Any]:
             "fedaudit": str(Path(handlers.__file__).parent),
             "messages": count,
             "rows": rows,
+            "direction": direction,
             "messages_per_s": round(count / took, 1),
         }
     finally:
@@ -300,14 +311,17 @@ def record(count: int, rows: int) -> dict[str, Any]:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
-def record_ab(count: int, rows: int, baseline_src: str) -> dict[str, Any]:
+def record_ab(count: int, rows: int, baseline_src: str, direction: str = "out") -> dict[str, Any]:
     """record() of the baseline version and of this one, alternately, twice each."""
     runs: dict[str, list[float]] = {"baseline": [], "current": []}
     for _ in range(2):
         for label, src in (("baseline", baseline_src), ("current", "")):
             env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
             out = subprocess.run(
-                [sys.executable, __file__, "record", "--messages", str(count), "--rows", str(rows)],
+                [
+                    *(sys.executable, __file__, "record", "--messages", str(count)),
+                    *("--rows", str(rows), "--direction", direction),
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -320,6 +334,7 @@ def record_ab(count: int, rows: int, baseline_src: str) -> dict[str, Any]:
     return {
         "messages": count,
         "rows": rows,
+        "direction": direction,
         "baseline_messages_per_s": runs["baseline"],
         "current_messages_per_s": runs["current"],
         "ratio": round(sum(runs["current"]) / sum(runs["baseline"]), 2),
@@ -423,6 +438,7 @@ def main() -> int:
     parser.add_argument("--data", choices=("breast", "default_credit"), default="breast")
     parser.add_argument("--baseline-src", default="")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--direction", choices=("out", "in"), default="out")
     args = parser.parse_args()
     run = {
         "throughput": lambda: (
@@ -435,9 +451,9 @@ def main() -> int:
         ),
         "job": lambda: job(args.epochs, args.data, args.repeat),
         "record": lambda: (
-            record_ab(args.messages, args.rows, args.baseline_src)
+            record_ab(args.messages, args.rows, args.baseline_src, args.direction)
             if args.baseline_src
-            else record(args.messages, args.rows)
+            else record(args.messages, args.rows, args.direction)
         ),
     }
     result = run[args.what]()

@@ -259,6 +259,21 @@ def test_the_code_hash_covers_every_file_of_the_components_package() -> None:
     assert component_code("hetero_lr_predict").sha256 != HETERO_LR_CODE.sha256
 
 
+def test_ciphertexts_are_checked_by_the_receiver_and_by_the_sender_only_if_asked(
+    traffic: Traffic,
+) -> None:
+    # Prepare: the guest's own worker sends a trivial ciphertext (c = 1) to the host
+    sent = [*started(traffic), traffic.ciphertexts("residual", GUEST, 0, values=[1, 5])]
+
+    # Execute: the guest's audit by default, then one that checks outgoing values too
+    default = observe(Auditor(approving()), traffic, sent)
+    both_ends = observe(Auditor(approving(outbound_values=True)), Traffic(), sent)
+
+    # Assert: left to the host's audit (which receives it: test_each_rule...), unless asked
+    assert default == []
+    assert both_ends == ["data.ciphertext_trivial"]
+
+
 def test_every_rule_has_a_case() -> None:
     checked_below = {"control.silent_party", "control.service_silent", "data.ciphertext_unchecked"}
     checked_in_test_peers = {"control.peer_checkpoint", "control.peer_log_disagrees"}

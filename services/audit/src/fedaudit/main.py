@@ -92,6 +92,7 @@ class Audit:
             repeat_memory=settings.repeat_memory,
             service_silent_after_s=settings.service_silent_after_s,
             pipeline_floors=dict(settings.pipeline_floors),
+            outbound_values=settings.outbound_values,
             approved_code=approved_code(settings),
             approved_versions=tuple(settings.approved_versions) or (release(),),
         )

@@ -71,6 +71,10 @@ class AuditSettings(BusServiceSettings):
     """Ciphertext digests remembered per open job (data.ciphertext_repeated), kept in the
     database so a restart forgets none; past this many a job's new ciphertexts are checked
     against the remembered ones but not remembered themselves."""
+    outbound_values: bool = False
+    """Check the values of outgoing ciphertexts too (range, 1, gcd with n, repeats). Off: each
+    ciphertext is checked once, by the receiving party's audit (half the audit's CPU on a
+    ciphertext-heavy job); on: also here, for a peer that runs no audit."""
     approved_code: dict[str, list[str]] = Field(default_factory=dict)
     """Component type -> the SHA-256s of its code this party approved (`python -m
     fedflow.code_identity` prints them); a type not listed: the code this audit is deployed

@@ -33,6 +33,9 @@ class AuditPolicy:
     """The lowest severity a pipeline may give each rule (rule id -> severity); a rule not
     listed may only be raised by a pipeline, never lowered below the operator's severity."""
 
+    outbound_values: bool = False
+    """Also check the values of the ciphertexts this party sends (range, 1, coprimality,
+    repeats); by default the receiving party's audit checks them, once."""
     approved_code: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Component type -> the code SHA-256s this party approved (control.component_code; main
     fills every type of the catalogue: the operator's list, else the audit's own code). A type
