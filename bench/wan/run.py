@@ -43,6 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # tests.wan.emulator, tests.relay_helpers
 
@@ -276,6 +278,23 @@ def link_only(wan: WanEmulator, args: argparse.Namespace, root: Path) -> float:
     return got[0] * 8 / elapsed / 1e6
 
 
+def _payload(kind: str, nbytes: int) -> FederationData:
+    """One federation.data payload of about `nbytes`: "ciphertext" (random bytes, as Paillier
+    ciphertexts are: zstd cannot shrink them), "floats" (float64 normal values: hardly
+    compressible either, about 4%), "bins" (int64 bin indices 0..31 of a binned feature
+    matrix: very compressible)."""
+    rng = np.random.default_rng(19)
+    if kind == "ciphertext":
+        return FederationData(
+            kind="ciphertext_vector", blob=os.urandom(nbytes), blob_format="fedcrypto.paillier.v1"
+        )
+    if kind == "floats":
+        return FederationData(kind="aggregate", array=rng.normal(size=nbytes // 8))
+    if kind == "bins":
+        return FederationData(kind="aggregate", array=rng.integers(0, 32, size=nbytes // 8))
+    raise ValueError(f"unknown payload {kind!r}")
+
+
 def link_transfer(
     wan: WanEmulator, args: argparse.Namespace, root: Path
 ) -> tuple[float, float, int, dict[str, int]]:
@@ -331,13 +350,11 @@ def link_transfer(
         consumer.subscribe("svc.worker", handle, prefetch=8)
         bus = connect(parties.bus_url(SENDER))
         # built before the clock starts: the publisher's own encoding is not the link's work
-        blob = os.urandom(args.message_mib << 20)
+        payload = _payload(args.payload, args.message_mib << 20)
         messages = []
         for seq in range(max(1, args.size_mib // args.message_mib)):
             env = demo_envelope(
-                FederationData(
-                    kind="ciphertext_vector", blob=blob, blob_format="fedcrypto.paillier.v1"
-                ),
+                payload,
                 "wan-bench",
                 seq,
                 job_id="wan-bench",
@@ -360,7 +377,7 @@ def link_transfer(
                 lambda: delivered[1] >= published, timeout=max(1.0, end - time.monotonic() + 60)
             )
         elapsed = time.monotonic() - started
-        stats = dict(link.stripe_stats)
+        stats = {**link.stripe_stats, **link.compress_stats}
     finally:
         sender.stop()
         receiver.stop()
@@ -379,6 +396,11 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=20)
     parser.add_argument("--points", default="", help="e.g. 80:1,160:2 (default: all five)")
     parser.add_argument("--prefix", default="fwb")
+    parser.add_argument("--payload", choices=("ciphertext", "floats", "bins"), default="ciphertext")
+    parser.add_argument(
+        "--rows", default="bbr,link_only,gateway", help="rows besides the CUBIC baseline"
+    )
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     why = missing_requirements()
     if why is not None:
@@ -403,12 +425,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for rtt, loss in points:
                 wan.set(rtt_ms=rtt, loss_pct=loss, rate_mbit=args.rate_mbit)
+                rows = set(args.rows.split(","))
                 cubic = plain_tcp(wan, args.baseline_seconds, "cubic")
-                bbr = plain_tcp(
-                    wan, args.baseline_seconds, "bbr", args.streams, args.buffer_mib << 20
+                bbr = 0.0
+                if "bbr" in rows:
+                    bbr = plain_tcp(
+                        wan, args.baseline_seconds, "bbr", args.streams, args.buffer_mib << 20
+                    )
+                only = (
+                    link_only(wan, args, Path(tmp) / f"only-{rtt}") if "link_only" in rows else 0.0
                 )
-                only = link_only(wan, args, Path(tmp) / f"only-{rtt}")
-                mbps, seconds, nbytes, stats = link_transfer(wan, args, Path(tmp))
+                mbps, seconds, nbytes, stats = 0.0, 0.0, 0, {}
+                if "gateway" in rows:
+                    mbps, seconds, nbytes, stats = link_transfer(wan, args, Path(tmp))
                 row = {
                     "rtt_ms": rtt,
                     "loss_pct": loss,
@@ -431,7 +460,7 @@ def main() -> None:
     finally:
         wan.down()
     results["load_after"] = os.getloadavg()
-    out = Path(__file__).with_name("results.json")
+    out = Path(args.out)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 
