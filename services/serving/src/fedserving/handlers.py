@@ -35,6 +35,7 @@ from fedcrypto.signing import SigningKey
 from fedflow.artifacts import ArtifactMissing, ArtifactStore, ModelArtifact
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.tables import Table, TableError, TableStore
+from fedschemas import topics
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from fedserving import scoring, secureboost
@@ -62,9 +63,9 @@ from fedserving.registry import (
 
 log = structlog.get_logger("fedserving")
 
-SERVICE_TOPIC = "svc.serving"
+SERVICE_TOPIC = topics.SERVING
 """Where other parties' calls arrive (the gateway's rpc_services must expose it to them)."""
-RPC_TOPIC = "svc.serving.rpc"
+RPC_TOPIC = topics.SERVING_RPC
 """Party-local request/reply of the REST API and the CLI (never relayed)."""
 PROPOSE_TIMEOUT_S = 15.0
 ALGORITHM = "hetero_lr"

@@ -39,6 +39,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.security import HTTPAuthorizationCredentials
 from fedbus import BusError
 from fedcontrol import ServiceUnavailable
+from fedschemas import topics
 from fedschemas.payloads import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,8 +47,8 @@ from fedgateway.api.deps import ROUTER_REFUSALS, ApiDep, bearer, refusals, requi
 from fedgateway.api.models import ErrorPublic
 from fedgateway.api.serving_openapi import features_schema, serving_openapi
 
-SERVING_RPC_TOPIC = "svc.serving.rpc"
-"""fedserving.handlers.RPC_TOPIC (the API imports no service package)."""
+SERVING_RPC_TOPIC = topics.SERVING_RPC
+"""The serving service's party-local request/reply topic (fedserving.handlers.RPC_TOPIC)."""
 CONTROL_TIMEOUT_S = 60.0
 """Publishing asks every host; unbinding waits for in-flight requests."""
 PREDICT_MARGIN_S = 2.0
