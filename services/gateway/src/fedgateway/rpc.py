@@ -48,10 +48,11 @@ from fedschemas import (
     topics,
 )
 from fedschemas.payloads import RemoteReply, RemoteRequest
+from prometheus_client import Histogram
 
 from fedgateway.framing import FrameType, ReplyOutcome, decode_request, encode_reply_prefix
 from fedgateway.link import ClientConnection, FrameSender, LinkDown, PeerLink
-from fedgateway.metrics import GatewayMetrics
+from fedgateway.metrics import RTT_BUCKETS, GatewayMetrics
 from fedgateway.relay import Signer, sign_envelope
 from fedgateway.verify import Refused, Verifier
 
@@ -308,12 +309,21 @@ class RpcResponder:
         self._executor = executor
         self._max_timeout = dt.timedelta(seconds=max_timeout_s)
         self._clock = clock
+        # Beside the caller side's fedmq_gateway_rpc_seconds: together they split a call's
+        # time between the two gateways (bench/serving's per-hop breakdown).
+        self._serve_seconds = Histogram(
+            "fedmq_gateway_rpc_serve_seconds",
+            "Responder side: from a REQUEST frame's arrival to its answered REPLY frame.",
+            ["peer"],
+            buckets=RTT_BUCKETS,
+            registry=metrics.registry,
+        )
 
     def on_request(self, peer_party: str, sender: FrameSender, body: bytes) -> None:
         """Link loop thread: hand the request to the pool at once."""
-        self._executor.submit(self._serve, peer_party, sender, body)
+        self._executor.submit(self._serve, peer_party, sender, body, time.perf_counter())
 
-    def _serve(self, peer: str, sender: FrameSender, frame_body: bytes) -> None:
+    def _serve(self, peer: str, sender: FrameSender, frame_body: bytes, arrived: float) -> None:
         try:
             rid, body = decode_request(frame_body)
         except Exception as exc:  # a broken frame: the connection's problem, not one request
@@ -354,6 +364,7 @@ class RpcResponder:
             return
         self._reply(sender, rid, ReplyOutcome.OK, sign_envelope(reply, self._signer()))
         self._metrics.rpc_calls.labels("responder", peer, "ok").inc()
+        self._serve_seconds.labels(peer).observe(time.perf_counter() - arrived)
 
     def _check(self, peer: str, body: bytes) -> tuple[Envelope, str]:
         """The verified request and the service it calls, or Refused."""
