@@ -96,11 +96,14 @@ def test_every_per_row_plaintext_message_of_hetero_lr_is_declared_as_partial_sco
         if "partial_score" in rule.kinds
     }
 
-    # Assert: exactly the two documented disclosures, both to the guest, and no rule declares
-    # a per-row float array as an aggregate
+    # Assert: exactly the four documented disclosures (reveal_host_scores, validate_data,
+    # prediction of one model or one per class), all to the guest, and no rule declares a
+    # per-row float array as an aggregate
     assert set(declared) == {
         ("hetero_lr", "host_scores_revealed"),
+        ("hetero_lr", "validate_scores"),
         ("hetero_lr_predict", "host_partial_scores"),
+        ("hetero_lr_predict", "host_class_scores"),
     }
     assert {(r.sender, r.receiver) for r in declared.values()} == {("host", "guest")}
     aggregates = [

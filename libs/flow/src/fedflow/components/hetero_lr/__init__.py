@@ -65,6 +65,9 @@ from fedflow.components.hetero_lr.protocol import (
 
 BINARY_LABELS = LabelRule("binary", (0.0, 1.0))
 """hetero_lr's guest labels: 0 or 1."""
+CLASS_LABELS = LabelRule("classes")
+"""hetero_lr's guest labels with multi_class: true: class labels 0, 1, 2, ... (one model per
+class, that class against the rest)."""
 
 HETERO_LR = ComponentDescriptor(
     name="hetero_lr",
@@ -75,10 +78,20 @@ HETERO_LR = ComponentDescriptor(
     },
     roles=("guest", "host"),
     params=HeteroLrParams,
-    inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
+    inputs=(
+        InputSpec("data", description="rows aligned across parties (psi output)"),
+        InputSpec(
+            "validate_data",
+            required=False,
+            description="validation rows aligned across parties (e.g. data_split's validate): "
+            "per-epoch validate_loss / validate_auc and early stopping (patience, min_delta); "
+            "reveals the host's partial scores of these rows to the guest each epoch",
+        ),
+    ),
     outputs=("model",),
     protocol=HETERO_LR_PROTOCOL,
     labels={"guest": BINARY_LABELS},
+    labels_by_param=(("multi_class", True, {"guest": CLASS_LABELS}),),
 )
 
 HETERO_LR_PREDICT = ComponentDescriptor(

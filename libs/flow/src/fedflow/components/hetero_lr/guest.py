@@ -11,11 +11,12 @@ from fedcrypto import EncryptedVector, ShapeMismatchError, encrypted_dot
 from fedschemas import FederationData
 
 from fedflow.components import CATALOGUE
+from fedflow.components.evaluation.math import binary_metrics
 from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, SHARED_PRECISION, Training
-from fedflow.kit.loop import LossWatch, iterations, timed
+from fedflow.kit.loop import LossWatch, timed
 from fedflow.kit.threads import crypto_threads
 from fedflow.tables import Table, TableError
 
@@ -30,13 +31,14 @@ def train(ctx: ComponentContext) -> Mapping[str, Table]:
     return train_with(ctx, lrmath.LOGISTIC)
 
 
-def _labels(table: Table, objective: Objective) -> Floats:
+def _labels(table: Table, objective: Objective, ctx_params: Mapping[str, Any]) -> Floats:
     """The guest's labels, refused unless they fit the model's declared LabelRule."""
     name = objective.name
     if table.labels is None:
         raise TableError(f"{name}: the guest's input has no label column")
     labels = np.asarray(table.labels, dtype=np.float64)
-    problem = CATALOGUE[name].labels["guest"].problem(np.unique(labels).tolist())
+    rule = CATALOGUE[name].labels_for(ctx_params)["guest"]
+    problem = rule.problem(np.unique(labels).tolist())
     if problem is not None:
         raise ValueError(f"{name} {problem} in label column {table.label_name!r}")
     return labels
@@ -45,23 +47,85 @@ def _labels(table: Table, objective: Objective) -> Floats:
 def train_with(ctx: ComponentContext, objective: Objective) -> Mapping[str, Table]:
     """The guest's training of `objective` (hetero_lr's, or hetero_linr's squared loss)."""
     table = ctx.input("data")
-    labels = _labels(table, objective)
+    labels = _labels(table, objective, ctx.params)
     hosts = list(ctx.parties.get("host", []))
     if not 1 <= len(hosts) <= MAX_HOSTS:
         raise ValueError(f"{objective.name}: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
     own = session.features(table)
-    session.warn_unscaled(ctx, own, list(table.feature_names), objective.name)
+    names = list(table.feature_names)
+    session.warn_unscaled(ctx, own, names, objective.name)
     x = lrmath.with_intercept(own)
+    multi = objective is lrmath.LOGISTIC and bool(ctx.params.get("multi_class", False))
+    classes = lrmath.class_values(labels) if multi else None
+    validation = _validation(ctx, table, objective, classes)
+    meta: dict[str, int] = {}
+    if classes is not None:
+        meta["classes"] = len(classes)
+    if validation is not None:
+        meta["validate_rows"] = validation.rows
     with crypto_threads(ctx) as (executor, background):
         # Key generation, fixed-base precomputation and the key exchange (or a checkpoint load).
         with timed(ctx, "setup_seconds"):
-            run = session.start(ctx, x, hosts, executor, objective)
+            run = session.start(ctx, x, hosts, executor, objective, meta=meta)
+        _check_validation_rows(run, hosts, validation, objective.name)
         try:
             with timed(ctx, "train_seconds"):
-                _train(ctx, run, x, labels, hosts, background)
+                _train(ctx, run, x, labels, hosts, background, classes, validation)
         finally:
             run.he.close()
-    return {"model": session.model_table([*table.feature_names, INTERCEPT], run.weights)}
+    keep_best = run.params.patience > 0
+    if classes is None:
+        weights = session.chosen_weights(run, keep_best)
+        return {"model": session.model_table([*names, INTERCEPT], weights)}
+    per_class = [*run.extra.get("class_weights", [])]
+    if len(per_class) < len(classes):  # the last class ends with the loop
+        per_class.append(session.chosen_weights(run, keep_best).tolist())
+    return {
+        "model": session.class_model_table(
+            [*names, INTERCEPT],
+            np.array(per_class, dtype=np.float64).T,
+            [f"weight_{value:g}" for value in classes],
+        )
+    }
+
+
+def _validation(
+    ctx: ComponentContext, table: Table, objective: Objective, classes: list[float] | None
+) -> Table | None:
+    """The validate_data input, checked: the training columns, a label the model takes; None
+    without one (patience then refused: it has nothing to watch)."""
+    name = objective.name
+    params = ctx.params_as(session.PARAMS[name])
+    found = session.validation_features(ctx, list(table.feature_names), name)
+    if found is None:
+        if params.patience:
+            raise ValueError(
+                f"{name}: patience {params.patience} needs a validate_data input (early "
+                "stopping watches the validation loss)"
+            )
+        return None
+    labels = np.asarray(found.labels, dtype=np.float64)
+    rule = CATALOGUE[name].labels_for(ctx.params)["guest"]
+    problem = rule.problem(np.unique(labels).tolist())
+    if problem is not None:
+        raise ValueError(f"{name} validate_data: {problem} in label column {found.label_name!r}")
+    return found
+
+
+def _check_validation_rows(
+    run: Training, hosts: list[str], validation: Table | None, name: str
+) -> None:
+    """Every host must score the same validation rows as the guest (or none at all)."""
+    ours = 0 if validation is None else validation.rows
+    announced = run.extra.get("peer_meta", {})
+    for host in hosts:
+        theirs = int(announced.get(host, {}).get("validate_rows", 0))
+        if theirs != ours:
+            raise ValueError(
+                f"{name}: validate_data has {ours} rows at the guest and {theirs} at host "
+                f"{host}: give every party a validate_data input with the same rows (aligned "
+                "by psi), or none"
+            )
 
 
 def _train(
@@ -71,6 +135,8 @@ def _train(
     labels: Floats,
     hosts: list[str],
     background: Any,
+    classes: list[float] | None = None,
+    validation: Table | None = None,
 ) -> None:
     params, he, extra, objective = run.params, run.he, run.extra, run.objective
     rows_total, k_g = x.shape
@@ -79,26 +145,34 @@ def _train(
     ctx.federation.bind_dims(k_g2=k_g + 2)
     penalty = lrmath.intercept_penalty(k_g)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
-    total = params.epochs * per_epoch
+    per_class = params.epochs * per_epoch
+    total = (len(classes) if classes else 1) * per_class
+    x_val = None
+    if validation is not None:
+        x_val = lrmath.with_intercept(session.features(validation))
+        ctx.federation.bind_dims(v=validation.rows)
     # One encryption under our key per row of a batch (the residual), in either mode.
     largest = lrmath.largest_batch(rows_total, params.batch_size)
     he.start_prefetch(background, largest, total - run.start)
-    loss_sum = float(extra.get("loss_sum", 0.0))
-    last_loss = extra.get("last_loss")
-    watch = LossWatch.restore(
-        extra.get("watch"),
-        objective.name,
-        session.advice(params, objective.name),
-        tol=params.tol,
-        early_stop=params.early_stop,
-    )
-    if watch.last is None and last_loss is not None:  # a checkpoint from before the watch
-        watch.last = float(last_loss)
     done = run.start
-    for t in iterations(ctx, run.start, total, lambda: run.stopped):
-        epoch, position = divmod(t, per_epoch)
+    for t in session.class_iterations(ctx, run, total):
+        index, within = divmod(t, per_class)
+        epoch, position = divmod(within, per_epoch)
+        suffix = "" if classes is None else f"_{classes[index]:g}"
+        y_all = labels if classes is None else lrmath.one_vs_rest(labels, classes[index])
+        watch = LossWatch.restore(
+            extra.get("watch"),
+            objective.name,
+            session.advice(params, objective.name),
+            tol=params.tol,
+            early_stop=params.early_stop,
+        )
+        loss_sum = float(extra.get("loss_sum", 0.0))
+        last_loss = extra.get("last_loss")
+        if watch.last is None and last_loss is not None:  # a checkpoint from before the watch
+            watch.last = float(last_loss)
         rows = lrmath.batches(rows_total, params.batch_size, params.seed, epoch)[position]
-        xb, yb = x[rows], labels[rows]
+        xb, yb = x[rows], y_all[rows]
         u_g = xb @ run.weights
         if params.reveal_host_scores:
             gradient, batch_loss = _revealed(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
@@ -108,28 +182,83 @@ def _train(
         # Every iteration, before the step: a diverging model is stopped with a clear error
         # while its numbers still fit a float (an epoch can be many orders of magnitude).
         watch.batch(batch_loss / len(rows), epoch=epoch, iteration=t)
-        run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha, penalty)
+        run.weights = lrmath.sgd_step(
+            run.weights, gradient, run.rate(within), params.alpha, penalty
+        )
+        extra["loss_sum"], extra["watch"] = loss_sum, watch.state()
         if position == per_epoch - 1:
             loss = loss_sum / rows_total
-            ctx.metrics.log("loss", loss, epoch)
+            ctx.metrics.log("loss" + suffix, loss, epoch)
             stop = watch.epoch(loss, epoch=epoch)
+            extra["watch"] = watch.state()
+            extra["loss_sum"], extra["last_loss"] = 0.0, loss
+            extra["epochs_done"] = epoch + 1
+            best = False
+            if validation is not None and x_val is not None:
+                assert validation.labels is not None
+                y_val = np.asarray(validation.labels, dtype=np.float64)
+                if classes is not None:
+                    y_val = lrmath.one_vs_rest(y_val, classes[index])
+                best, stop_val = _validate(run, t, epoch, hosts, x_val, y_val, suffix)
+                stop = stop or stop_val
+            if best:
+                extra["best_weights"] = run.weights.tolist()
+            last_of_class = stop or epoch == params.epochs - 1
+            next_class = classes is not None and last_of_class and index < len(classes) - 1
+            control: dict[str, str | int | float | bool] = {
+                "stop": stop and not next_class,
+                "epoch": epoch,
+            }
+            if validation is not None or classes is not None:
+                control.update(best=best, next_class=next_class)
             ctx.federation.send(
-                FederationData(kind="plain_control", meta={"stop": stop, "epoch": epoch}),
+                FederationData(kind="plain_control", meta=control),
                 to="host",
                 tag="epoch_end",
                 iteration=t,
             )
-            last_loss, loss_sum = loss, 0.0
-            extra["stopped"] = stop
-            extra["epochs_done"] = epoch + 1
-        extra["loss_sum"], extra["last_loss"] = loss_sum, last_loss
-        extra["watch"] = watch.state()
+            if next_class:
+                session.finish_class(run, params.patience > 0, (index + 1) * per_class)
+            else:
+                extra["stopped"] = stop
         run.save(t)
         done = t + 1
     ctx.metrics.log("iterations", float(done))
     ctx.metrics.log("epochs", float(extra.get("epochs_done", 0)))
-    if last_loss is not None:
-        ctx.metrics.log("final_loss", float(last_loss))
+    if extra.get("last_loss") is not None:
+        ctx.metrics.log("final_loss", float(extra["last_loss"]))
+
+
+def _validate(
+    run: Training,
+    t: int,
+    epoch: int,
+    hosts: list[str],
+    x_val: Floats,
+    y_val: Floats,
+    suffix: str,
+) -> tuple[bool, bool]:
+    """After an epoch: the validation rows' scores (the hosts' partial scores of those rows
+    arrive in plaintext), their log loss and AUC as metrics; (whether this epoch is the best
+    so far, whether validation early stopping ends the run or class)."""
+    ctx, params = run.ctx, run.params
+    z = x_val @ run.weights
+    for host in hosts:
+        got = ctx.federation.recv(frm=host, tag="validate_scores", iteration=t)
+        if got.array is None or got.array.shape != z.shape:
+            raise ShapeMismatchError(
+                f"{run.objective.name}: validate_scores from {host} is not ({len(z)},)"
+            )
+        z = z + np.asarray(got.array, dtype=np.float64)
+    loss = lrmath.mean_log_loss(y_val, z)
+    ctx.metrics.log("validate_loss" + suffix, loss, epoch)
+    if 0 < y_val.sum() < len(y_val):
+        auc = binary_metrics(y_val == 1.0, z, threshold=0.0, curve_points=2).auc
+        ctx.metrics.log("validate_auc" + suffix, auc, epoch)
+    patience = lrmath.Patience.restore(run.extra.get("patience"), params.patience, params.min_delta)
+    best, stop = patience.update(loss, epoch)
+    run.extra["patience"] = patience.state()
+    return best, stop
 
 
 def _taylor(

@@ -13,7 +13,6 @@ from fedschemas import FederationData
 from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
 from fedflow.components.hetero_lr.session import SHARED_PRECISION, Training
-from fedflow.kit.loop import iterations
 from fedflow.kit.threads import crypto_threads
 from fedflow.tables import Table
 
@@ -33,14 +32,36 @@ def train_with(ctx: ComponentContext, objective: lrmath.Objective) -> Mapping[st
     guest = ctx.parties["guest"][0]
     others = [h for h in ctx.parties.get("host", []) if h != ctx.party_id]
     x = session.features(table)
-    session.warn_unscaled(ctx, x, list(table.feature_names), objective.name)
+    names = list(table.feature_names)
+    session.warn_unscaled(ctx, x, names, objective.name)
+    validation = session.validation_features(ctx, names, objective.name)
+    meta = {} if validation is None else {"validate_rows": validation.rows}
     with crypto_threads(ctx) as (executor, background):
-        run = session.start(ctx, x, [guest], executor, objective)
+        run = session.start(ctx, x, [guest], executor, objective, meta=meta)
+        said = run.extra.get("peer_meta", {}).get(guest, {})
+        theirs, ours = int(said.get("validate_rows", 0)), int(meta.get("validate_rows", 0))
+        if theirs != ours:
+            raise ValueError(
+                f"{objective.name}: validate_data has {ours} rows at host {ctx.party_id} and "
+                f"{theirs} at the guest: give every party a validate_data input with the same "
+                "rows (aligned by psi), or none"
+            )
+        classes = int(said.get("classes", 0))
         try:
-            _train(ctx, run, x, guest, others, background)
+            _train(ctx, run, x, guest, others, background, classes, validation)
         finally:
             run.he.close()
-    return {"model": session.model_table(list(table.feature_names), run.weights)}
+    keep_best = run.params.patience > 0
+    if not classes:
+        return {"model": session.model_table(names, session.chosen_weights(run, keep_best))}
+    per_class = [*run.extra.get("class_weights", [])]
+    if len(per_class) < classes:
+        per_class.append(session.chosen_weights(run, keep_best).tolist())
+    # The host knows how many classes there are, not their values: columns by class index.
+    columns = [f"weight_{index}" for index in range(classes)]
+    return {
+        "model": session.class_model_table(names, np.array(per_class, dtype=np.float64).T, columns)
+    }
 
 
 def _train(
@@ -50,6 +71,8 @@ def _train(
     guest: str,
     others: list[str],
     background: Any,
+    classes: int = 0,
+    validation: Table | None = None,
 ) -> None:
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_h = x.shape
@@ -57,13 +80,16 @@ def _train(
     session.check_batch(params, rows_total, k_g, k_h, run.objective.name)
     ctx.federation.bind_dims(k_g2=k_g + 2)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
-    total = params.epochs * per_epoch
+    per_class = params.epochs * per_epoch
+    total = max(classes, 1) * per_class
+    x_val = None if validation is None else session.features(validation)
     if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
         largest = lrmath.largest_batch(rows_total, params.batch_size)
         he.start_prefetch(background, largest, total - run.start)
     done = run.start
-    for t in iterations(ctx, run.start, total, lambda: run.stopped):
-        epoch, position = divmod(t, per_epoch)
+    for t in session.class_iterations(ctx, run, total):
+        index, within = divmod(t, per_class)
+        epoch, position = divmod(within, per_epoch)
         rows = lrmath.batches(rows_total, params.batch_size, params.seed, epoch)[position]
         xb = x[rows]
         u_h = xb @ run.weights
@@ -71,10 +97,24 @@ def _train(
             gradient = _revealed(run, t, guest, xb, u_h)
         else:
             gradient = _taylor(run, t, guest, others, xb, u_h, total - t - 1)
-        run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha)
+        run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(within), params.alpha)
         if position == per_epoch - 1:
-            control = ctx.federation.recv(frm=guest, tag="epoch_end", iteration=t)
-            extra["stopped"] = bool(control.meta.get("stop", False))
+            if x_val is not None:
+                # This party's partial scores of the validation rows, in plaintext (as
+                # hetero_lr_predict sends them): the guest's validation loss and early stopping.
+                ctx.federation.send(
+                    FederationData(kind="partial_score", array=x_val @ run.weights),
+                    to=guest,
+                    tag="validate_scores",
+                    iteration=t,
+                )
+            control = ctx.federation.recv(frm=guest, tag="epoch_end", iteration=t).meta
+            if control.get("best", False):
+                extra["best_weights"] = run.weights.tolist()
+            if control.get("next_class", False) and index < classes - 1:
+                session.finish_class(run, params.patience > 0, (index + 1) * per_class)
+            else:
+                extra["stopped"] = bool(control.get("stop", False))
         run.save(t)
         done = t + 1
     ctx.metrics.log("iterations", float(done))

@@ -185,3 +185,79 @@ def reference_sgd(
             t += 1
         losses.append(total / len(y))
     return wg, wh, losses
+
+
+# -- multi-class (one-vs-rest) and validation ---------------------------------------------------
+
+
+def class_values(labels: Floats) -> list[float]:
+    """The classes one-vs-rest trains (multi_class: true): one binary model per distinct
+    label value (class labels, integers >= 0, checked by the descriptor's LabelRule), that
+    class against the rest."""
+    return sorted({float(v) for v in np.unique(labels)})
+
+
+def one_vs_rest(labels: Floats, value: float) -> Floats:
+    """The binary labels of class `value` against the rest."""
+    return np.asarray(labels == value, dtype=np.float64)
+
+
+def mean_log_loss(y: Floats, z: Floats) -> float:
+    """The mean of log(1 + exp(-y'z)) over the rows (0 for no rows)."""
+    return logistic_loss(y, z) / len(y) if len(y) else 0.0
+
+
+@dataclass
+class Patience:
+    """Early stopping on a validation loss: an epoch improves when its loss is lower than the
+    best so far by more than `min_delta`; training stops after `patience` epochs in a row
+    without one (patience 0: never). The model to keep is the best epoch's."""
+
+    patience: int
+    min_delta: float
+    best: float | None = None
+    best_epoch: int | None = None
+    waited: int = 0
+
+    def update(self, loss: float, epoch: int) -> tuple[bool, bool]:
+        """This epoch's validation loss in; (whether it is the best so far, whether to
+        stop)."""
+        if self.best is None or self.best - loss > self.min_delta:
+            self.best, self.best_epoch, self.waited = loss, epoch, 0
+            return True, False
+        self.waited += 1
+        return False, bool(self.patience and self.waited >= self.patience)
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited}
+
+    @classmethod
+    def restore(cls, saved: Mapping[str, Any] | None, patience: int, min_delta: float) -> Patience:
+        watch = cls(patience, min_delta)
+        if saved:
+            best, epoch = saved.get("best"), saved.get("best_epoch")
+            watch.best = None if best is None else float(best)
+            watch.best_epoch = None if epoch is None else int(epoch)
+            watch.waited = int(saved.get("waited", 0))
+        return watch
+
+
+def reference_ovr(
+    x_guest: Floats,
+    x_host: Floats,
+    labels: Floats,
+    params: Mapping[str, Any],
+    *,
+    taylor: bool = True,
+) -> tuple[list[float], Floats, Floats]:
+    """One-vs-rest in plaintext, no early stopping: the classes, and the guest's and the
+    host's weights, one column per class (reference_sgd on each class against the rest)."""
+    classes = class_values(labels)
+    guest, host = [], []
+    for value in classes:
+        wg, wh, _ = reference_sgd(
+            x_guest, x_host, one_vs_rest(labels, value), params, taylor=taylor
+        )
+        guest.append(wg)
+        host.append(wh)
+    return classes, np.stack(guest, axis=1), np.stack(host, axis=1)

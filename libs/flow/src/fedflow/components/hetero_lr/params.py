@@ -37,6 +37,16 @@ class HeteroLrParams(ComponentParams):
     early_stop: bool = True
     seed: int = Field(default=0, ge=0)
     """Seeds the batch order (both parties must use the same)."""
+    multi_class: bool = False
+    """One-vs-rest over the guest's class labels (0, 1, 2, ...): one binary model per class,
+    trained one after the other in the same task; the model has a weight column per class
+    and hetero_lr_predict predicts the class whose model scores highest."""
+    patience: int = Field(default=0, ge=0, le=10_000)
+    """Early stopping on the `validate_data` input's log loss: stop after this many epochs
+    in a row without an improvement of at least `min_delta` over the best epoch, and output
+    the best epoch's weights (0: off; needs validate_data)."""
+    min_delta: float = Field(default=0.0, ge=0.0)
+    """The smallest decrease of the validation loss that counts as an improvement."""
     reveal_host_scores: bool = Field(
         default=False,
         json_schema_extra={
@@ -95,6 +105,9 @@ class HeteroLinrParams(HeteroLrParams):
     to the mean squared loss (z - y)^2 / 2."""
 
     reveal_host_scores: Literal[False] = False
+    multi_class: Literal[False] = False
+    patience: Literal[0] = 0
+    """hetero_linr has no classes and takes no validate_data input (both are hetero_lr's)."""
 
 
 class HeteroLrPredictParams(ComponentParams):

@@ -30,9 +30,26 @@ def weights_for(
     return np.array([weights[position[name]] for name in names], dtype=np.float64)
 
 
+def class_weights_for(model: Table, names: list[str], component: str) -> lrmath.Floats:
+    """A one-vs-rest model's weights, (len(names), classes), rows in the order of `names`."""
+    position = {str(name): i for i, name in enumerate(model.ids.tolist())}
+    missing = [name for name in names if name not in position]
+    if missing:
+        raise TableError(f"{component}: the model has no weight for {missing[0]!r}")
+    return np.asarray(model.features[[position[name] for name in names]], dtype=np.float64)
+
+
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
     table, model = ctx.input("data"), ctx.input("model")
     names = list(table.feature_names)
+    if model.features.shape[1] > 1:  # one-vs-rest: a column per class
+        scores = session.features(table) @ class_weights_for(model, names, ctx.component_type)
+        ctx.federation.send(
+            FederationData(kind="partial_score", array=scores.ravel()),
+            to=ctx.parties["guest"][0],
+            tag="host_class_scores",
+        )
+        return {}
     u_h = session.features(table) @ weights_for(model, names, ctx.component_type)
     ctx.federation.send(
         FederationData(kind="partial_score", array=u_h),
@@ -54,9 +71,23 @@ def linear_scores(ctx: ComponentContext, table: Table, model: Table) -> lrmath.F
     return z
 
 
+def class_scores(ctx: ComponentContext, table: Table, model: Table) -> lrmath.Floats:
+    """One-vs-rest: the guest's U_g plus every host's partial scores, (rows, classes)."""
+    weights = class_weights_for(model, [*table.feature_names, INTERCEPT], ctx.component_type)
+    z = lrmath.with_intercept(session.features(table)) @ weights
+    ctx.federation.bind_dims(mk=z.size)
+    for party, got in ctx.federation.recv_all(frm="host", tag="host_class_scores").items():
+        if got.array is None:
+            raise ValueError(f"{ctx.component_type}: host {party} sent no scores")
+        z = z + np.asarray(got.array, dtype=np.float64).reshape(z.shape)
+    return z
+
+
 def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroLrPredictParams)
     table, model = ctx.input("data"), ctx.input("model")
+    if model.features.shape[1] > 1:
+        return {"data": _one_vs_rest(ctx, table, model)}
     score = lrmath.sigmoid(linear_scores(ctx, table, model))
     predicted = (score >= params.threshold).astype(np.float64)
     ctx.metrics.log("rows", float(table.rows))
@@ -70,3 +101,27 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
             label_name=table.label_name,
         )
     }
+
+
+def _one_vs_rest(ctx: ComponentContext, table: Table, model: Table) -> Table:
+    """A one-vs-rest model's output: `predicted` the class whose model scores highest,
+    `score` that model's sigmoid, and `score_<class>` every class's."""
+    columns = list(model.feature_names)
+    try:
+        classes = [float(name.removeprefix("weight_")) for name in columns]
+    except ValueError:
+        raise TableError(
+            f"{ctx.component_type}: the model's columns {columns} are not weight_<class>"
+        ) from None
+    scores = lrmath.sigmoid(class_scores(ctx, table, model))
+    winner = np.argmax(scores, axis=1)
+    predicted = np.asarray(classes, dtype=np.float64)[winner]
+    ctx.metrics.log("rows", float(table.rows))
+    ctx.metrics.log("classes", float(len(classes)))
+    return Table(
+        ids=table.ids,
+        features=np.column_stack([scores[np.arange(table.rows), winner], predicted, scores]),
+        feature_names=["score", "predicted", *[f"score_{value:g}" for value in classes]],
+        labels=table.labels,
+        label_name=table.label_name,
+    )

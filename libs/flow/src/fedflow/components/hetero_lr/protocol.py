@@ -19,6 +19,7 @@ def training_protocol(
     peer_scores: str,
     host_cross: str,
     reveal_mode: bool,
+    validation: bool = False,
 ) -> Protocol:
     """The training exchange of hetero_lr, or of a model with the same exchange and another
     residual (hetero_linr): what the residual, the peer scores and the cross term hold, and
@@ -40,12 +41,35 @@ def training_protocol(
         if reveal_mode
         else ()
     )
+    validated = (
+        (
+            array_rule(
+                "validate_scores",
+                "host",
+                "guest",
+                "partial_score",
+                4,
+                "(v,)",
+                "validate_data only, after each epoch: u_h = X_h w_h for each validation row, "
+                "in plaintext (as hetero_lr_predict sends them); the guest learns the host's "
+                "partial score of every validation row once per epoch",
+                per_iteration=True,
+            ),
+        )
+        if validation
+        else ()
+    )
     return Protocol(
         component_type=component_type,
         description=description,
         dims={
             **HE_DIMS,
             "k_g2": "the guest's feature count + 1 (intercept) + 2 (loss aggregates)",
+            **(
+                {"v": "validation rows (validate_data; every party has the same)"}
+                if validation
+                else {}
+            ),
         },
         messages=(
             *public_key_rules(
@@ -83,6 +107,7 @@ def training_protocol(
             masked_rule("host_gradient_masked", "guest", "host", "*", "X_h^T d + R_h"),
             masked_rule("guest_gradient_masked", "host", "guest", "k_g2", "A^T u_h + R_g"),
             *revealed,
+            *validated,
             array_rule(
                 "host_score_sq",
                 "host",
@@ -111,12 +136,31 @@ HETERO_LR_PROTOCOL = training_protocol(
     peer_scores="several hosts: [[u_h / 4]] under the guest key, to the other hosts",
     host_cross="several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key",
     reveal_mode=True,
+    validation=True,
 )
 
 
-def predict_protocol(component_type: str, output: str) -> Protocol:
+def predict_protocol(component_type: str, output: str, classes: bool = False) -> Protocol:
     """hetero_lr_predict's exchange (one message per host), for a model that outputs `output`
-    of the linear score."""
+    of the linear score; `classes`: a one-vs-rest model's host sends one score per row and
+    class instead (host_class_scores)."""
+    per_class = (
+        (
+            array_rule(
+                "host_class_scores",
+                "host",
+                "guest",
+                "partial_score",
+                1,
+                "(mk,)",
+                "one-vs-rest models: u_h = X_h W_h, one partial score per row and class (row "
+                "by row, the classes of a row side by side), in plaintext: REVEALED to the "
+                "guest as host_partial_scores is",
+            ),
+        )
+        if classes
+        else ()
+    )
     return Protocol(
         component_type=component_type,
         description=(
@@ -124,7 +168,10 @@ def predict_protocol(component_type: str, output: str) -> Protocol:
             f"the guest in plaintext. The guest learns u_h for every row (and outputs {output}); "
             "the host learns nothing (it receives no message)"
         ),
-        dims={"m": "rows to predict (the guest's row count; every host sends that many)"},
+        dims={
+            "m": "rows to predict (the guest's row count; every host sends that many)",
+            **({"mk": "rows to predict times the model's classes"} if classes else {}),
+        },
         messages=(
             array_rule(
                 "host_partial_scores",
@@ -137,8 +184,11 @@ def predict_protocol(component_type: str, output: str) -> Protocol:
                 "the host's features under its weights): REVEALED to the guest, which could "
                 "compute it anyway from the scores it is meant to get",
             ),
+            *per_class,
         ),
     )
 
 
-HETERO_LR_PREDICT_PROTOCOL = predict_protocol("hetero_lr_predict", "sigmoid(u_g + sum u_h)")
+HETERO_LR_PREDICT_PROTOCOL = predict_protocol(
+    "hetero_lr_predict", "sigmoid(u_g + sum u_h)", classes=True
+)

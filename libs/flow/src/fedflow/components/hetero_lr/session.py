@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -18,7 +18,7 @@ from fedflow.components.hetero_lr.params import (
 )
 from fedflow.kit.he import HeParty, encode_secrets, open_secrets
 from fedflow.kit.resume import Resumable
-from fedflow.tables import Table
+from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext
@@ -53,6 +53,79 @@ def model_table(names: list[str], weights: Floats) -> Table:
         feature_names=["weight"],
         labels=None,
     )
+
+
+def class_model_table(names: list[str], weights: Floats, columns: list[str]) -> Table:
+    """A party's part of a one-vs-rest model: one row per feature name, one column per class
+    (`columns`: "weight_<class>")."""
+    return Table(
+        ids=np.array(names, dtype=np.str_),
+        features=np.asarray(weights, dtype=np.float64).reshape(len(names), len(columns)),
+        feature_names=columns,
+        labels=None,
+    )
+
+
+def validation_features(
+    ctx: ComponentContext, names: list[str], component: str = "hetero_lr"
+) -> Table | None:
+    """This party's `validate_data` input (None without one), refused unless it has the
+    training data's feature columns in the same order (and, at the guest, a label)."""
+    if "validate_data" not in ctx.inputs:
+        return None
+    table = ctx.input("validate_data")
+    got = list(table.feature_names)
+    if got != names:
+        missing = [n for n in names if n not in got]
+        extra = [n for n in got if n not in names]
+        what = []
+        if missing:
+            what.append("lacks " + ", ".join(missing[:10]))
+        if extra:
+            what.append("has columns the training data has not: " + ", ".join(extra[:10]))
+        if not what:
+            what.append("has the training columns in another order")
+        raise TableError(
+            f"{component}: validate_data at party {ctx.party_id} {'; '.join(what)} (it needs "
+            f"the training data's feature columns, in order: {', '.join(names[:20])})"
+        )
+    if ctx.role == "guest" and table.labels is None:
+        raise TableError(f"{component}: validate_data at the guest has no label column")
+    return table
+
+
+def class_iterations(ctx: ComponentContext, run: Training, total: int) -> Iterator[int]:
+    """fedflow.kit.loop.iterations for a run that may skip ahead: one-vs-rest jumps to the
+    next class's first iteration (run.extra["next"]) when a class stops early; iteration ids
+    stay global, so every message and checkpoint names one (class, epoch, batch)."""
+    t = run.start
+    while True:
+        t = max(t, int(run.extra.get("next", 0)))
+        if t >= total or run.stopped:
+            return
+        ctx.check_canceled()
+        yield t
+        ctx.report_progress((t + 1) / total)
+        t += 1
+
+
+def finish_class(run: Training, best: bool, next_start: int) -> None:
+    """One-vs-rest: the class just trained is done; keep its weights (the best epoch's when
+    validation early stopping is on and chose one) and start the next class from zero."""
+    run.extra.setdefault("class_weights", []).append(chosen_weights(run, best).tolist())
+    run.weights = np.zeros_like(run.weights)
+    for key in ("best_weights", "patience", "watch", "loss_sum", "last_loss"):
+        run.extra.pop(key, None)
+    run.extra["next"] = next_start
+
+
+def chosen_weights(run: Training, best: bool) -> Floats:
+    """The weights to output: the best validation epoch's when `best` and one was kept,
+    else the current ones."""
+    kept = run.extra.get("best_weights")
+    if best and kept is not None:
+        return np.asarray(kept, dtype=np.float64)
+    return np.asarray(run.weights, dtype=np.float64)
 
 
 def advice(params: HeteroLrParams, component: str = "hetero_lr") -> str:
@@ -164,6 +237,7 @@ def start(
     peers: list[str],
     executor: Executor | None,
     objective: lrmath.Objective = lrmath.LOGISTIC,
+    meta: Mapping[str, int] | None = None,
 ) -> Training:
     """Keys (a sealed task secret, checkpointed before anything is sent), then the key
     exchange with `peers`, or the state the last checkpoint holds."""
@@ -206,13 +280,19 @@ def start(
         min_bits=min(params.key_bits, 2048),
         insecure_short_keys=short,
         features=x.shape[1],
+        **dict(meta or {}),
     )
     counts: dict[str, int] = {}
-    for peer, meta in metas.items():
-        count = meta.get("features")
+    for peer, said in metas.items():
+        count = said.get("features")
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"{objective.name}: {peer} did not say how many features it has")
         counts[peer] = count
-    return Training(
-        ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts}, objective=objective
-    )
+    extra: dict[str, Any] = {"peer_features": counts}
+    announced = {
+        peer: {k: int(v) for k, v in m.items() if k != "features" and isinstance(v, int)}
+        for peer, m in metas.items()
+    }
+    if any(announced.values()):
+        extra["peer_meta"] = announced  # one-vs-rest's class count, validation rows
+    return Training(ctx, params, he, np.zeros(x.shape[1]), extra=extra, objective=objective)
