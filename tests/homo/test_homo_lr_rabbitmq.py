@@ -5,8 +5,10 @@ secure-aggregation message crosses the gateways. A party's worker is SIGKILLed m
 started again: its task resumes from its checkpoint (mid-round state included) and both parties
 end with FedAvg's model, the model of an uninterrupted run with the same seed.
 
-By default the guest's worker is killed (the aggregator, and a client too); with
-FEDMQ_HOMO_FULL=1 the host's as well.
+By default the guest's worker is killed (the aggregator, and a client too) and kept down
+longer than the host worker's receive timeout (4 s): the host waits again with backoff
+(`aggregator_unreachable`) instead of failing, and the round goes on once the aggregator is
+back. With FEDMQ_HOMO_FULL=1 the host's worker is killed as well, in a second job.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from fedflow.db import create_flow_tables
 
 from fedmq import local
 from tests.homo.conftest import load, parts, training
-from tests.worker.conftest import StartWorker
+from tests.polling import wait_until
+from tests.worker.conftest import StartWorker, WorkerProcess
 from tests.worker.conftest import start_worker as start_worker
 from tests.worker.two_parties import GUEST, HOST, ROLES, Schedulers, gateways, start_party_worker
 
@@ -43,6 +46,8 @@ PARAMS = {
     "seed": 5,
     "round_timeout_s": 120.0,
 }
+HOST_RECV_TIMEOUT_S = "4"
+"""The host worker's receive timeout: shorter than the guest worker's restart (>= 4 s here)."""
 PIPELINE = f"""
 name: homo-lr-processes
 parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
@@ -85,9 +90,17 @@ def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
         create_flow_tables(engine)
         ArtifactStore(engine).put(job, "reader_0", party, role, "data", load(TABLES[party]), 0)
         engine.dispose()
+    settings = {HOST: {"recv_timeout_s": HOST_RECV_TIMEOUT_S}, GUEST: {}}
     with ThreadPoolExecutor(2) as pool:  # both start at once: most of this test's time
         started = {
-            party: pool.submit(start_party_worker, start_worker, stack, party, tables_dirs[party])
+            party: pool.submit(
+                start_party_worker,
+                start_worker,
+                stack,
+                party,
+                tables_dirs[party],
+                **settings[party],
+            )
             for party in ROLES
         }
     workers = {party: future.result() for party, future in started.items()}
@@ -95,6 +108,21 @@ def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
     expected = hmath.reference_fedavg(
         parts([load(TABLES[GUEST]), load(TABLES[HOST])]), training(PARAMS), ROUNDS
     )
+    host = workers[HOST]
+    waits_before_kill: list[int] = []
+
+    def restart() -> WorkerProcess:
+        if victim == GUEST:  # the aggregator stays down until the host's receive timed out
+            waits_before_kill.append(len(host.events("aggregator_unreachable")))
+            wait_until(
+                lambda: len(host.events("aggregator_unreachable")) > waits_before_kill[0],
+                timeout=60,
+                what="the host to time out waiting for the aggregator and wait again",
+            )
+        return start_party_worker(
+            start_worker, stack, victim, tables_dirs[victim], **settings[victim]
+        )
+
     try:
         # Execute: SIGKILL the victim's worker once it reported a third of the rounds
         restarted = schedulers.run_killing_a_worker(
@@ -104,7 +132,7 @@ def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
             {"data": "reader_0.data"},
             victim=workers[victim],
             party=victim,
-            restart=lambda: start_party_worker(start_worker, stack, victim, tables_dirs[victim]),
+            restart=restart,
             kill_timeout=120,
             end_timeout=240,
         )
@@ -118,6 +146,9 @@ def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
             model = ArtifactStore(engine).get(job, party, role, "homo_lr_0.model")
             engine.dispose()
             np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+        if victim == GUEST:  # the host rode out the aggregator's absence: it did not fail
+            assert host.events("aggregator_unreachable")[-1]["left_s"] > 0
+            assert host.proc.poll() is None
         assert restarted.terminate() == 0
     finally:
         schedulers.close()

@@ -6,6 +6,7 @@ aggregator.py)."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -20,11 +21,13 @@ from fedcrypto.secagg import (
     UnmaskRequest,
 )
 from fedschemas import FederationData
+from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from fedflow.components.homo_lr import math as hmath
 from fedflow.components.homo_lr import privacy, resume, wire
 from fedflow.components.homo_lr.learner import LOGISTIC, Learner
 from fedflow.components.homo_lr.params import HomoLrParams
+from fedflow.federation import RecvTimeout
 from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
@@ -98,6 +101,65 @@ def check_unmask(
             f"(survivors {list(request.survivors)}), fewer than this party's "
             f"min_summed_updates {min_summed}: this client does not unmask"
         )
+
+
+@dataclass
+class AggregatorLink:
+    """A client's receives from the aggregator, riding out an aggregator that is away.
+
+    A receive that times out (the worker's receive timeout) is not the end: the aggregator's
+    worker may be down or restarting, and it resumes from its checkpoint and re-sends what it
+    had sent. So the client waits again, for exponentially longer each time, until `deadline`
+    (monotonic) has passed; only then does RecvTimeout fail its task. Only the scheduler fails
+    a job: this deadline is the client's own last resort."""
+
+    ctx: ComponentContext
+    aggregator: str
+    wait_s: float
+    deadline: float
+
+    @classmethod
+    def open(cls, ctx: ComponentContext, aggregator: str, params: HomoLrParams) -> AggregatorLink:
+        wait_s = params.aggregator_wait_s
+        return cls(ctx, aggregator, wait_s, time.monotonic() + wait_s)
+
+    def recv(self, tag: str, iteration: int) -> FederationData:
+        # The backoff is spent waiting on the mailbox, not asleep: tenacity's `sleep` hands
+        # each backoff interval (1 s doubling to 30 s) to the next receive as its timeout, so
+        # the message is taken the moment the aggregator's restarted worker re-sends it. The
+        # first receive waits the worker's own receive timeout (None here).
+        next_wait: list[float | None] = [None]
+        retrying = Retrying(
+            retry=retry_if_exception_type(RecvTimeout),
+            stop=stop_before_delay(max(0.0, self.deadline - time.monotonic())),
+            wait=wait_exponential(multiplier=1.0, min=1.0, max=30.0),
+            sleep=lambda seconds: next_wait.__setitem__(0, seconds),
+            before_sleep=lambda state: log.warning(
+                "aggregator_unreachable",
+                party_id=self.ctx.party_id,
+                tag=tag,
+                round=iteration,
+                attempt=state.attempt_number,
+                left_s=round(self.deadline - time.monotonic(), 1),
+            ),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self.ctx.check_canceled()
+                    wait = next_wait[0]
+                    if wait is not None:
+                        wait = max(0.001, min(wait, self.deadline - time.monotonic()))
+                    return self.ctx.federation.recv(
+                        frm=self.aggregator, tag=tag, iteration=iteration, timeout=wait
+                    )
+        except RecvTimeout as exc:
+            raise RecvTimeout(
+                f"{exc}; the aggregator was away past this client's aggregator_wait_s "
+                f"({self.wait_s:g} s)"
+            ) from exc
+        raise AssertionError("unreachable: tenacity reraises the last RecvTimeout")
 
 
 def features_digest(names: list[str]) -> str:
@@ -196,6 +258,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
     agg = aggregator_role(ctx.parties)
     fed = ctx.federation
     fed.bind_dims(d=me.model_length, v=me.contribution_length)
+    link = AggregatorLink.open(ctx, agg, params)
     saved = ctx.checkpoints.latest()
     state: dict[str, Any] = dict(saved.state) if saved is not None else {}
     r = int(state.get("next", 0))
@@ -206,7 +269,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
         fed.send(shape, to=agg, tag="model_shape")
     while True:
         ctx.check_canceled()
-        start = fed.recv(frm=agg, tag="global_model", iteration=r)
+        start = link.recv("global_model", r)
         if r == 0 and start.meta.get("features") != features_digest(me.names):
             raise TableError(
                 f"{learner.name}: this party's feature columns differ from the guest's (every "
@@ -234,7 +297,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             def keep(snap: dict[str, Any], r: int = r, rejected: int = rejected) -> None:
                 ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected, "round": snap})
 
-            _secure_round(ctx, agg, config, me, vector, r, mid, keep)
+            _secure_round(ctx, link, config, me, vector, r, mid, keep)
         pending = None
         r += 1
         ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected})
@@ -246,7 +309,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
 
 def _secure_round(
     ctx: ComponentContext,
-    guest: str,
+    link: AggregatorLink,
     config: SecAggConfig,
     me: LocalClient,
     vector: hmath.Floats,
@@ -254,7 +317,7 @@ def _secure_round(
     saved: Mapping[str, Any] | None,
     keep: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Bonawitz rounds 0-2 and 4 with the aggregator (`guest`: its role); returns early when it
+    """Bonawitz rounds 0-2 and 4 with the aggregator (`link`); returns early when it
     says this client is out of the round (it dropped, or was too late). `saved`: the client's
     state from a checkpoint of this round (a restarted task); `keep` checkpoints it."""
     fed = ctx.federation
@@ -266,15 +329,15 @@ def _secure_round(
         client = SecAggClient(me.client_id, config)
         client.advertise_keys()
         keep(resume.snapshot(client, ctx.checkpoints))
-    fed.send(wire.keys_payload(client.own_keys()), to=guest, tag="sa_keys", iteration=r)
-    got = fed.recv(frm=guest, tag="sa_directory", iteration=r)
+    fed.send(wire.keys_payload(client.own_keys()), to=link.aggregator, tag="sa_keys", iteration=r)
+    got = link.recv("sa_directory", r)
     if _excluded(got):
         return
     if sent is None:
         sent = client.share_keys(wire.read_directory(got))
         keep(resume.snapshot(client, ctx.checkpoints, sent))
-    fed.send(wire.shares_payload(sent), to=guest, tag="sa_shares", iteration=r)
-    got = fed.recv(frm=guest, tag="sa_routed", iteration=r)
+    fed.send(wire.shares_payload(sent), to=link.aggregator, tag="sa_shares", iteration=r)
+    got = link.recv("sa_routed", r)
     if _excluded(got):
         return
     dp = privacy.settings(params)
@@ -284,11 +347,11 @@ def _secure_round(
         masked = client.masked_input(wire.read_routed(me.client_id, got), vector)
     except SecAggError as exc:
         raise SecAggError(f"homo_lr round {r}: {exc}") from exc
-    fed.send(wire.masked_payload(masked), to=guest, tag="sa_masked", iteration=r)
-    got = fed.recv(frm=guest, tag="sa_unmask", iteration=r)
+    fed.send(wire.masked_payload(masked), to=link.aggregator, tag="sa_masked", iteration=r)
+    got = link.recv("sa_unmask", r)
     if _excluded(got):
         return
     request = wire.read_unmask_request(got)
     check_unmask(ctx.parties, request, params.min_summed_updates, r)
     answer = client.unmask(request)
-    fed.send(wire.unmask_payload(answer), to=guest, tag="sa_unmask_shares", iteration=r)
+    fed.send(wire.unmask_payload(answer), to=link.aggregator, tag="sa_unmask_shares", iteration=r)

@@ -50,6 +50,12 @@ class HomoLrParams(ComponentParams):
     round_timeout_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
     """How long the aggregator waits at each step of a round before it treats the clients it
     has not heard from as dropped for that round."""
+    aggregator_wait_s: float = Field(default=7_200.0, gt=0.0, le=30 * 86_400.0)
+    """How long in all a client waits for the aggregator's next message before its task fails
+    (from the start or restart of its task). The first wait for each message is the worker's
+    receive timeout; while the aggregator is away (its worker down, restarting) the client
+    waits again with exponential backoff (1 s doubling to 30 s, each logged
+    aggregator_unreachable). The default is the scheduler's task timeout."""
     dp_noise_multiplier: float = Field(default=0.0, ge=0.0, le=1_000.0)
     """Differential privacy (0: off): each client adds Gaussian noise of standard deviation
     dp_noise_multiplier * clip_norm to its clipped model delta before masking it (privacy.py;
