@@ -394,12 +394,20 @@ def _write_rows(out: IO[str], page: dict[str, Any], header: bool) -> None:
     if header:
         writer.writerow(["id", *page["columns"], *([label] if label else [])])
     labels = page.get("labels")
+    classes = page.get("label_classes") or []
     for i, (row_id, values) in enumerate(zip(page["ids"], page["features"], strict=True)):
         cells = ["" if v is None else repr(float(v)) for v in values]
         if label:
             y = labels[i] if labels is not None else None
-            cells.append("" if y is None else repr(float(y)))
+            cells.append("" if y is None else _label_cell(float(y), classes))
         writer.writerow([row_id, *cells])
+
+
+def _label_cell(value: float, classes: list[str]) -> str:
+    """A label as the uploaded data wrote it: a text label's class name, else the number."""
+    if classes and value.is_integer() and 0 <= value < len(classes):
+        return str(classes[int(value)])
+    return repr(value)
 
 
 @job_app.command("data")
@@ -415,8 +423,8 @@ def data(
     page_rows: Annotated[int, typer.Option(min=1, max=5000, help="rows per request")] = 1000,
     output: OutputFile = None,
 ) -> None:
-    """A job's output table at this party as CSV (id, the columns, the label if any), fetched a
-    page of rows at a time."""
+    """A job's output table at this party as CSV (id, the columns, the label if any: a text
+    label by its class name), fetched a page of rows at a time."""
     buffer = io.StringIO()
     offset, total = 0, None
     with api_client(url, token) as api:

@@ -1,7 +1,8 @@
 """`fedmq job model|data`: a finished job's outputs at this party through the REST API (served
 over real HTTP; a real scheduler and a real worker with its own database), the models as JSON
 and an output table as CSV fetched in pages; unknown jobs, components and outputs refused with
-exit status 2 naming what the party has."""
+exit status 2 naming what the party has. The table is uploaded with text labels (class names),
+which the export writes back as names."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def fedmq(url: str, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+NAMES = {"0": "malignant", "1": "benign"}
+"""The breast table's labels as a data team writes them (scikit-learn's target: 1 benign)."""
+
+
+def with_text_labels(tmp_path: Path) -> Path:
+    with (DATA / "breast_hetero_guest.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    at = rows[0].index("y")
+    for row in rows[1:]:
+        row[at] = NAMES[row[at]]
+    path = tmp_path / "breast_hetero_guest.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
 @pytest.fixture
 def job_done(party_factory: Callable[..., Party], tmp_path: Path) -> Iterator[str]:
     party = party_factory(worker_database="worker.db")
@@ -51,9 +68,11 @@ def job_done(party_factory: Callable[..., Party], tmp_path: Path) -> Iterator[st
         pipeline = tmp_path / "p.yaml"
         pipeline.write_text(PIPELINE)
         uploaded = fedmq(
-            url, "data", "upload", str(DATA / "breast_hetero_guest.csv"), "--label-column", "y"
+            url, "data", "upload", str(with_text_labels(tmp_path)), "--label-column", "y"
         )
         assert uploaded[0] == 0, uploaded[1]
+        # text labels: classes in the sorted order of the names
+        assert "(text: classes 0 = benign, 1 = malignant)" in " ".join(uploaded[1].split())
         done = fedmq(url, "job", "submit", str(pipeline), "--job-id", "out-1", "--wait")
         assert done[0] == 0, done[1]
         yield url
@@ -86,6 +105,8 @@ def test_model_prints_the_scaling_data_exports_the_table_and_unknown_names_exit_
     assert {r[0] for r in rows[1:]} == {r[0] for r in source[1:]}
     values = [float(v) for r in rows[1:] for v in r[1:-1]]
     assert min(values) == 0.0 and max(values) == 1.0  # min-max scaled
+    # the labels went through the job as classes and come back as the names uploaded
+    assert {r[0]: r[-1] for r in rows[1:]} == {r[0]: NAMES[r[1]] for r in source[1:]}
 
     # Unknown jobs, components and outputs (in the same test: the job runs once)
     no_job = fedmq(url, "job", "model", "no-such-job")

@@ -11,7 +11,8 @@ gateway's token-checked routes on the local topic), so nothing here crosses a si
   in it: they come a page at a time from
 - `job_output_rows` {job_id, component, output, role?, offset, limit}: ids, columns, features
   and labels of rows [offset, offset + limit), so a table of any size travels in bounded
-  answers (a bus frame holds one page).
+  answers (a bus frame holds one page); for text labels also `label_classes` (class k's name
+  at index k), so that an export can write the labels as the data did.
 
 Unknown jobs and components are refused as not_found, naming what this party has.
 """
@@ -134,6 +135,7 @@ def _describe(store: ArtifactStore, row: Any, job_id: str) -> dict[str, JsonValu
         entry["rows"] = found.rows
         entry["columns"] = list(found.feature_names)
         entry["label_name"] = found.label_name
+        entry["label_classes"] = cast(JsonValue, found.label_classes)
     return entry
 
 
@@ -203,4 +205,5 @@ def job_output_rows(data: PartyTables, raw: dict[str, JsonValue]) -> JsonValue:
         "features": [[_number(float(v)) for v in r] for r in found.features[page]],
         "label_name": found.label_name,
         "labels": None if labels is None else [_number(float(v)) for v in labels[page]],
+        "label_classes": found.label_classes,
     }

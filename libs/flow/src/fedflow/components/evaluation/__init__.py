@@ -6,8 +6,9 @@ by default the first feature column -- a trivial score that lets a reader + psi 
 pipeline run before any model component exists. Scores are multiplied by `score_scale` (-1 for
 a score that ranks negatives first), then `score_transform: sigmoid` maps them to (0, 1).
 Labels are the table's label column (or `label_column`, which may name the label or a 0/1
-feature); a row is positive when its label equals `pos_label`. Rows whose score is missing are
-left out and counted (`skipped_rows`).
+feature); a row is positive when its label equals `pos_label`, or, for a table whose label
+column is text (class names, docs/data.md), when its class is named `pos_class`. Rows whose
+score is missing are left out and counted (`skipped_rows`).
 
 `eval_type` picks the metrics (fedflow.components.evaluation.math; each checked against
 scikit-learn's in tests/flow/test_evaluation.py):
@@ -26,7 +27,8 @@ regression: the score column is the prediction: rmse, mae, r2, explained_varianc
 
 multi: the score column is the predicted class: accuracy, macro_f1, micro_f1, and per class c
 `precision.<c>`, `recall.<c>`, `f1.<c>`, and the confusion matrix as `confusion.<true>.<pred>`
-(class values as %g).
+(class values as %g; for text labels the class names, when every name is 1-40 letters, digits,
+`_` or `-`, else the class numbers).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class EvaluationParams(ComponentParams):
     score_transform: Literal["identity", "sigmoid"] = "identity"
     threshold: float = 0.5
     pos_label: float = 1.0
+    pos_class: str | None = Field(default=None, min_length=1, max_length=256)
+    """A text label column's positive class by name (instead of `pos_label`, its number)."""
     curve_points: int = Field(default=MAX_CURVE_POINTS, ge=2, le=100_001)
     eval_type: Literal["binary", "regression", "multi"] = "binary"
     thresholds: list[float] = Field(

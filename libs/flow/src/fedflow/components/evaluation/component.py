@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,38 @@ def _labels(table: Table, params: EvaluationParams) -> Floats:
     return table.column(params.label_column)
 
 
+def _positive_label(table: Table, params: EvaluationParams) -> float:
+    """`pos_label`, or the number of the class `pos_class` names."""
+    if params.pos_class is None:
+        return params.pos_label
+    if params.label_column not in (None, table.label_name) or table.label_classes is None:
+        raise TableError(
+            f"evaluation: pos_class {params.pos_class!r} names a class, but the label column "
+            "holds numbers (use pos_label)"
+        )
+    if params.pos_class not in table.label_classes:
+        raise TableError(
+            f"evaluation: pos_class {params.pos_class!r} is not a class of label column "
+            f"{table.label_name!r} (its classes: {', '.join(table.label_classes)})"
+        )
+    return float(table.label_classes.index(params.pos_class))
+
+
+CLASS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def _class_names(table: Table, params: EvaluationParams, classes: list[float]) -> list[str]:
+    """How the multi-class metrics name each class: its name (text labels, each name fit for a
+    metric name), else its number."""
+    numbers = [f"{c:g}" for c in classes]
+    if table.label_classes is None or params.label_column not in (None, table.label_name):
+        return numbers
+    names = [table.class_name(c) for c in classes]
+    if all(CLASS_NAME.match(n) for n in names) and len(set(names)) == len(names):
+        return names
+    return numbers
+
+
 def _scores(table: Table, params: EvaluationParams) -> Floats:
     if params.score_column is not None:
         scores = table.column(params.score_column)
@@ -56,9 +89,9 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
     if params.eval_type == "regression":
         _regression(ctx, labels, scores)
     elif params.eval_type == "multi":
-        _multiclass(ctx, labels, scores)
+        _multiclass(ctx, labels, scores, lambda classes: _class_names(table, params, classes))
     else:
-        _binary(ctx, params, labels == params.pos_label, scores)
+        _binary(ctx, params, labels == _positive_label(table, params), scores)
         if "reference" in ctx.inputs:
             reference = _scores(ctx.input("reference"), params)
             _stability(ctx, reference[~np.isnan(reference)], scores, params.bins)
@@ -85,14 +118,19 @@ def _regression(ctx: ComponentContext, labels: Floats, predicted: Floats) -> Non
     )
 
 
-def _multiclass(ctx: ComponentContext, labels: Floats, predicted: Floats) -> None:
+def _multiclass(
+    ctx: ComponentContext,
+    labels: Floats,
+    predicted: Floats,
+    class_names: Callable[[list[float]], list[str]],
+) -> None:
     found = multiclass_metrics(labels, predicted)
     rows = [
         ("accuracy", found.accuracy, -1),
         ("macro_f1", found.macro_f1, -1),
         ("micro_f1", found.micro_f1, -1),
     ]
-    names = [f"{c:g}" for c in found.classes.tolist()]
+    names = class_names(found.classes.tolist())
     for i, name in enumerate(names):
         rows += [
             (f"precision.{name}", float(found.precision[i]), -1),
