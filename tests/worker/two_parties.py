@@ -10,7 +10,7 @@ worker and collects the task.status reports, as the parties' schedulers would;
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,15 +65,27 @@ def upload_breast(state: local.LocalState, tables_dirs: dict[str, Path]) -> None
 class Schedulers:
     """Plays each party's scheduler: sends task.run to its worker, collects task.status."""
 
-    def __init__(self, state: local.LocalState, job_id: str, pipeline_yaml: str) -> None:
+    def __init__(
+        self,
+        state: local.LocalState,
+        job_id: str,
+        pipeline_yaml: str,
+        roles: Mapping[str, str] = ROLES,
+    ) -> None:
+        """`roles`: party id -> role of every party in the job (default: GUEST and HOST)."""
         self.job_id = job_id
         self.pipeline_yaml = pipeline_yaml
+        self.roles = dict(roles)
+        self.parties: dict[str, list[str]] = {}
+        for party, role in self.roles.items():
+            self.parties.setdefault(role, []).append(party)
         self.buses: dict[str, Bus] = {}
-        self.statuses: dict[str, list[TaskStatus]] = {GUEST: [], HOST: []}
+        self.statuses: dict[str, list[TaskStatus]] = {party: [] for party in self.roles}
         self.lock = threading.Lock()
-        for party in ROLES:
+        for party in self.roles:
             bus = connect(state.parties[party].bus_url)
-            for topic in ("svc.worker", "svc.scheduler", f"out.{GUEST}", f"out.{HOST}"):
+            outs = [f"out.{p}" for p in self.roles]
+            for topic in ("svc.worker", "svc.scheduler", *outs):
                 bus.declare(topic)
             bus.subscribe("svc.scheduler", self._collector(party))
             self.buses[party] = bus
@@ -92,8 +104,8 @@ class Schedulers:
     def run(
         self, component: str, ctype: str, params: dict[str, Any], inputs: dict[str, str]
     ) -> None:
-        """task.run of `component` to both parties' workers; `params` may be per party."""
-        for party, role in ROLES.items():
+        """task.run of `component` to every party's worker; `params` may be per party."""
+        for party, role in self.roles.items():
             me = PartyRef(party_id=party, role=role)  # type: ignore[arg-type]
             payload = TaskRun(
                 job_id=self.job_id,
@@ -102,7 +114,7 @@ class Schedulers:
                 attempt=0,
                 role=role,
                 party_id=party,
-                parties=PARTIES,
+                parties=self.parties,
                 params=params.get(party, params),
                 inputs=inputs,
                 pipeline_yaml=self.pipeline_yaml,
@@ -134,9 +146,9 @@ class Schedulers:
         return max((s.progress or 0.0 for s in self.of(party, component)), default=0.0)
 
     def wait_end(self, component: str, timeout: float) -> None:
-        """Until `component` reported its final state at both parties."""
+        """Until `component` reported its final state at every party."""
         wait_until(
-            lambda: all(self.final(p, component) is not None for p in ROLES),
+            lambda: all(self.final(p, component) is not None for p in self.roles),
             timeout=timeout,
             what=f"{component} to end at both parties",
         )
@@ -146,7 +158,7 @@ class Schedulers:
     ) -> None:
         self.run(component, ctype, params, inputs)
         self.wait_end(component, timeout=120)
-        assert [self.final(p, component).state for p in ROLES] == ["success", "success"]  # type: ignore[union-attr]
+        assert [self.final(p, component).state for p in self.roles] == ["success"] * len(self.roles)  # type: ignore[union-attr]
 
     def run_killing_a_worker(
         self,
