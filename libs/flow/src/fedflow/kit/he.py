@@ -9,6 +9,8 @@ Each party has its OWN key pair (no third party holds a key). What the kit does 
               feature count) to every peer and checks theirs (length, same limbs as ours);
   encryption  under our key with obfuscators precomputed on low-priority background threads
               (`start_prefetch` / `prefetch`), else on the spot; under a peer's key plainly;
+              with `idle_only`, the precomputation runs only while the party waits for a peer
+              (`waiting`), so it never takes a core from the party's own protocol work;
   masked decryption  `masked` ([[m + R]] to send to the key holder), `decrypt_for_peer` (the
               key holder's side: residues back), `unmask` (m from them); fedflow.kit.masking;
   checks      every received ciphertext vector is in (0, n^2) and of the expected length.
@@ -19,9 +21,11 @@ Each party has its OWN key pair (no third party holds a key). What the kit does 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -103,6 +107,64 @@ class ObservedPrefetch(Executor):
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+class IdleGate:
+    """Open while the party waits for a peer (`waiting`, nestable), closed while it works;
+    `stop` opens it for good and tells waiting jobs to skip their work."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting = 0
+        self._stopped = False
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting -= 1
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def wait_idle(self) -> bool:
+        """Block until the party waits (True) or the gate is stopped (False: skip the job)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiting > 0 or self._stopped)
+            return not self._stopped
+
+
+class GatedPrefetch(Executor):
+    """Background jobs that start only while `gate` is open: each waits for the party to wait
+    for a peer, and returns at once without working once the gate is stopped (demand met or
+    the task ending). A job that has started runs to its end (PREFETCH_CHUNK obfuscators: tens
+    of milliseconds), so the party's own work waits at most that long for a core. The
+    ObfuscatorPool counts a skipped job as done with nothing added."""
+
+    def __init__(self, inner: Executor, gate: IdleGate) -> None:
+        self._inner = inner
+        self._gate = gate
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        gate = self._gate
+
+        def gated() -> T:
+            if not gate.wait_idle():
+                return None  # type: ignore[return-value]  # the pool's jobs return None
+            return fn(*args, **kwargs)
+
+        return self._inner.submit(gated)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._gate.stop()
+        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 @dataclass
 class HeParty:
     """This party's keys, its peers' public keys, and the executors its crypto runs on."""
@@ -118,6 +180,8 @@ class HeParty:
     background: Executor | None = None
     prefetch_count: int = 0
     """How many encryptions under our own key one iteration makes."""
+    gate: IdleGate | None = None
+    """With idle-only precomputation: open while the party waits for a peer (`waiting`)."""
 
     def __post_init__(self) -> None:
         self.private_key.precompute(OBFUSCATOR_WINDOW)
@@ -173,12 +237,22 @@ class HeParty:
     # -- encryption ---------------------------------------------------------------------------
 
     def start_prefetch(
-        self, background: Executor | None, per_iteration: int, iterations_left: int
+        self,
+        background: Executor | None,
+        per_iteration: int,
+        iterations_left: int,
+        *,
+        idle_only: bool = False,
     ) -> None:
         """Precompute obfuscators for our own key on `background` (None: never); `prefetch`
-        tops the pool up after every iteration's encryption."""
+        tops the pool up after every iteration's encryption. `idle_only`: the background jobs
+        run only inside `waiting()` (the component wraps its waits for peers in it), and none
+        is left running once `prefetch` learns that no iteration is left."""
         if background is None or per_iteration <= 0:
             return
+        if idle_only:
+            self.gate = IdleGate()
+            background = GatedPrefetch(background, self.gate)
         observe = getattr(self.executor, "observe", None)
         if observe is not None:
             # The executor records crypto work (the worker's metered pool): what the prefetch
@@ -193,9 +267,23 @@ class HeParty:
         left), computed while we wait for the peer."""
         if self.pool is not None and self.background is not None:
             ahead = min(PREFETCH_ITERATIONS, max(0, iterations_left))
+            if ahead == 0 and self.gate is not None:
+                self.gate.stop()  # demand met: queued jobs skip their work
+                return
             self.pool.prefetch(self.prefetch_count * ahead, self.background)
 
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Wrap a wait for a peer: idle-only precomputation may run meanwhile."""
+        if self.gate is None:
+            yield
+            return
+        with self.gate.waiting():
+            yield
+
     def close(self) -> None:
+        if self.gate is not None:
+            self.gate.stop()
         if self.pool is not None:
             self.pool.close()
 

@@ -148,7 +148,10 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
                 hosts_take_part(params, t)
                 for t in range(start // params.max_depth, params.total_trees)
             )
-            he.start_prefetch(background, len(y), left)
+            # Idle only: the guest's own work (encryption, decryption, split finding) never
+            # shares its cores with the precomputation; it runs while the hosts build
+            # histograms or split rows.
+            he.start_prefetch(background, len(y), left, idle_only=True)
             with timed(ctx, "train_seconds"):
                 trainer.train(start)
         finally:
@@ -348,9 +351,10 @@ class _Trainer:
         direct = sbmath.direct_nodes(level.positions, nodes, level.depth)
         count = len(direct) * k * width
         what = f"hetero_secureboost: histograms from {host}"
-        vec = self.he.recv_ciphertexts(
-            "histograms", iteration, host, self.he.public_key, self.layout.ciphertexts(count)
-        )
+        with self.he.waiting():
+            vec = self.he.recv_ciphertexts(
+                "histograms", iteration, host, self.he.public_key, self.layout.ciphertexts(count)
+            )
         self.ctx.federation.authorize_decrypt("histograms", iteration, frm=host)
         began = time.perf_counter()
         residues = self.he.private_key.decrypt_residues(vec.data, executor=self.he.executor)
@@ -419,7 +423,8 @@ class _Trainer:
             )
         for party, indexes in won.items():
             host = self.hosts[party - 1]
-            got = self.ctx.federation.recv(frm=host, tag="instance_split", iteration=iteration)
+            with self.he.waiting():
+                got = self.ctx.federation.recv(frm=host, tag="instance_split", iteration=iteration)
             answer = None if got.array is None else np.asarray(got.array)
             if answer is None or answer.shape != (len(self.y),):
                 raise ShapeMismatchError(
@@ -472,7 +477,10 @@ class _Trainer:
         sides: dict[tuple[int, int], NDArray[np.bool_]] = {}
         for party, host in enumerate(self.hosts if federated else [], start=1):
             owned = np.flatnonzero((tree.kind == sbmath.SPLIT) & (tree.party == party)).tolist()
-            got = self.ctx.federation.recv(frm=host, tag="validate_directions", iteration=iteration)
+            with self.he.waiting():
+                got = self.ctx.federation.recv(
+                    frm=host, tag="validate_directions", iteration=iteration
+                )
             if got.array is None or got.array.size != rows * len(owned):
                 raise ShapeMismatchError(
                     f"hetero_secureboost: validate_directions from {host} must be "
