@@ -7,11 +7,16 @@ host's partial score through both gateways) and the guest's part alone (service 
 floor: the same REST and bus path without the cross-site call), measured in the same run.
 
 First one client sends 200 requests one after the other (the latency of a request when nothing
-queues). Then per rate (200, 500, 1000 requests/s; one row per request) and service: an open
+queues), and the services' own histograms, read before and after the two-party requests, split
+that latency per hop ("breakdown": the mean time of each segment of the path; docs/serving.md,
+"Latency"). Then per rate (200, 500, 1000 requests/s; one row per request) and service: an open
 loop sends at the rate for --seconds and measures each request from its scheduled send time
 (so a client that falls behind counts its queueing as latency: no coordinated omission),
-giving throughput achieved, p50, p99 and errors. Then a batch of 10,000 rows through
-/predict/batch, three times.
+giving throughput achieved, p50, p99 and errors. The two-party service runs twice per rate,
+with the guest's serving restarted between the two: once with its calls to the host coalesced
+(`host_call_concurrency` 2, the default) and once without (0, one call per request: the path
+before), in alternating order per rate. Then a batch of 10,000 rows through /predict/batch,
+three times.
 
     .venv/bin/python -m bench.serving.run [--seconds 10] [--rates 200,500,1000]
 
@@ -32,7 +37,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
+from fedmq import local
 from tests.local_stack import DATA, GUEST, HOST, two_parties, upload_breast
 from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
 
@@ -123,6 +130,64 @@ def open_loop(
     }
 
 
+PREDICT_ROUTE = "/api/v1/serving/{service_id}/predict"
+TIMERS: dict[str, tuple[str, str, dict[str, str]]] = {
+    # name: (where, histogram, labels)
+    "gateway_http": ("guest_gateway", "fedmq_http_request_seconds", {"route": PREDICT_ROUTE}),
+    "guest_serving": ("guest_serving", "fedmq_serving_request_seconds", {"service": "risk"}),
+    "host_call": ("guest_serving", "fedmq_serving_host_call_seconds", {"party": HOST}),
+    "gateway_rpc": ("guest_gateway", "fedmq_gateway_rpc_seconds", {"peer": HOST}),
+    "host_gateway": ("host_gateway", "fedmq_gateway_rpc_serve_seconds", {"peer": GUEST}),
+    "host_serving": ("host_serving", "fedmq_serving_partial_seconds", {"caller_party": GUEST}),
+}
+"""The histograms that time nested parts of one two-party request, outermost first."""
+
+
+def timers(texts: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each of TIMERS in the services' /metrics texts."""
+    found: dict[str, tuple[float, float]] = {}
+    for name, (where, metric, labels) in TIMERS.items():
+        total = count = 0.0
+        for family in text_string_to_metric_families(texts[where]):
+            for sample in family.samples:
+                if not all(sample.labels.get(k) == v for k, v in labels.items()):
+                    continue
+                if sample.name == f"{metric}_sum":
+                    total += sample.value
+                elif sample.name == f"{metric}_count":
+                    count += sample.value
+        found[name] = (total, count)
+    return found
+
+
+def breakdown(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], client_ms: float
+) -> dict[str, float]:
+    """Mean ms of each segment of a two-party request between two readings of TIMERS."""
+    mean = {}
+    for name in TIMERS:
+        total = after[name][0] - before[name][0]
+        count = after[name][1] - before[name][1]
+        mean[name] = total / count * 1000 if count else float("nan")
+    segments = {
+        "client and HTTP before/after the gateway's app": client_ms - mean["gateway_http"],
+        "gateway REST app + hop 1 (svc.serving.rpc)": mean["gateway_http"] - mean["guest_serving"],
+        "guest serving's own work": mean["guest_serving"] - mean["host_call"],
+        "hop 2 (svc.gateway.rpc) + rpc envelope": mean["host_call"] - mean["gateway_rpc"],
+        "guest gateway sign/verify + link both ways": mean["gateway_rpc"] - mean["host_gateway"],
+        "host gateway verify/sign + hop 3 (svc.serving)": mean["host_gateway"]
+        - mean["host_serving"],
+        "host serving's partial (Redis MGET, dot product)": mean["host_serving"],
+    }
+    return {k: round(v, 3) for k, v in segments.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def closed_loop(
     url: str, headers: dict[str, str], rows: list[dict[str, Any]], n: int
 ) -> dict[str, Any]:
@@ -141,6 +206,7 @@ def closed_loop(
         "requests": n,
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
+        "mean_ms": round(float(np.mean(latencies)) * 1000, 3) if latencies else float("nan"),
         "per_s": round(len(latencies) / sum(latencies), 1) if latencies else 0.0,
         "errors": errors,
     }
@@ -212,19 +278,82 @@ def main() -> None:
             # warm-up: connections, caches
             for service in ("risk", "floor"):
                 open_loop(f"{api}/{service}/predict", headers, rows, 50, 2, args.workers)
+
+            def readings() -> dict[str, tuple[float, float]]:
+                return timers(
+                    {
+                        "guest_gateway": httpx.get(f"{stack.guest.base_url}/metrics").text,
+                        "host_gateway": httpx.get(f"{stack.host.base_url}/metrics").text,
+                        "guest_serving": guest.metrics(),
+                        "host_serving": host.metrics(),
+                    }
+                )
+
+            def pids() -> dict[str, int]:
+                found = {"bench client": os.getpid()}
+                for party, side in ((GUEST, "guest"), (HOST, "host")):
+                    gateway = local.read_pid(stack.state, party, "gateway")
+                    if gateway is not None:
+                        found[f"{side} gateway"] = gateway
+                for side, process in (("guest", guest), ("host", host)):
+                    if process.proc is not None:
+                        found[f"{side} serving"] = process.proc.pid
+                return found
+
+            def cpu() -> dict[str, float]:
+                return {name: cpu_seconds(pid) for name, pid in pids().items()}
+
             sequential = {}
             for service in ("floor", "risk"):
+                before = readings()
+                cpu_before = cpu()
                 sequential[service] = closed_loop(f"{api}/{service}/predict", headers, rows, 200)
                 sequential[service]["load"] = os.getloadavg()[0]
+                sequential[service]["cpu_ms_per_request"] = {
+                    name: round((used - cpu_before[name]) * 1000 / 200, 2)
+                    for name, used in cpu().items()
+                }
+                if service == "risk":
+                    sequential[service]["breakdown_ms"] = breakdown(
+                        before, readings(), sequential[service]["mean_ms"]
+                    )
                 print(service, "one client", json.dumps(sequential[service]), flush=True)
             result["one_client"] = sequential
+
+            def restart_guest(concurrency: int) -> None:
+                guest.stop()
+                guest.env["FEDMQ_SERVING_HOST_CALL_CONCURRENCY"] = str(concurrency)
+                guest.start()
+                open_loop(f"{api}/risk/predict", headers, rows, 20, 1, args.workers)  # warm
+
             runs = []
-            for rate in rates:
-                for service in ("floor", "risk"):
+            modes = [("coalesced", 2), ("one call per request", 0)]
+            for i, rate in enumerate(rates):
+                run = open_loop(
+                    f"{api}/floor/predict", headers, rows, rate, args.seconds, args.workers
+                )
+                run["service"] = "floor"
+                run["load"] = os.getloadavg()[0]
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+                for mode, concurrency in modes if i % 2 == 0 else modes[::-1]:
+                    restart_guest(concurrency)
                     run = open_loop(
-                        f"{api}/{service}/predict", headers, rows, rate, args.seconds, args.workers
+                        f"{api}/risk/predict", headers, rows, rate, args.seconds, args.workers
                     )
-                    run["service"] = service
+                    run["service"] = "risk"
+                    run["host_calls"] = mode
+                    # Since the restart (the 20 warm-up requests included): calls sent to
+                    # the host per row scored.
+                    counts = {
+                        s.name: s.value
+                        for f in text_string_to_metric_families(guest.metrics())
+                        for s in f.samples
+                        if s.name == "fedmq_serving_host_calls_total"
+                        or (s.name == "fedmq_serving_rows_total" and s.labels["service"] == "risk")
+                    }
+                    run["calls_sent"] = counts.get("fedmq_serving_host_calls_total")
+                    run["rows_scored"] = counts.get("fedmq_serving_rows_total")
                     run["load"] = os.getloadavg()[0]
                     print(json.dumps(run), flush=True)
                     runs.append(run)
@@ -251,6 +380,7 @@ def main() -> None:
                 or line.startswith("fedmq_serving_request_seconds_count")
                 or line.startswith("fedmq_serving_host_call_seconds_sum")
                 or line.startswith("fedmq_serving_host_call_seconds_count")
+                or line.startswith("fedmq_serving_host_calls_total")
             ]
         finally:
             guest.stop()
