@@ -76,7 +76,7 @@ def test_an_explicit_mapping_merges_values_and_refuses_one_it_does_not_name(
 @pytest.mark.parametrize(
     ("mapping", "message"),
     [
-        ({"yes": 1}, "not a number"),
+        ({"1": 0, "yes": 1}, "mixes label values and class names"),
         ({"1": -1}, "integers >= 0"),
         ({"1": 0, "1.0": 1}, "twice"),
         ({"inf": 0}, "finite"),
@@ -85,3 +85,45 @@ def test_an_explicit_mapping_merges_values_and_refuses_one_it_does_not_name(
 def test_bad_mappings_are_refused(mapping: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LabelTransformParams.model_validate({"mapping": mapping})
+
+
+def credit(labels: list[str]) -> Table:
+    """A guest table of text labels as the CSV import makes it (classes of the sorted names)."""
+    names = sorted(set(labels))
+    ids = np.array([f"c{i}" for i in range(len(labels))], dtype=np.str_)
+    codes = np.array([names.index(v) for v in labels], dtype=np.float64)
+    features = np.arange(len(labels), dtype=np.float64)[:, None]
+    return Table(ids, features, ["x"], codes, "risk", label_classes=names)
+
+
+def test_text_labels_are_mapped_by_name_and_the_model_maps_another_table_by_name(
+    tmp_path: Path,
+) -> None:
+    # Prepare: "bad" is the positive class a credit team wants (sorted, it would be 0)
+    train = credit(["good", "bad", "good", "good", "bad"])
+
+    # Execute
+    fitted = run_component(
+        tmp_path / "fit", "label_transform", {GUEST: {"data": train}},
+        {"mapping": {"bad": 1, "good": 0}},
+    )  # fmt: skip
+    # a table holding only bad rows numbers "bad" 0 (its only class): mapped by name, still 1
+    only_bad = credit(["bad", "bad"])
+    applied = run_component(
+        tmp_path / "apply",
+        "label_transform",
+        {GUEST: {"data": only_bad, "model": fitted.outputs[GUEST]["model"]}},
+    )
+    numeric = run_component(
+        tmp_path / "numeric", "label_transform", {GUEST: {"data": train}}, {"mapping": {"0": 1}}
+    )
+
+    # Assert
+    assert not fitted.errors and not applied.errors, (fitted.errors, applied.errors)
+    assert labels_of(fitted).tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+    out = fitted.outputs[GUEST]["data"]
+    assert isinstance(out, Table) and out.label_classes == ["good", "bad"]
+    assert labels_of(applied).tolist() == [1.0, 1.0]
+    assert "label column 'risk' holds class names (bad, good): map them by name" in str(
+        numeric.errors[GUEST]
+    )
