@@ -1,7 +1,8 @@
 """Serving lifecycle events reach the party's audit log: the guest's serving registry (SQLite,
 as in test_serving_units) forwards each committed action as a serving.event over a memory://
-bus to a real audit service on PostgreSQL, which chains it into its log once, even when an
-event is sent twice, and gets the events of a moment the broker was away once it is back."""
+bus to a real audit service (on SQLite here; on PostgreSQL in the stack test), which chains it
+into its log once, even when an event is sent twice, and gets the events of a moment the broker
+was away once it is back."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def audited(pg_url: str, unique_name: str, tmp_path: Path, redis_url: str) -> It
     bus = connect(f"memory://{unique_name}")
     settings = AuditSettings(
         party_id=GUEST,
-        database_url=pg_url,
+        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
         signing_key=SigningKey.generate().to_bytes().hex(),
         checkpoint_every=4,
         peer_checkpoint_interval_s=3600,
