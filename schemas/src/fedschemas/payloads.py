@@ -231,7 +231,9 @@ class TableProfile(Payload):
     component runs (without reading the workers' tables). Party-local: never relayed.
 
     `label_values`: the distinct label values, sorted (None: no label column, or more than
-    the worker lists). The scheduler keeps the profile with the newest `uploaded_at`.
+    the worker lists). `label_classes`: a text label column's class names, class k's at index
+    k (its label values are then 0 .. K-1), so that a refusal can name them; None for
+    numbers. The scheduler keeps the profile with the newest `uploaded_at`.
     """
 
     table: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -240,6 +242,9 @@ class TableProfile(Payload):
     label_column: Annotated[str | None, Field(max_length=256)] = None
     label_values: list[float] | None = None
     uploaded_at: Timestamp
+    label_classes: Annotated[
+        list[Annotated[str, Field(max_length=1024)]] | None, Field(max_length=64)
+    ] = None
 
 
 class JobSubmit(Payload):
