@@ -43,6 +43,7 @@ from fedaudit import peers, store
 from fedaudit.auditor import Auditor, make_record
 from fedaudit.chain import ChainHead, canonical_json, checkpoint_body, sign_checkpoint
 from fedaudit.facts import kind_of
+from fedaudit.liveness import Liveness, Outage
 from fedaudit.metrics import AuditMetrics
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import Observation
@@ -87,6 +88,8 @@ class AuditContext:
     pending: list[tuple[peers.PeerCheckpoint, int, float]] = field(default_factory=list)
     """Peers' statements of jobs not ended here yet: (checkpoint, its record's seq, since)."""
     pending_for_s: float = 600.0
+    liveness: Liveness | None = None
+    """Probes of the party's broker and database (fedaudit.liveness); None: not watched."""
 
 
 def load(ctx: AuditContext) -> None:
@@ -405,6 +408,87 @@ def tick(ctx: AuditContext) -> None:
             job_id=job_id,
             detail=finding.detail,
         )
+
+
+def check_liveness(ctx: AuditContext, now: float) -> None:
+    """The timer's probes of the broker and the database (fedaudit.liveness): an outage is
+    alerted when it starts (log, metric, webhook: what needs neither) and becomes a
+    control.dependency_down finding in the log once it ends."""
+    if ctx.liveness is None:
+        return
+    down, back = ctx.liveness.check(now)
+    for outage in down:
+        ctx.metrics.dependency_up.labels(outage.dependency).set(0)
+        log.warning(
+            "audit_dependency_down",
+            dependency=outage.dependency,
+            for_s=round(now - outage.since, 1),
+            error=outage.error,
+        )
+        if ctx.alert is not None:
+            ctx.alert([_dependency_alert(ctx, outage)])
+    for outage in back:
+        _record_outage(ctx, outage)
+    for name in ctx.liveness.probes:
+        if ctx.liveness.is_up(name):
+            ctx.metrics.dependency_up.labels(name).set(1)
+
+
+def _dependency_alert(ctx: AuditContext, outage: Outage) -> dict[str, Any]:
+    return {
+        "labels": {
+            "alertname": "FedmqAuditDependencyDown",
+            "rule": "control.dependency_down",
+            "severity": ctx.auditor.policy.severity("control.dependency_down"),
+            "party": ctx.party_id,
+            "dependency": outage.dependency,
+        },
+        "annotations": {
+            "summary": f"this party's {outage.dependency} does not answer: {outage.error}"
+        },
+        "startsAt": datetime.fromtimestamp(outage.since, UTC).isoformat(),
+    }
+
+
+def _record_outage(ctx: AuditContext, outage: Outage) -> None:
+    """The ended outage as a finding of each job open during it (of no job when none was)."""
+    until = outage.until if outage.until is not None else ctx.clock()
+    began = datetime.fromtimestamp(outage.since, UTC).isoformat(timespec="seconds")
+    detail = (
+        f"this party's {outage.dependency} did not answer from {began} for "
+        f"{until - outage.since:.0f} s ({outage.error}); the audit recorded nothing meanwhile"
+        if outage.dependency == "database"
+        else f"this party's {outage.dependency} did not answer from {began} for "
+        f"{until - outage.since:.0f} s ({outage.error})"
+    )
+    finding = ctx.auditor.policy.finding("control.dependency_down", ctx.party_id, detail)
+    with ctx.lock:
+        jobs = sorted(j for j, v in ctx.auditor.jobs.items() if v.known and not v.ended) or [""]
+        at = datetime.fromtimestamp(until, UTC).isoformat(timespec="microseconds")
+        records = [
+            {
+                "seq": ctx.head.seq,
+                "job_id": job_id,
+                "message_id": f"liveness:{outage.dependency}",
+                "observed_at": at,
+            }
+            for job_id in jobs
+        ]
+        with ctx.engine.begin() as conn:
+            for record in records:
+                store.add_finding(conn, record, finding.to_dict())
+    ctx.metrics.findings.labels(finding.rule, finding.severity).inc()
+    log.warning(
+        "audit_finding",
+        rule=finding.rule,
+        severity=finding.severity,
+        party=finding.party,
+        job_id=",".join(jobs),
+        detail=finding.detail,
+    )
+    alerts = [_alert(ctx, record, finding) for record in records if finding.severity != "info"]
+    if alerts and ctx.alert is not None:
+        ctx.alert(alerts)
 
 
 def _alert(ctx: AuditContext, record: dict[str, Any], finding: Finding) -> dict[str, Any]:

@@ -25,9 +25,11 @@ from fedcrypto.signing import SigningKey
 from fedflow.code_identity import component_code, release
 from fedflow.descriptors import CATALOGUE
 from fedschemas import PartyRef, topics
+from sqlalchemy.engine import Engine
 
 from fedaudit import handlers
 from fedaudit.auditor import Auditor
+from fedaudit.liveness import Liveness, broker_probe, database_probe
 from fedaudit.metrics import AuditMetrics
 from fedaudit.rpc import AuditRpc
 from fedaudit.rules.state import AuditPolicy
@@ -44,6 +46,17 @@ def approved_code(settings: AuditSettings) -> dict[str, tuple[str, ...]]:
         ctype: tuple(settings.approved_code.get(ctype, ())) or (component_code(ctype).sha256,)
         for ctype in CATALOGUE
     }
+
+
+def dependency_probes(settings: AuditSettings, engine: Engine) -> Liveness:
+    """The party's database (the audit's own) and broker (from the bus URL; none in memory)."""
+    probes = {"database": database_probe(engine)}
+    broker = broker_probe(settings.bus_url.get_secret_value(), settings.probe_timeout_s)
+    if broker is not None:
+        probes["broker"] = broker
+    return Liveness(
+        probes, down_after_s=settings.dependency_down_after_s, timeout_s=settings.probe_timeout_s
+    )
 
 
 def load_signing_key(settings: AuditSettings) -> SigningKey:
@@ -123,6 +136,7 @@ class Audit:
             ),
             peer_keys=dict(settings.peer_keys),
             peer_interval_s=settings.peer_checkpoint_interval_s,
+            liveness=dependency_probes(settings, self.engine),
         )
         self._subscription: Subscription | None = None
         self._inbox: Subscription | None = None
@@ -195,6 +209,10 @@ class Audit:
 
     def _tick(self) -> None:
         while not self.stopping.wait(self.settings.timer_interval_s):
+            try:  # first: it must run while the database is away
+                handlers.check_liveness(self.ctx, self.ctx.clock())
+            except Exception as exc:
+                log.warning("audit_liveness_failed", error=str(exc))
             try:
                 handlers.tick(self.ctx)
             except Exception as exc:  # the database may be away for a moment
@@ -217,6 +235,8 @@ class Audit:
         self.rpc.stop()
         if self._timer is not None:
             self._timer.join(timeout=5)
+        if self.ctx.liveness is not None:
+            self.ctx.liveness.close()
         try:
             handlers.final_checkpoint(self.ctx)
         except Exception as exc:  # the database may be gone; the next start signs instead

@@ -64,6 +64,13 @@ class AuditMetrics:
             ["peer"],
             registry=self.registry,
         )
+        self.dependency_up = Gauge(
+            "fedmq_audit_dependency_up",
+            "Whether the party's broker / database answered the audit's last probe (1) or has "
+            "not answered for the audit's down interval (0)",
+            ["dependency"],
+            registry=self.registry,
+        )
         self.unreadable = Counter(
             "fedmq_audit_unreadable_total",
             "Deliveries the audit could not decode (dead-lettered on its fan-out).",

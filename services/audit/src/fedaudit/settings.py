@@ -82,6 +82,11 @@ class AuditSettings(BusServiceSettings):
     approved_versions: list[str] = Field(default_factory=list)
     """Component releases this party approved; empty: the release this audit is deployed
     with."""
+    dependency_down_after_s: float = Field(default=10.0, gt=0)
+    """How long the party's broker or database may fail the audit's probes (every
+    timer_interval_s) before it is reported down (control.dependency_down)."""
+    probe_timeout_s: float = Field(default=3.0, gt=0)
+    """A probe with no answer within this counts as failed."""
     alert_webhook_url: str = ""
     """Alertmanager-compatible receiver (POST <url> with a JSON list of alerts, as
     Alertmanager's /api/v2/alerts takes); empty: none."""

@@ -204,6 +204,13 @@ _RULES = (
         "the service silence interval",
     ),
     Rule(
+        "control.dependency_down",
+        "control",
+        "warn",
+        "this party's broker or database not answering the audit's probes for longer than "
+        "the down interval",
+    ),
+    Rule(
         "control.silent_party",
         "control",
         "warn",
