@@ -365,6 +365,7 @@ def link_transfer(
                 )
             )
         started = time.monotonic()
+        cpu_started = time.process_time()
         end = started + args.max_seconds
         published = 0
         while published < len(messages) and time.monotonic() < end:
@@ -377,7 +378,10 @@ def link_transfer(
                 lambda: delivered[1] >= published, timeout=max(1.0, end - time.monotonic() + 60)
             )
         elapsed = time.monotonic() - started
-        stats = {**link.stripe_stats, **link.compress_stats}
+        # this process's CPU (both gateways, both buses, the consumer): the machine is shared,
+        # so CPU per GiB says more than Mbit/s about what the path costs
+        cpu_s = time.process_time() - cpu_started
+        stats = {**link.stripe_stats, **link.compress_stats, "cpu_s": round(cpu_s, 1)}
     finally:
         sender.stop()
         receiver.stop()
@@ -426,6 +430,7 @@ def main() -> None:
             for rtt, loss in points:
                 wan.set(rtt_ms=rtt, loss_pct=loss, rate_mbit=args.rate_mbit)
                 rows = set(args.rows.split(","))
+                load_start = os.getloadavg()
                 cubic = plain_tcp(wan, args.baseline_seconds, "cubic")
                 bbr = 0.0
                 if "bbr" in rows:
@@ -444,6 +449,9 @@ def main() -> None:
                     "link_mbps": round(mbps, 1),
                     "link_seconds": round(seconds, 1),
                     "link_mib": round(nbytes / (1 << 20), 1),
+                    "link_cpu_s_per_gib": (
+                        round(stats["cpu_s"] * (1 << 30) / nbytes, 1) if nbytes else None
+                    ),
                     "cubic_mbps": round(cubic, 2),
                     "ratio": round(mbps / cubic, 1) if cubic else None,
                     "link_only_mbps": round(only, 1),
@@ -453,6 +461,7 @@ def main() -> None:
                     "seed_plain_mbps": SEED_PLAIN_MBPS.get(rtt),
                     "seed_pro_mbps": SEED_PRO_MBPS.get(rtt),
                     "stripe": stats,
+                    "load_start": load_start,
                     "load": os.getloadavg(),
                 }
                 results["points"].append(row)
