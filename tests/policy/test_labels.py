@@ -85,8 +85,15 @@ def test_the_reader_learns_the_labels_only_where_the_model_needs_them() -> None:
 # --- at submission: the scheduler's read model of the party's tables -------------------------
 
 
-def send_profile(fed: Federation, party: str, table: str, labels: list[float] | None) -> None:
-    """What the party's worker sends its scheduler when it stores `table`."""
+def send_profile(
+    fed: Federation,
+    party: str,
+    table: str,
+    labels: list[float] | None,
+    classes: list[str] | None = None,
+) -> None:
+    """What the party's worker sends its scheduler when it stores `table` (`classes`: the
+    names of a text label column's classes)."""
     me = PartyRef(party_id=party, role="local")
     profile = TableProfile(
         table=table,
@@ -94,6 +101,7 @@ def send_profile(fed: Federation, party: str, table: str, labels: list[float] | 
         rows=569,
         label_column="y" if labels is not None else None,
         label_values=labels,
+        label_classes=classes,
         uploaded_at=datetime.now(UTC),
     )
     envelope = new_envelope(
@@ -117,12 +125,18 @@ def recorded(fed: Federation, party: str, table: str) -> bool:
         return session.get(TableProfileRow, table) is not None
 
 
+@pytest.mark.parametrize(
+    ("classes", "found"),
+    [(None, "2"), (["high", "low", "mid"], "2 = 'mid'")],
+    ids=["numbers", "text"],
+)
 def test_a_job_whose_model_does_not_fit_the_recorded_labels_is_refused_at_submission(
-    federation_factory: Callable[..., Federation],
+    federation_factory: Callable[..., Federation], classes: list[str] | None, found: str
 ) -> None:
-    # Prepare: the guest's worker reported three label values for its table
+    # Prepare: the guest's worker reported three label values for its table (of a text label
+    # column: three class names)
     fed = federation_factory(grants=[(HOST, "breast_hetero_host", GUEST, ["*"])])
-    send_profile(fed, GUEST, "breast_hetero_guest", [0.0, 1.0, 2.0])
+    send_profile(fed, GUEST, "breast_hetero_guest", [0.0, 1.0, 2.0], classes)
     wait_until(lambda: recorded(fed, GUEST, "breast_hetero_guest"), 30, "the profile")
 
     # Execute
@@ -133,7 +147,8 @@ def test_a_job_whose_model_does_not_fit_the_recorded_labels_is_refused_at_submis
     # host never heard of the job
     assert failed["reason"] == (
         "party 9999 refused the job: table breast_hetero_guest (read by reader_0): label "
-        "column 'y' has values outside {0, 1}, which the model its data flows into needs: 2"
+        f"column 'y' has values outside {{0, 1}}, which the model its data flows into needs: "
+        f"{found}"
     )
     assert fed.workers[GUEST].runs == [] and fed.workers[HOST].runs == []
     with pytest.raises(SchedulerCommandFailed):

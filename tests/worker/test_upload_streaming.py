@@ -213,7 +213,7 @@ def test_an_upload_with_text_labels_records_their_classes_and_refuses_a_mixed_co
         30,
         "the table's profile at the scheduler",
     )
-    assert told[0].label_values == [0.0, 1.0]
+    assert (told[0].label_values, told[0].label_classes) == ([0.0, 1.0], ["benign", "malignant"])
 
     # and a label column of numbers and text is refused, naming a line of each
     mixed = client.table_upload_begin(name="mixed")

@@ -43,6 +43,8 @@ class TableProfileRow(Base):
     label_values: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     """JSON list of the distinct label values; None: no label column, or too many."""
     uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    label_classes: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """JSON list of a text label column's class names (class k's at index k); None: numbers."""
 
 
 def record(session: Session, profile: TableProfile) -> bool:
@@ -57,6 +59,7 @@ def record(session: Session, profile: TableProfile) -> bool:
     row.label_column = profile.label_column
     row.label_values = None if profile.label_values is None else json.dumps(profile.label_values)
     row.uploaded_at = profile.uploaded_at
+    row.label_classes = None if profile.label_classes is None else json.dumps(profile.label_classes)
     session.flush()
     return True
 
@@ -75,8 +78,9 @@ def handle_table_profile(
     record(tx.require_session(), payload)
 
 
-Profile = tuple[str | None, list[float] | None]
-"""(label column, label values) of a table; label values None: not listed."""
+Profile = tuple[str | None, list[float] | None, list[str] | None]
+"""(label column, label values, class names) of a table; label values None: not listed; class
+names None: numeric labels."""
 
 
 def profile_of(session: Session) -> Callable[[str], Profile | None]:
@@ -87,7 +91,8 @@ def profile_of(session: Session) -> Callable[[str], Profile | None]:
         if row is None:
             return None
         values = None if row.label_values is None else json.loads(row.label_values)
-        return row.label_column, values
+        classes = None if row.label_classes is None else json.loads(row.label_classes)
+        return row.label_column, values, classes
 
     return lookup
 
@@ -111,7 +116,7 @@ def label_problem(
         known = profile(table)
         if known is None:
             continue
-        label_column, values = known
+        label_column, values, classes = known
         wanted = ", ".join(f"{v:g}" for v in sorted(allowed))
         if label_column is None:
             return (
@@ -120,10 +125,17 @@ def label_problem(
             )
         outside = [v for v in values or [] if v not in allowed]
         if outside:
-            found = ", ".join(f"{v:g}" for v in outside[:10])
+            found = ", ".join(_named(v, classes) for v in outside[:10])
             return (
                 f"table {table} (read by {spec.name}): label column {label_column!r} has "
                 f"values outside {{{wanted}}}, which the model its data flows into needs: "
                 f"{found}"
             )
     return None
+
+
+def _named(value: float, classes: list[str] | None) -> str:
+    """A label value, with its class name for a text label column."""
+    if classes is not None and float(value).is_integer() and 0 <= value < len(classes):
+        return f"{value:g} = {classes[int(value)]!r}"
+    return f"{value:g}"

@@ -454,6 +454,14 @@ def _stored(data: PartyTables, info: TableInfo) -> None:
         log.exception("table_profile_not_sent", table=info.name)
 
 
+def _listable(classes: list[str] | None) -> list[str] | None:
+    """Class names the profile can carry (each at most 1024 characters; else none are sent,
+    and a refusal names the numbers)."""
+    if classes is None or any(len(name) > 1024 for name in classes):
+        return None
+    return classes
+
+
 def profile_sender(
     publisher: EnvelopePublisher, party_id: str, topic: str
 ) -> Callable[[TableInfo], None]:
@@ -468,6 +476,7 @@ def profile_sender(
             rows=info.rows,
             label_column=info.label_column,
             label_values=info.label_values,
+            label_classes=_listable(info.label_classes),
             # SQLite gives the stored UTC time back without its zone.
             uploaded_at=info.uploaded_at.replace(tzinfo=info.uploaded_at.tzinfo or UTC),
         )
