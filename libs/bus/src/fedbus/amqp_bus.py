@@ -819,7 +819,11 @@ class AmqpBus(BrokerBus):
             return (self._reply_channel, self._exchange_name)
 
     def _reply_address(self) -> str:
-        self._call(self._ensure_reply_channel())
+        # Once the reply channel is open (every request but the first) there is nothing to
+        # wait for on the IO loop: a trip there per request cost a thread hand-off each hop.
+        # If a reconnect dropped the channel meanwhile, the request's publish reopens it.
+        if self._reply_channel is None:
+            self._call(self._ensure_reply_channel())
         return DIRECT_REPLY_TO
 
     def _publish_request(self, parts: list[Message]) -> None:
