@@ -151,8 +151,13 @@ def _train(
     if validation is not None:
         x_val = lrmath.with_intercept(session.features(validation))
         ctx.federation.bind_dims(v=validation.rows)
-    # One encryption under our key per row of a batch (the residual), in either mode.
+    if params.sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
+        raise ValueError(f"{objective.name}: sigmoid separable takes exactly one host")
+    # One encryption under our key per row of a batch (the residual), in either mode; the
+    # separable sigmoid encrypts rank + 1 per row.
     largest = lrmath.largest_batch(rows_total, params.batch_size)
+    if params.sigmoid == "separable" and not params.reveal_host_scores:
+        largest *= lrmath.SEPARABLE_RANK + 1
     he.start_prefetch(background, largest, total - run.start)
     done = run.start
     for t in session.class_iterations(ctx, run, total):
@@ -176,6 +181,8 @@ def _train(
         u_g = xb @ run.weights
         if params.reveal_host_scores:
             gradient, batch_loss = _revealed(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
+        elif params.sigmoid == "separable":
+            gradient, batch_loss = _separable(run, t, hosts[0], xb, yb, u_g, k_hosts, total - t - 1)
         else:
             gradient, batch_loss = _taylor(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
         loss_sum += batch_loss
@@ -318,6 +325,54 @@ def _taylor(
             u_h_sq += float(he.private_key.decrypt(cross)[0]) / objective.host_coef
     gradient = (xb.T @ v + objective.host_coef * from_hosts[:k_g]) / b
     loss = objective.batch_loss(yb, u_g, float(from_hosts[k_g]), float(from_hosts[k_g + 1]), u_h_sq)
+    return gradient, loss
+
+
+def _separable(
+    run: Training,
+    t: int,
+    host: str,
+    xb: Floats,
+    yb: Floats,
+    u_g: Floats,
+    k_hosts: Mapping[str, int],
+    iterations_left: int,
+) -> tuple[Floats, float]:
+    """One iteration with the separable sigmoid, d = a_0(u_g) - y + sum_j a_j(u_g) b_j(u_h):
+    the guest sends [[a_0 - y; a_1; ...]] (its factors, rows stacked) under its key, the host
+    [[b_1; ...; u_h]] under its own; each side multiplies the other's ciphertexts by plaintext
+    built from its own factors. The Taylor loss's aggregates come from the u_h block, as in
+    the Taylor protocol."""
+    he, ctx, objective = run.he, run.ctx, run.objective
+    b, k_g = len(yb), xb.shape[1]
+    rank = lrmath.SEPARABLE_RANK
+    factors = lrmath.separable_guest(u_g)
+    factors[0] = factors[0] - yb
+    run.resume.send_ciphertexts("residual", t, lambda: (he.encrypt(factors.ravel()), {}), to="host")
+    he.prefetch(iterations_left)
+    # [[b_1 .. b_rank, u_h]] (rows stacked) times [X_g a_j | 0 ; 0 | y', u_g]
+    design = np.zeros(((rank + 1) * b, k_g + 2))
+    for j in range(rank):
+        design[j * b : (j + 1) * b, :k_g] = xb * factors[j + 1][:, None]
+    design[rank * b :, k_g] = objective.label_column(yb)
+    design[rank * b :, k_g + 1] = u_g
+    scales = lrmath.column_scales(design)
+    design = design / scales
+    scores = he.recv_ciphertexts("host_scores", t, host, he.peer_keys[host], (rank + 1) * b)
+
+    def guest_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
+        vec = encrypted_dot(design, scores, executor=he.executor)
+        return he.masked(vec, f"guest_gradient:{host}", t)
+
+    sent = run.resume.send_ciphertexts(
+        "guest_gradient", t, guest_gradient, to=host, key=f"guest_gradient:{host}"
+    )
+    he.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
+    from_host = scales * he.unmask(sent, "guest_gradient_masked", t, host, f"guest_gradient:{host}")
+    sq = ctx.federation.recv(frm=host, tag="host_score_sq", iteration=t)
+    u_h_sq = float(np.asarray(sq.array, dtype=np.float64)) if sq.array is not None else 0.0
+    gradient = (xb.T @ factors[0] + from_host[:k_g]) / b
+    loss = objective.batch_loss(yb, u_g, float(from_host[k_g]), float(from_host[k_g + 1]), u_h_sq)
     return gradient, loss
 
 

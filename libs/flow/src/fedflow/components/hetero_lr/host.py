@@ -83,8 +83,12 @@ def _train(
     per_class = params.epochs * per_epoch
     total = max(classes, 1) * per_class
     x_val = None if validation is None else session.features(validation)
+    if params.sigmoid == "separable" and others:
+        raise ValueError(f"{run.objective.name}: sigmoid separable takes exactly one host")
     if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
         largest = lrmath.largest_batch(rows_total, params.batch_size)
+        if params.sigmoid == "separable":
+            largest *= lrmath.SEPARABLE_RANK + 1
         he.start_prefetch(background, largest, total - run.start)
     done = run.start
     for t in session.class_iterations(ctx, run, total):
@@ -95,6 +99,8 @@ def _train(
         u_h = xb @ run.weights
         if params.reveal_host_scores:
             gradient = _revealed(run, t, guest, xb, u_h)
+        elif params.sigmoid == "separable":
+            gradient = _separable(run, t, guest, xb, u_h, total - t - 1)
         else:
             gradient = _taylor(run, t, guest, others, xb, u_h, total - t - 1)
         run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(within), params.alpha)
@@ -165,6 +171,36 @@ def _taylor(
             return total_cross.obfuscate(executor=he.executor), {}
 
         run.resume.send_ciphertexts("host_cross", t, host_cross, to=guest)
+    he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
+    ctx.federation.send(
+        FederationData(kind="aggregate", array=np.array(float(u_h @ u_h))),
+        to=guest,
+        tag="host_score_sq",
+        iteration=t,
+    )
+    return he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient") / b
+
+
+def _separable(
+    run: Training, t: int, guest: str, xb: Floats, u_h: Floats, iterations_left: int
+) -> Floats:
+    """The separable sigmoid (guest.py's _separable): send [[b_1; ...; b_rank; u_h]] under
+    our key, answer the guest's [[a_0 - y; a_1; ...]] with [[X_h^T d + R_h]], d = a_0 - y +
+    sum_j a_j b_j(u_h) (rows stacked: X_h, then X_h scaled by each b_j)."""
+    he, ctx = run.he, run.ctx
+    b = len(u_h)
+    rank = lrmath.SEPARABLE_RANK
+    factors = lrmath.separable_host(u_h)
+    ours = np.concatenate([factors.ravel(), u_h])
+    run.resume.send_ciphertexts("host_scores", t, lambda: (he.encrypt(ours), {}), to=guest)
+    he.prefetch(iterations_left)
+    theirs = he.recv_ciphertexts("residual", t, guest, he.peer_keys[guest], (rank + 1) * b)
+    stacked = np.vstack([xb, *(xb * factors[j][:, None] for j in range(rank))])
+
+    def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
+        return he.masked(encrypted_dot(stacked, theirs, executor=he.executor), "host_gradient", t)
+
+    sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
     he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
     ctx.federation.send(
         FederationData(kind="aggregate", array=np.array(float(u_h @ u_h))),

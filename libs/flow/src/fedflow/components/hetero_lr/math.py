@@ -8,6 +8,7 @@ under encryption; the Taylor loss per row is log 2 - y' z / 2 + z^2 / 8 (y' = 2y
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,58 @@ SQUARED: Final = Objective(
 """hetero_linr: the squared loss (z - y)^2 / 2 (d = z - y), exact."""
 
 
+# -- the separable sigmoid (sigmoid: separable) --------------------------------------------------
+
+SEPARABLE_GUEST_RANGE: Final = 8.0
+"""The guest's scores u_g are tabulated on [-8, 8] (clamped outside: the sigmoid is within
+3.4e-4 of 0 or 1 there)."""
+SEPARABLE_HOST_RANGE: Final = 3.0
+"""The host's scores u_h on [-3, 3], where a host's partial scores lie in practice (clamped
+outside): the approximation is fitted where it is used."""
+SEPARABLE_RANK: Final = 2
+SEPARABLE_POINTS: Final = 401
+
+
+@functools.cache
+def _separable_tables() -> tuple[Floats, Floats, Floats, Floats]:
+    """sigmoid(x + y) ~ a_0(x) + sum_j a_j(x) b_j(y), j = 1..SEPARABLE_RANK: a_0 the mean
+    over y, then the leading singular pairs of the rest on the grid (the best rank-r fit in
+    the least-squares sense). Each b_j's sign is fixed (its largest magnitude positive), so
+    that every party computes the same tables. Returns the two grids and the a, b tables."""
+    gx = np.linspace(-SEPARABLE_GUEST_RANGE, SEPARABLE_GUEST_RANGE, SEPARABLE_POINTS)
+    gy = np.linspace(-SEPARABLE_HOST_RANGE, SEPARABLE_HOST_RANGE, SEPARABLE_POINTS)
+    kernel = sigmoid(gx[:, None] + gy[None, :])
+    a0 = kernel.mean(axis=1)
+    u, singular, vt = np.linalg.svd(kernel - a0[:, None])
+    a = [a0]
+    b = [np.ones_like(gy)]
+    for j in range(SEPARABLE_RANK):
+        sign = 1.0 if vt[j][np.argmax(np.abs(vt[j]))] > 0 else -1.0
+        a.append(sign * singular[j] * u[:, j])
+        b.append(sign * vt[j])
+    return gx, gy, np.stack(a), np.stack(b)
+
+
+def separable_guest(u_g: Floats) -> Floats:
+    """a_j(u_g), j = 0..rank, shape (rank + 1, b): the guest's factors."""
+    gx, _, a, _ = _separable_tables()
+    clipped = np.clip(u_g, gx[0], gx[-1])
+    return np.stack([np.interp(clipped, gx, row) for row in a])
+
+
+def separable_host(u_h: Floats) -> Floats:
+    """b_j(u_h), j = 1..rank, shape (rank, b): the host's factors (b_0 = 1 needs none)."""
+    _, gy, _, b = _separable_tables()
+    clipped = np.clip(u_h, gy[0], gy[-1])
+    return np.stack([np.interp(clipped, gy, row) for row in b[1:]])
+
+
+def separable_sigmoid(u_g: Floats, u_h: Floats) -> Floats:
+    """sigmoid(u_g + u_h) as the protocol approximates it with sigmoid: separable."""
+    a = separable_guest(u_g)
+    return np.asarray(a[0] + np.sum(a[1:] * separable_host(u_h), axis=0), dtype=np.float64)
+
+
 def logistic_loss(y: Floats, z: Floats) -> float:
     """Summed log(1 + exp(-y'z)), computed stably."""
     return float(np.sum(np.logaddexp(0.0, -(2.0 * y - 1.0) * z)))
@@ -164,7 +217,8 @@ def reference_sgd(
     batches, learning rates and penalties. Returns the guest's weights (its features, then
     the intercept), the host's, and each epoch's mean Taylor loss (each batch's loss taken
     before its update, as the protocol computes it). `taylor=False`: the exact sigmoid, what
-    reveal_host_scores computes. `x_host` may be the hosts' features side by side."""
+    reveal_host_scores computes. `x_host` may be the hosts' features side by side.
+    params["sigmoid"] == "separable": the separable sigmoid (one host)."""
     xg = with_intercept(x_guest)
     wg, wh = np.zeros(xg.shape[1]), np.zeros(x_host.shape[1])
     penalty = intercept_penalty(xg.shape[1])
@@ -177,7 +231,12 @@ def reference_sgd(
         for rows in batches(len(y), int(params["batch_size"]), seed, epoch):
             z = xg[rows] @ wg + x_host[rows] @ wh
             total += float(np.sum(LOG2 - 0.5 * (2 * y[rows] - 1) * z + z**2 / 8))
-            d = 0.25 * z + 0.5 - y[rows] if taylor else sigmoid(z) - y[rows]
+            if not taylor:
+                d = sigmoid(z) - y[rows]
+            elif params.get("sigmoid", "taylor") == "separable":
+                d = separable_sigmoid(xg[rows] @ wg, x_host[rows] @ wh) - y[rows]
+            else:
+                d = 0.25 * z + 0.5 - y[rows]
             rate = learning_rate(base, decay, t)
             gg, gh = xg[rows].T @ d / len(rows), x_host[rows].T @ d / len(rows)
             wg = sgd_step(wg, gg, rate, alpha, penalty)

@@ -37,6 +37,10 @@ class HeteroLrParams(ComponentParams):
     early_stop: bool = True
     seed: int = Field(default=0, ge=0)
     """Seeds the batch order (both parties must use the same)."""
+    sigmoid: Literal["taylor", "separable"] = "taylor"
+    """The default protocol's sigmoid: "taylor" (0.5 + z / 4, one ciphertext per row each
+    way) or "separable" (sigmoid(u_g + u_h) ~ a_0(u_g) + a_1(u_g) b_1(u_h) + a_2(u_g)
+    b_2(u_h), three ciphertexts per row each way, one host only; docs/hetero_lr.md)."""
     multi_class: bool = False
     """One-vs-rest over the guest's class labels (0, 1, 2, ...): one binary model per class,
     trained one after the other in the same task; the model has a weight column per class
@@ -106,6 +110,7 @@ class HeteroLinrParams(HeteroLrParams):
 
     reveal_host_scores: Literal[False] = False
     multi_class: Literal[False] = False
+    sigmoid: Literal["taylor"] = "taylor"
     patience: Literal[0] = 0
     """hetero_linr has no classes and takes no validate_data input (both are hetero_lr's)."""
 
