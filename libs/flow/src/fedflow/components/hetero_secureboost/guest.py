@@ -35,7 +35,7 @@ Ints = sbmath.Ints
 
 def hosts_take_part(params: HeteroSecureBoostParams, tree: int) -> bool:
     """complete_secure: the first round's trees use the guest's features only."""
-    return not (params.complete_secure and tree < params.trees_per_round)
+    return sbmath.host_levels(params, tree) > 0
 
 
 def split_id(split: sbmath.Split, max_bin: int) -> int:
@@ -267,7 +267,8 @@ class _Trainer:
             sbmath.allowed_features([self.bins.shape[1]], params, index)[0],
             *(np.ones(k, dtype=np.bool_) for k in slots),
         ]
-        federated = hosts_take_part(params, index)
+        host_levels = sbmath.host_levels(params, index)
+        federated = host_levels > 0
         if first == 0 or run.tree is None:
             run.tree, run.level = sbmath.Tree.empty(params.max_depth), sbmath.root_level(rows)
             run.leaf_of, run.parents = np.zeros(rows, dtype=np.int64), {}
@@ -276,11 +277,13 @@ class _Trainer:
             iteration = index * params.max_depth + depth
             if federated and depth == 0:
                 self.send_gh(iteration, q, index)
+            asked = depth < host_levels  # the hosts build histograms at this level
             level = run.level
             nodes = len(level.nodes)
             totals = sbmath.node_totals(level.positions, nodes, q)
             cells = [sbmath.histograms(self.bins, level.positions, nodes, q, params.max_bin)]
-            if federated:
+            masks = sbmath.level_features(allowed, params, index, depth)
+            if asked:
                 self.ctx.federation.send(
                     FederationData(
                         kind="plain_control", array=level.positions, meta={"nodes": nodes}
@@ -297,17 +300,17 @@ class _Trainer:
                 sbmath.choose(
                     [
                         sbmath.best_split(c[i], totals[i], scale, params, mask)
-                        for c, mask in zip(cells, allowed[: len(cells)], strict=True)
+                        for c, mask in zip(cells, masks[: len(cells)], strict=True)
                     ]
                 )
                 for i in range(nodes)
             ]
             ties = {
-                i: sbmath.tied_splits(cells[d[0]][i], totals[i], scale, params, allowed[d[0]], d[1])
+                i: sbmath.tied_splits(cells[d[0]][i], totals[i], scale, params, masks[d[0]], d[1])
                 for i, d in enumerate(decisions)
                 if d is not None and d[0] > 0
             }
-            go_left = self.split_rows(iteration, level, decisions, federated, ties)
+            go_left = self.split_rows(iteration, level, decisions, asked, ties, host_levels)
             assert run.leaf_of is not None
             split_at = [i for i, d in enumerate(decisions) if d is not None]
             for i, node in enumerate(level.nodes):
@@ -375,6 +378,7 @@ class _Trainer:
         decisions: list[tuple[int, sbmath.Split] | None],
         federated: bool,
         ties: dict[int, list[sbmath.Split]],
+        host_levels: int,
     ) -> NDArray[np.bool_]:
         """Which rows each splitting node sends left: the guest's own splits from its bins,
         a host's from its instance_split answer. Tells each host its won ids; where several
@@ -399,8 +403,8 @@ class _Trainer:
         if not federated:
             return go_left
         next_nodes = 2 * sum(d is not None for d in decisions)
-        if level.depth + 1 >= params.max_depth:
-            next_nodes = 0
+        if level.depth + 1 >= min(params.max_depth, host_levels):
+            next_nodes = 0  # the hosts' last level of this tree
         for party, host in enumerate(self.hosts, start=1):
             table = np.full((len(level.nodes), 4), -1.0)
             table[:, 0] = level.nodes

@@ -21,7 +21,6 @@ from numpy.typing import NDArray
 from fedflow.artifacts import ModelArtifact
 from fedflow.components.hetero_secureboost import cipher
 from fedflow.components.hetero_secureboost import math as sbmath
-from fedflow.components.hetero_secureboost.guest import hosts_take_part
 from fedflow.components.hetero_secureboost.params import SECURE_KEY_BITS, HeteroSecureBoostParams
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
@@ -136,7 +135,7 @@ class _Host:
             if self.stopped:
                 break
             self.ctx.check_canceled()
-            if hosts_take_part(self.params, index):
+            if sbmath.host_levels(self.params, index) > 0:
                 first = self.start % depth_count if index == self.start // depth_count else 0
                 self.grow(index, first)
 
@@ -151,7 +150,8 @@ class _Host:
         )
         order = sbmath.host_feature_order(self.shuffle_key, index, allowed)
         shown = np.ascontiguousarray(self.bins[:, order])  # the guest's slot j: feature order[j]
-        for depth in range(first, depth_count):
+        levels = sbmath.host_levels(self.params, index)  # layered: the top host_depth only
+        for depth in range(first, levels):
             iteration = index * depth_count + depth
             got = self.ctx.federation.recv(frm=self.guest, tag="positions", iteration=iteration)
             nodes = got.meta.get("nodes")
@@ -183,7 +183,7 @@ class _Host:
 
             self.resume.send_ciphertexts("histograms", iteration, histograms, to=self.guest)
             next_nodes = self.answer_splits(index, iteration, positions, nodes, order)
-            if next_nodes == 0 or depth == depth_count - 1:
+            if next_nodes == 0 or depth == levels - 1:
                 final = index * depth_count + depth_count - 1
                 self.end_tree(index, final)
                 self.save(final)

@@ -604,12 +604,36 @@ def transform(margins: Floats, params: HeteroSecureBoostParams) -> Floats:
     return np.asarray(margins[:, 0], dtype=np.float64)
 
 
+def host_levels(params: HeteroSecureBoostParams, tree: int) -> int:
+    """How many levels (from the root) of tree `tree` the hosts take part in: none for the
+    first round's trees under complete_secure, host_depth in layered mode, else all."""
+    if params.complete_secure and tree < params.trees_per_round:
+        return 0
+    if params.tree_mode == "layered":
+        return params.host_depth
+    return params.max_depth
+
+
+def level_features(
+    allowed: Sequence[NDArray[np.bool_]], params: HeteroSecureBoostParams, tree: int, depth: int
+) -> list[NDArray[np.bool_]]:
+    """The features each party may split on at `depth` of tree `tree` (`allowed`: the tree's
+    draw, allowed_features). Layered mode: the hosts' only in their levels, the guest's only
+    below them; a tree the hosts take no part in uses the guest's at every level."""
+    if params.tree_mode != "layered" or host_levels(params, tree) == 0:
+        return list(allowed)
+    if depth < params.host_depth:
+        return [np.zeros_like(allowed[0]), *allowed[1:]]
+    return [allowed[0], *(np.zeros_like(mask) for mask in allowed[1:])]
+
+
 def grow_tree(
     binned: Sequence[Bins],
     q: tuple[Ints, Ints, Ints],
     scale: GhScale,
     params: HeteroSecureBoostParams,
     allowed: Sequence[NDArray[np.bool_]],
+    tree_index: int = 0,
 ) -> Tree:
     """One tree on every party's bins at once (the reference's view of the protocol)."""
     rows = binned[0].shape[0]
@@ -622,11 +646,12 @@ def grow_tree(
             finish_leaves(tree, level, totals, scale, params)
             return tree
         cells = [histograms(b, level.positions, nodes, q, params.max_bin) for b in binned]
+        masks = level_features(allowed, params, tree_index, level.depth)
         decisions = [
             choose(
                 [
                     best_split(c[i], totals[i], scale, params, mask)
-                    for c, mask in zip(cells, allowed, strict=True)
+                    for c, mask in zip(cells, masks, strict=True)
                 ]
             )
             for i in range(nodes)
@@ -708,7 +733,7 @@ def fit(blocks: Sequence[Floats], y: Floats, params: HeteroSecureBoostParams) ->
     widths = [x.shape[1] for x in blocks]
     for index in range(params.total_trees):
         q, scale = tree_inputs(y, scores, params, index)
-        tree = grow_tree(binned, q, scale, params, allowed_features(widths, params, index))
+        tree = grow_tree(binned, q, scale, params, allowed_features(widths, params, index), index)
         leaf = tree.leaves(partial(_bins_left, tree, binned=binned, params=params), y.shape[0])
         scores[:, index % params.trees_per_round] += tree.weight[leaf]
         model.trees.append(tree)

@@ -16,6 +16,7 @@ MAX_DEPTH = 12
 MAX_BIN = 1024
 
 Objective = Literal["binary:logistic", "multi:softmax", "reg:squarederror"]
+TreeMode = Literal["standard", "layered"]
 
 
 class HeteroSecureBoostParams(ComponentParams):
@@ -54,6 +55,13 @@ class HeteroSecureBoostParams(ComponentParams):
     complete_secure: bool = False
     """FATE's complete-secure mode: the first tree uses the guest's features only, so its
     leaves (which every later tree's gradients depend on) never reflect a host split."""
+    tree_mode: TreeMode = "standard"
+    """FATE's fast SecureBoost, layered mode: the top `host_depth` levels of every tree split
+    on the hosts' features only, the levels below on the guest's only (the hosts build no
+    histograms there and never learn those nodes' rows). "standard": every level, every
+    party's features."""
+    host_depth: int = Field(default=1, ge=1, le=MAX_DEPTH)
+    """layered: the levels on the hosts' features (at most max_depth; the guest's: the rest)."""
     key_bits: int = Field(default=2048, ge=256, le=8192, json_schema_extra={"policy": "key_bits"})
     """The guest's Paillier key length; each party's policy sets its own floor."""
     insecure_short_keys: bool = Field(
@@ -66,6 +74,11 @@ class HeteroSecureBoostParams(ComponentParams):
     def _check(self) -> HeteroSecureBoostParams:
         if self.goss and self.goss_top_rate + self.goss_other_rate > 1.0:
             raise ValueError("goss_top_rate + goss_other_rate must be at most 1")
+        if self.tree_mode == "layered" and self.host_depth > self.max_depth:
+            raise ValueError(
+                f"host_depth {self.host_depth} is above max_depth {self.max_depth}: a layered "
+                "tree has max_depth levels, the first host_depth on the hosts' features"
+            )
         if self.key_bits < SECURE_KEY_BITS and not self.insecure_short_keys:
             raise ValueError(
                 f"key_bits {self.key_bits} is below {SECURE_KEY_BITS}: such keys are insecure "
