@@ -18,7 +18,7 @@ from fedaudit.main import Audit
 from fedaudit.settings import AuditSettings
 from fedaudit.store import export_lines, iter_records
 from fedaudit.verify import parse_export, verify_export
-from fedbus import Bus, connect
+from fedbus import HEADER_DEAD_REASON, Bus, connect
 from fedbus.runtime import EnvelopePublisher
 from fedcrypto.signing import SigningKey
 from fedschemas import PartyRef, topics
@@ -26,7 +26,7 @@ from fedserving.audit_events import AuditForwarder
 from fedserving.handlers import Serving
 from fedserving.models import events_table
 
-from tests.polling import wait_for
+from tests.polling import wait_for, wait_for_dead_letters
 from tests.serving.test_serving_units import GUEST, HOST, JOB, Wire, ok, party
 
 
@@ -158,3 +158,49 @@ def test_events_of_a_moment_the_broker_was_away_reach_the_audit_later(
     assert sent == 1
     records = wait_for(lambda: audited.serving_records() or None, what="the publish record")
     assert [r["facts"]["serving_action"] for r in records] == ["publish"]
+
+
+def test_an_event_another_service_published_is_dead_lettered(
+    unique_name: str, tmp_path: Path, redis_url: str
+) -> None:
+    # Prepare: the audit connects as <site>-audit, so it takes events from <site>-serving only
+    site = f"memory://site-{{}}@{unique_name}"
+    audit_bus = connect(site.format("audit"))
+    settings = AuditSettings(
+        party_id=GUEST,
+        bus_url=site.format("audit"),
+        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        signing_key=SigningKey.generate().to_bytes().hex(),
+        http_port=-1,
+        log_json=False,
+    )
+    audit = Audit(settings, bus=audit_bus)
+    audit.start()
+    client = redis.Redis.from_url(redis_url)
+    guest = party(Wire(), GUEST, tmp_path, client)
+    ok(guest, "model_publish", job_id=JOB, name="credit", guest_only=True)
+    buses = {name: connect(site.format(name)) for name in ("serving", "worker")}
+    try:
+        # Execute: the same event sent by the worker's user, then by the serving service's
+        for name in ("worker", "serving"):
+            publisher = EnvelopePublisher(buses[name], PartyRef(party_id=GUEST, role="local"))
+            AuditForwarder(guest.registry, publisher).forward()
+            with guest.registry.engine.begin() as conn:
+                conn.execute(sa.update(events_table).values(audited=False))
+
+        # Assert: the worker's copy is dead-lettered naming its publisher; the serving's recorded
+        dead = wait_for_dead_letters(audit_bus, topics.SERVING_EVENTS, 1)
+        assert "published by 'site-worker'" in dead[0].headers[HEADER_DEAD_REASON]
+
+        def recorded() -> list[dict[str, Any]]:
+            with audit.engine.connect() as conn:
+                return [r for r in iter_records(conn) if r["type"] == "serving.event"]
+
+        got = wait_for(lambda: recorded() or None, what="the serving service's copy recorded")
+        assert [r["facts"]["serving_action"] for r in got] == ["publish"]
+    finally:
+        guest.close()
+        audit.stop()
+        for bus in (*buses.values(), audit_bus):
+            bus.close()
+        client.close()

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from fedbus import Delivery, Reject
+from fedbus.bus_factory import url_identity
 from fedbus.runtime import EnvelopePublisher, RemoteSourceGuard
 from fedcrypto.signing import SigningKey
 from fedschemas import (
@@ -174,11 +175,35 @@ def handle_inbox(ctx: AuditContext, guard: RemoteSourceGuard | None, delivery: D
     _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
 
 
-def handle_serving_event(ctx: AuditContext, delivery: Delivery) -> None:
+def serving_publishers(bus_url: str) -> frozenset[str] | None:
+    """The broker users that may publish serving.event, derived from the audit's own user by
+    the naming `fedmq local`, compose and Kubernetes use (docs/security.md): "<site>-audit"
+    trusts "<site>-serving"; a user not named that way is shared by the site's services, which
+    then trust it. None (no check) when the URL names no user: the bus cannot tell publishers
+    apart (memory:// without an identity, pulsar://)."""
+    user = url_identity(bus_url)
+    if user is None:
+        return None
+    if user.endswith("-audit") and len(user) > len("-audit"):
+        return frozenset({user[: -len("-audit")] + "-serving"})
+    return frozenset({user})
+
+
+def handle_serving_event(
+    ctx: AuditContext, delivery: Delivery, publishers: frozenset[str] | None = None
+) -> None:
     """One delivery of svc.serving.events: the party's own serving service's lifecycle events
     (publish, bind, switch, rollback, unbind...), recorded in the chain like the fan-out's
     (one record per message id: the serving service may send an event twice). Anything else,
-    or an event claiming another party, is dead-lettered with the reason."""
+    an event claiming another party, or one that the broker says another service published
+    (`publishers`, serving_publishers), is dead-lettered with the reason."""
+    if publishers is not None and delivery.publisher not in publishers:
+        by = (
+            "no broker-validated publisher"
+            if delivery.publisher is None
+            else f"published by {delivery.publisher!r}"
+        )
+        raise Reject(f"serving.event not from the party's serving service ({by})")
     try:
         envelope, payload = _decode(delivery)
     except MalformedMessage as exc:

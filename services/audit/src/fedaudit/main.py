@@ -179,11 +179,13 @@ class Audit:
             lambda delivery: handlers.handle_inbox(self.ctx, guard, delivery),
             max_deliveries=self.settings.max_deliveries,
         )
-        # The party's serving service's lifecycle events (serving.event, party-local).
+        # The party's serving service's lifecycle events (serving.event, party-local), from
+        # its broker user only.
         self.bus.declare(topics.SERVING_EVENTS)
+        publishers = handlers.serving_publishers(self.settings.bus_url.get_secret_value())
         self._serving = self.bus.subscribe(
             topics.SERVING_EVENTS,
-            lambda delivery: handlers.handle_serving_event(self.ctx, delivery),
+            lambda delivery: handlers.handle_serving_event(self.ctx, delivery, publishers),
             max_deliveries=self.settings.max_deliveries,
         )
         self.rpc.start()
