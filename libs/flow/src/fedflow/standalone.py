@@ -19,12 +19,14 @@ None checks no policy (tests and benchmarks that run short keys for speed).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +54,10 @@ TableSource = Path | Mapping[str, Path]
 ProgressEvent = Callable[[str, str, str, str, float], None]
 """on_event(state, party_id, role, component, progress): state is running/progress/success/
 failed/canceled."""
+
+
+Watcher = Callable[["LocalWorld", str, threading.Event], AbstractContextManager[object]]
+"""run_pipeline's `watch`: (world, job id, abort event) -> a context around the job."""
 
 
 class StandaloneError(RuntimeError):
@@ -239,12 +245,15 @@ def run_pipeline(
     on_event: ProgressEvent | None = None,
     options: RuntimeOptions | None = None,
     policies: Mapping[str, SecurityPolicy] | None = None,
+    watch: Watcher | None = None,
 ) -> StandaloneResult:
     """Run `pipeline` with every party in this process; raises StandaloneError on failure.
     `options`: the threads and priorities every party lets components use (ctx.runtime).
     `policies`: each party's security policy, checked before anything runs (None: none).
     `id_column`: the CSV column of the row ids (every table); `label_column`: the label's,
-    where a table has it."""
+    where a table has it. `watch(world, job_id, abort)`: a context entered once the parties'
+    brokers run and before any table is read, left after the last task (the audit's standalone
+    mode, fedaudit.standalone); setting `abort` stops the job as a failed task does."""
     if policies is not None:
         check_policies(pipeline, policies)
     started = time.perf_counter()
@@ -252,9 +261,16 @@ def run_pipeline(
     job_id = job_id or f"standalone-{uuid.uuid4().hex[:12]}"
     metrics: list[Metric] = []
     curves: list[Curve] = []
-    with LocalWorld(pipeline.party_ids(), workdir, options) as world:
+    abort = threading.Event()
+    with (
+        contextlib.ExitStack() as watching,
+        LocalWorld(pipeline.party_ids(), workdir, options) as world,
+    ):
+        if watch is not None:
+            watching.enter_context(watch(world, job_id, abort))
         _upload_tables(pipeline, tables_by_party, world.parties, label_column, id_column)
-        records = _run_tasks(pipeline, job_id, world.parties, recv_timeout, on_event)
+        records = _run_tasks(pipeline, job_id, world.parties, recv_timeout, on_event, abort)
+        watching.close()  # the watcher sees the whole job before the brokers close
         for party in world.parties.values():
             reader = MetricsReader(party.engine)
             metrics += reader.metrics(job_id, party_id=party.party_id)
@@ -330,8 +346,8 @@ def _run_tasks(
     worlds: Mapping[str, PartyWorld],
     recv_timeout: float | None,
     on_event: ProgressEvent | None,
+    abort: threading.Event,
 ) -> list[TaskRecord]:
-    abort = threading.Event()
     records: list[TaskRecord] = []
     lock = threading.Lock()
     parties = pipeline.parties.by_role()
