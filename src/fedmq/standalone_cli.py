@@ -33,6 +33,7 @@ from rich.progress import TaskID
 from fedmq.cli_output import CROSSED_COLUMNS, CROSSED_TITLE, rich_table, task_progress
 
 if TYPE_CHECKING:
+    from fedaudit.standalone import AuditedRun
     from fedflow.policy import SecurityPolicy
 
 standalone_app = typer.Typer(
@@ -108,6 +109,14 @@ def run(
             help="PARTY=FILE: that party's security policy (default: the secure defaults)",
         ),
     ] = None,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="run each party's audit service (SQLite in --workdir); a critical finding "
+            "stops the job, and findings above info are listed after it",
+        ),
+    ] = False,
 ) -> None:
     """Run PIPELINE with every party in this process."""
     from fedcommon.logging import configure_logging
@@ -116,7 +125,7 @@ def run(
 
     from fedflow.context import RuntimeOptions
     from fedflow.pipeline import Pipeline, PipelineError
-    from fedflow.policy import PolicyError
+    from fedflow.policy import PolicyError, SecurityPolicy
     from fedflow.standalone import PolicyRefused, StandaloneError, check_policies, run_pipeline
     from fedflow.tables import TableError
 
@@ -133,6 +142,12 @@ def run(
     except (PolicyError, PolicyRefused) as exc:
         console.print(f"[red]refused by policy:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    audited = None
+    if audit:
+        from fedaudit.standalone import AuditedRun
+
+        floors = {p: policies.get(p, SecurityPolicy()).min_key_bits for p in pipeline.party_ids()}
+        audited = AuditedRun(pipeline, pipeline_file.read_text(), workdir, min_key_bits=floors)
     lock = threading.Lock()
     with task_progress(console) as progress:
         bars: dict[tuple[str, str, str], TaskID] = {}
@@ -161,12 +176,15 @@ def run(
                 on_event=on_event,
                 options=RuntimeOptions(threads, prefetch_threads, prefetch_nice),
                 policies=policies,
+                watch=audited,
             )
         except TableError as exc:
             console.print(f"[red]data problem:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except StandaloneError as exc:
             console.print(f"[red]job failed:[/red] {escape(str(exc))}")
+            if audited is not None:
+                _print_findings(console, audited)
             raise typer.Exit(1) from None
 
     final = [
@@ -184,6 +202,22 @@ def run(
         f"pipeline {result.pipeline}: {len(result.tasks)} tasks succeeded in "
         f"{result.seconds:.2f} s; databases in {escape(str(result.workdir))}"
     )
+    if audited is not None:
+        _print_findings(console, audited)
+
+
+def _print_findings(console: Console, audited: AuditedRun) -> None:
+    """Each party's audit findings above info and whether its chain verifies."""
+    rows = []
+    for party_id, party in sorted(audited.audits.items()):
+        found = party.findings(audited.job_id)
+        rows += [(party_id, f["severity"], f["rule"], f["party"], f["detail"]) for f in found]
+        problems = party.chain_problems()
+        chain = "verifies" if not problems else "; ".join(problems)
+        console.print(f"audit of party {party_id}: {len(found)} finding(s); its chain {chain}")
+    if rows:
+        columns = ("audit of", "severity", "rule", "party", "detail")
+        console.print(rich_table("Audit findings", columns, rows))
 
 
 Workdir = Annotated[

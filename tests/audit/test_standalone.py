@@ -1,0 +1,80 @@
+"""The audit in standalone mode: each party's audit records a clean run with no finding above
+info and a chain that verifies, every message that crossed in both logs; a cheating party's
+message stops the standalone job naming the rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from threading import Event
+
+import pytest
+from fedaudit import test_hooks
+from fedaudit.standalone import AuditedRun, StoppedByAudit
+from fedflow.pipeline import Pipeline
+from fedflow.standalone import LocalWorld, run_pipeline
+from fedschemas import PartyRef
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "examples" / "data"
+GUEST, HOST = "9999", "10000"
+
+
+def test_a_clean_standalone_run_breaks_no_rule_and_both_logs_hold_what_crossed(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    text = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
+    pipeline = Pipeline.from_yaml(text)
+    audited = AuditedRun(pipeline, text, tmp_path)
+
+    # Execute
+    result = run_pipeline(pipeline, {GUEST: DATA, HOST: DATA}, tmp_path, watch=audited)
+
+    # Assert: nothing above info, chains that verify
+    assert all(task.state == "success" for task in result.tasks)
+    for party in audited.audits.values():
+        assert party.findings(result.job_id) == [], party.party_id
+        assert party.chain_problems() == [], party.party_id
+    # ...and each party logged every message the relay carried, sent at one end, received
+    # at the other
+    for sender, receiver in ((GUEST, HOST), (HOST, GUEST)):
+        carried = sum(
+            1 for c in result.crossings if c.source == sender and c.destination == receiver
+        )
+        sent = audited.audits[sender].records(result.job_id, "out")
+        received = audited.audits[receiver].records(result.job_id, "in")
+        assert carried > 0 and len(sent) == len(received) == carried
+        assert {r["facts"]["content_sha256"] for r in sent} == {
+            r["facts"]["content_sha256"] for r in received
+        }
+
+
+def test_a_cheating_partys_message_stops_the_standalone_job_naming_the_rule(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the host announces a 2049-bit key for hetero_lr as the job starts
+    text = (REPO / "examples" / "pipelines" / "hetero_lr_breast.yaml").read_text()
+    pipeline = Pipeline.from_yaml(text)
+    audited = AuditedRun(pipeline, text, tmp_path)
+
+    @contextmanager
+    def cheating(world: LocalWorld, job_id: str, abort: Event) -> Iterator[object]:
+        with audited(world, job_id, abort) as run:
+            forged = test_hooks.forged(
+                test_hooks.ATTACKS["key_2049"](),
+                job_id=job_id,
+                component="hetero_lr_0",
+                sender=PartyRef(party_id=HOST, role="host"),
+                receiver=PartyRef(party_id=GUEST, role="guest"),
+                tag="public_key",
+            )
+            test_hooks.inject(world.buses[HOST], forged)
+            yield run
+
+    # Execute / Assert: the run fails, stopped by the guest's audit, naming rule and party
+    with pytest.raises(StoppedByAudit) as stopped:
+        run_pipeline(pipeline, {GUEST: DATA, HOST: DATA}, tmp_path, watch=cheating)
+    assert f"stopped by the audit of party {GUEST}: rule data.key_width" in str(stopped.value)
+    assert f"broken by party {HOST}" in str(stopped.value)
