@@ -159,3 +159,14 @@ def test_a_request_whose_deadline_passes_times_out_alone(
     # The lane is free again: the next request goes and is answered.
     assert predict(guest, "r3")["ok"]
     assert wire.calls == [1, 1]
+
+
+def test_a_silent_host_fails_every_request_of_a_shared_call_naming_it(
+    tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    wire, guest = stack(tmp_path, client, delay=0.2, concurrency=1)
+    wire.down.add(HOST)
+    answers = together(guest, ["r1", "r2", "r3", "r4", "r5", "r6"])
+    assert [a["status"] for a in answers] == [503] * 6
+    assert all(f"host party {HOST}" in a["error"] for a in answers)
+    assert len(wire.calls) < 6

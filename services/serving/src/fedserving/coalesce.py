@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedbus.remote import RemoteTimeout
+from fedbus.remote import RemoteCallError, RemoteTimeout
 
 Send = Callable[[str, bytes, float], bytes]
 """(host party, request body, timeout in seconds) -> the host's reply body."""
@@ -98,6 +98,10 @@ class HostCalls:
                 continue
             if me.done:
                 if me.error is not None:
+                    # Each member raises its own instance (one exception object raised in
+                    # several threads at once would share one traceback).
+                    if isinstance(me.error, RemoteCallError):
+                        raise type(me.error)(*me.error.args)
                     raise me.error
                 assert me.answer is not None
                 return me.answer
