@@ -17,12 +17,11 @@ is printed), 2 the request was refused or the API unreachable, 124 `--timeout` p
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -388,28 +387,6 @@ def model(
     _write_or_print(text, output, f"{found.get('count', 0)} outputs of job {job_id}")
 
 
-def _write_rows(out: IO[str], page: dict[str, Any], header: bool) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    label = page.get("label_name")
-    if header:
-        writer.writerow(["id", *page["columns"], *([label] if label else [])])
-    labels = page.get("labels")
-    classes = page.get("label_classes") or []
-    for i, (row_id, values) in enumerate(zip(page["ids"], page["features"], strict=True)):
-        cells = ["" if v is None else repr(float(v)) for v in values]
-        if label:
-            y = labels[i] if labels is not None else None
-            cells.append("" if y is None else _label_cell(float(y), classes))
-        writer.writerow([row_id, *cells])
-
-
-def _label_cell(value: float, classes: list[str]) -> str:
-    """A label as the uploaded data wrote it: a text label's class name, else the number."""
-    if classes and value.is_integer() and 0 <= value < len(classes):
-        return str(classes[int(value)])
-    return repr(value)
-
-
 @job_app.command("data")
 def data(
     job_id: JobArg,
@@ -425,6 +402,8 @@ def data(
 ) -> None:
     """A job's output table at this party as CSV (id, the columns, the label if any: a text
     label by its class name), fetched a page of rows at a time."""
+    from fedmq.results import write_rows  # imports fedflow: only for this command
+
     buffer = io.StringIO()
     offset, total = 0, None
     with api_client(url, token) as api:
@@ -433,7 +412,7 @@ def data(
                 job_id, component, name, role=role, offset=offset, limit=page_rows
             )
             total = int(page["rows"])
-            _write_rows(buffer, page, header=offset == 0)
+            write_rows(buffer, page, header=offset == 0)
             if not page["ids"]:
                 break
             offset += len(page["ids"])

@@ -7,6 +7,7 @@ run can be printed and exported without decoding rows by hand:
 
     fedmq standalone metrics JOB [--component eval_0] [--workdir DIR] [--output FILE]
     fedmq standalone model JOB COMPONENT [--workdir DIR] [--output FILE]
+    fedmq standalone data JOB COMPONENT --party P [--name data] [--output FILE]   # as CSV
 
 Each party's outputs stay in that party's own database; in standalone mode every party is on
 this machine, so the export shows them side by side.
@@ -14,9 +15,11 @@ this machine, so the export shows them side by side.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from fedbus.sql_inbox import make_engine
@@ -132,3 +135,65 @@ def model_json(workdir: Path, job_id: str, component: str) -> dict[str, Any]:
     if not parties:
         raise NoResults(f"no outputs of {component} in job {job_id} in {workdir}")
     return {"job_id": job_id, "component": component, "parties": parties}
+
+
+def write_rows(out: IO[str], page: dict[str, Any], header: bool) -> None:
+    """Rows of an output table as CSV (id, the columns, the label if any), from a page as the
+    data service answers it (`ids`, `columns`, `features`, `label_name`, `labels`,
+    `label_classes`): a text label is written as its class name, as the data was uploaded."""
+    writer = csv.writer(out, lineterminator="\n")
+    label = page.get("label_name")
+    if header:
+        writer.writerow(["id", *page["columns"], *([label] if label else [])])
+    labels = page.get("labels")
+    classes = page.get("label_classes") or []
+    for i, (row_id, values) in enumerate(zip(page["ids"], page["features"], strict=True)):
+        cells = ["" if v is None else repr(float(v)) for v in values]
+        if label:
+            y = labels[i] if labels is not None else None
+            cells.append("" if y is None else _label_cell(float(y), classes))
+        writer.writerow([row_id, *cells])
+
+
+def _label_cell(value: float, classes: list[str]) -> str:
+    if classes and value.is_integer() and 0 <= value < len(classes):
+        return str(classes[int(value)])
+    return repr(value)
+
+
+def data_csv(
+    workdir: Path, job_id: str, component: str, party: str, name: str = "data",
+    role: str | None = None,
+) -> str:  # fmt: skip
+    """A party's output table `name` of `component` as CSV (write_rows)."""
+    path = party_databases(workdir).get(party)
+    if path is None:
+        raise NoResults(f"no database of party {party} in {workdir}")
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        c = artifacts_table.c
+        query = sa.select(c.role).where(
+            c.job_id == job_id, c.component == component, c.party_id == party, c.name == name
+        )
+        with engine.connect() as conn:
+            roles = [r for (r,) in conn.execute(query) if role is None or r == role]
+        if not roles:
+            raise NoResults(f"no output {name!r} of {component} in job {job_id} at {party}")
+        if len(roles) > 1:
+            raise NoResults(f"{party} ran {component} as {', '.join(roles)}: name the role")
+        found = ArtifactStore(engine).get_artifact(job_id, party, roles[0], f"{component}.{name}")
+    finally:
+        engine.dispose()
+    if isinstance(found, ModelArtifact):
+        raise NoResults(f"output {name!r} of {component} is a model (`fedmq standalone model`)")
+    page = artifact_json(found)
+    if page["kind"] == "weights":
+        page = {
+            "ids": [str(i) for i in found.ids.tolist()],
+            "columns": ["weight"],
+            "features": [[_number(float(w))] for w in found.features[:, 0]],
+        }
+    page["label_classes"] = found.label_classes
+    out = io.StringIO()
+    write_rows(out, page, header=True)
+    return out.getvalue()

@@ -4,6 +4,7 @@
         --data 9999=examples/data --data 10000=examples/data
     fedmq standalone metrics JOB [--component eval_0] [-o metrics.json]
     fedmq standalone model JOB hetero_lr_0 [-o model.json]   # each party's part, as JSON
+    fedmq standalone data JOB predict_0 --party 9999 [-o scores.csv]   # an output table
 
 Each party gets its own in-memory broker and SQLite file under --workdir, linked by an
 in-process relay that signs, verifies and records every crossing (fedflow.standalone). `--data
@@ -272,3 +273,31 @@ def model(
     except NoResults as exc:
         Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
+
+
+@standalone_app.command("data")
+def data(
+    job_id: Annotated[str, typer.Argument(help="the job id the run printed", metavar="JOB")],
+    component: Annotated[str, typer.Argument(help="the component, e.g. predict_0")],
+    party: Annotated[str, typer.Option(help="the party whose output to export")],
+    name: Annotated[str, typer.Option(help="the output's name")] = "data",
+    role: Annotated[
+        str | None, typer.Option(help="the role, where the party ran the component as several")
+    ] = None,
+    workdir: Workdir = Path(".fedmq/standalone"),
+    output: Output = None,
+) -> None:
+    """A party's output table of COMPONENT as CSV (id, the columns, the label if any: a text
+    label by its class name), as `fedmq job data` exports a job's (fedmq.results)."""
+    from fedmq.results import NoResults, data_csv
+
+    try:
+        text = data_csv(workdir, job_id, component, party, name, role)
+    except NoResults as exc:
+        Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        Console(stderr=True).print(f"wrote {escape(str(output))}")

@@ -1,7 +1,8 @@
 """Text labels through a pipeline: a guest table whose label column holds class names is read
 as classes 0 .. K-1 (the names sorted), the names follow the labels through psi to the
 evaluation, which takes the positive class by name and names the classes in its multi-class
-metrics; a positive class that is not one of them is refused naming the classes."""
+metrics, and to `fedmq standalone data`, which exports them as names; a positive class that is
+not one of them is refused naming the classes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from fedflow.pipeline import Pipeline
 from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import accuracy_score, roc_auc_score
+from typer.testing import CliRunner
+
+from fedmq.standalone_cli import standalone_app
 
 GUEST, HOST = "9999", "10000"
 NAMES = ("malignant", "benign")
@@ -99,6 +103,10 @@ def test_the_positive_class_is_taken_by_name_and_the_names_follow_the_labels(
 
     # Execute: malignant is class 1 here (benign sorts first), whatever the original target
     result = run(tmp_path, [{"score_column": "score", "pos_class": "malignant"}], "g")
+    exported = CliRunner().invoke(
+        standalone_app,
+        ["data", result.job_id, "psi_0", "--party", GUEST, "--workdir", str(tmp_path)],
+    )
 
     # Assert: the psi output still names the classes, and the AUC is scikit-learn's with
     # malignant positive (worst concave points rank malignant tumours high)
@@ -110,6 +118,11 @@ def test_the_positive_class_is_taken_by_name_and_the_names_follow_the_labels(
     expected = roc_auc_score([diagnosis[k] == "malignant" for k in ids], [score[k] for k in ids])
     assert result.metric("eval_0", "auc") == pytest.approx(expected, abs=1e-12)
     assert expected > 0.9
+    # exported as the data was written: the diagnosis by name
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.reader(exported.output.splitlines()))
+    assert rows[0] == ["id", "score", "guess", "y"]
+    assert {r[0]: r[-1] for r in rows[1:]} == diagnosis
 
 
 def test_multi_class_metrics_name_the_classes(
