@@ -90,7 +90,13 @@ def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
         create_flow_tables(engine)
         ArtifactStore(engine).put(job, "reader_0", party, role, "data", load(TABLES[party]), 0)
         engine.dispose()
-    settings = {HOST: {"recv_timeout_s": HOST_RECV_TIMEOUT_S}, GUEST: {}}
+    # A checkpoint key per party (the same for a restarted worker): a worker killed mid-round
+    # resumes from sealed secure-aggregation state, which opens only with it.
+    keys = {party: f"homo-lr-test-checkpoint-key-{party}" * 2 for party in ROLES}
+    settings = {
+        HOST: {"recv_timeout_s": HOST_RECV_TIMEOUT_S, "checkpoint_key": keys[HOST]},
+        GUEST: {"checkpoint_key": keys[GUEST]},
+    }
     with ThreadPoolExecutor(2) as pool:  # both start at once: most of this test's time
         started = {
             party: pool.submit(

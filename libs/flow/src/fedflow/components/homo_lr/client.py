@@ -337,6 +337,8 @@ def _secure_round(
         sent = client.share_keys(wire.read_directory(got))
         keep(resume.snapshot(client, ctx.checkpoints, sent))
     fed.send(wire.shares_payload(sent), to=link.aggregator, tag="sa_shares", iteration=r)
+    # From here on a dropout of this client is recovered from the others' shares of its key.
+    log.info("shares_sent", party_id=ctx.party_id, client=me.client_id, round=r)
     got = link.recv("sa_routed", r)
     if _excluded(got):
         return
