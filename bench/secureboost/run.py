@@ -143,7 +143,11 @@ def run_depth(depth: int, args: argparse.Namespace) -> dict[str, Any]:
         "insecure_short_keys": args.key_bits < 2048,
     }
     params = HeteroSecureBoostParams.model_validate(settings)
-    options = RuntimeOptions(threads=args.threads, prefetch_threads=args.prefetch_threads)
+    options = RuntimeOptions(
+        threads=args.threads,
+        prefetch_threads=args.prefetch_threads,
+        prefetch_nice=args.prefetch_nice,
+    )
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as workdir:
         began, cpu_began = time.perf_counter(), _cpu()
@@ -170,6 +174,8 @@ def run_depth(depth: int, args: argparse.Namespace) -> dict[str, Any]:
         "guest_decrypt_seconds": round(result.metric("boost_0", "decrypt_seconds", "9999"), 2),
         "host_histogram_seconds": round(result.metric("boost_0", "histogram_seconds", "10000"), 2),
         "host_compress_seconds": round(result.metric("boost_0", "compress_seconds", "10000"), 2),
+        "prefetch_threads": args.prefetch_threads,
+        "prefetch_nice": args.prefetch_nice,
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in load_after],
         **baselines(params),
@@ -187,6 +193,7 @@ def main() -> None:
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prefetch-threads", type=int, default=2)
+    parser.add_argument("--prefetch-nice", type=int, default=19, help="CPU priority (0..19)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     logging.disable(logging.INFO)
