@@ -11,6 +11,7 @@ import csv
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +37,8 @@ stack = stack_fixture(
     env={
         "FEDMQ_SERVING_ACCEPT_MODELS_FROM": '["*"]',
         "FEDMQ_SERVING_RATE_LIMIT_ROWS_PER_S": str(GUEST_RATE_LIMIT),
+        # A re-uploaded feature table is picked up within a second (the last test)
+        "FEDMQ_SERVING_FEATURE_REFRESH_S": "1",
     },
 )
 PIPELINE = f"""
@@ -355,3 +358,29 @@ def test_unbind_waits_for_requests_in_flight_then_refuses_new_ones(
         for e in parties.ok(GUEST, "GET", "/events", params={"service_id": service})["data"]
     ]
     assert actions[-2:] == ["unbind_started", "unbind"]
+
+
+def test_a_reuploaded_host_table_is_served_without_reloading_it_by_hand(
+    parties: Parties, service: str, tmp_path: Path
+) -> None:
+    # Prepare: the host's table uploaded again without its first row
+    source = (DATA / "breast_hetero_host.csv").read_text().splitlines()
+    dropped = source[1].split(",")[0]
+    kept = source[2].split(",")[0]
+    smaller = tmp_path / "breast_hetero_host.csv"
+    smaller.write_text("\n".join([source[0], *source[2:]]) + "\n")
+    bind = {"service_id": "risk-again", "name": "credit", "version": 1}
+    parties.ok(GUEST, "POST", "/services", json=bind)
+
+    # Execute
+    parties.stack.host.upload_table("breast_hetero_host", smaller, replace=True)
+
+    # Assert: the host's serving reloads it by itself; the dropped id is now unknown there
+    missing = wait_for(
+        lambda: ((r := predict(parties, "risk-again", dropped)).status_code == 404 and r) or None,
+        timeout=20,
+        what="the host serves the re-uploaded table",
+    )
+    assert f"party {HOST}" in missing.text and repr(dropped) in missing.text
+    again = predict(parties, "risk-again", kept)
+    assert again.status_code == 200 and abs(again.json()["score"] - parties.offline[kept]) <= 1e-9
