@@ -2,7 +2,8 @@
 as classes 0 .. K-1 (the names sorted), the names follow the labels through psi to the
 evaluation, which takes the positive class by name and names the classes in its multi-class
 metrics, and to `fedmq standalone data`, which exports them as names; a positive class that is
-not one of them is refused naming the classes."""
+not one of them is refused naming the classes; a model of numbers (hetero_linr, hetero_poisson)
+refuses a text label column."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import numpy as np
 import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
+from fedflow.tables import Table
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import accuracy_score, roc_auc_score
 from typer.testing import CliRunner
 
 from fedmq.standalone_cli import standalone_app
+from tests.flow.modelling_runs import run_component
 
 GUEST, HOST = "9999", "10000"
 NAMES = ("malignant", "benign")
@@ -156,3 +159,31 @@ def test_a_positive_class_the_labels_do_not_name_is_refused_naming_them(
         r"\(its classes: benign, malignant\)",
     ):
         run(tmp_path, [{"score_column": "score", "pos_class": "Malignant"}], "g")
+
+
+@pytest.mark.parametrize(
+    ("component", "takes"),
+    [("hetero_linr", "numeric labels"), ("hetero_poisson", "class labels 0, 1, 2")],
+)
+def test_a_model_of_numbers_refuses_a_text_label_column_before_it_starts(
+    tmp_path: Path, component: str, takes: str
+) -> None:
+    # Prepare: a text label column as the CSV import reads it (classes of the sorted names)
+    ids = np.array([f"r{i}" for i in range(80)], dtype=np.str_)
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 2, 80).astype(np.float64)
+    guest = Table(
+        ids, rng.normal(size=(80, 2)), ["a", "b"], codes, "y", label_classes=["no", "yes"]
+    )
+    host = Table(ids, rng.normal(size=(80, 2)), ["c", "d"], None)
+
+    # Execute
+    out = run_component(
+        tmp_path, component, {GUEST: {"data": guest}, HOST: {"data": host}},
+        {"key_bits": 512, "insecure_short_keys": True, "batch_size": 80, "epochs": 1},
+    )  # fmt: skip
+
+    # Assert: refused at the guest, before any key was made or message sent
+    assert f"{component} takes {takes}" in str(out.errors[GUEST])
+    assert "but label column 'y' holds class names (no, yes)" in str(out.errors[GUEST])
+    assert not [c for c in out.crossings if c.source == GUEST]

@@ -18,7 +18,7 @@ resumes from the last checkpoint instead of starting over against peers that mov
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -29,13 +29,14 @@ from fedflow.artifacts import ArtifactMissing, ArtifactStore
 from fedflow.bus_federation import BusFederation, FederationEndpoint
 from fedflow.checkpoints import CheckpointScope, CheckpointStore
 from fedflow.components import REGISTRY
+from fedflow.components.base import ComponentType
 from fedflow.context import ComponentContext, RuntimeOptions
 from fedflow.cryptopool import local_executor
 from fedflow.db import create_flow_tables
 from fedflow.metrics import MetricsWriter
 from fedflow.protocol import ProtocolGuard
 from fedflow.sealing import CheckpointSealer
-from fedflow.tables import TableStore, carry_label_classes
+from fedflow.tables import Table, TableStore, carry_label_classes
 from fedflow.task import TaskKey, TaskSpec
 
 log = structlog.get_logger("fedflow.runner")
@@ -43,6 +44,17 @@ log = structlog.get_logger("fedflow.runner")
 
 class TaskError(Exception):
     """A task that cannot run as specified (unknown type, bad params, missing input)."""
+
+
+def _check_label_names(ctype: ComponentType, role: str, inputs: Mapping[str, object]) -> None:
+    """Refuse a text label column (class names) where the model takes numbers (hetero_linr's
+    target, hetero_poisson's counts): its classes 0 .. K-1 would train silently."""
+    rule = ctype.labels.get(role)
+    if rule is None or rule.takes_names():
+        return
+    for table in inputs.values():
+        if isinstance(table, Table) and table.label_classes is not None:
+            raise TaskError(rule.names_problem(ctype.name, table.label_name, table.label_classes))
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,7 @@ class PartyRuntime:
             executor=self.executor,
             runtime=self.options,
         )
+        _check_label_names(ctype, spec.role, inputs)
         outputs = ctype.run(ctx)
         if spec.role not in ctype.remaps_labels:
             outputs = carry_label_classes(outputs, inputs)

@@ -55,6 +55,22 @@ class LabelRule:
 
     kind: Literal["binary", "classes", "numeric"]
     values: tuple[float, ...] = ()
+    names: bool | None = None
+    """Whether a text label column (class names, read as classes 0 .. K-1: fedflow.tables)
+    fits; None: for "binary" and "classes", not for "numeric" (a regression target is a
+    number, not a class)."""
+
+    def takes_names(self) -> bool:
+        return self.kind != "numeric" if self.names is None else self.names
+
+    def names_problem(self, component: str, label_name: str | None, classes: list[str]) -> str:
+        """The refusal of a text label column by a model that does not take class names."""
+        shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+        return (
+            f"{component} takes {self.expected()}, but label column {label_name!r} holds class "
+            f"names ({shown}), read as classes 0 .. {len(classes) - 1}: upload the target as "
+            "numbers"
+        )
 
     def expected(self) -> str:
         if self.kind == "binary":

@@ -190,7 +190,7 @@ HETERO_POISSON = ComponentDescriptor(
     inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
     outputs=("model",),
     protocol=HETERO_POISSON_PROTOCOL,
-    labels={"guest": LabelRule("classes")},
+    labels={"guest": LabelRule("classes", names=False)},  # counts, not named classes
 )
 
 HETERO_POISSON_PREDICT = ComponentDescriptor(
