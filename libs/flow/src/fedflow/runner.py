@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -46,10 +47,12 @@ class TaskError(Exception):
     """A task that cannot run as specified (unknown type, bad params, missing input)."""
 
 
-def _check_label_names(ctype: ComponentType, role: str, inputs: Mapping[str, object]) -> None:
+def _check_label_names(
+    ctype: ComponentType, role: str, params: Mapping[str, Any], inputs: Mapping[str, object]
+) -> None:
     """Refuse a text label column (class names) where the model takes numbers (hetero_linr's
     target, hetero_poisson's counts): its classes 0 .. K-1 would train silently."""
-    rule = ctype.labels.get(role)
+    rule = ctype.labels_for(params).get(role)
     if rule is None or rule.takes_names():
         return
     for table in inputs.values():
@@ -177,7 +180,7 @@ class PartyRuntime:
             executor=self.executor,
             runtime=self.options,
         )
-        _check_label_names(ctype, spec.role, inputs)
+        _check_label_names(ctype, spec.role, ctx.params, inputs)
         outputs = ctype.run(ctx)
         if spec.role not in ctype.remaps_labels:
             outputs = carry_label_classes(outputs, inputs)
