@@ -25,6 +25,13 @@ adds theirs to [[v]]_G, so its residual covers every host's scores; and sends th
 [[sum over the others of u_h . u_h' / 4]]_G (`host_cross`, order 2), the cross term of the loss.
 The guest runs the exchange above with each host under that host's key.
 
+Options (docs/hetero_lr.md): `sigmoid: separable` replaces the Taylor line by sigmoid(u_g +
+u_h) ~ a_0(u_g) + sum_j a_j(u_g) b_j(u_h) (the residual and host_scores messages then carry
+3 stacked vectors; one host only); `multi_class: true` trains one-vs-rest, class after class,
+with global iteration ids; a `validate_data` input makes each host send its partial scores of
+the validation rows after each epoch (`validate_scores`), for the guest's validate_loss and
+early stopping (`patience`, `min_delta`), whose best epoch every party keeps.
+
 Prediction (hetero_lr_predict), once per host:
 
   host -> guest  host_partial_scores  u_h = X_h w_h per row   (m,) float64, kind partial_score
