@@ -308,6 +308,7 @@ def link_transfer(
         "link_stripe_bytes": 1 << 20,
         "link_buffer_bytes": args.buffer_mib << 20,
         "ack_timeout_s": 120.0,
+        "link_compress_level": args.compress_level,
     }
     receiver = Gateway(
         parties.settings(
@@ -403,6 +404,9 @@ def main() -> None:
     parser.add_argument("--payload", choices=("ciphertext", "floats", "bins"), default="ciphertext")
     parser.add_argument(
         "--rows", default="bbr,link_only,gateway", help="rows besides the CUBIC baseline"
+    )
+    parser.add_argument(
+        "--compress-level", type=int, default=1, help="the gateways' link_compress_level (0: off)"
     )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
