@@ -318,6 +318,22 @@ def main() -> None:
                         before, readings(), sequential[service]["mean_ms"]
                     )
                 print(service, "one client", json.dumps(sequential[service]), flush=True)
+            # The REST stack alone: a body the gateway's own validation refuses (422) never
+            # reaches the bus, so its CPU is uvicorn + FastAPI + middleware + pydantic.
+            cpu_before = cpu()
+            with httpx.Client(headers=headers, timeout=10) as client:
+                codes = {
+                    client.post(f"{api}/floor/predict", json={"id": "1"}).status_code
+                    for _ in range(200)
+                }
+            sequential["rest_only_422"] = {
+                "codes": sorted(codes),
+                "cpu_ms_per_request": {
+                    name: round((used - cpu_before[name]) * 1000 / 200, 2)
+                    for name, used in cpu().items()
+                },
+            }
+            print("rest only", json.dumps(sequential["rest_only_422"]), flush=True)
             result["one_client"] = sequential
 
             def restart_guest(concurrency: int) -> None:
