@@ -14,7 +14,7 @@ import pytest
 from fedflow.bus_federation import BusFederation
 from fedflow.components.homo_lr import math as hmath
 from fedflow.pipeline import Pipeline
-from fedflow.standalone import run_pipeline
+from fedflow.standalone import StandaloneError, run_pipeline
 from structlog.testing import capture_logs
 
 from tests.homo.conftest import EXAMPLE_DATA, load, parts, pipeline, training
@@ -62,3 +62,28 @@ def test_a_client_waits_out_an_aggregator_away_longer_than_its_receive_timeout(
     for party, role in (("9999", "guest"), ("10000", "host")):
         model = result.output(party, role, "homo_lr_0", "model")
         np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+
+
+def test_a_client_gives_up_once_the_aggregator_is_away_past_aggregator_wait_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the same quiet aggregator, but the host waits at most 0.5 s in all
+    params = {**PARAMS, "aggregator_wait_s": 0.5, "round_timeout_s": 1.0}
+    spec = pipeline(TABLES, "breast_homo_test", params, score=False)
+    send = BusFederation.send
+
+    def away_before_round_1(self: BusFederation, payload: Any, **kw: Any) -> None:
+        if self.role == "guest" and kw["tag"] == "global_model" and kw["iteration"] == 1:
+            time.sleep(AWAY_S)
+        send(self, payload, **kw)
+
+    monkeypatch.setattr(BusFederation, "send", away_before_round_1)
+
+    # Execute / Assert: the host's task fails, saying what it waited for and which setting
+    with pytest.raises(StandaloneError, match=r"(?s)10000 \(host\).*aggregator_wait_s \(0.5 s\)"):
+        run_pipeline(
+            Pipeline.from_dict(spec),
+            dict.fromkeys(["9999", "10000"], EXAMPLE_DATA),
+            tmp_path / "run",
+            recv_timeout=RECV_TIMEOUT_S,
+        )
