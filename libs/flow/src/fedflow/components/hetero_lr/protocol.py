@@ -20,6 +20,7 @@ def training_protocol(
     host_cross: str,
     reveal_mode: bool,
     validation: bool = False,
+    host_scores: str = "[[u_h]], host key",
 ) -> Protocol:
     """The training exchange of hetero_lr, or of a model with the same exchange and another
     residual (hetero_linr): what the residual, the peer scores and the cross term hold, and
@@ -78,7 +79,13 @@ def training_protocol(
             ),
             ciphertext_rule("residual", "guest", "host", 1, "*", residual, decrypt=False),
             ciphertext_rule(
-                "host_scores", "host", "guest", 1, "*", "[[u_h]], host key", decrypt=False
+                "host_scores",
+                "host",
+                "guest",
+                1,
+                "*",
+                host_scores,
+                decrypt=False,
             ),
             ciphertext_rule("peer_scores", "host", "host", 1, "*", peer_scores, decrypt=False),
             # Rows: the sending host's feature count, checked against what it announced (a dim
@@ -132,11 +139,12 @@ def training_protocol(
 HETERO_LR_PROTOCOL = training_protocol(
     "hetero_lr",
     "vertical LR, Taylor sigmoid, two Paillier keys, integer masks, no arbiter",
-    residual="[[u_g/4 + 0.5 - y]], guest key",
+    residual="[[u_g/4 + 0.5 - y]], guest key (sigmoid separable: [[a_0 - y; a_1; a_2]])",
     peer_scores="several hosts: [[u_h / 4]] under the guest key, to the other hosts",
     host_cross="several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key",
     reveal_mode=True,
     validation=True,
+    host_scores="[[u_h]], host key (sigmoid separable: [[b_1(u_h); b_2(u_h); u_h]])",
 )
 
 
