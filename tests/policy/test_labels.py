@@ -167,3 +167,77 @@ def test_binary_labels_and_tables_without_a_profile_pass_the_submission_check(
     fed.client(GUEST).submit(hetero_lr_pipeline(), job_id="job-binary")
 
     fed.wait_state(GUEST, "job-binary", "success")
+
+
+def hetero_linr_pipeline() -> str:
+    return hetero_lr_pipeline().replace("type: hetero_lr", "type: hetero_linr")
+
+
+def test_a_model_of_numbers_tells_the_reader_its_rule_and_the_reader_refuses_before_psi(
+    tmp_path: Path,
+) -> None:
+    # Prepare: hetero_linr's guest takes numbers; the guest's table has no label column
+    pipeline = Pipeline.from_yaml(hetero_linr_pipeline())
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    with (DATA / "breast_hetero_guest.csv").open(newline="") as src:
+        rows = [[v for i, v in enumerate(row) if i != 1] for row in csv.reader(src)]  # no y
+    with (guest / "breast_hetero_guest.csv").open("w", newline="") as dst:
+        csv.writer(dst).writerows(rows)
+
+    # Execute
+    with pytest.raises(StandaloneError) as info:
+        run_pipeline(pipeline, {GUEST: guest, HOST: host_folder(tmp_path)}, tmp_path / "work")
+
+    # Assert: the reader learnt the rule (the host's reader nothing) and refused before PSI
+    assert pipeline.params_for("reader_0", "guest", GUEST)["label_rules"] == [
+        {"kind": "numeric", "names": False}
+    ]
+    assert "label_rules" not in pipeline.params_for("reader_0", "host", HOST)
+    message = str(info.value)
+    assert message.startswith("reader_0 failed at party 9999 (guest)")
+    assert (
+        "table breast_hetero_guest has no label column, but the model its data flows into "
+        "takes numeric labels (finite numbers)" in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes", "reason"),
+    [
+        (
+            [0.0, 1.0, 2.0],
+            ["high", "low", "mid"],
+            ": the model its data flows into takes numeric labels (finite numbers), but label "
+            "column 'y' holds class names (high, low, mid), read as classes 0 .. 2: upload the "
+            "target as numbers",
+        ),
+        (
+            None,
+            None,
+            " has no label column, but the model its data flows into needs numeric labels "
+            "(finite numbers)",
+        ),
+    ],
+    ids=["class-names", "no-label"],
+)
+def test_a_regression_on_class_names_or_on_no_label_is_refused_at_submission(
+    federation_factory: Callable[..., Federation],
+    labels: list[float] | None,
+    classes: list[str] | None,
+    reason: str,
+) -> None:
+    # Prepare: the guest's worker reported a text label column, or none
+    fed = federation_factory(grants=[(HOST, "breast_hetero_host", GUEST, ["*"])])
+    send_profile(fed, GUEST, "breast_hetero_guest", labels, classes)
+    wait_until(lambda: recorded(fed, GUEST, "breast_hetero_guest"), 30, "the profile")
+
+    # Execute
+    fed.client(GUEST).submit(hetero_linr_pipeline(), job_id="job-linr")
+    failed = fed.wait_state(GUEST, "job-linr", "failed")
+
+    # Assert: refused by the guest before anything ran
+    assert failed["reason"] == (
+        "party 9999 refused the job: table breast_hetero_guest (read by reader_0)" + reason
+    )
+    assert fed.workers[GUEST].runs == [] and fed.workers[HOST].runs == []

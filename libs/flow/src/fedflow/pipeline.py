@@ -52,7 +52,7 @@ from typing import Any, Final
 import yaml
 from pydantic import ValidationError
 
-from fedflow.components import CATALOGUE, ComponentDescriptor
+from fedflow.components import CATALOGUE, ComponentDescriptor, LabelRule
 from fedflow.protocol import PROTOCOL_ROLES
 
 # Not fedschemas.PARTY_ROLES: importing fedschemas imports numpy, and this module is part of
@@ -307,9 +307,8 @@ def _timeout(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]:
-    """Reader name -> {role: label values} that the components its data flows into declare
-    (`ComponentDescriptor.label_values`; several: the values all of them take). Below a
+def _downstream_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[LabelRule]]]:
+    """Reader name -> {role: the label rules of the components its data flows into}. Below a
     component that remaps labels at a role (`ComponentDescriptor.remaps_labels`:
     label_transform) the models' rules at that role are not the reader's: the walk stops
     applying them there."""
@@ -318,13 +317,13 @@ def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]
         for ref in raw.inputs.values():
             children.setdefault(ref.component, set()).add(raw.name)
     by_name = {raw.name: raw for raw in raws}
-    rules: dict[str, dict[str, list[float]]] = {}
+    rules: dict[str, dict[str, list[LabelRule]]] = {}
     for raw in raws:
         if raw.type.table_param is None:
             continue
         seen: set[tuple[str, frozenset[str]]] = set()
         todo = [(child, frozenset[str]()) for child in sorted(children[raw.name])]
-        found: dict[str, set[float]] = {}
+        found: dict[str, list[LabelRule]] = {}
         while todo:
             name, remapped = todo.pop()
             if (name, remapped) in seen or name not in by_name:
@@ -337,19 +336,42 @@ def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[float]]]
             for role in ctype.labels:
                 # The role's params may change its rule (hetero_lr's multi_class).
                 task_params = {**given.get(COMMON, {}), **given.get(role, {})}
-                values = ctype.label_values_for(task_params, role).get(role)
-                if role in remapped or values is None:
+                rule = ctype.labels_for(task_params).get(role)
+                if role in remapped or rule is None:
                     continue
-                found[role] = found[role] & set(values) if role in found else set(values)
+                found.setdefault(role, []).append(rule)
         if found:
-            rules[raw.name] = {role: sorted(values) for role, values in found.items()}
+            rules[raw.name] = found
     return rules
+
+
+def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Reader name -> {role: reader params} that check its table against the labels the
+    components its data flows into take: `label_values` (binary models' values, several: the
+    values all of them take) and `label_rules` (the other models' kinds, "classes" or
+    "numeric", and whether class names fit)."""
+    params: dict[str, dict[str, dict[str, Any]]] = {}
+    for reader, by_role in _downstream_rules(raws).items():
+        for role, rules in by_role.items():
+            given: dict[str, Any] = {}
+            for rule in rules:
+                if rule.kind == "binary":
+                    values = set(rule.values)
+                    given["label_values"] = sorted(
+                        values & set(given["label_values"]) if "label_values" in given else values
+                    )
+                else:
+                    entry = {"kind": rule.kind, "names": rule.takes_names()}
+                    if entry not in given.setdefault("label_rules", []):
+                        given["label_rules"].append(entry)
+            params.setdefault(reader, {})[role] = given
+    return params
 
 
 def _resolve_params(
     raw: _RawComponent,
     parties: Parties,
-    label_values: Mapping[str, list[float]] | None = None,
+    label_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[tuple[PartyTask, ...], dict[tuple[str, str], dict[str, Any]]]:
     ctype, where = raw.type, raw.where
     tasks = tuple(PartyTask(party, role) for role in ctype.roles for party in parties.of_role(role))
@@ -381,9 +403,9 @@ def _resolve_params(
         }
         model = ctype.params_model(task.role)
         # A reader learns the labels its downstream model takes (unless the pipeline says).
-        wanted = (label_values or {}).get(task.role)
-        if wanted is not None and "label_values" in model.model_fields:
-            merged.setdefault("label_values", wanted)
+        for key, wanted in (label_params or {}).get(task.role, {}).items():
+            if key in model.model_fields:
+                merged.setdefault(key, wanted)
         try:
             value = model.model_validate(merged)
         except ValidationError as exc:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from fedbus import Reject
 from fedbus.inbox import InboxTransaction
+from fedflow.components.base import LabelRule
 from fedschemas import Envelope, Payload
 from fedschemas.payloads import TableProfile
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -101,36 +102,46 @@ def label_problem(
     pipeline: Pipeline, party_id: str, profile: Callable[[str], Profile | None]
 ) -> str | None:
     """Why `party_id`'s tables cannot feed the models of `pipeline`: a reader whose data flows
-    into a model that takes given labels (reader param `label_values`, filled in by the
-    pipeline) reads a table whose recorded labels are outside them, or that has no label
-    column. None when every such table fits or is not known here."""
+    into a model that takes given labels (reader params `label_values` and `label_rules`,
+    filled in by the pipeline) reads a table whose recorded labels do not fit them, or that
+    has no label column. None when every such table fits or is not known here."""
     for spec, role in pipeline.tasks_for(party_id):
         ctype = spec.component_type
         if ctype.table_param is None:
             continue
         params = spec.params_for(role, party_id)
         allowed = params.get("label_values")
-        if not allowed:
+        rules = [LabelRule(r["kind"], names=r["names"]) for r in params.get("label_rules") or []]
+        if not allowed and not rules:
             continue
         table = str(params[ctype.table_param])
         known = profile(table)
         if known is None:
             continue
+        where = f"table {table} (read by {spec.name})"
         label_column, values, classes = known
-        wanted = ", ".join(f"{v:g}" for v in sorted(allowed))
+        wanted = ", ".join(f"{v:g}" for v in sorted(allowed or []))
         if label_column is None:
-            return (
-                f"table {table} (read by {spec.name}) has no label column, but the model its "
-                f"data flows into needs labels in {{{wanted}}}"
-            )
-        outside = [v for v in values or [] if v not in allowed]
+            needs = f"labels in {{{wanted}}}" if allowed else rules[0].expected()
+            return f"{where} has no label column, but the model its data flows into needs {needs}"
+        outside = [v for v in values or [] if allowed and v not in allowed]
         if outside:
             found = ", ".join(_named(v, classes) for v in outside[:10])
             return (
-                f"table {table} (read by {spec.name}): label column {label_column!r} has "
+                f"{where}: label column {label_column!r} has "
                 f"values outside {{{wanted}}}, which the model its data flows into needs: "
                 f"{found}"
             )
+        for rule in rules:
+            if classes is not None and not rule.takes_names():
+                into = "the model its data flows into"
+                return f"{where}: " + rule.names_problem(into, label_column, classes)
+            problem = None if values is None else rule.problem(values)
+            if problem is not None:
+                return (
+                    f"{where}: label column {label_column!r} does not fit the model its data "
+                    f"flows into, which {problem}"
+                )
     return None
 
 

@@ -6,13 +6,24 @@ TableStore (the table never leaves the party). Exchanges no messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from fedflow.components.base import ComponentDescriptor, ComponentParams
 from fedflow.names import TABLE_NAME_PATTERN
 from fedflow.protocol import Protocol
+
+
+class ReaderLabelRule(BaseModel):
+    """A model's labels other than binary ones (fedflow.components.base.LabelRule): "classes"
+    (integers >= 0) or "numeric" (finite numbers), and whether a text label column (class
+    names) fits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["classes", "numeric"]
+    names: bool
 
 
 class ReaderParams(ComponentParams):
@@ -21,14 +32,20 @@ class ReaderParams(ComponentParams):
     """The label values the components downstream take (filled in by the pipeline from their
     `label_values`, e.g. 0 and 1 for hetero_lr's guest): a table with a label outside them,
     or with no label column, is refused here, before PSI. None: any labels, or none."""
+    label_rules: list[ReaderLabelRule] | None = Field(default=None, max_length=16)
+    """The other label rules of the models downstream (filled in by the pipeline: hetero_linr's
+    numbers, hetero_poisson's counts, multi-class hetero_lr's classes): a table without a label
+    column, with labels that do not fit, or with class names where a model takes numbers is
+    refused here, before PSI. None: no such model."""
 
     @model_serializer(mode="wrap")
     def _omit_unset_labels(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Absent rather than null: a reader's task.run stays what it was unless a model
         # downstream needs the check (a worker of the previous version refuses unknown keys).
         data: dict[str, Any] = handler(self)
-        if data.get("label_values") is None:
-            data.pop("label_values", None)
+        for key in ("label_values", "label_rules"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedflow.components.reader import ReaderParams
+from fedflow.components.base import LabelRule
+from fedflow.components.reader import ReaderLabelRule, ReaderParams
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -35,6 +36,29 @@ def check_labels(table: Table, name: str, allowed: list[float]) -> None:
         )
 
 
+def check_label_rules(table: Table, name: str, rules: list[ReaderLabelRule]) -> None:
+    """Refuse a table whose labels a model downstream of kind "classes" or "numeric" cannot
+    take: no label column, values that do not fit, or class names where it takes numbers."""
+    for given in rules:
+        rule = LabelRule(given.kind, names=given.names)
+        if table.labels is None:
+            raise ValueError(
+                f"table {name} has no label column, but the model its data flows into takes "
+                f"{rule.expected()}"
+            )
+        if table.label_classes is not None and not rule.takes_names():
+            raise ValueError(
+                f"table {name}: " + rule.names_problem("the model its data flows into",
+                                                        table.label_name, table.label_classes)
+            )  # fmt: skip
+        problem = rule.problem(np.unique(table.labels).tolist())
+        if problem is not None:
+            raise ValueError(
+                f"table {name}: label column {table.label_name!r} does not fit the model its "
+                f"data flows into, which {problem}"
+            )
+
+
 def _value(table: Table, value: float) -> str:
     """A label value as the data wrote it: a text label's class with its name."""
     if table.label_classes is None:
@@ -47,6 +71,8 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
     table = ctx.read_table(params.table)
     if params.label_values is not None:
         check_labels(table, params.table, params.label_values)
+    if params.label_rules:
+        check_label_rules(table, params.table, params.label_rules)
     ctx.metrics.log("rows", float(len(table.ids)))
     ctx.metrics.log("features", float(table.features.shape[1]))
     ctx.metrics.log("missing_values", float(table.missing_count))
