@@ -3,8 +3,9 @@ signed link, its worker on RabbitMQ and PostgreSQL; the test plays the three sch
 guest aggregating. One host's worker is SIGKILLed mid-round, right after it sent its encrypted
 key shares of round 1: the aggregator drops it and completes the round through secure
 aggregation's dropout recovery (the two others reveal their shares of its mask key), and the
-host's restarted worker resumes its task and rejoins a later round. Every party ends with the
-FedAvg model of the clients that were in each round's sum.
+host's restarted worker resumes its task, rejoins a later round if it is back in time (its
+start-up under load can outlast the remaining rounds) and ends with the final model. Every
+party ends with the FedAvg model of the clients that were in each round's sum.
 
 Runs with FEDMQ_HOMO_FULL=1 (about 105 s at load 35: three gateways and three workers start).
 """
