@@ -15,13 +15,15 @@ from fedflow.components.homo_lr import privacy
 from fedflow.components.homo_lr.client import LocalClient
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.pipeline import Pipeline
-from fedflow.standalone import StandaloneResult, run_pipeline
+from fedflow.policy import SecurityPolicy
+from fedflow.standalone import PolicyRefused, StandaloneResult, check_policies, run_pipeline
 from pydantic import ValidationError
 
 from tests.homo.conftest import auc_on, load, parts, pipeline, training
 from tests.homo.test_homo_lr_standalone import _breast_three_clients
 
 CLIP = 0.5
+TABLES_2 = ["breast_homo_guest", "breast_homo_host"]
 DP_PARAMS: dict[str, Any] = {
     "rounds": 1,
     "batch_size": 32,
@@ -195,3 +197,28 @@ def test_utility_drops_under_heavy_noise_and_epsilon_is_reported_per_round(
     for party in ("9999", "10000", "10001"):
         steps = [eps[(party, r)] for r in range(3)]
         assert steps == pytest.approx([privacy.rdp_epsilon(z, r + 1, 1e-5) for r in range(3)])
+
+
+@pytest.mark.parametrize(
+    ("given", "refused"),
+    [
+        ({}, True),
+        ({"clip_norm": 1.0, "dp_noise_multiplier": 0.5}, True),
+        ({"clip_norm": 1.0, "dp_noise_multiplier": 2.0}, False),
+    ],
+)
+def test_a_party_can_require_a_minimum_noise_in_its_policy(
+    given: dict[str, Any], refused: bool
+) -> None:
+    # Prepare: host 10000 requires dp_noise_multiplier >= 1 (a pipeline that omits it gets 0)
+    spec = pipeline(TABLES_2, "breast_homo_test", {"rounds": 2, **given}, score=False)
+    policy = SecurityPolicy.model_validate(
+        {"components": {"homo_lr": {"bounds": {"dp_noise_multiplier": {"min": 1.0}}}}}
+    )
+
+    # Execute / Assert
+    if refused:
+        with pytest.raises(PolicyRefused, match=r"bounds\.dp_noise_multiplier"):
+            check_policies(Pipeline.from_dict(spec), {"10000": policy})
+    else:
+        check_policies(Pipeline.from_dict(spec), {"10000": policy})
