@@ -191,14 +191,14 @@ def test_a_model_of_numbers_tells_the_reader_its_rule_and_the_reader_refuses_bef
 
     # Assert: the reader learnt the rule (the host's reader nothing) and refused before PSI
     assert pipeline.params_for("reader_0", "guest", GUEST)["label_rules"] == [
-        {"kind": "numeric", "names": False}
+        {"kind": "numeric", "names": False, "model": "hetero_linr"}
     ]
     assert "label_rules" not in pipeline.params_for("reader_0", "host", HOST)
     message = str(info.value)
     assert message.startswith("reader_0 failed at party 9999 (guest)")
     assert (
-        "table breast_hetero_guest has no label column, but the model its data flows into "
-        "takes numeric labels (finite numbers)" in message
+        "table breast_hetero_guest has no label column, but hetero_linr, which its data flows "
+        "into, takes numeric labels (finite numbers)" in message
     )
 
 
@@ -208,15 +208,14 @@ def test_a_model_of_numbers_tells_the_reader_its_rule_and_the_reader_refuses_bef
         (
             [0.0, 1.0, 2.0],
             ["high", "low", "mid"],
-            ": the model its data flows into takes numeric labels (finite numbers), but label "
-            "column 'y' holds class names (high, low, mid), read as classes 0 .. 2: upload the "
-            "target as numbers",
+            ": hetero_linr takes numeric labels (finite numbers), but label column 'y' holds "
+            "class names (high, low, mid), read as classes 0 .. 2: upload the target as numbers",
         ),
         (
             None,
             None,
-            " has no label column, but the model its data flows into needs numeric labels "
-            "(finite numbers)",
+            " has no label column, but hetero_linr, which its data flows into, takes numeric "
+            "labels (finite numbers)",
         ),
     ],
     ids=["class-names", "no-label"],

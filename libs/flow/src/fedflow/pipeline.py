@@ -307,8 +307,11 @@ def _timeout(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _downstream_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[LabelRule]]]:
-    """Reader name -> {role: the label rules of the components its data flows into}. Below a
+def _downstream_rules(
+    raws: list[_RawComponent],
+) -> dict[str, dict[str, list[tuple[str, LabelRule]]]]:
+    """Reader name -> {role: (component type, label rule) of each component its data flows
+    into that declares one}. Below a
     component that remaps labels at a role (`ComponentDescriptor.remaps_labels`:
     label_transform) the models' rules at that role are not the reader's: the walk stops
     applying them there."""
@@ -317,13 +320,13 @@ def _downstream_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[Lab
         for ref in raw.inputs.values():
             children.setdefault(ref.component, set()).add(raw.name)
     by_name = {raw.name: raw for raw in raws}
-    rules: dict[str, dict[str, list[LabelRule]]] = {}
+    rules: dict[str, dict[str, list[tuple[str, LabelRule]]]] = {}
     for raw in raws:
         if raw.type.table_param is None:
             continue
         seen: set[tuple[str, frozenset[str]]] = set()
         todo = [(child, frozenset[str]()) for child in sorted(children[raw.name])]
-        found: dict[str, list[LabelRule]] = {}
+        found: dict[str, list[tuple[str, LabelRule]]] = {}
         while todo:
             name, remapped = todo.pop()
             if (name, remapped) in seen or name not in by_name:
@@ -339,7 +342,7 @@ def _downstream_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[Lab
                 rule = ctype.labels_for(task_params).get(role)
                 if role in remapped or rule is None:
                     continue
-                found.setdefault(role, []).append(rule)
+                found.setdefault(role, []).append((ctype.name, rule))
         if found:
             rules[raw.name] = found
     return rules
@@ -348,20 +351,20 @@ def _downstream_rules(raws: list[_RawComponent]) -> dict[str, dict[str, list[Lab
 def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, dict[str, Any]]]:
     """Reader name -> {role: reader params} that check its table against the labels the
     components its data flows into take: `label_values` (binary models' values, several: the
-    values all of them take) and `label_rules` (the other models' kinds, "classes" or
-    "numeric", and whether class names fit)."""
+    values all of them take) and `label_rules` (each other model's kind, "classes" or
+    "numeric", whether class names fit, and its component type)."""
     params: dict[str, dict[str, dict[str, Any]]] = {}
     for reader, by_role in _downstream_rules(raws).items():
         for role, rules in by_role.items():
             given: dict[str, Any] = {}
-            for rule in rules:
+            for model, rule in rules:
                 if rule.kind == "binary":
                     values = set(rule.values)
                     given["label_values"] = sorted(
                         values & set(given["label_values"]) if "label_values" in given else values
                     )
                 else:
-                    entry = {"kind": rule.kind, "names": rule.takes_names()}
+                    entry = {"kind": rule.kind, "names": rule.takes_names(), "model": model}
                     if entry not in given.setdefault("label_rules", []):
                         given["label_rules"].append(entry)
             params.setdefault(reader, {})[role] = given

@@ -111,7 +111,13 @@ def label_problem(
             continue
         params = spec.params_for(role, party_id)
         allowed = params.get("label_values")
-        rules = [LabelRule(r["kind"], names=r["names"]) for r in params.get("label_rules") or []]
+        rules = [
+            (
+                str(r.get("model", "the model its data flows into")),
+                LabelRule(r["kind"], names=r["names"]),
+            )
+            for r in params.get("label_rules") or []
+        ]
         if not allowed and not rules:
             continue
         table = str(params[ctype.table_param])
@@ -122,8 +128,16 @@ def label_problem(
         label_column, values, classes = known
         wanted = ", ".join(f"{v:g}" for v in sorted(allowed or []))
         if label_column is None:
-            needs = f"labels in {{{wanted}}}" if allowed else rules[0].expected()
-            return f"{where} has no label column, but the model its data flows into needs {needs}"
+            if allowed:
+                return (
+                    f"{where} has no label column, but the model its data flows into needs "
+                    f"labels in {{{wanted}}}"
+                )
+            model, rule = rules[0]
+            return (
+                f"{where} has no label column, but {model}, which its data flows into, takes "
+                f"{rule.expected()}"
+            )
         outside = [v for v in values or [] if allowed and v not in allowed]
         if outside:
             found = ", ".join(_named(v, classes) for v in outside[:10])
@@ -132,15 +146,13 @@ def label_problem(
                 f"values outside {{{wanted}}}, which the model its data flows into needs: "
                 f"{found}"
             )
-        for rule in rules:
+        for model, rule in rules:
             if classes is not None and not rule.takes_names():
-                into = "the model its data flows into"
-                return f"{where}: " + rule.names_problem(into, label_column, classes)
+                return f"{where}: " + rule.names_problem(model, label_column, classes)
             problem = None if values is None else rule.problem(values)
             if problem is not None:
                 return (
-                    f"{where}: label column {label_column!r} does not fit the model its data "
-                    f"flows into, which {problem}"
+                    f"{where}: label column {label_column!r} does not fit {model}, which {problem}"
                 )
     return None
 

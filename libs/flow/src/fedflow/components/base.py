@@ -75,6 +75,8 @@ class LabelRule:
     def expected(self) -> str:
         if self.kind == "binary":
             return "labels " + " or ".join(f"{v:g}" for v in self.values)
+        if self.kind == "classes" and self.names is False:
+            return "counts (integers >= 0)"
         if self.kind == "classes":
             return "class labels 0, 1, 2, ... (integers >= 0)"
         return "numeric labels (finite numbers)"

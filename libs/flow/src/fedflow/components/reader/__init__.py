@@ -24,6 +24,8 @@ class ReaderLabelRule(BaseModel):
 
     kind: Literal["classes", "numeric"]
     names: bool
+    model: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    """The model's component type, to name it in a refusal."""
 
 
 class ReaderParams(ComponentParams):

@@ -43,19 +43,17 @@ def check_label_rules(table: Table, name: str, rules: list[ReaderLabelRule]) -> 
         rule = LabelRule(given.kind, names=given.names)
         if table.labels is None:
             raise ValueError(
-                f"table {name} has no label column, but the model its data flows into takes "
-                f"{rule.expected()}"
+                f"table {name} has no label column, but {given.model}, which its data flows "
+                f"into, takes {rule.expected()}"
             )
         if table.label_classes is not None and not rule.takes_names():
-            raise ValueError(
-                f"table {name}: " + rule.names_problem("the model its data flows into",
-                                                        table.label_name, table.label_classes)
-            )  # fmt: skip
+            refusal = rule.names_problem(given.model, table.label_name, table.label_classes)
+            raise ValueError(f"table {name}: {refusal}")
         problem = rule.problem(np.unique(table.labels).tolist())
         if problem is not None:
             raise ValueError(
-                f"table {name}: label column {table.label_name!r} does not fit the model its "
-                f"data flows into, which {problem}"
+                f"table {name}: label column {table.label_name!r} does not fit {given.model}, "
+                f"which {problem}"
             )
 
 
