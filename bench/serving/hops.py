@@ -59,10 +59,13 @@ def measure(url: str, kind: str, sequential: int, seconds: float, threads: int) 
         for _ in range(20):  # warm: the reply channel, the queue
             requester.request(topic, BODY, timeout=5)
         one: list[float] = []
+        cpu_started = sum(os.times()[:2])
         for _ in range(sequential):
             started = time.perf_counter()
             requester.request(topic, BODY, timeout=5)
             one.append(time.perf_counter() - started)
+        # Requester and responder both run in this process: CPU of one whole hop.
+        cpu_ms = (sum(os.times()[:2]) - cpu_started) * 1000 / sequential
         many: list[float] = []
         lock = threading.Lock()
         stop_at = time.perf_counter() + seconds
@@ -87,6 +90,7 @@ def measure(url: str, kind: str, sequential: int, seconds: float, threads: int) 
             "kind": kind,
             "one_client_p50_ms": ms(one, 50),
             "one_client_p99_ms": ms(one, 99),
+            "one_client_cpu_ms_per_call": round(cpu_ms, 3),
             f"{threads}_clients_per_s": round(len(many) / elapsed, 1),
             f"{threads}_clients_p50_ms": ms(many, 50),
             f"{threads}_clients_p99_ms": ms(many, 99),
