@@ -197,6 +197,67 @@ def test_with_one_host_through_reader_and_psi_it_trains_the_reference_model(
     np.testing.assert_allclose(predicted.column("prediction"), mu, rtol=1e-9)
 
 
+@pytest.mark.timeout(300)
+def test_validate_data_gives_a_deviance_per_epoch_and_patience_keeps_the_best_epoch(
+    tmp_path: Path,
+) -> None:
+    # Prepare: reader, psi, a 70/30 split, hetero_poisson validated on the 30%; a min_delta
+    # no epoch can beat, so epoch 0 stays the best and patience 1 stops after epoch 1
+    guest, host, _ = poisson_diabetes()
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "d_guest.csv", guest)
+    write_csv(data / "d_host.csv", host)
+    spec = poisson_pipeline({**PARAMS, "epochs": 4, "patience": 1, "min_delta": 1e9})
+    spec["components"][2:] = [
+        {
+            "name": "split_0",
+            "type": "data_split",
+            "inputs": {"data": "psi_0.data"},
+            "params": {"common": {"train_fraction": 0.7, "validate_fraction": 0.3}},
+        },
+        {
+            **spec["components"][2],
+            "inputs": {"data": "split_0.train", "validate_data": "split_0.validate"},
+        },
+    ]
+
+    # Execute
+    result = run_pipeline(Pipeline.from_dict(spec), {GUEST: data, HOST: data}, tmp_path)
+
+    # Assert: two epochs ran; each one's validation deviance is the plaintext reference's
+    train = result.output(GUEST, "guest", "split_0", "train")
+    valid = result.output(GUEST, "guest", "split_0", "validate")
+    host_train = host.align_to(train.ids).features
+    host_valid = host.align_to(valid.ids).features
+    assert train.labels is not None and valid.labels is not None
+    series = sorted(
+        (m.step, m.value)
+        for m in result.metrics
+        if m.component == "poisson_0" and m.name == "validate_loss"
+    )
+    assert [step for step, _ in series] == [0, 1]
+    assert result.metric("poisson_0", "epochs", GUEST) == 2.0
+    by_epoch = []
+    for epochs in (1, 2):
+        wg, wh, _ = reference_sgd(
+            train.features[:, :4], host_train, train.labels, {**PARAMS, "epochs": epochs},
+            train.column("exposure"),
+        )  # fmt: skip
+        u = np.hstack([valid.features[:, :4], np.ones((valid.rows, 1))]) @ wg
+        mu = valid.column("exposure") * np.exp(u + host_valid @ wh)
+        deviance = mean_poisson_deviance(valid.labels, mu) / 2
+        by_epoch.append((wg, wh, deviance))
+    for (_, value), (_, _, deviance) in zip(series, by_epoch, strict=True):
+        assert value == pytest.approx(deviance, rel=1e-6)
+    # and every party output epoch 0's weights, the best
+    wg, wh, _ = by_epoch[0]
+    guest_model = result.output(GUEST, "guest", "poisson_0", "model")
+    host_model = result.output(HOST, "host", "poisson_0", "model")
+    np.testing.assert_allclose(guest_model.features[:, 0], wg, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(host_model.features[:, 0], wh, rtol=0, atol=1e-6)
+
+
 def small_tables(labels: np.ndarray, exposure: np.ndarray) -> tuple[Table, Table]:
     rng = np.random.default_rng(3)
     rows = len(labels)

@@ -37,10 +37,12 @@ per-row partial scores u_j in plaintext; the guest outputs `prediction` = e * ex
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec, LabelRule
-from fedflow.components.hetero_lr.params import HeteroLinrParams
+from fedflow.components.hetero_lr.params import HeteroLrParams
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS, predict_protocol
 from fedflow.kit import (
     HE_DIMS,
@@ -49,13 +51,16 @@ from fedflow.kit import (
     masked_rule,
     public_key_rules,
 )
-from fedflow.protocol import NONE, MessageRule, Protocol, control_rule
+from fedflow.protocol import NONE, MessageRule, Protocol, array_rule, control_rule
 
 
-class HeteroPoissonParams(HeteroLinrParams):
-    """hetero_linr's parameters plus `exposure`; `tol` applies to the half mean Poisson
-    deviance."""
+class HeteroPoissonParams(HeteroLrParams):
+    """hetero_linr's parameters plus `exposure`, and hetero_lr's `patience` / `min_delta` (a
+    validate_data input's half mean Poisson deviance); `tol` applies to the training rows'."""
 
+    reveal_host_scores: Literal[False] = False
+    multi_class: Literal[False] = False
+    sigmoid: Literal["taylor"] = "taylor"
     exposure: str | None = Field(default=None, min_length=1)
     """The guest's exposure column (values > 0; not a feature): mu = exposure * exp(X w)."""
 
@@ -69,7 +74,11 @@ HETERO_POISSON_PROTOCOL = Protocol(
     component_type="hetero_poisson",
     description="vertical Poisson regression (log link), a Paillier key per party, integer "
     "masks, one or more hosts (their rates multiplied along a chain), no arbiter",
-    dims={**HE_DIMS, "k_g1": "the guest's feature count + 1 (intercept)"},
+    dims={
+        **HE_DIMS,
+        "k_g1": "the guest's feature count + 1 (intercept)",
+        "v": "validation rows (validate_data; every party has the same)",
+    },
     messages=(
         *public_key_rules(
             "the guest's Paillier public key",
@@ -168,12 +177,25 @@ HETERO_POISSON_PROTOCOL = Protocol(
         masked_rule(
             "guest_gradient_masked", "host", "guest", "k_g1", "X_g^T mu + R_g (the key host)"
         ),
+        array_rule(
+            "validate_scores",
+            "host",
+            "guest",
+            "partial_score",
+            4,
+            "(v,)",
+            "validate_data only, after each epoch: u_h = X_h w_h for each validation row, in "
+            "plaintext (as hetero_poisson_predict sends them); the guest learns the host's "
+            "partial score of every validation row once per epoch",
+            per_iteration=True,
+        ),
         control_rule(
             "epoch_end",
             "guest",
             "host",
             4,
-            "after an epoch's last batch: stop (early stopping) or go on",
+            "after an epoch's last batch: stop (early stopping) or go on; with validate_data "
+            "whether this epoch is the best so far (each party keeps its weights)",
         ),
     ),
 )
@@ -187,7 +209,15 @@ HETERO_POISSON = ComponentDescriptor(
     },
     roles=("guest", "host"),
     params=HeteroPoissonParams,
-    inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
+    inputs=(
+        InputSpec("data", description="rows aligned across parties (psi output)"),
+        InputSpec(
+            "validate_data",
+            required=False,
+            description="other rows, aligned across parties, with the training columns: their "
+            "half mean deviance per epoch (validate_loss), early stopping on it (patience)",
+        ),
+    ),
     outputs=("model",),
     protocol=HETERO_POISSON_PROTOCOL,
     labels={"guest": LabelRule("classes", names=False)},  # counts, not named classes

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fedcrypto import EncryptedVector, PublicKey, encrypted_dot
+from fedcrypto import EncryptedVector, PublicKey, ShapeMismatchError, encrypted_dot
 from fedschemas import FederationData
 
 from fedflow.components import CATALOGUE
@@ -60,9 +60,14 @@ def _labels(table: Table) -> Floats:
 
 
 def _start(
-    ctx: ComponentContext, x: Floats, peers: list[str], executor: Executor | None
+    ctx: ComponentContext,
+    x: Floats,
+    peers: list[str],
+    executor: Executor | None,
+    validate_rows: int = 0,
 ) -> Training:
-    """Keys (a sealed task secret), then the key exchange, or the last checkpoint's state."""
+    """Keys (a sealed task secret), then the key exchange (with this party's feature count and
+    validate_data rows), or the last checkpoint's state."""
     params = ctx.params_as(HeteroPoissonParams)
     short = params.insecure_short_keys
     private_key, mask_seed = open_secrets(
@@ -84,7 +89,11 @@ def _start(
         run.resume = Resumable(ctx, run.state, state)
         return run
     metas = he.exchange_keys(
-        peers, min_bits=min(params.key_bits, 2048), insecure_short_keys=short, features=x.shape[1]
+        peers,
+        min_bits=min(params.key_bits, 2048),
+        insecure_short_keys=short,
+        features=x.shape[1],
+        validate_rows=validate_rows,
     )
     counts: dict[str, int] = {}
     for peer, meta in metas.items():
@@ -92,6 +101,13 @@ def _start(
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"{NAME}: {peer} did not say how many features it has")
         counts[peer] = count
+        theirs = int(meta.get("validate_rows", 0))
+        if theirs != validate_rows:
+            raise ValueError(
+                f"{NAME}: validate_data has {validate_rows} rows at party {ctx.party_id} and "
+                f"{theirs} at {peer}: give every party a validate_data input with the same rows "
+                "(aligned by psi), or none"
+            )
     return Training(ctx, params, he, np.zeros(x.shape[1]), extra={"peer_features": counts})
 
 
@@ -143,17 +159,51 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     own, names, exposure = split_exposure(table, params.exposure)
     session.warn_unscaled(ctx, own, names, NAME)
     x = lrmath.with_intercept(own)
+    validation = _guest_validation(ctx, params, table)
     with crypto_threads(ctx) as (executor, background):
         with timed(ctx, "setup_seconds"):
-            run = _start(ctx, x, list(chain.hosts), executor)
+            rows = 0 if validation is None else validation.rows
+            run = _start(ctx, x, list(chain.hosts), executor, rows)
         if run.start == 0:
             run.weights[-1] = pmath.start_intercept(labels, exposure)
         try:
             with timed(ctx, "train_seconds"):
-                _guest_train(ctx, run, x, labels, np.log(exposure), chain, background)
+                _guest_train(ctx, run, x, labels, np.log(exposure), chain, background, validation)
         finally:
             run.he.close()
-    return {"model": session.model_table([*names, INTERCEPT], run.weights)}
+    weights = session.chosen_weights(run, params.patience > 0)
+    return {"model": session.model_table([*names, INTERCEPT], weights)}
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The guest's validate_data: its design (with the intercept), log exposure and counts."""
+
+    x: Floats
+    log_e: Floats
+    labels: Floats
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+
+def _guest_validation(
+    ctx: ComponentContext, params: HeteroPoissonParams, table: Table
+) -> Validation | None:
+    """The validate_data input at the guest, checked: the training columns, counts, and an
+    exposure > 0 where training has one; None without one."""
+    found = session.validation_features(ctx, list(table.feature_names), NAME)
+    if found is None:
+        if params.patience > 0:
+            raise ValueError(
+                f"{NAME}: patience {params.patience} needs a validate_data input (early "
+                "stopping on the validation rows' deviance)"
+            )
+        return None
+    labels = _labels(found)
+    own, _, exposure = split_exposure(found, params.exposure)
+    return Validation(lrmath.with_intercept(own), np.log(exposure), labels)
 
 
 def _guest_train(
@@ -164,12 +214,15 @@ def _guest_train(
     log_e: Floats,
     chain: Chain,
     background: Any,
+    validation: Validation | None,
 ) -> None:
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_g = x.shape
     k_hosts = {h: int(extra["peer_features"][h]) for h in chain.hosts}
     session.check_batch(params, rows_total, k_g, max(k_hosts.values()), NAME)
     ctx.federation.bind_dims(k_g1=k_g)
+    if validation is not None:
+        ctx.federation.bind_dims(v=validation.rows)
     penalty = lrmath.intercept_penalty(k_g)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
     total = params.epochs * per_epoch
@@ -202,8 +255,15 @@ def _guest_train(
             loss = loss_sum / rows_total
             ctx.metrics.log("loss", loss, epoch)
             stop = watch.epoch(loss, epoch=epoch)
+            control: dict[str, str | int | float | bool] = {"stop": stop, "epoch": epoch}
+            if validation is not None:
+                best, stop_val = _validate(run, t, epoch, chain, validation)
+                if best:
+                    extra["best_weights"] = run.weights.tolist()
+                stop = stop or stop_val
+                control.update(stop=stop, best=best)
             ctx.federation.send(
-                FederationData(kind="plain_control", meta={"stop": stop, "epoch": epoch}),
+                FederationData(kind="plain_control", meta=control),
                 to="host",
                 tag="epoch_end",
                 iteration=t,
@@ -217,6 +277,28 @@ def _guest_train(
     ctx.metrics.log("epochs", float(extra.get("epochs_done", 0)))
     if last_loss is not None:
         ctx.metrics.log("final_loss", float(last_loss))
+
+
+def _validate(
+    run: Training, t: int, epoch: int, chain: Chain, validation: Validation
+) -> tuple[bool, bool]:
+    """After an epoch: the validation rows' half mean deviance from the hosts' partial scores
+    of those rows (in plaintext, as hetero_poisson_predict has them), as the metric
+    `validate_loss`; (whether this epoch is the best so far, whether patience ends the run)."""
+    ctx, params = run.ctx, run.params
+    z = validation.x @ run.weights + validation.log_e
+    for host in chain.hosts:
+        got = ctx.federation.recv(frm=host, tag="validate_scores", iteration=t)
+        if got.array is None or got.array.shape != z.shape:
+            raise ShapeMismatchError(f"{NAME}: validate_scores from {host} is not ({len(z)},)")
+        z = z + np.asarray(got.array, dtype=np.float64)
+    mu = np.exp(np.minimum(z, pmath.EXP_LIMIT))
+    loss = pmath.half_deviance(validation.labels, mu) / validation.rows
+    ctx.metrics.log("validate_loss", loss, epoch)
+    patience = lrmath.Patience.restore(run.extra.get("patience"), params.patience, params.min_delta)
+    best, stop = patience.update(loss, epoch)
+    run.extra["patience"] = patience.state()
+    return best, stop
 
 
 def _guest_iteration(
@@ -272,13 +354,17 @@ def host(ctx: ComponentContext) -> Mapping[str, Table]:
     # Every host exchanges keys with the guest and with the other hosts: the key host's public
     # key encrypts the rate chain the others multiply into.
     peers = [guest_id, *(h for h in chain.hosts if h != ctx.party_id)]
+    validation = session.validation_features(ctx, list(table.feature_names), NAME)
+    x_val = None if validation is None else session.features(validation)
+    params = ctx.params_as(HeteroPoissonParams)
     with crypto_threads(ctx) as (executor, background):
-        run = _start(ctx, x, peers, executor)
+        run = _start(ctx, x, peers, executor, 0 if x_val is None else len(x_val))
         try:
-            _host_train(ctx, run, x, guest_id, chain, background)
+            _host_train(ctx, run, x, guest_id, chain, background, x_val)
         finally:
             run.he.close()
-    return {"model": session.model_table(list(table.feature_names), run.weights)}
+    weights = session.chosen_weights(run, params.patience > 0)
+    return {"model": session.model_table(list(table.feature_names), weights)}
 
 
 def _host_train(
@@ -288,6 +374,7 @@ def _host_train(
     guest_id: str,
     chain: Chain,
     background: Any,
+    x_val: Floats | None,
 ) -> None:
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_h = x.shape
@@ -296,6 +383,8 @@ def _host_train(
     widest_host = max([k_h, *(k for p, k in counts.items() if p != guest_id)])
     session.check_batch(params, rows_total, k_g, widest_host, NAME)
     ctx.federation.bind_dims(k_g1=k_g)
+    if x_val is not None:
+        ctx.federation.bind_dims(v=len(x_val))
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
     total = params.epochs * per_epoch
     largest = lrmath.largest_batch(rows_total, params.batch_size)
@@ -309,8 +398,19 @@ def _host_train(
         gradient = _host_iteration(run, t, guest_id, chain, x[rows], total - t - 1)
         run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(t), params.alpha)
         if position == per_epoch - 1:
-            control = ctx.federation.recv(frm=guest_id, tag="epoch_end", iteration=t)
-            extra["stopped"] = bool(control.meta.get("stop", False))
+            if x_val is not None:
+                # This host's partial scores of the validation rows, in plaintext (as
+                # hetero_poisson_predict sends them): the guest's validation deviance.
+                ctx.federation.send(
+                    FederationData(kind="partial_score", array=x_val @ run.weights),
+                    to=guest_id,
+                    tag="validate_scores",
+                    iteration=t,
+                )
+            control = ctx.federation.recv(frm=guest_id, tag="epoch_end", iteration=t).meta
+            if control.get("best", False):
+                extra["best_weights"] = run.weights.tolist()
+            extra["stopped"] = bool(control.get("stop", False))
         run.save(t)
         done = t + 1
     ctx.metrics.log("iterations", float(done))
