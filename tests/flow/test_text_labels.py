@@ -163,7 +163,7 @@ def test_a_positive_class_the_labels_do_not_name_is_refused_naming_them(
 
 @pytest.mark.parametrize(
     ("component", "takes"),
-    [("hetero_linr", "numeric labels"), ("hetero_poisson", "class labels 0, 1, 2")],
+    [("hetero_linr", "numeric labels"), ("hetero_poisson", "counts (integers >= 0)")],
 )
 def test_a_model_of_numbers_refuses_a_text_label_column_before_it_starts(
     tmp_path: Path, component: str, takes: str
