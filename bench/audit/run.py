@@ -1,6 +1,7 @@
 """Audit throughput and lag, and a hetero_lr job's wall time with the audit on and off.
 
     .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
+        [--direction out|in]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
         [--direction out|in]
@@ -141,8 +142,11 @@ def _publish(bus: Any, topic: str, messages: list[Any]) -> float:
     return time.perf_counter() - started
 
 
-def throughput(count: int, rows: int, audit_src: str = "") -> dict[str, Any]:
-    """`audit_src`: run the audit process from that directory's fedaudit (another version)."""
+def throughput(
+    count: int, rows: int, audit_src: str = "", direction: str = "out"
+) -> dict[str, Any]:
+    """`audit_src`: run the audit process from that directory's fedaudit (another version);
+    `direction`: the sender's audit ("out") or the receiver's ("in", every value checked)."""
     import sqlalchemy as sa
     from fedbus import Message, connect
     from fedcrypto.signing import SigningKey
@@ -157,9 +161,11 @@ def throughput(count: int, rows: int, audit_src: str = "") -> dict[str, Any]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
     db_url = f"{PG.rsplit('/', 1)[0]}/{db}"
-    topic = f"out.{HOST}"
+    observer, topic = _observer(direction)
     try:
         built = _messages(count, rows)
+        if direction == "in":
+            built = _as_received(built)
         prelude, messages = built[:2], built[2:]
         size = len(messages[0][1])
         with connect(url) as bus:
@@ -170,7 +176,7 @@ def throughput(count: int, rows: int, audit_src: str = "") -> dict[str, Any]:
             port = local.free_port()
             env = {
                 **os.environ,
-                "FEDMQ_AUDIT_PARTY_ID": GUEST,
+                "FEDMQ_AUDIT_PARTY_ID": observer,
                 "FEDMQ_AUDIT_BUS_URL": url,
                 "FEDMQ_AUDIT_DATABASE_URL": db_url,
                 "FEDMQ_AUDIT_SIGNING_KEY": SigningKey.generate().to_bytes().hex(),
@@ -205,6 +211,7 @@ def throughput(count: int, rows: int, audit_src: str = "") -> dict[str, Any]:
         drain_s = (last - first).total_seconds() or 1e-9
         return {
             "audit": audit_src or "this checkout",
+            "direction": direction,
             "messages": count,
             "message_bytes": size,
             "publish_rate_no_audit": round(count / baseline, 1),
@@ -251,6 +258,23 @@ def _lag_quantiles(exposition: str) -> dict[str, float]:
     return out
 
 
+def _observer(direction: str) -> tuple[str, str]:
+    """Whose audit records the guest's messages, and on which topic: the guest's as it sends
+    them ("out", out.10000) or the host's as its gateway publishes them ("in", svc.worker)."""
+    return (GUEST, f"out.{HOST}") if direction == "out" else (HOST, "svc.worker")
+
+
+def _as_received(built: list[Any]) -> list[Any]:
+    """The messages signed, as the sending gateway signs them (the receiver's copy)."""
+    from fedaudit.handlers import sign_stop
+    from fedcrypto.signing import SigningKey
+    from fedschemas import encode_envelope
+
+    key = SigningKey.generate()
+    signed = [sign_stop(e, key) for e, _ in built]
+    return [(e, encode_envelope(e)) for e in signed]
+
+
 def record(count: int, rows: int, direction: str = "out") -> dict[str, Any]:
     """Messages/s through fedaudit.handlers.handle_batch (groups of 64) on PostgreSQL, at the
     guest as it sends them (`direction` "out", on out.10000) or at the host as it receives
@@ -269,15 +293,9 @@ def record(count: int, rows: int, direction: str = "out") -> dict[str, Any]:
     audit = None
     try:
         built = _messages(count, rows)
-        observer, topic = (GUEST, f"out.{HOST}") if direction == "out" else (HOST, "svc.worker")
+        observer, topic = _observer(direction)
         if direction == "in":
-            from fedschemas import encode_envelope
-
-            peer_key = SigningKey.generate()
-            built = [
-                (signed, encode_envelope(signed))
-                for signed in (handlers.sign_stop(e, peer_key) for e, _ in built)
-            ]
+            built = _as_received(built)
         settings = AuditSettings(
             party_id=observer,
             bus_url="memory://unused",
@@ -443,11 +461,11 @@ def main() -> int:
     run = {
         "throughput": lambda: (
             [
-                throughput(args.messages, args.rows, src)
+                throughput(args.messages, args.rows, src, args.direction)
                 for src in (args.baseline_src, "", args.baseline_src, "")
             ]
             if args.baseline_src
-            else throughput(args.messages, args.rows)
+            else throughput(args.messages, args.rows, direction=args.direction)
         ),
         "job": lambda: job(args.epochs, args.data, args.repeat),
         "record": lambda: (
