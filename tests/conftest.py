@@ -91,3 +91,12 @@ def worker_topics(amqp_url: str, unique_name: str) -> Iterator[tuple[str, str]]:
     admin.delete(topic)
     admin.delete(replies)
     admin.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The modules on tests/local_stack.py's shared two-party stack run one after another."""
+    import sys
+
+    local_stack = sys.modules.get("tests.local_stack")
+    if local_stack is not None:
+        local_stack.group_shared_stack_users(items)

@@ -8,6 +8,8 @@ stack changed -- processes, databases, vhosts, cwd, environment -- is undone on 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -76,6 +78,87 @@ def stack_fixture(label: str, **options: Any) -> Any:
             yield running
 
     return stack
+
+
+_SHARED_FIXTURES: list[Any] = []
+"""The fixtures shared_stack_fixture made (one per module that uses the shared stack)."""
+
+
+class _SharedStack:
+    """The one plain two-party stack (two_parties' defaults) of the session's modules that assign
+    shared_stack_fixture(): started by the first of them, stopped after the last. While it runs
+    the cwd and the environment are two_parties' (conftest runs those modules one after another,
+    group_shared_stack_users, so no other module sees them)."""
+
+    def __init__(self) -> None:
+        self._running: contextlib.ExitStack | None = None
+        self._stack: Stack | None = None
+        atexit.register(self.stop)  # an interrupted session stops the processes too
+
+    def get(self, amqp_url: str, redis_url: str, pg_admin_url: str) -> Stack:
+        if self._stack is None:
+            running = contextlib.ExitStack()
+            self._stack = running.enter_context(
+                two_parties(
+                    amqp_url=amqp_url,
+                    redis_url=redis_url,
+                    pg_admin_url=pg_admin_url,
+                    token=f"shared-{uuid.uuid4().hex}",
+                    label="shared",
+                )
+            )
+            self._running = running
+        return self._stack
+
+    def stop(self) -> None:
+        if self._running is not None:
+            running, self._running, self._stack = self._running, None, None
+            running.close()
+
+
+_SHARED = _SharedStack()
+
+
+def _uses_shared_stack(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return module is not None and any(
+        value is fixture for value in vars(module).values() for fixture in _SHARED_FIXTURES
+    )
+
+
+def shared_stack_fixture() -> Any:
+    """A module-scoped fixture (assign it to `stack`) on the session's shared plain stack, for a
+    module that needs both parties up with no options of its own and leaves them running as it
+    found them (no restart, no kill; tables it uploads are replaced, jobs have ids of its own):
+    starting and purging a stack costs half a minute of the suite on a loaded host. The stack
+    stops after the last module of the session that uses it."""
+
+    @pytest.fixture(scope="module")
+    def stack(
+        request: pytest.FixtureRequest, amqp_url: str, redis_url: str, pg_admin_url: str
+    ) -> Iterator[Stack]:
+        yield _SHARED.get(amqp_url, redis_url, pg_admin_url)
+        items = request.session.items
+        mine = [
+            i for i, item in enumerate(items) if getattr(item, "module", None) is request.module
+        ]
+        if not any(_uses_shared_stack(item) for item in items[max(mine, default=-1) + 1 :]):
+            _SHARED.stop()
+
+    _SHARED_FIXTURES.append(stack)
+    return stack
+
+
+def group_shared_stack_users(items: list[pytest.Item]) -> None:
+    """Reorder `items` in place: the tests of the shared stack's modules run one after another
+    where the first of them would (tests/conftest.py calls this after collection), so the stack
+    is up only while they run; every other test keeps its order."""
+    users = [item for item in items if _uses_shared_stack(item)]
+    if not users:
+        return
+    first = items.index(users[0])
+    rest = [item for item in items if not _uses_shared_stack(item)]
+    items[:] = rest[:first] + users + rest[first:]
 
 
 @contextmanager
