@@ -20,15 +20,23 @@ import pytest
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from tests.local_stack import DATA, GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
+from tests.local_stack import (
+    DATA,
+    GUEST,
+    HOST,
+    PSI_EVAL,
+    Stack,
+    shared_stack_fixture,
+    upload_breast,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 EVAL_METRICS = ("auc", "ks", "accuracy", "precision", "recall", "log_loss", "rows")
 
 
-# Both parties' services, started in a scratch directory, with an API token of our own.
-stack = stack_fixture("e2e")
+# Both parties' services in a scratch directory: the plain stack tests/security shares.
+stack = shared_stack_fixture()
 
 
 def test_psi_and_evaluation_across_two_parties_equal_the_standalone_run(

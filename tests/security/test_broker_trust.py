@@ -35,12 +35,12 @@ from fedschemas.payloads import JobStop
 
 from fedmq import local
 from tests.bus.raw_amqp import BasicProperties, RawAmqp
-from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, stack_fixture, upload_breast
+from tests.local_stack import GUEST, HOST, PSI_EVAL, Stack, shared_stack_fixture, upload_breast
 from tests.polling import wait_for_dead_letters, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-stack = stack_fixture("sec")
+stack = shared_stack_fixture()
 
 
 def _url(stack: Stack, service: str | None) -> str:
