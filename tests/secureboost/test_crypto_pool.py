@@ -22,7 +22,9 @@ from fedschemas.payloads import CryptoJob
 
 from tests.flow.running import start_task
 from tests.secureboost.data import GUEST, HOST
-from tests.secureboost.test_resume import assert_reference_model, tasks
+from tests.secureboost.test_resume import PARAMS, assert_reference_model, tasks
+
+ONE_TREE = {**PARAMS, "num_trees": 1}
 
 
 class CountingReplica(CryptoReplica):
@@ -70,7 +72,7 @@ def test_histograms_built_on_the_crypto_pool_give_the_reference_model(
 ) -> None:
     # Prepare
     world, replicas = pooled_world
-    specs = tasks(world, "job-pool")
+    specs = tasks(world, "job-pool", ONE_TREE)
 
     # Execute
     running = [
@@ -83,7 +85,7 @@ def test_histograms_built_on_the_crypto_pool_give_the_reference_model(
     # and compression and the guest's decryptions ran on the replicas (a batch below
     # fedcrypto's minimum chunk, like the re-randomisation of a few ciphertexts, stays local)
     assert [task.error for task in running] == [[], []]
-    assert_reference_model(world, "job-pool")
+    assert_reference_model(world, "job-pool", ONE_TREE)
     host_ran = sum((r.functions for r in replicas[HOST]), Counter())
     guest_ran = sum((r.functions for r in replicas[GUEST]), Counter())
     assert host_ran["k_mul"] > 0 and host_ran["k_pow"] > 0

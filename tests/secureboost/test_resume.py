@@ -33,7 +33,7 @@ def start(world: LocalWorld, spec: TaskSpec, **kwargs: Any) -> Running:
     return start_running(world, spec, recv_timeout=60, join_timeout=300, **kwargs)
 
 
-def tasks(world: LocalWorld, job: str) -> dict[str, TaskSpec]:
+def tasks(world: LocalWorld, job: str, params: dict[str, Any] = PARAMS) -> dict[str, TaskSpec]:
     guest, host = example("breast")
     parties = {"guest": [GUEST], "host": [HOST]}
     for party, role, table in ((GUEST, "guest", guest), (HOST, "host", host)):
@@ -45,18 +45,18 @@ def tasks(world: LocalWorld, job: str) -> dict[str, TaskSpec]:
             "hetero_secureboost",
             role,
             parties,
-            params=PARAMS,
+            params=params,
             inputs={"data": "src.data"},
         )
         for party, role in ((GUEST, "guest"), (HOST, "host"))
     }
 
 
-def assert_reference_model(world: LocalWorld, job: str) -> None:
+def assert_reference_model(world: LocalWorld, job: str, params: dict[str, Any] = PARAMS) -> None:
     guest, host = example("breast")
     assert guest.labels is not None
     reference = sbmath.fit(
-        [guest.features, host.features], guest.labels, HeteroSecureBoostParams(**PARAMS)
+        [guest.features, host.features], guest.labels, HeteroSecureBoostParams(**params)
     )
     got = world.parties[GUEST].runtime.artifacts.get_artifact(job, GUEST, "guest", "boost_0.model")
     assert isinstance(got, ModelArtifact)
