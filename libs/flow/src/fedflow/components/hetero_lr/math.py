@@ -156,7 +156,7 @@ SEPARABLE_POINTS: Final = 401
 def _separable_tables() -> tuple[Floats, Floats, Floats, Floats]:
     """sigmoid(x + y) ~ a_0(x) + sum_j a_j(x) b_j(y), j = 1..SEPARABLE_RANK: a_0 the mean
     over y, then the leading singular pairs of the rest on the grid (the best rank-r fit in
-    the least-squares sense). Each b_j's sign is fixed (its largest magnitude positive), so
+    the least-squares sense). Each b_j is scaled to peak at +1 (fixing the SVD's sign), so
     that every party computes the same tables. Returns the two grids and the a, b tables."""
     gx = np.linspace(-SEPARABLE_GUEST_RANGE, SEPARABLE_GUEST_RANGE, SEPARABLE_POINTS)
     gy = np.linspace(-SEPARABLE_HOST_RANGE, SEPARABLE_HOST_RANGE, SEPARABLE_POINTS)
@@ -166,9 +166,12 @@ def _separable_tables() -> tuple[Floats, Floats, Floats, Floats]:
     a = [a0]
     b = [np.ones_like(gy)]
     for j in range(SEPARABLE_RANK):
-        sign = 1.0 if vt[j][np.argmax(np.abs(vt[j]))] > 0 else -1.0
-        a.append(sign * singular[j] * u[:, j])
-        b.append(sign * vt[j])
+        # b_j's largest magnitude is +1 (sign and scale moved into a_j): the host's stacked
+        # matrix [X_h; X_h b_1; ...] then has blocks of one magnitude, which its one
+        # quantisation grid (encrypted_dot) keeps to full precision.
+        peak = vt[j][np.argmax(np.abs(vt[j]))]
+        a.append(singular[j] * peak * u[:, j])
+        b.append(vt[j] / peak)
     return gx, gy, np.stack(a), np.stack(b)
 
 
