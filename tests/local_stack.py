@@ -80,6 +80,8 @@ def stack_fixture(label: str, **options: Any) -> Any:
     return stack
 
 
+SHARED_TOKEN = f"shared-{uuid.uuid4().hex}"
+"""The API token of the shared stack (shared_stack_fixture)."""
 _SHARED_FIXTURES: list[Any] = []
 """The fixtures shared_stack_fixture made (one per module that uses the shared stack)."""
 
@@ -103,7 +105,7 @@ class _SharedStack:
                     amqp_url=amqp_url,
                     redis_url=redis_url,
                     pg_admin_url=pg_admin_url,
-                    token=f"shared-{uuid.uuid4().hex}",
+                    token=SHARED_TOKEN,
                     label="shared",
                 )
             )
@@ -126,14 +128,14 @@ def _uses_shared_stack(item: pytest.Item) -> bool:
     )
 
 
-def shared_stack_fixture() -> Any:
-    """A module-scoped fixture (assign it to `stack`) on the session's shared plain stack, for a
+def shared_stack_fixture(name: str = "stack") -> Any:
+    """A module-scoped fixture `name` on the session's shared plain stack (SHARED_TOKEN), for a
     module that needs both parties up with no options of its own and leaves them running as it
     found them (no restart, no kill; tables it uploads are replaced, jobs have ids of its own):
     starting and purging a stack costs half a minute of the suite on a loaded host. The stack
     stops after the last module of the session that uses it."""
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope="module", name=name)
     def stack(
         request: pytest.FixtureRequest, amqp_url: str, redis_url: str, pg_admin_url: str
     ) -> Iterator[Stack]:
