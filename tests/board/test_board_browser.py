@@ -26,13 +26,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.local_stack import DATA, GUEST, HOST, REPO, Stack, two_parties
+from tests.local_stack import DATA, GUEST, HOST, REPO, SHARED_TOKEN, Stack, shared_stack_fixture
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 CHROMIUM = "/usr/bin/chromium"
-TOKEN = f"board-{uuid.uuid4().hex}"
+TOKEN = SHARED_TOKEN
 EPOCHS = 3
 PIPELINE = (
     (REPO / "examples" / "pipelines" / "hetero_lr_breast.yaml")
@@ -52,21 +52,20 @@ def _playwright() -> Any:
     return sync_playwright
 
 
+# The two-party stack tests/e2e and tests/security share (tests/local_stack.py).
+shared_stack = shared_stack_fixture("shared_stack")
+
+
 @pytest.fixture(scope="module")
-def stack(amqp_url: str, redis_url: str, pg_admin_url: str) -> Iterator[Stack]:
-    with two_parties(
-        amqp_url=amqp_url,
-        redis_url=redis_url,
-        pg_admin_url=pg_admin_url,
-        token=TOKEN,
-        label="board",
-    ) as running:
-        running.guest.upload_table(
-            "breast_hetero_guest", DATA / "breast_hetero_guest.csv", label_column="y"
-        )
-        running.host.upload_table("breast_hetero_host", DATA / "breast_hetero_host.csv")
-        running.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr", "hetero_lr_predict"])
-        yield running
+def stack(shared_stack: Stack) -> Stack:
+    shared_stack.guest.upload_table(
+        "breast_hetero_guest", DATA / "breast_hetero_guest.csv", label_column="y", replace=True
+    )
+    shared_stack.host.upload_table(
+        "breast_hetero_host", DATA / "breast_hetero_host.csv", replace=True
+    )
+    shared_stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr", "hetero_lr_predict"])
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
