@@ -45,11 +45,13 @@ from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
 from fedflow.tables import (
+    CSV_ENCODING,
     MISSING_MARKERS,
     LabelColumn,
     MissingLabel,
     TableError,
     bad_rows,
+    not_utf8,
     read_header,
 )
 
@@ -102,7 +104,7 @@ class _CountingText:
         self.digest = hashlib.sha256()
         self.bytes_read = 0
         buffered = io.BufferedReader(_HashingReader(raw, self), COPY_BLOCK)
-        self._lines = io.TextIOWrapper(buffered, encoding="utf-8", newline="")
+        self._lines = io.TextIOWrapper(buffered, encoding=CSV_ENCODING, newline="")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._lines)
@@ -169,6 +171,8 @@ def import_csv(
                 text = _CountingText(raw)
                 result = _parse(path, text, spill, id_column, label_column, require_label,
                                 total, on_progress, chunk_rows)  # fmt: skip
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
         finally:
             spill.close()
         partial = Path(tmp) / "table.npz"

@@ -45,7 +45,7 @@ from fedflow.metrics import Curve, Metric, MetricsReader
 from fedflow.pipeline import Pipeline
 from fedflow.policy import SecurityPolicy, pipeline_problem
 from fedflow.runner import PartyRuntime, TaskResult
-from fedflow.tables import Table, TableError, TableStore
+from fedflow.tables import CSV_ENCODING, Table, TableError, TableStore
 from fedflow.task import TaskSpec
 
 log = structlog.get_logger("fedflow.standalone")
@@ -128,7 +128,9 @@ def _csv_files(source: TableSource) -> dict[str, Path]:
 
 
 def _header(path: Path) -> list[str]:
-    with path.open(newline="") as handle:
+    # Only whether the label column is there: a file that is not UTF-8 is refused, with its
+    # reason, by the upload that follows.
+    with path.open(newline="", encoding=CSV_ENCODING, errors="replace") as handle:
         return [name.strip() for name in next(csv.reader(handle), [])]
 
 

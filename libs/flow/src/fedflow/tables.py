@@ -59,6 +59,21 @@ class TableError(ValueError):
         """(line, problem) of every bad row found (line 0: the file as a whole)."""
 
 
+CSV_ENCODING: Final = "utf-8-sig"
+"""How both CSV parsers (read_table, fedflow.csv_import) decode a table: UTF-8, a leading byte
+order mark (what Excel's "CSV UTF-8" writes) skipped rather than read into the first column's
+name."""
+
+
+def not_utf8(path: str | Path, exc: UnicodeDecodeError) -> TableError:
+    """The error for a CSV that is not UTF-8 text (a Latin-1 or UTF-16 export, a binary file)."""
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    return TableError(
+        f"{path}: not UTF-8 text (byte 0x{byte} cannot be decoded): save the CSV as UTF-8",
+        [(0, "not UTF-8")],
+    )
+
+
 @dataclass(frozen=True)
 class Table:
     """Rows of one party's data: ids, features (NaN = missing), optional labels."""
@@ -331,8 +346,15 @@ def read_table(
     bad row (wrong field count, duplicate id, empty id, a value that is not a number, a NaN or
     infinite literal, a missing label).
     """
+    try:
+        return _read_table(path, id_column, label_column, require_label)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def _read_table(path: Path, id_column: str, label_column: str | None, require_label: bool) -> Table:
     problems: list[tuple[int, str]] = []
-    with Path(path).open(newline="") as handle:
+    with Path(path).open(newline="", encoding=CSV_ENCODING) as handle:
         reader = csv.reader(handle)
         header, id_at, label_at, feature_at = read_header(
             reader, path, id_column, label_column, require_label
