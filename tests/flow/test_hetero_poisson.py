@@ -286,3 +286,17 @@ def test_a_diverging_run_stops_with_advice(tmp_path: Path) -> None:
     # Execute / Assert
     with pytest.raises(StandaloneError, match=r"hetero_poisson diverged.*scale the features"):
         run(tmp_path, guest, host, {**SMALL, "epochs": 3, "learning_rate": 5.0})
+
+
+def test_the_claims_example_is_a_valid_three_party_pipeline() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples/pipelines/poisson_claims.yaml"
+    pipeline = Pipeline.from_yaml(example.read_text())
+    assert [c.type for c in pipeline.components_in_order()][-3:] == [
+        "hetero_poisson",
+        "hetero_poisson_predict",
+        "evaluation",
+    ]
+    assert pipeline.params_for("reader_0", "host", HOST2) == {"table": "claims_host_b"}
+    assert pipeline.params_for("reader_0", "guest", GUEST)["label_rules"] == [
+        {"kind": "classes", "names": False, "model": "hetero_poisson"}
+    ]
