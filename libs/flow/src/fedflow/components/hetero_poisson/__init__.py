@@ -31,6 +31,11 @@ it, the rates r_j only under the key host's key (the guest holds their product e
 H_1 decrypts only the guest's masked gradient), so exp(u_j) is hidden from the guest and from
 the other hosts, and exp(u_g), e, y from the hosts (semi-honest parties that do not collude).
 
+With a validate_data input, every host sends its partial scores of the validation rows in
+plaintext after each epoch (validate_scores, as for prediction); the guest logs their half mean
+deviance (validate_loss) and, with patience, stops early and has every party keep the best
+epoch's weights (epoch_end says which).
+
 Prediction (hetero_poisson_predict) is hetero_lr_predict's exchange: each host sends its
 per-row partial scores u_j in plaintext; the guest outputs `prediction` = e * exp(u_g + sum u_j).
 """
