@@ -47,6 +47,7 @@ from pydantic_core import to_jsonable_python
 
 from fedflow.components import CATALOGUE, ComponentDescriptor
 from fedflow.pipeline import Pipeline
+from fedflow.yaml_text import load_yaml
 
 SECURE_KEY_BITS: Final = 2048
 """The shortest Paillier key fedcrypto accepts without `insecure_allow_short`."""
@@ -494,7 +495,7 @@ def _problems(exc: ValidationError) -> str:
 def parse_policy(text: str, source: str = "policy") -> SecurityPolicy:
     """A policy from YAML or JSON text (JSON is YAML); an empty document is the default."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML or JSON: {exc}") from None
     if data is None:
