@@ -1,6 +1,7 @@
 """CSV files as spreadsheets write them: both parsers (read_table, the streaming import behind
 uploads) skip a UTF-8 byte order mark and take CRLF line ends, and refuse a file that is not
-UTF-8 with a TableError naming it (not a UnicodeDecodeError from deep inside)."""
+UTF-8, or that csv cannot read, with a TableError naming it (not a UnicodeDecodeError or
+csv.Error from deep inside)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,22 @@ def test_a_file_that_is_not_utf8_is_refused_by_name(tmp_path: Path, parse: objec
     )
     assert caught.value.problems == [(0, "not UTF-8")]
     assert not path.with_suffix(".npz").exists()
+
+
+@pytest.mark.parametrize("parse", [read_table, _imported], ids=["read_table", "import_csv"])
+def test_a_field_over_the_csv_modules_limit_is_a_table_error_at_its_line(
+    tmp_path: Path, parse: object
+) -> None:
+    # Prepare: line 3 holds a 200 kB field (csv's limit is 128 kB: a runaway quote looks so).
+    path = tmp_path / "big.csv"
+    path.write_text("id,y,x\n1,0,2\n2,1," + "9" * 200_000 + "\n")
+
+    # Execute
+    with pytest.raises(TableError) as caught:
+        parse(path)  # type: ignore[operator]
+
+    # Assert
+    assert str(caught.value) == (
+        f"{path}:3: not readable as CSV (field larger than field limit (131072))"
+    )
+    assert caught.value.problems == [(3, "not CSV")]

@@ -27,7 +27,6 @@ before any component runs.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import math
@@ -51,6 +50,7 @@ from fedflow.tables import (
     MissingLabel,
     TableError,
     bad_rows,
+    csv_rows,
     not_utf8,
     read_header,
 )
@@ -193,7 +193,7 @@ def _parse(
     chunk_rows: int,
 ) -> ImportedTable:
     problems: list[tuple[int, str]] = []
-    reader = csv.reader(text)
+    reader = csv_rows(text, path)
     header, id_at, label_at, feature_at = read_header(
         reader, path, id_column, label_column, require_label
     )

@@ -26,7 +26,7 @@ import dataclasses
 import io
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,19 @@ CSV_ENCODING: Final = "utf-8-sig"
 """How both CSV parsers (read_table, fedflow.csv_import) decode a table: UTF-8, a leading byte
 order mark (what Excel's "CSV UTF-8" writes) skipped rather than read into the first column's
 name."""
+
+
+def csv_rows(lines: Iterable[str], path: str | Path) -> Iterator[list[str]]:
+    """csv.reader over `lines`, a csv.Error (a field over csv's size limit, a NUL byte in a
+    quoted field) turned into a TableError naming the file and line."""
+    reader = csv.reader(lines)
+    try:
+        yield from reader
+    except csv.Error as exc:
+        line = reader.line_num
+        raise TableError(
+            f"{path}:{line}: not readable as CSV ({exc})", [(line, "not CSV")]
+        ) from None
 
 
 def not_utf8(path: str | Path, exc: UnicodeDecodeError) -> TableError:
@@ -355,7 +368,7 @@ def read_table(
 def _read_table(path: Path, id_column: str, label_column: str | None, require_label: bool) -> Table:
     problems: list[tuple[int, str]] = []
     with Path(path).open(newline="", encoding=CSV_ENCODING) as handle:
-        reader = csv.reader(handle)
+        reader = csv_rows(handle, path)
         header, id_at, label_at, feature_at = read_header(
             reader, path, id_column, label_column, require_label
         )
