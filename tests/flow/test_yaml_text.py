@@ -3,9 +3,11 @@ error at its line, not a silently dropped first value; a security policy is read
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
-from fedflow.policy import PolicyError, parse_policy
+from fedflow.policy import PolicyError, load_policy, parse_policy
 from fedflow.yaml_text import load_yaml
 
 
@@ -57,3 +59,14 @@ def test_a_policy_naming_a_component_twice_is_refused_not_half_applied() -> None
     assert parse_policy(
         text.replace("  hetero_lr:\n    initiator", "  hetero_linr:\n    initiator"), "ok"
     )
+
+
+def test_a_policy_file_that_is_not_text_is_a_policy_error(tmp_path: Path) -> None:
+    # Prepare: a binary file named as the policy (a key, an archive: the wrong path).
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"\xf9\x00\x13binary")
+
+    # Execute / Assert
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(caught.value) == f"policy file {path}: not UTF-8 text (is it the policy file?)"

@@ -522,6 +522,8 @@ def load_policy(path: str | Path | None) -> SecurityPolicy:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"policy file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"policy file {file}: not UTF-8 text (is it the policy file?)") from None
     return parse_policy(text, str(file))
 
 
