@@ -55,13 +55,13 @@ def test_two_replica_processes_share_a_large_job_and_match_the_serial_results(
     for _ in range(2):
         replica_on_topic()
     rng = np.random.default_rng(11)
-    values = rng.normal(size=3000)
-    x = rng.normal(size=(3000, 4))
-    # Jobs of at most 256 KiB: X.T @ [[d]]'s four parts (about 800 KiB each) are cut further.
-    pool = BusExecutor(bus, PARTY, topic=topic, replicas=2, timeout_s=240, max_job_bytes=256 * 1024)
+    values = rng.normal(size=1500)
+    x = rng.normal(size=(1500, 4))
+    # Jobs of at most 128 KiB: X.T @ [[d]]'s four parts (about 400 KiB each) are cut further.
+    pool = BusExecutor(bus, PARTY, topic=topic, replicas=2, timeout_s=240, max_job_bytes=128 * 1024)
     try:
         # Execute: encrypt (12 chunks) and X.T @ [[d]] on the replicas.
-        enc = pk.encrypt(values, executor=pool, chunk_size=250)
+        enc = pk.encrypt(values, executor=pool, chunk_size=125)
         grad = enc.matmul(x, executor=pool)
     finally:
         pool.shutdown()
