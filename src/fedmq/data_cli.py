@@ -19,6 +19,7 @@ handling are shared with `fedmq job` (job_cli.py).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from fedflow.names import TABLE_NAME_PATTERN
 from fedflow.policy import parse_param_spec
 from rich.console import Console
 from rich.markup import escape
@@ -158,6 +160,12 @@ def upload(
     """Upload a CSV table to the party (stored there only; bad rows are reported by line)."""
     if not csv_file.is_file():
         errors.print(f"[red]no such file:[/red] {escape(str(csv_file))}")
+        raise typer.Exit(2)
+    if name is None and not re.fullmatch(TABLE_NAME_PATTERN, csv_file.stem):
+        errors.print(
+            f"[red]{escape(repr(csv_file.stem))} (the file's name) is no table name[/red] "
+            "(letters, digits, _ . and -, up to 128): give one with --name"
+        )
         raise typer.Exit(2)
     with api_client(url, token) as api, upload_progress(as_json) as on_progress:
         table = api.upload_table(
