@@ -79,16 +79,16 @@ def test_a_replica_killed_mid_job_leaves_its_chunk_to_the_other_and_the_job_comp
     replica_on_topic: Callable[[], ReplicaProcess],
     keypair: tuple[PublicKey, PrivateKey],
 ) -> None:
-    # Prepare: 2048-bit CRT decryption in 16 chunks of 200 (a fraction of a second each).
+    # Prepare: 2048-bit CRT decryption in 16 chunks of 100 (a fraction of a second each).
     pk, sk = keypair
-    values = np.arange(-1600, 1600)
+    values = np.arange(-800, 800)
     enc = pk.encrypt(values)
     victim = replica_on_topic()
     survivor = replica_on_topic()
     pool = BusExecutor(bus, PARTY, topic=topic, replicas=2, timeout_s=240)
     try:
         with ThreadPoolExecutor(1) as caller:
-            decrypting = caller.submit(sk.decrypt_residues, enc.data, executor=pool, chunk_size=200)
+            decrypting = caller.submit(sk.decrypt_residues, enc.data, executor=pool, chunk_size=100)
 
             # Execute: SIGKILL the victim once it finished a chunk (it holds the next, unacked).
             victim.wait_for("crypto_job_done", timeout=120)
