@@ -129,11 +129,13 @@ class CellLayout:
         return out[:cells]
 
 
-HISTOGRAM_BATCH_BYTES = 64 << 20
-"""Ciphertexts gathered for one segment_products call (several features' rows at once): big
-batches keep every round of pairwise products above the executor's chunk size (both threads
-and the crypto job pool get work from all features, not one feature's shrinking rounds),
-bounded so that a large table never holds a copy of more than this at a time."""
+HISTOGRAM_BATCH_BYTES = 8 << 20
+"""Ciphertexts gathered for one segment_products call (several features' rows at once), so
+that small nodes' rounds of pairwise products are wide enough to chunk (for the crypto job
+pool: at least 2 x 2,048 pairs). 8 MiB, not more: with 64 MiB the host's histograms took
+20-35% more CPU on threads (default_credit, depth 3: 1.6 -> 2.0-2.15 CPU-s per tree; a batch
+that no longer fits in cache, bigger sorts), and the pool got more of a tree than it pays for
+on 2 cores (docs/benchmarks.md). A feature of more rows than this is a batch of its own."""
 
 
 def encrypted_histograms(
