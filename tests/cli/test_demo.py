@@ -26,7 +26,7 @@ def test_demo_trains_hetero_lr_and_reports_aucs_time_and_where_results_went(
             "--dataset",
             "breast",
             "--key-bits",
-            "1024",
+            "512",
             "--workdir",
             str(tmp_path),
         ],
@@ -47,7 +47,7 @@ def test_demo_trains_hetero_lr_and_reports_aucs_time_and_where_results_went(
     assert set(aucs) == {"federated", "guest only", "centralized"}, out
     assert aucs["federated"] > aucs["guest only"]
     assert abs(aucs["federated"] - aucs["centralized"]) < 0.005
-    assert re.search(r"\d+ epochs, 1024-bit Paillier, [0-9.]+ s in all", out)
+    assert re.search(r"\d+ epochs, 512-bit Paillier, [0-9.]+ s in all", out)
     assert "match the plaintext computation" in out
     for tag in ("guest_blinded", "residual", "host_scores", "host_gradient", "epoch_end"):
         assert tag in out
