@@ -131,7 +131,7 @@ def submit(
     """Submit PIPELINE at this party (the pipeline's guest)."""
     try:
         text = pipeline.read_text()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         errors.print(f"[red]cannot read {escape(str(pipeline))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     with api_client(url, token) as api:

@@ -133,7 +133,7 @@ def run(
     console = Console()
     try:
         pipeline = Pipeline.from_yaml(pipeline_file.read_text())
-    except (OSError, PipelineError) as exc:
+    except (OSError, UnicodeDecodeError, PipelineError) as exc:
         console.print(f"[red]cannot use {escape(str(pipeline_file))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     tables = _parse_data(list(data or []), pipeline.party_ids())
