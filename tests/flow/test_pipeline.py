@@ -211,3 +211,29 @@ READER = "  - {name: reader_0, type: reader, params: {common: {table: t}}}\n"
 def test_a_malformed_pipeline_is_refused_naming_the_problem(text: str, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
         Pipeline.from_yaml(text)
+
+
+def test_a_key_given_twice_is_refused_not_silently_overridden() -> None:
+    # Prepare: the second `name:` would otherwise replace the first without a word
+    text = CONTRACT_EXAMPLE.replace("name: psi-eval\n", "name: psi-eval\nname: other\n")
+
+    # Execute / Assert
+    with pytest.raises(PipelineError, match=r"not valid YAML at line 3.*'name' given twice"):
+        Pipeline.from_yaml(text)
+
+
+def test_a_pipeline_with_too_many_components_is_refused_before_anything_is_stored() -> None:
+    # Prepare: one reader and 256 evaluations of it -- 257 components, one over the cap
+    evaluations = "".join(
+        f"  - {{name: eval_{i}, type: evaluation, inputs: {{data: reader_0.data}}}}\n"
+        for i in range(256)
+    )
+    text = (
+        "name: wide\nparties: {guest: 1, host: [2]}\ncomponents:\n"
+        "  - {name: reader_0, type: reader, params: {common: {table: t}}}\n" + evaluations
+    )
+
+    # Execute / Assert: at the cap it parses; one more is refused naming the limit
+    Pipeline.from_yaml(text.rsplit("  - {name: eval_255", 1)[0])
+    with pytest.raises(PipelineError, match="257 components; at most 256"):
+        Pipeline.from_yaml(text)

@@ -54,6 +54,7 @@ from pydantic import ValidationError
 
 from fedflow.components import CATALOGUE, ComponentDescriptor, LabelRule
 from fedflow.protocol import PROTOCOL_ROLES
+from fedflow.yaml_text import load_yaml
 
 # Not fedschemas.PARTY_ROLES: importing fedschemas imports numpy, and this module is part of
 # the light descriptors the scheduler imports (fedflow.descriptors). tests/flow checks that
@@ -63,6 +64,10 @@ ROLES: Final = PARTY_ROLES
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PARTY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COMMON: Final = "common"
+MAX_COMPONENTS: Final = 256
+"""Components a pipeline may hold: every scheduler validates, stores and tracks each of them
+per party and attempt, so an unbounded list (3,000 no-ops fit under the 1 MiB size limit)
+kept a guest's scheduler busy for minutes."""
 
 _TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components", "audit"}
 _AUDIT_KEYS: Final = {"severities"}
@@ -468,7 +473,7 @@ class Pipeline:
         if not isinstance(text, str):
             raise PipelineError("a pipeline is YAML text")
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)  # safe_load that refuses a key given twice
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -494,6 +499,12 @@ class Pipeline:
         entries = top.get("components")
         if not isinstance(entries, list) or not entries:
             raise _fail("pipeline", "components must be a non-empty list")
+        if len(entries) > MAX_COMPONENTS:
+            raise _fail(
+                "pipeline",
+                f"{len(entries)} components; at most {MAX_COMPONENTS} (split the work into "
+                "several jobs)",
+            )
         raws: list[_RawComponent] = []
         names: set[str] = set()
         for index, entry in enumerate(entries):
