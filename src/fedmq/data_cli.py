@@ -222,6 +222,8 @@ def grant(
     )
     with api_client(url, token) as api:
         granted = api.grant(table, to, types, params)
+        for warning in grant_warnings(api, granted.table, granted.grantee):
+            errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if as_json:
         print_json(granted.model_dump(mode="json"))
         return
@@ -231,6 +233,29 @@ def grant(
     )
     if granted.params:
         console.print(f"its pipelines may set: {escape(params_text(granted.params))}")
+
+
+def grant_warnings(api: Client, table: str, grantee: str) -> list[str]:
+    """What in a recorded grant looks like a typo: a table this party holds no upload of (yet),
+    a party its gateway has no link to. A grant before the upload or the link is legitimate,
+    so these warn; a site whose API cannot say (no gateway answering /peers) is not checked."""
+    warnings = []
+    if table not in {t.name for t in api.tables()}:
+        warnings.append(
+            f"this party has no table {table} (yet): the grant applies once a table of that "
+            "name is uploaded; check the name with `fedmq data list`"
+        )
+    try:
+        peers = api.peers()
+    except ApiError:
+        return warnings
+    if grantee not in peers:
+        known = ", ".join(sorted(peers)) or "none"
+        warnings.append(
+            f"party {grantee} is not one of this site's peers ({known}): its jobs cannot reach "
+            "this party until the gateway links to it"
+        )
+    return warnings
 
 
 def params_text(params: dict[str, dict[str, Any]] | None) -> str:

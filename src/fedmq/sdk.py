@@ -339,6 +339,10 @@ class Client:
     def grants(self, table: str | None = None, grantee: str | None = None) -> list[Grant]:
         return self._list(Grant, "/grants", table=table, grantee=grantee)
 
+    def peers(self) -> dict[str, Any]:
+        """The parties this site's gateway links to: {party id: {address, connected}}."""
+        return dict(self._request("GET", "/peers")["data"])
+
     # --- jobs ----------------------------------------------------------------------------------
 
     def submit(self, pipeline: str | Path, job_id: str | None = None) -> Job:

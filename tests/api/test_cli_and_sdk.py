@@ -84,6 +84,28 @@ def test_a_failing_job_makes_wait_exit_1_with_the_reason(
     assert "eval_0" in output and "nope" in output  # the task's reason names the column
 
 
+def test_a_grant_naming_no_table_or_no_peer_is_recorded_with_a_warning_for_each(
+    served: tuple[Party, str],
+) -> None:
+    # Prepare: the party holds one table; its gateway links to no peer (FakeGateway)
+    _party, url = served
+    fedmq(url, "data", "upload", str(DATA / "breast_hetero_guest.csv"), "--label-column", "y")
+
+    # Execute
+    typo = fedmq(url, "data", "grant", "breast_hetero_gues", "--to", "99x99", "--components", "psi")
+    right_table = fedmq(
+        url, "data", "grant", "breast_hetero_guest", "--to", "99x99", "--components", "psi"
+    )
+
+    # Assert: both grants are recorded (a grant may come before its upload or link), and each
+    # possible typo is named
+    assert typo[0] == 0, typo[1]
+    assert "this party has no table breast_hetero_gues (yet)" in typo[1]
+    assert "party 99x99 is not one of this site's peers (none)" in typo[1]
+    assert right_table[0] == 0 and "has no table" not in right_table[1]
+    assert "party 99x99 is not one of this site's peers" in right_table[1]
+
+
 def test_a_refused_request_exits_2_with_the_servers_reason(served: tuple[Party, str]) -> None:
     _party, url = served
 
