@@ -71,3 +71,37 @@ def test_existing_durable_queue_of_a_transient_topic_is_kept(
         durable.close()
         bus.close()
         rabbit.close()
+
+
+def test_a_transient_queue_another_connection_made_is_back_after_the_broker_loses_it(
+    amqp_url: str, unique_name: str
+) -> None:
+    # Prepare: a requester declares the topic first (as the scheduler does before the gateway
+    # subscribes), so the subscriber finds the queue already there
+    from tests.bus.test_amqp_bus import _close_connection_on_broker
+    from tests.polling import wait_for
+
+    requester = connect(amqp_url, transient_topics=[unique_name])
+    requester.declare(unique_name)
+    bus = connect(amqp_url, transient_topics=[unique_name])
+    try:
+        bus.subscribe(unique_name, lambda d: bus.reply(d, b"served"), prefetch=2)
+        assert requester.request(unique_name, b"x", timeout=5).body == b"served"
+
+        # Execute: what a broker restart does to a non-durable queue and to the connection
+        requester.delete(unique_name)
+        _close_connection_on_broker(bus.connection_name)  # type: ignore[attr-defined]
+
+        # Assert: the reconnected subscriber declared the queue again and answers (a passive
+        # re-declare would have failed NOT_FOUND and closed its channel for good)
+        def answered() -> bool:
+            try:
+                return requester.request(unique_name, b"y", timeout=1).body == b"served"
+            except Exception:
+                return False
+
+        wait_for(answered, timeout=30, what="an answer after the reconnect")
+    finally:
+        bus.delete(unique_name)
+        bus.close()
+        requester.close()

@@ -585,26 +585,29 @@ class AmqpBus(BrokerBus):
         exchange: AbstractExchange,
         dlx: AbstractExchange,
     ) -> AbstractQueue:
-        """A transient topic's queue: non-durable classic, or the queue already there."""
+        """A transient topic's queue: non-durable classic, or the durable queue already there.
+
+        The queue is declared with its arguments, never passively, even when another
+        connection created it first: the robust connection replays this declaration after a
+        reconnect, and a broker restart loses a non-durable queue, so a passive replay would
+        fail (NOT_FOUND) and close the channel with every consumer on it. The probe channel
+        tells a durable queue from before the topic became transient (declaring it with other
+        arguments is PRECONDITION_FAILED) -- that one outlives a restart and is taken as it is.
+        """
+        arguments = {"x-queue-type": "classic", "x-dead-letter-exchange": self._dlx_name}
         probe = await self._require_connection().channel(publisher_confirms=False)
         try:
-            await probe.declare_queue(topic, passive=True)
-            exists = True
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            exists = False
+            await probe.declare_queue(topic, durable=False, arguments=arguments)
+            durable_before = False
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            durable_before = True
         finally:
             if not probe.is_closed:
                 await probe.close()
-        if exists:
-            # Maybe a durable quorum queue from before the topic became transient: declaring
-            # it with other arguments would close the channel (PRECONDITION_FAILED).
+        if durable_before:
             q = await channel.declare_queue(topic, passive=True)
         else:
-            q = await channel.declare_queue(
-                topic,
-                durable=False,
-                arguments={"x-queue-type": "classic", "x-dead-letter-exchange": self._dlx_name},
-            )
+            q = await channel.declare_queue(topic, durable=False, arguments=arguments)
         await q.bind(exchange, routing_key=topic)
         dlq = await channel.declare_queue(
             topic + DLQ_SUFFIX, durable=True, arguments={"x-queue-type": "quorum"}
