@@ -594,7 +594,10 @@ class AmqpBus(BrokerBus):
         tells a durable queue from before the topic became transient (declaring it with other
         arguments is PRECONDITION_FAILED) -- that one outlives a restart and is taken as it is.
         """
-        arguments = {"x-queue-type": "classic", "x-dead-letter-exchange": self._dlx_name}
+        arguments: dict[str, Any] = {
+            "x-queue-type": "classic",
+            "x-dead-letter-exchange": self._dlx_name,
+        }
         probe = await self._require_connection().channel(publisher_confirms=False)
         try:
             await probe.declare_queue(topic, durable=False, arguments=arguments)
