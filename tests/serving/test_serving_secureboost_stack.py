@@ -18,6 +18,7 @@ from fedflow.artifacts import ArtifactStore
 
 from tests.local_stack import GUEST, HOST, Stack, stack_fixture, upload_breast
 from tests.serving.stack import LaunchedServing
+from tests.serving.test_serving_secureboost import PIPELINE as UNIT_PIPELINE
 from tests.serving.test_serving_stack import Parties, guest_rows
 
 pytestmark = [
@@ -30,27 +31,14 @@ pytestmark = [
 ]
 
 stack = stack_fixture("servingsb", serving=True, env={"FEDMQ_SERVING_ACCEPT_MODELS_FROM": '["*"]'})
-PIPELINE = f"""
-name: serving-secureboost
-parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
-components:
-  - name: reader_0
-    type: reader
-    params:
-      guest: {{table: breast_hetero_guest}}
-      host: {{table: breast_hetero_host}}
-  - name: psi_0
-    type: psi
-    inputs: {{data: reader_0.data}}
-  - name: boost_0
-    type: hetero_secureboost
-    inputs: {{data: psi_0.data}}
-    params:
-      common: {{num_trees: 1, max_depth: 3, max_bin: 16, seed: 3}}
-  - name: predict_0
-    type: hetero_secureboost_predict
-    inputs: {{model: boost_0.model, data: psi_0.data}}
-"""
+# The unit test's pipeline, with one tree and the production key length: 2,048 bits cross
+# both gateways here
+PIPELINE = UNIT_PIPELINE.replace(
+    "common: {num_trees: 2, max_depth: 3, max_bin: 16, seed: 3, key_bits: 512,\n"
+    "                insecure_short_keys: true}",
+    "common: {num_trees: 1, max_depth: 3, max_bin: 16, seed: 3}",
+)
+assert PIPELINE != UNIT_PIPELINE, "the unit test's boost_0 params changed: update this one"
 
 
 def test_a_secureboost_model_scores_online_as_offline_through_both_gateways(
