@@ -1449,16 +1449,31 @@ class PeerLink:
                 raise MessageRefused(result)
             return
 
-    def reconnect(self) -> None:
+    def reconnect(self, wait: float = 0.0) -> bool:
         """Close the current connection (after an identity change); the supervisor opens a new
         one. Unacked frames fail with LinkDown and their senders resend them on the new one.
-        Does not wait: a link that is down and retrying picks up the new identity on its next
+
+        With `wait` > 0, blocks up to that long until every stream has a new usable connection
+        (True) or gives up (False: the peer is down or slow; its next connection carries the new
+        identity anyway). A link that is down and retrying picks up the new identity on its next
         try."""
-        conn = self._conn
-        if conn is not None:
-            conn.close()
-        for extra in self._extra:
-            extra.reconnect()
+        links = (self, *self._extra)
+        closed = [link._conn for link in links]
+        for conn in closed:
+            if conn is not None:
+                conn.close()
+        if wait <= 0:
+            return True
+        deadline = time.monotonic() + wait
+        for link, old in zip(links, closed, strict=True):
+            with link._state:
+                if not link._state.wait_for(
+                    lambda link=link, old=old: link._stopped.is_set()  # type: ignore[misc]
+                    or (link._conn is not None and link._conn is not old and link._conn.usable),
+                    timeout=max(0.0, deadline - time.monotonic()),
+                ):
+                    return False
+        return True
 
     def stop_connecting(self) -> None:
         """No new connections (a send waiting for one gives up with LinkStopped); frames on the

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -56,6 +57,10 @@ from fedgateway.verify import (
 )
 
 log = structlog.get_logger("fedgateway")
+
+ROTATION_WAIT_S = 10.0
+"""How long a key rotation waits for the links to re-open with the new HELLO before signing with
+the new key."""
 
 FRAME_OVERHEAD = 64 << 10
 """DATA frames carry an envelope plus seq, message id and bus headers: allow this much extra."""
@@ -149,9 +154,13 @@ class Gateway:
     def reload_identity(self) -> bool:
         """Load the party directory again (after `fedmq pki install` of a rotated key).
 
-        New connections and new signatures use the new keys at once; the outbound connections
-        are re-opened so peers receive the new certificates in HELLO. A half-written directory
-        is refused and the old identity kept. Returns whether the identity changed."""
+        In two steps, so no peer sees a signature by a key it has not been shown: first new
+        connections use the new certificates and the outbound connections are re-opened, so
+        peers receive them in HELLO, while messages are still signed by the old key (whose
+        certificate stays valid); once every link is up again (or after
+        `ROTATION_WAIT_S`: a peer that is down gets the new HELLO before anything else), new
+        signatures use the new key. A half-written directory is refused and the old identity
+        kept. Returns whether the identity changed."""
         with self._reload_lock:
             try:
                 new = _Identity(
@@ -168,11 +177,23 @@ class Gateway:
                 self._current = new if new.stamp != self._current.stamp else self._current
                 return False
             old_key = self._current.identity.key_id
+            new_signer, new.signer = new.signer, self._current.signer
             self._current = new
             self.keyring.set_ca(new.identity.ca_cert)
-            log.info("identity_reloaded", old_key_id=old_key, key_id=new.identity.key_id)
-            for link in self._links.values():
-                link.reconnect()
+            deadline = time.monotonic() + ROTATION_WAIT_S
+            links_up = all(
+                [
+                    link.reconnect(wait=max(0.0, deadline - time.monotonic()))
+                    for link in self._links.values()
+                ]
+            )
+            new.signer = new_signer
+            log.info(
+                "identity_reloaded",
+                old_key_id=old_key,
+                key_id=new.identity.key_id,
+                links_up=links_up,
+            )
             return True
 
     def _watch_identity(self) -> None:
