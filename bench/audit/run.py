@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
         [--direction out|in]
-    .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit]
+    .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit] [--repeat N]
+        [--snapshot COMMIT]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
         [--direction out|in]
 
@@ -22,8 +23,16 @@ transaction per group of 64 on PostgreSQL (a fresh database), as messages/s. Wit
 through that version and this one alternately, twice each, in one run.
 
 job: the local two-party stack (`fedmq local up`, separate processes, RabbitMQ, PostgreSQL) on
-the breast data, psi + hetero_lr, once with every service (audit included) and once without
-the audit, in the same run; reported: job wall time (submit to success) and the ratio.
+the breast or default_credit data, psi + hetero_lr, `--repeat` pairs alternating A B A B (every
+service, audit included; then the same without the audit), a fresh stack per job; reported:
+each job's wall time (submit to success) with the load average at its start, the median per
+setting and the median of the pairs' ratios. The issue's measurement, in one line:
+
+    .venv/bin/python bench/audit/run.py job --data default_credit --epochs 1 --repeat 3 \
+        --snapshot HEAD
+
+(`--snapshot COMMIT`: the bench and the services run from that commit's tree, so edits others
+make in the checkout during the run do not reach the jobs.)
 
 Not a test: results go to docs/benchmarks.md (issue #13's section) by hand.
 """
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -394,57 +404,93 @@ def _upload_credit(stack: Any) -> None:
 
 
 def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
-    """`repeat` rounds; the second and every even round run without the audit first (ABBA), so
-    a load that drifts during the run does not favour one setting."""
+    """`repeat` pairs run A B A B ... (with the audit, then without), each job on a fresh
+    two-party stack. Reported: every time in order with the load average at its start, the
+    median of each setting and the median of the pairs' ratios (a load that moves during the
+    run moves both jobs of a pair alike more than it moves the medians)."""
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
 
-    times: dict[str, list[float]] = {"with_audit": [], "without_audit": []}
+    runs: list[dict[str, Any]] = []
     token = "bench-" + uuid.uuid4().hex
     redis = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    settings: list[tuple[str, bool]] = []
     for round_ in range(repeat):
-        pair = [("with_audit", True), ("without_audit", False)]
-        settings += pair if round_ % 2 == 0 else pair[::-1]
-    for label, audit_on in settings:
-        original = launcher.up
-        if not audit_on:  # two_parties calls local.up: the same services but the audit
+        for label, audit_on in (("with_audit", True), ("without_audit", False)):
+            original = launcher.up
+            if not audit_on:  # two_parties calls local.up: the same services but the audit
 
-            def up_without(*a: Any, _o: Any = original, **k: Any) -> Any:
-                chosen = k.pop("services", None) or launcher.SERVICES
-                return _o(*a, services=tuple(s for s in chosen if s != "audit"), **k)
+                def up_without(*a: Any, _o: Any = original, **k: Any) -> Any:
+                    chosen = k.pop("services", None) or launcher.SERVICES
+                    return _o(*a, services=tuple(s for s in chosen if s != "audit"), **k)
 
-            launcher.up = up_without
-        try:
-            with two_parties(
-                amqp_url=AMQP,
-                redis_url=redis,
-                pg_admin_url=PG,
-                token=token,
-                label=f"b{label[:1]}",
-            ) as stack:
-                if data == "default_credit":
-                    _upload_credit(stack)
-                    text = CREDIT_PIPELINE.format(guest=GUEST, host=HOST, epochs=epochs)
-                else:
-                    upload_breast(stack)
-                    stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
-                    text = pipeline(epochs)
-                started = time.perf_counter()
-                submitted = stack.guest.submit(text, job_id=f"bench-{label}")
-                ended = stack.guest.wait(submitted.job_id, timeout=900, poll=0.5)
-                times[label].append(round(time.perf_counter() - started, 2))
-                assert ended.state == "success", ended.reason
-        finally:
-            launcher.up = original
+                launcher.up = up_without
+            try:
+                with two_parties(
+                    amqp_url=AMQP,
+                    redis_url=redis,
+                    pg_admin_url=PG,
+                    token=token,
+                    label=f"b{label[:1]}{round_}",
+                ) as stack:
+                    if data == "default_credit":
+                        _upload_credit(stack)
+                        text = CREDIT_PIPELINE.format(guest=GUEST, host=HOST, epochs=epochs)
+                    else:
+                        upload_breast(stack)
+                        stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
+                        text = pipeline(epochs)
+                    load = os.getloadavg()[0]
+                    started = time.perf_counter()
+                    submitted = stack.guest.submit(text, job_id=f"bench-{label}-{round_}")
+                    ended = stack.guest.wait(submitted.job_id, timeout=900, poll=0.5)
+                    seconds = round(time.perf_counter() - started, 2)
+                    assert ended.state == "success", ended.reason
+            finally:
+                launcher.up = original
+            runs.append({"setting": label, "seconds": seconds, "load": round(load, 1)})
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    with_audit = [r["seconds"] for r in runs if r["setting"] == "with_audit"]
+    without = [r["seconds"] for r in runs if r["setting"] == "without_audit"]
+    ratios = [a / b for a, b in zip(with_audit, without, strict=True)]
     return {
         "data": data,
         "epochs": epochs,
-        "job_s_with_audit": times["with_audit"],
-        "job_s_without_audit": times["without_audit"],
-        "overhead": round(sum(times["with_audit"]) / sum(times["without_audit"]) - 1, 4),
+        "runs": runs,
+        "median_with_audit_s": statistics.median(with_audit),
+        "median_without_audit_s": statistics.median(without),
+        "overhead_of_medians": round(
+            statistics.median(with_audit) / statistics.median(without) - 1, 4
+        ),
+        "median_pair_overhead": round(statistics.median(ratios) - 1, 4),
     }
+
+
+def snapshot_and_rerun(commit: str, argv: list[str]) -> int:
+    """Run this bench from `commit`'s tree (git archive into a temporary directory): the
+    services the stacks start import that tree (PYTHONPATH, inherited by `fedmq local`'s
+    processes), so edits made in the checkout while the bench runs cannot reach its jobs."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fedmq-bench-") as tmp:
+        root = Path(tmp)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        # Built extensions are not in git: take this checkout's.
+        for native in REPO.glob("libs/*/src/*/*.so"):
+            target = root / native.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(native, target)
+        sources = [str(p) for p in sorted(root.glob("*/*/src")) + sorted(root.glob("*/src"))]
+        sources += [str(root / "src"), str(root)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sources))
+        print(f"bench: running {commit} from {root}", file=sys.stderr, flush=True)
+        return subprocess.run(
+            [sys.executable, str(root / "bench" / "audit" / "run.py"), *argv], env=env
+        ).returncode
 
 
 def main() -> int:
@@ -457,7 +503,16 @@ def main() -> int:
     parser.add_argument("--baseline-src", default="")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--direction", choices=("out", "in"), default="out")
+    parser.add_argument(
+        "--snapshot",
+        default="",
+        help="run from this commit's tree (e.g. HEAD), not the working tree others may edit",
+    )
     args = parser.parse_args()
+    if args.snapshot:
+        argv = sys.argv[1:]
+        at = argv.index("--snapshot")
+        return snapshot_and_rerun(args.snapshot, argv[:at] + argv[at + 2 :])
     run = {
         "throughput": lambda: (
             [
