@@ -83,3 +83,64 @@ def test_a_cheating_partys_message_stops_the_standalone_job_naming_the_rule(
         f"party {HOST} ",
         str(stopped.value),
     ), str(stopped.value)
+
+
+def _cli_run(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from fedmq.standalone_cli import standalone_app
+
+    result = CliRunner().invoke(
+        standalone_app,
+        [
+            "run",
+            str(REPO / "examples" / "pipelines" / "psi_eval.yaml"),
+            "--data",
+            f"{GUEST}={DATA}",
+            "--data",
+            f"{HOST}={DATA}",
+            "--workdir",
+            str(tmp_path),
+            *extra,
+        ],
+    )
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_the_cli_audit_flag_audits_each_party_and_says_its_chain_verifies(
+    tmp_path: Path,
+) -> None:
+    # Execute
+    code, output = _cli_run(tmp_path, "--audit")
+
+    # Assert: the run succeeded, each party's audit reported, and its log is on disk
+    assert code == 0, output
+    for party in (GUEST, HOST):
+        assert f"audit of party {party}: 0 finding(s); its chain verifies" in output
+        assert (tmp_path / f"audit-{party}.db").stat().st_size > 0
+    # Without the flag no audit runs
+    code, output = _cli_run(tmp_path / "plain")
+    assert code == 0, output
+    assert "audit of party" not in output
+    assert not (tmp_path / "plain" / f"audit-{GUEST}.db").exists()
+
+
+def test_a_component_whose_code_is_not_the_approved_one_stops_the_standalone_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the operator approved another psi than the one installed here
+    monkeypatch.setenv("FEDMQ_AUDIT_APPROVED_CODE", '{"psi": ["' + "0" * 64 + '"]}')
+
+    # Execute
+    code, output = _cli_run(tmp_path, "--audit")
+
+    # Assert: the job fails, stopped by an audit naming the rule; the findings are listed
+    assert code == 1, output
+    assert re.search(
+        f"job failed: stopped by the audit of party ({GUEST}|{HOST}): rule "
+        f"control.component_code broken by party ({GUEST}|{HOST})",
+        output,
+    ), output
+    # ...and the findings table after it names the rule again, with the task
+    assert output.count("control.component_code") >= 2, output
+    assert "psi_0" in output

@@ -6,9 +6,15 @@ the worker's `out.<peer>`, and `svc.worker`, where fedflow's LocalRelay publishe
 peers sent after checking their signature, as a gateway does. What standalone lacks is a
 scheduler, so the approved pipeline, which the audit otherwise learns from the job's proposal,
 is published to each party's `svc.scheduler` as a proposal of the initiator (the first guest)
-before anything runs, and the job's end likewise after the last task. A critical finding's stop
-request (control.audit_stop, which a scheduler would act on) sets the run's abort event, and
-the run fails naming the rule, the party and the message.
+before anything runs, and the job's end likewise after the last task. Nor is there a worker to
+say which code runs each task: this process is that worker, so each party's tasks are reported
+running (task.status on `svc.scheduler`, as fedworker reports its claims) with the release and
+the code hash (fedflow.code_identity) of the components this process has loaded, before any of
+them runs, and control.component_code judges them against the approved list
+(FEDMQ_AUDIT_APPROVED_CODE, read as by the service; else the audit's own code, which in one
+process is the same). A critical finding's stop request (control.audit_stop, which a scheduler
+would act on) sets the run's abort event, and the run fails naming the rule, the party and the
+message.
 
 Used as run_pipeline's `watch` (fedflow.standalone.Watcher): `AuditedRun(...)` is called with
 the world, the job id and the abort event.
@@ -28,6 +34,7 @@ from typing import Any
 
 from fedbus import Delivery, Message, Subscription
 from fedcrypto.signing import BadSignature, SigningKey
+from fedflow.code_identity import component_code
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import LocalWorld, StandaloneError
 from fedschemas import (
@@ -39,7 +46,7 @@ from fedschemas import (
     new_envelope,
     topics,
 )
-from fedschemas.payloads import AuditStop, JobEnd, JobPropose
+from fedschemas.payloads import AuditStop, JobEnd, JobPropose, TaskStatus
 from pydantic import SecretStr
 
 from fedaudit import store
@@ -107,6 +114,7 @@ class AuditedRun:
                 on_scheduler = functools.partial(self._on_scheduler, party_id, abort=abort)
                 subscriptions.append(bus.subscribe(topics.SCHEDULER, on_scheduler))
                 self._announce(bus, party_id, job_id)
+                self._report_code(bus, party_id, job_id)
             yield self
             for party_id, bus in world.buses.items():
                 self._end(bus, party_id, job_id)
@@ -163,6 +171,35 @@ class AuditedRun:
             created_at=datetime.now(UTC),
         )
         _publish(bus, topics.SCHEDULER, envelope)
+
+    def _report_code(self, bus: Any, party_id: str, job_id: str) -> None:
+        """Each of the party's tasks reported running with the code this process loaded for
+        its component type, as a worker's claim report carries it (the tasks run in this
+        process, with this code, once the audits have seen the reports)."""
+        for seq, (spec, role) in enumerate(self.pipeline.tasks_for(party_id)):
+            code = component_code(spec.type)
+            envelope = new_envelope(
+                TaskStatus(
+                    job_id=job_id,
+                    component=spec.name,
+                    attempt=0,
+                    party_id=party_id,
+                    state="running",
+                    component_version=code.version,
+                    code_sha256=code.sha256,
+                ),
+                job_id=job_id,
+                component=spec.name,
+                task_id=f"{job_id}/{spec.name}/{party_id}/{role}",
+                attempt=0,
+                source=PartyRef(party_id=party_id, role=role),  # type: ignore[arg-type]
+                destination=PartyRef(party_id=party_id, role="local"),
+                tag="task.status.running",
+                iteration=-1,
+                seq=seq,
+                created_at=datetime.now(UTC),
+            )
+            _publish(bus, topics.SCHEDULER, envelope)
 
     def _end(self, bus: Any, party_id: str, job_id: str) -> None:
         me = PartyRef(party_id=party_id, role="local")
