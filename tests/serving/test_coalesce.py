@@ -171,3 +171,71 @@ def test_a_silent_host_fails_every_request_of_a_shared_call_naming_it(
     assert [a["status"] for a in answers] == [503] * 6
     assert all(f"host party {HOST}" in a["error"] for a in answers)
     assert len(wire.calls) < 6
+
+
+def predict_many(guest: Serving, rows: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One `predict_many` message (the gateway's coalesced single-row requests)."""
+    answer = guest.local(
+        {
+            "op": "predict_many",
+            "args": {
+                "service_id": "s",
+                "requests": [
+                    {"rows": [{"id": i, "features": f}], "caller": "c", "timeout_s": 5.0}
+                    for i, f in rows
+                ],
+            },
+        }
+    )
+    assert answer["ok"], answer
+    answers: list[dict[str, Any]] = answer["data"]["answers"]
+    return answers
+
+
+GOOD = {"x0": 1.0, "x1": 0.5}
+
+
+def test_requests_sent_as_one_message_share_one_host_call_and_each_gets_its_own_score(
+    tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    wire, guest = stack(tmp_path, client, delay=0.0, concurrency=2)
+    alone = {i: predict(guest, i)["data"]["results"][0] for i in ROWS}
+    wire.calls.clear()
+
+    answers = predict_many(guest, [(i, GOOD) for i in ROWS])
+
+    assert [a["data"]["results"][0] for a in answers] == [alone[i] for i in ROWS]
+    assert wire.calls == [len(ROWS)]
+
+
+def test_a_request_of_a_message_with_a_missing_id_or_bad_features_is_refused_alone(
+    tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    wire, guest = stack(tmp_path, client, delay=0.0, concurrency=2)
+    alone = {i: predict(guest, i)["data"]["results"][0]["score"] for i in ("r1", "r2")}
+    wire.calls.clear()
+
+    answers = predict_many(
+        guest, [("r1", GOOD), ("zz", GOOD), ("r2", {"x0": "a", "x1": 0.5}), ("r2", GOOD)]
+    )
+
+    assert answers[0]["data"]["results"][0]["score"] == alone["r1"]
+    assert answers[1]["status"] == 404
+    assert answers[1]["error"] == f"host party {HOST}: party {HOST} has no features for id 'zz'"
+    assert answers[2]["status"] == 422 and "'x0' is not a number" in answers[2]["error"]
+    assert answers[3]["data"]["results"][0]["score"] == alone["r2"]
+    # the first call's 404 named 'zz'; the 422 was found before any call
+    assert wire.calls == [3, 2], wire.calls
+
+
+def test_a_silent_host_fails_every_request_of_a_message_with_one_call(
+    tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    wire, guest = stack(tmp_path, client, delay=0.0, concurrency=2)
+    wire.down.add(HOST)
+
+    answers = predict_many(guest, [(i, GOOD) for i in ROWS])
+
+    assert [a["status"] for a in answers] == [503] * len(ROWS)
+    assert all(f"host party {HOST}" in a["error"] for a in answers)
+    assert wire.calls == [len(ROWS)]  # one call, not one per request

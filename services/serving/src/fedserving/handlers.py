@@ -130,6 +130,16 @@ def model_part(
     return ALGORITHM, names, weights, None
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One predict request's rows (ids and the guest's features), caller and deadline."""
+
+    ids: list[str]
+    features: list[Mapping[str, Any]]
+    caller: str
+    timeout: float
+
+
 @dataclass
 class Inflight:
     """Requests being served per service id (what an unbind waits for)."""
@@ -601,77 +611,246 @@ class Serving:
     # -- prediction (guest) ---------------------------------------------------------------
 
     def _predict(self, args: dict[str, Any]) -> dict[str, Any]:
-        service_id = str(args["service_id"])
-        rows = args["rows"]
-        caller = str(args.get("caller") or "anonymous")
-        timeout = min(float(args.get("timeout_s") or self.host_timeout_s), 30.0)
-        if not isinstance(rows, list) or not rows:
-            raise Refused(422, "rows must be a non-empty list")
-        if len(rows) > self.max_batch_rows:
-            raise Refused(422, f"at most {self.max_batch_rows} rows per request, got {len(rows)}")
+        """One request (a batch of rows, or one row): its answer, or its refusal raised."""
+        binding = self._live_binding(str(args["service_id"]))
+        with self.inflight.held(binding.service_id):
+            [answer] = self._score_many(binding, [self._request_of(args)])
+        if isinstance(answer, Refused):
+            raise answer
+        return answer
+
+    def _predict_many(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Concurrent requests of one service that the gateway sent as one message
+        (fedgateway.api.serving_batch): `{"answers": [...]}`, one answer or refusal per
+        request in their order, as `predict` would have given each. Their rows are scored
+        together: one host call for all of them where the host's answer concerns them all."""
+        requests = args["requests"]
+        if not isinstance(requests, list) or not requests:
+            raise Refused(422, "requests must be a non-empty list")
+        binding = self._live_binding(str(args["service_id"]))
+        parsed = [
+            self._request_of(r) if isinstance(r, dict) else Refused(422, "a request is an object")
+            for r in requests
+        ]
+        with self.inflight.held(binding.service_id):
+            answers = self._score_many(binding, parsed)
+        return {
+            "answers": [
+                _refusal(a.status, a.message, **a.extra)
+                if isinstance(a, Refused)
+                else {"ok": True, "data": a}
+                for a in answers
+            ]
+        }
+
+    def _live_binding(self, service_id: str) -> Binding:
         binding = self._binding(service_id)
         if binding is None:
             raise Refused(404, f"no service {service_id} at party {self.party_id}")
         if binding.state == DRAINING:
             raise Refused(404, f"service {service_id} is being unbound")
-        with self.inflight.held(service_id):
-            return self._score(binding, rows, caller, timeout)
+        return binding
 
-    def _score(
-        self, binding: Binding, rows: list[Any], caller: str, timeout: float
-    ) -> dict[str, Any]:
-        started = time.perf_counter()
+    def _request_of(self, args: Mapping[str, Any]) -> _Request | Refused:
+        """A predict request's rows, caller and deadline, or why it is refused (422)."""
+        rows = args.get("rows")
+        if not isinstance(rows, list) or not rows:
+            return Refused(422, "rows must be a non-empty list")
+        if len(rows) > self.max_batch_rows:
+            return Refused(422, f"at most {self.max_batch_rows} rows per request, got {len(rows)}")
         ids: list[str] = []
         features: list[Mapping[str, Any]] = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or not isinstance(row.get("id"), str | int):
-                raise Refused(422, f"row {i}: needs an id and features")
+                return Refused(422, f"row {i}: needs an id and features")
             if not isinstance(row.get("features"), dict):
-                raise Refused(422, f"row {i}: features must be an object of name: number")
+                return Refused(422, f"row {i}: features must be an object of name: number")
             ids.append(str(row["id"]))
             features.append(row["features"])
-        if not self.limiter.allow(f"caller:{caller}", len(rows), self.rate_limit):
-            self.metrics.rate_limited.labels("caller").inc()
-            raise Refused(429, f"rate limit: at most {self.rate_limit} rows per second per caller")
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, key in enumerate(ids):
-            groups[route(binding, key)].append(i)
-        score = np.empty(len(rows), dtype=np.float64)
-        version_of = np.empty(len(rows), dtype=np.int64)
-        fallback = False
-        for version, positions in groups.items():
+        try:
+            timeout = min(float(args.get("timeout_s") or self.host_timeout_s), 30.0)
+        except (TypeError, ValueError):
+            return Refused(422, "timeout_s must be a number")
+        return _Request(ids, features, str(args.get("caller") or "anonymous"), timeout)
+
+    def _score_many(
+        self, binding: Binding, requests: list[_Request | Refused]
+    ) -> list[dict[str, Any] | Refused]:
+        """Each request's answer or refusal. The rows of all requests that share a model
+        version and a deadline are scored as one (one call per host); when that fails, each
+        request of the group is scored alone, so that a refusal (a feature that does not fit,
+        an id a host lacks) is only the request's that caused it."""
+        started = time.perf_counter()
+        out: list[dict[str, Any] | Refused | None] = []
+        for request in requests:
+            if isinstance(request, _Request) and not self.limiter.allow(
+                f"caller:{request.caller}", len(request.ids), self.rate_limit
+            ):
+                self.metrics.rate_limited.labels("caller").inc()
+                request = Refused(
+                    429, f"rate limit: at most {self.rate_limit} rows per second per caller"
+                )
+            out.append(request if isinstance(request, Refused) else None)
+        # (version, deadline) -> [(request index, positions of its rows in that version)]
+        groups: dict[tuple[int, float], list[tuple[int, list[int]]]] = defaultdict(list)
+        for k, request in enumerate(requests):
+            if out[k] is not None or not isinstance(request, _Request):
+                continue
+            by_version: dict[int, list[int]] = defaultdict(list)
+            for i, key in enumerate(request.ids):
+                by_version[route(binding, key)].append(i)
+            for version, positions in by_version.items():
+                groups[(version, request.timeout)].append((k, positions))
+        scored: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}
+        for (version, timeout), members in groups.items():
             labels = (binding.service_id, str(version))
-            try:
-                model = self._model(self.party_id, binding.model_name, version)
-                score_of = self._boost if model.artifact is not None else self._linear
-                z, used_fallback = score_of(
+            parts = [r for k, _ in members if isinstance(r := requests[k], _Request)]
+            outcome = self._score_group(binding, version, members, parts, timeout)
+            for (k, positions), result in zip(members, outcome, strict=True):
+                if out[k] is not None:
+                    continue  # refused in another version's group
+                if isinstance(result, Refused):
+                    self.metrics.requests.labels(
+                        *labels, self.party_id, _outcome(result.status)
+                    ).inc()
+                    out[k] = result
+                    continue
+                request = requests[k]
+                assert isinstance(request, _Request)
+                score, version_of, fallback = scored.setdefault(
+                    k,
+                    (
+                        np.empty(len(request.ids), dtype=np.float64),
+                        np.empty(len(request.ids), dtype=np.int64),
+                        False,
+                    ),
+                )
+                score[positions] = result[0]
+                version_of[positions] = version
+                scored[k] = (score, version_of, fallback or result[1])
+                self.metrics.requests.labels(
+                    *labels, self.party_id, "fallback" if result[1] else "ok"
+                ).inc()
+                self.metrics.rows.labels(*labels).inc(len(positions))
+                self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+        answers: list[dict[str, Any] | Refused] = []
+        for k, request in enumerate(requests):
+            done = out[k]
+            if done is not None:
+                answers.append(done)
+                continue
+            assert isinstance(request, _Request)
+            score, version_of, fallback = scored[k]
+            answers.append(
+                {
+                    "service_id": binding.service_id,
+                    "model": binding.model_name,
+                    "fallback": fallback,
+                    "results": [
+                        {"id": row_id, "score": float(s), "version": int(v)}
+                        for row_id, s, v in zip(
+                            request.ids, score.tolist(), version_of.tolist(), strict=True
+                        )
+                    ],
+                }
+            )
+        return answers
+
+    def _score_group(
+        self,
+        binding: Binding,
+        version: int,
+        members: list[tuple[int, list[int]]],
+        requests: list[_Request],
+        timeout: float,
+    ) -> list[tuple[np.ndarray, bool] | Refused]:
+        """Scores (and whether the guest-only fallback gave them) of each member's rows in
+        `version`, scored together. A refusal that names its cause (features that do not fit:
+        422; ids a host lacks: 404) goes to the members that caused it and the others are
+        scored again together; any other (a silent host, a rate limit) is every member's."""
+        ids = [requests[m].ids[i] for m, (_, positions) in enumerate(members) for i in positions]
+        rows = [
+            requests[m].features[i] for m, (_, positions) in enumerate(members) for i in positions
+        ]
+        try:
+            z, fallback = self._version_scores(binding, version, ids, rows, timeout)
+        except Refused as exc:
+            if len(members) == 1:
+                return [exc]
+            found: list[tuple[np.ndarray, bool] | Refused | None] = [
+                self._culprit(exc, binding, version, requests[m], positions)
+                for m, (_, positions) in enumerate(members)
+            ]
+            innocent = [m for m, f in enumerate(found) if f is None]
+            if len(innocent) == len(members):
+                return [exc] * len(members)
+            if innocent:
+                again = self._score_group(
                     binding,
-                    model,
-                    [ids[i] for i in positions],
-                    [features[i] for i in positions],
+                    version,
+                    [members[m] for m in innocent],
+                    [requests[m] for m in innocent],
                     timeout,
                 )
-            except Refused as exc:
-                self.metrics.requests.labels(*labels, self.party_id, _outcome(exc.status)).inc()
-                raise
-            fallback = fallback or used_fallback
-            # a tree model's scorer gives scores; hetero_lr's the linear predictor
-            score[positions] = z if model.artifact is not None else scoring.scores(z)
-            version_of[positions] = version
-            self.metrics.requests.labels(
-                *labels, self.party_id, "fallback" if used_fallback else "ok"
-            ).inc()
-            self.metrics.rows.labels(*labels).inc(len(positions))
-            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
-        return {
-            "service_id": binding.service_id,
-            "model": binding.model_name,
-            "fallback": fallback,
-            "results": [
-                {"id": ids[i], "score": float(score[i]), "version": int(version_of[i])}
-                for i in range(len(ids))
-            ],
-        }
+                for m, result in zip(innocent, again, strict=True):
+                    found[m] = result
+            return [f for f in found if f is not None]
+        shares: list[tuple[np.ndarray, bool] | Refused] = []
+        at = 0
+        for _, positions in members:
+            shares.append((z[at : at + len(positions)], fallback))
+            at += len(positions)
+        return shares
+
+    def _culprit(
+        self,
+        exc: Refused,
+        binding: Binding,
+        version: int,
+        request: _Request,
+        positions: list[int],
+    ) -> Refused | None:
+        """`request`'s own refusal when it caused `exc` (a refusal of several requests' rows
+        scored together), else None."""
+        if exc.status == 404 and exc.extra.get("ids"):
+            lacking = {str(i) for i in exc.extra["ids"]}
+            mine = [request.ids[i] for i in positions if request.ids[i] in lacking]
+            if not mine:
+                return None
+            more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""
+            head = exc.message.split(" has no features for id ")[0]
+            return Refused(
+                404,
+                f"{head} has no features for id {mine[0]!r}{more}",
+                **{**exc.extra, "ids": mine[:100]},
+            )
+        if exc.status == 422:
+            model = self._model(self.party_id, binding.model_name, version)
+            try:
+                scoring.guest_matrix([request.features[i] for i in positions], model.feature_names)
+            except scoring.FeatureError as bad:
+                return Refused(422, str(bad))
+            return None
+        return exc
+
+    def _version_scores(
+        self,
+        binding: Binding,
+        version: int,
+        ids: list[str],
+        rows: list[Mapping[str, Any]],
+        timeout: float,
+    ) -> tuple[np.ndarray, bool]:
+        """The rows' scores under `version` (probabilities for binary models), and whether the
+        guest-only fallback gave them; Refused when they cannot be scored."""
+        try:
+            model = self._model(self.party_id, binding.model_name, version)
+        except RegistryError as exc:
+            raise Refused(exc.status, exc.message) from None
+        if model.artifact is not None:  # a tree model's scorer gives scores
+            return self._boost(binding, model, ids, rows, timeout)
+        z, fallback = self._linear(binding, model, ids, rows, timeout)
+        return scoring.scores(z), fallback
 
     def _linear(
         self,
@@ -873,6 +1052,7 @@ class Serving:
         "events": _events,
         "features_load": _load_features,
         "predict": _predict,
+        "predict_many": _predict_many,
     }
 
 
