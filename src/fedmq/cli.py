@@ -48,6 +48,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def demo(
     dataset: Annotated[str, typer.Option(help="breast or default_credit")] = "default_credit",
     key_bits: Annotated[int, typer.Option(help="Paillier key bits (>= 2048 outside tests)")] = 2048,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="hetero_lr epochs (default: the example pipeline's)")
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="folder with <dataset>_hetero_*.csv")] = REPO_ROOT
     / "examples"
     / "data",
@@ -69,7 +72,9 @@ def demo(
 
     console = Console()
     try:
-        result = run_demo(data_dir, workdir, dataset=dataset, key_bits=key_bits, console=console)
+        result = run_demo(
+            data_dir, workdir, dataset=dataset, key_bits=key_bits, epochs=epochs, console=console
+        )
     except (TableError, FileNotFoundError) as exc:
         console.print(f"[red]cannot read the example data:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -97,7 +97,9 @@ def sgd(
     return w
 
 
-def _pipeline(dataset: str, key_bits: int) -> tuple[Pipeline, dict[str, Any]]:
+def _pipeline(
+    dataset: str, key_bits: int, epochs: int | None = None
+) -> tuple[Pipeline, dict[str, Any]]:
     path = PIPELINES.get(dataset)
     if path is None:
         raise FileNotFoundError(
@@ -107,6 +109,8 @@ def _pipeline(dataset: str, key_bits: int) -> tuple[Pipeline, dict[str, Any]]:
     (lr,) = [c for c in spec["components"] if c["type"] == "hetero_lr"]
     params = lr["params"]["common"]
     params["key_bits"] = key_bits
+    if epochs is not None:
+        params["epochs"] = epochs
     if key_bits < 2048:
         params["insecure_short_keys"] = True
     return Pipeline.from_dict(spec), dict(params)
@@ -118,14 +122,16 @@ def run_demo(
     *,
     dataset: str = "default_credit",
     key_bits: int = 2048,
+    epochs: int | None = None,
     console: Console | None = None,
 ) -> DemoResult:
+    """`epochs`: hetero_lr's epochs (None: the example pipeline's)."""
     console = console or Console()
     guest_csv = data_dir / f"{dataset}_hetero_guest.csv"
     host_csv = data_dir / f"{dataset}_hetero_host.csv"
     guest_table = read_table(guest_csv)
     host_table = read_table(host_csv, label_column=None)
-    pipeline, params = _pipeline(dataset, key_bits)
+    pipeline, params = _pipeline(dataset, key_bits, epochs)
     workdir.mkdir(parents=True, exist_ok=True)
     console.print(
         f"[bold]fedmq demo[/bold]: {dataset}, guest {GUEST} ({guest_table.rows:,} rows, labels, "
