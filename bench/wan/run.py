@@ -34,6 +34,7 @@ import platform
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # tests.wan.emulator, tests.relay_helpers
@@ -295,10 +297,52 @@ def _payload(kind: str, nbytes: int) -> FederationData:
     raise ValueError(f"unknown payload {kind!r}")
 
 
+READY, DELIVERED = "wan-bench-ready", "wan-bench-delivered"
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def receiver_main(settings_file: str) -> None:
+    """The receiving gateway of a two-process run (`--receiver FILE`): starts the gateway from
+    the settings in FILE, subscribes a consumer at svc.worker on its memory:// broker, prints
+    READY, then DELIVERED and the length of each delivered body, one a line (among the
+    gateway's log lines); stops when stdin closes."""
+    from fedgateway.settings import GatewaySettings
+
+    data = json.loads(Path(settings_file).read_text())
+    gateway = Gateway(GatewaySettings(**data))
+    lock = threading.Lock()
+
+    def handle(delivery: Delivery) -> None:
+        with lock:
+            sys.stdout.write(f"{DELIVERED} {len(delivery.body)}\n")
+            sys.stdout.flush()
+
+    gateway.start()
+    try:
+        consumer = connect(data["bus_url"])
+        consumer.declare("svc.worker")
+        consumer.subscribe("svc.worker", handle, prefetch=8)
+        with lock:
+            sys.stdout.write(f"{READY}\n")
+            sys.stdout.flush()
+        sys.stdin.read()  # until the parent closes it
+    finally:
+        gateway.stop()
+
+
 def link_transfer(
-    wan: WanEmulator, args: argparse.Namespace, root: Path
-) -> tuple[float, float, int, dict[str, int]]:
-    """(Mbit/s, seconds, bytes delivered, stripe stats) of the gateway-to-gateway transfer."""
+    wan: WanEmulator, args: argparse.Namespace, root: Path, *, processes: int = 2
+) -> tuple[float, float, int, dict[str, Any]]:
+    """(Mbit/s, seconds, bytes delivered, stripe stats) of the gateway-to-gateway transfer.
+
+    `processes` 2: the receiving gateway (and its consumer) runs in a child process, as two
+    gateways do in a deployment (each has its own interpreter and GIL); 1: both gateways in
+    this process (the bench before; kept to compare in the same run)."""
     name = f"wanb{uuid.uuid4().hex[:8]}"
     parties = InProcessGateways(root / name, [SENDER, RECEIVER], name, ping_interval_s=1.0)
     ports = {p: free_port() for p in (SENDER, RECEIVER)}
@@ -310,14 +354,12 @@ def link_transfer(
         "ack_timeout_s": 120.0,
         "link_compress_level": args.compress_level,
     }
-    receiver = Gateway(
-        parties.settings(
-            RECEIVER,
-            listen_port=ports[RECEIVER],
-            link_netns=wan.ns_b,
-            peers={SENDER: {"address": f"{ADDRESS_A}:{ports[SENDER]}"}},
-            **common,
-        )
+    receiver_settings = parties.settings(
+        RECEIVER,
+        listen_port=ports[RECEIVER],
+        link_netns=wan.ns_b,
+        peers={SENDER: {"address": f"{ADDRESS_A}:{ports[SENDER]}"}},
+        **common,
     )
     sender = Gateway(
         parties.settings(
@@ -331,24 +373,55 @@ def link_transfer(
     delivered = [0, 0]  # bytes, messages
     slots = threading.Semaphore(args.outstanding)
     done = threading.Condition()
+
+    def delivered_one(nbytes: int) -> None:
+        with done:
+            delivered[0] += nbytes
+            delivered[1] += 1
+            done.notify_all()
+        slots.release()
+
+    receiver: Gateway | None = None
+    child: subprocess.Popen[str] | None = None
     try:
-        receiver.start()
+        if processes == 1:
+            receiver = Gateway(receiver_settings)
+            receiver.start()
+            consumer = connect(parties.bus_url(RECEIVER))
+            consumer.declare("svc.worker")
+            consumer.subscribe("svc.worker", lambda d: delivered_one(len(d.body)), prefetch=8)
+        else:
+            settings_file = root / name / "receiver.json"
+            data = {  # secrets as they are (mode="json" would mask them)
+                k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                for k, v in receiver_settings.model_dump(exclude_unset=True).items()
+            }
+            settings_file.write_text(json.dumps(data, default=str))
+            child = subprocess.Popen(
+                [sys.executable, __file__, "--receiver", str(settings_file)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            lines = child.stdout
+            for line in lines:  # the gateway logs to stdout too
+                if line.strip() == READY:
+                    break
+            else:
+                raise RuntimeError("the receiving gateway's process did not start")
+
+            def read_deliveries() -> None:
+                for line in lines:
+                    if line.startswith(DELIVERED):
+                        delivered_one(int(line.split()[1]))
+
+            threading.Thread(target=read_deliveries, daemon=True).start()
         sender.start()
         link = sender._links[RECEIVER]  # a benchmark's look inside
         deadline = time.monotonic() + 60
         while link.streams_up < args.streams and time.monotonic() < deadline:
             time.sleep(0.1)
-
-        def handle(delivery: Delivery) -> None:
-            with done:
-                delivered[0] += len(delivery.body)
-                delivered[1] += 1
-                done.notify_all()
-            slots.release()
-
-        consumer = connect(parties.bus_url(RECEIVER))
-        consumer.declare("svc.worker")
-        consumer.subscribe("svc.worker", handle, prefetch=8)
         bus = connect(parties.bus_url(SENDER))
         # built before the clock starts: the publisher's own encoding is not the link's work
         payload = _payload(args.payload, args.message_mib << 20)
@@ -366,7 +439,9 @@ def link_transfer(
                 )
             )
         started = time.monotonic()
-        cpu_started = time.process_time()
+        # the CPU of both gateways, both buses and the consumer: the machine is shared, so
+        # CPU per GiB says more than Mbit/s about what the path costs
+        cpu_started = time.process_time() + (_proc_cpu_s(child.pid) if child else 0.0)
         end = started + args.max_seconds
         published = 0
         while published < len(messages) and time.monotonic() < end:
@@ -379,13 +454,25 @@ def link_transfer(
                 lambda: delivered[1] >= published, timeout=max(1.0, end - time.monotonic() + 60)
             )
         elapsed = time.monotonic() - started
-        # this process's CPU (both gateways, both buses, the consumer): the machine is shared,
-        # so CPU per GiB says more than Mbit/s about what the path costs
-        cpu_s = time.process_time() - cpu_started
-        stats = {**link.stripe_stats, **link.compress_stats, "cpu_s": round(cpu_s, 1)}
+        cpu_s = time.process_time() + (_proc_cpu_s(child.pid) if child else 0.0) - cpu_started
+        stats = {
+            **link.stripe_stats,
+            **link.compress_stats,
+            "cpu_s": round(cpu_s, 1),
+            "processes": processes,
+        }
     finally:
         sender.stop()
-        receiver.stop()
+        if receiver is not None:
+            receiver.stop()
+        if child is not None:
+            assert child.stdin is not None
+            child.stdin.close()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     return delivered[0] * 8 / elapsed / 1e6, elapsed, delivered[0], stats
 
 
@@ -403,13 +490,20 @@ def main() -> None:
     parser.add_argument("--prefix", default="fwb")
     parser.add_argument("--payload", choices=("ciphertext", "floats", "bins"), default="ciphertext")
     parser.add_argument(
-        "--rows", default="bbr,link_only,gateway", help="rows besides the CUBIC baseline"
+        "--rows",
+        default="bbr,link_only,gateway",
+        help="rows besides the CUBIC baseline: bbr, bbr1 (one BBR stream), link_only, gateway "
+        "(two processes), gateway_1p (both gateways in this process)",
     )
     parser.add_argument(
         "--compress-level", type=int, default=1, help="the gateways' link_compress_level (0: off)"
     )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument("--receiver", help=argparse.SUPPRESS)  # the child of a two-process run
     args = parser.parse_args()
+    if args.receiver:
+        receiver_main(args.receiver)
+        return
     why = missing_requirements()
     if why is not None:
         sys.exit(why)
@@ -441,9 +535,26 @@ def main() -> None:
                     bbr = plain_tcp(
                         wan, args.baseline_seconds, "bbr", args.streams, args.buffer_mib << 20
                     )
+                bbr1 = 0.0
+                if "bbr1" in rows:
+                    bbr1 = plain_tcp(wan, args.baseline_seconds, "bbr", 1, args.buffer_mib << 20)
                 only = (
                     link_only(wan, args, Path(tmp) / f"only-{rtt}") if "link_only" in rows else 0.0
                 )
+                one: dict[str, Any] = {}
+                if "gateway_1p" in rows:
+                    mbps1, seconds1, nbytes1, stats1 = link_transfer(
+                        wan, args, Path(tmp), processes=1
+                    )
+                    one = {
+                        "gateway_1p_mbps": round(mbps1, 1),
+                        "gateway_1p_seconds": round(seconds1, 1),
+                        "gateway_1p_mib": round(nbytes1 / (1 << 20), 1),
+                        "gateway_1p_cpu_s_per_gib": (
+                            round(stats1["cpu_s"] * (1 << 30) / nbytes1, 1) if nbytes1 else None
+                        ),
+                        "gateway_1p_ratio": round(mbps1 / cubic, 1) if cubic else None,
+                    }
                 mbps, seconds, nbytes, stats = 0.0, 0.0, 0, {}
                 if "gateway" in rows:
                     mbps, seconds, nbytes, stats = link_transfer(wan, args, Path(tmp))
@@ -462,6 +573,8 @@ def main() -> None:
                     "link_only_ratio": round(only / cubic, 1) if cubic else None,
                     "bbr_streams_mbps": round(bbr, 1),
                     "bbr_ratio": round(bbr / cubic, 1) if cubic else None,
+                    "bbr1_mbps": round(bbr1, 1),
+                    **one,
                     "seed_plain_mbps": SEED_PLAIN_MBPS.get(rtt),
                     "seed_pro_mbps": SEED_PRO_MBPS.get(rtt),
                     "stripe": stats,
