@@ -27,8 +27,10 @@ model (final: true) and every client outputs the same model.
 Checkpoints after every round and within a round (a client's secure-aggregation state sealed,
 resume.py; the aggregator's dropout decisions), so a restarted task re-sends the same bytes.
 Options: FedProx (proximal_mu), FedAdam / FedYogi (server_optimizer), norm clipping,
-client-side differential privacy (dp_noise_multiplier: clipped update plus Gaussian noise
-before masking, epsilon reported per round; privacy.py), min_summed_updates (docs/homo_lr.md).
+differential privacy (dp_noise_multiplier: each client's clipped update plus Gaussian noise
+before masking; dp_central_noise_multiplier: the aggregator's noise on the secure sum of clipped,
+unweighted updates; epsilon reported per round; privacy.py), min_summed_updates
+(docs/homo_lr.md).
 
 Layout: this `__init__` (declarations, light), params.py, protocol.py, math.py (numpy only;
 the plaintext references), wire.py (secagg messages as FederationData), learner.py (the model

@@ -323,12 +323,17 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             own_sent=own_sent,
         )
         result = secure_sum(rnd, own_vector, params.round_timeout_s)
-        delta, loss = hmath.average(weights, result.sum)
+        # Central DP: the noise goes on the sum here, before anything derived from it leaves.
+        total = result.sum if dp is None else dp.finish(result.sum)
+        delta, loss = hmath.average(weights, total)
         weights, moments = rule.step(weights, delta, moments)
         if dp is None:
             ctx.metrics.log("loss", loss, step=r)
         else:  # the clients withheld their loss; epsilon of a client in every round so far
             ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1), step=r)
+            if dp.central:
+                noise = dp.noise_on_mean(len(result.survivors))
+                ctx.metrics.log("dp_noise_std", noise, step=r)
         ctx.metrics.log("clients", float(len(result.survivors)), step=r)
         ctx.metrics.log("dropped", float(len(rnd.dropped)), step=r)
         ctx.metrics.log("sum_error_bound", result.max_abs_error, step=r)

@@ -343,7 +343,7 @@ def _secure_round(
     if _excluded(got):
         return
     dp = privacy.settings(params)
-    if dp is not None:  # noise before masking, keyed by this round's client secret
+    if dp is not None:  # local: noise before masking, keyed by this round's client secret
         vector = dp.apply(vector, client)
     try:
         masked = client.masked_input(wire.read_routed(me.client_id, got), vector)

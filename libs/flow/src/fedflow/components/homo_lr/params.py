@@ -61,22 +61,42 @@ class HomoLrParams(ComponentParams):
     dp_noise_multiplier * clip_norm to its clipped model delta before masking it (privacy.py;
     needs clip_norm; the loss is then not sent, so no early stopping). The metric dp_epsilon
     is the client-level epsilon at dp_delta after each round (Renyi DP accountant)."""
+    dp_central_noise_multiplier: float = Field(default=0.0, ge=0.0, le=1_000.0)
+    """Central differential privacy (0: off; excludes dp_noise_multiplier): each client sends
+    its model delta clipped to clip_norm, unweighted (every client counts once), and the
+    aggregator adds Gaussian noise of standard deviation dp_central_noise_multiplier *
+    clip_norm to the securely aggregated sum before it averages (privacy.py; trusts the
+    aggregator to add it; the loss is not sent, so no early stopping). The metric dp_epsilon
+    is the client-level epsilon at dp_delta after each round, by the same accountant."""
     dp_delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     """The delta at which dp_epsilon is reported."""
 
     @model_validator(mode="after")
     def _dp_needs_clipping(self) -> HomoLrParams:
-        if self.dp_noise_multiplier > 0.0:
+        local, central = self.dp_noise_multiplier > 0.0, self.dp_central_noise_multiplier > 0.0
+        if local and central:
+            raise ValueError(
+                "dp_noise_multiplier (each client adds noise) and dp_central_noise_multiplier "
+                "(the aggregator adds noise) exclude each other: choose one"
+            )
+        name = "dp_noise_multiplier" if local else "dp_central_noise_multiplier"
+        if local or central:
             if self.clip_norm is None:
                 raise ValueError(
-                    "dp_noise_multiplier needs clip_norm: the noise is scaled to the clipping "
-                    "bound, which is what bounds a client's influence"
+                    f"{name} needs clip_norm: the noise is scaled to the clipping bound, which "
+                    "is what bounds a client's influence"
                 )
             if self.early_stop:
                 raise ValueError(
-                    "dp_noise_multiplier and early_stop do not go together: with differential "
-                    "privacy the clients do not send their loss, which early stopping needs"
+                    f"{name} and early_stop do not go together: with differential privacy the "
+                    "clients do not send their loss, which early stopping needs"
                 )
+        if central and self.clip_norm is not None and self.clip_norm > self.update_bound:
+            raise ValueError(
+                f"dp_central_noise_multiplier needs clip_norm ({self.clip_norm:g}) at most "
+                f"update_bound ({self.update_bound:g}): each client sends its clipped delta "
+                "unweighted, and every coordinate of it must fit the fixed-point range"
+            )
         return self
 
 

@@ -1,5 +1,6 @@
-"""Differential privacy for homo_lr / homo_nn: each client's clipped update plus Gaussian noise,
-added by the client before its contribution is masked, and the privacy accounting.
+"""Differential privacy for homo_lr / homo_nn: clipped updates plus Gaussian noise, added by each
+client before its contribution is masked (local) or by the aggregator to the securely
+aggregated sum (central), and the privacy accounting.
 
 Mechanism (per client u, per round it takes part in). The client clips its model delta to L2
 norm C (`clip_norm`) and adds z * C * N(0, I) (z = `dp_noise_multiplier`) before it scales by
@@ -16,6 +17,29 @@ being honest or staying in the round. The loss coordinate is not sent (0): the g
 loss on a client's rows is data-dependent and unbounded, so with DP the aggregated loss and
 early stopping are off. The row weight p_u is sent as without DP (a client's row count is
 treated as public, as the aggregator learns the round's total anyway).
+
+Central mode (`dp_central_noise_multiplier` z): each client sends its clipped delta unweighted,
+
+    x_u = (clip(delta_u, C),  0,  1)
+
+so that every client's influence on the sum is the same bound (FedAvg's row weights would make
+it depend on each client's row count, which the aggregator does not know and which would itself
+need protecting). The aggregator adds z * C * N(0, I) to the recovered sum of the deltas and
+divides by the number of clients in the sum, n (DP-FedAvg, McMahan et al., "Learning
+Differentially Private Recurrent Language Models", ICLR 2018, every client in every round):
+
+    w_{r+1} = w_r + (sum_u clip(delta_u, C) + z C N(0, I)) / n
+
+One client's rows replaced move the sum by at most 2C, so a round is again the Gaussian
+mechanism with sensitivity 2C and standard deviation zC, the same accounting as local mode, but
+with the noise added once instead of by every client: the model carries noise z C / n per
+coordinate instead of about z C / sqrt(n). The trust differs: the guarantee holds against whoever
+sees the model (the other clients, the final model) only if the aggregator adds the noise; the
+aggregator itself sees the noiseless sum (under secure aggregation the sum only; a guest that
+aggregates subtracts its own and sees the other clients' sum). Participation (n) is not hidden.
+The aggregator's noise comes from a fresh random key each round (`secrets`); nothing leaves
+before the noised model is checkpointed, so a restarted aggregator redoes the round with a new
+draw that was never released.
 
 Accounting: Renyi DP of the Gaussian mechanism (Mironov, "Renyi Differential Privacy", CSF
 2017): order alpha costs alpha * (2C)^2 / (2 (zC)^2) = 2 alpha / z^2 per round, summed over the
@@ -40,6 +64,7 @@ addressed here.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Final
 
@@ -129,25 +154,70 @@ def _check(noise_multiplier: float, rounds: int, delta: float) -> None:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
 
 
+def unweighted(vector: Floats) -> Floats:
+    """Central mode's contribution (clipped delta, 0, 1) from a client's (p * clipped delta,
+    p * loss, p): every client counts once and the loss is withheld (module docstring)."""
+    out = np.array(vector, dtype=np.float64)
+    d = out.size - EXTRA
+    out[:d] /= out[-1]
+    out[d] = 0.0
+    out[-1] = 1.0
+    return out
+
+
+def noised_sum(total: Floats, clip: float, noise_multiplier: float, key: bytes) -> Floats:
+    """The aggregated sum of central mode's contributions with z * C * N(0, I) added to the
+    deltas' sum (the last two coordinates, loss 0 and the client count, unchanged)."""
+    out = np.array(total, dtype=np.float64)
+    d = out.size - EXTRA
+    out[:d] += noise_multiplier * clip * gaussian(key, d)
+    return out
+
+
 @dataclass(frozen=True)
 class DpSettings:
-    """A job's DP settings (params dp_noise_multiplier, clip_norm, dp_delta); None when off."""
+    """A job's DP settings (params dp_noise_multiplier or dp_central_noise_multiplier,
+    clip_norm, dp_delta); None when off. `central`: the aggregator adds the noise."""
 
     noise_multiplier: float
     clip: float
     delta: float
+    central: bool = False
 
     def epsilon(self, rounds: int) -> float:
         return rdp_epsilon(self.noise_multiplier, rounds, self.delta)
 
     def apply(self, vector: Floats, client: SecAggClient) -> Floats:
-        """`vector` privatized with noise keyed by this round's `client` (module docstring)."""
+        """What a client masks: `vector` privatized with noise keyed by this round's `client`
+        (local), or unweighted for the aggregator's noise (central; module docstring)."""
+        if self.central:
+            return unweighted(vector)
         key = client.derive_secret(NOISE_LABEL)
         return privatize(vector, self.clip, self.noise_multiplier, key)
 
+    def finish(self, total: Floats) -> Floats:
+        """What the aggregator averages: the secure sum, noised in central mode (a fresh key:
+        module docstring), as it is in local mode."""
+        if not self.central:
+            return total
+        return noised_sum(total, self.clip, self.noise_multiplier, secrets.token_bytes(32))
+
+    def noise_on_mean(self, clients: int) -> float:
+        """Standard deviation of the noise per coordinate of the round's mean delta when
+        `clients` took part (central: z C / n; local, equal row counts: z C / sqrt(n))."""
+        scale = self.noise_multiplier * self.clip
+        return scale / clients if self.central else scale / math.sqrt(clients)
+
 
 def settings(params: HomoLrParams) -> DpSettings | None:
-    """The job's DP settings, None when dp_noise_multiplier is 0 (the params check clip_norm)."""
-    if params.dp_noise_multiplier == 0.0 or params.clip_norm is None:
+    """The job's DP settings, None when both noise multipliers are 0 (the params check
+    clip_norm and that at most one is set)."""
+    if params.clip_norm is None:
         return None
-    return DpSettings(params.dp_noise_multiplier, params.clip_norm, params.dp_delta)
+    if params.dp_central_noise_multiplier > 0.0:
+        return DpSettings(
+            params.dp_central_noise_multiplier, params.clip_norm, params.dp_delta, central=True
+        )
+    if params.dp_noise_multiplier > 0.0:
+        return DpSettings(params.dp_noise_multiplier, params.clip_norm, params.dp_delta)
+    return None
