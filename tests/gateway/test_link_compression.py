@@ -91,6 +91,14 @@ def test_compressible_bodies_cross_compressed_and_ciphertexts_as_they_are(pair):
     assert stats["compressed"] == 1
     assert stats["skipped"] == 1
     assert stats["sent_bytes"] < 0.7 * stats["raw_bytes"]
+    # ...and the same counts are the gateway's Prometheus metrics
+    registry = pair.gateways[SENDER].metrics.registry
+    peer = {"peer": RECEIVER}
+    assert registry.get_sample_value("fedmq_gateway_link_compressed_bodies_total", peer) == 1
+    assert registry.get_sample_value("fedmq_gateway_link_compress_skipped_bodies_total", peer) == 1
+    for name, key in (("raw", "raw_bytes"), ("sent", "sent_bytes")):
+        value = registry.get_sample_value(f"fedmq_gateway_link_compress_{name}_bytes_total", peer)
+        assert value == stats[key] > 0
 
 
 def test_ciphertext_is_not_compressed_and_text_is():

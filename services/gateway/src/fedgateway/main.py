@@ -367,7 +367,9 @@ class Gateway:
                 compress_level=s.link_compress_level,
             )
         for party, link in self._links.items():
-            self.metrics.link_transport.watch(party, link.tcp_infos, link.retransmits_total)
+            self.metrics.link_transport.watch(
+                party, link.tcp_infos, link.retransmits_total, link.compress_stats.copy
+            )
         for link in self._links.values():
             link.start()  # open now and keep open: an idle healthy link is up (heartbeats)
         self._relay = OutboundRelay(

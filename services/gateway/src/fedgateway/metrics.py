@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fedcommon.http import HttpMetrics
 from fedcommon.metrics import decade_buckets
@@ -249,18 +249,28 @@ class LinkTransport(Collector):
     """Per peer, read on each scrape from the kernel's TCP_INFO of the link's open streams
     (docs/wan.md): how many are up, the largest smoothed RTT, the bytes in flight, and the
     segments retransmitted since the gateway started: every stream's count, the replaced ones'
-    included (their last count is kept when they close), so the counter never drops."""
+    included (their last count is kept when they close), so the counter never drops. Also the
+    link's compression counts (PeerLink.compress_stats, docs/wan.md "Compression")."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._sources: dict[str, tuple[Callable[[], Sequence[TcpInfo]], Callable[[], int]]] = {}
+        self._compression: dict[str, Callable[[], Mapping[str, int]]] = {}
         registry.register(self)
 
     def watch(
-        self, peer: str, source: Callable[[], Sequence[TcpInfo]], retransmits: Callable[[], int]
+        self,
+        peer: str,
+        source: Callable[[], Sequence[TcpInfo]],
+        retransmits: Callable[[], int],
+        compression: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         """`source` gives the TCP_INFO of each open stream to `peer`, `retransmits` the
-        segments retransmitted to it so far, over all streams ever open (any thread)."""
+        segments retransmitted to it so far, over all streams ever open, `compression` the
+        link's compression counts ("compressed", "skipped", "raw_bytes", "sent_bytes", all
+        since the gateway started); each is called on a scrape (any thread)."""
         self._sources[peer] = (source, retransmits)
+        if compression is not None:
+            self._compression[peer] = compression
 
     def collect(self) -> list[Metric]:
         streams = GaugeMetricFamily(
@@ -284,10 +294,37 @@ class LinkTransport(Collector):
             "(streams that were replaced included).",
             labels=["peer"],
         )
+        compressed = CounterMetricFamily(
+            "fedmq_gateway_link_compressed_bodies",
+            "DATA bodies sent to the peer zstd-compressed.",
+            labels=["peer"],
+        )
+        skipped = CounterMetricFamily(
+            "fedmq_gateway_link_compress_skipped_bodies",
+            "DATA bodies large enough to try whose samples did not compress (ciphertexts): "
+            "sent as they were.",
+            labels=["peer"],
+        )
+        raw = CounterMetricFamily(
+            "fedmq_gateway_link_compress_raw_bytes",
+            "Bytes of the compressed bodies before compression.",
+            labels=["peer"],
+        )
+        sent = CounterMetricFamily(
+            "fedmq_gateway_link_compress_sent_bytes",
+            "Bytes of the compressed bodies as sent (after compression).",
+            labels=["peer"],
+        )
         for peer, (source, retransmitted) in list(self._sources.items()):
             infos = list(source())
             streams.add_metric([peer], len(infos))
             rtt.add_metric([peer], max((i.rtt_s for i in infos), default=0.0))
             in_flight.add_metric([peer], sum(i.bytes_in_flight for i in infos))
             retransmits.add_metric([peer], retransmitted())
-        return [streams, rtt, in_flight, retransmits]
+        for peer, counts in list(self._compression.items()):
+            stats = dict(counts())
+            compressed.add_metric([peer], stats.get("compressed", 0))
+            skipped.add_metric([peer], stats.get("skipped", 0))
+            raw.add_metric([peer], stats.get("raw_bytes", 0))
+            sent.add_metric([peer], stats.get("sent_bytes", 0))
+        return [streams, rtt, in_flight, retransmits, compressed, skipped, raw, sent]
