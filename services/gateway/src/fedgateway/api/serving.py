@@ -7,6 +7,11 @@ with the HTTP status to give (404 unknown service, 422 features that do not fit 
 rate limit, 503 a host that did not answer, naming it), passed through here; 503 also when the
 serving service itself does not answer.
 
+The two prediction routes are `async` and never leave the API's event loop but for the bus
+request itself: concurrent single-row requests of one service go to the serving service as one
+message (fedgateway.api.serving_batch), and the token check of every serving route runs on
+the loop (a sync dependency would cost each request a hop to the threadpool and back).
+
     POST   /api/v1/serving/{service_id}/predict          one row: {id, features}
     POST   /api/v1/serving/{service_id}/predict/batch    {rows: [...]} (at most 10,000)
     GET    /api/v1/serving/{service_id}/schema           the features the service takes
@@ -35,7 +40,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials
 from fedbus import BusError
 from fedcontrol import ServiceUnavailable
@@ -43,8 +48,17 @@ from fedschemas import topics
 from fedschemas.payloads import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedgateway.api.deps import ROUTER_REFUSALS, ApiDep, bearer, refusals, require_token
+from fedgateway.api.deps import (
+    ROUTER_REFUSALS,
+    ApiContext,
+    ApiDep,
+    bearer,
+    get_api,
+    refusals,
+    require_token,
+)
 from fedgateway.api.models import ErrorPublic
+from fedgateway.api.serving_batch import PredictBatcher, ServingSilent
 from fedgateway.api.serving_openapi import features_schema, serving_openapi
 
 SERVING_RPC_TOPIC = topics.SERVING_RPC
@@ -58,10 +72,28 @@ DEFAULT_BATCH_TIMEOUT_S = 5.0
 MAX_BATCH_ROWS = 10_000
 MAX_VERSION = 2**31 - 1
 
+
+
+async def get_api_here(request: Request) -> ApiContext:
+    """get_api on the event loop (it only reads app.state)."""
+    return get_api(request)
+
+
+LoopApiDep = Annotated[ApiContext, Depends(get_api_here)]
+
+
+async def require_token_here(
+    api: LoopApiDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """deps.require_token on the event loop (a constant-time comparison: no IO)."""
+    require_token(api, credentials)
+
+
 router = APIRouter(
     prefix="/serving",
     tags=["serving"],
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token_here)],
     # 400: a body that is not JSON, or a request the serving service cannot read.
     responses={**ROUTER_REFUSALS, **refusals(400)},
 )
@@ -152,11 +184,19 @@ def ask_serving(api: ApiDep, op: str, timeout: float = CONTROL_TIMEOUT_S, **args
             SERVING_RPC_TOPIC, json.dumps({"op": op, "args": args}).encode(), timeout=timeout
         )
     except (BusError, ServiceUnavailable, OSError) as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"party {api.party_id}'s serving service did not answer ({type(exc).__name__})",
-        ) from None
-    answer = json.loads(reply.body)
+        raise silent(api, exc) from None
+    return data_of(json.loads(reply.body))
+
+
+def silent(api: ApiContext, exc: BaseException) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"party {api.party_id}'s serving service did not answer ({type(exc).__name__})",
+    )
+
+
+def data_of(answer: dict[str, Any]) -> Any:
+    """An answer's data, or its refusal as the HTTP error to give."""
     if answer.get("ok"):
         return answer["data"]
     code = int(answer.get("status", 400))
@@ -164,6 +204,18 @@ def ask_serving(api: ApiDep, op: str, timeout: float = CONTROL_TIMEOUT_S, **args
     if code == 422:
         raise HTTPException(code, [{"loc": ["body"], "msg": error, "type": "value_error"}])
     raise HTTPException(code, error)
+
+
+def batcher_of(request: Request, api: ApiContext) -> PredictBatcher:
+    """The app's PredictBatcher (made on first use, on the event loop: no race)."""
+    batcher = getattr(request.app.state, "serving_batcher", None)
+    if not isinstance(batcher, PredictBatcher):
+
+        def send(body: bytes, timeout: float) -> bytes:
+            return api.bus().request(SERVING_RPC_TOPIC, body, timeout=timeout).body
+
+        batcher = request.app.state.serving_batcher = PredictBatcher(send)
+    return batcher
 
 
 PREDICT_REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -182,35 +234,53 @@ PREDICT_REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _predict(
-    api: ApiDep, service_id: str, rows: list[dict[str, Any]], caller: str, timeout: float | None
+async def _predict(
+    request: Request,
+    api: ApiContext,
+    service_id: str,
+    rows: list[dict[str, Any]],
+    caller: str,
+    timeout: float | None,
 ) -> dict[str, Any]:
     wait = (timeout or DEFAULT_PREDICT_TIMEOUT_S) + PREDICT_MARGIN_S
-    result: dict[str, Any] = ask_serving(
-        api, "predict", wait, service_id=service_id, rows=rows, caller=caller, timeout_s=timeout
-    )
+    asked = {"rows": rows, "caller": caller, "timeout_s": timeout}
+    try:
+        answer = await batcher_of(request, api).predict(service_id, asked, wait)
+    except ServingSilent as exc:
+        raise silent(api, exc.__cause__ or exc) from None
+    result: dict[str, Any] = data_of(answer)
     return result
 
 
 @router.post("/{service_id}/predict", responses=PREDICT_REFUSALS)
-def predict(
-    api: ApiDep, service_id: ServiceIdPath, body: PredictCreate, credentials: CallerDep
+async def predict(
+    request: Request,
+    api: LoopApiDep,
+    service_id: ServiceIdPath,
+    body: PredictCreate,
+    credentials: CallerDep,
 ) -> dict[str, Any]:
     """Score one row: the guest's part from the given features, each host's from its own
     features for the id. Answers {id, score, version, model, fallback}."""
     row = {"id": body.id, "features": body.features}
-    result = _predict(api, service_id, [row], caller_of(credentials), body.timeout_s)
+    result = await _predict(
+        request, api, service_id, [row], caller_of(credentials), body.timeout_s
+    )
     return {**result["results"][0], "model": result["model"], "fallback": result["fallback"]}
 
 
 @router.post("/{service_id}/predict/batch", responses=PREDICT_REFUSALS)
-def predict_batch(
-    api: ApiDep, service_id: ServiceIdPath, body: BatchCreate, credentials: CallerDep
+async def predict_batch(
+    request: Request,
+    api: LoopApiDep,
+    service_id: ServiceIdPath,
+    body: BatchCreate,
+    credentials: CallerDep,
 ) -> dict[str, Any]:
     """Score up to 10,000 rows in one request (one call to each host)."""
     rows = [{"id": r.id, "features": r.features} for r in body.rows]
     timeout = body.timeout_s or DEFAULT_BATCH_TIMEOUT_S
-    result = _predict(api, service_id, rows, caller_of(credentials), timeout)
+    result = await _predict(request, api, service_id, rows, caller_of(credentials), timeout)
     return {**result, "count": len(result["results"])}
 
 
