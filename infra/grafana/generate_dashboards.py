@@ -539,8 +539,7 @@ LINK = Dashboard(
             [
                 Target(f"max by (peer) (fedmq_gateway_link_tcp_rtt_seconds{PEER})", "{{peer}} rtt"),
                 Target(
-                    "sum by (peer) "
-                    f"(rate(fedmq_gateway_link_tcp_retransmits_total{PEER}[{RATE}]))",
+                    f"sum by (peer) (rate(fedmq_gateway_link_tcp_retransmits_total{PEER}[{RATE}]))",
                     "{{peer}} retransmits/s",
                 ),
             ],
@@ -551,6 +550,29 @@ LINK = Dashboard(
             "bandwidth-delay product when the link is busy.",
             [Target(f"sum by (peer) (fedmq_gateway_link_bytes_in_flight{PEER})", "{{peer}}")],
             unit="bytes",
+        ),
+        Panel(
+            "Link compression by peer",
+            "DATA bodies sent zstd-compressed and bodies tried whose samples did not compress "
+            "(ciphertexts, sent as they are), per second; and bytes saved per second.",
+            [
+                Target(
+                    f"sum by (peer) (rate(fedmq_gateway_link_compressed_bodies_total{PEER}"
+                    f"[{RATE}]))",
+                    "{{peer}} compressed/s",
+                ),
+                Target(
+                    f"sum by (peer) (rate(fedmq_gateway_link_compress_skipped_bodies_total{PEER}"
+                    f"[{RATE}]))",
+                    "{{peer}} not compressible/s",
+                ),
+                Target(
+                    f"sum by (peer) (rate(fedmq_gateway_link_compress_raw_bytes_total{PEER}"
+                    f"[{RATE}]) - rate(fedmq_gateway_link_compress_sent_bytes_total{PEER}"
+                    f"[{RATE}]))",
+                    "{{peer}} bytes saved/s",
+                ),
+            ],
         ),
         Panel(
             "Inbound publish latency p95 by peer",
