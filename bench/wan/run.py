@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))  # tests.wan.emulator, tests.relay_helpers
 
 from fedbus import Delivery, Message, connect  # noqa: E402
 from fedgateway import link, pki  # noqa: E402
+from fedgateway.allocator import keep_freed_memory  # noqa: E402
 from fedgateway.framing import (  # noqa: E402
     DataFrame,
     FrameType,
@@ -398,7 +399,14 @@ def link_transfer(
             }
             settings_file.write_text(json.dumps(data, default=str))
             child = subprocess.Popen(
-                [sys.executable, __file__, "--receiver", str(settings_file)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--receiver",
+                    str(settings_file),
+                    "--malloc",
+                    args.malloc,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -499,8 +507,17 @@ def main() -> None:
         "--compress-level", type=int, default=1, help="the gateways' link_compress_level (0: off)"
     )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: glibc's thresholds raised as `python -m fedgateway` does "
+        "(fedgateway.allocator); default: glibc's defaults (to compare)",
+    )
     parser.add_argument("--receiver", help=argparse.SUPPRESS)  # the child of a two-process run
     args = parser.parse_args()
+    if args.malloc == "keep":
+        keep_freed_memory()
     if args.receiver:
         receiver_main(args.receiver)
         return

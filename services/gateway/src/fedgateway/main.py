@@ -27,6 +27,7 @@ from fedbus import Bus, connect
 from fedcommon.service import run_service
 from opentelemetry.trace import Tracer
 
+from fedgateway.allocator import keep_freed_memory
 from fedgateway.api.app import create_app
 from fedgateway.control import ControlConsumer
 from fedgateway.framing import Hello
@@ -500,6 +501,7 @@ class Gateway:
 
 def main() -> None:
     settings = load_settings()
+    keep_freed_memory()  # large bodies' buffers are reused, not mapped afresh (allocator.py)
     # The gateway serves /healthz and /metrics with its REST API, so the shell serves none.
     gateway: Gateway | None = None
 
