@@ -19,7 +19,9 @@ Variants, rounds interleaved so that the machine's load hits them alike:
 - pool/before, pool/after: the same on fedflow.cryptopool.BusExecutor with `--replicas`
   `python -m fedworker` crypto-only replica processes on RabbitMQ (what a worker with
   FEDMQ_WORKER_CRYPTO_REPLICAS gives a component as ctx.executor).
-Every variant's cells are checked bit for bit against threads/after's. Reported: seconds per
+Every variant's cells are checked bit for bit against threads/after's, so `--before` must send
+the same cells: a revision with cipher.cell_kinds (empty cells not sent) against this tree, or
+two revisions before it (a marker cell per left-out bin). Reported: seconds per
 tree (histograms, compression), the best and every round, `uptime` before and after.
 Results: bench/secureboost/histograms_results.json.
 """
@@ -97,16 +99,23 @@ def one_tree(
     max_bin: int,
     executor: Executor,
 ) -> tuple[float, float, list[np.ndarray]]:
-    layout = cipher.CellLayout(gh.shape[0], key.n_length)
-    marker = layout.marker_ciphertext(key)
+    layout = module.CellLayout(gh.shape[0], key.n_length)
+    planned = hasattr(module, "cell_kinds")  # since #14's empty cells; before: a marker cell
+    marker = None if planned else layout.marker_ciphertext(key)
     hist_s = compress_s = 0.0
     cells_out = []
     for depth, (positions, nodes) in enumerate(tree):
         direct = sbmath.direct_nodes(positions, nodes, depth)
         began = time.perf_counter()
-        cells = module.encrypted_histograms(
-            key, gh, bins, positions, direct, max_bin, executor, marker=marker
-        )
+        if planned:
+            kinds = module.cell_kinds(bins, positions, direct, max_bin)
+            cells = module.encrypted_histograms(
+                key, gh, bins, positions, direct, max_bin, executor, kinds
+            )
+        else:
+            cells = module.encrypted_histograms(
+                key, gh, bins, positions, direct, max_bin, executor, marker=marker
+            )
         hist_s += time.perf_counter() - began
         began = time.perf_counter()
         module.compress(key, cells, layout, executor)

@@ -297,8 +297,9 @@ def test_a_host_shows_its_features_in_a_secret_order_per_tree() -> None:
         sbmath.host_feature_order(b"short", 0, every)
 
 
-def test_a_host_leaves_out_each_most_frequent_bin_and_the_guest_restores_it_exactly() -> None:
-    # Prepare: 300 rows (80% sampled) at two nodes, a feature with a dominant value
+def test_a_host_sends_only_cells_the_guest_cannot_restore_and_the_guest_rebuilds_all() -> None:
+    # Prepare: 300 rows (80% sampled) at two nodes, a feature with a dominant value, one
+    # with a bin no row reaches
     public, private = generate_keypair(512, insecure_allow_short=True)
     rng = np.random.default_rng(0)
     rows, max_bin = 300, 8
@@ -310,24 +311,56 @@ def test_a_host_leaves_out_each_most_frequent_bin_and_the_guest_restores_it_exac
     bins = sbmath.bin_features(x, sbmath.fit_cuts(x, max_bin), max_bin)
     positions = rng.integers(-1, 2, rows).astype(np.int32)
     gh = private.encrypt_residues(layout.row_plaintexts(q, public.plain_limbs))
-    marker = layout.marker_ciphertext(public)
+    nodes = np.array([0, 1])
+    totals = sbmath.node_totals(positions, 2, q)
+    expected = sbmath.histograms(bins, positions, 2, q, max_bin)
 
-    # Execute: the host's cells (2 nodes x 3 features left out), compressed, decrypted
-    cells = cipher.encrypted_histograms(
-        public, gh, bins, positions, np.array([0, 1]), max_bin, None, marker=marker
-    )
+    # Execute: the host's plan and cells, compressed, decrypted, put back in place
+    kinds = cipher.cell_kinds(bins, positions, nodes, max_bin)
+    cells = cipher.encrypted_histograms(public, gh, bins, positions, nodes, max_bin, None, kinds)
     packed = cipher.compress(public, cells, layout, None)
     residues = private.decrypt_residues(packed.data)
-    built = layout.cells(residues, cells.shape[0], "h").reshape(2, 3, max_bin + 1, 3)
-    totals = sbmath.node_totals(positions, 2, q)
-    restored = cipher.restore_left_out(built, totals, layout.marker_h, "h")
+    sent = layout.cells(residues, cells.shape[0], "h")
+    cipher.check_cell_kinds(kinds, (2, 3, max_bin + 1), "h")
+    restored = cipher.place_cells(sent, kinds, totals, "h")
 
-    # Assert: six cells were marked, and restoring gives the plaintext histograms exactly
-    assert int(np.sum(built[..., 1] == layout.marker_h)) == 6
-    np.testing.assert_array_equal(restored, sbmath.histograms(bins, positions, 2, q, max_bin))
-    forged = built.copy()
-    forged[0, 0, 0, 1] |= layout.marker_h  # the marker's bit on a cell with rows
-    with pytest.raises(PaillierOverflowError, match="not marked as declared"):
-        cipher.restore_left_out(forged, totals, layout.marker_h, "h")
+    # Assert: one cell left out per node and feature, the missing bin (no missing values)
+    # not sent, fewer cells travel than there are, and the histograms are exact
+    assert np.all((kinds == cipher.LEFT_OUT).sum(axis=2) == 1)
+    assert np.all(kinds[:, :, max_bin] == cipher.EMPTY)
+    assert cells.shape[0] == int(np.sum(kinds == cipher.SENT)) < 2 * 3 * (max_bin + 1) - 6
+    np.testing.assert_array_equal(restored, expected)
+    everything = cipher.cell_kinds(bins, positions, nodes, max_bin, skip_empty=False)
+    assert not np.any(everything == cipher.EMPTY)
     with pytest.raises(PaillierOverflowError, match="more than its total"):
-        cipher.restore_left_out(built, totals // 2, layout.marker_h, "h")
+        cipher.place_cells(sent, kinds, totals // 2, "h")
+    forged = kinds.copy()
+    forged[0, 0, :2] = cipher.LEFT_OUT
+    with pytest.raises(ValueError, match="more than one cell left out"):
+        cipher.check_cell_kinds(forged, forged.shape, "h")
+    with pytest.raises(ValueError, match="not empty"):
+        cipher.check_cell_kinds(kinds + 3, kinds.shape, "h")
+    with pytest.raises(ValueError, match="shape"):
+        cipher.check_cell_kinds(kinds[:1], kinds.shape, "h")
+
+
+def test_row_plaintexts_lay_out_each_field_exactly() -> None:
+    # Prepare: extreme and random field values for table sizes whose cells span one to three
+    # 64-bit words
+    rng = np.random.default_rng(1)
+    for rows, key_bits in ((7, 512), (569, 512), (30_000, 2048), (3_000_000, 2048)):
+        layout = cipher.CellLayout(rows, key_bits)
+        gh, count = layout.fields
+        qg = np.append(rng.integers(0, 2**31, 50), [0, 2**31 - 1])
+        qh = np.append(rng.integers(0, 2**30 + 1, 50), [2**30, 0])
+        on = np.append(rng.integers(0, 2, 50), [1, 0])
+
+        # Execute
+        limbs = layout.row_plaintexts((qg, qh, on), key_bits // 64)
+
+        # Assert: every row's integer is rows | q_h << c | q_g << (c + f)
+        for i in range(qg.size):
+            value = int.from_bytes(limbs[i].tobytes(), "little")
+            assert value == int(on[i]) | int(qh[i]) << count | int(qg[i]) << (count + gh)
+    with pytest.raises(ValueError, match="non-negative"):
+        layout.row_plaintexts((qg - 2**31, qh, on), 32)

@@ -9,7 +9,8 @@ each party learns per node. Per tree t (iteration t * max_depth + d at depth d):
   once     host  -> guest  host_features    meta: the host's feature count k_h
   d = 0    guest -> host   gh               [[q_g | q_h | 1]] per row (one plaintext, cipher.py)
   order 1  guest -> host   positions        each row's open node at depth d (-1: in a leaf)
-  order 2  host  -> guest  histograms       [[cells]] of its direct nodes, compressed
+  order 2  host  -> guest  histogram_cells  per cell of its direct nodes: empty, sent or left out
+  order 2  host  -> guest  histograms       [[sent cells]] of its direct nodes, compressed
   order 3  guest -> host   splits           per node: the winning id of this host or -1
                                             (slot * max_bin + bin; meta ties if slots tie)
   order 4  host  -> guest  instance_split   left / right of the rows at the nodes it won

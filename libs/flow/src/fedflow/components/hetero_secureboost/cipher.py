@@ -11,7 +11,11 @@ Plaintext layout of one histogram cell (every row's plaintext is a cell of one r
 with c = bitlen(N) and f = bitlen(N) + 31 for N rows (math.field_bits): a cell summed over
 all N rows cannot carry out of its fields, and B = c + 2f bits hold a whole cell. A host's
 histogram cell is the product of the ciphertexts of the rows in that bin (Paillier adds the
-plaintexts). Before sending, the host compresses s = (bits(n) - 2) // B cells into one
+plaintexts). Only cells the guest cannot know otherwise travel (cell_kinds): a cell of no rows
+is empty (the host knows each cell's rows: the positions are plain, the bins its own), and each
+node's most frequent bin per feature is left out (the guest restores it from the node's total);
+the host says which cells are which in plaintext, which tells the guest only what the cells'
+row counts would. Before sending, the host compresses s = (bits(n) - 2) // B sent cells into one
 ciphertext by Horner's rule: C = prod_i E_i^(2^(i B)), i.e. the plaintext sum_i cell_i 2^(i B)
 < 2^(s B) <= n / 4, so nothing wraps modulo n; then it re-randomises C (the guest, which made
 every row's ciphertext, could otherwise test which products of them C is). The guest decrypts
@@ -26,7 +30,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from fedcrypto import CiphertextError, EncryptedVector, PaillierOverflowError, PublicKey
@@ -76,32 +80,23 @@ class CellLayout:
         qg, qh, on = (np.asarray(v, dtype=np.int64) for v in q)
         if qg.min(initial=0) < 0 or qh.min(initial=0) < 0:
             raise ValueError("hetero_secureboost: quantised gradients must be non-negative")
-        width = plain_limbs * 8
-        raw = b"".join(
-            (int(c) | (int(h) << count) | (int(g) << (count + gh))).to_bytes(width, "little")
-            for g, h, c in zip(qg.tolist(), qh.tolist(), on.tolist(), strict=True)
-        )
-        return np.frombuffer(raw, dtype=LIMB_DTYPE).reshape(len(qg), plain_limbs).copy()
-
-    @property
-    def marker_h(self) -> int:
-        """The h field of the cell a host leaves out (encrypted_histograms): its top bit
-        alone, which no honest sum reaches (N rows of q_h <= 2^30 stay below 2^(c + 30))."""
-        gh, _ = self.fields
-        return 1 << (gh - 1)
-
-    @property
-    def marker(self) -> int:
-        """That cell's plaintext: marker_h in the h field, g and rows 0."""
-        return self.marker_h << self.fields[1]
-
-    def marker_ciphertext(self, key: PublicKey) -> LimbArray:
-        """Enc(marker) without randomness, 1 + marker * n (the host re-randomises what it
-        sends after compressing), as one row of limbs."""
-        value = 1 + self.marker * key.n
-        return np.frombuffer(value.to_bytes(key.limbs * 8, "little"), dtype=LIMB_DTYPE).reshape(
-            1, key.limbs
-        )
+        if max(int(qg.max(initial=0)), int(qh.max(initial=0))) >> gh:
+            raise ValueError("hetero_secureboost: a quantised gradient exceeds its cell field")
+        if -(-self.cell_bits // 64) > plain_limbs:
+            raise ValueError(
+                f"hetero_secureboost: a cell of {self.cell_bits} bits does not fit "
+                f"{plain_limbs} plaintext limbs"
+            )
+        out = np.zeros((len(qg), plain_limbs), dtype=LIMB_DTYPE)
+        # Fields never overlap, so each is OR-ed into the limbs its bits fall in (every
+        # value is below 2^63: at most two limbs, the word's low and high part).
+        for value, shift in ((on, 0), (qh, count), (qg, count + gh)):
+            word, offset = divmod(shift, 64)
+            v = value.astype(LIMB_DTYPE)
+            out[:, word] |= v << np.uint64(offset)
+            if offset and word + 1 < plain_limbs:
+                out[:, word + 1] |= v >> np.uint64(64 - offset)
+        return out
 
     def cells(self, residues: LimbArray, cells: int, what: str) -> Ints:
         """The guest's side: `cells` integer cells (cells, 3) out of decrypted compressed
@@ -138,6 +133,52 @@ that no longer fits in cache, bigger sorts), and the pool got more of a tree tha
 on 2 cores (docs/benchmarks.md). A feature of more rows than this is a batch of its own."""
 
 
+EMPTY: Final = 0
+"""cell_kinds: a cell of no rows (not sent; the guest's cell is 0)."""
+SENT: Final = 1
+"""cell_kinds: a cell sent, encrypted and compressed."""
+LEFT_OUT: Final = 2
+"""cell_kinds: the node's most frequent bin of the feature (not sent; the guest restores it)."""
+
+
+def _node_keys(positions: NDArray[np.int32], nodes: Ints) -> tuple[Ints, Ints]:
+    """(the rows at the listed nodes, each one's node slot: its place in `nodes`)."""
+    slot = np.full(max(int(positions.max(initial=-1)) + 1, 1), -1, dtype=np.int64)
+    slot[nodes] = np.arange(len(nodes))
+    inside = np.flatnonzero(positions >= 0)
+    inside = inside[slot[positions[inside]] >= 0]
+    return inside, slot[positions[inside]]
+
+
+def cell_kinds(
+    bins: NDArray[np.uint16],
+    positions: NDArray[np.int32],
+    nodes: Ints,
+    max_bin: int,
+    skip_empty: bool = True,
+) -> NDArray[np.uint8]:
+    """The host's plan for the cells of the listed nodes, (len(nodes), k, max_bin + 1) of
+    EMPTY, SENT and LEFT_OUT: in each node and feature the most frequent bin is left out
+    (LightGBM's most-frequent-bin trick; ties: the lowest bin), a bin with no row of the node
+    is empty (with skip_empty; else sent, as the product of no ciphertexts), the rest are
+    sent. The host knows all of it in plaintext (the positions come plain, the bins are its
+    own); the guest learns it from the row counts of the cells anyway, except for rows it
+    left out of the tree's sample (so skip only without subsampling: a bin holding only
+    unsampled rows would show as not empty)."""
+    k, width = bins.shape[1], max_bin + 1
+    inside, node_slot = _node_keys(positions, nodes)
+    kinds = np.full((len(nodes), k, width), SENT, dtype=np.uint8)
+    for f in range(k):
+        keys = node_slot * width + bins[inside, f].astype(np.int64)
+        counts = np.bincount(keys, minlength=len(nodes) * width).reshape(len(nodes), width)
+        if skip_empty:
+            kinds[:, f][counts == 0] = EMPTY
+        top = np.argmax(counts, axis=1)
+        held = np.flatnonzero(counts[np.arange(len(nodes)), top] > 0)
+        kinds[held, f, top[held]] = LEFT_OUT
+    return kinds
+
+
 def encrypted_histograms(
     key: PublicKey,
     rows: LimbArray,
@@ -146,17 +187,16 @@ def encrypted_histograms(
     nodes: Ints,
     max_bin: int,
     executor: Executor | None,
-    marker: LimbArray | None = None,
+    kinds: NDArray[np.uint8] | None = None,
     batch_bytes: int = HISTOGRAM_BATCH_BYTES,
 ) -> LimbArray:
-    """The host's cells, (len(nodes) * k * (max_bin + 1), c): for each listed node, feature
-    and bin, the product of the ciphertexts of the node's rows in that bin.
+    """The host's cells: for each listed node, feature and bin, the product of the
+    ciphertexts of the node's rows in that bin, (len(nodes) * k * (max_bin + 1), c) in
+    (node, feature, bin) order; with `kinds` (cell_kinds) only the SENT ones, in that order.
 
-    With `marker` (CellLayout.marker_ciphertext), the most frequent bin of each node and
-    feature is left out (LightGBM's most-frequent-bin trick): its cell is the marker, and the
-    guest, which knows each node's totals, puts back total - the other cells. A feature with
-    a dominant value (default_credit's host: 44% of rows in one bin, on average) costs that
-    much fewer products.
+    The left-out cells save their products: a feature with a dominant value (default_credit's
+    host: 44% of rows in one bin, on average) costs that much fewer; the guest, which knows
+    each node's totals, puts back total - the other cells (place_cells).
 
     Features are multiplied in batches of about `batch_bytes` of gathered ciphertexts: one
     segment space (feature, node, bin) per batch, one round of pairwise products for all of
@@ -164,15 +204,13 @@ def encrypted_histograms(
     k = bins.shape[1]
     width = max_bin + 1
     per_feature = len(nodes) * width
-    slot = np.full(max(int(positions.max(initial=-1)) + 1, 1), -1, dtype=np.int64)
-    slot[nodes] = np.arange(len(nodes))
-    inside = np.flatnonzero(positions >= 0)
-    inside = inside[slot[positions[inside]] >= 0]
-    node_slot = slot[positions[inside]]
+    inside, node_slot = _node_keys(positions, nodes)
+    if kinds is not None and kinds.shape != (len(nodes), k, width):
+        raise ValueError(f"cell kinds of shape {kinds.shape}, not {(len(nodes), k, width)}")
     n2_b = key.nsquare_bytes
     out = np.zeros((len(nodes), k, width, key.limbs), dtype=LIMB_DTYPE)
     row_bytes = key.limbs * 8
-    batch: list[tuple[int, Ints, Ints, Ints]] = []  # (feature, rows, keys, skipped cells)
+    batch: list[tuple[int, Ints, Ints]] = []  # (feature, rows, keys)
     gathered = 0
 
     def flush() -> None:
@@ -180,8 +218,8 @@ def encrypted_histograms(
         if not batch:
             return
         first = batch[0][0]
-        segment = np.concatenate([(f - first) * per_feature + keys for f, _, keys, _ in batch])
-        chosen = np.concatenate([chosen for _, chosen, _, _ in batch])
+        segment = np.concatenate([(f - first) * per_feature + keys for f, _, keys in batch])
+        chosen = np.concatenate([chosen for _, chosen, _ in batch])
         order = np.argsort(segment, kind="stable")
         products = segment_products(
             n2_b,
@@ -191,9 +229,6 @@ def encrypted_histograms(
             key.limbs,
             executor,
         )
-        if marker is not None:
-            for f, _, _, skipped in batch:
-                products[(f - first) * per_feature + skipped] = marker
         cells = products.reshape(len(batch), len(nodes), width, key.limbs)
         out[:, first : first + len(batch)] = cells.transpose(1, 0, 2, 3)
         batch.clear()
@@ -201,21 +236,48 @@ def encrypted_histograms(
 
     for f in range(k):
         keys = node_slot * width + bins[inside, f].astype(np.int64)
-        chosen, skipped = inside, np.zeros(0, dtype=np.int64)
-        if marker is not None:
-            counts = np.bincount(keys, minlength=per_feature).reshape(len(nodes), width)
-            top = np.argmax(counts, axis=1)  # ties: the lowest bin
-            skipped = np.flatnonzero(counts[np.arange(len(nodes)), top] > 0)
-            skipped = skipped * width + top[skipped]
-            kept = ~np.isin(keys, skipped)
+        chosen = inside
+        if kinds is not None:
+            kept = kinds[:, f].reshape(-1)[keys] != LEFT_OUT
             chosen, keys = inside[kept], keys[kept]
         if batch and gathered + chosen.size * row_bytes > batch_bytes:
             flush()
-        batch.append((f, chosen, keys, skipped))
+        batch.append((f, chosen, keys))
         gathered += chosen.size * row_bytes
     flush()
+    if kinds is not None:
+        return np.ascontiguousarray(out[kinds == SENT])
     # (nodes, k, width) cells, node-major: the order the guest reads them in
     return np.ascontiguousarray(out.reshape(-1, key.limbs))
+
+
+def check_cell_kinds(kinds: NDArray[np.generic], shape: tuple[int, int, int], what: str) -> None:
+    """A host's cell_kinds as the guest receives them: `shape`, values EMPTY, SENT or
+    LEFT_OUT, at most one LEFT_OUT per node and feature (ValueError otherwise)."""
+    if kinds.shape != shape:
+        raise ValueError(f"{what}: cell kinds of shape {kinds.shape}, expected {shape}")
+    if kinds.size and (kinds.min() < EMPTY or kinds.max() > LEFT_OUT):
+        raise ValueError(f"{what}: a cell kind is not empty (0), sent (1) or left out (2)")
+    if np.any((kinds == LEFT_OUT).sum(axis=2) > 1):
+        raise ValueError(f"{what}: more than one cell left out in a node's feature")
+
+
+def place_cells(sent: Ints, kinds: NDArray[np.generic], totals: Ints, what: str) -> Ints:
+    """The guest's side of cell_kinds: the decoded SENT cells (count, 3) put in place in
+    (nodes, k, bins, 3), empty cells 0, each left-out cell the node's total (`totals`, (nodes,
+    3)) minus the feature's other cells. A left-out cell below 0 is refused
+    (PaillierOverflowError: not a histogram built as declared)."""
+    out = np.zeros((*kinds.shape, 3), dtype=np.int64)
+    out[kinds == SENT] = sent
+    node, feature, bin_ = np.nonzero(kinds == LEFT_OUT)
+    if node.size == 0:
+        return out
+    rest = out.sum(axis=2)  # (nodes, k, 3) without the left-out cells
+    restored = totals[node] - rest[node, feature]
+    if np.any(restored < 0):
+        raise PaillierOverflowError(f"{what}: the cells of a node add up to more than its total")
+    out[node, feature, bin_] = restored
+    return out
 
 
 def segment_products(
@@ -308,29 +370,6 @@ def compress(
         )
     vec = EncryptedVector.from_limbs(key, acc, 0, validate=False)
     return vec.obfuscate(executor=executor)
-
-
-def restore_left_out(built: Ints, totals: Ints, marker_h: int, what: str) -> Ints:
-    """The guest's side of the most-frequent-bin trick: `built` (nodes, k, bins, 3) decoded
-    cells, `totals` (nodes, 3) each node's sums. In each (node, feature) at most one cell may
-    be the marker (h = marker_h, g = rows = 0); it becomes the node's total minus the other
-    cells. Anything else carrying the marker's bit, two markers, or a restored cell below 0
-    is refused (PaillierOverflowError: not a histogram built as declared)."""
-    out = np.array(built, dtype=np.int64, copy=True)
-    flagged = (out[..., 1] & marker_h) != 0
-    exact = flagged & (out[..., 1] == marker_h) & (out[..., 0] == 0) & (out[..., 2] == 0)
-    if np.any(flagged & ~exact) or np.any(exact.sum(axis=2) > 1):
-        raise PaillierOverflowError(f"{what}: a cell left out is not marked as declared")
-    node, feature, bin_ = np.nonzero(exact)
-    if node.size == 0:
-        return out
-    out[node, feature, bin_] = 0
-    rest = out.sum(axis=2)  # (nodes, k, 3) without the left-out cells
-    restored = totals[node] - rest[node, feature]
-    if np.any(restored < 0):
-        raise PaillierOverflowError(f"{what}: the cells of a node add up to more than its total")
-    out[node, feature, bin_] = restored
-    return out
 
 
 def check_positions(positions: NDArray[np.generic], rows: int, nodes: int, what: str) -> None:

@@ -352,9 +352,17 @@ class _Trainer:
         cells it left out restored from the nodes' `totals`, siblings subtracted."""
         nodes, width = len(level.nodes), self.params.max_bin + 1
         direct = sbmath.direct_nodes(level.positions, nodes, level.depth)
-        count = len(direct) * k * width
         what = f"hetero_secureboost: histograms from {host}"
         with self.he.waiting():
+            got = self.ctx.federation.recv(frm=host, tag="histogram_cells", iteration=iteration)
+            kinds = np.asarray(got.array if got.array is not None else np.zeros(0, np.uint8))
+            if kinds.size != len(direct) * k * width:
+                raise ShapeMismatchError(
+                    f"{what}: {kinds.size} cell kinds for {len(direct)} nodes x {k} x {width}"
+                )
+            kinds = kinds.reshape(len(direct), k, width)
+            cipher.check_cell_kinds(kinds, (len(direct), k, width), what)
+            count = int(np.count_nonzero(kinds == cipher.SENT))
             vec = self.he.recv_ciphertexts(
                 "histograms", iteration, host, self.he.public_key, self.layout.ciphertexts(count)
             )
@@ -362,8 +370,8 @@ class _Trainer:
         began = time.perf_counter()
         residues = self.he.private_key.decrypt_residues(vec.data, executor=self.he.executor)
         self.seconds["decrypt_seconds"] += time.perf_counter() - began
-        built = self.layout.cells(residues, count, what).reshape(len(direct), k, width, 3)
-        built = cipher.restore_left_out(built, totals[direct], self.layout.marker_h, what)
+        sent = self.layout.cells(residues, count, what)
+        built = cipher.place_cells(sent, kinds, totals[direct], what)
         if level.depth == 0:
             return built
         parents = self.run.parents[host]

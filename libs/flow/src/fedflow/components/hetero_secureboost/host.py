@@ -101,7 +101,8 @@ class _Host:
             self.key = self._key(got.blob)
         ctx.federation.bind_dims(c=self.key.limbs, p=self.key.plain_limbs, n=self.rows)
         self.layout = cipher.CellLayout(self.rows, self.key.n_length)
-        self.marker = self.layout.marker_ciphertext(self.key)
+        self.sampled = params.subsample >= 1.0 and not params.goss
+        """Every row in every tree: empty cells are skipped (cipher.cell_kinds)."""
         self.snapshot = self.state()
         self.resume = Resumable(
             ctx, lambda: self.snapshot, saved.state if resumed and saved is not None else None
@@ -160,9 +161,13 @@ class _Host:
             positions = np.asarray(got.array, dtype=np.int32)
             cipher.check_positions(positions, self.rows, nodes, "hetero_secureboost: positions")
             direct = sbmath.direct_nodes(positions, nodes, depth)
+            # Which cells travel: a function of the positions and the shown bins only
+            kinds = cipher.cell_kinds(shown, positions, direct, self.params.max_bin, self.sampled)
 
             def histograms(
-                positions: NDArray[np.int32] = positions, direct: sbmath.Ints = direct
+                positions: NDArray[np.int32] = positions,
+                direct: sbmath.Ints = direct,
+                kinds: NDArray[np.uint8] = kinds,
             ) -> tuple[EncryptedVector, dict[str, Any]]:
                 began = time.perf_counter()
                 cells = cipher.encrypted_histograms(
@@ -173,7 +178,7 @@ class _Host:
                     direct,
                     self.params.max_bin,
                     self.executor,
-                    marker=self.marker,
+                    kinds,
                 )
                 self.seconds["histogram_seconds"] += time.perf_counter() - began
                 began = time.perf_counter()
@@ -182,6 +187,14 @@ class _Host:
                 return packed, {}
 
             self.resume.send_ciphertexts("histograms", iteration, histograms, to=self.guest)
+            # After the histograms: their recording is the first checkpoint that holds the
+            # feature order (shuffle_key), so a redone iteration sends the same plan.
+            self.ctx.federation.send(
+                FederationData(kind="plain_control", array=kinds.reshape(-1)),
+                to=self.guest,
+                tag="histogram_cells",
+                iteration=iteration,
+            )
             next_nodes = self.answer_splits(index, iteration, positions, nodes, order)
             if next_nodes == 0 or depth == levels - 1:
                 final = index * depth_count + depth_count - 1

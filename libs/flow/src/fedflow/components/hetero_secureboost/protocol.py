@@ -59,16 +59,29 @@ HETERO_SECUREBOOST_PROTOCOL = Protocol(
             per_iteration=True,
             dtype="int32",
         ),
+        array_rule(
+            "histogram_cells",
+            "host",
+            "guest",
+            "plain_control",
+            2,
+            "(*,)",
+            "per node, feature and bin of the histograms that follow (the smaller child of each "
+            "sibling pair): 0 empty (no row of the node; only when every row is sampled), 1 sent, "
+            "2 left out (the node's most frequent bin of the feature, restored by the guest from "
+            "the node's total); the guest learns no more than the cells' row counts tell it",
+            per_iteration=True,
+            dtype="uint8",
+        ),
         ciphertext_rule(
             "histograms",
             "host",
             "guest",
             2,
             "*",
-            "the host's (g, h, rows) per node, feature and bin, compressed and re-randomised, "
-            "guest key; for each sibling pair only the smaller child (the guest subtracts); "
-            "each node's most frequent bin per feature left out as a marker cell (the guest "
-            "restores it from the node's total)",
+            "the host's (g, h, rows) of the cells histogram_cells lists as sent, in (node, "
+            "feature, bin) order, compressed and re-randomised, guest key; for each sibling "
+            "pair only the smaller child (the guest subtracts)",
             per_iteration_decrypts=MAX_HOSTS,
         ),
         array_rule(
