@@ -11,11 +11,14 @@ iptables statistic loss on each side's ingress, a tbf cap (`--rate-mbit`). Rows 
   (the TCP layer the link uses, without Python).
 - "link_only": the link alone: LinkServer in b, PeerLink in a (mutual TLS, BBR, `--streams`
   streams, bodies striped in 1 MiB chunks), `--message-mib` MiB random bodies ACKed on arrival.
-- "link" (gateway to gateway): two gateways in this process on memory:// brokers, each one's
-  link loop in one namespace; federation.data messages with a `--message-mib` MiB random blob
-  (a ciphertext_vector: incompressible) published at out.<peer>, counted when the receiver's
-  broker delivers them: signed, striped over TLS, verified, published. At most
-  `--outstanding` messages in flight.
+- "link" (gateway to gateway): two gateways on memory:// brokers, each one's link loop in one
+  namespace, each in its own process as deployed (the receiving gateway and its consumer run
+  in a child process; row "gateway_1p" runs both in this process, as this bench did before);
+  federation.data messages with a `--message-mib` MiB random blob (a ciphertext_vector:
+  incompressible) published at out.<peer>, counted when the receiver's broker delivers them:
+  signed, striped over TLS, verified, published. At most `--outstanding` messages in flight.
+  Both processes raise glibc's malloc thresholds as `python -m fedgateway` does
+  (fedgateway.allocator; `--malloc default` to compare).
 Transfers stop at `--size-mib` or after `--max-seconds`; throughput is bytes delivered over
 the time from the first send to the last delivery.
 
