@@ -2,35 +2,37 @@
 # Old against new hetero_secureboost, alternating in one window (docs/benchmarks.md):
 #   bench/secureboost/ab.sh OLD_COMMIT [PAIRS] [run.py arguments...]
 #   bench/secureboost/ab.sh ee2934f 3 --depths 3 --trees 2
-# OLD_COMMIT's libs (git worktree in a temporary folder) against this checkout's, each run
-# through this checkout's run.py with PYTHONPATH set to one tree's libs; results go to
-# bench/secureboost/ab_<old>_results.json, one entry per run, tagged old or new, with uptime.
+# The libs of OLD_COMMIT and of HEAD (git worktrees in a temporary folder, so edits in this
+# checkout do not reach a run) each go on PYTHONPATH for this checkout's run.py in turn, old
+# first; every run is appended to bench/secureboost/ab_<old>_results.json tagged old or new
+# (run.py records the load average before and after).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 old="$1"; pairs="${2:-3}"; shift $(( $# >= 2 ? 2 : 1 ))
 args=("$@"); [ ${#args[@]} -eq 0 ] && args=(--depths 3 --trees 2)
-tree="$(mktemp -d)/old"
-git -C "$root" worktree add --detach "$tree" "$old" >/dev/null
-trap 'git -C "$root" worktree remove --force "$tree"' EXIT
-paths() { ls -d "$1"/libs/*/src | tr '\n' ':'; }
+work="$(mktemp -d)"
+git -C "$root" worktree add --detach "$work/old" "$old" >/dev/null
+git -C "$root" worktree add --detach "$work/new" HEAD >/dev/null
+trap 'git -C "$root" worktree remove --force "$work/old"; git -C "$root" worktree remove --force "$work/new"' EXIT
 out="$root/bench/secureboost/ab_$(git -C "$root" rev-parse --short "$old")_results.json"
 for i in $(seq "$pairs"); do
   for code in old new; do
-    if [ "$code" = old ]; then pp="$(paths "$tree")"; else pp="$(paths "$root")"; fi
+    pp="$(ls -d "$work/$code"/libs/*/src | tr '\n' ':')"
     echo "pair $i $code $(date -u +%H:%M:%S) $(uptime)"
     PYTHONPATH="$pp" python "$root/bench/secureboost/run.py" "${args[@]}" \
-      --out "$tree/../run_${i}_$code.json" > "$tree/../log_${i}_$code.txt"
-    python - "$out" "$tree/../run_${i}_$code.json" "$code" "$i" <<'PY'
+      --out "$work/run_${i}_$code.json" > "$work/log_${i}_$code.txt"
+    python - "$out" "$work/run_${i}_$code.json" "$code" "$i" "$(git -C "$work/$code" rev-parse --short HEAD)" <<'PY'
 import json, sys
 from pathlib import Path
-out, got, code, pair = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()), sys.argv[3], int(sys.argv[4])
-runs = got["runs"] if isinstance(got, dict) and "runs" in got else got
+out, report = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
+code, pair, commit = sys.argv[3], int(sys.argv[4]), sys.argv[5]
 previous = json.loads(out.read_text()) if out.exists() else []
-for run in runs if isinstance(runs, list) else [runs]:
-    run.update(code=code, pair=pair)
+for run in report["runs"]:
+    run.update(code=code, commit=commit, pair=pair)
     previous.append(run)
-    print(f"  {code}: {run['seconds_per_tree']} s/tree, cpu {run['pipeline_cpu_seconds']}, "
-          f"load {run['load_before'][0]} -> {run['load_after'][0]}, auc {run['auc']}")
+    print(f"  {code} {commit}: {run['seconds_per_tree']} s/tree, pipeline CPU "
+          f"{run['pipeline_cpu_seconds']} s, load {run['load_before'][0]} -> "
+          f"{run['load_after'][0]}, AUC {run['auc']} (= reference: {run['auc_equals_reference']})")
 out.write_text(json.dumps(previous, indent=2) + "\n")
 PY
   done
