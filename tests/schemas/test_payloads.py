@@ -26,7 +26,7 @@ from fedschemas import (
     new_envelope,
     payload_type,
 )
-from fedschemas.audit_payloads import AuditCheckpoint
+from fedschemas.audit_payloads import AuditCheckpoint, DecryptCheck
 from fedschemas.payloads import (
     AuditStop,
     CryptoJob,
@@ -179,6 +179,18 @@ EXAMPLES: dict[str, Payload] = {
         party_id="10000",
         message_id="5d0c1e",
         detail="party 10000 announced a 2025-bit key",
+    ),
+    "report.decrypt_check": DecryptCheck(
+        job_id="job-1",
+        component="hetero_lr_0",
+        attempt=0,
+        party_id="9999",
+        peer="10000",
+        tag="host_gradient",
+        iteration=3,
+        count=20,
+        out_of_bound=1,
+        bound="masked plaintext in [0, n/3) of a 2048-bit key",
     ),
     "audit.checkpoint": AuditCheckpoint(
         party_id="9999",

@@ -1,4 +1,5 @@
-"""Payload models the audit services of two parties exchange (area "audit", topic svc.audit).
+"""Payload models the audit services of two parties exchange (area "audit", topic svc.audit),
+and the reports a party's own services send its audit (area "report", svc.audit.reports).
 
 Kept beside payloads.py rather than in it only so that the audit's models can change without
 touching the file every other message type lives in; they are registered in registry.py like
@@ -12,6 +13,7 @@ from typing import Annotated, Final
 from pydantic import Field
 
 from fedschemas.base import PartyId, Payload
+from fedschemas.payloads import Attempt, ComponentName, JobId
 
 SIGNATURE_PATTERN: Final = r"^[0-9a-f]{128}$"
 """An Ed25519 signature as 128 lower-case hex digits."""
@@ -36,3 +38,32 @@ class AuditCheckpoint(Payload):
     signature: Annotated[str, Field(pattern=SIGNATURE_PATTERN)]
     statement: Annotated[str, Field(min_length=2, max_length=MAX_SIGNED_BODY)] | None = None
     statement_signature: Annotated[str, Field(pattern=SIGNATURE_PATTERN)] | None = None
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class DecryptCheck(Payload):
+    """report.decrypt_check: a key holder's worker tells its own party's audit what it found in
+    the plaintexts it just decrypted for a peer (party-local, on svc.audit.reports; never
+    relayed). Counts only, never a value: how many plaintexts `tag` of iteration `iteration`
+    from party `peer` held, how many were NaN, infinite or outside the agreed `bound`
+    (fedflow.kit.he: the fixed-point range of a masked plaintext, m + R in [0, n/3], unless the
+    component declares a tighter one). The audit's rule data.decrypted_bounds judges it
+    (docs/audit.md)."""
+
+    job_id: JobId
+    component: ComponentName
+    attempt: Attempt
+    party_id: PartyId
+    """The key holder (the party that decrypted)."""
+    peer: PartyId
+    """The party whose ciphertexts were decrypted."""
+    tag: Annotated[str, Field(min_length=1, max_length=128)]
+    iteration: Annotated[int, Field(ge=-1)]
+    count: Count
+    nan: Count = 0
+    infinite: Count = 0
+    out_of_bound: Count = 0
+    bound: Annotated[str, Field(max_length=256)]
+    """The bound as the check applied it, in words (e.g. "masked residue in [0, n/3]")."""

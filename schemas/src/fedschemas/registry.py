@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from fedschemas.audit_payloads import AuditCheckpoint
+from fedschemas.audit_payloads import AuditCheckpoint, DecryptCheck
 from fedschemas.base import Payload
 from fedschemas.payloads import (
     AuditStop,
@@ -83,6 +83,7 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "gateway.job_ended": JobEnded,
     "control.audit_stop": AuditStop,
     "audit.checkpoint": AuditCheckpoint,
+    "report.decrypt_check": DecryptCheck,
     "serving.event": ServingEvent,
 }
 

@@ -37,6 +37,9 @@ CRYPTO: Final = "svc.crypto"
 """The party's pool of crypto replicas (crypto.job); never relayed to another party."""
 AUDIT: Final = "svc.audit"
 """The audit service's inbox (audit.* from peers)."""
+AUDIT_REPORTS: Final = "svc.audit.reports"
+"""What the party's own workers report to its audit service (report.*: checks of decrypted
+plaintexts; party-local, never relayed: docs/audit.md)."""
 AUDIT_RPC: Final = "svc.audit.rpc"
 """Request/reply between the REST API or CLI and the audit service (its read models, JSON;
 party-local, never relayed: docs/audit.md)."""
@@ -91,6 +94,7 @@ _AREAS: dict[str, Area] = {
     "data": Area(DATA_RPC, cross_site=False),
     "crypto": Area(CRYPTO, cross_site=False),
     "serving": Area(SERVING_EVENTS, cross_site=False),
+    "report": Area(AUDIT_REPORTS, cross_site=False),
     # The gateway's own messages. rpc.* does cross sites, but only in the link's REQUEST and
     # REPLY frames, never as relayed DATA: so no route, and the relay refuses them.
     "gateway": Area(GATEWAY, cross_site=False),
