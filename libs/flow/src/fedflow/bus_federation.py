@@ -29,6 +29,7 @@ from fedschemas import (
     FederationData,
     MalformedMessage,
     PartyRef,
+    Payload,
     decode_envelope,
     decode_payload,
     new_envelope,
@@ -211,6 +212,24 @@ class BusFederation(Federation):
                 created_at=datetime.now(UTC),
             )
             self.endpoint.send_recorded(self.key, self.component_type, envelope, order=rule.order)
+
+    def report(self, payload: Payload, *, tag: str, iteration: int = -1) -> None:
+        """Publish `payload` on this party's svc.audit.reports (party-local: no gateway relays
+        it); its message id is deterministic, so a redone step's report is recorded once."""
+        envelope = new_envelope(
+            payload,
+            job_id=self.key.job_id,
+            component=self.key.component,
+            task_id=self.key.task_id,
+            attempt=self.key.attempt,
+            source=self.me,
+            destination=PartyRef(party_id=self.key.party_id, role="local"),
+            tag=tag,
+            iteration=iteration,
+            seq=0,
+            created_at=datetime.now(UTC),
+        )
+        self.endpoint._publish(topics.AUDIT_REPORTS, envelope)
 
     def recv(
         self,

@@ -11,7 +11,8 @@ undeclared tag, a wrong direction, an undeclared kind, shape or dtype raises
 `ProtocolViolation` and nothing is sent or handed over.
 
 Implementations: `BusFederation` (fedflow.bus_federation) over the party's bus and its durable
-mailbox, used both by the worker service and by standalone mode.
+mailbox, used both by the worker service and by standalone mode. `report` is the one call that
+stays inside the party: a check's counts for the party's own audit (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 
-from fedschemas import PARTY_ROLES, FederationData, PartyRef
+from fedschemas import PARTY_ROLES, FederationData, PartyRef, Payload
 
 from fedflow.protocol import ProtocolGuard
 
@@ -113,6 +114,13 @@ class Federation(abc.ABC):
     def bind_dims(self, **dims: int) -> None:
         """Fix the protocol's named dimensions for this run (e.g. bind_dims(k=n_features))."""
         self.guard.bind(**dims)
+
+    def report(self, payload: Payload, *, tag: str, iteration: int = -1) -> None:
+        """Tell this party's own audit service what a check inside the component found (a
+        report.* payload: counts, never values; it never goes to a peer). `tag` and
+        `iteration` name the report, so a redone step reports under the same message id.
+        This base drops it: a federation with no audit behind it (tests' in-memory ones)."""
+        del payload, tag, iteration
 
     def authorize_decrypt(self, tag: str, iteration: int, *, frm: str) -> None:
         """Call before decrypting what `frm` sent under `tag`: refuses what the protocol's

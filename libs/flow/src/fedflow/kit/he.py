@@ -12,7 +12,8 @@ Each party has its OWN key pair (no third party holds a key). What the kit does 
               with `idle_only`, the precomputation runs only while the party waits for a peer
               (`waiting`), so it never takes a core from the party's own protocol work;
   masked decryption  `masked` ([[m + R]] to send to the key holder), `decrypt_for_peer` (the
-              key holder's side: residues back), `unmask` (m from them); fedflow.kit.masking;
+              key holder's side: residues back, and how many fell outside the masked range
+              reported to the party's audit), `unmask` (m from them); fedflow.kit.masking;
   checks      every received ciphertext vector is in (0, n^2) and of the expected length.
   metrics     none of its own: an executor that records crypto work (the worker's metered pool,
               fedworker.crypto) sees every kernel call through fedcrypto; the prefetch threads'
@@ -32,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 from fedcrypto import EncryptedVector, ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
+from fedcrypto.paillier.limbs import to_mpz
 from fedschemas import FederationData
+from fedschemas.audit_payloads import DecryptCheck
 from numpy.typing import NDArray
 
 from fedflow.kit import masking, payloads
@@ -330,10 +333,40 @@ class HeParty:
         vec = self.recv_ciphertexts(tag, iteration, peer, self.public_key, rows)
         self.ctx.federation.authorize_decrypt(tag, iteration, frm=peer)
         residues = self.private_key.decrypt_residues(vec.data, executor=self.executor)
+        self.report_masked(residues, tag, iteration, peer)
         self.ctx.federation.send(
             FederationData(kind="masked_vector", array=np.ascontiguousarray(residues)),
             to=peer,
             tag=answer,
+            iteration=iteration,
+        )
+
+    def report_masked(
+        self, residues: NDArray[np.uint64], tag: str, iteration: int, peer: str
+    ) -> None:
+        """Count the decrypted masked plaintexts outside their agreed range and tell this
+        party's audit (report.decrypt_check; counts only). An honest m + R is in [0, max_int]
+        (masking.mask_bits makes 2^bits + |m| fit under max_int = n/3 - 1; it is negative only
+        when R < |m|, with probability 2^-MASK_BITS): a residue above max_int is a ciphertext
+        that was not a masked value of the agreed form, e.g. a peer asking to decrypt signed
+        values it holds under our key (negative ones decrypt near n) or forged ciphertexts."""
+        top = self.public_key.max_int
+        values = to_mpz(np.ascontiguousarray(residues, dtype="<u8"))
+        outside = sum(1 for v in values if v > top)
+        self.ctx.federation.report(
+            DecryptCheck(
+                job_id=self.ctx.job_id,
+                component=self.ctx.component,
+                attempt=self.ctx.attempt,
+                party_id=self.ctx.party_id,
+                peer=peer,
+                tag=tag,
+                iteration=iteration,
+                count=len(values),
+                out_of_bound=outside,
+                bound=f"masked plaintext in [0, n/3) of a {self.public_key.n_length}-bit key",
+            ),
+            tag=f"decrypt_check.{tag}.{peer}",
             iteration=iteration,
         )
 
