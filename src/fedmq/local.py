@@ -217,13 +217,20 @@ _DECLARES: dict[str, str] = {
     "worker": "|".join(
         [
             _OUT,
-            _names(topics.WORKER, topics.WORKER_REPLIES, topics.SCHEDULER, topics.DATA_RPC),
+            _names(
+                topics.WORKER,
+                topics.WORKER_REPLIES,
+                topics.SCHEDULER,
+                topics.DATA_RPC,
+                topics.AUDIT_REPORTS,
+            ),
             re.escape(topics.CRYPTO) + r"(\.reply\.[0-9a-f]+)?",
         ]
     ),
     # Its fan-out queue (fedaudit.settings.FANOUT_NAME), its read models' queue, the
     # scheduler's, where its stop requests go, its inbox (peers' checkpoints), out.<peer>
-    # (its own checkpoints to the peers) and the serving service's lifecycle events.
+    # (its own checkpoints to the peers), the serving service's lifecycle events and the
+    # workers' reports (checks of decrypted plaintexts).
     "audit": "|".join(
         [
             _OUT,
@@ -233,6 +240,7 @@ _DECLARES: dict[str, str] = {
                 topics.AUDIT_RPC,
                 topics.SCHEDULER,
                 topics.SERVING_EVENTS,
+                topics.AUDIT_REPORTS,
             ),
         ]
     ),
