@@ -144,6 +144,8 @@ class Auditor:
             view.ended = True
         elif kind == "federation.data":
             found += self._federation(obs, view)
+        elif kind == "report.decrypt_check":
+            found += data.check_decrypted(obs, self.policy)
         return found
 
     def _federation(self, obs: Observation, view: JobView) -> list[Finding]:

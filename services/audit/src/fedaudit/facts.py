@@ -13,6 +13,7 @@ import hashlib
 from typing import Any
 
 from fedschemas import MESSAGE_TYPES, Envelope, FederationData, Payload
+from fedschemas.audit_payloads import DecryptCheck
 from fedschemas.payloads import JobPropose, JobStatus, JobTaskReport, TaskRun, TaskStatus
 from fedschemas.registry import SUPERSEDED
 from fedschemas.serving_payloads import ServingEvent
@@ -90,6 +91,17 @@ def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
             attempt=payload.attempt,
             party_id=payload.party_id,
             state=payload.task_state,
+        )
+    elif isinstance(payload, DecryptCheck):
+        # Counts and the bound in words: never a decrypted value.
+        facts.update(
+            peer=payload.peer,
+            checked_tag=payload.tag,
+            count=payload.count,
+            nan=payload.nan,
+            infinite=payload.infinite,
+            out_of_bound=payload.out_of_bound,
+            bound=payload.bound,
         )
     elif isinstance(payload, ServingEvent):
         # The registry's record of the change: names, versions and parties, no weights.

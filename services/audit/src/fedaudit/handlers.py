@@ -35,7 +35,7 @@ from fedschemas import (
     decode_payload,
     topics,
 )
-from fedschemas.audit_payloads import AuditCheckpoint
+from fedschemas.audit_payloads import AuditCheckpoint, DecryptCheck
 from fedschemas.payloads import AuditStop
 from fedschemas.serving_payloads import ServingEvent
 from sqlalchemy.engine import Engine
@@ -217,6 +217,49 @@ def handle_serving_event(
             "own serving topic"
         )
     _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
+
+
+def report_publishers(bus_url: str) -> frozenset[str] | None:
+    """The broker users that may publish report.*: the party's workers ("<site>-worker" for an
+    audit named "<site>-audit", as serving_publishers derives the serving service's)."""
+    user = url_identity(bus_url)
+    if user is None:
+        return None
+    if user.endswith("-audit") and len(user) > len("-audit"):
+        return frozenset({user[: -len("-audit")] + "-worker"})
+    return frozenset({user})
+
+
+def handle_report(
+    ctx: AuditContext, delivery: Delivery, publishers: frozenset[str] | None = None
+) -> None:
+    """One delivery of svc.audit.reports: a check this party's worker made inside a component
+    (report.decrypt_check), recorded in the chain and judged like the fan-out's messages
+    (data.decrypted_bounds). Anything else, a report claiming another party, or one that the
+    broker says another service published, is dead-lettered with the reason."""
+    if publishers is not None and delivery.publisher not in publishers:
+        by = (
+            "no broker-validated publisher"
+            if delivery.publisher is None
+            else f"published by {delivery.publisher!r}"
+        )
+        raise Reject(f"report not from the party's workers ({by})")
+    try:
+        envelope, payload = _decode(delivery)
+    except MalformedMessage as exc:
+        ctx.metrics.unreadable.inc()
+        raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
+    if not isinstance(payload, REPORTS):
+        raise Reject(f"{delivery.topic} takes report.*, not {envelope.type}")
+    if envelope.source.party_id != ctx.party_id or payload.party_id != ctx.party_id:
+        raise Reject(
+            f"report from party {envelope.source.party_id} on party {ctx.party_id}'s own "
+            "reports topic"
+        )
+    _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
+
+
+REPORTS = (DecryptCheck,)
 
 
 def handle_batch(ctx: AuditContext, deliveries: Sequence[Delivery]) -> list[Delivery]:

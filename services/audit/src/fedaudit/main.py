@@ -141,6 +141,7 @@ class Audit:
         self._subscription: Subscription | None = None
         self._inbox: Subscription | None = None
         self._serving: Subscription | None = None
+        self._reports: Subscription | None = None
         self._timer: threading.Thread | None = None
         self._http: HealthMetricsServer | None = None
         self.http_port = 0
@@ -188,6 +189,15 @@ class Audit:
             lambda delivery: handlers.handle_serving_event(self.ctx, delivery, publishers),
             max_deliveries=self.settings.max_deliveries,
         )
+        # The party's workers' reports (report.*: checks of decrypted plaintexts), from the
+        # workers' broker user only.
+        self.bus.declare(topics.AUDIT_REPORTS)
+        reporters = handlers.report_publishers(self.settings.bus_url.get_secret_value())
+        self._reports = self.bus.subscribe(
+            topics.AUDIT_REPORTS,
+            lambda delivery: handlers.handle_report(self.ctx, delivery, reporters),
+            max_deliveries=self.settings.max_deliveries,
+        )
         self.rpc.start()
         self._timer = threading.Thread(target=self._tick, name="audit-timer", daemon=True)
         self._timer.start()
@@ -231,7 +241,7 @@ class Audit:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        for subscription in (self._subscription, self._inbox, self._serving):
+        for subscription in (self._subscription, self._inbox, self._serving, self._reports):
             if subscription is not None:
                 subscription.cancel()
         self.rpc.stop()

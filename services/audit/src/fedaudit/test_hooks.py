@@ -4,6 +4,9 @@ It builds the messages a cheating party's worker would send -- a key of the wron
 ciphertext >= n^2 or equal to 1, a replayed ciphertext vector, NaN in an aggregate, another
 algorithm's message inside a component -- and injects one on a party's broker as that party's
 worker would (on `out.<peer>`, so its gateway signs and relays it and both audits see it).
+`unmasked_decryption` turns the components of this process into cheats of another kind: they
+send their peer values to decrypt without the mask (what a party does to learn what it holds
+under the peer's key), which only the key holder's check of what it decrypted can see.
 
 Off unless explicitly enabled: every function raises HooksDisabled unless the process has
 FEDMQ_AUDIT_TEST_HOOKS=1 and FEDMQ_ENVIRONMENT is not "production". Nothing in the service
@@ -13,8 +16,9 @@ exercises instead of living only in the test suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -125,3 +129,25 @@ def inject(bus: Bus, envelope: Envelope) -> None:
     _require()
     topic = topics.out_topic(envelope.destination.party_id)
     bus.publish(Message(topic, encode_envelope(envelope), envelope.message_id))
+
+
+@contextlib.contextmanager
+def unmasked_decryption() -> Iterator[None]:
+    """While it lasts, masked decryption in this process sends [[m]] re-randomised but without
+    its mask R (fedflow.kit.masking.add_mask replaced): the key holder decrypts m itself, and
+    a signed m < 0 decrypts near n, far outside the masked range [0, n/3)
+    (data.decrypted_bounds, judged from the key holder worker's report)."""
+    _require()
+    from fedcrypto import EncryptedVector
+    from fedflow.kit import masking
+
+    honest = masking.add_mask
+
+    def unmasked(vec: EncryptedVector, masks: list[int], executor: object) -> EncryptedVector:
+        return vec.obfuscate(executor=executor)  # type: ignore[arg-type]
+
+    masking.add_mask = unmasked
+    try:
+        yield
+    finally:
+        masking.add_mask = honest

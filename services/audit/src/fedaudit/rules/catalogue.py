@@ -112,6 +112,13 @@ _RULES = (
         "critical",
         "NaN or infinite values in a plaintext (aggregate, metric, score) array",
     ),
+    Rule(
+        "data.decrypted_bounds",
+        "data",
+        "critical",
+        "plaintexts a key holder decrypted for a peer that are NaN, infinite or outside the "
+        "agreed bound (reported by this party's worker)",
+    ),
     # algorithm flow
     Rule(
         "algorithm.undeclared",

@@ -9,9 +9,11 @@ of its job.
 - data.ciphertext_*: every ciphertext c of a ciphertext_vector in (0, n^2) for the key it is
   under (the decrypting party's when the rule names one, else some key of the component), != 1,
   coprime to every key's n, and never seen before in the job;
-- data.nonfinite: NaN or infinity in a floating-point array.
-Ciphertext and non-finite checks need the payload, so they run live only; the form and key
-checks run from the recorded facts too (post-hoc).
+- data.nonfinite: NaN or infinity in a floating-point array;
+- data.decrypted_bounds: a key holder's worker reporting (report.decrypt_check) plaintexts it
+  decrypted for a peer that were NaN, infinite or outside the agreed bound.
+Ciphertext and non-finite checks need the payload, so they run live only; the form, key and
+decrypted-bounds checks run from the recorded facts too (post-hoc).
 """
 
 from __future__ import annotations
@@ -275,5 +277,30 @@ def check_finite(obs: Observation, policy: AuditPolicy, component: str) -> list[
             "data.nonfinite",
             obs.sender,
             f"{obs.record['tag']!r} of {component}: {bad} NaN or infinite value(s)",
+        )
+    ]
+
+
+def check_decrypted(obs: Observation, policy: AuditPolicy) -> list[Finding]:
+    """A key holder's check of what it decrypted for a peer (report.decrypt_check, from this
+    party's worker): any NaN, infinite or out-of-bound plaintext is the peer's doing (it chose
+    the ciphertexts), so the finding names the peer."""
+    facts = obs.facts
+    if obs.sender != policy.party_id:
+        return []
+    nan, inf, out = (int(facts.get(k, 0)) for k in ("nan", "infinite", "out_of_bound"))
+    if not nan + inf + out:
+        return []
+    parts = [
+        f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite"), (out, "out of bound")) if n
+    ]
+    record = obs.record
+    return [
+        policy.finding(
+            "data.decrypted_bounds",
+            str(facts.get("peer", "")),
+            f"{facts.get('checked_tag')!r} of {record['component']} from party "
+            f"{facts.get('peer')} (iteration {record['iteration']}): of {facts.get('count')} "
+            f"plaintexts decrypted here, {', '.join(parts)} (bound: {facts.get('bound')})",
         )
     ]
