@@ -3,6 +3,7 @@ features), standalone (both parties in this process, every message signed and re
 
     python bench/secureboost/run.py                      # depth 3 and 5, 2 trees, 2048 bits
     python bench/secureboost/run.py --depths 3 --trees 1 --key-bits 1024
+    python bench/secureboost/run.py --depths 3 --trees 4 --tree-mode mix
 
 Runs reader -> hetero_secureboost -> hetero_secureboost_predict -> evaluation (the example
 tables' rows are already aligned, so no psi) with 32 bins. Reported per depth: seconds per
@@ -141,6 +142,7 @@ def run_depth(depth: int, args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": 0.3,
         "key_bits": args.key_bits,
         "insecure_short_keys": args.key_bits < 2048,
+        "tree_mode": args.tree_mode,
     }
     params = HeteroSecureBoostParams.model_validate(settings)
     options = RuntimeOptions(
@@ -161,6 +163,7 @@ def run_depth(depth: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "depth": depth,
         "trees": args.trees,
+        "tree_mode": args.tree_mode,
         "bins": args.bins,
         "key_bits": args.key_bits,
         "seconds_per_tree": round(train / args.trees, 2),
@@ -191,6 +194,7 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=2)
     parser.add_argument("--bins", type=int, default=32)
     parser.add_argument("--key-bits", type=int, default=2048)
+    parser.add_argument("--tree-mode", default="standard", help="standard, layered or mix")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prefetch-threads", type=int, default=2)
     parser.add_argument("--prefetch-nice", type=int, default=19, help="CPU priority (0..19)")

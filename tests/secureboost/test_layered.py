@@ -67,3 +67,35 @@ def test_a_layered_tree_deeper_on_the_hosts_than_the_tree_is_refused() -> None:
         HeteroSecureBoostParams.model_validate(
             {"tree_mode": "layered", "host_depth": 4, "max_depth": 3, **SHORT}
         )
+
+
+def test_mix_trees_alternate_guest_only_and_host_only_rounds_as_the_reference(
+    tmp_path: Path,
+) -> None:
+    # Prepare: 4 trees in mix mode (FATE's fast SecureBoost): rounds 0 and 2 the guest's,
+    # 1 and 3 the host's
+    settings = {"num_trees": 4, "max_depth": 2, "max_bin": 16, "tree_mode": "mix", **SHORT}
+    spec = pipeline(
+        [HOST], {"guest": "breast_hetero_guest", "host": "breast_hetero_host"}, settings
+    )
+
+    # Execute
+    result = run_pipeline(spec, {GUEST: EXAMPLE_DATA, HOST: EXAMPLE_DATA}, tmp_path)
+
+    # Assert: the reference's trees and scores, bit for bit; each tree splits on one party
+    params = HeteroSecureBoostParams.model_validate(settings)
+    reference, blocks = _reference(result, [(GUEST, "guest"), (HOST, "host")], params)
+    scores = result.output(GUEST, "guest", "predict_0", "data")
+    np.testing.assert_array_equal(scores.features[:, 0], reference.predict(blocks))
+    guest_model = model_of(result, GUEST, "guest", "boost_0")
+    for name in ("kind", "party", "weight", "missing_left"):
+        expected = np.stack([getattr(t, name) for t in reference.trees])
+        np.testing.assert_array_equal(guest_model.arrays[f"trees/{name}"], expected)
+    kind, party = guest_model.arrays["trees/kind"], guest_model.arrays["trees/party"]
+    split = kind == sbmath.SPLIT
+    assert all(np.any(split[t]) for t in range(4))
+    assert np.all(party[[0, 2]][split[[0, 2]]] == 0)
+    assert np.all(party[[1, 3]][split[[1, 3]]] == 1)
+    # gh was encrypted and sent for the host's two trees only (iteration = tree * max_depth)
+    gh = sorted(c.iteration for c in result.crossings if c.tag == "gh")
+    assert gh == [2, 6]

@@ -606,8 +606,11 @@ def transform(margins: Floats, params: HeteroSecureBoostParams) -> Floats:
 
 def host_levels(params: HeteroSecureBoostParams, tree: int) -> int:
     """How many levels (from the root) of tree `tree` the hosts take part in: none for the
-    first round's trees under complete_secure, host_depth in layered mode, else all."""
+    first round's trees under complete_secure and for the even rounds' in mix mode,
+    host_depth in layered mode, else all."""
     if params.complete_secure and tree < params.trees_per_round:
+        return 0
+    if params.tree_mode == "mix" and (tree // params.trees_per_round) % 2 == 0:
         return 0
     if params.tree_mode == "layered":
         return params.host_depth
@@ -711,14 +714,17 @@ def goss_rows(
 def allowed_features(
     widths: Sequence[int], params: HeteroSecureBoostParams, index: int
 ) -> list[NDArray[np.bool_]]:
-    """Each party's features tree `index` may use (complete_secure: the guest's only in the
-    first round)."""
+    """Each party's features tree `index` may use: the guest's only where the hosts take no
+    part (complete_secure's first round, mix mode's even rounds), the hosts' only in mix
+    mode's odd rounds."""
     out = [
         sampled_features(k, params.colsample, params.seed, index, party)
         for party, k in enumerate(widths)
     ]
-    if params.complete_secure and index < params.trees_per_round:
+    if host_levels(params, index) == 0:
         out = [out[0], *(np.zeros(k, dtype=np.bool_) for k in widths[1:])]
+    elif params.tree_mode == "mix":
+        out = [np.zeros_like(out[0]), *out[1:]]
     return out
 
 

@@ -16,7 +16,7 @@ MAX_DEPTH = 12
 MAX_BIN = 1024
 
 Objective = Literal["binary:logistic", "multi:softmax", "reg:squarederror"]
-TreeMode = Literal["standard", "layered"]
+TreeMode = Literal["standard", "layered", "mix"]
 
 
 class HeteroSecureBoostParams(ComponentParams):
@@ -56,9 +56,11 @@ class HeteroSecureBoostParams(ComponentParams):
     """FATE's complete-secure mode: the first tree uses the guest's features only, so its
     leaves (which every later tree's gradients depend on) never reflect a host split."""
     tree_mode: TreeMode = "standard"
-    """FATE's fast SecureBoost, layered mode: the top `host_depth` levels of every tree split
+    """FATE's fast SecureBoost. "layered": the top `host_depth` levels of every tree split
     on the hosts' features only, the levels below on the guest's only (the hosts build no
-    histograms there and never learn those nodes' rows). "standard": every level, every
+    histograms there and never learn those nodes' rows). "mix": whole rounds alternate, the
+    even ones (0, 2, ...) on the guest's features only (nothing encrypted or sent: the hosts
+    sit them out), the odd ones on the hosts' features only. "standard": every level, every
     party's features."""
     host_depth: int = Field(default=1, ge=1, le=MAX_DEPTH)
     """layered: the levels on the hosts' features (at most max_depth; the guest's: the rest)."""
