@@ -1,4 +1,5 @@
-"""homo_nn's Learner: the MLP (math.py) over homo_lr's secure-aggregation rounds."""
+"""homo_nn's Learners over homo_lr's secure-aggregation rounds: the built-in MLP in numpy
+(math.py), or a PyTorch module named by the params' `model` (torch_learner.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from fedflow.components.homo_lr import math as hmath
 from fedflow.components.homo_lr.aggregator import guest as lr_guest
 from fedflow.components.homo_lr.aggregator import train as lr_aggregate
 from fedflow.components.homo_lr.client import train as lr_client
+from fedflow.components.homo_lr.learner import Learner
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.components.homo_nn import math as nmath
 from fedflow.components.homo_nn.params import HomoNnParams
+from fedflow.components.homo_nn.torch_learner import TorchLearner, factory_of
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -63,13 +66,25 @@ class Mlp:
 MLP = Mlp()
 
 
+def learner_for(ctx: ComponentContext) -> Learner:
+    """The built-in network, or the params' PyTorch module; built here, before the role sends
+    anything, so that a party without torch (or without the module) fails at once, naming
+    itself (torch_learner.TorchMissing, ModelError)."""
+    params = ctx.params_as(HomoNnParams)
+    if params.model is None:
+        return MLP
+    where = f"at party {ctx.party_id}"
+    factory_of(params.model, where)  # imports torch and the module's code, or refuses
+    return TorchLearner(params.model, where=where)
+
+
 def guest(ctx: ComponentContext) -> Mapping[str, Table]:
-    return lr_guest(ctx, MLP)
+    return lr_guest(ctx, learner_for(ctx))
 
 
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
-    return lr_client(ctx, MLP)
+    return lr_client(ctx, learner_for(ctx))
 
 
 def arbiter(ctx: ComponentContext) -> Mapping[str, Table]:
-    return lr_aggregate(ctx, MLP)
+    return lr_aggregate(ctx, learner_for(ctx))

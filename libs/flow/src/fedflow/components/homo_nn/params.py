@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from pydantic import Field
 
 from fedflow.components.base import ComponentParams
 from fedflow.components.homo_lr.params import HomoLrParams
+
+MODEL_PATH: Final = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+"""An import path `package.module:callable`."""
 
 
 class HomoNnParams(HomoLrParams):
@@ -13,8 +18,19 @@ class HomoNnParams(HomoLrParams):
     dropouts) plus the network's shape."""
 
     hidden_units: int = Field(default=16, ge=1, le=4096)
-    """Units of the one hidden layer (tanh); the output is one logistic unit."""
+    """Units of the built-in network's one hidden layer (tanh); the output is one logistic
+    unit. Not used with `model`."""
+    model: str | None = Field(default=None, max_length=200, pattern=MODEL_PATH)
+    """A PyTorch module instead of the built-in numpy network: `package.module:factory`, where
+    factory(features: int) returns a torch.nn.Module mapping a (rows, features) float tensor to
+    one logit per row. Needs torch at every party (the extra fedmq-flow[torch]); the module's
+    code must be importable on every party's worker, and importing it runs it: a party that
+    runs only its own choice of code lists the params others may set (policy
+    initiator_may_set) without `model` (docs/homo_nn.md)."""
 
 
 class HomoNnPredictParams(ComponentParams):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    model: str | None = Field(default=None, max_length=200, pattern=MODEL_PATH)
+    """The PyTorch module's import path the training used (a model table of a PyTorch module
+    needs it; the built-in network's does not)."""
