@@ -227,6 +227,8 @@ def test_switch_and_rollback_move_between_versions_and_every_action_is_recorded(
     ]
     published = [e for e in ok(guest, "events")["data"] if e["action"] == "publish"]
     assert [e["version"] for e in published] == [1, 2]
+    # every event of a model version names the job that trained it
+    assert [e["detail"]["job_id"] for e in events + published] == [JOB] * 7
     assert json.dumps(events)  # plain JSON for the API
 
 

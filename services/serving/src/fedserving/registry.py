@@ -172,6 +172,18 @@ class Registry:
         version: int | None = None,
         **detail: Any,
     ) -> None:
+        if "job_id" not in detail and model_name and version is not None:
+            # Which training job the model version came from, in every event that names one
+            # (bind, switch, canary...: not only the publish), so the serving log ties back
+            # to the job's own audit records.
+            c = models_table.c
+            detail["job_id"] = conn.execute(
+                sa.select(c.job_id).where(
+                    c.owner_party == detail.get("owner_party", self.party_id),
+                    c.name == model_name,
+                    c.version == version,
+                )
+            ).scalar()
         conn.execute(
             events_table.insert().values(
                 at=now(),
@@ -313,14 +325,14 @@ class Registry:
                         f"model {name} version {version} is bound to service "
                         f"{using.service_id}: unbind or switch it first",
                     )
-            done = conn.execute(
-                sa.delete(models_table).where(
-                    c.owner_party == owner, c.name == name, c.version == version
-                )
-            )
+            which = (c.owner_party == owner, c.name == name, c.version == version)
+            job_id = conn.execute(sa.select(c.job_id).where(*which)).scalar()
+            done = conn.execute(sa.delete(models_table).where(*which))
             if done.rowcount != 1:
                 raise RegistryError(404, f"no model {name} version {version} of party {owner}")
-            self._event(conn, "delete", model_name=name, version=version, owner_party=owner)
+            self._event(
+                conn, "delete", model_name=name, version=version, owner_party=owner, job_id=job_id
+            )
 
     # -- services -------------------------------------------------------------------------
 
