@@ -1,20 +1,20 @@
-"""homo_nn / homo_nn_predict: a horizontal neural network (one tanh hidden layer, a logistic
-output) in numpy, over homo_lr's secure-aggregation rounds.
+"""homo_nn / homo_nn_predict: a horizontal neural network over homo_lr's secure-aggregation
+rounds: the built-in network in numpy (one tanh hidden layer, a logistic output), or a PyTorch
+module named in the params by import path (`model`; torch is the optional extra
+fedmq-flow[torch], and a party without it refuses the task, saying so).
 
 The network is a `Learner` (fedflow.components.homo_lr.learner) run by homo_lr's client and
 aggregator code: the same roles (clients: guest and hosts; the aggregator: the arbiter when the
 pipeline names one, else the guest), messages (homo_lr's protocol under this component type),
 Bonawitz secure aggregation with dropout recovery, bad-update sit-outs, checkpoints and resume,
-FedProx, FedAdam/FedYogi and min_summed_updates. Only the parameter vector differs: the network's
-weights (math.py gives the layout) instead of the logistic regression's.
+FedProx, FedAdam/FedYogi, differential privacy and min_summed_updates. Only the parameter vector
+differs: the network's weights (math.py, or the module's flattened parameters) instead of the
+logistic regression's.
 
-Why numpy and not PyTorch (docs/homo_nn.md): this project's machines and CI reach PyPI only,
-whose Linux torch wheel pulls the CUDA libraries (GBs); the CPU-only wheels live on another
-index that is not reachable here.
-
-Layout: this `__init__` (declarations, light), params.py, math.py (numpy only: the network,
-backpropagation and the plaintext references), learner.py (the Learner and the role entry
-points), predict.py.
+Layout: this `__init__` (declarations, light: no numpy, no torch), params.py, math.py (numpy
+only: the built-in network, backpropagation and the plaintext references), torch_learner.py
+(the PyTorch backend; torch imported only there, only when a pipeline names a module),
+learner.py (picks the Learner; the role entry points), predict.py.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ HOMO_NN_PROTOCOL = secagg_protocol("homo_nn", "network (weights and biases of bo
 HOMO_NN = ComponentDescriptor(
     name="homo_nn",
     description=(
-        "horizontal neural network (one hidden layer, numpy): FedAvg over secure aggregation "
-        "(the arbiter aggregates when the pipeline names one, else the guest)"
+        "horizontal neural network (a built-in one-hidden-layer network in numpy, or a PyTorch "
+        "module by import path): FedAvg over secure aggregation (the arbiter aggregates when "
+        "the pipeline names one, else the guest)"
     ),
     entry={
         "guest": "fedflow.components.homo_nn.learner:guest",
