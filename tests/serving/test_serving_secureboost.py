@@ -178,3 +178,36 @@ def test_a_secureboost_model_refuses_guest_only_and_answers_a_missing_id_with_40
     # The trees do not fit a hetero_lr request shape: a feature missing is 422 as for LR
     del row["features"][next(iter(row["features"]))]
     assert refused(served.guest, "predict", service_id="b2", rows=[row])[0] == 422
+
+
+def test_secureboost_requests_sent_as_one_message_share_the_host_call(served: Served) -> None:
+    # Prepare: a bound model; six rows and an id the host lacks, as the gateway coalesces them
+    result = served.result
+    ok(served.guest, "model_publish", job_id=result.job_id, name="boost3", component="boost_0")
+    ok(served.guest, "service_bind", service_id="b3", name="boost3", version=1)
+    rows = guest_requests(result.output(GUEST, "guest", "psi_0", "data"))[:6]
+    offline = result.output(GUEST, "guest", "predict_0", "data")
+    want = dict(
+        zip(
+            [str(i) for i in offline.ids.tolist()],
+            offline.features[:, offline.feature_names.index("score")].tolist(),
+            strict=True,
+        )
+    )
+    asked = [*rows, {**rows[0], "id": "not-an-id"}]
+    served.host_answers.clear()
+
+    # Execute
+    answers = ok(
+        served.guest,
+        "predict_many",
+        service_id="b3",
+        requests=[{"rows": [row], "caller": "c"} for row in asked],
+    )["answers"]
+
+    # Assert: each its own offline score; the missing id refused alone; two host calls (all
+    # seven, refused naming the id; the six others) instead of seven
+    for row, answer in zip(rows, answers, strict=False):
+        assert abs(answer["data"]["results"][0]["score"] - want[row["id"]]) <= 1e-9
+    assert answers[6]["status"] == 404 and "'not-an-id'" in answers[6]["error"]
+    assert [a.get("status") for a in served.host_answers] == [404, None]
