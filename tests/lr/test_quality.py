@@ -1,6 +1,7 @@
-"""hetero_lr on breast (1024-bit keys): train AUC within 0.005 of scikit-learn's
-LogisticRegression on the joined table with the same L2 penalty, and above the guest-only
-model; the predict component's scores are the joined model's."""
+"""hetero_lr on breast (the example pipeline, 512-bit test keys): train AUC within 0.002 of
+scikit-learn's LogisticRegression on the joined table with the same L2 penalty (issue #17's
+bound, met by the default protocol's separable sigmoid and by reveal_host_scores' exact one),
+and above the guest-only model; the predict component's scores are the joined model's."""
 
 from __future__ import annotations
 
@@ -24,15 +25,13 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("reveal", [False, True], ids=["default", "reveal_host_scores"])
-def test_breast_train_auc_is_within_0_005_of_centralized_and_above_guest_only(
+def test_breast_train_auc_is_within_0_002_of_centralized_and_above_guest_only(
     tmp_path: Path, reveal: bool
 ) -> None:
     # Prepare: the example pipeline, with short keys for the test
     spec = yaml.safe_load(PIPELINE.read_text())
     (lr,) = [c for c in spec["components"] if c["type"] == "hetero_lr"]
-    lr["params"]["common"].update(
-        key_bits=1024, insecure_short_keys=True, reveal_host_scores=reveal
-    )
+    lr["params"]["common"].update(key_bits=512, insecure_short_keys=True, reveal_host_scores=reveal)
     alpha = lr["params"]["common"]["alpha"]
     guest, host = breast()
     assert guest.labels is not None
@@ -53,7 +52,7 @@ def test_breast_train_auc_is_within_0_005_of_centralized_and_above_guest_only(
     federated_auc = result.metric("eval_0", "auc")
     print(f"federated {federated_auc:.5f} central {central_auc:.5f} guest-only {guest_auc:.5f}")
     gap = abs(federated_auc - central_auc)
-    assert gap <= 0.005
+    assert gap <= 0.002
     assert federated_auc > guest_auc
     # Each party's model part names only its own features
     guest_model = result.output(GUEST, "guest", "hetero_lr_0", "model")

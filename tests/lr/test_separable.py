@@ -1,9 +1,11 @@
-"""hetero_lr with sigmoid: separable. The federated weights equal the plaintext reference of
-the same approximation on the joined table (1e-6), so the reference's train AUC is the
-protocol's: on default_credit (the example pipeline's settings) and breast (its example's)
-it is within 0.002 of scikit-learn's LogisticRegression with the same L2, where the Taylor
-sigmoid is not on default_credit (measured beside it, and asserted, so that the test would
-notice the baseline moving)."""
+"""hetero_lr's default sigmoid (`auto`: the separable fit with one host). The federated weights
+of a pipeline that names no sigmoid equal the plaintext reference of the separable
+approximation on the joined table (1e-6), so the reference's train AUC is the protocol's: on
+default_credit (the example pipeline's settings) and breast (its example's) the default is
+within 0.002 of scikit-learn's LogisticRegression with the same L2, where the Taylor sigmoid
+(`sigmoid: taylor`) is not (measured beside it, and asserted, so that the test would notice
+the baseline moving). With several hosts `auto` is the Taylor line (test_several_hosts.py
+trains two hosts with the default), and `separable` named with two hosts is refused."""
 
 from __future__ import annotations
 
@@ -15,14 +17,30 @@ import pytest
 from fedflow.components.evaluation.math import binary_metrics
 from fedflow.components.hetero_lr.math import (
     reference_sgd,
+    resolve_sigmoid,
     separable_sigmoid,
     sigmoid,
     with_intercept,
 )
-from fedflow.tables import read_table
+from fedflow.components.hetero_lr.params import HeteroLrParams
+from fedflow.standalone import LocalWorld
+from fedflow.tables import Table, read_table
 from sklearn.linear_model import LogisticRegression
 
-from tests.lr.conftest import EXAMPLE_DATA, SHORT_KEY_PARAMS, synthetic, trained, weights
+from tests.lr.conftest import (
+    EXAMPLE_DATA,
+    GUEST,
+    HOST,
+    SHORT_KEY_PARAMS,
+    Running,
+    start,
+    synthetic,
+    trained,
+    weights,
+)
+
+DEFAULT_SIGMOID = {k: v for k, v in SHORT_KEY_PARAMS.items() if k != "sigmoid"}
+"""The protocol tests' params without `sigmoid`: the default protocol."""
 
 
 def test_the_separable_sigmoid_is_close_where_scores_lie() -> None:
@@ -39,10 +57,23 @@ def test_the_separable_sigmoid_is_close_where_scores_lie() -> None:
     assert np.abs(taylor - exact).max() > 0.4
 
 
-def test_federated_weights_equal_the_plaintext_separable_reference(tmp_path: Path) -> None:
-    # Prepare
+def test_the_default_sigmoid_is_separable_with_one_host_and_taylor_with_several() -> None:
+    assert HeteroLrParams().sigmoid == "auto"
+    assert [resolve_sigmoid("auto", hosts) for hosts in (1, 2, 16)] == [
+        "separable",
+        "taylor",
+        "taylor",
+    ]
+    assert resolve_sigmoid("taylor", 1) == "taylor"
+    assert resolve_sigmoid("separable", 1) == "separable"
+
+
+def test_federated_default_weights_equal_the_plaintext_separable_reference(
+    tmp_path: Path,
+) -> None:
+    # Prepare: no sigmoid named, the default protocol
     guest, host = synthetic(200, 3, 4, seed=5)
-    params = {**SHORT_KEY_PARAMS, "sigmoid": "separable", "learning_rate": 0.5}
+    params = {**DEFAULT_SIGMOID, "learning_rate": 0.5}
 
     # Execute
     with trained(tmp_path, "job-sep", guest, host, params) as world:
@@ -50,11 +81,58 @@ def test_federated_weights_equal_the_plaintext_separable_reference(tmp_path: Pat
 
     # Assert
     assert guest.labels is not None
-    expected_g, expected_h, _ = reference_sgd(guest.features, host.features, guest.labels, params)
+    separable = {**params, "sigmoid": "separable"}
+    expected_g, expected_h, _ = reference_sgd(
+        guest.features, host.features, guest.labels, separable
+    )
     np.testing.assert_allclose(wg, expected_g, rtol=0, atol=1e-6)
     np.testing.assert_allclose(wh, expected_h, rtol=0, atol=1e-6)
-    taylor_g, _, _ = reference_sgd(guest.features, host.features, guest.labels, SHORT_KEY_PARAMS)
+    taylor = {**params, "sigmoid": "taylor"}
+    taylor_g, _, _ = reference_sgd(guest.features, host.features, guest.labels, taylor)
     assert np.abs(expected_g - taylor_g).max() > 1e-3  # it is not the Taylor protocol
+
+
+def _split(host: Table, columns: slice) -> Table:
+    return Table(host.ids, host.features[:, columns], host.feature_names[columns], None)
+
+
+def test_separable_named_with_two_hosts_is_refused_at_every_party(tmp_path: Path) -> None:
+    # Prepare
+    guest, host = synthetic(200, 3, 4, seed=5)
+    host2 = "10001"
+    parties = {"guest": [GUEST], "host": [HOST, host2]}
+    tables = {
+        GUEST: ("guest", guest),
+        HOST: ("host", _split(host, slice(0, 2))),
+        host2: ("host", _split(host, slice(2, 4))),
+    }
+    params = {**SHORT_KEY_PARAMS, "sigmoid": "separable"}
+
+    # Execute
+    with LocalWorld([GUEST, HOST, host2], tmp_path / "w") as world:
+        runs: dict[str, Running] = {}
+        for party, (role, table) in tables.items():
+            world.parties[party].runtime.artifacts.put(
+                "job-2h", "src", party, role, "data", table, 0
+            )
+            spec = world.parties[party].task(
+                "job-2h",
+                "lr_0",
+                "hetero_lr",
+                role,
+                parties,
+                params=params,
+                inputs={"data": "src.data"},
+            )
+            runs[party] = start(world, spec)
+        for running in runs.values():
+            running.join()
+
+    # Assert: each party refuses before training, naming the setting and the way out
+    for party, running in runs.items():
+        error = " ".join(str(e) for e in running.error)
+        assert "sigmoid separable takes exactly one host (2 given" in error, (party, error)
+        assert "sigmoid auto, the default, uses taylor with several hosts" in error
 
 
 CREDIT: dict[str, Any] = {
@@ -74,12 +152,9 @@ BREAST: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(
-    ("name", "params", "taylor_within"),
-    [("default_credit", CREDIT, False), ("breast", BREAST, None)],
-)
-def test_the_train_auc_gap_to_sklearn_is_at_most_0_002(
-    name: str, params: dict[str, Any], taylor_within: bool | None
+@pytest.mark.parametrize(("name", "params"), [("default_credit", CREDIT), ("breast", BREAST)])
+def test_the_default_train_auc_gap_to_sklearn_is_at_most_0_002(
+    name: str, params: dict[str, Any]
 ) -> None:
     # Prepare
     guest = read_table(EXAMPLE_DATA / f"{name}_hetero_guest.csv")
@@ -95,18 +170,16 @@ def test_the_train_auc_gap_to_sklearn_is_at_most_0_002(
 
     central = auc(model.decision_function(joined))
 
-    # Execute
+    # Execute: the default (no sigmoid named) and sigmoid: taylor
     gaps = {}
-    for approximation in ("taylor", "separable"):
-        wg, wh, _ = reference_sgd(
-            guest.features, host.features, y, {**params, "sigmoid": approximation}
-        )
+    for approximation in ("default", "taylor"):
+        chosen = params if approximation == "default" else {**params, "sigmoid": approximation}
+        wg, wh, _ = reference_sgd(guest.features, host.features, y, chosen)
         gaps[approximation] = central - auc(
             with_intercept(guest.features) @ wg + host.features @ wh
         )
 
     # Assert
     print(f"{name}: sklearn {central:.5f}, gaps {gaps}")
-    assert abs(gaps["separable"]) <= 0.002
-    if taylor_within is False:
-        assert gaps["taylor"] > 0.002
+    assert abs(gaps["default"]) <= 0.002
+    assert gaps["taylor"] > 0.002

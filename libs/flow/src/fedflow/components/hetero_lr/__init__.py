@@ -5,10 +5,10 @@ holds other features X_h of the same rows (aligned by an upstream psi). Each par
 Paillier key pair; there is no third party. docs/hetero_lr.md states the protocol, what each
 party learns per iteration and why the minimum batch size is what it is.
 
-Training uses the Taylor approximation sigma(z) ~ 0.5 + z / 4 (z = u_g + u_h, u = X w), so the
-residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y (u_h: the sum over hosts). Per
-mini-batch (the same rows at every party: the permutation of epoch e is drawn from (seed, e)),
-iteration t:
+The exchange is shown with the Taylor approximation sigma(z) ~ 0.5 + z / 4 (z = u_g + u_h,
+u = X w), whose residual is d = v + u_h / 4 with v = u_g / 4 + 0.5 - y (u_h: the sum over
+hosts). Per mini-batch (the same rows at every party: the permutation of epoch e is drawn from
+(seed, e)), iteration t:
 
   order 1  guest -> host   residual              [[v]]_G                 (b, c) ciphertexts
   order 1  host  -> guest  host_scores           [[u_h]]_H               (b, c)
@@ -25,12 +25,15 @@ adds theirs to [[v]]_G, so its residual covers every host's scores; and sends th
 [[sum over the others of u_h . u_h' / 4]]_G (`host_cross`, order 2), the cross term of the loss.
 The guest runs the exchange above with each host under that host's key.
 
-Options (docs/hetero_lr.md): `sigmoid: separable` replaces the Taylor line by sigmoid(u_g +
-u_h) ~ a_0(u_g) + sum_j a_j(u_g) b_j(u_h) (the residual and host_scores messages then carry
-3 stacked vectors; one host only); `multi_class: true` trains one-vs-rest, class after class,
-with global iteration ids; a `validate_data` input makes each host send its partial scores of
-the validation rows after each epoch (`validate_scores`), for the guest's validate_loss and
-early stopping (`patience`, `min_delta`), whose best epoch every party keeps.
+The sigmoid (docs/hetero_lr.md): `sigmoid: auto`, the default, uses with ONE host the
+separable fit sigmoid(u_g + u_h) ~ a_0(u_g) + sum_j a_j(u_g) b_j(u_h) instead of the Taylor
+line (the residual and host_scores messages then carry 3 stacked vectors; the same views as
+below), and the Taylor line with several hosts; `sigmoid: taylor` or `separable` pins one.
+
+Options: `multi_class: true` trains one-vs-rest, class after class, with global iteration
+ids; a `validate_data` input makes each host send its partial scores of the validation rows
+after each epoch (`validate_scores`), for the guest's validate_loss and early stopping
+(`patience`, `min_delta`), whose best epoch every party keeps.
 
 Prediction (hetero_lr_predict), once per host:
 

@@ -151,12 +151,17 @@ def _train(
     if validation is not None:
         x_val = lrmath.with_intercept(session.features(validation))
         ctx.federation.bind_dims(v=validation.rows)
-    if params.sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
-        raise ValueError(f"{objective.name}: sigmoid separable takes exactly one host")
+    sigmoid = lrmath.resolve_sigmoid(params.sigmoid, len(hosts))
+    if sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
+        raise ValueError(
+            f"{objective.name}: sigmoid separable takes exactly one host ({len(hosts)} given; "
+            "sigmoid auto, the default, uses taylor with several hosts)"
+        )
+    separable = sigmoid == "separable" and not params.reveal_host_scores
     # One encryption under our key per row of a batch (the residual), in either mode; the
     # separable sigmoid encrypts rank + 1 per row.
     largest = lrmath.largest_batch(rows_total, params.batch_size)
-    if params.sigmoid == "separable" and not params.reveal_host_scores:
+    if separable:
         largest *= lrmath.SEPARABLE_RANK + 1
     he.start_prefetch(background, largest, total - run.start)
     done = run.start
@@ -181,7 +186,7 @@ def _train(
         u_g = xb @ run.weights
         if params.reveal_host_scores:
             gradient, batch_loss = _revealed(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
-        elif params.sigmoid == "separable":
+        elif separable:
             gradient, batch_loss = _separable(run, t, hosts[0], xb, yb, u_g, k_hosts, total - t - 1)
         else:
             gradient, batch_loss = _taylor(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
@@ -246,7 +251,8 @@ def _validate(
     suffix: str,
 ) -> tuple[bool, bool]:
     """After an epoch: the validation rows' scores (the hosts' partial scores of those rows
-    arrive in plaintext), their log loss and AUC as metrics; (whether this epoch is the best
+    arrive in plaintext), their loss (hetero_lr: log loss and AUC; hetero_linr: half mean
+    squared error and RMSE) as metrics; (whether this epoch is the best
     so far, whether validation early stopping ends the run or class)."""
     ctx, params = run.ctx, run.params
     z = x_val @ run.weights
@@ -257,9 +263,11 @@ def _validate(
                 f"{run.objective.name}: validate_scores from {host} is not ({len(z)},)"
             )
         z = z + np.asarray(got.array, dtype=np.float64)
-    loss = lrmath.mean_log_loss(y_val, z)
+    loss = run.objective.validate_loss(y_val, z)
     ctx.metrics.log("validate_loss" + suffix, loss, epoch)
-    if 0 < y_val.sum() < len(y_val):
+    if run.objective is lrmath.SQUARED:
+        ctx.metrics.log("validate_rmse", float(np.sqrt(2.0 * loss)), epoch)
+    elif 0 < y_val.sum() < len(y_val):
         auc = binary_metrics(y_val == 1.0, z, threshold=0.0, curve_points=2).auc
         ctx.metrics.log("validate_auc" + suffix, auc, epoch)
     patience = lrmath.Patience.restore(run.extra.get("patience"), params.patience, params.min_delta)

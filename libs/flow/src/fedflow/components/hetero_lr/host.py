@@ -83,11 +83,16 @@ def _train(
     per_class = params.epochs * per_epoch
     total = max(classes, 1) * per_class
     x_val = None if validation is None else session.features(validation)
-    if params.sigmoid == "separable" and others:
-        raise ValueError(f"{run.objective.name}: sigmoid separable takes exactly one host")
+    sigmoid = lrmath.resolve_sigmoid(params.sigmoid, 1 + len(others))
+    if sigmoid == "separable" and others:
+        raise ValueError(
+            f"{run.objective.name}: sigmoid separable takes exactly one host "
+            f"({1 + len(others)} given; sigmoid auto, the default, uses taylor with several hosts)"
+        )
+    separable = sigmoid == "separable" and not params.reveal_host_scores
     if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
         largest = lrmath.largest_batch(rows_total, params.batch_size)
-        if params.sigmoid == "separable":
+        if separable:
             largest *= lrmath.SEPARABLE_RANK + 1
         he.start_prefetch(background, largest, total - run.start)
     done = run.start
@@ -99,7 +104,7 @@ def _train(
         u_h = xb @ run.weights
         if params.reveal_host_scores:
             gradient = _revealed(run, t, guest, xb, u_h)
-        elif params.sigmoid == "separable":
+        elif separable:
             gradient = _separable(run, t, guest, xb, u_h, total - t - 1)
         else:
             gradient = _taylor(run, t, guest, others, xb, u_h, total - t - 1)

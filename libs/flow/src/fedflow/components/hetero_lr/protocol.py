@@ -138,7 +138,8 @@ def training_protocol(
 
 HETERO_LR_PROTOCOL = training_protocol(
     "hetero_lr",
-    "vertical LR, Taylor sigmoid, two Paillier keys, integer masks, no arbiter",
+    "vertical LR, separable sigmoid with one host (Taylor with several, or sigmoid: taylor), "
+    "two Paillier keys, integer masks, no arbiter",
     residual="[[u_g/4 + 0.5 - y]], guest key (sigmoid separable: [[a_0 - y; a_1; a_2]])",
     peer_scores="several hosts: [[u_h / 4]] under the guest key, to the other hosts",
     host_cross="several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key",
