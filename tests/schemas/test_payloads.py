@@ -26,7 +26,7 @@ from fedschemas import (
     new_envelope,
     payload_type,
 )
-from fedschemas.audit_payloads import AuditCheckpoint, DecryptCheck
+from fedschemas.audit_payloads import AuditCheckpoint, ColumnStat, ColumnStats, DecryptCheck
 from fedschemas.payloads import (
     AuditStop,
     CryptoJob,
@@ -191,6 +191,18 @@ EXAMPLES: dict[str, Payload] = {
         count=20,
         out_of_bound=1,
         bound="masked plaintext in [0, n/3) of a 2048-bit key",
+    ),
+    "report.column_stats": ColumnStats(
+        job_id="job-1",
+        component="reader_0",
+        attempt=0,
+        party_id="9999",
+        table="breast_hetero_guest",
+        rows=569,
+        columns=[
+            ColumnStat(name="x0", null_share=0.0, min=-2.5, max=3.1),
+            ColumnStat(name="x1", null_share=1.0),
+        ],
     ),
     "audit.checkpoint": AuditCheckpoint(
         party_id="9999",

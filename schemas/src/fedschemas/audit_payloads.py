@@ -12,8 +12,8 @@ from typing import Annotated, Final
 
 from pydantic import Field
 
-from fedschemas.base import PartyId, Payload
-from fedschemas.payloads import Attempt, ComponentName, JobId
+from fedschemas.base import PartyId, Payload, WireModel
+from fedschemas.payloads import NAME_PATTERN, Attempt, ComponentName, JobId
 
 SIGNATURE_PATTERN: Final = r"^[0-9a-f]{128}$"
 """An Ed25519 signature as 128 lower-case hex digits."""
@@ -41,6 +41,8 @@ class AuditCheckpoint(Payload):
 
 
 Count = Annotated[int, Field(ge=0)]
+MAX_PROFILED_COLUMNS: Final = 5_000
+"""Columns one report.column_stats carries at most (a wider table reports its first ones)."""
 
 
 class DecryptCheck(Payload):
@@ -67,3 +69,28 @@ class DecryptCheck(Payload):
     out_of_bound: Count = 0
     bound: Annotated[str, Field(max_length=256)]
     """The bound as the check applied it, in words (e.g. "masked residue in [0, n/3]")."""
+
+
+class ColumnStat(WireModel):
+    """One feature column as read: its share of missing values and its range (None when every
+    value is missing)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    null_share: Annotated[float, Field(ge=0.0, le=1.0)]
+    min: float | None = None
+    max: float | None = None
+
+
+class ColumnStats(Payload):
+    """report.column_stats: a worker tells its own party's audit what a table it read for a
+    job holds, column by column (party-local, on svc.audit.reports; never relayed, never a row
+    value: a missing share and a range per column). The audit compares it with the table's
+    recorded profile (data.profile_drift, docs/audit.md)."""
+
+    job_id: JobId
+    component: ComponentName
+    attempt: Attempt
+    party_id: PartyId
+    table: Annotated[str, Field(pattern=NAME_PATTERN)]
+    rows: Count
+    columns: Annotated[list[ColumnStat], Field(max_length=MAX_PROFILED_COLUMNS)]

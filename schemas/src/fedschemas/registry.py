@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from fedschemas.audit_payloads import AuditCheckpoint, DecryptCheck
+from fedschemas.audit_payloads import AuditCheckpoint, ColumnStats, DecryptCheck
 from fedschemas.base import Payload
 from fedschemas.payloads import (
     AuditStop,
@@ -84,6 +84,7 @@ _MESSAGE_TYPES: dict[str, type[Payload]] = {
     "control.audit_stop": AuditStop,
     "audit.checkpoint": AuditCheckpoint,
     "report.decrypt_check": DecryptCheck,
+    "report.column_stats": ColumnStats,
     "serving.event": ServingEvent,
 }
 

@@ -39,7 +39,8 @@ AUDIT: Final = "svc.audit"
 """The audit service's inbox (audit.* from peers)."""
 AUDIT_REPORTS: Final = "svc.audit.reports"
 """What the party's own workers report to its audit service (report.*: checks of decrypted
-plaintexts; party-local, never relayed: docs/audit.md)."""
+plaintexts, the column statistics of the tables they read; party-local, never relayed:
+docs/audit.md)."""
 AUDIT_RPC: Final = "svc.audit.rpc"
 """Request/reply between the REST API or CLI and the audit service (its read models, JSON;
 party-local, never relayed: docs/audit.md)."""
