@@ -14,11 +14,14 @@ and in standalone mode; only what fills the context differs.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+import numpy as np
+from fedschemas.audit_payloads import MAX_PROFILED_COLUMNS, ColumnStat, ColumnStats
 from pydantic import BaseModel
 
 from fedflow.artifacts import Artifact, ModelArtifact
@@ -29,6 +32,29 @@ from fedflow.metrics import MetricsWriter
 from fedflow.tables import Table, TableError, TableStore
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def column_stats(table: Table) -> list[ColumnStat]:
+    """Each feature column's share of missing values (NaN) and its range over the values
+    present (None for a column with none; an infinite bound is left out as None too). The
+    first MAX_PROFILED_COLUMNS columns of a wider table."""
+    features = table.features[:, :MAX_PROFILED_COLUMNS]
+    rows = features.shape[0]
+    missing = np.isnan(features).sum(axis=0)
+    present = features.shape[0] - missing
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: nanmin warns
+        lows, highs = np.nanmin(features, axis=0), np.nanmax(features, axis=0)
+    return [
+        ColumnStat(
+            name=name[:256] or "?",
+            null_share=float(missing[i]) / rows if rows else 0.0,
+            min=float(lows[i]) if present[i] and np.isfinite(lows[i]) else None,
+            max=float(highs[i]) if present[i] and np.isfinite(highs[i]) else None,
+        )
+        for i, name in enumerate(table.feature_names[:MAX_PROFILED_COLUMNS])
+    ]
+
 
 LOWEST_NICE: Final = 19
 """The lowest CPU priority on Linux (nice 19)."""
@@ -110,7 +136,21 @@ class ComponentContext:
             raise TableError(f"{self.component}: no table store at party {self.party_id}")
         if self.tables.get(name) is None:
             raise TableError(f"party {self.party_id} has no table {name!r}")
-        return self.tables.read(name)
+        table = self.tables.read(name)
+        # What was read, column by column, for this party's own audit (data.profile_drift).
+        self.federation.report(
+            ColumnStats(
+                job_id=self.job_id,
+                component=self.component,
+                attempt=self.attempt,
+                party_id=self.party_id,
+                table=name,
+                rows=table.rows,
+                columns=column_stats(table),
+            ),
+            tag=f"column_stats.{name}",
+        )
+        return table
 
     def secret(
         self,
