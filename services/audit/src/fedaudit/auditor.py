@@ -86,6 +86,9 @@ class Auditor:
     def __init__(self, policy: AuditPolicy) -> None:
         self.policy = policy
         self.jobs: dict[str, JobView] = {}
+        self.profiles: dict[str, data.TableProfile] = {}
+        """Table -> its recorded profile: the column statistics of its first audited read
+        (data.profile_drift compares later reads with it)."""
 
     def view(self, job_id: str) -> JobView:
         view = self.jobs.get(job_id)
@@ -146,6 +149,8 @@ class Auditor:
             found += self._federation(obs, view)
         elif kind == "report.decrypt_check":
             found += data.check_decrypted(obs, self.policy)
+        elif kind == "report.column_stats":
+            found += data.check_profile(obs, self.profiles, self.policy)
         return found
 
     def _federation(self, obs: Observation, view: JobView) -> list[Finding]:

@@ -13,7 +13,7 @@ import hashlib
 from typing import Any
 
 from fedschemas import MESSAGE_TYPES, Envelope, FederationData, Payload
-from fedschemas.audit_payloads import DecryptCheck
+from fedschemas.audit_payloads import ColumnStats, DecryptCheck
 from fedschemas.payloads import JobPropose, JobStatus, JobTaskReport, TaskRun, TaskStatus
 from fedschemas.registry import SUPERSEDED
 from fedschemas.serving_payloads import ServingEvent
@@ -102,6 +102,14 @@ def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
             infinite=payload.infinite,
             out_of_bound=payload.out_of_bound,
             bound=payload.bound,
+        )
+    elif isinstance(payload, ColumnStats):
+        # The party's own audit only (this record never crosses): per column its missing
+        # share and range, [name, null_share, min, max]; no row value.
+        facts.update(
+            table=payload.table,
+            rows=payload.rows,
+            columns=[[c.name, c.null_share, c.min, c.max] for c in payload.columns],
         )
     elif isinstance(payload, ServingEvent):
         # The registry's record of the change: names, versions and parties, no weights.

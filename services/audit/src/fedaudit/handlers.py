@@ -35,7 +35,7 @@ from fedschemas import (
     decode_payload,
     topics,
 )
-from fedschemas.audit_payloads import AuditCheckpoint, DecryptCheck
+from fedschemas.audit_payloads import AuditCheckpoint, ColumnStats, DecryptCheck
 from fedschemas.payloads import AuditStop
 from fedschemas.serving_payloads import ServingEvent
 from sqlalchemy.engine import Engine
@@ -234,8 +234,9 @@ def handle_report(
     ctx: AuditContext, delivery: Delivery, publishers: frozenset[str] | None = None
 ) -> None:
     """One delivery of svc.audit.reports: a check this party's worker made inside a component
-    (report.decrypt_check), recorded in the chain and judged like the fan-out's messages
-    (data.decrypted_bounds). Anything else, a report claiming another party, or one that the
+    (report.decrypt_check) or the column statistics of a table it read (report.column_stats),
+    recorded in the chain and judged like the fan-out's messages (data.decrypted_bounds,
+    data.profile_drift). Anything else, a report claiming another party, or one that the
     broker says another service published, is dead-lettered with the reason."""
     if publishers is not None and delivery.publisher not in publishers:
         by = (
@@ -259,7 +260,7 @@ def handle_report(
     _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
 
 
-REPORTS = (DecryptCheck,)
+REPORTS = (DecryptCheck, ColumnStats)
 
 
 def handle_batch(ctx: AuditContext, deliveries: Sequence[Delivery]) -> list[Delivery]:

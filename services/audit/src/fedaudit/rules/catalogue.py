@@ -119,6 +119,13 @@ _RULES = (
         "plaintexts a key holder decrypted for a peer that are NaN, infinite or outside the "
         "agreed bound (reported by this party's worker)",
     ),
+    Rule(
+        "data.profile_drift",
+        "data",
+        "warn",
+        "a table read for a job whose column is far more missing, or far wider in range, than "
+        "the table's recorded profile, or lacks a recorded column",
+    ),
     # algorithm flow
     Rule(
         "algorithm.undeclared",

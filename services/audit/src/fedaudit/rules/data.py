@@ -11,7 +11,10 @@ of its job.
   coprime to every key's n, and never seen before in the job;
 - data.nonfinite: NaN or infinity in a floating-point array;
 - data.decrypted_bounds: a key holder's worker reporting (report.decrypt_check) plaintexts it
-  decrypted for a peer that were NaN, infinite or outside the agreed bound.
+  decrypted for a peer that were NaN, infinite or outside the agreed bound;
+- data.profile_drift: a table read for a job (report.column_stats from this party's worker)
+  whose column has far more missing values, or a far wider range, than the table's recorded
+  profile (its first audited read), or lacks a recorded column.
 Ciphertext and non-finite checks need the payload, so they run live only; the form, key and
 decrypted-bounds checks run from the recorded facts too (post-hoc).
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from fedcrypto.paillier.limbs import to_mpz
@@ -304,3 +307,77 @@ def check_decrypted(obs: Observation, policy: AuditPolicy) -> list[Finding]:
             f"plaintexts decrypted here, {', '.join(parts)} (bound: {facts.get('bound')})",
         )
     ]
+
+
+TableProfile = dict[str, tuple[float, float | None, float | None]]
+"""Column -> (share of missing values, min, max) of a table's recorded profile."""
+
+NULL_JUMP: Final = 0.5
+"""A column's missing share may grow by less than this over its recorded share (and may not
+become wholly missing where it was not)."""
+RANGE_FACTOR: Final = 100.0
+"""A column's values may fall outside its recorded [min, max] by less than this many times
+the recorded scale (max - min, or the largest magnitude for a constant column, or 1)."""
+
+
+def check_profile(
+    obs: Observation, profiles: dict[str, TableProfile], policy: AuditPolicy
+) -> list[Finding]:
+    """A table read for a job against the table's recorded profile: the first audited read of
+    a table records it (no finding); a later read whose column broke it is data.profile_drift.
+    Only this party's worker reads this party's tables."""
+    facts = obs.facts
+    if obs.sender != policy.party_id:
+        return []
+    table = str(facts.get("table", ""))
+    read: TableProfile = {
+        str(c[0]): (float(c[1]), _num(c[2]), _num(c[3])) for c in facts.get("columns", [])
+    }
+    recorded = profiles.get(table)
+    if recorded is None:
+        profiles[table] = read
+        return []
+    problems = [
+        p
+        for name, before in recorded.items()
+        if (p := _drift(name, before, read.get(name))) is not None
+    ]
+    if not problems:
+        return []
+    more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    shown = "; ".join(problems[:5]) + more
+    return [
+        policy.finding(
+            "data.profile_drift",
+            policy.party_id,
+            f"table {table} read by {obs.record['component']}: {shown}",
+        )
+    ]
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _drift(
+    name: str,
+    before: tuple[float, float | None, float | None],
+    now: tuple[float, float | None, float | None] | None,
+) -> str | None:
+    if now is None:
+        return f"column {name} of the recorded profile is missing"
+    was_null, low, high = before
+    null, new_low, new_high = now
+    if null >= 1.0 > was_null:
+        return f"column {name} is all missing (recorded {was_null:.0%})"
+    if null - was_null >= NULL_JUMP:
+        return f"column {name} is {null:.0%} missing (recorded {was_null:.0%})"
+    if low is None or high is None or new_low is None or new_high is None:
+        return None
+    scale = (high - low) or max(abs(low), abs(high)) or 1.0
+    if new_low < low - RANGE_FACTOR * scale or new_high > high + RANGE_FACTOR * scale:
+        return (
+            f"column {name} spans [{new_low:.6g}, {new_high:.6g}] (recorded [{low:.6g}, "
+            f"{high:.6g}])"
+        )
+    return None
