@@ -441,18 +441,35 @@ def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
                         stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
                         text = pipeline(epochs)
                     load = os.getloadavg()[0]
+                    cpu_before = _service_cpu(stack.state)
                     started = time.perf_counter()
                     submitted = stack.guest.submit(text, job_id=f"bench-{label}-{round_}")
                     ended = stack.guest.wait(submitted.job_id, timeout=900, poll=0.5)
                     seconds = round(time.perf_counter() - started, 2)
                     assert ended.state == "success", ended.reason
+                    if audit_on:  # the audit's last records land just after the job's end
+                        time.sleep(2)
+                    cpu = {
+                        k: round(v - cpu_before.get(k, 0.0), 2)
+                        for k, v in _service_cpu(stack.state).items()
+                    }
             finally:
                 launcher.up = original
-            runs.append({"setting": label, "seconds": seconds, "load": round(load, 1)})
+            runs.append(
+                {
+                    "setting": label,
+                    "seconds": seconds,
+                    "load": round(load, 1),
+                    "cpu_s": round(sum(cpu.values()), 2),
+                    "audit_cpu_s": round(sum(v for k, v in cpu.items() if k.endswith("/audit")), 2),
+                }
+            )
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     with_audit = [r["seconds"] for r in runs if r["setting"] == "with_audit"]
     without = [r["seconds"] for r in runs if r["setting"] == "without_audit"]
     ratios = [a / b for a, b in zip(with_audit, without, strict=True)]
+    cpu_with = [r["cpu_s"] for r in runs if r["setting"] == "with_audit"]
+    cpu_without = [r["cpu_s"] for r in runs if r["setting"] == "without_audit"]
     return {
         "data": data,
         "epochs": epochs,
@@ -463,7 +480,38 @@ def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
             statistics.median(with_audit) / statistics.median(without) - 1, 4
         ),
         "median_pair_overhead": round(statistics.median(ratios) - 1, 4),
+        # CPU seconds of both parties' services during the job (load-independent, unlike wall
+        # time on a shared machine): the audit's own, and the total with vs without it.
+        "median_cpu_with_audit_s": statistics.median(cpu_with),
+        "median_cpu_without_audit_s": statistics.median(cpu_without),
+        "cpu_overhead_of_medians": round(
+            statistics.median(cpu_with) / statistics.median(cpu_without) - 1, 4
+        ),
+        "median_audit_cpu_s": statistics.median(
+            r["audit_cpu_s"] for r in runs if r["setting"] == "with_audit"
+        ),
     }
+
+
+def _service_cpu(state: Any) -> dict[str, float]:
+    """CPU seconds (user + system) each running service process of each party has used,
+    keyed "<party>/<service>" (from /proc: the stack's own processes only)."""
+    from fedmq import local as launcher
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for party in state.parties:
+        for service in launcher.SERVICES:
+            pid = launcher.read_pid(state, party, service)
+            if pid is None:
+                continue
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            # utime and stime: fields 14 and 15 of stat, 12th and 13th after the command
+            out[f"{party}/{service}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def snapshot_and_rerun(commit: str, argv: list[str]) -> int:
