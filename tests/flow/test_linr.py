@@ -177,3 +177,101 @@ def test_hetero_linr_with_two_hosts_trains_the_joined_model_and_its_loss(tmp_pat
     np.testing.assert_allclose(got["10000"].features[:, 0], wh[:2], rtol=0, atol=1e-6)
     np.testing.assert_allclose(got["10001"].features[:, 0], wh[2:], rtol=0, atol=1e-6)
     np.testing.assert_allclose([v for _, v in losses], expected_loss, rtol=1e-7)
+
+
+def _linr_task(
+    world: LocalWorld,
+    tables: dict[str, tuple[str, Table, Table]],
+    params: dict[str, Any],
+) -> list[tuple[str, str, Any]]:
+    """hetero_linr started at every party of `tables` (party -> role, train, validate)."""
+    parties = {"guest": [GUEST], "host": [p for p, (r, _, _) in tables.items() if r == "host"]}
+    runs = []
+    for party, (role, train, valid) in tables.items():
+        artifacts = world.parties[party].runtime.artifacts
+        artifacts.put("j", "src", party, role, "train", train, 0)
+        artifacts.put("j", "src", party, role, "validate", valid, 0)
+        spec = world.parties[party].task(
+            "j",
+            "linr_0",
+            "hetero_linr",
+            role,
+            parties,
+            params=params,
+            inputs={"data": "src.train", "validate_data": "src.validate"},
+        )
+        runs.append((party, role, start_task(world, spec, recv_timeout=60, join_timeout=300)))
+    return runs
+
+
+def test_validate_data_gives_an_rmse_per_epoch_and_patience_keeps_the_best_epoch(
+    tmp_path: Path,
+) -> None:
+    # Prepare: 200 training and 100 validation rows; a min_delta no epoch can beat, so epoch 0
+    # stays the best and patience 1 stops after epoch 1 (of 4)
+    rng = np.random.default_rng(11)
+    xg, xh = rng.normal(size=(300, 3)), rng.normal(size=(300, 4))
+    y = 2.0 + xg @ [1.0, -2.0, 0.5] + xh @ [0.7, -1.5, 2.0, 1.0] + rng.normal(size=300)
+    ids = np.array([f"r{i}" for i in range(300)], dtype=np.str_)
+    guest = Table(ids, xg, ["g0", "g1", "g2"], y, "y")
+    host = Table(ids, xh, ["h0", "h1", "h2", "h3"], None)
+    train, valid = np.arange(200), np.arange(200, 300)
+    params = {**LINR_PARAMS, "epochs": 4, "batch_size": 64, "patience": 1, "min_delta": 1e9}
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        runs = _linr_task(
+            world,
+            {
+                GUEST: ("guest", guest.take(train), guest.take(valid)),
+                HOST: ("host", host.take(train), host.take(valid)),
+            },
+            params,
+        )
+
+        # Execute
+        for _, _, running in runs:
+            running.join()
+
+        # Assert: two epochs, each one's validation loss and RMSE those of the plaintext
+        # reference's weights after it; every party keeps epoch 0's weights
+        assert all(not r.error for _, _, r in runs), [r.error for _, _, r in runs]
+        models = {
+            party: world.parties[party].runtime.artifacts.get("j", party, role, "linr_0.model")
+            for party, role, _ in runs
+        }
+        metrics = list(MetricsReader(world.parties[GUEST].engine).metrics("j", "linr_0"))
+    series = {
+        name: sorted((m.step, m.value) for m in metrics if m.name == name)
+        for name in ("validate_loss", "validate_rmse", "epochs")
+    }
+    assert [step for step, _ in series["validate_loss"]] == [0, 1]
+    assert [value for _, value in series["epochs"]] == [2.0]
+    weights = []
+    for epochs, (_, loss), (_, rmse) in zip(
+        (1, 2), series["validate_loss"], series["validate_rmse"], strict=True
+    ):
+        wg, wh, _ = reference_sgd(xg[train], xh[train], y[train], {**params, "epochs": epochs})
+        residual = np.hstack([xg[valid], np.ones((100, 1))]) @ wg + xh[valid] @ wh - y[valid]
+        assert loss == pytest.approx(0.5 * float(np.mean(residual**2)), rel=1e-7)
+        assert rmse == pytest.approx(float(np.sqrt(np.mean(residual**2))), rel=1e-7)
+        weights.append((wg, wh))
+    np.testing.assert_allclose(models[GUEST].features[:, 0], weights[0][0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(models[HOST].features[:, 0], weights[0][1], rtol=0, atol=1e-6)
+    assert not np.allclose(weights[0][0], weights[1][0], atol=1e-3)  # the best epoch mattered
+
+
+def test_patience_without_validate_data_is_refused_for_hetero_linr(tmp_path: Path) -> None:
+    guest, _ = diabetes()
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        world.parties[GUEST].runtime.artifacts.put("j", "src", GUEST, "guest", "d", guest, 0)
+        spec = world.parties[GUEST].task(
+            "j",
+            "linr_0",
+            "hetero_linr",
+            "guest",
+            {"guest": [GUEST], "host": [HOST]},
+            params={**LINR_PARAMS, "patience": 2},
+            inputs={"data": "src.d"},
+        )
+        running = start_task(world, spec, recv_timeout=10, join_timeout=60)
+        running.join()
+    assert "patience 2 needs a validate_data input" in str(running.error)

@@ -22,6 +22,11 @@ aggregates y.u_h, u_g.u_h, X_g^T u_h (its own gradient) and |u_h|^2, never a per
 host learns X_h^T d for its batch (its own gradient), never a per-row residual or label. The
 same minimum batch size applies. There is no reveal_host_scores mode.
 
+With a validate_data input, every host sends its partial scores of the validation rows in
+plaintext after each epoch (validate_scores, as hetero_lr does); the guest logs their half mean
+squared error (validate_loss) and RMSE (validate_rmse) and, with patience, stops early and has
+every party keep the best epoch's weights (epoch_end says which).
+
 Prediction (hetero_linr_predict) is hetero_lr_predict's exchange: each host sends its per-row
 partial scores u_h in plaintext; the guest outputs `prediction` = u_g + sum u_h (no sigmoid).
 
@@ -43,6 +48,7 @@ HETERO_LINR_PROTOCOL = training_protocol(
     peer_scores="several hosts: [[u_h]] under the guest key, to the other hosts",
     host_cross="several hosts: [[sum over other hosts h' of u_h . u_h']], guest key",
     reveal_mode=False,
+    validation=True,
 )
 
 HETERO_LINR_PREDICT_PROTOCOL = predict_protocol("hetero_linr_predict", "u_g + sum u_h")
@@ -56,7 +62,17 @@ HETERO_LINR = ComponentDescriptor(
     },
     roles=("guest", "host"),
     params=HeteroLinrParams,
-    inputs=(InputSpec("data", description="rows aligned across parties (psi output)"),),
+    inputs=(
+        InputSpec("data", description="rows aligned across parties (psi output)"),
+        InputSpec(
+            "validate_data",
+            required=False,
+            description="validation rows aligned across parties (e.g. data_split's validate): "
+            "per-epoch validate_loss (half mean squared error) / validate_rmse and early "
+            "stopping (patience, min_delta); reveals the host's partial scores of these rows "
+            "to the guest each epoch",
+        ),
+    ),
     outputs=("model",),
     protocol=HETERO_LINR_PROTOCOL,
     labels={"guest": LabelRule("numeric")},

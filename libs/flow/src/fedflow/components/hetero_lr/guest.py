@@ -151,17 +151,12 @@ def _train(
     if validation is not None:
         x_val = lrmath.with_intercept(session.features(validation))
         ctx.federation.bind_dims(v=validation.rows)
-    sigmoid = lrmath.resolve_sigmoid(params.sigmoid, len(hosts))
-    if sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
-        raise ValueError(
-            f"{objective.name}: sigmoid separable takes exactly one host ({len(hosts)} given; "
-            "sigmoid auto, the default, uses taylor with several hosts)"
-        )
-    separable = sigmoid == "separable" and not params.reveal_host_scores
+    if params.sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
+        raise ValueError(f"{objective.name}: sigmoid separable takes exactly one host")
     # One encryption under our key per row of a batch (the residual), in either mode; the
     # separable sigmoid encrypts rank + 1 per row.
     largest = lrmath.largest_batch(rows_total, params.batch_size)
-    if separable:
+    if params.sigmoid == "separable" and not params.reveal_host_scores:
         largest *= lrmath.SEPARABLE_RANK + 1
     he.start_prefetch(background, largest, total - run.start)
     done = run.start
@@ -186,7 +181,7 @@ def _train(
         u_g = xb @ run.weights
         if params.reveal_host_scores:
             gradient, batch_loss = _revealed(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
-        elif separable:
+        elif params.sigmoid == "separable":
             gradient, batch_loss = _separable(run, t, hosts[0], xb, yb, u_g, k_hosts, total - t - 1)
         else:
             gradient, batch_loss = _taylor(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
