@@ -150,8 +150,12 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
             )
             # Idle only: the guest's own work (encryption, decryption, split finding) never
             # shares its cores with the precomputation; it runs while the hosts build
-            # histograms or split rows.
-            he.start_prefetch(background, len(y), left, idle_only=True)
+            # histograms or split rows. Not for the first of the `left` trees: its gh is
+            # encrypted before the guest first waits (or, resumed mid-tree, was sent
+            # already), so its obfuscators are computed on the spot, and precomputing them
+            # as well cost a tree's worth of obfuscators for nothing (30,000 per run on
+            # default_credit) on the cores the hosts' histograms need.
+            he.start_prefetch(background, len(y), max(left - 1, 0), idle_only=True)
             with timed(ctx, "train_seconds"):
                 trainer.train(start)
         finally:
