@@ -151,12 +151,17 @@ def _train(
     if validation is not None:
         x_val = lrmath.with_intercept(session.features(validation))
         ctx.federation.bind_dims(v=validation.rows)
-    if params.sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
-        raise ValueError(f"{objective.name}: sigmoid separable takes exactly one host")
+    sigmoid = lrmath.resolve_sigmoid(params.sigmoid, len(hosts))
+    if sigmoid == "separable" and (len(hosts) > 1 or objective is not lrmath.LOGISTIC):
+        raise ValueError(
+            f"{objective.name}: sigmoid separable takes exactly one host ({len(hosts)} given; "
+            "sigmoid auto, the default, uses taylor with several hosts)"
+        )
+    separable = sigmoid == "separable" and not params.reveal_host_scores
     # One encryption under our key per row of a batch (the residual), in either mode; the
     # separable sigmoid encrypts rank + 1 per row.
     largest = lrmath.largest_batch(rows_total, params.batch_size)
-    if params.sigmoid == "separable" and not params.reveal_host_scores:
+    if separable:
         largest *= lrmath.SEPARABLE_RANK + 1
     he.start_prefetch(background, largest, total - run.start)
     done = run.start
@@ -181,7 +186,7 @@ def _train(
         u_g = xb @ run.weights
         if params.reveal_host_scores:
             gradient, batch_loss = _revealed(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)
-        elif params.sigmoid == "separable":
+        elif separable:
             gradient, batch_loss = _separable(run, t, hosts[0], xb, yb, u_g, k_hosts, total - t - 1)
         else:
             gradient, batch_loss = _taylor(run, t, hosts, xb, yb, u_g, k_hosts, total - t - 1)

@@ -1,9 +1,12 @@
 """hetero_lr's arithmetic, numpy only (no IO, no crypto): batches, the update rule, the losses,
 and the plaintext reference of the whole protocol (what the tests and the demo compare with).
 
-Training uses the Taylor approximation sigma(z) ~ 0.5 + z / 4 around 0 (z = u_g + u_h), so
-the residual is d = z / 4 + 0.5 - y, which is linear in the parties' scores and can be formed
-under encryption; the Taylor loss per row is log 2 - y' z / 2 + z^2 / 8 (y' = 2y - 1).
+The Taylor approximation sigma(z) ~ 0.5 + z / 4 around 0 (z = u_g + u_h) makes the residual
+d = z / 4 + 0.5 - y linear in the parties' scores, so that it can be formed under encryption;
+the separable fit sigma(u_g + u_h) ~ a_0(u_g) + sum_j a_j(u_g) b_j(u_h) (the default with one
+host: resolve_sigmoid) makes it a sum of products of one party's plaintext and the other's
+ciphertext. The loss the parties compute for early stopping and the divergence watch is the
+Taylor loss per row, log 2 - y' z / 2 + z^2 / 8 (y' = 2y - 1), in either case.
 """
 
 from __future__ import annotations
@@ -156,6 +159,16 @@ SEPARABLE_RANK: Final = 2
 SEPARABLE_POINTS: Final = 401
 
 
+def resolve_sigmoid(sigmoid: str, hosts: int) -> str:
+    """The sigmoid a run uses: `auto` (the default) is the separable fit with one host (a
+    train AUC within 0.002 of the exact sigmoid's on default_credit and breast) and the
+    Taylor line with several (a function of the sum of several hosts' scores does not
+    separate per host); `taylor` and `separable` are themselves."""
+    if sigmoid == "auto":
+        return "separable" if hosts == 1 else "taylor"
+    return sigmoid
+
+
 @functools.cache
 def _separable_tables() -> tuple[Floats, Floats, Floats, Floats]:
     """sigmoid(x + y) ~ a_0(x) + sum_j a_j(x) b_j(y), j = 1..SEPARABLE_RANK: a_0 the mean
@@ -219,13 +232,17 @@ def reference_sgd(
     *,
     taylor: bool = True,
     epochs: int | None = None,
+    hosts: int = 1,
 ) -> tuple[Floats, Floats, list[float]]:
     """The protocol's training on the joined data in plaintext, no early stopping: the same
     batches, learning rates and penalties. Returns the guest's weights (its features, then
     the intercept), the host's, and each epoch's mean Taylor loss (each batch's loss taken
     before its update, as the protocol computes it). `taylor=False`: the exact sigmoid, what
-    reveal_host_scores computes. `x_host` may be the hosts' features side by side.
-    params["sigmoid"] == "separable": the separable sigmoid (one host)."""
+    reveal_host_scores computes. `x_host` may be the hosts' features side by side (`hosts`
+    of them). params["sigmoid"] as the component reads it: `separable`, or `auto` (the
+    default) with one host, the separable sigmoid; `taylor`, or `auto` with several hosts,
+    the Taylor line."""
+    separable = resolve_sigmoid(str(params.get("sigmoid", "auto")), hosts) == "separable"
     xg = with_intercept(x_guest)
     wg, wh = np.zeros(xg.shape[1]), np.zeros(x_host.shape[1])
     penalty = intercept_penalty(xg.shape[1])
@@ -240,7 +257,7 @@ def reference_sgd(
             total += float(np.sum(LOG2 - 0.5 * (2 * y[rows] - 1) * z + z**2 / 8))
             if not taylor:
                 d = sigmoid(z) - y[rows]
-            elif params.get("sigmoid", "taylor") == "separable":
+            elif separable:
                 d = separable_sigmoid(xg[rows] @ wg, x_host[rows] @ wh) - y[rows]
             else:
                 d = 0.25 * z + 0.5 - y[rows]

@@ -37,10 +37,11 @@ class HeteroLrParams(ComponentParams):
     early_stop: bool = True
     seed: int = Field(default=0, ge=0)
     """Seeds the batch order (both parties must use the same)."""
-    sigmoid: Literal["taylor", "separable"] = "taylor"
+    sigmoid: Literal["auto", "taylor", "separable"] = "auto"
     """The default protocol's sigmoid: "taylor" (0.5 + z / 4, one ciphertext per row each
-    way) or "separable" (sigmoid(u_g + u_h) ~ a_0(u_g) + a_1(u_g) b_1(u_h) + a_2(u_g)
-    b_2(u_h), three ciphertexts per row each way, one host only; docs/hetero_lr.md)."""
+    way), "separable" (sigmoid(u_g + u_h) ~ a_0(u_g) + a_1(u_g) b_1(u_h) + a_2(u_g)
+    b_2(u_h), three ciphertexts per row each way, one host only; docs/hetero_lr.md) or
+    "auto": separable with one host, taylor with several (math.resolve_sigmoid)."""
     multi_class: bool = False
     """One-vs-rest over the guest's class labels (0, 1, 2, ...): one binary model per class,
     trained one after the other in the same task; the model has a weight column per class
