@@ -6,19 +6,24 @@ breast data is published twice: the two-party model (service `risk`: the guest's
 host's partial score through both gateways) and the guest's part alone (service `floor`, the
 floor: the same REST and bus path without the cross-site call), measured in the same run.
 
-First one client sends 200 requests one after the other (the latency of a request when nothing
-queues), and the services' own histograms, read before and after the two-party requests, split
-that latency per hop ("breakdown": the mean time of each segment of the path; docs/serving.md,
-"Latency"). Then per rate (200, 500, 1000 requests/s; one row per request) and service: an open
-loop sends at the rate for --seconds and measures each request from its scheduled send time
-(so a client that falls behind counts its queueing as latency: no coordinated omission),
-giving throughput achieved, p50, p99 and errors. The two-party service runs twice per rate,
-with the guest's serving restarted between the two: once with its calls to the host coalesced
-(`host_call_concurrency` 2, the default) and once without (0, one call per request: the path
-before), in alternating order per rate. Then a batch of 10,000 rows through /predict/batch,
-three times.
+Each measurement runs twice, alternating, in the same run: once with the code before the
+REST-side coalescing ("before": the guest's gateway and serving service restarted on a copy of
+the source tree in which BASELINE_FILES are those of `--baseline`, and with uvloop and
+httptools hidden, so uvicorn runs h11 on asyncio's loop as before) and once with this tree
+("after"). The host's processes are the same in both (nothing of this change runs there).
+Per mode, first one client sends 200 requests one after the other (the latency of a request
+when nothing queues), and the services' own histograms, read before and after, split that
+latency per hop ("breakdown": the mean time of each segment of the path; docs/serving.md,
+"Latency"). Then per rate (200, 500, 1000 requests/s; one row per request), each mode in
+alternating order: an open loop sends at the rate for --seconds and measures each request from
+its scheduled send time (so a client that falls behind counts its queueing as latency: no
+coordinated omission), giving throughput achieved, p50, p99, errors and the CPU each process
+spent per answered request. The guest-only model (service `floor`) runs once per rate, after
+the two-party runs, in the mode then running. Then a batch of 10,000 rows through
+/predict/batch, three times ("after").
 
     .venv/bin/python -m bench.serving.run [--seconds 10] [--rates 200,500,1000]
+        [--baseline 676512c~1] [--modes before,after]
 
 Prints a JSON result and writes bench/serving/results.json.
 """
@@ -29,9 +34,10 @@ import argparse
 import csv
 import json
 import os
-import threading
+import shutil
+import subprocess
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +45,54 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.serving import load
 from fedmq import local
 from tests.local_stack import DATA, GUEST, HOST, two_parties, upload_breast
 from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BASELINE = "676512c~1"
+"""The commit before the REST-side coalescing (issue #15)."""
+BASELINE_FILES = (
+    "services/gateway/src/fedgateway/api/serving.py",
+    "services/serving/src/fedserving/handlers.py",
+)
+"""What "before" takes from the baseline commit; everything else is this tree's."""
+HIDDEN = ("uvloop", "httptools")
+"""Hidden from "before" (uvicorn falls back to asyncio's loop and h11, as before)."""
+
+
+def source_dirs(root: Path) -> list[Path]:
+    """The src folders of fedmq's distributions under `root` (what the venv installs)."""
+    found = [root / "src", root / "schemas" / "src"]
+    for group in ("libs", "services"):
+        found += sorted(p for p in (root / group).glob("*/src") if p.is_dir())
+    return found
+
+
+def baseline_path(ref: str, into: Path, git_dir: str | None = None) -> str:
+    """A PYTHONPATH that runs this tree's code but BASELINE_FILES at `ref`, without HIDDEN."""
+    hidden = into / "hidden"
+    hidden.mkdir()
+    for name in HIDDEN:
+        (hidden / f"{name}.py").write_text(
+            f"raise ImportError('{name} hidden by bench/serving: the baseline runs without it')\n"
+        )
+    tree = into / "tree"
+    for src in source_dirs(ROOT):
+        shutil.copytree(
+            src, tree / src.relative_to(ROOT), ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in BASELINE_FILES:
+        git = ["git", f"--git-dir={git_dir}"] if git_dir else ["git"]
+        old = subprocess.run(
+            [*git, "show", f"{ref}:{name}"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        (tree / name).write_bytes(old)
+    return os.pathsep.join(str(p) for p in [hidden, *source_dirs(tree)])
+
+
 PIPELINE = f"""
 name: serving-bench
 parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
@@ -82,51 +131,21 @@ def open_loop(
     rows: list[dict[str, Any]],
     rate: float,
     seconds: float,
-    workers: int,
+    connections: int,
 ) -> dict[str, Any]:
-    """Send `rate` requests/s for `seconds`, each at its scheduled instant (a pool of clients);
-    latency counts from the scheduled instant."""
-    total = int(rate * seconds)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    lock = threading.Lock()
-    local = threading.local()
-
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(headers=headers, timeout=10)
-        return local.client  # type: ignore[no-any-return]
-
-    start = time.perf_counter() + 0.2
-
-    def send(i: int) -> None:
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        try:
-            response = client().post(url, json=rows[i % len(rows)])
-            code = str(response.status_code)
-        except httpx.HTTPError as exc:
-            code = type(exc).__name__
-        took = time.perf_counter() - due
-        with lock:
-            if code == "200":
-                latencies.append(took)
-            else:
-                errors[code] = errors.get(code, 0) + 1
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(send, range(total)))
-    elapsed = time.perf_counter() - start
+    """Send `rate` requests/s for `seconds`, each at its scheduled instant (bench.serving.load:
+    asyncio, raw keep-alive HTTP/1.1, at most `connections` at once); latency counts from the
+    scheduled instant."""
+    found = load.open_loop(url, headers, rows, rate, seconds, connections)
+    latencies = found["latencies"]
     return {
         "rate": rate,
-        "sent": total,
+        "sent": found["sent"],
         "ok": len(latencies),
-        "achieved_per_s": round(len(latencies) / elapsed, 1),
+        "achieved_per_s": round(len(latencies) / found["elapsed"], 1),
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
-        "errors": errors,
+        "errors": found["errors"],
     }
 
 
@@ -216,16 +235,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rates", default="200,500,1000")
-    parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=256, help="connections at most")
+    parser.add_argument("--baseline", default=BASELINE, help="the commit 'before' runs")
+    parser.add_argument("--modes", default="before,after")
+    parser.add_argument("--git-dir", default=None, help="where --baseline is (default: here)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
+    modes = args.modes.split(",")
     amqp = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     redis_url = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     pg = os.environ.get(
         "FEDMQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
     token = "bench-serving"
-    result: dict[str, Any] = {"load_before": os.getloadavg()}
+    result: dict[str, Any] = {
+        "load_before": os.getloadavg(),
+        "baseline": args.baseline,
+        "baseline_files": BASELINE_FILES,
+    }
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    paths = {"after": os.environ.get("PYTHONPATH")}
+    if "before" in modes:
+        paths["before"] = baseline_path(args.baseline, scratch, args.git_dir)
     with two_parties(
         amqp_url=amqp,
         redis_url=redis_url,
@@ -275,9 +306,6 @@ def main() -> None:
                     },
                 ).raise_for_status()
             rows = guest_rows()
-            # warm-up: connections, caches
-            for service in ("risk", "floor"):
-                open_loop(f"{api}/{service}/predict", headers, rows, 50, 2, args.workers)
 
             def readings() -> dict[str, tuple[float, float]]:
                 return timers(
@@ -303,77 +331,94 @@ def main() -> None:
             def cpu() -> dict[str, float]:
                 return {name: cpu_seconds(pid) for name, pid in pids().items()}
 
-            sequential = {}
-            for service in ("floor", "risk"):
+            def per_request(before: dict[str, float], n: int) -> dict[str, float]:
+                used = {k: (v - before[k]) * 1000 / max(n, 1) for k, v in cpu().items()}
+                rounded = {k: round(v, 2) for k, v in used.items()}
+                return {**rounded, "all": round(sum(used.values()), 2)}
+
+            def warm(service: str) -> None:
+                """Until the service answers (a restarted gateway's link comes back), then
+                a second of light traffic (connections, caches)."""
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    try:
+                        code = httpx.post(
+                            f"{api}/{service}/predict", headers=headers, json=rows[0], timeout=5
+                        ).status_code
+                    except httpx.HTTPError:
+                        code = 0
+                    if code == 200:
+                        break
+                    time.sleep(0.5)
+                open_loop(f"{api}/{service}/predict", headers, rows, 50, 1, args.workers)
+
+            running = {"mode": "after"}
+
+            def switch(mode: str) -> None:
+                """The guest's gateway and serving service on `mode`'s code."""
+                if running["mode"] == mode:
+                    return
+                guest.stop()
+                local.stop_service(stack.state, GUEST, "gateway")
+                path = paths[mode]
+                if path is None:
+                    os.environ.pop("PYTHONPATH", None)
+                    guest.env.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = guest.env["PYTHONPATH"] = path
+                local.start_service(stack.state, GUEST, "gateway")
+                local.wait_healthy(stack.state, GUEST, 60)
+                guest.start()
+                running["mode"] = mode
+                warm("risk")
+
+            warm("risk")
+            warm("floor")
+            sequential: dict[str, Any] = {}
+
+            def one_client(mode: str, service: str) -> None:
                 before = readings()
                 cpu_before = cpu()
-                sequential[service] = closed_loop(f"{api}/{service}/predict", headers, rows, 200)
-                sequential[service]["load"] = os.getloadavg()[0]
-                sequential[service]["cpu_ms_per_request"] = {
-                    name: round((used - cpu_before[name]) * 1000 / 200, 2)
-                    for name, used in cpu().items()
-                }
+                found = closed_loop(f"{api}/{service}/predict", headers, rows, 200)
+                found["load"] = os.getloadavg()[0]
+                found["cpu_ms_per_request"] = per_request(cpu_before, 200)
                 if service == "risk":
-                    sequential[service]["breakdown_ms"] = breakdown(
-                        before, readings(), sequential[service]["mean_ms"]
-                    )
-                print(service, "one client", json.dumps(sequential[service]), flush=True)
-            # The REST stack alone: a body the gateway's own validation refuses (422) never
-            # reaches the bus, so its CPU is uvicorn + FastAPI + middleware + pydantic.
-            cpu_before = cpu()
-            with httpx.Client(headers=headers, timeout=10) as client:
-                codes = {
-                    client.post(f"{api}/floor/predict", json={"id": "1"}).status_code
-                    for _ in range(200)
-                }
-            sequential["rest_only_422"] = {
-                "codes": sorted(codes),
-                "cpu_ms_per_request": {
-                    name: round((used - cpu_before[name]) * 1000 / 200, 2)
-                    for name, used in cpu().items()
-                },
-            }
-            print("rest only", json.dumps(sequential["rest_only_422"]), flush=True)
-            result["one_client"] = sequential
-
-            def restart_guest(concurrency: int) -> None:
-                guest.stop()
-                guest.env["FEDMQ_SERVING_HOST_CALL_CONCURRENCY"] = str(concurrency)
-                guest.start()
-                open_loop(f"{api}/risk/predict", headers, rows, 20, 1, args.workers)  # warm
+                    found["breakdown_ms"] = breakdown(before, readings(), found["mean_ms"])
+                sequential[f"{service} {mode}"] = found
+                print(service, mode, "one client", json.dumps(found), flush=True)
 
             runs = []
-            modes = [("coalesced", 2), ("one call per request", 0)]
+            seen: set[str] = set()
             for i, rate in enumerate(rates):
-                run = open_loop(
-                    f"{api}/floor/predict", headers, rows, rate, args.seconds, args.workers
-                )
-                run["service"] = "floor"
-                run["load"] = os.getloadavg()[0]
-                print(json.dumps(run), flush=True)
-                runs.append(run)
-                for mode, concurrency in modes if i % 2 == 0 else modes[::-1]:
-                    restart_guest(concurrency)
+                for mode in modes if i % 2 == 0 else modes[::-1]:
+                    switch(mode)
+                    if mode not in seen:
+                        seen.add(mode)
+                        one_client(mode, "risk")
+                    cpu_before = cpu()
                     run = open_loop(
                         f"{api}/risk/predict", headers, rows, rate, args.seconds, args.workers
                     )
+                    run["cpu_ms_per_answer"] = per_request(cpu_before, run["ok"])
                     run["service"] = "risk"
-                    run["host_calls"] = mode
-                    # Since the restart (the 20 warm-up requests included): calls sent to
-                    # the host per row scored.
-                    counts = {
-                        s.name: s.value
-                        for f in text_string_to_metric_families(guest.metrics())
-                        for s in f.samples
-                        if s.name == "fedmq_serving_host_calls_total"
-                        or (s.name == "fedmq_serving_rows_total" and s.labels["service"] == "risk")
-                    }
-                    run["calls_sent"] = counts.get("fedmq_serving_host_calls_total")
-                    run["rows_scored"] = counts.get("fedmq_serving_rows_total")
+                    run["mode"] = mode
                     run["load"] = os.getloadavg()[0]
                     print(json.dumps(run), flush=True)
                     runs.append(run)
+                cpu_before = cpu()
+                run = open_loop(
+                    f"{api}/floor/predict", headers, rows, rate, args.seconds, args.workers
+                )
+                run["cpu_ms_per_answer"] = per_request(cpu_before, run["ok"])
+                run["service"] = "floor"
+                run["mode"] = running["mode"]
+                run["load"] = os.getloadavg()[0]
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+            result["one_client"] = sequential
             result["single_row"] = runs
+            switch("after")
+            one_client("after", "floor")
             batch = [rows[i % len(rows)] for i in range(10_000)]
             for service in ("floor", "risk"):
                 times: list[float | str] = []
@@ -389,18 +434,14 @@ def main() -> None:
                     times.append(took if response.status_code == 200 else response.text[:200])
                 result[f"batch_10k_{service}_s"] = times
                 print(service, "batch 10k", times, flush=True)
-            result["guest_serving_metrics"] = [
-                line
-                for line in guest.metrics().splitlines()
-                if line.startswith("fedmq_serving_request_seconds_sum")
-                or line.startswith("fedmq_serving_request_seconds_count")
-                or line.startswith("fedmq_serving_host_call_seconds_sum")
-                or line.startswith("fedmq_serving_host_call_seconds_count")
-                or line.startswith("fedmq_serving_host_calls_total")
-            ]
         finally:
             guest.stop()
             host.stop()
+            if paths["after"] is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = paths["after"]
+            shutil.rmtree(scratch, ignore_errors=True)
     result["load_after"] = os.getloadavg()
     (HERE / "results.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
