@@ -127,6 +127,12 @@ def test_an_honest_job_with_its_audit_killed_midway_breaks_no_rule_and_loses_not
     assert ended.state == "success", ended.reason
     for party in (GUEST, HOST):
         assert audit_api(stack, party, "/alerts", job_id=job.job_id)["data"] == []
+    # ...and each party's worker reported to it over the party's broker (svc.audit.reports,
+    # as the worker's own broker user): the key holder's decryptions and the table it read
+    for party in (GUEST, HOST):
+        events = audit_api(stack, party, f"/jobs/{job.job_id}/events", limit=10_000)["data"]
+        reported = {e["type"] for e in events if e["direction"] == "local"}
+        assert {"report.decrypt_check", "report.column_stats"} <= reported, (party, reported)
     # Every message that left one party is in the other's log as received, and vice versa
     wait_for(
         lambda: (
