@@ -346,3 +346,51 @@ def test_rate_limit_leases_never_grant_more_than_the_limit_over_replicas(
     time.sleep(1 - time.time() % 1 + 0.01)
     assert not replicas[0].allow("k", 201, 200)
     assert replicas[0].allow("k", 200, 200)
+
+
+def test_a_homo_lr_model_is_served_guest_only_equal_to_its_offline_prediction(
+    tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    # Prepare: a homo_lr job's model at the guest (every party holds the whole model), as
+    # homo_lr writes it
+    from fedflow.components.homo_lr import predict as homo_predict
+    from fedflow.components.homo_lr.client import model_table as homo_model_table
+
+    wire = Wire()
+    guest = party(wire, GUEST, tmp_path, client)
+    names, weights = ["x0", "x1"], np.array([0.3, -0.7, 0.05])
+    guest.artifacts.put(
+        "homo-job", "homo_lr_0", GUEST, "guest", "model", homo_model_table(names, weights), 0
+    )
+    published = ok(
+        guest,
+        "model_publish",
+        job_id="homo-job",
+        name="homo",
+        component="homo_lr_0",
+        guest_only=True,
+    )
+    ok(guest, "service_bind", service_id="h", name="homo", version=1)
+    features = [[1.5, -2.0], [np.nan, 0.25]]
+    asked = [{"x0": 1.5, "x1": -2.0}, {"x0": None, "x1": 0.25}]  # null: a missing value
+
+    # Execute
+    got = ok(
+        guest,
+        "predict",
+        service_id="h",
+        rows=[{"id": str(i), "features": row} for i, row in enumerate(asked)],
+    )["results"]
+
+    # Assert: homo_lr_predict's scores of the same rows; no host asked
+    offline = homo_predict.scores(
+        homo_model_table(names, weights),
+        Table(
+            ids=np.array(["0", "1"]),
+            features=np.array(features),
+            feature_names=names,
+            labels=None,
+        ),
+    )
+    assert max(abs(r["score"] - s) for r, s in zip(got, offline.tolist(), strict=True)) <= 1e-12
+    assert published["hosts"] == {} and published["state"] == "ready"
