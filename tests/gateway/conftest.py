@@ -3,11 +3,14 @@ the local launcher's functions (gateways as separate processes), a counting cons
 SqlInbox at party 10000, and a publisher at party 9999.
 
 Each test module gets its own vhosts and databases (prefix `fedmqt<random>`), deleted at the
-end; each test gets freshly started gateways and empty queues.
+end. `deployment` gives each test freshly started gateways and empty queues; a module whose tests
+kill no gateway for good can use `shared_deployment` instead (one pair for the module, each test
+reading the counts and logs from its own start: `counted`, `log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -65,6 +68,10 @@ class Deployment:
     def __init__(self, state: local.LocalState) -> None:
         self.state = state
         self.buses: dict[str, Bus] = {}
+        # Where this test began (begin_test): each party's counter samples and log size then.
+        self._counts_from: dict[str, dict[str, float]] = {}
+        self._log_from: dict[str, int] = {}
+        self.stopped: set[str] = set()  # parties whose gateway this object stopped or killed
 
     def bus(self, party: str) -> Bus:
         if party not in self.buses:
@@ -74,13 +81,24 @@ class Deployment:
     def start(self, party: str) -> None:
         local.start_service(self.state, party, "gateway")
         local.wait_healthy(self.state, party, timeout=45)
+        self._counts_from.pop(party, None)  # a new process counts from zero
+        self.stopped.discard(party)
+
+    def begin_test(self) -> None:
+        """From now on `counted` and `log` leave out what earlier tests on these gateways did."""
+        for party in self.state.parties:
+            self._counts_from[party] = self._samples(party)
+            path = local.log_file(self.state, party, "gateway")
+            self._log_from[party] = path.stat().st_size if path.exists() else 0
 
     def kill(self, party: str) -> None:
         """SIGKILL: no graceful anything, like a crashed machine's process."""
         assert local.stop_service(self.state, party, "gateway", kill=True)
+        self.stopped.add(party)
 
     def stop(self, party: str) -> None:
         local.stop_service(self.state, party, "gateway", timeout=20)
+        self.stopped.add(party)
 
     def pid(self, party: str) -> int:
         pid = local.read_pid(self.state, party, "gateway")
@@ -88,9 +106,12 @@ class Deployment:
         return pid
 
     def log(self, party: str) -> list[dict[str, Any]]:
-        """The gateway's structlog events (JSON lines) so far."""
+        """The gateway's structlog events (JSON lines) since this test began."""
         events = []
-        for line in local.log_file(self.state, party, "gateway").read_text().splitlines():
+        text = local.log_file(self.state, party, "gateway").read_bytes()[
+            self._log_from.get(party, 0) :
+        ]
+        for line in text.decode(errors="replace").splitlines():
             try:
                 events.append(json.loads(line))
             except ValueError:
@@ -121,18 +142,33 @@ class Deployment:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return bytes(resp.read())
 
+    def _samples(self, party: str) -> dict[str, float]:
+        """Every Prometheus sample of the party's gateway, by series (name and labels)."""
+        samples = {}
+        for line in self.http(party, "/metrics").decode().splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                samples[series] = float(value)
+        return samples
+
+    @staticmethod
+    def _sum(samples: dict[str, float], name: str, labels: dict[str, str]) -> float:
+        return sum(
+            value
+            for series, value in samples.items()
+            if series.split("{")[0] == name
+            and all(f'{k}="{v}"' in series for k, v in labels.items())
+        )
+
     def metric(self, party: str, name: str, **labels: str) -> float:
         """Sum of a Prometheus sample over series whose labels include `labels`."""
-        total = 0.0
-        for line in self.http(party, "/metrics").decode().splitlines():
-            if not line.startswith(name):
-                continue
-            series, _, value = line.rpartition(" ")
-            if series.split("{")[0] != name:
-                continue
-            if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                total += float(value)
-        return total
+        return self._sum(self._samples(party), name, labels)
+
+    def counted(self, party: str, name: str, **labels: str) -> float:
+        """What counter `name` (summed like `metric`) went up by since this test began, or
+        since the gateway was started in this test."""
+        now = self._sum(self._samples(party), name, labels)
+        return now - self._sum(self._counts_from.get(party, {}), name, labels)
 
     def party_dir(self, party: str) -> Path:
         return self.state.party_dir(party)
@@ -167,9 +203,9 @@ class Deployment:
         )
 
 
-@pytest.fixture
-def deployment(federation: local.LocalState) -> Iterator[Deployment]:
-    """Both gateways started fresh (receiver first), queues declared; stopped and cleaned after."""
+@contextlib.contextmanager
+def running_gateways(federation: local.LocalState) -> Iterator[Deployment]:
+    """Both gateways started (receiver first), queues declared; stopped and cleaned after."""
     d = Deployment(federation)
     for party in (RECEIVER, SENDER):
         for topic in TOPICS:
@@ -185,6 +221,40 @@ def deployment(federation: local.LocalState) -> Iterator[Deployment]:
             for topic in TOPICS:
                 bus.delete(topic)
             bus.close()
+
+
+@pytest.fixture
+def deployment(federation: local.LocalState) -> Iterator[Deployment]:
+    """Both gateways started fresh for this test."""
+    with running_gateways(federation) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def gateway_pair(federation: local.LocalState) -> Iterator[Deployment]:
+    """One pair of running gateways for the whole module (see shared_deployment)."""
+    with running_gateways(federation) as d:
+        yield d
+
+
+@pytest.fixture
+def shared_deployment(gateway_pair: Deployment) -> Deployment:
+    """The module's gateway pair for one test: a gateway an earlier test stopped is started
+    again, and the link between them is up; counts and logs start here (`counted`, `log`)."""
+    restarted = [p for p in (RECEIVER, SENDER) if p in gateway_pair.stopped]
+    for party in restarted:
+        gateway_pair.start(party)
+    if restarted:
+        for party, peer in ((SENDER, RECEIVER), (RECEIVER, SENDER)):
+            wait_until(
+                lambda p=party, q=peer: (
+                    gateway_pair.metric(p, "fedmq_gateway_link_up", peer=q) == 1
+                ),
+                30,
+                f"gateway {party}'s link to {peer} up again",
+            )
+    gateway_pair.begin_test()
+    return gateway_pair
 
 
 def make_envelope(

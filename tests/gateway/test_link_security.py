@@ -19,9 +19,17 @@ from fedgateway.framing import Hello
 from fedgateway.link import PeerRefused, open_client_connection
 from fedschemas import canonical_bytes
 
+from tests.gateway.conftest import Deployment
 from tests.polling import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """One gateway pair for the module (no test here stops one); counts and logs are each
+    test's own (`counted`, `log`)."""
+    return shared_deployment
 
 
 def _client_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext:
@@ -113,7 +121,7 @@ def test_peers_without_a_valid_certificate_for_their_claimed_party_are_refused_a
         # Assert: refused on the server side for that reason, logged and counted.
         assert _refusal_logged(deployment, reason), f"no peer_refused event for {reason}"
         assert (
-            deployment.metric(
+            deployment.counted(
                 "10000", "fedmq_gateway_connections_refused_total", side="server", reason=reason
             )
             >= 1
@@ -173,7 +181,7 @@ def test_forged_signatures_and_replays_are_refused_logged_counted_and_dead_lette
     assert [m for m, _ in sink.rows()] == [live.message_id]
     # ...and are counted and logged by the receiving gateway.
     for reason in ("bad_signature", "clock_window", "finished_attempt"):
-        assert deployment.metric("10000", "fedmq_gateway_refused_total", reason=reason) == 1
+        assert deployment.counted("10000", "fedmq_gateway_refused_total", reason=reason) == 1
     logged = {
         e["message_id"]: e["reason"]
         for e in deployment.log("10000")

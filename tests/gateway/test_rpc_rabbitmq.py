@@ -48,6 +48,14 @@ def exposed_services(federation: local.LocalState) -> None:
 
 
 @pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """One gateway pair for the module (the peer-down test starts the gateway it stopped
+    again): starting a pair per test took most of this module's time. Counts are `counted`
+    from each test's start."""
+    return shared_deployment
+
+
+@pytest.fixture
 def echo(deployment: Deployment) -> Iterator[list[RemoteCall]]:
     """The service at party 10000: answers each call with its body reversed."""
     calls: list[RemoteCall] = []
@@ -89,19 +97,21 @@ def test_calls_cross_both_gateways_and_each_reply_returns_to_its_own_caller(
     # ...and both gateways counted them (a gateway counts a call after it passed the reply on,
     # so the last few counts may land just after their callers returned).
     wait_for(
-        lambda: deployment.metric(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200,
+        lambda: deployment.counted(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200,
         timeout=10,
         what="the caller-side gateway to count 200 calls",
     )
     wait_for(
-        lambda: deployment.metric(
-            RECEIVER, "fedmq_gateway_rpc_calls_total", side="responder", outcome="ok"
-        )
-        == 200,
+        lambda: (
+            deployment.counted(
+                RECEIVER, "fedmq_gateway_rpc_calls_total", side="responder", outcome="ok"
+            )
+            == 200
+        ),
         timeout=10,
         what="the responder-side gateway to count 200 calls",
     )
-    assert deployment.metric(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200
+    assert deployment.counted(SENDER, "fedmq_gateway_rpc_calls_total", side="caller") == 200
 
 
 def test_a_reply_after_its_deadline_is_dropped_and_counted_never_delivered(
@@ -135,7 +145,7 @@ def test_a_reply_after_its_deadline_is_dropped_and_counted_never_delivered(
     # ...party 10000's gateway dropped the reply at the deadline and counted it...
     assert poll(
         lambda: (
-            deployment.metric(
+            deployment.counted(
                 RECEIVER, "fedmq_gateway_rpc_expired_total", side="responder", message="reply"
             )
             == 1
@@ -144,7 +154,7 @@ def test_a_reply_after_its_deadline_is_dropped_and_counted_never_delivered(
     )
     # ...and party 9999's gateway dropped its wait for the REPLY and counted that too.
     assert poll(
-        lambda: deployment.metric(SENDER, "fedmq_gateway_rpc_expired_total", side="caller") == 1,
+        lambda: deployment.counted(SENDER, "fedmq_gateway_rpc_expired_total", side="caller") == 1,
         10,
     )
     logged = [e for e in deployment.log(RECEIVER) if e.get("event") == "rpc_expired"]
@@ -171,7 +181,7 @@ def test_a_request_already_past_its_deadline_is_dropped_and_counted(
 
     # Assert: dropped at the calling party's gateway, counted there, never reached the service.
     assert (
-        deployment.metric(
+        deployment.counted(
             SENDER, "fedmq_gateway_rpc_expired_total", side="caller", message="request"
         )
         == 1
@@ -239,7 +249,7 @@ def test_forged_unsigned_and_unexposed_requests_are_refused(
     assert "not_exposed" in str(hidden.value)
     assert echo == []
     for reason in ("missing_signature", "bad_signature", "not_exposed"):
-        assert deployment.metric(RECEIVER, "fedmq_gateway_refused_total", reason=reason) == 1
+        assert deployment.counted(RECEIVER, "fedmq_gateway_refused_total", reason=reason) == 1
     logged = {e["reason"] for e in deployment.log(RECEIVER) if e.get("event") == "message_refused"}
     assert logged == {"missing_signature", "bad_signature", "not_exposed"}
 
@@ -262,7 +272,7 @@ def test_a_peer_that_is_down_gives_the_caller_a_clear_timeout_error(
     assert isinstance(raised.value, RemoteUnavailable)
     assert "party 10000 unreachable" in str(raised.value)
     assert waited <= 2.5
-    assert deployment.metric(SENDER, "fedmq_gateway_rpc_calls_total", outcome="unavailable") == 1
+    assert deployment.counted(SENDER, "fedmq_gateway_rpc_calls_total", outcome="unavailable") == 1
     deployment.start(RECEIVER)  # the fixture stops both
 
 
@@ -287,7 +297,7 @@ def test_the_gateway_learns_that_a_job_attempt_ended_from_the_schedulers_message
     # Assert: the ended attempt's message is refused as a replay; the next attempt's passes.
     assert poll(
         lambda: (
-            deployment.metric(RECEIVER, "fedmq_gateway_refused_total", reason="finished_attempt")
+            deployment.counted(RECEIVER, "fedmq_gateway_refused_total", reason="finished_attempt")
             == 1
         ),
         10,
