@@ -1,6 +1,7 @@
 """data.profile_drift: every table a component reads (ComponentContext.read_table) is reported
 to the party's own audit column by column (report.column_stats: missing share, min, max); the
-audit records the table's profile at its first read and flags a later read that breaks it."""
+audit records the table's profile at its first read and flags a later read that breaks it.
+(What a clean psi_eval run reports is checked in test_standalone.py, on the run it makes.)"""
 
 from __future__ import annotations
 
@@ -8,51 +9,20 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fedaudit.main import Audit
 from fedaudit.settings import AuditSettings
-from fedaudit.standalone import AuditedRun
 from fedaudit.store import iter_records, list_findings
 from fedcrypto.signing import SigningKey
-from fedflow.pipeline import Pipeline
 from fedflow.runner import TaskSpec
-from fedflow.standalone import LocalWorld, run_pipeline
+from fedflow.standalone import LocalWorld
 
 from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
-GUEST, HOST = "9999", "10000"
+GUEST = "9999"
 TABLE = "breast_hetero_guest"
-
-
-def test_each_table_read_is_reported_to_the_partys_audit_with_its_columns(
-    tmp_path: Path,
-) -> None:
-    # Prepare
-    text = (REPO / "examples" / "pipelines" / "psi_eval.yaml").read_text()
-    pipeline = Pipeline.from_yaml(text)
-    audited = AuditedRun(pipeline, text, tmp_path)
-
-    # Execute
-    result = run_pipeline(pipeline, {GUEST: DATA, HOST: DATA}, tmp_path, watch=audited)
-
-    # Assert: the guest's audit holds its table's columns as the CSV has them; the host's its own
-    rows = np.loadtxt(DATA / f"{TABLE}.csv", delimiter=",", skiprows=1)
-    reports = [
-        r["facts"]
-        for r in audited.audits[GUEST].records(result.job_id, "local")
-        if r["type"] == "report.column_stats"
-    ]
-    assert [(f["table"], f["rows"]) for f in reports] == [(TABLE, len(rows))]
-    columns = {c[0]: c[1:] for c in reports[0]["columns"]}
-    assert list(columns) == [f"x{i}" for i in range(10)]
-    assert columns["x3"] == [0.0, pytest.approx(rows[:, 5].min()), pytest.approx(rows[:, 5].max())]
-    host = audited.audits[HOST].records(result.job_id, "local")
-    assert {r["facts"]["table"] for r in host if r["type"] == "report.column_stats"} == {
-        "breast_hetero_host"
-    }
 
 
 @pytest.fixture
