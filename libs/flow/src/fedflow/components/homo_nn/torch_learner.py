@@ -9,12 +9,16 @@ in `module.parameters()` order and each flattened row-major
 has one row per value, `torch.<parameter name>.<index>`.
 
 The start is the module's own initialisation under torch.manual_seed(seed), inside
-torch.random.fork_rng so the process's generator is left as it was. Local training is
-torch.optim.SGD (learning_rate) on the mean log loss (BCEWithLogits) over mini-batches in
-homo_lr's batch order (seeded by (seed, round, client id) and the epoch), plus (alpha / 2) times
-the squared norm of every parameter of two or more dimensions (weights, not biases, as the
-numpy network's penalty) and FedProx's (mu / 2) ||w - w_r||^2. So a module with the numpy
-network's shape trains to the numpy network's weights (tests/homo/test_homo_nn_torch.py).
+torch.random.fork_rng so the process's generator is left as it was, and under a lock (tasks of
+one worker run in threads, and share that generator). The forward pass must be deterministic
+(no dropout or other sampling in training mode): a restarted client recomputes its update.
+
+Local training is torch.optim.SGD (learning_rate) on the mean log loss (BCEWithLogits) over
+mini-batches in homo_lr's batch order (seeded by (seed, round, client id) and the epoch), plus
+(alpha / 2) times the squared norm of every parameter of two or more dimensions (weights, not
+biases, as the numpy network's penalty) and FedProx's (mu / 2) ||w - w_r||^2. So a module with
+the numpy network's shape trains to the numpy network's weights
+(tests/homo/test_homo_nn_torch.py).
 A restarted client must recompute the same update (the resume rule): training, loss and scores
 run in float64 on one intra-op thread (`one_thread`), deterministic for these operations and
 independent of the machine's core count. One thread is also the faster for the small modules
@@ -30,6 +34,7 @@ there; the built-in network never imports it.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +50,9 @@ from fedflow.tables import Table
 if TYPE_CHECKING:
     import torch
 
+_SEEDED = threading.Lock()
+"""torch's default generator is one per process: two tasks of one worker building modules at
+once would interleave their draws and start from other weights than their seed's."""
 PREFIX = "torch."
 """Row ids of a PyTorch module's model table start with this."""
 EXTRA = "fedmq-flow[torch] (torch==2.13.0, the CPU build)"
@@ -86,7 +94,7 @@ def build(path: str, features: int, seed: int, where: str) -> torch.nn.Module:
     """factory(features) of `path` in float64, initialised under `seed` (module docstring)."""
     factory = factory_of(path, where)
     torch = require_torch(path, where)
-    with torch.random.fork_rng(devices=[]):
+    with _SEEDED, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = factory(features)
     if not isinstance(module, torch.nn.Module):
