@@ -34,10 +34,11 @@ from fedflow.components.base import ComponentType
 from fedflow.context import ComponentContext, RuntimeOptions
 from fedflow.cryptopool import local_executor
 from fedflow.db import create_flow_tables
+from fedflow.label_classes import align_inputs, with_trained_classes
 from fedflow.metrics import MetricsWriter
 from fedflow.protocol import ProtocolGuard
 from fedflow.sealing import CheckpointSealer
-from fedflow.tables import Table, TableStore, carry_label_classes
+from fedflow.tables import Table, TableError, TableStore, carry_label_classes
 from fedflow.task import TaskKey, TaskSpec
 
 log = structlog.get_logger("fedflow.runner")
@@ -134,6 +135,11 @@ class PartyRuntime:
                 )
             except ArtifactMissing as exc:
                 raise TaskError(str(exc)) from None
+        if spec.role not in ctype.remaps_labels:
+            try:
+                inputs = align_inputs(inputs, f"{spec.component} ({ctype.name})")
+            except TableError as exc:
+                raise TaskError(str(exc)) from None
         cancel = cancel or threading.Event()
         guard = ProtocolGuard(ctype.declared_protocol(), spec.role)
         parties = {role: list(ids) for role, ids in spec.parties.items()}
@@ -183,7 +189,7 @@ class PartyRuntime:
         _check_label_names(ctype, spec.role, ctx.params, inputs)
         outputs = ctype.run(ctx)
         if spec.role not in ctype.remaps_labels:
-            outputs = carry_label_classes(outputs, inputs)
+            outputs = with_trained_classes(carry_label_classes(outputs, inputs), inputs)
         unknown = sorted(set(outputs) - set(ctype.outputs))
         if unknown:
             raise TaskError(f"{ctype.name} returned undeclared outputs {unknown}")

@@ -99,6 +99,9 @@ class Table:
     label_classes: list[str] | None = None
     """Text labels: the class names, class k's at index k (the labels are 0 .. K-1); None for
     numeric labels. They follow the label column through the pipeline (fedflow.runtime)."""
+    trained_classes: list[str] | None = None
+    """A model table's: the class names of the text labels it was trained on, class k's at
+    index k (fedflow.label_classes: data it predicts or validates is numbered by them)."""
 
     def __post_init__(self) -> None:
         rows = len(self.ids)
@@ -173,6 +176,8 @@ class Table:
             arrays["label_name"] = np.asarray([self.label_name or ""], dtype=np.str_)
             if self.label_classes is not None:
                 arrays["label_classes"] = np.asarray(self.label_classes, dtype=np.str_)
+        if self.trained_classes is not None:
+            arrays["trained_classes"] = np.asarray(self.trained_classes, dtype=np.str_)
         np.savez(out, **arrays)
         return out.getvalue()
 
@@ -189,6 +194,11 @@ class Table:
                 label_classes=(
                     [str(n) for n in npz["label_classes"].tolist()]
                     if "label_classes" in npz.files
+                    else None
+                ),
+                trained_classes=(
+                    [str(n) for n in npz["trained_classes"].tolist()]
+                    if "trained_classes" in npz.files
                     else None
                 ),
             )
@@ -299,13 +309,14 @@ def carry_label_classes(outputs: Mapping[str, T], inputs: Mapping[str, Any]) -> 
     for key, out in outputs.items():
         if isinstance(out, Table) and out.labels is not None and out.label_classes is None:
             classes = named.get(out.label_name)
-            if classes is not None and _are_codes(out.labels, len(classes)):
+            if classes is not None and are_class_codes(out.labels, len(classes)):
                 out = cast(T, dataclasses.replace(out, label_classes=list(classes)))
         carried[key] = out
     return carried
 
 
-def _are_codes(labels: NDArray[np.float64], classes: int) -> bool:
+def are_class_codes(labels: NDArray[np.float64], classes: int) -> bool:
+    """Whether `labels` are class numbers 0 .. classes - 1 (a text label column's)."""
     return bool(np.all((labels >= 0) & (labels < classes) & (labels == np.floor(labels))))
 
 
