@@ -20,10 +20,6 @@ import ctypes
 import ctypes.util
 import os
 
-import structlog
-
-log = structlog.get_logger("fedgateway")
-
 DEFAULT_KEEP_BYTES = 256 << 20
 """Allocations below this come from the heap; free heap memory above it is returned."""
 
@@ -49,5 +45,7 @@ def keep_freed_memory(keep_bytes: int = DEFAULT_KEEP_BYTES) -> bool:
     keep = min(keep_bytes, 2**31 - 1)
     changed = bool(mallopt(_M_MMAP_THRESHOLD, keep)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
     if not changed:
-        log.warning("malloc_thresholds_not_set", keep_bytes=keep)
+        import structlog  # here: a test runs this module in a bare process
+
+        structlog.get_logger("fedgateway").warning("malloc_thresholds_not_set", keep_bytes=keep)
     return changed
