@@ -98,7 +98,11 @@ class Linked:
 def linked(tmp_path: Path, unique_name: str) -> Iterator[Linked]:
     exporter = InMemorySpanExporter()
     provider = make_tracer_provider("gateway-test", "test", exporter)
-    parties = InProcessGateways(tmp_path, [SENDER, RECEIVER], unique_name, ping_interval_s=0.1)
+    # one stream: what is watched is one connection's liveness (the extra streams of the
+    # default link_streams would answer PINGs the stalled first one cannot)
+    parties = InProcessGateways(
+        tmp_path, [SENDER, RECEIVER], unique_name, ping_interval_s=0.1, link_streams=1
+    )
     ports = {p: free_port() for p in (SENDER, RECEIVER)}
     path = Blackhole(ports[RECEIVER])
     receiver_bus = StallableBus(connect(parties.bus_url(RECEIVER)))

@@ -98,8 +98,10 @@ class GatewaySettings(ServiceSettings):
     link_buffer_bytes: int = Field(default=0, ge=0)
     """Send/receive buffer per link socket: the path's bandwidth-delay product (e.g. 1 Gbit/s x
     80 ms = 10 MB); 0: kernel autotuning."""
-    link_streams: int = Field(default=1, ge=1, le=64)
-    """TLS connections kept open per peer; large bodies are striped across all of them."""
+    link_streams: int = Field(default=4, ge=1, le=64)
+    """TLS connections kept open per peer; large bodies are striped across all of them. Four
+    carry about twice what one does on a lossy WAN (docs/wan.md); on a LAN the extra three
+    cost three idle connections."""
     link_stripe_bytes: int = Field(default=8 << 20, ge=0)
     """Bodies at least this large are striped in chunks ACKed one by one (0: never)."""
     link_stall_after_s: float = Field(default=5.0, gt=0)
