@@ -107,17 +107,29 @@ def build(path: str, features: int, seed: int, where: str) -> torch.nn.Module:
     return module
 
 
+_THREADS = threading.Lock()
+_inside: list[int] = [0, 0]
+"""[blocks in one_thread now, torch's thread count before the first]: the count is
+process-wide, so concurrent tasks' blocks share one setting, restored when the last leaves."""
+
+
 @contextmanager
 def one_thread() -> Iterator[None]:
     """torch on one intra-op thread for the block (module docstring), restored after."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _THREADS:
+        if _inside[0] == 0:
+            _inside[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _inside[0] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS:
+            _inside[0] -= 1
+            if _inside[0] == 0:
+                torch.set_num_threads(_inside[1])
 
 
 @dataclass
