@@ -13,6 +13,11 @@ args=("$@"); [ ${#args[@]} -eq 0 ] && args=(--depths 3 --trees 2)
 work="$(mktemp -d)"
 git -C "$root" worktree add --detach "$work/old" "$old" >/dev/null
 git -C "$root" worktree add --detach "$work/new" HEAD >/dev/null
+# fedcrypto's C extension is a build output git does not track: without it every run would
+# fall back to gmpy2 (run.py reports native_kernels). Both sides get this checkout's build.
+for code in old new; do
+  cp "$root"/libs/fedcrypto/src/fedcrypto/_native*.so "$work/$code/libs/fedcrypto/src/fedcrypto/"
+done
 trap 'git -C "$root" worktree remove --force "$work/old"; git -C "$root" worktree remove --force "$work/new"' EXIT
 out="$root/bench/secureboost/ab_$(git -C "$root" rev-parse --short "$old")_results.json"
 for i in $(seq "$pairs"); do
@@ -28,6 +33,7 @@ out, report = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
 code, pair, commit = sys.argv[3], int(sys.argv[4]), sys.argv[5]
 previous = json.loads(out.read_text()) if out.exists() else []
 for run in report["runs"]:
+    assert report["machine"]["native_kernels"], "fedcrypto's C extension did not load"
     run.update(code=code, commit=commit, pair=pair)
     previous.append(run)
     print(f"  {code} {commit}: {run['seconds_per_tree']} s/tree, pipeline CPU "
