@@ -10,7 +10,9 @@ Each measurement runs twice, alternating, in the same run: once with the code be
 REST-side coalescing ("before": the guest's gateway and serving service restarted on a copy of
 the source tree in which BASELINE_FILES are those of `--baseline`, and with uvloop and
 httptools hidden, so uvicorn runs h11 on asyncio's loop as before) and once with this tree
-("after"). The host's processes are the same in both (nothing of this change runs there).
+("after"); `--modes before,after,untraced` adds "after" with the guest gateway's trace file
+off (no span exported: what tracing costs). The host's processes are the same in all modes
+(nothing of this change runs there).
 Per mode, first one client sends 200 requests one after the other (the latency of a request
 when nothing queues), and the services' own histograms, read before and after, split that
 latency per hop ("breakdown": the mean time of each segment of the path; docs/serving.md,
@@ -237,7 +239,9 @@ def main() -> None:
     parser.add_argument("--rates", default="200,500,1000")
     parser.add_argument("--workers", type=int, default=256, help="connections at most")
     parser.add_argument("--baseline", default=BASELINE, help="the commit 'before' runs")
-    parser.add_argument("--modes", default="before,after")
+    parser.add_argument(
+        "--modes", default="before,after", help="of before, after, untraced (after, no spans)"
+    )
     parser.add_argument("--git-dir", default=None, help="where --baseline is (default: here)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -255,6 +259,7 @@ def main() -> None:
     }
     scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     paths = {"after": os.environ.get("PYTHONPATH")}
+    paths["untraced"] = paths["after"]
     if "before" in modes:
         paths["before"] = baseline_path(args.baseline, scratch, args.git_dir)
     with two_parties(
@@ -353,6 +358,7 @@ def main() -> None:
                 open_loop(f"{api}/{service}/predict", headers, rows, 50, 1, args.workers)
 
             running = {"mode": "after"}
+            trace = str(local.trace_file(stack.state, GUEST, "gateway"))
 
             def switch(mode: str) -> None:
                 """The guest's gateway and serving service on `mode`'s code."""
@@ -366,6 +372,9 @@ def main() -> None:
                     guest.env.pop("PYTHONPATH", None)
                 else:
                     os.environ["PYTHONPATH"] = guest.env["PYTHONPATH"] = path
+                # "untraced": the guest's gateway without its trace file (the launcher's
+                # default), so no span is exported: what tracing costs per request
+                os.environ["FEDMQ_GATEWAY_TRACE_FILE"] = "" if mode == "untraced" else trace
                 local.start_service(stack.state, GUEST, "gateway")
                 local.wait_healthy(stack.state, GUEST, 60)
                 guest.start()
@@ -437,6 +446,7 @@ def main() -> None:
         finally:
             guest.stop()
             host.stop()
+            os.environ.pop("FEDMQ_GATEWAY_TRACE_FILE", None)
             if paths["after"] is None:
                 os.environ.pop("PYTHONPATH", None)
             else:
