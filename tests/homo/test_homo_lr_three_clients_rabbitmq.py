@@ -8,10 +8,13 @@ start-up under load can outlast the remaining rounds) and ends with the final mo
 party ends with the FedAvg model of the clients that were in each round's sum.
 
 The kill test runs with FEDMQ_HOMO_FULL=1 (about 105 s at load 35: three gateways and three
-workers start one by one, and the killed one again). By default a cheaper test runs: the three
-workers started at once, two rounds, nobody killed; every round sums all three clients' masked
-updates across the processes and every party ends with FedAvg's model (47 s in all at load 19:
-the three gateways 13 s, the three workers' start 20 s, the job 7 s, teardown 6 s).
+workers start one by one, and the killed one again). A cheaper test runs with
+FEDMQ_HOMO_PROCESSES=1: the three workers started at once, two rounds, nobody killed; every
+round sums all three clients' masked updates across the processes and every party ends with
+FedAvg's model (47 s in all at load 19: the three gateways 13 s, the three workers' start 20 s,
+the job 7 s, teardown 6 s; 56 s at load 23-29). Over the 40 s a default-suite test may take
+here, so it is not on by default: the standalone three-client tests and the two-party process
+test cover the same code by default.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tests.worker.conftest import start_worker as start_worker
 from tests.worker.two_parties import Schedulers, start_party_worker
 
 FULL = os.environ.get("FEDMQ_HOMO_FULL") == "1"
+PROCESSES = os.environ.get("FEDMQ_HOMO_PROCESSES") == "1"
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 GUEST, HOST_A, HOST_B = "9999", "10000", "10001"
@@ -116,6 +120,7 @@ def _models(stack: local.LocalState, job: str) -> dict[str, hmath.Floats]:
     return out
 
 
+@pytest.mark.skipif(not PROCESSES, reason="FEDMQ_HOMO_PROCESSES=1 runs it (about 50 s)")
 def test_three_client_processes_sum_their_updates_securely_into_fedavgs_model(
     stack: local.LocalState, start_worker: StartWorker, tmp_path: Path
 ) -> None:
