@@ -16,10 +16,15 @@ epoch at 2048 bits, AUC 0.7003 after 10 epochs, measured on the same kind of 2-c
 quoted, not re-measured. The load average is recorded before and after (the machine is shared),
 and so are the process's CPU seconds during the hetero_lr task (both parties) and the cores
 that makes on average: a run that got fewer than 2 cores shared them with other work.
-Both protocol modes run by default (`--modes default,reveal_host_scores`; `separable` is the
-default protocol with `sigmoid: separable`); the second sends the
-host's partial scores to the guest in plaintext (exact sigmoid, one key). Results go to
-bench/hetero_lr/results.json.
+Modes (`--modes`, comma-separated; `default,reveal_host_scores` unless given): `default` is
+the example pipeline as it is (`sigmoid: auto`, i.e. the separable sigmoid with its one host),
+`taylor` and `separable` name that sigmoid, `reveal_host_scores` sends the host's partial
+scores to the guest in plaintext (exact sigmoid, one key). `--rounds N` runs the modes N times
+alternating (taylor, separable, taylor, separable, ...), so that a changing machine load
+weighs on each alike; every run is in `runs`, and each mode's last run under its name.
+Results go to bench/hetero_lr/results.json.
+
+    python bench/hetero_lr/run.py --epochs 1 --key-bits 1024 --modes taylor,separable --rounds 2
 """
 
 from __future__ import annotations
@@ -88,17 +93,15 @@ def baselines(alpha: float) -> dict[str, Any]:
     }
 
 
-def run_mode(args: argparse.Namespace, reveal: bool, sigmoid: str = "taylor") -> dict[str, Any]:
+def run_mode(args: argparse.Namespace, reveal: bool, sigmoid: str | None = None) -> dict[str, Any]:
     spec = yaml.safe_load(PIPELINE.read_text())
     (lr,) = [c for c in spec["components"] if c["type"] == "hetero_lr"]
     params = lr["params"]["common"]
     params.update(
-        epochs=args.epochs,
-        early_stop=False,
-        key_bits=args.key_bits,
-        reveal_host_scores=reveal,
-        sigmoid=sigmoid,
+        epochs=args.epochs, early_stop=False, key_bits=args.key_bits, reveal_host_scores=reveal
     )
+    if sigmoid is not None:  # None: the pipeline's default (auto)
+        params["sigmoid"] = sigmoid
     if args.batch_size:
         params["batch_size"] = args.batch_size
     if args.key_bits < 2048:
@@ -160,7 +163,7 @@ def run_mode(args: argparse.Namespace, reveal: bool, sigmoid: str = "taylor") ->
         "protocol": (
             "reveal_host_scores: host scores in plaintext to the guest, exact sigmoid, one key"
             if reveal
-            else f"two keys, {sigmoid} sigmoid, nothing per-sample in plaintext"
+            else f"two keys, {sigmoid or 'auto'} sigmoid, nothing per-sample in plaintext"
         ),
         "key_bits": args.key_bits,
         "batch_size": params["batch_size"],
@@ -207,6 +210,7 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="default,reveal_host_scores", help="comma-separated protocol modes"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="run the modes this many times")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -223,10 +227,15 @@ def main() -> None:
             "source": "quoted from issue #6 (same kind of 2-core machine), not re-measured",
         },
     }
-    for mode in args.modes.split(","):
-        print(f"-- {mode}", flush=True)
-        sigmoid = "separable" if mode == "separable" else "taylor"
-        report[mode] = run_mode(args, reveal=mode == "reveal_host_scores", sigmoid=sigmoid)
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for mode in args.modes.split(","):
+            print(f"-- {mode}, round {round_ + 1}", flush=True)
+            sigmoid = mode if mode in ("taylor", "separable") else None
+            run = run_mode(args, reveal=mode == "reveal_host_scores", sigmoid=sigmoid)
+            runs.append({"mode": mode, "round": round_ + 1, **run})
+            report[mode] = run
+    report["runs"] = runs
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
