@@ -240,3 +240,74 @@ def test_a_regression_on_class_names_or_on_no_label_is_refused_at_submission(
         "party 9999 refused the job: table breast_hetero_guest (read by reader_0)" + reason
     )
     assert fed.workers[GUEST].runs == [] and fed.workers[HOST].runs == []
+
+
+# --- a classifier trained on a single class ----------------------------------------------------
+
+
+def test_a_reader_feeding_a_classifier_refuses_a_single_class_before_psi(tmp_path: Path) -> None:
+    # Prepare: every row of the guest's table labelled 1
+    with (DATA / "breast_hetero_guest.csv").open(newline="") as src:
+        ids = [row[0] for row in list(csv.reader(src))[1:]]
+    guest = guest_folder(tmp_path, dict.fromkeys(ids, "1"))
+    pipeline = Pipeline.from_yaml(hetero_lr_pipeline())
+
+    # Execute
+    with pytest.raises(StandaloneError) as info:
+        run_pipeline(pipeline, {GUEST: guest, HOST: host_folder(tmp_path)}, tmp_path / "work")
+
+    # Assert: refused by the guest's reader, naming the one class and the model
+    message = str(info.value)
+    assert message.startswith("reader_0 failed at party 9999 (guest)")
+    assert f"label column 'y' holds a single class (1 ({len(ids)} rows))" in message
+    assert "but hetero_lr, which trains on it, needs at least 2 classes" in message
+
+
+def test_only_a_reader_whose_rows_a_classifier_trains_on_must_hold_two_classes() -> None:
+    # A second reader feeds hetero_lr's validate_data only: one class there is a valid
+    # validation table; hetero_linr (numbers) asks for nothing
+    validated = Pipeline.from_yaml(
+        hetero_lr_pipeline()
+        .replace("components:", "components:\n" + VALIDATION_READER, 1)
+        .replace(
+            "inputs: {data: psi_0.data}", "inputs: {data: psi_0.data, validate_data: psi_v.data}"
+        )
+    )
+    linr = Pipeline.from_yaml(hetero_linr_pipeline())
+
+    assert validated.params_for("reader_0", "guest", GUEST)["min_label_values"] == {
+        "count": 2,
+        "model": "hetero_lr",
+    }
+    assert "min_label_values" not in validated.params_for("reader_v", "guest", GUEST)
+    assert "min_label_values" not in validated.params_for("reader_0", "host", HOST)
+    assert "min_label_values" not in linr.params_for("reader_0", "guest", GUEST)
+
+
+VALIDATION_READER = """  - name: reader_v
+    type: reader
+    params:
+      guest: {table: breast_hetero_guest}
+      host: {table: breast_hetero_host}
+  - name: psi_v
+    type: psi
+    inputs: {data: reader_v.data}
+"""
+
+
+def test_a_single_recorded_class_is_refused_at_submission(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    fed = federation_factory(grants=[(HOST, "breast_hetero_host", GUEST, ["*"])])
+    send_profile(fed, GUEST, "breast_hetero_guest", [1.0], ["malignant"])
+    wait_until(lambda: recorded(fed, GUEST, "breast_hetero_guest"), 30, "the profile")
+
+    fed.client(GUEST).submit(hetero_lr_pipeline(), job_id="job-one-class")
+    failed = fed.wait_state(GUEST, "job-one-class", "failed")
+
+    assert failed["reason"] == (
+        "party 9999 refused the job: table breast_hetero_guest (read by reader_0): label "
+        "column 'y' holds a single class (1), but hetero_lr, which trains on it, needs at "
+        "least 2 classes"
+    )
+    assert fed.workers[GUEST].runs == []

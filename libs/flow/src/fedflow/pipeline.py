@@ -312,34 +312,38 @@ def _timeout(value: Any, where: str) -> float | None:
     return float(value)
 
 
+TRAINING_INPUT = "data"
+"""The input slot a model trains on (its other labelled input, validate_data, only scores)."""
+
+
 def _downstream_rules(
     raws: list[_RawComponent],
-) -> dict[str, dict[str, list[tuple[str, LabelRule]]]]:
-    """Reader name -> {role: (component type, label rule) of each component its data flows
-    into that declares one}. Below a
+) -> dict[str, dict[str, list[tuple[str, LabelRule, bool]]]]:
+    """Reader name -> {role: (component type, label rule, whether the reader's rows reach its
+    training input `data`) of each component its data flows into that declares one}. Below a
     component that remaps labels at a role (`ComponentDescriptor.remaps_labels`:
     label_transform) the models' rules at that role are not the reader's: the walk stops
     applying them there."""
-    children: dict[str, set[str]] = {raw.name: set() for raw in raws}
+    children: dict[str, set[tuple[str, str]]] = {raw.name: set() for raw in raws}
     for raw in raws:
-        for ref in raw.inputs.values():
-            children.setdefault(ref.component, set()).add(raw.name)
+        for slot, ref in raw.inputs.items():
+            children.setdefault(ref.component, set()).add((raw.name, slot))
     by_name = {raw.name: raw for raw in raws}
-    rules: dict[str, dict[str, list[tuple[str, LabelRule]]]] = {}
+    rules: dict[str, dict[str, list[tuple[str, LabelRule, bool]]]] = {}
     for raw in raws:
         if raw.type.table_param is None:
             continue
-        seen: set[tuple[str, frozenset[str]]] = set()
-        todo = [(child, frozenset[str]()) for child in sorted(children[raw.name])]
-        found: dict[str, list[tuple[str, LabelRule]]] = {}
+        seen: set[tuple[str, str, frozenset[str]]] = set()
+        todo = [(child, slot, frozenset[str]()) for child, slot in sorted(children[raw.name])]
+        found: dict[str, list[tuple[str, LabelRule, bool]]] = {}
         while todo:
-            name, remapped = todo.pop()
-            if (name, remapped) in seen or name not in by_name:
+            name, slot, remapped = todo.pop()
+            if (name, slot, remapped) in seen or name not in by_name:
                 continue
-            seen.add((name, remapped))
+            seen.add((name, slot, remapped))
             ctype = by_name[name].type
             below = remapped | frozenset(ctype.remaps_labels)
-            todo.extend((child, below) for child in children.get(name, ()))
+            todo.extend((child, into, below) for child, into in children.get(name, ()))
             given = by_name[name].params
             for role in ctype.labels:
                 # The role's params may change its rule (hetero_lr's multi_class).
@@ -347,7 +351,7 @@ def _downstream_rules(
                 rule = ctype.labels_for(task_params).get(role)
                 if role in remapped or rule is None:
                     continue
-                found.setdefault(role, []).append((ctype.name, rule))
+                found.setdefault(role, []).append((ctype.name, rule, slot == TRAINING_INPUT))
         if found:
             rules[raw.name] = found
     return rules
@@ -356,13 +360,16 @@ def _downstream_rules(
 def _label_rules(raws: list[_RawComponent]) -> dict[str, dict[str, dict[str, Any]]]:
     """Reader name -> {role: reader params} that check its table against the labels the
     components its data flows into take: `label_values` (binary models' values, several: the
-    values all of them take) and `label_rules` (each other model's kind, "classes" or
-    "numeric", whether class names fit, and its component type)."""
+    values all of them take), `label_rules` (each other model's kind, "classes" or
+    "numeric", whether class names fit, and its component type) and `min_label_values` (2
+    where a classifier trains on the reader's rows: one class trains nothing)."""
     params: dict[str, dict[str, dict[str, Any]]] = {}
     for reader, by_role in _downstream_rules(raws).items():
         for role, rules in by_role.items():
             given: dict[str, Any] = {}
-            for model, rule in rules:
+            for model, rule, trains in rules:
+                if trains and rule.classifies():
+                    given["min_label_values"] = {"count": 2, "model": model}
                 if rule.kind == "binary":
                     values = set(rule.values)
                     given["label_values"] = sorted(

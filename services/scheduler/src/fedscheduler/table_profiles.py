@@ -118,7 +118,8 @@ def label_problem(
             )
             for r in params.get("label_rules") or []
         ]
-        if not allowed and not rules:
+        at_least = params.get("min_label_values")
+        if not allowed and not rules and not at_least:
             continue
         table = str(params[ctype.table_param])
         known = profile(table)
@@ -154,6 +155,13 @@ def label_problem(
                 return (
                     f"{where}: label column {label_column!r} does not fit {model}, which {problem}"
                 )
+        if at_least and values is not None and len(values) < int(at_least["count"]):
+            found = ", ".join(_named(v, classes) for v in values)
+            return (
+                f"{where}: label column {label_column!r} holds a single class ({found}), but "
+                f"{at_least['model']}, which trains on it, needs at least {at_least['count']} "
+                "classes"
+            )
     return None
 
 

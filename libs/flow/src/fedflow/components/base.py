@@ -60,6 +60,12 @@ class LabelRule:
     fits; None: for "binary" and "classes", not for "numeric" (a regression target is a
     number, not a class)."""
 
+    def classifies(self) -> bool:
+        """Whether the model is a classifier (binary, or classes that may be named): one
+        trained on a single class learns nothing (poisson's counts, "classes" without names,
+        may all be equal)."""
+        return self.kind == "binary" or (self.kind == "classes" and self.takes_names())
+
     def takes_names(self) -> bool:
         return self.kind != "numeric" if self.names is None else self.names
 

@@ -28,6 +28,17 @@ class ReaderLabelRule(BaseModel):
     """The model's component type, to name it in a refusal."""
 
 
+class ReaderLabelCount(BaseModel):
+    """The distinct label values a table must hold at least: 2 where a classifier trains on
+    it (one class trains a model that predicts that class for every row)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=2, le=64)
+    model: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    """The classifier's component type, to name it in a refusal."""
+
+
 class ReaderParams(ComponentParams):
     table: str = Field(pattern=TABLE_NAME_PATTERN, description="name of an uploaded table")
     label_values: list[float] | None = None
@@ -40,12 +51,16 @@ class ReaderParams(ComponentParams):
     column, with labels that do not fit, or with class names where a model takes numbers is
     refused here, before PSI. None: no such model."""
 
+    min_label_values: ReaderLabelCount | None = None
+    """Filled in by the pipeline where a classifier trains on this table's rows: a table
+    with fewer distinct labels is refused here, before PSI. None: no such check."""
+
     @model_serializer(mode="wrap")
     def _omit_unset_labels(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Absent rather than null: a reader's task.run stays what it was unless a model
         # downstream needs the check (a worker of the previous version refuses unknown keys).
         data: dict[str, Any] = handler(self)
-        for key in ("label_values", "label_rules"):
+        for key in ("label_values", "label_rules", "min_label_values"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

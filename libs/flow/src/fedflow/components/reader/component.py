@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedflow.components.base import LabelRule
-from fedflow.components.reader import ReaderLabelRule, ReaderParams
+from fedflow.components.reader import ReaderLabelCount, ReaderLabelRule, ReaderParams
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -57,6 +57,23 @@ def check_label_rules(table: Table, name: str, rules: list[ReaderLabelRule]) -> 
             )
 
 
+def check_label_count(table: Table, name: str, wanted: ReaderLabelCount) -> None:
+    """Refuse a table with fewer distinct labels than a classifier that trains on it needs."""
+    if table.labels is None:
+        return  # refused by the label rules already, naming the model
+    values, counts = np.unique(table.labels, return_counts=True)
+    if len(values) < wanted.count:
+        found = ", ".join(
+            _value(table, v) + f" ({c} rows)"
+            for v, c in zip(values.tolist(), counts.tolist(), strict=True)
+        )
+        raise ValueError(
+            f"table {name}: label column {table.label_name!r} holds a single class ({found}), "
+            f"but {wanted.model}, which trains on it, needs at least {wanted.count} classes: a "
+            "model trained on one class predicts it for every row; check the label column"
+        )
+
+
 def _value(table: Table, value: float) -> str:
     """A label value as the data wrote it: a text label's class with its name."""
     if table.label_classes is None:
@@ -71,6 +88,8 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
         check_labels(table, params.table, params.label_values)
     if params.label_rules:
         check_label_rules(table, params.table, params.label_rules)
+    if params.min_label_values is not None:
+        check_label_count(table, params.table, params.min_label_values)
     ctx.metrics.log("rows", float(len(table.ids)))
     ctx.metrics.log("features", float(table.features.shape[1]))
     ctx.metrics.log("missing_values", float(table.missing_count))
