@@ -12,11 +12,21 @@ import pytest
 from fedgateway import pki
 from fedschemas import canonical_bytes
 
+from tests.gateway.conftest import Deployment
 from tests.polling import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 
 N = 1000
+
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """One gateway pair for the module: each test starts again the gateway it kills, and
+    waits until its whole stream was handled, so the next one finds the pair as a fresh one
+    (starting a pair per test took half of this module's time). Counts and logs are each
+    test's own (`counted`, `log`)."""
+    return shared_deployment
 
 
 def _assert_exactly_once(sink: Any, expected_ids: set[str]) -> None:
@@ -62,7 +72,7 @@ def test_every_message_is_handled_exactly_once_when_a_gateway_is_killed_mid_stre
     # Assert
     assert handled_at_kill < N, "the kill did not land in the middle of the stream"
     _assert_exactly_once(sink, expected)
-    assert deployment.metric("10000", "fedmq_gateway_refused_total") == 0
+    assert deployment.counted("10000", "fedmq_gateway_refused_total") == 0
     if graceful:  # SIGTERM: in-flight sends finished or went back, then a clean exit
         assert any(e.get("event") == "gateway_stopped" for e in deployment.log(victim))
 
@@ -106,5 +116,5 @@ def test_a_key_rotation_mid_stream_loses_nothing_and_old_signatures_stay_valid(
     _assert_exactly_once(sink, expected)
     key_ids = {key_id for _, key_id in sink.rows()}
     assert key_ids == {old.key_id, new_cert.key_id}
-    assert deployment.metric("10000", "fedmq_gateway_refused_total") == 0
+    assert deployment.counted("10000", "fedmq_gateway_refused_total") == 0
     assert any(e.get("event") == "identity_reloaded" for e in deployment.log("9999"))
