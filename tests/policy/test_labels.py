@@ -274,6 +274,7 @@ def test_only_a_reader_whose_rows_a_classifier_trains_on_must_hold_two_classes()
         )
     )
     linr = Pipeline.from_yaml(hetero_linr_pipeline())
+    homo = Pipeline.from_yaml((DATA.parent / "pipelines" / "homo_lr.yaml").read_text())
 
     assert validated.params_for("reader_0", "guest", GUEST)["min_label_values"] == {
         "count": 2,
@@ -282,6 +283,13 @@ def test_only_a_reader_whose_rows_a_classifier_trains_on_must_hold_two_classes()
     assert "min_label_values" not in validated.params_for("reader_v", "guest", GUEST)
     assert "min_label_values" not in validated.params_for("reader_0", "host", HOST)
     assert "min_label_values" not in linr.params_for("reader_0", "guest", GUEST)
+    # a horizontal model's client may hold a single class (label skew): not asked either
+    homo_readers = [c for c in homo.components_in_order() if c.type == "reader"]
+    assert homo_readers and all(
+        "min_label_values" not in homo.params_for(c.name, role, party)
+        for c in homo_readers
+        for role, party in [("guest", GUEST), ("host", HOST)]
+    )
 
 
 VALIDATION_READER = """  - name: reader_v

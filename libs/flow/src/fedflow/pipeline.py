@@ -320,7 +320,8 @@ def _downstream_rules(
     raws: list[_RawComponent],
 ) -> dict[str, dict[str, list[tuple[str, LabelRule, bool]]]]:
     """Reader name -> {role: (component type, label rule, whether the reader's rows reach its
-    training input `data`) of each component its data flows into that declares one}. Below a
+    training input `data` and the role holds all its labels) of each component its data flows
+    into that declares one}. Below a
     component that remaps labels at a role (`ComponentDescriptor.remaps_labels`:
     label_transform) the models' rules at that role are not the reader's: the walk stops
     applying them there."""
@@ -351,7 +352,10 @@ def _downstream_rules(
                 rule = ctype.labels_for(task_params).get(role)
                 if role in remapped or rule is None:
                     continue
-                found.setdefault(role, []).append((ctype.name, rule, slot == TRAINING_INPUT))
+                # Only where this role holds every label of the model (vertical): a client of
+                # a horizontal model may hold one class of its own, the federation the others.
+                trains = slot == TRAINING_INPUT and len(ctype.labels) == 1
+                found.setdefault(role, []).append((ctype.name, rule, trains))
         if found:
             rules[raw.name] = found
     return rules
