@@ -151,3 +151,25 @@ def test_hetero_lr_after_feature_scale_on_raw_columns_is_within_0_002_auc_of_skl
         expected = (ordered.features - ordered.features.mean(0)) / ordered.features.std(0)
         np.testing.assert_allclose(fitted.features, expected, rtol=0, atol=1e-9)
     assert result.metric("lr_0", "unscaled_features", GUEST) == 0.0
+
+
+def test_a_value_of_1e300_is_scaled_not_left_unscaled() -> None:
+    # numpy's std of a column with 1e300 overflows to inf: it used to become scale 1, the
+    # column stayed unscaled and a model downstream failed on "NaN or infinite values"
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 1))
+    x[7, 0] = 1e300
+
+    scaled = fit("standard", ["a"], x).apply(x)
+
+    assert np.all(np.isfinite(scaled))
+    np.testing.assert_allclose(np.mean(scaled), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.std(scaled), 1.0, rtol=1e-12)
+    assert scaled[7, 0] == pytest.approx(np.sqrt(399), rel=1e-9)  # one outlier among 400
+
+
+def test_a_min_max_range_beyond_the_largest_float_is_refused_naming_the_column() -> None:
+    x = np.array([[1e308, 1.0], [-1e308, 2.0]])
+
+    with pytest.raises(ValueError, match=r"range of column\(s\) wide exceeds the largest float"):
+        fit("min_max", ["wide", "b"], x)
