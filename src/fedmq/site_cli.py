@@ -548,11 +548,15 @@ allowed_components: null
 #   bounds:            {param: {min: ..., max: ...}} for numeric params
 #   initiator_may_set: params another party's pipeline may change from their defaults for
 #                      this party (null: any)
+#   allow_code:        import paths another party's pipeline may name for this party to
+#                      import and run (homo_nn's model; default: none), exact strings
 components: {}
 #  hetero_lr:
 #    allow_revealing: []
 #    bounds: {epochs: {max: 100}}
 #    initiator_may_set: [epochs, batch_size, learning_rate, decay, alpha, tol, early_stop, seed]
+#  homo_nn:
+#    allow_code: ["mypkg.nets:make_model"]
 """
 
 

@@ -18,6 +18,7 @@ from fedflow.components.homo_nn import math as nmath
 from fedflow.components.homo_nn.params import HomoNnParams
 from fedflow.components.homo_nn.torch_learner import ModelError, TorchLearner, TorchMissing
 from fedflow.pipeline import Pipeline
+from fedflow.policy import SecurityPolicy
 from fedflow.standalone import StandaloneError, run_pipeline
 from pydantic import ValidationError
 
@@ -97,9 +98,14 @@ def test_a_torch_model_trains_over_secure_aggregation_and_scores_with_predict(
     test = load("breast_homo_test")
     assert test.labels is not None
 
-    # Execute
+    # Execute: the host's policy lists the guest's module (docs/policy.md, allow_code)
     folders = {"9999": EXAMPLE_DATA, "10000": EXAMPLE_DATA}
-    result = run_pipeline(Pipeline.from_dict(spec), folders, tmp_path / "run")
+    listed = {"allow_code": [MLP_PATH]}
+    host_policy = SecurityPolicy.model_validate(
+        {"components": {"homo_nn": listed, "homo_nn_predict": listed}}
+    )
+    policies = {"9999": SecurityPolicy(), "10000": host_policy}
+    result = run_pipeline(Pipeline.from_dict(spec), folders, tmp_path / "run", policies=policies)
 
     # Assert: both parties hold the reference's module weights (table rows torch.*), and
     # predict's scores are the module's on the test rows, as good as a network should be

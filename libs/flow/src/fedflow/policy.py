@@ -18,6 +18,10 @@ field's `json_schema_extra` (so a new component is covered without touching this
         False, json_schema_extra={"policy": "reveals", "reveals": "host", "what": "..."}
     )
 
+A param that names code to import (homo_nn's `model: package.module:factory`) is marked
+`{"policy": "code"}`: importing a module runs it, so a party imports only the paths its own
+policy lists (`allow_code`) when another party's pipeline names them.
+
 The rules, each named in a refusal (`policy.<rule>: ... (party P's policy, <component>)`):
 
     min_key_bits               every key-length param at least this (default 2048)
@@ -27,6 +31,8 @@ The rules, each named in a refusal (`policy.<rule>: ... (party P's policy, <comp
     components.<type>.bounds.<param>      min / max of a numeric param
     components.<type>.initiator_may_set   the params another party's pipeline may set for
                                           this party (default: all); the rest keep defaults
+    components.<type>.allow_code          import paths another party's pipeline may name in
+                                          a code param for this party (default: none)
 
 Light (pydantic, yaml and the descriptors): the scheduler imports it without numpy or fedcrypto.
 The functions are pure: the policy, the pipeline or task in, the violations out.
@@ -46,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import to_jsonable_python
 
 from fedflow.components import CATALOGUE, ComponentDescriptor
+from fedflow.import_path import is_import_path
 from fedflow.pipeline import Pipeline
 from fedflow.yaml_text import load_yaml
 
@@ -55,7 +62,8 @@ SECURE_KEY_BITS: Final = 2048
 KEY_BITS: Final = "key_bits"
 SHORT_KEYS: Final = "insecure_short_keys"
 REVEALS: Final = "reveals"
-_MARKERS: Final = frozenset({KEY_BITS, SHORT_KEYS, REVEALS})
+CODE: Final = "code"
+_MARKERS: Final = frozenset({KEY_BITS, SHORT_KEYS, REVEALS, CODE})
 
 
 class PolicyError(ValueError):
@@ -88,6 +96,10 @@ class ComponentRules(_Strict):
     initiator_may_set: tuple[str, ...] | None = None
     """Params a pipeline initiated by another party may give a value other than the default
     for this party's task; None: any (the other rules still apply)."""
+    allow_code: tuple[str, ...] = ()
+    """Import paths (`package.module:attr`, exact strings) that a pipeline initiated by another
+    party may name in this type's code params (declared `"policy": "code"`): importing runs
+    the module's code at this party, so none by default."""
 
 
 class SecurityPolicy(_Strict):
@@ -119,6 +131,13 @@ class SecurityPolicy(_Strict):
                     raise ValueError(
                         f"{where}.allow_revealing: {param!r} is not a revealing parameter of "
                         f"{name} (revealing: {', '.join(sorted(revealing)) or 'none'})"
+                    )
+            if rules.allow_code and not any(m.get("policy") == CODE for m in fields.values()):
+                raise ValueError(f"{where}.allow_code: {name} has no parameter that names code")
+            for path in rules.allow_code:
+                if not is_import_path(path):
+                    raise ValueError(
+                        f"{where}.allow_code: {path!r} is not an import path 'package.module:attr'"
                     )
             for param in [*rules.bounds, *(rules.initiator_may_set or ())]:
                 if param not in fields:
@@ -259,6 +278,10 @@ def check_task(
             )
     for param, problem in _out_of_bounds(rules.bounds, params):
         refuse(f"policy.components.{component_type}.bounds.{param}", problem)
+    for param, path in _code_named(ctype, role, params):
+        refused = _code_problem(component_type, param, path, rules, party_id, initiator)
+        if refused is not None:
+            refuse(f"policy.components.{component_type}.allow_code", refused)
     settable = rules.initiator_may_set
     if settable is None or initiator == party_id:
         return found
@@ -276,6 +299,63 @@ def check_task(
             f"(it may set: {', '.join(settable) or 'nothing'})",
         )
     return found
+
+
+def _code_named(
+    ctype: ComponentDescriptor, role: str, params: Mapping[str, Any]
+) -> list[tuple[str, Any]]:
+    """(param, value) of each code param (`"policy": "code"`) not at its default (None: no
+    code named)."""
+    model_fields = ctype.params_model(role).model_fields
+    return [
+        (param, params[param])
+        for param, marks in _fields(ctype).items()
+        if marks.get("policy") == CODE
+        and params.get(param) is not None
+        and to_jsonable_python(params[param]) != _default(model_fields, param)
+    ]
+
+
+def _code_problem(
+    component_type: str,
+    param: str,
+    path: Any,
+    rules: ComponentRules,
+    party_id: str,
+    initiator: str | None,
+) -> str | None:
+    """Why this party does not import `path` for `param`; None when it may.
+
+    Its own pipelines are its operator's choice (still only an import path); another party's
+    may name only what `allow_code` lists, exactly. A task whose initiator is unknown cannot
+    show the path is this party's own choice, so it needs the listing too."""
+    if not is_import_path(path):
+        return f"{param} {path!r} is not an import path 'package.module:attr'"
+    if initiator == party_id or path in rules.allow_code:
+        return None
+    key = f"components.{component_type}.allow_code"
+    listed = f"it lists: {', '.join(rules.allow_code)}" if rules.allow_code else "it lists none"
+    who = (
+        "the task names no initiator, so"
+        if initiator is None
+        else f"party {initiator}'s pipeline names code for this party to import and run:"
+    )
+    return (
+        f"{who} {param} {path!r} is imported only where this party's policy lists it in "
+        f"{key} ({listed})"
+    )
+
+
+def initiator_matters(
+    policy: SecurityPolicy, component_type: str, role: str, params: Mapping[str, Any]
+) -> bool:
+    """Whether `check_task`'s verdict on these params depends on who initiated the job: the
+    policy sets `initiator_may_set` for the type, or a code param names code. A worker reads
+    the initiator from the task's pipeline only then (parsing it for every task costs)."""
+    if policy.rules_for(component_type).initiator_may_set is not None:
+        return True
+    ctype = CATALOGUE.get(component_type)
+    return ctype is not None and bool(_code_named(ctype, role, params))
 
 
 def _out_of_bounds(
@@ -546,6 +626,7 @@ __all__ = [
     "check_pipeline",
     "check_task",
     "grant_params_problem",
+    "initiator_matters",
     "load_policy",
     "parse_grant_params",
     "parse_param_spec",

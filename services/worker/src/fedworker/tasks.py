@@ -48,7 +48,7 @@ from fedcommon.tracing import get_tracer, span_from_remote
 from fedflow.code_identity import ComponentCode, component_code
 from fedflow.federation import TaskCanceled
 from fedflow.pipeline import Pipeline, PipelineError
-from fedflow.policy import SecurityPolicy, task_problem
+from fedflow.policy import SecurityPolicy, initiator_matters, task_problem
 from fedflow.runner import PartyRuntime, TaskError
 from fedflow.task import TaskKey, TaskSpec
 from fedschemas import Envelope, PartyRef, Payload, new_envelope
@@ -653,9 +653,10 @@ class TaskExecutor:
         # is the last word, so a task.run that did not come through that check (another
         # scheduler version, a forged message, a policy tightened since) runs nothing.
         # The initiator is the pipeline's (task.run carries it); one that cannot be read
-        # leaves it unknown, which initiator_may_set, where the policy sets it, refuses.
+        # leaves it unknown, which initiator_may_set, where the policy sets it, and a param
+        # naming code to import (allow_code) refuse.
         initiator: str | None = self.party_id
-        if self.policy.rules_for(spec.component_type).initiator_may_set is not None:
+        if initiator_matters(self.policy, spec.component_type, spec.role, spec.params):
             try:
                 initiator = Pipeline.from_yaml(pipeline_yaml).initiator
             except PipelineError:

@@ -45,6 +45,7 @@ import numpy as np
 from fedflow.components.homo_lr import math as hmath
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.components.homo_nn.params import HomoNnParams
+from fedflow.import_path import find_module, split_import_path
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -78,9 +79,23 @@ def require_torch(path: str, where: str) -> Any:
 
 
 def factory_of(path: str, where: str) -> Callable[[int], Any]:
-    """The callable at `path` (torch imported first: TorchMissing, then ModelError)."""
+    """The callable at `path`: ModelError when its module is not there, TorchMissing without
+    torch, then ModelError when the module does not import or `attr` is not callable.
+
+    Whose paths may be imported at all is the policy's to decide, before the task runs
+    (fedflow.policy, `allow_code`); here the path must be `package.module:attr`, and its module
+    must be found without running any code (fedflow.import_path.find_module) before it is
+    imported, so that a path that is not there is refused with nothing along it executed."""
+    try:
+        module_name, attr = split_import_path(path)
+    except ValueError as exc:
+        raise ModelError(f"homo_nn: model {exc}") from None
+    if find_module(module_name) is None:
+        raise ModelError(
+            f"homo_nn: model {path!r} cannot be imported {where}: no module {module_name!r} "
+            "is installed or on the worker's path (nothing was imported)"
+        )
     require_torch(path, where)
-    module_name, _, attr = path.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
