@@ -11,7 +11,7 @@ import pytest
 from fedflow.components.hetero_linr.math import reference_sgd
 from fedflow.metrics import MetricsReader
 from fedflow.pipeline import Pipeline, PipelineError
-from fedflow.standalone import LocalWorld, run_pipeline
+from fedflow.standalone import LocalWorld, StandaloneError, run_pipeline
 from fedflow.tables import Table
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
@@ -275,3 +275,27 @@ def test_patience_without_validate_data_is_refused_for_hetero_linr(tmp_path: Pat
         running = start_task(world, spec, recv_timeout=10, join_timeout=60)
         running.join()
     assert "patience 2 needs a validate_data input" in str(running.error)
+
+
+def test_a_target_whose_square_overflows_is_refused_before_psi(tmp_path: Path) -> None:
+    # A 1e300 target made the first loss inf, reported as a divergence naming the features
+    guest, host = diabetes()
+    assert guest.labels is not None
+    labels = guest.labels.copy()
+    labels[3] = 1e300
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(
+        data / "d_guest.csv", Table(guest.ids, guest.features, guest.feature_names, labels, "y")
+    )
+    write_csv(data / "d_host.csv", host)
+
+    with pytest.raises(StandaloneError) as info:
+        run_pipeline(
+            Pipeline.from_dict(linr_pipeline(LINR_PARAMS)), {GUEST: data, HOST: data}, tmp_path
+        )
+
+    assert str(info.value).startswith("reader_0 failed at party 9999 (guest)")
+    assert "of magnitude at most 1e+150 (the squared loss must fit a float), found 1e+300" in str(
+        info.value
+    )

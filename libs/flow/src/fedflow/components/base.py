@@ -46,6 +46,11 @@ class NoParams(ComponentParams):
     """For components without parameters."""
 
 
+MAX_NUMERIC_LABEL = 1e150
+"""The largest magnitude of a "numeric" label: its square (the squared loss) must fit a float
+(1.8e308); a 1e300 target made hetero_linr's first loss inf, reported as a divergence."""
+
+
 @dataclass(frozen=True)
 class LabelRule:
     """The labels a model takes at a role: "binary" (exactly the `values`, e.g. hetero_lr's 0
@@ -96,10 +101,16 @@ class LabelRule:
         elif self.kind == "classes":
             bad = [v for v in values if not (math.isfinite(v) and v >= 0 and v.is_integer())]
         else:
-            bad = [v for v in values if not math.isfinite(v)]
+            bad = [v for v in values if not (math.isfinite(v) and abs(v) <= MAX_NUMERIC_LABEL)]
         if not bad:
             return None
         shown = ", ".join(f"{v:g}" for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        if self.kind == "numeric" and all(math.isfinite(v) for v in bad):
+            return (
+                f"takes {self.expected()} of magnitude at most {MAX_NUMERIC_LABEL:g} (the "
+                f"squared loss must fit a float), found {shown}: bring the target to a "
+                "smaller unit"
+            )
         return f"takes {self.expected()}, found {shown}"
 
 
