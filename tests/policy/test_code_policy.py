@@ -37,12 +37,14 @@ from tests.worker.test_worker_tasks import Federation2
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 ABORT = "os:abort"
 MLP = "tests.homo.nets:mlp"
+SET_BY_NN_SPEC = ["rounds", "batch_size", "learning_rate", "seed"]
 
 
 def nn_spec(model: str, tables: tuple[str, str] = ("breast_homo_guest", "breast_homo_host")) -> Any:
     """The guest's (9999's) homo_nn pipeline over two parties reading `tables` (predict
     scores them again), `model` in training and predict; the guest aggregates."""
-    params = {"rounds": 1, "batch_size": 32, "learning_rate": 0.1, "seed": 0, "model": model}
+    params = {"rounds": 1, "batch_size": 32, "learning_rate": 0.2, "seed": 1, "model": model}
+    assert sorted(params) == sorted([*SET_BY_NN_SPEC, "model"])
     spec = nn_pipeline(list(tables), params)
     if tables != ("breast_homo_guest", "breast_homo_host"):
         spec["components"][2]["params"] = {GUEST: {"table": tables[0]}, HOST: {"table": tables[1]}}
@@ -100,6 +102,21 @@ def test_the_initiators_own_path_and_a_listed_path_pass_and_only_that_exact_stri
     assert training_only is not None
     assert training_only.startswith("policy.components.homo_nn_predict.allow_code:")
     assert "homo_lr_0" not in training_only
+
+
+def test_letting_the_initiator_set_model_does_not_list_its_code() -> None:
+    may_set = SecurityPolicy.model_validate(
+        {"components": {"homo_nn": {"initiator_may_set": [*SET_BY_NN_SPEC, "model"]}}}
+    )
+    pipeline = Pipeline.from_dict(nn_spec(ABORT))
+
+    problem = pipeline_problem(may_set, pipeline, HOST)
+
+    assert problem is not None
+    assert [p.split(":")[0] for p in problem.split("; ")] == [
+        "policy.components.homo_nn.allow_code",
+        "policy.components.homo_nn_predict.allow_code",
+    ]
 
 
 def test_a_task_that_names_no_initiator_is_refused_only_when_it_names_code() -> None:
