@@ -36,7 +36,13 @@ import numpy as np
 from fedcrypto import CiphertextError, EncryptedVector, PaillierOverflowError, PublicKey
 from fedcrypto.paillier import kernels
 from fedcrypto.paillier.limbs import LIMB_DTYPE, LimbArray
-from fedcrypto.paillier.parallel import CHEAP_MIN_CHUNK, chunk_bounds, concat_limbs, map_chunks
+from fedcrypto.paillier.parallel import (
+    CHEAP_MIN_CHUNK,
+    LANES,
+    chunk_bounds,
+    concat_limbs,
+    map_chunks,
+)
 from numpy.typing import NDArray
 
 from fedflow.components.hetero_secureboost import math as sbmath
@@ -349,7 +355,10 @@ def compress(
     acc = np.ascontiguousarray(lanes[:, per - 1])
     for s in range(per - 2, -1, -1):
         current = np.ascontiguousarray(lanes[:, s])
-        bounds = chunk_bounds(groups, executor, None, min_chunk=1)
+        # Chunks of whole 8-lane groups: the extension raises 8 ciphertexts at once, so a
+        # chunk of 2 costs as much as one of 8 (before: 4 chunks of 1-5 per step, with 6-18
+        # ciphertexts a level, most lanes idle)
+        bounds = chunk_bounds(groups, executor, None, min_chunk=LANES)
         acc = concat_limbs(
             map_chunks(
                 kernels.k_pow,
