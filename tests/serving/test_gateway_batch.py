@@ -142,3 +142,22 @@ def test_a_silent_serving_service_fails_every_request_of_the_message(
     assert all(isinstance(a, ServingSilent) for a in answers)
     assert all(isinstance(a.__cause__, RequestTimeout) for a in answers)
     assert len(hop.messages) == 2
+
+
+def test_each_event_loop_gets_its_own_batcher() -> None:
+    # A message in flight on a closed loop would hold its slot for ever (test clients may
+    # run each request on a loop of their own).
+    from types import SimpleNamespace
+
+    from fedgateway.api.serving import batcher_of
+
+    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))
+
+    async def twice() -> tuple[PredictBatcher, PredictBatcher]:
+        return batcher_of(request, None), batcher_of(request, None)  # type: ignore[arg-type]
+
+    first, again = asyncio.run(twice())
+    other, _ = asyncio.run(twice())
+
+    assert first is again and other is not first
+    other.close()

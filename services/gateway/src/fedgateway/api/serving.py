@@ -36,6 +36,7 @@ the loop (a sync dependency would cost each request a hop to the threadpool and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Annotated, Any, Literal
@@ -71,7 +72,6 @@ DEFAULT_BATCH_TIMEOUT_S = 5.0
 """A batch's hosts look up and score up to 10,000 rows: a longer default deadline."""
 MAX_BATCH_ROWS = 10_000
 MAX_VERSION = 2**31 - 1
-
 
 
 async def get_api_here(request: Request) -> ApiContext:
@@ -207,14 +207,23 @@ def data_of(answer: dict[str, Any]) -> Any:
 
 
 def batcher_of(request: Request, api: ApiContext) -> PredictBatcher:
-    """The app's PredictBatcher (made on first use, on the event loop: no race)."""
-    batcher = getattr(request.app.state, "serving_batcher", None)
-    if not isinstance(batcher, PredictBatcher):
+    """The app's PredictBatcher for the running event loop (made on first use, on that loop:
+    no race). A new loop gets a new one: uvicorn runs one loop for good, but a test client
+    may run each request on a loop of its own, and a message still in flight on a closed
+    loop would hold its slot for ever."""
+    loop = asyncio.get_running_loop()
+    found = getattr(request.app.state, "serving_batcher", None)
+    if isinstance(found, tuple) and found[0] is loop:
+        batcher: PredictBatcher = found[1]
+        return batcher
 
-        def send(body: bytes, timeout: float) -> bytes:
-            return api.bus().request(SERVING_RPC_TOPIC, body, timeout=timeout).body
+    def send(body: bytes, timeout: float) -> bytes:
+        return api.bus().request(SERVING_RPC_TOPIC, body, timeout=timeout).body
 
-        batcher = request.app.state.serving_batcher = PredictBatcher(send)
+    if isinstance(found, tuple):
+        found[1].close()
+    batcher = PredictBatcher(send)
+    request.app.state.serving_batcher = (loop, batcher)
     return batcher
 
 
@@ -263,9 +272,7 @@ async def predict(
     """Score one row: the guest's part from the given features, each host's from its own
     features for the id. Answers {id, score, version, model, fallback}."""
     row = {"id": body.id, "features": body.features}
-    result = await _predict(
-        request, api, service_id, [row], caller_of(credentials), body.timeout_s
-    )
+    result = await _predict(request, api, service_id, [row], caller_of(credentials), body.timeout_s)
     return {**result["results"][0], "model": result["model"], "fallback": result["fallback"]}
 
 
