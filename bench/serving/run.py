@@ -95,6 +95,26 @@ def baseline_path(ref: str, into: Path, git_dir: str | None = None) -> str:
     return os.pathsep.join(str(p) for p in [hidden, *source_dirs(tree)])
 
 
+IN_FLIGHT_LINE = "IN_FLIGHT_PER_SERVICE = 2\n"
+"""fedgateway.api.serving's messages in flight per service: "one-in-flight" runs it at 1."""
+
+
+def one_in_flight_path(into: Path) -> str:
+    """A PYTHONPATH that runs this tree with one prediction message in flight per service at
+    hop 1 instead of two (a copy of the tree with that constant changed)."""
+    tree = into / "one-in-flight"
+    for src in source_dirs(ROOT):
+        shutil.copytree(
+            src, tree / src.relative_to(ROOT), ignore=shutil.ignore_patterns("__pycache__")
+        )
+    route = tree / "services/gateway/src/fedgateway/api/serving.py"
+    text = route.read_text()
+    if IN_FLIGHT_LINE not in text:
+        raise SystemExit(f"{route}: no line {IN_FLIGHT_LINE!r} to change")
+    route.write_text(text.replace(IN_FLIGHT_LINE, "IN_FLIGHT_PER_SERVICE = 1\n"))
+    return os.pathsep.join(str(p) for p in source_dirs(tree))
+
+
 PIPELINE = f"""
 name: serving-bench
 parties: {{guest: "{GUEST}", host: ["{HOST}"]}}
@@ -240,7 +260,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=256, help="connections at most")
     parser.add_argument("--baseline", default=BASELINE, help="the commit 'before' runs")
     parser.add_argument(
-        "--modes", default="before,after", help="of before, after, untraced (after, no spans)"
+        "--modes",
+        default="before,after",
+        help="of before, after, untraced (after, no spans), one-in-flight (after, one message "
+        "in flight per service at hop 1)",
     )
     parser.add_argument("--git-dir", default=None, help="where --baseline is (default: here)")
     args = parser.parse_args()
@@ -260,6 +283,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     paths = {"after": os.environ.get("PYTHONPATH")}
     paths["untraced"] = paths["after"]
+    if "one-in-flight" in modes:
+        paths["one-in-flight"] = one_in_flight_path(scratch)
     if "before" in modes:
         paths["before"] = baseline_path(args.baseline, scratch, args.git_dir)
     with two_parties(

@@ -71,6 +71,8 @@ DEFAULT_PREDICT_TIMEOUT_S = 0.5
 DEFAULT_BATCH_TIMEOUT_S = 5.0
 """A batch's hosts look up and score up to 10,000 rows: a longer default deadline."""
 MAX_BATCH_ROWS = 10_000
+IN_FLIGHT_PER_SERVICE = 2
+"""Prediction messages in flight per service at hop 1 (fedgateway.api.serving_batch)."""
 MAX_VERSION = 2**31 - 1
 
 
@@ -222,7 +224,7 @@ def batcher_of(request: Request, api: ApiContext) -> PredictBatcher:
 
     if isinstance(found, tuple):
         found[1].close()
-    batcher = PredictBatcher(send)
+    batcher = PredictBatcher(send, concurrency=IN_FLIGHT_PER_SERVICE, max_rows=MAX_BATCH_ROWS)
     request.app.state.serving_batcher = (loop, batcher)
     return batcher
 
