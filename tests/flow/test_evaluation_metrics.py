@@ -118,3 +118,14 @@ def test_population_stability_is_0_for_the_same_distribution_and_grows_with_a_sh
     assert moved.psi == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
     assert moved.psi > 1.0
     assert moved.actual[:5].sum() < 0.01
+
+
+def test_auc_and_ks_of_a_single_class_are_undefined_not_perfect() -> None:
+    # KS was 1 for a table of positives only (the missing class's rates are all 0)
+    scores = np.linspace(0.0, 1.0, 50)
+
+    for labels in (np.ones(50, dtype=bool), np.zeros(50, dtype=bool)):
+        metrics = binary_metrics(labels, scores, threshold=0.5, curve_points=10)
+
+        assert np.isnan(metrics.auc) and np.isnan(metrics.ks)
+        assert metrics.accuracy == float(np.mean((scores >= 0.5) == labels))

@@ -78,7 +78,9 @@ def binary_metrics(
     tpr = np.r_[0.0, tp / positives] if positives else np.zeros(len(tp) + 1)
     fpr = np.r_[0.0, fp / negatives] if negatives else np.zeros(len(fp) + 1)
     gap = tpr - fpr
-    ks = float(np.abs(gap).max())
+    # KS, like AUC, compares the two classes' score distributions: undefined with one class
+    # (the gap of a missing class's all-zero rate was reported as KS 1).
+    ks = float(np.abs(gap).max()) if positives and negatives else float("nan")
     precision_at = tp / np.maximum(tp + fp, 1.0)
     recall_at = tp / positives if positives else np.zeros_like(tp)
     decided = scores >= threshold
