@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import sqlalchemy as sa
+import structlog
 from numpy.typing import ArrayLike
 from sqlalchemy.engine import Connection, Engine
 
@@ -26,12 +27,18 @@ from fedflow.db import flow_metadata, task_columns
 from fedflow.task import TaskKey
 
 SINGLE = -1
+MAX_METRIC_NAME = 128
+"""The longest metric or curve name the tables keep (PostgreSQL enforces it; SQLite does not):
+a longer one, a per-column metric of a very long column name (binning's iv.<column>), is
+skipped with a warning rather than failing the task (the value is in the component's model)."""
+
+log = structlog.get_logger("fedflow.metrics")
 
 metrics_table = sa.Table(
     "flow_metrics",
     flow_metadata,
     *task_columns("job_id", "component", "party_id", primary_key=True),
-    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(MAX_METRIC_NAME), primary_key=True),
     sa.Column("step", sa.BigInteger, primary_key=True),
     sa.Column("value", sa.Float, nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False),
@@ -42,7 +49,7 @@ curves_table = sa.Table(
     "flow_curves",
     flow_metadata,
     *task_columns("job_id", "component", "party_id", primary_key=True),
-    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(MAX_METRIC_NAME), primary_key=True),
     sa.Column("x_label", sa.String(64), nullable=False),
     sa.Column("y_label", sa.String(64), nullable=False),
     sa.Column("points", sa.Text, nullable=False),
@@ -96,6 +103,18 @@ class MetricsWriter:
             table.c.name == name,
         )
 
+    def _too_long(self, name: str) -> bool:
+        if len(name) <= MAX_METRIC_NAME:
+            return False
+        log.warning(
+            "metric_name_too_long",
+            job_id=self.key.job_id,
+            component=self.key.component,
+            name=name[:MAX_METRIC_NAME] + "...",
+            limit=MAX_METRIC_NAME,
+        )
+        return True
+
     def log(self, name: str, value: float, step: int = SINGLE) -> None:
         """Record `value` for `name` (at `step` of a series; SINGLE for one value)."""
         self.log_many([(name, value, step)])
@@ -104,6 +123,8 @@ class MetricsWriter:
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             for name, value, step in rows:
+                if self._too_long(name):
+                    continue
                 conn.execute(
                     sa.delete(metrics_table).where(
                         self._key(metrics_table, name), metrics_table.c.step == step
@@ -126,6 +147,8 @@ class MetricsWriter:
     def curve(
         self, name: str, x: ArrayLike, y: ArrayLike, *, x_label: str = "x", y_label: str = "y"
     ) -> None:
+        if self._too_long(name):
+            return
         xs = np.asarray(x, dtype=np.float64).ravel()
         ys = np.asarray(y, dtype=np.float64).ravel()
         if xs.shape != ys.shape:
