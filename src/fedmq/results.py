@@ -99,11 +99,14 @@ def artifact_json(artifact: Table | ModelArtifact) -> dict[str, Any]:
             "document": dict(artifact.document),
             "arrays": {name: array.tolist() for name, array in artifact.arrays.items()},
         }
+    # A model trained on text labels: class k's name at index k (weight_<k> columns).
+    named = {} if artifact.trained_classes is None else {"classes": artifact.trained_classes}
     if artifact.feature_names == ["weight"]:
         names = [str(i) for i in artifact.ids.tolist()]
         weights = [_number(float(w)) for w in artifact.features[:, 0]]
-        return {"kind": "weights", "weights": dict(zip(names, weights, strict=True))}
+        return {"kind": "weights", "weights": dict(zip(names, weights, strict=True)), **named}
     return {
+        **named,
         "kind": "table",
         "rows": artifact.rows,
         "ids": [str(i) for i in artifact.ids.tolist()],

@@ -18,6 +18,8 @@ from fedflow.standalone import StandaloneError, run_pipeline
 from fedflow.tables import Table, TableError
 from sklearn.datasets import load_iris
 
+from fedmq.results import artifact_json
+
 GUEST, HOST = "9999", "10000"
 NAMES = ("setosa", "versicolor", "virginica")
 
@@ -64,6 +66,7 @@ def test_the_trained_classes_survive_the_artifact_store_format() -> None:
     model = Table(np.array(["x"]), np.ones((1, 1)), ["weight"], None, trained_classes=["a", "b"])
 
     assert Table.from_bytes(model.to_bytes()).trained_classes == ["a", "b"]
+    assert artifact_json(model)["classes"] == ["a", "b"]  # fedmq job/standalone model
     assert Table.from_bytes(table([0.0], None).to_bytes()).trained_classes is None
 
 
