@@ -93,6 +93,8 @@ def test_model_prints_the_scaling_data_exports_the_table_and_unknown_names_exit_
     assert shown[0] == 0, shown[1]
     outputs = {o["output"]: o for o in json.loads(shown[1])["data"]}
     assert outputs["model"]["kind"] == "model" and outputs["model"]["role"] == "guest"
+    # fitted on text labels: the model keeps their class names (fedflow.label_classes)
+    assert outputs["model"]["document"]["trained_classes"] == ["benign", "malignant"]
     assert outputs["data"]["kind"] == "table" and outputs["data"]["rows"] == 569
     assert outputs["data"]["columns"] == [f"x{i}" for i in range(10)]
     assert exported[0] == 0, exported[1]
