@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.reusable = True
 
     async def exchange(self, request: bytes) -> int:
         """Send one request; the answer's status (its body read and dropped)."""
@@ -46,8 +47,7 @@ class _Connection:
                 close = True
         if length:
             await self.reader.readexactly(length)
-        if close:
-            raise ConnectionResetError("the server closes the connection")
+        self.reusable = not close
         return int(status_line.split(b" ", 2)[1])
 
     def close(self) -> None:
@@ -97,16 +97,27 @@ async def _open_loop(
                 return
             connection = idle.pop() if idle else None
             try:
+                if connection is not None:
+                    try:
+                        status = await connection.exchange(requests[i % len(requests)])
+                    except ConnectionError:
+                        # a kept-alive connection the server closed while idle (uvicorn's
+                        # keep-alive timeout): sent again on a new one, as HTTP clients do
+                        connection.close()
+                        connection = None
                 if connection is None:
                     connection = _Connection(*await asyncio.open_connection(host, port))
-                status = await connection.exchange(requests[i % len(requests)])
+                    status = await connection.exchange(requests[i % len(requests)])
             except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
                 if connection is not None:
                     connection.close()
                 key = type(exc).__name__
                 errors[key] = errors.get(key, 0) + 1
                 return
-            idle.append(connection)
+            if connection.reusable:
+                idle.append(connection)
+            else:
+                connection.close()
         took = loop.time() - due
         if status == 200:
             latencies.append(took)
