@@ -195,3 +195,39 @@ def test_the_policy_module_imports_no_numpy_or_fedcrypto() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_host_policy_may_refuse_the_validation_input_that_reveals_its_scores() -> None:
+    # Prepare: hetero_lr with validate_data (the host's partial scores of the validation rows
+    # go to the guest each epoch), and a host policy that refuses that input
+    with_validation = hetero_lr_pipeline().replace(
+        "inputs: {data: psi_0.data}\n    params",
+        "inputs: {data: psi_0.data, validate_data: psi_0.data}\n    params",
+    )
+    refusing = parse_policy("components: {hetero_lr: {refuse_inputs: [validate_data]}}")
+
+    # Execute
+    at_host = pipeline_problem(refusing, Pipeline.from_yaml(with_validation), HOST)
+    at_guest = pipeline_problem(refusing, Pipeline.from_yaml(with_validation), GUEST)
+    without = pipeline_problem(refusing, Pipeline.from_yaml(hetero_lr_pipeline()), HOST)
+    by_default = pipeline_problem(SecurityPolicy(), Pipeline.from_yaml(with_validation), HOST)
+    worker = task_problem(
+        refusing,
+        party_id=HOST,
+        component="lr_0",
+        component_type="hetero_lr",
+        role="host",
+        params={},
+        inputs=("data", "validate_data"),
+    )
+
+    # Assert: refused at the host only, naming the rule and what the input reveals
+    assert at_host == (
+        "policy.components.hetero_lr.refuse_inputs: input validate_data (the host's partial "
+        "scores of every validation row go to the guest in plaintext, once per epoch) is "
+        "refused (party 10000's policy, lr_0)"
+    )
+    assert worker == at_host
+    assert at_guest is None and without is None and by_default is None
+    with pytest.raises(PolicyError, match=r"refuse_inputs: 'data' is not an input of hetero_lr"):
+        parse_policy("components: {hetero_lr: {refuse_inputs: [data]}}")

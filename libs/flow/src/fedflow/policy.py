@@ -33,6 +33,10 @@ The rules, each named in a refusal (`policy.<rule>: ... (party P's policy, <comp
                                           this party (default: all); the rest keep defaults
     components.<type>.allow_code          import paths another party's pipeline may name in
                                           a code param for this party (default: none)
+    components.<type>.refuse_inputs       optional inputs that reveal more of this party's
+                                          data (InputSpec.reveals, e.g. hetero_lr's
+                                          validate_data at the host) this party refuses
+                                          (default: none refused)
 
 Light (pydantic, yaml and the descriptors): the scheduler imports it without numpy or fedcrypto.
 The functions are pure: the policy, the pipeline or task in, the violations out.
@@ -100,6 +104,9 @@ class ComponentRules(_Strict):
     """Import paths (`package.module:attr`, exact strings) that a pipeline initiated by another
     party may name in this type's code params (declared `"policy": "code"`): importing runs
     the module's code at this party, so none by default."""
+    refuse_inputs: tuple[str, ...] = ()
+    """Optional inputs of this type declared to reveal more of this party's role's data
+    (InputSpec.reveals) that this party refuses: a task of it given one is refused."""
 
 
 class SecurityPolicy(_Strict):
@@ -131,6 +138,14 @@ class SecurityPolicy(_Strict):
                     raise ValueError(
                         f"{where}.allow_revealing: {param!r} is not a revealing parameter of "
                         f"{name} (revealing: {', '.join(sorted(revealing)) or 'none'})"
+                    )
+            revealing_inputs = sorted(i.name for i in ctype.inputs if i.reveals)
+            for name_ in rules.refuse_inputs:
+                if name_ not in revealing_inputs:
+                    raise ValueError(
+                        f"{where}.refuse_inputs: {name_!r} is not an input of {name} that "
+                        f"reveals a party's data (such inputs: "
+                        f"{', '.join(revealing_inputs) or 'none'})"
                     )
             if rules.allow_code and not any(m.get("policy") == CODE for m in fields.values()):
                 raise ValueError(f"{where}.allow_code: {name} has no parameter that names code")
@@ -233,9 +248,11 @@ def check_task(
     role: str,
     params: Mapping[str, Any],
     initiator: str | None,
+    inputs: Collection[str] = (),
 ) -> list[Violation]:
     """What `party_id`'s policy refuses in its task `component` (of `component_type`, as
-    `role`) with the resolved `params` (defaults filled, as a pipeline gives them).
+    `role`) with the resolved `params` (defaults filled, as a pipeline gives them) and the
+    names of the `inputs` it is given.
 
     `initiator` is the party whose pipeline it is; None when unknown (a task.run whose
     pipeline cannot be read), which `initiator_may_set`, where set, refuses."""
@@ -275,6 +292,13 @@ def check_task(
             refuse(
                 f"policy.components.{component_type}.allow_revealing",
                 f"{param}: true ({what}) is not allowed",
+            )
+    for spec in ctype.inputs:
+        if spec.name in rules.refuse_inputs and spec.name in inputs and spec.reveals == role:
+            refuse(
+                f"policy.components.{component_type}.refuse_inputs",
+                f"input {spec.name} ({spec.reveals_what or 'reveals more of this party'}) is "
+                "refused",
             )
     for param, problem in _out_of_bounds(rules.bounds, params):
         refuse(f"policy.components.{component_type}.bounds.{param}", problem)
@@ -403,6 +427,7 @@ def check_pipeline(policy: SecurityPolicy, pipeline: Pipeline, party_id: str) ->
             role=role,
             params=spec.params_for(role, party_id),
             initiator=pipeline.initiator,
+            inputs=tuple(spec.inputs),
         )
     return found
 
@@ -423,6 +448,7 @@ def task_problem(
     role: str,
     params: Mapping[str, Any],
     initiator: str | None = None,
+    inputs: Collection[str] = (),
 ) -> str | None:
     """`pipeline_problem` for one task (what the worker checks before it runs one)."""
     found = check_task(
@@ -433,6 +459,7 @@ def task_problem(
         role=role,
         params=params,
         initiator=initiator,
+        inputs=inputs,
     )
     return "; ".join(str(v) for v in found) or None
 

@@ -669,6 +669,7 @@ class TaskExecutor:
             role=spec.role,
             params=spec.params,
             initiator=initiator,
+            inputs=tuple(spec.inputs),
         )
         if problem is not None:
             log.warning(

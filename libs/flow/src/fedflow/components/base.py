@@ -128,6 +128,12 @@ class InputSpec:
     roles: tuple[str, ...] = ()
     """The roles that take this input; () every role of the component (an aggregator role
     with no data of its own, e.g. homo_lr's arbiter, takes none)."""
+    reveals: str = ""
+    """An optional input whose presence reveals more of this role's data than the component
+    does without it (hetero_lr's validate_data: "host"); that role's security policy may refuse
+    it (fedflow.policy, components.<type>.refuse_inputs). "": none."""
+    reveals_what: str = ""
+    """What it reveals, for the refusal's message."""
 
     def taken_at(self, role: str) -> bool:
         return not self.roles or role in self.roles

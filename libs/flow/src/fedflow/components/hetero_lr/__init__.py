@@ -96,6 +96,9 @@ HETERO_LR = ComponentDescriptor(
             description="validation rows aligned across parties (e.g. data_split's validate): "
             "per-epoch validate_loss / validate_auc and early stopping (patience, min_delta); "
             "reveals the host's partial scores of these rows to the guest each epoch",
+            reveals="host",
+            reveals_what="the host's partial scores of every validation row go to the guest "
+            "in plaintext, once per epoch",
         ),
     ),
     outputs=("model",),
