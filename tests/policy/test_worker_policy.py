@@ -174,3 +174,42 @@ def test_a_task_setting_params_the_initiator_may_not_set_fails_at_the_worker(
     # Assert
     assert host.state == "failed"
     assert host.reason == reason
+
+
+def test_a_task_given_validate_data_fails_at_a_host_whose_policy_refuses_that_input(
+    make_fed: Any,
+) -> None:
+    # Prepare: the host's policy refuses hetero_lr's validate_data (it would send the host's
+    # partial scores of the validation rows to the guest each epoch)
+    refusing = SecurityPolicy.model_validate(
+        {"components": {"hetero_lr": {"refuse_inputs": ["validate_data"]}}}
+    )
+    fed = make_fed(SecurityPolicy(), refusing)
+
+    # Execute: the host's task.run with a validate_data input
+    fed.send(
+        HOST,
+        TaskRun(
+            job_id="job-validate",
+            component="lr_0",
+            component_type="hetero_lr",
+            attempt=0,
+            role="host",
+            party_id=HOST,
+            parties={"guest": [GUEST], "host": [HOST]},
+            params=LR,
+            inputs={"data": "psi_0.data", "validate_data": "psi_0.data"},
+            pipeline_yaml=hetero_lr_pipeline(),
+        ),
+        "lr_0",
+        "task.run",
+    )
+    host = host_final(fed, "lr_0")
+
+    # Assert
+    assert host.state == "failed"
+    assert host.reason == (
+        "policy.components.hetero_lr.refuse_inputs: input validate_data (the host's partial "
+        "scores of every validation row go to the guest in plaintext, once per epoch) is "
+        "refused (party 10000's policy, lr_0)"
+    )
