@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,7 @@ def _kind(param: str) -> str:
 
 def _declared() -> dict[str, tuple[str, ...]]:
     src = SOURCE.read_text()
-    return {name: tuple(_kind(p) for p in params.split(",")) for name, params in
-            _DECL.findall(src)}
+    return {name: tuple(_kind(p) for p in params.split(",")) for name, params in _DECL.findall(src)}
 
 
 def test_every_wrapped_kernel_is_declared_with_the_wrappers_argument_kinds() -> None:
@@ -61,50 +61,98 @@ def test_nvrtc_source_inlines_the_header_into_one_translation_unit() -> None:
     assert HEADER.exists() and SOURCE.exists()
 
 
+NVCC_WORDS = (16, 64)
+"""The smallest and largest kernel sizes the nvcc check compiles the source for."""
+
+
+class NvccRuns:
+    """The nvcc compiles of this module, all started at once: each is one single-threaded
+    compiler run of up to a minute or more on a loaded machine, so side by side they take
+    the time of the longest, not the sum. `result(name)` waits for one."""
+
+    def __init__(self, directory: Path) -> None:
+        arch = ["nvcc", "-c", "--std=c++17", "-arch=sm_90"]
+        unit = directory / "fa_inlined.cu"
+        unit.write_text(kernel_source())
+        commands = {
+            f"source-{words}": [
+                *arch,
+                f"-DFA_LIMBS={words}",
+                f"-I{KERNEL_DIR}",
+                "-o",
+                str(directory / f"fa_{words}.o"),
+                str(SOURCE),
+            ]
+            for words in NVCC_WORDS
+        }
+        commands["inlined-32"] = [
+            *arch,
+            "-DFA_LIMBS=32",
+            "-o",
+            str(directory / "fa_inlined.o"),
+            str(unit),
+        ]
+        self.objects = {name: Path(cmd[cmd.index("-o") + 1]) for name, cmd in commands.items()}
+        self._procs = {
+            name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name, cmd in commands.items()
+        }
+
+    def result(self, name: str) -> tuple[int, str]:
+        """(exit status, stderr) of the compile `name`."""
+        _, stderr = self._procs[name].communicate()
+        return self._procs[name].returncode, stderr
+
+    def stop(self) -> None:
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def nvcc_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NvccRuns]:
+    runs = NvccRuns(tmp_path_factory.mktemp("nvcc"))
+    try:
+        yield runs
+    finally:
+        runs.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
-@pytest.mark.parametrize("words", [16, 64])
-def test_kernels_compile_with_nvcc_for_sm_90(words: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("words", NVCC_WORDS)
+def test_kernels_compile_with_nvcc_for_sm_90(words: int, nvcc_runs: NvccRuns) -> None:
     assert words in KERNEL_WORDS
-    obj = tmp_path / f"fa_{words}.o"
 
-    proc = subprocess.run(
-        ["nvcc", "-c", "--std=c++17", "-arch=sm_90", f"-DFA_LIMBS={words}", f"-I{KERNEL_DIR}",
-         "-o", str(obj), str(SOURCE)],
-        capture_output=True, text=True, check=False,
-    )
+    returncode, stderr = nvcc_runs.result(f"source-{words}")
 
-    assert proc.returncode == 0, proc.stderr
-    assert "warning" not in proc.stderr.lower(), proc.stderr
-    assert obj.stat().st_size > 0
+    assert returncode == 0, stderr
+    assert "warning" not in stderr.lower(), stderr
+    assert nvcc_runs.objects[f"source-{words}"].stat().st_size > 0
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
-def test_inlined_nvrtc_source_compiles_with_nvcc(tmp_path: Path) -> None:
-    unit = tmp_path / "fa_inlined.cu"
-    unit.write_text(kernel_source())
+def test_inlined_nvrtc_source_compiles_with_nvcc(nvcc_runs: NvccRuns) -> None:
+    returncode, stderr = nvcc_runs.result("inlined-32")
 
-    proc = subprocess.run(
-        ["nvcc", "-c", "--std=c++17", "-arch=sm_90", "-DFA_LIMBS=32", "-o",
-         str(tmp_path / "fa_inlined.o"), str(unit)],
-        capture_output=True, text=True, check=False,
-    )
-
-    assert proc.returncode == 0, proc.stderr
+    assert returncode == 0, stderr
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(find_nvrtc() is None,
-                    reason="libnvrtc not found (set FEDACCEL_TEST_NVRTC or install "
-                           "nvidia-cuda-nvrtc-cu12)")
+@pytest.mark.skipif(
+    find_nvrtc() is None,
+    reason="libnvrtc not found (set FEDACCEL_TEST_NVRTC or install nvidia-cuda-nvrtc-cu12)",
+)
 @pytest.mark.parametrize("words", [16, 48])
 def test_nvrtc_accepts_the_source_as_cupy_rawmodule_passes_it(words: int) -> None:
     lib = find_nvrtc()
     assert lib is not None
 
-    rc, log = nvrtc_compile(lib, kernel_source(),
-                            ["-std=c++17", f"-DFA_LIMBS={words}", "-arch=compute_90"])
+    rc, log = nvrtc_compile(
+        lib, kernel_source(), ["-std=c++17", f"-DFA_LIMBS={words}", "-arch=compute_90"]
+    )
 
     assert rc == 0, log
     assert "warning" not in log.lower(), log
