@@ -300,27 +300,30 @@ def segment_products(
     faster than k_prod_segments' one-by-one chain)."""
     data, segment = np.ascontiguousarray(data), np.asarray(segment, dtype=np.int64)
     while data.shape[0]:
+        # Each round pairs every segment's rows at even ranks with the next row. The
+        # leaders (even ranks) stay in segment order, so the next round's rows are the
+        # leaders themselves, a leader with a partner replaced by the pair's product: no
+        # re-sorting (1M rows: 3.0-3.3 CPU-s against 4.7-5.5 with a concatenate and a
+        # stable argsort per round).
+        index = np.arange(segment.shape[0])
         starts = np.searchsorted(segment, segment, side="left")
-        rank = np.arange(segment.shape[0]) - starts
-        ends = np.searchsorted(segment, segment, side="right")
-        first = np.flatnonzero((rank % 2 == 0) & (np.arange(segment.shape[0]) + 1 < ends))
-        if first.size == 0:
+        leaders = np.flatnonzero((index - starts) % 2 == 0)
+        has_partner = leaders + 1 < np.searchsorted(segment, segment[leaders], side="right")
+        paired = leaders[has_partner]
+        if paired.size == 0:
             break
-        single = np.flatnonzero((rank % 2 == 0) & (np.arange(segment.shape[0]) + 1 == ends))
-        a, b = data[first], data[first + 1]
         products = concat_limbs(
             map_chunks(
                 kernels.k_mul,
-                chunk_bounds(first.size, executor, None, min_chunk=CHEAP_MIN_CHUNK),
-                partial(_pair, n2_b, a, b),
+                chunk_bounds(paired.size, executor, None, min_chunk=CHEAP_MIN_CHUNK),
+                partial(_pair, n2_b, data[paired], data[paired + 1]),
                 executor,
             ),
             limbs,
         )
-        merged = np.concatenate([segment[first], segment[single]])
-        order = np.argsort(merged, kind="stable")
-        data = np.ascontiguousarray(np.concatenate([products, data[single]])[order])
-        segment = merged[order]
+        data = data[leaders]
+        data[has_partner] = products
+        segment = segment[leaders]
     out = np.zeros((segments, limbs), dtype=LIMB_DTYPE)
     out[:, 0] = 1
     out[segment] = data
