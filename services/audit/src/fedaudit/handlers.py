@@ -175,18 +175,64 @@ def handle_inbox(ctx: AuditContext, guard: RemoteSourceGuard | None, delivery: D
     _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
 
 
-def serving_publishers(bus_url: str) -> frozenset[str] | None:
-    """The broker users that may publish serving.event, derived from the audit's own user by
-    the naming `fedmq local`, compose and Kubernetes use (docs/security.md): "<site>-audit"
-    trusts "<site>-serving"; a user not named that way is shared by the site's services, which
-    then trust it. None (no check) when the URL names no user: the bus cannot tell publishers
-    apart (memory:// without an identity, pulsar://)."""
+def sibling_publishers(bus_url: str, service: str) -> frozenset[str] | None:
+    """The broker users that may publish the party's own `service`'s messages to its audit,
+    derived from the audit's own user by the naming `fedmq local`, compose and Kubernetes use
+    (docs/security.md): "<site>-audit" trusts "<site>-<service>"; a user not named that way is
+    shared by the site's services, which then trust it. None (no check) when the URL names no
+    user: the bus cannot tell publishers apart (memory:// without an identity, pulsar://)."""
     user = url_identity(bus_url)
     if user is None:
         return None
     if user.endswith("-audit") and len(user) > len("-audit"):
-        return frozenset({user[: -len("-audit")] + "-serving"})
+        return frozenset({user[: -len("-audit")] + "-" + service})
     return frozenset({user})
+
+
+def serving_publishers(bus_url: str) -> frozenset[str] | None:
+    """The broker users that may publish serving.event: the party's serving service."""
+    return sibling_publishers(bus_url, "serving")
+
+
+def report_publishers(bus_url: str) -> frozenset[str] | None:
+    """The broker users that may publish report.*: the party's workers."""
+    return sibling_publishers(bus_url, "worker")
+
+
+def _own_service_message(
+    ctx: AuditContext,
+    delivery: Delivery,
+    publishers: frozenset[str] | None,
+    *,
+    kind: str,
+    sender: str,
+    accepts: tuple[type[ServingEvent | DecryptCheck | ColumnStats], ...],
+    takes: str,
+    topic_name: str,
+) -> None:
+    """Record one message of the party's own `sender` (serving events, workers' reports) after
+    checking that the broker says that service published it, that it decodes to `accepts`,
+    and that it claims this party; anything else is dead-lettered with the reason."""
+    if publishers is not None and delivery.publisher not in publishers:
+        by = (
+            "no broker-validated publisher"
+            if delivery.publisher is None
+            else f"published by {delivery.publisher!r}"
+        )
+        raise Reject(f"{kind} not from {sender} ({by})")
+    try:
+        envelope, payload = _decode(delivery)
+    except MalformedMessage as exc:
+        ctx.metrics.unreadable.inc()
+        raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
+    if not isinstance(payload, accepts):
+        raise Reject(f"{delivery.topic} takes {takes}, not {envelope.type}")
+    if envelope.source.party_id != ctx.party_id or payload.party_id != ctx.party_id:
+        raise Reject(
+            f"{kind} from party {envelope.source.party_id} on party {ctx.party_id}'s "
+            f"own {topic_name} topic"
+        )
+    _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
 
 
 def handle_serving_event(
@@ -197,37 +243,16 @@ def handle_serving_event(
     (one record per message id: the serving service may send an event twice). Anything else,
     an event claiming another party, or one that the broker says another service published
     (`publishers`, serving_publishers), is dead-lettered with the reason."""
-    if publishers is not None and delivery.publisher not in publishers:
-        by = (
-            "no broker-validated publisher"
-            if delivery.publisher is None
-            else f"published by {delivery.publisher!r}"
-        )
-        raise Reject(f"serving.event not from the party's serving service ({by})")
-    try:
-        envelope, payload = _decode(delivery)
-    except MalformedMessage as exc:
-        ctx.metrics.unreadable.inc()
-        raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
-    if not isinstance(payload, ServingEvent):
-        raise Reject(f"{delivery.topic} takes serving.event, not {envelope.type}")
-    if envelope.source.party_id != ctx.party_id or payload.party_id != ctx.party_id:
-        raise Reject(
-            f"serving.event from party {envelope.source.party_id} on party {ctx.party_id}'s "
-            "own serving topic"
-        )
-    _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
-
-
-def report_publishers(bus_url: str) -> frozenset[str] | None:
-    """The broker users that may publish report.*: the party's workers ("<site>-worker" for an
-    audit named "<site>-audit", as serving_publishers derives the serving service's)."""
-    user = url_identity(bus_url)
-    if user is None:
-        return None
-    if user.endswith("-audit") and len(user) > len("-audit"):
-        return frozenset({user[: -len("-audit")] + "-worker"})
-    return frozenset({user})
+    _own_service_message(
+        ctx,
+        delivery,
+        publishers,
+        kind="serving.event",
+        sender="the party's serving service",
+        accepts=(ServingEvent,),
+        takes="serving.event",
+        topic_name="serving",
+    )
 
 
 def handle_report(
@@ -238,26 +263,16 @@ def handle_report(
     recorded in the chain and judged like the fan-out's messages (data.decrypted_bounds,
     data.profile_drift). Anything else, a report claiming another party, or one that the
     broker says another service published, is dead-lettered with the reason."""
-    if publishers is not None and delivery.publisher not in publishers:
-        by = (
-            "no broker-validated publisher"
-            if delivery.publisher is None
-            else f"published by {delivery.publisher!r}"
-        )
-        raise Reject(f"report not from the party's workers ({by})")
-    try:
-        envelope, payload = _decode(delivery)
-    except MalformedMessage as exc:
-        ctx.metrics.unreadable.inc()
-        raise Reject(f"audit: undecodable message on {delivery.topic}: {exc.reason}") from exc
-    if not isinstance(payload, REPORTS):
-        raise Reject(f"{delivery.topic} takes report.*, not {envelope.type}")
-    if envelope.source.party_id != ctx.party_id or payload.party_id != ctx.party_id:
-        raise Reject(
-            f"report from party {envelope.source.party_id} on party {ctx.party_id}'s own "
-            "reports topic"
-        )
-    _act(ctx, _record(ctx, [(delivery, envelope, payload)]))
+    _own_service_message(
+        ctx,
+        delivery,
+        publishers,
+        kind="report",
+        sender="the party's workers",
+        accepts=REPORTS,
+        takes="report.*",
+        topic_name="reports",
+    )
 
 
 REPORTS = (DecryptCheck, ColumnStats)
