@@ -14,6 +14,7 @@ A test that needs its own relay by hand (the scheduler tests' `Relay`) or the st
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 import threading
@@ -30,6 +31,9 @@ from fedgateway.settings import GatewaySettings
 
 from fedmq import local
 from fedmq.local import free_port
+
+BIND_TRIES = 3
+"""InProcessGateways.start's tries when a picked port is taken before its gateway binds it."""
 
 
 class InProcessGateways:
@@ -76,6 +80,20 @@ class InProcessGateways:
         return GatewaySettings(**data)
 
     def start(self) -> None:
+        # The ports are picked before the gateways bind them (each must know its peers'
+        # addresses), so another process on the machine can take one in between: try again
+        # with new ports, a few times, when a bind finds its port taken.
+        for attempt in range(BIND_TRIES):
+            try:
+                self._start_on_free_ports()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == BIND_TRIES - 1:
+                    raise
+                self.stop()
+                self.gateways.clear()
+
+    def _start_on_free_ports(self) -> None:
         ports = {p: free_port() for p in self.parties}
         for p in self.parties:
             peers = {q: {"address": f"127.0.0.1:{ports[q]}"} for q in self.parties if q != p}
