@@ -17,7 +17,7 @@ from fedschemas import Envelope, FederationData, Payload, canonical_bytes, topic
 
 from fedaudit.facts import component_of, facts_of, kind_of
 from fedaudit.peers import content_sha256
-from fedaudit.rules import algorithm, control, data
+from fedaudit.rules import algorithm, ciphertexts, control, data
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import AuditPolicy, JobView, Observation
 
@@ -192,7 +192,7 @@ class Auditor:
             # checks, unless the operator asks for both ends (outbound_values).
             inbound = obs.record["direction"] != "out"
             if obs.payload.kind == "ciphertext_vector" and (inbound or policy.outbound_values):
-                found += data.check_ciphertexts(obs, rule, view, cv, policy)
+                found += ciphertexts.check_ciphertexts(obs, rule, view, cv, policy)
             found += data.check_finite(obs, policy, cv.name)
         return found
 
