@@ -1074,6 +1074,183 @@ static void k_prepare_table(uint64_t *out, int k, const limb *table, size_t entr
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Ciphertext screening for the audit (fedcrypto.audit_scan)                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* BLAKE2b (RFC 7693), unkeyed, 16-byte digests: the same bytes as Python's
+ * hashlib.blake2b(row, digest_size=16), so the digests the audit stores for repeat detection
+ * (fedaudit's audit_ciphertext_digests) do not depend on which path computed them. */
+static const uint64_t b2b_iv[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const uint8_t b2b_sigma[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
+
+#define B2B_G(a, b, c, d, x, y)                                                                 \
+    do {                                                                                        \
+        v[a] = v[a] + v[b] + (x);                                                               \
+        v[d] = rotr64(v[d] ^ v[a], 32);                                                         \
+        v[c] = v[c] + v[d];                                                                     \
+        v[b] = rotr64(v[b] ^ v[c], 24);                                                         \
+        v[a] = v[a] + v[b] + (y);                                                               \
+        v[d] = rotr64(v[d] ^ v[a], 16);                                                         \
+        v[c] = v[c] + v[d];                                                                     \
+        v[b] = rotr64(v[b] ^ v[c], 63);                                                         \
+    } while (0)
+
+/* One compression of a 128-byte block (m: 16 little-endian words); t: bytes so far. */
+static void b2b_compress(uint64_t h[8], const uint64_t m[16], uint64_t t, int last)
+{
+    uint64_t v[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = b2b_iv[i];
+    }
+    v[12] ^= t; /* inputs here stay far below 2^64 bytes: the high counter word is 0 */
+    if (last)
+        v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = b2b_sigma[r];
+        B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* out (16 bytes) = BLAKE2b-128 of len bytes at data. Little-endian host (checked at the top),
+ * so message words are read with memcpy. */
+static void blake2b_16(uint8_t out[16], const uint8_t *data, size_t len)
+{
+    uint64_t h[8], m[16];
+    memcpy(h, b2b_iv, sizeof(h));
+    h[0] ^= 0x01010000ULL ^ 16; /* fanout 1, depth 1, no key, digest length 16 */
+    size_t done = 0;
+    while (len - done > 128) { /* the last block (full or not) is compressed with `last` set */
+        memcpy(m, data + done, 128);
+        done += 128;
+        b2b_compress(h, m, (uint64_t)done, 0);
+    }
+    memset(m, 0, sizeof(m));
+    memcpy(m, data + done, len - done);
+    b2b_compress(h, m, (uint64_t)len, 1);
+    memcpy(out, h, 16);
+}
+
+/* For every row: its BLAKE2b-128 digest (digests: count * 16 bytes), whether it equals 1, and
+ * whether it lies outside (0, top). Limb comparisons only, no conversion of any row. */
+static void k_scan_rows(uint8_t *digests, size_t *trivial, size_t *outside, const limb *rows,
+                        size_t count, size_t L, mpz_srcptr top)
+{
+    const limb *bound = mpz_limbs_read(top);
+    size_t bl = mpz_size(top);
+    size_t one = 0, out = 0;
+    for (size_t i = 0; i < count; i++) {
+        const limb *r = rows + i * L;
+        blake2b_16(digests + 16 * i, (const uint8_t *)r, L * sizeof(limb));
+        size_t rl = L; /* significant limbs of the row */
+        while (rl && !r[rl - 1])
+            rl--;
+        one += rl == 1 && r[0] == 1;
+        out += rl == 0 || rl > bl || (rl == bl && mpn_cmp(r, bound, (mp_size_t)rl) >= 0);
+    }
+    *trivial = one;
+    *outside = out;
+}
+
+/* Montgomery reduction of t (tl limbs, plus a zero limb at t[tl] for the carry) by the k-limb
+ * odd modulus n, tl > k: out (k limbs) = t * 2^(-64 (tl - k)) mod n up to a multiple of n,
+ * out < 2^(64 k). Each step zeroes the lowest limb: t += m n 2^(64 i) with m = t[i] ninv, so the
+ * quotient after tl - k steps is exact; it is < 2^(64 k) + n (t < 2^(64 tl)), and when it
+ * reaches 2^(64 k) one subtraction of n brings it below. t is clobbered. */
+static void redc(limb *out, limb *t, size_t tl, const limb *n, size_t k, limb ninv)
+{
+    for (size_t i = 0; i + k < tl; i++) {
+        limb c = mpn_addmul_1(t + i, n, (mp_size_t)k, t[i] * ninv);
+        for (size_t j = i + k; c; j++) { /* j stays <= tl: the sum is below 2^(64 (tl + 1)) */
+            t[j] += c;
+            c = t[j] < c;
+        }
+    }
+    limb *q = t + (tl - k);
+    if (q[k])
+        mpn_sub_n(q, q, n, (mp_size_t)k); /* the borrow cancels q[k] */
+    memcpy(out, q, k * sizeof(limb));
+}
+
+/* g = gcd(prod rows mod n, n), n odd and > 1. The product is carried in Montgomery style: each
+ * row is reduced to k limbs by redc (a factor 2^(-64 j) with it), then multiplied into the
+ * accumulator and reduced again. Every factor dropped or added is a power of 2, a unit mod an
+ * odd n, so the accumulator is (prod rows) * unit mod n and has the same gcd with n; values are
+ * only kept below 2^(64 k), not reduced, until the one mpz_mod before the gcd. */
+static fc_status k_product_gcd(mpz_t g, const limb *rows, size_t count, size_t L, mpz_srcptr n)
+{
+    size_t k = mpz_size(n);
+    const limb *np = mpz_limbs_read(n);
+    limb inv = np[0]; /* Newton: each step doubles the correct low bits of n^-1 mod 2^64 */
+    for (int i = 0; i < 6; i++)
+        inv *= 2 - np[0] * inv;
+    limb ninv = -inv;
+    size_t tl = L > k ? L : k;
+    limb *t = malloc(sizeof(limb) * (2 * k + tl + 1));
+    limb *acc = malloc(sizeof(limb) * k);
+    limb *r = malloc(sizeof(limb) * k);
+    if (!t || !acc || !r) {
+        free(t);
+        free(acc);
+        free(r);
+        return FC_NOMEM;
+    }
+    memset(acc, 0, k * sizeof(limb));
+    acc[0] = 1;
+    for (size_t i = 0; i < count; i++) {
+        const limb *row = rows + i * L;
+        if (L > k) {
+            memcpy(t, row, L * sizeof(limb));
+            t[L] = 0;
+            redc(r, t, L, np, k, ninv);
+        } else {
+            memcpy(r, row, L * sizeof(limb));
+            memset(r + L, 0, (k - L) * sizeof(limb));
+        }
+        mpn_mul_n(t, acc, r, (mp_size_t)k);
+        t[2 * k] = 0;
+        redc(acc, t, 2 * k, np, k, ninv);
+    }
+    mpz_t a, v;
+    mpz_init_set(v, mpz_roinit_n(a, acc, (mp_size_t)k));
+    mpz_mod(v, v, n);
+    mpz_gcd(g, v, n);
+    mpz_clear(v);
+    free(t);
+    free(acc);
+    free(r);
+    return FC_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Python bindings                                                                          */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -1579,6 +1756,81 @@ done:
     return res;
 }
 
+PyDoc_STRVAR(scan_rows_doc,
+             "scan_rows(digests, rows, limbs, top) -> (equal_to_1, outside): BLAKE2b-128 of each "
+             "row into digests (rows * 16 bytes; = hashlib.blake2b(row, digest_size=16)), and "
+             "how many rows equal 1 and how many lie outside (0, top) (top: little-endian bytes).");
+
+static PyObject *py_scan_rows(PyObject *self, PyObject *args)
+{
+    Py_buffer out, a, tb;
+    Py_ssize_t L;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "w*y*ny*", &out, &a, &L, &tb))
+        return NULL;
+    PyObject *res = NULL;
+    mpz_t top;
+    mpz_init(top);
+    mpz_from_le_bytes(top, &tb);
+    size_t count = rows_of(&a, (size_t)L, 8);
+    if (L < 1 || check_rows(&a, count, (size_t)L, 8, "rows") ||
+        check_rows(&out, count, 16, 1, "digests"))
+        goto done;
+    size_t trivial, outside;
+    Py_BEGIN_ALLOW_THREADS
+    k_scan_rows(out.buf, &trivial, &outside, a.buf, count, (size_t)L, top);
+    Py_END_ALLOW_THREADS
+    res = Py_BuildValue("nn", (Py_ssize_t)trivial, (Py_ssize_t)outside);
+done:
+    mpz_clear(top);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&tb);
+    return res;
+}
+
+PyDoc_STRVAR(product_gcd_doc,
+             "product_gcd(rows, limbs, n) -> bytes: gcd(product of the rows mod n, n) as "
+             "little-endian bytes, n odd and > 1 (one gcd for a batch: 1 exactly when every row "
+             "is coprime to n).");
+
+static PyObject *py_product_gcd(PyObject *self, PyObject *args)
+{
+    Py_buffer a, nb;
+    Py_ssize_t L;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*ny*", &a, &L, &nb))
+        return NULL;
+    PyObject *res = NULL;
+    mpz_t n, g;
+    mpz_init(n);
+    mpz_init(g);
+    mpz_from_le_bytes(n, &nb);
+    size_t count = rows_of(&a, (size_t)L, 8);
+    if (L < 1 || check_rows(&a, count, (size_t)L, 8, "rows"))
+        goto done;
+    if (mpz_cmp_ui(n, 1) <= 0 || mpz_even_p(n)) {
+        PyErr_SetString(PyExc_ValueError, "n must be odd and exceed 1");
+        goto done;
+    }
+    fc_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = k_product_gcd(g, a.buf, count, (size_t)L, n);
+    Py_END_ALLOW_THREADS
+    if (!raise_status(st)) {
+        size_t bytes = (mpz_sizeinbase(g, 2) + 7) / 8;
+        res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bytes);
+        if (res)
+            mpz_export(PyBytes_AS_STRING(res), NULL, -1, 1, 0, 0, g);
+    }
+done:
+    mpz_clear(n);
+    mpz_clear(g);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&nb);
+    return res;
+}
+
 PyDoc_STRVAR(table52_limbs_doc, "table52_limbs(modulus) -> int: radix-2^52 limbs per entry.");
 
 static PyObject *py_table52_limbs(PyObject *self, PyObject *args)
@@ -1617,6 +1869,8 @@ static PyMethodDef methods[] = {
     {"decrypt", py_decrypt, METH_VARARGS, decrypt_doc},
     {"multiexp", py_multiexp, METH_VARARGS, multiexp_doc},
     {"prod_segments", py_prod_segments, METH_VARARGS, prod_segments_doc},
+    {"scan_rows", py_scan_rows, METH_VARARGS, scan_rows_doc},
+    {"product_gcd", py_product_gcd, METH_VARARGS, product_gcd_doc},
     {"table52_limbs", py_table52_limbs, METH_VARARGS, table52_limbs_doc},
     {"simd_supported", py_simd_supported, METH_NOARGS, simd_supported_doc},
     {NULL, NULL, 0, NULL},
