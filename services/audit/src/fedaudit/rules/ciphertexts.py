@@ -5,13 +5,12 @@ ciphertext that crosses."""
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
-
 import numpy as np
+from fedcrypto.audit_scan import DIGEST_BYTES, scan_rows, shares_factor
 from fedcrypto.paillier.limbs import to_mpz
 from fedflow.descriptors import MessageRule
 from gmpy2 import gcd, mpz
+from numpy.typing import NDArray
 
 from fedaudit.rules.catalogue import Finding
 from fedaudit.rules.state import AuditPolicy, ComponentView, JobView, Observation
@@ -30,9 +29,11 @@ def check_ciphertexts(
     else:
         moduli = list(cv.moduli.values())
     data = np.ascontiguousarray(payload.array, dtype="<u8")
-    width = data.shape[1] * 8
-    raw = data.tobytes()
-    values = to_mpz(data)  # gmpy2 integers: the range and gcd checks below are the hot path
+    # In (0, n^2) for some key exactly when in (0, max n^2): one comparison per ciphertext.
+    top = max(mpz(n) * mpz(n) for n in moduli) if moduli else None
+    # Digests, the count equal to 1 and the count out of range in one pass over the limbs (the
+    # C extension where built; gmpy2 and hashlib otherwise, with the same answers).
+    scan = scan_rows(data, top)
     found: list[Finding] = []
     tag = obs.record["tag"]
     where = f"{tag!r} of {cv.name} (iteration {obs.record['iteration']})"
@@ -40,8 +41,9 @@ def check_ciphertexts(
     message_id = str(obs.record["message_id"])
     seen, room = view.ciphertexts, policy.repeat_memory - len(view.ciphertexts)
     new: list[bytes] = []
-    for i in range(0, len(raw), width):
-        digest = hashlib.blake2b(raw[i : i + width], digest_size=16).digest()
+    digests = scan.digests
+    for i in range(0, len(digests), DIGEST_BYTES):
+        digest = digests[i : i + DIGEST_BYTES]
         first = seen.get(digest)
         # Keyed by message: the same message seen again (a redelivery) repeats nothing.
         if first is None:
@@ -71,32 +73,26 @@ def check_ciphertexts(
                 )
             )
         return found
-    trivial = sum(1 for c in values if c == 1)
-    if trivial:
+    if scan.equal_to_one:
         found.append(
             policy.finding(
-                "data.ciphertext_trivial", sender, f"{where}: {trivial} ciphertext(s) equal to 1"
+                "data.ciphertext_trivial",
+                sender,
+                f"{where}: {scan.equal_to_one} ciphertext(s) equal to 1",
             )
         )
-    # In (0, n^2) for some key exactly when in (0, max n^2): one comparison per ciphertext.
-    top = max(mpz(n) * mpz(n) for n in moduli)
-    out_of_range = [c for c in values if not 0 < c < top]
-    if out_of_range:
+    if scan.outside:
         found.append(
             policy.finding(
                 "data.ciphertext_range",
                 sender,
-                f"{where}: {len(out_of_range)} ciphertext(s) outside (0, n^2)",
+                f"{where}: {scan.outside} ciphertext(s) outside (0, n^2)",
             )
         )
     # A factor shared with any key's n: an honest ciphertext under one key shares none with
-    # another's n but with negligible probability, and one that does reveals that key.
-    ns = [mpz(n) for n in moduli]
-    not_coprime = (
-        sum(1 for c in values if c > 1 and any(gcd(c, n) != 1 for n in ns))
-        if any(_shares_factor(values, n) for n in ns)
-        else 0
-    )
+    # another's n but with negligible probability, and one that does reveals that key. One gcd
+    # per key over the product of all rows; the culprits are counted only when there are some.
+    not_coprime = count_not_coprime(data, moduli) if shares_factor(data, moduli) else 0
     if not_coprime:
         found.append(
             policy.finding(
@@ -108,15 +104,8 @@ def check_ciphertexts(
     return found
 
 
-def _shares_factor(values: list[Any], n: Any) -> bool:
-    """Whether any value shares a factor with n: gcd(prod c mod n, n) != 1 exactly when one
-    does, so one gcd and a modular product replace a gcd per ciphertext (the common, honest
-    case; the caller counts the culprits only when there are some)."""
-    product = mpz(1)
-    # Two ciphertexts per reduction: one (n^2 x n^2) product and two reductions mod n per
-    # pair cost less than two (n x n^2) products each reduced (measured: ~30% less).
-    pairs = iter(values)
-    for c in pairs:
-        d = next(pairs, 1)
-        product = product * (c * d % n) % n
-    return bool(gcd(product, n) != 1)
+def count_not_coprime(data: NDArray[np.uint64], moduli: list[int]) -> int:
+    """How many ciphertexts above 1 share a factor with some key's n (0 and 1 are the range and
+    trivial rules' findings)."""
+    ns = [mpz(n) for n in moduli]
+    return sum(1 for c in to_mpz(data) if c > 1 and any(gcd(c, n) != 1 for n in ns))
