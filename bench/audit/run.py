@@ -3,7 +3,7 @@
     .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
         [--direction out|in]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit] [--repeat N]
-        [--snapshot COMMIT]
+        [--snapshot COMMIT] [--py-spy DIR]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
         [--direction out|in]
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -403,11 +404,13 @@ def _upload_credit(stack: Any) -> None:
     stack.host.grant("default_credit_hetero_host", GUEST, ["psi", "hetero_lr"])
 
 
-def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
+def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") -> dict[str, Any]:
     """`repeat` pairs run A B A B ... (with the audit, then without), each job on a fresh
     two-party stack. Reported: every time in order with the load average at its start, the
     median of each setting and the median of the pairs' ratios (a load that moves during the
-    run moves both jobs of a pair alike more than it moves the medians)."""
+    run moves both jobs of a pair alike more than it moves the medians). With `py_spy` (a
+    directory), each audit process of the jobs with the audit is sampled by py-spy during the
+    job (collapsed stacks, audit_<round>_<party>.txt)."""
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
@@ -441,6 +444,7 @@ def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
                         stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
                         text = pipeline(epochs)
                     load = os.getloadavg()[0]
+                    spies = _spy_on_audits(stack.state, py_spy, round_) if audit_on else []
                     cpu_before = _service_cpu(stack.state)
                     started = time.perf_counter()
                     submitted = stack.guest.submit(text, job_id=f"bench-{label}-{round_}")
@@ -453,6 +457,9 @@ def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
                         k: round(v - cpu_before.get(k, 0.0), 2)
                         for k, v in _service_cpu(stack.state).items()
                     }
+                    for spy in spies:  # py-spy writes its file on SIGINT
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=60)
             finally:
                 launcher.up = original
             runs.append(
@@ -491,6 +498,24 @@ def job(epochs: int, data: str = "breast", repeat: int = 1) -> dict[str, Any]:
             r["audit_cpu_s"] for r in runs if r["setting"] == "with_audit"
         ),
     }
+
+
+def _spy_on_audits(state: Any, directory: str, round_: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy (from this environment's bin) sampling each party's audit process, 200 Hz."""
+    if not directory:
+        return []
+    from fedmq import local as launcher
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    spies = []
+    for party in state.parties:
+        pid = launcher.read_pid(state, party, "audit")
+        if pid is not None:
+            out = Path(directory) / f"audit_{round_}_{party}.txt"
+            command = [spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)]
+            spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+    return spies
 
 
 def _service_cpu(state: Any) -> dict[str, float]:
@@ -551,6 +576,7 @@ def main() -> int:
     parser.add_argument("--baseline-src", default="")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--direction", choices=("out", "in"), default="out")
+    parser.add_argument("--py-spy", default="", help="job: sample the audits with py-spy into DIR")
     parser.add_argument(
         "--snapshot",
         default="",
@@ -570,7 +596,7 @@ def main() -> int:
             if args.baseline_src
             else throughput(args.messages, args.rows, direction=args.direction)
         ),
-        "job": lambda: job(args.epochs, args.data, args.repeat),
+        "job": lambda: job(args.epochs, args.data, args.repeat, args.py_spy),
         "record": lambda: (
             record_ab(args.messages, args.rows, args.baseline_src, args.direction)
             if args.baseline_src
