@@ -4,6 +4,7 @@ fedflow.kit). The exchange, step by step, is in the package docstring."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,7 +13,9 @@ from fedschemas import FederationData
 
 from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
+from fedflow.components.hetero_lr.lanes import join_lanes
 from fedflow.components.hetero_lr.session import SHARED_PRECISION, Training
+from fedflow.kit.loop import iterations
 from fedflow.kit.threads import crypto_threads
 from fedflow.tables import Table
 
@@ -51,17 +54,14 @@ def train_with(ctx: ComponentContext, objective: lrmath.Objective) -> Mapping[st
             _train(ctx, run, x, guest, others, background, classes, validation)
         finally:
             run.he.close()
-    keep_best = run.params.patience > 0
+    lanes = max(classes, 1)
+    states = session.lane_states(run.extra, lanes, classes > 0)
+    weights = session.output_weights(run, states, run.params.patience > 0)
     if not classes:
-        return {"model": session.model_table(names, session.chosen_weights(run, keep_best))}
-    per_class = [*run.extra.get("class_weights", [])]
-    if len(per_class) < classes:
-        per_class.append(session.chosen_weights(run, keep_best).tolist())
+        return {"model": session.model_table(names, weights[:, 0])}
     # The host knows how many classes there are, not their values: columns by class index.
     columns = [f"weight_{index}" for index in range(classes)]
-    return {
-        "model": session.class_model_table(names, np.array(per_class, dtype=np.float64).T, columns)
-    }
+    return {"model": session.class_model_table(names, weights, columns)}
 
 
 def _train(
@@ -74,14 +74,17 @@ def _train(
     classes: int = 0,
     validation: Table | None = None,
 ) -> None:
+    """The training loop. One lane per class (lanes.py): with `classes`, every batch trains
+    all the classes the guest still trains in one exchange; without, the binary model."""
     params, he, extra = run.params, run.he, run.extra
     rows_total, k_h = x.shape
     k_g = int(extra["peer_features"][guest])
     session.check_batch(params, rows_total, k_g, k_h, run.objective.name)
-    ctx.federation.bind_dims(k_g2=k_g + 2)
+    lanes = max(classes, 1)
+    states = session.lane_states(extra, lanes, classes > 0)
+    ctx.federation.bind_dims(k_g2=lanes * (k_g + 2), classes=lanes)
     per_epoch = len(lrmath.batches(rows_total, params.batch_size, params.seed, 0))
-    per_class = params.epochs * per_epoch
-    total = max(classes, 1) * per_class
+    total = params.epochs * per_epoch
     x_val = None if validation is None else session.features(validation)
     sigmoid = lrmath.resolve_sigmoid(params.sigmoid, 1 + len(others))
     if sigmoid == "separable" and others:
@@ -90,145 +93,242 @@ def _train(
             f"({1 + len(others)} given; sigmoid auto, the default, uses taylor with several hosts)"
         )
     separable = sigmoid == "separable" and not params.reveal_host_scores
+    per_lane = lrmath.largest_batch(rows_total, params.batch_size)
+    if separable:
+        per_lane *= lrmath.SEPARABLE_RANK + 1
     if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
-        largest = lrmath.largest_batch(rows_total, params.batch_size)
-        if separable:
-            largest *= lrmath.SEPARABLE_RANK + 1
-        he.start_prefetch(background, largest, total - run.start)
+        active = session.active_lanes(states)
+        he.start_prefetch(background, per_lane * len(active), total - run.start)
     done = run.start
-    for t in session.class_iterations(ctx, run, total):
-        index, within = divmod(t, per_class)
-        epoch, position = divmod(within, per_epoch)
+    for t in iterations(ctx, run.start, total, stopped=lambda: run.stopped):
+        epoch, position = divmod(t, per_epoch)
+        active = session.active_lanes(states)
+        he.prefetch_count = per_lane * len(active)
         rows = lrmath.batches(rows_total, params.batch_size, params.seed, epoch)[position]
         xb = x[rows]
-        u_h = xb @ run.weights
+        weights = session.lane_weights(run, lanes)
+        u_h = (xb @ weights).T  # (lanes, b)
+        step = Step(run, t, guest, others, xb, u_h, active, total - t - 1)
         if params.reveal_host_scores:
-            gradient = _revealed(run, t, guest, xb, u_h)
+            gradient = _revealed(step)
         elif separable:
-            gradient = _separable(run, t, guest, xb, u_h, total - t - 1)
+            gradient = _separable(step)
         else:
-            gradient = _taylor(run, t, guest, others, xb, u_h, total - t - 1)
-        run.weights = lrmath.sgd_step(run.weights, gradient, run.rate(within), params.alpha)
+            gradient = _taylor(step)
+        for lane in active:
+            weights[:, lane] = lrmath.sgd_step(
+                weights[:, lane], gradient[:, lane], run.rate(t), params.alpha
+            )
         if position == per_epoch - 1:
             if x_val is not None:
                 # This party's partial scores of the validation rows, in plaintext (as
-                # hetero_lr_predict sends them): the guest's validation loss and early stopping.
+                # hetero_lr_predict sends them), lane after lane: the guest's validation loss
+                # and early stopping.
                 ctx.federation.send(
-                    FederationData(kind="partial_score", array=x_val @ run.weights),
+                    FederationData(kind="partial_score", array=(x_val @ weights).T.ravel()),
                     to=guest,
                     tag="validate_scores",
                     iteration=t,
                 )
             control = ctx.federation.recv(frm=guest, tag="epoch_end", iteration=t).meta
-            if control.get("best", False):
-                extra["best_weights"] = run.weights.tolist()
-            if control.get("next_class", False) and index < classes - 1:
-                session.finish_class(run, params.patience > 0, (index + 1) * per_class)
-            else:
-                extra["stopped"] = bool(control.get("stop", False))
+            _end_epoch(run, states, control, classes)
         run.save(t)
         done = t + 1
     ctx.metrics.log("iterations", float(done))
 
 
-def _taylor(
-    run: Training,
-    t: int,
-    guest: str,
-    others: list[str],
-    xb: Floats,
-    u_h: Floats,
-    iterations_left: int,
-) -> Floats:
-    """One iteration of the Taylor protocol; this host's gradient."""
-    he, ctx, coef = run.he, run.ctx, run.objective.host_coef
-    b = len(u_h)
+def _end_epoch(
+    run: Training, states: list[dict[str, Any]], control: Mapping[str, Any], classes: int
+) -> None:
+    """The guest's epoch_end: which lanes keep this epoch's weights as their best, which are
+    frozen from now on (per class, one character each, with classes), whether to stop."""
+    weights = session.lane_weights(run, len(states))
+    if not classes:
+        if control.get("best", False):
+            states[0]["best_weights"] = weights[:, 0].tolist()
+        run.extra["stopped"] = bool(control.get("stop", False))
+        return
+    best, frozen = str(control.get("best", "")), str(control.get("frozen", ""))
+    if len(best) != classes or len(frozen) != classes:
+        raise ValueError(
+            f"{run.objective.name}: epoch_end names {len(frozen)} class lanes, not {classes}"
+        )
+    for lane, state in enumerate(states):
+        if best[lane] == "1":
+            state["best_weights"] = weights[:, lane].tolist()
+        if frozen[lane] == "1":
+            state["frozen"] = True
+    run.extra["stopped"] = bool(control.get("stop", False))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One iteration's inputs at a host: the batch's rows, this host's partial scores of
+    every class lane (u_h: (lanes, b)), and which lanes are active (lanes.py)."""
+
+    run: Training
+    t: int
+    guest: str
+    others: list[str]
+    xb: Floats
+    u_h: Floats
+    active: list[int]
+    iterations_left: int
+
+    @property
+    def lanes(self) -> int:
+        return int(self.u_h.shape[0])
+
+    @property
+    def b(self) -> int:
+        return int(self.u_h.shape[1])
+
+
+def _send_score_squares(step: Step) -> None:
+    """Per lane, sum over the batch of u_h^2 (the Taylor loss's): one scalar for the binary
+    model (host_score_sq), one per class lane with classes (host_class_score_sq; 0 for a
+    frozen lane)."""
+    squares = np.zeros(step.lanes)
+    for lane in step.active:
+        squares[lane] = float(step.u_h[lane] @ step.u_h[lane])
+    binary = step.lanes == 1
+    step.run.ctx.federation.send(
+        FederationData(kind="aggregate", array=np.array(squares[0]) if binary else squares),
+        to=step.guest,
+        tag="host_score_sq" if binary else "host_class_score_sq",
+        iteration=step.t,
+    )
+
+
+def _gradients(step: Step, unmasked: Floats) -> Floats:
+    """This host's gradients (features, lanes) from the unmasked X_h^T d of every lane."""
+    return np.asarray(unmasked.reshape(step.lanes, -1).T / step.b, dtype=np.float64)
+
+
+def _taylor(step: Step) -> Floats:
+    """One iteration of the Taylor protocol, every active lane in the same messages; this
+    host's gradients (features, lanes)."""
+    run, t, guest, others, active = step.run, step.t, step.guest, step.others, step.active
+    he, coef = run.he, run.objective.host_coef
+    b, xb, k_h = step.b, step.xb, step.xb.shape[1]
     guest_key = he.peer_keys[guest]
-    run.resume.send_ciphertexts("host_scores", t, lambda: (he.encrypt(u_h), {}), to=guest)
-    he.prefetch(iterations_left)
+    scores = step.u_h[active]  # (active, b)
+    run.resume.send_ciphertexts(
+        "host_scores", t, lambda: (he.encrypt(scores.ravel()), {}), to=guest
+    )
+    he.prefetch(step.iterations_left)
     if others:
         # [[host_coef u_h]] (hetero_lr: u_h / 4) under the guest's key: the other hosts add
         # it to their residual.
         run.resume.send_ciphertexts(
             "peer_scores",
             t,
-            lambda: (he.encrypt(coef * u_h, key=guest_key, precision=SHARED_PRECISION), {}),
+            lambda: (
+                he.encrypt(coef * scores.ravel(), key=guest_key, precision=SHARED_PRECISION),
+                {},
+            ),
             to="host",
         )
-    d = he.recv_ciphertexts("residual", t, guest, guest_key, b)
-    peer_scores = [he.recv_ciphertexts("peer_scores", t, other, guest_key, b) for other in others]
-    for scores in peer_scores:
-        d = d + scores  # same exponent (SHARED_PRECISION): no re-scaling
+    rows = len(active) * b
+    d = he.recv_ciphertexts("residual", t, guest, guest_key, rows)
+    peer_scores = [
+        he.recv_ciphertexts("peer_scores", t, other, guest_key, rows) for other in others
+    ]
+    for peer in peer_scores:
+        d = d + peer  # same exponent (SHARED_PRECISION): no re-scaling
 
     def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
-        # [[X_h^T d + R_h]]: X_h^T [[v]] plus the host's own host_coef X_h^T u_h, masked
-        vec = encrypted_dot(xb, d, executor=he.executor) + coef * (xb.T @ u_h)
-        return he.masked(vec, "host_gradient", t)
+        # [[X_h^T d + R_h]] per lane: X_h^T [[v]] plus the host's own host_coef X_h^T u_h,
+        # masked
+        parts = [
+            encrypted_dot(xb, d[i * b : (i + 1) * b], executor=he.executor)
+            + coef * (xb.T @ scores[i])
+            for i in range(len(active))
+        ]
+        return he.masked(join_lanes(parts, active, step.lanes, k_h, guest_key), "host_gradient", t)
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
     if others:
 
         def host_cross() -> tuple[EncryptedVector, dict[str, Any]]:
-            total_cross = encrypted_dot(u_h[:, None], peer_scores[0])
-            for scores in peer_scores[1:]:
-                total_cross = total_cross + encrypted_dot(u_h[:, None], scores)
+            parts = []
+            for i in range(len(active)):
+                lane = slice(i * b, (i + 1) * b)
+                total = encrypted_dot(scores[i][:, None], peer_scores[0][lane])
+                for peer in peer_scores[1:]:
+                    total = total + encrypted_dot(scores[i][:, None], peer[lane])
+                parts.append(total)
+            joined = join_lanes(parts, active, step.lanes, 1, guest_key)
             # Sent to the key holder: re-randomised first.
-            return total_cross.obfuscate(executor=he.executor), {}
+            return joined.obfuscate(executor=he.executor), {}
 
         run.resume.send_ciphertexts("host_cross", t, host_cross, to=guest)
     he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
-    ctx.federation.send(
-        FederationData(kind="aggregate", array=np.array(float(u_h @ u_h))),
-        to=guest,
-        tag="host_score_sq",
-        iteration=t,
-    )
-    return he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient") / b
+    _send_score_squares(step)
+    return _gradients(step, he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient"))
 
 
-def _separable(
-    run: Training, t: int, guest: str, xb: Floats, u_h: Floats, iterations_left: int
-) -> Floats:
-    """The separable sigmoid (guest.py's _separable): send [[b_1; ...; b_rank; u_h]] under
-    our key, answer the guest's [[a_0 - y; a_1; ...]] with [[X_h^T d + R_h]], d = a_0 - y +
-    sum_j a_j b_j(u_h) (rows stacked: X_h, then X_h scaled by each b_j)."""
-    he, ctx = run.he, run.ctx
-    b = len(u_h)
+def _separable(step: Step) -> Floats:
+    """The separable sigmoid (guest.py's _separable), per active lane: send [[b_1; ...;
+    b_rank; u_h]] under our key, answer the guest's [[a_0 - y; a_1; ...]] with [[X_h^T d +
+    R_h]], d = a_0 - y + sum_j a_j b_j(u_h) (rows stacked: X_h, then X_h scaled by each
+    b_j)."""
+    run, t, guest, active = step.run, step.t, step.guest, step.active
+    he, b, xb = run.he, step.b, step.xb
     rank = lrmath.SEPARABLE_RANK
-    factors = lrmath.separable_host(u_h)
-    ours = np.concatenate([factors.ravel(), u_h])
+    height = (rank + 1) * b
+    factors = [lrmath.separable_host(step.u_h[lane]) for lane in active]
+    ours = (
+        np.concatenate(
+            [
+                np.concatenate([f.ravel(), step.u_h[lane]])
+                for f, lane in zip(factors, active, strict=True)
+            ]
+        )
+        if active
+        else np.zeros(0)
+    )
     run.resume.send_ciphertexts("host_scores", t, lambda: (he.encrypt(ours), {}), to=guest)
-    he.prefetch(iterations_left)
-    theirs = he.recv_ciphertexts("residual", t, guest, he.peer_keys[guest], (rank + 1) * b)
-    stacked = np.vstack([xb, *(xb * factors[j][:, None] for j in range(rank))])
+    he.prefetch(step.iterations_left)
+    guest_key = he.peer_keys[guest]
+    theirs = he.recv_ciphertexts("residual", t, guest, guest_key, len(active) * height)
+    stacked = [np.vstack([xb, *(xb * f[j][:, None] for j in range(rank))]) for f in factors]
 
     def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
-        return he.masked(encrypted_dot(stacked, theirs, executor=he.executor), "host_gradient", t)
+        parts = [
+            encrypted_dot(s, theirs[i * height : (i + 1) * height], executor=he.executor)
+            for i, s in enumerate(stacked)
+        ]
+        joined = join_lanes(parts, active, step.lanes, xb.shape[1], guest_key)
+        return he.masked(joined, "host_gradient", t)
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
     he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
-    ctx.federation.send(
-        FederationData(kind="aggregate", array=np.array(float(u_h @ u_h))),
-        to=guest,
-        tag="host_score_sq",
-        iteration=t,
-    )
-    return he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient") / b
+    _send_score_squares(step)
+    return _gradients(step, he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient"))
 
 
-def _revealed(run: Training, t: int, guest: str, xb: Floats, u_h: Floats) -> Floats:
-    """`reveal_host_scores`: send u_h in plaintext; answer [[d]] with [[X_h^T d + R_h]]."""
-    he, ctx = run.he, run.ctx
+def _revealed(step: Step) -> Floats:
+    """`reveal_host_scores`: send every active lane's u_h in plaintext; answer [[d]] with
+    [[X_h^T d + R_h]] per lane."""
+    run, t, guest, active = step.run, step.t, step.guest, step.active
+    he, ctx, b, xb = run.he, run.ctx, step.b, step.xb
     ctx.federation.send(
-        FederationData(kind="partial_score", array=u_h),
+        FederationData(kind="partial_score", array=step.u_h[active].ravel()),
         to=guest,
         tag="host_scores_revealed",
         iteration=t,
     )
-    d = he.recv_ciphertexts("residual", t, guest, he.peer_keys[guest], len(u_h))
+    guest_key = he.peer_keys[guest]
+    d = he.recv_ciphertexts("residual", t, guest, guest_key, len(active) * b)
 
     def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
-        return he.masked(encrypted_dot(xb, d, executor=he.executor), "host_gradient", t)
+        parts = [
+            encrypted_dot(xb, d[i * b : (i + 1) * b], executor=he.executor)
+            for i in range(len(active))
+        ]
+        joined = join_lanes(parts, active, step.lanes, xb.shape[1], guest_key)
+        return he.masked(joined, "host_gradient", t)
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
-    return he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient") / len(u_h)
+    return _gradients(step, he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient"))

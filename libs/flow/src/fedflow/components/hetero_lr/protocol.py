@@ -65,9 +65,16 @@ def training_protocol(
         description=description,
         dims={
             **HE_DIMS,
-            "k_g2": "the guest's feature count + 1 (intercept) + 2 (loss aggregates)",
+            "k_g2": "(the guest's feature count + 1 (intercept) + 2 (loss aggregates)) times "
+            "the classes: one lane per class with multi_class (fedflow.components.hetero_lr."
+            "lanes), 1 lane without",
+            "classes": "class lanes: the classes with multi_class (one-vs-rest, every class in "
+            "the same messages), 1 without",
             **(
-                {"v": "validation rows (validate_data; every party has the same)"}
+                {
+                    "v": "validation rows (validate_data; every party has the same) times the "
+                    "classes (multi_class: lane after lane)"
+                }
                 if validation
                 else {}
             ),
@@ -88,26 +95,33 @@ def training_protocol(
                 decrypt=False,
             ),
             ciphertext_rule("peer_scores", "host", "host", 1, "*", peer_scores, decrypt=False),
-            # Rows: the sending host's feature count, checked against what it announced (a dim
-            # name would bind one count for all hosts).
+            # Rows: the sending host's feature count (times the class lanes), checked against
+            # what it announced (a dim name would bind one count for all hosts).
             ciphertext_rule(
                 "host_gradient",
                 "host",
                 "guest",
                 2,
                 "*",
-                "[[X_h^T d + R_h]], guest key",
+                "[[X_h^T d + R_h]], guest key; multi_class: one lane of k_h per class, "
+                "(classes * k_h, c), a stopped class's lane [[0 + R_h]]",
                 per_iteration_decrypts=MAX_HOSTS,  # one per host (the guard counts per tag)
             ),
             ciphertext_rule(
-                "guest_gradient", "guest", "host", 2, "k_g2", "[[A^T u_h + R_g]], host key"
+                "guest_gradient",
+                "guest",
+                "host",
+                2,
+                "k_g2",
+                "[[A^T u_h + R_g]], host key; multi_class: one lane per class, a stopped "
+                "class's lane [[0 + R_g]]",
             ),
             ciphertext_rule(
                 "host_cross",
                 "host",
                 "guest",
                 2,
-                "1",
+                "classes",
                 host_cross,
                 per_iteration_decrypts=MAX_HOSTS,
             ),
@@ -122,7 +136,18 @@ def training_protocol(
                 "aggregate",
                 3,
                 "()",
-                "sum of u_h^2 over the batch (for the Taylor loss)",
+                "sum of u_h^2 over the batch (for the Taylor loss); the binary model",
+                per_iteration=True,
+            ),
+            array_rule(
+                "host_class_score_sq",
+                "host",
+                "guest",
+                "aggregate",
+                3,
+                "(classes,)",
+                "multi_class: per class lane, the sum of u_h^2 over the batch (for that class's "
+                "Taylor loss; 0 for a class that stopped early)",
                 per_iteration=True,
             ),
             control_rule(
@@ -130,7 +155,8 @@ def training_protocol(
                 "guest",
                 "host",
                 4,
-                "after an epoch's last batch: stop (early stopping) or go on",
+                "after an epoch's last batch: stop (early stopping) or go on; multi_class: "
+                "per class lane, best epoch and frozen (stopped early) as '0'/'1' strings",
             ),
         ),
     )
@@ -140,12 +166,17 @@ HETERO_LR_PROTOCOL = training_protocol(
     "hetero_lr",
     "vertical LR, separable sigmoid with one host (Taylor with several, or sigmoid: taylor), "
     "two Paillier keys, integer masks, no arbiter",
-    residual="[[u_g/4 + 0.5 - y]], guest key (sigmoid separable: [[a_0 - y; a_1; a_2]])",
-    peer_scores="several hosts: [[u_h / 4]] under the guest key, to the other hosts",
-    host_cross="several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key",
+    residual="[[u_g/4 + 0.5 - y]], guest key (sigmoid separable: [[a_0 - y; a_1; a_2]]); "
+    "multi_class: the classes still training, lane after lane, (active * b, c) (separable: "
+    "(active * 3b, c))",
+    peer_scores="several hosts: [[u_h / 4]] under the guest key, to the other hosts "
+    "(multi_class: per active class lane, as residual)",
+    host_cross="several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key, one "
+    "per class lane (0 for a stopped class)",
     reveal_mode=True,
     validation=True,
-    host_scores="[[u_h]], host key (sigmoid separable: [[b_1(u_h); b_2(u_h); u_h]])",
+    host_scores="[[u_h]], host key (sigmoid separable: [[b_1(u_h); b_2(u_h); u_h]]); "
+    "multi_class: per active class lane, as residual",
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -94,38 +94,48 @@ def validation_features(
     return table
 
 
-def class_iterations(ctx: ComponentContext, run: Training, total: int) -> Iterator[int]:
-    """fedflow.kit.loop.iterations for a run that may skip ahead: one-vs-rest jumps to the
-    next class's first iteration (run.extra["next"]) when a class stops early; iteration ids
-    stay global, so every message and checkpoint names one (class, epoch, batch)."""
-    t = run.start
-    while True:
-        t = max(t, int(run.extra.get("next", 0)))
-        if t >= total or run.stopped:
-            return
-        ctx.check_canceled()
-        yield t
-        ctx.report_progress((t + 1) / total)
-        t += 1
+def lane_states(extra: dict[str, Any], lanes: int, multi: bool) -> list[dict[str, Any]]:
+    """Each class lane's progress, in the checkpointed `extra` (lanes.py): watch, loss_sum,
+    last_loss, patience, best_weights, and `frozen` once the class stopped early. Binary
+    hetero_lr has one lane, `extra` itself (the binary checkpoint's layout, unchanged)."""
+    if not multi:
+        return [extra]
+    if "class_weights" in extra or "next" in extra:
+        raise ValueError(
+            "hetero_lr: this task's checkpoint was written by the one-vs-rest that trained "
+            "class after class; this version trains every class in one pass per batch and "
+            "cannot resume it: run the job again"
+        )
+    states: list[dict[str, Any]] = extra.setdefault("lanes", [{} for _ in range(lanes)])
+    if len(states) != lanes:
+        raise ValueError(f"hetero_lr: the checkpoint has {len(states)} class lanes, not {lanes}")
+    return states
 
 
-def finish_class(run: Training, best: bool, next_start: int) -> None:
-    """One-vs-rest: the class just trained is done; keep its weights (the best epoch's when
-    validation early stopping is on and chose one) and start the next class from zero."""
-    run.extra.setdefault("class_weights", []).append(chosen_weights(run, best).tolist())
-    run.weights = np.zeros_like(run.weights)
-    for key in ("best_weights", "patience", "watch", "loss_sum", "last_loss"):
-        run.extra.pop(key, None)
-    run.extra["next"] = next_start
+def active_lanes(states: list[dict[str, Any]]) -> list[int]:
+    """The lanes still training (a frozen class keeps its weights and leaves the batches)."""
+    return [lane for lane, state in enumerate(states) if not state.get("frozen", False)]
 
 
-def chosen_weights(run: Training, best: bool) -> Floats:
-    """The weights to output: the best validation epoch's when `best` and one was kept,
-    else the current ones."""
-    kept = run.extra.get("best_weights")
-    if best and kept is not None:
-        return np.asarray(kept, dtype=np.float64)
-    return np.asarray(run.weights, dtype=np.float64)
+def lane_weights(run: Training, lanes: int) -> Floats:
+    """The weights as a (features, lanes) matrix, a view of run.weights: (features,) for
+    the binary model, (features, classes) with multi_class (a fresh run's zeros get that
+    shape here, the first time)."""
+    if lanes > 1 and np.ndim(run.weights) == 1:
+        run.weights = np.zeros((len(run.weights), lanes))
+    return np.asarray(run.weights, dtype=np.float64).reshape(-1, lanes)
+
+
+def output_weights(run: Training, states: list[dict[str, Any]], best: bool) -> Floats:
+    """The weights to output, lane by lane (features, lanes): the best validation epoch's
+    when `best` and one was kept, else the current ones."""
+    current = lane_weights(run, len(states))
+    columns = []
+    for lane, state in enumerate(states):
+        kept = state.get("best_weights")
+        column = kept if best and kept is not None else current[:, lane]
+        columns.append(np.asarray(column, dtype=np.float64))
+    return np.stack(columns, axis=1)
 
 
 def advice(params: HeteroLrParams, component: str = "hetero_lr") -> str:
