@@ -112,7 +112,12 @@ def test_every_per_row_plaintext_message_of_hetero_lr_is_declared_as_partial_sco
         for rule in protocol.messages
         if "aggregate" in rule.kinds
     ]
-    assert [r.tag for r in aggregates] == ["host_score_sq"] and aggregates[0].shape == "()"
+    # sums over the batch's rows: one (binary) or one per class lane (multi_class), never one
+    # per row
+    assert {r.tag: r.shape for r in aggregates} == {
+        "host_score_sq": "()",
+        "host_class_score_sq": "(classes,)",
+    }
 
 
 def test_a_partial_score_rule_must_be_one_value_per_row() -> None:
