@@ -20,6 +20,7 @@ from fedflow.components.hetero_lr.session import INTERCEPT, Training
 from fedflow.components.hetero_poisson import HeteroPoissonParams
 from fedflow.components.hetero_poisson import math as pmath
 from fedflow.kit.he import HeParty, open_secrets
+from fedflow.kit.inputs import check_linear_inputs
 from fedflow.kit.loop import LossWatch, iterations, timed
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
@@ -148,6 +149,15 @@ def _chain(ctx: ComponentContext) -> Chain:
     return Chain(hosts)
 
 
+def _output_weights(run: Training, best: bool) -> Floats:
+    """The weights to output: the best validation epoch's (extra["best_weights"], kept by
+    the training loops below) when `best` and one was kept, else the current ones."""
+    kept = run.extra.get("best_weights")
+    if best and kept is not None:
+        return np.asarray(kept, dtype=np.float64)
+    return np.asarray(run.weights, dtype=np.float64)
+
+
 # -- guest --------------------------------------------------------------------------------------
 
 
@@ -156,6 +166,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     table = ctx.input("data")
     labels = _labels(table)
     chain = _chain(ctx)
+    check_linear_inputs(ctx, NAME, not_features=[params.exposure] if params.exposure else [])
     own, names, exposure = split_exposure(table, params.exposure)
     session.warn_unscaled(ctx, own, names, NAME)
     x = lrmath.with_intercept(own)
@@ -171,7 +182,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
                 _guest_train(ctx, run, x, labels, np.log(exposure), chain, background, validation)
         finally:
             run.he.close()
-    weights = session.chosen_weights(run, params.patience > 0)
+    weights = _output_weights(run, params.patience > 0)
     return {"model": session.model_table([*names, INTERCEPT], weights)}
 
 
@@ -349,6 +360,7 @@ def host(ctx: ComponentContext) -> Mapping[str, Table]:
     table = ctx.input("data")
     guest_id = ctx.parties["guest"][0]
     chain = _chain(ctx)
+    check_linear_inputs(ctx, NAME)
     x = session.features(table)
     session.warn_unscaled(ctx, x, list(table.feature_names), NAME)
     # Every host exchanges keys with the guest and with the other hosts: the key host's public
@@ -363,7 +375,7 @@ def host(ctx: ComponentContext) -> Mapping[str, Table]:
             _host_train(ctx, run, x, guest_id, chain, background, x_val)
         finally:
             run.he.close()
-    weights = session.chosen_weights(run, params.patience > 0)
+    weights = _output_weights(run, params.patience > 0)
     return {"model": session.model_table(list(table.feature_names), weights)}
 
 
