@@ -21,6 +21,7 @@ from fedflow.components.hetero_secureboost.params import HeteroSecureBoostParams
 from fedflow.components.hetero_secureboost.protocol import MAX_HOSTS
 from fedflow.kit import payloads
 from fedflow.kit.he import HeParty, open_secrets
+from fedflow.kit.inputs import check_tree_inputs
 from fedflow.kit.loop import timed
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
@@ -125,6 +126,7 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
         raise TableError("hetero_secureboost: the guest's input has no label column")
     y = np.asarray(table.labels, dtype=np.float64)
     sbmath.check_labels(y, params)
+    check_tree_inputs(ctx, "hetero_secureboost", params.min_samples_leaf)
     hosts = list(ctx.parties.get("host", []))
     if not 1 <= len(hosts) <= MAX_HOSTS:
         raise ValueError(f"hetero_secureboost: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")
