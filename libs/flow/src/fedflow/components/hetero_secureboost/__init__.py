@@ -69,7 +69,11 @@ HETERO_SECUREBOOST = ComponentDescriptor(
             "validate_data",
             required=False,
             description="validation rows aligned across parties (e.g. data_split's validate): "
-            "per-round validate_loss and early stopping",
+            "per-round validate_loss and early stopping; reveals to the guest which side of "
+            "each host split every validation row falls on",
+            reveals="host",
+            reveals_what="for every validation row, the side of each of the host's split "
+            "nodes goes to the guest in plaintext, once per tree",
         ),
     ),
     outputs=("model",),
