@@ -71,6 +71,9 @@ HETERO_LINR = ComponentDescriptor(
             "per-epoch validate_loss (half mean squared error) / validate_rmse and early "
             "stopping (patience, min_delta); reveals the host's partial scores of these rows "
             "to the guest each epoch",
+            reveals="host",
+            reveals_what="the host's partial scores of every validation row go to the guest "
+            "in plaintext, once per epoch",
         ),
     ),
     outputs=("model",),

@@ -220,7 +220,11 @@ HETERO_POISSON = ComponentDescriptor(
             "validate_data",
             required=False,
             description="other rows, aligned across parties, with the training columns: their "
-            "half mean deviance per epoch (validate_loss), early stopping on it (patience)",
+            "half mean deviance per epoch (validate_loss), early stopping on it (patience); "
+            "reveals each host's partial scores of these rows to the guest each epoch",
+            reveals="host",
+            reveals_what="the host's partial scores of every validation row go to the guest "
+            "in plaintext, once per epoch",
         ),
     ),
     outputs=("model",),
