@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Response, status
+from fastapi.telemetry import TelemetryConfig
 from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from fedschemas.payloads import NAME_PATTERN
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -74,12 +75,27 @@ def refuse_open_job(job: dict[str, Any], attempt: int | None) -> None:
         )
 
 
-def create_app(gateway: GatewayView) -> FastAPI:
+FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+"""FastAPI's own OpenTelemetry (on by default in FastAPI once a tracer provider is set, as every
+fedmq service sets one) adds, per request, a second SERVER span beside
+HttpObservabilityMiddleware's and one span each for the dependencies, the endpoint and the
+serialization: five spans exported per prediction instead of one (issue #15)."""
+
+
+def create_app(gateway: GatewayView, *, fastapi_telemetry: bool = False) -> FastAPI:
+    """`fastapi_telemetry`: FastAPI's own spans too (the gateway's `api_fastapi_telemetry`
+    setting); fedmq's per-request span and metrics are there either way."""
     app = FastAPI(
         title="fedmq gateway",
         openapi_url=f"{deps.API_PREFIX}/openapi.json",
         docs_url=f"{deps.API_PREFIX}/docs",
         redoc_url=None,
+        telemetry=None if fastapi_telemetry else FASTAPI_TELEMETRY_OFF,
     )
     deps.bind(app, gateway)
     # Every request: a SERVER span (current while the route runs, so the scheduler command a
