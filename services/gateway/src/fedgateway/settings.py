@@ -126,6 +126,11 @@ class GatewaySettings(ServiceSettings):
     shutdown_grace_s: float = 10.0
     identity_check_interval_s: float = 2.0
     """How often the identity files are checked for a completed rotation (0 = only SIGHUP)."""
+    api_fastapi_telemetry: bool = False
+    """FastAPI's own OpenTelemetry spans on every REST request (a second server span and one
+    each for dependencies, endpoint and serialization), beside the gateway's own span and
+    metrics per request, which are always there. Off: five spans per request cost the serving
+    path's CPU (issue #15)."""
     api_tokens: list[SecretStr] = Field(default_factory=lambda: [SecretStr(PLACEHOLDER_API_TOKEN)])
     """Bearer tokens the REST API (/api/v1) accepts (`Authorization: Bearer <token>`); several
     let a token be rotated without downtime; empty: every API request is refused. As JSON in
