@@ -16,6 +16,7 @@ Each topic is consumed by `threads` subscriptions, so that many requests are ser
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from pathlib import Path
@@ -188,9 +189,28 @@ class Service:
         log.info("serving_stopped", party_id=self.settings.party_id)
 
 
+def freeze_heap_once_started(started: threading.Event) -> None:
+    """Once the service is started, take what is alive then (modules, settings, the models'
+    caches: ~160,000 objects) out of the cyclic collector's reach (gc.freeze), so that a full
+    collection does not walk them all: 80-100 ms in which no thread of the process runs and
+    every request in flight waits (issue #15). Start-up's garbage is collected first; a
+    reference cycle among the frozen objects, if one is ever dropped, is never freed."""
+    started.wait()
+    gc.collect()
+    gc.freeze()
+
+
+def build(settings: ServingSettings) -> Service:
+    service = Service(settings)
+    threading.Thread(
+        target=freeze_heap_once_started, args=(service.started,), name="serving-gc", daemon=True
+    ).start()
+    return service
+
+
 def main() -> int:
     settings = ServingSettings()
-    return run_service("serving", settings, lambda: Service(settings), ready_event="serving_ready")
+    return run_service("serving", settings, lambda: build(settings), ready_event="serving_ready")
 
 
 if __name__ == "__main__":
