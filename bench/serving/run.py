@@ -6,13 +6,11 @@ breast data is published twice: the two-party model (service `risk`: the guest's
 host's partial score through both gateways) and the guest's part alone (service `floor`, the
 floor: the same REST and bus path without the cross-site call), measured in the same run.
 
-Each measurement runs twice, alternating, in the same run: once with the code before the
-REST-side coalescing ("before": the guest's gateway and serving service restarted on a copy of
-the source tree in which BASELINE_FILES are those of `--baseline`, and with uvloop and
-httptools hidden, so uvicorn runs h11 on asyncio's loop as before) and once with this tree
-("after"); `--modes before,after,untraced` adds "after" with the guest gateway's trace file
-off (no span exported: what tracing costs). The host's processes are the same in all modes
-(nothing of this change runs there).
+Each measurement runs twice, alternating, in the same run: once with the code before this
+round's latency work ("before": both parties' gateways and serving services restarted on a
+copy of the source tree in which BASELINE_FILES are those of `--baseline`) and once with this
+tree ("after"); `--modes before,after,untraced` adds "after" with the guest gateway's trace
+file off (no span exported: what tracing costs).
 Per mode, first one client sends 200 requests one after the other (the latency of a request
 when nothing queues), and the services' own histograms, read before and after, split that
 latency per hop ("breakdown": the mean time of each segment of the path; docs/serving.md,
@@ -54,15 +52,16 @@ from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-BASELINE = "676512c~1"
-"""The commit before the REST-side coalescing (issue #15)."""
+BASELINE = "b06a670"
+"""The commit before this round's tail-latency work (issue #15: gc.freeze, FastAPI's own
+telemetry off, ...)."""
 BASELINE_FILES = (
-    "services/gateway/src/fedgateway/api/serving.py",
-    "services/serving/src/fedserving/handlers.py",
+    "services/gateway/src/fedgateway/main.py",
+    "services/gateway/src/fedgateway/settings.py",
+    "services/gateway/src/fedgateway/api/app.py",
+    "services/serving/src/fedserving/main.py",
 )
 """What "before" takes from the baseline commit; everything else is this tree's."""
-HIDDEN = ("uvloop", "httptools")
-"""Hidden from "before" (uvicorn falls back to asyncio's loop and h11, as before)."""
 
 
 def source_dirs(root: Path) -> list[Path]:
@@ -74,13 +73,7 @@ def source_dirs(root: Path) -> list[Path]:
 
 
 def baseline_path(ref: str, into: Path, git_dir: str | None = None) -> str:
-    """A PYTHONPATH that runs this tree's code but BASELINE_FILES at `ref`, without HIDDEN."""
-    hidden = into / "hidden"
-    hidden.mkdir()
-    for name in HIDDEN:
-        (hidden / f"{name}.py").write_text(
-            f"raise ImportError('{name} hidden by bench/serving: the baseline runs without it')\n"
-        )
+    """A PYTHONPATH that runs this tree's code but BASELINE_FILES at `ref`."""
     tree = into / "tree"
     for src in source_dirs(ROOT):
         shutil.copytree(
@@ -92,7 +85,7 @@ def baseline_path(ref: str, into: Path, git_dir: str | None = None) -> str:
             [*git, "show", f"{ref}:{name}"], cwd=ROOT, check=True, capture_output=True
         ).stdout
         (tree / name).write_bytes(old)
-    return os.pathsep.join(str(p) for p in [hidden, *source_dirs(tree)])
+    return os.pathsep.join(str(p) for p in source_dirs(tree))
 
 
 IN_FLIGHT_LINE = "IN_FLIGHT_PER_SERVICE = 2\n"
@@ -383,26 +376,33 @@ def main() -> None:
                 open_loop(f"{api}/{service}/predict", headers, rows, 50, 1, args.workers)
 
             running = {"mode": "after"}
-            trace = str(local.trace_file(stack.state, GUEST, "gateway"))
 
             def switch(mode: str) -> None:
-                """The guest's gateway and serving service on `mode`'s code."""
+                """Both parties' gateways and serving services on `mode`'s code."""
                 if running["mode"] == mode:
                     return
-                guest.stop()
-                local.stop_service(stack.state, GUEST, "gateway")
+                for process in (guest, host):
+                    process.stop()
+                for party in (GUEST, HOST):
+                    local.stop_service(stack.state, party, "gateway")
                 path = paths[mode]
-                if path is None:
-                    os.environ.pop("PYTHONPATH", None)
-                    guest.env.pop("PYTHONPATH", None)
-                else:
-                    os.environ["PYTHONPATH"] = guest.env["PYTHONPATH"] = path
-                # "untraced": the guest's gateway without its trace file (the launcher's
-                # default), so no span is exported: what tracing costs per request
-                os.environ["FEDMQ_GATEWAY_TRACE_FILE"] = "" if mode == "untraced" else trace
-                local.start_service(stack.state, GUEST, "gateway")
-                local.wait_healthy(stack.state, GUEST, 60)
-                guest.start()
+                for env in (os.environ, guest.env, host.env):
+                    if path is None:
+                        env.pop("PYTHONPATH", None)
+                    else:
+                        env["PYTHONPATH"] = path
+                for party in (GUEST, HOST):
+                    # "untraced": the guest's gateway without its trace file (the launcher's
+                    # default), so no span is exported: what tracing costs per request
+                    untraced = mode == "untraced" and party == GUEST
+                    os.environ["FEDMQ_GATEWAY_TRACE_FILE"] = (
+                        "" if untraced else str(local.trace_file(stack.state, party, "gateway"))
+                    )
+                    local.start_service(stack.state, party, "gateway")
+                for party in (GUEST, HOST):
+                    local.wait_healthy(stack.state, party, 60)
+                for process in (guest, host):
+                    process.start()
                 running["mode"] = mode
                 warm("risk")
 
