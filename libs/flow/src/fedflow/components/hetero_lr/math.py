@@ -251,15 +251,18 @@ def reference_sgd(
     taylor: bool = True,
     epochs: int | None = None,
     hosts: int = 1,
+    stop_early: bool = False,
 ) -> tuple[Floats, Floats, list[float]]:
-    """The protocol's training on the joined data in plaintext, no early stopping: the same
-    batches, learning rates and penalties. Returns the guest's weights (its features, then
-    the intercept), the host's, and each epoch's mean Taylor loss (each batch's loss taken
-    before its update, as the protocol computes it). `taylor=False`: the exact sigmoid, what
-    reveal_host_scores computes. `x_host` may be the hosts' features side by side (`hosts`
-    of them). params["sigmoid"] as the component reads it: `separable`, or `auto` (the
-    default) with one host, the separable sigmoid; `taylor`, or `auto` with several hosts,
-    the Taylor line."""
+    """The protocol's training on the joined data in plaintext: the same batches, learning
+    rates and penalties. Returns the guest's weights (its features, then the intercept), the
+    host's, and each epoch's mean Taylor loss (each batch's loss taken before its update, as
+    the protocol computes it). `taylor=False`: the exact sigmoid, what reveal_host_scores
+    computes. `x_host` may be the hosts' features side by side (`hosts` of them).
+    params["sigmoid"] as the component reads it: `separable`, or `auto` (the default) with
+    one host, the separable sigmoid; `taylor`, or `auto` with several hosts, the Taylor
+    line. `stop_early`: params' early stopping too (`early_stop`, default on: after an epoch
+    whose loss improved by less than `tol`, as fedflow.kit.loop.LossWatch decides); without
+    it, every epoch runs."""
     separable = resolve_sigmoid(str(params.get("sigmoid", "auto")), hosts) == "separable"
     xg = with_intercept(x_guest)
     wg, wh = np.zeros(xg.shape[1]), np.zeros(x_host.shape[1])
@@ -267,6 +270,8 @@ def reference_sgd(
     alpha, base = float(params.get("alpha", 0.01)), float(params["learning_rate"])
     decay, seed = float(params.get("decay", 0.0)), int(params.get("seed", 0))
     losses: list[float] = []
+    tol = float(params.get("tol", 1e-4))
+    stop_early = stop_early and bool(params.get("early_stop", True))
     t = 0
     for epoch in range(epochs or int(params["epochs"])):
         total = 0.0
@@ -285,6 +290,8 @@ def reference_sgd(
             wh = sgd_step(wh, gh, rate, alpha)
             t += 1
         losses.append(total / len(y))
+        if stop_early and len(losses) > 1 and 0.0 <= losses[-2] - losses[-1] < tol:
+            break
     return wg, wh, losses
 
 
@@ -350,14 +357,25 @@ def reference_ovr(
     params: Mapping[str, Any],
     *,
     taylor: bool = True,
+    hosts: int = 1,
+    stop_early: bool = False,
 ) -> tuple[list[float], Floats, Floats]:
-    """One-vs-rest in plaintext, no early stopping: the classes, and the guest's and the
-    host's weights, one column per class (reference_sgd on each class against the rest)."""
+    """One-vs-rest in plaintext: the classes, and the guest's and the host's weights, one
+    column per class (reference_sgd on each class against the rest, `stop_early` and `hosts`
+    as there). The federated one-vs-rest trains every class in the same batches (one lane
+    per class), and a class that stops early keeps its weights while the others go on: per
+    class, the same computation as this."""
     classes = class_values(labels)
     guest, host = [], []
     for value in classes:
         wg, wh, _ = reference_sgd(
-            x_guest, x_host, one_vs_rest(labels, value), params, taylor=taylor
+            x_guest,
+            x_host,
+            one_vs_rest(labels, value),
+            params,
+            taylor=taylor,
+            hosts=hosts,
+            stop_early=stop_early,
         )
         guest.append(wg)
         host.append(wh)
