@@ -1,5 +1,5 @@
-"""The gateway's envelope bytes without re-packing the payload (envelope_bytes.py) are exactly
-fedschemas' canonical and wire bytes; non-canonical input is verified in its canonical form."""
+"""The gateway's wire bytes without re-packing the payload (envelope_bytes.py) are exactly
+fedschemas' encoding, and what it signs verifies over the payload digest's signed bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import msgpack
 import pytest
 from fedcrypto.signing import SigningKey
-from fedgateway.envelope_bytes import canonical_and_head, canonical_of_wire, wire_from_canonical
+from fedgateway.envelope_bytes import wire_bytes
 from fedgateway.relay import Signer, sign_envelope
 from fedschemas import (
     FederationData,
@@ -56,36 +56,25 @@ def test_signed_wire_bytes_equal_fedschemas_encoding(size, with_deadline):
     expected = expected.model_copy(update={"signature": key.sign(canonical_bytes(expected))})
     assert wire == encode_envelope(expected)
     decoded = decode_envelope(wire)
-    assert canonical_of_wire(wire, decoded) == canonical_bytes(decoded)
-    key.verify_key().verify(canonical_of_wire(wire, decoded), decoded.signature)
+    key.verify_key().verify(canonical_bytes(decoded), decoded.signature)
 
 
-def test_canonical_and_wire_helpers_round_trip_an_unsigned_envelope():
-    env = _envelope(b"x" * 5000)
-    canonical, head_len = canonical_and_head(env)
-    assert canonical == canonical_bytes(env)
-    assert wire_from_canonical(canonical, head_len, None) == encode_envelope(env)
+@pytest.mark.parametrize("with_deadline", [False, True])
+def test_wire_bytes_of_an_unsigned_envelope_equal_fedschemas_encoding(with_deadline):
+    env = _envelope(b"x" * 5000, deadline=NOW + dt.timedelta(seconds=30) if with_deadline else None)
+    assert wire_bytes(env) == encode_envelope(env)
 
 
-def test_non_canonical_wire_is_verified_in_its_canonical_form():
-    # Prepare: the same envelope with `attempt` written as a uint64 (msgpack allows it; the
-    # canonical form uses the shortest encoding) and signed over those non-canonical bytes.
+def test_a_signature_over_the_payload_itself_no_longer_verifies():
+    # Prepare: signed as builds before the payload digest signed (the wire array minus the
+    # signature, payload included)
     key = SigningKey.generate()
     env = _envelope(os.urandom(1000)).model_copy(update={"signer_key_id": "k1"})
-    items = msgpack.unpackb(encode_envelope(env), raw=False)
-    attempt_at = 6
-    assert items[attempt_at] == 3
-    packer = msgpack.Packer(use_bin_type=True)
-    parts = [packer.pack_array_header(len(items) - 1)]
-    for i, item in enumerate(items[:-1]):
-        parts.append(b"\xcf" + (3).to_bytes(8, "big") if i == attempt_at else packer.pack(item))
-    non_canonical = b"".join(parts)
-    wire = packer.pack_array_header(len(items)) + b"".join(parts[1:])
-    wire += packer.pack(key.sign(non_canonical))
-    decoded = decode_envelope(wire)
-    # Execute
-    signed = canonical_of_wire(wire, decoded)
-    # Assert: the bytes checked are the canonical ones, so the non-canonical signature fails
-    assert signed == canonical_bytes(decoded) != non_canonical
+    items = msgpack.unpackb(encode_envelope(env), raw=False)[:-1]
+    old_style = env.model_copy(
+        update={"signature": key.sign(msgpack.packb(items, use_bin_type=True))}
+    )
+    decoded = decode_envelope(wire_bytes(old_style))
+    # Execute / Assert: the verifier's bytes are the payload digest's, so it fails closed
     with pytest.raises(ValueError):
-        key.verify_key().verify(signed, decoded.signature)
+        key.verify_key().verify(canonical_bytes(decoded), decoded.signature)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgpack
 import pytest
 from fedschemas import (
     DemoPing,
@@ -19,6 +21,7 @@ from fedschemas import (
     encode_envelope,
     encode_payload,
 )
+from fedschemas.envelope import ENVELOPE_FORMAT, SIGNED_FORMAT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -61,7 +64,7 @@ def test_layout_matches_the_byte_by_byte_description_in_docs(
     micros = 1795333665123456  # 2026-11-22T07:47:45.123456Z
     expected = (
         b"\xdc\x00\x12"  # array16 with 18 elements
-        + _mp_str("fedmq.envelope.v1")
+        + _mp_str("fedmq.envelope.v1.payload-sha256")
         + _mp_str(env.message_id)
         + _mp_uint(1)
         + _mp_str("demo.ping")
@@ -78,7 +81,7 @@ def test_layout_matches_the_byte_by_byte_description_in_docs(
         + _mp_uint(micros)
         + _mp_str(env.traceparent or "")
         + _mp_str("9999-k1")
-        + _mp_bin(env.payload)
+        + _mp_bin(hashlib.sha256(env.payload).digest())  # the payload by its SHA-256
     )
 
     # Execute
@@ -96,9 +99,42 @@ def test_optional_fields_left_empty_are_msgpack_nil(
     data = canonical_bytes(env)
 
     # iteration -1 is the negative fixint 0xff (then seq 3); the two absent optionals are nil
-    # (0xc0) just before the payload's bin header.
+    # (0xc0) just before the payload digest's bin8 header.
     assert b"lr.gradient\xff\x03" in data
-    assert data.endswith(b"\xc0\xc0" + b"\xc4" + bytes([len(env.payload)]) + env.payload)
+    assert data.endswith(b"\xc0\xc0" + b"\xc4\x20" + hashlib.sha256(env.payload).digest())
+
+
+def test_signed_bytes_stay_small_for_a_large_payload(
+    make_envelope: Callable[..., Envelope],
+) -> None:
+    # Prepare: 4 MiB of payload, and the same envelope with one payload byte changed
+    payload = bytearray(random.Random(3).randbytes(4 << 20))
+    big = make_envelope(payload=bytes(payload))
+    payload[len(payload) // 2] ^= 1
+    flipped = make_envelope(payload=bytes(payload))
+
+    # Execute
+    signed, signed_flipped = canonical_bytes(big), canonical_bytes(flipped)
+
+    # Assert: what Ed25519 hashes is a few hundred bytes, and it still commits to every byte
+    assert len(signed) < 400
+    assert signed != signed_flipped
+
+
+def test_signed_bytes_are_in_their_own_domain(make_envelope: Callable[..., Envelope]) -> None:
+    # Prepare: the envelope whose payload is this one's digest, as builds before the payload
+    # digest signed it (the wire array minus the signature, under ENVELOPE_FORMAT)
+    env = make_envelope()
+    digest = hashlib.sha256(env.payload).digest()
+    as_before = msgpack.unpackb(encode_envelope(env.model_copy(update={"payload": digest})))[:-1]
+
+    # Execute
+    items = msgpack.unpackb(canonical_bytes(env))
+
+    # Assert: the same elements but the first, so no signature can vouch for both
+    assert SIGNED_FORMAT != ENVELOPE_FORMAT
+    assert items[0] == SIGNED_FORMAT and as_before[0] == ENVELOPE_FORMAT
+    assert items[1:] == as_before[1:]
 
 
 def test_same_fields_built_in_any_order_give_the_same_bytes(

@@ -1,7 +1,10 @@
 """The envelope: routing, identity and integrity fields around one payload.
 
 Wire bytes (`encode_envelope`) are a msgpack array; the signed bytes (`canonical_bytes`) are
-the same array without the trailing signature. docs/wire.md lays both out byte by byte.
+the same fields without the signature, under their own format string, with the payload
+replaced by its SHA-256 (so signing and verifying a 32 MiB ciphertext hashes it once with
+SHA-256, not twice with Ed25519's SHA-512). docs/wire.md lays both out byte by byte and gives
+the security argument.
 Decoding (`decode_envelope`) refuses anything it cannot vouch for with `MalformedMessage`:
 oversize input, bad msgpack, a wrong layout, unknown envelope format, unknown message type or
 schema version, a field of the wrong type or out of range, a naive timestamp.
@@ -35,7 +38,14 @@ MAX_ENVELOPE_BYTES: Final = 1 << 30
 """Default upper bound on an envelope's wire size (1 GiB); bigger input is refused unread."""
 
 ENVELOPE_FORMAT: Final = "fedmq.envelope.v1"
-"""First element of every envelope array: names the layout and separates signing domains."""
+"""First element of every wire envelope array: names the layout."""
+
+SIGNED_FORMAT: Final = "fedmq.envelope.v1.payload-sha256"
+"""First element of the signed bytes (`canonical_bytes`): names what a signature covers and
+separates signing domains. It differs from ENVELOPE_FORMAT on purpose: builds before it signed
+the wire array minus its signature (the payload itself, under ENVELOPE_FORMAT), so without a
+new string the signed bytes of an envelope with payload P would equal the old signed bytes of
+the same envelope with the 32-byte payload SHA-256(P), and one signature would vouch for both."""
 
 # Order of the envelope array after the format string. Changing it is a new ENVELOPE_FORMAT.
 ENVELOPE_FIELDS: Final[tuple[str, ...]] = (
@@ -188,12 +198,12 @@ def chunk_message_id(message_id: str, index: int) -> str:
     return f"{message_id}:c{index}"
 
 
-def _fields(env: Envelope) -> list[Any]:
+def _fields(env: Envelope, layout: str, payload: bytes) -> list[Any]:
     # `deadline` is appended only when set: envelopes without one keep the 18-element layout
-    # (and so their bytes and signatures) of every earlier build.
+    # (and so their wire bytes) of every earlier build.
     deadline = [] if env.deadline is None else [datetime_to_micros(env.deadline)]
     return [
-        ENVELOPE_FORMAT,
+        layout,
         env.message_id,
         env.schema_version,
         env.type,
@@ -210,26 +220,33 @@ def _fields(env: Envelope) -> list[Any]:
         datetime_to_micros(env.created_at),
         env.traceparent,
         env.signer_key_id,
-        env.payload,
+        payload,
         *deadline,
     ]
 
 
 def canonical_bytes(env: Envelope) -> bytes:
-    """The bytes a signature covers: every envelope field except `signature`, fixed layout.
+    """The bytes a signature covers: every envelope field except `signature`, fixed layout,
+    the payload by its SHA-256.
 
-    A msgpack array of 18 elements (format string, then ENVELOPE_FIELDS in order), 19 when the
-    optional `deadline` is set (appended after the payload), with msgpack's shortest
-    encodings; the result depends only on the field values, never on how
-    the envelope was built. docs/wire.md gives the layout byte by byte.
+    A msgpack array of 18 elements: SIGNED_FORMAT, then ENVELOPE_FIELDS in order with
+    `payload` replaced by the 32-byte SHA-256 of the payload bytes (bin8); 19 when the
+    optional `deadline` is set (appended last). msgpack's shortest encodings throughout, so
+    the result depends only on the field values, never on how the envelope was built or
+    decoded. A few hundred bytes whatever the payload's size: Ed25519 signs and verifies them
+    in microseconds, and a large payload costs one SHA-256 pass. docs/wire.md gives the
+    layout byte by byte.
     """
-    return msgpack.packb(_fields(env), use_bin_type=True)  # type: ignore[no-any-return]
+    signed = _fields(env, SIGNED_FORMAT, hashlib.sha256(env.payload).digest())
+    return msgpack.packb(signed, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def encode_envelope(env: Envelope, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> bytes:
-    """Wire bytes: the canonical array with the signature (or nil) appended as its last element
-    (element 19, or 20 with a deadline)."""
-    data: bytes = msgpack.packb([*_fields(env), env.signature], use_bin_type=True)
+    """Wire bytes: ENVELOPE_FORMAT, ENVELOPE_FIELDS in order (the payload itself), the
+    deadline if set, and the signature (or nil) as the last element (element 19, or 20 with a
+    deadline)."""
+    fields = _fields(env, ENVELOPE_FORMAT, env.payload)
+    data: bytes = msgpack.packb([*fields, env.signature], use_bin_type=True)
     if len(data) > max_bytes:
         raise MalformedMessage(
             f"envelope is {len(data)} bytes, over the limit of {max_bytes} bytes"

@@ -65,6 +65,7 @@ from fedcrypto.signing import SigningKey
 from fedschemas import (
     Envelope,
     MalformedMessage,
+    canonical_bytes,
     decode_envelope,
     topics,
 )
@@ -72,7 +73,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from fedgateway import compression
-from fedgateway.envelope_bytes import canonical_and_head, wire_from_canonical
+from fedgateway.envelope_bytes import wire_bytes
 from fedgateway.framing import (
     DataFrame,
     FrameType,
@@ -150,10 +151,11 @@ def sign_envelope(envelope: Envelope, signer: Signer) -> bytes:
     """The wire bytes of `envelope` signed by this party: `signer_key_id` is set first, as it is
     part of the signed canonical bytes."""
     unsigned = envelope.model_copy(update={"signer_key_id": signer.key_id})
-    # Byte for byte encode_envelope(signed), with the payload copied twice, not packed twice
-    # (envelope_bytes.py): a large ciphertext's cost here is the hashing the signature needs.
-    canonical, head_len = canonical_and_head(unsigned)
-    return wire_from_canonical(canonical, head_len, signer.key.sign(canonical))
+    # The signed bytes hold the payload's SHA-256 (one pass over a large ciphertext); the wire
+    # bytes are encode_envelope(signed) with the payload copied once, not packed
+    # (envelope_bytes.py).
+    signature = signer.key.sign(canonical_bytes(unsigned))
+    return wire_bytes(unsigned.model_copy(update={"signature": signature}))
 
 
 class OutboundRelay:

@@ -32,9 +32,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography import x509
 from fedcrypto.signing import BadSignature, VerifyKey
-from fedschemas import Envelope, MalformedMessage, decode_envelope
+from fedschemas import Envelope, MalformedMessage, canonical_bytes, decode_envelope
 
-from fedgateway.envelope_bytes import canonical_of_wire
 from fedgateway.pki import CertificateRefused, PartyCertificate, check_party_certificate
 
 
@@ -312,7 +311,9 @@ class Verifier:
                 "unknown_key",
                 f"no live certified key {env.signer_key_id or '(any)'} for party {peer_party}",
             )
-        signed = canonical_of_wire(body, env)  # canonical_bytes(env), without re-packing
+        # Recomputed from the decoded fields (so always the canonical form): one SHA-256 pass
+        # over the payload and a few hundred bytes for Ed25519.
+        signed = canonical_bytes(env)
         for key in keys:
             try:
                 key.verify(signed, env.signature)
