@@ -189,3 +189,66 @@ def test_a_checkpoint_of_the_class_after_class_one_vs_rest_is_refused_clearly() 
     with pytest.raises(ValueError, match="run the job again"):
         session.lane_states(extra, 3, multi=True)
     assert session.lane_states({"loss_sum": 1.0}, 1, multi=False)[0] == {"loss_sum": 1.0}
+
+
+def test_validation_stops_each_class_on_its_own_and_keeps_its_best_epoch(tmp_path: Path) -> None:
+    # Prepare: 180 training rows, 60 validation rows whose classes 0 and 1 are swapped, so
+    # that classes 0 and 1 validate worse every epoch (best: epoch 0; patience 2 stops them
+    # after epoch 2) while class 2 improves every epoch (all 4 run)
+    xg, xh, y = three_classes()
+    train, check = slice(0, 180), slice(180, ROWS)
+    swapped = np.choose(y[check].astype(int), [1.0, 0.0, 2.0])
+    params = {**PARAMS, "epochs": 4, "early_stop": False, "sigmoid": "taylor", "patience": 2}
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        for party, role, data, validate in (
+            (
+                GUEST,
+                "guest",
+                _table(xg[train], "g", 0, y[train]),
+                _table(xg[check], "g", 0, swapped),
+            ),
+            (HOST, "host", _table(xh[train], "h", 0, None), _table(xh[check], "h", 0, None)),
+        ):
+            store = world.parties[party].runtime.artifacts
+            store.put("job-v", "src", party, role, "data", data, 0)
+            store.put("job-v", "src", party, role, "validate", validate, 0)
+        tasks = {
+            role: world.parties[party].task(
+                "job-v",
+                "lr_0",
+                "hetero_lr",
+                role,
+                {"guest": [GUEST], "host": [HOST]},
+                params=params,
+                inputs={"data": "src.data", "validate_data": "src.validate"},
+            )
+            for party, role in ((GUEST, "guest"), (HOST, "host"))
+        }
+
+        # Execute
+        runs = [start(world, tasks["guest"]), start(world, tasks["host"])]
+        for running in runs:
+            running.join()
+
+        # Assert
+        assert not runs[0].error and not runs[1].error, (runs[0].error, runs[1].error)
+        models = [
+            world.parties[p].runtime.artifacts.get("job-v", p, role, "lr_0.model").features
+            for p, role in ((GUEST, "guest"), (HOST, "host"))
+        ]
+        metrics = MetricsReader(world.parties[GUEST].engine).metrics("job-v", "lr_0")
+    series: dict[str, list[float]] = defaultdict(list)
+    for m in sorted(metrics, key=lambda m: m.step):
+        if m.name.startswith("validate_loss_"):
+            series[m.name].append(m.value)
+    for value, epochs_run, best in ((0, 3, 1), (1, 3, 1), (2, 4, 4)):
+        labels = one_vs_rest(y[train], value)
+        expected = []
+        for epochs in range(1, epochs_run + 1):
+            wg, wh, _ = reference_sgd(xg[train], xh[train], labels, params, epochs=epochs)
+            z = np.hstack([xg[check], np.ones((60, 1))]) @ wg + xh[check] @ wh
+            expected.append(float(np.mean(np.logaddexp(0, -(2 * (swapped == value) - 1) * z))))
+        np.testing.assert_allclose(series[f"validate_loss_{value}"], expected, rtol=0, atol=1e-6)
+        wg, wh, _ = reference_sgd(xg[train], xh[train], labels, params, epochs=best)
+        np.testing.assert_allclose(models[0][:, value], wg, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(models[1][:, value], wh, rtol=0, atol=1e-6)
