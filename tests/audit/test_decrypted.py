@@ -10,16 +10,22 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from fedaudit import test_hooks
 from fedaudit.standalone import AuditedRun, StoppedByAudit
 from fedaudit.store import list_findings
 from fedbus import Message
+from fedcrypto import EncryptedVector, generate_keypair
+from fedcrypto.paillier.limbs import from_mpz
 from fedcrypto.signing import SigningKey
+from fedflow.kit.decrypt_check import count_floats, decode_checked
+from fedflow.kit.he import HeParty
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
-from fedschemas import PartyRef, encode_envelope, new_envelope, topics
+from fedschemas import FederationData, PartyRef, encode_envelope, new_envelope, topics
 from fedschemas.audit_payloads import DecryptCheck
 
 from tests.audit.test_stop import start_audit
@@ -62,17 +68,25 @@ def test_honest_masked_decryptions_are_reported_in_bound(tmp_path: Path) -> None
     # Execute
     result = run_pipeline(pipeline, {GUEST: DATA, HOST: DATA}, tmp_path, watch=audited)
 
-    # Assert: each key holder reported every decryption it made, none out of bound
+    # Assert: each party reported every decryption it made as the key holder (the peer's
+    # masked gradient) and every answer it unmasked (its own gradient), none out of bound,
+    # NaN or infinite
     assert all(task.state == "success" for task in result.tasks)
-    for party, peer, tag in ((GUEST, HOST, "host_gradient"), (HOST, GUEST, "guest_gradient")):
+    for party, peer, mine, theirs in (
+        (GUEST, HOST, "guest_gradient", "host_gradient"),
+        (HOST, GUEST, "host_gradient", "guest_gradient"),
+    ):
         reports = [
             r["facts"]
             for r in audited.audits[party].records(result.job_id, "local")
             if r["type"] == "report.decrypt_check"
         ]
-        assert reports, party
-        assert {(f["peer"], f["checked_tag"]) for f in reports} == {(peer, tag)}
-        assert all(f["count"] > 0 and f["out_of_bound"] == 0 for f in reports), reports
+        assert {(f["peer"], f["checked_tag"]) for f in reports} == {
+            (peer, theirs),
+            (peer, f"{mine}_masked"),
+        }
+        assert all(f["count"] > 0 for f in reports), reports
+        assert all(f["out_of_bound"] == f["nan"] == f["infinite"] == 0 for f in reports), reports
         assert audited.audits[party].findings(result.job_id) == [], party
 
 
@@ -91,6 +105,72 @@ def test_a_peer_asking_to_decrypt_unmasked_values_stops_the_job(tmp_path: Path) 
         str(stopped.value),
     ), str(stopped.value)
     assert audited.stop is not None and audited.stop["by"] != audited.stop["party_id"]
+
+
+def test_a_key_holder_answering_with_made_up_values_is_named_by_the_askers_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the host, as key holder, answers the guest's masked gradient with residues it
+    # made up instead of decrypting them
+    honest = HeParty.decrypt_for_peer
+
+    def made_up(self: HeParty, tag: str, iteration: int, answer: str, peer: str, *args: Any):
+        if self.ctx.role != "host":
+            return honest(self, tag, iteration, answer, peer, *args)
+        got = self.recv_ciphertexts(tag, iteration, peer, self.public_key, *args)
+        self.ctx.federation.authorize_decrypt(tag, iteration, frm=peer)
+        n = int(self.public_key.n)
+        residues = from_mpz([n // 2 - i for i in range(got.size)], self.public_key.plain_limbs)
+        answered = FederationData(kind="masked_vector", array=residues)
+        self.ctx.federation.send(answered, to=peer, tag=answer, iteration=iteration)
+
+    monkeypatch.setattr(HeParty, "decrypt_for_peer", made_up)
+    pipeline, audited = _audited(tmp_path)
+
+    # Execute
+    with pytest.raises(StoppedByAudit):
+        run_pipeline(pipeline, {GUEST: DATA, HOST: DATA}, tmp_path, watch=audited)
+
+    # Assert: the guest's unmasking counted every value out of bound, and its audit named the
+    # host
+    found = audited.audits[GUEST].findings(audited.job_id)
+    assert (found[0]["rule"], found[0]["severity"], found[0]["party"]) == (
+        "data.decrypted_bounds",
+        "critical",
+        HOST,
+    ), found
+    assert "'guest_gradient_masked' of hetero_lr_0" in found[0]["detail"]
+    assert re.search(
+        r"of (\d+) plaintexts decrypted or decoded here, \1 out of bound", found[0]["detail"]
+    ), found[0]["detail"]
+
+
+def test_decoding_counts_overflow_and_unreadable_plaintexts_instead_of_raising() -> None:
+    # Prepare: a 512-bit key; plaintexts 3, -5, one in the band no encoding produces, and one
+    # that decodes past float64 at a (crafted) exponent of 256 (16^256 = 2^1024)
+    public, private = generate_keypair(512, insecure_allow_short=True)
+    n = int(public.n)
+    plain = [3, n - 5, n // 2, 1]
+    vec = EncryptedVector(
+        public,
+        public.encrypt_residues(from_mpz(plain, public.plain_limbs), obfuscate=False),
+        0,
+        (4,),
+        bound=public.max_int,
+    )
+    residues = private.decrypt_residues(vec.data)
+
+    # Execute
+    at_zero, unreadable = decode_checked(residues, 0, public)
+    at_256, _ = decode_checked(residues, 256, public)
+    counts = count_floats(at_256, -10.0, 10.0, unreadable)
+
+    # Assert: the readable values as fedcrypto decodes them, the others counted: NaN marks the
+    # unreadable one (counted out of bound, not as NaN), the overflow is infinite
+    assert at_zero[[0, 1, 3]].tolist() == [3.0, -5.0, 1.0]
+    assert np.isnan(at_zero[2]) and unreadable == 1
+    assert at_256[3] == np.inf
+    assert (counts.count, counts.nan, counts.infinite, counts.out_of_bound) == (4, 0, 3, 1)
 
 
 def _report(job_id: str, out_of_bound: int, party: str = HOST, iteration: int = 0) -> Message:

@@ -23,6 +23,7 @@ Each party has its OWN key pair (no third party holds a key). What the kit does 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -35,10 +36,9 @@ import numpy as np
 from fedcrypto import EncryptedVector, ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
 from fedcrypto.paillier.limbs import to_mpz
 from fedschemas import FederationData
-from fedschemas.audit_payloads import DecryptCheck
 from numpy.typing import NDArray
 
-from fedflow.kit import masking, payloads
+from fedflow.kit import decrypt_check, masking, payloads
 from fedflow.statecodec import decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -349,37 +349,51 @@ class HeParty:
         (masking.mask_bits makes 2^bits + |m| fit under max_int = n/3 - 1; it is negative only
         when R < |m|, with probability 2^-MASK_BITS): a residue above max_int is a ciphertext
         that was not a masked value of the agreed form, e.g. a peer asking to decrypt signed
-        values it holds under our key (negative ones decrypt near n) or forged ciphertexts."""
+        values it holds under our key (negative ones decrypt near n) or forged ciphertexts.
+        Masked values are never decoded to floats here (only the peer can unmask them), so
+        NaN and infinity are counted where they are: `unmask`."""
         top = self.public_key.max_int
         values = to_mpz(np.ascontiguousarray(residues, dtype="<u8"))
         outside = sum(1 for v in values if v > top)
-        self.ctx.federation.report(
-            DecryptCheck(
-                job_id=self.ctx.job_id,
-                component=self.ctx.component,
-                attempt=self.ctx.attempt,
-                party_id=self.ctx.party_id,
-                peer=peer,
-                tag=tag,
-                iteration=iteration,
-                count=len(values),
-                out_of_bound=outside,
-                bound=f"masked plaintext in [0, n/3) of a {self.public_key.n_length}-bit key",
-            ),
-            tag=f"decrypt_check.{tag}.{peer}",
+        decrypt_check.report_check(
+            self.ctx,
+            decrypt_check.PlaintextCounts(count=len(values), out_of_bound=outside),
+            peer=peer,
+            tag=tag,
             iteration=iteration,
+            bound=f"masked plaintext in [0, n/3) of a {self.public_key.n_length}-bit key",
         )
 
     def unmask(
         self, info: Mapping[str, Any], answer: str, iteration: int, peer: str, tag: str
     ) -> Floats:
         """Our values m from the peer's decryption (message `answer`) of [[m + R]] sent as
-        `tag`: residues of m + R modulo the peer's n."""
+        `tag`: residues of m + R modulo the peer's n. What the answer decodes to is checked
+        and reported to this party's audit before it is used: an honest |m| is below
+        2^(bits - MASK_BITS) (masking.unmask_counted), so a larger one, or one past float64's
+        range (infinite: refused here too), is an answer the key holder made up."""
         payload = self.ctx.federation.recv(frm=peer, tag=answer, iteration=iteration)
         if payload.array is None:
             raise ValueError(f"{self.name}: the answer to {tag} carries no values")
-        masks = masking.mask_ints(
-            self.mask_seed, tag, iteration, int(info["count"]), int(info["bits"])
-        )
+        bits = int(info["bits"])
+        masks = masking.mask_ints(self.mask_seed, tag, iteration, int(info["count"]), bits)
         n = int(self.peer_keys[peer].n)
-        return masking.unmask(payload.array, masks, int(info["exponent"]), n, self.name)
+        limit_bits = bits - masking.MASK_BITS
+        values, outside = masking.unmask_counted(
+            payload.array, masks, int(info["exponent"]), n, 1 << limit_bits, self.name
+        )
+        counts = decrypt_check.count_floats(values, -np.inf, np.inf)
+        counts = dataclasses.replace(counts, out_of_bound=outside)
+        decrypt_check.report_check(
+            self.ctx,
+            counts,
+            peer=peer,
+            tag=answer,
+            iteration=iteration,
+            bound=f"unmasked mantissa |m| < 2^{limit_bits} (the masked vector's bound)",
+        )
+        if counts.infinite:
+            raise OverflowError(
+                f"{self.name}: {counts.infinite} value(s) of {answer} from {peer} overflow float64"
+            )
+        return values

@@ -13,6 +13,7 @@ iteration re-sends the same plaintexts, which the resume rule needs (docs/compon
 from __future__ import annotations
 
 import hashlib
+import math
 from concurrent.futures import Executor
 from fractions import Fraction
 from typing import Final
@@ -63,16 +64,41 @@ def add_mask(vec: EncryptedVector, masks: list[int], executor: Executor | None) 
 def unmask(
     residues: NDArray[np.uint64], masks: list[int], exponent: int, n: int, what: str = "unmask"
 ) -> Floats:
-    """The floats m * 16^exponent from residues of m + R mod n."""
+    """The floats m * 16^exponent from residues of m + R mod n (OverflowError past float64)."""
+    values, _outside = unmask_counted(residues, masks, exponent, n, None, what)
+    if np.isinf(values).any():
+        raise OverflowError(f"{what}: an unmasked value overflows float64")
+    return values
+
+
+def unmask_counted(
+    residues: NDArray[np.uint64],
+    masks: list[int],
+    exponent: int,
+    n: int,
+    limit: int | None,
+    what: str = "unmask",
+) -> tuple[Floats, int]:
+    """unmask's floats, a value past float64's range as +-inf, and how many of the finite
+    ones have |m| >= `limit` (None: not counted). An honest answer has none: |m| is at most
+    the masked vector's bound, below 2^(bits - MASK_BITS) (mask_bits); a larger m is an
+    answer the key holder made up."""
     values = to_mpz(np.ascontiguousarray(residues, dtype="<u8"))
     if len(values) != len(masks):
         raise ValueError(f"{what}: {len(values)} masked values for {len(masks)} masks")
     half = n // 2
     scale = Fraction(16) ** exponent
     out = np.empty(len(masks), dtype=np.float64)
+    outside = 0
     for i, (value, mask) in enumerate(zip(values, masks, strict=True)):
         m = (int(value) - mask) % n
         if m > half:
             m -= n
-        out[i] = float(m * scale)
-    return out
+        try:
+            out[i] = float(m * scale)
+        except OverflowError:
+            out[i] = math.copysign(math.inf, m)
+            continue
+        if limit is not None and abs(m) >= limit:
+            outside += 1
+    return out, outside

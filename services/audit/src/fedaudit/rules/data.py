@@ -10,8 +10,9 @@ of its job.
   (0, n^2) for the key it is under (the decrypting party's when the rule names one, else some
   key of the component), != 1, coprime to every key's n, and never seen before in the job;
 - data.nonfinite: NaN or infinity in a floating-point array;
-- data.decrypted_bounds: a key holder's worker reporting (report.decrypt_check) plaintexts it
-  decrypted for a peer that were NaN, infinite or outside the agreed bound;
+- data.decrypted_bounds: this party's worker reporting (report.decrypt_check) plaintexts a
+  peer chose (decrypted here, or a masked answer decoded here) that were NaN, infinite or
+  outside the agreed bound;
 - data.profile_drift: a table read for a job (report.column_stats from this party's worker)
   whose column has far more missing values, or a far wider range, than the table's recorded
   profile (its first audited read), or lacks a recorded column.
@@ -177,9 +178,10 @@ def check_finite(obs: Observation, policy: AuditPolicy, component: str) -> list[
 
 
 def check_decrypted(obs: Observation, policy: AuditPolicy) -> list[Finding]:
-    """A key holder's check of what it decrypted for a peer (report.decrypt_check, from this
-    party's worker): any NaN, infinite or out-of-bound plaintext is the peer's doing (it chose
-    the ciphertexts), so the finding names the peer."""
+    """This party's worker's check of plaintexts a peer chose (report.decrypt_check): what it
+    decrypted as the key holder (the peer chose the ciphertexts), or the peer's answer to a
+    masked decryption as it decoded it (the peer chose the residues). Any NaN, infinite or
+    out-of-bound plaintext is the peer's doing, so the finding names the peer."""
     facts = obs.facts
     if obs.sender != policy.party_id:
         return []
@@ -196,7 +198,8 @@ def check_decrypted(obs: Observation, policy: AuditPolicy) -> list[Finding]:
             str(facts.get("peer", "")),
             f"{facts.get('checked_tag')!r} of {record['component']} from party "
             f"{facts.get('peer')} (iteration {record['iteration']}): of {facts.get('count')} "
-            f"plaintexts decrypted here, {', '.join(parts)} (bound: {facts.get('bound')})",
+            f"plaintexts decrypted or decoded here, {', '.join(parts)} (bound: "
+            f"{facts.get('bound')})",
         )
     ]
 
