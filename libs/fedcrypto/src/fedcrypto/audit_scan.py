@@ -10,7 +10,8 @@ questions are answered for a whole batch at once:
   is multiplicative). Which rows are the culprits is the caller's (rare) second pass.
 
 The C extension (fedcrypto._native's scan_rows and product_gcd) does both with no Python object
-per row: limb comparisons, its own BLAKE2b and a Montgomery-style product modulo n. Where the
+per row: limb comparisons, its own BLAKE2b and a Montgomery product modulo n (eight rows at a
+time in AVX-512 IFMA lanes where the CPU has them, else GMP's mpn functions). Where the
 extension is missing (or an older build lacks these functions) gmpy2 and hashlib give the same
 answers, digests included, bit for bit; `use_native=False` forces that path (for tests and
 benchmarks). Pure functions: arrays and integers in, answers out.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from gmpy2 import gcd, mpz
 
-from .paillier.limbs import LIMB_DTYPE, LimbArray, int_to_bytes, native, to_mpz
+from .paillier.limbs import LIMB_DTYPE, LimbArray, int_to_bytes, native, native_simd, to_mpz
 
 __all__ = ["DIGEST_BYTES", "RowScan", "native_scan_available", "scan_rows", "shares_factor"]
 
@@ -88,8 +89,12 @@ def scan_rows(rows: LimbArray, top: int | mpz | None, *, use_native: bool = True
     )
 
 
-def shares_factor(rows: LimbArray, moduli: Sequence[int | mpz], *, use_native: bool = True) -> bool:
-    """Whether some row shares a factor with some modulus (a zero row shares n with n)."""
+def shares_factor(
+    rows: LimbArray, moduli: Sequence[int | mpz], *, use_native: bool = True, simd: bool = True
+) -> bool:
+    """Whether some row shares a factor with some modulus (a zero row shares n with n).
+    `simd=False` keeps the extension on its scalar GMP engine (else it uses AVX-512 IFMA lanes
+    where the CPU has them)."""
     data = _limb_rows(rows)
     limbs = data.shape[1]
     ns = [mpz(n) for n in moduli]
@@ -97,7 +102,8 @@ def shares_factor(rows: LimbArray, moduli: Sequence[int | mpz], *, use_native: b
         # The extension's product needs an odd n > 1 (a Paillier modulus always is); any other
         # value goes the gmpy2 way below.
         odd = [n for n in ns if n > 1 and n % 2 == 1]
-        if any(_native_product_gcd(data, limbs, int_to_bytes(n)) != b"\x01" for n in odd):
+        lanes = simd and native_simd
+        if any(_native_product_gcd(data, limbs, int_to_bytes(n), lanes) != b"\x01" for n in odd):
             return True
         ns = [n for n in ns if not (n > 1 and n % 2 == 1)]
         if not ns:
