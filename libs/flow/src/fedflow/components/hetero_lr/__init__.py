@@ -30,10 +30,13 @@ separable fit sigmoid(u_g + u_h) ~ a_0(u_g) + sum_j a_j(u_g) b_j(u_h) instead of
 line (the residual and host_scores messages then carry 3 stacked vectors; the same views as
 below), and the Taylor line with several hosts; `sigmoid: taylor` or `separable` pins one.
 
-Options: `multi_class: true` trains one-vs-rest, class after class, with global iteration
-ids; a `validate_data` input makes each host send its partial scores of the validation rows
-after each epoch (`validate_scores`), for the guest's validate_loss and early stopping
-(`patience`, `min_delta`), whose best epoch every party keeps.
+Options: `multi_class: true` trains one-vs-rest with every class in the same exchange: each
+per-batch message carries one lane per class (lanes.py: the per-row messages the rows of the
+classes still training, lane after lane; the answers every class's lane, Enc(0) for a class
+that stopped early, which keeps its weights); a `validate_data` input makes each host send
+its partial scores of the validation rows after each epoch (`validate_scores`), for the
+guest's validate_loss and early stopping (`patience`, `min_delta`), whose best epoch every
+party keeps.
 
 Prediction (hetero_lr_predict), once per host:
 
@@ -60,8 +63,9 @@ outbox refuses a different payload under the same id).
 Layout (docs/components.md, the worked example): this `__init__` declares the two component
 types (light: no numpy or fedcrypto); params.py, protocol.py the declarations; math.py the
 arithmetic (numpy only; the plaintext reference the tests compare with); guest.py, host.py the
-orchestration of training over fedflow.kit; session.py what both roles share (keys, state);
-predict.py hetero_lr_predict.
+orchestration of training over fedflow.kit; session.py what both roles share (keys, state,
+the class lanes' progress); lanes.py the lane layout of the multi-class messages; predict.py
+hetero_lr_predict.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ class HeteroLrParams(ComponentParams):
     "auto": separable with one host, taylor with several (math.resolve_sigmoid)."""
     multi_class: bool = False
     """One-vs-rest over the guest's class labels (0, 1, 2, ...): one binary model per class,
-    trained one after the other in the same task; the model has a weight column per class
-    and hetero_lr_predict predicts the class whose model scores highest."""
+    all trained in the same batches, one exchange per batch carrying every class (a class
+    that stops early keeps its weights while the others go on); the model has a weight
+    column per class and hetero_lr_predict predicts the class whose model scores highest."""
     patience: int = Field(default=0, ge=0, le=10_000)
     """Early stopping on the `validate_data` input's log loss: stop after this many epochs
     in a row without an improvement of at least `min_delta` over the best epoch, and output
