@@ -24,6 +24,7 @@ from fedflow.components.hetero_feature_binning import (
 )
 from fedflow.components.hetero_feature_binning import math as bmath
 from fedflow.kit import payloads
+from fedflow.kit.decrypt_check import decrypt_floats
 from fedflow.kit.he import open_secrets
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
@@ -264,8 +265,25 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
                     counts.size,
                 )
                 ctx.federation.authorize_decrypt("bin_events", 0, frm=party)
-                events = np.rint(np.asarray(key.decrypt(vec, executor=executor), dtype=np.float64))
                 counts = np.asarray(counts, dtype=np.float64)
+                # A bin's sum of 0/1 labels counts positives: at most the bin's rows (which
+                # the host sends) and the guest's positives (which it knows).
+                positives = float(np.sum(labels))
+                events = decrypt_floats(
+                    ctx,
+                    key,
+                    vec,
+                    peer=party,
+                    tag="bin_events",
+                    iteration=0,
+                    low=0.0,
+                    high=np.minimum(counts, positives),
+                    bound=f"a bin's positives: 0 to min(its rows, the guest's {positives:g})",
+                    executor=executor,
+                )
+                if np.any(events > positives):
+                    raise ValueError(f"{NAME}: the bin sums of {party} exceed the positives")
+                events = np.rint(events)
                 if np.any(events < 0) or np.any(events > counts) or np.any(counts < 0):
                     raise ValueError(f"{NAME}: the bin sums of {party} are not counts of its rows")
                 found = [

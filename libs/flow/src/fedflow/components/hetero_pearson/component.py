@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from fedflow.artifacts import Artifact, ModelArtifact
 from fedflow.components.hetero_pearson import HeteroPearsonParams
 from fedflow.kit import payloads
+from fedflow.kit.decrypt_check import decrypt_floats
 from fedflow.kit.he import open_secrets
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
@@ -26,6 +27,19 @@ Floats = NDArray[np.float64]
 PRECISION = 2.0**-40
 """Fixed-point precision of the z-scores at both parties (|z| < sqrt(m)): the correlations
 come out within about m * 2^-40 of the plaintext ones."""
+
+
+CROSS_SLACK = 1e-6
+"""Relative slack of cross_bound over Cauchy-Schwarz: fixed-point rounding (2^-40 per value,
+summed over the rows) and the float error of each column's norm stay far below it."""
+
+
+def cross_bound(rows: int) -> float:
+    """The most |z_g . z_h| can be: each standardised column (ddof 0) has squared norm `rows`,
+    so Cauchy-Schwarz bounds the dot product by `rows` (a constant column's z is 0). A cross
+    product above it was not computed from standardised columns: the guest's decrypt check
+    (fedflow.kit.decrypt_check) reports it to the guest's audit, and the guest refuses it."""
+    return rows * (1.0 + CROSS_SLACK) + CROSS_SLACK
 
 
 def standardized(table: Table, params: HeteroPearsonParams) -> tuple[list[str], Floats, list[str]]:
@@ -114,7 +128,23 @@ def guest(ctx: ComponentContext) -> Mapping[str, Artifact]:
                     got, key.public_key, f"{NAME}: cross from {party}", executor
                 )
                 ctx.federation.authorize_decrypt("cross", 0, frm=party)
-                cross = np.asarray(key.decrypt(vec, executor=executor), dtype=np.float64)
+                cross = decrypt_floats(
+                    ctx,
+                    key,
+                    vec,
+                    peer=party,
+                    tag="cross",
+                    iteration=0,
+                    low=-cross_bound(m),
+                    high=cross_bound(m),
+                    bound=f"|z_g . z_h| <= rows x (1 + {CROSS_SLACK:g}) ({m} rows)",
+                    executor=executor,
+                )
+                if np.any(np.abs(cross) > cross_bound(m)):
+                    raise ValueError(
+                        f"{NAME}: the cross products of {party} exceed what {m} standardised "
+                        "rows allow"
+                    )
                 matrix = cross.reshape(k, -1) / m
                 model["arrays"][f"cross_{party}"] = matrix
                 host_names[party] = [f"host_{party}_{i}" for i in range(matrix.shape[1])]

@@ -30,7 +30,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from fedcrypto import CiphertextError, EncryptedVector, PaillierOverflowError, PublicKey
@@ -46,6 +46,10 @@ from fedcrypto.paillier.parallel import (
 from numpy.typing import NDArray
 
 from fedflow.components.hetero_secureboost import math as sbmath
+from fedflow.kit import decrypt_check
+
+if TYPE_CHECKING:
+    from fedflow.context import ComponentContext
 
 Ints = sbmath.Ints
 
@@ -108,14 +112,59 @@ class CellLayout:
         """The guest's side: `cells` integer cells (cells, 3) out of decrypted compressed
         plaintexts. Refuses (PaillierOverflowError) a plaintext with bits above its last cell
         or a cell whose rows exceed N: such a histogram was not built as declared."""
+        out, bad = self.cells_checked(residues, cells)
+        if bad:
+            raise PaillierOverflowError(f"{what}: {bad} plaintext(s) {self.BOUND}")
+        return out
+
+    def reported_cells(
+        self,
+        ctx: ComponentContext,
+        residues: LimbArray,
+        cells: int,
+        what: str,
+        host: str,
+        iteration: int,
+    ) -> Ints:
+        """`cells`, the decrypt check of their plaintexts reported to the guest's audit
+        (report.decrypt_check, data.decrypted_bounds) before a broken one is refused."""
+        out, bad = self.cells_checked(residues, cells)
+        decrypt_check.report_check(
+            ctx,
+            decrypt_check.PlaintextCounts(count=len(residues), out_of_bound=bad),
+            peer=host,
+            tag="histograms",
+            iteration=iteration,
+            bound=f"histogram cells of {self.rows} rows: {self.BOUND_IN_WORDS}",
+        )
+        if bad:
+            raise PaillierOverflowError(f"{what}: {bad} plaintext(s) {self.BOUND}")
+        return out
+
+    BOUND_IN_WORDS: Final = (
+        "no bits above the last cell, rows <= N, sum q_g < rows x 2^31, sum q_h <= rows x 2^30, "
+        "padding 0"
+    )
+    BOUND: Final = (
+        "not histogram cells as built (bits above the last cell, more rows than N, "
+        "sums above rows x 2^31, or padding not empty)"
+    )
+
+    def cells_checked(self, residues: LimbArray, cells: int) -> tuple[Ints, int]:
+        """`cells` as decoded, and how many plaintexts break the cell layout (the decrypt
+        check the guest reports to its audit before refusing them): bits above the last
+        cell; a cell of more rows than N; a g or h sum above what its rows can add up to
+        (q_g < 2^31 and q_h <= 2^30 per row); padding cells not empty."""
         gh, count = self.fields
         per, bits = self.per_ciphertext, self.cell_bits
-        out = np.zeros((self.ciphertexts(cells) * per, 3), dtype=np.int64)
+        plaintexts = self.ciphertexts(cells)
+        out = np.zeros((plaintexts * per, 3), dtype=np.int64)
         cell_mask, gh_mask, count_mask = (1 << bits) - 1, (1 << gh) - 1, (1 << count) - 1
+        bad = np.zeros(plaintexts, dtype=np.bool_)
         for i, row in enumerate(np.ascontiguousarray(residues)):
             value = int.from_bytes(row.tobytes(), "little")
             if value >> (per * bits):
-                raise PaillierOverflowError(f"{what}: a plaintext has bits above its last cell")
+                bad[i] = True
             for s in range(per):
                 cell = (value >> (s * bits)) & cell_mask
                 out[i * per + s] = (
@@ -123,11 +172,13 @@ class CellLayout:
                     (cell >> count) & gh_mask,
                     cell & count_mask,
                 )
-        if out[:, 2].max(initial=0) > self.rows:
-            raise PaillierOverflowError(f"{what}: a cell counts more rows than there are")
-        if np.any(out[cells:]):
-            raise PaillierOverflowError(f"{what}: padding cells are not empty")
-        return out[:cells]
+        rows = out[:, 2]
+        # Per sampled row q_g < 2^31 and q_h <= 2^30; an unsampled row adds nothing.
+        broken = (rows > self.rows) | ((out[:, 0] >= rows << 31) & (out[:, 0] > 0))
+        broken |= out[:, 1] > rows << 30
+        broken[cells:] |= np.any(out[cells:] != 0, axis=1)
+        bad |= broken.reshape(plaintexts, per).any(axis=1)
+        return out[:cells], int(np.count_nonzero(bad))
 
 
 HISTOGRAM_BATCH_BYTES = 8 << 20

@@ -376,7 +376,7 @@ class _Trainer:
         began = time.perf_counter()
         residues = self.he.private_key.decrypt_residues(vec.data, executor=self.he.executor)
         self.seconds["decrypt_seconds"] += time.perf_counter() - began
-        sent = self.layout.cells(residues, count, what)
+        sent = self.layout.reported_cells(self.ctx, residues, count, what, host, iteration)
         built = cipher.place_cells(sent, kinds, totals[direct], what)
         if level.depth == 0:
             return built
