@@ -89,13 +89,83 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
     if params.eval_type == "regression":
         _regression(ctx, labels, scores)
     elif params.eval_type == "multi":
+        _check_classes(table, labels, scores)
         _multiclass(ctx, labels, scores, lambda classes: _class_names(table, params, classes))
     else:
-        _binary(ctx, params, labels == _positive_label(table, params), scores)
+        positive = _positive_label(table, params)
+        _check_binary(table, params, labels, positive)
+        _binary(ctx, params, labels == positive, scores)
         if "reference" in ctx.inputs:
             reference = _scores(ctx.input("reference"), params)
             _stability(ctx, reference[~np.isnan(reference)], scores, params.bins)
     return {}
+
+
+def _shown(table: Table, values: Floats, limit: int = 10) -> str:
+    """Distinct label values as the data wrote them (a text label's class with its name)."""
+    found, counts = np.unique(values, return_counts=True)
+    listed = []
+    for value, count in zip(found.tolist()[:limit], counts.tolist()[:limit], strict=True):
+        name = f" = {table.class_name(value)!r}" if table.label_classes is not None else ""
+        listed.append(f"{value:g}{name} ({count} row{'s' if count != 1 else ''})")
+    more = f", ... ({len(found)} values)" if len(found) > limit else ""
+    return ", ".join(listed) + more
+
+
+def _check_binary(table: Table, params: EvaluationParams, labels: Floats, positive: float) -> None:
+    """Binary metrics need labels of two values, one of them the positive class: a label of
+    several classes or a numeric target evaluated as binary gave an AUC of "class 1 against
+    the rest" or nan without a word."""
+    values = np.unique(labels)
+    where = f"evaluation (eval_type binary): label column {table.label_name!r}"
+    if params.label_column is not None:
+        where = f"evaluation (eval_type binary): label column {params.label_column!r}"
+    if len(values) == 0:
+        raise ValueError(f"{where}: no row has both a label and a score, nothing to evaluate")
+    if len(values) > 2:
+        raise ValueError(
+            f"{where} holds {len(values)} distinct values ({_shown(table, labels)}), binary "
+            f"metrics take two (positive: pos_label {positive:g}): set eval_type: regression "
+            "for a numeric target, eval_type: multi (with score_column: predicted) for class "
+            "labels, or map the labels to 0 and 1 with label_transform before the model"
+        )
+    if positive not in values:
+        raise ValueError(
+            f"{where} holds {_shown(table, labels)}, no row of the positive class (pos_label "
+            f"{positive:g}): set pos_label (or pos_class) to the positive class, or evaluate "
+            "more rows"
+        )
+    if len(values) == 1:
+        raise ValueError(
+            f"{where} holds one class only, {_shown(table, labels)}, in the rows evaluated: "
+            "AUC and KS need rows of both classes (evaluate more rows, e.g. a larger test or "
+            "validate fraction in data_split)"
+        )
+
+
+def _check_classes(table: Table, labels: Floats, predicted: Floats) -> None:
+    """Multi-class metrics compare class labels with predicted classes: a numeric target, or
+    a binary model's scores (probabilities), gave a metric per distinct value without a
+    word."""
+    if not _classes_mask(labels).all():
+        raise ValueError(
+            f"evaluation (eval_type multi): label column {table.label_name!r} holds values that "
+            f"are not classes (integers >= 0): {_shown(table, labels[~_classes_mask(labels)])}; "
+            "set eval_type: regression for a numeric target"
+        )
+    if not _classes_mask(predicted).all():
+        odd = predicted[~_classes_mask(predicted)]
+        raise ValueError(
+            f"evaluation (eval_type multi): the score column holds values that are not "
+            f"classes (integers >= 0), e.g. {', '.join(f'{v:g}' for v in odd[:5])}: it takes a "
+            "multi-class model's predicted class (score_column: predicted, for "
+            "hetero_lr_predict's output); a binary model's scores need eval_type: binary"
+        )
+
+
+def _classes_mask(values: Floats) -> NDArray[np.bool_]:
+    """Which values are class numbers (integers >= 0)."""
+    return np.asarray((values >= 0) & (values == np.round(values)), dtype=np.bool_)
 
 
 def _stability(ctx: ComponentContext, reference: Floats, scores: Floats, bins: int) -> None:
