@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 
 import structlog
-from fedbus import Bus
+from fedbus import Bus, Unroutable
 from fedbus.inbox import Inbox
 from fedbus.runtime import EnvelopeHandler, EnvelopePublisher
 from fedschemas import (
@@ -215,7 +215,12 @@ class BusFederation(Federation):
 
     def report(self, payload: Payload, *, tag: str, iteration: int = -1) -> None:
         """Publish `payload` on this party's svc.audit.reports (party-local: no gateway relays
-        it); its message id is deterministic, so a redone step's report is recorded once."""
+        it); its message id is deterministic, so a redone step's report is recorded once.
+
+        Only the audit service declares that topic, never the worker: at a party without an
+        audit the report is unroutable and dropped here, so nothing piles up in a queue no one
+        reads (on RabbitMQ or in memory). Where the audit runs, its durable queue keeps the
+        reports while it is down, as the fan-out does, and it catches up."""
         envelope = new_envelope(
             payload,
             job_id=self.key.job_id,
@@ -229,7 +234,10 @@ class BusFederation(Federation):
             seq=0,
             created_at=datetime.now(UTC),
         )
-        self.endpoint._publish(topics.AUDIT_REPORTS, envelope)
+        try:
+            self.endpoint.publisher.send(topics.AUDIT_REPORTS, envelope)
+        except Unroutable:
+            log.debug("audit_report_dropped", job_id=self.key.job_id, tag=tag, reason="no audit")
 
     def recv(
         self,
