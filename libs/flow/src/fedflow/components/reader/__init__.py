@@ -66,6 +66,33 @@ class ReaderParams(ComponentParams):
         return data
 
 
+MANY_CLASSES = 20
+"""More distinct whole numbers than this in a label column read as a numeric target (a count,
+an amount), not as classes, in binary_label_hint."""
+
+
+def binary_label_hint(values: list[float], wanted: list[float], named: bool = False) -> str:
+    """What to do with a label column of the distinct `values` (`named`: class names) where a
+    model takes the binary `wanted` (light: the scheduler's check against recorded labels may
+    use it too): several classes and a numeric target each have their own model, or a
+    label_transform makes them binary."""
+    whole = all(v >= 0 and float(v).is_integer() for v in values)
+    if len(values) > 2 and (named or (whole and len(values) <= MANY_CLASSES)):
+        return (
+            f"it holds {len(values)} classes: a multi-class model takes them (hetero_lr with "
+            "multi_class: true, hetero_secureboost with objective: multi:softmax), or map them "
+            "to 0 and 1 with label_transform before the model"
+        )
+    if len(values) > 2:
+        return (
+            f"it holds {len(values)} distinct values, a numeric target: a regression model "
+            "takes it (hetero_linr; hetero_poisson for counts), or make a 0/1 label of it "
+            "before the model"
+        )
+    shown = " and ".join(f"{v:g}" for v in wanted)
+    return f"map its values to {shown} with label_transform before the model"
+
+
 READER = ComponentDescriptor(
     name="reader",
     description="this party's uploaded table",

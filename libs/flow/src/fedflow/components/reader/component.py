@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedflow.components.base import LabelRule
-from fedflow.components.reader import ReaderLabelCount, ReaderLabelRule, ReaderParams
+from fedflow.components.reader import (
+    ReaderLabelCount,
+    ReaderLabelRule,
+    ReaderParams,
+    binary_label_hint,
+)
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -30,9 +35,11 @@ def check_labels(table: Table, name: str, allowed: list[float]) -> None:
     ]
     if bad:
         found = ", ".join(_value(table, v) + f" ({c} rows)" for v, c in bad[:10])
+        hint = binary_label_hint(values.tolist(), sorted(allowed), table.label_classes is not None)
         raise ValueError(
             f"table {name}: label column {table.label_name!r} has values outside {{{wanted}}}, "
-            f"which the model its data flows into needs: {found}"
+            f"which the model its data flows into needs: {found}; "
+            f"{hint}"
         )
 
 
