@@ -66,6 +66,8 @@ def training(params: dict[str, Any]) -> hmath.LocalTraining:
         params.get("learning_rate", 0.1),
         params.get("alpha", 0.0),
         params.get("seed", 0),
+        params.get("proximal_mu", 0.0),
+        params.get("learning_rate_decay", 1.0),
     )
 
 

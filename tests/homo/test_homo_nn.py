@@ -28,6 +28,7 @@ PARAMS: dict[str, Any] = {
     "rounds": 10,
     "batch_size": 32,
     "learning_rate": 0.1,
+    "learning_rate_decay": 0.9,  # the schedule: round r at 0.1 * 0.9^r, as the reference
     "alpha": 0.01,
     "seed": 0,
     "hidden_units": 8,
@@ -43,9 +44,9 @@ def nn_pipeline(tables: list[str], params: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def auc(weights: hmath.Floats, test: Table) -> float:
+def auc(weights: hmath.Floats, test: Table, hidden: int = PARAMS["hidden_units"]) -> float:
     assert test.labels is not None
-    s = nmath.scores(weights, test.features, PARAMS["hidden_units"])
+    s = nmath.scores(weights, test.features, hidden)
     return binary_metrics(test.labels == 1.0, s, threshold=0.5, curve_points=2).auc
 
 

@@ -220,8 +220,14 @@ class LocalClient:
         UpdateRejected when it is not a valid update (the client then sits the round out)."""
         p = self.params
         training = hmath.LocalTraining(
-            p.local_epochs, p.batch_size, p.learning_rate, p.alpha, p.seed, p.proximal_mu
-        )
+            p.local_epochs,
+            p.batch_size,
+            p.learning_rate,
+            p.alpha,
+            p.seed,
+            p.proximal_mu,
+            p.learning_rate_decay,
+        ).at_round(r)
         loss = self.learner.loss(weights, self.x1, self.y)
         stream = (p.seed, r, self.client_id)
         local = self.learner.train(weights, self.x1, self.y, training, stream, p)

@@ -16,7 +16,7 @@ whoever dropped out: the aggregator never needs any single client's row count.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -42,6 +42,14 @@ class LocalTraining:
     seed: int
     proximal_mu: float = 0.0
     """FedProx: (mu / 2) * ||w - w_global||^2 added to every local step's objective."""
+    learning_rate_decay: float = 1.0
+    """The schedule: round r's local steps take learning_rate * learning_rate_decay ** r."""
+
+    def at_round(self, r: int) -> LocalTraining:
+        """This training with round r's learning rate (the schedule applied)."""
+        if self.learning_rate_decay == 1.0:
+            return self
+        return replace(self, learning_rate=self.learning_rate * self.learning_rate_decay**r)
 
 
 def sigmoid(z: Floats) -> Floats:
@@ -191,7 +199,7 @@ def reference_fedavg(
         for i, (x1, y) in enumerate(data):
             if (r, i) in skip:
                 continue
-            local = local_sgd(w, x1, y, training, (training.seed, r, i + 1))
+            local = local_sgd(w, x1, y, training.at_round(r), (training.seed, r, i + 1))
             delta, _ = clip_norm(local - w, clip)
             total += contribution(w, w + delta, log_loss(w, x1, y), len(y))
         mean, _ = average(w, total)
@@ -200,10 +208,11 @@ def reference_fedavg(
 
 
 def reference_pooled(x: Floats, y: Floats, training: LocalTraining, rounds: int) -> Floats:
-    """The same model trained on the pooled rows (rounds x local_epochs epochs), the
-    centralised baseline the federated model is compared with."""
+    """The same model trained on the pooled rows (rounds x local_epochs epochs, round r at
+    round r's learning rate), the centralised baseline the federated model is compared with;
+    on one party's rows, that party's own model."""
     w = np.zeros(x.shape[1] + 1)
     x1 = with_intercept(x)
     for r in range(rounds):
-        w = local_sgd(w, x1, y, training, (training.seed, r, 0))
+        w = local_sgd(w, x1, y, training.at_round(r), (training.seed, r, 0))
     return w

@@ -15,6 +15,9 @@ class HomoLrParams(ComponentParams):
     local_epochs: int = Field(default=1, ge=1, le=1_000)
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=0.1, gt=0.0)
+    learning_rate_decay: float = Field(default=1.0, gt=0.0, le=1.0)
+    """The learning-rate schedule: every client's local steps in round r (from 0) take
+    learning_rate * learning_rate_decay ** r (1.0: a constant rate)."""
     alpha: float = Field(default=0.0, ge=0.0)
     """L2 penalty (alpha / 2) * ||w||^2 in every local step (the intercept is not penalised)."""
     seed: int = Field(default=0, ge=0)

@@ -116,7 +116,8 @@ def reference_fedavg(
         for i, (x1, y) in enumerate(data):
             if (r, i) in skip:
                 continue
-            local = local_sgd(w, x1, y, training, (training.seed, r, i + 1), hidden)
+            round_training = training.at_round(r)
+            local = local_sgd(w, x1, y, round_training, (training.seed, r, i + 1), hidden)
             total += hmath.contribution(w, local, log_loss(w, x1, y, hidden), len(y))
         w, _ = hmath.apply_sum(w, total)
     return w
@@ -125,11 +126,12 @@ def reference_fedavg(
 def reference_pooled(
     x: Floats, y: Floats, training: hmath.LocalTraining, rounds: int, hidden: int
 ) -> Floats:
-    """The same network trained on the pooled rows (rounds x local_epochs epochs)."""
+    """The same network trained on the pooled rows (rounds x local_epochs epochs, round r at
+    round r's learning rate); on one party's rows, that party's own network."""
     w = initial(x.shape[1], hidden, training.seed)
     x1 = hmath.with_intercept(np.nan_to_num(x, nan=0.0))
     for r in range(rounds):
-        w = local_sgd(w, x1, y, training, (training.seed, r, 0), hidden)
+        w = local_sgd(w, x1, y, training.at_round(r), (training.seed, r, 0), hidden)
     return w
 
 
