@@ -1,21 +1,27 @@
 """data.profile_drift: every table a component reads (ComponentContext.read_table) is reported
 to the party's own audit column by column (report.column_stats: missing share, min, max); the
-audit records the table's profile at its first read and flags a later read that breaks it.
+audit records the table's profile at its first read, or what a statistics component run on
+the table reported, and flags a later read that breaks it.
 (What a clean psi_eval run reports is checked in test_standalone.py, on the run it makes.)"""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fedaudit.main import Audit
+from fedaudit.rules.data import profiled_tables
 from fedaudit.settings import AuditSettings
 from fedaudit.store import iter_records, list_findings
+from fedbus import Message
 from fedcrypto.signing import SigningKey
 from fedflow.runner import TaskSpec
 from fedflow.standalone import LocalWorld
+from fedschemas import PartyRef, encode_envelope, new_envelope, topics
+from fedschemas.payloads import JobPropose
 
 from tests.polling import wait_for
 
@@ -77,6 +83,59 @@ def _read(world: LocalWorld, job_id: str) -> None:
     party.runtime.finish(spec.key)
 
 
+STATISTICS = f"""\
+name: profile-table
+parties:
+  guest: "{GUEST}"
+components:
+  - name: reader_0
+    type: reader
+    params:
+      guest: {{table: {TABLE}}}
+  - name: statistics_0
+    type: statistics
+    inputs: {{data: reader_0.data}}
+"""
+
+
+def _profile(world: LocalWorld, audit: Audit, job_id: str) -> None:
+    """A job that reads the table and runs statistics on it, proposed as a scheduler would
+    (the audit learns from the pipeline which table statistics_0 profiles)."""
+    me = PartyRef(party_id=GUEST, role="local")
+    proposal = new_envelope(
+        JobPropose(job_id=job_id, initiator=GUEST, pipeline_yaml=STATISTICS),
+        job_id=job_id,
+        component="job",
+        task_id="",
+        attempt=0,
+        source=me,
+        destination=me,
+        tag="propose",
+        iteration=-1,
+        seq=0,
+        created_at=datetime.now(UTC),
+    )
+    bus = world.buses[GUEST]
+    bus.declare(topics.SCHEDULER)
+    bus.publish(Message(topics.SCHEDULER, encode_envelope(proposal), proposal.message_id))
+    wait_for(lambda: job_id in audit.ctx.auditor.profilers)  # as a job's tasks follow its start
+    _read(world, job_id)
+    party = world.parties[GUEST]
+    spec = TaskSpec(
+        job_id=job_id,
+        component="statistics_0",
+        component_type="statistics",
+        attempt=0,
+        role="guest",
+        party_id=GUEST,
+        parties={"guest": [GUEST]},
+        params={},
+        inputs={"data": "reader_0.data"},
+    )
+    party.runtime.run_task(spec)
+    party.runtime.finish(spec.key)
+
+
 def _drift(audit: Audit, job_id: str) -> list[str]:
     """The job's data.profile_drift findings, once its read is recorded (committed)."""
 
@@ -119,3 +178,57 @@ def test_a_table_reuploaded_with_an_empty_or_rescaled_column_is_flagged_at_its_n
     assert _drift(audit, "profile-2") == []
     flagged = _drift(audit, "profile-3")
     assert len(flagged) == 1 and f"table {TABLE} read by reader_0: {named}" in flagged[0]
+
+
+def test_a_statistics_run_on_a_changed_table_becomes_its_profile(
+    guest_world: tuple[LocalWorld, Audit], tmp_path: Path
+) -> None:
+    # Prepare: the table read once (its first-read profile), then uploaded again in other
+    # units (x5 times 1000) on purpose
+    world, audit = guest_world
+    tables = world.parties[GUEST].tables
+    tables.upload(TABLE, DATA / f"{TABLE}.csv", label_column="y")
+    _read(world, "baseline-1")
+    changed = _changed_copy(tmp_path, "x1000", "x5", "x1000")
+    tables.upload(TABLE, changed, label_column="y", replace=True)
+
+    # Execute: a job runs statistics on the new table; then another job reads it
+    _profile(world, audit, "baseline-2")
+    wait_for(lambda: "statistics_0" in _profiled(audit))
+    _read(world, "baseline-3")
+
+    # Assert: the statistics job's own read is still judged against the old profile; from
+    # then on the statistics output is the profile: the next read is not flagged, and x5's
+    # recorded range is the new table's
+    assert [d for d in _drift(audit, "baseline-2") if "column x5 spans" in d]
+    assert _drift(audit, "baseline-3") == []
+    with changed.open(newline="") as handle:
+        scaled = [float(r["x5"]) for r in csv.DictReader(handle)]
+    assert audit.ctx.auditor.profiles[TABLE]["x5"] == (0.0, min(scaled), max(scaled))
+
+
+def _profiled(audit: Audit) -> set[str]:
+    with audit.engine.connect() as conn:
+        records = iter_records(conn, job_id="baseline-2")
+        return {str(r["component"]) for r in records if r["type"] == "report.column_stats"}
+
+
+def test_only_statistics_on_a_readers_rows_profile_a_table() -> None:
+    # Prepare: the scorecard pipeline profiles psi_0's rows split by split_0 (values
+    # unchanged); the same statistics behind feature_scale would profile scaled values
+    text = (REPO / "examples" / "pipelines" / "scorecard_credit.yaml").read_text()
+    on_rows = "type: statistics\n    inputs: {data: split_0.train}"
+    scaled = text.replace(on_rows, "type: statistics\n    inputs: {data: scale_train.data}")
+    assert scaled != text
+
+    # Execute
+    found, behind_scaling = profiled_tables(text), profiled_tables(scaled)
+
+    # Assert
+    assert found == {
+        "statistics_0": {
+            GUEST: "default_credit_hetero_guest",
+            "10000": "default_credit_hetero_host",
+        }
+    }
+    assert behind_scaling == {}

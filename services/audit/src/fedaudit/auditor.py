@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from fedflow.components.statistics import PROFILE_REPORT_TAG
 from fedschemas import Envelope, FederationData, Payload, canonical_bytes, topics
 
 from fedaudit.facts import component_of, facts_of, kind_of
@@ -87,8 +88,12 @@ class Auditor:
         self.policy = policy
         self.jobs: dict[str, JobView] = {}
         self.profiles: dict[str, data.TableProfile] = {}
-        """Table -> its recorded profile: the column statistics of its first audited read
-        (data.profile_drift compares later reads with it)."""
+        """Table -> its recorded profile: what the last statistics component run on it
+        reported, else the column statistics of its first audited read (data.profile_drift
+        compares later reads with it)."""
+        self.profilers: dict[str, dict[str, dict[str, str]]] = {}
+        """Job -> its statistics components -> party -> the table each profiles
+        (data.profiled_tables of the job's pipeline)."""
 
     def view(self, job_id: str) -> JobView:
         view = self.jobs.get(job_id)
@@ -129,6 +134,9 @@ class Auditor:
                 )
             )
         facts = obs.facts
+        pipeline_yaml = facts.get("pipeline_yaml") if kind in ("job.propose", "task.run") else None
+        if pipeline_yaml and job_id not in self.profilers:
+            self.profilers[job_id] = data.profiled_tables(str(pipeline_yaml))
         if kind == "job.propose":
             view.learn_pipeline(
                 str(facts.get("initiator", "")), str(facts.get("pipeline_yaml", ""))
@@ -150,7 +158,11 @@ class Auditor:
         elif kind == "report.decrypt_check":
             found += data.check_decrypted(obs, self.policy)
         elif kind == "report.column_stats":
-            found += data.check_profile(obs, self.profiles, self.policy)
+            if str(record["tag"]).startswith(f"{PROFILE_REPORT_TAG}."):
+                tables = self.profilers.get(job_id, {}).get(str(record["component"]), {})
+                found += data.record_profile(obs, tables, self.profiles, self.policy)
+            else:
+                found += data.check_profile(obs, self.profiles, self.policy)
         return found
 
     def _federation(self, obs: Observation, view: JobView) -> list[Finding]:

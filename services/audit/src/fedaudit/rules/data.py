@@ -15,7 +15,8 @@ of its job.
   outside the agreed bound;
 - data.profile_drift: a table read for a job (report.column_stats from this party's worker)
   whose column has far more missing values, or a far wider range, than the table's recorded
-  profile (its first audited read), or lacks a recorded column.
+  profile, or lacks a recorded column. The profile is what the last statistics component run
+  on the table reported (record_profile), else the table's first audited read.
 Ciphertext and non-finite checks need the payload, so they run live only; the form, key and
 decrypted-bounds checks run from the recorded facts too (post-hoc).
 """
@@ -23,10 +24,12 @@ decrypted-bounds checks run from the recorded facts too (post-hoc).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
-from fedflow.descriptors import MessageRule
+from fedflow.descriptors import MessageRule, Pipeline, PipelineError
+from fedflow.pipeline import ComponentSpec
 from fedflow.protocol import NONE, UNBOUNDED_SEQ, parse_shape
 
 from fedaudit.facts import key_modulus
@@ -225,9 +228,7 @@ def check_profile(
     if obs.sender != policy.party_id:
         return []
     table = str(facts.get("table", ""))
-    read: TableProfile = {
-        str(c[0]): (float(c[1]), _num(c[2]), _num(c[3])) for c in facts.get("columns", [])
-    }
+    read = _columns(facts)
     recorded = profiles.get(table)
     if recorded is None:
         profiles[table] = read
@@ -248,6 +249,73 @@ def check_profile(
             f"table {table} read by {obs.record['component']}: {shown}",
         )
     ]
+
+
+ROW_SUBSETS: Final = frozenset({"psi", "data_split"})
+"""Component types whose table output holds rows of their input with the values unchanged: a
+statistics component behind them still profiles the table a reader read."""
+PROFILER: Final = "statistics"
+
+
+def profiled_tables(pipeline_yaml: str) -> dict[str, dict[str, str]]:
+    """Each statistics component of the pipeline whose input traces back to a reader through
+    ROW_SUBSETS only -> {party: the table that reader reads there}. Its report.column_stats
+    is then that table's profile (record_profile); one behind any other component (scaled,
+    imputed, binned values) profiles no table."""
+    try:
+        pipeline = Pipeline.from_yaml(pipeline_yaml)
+    except PipelineError:
+        return {}
+    specs = {spec.name: spec for spec in pipeline.components_in_order()}
+    found: dict[str, dict[str, str]] = {}
+    for spec in specs.values():
+        if spec.type != PROFILER:
+            continue
+        reader = _reader_behind(specs, spec)
+        if reader is None:
+            continue
+        tables = {
+            task.party_id: reader.params_for(task.role, task.party_id).get("table")
+            for task in reader.tasks
+        }
+        found[spec.name] = {p: t for p, t in tables.items() if isinstance(t, str)}
+    return found
+
+
+def _reader_behind(specs: Mapping[str, ComponentSpec], spec: ComponentSpec) -> ComponentSpec | None:
+    ref, seen = spec.inputs.get("data"), set()
+    while ref is not None and ref.component not in seen:
+        seen.add(ref.component)
+        upstream = specs.get(ref.component)
+        if upstream is None or upstream.type not in ROW_SUBSETS | {"reader"}:
+            return None
+        if upstream.type == "reader":
+            return upstream
+        ref = upstream.inputs.get("data")
+    return None
+
+
+def record_profile(
+    obs: Observation,
+    tables: Mapping[str, str],
+    profiles: dict[str, TableProfile],
+    policy: AuditPolicy,
+) -> list[Finding]:
+    """A statistics component's output (report.column_stats from this party's worker) as the
+    profile of the table it ran on (`tables`: party -> table, from profiled_tables): its
+    columns replace those of the recorded profile (the first read's, or an earlier run's);
+    columns it did not profile keep theirs. Judges nothing: a read in the same job was judged
+    against the profile before it."""
+    table = tables.get(policy.party_id)
+    if obs.sender != policy.party_id or table is None:
+        return []
+    profile = profiles.setdefault(table, {})
+    profile.update(_columns(obs.facts))
+    return []
+
+
+def _columns(facts: Mapping[str, Any]) -> TableProfile:
+    return {str(c[0]): (float(c[1]), _num(c[2]), _num(c[3])) for c in facts.get("columns", [])}
 
 
 def _num(value: Any) -> float | None:

@@ -18,6 +18,10 @@ from pydantic import Field, field_validator
 from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec
 from fedflow.protocol import Protocol
 
+PROFILE_REPORT_TAG = "column_profile"
+"""The tag prefix of the profile a statistics run reports to the party's audit
+("column_profile.<component>"; a table read reports "column_stats.<table>")."""
+
 
 class StatisticsParams(ComponentParams):
     quantiles: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], max_length=99)
