@@ -20,7 +20,7 @@ from fedflow.standalone import LocalWorld
 from fedflow.tables import Table
 
 from tests.flow.running import crash_after_sends, crash_and_restart, crash_on_progress
-from tests.lr.conftest import GUEST, HOST, Running, lr_tasks, start
+from tests.lr.conftest import GUEST, HOST, Running, lr_tasks, run_both, start
 
 HOST2 = "10001"
 ROWS, BATCH = 240, 64  # 3 batches per epoch
@@ -36,11 +36,13 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def three_classes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Guest features (3), host features (4), labels 0/1/2 that depend on both."""
+def three_classes(count: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Guest features (3), host features (4), labels 0, 1, 2 (.. count - 1) that depend on
+    both."""
     rng = np.random.default_rng(5)
     xg, xh = rng.normal(size=(ROWS, 3)), rng.normal(size=(ROWS, 4))
-    z = np.hstack([xg, xh]) @ (1.5 * rng.normal(size=(7, 3))) + 0.8 * rng.normal(size=(ROWS, 3))
+    weights = 1.5 * rng.normal(size=(7, count))
+    z = np.hstack([xg, xh]) @ weights + 0.8 * rng.normal(size=(ROWS, count))
     return xg, xh, np.argmax(z, axis=1).astype(np.float64)
 
 
@@ -145,6 +147,53 @@ def _batches(params: dict[str, Any]) -> list[np.ndarray]:
     from fedflow.components.hetero_lr.math import batches
 
     return batches(ROWS, int(params["batch_size"]), int(params["seed"]), 0)
+
+
+@pytest.mark.parametrize(
+    ("count", "early_stop", "groups"),
+    [(3, True, [1, 1, 1, 1, 1]), (6, False, [2])],  # 512-bit keys: 4 classes a plaintext
+)
+def test_the_taylor_line_with_one_host_packs_the_classes_residuals_into_shared_plaintexts(
+    tmp_path: Path,
+    count: int,
+    early_stop: bool,
+    groups: list[int],
+    sent: list[tuple[str, str, int, tuple[int, ...]]],
+) -> None:
+    # Prepare: sigmoid taylor, one host: the guest packs up to 4 classes' residuals per
+    # plaintext (packing.py); with early stopping the classes stop as in the two-host test
+    xg, xh, y = three_classes(count)
+    epochs = 6 if early_stop else 1
+    params = {
+        **PARAMS,
+        "sigmoid": "taylor",
+        "epochs": epochs,
+        "early_stop": early_stop,
+        "tol": 0.031,
+    }
+    guest, host = _table(xg, "g", 0, y), _table(xh, "h", 0, None)
+
+    # Execute
+    with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
+        g, h = run_both(world, lr_tasks(world, "job-p", guest, host, params))
+        assert not g.error and not h.error, (g.error, h.error)
+        got = [
+            world.parties[p].runtime.artifacts.get("job-p", p, role, "lr_0.model").features
+            for p, role in ((GUEST, "guest"), (HOST, "host"))
+        ]
+
+    # Assert: the one-vs-rest reference's weights; one packed block of rows per group of (at
+    # most 4) classes still training, per iteration
+    _, wg, wh = reference_ovr(xg, xh, y, params, stop_early=True)
+    np.testing.assert_allclose(got[0], wg, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[1], wh, rtol=0, atol=1e-6)
+    batch_rows = [len(rows) for rows in _batches(params)]
+    residual = [(t, shape[0]) for _, tag, t, shape in sent if tag == "residual"]
+    assert len(residual) == 3 * len(groups)
+    blocks = [rows // batch_rows[t % 3] for t, rows in residual]
+    assert blocks == [n for n in groups for _ in range(3)]
+    answers = {shape[0] for _, tag, _, shape in sent if tag == "host_gradient"}
+    assert answers == {n * 4 for n in set(groups)}  # k_h values per packed group
 
 
 @pytest.mark.parametrize(("party", "crash"), [("guest", "sends"), ("host", "checkpoint")])

@@ -14,7 +14,7 @@ from fedschemas import FederationData
 from fedflow.components import CATALOGUE
 from fedflow.components.evaluation.math import binary_metrics
 from fedflow.components.hetero_lr import math as lrmath
-from fedflow.components.hetero_lr import session
+from fedflow.components.hetero_lr import packing, session
 from fedflow.components.hetero_lr.lanes import join_lanes
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, SHARED_PRECISION, Training
@@ -169,16 +169,23 @@ def _train(
         )
     separable = sigmoid == "separable" and not params.reveal_host_scores
     # One encryption under our key per row of a batch and active lane (the residual), in
-    # either mode; the separable sigmoid encrypts rank + 1 per row.
-    per_lane = lrmath.largest_batch(rows_total, params.batch_size)
-    if separable:
-        per_lane *= lrmath.SEPARABLE_RANK + 1
-    he.start_prefetch(background, per_lane * len(session.active_lanes(states)), total - run.start)
+    # either mode; the separable sigmoid encrypts rank + 1 per row; packed, one per row and
+    # group of classes.
+    largest = lrmath.largest_batch(rows_total, params.batch_size)
+    per_lane = largest * (lrmath.SEPARABLE_RANK + 1 if separable else 1)
+    slots = None
+    if packing.packs(lanes, len(hosts), sigmoid, params.reveal_host_scores):
+        slots = packing.slots_for(he.public_key, largest)
+
+    def encryptions(active: list[int]) -> int:
+        return per_lane * (len(active) if slots is None else len(slots.groups(active)))
+
+    he.start_prefetch(background, encryptions(session.active_lanes(states)), total - run.start)
     done = run.start
     for t in iterations(ctx, run.start, total, stopped=lambda: run.stopped):
         epoch, position = divmod(t, per_epoch)
         active = session.active_lanes(states)
-        he.prefetch_count = per_lane * len(active)
+        he.prefetch_count = encryptions(active)
         watches = {
             lane: LossWatch.restore(
                 states[lane].get("watch"),
@@ -197,7 +204,7 @@ def _train(
         xb, yb = x[rows], y_all[:, rows]
         weights = session.lane_weights(run, lanes)
         u_g = (xb @ weights).T  # (lanes, b)
-        step = Step(run, t, hosts, xb, yb, u_g, k_hosts, active, total - t - 1)
+        step = Step(run, t, hosts, xb, yb, u_g, k_hosts, active, total - t - 1, slots)
         if params.reveal_host_scores:
             gradient, batch_loss = _revealed(step)
         elif separable:
@@ -353,10 +360,18 @@ class Step:
     k_hosts: Mapping[str, int]
     active: list[int]
     iterations_left: int
+    slots: packing.Slots | None = None
+    """With one-vs-rest, the Taylor line and one host: the residual's class packing."""
 
     @property
     def lanes(self) -> int:
         return int(self.u_g.shape[0])
+
+    def answer_rows(self, host: str) -> int:
+        """Rows of a host's gradient: a lane per class, or (packed) a group per plaintext."""
+        if self.slots is not None:
+            return len(self.slots.groups(self.active)) * self.k_hosts[host]
+        return self.lanes * self.k_hosts[host]
 
     @property
     def b(self) -> int:
@@ -407,9 +422,14 @@ def _taylor(step: Step) -> tuple[Floats, Floats]:
     several = len(hosts) > 1
     v = objective.residual_part(step.u_g[active], step.yb[active])  # (active, b)
     precision = SHARED_PRECISION if several else None
-    run.resume.send_ciphertexts(
-        "residual", t, lambda: (he.encrypt(v.ravel(), precision=precision), {}), to="host"
-    )
+    slots = step.slots
+
+    def residual() -> tuple[EncryptedVector, dict[str, Any]]:
+        if slots is not None:  # several classes per plaintext (packing.py)
+            return packing.encrypt(he.private_key, v, slots, pool=he.pool, executor=he.executor), {}
+        return he.encrypt(v.ravel(), precision=precision), {}
+
+    run.resume.send_ciphertexts("residual", t, residual, to="host")
     he.prefetch(step.iterations_left)
     # encrypted_dot quantises a matrix on one grid (2^-24 of its largest entry): each column is
     # first brought to magnitude <= 1 by a power of two (exact), so that small columns (the
@@ -442,7 +462,7 @@ def _taylor(step: Step) -> tuple[Floats, Floats]:
         )
     for host in hosts:
         he.decrypt_for_peer(
-            "host_gradient", t, "host_gradient_masked", host, step.lanes * step.k_hosts[host]
+            "host_gradient", t, "host_gradient_masked", host, step.answer_rows(host)
         )
     from_hosts = np.zeros((step.lanes, k_g + 2))
     u_h_sq = np.zeros(step.lanes)

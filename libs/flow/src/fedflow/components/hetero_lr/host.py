@@ -12,7 +12,7 @@ from fedcrypto import EncryptedVector, encrypted_dot
 from fedschemas import FederationData
 
 from fedflow.components.hetero_lr import math as lrmath
-from fedflow.components.hetero_lr import session
+from fedflow.components.hetero_lr import packing, session
 from fedflow.components.hetero_lr.lanes import join_lanes
 from fedflow.components.hetero_lr.session import SHARED_PRECISION, Training
 from fedflow.kit.loop import iterations
@@ -93,9 +93,11 @@ def _train(
             f"({1 + len(others)} given; sigmoid auto, the default, uses taylor with several hosts)"
         )
     separable = sigmoid == "separable" and not params.reveal_host_scores
-    per_lane = lrmath.largest_batch(rows_total, params.batch_size)
-    if separable:
-        per_lane *= lrmath.SEPARABLE_RANK + 1
+    largest = lrmath.largest_batch(rows_total, params.batch_size)
+    per_lane = largest * (lrmath.SEPARABLE_RANK + 1 if separable else 1)
+    slots = None
+    if packing.packs(lanes if classes else 1, 1 + len(others), sigmoid, params.reveal_host_scores):
+        slots = packing.slots_for(he.peer_keys[guest], largest)
     if not params.reveal_host_scores:  # that mode encrypts nothing under the host's key
         active = session.active_lanes(states)
         he.start_prefetch(background, per_lane * len(active), total - run.start)
@@ -108,7 +110,7 @@ def _train(
         xb = x[rows]
         weights = session.lane_weights(run, lanes)
         u_h = (xb @ weights).T  # (lanes, b)
-        step = Step(run, t, guest, others, xb, u_h, active, total - t - 1)
+        step = Step(run, t, guest, others, xb, u_h, active, total - t - 1, slots)
         if params.reveal_host_scores:
             gradient = _revealed(step)
         elif separable:
@@ -174,6 +176,8 @@ class Step:
     u_h: Floats
     active: list[int]
     iterations_left: int
+    slots: packing.Slots | None = None
+    """With one-vs-rest, the Taylor line and one host: the guest's residual packing."""
 
     @property
     def lanes(self) -> int:
@@ -229,6 +233,8 @@ def _taylor(step: Step) -> Floats:
             ),
             to="host",
         )
+    if step.slots is not None:
+        return _taylor_packed(step, step.slots, scores)
     rows = len(active) * b
     d = he.recv_ciphertexts("residual", t, guest, guest_key, rows)
     peer_scores = [
@@ -266,6 +272,35 @@ def _taylor(step: Step) -> Floats:
     he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
     _send_score_squares(step)
     return _gradients(step, he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient"))
+
+
+def _taylor_packed(step: Step, slots: packing.Slots, scores: Floats) -> Floats:
+    """The Taylor protocol's host side with the guest's residual packed (packing.py): one
+    multi-exponentiation per group of classes gives each class's X_h^T v_k in its slot; the
+    host adds its own host_coef X_h^T u_h^k after unpacking."""
+    run, t, guest, active = step.run, step.t, step.guest, step.active
+    he, coef, b, xb = run.he, run.objective.host_coef, step.b, step.xb
+    guest_key = he.peer_keys[guest]
+    groups = slots.groups(active)
+    d = he.recv_ciphertexts("residual", t, guest, guest_key, len(groups) * b)
+
+    def host_gradient() -> tuple[EncryptedVector, dict[str, Any]]:
+        parts = [
+            encrypted_dot(xb, d[g * b : (g + 1) * b], executor=he.executor)
+            for g in range(len(groups))
+        ]
+        joined = join_lanes(parts, range(len(groups)), len(groups), xb.shape[1], guest_key)
+        return he.masked(joined, "host_gradient", t)
+
+    sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
+    he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
+    _send_score_squares(step)
+    products = packing.unmask_packed(
+        he, sent, "host_gradient_masked", t, guest, "host_gradient", slots, groups, step.lanes
+    )
+    for i, lane in enumerate(active):
+        products[lane] += coef * (xb.T @ scores[i])
+    return _gradients(step, products)
 
 
 def _separable(step: Step) -> Floats:
