@@ -104,7 +104,8 @@ def training_protocol(
                 2,
                 "*",
                 "[[X_h^T d + R_h]], guest key; multi_class: one lane of k_h per class, "
-                "(classes * k_h, c), a stopped class's lane [[0 + R_h]]",
+                "(classes * k_h, c), a stopped class's lane [[0 + R_h]] (packed residual: one "
+                "block of k_h per packed group, (ceil(active / S) * k_h, c))",
                 per_iteration_decrypts=MAX_HOSTS,  # one per host (the guard counts per tag)
             ),
             ciphertext_rule(
@@ -168,7 +169,8 @@ HETERO_LR_PROTOCOL = training_protocol(
     "two Paillier keys, integer masks, no arbiter",
     residual="[[u_g/4 + 0.5 - y]], guest key (sigmoid separable: [[a_0 - y; a_1; a_2]]); "
     "multi_class: the classes still training, lane after lane, (active * b, c) (separable: "
-    "(active * 3b, c))",
+    "(active * 3b, c); sigmoid taylor with one host: packed, up to S classes a plaintext "
+    "(fedflow.components.hetero_lr.packing), (ceil(active / S) * b, c))",
     peer_scores="several hosts: [[u_h / 4]] under the guest key, to the other hosts "
     "(multi_class: per active class lane, as residual)",
     host_cross="several hosts: [[sum over other hosts h' of u_h . u_h' / 4]], guest key, one "
