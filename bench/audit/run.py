@@ -3,7 +3,7 @@
     .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
         [--direction out|in]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit] [--repeat N]
-        [--snapshot COMMIT] [--py-spy DIR]
+        [--snapshot COMMIT] [--py-spy DIR] [--ciphertexts-baseline REV]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
         [--direction out|in]
 
@@ -404,13 +404,22 @@ def _upload_credit(stack: Any) -> None:
     stack.host.grant("default_credit_hetero_host", GUEST, ["psi", "hetero_lr"])
 
 
-def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") -> dict[str, Any]:
+def job(
+    epochs: int,
+    data: str = "breast",
+    repeat: int = 1,
+    py_spy: str = "",
+    ciphertexts_baseline: str = "",
+) -> dict[str, Any]:
     """`repeat` pairs run A B A B ... (with the audit, then without), each job on a fresh
     two-party stack. Reported: every time in order with the load average at its start, the
     median of each setting and the median of the pairs' ratios (a load that moves during the
     run moves both jobs of a pair alike more than it moves the medians). With `py_spy` (a
     directory), each audit process of the jobs with the audit is sampled by py-spy during the
-    job (collapsed stacks, audit_<round>_<party>.txt)."""
+    job (collapsed stacks, audit_<round>_<party>.txt). With `ciphertexts_baseline` (a file: an
+    older fedaudit/rules/ciphertexts.py), each round runs a third job, between the two, whose
+    audits run that file instead of this tree's (A B C A B C): the data.ciphertext_* checks'
+    old and new code in one run."""
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
@@ -418,8 +427,15 @@ def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") ->
     runs: list[dict[str, Any]] = []
     token = "bench-" + uuid.uuid4().hex
     redis = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    settings: list[tuple[str, bool, str]] = [("with_audit", True, "")]
+    if ciphertexts_baseline:
+        settings.append(("with_audit_baseline", True, _baseline_audit_src(ciphertexts_baseline)))
+    settings.append(("without_audit", False, ""))
     for round_ in range(repeat):
-        for label, audit_on in (("with_audit", True), ("without_audit", False)):
+        for label, audit_on, audit_src in settings:
+            saved_path = os.environ.get("PYTHONPATH")
+            if audit_src:  # the stack's services (fedmq local inherits the environment)
+                os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [audit_src, saved_path]))
             original = launcher.up
             if not audit_on:  # two_parties calls local.up: the same services but the audit
 
@@ -434,8 +450,10 @@ def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") ->
                     redis_url=redis,
                     pg_admin_url=PG,
                     token=token,
-                    label=f"b{label[:1]}{round_}",
+                    label=f"b{label[:1]}{len(label)}{round_}",
                 ) as stack:
+                    if audit_src:
+                        _check_audit_imports(stack.state, audit_src)
                     if data == "default_credit":
                         _upload_credit(stack)
                         text = CREDIT_PIPELINE.format(guest=GUEST, host=HOST, epochs=epochs)
@@ -462,6 +480,11 @@ def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") ->
                         spy.wait(timeout=60)
             finally:
                 launcher.up = original
+                if audit_src:
+                    if saved_path is None:
+                        os.environ.pop("PYTHONPATH", None)
+                    else:
+                        os.environ["PYTHONPATH"] = saved_path
             runs.append(
                 {
                     "setting": label,
@@ -473,6 +496,16 @@ def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") ->
             )
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     with_audit = [r["seconds"] for r in runs if r["setting"] == "with_audit"]
+    baseline = [r for r in runs if r["setting"] == "with_audit_baseline"]
+    compared = (
+        {
+            "median_baseline_audit_s": statistics.median(r["seconds"] for r in baseline),
+            "median_cpu_baseline_audit_s": statistics.median(r["cpu_s"] for r in baseline),
+            "median_baseline_audit_cpu_s": statistics.median(r["audit_cpu_s"] for r in baseline),
+        }
+        if baseline
+        else {}
+    )
     without = [r["seconds"] for r in runs if r["setting"] == "without_audit"]
     ratios = [a / b for a, b in zip(with_audit, without, strict=True)]
     cpu_with = [r["cpu_s"] for r in runs if r["setting"] == "with_audit"]
@@ -497,7 +530,36 @@ def job(epochs: int, data: str = "breast", repeat: int = 1, py_spy: str = "") ->
         "median_audit_cpu_s": statistics.median(
             r["audit_cpu_s"] for r in runs if r["setting"] == "with_audit"
         ),
+        **compared,
     }
+
+
+def _baseline_audit_src(ciphertexts: str) -> str:
+    """A copy of this tree's fedaudit package with rules/ciphertexts.py replaced by the file
+    `ciphertexts`, in a temporary directory to put first on the services' PYTHONPATH."""
+    import shutil
+    import tempfile
+
+    import fedaudit
+
+    root = Path(tempfile.mkdtemp(prefix="bench-audit-baseline-"))
+    package = root / "fedaudit"
+    shutil.copytree(Path(fedaudit.__file__).parent, package)
+    shutil.copy(ciphertexts, package / "rules" / "ciphertexts.py")
+    return str(root)
+
+
+def _check_audit_imports(state: Any, audit_src: str) -> None:
+    """Refuse to measure a baseline the audits did not load: each audit's PYTHONPATH starts
+    with `audit_src`."""
+    from fedmq import local as launcher
+
+    for party in state.parties:
+        pid = launcher.read_pid(state, party, "audit")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        path = next((e[11:] for e in environ if e.startswith(b"PYTHONPATH=")), b"").decode()
+        if not path.startswith(audit_src):
+            raise RuntimeError(f"the audit of {party} runs with PYTHONPATH={path!r}")
 
 
 def _spy_on_audits(state: Any, directory: str, round_: int) -> list[subprocess.Popen[bytes]]:
@@ -541,6 +603,29 @@ def _service_cpu(state: Any) -> dict[str, float]:
     return out
 
 
+def _ciphertexts_file(revision: str) -> str:
+    """fedaudit/rules/ciphertexts.py at `revision` as a file (`revision` may be a file)."""
+    import tempfile
+
+    if Path(revision).is_file():
+        return revision
+    text = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "show",
+            f"{revision}:services/audit/src/fedaudit/rules/ciphertexts.py",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    fd, name = tempfile.mkstemp(prefix="bench-ciphertexts-", suffix=".py")
+    os.write(fd, text)
+    os.close(fd)
+    return name
+
+
 def snapshot_and_rerun(commit: str, argv: list[str]) -> int:
     """Run this bench from `commit`'s tree (git archive into a temporary directory): the
     services the stacks start import that tree (PYTHONPATH, inherited by `fedmq local`'s
@@ -580,6 +665,12 @@ def main() -> int:
     parser.add_argument("--direction", choices=("out", "in"), default="out")
     parser.add_argument("--py-spy", default="", help="job: sample the audits with py-spy into DIR")
     parser.add_argument(
+        "--ciphertexts-baseline",
+        default="",
+        help="job: also run the audits with fedaudit/rules/ciphertexts.py of this revision (or "
+        "file), alternating",
+    )
+    parser.add_argument(
         "--snapshot",
         default="",
         help="run from this commit's tree (e.g. HEAD), not the working tree others may edit",
@@ -588,7 +679,15 @@ def main() -> int:
     if args.snapshot:
         argv = sys.argv[1:]
         at = argv.index("--snapshot")
-        return snapshot_and_rerun(args.snapshot, argv[:at] + argv[at + 2 :])
+        argv = argv[:at] + argv[at + 2 :]
+        if args.ciphertexts_baseline:  # a revision: resolved here, where the git checkout is
+            at = argv.index("--ciphertexts-baseline")
+            argv[at + 1] = _ciphertexts_file(args.ciphertexts_baseline)
+        try:
+            return snapshot_and_rerun(args.snapshot, argv)
+        finally:
+            if args.ciphertexts_baseline and argv[at + 1] != args.ciphertexts_baseline:
+                os.unlink(argv[at + 1])
     run = {
         "throughput": lambda: (
             [
@@ -598,7 +697,13 @@ def main() -> int:
             if args.baseline_src
             else throughput(args.messages, args.rows, direction=args.direction)
         ),
-        "job": lambda: job(args.epochs, args.data, args.repeat, args.py_spy),
+        "job": lambda: job(
+            args.epochs,
+            args.data,
+            args.repeat,
+            args.py_spy,
+            _ciphertexts_file(args.ciphertexts_baseline) if args.ciphertexts_baseline else "",
+        ),
         "record": lambda: (
             record_ab(args.messages, args.rows, args.baseline_src, args.direction)
             if args.baseline_src
