@@ -32,6 +32,8 @@ COMPONENTS = {
     inputs: {{data: reader_0.data}}
     params:
       common: {{{SHORT}}}
+      guest: {{columns: [x0, x1, x2]}}
+      host: {{columns: [x0, x1, x2, x3]}}
 """,
     "binning_0": f"""\
   - name: binning_0
