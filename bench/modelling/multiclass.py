@@ -3,6 +3,7 @@
 
     python bench/modelling/multiclass.py                       # wine (K=3) and digits (K=10)
     python bench/modelling/multiclass.py --datasets wine --key-bits 2048 --rounds 3
+    python bench/modelling/multiclass.py --datasets digits --sigmoid taylor   # packed residuals
 
 Each version is a `git archive` of a revision (--old: the commit before the lanes, --new: HEAD)
 with this checkout's built fedcrypto extension copied in; every measurement is a fresh Python
@@ -109,6 +110,7 @@ def child(args: argparse.Namespace) -> None:
         "alpha": 0.01,
         "seed": 2,
         "early_stop": False,
+        "sigmoid": args.sigmoid,
         "key_bits": args.key_bits,
         "insecure_short_keys": args.key_bits < 2048,
     }
@@ -197,6 +199,8 @@ def measure(source: Path, dataset: str, args: argparse.Namespace) -> dict[str, A
         str(args.epochs),
         "--key-bits",
         str(args.key_bits),
+        "--sigmoid",
+        args.sigmoid,
     ]
     load_before = os.getloadavg()[0]
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
@@ -214,6 +218,12 @@ def main() -> None:
     parser.add_argument("--new", default="HEAD")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--key-bits", type=int, default=1024)
+    parser.add_argument(
+        "--sigmoid",
+        default="auto",
+        help="hetero_lr's sigmoid: auto (separable with one host), taylor (packs the classes' "
+        "residuals since the packing commit), separable",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench/modelling/multiclass_results.json"))
     args = parser.parse_args()
@@ -228,7 +238,13 @@ def main() -> None:
             ["git", "rev-parse", args.new], cwd=ROOT, check=True, capture_output=True, text=True
         ).stdout.strip(),
     }
-    report: dict[str, Any] = {"revisions": revs, "key_bits": args.key_bits, "runs": []}
+    report: dict[str, Any] = {
+        "revisions": revs,
+        "key_bits": args.key_bits,
+        "sigmoid": args.sigmoid,
+        "epochs": args.epochs,
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as folder:
         sources = {name: tree(rev, Path(folder) / name) for name, rev in revs.items()}
         for dataset in args.datasets.split(","):
