@@ -435,6 +435,42 @@ def _resolve_params(
     return tasks, resolved
 
 
+_EVAL_TYPES: Final = {"binary": ("binary", "multi", "regression"), "classes": ("multi",)}
+"""The eval_types that fit the predictions of a model by the kind of its labels (LabelRule):
+class numbers are compared as classes; a numeric target or counts only as a regression."""
+
+
+def _check_evaluations(specs: list[ComponentSpec], guest: str) -> None:
+    """An evaluation of a model's predictions (data from a component whose `model` input a
+    model made) must use an eval_type that fits the model's labels: binary metrics of a
+    regression's predictions, or of a multi-class model's, mean nothing, and found out at
+    the end of the job the training's time was lost."""
+    by_name = {spec.name: spec for spec in specs}
+    for spec in specs:
+        if spec.type != "evaluation" or "data" not in spec.inputs:
+            continue
+        scored = by_name[spec.inputs["data"].component]
+        if "model" not in scored.inputs:
+            continue
+        model = by_name[scored.inputs["model"].component]
+        if not any(t.party_id == guest and t.role == "guest" for t in model.tasks):
+            continue
+        rule = model.component_type.labels_for(model.params_for("guest", guest)).get("guest")
+        if rule is None:
+            continue
+        kind = rule.kind if rule.takes_names() else "numeric"  # counts are a target
+        fits = _EVAL_TYPES.get(kind, ("regression",))
+        eval_type = spec.params_for("guest", guest).get("eval_type", "binary")
+        if eval_type not in fits:
+            raise _fail(
+                f"component {spec.name}",
+                f"eval_type {eval_type} does not fit the predictions it evaluates: "
+                f"{scored.name} ({scored.type}) of {model.name} ({model.type}, which takes "
+                f"{rule.expected()}); set eval_type: {fits[0]}"
+                + (" with the predicted class as score_column" if fits[0] == "multi" else ""),
+            )
+
+
 def _find_cycle(edges: Mapping[str, list[str]], nodes: Iterable[str]) -> list[str]:
     """A cycle among `nodes` (each has an unresolved dependency), as a path a -> ... -> a."""
     remaining = set(nodes)
@@ -563,6 +599,7 @@ class Pipeline:
                     timeout_s=raw.timeout_s,
                 )
             )
+        _check_evaluations(specs, parties.guest)
         description = top.get("description") or ""
         if not isinstance(description, str):
             raise _fail("pipeline", "description must be a string")
