@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from fedflow.context import ComponentContext
 
 Floats = NDArray[np.float64]
+Bound = float | Floats
+"""A bound on decrypted values: one number, or one per value."""
 
 BASE_BITS = 4
 """fedcrypto's fixed-point base is 16 = 2^4 (fedcrypto.paillier.encoding)."""
@@ -92,15 +94,16 @@ def _to_float(m: int, exponent: int, shift: int) -> float:
 
 
 def count_floats(
-    values: ArrayLike, low: ArrayLike, high: ArrayLike, unreadable: int = 0
+    values: ArrayLike, low: Bound, high: Bound, unreadable: int = 0
 ) -> PlaintextCounts:
     """Counts of `values` (NaN marking the `unreadable` ones, counted as out of bound) against
     the agreed bound [low, high] (scalars or arrays of the values' shape)."""
     v = np.asarray(values, dtype=np.float64)
     nan = int(np.count_nonzero(np.isnan(v))) - unreadable
     infinite = int(np.count_nonzero(np.isinf(v)))
+    lo, hi = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        outside = np.isfinite(v) & ((v < low) | (v > high))
+        outside = np.isfinite(v) & ((v < lo) | (v > hi))
     return PlaintextCounts(
         count=int(v.size),
         nan=nan,
@@ -150,8 +153,8 @@ def decrypt_floats(
     peer: str,
     tag: str,
     iteration: int,
-    low: ArrayLike,
-    high: ArrayLike,
+    low: Bound,
+    high: Bound,
     bound: str,
     executor: Executor | None = None,
 ) -> Floats:
