@@ -173,6 +173,21 @@ def test_decoding_counts_overflow_and_unreadable_plaintexts_instead_of_raising()
     assert (counts.count, counts.nan, counts.infinite, counts.out_of_bound) == (4, 0, 3, 1)
 
 
+@pytest.mark.parametrize("precision", [2.0**-40, 2.0**-120], ids=["exact", "above-2^53"])
+def test_decoding_with_checks_gives_fedcryptos_floats_bit_for_bit(precision: float) -> None:
+    # Prepare: values encoded with mantissas below 2^53 (ldexp) and above it (int division)
+    public, private = generate_keypair(512, insecure_allow_short=True)
+    values = np.random.default_rng(7).normal(0.0, 1e3, 200)
+    vec = public.encrypt(values, precision=precision)
+
+    # Execute
+    checked, unreadable = decode_checked(private.decrypt_residues(vec.data), vec.exponent, public)
+
+    # Assert
+    assert unreadable == 0
+    assert checked.tobytes() == np.asarray(private.decrypt(vec), dtype=np.float64).tobytes()
+
+
 def _report(job_id: str, out_of_bound: int, party: str = HOST, iteration: int = 0) -> Message:
     """The report a key holder's worker publishes after decrypting the guest's gradient."""
     envelope = new_envelope(
