@@ -137,8 +137,8 @@ def test_multi_class_metrics_of_scores_or_of_a_numeric_target_are_refused(tmp_pa
         "(integers >= 0), e.g. "
     )
     assert on_scores.endswith(
-        "it takes a multi-class model's predicted class (score_column: predicted, for "
-        "hetero_lr_predict's output); a binary model's scores need eval_type: binary"
+        "it takes a multi-class model's predicted class (score_column: predicted, the predict "
+        "components' class column); a binary model's scores need eval_type: binary"
     )
     assert on_target.startswith(
         "evaluation (eval_type multi): label column 'y' holds values that are not classes "

@@ -158,8 +158,8 @@ def _check_classes(table: Table, labels: Floats, predicted: Floats) -> None:
         raise ValueError(
             f"evaluation (eval_type multi): the score column holds values that are not "
             f"classes (integers >= 0), e.g. {', '.join(f'{v:g}' for v in odd[:5])}: it takes a "
-            "multi-class model's predicted class (score_column: predicted, for "
-            "hetero_lr_predict's output); a binary model's scores need eval_type: binary"
+            "multi-class model's predicted class (score_column: predicted, the predict "
+            "components' class column); a binary model's scores need eval_type: binary"
         )
 
 
