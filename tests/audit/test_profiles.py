@@ -12,15 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fedaudit.auditor import Auditor, make_record
 from fedaudit.main import Audit
 from fedaudit.rules.data import profiled_tables
+from fedaudit.rules.state import AuditPolicy, Observation
 from fedaudit.settings import AuditSettings
 from fedaudit.store import iter_records, list_findings
 from fedbus import Message
 from fedcrypto.signing import SigningKey
 from fedflow.runner import TaskSpec
 from fedflow.standalone import LocalWorld
-from fedschemas import PartyRef, encode_envelope, new_envelope, topics
+from fedschemas import PartyRef, Payload, encode_envelope, new_envelope, topics
+from fedschemas.audit_payloads import ColumnStat, ColumnStats
 from fedschemas.payloads import JobPropose
 
 from tests.polling import wait_for
@@ -232,3 +235,49 @@ def test_only_statistics_on_a_readers_rows_profile_a_table() -> None:
         }
     }
     assert behind_scaling == {}
+
+
+def _observed(payload: Payload, *, job_id: str, component: str, tag: str) -> Observation:
+    envelope = new_envelope(
+        payload,
+        job_id=job_id,
+        component=component,
+        task_id=f"{job_id}/{component}/{GUEST}/guest",
+        attempt=0,
+        source=PartyRef(party_id=GUEST, role="guest"),
+        destination=PartyRef(party_id=GUEST, role="local"),
+        tag=tag,
+        iteration=-1,
+        seq=0,
+        created_at=datetime.now(UTC),
+    )
+    body = encode_envelope(envelope)
+    return Observation(make_record(topics.AUDIT_REPORTS, body, envelope, payload, GUEST), payload)
+
+
+def test_a_profile_that_overtakes_its_jobs_pipeline_is_applied_when_the_pipeline_comes() -> None:
+    # Prepare: the reports topic delivered statistics_0's profile before the fan-out (lagging)
+    # delivered the job's proposal
+    auditor = Auditor(AuditPolicy(party_id=GUEST))
+    profile = ColumnStats(
+        job_id="early-1",
+        component="statistics_0",
+        attempt=0,
+        party_id=GUEST,
+        table="statistics_0.data",
+        rows=10,
+        columns=[ColumnStat(name="x5", null_share=0.1, min=1.0, max=2.0)],
+    )
+    proposal = JobPropose(job_id="early-1", initiator=GUEST, pipeline_yaml=STATISTICS)
+
+    # Execute
+    auditor.observe(
+        _observed(profile, job_id="early-1", component="statistics_0", tag="column_profile.s")
+    )
+    before = dict(auditor.profiles)
+    auditor.observe(_observed(proposal, job_id="early-1", component="job", tag="propose"))
+
+    # Assert: nothing recorded under the report's own name, the table's profile once the
+    # pipeline says which table statistics_0 ran on
+    assert before == {}
+    assert auditor.profiles == {TABLE: {"x5": (0.1, 1.0, 2.0)}}

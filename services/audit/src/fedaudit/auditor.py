@@ -94,6 +94,9 @@ class Auditor:
         self.profilers: dict[str, dict[str, dict[str, str]]] = {}
         """Job -> its statistics components -> party -> the table each profiles
         (data.profiled_tables of the job's pipeline)."""
+        self.early_profiles: dict[str, list[Observation]] = {}
+        """Job -> statistics profiles recorded before the job's pipeline was (the reports
+        topic can overtake a lagging fan-out), applied when it comes."""
 
     def view(self, job_id: str) -> JobView:
         view = self.jobs.get(job_id)
@@ -137,6 +140,8 @@ class Auditor:
         pipeline_yaml = facts.get("pipeline_yaml") if kind in ("job.propose", "task.run") else None
         if pipeline_yaml and job_id not in self.profilers:
             self.profilers[job_id] = data.profiled_tables(str(pipeline_yaml))
+            for early in self.early_profiles.pop(job_id, []):
+                self._profile(early, job_id)
         if kind == "job.propose":
             view.learn_pipeline(
                 str(facts.get("initiator", "")), str(facts.get("pipeline_yaml", ""))
@@ -158,12 +163,17 @@ class Auditor:
         elif kind == "report.decrypt_check":
             found += data.check_decrypted(obs, self.policy)
         elif kind == "report.column_stats":
-            if str(record["tag"]).startswith(f"{PROFILE_REPORT_TAG}."):
-                tables = self.profilers.get(job_id, {}).get(str(record["component"]), {})
-                found += data.record_profile(obs, tables, self.profiles, self.policy)
-            else:
+            if not str(record["tag"]).startswith(f"{PROFILE_REPORT_TAG}."):
                 found += data.check_profile(obs, self.profiles, self.policy)
+            elif job_id in self.profilers:
+                self._profile(obs, job_id)
+            else:
+                self.early_profiles.setdefault(job_id, []).append(obs)
         return found
+
+    def _profile(self, obs: Observation, job_id: str) -> None:
+        tables = self.profilers[job_id].get(str(obs.record["component"]), {})
+        data.record_profile(obs, tables, self.profiles, self.policy)
 
     def _federation(self, obs: Observation, view: JobView) -> list[Finding]:
         policy = self.policy
