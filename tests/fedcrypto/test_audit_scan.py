@@ -31,7 +31,9 @@ ENGINES = [
 
 
 def scan(rows: np.ndarray, top: int | None, engine: str) -> audit_scan.RowScan:
-    return audit_scan.scan_rows(rows, top, use_native=engine != "fallback")
+    return audit_scan.scan_rows(
+        rows, top, use_native=engine != "fallback", simd=engine == "native-simd"
+    )
 
 
 def shares(rows: np.ndarray, moduli: list[mpz], engine: str) -> bool:

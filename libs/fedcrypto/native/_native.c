@@ -1159,17 +1159,102 @@ static void blake2b_16(uint8_t out[16], const uint8_t *data, size_t len)
     memcpy(out, h, 16);
 }
 
+#if FC_IFMA
+#define B2B_G8(a, b, c, d, x, y)                                                                \
+    do {                                                                                        \
+        v[a] = _mm512_add_epi64(_mm512_add_epi64(v[a], v[b]), (x));                             \
+        v[d] = _mm512_ror_epi64(_mm512_xor_si512(v[d], v[a]), 32);                              \
+        v[c] = _mm512_add_epi64(v[c], v[d]);                                                    \
+        v[b] = _mm512_ror_epi64(_mm512_xor_si512(v[b], v[c]), 24);                              \
+        v[a] = _mm512_add_epi64(_mm512_add_epi64(v[a], v[b]), (y));                             \
+        v[d] = _mm512_ror_epi64(_mm512_xor_si512(v[d], v[a]), 16);                              \
+        v[c] = _mm512_add_epi64(v[c], v[d]);                                                    \
+        v[b] = _mm512_ror_epi64(_mm512_xor_si512(v[b], v[c]), 63);                              \
+    } while (0)
+
+/* BLAKE2b-128 of eight rows of len bytes at once, row l in lane l (AVX-512F): the same
+ * compression as blake2b_16, each 64-bit word of the state a vector of eight. Rows of one
+ * batch have one length, so the byte counter and the last-block flag are shared. A block's
+ * words are first copied into msg[word][lane] (zero beyond a row's end; lanes >= rows unused). */
+__attribute__((target("avx512f"))) static void blake2b_16x8(uint8_t *out, const uint8_t *data,
+                                                            size_t len, size_t rows)
+{
+    __m512i h[8], v[16], m[16];
+    uint64_t msg[16][8] __attribute__((aligned(64)));
+    for (int i = 0; i < 8; i++)
+        h[i] = _mm512_set1_epi64((long long)b2b_iv[i]);
+    h[0] = _mm512_xor_si512(h[0], _mm512_set1_epi64(0x01010000LL ^ 16));
+    size_t done = 0;
+    do {
+        size_t take = len - done > 128 ? 128 : len - done;
+        int last = done + take == len;
+        memset(msg, 0, sizeof(msg));
+        for (size_t l = 0; l < rows; l++) {
+            uint64_t words[16] = {0};
+            memcpy(words, data + l * len + done, take);
+            for (int w = 0; w < 16; w++)
+                msg[w][l] = words[w];
+        }
+        done += take;
+        for (int w = 0; w < 16; w++)
+            m[w] = _mm512_load_si512(msg[w]);
+        for (int i = 0; i < 8; i++) {
+            v[i] = h[i];
+            v[i + 8] = _mm512_set1_epi64((long long)b2b_iv[i]);
+        }
+        v[12] = _mm512_xor_si512(v[12], _mm512_set1_epi64((long long)done));
+        if (last)
+            v[14] = _mm512_xor_si512(v[14], _mm512_set1_epi64(-1));
+        for (int r = 0; r < 12; r++) {
+            const uint8_t *s = b2b_sigma[r];
+            B2B_G8(0, 4, 8, 12, m[s[0]], m[s[1]]);
+            B2B_G8(1, 5, 9, 13, m[s[2]], m[s[3]]);
+            B2B_G8(2, 6, 10, 14, m[s[4]], m[s[5]]);
+            B2B_G8(3, 7, 11, 15, m[s[6]], m[s[7]]);
+            B2B_G8(0, 5, 10, 15, m[s[8]], m[s[9]]);
+            B2B_G8(1, 6, 11, 12, m[s[10]], m[s[11]]);
+            B2B_G8(2, 7, 8, 13, m[s[12]], m[s[13]]);
+            B2B_G8(3, 4, 9, 14, m[s[14]], m[s[15]]);
+        }
+        for (int i = 0; i < 8; i++)
+            h[i] = _mm512_xor_si512(h[i], _mm512_xor_si512(v[i], v[i + 8]));
+    } while (done < len);
+    uint64_t h0[8] __attribute__((aligned(64))), h1[8] __attribute__((aligned(64)));
+    _mm512_store_si512(h0, h[0]);
+    _mm512_store_si512(h1, h[1]);
+    for (size_t l = 0; l < rows; l++) {
+        memcpy(out + 16 * l, &h0[l], 8);
+        memcpy(out + 16 * l + 8, &h1[l], 8);
+    }
+}
+
+static int cpu_has_avx512f(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+#endif
+
 /* For every row: its BLAKE2b-128 digest (digests: count * 16 bytes), whether it equals 1, and
- * whether it lies outside (0, top). Limb comparisons only, no conversion of any row. */
+ * whether it lies outside (0, top). Limb comparisons only, no conversion of any row. With simd
+ * (and AVX-512F), the digests of each full group of eight rows are computed together. */
 static void k_scan_rows(uint8_t *digests, size_t *trivial, size_t *outside, const limb *rows,
-                        size_t count, size_t L, mpz_srcptr top)
+                        size_t count, size_t L, mpz_srcptr top, int simd)
 {
     const limb *bound = mpz_limbs_read(top);
     size_t bl = mpz_size(top);
     size_t one = 0, out = 0;
+    size_t hashed = 0;
+#if FC_IFMA
+    if (simd && cpu_has_avx512f())
+        for (; hashed + 8 <= count; hashed += 8)
+            blake2b_16x8(digests + 16 * hashed, (const uint8_t *)(rows + hashed * L),
+                         L * sizeof(limb), 8);
+#endif
     for (size_t i = 0; i < count; i++) {
         const limb *r = rows + i * L;
-        blake2b_16(digests + 16 * i, (const uint8_t *)r, L * sizeof(limb));
+        if (i >= hashed)
+            blake2b_16(digests + 16 * i, (const uint8_t *)r, L * sizeof(limb));
         size_t rl = L; /* significant limbs of the row */
         while (rl && !r[rl - 1])
             rl--;
@@ -1206,10 +1291,47 @@ static void redc(limb *out, limb *t, size_t tl, const limb *n, size_t k, limb ni
  * odd n, so the accumulator is (prod rows) * unit mod n and has the same gcd with n; values are
  * only kept below 2^(64 k), not reduced, until the one mpz_mod before the gcd. */
 #if FC_IFMA
+/* r = a / R mod M for eight lanes: m52_mul(a, 1) without its products by the zero limbs of 1
+ * (half the multiply-adds). For any a < R the result is below M + 1 (a / R + M), so r < 2M. */
+IFMA_FN static void m52_redc(const m52_t *c, uint64_t *r, const uint64_t *a)
+{
+    const int k = c->k;
+    __m512i *t = (__m512i *)c->t;
+    const __m512i *A = (const __m512i *)a;
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i ninv = _mm512_set1_epi64((long long)c->ninv);
+    const __m512i mask = _mm512_set1_epi64((long long)MASK52);
+    const uint64_t *N = c->N;
+    for (int j = 0; j <= k; j++)
+        t[j] = z;
+    for (int i = 0; i < k; i++) {
+        __m512i n0 = _mm512_set1_epi64((long long)N[0]);
+        __m512i t0 = _mm512_add_epi64(t[0], _mm512_load_si512(A + i));
+        __m512i m = _mm512_madd52lo_epu64(z, t0, ninv);
+        t0 = _mm512_madd52lo_epu64(t0, m, n0);
+        __m512i hb = _mm512_srli_epi64(t0, 52);
+        hb = _mm512_madd52hi_epu64(hb, m, n0);
+        for (int j = 1; j < k; j++) {
+            __m512i nj = _mm512_set1_epi64((long long)N[j]);
+            t[j - 1] = _mm512_madd52lo_epu64(_mm512_add_epi64(t[j], hb), m, nj);
+            hb = _mm512_madd52hi_epu64(z, m, nj);
+        }
+        t[k - 1] = _mm512_add_epi64(t[k], hb);
+        t[k] = z;
+    }
+    __m512i cy = z;
+    __m512i *R = (__m512i *)r;
+    for (int j = 0; j < k; j++) {
+        __m512i v = _mm512_add_epi64(t[j], cy);
+        R[j] = _mm512_and_si512(v, mask);
+        cy = _mm512_srli_epi64(v, 52);
+    }
+}
+
 /* The lane engine's product: eight running products, one per lane, of the rows taken eight at a
  * time. A row c (at most 52k + bits(n) - 1 bits, checked by the caller) is split as
  * c = lo + hi R with lo < R = 2^(52k) and hi < n; then c / R = lo / R + hi (mod n), and
- * m52_mul(lo, 1) = lo / R (mod n) is below n + 1 (lo < R), so r = lo / R + hi < 2n is a valid
+ * m52_redc(lo) = lo / R (mod n) is below n + 1 (lo < R), so r = lo / R + hi < 2n is a valid
  * m52_mul input, and acc = acc r / R stays below 2n. Padding lanes carry 1. Every factor of R
  * dropped is a unit mod odd n: gcd(prod of the lanes' acc, n) = gcd(prod rows, n). */
 IFMA_FN static fc_status m52_product_gcd(mpz_t g, const limb *rows, size_t count, size_t L,
@@ -1238,7 +1360,7 @@ IFMA_FN static fc_status m52_product_gcd(mpz_t g, const limb *rows, size_t count
             else
                 T[l] = 1;
         }
-        m52_mul(&c, T, T, c.unit); /* lo / R mod n, below n + 1 */
+        m52_redc(&c, T, T); /* lo / R mod n, below n + 1 */
         __m512i cy = _mm512_setzero_si512();
         for (int j = 0; j < k; j++) { /* lo = lo / R + hi, normalised (below 2n < R) */
             __m512i v = _mm512_add_epi64(_mm512_add_epi64(lo[j], hi[j]), cy);
@@ -1831,16 +1953,18 @@ done:
 }
 
 PyDoc_STRVAR(scan_rows_doc,
-             "scan_rows(digests, rows, limbs, top) -> (equal_to_1, outside): BLAKE2b-128 of each "
-             "row into digests (rows * 16 bytes; = hashlib.blake2b(row, digest_size=16)), and "
-             "how many rows equal 1 and how many lie outside (0, top) (top: little-endian bytes).");
+             "scan_rows(digests, rows, limbs, top, simd) -> (equal_to_1, outside): BLAKE2b-128 of "
+             "each row into digests (rows * 16 bytes; = hashlib.blake2b(row, digest_size=16); "
+             "eight rows at a time with simd on AVX-512F), and how many rows equal 1 and how many "
+             "lie outside (0, top) (top: little-endian bytes).");
 
 static PyObject *py_scan_rows(PyObject *self, PyObject *args)
 {
     Py_buffer out, a, tb;
     Py_ssize_t L;
+    int simd;
     (void)self;
-    if (!PyArg_ParseTuple(args, "w*y*ny*", &out, &a, &L, &tb))
+    if (!PyArg_ParseTuple(args, "w*y*ny*p", &out, &a, &L, &tb, &simd))
         return NULL;
     PyObject *res = NULL;
     mpz_t top;
@@ -1852,7 +1976,7 @@ static PyObject *py_scan_rows(PyObject *self, PyObject *args)
         goto done;
     size_t trivial, outside;
     Py_BEGIN_ALLOW_THREADS
-    k_scan_rows(out.buf, &trivial, &outside, a.buf, count, (size_t)L, top);
+    k_scan_rows(out.buf, &trivial, &outside, a.buf, count, (size_t)L, top, simd);
     Py_END_ALLOW_THREADS
     res = Py_BuildValue("nn", (Py_ssize_t)trivial, (Py_ssize_t)outside);
 done:

@@ -10,8 +10,9 @@ questions are answered for a whole batch at once:
   is multiplicative). Which rows are the culprits is the caller's (rare) second pass.
 
 The C extension (fedcrypto._native's scan_rows and product_gcd) does both with no Python object
-per row: limb comparisons, its own BLAKE2b and a Montgomery product modulo n (eight rows at a
-time in AVX-512 IFMA lanes where the CPU has them, else GMP's mpn functions). Where the
+per row: limb comparisons, its own BLAKE2b and a Montgomery product modulo n; where the CPU has
+AVX-512 IFMA, eight rows at a time in vector lanes (both the hashes and the product), else one
+row at a time (GMP's mpn functions for the product). Where the
 extension is missing (or an older build lacks these functions) gmpy2 and hashlib give the same
 answers, digests included, bit for bit; `use_native=False` forces that path (for tests and
 benchmarks). Pure functions: arrays and integers in, answers out.
@@ -56,15 +57,18 @@ def _limb_rows(rows: LimbArray) -> LimbArray:
     return np.ascontiguousarray(rows, dtype=LIMB_DTYPE)
 
 
-def scan_rows(rows: LimbArray, top: int | mpz | None, *, use_native: bool = True) -> RowScan:
+def scan_rows(
+    rows: LimbArray, top: int | mpz | None, *, use_native: bool = True, simd: bool = True
+) -> RowScan:
     """Digests of the rows, and how many equal 1 and how many lie outside (0, top) (both 0
-    when `top` is None: no bound known)."""
+    when `top` is None: no bound known). `simd=False` keeps the extension to one row at a time
+    (else it hashes eight rows at once in AVX-512 lanes on CPUs with the IFMA engine)."""
     data = _limb_rows(rows)
     count, limbs = data.shape
     if use_native and _native_scan is not None and limbs > 0:
         digests = bytearray(DIGEST_BYTES * count)
         bound = int_to_bytes(top) if top is not None else b"\x00"
-        trivial, outside = _native_scan(digests, data, limbs, bound)
+        trivial, outside = _native_scan(digests, data, limbs, bound, simd and native_simd)
         if top is None:
             trivial = outside = 0
         return RowScan(bytes(digests), trivial, outside)
