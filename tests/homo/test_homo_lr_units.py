@@ -22,7 +22,7 @@ from fedflow.checkpoints import CheckpointScope
 from fedflow.components.homo_lr import math as hmath
 from fedflow.components.homo_lr import resume, wire
 from fedflow.components.homo_lr.aggregator import Round, RoundFailed
-from fedflow.components.homo_lr.client import check_layout, check_unmask
+from fedflow.components.homo_lr.client import LocalClient, check_layout, check_unmask
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.policy import Bounds, ComponentRules, SecurityPolicy, check_task
 from fedflow.task import TaskKey
@@ -219,6 +219,31 @@ def test_fedprox_keeps_local_training_nearer_the_global_model() -> None:
     moved = {mu: float(np.linalg.norm(local - w)) for mu, local in steps.items()}
     assert moved[2.0] < moved[0.5] < moved[0.0]
     np.testing.assert_array_equal(steps[0.0], hmath.local_sgd(w, x1, y, plain, (0, 0, 1)))
+
+
+def test_the_learning_rate_schedule_shrinks_every_rounds_local_steps() -> None:
+    # Prepare: one client's rows; local training at lr 0.4 decaying by half a round
+    rng = np.random.default_rng(4)
+    x1 = hmath.with_intercept(rng.normal(size=(64, 3)))
+    y = (rng.random(64) > 0.5).astype(np.float64)
+    w = rng.normal(size=4)
+    decaying = hmath.LocalTraining(1, 8, 0.4, 0.0, 0, learning_rate_decay=0.5)
+    client = LocalClient(
+        1,
+        ["a", "b", "c"],
+        x1,
+        y,
+        HomoLrParams(local_epochs=1, batch_size=8, learning_rate=0.4, learning_rate_decay=0.5),
+    )
+
+    # Execute: round 2's local model at the client, and with the rate written out
+    vector, _ = client.contribution(w, 2)
+    by_hand = hmath.local_sgd(w, x1, y, hmath.LocalTraining(1, 8, 0.1, 0.0, 0), (0, 2, 1))
+
+    # Assert: round r steps at 0.4 * 0.5^r, at the client as in the references
+    assert [decaying.at_round(r).learning_rate for r in range(3)] == [0.4, 0.2, 0.1]
+    expected = hmath.contribution(w, by_hand, hmath.log_loss(w, x1, y), 64)
+    np.testing.assert_allclose(vector, expected, rtol=0, atol=1e-15)
 
 
 def test_server_optimizers_follow_fedavg_fedadam_and_fedyogi() -> None:
