@@ -144,3 +144,29 @@ def test_multi_class_metrics_of_scores_or_of_a_numeric_target_are_refused(tmp_pa
         "evaluation (eval_type multi): label column 'y' holds values that are not classes "
     )
     assert on_target.endswith("set eval_type: regression for a numeric target")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (
+            {"score_column": "colour"},
+            "evaluation: score_column 'colour' is not a column of its input (label 'y', "
+            "columns: score, predicted)",
+        ),
+        (
+            {"label_column": "target"},
+            "evaluation: label_column 'target' is not a column of its input (label 'y', "
+            "columns: score, predicted)",
+        ),
+    ],
+    ids=["score_column", "label_column"],
+)
+def test_a_column_param_naming_no_column_is_refused_naming_the_param(
+    tmp_path: Path, params: dict[str, Any], expected: str
+) -> None:
+    # Execute
+    message = refusal(tmp_path, scored([0.0, 1.0] * 10, np.linspace(0, 1, 20)), params)
+
+    # Assert
+    assert message == expected

@@ -30,7 +30,21 @@ def _labels(table: Table, params: EvaluationParams) -> Floats:
         if table.labels is None:
             raise TableError("evaluation: the input table has no label column")
         return table.labels
-    return table.column(params.label_column)
+    return _column(table, "label_column", params.label_column)
+
+
+def _column(table: Table, param: str, name: str) -> Floats:
+    """The column `name` that the param `param` names, refused naming the param and the
+    columns there are."""
+    if name == table.label_name and table.labels is not None:
+        return table.labels
+    if name not in table.feature_names:
+        label = f"label {table.label_name!r}, " if table.labels is not None else ""
+        raise TableError(
+            f"evaluation: {param} {name!r} is not a column of its input ({label}columns: "
+            f"{', '.join(table.feature_names[:30]) or 'none'})"
+        )
+    return table.column(name)
 
 
 def _positive_label(table: Table, params: EvaluationParams) -> float:
@@ -67,7 +81,7 @@ def _class_names(table: Table, params: EvaluationParams, classes: list[float]) -
 
 def _scores(table: Table, params: EvaluationParams) -> Floats:
     if params.score_column is not None:
-        scores = table.column(params.score_column)
+        scores = _column(table, "score_column", params.score_column)
     elif table.features.shape[1]:
         scores = table.features[:, 0]
     else:
