@@ -29,7 +29,8 @@ Dead copies the adapter publishes carry the dead-lettering consumer's user; repl
 
 Publishing: persistent (delivery_mode 2), mandatory, with publisher confirms; `publish`
 returns after the confirm and raises `Unroutable` on basic.return. The loop thread pipelines
-confirms, so concurrent publishers and `publish_many` do not wait for each other.
+confirms, so concurrent publishers and `publish_many` do not wait for each other. Replies
+(`reply`) are the exception: sent on a channel without confirms, see `_send_reply`.
 
 Consuming: one channel per subscription with basic.qos = prefetch; deliveries are handed to the
 subscription's worker thread (fedbus.broker_bus) in bursts; acks and nacks go back to the loop
@@ -443,6 +444,7 @@ class AmqpBus(BrokerBus):
         self._exchange: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
         self._reply_channel: AbstractChannel | None = None
+        self._unconfirmed: AbstractChannel | None = None
         self._reply_lock: asyncio.Lock | None = None
         # Health counters, written on the loop thread only (see `reconnects`, `channel_closes`).
         self._reconnects = 0
@@ -524,6 +526,7 @@ class AmqpBus(BrokerBus):
         self._channel.close_callbacks.add(
             lambda _channel, exc: self._count_channel_close(None, exc)
         )
+        self._unconfirmed = await connection.channel(publisher_confirms=False)
         self._exchange = await self._channel.declare_exchange(
             self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
         )
@@ -839,11 +842,16 @@ class AmqpBus(BrokerBus):
         self._call(go())
 
     def _send_reply(self, reply_to: str, reply: Message) -> None:
-        if self._channel is None:
+        if self._unconfirmed is None:
             raise BusError("not connected")
         # Not mandatory: a requester that gave up has no reply-to consumer any more, and its
-        # reply is meant to vanish (same as memory://).
-        self._call(self._publish_one((self._channel, ""), reply, reply_to, False))
+        # reply is meant to vanish (same as memory://). Not confirmed either: a confirm cannot
+        # tell that the requester got the reply (direct reply-to drops it silently when the
+        # requester is gone), and a reply lost with the connection is a request the requester
+        # times out on, confirmed or not (its request, unacked, is delivered again). Waiting
+        # for the confirm cost the responder one more round trip to the broker per reply,
+        # before its delivery's ack (issue #15).
+        self._call(self._publish_one((self._unconfirmed, ""), reply, reply_to, False))
 
     # -- operators ---------------------------------------------------------------------------
 
