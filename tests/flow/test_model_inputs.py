@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedflow.components.hetero_poisson.math import check_exposure
 from fedflow.tables import Table
 
 from tests.flow.modelling_runs import GUEST, Outcome, run_component
@@ -201,3 +202,27 @@ def test_secureboost_refuses_a_table_too_small_for_one_split(tmp_path: Path) -> 
         "it needs at least 2 (a split puts at least min_samples_leaf (1) rows on each side"
     )
     assert outcome.crossings == []
+
+
+def test_a_standardised_exposure_is_refused_with_the_likely_cause() -> None:
+    # Prepare: an exposure column through feature_scale (mean 0: about half the rows below
+    # 0), and one with a single 0 (a data error, not a scaling)
+    exposure = np.random.default_rng(2).uniform(0.5, 2.0, 200)
+    standardised = (exposure - exposure.mean()) / exposure.std()
+    one_zero = np.array(exposure)
+    one_zero[3] = 0.0
+
+    # Execute
+    with pytest.raises(ValueError) as scaled:
+        check_exposure(standardised, "exposure", "hetero_poisson")
+    with pytest.raises(ValueError) as zero:
+        check_exposure(one_zero, "exposure", "hetero_poisson")
+
+    # Assert
+    assert str(scaled.value).endswith(
+        "; many values at or below 0, as a standardised column has: leave the exposure out of "
+        "feature_scale's columns (and imputation's), it is not a feature"
+    )
+    assert str(zero.value) == (
+        "hetero_poisson: exposure column 'exposure' must be > 0 on every row (1 rows are not: 0)"
+    )

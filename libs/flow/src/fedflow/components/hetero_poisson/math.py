@@ -44,9 +44,15 @@ def check_exposure(values: Floats, column: str, component: str) -> Floats:
     bad = values[~(np.isfinite(values) & (values > 0.0))]
     if bad.size:
         shown = ", ".join(f"{v:g}" for v in np.unique(bad)[:5])
+        scaled = (
+            "; many values at or below 0, as a standardised column has: leave the exposure "
+            "out of feature_scale's columns (and imputation's), it is not a feature"
+            if bad.size * 5 >= values.size
+            else ""
+        )
         raise ValueError(
             f"{component}: exposure column {column!r} must be > 0 on every row "
-            f"({bad.size} rows are not: {shown})"
+            f"({bad.size} rows are not: {shown}){scaled}"
         )
     return values
 
