@@ -29,6 +29,13 @@ multi: the score column is the predicted class: accuracy, macro_f1, micro_f1, an
 `precision.<c>`, `recall.<c>`, `f1.<c>`, and the confusion matrix as `confusion.<true>.<pred>`
 (class values as %g; for text labels the class names, when every name is 1-40 letters, digits,
 `_` or `-`, else the class numbers).
+
+Refused, naming the values and what to set (component.py): binary metrics of a label with more
+than two values (several classes, a numeric target), with one class, or with no row of the
+positive class; multi-class metrics of labels or scores that are not class numbers (a numeric
+target; a binary model's probabilities); a score_column or label_column naming no column. The
+pipeline refuses, before anything runs, an eval_type that cannot fit the model whose
+predictions it scores (fedflow.pipeline).
 """
 
 from __future__ import annotations
