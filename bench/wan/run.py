@@ -18,7 +18,10 @@ iptables statistic loss on each side's ingress, a tbf cap (`--rate-mbit`). Rows 
   incompressible) published at out.<peer>, counted when the receiver's broker delivers them:
   signed, striped over TLS, verified, published. At most `--outstanding` messages in flight.
   Both processes raise glibc's malloc thresholds as `python -m fedgateway` does
-  (fedgateway.allocator; `--malloc default` to compare).
+  (fedgateway.allocator; `--malloc default` to compare). `--bus-frame-mib N` (an experiment,
+  not a deployment setting) raises the memory:// buses' frame limit from fedbus's 8 MiB, so
+  that a 32 MiB message is not chunked by the bus: fedbus hands chunked messages to the relay
+  one at a time (docs/wan.md, "fourth session"), whole ones in groups sent side by side.
 Transfers stop at `--size-mib` or after `--max-seconds`; throughput is bytes delivered over
 the time from the first send to the last delivery.
 
@@ -53,6 +56,7 @@ from pydantic import SecretStr
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # tests.wan.emulator, tests.relay_helpers
 
+import fedbus.in_memory_bus  # noqa: E402
 from fedbus import Delivery, Message, connect  # noqa: E402
 from fedgateway import link, pki  # noqa: E402
 from fedgateway.allocator import keep_freed_memory  # noqa: E402
@@ -310,6 +314,14 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def raise_memory_bus_frame(nbytes: int) -> None:
+    """Make `nbytes` the default frame limit of the memory:// buses this process connects (the
+    gateways connect theirs from a URL, which has no such option)."""
+    defaults = fedbus.in_memory_bus.InMemoryBus.__init__.__kwdefaults__
+    assert defaults is not None and "max_frame_bytes" in defaults
+    defaults["max_frame_bytes"] = nbytes
+
+
 def receiver_main(settings_file: str) -> None:
     """The receiving gateway of a two-process run (`--receiver FILE`): starts the gateway from
     the settings in FILE, subscribes a consumer at svc.worker on its memory:// broker, prints
@@ -409,6 +421,8 @@ def link_transfer(
                     str(settings_file),
                     "--malloc",
                     args.malloc,
+                    "--bus-frame-mib",
+                    str(args.bus_frame_mib),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -517,10 +531,18 @@ def main() -> None:
         help="keep: glibc's thresholds raised as `python -m fedgateway` does "
         "(fedgateway.allocator); default: glibc's defaults (to compare)",
     )
+    parser.add_argument(
+        "--bus-frame-mib",
+        type=int,
+        default=0,
+        help="memory:// buses' frame limit in MiB (0: fedbus's default, 8 MiB); an experiment",
+    )
     parser.add_argument("--receiver", help=argparse.SUPPRESS)  # the child of a two-process run
     args = parser.parse_args()
     if args.malloc == "keep":
         keep_freed_memory()
+    if args.bus_frame_mib:
+        raise_memory_bus_frame(args.bus_frame_mib << 20)
     if args.receiver:
         receiver_main(args.receiver)
         return
