@@ -42,6 +42,11 @@ def tables(model: str, rows: int | None = None) -> tuple[Table, Table]:
     )
 
 
+def with_rows(table: Table, rows: slice) -> Table:
+    labels = None if table.labels is None else table.labels[rows]
+    return Table(table.ids[rows], table.features[rows], table.feature_names, labels, "y")
+
+
 def with_column(table: Table, name: str, values: Any) -> Table:
     features = np.array(table.features, dtype=np.float64)
     features[:, table.feature_names.index(name)] = values
@@ -139,25 +144,16 @@ def test_a_validate_data_column_with_no_value_is_refused_naming_that_input(
     # have no value in s1 (its training rows do)
     guest, host = tables("hetero_linr")
 
-    def part(table: Table, rows: slice) -> Table:
-        return Table(
-            table.ids[rows],
-            table.features[rows],
-            table.feature_names,
-            None if table.labels is None else table.labels[rows],
-            table.label_name,
-        )
-
     train, validate = slice(0, 342), slice(342, None)
-    host_validate = with_column(part(host, validate), "s1", np.nan)
+    host_validate = with_column(with_rows(host, validate), "s1", np.nan)
 
     # Execute
     outcome = run(
         tmp_path,
         "hetero_linr",
-        part(guest, train),
-        part(host, train),
-        validate=(part(guest, validate), host_validate),
+        with_rows(guest, train),
+        with_rows(host, train),
+        validate=(with_rows(guest, validate), host_validate),
     )
 
     # Assert
@@ -226,3 +222,22 @@ def test_a_standardised_exposure_is_refused_with_the_likely_cause() -> None:
     assert str(zero.value) == (
         "hetero_poisson: exposure column 'exposure' must be > 0 on every row (1 rows are not: 0)"
     )
+
+
+@pytest.mark.parametrize("model", [*LINEAR, "hetero_secureboost"])
+def test_an_empty_validate_data_is_refused(tmp_path: Path, model: str) -> None:
+    # Prepare: validate_data with no rows (data_split with validate_fraction 0); its loss
+    # was 0 at every epoch
+    guest, host = tables(model)
+    empty = (with_rows(guest, slice(0, 0)), with_rows(host, slice(0, 0)))
+
+    # Execute
+    outcome = run(tmp_path, model, guest, host, validate=empty)
+
+    # Assert
+    assert str(outcome.errors[GUEST]) == (
+        f"{model}: validate_data at party {GUEST} (guest) has no rows (is data_split's "
+        "validate_fraction 0?): a validation loss over no rows is 0 every epoch; give it "
+        "rows, or leave the input out"
+    )
+    assert outcome.crossings == []

@@ -91,16 +91,24 @@ def check_model_inputs(
     not_features: Collection[str] = (),
 ) -> None:
     """Checks this party's `data` input (and `validate_data`, where given): at least
-    `min_rows` training rows (`rows_reason` says why that many), every feature column with at
-    least one value, and, unless `max_magnitude` is None, every feature within
-    +-`max_magnitude` (`not_features`: columns that are not judged, e.g. an exposure)."""
+    `min_rows` training rows (`rows_reason` says why that many), at least one validation row,
+    every feature column with at least one value, and, unless `max_magnitude` is None, every
+    feature within +-`max_magnitude` (`not_features`: columns that are not judged, e.g. an
+    exposure)."""
     where = f"at party {ctx.party_id} ({ctx.role})"
     table = ctx.input("data")
     check_rows(component, table, min_rows, rows_reason, f"data {where}")
-    names = ["data", *(["validate_data"] if "validate_data" in ctx.inputs else [])]
-    for name in names:
-        found = table if name == "data" else ctx.input(name)
-        check_columns(component, found, f"{name} {where}", max_magnitude, not_features)
+    check_columns(component, table, f"data {where}", max_magnitude, not_features)
+    if "validate_data" not in ctx.inputs:
+        return
+    validation = ctx.input("validate_data")
+    if validation.rows == 0:
+        raise InputRefused(
+            f"{component}: validate_data {where} has no rows (is data_split's "
+            "validate_fraction 0?): a validation loss over no rows is 0 every epoch; give it "
+            "rows, or leave the input out"
+        )
+    check_columns(component, validation, f"validate_data {where}", max_magnitude, not_features)
 
 
 def check_rows(component: str, table: Table, minimum: int, reason: str, what: str) -> None:
