@@ -108,13 +108,19 @@ class CellLayout:
                 out[:, word + 1] |= v >> np.uint64(64 - offset)
         return out
 
+    LAYOUT: Final = (
+        "no bits above the last cell, rows <= N, sum q_g < rows x 2^31, sum q_h <= rows x 2^30, "
+        "padding cells 0"
+    )
+    """What every honest compressed histogram plaintext satisfies (cells_checked)."""
+
     def cells(self, residues: LimbArray, cells: int, what: str) -> Ints:
         """The guest's side: `cells` integer cells (cells, 3) out of decrypted compressed
-        plaintexts. Refuses (PaillierOverflowError) a plaintext with bits above its last cell
-        or a cell whose rows exceed N: such a histogram was not built as declared."""
+        plaintexts. Refuses (PaillierOverflowError) plaintexts that break LAYOUT: such a
+        histogram was not built as declared."""
         out, bad = self.cells_checked(residues, cells)
         if bad:
-            raise PaillierOverflowError(f"{what}: {bad} plaintext(s) {self.BOUND}")
+            raise PaillierOverflowError(f"{what}: {bad} plaintext(s) break the cells' layout")
         return out
 
     def reported_cells(
@@ -135,26 +141,17 @@ class CellLayout:
             peer=host,
             tag="histograms",
             iteration=iteration,
-            bound=f"histogram cells of {self.rows} rows: {self.BOUND_IN_WORDS}",
+            bound=f"histogram cells of {self.rows} rows: {self.LAYOUT}",
         )
         if bad:
-            raise PaillierOverflowError(f"{what}: {bad} plaintext(s) {self.BOUND}")
+            raise PaillierOverflowError(f"{what}: {bad} plaintext(s) break the cells' layout")
         return out
 
-    BOUND_IN_WORDS: Final = (
-        "no bits above the last cell, rows <= N, sum q_g < rows x 2^31, sum q_h <= rows x 2^30, "
-        "padding 0"
-    )
-    BOUND: Final = (
-        "not histogram cells as built (bits above the last cell, more rows than N, "
-        "sums above rows x 2^31, or padding not empty)"
-    )
-
     def cells_checked(self, residues: LimbArray, cells: int) -> tuple[Ints, int]:
-        """`cells` as decoded, and how many plaintexts break the cell layout (the decrypt
-        check the guest reports to its audit before refusing them): bits above the last
-        cell; a cell of more rows than N; a g or h sum above what its rows can add up to
-        (q_g < 2^31 and q_h <= 2^30 per row); padding cells not empty."""
+        """`cells` as decoded, and how many plaintexts break LAYOUT (the decrypt check the
+        guest reports to its audit before refusing them): bits above the last cell; a cell
+        of more rows than N; a g or h sum above what its rows can add up to (q_g < 2^31 and
+        q_h <= 2^30 per row); padding cells not empty."""
         gh, count = self.fields
         per, bits = self.per_ciphertext, self.cell_bits
         plaintexts = self.ciphertexts(cells)
