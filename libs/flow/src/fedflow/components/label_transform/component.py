@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 NAME = "label_transform"
 MODEL_KIND = "label_transform"
+MAX_FITTED_CLASSES = 100
+"""The most distinct label values a mapping is fitted for (hetero_secureboost's num_class
+limit): more are a numeric target (diabetes' 214 values became 214 classes without a word)."""
 
 
 def run(ctx: ComponentContext) -> Mapping[str, Artifact]:
@@ -90,6 +93,13 @@ def _by_value(
     elif params.mapping is None:
         assert table.labels is not None
         values = sorted({float(v) for v in np.unique(table.labels).tolist()})
+        if len(values) > MAX_FITTED_CLASSES:
+            raise ValueError(
+                f"{NAME}: label column {table.label_name!r} holds {len(values)} distinct values "
+                f"({', '.join(f'{v:g}' for v in values[:5])}, ...), and without a mapping each "
+                f"would become a class (0 .. {len(values) - 1}): is it a numeric target? a "
+                "regression model (hetero_linr) takes it as it is; else give a mapping"
+            )
         classes = list(range(len(values)))
     else:
         if any(number_of(k) is None for k in params.mapping):
