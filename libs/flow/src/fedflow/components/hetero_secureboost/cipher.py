@@ -54,6 +54,13 @@ if TYPE_CHECKING:
 Ints = sbmath.Ints
 
 
+LAYOUT: Final = (
+    "no bits above the last cell, rows <= N, sum q_g < rows x 2^31, sum q_h <= rows x 2^30, "
+    "padding cells 0"
+)
+"""What every honest compressed histogram plaintext satisfies (CellLayout.cells_checked)."""
+
+
 @dataclass(frozen=True)
 class CellLayout:
     """The bit layout of cells for N rows under a key of `key_bits` bits."""
@@ -108,12 +115,6 @@ class CellLayout:
                 out[:, word + 1] |= v >> np.uint64(64 - offset)
         return out
 
-    LAYOUT: Final = (
-        "no bits above the last cell, rows <= N, sum q_g < rows x 2^31, sum q_h <= rows x 2^30, "
-        "padding cells 0"
-    )
-    """What every honest compressed histogram plaintext satisfies (cells_checked)."""
-
     def cells(self, residues: LimbArray, cells: int, what: str) -> Ints:
         """The guest's side: `cells` integer cells (cells, 3) out of decrypted compressed
         plaintexts. Refuses (PaillierOverflowError) plaintexts that break LAYOUT: such a
@@ -141,7 +142,7 @@ class CellLayout:
             peer=host,
             tag="histograms",
             iteration=iteration,
-            bound=f"histogram cells of {self.rows} rows: {self.LAYOUT}",
+            bound=f"histogram cells of {self.rows} rows: {LAYOUT}",
         )
         if bad:
             raise PaillierOverflowError(f"{what}: {bad} plaintext(s) break the cells' layout")
