@@ -46,19 +46,21 @@ MAX_PROFILED_COLUMNS: Final = 5_000
 
 
 class DecryptCheck(Payload):
-    """report.decrypt_check: a key holder's worker tells its own party's audit what it found in
-    the plaintexts it just decrypted for a peer (party-local, on svc.audit.reports; never
-    relayed). Counts only, never a value: how many plaintexts `tag` of iteration `iteration`
-    from party `peer` held, how many were NaN, infinite or outside the agreed `bound`
-    (fedflow.kit.he: the fixed-point range of a masked plaintext, m + R in [0, n/3], unless the
-    component declares a tighter one). The audit's rule data.decrypted_bounds judges it
-    (docs/audit.md)."""
+    """report.decrypt_check: a worker tells its own party's audit what it found in plaintexts
+    that came from a peer: those it just decrypted (the key holder's), or a decrypted answer
+    it got back and unmasked (the party that asked; fedflow.kit.decrypt_check) (party-local,
+    on svc.audit.reports; never relayed). Counts only, never a value: how many plaintexts
+    `tag` of iteration `iteration` from party `peer` held, how many were NaN, infinite or
+    outside the agreed `bound` (fedflow.kit.he: the fixed-point range of a masked plaintext,
+    m + R in [0, n/3], unless the component declares a tighter one). The audit's rule
+    data.decrypted_bounds judges it (docs/audit.md)."""
 
     job_id: JobId
     component: ComponentName
     attempt: Attempt
     party_id: PartyId
-    """The key holder (the party that decrypted)."""
+    """The reporting party: the key holder that decrypted, or the party that asked for a
+    decryption and checked the answer."""
     peer: PartyId
     """The party whose ciphertexts were decrypted."""
     tag: Annotated[str, Field(min_length=1, max_length=128)]
