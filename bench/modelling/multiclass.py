@@ -5,16 +5,19 @@
     python bench/modelling/multiclass.py --datasets wine --key-bits 2048 --rounds 3
     python bench/modelling/multiclass.py --datasets digits --sigmoid taylor   # packed residuals
 
-Each version is a `git archive` of a revision (--old: the commit before the lanes, --new: HEAD)
-with this checkout's built fedcrypto extension copied in; every measurement is a fresh Python
-process whose PYTHONPATH puts that tree's packages first, running hetero_lr's guest and host
-in-process (fedflow.standalone.LocalWorld, standardised columns split vertically, the default
-sigmoid: separable with one host). Old and new alternate (A B A B ...). Per run: wall seconds,
-the guest's train_seconds (training, without key generation and exchange), CPU seconds of the
-process (both parties and their background threads, key generation included), per-iteration
-messages sent (every one the parties' protocol guards let out, both parties) and ciphertexts
-sent, per epoch; train accuracy; and the two versions' weights, which must agree (1e-6). The
-load average is recorded before and after each run (the machine is shared and noisy). Results go to
+Each version is a `git archive` of a revision (--old: the commit before the lanes) with this
+checkout's built fedcrypto extension copied in; the new version is the old tree with only
+hetero_lr's package taken from --new (HEAD), so that other work committed meanwhile (the
+envelope, the kit, fedcrypto) does not enter the comparison (--whole-tree: the whole --new).
+Every measurement is a fresh Python process whose PYTHONPATH puts that tree's packages first,
+running hetero_lr's guest and host in-process (fedflow.standalone.LocalWorld, standardised
+columns split vertically, the default sigmoid: separable with one host). Old and new alternate
+(A B A B ...). Per run: wall seconds, the guest's train_seconds (training, without key
+generation and exchange), CPU seconds of the process (both parties and their background
+threads, key generation included), per-iteration messages sent (every one the parties'
+protocol guards let out, both parties) and ciphertexts sent, per epoch; train accuracy; and
+the two versions' weights, which must agree (1e-6). The load average is recorded before and
+after each run (the machine is shared and noisy). Results go to
 bench/modelling/multiclass_results.json.
 """
 
@@ -70,6 +73,20 @@ def tree(rev: str, into: Path) -> Path:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     for built in (ROOT / "libs/fedcrypto/src/fedcrypto").glob("*.so"):
         shutil.copy2(built, into / "libs/fedcrypto/src/fedcrypto" / built.name)
+    return into
+
+
+PACKAGE = "libs/flow/src/fedflow/components/hetero_lr"
+
+
+def overlay(base: Path, rev: str, into: Path) -> Path:
+    """`base` with hetero_lr's package replaced by `rev`'s."""
+    shutil.copytree(base, into, symlinks=True)
+    shutil.rmtree(into / PACKAGE)
+    archive = subprocess.run(
+        ["git", "archive", rev, PACKAGE], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
 
@@ -225,6 +242,7 @@ def main() -> None:
         "residuals since the packing commit), separable",
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--whole-tree", action="store_true", help="new: all of --new's tree")
     parser.add_argument("--out", default=str(ROOT / "bench/modelling/multiclass_results.json"))
     args = parser.parse_args()
     if args.child:
@@ -243,10 +261,16 @@ def main() -> None:
         "key_bits": args.key_bits,
         "sigmoid": args.sigmoid,
         "epochs": args.epochs,
+        "new_tree": "whole" if args.whole_tree else "old tree + new hetero_lr package",
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as folder:
-        sources = {name: tree(rev, Path(folder) / name) for name, rev in revs.items()}
+        old = tree(revs["old"], Path(folder) / "old")
+        if args.whole_tree:
+            new = tree(revs["new"], Path(folder) / "new")
+        else:
+            new = overlay(old, revs["new"], Path(folder) / "new")
+        sources = {"old": old, "new": new}
         for dataset in args.datasets.split(","):
             for round_ in range(args.rounds):
                 for version in ("old", "new"):  # alternating: A B A B
