@@ -7,6 +7,7 @@ from typing import Any
 
 from fedflow.components.evaluation.math import binary_metrics
 from fedflow.components.homo_lr import math as hmath
+from fedflow.components.homo_nn import math as nmath
 from fedflow.tables import Table, read_table
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
@@ -82,6 +83,13 @@ def parts(tables: list[Table]) -> list[tuple[hmath.Floats, hmath.Floats]]:
 def auc_on(weights: hmath.Floats, test: Table) -> float:
     assert test.labels is not None
     scores = hmath.sigmoid(hmath.with_intercept(test.features) @ weights)
+    return binary_metrics(test.labels == 1.0, scores, threshold=0.5, curve_points=2).auc
+
+
+def nn_auc_on(weights: hmath.Floats, test: Table, hidden: int) -> float:
+    """The built-in homo_nn network's test AUC."""
+    assert test.labels is not None
+    scores = nmath.scores(weights, test.features, hidden)
     return binary_metrics(test.labels == 1.0, scores, threshold=0.5, curve_points=2).auc
 
 

@@ -44,9 +44,9 @@ def nn_pipeline(tables: list[str], params: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def auc(weights: hmath.Floats, test: Table, hidden: int = PARAMS["hidden_units"]) -> float:
+def auc(weights: hmath.Floats, test: Table) -> float:
     assert test.labels is not None
-    s = nmath.scores(weights, test.features, hidden)
+    s = nmath.scores(weights, test.features, PARAMS["hidden_units"])
     return binary_metrics(test.labels == 1.0, s, threshold=0.5, curve_points=2).auc
 
 

@@ -14,8 +14,7 @@ from fedflow.components.homo_nn import math as nmath
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from tests.homo.conftest import EXAMPLE_DATA, load, parts, training
-from tests.homo.test_homo_nn import auc
+from tests.homo.conftest import EXAMPLE_DATA, load, nn_auc_on, parts, training
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples/pipelines/homo_nn_credit.yaml"
 CREDIT = ["default_credit_homo_guest", "default_credit_homo_host_1", "default_credit_homo_host_2"]
@@ -34,9 +33,10 @@ def test_the_credit_network_matches_pooled_training_and_beats_every_party_alone(
     test = load("default_credit_homo_test")
     x = np.vstack([cx for cx, _ in clients])
     y = np.concatenate([cy for _, cy in clients])
-    pooled = auc(nmath.reference_pooled(x, y, training(params), rounds, hidden), test, hidden)
+    pooled_network = nmath.reference_pooled(x, y, training(params), rounds, hidden)
+    pooled = nn_auc_on(pooled_network, test, hidden)
     own = [
-        auc(nmath.reference_pooled(cx, cy, training(params), rounds, hidden), test, hidden)
+        nn_auc_on(nmath.reference_pooled(cx, cy, training(params), rounds, hidden), test, hidden)
         for cx, cy in clients
     ]
     clients_of = {spec["parties"]["guest"], *spec["parties"]["host"]}
