@@ -241,3 +241,22 @@ def test_an_empty_validate_data_is_refused(tmp_path: Path, model: str) -> None:
         "rows, or leave the input out"
     )
     assert outcome.crossings == []
+
+
+@pytest.mark.parametrize("model", [*LINEAR, "hetero_secureboost"])
+def test_a_host_without_a_feature_column_is_refused_there(tmp_path: Path, model: str) -> None:
+    # Prepare: the host's table has ids and no column (the guest was told "10000 did not
+    # say how many features it has")
+    guest, host = tables(model)
+    bare = Table(host.ids, np.zeros((host.rows, 0)), [], None)
+
+    # Execute
+    outcome = run(tmp_path, model, guest, bare)
+
+    # Assert
+    assert str(outcome.errors[HOST]) == (
+        f"{model}: data at party {HOST} (host) has no feature column: a host takes part with "
+        f"its own features (did the table, or a hetero_feature_selection before {model}, "
+        "leave none?)"
+    )
+    assert sent_by(outcome, HOST) == []

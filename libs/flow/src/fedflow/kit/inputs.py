@@ -90,13 +90,20 @@ def check_model_inputs(
     max_magnitude: float | None = MAX_FEATURE_MAGNITUDE,
     not_features: Collection[str] = (),
 ) -> None:
-    """Checks this party's `data` input (and `validate_data`, where given): at least
-    `min_rows` training rows (`rows_reason` says why that many), at least one validation row,
-    every feature column with at least one value, and, unless `max_magnitude` is None, every
-    feature within +-`max_magnitude` (`not_features`: columns that are not judged, e.g. an
-    exposure)."""
+    """Checks this party's `data` input (and `validate_data`, where given): a feature column
+    at least (at a host), at least `min_rows` training rows (`rows_reason` says why that
+    many), at least one validation row, every feature column with at least one value, and,
+    unless `max_magnitude` is None, every feature within +-`max_magnitude` (`not_features`:
+    columns that are not judged, e.g. an exposure)."""
     where = f"at party {ctx.party_id} ({ctx.role})"
     table = ctx.input("data")
+    if ctx.role != "guest" and not table.feature_names:
+        # Its key exchange announced 0 features, which the guest refused as "did not say".
+        raise InputRefused(
+            f"{component}: data {where} has no feature column: a {ctx.role} takes part with "
+            "its own features (did the table, or a hetero_feature_selection before "
+            f"{component}, leave none?)"
+        )
     check_rows(component, table, min_rows, rows_reason, f"data {where}")
     check_columns(component, table, f"data {where}", max_magnitude, not_features)
     if "validate_data" not in ctx.inputs:
