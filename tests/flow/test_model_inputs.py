@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.components.hetero_poisson.math import check_exposure
 from fedflow.tables import Table
 
@@ -260,3 +261,52 @@ def test_a_host_without_a_feature_column_is_refused_there(tmp_path: Path, model:
         "leave none?)"
     )
     assert sent_by(outcome, HOST) == []
+
+
+def linear_model(names: list[str], weights: np.ndarray) -> Table:
+    """A party's part of a hetero_linr / hetero_poisson model: a weight per column name."""
+    return Table(np.array(names, dtype=np.str_), weights.reshape(-1, 1), ["weight"], None)
+
+
+@pytest.mark.parametrize("model", ["hetero_linr_predict", "hetero_poisson_predict"])
+def test_predicting_on_a_table_without_a_trained_column_is_refused(
+    tmp_path: Path, model: str
+) -> None:
+    # Prepare: weights for the guest's 4 columns and intercept and the host's 6; the host's
+    # table to predict lacks s6 (its weight counted as 0 without a word)
+    guest, host = tables("hetero_linr")
+    rng = np.random.default_rng(3)
+    w_g, w_h = rng.normal(size=5) / 10, rng.normal(size=6) / 10
+    models = (
+        linear_model([*guest.feature_names, INTERCEPT], w_g),
+        linear_model(list(host.feature_names), w_h),
+    )
+    short = Table(host.ids, host.features[:, :5], host.feature_names[:5], None)
+
+    def predict(where: str, host_table: Table) -> Outcome:
+        return run_component(
+            tmp_path / where,
+            model,
+            {
+                GUEST: {"model": models[0], "data": guest},
+                HOST: {"model": models[1], "data": host_table},
+            },
+        )
+
+    # Execute
+    refused = predict("short", short)
+    whole = predict("whole", host)
+
+    # Assert: refused at the host, which sent nothing; with every column the prediction is
+    # the model's (u = X w, and exp(u) for the Poisson model)
+    assert str(refused.errors[HOST]) == (
+        f"{model}: data at party {HOST} (host) lacks column 's6' of the model it applies "
+        "(trained on s1, s2, s3, s4, s5, s6): predict on rows with the training columns (the "
+        "same feature_scale, onehot or hetero_feature_selection models applied)"
+    )
+    assert sent_by(refused, HOST) == []
+    z = guest.features @ w_g[:4] + w_g[4] + host.features @ w_h
+    expected = z if model == "hetero_linr_predict" else np.exp(z)
+    predicted = whole.outputs[GUEST]["data"].features[:, 0]
+    assert whole.errors == {}
+    np.testing.assert_allclose(predicted, expected, rtol=1e-12)

@@ -178,3 +178,24 @@ def _listed(columns: list[str]) -> str:
     shown = ", ".join(repr(c) for c in columns[:_SHOWN])
     more = f" (and {len(columns) - _SHOWN} more)" if len(columns) > _SHOWN else ""
     return f"column{'s' if len(columns) > 1 else ''} {shown}{more}"
+
+
+def check_predict_columns(
+    ctx: ComponentContext,
+    component: str,
+    weighted: Collection[str],
+    not_features: Collection[str] = (),
+) -> None:
+    """InputRefused when this party's `data` lacks a column its part of the model weighs
+    (`weighted`, the intercept left out): a prediction without it counted the weight as 0, a
+    wrong score without a word. `not_features`: columns of the table that are not features."""
+    table = ctx.input("data")
+    present = set(table.feature_names) - set(not_features)
+    missing = [name for name in weighted if name not in present]
+    if missing:
+        raise InputRefused(
+            f"{component}: data at party {ctx.party_id} ({ctx.role}) lacks {_listed(missing)} "
+            f"of the model it applies (trained on {', '.join(list(weighted)[:20])}): predict "
+            "on rows with the training columns (the same feature_scale, onehot or "
+            "hetero_feature_selection models applied)"
+        )

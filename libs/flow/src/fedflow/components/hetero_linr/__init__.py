@@ -86,7 +86,7 @@ HETERO_LINR_PREDICT = ComponentDescriptor(
     description="predictions of a hetero_linr model: the guest gets u_g + sum u_h per row",
     entry={
         "guest": "fedflow.components.hetero_linr.predict:guest",
-        "host": "fedflow.components.hetero_lr.predict:host",
+        "host": "fedflow.components.hetero_linr.predict:host",
     },
     roles=("guest", "host"),
     params=HeteroLrPredictParams,

@@ -1,5 +1,6 @@
-"""hetero_linr_predict at the guest: u_g + sum u_h per row (the hosts run hetero_lr_predict's
-host code: they send their partial scores)."""
+"""hetero_linr_predict: the guest outputs u_g + sum u_h per row; the hosts run
+hetero_lr_predict's host code (they send their partial scores). Each party first checks that
+its table has every column its part of the model weighs (fedflow.kit.inputs)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedflow.components.hetero_lr import predict as lr_predict
 from fedflow.components.hetero_lr.predict import linear_scores
+from fedflow.components.hetero_lr.session import INTERCEPT
+from fedflow.kit.inputs import check_predict_columns
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -17,6 +21,7 @@ if TYPE_CHECKING:
 
 def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     table, model = ctx.input("data"), ctx.input("model")
+    check_predict_columns(ctx, ctx.component_type, weighted(model))
     prediction = linear_scores(ctx, table, model)
     ctx.metrics.log("rows", float(table.rows))
     return {
@@ -28,3 +33,13 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
             label_name=table.label_name,
         )
     }
+
+
+def host(ctx: ComponentContext) -> Mapping[str, Table]:
+    check_predict_columns(ctx, ctx.component_type, weighted(ctx.input("model")))
+    return lr_predict.host(ctx)
+
+
+def weighted(model: Table) -> list[str]:
+    """The columns a party's part of a linear model weighs (its rows, the intercept left out)."""
+    return [str(name) for name in model.ids.tolist() if str(name) != INTERCEPT]

@@ -237,7 +237,7 @@ HETERO_POISSON_PREDICT = ComponentDescriptor(
     description="predictions of a hetero_poisson model: the guest gets e exp(u_g + u_h) per row",
     entry={
         "guest": "fedflow.components.hetero_poisson.predict:guest",
-        "host": "fedflow.components.hetero_lr.predict:host",
+        "host": "fedflow.components.hetero_poisson.predict:host",
     },
     roles=("guest", "host"),
     params=HeteroPoissonPredictParams,

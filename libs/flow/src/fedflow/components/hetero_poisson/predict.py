@@ -1,5 +1,6 @@
-"""hetero_poisson_predict at the guest: exposure * exp(u_g + u_h) per row (the host runs
-hetero_lr_predict's host code: it sends its partial scores)."""
+"""hetero_poisson_predict: the guest outputs exposure * exp(u_g + u_h) per row; the hosts run
+hetero_lr_predict's host code (they send their partial scores). Each party first checks that
+its table has every column its part of the model weighs (fedflow.kit.inputs)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedflow.components.hetero_linr.predict import weighted
 from fedflow.components.hetero_lr import math as lrmath
+from fedflow.components.hetero_lr import predict as lr_predict
 from fedflow.components.hetero_lr.predict import weights_for
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.components.hetero_poisson import HeteroPoissonPredictParams
 from fedflow.components.hetero_poisson.train import split_exposure
+from fedflow.kit.inputs import check_predict_columns
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
@@ -22,6 +26,8 @@ if TYPE_CHECKING:
 def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroPoissonPredictParams)
     table, model = ctx.input("data"), ctx.input("model")
+    exposure_column = [params.exposure] if params.exposure else []
+    check_predict_columns(ctx, ctx.component_type, weighted(model), exposure_column)
     x, names, exposure = split_exposure(table, params.exposure)
     z = lrmath.with_intercept(x) @ weights_for(model, [*names, INTERCEPT], ctx.component_type)
     ctx.federation.bind_dims(m=table.rows)
@@ -40,3 +46,8 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
             label_name=table.label_name,
         )
     }
+
+
+def host(ctx: ComponentContext) -> Mapping[str, Table]:
+    check_predict_columns(ctx, ctx.component_type, weighted(ctx.input("model")))
+    return lr_predict.host(ctx)
