@@ -1,5 +1,7 @@
-"""What a model checks of this party's own input tables before it sends anything: enough rows,
-no column without a single value, no feature too large to train on unscaled.
+"""What a model checks of this party's own input tables before it sends anything: enough rows
+(and a validate_data with some), no column without a single value, no feature too large to
+train on unscaled, a feature column at all at a host; and what a predict component checks: every
+column its part of the model weighs is in the table.
 
 Each party checks only its own tables (`data` and, where given, `validate_data`), so the error
 is raised at the party that holds the offending column and names it; nothing about another
@@ -12,6 +14,7 @@ a missing value as 0, so such a column trained silently as zeros).
     check_linear_inputs(ctx, "hetero_linr")                      # hetero_lr's batch rule
     check_linear_inputs(ctx, "hetero_poisson", not_features=["exposure"])
     check_tree_inputs(ctx, "hetero_secureboost", params.min_samples_leaf)  # any scale
+    check_predict_columns(ctx, "hetero_linr_predict", weighted)   # its model's columns
 """
 
 from __future__ import annotations
