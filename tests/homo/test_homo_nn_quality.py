@@ -14,23 +14,35 @@ from fedflow.components.homo_nn import math as nmath
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import run_pipeline
 
-from tests.homo.conftest import EXAMPLE_DATA, load, nn_auc_on, parts, training
+from tests.homo.conftest import EXAMPLE_DATA, nn_auc_on, parts, training
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples/pipelines/homo_nn_credit.yaml"
-CREDIT = ["default_credit_homo_guest", "default_credit_homo_host_1", "default_credit_homo_host_2"]
 
 
 def test_the_credit_network_matches_pooled_training_and_beats_every_party_alone(
     tmp_path: Path,
 ) -> None:
-    # Prepare: the example pipeline; the pooled network and each party's own network from the
-    # plaintext references, with the example's setting
+    # Prepare: the example pipeline and its setting
     spec = yaml.safe_load(EXAMPLE.read_text())
     (nn,) = [c for c in spec["components"] if c["type"] == "homo_nn"]
     params = nn["params"]["common"]
     rounds, hidden = params["rounds"], params["hidden_units"]
-    clients = parts([load(name) for name in CREDIT])
-    test = load("default_credit_homo_test")
+    guest, hosts = spec["parties"]["guest"], spec["parties"]["host"]
+
+    # Execute
+    result = run_pipeline(
+        Pipeline.from_dict(spec), dict.fromkeys([guest, *hosts], EXAMPLE_DATA), tmp_path / "run"
+    )
+
+    # Assert: against the pooled network and each party's own, computed here with the
+    # plaintext references from the rows each party's reader read (the CSVs are parsed once)
+    clients = parts(
+        [
+            result.output(guest, "guest", "reader_0", "data"),
+            *(result.output(host, "host", "reader_0", "data") for host in hosts),
+        ]
+    )
+    test = result.output(guest, "guest", "reader_1", "data")
     x = np.vstack([cx for cx, _ in clients])
     y = np.concatenate([cy for _, cy in clients])
     pooled_network = nmath.reference_pooled(x, y, training(params), rounds, hidden)
@@ -39,15 +51,8 @@ def test_the_credit_network_matches_pooled_training_and_beats_every_party_alone(
         nn_auc_on(nmath.reference_pooled(cx, cy, training(params), rounds, hidden), test, hidden)
         for cx, cy in clients
     ]
-    clients_of = {spec["parties"]["guest"], *spec["parties"]["host"]}
-
-    # Execute
-    result = run_pipeline(
-        Pipeline.from_dict(spec), dict.fromkeys(clients_of, EXAMPLE_DATA), tmp_path / "run"
-    )
-
-    # Assert
     federated = result.metric("eval_0", "auc")
     print(f"homo_nn credit: federated {federated:.5f} pooled {pooled:.5f} own {own}")
+    assert [len(cy) for _, cy in clients] == [8000, 8000, 8000]
     assert abs(federated - pooled) <= 0.005
     assert federated > max(own)
