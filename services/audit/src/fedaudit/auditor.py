@@ -16,7 +16,7 @@ from typing import Any
 from fedflow.components.statistics import PROFILE_REPORT_TAG
 from fedschemas import Envelope, FederationData, Payload, canonical_bytes, topics
 
-from fedaudit.facts import component_of, facts_of, kind_of
+from fedaudit.facts import component_of, facts_of, is_paillier_key, kind_of
 from fedaudit.peers import content_sha256
 from fedaudit.rules import algorithm, ciphertexts, control, data
 from fedaudit.rules.catalogue import Finding
@@ -205,7 +205,7 @@ class Auditor:
         if rule is None:
             return found + problems
         found += data.check_form(obs, rule, cv, policy)
-        if obs.facts.get("kind") == "public_key":
+        if is_paillier_key(obs.facts):
             found += data.check_key(obs, view, cv, policy)
         found += algorithm.check_steps(obs, rule, cv, policy)
         if isinstance(obs.payload, FederationData):

@@ -30,6 +30,17 @@ def kind_of(record: dict[str, Any]) -> str:
 PAILLIER_KEY_FORMAT = "fedcrypto.paillier.public_key.v1"
 
 
+def is_paillier_key(facts: dict[str, Any]) -> bool:
+    """Whether a message's facts are those of a Paillier public key: kind public_key with the
+    Paillier blob format (or none given). Secure aggregation's key agreement keys (homo_lr,
+    homo_nn: their own blob formats) are public_key messages too, but not Paillier keys: the
+    width and readability rules do not apply to them, and data.form checks their format."""
+    return facts.get("kind") == "public_key" and facts.get("blob_format") in (
+        None,
+        PAILLIER_KEY_FORMAT,
+    )
+
+
 def component_of(envelope: Envelope) -> str:
     """The component a message belongs to: task ids read "<job>/<component>/<party>/<role>"."""
     parts = envelope.task_id.split("/")
@@ -58,6 +69,7 @@ def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
             facts["blob_format"] = payload.blob_format
         if payload.kind == "public_key" and payload.blob is not None:
             facts["key_fp"] = hashlib.sha256(payload.blob).hexdigest()
+        if is_paillier_key(facts) and payload.blob is not None:
             try:
                 facts["key_bits"] = key_modulus(payload.blob).bit_length()
             except ValueError:
