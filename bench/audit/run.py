@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -495,6 +496,9 @@ def job(
                 }
             )
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    for _, _, audit_src in settings:
+        if audit_src:
+            shutil.rmtree(audit_src, ignore_errors=True)
     with_audit = [r["seconds"] for r in runs if r["setting"] == "with_audit"]
     baseline = [r for r in runs if r["setting"] == "with_audit_baseline"]
     compared = (
@@ -537,7 +541,6 @@ def job(
 def _baseline_audit_src(ciphertexts: str) -> str:
     """A copy of this tree's fedaudit package with rules/ciphertexts.py replaced by the file
     `ciphertexts`, in a temporary directory to put first on the services' PYTHONPATH."""
-    import shutil
     import tempfile
 
     import fedaudit
