@@ -196,16 +196,20 @@ def test_the_taylor_line_with_one_host_packs_the_classes_residuals_into_shared_p
     assert answers == {n * 4 for n in set(groups)}  # k_h values per packed group
 
 
-@pytest.mark.parametrize(("party", "crash"), [("guest", "sends"), ("host", "checkpoint")])
+@pytest.mark.parametrize(
+    ("party", "crash", "sigmoid"),
+    [("guest", "sends", "auto"), ("guest", "sends", "taylor"), ("host", "checkpoint", "auto")],
+)
 def test_a_party_dying_mid_epoch_resumes_to_the_one_vs_rest_reference(
-    tmp_path: Path, party: str, crash: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, party: str, crash: str, sigmoid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Prepare: one host, the default sigmoid (separable), 3 classes, 2 epochs of 3 batches;
+    # Prepare: one host, the default sigmoid (separable) or the Taylor line (the residuals
+    # packed: packing.py), 3 classes, 2 epochs of 3 batches;
     # the party dies in iteration 4 (mid-epoch 1): the guest right after its 15th send (the
     # residual of iteration 4: its public key, 3 sends per iteration, epoch_end after
     # iteration 2), before that iteration's checkpoint; the host after iteration 4's one
     xg, xh, y = three_classes()
-    params = {**PARAMS, "epochs": 2, "early_stop": False}
+    params = {**PARAMS, "epochs": 2, "early_stop": False, "sigmoid": sigmoid}
     guest, host = _table(xg, "g", 0, y), _table(xh, "h", 0, None)
     with LocalWorld([GUEST, HOST], tmp_path / "w") as world:
         tasks = lr_tasks(world, "job-r", guest, host, params)
@@ -224,7 +228,7 @@ def test_a_party_dying_mid_epoch_resumes_to_the_one_vs_rest_reference(
             world.parties[p].runtime.artifacts.get("job-r", p, role, "lr_0.model").features
             for p, role in ((GUEST, "guest"), (HOST, "host"))
         ]
-    _, wg, wh = reference_ovr(xg, xh, y, {**params, "sigmoid": "separable"})
+    _, wg, wh = reference_ovr(xg, xh, y, params)  # auto, one host: separable
     np.testing.assert_allclose(got[0], wg, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got[1], wh, rtol=0, atol=1e-6)
 
