@@ -310,3 +310,38 @@ def test_predicting_on_a_table_without_a_trained_column_is_refused(
     predicted = whole.outputs[GUEST]["data"].features[:, 0]
     assert whole.errors == {}
     np.testing.assert_allclose(predicted, expected, rtol=1e-12)
+
+
+def test_predicting_without_the_exposure_param_names_it(tmp_path: Path) -> None:
+    # Prepare: a model trained with an exposure (not a weighted column), a table to predict
+    # that holds it, and hetero_poisson_predict without its exposure param
+    guest, host = tables("hetero_poisson")
+    exposure = np.random.default_rng(4).uniform(0.5, 2.0, guest.rows)
+    with_exposure = Table(
+        guest.ids,
+        np.column_stack([guest.features, exposure]),
+        [*guest.feature_names, "years"],
+        guest.labels,
+        "y",
+    )
+    models = (
+        linear_model([*guest.feature_names, INTERCEPT], np.zeros(5)),
+        linear_model(list(host.feature_names), np.zeros(6)),
+    )
+
+    # Execute
+    outcome = run_component(
+        tmp_path,
+        "hetero_poisson_predict",
+        {
+            GUEST: {"model": models[0], "data": with_exposure},
+            HOST: {"model": models[1], "data": host},
+        },
+    )
+
+    # Assert
+    assert str(outcome.errors[GUEST]) == (
+        "hetero_poisson_predict: the model has no weight for 'years': if it is the exposure, "
+        "set exposure: years for hetero_poisson_predict as for hetero_poisson; else predict on "
+        "rows with the training columns"
+    )

@@ -17,7 +17,7 @@ from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.components.hetero_poisson import HeteroPoissonPredictParams
 from fedflow.components.hetero_poisson.train import split_exposure
 from fedflow.kit.inputs import check_predict_columns
-from fedflow.tables import Table
+from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext
@@ -27,8 +27,17 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroPoissonPredictParams)
     table, model = ctx.input("data"), ctx.input("model")
     exposure_column = [params.exposure] if params.exposure else []
-    check_predict_columns(ctx, ctx.component_type, weighted(model), exposure_column)
+    trained = weighted(model)
+    check_predict_columns(ctx, ctx.component_type, trained, exposure_column)
     x, names, exposure = split_exposure(table, params.exposure)
+    unweighted = [name for name in names if name not in trained]
+    if len(unweighted) == 1 and params.exposure is None:
+        # The likely case: trained with an exposure, predicting without the param.
+        raise TableError(
+            f"{ctx.component_type}: the model has no weight for {unweighted[0]!r}: if it is "
+            f"the exposure, set exposure: {unweighted[0]} for {ctx.component_type} as for "
+            "hetero_poisson; else predict on rows with the training columns"
+        )
     z = lrmath.with_intercept(x) @ weights_for(model, [*names, INTERCEPT], ctx.component_type)
     ctx.federation.bind_dims(m=table.rows)
     for party, got in ctx.federation.recv_all(frm="host", tag="host_partial_scores").items():
