@@ -1,7 +1,8 @@
 """The audit on the local two-party stack over RabbitMQ (`fedmq local`, separate processes):
 an honest hetero_lr job breaks no rule at either party although the guest's audit is SIGKILLed
 in the middle of it, and both logs then hold every message that crossed between the parties;
-a message a party's worker should never send stops the job at both parties."""
+so does the hetero_secureboost example (its trees cut to two); a message a party's worker
+should never send stops the job at both parties."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fedaudit import test_hooks
 from fedaudit.verify import Export, parse_export, verify_export, verify_pair
 from fedbus import connect
 from fedschemas import PartyRef
 
 from fedmq import local
-from tests.local_stack import GUEST, HOST, Stack, stack_fixture, upload_breast
+from tests.local_stack import GUEST, HOST, REPO, Stack, stack_fixture, upload_breast
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -230,3 +232,48 @@ def test_a_component_whose_code_is_not_the_approved_one_stops_the_job_at_both_pa
     claims = [e for e in events if e["type"] == "task.status" and "code_sha256" in e["facts"]]
     ran = {e["facts"]["code_sha256"] for e in claims if e["component"] == "statistics_0"}
     assert ran and UNAPPROVED not in ran
+
+
+def secureboost_example(trees: int) -> str:
+    """examples/pipelines/hetero_secureboost.yaml as written (2048-bit keys, predict,
+    evaluation), with `trees` trees."""
+    data = yaml.safe_load((REPO / "examples" / "pipelines" / "hetero_secureboost.yaml").read_text())
+    boost = {c["name"]: c for c in data["components"]}["secureboost_0"]
+    boost["params"]["common"]["num_trees"] = trees
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_the_secureboost_example_breaks_no_rule_and_both_logs_hold_what_crossed(
+    ready: Stack,
+) -> None:
+    # Prepare
+    stack = ready
+    stack.host.grant(
+        "breast_hetero_host",
+        GUEST,
+        ["psi", "hetero_secureboost", "hetero_secureboost_predict", "hetero_lr", "statistics"],
+    )
+
+    # Execute
+    job = stack.guest.submit(secureboost_example(trees=2), job_id="audit-secureboost")
+    ended = stack.guest.wait(job.job_id, timeout=300)
+
+    # Assert: the job succeeded, neither party's audit found anything above info, and the
+    # guest's worker reported its histogram decryptions to its audit
+    assert ended.state == "success", ended.reason
+    for party in (GUEST, HOST):
+        assert audit_api(stack, party, "/alerts", job_id=job.job_id)["data"] == []
+    events = audit_api(stack, GUEST, f"/jobs/{job.job_id}/events", limit=10_000)["data"]
+    checks = [e for e in events if e["type"] == "report.decrypt_check"]
+    assert checks and all(e["facts"]["out_of_bound"] == 0 for e in checks)
+    # ...and every message that left one party is in the other's log as received
+    wait_for(
+        lambda: (
+            crossed(stack, GUEST, job.job_id, "out") == crossed(stack, HOST, job.job_id, "in")
+            or None
+        ),
+        timeout=30,
+    )
+    assert crossed(stack, HOST, job.job_id, "out") == crossed(stack, GUEST, job.job_id, "in")
+    assert crossed(stack, GUEST, job.job_id, "out", "histograms") == set()
+    assert crossed(stack, HOST, job.job_id, "out", "histograms")
