@@ -5,14 +5,16 @@
 
 `check_ciphertexts` of fedaudit.rules.ciphertexts as it is at git revision REV (default
 724f544: every ciphertext converted to gmpy2, hashed by hashlib one call per row, a gmpy2
-product per key) and as it is in this checkout, twice: with the C extension's scan_rows and
-product_gcd (fedcrypto.audit_scan) and with them switched off (its gmpy2/hashlib fallback).
-Each round runs the three alternately on the same `messages` payloads of `rows` uniform
-residues mod n^2 (2048-bit keys; what fresh encryptions look like), each on a fresh job view,
-then (not timed) a message with one ciphertext of each bad kind, and checks that every message
-got the same findings from all three. Reported: CPU seconds per
-round (process time, so the machine's other load moves it less than wall time), ciphertexts/s
-and the median ratio against the baseline. Not a test: results go to docs/benchmarks.md by hand.
+product per key) and as it is in this checkout, three ways: with the C extension's scan_rows
+and product_gcd (fedcrypto.audit_scan; AVX-512 lanes where the CPU has IFMA), with the
+extension kept to one row at a time (what CPUs without IFMA run), and with the extension
+switched off (its gmpy2/hashlib fallback). Each round runs the four alternately on the same
+`messages` payloads of `rows` uniform residues mod n^2 (2048-bit keys; what fresh encryptions
+look like), each on a fresh job view, then (not timed) a message with one ciphertext of each
+bad kind, and checks that every message got the same findings from all four. Reported: CPU
+seconds per round (process time, so the machine's other load moves it less than wall time),
+ciphertexts/s and the median ratio against the baseline. Not a test: results go to
+docs/benchmarks.md by hand.
 """
 
 from __future__ import annotations
@@ -133,9 +135,17 @@ def main() -> int:
         finally:
             audit_scan._native_scan, audit_scan._native_product_gcd = native
 
+    def scalar(*a: Any) -> Any:
+        simd, audit_scan.native_simd = audit_scan.native_simd, False
+        try:
+            return ciphertexts.check_ciphertexts(*a)
+        finally:
+            audit_scan.native_simd = simd
+
     variants = {
         f"baseline {args.baseline}": baseline.check_ciphertexts,
         "new, C extension": ciphertexts.check_ciphertexts,
+        "new, C extension without SIMD": scalar,
         "new, gmpy2 fallback": fallback,
     }
     if not audit_scan.native_scan_available():
