@@ -84,13 +84,28 @@ def scan_rows(
     )
     if top is None:
         return RowScan(digests_b, 0, 0)
-    values = to_mpz(data)
-    bound_z = mpz(top)
-    return RowScan(
-        digests_b,
-        sum(1 for c in values if c == 1),
-        sum(1 for c in values if not 0 < c < bound_z),
-    )
+    trivial, outside = _limb_counts(data, mpz(top))
+    return RowScan(digests_b, trivial, outside)
+
+
+def _limb_counts(data: LimbArray, top: mpz) -> tuple[int, int]:
+    """(rows equal to 1, rows outside (0, top)) by comparing limbs with numpy: a row is >= top
+    when it equals top's limbs or differs first (from the most significant limb) by a larger
+    limb. No integer per row."""
+    count, limbs = data.shape
+    if limbs == 0:
+        return 0, count
+    nonzero = data.any(axis=1)
+    trivial = int(np.count_nonzero((data[:, 0] == 1) & ~data[:, 1:].any(axis=1)))
+    if int(top).bit_length() > 64 * limbs:  # every row is below top
+        return trivial, int(count - np.count_nonzero(nonzero))
+    bound = np.frombuffer(int(top).to_bytes(8 * limbs, "little"), dtype=LIMB_DTYPE)
+    high_first, bound_high_first = data[:, ::-1], bound[::-1]
+    differs = high_first != bound_high_first
+    first = differs.argmax(axis=1)
+    rows = np.arange(count)
+    above = ~differs.any(axis=1) | (high_first[rows, first] > bound_high_first[first])
+    return trivial, int(np.count_nonzero(~nonzero | above))
 
 
 def shares_factor(
