@@ -27,6 +27,7 @@ import pytest
 import yaml
 from fedaudit.auditor import Auditor, make_record
 from fedaudit.facts import PAILLIER_KEY_FORMAT
+from fedaudit.report import job_report
 from fedaudit.rules.state import AuditPolicy, Observation
 from fedaudit.standalone import AuditedRun
 from fedflow.components import CATALOGUE
@@ -133,9 +134,27 @@ def above_info(audited: AuditedRun, job_id: str) -> dict[str, list[str]]:
     }
 
 
+def post_hoc_above_info(audited: AuditedRun, job_id: str) -> dict[str, list[str]]:
+    """Party -> what the post-hoc audit (the rules replayed over its recorded log) finds above
+    info."""
+    found: dict[str, list[str]] = {}
+    for party_id, party in audited.audits.items():
+        audit = party.audit
+        with audit.engine.connect() as conn:
+            report = job_report(conn, audit.ctx.auditor.policy, job_id, audit.public_key_hex)
+        found[party_id] = [
+            f"{f['rule']} ({f['severity']}) by {f['party_id']}: {f['detail']}"
+            for f in report["findings_post_hoc"]
+            if f["severity"] != "info"
+        ]
+    return found
+
+
 def assert_clean(result: StandaloneResult, audited: AuditedRun) -> None:
     assert all(task.state == "success" for task in result.tasks)
-    assert above_info(audited, result.job_id) == {party: [] for party in audited.audits}
+    nothing = {party: [] for party in audited.audits}
+    assert above_info(audited, result.job_id) == nothing
+    assert post_hoc_above_info(audited, result.job_id) == nothing
     for party in audited.audits.values():
         assert party.chain_problems() == [], party.party_id
         # the audit saw the job's federation traffic, not an empty log
