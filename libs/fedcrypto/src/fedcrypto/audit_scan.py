@@ -3,8 +3,9 @@
 Rows are the limb layout of `fedcrypto.paillier.limbs` (a (count, limbs) ``<u8`` array). Two
 questions are answered for a whole batch at once:
 
-- `scan_rows`: each row's 16-byte digest (BLAKE2b-128 of the row's bytes, for repeat detection),
-  how many rows equal 1, and how many lie outside (0, top);
+- `scan_rows`: each row's 16-byte digest (BLAKE2b-128 of the row's bytes, for repeat
+  detection: equal rows always have equal digests, so a collision could only ever cause a false
+  "repeated", never hide a repeat), how many rows equal 1, and how many lie outside (0, top);
 - `shares_factor`: whether any row shares a factor with any of the moduli, from one gcd per
   modulus: gcd(prod rows mod n, n) != 1 exactly when some row's gcd with n is not 1 (coprimality
   is multiplicative). Which rows are the culprits is the caller's (rare) second pass.
@@ -12,10 +13,10 @@ questions are answered for a whole batch at once:
 The C extension (fedcrypto._native's scan_rows and product_gcd) does both with no Python object
 per row: limb comparisons, its own BLAKE2b and a Montgomery product modulo n; where the CPU has
 AVX-512 IFMA, eight rows at a time in vector lanes (both the hashes and the product), else one
-row at a time (GMP's mpn functions for the product). Where the
-extension is missing (or an older build lacks these functions) gmpy2 and hashlib give the same
-answers, digests included, bit for bit; `use_native=False` forces that path (for tests and
-benchmarks). Pure functions: arrays and integers in, answers out.
+row at a time (GMP's mpn functions for the product). Where the extension is missing (or an
+older build lacks these functions), hashlib, numpy and gmpy2 give the same answers, digests
+included, bit for bit; `use_native=False` forces that path (for tests and benchmarks). Pure
+functions: arrays and integers in, answers out.
 """
 
 from __future__ import annotations
