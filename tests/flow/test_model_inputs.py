@@ -345,3 +345,19 @@ def test_predicting_without_the_exposure_param_names_it(tmp_path: Path) -> None:
         "set exposure: years for hetero_poisson_predict as for hetero_poisson; else predict on "
         "rows with the training columns"
     )
+
+
+def test_a_mostly_missing_feature_is_reported_by_its_party(tmp_path: Path) -> None:
+    # Prepare: 60% of the host's s2 missing (hetero_linr counts them as 0), the rest whole
+    guest, host = tables("hetero_linr")
+    s2 = np.array(host.features[:, 1])
+    s2[np.random.default_rng(5).random(host.rows) < 0.6] = np.nan
+    host = with_column(host, "s2", s2)
+
+    # Execute
+    outcome = run(tmp_path, "hetero_linr", guest, host)
+
+    # Assert: trained, and each party's metric counts its own such columns
+    assert outcome.errors == {}
+    assert outcome.metrics[HOST]["mostly_missing_features"] == 1.0
+    assert outcome.metrics[GUEST]["mostly_missing_features"] == 0.0

@@ -1,7 +1,8 @@
 """What a model checks of this party's own input tables before it sends anything: enough rows
 (and a validate_data with some), no column without a single value, no feature too large to
-train on unscaled, a feature column at all at a host; and what a predict component checks: every
-column its part of the model weighs is in the table.
+train on unscaled, a feature column at all at a host (and, for the linear models, a warning
+naming columns mostly missing); and what a predict component checks: every column its part of
+the model weighs is in the table.
 
 Each party checks only its own tables (`data` and, where given, `validate_data`), so the error
 is raised at the party that holds the offending column and names it; nothing about another
@@ -23,12 +24,19 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
+import structlog
 
 from fedflow.components.hetero_lr.math import min_batch_size
 from fedflow.tables import Table
 
 if TYPE_CHECKING:
     from fedflow.context import ComponentContext
+
+log = structlog.get_logger("fedflow.kit.inputs")
+
+MOSTLY_MISSING: Final = 0.5
+"""A feature column with at least this share of missing values is reported: the linear models
+count a missing value as 0, so such a column trains mostly on zeros."""
 
 MAX_FEATURE_MAGNITUDE: Final = 1e12
 """The largest |value| a linear model under Paillier takes in a feature column. One SGD step
@@ -70,6 +78,7 @@ def check_linear_inputs(
     check_model_inputs(
         ctx, component, min_rows=minimum, rows_reason=reason, not_features=not_features
     )
+    warn_mostly_missing(ctx, component, table, not_features)
 
 
 def check_tree_inputs(ctx: ComponentContext, component: str, min_samples_leaf: int) -> None:
@@ -201,4 +210,30 @@ def check_predict_columns(
             f"of the model it applies (trained on {', '.join(list(weighted)[:20])}): predict "
             "on rows with the training columns (the same feature_scale, onehot or "
             "hetero_feature_selection models applied)"
+        )
+
+
+def warn_mostly_missing(
+    ctx: ComponentContext, component: str, table: Table, not_features: Collection[str] = ()
+) -> None:
+    """The metric `mostly_missing_features` and, where there are some, the warning
+    `features_mostly_missing` naming this party's feature columns with at least MOSTLY_MISSING
+    of their values missing (a linear model counts them as 0)."""
+    if table.rows == 0:
+        return
+    share = np.isnan(np.asarray(table.features, dtype=np.float64)).mean(axis=0)
+    names = list(table.feature_names)
+    mostly = [i for i in range(len(names)) if share[i] >= MOSTLY_MISSING]
+    mostly = [i for i in mostly if names[i] not in set(not_features)]
+    ctx.metrics.log("mostly_missing_features", float(len(mostly)))
+    if mostly:
+        log.warning(
+            "features_mostly_missing",
+            job_id=ctx.job_id,
+            component=ctx.component,
+            columns={names[i]: round(float(share[i]), 3) for i in mostly[:_SHOWN]},
+            count=len(mostly),
+            effect=f"{component} counts a missing value as 0",
+            advice=f"fill them with an imputation component before {component}, or drop "
+            "them with hetero_feature_selection (max_missing_rate)",
         )
