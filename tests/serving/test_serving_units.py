@@ -394,3 +394,57 @@ def test_a_homo_lr_model_is_served_guest_only_equal_to_its_offline_prediction(
     )
     assert max(abs(r["score"] - s) for r, s in zip(got, offline.tolist(), strict=True)) <= 1e-12
     assert published["hosts"] == {} and published["state"] == "ready"
+
+
+def test_a_homo_nn_model_is_served_guest_only_equal_to_its_offline_prediction(
+    tmp_path: Path, client: redis.Redis[bytes]
+) -> None:
+    # Prepare: a homo_nn job's model at the guest (the built-in network, 3 hidden units), as
+    # homo_nn writes it; its parameters drawn at random
+    from fedflow.components.homo_nn import math as nmath
+    from fedflow.components.homo_nn import predict as nn_predict
+
+    wire = Wire()
+    guest = party(wire, GUEST, tmp_path, client)
+    names, hidden = ["x0", "x1"], 3
+    weights = np.random.default_rng(7).normal(size=hidden * (len(names) + 2) + 1)
+    table = Table(
+        ids=np.array(nmath.parameter_names(names, hidden), dtype=np.str_),
+        features=weights.reshape(-1, 1),
+        feature_names=["weight"],
+        labels=None,
+    )
+    guest.artifacts.put("nn-job", "homo_nn_0", GUEST, "guest", "model", table, 0)
+    status, error = refused(
+        guest, "model_publish", job_id="nn-job", name="nn", component="homo_nn_0"
+    )
+    assert status == 422 and "guest_only" in error  # no host holds a part of it
+    published = ok(
+        guest, "model_publish", job_id="nn-job", name="nn", component="homo_nn_0", guest_only=True
+    )
+    ok(guest, "service_bind", service_id="n", name="nn", version=1)
+    features = [[1.5, -2.0], [np.nan, 0.25], [0.0, 3.0]]
+    asked = [{"x0": 1.5, "x1": -2.0}, {"x0": None, "x1": 0.25}, {"x0": 0.0, "x1": 3.0}]
+
+    # Execute
+    got = ok(
+        guest,
+        "predict",
+        service_id="n",
+        rows=[{"id": str(i), "features": row} for i, row in enumerate(asked)],
+    )["results"]
+
+    # Assert: homo_nn_predict's scores of the same rows; no host asked; bad features 422
+    offline = nn_predict.scores(
+        table,
+        Table(
+            ids=np.array(["0", "1", "2"]),
+            features=np.array(features),
+            feature_names=names,
+            labels=None,
+        ),
+    )
+    assert max(abs(r["score"] - s) for r, s in zip(got, offline.tolist(), strict=True)) <= 1e-12
+    assert published["algorithm"] == "homo_nn" and published["hosts"] == {}
+    status, _ = refused(guest, "predict", service_id="n", rows=[{"id": "a", "features": {}}])
+    assert status == 422

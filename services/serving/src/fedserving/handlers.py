@@ -38,7 +38,7 @@ from fedflow.tables import Table, TableError, TableStore
 from fedschemas import topics
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
-from fedserving import scoring, secureboost
+from fedserving import homo_nn, scoring, secureboost
 from fedserving.coalesce import HostCalls
 from fedserving.exports import ExportRefused, export_model, import_model
 from fedserving.features import (
@@ -125,6 +125,16 @@ def model_part(
             raise Refused(422, f"{component}.model: {exc}") from None
         return secureboost.ALGORITHM, names, np.zeros(0), found.to_bytes()
     names, weights = model_weights(found, component)
+    if homo_nn.is_torch(names):
+        raise Refused(
+            422,
+            f"{component}.model is a PyTorch homo_nn model: not served (it would run its module)",
+        )
+    features = homo_nn.layout(names)
+    if features is not None:  # the built-in homo_nn network: the whole model, at one party
+        if role != "guest":
+            raise Refused(422, f"{component}.model is a homo_nn model: it has no host part")
+        return homo_nn.ALGORITHM, (*features, INTERCEPT), weights, None
     if (role == "guest") != (INTERCEPT in names):
         raise Refused(422, f"{component}.model is not the {role}'s part of a hetero_lr model")
     return ALGORITHM, names, weights, None
@@ -303,6 +313,8 @@ class Serving:
         algorithm, names, weights, artifact = model_part(found, component, "guest")
         if artifact is not None and guest_only:
             raise Refused(422, "a hetero_secureboost model needs its hosts' splits: no guest_only")
+        if algorithm == homo_nn.ALGORITHM and not guest_only:
+            raise Refused(422, "a homo_nn model is served at one party: publish it guest_only")
         hosts: list[str] = []
         if not guest_only:
             parties = self.job_parties(job_id)
@@ -849,6 +861,12 @@ class Serving:
             raise Refused(exc.status, exc.message) from None
         if model.artifact is not None:  # a tree model's scorer gives scores
             return self._boost(binding, model, ids, rows, timeout)
+        if model.algorithm == homo_nn.ALGORITHM:  # the whole network is here: no host
+            try:
+                x = scoring.guest_matrix(rows, model.feature_names)
+            except scoring.FeatureError as exc:
+                raise Refused(422, str(exc)) from None
+            return homo_nn.scores(x, model.weights), False
         z, fallback = self._linear(binding, model, ids, rows, timeout)
         return scoring.scores(z), fallback
 
