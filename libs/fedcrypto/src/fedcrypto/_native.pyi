@@ -1,7 +1,8 @@
 """Type stub of the optional C extension fedcrypto._native (source: libs/fedcrypto/native).
 
 Buffers are C-contiguous: residue rows are uint64 limbs (count, limbs), exponents uint8 bytes
-(rows, exp_bytes), moduli little-endian bytes. Every function fills `out` and releases the GIL.
+(rows, exp_bytes), moduli little-endian bytes. Every function fills `out` (scan_rows: `digests`;
+product_gcd returns its answer) and releases the GIL.
 """
 
 from typing import Any
