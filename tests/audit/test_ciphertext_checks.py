@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 from fedaudit.rules.ciphertexts import check_ciphertexts
 from fedaudit.rules.state import AuditPolicy, ComponentView, JobView, Observation
-from fedcrypto import audit_scan, generate_keypair
+from fedcrypto import audit_scan
 from fedcrypto.paillier.limbs import from_mpz, limbs_for, native_simd
 from gmpy2 import gcd, mpz
 
+from tests.fedcrypto.paillier_keys import OTHER_PK, PK, SK  # generated once per test run
+
 GUEST, HOST = "9999", "10000"
-PK, SK = generate_keypair(1024, insecure_allow_short=True)
-OTHER_PK = generate_keypair(1024, insecure_allow_short=True)[0]
 
 ENGINES = [
     "fallback",
