@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import ssl
@@ -306,6 +307,7 @@ def _payload(kind: str, nbytes: int) -> FederationData:
 
 
 READY, DELIVERED = "wan-bench-ready", "wan-bench-delivered"
+DELIVERED_PATTERN = re.compile(rf"{DELIVERED} (\d+)")
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -430,16 +432,18 @@ def link_transfer(
             )
             assert child.stdout is not None
             lines = child.stdout
-            for line in lines:  # the gateway logs to stdout too
-                if line.strip() == READY:
+            # The gateway logs to stdout too, from other threads, and a log line's newline can
+            # come after one of these markers: look for them anywhere in a line.
+            for line in lines:
+                if READY in line:
                     break
             else:
                 raise RuntimeError("the receiving gateway's process did not start")
 
             def read_deliveries() -> None:
                 for line in lines:
-                    if line.startswith(DELIVERED):
-                        delivered_one(int(line.split()[1]))
+                    for found in DELIVERED_PATTERN.finditer(line):
+                        delivered_one(int(found.group(1)))
 
             threading.Thread(target=read_deliveries, daemon=True).start()
         sender.start()
