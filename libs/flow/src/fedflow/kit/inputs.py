@@ -47,6 +47,10 @@ fixed-point encodings overflow first and the job died with an error about Pailli
 bound keeps a wide margin below that, and a column beyond it has to be scaled whatever the
 learning rate (a rate small enough for it leaves every unit-scale column untrained)."""
 
+EARLY_STOPPING: Final = ("patience", "early_stopping_rounds")
+"""The models' early-stopping params (the linear models', hetero_secureboost's): each watches
+a validation loss, so it needs a validate_data input."""
+
 _SHOWN: Final = 10
 """Columns named in one error at most."""
 
@@ -104,7 +108,8 @@ def check_model_inputs(
 ) -> None:
     """Checks this party's `data` input (and `validate_data`, where given): a feature column
     at least (at a host), at least `min_rows` training rows (`rows_reason` says why that
-    many), at least one validation row, every feature column with at least one value, and,
+    many), at least one validation row (and a validate_data at all where an early-stopping
+    param is set), every feature column with at least one value, and,
     unless `max_magnitude` is None, every feature within +-`max_magnitude` (`not_features`:
     columns that are not judged, e.g. an exposure)."""
     where = f"at party {ctx.party_id} ({ctx.role})"
@@ -119,6 +124,14 @@ def check_model_inputs(
     check_rows(component, table, min_rows, rows_reason, f"data {where}")
     check_columns(component, table, f"data {where}", max_magnitude, not_features)
     if "validate_data" not in ctx.inputs:
+        # Refused here, before the row-alignment round trip (fedflow.kit.alignment) waits for
+        # the other parties: it needs nobody's answer.
+        for name in EARLY_STOPPING:
+            if ctx.params.get(name):
+                raise InputRefused(
+                    f"{component}: {name} {ctx.params[name]} needs a validate_data input "
+                    "(early stopping watches the validation loss)"
+                )
         return
     validation = ctx.input("validate_data")
     if validation.rows == 0:

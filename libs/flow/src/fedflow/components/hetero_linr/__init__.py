@@ -37,18 +37,21 @@ plaintext reference the tests compare with).
 
 from __future__ import annotations
 
+from fedflow.alignment_protocol import with_alignment
 from fedflow.components.base import ComponentDescriptor, InputSpec, LabelRule
 from fedflow.components.hetero_lr.params import HeteroLinrParams, HeteroLrPredictParams
 from fedflow.components.hetero_lr.protocol import predict_protocol, training_protocol
 
-HETERO_LINR_PROTOCOL = training_protocol(
-    "hetero_linr",
-    "vertical linear regression (squared loss), two Paillier keys, integer masks, no arbiter",
-    residual="[[u_g - y]], guest key",
-    peer_scores="several hosts: [[u_h]] under the guest key, to the other hosts",
-    host_cross="several hosts: [[sum over other hosts h' of u_h . u_h']], guest key",
-    reveal_mode=False,
-    validation=True,
+HETERO_LINR_PROTOCOL = with_alignment(
+    training_protocol(
+        "hetero_linr",
+        "vertical linear regression (squared loss), two Paillier keys, integer masks, no arbiter",
+        residual="[[u_g - y]], guest key",
+        peer_scores="several hosts: [[u_h]] under the guest key, to the other hosts",
+        host_cross="several hosts: [[sum over other hosts h' of u_h . u_h']], guest key",
+        reveal_mode=False,
+        validation=True,
+    )
 )
 
 HETERO_LINR_PREDICT_PROTOCOL = predict_protocol("hetero_linr_predict", "u_g + sum u_h")

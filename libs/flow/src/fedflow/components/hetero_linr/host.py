@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fedflow.components.hetero_lr import host
 from fedflow.components.hetero_lr.math import SQUARED
+from fedflow.kit.alignment import check_alignment
 from fedflow.kit.inputs import check_linear_inputs
 from fedflow.tables import Table
 
@@ -16,4 +17,5 @@ if TYPE_CHECKING:
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
     check_linear_inputs(ctx, SQUARED.name)
+    check_alignment(ctx)
     return host.train_with(ctx, SQUARED)

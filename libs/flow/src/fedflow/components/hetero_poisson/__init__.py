@@ -46,6 +46,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from fedflow.alignment_protocol import with_alignment
 from fedflow.components.base import ComponentDescriptor, ComponentParams, InputSpec, LabelRule
 from fedflow.components.hetero_lr.params import HeteroLrParams
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS, predict_protocol
@@ -75,7 +76,7 @@ class HeteroPoissonPredictParams(ComponentParams):
     """The guest's exposure column of the table to predict (as in training)."""
 
 
-HETERO_POISSON_PROTOCOL = Protocol(
+_TRAINING_EXCHANGE = Protocol(
     component_type="hetero_poisson",
     description="vertical Poisson regression (log link), a Paillier key per party, integer "
     "masks, one or more hosts (their rates multiplied along a chain), no arbiter",
@@ -204,6 +205,8 @@ HETERO_POISSON_PROTOCOL = Protocol(
         ),
     ),
 )
+HETERO_POISSON_PROTOCOL = with_alignment(_TRAINING_EXCHANGE)
+"""hetero_poisson's messages: the row-alignment check (fedflow.kit.alignment), then the above."""
 
 HETERO_POISSON = ComponentDescriptor(
     name="hetero_poisson",

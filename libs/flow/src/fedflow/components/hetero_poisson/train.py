@@ -19,6 +19,7 @@ from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, Training
 from fedflow.components.hetero_poisson import HeteroPoissonParams
 from fedflow.components.hetero_poisson import math as pmath
+from fedflow.kit.alignment import check_alignment
 from fedflow.kit.he import HeParty, open_secrets
 from fedflow.kit.inputs import check_linear_inputs
 from fedflow.kit.loop import LossWatch, iterations, timed
@@ -167,6 +168,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     labels = _labels(table)
     chain = _chain(ctx)
     check_linear_inputs(ctx, NAME, not_features=[params.exposure] if params.exposure else [])
+    check_alignment(ctx)
     own, names, exposure = split_exposure(table, params.exposure)
     session.warn_unscaled(ctx, own, names, NAME)
     x = lrmath.with_intercept(own)
@@ -361,6 +363,7 @@ def host(ctx: ComponentContext) -> Mapping[str, Table]:
     guest_id = ctx.parties["guest"][0]
     chain = _chain(ctx)
     check_linear_inputs(ctx, NAME)
+    check_alignment(ctx)
     x = session.features(table)
     session.warn_unscaled(ctx, x, list(table.feature_names), NAME)
     # Every host exchanges keys with the guest and with the other hosts: the key host's public

@@ -20,6 +20,7 @@ from fedflow.components.hetero_secureboost import math as sbmath
 from fedflow.components.hetero_secureboost.params import HeteroSecureBoostParams
 from fedflow.components.hetero_secureboost.protocol import MAX_HOSTS
 from fedflow.kit import payloads
+from fedflow.kit.alignment import check_alignment
 from fedflow.kit.he import HeParty, open_secrets
 from fedflow.kit.inputs import check_tree_inputs
 from fedflow.kit.loop import timed
@@ -127,6 +128,7 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
     y = np.asarray(table.labels, dtype=np.float64)
     sbmath.check_labels(y, params)
     check_tree_inputs(ctx, "hetero_secureboost", params.min_samples_leaf)
+    check_alignment(ctx)
     hosts = list(ctx.parties.get("host", []))
     if not 1 <= len(hosts) <= MAX_HOSTS:
         raise ValueError(f"hetero_secureboost: needs 1 to {MAX_HOSTS} hosts ({len(hosts)} given)")

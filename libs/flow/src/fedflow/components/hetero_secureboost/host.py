@@ -22,6 +22,7 @@ from fedflow.artifacts import ModelArtifact
 from fedflow.components.hetero_secureboost import cipher
 from fedflow.components.hetero_secureboost import math as sbmath
 from fedflow.components.hetero_secureboost.params import SECURE_KEY_BITS, HeteroSecureBoostParams
+from fedflow.kit.alignment import check_alignment
 from fedflow.kit.inputs import check_tree_inputs
 from fedflow.kit.resume import Resumable
 from fedflow.kit.threads import crypto_threads
@@ -37,6 +38,7 @@ def train(ctx: ComponentContext) -> Mapping[str, ModelArtifact]:
     params = ctx.params_as(HeteroSecureBoostParams)
     table = ctx.input("data")
     check_tree_inputs(ctx, "hetero_secureboost", params.min_samples_leaf)
+    check_alignment(ctx)
     guest = ctx.parties["guest"][0]
     x = np.asarray(table.features, dtype=np.float64)
     cuts = sbmath.fit_cuts(x, params.max_bin)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from fedflow.alignment_protocol import with_alignment
 from fedflow.kit import HE_DIMS, ciphertext_rule, public_key_rules
 from fedflow.protocol import NONE, MessageRule, Protocol, array_rule, control_rule
 
@@ -18,7 +19,7 @@ SECUREBOOST_DIMS: Final = {
     "n": "rows of the training table (every party has the same rows in the same order)",
 }
 
-HETERO_SECUREBOOST_PROTOCOL = Protocol(
+_TRAINING_EXCHANGE = Protocol(
     component_type="hetero_secureboost",
     description=(
         "vertical gradient-boosted trees (SecureBoost): the guest's Paillier key, (g, h) packed "
@@ -131,6 +132,9 @@ HETERO_SECUREBOOST_PROTOCOL = Protocol(
         ),
     ),
 )
+HETERO_SECUREBOOST_PROTOCOL = with_alignment(_TRAINING_EXCHANGE)
+"""hetero_secureboost's messages: the row-alignment check (fedflow.kit.alignment), then the
+above."""
 
 HETERO_SECUREBOOST_PREDICT_PROTOCOL = Protocol(
     component_type="hetero_secureboost_predict",
