@@ -44,7 +44,7 @@ predict.py hetero_secureboost_predict.
 
 from __future__ import annotations
 
-from fedflow.components.base import ComponentDescriptor, InputSpec
+from fedflow.components.base import ComponentDescriptor, InputSpec, LabelRule
 from fedflow.components.hetero_secureboost.params import (
     HeteroSecureBoostParams,
     HeteroSecureBoostPredictParams,
@@ -78,6 +78,13 @@ HETERO_SECUREBOOST = ComponentDescriptor(
     ),
     outputs=("model",),
     protocol=HETERO_SECUREBOOST_PROTOCOL,
+    # Declared, so a pipeline's reader refuses labels that do not fit before psi runs (3
+    # classes with binary:logistic failed after psi with "needs labels 0 or 1").
+    labels={"guest": LabelRule("binary", (0.0, 1.0))},
+    labels_by_param=(
+        ("objective", "multi:softmax", {"guest": LabelRule("classes")}),
+        ("objective", "reg:squarederror", {"guest": LabelRule("numeric")}),
+    ),
 )
 
 HETERO_SECUREBOOST_PREDICT = ComponentDescriptor(
