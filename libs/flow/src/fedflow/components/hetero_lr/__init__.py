@@ -64,8 +64,9 @@ Layout (docs/components.md, the worked example): this `__init__` declares the tw
 types (light: no numpy or fedcrypto); params.py, protocol.py the declarations; math.py the
 arithmetic (numpy only; the plaintext reference the tests compare with); guest.py, host.py the
 orchestration of training over fedflow.kit; session.py what both roles share (keys, state,
-the class lanes' progress); lanes.py the lane layout of the multi-class messages; predict.py
-hetero_lr_predict.
+the class lanes' progress); lanes.py the lane layout of the multi-class messages; packing.py
+several classes' residuals in one plaintext (multi_class, sigmoid taylor, one host);
+predict.py hetero_lr_predict.
 """
 
 from __future__ import annotations
