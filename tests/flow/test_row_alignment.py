@@ -25,12 +25,13 @@ ADVICE = "put psi before c_0 ({model}), or a data_split of psi's output"
 
 
 def refused(
-    tmp_path: Path, model: str, inputs: dict[str, dict[str, Table]]
+    tmp_path: Path, model: str, inputs: dict[str, dict[str, Any]], params: Any = None
 ) -> tuple[dict[str, str], list[Crossing]]:
     """Each party's error when `model` runs on `inputs` (party -> slot -> table; the first
     party the guest), every party left to fail on its own: no party is canceled when another
     fails (as run_component does), so each one's own message is what is checked."""
-    params = BOOST_PARAMS if model == "hetero_secureboost" else {**LINR_PARAMS, "epochs": 1}
+    if params is None:
+        params = BOOST_PARAMS if model == "hetero_secureboost" else {**LINR_PARAMS, "epochs": 1}
     layout = {"guest": [GUEST], "host": [p for p in inputs if p != GUEST]}
     with LocalWorld(list(inputs), tmp_path / "w") as world:
         runs = []
@@ -151,12 +152,15 @@ def test_an_aligned_host_fails_too_when_another_host_is_not(tmp_path: Path) -> N
     assert "party 10000" not in errors[GUEST]
 
 
-def test_aligned_tables_pass_the_check_with_one_round_trip_and_train(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_aligned_tables_train_after_one_round_trip_and_a_misaligned_predict_is_refused(
+    tmp_path: Path, model: str
+) -> None:
     # Prepare: the same ids in the same order at both parties
-    guest, host = tables("hetero_linr")
+    guest, host = tables(model)
 
     # Execute
-    outcome = run(tmp_path, "hetero_linr", guest, host)
+    outcome = run(tmp_path, model, guest, host)
 
     # Assert: it trained; the three alignment messages crossed once each, before any key
     assert outcome.errors == {}
@@ -165,6 +169,21 @@ def test_aligned_tables_pass_the_check_with_one_round_trip_and_train(tmp_path: P
     assert tags[:3] == ALIGNMENT_TAGS
     assert all(tags.count(tag) == 1 for tag in ALIGNMENT_TAGS)
     assert sum(c.bytes for c in outcome.crossings[:3]) < 4096
+
+    # Execute: predict with that model on the host's rows in another order
+    models = {party: outcome.outputs[party]["model"] for party in (GUEST, HOST)}
+    inputs = {
+        GUEST: {"data": guest, "model": models[GUEST]},
+        HOST: {"data": shuffled(host), "model": models[HOST]},
+    }
+    errors, crossings = refused(tmp_path / "predict", f"{model}_predict", inputs, {})
+
+    # Assert: the prediction is refused too, before any partial score crossed
+    assert errors[HOST].startswith(
+        f"{model}_predict: the rows of data at party {HOST} (host) are not aligned with "
+        f"the guest's: {SAME_COUNT}: put psi before c_0 ({model}_predict)"
+    )
+    assert [c.tag for c in crossings] == ALIGNMENT_TAGS
 
 
 def test_the_digest_tells_apart_every_change_of_ids_or_order() -> None:

@@ -5,7 +5,7 @@ Every vertical model assumes row i is the same id at every party; only psi (or a
 psi's output) makes it so. Without psi upstream a model trained on misaligned rows without a
 word (diabetes with the host's rows shuffled: hetero_linr "succeeded" with r2 0.41). So each
 vertical model runs, after its own input checks (fedflow.kit.inputs) and before its key
-exchange, one round trip:
+exchange (a predict component: before the hosts' scores), one round trip:
 
   1. guest -> host  alignment_salt    a fresh random 32-byte salt (sealed in the task's
                                       checkpoint, so a resumed guest sends the same one) and

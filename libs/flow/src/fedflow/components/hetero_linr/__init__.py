@@ -54,7 +54,9 @@ HETERO_LINR_PROTOCOL = with_alignment(
     )
 )
 
-HETERO_LINR_PREDICT_PROTOCOL = predict_protocol("hetero_linr_predict", "u_g + sum u_h")
+HETERO_LINR_PREDICT_PROTOCOL = with_alignment(
+    predict_protocol("hetero_linr_predict", "u_g + sum u_h")
+)
 
 HETERO_LINR = ComponentDescriptor(
     name="hetero_linr",

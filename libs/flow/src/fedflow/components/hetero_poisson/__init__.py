@@ -249,5 +249,7 @@ HETERO_POISSON_PREDICT = ComponentDescriptor(
         InputSpec("data", description="rows aligned across parties"),
     ),
     outputs=("data",),
-    protocol=predict_protocol("hetero_poisson_predict", "exposure * exp(u_g + sum u_h)"),
+    protocol=with_alignment(
+        predict_protocol("hetero_poisson_predict", "exposure * exp(u_g + sum u_h)")
+    ),
 )

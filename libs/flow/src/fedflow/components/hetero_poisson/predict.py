@@ -16,6 +16,7 @@ from fedflow.components.hetero_lr.predict import weights_for
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.components.hetero_poisson import HeteroPoissonPredictParams
 from fedflow.components.hetero_poisson.train import split_exposure
+from fedflow.kit.alignment import check_alignment
 from fedflow.kit.inputs import check_predict_columns
 from fedflow.tables import Table, TableError
 
@@ -29,6 +30,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     exposure_column = [params.exposure] if params.exposure else []
     trained = weighted(model)
     check_predict_columns(ctx, ctx.component_type, trained, exposure_column)
+    check_alignment(ctx)
     x, names, exposure = split_exposure(table, params.exposure)
     unweighted = [name for name in names if name not in trained]
     if len(unweighted) == 1 and params.exposure is None:
@@ -59,4 +61,5 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
 
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
     check_predict_columns(ctx, ctx.component_type, weighted(ctx.input("model")))
+    check_alignment(ctx)
     return lr_predict.host(ctx)

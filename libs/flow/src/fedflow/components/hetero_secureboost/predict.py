@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from fedflow.components.hetero_secureboost import math as sbmath
 from fedflow.components.hetero_secureboost.guest import model_from_artifact
 from fedflow.components.hetero_secureboost.params import HeteroSecureBoostPredictParams
+from fedflow.kit.alignment import check_alignment
 from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def _columns(table: Table, names: list[str]) -> sbmath.Floats:
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
     table, model = ctx.input("data"), ctx.model("model")
     x = _columns(table, list(model.document["feature_names"]))
+    check_alignment(ctx)
     a = model.arrays
     features = np.asarray(a["split_feature"], dtype=np.int64)
     thresholds = np.asarray(a["split_threshold"], dtype=np.float64)
@@ -57,6 +59,7 @@ def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     model, cuts = model_from_artifact(artifact)
     boost = model.params
     x = _columns(table, list(artifact.document["feature_names"]))
+    check_alignment(ctx)
     bins = sbmath.bin_features(x, cuts, boost.max_bin)
     hosts = [str(h) for h in artifact.document["hosts"]]
     rows = table.rows

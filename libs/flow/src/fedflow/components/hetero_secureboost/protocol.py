@@ -136,7 +136,7 @@ HETERO_SECUREBOOST_PROTOCOL = with_alignment(_TRAINING_EXCHANGE)
 """hetero_secureboost's messages: the row-alignment check (fedflow.kit.alignment), then the
 above."""
 
-HETERO_SECUREBOOST_PREDICT_PROTOCOL = Protocol(
+_PREDICT_EXCHANGE = Protocol(
     component_type="hetero_secureboost_predict",
     description=(
         "batch prediction, one message per host: for every row and every node the host splits, "
@@ -159,3 +159,5 @@ HETERO_SECUREBOOST_PREDICT_PROTOCOL = Protocol(
         ),
     ),
 )
+HETERO_SECUREBOOST_PREDICT_PROTOCOL = with_alignment(_PREDICT_EXCHANGE)
+"""hetero_secureboost_predict's messages: the row-alignment check, then the above."""
