@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from fedflow.kit.alignment import id_digest
 from fedflow.local_relay import Crossing
-from fedflow.standalone import LocalWorld
+from fedflow.pipeline import Pipeline
+from fedflow.standalone import LocalWorld, StandaloneError, run_pipeline
 from fedflow.tables import Table
 
 from tests.flow.modelling_runs import GUEST
 from tests.flow.running import start_task
+from tests.flow.test_feature_scale import write_csv
 from tests.flow.test_linr import LINR_PARAMS
 from tests.flow.test_model_inputs import BOOST_PARAMS, HOST, run, tables, with_rows
 
@@ -150,6 +152,45 @@ def test_an_aligned_host_fails_too_when_another_host_is_not(tmp_path: Path) -> N
     assert "the rows of data at party 10001 (host)" in errors["10001"]
     assert "the rows of data at party 10001 (host)" in errors[GUEST]
     assert "party 10000" not in errors[GUEST]
+
+
+def test_a_pipeline_without_psi_on_a_shuffled_host_table_fails_saying_put_psi_first(
+    tmp_path: Path,
+) -> None:
+    # Prepare: what a new user tried: reader -> hetero_linr, no psi, the host's rows shuffled
+    guest, host = tables("hetero_linr")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "d_guest.csv", guest)
+    write_csv(data / "d_host.csv", shuffled(host))
+    spec = {
+        "name": "linr-no-psi",
+        "parties": {"guest": GUEST, "host": [HOST]},
+        "components": [
+            {
+                "name": "reader_0",
+                "type": "reader",
+                "params": {"guest": {"table": "d_guest"}, "host": {"table": "d_host"}},
+            },
+            {
+                "name": "linr_0",
+                "type": "hetero_linr",
+                "inputs": {"data": "reader_0.data"},
+                "params": {"common": {**LINR_PARAMS, "epochs": 1}},
+            },
+        ],
+    }
+
+    # Execute
+    with pytest.raises(StandaloneError) as info:
+        run_pipeline(Pipeline.from_dict(spec), {GUEST: data, HOST: data}, tmp_path)
+
+    # Assert: the job fails (it "succeeded" with r2 0.41) naming the table and the fix
+    message = str(info.value)
+    assert message.startswith("linr_0 failed at party")
+    assert f"the rows of data at party {HOST} (host) are not aligned with the guest's" in message
+    assert SAME_COUNT in message
+    assert "put psi before linr_0 (hetero_linr)" in message
 
 
 @pytest.mark.parametrize("model", MODELS)
