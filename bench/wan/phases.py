@@ -103,6 +103,7 @@ def main() -> None:
         compress_level=1,
         payload="ciphertext",
         malloc="keep",
+        bus_frame_mib=0,
     )
     wan = bench.WanEmulator(args.prefix)
     wan.up(rtt_ms=args.rtt_ms, loss_pct=args.loss_pct)
