@@ -225,9 +225,13 @@ def _fields(env: Envelope, layout: str, payload: bytes) -> list[Any]:
     ]
 
 
-def canonical_bytes(env: Envelope) -> bytes:
+def canonical_bytes(env: Envelope, *, payload_sha256: bytes | None = None) -> bytes:
     """The bytes a signature covers: every envelope field except `signature`, fixed layout,
     the payload by its SHA-256.
+
+    `payload_sha256`: the payload's SHA-256 (32 bytes) when the caller hashed it already
+    (the audit records it too): saves a pass over a large payload. The caller vouches that it
+    is SHA-256(env.payload); anything other than 32 bytes is a ValueError.
 
     A msgpack array of 18 elements: SIGNED_FORMAT, then ENVELOPE_FIELDS in order with
     `payload` replaced by the 32-byte SHA-256 of the payload bytes (bin8); 19 when the
@@ -237,7 +241,11 @@ def canonical_bytes(env: Envelope) -> bytes:
     in microseconds, and a large payload costs one SHA-256 pass. docs/wire.md gives the
     layout byte by byte.
     """
-    signed = _fields(env, SIGNED_FORMAT, hashlib.sha256(env.payload).digest())
+    if payload_sha256 is None:
+        payload_sha256 = hashlib.sha256(env.payload).digest()
+    elif len(payload_sha256) != hashlib.sha256().digest_size:
+        raise ValueError(f"payload_sha256 is {len(payload_sha256)} bytes, not 32")
+    signed = _fields(env, SIGNED_FORMAT, payload_sha256)
     return msgpack.packb(signed, use_bin_type=True)  # type: ignore[no-any-return]
 
 
