@@ -50,3 +50,26 @@ def test_canonical_bytes_refuses_a_digest_that_is_not_32_bytes() -> None:
 
     with pytest.raises(ValueError, match="not 32"):
         canonical_bytes(envelope, payload_sha256=hashlib.sha256(envelope.payload).digest()[:16])
+
+
+def test_a_records_hashes_are_those_of_the_payload_and_both_canonical_forms() -> None:
+    from fedaudit.auditor import make_record
+    from fedschemas import decode_payload, encode_envelope, topics
+
+    envelope = _envelope()
+    unsigned = envelope.model_copy(update={"signer_key_id": None})
+
+    record = make_record(
+        topics.out_topic(HOST.party_id),
+        encode_envelope(envelope),
+        envelope,
+        decode_payload(envelope),
+        GUEST.party_id,
+    )
+
+    assert record["payload_sha256"] == hashlib.sha256(envelope.payload).hexdigest()
+    assert record["envelope_sha256"] == hashlib.sha256(canonical_bytes(envelope)).hexdigest()
+    assert (
+        record["facts"]["content_sha256"] == hashlib.sha256(canonical_bytes(unsigned)).hexdigest()
+    )
+    assert record["facts"]["content_sha256"] != record["envelope_sha256"]

@@ -48,14 +48,22 @@ def make_record(
     party_id: str,
     observed_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The record of one delivery, before it is numbered and chained (chain.ChainHead)."""
+    """The record of one delivery, before it is numbered and chained (chain.ChainHead).
+
+    The payload (megabytes for a ciphertext vector) is hashed once: its SHA-256 is recorded
+    and is what both canonical forms (the envelope's, the crossing's) commit to."""
     direction = direction_of(topic, envelope, party_id)
     facts = facts_of(envelope, payload)
-    envelope_sha256 = hashlib.sha256(canonical_bytes(envelope)).hexdigest()
+    payload_sha256 = hashlib.sha256(envelope.payload).digest()
+    envelope_sha256 = hashlib.sha256(
+        canonical_bytes(envelope, payload_sha256=payload_sha256)
+    ).hexdigest()
     if direction != "local":
         # What the other end's record of this message carries too (fedaudit.peers).
         facts["content_sha256"] = (
-            envelope_sha256 if envelope.signer_key_id is None else content_sha256(envelope)
+            envelope_sha256
+            if envelope.signer_key_id is None
+            else content_sha256(envelope, payload_sha256=payload_sha256)
         )
     return {
         "observed_at": (observed_at or datetime.now(UTC)).isoformat(timespec="microseconds"),
@@ -73,7 +81,7 @@ def make_record(
         "destination_party": envelope.destination.party_id,
         "destination_role": envelope.destination.role,
         "size": len(body),
-        "payload_sha256": hashlib.sha256(envelope.payload).hexdigest(),
+        "payload_sha256": payload_sha256.hex(),
         "envelope_sha256": envelope_sha256,
         "signature": signature_state(envelope, direction),
         "facts": facts,

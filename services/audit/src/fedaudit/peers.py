@@ -40,11 +40,12 @@ CHECKPOINT_TAG: Final = "checkpoint"
 JOB_END_TAG_PREFIX: Final = "job_end:"
 
 
-def content_sha256(envelope: Envelope) -> str:
-    """The hash both ends of a crossing agree on (the sender's gateway sets signer_key_id)."""
+def content_sha256(envelope: Envelope, *, payload_sha256: bytes | None = None) -> str:
+    """The hash both ends of a crossing agree on (the sender's gateway sets signer_key_id).
+    `payload_sha256`: the payload's SHA-256 when the caller has it (no second pass over it)."""
     if envelope.signer_key_id is not None:
         envelope = envelope.model_copy(update={"signer_key_id": None})
-    return hashlib.sha256(canonical_bytes(envelope)).hexdigest()
+    return hashlib.sha256(canonical_bytes(envelope, payload_sha256=payload_sha256)).hexdigest()
 
 
 def set_digest(hashes: Iterable[str]) -> str:
