@@ -205,9 +205,10 @@ def test_a_party_dying_mid_epoch_resumes_to_the_one_vs_rest_reference(
 ) -> None:
     # Prepare: one host, the default sigmoid (separable) or the Taylor line (the residuals
     # packed: packing.py), 3 classes, 2 epochs of 3 batches;
-    # the party dies in iteration 4 (mid-epoch 1): the guest right after its 15th send (the
-    # residual of iteration 4: its public key, 3 sends per iteration, epoch_end after
-    # iteration 2), before that iteration's checkpoint; the host after iteration 4's one
+    # the party dies in iteration 4 (mid-epoch 1): the guest right after its 17th send (the
+    # residual of iteration 4: the alignment salt and verdict, its public key, 3 sends per
+    # iteration, epoch_end after iteration 2), before that iteration's checkpoint; the host
+    # after iteration 4's one
     xg, xh, y = three_classes()
     params = {**PARAMS, "epochs": 2, "early_stop": False, "sigmoid": sigmoid}
     guest, host = _table(xg, "g", 0, y), _table(xh, "h", 0, None)
@@ -215,7 +216,7 @@ def test_a_party_dying_mid_epoch_resumes_to_the_one_vs_rest_reference(
         tasks = lr_tasks(world, "job-r", guest, host, params)
         doomed: dict[str, Any] = {}
         if crash == "sends":
-            crash_after_sends(world, GUEST, 15, monkeypatch)
+            crash_after_sends(world, GUEST, 17, monkeypatch)
         else:
             doomed["on_progress"] = crash_on_progress(4, 6, unit="iteration")
 

@@ -51,10 +51,14 @@ def test_the_host_partial_scores_cross_as_partial_scores_and_give_the_joined_mod
             "job-p", GUEST, "guest", "predict_0.data"
         )
 
-    # Assert: one message, host -> guest, labelled as what it is; the scores are the joined
-    # model's
+    # Assert: the row-alignment round trip (fedflow.kit.alignment: a salt, the host's keyed
+    # digest of its ids, the verdict), then one message, host -> guest, labelled as what it
+    # is; the scores are the joined model's
     assert [(c.source, c.destination, c.tag, c.kind) for c in crossings] == [
-        (HOST, GUEST, "host_partial_scores", "partial_score")
+        (GUEST, HOST, "alignment_salt", "plain_control"),
+        (HOST, GUEST, "alignment_digest", "id_set"),
+        (GUEST, HOST, "alignment_verdict", "plain_control"),
+        (HOST, GUEST, "host_partial_scores", "partial_score"),
     ]
     z = np.hstack([guest.features, np.ones((50, 1))]) @ w_guest + host.features @ w_host
     np.testing.assert_allclose(scored.features[:, 0], 1 / (1 + np.exp(-z)), rtol=0, atol=1e-12)

@@ -98,13 +98,14 @@ def test_a_party_dying_between_a_send_and_its_checkpoint_resends_the_same_cipher
     np.testing.assert_allclose(wh, reference[1], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(("party", "sends"), [("guest", 4), ("host", 5)])
+@pytest.mark.parametrize(("party", "sends"), [("guest", 6), ("host", 6)])
 def test_reveal_mode_resumes_after_dying_between_a_ciphertext_send_and_its_checkpoint(
     tmp_path: Path, party: str, sends: int, data: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with LocalWorld([GUEST, HOST], tmp_path / "run") as world:
-        # Prepare: the guest's 4th send is iteration 1's [[d]], the host's 5th iteration 1's
-        # masked gradient
+        # Prepare: after the row-alignment round trip (the guest sends a salt and the verdict,
+        # the host its digest: fedflow.kit.alignment), the guest's 6th send is iteration 1's
+        # [[d]], the host's 6th iteration 1's masked gradient
         params = {**PARAMS, "reveal_host_scores": True}
         tasks = lr_tasks(world, "job-r", *data, params)
         crash_after_sends(world, GUEST if party == "guest" else HOST, sends, monkeypatch)

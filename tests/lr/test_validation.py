@@ -187,8 +187,10 @@ def test_patience_without_a_validation_table_and_unequal_rows_are_refused(tmp_pa
 
     # Assert
     assert str(rows_error) == (
-        f"hetero_lr: validate_data has 100 rows at the guest and 50 at host {HOST}: give every "
-        "party a validate_data input with the same rows (aligned by psi), or none"
+        f"hetero_lr: the rows of validate_data at party {HOST} (host) are not aligned with the "
+        f"guest's (party {GUEST}): 50 rows there, 100 at the guest: put psi before lr_0 "
+        "(hetero_lr), or a data_split of psi's output: a vertical model needs row i to be the "
+        "same id at every party"
     )
     assert str(patience_error) == (
         "hetero_lr: patience 3 needs a validate_data input (early stopping watches the "

@@ -117,7 +117,7 @@ HETERO_LR_PREDICT = ComponentDescriptor(
     description="scores of a hetero_lr model: the guest gets sigmoid(u_g + u_h) per row",
     entry={
         "guest": "fedflow.components.hetero_lr.predict:guest",
-        "host": "fedflow.components.hetero_lr.predict:host",
+        "host": "fedflow.components.hetero_lr.predict:checked_host",
     },
     roles=("guest", "host"),
     params=HeteroLrPredictParams,

@@ -18,6 +18,8 @@ from fedflow.components.hetero_lr import packing, session
 from fedflow.components.hetero_lr.lanes import join_lanes
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, SHARED_PRECISION, Training
+from fedflow.kit.alignment import check_alignment
+from fedflow.kit.inputs import check_linear_inputs
 from fedflow.kit.loop import LossWatch, iterations, timed
 from fedflow.kit.threads import crypto_threads
 from fedflow.tables import Table, TableError
@@ -30,6 +32,11 @@ Objective = lrmath.Objective
 
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
+    # This party's own tables first (rows, magnitudes, empty columns: fedflow.kit.inputs),
+    # then one round trip that the parties' rows are the same ids in the same order
+    # (fedflow.kit.alignment); hetero_linr's wrappers do the same before train_with.
+    check_linear_inputs(ctx, lrmath.LOGISTIC.name)
+    check_alignment(ctx)
     return train_with(ctx, lrmath.LOGISTIC)
 
 

@@ -15,6 +15,8 @@ from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import packing, session
 from fedflow.components.hetero_lr.lanes import join_lanes
 from fedflow.components.hetero_lr.session import SHARED_PRECISION, Training
+from fedflow.kit.alignment import check_alignment
+from fedflow.kit.inputs import check_linear_inputs
 from fedflow.kit.loop import iterations
 from fedflow.kit.threads import crypto_threads
 from fedflow.tables import Table
@@ -26,6 +28,11 @@ Floats = lrmath.Floats
 
 
 def train(ctx: ComponentContext) -> Mapping[str, Table]:
+    # This party's own tables first (rows, magnitudes, empty columns: fedflow.kit.inputs),
+    # then one round trip that the parties' rows are the same ids in the same order
+    # (fedflow.kit.alignment); hetero_linr's wrappers do the same before train_with.
+    check_linear_inputs(ctx, lrmath.LOGISTIC.name)
+    check_alignment(ctx)
     return train_with(ctx, lrmath.LOGISTIC)
 
 

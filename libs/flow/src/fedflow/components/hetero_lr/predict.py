@@ -1,4 +1,7 @@
-"""hetero_lr_predict: each host sends its partial scores; the guest outputs sigmoid(u_g + u_h)."""
+"""hetero_lr_predict: each host sends its partial scores; the guest outputs sigmoid(u_g + u_h).
+Each party first checks that its table has every column its part of the model weighs
+(fedflow.kit.inputs: a missing one counted as weight 0 before), then that the parties' rows are
+the same ids in the same order (fedflow.kit.alignment)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from fedflow.components.hetero_lr import math as lrmath
 from fedflow.components.hetero_lr import session
 from fedflow.components.hetero_lr.params import HeteroLrPredictParams
 from fedflow.components.hetero_lr.session import INTERCEPT
+from fedflow.kit.alignment import check_alignment
+from fedflow.kit.inputs import check_predict_columns
 from fedflow.tables import Table, TableError
 
 if TYPE_CHECKING:
@@ -37,6 +42,19 @@ def class_weights_for(model: Table, names: list[str], component: str) -> lrmath.
     if missing:
         raise TableError(f"{component}: the model has no weight for {missing[0]!r}")
     return np.asarray(model.features[[position[name] for name in names]], dtype=np.float64)
+
+
+def trained_columns(model: Table) -> list[str]:
+    """The columns a party's part of a linear model weighs (its rows, the intercept left out)."""
+    return [str(name) for name in model.ids.tolist() if str(name) != INTERCEPT]
+
+
+def checked_host(ctx: ComponentContext) -> Mapping[str, Table]:
+    """hetero_lr_predict at a host: the checks, then `host` (hetero_linr_predict and
+    hetero_poisson_predict make their own checks and call `host`)."""
+    check_predict_columns(ctx, ctx.component_type, trained_columns(ctx.input("model")))
+    check_alignment(ctx)
+    return host(ctx)
 
 
 def host(ctx: ComponentContext) -> Mapping[str, Table]:
@@ -86,6 +104,8 @@ def class_scores(ctx: ComponentContext, table: Table, model: Table) -> lrmath.Fl
 def guest(ctx: ComponentContext) -> Mapping[str, Table]:
     params = ctx.params_as(HeteroLrPredictParams)
     table, model = ctx.input("data"), ctx.input("model")
+    check_predict_columns(ctx, ctx.component_type, trained_columns(model))
+    check_alignment(ctx)
     if model.features.shape[1] > 1:
         return {"data": _one_vs_rest(ctx, table, model)}
     score = lrmath.sigmoid(linear_scores(ctx, table, model))

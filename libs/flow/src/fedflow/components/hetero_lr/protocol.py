@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from fedflow.alignment_protocol import with_alignment
 from fedflow.kit import HE_DIMS, ciphertext_rule, masked_rule, public_key_rules
 from fedflow.protocol import Protocol, array_rule, control_rule
 
@@ -163,7 +164,7 @@ def training_protocol(
     )
 
 
-HETERO_LR_PROTOCOL = training_protocol(
+_TRAINING = training_protocol(
     "hetero_lr",
     "vertical LR, separable sigmoid with one host (Taylor with several, or sigmoid: taylor), "
     "two Paillier keys, integer masks, no arbiter",
@@ -180,6 +181,8 @@ HETERO_LR_PROTOCOL = training_protocol(
     host_scores="[[u_h]], host key (sigmoid separable: [[b_1(u_h); b_2(u_h); u_h]]); "
     "multi_class: per active class lane, as residual",
 )
+HETERO_LR_PROTOCOL = with_alignment(_TRAINING)
+"""The training exchange and, before it, the row-alignment round trip (fedflow.kit.alignment)."""
 
 
 def predict_protocol(component_type: str, output: str, classes: bool = False) -> Protocol:
@@ -231,6 +234,6 @@ def predict_protocol(component_type: str, output: str, classes: bool = False) ->
     )
 
 
-HETERO_LR_PREDICT_PROTOCOL = predict_protocol(
-    "hetero_lr_predict", "sigmoid(u_g + sum u_h)", classes=True
+HETERO_LR_PREDICT_PROTOCOL = with_alignment(
+    predict_protocol("hetero_lr_predict", "sigmoid(u_g + sum u_h)", classes=True)
 )
