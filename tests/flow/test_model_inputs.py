@@ -17,7 +17,7 @@ from tests.flow.modelling_runs import GUEST, Outcome, run_component
 from tests.flow.test_linr import LINR_PARAMS, diabetes
 
 HOST = "10000"
-LINEAR = ("hetero_linr", "hetero_poisson")
+LINEAR = ("hetero_linr", "hetero_poisson", "hetero_lr")
 BOOST_PARAMS: dict[str, Any] = {
     "num_trees": 1,
     "max_depth": 2,
@@ -28,13 +28,14 @@ BOOST_PARAMS: dict[str, Any] = {
 
 def tables(model: str, rows: int | None = None) -> tuple[Table, Table]:
     """The diabetes table split vertically (guest: 4 columns and the label, host: 6), the
-    label as `model` takes it: the target, a count, or 0/1."""
+    label as `model` takes it: the target, a count, or 0/1 (the trees and hetero_lr)."""
     guest, host = diabetes()
     y = np.asarray(guest.labels)
     labels = {
         "hetero_linr": y,
         "hetero_poisson": np.floor(y / 50.0),
         "hetero_secureboost": (y > 140.0).astype(np.float64),
+        "hetero_lr": (y > 140.0).astype(np.float64),
     }[model]
     keep = slice(None) if rows is None else slice(0, rows)
     return (

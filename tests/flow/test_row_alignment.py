@@ -21,7 +21,7 @@ from tests.flow.test_feature_scale import write_csv
 from tests.flow.test_linr import LINR_PARAMS
 from tests.flow.test_model_inputs import BOOST_PARAMS, HOST, run, tables, with_rows
 
-MODELS = ("hetero_linr", "hetero_poisson", "hetero_secureboost")
+MODELS = ("hetero_linr", "hetero_poisson", "hetero_secureboost", "hetero_lr")
 ALIGNMENT_TAGS = ["alignment_salt", "alignment_digest", "alignment_verdict"]
 ADVICE = "put psi before c_0 ({model}), or a data_split of psi's output"
 
