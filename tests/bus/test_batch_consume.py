@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+import fedbus.dispatch
 import pytest
 import sqlalchemy as sa
 from fedbus import HEADER_DEAD_REASON, Bus, Delivery, Message, Reject
@@ -178,20 +179,82 @@ class BatchContract:
         assert single.ids == ["m-2"]
         assert sorted(groups.ids) == ["m-1", "m-2", "m-3"]
 
-    def test_chunked_message_is_reassembled_for_the_per_message_handler(
+    def test_reassembled_large_messages_reach_the_batch_handler_together_in_order(
         self, connect_bus: ConnectBus, topic: str
     ) -> None:
-        # Prepare: frames of 1 KiB, so a 5 KiB body travels as 5 chunks.
+        # Prepare: frames of 1 KiB, so each 5 KiB body travels as 5 chunks, between small ones.
         bus = connect_bus(max_frame_bytes=1024)
-        big = os.urandom(5 * 1024)
-        bus.publish_many([Message(topic, b"small", "m-small"), Message(topic, big, "m-big")])
+        bodies = {
+            "m-1": b"small-1",
+            "m-2": os.urandom(5 * 1024),
+            "m-3": os.urandom(5 * 1024),
+            "m-4": b"small-4",
+            "m-5": os.urandom(5 * 1024),
+        }
+        bus.publish_many([Message(topic, body, i) for i, body in bodies.items()])
         groups, single = Groups(), Recorder()
         # Execute
-        bus.subscribe_batched(topic, single, groups, batch_size=64, batch_wait=0.3)
-        # Assert
-        wait_until(lambda: len(single.deliveries) == 1, timeout=30, what="the large message")
-        assert (single.deliveries[0].message_id, single.deliveries[0].body) == ("m-big", big)
-        wait_until(lambda: groups.ids == ["m-small"], what="the small message")
+        sub = bus.subscribe_batched(topic, single, groups, batch_size=64, batch_wait=0.5)
+        # Assert: all five, in publish order, whole; the three large ones in one group.
+        wait_until(lambda: len(groups.ids) >= 5, timeout=30, what="five messages")
+        assert groups.ids == list(bodies)
+        got = [d for g in groups.groups for d in g]
+        assert [d.body for d in got] == list(bodies.values())
+        assert not any(k.startswith("x-fedmq-chunk") for d in got for k in d.headers)
+        large_per_group = [sum(len(d.body) > 1024 for d in g) for g in groups.groups]
+        assert max(large_per_group) == 3
+        assert single.deliveries == []
+        # ... and every chunk was acked (held ones released): nothing comes back.
+        sub.cancel()
+        late = Recorder()
+        connect_bus(max_frame_bytes=1024).subscribe(topic, late)
+        time.sleep(0.5)
+        assert late.deliveries == []
+
+    def test_large_message_the_batch_handler_leaves_is_redelivered_whole_after_a_failure(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        # Prepare: the batch handler leaves one large message; its per-message handler fails
+        # once, so its last chunk is requeued and must complete the set again.
+        bus = connect_bus(max_frame_bytes=1024)
+        flaky = os.urandom(4 * 1024)
+        bodies = {"m-1": os.urandom(3 * 1024), "m-2": flaky, "m-3": os.urandom(3 * 1024)}
+        failures: list[int] = []
+
+        def fail_once(delivery: Delivery) -> None:
+            if not failures:
+                failures.append(delivery.delivery_count)
+                raise RuntimeError("transient failure")
+
+        groups, single = Groups(leave_if=flaky), Recorder(fail_once)
+        bus.publish_many([Message(topic, body, i) for i, body in bodies.items()])
+        # Execute
+        bus.subscribe_batched(topic, single, groups, batch_size=64, batch_wait=0.5)
+        # Assert: m-2 reached the per-message handler twice, whole both times, the second
+        # time as a redelivery; the others were handled by the batch; nothing dead-lettered.
+        wait_until(lambda: len(single.deliveries) >= 2, timeout=30, what="the redelivery")
+        assert [(d.message_id, d.body) for d in single.deliveries] == [("m-2", flaky)] * 2
+        assert single.deliveries[1].delivery_count > single.deliveries[0].delivery_count
+        handled = {d.message_id: d.body for g in groups.groups for d in g if d.body != flaky}
+        assert handled == {"m-1": bodies["m-1"], "m-3": bodies["m-3"]}
+        assert bus.dead_letters(topic) == []
+
+    def test_reassembled_bytes_in_one_batch_stay_within_the_budget(
+        self, connect_bus: ConnectBus, topic: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Prepare: a budget of two 4 KiB messages; six of them queued, as 1 KiB chunks.
+        monkeypatch.setattr(fedbus.dispatch, "REASSEMBLED_BATCH_BYTES", 8 * 1024)
+        bus = connect_bus(max_frame_bytes=1024)
+        bodies = {f"m-{i}": os.urandom(4 * 1024) for i in range(6)}
+        bus.publish_many([Message(topic, body, i) for i, body in bodies.items()])
+        groups = Groups()
+        # Execute
+        bus.subscribe_batched(topic, Recorder(), groups, batch_size=64, batch_wait=0.5)
+        # Assert: all six in order, whole, in batches of at most the budget (two at a time).
+        wait_until(lambda: len(groups.ids) >= 6, timeout=30, what="six messages")
+        assert groups.ids == list(bodies)
+        assert [d.body for g in groups.groups for d in g] == list(bodies.values())
+        assert max(sum(len(d.body) for d in g) for g in groups.groups) == 8 * 1024
 
 
 class TestBatchOnMemoryBus(OnMemoryBus, BatchContract):

@@ -28,6 +28,7 @@ import structlog
 from fedbus.bus import BatchHandler, Delivery, Handler, Message
 from fedbus.chunk_store import ChunkSetInfo
 from fedbus.chunking import (
+    Accepted,
     AlreadyDone,
     Complete,
     Invalid,
@@ -42,6 +43,10 @@ from fedbus.chunking import (
 from fedbus.handling import Ack, DeadLetter, Outcome, describe_error, run_handler
 
 log = structlog.get_logger("fedbus")
+
+REASSEMBLED_BATCH_BYTES = 256 * 1024 * 1024
+"""Reassembled (chunked) bytes one batch holds before it is handed to the batch handler: with
+the relay's 32 MiB messages, 8 of them in flight at once (see `settle_batch`)."""
 
 DeadLetterFn = Callable[[str, list[Message]], None]
 RefuseFn = Callable[[Delivery, str], None]
@@ -83,7 +88,32 @@ def settle(
     refuse: RefuseFn | None = None,
 ) -> Settlement:
     source = delivery.topic if queue is None else queue
-    accepted = reassembler.accept(delivery, queue=source)
+    return _settle_accepted(
+        reassembler.accept(delivery, queue=source),
+        delivery,
+        handler,
+        max_deliveries=max_deliveries,
+        reassembler=reassembler,
+        max_frame_bytes=max_frame_bytes,
+        dead_letter=dead_letter,
+        source=source,
+        refuse=refuse,
+    )
+
+
+def _settle_accepted(
+    accepted: Accepted,
+    delivery: Delivery,
+    handler: Handler,
+    *,
+    max_deliveries: int,
+    reassembler: Reassembler,
+    max_frame_bytes: int,
+    dead_letter: DeadLetterFn,
+    source: str,
+    refuse: RefuseFn | None,
+) -> Settlement:
+    """The per-message path for a delivery the reassembler has already accepted."""
     if isinstance(accepted, Whole | Complete):
         outcome = run_handler(handler, accepted.delivery, max_deliveries)
         return _apply(
@@ -124,45 +154,108 @@ def settle_batch(
     dead_letter: DeadLetterFn,
     queue: str | None = None,
     refuse: RefuseFn | None = None,
+    batch_bytes: int | None = None,
 ) -> list[Settlement]:
-    """Settle a group: whole messages through `batch_handler` at once, the rest one by one.
+    """Settle a group: whole and reassembled messages through `batch_handler`, the rest one by
+    one.
 
-    Returns one Settlement per delivery, aligned with `deliveries`. Chunks, the deliveries the
-    batch handler handed back, and the whole group when it raised go through `settle` (the
-    per-message path: reassembly, Reject, requeue, the delivery limit)."""
+    Returns one Settlement per delivery, aligned with `deliveries`. Each delivery is accepted by
+    the reassembler in delivery order; a chunk that completes its set puts the reassembled
+    message into the batch at that chunk's place, so several large messages reach the batch
+    handler together (the relay sends them side by side). Reassembled bodies are held in
+    memory until their batch is handled, so a batch is cut (handed to `batch_handler` before
+    the next chunk is accepted) once its reassembled bodies reach `batch_bytes` (default
+    `REASSEMBLED_BATCH_BYTES`): reassembled bytes in memory at once stay below `batch_bytes`
+    plus one message. Stored chunks, invalid sets, the deliveries the batch handler handed
+    back, and a whole batch when it raised go through the per-message path (reassembly
+    already done, Reject, requeue, the delivery limit), the handed-back ones right after their
+    batch, so their bodies too are let go before the next batch. A second completion of one
+    set within the group (a duplicate of its last chunk) waits for the per-message path after
+    the batches, where it finds the set finished (ack) or, if the first failed, handles it."""
+    budget = REASSEMBLED_BATCH_BYTES if batch_bytes is None else batch_bytes
     settlements: list[Settlement | None] = [None] * len(deliveries)
-    whole = [i for i, d in enumerate(deliveries) if not is_chunk(d.headers)]
-    if whole:
-        group = [deliveries[i] for i in whole]
-        try:
-            # Identity, not equality: two copies of one message in a group compare equal.
-            left = {id(d) for d in batch_handler(group)}
-        except Exception as exc:
-            log.info(
-                "bus_batch_fell_back",
-                topic=group[0].topic,
-                size=len(group),
-                error=describe_error(exc),
-            )
-        else:
-            for i in whole:
-                if id(deliveries[i]) not in left:
-                    settlements[i] = Settlement("ack")
-    return [
-        done
-        if done is not None
-        else settle(
+    accepted_at: list[Accepted | None] = [None] * len(deliveries)
+    batch: list[int] = []
+    batch_sets: set[str] = set()
+    reassembled = 0
+
+    def one_by_one(i: int) -> None:
+        delivery = deliveries[i]
+        source = delivery.topic if queue is None else queue
+        accepted = accepted_at[i]
+        if accepted is None:  # a duplicate completion: accepted again, now
+            accepted = reassembler.accept(delivery, queue=source)
+        settlements[i] = _settle_accepted(
+            accepted,
             delivery,
             handler,
             max_deliveries=max_deliveries,
             reassembler=reassembler,
             max_frame_bytes=max_frame_bytes,
             dead_letter=dead_letter,
-            queue=queue,
+            source=source,
             refuse=refuse,
         )
-        for delivery, done in zip(deliveries, settlements, strict=True)
-    ]
+        accepted_at[i] = None  # lets go of a reassembled body
+
+    def flush() -> None:
+        nonlocal reassembled
+        handled = _run_batch([accepted_at[i] for i in batch], batch_handler)
+        for i, done in zip(batch, handled, strict=True):
+            accepted = accepted_at[i]
+            if done:
+                settlements[i] = _ack(
+                    accepted if isinstance(accepted, Complete) else None, reassembler
+                )
+                accepted_at[i] = None
+            else:
+                one_by_one(i)
+        batch.clear()
+        batch_sets.clear()
+        reassembled = 0
+
+    for i, delivery in enumerate(deliveries):
+        if not is_chunk(delivery.headers):
+            accepted_at[i] = Whole(delivery)
+            batch.append(i)
+            continue
+        if reassembled >= budget:
+            flush()
+        accepted = reassembler.accept(delivery, queue=delivery.topic if queue is None else queue)
+        if isinstance(accepted, Complete) and accepted.info.message_id in batch_sets:
+            continue  # a duplicate completion: settled after the batch (see above)
+        accepted_at[i] = accepted
+        if isinstance(accepted, Complete):
+            batch.append(i)
+            batch_sets.add(accepted.info.message_id)
+            reassembled += len(accepted.delivery.body)
+    if batch:
+        flush()
+    for i, done in enumerate(settlements):
+        if done is None:
+            one_by_one(i)
+    return [done for done in settlements if done is not None]
+
+
+def _run_batch(batch: list[Accepted | None], batch_handler: BatchHandler) -> list[bool]:
+    """Hand one batch to `batch_handler`; which of its messages it handled (all False when it
+    raised: the group falls back to the per-message path)."""
+    group: list[Delivery] = []
+    for accepted in batch:
+        assert isinstance(accepted, Whole | Complete)
+        group.append(accepted.delivery)
+    try:
+        # Identity, not equality: two copies of one message in a group compare equal.
+        left = {id(d) for d in batch_handler(group)}
+    except Exception as exc:
+        log.info(
+            "bus_batch_fell_back",
+            topic=group[0].topic,
+            size=len(group),
+            error=describe_error(exc),
+        )
+        return [False] * len(group)
+    return [id(d) not in left for d in group]
 
 
 def _apply(
