@@ -10,8 +10,9 @@ lowered to match, as a party's policy would be for a test) and its epochs, trees
 cut (`SHORTENED`): the audit's rules do not depend on how many iterations run, and the point is
 the message forms, orders, keys and ciphertexts each protocol produces (the examples on the
 breast, diabetes and claims tables and the three- and four-party homo ones were also run once
-with their own iteration counts, 1024-bit keys: nothing above info, live or post hoc). The tables the examples
-name are examples/data's, and the ones its scripts write (make_diabetes.py, make_claims.py).
+with their own iteration counts, 1024-bit keys: nothing above info, live or post hoc). The
+tables the examples name are examples/data's, and the ones its scripts write
+(make_diabetes.py, make_claims.py).
 
 Which run by default: every example but the three that run PSI and Paillier over default of
 credit card's 30,000 rows (`FULL_ONLY`, ~100 s each even with two epochs), which run when
