@@ -19,6 +19,7 @@ import fedbus.dispatch
 import pytest
 import sqlalchemy as sa
 from fedbus import HEADER_DEAD_REASON, Bus, Delivery, Message, Reject
+from fedbus.chunking import split
 from fedbus.inbox import BatchItem, deduplicating, deduplicating_batch
 from fedbus.sql_inbox import SqlInbox, create_tables
 
@@ -237,6 +238,25 @@ class BatchContract:
         assert single.deliveries[1].delivery_count > single.deliveries[0].delivery_count
         handled = {d.message_id: d.body for g in groups.groups for d in g if d.body != flaky}
         assert handled == {"m-1": bodies["m-1"], "m-3": bodies["m-3"]}
+        assert bus.dead_letters(topic) == []
+
+    def test_a_duplicate_last_chunk_in_the_same_group_is_not_handled_twice(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        # Prepare: a publisher retry sent the last chunk twice; both copies wait in one group.
+        bus = connect_bus(max_frame_bytes=1024)
+        body = os.urandom(3 * 1024)
+        chunks = split(Message(topic, body, "m-big"), 1024)
+        bus.publish_many([*chunks, chunks[-1], Message(topic, b"small", "m-small")])
+        groups, single = Groups(), Recorder()
+        # Execute
+        bus.subscribe_batched(topic, single, groups, batch_size=64, batch_wait=0.5)
+        # Assert: the large message handled once, whole; the copy acked, nothing dead.
+        wait_until(lambda: len(groups.ids) >= 2, timeout=30, what="both messages")
+        time.sleep(0.3)
+        assert groups.ids == ["m-big", "m-small"]
+        assert [d.body for g in groups.groups for d in g] == [body, b"small"]
+        assert single.deliveries == []
         assert bus.dead_letters(topic) == []
 
     def test_reassembled_bytes_in_one_batch_stay_within_the_budget(
