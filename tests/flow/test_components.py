@@ -168,7 +168,8 @@ def test_a_failing_task_stops_the_run_and_names_the_party(tmp_path: Path) -> Non
     pipeline = Pipeline.from_yaml(text)
     with pytest.raises(
         StandaloneError,
-        match=r"eval_0 failed at party 9999 \(guest\): TableError: no column 'no_such_column'",
+        match=r"eval_0 failed at party 9999 \(guest\): TableError: evaluation: score_column "
+        r"'no_such_column' is not a column of its input",
     ):
         run_pipeline(pipeline, {"9999": EXAMPLE_DATA, "10000": EXAMPLE_DATA}, tmp_path)
 
