@@ -222,3 +222,21 @@ def test_psi_checkpoints_hold_its_secrets_sealed_never_in_the_clear(
     for state in saved:
         for secret in drawn:
             assert secret not in state and secret.hex().encode() not in state
+
+
+def test_psi_with_no_shared_id_fails_at_every_party_naming_the_sizes(tmp_path: Path) -> None:
+    # Prepare: the guest writes ids as integers, the host as floats: nothing is shared as text.
+    guest = make_table([str(i) for i in range(40)], seed=1)
+    host = make_table([f"{i}.0" for i in range(40)], seed=2)
+
+    # Execute
+    with (
+        LocalWorld(["9999", "10000"], tmp_path / "w") as world,
+        pytest.raises(AssertionError) as failed,
+    ):
+        run_psi(world, {("9999", "guest"): guest, ("10000", "host"): host}, 1000)
+
+    # Assert: both parties refuse, each naming its sizes and the likely cause.
+    text = str(failed.value)
+    assert text.count("psi: 0 of this party's 40 ids are shared with") == 2
+    assert "fewer than min_intersection (1)" in text and "'7.0'" in text

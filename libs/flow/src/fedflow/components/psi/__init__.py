@@ -38,6 +38,10 @@ from fedflow.components.psi.protocol import PSI_PROTOCOL
 class PsiParams(ComponentParams):
     chunk_size: int = Field(default=100_000, ge=1, le=10_000_000)
     """Curve points per message (32 bytes each)."""
+    min_intersection: int = Field(default=1, ge=0)
+    """The fewest shared ids the job goes on with. Below it every party's psi fails, naming
+    the sizes (an empty intersection is nearly always ids written differently at the parties,
+    and every model after it would fail on an empty table); 0 lets an empty result through."""
 
 
 PSI = ComponentDescriptor(

@@ -12,6 +12,7 @@ from fedschemas import FederationData
 
 from fedflow.components.psi import PsiParams
 from fedflow.components.psi import protocol as declared
+from fedflow.kit.inputs import InputRefused
 from fedflow.statecodec import decode_state, encode_state
 from fedflow.tables import Table
 
@@ -129,4 +130,11 @@ def run(ctx: ComponentContext) -> Mapping[str, Table]:
         result = found
     ctx.metrics.log("intersection_size", float(len(result)))
     ctx.metrics.log("input_size", float(len(ids)))
+    if len(result) < params.min_intersection:
+        raise InputRefused(
+            f"psi: {len(result)} of this party's {len(ids)} ids are shared with "
+            f"{', '.join(peers)}, fewer than min_intersection ({params.min_intersection}); "
+            "check that every party reads the same id column and writes ids the same way "
+            "(ids are compared as text: '7', '7.0' and '007' differ), or set min_intersection"
+        )
     return {"data": data.align_to(np.array(result, dtype=np.str_))}
