@@ -3,7 +3,8 @@
     .venv/bin/python bench/audit/run.py throughput [--messages N] [--rows R] [--baseline-src DIR]
         [--direction out|in]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit] [--repeat N]
-        [--snapshot COMMIT] [--py-spy DIR] [--ciphertexts-baseline REV]
+        [--snapshot COMMIT] [--py-spy DIR [--py-spy-services audit,gateway]]
+        [--ciphertexts-baseline REV]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
         [--direction out|in]
 
@@ -411,16 +412,17 @@ def job(
     repeat: int = 1,
     py_spy: str = "",
     ciphertexts_baseline: str = "",
+    spied: tuple[str, ...] = ("audit",),
 ) -> dict[str, Any]:
     """`repeat` pairs run A B A B ... (with the audit, then without), each job on a fresh
     two-party stack. Reported: every time in order with the load average at its start, the
     median of each setting and the median of the pairs' ratios (a load that moves during the
     run moves both jobs of a pair alike more than it moves the medians). With `py_spy` (a
-    directory), each audit process of the jobs with the audit is sampled by py-spy during the
-    job (collapsed stacks, audit_<round>_<party>.txt). With `ciphertexts_baseline` (a file: an
-    older fedaudit/rules/ciphertexts.py), each round runs a third job, between the two, whose
-    audits run that file instead of this tree's (A B C A B C): the data.ciphertext_* checks'
-    old and new code in one run."""
+    directory), each process of the `spied` services (default: the audits) is sampled by py-spy
+    during each job (raw stacks, <service>_<setting>_<round>_<party>.txt). With
+    `ciphertexts_baseline` (a file: an older fedaudit/rules/ciphertexts.py), each round runs a
+    third job, between the two, whose audits run that file instead of this tree's (A B C A B
+    C): the data.ciphertext_* checks' old and new code in one run."""
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
@@ -463,7 +465,7 @@ def job(
                         stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
                         text = pipeline(epochs)
                     load = os.getloadavg()[0]
-                    spies = _spy_on_audits(stack.state, py_spy, round_) if audit_on else []
+                    spies = _spy_on(stack.state, py_spy, f"{label}_{round_}", spied)
                     cpu_before = _service_cpu(stack.state)
                     started = time.perf_counter()
                     submitted = stack.guest.submit(text, job_id=f"bench-{label}-{round_}")
@@ -493,6 +495,7 @@ def job(
                     "load": round(load, 1),
                     "cpu_s": round(sum(cpu.values()), 2),
                     "audit_cpu_s": round(sum(v for k, v in cpu.items() if k.endswith("/audit")), 2),
+                    "cpu_by_service": cpu,
                 }
             )
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
@@ -565,9 +568,11 @@ def _check_audit_imports(state: Any, audit_src: str) -> None:
             raise RuntimeError(f"the audit of {party} runs with PYTHONPATH={path!r}")
 
 
-def _spy_on_audits(state: Any, directory: str, round_: int) -> list[subprocess.Popen[bytes]]:
-    """py-spy (from this environment's bin) sampling each party's audit process, 200 Hz, without
-    pausing it (a pausing py-spy costs the audit several times its own CPU)."""
+def _spy_on(
+    state: Any, directory: str, run: str, services: tuple[str, ...]
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy (from this environment's bin) sampling each party's `services` processes, 200 Hz,
+    without pausing them (a pausing py-spy costs the process several times its own CPU)."""
     if not directory:
         return []
     from fedmq import local as launcher
@@ -575,10 +580,10 @@ def _spy_on_audits(state: Any, directory: str, round_: int) -> list[subprocess.P
     Path(directory).mkdir(parents=True, exist_ok=True)
     spy = str(Path(sys.executable).parent / "py-spy")
     spies = []
-    for party in state.parties:
-        pid = launcher.read_pid(state, party, "audit")
+    for party, service in ((p, s) for p in state.parties for s in services):
+        pid = launcher.read_pid(state, party, service)
         if pid is not None:
-            out = Path(directory) / f"audit_{round_}_{party}.txt"
+            out = Path(directory) / f"{service}_{run}_{party}.txt"
             command = [spy, "record", "--nonblocking", "-p", str(pid), "-r", "200", "-f", "raw"]
             command += ["-o", str(out)]
             spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
@@ -668,6 +673,11 @@ def main() -> int:
     parser.add_argument("--direction", choices=("out", "in"), default="out")
     parser.add_argument("--py-spy", default="", help="job: sample the audits with py-spy into DIR")
     parser.add_argument(
+        "--py-spy-services",
+        default="audit",
+        help="job: the services --py-spy samples, comma-separated (e.g. audit,gateway,worker)",
+    )
+    parser.add_argument(
         "--ciphertexts-baseline",
         default="",
         help="job: also run the audits with fedaudit/rules/ciphertexts.py of this revision (or "
@@ -706,6 +716,7 @@ def main() -> int:
             args.repeat,
             args.py_spy,
             _ciphertexts_file(args.ciphertexts_baseline) if args.ciphertexts_baseline else "",
+            tuple(args.py_spy_services.split(",")),
         ),
         "record": lambda: (
             record_ab(args.messages, args.rows, args.baseline_src, args.direction)
