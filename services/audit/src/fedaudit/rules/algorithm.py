@@ -125,7 +125,9 @@ def _count_decrypt(
     sender, receiver = obs.sender, obs.receiver
     cv.asked.setdefault((sender, receiver, iteration), set()).add(tag)
     at_holder = cv.decrypts.setdefault((tag, iteration, receiver), set())
-    by_sender = cv.decrypts_by.setdefault((tag, iteration, sender), set())
+    # One request per sender and key holder: with several hosts the guest asks each host's
+    # key to decrypt its own guest_gradient, one request each.
+    by_sender = cv.decrypts_by.setdefault((tag, iteration, sender, receiver), set())
     at_holder.add(message_id)
     by_sender.add(message_id)
     found: list[Finding] = []

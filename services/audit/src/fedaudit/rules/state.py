@@ -105,8 +105,8 @@ class ComponentView:
     """(asker, key holder, iteration) -> tags of decryption requests seen."""
     decrypts: dict[tuple[str, int, str], set[str]] = field(default_factory=dict)
     """(tag, iteration, receiver) -> message ids of decryption requests."""
-    decrypts_by: dict[tuple[str, int, str], set[str]] = field(default_factory=dict)
-    """(tag, iteration, sender) -> message ids of decryption requests."""
+    decrypts_by: dict[tuple[str, int, str, str], set[str]] = field(default_factory=dict)
+    """(tag, iteration, sender, receiver) -> message ids of decryption requests."""
 
 
 @dataclass
