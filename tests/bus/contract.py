@@ -22,6 +22,7 @@ Hooks (plain methods):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -511,6 +512,51 @@ class BusContract:
             bus.request(topic, b"anyone?", timeout=0.5)
 
         assert time.monotonic() - started >= 0.5
+
+    def test_arequest_awaits_each_reply_on_the_callers_loop(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        server = connect_bus()
+        server.subscribe(topic, lambda d: server.reply(d, d.body.upper()), prefetch=8)
+        client = connect_bus()
+
+        async def ask_all() -> list[bytes]:
+            asked = (client.arequest(topic, f"ping-{i}".encode(), timeout=10) for i in range(20))
+            return [reply.body for reply in await asyncio.gather(*asked)]
+
+        assert asyncio.run(ask_all()) == [f"PING-{i}".encode() for i in range(20)]
+
+    def test_arequest_times_out_and_learns_a_refusal_like_request(
+        self, connect_bus: ConnectBus, topic: str
+    ) -> None:
+        client = connect_bus()
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            asyncio.run(client.arequest(topic, b"anyone?", timeout=0.3))
+        assert time.monotonic() - started >= 0.3
+        server = connect_bus()
+
+        def unreadable(delivery: Delivery) -> None:
+            raise Reject("not an envelope")
+
+        server.subscribe(topic, unreadable, prefetch=1, max_deliveries=1)
+
+        with pytest.raises(RequestRejected, match="not an envelope"):
+            asyncio.run(client.arequest(topic, b"\x00garbage", timeout=20))
+
+    def test_request_to_undeclared_topic_raises_unroutable_where_detectable(
+        self, bus: Bus, unique_name: str
+    ) -> None:
+        if not bus.capabilities.detects_unroutable:
+            pytest.skip("this backend cannot detect an unroutable publish (capabilities say so)")
+        started = time.monotonic()
+
+        with pytest.raises(Unroutable):
+            bus.request(unique_name + "-nobody", b"anyone?", timeout=20)
+        with pytest.raises(Unroutable):
+            asyncio.run(bus.arequest(unique_name + "-nobody", b"anyone?", timeout=20))
+
+        assert time.monotonic() - started < 10  # the publish's failure, not the timeout
 
     # -- fan-out ------------------------------------------------------------------------------
 

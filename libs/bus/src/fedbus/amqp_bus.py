@@ -51,6 +51,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import Future
 from typing import Any, TypeVar, cast
 
 import aio_pika
@@ -92,6 +93,18 @@ from fedbus.fanout import FANOUT_QUEUE_PREFIX, fanout_queue, normalize_patterns
 log = structlog.get_logger("fedbus")
 
 T = TypeVar("T")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The IO thread's loop: uvloop where installed (its wake-ups, socket reads and writes cost
+    less CPU per message than the selector loop's), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 DLQ_SUFFIX = ".dlq"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # Where a publish goes: the aio-pika channel that owns it and the exchange name.
@@ -275,7 +288,7 @@ class _AmqpConsumer(BrokerConsumer):
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
-        self._bus._loop.call_soon_threadsafe(self._schedule_flush)
+        self._bus._post(self._schedule_flush)
 
     def hold(self, raw: Any) -> None:
         # Counted before any later delivery is settled, so no flush that carries a later ack
@@ -330,7 +343,7 @@ class _AmqpConsumer(BrokerConsumer):
                 with self._settled_lock:
                     self._held_unsent -= 1
 
-        self._bus._loop.call_soon_threadsafe(lambda: self._bus._loop.create_task(go()))
+        self._bus._spawn(go())
 
     async def _send_settlement(
         self, message: AbstractIncomingMessage, *, ack: bool, multiple: bool
@@ -382,6 +395,8 @@ class _AmqpConsumer(BrokerConsumer):
 
 
 class AmqpBus(BrokerBus):
+    requests_in_background = True
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AmqpBus:
         return cls(url, **options)
@@ -449,7 +464,12 @@ class AmqpBus(BrokerBus):
         # Health counters, written on the loop thread only (see `reconnects`, `channel_closes`).
         self._reconnects = 0
         self._channel_closes = 0
-        self._loop = asyncio.new_event_loop()
+        # Work handed to the loop from other threads (see `_post`), under _posted_lock.
+        self._posted: list[Callable[[], object]] = []
+        self._post_scheduled = False
+        self._posted_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()  # spawned, kept until done
+        self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="fedbus-amqp-io", daemon=True
         )
@@ -496,6 +516,39 @@ class AmqpBus(BrokerBus):
         """Run `coro` on the IO loop and wait for it (never call from the loop thread)."""
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
+
+    def _post(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the IO loop soon (from any thread but the loop's). Callbacks
+        posted before the loop got to the earlier ones share one wake-up: a reply and its
+        request's ack, or a burst of settlements, cost one self-pipe write and one loop pass
+        instead of one each (those wake-ups were most of a hop's CPU; issue #15)."""
+        with self._posted_lock:
+            self._posted.append(callback)
+            if self._post_scheduled:
+                return
+            self._post_scheduled = True
+        self._loop.call_soon_threadsafe(self._run_posted)
+
+    def _run_posted(self) -> None:
+        with self._posted_lock:
+            posted, self._posted = self._posted, []
+            self._post_scheduled = False
+        for callback in posted:
+            try:
+                callback()
+            except Exception as exc:
+                log.error("bus_loop_callback_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` on the IO loop without waiting for it (any thread but the loop's); it
+        handles its own errors."""
+
+        def start() -> None:
+            task = self._loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._post(start)
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -734,8 +787,16 @@ class AmqpBus(BrokerBus):
             ) from exc
 
     async def _publish_one(
-        self, target: _Target, message: Message, routing_key: str, mandatory: bool
+        self,
+        target: _Target,
+        message: Message,
+        routing_key: str,
+        mandatory: bool,
+        *,
+        wanted: Callable[[], bool] | None = None,
     ) -> None:
+        """Publish (confirmed where the target's channel confirms), retrying while the
+        connection recovers; `wanted` False stops the retries (a request whose caller left)."""
         try:  # the fast path: no retry machinery per message
             await self._publish_confirmed(target, message, routing_key, mandatory)
             return
@@ -752,6 +813,8 @@ class AmqpBus(BrokerBus):
                 reraise=True,
             ):
                 with attempt:
+                    if wanted is not None and not wanted():
+                        return
                     await self._publish_confirmed(target, message, routing_key, mandatory)
         except _TRANSIENT as exc:
             raise BrokerUnavailable(
@@ -764,6 +827,12 @@ class AmqpBus(BrokerBus):
     ) -> None:
         # All publishes are in flight at once; their confirms come back pipelined.
         # routing_key None: each message goes by its own topic.
+        if len(messages) == 1:  # no task of its own (gather makes one per message)
+            only = messages[0]
+            await self._publish_one(
+                target, only, only.topic if routing_key is None else routing_key, True
+            )
+            return
         results = await asyncio.gather(
             *(
                 self._publish_one(target, m, m.topic if routing_key is None else routing_key, True)
@@ -828,11 +897,8 @@ class AmqpBus(BrokerBus):
             return (self._reply_channel, self._exchange_name)
 
     def _reply_address(self) -> str:
-        # Once the reply channel is open (every request but the first) there is nothing to
-        # wait for on the IO loop: a trip there per request cost a thread hand-off each hop.
-        # If a reconnect dropped the channel meanwhile, the request's publish reopens it.
-        if self._reply_channel is None:
-            self._call(self._ensure_reply_channel())
+        # Nothing to wait for on the IO loop: the request's publish opens the reply channel
+        # first if it is not open (the first request, or after a reconnect dropped it).
         return DIRECT_REPLY_TO
 
     def _publish_request(self, parts: list[Message]) -> None:
@@ -840,6 +906,25 @@ class AmqpBus(BrokerBus):
             await self._publish_all(await self._ensure_reply_channel(), parts)
 
         self._call(go())
+
+    def _send_request(self, parts: list[Message], answer: Future[Delivery]) -> None:
+        # The caller does not wait for the publish's confirm on its own: it waits once, for
+        # the reply, and a failed publish (unroutable, nacked, broker gone past the retry
+        # window) fails the reply's future instead. That is one thread wake-up less per
+        # request; a caller that stops waiting cancels `answer`, which stops a retrying publish.
+        async def go() -> None:
+            try:
+                target = await self._ensure_reply_channel()
+                if len(parts) == 1:
+                    await self._publish_one(
+                        target, parts[0], parts[0].topic, True, wanted=lambda: not answer.done()
+                    )
+                else:
+                    await self._publish_all(target, parts)
+            except Exception as exc:
+                self._fail_request(answer, exc)
+
+        self._spawn(go())
 
     def _send_reply(self, reply_to: str, reply: Message) -> None:
         if self._unconfirmed is None:
@@ -850,8 +935,22 @@ class AmqpBus(BrokerBus):
         # requester is gone), and a reply lost with the connection is a request the requester
         # times out on, confirmed or not (its request, unacked, is delivered again). Waiting
         # for the confirm cost the responder one more round trip to the broker per reply,
-        # before its delivery's ack (issue #15).
-        self._call(self._publish_one((self._unconfirmed, ""), reply, reply_to, False))
+        # before its delivery's ack (issue #15). Nor does the responder's thread wait for the
+        # publish: the reply goes to the loop ahead of the delivery's ack (both through
+        # `_post`, in that order), and a failure is logged (the requester times out).
+        self._spawn(self._publish_reply(reply_to, reply))
+
+    async def _publish_reply(self, reply_to: str, reply: Message) -> None:
+        try:
+            if self._unconfirmed is None:
+                raise BusError("not connected")
+            await self._publish_one((self._unconfirmed, ""), reply, reply_to, False)
+        except Exception as exc:
+            log.warning(
+                "bus_reply_not_sent",
+                correlation_id=reply.correlation_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     # -- operators ---------------------------------------------------------------------------
 

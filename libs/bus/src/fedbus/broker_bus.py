@@ -22,11 +22,13 @@ coalesces acks into one multiple-ack relies on it).
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -322,6 +324,8 @@ class BrokerBus(Bus):
 
     replies_have_frame_limit: ClassVar[bool] = True
     """Replies are never chunked: where the broker has a frame limit, a larger reply is refused."""
+    requests_in_background: ClassVar[bool] = False
+    """`_send_request` returns before the publish is done (failing the answer if it fails)."""
 
     def __init__(
         self,
@@ -554,46 +558,98 @@ class BrokerBus(Bus):
 
     # -- request / reply ---------------------------------------------------------------------
 
-    def request(
-        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
-    ) -> Delivery:
+    def _send_request(self, parts: list[Message], answer: Future[Delivery]) -> None:
+        """Publish a request's parts. By default confirmed before this returns (a failure
+        raises); an adapter may instead return at once and fail `answer` with the publish's
+        error (`_fail_request`), so the caller's thread waits only once, for the reply."""
+        self._publish_request(parts)
+
+    @staticmethod
+    def _fail_request(answer: Future[Delivery], exc: BaseException) -> None:
+        """The request's publish failed (any thread): its caller raises `exc`."""
+        with contextlib.suppress(InvalidStateError):  # answered, timed out or cancelled
+            answer.set_exception(exc)
+
+    def _start_request(
+        self, topic: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> tuple[str, Future[Delivery]]:
+        """Publish a request; the future its reply (or its publish's failure) completes."""
         self._check_open()
         reply_to = self._reply_address()
         correlation_id = uuid.uuid4().hex
-        future: Future[Delivery] = Future()
+        answer: Future[Delivery] = Future()
         with self._replies_lock:
-            self._pending_replies[correlation_id] = future
+            self._pending_replies[correlation_id] = answer
+        request = Message(
+            topic=topic,
+            body=body,
+            message_id=correlation_id,
+            headers=dict(headers or {}),
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+        )
         try:
-            request = Message(
-                topic=topic,
-                body=body,
-                message_id=correlation_id,
-                headers=dict(headers or {}),
-                reply_to=reply_to,
-                correlation_id=correlation_id,
-            )
-            self._publish_request(split(request, self.capabilities.max_frame_bytes))
+            self._send_request(split(request, self.capabilities.max_frame_bytes), answer)
+        except BaseException:
+            self._forget_request(correlation_id)
+            raise
+        return correlation_id, answer
+
+    def _forget_request(self, correlation_id: str) -> None:
+        with self._replies_lock:
+            self._pending_replies.pop(correlation_id, None)
+
+    @staticmethod
+    def _answered(topic: str, answer: Delivery) -> Delivery:
+        refused = answer.headers.get(HEADER_DEAD_REASON)
+        if refused is not None:
+            raise RequestRejected(f"{topic} refused the request: {refused}")
+        return answer
+
+    def request(
+        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        correlation_id, answer = self._start_request(topic, body, headers)
+        try:
             try:
-                answer = future.result(timeout)
+                reply = answer.result(timeout)
             except TimeoutError:
+                answer.cancel()  # a publish still retrying stops; a late reply is dropped
                 raise RequestTimeout(f"no reply on {topic!r} within {timeout} s") from None
-            refused = answer.headers.get(HEADER_DEAD_REASON)
-            if refused is not None:
-                raise RequestRejected(f"{topic} refused the request: {refused}")
-            return answer
+            return self._answered(topic, reply)
         finally:
-            with self._replies_lock:
-                self._pending_replies.pop(correlation_id, None)
+            self._forget_request(correlation_id)
+
+    async def arequest(
+        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        """`request` awaited on the caller's event loop: the reply (or the publish's failure)
+        wakes the loop once, through the loop's own thread-safe call; no thread is held.
+        Adapters whose `_send_request` waits for the publish run `request` on a thread."""
+        if not self.requests_in_background:
+            return await super().arequest(topic, body, timeout=timeout, headers=headers)
+        correlation_id, answer = self._start_request(topic, body, headers)
+        try:
+            try:
+                reply = await asyncio.wait_for(asyncio.wrap_future(answer), timeout)
+            except TimeoutError:
+                answer.cancel()  # a publish still retrying stops; a late reply is dropped
+                raise RequestTimeout(f"no reply on {topic!r} within {timeout} s") from None
+            return self._answered(topic, reply)
+        finally:
+            self._forget_request(correlation_id)
 
     def _deliver_reply(self, reply: Delivery) -> None:
         """A reply arrived (any thread): wake the request waiting for it, if it still does."""
         with self._replies_lock:
             future = self._pending_replies.pop(reply.correlation_id or "", None)
-        if future is None or future.done():
-            # The requester gave up (timed out): a late reply has nowhere to go.
+        try:
+            if future is None:
+                raise InvalidStateError
+            future.set_result(reply)
+        except InvalidStateError:
+            # The requester gave up (timed out, cancelled): a late reply has nowhere to go.
             log.info("bus_reply_dropped", correlation_id=reply.correlation_id)
-            return
-        future.set_result(reply)
 
     def reply(
         self, request: Delivery, body: bytes, *, headers: Mapping[str, str] | None = None

@@ -38,6 +38,7 @@ request/reply (fedbus.broker_bus); each supplies only its broker's primitives.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -203,6 +204,14 @@ class Bus(abc.ABC):
     ) -> Delivery:
         """Publish `body` to `topic` and wait for one reply; raises `RequestTimeout`, or
         `RequestRejected` when the responder's bus dead-lettered the request."""
+
+    async def arequest(
+        self, topic: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        """`request` for a caller on an asyncio event loop: the same message, reply and errors,
+        awaited. This default runs `request` on a thread of the loop's default executor; the
+        broker adapters wait for the reply on the caller's loop itself (no thread per call)."""
+        return await asyncio.to_thread(self.request, topic, body, timeout=timeout, headers=headers)
 
     @abc.abstractmethod
     def reply(
