@@ -699,6 +699,11 @@ class Serving:
                 f"caller:{request.caller}", len(request.ids), self.rate_limit
             ):
                 self.metrics.rate_limited.labels("caller").inc()
+                # Counted as every request is, once per version its rows would have gone to
+                for version in {route(binding, key) for key in request.ids}:
+                    self.metrics.requests.labels(
+                        binding.service_id, str(version), self.party_id, "rate_limited"
+                    ).inc()
                 request = Refused(
                     429, f"rate limit: at most {self.rate_limit} rows per second per caller"
                 )
