@@ -1,0 +1,130 @@
+"""Issue #15's serving bullets that no other test pinned down, in one process on
+test_serving_units' wiring (two parties' Serving objects, SQLite registries, the real Redis):
+every request is counted by service, version, party and outcome (the guest's own outcome and
+each host call's), and a host's answer to a hetero_lr partial-score call holds its partial
+scores and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from fedserving.handlers import Serving
+
+from tests.serving.test_serving_units import (
+    GUEST,
+    HOST,
+    HOST_ROWS,
+    W_HOST,
+    Wire,
+    client,
+    ok,
+    refused,
+    rows,
+    two,
+)
+
+__all__ = ["client", "two"]  # the fixtures test_serving_units defines, used here by name
+
+
+def requests_counted(serving: Serving, version: int, party: str, outcome: str) -> float:
+    value = serving.metrics.registry.get_sample_value(
+        "fedmq_serving_requests_total",
+        {"service": "s", "version": str(version), "party": party, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+def test_every_request_is_counted_by_service_version_party_and_outcome(
+    two: tuple[Wire, Serving, Serving],
+) -> None:
+    # Prepare: two versions of the model; service s on version 1
+    wire, guest, host = two
+    host.accept_models_from = ("*",)
+    for _ in range(2):
+        ok(guest, "model_publish", job_id="job-1", name="credit")
+    ok(guest, "service_bind", service_id="s", name="credit", version=1)
+
+    # Execute: one request answered on version 1; then on version 2 a two-row batch answered,
+    # an id the host lacks, a feature missing, the host silent, the caller over its limit
+    ok(guest, "predict", service_id="s", rows=rows("a"))
+    ok(guest, "service_switch", service_id="s", version=2)
+    ok(guest, "predict", service_id="s", rows=rows("a", "b"), caller="c1")
+    assert refused(guest, "predict", service_id="s", rows=rows("zz"))[0] == 404
+    bad = [{"id": "a", "features": {"x0": 1.0}}]
+    assert refused(guest, "predict", service_id="s", rows=bad)[0] == 422
+    wire.down.add(HOST)
+    assert refused(guest, "predict", service_id="s", rows=rows("b"))[0] == 503
+    wire.down.clear()
+    assert refused(guest, "predict", service_id="s", rows=rows(*["a"] * 51), caller="c2")[0] == 429
+
+    # Assert: the guest's outcome with party = the guest, each host call's with party = the host
+    counted = {
+        (version, party, outcome): requests_counted(guest, version, party, outcome)
+        for version in (1, 2)
+        for party in (GUEST, HOST)
+        for outcome in ("ok", "not_found", "bad_features", "timeout", "unavailable")
+    }
+    assert {k: v for k, v in counted.items() if v} == {
+        (1, GUEST, "ok"): 1.0,
+        (1, HOST, "ok"): 1.0,
+        (2, GUEST, "ok"): 1.0,
+        (2, HOST, "ok"): 1.0,
+        (2, HOST, "not_found"): 1.0,
+        (2, GUEST, "not_found"): 1.0,
+        (2, GUEST, "bad_features"): 1.0,  # refused before any host call
+        (2, HOST, "timeout"): 1.0,
+        (2, GUEST, "unavailable"): 1.0,
+    }
+    assert requests_counted(guest, 2, GUEST, "rate_limited") == 1.0
+    registry = guest.metrics.registry
+    assert (
+        registry.get_sample_value("fedmq_serving_rows_total", {"service": "s", "version": "1"}) == 1
+    )
+    assert (
+        registry.get_sample_value("fedmq_serving_rows_total", {"service": "s", "version": "2"}) == 2
+    )
+    # The host counts each guest's calls by model version and outcome, and the rows it scored
+    at_host = host.metrics.registry
+    partial = "fedmq_serving_partial_requests_total"
+    assert (
+        at_host.get_sample_value(
+            partial, {"caller_party": GUEST, "model": "credit:1", "outcome": "ok"}
+        )
+        == 1
+    )
+    assert (
+        at_host.get_sample_value(
+            partial, {"caller_party": GUEST, "model": "credit:2", "outcome": "ok"}
+        )
+        == 1
+    )
+    assert (
+        at_host.get_sample_value(
+            partial, {"caller_party": GUEST, "model": "credit:2", "outcome": "not_found"}
+        )
+        == 1
+    )
+    assert (
+        at_host.get_sample_value("fedmq_serving_partial_rows_total", {"caller_party": GUEST}) == 3
+    )
+
+
+def test_a_hosts_answer_to_a_partial_call_holds_its_partial_scores_and_nothing_else(
+    two: tuple[Wire, Serving, Serving],
+) -> None:
+    # Prepare: the model accepted at the host
+    _, guest, host = two
+    host.accept_models_from = ("*",)
+    ok(guest, "model_publish", job_id="job-1", name="credit")
+    call = {"op": "partial", "name": "credit", "version": 1, "ids": ["a", "c"]}
+
+    # Execute: the call the guest's serving sends through the gateways
+    answer = json.loads(host.remote(GUEST, json.dumps(call).encode()))
+
+    # Assert: u_h = x_h·w_h per id (a missing value as 0), no weight, feature name or value
+    assert answer["ok"] is True and list(answer["data"]) == ["scores"]
+    x = np.nan_to_num(np.array([HOST_ROWS["a"], HOST_ROWS["c"]]))
+    np.testing.assert_allclose(answer["data"]["scores"], x @ W_HOST, atol=1e-12)
+    text = json.dumps(answer)
+    assert not any(name in text for name in ("h0", "h1", "weights"))
