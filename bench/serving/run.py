@@ -23,7 +23,7 @@ the two-party runs, in the mode then running. Then a batch of 10,000 rows throug
 /predict/batch, three times ("after").
 
     .venv/bin/python -m bench.serving.run [--seconds 10] [--rates 200,500,1000]
-        [--baseline 676512c~1] [--modes before,after]
+        [--baseline d3f105c] [--modes before,after]
 
 Prints a JSON result and writes bench/serving/results.json.
 """
@@ -52,15 +52,15 @@ from tests.serving.stack import SERVING_RPC_ENV, ServingProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-BASELINE = "b06a670"
-"""The commit before this round's tail-latency work (issue #15: gc.freeze, FastAPI's own
-telemetry off, the HTTP span's tracer looked up once, unconfirmed replies)."""
+BASELINE = "d3f105c"
+"""The commit before this round's hop work (issue #15, session 9: fewer thread wake-ups per bus
+request/reply, Bus.arequest on the gateway's REST path)."""
 BASELINE_FILES = (
-    "services/gateway/src/fedgateway/main.py",
-    "services/gateway/src/fedgateway/settings.py",
-    "services/gateway/src/fedgateway/api/app.py",
-    "services/serving/src/fedserving/main.py",
     "libs/bus/src/fedbus/amqp_bus.py",
+    "libs/bus/src/fedbus/broker_bus.py",
+    "libs/bus/src/fedbus/bus.py",
+    "services/gateway/src/fedgateway/api/serving.py",
+    "services/gateway/src/fedgateway/api/serving_batch.py",
 )
 """What "before" takes from the baseline commit; everything else is this tree's."""
 

@@ -2,15 +2,14 @@
 serving_batch): concurrent requests of one service go as one `predict_many` message, each gets
 its own answer. The serving side is the real guest Serving of test_coalesce's in-process stack
 (a host behind a wire, real Redis); the bus hop between gateway and serving is a function that
-takes `delay` seconds and hands the body to `Serving.local`, as the serving service's
-consumer does."""
+takes `delay` seconds and hands the body to `Serving.local` (on a thread, as the serving
+service's consumer does), awaited like the gateway's `Bus.arequest`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +39,15 @@ class Hop:
         self.broken = False
         self._lock = threading.Lock()
 
-    def send(self, body: bytes, timeout: float) -> bytes:
+    async def send(self, body: bytes, timeout: float) -> bytes:
         request = json.loads(body)
         with self._lock:
             self.messages.append((request["op"], len(request["args"].get("requests") or [1])))
-        time.sleep(self.delay)
+        await asyncio.sleep(self.delay)
         if self.broken:
             raise RequestTimeout("no reply on svc.serving.rpc")
-        return json.dumps(self.serving.local(request)).encode()
+        answer = await asyncio.to_thread(self.serving.local, request)
+        return json.dumps(answer).encode()
 
 
 def ask(row_id: str, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials
-from fedbus import BusError
+from fedbus import Bus, BusError
 from fedcontrol import ServiceUnavailable
 from fedschemas import topics
 from fedschemas.payloads import NAME_PATTERN
@@ -219,8 +219,12 @@ def batcher_of(request: Request, api: ApiContext) -> PredictBatcher:
         batcher: PredictBatcher = found[1]
         return batcher
 
-    def send(body: bytes, timeout: float) -> bytes:
-        return api.bus().request(SERVING_RPC_TOPIC, body, timeout=timeout).body
+    connected: list[Bus] = []
+
+    async def send(body: bytes, timeout: float) -> bytes:
+        if not connected:  # the first message connects the API's bus, off the loop
+            connected.append(await asyncio.to_thread(api.bus))
+        return (await connected[0].arequest(SERVING_RPC_TOPIC, body, timeout=timeout)).body
 
     if isinstance(found, tuple):
         found[1].close()

@@ -11,8 +11,9 @@ answered with one answer per request (fedserving.handlers.Serving._predict_many)
 request that finds a free slot goes at once, so one client sees no added latency; under load
 the messages grow instead of queueing one behind another.
 
-All of it runs on the API's event loop (no lock): a route awaits its own future; only the
-blocking bus request runs on a thread of `threads`, one hand-off per message, not per request.
+All of it runs on the API's event loop (no lock): a route awaits its own future, and a
+message's bus request is awaited on the loop too (`Bus.arequest`: the reply wakes the loop
+once; no thread hand-off on the way out or back).
 Each request keeps its own deadline (the message waits for the latest of its members'); one
 whose deadline passes stops waiting alone. A serving service that does not know
 `predict_many` (older than this gateway) gets the message's requests one by one as
@@ -24,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Send = Callable[[bytes, float], bytes]
-"""(request body, timeout in seconds) -> the serving service's reply body; raises when it
-does not answer (the bus's errors)."""
+Send = Callable[[bytes, float], Awaitable[bytes]]
+"""(request body, timeout in seconds) -> awaits the serving service's reply body; raises when
+it does not answer (the bus's errors)."""
 Answer = dict[str, Any]
 """{"ok": true, "data": ...} or {"ok": false, "status": ..., "error": ...}."""
 
@@ -65,7 +65,6 @@ class PredictBatcher:
         *,
         concurrency: int = 2,
         max_rows: int = 10_000,
-        threads: int = 4,
         on_message: Callable[[int], None] | None = None,
     ) -> None:
         """`on_message(requests)` is told about every message sent (tests, metrics)."""
@@ -74,10 +73,16 @@ class PredictBatcher:
         self.max_rows = max_rows
         self._on_message = on_message
         self._lanes: dict[str, _Lane] = {}
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="api-serving")
+        self._tasks: set[asyncio.Task[None]] = set()  # messages in flight, kept until done
+        self._closed = False
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the messages in flight (their callers get ServingSilent) and send no more."""
+        self._closed = True
+        for task in list(self._tasks):
+            loop = task.get_loop()  # maybe another thread's, maybe closed (a test client's)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
 
     async def predict(self, service_id: str, request: dict[str, Any], wait: float) -> Answer:
         """The serving service's answer to one predict request (`{rows, caller, timeout_s}`);
@@ -95,12 +100,14 @@ class PredictBatcher:
 
     def _pump(self, service_id: str, lane: _Lane) -> None:
         """Send what is queued while a slot is free."""
-        while lane.inflight < self.concurrency:
+        while not self._closed and lane.inflight < self.concurrency:
             batch = self._take(lane)
             if not batch:
                 return
             lane.inflight += 1
-            asyncio.get_running_loop().create_task(self._run(service_id, lane, batch))
+            task = asyncio.get_running_loop().create_task(self._run(service_id, lane, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _take(self, lane: _Lane) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -122,12 +129,14 @@ class PredictBatcher:
             for pending, answer in zip(batch, answers, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(answer)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             for pending in batch:
                 if not pending.future.done():
-                    failed = ServingSilent(str(exc))
+                    failed = ServingSilent(str(exc) or type(exc).__name__)
                     failed.__cause__ = exc
                     pending.future.set_exception(failed)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             lane.inflight -= 1
             self._pump(service_id, lane)
@@ -167,6 +176,6 @@ class PredictBatcher:
         body = json.dumps({"op": op, "args": args}).encode()
         if self._on_message is not None:
             self._on_message(len(args.get("requests") or [args]))
-        reply = await loop.run_in_executor(self._executor, self._send, body, timeout)
+        reply = await self._send(body, timeout)
         answer: Answer = json.loads(reply)
         return answer
