@@ -2,7 +2,10 @@
 RabbitMQ: a real job (reader, homo_nn's built-in network over secure aggregation through both
 gateways, homo_nn_predict) on the session's shared stack, the guest's serving service started
 beside it, the model published guest-only, bound, and scored through the guest's REST API equal
-to the job's own offline prediction within 1e-9.
+to the job's own offline prediction within 1e-9. The same served model, needing no host call,
+also checks what is the same for every model: a batch of 10,000 rows is taken and one of
+10,001 refused, and `fedmq model publish` / `fedmq serving bind|switch|status|predict|events`
+against the guest's gateway.
 
 The shared stack runs without serving services (`fedmq local up --without serving`); the
 launcher made the serving service's broker user all the same, so the module starts the guest's
@@ -13,6 +16,8 @@ A homo_nn model needs no host at serving time, so the host's serving service is 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,8 +28,10 @@ import numpy as np
 import pytest
 from fedbus.sql_inbox import make_engine
 from fedflow.artifacts import ArtifactStore
+from typer.testing import CliRunner
 
 from fedmq import local
+from fedmq.cli import app
 from tests.local_stack import DATA, GUEST, HOST, Stack, shared_stack_fixture
 from tests.serving.stack import LaunchedServing
 
@@ -32,6 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 stack = shared_stack_fixture()
 
+MAX_BATCH_ROWS = 10_000
 TABLES = {GUEST: "breast_homo_guest", HOST: "breast_homo_host"}
 # Two rounds of a small network: what is tested is the served arithmetic, not the training.
 PIPELINE = f"""
@@ -94,7 +102,13 @@ def trained(stack: Stack) -> Iterator[Trained]:
     )
     stack.host.grant(TABLES[HOST], GUEST, ["homo_nn", "homo_nn_predict"])
     serving = LaunchedServing(stack.state, GUEST)
-    local.start_service(stack.state, GUEST, "serving")  # comes up while the job runs
+    # Comes up while the job runs; its per-caller limit lets one 10,000-row batch through
+    limit = "FEDMQ_SERVING_RATE_LIMIT_ROWS_PER_S"
+    os.environ[limit] = str(2 * MAX_BATCH_ROWS)
+    try:
+        local.start_service(stack.state, GUEST, "serving")
+    finally:
+        del os.environ[limit]
     try:
         job = stack.guest.submit(PIPELINE, job_id=f"serving-nn-{uuid.uuid4().hex[:6]}")
         ended = stack.guest.wait(job.job_id, timeout=300)
@@ -165,3 +179,77 @@ def test_a_homo_nn_job_served_guest_only_scores_as_its_offline_prediction(traine
     short = {k: v for k, v in trained.rows[ids[0]].items() if k != "x29"}
     refused = trained.api("POST", "/nn-risk/predict", json={"id": ids[0], "features": short})
     assert refused.status_code == 422 and "x29" in refused.text
+
+
+def test_a_batch_takes_up_to_10000_rows_and_refuses_one_more(trained: Trained) -> None:
+    # Prepare: the model bound on its own service; the guest's rows repeated to 10,000
+    published = trained.ok(
+        "POST",
+        "/models",
+        json={
+            "job_id": trained.job_id,
+            "name": "nn-batch",
+            "component": "homo_nn_0",
+            "guest_only": True,
+        },
+    )
+    bind = {"service_id": "nn-batch", "name": "nn-batch", "version": published["version"]}
+    trained.ok("POST", "/services", json=bind)
+    ids = sorted(trained.offline)
+    rows = [
+        {"id": ids[i % len(ids)], "features": trained.rows[ids[i % len(ids)]]}
+        for i in range(MAX_BATCH_ROWS)
+    ]
+    # One row more, each without features: the count alone is refused
+    too_many = [{"id": str(i), "features": {}} for i in range(MAX_BATCH_ROWS + 1)]
+
+    # Execute
+    full = trained.api("POST", "/nn-batch/predict/batch", json={"rows": rows})
+    over = trained.api("POST", "/nn-batch/predict/batch", json={"rows": too_many})
+
+    # Assert: every one of 10,000 rows scored as offline; 10,001 refused (422) naming the limit
+    assert full.status_code == 200, full.text[:500]
+    got = np.array([r["score"] for r in full.json()["results"]])
+    want = np.array([trained.offline[r["id"]] for r in rows])
+    assert got.shape == (MAX_BATCH_ROWS,) and np.max(np.abs(got - want)) <= 1e-9
+    assert over.status_code == 422 and "10000" in over.text
+
+
+def test_the_serving_cli_publishes_binds_switches_and_shows_status(trained: Trained) -> None:
+    # Prepare: `fedmq ... --url --token` against the guest's gateway
+    gateway = trained.stack.guest
+    login = ["--url", gateway.base_url, "--token", gateway._headers["Authorization"].split()[1]]
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(app, [*args, *login])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    # Execute: publish two versions, bind the first, switch to the second, read the status
+    for _ in range(2):
+        cli(
+            "model",
+            "publish",
+            trained.job_id,
+            "--name",
+            "nn-cli",
+            "--component",
+            "homo_nn_0",
+            "--guest-only",
+            "--json",
+        )
+    bound = cli("serving", "bind", "nn-cli", "nn-cli", "1")
+    switched = cli("serving", "switch", "nn-cli", "2")
+    status = json.loads(cli("serving", "status", "nn-cli", "--json"))["data"][0]
+    row_id = sorted(trained.offline)[0]
+    features = [f"--feature={k}={v!r}" for k, v in trained.rows[row_id].items()]
+    answer = json.loads(cli("serving", "predict", "nn-cli", row_id, *features))
+    events = json.loads(cli("serving", "events", "nn-cli", "--json"))["data"]
+
+    # Assert: what each command said is what the registry holds, and the service answers on
+    # version 2 with the offline score
+    assert "service nn-cli: nn-cli v1" in bound and "service nn-cli: nn-cli v2" in switched
+    assert (status["version"], status["previous_version"], status["state"]) == (2, 1, "serving")
+    assert answer["version"] == 2 and abs(answer["score"] - trained.offline[row_id]) <= 1e-9
+    assert [e["action"] for e in events] == ["bind", "switch"]
