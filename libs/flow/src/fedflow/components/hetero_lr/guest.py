@@ -19,6 +19,7 @@ from fedflow.components.hetero_lr.lanes import join_lanes
 from fedflow.components.hetero_lr.protocol import MAX_HOSTS
 from fedflow.components.hetero_lr.session import INTERCEPT, SHARED_PRECISION, Training
 from fedflow.kit.alignment import check_alignment
+from fedflow.kit.decrypt_check import decrypt_floats
 from fedflow.kit.inputs import check_linear_inputs
 from fedflow.kit.loop import LossWatch, iterations, timed
 from fedflow.kit.threads import crypto_threads
@@ -399,6 +400,57 @@ def _score_squares(step: Step, host: str) -> Floats:
     return squares
 
 
+CROSS_SLACK = 2.0**-20
+"""Relative slack of _cross_bound per sqrt(batch rows): the host's encrypted_dot quantises its
+u_h on a grid of at most 2^-23 of its largest magnitude (<= sqrt(S_h)), so the decrypted cross
+term is off by at most 2^-24 sqrt(b) host_coef sqrt(S_h S_h'); 2^-20 leaves a factor 16."""
+CROSS_FLOOR = 2.0**-40
+"""Absolute slack per row and other host: the other hosts' [[host_coef u_h']] are encoded at
+SHARED_PRECISION (2^-48, rounding 2^-49 each)."""
+
+
+def _cross_bound(step: Step, host: str, squares: Mapping[str, Floats]) -> Floats:
+    """Per lane, the largest |sum over the other hosts h' of u_h . (host_coef u_h')| that
+    honest scores allow: Cauchy-Schwarz on the sums of squares each host sent in plaintext
+    (host_score_sq), |u_h . u_h'| <= sqrt(S_h S_h'), plus the encoding's slack."""
+    coef, b = step.run.objective.host_coef, step.b
+    own = np.maximum(squares[host], 0.0)
+    others = [np.maximum(s, 0.0) for h, s in squares.items() if h != host]
+    products = sum(np.sqrt(own * theirs) for theirs in others)
+    slack = CROSS_FLOOR * b * (1.0 + np.sqrt(own)) * len(others)
+    return np.asarray(coef * products * (1.0 + CROSS_SLACK * np.sqrt(b)) + slack)
+
+
+def _decrypt_cross(
+    step: Step, host: str, cross: EncryptedVector, squares: Mapping[str, Floats]
+) -> Floats:
+    """`host`'s host_cross decrypted under the guest's key, per lane, checked against
+    _cross_bound and reported to this party's audit (report.decrypt_check) before it is used.
+    The host chose the ciphertexts, so a value outside the bound is its doing: the guest refuses
+    it (the batch's loss would be made up)."""
+    he, t = step.run.he, step.t
+    bound = _cross_bound(step, host, squares)
+    values = decrypt_floats(
+        step.run.ctx,
+        he.private_key,
+        cross,
+        peer=host,
+        tag="host_cross",
+        iteration=t,
+        low=-bound,
+        high=bound,
+        bound="|sum over other hosts h' of u_h . (host_coef u_h')| <= host_coef sum "
+        "sqrt(S_h S_h') per lane (Cauchy-Schwarz on the hosts' host_score_sq), plus encoding",
+        executor=he.executor,
+    )
+    if np.any(np.abs(values) > bound):
+        raise ValueError(
+            f"{step.run.objective.name}: host_cross from {host} at iteration {t} exceeds what "
+            "the hosts' sums of squared scores allow (Cauchy-Schwarz)"
+        )
+    return values
+
+
 def _gradients_and_losses(
     step: Step, own: list[Floats], from_hosts: Floats, u_h_sq: Floats, coef: float = 1.0
 ) -> tuple[Floats, Floats]:
@@ -473,19 +525,21 @@ def _taylor(step: Step) -> tuple[Floats, Floats]:
         )
     from_hosts = np.zeros((step.lanes, k_g + 2))
     u_h_sq = np.zeros(step.lanes)
+    squares: dict[str, Floats] = {}
     for host in hosts:
         got = he.unmask(sent[host], "guest_gradient_masked", t, host, f"guest_gradient:{host}")
         got = got.reshape(step.lanes, k_g + 2)
         for i, lane in enumerate(active):
             from_hosts[lane] += scales[i] * got[lane]
-        u_h_sq += _score_squares(step, host)
-        if several:
-            # per lane, the sum over the other hosts h' of u_h . (host_coef u_h'): loss terms
+        squares[host] = _score_squares(step, host)
+        u_h_sq += squares[host]
+    if several:
+        # per lane, the sum over the other hosts h' of u_h . (host_coef u_h'): loss terms,
+        # checked against every host's sum of squares (hence after all of them)
+        for host in hosts:
             cross = he.recv_ciphertexts("host_cross", t, host, he.public_key, step.lanes)
             ctx.federation.authorize_decrypt("host_cross", t, frm=host)
-            u_h_sq += np.asarray(he.private_key.decrypt(cross), dtype=np.float64) / (
-                objective.host_coef
-            )
+            u_h_sq += _decrypt_cross(step, host, cross, squares) / objective.host_coef
     own = [v[i] for i in range(len(active))]
     return _gradients_and_losses(step, own, from_hosts, u_h_sq, objective.host_coef)
 

@@ -262,23 +262,29 @@ def _taylor(step: Step) -> Floats:
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest)
     if others:
-
-        def host_cross() -> tuple[EncryptedVector, dict[str, Any]]:
-            parts = []
-            for i in range(len(active)):
-                lane = slice(i * b, (i + 1) * b)
-                total = encrypted_dot(scores[i][:, None], peer_scores[0][lane])
-                for peer in peer_scores[1:]:
-                    total = total + encrypted_dot(scores[i][:, None], peer[lane])
-                parts.append(total)
-            joined = join_lanes(parts, active, step.lanes, 1, guest_key)
-            # Sent to the key holder: re-randomised first.
-            return joined.obfuscate(executor=he.executor), {}
-
-        run.resume.send_ciphertexts("host_cross", t, host_cross, to=guest)
+        run.resume.send_ciphertexts(
+            "host_cross", t, lambda: (_host_cross(step, scores, peer_scores), {}), to=guest
+        )
     he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest)
     _send_score_squares(step)
     return _gradients(step, he.unmask(sent, "host_gradient_masked", t, guest, "host_gradient"))
+
+
+def _host_cross(step: Step, scores: Floats, peer_scores: list[EncryptedVector]) -> EncryptedVector:
+    """Per lane, [[sum over the other hosts h' of u_h . (host_coef u_h')]] under the guest's
+    key (the loss's cross terms; Enc(0) for a frozen lane). The guest decrypts it, so it is
+    re-randomised first."""
+    he, b = step.run.he, step.b
+    guest_key = he.peer_keys[step.guest]
+    parts = []
+    for i in range(len(step.active)):
+        lane = slice(i * b, (i + 1) * b)
+        total = encrypted_dot(scores[i][:, None], peer_scores[0][lane])
+        for peer in peer_scores[1:]:
+            total = total + encrypted_dot(scores[i][:, None], peer[lane])
+        parts.append(total)
+    joined = join_lanes(parts, step.active, step.lanes, 1, guest_key)
+    return joined.obfuscate(executor=he.executor)
 
 
 def _taylor_packed(step: Step, slots: packing.Slots, scores: Floats) -> Floats:

@@ -19,7 +19,22 @@ from fedflow.components.hetero_lr.math import (
 )
 
 EXP_LIMIT = 700.0
-"""exp() of a larger log-rate overflows a float: training stops (diverged) before."""
+"""exp() of a larger log-rate overflows a float: training stops (diverged) before. A host also
+stops at a score at or below -EXP_LIMIT: its rate exp(u) would leave float64's normal range
+(e^-708), and the bound on y . u_h below rests on every score being inside (-EXP_LIMIT,
+EXP_LIMIT)."""
+
+LABEL_SCORE_SLACK = 2.0**-20
+"""Relative slack of label_score_bound: encrypted_dot quantises u_h on a grid of at most
+2^-23 of its largest magnitude, so y . u_h as decrypted is off by at most 2^-24 EXP_LIMIT sum(y);
+2^-20 leaves a factor 16."""
+
+
+def label_score_bound(y: Floats) -> float:
+    """The largest |y . u_h| an honest host's label_score can decrypt to: y >= 0 (counts) and
+    every host score |u_h| < EXP_LIMIT (the host refuses to go on otherwise), so |y . u_h| <
+    EXP_LIMIT sum(y), plus the encoding's slack."""
+    return EXP_LIMIT * float(np.sum(y)) * (1.0 + LABEL_SCORE_SLACK)
 
 
 def y_log_y(y: Floats) -> Floats:

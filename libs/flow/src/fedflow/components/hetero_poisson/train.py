@@ -20,6 +20,7 @@ from fedflow.components.hetero_lr.session import INTERCEPT, Training
 from fedflow.components.hetero_poisson import HeteroPoissonParams
 from fedflow.components.hetero_poisson import math as pmath
 from fedflow.kit.alignment import check_alignment
+from fedflow.kit.decrypt_check import decrypt_floats
 from fedflow.kit.he import HeParty, open_secrets
 from fedflow.kit.inputs import check_linear_inputs
 from fedflow.kit.loop import LossWatch, iterations, timed
@@ -349,10 +350,40 @@ def _guest_iteration(
         he.decrypt_for_peer("host_gradient", t, "host_gradient_masked", host, k_hosts[host])
         score = he.recv_ciphertexts("label_score", t, host, he.public_key, 1)
         ctx.federation.authorize_decrypt("label_score", t, frm=host)
-        y_dot_uh += float(he.private_key.decrypt(score)[0])
+        y_dot_uh += _decrypt_label_score(run, score, host, t, yb)
     x_mu = scales * he.unmask(sent, "guest_gradient_masked", t, chain.key_host, "guest_gradient")
     gradient = (x_mu - xb.T @ yb) / b
     return gradient, pmath.batch_loss(yb, log_c, y_dot_uh, float(x_mu[-1]))
+
+
+def _decrypt_label_score(
+    run: Training, score: EncryptedVector, host: str, t: int, yb: Floats
+) -> float:
+    """`host`'s y . u_h, decrypted under the guest's key and checked against
+    pmath.label_score_bound (reported to this party's audit, report.decrypt_check, before it
+    is used). The host chose the ciphertext, so a value outside the bound is its doing: the
+    guest refuses it (the batch's loss would be made up)."""
+    bound = pmath.label_score_bound(yb)
+    value = decrypt_floats(
+        run.ctx,
+        run.he.private_key,
+        score,
+        peer=host,
+        tag="label_score",
+        iteration=t,
+        low=-bound,
+        high=bound,
+        bound=f"|y . u_h| <= {pmath.EXP_LIMIT:g} x sum(y) ({float(np.sum(yb)):g}), each host "
+        f"score inside (-{pmath.EXP_LIMIT:g}, {pmath.EXP_LIMIT:g})",
+        executor=run.he.executor,
+    )
+    got = float(value[0])
+    if not abs(got) <= bound:
+        raise ValueError(
+            f"{NAME}: label_score from {host} at iteration {t} is {got:g}, outside what "
+            f"the batch's labels allow (|y . u_h| <= {bound:g})"
+        )
+    return got
 
 
 # -- host ---------------------------------------------------------------------------------------
@@ -440,6 +471,11 @@ def _times(
     return vec.mul(factor, executor=executor).obfuscate(executor=executor), {}
 
 
+def _label_score(run: Training, u_h: Floats, y: EncryptedVector) -> EncryptedVector:
+    """[[y . u_h]] under the guest's key (the guest decrypts it: re-randomised first)."""
+    return encrypted_dot(u_h[:, None], y).obfuscate(executor=run.he.executor)
+
+
 def _host_iteration(
     run: Training,
     t: int,
@@ -452,9 +488,12 @@ def _host_iteration(
     he, me = run.he, run.ctx.party_id
     b = xb.shape[0]
     u_h = xb @ run.weights
-    if not np.all(u_h < pmath.EXP_LIMIT):
+    if not np.all(np.abs(u_h) < pmath.EXP_LIMIT):
+        # Both ways: past +EXP_LIMIT exp() overflows, at -EXP_LIMIT the rate leaves float64's
+        # normal range; the guest's bound on y . u_h (label_score) rests on both.
         raise ValueError(
-            f"{NAME} diverged at iteration {t}: the host's scores overflow exp(); "
+            f"{NAME} diverged at iteration {t}: the host's scores leave exp()'s range "
+            f"(|u| >= {pmath.EXP_LIMIT:g}); "
             f"{session.advice(run.params, NAME)}"
         )
     r = np.exp(u_h)
@@ -499,11 +538,9 @@ def _host_iteration(
 
     sent = run.resume.send_ciphertexts("host_gradient", t, host_gradient, to=guest_id)
 
-    def label_score() -> tuple[EncryptedVector, dict[str, Any]]:
-        # Sent to the key holder: re-randomised first.
-        return encrypted_dot(u_h[:, None], y).obfuscate(executor=he.executor), {}
-
-    run.resume.send_ciphertexts("label_score", t, label_score, to=guest_id)
+    run.resume.send_ciphertexts(
+        "label_score", t, lambda: (_label_score(run, u_h, y), {}), to=guest_id
+    )
     if me == chain.key_host:
         he.decrypt_for_peer("guest_gradient", t, "guest_gradient_masked", guest_id)
     masked = he.unmask(sent, "host_gradient_masked", t, guest_id, "host_gradient")
