@@ -462,6 +462,14 @@ class Registry:
             )
         if current.previous_version is None:
             raise RegistryError(409, f"service {service_id} has no earlier version to return to")
+        # The earlier version may have been deleted since (delete guards only the bound and
+        # canary versions): returning to it would fail every request after
+        try:
+            self._usable(current.model_name, current.previous_version)
+        except RegistryError as exc:
+            raise RegistryError(
+                409, f"service {service_id} cannot return to its earlier version: {exc.message}"
+            ) from None
         return self._change(
             service_id,
             "rollback",
