@@ -128,3 +128,31 @@ def test_a_hosts_answer_to_a_partial_call_holds_its_partial_scores_and_nothing_e
     np.testing.assert_allclose(answer["data"]["scores"], x @ W_HOST, atol=1e-12)
     text = json.dumps(answer)
     assert not any(name in text for name in ("h0", "h1", "weights"))
+
+
+def test_a_deleted_version_is_gone_and_rollback_never_returns_to_it(
+    two: tuple[Wire, Serving, Serving],
+) -> None:
+    # Prepare: versions 1 and 2; the service switched from 1 to 2
+    _, guest, host = two
+    host.accept_models_from = ("*",)
+    for _ in range(3):
+        ok(guest, "model_publish", job_id="job-1", name="credit")
+    ok(guest, "service_bind", service_id="s", name="credit", version=1)
+    ok(guest, "service_switch", service_id="s", version=2)
+
+    # Execute: version 3 (never bound) and version 1 (the one a rollback would return to)
+    # deleted, then a rollback asked for
+    ok(guest, "model_delete", name="credit", version=3)
+    ok(guest, "model_delete", name="credit", version=1)
+    status, error = refused(guest, "service_rollback", service_id="s")
+
+    # Assert: both gone from the registry, each delete recorded; the rollback refused
+    # naming the missing version, and the service still answers on version 2
+    listed = ok(guest, "model_list", name="credit")["data"]
+    assert [m["version"] for m in listed] == [2]
+    assert refused(guest, "model_show", name="credit", version=1)[0] == 404
+    deletes = [e["version"] for e in ok(guest, "events")["data"] if e["action"] == "delete"]
+    assert deletes == [3, 1]
+    assert status == 409 and "version 1" in error
+    assert ok(guest, "predict", service_id="s", rows=rows("a"))["results"][0]["version"] == 2
