@@ -2,11 +2,14 @@
 test_serving_units' wiring (two parties' Serving objects, SQLite registries, the real Redis):
 every request is counted by service, version, party and outcome (the guest's own outcome and
 each host call's), and a host's answer to a hetero_lr partial-score call holds its partial
-scores and nothing else."""
+scores and nothing else; a deleted version is gone and a rollback never returns to it; the
+Grafana serving dashboard shows what the issue asks of it."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 from fedserving.handlers import Serving
@@ -25,6 +28,8 @@ from tests.serving.test_serving_units import (
 )
 
 __all__ = ["client", "two"]  # the fixtures test_serving_units defines, used here by name
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def requests_counted(serving: Serving, version: int, party: str, outcome: str) -> float:
@@ -156,3 +161,26 @@ def test_a_deleted_version_is_gone_and_rollback_never_returns_to_it(
     assert deletes == [3, 1]
     assert status == 409 and "version 1" in error
     assert ok(guest, "predict", service_id="s", rows=rows("a"))["results"][0]["version"] == 2
+
+
+def test_the_serving_dashboard_shows_traffic_latency_errors_and_mass_queries() -> None:
+    # Prepare: each panel's queries, with the labels each one groups by
+    dashboard = json.loads((REPO / "infra/grafana/dashboards/serving.json").read_text())
+    shown: list[tuple[str, frozenset[str]]] = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target.get("expr", "")
+            grouped = re.findall(r"by \(([^)]*)\)", expr)
+            labels = frozenset(x.strip() for g in grouped for x in g.split(","))
+            shown += [(name, labels) for name in re.findall(r"fedmq_serving_\w+", expr)]
+
+    def grouped_by(metric: str, *labels: str) -> bool:
+        return any(name == metric and set(labels) <= got for name, got in shown)
+
+    # Assert: what issue #15 asks the dashboard to show, by service and version where asked
+    assert grouped_by("fedmq_serving_requests_total", "service", "version")  # QPS
+    assert grouped_by("fedmq_serving_request_seconds_bucket", "le", "service", "version")
+    assert grouped_by("fedmq_serving_requests_total", "party", "outcome")  # errors by cause
+    # a guest scoring rows en masse shows per calling party at the host, and refusals by limit
+    assert grouped_by("fedmq_serving_partial_rows_total", "caller_party")
+    assert grouped_by("fedmq_serving_rate_limited_total", "kind")
