@@ -16,7 +16,8 @@ of its job.
 - data.profile_drift: a table read for a job (report.column_stats from this party's worker)
   whose column has far more missing values, or a far wider range, than the table's recorded
   profile, or lacks a recorded column. The profile is what the last statistics component run
-  on the table reported (record_profile), else the table's first audited read.
+  on the table reported (record_profile; one run on a subset of the rows only widens it),
+  else the table's first audited read.
 Ciphertext and non-finite checks need the payload, so they run live only; the form, key and
 decrypted-bounds checks run from the recorded facts too (post-hoc).
 """
@@ -257,11 +258,21 @@ statistics component behind them still profiles the table a reader read."""
 PROFILER: Final = "statistics"
 
 
+class ProfiledTables(dict[str, str]):
+    """Party -> the table a statistics component profiles there, and `subset`: whether the
+    component's input passed through psi or data_split, so that it saw only some of the
+    table's rows (its ranges can be narrower, its missing shares other, than the table's)."""
+
+    def __init__(self, tables: Mapping[str, str], *, subset: bool) -> None:
+        super().__init__(tables)
+        self.subset = subset
+
+
 def profiled_tables(pipeline_yaml: str) -> dict[str, dict[str, str]]:
     """Each statistics component of the pipeline whose input traces back to a reader through
-    ROW_SUBSETS only -> {party: the table that reader reads there}. Its report.column_stats
-    is then that table's profile (record_profile); one behind any other component (scaled,
-    imputed, binned values) profiles no table."""
+    ROW_SUBSETS only -> {party: the table that reader reads there} (a ProfiledTables). Its
+    report.column_stats is then that table's profile (record_profile); one behind any other
+    component (scaled, imputed, binned values) profiles no table."""
     try:
         pipeline = Pipeline.from_yaml(pipeline_yaml)
     except PipelineError:
@@ -271,18 +282,25 @@ def profiled_tables(pipeline_yaml: str) -> dict[str, dict[str, str]]:
     for spec in specs.values():
         if spec.type != PROFILER:
             continue
-        reader = _reader_behind(specs, spec)
-        if reader is None:
+        behind = _reader_behind(specs, spec)
+        if behind is None:
             continue
+        reader, subset = behind
         tables = {
             task.party_id: reader.params_for(task.role, task.party_id).get("table")
             for task in reader.tasks
         }
-        found[spec.name] = {p: t for p, t in tables.items() if isinstance(t, str)}
+        found[spec.name] = ProfiledTables(
+            {p: t for p, t in tables.items() if isinstance(t, str)}, subset=subset
+        )
     return found
 
 
-def _reader_behind(specs: Mapping[str, ComponentSpec], spec: ComponentSpec) -> ComponentSpec | None:
+def _reader_behind(
+    specs: Mapping[str, ComponentSpec], spec: ComponentSpec
+) -> tuple[ComponentSpec, bool] | None:
+    """The reader `spec` takes its data from through ROW_SUBSETS only, and whether any of
+    those lay between them."""
     ref, seen = spec.inputs.get("data"), set()
     while ref is not None and ref.component not in seen:
         seen.add(ref.component)
@@ -290,7 +308,7 @@ def _reader_behind(specs: Mapping[str, ComponentSpec], spec: ComponentSpec) -> C
         if upstream is None or upstream.type not in ROW_SUBSETS | {"reader"}:
             return None
         if upstream.type == "reader":
-            return upstream
+            return upstream, len(seen) > 1
         ref = upstream.inputs.get("data")
     return None
 
@@ -304,14 +322,37 @@ def record_profile(
     """A statistics component's output (report.column_stats from this party's worker) as the
     profile of the table it ran on (`tables`: party -> table, from profiled_tables): its
     columns replace those of the recorded profile (the first read's, or an earlier run's);
-    columns it did not profile keep theirs. Judges nothing: a read in the same job was judged
-    against the profile before it."""
+    columns it did not profile keep theirs. A run on a subset of the rows (behind psi or
+    data_split: ProfiledTables.subset) only widens a recorded column, to the union of the two
+    ranges and the larger missing share: a subset's range lies inside the table's, so taken as
+    the profile it would flag the table's own values at its next whole read (a heavy tail
+    the sample missed). Judges nothing: a read in the same job was judged against the profile
+    before it."""
     table = tables.get(policy.party_id)
     if obs.sender != policy.party_id or table is None:
         return []
     profile = profiles.setdefault(table, {})
-    profile.update(_columns(obs.facts))
+    columns = _columns(obs.facts)
+    if isinstance(tables, ProfiledTables) and tables.subset:
+        columns = {
+            name: _widened(profile[name], seen) if name in profile else seen
+            for name, seen in columns.items()
+        }
+    profile.update(columns)
     return []
+
+
+def _widened(
+    before: tuple[float, float | None, float | None], seen: tuple[float, float | None, float | None]
+) -> tuple[float, float | None, float | None]:
+    """The recorded column widened by what a subset of the rows showed."""
+    lows = [v for v in (before[1], seen[1]) if v is not None]
+    highs = [v for v in (before[2], seen[2]) if v is not None]
+    return (
+        max(before[0], seen[0]),
+        min(lows) if lows else None,
+        max(highs) if highs else None,
+    )
 
 
 def _columns(facts: Mapping[str, Any]) -> TableProfile:
