@@ -269,6 +269,14 @@ class Serving:
                 model = self.registry.model(
                     str(request["name"]), int(request["version"]), caller_party
                 )
+                # Two publishes of one name can race for a version: the one this party
+                # accepted may be another job's than the guest kept. Not ready for that one.
+                job = request.get("job_id")
+                if job is not None and job != model.job_id:
+                    return {
+                        "state": f"refused: party {self.party_id} holds version "
+                        f"{model.version} of {model.name} from job {model.job_id}, not {job}"
+                    }
                 return {"state": model.state}
             raise Refused(400, f"unknown remote op {op!r}")
 
@@ -400,7 +408,12 @@ class Serving:
                         host,
                         SERVICE_TOPIC,
                         json.dumps(
-                            {"op": "state", "name": model.name, "version": model.version}
+                            {
+                                "op": "state",
+                                "name": model.name,
+                                "version": model.version,
+                                "job_id": model.job_id,
+                            }
                         ).encode(),
                         PROPOSE_TIMEOUT_S,
                     )
