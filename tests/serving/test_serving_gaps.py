@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
+from fedflow.components.hetero_lr.session import INTERCEPT, model_table
 from fedserving.handlers import Serving
 
 from tests.serving.test_serving_units import (
     GUEST,
     HOST,
     HOST_ROWS,
+    W_GUEST,
     W_HOST,
     Wire,
     client,
@@ -184,3 +187,66 @@ def test_the_serving_dashboard_shows_traffic_latency_errors_and_mass_queries() -
     # a guest scoring rows en masse shows per calling party at the host, and refusals by limit
     assert grouped_by("fedmq_serving_partial_rows_total", "caller_party")
     assert grouped_by("fedmq_serving_rate_limited_total", "kind")
+
+
+def test_two_publishes_racing_for_one_version_never_join_parts_of_different_jobs(
+    two: tuple[Wire, Serving, Serving],
+) -> None:
+    # Prepare: a second job with other weights at both parties; the guest's calls ordered so
+    # that two publishes of one name both take version 1 (each reads the next version before
+    # either wrote it), the host accepts job-1's proposal and refuses job-2's, and the guest
+    # stores job-2's publish first
+    wire, guest, host = two
+    host.accept_models_from = ("*",)
+    guest.artifacts.put(
+        "job-2",
+        "hetero_lr_0",
+        GUEST,
+        "guest",
+        "model",
+        model_table(["x0", "x1", INTERCEPT], 3 * W_GUEST),
+        0,
+    )
+    host.artifacts.put(
+        "job-2", "hetero_lr_0", HOST, "host", "model", model_table(["h0", "h1"], 3 * W_HOST), 0
+    )
+    first_proposed, second_stored = threading.Event(), threading.Event()
+    to_host = wire.caller(GUEST)
+
+    def ordered(party: str, service: str, body: bytes, timeout: float) -> bytes:
+        job = json.loads(body).get("job_id")
+        if job == "job-2":
+            assert first_proposed.wait(5)
+        reply = to_host(party, service, body, timeout)
+        if job == "job-1":
+            first_proposed.set()
+            assert second_stored.wait(5)
+        return reply
+
+    guest.call = ordered
+    answers: dict[str, dict[str, object]] = {}
+
+    def publish(job: str) -> None:
+        answers[job] = guest.local(
+            {"op": "model_publish", "args": {"job_id": job, "name": "credit"}}
+        )
+        if job == "job-2":
+            second_stored.set()
+
+    # Execute: both at once; then the guest's operator looks at version 1 (which asks the
+    # hosts that had not accepted again)
+    threads = [threading.Thread(target=publish, args=(job,)) for job in ("job-1", "job-2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    guest.call = to_host
+    shown = ok(guest, "model_show", name="credit", version=1)
+
+    # Assert: version 1 is job-2's at the guest and job-1's at the host: it must not become
+    # ready (bound, it would add job-1's host score to job-2's guest score)
+    assert answers["job-1"]["status"] == 409  # the guest's version 1 exists already
+    assert shown["job_id"] == "job-2"
+    assert ok(host, "model_show", name="credit", version=1, owner_party=GUEST)["job_id"] == "job-1"
+    assert shown["state"] != "ready"
+    assert refused(guest, "service_bind", service_id="s", name="credit", version=1)[0] == 409
