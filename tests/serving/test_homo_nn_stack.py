@@ -19,8 +19,9 @@ import csv
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -215,16 +216,24 @@ def test_a_batch_takes_up_to_10000_rows_and_refuses_one_more(trained: Trained) -
     assert over.status_code == 422 and "10000" in over.text
 
 
-def test_the_serving_cli_publishes_binds_switches_and_shows_status(trained: Trained) -> None:
-    # Prepare: `fedmq ... --url --token` against the guest's gateway
+def fedmq(trained: Trained) -> Callable[..., str]:
+    """`fedmq ARGS --url --token` against the guest's gateway: its output, its exit status
+    checked (`code`)."""
     gateway = trained.stack.guest
     login = ["--url", gateway.base_url, "--token", gateway._headers["Authorization"].split()[1]]
     runner = CliRunner()
 
-    def cli(*args: str) -> str:
+    def cli(*args: str, code: int = 0) -> str:
         result = runner.invoke(app, [*args, *login])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == code, result.output
         return result.output
+
+    return cli
+
+
+def test_the_serving_cli_publishes_binds_switches_and_shows_status(trained: Trained) -> None:
+    # Prepare: `fedmq ... --url --token` against the guest's gateway
+    cli = fedmq(trained)
 
     # Execute: publish two versions, bind the first, switch to the second, read the status
     for _ in range(2):
@@ -253,3 +262,40 @@ def test_the_serving_cli_publishes_binds_switches_and_shows_status(trained: Trai
     assert (status["version"], status["previous_version"], status["state"]) == (2, 1, "serving")
     assert answer["version"] == 2 and abs(answer["score"] - trained.offline[row_id]) <= 1e-9
     assert [e["action"] for e in events] == ["bind", "switch"]
+
+
+def test_an_exported_version_deleted_and_imported_again_serves_as_before(
+    trained: Trained, tmp_path: Path
+) -> None:
+    # Prepare: a version bound, then switched away from, exported as a signed file
+    cli = fedmq(trained)
+    body = {"job_id": trained.job_id, "name": "nn-io", "component": "homo_nn_0", "guest_only": True}
+    for _ in range(2):
+        trained.ok("POST", "/models", json=body)
+    trained.ok("POST", "/services", json={"service_id": "nn-io", "name": "nn-io", "version": 1})
+    trained.ok("POST", "/services/nn-io/switch", json={"version": 2})
+    exported = tmp_path / "nn-io-1.json"
+    cli("model", "export", "nn-io", "1", "-o", str(exported))
+    document = json.loads(exported.read_text())
+    tampered = tmp_path / "tampered.json"
+    document["model"]["weights"][0] += 1e-6
+    tampered.write_text(json.dumps(document))
+
+    # Execute: version 1 deleted (a rollback to it is now refused), the tampered file and the
+    # signed one imported, then the rollback
+    cli("model", "delete", "nn-io", "1")
+    no_return = cli("serving", "rollback", "nn-io", code=2)
+    refused = cli("model", "import", str(tampered), code=2)
+    imported = cli("model", "import", str(exported))
+    cli("serving", "rollback", "nn-io")
+    row_id = sorted(trained.offline)[1]
+    answer = trained.ok(
+        "POST", "/nn-io/predict", json={"id": row_id, "features": trained.rows[row_id]}
+    )
+
+    # Assert: the tampered file is refused (422), the signed one restores version 1, which
+    # scores as the job's offline prediction
+    assert "409" in no_return and "version 1" in no_return
+    assert "422" in refused
+    assert "nn-io" in imported and "version 1" in imported
+    assert answer["version"] == 1 and abs(answer["score"] - trained.offline[row_id]) <= 1e-9
