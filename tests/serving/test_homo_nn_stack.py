@@ -105,11 +105,15 @@ def trained(stack: Stack) -> Iterator[Trained]:
     serving = LaunchedServing(stack.state, GUEST)
     # Comes up while the job runs; its per-caller limit lets one 10,000-row batch through
     limit = "FEDMQ_SERVING_RATE_LIMIT_ROWS_PER_S"
+    before = os.environ.get(limit)
     os.environ[limit] = str(2 * MAX_BATCH_ROWS)
     try:
         local.start_service(stack.state, GUEST, "serving")
     finally:
-        del os.environ[limit]
+        if before is None:
+            del os.environ[limit]
+        else:
+            os.environ[limit] = before
     try:
         job = stack.guest.submit(PIPELINE, job_id=f"serving-nn-{uuid.uuid4().hex[:6]}")
         ended = stack.guest.wait(job.job_id, timeout=300)
