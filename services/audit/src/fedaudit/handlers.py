@@ -38,7 +38,7 @@ from fedschemas import (
 from fedschemas.audit_payloads import AuditCheckpoint, ColumnStats, DecryptCheck
 from fedschemas.payloads import AuditStop
 from fedschemas.serving_payloads import ServingEvent
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from fedaudit import peers, store
 from fedaudit.auditor import Auditor, make_record
@@ -297,47 +297,48 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
     """Rules, chain and one transaction for `items`, in order; a message already recorded
     (a redelivery) is skipped. The chain head moves only once the transaction committed."""
     done: list[_Recorded] = []
+    # One connection and one transaction for the group: the redelivery check, then the
+    # appends (before: a connection for the check, its rollback, and another for the writes).
     with ctx.lock:
         with ctx.engine.connect() as conn:
             seen = store.recorded_among(conn, ((d.topic, e.message_id) for d, e, _ in items))
-        now = ctx.clock()
-        head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
-        stopping = set(ctx.stopped)
-        # Heads to sign: one every checkpoint_every records, also inside a group.
-        due: list[ChainHead] = []
-        last_signed = ctx.last_checkpoint_seq
-        for delivery, envelope, payload in items:
-            if (delivery.topic, envelope.message_id) in seen:
-                ctx.metrics.duplicates.inc()
-                continue
-            seen.add((delivery.topic, envelope.message_id))
-            record = make_record(delivery.topic, delivery.body, envelope, payload, ctx.party_id)
-            found = ctx.auditor.observe(Observation(record, payload), now)
-            got, deferred = None, False
-            if isinstance(payload, AuditCheckpoint) and record["direction"] == "in":
-                got, deferred = _peer_checkpoint(ctx, payload, envelope.source.party_id)
-                found += peer_findings(ctx, got)
-                record["facts"]["checkpoint"] = {
-                    "seq": got.body.get("seq"),
-                    "head_hash": got.body.get("head_hash"),
-                    "job_id": got.job_id,
-                }
-            view = ctx.auditor.jobs.get(envelope.job_id)
-            digests = view.take_unsaved() if view is not None else []
-            record["findings"] = [f.to_dict() for f in found]
-            head.extend(record, ctx.party_id)
-            if head.seq - last_signed >= ctx.checkpoint_every:
-                due.append(ChainHead(head.seq, head.hash, dict(head.peers)))
-                last_signed = head.seq
-            critical = [f for f in found if f.severity == "critical"]
-            stop = None
-            if critical and ctx.stop_on_critical and envelope.job_id not in stopping:
-                stop = critical[0]
-                stopping.add(envelope.job_id)
-            done.append(_Recorded(record, envelope, found, stop, got, deferred, digests))
-        if not done:
-            return done
-        with ctx.engine.begin() as conn:
+            now = ctx.clock()
+            head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
+            stopping = set(ctx.stopped)
+            # Heads to sign: one every checkpoint_every records, also inside a group.
+            due: list[ChainHead] = []
+            last_signed = ctx.last_checkpoint_seq
+            for delivery, envelope, payload in items:
+                if (delivery.topic, envelope.message_id) in seen:
+                    ctx.metrics.duplicates.inc()
+                    continue
+                seen.add((delivery.topic, envelope.message_id))
+                record = make_record(delivery.topic, delivery.body, envelope, payload, ctx.party_id)
+                found = ctx.auditor.observe(Observation(record, payload), now)
+                got, deferred = None, False
+                if isinstance(payload, AuditCheckpoint) and record["direction"] == "in":
+                    got, deferred = _peer_checkpoint(ctx, payload, envelope.source.party_id, conn)
+                    found += peer_findings(ctx, got)
+                    record["facts"]["checkpoint"] = {
+                        "seq": got.body.get("seq"),
+                        "head_hash": got.body.get("head_hash"),
+                        "job_id": got.job_id,
+                    }
+                view = ctx.auditor.jobs.get(envelope.job_id)
+                digests = view.take_unsaved() if view is not None else []
+                record["findings"] = [f.to_dict() for f in found]
+                head.extend(record, ctx.party_id)
+                if head.seq - last_signed >= ctx.checkpoint_every:
+                    due.append(ChainHead(head.seq, head.hash, dict(head.peers)))
+                    last_signed = head.seq
+                critical = [f for f in found if f.severity == "critical"]
+                stop = None
+                if critical and ctx.stop_on_critical and envelope.job_id not in stopping:
+                    stop = critical[0]
+                    stopping.add(envelope.job_id)
+                done.append(_Recorded(record, envelope, found, stop, got, deferred, digests))
+            if not done:
+                return done
             store.append_many(conn, [(item.record, item.stop is not None) for item in done])
             store.add_digests(
                 conn,
@@ -348,6 +349,7 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
                     store.forget_digests(conn, str(item.record["job_id"]))
                 if item.peer is not None:
                     store.add_peer_checkpoint(conn, item.peer, item.envelope, item.record["seq"])
+            conn.commit()
         for signed in due:
             _checkpoint(ctx, signed)
         # The head moves last: whoever reads it sees its checkpoints written already.
@@ -616,17 +618,18 @@ def webhook(url: str) -> Callable[[list[dict[str, Any]]], None]:
 
 
 def _peer_checkpoint(
-    ctx: AuditContext, payload: AuditCheckpoint, sender: str
+    ctx: AuditContext, payload: AuditCheckpoint, sender: str, conn: Connection
 ) -> tuple[peers.PeerCheckpoint, bool]:
-    """Check a peer's checkpoint as it is recorded; compare its job statement with this log
-    when the job ended here too; else (True) the timer compares it later (compare_pending)."""
+    """Check a peer's checkpoint as it is recorded (`conn`: the recording's transaction);
+    compare its job statement with this log when the job ended here too; else (True) the
+    timer compares it later (compare_pending)."""
     state = ctx.peer_states.setdefault(sender, peers.PeerState())
     got = peers.check(payload, sender, state, ctx.peer_keys.get(sender), ctx.party_id)
     if got.statement is None or got.problems:
         return got, False
     view = ctx.auditor.jobs.get(got.job_id)
     if view is not None and view.ended:
-        got.disagreements.extend(_disagreements(ctx, got))
+        got.disagreements.extend(_disagreements(ctx, got, conn))
         return got, False
     return got, True
 
@@ -638,10 +641,17 @@ def peer_findings(ctx: AuditContext, got: peers.PeerCheckpoint) -> list[Finding]
     ]
 
 
-def _disagreements(ctx: AuditContext, got: peers.PeerCheckpoint) -> list[str]:
+def _disagreements(
+    ctx: AuditContext, got: peers.PeerCheckpoint, conn: Connection | None = None
+) -> list[str]:
+    """The peer's statement of a job against this log's records of it, read on `conn` (the
+    recording's open transaction) or a connection of its own."""
     assert got.statement is not None
-    with ctx.engine.connect() as conn:
+    if conn is not None:
         records = list(store.iter_records(conn, job_id=got.job_id))
+    else:
+        with ctx.engine.connect() as own:
+            records = list(store.iter_records(own, job_id=got.job_id))
     sent, received = peers.job_traffic(records, got.peer)
     mine = peers.statement(ctx.party_id, got.peer, got.job_id, ctx.head.seq, sent, received)
     return peers.compare(mine, got.statement)
