@@ -31,6 +31,7 @@ from fedaudit import handlers
 from fedaudit.auditor import Auditor
 from fedaudit.liveness import Liveness, broker_probe, database_probe
 from fedaudit.metrics import AuditMetrics
+from fedaudit.priority import lower_priority
 from fedaudit.rpc import AuditRpc
 from fedaudit.rules.state import AuditPolicy
 from fedaudit.settings import AuditSettings
@@ -263,6 +264,7 @@ class Audit:
 
 def main() -> int:
     settings = AuditSettings()
+    lower_priority(settings.nice)
     return run_service("audit", settings, lambda: Audit(settings), ready_event="audit_ready")
 
 

@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from fedaudit.rules.catalogue import RULES, SEVERITIES, Severity
 
 FANOUT_NAME = "audit"
+DEFAULT_NICE = 5
 _HEX = "0123456789abcdef"
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
@@ -98,6 +99,13 @@ class AuditSettings(BusServiceSettings):
     """Deliveries recorded in one transaction when they are already waiting (group commit;
     nothing waits for a group to fill)."""
     timer_interval_s: float = Field(default=1.0, gt=0)
+    nice: int = Field(default=DEFAULT_NICE, ge=0, le=19)
+    """CPU priority (Linux nice) the audit process takes at start (`python -m fedaudit`; not
+    an audit run inside another process): above 0 the party's workers, at 0, come first when
+    the cores are busy, and the audit records in their gaps. The trade-off: while the workers
+    keep every core busy, the audit's lag grows (its durable queue holds what waits; nothing
+    is lost), and so does the time from an offending message to the job's stop. 0: the
+    workers' priority. The worker's obfuscator prefetch threads (nice 19) still yield to it."""
 
     @field_validator("peer_keys")
     @classmethod
