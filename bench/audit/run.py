@@ -4,7 +4,7 @@
         [--direction out|in]
     .venv/bin/python bench/audit/run.py job [--epochs 2] [--data breast|default_credit] [--repeat N]
         [--snapshot COMMIT] [--py-spy DIR [--py-spy-services audit,gateway]]
-        [--ciphertexts-baseline REV]
+        [--ciphertexts-baseline REV | --audit-baseline REV]
     .venv/bin/python bench/audit/run.py record [--messages 300] [--rows 128] [--baseline-src DIR]
         [--direction out|in]
 
@@ -252,8 +252,9 @@ def _get(port: int, path: str, timeout: float = 10.0) -> str:
             time.sleep(0.2)
 
 
-def _lag_quantiles(exposition: str) -> dict[str, float]:
-    """p50/p95 upper bucket bounds of the audit's lag histogram, from its /metrics."""
+def _lag_quantiles(exposition: str, quantiles: tuple[float, ...] = (0.5, 0.95)) -> dict[str, float]:
+    """Upper bucket bounds of the audit's lag histogram at `quantiles` (1.0: the largest lag's
+    bucket), from its /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     samples = {
@@ -265,9 +266,30 @@ def _lag_quantiles(exposition: str) -> dict[str, float]:
     }
     total = samples[float("inf")]
     out = {}
-    for q in (0.5, 0.95):
+    for q in quantiles:
         bound = next(le for le, n in sorted(samples.items()) if n >= q * total)
-        out[f"lag_p{int(q * 100)}_le_s"] = bound
+        out["lag_max_le_s" if q == 1.0 else f"lag_p{int(q * 100)}_le_s"] = bound
+    return out
+
+
+def _job_lags(state: Any) -> dict[str, dict[str, float]]:
+    """Each party's audit lag over its life (a fresh stack per job: the job, its set-up and the
+    2 s after): the p50, p99 and largest lag's bucket bounds, and the messages recorded."""
+    from fedmq import local as launcher
+
+    out = {}
+    for party in state.parties:
+        exposition = _get(launcher._http_port(state, party, "audit"), "/metrics")
+        lags = _lag_quantiles(exposition, (0.5, 0.99, 1.0))
+        count = next(
+            line
+            for line in exposition.splitlines()
+            if line.startswith("fedmq_audit_lag_seconds_count")
+        )
+        pid = launcher.read_pid(state, party, "audit")
+        # nice: field 19 of stat, the 17th after the command (what the process runs at)
+        nice = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+        out[party] = {**lags, "recorded": int(float(count.split()[-1])), "nice": nice}
     return out
 
 
@@ -413,6 +435,8 @@ def job(
     py_spy: str = "",
     ciphertexts_baseline: str = "",
     spied: tuple[str, ...] = ("audit",),
+    audit_baseline: str = "",
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """`repeat` pairs run A B A B ... (with the audit, then without), each job on a fresh
     two-party stack. Reported: every time in order with the load average at its start, the
@@ -422,7 +446,9 @@ def job(
     during each job (raw stacks, <service>_<setting>_<round>_<party>.txt). With
     `ciphertexts_baseline` (a file: an older fedaudit/rules/ciphertexts.py), each round runs a
     third job, between the two, whose audits run that file instead of this tree's (A B C A B
-    C): the data.ciphertext_* checks' old and new code in one run."""
+    C): the data.ciphertext_* checks' old and new code in one run. With `audit_baseline` (a
+    directory holding another version's `fedaudit` package), that third job's audits run that
+    whole package instead: the audit's old and new code in one run."""
     from fedmq import local as launcher
     from tests.audit.test_stack import pipeline
     from tests.local_stack import two_parties, upload_breast
@@ -433,7 +459,11 @@ def job(
     settings: list[tuple[str, bool, str]] = [("with_audit", True, "")]
     if ciphertexts_baseline:
         settings.append(("with_audit_baseline", True, _baseline_audit_src(ciphertexts_baseline)))
+    elif audit_baseline:
+        settings.append(("with_audit_baseline", True, _baseline_audit_package(audit_baseline)))
     settings.append(("without_audit", False, ""))
+    if only:  # e.g. profiling the audits alone
+        settings = [s for s in settings if s[0] in only]
     for round_ in range(repeat):
         for label, audit_on, audit_src in settings:
             saved_path = os.environ.get("PYTHONPATH")
@@ -478,6 +508,7 @@ def job(
                         k: round(v - cpu_before.get(k, 0.0), 2)
                         for k, v in _service_cpu(stack.state).items()
                     }
+                    lags = _job_lags(stack.state) if audit_on else {}
                     for spy in spies:  # py-spy writes its file on SIGINT
                         spy.send_signal(signal.SIGINT)
                         spy.wait(timeout=60)
@@ -496,12 +527,15 @@ def job(
                     "cpu_s": round(sum(cpu.values()), 2),
                     "audit_cpu_s": round(sum(v for k, v in cpu.items() if k.endswith("/audit")), 2),
                     "cpu_by_service": cpu,
+                    **({"audit_lag": lags} if lags else {}),
                 }
             )
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     for _, _, audit_src in settings:
         if audit_src:
             shutil.rmtree(audit_src, ignore_errors=True)
+    if only:
+        return {"data": data, "epochs": epochs, "runs": runs}
     with_audit = [r["seconds"] for r in runs if r["setting"] == "with_audit"]
     baseline = [r for r in runs if r["setting"] == "with_audit_baseline"]
     compared = (
@@ -520,6 +554,8 @@ def job(
     return {
         "data": data,
         "epochs": epochs,
+        # The audits' CPU priority (fedaudit.settings: the default where not set).
+        "audit_nice": os.environ.get("FEDMQ_AUDIT_NICE", "default"),
         "runs": runs,
         "median_with_audit_s": statistics.median(with_audit),
         "median_without_audit_s": statistics.median(without),
@@ -553,6 +589,33 @@ def _baseline_audit_src(ciphertexts: str) -> str:
     shutil.copytree(Path(fedaudit.__file__).parent, package)
     shutil.copy(ciphertexts, package / "rules" / "ciphertexts.py")
     return str(root)
+
+
+def _baseline_audit_package(directory: str) -> str:
+    """A copy of `directory`'s fedaudit package in a temporary directory to put first on the
+    services' PYTHONPATH."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="bench-audit-baseline-"))
+    shutil.copytree(Path(directory) / "fedaudit", root / "fedaudit")
+    return str(root)
+
+
+def _audit_package_at(revision: str) -> str:
+    """`revision`'s fedaudit package exported into a temporary directory (`revision` may be
+    such a directory already)."""
+    import tempfile
+
+    if (Path(revision) / "fedaudit").is_dir():
+        return revision
+    root = tempfile.mkdtemp(prefix="bench-audit-rev-")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "services/audit/src/fedaudit"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", root, "--strip-components=3"], input=archive, check=True)
+    return root
 
 
 def _check_audit_imports(state: Any, audit_src: str) -> None:
@@ -661,6 +724,10 @@ def snapshot_and_rerun(commit: str, argv: list[str]) -> int:
         ).returncode
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("throughput", "job", "record"))
@@ -684,11 +751,26 @@ def main() -> int:
         "file), alternating",
     )
     parser.add_argument(
+        "--only",
+        default="",
+        help="job: run only these settings (with_audit, with_audit_baseline, without_audit)",
+    )
+    parser.add_argument(
+        "--audit-baseline",
+        default="",
+        help="job: also run the audits from this revision's fedaudit package (or a directory "
+        "holding one), alternating A B C",
+    )
+    parser.add_argument(
         "--snapshot",
         default="",
         help="run from this commit's tree (e.g. HEAD), not the working tree others may edit",
     )
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwinds like Ctrl-C, so
+    # that the stacks' context managers take them down.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     if args.snapshot:
         argv = sys.argv[1:]
         at = argv.index("--snapshot")
@@ -696,11 +778,16 @@ def main() -> int:
         if args.ciphertexts_baseline:  # a revision: resolved here, where the git checkout is
             at = argv.index("--ciphertexts-baseline")
             argv[at + 1] = _ciphertexts_file(args.ciphertexts_baseline)
+        if args.audit_baseline:  # likewise
+            where = argv.index("--audit-baseline")
+            argv[where + 1] = _audit_package_at(args.audit_baseline)
         try:
             return snapshot_and_rerun(args.snapshot, argv)
         finally:
             if args.ciphertexts_baseline and argv[at + 1] != args.ciphertexts_baseline:
                 os.unlink(argv[at + 1])
+            if args.audit_baseline and argv[where + 1] != args.audit_baseline:
+                shutil.rmtree(argv[where + 1], ignore_errors=True)
     run = {
         "throughput": lambda: (
             [
@@ -717,6 +804,8 @@ def main() -> int:
             args.py_spy,
             _ciphertexts_file(args.ciphertexts_baseline) if args.ciphertexts_baseline else "",
             tuple(args.py_spy_services.split(",")),
+            _audit_package_at(args.audit_baseline) if args.audit_baseline else "",
+            tuple(filter(None, args.only.split(","))),
         ),
         "record": lambda: (
             record_ab(args.messages, args.rows, args.baseline_src, args.direction)
