@@ -102,9 +102,12 @@ StartWorker = Callable[..., WorkerProcess]
 
 
 @contextlib.contextmanager
-def worker_processes(cwd: Path, ready_event: str, **defaults: str) -> Iterator[StartWorker]:
+def worker_processes(
+    cwd: Path, ready_event: str, *, ready_timeout: float = 60.0, **defaults: str
+) -> Iterator[StartWorker]:
     """start(**settings) -> a worker process (keys are WorkerSettings field names, on top of
-    `defaults`) once it logged `ready_event`; every process started is killed on exit."""
+    `defaults`) once it logged `ready_event` (within `ready_timeout` s); every process started
+    is killed on exit."""
     started: list[WorkerProcess] = []
 
     def start(**settings: str) -> WorkerProcess:
@@ -114,7 +117,7 @@ def worker_processes(cwd: Path, ready_event: str, **defaults: str) -> Iterator[S
         env.setdefault("FEDMQ_WORKER_HTTP_PORT", "0")
         worker = WorkerProcess(env, cwd)
         started.append(worker)
-        worker.wait_for(ready_event)
+        worker.wait_for(ready_event, timeout=ready_timeout)
         return worker
 
     try:
