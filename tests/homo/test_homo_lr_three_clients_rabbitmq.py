@@ -1,30 +1,27 @@
 """homo_lr across three client parties as separate processes (each party's gateway with the
 signed link, its worker on RabbitMQ and PostgreSQL; the test plays the three schedulers), the
-guest aggregating. One host's worker is SIGKILLed mid-round, right after it sent its encrypted
-key shares of round 1: the aggregator drops it and completes the round through secure
-aggregation's dropout recovery (the two others reveal their shares of its mask key), and the
-host's restarted worker resumes its task, rejoins a later round if it is back in time (its
-start-up under load can outlast the remaining rounds) and ends with the final model. Every
-party ends with the FedAvg model of the clients that were in each round's sum.
+guest aggregating, with one client's worker SIGKILLed mid-round right after it sent its
+encrypted key shares: the aggregator drops it and completes the round through secure
+aggregation's dropout recovery (the two others reveal their shares of its mask key), the job
+completes, and every party ends with the FedAvg model of the clients that were in each round's
+sum.
 
-The kill test runs with FEDMQ_HOMO_FULL=1 (about 105 s at load 35: three gateways and three
-workers start one by one, and the killed one again). A cheaper test runs with
-FEDMQ_HOMO_PROCESSES=1: the three workers started at once, two rounds, nobody killed; every
-round sums all three clients' masked updates across the processes and every party ends with
-FedAvg's model (47 s in all at load 19: the three gateways 13 s, the three workers' start 20 s,
-the job 7 s, teardown 6 s; 56 s at load 23-29; 69 s at load 27 on 2026-12-07: set-up 21 s,
-the test 43 s, teardown 5 s). Not on by default: it already runs the fewest rounds (2) on
-breast's 455 rows, and what it costs is six processes starting (gateways, workers), not rows or
-rounds, so fewer rows or rounds cannot bring it under the 35 s a default run may take here.
-The standalone three-client tests and the two-party process test cover the same code by
-default.
+By default (the issue's process test, about 30 s on a quiet machine): two rounds, host B killed
+in the last one and started again once the aggregator dropped it; its task resumes from its
+checkpoint, is told it is out of round 1 and ends with the final model. What this costs is six
+processes starting, not rows or rounds, so the gateways and the workers all start at once and
+the round timeout that the kill makes the aggregator wait out is short (5 s).
+
+With FEDMQ_HOMO_FULL=1 also the rejoin: four rounds, host B started again right after the kill,
+so it resumes within round 1 or later and takes part again in a later round if it is back in
+time (about 60-100 s).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,13 +35,12 @@ from fedflow.tables import Table
 
 from fedmq import local
 from tests.homo.conftest import load, parts, training
+from tests.polling import wait_until
 from tests.relay_helpers import gateway_federation
-from tests.worker.conftest import StartWorker, WorkerProcess
-from tests.worker.conftest import start_worker as start_worker
+from tests.worker.conftest import StartWorker, WorkerProcess, worker_processes
 from tests.worker.two_parties import Schedulers, start_party_worker
 
 FULL = os.environ.get("FEDMQ_HOMO_FULL") == "1"
-PROCESSES = os.environ.get("FEDMQ_HOMO_PROCESSES") == "1"
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 GUEST, HOST_A, HOST_B = "9999", "10000", "10001"
@@ -53,6 +49,18 @@ CLIENT_IDS = {GUEST: 1, HOST_A: 2, HOST_B: 3}
 KEYS = {party: {"checkpoint_key": f"homo-three-test-checkpoint-key-{party}" * 2} for party in ROLES}
 """Each party's checkpoint key (the same for its restarted worker): the sealed mid-round
 secure-aggregation state opens only with it."""
+DROPPED_AFTER_SHARES = ("no sa_masked", "no sa_unmask_shares")
+"""How the aggregator drops a client killed after its key shares left: at the masked-input
+step, or at the unmasking step if its masked input left before the kill."""
+STARTUP_TIMEOUT_S = 180.0
+"""How long a worker or gateway may take to be ready: six processes start at once, which takes
+5-10 s on a quiet machine and more than a minute on a loaded one."""
+KILL_ROUND_TIMEOUT_S = 5.0
+"""The default test's round_timeout_s: what the aggregator waits for the killed client's masked
+input, the largest part of the job's time; a step of a round takes well under a second here."""
+REJOIN_ROUND_TIMEOUT_S = 30.0
+"""The rejoin test's round_timeout_s: longer than host B's restart takes, so that it is back
+for round 2."""
 JOB = "job-homo-lr-three"
 ROUNDS = 4
 PARAMS = {
@@ -61,7 +69,6 @@ PARAMS = {
     "learning_rate": 0.1,
     "alpha": 0.01,
     "seed": 7,
-    "round_timeout_s": 8.0,
 }
 PIPELINE = f"""
 name: homo-lr-three-clients
@@ -100,9 +107,19 @@ def stack(amqp_url: str, pg_admin_url: str, redis_url: str) -> Iterator[local.Lo
         redis_url=redis_url,
         pg_admin_url=pg_admin_url,
         label="homo3",
-        start=True,
     ) as state:
+        # Started, not waited for: the tests start the workers meanwhile and wait for both
+        # (_start_parties). Stopped by gateway_federation on exit.
+        for party in ROLES:
+            local.start_service(state, party, "gateway")
         yield state
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """tests.worker's start_worker, with more time to start: six processes start at once here."""
+    with worker_processes(tmp_path, "worker_started", ready_timeout=STARTUP_TIMEOUT_S) as start:
+        yield start
 
 
 def _store_tables(stack: local.LocalState, job: str, tables: dict[str, Table]) -> None:
@@ -114,112 +131,137 @@ def _store_tables(stack: local.LocalState, job: str, tables: dict[str, Table]) -
         engine.dispose()
 
 
-def _models(stack: local.LocalState, job: str) -> dict[str, hmath.Floats]:
+def _models(
+    stack: local.LocalState, job: str, parties: Iterable[str] = ROLES
+) -> dict[str, hmath.Floats]:
+    """Each of `parties`' homo_lr model (its weights)."""
     out = {}
-    for party, role in ROLES.items():
+    for party in parties:
+        role = ROLES[party]
         engine = make_engine(stack.parties[party].database_url)
         out[party] = ArtifactStore(engine).get(job, party, role, "homo_lr_0.model").features[:, 0]
         engine.dispose()
     return out
 
 
-@pytest.mark.skipif(not PROCESSES, reason="FEDMQ_HOMO_PROCESSES=1 runs it (about 50 s)")
-def test_three_client_processes_sum_their_updates_securely_into_fedavgs_model(
-    stack: local.LocalState, start_worker: StartWorker, tmp_path: Path
-) -> None:
-    # Prepare: the three parties' rows; their workers, started at once
-    job, rounds = f"{JOB}-quick", 2
-    tables = _split()
-    _store_tables(stack, job, tables)
-    started = time.perf_counter()
+def _left_out(survivors: dict[int, list[int]]) -> list[tuple[int, int]]:
+    """(round, client index) of every client not in a round's sum, for reference_fedavg."""
+    return [
+        (r, cid - 1)
+        for r, ids in survivors.items()
+        for cid in CLIENT_IDS.values()
+        if cid not in ids
+    ]
+
+
+def _start_parties(
+    start_worker: StartWorker, stack: local.LocalState, dirs: dict[str, Path]
+) -> dict[str, WorkerProcess]:
+    """The three parties' workers, started at once while the gateways (started by `stack`) come
+    up; returns once every worker and gateway is ready."""
     with ThreadPoolExecutor(len(ROLES)) as pool:
         futures = {
             party: pool.submit(
-                start_party_worker, start_worker, stack, party, tmp_path / party, **KEYS[party]
+                start_party_worker, start_worker, stack, party, dirs[party], **KEYS[party]
             )
             for party in ROLES
         }
-    workers = {party: future.result() for party, future in futures.items()}
-    workers_s = time.perf_counter() - started
-    schedulers = Schedulers(stack, job, PIPELINE, roles=ROLES)
-    try:
-        # Execute
-        params = {**PARAMS, "rounds": rounds, "round_timeout_s": 60.0}
-        schedulers.run("homo_lr_0", "homo_lr", params, {"data": "reader_0.data"})
-        schedulers.wait_end("homo_lr_0", timeout=240)
-        job_s = time.perf_counter() - started - workers_s
-        print(f"three workers started in {workers_s:.1f} s, the job took {job_s:.1f} s")
-
-        # Assert: every party succeeded; every round's sum held all three clients' masked
-        # updates; every party holds FedAvg's model of the three
-        finals = {p: schedulers.final(p, "homo_lr_0") for p in ROLES}
-        states = {p: (f.state, f.reason) for p, f in finals.items() if f is not None}
-        assert states == dict.fromkeys(ROLES, ("success", None))
-        done = {e["round"]: e["survivors"] for e in workers[GUEST].events("round_done")}
-        assert done == {r: [1, 2, 3] for r in range(rounds)}
-        ordered = [tables[p] for p in (GUEST, HOST_A, HOST_B)]
-        expected = hmath.reference_fedavg(parts(ordered), training(params), rounds)
-        for model in _models(stack, job).values():
-            np.testing.assert_allclose(model, expected, rtol=0, atol=1e-9)
-    finally:
-        schedulers.close()
+        workers = {party: future.result() for party, future in futures.items()}
+    for party in ROLES:
+        local.wait_healthy(stack, party, timeout=STARTUP_TIMEOUT_S)
+    return workers
 
 
-@pytest.mark.skipif(not FULL, reason="FEDMQ_HOMO_FULL=1 runs it (about 100 s)")
-def test_three_client_processes_complete_a_round_without_a_client_killed_mid_round(
+def test_three_client_processes_complete_the_job_with_a_client_killed_mid_round(
     stack: local.LocalState, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     # Prepare: each party's rows stored as its reader's output; the three workers
+    job, rounds = f"{JOB}-kill", 2
+    params = {**PARAMS, "rounds": rounds, "round_timeout_s": KILL_ROUND_TIMEOUT_S}
     tables = _split()
+    _store_tables(stack, job, tables)
     dirs = {party: tmp_path / f"tables-{party}" for party in ROLES}
-    for party, role in ROLES.items():
-        engine = make_engine(stack.parties[party].database_url)
-        create_flow_tables(engine)
-        ArtifactStore(engine).put(JOB, "reader_0", party, role, "data", tables[party], 0)
-        engine.dispose()
+    clock = time.perf_counter()
+    workers = _start_parties(start_worker, stack, dirs)
+    started_s = time.perf_counter() - clock
+    schedulers = Schedulers(stack, job, PIPELINE, roles=ROLES)
+    try:
+        # Execute: SIGKILL host B right after it sent its key shares of the last round
+        schedulers.run("homo_lr_0", "homo_lr", params, {"data": "reader_0.data"})
+        workers[HOST_B].wait_for("shares_sent", timeout=120, round=1)
+        workers[HOST_B].kill()
+        killed_s = time.perf_counter() - clock
+        wait_until(
+            lambda: all(schedulers.final(p, "homo_lr_0") for p in (GUEST, HOST_A)),
+            timeout=120,
+            what="homo_lr_0 to end at the guest and host A",
+        )
+        print(
+            f"parties ready at {started_s:.1f} s, host B killed at {killed_s:.1f} s, "
+            f"the job ended at {time.perf_counter() - clock:.1f} s"
+        )
 
-    def launch(party: str) -> WorkerProcess:
-        return start_party_worker(start_worker, stack, party, dirs[party], **KEYS[party])
+        # Assert: the job succeeded at the guest and host A; round 0 summed all three
+        # clients; round 1 went on without host B, dropped after it had shared its keys, so
+        # its pairwise masks were recovered from the two others' shares
+        finals = {p: schedulers.final(p, "homo_lr_0") for p in (GUEST, HOST_A)}
+        states = {p: (f.state, f.reason) for p, f in finals.items() if f is not None}
+        assert states == dict.fromkeys((GUEST, HOST_A), ("success", None))
+        survivors = {e["round"]: e["survivors"] for e in workers[GUEST].events("round_done")}
+        assert survivors[0] == [1, 2, 3]
+        dropped = workers[GUEST].events("client_dropped", round=1, party_id=HOST_B)
+        assert dropped and dropped[0]["reason"].startswith(DROPPED_AFTER_SHARES), dropped
 
-    workers = {party: launch(party) for party in ROLES}  # one by one: three at once time out
+        # and both hold FedAvg's model over each round's sum: the three clients in round 0;
+        # in round 1 the two others (host B's masked input is in the sum only if it left
+        # before the kill, its self-mask then removed with the others' shares)
+        ordered = [tables[p] for p in (GUEST, HOST_A, HOST_B)]
+        skip = _left_out(survivors)
+        expected = hmath.reference_fedavg(parts(ordered), training(params), rounds, skip=skip)
+        for model in _models(stack, job, (GUEST, HOST_A)).values():
+            np.testing.assert_allclose(model, expected, rtol=0, atol=1e-9)
+    finally:
+        schedulers.close()  # the start_worker fixture kills every worker it started
+
+
+@pytest.mark.skipif(not FULL, reason="FEDMQ_HOMO_FULL=1 runs it (about 60-100 s)")
+def test_a_client_killed_mid_round_rejoins_the_next_round(
+    stack: local.LocalState, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    # Prepare: each party's rows stored as its reader's output; the three workers; a round
+    # timeout long enough for host B's restarted worker to be back for round 2
+    tables = _split()
+    _store_tables(stack, JOB, tables)
+    dirs = {party: tmp_path / f"tables-{party}" for party in ROLES}
+    workers = _start_parties(start_worker, stack, dirs)
+    params = {**PARAMS, "round_timeout_s": REJOIN_ROUND_TIMEOUT_S}
     schedulers = Schedulers(stack, JOB, PIPELINE, roles=ROLES)
     try:
         # Execute: kill host B right after it sent its key shares of round 1; start it again
-        schedulers.run("homo_lr_0", "homo_lr", PARAMS, {"data": "reader_0.data"})
+        # once the aggregator dropped it
+        schedulers.run("homo_lr_0", "homo_lr", params, {"data": "reader_0.data"})
         workers[HOST_B].wait_for("shares_sent", timeout=240, round=1)
         workers[HOST_B].kill()
-        restarted = launch(HOST_B)
+        workers[GUEST].wait_for("client_dropped", timeout=120, round=1, party_id=HOST_B)
+        restarted = start_party_worker(start_worker, stack, HOST_B, dirs[HOST_B], **KEYS[HOST_B])
         schedulers.wait_end("homo_lr_0", timeout=300)
 
-        # Assert: the job succeeded at every party; round 1 went on without host B, dropped
-        # after it had shared its keys, so its pairwise masks were recovered from the others'
-        # shares; host B's task resumed from its checkpoint
+        # Assert: the job succeeded at every party; round 1 went on without host B; its
+        # restarted worker resumed the task and took part in rounds 2 and 3 again
         finals = {p: schedulers.final(p, "homo_lr_0") for p in ROLES}
         states = {p: (f.state, f.reason) for p, f in finals.items() if f is not None}
         assert states == dict.fromkeys(ROLES, ("success", None)), restarted.tail()
-        guest = workers[GUEST]
-        survivors = {e["round"]: e["survivors"] for e in guest.events("round_done")}
+        assert restarted.wait_for("task_resuming", timeout=5)["component"] == "homo_lr_0"
+        survivors = {e["round"]: e["survivors"] for e in workers[GUEST].events("round_done")}
         print(f"survivors by round: {survivors}")
-        assert sorted(survivors) == list(range(ROUNDS))
-        assert CLIENT_IDS[HOST_B] not in survivors[1]
-        dropped = guest.events("client_dropped", round=1, party_id=HOST_B)
-        assert dropped and dropped[0]["reason"].startswith(("no sa_masked", "no sa_unmask_shares"))
-        assert restarted.wait_for("task_resuming", timeout=30)["component"] == "homo_lr_0"
+        assert survivors == {0: [1, 2, 3], 1: [1, 2], 2: [1, 2, 3], 3: [1, 2, 3]}
 
         # and every party holds FedAvg's model over each round's survivors
-        skip = [
-            (r, cid - 1)
-            for r, ids in survivors.items()
-            for cid in CLIENT_IDS.values()
-            if cid not in ids
-        ]
         ordered = [tables[p] for p in (GUEST, HOST_A, HOST_B)]
-        expected = hmath.reference_fedavg(parts(ordered), training(PARAMS), ROUNDS, skip=skip)
-        for party, role in ROLES.items():
-            engine = make_engine(stack.parties[party].database_url)
-            model = ArtifactStore(engine).get(JOB, party, role, "homo_lr_0.model")
-            engine.dispose()
-            np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
+        skip = _left_out(survivors)
+        expected = hmath.reference_fedavg(parts(ordered), training(params), ROUNDS, skip=skip)
+        for model in _models(stack, JOB).values():
+            np.testing.assert_allclose(model, expected, rtol=0, atol=1e-9)
         assert restarted.terminate() == 0
     finally:
         schedulers.close()  # the start_worker fixture kills every worker it started
