@@ -336,7 +336,6 @@ class Gateway:
             signer=lambda: self._current.signer,
             verifier=self._require_verifier,
             metrics=self.metrics,
-            executor=self._rpc_pool,
             max_timeout_s=s.rpc_max_timeout_s,
         )
         self._link_loop.start()

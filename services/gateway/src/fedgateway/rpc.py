@@ -3,7 +3,7 @@
 Path of one call from a service at party A to `service` at party B (docs/gateway.md):
 
     caller --Bus.request(svc.gateway.rpc)--> gateway A --REQUEST--> gateway B
-        --Bus.request(service)--> responder --reply--> gateway B --REPLY--> gateway A
+        --Bus.arequest(service)--> responder --reply--> gateway B --REPLY--> gateway A
         --Bus.reply--> caller
 
 `RpcCaller` (gateway A) consumes svc.gateway.rpc: it checks the request is this party's and
@@ -12,7 +12,8 @@ needed, within the deadline) and, when the REPLY comes, verifies the reply exact
 message (signature, source, destination, clock window, finished jobs) plus that it answers this
 request, and hands it to the caller. `RpcResponder` (gateway B) verifies each REQUEST the same
 way, checks that `rpc_services` exposes the service to the calling party, asks the local service
-with `Bus.request` until the deadline, checks and signs the answer and sends it back.
+with `Bus.arequest` until the deadline, checks and signs the answer and sends it back, all
+on the link loop (no thread per call on either side).
 
 Deadlines: the envelope's deadline (set by the caller, covered by the signature) is checked on
 arrival at each gateway and again before anything is handed on; what is late is dropped, logged
@@ -29,6 +30,7 @@ authorization), `unavailable` (link down, no local responder), never a late answ
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import datetime as dt
 import time
@@ -189,12 +191,13 @@ class RpcCaller:
         except LinkDown:
             self._executor.submit(self._connect_and_send, delivery, request, body, started)
             return
-        future.add_done_callback(
-            lambda f: self._executor.submit(self._on_reply, f, delivery, request, started)
-        )
+        # Handled where the REPLY settles it (the link loop): verifying it and handing it to
+        # the bus (which does not wait for the publish) is a few hundred microseconds, less
+        # than the pool thread's wake-up it replaced (issue #15).
+        future.add_done_callback(lambda f: self._on_reply(f, delivery, request, started))
         log.debug("rpc_sent", peer=peer, request_id=request.message_id)
 
-    # reply (pool thread) ------------------------------------------------------------------
+    # reply (link loop thread, or the sending thread if the future was settled already) --
 
     def _on_reply(
         self,
@@ -296,7 +299,6 @@ class RpcResponder:
         signer: Callable[[], Signer],
         verifier: Callable[[], Verifier],
         metrics: GatewayMetrics,
-        executor: ThreadPoolExecutor,
         max_timeout_s: float,
         clock: Clock = _utc_now,
     ) -> None:
@@ -306,7 +308,6 @@ class RpcResponder:
         self._signer = signer
         self._verifier = verifier
         self._metrics = metrics
-        self._executor = executor
         self._max_timeout = dt.timedelta(seconds=max_timeout_s)
         self._clock = clock
         # Beside the caller side's fedmq_gateway_rpc_seconds: together they split a call's
@@ -318,12 +319,22 @@ class RpcResponder:
             buckets=RTT_BUCKETS,
             registry=metrics.registry,
         )
+        self._serving: set[asyncio.Task[None]] = set()  # requests being served, kept till done
 
     def on_request(self, peer_party: str, sender: FrameSender, body: bytes) -> None:
-        """Link loop thread: hand the request to the pool at once."""
-        self._executor.submit(self._serve, peer_party, sender, body, time.perf_counter())
+        """Link loop thread: serve the request on the link loop, without blocking it. Checks
+        and the signature are a few hundred microseconds; the local service's answer is
+        awaited (`Bus.arequest`), so the request crosses no thread of its own: the link loop
+        to the bus's loop and back, where a pool thread cost two more hand-offs (issue #15)."""
+        task = asyncio.get_running_loop().create_task(
+            self._serve(peer_party, sender, body, time.perf_counter())
+        )
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
 
-    def _serve(self, peer: str, sender: FrameSender, frame_body: bytes, arrived: float) -> None:
+    async def _serve(
+        self, peer: str, sender: FrameSender, frame_body: bytes, arrived: float
+    ) -> None:
         try:
             rid, body = decode_request(frame_body)
         except Exception as exc:  # a broken frame: the connection's problem, not one request
@@ -344,7 +355,7 @@ class RpcResponder:
             self._expired(request, peer, "request")
             return
         try:
-            answer = self._bus.request(service, body, timeout=remaining)
+            answer = await self._bus.arequest(service, body, timeout=remaining)
         except RequestTimeout:
             self._expired(request, peer, "reply")
             return

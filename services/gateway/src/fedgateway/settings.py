@@ -118,8 +118,8 @@ class GatewaySettings(ServiceSettings):
     """A call whose deadline lies further ahead is refused: it bounds how long a captured
     request stays usable."""
     rpc_threads: int = 32
-    """Threads that wait for local services' answers and verify peers' replies (calls in
-    flight beyond this wait for a thread)."""
+    """Threads that open a peer's link for calls made while it is down. Calls in flight hold no
+    thread: the link loop verifies replies and awaits local services' answers (issue #15)."""
     max_envelope_bytes: int = 1 << 30
     inbound_buffer_bytes: int = 64 << 20
     """Per peer: bytes taken off the link but not yet published (backpressure beyond this)."""
