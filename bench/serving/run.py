@@ -35,7 +35,9 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,13 +56,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BASELINE = "d3f105c"
 """The commit before this round's hop work (issue #15, session 9: fewer thread wake-ups per bus
-request/reply, Bus.arequest on the gateway's REST path)."""
+request/reply, Bus.arequest on the gateway's REST path and both gateways' request/reply,
+rpc envelopes built once)."""
 BASELINE_FILES = (
     "libs/bus/src/fedbus/amqp_bus.py",
     "libs/bus/src/fedbus/broker_bus.py",
     "libs/bus/src/fedbus/bus.py",
+    "libs/bus/src/fedbus/remote.py",
     "services/gateway/src/fedgateway/api/serving.py",
     "services/gateway/src/fedgateway/api/serving_batch.py",
+    "services/gateway/src/fedgateway/rpc.py",
+    "services/gateway/src/fedgateway/main.py",
 )
 """What "before" takes from the baseline commit; everything else is this tree's."""
 
@@ -260,8 +266,14 @@ def main() -> None:
         "in flight per service at hop 1)",
     )
     parser.add_argument("--git-dir", default=None, help="where --baseline is (default: here)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="a folder: py-spy records each process's stacks during every mode's one-client run "
+        "(<mode>-<process>.txt, folded, with --idle off); --rates '' runs only those",
+    )
     args = parser.parse_args()
-    rates = [float(r) for r in args.rates.split(",")]
+    rates = [float(r) for r in args.rates.split(",") if r]
     modes = args.modes.split(",")
     amqp = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     redis_url = os.environ.get("FEDMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -414,16 +426,51 @@ def main() -> None:
             def one_client(mode: str, service: str) -> None:
                 before = readings()
                 cpu_before = cpu()
-                found = closed_loop(f"{api}/{service}/predict", headers, rows, 200)
+                spies = profile(mode) if args.profile and service == "risk" else []
+                count = 1000 if spies else 200
+                found = closed_loop(f"{api}/{service}/predict", headers, rows, count)
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
                 found["load"] = os.getloadavg()[0]
-                found["cpu_ms_per_request"] = per_request(cpu_before, 200)
+                found["cpu_ms_per_request"] = per_request(cpu_before, count)
                 if service == "risk":
                     found["breakdown_ms"] = breakdown(before, readings(), found["mean_ms"])
                 sequential[f"{service} {mode}"] = found
                 print(service, mode, "one client", json.dumps(found), flush=True)
 
+            def profile(mode: str) -> list[subprocess.Popen[bytes]]:
+                """py-spy on every process of the path but the bench client, until SIGINT."""
+                folder = Path(args.profile)
+                folder.mkdir(parents=True, exist_ok=True)
+                return [
+                    subprocess.Popen(
+                        [
+                            str(Path(sys.executable).with_name("py-spy")),
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--rate",
+                            "200",
+                            "--nonblocking",  # never stops the process: no added latency
+                            "--format",
+                            "raw",
+                            "--output",
+                            str(folder / f"{mode}-{name.replace(' ', '-')}.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    for name, pid in pids().items()
+                    if name != "bench client"
+                ]
+
             runs = []
             seen: set[str] = set()
+            if not rates:  # one client per mode only
+                for mode in modes:
+                    switch(mode)
+                    one_client(mode, "risk")
             for i, rate in enumerate(rates):
                 for mode in modes if i % 2 == 0 else modes[::-1]:
                     switch(mode)
