@@ -14,7 +14,12 @@ runs them) answers each request; the requester sends from one thread one after t
 (latency when nothing queues), then from 32 threads at once for --seconds (throughput, and
 latency under that load). Rounds alternate the two kinds (ABBA), so load drifts hit both.
 
-    .venv/bin/python -m bench.serving.hops [--rounds 2] [--seconds 3]
+    .venv/bin/python -m bench.serving.hops [--rounds 2] [--seconds 3] [--kinds quorum,transient]
+
+Also per run: the requester process's CPU per call (requester and responder share the process,
+so this is one whole hop), and one client on an asyncio loop with `Bus.arequest`
+("one_client_async_*"; where the fedbus on the path has no arequest, e.g. an older tree put
+first on PYTHONPATH to compare code, the same through a thread: `asyncio.to_thread`).
 
 Prints JSON and writes bench/serving/hops.json.
 """
@@ -22,6 +27,7 @@ Prints JSON and writes bench/serving/hops.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import threading
@@ -41,6 +47,21 @@ BODY = json.dumps({"op": "partial", "name": "credit", "version": 1, "ids": ["133
 
 def ms(values: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(values), q)) * 1000, 3) if values else float("nan")
+
+
+async def one_client_async(bus: Any, topic: str, count: int) -> tuple[list[float], float]:
+    """One request after the other from an asyncio loop: latencies, CPU ms per call."""
+    arequest = getattr(bus, "arequest", None)
+    one: list[float] = []
+    cpu_started = sum(os.times()[:2])
+    for _ in range(count):
+        started = time.perf_counter()
+        if arequest is not None:
+            await arequest(topic, BODY, timeout=5)
+        else:
+            await asyncio.to_thread(bus.request, topic, BODY, timeout=5)
+        one.append(time.perf_counter() - started)
+    return one, (sum(os.times()[:2]) - cpu_started) * 1000 / count
 
 
 def measure(url: str, kind: str, sequential: int, seconds: float, threads: int) -> dict[str, Any]:
@@ -66,6 +87,7 @@ def measure(url: str, kind: str, sequential: int, seconds: float, threads: int) 
             one.append(time.perf_counter() - started)
         # Requester and responder both run in this process: CPU of one whole hop.
         cpu_ms = (sum(os.times()[:2]) - cpu_started) * 1000 / sequential
+        one_async, async_cpu_ms = asyncio.run(one_client_async(requester, topic, sequential))
         many: list[float] = []
         lock = threading.Lock()
         stop_at = time.perf_counter() + seconds
@@ -91,6 +113,9 @@ def measure(url: str, kind: str, sequential: int, seconds: float, threads: int) 
             "one_client_p50_ms": ms(one, 50),
             "one_client_p99_ms": ms(one, 99),
             "one_client_cpu_ms_per_call": round(cpu_ms, 3),
+            "one_client_async_p50_ms": ms(one_async, 50),
+            "one_client_async_p99_ms": ms(one_async, 99),
+            "one_client_async_cpu_ms_per_call": round(async_cpu_ms, 3),
             f"{threads}_clients_per_s": round(len(many) / elapsed, 1),
             f"{threads}_clients_p50_ms": ms(many, 50),
             f"{threads}_clients_p99_ms": ms(many, 99),
@@ -108,10 +133,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--kinds", default="quorum,transient")
     args = parser.parse_args()
     url = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     runs = []
-    order = ["quorum", "transient"]
+    order = args.kinds.split(",")
     for i in range(args.rounds):
         for kind in order if i % 2 == 0 else order[::-1]:
             run = measure(url, kind, args.sequential, args.seconds, args.threads)
