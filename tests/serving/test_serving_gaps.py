@@ -1,9 +1,10 @@
 """Issue #15's serving bullets that no other test pinned down, in one process on
 test_serving_units' wiring (two parties' Serving objects, SQLite registries, the real Redis):
 every request is counted by service, version, party and outcome (the guest's own outcome and
-each host call's), and a host's answer to a hetero_lr partial-score call holds its partial
-scores and nothing else; a deleted version is gone and a rollback never returns to it; the
-Grafana serving dashboard shows what the issue asks of it."""
+each host call's); a host's answer to a hetero_lr partial-score call holds its partial
+scores and nothing else; a PyTorch homo_nn model is refused at publish; a deleted version is
+gone and a rollback never returns to it; two publishes racing for a version never join two
+jobs' parts; the Grafana serving dashboard shows what the issue asks of it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from fedflow.components.hetero_lr.session import INTERCEPT, model_table
+from fedflow.tables import Table
 from fedserving.handlers import Serving
 
 from tests.serving.test_serving_units import (
@@ -250,3 +252,35 @@ def test_two_publishes_racing_for_one_version_never_join_parts_of_different_jobs
     assert ok(host, "model_show", name="credit", version=1, owner_party=GUEST)["job_id"] == "job-1"
     assert shown["state"] != "ready"
     assert refused(guest, "service_bind", service_id="s", name="credit", version=1)[0] == 409
+
+
+def test_a_pytorch_homo_nn_model_is_refused_and_nothing_is_published(
+    two: tuple[Wire, Serving, Serving],
+) -> None:
+    # Prepare: a homo_nn job's model table as the PyTorch learner writes it (one row per
+    # element of each named parameter, `torch.<name>.<i>`)
+    _, guest, _ = two
+    names = [f"torch.fc.weight.{i}" for i in range(4)] + ["torch.fc.bias.0"]
+    table = Table(
+        ids=np.array(names, dtype=np.str_),
+        features=np.arange(5, dtype=np.float64).reshape(-1, 1),
+        feature_names=["weight"],
+        labels=None,
+    )
+    guest.artifacts.put("torch-job", "homo_nn_0", GUEST, "guest", "model", table, 0)
+
+    # Execute: published at the guest alone, as a built-in network would be
+    status, error = refused(
+        guest,
+        "model_publish",
+        job_id="torch-job",
+        name="torch",
+        component="homo_nn_0",
+        guest_only=True,
+    )
+
+    # Assert: 422 naming why (scoring it would run the module in the serving service); no
+    # version and no event recorded
+    assert status == 422 and "PyTorch" in error
+    assert ok(guest, "model_list")["data"] == []
+    assert ok(guest, "events")["data"] == []
