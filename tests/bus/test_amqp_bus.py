@@ -6,6 +6,7 @@ topic a test declares is deleted (queue and DLQ) at teardown: tests share the de
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -19,6 +20,7 @@ from fedbus import (
     HEADER_ORIGINAL_TOPIC,
     BrokerUnavailable,
     Bus,
+    BusError,
     Delivery,
     Message,
     connect,
@@ -330,3 +332,35 @@ def test_delivery_limit_holds_even_when_the_broker_does_not_count_requeues(
         assert dead[0].headers[HEADER_DEAD_REASON].startswith("delivery limit (4) reached")
     finally:
         amqp_bus.delete(unique_name)
+
+
+def test_requests_are_answered_again_after_the_broker_drops_the_requesters_connection(
+    amqp_url: str, unique_name: str
+) -> None:
+    # Prepare: a responder, and a requester whose reply channel is open (one request answered)
+    server = connect(amqp_url)
+    client = connect(amqp_url)
+    server.declare(unique_name)
+    try:
+        server.subscribe(unique_name, lambda d: server.reply(d, d.body.upper()))
+        assert client.request(unique_name, b"before", timeout=10).body == b"BEFORE"
+
+        # Execute: the broker drops the requester's connection (its direct reply-to consumer
+        # goes with it; the robust connection does not restore that one)
+        _close_connection_on_broker(client.connection_name)  # type: ignore[attr-defined]
+
+        # Assert: a request after the reconnect opens a new reply channel and is answered,
+        # from a thread and from an event loop
+        def answered() -> bool:
+            try:
+                return client.request(unique_name, b"after", timeout=2).body == b"AFTER"
+            except BusError:
+                return False
+
+        wait_until(answered, timeout=30, what="an answer after the reconnect")
+        reply = asyncio.run(client.arequest(unique_name, b"awaited", timeout=10))
+        assert reply.body == b"AWAITED"
+    finally:
+        server.delete(unique_name)
+        client.close()
+        server.close()

@@ -879,8 +879,23 @@ class AmqpBus(BrokerBus):
 
     # -- request / reply ---------------------------------------------------------------------
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        self._deliver_reply(_to_delivery(DIRECT_REPLY_TO, message))
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
+        # Straight from aiormq: one task per reply (aio-pika's consume wraps each delivery in
+        # a second task and an IncomingMessage), and a reply needs none of a topic delivery's
+        # bookkeeping (no ack, no delivery count, no dead-letter headers).
+        properties = message.header.properties
+        raw = properties.headers or {}
+        self._deliver_reply(
+            Delivery(
+                topic=DIRECT_REPLY_TO,
+                body=message.body,
+                message_id=properties.message_id or "",
+                headers={k: t for k, v in raw.items() if (t := _header_text(v)) is not None},
+                delivery_count=1,
+                correlation_id=properties.correlation_id,
+                publisher=properties.user_id or None,
+            )
+        )
 
     async def _ensure_reply_channel(self) -> _Target:
         assert self._reply_lock is not None
@@ -891,8 +906,8 @@ class AmqpBus(BrokerBus):
                 channel = await self._require_connection().channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                reply_queue = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
-                await reply_queue.consume(self._on_reply, no_ack=True)
+                underlay = await channel.get_underlay_channel()
+                await underlay.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
                 self._reply_channel = channel
             return (self._reply_channel, self._exchange_name)
 
