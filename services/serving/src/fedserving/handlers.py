@@ -36,7 +36,7 @@ from fedflow.artifacts import ArtifactMissing, ArtifactStore, ModelArtifact
 from fedflow.components.hetero_lr.session import INTERCEPT
 from fedflow.tables import Table, TableError, TableStore
 from fedschemas import topics
-from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from fedserving import homo_nn, scoring, secureboost
 from fedserving.coalesce import HostCalls
@@ -297,6 +297,10 @@ class Serving:
             # database yet: nothing was trained or uploaded here.
             log.warning("serving_tables_missing", error=str(exc.orig))
             return _refusal(404, "no job outputs or tables at this party yet")
+        except IntegrityError:
+            # Two replicas (or requests) made the same row at once, past each one's check
+            # (bind of one service id, publish of one version): the loser is a conflict.
+            return _refusal(409, "a change made at the same moment conflicts: look and retry")
         except SQLAlchemyError as exc:
             log.warning("serving_database_error", error=type(exc).__name__)
             return _refusal(503, f"the party's database did not answer ({type(exc).__name__})")
