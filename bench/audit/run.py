@@ -310,8 +310,9 @@ def _as_received(built: list[Any]) -> list[Any]:
     return [(e, encode_envelope(e)) for e in signed]
 
 
-def record(count: int, rows: int, direction: str = "out") -> dict[str, Any]:
-    """Messages/s through fedaudit.handlers.handle_batch (groups of 64) on PostgreSQL, at the
+def record(count: int, rows: int, direction: str = "out", group: int = 64) -> dict[str, Any]:
+    """Messages/s and CPU-ms per message through fedaudit.handlers.handle_batch (groups of
+    `group`; a job's are mostly of one message) on PostgreSQL, at the
     guest as it sends them (`direction` "out", on out.10000) or at the host as it receives
     them ("in", on svc.worker, signed as the host's gateway publishes them)."""
     import sqlalchemy as sa
@@ -346,16 +347,18 @@ def record(count: int, rows: int, direction: str = "out") -> dict[str, Any]:
             for e, b in built
         ]
         handlers.handle_batch(audit.ctx, deliveries[:2])
-        started = time.perf_counter()
-        for i in range(2, len(deliveries), 64):
-            handlers.handle_batch(audit.ctx, deliveries[i : i + 64])
-        took = time.perf_counter() - started
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(2, len(deliveries), group):
+            handlers.handle_batch(audit.ctx, deliveries[i : i + group])
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
         return {
             "fedaudit": str(Path(handlers.__file__).parent),
             "messages": count,
             "rows": rows,
             "direction": direction,
+            "group": group,
             "messages_per_s": round(count / took, 1),
+            "cpu_ms_per_message": round(cpu / (count - 2) * 1000, 3),
         }
     finally:
         if audit is not None:
@@ -364,16 +367,19 @@ def record(count: int, rows: int, direction: str = "out") -> dict[str, Any]:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
-def record_ab(count: int, rows: int, baseline_src: str, direction: str = "out") -> dict[str, Any]:
-    """record() of the baseline version and of this one, alternately, twice each."""
+def record_ab(
+    count: int, rows: int, baseline_src: str, direction: str = "out", group: int = 64
+) -> dict[str, Any]:
+    """record() of the baseline version and of this one, alternately, three times each."""
     runs: dict[str, list[float]] = {"baseline": [], "current": []}
-    for _ in range(2):
+    cpu: dict[str, list[float]] = {"baseline": [], "current": []}
+    for _ in range(3):
         for label, src in (("baseline", baseline_src), ("current", "")):
             env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
             out = subprocess.run(
                 [
                     *(sys.executable, __file__, "record", "--messages", str(count)),
-                    *("--rows", str(rows), "--direction", direction),
+                    *("--rows", str(rows), "--direction", direction, "--group", str(group)),
                 ],
                 env=env,
                 capture_output=True,
@@ -384,12 +390,16 @@ def record_ab(count: int, rows: int, baseline_src: str, direction: str = "out") 
             if label == "baseline" and not result["fedaudit"].startswith(src):
                 raise RuntimeError(f"the baseline ran {result['fedaudit']}, not {src}")
             runs[label].append(result["messages_per_s"])
+            cpu[label].append(result["cpu_ms_per_message"])
     return {
         "messages": count,
         "rows": rows,
         "direction": direction,
+        "group": group,
         "baseline_messages_per_s": runs["baseline"],
         "current_messages_per_s": runs["current"],
+        "baseline_cpu_ms_per_message": cpu["baseline"],
+        "current_cpu_ms_per_message": cpu["current"],
         "ratio": round(sum(runs["current"]) / sum(runs["baseline"]), 2),
     }
 
@@ -737,6 +747,7 @@ def main() -> int:
     parser.add_argument("--data", choices=("breast", "default_credit"), default="breast")
     parser.add_argument("--baseline-src", default="")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--group", type=int, default=64, help="record: deliveries per group")
     parser.add_argument("--direction", choices=("out", "in"), default="out")
     parser.add_argument("--py-spy", default="", help="job: sample the audits with py-spy into DIR")
     parser.add_argument(
@@ -808,9 +819,9 @@ def main() -> int:
             tuple(filter(None, args.only.split(","))),
         ),
         "record": lambda: (
-            record_ab(args.messages, args.rows, args.baseline_src, args.direction)
+            record_ab(args.messages, args.rows, args.baseline_src, args.direction, args.group)
             if args.baseline_src
-            else record(args.messages, args.rows, args.direction)
+            else record(args.messages, args.rows, args.direction, args.group)
         ),
     }
     result = run[args.what]()
