@@ -423,17 +423,38 @@ def main() -> None:
             warm("floor")
             sequential: dict[str, Any] = {}
 
+            def idle_cpu(seconds: float = 3.0) -> dict[str, float]:
+                """CPU ms per second each process spends with no request (link pings, timers,
+                background refreshes): what a slow one-client run would count per request."""
+                cpu_before = cpu()
+                time.sleep(seconds)
+                return {k: (v - cpu_before[k]) * 1000 / seconds for k, v in cpu().items()}
+
             def one_client(mode: str, service: str) -> None:
+                idle = idle_cpu()
                 before = readings()
                 cpu_before = cpu()
                 spies = profile(mode) if args.profile and service == "risk" else []
                 count = 1000 if spies else 200
+                started = time.perf_counter()
                 found = closed_loop(f"{api}/{service}/predict", headers, rows, count)
+                took = time.perf_counter() - started
                 for spy in spies:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
                 found["load"] = os.getloadavg()[0]
                 found["cpu_ms_per_request"] = per_request(cpu_before, count)
+                # The same less what each process spends idle over as long (its pings, timers).
+                busy = {
+                    k: v - idle.get(k, 0.0) * took / count
+                    for k, v in found["cpu_ms_per_request"].items()
+                    if k != "all"
+                }
+                found["idle_cpu_ms_per_s"] = {k: round(v, 2) for k, v in idle.items()}
+                found["cpu_ms_per_request_less_idle"] = {
+                    **{k: round(v, 2) for k, v in busy.items()},
+                    "all": round(sum(busy.values()), 2),
+                }
                 if service == "risk":
                     found["breakdown_ms"] = breakdown(before, readings(), found["mean_ms"])
                 sequential[f"{service} {mode}"] = found
