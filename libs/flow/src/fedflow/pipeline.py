@@ -38,7 +38,8 @@ parameter of the wrong type or out of range, params for a role that does not tak
 
 An optional `audit: {severities: {data.ciphertext_repeated: warn}}` asks each party's audit to
 give rules these severities (each party's operator bounds what a pipeline may set:
-docs/audit.md, "Severities").
+docs/audit.md, "Severities"); `audit: {stalled_after_s: 600}` how long a component may go
+without a message or progress before algorithm.stalled (bounded by each operator too).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ per party and attempt, so an unbounded list (3,000 no-ops fit under the 1 MiB si
 kept a guest's scheduler busy for minutes."""
 
 _TOP_KEYS: Final = {"name", "description", "parties", "initiator", "components", "audit"}
-_AUDIT_KEYS: Final = {"severities"}
+_AUDIT_KEYS: Final = {"severities", "stalled_after_s"}
 AUDIT_SEVERITIES: Final = ("info", "warn", "critical")
 _RULE_ID: Final = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _COMPONENT_KEYS: Final = {"name", "type", "inputs", "params", "timeout_s"}
@@ -219,6 +220,18 @@ def _parse_audit(data: Any) -> dict[str, str]:
                 f"{rule}: severity must be one of {', '.join(AUDIT_SEVERITIES)}, got {severity!r}",
             )
     return dict(severities)
+
+
+def _parse_audit_stall(data: Any) -> float | None:
+    """`audit: {stalled_after_s: seconds}` (a positive number), or None when not given."""
+    if data is None or not isinstance(data, Mapping) or data.get("stalled_after_s") is None:
+        return None
+    value = data["stalled_after_s"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _fail("audit.stalled_after_s", f"must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise _fail("audit.stalled_after_s", f"must be finite, got {value!r}")
+    return float(value)
 
 
 def _parse_parties(data: Any) -> Parties:
@@ -499,12 +512,16 @@ class Pipeline:
         description: str = "",
         yaml_text: str | None = None,
         audit_severities: Mapping[str, str] | None = None,
+        audit_stalled_after_s: float | None = None,
     ) -> None:
         self.name = name
         self.audit_severities = dict(audit_severities or {})
         """The severities the pipeline asks each party's audit to give rules (`audit:
         severities:`); each party's audit applies them within its operator's limits
         (docs/audit.md), so a pipeline cannot switch another party's checks off."""
+        self.audit_stalled_after_s = audit_stalled_after_s
+        """How long the pipeline asks each party's audit to let a component go without a
+        message or progress before algorithm.stalled (None: the operator's setting)."""
         self.parties = parties
         self.description = description
         self.yaml_text = yaml_text
@@ -611,6 +628,7 @@ class Pipeline:
             description=description,
             yaml_text=yaml_text,
             audit_severities=_parse_audit(top.get("audit")),
+            audit_stalled_after_s=_parse_audit_stall(top.get("audit")),
         )
 
     def _topological_order(self) -> list[ComponentSpec]:
