@@ -9,14 +9,26 @@ machine per job and component, over sender, receiver, tag, order and iteration.
   iteration where no request was made to it;
 - algorithm.decrypt_budget: more decryption requests (ciphertexts whose rule names the receiver
   as decrypting party) in one iteration than the rule's max_per_iteration at the key holder, or
-  more than one per sender and tag.
+  more than one per sender and tag;
+- algorithm.stalled: a component running in an open job whose messages stopped crossing and
+  whose progress stopped for longer than the stall interval (the operator's stalled_after_s,
+  or the pipeline's `audit: stalled_after_s:` up to stalled_after_max_s): a peer that keeps
+  its heartbeats going but sends no federation data, or a worker stuck between steps. Armed
+  live by the component's first move (a crossing message, or this party's worker reporting it
+  running); reported once per stall, re-armed by the next move. Components that declare no
+  messages are not watched (a long local step has nothing to wait for). Time-based: the
+  service's timer calls `stalled_components`, and the post-hoc audit does not repeat it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fedflow.descriptors import MessageRule, Protocol
 
+from fedaudit.facts import kind_of
 from fedaudit.rules.catalogue import Finding
+from fedaudit.rules.control import TERMINAL
 from fedaudit.rules.state import AuditPolicy, ComponentView, JobView, Observation, all_protocols
 
 
@@ -149,4 +161,63 @@ def _count_decrypt(
                 f"{iteration}; the protocol allows {rule.decrypt.max_per_iteration}",
             )
         )
+    return found
+
+
+def note_move(obs: Observation, view: JobView, policy: AuditPolicy, now: float) -> None:
+    """Re-arm algorithm.stalled for the component a crossing message or this party's running
+    report (the worker's claim, or its progress) belongs to."""
+    record, kind = obs.record, kind_of(obs.record)
+    if kind == "federation.data" and record["direction"] != "local":
+        name = str(record["component"])
+    elif (
+        kind == "task.status"
+        and obs.sender == policy.party_id
+        and obs.facts.get("state") == "running"
+    ):
+        name = str(obs.facts.get("component"))
+    else:
+        return
+    cv = view.components.get(name)
+    if cv is None:
+        return
+    if kind == "federation.data":
+        cv.last_crossing = (obs.sender, obs.receiver)
+    cv.moved_at, cv.stall_reported = now, False
+
+
+def stalled_components(view: JobView, policy: AuditPolicy, now: float) -> list[Finding]:
+    """The components of an open job with a task still running that have not moved for longer
+    than the job's stall interval (each once per stall)."""
+    limit = policy.stall_limit(view.asked_stalled_after_s)
+    severity = policy.bounded(view.asked_severities).get("algorithm.stalled")
+    found: list[Finding] = []
+    for cv in view.components.values():
+        if not cv.moved_at or cv.stall_reported or cv.protocol is None:
+            continue
+        if not cv.protocol.messages or now - cv.moved_at <= limit:
+            continue
+        running = any(
+            name == cv.name and state not in TERMINAL
+            for (name, _, _), state in view.task_states.items()
+        )
+        if not running:
+            continue
+        cv.stall_reported = True
+        sender, receiver = cv.last_crossing
+        me = policy.party_id
+        if receiver:
+            # The last message went to `receiver`: the next step is most likely its.
+            party, last = receiver, f"the last message crossed from party {sender} to {receiver}"
+        else:
+            peers = sorted(p for p in view.roles if p != me)
+            party, last = ",".join(peers) or me, "no message of it has crossed"
+        finding = policy.finding(
+            "algorithm.stalled",
+            party,
+            f"component {cv.name} ({cv.type}) of job {view.job_id} still running with no "
+            f"message crossing and no progress for {now - cv.moved_at:.0f} s "
+            f"(stalled_after_s={limit:g}); {last}",
+        )
+        found.append(finding if severity is None else replace(finding, severity=severity))
     return found

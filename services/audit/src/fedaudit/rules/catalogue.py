@@ -153,6 +153,13 @@ _RULES = (
         "more ciphertexts sent to the key holder for decryption in one iteration than the "
         "protocol allows",
     ),
+    Rule(
+        "algorithm.stalled",
+        "algorithm",
+        "warn",
+        "a running component with no message crossing and no progress reported for longer "
+        "than the stall interval (training that stops progressing)",
+    ),
     # control flow
     Rule(
         "control.unknown_job",

@@ -27,6 +27,12 @@ class AuditPolicy:
     """Operator overrides of rule severities (rule id -> severity)."""
     silent_after_s: float = 120.0
     service_silent_after_s: float = 300.0
+    stalled_after_s: float = 300.0
+    """How long a running component may go without a crossing message or progress before
+    algorithm.stalled..."""
+    stalled_after_max_s: float = 3600.0
+    """...and the longest a pipeline may ask for (`audit: stalled_after_s:`); it may ask for
+    less freely (only its own jobs are watched closer)."""
     repeat_memory: int = 1_000_000
     """Ciphertext digests remembered per job (data.ciphertext_repeated)."""
     pipeline_floors: Mapping[str, Severity] = field(default_factory=dict)
@@ -48,6 +54,10 @@ class AuditPolicy:
 
     def finding(self, rule_id: str, party: str, detail: str) -> Finding:
         return Finding(rule_id, self.severity(rule_id), detail, party)
+
+    def stall_limit(self, asked: float | None) -> float:
+        """The stall interval of a job whose pipeline asks for `asked` seconds (None: not)."""
+        return self.stalled_after_s if asked is None else min(asked, self.stalled_after_max_s)
 
     def bounded(self, asked: Mapping[str, str]) -> dict[str, Severity]:
         """A pipeline's `audit: severities:` within this party's limits: each rule gets the
@@ -107,6 +117,13 @@ class ComponentView:
     """(tag, iteration, receiver) -> message ids of decryption requests."""
     decrypts_by: dict[tuple[str, int, str, str], set[str]] = field(default_factory=dict)
     """(tag, iteration, sender, receiver) -> message ids of decryption requests."""
+    moved_at: float = 0.0
+    """When (live) a message of the component last crossed, or this party's worker last
+    reported it running (its claim, its progress); 0: not yet (algorithm.stalled)."""
+    last_crossing: tuple[str, str] = ("", "")
+    """(sender, receiver) of the component's last crossing message."""
+    stall_reported: bool = False
+    """This stall was reported; the component's next move re-arms the rule."""
 
 
 @dataclass
@@ -131,6 +148,8 @@ class JobView:
     unchecked_reported: bool = False
     asked_severities: dict[str, str] = field(default_factory=dict)
     """What the approved pipeline's `audit: severities:` asks (bounded by AuditPolicy)."""
+    asked_stalled_after_s: float | None = None
+    """What the approved pipeline's `audit: stalled_after_s:` asks (bounded by AuditPolicy)."""
 
     def take_unsaved(self) -> list[tuple[str, bytes]]:
         taken, self.unsaved = self.unsaved, []
@@ -144,6 +163,7 @@ class JobView:
             return str(exc)
         self.initiator, self.known = initiator, True
         self.asked_severities = dict(pipeline.audit_severities)
+        self.asked_stalled_after_s = pipeline.audit_stalled_after_s
         for role, ids in pipeline.parties.by_role().items():
             for party in ids:
                 self.roles.setdefault(party, set()).add(role)
