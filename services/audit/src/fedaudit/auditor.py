@@ -177,6 +177,8 @@ class Auditor:
                 self._profile(obs, job_id)
             else:
                 self.early_profiles.setdefault(job_id, []).append(obs)
+        if now:
+            algorithm.note_move(obs, view, self.policy, now)
         return found
 
     def _profile(self, obs: Observation, job_id: str) -> None:
@@ -227,10 +229,12 @@ class Auditor:
         return found
 
     def silent(self, now: float) -> list[tuple[str, Finding]]:
-        """(job, finding) for each party of an open job silent too long."""
+        """(job, finding) for each party of an open job silent too long, each of this party's
+        services silent too long, each component stalled too long."""
         out: list[tuple[str, Finding]] = []
         for job_id, view in self.jobs.items():
             if not view.ended:
                 out += [(job_id, f) for f in control.silent_parties(view, self.policy, now)]
                 out += [(job_id, f) for f in control.silent_services(view, self.policy, now)]
+                out += [(job_id, f) for f in algorithm.stalled_components(view, self.policy, now)]
         return out
