@@ -62,6 +62,12 @@ class AuditSettings(BusServiceSettings):
     service_silent_after_s: float = Field(default=300.0, gt=0)
     """How long this party's scheduler (heartbeats every 20 s by default), workers or gateway
     may show no life in a running job before control.service_silent."""
+    stalled_after_s: float = Field(default=300.0, gt=0)
+    """How long a running component may go with no message crossing and no progress reported
+    before algorithm.stalled (a pipeline may ask for another interval: `audit:
+    stalled_after_s:`)..."""
+    stalled_after_max_s: float = Field(default=3600.0, gt=0)
+    """...up to this many seconds (a pipeline may ask for less freely)."""
     peer_keys: dict[str, str] = Field(default_factory=dict)
     """Peers' audit public keys (party id -> 64 hex digits), which their checkpoints must be
     signed with; a peer not listed is pinned at its first checkpoint (trust on first use)."""
