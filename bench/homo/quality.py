@@ -293,7 +293,7 @@ def resplit(kind: str, params: dict[str, Any], count: int) -> dict[str, Any]:
 GRID: dict[str, list[dict[str, Any]]] = {
     "lr": [
         {"local_epochs": 1, "batch_size": 32, "learning_rate": lr, "alpha": alpha}
-        for lr in (0.03, 0.1, 0.3)
+        for lr in (0.03, 0.1, 0.3, 1.0)
         for alpha in (0.0, 0.001, 0.01, 0.1)
     ],
     "nn": [
@@ -305,7 +305,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
             "hidden_units": hidden,
         }
         for hidden in (8, 16)
-        for lr in (0.03, 0.1, 0.3)
+        for lr in (0.03, 0.1, 0.3, 1.0)
         for alpha in (0.001, 0.01, 0.1)
     ],
 }
@@ -679,7 +679,8 @@ def main() -> None:
             load_before, started = os.getloadavg(), time.perf_counter()
             best = select(kind, parts)
             print(kind, "selected", json.dumps(best), flush=True)
-            out.setdefault("breast_selected", {})[kind] = {
+            previous = out.setdefault("breast_selected", {}).get(kind, {})
+            out["breast_selected"][kind] = {
                 "grid": GRID[kind],
                 "max_rounds": MAX_ROUNDS,
                 "folds": FOLDS,
@@ -698,6 +699,8 @@ def main() -> None:
                 entry["seconds"] = time.perf_counter() - started
                 entry["load_after"] = list(os.getloadavg())
                 out["breast_selected"][kind]["resplits"] = entry
+            elif "resplits" in previous:  # an earlier run's, kept
+                out["breast_selected"][kind]["resplits"] = previous["resplits"]
             args.out.write_text(json.dumps(out, indent=2) + "\n")
         return
     if args.breast_tried:
