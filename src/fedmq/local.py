@@ -115,6 +115,10 @@ class LocalState:
     prefix: str
     pg_admin_url: str
     parties: dict[str, PartyPlan] = field(default_factory=dict)
+    free_ports: bool = False
+    """Whether the ports were picked free (no base port): `up` may then move a service whose
+    port was taken before it bound it. Ports an operator chose (and those of state files written
+    before this field) stay: a taken one is an error naming it."""
 
     def save(self) -> None:
         data = asdict(self)
@@ -354,10 +358,42 @@ def drop_database(admin_url: str, name: str) -> None:
         engine.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+FREE_PORTS = (20000, 32000)
+"""Where free_port draws from when the kernel's ephemeral range (ip_local_port_range) cannot
+be read or leaves too little below it: 32768-60999 by default on Linux."""
+PORT_TRIES = 5
+"""Starts of one service on fresh ports before `up` gives up on a taken port."""
+
+
+def _free_port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range. A port bound to 0 comes from that range, and
+    so does the local port of every outgoing connection on the machine (a client of RabbitMQ,
+    PostgreSQL, Redis, any test's), so a port picked there can be taken by a mere connect()
+    before the service binds it; below it only another listener can take it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return FREE_PORTS
+    return (10000, low - 1) if low > 15000 else FREE_PORTS
+
+
+def free_port(exclude: frozenset[int] | set[int] = frozenset()) -> int:
+    """A port nobody listens on (nor holds) now on 127.0.0.1, at random below the ephemeral
+    range, and not in `exclude`. Only a guess until a service binds it: another process can
+    take it in between, which is why `up` starts a service again on fresh ports when its log
+    says its port was taken."""
+    low, high = _free_port_range()
+    for _ in range(200):
+        port = low + secrets.randbelow(high - low + 1)  # OS entropy: no seed shared by processes
+        if port in exclude:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))  # without SO_REUSEADDR: held ports fail too
+            except OSError:
+                continue
+            return port
+    raise LauncherError(f"no free port found in {low}-{high} on 127.0.0.1")
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -382,9 +418,22 @@ def plan(
     if not re.fullmatch(r"[a-z0-9_-]{1,30}", prefix):
         raise LauncherError("prefix must be 1..30 of a-z 0-9 _ -")
     state = LocalState(
-        root=str(root), federation=federation, prefix=prefix, pg_admin_url=pg_admin_url
+        root=str(root),
+        federation=federation,
+        prefix=prefix,
+        pg_admin_url=pg_admin_url,
+        free_ports=not base_port,
     )
     pg_base = pg_admin_url.rsplit("/", 1)[0]
+    picked: set[int] = set()
+
+    def port(offset: int) -> int:
+        if base_port:
+            return base_port + offset
+        fresh = free_port(exclude=picked)  # distinct: none of them is bound yet
+        picked.add(fresh)
+        return fresh
+
     for i, party in enumerate(parties):
         vhost = f"{prefix}-{party}"
         database = f"{prefix}_{party}".replace("-", "_")
@@ -395,16 +444,16 @@ def plan(
             redis_url=f"{redis_url.rstrip('/')}/{i + 1}",
             database=database,
             database_url=f"{pg_base}/{database}",
-            link_port=base_port + 2 * i if base_port else free_port(),
-            http_port=base_port + 2 * i + 1 if base_port else free_port(),
+            link_port=port(2 * i),
+            http_port=port(2 * i + 1),
             # After the gateways' ports (15 parties at most: 30 ports from base_port).
-            scheduler_http_port=base_port + 30 + i if base_port else free_port(),
+            scheduler_http_port=port(30 + i),
             # After the schedulers' 15.
-            worker_http_port=base_port + 45 + i if base_port else free_port(),
+            worker_http_port=port(45 + i),
             # After the workers' 15.
-            audit_http_port=base_port + 60 + i if base_port else free_port(),
+            audit_http_port=port(60 + i),
             # After the audits' 15.
-            serving_http_port=base_port + 75 + i if base_port else free_port(),
+            serving_http_port=port(75 + i),
             # Inside <dir>, so `down --purge` finds it (the worker's default for a PostgreSQL
             # database is a folder relative to the working directory).
             tables_dir=str((root / party / "tables").resolve()),
@@ -569,6 +618,11 @@ def audit_key(state: LocalState, party: str) -> tuple[str, str]:
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Processes started by this Python process: polled so their exit status is collected."""
+_log_starts: dict[Path, int] = {}
+"""A service's log file -> its size when this process last started the service: where that
+start's lines begin (the log is appended to across starts)."""
+PORT_TAKEN = "Address already in use"
+"""strerror(EADDRINUSE), in the traceback of a service that could not bind its port."""
 
 
 def _alive(pid: int, service: str) -> bool:
@@ -606,6 +660,7 @@ def start_service(state: LocalState, party: str, service: str) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _pid_file(state, party, service).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        _log_starts[log_path] = log.tell()
         proc = subprocess.Popen(
             [sys.executable, "-m", _MODULES[service]],
             env=_service_env(state, party, service),
@@ -650,6 +705,12 @@ def wait_healthy(
             raise LauncherError(
                 f"{service} of party {party} exited (status {code}); see {path}; last lines:\n"
                 + "\n".join(tail)
+                + (
+                    f"\n(a port of {service} was taken: "
+                    f"{', '.join(map(str, _ports_of(state, party, service)))})"
+                    if port_taken(state, party, service)
+                    else ""
+                )
             )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # loopback http
@@ -659,6 +720,77 @@ def wait_healthy(
             last = str(exc)
         time.sleep(0.2)
     raise LauncherError(f"{service} of party {party} not healthy after {timeout} s: {last}")
+
+
+def port_taken(state: LocalState, party: str, service: str) -> bool:
+    """Whether the service's log, since this process last started it, says a port it tried to
+    bind was taken."""
+    path = log_file(state, party, service)
+    try:
+        with open(path, "rb") as log:
+            log.seek(_log_starts.get(path, 0))
+            return PORT_TAKEN.encode() in log.read()
+    except OSError:
+        return False
+
+
+def _ports_of(state: LocalState, party: str, service: str) -> list[int]:
+    p = state.parties[party]
+    if service == "gateway":
+        return [p.link_port, p.http_port]
+    return [_http_port(state, party, service)]
+
+
+def _move_ports(state: LocalState, party: str, service: str) -> None:
+    """Fresh free ports for the service (the gateway: its link and HTTP ports; the others their
+    HTTP port), saved; the gateway's peers learn its new link address from their settings
+    files."""
+    p = state.parties[party]
+    used = {port for q in state.parties.values() for port in _all_ports(q)}
+    if service == "gateway":
+        p.link_port = free_port(exclude=used)
+        p.http_port = free_port(exclude=used | {p.link_port})
+    else:
+        setattr(p, f"{service}_http_port", free_port(exclude=used))
+    state.save()
+    for other in state.parties:
+        _write_gateway_settings(state, other)
+
+
+def _all_ports(p: PartyPlan) -> list[int]:
+    return [
+        p.link_port,
+        p.http_port,
+        p.scheduler_http_port,
+        p.worker_http_port,
+        p.audit_http_port,
+        p.serving_http_port,
+    ]
+
+
+def _wait_started(
+    state: LocalState, party: str, service: str, started: tuple[str, ...], timeout: float = 30.0
+) -> None:
+    """wait_healthy; when the service exited because a port picked for it was taken before it
+    bound it (another process on the machine got there first), start it again on fresh ports,
+    PORT_TRIES times at most. A gateway that moves has its peers' gateways restarted: they read
+    its link address once, at their start."""
+    for attempt in range(PORT_TRIES):
+        try:
+            wait_healthy(state, party, timeout, service=service)
+            return
+        except LauncherError:
+            retry = state.free_ports and attempt < PORT_TRIES - 1
+            if not (retry and port_taken(state, party, service)):
+                raise
+        _move_ports(state, party, service)
+        start_service(state, party, service)
+        if service == "gateway" and "gateway" in started:
+            for other in state.parties:
+                if other != party:
+                    stop_service(state, other, "gateway")
+                    start_service(state, other, "gateway")
+                    wait_healthy(state, other, timeout)
 
 
 def stop_service(
@@ -794,7 +926,7 @@ def up(
             if service in services:
                 for party in state.parties:
                     if _http_port(state, party, service):
-                        wait_healthy(state, party, service=service)
+                        _wait_started(state, party, service, services)
     return state
 
 
