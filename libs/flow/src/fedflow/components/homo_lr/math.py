@@ -216,3 +216,96 @@ def reference_pooled(x: Floats, y: Floats, training: LocalTraining, rounds: int)
     for r in range(rounds):
         w = local_sgd(w, x1, y, training.at_round(r), (training.seed, r, 0))
     return w
+
+
+class RobustRuleError(ValueError):
+    """A robust rule cannot combine this round's updates (too few of them)."""
+
+
+def coordinate_median(updates: Floats) -> Floats:
+    """The coordinate-wise median of the rows of `updates` (n, d); an even n takes the mean
+    of the two middle values."""
+    return np.asarray(np.median(updates, axis=0), dtype=np.float64)
+
+
+def trimmed_mean(updates: Floats, fraction: float) -> Floats:
+    """The coordinate-wise mean of the rows of `updates` (n, d) after dropping, in every
+    coordinate, the floor(fraction * n) largest and as many smallest values."""
+    n = updates.shape[0]
+    cut = int(np.floor(fraction * n))
+    if n - 2 * cut < 1:
+        raise RobustRuleError(f"trimmed_mean: trimming {cut} of {n} updates each side leaves none")
+    ordered = np.sort(updates, axis=0)
+    return np.asarray(ordered[cut : n - cut].mean(axis=0), dtype=np.float64)
+
+
+def krum(updates: Floats, byzantine: int) -> int:
+    """Krum (Blanchard et al., NeurIPS 2017): the index of the row of `updates` (n, d) with the
+    smallest sum of squared distances to its n - f - 2 nearest other rows; ties go to the
+    lowest index. Needs n >= 2f + 3."""
+    n = updates.shape[0]
+    if n < 2 * byzantine + 3:
+        raise RobustRuleError(
+            f"krum with krum_byzantine {byzantine} needs at least {2 * byzantine + 3} updates "
+            f"(2f + 3), this round has {n}"
+        )
+    gram = updates @ updates.T
+    norms = np.diag(gram)
+    distances = np.maximum(norms[:, None] + norms[None, :] - 2.0 * gram, 0.0)
+    nearest = n - byzantine - 2
+    scores = [float(np.sort(np.delete(distances[i], i))[:nearest].sum()) for i in range(n)]
+    return int(np.argmin(scores))
+
+
+@dataclass(frozen=True)
+class PlainRound:
+    """What the aggregator makes of one round's visible updates."""
+
+    delta: Floats
+    loss: float
+    clipped: dict[int, float]
+    """Client id -> the factor its delta was scaled by (< 1), for each clipped update."""
+    chosen: int | None = None
+    """krum: the client id whose update was taken."""
+
+
+def combine_plain(
+    rule: str,
+    vectors: dict[int, Floats],
+    k1: int,
+    *,
+    clip: float | None = None,
+    trim_fraction: float = 0.2,
+    byzantine: int = 1,
+) -> PlainRound:
+    """Combine the clients' contributions (client id -> x = (p delta, p loss, p), as for the
+    secure sum) by `rule`: each delta is clipped to `clip` first (None: not); fedavg_clipped
+    weights them by rows as FedAvg does; median, trimmed_mean and krum count every client once.
+    The loss goes with the delta: the row-weighted mean (fedavg_clipped), the same coordinate
+    rule (median, trimmed_mean), or the chosen client's (krum)."""
+    if not vectors:
+        raise RobustRuleError("no client's update arrived this round")
+    ids = sorted(vectors)
+    weights = np.array([float(vectors[c][k1 + 1]) for c in ids])
+    if not np.all(weights > 0):
+        raise RobustRuleError("an update has no sample weight")
+    deltas = np.stack([vectors[c][:k1] / w for c, w in zip(ids, weights, strict=True)])
+    losses = np.array([float(vectors[c][k1]) / w for c, w in zip(ids, weights, strict=True)])
+    clipped: dict[int, float] = {}
+    if clip is not None:
+        for i, c in enumerate(ids):
+            norm = float(np.linalg.norm(deltas[i]))
+            if norm > clip:
+                clipped[c] = clip / norm
+                deltas[i] *= clip / norm
+    if rule == "fedavg_clipped":
+        share = weights / weights.sum()
+        return PlainRound(share @ deltas, float(share @ losses), clipped)
+    if rule in ("median", "trimmed_mean"):
+        both = np.column_stack([deltas, losses])
+        out = coordinate_median(both) if rule == "median" else trimmed_mean(both, trim_fraction)
+        return PlainRound(out[:k1], float(out[k1]), clipped)
+    if rule == "krum":
+        i = krum(deltas, byzantine)
+        return PlainRound(deltas[i].copy(), float(losses[i]), clipped, chosen=ids[i])
+    raise ValueError(f"unknown aggregation {rule!r} (fedavg_clipped, median, trimmed_mean, krum)")

@@ -73,6 +73,26 @@ class HomoLrParams(ComponentParams):
     is the client-level epsilon at dp_delta after each round, by the same accountant."""
     dp_delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     """The delta at which dp_epsilon is reported."""
+    aggregation: Literal["fedavg", "fedavg_clipped", "median", "trimmed_mean", "krum"] = "fedavg"
+    """How the round's updates are combined. fedavg (default): FedAvg weighted by rows over
+    secure aggregation, the aggregator learns only the sum. The others need every client's
+    update in the clear (no secure aggregation: the aggregator sees each single update, so a
+    client whose min_summed_updates is above 1 refuses them): fedavg_clipped, FedAvg of the
+    updates each clipped by the aggregator to server_clip_norm (recorded); median, the
+    coordinate-wise median; trimmed_mean, the coordinate-wise mean after dropping
+    floor(trim_fraction * n) of the largest and of the smallest values; krum, the update with
+    the smallest sum of squared distances to its n - krum_byzantine - 2 nearest (math.py)."""
+    trim_fraction: float = Field(default=0.2, ge=0.0, lt=0.5)
+    """trimmed_mean: the fraction of the n updates dropped at each end of every coordinate
+    (floor(trim_fraction * n) each side; 0.2 of 10 clients: 2 each side)."""
+    krum_byzantine: int = Field(default=1, ge=0, le=1_000)
+    """krum: f, the Byzantine clients it tolerates; a round needs n >= 2f + 3 updates."""
+    server_clip_norm: float | None = Field(default=None, gt=0.0)
+    """The aggregator scales every visible update's model delta down to this L2 norm when it
+    is longer, before the rule combines them, and records it (metric server_clipped, the count,
+    and server_clip_factor_<party> per clipped client; event update_clipped). Needs an
+    aggregation other than fedavg (under secure aggregation clip_norm, each client's own,
+    is the clipping there is); fedavg_clipped needs it."""
 
     @model_validator(mode="after")
     def _dp_needs_clipping(self) -> HomoLrParams:
@@ -94,6 +114,19 @@ class HomoLrParams(ComponentParams):
                     f"{name} and early_stop do not go together: with differential privacy the "
                     "clients do not send their loss, which early stopping needs"
                 )
+        if self.aggregation != "fedavg" and (local or central):
+            raise ValueError(
+                f"{name} needs aggregation fedavg: differential privacy here is built on the "
+                f"secure sum, and aggregation {self.aggregation} sends every update in the clear"
+            )
+        if self.aggregation == "fedavg" and self.server_clip_norm is not None:
+            raise ValueError(
+                "server_clip_norm needs an aggregation that shows the aggregator each update "
+                "(fedavg_clipped, median, trimmed_mean, krum): under secure aggregation it sees "
+                "only the sum; use clip_norm, which each client applies to its own update"
+            )
+        if self.aggregation == "fedavg_clipped" and self.server_clip_norm is None:
+            raise ValueError("aggregation fedavg_clipped needs server_clip_norm (the bound)")
         if central and self.clip_norm is not None and self.clip_norm > self.update_bound:
             raise ValueError(
                 f"dp_central_noise_multiplier needs clip_norm ({self.clip_norm:g}) at most "
