@@ -266,11 +266,27 @@ class JobPropose(Payload):
     pipeline_yaml: str
 
 
+class GrantUsed(WireModel):
+    """One of the accepting party's grants that lets the job read a table: its id there, the
+    table, and the component types it covered when the job was accepted (a grant can be widened
+    later). Names and ids only: no data, no params."""
+
+    grant_id: Annotated[int, Field(ge=1)]
+    table: Annotated[str, Field(min_length=1, max_length=256)]
+    component_types: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=64)
+    ]
+
+
 class JobAccept(Payload):
-    """job.accept: a party agrees to run its part of a proposed job (its grants cover it)."""
+    """job.accept: a party agrees to run its part of a proposed job (its grants cover it).
+
+    `grants`: the grants that cover the tables this party's part reads, one per table (absent
+    from messages of senders before it; empty when the part reads no table of the party's)."""
 
     job_id: JobId
     party_id: PartyId
+    grants: Annotated[list[GrantUsed], Field(max_length=256)] | None = None
 
 
 class JobRefuse(Payload):

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from fedschemas.payloads import (
+    GrantUsed,
     JobAccept,
     JobEnd,
     JobHeartbeat,
@@ -522,9 +523,11 @@ def answer_proposal(
     problem: str | None,
     policy: Policy,
     now: datetime,
+    grants: list[GrantUsed] | None = None,
 ) -> tuple[Job, list[Effect]]:
     """A participant's side of a proposed job, and its answer: accept, or refuse with
-    `problem` (the job is then kept as failed, with this party's reason)."""
+    `problem` (the job is then kept as failed, with this party's reason). An accept names
+    `grants`, the grants that cover the job (the audit of both parties records them)."""
     me = policy.party_id
     job = Job(
         job_id=job_id,
@@ -557,7 +560,7 @@ def answer_proposal(
     effects: list[Effect] = []
     answer: JobAccept | JobRefuse
     if problem is None:
-        answer = JobAccept(job_id=job_id, party_id=me)
+        answer = JobAccept(job_id=job_id, party_id=me, grants=grants or [])
         effects.append(Counted("proposal", "accept"))
     else:
         answer = JobRefuse(job_id=job_id, party_id=me, reason=problem[:MAX_REASON])

@@ -44,6 +44,7 @@ from fedflow.policy import (
 from fedschemas import Envelope, PartyRef, Payload, Role, canonical_bytes, new_envelope, topics
 from fedschemas.payloads import (
     AuditStop,
+    GrantUsed,
     JobAccept,
     JobEnd,
     JobEnded,
@@ -368,6 +369,21 @@ def grant_problem(
     )
 
 
+def grants_used(
+    session: Session, pipeline: Pipeline, party_id: str, initiator: str
+) -> list[GrantUsed]:
+    """The grants of this party that let `initiator`'s job read its tables (one per table:
+    grants are unique per table and grantee), as they stand now, when the job is accepted."""
+    used = {
+        grant.id: GrantUsed(
+            grant_id=grant.id, table=grant.table_name, component_types=list(grant.component_types)
+        )
+        for use in pipeline.tables_read_by(party_id)
+        for grant in store.grants(session, table=use.table, grantee=initiator)
+    }
+    return [used[grant_id] for grant_id in sorted(used)]
+
+
 def add_grant(
     session: Session,
     ctx: SchedulerContext,
@@ -560,6 +576,11 @@ def handle_job_propose(
             problem = f"pipeline refused: {unsupported}"
         else:
             problem = grant_problem(session, ctx, pipeline, payload.initiator)
+    grants = (
+        grants_used(session, pipeline, ctx.party_id, payload.initiator)
+        if pipeline is not None and problem is None
+        else []
+    )
     now = ctx.clock()
     job, effects = domain.answer_proposal(
         payload.job_id,
@@ -569,10 +590,16 @@ def handle_job_propose(
         problem,
         ctx.policy,
         now,
+        grants,
     )
     repo.add(job)
     if problem is None:
-        log.info("job_accepted", job_id=payload.job_id, initiator=payload.initiator)
+        log.info(
+            "job_accepted",
+            job_id=payload.job_id,
+            initiator=payload.initiator,
+            grants=[g.grant_id for g in grants],
+        )
     else:
         log.warning(
             "job_refused", job_id=payload.job_id, initiator=payload.initiator, reason=problem
