@@ -4,7 +4,8 @@ let the rules run again over the recorded log (post-hoc audit) without the paylo
 Never payload plaintext and never keys: an array's kind, shape and dtype but not its values, a
 public key's width and SHA-256 fingerprint but not the key, ciphertext counts. A job proposal
 keeps its pipeline (parties, component types, parameters: what the parties agreed to run, no
-data); a task.run its component type, role and parties.
+data); a task.run its component type, role and parties; a job.accept the accepting party's
+grants that cover the job.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Any
 
 from fedschemas import MESSAGE_TYPES, Envelope, FederationData, Payload
 from fedschemas.audit_payloads import ColumnStats, DecryptCheck
-from fedschemas.payloads import JobPropose, JobStatus, JobTaskReport, TaskRun, TaskStatus
+from fedschemas.payloads import (
+    JobAccept,
+    JobPropose,
+    JobStatus,
+    JobTaskReport,
+    TaskRun,
+    TaskStatus,
+)
 from fedschemas.registry import SUPERSEDED
 from fedschemas.serving_payloads import ServingEvent
 
@@ -76,6 +84,9 @@ def facts_of(envelope: Envelope, payload: Payload | None) -> dict[str, Any]:
                 facts["key_bits"] = 0
     elif isinstance(payload, JobPropose):
         facts.update(initiator=payload.initiator, pipeline_yaml=payload.pipeline_yaml)
+    elif isinstance(payload, JobAccept) and payload.grants is not None:
+        # The accepting party's grants that cover the job (ids, tables, types): "grants used".
+        facts["grants"] = [grant.model_dump(mode="json") for grant in payload.grants]
     elif isinstance(payload, TaskRun):
         facts.update(
             component=payload.component,
