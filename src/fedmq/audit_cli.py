@@ -1,7 +1,8 @@
 """`fedmq audit ...`: a party's audit log, through its REST API (/api/v1/audit), and the
 offline verification of an exported log.
 
-    fedmq audit events JOB [--json]     what crossed for the job, one line per message
+    fedmq audit events JOB [--json]     what crossed for the job, one line per message (a
+                                        job.accept with the grants that covered the job)
     fedmq audit alerts [JOB] [--json]   findings of severity warn and critical
     fedmq audit report JOB [--json]     post-hoc audit: rules re-run over the recorded log
     fedmq audit export -o audit.jsonl   the whole log (JSON lines) for `verify`
@@ -54,6 +55,16 @@ def _findings(record: dict[str, Any]) -> str:
     return ", ".join(f"{f['rule']} ({f['severity']})" for f in record["findings"]) or "-"
 
 
+def _grants(record: dict[str, Any]) -> str:
+    """The grants a job.accept names (the accepting party's, covering the job), else "-"."""
+    grants = record.get("facts", {}).get("grants")
+    if not grants:
+        return "-"
+    return ", ".join(
+        f"#{g['grant_id']} {g['table']} ({','.join(g['component_types'])})" for g in grants
+    )
+
+
 @audit_app.command("events")
 def events(
     job_id: JobArg,
@@ -78,11 +89,15 @@ def events(
             str(r["iteration"]),
             f"{r['source_party']} -> {r['destination_party']}",
             str(r["size"]),
+            _grants(r),
             _findings(r),
         ]
         for r in body["data"]
     ]
-    heads = ["seq", "dir", "type", "component", "tag", "iter", "from -> to", "bytes", "findings"]
+    heads = [
+        *("seq", "dir", "type", "component", "tag", "iter", "from -> to", "bytes"),
+        *("grants", "findings"),
+    ]
     console.print(rich_table(f"audit events of {job_id}", heads, rows, right={"seq", "bytes"}))
 
 
