@@ -36,6 +36,7 @@ from fedflow.components.homo_lr.client import (
 )
 from fedflow.components.homo_lr.client import train as client_train
 from fedflow.components.homo_lr.learner import LOGISTIC, Learner
+from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.federation import RecvTimeout
 from fedflow.protocol import ProtocolViolation
 from fedflow.tables import Table
@@ -74,6 +75,7 @@ class Round:
     server: SecAggServer = field(init=False)
     dropped: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # (party, why, tag)
     told: set[int] = field(default_factory=set)  # dropped hosts told they are out
+    survivors: tuple[int, ...] = ()  # a plain round's: whose updates it combined
 
     def __post_init__(self) -> None:
         self.server = SecAggServer(self.config)
@@ -211,6 +213,67 @@ def secure_sum(rnd: Round, own_vector: hmath.Floats | None, timeout: float) -> A
     return rnd.close(server.result)
 
 
+def _plain_update(length: int) -> Callable[[int, FederationData], hmath.Floats]:
+    def read(cid: int, payload: FederationData) -> hmath.Floats:
+        vector = np.asarray(_withdrawn(cid, payload).array, dtype=np.float64)
+        problem = hmath.update_problem(vector, length)
+        if problem is not None:
+            raise UpdateRejected(problem)
+        return vector
+
+    return read
+
+
+def plain_round(
+    rnd: Round, own_vector: hmath.Floats | None, params: HomoLrParams, k1: int
+) -> hmath.PlainRound:
+    """A round without secure aggregation (aggregation other than fedavg): every client's
+    contribution in the clear (`plain_update`), clipped to server_clip_norm and combined by
+    the rule; a client late, withdrawn or with a bad update leaves the round. Each clipped
+    update is recorded (event update_clipped, metrics server_clipped and
+    server_clip_factor_<party>)."""
+    vectors = rnd.collect("plain_update", params.round_timeout_s, _plain_update(k1 + hmath.EXTRA))
+    if own_vector is not None:
+        vectors[GUEST_ID] = own_vector
+    try:
+        out = hmath.combine_plain(
+            params.aggregation,
+            vectors,
+            k1,
+            clip=params.server_clip_norm,
+            trim_fraction=params.trim_fraction,
+            byzantine=params.krum_byzantine,
+        )
+    except hmath.RobustRuleError as exc:
+        why = "; ".join(
+            f"client {c} ({party}): {reason}"
+            for c, (party, reason, _) in sorted(rnd.dropped.items())
+        )
+        raise RoundFailed(
+            f"homo_lr round {rnd.r} ({params.aggregation}): {exc}; dropped: {why or 'none'}"
+        ) from exc
+    parties = {cid: party for party, cid in client_ids(rnd.ctx.parties).items()}
+    metrics = rnd.ctx.metrics
+    for cid, factor in sorted(out.clipped.items()):
+        party = parties.get(cid, str(cid))
+        log.warning(
+            "update_clipped",
+            round=rnd.r,
+            party_id=party,
+            client=cid,
+            factor=factor,
+            norm=(params.server_clip_norm or 0.0) / factor,
+            bound=params.server_clip_norm,
+        )
+        metrics.log(f"server_clip_factor_{party}", factor, step=rnd.r)
+    if params.server_clip_norm is not None:
+        metrics.log("server_clipped", float(len(out.clipped)), step=rnd.r)
+    if out.chosen is not None:
+        metrics.log("krum_chosen", float(out.chosen), step=rnd.r)
+    rnd.survivors = tuple(sorted(vectors))
+    return out
+
+
 def guest(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Table]:
     """The guest's role: a client when the pipeline names an arbiter, else the aggregator."""
     if aggregator_role(ctx.parties) == "arbiter":
@@ -322,26 +385,32 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             own_state=own_state,
             own_sent=own_sent,
         )
-        result = secure_sum(rnd, own_vector, params.round_timeout_s)
-        # Central DP: the noise goes on the sum here, before anything derived from it leaves.
-        total = result.sum if dp is None else dp.finish(result.sum)
-        delta, loss = hmath.average(weights, total)
+        if params.aggregation != "fedavg":
+            plain = plain_round(rnd, own_vector, params, model_length)
+            delta, loss = plain.delta, plain.loss
+            survivors, error_bound = rnd.survivors, 0.0
+        else:
+            result = secure_sum(rnd, own_vector, params.round_timeout_s)
+            # Central DP: the noise goes on the sum here, before anything derived from it leaves.
+            total = result.sum if dp is None else dp.finish(result.sum)
+            delta, loss = hmath.average(weights, total)
+            survivors, error_bound = result.survivors, result.max_abs_error
         weights, moments = rule.step(weights, delta, moments)
         if dp is None:
             ctx.metrics.log("loss", loss, step=r)
         else:  # the clients withheld their loss; epsilon of a client in every round so far
             ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1), step=r)
             if dp.central:
-                noise = dp.noise_on_mean(len(result.survivors))
+                noise = dp.noise_on_mean(len(survivors))
                 ctx.metrics.log("dp_noise_std", noise, step=r)
-        ctx.metrics.log("clients", float(len(result.survivors)), step=r)
+        ctx.metrics.log("clients", float(len(survivors)), step=r)
         ctx.metrics.log("dropped", float(len(rnd.dropped)), step=r)
-        ctx.metrics.log("sum_error_bound", result.max_abs_error, step=r)
+        ctx.metrics.log("sum_error_bound", error_bound, step=r)
         log.info(
             "round_done",
             round=r,
             loss=loss,
-            survivors=list(result.survivors),
+            survivors=list(survivors),
             dropped=sorted(rnd.dropped),
         )
         r += 1

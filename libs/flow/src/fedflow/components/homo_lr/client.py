@@ -76,7 +76,18 @@ def hidden_among(parties: Mapping[str, list[str]], survivors: Collection[int]) -
 
 def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
     """Refuse, before anything is sent, a layout where the aggregator would learn fewer
-    updates summed together than this party's `min_summed_updates`."""
+    updates summed together than this party's `min_summed_updates`; at a client, also an
+    aggregation that shows the aggregator its single update when that is above 1."""
+    if params.aggregation != "fedavg" and ctx.role in ("guest", "host"):
+        if params.min_summed_updates > 1:
+            raise ValueError(
+                f"homo_lr: aggregation {params.aggregation} sends every client's update to the "
+                f"aggregator in the clear, but party {ctx.party_id}'s min_summed_updates is "
+                f"{params.min_summed_updates} (its policy: the aggregator may see this party's "
+                "update only summed with others'): this client does not reveal its update; use "
+                "aggregation fedavg (secure aggregation) with clip_norm"
+            )
+        return
     clients = len(client_ids(ctx.parties))
     hidden = hidden_among(ctx.parties, range(1, clients + 1))
     if hidden < params.min_summed_updates:
@@ -290,20 +301,25 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             rejected += 1
             log.error("update_rejected", party_id=ctx.party_id, round=r, reason=str(exc))
             ctx.metrics.log("rejected_update", 1.0, step=r)
-            fed.send(wire.control(withdraw=str(exc)), to=agg, tag="sa_keys", iteration=r)
+            tag = "sa_keys" if params.aggregation == "fedavg" else "plain_update"
+            fed.send(wire.control(withdraw=str(exc)), to=agg, tag=tag, iteration=r)
         else:
             for name, value in facts.items():
                 ctx.metrics.log(name, value, step=r)
             dp = privacy.settings(params)
             if dp is not None:  # counts every round this client contributed to (r - rejected)
                 ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1 - rejected), step=r)
-            config = secagg_config(ctx, params, r, me.contribution_length)
-            mid = pending if isinstance(pending, Mapping) else None
+            if params.aggregation != "fedavg":  # in the clear: the aggregator sees it
+                update = wire.plain_update_payload(vector)
+                fed.send(update, to=agg, tag="plain_update", iteration=r)
+            else:
+                config = secagg_config(ctx, params, r, me.contribution_length)
+                mid = pending if isinstance(pending, Mapping) else None
 
-            def keep(snap: dict[str, Any], r: int = r, rejected: int = rejected) -> None:
-                ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected, "round": snap})
+                def keep(snap: dict[str, Any], r: int = r, rejected: int = rejected) -> None:
+                    ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected, "round": snap})
 
-            _secure_round(ctx, link, config, me, vector, r, mid, keep)
+                _secure_round(ctx, link, config, me, vector, r, mid, keep)
         pending = None
         r += 1
         ctx.checkpoints.save(r - 1, {"next": r, "rejected": rejected})

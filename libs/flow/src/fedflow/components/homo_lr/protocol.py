@@ -54,6 +54,19 @@ def _round_messages(agg: ProtocolRole, client: ProtocolRole) -> tuple[MessageRul
             "follows; features: a digest of the column names)",
             per_iteration=True,
         ),
+        MessageRule(
+            tag="plain_update",
+            sender=client,
+            receiver=agg,
+            kinds=("aggregate", "plain_control"),
+            per_iteration=True,
+            order=2,
+            shape="(v,)",
+            dtypes=("float64",),
+            description="only with aggregation other than fedavg (no secure aggregation): the "
+            "client's contribution in the clear, (p delta, p loss, p); or plain_control with "
+            "meta withdraw: the reason it sits out",
+        ),
         _blob_rule(
             "sa_keys",
             client,
@@ -135,7 +148,9 @@ def secagg_protocol(component_type: str, model: str) -> Protocol:
             f"horizontal {model}, FedAvg over Bonawitz secure aggregation (fedcrypto.secagg): "
             "the aggregator (the arbiter when the pipeline names one, else the guest) learns "
             "only the sum of the clients' weighted updates, their weighted loss and their "
-            "total weight per round, and who took part"
+            "total weight per round, and who took part; with a robust aggregation (median, "
+            "trimmed mean, Krum, FedAvg clipped by the aggregator) every client sends its "
+            "update in the clear instead (plain_update) and the aggregator sees each one"
         ),
         dims={
             "d": f"model length: the parameters of the {model}",

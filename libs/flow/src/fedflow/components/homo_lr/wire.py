@@ -29,6 +29,7 @@ from fedcrypto.secagg import (
 )
 from fedcrypto.shamir import SHARE_VALUE_SIZE
 from fedschemas import FederationData
+from numpy.typing import NDArray
 
 from fedflow.components.homo_lr.protocol import (
     DIRECTORY_FORMAT,
@@ -51,6 +52,11 @@ def _blob(payload: FederationData, expected: str) -> bytes:
 
 def control(**meta: str | int | bool) -> FederationData:
     return FederationData(kind="plain_control", meta=dict(meta))
+
+
+def plain_update_payload(vector: NDArray[np.float64]) -> FederationData:
+    """A client's contribution in the clear (aggregation other than fedavg: plain_update)."""
+    return FederationData(kind="aggregate", array=np.asarray(vector, dtype=np.float64))
 
 
 def keys_payload(msg: AdvertiseKeys) -> FederationData:
