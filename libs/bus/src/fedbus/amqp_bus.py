@@ -31,6 +31,8 @@ Publishing: persistent (delivery_mode 2), mandatory, with publisher confirms; `p
 returns after the confirm and raises `Unroutable` on basic.return. The loop thread pipelines
 confirms, so concurrent publishers and `publish_many` do not wait for each other. Replies
 (`reply`) are the exception: sent on a channel without confirms, see `_send_reply`.
+A request is confirmed too, but its caller waits only for the reply (a failed publish fails
+that wait; `_send_request`), and nothing waits for a reply's publish.
 
 Consuming: one channel per subscription with basic.qos = prefetch; deliveries are handed to the
 subscription's worker thread (fedbus.broker_bus) in bursts; acks and nacks go back to the loop
@@ -792,11 +794,9 @@ class AmqpBus(BrokerBus):
         message: Message,
         routing_key: str,
         mandatory: bool,
-        *,
-        wanted: Callable[[], bool] | None = None,
     ) -> None:
         """Publish (confirmed where the target's channel confirms), retrying while the
-        connection recovers; `wanted` False stops the retries (a request whose caller left)."""
+        connection recovers."""
         try:  # the fast path: no retry machinery per message
             await self._publish_confirmed(target, message, routing_key, mandatory)
             return
@@ -813,8 +813,6 @@ class AmqpBus(BrokerBus):
                 reraise=True,
             ):
                 with attempt:
-                    if wanted is not None and not wanted():
-                        return
                     await self._publish_confirmed(target, message, routing_key, mandatory)
         except _TRANSIENT as exc:
             raise BrokerUnavailable(
@@ -916,12 +914,6 @@ class AmqpBus(BrokerBus):
         # first if it is not open (the first request, or after a reconnect dropped it).
         return DIRECT_REPLY_TO
 
-    def _publish_request(self, parts: list[Message]) -> None:
-        async def go() -> None:
-            await self._publish_all(await self._ensure_reply_channel(), parts)
-
-        self._call(go())
-
     def _send_request(self, parts: list[Message], answer: Future[Delivery]) -> None:
         # The caller does not wait for the publish's confirm on its own: it waits once, for
         # the reply, and a failed publish (unroutable, nacked, broker gone past the retry
@@ -929,17 +921,49 @@ class AmqpBus(BrokerBus):
         # request; a caller that stops waiting cancels `answer`, which stops a retrying publish.
         async def go() -> None:
             try:
-                target = await self._ensure_reply_channel()
-                if len(parts) == 1:
-                    await self._publish_one(
-                        target, parts[0], parts[0].topic, True, wanted=lambda: not answer.done()
-                    )
-                else:
-                    await self._publish_all(target, parts)
+                await self._publish_request_parts(parts, answer)
             except Exception as exc:
                 self._fail_request(answer, exc)
 
         self._spawn(go())
+
+    async def _publish_request_parts(self, parts: list[Message], answer: Future[Delivery]) -> None:
+        """Publish on the reply channel, retried on a fresh one while the connection recovers:
+        a channel lost with the connection, or one the robust connection restored without its
+        direct reply-to consumer (the broker refuses a request there, PRECONDITION_FAILED
+        "fast reply consumer does not exist", and closes it). Stops when the caller stops
+        waiting, or with BrokerUnavailable after the retry window."""
+        retry = (*_TRANSIENT, aiormq.exceptions.ChannelPreconditionFailed)
+        give_up = time.monotonic() + self._publish_retry_window
+        pause = 0.05
+        while True:
+            target: _Target | None = None
+            try:
+                target = await self._ensure_reply_channel()
+                if len(parts) == 1:
+                    await self._publish_confirmed(target, parts[0], parts[0].topic, True)
+                else:
+                    await self._publish_all(target, parts)
+                return
+            except retry as exc:
+                if target is not None:
+                    self._drop_reply_channel(target[0])
+                if answer.done():
+                    return  # the caller stopped waiting: nobody wants it sent now
+                if time.monotonic() >= give_up:
+                    raise BrokerUnavailable(
+                        f"request {parts[0].message_id!r} not published within "
+                        f"{self._publish_retry_window} s: {exc}"
+                    ) from exc
+                log.info("bus_request_retrying", message_id=parts[0].message_id, error=repr(exc))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _drop_reply_channel(self, channel: AbstractChannel) -> None:
+        """Forget a reply channel that failed (the next request opens a new one)."""
+        if self._reply_channel is channel:
+            self._reply_channel = None
+            self._loop.create_task(_close_quietly(channel))
 
     def _send_reply(self, reply_to: str, reply: Message) -> None:
         if self._unconfirmed is None:
