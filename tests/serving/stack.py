@@ -82,8 +82,22 @@ class ServingProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        self.launch()
-        self.wait_healthy(timeout)
+        # The port is picked before the process binds it, so another process can take it in
+        # between: a start that fails on a taken port goes again on a fresh one (as `local.up`).
+        for attempt in range(local.PORT_TRIES):
+            since = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self.launch()
+            try:
+                self.wait_healthy(timeout)
+                return
+            except RuntimeError:
+                with open(self.log_path, "rb") as log:
+                    log.seek(since)
+                    taken = local.PORT_TAKEN.encode() in log.read()
+                if attempt == local.PORT_TRIES - 1 or not taken:
+                    raise
+            self.port = local.free_port()
+            self.env["FEDMQ_SERVING_HTTP_PORT"] = str(self.port)
 
     def launch(self) -> None:
         with open(self.log_path, "ab") as log:
