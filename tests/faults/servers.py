@@ -26,15 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedmq.local import free_port  # below the ephemeral range: no connect() takes its ports
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 """The Debian package's real scripts (/usr/sbin/rabbitmq-* are wrappers that insist on the
 rabbitmq user and the system node's log files)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
