@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,15 +17,11 @@ from fedbus import connect
 from fedscheduler.migrations import head_revision
 from fedscheduler.rpc import SchedulerClient
 
+from fedmq import local
+
 from .conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -41,7 +36,7 @@ def test_the_service_serves_health_metrics_and_commands_and_stops_on_sigterm(
     tmp_path: Path, amqp_url: str, unique_name: str
 ) -> None:
     # Prepare
-    port = _free_port()
+    port = local.free_port()  # below the ephemeral range: no connect() takes it
     db = tmp_path / "scheduler.db"
     topic = f"{unique_name}.scheduler"
     env = {
