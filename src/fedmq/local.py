@@ -26,7 +26,10 @@ functions as `fedmq pki`, then starts every registered service per party
 (each gateway exposes `svc.serving` to the other parties, `rpc_services`, so a guest's serving
 service reaches its hosts'), with their logs in <dir>/<party>/logs/, their spans in
 <dir>/<party>/traces/<service>.jsonl (`fedmq job trace JOB --dir <dir>`) and pid files in
-<dir>/<party>/run/. FEDMQ_SCHEDULER_* variables in the launcher's environment (e.g.
+<dir>/<party>/run/. Ports: from --base-port on, or with --base-port 0 (the library's
+default) free ones below the kernel's ephemeral range, where a service that finds its port
+taken before it bound it (another process got there first) is started again on fresh ones
+(`free_port`, `_wait_started`). FEDMQ_SCHEDULER_* variables in the launcher's environment (e.g.
 FEDMQ_SCHEDULER_PARTY_TIMEOUT_S) reach every party's scheduler; in a
 FEDMQ_<SERVICE>_OTLP_ENDPOINT, `{party}` becomes the party's id (a trace collector per party).
 `down` stops exactly the processes whose pid files it wrote (SIGTERM, then SIGKILL after a
@@ -783,6 +786,7 @@ def _wait_started(
             retry = state.free_ports and attempt < PORT_TRIES - 1
             if not (retry and port_taken(state, party, service)):
                 raise
+        stop_service(state, party, service)  # one that lingers unhealthy instead of exiting
         _move_ports(state, party, service)
         start_service(state, party, service)
         if service == "gateway" and "gateway" in started:
