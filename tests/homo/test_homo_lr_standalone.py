@@ -15,7 +15,7 @@ from fedflow.bus_federation import BusFederation
 from fedflow.components.homo_lr import math as hmath
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
-from fedflow.tables import Table
+from fedflow.tables import Table, read_table
 
 from tests.homo.conftest import EXAMPLE_DATA, auc_on, load, parts, pipeline, training
 
@@ -76,8 +76,6 @@ def _breast_three_clients(tmp_path: Path) -> tuple[dict[str, Path], list[Table]]
         (folder / f"{name}.csv").write_text((EXAMPLE_DATA / f"{name}.csv").read_text())
     (folder / "breast_part.csv").write_text((EXAMPLE_DATA / "breast_homo_host.csv").read_text())
     folders["10001"] = folder
-    from fedflow.tables import read_table
-
     tables = [read_table(folders[p] / "breast_part.csv") for p in ("9999", "10000", "10001")]
     return folders, tables
 
@@ -117,36 +115,82 @@ def test_default_credit_three_clients_match_pooled_training_and_beat_each_party_
     assert losses[4] < losses[0]
 
 
-def test_a_client_that_drops_out_mid_round_is_recovered_and_rejoins_the_next_round(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Prepare: three clients; client 3 (party 10001) shares its keys in round 1, then its
-    # masked input is lost (it went away mid-round); it is back for round 2
-    folders, tables = _breast_three_clients(tmp_path)
-    params = {**BREAST_PARAMS, "round_timeout_s": 3.0}
-    spec = pipeline(["breast_part"] * 3, "breast_homo_test", params)
-    test = load("breast_homo_test")
-    expected = hmath.reference_fedavg(parts(tables), training(params), 3, skip=[(1, 2)])
-    no_dropout = hmath.reference_fedavg(parts(tables), training(params), 3)
+def _losing_masked_inputs(monkeypatch: pytest.MonkeyPatch, lost: dict[int, set[str]]) -> None:
+    """Party p's masked input of round r is lost when p is in lost[r]: it went away mid-round,
+    after sharing its keys (the step whose loss secure aggregation's recovery is for)."""
     send = BusFederation.send
 
     def lose_masked_input(self: BusFederation, payload: Any, **kw: Any) -> None:
-        if self.party_id == "10001" and kw["tag"] == "sa_masked" and kw["iteration"] == 1:
+        if kw["tag"] == "sa_masked" and self.party_id in lost.get(kw["iteration"], set()):
             return
         send(self, payload, **kw)
 
     monkeypatch.setattr(BusFederation, "send", lose_masked_input)
 
+
+def test_one_of_three_clients_dropping_out_in_every_round_keeps_the_auc_of_no_dropout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: three clients; in every round one host shares its keys, then its masked input
+    # is lost (hosts 10000 and 10001 in turn: each is back the round after it dropped)
+    folders, tables = _breast_three_clients(tmp_path)
+    params = {**BREAST_PARAMS, "round_timeout_s": 2.0}
+    spec = pipeline(["breast_part"] * 3, "breast_homo_test", params)
+    test = load("breast_homo_test")
+    _losing_masked_inputs(monkeypatch, {0: {"10000"}, 1: {"10001"}, 2: {"10000"}})
+    expected = hmath.reference_fedavg(
+        parts(tables), training(params), 3, skip=[(0, 1), (1, 2), (2, 1)]
+    )
+    no_dropout = hmath.reference_fedavg(parts(tables), training(params), 3)
+
     # Execute
     result = _run(spec, tmp_path, folders)
 
-    # Assert: round 1 completed with the two others (the dropped client's pairwise masks
-    # recovered from their shares), its sum exactly theirs; every party ends with that model
-    assert _steps(result, "dropped") == {0: 0.0, 1: 1.0, 2: 0.0}
-    assert _steps(result, "clients") == {0: 3.0, 1: 2.0, 2: 3.0}
+    # Assert: every round completed with the two others (the dropped client's pairwise masks
+    # recovered from their shares), its sum exactly theirs; every party ends with that model,
+    # whose test AUC is within 0.01 of the run without dropouts
+    assert _steps(result, "dropped") == {0: 1.0, 1: 1.0, 2: 1.0}
+    assert _steps(result, "clients") == {0: 2.0, 1: 2.0, 2: 2.0}
     for model in _models(result, spec):
         np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
     assert abs(result.metric("eval_0", "auc") - auc_on(no_dropout, test)) <= 0.01
+
+
+def test_ten_clients_sum_securely_and_three_may_drop_out_of_a_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: breast's 455 training rows in ten parties; in round 1 three hosts (a third, the
+    # most that may drop: the threshold is 10 - 3 = 7) share their keys and go away
+    header, *rows = [
+        line
+        for name in ("breast_homo_guest", "breast_homo_host")
+        for line in (EXAMPLE_DATA / f"{name}.csv").read_text().splitlines()
+    ]
+    rows = [r for r in rows if r != header]
+    parties = [str(9999 + i) for i in range(10)]
+    folders = {}
+    for party, chunk in zip(parties, np.array_split(np.arange(len(rows)), 10), strict=True):
+        folders[party] = tmp_path / party
+        folders[party].mkdir()
+        csv = "\n".join([header, *(rows[i] for i in chunk)]) + "\n"
+        (folders[party] / "breast_part.csv").write_text(csv)
+    tables = [read_table(folders[p] / "breast_part.csv") for p in parties]
+    params = {**BREAST_PARAMS, "rounds": 2, "round_timeout_s": 2.0}
+    spec = pipeline(["breast_part"] * 10, "breast_homo_test", params, score=False)
+    _losing_masked_inputs(monkeypatch, {1: set(parties[7:])})
+    expected = hmath.reference_fedavg(
+        parts(tables), training(params), 2, skip=[(1, 7), (1, 8), (1, 9)]
+    )
+
+    # Execute
+    result = _run(spec, tmp_path, folders)
+
+    # Assert: round 0 summed all ten clients, round 1 the seven others; every party ends with
+    # FedAvg's model of each round's sum
+    assert _steps(result, "clients") == {0: 10.0, 1: 7.0}
+    assert _steps(result, "dropped") == {0: 0.0, 1: 3.0}
+    for model in _models(result, spec):
+        np.testing.assert_allclose(model.features[:, 0], expected, rtol=0, atol=1e-9)
 
 
 def test_nan_or_wrong_shape_updates_sit_out_their_round_and_the_round_goes_on(
