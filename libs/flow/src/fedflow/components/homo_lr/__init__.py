@@ -29,8 +29,11 @@ resume.py; the aggregator's dropout decisions), so a restarted task re-sends the
 Options: FedProx (proximal_mu), FedAdam / FedYogi (server_optimizer), norm clipping,
 differential privacy (dp_noise_multiplier: each client's clipped update plus Gaussian noise
 before masking; dp_central_noise_multiplier: the aggregator's noise on the secure sum of clipped,
-unweighted updates; epsilon reported per round; privacy.py), min_summed_updates
-(docs/homo_lr.md).
+unweighted updates; epsilon reported per round; privacy.py), min_summed_updates, and robust
+aggregation (aggregation median / trimmed_mean / krum / fedavg_clipped with server_clip_norm):
+then there is no secure aggregation, each client sends its x in the clear instead (order 2
+`plain_update`) and the aggregator combines the visible updates (math.combine_plain), so a
+client whose min_summed_updates is above 1 refuses (docs/homo_lr.md).
 
 Layout: this `__init__` (declarations, light), params.py, protocol.py, math.py (numpy only;
 the plaintext references), wire.py (secagg messages as FederationData), learner.py (the model
