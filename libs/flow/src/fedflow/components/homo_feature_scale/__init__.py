@@ -34,7 +34,7 @@ histogram gives approximate global quantiles instead.
 Outputs: `data` (the scaled table; missing values stay missing) and `model`, a feature_scale
 model (kind feature_scale: the method, the columns, their center and scale), so feature_scale
 or homo_feature_scale given it as `model` applies it without fitting and without exchanging
-anything (a predict pipeline; serving applies feature_scale models the same way).
+anything (a predict pipeline).
 
 Layout: this `__init__` (the declaration, light), protocol.py (the messages, shared with
 homo_feature_binning), secure.py (the steps and the fixed point, shared), component.py.
