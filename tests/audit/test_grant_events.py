@@ -27,21 +27,16 @@ from typer.testing import CliRunner
 from fedmq.cli import app
 from tests.api.conftest import FakeGateway, serving
 from tests.polling import wait_for
-from tests.scheduler.conftest import (  # noqa: F401  (federation_factory: a fixture)
-    GUEST,
-    HOST,
-    PSI_EVAL,
-    Federation,
-    federation_factory,
-)
+from tests.scheduler.conftest import GUEST, HOST, PSI_EVAL, Federation
+from tests.scheduler.conftest import federation_factory as federation_factory
 
 TOKEN = "grant-events-token-0123456789"
 
 
 @pytest.fixture
-def host_audit(tmp_path: Path, unique_name: str) -> Iterator[tuple[Audit, str]]:
+def host_audit(tmp_path: Path, unique_name: str) -> Iterator[str]:
     """The host's audit on the host's broker of the federation (federation_factory's bus
-    names), started before any job so its fan-out sees everything; and its gateway's API."""
+    names), started before any job so its fan-out sees everything; yields its gateway API's URL."""
     bus_url = f"memory://{unique_name}-{HOST}"
     audit = Audit(
         AuditSettings(
@@ -61,7 +56,7 @@ def host_audit(tmp_path: Path, unique_name: str) -> Iterator[tuple[Audit, str]]:
     api = create_app(FakeGateway(settings))
     try:
         with serving(api) as url:
-            yield audit, url
+            yield url
     finally:
         api.state.api.close()
         audit.stop()
@@ -73,11 +68,11 @@ def fedmq(*args: str) -> tuple[int, str]:
 
 
 def test_the_audit_log_names_the_grant_under_which_a_party_accepted_a_job(
-    federation_factory: Callable[..., Federation], host_audit: tuple[Audit, str]
+    federation_factory: Callable[..., Federation], host_audit: str
 ) -> None:
     # Prepare: the host grants its table to the guest for psi, and another table it does not
     # read for this job
-    audit, url = host_audit
+    url = host_audit
     fed = federation_factory(
         grants=[
             (HOST, "breast_hetero_host", GUEST, ["psi"]),
