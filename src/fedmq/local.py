@@ -364,6 +364,12 @@ def drop_database(admin_url: str, name: str) -> None:
 FREE_PORTS = (20000, 32000)
 """Where free_port draws from when the kernel's ephemeral range (ip_local_port_range) cannot
 be read or leaves too little below it: 32768-60999 by default on Linux."""
+LOWEST_FREE_PORT = 18000
+"""free_port's ports start above RabbitMQ's management ports (15672, 15692) and the launcher's
+default --base-port block (17400-17489)."""
+RESERVED_PORTS = frozenset({25672})
+"""Ports free_port never hands out though nothing may hold them now: RabbitMQ's inter-node
+port (AMQP + 20000), which a broker restarted later must get back."""
 PORT_TRIES = 5
 """Starts of one service on fresh ports before `up` gives up on a taken port."""
 
@@ -377,7 +383,7 @@ def _free_port_range() -> tuple[int, int]:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return FREE_PORTS
-    return (10000, low - 1) if low > 15000 else FREE_PORTS
+    return (LOWEST_FREE_PORT, low - 1) if low > LOWEST_FREE_PORT + 4000 else FREE_PORTS
 
 
 def free_port(exclude: frozenset[int] | set[int] = frozenset()) -> int:
@@ -388,7 +394,7 @@ def free_port(exclude: frozenset[int] | set[int] = frozenset()) -> int:
     low, high = _free_port_range()
     for _ in range(200):
         port = low + secrets.randbelow(high - low + 1)  # OS entropy: no seed shared by processes
-        if port in exclude:
+        if port in exclude or port in RESERVED_PORTS:
             continue
         with socket.socket() as s:
             try:

@@ -66,7 +66,8 @@ def test_free_ports_are_below_the_ephemeral_range_unbound_and_not_excluded() -> 
 
     assert len(picked) == 200  # never one excluded, never one picked before
     assert held_port not in picked
-    assert max(picked) < low
+    assert max(picked) < low and min(picked) >= local.LOWEST_FREE_PORT
+    assert not picked & local.RESERVED_PORTS
 
 
 @pytest.mark.integration
