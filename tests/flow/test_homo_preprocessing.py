@@ -14,6 +14,7 @@ import pytest
 from fedbus.sql_inbox import make_engine
 from fedflow.artifacts import ArtifactStore, ModelArtifact
 from fedflow.bus_federation import BusFederation
+from fedflow.components.homo_feature_binning import math as hbmath
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
 from fedflow.tables import Table
@@ -175,3 +176,82 @@ def test_a_value_beyond_value_bound_is_refused_naming_the_column(tmp_path: Path)
     # Column x3 (area) reaches 2501 in the rows: a bound of 1000 does not hold it
     with pytest.raises(StandaloneError, match=r"column 'x3'.*beyond value_bound 1000"):
         run(scale_pipeline({"value_bound": 1000.0, "round_timeout_s": 2.0}), tmp_path, PARTIES)
+
+
+def binning_pipeline(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "homo-binning-test",
+        "parties": {"guest": GUEST, "host": HOSTS, "arbiter": ARBITER},
+        "components": [
+            {"name": "reader_0", "type": "reader", "params": {"common": {"table": "part"}}},
+            {
+                "name": "bin_0",
+                "type": "homo_feature_binning",
+                "inputs": {"data": "reader_0.data"},
+                "params": {"common": params},
+            },
+            {"name": "reader_1", "type": "reader", "params": {"common": {"table": "test"}}},
+            {
+                # The predict path through hetero_feature_binning: the model is its kind
+                "name": "bin_1",
+                "type": "hetero_feature_binning",
+                "inputs": {"data": "reader_1.data", "model": "bin_0.model"},
+            },
+        ],
+    }
+
+
+def test_quantile_split_points_are_within_one_grid_cell_above_numpys_over_the_pooled_rows(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the three unscaled clients; numpy's quantiles (inverted_cdf: the smallest value
+    # with at least i / 10 of the values at or below it) over the union of their rows
+    tables, test_rows = raw_breast_clients(tmp_path)
+    pooled = np.vstack([t.features for t in tables])
+    params = {"method": "quantile", "bin_num": 10, "transform": "bin", "grid_cells": 2048}
+
+    # Execute
+    result = run(binning_pipeline(params), tmp_path, [*PARTIES, ARBITER])
+
+    # Assert: one model at every client; each split point lies above an exact quantile by at
+    # most the cell width 2 * 8 * std / 2048, and every exact quantile below max - width has
+    # such a split point; the rows come out as the bins' indices, the test rows too
+    roles = ["guest", "host", "host"]
+    models = [model_of(result, p, r, "bin_0") for p, r in zip(PARTIES, roles, strict=True)]
+    assert all(m.document["kind"] == "hetero_feature_binning" for m in models)
+    for m in models[1:]:
+        np.testing.assert_array_equal(m.arrays["points"], models[0].arrays["points"])
+    points, sizes = models[0].arrays["points"], models[0].arrays["point_counts"]
+    for j in range(pooled.shape[1]):
+        column = pooled[:, j][~np.isnan(pooled[:, j])]
+        width = 2 * 8 * np.std(column) / 2048
+        exact = np.quantile(column, np.arange(1, 10) / 10, method="inverted_cdf")
+        found = points[j, : sizes[j]]
+        gaps = found[:, None] - exact[None, :]
+        near = (gaps > 0) & (gaps <= width * (1 + 1e-9))
+        assert near.any(axis=1).all(), (j, found, exact)
+        inner = exact < column.max() - width
+        assert near.any(axis=0)[inner].all(), (j, found, exact)
+    assert result.metric("bin_0", "points_in_end_cells", ARBITER) == 0.0
+    binned = result.output(GUEST, "guest", "bin_0", "data")
+    first = tables[0].features[:, 0]
+    assert binned.features[:, 0].tolist() == np.searchsorted(points[0, : sizes[0]], first).tolist()
+    applied = result.output(HOSTS[0], "host", "bin_1", "data")
+    on_test = np.searchsorted(points[5, : sizes[5]], test_rows.features[:, 5])
+    assert applied.features[:, 5].tolist() == on_test.tolist()
+
+
+def test_bucket_split_points_divide_the_range_within_one_cell_of_the_true_min_and_max() -> None:
+    # Prepare: one column's values, its grid from the exact mean and std, the histogram
+    rng = np.random.default_rng(4)
+    x = rng.normal(50.0, 7.0, size=(5000, 1))
+    lo, width = hbmath.grid(np.array([x.mean()]), np.array([x.std()]), 8.0, 1024)
+    counts = hbmath.histogram(x, lo, width, 1024)
+
+    # Execute
+    points, ends = hbmath.split_points(counts, float(lo[0]), float(width[0]), "bucket", 4)
+
+    # Assert: the exact equal-width points over [min, max], each within one cell width
+    exact = x.min() + (x.max() - x.min()) * np.arange(1, 4) / 4
+    assert ends == 0
+    np.testing.assert_allclose(points, exact, rtol=0, atol=float(width[0]))

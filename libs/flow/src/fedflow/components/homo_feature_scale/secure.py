@@ -53,26 +53,27 @@ LIMBS: Final = 3
 
 
 def step_config(ctx: ComponentContext, r: int, length: int) -> SecAggConfig:
-    """Step r's aggregation config: every party derives the same one."""
+    """Step r's aggregation config (`length`: ring elements): every party derives the same."""
     session = f"fedmq.{ctx.component_type}/{ctx.job_id}/{ctx.component}/{ctx.attempt}/{r}"
     return SecAggConfig(
         session=session.encode(),
         num_clients=len(client_ids(ctx.parties)),
-        vector_length=LIMBS * length,
+        vector_length=length,
         modulus_bits=MODULUS_BITS,
         clip=1.0,
     )
 
 
-def limbs(values: Floats, frac_bits: int) -> Floats:
-    """`values` (each in [-1, 1]) as LIMBS limbs, one block of len(values) each: the first the
+def limbs(values: Floats, frac_bits: int, count: int = 3) -> Floats:
+    """`values` (each in [-1, 1]) as `count` limbs, one block of len(values) each: the first the
     value rounded to the ring's 2^-f grid (quantised exactly), each next one the remainder
     times 2^f, in [-1/2, 1/2], rounded again; the last is quantised to 2^-f, so the limbs
-    carry the value to 2^-(LIMBS f + 1). Every step is exact in float64."""
+    carry the value to 2^-(count f + 1). Every step is exact in float64. One limb suffices
+    for values already on the 2^-f grid (a count over 2^24)."""
     if values.size and not np.all(np.abs(values) <= 1.0):
         raise ValueError("a scaled statistic is outside [-1, 1]: the scales do not bound it")
     out, rest = [], np.asarray(values, dtype=np.float64)
-    for _ in range(LIMBS - 1):
+    for _ in range(count - 1):
         top = np.ldexp(np.rint(np.ldexp(rest, frac_bits)), -frac_bits)
         out.append(top)
         rest = np.ldexp(rest - top, frac_bits)
@@ -80,17 +81,17 @@ def limbs(values: Floats, frac_bits: int) -> Floats:
     return np.concatenate(out)
 
 
-def joined(result: AggregationResult, frac_bits: int) -> Floats:
+def joined(result: AggregationResult, frac_bits: int, count: int = 3) -> Floats:
     """The summed limbs of `result` as floats, joined as integers: sum over k of
     limb_k * 2^-(k+1)f, rounded once to float64."""
     signed = np.asarray(result.quantized_sum, dtype=np.uint64).view(np.int64)
-    blocks = signed.reshape(LIMBS, -1).tolist()
+    blocks = signed.reshape(count, -1).tolist()
     exact = []
     for column in zip(*blocks, strict=True):
         whole = 0
         for limb in column:
             whole = (whole << frac_bits) + int(limb)
-        exact.append(math.ldexp(float(whole), -LIMBS * frac_bits) if whole else 0.0)
+        exact.append(math.ldexp(float(whole), -count * frac_bits) if whole else 0.0)
     return np.asarray(exact, dtype=np.float64)
 
 
@@ -153,19 +154,20 @@ class AggregatorSide:
         for target in self.remote.values():
             self.ctx.federation.send(payload, to=target, tag="stats", iteration=r)
 
-    def secure_step(self, r: int, length: int, own: Floats | None) -> Floats:
-        """Step r's sum of the clients' `length`-long vectors (`own`: the guest's, when it
-        aggregates); homo_lr's RoundFailed when too few clients completed it."""
-        config = step_config(self.ctx, r, length)
+    def secure_step(self, r: int, length: int, count: int, own: Floats | None) -> Floats:
+        """Step r's sum of the clients' `length`-long vectors, each sent as `count` limbs
+        (`own`: the guest's, when it aggregates); homo_lr's RoundFailed when too few clients
+        completed it."""
+        config = step_config(self.ctx, r, count * length)
         frac = config.fixed_point.frac_bits
         client = SecAggClient(GUEST_ID, config) if own is not None else None
         rnd = Round(self.ctx, r, config, dict(self.remote), client)
-        vector = None if own is None else limbs(own, frac)
+        vector = None if own is None else limbs(own, frac, count)
         result = secure_sum(rnd, vector, self.timeout)
         self.ctx.metrics.log("clients", float(len(result.survivors)), step=r)
         self.ctx.metrics.log("dropped", float(len(rnd.dropped)), step=r)
         log.info("step_done", step=r, survivors=list(result.survivors), dropped=sorted(rnd.dropped))
-        return joined(result, frac)
+        return joined(result, frac, count)
 
 
 @dataclass
@@ -193,11 +195,11 @@ class ClientSide:
             )
         return got
 
-    def secure_step(self, r: int, vector: Floats) -> bool:
-        """This client's part of step r's secure sum; False when the aggregator says it is
-        out of the step (it was too late)."""
+    def secure_step(self, r: int, vector: Floats, count: int) -> bool:
+        """This client's part of step r's secure sum (`vector` as `count` limbs); False when
+        the aggregator says it is out of the step (it was too late)."""
         fed, to = self.ctx.federation, self.link.aggregator
-        config = step_config(self.ctx, r, vector.size)
+        config = step_config(self.ctx, r, count * vector.size)
         client = SecAggClient(self.client_id, config)
         fed.send(wire.keys_payload(client.advertise_keys()), to=to, tag="sa_keys", iteration=r)
         got = self.link.recv("sa_directory", r)
@@ -210,7 +212,8 @@ class ClientSide:
             return False
         try:
             masked = client.masked_input(
-                wire.read_routed(self.client_id, got), limbs(vector, config.fixed_point.frac_bits)
+                wire.read_routed(self.client_id, got),
+                limbs(vector, config.fixed_point.frac_bits, count),
             )
         except SecAggError as exc:
             raise SecAggError(f"{self.ctx.component_type} step {r}: {exc}") from exc
@@ -277,6 +280,10 @@ class Plan(Protocol):
 
     def length(self, r: int, features: int) -> int: ...
 
+    def limbs(self, r: int) -> int:
+        """Ring elements per value of step r's vector (3; 1 for counts over 2^24)."""
+        ...
+
     def vector(self, r: int, stats: Floats, x: Floats) -> Floats: ...
 
     def next(self, r: int, stats: Floats, total: Floats) -> tuple[Floats, bool]:
@@ -292,7 +299,7 @@ def run_aggregator(agg: AggregatorSide, plan: Plan, features: int, own: Floats |
         agg.ctx.check_canceled()
         agg.announce(r, stats)
         mine = None if own is None else plan.vector(r, stats, own)
-        total = agg.secure_step(r, plan.length(r, features), mine)
+        total = agg.secure_step(r, plan.length(r, features), plan.limbs(r), mine)
         stats, final = plan.next(r, stats, total)
         r += 1
         if final:
@@ -310,7 +317,7 @@ def run_client(me: ClientSide, plan: Plan, x: Floats) -> Floats:
         stats = np.asarray(got.array, dtype=np.float64)
         if got.meta.get("final"):
             return stats
-        if not me.secure_step(r, plan.vector(r, stats, x)):
+        if not me.secure_step(r, plan.vector(r, stats, x), plan.limbs(r)):
             log.warning("left_out_of_step", party_id=me.ctx.party_id, step=r)
             me.ctx.metrics.log("left_out", 1.0, step=r)
         r += 1
@@ -363,6 +370,9 @@ class MomentsPlan:
 
     def length(self, r: int, features: int) -> int:
         return (2 if r == 0 else 3) * features
+
+    def limbs(self, r: int) -> int:
+        return LIMBS
 
     def vector(self, r: int, stats: Floats, x: Floats) -> Floats:
         return moments_vector(x, None if r == 0 else stats, self.value_bound)
