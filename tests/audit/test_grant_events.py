@@ -3,7 +3,7 @@ of its that covered the job, so its audit log (and the initiator's) records whic
 job read its tables, and `fedmq audit events JOB` shows it.
 
 Real schedulers (tests/scheduler/conftest.py: memory buses, SQLite, a relay for the gateways)
-and the host's real audit service on the host's bus, read through the gateway's REST API by the
+and each party's real audit service on its bus, read through the gateway's REST API by the
 CLI."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,16 +34,15 @@ from tests.scheduler.conftest import federation_factory as federation_factory
 TOKEN = "grant-events-token-0123456789"
 
 
-@pytest.fixture
-def host_audit(tmp_path: Path, unique_name: str) -> Iterator[str]:
-    """The host's audit on the host's broker of the federation (federation_factory's bus
-    names), started before any job so its fan-out sees everything; yields its gateway API's URL."""
-    bus_url = f"memory://{unique_name}-{HOST}"
+@contextmanager
+def _audit_api(party: str, bus_url: str, database: Path) -> Iterator[str]:
+    """`party`'s audit on `bus_url`, started before any job so its fan-out sees everything,
+    behind its gateway's API: yields the API's URL."""
     audit = Audit(
         AuditSettings(
-            party_id=HOST,
+            party_id=party,
             bus_url=SecretStr(bus_url),
-            database_url=SecretStr(f"sqlite:///{tmp_path / 'audit.db'}"),
+            database_url=SecretStr(f"sqlite:///{database}"),
             signing_key=SigningKey.generate().to_bytes().hex(),
             http_port=-1,
             log_json=False,
@@ -51,7 +51,7 @@ def host_audit(tmp_path: Path, unique_name: str) -> Iterator[str]:
     )
     audit.start()
     settings = GatewaySettings(
-        party_id=HOST, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
+        party_id=party, bus_url=SecretStr(bus_url), api_tokens=[SecretStr(TOKEN)]
     )
     api = create_app(FakeGateway(settings))
     try:
@@ -62,17 +62,28 @@ def host_audit(tmp_path: Path, unique_name: str) -> Iterator[str]:
         audit.stop()
 
 
+@pytest.fixture
+def audit_urls(tmp_path: Path, unique_name: str) -> Iterator[dict[str, str]]:
+    """Each party's audit API on its broker of the federation (federation_factory's names)."""
+    with ExitStack() as stack:
+        yield {
+            party: stack.enter_context(
+                _audit_api(party, f"memory://{unique_name}-{party}", tmp_path / f"{party}.db")
+            )
+            for party in (GUEST, HOST)
+        }
+
+
 def fedmq(*args: str) -> tuple[int, str]:
     result = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["audit", *args], catch_exceptions=False)
     return result.exit_code, result.output
 
 
-def test_the_audit_log_names_the_grant_under_which_a_party_accepted_a_job(
-    federation_factory: Callable[..., Federation], host_audit: str
+def test_the_audit_logs_name_the_grant_under_which_a_party_accepted_a_job(
+    federation_factory: Callable[..., Federation], audit_urls: dict[str, str]
 ) -> None:
     # Prepare: the host grants its table to the guest for psi, and another table it does not
     # read for this job
-    url = host_audit
     fed = federation_factory(
         grants=[
             (HOST, "breast_hetero_host", GUEST, ["psi"]),
@@ -83,31 +94,36 @@ def test_the_audit_log_names_the_grant_under_which_a_party_accepted_a_job(
         grant_ids = {g.table_name: g.id for g in store.grants(session, grantee=GUEST)}
     job_id = f"job-grant-{uuid.uuid4().hex[:8]}"
 
-    # Execute: the job runs; the CLI reads the host's audit log of it
+    # Execute: the job runs; the CLI reads each party's audit log of it
     fed.client(GUEST).submit(PSI_EVAL, job_id=job_id)
     fed.wait_state(GUEST, job_id, "success")
-    records: list[dict] = []
+    records: dict[str, list[dict]] = {}
 
-    def accept_recorded() -> dict | None:
-        code, out = fedmq("events", job_id, "--json", "--url", url, "--token", TOKEN)
+    def accept_recorded(party: str) -> dict | None:
+        api = ["--url", audit_urls[party], "--token", TOKEN]
+        code, out = fedmq("events", job_id, "--json", *api)
         assert code == 0, out
-        records[:] = json.loads(out)["data"]
-        return next((r for r in records if r["type"] == "job.accept"), None)
+        records[party] = json.loads(out)["data"]
+        return next((r for r in records[party] if r["type"] == "job.accept"), None)
 
-    accept = wait_for(accept_recorded)
-    shown = fedmq("events", job_id, "--url", url, "--token", TOKEN)
+    accepts = {party: wait_for(lambda p=party: accept_recorded(p)) for party in (HOST, GUEST)}
+    shown = fedmq("events", job_id, "--url", audit_urls[HOST], "--token", TOKEN)
 
-    # Assert: the accept that left the host names the one grant that covered the job (its
-    # id, table and types), not the unrelated one; the CLI's table shows it on that line
-    assert accept["direction"] == "out" and accept["source_party"] == HOST
-    assert accept["facts"]["grants"] == [
+    # Assert: the accept that left the host, and the same accept as it reached the guest, name
+    # the one grant that covered the job (its id, table and types), not the unrelated one; the
+    # CLI's table shows it on that line
+    expected = [
         {
             "grant_id": grant_ids["breast_hetero_host"],
             "table": "breast_hetero_host",
             "component_types": ["psi"],
         }
     ]
-    assert all("grants" not in r["facts"] for r in records if r["type"] != "job.accept")
+    assert (accepts[HOST]["direction"], accepts[GUEST]["direction"]) == ("out", "in")
+    assert accepts[HOST]["facts"]["grants"] == expected
+    assert accepts[GUEST]["facts"]["grants"] == expected
+    others = [r for rs in records.values() for r in rs if r["type"] != "job.accept"]
+    assert others and all("grants" not in r["facts"] for r in others)
     assert shown[0] == 0, shown[1]
     accept_line = next(line for line in shown[1].splitlines() if "job.accept" in line)
     assert f"#{grant_ids['breast_hetero_host']} breast_hetero_host (psi)" in accept_line
