@@ -16,6 +16,9 @@ its receiver, and the aggregator's arithmetic runs as in the component. Three wa
             unmasking), every client in
   dropout   the same with a third of the clients (floor n / 3) leaving after sharing their keys:
             the aggregator recovers their pairwise masks from the others' shares
+  --robust  instead of dropout: median, trimmed_mean, krum, fedavg_clipped, each client's
+            update in the clear (plain_update) and math.combine_plain at the aggregator
+            (results_robust.json)
 
 Reported per way: the slowest client's training, the clients' protocol compute (their own
 steps; clients run in parallel in a real job), the aggregator's compute, the protocol's
@@ -135,6 +138,39 @@ def plain_round(n: int, trained: Trained) -> tuple[Clock, dict[str, int], hmath.
     return clock, counter, total
 
 
+def robust_round(n: int, trained: Trained, rule: str) -> tuple[Clock, dict[str, int], hmath.Floats]:
+    """homo_lr's round without secure aggregation under a robust `rule` (aggregation median,
+    trimmed_mean, krum, fedavg_clipped): each client's contribution in the clear
+    (`plain_update`), the aggregator's check and math.combine_plain (server clipping at 1.0,
+    trim_fraction 0.2, krum f = 1; 0 below 5 clients)."""
+    clock, counter = Clock(), {}
+    xs = trained[0]
+    params = next(iter(xs.values())).shape[0] - hmath.EXTRA
+    got: dict[int, hmath.Floats] = {}
+    for u, x in xs.items():
+        payload = clock.run(u, lambda x=x: wire.plain_update_payload(x))
+        arrived = clock.run(0, lambda u=u, p=payload: wire_trip(p, "plain_update", u, 0, counter))
+        vector = np.asarray(arrived.array, dtype=np.float64)
+        assert clock.run(0, lambda v=vector: hmath.update_problem(v, params + hmath.EXTRA)) is None
+        got[u] = vector
+    clip = 1.0 if rule == "fedavg_clipped" else None
+    out = clock.run(
+        0,
+        lambda: hmath.combine_plain(
+            rule, got, params, clip=clip, trim_fraction=0.2, byzantine=1 if n >= 5 else 0
+        ),
+    )
+    model = np.zeros(params) + out.delta
+    for u in xs:
+        clock.run(
+            u,
+            lambda u=u: wire_trip(
+                FederationData(kind="aggregate", array=model), "global_model", 0, u, counter
+            ),
+        )
+    return clock, counter, out.delta
+
+
 def secure_round(n: int, trained: Trained, drop: int) -> tuple[Clock, dict[str, int], hmath.Floats]:
     """One homo_lr round over fedcrypto.secagg; clients n - drop + 1 .. n leave after their
     shares (before their masked input)."""
@@ -234,8 +270,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--clients", default="3,10")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument(
+        "--robust",
+        action="store_true",
+        help="instead of the dropout way: the robust rules (median, trimmed_mean, krum, "
+        "fedavg_clipped), each client's update in the clear; results_robust.json",
+    )
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    name = "results_robust.json" if args.robust else "results.json"
+    args.json = args.json or Path(__file__).with_name(name)
     out: dict[str, Any] = {
         "params": nmath.length(args.features, args.hidden),
         "model": f"homo_nn {args.features} features x {args.hidden} hidden units",
@@ -250,10 +294,17 @@ def main() -> None:
         trained = local_training(n, args.features, args.hidden, args.rows)
         plain = best_of(args.repeat, lambda n=n, t=trained: plain_round(n, t), n, trained)
         secure = best_of(args.repeat, lambda n=n, t=trained: secure_round(n, t, 0), n, trained)
-        dropout = best_of(
-            args.repeat, lambda n=n, t=trained: secure_round(n, t, n // 3), n, trained
-        )
-        for way, row in (("plain", plain), ("secagg", secure), (f"dropout {n // 3}", dropout)):
+        ways = [("plain", plain), ("secagg", secure)]
+        if args.robust:
+            for rule in ("median", "trimmed_mean", "krum", "fedavg_clipped"):
+                run = lambda n=n, t=trained, rule=rule: robust_round(n, t, rule)  # noqa: E731
+                ways.append((rule, best_of(args.repeat, run, n, trained)))
+        else:
+            dropout = best_of(
+                args.repeat, lambda n=n, t=trained: secure_round(n, t, n // 3), n, trained
+            )
+            ways.append((f"dropout {n // 3}", dropout))
+        for way, row in ways:
             row = {"clients": n, "way": way, **row}  # type: ignore[dict-item]
             row["protocol_vs_plain"] = row["protocol_path_s"] / plain["protocol_path_s"]
             row["round_vs_plain"] = row["round_s"] / plain["round_s"]
