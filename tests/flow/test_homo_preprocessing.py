@@ -6,15 +6,18 @@ left out of exactly that step, and a predict path applies the model without fitt
 from __future__ import annotations
 
 import csv
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fedbus.sql_inbox import make_engine
+from fedcrypto.secagg import AggregationResult, FixedPoint
 from fedflow.artifacts import ArtifactStore, ModelArtifact
 from fedflow.bus_federation import BusFederation
 from fedflow.components.homo_feature_binning import math as hbmath
+from fedflow.components.homo_feature_scale import secure
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
 from fedflow.tables import Table
@@ -255,3 +258,26 @@ def test_bucket_split_points_divide_the_range_within_one_cell_of_the_true_min_an
     exact = x.min() + (x.max() - x.min()) * np.arange(1, 4) / 4
     assert ends == 0
     np.testing.assert_allclose(points, exact, rtol=0, atol=float(width[0]))
+
+
+def test_three_limbs_carry_a_sum_of_tiny_and_large_values_exactly() -> None:
+    # Prepare: three clients' values across 40 orders of magnitude, quantised as the ring does
+    fixed = FixedPoint(64, 1.0, 3)
+    rng = np.random.default_rng(9)
+    values = [rng.uniform(-1, 1, 50) * 10.0 ** rng.integers(-40, 1, 50) for _ in range(3)]
+    quantised = sum(
+        (fixed.quantize(secure.limbs(v, fixed.frac_bits)) for v in values),
+        start=np.zeros(150, dtype=np.uint64),
+    )
+    result = AggregationResult(np.zeros(150), quantised, (1, 2, 3), (), 0.0)
+
+    # Execute
+    total = secure.joined(result, fixed.frac_bits)
+
+    # Assert: the exact sum (as fractions), rounded once; one limb loses the tiny ones
+    exact = [float(sum(Fraction(float(v[i])) for v in values)) for i in range(50)]
+    np.testing.assert_allclose(total, exact, rtol=1e-15, atol=0)
+    one = sum(fixed.quantize(secure.limbs(v, fixed.frac_bits, 1)) for v in values)
+    tiny = np.abs(np.asarray(exact)) < 1e-25
+    assert tiny.any()
+    assert (fixed.dequantize(np.asarray(one, dtype=np.uint64))[tiny] == 0.0).all()

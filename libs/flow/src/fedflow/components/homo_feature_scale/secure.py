@@ -13,7 +13,9 @@ times 2^f rounded again, twice. The aggregator joins the summed limbs as one int
 is exact to 2^-(3f+1) of its scaled range per client: with 3 clients and value_bound 1e9 a sum
 of squares over 2^24 rows is off by at most 3 * 4e18 * 2^24 * 2^-181 < 1e-46, far below the
 float64 rounding of each client's own sums (what is left: the result equals numpy's over the
-pooled rows to about 1e-12 relative). The limbs triple the vector: 3 x 3 x features elements.
+pooled rows to about 1e-12 relative). The limbs triple the vector: 3 x 3 x features elements
+at step 1. A step whose values are already on the grid (homo_feature_binning's counts over
+2^24) sends one limb each (`Plan.limbs`).
 """
 
 from __future__ import annotations
