@@ -1,9 +1,10 @@
 """homo_lr across two parties as separate processes: each party's gateway (signed link) and
 worker on RabbitMQ (a vhost per party) and PostgreSQL (a database per party), set up by the
 local launcher's functions; the test plays both schedulers (task.run to each worker). Every
-secure-aggregation message crosses the gateways. A party's worker is SIGKILLed mid-job and
-started again: its task resumes from its checkpoint (mid-round state included) and both parties
-end with FedAvg's model, the model of an uninterrupted run with the same seed.
+secure-aggregation message crosses the gateways. A party's worker is SIGKILLed mid-round (once
+the host's key shares of round 1 are out) and started again: its task resumes from its
+checkpoint (mid-round state included) and both parties end with FedAvg's model, the model of an
+uninterrupted run with the same seed.
 
 By default the guest's worker is killed (the aggregator, and a client too) and kept down
 longer than the host worker's receive timeout (4 s): the host waits again with backoff
@@ -130,23 +131,19 @@ def test_a_party_killed_mid_job_resumes_and_both_end_with_fedavgs_model(
         )
 
     try:
-        # Execute: SIGKILL the victim's worker once it reported a third of the rounds
-        restarted = schedulers.run_killing_a_worker(
-            "homo_lr_0",
-            "homo_lr",
-            PARAMS,
-            {"data": "reader_0.data"},
-            victim=workers[victim],
-            party=victim,
-            restart=restart,
-            kill_timeout=120,
-            end_timeout=240,
-        )
+        # Execute: SIGKILL the victim's worker mid-round: once the host's key shares of round 1
+        # are out (the aggregator cannot finish round 1 before it routes them back)
+        schedulers.run("homo_lr_0", "homo_lr", PARAMS, {"data": "reader_0.data"})
+        host.wait_for("shares_sent", timeout=120, round=1)
+        workers[victim].kill()
+        restarted = restart()
+        schedulers.wait_end("homo_lr_0", timeout=240)
 
-        # Assert: both succeeded, the victim resumed from a checkpoint, FedAvg's model at both
+        # Assert: both succeeded, the victim resumed from its checkpoint within round 1
+        # (iteration 0: the end of round 0 or a step of round 1), FedAvg's model at both
         assert [schedulers.final(p, "homo_lr_0").state for p in ROLES] == ["success"] * 2  # type: ignore[union-attr]
         resumed = restarted.wait_for("task_resuming", timeout=5)
-        assert resumed["component"] == "homo_lr_0" and resumed["iteration"] >= 0
+        assert resumed["component"] == "homo_lr_0" and resumed["iteration"] == 0
         for party, role in ROLES.items():
             engine = make_engine(stack.parties[party].database_url)
             model = ArtifactStore(engine).get(job, party, role, "homo_lr_0.model")
