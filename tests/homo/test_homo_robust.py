@@ -19,7 +19,7 @@ from fedflow.components.homo_lr.client import LocalClient
 from fedflow.components.homo_lr.params import HomoLrParams
 from fedflow.pipeline import Pipeline
 from fedflow.standalone import StandaloneError, StandaloneResult, run_pipeline
-from fedflow.tables import Table
+from fedflow.tables import Table, read_table
 from pydantic import ValidationError
 
 from tests.audit.test_examples_clean import assert_clean, run_audited
@@ -141,12 +141,13 @@ def credit() -> tuple[list[Table], Table, float]:
 
 
 def _byzantine(monkeypatch: pytest.MonkeyPatch, n: int = 3) -> None:
-    """Client 3 trains on flipped labels and sends its update boosted x n (the number of
-    clients): the model-replacement attack, through whichever aggregation the job uses."""
+    """Client n (the last) trains on flipped labels and sends its update boosted x n (the
+    number of clients): the model-replacement attack, through whichever aggregation the job
+    uses."""
     contribution = LocalClient.contribution
 
     def boosted(self: LocalClient, weights: Any, r: int) -> Any:
-        if self.client_id != 3:
+        if self.client_id != n:
             return contribution(self, weights, r)
         vector, facts = contribution(replace(self, y=1.0 - self.y), weights, r)
         k1 = weights.shape[0]
@@ -330,3 +331,49 @@ def test_a_robust_run_with_an_arbiter_is_clean_under_every_partys_audit(tmp_path
 
     # Assert: nothing above info at any party, live or post hoc; the chains verify
     assert_clean(result, audited)
+
+
+def test_krum_never_picks_the_byzantine_clients_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: breast's 455 training rows in five parties (n = 5 = 2f + 3 for f = 1); client 5
+    # is Byzantine
+    header, *rows = [
+        line
+        for name in ("breast_homo_guest", "breast_homo_host")
+        for line in (EXAMPLE_DATA / f"{name}.csv").read_text().splitlines()
+    ]
+    rows = [r for r in rows if r != header]
+    parties = [str(9999 + i) for i in range(5)]
+    folders = {}
+    for party, chunk in zip(parties, np.array_split(np.arange(len(rows)), 5), strict=True):
+        folders[party] = tmp_path / party
+        folders[party].mkdir()
+        csv = "\n".join([header, *(rows[i] for i in chunk)]) + "\n"
+        (folders[party] / "breast_part.csv").write_text(csv)
+    test = load("breast_homo_test")
+    params = {"rounds": 3, "batch_size": 32, "learning_rate": 0.1, "alpha": 0.01, "seed": 3}
+    tables = [read_table(folders[p] / "breast_part.csv") for p in parties]
+    honest_auc = auc_on(hmath.reference_fedavg(parts(tables), training(params), 3), test)
+    spec = pipeline(["breast_part"] * 5, "breast_homo_test", params, score=False)
+    spec["components"][1]["params"]["common"].update(aggregation="krum", krum_byzantine=1)
+    _byzantine(monkeypatch, n=5)
+
+    # Execute
+    result = run_pipeline(Pipeline.from_dict(spec), folders, tmp_path / "run")
+
+    # Assert: every round took an honest client's update; the model is as good as honest FedAvg
+    chosen = _metric(result, "krum_chosen")
+    assert sorted(chosen) == [0, 1, 2] and 5.0 not in chosen.values(), chosen
+    auc = _model_auc(result, test)
+    print(f"krum under attack {auc:.4f} (chose {chosen}), honest {honest_auc:.4f}")
+    assert auc >= honest_auc - 0.02
+
+
+def test_krum_with_too_few_clients_is_refused_at_the_start(tmp_path: Path) -> None:
+    # Execute: three clients cannot give Krum f = 1 (it needs 2f + 3 = 5)
+    with pytest.raises(StandaloneError) as err:
+        _run_credit(tmp_path, {"aggregation": "krum", "krum_byzantine": 1, "rounds": 1})
+
+    # Assert
+    assert "krum_byzantine 1 needs at least 5 clients (2f + 3), this job has 3" in str(err.value)

@@ -77,9 +77,18 @@ def hidden_among(parties: Mapping[str, list[str]], survivors: Collection[int]) -
 def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
     """Refuse, before anything is sent, a layout where the aggregator would learn fewer
     updates summed together than this party's `min_summed_updates`; at a client, also an
-    aggregation that shows the aggregator its single update when that is above 1."""
-    if params.aggregation != "fedavg" and ctx.role in ("guest", "host"):
-        if params.min_summed_updates > 1:
+    aggregation that shows the aggregator its single update when that is above 1; and Krum
+    with fewer clients than 2 krum_byzantine + 3."""
+    clients = len(client_ids(ctx.parties))
+    least = 2 * params.krum_byzantine + 3
+    if params.aggregation == "krum" and clients < least:
+        raise ValueError(
+            f"homo_lr: aggregation krum with krum_byzantine {params.krum_byzantine} needs at "
+            f"least {least} clients (2f + 3), this job has {clients}: lower krum_byzantine or "
+            "choose median or trimmed_mean"
+        )
+    if params.aggregation != "fedavg":  # no sum to hide in; a client may refuse to be seen
+        if ctx.role in ("guest", "host") and params.min_summed_updates > 1:
             raise ValueError(
                 f"homo_lr: aggregation {params.aggregation} sends every client's update to the "
                 f"aggregator in the clear, but party {ctx.party_id}'s min_summed_updates is "
@@ -88,7 +97,6 @@ def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
                 "aggregation fedavg (secure aggregation) with clip_norm"
             )
         return
-    clients = len(client_ids(ctx.parties))
     hidden = hidden_among(ctx.parties, range(1, clients + 1))
     if hidden < params.min_summed_updates:
         raise ValueError(
