@@ -643,13 +643,12 @@ class BrokerBus(Bus):
         """A reply arrived (any thread): wake the request waiting for it, if it still does."""
         with self._replies_lock:
             future = self._pending_replies.pop(reply.correlation_id or "", None)
-        try:
-            if future is None:
-                raise InvalidStateError
-            future.set_result(reply)
-        except InvalidStateError:
-            # The requester gave up (timed out, cancelled): a late reply has nowhere to go.
-            log.info("bus_reply_dropped", correlation_id=reply.correlation_id)
+        if future is not None:
+            with contextlib.suppress(InvalidStateError):  # done: timed out or cancelled
+                future.set_result(reply)
+                return
+        # The requester gave up: a late reply has nowhere to go.
+        log.info("bus_reply_dropped", correlation_id=reply.correlation_id)
 
     def reply(
         self, request: Delivery, body: bytes, *, headers: Mapping[str, str] | None = None
