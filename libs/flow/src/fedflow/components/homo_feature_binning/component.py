@@ -104,9 +104,8 @@ def binning_of(stats: Floats, columns: list[str], params: HomoFeatureBinningPara
 def run(ctx: ComponentContext) -> Mapping[str, Artifact]:
     params = ctx.params_as(HomoFeatureBinningParams)
     plan = BinningPlan(params)
-    timeout, wait_s = params.round_timeout_s, params.aggregator_wait_s
     if ctx.role == "arbiter":
-        secure.fit(ctx, plan, None, timeout, wait_s)
+        secure.fit(ctx, plan, None, params)
         ctx.metrics.log("points_in_end_cells", float(plan.points_in_end_cells))
         return {}
     table = ctx.input("data")
@@ -118,7 +117,7 @@ def run(ctx: ComponentContext) -> Mapping[str, Artifact]:
         return {"data": transformed(table, binning, transform, woe), "model": model}
     columns = params.columns or list(table.feature_names)
     part = secure.checked_rows(columns_table(table, columns, NAME), NAME, params.value_bound)
-    stats = secure.fit(ctx, plan, part, timeout, wait_s)
+    stats = secure.fit(ctx, plan, part, params)
     assert stats is not None
     if plan.constant.size:  # this party aggregated
         ctx.metrics.log("points_in_end_cells", float(plan.points_in_end_cells))

@@ -63,6 +63,12 @@ class HomoPreprocessingParams(ComponentParams):
     clients it has not heard from as dropped for that step."""
     aggregator_wait_s: float = Field(default=7_200.0, gt=0.0, le=30 * 86_400.0)
     """How long in all a client waits for the aggregator's next message (homo_lr's)."""
+    min_summed_updates: int = Field(default=1, ge=1, le=10_000)
+    """homo_lr's: the fewest clients' statistics the aggregator may learn only as one sum with
+    this client's. With 2 or more a client refuses, before it sends anything, the guest
+    aggregating for it alone (name an arbiter and use enough clients), and to unmask a step
+    whose survivors would sum fewer (its policy: components.<type>.bounds.
+    min_summed_updates.min)."""
 
 
 class HomoFeatureScaleParams(HomoPreprocessingParams):

@@ -41,11 +41,11 @@ def fit(
     column names: the clients keep the model)."""
     plan = secure.MomentsPlan(params.value_bound)
     if table is None:
-        secure.fit(ctx, plan, None, params.round_timeout_s, params.aggregator_wait_s)
+        secure.fit(ctx, plan, None, params)
         return None
     columns = params.columns or list(table.feature_names)
     part = secure.checked_rows(columns_table(table, columns, NAME), NAME, params.value_bound)
-    stats = secure.fit(ctx, plan, part, params.round_timeout_s, params.aggregator_wait_s)
+    stats = secure.fit(ctx, plan, part, params)
     assert stats is not None
     f = len(columns)
     mean, std = stats[:f], stats[f:]

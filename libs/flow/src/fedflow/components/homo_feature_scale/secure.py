@@ -31,11 +31,14 @@ from fedcrypto.secagg import AggregationResult, SecAggClient, SecAggConfig, SecA
 from fedschemas import FederationData
 from numpy.typing import NDArray
 
+from fedflow.components.homo_feature_scale import HomoPreprocessingParams
 from fedflow.components.homo_lr import wire
 from fedflow.components.homo_lr.aggregator import GUEST_ID, Round, secure_sum
 from fedflow.components.homo_lr.client import (
     AggregatorLink,
     aggregator_role,
+    check_summed,
+    check_unmask,
     client_ids,
     features_digest,
 )
@@ -180,12 +183,16 @@ class ClientSide:
     link: AggregatorLink
     client_id: int
     digest: str
+    min_summed: int
 
     @classmethod
-    def open(cls, ctx: ComponentContext, names: list[str], wait_s: float) -> ClientSide:
+    def open(
+        cls, ctx: ComponentContext, names: list[str], wait_s: float, min_summed: int
+    ) -> ClientSide:
         agg = aggregator_role(ctx.parties)
         link = AggregatorLink(ctx, agg, wait_s, time.monotonic() + wait_s)
-        return cls(ctx, link, client_ids(ctx.parties)[ctx.party_id], features_digest(names))
+        cid = client_ids(ctx.parties)[ctx.party_id]
+        return cls(ctx, link, cid, features_digest(names), min_summed)
 
     def stats(self, r: int) -> FederationData:
         """The aggregator's `stats` of step r, checked against this client's columns."""
@@ -223,7 +230,9 @@ class ClientSide:
         got = self.link.recv("sa_unmask", r)
         if got.meta.get("excluded"):
             return False
-        answer = client.unmask(wire.read_unmask_request(got))
+        request = wire.read_unmask_request(got)
+        check_unmask(self.ctx.parties, request, self.min_summed, r)
+        answer = client.unmask(request)
         fed.send(wire.unmask_payload(answer), to=to, tag="sa_unmask_shares", iteration=r)
         return True
 
@@ -326,11 +335,18 @@ def run_client(me: ClientSide, plan: Plan, x: Floats) -> Floats:
 
 
 def fit(
-    ctx: ComponentContext, plan: Plan, table: Table | None, timeout: float, wait_s: float
+    ctx: ComponentContext, plan: Plan, table: Table | None, params: HomoPreprocessingParams
 ) -> Floats | None:
     """This party's side of the steps by its role: the final stats; None at an arbiter whose
     guest applies a given model (no step follows). `table`: this client's rows, already
-    checked (None at the arbiter)."""
+    checked (None at the arbiter). A client refuses, before it sends anything, a layout where
+    the aggregator would learn its statistics summed with fewer than its min_summed_updates
+    clients' (homo_lr's check_summed), and to unmask a step whose survivors are too few."""
+    timeout, wait_s = params.round_timeout_s, params.aggregator_wait_s
+    if ctx.role in ("guest", "host") and not (
+        ctx.role == "guest" and aggregator_role(ctx.parties) == "guest"
+    ):
+        check_summed(ctx, params.min_summed_updates, ctx.component_type)
     if ctx.role == "arbiter":
         shape = ctx.federation.recv(frm="guest", tag="model_shape")
         if shape.meta.get("apply"):
@@ -347,7 +363,7 @@ def fit(
         ctx.federation.send(
             wire.control(features=len(names), digest=digest), to="arbiter", tag="model_shape"
         )
-    return run_client(ClientSide.open(ctx, names, wait_s), plan, x)
+    return run_client(ClientSide.open(ctx, names, wait_s, params.min_summed_updates), plan, x)
 
 
 def tell_arbiter_apply(ctx: ComponentContext) -> None:

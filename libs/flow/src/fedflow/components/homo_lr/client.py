@@ -97,10 +97,17 @@ def check_layout(ctx: ComponentContext, params: HomoLrParams) -> None:
                 "aggregation fedavg (secure aggregation) with clip_norm"
             )
         return
-    hidden = hidden_among(ctx.parties, range(1, clients + 1))
-    if hidden < params.min_summed_updates:
+    check_summed(ctx, params.min_summed_updates, "homo_lr")
+
+
+def check_summed(ctx: ComponentContext, min_summed: int, name: str) -> None:
+    """Refuse, before anything is sent, a layout where the aggregator would learn fewer than
+    `min_summed` clients' contributions summed together (homo_lr's and the horizontal
+    preprocessing components' min_summed_updates; `name` the component's, for the error)."""
+    hidden = hidden_among(ctx.parties, range(1, len(client_ids(ctx.parties)) + 1))
+    if hidden < min_summed:
         raise ValueError(
-            f"homo_lr: min_summed_updates is {params.min_summed_updates} at party "
+            f"{name}: min_summed_updates is {min_summed} at party "
             f"{ctx.party_id}, but the aggregator ({aggregator_role(ctx.parties)}) would learn "
             f"{hidden} client update(s) summed together (with the guest aggregating for one "
             "host it learns that host's update exactly): name an arbiter of its own party, or "
