@@ -69,6 +69,13 @@ HOMO_LR = ComponentDescriptor(
             description="this client's own rows (same columns everywhere)",
             roles=("guest", "host"),
         ),
+        InputSpec(
+            "validate_data",
+            required=False,
+            description="this client's validation rows (data's columns): early_stop watches "
+            "the global model's loss on every client's, securely summed (all clients or none)",
+            roles=("guest", "host"),
+        ),
     ),
     outputs=("model",),
     protocol=HOMO_LR_PROTOCOL,

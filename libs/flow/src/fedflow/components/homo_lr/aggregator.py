@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
@@ -30,6 +30,7 @@ from fedflow.components.homo_lr.client import (
     UpdateRejected,
     aggregator_role,
     check_layout,
+    check_validation,
     client_ids,
     features_digest,
     secagg_config,
@@ -225,14 +226,14 @@ def _plain_update(length: int) -> Callable[[int, FederationData], hmath.Floats]:
 
 
 def plain_round(
-    rnd: Round, own_vector: hmath.Floats | None, params: HomoLrParams, k1: int
+    rnd: Round, own_vector: hmath.Floats | None, params: HomoLrParams, k1: int, length: int
 ) -> hmath.PlainRound:
     """A round without secure aggregation (aggregation other than fedavg): every client's
     contribution in the clear (`plain_update`), clipped to server_clip_norm and combined by
     the rule; a client late, withdrawn or with a bad update leaves the round. Each clipped
     update is recorded (event update_clipped, metrics server_clipped and
     server_clip_factor_<party>)."""
-    vectors = rnd.collect("plain_update", params.round_timeout_s, _plain_update(k1 + hmath.EXTRA))
+    vectors = rnd.collect("plain_update", params.round_timeout_s, _plain_update(length))
     if own_vector is not None:
         vectors[GUEST_ID] = own_vector
     try:
@@ -271,6 +272,9 @@ def plain_round(
     if out.chosen is not None:
         metrics.log("krum_chosen", float(out.chosen), step=rnd.r)
     rnd.survivors = tuple(sorted(vectors))
+    if length > k1 + hmath.EXTRA:  # validate_data: over every visible client's rows
+        total = np.sum(np.stack(list(vectors.values())), axis=0)
+        out = replace(out, validation=hmath.validation_loss(total, k1))
     return out
 
 
@@ -296,13 +300,19 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
     if ctx.role == "arbiter":
         shape = fed.recv(frm="guest", tag="model_shape")
         features, digest = int(shape.meta["features"]), str(shape.meta["digest"])
+        validating = bool(shape.meta.get("validate", False))
         guest_party = ctx.parties["guest"][0]
         # The guest by role: its party may also be the arbiter's.
         remote = {cid: "guest" if p == guest_party else p for p, cid in ids.items()}
     else:
-        me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params, learner)
+        validate = ctx.input("validate_data") if "validate_data" in ctx.inputs else None
+        me = LocalClient.from_table(ctx.input("data"), GUEST_ID, params, learner, validate)
         features, digest = len(me.names), features_digest(me.names)
+        validating = me.validating
         remote = {cid: p for p, cid in ids.items() if cid != GUEST_ID}
+    check_validation(ctx, params, validating)
+    # The clients check that they all validate, or none does (client.train).
+    told: dict[str, str | int | float | bool] = {"validate": True} if validating else {}
     if me is not None and len(remote) == 1:
         # The guest subtracts its own contribution from the sum: the host's is left.
         log.warning(
@@ -311,7 +321,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             "update; name an arbiter and use three clients or more to hide single updates",
         )
     model_length = learner.length(features, params)
-    length = model_length + hmath.EXTRA
+    length = model_length + hmath.EXTRA + (hmath.VALIDATION if validating else 0)
     fed.bind_dims(d=model_length, v=length)
     rule = hmath.ServerRule(
         params.server_optimizer,
@@ -343,7 +353,7 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
 
     while r < params.rounds and not stopped:
         ctx.check_canceled()
-        start = FederationData(kind="aggregate", array=weights, meta={"features": digest})
+        start = FederationData(kind="aggregate", array=weights, meta={"features": digest, **told})
         for target in remote.values():
             fed.send(start, to=target, tag="global_model", iteration=r)
         config = secagg_config(ctx, params, r, length)
@@ -386,18 +396,21 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             own_sent=own_sent,
         )
         if params.aggregation != "fedavg":
-            plain = plain_round(rnd, own_vector, params, model_length)
-            delta, loss = plain.delta, plain.loss
+            plain = plain_round(rnd, own_vector, params, model_length, length)
+            delta, loss, validation = plain.delta, plain.loss, plain.validation
             survivors, error_bound = rnd.survivors, 0.0
         else:
             result = secure_sum(rnd, own_vector, params.round_timeout_s)
             # Central DP: the noise goes on the sum here, before anything derived from it leaves.
             total = result.sum if dp is None else dp.finish(result.sum)
             delta, loss = hmath.average(weights, total)
+            validation = hmath.validation_loss(total, model_length) if validating else None
             survivors, error_bound = result.survivors, result.max_abs_error
         weights, moments = rule.step(weights, delta, moments)
         if dp is None:
             ctx.metrics.log("loss", loss, step=r)
+        if validation is not None:
+            ctx.metrics.log("validation_loss", validation, step=r)
         else:  # the clients withheld their loss; epsilon of a client in every round so far
             ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1), step=r)
             if dp.central:
@@ -414,13 +427,14 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             dropped=sorted(rnd.dropped),
         )
         r += 1
-        stopped = params.early_stop and best - loss < params.tol
-        best = min(best, loss)
+        watched = loss if validation is None else validation  # early_stop's
+        stopped = params.early_stop and best - watched < params.tol
+        best = min(best, watched)
         pending = None
         ctx.checkpoints.save(r - 1, boundary())
         ctx.report_progress(r / params.rounds)
     final = FederationData(
-        kind="aggregate", array=weights, meta={"features": digest, "final": True}
+        kind="aggregate", array=weights, meta={"features": digest, "final": True, **told}
     )
     for target in remote.values():
         fed.send(final, to=target, tag="global_model", iteration=r)

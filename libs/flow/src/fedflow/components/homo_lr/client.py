@@ -198,9 +198,37 @@ def model_table(names: list[str], weights: hmath.Floats) -> Table:
     return LOGISTIC.table(names, weights, HomoLrParams())
 
 
+def labelled_rows(table: Table, name: str, what: str) -> tuple[hmath.Floats, hmath.Floats]:
+    """`table`'s features with the intercept column (missing values 0) and its 0/1 labels;
+    a clear error for a table that cannot train or validate (`what`: which input)."""
+    if table.labels is None:
+        raise TableError(f"{name}: every client's {what} needs labels (0 or 1); it has none")
+    bad = np.unique(table.labels[(table.labels != 0.0) & (table.labels != 1.0)])
+    if bad.size:
+        raise TableError(f"{name} takes labels 0 or 1, found {bad[:5].tolist()} in {what}")
+    if table.rows == 0:
+        raise TableError(f"{name}: this client's {what} has no rows")
+    if table.rows > hmath.ROW_SCALE:
+        raise TableError(f"{name}: a client's {what} holds at most {int(hmath.ROW_SCALE)} rows")
+    x = np.nan_to_num(np.asarray(table.features, dtype=np.float64), nan=0.0)
+    return hmath.with_intercept(x), np.asarray(table.labels, dtype=np.float64)
+
+
+def check_validation(ctx: ComponentContext, params: HomoLrParams, validating: bool) -> None:
+    """validate_data with differential privacy is refused: the clients then withhold their
+    loss (privacy.py), and a validation loss is one."""
+    if validating and privacy.settings(params) is not None:
+        raise ValueError(
+            f"{ctx.component_type}: validate_data does not go with differential privacy "
+            "(dp_noise_multiplier, dp_central_noise_multiplier): the clients then do not "
+            "send a loss, and the validation loss is one; leave validate_data out"
+        )
+
+
 @dataclass
 class LocalClient:
-    """One client's rows and how it trains on them."""
+    """One client's rows and how it trains on them; `validate`: its validation rows (features
+    with the intercept, labels), whose loss under each round's global model it adds."""
 
     client_id: int
     names: list[str]
@@ -208,30 +236,33 @@ class LocalClient:
     y: hmath.Floats
     params: HomoLrParams
     learner: Learner = LOGISTIC
+    validate: tuple[hmath.Floats, hmath.Floats] | None = None
 
     @classmethod
     def from_table(
-        cls, table: Table, client_id: int, params: HomoLrParams, learner: Learner = LOGISTIC
+        cls,
+        table: Table,
+        client_id: int,
+        params: HomoLrParams,
+        learner: Learner = LOGISTIC,
+        validate: Table | None = None,
     ) -> LocalClient:
         name = learner.name
-        if table.labels is None:
-            raise TableError(f"{name}: every client needs labels (0 or 1); this table has none")
-        bad = np.unique(table.labels[(table.labels != 0.0) & (table.labels != 1.0)])
-        if bad.size:
-            raise TableError(f"{name} takes labels 0 or 1, found {bad[:5].tolist()}")
-        if table.rows == 0:
-            raise TableError(f"{name}: this client has no rows")
-        if table.rows > hmath.ROW_SCALE:
-            raise TableError(f"{name}: a client holds at most {int(hmath.ROW_SCALE)} rows")
-        x = np.nan_to_num(np.asarray(table.features, dtype=np.float64), nan=0.0)
-        return cls(
-            client_id,
-            list(table.feature_names),
-            hmath.with_intercept(x),
-            np.asarray(table.labels, dtype=np.float64),
-            params,
-            learner,
-        )
+        x1, y = labelled_rows(table, name, "data")
+        rows = None
+        if validate is not None:
+            if list(validate.feature_names) != list(table.feature_names):
+                raise TableError(
+                    f"{name}: validate_data needs the same feature columns as data, in the same "
+                    f"order (data: {', '.join(table.feature_names)}; validate_data: "
+                    f"{', '.join(validate.feature_names)})"
+                )
+            rows = labelled_rows(validate, name, "validate_data")
+        return cls(client_id, list(table.feature_names), x1, y, params, learner, rows)
+
+    @property
+    def validating(self) -> bool:
+        return self.validate is not None
 
     @property
     def model_length(self) -> int:
@@ -239,7 +270,8 @@ class LocalClient:
 
     @property
     def contribution_length(self) -> int:
-        return self.model_length + hmath.EXTRA
+        extra = hmath.EXTRA + (hmath.VALIDATION if self.validating else 0)
+        return self.model_length + extra
 
     def contribution(self, weights: hmath.Floats, r: int) -> tuple[hmath.Floats, dict[str, float]]:
         """This round's vector for the secure sum, and what the client logs about it;
@@ -263,12 +295,19 @@ class LocalClient:
             )
         delta, clipped = hmath.clip_norm(np.asarray(local) - weights, p.clip_norm)
         vector = hmath.contribution(weights, weights + delta, loss, len(self.y))
+        facts = {"local_loss": loss}
+        if self.validate is not None:  # the global model's, before this client trains
+            vx1, vy = self.validate
+            held_out = self.learner.loss(weights, vx1, vy)
+            q = len(vy) / hmath.ROW_SCALE
+            vector = np.concatenate([vector, [q * held_out, q]])
+            facts["local_validation_loss"] = held_out
         problem = hmath.update_problem(vector, self.contribution_length)
         if problem is not None:
             raise UpdateRejected(problem)
         over = int(np.count_nonzero(np.abs(vector) > p.update_bound))
         return vector, {
-            "local_loss": loss,
+            **facts,
             "clipped_update": float(clipped),
             "clipped_coordinates": float(over),
         }
@@ -285,8 +324,10 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
     its randomness leave (resume.py), so a restarted task re-sends the same bytes."""
     params = ctx.params_as(learner.params_type)
     ids = client_ids(ctx.parties)
-    me = LocalClient.from_table(ctx.input("data"), ids[ctx.party_id], params, learner)
+    validate = ctx.input("validate_data") if "validate_data" in ctx.inputs else None
+    me = LocalClient.from_table(ctx.input("data"), ids[ctx.party_id], params, learner, validate)
     check_layout(ctx, params)
+    check_validation(ctx, params, me.validating)
     agg = aggregator_role(ctx.parties)
     fed = ctx.federation
     fed.bind_dims(d=me.model_length, v=me.contribution_length)
@@ -297,7 +338,9 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
     rejected = int(state.get("rejected", 0))
     pending = state.get("round")
     if ctx.role == "guest" and saved is None:  # the arbiter has no data: it learns the length
-        shape = wire.control(features=len(me.names), digest=features_digest(me.names))
+        told: dict[str, str | int | bool] = {"validate": True} if me.validating else {}
+        digest = features_digest(me.names)
+        shape = wire.control(features=len(me.names), digest=digest, **told)
         fed.send(shape, to=agg, tag="model_shape")
     while True:
         ctx.check_canceled()
@@ -306,6 +349,13 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
             raise TableError(
                 f"{learner.name}: this party's feature columns differ from the guest's (every "
                 f"client needs the same columns in the same order; here: {', '.join(me.names)})"
+            )
+        if bool(start.meta.get("validate", False)) != me.validating:
+            raise ValueError(
+                f"{learner.name}: validate_data is given at "
+                f"{'this party' if me.validating else 'the guest'} but not at "
+                f"{'the guest' if me.validating else 'this party'}: every client gives "
+                "validate_data, or none does"
             )
         weights = np.asarray(start.array, dtype=np.float64)
         if start.meta.get("final"):

@@ -29,6 +29,9 @@ ROW_SCALE: Final = float(2**24)
 (16.7 million). Public, the same at every party."""
 EXTRA: Final = 2
 """Coordinates after the model delta: p * loss, p."""
+VALIDATION: Final = 2
+"""With validate_data, two more after those: q * the global model's loss on the client's
+validation rows, q = validation rows / ROW_SCALE (summed like the training loss)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,14 @@ def contribution(global_weights: Floats, local_weights: Floats, loss: float, row
     """The vector a client puts into the round's secure sum (module docstring)."""
     p = rows / ROW_SCALE
     return np.concatenate([p * (local_weights - global_weights), [p * loss, p]])
+
+
+def validation_loss(total: Floats, k1: int) -> float:
+    """The round's global model's mean loss over every summed client's validation rows."""
+    weight = float(total[k1 + EXTRA + 1])
+    if not weight > 0:
+        raise ValueError("the round's sum has no validation rows: no client contributed")
+    return float(total[k1 + EXTRA]) / weight
 
 
 def clip_norm(delta: Floats, bound: float | None) -> tuple[Floats, bool]:
@@ -267,6 +278,9 @@ class PlainRound:
     """Client id -> the factor its delta was scaled by (< 1), for each clipped update."""
     chosen: int | None = None
     """krum: the client id whose update was taken."""
+    validation: float | None = None
+    """With validate_data: the global model's loss over the validation rows of every client
+    whose update arrived (row-weighted, whatever the rule)."""
 
 
 def combine_plain(

@@ -48,6 +48,13 @@ HOMO_NN = ComponentDescriptor(
             description="this client's own rows (same columns everywhere)",
             roles=("guest", "host"),
         ),
+        InputSpec(
+            "validate_data",
+            required=False,
+            description="this client's validation rows (data's columns): early_stop watches "
+            "the global model's loss on every client's, securely summed (all clients or none)",
+            roles=("guest", "host"),
+        ),
     ),
     outputs=("model",),
     protocol=HOMO_NN_PROTOCOL,
