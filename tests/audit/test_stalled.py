@@ -12,6 +12,7 @@ import pytest
 from fedaudit.auditor import Auditor
 from fedaudit.rules import Finding
 from fedaudit.rules.state import AuditPolicy
+from fedflow.pipeline import Pipeline, PipelineError
 from fedschemas import Envelope
 from fedschemas.payloads import JobHeartbeat, TaskStatus
 
@@ -200,3 +201,11 @@ def test_the_post_hoc_audit_does_not_judge_time() -> None:
 
     # Assert: nothing armed without a clock
     assert stalled(found) == []
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", ".inf", ".nan", "true", "soon"])
+def test_a_pipeline_asking_for_an_interval_that_is_no_positive_number_is_refused(
+    bad: str,
+) -> None:
+    with pytest.raises(PipelineError, match=r"audit\.stalled_after_s: must be"):
+        Pipeline.from_yaml(PIPELINE + f"audit: {{stalled_after_s: {bad}}}\n")
