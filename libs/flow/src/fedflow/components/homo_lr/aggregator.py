@@ -409,13 +409,13 @@ def train(ctx: ComponentContext, learner: Learner = LOGISTIC) -> Mapping[str, Ta
         weights, moments = rule.step(weights, delta, moments)
         if dp is None:
             ctx.metrics.log("loss", loss, step=r)
-        if validation is not None:
-            ctx.metrics.log("validation_loss", validation, step=r)
         else:  # the clients withheld their loss; epsilon of a client in every round so far
             ctx.metrics.log("dp_epsilon", dp.epsilon(r + 1), step=r)
             if dp.central:
                 noise = dp.noise_on_mean(len(survivors))
                 ctx.metrics.log("dp_noise_std", noise, step=r)
+        if validation is not None:
+            ctx.metrics.log("validation_loss", validation, step=r)
         ctx.metrics.log("clients", float(len(survivors)), step=r)
         ctx.metrics.log("dropped", float(len(rnd.dropped)), step=r)
         ctx.metrics.log("sum_error_bound", error_bound, step=r)
