@@ -122,3 +122,20 @@ def test_validate_data_with_differential_privacy_is_refused_saying_why(tmp_path:
     params = {**PARAMS, "rounds": 1, "clip_norm": 1.0, "dp_noise_multiplier": 1.0}
     with pytest.raises(StandaloneError, match="validate_data does not go with differential"):
         run(validating_pipeline(params), tmp_path)
+
+
+def test_under_a_robust_rule_the_validation_loss_rides_in_the_clear_updates(
+    tmp_path: Path,
+) -> None:
+    # Prepare: median over the two clients' updates in the clear (plain_update)
+    params = {**PARAMS, "rounds": 2, "aggregation": "median"}
+
+    # Execute
+    result = run(validating_pipeline(params), tmp_path)
+
+    # Assert: round 0's global model is the zero start, whose loss is ln 2 on every row; the
+    # model the median made in round 1 does better on the pooled validation rows
+    got = guest_steps(result, "validation_loss")
+    assert sorted(got) == [0, 1]
+    assert got[0] == pytest.approx(np.log(2.0), abs=1e-12)
+    assert got[1] < got[0] - 0.1
