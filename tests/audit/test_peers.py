@@ -10,6 +10,7 @@ signed as a gateway signs."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +96,7 @@ def pair(tmp_path: Path, unique_name: str) -> Iterator[Pair]:
             checkpoint_interval_s=0.2,
             peer_checkpoint_interval_s=0.2,
             timer_interval_s=0.05,
+            statement_settle_s=0.5,
             http_port=-1,
             log_json=False,
         )
@@ -203,6 +205,30 @@ def test_each_party_holds_the_others_signed_checkpoints_and_both_logs_agree(
         with pair.audits[party].engine.connect() as conn:
             rules = conn.execute(sa.text("SELECT rule FROM audit_findings")).scalars().all()
         assert [r for r in rules if r.startswith("control.peer")] == []
+
+
+def test_a_message_recorded_just_after_the_jobs_end_is_in_both_statements(pair: Pair) -> None:
+    # Prepare: the host's audit records the job's last crossing message after the job's end
+    # (it comes through the fan-out queue, the end through another)
+    traffic = Traffic()
+    guest_sees, host_sees, end = honest_job(traffic)
+    *early, late = host_sees
+
+    # Execute
+    pair.feed(GUEST, guest_sees)
+    pair.buses[GUEST].publish(Message(f"out.{HOST}", encode_envelope(end), end.message_id))
+    pair.feed(HOST, [*early, end])
+    time.sleep(0.2)
+    pair.feed(HOST, [late])
+    for party in (GUEST, HOST):
+        wait_for(lambda p=party: statements_held(pair, p, traffic.job_id) or None, timeout=10)
+
+    # Assert: each statement counts the late message; neither party finds a disagreement
+    for party in (GUEST, HOST):
+        assert [r["problem"] for r in statements_held(pair, party, traffic.job_id)] == [""]
+        with pair.audits[party].engine.connect() as conn:
+            rules = conn.execute(sa.text("SELECT rule FROM audit_findings")).scalars().all()
+        assert [r for r in rules if r.startswith("control.peer")] == [], party
 
 
 def test_a_party_that_rewrites_its_log_and_re_signs_it_is_caught_by_its_peers_copy(

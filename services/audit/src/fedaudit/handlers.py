@@ -89,6 +89,11 @@ class AuditContext:
     pending: list[tuple[peers.PeerCheckpoint, int, float]] = field(default_factory=list)
     """Peers' statements of jobs not ended here yet: (checkpoint, its record's seq, since)."""
     pending_for_s: float = 600.0
+    statement_settle_s: float = 0.0
+    """How long an ended job's messages must be quiet here before its traffic is stated and
+    peers' statements of it compared (fedaudit.settings)."""
+    settling: dict[str, float] = field(default_factory=dict)
+    """Jobs ended here and not settled yet: job -> when their last record came."""
     liveness: Liveness | None = None
     """Probes of the party's broker and database (fedaudit.liveness); None: not watched."""
 
@@ -373,18 +378,36 @@ def _act(ctx: AuditContext, done: Sequence[_Recorded]) -> None:
     job's statement to its peers when it ended."""
     for item in done:
         job_id = str(item.record["job_id"])
+        if job_id in ctx.settling:
+            ctx.settling[job_id] = ctx.clock()
         if kind_of(item.record) in JOB_ENDS and job_id and job_id not in ctx.stated:
             ctx.stated.add(job_id)
-            try:
-                announce_job_end(ctx, job_id)
-            except Exception as exc:  # the link or the broker away: the log has it all anyway
-                log.warning("audit_job_statement_failed", job_id=job_id, error=str(exc))
+            if ctx.statement_settle_s > 0:
+                ctx.settling[job_id] = ctx.clock()
+            else:
+                _state_job(ctx, job_id)
         if item.stop is not None:
             ctx.stopped.add(item.envelope.job_id)
             request_stop(ctx, item.envelope, item.stop)
         alerts = [_alert(ctx, item.record, f) for f in item.found if f.severity != "info"]
         if alerts and ctx.alert is not None:
             ctx.alert(alerts)
+
+
+def _state_job(ctx: AuditContext, job_id: str) -> None:
+    try:
+        announce_job_end(ctx, job_id)
+    except Exception as exc:  # the link or the broker away: the log has it all anyway
+        log.warning("audit_job_statement_failed", job_id=job_id, error=str(exc))
+
+
+def state_settled(ctx: AuditContext, now: float) -> None:
+    """The timer: the statements of ended jobs whose messages have been quiet for
+    statement_settle_s (a message of the job still on its way would be missing from them)."""
+    due = [j for j, last in list(ctx.settling.items()) if now - last >= ctx.statement_settle_s]
+    for job_id in due:
+        ctx.settling.pop(job_id, None)
+        _state_job(ctx, job_id)
 
 
 def _count(
@@ -483,6 +506,7 @@ def tick(ctx: AuditContext) -> None:
         latest = ctx.latest
     if latest is not None:
         send_checkpoint(ctx, latest, now)
+    state_settled(ctx, now)
     compare_pending(ctx, now)
     for job_id, finding in silent:
         ctx.metrics.findings.labels(finding.rule, finding.severity).inc()
@@ -628,7 +652,7 @@ def _peer_checkpoint(
     if got.statement is None or got.problems:
         return got, False
     view = ctx.auditor.jobs.get(got.job_id)
-    if view is not None and view.ended:
+    if view is not None and view.ended and got.job_id not in ctx.settling:
         got.disagreements.extend(_disagreements(ctx, got, conn))
         return got, False
     return got, True
@@ -665,7 +689,7 @@ def compare_pending(ctx: AuditContext, now: float) -> None:
         keep: list[tuple[peers.PeerCheckpoint, int, float]] = []
         for got, seq, since in ctx.pending:
             view = ctx.auditor.jobs.get(got.job_id)
-            if view is not None and view.ended:
+            if view is not None and view.ended and got.job_id not in ctx.settling:
                 problems = _disagreements(ctx, got)
             elif now - since > ctx.pending_for_s:
                 problems = [

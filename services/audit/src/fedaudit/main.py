@@ -128,6 +128,7 @@ class Audit:
             metrics=self.metrics,
             checkpoint_every=settings.checkpoint_every,
             checkpoint_interval_s=settings.checkpoint_interval_s,
+            statement_settle_s=settings.statement_settle_s,
             stop_on_critical=settings.stop_on_critical,
             alert=handlers.webhook(settings.alert_webhook_url)
             if settings.alert_webhook_url

@@ -48,6 +48,11 @@ class AuditSettings(BusServiceSettings):
     """A signed checkpoint after this many records..."""
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
     """...or this many seconds after the first record it would cover, whichever comes first."""
+    statement_settle_s: float = Field(default=5.0, ge=0)
+    """A job's traffic is stated to its peers, and a peer's statement compared with this log,
+    once the job ended here and none of its messages was recorded for this long: the last
+    crossing messages reach the audit through the fan-out queues, behind the job's end
+    (0: at the end itself)."""
     stop_on_critical: bool = True
     """Ask the scheduler to stop a job on a critical finding (false: alert only)."""
     min_key_bits: int = Field(default=2048, ge=256)
