@@ -155,3 +155,25 @@ def test_fedmq_audit_verify_names_the_problem_and_fails(
     assert "18 records of party 9999, 4 signed checkpoints, chain intact" in intact.output
     assert broken.exit_code == 1
     assert "record 2 missing (gap before record 3)" in broken.output
+
+
+def test_an_export_read_while_the_audit_records_on_verifies(
+    audited: tuple[Audit, Bus, Traffic],
+) -> None:
+    # Prepare: an export begun (its first record read), then another job recorded and signed
+    audit, bus, _traffic = audited
+    signed_before = audit.ctx.last_checkpoint_seq
+    with audit.engine.connect() as conn:
+        lines = export_lines(conn, GUEST, audit.public_key_hex)
+        read = [next(lines), next(lines)]
+        more = Traffic(job_id="job-audit-2")
+        for envelope in more.honest(iterations=1):
+            delivery = more.delivery(envelope)
+            bus.publish(Message(delivery.topic, delivery.body, delivery.message_id))
+        wait_for(lambda: audit.ctx.last_checkpoint_seq > signed_before or None)
+
+        # Execute
+        read += list(lines)
+
+    # Assert: the export is a consistent log, if not the newest: no record seems missing
+    assert [str(p) for p in verify_export(parse_export(read))] == []

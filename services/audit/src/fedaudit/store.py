@@ -301,12 +301,19 @@ def list_findings(
 
 
 def export_lines(conn: Connection, party_id: str, public_key: str) -> Iterator[str]:
-    """The whole log as JSON lines (fedaudit.verify reads them)."""
+    """The whole log as JSON lines (fedaudit.verify reads them).
+
+    The checkpoints are read before the records: a checkpoint is written only after the
+    records it signs were committed, so each one read has its records in the export even
+    while the audit goes on recording (read after them, a checkpoint just written could sign a
+    record the export's read did not see, and the export looked like a log with that record
+    missing)."""
     header = {"format": EXPORT_FORMAT, "party_id": party_id, "public_key": public_key}
     yield json.dumps(header, sort_keys=True)
+    signed = list(conn.execute(sa.select(checkpoints).order_by(checkpoints.c.seq)))
     for record in iter_records(conn):
         yield json.dumps({"record": record}, sort_keys=True)
-    for row in conn.execute(sa.select(checkpoints).order_by(checkpoints.c.seq)):
+    for row in signed:
         yield json.dumps(
             {"checkpoint": {"body": json.loads(row.body), "signature": row.signature}},
             sort_keys=True,
