@@ -85,6 +85,7 @@ def _store_unreachable(exc: BaseException) -> bool:
     names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("sqlalchemy")}
     return bool(names & {"OperationalError", "DisconnectionError"})
 
+
 TRACER_NAME = "fedmq.bus"
 GATEWAY_SERVICE = "gateway"
 """The service that relays other parties' messages onto a party's broker."""
