@@ -28,6 +28,14 @@ import time
 from dataclasses import dataclass, field
 
 
+def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether `sock` has data (or EOF) within `timeout_s`. poll, not select: select refuses
+    descriptors above 1024, and a long test session's process holds more than that."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(timeout_s * 1000))
+
+
 @dataclass
 class _Connection:
     client: socket.socket
@@ -163,7 +171,7 @@ class FaultProxy:
 
     def _hang(self, conn: _Connection) -> None:
         while not (conn.doomed.is_set() or self._stop.is_set()):
-            readable, _, _ = select.select([conn.client], [], [], 0.1)
+            readable = _readable(conn.client, 0.1)
             if readable:
                 try:
                     if not conn.client.recv(65536):
@@ -179,7 +187,7 @@ class FaultProxy:
                 reset = True
                 break
             try:
-                readable, _, _ = select.select([src], [], [], 0.1)
+                readable = _readable(src, 0.1)
             except (OSError, ValueError):
                 break
             if not readable:

@@ -9,6 +9,14 @@ import socket
 import threading
 
 
+def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether `sock` has data (or EOF) within `timeout_s`. poll, not select: select refuses
+    descriptors above 1024, and a long test session's process holds more than that."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(timeout_s * 1000))
+
+
 class Blackhole:
     """A TCP relay from 127.0.0.1:`port` to `target_port`. `cut()` blackholes the path: open
     connections stay open at both ends but nothing passes either way (neither TCP stack notices
@@ -52,7 +60,7 @@ class Blackhole:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError, ValueError):
             while True:
-                ready, _, _ = select.select([src], [], [], 0.1)
+                ready = _readable(src, 0.1)
                 if not ready:
                     continue
                 data = src.recv(65536)
