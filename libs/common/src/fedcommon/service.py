@@ -12,7 +12,9 @@ server, flushes the spans (waiting at most a couple of seconds for an unreachabl
 fedcommon.tracing), and returns the exit status (0). Failed span exports are counted in
 fedmq_trace_export_failures_total on the service's registry (`registry`, else the service's
 own `metrics.registry`). SIGHUP calls `on_reload` on a thread
-of its own (the gateway reloads its identity).
+of its own (the gateway reloads its identity). With `profile_out` set (FEDMQ_PROFILE_OUT, a
+folder) the whole run is profiled on each thread's CPU clock and written there at exit
+(fedcommon.profiling).
 
 A service is anything with `start()`, `stop()` and `health()`; `health()["status"]` is "ok"
 when it serves ("starting" and "stopping" answer 503, which is what compose and Kubernetes
@@ -43,6 +45,7 @@ from starlette.routing import Route
 
 from fedcommon.http import HttpMetrics, HttpObservabilityMiddleware
 from fedcommon.logging import configure_logging
+from fedcommon.profiling import ThreadProfiles, profile_path
 from fedcommon.settings import ServiceSettings
 from fedcommon.tracing import configure_tracing, export_failures_counter
 
@@ -212,6 +215,10 @@ def run_service(
         trace_file=settings.trace_file,
         export_failures=export_failures,
     )
+    profiles: ThreadProfiles | None = None
+    if settings.profile_out:
+        profiles = ThreadProfiles()
+        profiles.start()
     stopping = stopping if stopping is not None else threading.Event()
     server: HealthMetricsServer | None = None
     service: Service | None = None
@@ -253,4 +260,9 @@ def run_service(
         if server is not None:
             server.stop()
         provider.shutdown()
+        if profiles is not None:
+            written = profiles.stop(
+                profile_path(settings.profile_out or ".", name, settings.party_id)
+            )
+            log.info(f"{name}_profile_written", path=str(written))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "change_me"})
@@ -66,6 +66,12 @@ class ServiceSettings(BaseSettings):
     """Also append every span as a JSON line to this file (what `fedmq job trace` reads);
     None: no file."""
     environment: Environment = "development"
+    profile_out: str | None = Field(
+        default=None, validation_alias=AliasChoices("FEDMQ_PROFILE_OUT", "profile_out")
+    )
+    """A folder: profile the process's CPU (every thread, its own CPU clock) and write
+    `<service>-<party>-<pid>.prof` there when it stops (fedcommon.profiling). One variable for
+    every service, FEDMQ_PROFILE_OUT, without the service's prefix; None: no profiler."""
 
     @model_validator(mode="before")
     @classmethod
@@ -74,7 +80,7 @@ class ServiceSettings(BaseSettings):
             data = {**data, "database_url": default_database_url(cls.service_name)}
         return data
 
-    @field_validator("redis_url", "otlp_endpoint", "trace_file", mode="before")
+    @field_validator("redis_url", "otlp_endpoint", "trace_file", "profile_out", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         # FEDMQ_X_REDIS_URL= (set but empty) means "no Redis", not "a Redis with an empty URL".
