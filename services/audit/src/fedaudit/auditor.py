@@ -179,6 +179,7 @@ class Auditor:
                 self.early_profiles.setdefault(job_id, []).append(obs)
         if now:
             algorithm.note_move(obs, view, self.policy, now)
+            control.note_worker(obs, view, self.policy, now)
         return found
 
     def _profile(self, obs: Observation, job_id: str) -> None:
@@ -228,13 +229,24 @@ class Auditor:
             found += data.check_finite(obs, policy, cv.name)
         return found
 
-    def silent(self, now: float) -> list[tuple[str, Finding]]:
+    def silent(self, now: float, *, workers: bool = True) -> list[tuple[str, Finding]]:
         """(job, finding) for each party of an open job silent too long, each of this party's
-        services silent too long, each component stalled too long."""
+        services silent too long, each of its workers silent too long in a task it runs
+        (`workers`: False while the broker is down, when no worker could be heard), each
+        component stalled too long; at the severities the job's pipeline asks for, within
+        this party's limits (as a message's findings)."""
         out: list[tuple[str, Finding]] = []
         for job_id, view in self.jobs.items():
-            if not view.ended:
-                out += [(job_id, f) for f in control.silent_parties(view, self.policy, now)]
-                out += [(job_id, f) for f in control.silent_services(view, self.policy, now)]
-                out += [(job_id, f) for f in algorithm.stalled_components(view, self.policy, now)]
+            if view.ended:
+                continue
+            found = control.silent_parties(view, self.policy, now)
+            found += control.silent_services(view, self.policy, now)
+            if workers:
+                found += control.silent_workers(view, self.policy, now)
+            found += algorithm.stalled_components(view, self.policy, now)
+            severities = self.policy.bounded(view.asked_severities)
+            out += [
+                (job_id, replace(f, severity=severities[f.rule]) if f.rule in severities else f)
+                for f in found
+            ]
         return out

@@ -225,6 +225,13 @@ _RULES = (
         "the service silence interval",
     ),
     Rule(
+        "control.worker_silent",
+        "control",
+        "critical",
+        "this party's worker running a task of an open job silent (no heartbeat, status, "
+        "metrics or federation data of the task) for longer than the worker silence interval",
+    ),
+    Rule(
         "control.dependency_down",
         "control",
         "warn",

@@ -21,7 +21,13 @@
   job for service_silent_after_s: the scheduler (its job.heartbeat to the peers), the workers
   (their task.status and the federation data they send, while a task of this party runs), the
   gateway (what it delivers from the peers). Armed by the service's first sign of life in the
-  job, so a job where a service never spoke is not reported (`silent_services`).
+  job, so a job where a service never spoke is not reported (`silent_services`);
+- control.worker_silent: this party's worker runs a task of an open job and has shown no life
+  in it for worker_silent_after_s (critical: the job cannot progress). Its heartbeat is an
+  empty task.metrics every lease/3 (fedworker.tasks, 5 s) from a thread of its own, and its
+  status and metrics reports and the federation data it sends count too. Per component, armed
+  by the worker's first sign of life in the task, once per silence, re-armed by the next
+  (`note_worker`, `silent_workers`). Idle workers send nothing and are not watched.
 """
 
 from __future__ import annotations
@@ -130,9 +136,59 @@ def service_of(record: dict[str, Any], party_id: str) -> str | None:
         return None
     if kind == "job.heartbeat":
         return "scheduler"
-    if kind == "task.status" or (kind == "federation.data" and direction == "out"):
+    if kind in WORKER_KINDS or (kind == "federation.data" and direction == "out"):
         return "worker"
     return None
+
+
+WORKER_KINDS = ("task.status", "task.metrics")
+"""What this party's worker sends its scheduler about a task it runs (task.metrics with no
+values is its heartbeat)."""
+
+
+def note_worker(obs: Observation, view: JobView, policy: AuditPolicy, now: float) -> None:
+    """Re-arm control.worker_silent for the component whose task this party's worker just
+    showed life in (live only: `now` is 0 in a replay)."""
+    record, kind = obs.record, kind_of(obs.record)
+    if not now or obs.sender != policy.party_id or record["direction"] == "in":
+        return
+    if kind == "task.status":
+        name = str(obs.facts.get("component", ""))
+    elif kind == "task.metrics" or (kind == "federation.data" and record["direction"] == "out"):
+        name = str(record["component"])
+    else:
+        return
+    if name:
+        view.worker_seen[name] = now
+
+
+def silent_workers(view: JobView, policy: AuditPolicy, now: float) -> list[Finding]:
+    """Components whose task this party's worker still runs and has shown no life in for
+    longer than worker_silent_after_s (each once per silence)."""
+    me = policy.party_id
+    running = {
+        (name, attempt)
+        for (name, attempt, party), state in view.task_states.items()
+        if party == me and state not in TERMINAL
+    }
+    found: list[Finding] = []
+    for name, seen in view.worker_seen.items():
+        if seen < 0 or now - seen <= policy.worker_silent_after_s:
+            continue
+        attempts = sorted(a for n, a in running if n == name)
+        if not attempts:
+            continue
+        found.append(
+            policy.finding(
+                "control.worker_silent",
+                me,
+                f"this party's worker running task {name} (attempt {attempts[-1]}) of job "
+                f"{view.job_id} showed no life for {now - seen:.0f} s: no heartbeat, report or "
+                f"message (worker_silent_after_s={policy.worker_silent_after_s:g})",
+            )
+        )
+        view.worker_seen[name] = -1.0
+    return found
 
 
 def silent_services(view: JobView, policy: AuditPolicy, now: float) -> list[Finding]:

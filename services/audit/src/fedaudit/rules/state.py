@@ -27,6 +27,10 @@ class AuditPolicy:
     """Operator overrides of rule severities (rule id -> severity)."""
     silent_after_s: float = 120.0
     service_silent_after_s: float = 300.0
+    worker_silent_after_s: float = 60.0
+    """How long this party's worker may show no life in a task it runs (its heartbeat every
+    lease/3, 5 s by default) before control.worker_silent: twelve heartbeats, for a worker
+    descheduled on a loaded machine (docs/audit.md, control.worker_silent)."""
     stalled_after_s: float = 300.0
     """How long a running component may go without a crossing message or progress before
     algorithm.stalled..."""
@@ -140,6 +144,10 @@ class JobView:
     service_seen: dict[str, float] = field(default_factory=dict)
     """This party's service ("scheduler", "worker", "gateway") -> when it last showed life in
     the job (-1: reported silent; re-armed by its next sign of life)."""
+    worker_seen: dict[str, float] = field(default_factory=dict)
+    """Component -> when (live) this party's worker last showed life in its task: a
+    heartbeat, a status or metrics report, federation data it sent (-1: reported silent;
+    re-armed by its next sign of life). control.worker_silent."""
     ended: bool = False
     ciphertexts: dict[bytes, str] = field(default_factory=dict)
     """Digest of each ciphertext seen in the job -> the message that carried it first."""
