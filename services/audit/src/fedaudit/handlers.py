@@ -12,6 +12,7 @@ serialises it with the timer's checkpoints and silence checks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -502,13 +503,93 @@ def tick(ctx: AuditContext) -> None:
         )
         if due and ctx.head.seq > ctx.last_checkpoint_seq:
             _checkpoint(ctx)
-        silent = ctx.auditor.silent(now)
+        # No worker can be heard while the broker is away: its silence then is the broker's
+        # (control.dependency_down), not a reason to stop the job.
+        probes = ctx.liveness
+        broker_up = probes is None or "broker" not in probes.probes or probes.is_up("broker")
+        silent = ctx.auditor.silent(now, workers=broker_up)
         latest = ctx.latest
+    if silent:
+        record_timer_findings(ctx, silent, now)
     if latest is not None:
         send_checkpoint(ctx, latest, now)
     state_settled(ctx, now)
     compare_pending(ctx, now)
-    for job_id, finding in silent:
+
+
+TIMER_TOPIC = "audit.timer"
+"""The topic of the records the audit's timer writes: no message broke these rules, the lack
+of one did (control.silent_party, control.service_silent, control.worker_silent,
+algorithm.stalled)."""
+TIMER_TYPE = "audit.finding"
+
+
+def timer_record(
+    ctx: AuditContext, job_id: str, finding: Finding, now: float, component: str = ""
+) -> dict[str, Any]:
+    """The chain record of a timer's finding: a record of no message (its id names the rule,
+    the job and the moment), local, its one finding inside, so that the chain, the exports,
+    `fedmq audit report` and the findings index hold it like a message's."""
+    at = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
+    message_id = f"timer:{finding.rule}:{job_id}:{at}"[:160]
+    body = canonical_json({"message_id": message_id, "finding": finding.to_dict()})
+    return {
+        "observed_at": at,
+        "topic": TIMER_TOPIC,
+        "direction": "local",
+        "message_id": message_id,
+        "type": TIMER_TYPE,
+        "job_id": job_id,
+        "component": component,
+        "tag": finding.rule,
+        "iteration": -1,
+        "seq_no": 0,
+        "source_party": ctx.party_id,
+        "source_role": "audit",
+        "destination_party": ctx.party_id,
+        "destination_role": "local",
+        "size": 0,
+        "payload_sha256": hashlib.sha256(b"").hexdigest(),
+        "envelope_sha256": hashlib.sha256(body).hexdigest(),
+        "signature": "none",
+        "facts": {"timer": finding.rule},
+        "findings": [finding.to_dict()],
+    }
+
+
+def record_timer_findings(
+    ctx: AuditContext, silent: Sequence[tuple[str, Finding]], now: float
+) -> list[dict[str, Any]]:
+    """The timer's findings as chained records (one per finding, one transaction), then what a
+    message's findings get: metrics, the log, alerts, and for a critical one the stop request
+    to this party's scheduler (once per job). Returns the records."""
+    with ctx.lock:
+        head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
+        items: list[tuple[dict[str, Any], Finding, bool]] = []
+        stopping = set(ctx.stopped)
+        for job_id, finding in silent:
+            record = timer_record(ctx, job_id, finding, now, _component_of(finding, ctx, job_id))
+            stop = (
+                finding.severity == "critical"
+                and ctx.stop_on_critical
+                and bool(job_id)
+                and job_id not in stopping
+            )
+            if stop:
+                stopping.add(job_id)
+            head.extend(record, ctx.party_id)
+            items.append((record, finding, stop))
+        with ctx.engine.begin() as conn:
+            store.append_many(conn, [(record, stop) for record, _, stop in items])
+        due = head.seq - ctx.last_checkpoint_seq >= ctx.checkpoint_every
+        ctx.head = head
+        if due:
+            _checkpoint(ctx)
+        elif ctx.first_unsigned_at is None:
+            ctx.first_unsigned_at = now
+    ctx.metrics.chain_seq.set(head.seq)
+    for record, finding, stop in items:
+        job_id = str(record["job_id"])
         ctx.metrics.findings.labels(finding.rule, finding.severity).inc()
         log.warning(
             "audit_finding",
@@ -516,8 +597,61 @@ def tick(ctx: AuditContext) -> None:
             severity=finding.severity,
             party=finding.party,
             job_id=job_id,
+            message_id=record["message_id"],
             detail=finding.detail,
         )
+        if stop:
+            ctx.stopped.add(job_id)
+            request_timer_stop(ctx, record, finding)
+    alerts = [_alert(ctx, record, f) for record, f, _ in items if f.severity != "info"]
+    if alerts and ctx.alert is not None:
+        ctx.alert(alerts)
+    return [record for record, _, _ in items]
+
+
+def _component_of(finding: Finding, ctx: AuditContext, job_id: str) -> str:
+    """The component a timer's finding is about, when one is (algorithm.stalled,
+    control.worker_silent name it in their detail)."""
+    view = ctx.auditor.jobs.get(job_id)
+    if view is None or finding.rule not in ("algorithm.stalled", "control.worker_silent"):
+        return ""
+    for name in sorted(view.components, key=len, reverse=True):
+        if f"component {name} " in finding.detail or f"task {name} " in finding.detail:
+            return name
+    return ""
+
+
+def request_timer_stop(ctx: AuditContext, record: dict[str, Any], finding: Finding) -> None:
+    """control.audit_stop for a timer's finding: as request_stop, the record's id standing for
+    the message (there was none)."""
+    me = PartyRef(party_id=ctx.party_id, role="local")
+    job_id = str(record["job_id"])
+    stop = ctx.publisher.envelope(
+        AuditStop(
+            job_id=job_id,
+            rule=finding.rule,
+            severity=finding.severity,
+            # algorithm.stalled names every peer ("a,b") when no message crossed: the first.
+            party_id=finding.party.split(",")[0],
+            message_id=str(record["message_id"]),
+            detail=finding.detail[:4000],
+        ),
+        destination=me,
+        job_id=job_id,
+        component="audit",
+        task_id="",
+        attempt=0,
+        tag="audit_stop",
+    )
+    ctx.publisher.send(topics.SCHEDULER, stop)  # signed by the publisher's signer
+    ctx.metrics.stop_requests.inc()
+    log.warning(
+        "audit_stop_requested",
+        job_id=job_id,
+        rule=finding.rule,
+        party=finding.party,
+        message_id=record["message_id"],
+    )
 
 
 def check_liveness(ctx: AuditContext, now: float) -> None:
