@@ -105,6 +105,7 @@ class Audit:
             silent_after_s=settings.silent_after_s,
             repeat_memory=settings.repeat_memory,
             service_silent_after_s=settings.service_silent_after_s,
+            worker_silent_after_s=settings.worker_silent_after_s,
             stalled_after_s=settings.stalled_after_s,
             stalled_after_max_s=settings.stalled_after_max_s,
             pipeline_floors=dict(settings.pipeline_floors),
