@@ -280,6 +280,7 @@ def test_every_rule_has_a_case() -> None:
     checked_below.add("data.decrypted_bounds")  # test_decrypted.py (the worker's report)
     checked_below.add("data.profile_drift")  # test_profiles.py (the worker's report)
     checked_below.add("algorithm.stalled")  # test_stalled.py (the timer)
+    checked_below.add("control.worker_silent")  # test_timer_findings.py (the timer)
     checked_in_test_peers = {"control.peer_checkpoint", "control.peer_log_disagrees"}
     checked_below |= checked_in_test_peers
     assert set(CASES) | checked_below == set(RULES)
