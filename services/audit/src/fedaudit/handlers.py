@@ -525,13 +525,16 @@ TIMER_TYPE = "audit.finding"
 
 
 def timer_record(
-    ctx: AuditContext, job_id: str, finding: Finding, now: float, component: str = ""
+    ctx: AuditContext, job_id: str, finding: Finding, now: float, component: str = "", n: int = 0
 ) -> dict[str, Any]:
     """The chain record of a timer's finding: a record of no message (its id names the rule,
-    the job and the moment), local, its one finding inside, so that the chain, the exports,
-    `fedmq audit report` and the findings index hold it like a message's."""
+    the moment, the finding's place `n` among that tick's, and the job), local, its one finding
+    inside, so that the chain, the exports, `fedmq audit report` and the findings index hold
+    it like a message's."""
     at = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
-    message_id = f"timer:{finding.rule}:{job_id}:{at}"[:160]
+    # Unique per (topic, id) as the log requires: one tick may find the same rule several
+    # times in a job (control.service_silent for the scheduler and the gateway).
+    message_id = f"timer:{finding.rule}:{at}:{n}:{job_id}"[:160]
     body = canonical_json({"message_id": message_id, "finding": finding.to_dict()})
     return {
         "observed_at": at,
@@ -567,8 +570,9 @@ def record_timer_findings(
         head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
         items: list[tuple[dict[str, Any], Finding, bool]] = []
         stopping = set(ctx.stopped)
-        for job_id, finding in silent:
-            record = timer_record(ctx, job_id, finding, now, _component_of(finding, ctx, job_id))
+        for n, (job_id, finding) in enumerate(silent):
+            component = _component_of(finding, ctx, job_id)
+            record = timer_record(ctx, job_id, finding, now, component, n)
             stop = (
                 finding.severity == "critical"
                 and ctx.stop_on_critical
