@@ -42,6 +42,11 @@ CURVES_PER_MESSAGE: Final = 10
 """Curves per task.metrics (each up to ~1000 points, as components thin them)."""
 TAG: Final = "task.metrics"
 FINAL_TAG: Final = "task.metrics.final"
+HEARTBEAT_TAG: Final = "task.heartbeat"
+"""A task.metrics with no values: the worker's heartbeat for a task it runs, each lease-keeper
+round that had no metrics to send (the audit's control.worker_silent watches it; the
+scheduler records nothing). seq: the time in microseconds, so a restarted worker's beats
+never repeat an earlier id."""
 _T = TypeVar("_T")
 
 
@@ -96,6 +101,17 @@ class MetricsForwarder:
         newest = max(t or datetime.now(UTC) for t in stamps)
         self._publish(key, metrics, curves, TAG, datetime_to_micros(newest))
         return newest
+
+    def beat(self, key: TaskKey) -> None:
+        """The heartbeat of `key`'s task (HEARTBEAT_TAG)."""
+        payload = TaskMetrics(
+            job_id=key.job_id, component=key.component, attempt=key.attempt, party_id=self.party_id
+        )
+        seq = datetime_to_micros(datetime.now(UTC))
+        self.publisher.send(
+            self.topic,
+            own_envelope(payload, key, self.party_id, tag=HEARTBEAT_TAG, iteration=0, seq=seq),
+        )
 
     def send_all(self, conn: Connection, key: TaskKey) -> None:
         """Send everything `key` logged, read on `conn` (the final report's transaction)."""

@@ -867,7 +867,11 @@ class TaskExecutor:
         if self.forwarder is None:
             return
         try:
-            running.metrics_since = self.forwarder.send_new(running.key, running.metrics_since)
+            since = running.metrics_since
+            running.metrics_since = self.forwarder.send_new(running.key, since)
+            if running.metrics_since == since:
+                # Nothing new: the heartbeat the audit watches (control.worker_silent).
+                self.forwarder.beat(running.key)
         except Exception as exc:  # informative only: the next round or the final report sends
             log.warning(
                 "task_metrics_send_failed",
