@@ -67,10 +67,11 @@ class AuditSettings(BusServiceSettings):
     service_silent_after_s: float = Field(default=300.0, gt=0)
     """How long this party's scheduler (heartbeats every 20 s by default), workers or gateway
     may show no life in a running job before control.service_silent."""
-    worker_silent_after_s: float = Field(default=60.0, gt=0)
+    worker_silent_after_s: float = Field(default=120.0, gt=0)
     """How long this party's worker may show no life in a task it runs (its heartbeat every
-    lease/3, 5 s by default) before control.worker_silent, which stops the job: twelve
-    heartbeats, for a worker descheduled on a loaded machine; tests lower it."""
+    lease/3, 5 s by default) before control.worker_silent, which stops the job: 24
+    heartbeats, for a worker descheduled on a loaded machine or killed and resuming once its
+    lease (15 s) expired; keep it well above the workers' lease/3; tests lower it."""
     stalled_after_s: float = Field(default=300.0, gt=0)
     """How long a running component may go with no message crossing and no progress reported
     before algorithm.stalled (a pipeline may ask for another interval: `audit:

@@ -27,10 +27,11 @@ class AuditPolicy:
     """Operator overrides of rule severities (rule id -> severity)."""
     silent_after_s: float = 120.0
     service_silent_after_s: float = 300.0
-    worker_silent_after_s: float = 60.0
+    worker_silent_after_s: float = 120.0
     """How long this party's worker may show no life in a task it runs (its heartbeat every
-    lease/3, 5 s by default) before control.worker_silent: twelve heartbeats, for a worker
-    descheduled on a loaded machine (docs/audit.md, control.worker_silent)."""
+    lease/3, 5 s by default) before control.worker_silent: 24 heartbeats, for a worker
+    descheduled on a loaded machine, or killed and resuming (its lease, 15 s, expires first;
+    docs/audit.md, control.worker_silent)."""
     stalled_after_s: float = 300.0
     """How long a running component may go without a crossing message or progress before
     algorithm.stalled..."""
