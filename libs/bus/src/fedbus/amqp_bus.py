@@ -523,7 +523,10 @@ class AmqpBus(BrokerBus):
         """Run `callback` on the IO loop soon (from any thread but the loop's). Callbacks
         posted before the loop got to the earlier ones share one wake-up: a reply and its
         request's ack, or a burst of settlements, cost one self-pipe write and one loop pass
-        instead of one each (those wake-ups were most of a hop's CPU; issue #15)."""
+        instead of one each (those wake-ups were most of a hop's CPU; issue #15). After
+        `close` (the loop closed) the callback is dropped, as a stopped loop never ran it."""
+        if self._loop.is_closed():
+            return
         with self._posted_lock:
             self._posted.append(callback)
             if self._post_scheduled:
@@ -555,6 +558,11 @@ class AmqpBus(BrokerBus):
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        # A stopped loop still holds its descriptors (uvloop: epoll, io_uring, eventfd, two
+        # pipes and a spare /dev/null; asyncio's: epoll and a self-pipe): six per bus a process
+        # opened, until it exits. Closed once its thread is done with it.
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def _require_connection(self) -> AbstractRobustConnection:
         if self._connection is None:
