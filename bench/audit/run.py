@@ -368,13 +368,19 @@ def record(count: int, rows: int, direction: str = "out", group: int = 64) -> di
 
 
 def record_ab(
-    count: int, rows: int, baseline_src: str, direction: str = "out", group: int = 64
+    count: int,
+    rows: int,
+    baseline_src: str,
+    direction: str = "out",
+    group: int = 64,
+    current_src: str = "",
 ) -> dict[str, Any]:
-    """record() of the baseline version and of this one, alternately, three times each."""
+    """record() of the baseline version and of this one (or of `current_src`'s), alternately,
+    three times each."""
     runs: dict[str, list[float]] = {"baseline": [], "current": []}
     cpu: dict[str, list[float]] = {"baseline": [], "current": []}
     for _ in range(3):
-        for label, src in (("baseline", baseline_src), ("current", "")):
+        for label, src in (("baseline", baseline_src), ("current", current_src)):
             env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
             out = subprocess.run(
                 [
@@ -387,7 +393,7 @@ def record_ab(
                 check=True,
             ).stdout
             result = json.loads(out[out.index("{") :])
-            if label == "baseline" and not result["fedaudit"].startswith(src):
+            if src and not result["fedaudit"].startswith(src):
                 raise RuntimeError(f"the baseline ran {result['fedaudit']}, not {src}")
             runs[label].append(result["messages_per_s"])
             cpu[label].append(result["cpu_ms_per_message"])
@@ -746,6 +752,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data", choices=("breast", "default_credit"), default="breast")
     parser.add_argument("--baseline-src", default="")
+    parser.add_argument(
+        "--current-src",
+        default="",
+        help="record, throughput: the version compared with --baseline-src's (a directory "
+        "holding a fedaudit package; default: this checkout's, with what others edit in it)",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--group", type=int, default=64, help="record: deliveries per group")
     parser.add_argument("--direction", choices=("out", "in"), default="out")
@@ -803,7 +815,7 @@ def main() -> int:
         "throughput": lambda: (
             [
                 throughput(args.messages, args.rows, src, args.direction)
-                for src in (args.baseline_src, "", args.baseline_src, "")
+                for src in (args.baseline_src, args.current_src) * 2
             ]
             if args.baseline_src
             else throughput(args.messages, args.rows, direction=args.direction)
@@ -819,7 +831,14 @@ def main() -> int:
             tuple(filter(None, args.only.split(","))),
         ),
         "record": lambda: (
-            record_ab(args.messages, args.rows, args.baseline_src, args.direction, args.group)
+            record_ab(
+                args.messages,
+                args.rows,
+                args.baseline_src,
+                args.direction,
+                args.group,
+                args.current_src,
+            )
             if args.baseline_src
             else record(args.messages, args.rows, args.direction, args.group)
         ),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -61,21 +63,84 @@ def is_recorded(conn: Connection, topic: str, message_id: str) -> bool:
     )
 
 
-# (topic, message_id) IN (...): the unique index on the pair answers it. Built once: building
-# the statement per call cost about as much CPU as running it (the audit asks once per
-# delivered group, for most groups one message).
-_RECORDED_AMONG = sa.select(records.c.topic, records.c.message_id).where(
-    sa.tuple_(records.c.topic, records.c.message_id).in_(sa.bindparam("pairs", expanding=True))
-)
+# The recording path (a delivered group: the redelivery check, the records, their findings and
+# ciphertext digests) runs its statements through the driver's cursor, inside the caller's
+# SQLAlchemy transaction: SQLAlchemy's execution machinery (compiled-statement cache lookup,
+# parameter processing, result set-up) cost more CPU than the statements, per message, than
+# the driver's own work. The statements are written once per dialect from the tables in
+# fedaudit.models, in column order, so a row is what `table.insert()` would write (tests/audit
+# test_raw_rows.py compares them); on PostgreSQL psycopg prepares them server-side after a
+# few uses. Everything else in this module (reads, the timer's and peers' writes) stays on
+# SQLAlchemy.
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The recording path's SQL for one dialect's parameter marker."""
+
+    insert_records: str
+    record_columns: tuple[str, ...]
+    insert_findings: str
+    finding_columns: tuple[str, ...]
+    insert_digests: str
+    recorded: str
+    """The redelivery check of one (topic, message_id) pair."""
+    recorded_pair: str
+    """One more pair's condition, ORed to `recorded`'s for a group."""
+
+
+def _insert(table: sa.Table, marker: str) -> tuple[str, tuple[str, ...]]:
+    # Every column but a generated id (audit_records' seq is the chain's, not generated).
+    names = tuple(c.name for c in table.columns if not (c.primary_key and c.autoincrement is True))
+    columns, markers = ", ".join(names), ", ".join([marker] * len(names))
+    # Names from fedaudit.models only; every value is a bound parameter.
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({markers})", names  # noqa: S608
+
+
+@lru_cache(maxsize=4)
+def _statements(paramstyle: str) -> _Statements:
+    # psycopg: "pyformat" (%s), sqlite3: "qmark" (?).
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}[paramstyle]
+    insert_records, record_columns = _insert(records, marker)
+    insert_findings, finding_columns = _insert(findings, marker)
+    insert_digests, _ = _insert(ciphertext_digests, marker)
+    pair = f"(topic = {marker} AND message_id = {marker})"
+    return _Statements(
+        insert_records=insert_records,
+        record_columns=record_columns,
+        insert_findings=insert_findings,
+        finding_columns=finding_columns,
+        insert_digests=insert_digests,
+        recorded=f"SELECT topic, message_id FROM {records.name} WHERE {pair}",  # noqa: S608
+        recorded_pair=f" OR {pair}",
+    )
+
+
+def _cursor(conn: Connection) -> tuple[Any, _Statements]:
+    """The driver's cursor on `conn`, inside its transaction (begun here if it is not yet: on
+    SQLite that is fedbus's BEGIN IMMEDIATE, as SQLAlchemy's autobegin would issue it)."""
+    if not conn.in_transaction():
+        conn.begin()
+    return conn.connection.cursor(), _statements(conn.dialect.paramstyle)
 
 
 def recorded_among(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of the (topic, message id) pairs are recorded already (one query)."""
+    """Which of the (topic, message id) pairs are recorded already (one query; the unique index
+    on the pair answers it)."""
     wanted = set(keys)
     if not wanted:
         return set()
-    rows = conn.execute(_RECORDED_AMONG, {"pairs": sorted(wanted)})
-    return {(str(r.topic), str(r.message_id)) for r in rows} & wanted
+    cursor, sql = _cursor(conn)
+    pairs = sorted(wanted)
+    try:
+        cursor.execute(
+            sql.recorded + sql.recorded_pair * (len(pairs) - 1),
+            [part for pair in pairs for part in pair],
+        )
+        found = {(str(topic), str(message_id)) for topic, message_id in cursor.fetchall()}
+    finally:
+        cursor.close()
+    return found & wanted
 
 
 def append(conn: Connection, record: dict[str, Any], stop_requested: bool) -> None:
@@ -83,19 +148,41 @@ def append(conn: Connection, record: dict[str, Any], stop_requested: bool) -> No
     append_many(conn, [(record, stop_requested)])
 
 
+def _record_values(record: dict[str, Any], columns: Sequence[str]) -> tuple[Any, ...]:
+    row = _row(record)
+    return tuple(row[name] for name in columns)
+
+
 def append_many(conn: Connection, items: Sequence[tuple[dict[str, Any], bool]]) -> None:
-    """Insert a group's chained records and their findings: one executemany per table (the
-    driver pipelines it), not a round trip per row."""
+    """Insert a group's chained records and their findings (inside the caller's transaction):
+    one statement per row for a group of one, else one executemany per table (psycopg
+    pipelines it)."""
     if not items:
         return
-    conn.execute(records.insert(), [_row(record) for record, _ in items])
-    rows = [
-        _finding_row(record, finding, stop and finding["severity"] == "critical")
-        for record, stop in items
-        for finding in record["findings"]
-    ]
-    if rows:
-        conn.execute(findings.insert(), rows)
+    cursor, sql = _cursor(conn)
+    try:
+        _execute(
+            cursor, sql.insert_records, [_record_values(r, sql.record_columns) for r, _ in items]
+        )
+        rows = [
+            tuple(
+                _finding_row(record, finding, stop and finding["severity"] == "critical")[name]
+                for name in sql.finding_columns
+            )
+            for record, stop in items
+            for finding in record["findings"]
+        ]
+        if rows:
+            _execute(cursor, sql.insert_findings, rows)
+    finally:
+        cursor.close()
+
+
+def _execute(cursor: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        cursor.execute(statement, rows[0])
+    else:
+        cursor.executemany(statement, rows)
 
 
 def _finding_row(record: dict[str, Any], finding: dict[str, str], stop: bool) -> dict[str, Any]:
@@ -122,12 +209,13 @@ def add_finding(
 
 def add_digests(conn: Connection, rows: Sequence[tuple[str, str, bytes]]) -> None:
     """(job, message id, digests): what messages added to their job's memory of ciphertexts
-    (data.ciphertext_repeated), in one executemany."""
+    (data.ciphertext_repeated), inside the caller's transaction."""
     if rows:
-        conn.execute(
-            ciphertext_digests.insert(),
-            [{"job_id": j, "message_id": m, "digests": d} for j, m, d in rows],
-        )
+        cursor, sql = _cursor(conn)
+        try:
+            _execute(cursor, sql.insert_digests, [(j, m, d) for j, m, d in rows])
+        finally:
+            cursor.close()
 
 
 def forget_digests(conn: Connection, job_id: str) -> None:
