@@ -15,6 +15,7 @@ refused by the per-caller (guest) or per-party (host) limit.
 
 from __future__ import annotations
 
+from fedcommon.metrics import CachedLabels
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (
@@ -40,55 +41,73 @@ class ServingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "fedmq_serving_requests",
-            "Prediction requests by service, model version, party and outcome",
-            ["service", "version", "party", "outcome"],
-            registry=r,
+        self.requests = CachedLabels(
+            Counter(
+                "fedmq_serving_requests",
+                "Prediction requests by service, model version, party and outcome",
+                ["service", "version", "party", "outcome"],
+                registry=r,
+            )
         )
-        self.request_seconds = Histogram(
-            "fedmq_serving_request_seconds",
-            "Prediction request time inside the guest's serving service",
-            ["service", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.request_seconds = CachedLabels(
+            Histogram(
+                "fedmq_serving_request_seconds",
+                "Prediction request time inside the guest's serving service",
+                ["service", "version"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.host_call_seconds = Histogram(
-            "fedmq_serving_host_call_seconds",
-            "One call to a host for its partial scores, through both gateways",
-            ["party"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.host_call_seconds = CachedLabels(
+            Histogram(
+                "fedmq_serving_host_call_seconds",
+                "One call to a host for its partial scores, through both gateways",
+                ["party"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.host_calls = Counter(
-            "fedmq_serving_host_calls",
-            "Calls sent to a host (concurrent requests share one: fedserving.coalesce)",
-            ["party"],
-            registry=r,
+        self.host_calls = CachedLabels(
+            Counter(
+                "fedmq_serving_host_calls",
+                "Calls sent to a host (concurrent requests share one: fedserving.coalesce)",
+                ["party"],
+                registry=r,
+            )
         )
-        self.partial_seconds = Histogram(
-            "fedmq_serving_partial_seconds",
-            "Host: one partial-score request inside the service (lookup and scoring)",
-            ["caller_party"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.partial_seconds = CachedLabels(
+            Histogram(
+                "fedmq_serving_partial_seconds",
+                "Host: one partial-score request inside the service (lookup and scoring)",
+                ["caller_party"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.rows = Counter("fedmq_serving_rows", "Rows scored", ["service", "version"], registry=r)
-        self.partial_requests = Counter(
-            "fedmq_serving_partial_requests",
-            "Host: partial-score requests by calling party, model and outcome",
-            ["caller_party", "model", "outcome"],
-            registry=r,
+        self.rows = CachedLabels(
+            Counter("fedmq_serving_rows", "Rows scored", ["service", "version"], registry=r)
         )
-        self.partial_rows = Counter(
-            "fedmq_serving_partial_rows",
-            "Host: rows scored for a calling party",
-            ["caller_party"],
-            registry=r,
+        self.partial_requests = CachedLabels(
+            Counter(
+                "fedmq_serving_partial_requests",
+                "Host: partial-score requests by calling party, model and outcome",
+                ["caller_party", "model", "outcome"],
+                registry=r,
+            )
         )
-        self.rate_limited = Counter(
-            "fedmq_serving_rate_limited",
-            "Requests refused by a rate limit (kind: caller at the guest, party at the host)",
-            ["kind"],
-            registry=r,
+        self.partial_rows = CachedLabels(
+            Counter(
+                "fedmq_serving_partial_rows",
+                "Host: rows scored for a calling party",
+                ["caller_party"],
+                registry=r,
+            )
+        )
+        self.rate_limited = CachedLabels(
+            Counter(
+                "fedmq_serving_rate_limited",
+                "Requests refused by a rate limit (kind: caller at the guest, party at the host)",
+                ["kind"],
+                registry=r,
+            )
         )

@@ -52,15 +52,25 @@ def guest_matrix(rows: Sequence[Mapping[str, object]], model_names: Sequence[str
     return out
 
 
+def _missing_as_zero(features: Floats) -> Floats:
+    # np.nan_to_num's result, without its cost on the usual all-finite rows (it makes four
+    # masks and copies: ~20 µs per call for one row, issue #15).
+    if np.isfinite(features).all():
+        return features
+    return np.nan_to_num(features, nan=0.0)
+
+
 def guest_linear(features: Floats, weights: Floats) -> Floats:
     """u_g = [x_g, 1] . w_g per row (weights in the model's order, intercept last)."""
-    x = np.nan_to_num(features, nan=0.0)
-    return lrmath.with_intercept(x) @ weights
+    # x . w[:-1] + w[-1] equals [x, 1] . w up to the order of one addition (< 1e-15 apart);
+    # hstack-ing a column of ones copied the rows for that.
+    x = _missing_as_zero(features)
+    return np.asarray(x @ weights[:-1] + weights[-1], dtype=np.float64)
 
 
 def host_linear(features: Floats, weights: Floats) -> Floats:
     """u_h = x_h . w_h per row."""
-    return np.nan_to_num(features, nan=0.0) @ weights
+    return np.asarray(_missing_as_zero(features) @ weights, dtype=np.float64)
 
 
 def scores(linear: Floats) -> Floats:
