@@ -8,8 +8,8 @@ guest's audit watches it, and the case's messages arrive as the guest's gateway 
 publish them: the job fails at the guest within a second of the offending message, naming the
 rule and the offending party, and the initiator stops it at the host too.
 
-(A worker's stopped heartbeats are control.service_silent, a warning by design: reported, not a
-stop; tests/audit/test_rules.py. Out-of-bound decrypted values: tests/audit/test_decrypted.py.)"""
+(A worker's stopped heartbeats are control.worker_silent, which stops the job:
+tests/audit/test_timer_findings.py. Out-of-bound decrypted values: tests/audit/test_decrypted.py.)"""
 
 from __future__ import annotations
 
