@@ -7,6 +7,7 @@ addresses with FEDMQ_TEST_AMQP_URL, FEDMQ_TEST_REDIS_URL and FEDMQ_TEST_PG_URL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -91,6 +92,41 @@ def worker_topics(amqp_url: str, unique_name: str) -> Iterator[tuple[str, str]]:
     admin.delete(topic)
     admin.delete(replies)
     admin.close()
+
+
+DESCRIPTOR_BOUND = int(os.environ.get("FEDMQ_TEST_FD_BOUND", "1000"))
+"""The most descriptors the suite's process may hold when it ends. Closed buses, engines and
+clients give theirs back; a leak of a few per test adds up over the suite (it held over 1,024
+by tests/faults once: select() refuses such numbers). tests/test_descriptors.py holds the
+bus's own check."""
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails a run that passed but ends holding more than DESCRIPTOR_BOUND descriptors, naming
+    what kinds they are."""
+    from collections import Counter
+
+    try:
+        numbers = os.listdir("/proc/self/fd")
+    except OSError:
+        return  # no /proc (not Linux): nothing to judge
+    held = []
+    for fd in numbers:
+        with contextlib.suppress(OSError):  # closed since (the listing's own descriptor)
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    if len(held) <= DESCRIPTOR_BOUND or session.exitstatus != 0:
+        return
+    kinds = Counter(t.split(":", 1)[0] if ":" in t else "file" for t in held)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(
+            f"the suite's process holds {len(held)} descriptors at its end, over "
+            f"{DESCRIPTOR_BOUND} (FEDMQ_TEST_FD_BOUND): {dict(kinds.most_common())}; something "
+            "a test opened was not closed",
+            red=True,
+        )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
