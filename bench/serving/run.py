@@ -79,14 +79,16 @@ def source_dirs(root: Path) -> list[Path]:
     return found
 
 
-def baseline_path(ref: str, into: Path, git_dir: str | None = None) -> str:
+def baseline_path(
+    ref: str, into: Path, git_dir: str | None = None, files: tuple[str, ...] = BASELINE_FILES
+) -> str:
     """A PYTHONPATH that runs this tree's code but BASELINE_FILES at `ref`."""
     tree = into / "tree"
     for src in source_dirs(ROOT):
         shutil.copytree(
             src, tree / src.relative_to(ROOT), ignore=shutil.ignore_patterns("__pycache__")
         )
-    for name in BASELINE_FILES:
+    for name in files:
         git = ["git", f"--git-dir={git_dir}"] if git_dir else ["git"]
         old = subprocess.run(
             [*git, "show", f"{ref}:{name}"], cwd=ROOT, check=True, capture_output=True
@@ -267,11 +269,27 @@ def main() -> None:
     )
     parser.add_argument("--git-dir", default=None, help="where --baseline is (default: here)")
     parser.add_argument(
+        "--baseline-files",
+        default=",".join(BASELINE_FILES),
+        help="comma-separated: the files 'before' takes from --baseline (default BASELINE_FILES)",
+    )
+    parser.add_argument(
         "--profile",
         default=None,
         help="a folder: py-spy records each process's stacks during every mode's one-client run "
         "(<mode>-<process>.txt, folded, with --idle off); --rates '' runs only those",
     )
+    parser.add_argument(
+        "--cpu-profile",
+        default=None,
+        help="a folder: each mode's one-client run restarts both gateways and serving services "
+        "with FEDMQ_PROFILE_OUT there (a CPU-clock cProfile of every thread, fedcommon.profiling), "
+        "and stops them after it, which writes <service>-<party>-<pid>.prof",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=200, help="one client's requests, one after the other"
+    )
+    parser.add_argument("--out", default=str(HERE / "results.json"), help="the JSON result")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
     modes = args.modes.split(",")
@@ -292,7 +310,9 @@ def main() -> None:
     if "one-in-flight" in modes:
         paths["one-in-flight"] = one_in_flight_path(scratch)
     if "before" in modes:
-        paths["before"] = baseline_path(args.baseline, scratch, args.git_dir)
+        files = tuple(f for f in args.baseline_files.split(",") if f)
+        paths["before"] = baseline_path(args.baseline, scratch, args.git_dir, files)
+        result["baseline_files"] = files
     with two_parties(
         amqp_url=amqp,
         redis_url=redis_url,
@@ -390,9 +410,10 @@ def main() -> None:
 
             running = {"mode": "after"}
 
-            def switch(mode: str) -> None:
-                """Both parties' gateways and serving services on `mode`'s code."""
-                if running["mode"] == mode:
+            def switch(mode: str, *, again: bool = False) -> None:
+                """Both parties' gateways and serving services on `mode`'s code (`again`:
+                restarted even if they run it already)."""
+                if running["mode"] == mode and not again:
                     return
                 for process in (guest, host):
                     process.stop()
@@ -431,11 +452,23 @@ def main() -> None:
                 return {k: (v - cpu_before[k]) * 1000 / seconds for k, v in cpu().items()}
 
             def one_client(mode: str, service: str) -> None:
+                if args.cpu_profile and service == "risk":
+                    # Profiled from a restart to a stop: start-up and warm-up are in the
+                    # profile too, the requests' calls dominate it with --requests 2000+.
+                    os.environ["FEDMQ_PROFILE_OUT"] = str(Path(args.cpu_profile) / mode)
+                    guest.env["FEDMQ_PROFILE_OUT"] = host.env["FEDMQ_PROFILE_OUT"] = os.environ[
+                        "FEDMQ_PROFILE_OUT"
+                    ]
+                    try:
+                        switch(mode, again=True)
+                    finally:
+                        for env in (os.environ, guest.env, host.env):
+                            env.pop("FEDMQ_PROFILE_OUT", None)
                 idle = idle_cpu()
                 before = readings()
                 cpu_before = cpu()
                 spies = profile(mode) if args.profile and service == "risk" else []
-                count = 1000 if spies else 200
+                count = 1000 if spies else args.requests
                 started = time.perf_counter()
                 found = closed_loop(f"{api}/{service}/predict", headers, rows, count)
                 took = time.perf_counter() - started
@@ -459,6 +492,8 @@ def main() -> None:
                     found["breakdown_ms"] = breakdown(before, readings(), found["mean_ms"])
                 sequential[f"{service} {mode}"] = found
                 print(service, mode, "one client", json.dumps(found), flush=True)
+                if args.cpu_profile and service == "risk":
+                    switch(mode, again=True)  # the profiled processes stop: profiles written
 
             def profile(mode: str) -> list[subprocess.Popen[bytes]]:
                 """py-spy on every process of the path but the bench client, until SIGINT."""
@@ -547,7 +582,7 @@ def main() -> None:
                 os.environ["PYTHONPATH"] = paths["after"]
             shutil.rmtree(scratch, ignore_errors=True)
     result["load_after"] = os.getloadavg()
-    (HERE / "results.json").write_text(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

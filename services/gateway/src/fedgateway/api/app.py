@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedgateway import board
 from fedgateway.api import audit, deps, grants, job_outputs, jobs, serving, tables
 from fedgateway.api.models import MAX_ATTEMPT
+from fedgateway.api.serving_fast import PredictFastPath
 
 
 class _Metrics(Protocol):
@@ -88,9 +89,13 @@ HttpObservabilityMiddleware's and one span each for the dependencies, the endpoi
 serialization: five spans exported per prediction instead of one (issue #15)."""
 
 
-def create_app(gateway: GatewayView, *, fastapi_telemetry: bool = False) -> FastAPI:
+def create_app(
+    gateway: GatewayView, *, fastapi_telemetry: bool = False, predict_fast_path: bool = True
+) -> FastAPI:
     """`fastapi_telemetry`: FastAPI's own spans too (the gateway's `api_fastapi_telemetry`
-    setting); fedmq's per-request span and metrics are there either way."""
+    setting); fedmq's per-request span and metrics are there either way. `predict_fast_path`:
+    one-row predictions that need no refusal skip FastAPI's dependency solving
+    (fedgateway.api.serving_fast; off: every request goes through FastAPI, as tests compare)."""
     app = FastAPI(
         title="fedmq gateway",
         openapi_url=f"{deps.API_PREFIX}/openapi.json",
@@ -102,6 +107,9 @@ def create_app(gateway: GatewayView, *, fastapi_telemetry: bool = False) -> Fast
     # Every request: a SERVER span (current while the route runs, so the scheduler command a
     # route sends joins the caller's trace) and fedmq_http_* by route template.
     http_metrics = getattr(gateway.metrics, "http", None)
+    if predict_fast_path:
+        # Added first, so it runs inside the observability middleware (last added is outermost).
+        app.add_middleware(PredictFastPath)
     app.add_middleware(
         HttpObservabilityMiddleware,
         metrics=http_metrics if isinstance(http_metrics, HttpMetrics) else None,

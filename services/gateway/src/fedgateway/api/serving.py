@@ -172,7 +172,10 @@ class FeaturesCreate(_In):
 def caller_of(credentials: HTTPAuthorizationCredentials | None) -> str:
     """The caller's identity for rate limits and metrics: a digest of its token (never the
     token itself)."""
-    token = credentials.credentials if credentials is not None else ""
+    return caller_of_token(credentials.credentials if credentials is not None else "")
+
+
+def caller_of_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
@@ -213,8 +216,13 @@ def batcher_of(request: Request, api: ApiContext) -> PredictBatcher:
     no race). A new loop gets a new one: uvicorn runs one loop for good, but a test client
     may run each request on a loop of its own, and a message still in flight on a closed
     loop would hold its slot for ever."""
+    return batcher_in(request.app.state, api)
+
+
+def batcher_in(state: Any, api: ApiContext) -> PredictBatcher:
+    """batcher_of for an app's `state` (the /predict fast path has no Request)."""
     loop = asyncio.get_running_loop()
-    found = getattr(request.app.state, "serving_batcher", None)
+    found = getattr(state, "serving_batcher", None)
     if isinstance(found, tuple) and found[0] is loop:
         batcher: PredictBatcher = found[1]
         return batcher
@@ -229,7 +237,7 @@ def batcher_of(request: Request, api: ApiContext) -> PredictBatcher:
     if isinstance(found, tuple):
         found[1].close()
     batcher = PredictBatcher(send, concurrency=IN_FLIGHT_PER_SERVICE, max_rows=MAX_BATCH_ROWS)
-    request.app.state.serving_batcher = (loop, batcher)
+    state.serving_batcher = (loop, batcher)
     return batcher
 
 
@@ -257,10 +265,22 @@ async def _predict(
     caller: str,
     timeout: float | None,
 ) -> dict[str, Any]:
+    return await predict_rows(request.app.state, api, service_id, rows, caller, timeout)
+
+
+async def predict_rows(
+    state: Any,
+    api: ApiContext,
+    service_id: str,
+    rows: list[dict[str, Any]],
+    caller: str,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """The serving service's data for `rows`; its refusal or its silence as HTTPException."""
     wait = (timeout or DEFAULT_PREDICT_TIMEOUT_S) + PREDICT_MARGIN_S
     asked = {"rows": rows, "caller": caller, "timeout_s": timeout}
     try:
-        answer = await batcher_of(request, api).predict(service_id, asked, wait)
+        answer = await batcher_in(state, api).predict(service_id, asked, wait)
     except ServingSilent as exc:
         raise silent(api, exc.__cause__ or exc) from None
     result: dict[str, Any] = data_of(answer)
@@ -279,6 +299,11 @@ async def predict(
     features for the id. Answers {id, score, version, model, fallback}."""
     row = {"id": body.id, "features": body.features}
     result = await _predict(request, api, service_id, [row], caller_of(credentials), body.timeout_s)
+    return one_answer(result)
+
+
+def one_answer(result: dict[str, Any]) -> dict[str, Any]:
+    """/predict's body: the one row's result with the model and the fallback flag."""
     return {**result["results"][0], "model": result["model"], "fallback": result["fallback"]}
 
 
