@@ -5,13 +5,13 @@ so the chain, the exports and the verifier are unchanged.
 The same deliveries (groups of one and of several, a redelivery, findings that stop a job,
 ciphertexts whose digests are kept) go through two audits with one clock and one key: one as
 it is, one with the recording path's store functions swapped for SQLAlchemy Core versions
-(the code before the driver path). Every table's rows must be equal, value and type, and the
-export of the driver path's log must verify."""
+(the code before the driver path: one SQLAlchemy transaction per group). Every table's rows
+must be equal, value and type, and the export of the driver path's log must verify."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,19 @@ def _orm_add_digests(conn: Connection, rows: Sequence[tuple[str, str, bytes]]) -
             ciphertext_digests.insert(),
             [{"job_id": j, "message_id": m, "digests": d} for j, m, d in rows],
         )
+
+
+def _orm_write_group(
+    conn: Connection,
+    items: Sequence[tuple[dict[str, Any], bool]],
+    digests: Sequence[tuple[str, str, bytes]],
+    also: Callable[[Connection], None] | None = None,
+) -> None:
+    _orm_append_many(conn, items)
+    _orm_add_digests(conn, digests)
+    if also is not None:
+        also(conn)
+    conn.commit()
 
 
 # --- set-up ---------------------------------------------------------------------------------
@@ -168,6 +181,8 @@ def test_the_driver_path_writes_the_rows_sqlalchemy_wrote(
         orm.setattr(store, "recorded_among", _orm_recorded_among)
         orm.setattr(store, "append_many", _orm_append_many)
         orm.setattr(store, "add_digests", _orm_add_digests)
+        orm.setattr(store, "recording", lambda engine: engine.connect())
+        orm.setattr(store, "write_group", _orm_write_group)
         with _database(kind, pg_admin_url, tmp_path) as url:
             reference = _record_all(url, key, groups)
 

@@ -303,10 +303,10 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
     """Rules, chain and one transaction for `items`, in order; a message already recorded
     (a redelivery) is skipped. The chain head moves only once the transaction committed."""
     done: list[_Recorded] = []
-    # One connection and one transaction for the group: the redelivery check, then the
-    # appends (before: a connection for the check, its rollback, and another for the writes).
+    # One connection for the group: the redelivery check, then the appends in one transaction
+    # (store.recording, store.write_group).
     with ctx.lock:
-        with ctx.engine.connect() as conn:
+        with store.recording(ctx.engine) as conn:
             seen = store.recorded_among(conn, ((d.topic, e.message_id) for d, e, _ in items))
             now = ctx.clock()
             head = ChainHead(ctx.head.seq, ctx.head.hash, dict(ctx.head.peers))
@@ -345,17 +345,22 @@ def _record(ctx: AuditContext, items: Sequence[tuple[Delivery, Envelope, Any]]) 
                 done.append(_Recorded(record, envelope, found, stop, got, deferred, digests))
             if not done:
                 return done
-            store.append_many(conn, [(item.record, item.stop is not None) for item in done])
-            store.add_digests(
-                conn,
-                [(str(i.record["job_id"]), m, d) for i in done for m, d in i.digests],
-            )
-            for item in done:
-                if kind_of(item.record) in JOB_ENDS:
+            ends = [i for i in done if kind_of(i.record) in JOB_ENDS]
+            peer_checkpoints = [i for i in done if i.peer is not None]
+
+            def also(conn: Connection) -> None:  # a job's end, a peer's checkpoint: rare
+                for item in ends:
                     store.forget_digests(conn, str(item.record["job_id"]))
-                if item.peer is not None:
+                for item in peer_checkpoints:
+                    assert item.peer is not None
                     store.add_peer_checkpoint(conn, item.peer, item.envelope, item.record["seq"])
-            conn.commit()
+
+            store.write_group(
+                conn,
+                [(item.record, item.stop is not None) for item in done],
+                [(str(i.record["job_id"]), m, d) for i in done for m, d in i.digests],
+                also if ends or peer_checkpoints else None,
+            )
         for signed in due:
             _checkpoint(ctx, signed)
         # The head moves last: whoever reads it sees its checkpoints written already.

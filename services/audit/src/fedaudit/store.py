@@ -4,7 +4,8 @@ them back for the chain head, restarts, queries and exports. Nothing here decide
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -116,10 +117,10 @@ def _statements(paramstyle: str) -> _Statements:
     )
 
 
-def _cursor(conn: Connection) -> tuple[Any, _Statements]:
+def _cursor(conn: Connection, begin: bool = True) -> tuple[Any, _Statements]:
     """The driver's cursor on `conn`, inside its transaction (begun here if it is not yet: on
     SQLite that is fedbus's BEGIN IMMEDIATE, as SQLAlchemy's autobegin would issue it)."""
-    if not conn.in_transaction():
+    if begin and not conn.in_transaction():
         conn.begin()
     return conn.connection.cursor(), _statements(conn.dialect.paramstyle)
 
@@ -164,18 +165,24 @@ def append_many(conn: Connection, items: Sequence[tuple[dict[str, Any], bool]]) 
         _execute(
             cursor, sql.insert_records, [_record_values(r, sql.record_columns) for r, _ in items]
         )
-        rows = [
-            tuple(
-                _finding_row(record, finding, stop and finding["severity"] == "critical")[name]
-                for name in sql.finding_columns
-            )
-            for record, stop in items
-            for finding in record["findings"]
-        ]
+        rows = _finding_values(items, sql.finding_columns)
         if rows:
             _execute(cursor, sql.insert_findings, rows)
     finally:
         cursor.close()
+
+
+def _finding_values(
+    items: Sequence[tuple[dict[str, Any], bool]], columns: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    return [
+        tuple(
+            _finding_row(record, finding, stop and finding["severity"] == "critical")[name]
+            for name in columns
+        )
+        for record, stop in items
+        for finding in record["findings"]
+    ]
 
 
 def _execute(cursor: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
@@ -183,6 +190,70 @@ def _execute(cursor: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         cursor.execute(statement, rows[0])
     else:
         cursor.executemany(statement, rows)
+
+
+@contextmanager
+def recording(engine: Engine) -> Iterator[Connection]:
+    """A connection for one delivered group (fedaudit.handlers._record), with write_group.
+
+    On PostgreSQL it runs in autocommit and write_group makes the transaction itself: psycopg's
+    own transactions cost a round trip for their BEGIN and one for their COMMIT, two of a small
+    message's four (check, BEGIN, INSERT, COMMIT). The redelivery check then runs outside a
+    transaction, which changes nothing: the audit is its log's one writer, under its lock, so
+    nothing is recorded between the check and the write."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
+def write_group(
+    conn: Connection,
+    items: Sequence[tuple[dict[str, Any], bool]],
+    digests: Sequence[tuple[str, str, bytes]],
+    also: Callable[[Connection], None] | None = None,
+) -> None:
+    """A group's records, their findings and its ciphertext digests, and `also`'s statements
+    (on `conn`, SQLAlchemy's), in one transaction, committed.
+
+    On a `recording` connection to PostgreSQL: one record alone (nothing `also`) is one INSERT,
+    atomic by itself, in one round trip; anything more is BEGIN, the inserts and COMMIT in one
+    pipeline (one round trip; `also` between the inserts and the COMMIT). Elsewhere (SQLite, or
+    a connection in a transaction of its own) the inserts join SQLAlchemy's transaction, which
+    is committed."""
+    cursor, sql = _cursor(conn, begin=False)
+    statements = [(sql.insert_records, [_record_values(r, sql.record_columns) for r, _ in items])]
+    found = _finding_values(items, sql.finding_columns)
+    if found:
+        statements.append((sql.insert_findings, found))
+    if digests:
+        statements.append((sql.insert_digests, [(j, m, d) for j, m, d in digests]))
+    driver = conn.connection.driver_connection
+    try:
+        if conn.dialect.name != "postgresql" or not getattr(driver, "autocommit", False):
+            if not conn.in_transaction():
+                conn.begin()
+            for statement, rows in statements:
+                _execute(cursor, statement, rows)
+            if also is not None:
+                also(conn)
+        elif also is None and len(statements) == 1 and len(statements[0][1]) == 1:
+            cursor.execute(statements[0][0], statements[0][1][0])
+        else:
+            with driver.pipeline():
+                cursor.execute("BEGIN")
+                for statement, rows in statements:
+                    _execute(cursor, statement, rows)
+                if also is None:
+                    cursor.execute("COMMIT")
+            if also is not None:
+                also(conn)
+                cursor.execute("COMMIT")
+    finally:
+        cursor.close()
+    # SQLAlchemy's transaction (on PostgreSQL in autocommit only its bookkeeping: the server's
+    # is committed above, and psycopg sends nothing for a transaction it does not see).
+    conn.commit()
 
 
 def _finding_row(record: dict[str, Any], finding: dict[str, str], stop: bool) -> dict[str, Any]:
