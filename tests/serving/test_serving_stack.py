@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from fedbus.sql_inbox import make_engine
 from fedflow.artifacts import ArtifactStore
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from fedmq.cli import app
@@ -308,26 +309,79 @@ def test_lifecycle_events_reach_each_partys_audit_and_openapi_names_the_features
     assert f"/api/v1/serving/{service}/predict/batch" in doc["paths"]
 
 
-def test_a_killed_host_gives_503_naming_it_and_serving_resumes_when_it_returns(
+def guest_only_score(parties: Parties, row_id: str) -> float:
+    """sigma([x_g, 1] . w_g): the guest's part of the job's model alone (its model output)."""
+    engine = make_engine(parties.stack.state.parties[GUEST].database_url)
+    try:
+        model = ArtifactStore(engine).get(parties.job_id, GUEST, "guest", "hetero_lr_0.model")
+    finally:
+        engine.dispose()
+    weights = dict(zip(model.ids.tolist(), model.features[:, 0].tolist(), strict=True))
+    z = weights.pop("intercept") + sum(w * parties.rows[row_id][f] for f, w in weights.items())
+    return float(1 / (1 + np.exp(-z)))
+
+
+def requests_counted(metrics: str, service: str, party: str, outcome: str) -> float:
+    """fedmq_serving_requests_total of `service` (version 1) at `party` with `outcome`."""
+    want = {"service": service, "version": "1", "party": party, "outcome": outcome}
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "fedmq_serving_requests_total" and sample.labels == want
+    )
+
+
+def test_a_killed_host_gives_503_naming_it_or_the_guest_only_fallback_and_serving_resumes(
     parties: Parties, service: str
 ) -> None:
+    # Prepare: the same version bound a second time, with the guest-only fallback
+    fallback = "risk-guest-only"
+    bind = {"service_id": fallback, "name": "credit", "version": 1, "fallback": "guest_only"}
+    parties.ok(GUEST, "POST", "/services", json=bind)
     row_id = sorted(parties.offline)[0]
+    guest_only = guest_only_score(parties, row_id)
+    assert abs(guest_only - parties.offline[row_id]) > 1e-3  # the host's part counts
+    counted = [
+        (fallback, GUEST, "fallback"),
+        (fallback, GUEST, "ok"),
+        (service, GUEST, "unavailable"),
+        *((s, HOST, o) for s in (service, fallback) for o in ("timeout", "failed", "refused")),
+    ]
+    before = parties.guest.metrics()
+
+    # Execute: the host's serving service SIGKILLed; each service asked once, then the host back
     parties.host.kill()
     try:
         started = time.monotonic()
         response = predict(parties, service, row_id, timeout_s=0.5)
         elapsed = time.monotonic() - started
-        assert response.status_code == 503, response.text
-        assert f"host party {HOST}" in response.text
-        assert elapsed < 5
+        started = time.monotonic()
+        fell_back = predict(parties, fallback, row_id, timeout_s=0.5)
+        elapsed_fallback = time.monotonic() - started
     finally:
         parties.host.start()
     recovered = predict(parties, service, row_id)
-    assert recovered.status_code == 200, recovered.text
-    assert abs(recovered.json()["score"] - parties.offline[row_id]) <= 1e-9
-    metrics = parties.guest.metrics()
-    assert f'party="{HOST}",service="{service}",version="1"' in metrics or HOST in metrics
-    assert 'outcome="timeout"' in metrics or 'outcome="failed"' in metrics
+    both_again = predict(parties, fallback, row_id)
+
+    # Assert: refuse is a 503 naming the host; guest_only answers from the guest's part alone,
+    # marked and counted as a fallback; both answer two-party scores once the host is back
+    assert response.status_code == 503, response.text
+    assert f"host party {HOST}" in response.text
+    assert elapsed < 5
+    assert fell_back.status_code == 200, fell_back.text
+    assert fell_back.json()["fallback"] is True and elapsed_fallback < 5
+    assert abs(fell_back.json()["score"] - guest_only) <= 1e-9
+    for answer in (recovered, both_again):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["fallback"] is False
+        assert abs(answer.json()["score"] - parties.offline[row_id]) <= 1e-9
+    after = parties.guest.metrics()
+    added = {key: requests_counted(after, *key) - requests_counted(before, *key) for key in counted}
+    assert added[(fallback, GUEST, "fallback")] == 1
+    assert added[(fallback, GUEST, "ok")] == 1  # the answer once the host was back
+    assert added[(service, GUEST, "unavailable")] == 1
+    assert sum(n for (_, party, _), n in added.items() if party == HOST) == 2  # silent twice
 
 
 def test_unbind_waits_for_requests_in_flight_then_refuses_new_ones(
