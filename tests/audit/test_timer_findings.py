@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fedaudit import handlers
 from fedaudit.main import Audit
 from fedaudit.report import job_report
@@ -220,6 +221,28 @@ def test_a_beating_worker_and_one_whose_task_ended_are_not_reported_silent(
     # Assert
     found = [a["labels"]["rule"] for a in alerts]
     assert "control.worker_silent" not in found, found
+
+
+def test_a_critical_timer_finding_stops_the_job_while_the_audits_database_is_away(
+    audit: tuple[Audit, Clock, list[Any]], tmp_path: Path
+) -> None:
+    # Prepare: the guest's worker claimed its task, then the audit's database went away
+    made, clock, alerts = audit
+    stops = stop_requests(made)
+    traffic = Traffic(component=COMPONENT)
+    deliver(
+        made, traffic, [traffic.propose(), traffic.task_run(), worker_status(traffic, "running")]
+    )
+    made.ctx.engine = sa.create_engine(f"sqlite:///{tmp_path / 'gone' / 'audit.db'}")
+
+    # Execute: the timer past the worker's interval
+    clock.now += 31
+    handlers.tick(made.ctx)
+
+    # Assert: not chained, but alerted and the stop asked for
+    wait_for(lambda: stops, timeout=5)
+    assert [s.rule for s in stops] == ["control.worker_silent"]
+    assert "control.worker_silent" in [a["labels"]["rule"] for a in alerts]
 
 
 def _held_lr_job(

@@ -507,7 +507,10 @@ def tick(ctx: AuditContext) -> None:
             and now - ctx.first_unsigned_at >= ctx.checkpoint_interval_s
         )
         if due and ctx.head.seq > ctx.last_checkpoint_seq:
-            _checkpoint(ctx)
+            try:
+                _checkpoint(ctx)
+            except Exception as exc:  # the database away: the silences are still judged
+                log.warning("audit_checkpoint_failed", error=str(exc))
         # No worker can be heard while the broker is away: its silence then is the broker's
         # (control.dependency_down), not a reason to stop the job.
         probes = ctx.liveness
@@ -588,15 +591,22 @@ def record_timer_findings(
                 stopping.add(job_id)
             head.extend(record, ctx.party_id)
             items.append((record, finding, stop))
-        with ctx.engine.begin() as conn:
-            store.append_many(conn, [(record, stop) for record, _, stop in items])
-        due = head.seq - ctx.last_checkpoint_seq >= ctx.checkpoint_every
-        ctx.head = head
-        if due:
-            _checkpoint(ctx)
-        elif ctx.first_unsigned_at is None:
-            ctx.first_unsigned_at = now
-    ctx.metrics.chain_seq.set(head.seq)
+        try:
+            with ctx.engine.begin() as conn:
+                store.append_many(conn, [(record, stop) for record, _, stop in items])
+        except Exception as exc:
+            # The database away (control.dependency_down): the findings still go to the log,
+            # the metrics, the webhook and, when critical, the scheduler; only the chain
+            # misses them.
+            log.warning("audit_timer_record_failed", findings=len(items), error=str(exc))
+        else:
+            due = head.seq - ctx.last_checkpoint_seq >= ctx.checkpoint_every
+            ctx.head = head
+            if due:
+                _checkpoint(ctx)
+            elif ctx.first_unsigned_at is None:
+                ctx.first_unsigned_at = now
+    ctx.metrics.chain_seq.set(ctx.head.seq)
     for record, finding, stop in items:
         job_id = str(record["job_id"])
         ctx.metrics.findings.labels(finding.rule, finding.severity).inc()
