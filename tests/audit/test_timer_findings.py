@@ -345,6 +345,10 @@ def test_a_worker_whose_heartbeats_stop_mid_job_stops_it_at_both_parties_within_
     detected = _detected_at(audit, job_id, "control.worker_silent")
     assert "rule control.worker_silent broken by party 9999" in failed["reason"], failed["reason"]
     assert "hetero_lr_0" in failed["reason"]
+    print(
+        f"last beat -> detected {detected - last:.2f} s; detected -> failed guest "
+        f"{guest_at - detected:.2f} s, host {host_at - detected:.2f} s"
+    )
     assert detected - last >= 1.0, f"detected {detected - last:.2f} s after the last beat"
     assert guest_at - detected < 1.0 and host_at - detected < 1.0, (
         f"{guest_at - detected:.2f} s, {host_at - detected:.2f} s"
@@ -379,6 +383,7 @@ def test_a_stall_the_pipeline_raised_to_critical_stops_the_job_at_both_parties(
 
     # Assert
     detected = _detected_at(audit, job_id, "algorithm.stalled")
+    print(f"detected -> failed guest {guest_at - detected:.2f} s, host {host_at - detected:.2f} s")
     assert "rule algorithm.stalled" in failed["reason"], failed["reason"]
     assert "component hetero_lr_0" in failed["reason"]
     assert guest_at - detected < 1.0 and host_at - detected < 1.0, (
