@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+from fedcommon.metrics import CachedLabels
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class AuditMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.messages = Counter(
-            "fedmq_audit_messages_total",
-            "Messages recorded in the audit log, by direction and message type.",
-            ["direction", "type"],
-            registry=self.registry,
+        # Counted per recorded message: the children cached (a labels() call checks and
+        # converts its values under the metric's lock every time).
+        self.messages = CachedLabels(
+            Counter(
+                "fedmq_audit_messages_total",
+                "Messages recorded in the audit log, by direction and message type.",
+                ["direction", "type"],
+                registry=self.registry,
+            )
         )
         self.duplicates = Counter(
             "fedmq_audit_duplicates_total",
             "Deliveries of messages already recorded (redeliveries), not recorded again.",
             registry=self.registry,
         )
-        self.findings = Counter(
-            "fedmq_audit_findings_total",
-            "Rule findings, by rule and severity.",
-            ["rule", "severity"],
-            registry=self.registry,
+        self.findings = CachedLabels(
+            Counter(
+                "fedmq_audit_findings_total",
+                "Rule findings, by rule and severity.",
+                ["rule", "severity"],
+                registry=self.registry,
+            )
         )
         self.stop_requests = Counter(
             "fedmq_audit_stop_requests_total",
