@@ -697,30 +697,70 @@ def _http_port(state: LocalState, party: str, service: str) -> int:
     return p.http_port
 
 
+START_LIMIT_S = 300.0
+"""How long wait_healthy waits at most for a service that is alive and still making progress
+(its CPU time grows): under load importing a gateway took 17 s of wall time (load 15-32), so a
+fixed 30 s failed stacks that were only slow."""
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of `pid` in clock ticks (None when /proc has no such process)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # after ")": state is [0], utime [11], stime [12]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _exited_error(state: LocalState, party: str, service: str, pid: int | None) -> LauncherError:
+    path = log_file(state, party, service)
+    tail = path.read_text(errors="replace").splitlines()[-15:] if path.exists() else []
+    child = _children.get(pid) if pid is not None else None
+    code = child.poll() if child is not None else None
+    return LauncherError(
+        f"{service} of party {party} exited (status {code}); see {path}; last lines:\n"
+        + "\n".join(tail)
+        + (
+            f"\n(a port of {service} was taken: "
+            f"{', '.join(map(str, _ports_of(state, party, service)))})"
+            if port_taken(state, party, service)
+            else ""
+        )
+    )
+
+
 def wait_healthy(
-    state: LocalState, party: str, timeout: float = 30.0, *, service: str = "gateway"
+    state: LocalState,
+    party: str,
+    timeout: float = 30.0,
+    *,
+    service: str = "gateway",
+    limit: float | None = None,
 ) -> None:
-    """Wait until the party's gateway (or scheduler, or worker) answers /healthz with 200."""
+    """Wait until the party's gateway (or another service) answers /healthz with 200.
+
+    Fails at once, with its log's last lines, when the process exited; after `timeout` seconds
+    without progress (its CPU time did not grow: a hung or idle process); and in any case after
+    `limit` (default max(timeout, START_LIMIT_S)) seconds. A service that is only slow to start
+    (a loaded machine) is waited for while it makes progress.
+    """
     url = f"http://127.0.0.1:{_http_port(state, party, service)}/healthz"
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    hard = start + (max(timeout, START_LIMIT_S) if limit is None else limit)
+    progress_at = start
+    ticks: int | None = None
     last = "no answer"
-    while time.monotonic() < deadline:
+    while True:
+        now = time.monotonic()
+        if now >= hard or now >= progress_at + timeout:
+            break
         pid = read_pid(state, party, service)
         if pid is None or not _alive(pid, service):
-            path = log_file(state, party, service)
-            tail = path.read_text(errors="replace").splitlines()[-15:] if path.exists() else []
-            child = _children.get(pid) if pid is not None else None
-            code = child.poll() if child is not None else None
-            raise LauncherError(
-                f"{service} of party {party} exited (status {code}); see {path}; last lines:\n"
-                + "\n".join(tail)
-                + (
-                    f"\n(a port of {service} was taken: "
-                    f"{', '.join(map(str, _ports_of(state, party, service)))})"
-                    if port_taken(state, party, service)
-                    else ""
-                )
-            )
+            raise _exited_error(state, party, service, pid)
+        now_ticks = _cpu_ticks(pid)
+        if now_ticks is not None and ticks is not None and now_ticks > ticks:
+            progress_at = time.monotonic()
+        ticks = now_ticks
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # loopback http
                 if resp.status == 200:
@@ -728,7 +768,14 @@ def wait_healthy(
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.2)
-    raise LauncherError(f"{service} of party {party} not healthy after {timeout} s: {last}")
+    path = log_file(state, party, service)
+    tail = path.read_text(errors="replace").splitlines()[-15:] if path.exists() else []
+    waited = time.monotonic() - start
+    why = f"no CPU time used for {timeout} s" if time.monotonic() < hard else "its start-up limit"
+    raise LauncherError(
+        f"{service} of party {party} not healthy after {waited:.0f} s ({why}): {last}; "
+        f"see {path}; last lines:\n" + "\n".join(tail)
+    )
 
 
 def port_taken(state: LocalState, party: str, service: str) -> bool:
