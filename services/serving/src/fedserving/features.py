@@ -82,9 +82,9 @@ def thread_client(client: redis.Redis[bytes], local: threading.local) -> redis.R
     life (made on first use). A pooled client takes a connection from the pool and gives it
     back around every command (a lock, and a poll of the socket to check it is idle: ~60 µs
     of CPU per command, a quarter of a one-id MGET's, issue #15); lookups run on the service's
-    consumer threads (`threads` per topic), so each keeps one connection instead. It reconnects by
-    itself after an error, as the pooled client does; `client.close()` (the pool's
-    disconnect) closes them all."""
+    consumer threads (`threads` per topic), so each keeps one connection instead. A dropped
+    connection is found by the next command (the caller tries once more, connecting again);
+    `client.close()` (the pool's disconnect) closes them all."""
     found: redis.Redis[bytes] | None = getattr(local, "client", None)
     if found is None:
         found = local.client = redis.Redis(
@@ -193,8 +193,16 @@ class FeatureStore:
             if len(self._columns) > 64:  # tables reloaded, models published: start over
                 self._columns.clear()
             self._columns[(loaded, tuple(names))] = columns
+        keys = [self._key(loaded.table, i) for i in ids]
         reader = thread_client(self.redis, self._local)
-        raw = reader.mget([self._key(loaded.table, i) for i in ids])
+        try:
+            raw = reader.mget(keys)
+        except redis.ConnectionError:
+            # The server dropped this thread's connection (a restart, a timeout, a kill): the
+            # pooled client's idle check would have found it before the command; here the
+            # command finds it, and the next one connects again.
+            reader.connection.disconnect()  # type: ignore[union-attr]
+            raw = reader.mget(keys)
         missing = [row_id for row_id, value in zip(ids, raw, strict=True) if value is None]
         if missing:
             raise FeaturesMissing(missing)
