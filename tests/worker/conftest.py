@@ -96,6 +96,11 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        # The reader ends at the pipe's end of file; then the pipe is given back (it stayed
+        # open in the test process, one per worker started, until the suite ended).
+        self._reader.join(5)
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
 
 
 StartWorker = Callable[..., WorkerProcess]
