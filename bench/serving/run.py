@@ -290,7 +290,21 @@ def main() -> None:
         "--requests", type=int, default=200, help="one client's requests, one after the other"
     )
     parser.add_argument("--out", default=str(HERE / "results.json"), help="the JSON result")
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a service may take to answer /healthz after its start (the launcher's 30 "
+        "is too short for a gateway on a machine at load 20+: its imports alone took 22 s)",
+    )
     args = parser.parse_args()
+    if args.start_timeout > 30.0:
+        wait_healthy = local.wait_healthy
+
+        def patient(state: Any, party: str, timeout: float = 30.0, **kw: Any) -> None:
+            wait_healthy(state, party, max(timeout, args.start_timeout), **kw)
+
+        local.wait_healthy = patient  # type: ignore[assignment]
     rates = [float(r) for r in args.rates.split(",") if r]
     modes = args.modes.split(",")
     amqp = os.environ.get("FEDMQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -323,8 +337,8 @@ def main() -> None:
     ) as stack:
         guest = ServingProcess(stack.state, GUEST, stack.root, rate_limit_rows_per_s="1000000")
         host = ServingProcess(stack.state, HOST, stack.root, accept_models_from='["*"]')
-        guest.start()
-        host.start()
+        guest.start(timeout=max(60.0, args.start_timeout))
+        host.start(timeout=max(60.0, args.start_timeout))
         try:
             upload_breast(stack)
             stack.host.grant("breast_hetero_host", GUEST, ["psi", "hetero_lr"])
@@ -436,7 +450,7 @@ def main() -> None:
                 for party in (GUEST, HOST):
                     local.wait_healthy(stack.state, party, 60)
                 for process in (guest, host):
-                    process.start()
+                    process.start(timeout=max(60.0, args.start_timeout))
                 running["mode"] = mode
                 warm("risk")
 
