@@ -200,9 +200,10 @@ class FeatureStore:
         except redis.ConnectionError:
             # The server dropped this thread's connection (a restart, a timeout, a kill): the
             # pooled client's idle check would have found it before the command; here the
-            # command finds it, and the next one connects again.
-            reader.connection.disconnect()  # type: ignore[union-attr]
-            raw = reader.mget(keys)
+            # command finds it, and the lookup goes again on a new client.
+            reader.close()  # its connection back to the pool, whose idle check reconnects it
+            self._local.client = None
+            raw = thread_client(self.redis, self._local).mget(keys)
         missing = [row_id for row_id, value in zip(ids, raw, strict=True) if value is None]
         if missing:
             raise FeaturesMissing(missing)
