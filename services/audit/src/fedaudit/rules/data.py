@@ -268,15 +268,19 @@ class ProfiledTables(dict[str, str]):
         self.subset = subset
 
 
-def profiled_tables(pipeline_yaml: str) -> dict[str, dict[str, str]]:
+def profiled_tables(pipeline_yaml: str | Pipeline) -> dict[str, dict[str, str]]:
     """Each statistics component of the pipeline whose input traces back to a reader through
     ROW_SUBSETS only -> {party: the table that reader reads there} (a ProfiledTables). Its
     report.column_stats is then that table's profile (record_profile); one behind any other
-    component (scaled, imputed, binned values) profiles no table."""
-    try:
-        pipeline = Pipeline.from_yaml(pipeline_yaml)
-    except PipelineError:
-        return {}
+    component (scaled, imputed, binned values) profiles no table. `pipeline_yaml` may be the
+    Pipeline already parsed from it."""
+    if isinstance(pipeline_yaml, Pipeline):
+        pipeline = pipeline_yaml
+    else:
+        try:
+            pipeline = Pipeline.from_yaml(pipeline_yaml)
+        except PipelineError:
+            return {}
     specs = {spec.name: spec for spec in pipeline.components_in_order()}
     found: dict[str, dict[str, str]] = {}
     for spec in specs.values():

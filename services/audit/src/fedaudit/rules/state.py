@@ -164,10 +164,15 @@ class JobView:
         taken, self.unsaved = self.unsaved, []
         return taken
 
-    def learn_pipeline(self, initiator: str, pipeline_yaml: str) -> str | None:
-        """Take the approved pipeline in; the problem when it does not parse."""
+    def learn_pipeline(self, initiator: str, pipeline_yaml: str | Pipeline) -> str | None:
+        """Take the approved pipeline in (its YAML, or the Pipeline the caller already parsed
+        from it); the problem when it does not parse."""
         try:
-            pipeline = Pipeline.from_yaml(pipeline_yaml)
+            pipeline = (
+                pipeline_yaml
+                if isinstance(pipeline_yaml, Pipeline)
+                else Pipeline.from_yaml(pipeline_yaml)
+            )
         except PipelineError as exc:
             return str(exc)
         self.initiator, self.known = initiator, True
@@ -185,10 +190,14 @@ class JobView:
                     view.key_bits[task.party_id] = bits
         return None
 
-    def learn_task(self, facts: Mapping[str, Any]) -> str | None:
-        """A task.run of this party: its component must be the approved one; None if it is."""
+    def learn_task(self, facts: Mapping[str, Any], pipeline: Pipeline | None = None) -> str | None:
+        """A task.run of this party: its component must be the approved one; None if it is.
+        `pipeline`: facts' pipeline_yaml, already parsed by the caller (else parsed here)."""
         if not self.known and facts.get("pipeline_yaml"):
-            self.learn_pipeline(str(facts.get("initiator", "")), str(facts["pipeline_yaml"]))
+            self.learn_pipeline(
+                str(facts.get("initiator", "")),
+                pipeline if pipeline is not None else str(facts["pipeline_yaml"]),
+            )
         self.known = True
         for role, ids in facts.get("parties", {}).items():
             for party in ids:
