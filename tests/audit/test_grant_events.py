@@ -9,12 +9,14 @@ CLI."""
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 from fedaudit.main import Audit
 from fedaudit.settings import AuditSettings
 from fedbus import connect
@@ -74,9 +76,24 @@ def audit_urls(tmp_path: Path, unique_name: str) -> Iterator[dict[str, str]]:
         }
 
 
+@pytest.fixture(autouse=True)
+def _logs_to_stderr() -> Iterator[None]:
+    """The audits, gateways and schedulers run in this process, unconfigured: structlog's
+    default logger prints to sys.stdout as it is at each call, which is CliRunner's capture
+    while a `fedmq` call runs, so a service thread's log line landed inside the CLI's JSON.
+    A service's logs go to stderr (as `fedmq`'s own do); restored afterwards."""
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
 def fedmq(*args: str) -> tuple[int, str]:
+    """The CLI's exit code and its stdout alone (its own logs go to stderr)."""
     result = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["audit", *args], catch_exceptions=False)
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout
 
 
 def test_the_audit_logs_name_the_grant_under_which_a_party_accepted_a_job(
