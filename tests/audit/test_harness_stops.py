@@ -5,8 +5,9 @@ c >= n^2, c = 1, c sharing a factor with n, a repeated ciphertext, NaN, another 
 message, a component whose code hash is not the approved one) a real job of hetero_lr runs on the
 in-process federation (memory buses, real Schedulers, fake workers holding hetero_lr_0), the
 guest's audit watches it, and the case's messages arrive as the guest's gateway and worker would
-publish them: the job fails at the guest within a second of the offending message, naming the
-rule and the offending party, and the initiator stops it at the host too.
+publish them: the job fails at the guest within a second of the offending message (sent once the
+audit has recorded the ones before it), naming the rule and the offending party, and the
+initiator stops it at the host too.
 
 (A worker's stopped heartbeats are control.worker_silent, which stops the job:
 tests/audit/test_timer_findings.py. Out-of-bound decrypted values:

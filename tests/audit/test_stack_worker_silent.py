@@ -5,7 +5,7 @@ a second of the detection.
 
 The stack's own settings: leases of 3 s (the worker beats every 1 s) and a worker silence of
 10 s at the audits, so the test waits seconds, not the default 120 s. A stack of its own costs
-the suite ~2.5 min at load 15-20 (start, job, purge), so it runs only with
+the suite ~2 min at load 20-30 (start, job, purge), so it runs only with
 FEDMQ_AUDIT_STACK_FULL=1; tests/audit/test_timer_findings.py checks the same stop on the
 in-process federation in every run."""
 
