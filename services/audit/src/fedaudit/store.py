@@ -229,6 +229,7 @@ def write_group(
     if digests:
         statements.append((sql.insert_digests, [(j, m, d) for j, m, d in digests]))
     driver = conn.connection.driver_connection
+    assert driver is not None  # a checked-out connection always has its DBAPI connection
     try:
         if conn.dialect.name != "postgresql" or not getattr(driver, "autocommit", False):
             if not conn.in_transaction():
